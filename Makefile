@@ -1,0 +1,60 @@
+# RuhrTwin: `make twin` builds the demo district release, `make test` runs the test suite.
+# Both set up what they need on first use (.venv, npm packages, Debian chromium for browser tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TWIN := $(BIN)/twin
+CONFIG ?= configs/demo.yaml
+PYTEST_ARGS ?=
+
+.PHONY: twin test bench clean view lint format demo setup npm chromium status
+
+setup: $(VENV)/.stamp npm
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+# CesiumJS for the offline viewer and the Khronos glTF validator for tests (pinned in package.json).
+npm: node_modules/.stamp
+node_modules/.stamp: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian chromium for the real-browser viewer tests (root on the dev/CI machines).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will be skipped"; }
+
+twin: setup
+	@if [ -z "$$(ls -A data/raw | grep -v .gitkeep)" ]; then $(TWIN) demo --out data/raw; fi
+	$(TWIN) build $(CONFIG)
+
+demo: setup
+	$(TWIN) demo --out data/raw
+
+test: setup chromium
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+view: setup
+	$(TWIN) view
+
+status: setup
+	$(TWIN) status
+
+lint: setup
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+
+format: setup
+	$(BIN)/ruff format pipeline tests bench
+	$(BIN)/ruff check --fix pipeline tests bench
+
+clean:
+	rm -rf data/out/releases data/out/current data/cache .pytest_cache test-artifacts

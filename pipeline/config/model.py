@@ -1,0 +1,208 @@
+"""The configuration model. One section per concern; every assumption about a delivery is a field here.
+
+Strict: unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AccessClass = Literal["public", "internal"]
+ClassScheme = Literal["adv", "asprs"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(Strict):
+    raw: Path = Path("../data/raw")
+    out: Path = Path("../data/out")
+    cache: Path = Path("../data/cache")
+
+
+class CrsConfig(Strict):
+    """Internal working CRS and the height system.
+
+    `horizontal` + `vertical` form the compound CRS inputs are in unless a source overrides it.
+    `vertical: null` means the heights are already ellipsoidal (or the data has no vertical CRS and
+    `assume_ellipsoidal_heights` is set): no geoid step is applied.
+    """
+
+    horizontal: str = "EPSG:25832"
+    vertical: str | None = "EPSG:7837"
+    # Explicit geoid grid file; otherwise PROJ's data dirs, then the copy vendored in the package.
+    geoid_grid: Path | None = None
+    # Files without a vertical CRS: refuse (default) unless this says their Z is ellipsoidal.
+    assume_ellipsoidal_heights: bool = False
+    # Fixed origin of the project east-north-up frame [E, N, H] in the horizontal CRS. Fixed per project
+    # so tile ids and bytes stay stable between builds. null = derived from the planned extent, snapped
+    # to `frame_snap` metres.
+    frame_origin: tuple[float, float, float] | None = None
+    frame_snap: float = 1000.0
+
+    @property
+    def compound(self) -> str:
+        return f"{self.horizontal}+{self.vertical.split(':')[-1]}" if self.vertical else self.horizontal
+
+
+class RuntimeConfig(Strict):
+    scheduler: str | None = Field(None, description="tcp://HOST:PORT of an existing Dask scheduler")
+    workers: int | None = Field(None, ge=1, description="local worker processes (default: CPU count)")
+    memory: str = Field("2GB", description="memory budget per worker, e.g. 1.5GB, 800MB")
+    progress: bool = True
+
+
+class AerialEpoch(Strict):
+    """One survey epoch of the aerial point cloud (LAS/LAZ/COPC tiles)."""
+
+    epoch: str
+    points: str = Field(description="glob relative to paths.raw, e.g. 'aerial/2024/*.laz'")
+    crs: str | None = Field(None, description="override the files' CRS (compound CRS string)")
+    class_scheme: ClassScheme = "adv"
+
+
+class RasterSource(Strict):
+    path: str = Field(description="glob relative to paths.raw")
+    crs: str | None = None
+    # 1-based band indices (orthophoto: red, green, blue, nir)
+    bands: dict[str, int] = Field(default_factory=dict)
+
+
+class CadastreSource(Strict):
+    path: str = Field(description="file or glob relative to paths.raw")
+    format: Literal["alkis_gpkg", "nas", "generic"] = "alkis_gpkg"
+    # generic inputs: map our names (oid, funktion, gfkzshh, anzahlgs, ...) to the file's columns
+    columns: dict[str, str] = Field(default_factory=dict)
+    layer: str | None = None
+    parcel_layer: str | None = None
+    crs: str | None = None
+
+
+class MobileSource(Strict):
+    points: str | None = None
+    panoramas: str | None = None
+    crs: str | None = None
+    class_scheme: ClassScheme = "asprs"
+
+
+class SourcesConfig(Strict):
+    aerial: list[AerialEpoch] = Field(default_factory=list)
+    orthophoto: RasterSource | None = None
+    dgm: RasterSource | None = None
+    cadastre: CadastreSource | None = None
+    mobile: MobileSource | None = None
+    reference_citygml: str | None = None
+
+
+class LayerBase(Strict):
+    enabled: bool = True
+    access: AccessClass = "public"
+
+
+class PointsLayer(LayerBase):
+    format: Literal["1.1", "1.0"] = "1.1"
+    # extra LAS dimensions exported as metadata properties
+    extra_dimensions: list[str] = Field(default_factory=list)
+    colour_from_orthophoto: bool = True
+    meshopt: bool = False
+    implicit: bool = False
+    max_points_per_tile: int = Field(60_000, ge=1000)
+    # unknown class codes: refuse (default) or keep them as "unknown <code>"
+    unknown_classes: Literal["error", "keep"] = "error"
+
+
+class BuildingsLayer(LayerBase):
+    format: Literal["1.1", "1.0"] = "1.1"
+    roof_percentile: float = Field(75.0, gt=0, lt=100)
+    stats_percentiles: list[float] = Field(default_factory=lambda: [50.0, 70.0, 90.0, 99.0])
+    shrink_m: float = 0.5
+    ground_ring_m: float = 3.0
+    min_points: int = 5
+    floor_height_m: float = 3.0
+    default_height_m: float = 9.0
+    skip_bauteil: bool = True
+    skip_underground: bool = True
+    min_area_m2: float = 2.0
+
+
+class OverlayLayer(LayerBase):
+    ndvi_threshold: float = 0.3
+    tree_min_height_m: float = 2.5
+
+
+class ChangeLayer(LayerBase):
+    min_dh_m: float = 1.0
+    unregistered_min_height_m: float = 2.5
+    unregistered_min_area_m2: float = 20.0
+
+
+class TerrainLayer(LayerBase):
+    texture_from_orthophoto: bool = True
+
+
+class ViewerLayer(LayerBase):
+    pass
+
+
+class LayersConfig(Strict):
+    aerial_points: PointsLayer = PointsLayer()
+    mobile_points: PointsLayer = PointsLayer(access="internal", colour_from_orthophoto=False)
+    panoramas: LayerBase = LayerBase(access="internal")
+    buildings: BuildingsLayer = BuildingsLayer()
+    overlays: OverlayLayer = OverlayLayer()
+    change: ChangeLayer = ChangeLayer()
+    terrain: TerrainLayer = TerrainLayer()
+    viewer: ViewerLayer = ViewerLayer()
+
+
+class ReleaseConfig(Strict):
+    keep: int = Field(5, ge=1, description="releases kept on disk")
+    validate_gltf: bool = True
+    # corrupt input tile: fail the build (default) or skip and report it
+    on_bad_tile: Literal["fail", "skip"] = "fail"
+
+
+class TwinConfig(Strict):
+    name: str
+    paths: PathsConfig = PathsConfig()
+    crs: CrsConfig = CrsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    sources: SourcesConfig = SourcesConfig()
+    layers: LayersConfig = LayersConfig()
+    release: ReleaseConfig = ReleaseConfig()
+    # where the config file lives; relative paths resolve against it (set by the loader)
+    base_dir: Path = Path(".")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ "):
+            raise ValueError("must be a non-empty name without spaces or slashes")
+        return v
+
+    @model_validator(mode="after")
+    def _epochs_unique(self) -> TwinConfig:
+        names = [e.epoch for e in self.sources.aerial]
+        if len(names) != len(set(names)):
+            raise ValueError(f"sources.aerial: duplicate epoch names {names}")
+        return self
+
+    def resolve(self, p: Path | str) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.resolve(self.paths.raw)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.resolve(self.paths.out)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.resolve(self.paths.cache)

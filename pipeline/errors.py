@@ -1,0 +1,63 @@
+"""Typed errors raised at the edge where bad input is read.
+
+Every error carries the file (and record, where there is one) so the CLI can print one clear line and
+exit with a documented code. Libraries never print or exit; they raise these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes documented for schedulers (README "Exit codes").
+EXIT_OK = 0
+EXIT_INPUT = 2  # bad input data (corrupt file, missing CRS, unknown class code, ...)
+EXIT_CONFIG = 3  # invalid configuration
+EXIT_CRS = 4  # CRS / geoid grid problem
+EXIT_LOCKED = 5  # another build holds the lock
+EXIT_VALIDATION = 6  # the built release failed validation; nothing was published
+EXIT_INTERNAL = 10  # a bug
+
+
+class TwinError(Exception):
+    """Base class; `exit_code` tells the CLI what to return."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, path: str | Path | None = None, record: str | None = None):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.record = record
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path:
+            where = f"{self.path}"
+            if self.record is not None:
+                where += f" [{self.record}]"
+            where += ": "
+        return f"{where}{self.message}"
+
+
+class ConfigError(TwinError):
+    exit_code = EXIT_CONFIG
+
+
+class InputError(TwinError):
+    exit_code = EXIT_INPUT
+
+
+class CrsError(TwinError):
+    exit_code = EXIT_CRS
+
+
+class GeoidGridMissing(CrsError):
+    pass
+
+
+class LockedError(TwinError):
+    exit_code = EXIT_LOCKED
+
+
+class ValidationError(TwinError):
+    exit_code = EXIT_VALIDATION

@@ -1,0 +1,1 @@
+"""Orchestration: the only place that builds Dask task graphs around the pure stages."""

@@ -1,0 +1,97 @@
+"""What every layer builder receives and returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.buildlog import BuildLog
+from pipeline.config.model import TwinConfig
+from pipeline.crs import ProjectFrame
+
+LayerKind = Literal[
+    "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer"
+]
+
+
+@dataclass
+class InputFile:
+    """One raw input file with its content hash (incremental builds key on these)."""
+
+    path: Path
+    role: str  # e.g. "aerial:2024", "orthophoto", "cadastre", "mobile", "panoramas"
+    size: int
+    sha256: str
+
+    def to_json(self, raw_dir: Path) -> dict[str, Any]:
+        try:
+            rel = self.path.relative_to(raw_dir).as_posix()
+        except ValueError:
+            rel = str(self.path)
+        return {"path": rel, "role": self.role, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass
+class LayerResult:
+    """One layer of a release. `tileset` and `files` are relative to the release directory."""
+
+    name: str
+    kind: LayerKind
+    access: Literal["public", "internal"]
+    tileset: str | None = None
+    files: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    style: str | None = None  # 3D Tiles style JSON beside the tileset, relative path
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "access": self.access}
+        if self.tileset:
+            d["tileset"] = self.tileset
+        if self.style:
+            d["style"] = self.style
+        if self.files:
+            d["files"] = sorted(self.files)
+        d["stats"] = self.stats
+        d["warnings"] = self.warnings
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+@dataclass
+class BuildContext:
+    """Shared, read-only state of one build (the Dask client may be None for serial runs)."""
+
+    cfg: TwinConfig
+    build_id: str
+    release_dir: Path  # staging directory of this release
+    frame: ProjectFrame
+    inputs: list[InputFile]
+    log: BuildLog
+    client: Any = None
+    previous_release: Path | None = None  # last published release, for reuse of unchanged outputs
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def inputs_for(self, role_prefix: str) -> list[InputFile]:
+        return [i for i in self.inputs if i.role == role_prefix or i.role.startswith(role_prefix + ":")]
+
+    def warn(self, message: str, **fields: Any) -> None:
+        self.warnings.append(message)
+        self.log.event("warning", message=message, **fields)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        self.log.event("stage_start", stage=name)
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.timings[name] = round(self.timings.get(name, 0.0) + dt, 3)
+            self.log.event("stage_end", stage=name, seconds=round(dt, 3))

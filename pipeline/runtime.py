@@ -1,0 +1,66 @@
+"""Dask runtime: a LocalCluster sized to the machine, or an existing scheduler.
+
+Workers are separate processes started with `spawn` (never fork after threads exist: lazrs' rayon pool
+and numba's threading layer are not fork-safe), one thread each, so numba/lazrs get a core per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from pipeline.config.loader import parse_size
+from pipeline.config.model import RuntimeConfig
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def dask_client(rt: RuntimeConfig, *, workers: int | None = None, scheduler: str | None = None) -> Iterator:
+    """Yield a `distributed.Client`: attached to `scheduler` if given, else a fresh LocalCluster."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    address = scheduler or rt.scheduler
+    budget = parse_size(rt.memory)
+    with dask.config.set(
+        {
+            "distributed.worker.multiprocessing-method": "spawn",
+            "distributed.worker.daemon": False,
+            # we manage memory with our own budget and spill files; keep dask from pausing workers early
+            "distributed.worker.memory.target": False,
+            "distributed.worker.memory.spill": False,
+            "distributed.worker.memory.pause": 0.95,
+            "distributed.scheduler.work-stealing": True,
+            "distributed.admin.tick.limit": "30s",
+            "distributed.comm.timeouts.connect": "60s",
+        }
+    ):
+        if address:
+            client = Client(address, timeout="60s")
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        n = workers or rt.workers or default_workers()
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=max(budget * 2, 512 * 2**20),
+            dashboard_address=None,
+            silence_logs=40,
+        )
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()

@@ -1,0 +1,1 @@
+"""Formats only: glTF/GLB, pnts/b3dm, tileset.json, subtrees, styles. Nothing here knows about Dask or the CLI."""
