@@ -233,7 +233,7 @@ def project_frame(cfg: CrsConfig, extent_center: tuple[float, float, float] | No
         raise CrsError("no frame origin: set crs.frame_origin or give the planned extent")
     src = working_crs(cfg)
     to_geo = make_transformer(src, GEOGRAPHIC_3D, cfg)
-    lon, lat, hell = to_geo.transform(e, n, h)
+    lon, lat, _hell = to_geo.transform(e, n, h)
     to_ecef = make_transformer(src, ECEF, cfg)
     x, y, z = to_ecef.transform(e, n, h)
     return ProjectFrame((float(x), float(y), float(z)), float(lon), float(lat))

@@ -235,7 +235,7 @@ def read_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     magic, version, total = struct.unpack_from("<4sII", data, 0)
     if magic != b"glTF" or version != 2 or total != len(data):
         raise ValueError("not a GLB 2.0 file")
-    jlen, jtype = struct.unpack_from("<I4s", data, 12)
+    jlen, _jtype = struct.unpack_from("<I4s", data, 12)
     js = json.loads(data[20 : 20 + jlen])
     binary = b""
     off = 20 + jlen
