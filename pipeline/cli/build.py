@@ -1,0 +1,49 @@
+"""`twin build CONFIG`: build, validate and publish a release."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.config.loader import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build, validate and publish a release from a config")
+    p.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    p.add_argument("--scheduler", help="attach to an existing Dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--jobs", type=int, help="local worker processes (default: CPU count)")
+    p.add_argument("--memory", help="memory budget per worker, e.g. 1.5GB")
+    p.add_argument("--force", action="store_true", help="rebuild even when inputs and config are unchanged")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.buildlog import BuildLog
+    from pipeline.orchestrate.build import run_build
+
+    overrides = {"runtime.memory": args.memory} if args.memory else None
+    cfg = load_config(args.config, overrides)
+    res = run_build(
+        cfg, scheduler=args.scheduler, workers=args.jobs, force=args.force, log=BuildLog(quiet=args.quiet)
+    )
+    con = Console(stderr=False)
+    if res.up_to_date:
+        con.print(f"[green]Up to date:[/] {res.release_dir} (nothing changed since the last build)")
+        return 0
+    t = Table(title=f"Release {res.build_id}", show_lines=False)
+    for col in ("layer", "kind", "access", "tileset", "stats", "s"):
+        t.add_column(col)
+    for lay in res.layers:
+        stats = ", ".join(f"{k}={v}" for k, v in list(lay.stats.items())[:4])
+        t.add_row(lay.name, lay.kind, lay.access, lay.tileset or "-", stats, f"{lay.seconds:.1f}")
+    con.print(t)
+    for w in res.warnings:
+        con.print(f"[yellow]warning:[/] {w}")
+    con.print(
+        f"[green]Published[/] {res.release_dir} in {res.seconds:.1f} s; {cfg.out_dir / 'current'} points at it."
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Releases: manifest, validation, atomic publish, locking, incremental cache, access classes."""

@@ -1,0 +1,78 @@
+"""Validation stage: a release is only published when every tileset and every glTF in it is valid.
+
+Checks: each tileset JSON against the 3D Tiles 1.1 schemas, every content URI exists, each GLB through the
+Khronos glTF validator (when node + gltf-validator are installed), and layer invariants (e.g. the point count
+written equals the point count read). Returns a per-file report; raises ValidationError on any error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ValidationError
+from pipeline.tiles.tileset import schema_errors
+from pipeline.tiles.validate_gltf import validate_glb_files, validator_available
+
+
+def _walk_tileset(path: Path, errors: list[str], seen: set[Path], glbs: list[Path]) -> None:
+    if path in seen:
+        return
+    seen.add(path)
+    try:
+        ts = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        errors.append(f"{path}: unreadable tileset: {e}")
+        return
+    for err in schema_errors(ts):
+        errors.append(f"{path}: {err}")
+    stack = [ts.get("root", {})]
+    while stack:
+        tile = stack.pop()
+        contents = ([tile["content"]] if "content" in tile else []) + tile.get("contents", [])
+        for c in contents:
+            uri = c.get("uri", "")
+            if "{" in uri:  # implicit tiling template; subtrees are checked by the layer's own invariants
+                continue
+            target = (path.parent / uri).resolve()
+            if not target.is_file():
+                errors.append(f"{path}: content {uri} does not exist")
+            elif target.suffix == ".json":
+                _walk_tileset(target, errors, seen, glbs)
+            elif target.suffix == ".glb":
+                glbs.append(target)
+        stack.extend(tile.get("children", []))
+
+
+def validate_release(release_dir: Path, manifest: dict[str, Any], check_gltf: bool = True) -> dict[str, Any]:
+    errors: list[str] = []
+    glbs: list[Path] = []
+    seen: set[Path] = set()
+    for layer in manifest.get("layers", []):
+        if layer.get("tileset"):
+            ts = release_dir / layer["tileset"]
+            if not ts.is_file():
+                errors.append(f"layer {layer['name']}: tileset {layer['tileset']} missing")
+                continue
+            _walk_tileset(ts.resolve(), errors, seen, glbs)
+    gltf_checked = 0
+    if check_gltf and glbs and validator_available():
+        for rep in validate_glb_files(sorted(set(glbs))):
+            gltf_checked += 1
+            if rep["errors"]:
+                msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
+                errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
+    report = {
+        "tilesets": len(seen),
+        "glb": len(set(glbs)),
+        "glb_validated": gltf_checked,
+        "errors": errors[:200],
+        "ok": not errors,
+    }
+    if errors:
+        raise ValidationError(
+            f"release failed validation ({len(errors)} problems; nothing published). First: {errors[0]}",
+            path=release_dir,
+        )
+    return report
