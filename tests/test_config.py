@@ -56,7 +56,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_bad_memory_size(tmp_path):
-    with pytest.raises(ConfigError, match="runtime.memory"):
+    with pytest.raises(ConfigError, match=r"runtime\.memory"):
         load_config(write(tmp_path, "name: x\nruntime:\n  memory: lots\n"))
 
 
