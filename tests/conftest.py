@@ -24,3 +24,36 @@ def shared_spec() -> Path:
     if not p.is_dir():
         pytest.skip("../shared/spec is absent")
     return p
+
+
+TINY_PATHS = {"paths.raw": "../data/raw", "paths.out": "../data/out", "paths.cache": "../data/cache"}
+
+
+def load_tiny_config(project: Path, overrides: dict | None = None):
+    """configs/tiny.yaml of a tiny project, with its paths pointing inside the project folder."""
+    from pipeline.config import load_config
+
+    return load_config(project / "configs" / "tiny.yaml", {**TINY_PATHS, **(overrides or {})})
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A tiny demo district (200 m x 200 m, 4 tiles) with its config, generated once per test session."""
+    from pipeline.sources.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate_demo(root / "data" / "raw", size_m=200, tile_m=100, density=8, progress=False)
+    (root / "configs").mkdir()
+    text = (REPO / "configs" / "tiny.yaml").read_text()
+    (root / "configs" / "tiny.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tiny_project) -> Path:
+    """The published release of the tiny district (built once per session with 2 local workers)."""
+    from pipeline.buildlog import BuildLog
+    from pipeline.orchestrate.build import run_build
+
+    res = run_build(load_tiny_config(tiny_project), workers=2, log=BuildLog(quiet=True))
+    return res.release_dir
