@@ -70,6 +70,10 @@ class RasterSource(Strict):
     crs: str | None = None
     # 1-based band indices (orthophoto: red, green, blue, nir)
     bands: dict[str, int] = Field(default_factory=dict)
+    # tiles in another CRS or resolution than expected: reproject them onto the working grid, or refuse
+    on_mismatch: Literal["reproject", "error"] = "reproject"
+    # expected ground resolution in metres (None: taken from the files; mixed resolutions use the finest)
+    resolution: float | None = Field(None, gt=0)
 
 
 class CadastreSource(Strict):
@@ -132,16 +136,49 @@ class BuildingsLayer(LayerBase):
 class OverlayLayer(LayerBase):
     ndvi_threshold: float = 0.3
     tree_min_height_m: float = 2.5
+    # analysis grid of the raster shares (NDVI, nDSM) in metres
+    raster_res_m: float = Field(0.5, gt=0)
+    # GFZ / volume estimates: floors = height / floor_height_m (flagged as estimates)
+    floor_height_m: float = Field(3.0, gt=0)
+    # parcels draped on the terrain: offset above the DGM in metres
+    drape_offset_m: float = 0.3
 
 
 class ChangeLayer(LayerBase):
     min_dh_m: float = 1.0
     unregistered_min_height_m: float = 2.5
     unregistered_min_area_m2: float = 20.0
+    # surface rasters (DSM per epoch) are compared on this grid (metres)
+    raster_res_m: float = Field(1.0, gt=0)
+    # a footprint counts as built in an epoch when its roof (p75 of the nDSM) is at least this high
+    present_min_height_m: float = 2.0
+    # fraction of a footprint's cells that must have data in both epochs, else the class is `unknown`
+    min_coverage: float = Field(0.5, ge=0, le=1)
+    # footprints are shrunk by this before sampling roofs (walls, neighbours, misregistration)
+    shrink_m: float = 0.5
+    # cadastral footprints are buffered by this before looking for unregistered structures
+    footprint_buffer_m: float = 1.0
+    # height noise of one roof estimate (m): with the footprint's spread it scales the confidence
+    height_sigma_m: float = Field(0.15, gt=0)
+    # no-data areas smaller than this are gaps between points, not missing data
+    unknown_min_area_m2: float = 10.0
 
 
 class TerrainLayer(LayerBase):
     texture_from_orthophoto: bool = True
+    # grid cells per terrain tile side at every level (coarser levels double the cell size)
+    tile_cells: int = Field(64, ge=4, le=256)
+    # terrain mesh resolution at the finest level (None: the DGM's resolution)
+    resolution_m: float | None = Field(None, gt=0)
+    # texture pixels per tile side
+    texture_px: int = Field(256, ge=16, le=2048)
+    texture_format: Literal["jpeg", "png"] = "jpeg"
+    # ground-point fallback without a DGM: grid resolution in metres
+    ground_res_m: float = Field(1.0, gt=0)
+    # orthophoto XYZ pyramid: finest ground resolution (metres/pixel at the district) and zoom overrides
+    imagery_min_res_m: float = Field(0.3, gt=0)
+    imagery_min_zoom: int | None = Field(None, ge=0, le=24)
+    imagery_max_zoom: int | None = Field(None, ge=0, le=24)
 
 
 class ViewerLayer(LayerBase):

@@ -14,7 +14,7 @@ from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame
 
 LayerKind = Literal[
-    "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer"
+    "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer", "report"
 ]
 
 
