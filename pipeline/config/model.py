@@ -54,6 +54,8 @@ class RuntimeConfig(Strict):
     workers: int | None = Field(None, ge=1, description="local worker processes (default: CPU count)")
     memory: str = Field("2GB", description="memory budget per worker, e.g. 1.5GB, 800MB")
     progress: bool = True
+    # size budget of the intermediate cache (paths.cache); `twin gc` trims it, least recently used first
+    cache_budget: str = Field("20GB", description="e.g. 500MB, 20GB")
 
 
 class AerialEpoch(Strict):

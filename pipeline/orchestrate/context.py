@@ -75,6 +75,7 @@ class BuildContext:
     log: BuildLog
     client: Any = None
     previous_release: Path | None = None  # last published release, for reuse of unchanged outputs
+    reuse: Any = None  # pipeline.orchestrate.cache.ReuseState of this build (set by run_build)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
