@@ -15,6 +15,7 @@ EXIT_CONFIG = 3  # invalid configuration
 EXIT_CRS = 4  # CRS / geoid grid problem
 EXIT_LOCKED = 5  # another build holds the lock
 EXIT_VALIDATION = 6  # the built release failed validation; nothing was published
+EXIT_RELEASE = 7  # release management: nothing to roll back to, unknown release, export refused
 EXIT_INTERNAL = 10  # a bug
 
 
