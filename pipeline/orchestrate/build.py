@@ -1,12 +1,19 @@
-"""`twin build`: plan -> layers (Dask) -> manifest -> validate -> atomic publish.
+"""`twin build`: plan -> verify inputs -> layers (Dask) -> stamp -> manifest -> validate -> atomic publish.
 
 The one place that sequences the layers. Each layer builder lives in its own module of this package,
 takes the BuildContext and returns LayerResults; data passes between layers as files in the release
 (e.g. the buildings layer's GeoPackage feeds the overlays).
+
+Incremental: every layer unit runs inside `reuse_or_build` with a key made of the content hashes of the
+inputs it reads, its config sections, the keys of the layer units it depends on, the project frame and the
+pipeline fingerprint; an unchanged unit is hard-linked from the previous release (or from the staging
+folder of a killed build, which is how a rerun resumes). Inside a unit, builders can reuse single files
+with `pipeline.orchestrate.cache.reuse_files`.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,19 +24,33 @@ from pipeline.buildlog import BuildLog
 from pipeline.config.loader import config_hash
 from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame, project_frame
-from pipeline.errors import TwinError
+from pipeline.errors import EXIT_INTERNAL
+from pipeline.orchestrate.cache import (
+    INDEX_DIR,
+    ReuseState,
+    content_key,
+    inputs_key,
+    layer_key,
+    reuse_or_build,
+    reuse_stats,
+)
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
-from pipeline.orchestrate.inputs import scan_inputs
+from pipeline.orchestrate.inputs import scan_inputs, verify_inputs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
 from pipeline.release.publish import (
+    PARTIAL_PREFIX,
+    STAGING_PREFIX,
     current_release,
+    partial_dirs,
     promote,
     prune_releases,
+    record_published,
     releases_dir,
     staging_dir,
     switch_current,
 )
+from pipeline.release.status import input_changes, now_iso, read_manifest, write_last_build
 from pipeline.tiles.tileset import write_json
 
 
@@ -64,60 +85,70 @@ def plan_frame(cfg: TwinConfig, inputs: list[InputFile]) -> ProjectFrame:
     return project_frame(cfg.crs, None if cfg.crs.frame_origin else _aerial_extent_center(cfg, inputs))
 
 
-def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
-    """Run every enabled layer in order; later layers read earlier layers' files from the release."""
-    cfg = ctx.cfg
-    lay = cfg.layers
-    results: list[LayerResult] = []
+@dataclass(frozen=True)
+class LayerUnit:
+    """One call of a layer module and what its outputs depend on (for layer-level reuse).
 
-    from pipeline.orchestrate import points as points_orch
+    `roles`: input roles it reads (prefix match, e.g. "aerial" covers "aerial:2024"); `config`: sections of
+    `cfg.layers` (and `sources`) it reads; `after`: earlier units whose release files it reads. A module
+    may override its entry with a module attribute `LAYER_DEPENDS = {"roles": [...], "config": [...],
+    "after": [...]}`."""
 
-    if lay.aerial_points.enabled and cfg.sources.aerial:
-        latest = cfg.sources.aerial[-1]  # the newest epoch is the published surface
-        with ctx.stage("aerial_points"):
-            results.append(
-                points_orch.build_pointcloud_layer(
-                    ctx,
-                    name="aerial_points",
-                    files=ctx.inputs_for(f"aerial:{latest.epoch}"),
-                    layer=lay.aerial_points,
-                    crs_override=latest.crs,
-                    class_scheme=latest.class_scheme,
-                    orthophoto=cfg.sources.orthophoto,
-                    out_subdir="aerial_points",
-                )
-            )
-    if lay.mobile_points.enabled and cfg.sources.mobile and cfg.sources.mobile.points:
-        with ctx.stage("mobile_points"):
-            results.append(
-                points_orch.build_pointcloud_layer(
-                    ctx,
-                    name="mobile_points",
-                    files=ctx.inputs_for("mobile"),
-                    layer=lay.mobile_points,
-                    crs_override=cfg.sources.mobile.crs,
-                    class_scheme=cfg.sources.mobile.class_scheme,
-                    orthophoto=None,
-                    out_subdir="mobile_points",
-                )
-            )
-    for module, func in _OPTIONAL_LAYERS:
-        mod = _optional(module)
-        if mod is None:
-            ctx.warn(f"layer module {module} is not available in this version; skipped")
-            continue
-        results.extend(getattr(mod, func)(ctx, results))
-    return results
+    name: str
+    module: str
+    func: str
+    roles: tuple[str, ...]
+    config: tuple[str, ...]
+    after: tuple[str, ...] = ()
 
 
 # Layer modules after the point clouds, in order: each `func(ctx, previous_results) -> list[LayerResult]`.
 _OPTIONAL_LAYERS = [
-    ("pipeline.orchestrate.buildings", "build_buildings_layers"),
-    ("pipeline.orchestrate.terrain", "build_terrain_layers"),
-    ("pipeline.orchestrate.overlays", "build_overlay_layers"),
-    ("pipeline.orchestrate.panoramas", "build_panorama_layers"),
-    ("pipeline.orchestrate.report", "build_report_layers"),
-    ("pipeline.viewer.build", "build_viewer_layers"),
+    LayerUnit(
+        "buildings",
+        "pipeline.orchestrate.buildings",
+        "build_buildings_layers",
+        ("cadastre", "aerial", "dgm", "reference"),
+        ("buildings",),
+    ),
+    LayerUnit(
+        "terrain",
+        "pipeline.orchestrate.terrain",
+        "build_terrain_layers",
+        ("dgm", "orthophoto", "aerial"),
+        ("terrain",),
+    ),
+    LayerUnit(
+        "overlays",
+        "pipeline.orchestrate.overlays",
+        "build_overlay_layers",
+        ("cadastre", "orthophoto", "aerial", "dgm"),
+        ("overlays", "change", "terrain", "buildings"),
+        ("buildings", "terrain"),
+    ),
+    LayerUnit(
+        "panoramas",
+        "pipeline.orchestrate.panoramas",
+        "build_panorama_layers",
+        ("panoramas", "mobile"),
+        ("panoramas",),
+    ),
+    LayerUnit(
+        "report",
+        "pipeline.orchestrate.report",
+        "build_report_layers",
+        ("aerial", "cadastre", "dgm", "orthophoto", "mobile", "panoramas", "reference"),
+        ("buildings", "overlays", "change", "terrain"),
+        ("*",),
+    ),
+    LayerUnit(
+        "viewer",
+        "pipeline.viewer.build",
+        "build_viewer_layers",
+        (),
+        ("viewer",),
+        ("*",),
+    ),
 ]
 
 
@@ -132,6 +163,163 @@ def _optional(module: str):
         raise
 
 
+def _unit_key_parts(ctx: BuildContext, unit: LayerUnit, done: list[str]) -> dict[str, Any]:
+    roles = unit.roles
+    cfg = ctx.cfg
+    files = [i for i in ctx.inputs if any(i.role == r or i.role.startswith(r + ":") for r in roles)]
+    after = done if "*" in unit.after else [a for a in unit.after if a in done]
+    return {
+        "inputs": inputs_key(files),
+        "config": {c: getattr(cfg.layers, c, None) for c in unit.config},
+        "sources": cfg.sources,
+        "access": {c: getattr(getattr(cfg.layers, c, None), "access", None) for c in unit.config},
+        "after": {a: layer_key(ctx, a) for a in after},
+        "on_bad_tile": cfg.release.on_bad_tile,
+    }
+
+
+def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
+    """Run every enabled layer in order; later layers read earlier layers' files from the release."""
+    cfg = ctx.cfg
+    lay = cfg.layers
+    results: list[LayerResult] = []
+    done: list[str] = []
+    by_unit: dict[str, list[LayerResult]] = {}
+
+    points_orch = None
+    if (lay.aerial_points.enabled and cfg.sources.aerial) or (
+        lay.mobile_points.enabled and cfg.sources.mobile and cfg.sources.mobile.points
+    ):
+        points_orch = _optional("pipeline.orchestrate.points")
+        if points_orch is None:
+            ctx.warn("layer module pipeline.orchestrate.points is not available in this version; skipped")
+
+    if points_orch is not None and lay.aerial_points.enabled and cfg.sources.aerial:
+        latest = cfg.sources.aerial[-1]  # the newest epoch is the published surface
+        files = ctx.inputs_for(f"aerial:{latest.epoch}")
+        ortho = ctx.inputs_for("orthophoto") if lay.aerial_points.colour_from_orthophoto else []
+        with ctx.stage("aerial_points"):
+            by_unit["aerial_points"] = new = reuse_or_build(
+                ctx,
+                "aerial_points",
+                {
+                    "points": inputs_key(files),
+                    "orthophoto": inputs_key(ortho),
+                    "source": latest,
+                    "ortho_cfg": cfg.sources.orthophoto,
+                },
+                lambda: points_orch.build_pointcloud_layer(
+                    ctx,
+                    name="aerial_points",
+                    files=files,
+                    layer=lay.aerial_points,
+                    crs_override=latest.crs,
+                    class_scheme=latest.class_scheme,
+                    orthophoto=cfg.sources.orthophoto,
+                    out_subdir="aerial_points",
+                ),
+            )
+        results.extend(new)
+        done.append("aerial_points")
+    if (
+        points_orch is not None
+        and lay.mobile_points.enabled
+        and cfg.sources.mobile
+        and cfg.sources.mobile.points
+    ):
+        files = ctx.inputs_for("mobile")
+        with ctx.stage("mobile_points"):
+            by_unit["mobile_points"] = new = reuse_or_build(
+                ctx,
+                "mobile_points",
+                {"points": inputs_key(files), "source": cfg.sources.mobile},
+                lambda: points_orch.build_pointcloud_layer(
+                    ctx,
+                    name="mobile_points",
+                    files=files,
+                    layer=lay.mobile_points,
+                    crs_override=cfg.sources.mobile.crs,
+                    class_scheme=cfg.sources.mobile.class_scheme,
+                    orthophoto=None,
+                    out_subdir="mobile_points",
+                ),
+            )
+        results.extend(new)
+        done.append("mobile_points")
+    for unit in _OPTIONAL_LAYERS:
+        mod = _optional(unit.module)
+        if mod is None:
+            ctx.warn(f"layer module {unit.module} is not available in this version; skipped")
+            continue
+        dep = getattr(mod, "LAYER_DEPENDS", None)
+        if dep:
+            unit = LayerUnit(
+                unit.name,
+                unit.module,
+                unit.func,
+                tuple(dep.get("roles", unit.roles)),
+                tuple(dep.get("config", unit.config)),
+                tuple(dep.get("after", unit.after)),
+            )
+        fn = getattr(mod, unit.func)
+        prev = list(results)
+        key_parts = _unit_key_parts(ctx, unit, done)
+        # the upstream results a module depends on are part of its key (names, stats, tilesets)
+        after = done if "*" in unit.after else [a for a in unit.after if a in done]
+        key_parts["results"] = [r.to_json() | {"seconds": 0} for a in after for r in by_unit[a]]
+        with ctx.stage(unit.name):
+            new = reuse_or_build(ctx, unit.name, key_parts, lambda fn=fn, prev=prev: fn(ctx, prev))
+        results.extend(new)
+        by_unit[unit.name] = new
+        done.append(unit.name)
+    return results
+
+
+def stamp_tileset_versions(ctx: BuildContext, layers: list[LayerResult]) -> list[str]:
+    """Set `asset.tilesetVersion` = build id in every layer's root tileset (CesiumJS appends it to content
+    URLs, so a new release busts caches). Child tilesets keep their bytes (their URLs inherit the query).
+    Rewrites atomically (never in place: the file may be a hard link into the previous release)."""
+    import json
+
+    from pipeline.tiles.tileset import dumps, write_atomic
+
+    st = ctx.reuse
+    stamped = []
+    for lay in layers:
+        if not lay.tileset or not lay.tileset.endswith(".json"):
+            continue
+        path = ctx.release_dir / lay.tileset
+        if not path.is_file():
+            continue  # validation reports it
+        ts = json.loads(path.read_text())
+        asset = ts.setdefault("asset", {"version": "1.1"})
+        if asset.get("tilesetVersion") == ctx.build_id:
+            continue
+        asset["tilesetVersion"] = ctx.build_id
+        write_atomic(path, dumps(ts))
+        if st is not None:
+            old = st.outputs.get(lay.tileset, "")
+            st.record({lay.tileset: content_key(old, "tilesetVersion", ctx.build_id)})
+            st.reused_files.discard(lay.tileset)
+        stamped.append(lay.tileset)
+    return stamped
+
+
+def _take_over_partials(out_dir: Path) -> list[Path]:
+    """Rename staging folders of killed/failed builds to `.partial-*` (newest first): resume sources."""
+    found = []
+    for d in partial_dirs(out_dir):
+        if d.name.startswith(STAGING_PREFIX):
+            target = d.parent / (PARTIAL_PREFIX + d.name[len(STAGING_PREFIX) :])
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(d, target)
+            d = target
+        found.append(d)
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return found
+
+
 def run_build(
     cfg: TwinConfig,
     *,
@@ -140,69 +328,159 @@ def run_build(
     force: bool = False,
     log: BuildLog | None = None,
 ) -> BuildResult:
+    """Build, validate and publish a release; records the outcome in `out/.twin/last-build.json`."""
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
     log = log or BuildLog()
     with build_lock(out_dir):
-        inputs = scan_inputs(cfg)
-        chash = config_hash(cfg)
-        build_id = build_id_for(chash, inputs)
-        final = releases_dir(out_dir) / build_id
-        current = current_release(out_dir)
-        if not force and current is not None and current == final.resolve() and (final / MANIFEST).is_file():
-            log.info(f"release {build_id} is up to date (inputs and config unchanged)")
-            return BuildResult(build_id, final, up_to_date=True, seconds=time.perf_counter() - t0)
-
-        staging = staging_dir(out_dir, build_id)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        blog = BuildLog(staging / "build.log.jsonl", quiet=log.quiet)
-        blog.event("build_start", build_id=build_id, config_hash=chash, inputs=len(inputs))
-        frame = plan_frame(cfg, inputs)
-        ctx = BuildContext(
-            cfg=cfg,
-            build_id=build_id,
-            release_dir=staging,
-            frame=frame,
-            inputs=inputs,
-            log=blog,
-            previous_release=current,
-        )
-        from pipeline.runtime import dask_client
-
+        record: dict[str, Any] = {
+            "state": "running",
+            "pid": os.getpid(),
+            "started": now_iso(),
+            "name": cfg.name,
+            "config_dir": str(cfg.base_dir),
+            "scheduler": scheduler or cfg.runtime.scheduler,
+        }
+        write_last_build(out_dir, record)
         try:
-            with dask_client(cfg.runtime, workers=workers, scheduler=scheduler) as client:
-                ctx.client = client
-                layers = _layer_builders(ctx)
-            warnings = list(ctx.warnings) + [w for lay in layers for w in lay.warnings]
-            manifest = make_manifest(
-                name=cfg.name,
-                build_id=build_id,
-                config_hash=chash,
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                raw_dir=cfg.raw_dir,
-                inputs=inputs,
-                layers=layers,
-                timings=ctx.timings,
-                warnings=warnings,
-                frame=frame.to_json(),
-                crs=cfg.crs.compound,
+            res = _run_locked(cfg, scheduler=scheduler, workers=workers, force=force, log=log, record=record)
+        except BaseException as e:
+            code = getattr(e, "exit_code", 130 if isinstance(e, KeyboardInterrupt) else EXIT_INTERNAL)
+            record.update(
+                state="failed",
+                finished=now_iso(),
+                seconds=round(time.perf_counter() - t0, 3),
+                error=str(e) or type(e).__name__,
+                error_type=type(e).__name__,
+                exit_code=code,
             )
-            from pipeline.release.validate import validate_release
-
-            with ctx.stage("validate"):
-                report = validate_release(staging, manifest)
-            manifest["validation"] = report
-            manifest["timings"] = ctx.timings
-            write_json(staging / MANIFEST, manifest)
-            blog.event("build_end", build_id=build_id, seconds=round(time.perf_counter() - t0, 3))
-            blog.close()
-        except (TwinError, Exception):
-            blog.event("build_failed", build_id=build_id)
-            blog.close()
+            write_last_build(out_dir, record)
             raise
-        promote(staging, final)
-        switch_current(out_dir, final)
-        prune_releases(out_dir, cfg.release.keep)
-        return BuildResult(build_id, final, layers, warnings, time.perf_counter() - t0, manifest=manifest)
+        record.update(
+            state="up_to_date" if res.up_to_date else "success",
+            finished=now_iso(),
+            seconds=round(time.perf_counter() - t0, 3),
+            build_id=res.build_id,
+            release=str(res.release_dir),
+            warnings=res.warnings,
+            exit_code=0,
+        )
+        res.seconds = time.perf_counter() - t0
+        write_last_build(out_dir, record)
+        return res
+
+
+def _run_locked(
+    cfg: TwinConfig,
+    *,
+    scheduler: str | None,
+    workers: int | None,
+    force: bool,
+    log: BuildLog,
+    record: dict[str, Any],
+) -> BuildResult:
+    t0 = time.perf_counter()
+    out_dir = cfg.out_dir
+    inputs = scan_inputs(cfg)
+    chash = config_hash(cfg)
+    build_id = build_id_for(chash, inputs)
+    record["build_id"] = build_id
+    final = releases_dir(out_dir) / build_id
+    current = current_release(out_dir)
+    prev_manifest = read_manifest(current)
+    changes: dict[str, Any] = {
+        "previous": current.name if current else None,
+        "inputs": input_changes(prev_manifest, [i.to_json(cfg.raw_dir) for i in inputs]),
+        "config_changed": bool(prev_manifest) and prev_manifest.get("config_hash") != chash,
+    }
+    record["changes"] = changes
+    if not force and current is not None and current == final.resolve() and (final / MANIFEST).is_file():
+        log.info(f"release {build_id} is up to date (inputs and config unchanged)")
+        return BuildResult(build_id, final, up_to_date=True, seconds=time.perf_counter() - t0)
+
+    partials = _take_over_partials(out_dir)
+    staging = staging_dir(out_dir, build_id)
+    staging.mkdir(parents=True)
+    blog = BuildLog(staging / "build.log.jsonl", quiet=log.quiet)
+    record["log"] = str(final / "build.log.jsonl")
+    blog.event(
+        "build_start",
+        build_id=build_id,
+        config_hash=chash,
+        inputs=len(inputs),
+        previous=changes["previous"],
+        resume_from=[p.name for p in partials],
+    )
+    if partials:
+        blog.info(f"resuming: reusing finished outputs of {len(partials)} unfinished build(s)")
+    from pipeline.runtime import dask_client
+
+    try:
+        with dask_client(cfg.runtime, workers=workers, scheduler=scheduler) as client:
+            good, bad = verify_inputs(cfg, inputs, client)
+            frame = plan_frame(cfg, good)
+            ctx = BuildContext(
+                cfg=cfg,
+                build_id=build_id,
+                release_dir=staging,
+                frame=frame,
+                inputs=good,
+                log=blog,
+                client=client,
+                previous_release=current,
+            )
+            ctx.reuse = ReuseState.open(staging, [*partials, *([current] if current else [])])
+            for f, why in bad:
+                ctx.warn(
+                    f"skipped corrupt input {f.to_json(cfg.raw_dir)['path']}: {why}",
+                    path=str(f.path),
+                    role=f.role,
+                )
+            layers = _layer_builders(ctx)
+        with ctx.stage("stamp"):
+            stamp_tileset_versions(ctx, layers)
+        warnings = list(ctx.warnings) + [w for lay in layers for w in lay.warnings]
+        manifest = make_manifest(
+            name=cfg.name,
+            build_id=build_id,
+            config_hash=chash,
+            created=now_iso(),
+            raw_dir=cfg.raw_dir,
+            inputs=inputs,
+            layers=layers,
+            timings=ctx.timings,
+            warnings=warnings,
+            frame=frame.to_json(),
+            crs=cfg.crs.compound,
+            extra={"skipped_inputs": [f.to_json(cfg.raw_dir) | {"problem": why} for f, why in bad]}
+            if bad
+            else None,
+        )
+        from pipeline.release.validate import validate_release
+
+        trusted = {staging / rel for rel in ctx.reuse.reused_files}
+        with ctx.stage("validate"):
+            report = validate_release(
+                staging, manifest, check_gltf=cfg.release.validate_gltf, trusted=trusted
+            )
+        manifest["validation"] = report
+        manifest["timings"] = ctx.timings
+        write_json(staging / MANIFEST, manifest)
+        ctx.reuse.write_index()
+        changes["reuse"] = reuse_stats(ctx)
+        write_json(staging / INDEX_DIR / "build-record.json", {"build_id": build_id, "changes": changes})
+        blog.event(
+            "build_end", build_id=build_id, seconds=round(time.perf_counter() - t0, 3), **changes["reuse"]
+        )
+        blog.close()
+    except BaseException as e:
+        blog.event("build_failed", build_id=build_id, error=str(e), error_type=type(e).__name__)
+        blog.close()
+        raise
+    promote(staging, final)
+    switch_current(out_dir, final)
+    record_published(out_dir, build_id)
+    for p in partials:
+        shutil.rmtree(p, ignore_errors=True)
+    prune_releases(out_dir, cfg.release.keep)
+    return BuildResult(build_id, final, layers, warnings, time.perf_counter() - t0, manifest=manifest)

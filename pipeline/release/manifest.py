@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,29 @@ def sha256_file(path: Path, bufsize: int = 4 << 20) -> str:
     return h.hexdigest()
 
 
+@cache
+def pipeline_fingerprint() -> str:
+    """Pipeline version + sha256 of the code and templates that shape outputs (not the CLI, not vendored
+    assets): a code change invalidates the build id and every cached result."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if (
+            not f.is_file()
+            or f.suffix not in (".py", ".js", ".cjs", ".html", ".css")
+            or rel.startswith("cli/")
+            or "/assets/" in rel
+            or "__pycache__" in rel
+        ):
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
 def build_id_for(config_hash: str, inputs: list[InputFile]) -> str:
-    """Content-derived build id: same pipeline version + config + inputs -> same id (reproducible)."""
-    h = hashlib.sha256(f"{__version__}\n{config_hash}\n".encode())
+    """Content-derived build id: same pipeline code + config + inputs -> same id (reproducible)."""
+    h = hashlib.sha256(f"{pipeline_fingerprint()}\n{config_hash}\n".encode())
     for i in sorted(inputs, key=lambda i: (i.role, str(i.path))):
         h.update(f"{i.role}\t{i.path.name}\t{i.sha256}\n".encode())
     return h.hexdigest()[:16]
@@ -47,6 +68,7 @@ def make_manifest(
         "name": name,
         "build_id": build_id,
         "pipeline_version": __version__,
+        "pipeline_fingerprint": pipeline_fingerprint(),
         "config_hash": config_hash,
         "created": created,
         "crs": crs,

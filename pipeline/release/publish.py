@@ -5,13 +5,24 @@ never touches `current`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+from pipeline.errors import EXIT_RELEASE, TwinError
+
+
+class ReleaseError(TwinError):
+    """Release management problem (nothing to roll back to, unknown release)."""
+
+    exit_code = EXIT_RELEASE
+
+
 RELEASES = "releases"
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
+PARTIAL_PREFIX = ".partial-"  # a staging folder of an earlier, unfinished build: a source for resuming
 
 
 def releases_dir(out_dir: Path) -> Path:
@@ -42,10 +53,14 @@ def switch_current(out_dir: Path, release: Path) -> None:
 
 def promote(staging: Path, final: Path) -> Path:
     """Rename the validated staging folder to its final name."""
-    if final.exists():
-        shutil.rmtree(final)
+    old = None
+    if final.exists():  # a forced rebuild of the same id: move the old copy aside, never delete in place
+        old = final.parent / f"{PARTIAL_PREFIX}old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
     os.replace(staging, final)
     _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -60,18 +75,93 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def prune_releases(out_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` releases (never the current one). Returns what was removed."""
+HISTORY = ".twin/history.json"  # publish order of build ids, newest last (under the output folder)
+
+
+def read_history(out_dir: Path) -> list[str]:
+    try:
+        h = json.loads((out_dir / HISTORY).read_text())
+        return [str(x) for x in h.get("published", [])]
+    except (OSError, ValueError):
+        return []
+
+
+def _write_history(out_dir: Path, ids: list[str]) -> None:
+    from pipeline.tiles.tileset import write_json
+
+    write_json(out_dir / HISTORY, {"published": ids})
+
+
+def record_published(out_dir: Path, build_id: str) -> None:
+    """Append `build_id` to the publish history (moving it to the end if it was published before)."""
+    ids = [i for i in read_history(out_dir) if i != build_id]
+    ids.append(build_id)
+    _write_history(out_dir, ids[-200:])
+
+
+def list_releases(out_dir: Path) -> list[Path]:
+    """Published releases on disk, oldest first (publish history order, then mtime for unknown ones)."""
     rdir = releases_dir(out_dir)
     if not rdir.is_dir():
         return []
+    on_disk = {p.name: p for p in rdir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    order = [i for i in read_history(out_dir) if i in on_disk]
+    rest = sorted(
+        (p for n, p in on_disk.items() if n not in order), key=lambda p: (p.stat().st_mtime, p.name)
+    )
+    return rest + [on_disk[i] for i in order]
+
+
+def rollback(out_dir: Path, to: str | None = None) -> tuple[Path | None, Path]:
+    """Point `current` at the release published before the current one (or at release `to`).
+
+    The rolled-back release is dropped from the history (it stays on disk until pruned), so a second
+    rollback goes back one more. Returns (previous current, new current)."""
     cur = current_release(out_dir)
-    rels = [p for p in rdir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    rels.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    rels = list_releases(out_dir)
+    if to is not None:
+        target = releases_dir(out_dir) / to
+        if not (target / "manifest.json").is_file():
+            raise ReleaseError(f"no published release {to!r}", path=releases_dir(out_dir))
+    else:
+        names = [p.name for p in rels]
+        if cur is None or cur.name not in names:
+            raise ReleaseError("no current release to roll back from", path=out_dir)
+        i = names.index(cur.name)
+        older = [p for p in rels[:i] if (p / "manifest.json").is_file()]
+        if not older:
+            raise ReleaseError(
+                f"release {cur.name} is the oldest one on disk; nothing to roll back to", path=out_dir
+            )
+        target = older[-1]
+    switch_current(out_dir, target)
+    ids = [n for n in read_history(out_dir) if cur is None or n != cur.name]
+    ids = [n for n in ids if n != target.name] + [target.name]
+    _write_history(out_dir, ids)
+    return cur, target
+
+
+def prune_releases(out_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` releases (never the current one). Returns what was removed."""
+    cur = current_release(out_dir)
+    rels = list_releases(out_dir)
     removed = []
-    for p in rels[keep:]:
+    for p in rels[: max(0, len(rels) - keep)]:
         if cur is not None and p.resolve() == cur:
             continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
+    if removed:
+        names = {p.name for p in removed}
+        _write_history(out_dir, [i for i in read_history(out_dir) if i not in names])
     return removed
+
+
+def partial_dirs(out_dir: Path) -> list[Path]:
+    """Staging folders left by killed or failed builds (only meaningful while holding the build lock)."""
+    rdir = releases_dir(out_dir)
+    if not rdir.is_dir():
+        return []
+    return sorted(
+        p for p in rdir.iterdir() if p.is_dir() and p.name.startswith((STAGING_PREFIX, PARTIAL_PREFIX))
+    )

@@ -45,7 +45,14 @@ def _walk_tileset(path: Path, errors: list[str], seen: set[Path], glbs: list[Pat
         stack.extend(tile.get("children", []))
 
 
-def validate_release(release_dir: Path, manifest: dict[str, Any], check_gltf: bool = True) -> dict[str, Any]:
+def validate_release(
+    release_dir: Path,
+    manifest: dict[str, Any],
+    check_gltf: bool = True,
+    trusted: set[Path] | None = None,
+) -> dict[str, Any]:
+    """`trusted`: files hard-linked unchanged from a release that passed validation (GLBs among them
+    are not sent through the glTF validator again)."""
     errors: list[str] = []
     glbs: list[Path] = []
     seen: set[Path] = set()
@@ -57,8 +64,10 @@ def validate_release(release_dir: Path, manifest: dict[str, Any], check_gltf: bo
                 continue
             _walk_tileset(ts.resolve(), errors, seen, glbs)
     gltf_checked = 0
-    if check_gltf and glbs and validator_available():
-        for rep in validate_glb_files(sorted(set(glbs))):
+    trusted_resolved = {p.resolve() for p in trusted or ()}
+    to_check = sorted(set(glbs) - trusted_resolved)
+    if check_gltf and to_check and validator_available():
+        for rep in validate_glb_files(to_check):
             gltf_checked += 1
             if rep["errors"]:
                 msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
@@ -67,6 +76,7 @@ def validate_release(release_dir: Path, manifest: dict[str, Any], check_gltf: bo
         "tilesets": len(seen),
         "glb": len(set(glbs)),
         "glb_validated": gltf_checked,
+        "glb_reused": len(set(glbs) & trusted_resolved),
         "errors": errors[:200],
         "ok": not errors,
     }

@@ -1,0 +1,495 @@
+"""Incremental builds: a content-addressed cache and reuse of unchanged release outputs.
+
+Two mechanisms, both keyed by content (never by timestamps):
+
+1. **Intermediate cache** under `cfg.cache_dir/objects/`: `Cache.get_or_build(key_parts, builder)` returns
+   the path of a file or directory built once per key. Keys are sha256 digests of canonical JSON of the key
+   parts (input sha256s, config sections, the project frame) plus the pipeline fingerprint (version + hash
+   of the pipeline's source code). Safe for concurrent Dask workers on one machine or a shared filesystem:
+   each builder writes to a private temporary name, then one rename publishes the entry. `twin gc` trims
+   the cache to its size budget, least recently used first.
+
+2. **Release output reuse**: every release carries `.twin/outputs.json` mapping each output file (relative
+   path) to the key it was built from, and each layer to its layer key and LayerResult. When a new build
+   needs an output whose key equals the key recorded in the previous release (or in a partial staging
+   folder left by a killed build), the file is hard-linked: byte-identical, not rewritten.
+
+   - layer granularity: `reuse_or_build(ctx, "buildings", input_keys, build_fn)`
+   - file granularity (per tile): `stale = reuse_files(ctx, {relpath: key, ...})`, build only `stale`,
+     then `record_outputs(ctx, {relpath: key for relpath in stale})`.
+
+All of this runs in the orchestrating process (the Dask client side); only `Cache.get_or_build` may also be
+called on workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+from pipeline.release.manifest import pipeline_fingerprint
+
+INDEX_DIR = ".twin"
+OUTPUTS_INDEX = "outputs.json"  # release-level: relpath -> key, layer -> {key, results, files}
+JOURNAL = "journal.jsonl"  # staging-level, append-only: survives kill -9, used to resume
+DEFAULT_CACHE_BUDGET = 20 * 10**9
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, InputFile):
+        return {"input": obj.path.name, "role": obj.role, "sha256": obj.sha256}
+    if isinstance(obj, Path):
+        return {"path": obj.as_posix()}
+    if hasattr(obj, "model_dump"):  # pydantic config section
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if hasattr(obj, "to_json"):
+            return obj.to_json()
+        return dataclasses.asdict(obj)
+    if isinstance(obj, bytes):
+        return {"sha256": hashlib.sha256(obj).hexdigest()}
+    if isinstance(obj, set | frozenset):
+        return sorted(_canonical(o) for o in obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_canonical(o) for o in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return {
+                "ndarray": obj.dtype.str,
+                "shape": obj.shape,
+                "sha256": hashlib.sha256(obj.tobytes()).hexdigest(),
+            }
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    from dask.base import tokenize
+
+    return {"token": tokenize(obj)}
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 (32 hex digits) of the canonical JSON of `parts`; deterministic across processes and hosts.
+
+    Paths enter as given (pass InputFile objects or hashes, not absolute paths, when a key must not depend
+    on where the project sits)."""
+    text = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def inputs_key(inputs: Iterable[InputFile]) -> str:
+    """Key of a set of input files (order-independent, by role, name and content)."""
+    return content_key(sorted((i.role, i.path.name, i.sha256) for i in inputs))
+
+
+def layer_config_key(ctx: BuildContext, layer_name: str) -> str:
+    """Key of what every output of a layer depends on besides its inputs: the layer's config section,
+    the CRS section, the project frame and the pipeline fingerprint."""
+    section = getattr(ctx.cfg.layers, layer_name, None)
+    return content_key(pipeline_fingerprint(), layer_name, section, ctx.cfg.crs, ctx.frame.to_json())
+
+
+# ------------------------------------------------------------------------------- intermediate cache
+
+
+@dataclass
+class GcReport:
+    budget: int
+    before: int
+    after: int
+    removed: int
+    kept: int
+    removed_tmp: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _tree_size(p: Path) -> int:
+    if p.is_symlink() or p.is_file():
+        return p.lstat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(p):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+class Cache:
+    """Content-addressed store: `objects/<k[:2]>/<k>` is a file or a directory built by one builder call."""
+
+    def __init__(self, root: Path, budget: int = DEFAULT_CACHE_BUDGET):
+        self.root = Path(root)
+        self.budget = budget
+
+    @classmethod
+    def for_config(cls, cfg: Any) -> Cache:
+        budget = DEFAULT_CACHE_BUDGET
+        size = getattr(cfg.runtime, "cache_budget", None)
+        if size:
+            from pipeline.config.loader import parse_size
+
+            budget = parse_size(size)
+        return cls(cfg.cache_dir, budget)
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    def path_for(self, key: str) -> Path:
+        return self.objects / key[:2] / key
+
+    def key(self, key_parts: Any) -> str:
+        parts = key_parts if isinstance(key_parts, list | tuple) else [key_parts]
+        return content_key(pipeline_fingerprint(), *parts)
+
+    def get(self, key: str) -> Path | None:
+        p = self.path_for(key)
+        if p.exists():
+            with contextlib.suppress(OSError):
+                os.utime(p)  # LRU clock for `gc`
+            return p
+        return None
+
+    def get_or_build(self, key_parts: Any, builder: Callable[[Path], Any]) -> Path:
+        """Path of the cached entry for `key_parts`; built by `builder(tmp_path)` on a miss.
+
+        `builder` must create `tmp_path` (a file or a directory) and nothing else; the entry becomes visible
+        by one atomic rename, so a killed builder never leaves a half entry behind."""
+        key = self.key(key_parts)
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        final = self.path_for(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            builder(tmp)
+            if not tmp.exists():
+                raise RuntimeError(f"cache builder for {key} did not create its output")
+            try:
+                os.rename(tmp, final)
+            except OSError as e:  # another worker won the race: keep theirs
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                    raise
+                _remove(tmp)
+        except BaseException:
+            _remove(tmp)
+            raise
+        return final
+
+    def entries(self) -> list[tuple[Path, float, int]]:
+        """(path, last use, size) of every entry."""
+        out = []
+        if not self.objects.is_dir():
+            return out
+        for sub in self.objects.iterdir():
+            if not sub.is_dir():
+                continue
+            for e in sub.iterdir():
+                if e.name.startswith(".tmp-"):
+                    continue
+                with contextlib.suppress(OSError):
+                    out.append((e, e.lstat().st_mtime, _tree_size(e)))
+        return out
+
+    def usage(self) -> int:
+        return sum(s for _p, _t, s in self.entries())
+
+    def gc(self, budget: int | None = None, tmp_age_s: float = 6 * 3600) -> GcReport:
+        """Remove least recently used entries until the cache fits `budget` bytes; also stale temporaries."""
+        budget = self.budget if budget is None else budget
+        removed_tmp = 0
+        if self.objects.is_dir():
+            now = time.time()
+            for t in self.objects.glob("*/.tmp-*"):
+                with contextlib.suppress(OSError):
+                    if now - t.lstat().st_mtime > tmp_age_s:
+                        _remove(t)
+                        removed_tmp += 1
+        ents = sorted(self.entries(), key=lambda e: (e[1], e[0].name))
+        total = before = sum(s for _p, _t, s in ents)
+        removed = 0
+        for p, _t, s in ents:
+            if total <= budget:
+                break
+            _remove(p)
+            total -= s
+            removed += 1
+        return GcReport(budget, before, total, removed, len(ents) - removed, removed_tmp)
+
+
+# ------------------------------------------------------------------------------ release output reuse
+
+
+def read_index(release: Path) -> dict[str, Any]:
+    """`.twin/outputs.json` of a published release, or the journal of a partial staging folder."""
+    p = release / INDEX_DIR / OUTPUTS_INDEX
+    try:
+        d = json.loads(p.read_text())
+        return {"outputs": dict(d.get("outputs", {})), "layers": dict(d.get("layers", {}))}
+    except (OSError, ValueError):
+        pass
+    idx: dict[str, Any] = {"outputs": {}, "layers": {}}
+    j = release / INDEX_DIR / JOURNAL
+    try:
+        lines = j.read_text().splitlines()
+    except OSError:
+        return idx
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # torn last line of a killed build
+            continue
+        idx["outputs"].update(rec.get("outputs", {}))
+        if "layer" in rec:
+            idx["layers"][rec["layer"]] = rec["entry"]
+    return idx
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        if dst.samefile(src):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem or no hardlinks: a copy is still byte-identical
+        shutil.copy2(src, dst)
+
+
+@dataclass
+class ReuseSource:
+    root: Path
+    index: dict[str, Any]
+
+
+@dataclass
+class ReuseState:
+    """Per-build bookkeeping, attached to `ctx.reuse` by the build."""
+
+    staging: Path
+    sources: list[ReuseSource] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reused_files: set[str] = field(default_factory=set)
+    reused_layers: list[str] = field(default_factory=list)
+    built_layers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, staging: Path, sources: Iterable[Path]) -> ReuseState:
+        st = cls(staging)
+        for s in sources:
+            if s is not None and s.is_dir():
+                st.sources.append(ReuseSource(s, read_index(s)))
+        (staging / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+        return st
+
+    def _journal(self, rec: dict[str, Any]) -> None:
+        with (self.staging / INDEX_DIR / JOURNAL).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def find(self, rel: str, key: str) -> Path | None:
+        for s in self.sources:
+            if s.index["outputs"].get(rel) == key:
+                p = s.root / rel
+                if p.is_file():
+                    return p
+        return None
+
+    def find_layer(self, name: str, key: str) -> tuple[ReuseSource, dict[str, Any]] | None:
+        for s in self.sources:
+            e = s.index["layers"].get(name)
+            if e and e.get("key") == key and all((s.root / f).is_file() for f in e.get("files", [])):
+                return s, e
+        return None
+
+    def record(self, keys: Mapping[str, str], journal: bool = True) -> None:
+        self.outputs.update(keys)
+        if journal and keys:
+            self._journal({"outputs": dict(keys)})
+
+    def record_layer(self, name: str, entry: dict[str, Any]) -> None:
+        self.layers[name] = entry
+        self.outputs.update(entry.get("outputs", {}))
+        self._journal({"layer": name, "entry": entry, "outputs": entry.get("outputs", {})})
+
+    def write_index(self, extra_outputs: Mapping[str, str] | None = None) -> Path:
+        from pipeline.tiles.tileset import write_json
+
+        outputs = dict(self.outputs)
+        outputs.update(extra_outputs or {})
+        # only files that exist in the release (a layer may have removed a temporary it recorded)
+        outputs = {k: outputs[k] for k in sorted(outputs) if (self.staging / k).is_file()}
+        layers = {k: self.layers[k] for k in sorted(self.layers)}
+        p = self.staging / INDEX_DIR / OUTPUTS_INDEX
+        write_json(p, {"version": 1, "outputs": outputs, "layers": layers})
+        (self.staging / INDEX_DIR / JOURNAL).unlink(missing_ok=True)
+        return p
+
+
+def _state(ctx: BuildContext) -> ReuseState:
+    st = getattr(ctx, "reuse", None)
+    if st is None:  # a builder called outside `run_build` (tests, notebooks): reuse only the previous release
+        st = ReuseState.open(ctx.release_dir, [ctx.previous_release] if ctx.previous_release else [])
+        ctx.reuse = st
+    return st
+
+
+def _walk_files(root: Path) -> set[str]:
+    out: set[str] = set()
+    for dirpath, dirnames, files in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == INDEX_DIR or rel_dir.startswith(INDEX_DIR + os.sep):
+            dirnames[:] = []
+            continue
+        for f in files:
+            if f.startswith(".") and (f.endswith(".tmp") or ".tmp" in f):
+                continue
+            rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+            out.add(rel.replace(os.sep, "/"))
+    return out
+
+
+def layer_key(ctx: BuildContext, layer_name: str) -> str | None:
+    """Key of a layer already built (or reused) in this build: lets later layers depend on it."""
+    e = _state(ctx).layers.get(layer_name)
+    return e["key"] if e else None
+
+
+def reuse_or_build(
+    ctx: BuildContext,
+    layer_name: str,
+    input_keys: Any,
+    build_fn: Callable[[], LayerResult | list[LayerResult]],
+) -> list[LayerResult]:
+    """Layer-granularity reuse.
+
+    `input_keys`: anything JSON-able that identifies what the layer reads besides its config section,
+    e.g. `[inputs_key(files), layer_key(ctx, "buildings")]`. The layer key adds the layer's config
+    section, the CRS section, the project frame and the pipeline fingerprint. When a previous release (or
+    a killed build's staging folder) holds this layer under the same key, its files are hard-linked into
+    the staging release and its LayerResults are returned without calling `build_fn`.
+
+    Otherwise `build_fn()` runs; every file it creates in the release is recorded under the layer (files it
+    recorded with `record_outputs`/`reuse_files` keep their finer keys, the rest get a key derived from
+    the layer key and the path)."""
+    st = _state(ctx)
+    key = content_key(layer_config_key(ctx, layer_name), input_keys)
+    hit = st.find_layer(layer_name, key)
+    if hit is not None:
+        src, entry = hit
+        for rel in entry["files"]:
+            _link_or_copy(src.root / rel, st.staging / rel)
+        st.reused_files.update(entry["files"])
+        st.reused_layers.append(layer_name)
+        st.record_layer(layer_name, entry)
+        ctx.log.event(
+            "layer_reused", layer=layer_name, key=key, files=len(entry["files"]), source=src.root.name
+        )
+        return [_result_from_json(r) for r in entry["results"]]
+
+    before = _walk_files(st.staging)
+    t0 = time.perf_counter()
+    res = build_fn()
+    results = res if isinstance(res, list) else [res]
+    after = _walk_files(st.staging)
+    files = sorted(after - before)
+    for r in results:  # files a builder names explicitly but that existed already (e.g. resumed)
+        for rel in [r.tileset, r.style, *r.files]:
+            if rel and rel not in files and (st.staging / rel).is_file():
+                files.append(rel)
+    files.sort()
+    outputs = {rel: st.outputs.get(rel) or content_key(key, rel) for rel in files}
+    entry = {"key": key, "files": files, "outputs": outputs, "results": [r.to_json() for r in results]}
+    st.built_layers.append(layer_name)
+    st.record_layer(layer_name, entry)
+    ctx.log.event(
+        "layer_built", layer=layer_name, key=key, files=len(files), seconds=round(time.perf_counter() - t0, 3)
+    )
+    return results
+
+
+def _result_from_json(d: dict[str, Any]) -> LayerResult:
+    return LayerResult(
+        name=d["name"],
+        kind=d["kind"],
+        access=d["access"],
+        tileset=d.get("tileset"),
+        files=list(d.get("files", [])),
+        stats=dict(d.get("stats", {})),
+        warnings=list(d.get("warnings", [])),
+        seconds=0.0,
+        style=d.get("style"),
+    )
+
+
+def reuse_files(ctx: BuildContext, keys: Mapping[str, str]) -> list[str]:
+    """File-granularity reuse: hard-link every `relpath` whose key equals the key recorded for the same
+    path in the previous release (or a killed build's staging folder). Returns the paths that must be
+    built, in sorted order. Call `record_outputs(ctx, {path: key})` after writing each of them (or after
+    writing all of them), so the next build can reuse them and a killed build can resume."""
+    st = _state(ctx)
+    stale: list[str] = []
+    reused: dict[str, str] = {}
+    for rel in sorted(keys):
+        key = keys[rel]
+        dst = st.staging / rel
+        if st.outputs.get(rel) == key and dst.is_file():
+            continue  # already present in this staging folder
+        src = st.find(rel, key)
+        if src is None:
+            stale.append(rel)
+            continue
+        _link_or_copy(src, dst)
+        reused[rel] = key
+    st.reused_files.update(reused)
+    st.record(reused)
+    return stale
+
+
+def record_outputs(ctx: BuildContext, keys: Mapping[str, str]) -> None:
+    """Record the keys of output files just written (relative to the release directory)."""
+    _state(ctx).record(keys)
+
+
+def reuse_stats(ctx: BuildContext) -> dict[str, Any]:
+    st = _state(ctx)
+    return {
+        "layers_reused": sorted(st.reused_layers),
+        "layers_built": sorted(st.built_layers),
+        "files_reused": len(st.reused_files),
+        "files_total": len(_walk_files(st.staging)),
+    }
