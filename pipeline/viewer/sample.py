@@ -1,0 +1,310 @@
+"""A tiny synthetic release (box buildings + a few thousand points) for viewer tests and demos.
+
+Written with the project's own format writers (GltfBuilder, tileset helpers), in the same shape a real
+build produces: manifest.json at the root, one folder per layer, every tileset's root tile carrying the
+project frame's `transform`. It lets the viewer and the server be tested before (and independently of)
+the full pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config.model import CrsConfig
+from pipeline.crs import ProjectFrame, project_frame
+from pipeline.tiles.gltf import (
+    ELEMENT_ARRAY_BUFFER,
+    POINTS,
+    TRIANGLES,
+    GltfBuilder,
+    add_property_attribute,
+    add_property_table,
+    enu_to_gltf,
+    set_metadata_schema,
+)
+from pipeline.tiles.tileset import asset, box_from_bounds, write_atomic, write_json
+
+# Project frame of the sample: Essen, 1 km grid corner (ETRS89/UTM32N + DHHN2016).
+SAMPLE_ORIGIN = (362000.0, 5702000.0, 0.0)
+GROUND_Z = 60.0  # terrain height in the frame (normal height of the district)
+
+
+@dataclass(frozen=True)
+class SampleBuilding:
+    oid: str
+    parcel_key: str
+    function: str
+    centre: tuple[float, float]  # ENU east, north (m)
+    size: tuple[float, float]  # width east, depth north (m)
+    height: float  # above ground (m)
+    quality: str
+
+
+SAMPLE_BUILDINGS = [
+    SampleBuilding(
+        "DENW36AL1000aaaa", "05300000100010______", "Wohngebäude", (-30, 25), (22, 14), 14.0, "ok"
+    ),
+    SampleBuilding("DENW36AL1000bbbb", "05300000100020______", "Wohngebäude", (25, 25), (16, 16), 9.5, "ok"),
+    SampleBuilding(
+        "DENW36AL1000cccc", "05300000100030______", "Bürogebäude", (-25, -30), (26, 18), 24.0, "few_points"
+    ),
+    SampleBuilding(
+        "DENW36AL1000dddd", "05300000100040______", "Garage", (30, -28), (12, 8), 3.5, "fallback_height"
+    ),
+]
+
+# Colours of the sample style (sRGB); the browser test looks for them in the screenshot.
+FUNCTION_COLOURS = {"Wohngebäude": "#e07b39", "Bürogebäude": "#3974e0", "Garage": "#b0b0b0"}
+
+
+def _box_mesh(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """24 vertices (flat normals) and 12 triangles of an axis-aligned box in ENU."""
+    x0, y0, z0 = lo
+    x1, y1, z1 = hi
+    faces = [  # 4 corners counter-clockwise seen from outside, normal
+        ([(x0, y0, z1), (x1, y0, z1), (x1, y1, z1), (x0, y1, z1)], (0, 0, 1)),
+        ([(x0, y1, z0), (x1, y1, z0), (x1, y0, z0), (x0, y0, z0)], (0, 0, -1)),
+        ([(x0, y0, z0), (x1, y0, z0), (x1, y0, z1), (x0, y0, z1)], (0, -1, 0)),
+        ([(x1, y1, z0), (x0, y1, z0), (x0, y1, z1), (x1, y1, z1)], (0, 1, 0)),
+        ([(x1, y0, z0), (x1, y1, z0), (x1, y1, z1), (x1, y0, z1)], (1, 0, 0)),
+        ([(x0, y1, z0), (x0, y0, z0), (x0, y0, z1), (x0, y1, z1)], (-1, 0, 0)),
+    ]
+    pos = np.array([c for f, _ in faces for c in f], dtype=np.float64)
+    nrm = np.array([n for _, n in faces for _ in range(4)], dtype=np.float64)
+    idx = np.array([[4 * i, 4 * i + 1, 4 * i + 2, 4 * i, 4 * i + 2, 4 * i + 3] for i in range(6)]).ravel()
+    return pos, nrm, idx
+
+
+def buildings_glb(buildings: list[SampleBuilding]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """One GLB with every building as a feature (EXT_mesh_features + EXT_structural_metadata)."""
+    pos_l, nrm_l, idx_l, fid_l = [], [], [], []
+    for i, b in enumerate(buildings):
+        cx, cy = b.centre
+        w, d = b.size
+        lo = np.array([cx - w / 2, cy - d / 2, GROUND_Z])
+        hi = np.array([cx + w / 2, cy + d / 2, GROUND_Z + b.height])
+        p, n, ix = _box_mesh(lo, hi)
+        idx_l.append(ix + 24 * i)
+        pos_l.append(p)
+        nrm_l.append(n)
+        fid_l.append(np.full(24, i, dtype=np.uint16))
+    pos = np.concatenate(pos_l)
+    gb = GltfBuilder()
+    gb.use_extension("EXT_mesh_features")
+    attrs = {
+        "POSITION": gb.add_accessor(enu_to_gltf(pos).astype(np.float32), with_bounds=True),
+        "NORMAL": gb.add_accessor(enu_to_gltf(np.concatenate(nrm_l)).astype(np.float32)),
+        "_FEATURE_ID_0": gb.add_accessor(np.concatenate(fid_l)),
+    }
+    indices = gb.add_accessor(np.concatenate(idx_l).astype(np.uint16), target=ELEMENT_ARRAY_BUFFER)
+    gb.json["materials"] = [
+        {"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0, "roughnessFactor": 1}}
+    ]
+    n = len(buildings)
+    prim = {
+        "attributes": attrs,
+        "indices": indices,
+        "material": 0,
+        "mode": TRIANGLES,
+        "extensions": {
+            "EXT_mesh_features": {
+                "featureIds": [{"featureCount": n, "attribute": 0, "propertyTable": 0, "label": "building"}]
+            }
+        },
+    }
+    gb.add_node(gb.add_mesh([prim]))
+    set_metadata_schema(
+        gb,
+        {
+            "id": "ruhrtwin_buildings",
+            "classes": {
+                "building": {
+                    "properties": {
+                        "oid": {"type": "STRING"},
+                        "parcel_key": {"type": "STRING"},
+                        "function": {"type": "STRING"},
+                        "height": {"type": "SCALAR", "componentType": "FLOAT32"},
+                        "base_height": {"type": "SCALAR", "componentType": "FLOAT32"},
+                        "quality": {"type": "STRING"},
+                    }
+                }
+            },
+        },
+    )
+    add_property_table(
+        gb,
+        "building",
+        {
+            "oid": [b.oid for b in buildings],
+            "parcel_key": [b.parcel_key for b in buildings],
+            "function": [b.function for b in buildings],
+            "height": np.array([b.height for b in buildings], dtype=np.float32),
+            "base_height": np.full(n, GROUND_Z, dtype=np.float32),
+            "quality": [b.quality for b in buildings],
+        },
+        n,
+    )
+    lo = pos.min(axis=0)
+    hi = pos.max(axis=0)
+    return gb.to_glb(), lo, hi
+
+
+def sample_points(n_side: int = 60, extent: float = 100.0) -> dict[str, np.ndarray]:
+    """A ground grid plus roof points over the sample buildings (ENU), with colour/class/intensity."""
+    g = np.linspace(-extent, extent, n_side)
+    gx, gy = np.meshgrid(g, g)
+    x, y = gx.ravel(), gy.ravel()
+    z = np.full_like(x, GROUND_Z) + 0.3 * np.sin(x / 17.0) * np.cos(y / 13.0)
+    cls = np.full(x.shape, 2, dtype=np.uint8)  # AdV 2 = ground
+    on_roof = np.zeros(x.shape, dtype=bool)
+    for b in SAMPLE_BUILDINGS:
+        cx, cy = b.centre
+        w, d = b.size
+        inside = (np.abs(x - cx) < w / 2) & (np.abs(y - cy) < d / 2)
+        z[inside] = GROUND_Z + b.height + 0.1
+        on_roof |= inside
+    cls[on_roof] = 20  # AdV 20 = non-ground
+    rgb = np.zeros((x.size, 3), dtype=np.uint8)
+    rgb[:] = (40, 200, 60)
+    rgb[on_roof] = (200, 60, 200)
+    intensity = ((np.hypot(x, y) / (extent * 1.5)) * 60000).astype(np.uint16)
+    return {"xyz": np.column_stack([x, y, z]), "rgb": rgb, "classification": cls, "intensity": intensity}
+
+
+def points_glb(pts: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    xyz = pts["xyz"]
+    gb = GltfBuilder()
+    # sRGB -> linear for glTF COLOR_0
+    srgb = pts["rgb"].astype(np.float64) / 255.0
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    attrs = {
+        "POSITION": gb.add_accessor(enu_to_gltf(xyz).astype(np.float32), with_bounds=True),
+        "COLOR_0": gb.add_accessor(np.round(lin * 255).astype(np.uint8), normalized=True),
+        "_CLASSIFICATION": gb.add_accessor(pts["classification"]),
+        "_INTENSITY": gb.add_accessor(pts["intensity"]),
+    }
+    set_metadata_schema(
+        gb,
+        {
+            "id": "ruhrtwin_points",
+            "classes": {
+                "point": {
+                    "properties": {
+                        "classification": {"type": "SCALAR", "componentType": "UINT8"},
+                        "intensity": {"type": "SCALAR", "componentType": "UINT16"},
+                    }
+                }
+            },
+        },
+    )
+    add_property_attribute(gb, "point", {"classification": "_CLASSIFICATION", "intensity": "_INTENSITY"})
+    prim = {
+        "attributes": attrs,
+        "mode": POINTS,
+        "extensions": {"EXT_structural_metadata": {"propertyAttributes": [0]}},
+    }
+    gb.add_node(gb.add_mesh([prim]))
+    return gb.to_glb(), xyz.min(axis=0), xyz.max(axis=0)
+
+
+def _tileset(frame: ProjectFrame, lo: np.ndarray, hi: np.ndarray, uri: str, error: float) -> dict[str, Any]:
+    return {
+        "asset": asset("1.1", "sample"),
+        "geometricError": 100.0,
+        "root": {
+            "boundingVolume": {"box": box_from_bounds(lo, hi, pad=0.5)},
+            "geometricError": error,
+            "refine": "ADD",
+            "content": {"uri": uri},
+            "transform": frame.tile_transform(),
+        },
+    }
+
+
+def sample_frame() -> ProjectFrame:
+    return project_frame(CrsConfig(frame_origin=SAMPLE_ORIGIN))
+
+
+def write_sample_release(release_dir: Path, *, with_internal: bool = True) -> dict[str, Any]:
+    """Write the sample layers and manifest.json into `release_dir`; returns the manifest."""
+    frame = sample_frame()
+    release_dir.mkdir(parents=True, exist_ok=True)
+
+    glb, lo, hi = buildings_glb(SAMPLE_BUILDINGS)
+    write_atomic(release_dir / "buildings" / "0.glb", glb)
+    write_json(release_dir / "buildings" / "tileset.json", _tileset(frame, lo, hi, "0.glb", 0.0))
+    style = {
+        "color": {
+            "conditions": [
+                *[[f"${{function}} === '{k}'", f"color('{v}')"] for k, v in FUNCTION_COLOURS.items()],
+                ["true", "color('#ffffff')"],
+            ]
+        }
+    }
+    write_json(release_dir / "buildings" / "style.json", style)
+
+    pts = sample_points()
+    pglb, plo, phi = points_glb(pts)
+    write_atomic(release_dir / "aerial_points" / "0.glb", pglb)
+    write_json(release_dir / "aerial_points" / "tileset.json", _tileset(frame, plo, phi, "0.glb", 3.4))
+
+    layers: list[dict[str, Any]] = [
+        {
+            "name": "aerial_points",
+            "kind": "pointcloud",
+            "access": "public",
+            "tileset": "aerial_points/tileset.json",
+            "stats": {
+                "points": len(pts["xyz"]),
+                "class_scheme": "adv",
+                "classes": {str(int(c)): int((pts["classification"] == c).sum()) for c in (2, 20)},
+            },
+            "warnings": [],
+        },
+        {
+            "name": "buildings",
+            "kind": "buildings",
+            "access": "public",
+            "tileset": "buildings/tileset.json",
+            "style": "buildings/style.json",
+            "stats": {"buildings": len(SAMPLE_BUILDINGS)},
+            "warnings": [],
+        },
+    ]
+    if with_internal:
+        lon, lat = frame.lon, frame.lat
+        gj = {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [lon + dx * 1e-4, lat, 110.0]},
+                    "properties": {"image_id": f"pano_{i:04d}", "time": 1000.0 + i, "heading": 90.0},
+                }
+                for i, dx in enumerate((-5, 0, 5))
+            ],
+        }
+        write_json(release_dir / "panoramas" / "panoramas.geojson", gj)
+        layers.append(
+            {
+                "name": "panoramas",
+                "kind": "panoramas",
+                "access": "internal",
+                "files": ["panoramas/panoramas.geojson"],
+                "stats": {"panoramas": 3},
+                "warnings": [],
+            }
+        )
+    manifest = {
+        "name": "sample",
+        "build_id": "sample0000000000",
+        "crs": "EPSG:25832+7837",
+        "frame": frame.to_json(),
+        "layers": layers,
+    }
+    write_json(release_dir / "manifest.json", manifest)
+    return manifest

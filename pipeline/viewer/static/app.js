@@ -1,0 +1,826 @@
+/* RuhrTwin offline viewer: reads ../manifest.json of the release and shows its layers with CesiumJS.
+ *
+ * No Cesium ion, no CDN: CesiumJS is served from ./cesium/, base imagery and terrain come from the
+ * release's own layers. URL parameters:
+ *   layers=a,b            layers shown (default: all)
+ *   cam=lon,lat,h,heading,pitch   camera (degrees, metres); default: framed on the data
+ *   style=layer:preset,...        styling preset per layer
+ *   lite=1                no globe/sky/atmosphere/fog/anti-aliasing (software rendering, tests)
+ * Test hooks: window.twin = {ready, layers, pickAt(x, y), worldToWindow([x, y, z]), errors, viewer}.
+ */
+(function () {
+  "use strict";
+
+  const params = new URLSearchParams(window.location.search);
+  const LITE = params.get("lite") === "1";
+  const MANIFEST_URL = "../manifest.json";
+  const BACKGROUND = "#1d2330";
+
+  // ---- class names (LAS classification codes) --------------------------------------------------------
+  const ASPRS_CLASSES = {
+    0: "never classified", 1: "unclassified", 2: "ground", 3: "low vegetation", 4: "medium vegetation",
+    5: "high vegetation", 6: "building", 7: "low point (noise)", 8: "model key / reserved", 9: "water",
+    10: "rail", 11: "road surface", 12: "overlap / reserved", 13: "wire guard", 14: "wire conductor",
+    15: "transmission tower", 16: "wire connector", 17: "bridge deck", 18: "high noise",
+    19: "overhead structure", 20: "ignored ground", 21: "snow", 22: "temporal exclusion",
+  };
+  // AdV / Geobasis NRW 3D-Messdaten: no building class; 20 = every non-ground point.
+  const ADV_CLASSES = {
+    1: "unclassified", 2: "ground", 9: "water", 17: "bridge", 18: "noise", 20: "non-ground",
+    21: "AdV class 21 (meaning unconfirmed)", 24: "AdV class 24 (meaning unconfirmed)",
+    26: "AdV class 26 (meaning unconfirmed)",
+  };
+  const CLASS_COLOURS = {
+    0: "#9e9e9e", 1: "#bdbdbd", 2: "#a0522d", 3: "#b8e986", 4: "#5fbf3f", 5: "#1f7a1f", 6: "#e0452b",
+    7: "#ff00ff", 8: "#888888", 9: "#2b7bd6", 10: "#6d4c41", 11: "#707070", 12: "#cccccc", 13: "#ffd54f",
+    14: "#ffb300", 15: "#ff6f00", 16: "#fff176", 17: "#8d6e63", 18: "#ff4081", 19: "#ba68c8",
+    20: "#e8c547", 21: "#eeeeee", 22: "#607d8b", 24: "#00bcd4", 26: "#9575cd",
+  };
+  const PALETTE = [
+    "#e07b39", "#3974e0", "#4caf50", "#e0c339", "#9c27b0", "#00acc1", "#ef5350", "#8d6e63",
+    "#7cb342", "#5c6bc0", "#ffa726", "#26a69a", "#ec407a", "#78909c", "#d4e157", "#ab47bc",
+  ];
+  const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]; // viridis stops
+
+  // property-name candidates, first match wins (case-insensitive)
+  const NAMES = {
+    classification: ["classification", "class", "classification_code"],
+    intensity: ["intensity"],
+    height: ["height", "roof_height", "measured_height", "height_roof", "hoehe", "h_roof", "roof_p75"],
+    function: ["function", "funktion", "gebaeudefunktion", "building_function", "gfkzshh"],
+    change: ["change", "change_class", "change_type", "change_status"],
+    quality: ["quality", "quality_flag", "qualityflag", "flag"],
+    oid: ["oid", "gml_id", "id"],
+  };
+
+  // ---- state and test hooks --------------------------------------------------------------------------
+  let resolveReady;
+  const ready = new Promise((resolve) => { resolveReady = resolve; });
+  const state = { manifest: null, viewer: null, layers: [], frame: null, measuring: false, measure: [] };
+  const errors = [];
+  window.twin = {
+    ready, layers: state.layers, errors, viewer: null,
+    pickAt: (x, y) => pickAt(new Cesium.Cartesian2(x, y)),
+    worldToWindow: (xyz) => {
+      const c = Cesium.SceneTransforms.worldToWindowCoordinates(
+        state.viewer.scene, new Cesium.Cartesian3(xyz[0], xyz[1], xyz[2]));
+      return c ? [c.x, c.y] : null;
+    },
+    setPreset: (name, preset) => setPreset(findLayer(name), preset),
+    setVisible: (name, show) => setVisible(findLayer(name), show),
+  };
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+    }
+    for (const c of children) e.append(c);
+    return e;
+  }
+  function status(msg) { $("status").textContent = msg; }
+  function fail(msg, err) {
+    errors.push(msg);
+    console.error(msg, err || "");
+  }
+  function findLayer(name) { return state.layers.find((l) => l.name === name); }
+  function releaseUrl(rel) { return new URL("../" + rel, window.location.href).href; }
+  function pick(names, available) {
+    const lower = new Map(available.map((a) => [a.toLowerCase(), a]));
+    for (const n of names) if (lower.has(n)) return lower.get(n);
+    return undefined;
+  }
+  function fmt(v) {
+    if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(3).replace(/\.?0+$/, "");
+    if (v === undefined || v === null) return "";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+  function hashColour(value) {
+    const s = String(value);
+    let h = 2166136261;
+    for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
+    return PALETTE[(h >>> 0) % PALETTE.length];
+  }
+  function rampColour(t) {
+    t = Math.min(1, Math.max(0, t)) * (RAMP.length - 1);
+    const i = Math.min(RAMP.length - 2, Math.floor(t));
+    return Cesium.Color.lerp(Cesium.Color.fromCssColorString(RAMP[i]),
+      Cesium.Color.fromCssColorString(RAMP[i + 1]), t - i, new Cesium.Color());
+  }
+  function glslColour(css) { // sRGB css colour -> linear vec3 literal (material colours are linear)
+    const c = Cesium.Color.fromCssColorString(css);
+    const lin = (x) => (x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4));
+    return `vec3(${lin(c.red).toFixed(5)}, ${lin(c.green).toFixed(5)}, ${lin(c.blue).toFixed(5)})`;
+  }
+
+  // ---- reading tile metadata (property names) straight from the first content --------------------------
+  async function fetchJson(url) {
+    const r = await fetch(url, { cache: "no-cache" });
+    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+    return r.json();
+  }
+  function firstContentUri(tile) {
+    const stack = [tile];
+    while (stack.length) {
+      const t = stack.shift();
+      const c = t.content || (t.contents && t.contents[0]);
+      if (c && (c.uri || c.url)) return c.uri || c.url;
+      for (const ch of t.children || []) stack.push(ch);
+    }
+    return undefined;
+  }
+  function parseContentHeader(buf) {
+    const dv = new DataView(buf);
+    const magic = String.fromCharCode(...new Uint8Array(buf, 0, 4));
+    const td = new TextDecoder();
+    if (magic === "glTF") {
+      const jlen = dv.getUint32(12, true);
+      return { format: "glb", gltf: JSON.parse(td.decode(new Uint8Array(buf, 20, jlen))) };
+    }
+    if (magic === "pnts" || magic === "b3dm") {
+      const ftJson = dv.getUint32(12, true), ftBin = dv.getUint32(16, true), btJson = dv.getUint32(20, true);
+      const bt = btJson ? JSON.parse(td.decode(new Uint8Array(buf, 28 + ftJson + ftBin, btJson))) : {};
+      return { format: magic, batchTable: bt };
+    }
+    return { format: "unknown" };
+  }
+  /** {tileset, format, className, properties: {name: classProperty}, statistics} of a tileset. */
+  async function inspectTileset(url, depth = 0) {
+    const ts = await fetchJson(url);
+    const info = { tileset: ts, format: undefined, properties: {}, className: undefined, schemaId: undefined };
+    let uri = firstContentUri(ts.root || {});
+    if (!uri) return info;
+    uri = uri.replace(/\{level\}|\{x\}|\{y\}|\{z\}/g, "0");
+    const contentUrl = new URL(uri, url).href;
+    if (/\.json(\?|$)/.test(uri) && depth < 4) {
+      const inner = await inspectTileset(contentUrl, depth + 1);
+      inner.tileset = ts;
+      return inner;
+    }
+    const r = await fetch(contentUrl);
+    if (!r.ok) return info;
+    const head = parseContentHeader(await r.arrayBuffer());
+    info.format = head.format;
+    if (head.format === "glb") {
+      const ext = (head.gltf.extensions || {}).EXT_structural_metadata || {};
+      const schema = ext.schema || {};
+      info.schemaId = schema.id;
+      const owner = (ext.propertyAttributes || [])[0] || (ext.propertyTables || [])[0];
+      if (owner && schema.classes && schema.classes[owner.class]) {
+        info.className = owner.class;
+        const cls = schema.classes[owner.class].properties || {};
+        for (const name of Object.keys(owner.properties || {})) info.properties[name] = cls[name] || {};
+      }
+      info.propertyAttributes = (ext.propertyAttributes || []).length > 0;
+    } else if (head.batchTable) {
+      for (const name of Object.keys(head.batchTable)) info.properties[name] = {};
+    }
+    return info;
+  }
+
+  // ---- styling presets ---------------------------------------------------------------------------------
+  function classNames(layer) {
+    const stats = layer.entry.stats || {};
+    const scheme = (stats.class_scheme || "").toLowerCase();
+    const table = scheme === "asprs" ? ASPRS_CLASSES : scheme === "adv" ? ADV_CLASSES : ASPRS_CLASSES;
+    const names = Object.assign({}, table, stats.class_names || {});
+    let codes = Object.keys(stats.classes || {}).map(Number).filter((c) => !Number.isNaN(c));
+    if (!codes.length) codes = Object.keys(table).map(Number);
+    codes.sort((a, b) => a - b);
+    const label = (scheme || "asprs").toUpperCase();
+    return { codes, names, label };
+  }
+
+  function heightRange(layer) {
+    const stats = layer.entry.stats || {};
+    if (Number.isFinite(stats.z_min) && Number.isFinite(stats.z_max)) return [stats.z_min, stats.z_max];
+    const box = ((layer.info && layer.info.tileset.root) || {}).boundingVolume;
+    if (box && box.box) {
+      const b = box.box;
+      const hz = Math.abs(b[11]) + Math.abs(b[5]) + Math.abs(b[8]);
+      return [b[2] - hz, b[2] + hz];
+    }
+    return [0, 100];
+  }
+
+  function frameUniforms() {
+    const f = state.frame;
+    const o = new Cesium.Cartesian3(...f.origin_ecef);
+    const lon = Cesium.Math.toRadians(f.lon), lat = Cesium.Math.toRadians(f.lat);
+    const up = new Cesium.Cartesian3(Math.cos(lat) * Math.cos(lon), Math.cos(lat) * Math.sin(lon), Math.sin(lat));
+    return {
+      u_origin: { type: Cesium.UniformType.VEC3, value: o },
+      u_up: { type: Cesium.UniformType.VEC3, value: up },
+    };
+  }
+
+  const RAMP_GLSL = `
+    vec3 twinRamp(float t) {
+      t = clamp(t, 0.0, 1.0) * 4.0;
+      vec3 c0 = ${glslColour(RAMP[0])}; vec3 c1 = ${glslColour(RAMP[1])}; vec3 c2 = ${glslColour(RAMP[2])};
+      vec3 c3 = ${glslColour(RAMP[3])}; vec3 c4 = ${glslColour(RAMP[4])};
+      if (t < 1.0) return mix(c0, c1, t);
+      if (t < 2.0) return mix(c1, c2, t - 1.0);
+      if (t < 3.0) return mix(c2, c3, t - 2.0);
+      return mix(c3, c4, t - 3.0);
+    }`;
+
+  function pointShader(layer, preset) {
+    const props = Object.keys(layer.info ? layer.info.properties : {});
+    if (preset === "height") {
+      const [lo, hi] = heightRange(layer);
+      return {
+        shader: new Cesium.CustomShader({
+          uniforms: Object.assign(frameUniforms(), {
+            u_range: { type: Cesium.UniformType.VEC2, value: new Cesium.Cartesian2(lo, Math.max(hi, lo + 1)) },
+          }),
+          fragmentShaderText: `${RAMP_GLSL}
+            void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              float h = dot(fsInput.attributes.positionWC - u_origin, u_up);
+              material.diffuse = twinRamp((h - u_range.x) / (u_range.y - u_range.x));
+            }`,
+        }),
+        legend: { type: "ramp", title: "height (m, project frame ≈ DHHN2016)", min: lo, max: hi },
+      };
+    }
+    if (preset === "intensity") {
+      const p = pick(NAMES.intensity, props);
+      const st = (layer.entry.stats || {}).intensity || {};
+      const lo = Number.isFinite(st.min) ? st.min : 0;
+      const hi = Number.isFinite(st.max) ? st.max : 65535;
+      return {
+        shader: new Cesium.CustomShader({
+          uniforms: { u_range: { type: Cesium.UniformType.VEC2, value: new Cesium.Cartesian2(lo, Math.max(hi, lo + 1)) } },
+          fragmentShaderText: `
+            void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              float v = clamp((float(fsInput.metadata.${p}) - u_range.x) / (u_range.y - u_range.x), 0.0, 1.0);
+              material.diffuse = vec3(pow(v, 2.2));
+            }`,
+        }),
+        legend: { type: "ramp", title: `intensity (${p})`, min: lo, max: hi, colours: ["#000000", "#ffffff"] },
+      };
+    }
+    if (preset === "classification") {
+      const p = pick(NAMES.classification, props);
+      const { codes, names, label } = classNames(layer);
+      const branches = codes.map((c) => `if (c == ${c}.0) col = ${glslColour(CLASS_COLOURS[c] || hashColour(c))};`);
+      return {
+        shader: new Cesium.CustomShader({
+          fragmentShaderText: `
+            void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              float c = float(fsInput.metadata.${p});
+              vec3 col = vec3(0.5);
+              ${branches.join("\n              else ")}
+              material.diffuse = col;
+            }`,
+        }),
+        legend: {
+          type: "classes", title: `classification (${label})`,
+          items: codes.map((c) => [`${c} ${names[c] || "class " + c}`, CLASS_COLOURS[c] || hashColour(c)]),
+        },
+      };
+    }
+    return { shader: undefined, legend: { type: "text", title: "colour", text: "RGB from the survey / orthophoto" } };
+  }
+
+  function pointPresets(layer) {
+    const props = Object.keys(layer.info ? layer.info.properties : {});
+    const out = ["rgb"];
+    const meta = layer.info && layer.info.format === "glb" && layer.info.propertyAttributes;
+    if (meta && pick(NAMES.classification, props)) out.push("classification");
+    if (meta && pick(NAMES.intensity, props)) out.push("intensity");
+    if (layer.info && layer.info.format === "glb") out.push("height");
+    return out;
+  }
+
+  // Feature (building-like) styles: categorical presets use a JS colour function per feature.
+  function categoricalStyle(layer, prop, title, fixed) {
+    const seen = layer.categories[prop] || (layer.categories[prop] = new Map());
+    const style = new Cesium.Cesium3DTileStyle();
+    style.color = {
+      evaluateColor(feature, result) {
+        const v = feature.getProperty(prop);
+        const key = v === undefined || v === null || v === "" ? "(none)" : String(v);
+        if (!seen.has(key)) { seen.set(key, (fixed && fixed[key]) || hashColour(key)); scheduleLegend(layer); }
+        return Cesium.Color.fromCssColorString(seen.get(key), result);
+      },
+    };
+    return { style, legend: { type: "categories", title: `${title} (${prop})`, map: seen } };
+  }
+
+  function featureStyle(layer, preset) {
+    const props = layer.featureProps;
+    if (preset === "style.json" && layer.styleJson) {
+      return {
+        style: new Cesium.Cesium3DTileStyle(layer.styleJson),
+        legend: legendFromStyle(layer.styleJson, layer.entry.style),
+      };
+    }
+    if (preset === "height") {
+      const p = pick(NAMES.height, props);
+      const st = (layer.entry.stats || {}).height || {};
+      const lo = Number.isFinite(st.min) ? st.min : 0;
+      const hi = Number.isFinite(st.max) ? st.max : 40;
+      const style = new Cesium.Cesium3DTileStyle();
+      style.color = {
+        evaluateColor(feature, result) {
+          const v = Number(feature.getProperty(p));
+          return Cesium.Color.clone(Number.isFinite(v) ? rampColour((v - lo) / (hi - lo)) : Cesium.Color.GRAY, result);
+        },
+      };
+      return { style, legend: { type: "ramp", title: `height (${p}, m)`, min: lo, max: hi } };
+    }
+    if (["function", "change", "quality"].includes(preset)) {
+      return categoricalStyle(layer, pick(NAMES[preset], props), preset);
+    }
+    return { style: undefined, legend: null };
+  }
+
+  function featurePresets(layer) {
+    const out = [];
+    if (layer.styleJson) out.push("style.json");
+    for (const p of ["function", "height", "change", "quality"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
+    out.push("plain");
+    return out;
+  }
+
+  function legendFromStyle(style, title) {
+    const cond = style && style.color && style.color.conditions;
+    if (!Array.isArray(cond)) return { type: "text", title: title || "style", text: "3D Tiles style" };
+    const items = cond.map(([expr, colour]) => {
+      const m = /'([^']*)'\s*\)?\s*$/.exec(String(colour)) || /"([^"]*)"/.exec(String(colour));
+      const css = m ? m[1] : "#ffffff";
+      let lab = String(expr);
+      const eq = /===?\s*['"]([^'"]*)['"]/.exec(lab);
+      if (lab === "true") lab = "other"; else if (eq) lab = eq[1];
+      return [lab, css];
+    });
+    return { type: "classes", title: (style.meta && style.meta.title) || title || "style", items };
+  }
+
+  // ---- legend ------------------------------------------------------------------------------------------
+  let legendTimer = null;
+  function scheduleLegend() {
+    if (legendTimer) return;
+    legendTimer = setTimeout(() => { legendTimer = null; renderLegend(); }, 200);
+  }
+  function renderLegend() {
+    const box = $("legend");
+    box.replaceChildren();
+    for (const layer of state.layers) {
+      if (!layer.show || !layer.legend) continue;
+      const lg = layer.legend;
+      const g = el("div", { class: "legend-group", "data-layer": layer.name });
+      g.append(el("div", { class: "legend-title", text: `${layer.name}: ${lg.title}` }));
+      if (lg.type === "ramp") {
+        const cols = lg.colours || RAMP;
+        g.append(el("div", { class: "ramp", style: `background: linear-gradient(to right, ${cols.join(", ")})` }));
+        g.append(el("div", { class: "ramp-labels" }, el("span", { text: fmt(lg.min) }), el("span", { text: fmt(lg.max) })));
+      } else if (lg.type === "classes" || lg.type === "categories") {
+        const items = lg.type === "classes" ? lg.items : [...lg.map.entries()].sort();
+        for (const [label, css] of items) {
+          g.append(el("div", { class: "legend-item" }, el("span", { class: "swatch", style: `background:${css}` }), el("span", { text: label })));
+        }
+      } else if (lg.text) {
+        g.append(el("div", { class: "muted", text: lg.text }));
+      }
+      box.append(g);
+    }
+  }
+
+  // ---- layer panel -------------------------------------------------------------------------------------
+  function setVisible(layer, show) {
+    if (!layer) return;
+    layer.show = show;
+    if (layer.tileset) layer.tileset.show = show;
+    if (layer.dataSource) layer.dataSource.show = show;
+    if (layer.imagery) layer.imagery.show = show;
+    if (layer.checkbox) layer.checkbox.checked = show;
+    updateGlobe();
+    renderLegend();
+    updateUrl();
+    state.viewer.scene.requestRender();
+  }
+
+  function setPreset(layer, preset) {
+    if (!layer || !layer.presets.includes(preset)) return;
+    layer.preset = preset;
+    if (layer.select) layer.select.value = preset;
+    try {
+      if (layer.kind === "pointcloud") {
+        const { shader, legend } = pointShader(layer, preset);
+        layer.tileset.customShader = shader;
+        layer.legend = legend;
+      } else if (layer.tileset) {
+        const { style, legend } = featureStyle(layer, preset);
+        layer.tileset.style = style;
+        layer.legend = legend;
+      }
+    } catch (e) {
+      fail(`layer ${layer.name}: cannot apply preset ${preset}: ${e.message}`, e);
+    }
+    renderLegend();
+    updateUrl();
+    state.viewer.scene.requestRender();
+  }
+
+  function addLayerRow(layer) {
+    const box = el("input", { type: "checkbox", id: `layer-${layer.name}` });
+    box.checked = layer.show;
+    box.addEventListener("change", () => setVisible(layer, box.checked));
+    layer.checkbox = box;
+    const row = el("div", { class: "layer", "data-layer": layer.name },
+      box, el("label", { for: `layer-${layer.name}`, text: layer.name }), el("span", { class: "kind", text: layer.kind }));
+    if (layer.entry.access === "internal") row.append(el("span", { class: "internal", text: "internal" }));
+    if (layer.presets && layer.presets.length > 1) {
+      const sel = el("select", { "aria-label": `style of ${layer.name}` });
+      for (const p of layer.presets) sel.append(el("option", { value: p, text: p }));
+      sel.value = layer.preset;
+      sel.addEventListener("change", () => setPreset(layer, sel.value));
+      layer.select = sel;
+      row.append(el("br"), sel);
+    }
+    if (layer.error) row.append(el("span", { class: "error", text: layer.error }));
+    $("layers").append(row);
+  }
+
+  function updateGlobe() {
+    const globe = state.viewer.scene.globe;
+    if (!globe) return;
+    // A terrain tileset (textured with the orthophoto) replaces the globe surface while it is shown.
+    const terrainShown = state.layers.some((l) => l.kind === "terrain" && l.tileset && l.show);
+    globe.show = !terrainShown;
+  }
+
+  // ---- URL state ---------------------------------------------------------------------------------------
+  let urlTimer = null;
+  function updateUrl() {
+    if (!state.ready) return;
+    clearTimeout(urlTimer);
+    urlTimer = setTimeout(() => {
+      const p = new URLSearchParams(window.location.search);
+      p.set("layers", state.layers.filter((l) => l.show).map((l) => l.name).join(","));
+      const styles = state.layers.filter((l) => l.preset).map((l) => `${l.name}:${l.preset}`);
+      if (styles.length) p.set("style", styles.join(",")); else p.delete("style");
+      p.set("cam", cameraParam());
+      window.history.replaceState(null, "", `${window.location.pathname}?${p.toString().replace(/%2C/g, ",").replace(/%3A/g, ":")}`);
+    }, 150);
+  }
+  function cameraParam() {
+    const cam = state.viewer.camera;
+    const c = cam.positionCartographic;
+    const d = (r) => Cesium.Math.toDegrees(r);
+    return [d(c.longitude).toFixed(7), d(c.latitude).toFixed(7), c.height.toFixed(1),
+      d(cam.heading).toFixed(1), d(cam.pitch).toFixed(1)].join(",");
+  }
+  function applyCameraParam(text) {
+    const v = (text || "").split(",").map(Number);
+    if (v.length < 3 || v.slice(0, 3).some((x) => !Number.isFinite(x))) return false;
+    state.viewer.camera.setView({
+      destination: Cesium.Cartesian3.fromDegrees(v[0], v[1], v[2]),
+      orientation: {
+        heading: Cesium.Math.toRadians(Number.isFinite(v[3]) ? v[3] : 0),
+        pitch: Cesium.Math.toRadians(Number.isFinite(v[4]) ? v[4] : -45),
+        roll: 0,
+      },
+    });
+    return true;
+  }
+  function frameAll() {
+    const spheres = state.layers.filter((l) => l.tileset && l.show).map((l) => l.tileset.boundingSphere);
+    if (!spheres.length) {
+      spheres.push(...state.layers.filter((l) => l.tileset).map((l) => l.tileset.boundingSphere));
+    }
+    let bs;
+    if (spheres.length) {
+      bs = Cesium.BoundingSphere.fromBoundingSpheres(spheres);
+    } else if (state.frame) {
+      bs = new Cesium.BoundingSphere(new Cesium.Cartesian3(...state.frame.origin_ecef), 500);
+    } else {
+      return;
+    }
+    const cam = state.viewer.camera;
+    cam.viewBoundingSphere(bs, new Cesium.HeadingPitchRange(0, Cesium.Math.toRadians(-40), Math.max(bs.radius * 2.2, 50)));
+    cam.lookAtTransform(Cesium.Matrix4.IDENTITY);
+  }
+
+  // ---- picking and measuring ---------------------------------------------------------------------------
+  function showInfo(title, rows) {
+    $("infoTitle").textContent = title;
+    const body = $("infoTable").tBodies[0];
+    body.replaceChildren();
+    for (const [k, v] of rows) {
+      body.append(el("tr", { "data-prop": k }, el("th", { text: k }), el("td", { text: fmt(v) })));
+    }
+    $("info").hidden = false;
+  }
+
+  function positionRows(cartesian) {
+    if (!cartesian) return [];
+    const c = Cesium.Cartographic.fromCartesian(cartesian);
+    const rows = [
+      ["lon", Cesium.Math.toDegrees(c.longitude).toFixed(7)],
+      ["lat", Cesium.Math.toDegrees(c.latitude).toFixed(7)],
+      ["ellipsoidal height (m)", c.height.toFixed(2)],
+    ];
+    if (state.frame) rows.push(["frame height (m)", frameHeight(cartesian).toFixed(2)]);
+    return rows;
+  }
+  function frameHeight(cartesian) {
+    const u = frameUniforms();
+    return Cesium.Cartesian3.dot(Cesium.Cartesian3.subtract(cartesian, u.u_origin.value, new Cesium.Cartesian3()), u.u_up.value);
+  }
+  function layerOfPrimitive(prim) { return state.layers.find((l) => l.tileset && l.tileset === prim); }
+
+  function pickAt(pos) {
+    const scene = state.viewer.scene;
+    const picked = scene.pick(pos);
+    const where = scene.pickPositionSupported ? scene.pickPosition(pos) : undefined;
+    let result = { kind: "none", properties: {}, position: where ? [where.x, where.y, where.z] : null };
+    if (picked instanceof Cesium.Cesium3DTileFeature) {
+      const layer = layerOfPrimitive(picked.tileset || picked.primitive);
+      const ids = picked.getPropertyIds();
+      const props = {};
+      for (const id of ids) props[id] = picked.getProperty(id);
+      const oidKey = pick(NAMES.oid, ids);
+      const ordered = oidKey ? [[oidKey, props[oidKey]], ...ids.filter((i) => i !== oidKey).map((i) => [i, props[i]])]
+        : ids.map((i) => [i, props[i]]);
+      showInfo(`${layer ? layer.name : "feature"}${oidKey ? " " + props[oidKey] : ""}`, [...ordered, ...positionRows(where)]);
+      result = { kind: "feature", layer: layer && layer.name, properties: props, position: result.position };
+    } else if (picked && picked.id instanceof Cesium.Entity) {
+      const ent = picked.id;
+      const props = ent.properties ? ent.properties.getValue(Cesium.JulianDate.now()) : {};
+      const layer = state.layers.find((l) => l.dataSource && l.dataSource.entities.contains(ent));
+      const pos = ent.position ? ent.position.getValue(Cesium.JulianDate.now()) : where;
+      showInfo(`${layer ? layer.name : "object"} ${props.image_id || ""}`.trim(), [...Object.entries(props), ...positionRows(pos)]);
+      result = { kind: "entity", layer: layer && layer.name, properties: props, position: result.position };
+    } else if (picked && picked.primitive instanceof Cesium.Cesium3DTileset) {
+      // a point (point clouds have no features): read its metadata where CesiumJS can, else position
+      const layer = layerOfPrimitive(picked.primitive);
+      const props = {};
+      try {
+        const schema = scene.pickMetadataSchema(pos);
+        const info = layer && layer.info;
+        if (schema && info && info.className) {
+          for (const name of Object.keys(info.properties)) {
+            const v = scene.pickMetadata(pos, schema.id, info.className, name);
+            if (v !== undefined) props[name] = v;
+          }
+        }
+      } catch (e) {
+        console.warn("metadata picking failed", e);
+      }
+      const rows = Object.entries(props);
+      if (layer && props[pick(NAMES.classification, Object.keys(props))] !== undefined) {
+        const c = props[pick(NAMES.classification, Object.keys(props))];
+        const { names } = classNames(layer);
+        if (names[c]) rows.push(["class name", names[c]]);
+      }
+      showInfo(`${layer ? layer.name : "point"}: point`, [...rows, ...positionRows(where)]);
+      result = { kind: "point", layer: layer && layer.name, properties: props, position: result.position };
+    } else {
+      $("info").hidden = true;
+    }
+    return result;
+  }
+
+  function measureClick(pos) {
+    const scene = state.viewer.scene;
+    const p = scene.pickPositionSupported ? scene.pickPosition(pos) : undefined;
+    if (!p) { $("measure").textContent = "no surface under the cursor"; return null; }
+    if (state.measure.length >= 2) clearMeasure();
+    state.measure.push(p);
+    const ents = state.viewer.entities;
+    state.measureEntities.push(ents.add({ position: p, point: { pixelSize: 8, color: Cesium.Color.YELLOW, disableDepthTestDistance: Number.POSITIVE_INFINITY } }));
+    if (state.measure.length === 1) { $("measure").textContent = "click the second point"; return null; }
+    const [a, b] = state.measure;
+    const d = Cesium.Cartesian3.distance(a, b);
+    const dh = frameHeight(b) - frameHeight(a);
+    const horiz = Math.sqrt(Math.max(d * d - dh * dh, 0));
+    state.measureEntities.push(ents.add({
+      polyline: { positions: [a, b], width: 2, material: Cesium.Color.YELLOW, depthFailMaterial: Cesium.Color.YELLOW.withAlpha(0.5) },
+    }));
+    const text = `distance ${d.toFixed(2)} m\nhorizontal ${horiz.toFixed(2)} m\nheight difference ${dh.toFixed(2)} m`;
+    $("measure").textContent = text;
+    scene.requestRender();
+    return { distance: d, horizontal: horiz, height_difference: dh };
+  }
+  function clearMeasure() {
+    for (const e of state.measureEntities || []) state.viewer.entities.remove(e);
+    state.measureEntities = [];
+    state.measure = [];
+  }
+
+  // ---- layers ------------------------------------------------------------------------------------------
+  async function loadTilesetLayer(layer) {
+    const url = releaseUrl(layer.entry.tileset);
+    layer.info = await inspectTileset(url).catch((e) => { console.warn(`inspect ${url}`, e); return null; });
+    const opts = {};
+    if (layer.kind === "pointcloud") {
+      opts.pointCloudShading = new Cesium.PointCloudShading({
+        attenuation: true, eyeDomeLighting: true, maximumAttenuation: 4, geometricErrorScale: 1,
+      });
+    }
+    layer.tileset = await Cesium.Cesium3DTileset.fromUrl(url, opts);
+    layer.tileset.show = layer.show;
+    if (layer.entry.style) {
+      layer.styleJson = await fetchJson(releaseUrl(layer.entry.style)).catch((e) => {
+        fail(`layer ${layer.name}: style ${layer.entry.style} unreadable: ${e.message}`);
+        return null;
+      });
+    }
+    if (layer.kind === "pointcloud") {
+      layer.presets = pointPresets(layer);
+    } else {
+      layer.featureProps = Object.keys((layer.info && layer.info.properties) || {});
+      layer.presets = featurePresets(layer);
+    }
+  }
+
+  async function loadImageryLayer(layer) {
+    const files = layer.entry.files || [];
+    const metaPath = files.find((f) => /imagery\.json$/.test(f)) || files.find((f) => /\.json$/.test(f)) || "imagery/imagery.json";
+    const metaUrl = releaseUrl(metaPath);
+    const meta = await fetchJson(metaUrl);
+    const template = meta.tiles ? (Array.isArray(meta.tiles) ? meta.tiles[0] : meta.tiles) : meta.url || "xyz/{z}/{x}/{y}.png";
+    const b = meta.bounds || meta.bbox;
+    const opts = { url: new URL(template, metaUrl).href.replace(/%7B/g, "{").replace(/%7D/g, "}") };
+    if (Array.isArray(b) && b.length === 4) opts.rectangle = Cesium.Rectangle.fromDegrees(b[0], b[1], b[2], b[3]);
+    if (Number.isFinite(meta.minzoom)) opts.minimumLevel = meta.minzoom;
+    if (Number.isFinite(meta.maxzoom)) opts.maximumLevel = meta.maxzoom;
+    if (meta.attribution) opts.credit = meta.attribution;
+    if (!state.viewer.scene.globe) { layer.error = "imagery needs the globe (off in lite mode)"; return; }
+    layer.imagery = state.viewer.imageryLayers.addImageryProvider(new Cesium.UrlTemplateImageryProvider(opts), 0);
+    layer.imagery.show = layer.show;
+    layer.legend = { type: "text", title: "imagery", text: meta.title || "orthophoto of the release" };
+  }
+
+  async function loadPanoramaLayer(layer) {
+    const files = layer.entry.files || [];
+    const path = files.find((f) => /\.geojson$|\.json$/.test(f));
+    if (!path) { layer.error = "no GeoJSON file"; return; }
+    const ds = await Cesium.GeoJsonDataSource.load(releaseUrl(path));
+    for (const ent of ds.entities.values) {
+      ent.billboard = undefined;
+      ent.point = new Cesium.PointGraphics({
+        pixelSize: 9, color: Cesium.Color.fromCssColorString("#ffb300"), outlineColor: Cesium.Color.BLACK,
+        outlineWidth: 1, disableDepthTestDistance: 5000,
+      });
+    }
+    await state.viewer.dataSources.add(ds);
+    ds.show = layer.show;
+    layer.dataSource = ds;
+    layer.legend = { type: "classes", title: "panorama locations", items: [["panorama", "#ffb300"]] };
+  }
+
+  function defaultPreset(layer) {
+    const wanted = styleParam[layer.name];
+    if (wanted && layer.presets.includes(wanted)) return wanted;
+    if (layer.kind === "pointcloud") return "rgb";
+    return layer.presets[0];
+  }
+
+  const styleParam = Object.fromEntries((params.get("style") || "").split(",").filter(Boolean).map((s) => s.split(":")));
+
+  async function main() {
+    Cesium.Ion.defaultAccessToken = "";
+    let manifest;
+    try {
+      manifest = await fetchJson(MANIFEST_URL);
+    } catch (e) {
+      fail(`cannot read the release manifest ${MANIFEST_URL}: ${e.message}`, e);
+      status("no manifest.json next to viewer/: open this page from a served release (twin view)");
+      resolveReady({ ok: false, errors });
+      return;
+    }
+    state.manifest = manifest;
+    state.frame = manifest.frame || null;
+    document.title = `RuhrTwin: ${manifest.name || "release"}`;
+    $("title").textContent = manifest.name || "RuhrTwin";
+    $("subtitle").textContent = `release ${manifest.build_id || ""}`;
+
+    const viewer = new Cesium.Viewer("cesiumContainer", {
+      baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: false, sceneModePicker: false,
+      navigationHelpButton: false, animation: false, timeline: false, fullscreenButton: false,
+      infoBox: false, selectionIndicator: false, scene3DOnly: true,
+      terrainProvider: LITE ? undefined : new Cesium.EllipsoidTerrainProvider(),
+      globe: LITE ? false : undefined,
+      skyBox: LITE ? false : undefined,
+      skyAtmosphere: LITE ? false : undefined,
+      msaaSamples: LITE ? 1 : 4,
+      requestRenderMode: true,
+      maximumRenderTimeChange: Infinity,
+      contextOptions: { webgl: { antialias: !LITE, preserveDrawingBuffer: true } },
+    });
+    state.viewer = viewer;
+    window.twin.viewer = viewer;
+    const scene = viewer.scene;
+    scene.backgroundColor = Cesium.Color.fromCssColorString(BACKGROUND);
+    if (LITE) {
+      scene.fog.enabled = false;
+      if (scene.sun) scene.sun.show = false;
+      if (scene.moon) scene.moon.show = false;
+      scene.postProcessStages.fxaa.enabled = false;
+    } else if (scene.globe) {
+      scene.globe.baseColor = Cesium.Color.fromCssColorString("#2b3140");
+    }
+
+    const wantLayers = params.get("layers");
+    const wanted = wantLayers === null ? null : new Set(wantLayers.split(",").filter(Boolean));
+    const entries = (manifest.layers || []).filter((e) => e.kind !== "viewer");
+    for (const entry of entries) {
+      const layer = {
+        name: entry.name, kind: entry.kind, entry, show: wanted ? wanted.has(entry.name) : true,
+        presets: [], preset: undefined, legend: null, categories: {}, featureProps: [],
+      };
+      state.layers.push(layer);
+    }
+    status("loading layers…");
+    await Promise.all(state.layers.map(async (layer) => {
+      try {
+        if (layer.entry.tileset) await loadTilesetLayer(layer);
+        else if (layer.kind === "imagery") await loadImageryLayer(layer);
+        else if (layer.kind === "panoramas") await loadPanoramaLayer(layer);
+      } catch (e) {
+        layer.error = `failed to load: ${e.message || e}`;
+        fail(`layer ${layer.name}: ${layer.error}`, e);
+      }
+    }));
+
+    // Camera first, then add the tilesets: "all tiles loaded" then refers to this view.
+    if (!applyCameraParam(params.get("cam"))) frameAll();
+    const tilesets = state.layers.filter((l) => l.tileset);
+    const loadedAfterCamera = new Set();
+    for (const l of tilesets) {
+      l.tileset.allTilesLoaded.addEventListener(() => { loadedAfterCamera.add(l.tileset); scene.requestRender(); });
+      scene.primitives.add(l.tileset);
+    }
+    for (const l of state.layers) {
+      if (l.presets.length) setPreset(l, defaultPreset(l));
+      addLayerRow(l);
+    }
+    updateGlobe();
+    renderLegend();
+
+    // twin.ready: every shown tileset reported allTilesLoaded after the camera was set and selects >= 1 tile.
+    let frames = 0;
+    const t0 = performance.now();
+    const removeCheck = scene.postRender.addEventListener(() => {
+      frames += 1;
+      const shown = tilesets.filter((l) => l.show);
+      const pending = shown.filter((l) => !(loadedAfterCamera.has(l.tileset) && l.tileset.tilesLoaded && l.tileset.statistics.selected > 0));
+      if (frames > 1 && pending.length === 0) {
+        removeCheck();
+        state.ready = true;
+        const secs = ((performance.now() - t0) / 1000).toFixed(1);
+        status(`${state.layers.length} layers, ready in ${secs} s${LITE ? " (lite)" : ""}`);
+        updateUrl();
+        resolveReady({
+          ok: errors.length === 0, errors: errors.slice(), frames,
+          layers: state.layers.map((l) => ({ name: l.name, kind: l.kind, show: l.show, preset: l.preset, error: l.error || null,
+            selected: l.tileset ? l.tileset.statistics.selected : null })),
+        });
+      } else {
+        status(`loading tiles… (${pending.map((l) => l.name).join(", ")})`);
+        setTimeout(() => scene.requestRender(), 50);
+      }
+    });
+    scene.requestRender();
+
+    // interaction
+    const handler = new Cesium.ScreenSpaceEventHandler(scene.canvas);
+    handler.setInputAction((ev) => {
+      if (state.measuring) measureClick(ev.position); else pickAt(ev.position);
+    }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
+    viewer.camera.moveEnd.addEventListener(updateUrl);
+    $("infoClose").addEventListener("click", () => { $("info").hidden = true; });
+    $("homeBtn").addEventListener("click", () => { frameAll(); scene.requestRender(); updateUrl(); });
+    $("measureBtn").addEventListener("click", () => {
+      state.measuring = !state.measuring;
+      $("measureBtn").classList.toggle("active", state.measuring);
+      clearMeasure();
+      $("measure").textContent = state.measuring ? "click the first point" : "";
+      scene.requestRender();
+    });
+    $("shareBtn").addEventListener("click", async () => {
+      updateUrl();
+      await new Promise((r) => setTimeout(r, 200));
+      const box = $("shareUrl");
+      box.value = window.location.href;
+      box.hidden = false;
+      box.select();
+      try { await navigator.clipboard.writeText(box.value); } catch (e) { /* not allowed: the box shows it */ }
+    });
+    state.measureEntities = [];
+    window.twin.measureAt = (x, y) => measureClick(new Cesium.Cartesian2(x, y));
+  }
+
+  window.addEventListener("DOMContentLoaded", () => {
+    main().catch((e) => {
+      fail(`viewer failed: ${e.message || e}`, e);
+      resolveReady({ ok: false, errors });
+    });
+  });
+})();
