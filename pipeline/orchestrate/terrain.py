@@ -1,0 +1,360 @@
+"""Terrain and imagery layers: DGM -> textured LOD mesh tileset; orthophoto -> XYZ pyramid + COG.
+
+    build_terrain_layers(ctx, previous) -> [terrain, imagery]
+
+Plan (cheap, in this process): scan the rasters, build the finest terrain grid of the root square and the
+per-level vertex grids and errors. Execute (Dask, one task per tile): mesh + geoid + texture + GLB, and
+one task per XYZ zoom level. Files are written here, in a stable order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config.model import TwinConfig
+from pipeline.crs import parse_crs, resolve_source_crs
+from pipeline.errors import CrsError, InputError
+from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.sources.rasters import (
+    Grid,
+    RasterInfo,
+    delivery_bounds,
+    native_resolution,
+    orthophoto_bands,
+    read_grid,
+    scan_rasters,
+)
+from pipeline.tiles.tileset import write_atomic, write_json
+
+
+def run_tasks(
+    ctx: BuildContext, fn: Callable[..., Any], calls: Sequence[tuple[tuple, dict]], name: str
+) -> list:
+    """Run `fn(*args, **kwargs)` per call on the Dask client (or serially without one); results in order."""
+    if ctx.client is None or len(calls) <= 1:
+        return [fn(*a, **kw) for a, kw in calls]
+    futures = [
+        ctx.client.submit(fn, *a, **kw, key=f"{name}-{ctx.build_id}-{i}", pure=False)
+        for i, (a, kw) in enumerate(calls)
+    ]
+    return ctx.client.gather(futures)
+
+
+# ---- sources -------------------------------------------------------------------------------------
+
+
+def dgm_infos(cfg: TwinConfig, files: Sequence[Path]) -> list[RasterInfo]:
+    src = cfg.sources.dgm
+    assert src is not None
+    return scan_rasters(
+        files,
+        working_crs=cfg.crs.horizontal,
+        crs_override=src.crs,
+        resolution=src.resolution,
+        on_mismatch=src.on_mismatch,
+    )
+
+
+def ortho_infos(cfg: TwinConfig, files: Sequence[Path]) -> list[RasterInfo]:
+    src = cfg.sources.orthophoto
+    assert src is not None
+    return scan_rasters(
+        files,
+        working_crs=cfg.crs.horizontal,
+        crs_override=src.crs,
+        resolution=src.resolution,
+        on_mismatch=src.on_mismatch,
+        min_bands=3,
+    )
+
+
+def dgm_height_crs(cfg: TwinConfig, infos: Sequence[RasterInfo]) -> str:
+    """Compound CRS of the DGM heights (horizontal working CRS + the tiles' vertical datum)."""
+    crs_set = set()
+    for i in infos:
+        c = resolve_source_crs(i.crs, cfg.sources.dgm.crs if cfg.sources.dgm else None, cfg.crs, path=i.path)
+        sub = [s for s in (c.sub_crs_list or []) if s.is_vertical]
+        crs_set.add(sub[0].to_authority()[1] if sub and sub[0].to_authority() else None)
+    if len(crs_set) > 1:
+        raise CrsError(
+            f"DGM tiles use different vertical datums {sorted(map(str, crs_set))}", path=infos[0].path
+        )
+    v = crs_set.pop()
+    if v is None:
+        return cfg.crs.horizontal  # ellipsoidal heights accepted by the config
+    return f"{cfg.crs.horizontal}+{v}"
+
+
+def ground_model(ctx: BuildContext, plan_res: float, bounds=None) -> tuple[np.ndarray, Grid, str, str]:
+    """The terrain model on a grid: DGM if configured, else rasterised ground points of the newest epoch.
+
+    Returns (heights (rows, cols) float32 NaN = none, grid, height CRS, source description).
+    """
+    cfg = ctx.cfg
+    if cfg.sources.dgm:
+        infos = dgm_infos(cfg, [i.path for i in ctx.inputs_for("dgm")])
+        b = bounds or delivery_bounds(infos, cfg.crs.horizontal)
+        grid = Grid.from_bounds(b, plan_res, cfg.crs.horizontal)
+        r = read_grid(infos, grid, bands=[1])
+        return r.data[0], grid, dgm_height_crs(cfg, infos), "dgm"
+    from pipeline.stages.terrain.rasterise import fill_all, rasterise_point_files
+
+    if not cfg.sources.aerial:
+        raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
+    ep = cfg.sources.aerial[-1]
+    files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+    b = bounds or las_bounds(files)
+    grid = Grid.from_bounds(b, plan_res, cfg.crs.horizontal)
+    acc = rasterise_point_files(
+        files, grid, stat="mean", crs_cfg=cfg.crs, crs_override=ep.crs, include_classes=(2,)
+    )
+    return fill_all(acc.result()), grid, cfg.crs.compound, f"ground points {ep.epoch}"
+
+
+def las_bounds(files: Sequence[Path]) -> tuple[float, float, float, float]:
+    import laspy
+
+    lo = np.array([np.inf, np.inf])
+    hi = -lo
+    for f in files:
+        with laspy.open(f) as r:
+            lo = np.minimum(lo, r.header.mins[:2])
+            hi = np.maximum(hi, r.header.maxs[:2])
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+
+# ---- terrain -------------------------------------------------------------------------------------
+
+
+def build_terrain(ctx: BuildContext) -> LayerResult:
+    from pipeline.stages.terrain import level_errors, level_vertex_heights, plan_terrain, terrain_tile
+    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tileset
+
+    cfg = ctx.cfg
+    lay = cfg.layers.terrain
+    out = ctx.release_dir / "terrain"
+    warnings: list[str] = []
+    if cfg.sources.dgm:
+        infos = dgm_infos(cfg, [i.path for i in ctx.inputs_for("dgm")])
+        bounds = delivery_bounds(infos, cfg.crs.horizontal)
+        res = lay.resolution_m or native_resolution(infos)
+    else:
+        ep = cfg.sources.aerial[-1] if cfg.sources.aerial else None
+        if ep is None:
+            raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
+        bounds = las_bounds([i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")])
+        res = lay.resolution_m or lay.ground_res_m
+        warnings.append(f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch}")
+    plan = plan_terrain(bounds, res, lay.tile_cells)
+    n = lay.tile_cells * 2 ** (plan.levels - 1)
+    root_bounds = (plan.x0, plan.y1 - n * res, plan.x0 + n * res, plan.y1)
+    fine, _grid, height_crs, source = ground_model(ctx, res, root_bounds)
+    if not np.isfinite(fine).any():
+        raise InputError("the terrain model has no valid height inside the district")
+    verts = level_vertex_heights(plan, fine)
+    errs = level_errors(plan, verts, fine)
+
+    ortho = None
+    rgb: list[int] = [1, 2, 3]
+    if lay.texture_from_orthophoto and cfg.sources.orthophoto:
+        ortho = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+        bands = orthophoto_bands(cfg.sources.orthophoto.bands)
+        rgb = [bands["red"], bands["green"], bands["blue"]]
+    elif lay.texture_from_orthophoto:
+        warnings.append("no orthophoto configured: terrain is untextured")
+
+    calls = []
+    tc = lay.tile_cells
+    for level in range(plan.levels):
+        k = 2**level
+        v = verts[level]
+        for ty in range(k):
+            for tx in range(k):
+                sl = v[ty * tc : (ty + 1) * tc + 1, tx * tc : (tx + 1) * tc + 1]
+                if not np.isfinite(sl).any():
+                    continue
+                calls.append(
+                    (
+                        (level, tx, ty, np.ascontiguousarray(sl), plan.tile_bounds(level, tx, ty)),
+                        {
+                            "source_crs": height_crs,
+                            "crs_cfg": cfg.crs,
+                            "frame": ctx.frame,
+                            "ortho": ortho,
+                            "rgb_bands": rgb,
+                            "texture_px": lay.texture_px,
+                            "texture_format": lay.texture_format,
+                        },
+                    )
+                )
+    contents = run_tasks(ctx, terrain_tile, calls, "terrain-tile")
+    by_key = {(c.level, c.tx, c.ty): c for c in contents if c.glb is not None}
+    files: list[str] = []
+    for (level, tx, ty), c in sorted(by_key.items()):
+        rel = f"tiles/{level}/{tx}/{ty}.glb"
+        write_atomic(out / rel, c.glb)
+        files.append(f"terrain/{rel}")
+
+    def node(level: int, tx: int, ty: int) -> TerrainTileNode | None:
+        c = by_key.get((level, tx, ty))
+        children = []
+        if level + 1 < plan.levels:
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    ch = node(level + 1, 2 * tx + dx, 2 * ty + dy)
+                    if ch is not None:
+                        children.append(ch)
+        if c is None and not children:
+            return None
+        los = [ch.lo for ch in children] + ([c.lo] if c else [])
+        his = [ch.hi for ch in children] + ([c.hi] if c else [])
+        texel = plan.tile_bounds(level, tx, ty)[2] - plan.tile_bounds(level, tx, ty)[0]
+        texel /= lay.texture_px
+        ge = 0.0
+        if children:
+            ge = max(float(errs[level][ty, tx]), 2 * texel, *(ch.geometric_error * 1.0001 for ch in children))
+        return TerrainTileNode(
+            level,
+            tx,
+            ty,
+            np.min(los, axis=0),
+            np.max(his, axis=0),
+            ge,
+            f"tiles/{level}/{tx}/{ty}.glb" if c else None,
+            children,
+        )
+
+    root = node(0, 0, 0)
+    if root is None:
+        raise InputError("terrain: no tile has valid heights")
+    write_json(out / "tileset.json", terrain_tileset(root, ctx.frame.tile_transform(), ctx.build_id))
+    files.append("terrain/tileset.json")
+    return LayerResult(
+        name="terrain",
+        kind="terrain",
+        access=lay.access,
+        tileset="terrain/tileset.json",
+        files=files,
+        stats={
+            "source": source,
+            "height_crs": height_crs,
+            "levels": plan.levels,
+            "tiles": len(by_key),
+            "resolution_m": res,
+            "vertices": int(sum(c.vertices for c in by_key.values())),
+            "triangles": int(sum(c.triangles for c in by_key.values())),
+            "textured": ortho is not None,
+            "root_geometric_error": round(root.geometric_error, 3),
+        },
+        warnings=warnings,
+    )
+
+
+# ---- imagery -------------------------------------------------------------------------------------
+
+
+def _xyz_level(
+    infos, zoom: int, tiles: list[tuple[int, int]], rgb: list[int]
+) -> list[tuple[int, int, bytes]]:
+    from pipeline.stages.imagery import xyz_tile
+
+    out = []
+    for x, y in tiles:
+        png = xyz_tile(infos, zoom, x, y, rgb)
+        if png is not None:
+            out.append((x, y, png))
+    return out
+
+
+def build_imagery(ctx: BuildContext) -> LayerResult:
+    from rasterio.warp import transform_bounds
+
+    from pipeline.stages.imagery import tiles_for, to_uint8, write_cog, zoom_range
+
+    cfg = ctx.cfg
+    lay = cfg.layers.terrain
+    assert cfg.sources.orthophoto is not None
+    out = ctx.release_dir / "imagery"
+    infos = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+    bands = orthophoto_bands(cfg.sources.orthophoto.bands)
+    rgb = [bands["red"], bands["green"], bands["blue"]]
+    bounds = delivery_bounds(infos, cfg.crs.horizontal)
+    ll = transform_bounds(parse_crs(cfg.crs.horizontal).to_wkt(), "EPSG:4326", *bounds, densify_pts=21)
+    zmin, zmax = zoom_range(ll, lay.imagery_min_res_m, lay.imagery_min_zoom, lay.imagery_max_zoom)
+    calls = [((infos, z, tiles_for(ll, z), rgb), {}) for z in range(zmin, zmax + 1)]
+    levels = run_tasks(ctx, _xyz_level, calls, "imagery-xyz")
+    files: list[str] = []
+    count = 0
+    for z, tiles in zip(range(zmin, zmax + 1), levels, strict=True):
+        for x, y, png in sorted(tiles):
+            write_atomic(out / "xyz" / str(z) / str(x) / f"{y}.png", png)
+            files.append(f"imagery/xyz/{z}/{x}/{y}.png")
+            count += 1
+
+    # COG of all bands at the native resolution (RGBI for QGIS: NDVI, false colour)
+    res = native_resolution(infos)
+    grid = Grid.from_bounds(bounds, res, cfg.crs.horizontal)
+    r = read_grid(infos, grid)
+    data = to_uint8(r.data)
+    valid = r.valid
+    nodata = None
+    if not valid.all():
+        data = np.where(valid[None], np.maximum(data, 1), 0).astype(np.uint8)
+        nodata = 0
+    write_cog(data, grid, out / "orthophoto_cog.tif", nodata=nodata)
+    files.append("imagery/orthophoto_cog.tif")
+    meta = {
+        "name": "orthophoto",
+        "format": "xyz",
+        "tiles": "xyz/{z}/{x}/{y}.png",
+        "tileSize": 256,
+        "scheme": "xyz",
+        "crs": "EPSG:3857",
+        "bounds": [round(v, 7) for v in ll],
+        "minzoom": zmin,
+        "maxzoom": zmax,
+        "cog": "orthophoto_cog.tif",
+        "cog_crs": cfg.crs.horizontal,
+        "cog_bands": list(bands),
+        "resolution_m": res,
+    }
+    write_atomic(out / "imagery.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+    files.append("imagery/imagery.json")
+    return LayerResult(
+        name="imagery",
+        kind="imagery",
+        access=cfg.layers.terrain.access,
+        files=files,
+        stats={"xyz_tiles": count, "minzoom": zmin, "maxzoom": zmax, "cog_size": [grid.width, grid.height]},
+    )
+
+
+def build_terrain_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
+    cfg = ctx.cfg
+    results: list[LayerResult] = []
+    if not cfg.layers.terrain.enabled:
+        return results
+    import time
+
+    if cfg.sources.dgm or cfg.sources.aerial:
+        t0 = time.perf_counter()
+        with ctx.stage("terrain"):
+            res = build_terrain(ctx)
+        res.seconds = time.perf_counter() - t0
+        results.append(res)
+    else:
+        ctx.warn("terrain: neither a DGM nor aerial ground points configured; terrain layer skipped")
+    if cfg.sources.orthophoto:
+        t0 = time.perf_counter()
+        with ctx.stage("imagery"):
+            res = build_imagery(ctx)
+        res.seconds = time.perf_counter() - t0
+        results.append(res)
+    else:
+        ctx.warn("imagery: no orthophoto configured; imagery layer skipped")
+    return results

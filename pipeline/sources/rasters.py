@@ -1,0 +1,333 @@
+"""Orthophoto (DOP, RGBI) and terrain model (DGM) rasters: scan, check, mosaic onto a target grid.
+
+A raster delivery is a set of GeoTIFF/JPEG2000 tiles. `scan_rasters` reads only headers and checks every
+tile (CRS present, same CRS and resolution as the working grid, band count). `read_grid` mosaics the tiles
+onto any target grid (transform + shape + CRS) through GDAL's warper (`WarpedVRT`): tiles in another CRS or
+resolution are reprojected onto it, memory is bounded by the target grid, never by the delivery.
+
+Policy for mismatching tiles (`RasterSource.on_mismatch`): "reproject" (default) or "error", which refuses
+with a message naming the file, what it is and what was expected. A tile without CRS is always refused
+unless the source configures `crs:`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
+
+from pipeline.crs import check_area_of_use, parse_crs
+from pipeline.errors import CrsError, InputError
+
+Bounds = tuple[float, float, float, float]
+MismatchPolicy = Literal["reproject", "error"]
+
+# default band order of an RGBI orthophoto (1-based, overridable by RasterSource.bands)
+ORTHO_BANDS = {"red": 1, "green": 2, "blue": 3, "nir": 4}
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """Header facts of one raster tile."""
+
+    path: Path
+    crs: CRS
+    bounds: Bounds  # in `crs`
+    res: tuple[float, float]
+    count: int
+    dtype: str
+    nodata: float | None
+    reproject: bool = False  # True: not on the working grid; warped on read
+
+    @property
+    def horizontal_epsg(self) -> int | None:
+        return _horizontal_epsg(self.crs)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A target raster grid: north-up transform, shape, CRS."""
+
+    transform: Affine
+    width: int
+    height: int
+    crs: str
+
+    @property
+    def res(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> Bounds:
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+    @classmethod
+    def from_bounds(cls, bounds: Bounds, res: float, crs: str, snap: bool = True) -> Grid:
+        """Grid covering `bounds` with square cells of `res`; snapped to multiples of `res` by default."""
+        xmin, ymin, xmax, ymax = bounds
+        if snap:
+            xmin = math.floor(xmin / res + 1e-9) * res
+            ymin = math.floor(ymin / res + 1e-9) * res
+            xmax = math.ceil(xmax / res - 1e-9) * res
+            ymax = math.ceil(ymax / res - 1e-9) * res
+        w = max(1, round((xmax - xmin) / res))
+        h = max(1, round((ymax - ymin) / res))
+        return cls(Affine(res, 0.0, xmin, 0.0, -res, ymax), w, h, crs)
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) arrays of cell-centre x and y."""
+        t = self.transform
+        xs = t.c + t.a * (np.arange(self.width) + 0.5)
+        ys = t.f + t.e * (np.arange(self.height) + 0.5)
+        return np.meshgrid(xs, ys)
+
+    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, col of points and a mask of points inside the grid."""
+        t = self.transform
+        col = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
+        row = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
+        ok = (col >= 0) & (col < self.width) & (row >= 0) & (row < self.height)
+        return row, col, ok
+
+
+@dataclass
+class Raster:
+    """Bands on a grid as float32 with NaN where there is no data."""
+
+    data: np.ndarray  # (bands, rows, cols) float32
+    grid: Grid
+    band_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def band(self, name: str) -> np.ndarray:
+        try:
+            return self.data[self.band_names.index(name)]
+        except ValueError:
+            raise KeyError(f"raster has no band {name!r} (bands: {self.band_names})") from None
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.all(np.isfinite(self.data), axis=0)
+
+    def sample(self, x: np.ndarray, y: np.ndarray, band: int = 0) -> np.ndarray:
+        """Bilinear interpolation between cell centres (NaN where a needed cell has no data)."""
+        return bilinear(self.data[band], self.grid.transform, x, y)
+
+
+def bilinear(a: np.ndarray, transform: Affine, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of a 2-D array at points (cell values sit at cell centres).
+
+    Points up to half a cell outside the outermost centres clamp to the edge cells.
+    """
+    fx = (np.asarray(x, np.float64) - transform.c) / transform.a - 0.5
+    fy = (np.asarray(y, np.float64) - transform.f) / transform.e - 0.5
+    h, w = a.shape
+    outside = (fx < -0.5) | (fx > w - 0.5) | (fy < -0.5) | (fy > h - 0.5)
+    fx = np.clip(fx, 0, w - 1)
+    fy = np.clip(fy, 0, h - 1)
+    x0 = np.minimum(np.floor(fx).astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(np.floor(fy).astype(np.int64), max(h - 2, 0))
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    tx = fx - x0
+    ty = fy - y0
+    v = (
+        a[y0, x0] * (1 - tx) * (1 - ty)
+        + a[y0, x1] * tx * (1 - ty)
+        + a[y1, x0] * (1 - tx) * ty
+        + a[y1, x1] * tx * ty
+    )
+    return np.where(outside, np.nan, v)
+
+
+def _horizontal_crs(crs: CRS) -> CRS:
+    sub = crs.sub_crs_list
+    return next((s for s in sub if not s.is_vertical), crs) if sub else crs
+
+
+def _horizontal_epsg(crs: CRS) -> int | None:
+    return _horizontal_crs(crs).to_epsg()
+
+
+def scan_rasters(
+    files: Sequence[Path],
+    *,
+    working_crs: str,
+    crs_override: str | None = None,
+    resolution: float | None = None,
+    on_mismatch: MismatchPolicy = "reproject",
+    min_bands: int = 1,
+) -> list[RasterInfo]:
+    """Read and check the headers of a raster delivery.
+
+    Every tile must carry a CRS (or the source a `crs:` override). Tiles whose horizontal CRS differs from
+    `working_crs`, or whose resolution differs from `resolution` (default: the finest resolution of the
+    delivery), are flagged for reprojection, or refused when `on_mismatch="error"`.
+    """
+    if not files:
+        raise InputError("no raster files given")
+    want = parse_crs(working_crs)
+    want_epsg = _horizontal_epsg(want)
+    infos: list[RasterInfo] = []
+    for f in sorted(Path(p) for p in files):
+        try:
+            with rasterio.open(f) as ds:
+                if crs_override:
+                    crs = parse_crs(crs_override, path=f)
+                elif ds.crs is None:
+                    raise CrsError(
+                        "raster has no CRS (no GeoTIFF keys / .prj); set the source's `crs:` in the config",
+                        path=f,
+                    )
+                else:
+                    crs = CRS.from_user_input(ds.crs.to_wkt())
+                if ds.count < min_bands:
+                    raise InputError(f"raster has {ds.count} band(s), at least {min_bands} needed", path=f)
+                if abs(ds.transform.b) > 1e-12 or abs(ds.transform.d) > 1e-12 or ds.transform.e >= 0:
+                    raise InputError(
+                        "raster is rotated or not north-up; only north-up grids are supported", path=f
+                    )
+                info = RasterInfo(
+                    path=f,
+                    crs=crs,
+                    bounds=tuple(ds.bounds),  # type: ignore[arg-type]
+                    res=(float(ds.res[0]), float(ds.res[1])),
+                    count=ds.count,
+                    dtype=ds.dtypes[0],
+                    nodata=ds.nodata,
+                )
+        except RasterioError as e:
+            raise InputError(f"cannot read raster: {e}", path=f) from e
+        check_area_of_use(crs, info.bounds, path=f)
+        infos.append(info)
+
+    same_crs = [i for i in infos if i.horizontal_epsg == want_epsg]
+    target_res = resolution or (min(min(i.res) for i in same_crs) if same_crs else None)
+    out: list[RasterInfo] = []
+    for info in infos:
+        if info.horizontal_epsg != want_epsg:
+            problem = f"CRS {info.crs.name} (EPSG:{info.horizontal_epsg}) instead of {working_crs}"
+            if on_mismatch == "error":
+                raise CrsError(
+                    f"raster is not on the working grid: {problem}; set the source's "
+                    "`on_mismatch: reproject` to warp it, or deliver it in the working CRS",
+                    path=info.path,
+                )
+        elif target_res is not None and not _close(info.res, target_res):
+            problem = f"resolution {info.res[0]:g} x {info.res[1]:g} m instead of {target_res:g} m"
+            if on_mismatch == "error":
+                raise InputError(
+                    f"raster is not on the working grid: {problem}; set the source's "
+                    "`on_mismatch: reproject` to resample it, or set `resolution:`",
+                    path=info.path,
+                )
+        else:
+            problem = ""
+        out.append(replace(info, reproject=bool(problem)))
+    return out
+
+
+def _close(res: tuple[float, float], target: float) -> bool:
+    return abs(res[0] - target) <= 1e-6 * max(target, 1) and abs(res[1] - target) <= 1e-6 * max(target, 1)
+
+
+def delivery_bounds(infos: Sequence[RasterInfo], crs: str) -> Bounds:
+    """Union of the tiles' bounds in `crs`."""
+    bs = []
+    for i in infos:
+        b = i.bounds
+        if i.horizontal_epsg != _horizontal_epsg(parse_crs(crs)):
+            b = transform_bounds(i.crs, crs, *b, densify_pts=21)
+        bs.append(b)
+    a = np.array(bs)
+    return (float(a[:, 0].min()), float(a[:, 1].min()), float(a[:, 2].max()), float(a[:, 3].max()))
+
+
+def native_resolution(infos: Sequence[RasterInfo]) -> float:
+    """Finest resolution among the tiles that are on the working grid (else among all tiles)."""
+    on = [i for i in infos if not i.reproject] or list(infos)
+    return float(min(min(i.res) for i in on))
+
+
+def read_grid(
+    infos: Sequence[RasterInfo],
+    grid: Grid,
+    *,
+    bands: Sequence[int] | None = None,
+    band_names: Sequence[str] | None = None,
+    resampling: Resampling = Resampling.bilinear,
+) -> Raster:
+    """Mosaic the tiles onto `grid` (first tile in path order wins where tiles overlap).
+
+    Each tile is warped through a `WarpedVRT` straight onto the target grid, so tiles in another CRS or
+    resolution are reprojected on the fly and memory stays bounded by the grid.
+    """
+    from rasterio.warp import reproject
+    from rasterio.windows import Window, from_bounds
+
+    idx = list(bands) if bands else list(range(1, infos[0].count + 1))
+    out = np.full((len(idx), grid.height, grid.width), np.nan, dtype=np.float32)
+    filled = np.zeros((grid.height, grid.width), dtype=bool)
+    gb = grid.bounds
+    dst_crs = rasterio.crs.CRS.from_user_input(grid.crs)
+    for info in infos:
+        # horizontal part only: heights are converted by our own transformers, never by the warper
+        src_crs = rasterio.crs.CRS.from_wkt(_horizontal_crs(info.crs).to_wkt())
+        same = info.horizontal_epsg == _horizontal_epsg(parse_crs(grid.crs))
+        need = gb if same else transform_bounds(dst_crs, src_crs, *gb, densify_pts=21)
+        tb = info.bounds
+        if tb[0] >= need[2] or tb[2] <= need[0] or tb[1] >= need[3] or tb[3] <= need[1]:
+            continue
+        if max(idx) > info.count:
+            raise InputError(f"raster has {info.count} bands, band {max(idx)} requested", path=info.path)
+        try:
+            with rasterio.open(info.path) as ds:
+                # plain band values (never GDAL masks: a 4th RGBI band is often tagged as alpha)
+                w = from_bounds(*need, transform=ds.transform)
+                pad = 2
+                c0 = max(int(np.floor(w.col_off)) - pad, 0)
+                r0 = max(int(np.floor(w.row_off)) - pad, 0)
+                c1 = min(int(np.ceil(w.col_off + w.width)) + pad, ds.width)
+                r1 = min(int(np.ceil(w.row_off + w.height)) + pad, ds.height)
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                win = Window(c0, r0, c1 - c0, r1 - r0)
+                src = ds.read(idx, window=win, masked=False).astype(np.float32)
+                src_t = ds.window_transform(win)
+        except RasterioError as e:
+            raise InputError(f"cannot read raster: {e}", path=info.path) from e
+        if info.nodata is not None:
+            src[src == np.float32(info.nodata)] = np.nan
+        dst = np.full((len(idx), grid.height, grid.width), np.nan, dtype=np.float32)
+        reproject(
+            src,
+            dst,
+            src_transform=src_t,
+            src_crs=src_crs,
+            src_nodata=np.nan,
+            dst_transform=grid.transform,
+            dst_crs=dst_crs,
+            dst_nodata=np.nan,
+            init_dest_nodata=True,
+            resampling=resampling,
+        )
+        take = np.all(np.isfinite(dst), axis=0) & ~filled
+        out[:, take] = dst[:, take]
+        filled |= take
+    names = tuple(band_names) if band_names else tuple(f"b{i}" for i in idx)
+    return Raster(out, grid, names)
+
+
+def orthophoto_bands(configured: dict[str, int] | None) -> dict[str, int]:
+    """Band indices of an RGBI orthophoto: configured ones over the RGBI default."""
+    return {**ORTHO_BANDS, **(configured or {})}

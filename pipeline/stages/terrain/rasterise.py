@@ -1,0 +1,182 @@
+"""Points -> grids: per-cell statistics of point heights (DSM, ground model) and gap filling.
+
+Pure numpy: one pass of index arithmetic and `ufunc.at`/`bincount` reductions, no per-point Python.
+Streaming callers combine chunks with `combine` (max/min are associative; mean keeps sum and count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.sources.rasters import Grid
+
+Stat = Literal["max", "min", "mean"]
+
+
+@dataclass
+class CellAccumulator:
+    """Running per-cell reduction of point heights on a grid."""
+
+    grid: Grid
+    stat: Stat
+    value: np.ndarray  # (rows, cols) float64: running max/min or sum
+    count: np.ndarray  # (rows, cols) int64
+
+    @classmethod
+    def empty(cls, grid: Grid, stat: Stat) -> CellAccumulator:
+        fill = {"max": -np.inf, "min": np.inf, "mean": 0.0}[stat]
+        shape = (grid.height, grid.width)
+        return cls(grid, stat, np.full(shape, fill), np.zeros(shape, dtype=np.int64))
+
+    def add(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+        row, col, ok = self.grid.index(x, y)
+        flat = (row[ok] * self.grid.width + col[ok]).astype(np.int64)
+        zz = np.asarray(z, np.float64)[ok]
+        n = self.grid.width * self.grid.height
+        self.count += np.bincount(flat, minlength=n).reshape(self.count.shape)
+        v = self.value.reshape(-1)
+        if self.stat == "max":
+            np.maximum.at(v, flat, zz)
+        elif self.stat == "min":
+            np.minimum.at(v, flat, zz)
+        else:
+            v += np.bincount(flat, weights=zz, minlength=n)
+
+    def result(self) -> np.ndarray:
+        """float32 grid, NaN where no point fell."""
+        if self.stat == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = self.value / self.count
+        else:
+            out = self.value.copy()
+        out[self.count == 0] = np.nan
+        return out.astype(np.float32)
+
+
+def cell_stat(grid: Grid, x: np.ndarray, y: np.ndarray, z: np.ndarray, stat: Stat = "max") -> np.ndarray:
+    acc = CellAccumulator.empty(grid, stat)
+    acc.add(x, y, z)
+    return acc.result()
+
+
+def cell_stat_reference(
+    grid: Grid, x: np.ndarray, y: np.ndarray, z: np.ndarray, stat: Stat = "max"
+) -> np.ndarray:
+    """Slow per-point reference of `cell_stat` (tests only)."""
+    out = np.full((grid.height, grid.width), np.nan)
+    cnt = np.zeros((grid.height, grid.width))
+    for xi, yi, zi in zip(x, y, z, strict=True):
+        r, c, ok = grid.index(np.array([xi]), np.array([yi]))
+        if not ok[0]:
+            continue
+        r, c = int(r[0]), int(c[0])
+        if np.isnan(out[r, c]):
+            out[r, c] = zi
+        elif stat == "max":
+            out[r, c] = max(out[r, c], zi)
+        elif stat == "min":
+            out[r, c] = min(out[r, c], zi)
+        else:
+            out[r, c] += zi
+        cnt[r, c] += 1
+    if stat == "mean":
+        out = out / np.where(cnt > 0, cnt, np.nan)
+    return out.astype(np.float32)
+
+
+def fill_gaps(a: np.ndarray, max_cells: int = 2, iterations: int | None = None) -> np.ndarray:
+    """Fill NaN cells from their valid 8-neighbours (mean), growing at most `max_cells` cells inward.
+
+    Small gaps between points get values; larger holes (real missing data) stay NaN beyond `max_cells`
+    from their rim. `max_cells <= 0` returns a copy.
+    """
+    out = np.array(a, dtype=np.float32, copy=True)
+    steps = max_cells if iterations is None else iterations
+    for _ in range(max(steps, 0)):
+        nan = np.isnan(out)
+        if not nan.any() or nan.all():
+            break
+        p = np.pad(out, 1, constant_values=np.nan)
+        stack = np.stack(
+            [
+                p[1 + dy : 1 + dy + out.shape[0], 1 + dx : 1 + dx + out.shape[1]]
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+                if dy or dx
+            ]
+        )
+        ok = np.isfinite(stack)
+        cnt = ok.sum(axis=0)
+        sm = np.where(ok, stack, 0).sum(axis=0)
+        take = nan & (cnt > 0)
+        out[take] = (sm[take] / cnt[take]).astype(np.float32)
+    return out
+
+
+def fill_all(a: np.ndarray) -> np.ndarray:
+    """Fill every NaN cell (ground model without a DGM: ground under buildings is interpolated)."""
+    out = np.array(a, dtype=np.float32, copy=True)
+    if np.isnan(out).all():
+        return out
+    while np.isnan(out).any():
+        out = fill_gaps(out, iterations=max(out.shape))
+    return out
+
+
+def rasterise_point_files(
+    files: list,
+    grid: Grid,
+    *,
+    stat: Stat,
+    crs_cfg,
+    crs_override: str | None = None,
+    include_classes: tuple[int, ...] | None = None,
+    exclude_classes: tuple[int, ...] = (),
+    chunk_size: int = 2_000_000,
+) -> CellAccumulator:
+    """Stream LAS/LAZ files chunk by chunk into a per-cell statistic on `grid`.
+
+    Points are brought into the working compound CRS (horizontal + normal heights) when the file is in
+    another CRS; a file without CRS is refused unless `crs_override` is given.
+    """
+    import laspy
+
+    from pipeline.crs import make_transformer, resolve_source_crs, working_crs
+    from pipeline.errors import InputError
+
+    acc = CellAccumulator.empty(grid, stat)
+    work = working_crs(crs_cfg)
+    gb = grid.bounds
+    for f in files:
+        try:
+            with laspy.open(f) as r:
+                h = r.header
+                try:
+                    fcrs = h.parse_crs()
+                except Exception:  # laspy raises various errors on broken VLRs
+                    fcrs = None
+                crs = resolve_source_crs(fcrs, crs_override, crs_cfg, path=f)
+                tr = None if crs.equals(work) else make_transformer(crs, work, crs_cfg, path=f)
+                if tr is None and (
+                    h.maxs[0] < gb[0] or h.mins[0] > gb[2] or h.maxs[1] < gb[1] or h.mins[1] > gb[3]
+                ):
+                    continue
+                for pts in r.chunk_iterator(chunk_size):
+                    cls = np.asarray(pts.classification)
+                    keep = np.ones(len(cls), dtype=bool)
+                    if include_classes is not None:
+                        keep &= np.isin(cls, include_classes)
+                    if exclude_classes:
+                        keep &= ~np.isin(cls, exclude_classes)
+                    x = np.asarray(pts.x)[keep]
+                    y = np.asarray(pts.y)[keep]
+                    z = np.asarray(pts.z)[keep]
+                    if tr is not None:
+                        x, y, z = tr.transform(x, y, z)
+                    acc.add(x, y, z)
+        except (laspy.errors.LaspyException, OSError, ValueError) as e:
+            raise InputError(f"cannot read point cloud: {e}", path=f) from e
+    return acc
