@@ -133,6 +133,25 @@ class BuildingsLayer(LayerBase):
     skip_bauteil: bool = True
     skip_underground: bool = True
     min_area_m2: float = 2.0
+    # base height: this percentile of the ground points in the ring; fewer ground points -> DGM fallback
+    ground_percentile: float = Field(10.0, gt=0, lt=100)
+    min_ground_points: int = Field(3, ge=1)
+    # class codes per scheme: roof candidates (non-ground, first/only returns) and ground
+    roof_classes: dict[str, list[int]] = Field(default_factory=lambda: {"adv": [20, 1], "asprs": [6, 1]})
+    ground_classes: dict[str, list[int]] = Field(default_factory=lambda: {"adv": [2], "asprs": [2]})
+    first_returns_only: bool = True
+    # mean NDVI over the footprint above this flags vegetation over the roof
+    ndvi_threshold: float = 0.3
+    # per-epoch roof statistics (roof_p75_<epoch>, n_points_<epoch>) for change detection
+    per_epoch_stats: bool = True
+    # tiling: leaves hold <= max_features buildings and are <= max_leaf_m wide; parent geometricError =
+    # ge_factor x tile width; every `external_every` levels a subtree goes to its own tileset file
+    # (0 = never; only used when the tree has more than 1000 tiles)
+    max_features_per_tile: int = Field(2000, ge=1, le=65535)
+    max_leaf_m: float = Field(250.0, gt=0)
+    ge_factor: float = Field(0.1, gt=0)
+    external_every: int = Field(4, ge=0)
+    floor: bool = True  # close the solids with a floor polygon
 
 
 class OverlayLayer(LayerBase):
