@@ -72,7 +72,7 @@ def build_terrain_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
             "terrain",
             acc,
             tileset="fake_terrain/tileset.json",
-            stats={"tiles": len(keys), "rebuilt": len(stale)},
+            stats={"tiles": len(keys)},
         )
     ]
 
@@ -127,7 +127,9 @@ def make_project(root: Path, n_tiles: int = 6, panoramas: bool = True, extra: st
     if panoramas:
         (raw / "gsc").mkdir(exist_ok=True)
         for k in range(2):
-            (raw / "gsc" / f"pano_secret_{k}.json").write_text(json.dumps({"image": f"IMG_{k}", "heading": k}))
+            (raw / "gsc" / f"pano_secret_{k}.json").write_text(
+                json.dumps({"image": f"IMG_{k}", "heading": k})
+            )
         pano = "  mobile:\n    panoramas: gsc/*.json\n    crs: EPSG:25832+7837\n"
     (root / "configs").mkdir(exist_ok=True)
     cfg = root / "configs" / "fake.yaml"
@@ -136,7 +138,10 @@ def make_project(root: Path, n_tiles: int = 6, panoramas: bool = True, extra: st
         "paths: {raw: ../data/raw, out: ../data/out, cache: ../data/cache}\n"
         "crs: {frame_origin: [350000.0, 5700000.0, 0.0]}\n"
         "runtime: {workers: 1}\n"
-        "sources:\n  dgm:\n    path: dgm/*.txt\n" + pano + "release:\n  keep: 3\n  validate_gltf: false\n" + extra
+        "sources:\n  dgm:\n    path: dgm/*.txt\n"
+        + pano
+        + "release:\n  keep: 3\n  validate_gltf: false\n"
+        + extra
     )
     return cfg
 

@@ -75,32 +75,43 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-HISTORY = ".twin/history.json"  # publish order of build ids, newest last (under the output folder)
+HISTORY = ".twin/history.json"  # publish order of build ids (newest last) and rolled-back ids
+
+
+def _read_history_doc(out_dir: Path) -> dict[str, list[str]]:
+    try:
+        h = json.loads((out_dir / HISTORY).read_text())
+        return {
+            "published": [str(x) for x in h.get("published", [])],
+            "rolled_back": [str(x) for x in h.get("rolled_back", [])],
+        }
+    except (OSError, ValueError):
+        return {"published": [], "rolled_back": []}
 
 
 def read_history(out_dir: Path) -> list[str]:
-    try:
-        h = json.loads((out_dir / HISTORY).read_text())
-        return [str(x) for x in h.get("published", [])]
-    except (OSError, ValueError):
-        return []
+    """Build ids in publish order, newest last."""
+    return _read_history_doc(out_dir)["published"]
 
 
-def _write_history(out_dir: Path, ids: list[str]) -> None:
+def _write_history(out_dir: Path, doc: dict[str, list[str]]) -> None:
     from pipeline.tiles.tileset import write_json
 
-    write_json(out_dir / HISTORY, {"published": ids})
+    write_json(
+        out_dir / HISTORY, {"published": doc["published"][-500:], "rolled_back": doc["rolled_back"][-500:]}
+    )
 
 
 def record_published(out_dir: Path, build_id: str) -> None:
     """Append `build_id` to the publish history (moving it to the end if it was published before)."""
-    ids = [i for i in read_history(out_dir) if i != build_id]
-    ids.append(build_id)
-    _write_history(out_dir, ids[-200:])
+    doc = _read_history_doc(out_dir)
+    doc["published"] = [i for i in doc["published"] if i != build_id] + [build_id]
+    doc["rolled_back"] = [i for i in doc["rolled_back"] if i != build_id]
+    _write_history(out_dir, doc)
 
 
 def list_releases(out_dir: Path) -> list[Path]:
-    """Published releases on disk, oldest first (publish history order, then mtime for unknown ones)."""
+    """Published releases on disk, oldest first (publish order; unknown ones first, by mtime)."""
     rdir = releases_dir(out_dir)
     if not rdir.is_dir():
         return []
@@ -115,29 +126,32 @@ def list_releases(out_dir: Path) -> list[Path]:
 def rollback(out_dir: Path, to: str | None = None) -> tuple[Path | None, Path]:
     """Point `current` at the release published before the current one (or at release `to`).
 
-    The rolled-back release is dropped from the history (it stays on disk until pruned), so a second
-    rollback goes back one more. Returns (previous current, new current)."""
+    The release rolled back from is marked as rolled back (it stays on disk until pruned), so a second
+    rollback goes back one more; publishing it again (a new build) clears the mark. Returns
+    (previous current, new current)."""
     cur = current_release(out_dir)
-    rels = list_releases(out_dir)
+    doc = _read_history_doc(out_dir)
     if to is not None:
         target = releases_dir(out_dir) / to
         if not (target / "manifest.json").is_file():
             raise ReleaseError(f"no published release {to!r}", path=releases_dir(out_dir))
     else:
+        rels = list_releases(out_dir)
         names = [p.name for p in rels]
         if cur is None or cur.name not in names:
             raise ReleaseError("no current release to roll back from", path=out_dir)
         i = names.index(cur.name)
-        older = [p for p in rels[:i] if (p / "manifest.json").is_file()]
+        older = [p for p in rels[:i] if (p / "manifest.json").is_file() and p.name not in doc["rolled_back"]]
         if not older:
             raise ReleaseError(
                 f"release {cur.name} is the oldest one on disk; nothing to roll back to", path=out_dir
             )
         target = older[-1]
     switch_current(out_dir, target)
-    ids = [n for n in read_history(out_dir) if cur is None or n != cur.name]
-    ids = [n for n in ids if n != target.name] + [target.name]
-    _write_history(out_dir, ids)
+    if cur is not None and cur.name != target.name:
+        doc["rolled_back"] = [i for i in doc["rolled_back"] if i != cur.name] + [cur.name]
+    doc["rolled_back"] = [i for i in doc["rolled_back"] if i != target.name]
+    _write_history(out_dir, doc)
     return cur, target
 
 
@@ -153,7 +167,14 @@ def prune_releases(out_dir: Path, keep: int) -> list[Path]:
         removed.append(p)
     if removed:
         names = {p.name for p in removed}
-        _write_history(out_dir, [i for i in read_history(out_dir) if i not in names])
+        doc = _read_history_doc(out_dir)
+        _write_history(
+            out_dir,
+            {
+                "published": [i for i in doc["published"] if i not in names],
+                "rolled_back": [i for i in doc["rolled_back"] if i not in names],
+            },
+        )
     return removed
 
 

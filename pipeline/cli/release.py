@@ -1,0 +1,135 @@
+"""`twin status | rollback | gc | publish | validate`: operate on the releases of an output folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"project config (default {DEFAULT_CONFIG})"
+    )
+    p.add_argument("--out", help="output folder with releases/ and current (instead of the config's)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="current release, last build result, what changed, warnings")
+    _where(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_status)
+
+    p = sub.add_parser("rollback", help="point `current` back at the previous release")
+    _where(p)
+    p.add_argument("--to", help="build id to roll back to (default: the release published before)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_rollback)
+
+    p = sub.add_parser("gc", help="trim the cache to its budget, delete unfinished builds and old releases")
+    _where(p)
+    p.add_argument("--budget", help="cache size budget, e.g. 5GB (default: runtime.cache_budget)")
+    p.add_argument("--keep", type=int, help="releases to keep (default: release.keep)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_gc)
+
+    p = sub.add_parser("publish", help="export a release without internal layers (access class public)")
+    _where(p)
+    p.add_argument("--public", required=True, metavar="DIR", help="destination folder (replaced atomically)")
+    p.add_argument("--release", help="build id or release folder (default: current)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_publish)
+
+    p = sub.add_parser("validate", help="validate a release on disk (schemas, URIs, glTF validator)")
+    p.add_argument("release", help="release folder or build id (with --config/--out)")
+    p.add_argument("--config", "-c", default=None)
+    p.add_argument("--out")
+    p.add_argument("--no-gltf", action="store_true", help="skip the Khronos glTF validator")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_validate)
+
+
+def _cfg(args: argparse.Namespace):
+    from pipeline.config.loader import load_config
+
+    return load_config(args.config)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out).resolve()
+    return _cfg(args).out_dir
+
+
+def _print(args: argparse.Namespace, data: dict, text: str) -> None:
+    print(json.dumps(data, indent=1, default=str) if args.json else text)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from pipeline.release.status import format_status, release_status
+
+    st = release_status(_out_dir(args))
+    _print(args, st, format_status(st))
+    last = st.get("last_build") or {}
+    return 0 if last.get("state") in (None, "success", "up_to_date", "running") else 1
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from pipeline.release.ops import do_rollback
+
+    r = do_rollback(_out_dir(args), args.to)
+    _print(args, r, f"rolled back: current is now {r['to']} (was {r['from']})")
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from pipeline.config.loader import parse_size
+    from pipeline.release.ops import collect_garbage
+
+    cfg = _cfg(args)
+    budget = parse_size(args.budget or cfg.runtime.cache_budget)
+    r = collect_garbage(cfg.out_dir, cfg.cache_dir, budget, args.keep or cfg.release.keep)
+    c = r["cache"]
+    text = (
+        f"cache: {c['before'] / 1e6:.1f} MB -> {c['after'] / 1e6:.1f} MB (budget {c['budget'] / 1e6:.0f} MB, "
+        f"{c['removed']} entries removed, {c['kept']} kept); unfinished builds removed: "
+        f"{len(r['partial_removed'])}; old releases removed: {', '.join(r['releases_removed']) or '-'}"
+    )
+    _print(args, r, text)
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from pipeline.release.access import export_public
+    from pipeline.release.ops import resolve_release
+
+    out = _out_dir(args) if (args.out or Path(args.config).is_file()) else None
+    rel = resolve_release(out, args.release)
+    r = export_public(rel, Path(args.public))
+    text = (
+        f"exported release {r['release']} to {r['dest']}: {r['files']} files, layers "
+        f"{', '.join(r['layers']) or '-'}; left out: {', '.join(r['excluded_layers']) or 'nothing'} "
+        f"({r['excluded_files']} files); no reference to internal data found"
+    )
+    _print(args, r, text)
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from pipeline.release.ops import resolve_release, validate_path
+
+    out = None
+    if args.out:
+        out = Path(args.out).resolve()
+    elif args.config:
+        out = _cfg(args).out_dir
+    rel = resolve_release(out, args.release)
+    r = validate_path(rel, check_gltf=not args.no_gltf)
+    text = (
+        f"release {r['release']} is valid: {r['tilesets']} tilesets, {r['glb']} GLB "
+        f"({r['glb_validated']} through the glTF validator)"
+    )
+    _print(args, r, text)
+    return 0

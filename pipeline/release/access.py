@@ -1,0 +1,244 @@
+"""Access classes: export a release for the public, without any internal layer and without any reference
+to one.
+
+Every layer is `public` or `internal` (GeoSmartChange panoramas and street scans are internal by default:
+licensed for municipal use only). `export_public(release, dest)` copies the public part of a release:
+
+- files of internal layers (their tilesets, everything those tilesets reference, their listed files, and
+  their folders when no public layer shares them) are left out;
+- `manifest.json` is rewritten: internal layers, the inputs only internal layers read, their timings,
+  warnings and skipped-input notes are dropped (the viewer reads the manifest, so it lists public layers
+  only);
+- build logs and the reuse index (`build.log.jsonl`, `.twin/`) are left out: they name every layer;
+- the export is validated like a release (every tileset content URI must exist in the export), then every
+  exported file is searched (as bytes) for the names and paths of internal layers and internal inputs;
+  any hit refuses the export (nothing is published) and names the file and the token.
+
+The export is written to a temporary sibling of `dest` and swapped in with renames, so a web server
+serving `dest` never sees a half export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.release.manifest import MANIFEST
+from pipeline.release.publish import ReleaseError
+
+# input roles that feed only the (by default internal) mobile-mapping layers
+ROLE_LAYERS = {"mobile": ("mobile_points",), "panoramas": ("panoramas",)}
+PRIVATE_FILES = ("build.log.jsonl",)
+PRIVATE_DIRS = (".twin",)
+
+
+def _tileset_files(release: Path, tileset_rel: str) -> set[str]:
+    """The tileset and every file it references (contents, external tilesets), relative to the release."""
+    out: set[str] = set()
+    stack = [tileset_rel]
+    while stack:
+        rel = stack.pop()
+        if rel in out:
+            continue
+        out.add(rel)
+        p = release / rel
+        if p.suffix != ".json" or not p.is_file():
+            continue
+        try:
+            ts = json.loads(p.read_text())
+        except ValueError:
+            continue
+        tiles = [ts.get("root", {})]
+        while tiles:
+            t = tiles.pop()
+            for c in ([t["content"]] if "content" in t else []) + t.get("contents", []):
+                uri = c.get("uri", "")
+                if uri and "{" not in uri and "://" not in uri:
+                    target = os.path.normpath(os.path.join(os.path.dirname(rel), uri)).replace(os.sep, "/")
+                    stack.append(target)
+                elif "{" in uri:  # implicit tiling: the whole folder belongs to the layer
+                    folder = os.path.dirname(rel)
+                    out.update(_files_under(release, folder))
+            tiles.extend(t.get("children", []))
+    return out
+
+
+def _files_under(release: Path, folder: str) -> set[str]:
+    base = release / folder if folder else release
+    return {p.relative_to(release).as_posix() for p in base.rglob("*") if p.is_file()}
+
+
+def _top_dir(rel: str | None) -> str | None:
+    if not rel or "/" not in rel:
+        return None
+    return rel.split("/", 1)[0]
+
+
+def public_plan(release: Path) -> dict[str, Any]:
+    """What a public export of `release` contains: files, the filtered manifest, and the leak tokens."""
+    manifest = json.loads((release / MANIFEST).read_text())
+    layers = manifest.get("layers", [])
+    internal = [lay for lay in layers if lay.get("access") != "public"]
+    public = [lay for lay in layers if lay.get("access") == "public"]
+    internal_names = {lay["name"] for lay in internal}
+
+    public_files: set[str] = set()
+    for lay in public:
+        if lay.get("tileset"):
+            public_files |= _tileset_files(release, lay["tileset"])
+        public_files |= {f for f in [lay.get("style"), *lay.get("files", [])] if f}
+    public_dirs = {_top_dir(f) for f in public_files} - {None}
+
+    internal_files: set[str] = set()
+    internal_dirs: set[str] = set()
+    for lay in internal:
+        if lay.get("tileset"):
+            internal_files |= _tileset_files(release, lay["tileset"])
+        internal_files |= {f for f in [lay.get("style"), *lay.get("files", [])] if f}
+    for f in list(internal_files):
+        d = _top_dir(f)
+        if d and d not in public_dirs:
+            internal_dirs.add(d)
+            internal_files |= _files_under(release, d)
+
+    # inputs read only by internal layers
+    internal_roles = {
+        role
+        for role, lays in ROLE_LAYERS.items()
+        if any(n in internal_names for n in lays)
+        and not any(n in {lay["name"] for lay in public} for n in lays)
+    }
+    internal_inputs = [i for i in manifest.get("inputs", []) if i.get("role") in internal_roles]
+
+    tokens: set[str] = internal_dirs | {f for f in internal_files}
+    for f in internal_files:
+        name = Path(f).name
+        if name not in ("tileset.json", "style.json", "index.json") and len(name) >= 6:
+            tokens.add(name)
+    for lay in internal:
+        if lay.get("tileset"):
+            tokens.add(lay["tileset"])
+    for i in internal_inputs:
+        tokens.add(i["path"])
+        tokens.add(Path(i["path"]).name)
+        stem = Path(i["path"]).stem
+        if len(stem) >= 6:
+            tokens.add(stem)
+        tokens.add(i["sha256"])
+    tokens = {t for t in tokens if t and len(t) >= 4}
+    name_tokens = {n for n in internal_names if n}
+
+    def leaks(text: str) -> bool:
+        return any(t in text for t in tokens | name_tokens)
+
+    pub_manifest = dict(manifest)
+    pub_manifest["layers"] = public
+    pub_manifest["inputs"] = [i for i in manifest.get("inputs", []) if i not in internal_inputs]
+    pub_manifest["timings"] = {k: v for k, v in manifest.get("timings", {}).items() if not leaks(k)}
+    pub_manifest["warnings"] = [w for w in manifest.get("warnings", []) if not leaks(w)]
+    if "skipped_inputs" in manifest:
+        pub_manifest["skipped_inputs"] = [
+            s
+            for s in manifest["skipped_inputs"]
+            if s.get("role") not in internal_roles and not leaks(s["path"])
+        ]
+    pub_manifest.pop("validation", None)
+    pub_manifest["access"] = "public"
+
+    files = sorted(
+        rel
+        for rel in _files_under(release, "")
+        if rel not in internal_files
+        and rel != MANIFEST
+        and rel not in PRIVATE_FILES
+        and _top_dir(rel) not in PRIVATE_DIRS
+        and not Path(rel).name.startswith(".")
+    )
+    return {
+        "manifest": pub_manifest,
+        "files": files,
+        "excluded_layers": sorted(internal_names),
+        "excluded_files": len(internal_files),
+        "tokens": sorted(tokens),
+        "name_tokens": sorted(name_tokens),
+    }
+
+
+CODE_SUFFIXES = (".js", ".mjs", ".css", ".html", ".htm", ".map", ".wasm", ".svg", ".png", ".jpg", ".ktx2")
+
+
+def find_leaks(root: Path, tokens: list[str], name_tokens: list[str] = ()) -> list[tuple[str, str]]:
+    """(file, token) for every file under `root` whose path or bytes contain an internal token.
+
+    `tokens` (paths, file names, input names and hashes) are searched in every file; `name_tokens` (internal
+    layer names such as "panoramas") in every path and every data file, but not inside program code and
+    images of the viewer, where a generic word like "panoramas" names a feature, not data."""
+    btokens = [(t, t.encode()) for t in tokens]
+    bnames = [(t, t.encode()) for t in name_tokens]
+    hits = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        for t, _b in btokens + bnames:
+            if t in rel:
+                hits.append((rel, t))
+        if p.is_file():
+            data = p.read_bytes()
+            check = btokens if p.suffix.lower() in CODE_SUFFIXES else btokens + bnames
+            for t, b in check:
+                if b in data:
+                    hits.append((rel, t))
+    return hits
+
+
+def export_public(release: Path, dest: Path) -> dict[str, Any]:
+    """Copy the public part of `release` to `dest` (replaced atomically). Raises ReleaseError on a leak."""
+    from pipeline.release.validate import validate_release
+    from pipeline.tiles.tileset import write_json
+
+    release = release.resolve()
+    if not (release / MANIFEST).is_file():
+        raise ReleaseError("not a release (no manifest.json)", path=release)
+    dest = dest.resolve()
+    if dest == release or release in dest.parents:
+        raise ReleaseError("the public export must be outside the release", path=dest)
+    plan = public_plan(release)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel in plan["files"]:
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(release / rel, target)
+        write_json(tmp / MANIFEST, plan["manifest"])
+        leaks = find_leaks(tmp, plan["tokens"], plan["name_tokens"])
+        if leaks:
+            shown = "; ".join(f"{f} contains {t!r}" for f, t in leaks[:5])
+            raise ReleaseError(
+                f"public export refused: {len(leaks)} reference(s) to internal layers or inputs: {shown}",
+                path=release,
+            )
+        report = validate_release(tmp, plan["manifest"], check_gltf=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return {
+        "release": release.name,
+        "dest": str(dest),
+        "files": len(plan["files"]) + 1,
+        "layers": [lay["name"] for lay in plan["manifest"]["layers"]],
+        "excluded_layers": plan["excluded_layers"],
+        "excluded_files": plan["excluded_files"],
+        "tilesets_checked": report["tilesets"],
+        "leak_tokens_checked": len(plan["tokens"]) + len(plan["name_tokens"]),
+    }
