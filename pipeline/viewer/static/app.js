@@ -167,6 +167,7 @@
       const ext = (head.gltf.extensions || {}).EXT_structural_metadata || {};
       const schema = ext.schema || {};
       info.schemaId = schema.id;
+      info.enums = schema.enums || {};
       const owner = (ext.propertyAttributes || [])[0] || (ext.propertyTables || [])[0];
       if (owner && schema.classes && schema.classes[owner.class]) {
         info.className = owner.class;
@@ -185,7 +186,10 @@
     const stats = layer.entry.stats || {};
     const scheme = (stats.class_scheme || "").toLowerCase();
     const table = scheme === "asprs" ? ASPRS_CLASSES : scheme === "adv" ? ADV_CLASSES : ASPRS_CLASSES;
-    const names = Object.assign({}, table, stats.class_names || {});
+    const enumNames = {};
+    const en = layer.info && layer.info.enums && layer.info.enums.classification;
+    for (const v of (en && en.values) || []) enumNames[v.value] = v.name;
+    const names = Object.assign({}, table, enumNames, stats.class_names || {});
     let codes = Object.keys(stats.classes || {}).map(Number).filter((c) => !Number.isNaN(c));
     if (!codes.length) codes = Object.keys(table).map(Number);
     codes.sort((a, b) => a - b);
@@ -296,6 +300,26 @@
   }
 
   // Feature (building-like) styles: categorical presets use a JS colour function per feature.
+  // Semantic colours for known values; anything else gets a palette colour not yet used in this legend.
+  const KNOWN_COLOURS = {
+    ok: "#4caf50", good: "#4caf50", few_points: "#ffa726", vegetation_over_roof: "#7cb342",
+    fallback_height: "#ef5350", fallback: "#ef5350", no_points: "#ef5350", estimate: "#ffd54f",
+    vegetation_suspected: "#7cb342", fallback_floors: "#ffa726", fallback_default: "#ef5350",
+    new: "#43a047", demolished: "#e53935", raised: "#fb8c00", lowered: "#1e88e5", unchanged: "#9e9e9e",
+    unregistered: "#d81b60", "(none)": "#9e9e9e",
+  };
+  function categoryColour(seen, key) {
+    const known = KNOWN_COLOURS[key.toLowerCase()];
+    if (known) return known;
+    const used = new Set(seen.values());
+    const start = PALETTE.indexOf(hashColour(key));
+    for (let k = 0; k < PALETTE.length; k++) {
+      const c = PALETTE[(start + k) % PALETTE.length];
+      if (!used.has(c)) return c;
+    }
+    return hashColour(key);
+  }
+
   function categoricalStyle(layer, prop, title, fixed) {
     const seen = layer.categories[prop] || (layer.categories[prop] = new Map());
     const style = new Cesium.Cesium3DTileStyle();
@@ -303,7 +327,7 @@
       evaluateColor(feature, result) {
         const v = feature.getProperty(prop);
         const key = v === undefined || v === null || v === "" ? "(none)" : String(v);
-        if (!seen.has(key)) { seen.set(key, (fixed && fixed[key]) || hashColour(key)); scheduleLegend(layer); }
+        if (!seen.has(key)) { seen.set(key, (fixed && fixed[key]) || categoryColour(seen, key)); scheduleLegend(layer); }
         return Cesium.Color.fromCssColorString(seen.get(key), result);
       },
     };
@@ -327,7 +351,8 @@
       style.color = {
         evaluateColor(feature, result) {
           const v = Number(feature.getProperty(p));
-          return Cesium.Color.clone(Number.isFinite(v) ? rampColour((v - lo) / (hi - lo)) : Cesium.Color.GRAY, result);
+          const ok = Number.isFinite(v) && v > -9998; // -9999 = noData of the buildings layer
+          return Cesium.Color.clone(ok ? rampColour((v - lo) / (hi - lo)) : Cesium.Color.GRAY, result);
         },
       };
       return { style, legend: { type: "ramp", title: `height (${p}, m)`, min: lo, max: hi } };
@@ -534,7 +559,132 @@
   }
   function layerOfPrimitive(prim) { return state.layers.find((l) => l.tileset && l.tileset === prim); }
 
-  function pickAt(pos) {
+  // ---- point attributes by nearest point in the tile content (glTF POINTS + EXT_structural_metadata) ----
+  const COMPONENT = {
+    5120: [Int8Array, 127], 5121: [Uint8Array, 255], 5122: [Int16Array, 32767], 5123: [Uint16Array, 65535],
+    5125: [Uint32Array, 4294967295], 5126: [Float32Array, 1],
+  };
+  const WIDTH = { SCALAR: 1, VEC2: 2, VEC3: 3, VEC4: 4, MAT4: 16 };
+  const contentCache = new Map();
+
+  function readAccessor(gltf, bin, index) {
+    const acc = gltf.accessors[index];
+    const view = gltf.bufferViews[acc.bufferView];
+    if (view.extensions && view.extensions.EXT_meshopt_compression) throw new Error("meshopt-compressed tile");
+    const [Type, max] = COMPONENT[acc.componentType];
+    const width = WIDTH[acc.type];
+    const size = Type.BYTES_PER_ELEMENT;
+    const stride = view.byteStride || size * width;
+    const start = bin.byteOffset + (view.byteOffset || 0) + (acc.byteOffset || 0);
+    const dv = new DataView(bin.buffer, start, stride * (acc.count - 1) + size * width);
+    const getter = { 1: "getUint8", 2: "getUint16", 4: "getUint32" }[size];
+    const signed = Type === Int8Array || Type === Int16Array;
+    const out = new Float64Array(acc.count * width);
+    for (let i = 0; i < acc.count; i++) {
+      for (let k = 0; k < width; k++) {
+        const off = i * stride + k * size;
+        let v;
+        if (Type === Float32Array) v = dv.getFloat32(off, true);
+        else if (signed) v = size === 1 ? dv.getInt8(off) : dv.getInt16(off, true);
+        else v = dv[getter](off, true);
+        if (acc.normalized && Type !== Float32Array) v = Math.max(v / max, -1);
+        out[i * width + k] = v;
+      }
+    }
+    return { values: out, width };
+  }
+
+  function nodeMatrix(node) {
+    if (node.matrix) return Cesium.Matrix4.fromColumnMajorArray(node.matrix);
+    const t = node.translation ? Cesium.Cartesian3.fromArray(node.translation) : Cesium.Cartesian3.ZERO;
+    const r = node.rotation ? new Cesium.Quaternion(...node.rotation) : Cesium.Quaternion.IDENTITY;
+    const sc = node.scale ? Cesium.Cartesian3.fromArray(node.scale) : new Cesium.Cartesian3(1, 1, 1);
+    return Cesium.Matrix4.fromTranslationQuaternionRotationScale(t, r, sc);
+  }
+
+  async function loadPointContent(url) {
+    if (contentCache.has(url)) return contentCache.get(url);
+    const job = (async () => {
+      const buf = await (await fetch(url)).arrayBuffer();
+      const dv = new DataView(buf);
+      if (String.fromCharCode(...new Uint8Array(buf, 0, 4)) !== "glTF") throw new Error("not a glTF point tile");
+      const jlen = dv.getUint32(12, true);
+      const gltf = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 20, jlen)));
+      const blen = dv.getUint32(20 + jlen, true);
+      const bin = new Uint8Array(buf, 28 + jlen, blen);
+      const meta = (gltf.extensions || {}).EXT_structural_metadata || {};
+      const groups = [];
+      const visit = (ni, parent) => {
+        const node = gltf.nodes[ni];
+        const m = Cesium.Matrix4.multiply(parent, nodeMatrix(node), new Cesium.Matrix4());
+        const mesh = node.mesh !== undefined ? gltf.meshes[node.mesh] : null;
+        for (const prim of mesh ? mesh.primitives : []) {
+          if ((prim.mode ?? 4) !== 0) continue;
+          const pos = readAccessor(gltf, bin, prim.attributes.POSITION).values;
+          const attrs = {};
+          const pa = ((prim.extensions || {}).EXT_structural_metadata || {}).propertyAttributes || [];
+          for (const idx of pa) {
+            const def = (meta.propertyAttributes || [])[idx];
+            const cls = ((meta.schema || {}).classes || {})[def.class] || {};
+            for (const [name, p] of Object.entries(def.properties || {})) {
+              if (prim.attributes[p.attribute] === undefined) continue;
+              const a = readAccessor(gltf, bin, prim.attributes[p.attribute]);
+              const cp = (cls.properties || {})[name] || {};
+              attrs[name] = { values: a.values, width: a.width, offset: p.offset ?? cp.offset, scale: p.scale ?? cp.scale };
+            }
+          }
+          if (prim.attributes.COLOR_0 !== undefined) {
+            const a = readAccessor(gltf, bin, prim.attributes.COLOR_0);
+            attrs.colour = { values: a.values, width: a.width, colour: true };
+          }
+          groups.push({ matrix: m, positions: pos, attrs });
+        }
+        for (const ch of node.children || []) visit(ch, m);
+      };
+      const scene = (gltf.scenes || [])[gltf.scene || 0] || { nodes: [] };
+      for (const ni of scene.nodes) visit(ni, Cesium.Matrix4.IDENTITY);
+      return groups;
+    })();
+    contentCache.set(url, job);
+    job.catch(() => contentCache.delete(url));
+    return job;
+  }
+
+  async function nearestPointAttributes(content, world) {
+    const url = content.url;
+    const tile = content.tile;
+    if (!url || !tile) return null;
+    const groups = await loadPointContent(new URL(url, window.location.href).href);
+    // world -> tile (z-up) -> glTF (y-up): Cesium applies Y_UP_TO_Z_UP between the two
+    const toTile = Cesium.Matrix4.inverse(tile.computedTransform, new Cesium.Matrix4());
+    const zUp = Cesium.Matrix4.multiplyByPoint(toTile, world, new Cesium.Cartesian3());
+    const gl = new Cesium.Cartesian3(zUp.x, zUp.z, -zUp.y);
+    let best = null;
+    for (const g of groups) {
+      const local = Cesium.Matrix4.multiplyByPoint(Cesium.Matrix4.inverse(g.matrix, new Cesium.Matrix4()), gl, new Cesium.Cartesian3());
+      const p = g.positions;
+      for (let i = 0; i < p.length; i += 3) {
+        const dx = p[i] - local.x, dy = p[i + 1] - local.y, dz = p[i + 2] - local.z;
+        const d = dx * dx + dy * dy + dz * dz;
+        if (!best || d < best.d) best = { d, i: i / 3, g };
+      }
+    }
+    if (!best) return null;
+    const properties = {};
+    for (const [name, a] of Object.entries(best.g.attrs)) {
+      const vals = Array.from(a.values.subarray(best.i * a.width, (best.i + 1) * a.width));
+      if (a.colour) {
+        const srgb = (x) => Math.round(255 * (x <= 0.0031308 ? 12.92 * x : 1.055 * Math.pow(x, 1 / 2.4) - 0.055));
+        properties.colour = vals.slice(0, 3).map(srgb).join(", ");
+        continue;
+      }
+      const tr = vals.map((v) => (v * (a.scale ?? 1)) + (a.offset ?? 0));
+      properties[name] = tr.length === 1 ? tr[0] : tr;
+    }
+    return { properties, note: Math.sqrt(best.d) > 2 ? `nearest point ${Math.sqrt(best.d).toFixed(1)} m away` : undefined };
+  }
+
+  async function pickAt(pos) {
     const scene = state.viewer.scene;
     const picked = scene.pick(pos);
     const where = scene.pickPositionSupported ? scene.pickPosition(pos) : undefined;
@@ -557,27 +707,27 @@
       showInfo(`${layer ? layer.name : "object"} ${props.image_id || ""}`.trim(), [...Object.entries(props), ...positionRows(pos)]);
       result = { kind: "entity", layer: layer && layer.name, properties: props, position: result.position };
     } else if (picked && picked.primitive instanceof Cesium.Cesium3DTileset) {
-      // a point (point clouds have no features): read its metadata where CesiumJS can, else position
+      // a point (point clouds have no features; CesiumJS 1.145 picks metadata from property textures
+      // only): look the nearest point up in the picked tile's own content.
       const layer = layerOfPrimitive(picked.primitive);
-      const props = {};
+      let props = {};
+      let note;
       try {
-        const schema = scene.pickMetadataSchema(pos);
-        const info = layer && layer.info;
-        if (schema && info && info.className) {
-          for (const name of Object.keys(info.properties)) {
-            const v = scene.pickMetadata(pos, schema.id, info.className, name);
-            if (v !== undefined) props[name] = v;
-          }
+        const found = where && picked.content ? await nearestPointAttributes(picked.content, where) : null;
+        if (found) {
+          props = found.properties;
+          note = found.note;
         }
       } catch (e) {
-        console.warn("metadata picking failed", e);
+        note = `attributes unavailable: ${e.message || e}`;
       }
       const rows = Object.entries(props);
-      if (layer && props[pick(NAMES.classification, Object.keys(props))] !== undefined) {
-        const c = props[pick(NAMES.classification, Object.keys(props))];
+      const ck = pick(NAMES.classification, Object.keys(props));
+      if (layer && ck !== undefined) {
         const { names } = classNames(layer);
-        if (names[c]) rows.push(["class name", names[c]]);
+        if (names[props[ck]]) rows.push(["class name", names[props[ck]]]);
       }
+      if (note) rows.push(["note", note]);
       showInfo(`${layer ? layer.name : "point"}: point`, [...rows, ...positionRows(where)]);
       result = { kind: "point", layer: layer && layer.name, properties: props, position: result.position };
     } else {
@@ -792,7 +942,8 @@
     // interaction
     const handler = new Cesium.ScreenSpaceEventHandler(scene.canvas);
     handler.setInputAction((ev) => {
-      if (state.measuring) measureClick(ev.position); else pickAt(ev.position);
+      if (state.measuring) measureClick(ev.position);
+      else pickAt(ev.position).catch((e) => console.warn("pick failed", e));
     }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
     viewer.camera.moveEnd.addEventListener(updateUrl);
     $("infoClose").addEventListener("click", () => { $("info").hidden = true; });

@@ -1,0 +1,216 @@
+"""The release viewer in a real browser (Debian chromium, headless, SwiftShader WebGL2, via Playwright).
+
+A tiny release (box buildings with EXT_structural_metadata + a few thousand glTF points) gets the
+generated viewer, is served by `twin view`'s server and loaded in lite mode. Skipped (not failed) only
+when /usr/bin/chromium is absent; `make test` installs it.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+
+from pipeline.viewer.build import find_cesium_build, write_viewer
+from pipeline.viewer.sample import GROUND_Z, SAMPLE_BUILDINGS, sample_frame, write_sample_release
+from pipeline.viewer.serve import ReleaseServer, make_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "viewer"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+VIEWPORT = {"width": 1000, "height": 700}
+READY_TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (make chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseServer]:
+    cesium = find_cesium_build()
+    if cesium is None:
+        pytest.skip("node_modules/cesium not installed (make setup)")
+    rel = tmp_path_factory.mktemp("viewer_browser") / "release"
+    write_sample_release(rel)
+    write_viewer(rel, build_id="sample0000000000", cesium_build=cesium)
+    srv = make_server(rel, internal=False)
+    srv.start_background()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A loaded viewer page with its console messages and requests."""
+
+    def __init__(self, browser: Any, url: str):
+        self.page = browser.new_page(viewport=VIEWPORT)
+        self.console: list[tuple[str, str]] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.console.append((m.type, m.text)))
+        self.page.on("pageerror", lambda e: self.console.append(("pageerror", str(e))))
+        self.page.on("requestfailed", lambda r: self.console.append(("requestfailed", r.url)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url)
+        self.ready = self.page.evaluate(
+            f"Promise.race([window.twin.ready, new Promise((_, rej) => setTimeout(() => rej('twin.ready timed out'), {READY_TIMEOUT_MS}))])"
+        )
+
+    def errors(self) -> list[tuple[str, str]]:
+        return [m for m in self.console if m[0] in ("error", "pageerror", "requestfailed")]
+
+    def to_window(self, enu: tuple[float, float, float]) -> tuple[float, float]:
+        ecef = sample_frame().enu_to_ecef(np.array(enu, dtype=np.float64))
+        xy = self.page.evaluate("(p) => window.twin.worldToWindow(p)", [float(v) for v in ecef])
+        assert xy is not None, enu
+        return float(xy[0]), float(xy[1])
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, server: ReleaseServer) -> Iterator[Page]:
+    p = Page(browser, server.url + "?lite=1")
+    yield p
+    p.close()
+
+
+def _hue_counts(png: Path) -> dict[str, int]:
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64) / 255.0
+    img = img[:640, 300:]  # leave out the layer panel (left) and the credit line (bottom)
+    flat = img.reshape(-1, 3)
+    hsv = np.array([colorsys.rgb_to_hsv(*px) for px in flat[::3]])  # every 3rd pixel is plenty
+    h, s, v = hsv[:, 0] * 360, hsv[:, 1], hsv[:, 2]
+    vivid = (s > 0.45) & (v > 0.3)
+    bg = np.array([0x1D, 0x23, 0x30]) / 255.0
+    not_bg = np.abs(flat[::3] - bg).max(axis=1) > 0.06
+    return {
+        "orange": int((vivid & (h > 12) & (h < 36)).sum()),  # Wohngebäude #e07b39
+        "blue": int((vivid & (h > 205) & (h < 235)).sum()),  # Bürogebäude #3974e0
+        "green": int((vivid & (h > 100) & (h < 150)).sum()),  # ground points (40, 200, 60)
+        "not_background": int(not_bg.sum()),
+        "total": len(hsv),
+    }
+
+
+def test_viewer_loads_and_renders(page: Page) -> None:
+    ready = page.ready
+    assert ready["ok"], ready
+    layers = {lay["name"]: lay for lay in ready["layers"]}
+    assert set(layers) == {"aerial_points", "buildings"}  # panoramas are internal: not served
+    assert layers["buildings"]["selected"] >= 1 and layers["aerial_points"]["selected"] >= 1
+    assert layers["buildings"]["preset"] == "style.json"
+    assert page.errors() == []
+    outside = [
+        u for u in page.requests if not u.startswith("http://127.0.0.1:") and not u.startswith("data:")
+    ]
+    assert outside == []  # offline: no ion, no CDN
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "sample_lite.png"
+    page.page.screenshot(path=str(shot))
+    counts = _hue_counts(shot)
+    (ARTIFACTS / "sample_lite.json").write_text(json.dumps(counts))
+    assert counts["not_background"] > 0.08 * counts["total"], counts
+    assert counts["orange"] > 300, counts  # residential buildings
+    assert counts["blue"] > 300, counts  # office building
+    assert counts["green"] > 300, counts  # ground points
+
+
+def test_click_building_shows_its_oid(page: Page) -> None:
+    b = next(b for b in SAMPLE_BUILDINGS if b.function == "Bürogebäude")
+    x, y = page.to_window((b.centre[0], b.centre[1], GROUND_Z + b.height))
+    page.page.mouse.click(x, y)
+    page.page.wait_for_selector("#info:not([hidden])", timeout=10_000)
+    oid = page.page.text_content("#infoTable tr[data-prop=oid] td")
+    assert oid == b.oid
+    assert page.page.text_content("#infoTable tr[data-prop=quality] td") == b.quality
+    assert float(page.page.text_content("#infoTable tr[data-prop=height] td") or "nan") == pytest.approx(
+        b.height
+    )
+
+
+def test_pick_point_attributes(page: Page) -> None:
+    # a ground point away from the buildings: grid point nearest to (-80, -80)
+    g = np.linspace(-100.0, 100.0, 60)
+    gx = g[np.argmin(np.abs(g + 80))]
+    x, y = page.to_window((gx, gx, GROUND_Z))
+    res = page.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", [x, y])
+    assert res["kind"] == "point" and res["layer"] == "aerial_points"
+    assert res["properties"]["classification"] == 2
+    expected_intensity = int(np.hypot(gx, gx) / 150.0 * 60000)
+    assert abs(res["properties"]["intensity"] - expected_intensity) <= 1
+    assert page.page.text_content("#infoTable tr[data-prop='class name'] td") == "ground"
+
+
+def test_measure_distance_and_height(page: Page) -> None:
+    office = next(b for b in SAMPLE_BUILDINGS if b.function == "Bürogebäude")
+    a = (office.centre[0], office.centre[1], GROUND_Z + office.height)  # roof
+    g = np.linspace(-100.0, 100.0, 60)
+    gx = float(g[np.argmin(np.abs(g - 80))])
+    b = (gx, gx, GROUND_Z)  # ground point
+    m1 = page.page.evaluate("([x, y]) => window.twin.measureAt(x, y)", list(page.to_window(a)))
+    assert m1 is None  # first click
+    m = page.page.evaluate("([x, y]) => window.twin.measureAt(x, y)", list(page.to_window(b)))
+    expected = float(np.linalg.norm(np.subtract(b, a)))
+    assert m["distance"] == pytest.approx(expected, abs=2.0)
+    assert m["height_difference"] == pytest.approx(b[2] - a[2], abs=1.0)
+    assert "height difference" in (page.page.text_content("#measure") or "")
+
+
+def test_url_carries_layers_and_camera(page: Page, browser: Any, server: ReleaseServer) -> None:
+    page.page.wait_for_function("location.search.includes('cam=')", timeout=10_000)
+    q = parse_qs(urlsplit(page.page.url).query)
+    assert q["layers"] == ["aerial_points,buildings"]
+    lon, lat, h, heading, pitch = map(float, q["cam"][0].split(","))
+    frame = sample_frame()
+    assert 100 < h < 2000 and 0 <= heading <= 360 and -90 <= pitch < 0  # framed on the data, looking down
+    assert lon == pytest.approx(frame.lon, abs=0.01) and lat == pytest.approx(frame.lat, abs=0.01)
+
+    # a shared link: only the buildings, styled by height, from a given camera
+    cam = f"{frame.lon:.6f},{frame.lat - 0.002:.6f},400,0,-45"
+    shared = Page(browser, f"{server.url}?lite=1&layers=buildings&style=buildings:height&cam={cam}")
+    try:
+        assert shared.ready["ok"], shared.ready
+        layers = {lay["name"]: lay for lay in shared.ready["layers"]}
+        assert layers["buildings"]["show"] and not layers["aerial_points"]["show"]
+        assert layers["buildings"]["preset"] == "height"
+        got = shared.page.evaluate(
+            "(() => { const c = window.twin.viewer.camera.positionCartographic;"
+            " return [c.longitude * 180 / Math.PI, c.latitude * 180 / Math.PI, c.height]; })()"
+        )
+        assert got == pytest.approx([frame.lon, frame.lat - 0.002, 400.0], abs=1e-4)
+        assert shared.errors() == []
+        assert "height" in (shared.page.text_content("#legend") or "")
+    finally:
+        shared.close()
