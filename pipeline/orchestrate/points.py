@@ -1,0 +1,623 @@
+"""Point-cloud tiling: the task graph around the stages in pipeline/stages/points/tiling.py.
+
+Plan (header scan, CRS, extent, units) -> decode units to spill files (parallel) -> plan bins (keys only)
+-> bins to tiles (parallel) -> tiles above the bins -> tileset.json -> atomic rename into place.
+
+Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
+The same functions run in-process when there is no Dask client, and the output is byte-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config.loader import parse_size
+from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
+from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame, make_transformer
+from pipeline.errors import InputError
+from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
+from pipeline.sources.pointcloud.header import PointFileInfo, plan_units, scan_file
+from pipeline.stages.points.classes import enum_schema
+from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
+from pipeline.stages.points.tiling import (
+    BinResult,
+    DecodeJob,
+    FileJob,
+    TileJob,
+    TileRecord,
+    decode_to_spill,
+    plan_bins,
+    process_bin,
+    process_upper,
+)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+BYTES_PER_BIN_POINT = 160  # peak bytes per point while a bin is processed (records, keys, sort, copies)
+WORKER_BASE_BYTES = 350 * 2**20  # interpreter + numpy/numba/dask per worker process
+MIN_BIN_POINTS = 500_000  # keeps tiles above the bins internal (see docs/pointcloud.md)
+
+
+@dataclass(frozen=True)
+class PointTilingOptions:
+    crs: str | None = None
+    format: str = "1.1"  # "1.1" glb | "1.0" pnts
+    jobs: int | None = None
+    memory: str | int = "2GB"  # total budget for all workers
+    meshopt: bool = False
+    implicit: bool = False
+    class_scheme: str = "asprs"
+    unknown_classes: str = "error"
+    orthophoto: str | None = None
+    ortho_bands: tuple[tuple[str, int], ...] = ()
+    extra_dimensions: tuple[str, ...] = ()
+    max_points_per_tile: int = 60_000
+    assume_ellipsoidal: bool = False
+    z_unit: str | None = None
+    overwrite: bool = False
+    tileset_version: str | None = None
+    crs_cfg: CrsConfig | None = None  # project CRS settings (pipeline); standalone: derived
+    frame: ProjectFrame | None = None  # fixed project frame (pipeline); standalone: centre of the inputs
+
+
+@dataclass
+class TilingSummary:
+    points_in: int = 0
+    points_out: int = 0
+    tiles: int = 0
+    depth: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    files: int = 0
+    bins: int = 0
+    checksum: int = 0
+    out_dir: str = ""
+    tileset: str = "tileset.json"
+    notes: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points_in / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "points_in": self.points_in,
+            "points_out": self.points_out,
+            "tiles": self.tiles,
+            "depth": self.depth,
+            "seconds": round(self.seconds, 3),
+            "points_per_second": round(self.points_per_second),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "files": self.files,
+            "bins": self.bins,
+            "checksum": f"{self.checksum:016x}",
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "notes": self.notes,
+        }
+
+
+# ---- memory monitor ---------------------------------------------------------------------------------
+
+
+class PeakRss:
+    """Samples the RSS of this process and all its children (LocalCluster workers) in a thread."""
+
+    def __init__(self, interval: float = 0.1):
+        self.peak = 0
+        self.interval = interval
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self.sample()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.sample()
+
+
+# ---- planning -----------------------------------------------------------------------------------------
+
+
+def _standalone_frame(infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig) -> ProjectFrame:
+    """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
+    lons, lats, weights = [], [], []
+    for info, fc in zip(infos, fcs, strict=True):
+        t = make_transformer(fc.crs, GEOGRAPHIC_3D, cfg, path=info.path)
+        cx = (info.mins[0] + info.maxs[0]) / 2
+        cy = (info.mins[1] + info.maxs[1]) / 2
+        cz = (info.mins[2] + info.maxs[2]) / 2 * fc.z_factor
+        lon, lat, _h = t.transform(cx, cy, cz)
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            raise InputError("cannot locate the file's centre (CRS transformation failed)", path=info.path)
+        lons.append(lon)
+        lats.append(lat)
+        weights.append(info.count)
+    w = np.asarray(weights, dtype=np.float64)
+    lon = round(float(np.average(lons, weights=w)), 3)
+    lat = round(float(np.average(lats, weights=w)), 3)
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)
+    x, y, z = t.transform(lon, lat, 0.0)
+    return ProjectFrame((float(x), float(y), float(z)), lon, lat)
+
+
+def _enu_extent(
+    infos: list[PointFileInfo], fcs: list[FileCrs], frame: ProjectFrame, cfg: CrsConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for info, fc in zip(infos, fcs, strict=True):
+        t = make_transformer(fc.crs, ECEF, cfg, path=info.path)
+        g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
+        X, Y, Z = np.meshgrid(*g, indexing="ij")
+        ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
+        enu = frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))
+        if not np.all(np.isfinite(enu)):
+            raise InputError(
+                "the file's extent cannot be transformed (outside the CRS's / geoid grid's coverage)",
+                path=info.path,
+            )
+        lo = np.minimum(lo, enu.min(axis=0))
+        hi = np.maximum(hi, enu.max(axis=0))
+    return lo, hi
+
+
+@dataclass
+class _Plan:
+    infos: list[PointFileInfo]
+    file_jobs: list[FileJob]
+    frame: ProjectFrame
+    crs_cfg: CrsConfig
+    layout: RecordLayout
+    cube: CubeSpec
+    notes: list[str]
+
+
+def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
+    """Header-only planning: scan, CRS per file, frame, extent, cube, record layout."""
+    if not inputs:
+        raise InputError("no input files")
+    paths = sorted({Path(p).resolve() for p in inputs})
+    infos = [scan_file(p) for p in paths]
+    cfg = opts.crs_cfg or CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
+    if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
+        cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
+    fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
+    notes = [f"{i.path.name}: {fc.note}" for i, fc in zip(infos, fcs, strict=True) if fc.note]
+    frame = opts.frame or _standalone_frame(infos, fcs, cfg)
+    lo, hi = _enu_extent(infos, fcs, frame, cfg)
+    pad = 1.0
+    lo_mm = np.floor((lo - pad) * 1000).astype(np.int64)
+    hi_mm = np.ceil((hi + pad) * 1000).astype(np.int64)
+    cube = cube_for(lo_mm, hi_mm)
+    ortho_nir = False
+    if opts.orthophoto:
+        import rasterio
+
+        try:
+            with rasterio.open(opts.orthophoto) as src:
+                ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
+        except Exception as e:
+            raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
+    needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
+    use_ortho = bool(opts.orthophoto) and any(needs_ortho)
+    extra = tuple(d for d in opts.extra_dimensions if any(d in i.extra_dims for i in infos))
+    missing = [d for d in opts.extra_dimensions if d not in extra]
+    if missing:
+        notes.append(f"extra dimensions not found in any input: {missing}")
+    layout = RecordLayout(
+        has_rgb=any(i.has_rgb for i in infos) or use_ortho,
+        has_gps=any(i.has_gps for i in infos),
+        has_nir=any(i.has_nir for i in infos) or (use_ortho and ortho_nir),
+        extra_dims=extra,
+    )
+    file_jobs = [
+        FileJob(
+            info,
+            fc.crs.to_wkt(),
+            fc.z_factor,
+            opts.orthophoto if (use_ortho and need) else None,
+            tuple(opts.ortho_bands),
+        )
+        for info, fc, need in zip(infos, fcs, needs_ortho, strict=True)
+    ]
+    return _Plan(infos, file_jobs, frame, cfg, layout, cube, notes)
+
+
+# ---- execution ----------------------------------------------------------------------------------------
+
+
+def _n_workers(client) -> int:
+    if client is None:
+        return 1
+    try:
+        return max(1, len(client.scheduler_info()["workers"]))
+    except Exception:
+        return 1
+
+
+def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -> list:
+    """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process."""
+    total = len(items)
+    if progress:
+        progress(name, 0, total)
+    if client is None:
+        out = []
+        for i, args in enumerate(items):
+            out.append(fn(*args))
+            if progress:
+                progress(name, i + 1, total)
+        return out
+    from distributed import as_completed
+
+    futures = [
+        client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False) for i, args in enumerate(items)
+    ]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * total
+    done = 0
+    try:
+        for fut in as_completed(futures):
+            results[index[fut.key]] = fut.result()
+            done += 1
+            if progress:
+                progress(name, done, total)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    return results
+
+
+def _geometric_error_fn(cube: CubeSpec):
+    return lambda depth: cube.spacing_m(depth)
+
+
+def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, progress) -> TilingSummary:
+    from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
+    from pipeline.tiles.points_glb import PointSchema
+
+    summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
+    t0 = time.perf_counter()
+    work = staging / ".work"
+    spill = work / "spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    units = plan_units(plan.infos)
+    summary.points_in = sum(i.count for i in plan.infos)
+    djob = DecodeJob(
+        plan.frame,
+        plan.crs_cfg,
+        plan.layout,
+        opts.class_scheme,
+        opts.unknown_classes == "keep",
+        str(spill),
+        plan.cube,
+    )
+    parts = _run(
+        client,
+        decode_to_spill,
+        [(plan.file_jobs[u.file_index], u, djob) for u in units],
+        "decode",
+        progress,
+    )
+    summary.phases["decode"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
+    workers = _n_workers(client)
+    per_worker = budget / workers - WORKER_BASE_BYTES
+    max_bin = max(MIN_BIN_POINTS, int(per_worker / BYTES_PER_BIN_POINT))
+    bins = plan_bins(parts, plan.cube, max_bin, max_depth=min(plan.cube.S, plan.cube.tmax))
+    summary.bins = len(bins)
+    codes = sorted({c for p in parts for c in p.class_codes})
+    schema = PointSchema(
+        class_scheme=opts.class_scheme,
+        class_enum=enum_schema(opts.class_scheme, codes if opts.unknown_classes == "keep" else None),
+        has_rgb=plan.layout.has_rgb,
+        has_gps=plan.layout.has_gps,
+        has_nir=plan.layout.has_nir,
+        extra_dims=plan.layout.extra_dims,
+    )
+    tjob = TileJob(
+        plan.cube,
+        plan.layout,
+        str(staging),
+        opts.format,
+        opts.max_points_per_tile,
+        schema,
+        opts.meshopt and opts.format == "1.1",
+    )
+    # biggest bins first: better packing of the workers
+    order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
+    res_sorted: list[BinResult] = _run(
+        client, process_bin, [(bins[i], tjob, str(work)) for i in order], "tile", progress
+    )
+    results: list[BinResult] = [None] * len(bins)  # type: ignore[list-item]
+    for i, r in zip(order, res_sorted, strict=True):
+        results[i] = r
+    summary.phases["tile"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    tiles: list[TileRecord] = [t for r in results for t in r.tiles]
+    tiles += process_upper(results, tjob)
+    tiles.sort(key=lambda t: (t.depth, t.ix, t.iy, t.iz))
+    summary.tiles = len(tiles)
+    summary.points_out = sum(t.count for t in tiles)
+    summary.checksum = int(sum(t.checksum for t in tiles) % (1 << 64))
+    if summary.points_out != summary.points_in:
+        raise RuntimeError(f"tiling lost points: {summary.points_in} in, {summary.points_out} out")
+    root = build_tree(tiles)
+    summary.depth = tree_depth(root)
+    spacing = _geometric_error_fn(plan.cube)
+    transform = plan.frame.tile_transform()
+    if opts.implicit:
+        write_implicit(
+            root,
+            staging,
+            cube_lo_m=np.asarray(plan.cube.origin, np.float64) / 1000.0,
+            cube_size_m=plan.cube.size_m,
+            spacing=spacing,
+            transform=transform,
+            version="1.1" if opts.format == "1.1" else "1.0",
+            content_ext="glb" if opts.format == "1.1" else "pnts",
+            tileset_version=opts.tileset_version,
+        )
+    else:
+        write_explicit(
+            root,
+            staging,
+            spacing=spacing,
+            transform=transform,
+            version="1.1" if opts.format == "1.1" else "1.0",
+            tileset_version=opts.tileset_version,
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    summary.phases["upper+tileset"] = time.perf_counter() - t2
+    return summary
+
+
+def _write_invariants(staging: Path, summary: TilingSummary, plan: _Plan) -> None:
+    from pipeline.tiles.tileset import write_json
+
+    write_json(
+        staging / "pointcloud.json",
+        {
+            "points": summary.points_out,
+            "checksum": f"{summary.checksum:016x}",
+            "tiles": summary.tiles,
+            "depth": summary.depth,
+            "frame": plan.frame.to_json(),
+            "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
+        },
+    )
+
+
+def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not overwrite and any(out_dir.iterdir()):
+            raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+
+
+def tile_pointcloud(
+    inputs: list[Path],
+    out_dir: Path,
+    opts: PointTilingOptions,
+    client=None,
+    progress: Progress | None = None,
+) -> TilingSummary:
+    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error)."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()) and not opts.overwrite:
+        raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+    if opts.format not in ("1.1", "1.0"):
+        raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
+    t0 = time.perf_counter()
+    with PeakRss() as mon:
+        plan = plan_tiling(inputs, opts)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        try:
+            summary = _run_tiling(plan, staging, opts, client, progress)
+            _write_invariants(staging, summary, plan)
+            _publish(staging, out_dir, opts.overwrite)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    summary.seconds = time.perf_counter() - t0
+    summary.peak_rss_bytes = mon.peak
+    summary.out_dir = str(out_dir)
+    return summary
+
+
+# ---- pipeline layer --------------------------------------------------------------------------------------
+
+
+def build_pointcloud_layer(
+    ctx: BuildContext,
+    *,
+    name: str,
+    files: list[InputFile],
+    layer: PointsLayer,
+    crs_override: str | None,
+    class_scheme: str,
+    orthophoto: RasterSource | None,
+    out_subdir: str,
+) -> LayerResult:
+    """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root)."""
+    t0 = time.perf_counter()
+    ortho_path: str | None = None
+    bands: tuple[tuple[str, int], ...] = ()
+    if orthophoto is not None and layer.colour_from_orthophoto:
+        import glob
+
+        matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
+        if len(matches) == 1:
+            ortho_path = matches[0]
+        elif len(matches) > 1:
+            ortho_path = _ortho_vrt(matches, ctx.release_dir.parent / f".{name}-ortho.vrt")
+        bands = tuple(sorted(orthophoto.bands.items()))
+    opts = PointTilingOptions(
+        crs=crs_override,
+        format=layer.format,
+        memory=ctx.cfg.runtime.memory,
+        meshopt=layer.meshopt,
+        implicit=layer.implicit,
+        class_scheme=class_scheme,
+        unknown_classes=layer.unknown_classes,
+        orthophoto=ortho_path,
+        ortho_bands=bands,
+        extra_dimensions=tuple(layer.extra_dimensions),
+        max_points_per_tile=layer.max_points_per_tile,
+        tileset_version=ctx.build_id,
+        crs_cfg=ctx.cfg.crs,
+        frame=ctx.frame,
+    )
+    with ctx.stage(f"points:{name}"):
+        summary = tile_pointcloud(
+            [f.path for f in files], ctx.release_dir / out_subdir, opts, client=ctx.client
+        )
+    for n in summary.notes:
+        ctx.warn(f"{name}: {n}")
+    return LayerResult(
+        name=name,
+        kind="pointcloud",
+        access=layer.access,
+        tileset=f"{out_subdir}/tileset.json",
+        stats={
+            "points_in": summary.points_in,
+            "points_out": summary.points_out,
+            "tiles": summary.tiles,
+            "depth": summary.depth,
+            "checksum": f"{summary.checksum:016x}",
+            "bins": summary.bins,
+            "points_per_second": round(summary.points_per_second),
+            "peak_rss_bytes": summary.peak_rss_bytes,
+        },
+        warnings=list(summary.notes),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _ortho_vrt(paths: list[str], vrt: Path) -> str:
+    """Mosaic of orthophoto tiles as a GDAL VRT (so sampling sees one raster)."""
+    from osgeo import gdal  # pragma: no cover - only with many orthophoto tiles
+
+    vrt.parent.mkdir(parents=True, exist_ok=True)
+    gdal.BuildVRT(str(vrt), paths)
+    return str(vrt)
+
+
+# ---- validation ------------------------------------------------------------------------------------------
+
+
+def _content_uris(tileset_path: Path) -> list[Path]:
+    import json
+
+    doc = json.loads(tileset_path.read_text())
+    root = doc["root"]
+    base = tileset_path.parent
+    out: list[Path] = []
+    if "implicitTiling" in root:
+        ext = root["content"]["uri"].rsplit(".", 1)[-1]
+        return sorted((base / "content").rglob(f"*.{ext}"))
+
+    def walk(t: dict, base: Path) -> None:
+        c = t.get("content")
+        if c:
+            p = base / c["uri"]
+            if p.suffix == ".json":
+                sub = json.loads(p.read_text())
+                walk(sub["root"], p.parent)
+            else:
+                out.append(p.resolve())
+        for ch in t.get("children", []):
+            walk(ch, base)
+
+    walk(root, base)
+    return out
+
+
+def tile_positions_mm(path: Path) -> np.ndarray:
+    """Millimetre ENU positions of one of our point tiles (glb or pnts)."""
+    data = path.read_bytes()
+    if data[:4] == b"pnts":
+        from pipeline.tiles.pnts import decode_pnts_positions_mm
+
+        return decode_pnts_positions_mm(data)
+    from pipeline.tiles.gltf import read_glb
+
+    js, binary = read_glb(data)
+    if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
+        from pipeline.tiles.points_glb import decode_meshopt_views
+
+        js, binary = decode_meshopt_views(js, binary)
+    from pipeline.tiles.gltf import accessor_array
+
+    prim = js["meshes"][0]["primitives"][0]
+    q = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.int64)
+    node = js["nodes"][0]
+    t = np.round(np.asarray(node["translation"]) * 1000.0).astype(np.int64)
+    s = int(round(node["scale"][0] * 1000.0))
+    gx = t[0] + q[:, 0] * s
+    gy = t[1] + q[:, 1] * s
+    gz = t[2] + q[:, 2] * s
+    return np.stack([gx, -gz, gy], axis=1)
+
+
+def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
+    """Count and checksum of the points in a point tileset (for the release validator and tests).
+
+    The checksum is order-independent (sum of 64-bit hashes of the millimetre positions), so it equals the
+    `checksum` recorded at build time in pointcloud.json / the layer stats iff no tile was lost or altered.
+    """
+    from pipeline.tiles.points_glb import tile_checksum
+
+    tileset_path = Path(tileset_path)
+    total = 0
+    checksum = 0
+    files = _content_uris(tileset_path)
+    for p in files:
+        pos = tile_positions_mm(p)
+        total += len(pos)
+        checksum = (checksum + tile_checksum(pos)) % (1 << 64)
+    return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}

@@ -1,0 +1,118 @@
+"""The CRS of a point-cloud file and the unit of its Z values. Never guesses.
+
+Rules (documented in docs/pointcloud.md):
+- CRS from --crs / `crs:` if given, else from the file (WKT VLR or GeoTIFF keys), else refused.
+- A compound CRS (horizontal + vertical) is trusted: PROJ converts both units and the geoid.
+- A horizontal-only CRS gets the project's vertical datum (`crs.vertical`) attached when the project
+  declares one; if the horizontal unit is not the metre, the unit of Z is then ambiguous (feet? metres?)
+  and the file is refused unless `z_unit` says it.
+- A horizontal-only CRS without a project vertical datum is refused unless heights are declared
+  ellipsoidal (`--assume-ellipsoidal` / `crs.assume_ellipsoidal_heights`); Z is then taken in the
+  horizontal unit (what LAS writers in feet do), or in `z_unit` if given.
+- Coordinates outside the CRS's area of use are refused (a file tagged EPSG:4326 that holds metres).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyproj import CRS
+
+from pipeline.config.model import CrsConfig
+from pipeline.crs import check_area_of_use, has_vertical, parse_crs, resolve_source_crs
+from pipeline.errors import CrsError
+from pipeline.sources.pointcloud.header import PointFileInfo
+
+Z_UNITS = {"m": 1.0, "ft": 0.3048, "us-ft": 1200.0 / 3937.0}
+
+
+@dataclass(frozen=True)
+class FileCrs:
+    crs: CRS  # 3D-capable CRS handed to PROJ
+    z_factor: float  # multiply the file's Z by this before PROJ
+    note: str = ""
+
+
+def _horizontal(crs: CRS) -> CRS:
+    if crs.sub_crs_list:
+        for s in crs.sub_crs_list:
+            if not s.is_vertical:
+                return s
+    return crs
+
+
+def _unit_factor(crs: CRS) -> float:
+    ax = crs.axis_info
+    if not ax or crs.is_geographic:
+        return 1.0
+    return float(ax[0].unit_conversion_factor)
+
+
+def resolve_file_crs(
+    info: PointFileInfo, override: str | None, cfg: CrsConfig, z_unit: str | None = None
+) -> FileCrs:
+    path = info.path
+    if info.crs_error and not override:
+        raise CrsError(
+            f"the file's CRS record cannot be read ({info.crs_error}); set the CRS with --crs / `crs:`",
+            path=path,
+        )
+    file_crs = parse_crs(info.crs_wkt, path=path) if info.crs_wkt else None
+    if file_crs is None and not override:
+        raise CrsError(
+            "file has no CRS (no WKT / GeoTIFF keys); set it with --crs or the source's `crs:` in the config",
+            path=path,
+        )
+    given = parse_crs(override, path=path) if override else file_crs
+    assert given is not None
+    horiz = _horizontal(given)
+    hfac = _unit_factor(horiz)
+    if z_unit is not None and z_unit not in Z_UNITS:
+        raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)
+    if given.is_geocentric:
+        raise CrsError("geocentric point clouds are not supported; reproject to a projected CRS", path=path)
+    xy = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
+    check_area_of_use(horiz, xy, path=path)
+    if has_vertical(given):
+        # compound (or geographic 3D): PROJ knows the vertical unit; a z_unit only rescales when asked
+        zf = 1.0
+        if z_unit is not None:
+            vunit = 1.0
+            for s in given.sub_crs_list or []:
+                if s.is_vertical:
+                    vunit = _unit_factor(s)
+            zf = Z_UNITS[z_unit] / vunit
+        return FileCrs(given, zf)
+    if cfg.vertical is not None and not cfg.assume_ellipsoidal_heights:
+        crs = resolve_source_crs(given, None, cfg, path=path)
+        if abs(hfac - 1.0) > 1e-12 and z_unit is None:
+            raise CrsError(
+                f"ambiguous units: the CRS {horiz.name!r} is in {horiz.axis_info[0].unit_name} without a "
+                f"vertical CRS, and the project's vertical datum {cfg.vertical} is in metres; say which unit "
+                "Z is in (--z-unit m|ft|us-ft) or give a compound CRS with --crs / `crs:`",
+                path=path,
+            )
+        vunit = 1.0
+        for s in crs.sub_crs_list or []:
+            if s.is_vertical:
+                vunit = _unit_factor(s)
+        return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / vunit, f"vertical {cfg.vertical} attached")
+    if not cfg.assume_ellipsoidal_heights:
+        raise CrsError(
+            f"the CRS {horiz.name!r} has no vertical component, so the heights' datum is unknown; give a "
+            "compound CRS (e.g. --crs EPSG:25832+7837) or declare the heights ellipsoidal with "
+            "--assume-ellipsoidal",
+            path=path,
+        )
+    zf = Z_UNITS[z_unit] if z_unit else hfac
+    note = "" if abs(zf - 1.0) < 1e-12 else f"Z taken as ellipsoidal height in units of {zf} m"
+    return FileCrs(given.to_3d(), zf, note)
+
+
+def crs_key(fc: FileCrs) -> str:
+    return f"{fc.crs.to_wkt()}|{fc.z_factor!r}"
+
+
+def describe(path: Path, fc: FileCrs) -> str:
+    return f"{path.name}: {fc.crs.name}" + (f" ({fc.note})" if fc.note else "")

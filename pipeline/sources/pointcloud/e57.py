@@ -1,0 +1,139 @@
+"""E57 scans (terrestrial / mobile scanners): cartesian or spherical points, each scan with its pose.
+
+E57 has no CRS: the scans are in a local frame that the pose places in the file's "world" frame. The
+caller must give the CRS of that frame (--crs / `crs:`); a file without one is refused like a LAS without
+CRS. Coordinates are doubles: we keep millimetres (scale 0.001) so the downstream path is the same as LAS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+
+E57_SCALE = 0.001
+
+
+def _open(path: Path):
+    import pye57
+
+    try:
+        return pye57.E57(str(path))
+    except Exception as e:
+        raise InputError(f"cannot read E57 file: {e}", path=path) from e
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = (float(v) for v in q)
+    n = w * w + x * x + y * y + z * z
+    if n == 0:
+        return np.eye(3)
+    s = 2.0 / n
+    return np.array(
+        [
+            [1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
+            [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
+            [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)],
+        ]
+    )
+
+
+def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    hdr = e57.get_header(index)
+    fields = set(hdr.point_fields)
+    try:
+        raw = e57.read_scan_raw(index, ignore_unsupported_fields=True)
+    except Exception as e:
+        raise InputError(f"cannot read scan {index}: {e}", path=path) from e
+    if {"cartesianX", "cartesianY", "cartesianZ"} <= fields:
+        xyz = np.stack([raw["cartesianX"], raw["cartesianY"], raw["cartesianZ"]], axis=1).astype(np.float64)
+        invalid = raw.get("cartesianInvalidState")
+    elif {"sphericalRange", "sphericalAzimuth", "sphericalElevation"} <= fields:
+        r = np.asarray(raw["sphericalRange"], dtype=np.float64)
+        az = np.asarray(raw["sphericalAzimuth"], dtype=np.float64)
+        el = np.asarray(raw["sphericalElevation"], dtype=np.float64)
+        ce = np.cos(el)
+        xyz = np.stack([r * ce * np.cos(az), r * ce * np.sin(az), r * np.sin(el)], axis=1)
+        invalid = raw.get("sphericalInvalidState")
+    else:
+        raise InputError(f"scan {index} has neither cartesian nor spherical coordinates", path=path)
+    keep = np.ones(len(xyz), dtype=bool) if invalid is None else (np.asarray(invalid) == 0)
+    rot = _quat_matrix(np.asarray(hdr.rotation))
+    xyz = xyz @ rot.T + np.asarray(hdr.translation, dtype=np.float64)
+    xyz = xyz[keep]
+    if not np.all(np.isfinite(xyz)):
+        raise InputError(
+            f"scan {index} contains NaN or infinite coordinates", path=path, record=f"scan {index}"
+        )
+    attrs: dict[str, np.ndarray] = {}
+    if "intensity" in fields:
+        it = np.asarray(raw["intensity"], dtype=np.float64)[keep]
+        lo, hi = (float(it.min()), float(it.max())) if len(it) else (0.0, 1.0)
+        # E57 intensity is a float in [intensityMin, intensityMax]: map to LAS's 16-bit range
+        attrs["intensity"] = np.clip((it - lo) / max(hi - lo, 1e-12) * 65535.0, 0, 65535).astype(np.uint16)
+    if {"colorRed", "colorGreen", "colorBlue"} <= fields:
+        for src, dst in (("colorRed", "red"), ("colorGreen", "green"), ("colorBlue", "blue")):
+            c = np.asarray(raw[src], dtype=np.float64)[keep]
+            hi = max(float(c.max()) if len(c) else 255.0, 1.0)
+            scale = 257.0 if hi <= 255 else 1.0
+            attrs[dst] = np.clip(c * scale, 0, 65535).astype(np.uint16)
+    return xyz, attrs
+
+
+def scan_e57(path: Path) -> PointFileInfo:
+    e57 = _open(path)
+    counts = []
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    has_rgb = True
+    has_int = False
+    for i in range(e57.scan_count):
+        xyz, attrs = _scan_xyz(e57, i, path)  # E57 bounds in headers are optional: compute them
+        counts.append(len(xyz))
+        if len(xyz):
+            lo = np.minimum(lo, xyz.min(axis=0))
+            hi = np.maximum(hi, xyz.max(axis=0))
+        has_rgb = has_rgb and "red" in attrs
+        has_int = has_int or "intensity" in attrs
+    if sum(counts) == 0:
+        raise InputError("E57 file holds no points", path=path)
+    return PointFileInfo(
+        path=path,
+        kind="e57",
+        count=int(sum(counts)),
+        mins=tuple(float(v) for v in lo),
+        maxs=tuple(float(v) for v in hi),
+        crs_wkt=None,
+        has_rgb=has_rgb,
+        has_gps=False,
+        has_nir=False,
+        scales=(E57_SCALE, E57_SCALE, E57_SCALE),
+        offsets=(0.0, 0.0, 0.0),
+        scans=tuple(counts),
+    )
+
+
+def decode_e57_unit(info: PointFileInfo, unit: WorkUnit) -> dict[str, np.ndarray]:
+    e57 = _open(info.path)
+    xyz, attrs = _scan_xyz(e57, unit.scan, info.path)
+    n = len(xyz)
+    q = np.floor(xyz / E57_SCALE + 0.5)
+    if np.abs(q).max(initial=0) >= 2**31:
+        raise InputError("E57 coordinates exceed the millimetre integer range (±2147 km)", path=info.path)
+    out: dict[str, np.ndarray] = {
+        "X": q[:, 0].astype(np.int32),
+        "Y": q[:, 1].astype(np.int32),
+        "Z": q[:, 2].astype(np.int32),
+        "intensity": attrs.get("intensity", np.zeros(n, np.uint16)),
+        "classification": np.zeros(n, np.uint8),
+        "return_number": np.ones(n, np.uint8),
+        "number_of_returns": np.ones(n, np.uint8),
+        "point_source_id": np.full(n, unit.scan, np.uint16),
+    }
+    if info.has_rgb:
+        for c in ("red", "green", "blue"):
+            out[c] = attrs[c]
+    return out

@@ -1,0 +1,97 @@
+"""Decode one work unit of a LAS/LAZ/COPC file: read its byte range, decompress its chunks, unpack fields.
+
+LAZ chunks are decompressed with lazrs' single-threaded `LasZipDecompressor` on an in-memory copy of the
+unit's byte range (one chunk table, one seek): never the rayon-parallel backend, so a process that forks
+afterwards is safe, and one Dask worker uses exactly one core.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+
+# fields every batch carries (missing ones are filled by the caller)
+BASE_FIELDS = ("intensity", "classification", "return_number", "number_of_returns", "point_source_id")
+
+
+def _point_format(info: PointFileInfo):
+    import laspy
+
+    with laspy.open(info.path) as r:
+        return r.header.point_format
+
+
+def decode_raw(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
+    """Raw point records (laspy dtype) of a unit."""
+    pf = _point_format(info)
+    dtype = pf.dtype()
+    if info.kind == "las":
+        with info.path.open("rb") as f:
+            f.seek(unit.byte_start)
+            buf = f.read(unit.byte_len)
+        if len(buf) != unit.byte_len:
+            raise InputError("file is truncated (point records end early)", path=info.path)
+        return np.frombuffer(buf, dtype=dtype, count=unit.count)
+    import lazrs
+
+    with info.path.open("rb") as f:
+        f.seek(unit.byte_start)
+        data = f.read(unit.byte_len)
+    if len(data) != unit.byte_len:
+        raise InputError("LAZ file is truncated (chunk bytes end early)", path=info.path)
+    # A self-contained LAZ "stream": [offset of chunk table][chunks][chunk table], so the sequential
+    # decompressor can be used on an in-memory buffer holding only this unit's chunks.
+    table = _chunk_table_bytes(unit.chunks, info)
+    stream = struct.pack("<q", 8 + len(data)) + data + table
+    out = bytearray(unit.count * dtype.itemsize)
+    try:
+        dec = lazrs.LasZipDecompressor(io.BytesIO(stream), info.laszip_vlr)
+        dec.decompress_many(out)
+    except Exception as e:
+        raise InputError(
+            f"corrupt LAZ data in points {unit.start}..{unit.start + unit.count - 1}: {e}", path=info.path
+        ) from e
+    return np.frombuffer(out, dtype=dtype)
+
+
+def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo) -> bytes:
+    """Encode a chunk table the way LASzip stores it (version 0, count, then arithmetic-coded entries)."""
+    import lazrs
+
+    buf = io.BytesIO()
+    lazrs.write_chunk_table(buf, list(chunks), lazrs.LazVlr(info.laszip_vlr))
+    return buf.getvalue()
+
+
+def decode_unit(
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """Unpacked fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics)."""
+    import laspy
+
+    raw = decode_raw(info, unit)
+    pf = _point_format(info)
+    rec = laspy.PackedPointRecord(raw, pf)
+    out: dict[str, np.ndarray] = {
+        "X": np.asarray(rec["X"], dtype=np.int32),
+        "Y": np.asarray(rec["Y"], dtype=np.int32),
+        "Z": np.asarray(rec["Z"], dtype=np.int32),
+    }
+    for name in BASE_FIELDS:
+        out[name] = np.asarray(rec[name])
+    if info.has_gps:
+        out["gps_time"] = np.asarray(rec["gps_time"], dtype=np.float64)
+    if info.has_rgb:
+        for c in ("red", "green", "blue"):
+            out[c] = np.asarray(rec[c], dtype=np.uint16)
+    if info.has_nir:
+        out["nir"] = np.asarray(rec["nir"], dtype=np.uint16)
+    for name in extra_dims:
+        if name in info.extra_dims:
+            out["x_" + name] = np.asarray(rec[name], dtype=np.float32)
+    return out

@@ -1,0 +1,134 @@
+"""Synthetic airborne-laser-scan-like LAS/LAZ files (tests, benchmarks): terrain, buildings, trees.
+
+Deterministic for a given seed. Coordinates in EPSG:25832 (+ DHHN2016 heights, as in NRW deliveries).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def synthetic_points(
+    n: int, *, x0: float = 362_000.0, y0: float = 5_702_000.0, size: float = 1000.0, seed: int = 0
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = x0 + rng.random(n) * size
+    y = y0 + rng.random(n) * size
+    ground = 60.0 + 8.0 * np.sin(x / 180.0) + 5.0 * np.cos(y / 130.0)
+    cls = np.full(n, 2, dtype=np.uint8)
+    z = ground + rng.normal(0.0, 0.03, n)
+    # buildings: a 40 m grid of 18 m boxes, 6-25 m high
+    bx = np.floor((x - x0) / 40.0)
+    by = np.floor((y - y0) / 40.0)
+    inb = (((x - x0) % 40.0) < 18.0) & (((y - y0) % 40.0) < 18.0) & (((bx + by) % 3) != 0)
+    bh = 6.0 + ((bx * 7 + by * 13) % 20)
+    z = np.where(inb, ground + bh + rng.normal(0, 0.02, n), z)
+    cls[inb] = 20
+    # trees
+    tree = (~inb) & (rng.random(n) < 0.15)
+    z = np.where(tree, ground + rng.random(n) * 15.0, z)
+    cls[tree] = 20
+    nret = np.where(tree, rng.integers(1, 4, n), 1).astype(np.uint8)
+    ret = np.minimum(rng.integers(1, 4, n), nret).astype(np.uint8)
+    order = np.argsort(y // 50.0 * 1e7 + x, kind="stable")  # flight-line-like order
+    gps = 3.0e8 + np.arange(n) * 1e-5
+    out = {
+        "x": x[order],
+        "y": y[order],
+        "z": z[order],
+        "classification": cls[order],
+        "intensity": rng.integers(0, 4096, n).astype(np.uint16),
+        "return_number": ret[order],
+        "number_of_returns": nret[order],
+        "gps_time": gps,
+        "point_source_id": (np.arange(n) // max(n // 7, 1)).astype(np.uint16),
+    }
+    out["red"] = ((out["z"] - 50.0) * 2000.0).clip(0, 65535).astype(np.uint16)
+    out["green"] = (out["intensity"].astype(np.uint32) * 16).clip(0, 65535).astype(np.uint16)
+    out["blue"] = np.full(n, 30000, dtype=np.uint16)
+    return out
+
+
+def write_las(
+    path: Path,
+    pts: dict[str, np.ndarray],
+    *,
+    point_format: int = 3,
+    crs: str | None = "EPSG:25832+7837",
+    scale: float = 0.01,
+    version: str = "1.2",
+    chunk_size: int = 50_000,
+) -> Path:
+    """Write points as LAS or LAZ (by suffix) with laspy's single-threaded lazrs backend."""
+    import laspy
+    from pyproj import CRS
+
+    h = laspy.LasHeader(point_format=point_format, version=version)
+    h.scales = np.array([scale, scale, scale])
+    h.offsets = np.array(
+        [np.floor(pts["x"].min()), np.floor(pts["y"].min()), np.floor(pts["z"].min())], dtype=np.float64
+    )
+    if crs:
+        c = CRS.from_user_input(crs)
+        if c.to_epsg() is not None and not c.is_compound and version != "1.4":
+            h.add_crs(c)  # GeoTIFF keys
+        else:
+            from laspy.vlrs.known import WktCoordinateSystemVlr
+
+            h.vlrs.append(WktCoordinateSystemVlr(c.to_wkt()))
+    las = laspy.LasData(h)
+    las.x, las.y, las.z = pts["x"], pts["y"], pts["z"]
+    for name in ("intensity", "classification", "return_number", "number_of_returns", "point_source_id"):
+        if name in pts:
+            setattr(las, name, pts[name])
+    dims = set(las.point_format.dimension_names)
+    if "gps_time" in dims and "gps_time" in pts:
+        las.gps_time = pts["gps_time"]
+    if "red" in dims and "red" in pts:
+        las.red, las.green, las.blue = pts["red"], pts["green"], pts["blue"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".laz":
+        import lazrs
+
+        # single-threaded compressor with a chosen chunk size (never the rayon-parallel backend)
+        with path.open("wb") as f:
+            las.header.point_count = len(pts["x"])
+            vlr = lazrs.LazVlr.new_for_compression(las.point_format.id, las.point_format.num_extra_bytes)
+            _write_laz(f, las, vlr, chunk_size)
+    else:
+        las.write(path)
+    return path
+
+
+def _write_laz(f, las, vlr, chunk_size: int) -> None:
+    import io
+
+    import laspy
+
+    # let laspy write a LAZ with the single-threaded lazrs backend, then we are done; chunk size is
+    # laspy's default (50,000) unless a different one is asked, in which case re-encode the chunks.
+    buf = io.BytesIO()
+    las.write(buf, do_compress=True, laz_backend=laspy.LazBackend.Lazrs)
+    data = buf.getvalue()
+    if chunk_size == 50_000:
+        f.write(data)
+        return
+    f.write(_rechunk(data, chunk_size))
+
+
+def _rechunk(data: bytes, chunk_size: int) -> bytes:
+    import io
+
+    import laspy
+
+    las = laspy.read(io.BytesIO(data), laz_backend=laspy.LazBackend.Lazrs)
+    out = io.BytesIO()
+    with laspy.open(
+        out, mode="w", header=las.header, do_compress=True, laz_backend=laspy.LazBackend.Lazrs, closefd=False
+    ) as w:
+        for s in range(0, len(las.points), chunk_size):
+            w.write_points(las.points[s : s + chunk_size])
+    return out.getvalue()

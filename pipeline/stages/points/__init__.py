@@ -1,0 +1,1 @@
+"""Point-cloud stages: reprojection lattice, spill files, level-of-detail sampling, colour."""

@@ -1,0 +1,84 @@
+"""Classification schemes: AdV (German state surveys, NRW 3D-Messdaten) and ASPRS (LAS 1.4 standard).
+
+AdV codes whose meaning is not confirmed are named 'AdV <code>' (see docs/pointcloud.md); the scheme is
+a plain table so a confirmed meaning is a one-line change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+ADV_CLASSES: dict[int, str] = {
+    1: "unklassifiziert (unclassified)",
+    2: "Boden (ground)",
+    9: "Wasser (water)",
+    17: "Brücke (bridge)",
+    18: "AdV 18 (high noise?)",
+    20: "Nicht-Boden (non-ground)",
+    21: "AdV 21",
+    24: "AdV 24",
+    26: "AdV 26",
+}
+
+ASPRS_CLASSES: dict[int, str] = {
+    0: "Created, never classified",
+    1: "Unclassified",
+    2: "Ground",
+    3: "Low Vegetation",
+    4: "Medium Vegetation",
+    5: "High Vegetation",
+    6: "Building",
+    7: "Low Point (noise)",
+    8: "Model Key-point (reserved)",
+    9: "Water",
+    10: "Rail",
+    11: "Road Surface",
+    12: "Overlap (reserved)",
+    13: "Wire - Guard (Shield)",
+    14: "Wire - Conductor (Phase)",
+    15: "Transmission Tower",
+    16: "Wire-structure Connector",
+    17: "Bridge Deck",
+    18: "High Noise",
+}
+
+SCHEMES = {"adv": ADV_CLASSES, "asprs": ASPRS_CLASSES}
+
+
+def scheme_table(scheme: str) -> dict[int, str]:
+    try:
+        return SCHEMES[scheme]
+    except KeyError as e:
+        raise InputError(f"unknown class scheme {scheme!r} (adv or asprs)") from e
+
+
+def check_classes(
+    codes: np.ndarray, scheme: str, keep_unknown: bool, *, path, record: str | None = None
+) -> None:
+    """Refuse class codes the scheme does not know (unless `keep_unknown`)."""
+    if keep_unknown or len(codes) == 0:
+        return
+    table = scheme_table(scheme)
+    present = np.flatnonzero(np.bincount(codes.astype(np.int64), minlength=256))
+    unknown = [int(c) for c in present if int(c) not in table]
+    if unknown:
+        raise InputError(
+            f"unknown classification code(s) {unknown} for the {scheme.upper()} scheme; choose the right "
+            "scheme (--class-scheme / `class_scheme:`) or keep them with `unknown_classes: keep`",
+            path=path,
+            record=record,
+        )
+
+
+def enum_schema(scheme: str, codes_seen: list[int] | None = None) -> dict:
+    """EXT_structural_metadata enum of a scheme (UINT8), plus 'unknown <code>' for kept unknown codes."""
+    table = dict(scheme_table(scheme))
+    for c in codes_seen or []:
+        table.setdefault(int(c), f"unknown {int(c)}")
+    return {
+        "name": f"{scheme.upper()} classification",
+        "valueType": "UINT8",
+        "values": [{"name": name, "value": code} for code, name in sorted(table.items())],
+    }

@@ -1,0 +1,86 @@
+"""Point colours: sRGB -> linear conversion for glTF, and colours sampled from an orthophoto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import CrsError, InputError
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+# 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
+SRGB8_TO_LINEAR8 = np.round(_srgb_to_linear(np.arange(256) / 255.0) * 255.0).astype(np.uint8)
+
+
+def to_srgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """LAS 16-bit colours -> (N,3) 8-bit sRGB. Values that all fit in 8 bits are taken as 8-bit colours
+    (many writers store 0-255 in the 16-bit fields); decided per work unit."""
+    rgb = np.stack([red, green, blue], axis=1)
+    if rgb.size and int(rgb.max()) > 255:
+        return (rgb >> 8).astype(np.uint8)
+    return rgb.astype(np.uint8)
+
+
+def sample_orthophoto(
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    points_crs_wkt: str,
+    bands: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Nearest-pixel sample of an RGB(I) orthophoto at the points' source coordinates.
+
+    Returns 'rgb' (N,3) uint8 sRGB and, when the raster has a NIR band, 'nir' uint16. Points outside the
+    raster get black / 0.
+    """
+    import rasterio
+    from pyproj import CRS, Transformer
+    from rasterio.windows import Window
+
+    bands = {"red": 1, "green": 2, "blue": 3, "nir": 4, **(bands or {})}
+    try:
+        src = rasterio.open(path)
+    except Exception as e:
+        raise InputError(f"cannot open orthophoto: {e}", path=path) from e
+    with src:
+        if src.crs is None:
+            raise CrsError("orthophoto has no CRS", path=path)
+        rcrs = CRS.from_user_input(src.crs.to_wkt())
+        pcrs = CRS.from_wkt(points_crs_wkt)
+        horiz = pcrs.sub_crs_list[0] if pcrs.sub_crs_list else pcrs
+        if not rcrs.equals(horiz, ignore_axis_order=True):
+            t = Transformer.from_crs(horiz, rcrs, always_xy=True)
+            x, y = t.transform(x, y)
+        inv = ~src.transform
+        col, row = inv * (np.asarray(x, float), np.asarray(y, float))
+        col = np.floor(col).astype(np.int64)
+        row = np.floor(row).astype(np.int64)
+        n = len(col)
+        inside = (col >= 0) & (row >= 0) & (col < src.width) & (row < src.height)
+        rgb = np.zeros((n, 3), dtype=np.uint8)
+        nir = np.zeros(n, dtype=np.uint16)
+        if inside.any():
+            c0, c1 = int(col[inside].min()), int(col[inside].max()) + 1
+            r0, r1 = int(row[inside].min()), int(row[inside].max()) + 1
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            idx = [bands["red"], bands["green"], bands["blue"]]
+            has_nir = src.count >= bands["nir"]
+            if has_nir:
+                idx.append(bands["nir"])
+            data = src.read(idx, window=win)
+            rr, cc = row[inside] - r0, col[inside] - c0
+            vals = data[:, rr, cc]
+            if data.dtype != np.uint8:
+                vals8 = np.clip(vals[:3] >> 8 if data.dtype == np.uint16 else vals[:3], 0, 255)
+            else:
+                vals8 = vals[:3]
+            rgb[inside] = vals8.T.astype(np.uint8)
+            if has_nir:
+                nir[inside] = vals[3].astype(np.uint16)
+            return {"rgb": rgb, "nir": nir} if has_nir else {"rgb": rgb}
+        return {"rgb": rgb}

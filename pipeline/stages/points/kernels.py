@@ -1,0 +1,300 @@
+"""Hot loops of the point tiler (numba), each with a pure-numpy reference version the tests compare against.
+
+- `lattice_to_enu_mm`: trilinear interpolation of an exact PROJ lattice (source CRS -> project ENU),
+  straight from the file's integer coordinates to integer millimetres.
+- `morton_keys`: 3D Morton (z-order) keys of integer cell coordinates.
+- `point_hash`: deterministic 64-bit hash of a point's millimetre position (the sampling priority).
+- `select_levels`: the nested min-hash level of detail of one bin (see docs/pointcloud.md).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+U64 = np.uint64
+
+
+# ---- reprojection ------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True)
+def _lattice_kernel(ix, iy, iz, scale, offset, zf, lo, step, values, out, tol):
+    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
+    bad = 0
+    for i in range(ix.shape[0]):
+        sx = ix[i] * scale[0] + offset[0]
+        sy = iy[i] * scale[1] + offset[1]
+        sz = (iz[i] * scale[2] + offset[2]) * zf
+        fx = (sx - lo[0]) / step[0]
+        fy = (sy - lo[1]) / step[1]
+        fz = (sz - lo[2]) / step[2]
+        if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
+            bad += 1
+        cx = min(max(int(np.floor(fx)), 0), nx - 2)
+        cy = min(max(int(np.floor(fy)), 0), ny - 2)
+        cz = min(max(int(np.floor(fz)), 0), nz - 2)
+        tx = fx - cx
+        ty = fy - cy
+        tz = fz - cz
+        for k in range(3):
+            c000 = values[cx, cy, cz, k]
+            c100 = values[cx + 1, cy, cz, k]
+            c010 = values[cx, cy + 1, cz, k]
+            c110 = values[cx + 1, cy + 1, cz, k]
+            c001 = values[cx, cy, cz + 1, k]
+            c101 = values[cx + 1, cy, cz + 1, k]
+            c011 = values[cx, cy + 1, cz + 1, k]
+            c111 = values[cx + 1, cy + 1, cz + 1, k]
+            c00 = c000 + (c100 - c000) * tx
+            c10 = c010 + (c110 - c010) * tx
+            c01 = c001 + (c101 - c001) * tx
+            c11 = c011 + (c111 - c011) * tx
+            c0 = c00 + (c10 - c00) * ty
+            c1 = c01 + (c11 - c01) * ty
+            v = c0 + (c1 - c0) * tz
+            out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
+    return bad
+
+
+def lattice_to_enu_mm(ix, iy, iz, scale, offset, zf, lattice) -> tuple[np.ndarray, int]:
+    """(N,3) int32 ENU millimetres and the number of points outside the lattice (= outside header bounds)."""
+    out = np.empty((len(ix), 3), dtype=np.int32)
+    bad = _lattice_kernel(
+        ix,
+        iy,
+        iz,
+        np.asarray(scale, np.float64),
+        np.asarray(offset, np.float64),
+        float(zf),
+        lattice.lo,
+        lattice.step,
+        lattice.values,
+        out,
+        1e-6,
+    )
+    return out, int(bad)
+
+
+def lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, zf, lattice) -> np.ndarray:
+    """Numpy version of `lattice_to_enu_mm` (tests)."""
+    s = np.stack(
+        [
+            ix * scale[0] + offset[0],
+            iy * scale[1] + offset[1],
+            (iz * scale[2] + offset[2]) * zf,
+        ],
+        axis=1,
+    )
+    f = (s - lattice.lo) / lattice.step
+    shape = np.array(lattice.values.shape[:3])
+    c = np.clip(np.floor(f).astype(np.int64), 0, shape - 2)
+    t = f - c
+    v = lattice.values
+    acc = np.zeros((len(ix), 3))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = (
+                    (t[:, 0] if dx else 1 - t[:, 0])
+                    * (t[:, 1] if dy else 1 - t[:, 1])
+                    * (t[:, 2] if dz else 1 - t[:, 2])
+                )
+                acc += w[:, None] * v[c[:, 0] + dx, c[:, 1] + dy, c[:, 2] + dz]
+    return np.floor(acc * 1000.0 + 0.5).astype(np.int32)
+
+
+# ---- Morton keys and hashes ---------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, inline="always")
+def _part1by2(v):
+    v = v & U64(0x1FFFFF)
+    v = (v | (v << U64(32))) & U64(0x1F00000000FFFF)
+    v = (v | (v << U64(16))) & U64(0x1F0000FF0000FF)
+    v = (v | (v << U64(8))) & U64(0x100F00F00F00F00F)
+    v = (v | (v << U64(4))) & U64(0x10C30C30C30C30C3)
+    v = (v | (v << U64(2))) & U64(0x1249249249249249)
+    return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _morton_kernel(xyz, origin, shift, out):
+    for i in range(xyz.shape[0]):
+        x = U64((np.int64(xyz[i, 0]) - origin[0]) >> shift)
+        y = U64((np.int64(xyz[i, 1]) - origin[1]) >> shift)
+        z = U64((np.int64(xyz[i, 2]) - origin[2]) >> shift)
+        out[i] = _part1by2(x) | (_part1by2(y) << U64(1)) | (_part1by2(z) << U64(2))
+
+
+def morton_keys(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
+    """Morton keys of `(xyz - origin) >> shift` (each coordinate must fit in 21 bits after the shift)."""
+    out = np.empty(len(xyz_mm), dtype=np.uint64)
+    _morton_kernel(xyz_mm, np.asarray(origin_mm, np.int64), np.int64(shift), out)
+    return out
+
+
+def morton_keys_reference(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
+    c = ((xyz_mm.astype(np.int64) - np.asarray(origin_mm, np.int64)) >> shift).astype(np.uint64)
+    key = np.zeros(len(c), dtype=np.uint64)
+    for bit in range(21):
+        for axis in range(3):
+            key |= ((c[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
+    return key
+
+
+@nb.njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+    return z ^ (z >> U64(31))
+
+
+@nb.njit(cache=True, nogil=True)
+def _hash_kernel(xyz, out):
+    for i in range(xyz.shape[0]):
+        h = _mix64(U64(np.uint32(xyz[i, 0])) + U64(0x9E3779B97F4A7C15))
+        h = _mix64(h ^ U64(np.uint32(xyz[i, 1])))
+        h = _mix64(h ^ U64(np.uint32(xyz[i, 2])))
+        out[i] = h
+
+
+def point_hash(xyz_mm: np.ndarray) -> np.ndarray:
+    out = np.empty(len(xyz_mm), dtype=np.uint64)
+    _hash_kernel(xyz_mm, out)
+    return out
+
+
+def point_hash_reference(xyz_mm: np.ndarray) -> np.ndarray:
+    def mix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = mix(u[:, 0] + np.uint64(0x9E3779B97F4A7C15))
+        h = mix(h ^ u[:, 1])
+        return mix(h ^ u[:, 2])
+
+
+# ---- level of detail ----------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True)
+def _claim_cells(keys, hashes, level, lo, hi, shift, t):
+    """For each cell (run of equal keys >> shift) in [lo, hi): its min-hash point gets level t if free."""
+    i = lo
+    while i < hi:
+        k = keys[i] >> shift
+        best = i
+        j = i + 1
+        while j < hi and (keys[j] >> shift) == k:
+            if hashes[j] < hashes[best]:
+                best = j
+            j += 1
+        if level[best] < 0:
+            level[best] = t
+        i = j
+
+
+@nb.njit(cache=True, nogil=True)
+def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
+    n = keys.shape[0]
+    t0 = b - g
+    if t0 < 0:
+        t0 = 0
+    # tiles above the bin (depth < b): their cells at depth t + g >= b lie inside the bin
+    for t in range(t0, b):
+        _claim_cells(keys, hashes, level, 0, n, U64(3 * (D - (t + g))), t)
+    # tiles inside the bin, top-down with an explicit stack
+    cap = 8 * (tmax - b + 2) + 16
+    s_lo = np.empty(cap, np.int64)
+    s_hi = np.empty(cap, np.int64)
+    s_t = np.empty(cap, np.int64)
+    sp = 0
+    s_lo[0] = 0
+    s_hi[0] = n
+    s_t[0] = b
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        lo = s_lo[sp]
+        hi = s_hi[sp]
+        t = s_t[sp]
+        remaining = 0
+        for i in range(lo, hi):
+            if level[i] < 0:
+                remaining += 1
+        if remaining == 0:
+            continue
+        if remaining <= max_points or t >= tmax:
+            for i in range(lo, hi):
+                if level[i] < 0:
+                    level[i] = t
+            continue
+        _claim_cells(keys, hashes, level, lo, hi, U64(3 * (D - (t + g))), t)
+        shift = U64(3 * (D - (t + 1)))
+        i = lo
+        while i < hi:
+            k = keys[i] >> shift
+            j = i + 1
+            while j < hi and (keys[j] >> shift) == k:
+                j += 1
+            s_lo[sp] = i
+            s_hi[sp] = j
+            s_t[sp] = t + 1
+            sp += 1
+            i = j
+
+
+def select_levels(
+    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int
+) -> np.ndarray:
+    """Tile depth of every point of one bin (keys sorted ascending, depth-D Morton keys).
+
+    A point's depth is the coarsest tile level l whose grid cell (octree depth l + g) has it as min-hash
+    point, unless a tile with at most `max_points` remaining points (or at depth `tmax`) takes all of them.
+    Levels < b belong to tiles above the bin; see docs/pointcloud.md for why this is partition-independent.
+    """
+    level = np.full(len(keys), -1, dtype=np.int8)
+    if len(keys):
+        _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
+    return level
+
+
+def select_levels_reference(
+    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int
+) -> np.ndarray:
+    """Plain numpy/python version of `select_levels` (tests; small inputs)."""
+    n = len(keys)
+    level = np.full(n, -1, dtype=np.int8)
+
+    def claim(idx: np.ndarray, t: int) -> None:
+        if len(idx) == 0:
+            return
+        cells = keys[idx] >> np.uint64(3 * (D - (t + g)))
+        order = np.lexsort((idx, hashes[idx], cells))  # by cell, then hash, then position in sort
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = cells[order][1:] != cells[order][:-1]
+        winners = idx[order[first]]
+        free = winners[level[winners] < 0]
+        level[free] = t
+
+    for t in range(max(0, b - g), b):
+        claim(np.arange(n), t)
+
+    def visit(idx: np.ndarray, t: int) -> None:
+        rem = idx[level[idx] < 0]
+        if len(rem) == 0:
+            return
+        if len(rem) <= max_points or t >= tmax:
+            level[rem] = t
+            return
+        claim(idx, t)
+        child = keys[idx] >> np.uint64(3 * (D - (t + 1)))
+        for c in np.unique(child):
+            visit(idx[child == c], t + 1)
+
+    visit(np.arange(n), b)
+    return level

@@ -1,0 +1,465 @@
+"""The point tiling stages. Each is a pure function of paths + a small job description; no Dask in here.
+
+1. `decode_to_spill`  one work unit: decode -> check classes -> colour -> lattice reprojection to ENU mm ->
+                      sort by Morton prefix -> spill file.
+2. `plan_bins`        octree nodes holding at most `max_bin_points` points (from the spill keys only).
+3. `process_bin`      one bin: full-depth keys, sort, nested min-hash levels, write the bin's tiles; points
+                      that belong to tiles above the bin go to a small "upper" file.
+4. `process_upper`    resolves the levels of the bins' minimum points across bins and writes the tiles
+                      above the bins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config.model import CrsConfig
+from pipeline.crs import ProjectFrame
+from pipeline.errors import InputError
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+from pipeline.stages.points import kernels as K
+from pipeline.stages.points.classes import check_classes
+from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
+from pipeline.stages.points.spill import (
+    GRID_BITS,
+    CubeSpec,
+    RecordLayout,
+    SpillPart,
+    read_records,
+    write_spill,
+)
+
+# ---- job descriptions (small, picklable) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """Per-file decode settings."""
+
+    info: PointFileInfo
+    crs_wkt: str
+    z_factor: float
+    orthophoto: str | None = None
+    ortho_bands: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    frame: ProjectFrame
+    crs_cfg: CrsConfig
+    layout: RecordLayout
+    class_scheme: str
+    keep_unknown: bool
+    spill_dir: str
+    cube: CubeSpec | None = None  # None while scanning bounds
+
+
+@dataclass(frozen=True)
+class TileJob:
+    cube: CubeSpec
+    layout: RecordLayout
+    out_dir: str  # staging directory (content goes to out_dir/content/...)
+    fmt: str  # "1.1" (glb) | "1.0" (pnts)
+    max_points: int
+    schema: object  # PointSchema
+    meshopt: bool = False
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    depth: int
+    ix: int
+    iy: int
+    iz: int
+    count: int
+    lo_mm: tuple[int, int, int]
+    hi_mm: tuple[int, int, int]
+    checksum: int
+    uri: str  # relative to out_dir
+
+
+@dataclass
+class BinResult:
+    depth: int
+    prefix: int
+    tiles: list[TileRecord] = field(default_factory=list)
+    upper_path: str | None = None
+    upper_count: int = 0
+    min_index: int = -1  # index of the bin's min-hash point in the upper file (-1: none/unneeded)
+    min_key: int = 0
+    min_hash: int = 0
+    points: int = 0
+
+
+# ---- 1. decode --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _transformer(crs_wkt: str, crs_cfg: CrsConfig):
+    from pyproj import CRS
+
+    from pipeline.stages.points.reproject import ecef_transformer
+
+    return ecef_transformer(CRS.from_wkt(crs_wkt), crs_cfg)
+
+
+@functools.lru_cache(maxsize=32)
+def _lattice(crs_wkt: str, crs_cfg: CrsConfig, frame: ProjectFrame, mins, maxs, z_factor: float, path: str):
+    from pyproj import CRS
+
+    from pipeline.stages.points.reproject import build_lattice
+
+    return build_lattice(
+        _transformer(crs_wkt, crs_cfg), frame, CRS.from_wkt(crs_wkt), mins, maxs, z_factor, path=path
+    )
+
+
+def decode_fields(fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...]) -> dict[str, np.ndarray]:
+    info = fj.info
+    if info.kind == "e57":
+        from pipeline.sources.pointcloud.e57 import decode_e57_unit
+
+        return decode_e57_unit(info, unit)
+    from pipeline.sources.pointcloud.las import decode_unit
+
+    return decode_unit(info, unit, extra_dims)
+
+
+def _check_bounds(info: PointFileInfo, d: dict[str, np.ndarray], unit: WorkUnit) -> None:
+    for axis, name in enumerate(("X", "Y", "Z")):
+        a = d[name]
+        if len(a) == 0:
+            continue
+        s, o = info.scales[axis], info.offsets[axis]
+        lo, hi = int(a.min()) * s + o, int(a.max()) * s + o
+        tol = abs(s) + 1e-9 * max(abs(info.mins[axis]), abs(info.maxs[axis]), 1.0)
+        if lo < info.mins[axis] - tol or hi > info.maxs[axis] + tol:
+            raise InputError(
+                f"points lie outside the header bounds on {'xyz'[axis]} ({lo:.3f}..{hi:.3f} vs header "
+                f"{info.mins[axis]:.3f}..{info.maxs[axis]:.3f}): corrupt data or a wrong header",
+                path=info.path,
+                record=f"points {unit.start}..{unit.start + unit.count - 1}",
+            )
+
+
+def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a unit into (N,3) int32 ENU millimetres and a record array of `job.layout`."""
+    info = fj.info
+    d = decode_fields(fj, unit, job.layout.extra_dims)
+    n = len(d["X"])
+    if n != unit.count:
+        raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
+    _check_bounds(info, d, unit)
+    check_classes(
+        d["classification"],
+        job.class_scheme,
+        job.keep_unknown,
+        path=info.path,
+        record=f"points {unit.start}..{unit.start + unit.count - 1}",
+    )
+    lat = _lattice(fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path))
+    xyz, bad = K.lattice_to_enu_mm(d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat)
+    if bad:
+        raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
+    rec = np.zeros(n, dtype=job.layout.dtype)
+    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns"):
+        rec[name] = d[name]
+    if job.layout.has_rgb:
+        if info.has_rgb:
+            rec["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
+        elif fj.orthophoto:
+            xs = d["X"] * info.scales[0] + info.offsets[0]
+            ys = d["Y"] * info.scales[1] + info.offsets[1]
+            smp = sample_orthophoto(Path(fj.orthophoto), xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
+            rec["rgb"] = smp["rgb"]
+            if job.layout.has_nir and "nir" in smp:
+                rec["nir"] = smp["nir"]
+    if job.layout.has_nir and info.has_nir:
+        rec["nir"] = d["nir"]
+    if job.layout.has_gps and info.has_gps:
+        rec["gps_time"] = d["gps_time"]
+    for name in job.layout.extra_dims:
+        if "x_" + name in d:
+            rec["x_" + name] = d["x_" + name]
+    return xyz, rec
+
+
+def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
+    """Stage 1 for one unit: returns the spill part (paths + counts + bounds), never the points."""
+    assert job.cube is not None
+    xyz, rec = decode_to_enu(fj, unit, job)
+    cube = job.cube
+    lo = xyz.min(axis=0)
+    hi = xyz.max(axis=0)
+    org = np.asarray(cube.origin, np.int64)
+    if np.any(lo < org) or np.any(hi >= org + (1 << cube.R)):
+        raise InputError(
+            "points fall outside the planned extent (header bounds too small?)",
+            path=fj.info.path,
+            record=f"points {unit.start}..{unit.start + unit.count - 1}",
+        )
+    keys = K.morton_keys(xyz, org, cube.R - cube.S)
+    n = len(keys)
+    idx_bits = max(int(n - 1).bit_length(), 1)
+    if 3 * cube.S + idx_bits <= 64:
+        packed = (keys << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
+        packed.sort()
+        order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
+        keys = packed >> np.uint64(idx_bits)
+        del packed
+    else:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+    rec = rec[order]
+    kp, rp = write_spill(Path(job.spill_dir), unit.unit_index, keys, rec)
+    codes = tuple(int(c) for c in np.flatnonzero(np.bincount(rec["classification"], minlength=1)))
+    return SpillPart(
+        unit.unit_index,
+        n,
+        kp,
+        rp,
+        tuple(int(v) for v in lo),
+        tuple(int(v) for v in hi),
+        codes,
+    )
+
+
+# ---- 2. bins ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BinSpec:
+    depth: int
+    prefix: int  # Morton prefix at `depth`
+    count: int
+    ranges: tuple[tuple[str, int, int], ...]  # (rec_path, first, last) per spill part
+
+
+def plan_bins(parts: list[SpillPart], cube: CubeSpec, max_bin_points: int, max_depth: int) -> list[BinSpec]:
+    """Split the octree top-down until every node holds at most `max_bin_points` (or depth limit)."""
+    S = cube.S
+    keys = [(p, np.memmap(p.key_path, dtype=np.uint64, mode="r", shape=(p.count,))) for p in parts if p.count]
+    out: list[BinSpec] = []
+
+    def ranges(depth: int, prefix: int, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        sh = 3 * (S - depth)
+        lo_k = np.uint64(prefix << sh)
+        hi_v = (prefix + 1) << sh
+        res = []
+        for (_p, k), (a, b) in zip(keys, bounds, strict=True):
+            if a >= b:
+                res.append((a, a))
+                continue
+            seg = k[a:b]
+            i = a + int(np.searchsorted(seg, lo_k, side="left"))
+            j = a + (
+                int(np.searchsorted(seg, np.uint64(hi_v), side="left")) if hi_v < (1 << 64) else len(seg)
+            )
+            res.append((i, j))
+        return res
+
+    def visit(depth: int, prefix: int, bounds: list[tuple[int, int]]) -> None:
+        total = sum(b - a for a, b in bounds)
+        if total == 0:
+            return
+        if total <= max_bin_points or depth >= max_depth:
+            out.append(
+                BinSpec(
+                    depth,
+                    prefix,
+                    total,
+                    tuple((p.rec_path, a, b) for (p, _k), (a, b) in zip(keys, bounds, strict=True) if b > a),
+                )
+            )
+            return
+        for c in range(8):
+            child = (prefix << 3) | c
+            visit(depth + 1, child, ranges(depth + 1, child, bounds))
+
+    visit(0, 0, [(0, p.count) for p, _ in keys])
+    return out
+
+
+# ---- 3. bins -> tiles ---------------------------------------------------------------------------------
+
+
+def _tile_uri(depth: int, ix: int, iy: int, iz: int, fmt: str) -> str:
+    ext = "glb" if fmt == "1.1" else "pnts"
+    return f"content/{depth}/{ix}_{iy}_{iz}.{ext}"
+
+
+def write_tile(job: TileJob, depth: int, rec: np.ndarray) -> TileRecord:
+    """Encode one tile's records (already in output order) and write it into the staging directory."""
+    from pipeline.tiles.pnts import encode_pnts
+    from pipeline.tiles.points_glb import encode_glb, quantize, tile_checksum
+
+    xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    cube = job.cube
+    sh = cube.R - depth
+    org = np.asarray(cube.origin, np.int64)
+    ix, iy, iz = (int(v) for v in ((xyz[0].astype(np.int64) - org) >> sh))
+    qt = quantize(xyz)
+    attrs = {name: rec[name] for name in rec.dtype.names if name not in ("x", "y", "z")}
+    if job.fmt == "1.1":
+        data = encode_glb(qt, attrs, job.schema, meshopt=job.meshopt)  # type: ignore[arg-type]
+    else:
+        data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
+    uri = _tile_uri(depth, ix, iy, iz, job.fmt)
+    path = Path(job.out_dir) / uri
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    pos = qt.positions_mm
+    lo, hi = qt.bounds_mm
+    return TileRecord(
+        depth,
+        ix,
+        iy,
+        iz,
+        len(rec),
+        tuple(int(v) for v in lo),
+        tuple(int(v) for v in hi),
+        tile_checksum(pos),
+        uri,
+    )
+
+
+def _groups(level: np.ndarray, keys: np.ndarray, sel: np.ndarray, D: int):
+    """Split indices `sel` (sorted by level, then key) into tiles: yields (depth, index array)."""
+    if len(sel) == 0:
+        return
+    lv = level[sel].astype(np.int64)
+    tile = keys[sel] >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
+    brk = np.flatnonzero((lv[1:] != lv[:-1]) | (tile[1:] != tile[:-1])) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(sel)]])
+    for s, e in zip(starts, ends, strict=True):
+        yield int(lv[s]), sel[s:e]
+
+
+def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
+    """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
+    cube = job.cube
+    dtype = job.layout.dtype
+    parts = [read_records(p, dtype, a, b) for p, a, b in spec.ranges]
+    rec = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    del parts
+    n = len(rec)
+    xyz = np.empty((n, 3), dtype=np.int32)
+    xyz[:, 0], xyz[:, 1], xyz[:, 2] = rec["x"], rec["y"], rec["z"]
+    org = np.asarray(cube.origin, np.int64)
+    keys = K.morton_keys(xyz, org, cube.key_shift)
+    D, b = cube.D, spec.depth
+    idx_bits = max(int(n - 1).bit_length(), 1)
+    rel_bits = 3 * (D - b)
+    if rel_bits + idx_bits <= 64:
+        rel = keys & np.uint64((1 << rel_bits) - 1) if rel_bits < 64 else keys
+        packed = (rel << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
+        del rel
+        packed.sort()
+        order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
+        del packed
+    else:
+        order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    rec = rec[order]
+    xyz = xyz[order]
+    del order
+    hashes = K.point_hash(xyz)
+    del xyz
+    level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
+    res = BinResult(spec.depth, spec.prefix, points=n)
+    # tiles inside the bin
+    inside = np.flatnonzero(level >= b)
+    inside = inside[np.argsort(level[inside], kind="stable")]
+    for depth, idx in _groups(level, keys, inside, D):
+        res.tiles.append(write_tile(job, depth, rec[idx]))
+    # points of tiles above the bin
+    upper = np.flatnonzero(level < b)
+    if len(upper):
+        imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
+        up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
+        up = np.empty(len(upper), dtype=up_dtype)
+        up["rec"] = rec[upper]
+        up["key"] = keys[upper]
+        up["hash"] = hashes[upper]
+        up["level"] = level[upper]
+        path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
+        up.tofile(path)
+        res.upper_path = str(path)
+        res.upper_count = len(upper)
+        pos = np.searchsorted(upper, imin)
+        if pos < len(upper) and upper[pos] == imin:
+            res.min_index = int(pos)
+            res.min_key = int(keys[imin])
+            res.min_hash = int(hashes[imin])
+    return res
+
+
+def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
+    """Stage 4: the tiles above the bins (small: a few thousand points per bin)."""
+    cube = job.cube
+    D = cube.D
+    g = GRID_BITS
+    dtype = job.layout.dtype
+    up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
+    chunks = []
+    mins = []  # (bin depth, key, hash, global index)
+    offset = 0
+    for r in sorted(results, key=lambda r: (r.depth, r.prefix)):
+        if not r.upper_path:
+            continue
+        arr = np.fromfile(r.upper_path, dtype=up_dtype, count=r.upper_count)
+        chunks.append(arr)
+        if r.min_index >= 0 and r.depth - g > 0:
+            mins.append((r.depth, r.min_key, r.min_hash, offset + r.min_index))
+        offset += len(arr)
+    if not chunks:
+        return []
+    up = np.concatenate(chunks)
+    level = up["level"].copy()
+    # a bin's min-hash point may be the min of a coarser cell spanning several bins
+    if mins:
+        md = np.array([m[0] for m in mins], dtype=np.int64)
+        mk = np.array([m[1] for m in mins], dtype=np.uint64)
+        mh = np.array([m[2] for m in mins], dtype=np.uint64)
+        mi = np.array([m[3] for m in mins], dtype=np.int64)
+        for t in range(0, int(md.max()) - g):
+            c = t + g
+            members = np.flatnonzero(md > c)
+            if len(members) == 0:
+                continue
+            cell = mk[members] >> np.uint64(3 * (D - c))
+            order = np.lexsort((mk[members], mh[members], cell))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = cell[order][1:] != cell[order][:-1]
+            for w in members[order[first]]:
+                gi = mi[w]
+                if level[gi] > t:
+                    level[gi] = t
+    order = np.lexsort((up["key"], level))
+    keys = up["key"][order]
+    lv = level[order]
+    recs = up["rec"][order]
+    out = []
+    tile = keys >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
+    brk = np.flatnonzero((lv[1:] != lv[:-1]) | (tile[1:] != tile[:-1])) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(keys)]])
+    for s, e in zip(starts, ends, strict=True):
+        out.append(write_tile(job, int(lv[s]), recs[s:e]))
+    return out
+
+
+def remove_quietly(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            os.remove(p)
+        except OSError:
+            pass

@@ -1,0 +1,100 @@
+"""Point tiles as `.pnts` (3D Tiles 1.0 profile, for QGIS and older clients).
+
+Feature table: POINTS_LENGTH, POSITION_QUANTIZED (uint16, exact on the tile's power-of-two millimetre
+grid: QUANTIZED_VOLUME_SCALE = 65535 * step), RGB (sRGB uint8, as pnts prescribes). Batch table (binary):
+intensity, classification, return_number, number_of_returns, point_source_id, gps_time (DOUBLE), nir and
+extra dimensions. Positions are in the tile frame (ENU, z-up); the root tile carries the ENU->ECEF
+transform like the 1.1 tilesets.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from pipeline.tiles.points_glb import PointSchema, QuantizedTile
+
+_COMPONENT = {
+    np.dtype(np.uint8): "UNSIGNED_BYTE",
+    np.dtype(np.uint16): "UNSIGNED_SHORT",
+    np.dtype(np.uint32): "UNSIGNED_INT",
+    np.dtype(np.float32): "FLOAT",
+    np.dtype(np.float64): "DOUBLE",
+}
+
+
+def _json_chunk(obj: dict[str, Any], align_start: int) -> bytes:
+    raw = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    pad = (8 - (align_start + len(raw)) % 8) % 8
+    return raw + b" " * pad
+
+
+def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
+    out = bytearray()
+    offsets = []
+    for p in parts:
+        pad = (8 - len(out) % 8) % 8
+        out.extend(b"\x00" * pad)
+        offsets.append(len(out))
+        out.extend(np.ascontiguousarray(p).tobytes())
+    out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
+    return bytes(out), offsets
+
+
+def encode_pnts(qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema) -> bytes:
+    n = len(qt.q)
+    ft_parts = [qt.q.astype(np.uint16)]
+    if "rgb" in attrs:
+        ft_parts.append(attrs["rgb"].astype(np.uint8))
+    ft_bin, ft_off = _bin_chunk(ft_parts)
+    scale = [65535.0 * qt.step / 1000.0] * 3
+    ft: dict[str, Any] = {
+        "POINTS_LENGTH": int(n),
+        "POSITION_QUANTIZED": {"byteOffset": ft_off[0]},
+        "QUANTIZED_VOLUME_OFFSET": [float(v) / 1000.0 for v in qt.lo],
+        "QUANTIZED_VOLUME_SCALE": scale,
+    }
+    if "rgb" in attrs:
+        ft["RGB"] = {"byteOffset": ft_off[1]}
+    cols: list[tuple[str, np.ndarray]] = [
+        ("intensity", attrs["intensity"]),
+        ("classification", attrs["classification"]),
+        ("return_number", attrs["return_number"]),
+        ("number_of_returns", attrs["number_of_returns"]),
+        ("point_source_id", attrs["point_source_id"]),
+    ]
+    if schema.has_gps:
+        cols.append(("gps_time", attrs["gps_time"].astype(np.float64)))
+    if schema.has_nir:
+        cols.append(("nir", attrs["nir"]))
+    for name in schema.extra_dims:
+        cols.append((f"x_{name}", attrs[f"x_{name}"].astype(np.float32)))
+    bt_bin, bt_off = _bin_chunk([c for _, c in cols])
+    bt = {
+        name: {"byteOffset": off, "componentType": _COMPONENT[np.asarray(c).dtype], "type": "SCALAR"}
+        for (name, c), off in zip(cols, bt_off, strict=True)
+    }
+    header_len = 28
+    ft_json = _json_chunk(ft, header_len)
+    bt_json = _json_chunk(bt, header_len + len(ft_json) + len(ft_bin))
+    total = header_len + len(ft_json) + len(ft_bin) + len(bt_json) + len(bt_bin)
+    header = struct.pack("<4sIIIIII", b"pnts", 1, total, len(ft_json), len(ft_bin), len(bt_json), len(bt_bin))
+    return header + ft_json + ft_bin + bt_json + bt_bin
+
+
+def decode_pnts_positions_mm(data: bytes) -> np.ndarray:
+    """Millimetre positions of a pnts written by `encode_pnts` (validation / invariants)."""
+    magic, _v, _total, ftj, ftb, _btj, _btb = struct.unpack_from("<4sIIIIII", data, 0)
+    if magic != b"pnts":
+        raise ValueError("not a pnts tile")
+    ft = json.loads(data[28 : 28 + ftj])
+    n = ft["POINTS_LENGTH"]
+    off = 28 + ftj + ft["POSITION_QUANTIZED"]["byteOffset"]
+    q = np.frombuffer(data, dtype=np.uint16, count=3 * n, offset=off).reshape(n, 3).astype(np.int64)
+    lo = np.round(np.array(ft["QUANTIZED_VOLUME_OFFSET"]) * 1000.0).astype(np.int64)
+    step = np.round(np.array(ft["QUANTIZED_VOLUME_SCALE"]) * 1000.0 / 65535.0).astype(np.int64)
+    del ftb
+    return lo + q * step
