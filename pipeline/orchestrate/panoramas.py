@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.crs import GEOGRAPHIC_3D, check_area_of_use, make_transformer, parse_crs, working_crs
-from pipeline.errors import InputError
+from pipeline.errors import CrsError, InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_json
 
@@ -173,7 +173,11 @@ def build_panorama_layers(ctx: BuildContext, previous: list[LayerResult]) -> lis
             lon, lat, h = tr.transform(table.x, table.y, table.z)
             lon, lat, h = np.asarray(lon), np.asarray(lat), np.asarray(h)
             if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.isfinite(h))):
-                raise InputError("coordinates could not be transformed (outside the geoid grid?)", path=label)
+                raise CrsError(
+                    f"coordinates could not be transformed from {src_crs.name} (outside the geoid grid, or "
+                    "the file is in another CRS: set sources.mobile.crs)",
+                    path=label,
+                )
         else:
             lon = lat = h = np.zeros(0)
             warnings.append("panoramas: the panorama list is empty")
