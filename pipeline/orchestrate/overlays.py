@@ -1,0 +1,534 @@
+"""Planning overlays and change detection.
+
+    build_overlay_layers(ctx, previous) -> [parcels overlay, change]
+
+Inputs: footprints (the buildings layer's buildings.gpkg when it exists, else the cadastre), parcels
+(ALKIS Flurstueck), orthophoto (NDVI), terrain model (DGM, else ground points) and the surface of each
+aerial epoch (highest point per cell). Surface rasterisation runs one Dask task per point-cloud file; the
+rest is vectorised on a district grid.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.config.model import TwinConfig
+from pipeline.errors import InputError
+from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos, run_tasks
+from pipeline.sources.rasters import Grid, orthophoto_bands, read_grid
+
+STYLES = Path(__file__).resolve().parent.parent / "styles"
+# classes never used for the surface: ASPRS noise (7 low, 18 high); AdV files use the same codes for noise
+NOISE_CLASSES = (7, 18)
+TILE_SIZE_M = 250.0
+NODATA_METADATA = -9999.0
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+
+
+def district_bounds(ctx: BuildContext) -> tuple[float, float, float, float]:
+    cfg = ctx.cfg
+    if cfg.sources.aerial:
+        files = [i.path for i in ctx.inputs_for(f"aerial:{cfg.sources.aerial[-1].epoch}")]
+        if files:
+            return las_bounds(files)
+    if cfg.sources.dgm:
+        from pipeline.orchestrate.terrain import dgm_infos
+        from pipeline.sources.rasters import delivery_bounds
+
+        return delivery_bounds(dgm_infos(cfg, [i.path for i in ctx.inputs_for("dgm")]), cfg.crs.horizontal)
+    raise InputError("overlays need an aerial point cloud or a DGM to define the district")
+
+
+def read_buildings(ctx: BuildContext, previous: list[LayerResult]) -> tuple[gpd.GeoDataFrame, str]:
+    """Footprints with `oid` and (when known) `height`: the buildings layer's output, else the cadastre."""
+    gpkg = ctx.release_dir / "buildings" / "buildings.gpkg"
+    if gpkg.is_file():
+        gdf = gpd.read_file(gpkg, layer="buildings")
+        return gdf.sort_values("oid").reset_index(drop=True), "buildings layer"
+    cfg = ctx.cfg
+    if not cfg.sources.cadastre:
+        raise InputError("overlays need the cadastre (sources.cadastre) for footprints and parcels")
+    from pipeline.sources.cadastre import FootprintFilter, read_footprints
+
+    b = cfg.layers.buildings
+    src = cfg.sources.cadastre
+    table = read_footprints(
+        [i.path for i in ctx.inputs_for("cadastre")],
+        src.format,
+        flt=FootprintFilter(
+            skip_bauteil=b.skip_bauteil, skip_underground=b.skip_underground, min_area_m2=b.min_area_m2
+        ),
+        layer=src.layer,
+        columns=src.columns,
+        crs=src.crs,
+    )
+    gdf = (
+        table.gdf[["oid", "funktion", "geometry"]].copy()
+        if "funktion" in table.gdf
+        else table.gdf[["oid", "geometry"]].copy()
+    )
+    return gdf.sort_values("oid").reset_index(drop=True), "cadastre"
+
+
+def read_parcels_for(ctx: BuildContext) -> gpd.GeoDataFrame:
+    cfg = ctx.cfg
+    if not cfg.sources.cadastre:
+        raise InputError("the parcel overlay needs the cadastre (sources.cadastre)")
+    from pipeline.sources.cadastre import read_parcels
+
+    src = cfg.sources.cadastre
+    p = read_parcels(
+        [i.path for i in ctx.inputs_for("cadastre")], src.format, layer=src.parcel_layer, crs=src.crs
+    )
+    key = "flstkennz" if "flstkennz" in p else None
+    return p.sort_values(key).reset_index(drop=True) if key else p.reset_index(drop=True)
+
+
+def _rasterise_file(path, grid, crs_cfg, crs_override):
+    from pipeline.stages.terrain.rasterise import rasterise_point_files
+
+    acc = rasterise_point_files(
+        [path], grid, stat="max", crs_cfg=crs_cfg, crs_override=crs_override, exclude_classes=NOISE_CLASSES
+    )
+    return acc.value, acc.count
+
+
+def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
+    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled)."""
+    from pipeline.stages.terrain.rasterise import fill_gaps
+
+    ep = ctx.cfg.sources.aerial[epoch_index]
+    files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+    parts = run_tasks(
+        ctx, _rasterise_file, [((f, grid, ctx.cfg.crs, ep.crs), {}) for f in files], f"dsm-{ep.epoch}"
+    )
+    value = np.full((grid.height, grid.width), -np.inf)
+    count = np.zeros((grid.height, grid.width), dtype=np.int64)
+    for v, c in parts:
+        value = np.maximum(value, v)
+        count += c
+    dsm = np.where(count > 0, value, np.nan).astype(np.float32)
+    return fill_gaps(dsm, max_cells=1)
+
+
+def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
+    from rasterio.enums import Resampling
+
+    from pipeline.stages.overlays.ndvi import ndvi
+
+    cfg = ctx.cfg
+    if not cfg.sources.orthophoto:
+        return None
+    infos = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+    bands = orthophoto_bands(cfg.sources.orthophoto.bands)
+    if max(i.count for i in infos) < bands["nir"]:
+        ctx.warn("orthophoto has no near-infrared band: no NDVI (green shares and vegetation masks skipped)")
+        return None
+    r = read_grid(infos, grid, bands=[bands["red"], bands["nir"]], resampling=Resampling.average)
+    return ndvi(r.data[0], r.data[1])
+
+
+@dataclass
+class Surfaces:
+    grid: Grid
+    dtm: np.ndarray
+    ndvi: np.ndarray | None
+
+
+def analysis_grid(ctx: BuildContext, res: float) -> Surfaces:
+    bounds = district_bounds(ctx)
+    grid = Grid.from_bounds(bounds, res, ctx.cfg.crs.horizontal)
+    dtm, g2, _crs, _src = ground_model(ctx, res, grid.bounds)
+    assert (g2.width, g2.height) == (grid.width, grid.height)
+    return Surfaces(grid, dtm, ndvi_grid(ctx, grid))
+
+
+def roof_heights(buildings: gpd.GeoDataFrame, ndsm: np.ndarray, grid: Grid) -> np.ndarray:
+    """p75 of the nDSM inside each footprint (fallback when the buildings layer is absent)."""
+    from pipeline.stages.change import label_grid, label_quantile
+
+    labels = label_grid(shapely.buffer(buildings.geometry.to_numpy(), -0.5), grid.transform, ndsm.shape)
+    h, _ = label_quantile(labels, ndsm, 0.75, len(buildings))
+    return h
+
+
+# ---- writers --------------------------------------------------------------------------------------
+
+
+def write_vector(gdf: gpd.GeoDataFrame, path: Path, layer: str, *, geojson: Path | None = None) -> list[Path]:
+    """GeoPackage layer (+ GeoJSON in EPSG:4326); fixed timestamps so rebuilds are byte-stable."""
+    import pyogrio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
+    try:
+        gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+        out = [path]
+        if geojson is not None:
+            if geojson.exists():
+                geojson.unlink()
+            gdf.to_crs("EPSG:4326").to_file(
+                geojson,
+                driver="GeoJSON",
+                engine="pyogrio",
+                layer_options={"COORDINATE_PRECISION": 7, "RFC7946": "YES"},
+            )
+            out.append(geojson)
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
+    return out
+
+
+def copy_style(name: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(STYLES / name, dest)
+    return dest
+
+
+def _metadata_columns(df: pd.DataFrame, cols: list[str]) -> tuple[dict, dict]:
+    columns: dict = {}
+    props: dict = {}
+    for c in cols:
+        v = df[c]
+        if v.dtype.kind in "fi" or v.dtype == bool:
+            if v.dtype == bool:
+                columns[c] = v.to_numpy().astype(np.uint8)
+            else:
+                a = v.to_numpy(dtype=np.float64)
+                if np.isnan(a).any():
+                    props[c] = {"noData": NODATA_METADATA}
+                columns[c] = np.where(np.isfinite(a), a, NODATA_METADATA)
+        else:
+            columns[c] = ["" if x is None or (isinstance(x, float) and np.isnan(x)) else str(x) for x in v]
+    return columns, props
+
+
+def write_feature_tiles(
+    ctx: BuildContext,
+    out_dir: Path,
+    mesh,
+    table: pd.DataFrame,
+    colours: np.ndarray,
+    *,
+    class_id: str,
+    columns: list[str],
+    height_crs: str,
+    unlit: bool,
+) -> tuple[str, list[str]]:
+    """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + tileset.json."""
+    from pipeline.stages.terrain import normal_to_enu
+    from pipeline.tiles.overlay_glb import feature_mesh_glb, flat_tileset
+    from pipeline.tiles.tileset import write_atomic, write_json
+
+    enu = normal_to_enu(mesh.xyz, height_crs, ctx.cfg.crs, ctx.frame)
+    # normals: the frame's axes are within a fraction of a degree of the source grid's: keep them
+    fx = np.bincount(mesh.feature, weights=mesh.xyz[:, 0]) / np.maximum(np.bincount(mesh.feature), 1)
+    fy = np.bincount(mesh.feature, weights=mesh.xyz[:, 1]) / np.maximum(np.bincount(mesh.feature), 1)
+    tkey = np.floor(fx / TILE_SIZE_M).astype(np.int64) * 100000 + np.floor(fy / TILE_SIZE_M).astype(np.int64)
+    vkey = tkey[mesh.feature]
+    tiles = []
+    files = []
+    tri_key = vkey[mesh.triangles[:, 0]]
+    for k in np.unique(tri_key):
+        tris = mesh.triangles[tri_key == k]
+        used = np.unique(tris)
+        remap = np.full(len(mesh.xyz), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        feats = np.unique(mesh.feature[used])
+        frow = np.full(int(mesh.feature.max()) + 1, -1, dtype=np.int64)
+        frow[feats] = np.arange(len(feats))
+        sub = table.iloc[feats].reset_index(drop=True)
+        cols, props = _metadata_columns(sub, columns)
+        glb = feature_mesh_glb(
+            enu[used],
+            mesh.normals[used],
+            remap[tris],
+            frow[mesh.feature[used]],
+            colours[mesh.feature[used]],
+            class_id=class_id,
+            columns=cols,
+            class_properties=props,
+            unlit=unlit,
+            double_sided=unlit,
+        )
+        name = f"tiles/{int(k // 100000)}_{int(k % 100000)}.glb"
+        write_atomic(out_dir / name, glb)
+        tiles.append((name, enu[used].min(axis=0), enu[used].max(axis=0)))
+        files.append(name)
+    write_json(out_dir / "tileset.json", flat_tileset(tiles, ctx.frame.tile_transform(), ctx.build_id))
+    return "tileset.json", files
+
+
+# ---- parcels --------------------------------------------------------------------------------------
+
+
+def build_parcels(
+    ctx: BuildContext, previous: list[LayerResult], surf: Surfaces, dsm_new: np.ndarray
+) -> LayerResult:
+    from pipeline.sources.rasters import bilinear
+    from pipeline.stages.overlays import grz_colours
+    from pipeline.stages.overlays.mesh import draped
+    from pipeline.stages.overlays.ndvi import classify_landcover
+    from pipeline.stages.overlays.parcels import parcel_overlay
+
+    cfg = ctx.cfg
+    lay = cfg.layers.overlays
+    warnings: list[str] = []
+    parcels = read_parcels_for(ctx)
+    buildings, bsource = read_buildings(ctx, previous)
+    ndsm = dsm_new - surf.dtm
+    if "height" not in buildings:
+        buildings = buildings.assign(height=roof_heights(buildings, ndsm, surf.grid))
+        warnings.append("buildings layer output not found: heights for GFZ/volume from the nDSM (p75)")
+    landcover = None
+    if surf.ndvi is not None:
+        landcover = classify_landcover(surf.ndvi, ndsm, lay.ndvi_threshold, lay.tree_min_height_m)
+    else:
+        warnings.append("no NDVI: sealed/green/tree shares not computed")
+    if len(parcels) == 0:
+        warnings.append("the cadastre has no parcels (Flurstueck layer): parcel overlay is empty")
+    ov = parcel_overlay(
+        parcels,
+        buildings,
+        landcover=landcover,
+        ndsm=ndsm,
+        transform=surf.grid.transform,
+        floor_height_m=lay.floor_height_m,
+    )
+    for c in ov.columns:
+        if ov[c].dtype.kind == "f":
+            ov[c] = ov[c].round(4)
+    out = ctx.release_dir / "overlays"
+    files = write_vector(ov, out / "parcels.gpkg", "parcels", geojson=out / "parcels.geojson")
+    files.append(copy_style("parcels.qml", out / "parcels.qml"))
+    rel = [f.relative_to(ctx.release_dir).as_posix() for f in files]
+    tileset = None
+    if len(ov):
+        mesh = draped(
+            ov.geometry.to_numpy(),
+            lambda x, y: bilinear(surf.dtm, surf.grid.transform, x, y),
+            lay.drape_offset_m,
+        )
+        if len(mesh.triangles):
+            cols = [
+                c
+                for c in [
+                    "flstkennz",
+                    "grz",
+                    "gfz_est",
+                    "built_area_m2",
+                    "parcel_area_m2",
+                    "sealed_share",
+                    "green_share",
+                    "tree_share",
+                    "tree_height_mean_m",
+                ]
+                if c in ov
+            ]
+            _ts, tfiles = write_feature_tiles(
+                ctx,
+                out / "parcels",
+                mesh,
+                ov,
+                grz_colours(ov["grz"].to_numpy()),
+                class_id="parcel",
+                columns=cols,
+                height_crs=cfg.crs.compound,
+                unlit=True,
+            )
+            tileset = "overlays/parcels/tileset.json"
+            rel += [f"overlays/parcels/{f}" for f in tfiles] + [tileset]
+    stats = {
+        "parcels": len(ov),
+        "buildings_source": bsource,
+        "grz_mean": _r(ov["grz"].mean()) if len(ov) else None,
+        "green_share_mean": _r(ov["green_share"].mean()) if "green_share" in ov and len(ov) else None,
+        "sealed_share_mean": _r(ov["sealed_share"].mean()) if "sealed_share" in ov and len(ov) else None,
+    }
+    return LayerResult(
+        name="parcels",
+        kind="overlay",
+        access=lay.access,
+        tileset=tileset,
+        files=rel,
+        stats=stats,
+        warnings=warnings,
+    )
+
+
+def _r(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+# ---- change ---------------------------------------------------------------------------------------
+
+
+def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces) -> LayerResult:
+    from pipeline.sources.rasters import bilinear
+    from pipeline.stages.change import (
+        CLASS_COLOURS,
+        building_change,
+        unknown_areas,
+        unregistered_structures,
+    )
+    from pipeline.stages.overlays.mesh import MeshParts, prisms
+
+    cfg = ctx.cfg
+    lay = cfg.layers.change
+    old_ep, new_ep = cfg.sources.aerial[-2].epoch, cfg.sources.aerial[-1].epoch
+    dsm_old = surface(ctx, len(cfg.sources.aerial) - 2, surf.grid)
+    dsm_new = surface(ctx, len(cfg.sources.aerial) - 1, surf.grid)
+    ndsm_old = dsm_old - surf.dtm
+    ndsm_new = dsm_new - surf.dtm
+    buildings, bsource = read_buildings(ctx, previous)
+    t = surf.grid.transform
+    ch = building_change(buildings, ndsm_old, ndsm_new, t, lay)
+    bc = gpd.GeoDataFrame(
+        pd.concat([buildings[["oid"]].reset_index(drop=True), ch.reset_index(drop=True)], axis=1),
+        geometry=buildings.geometry.reset_index(drop=True),
+        crs=buildings.crs,
+    )
+    bc["epoch_old"] = old_ep
+    bc["epoch_new"] = new_ep
+    for c in ("h_old", "h_new", "dh"):
+        bc[c] = bc[c].round(3)
+    unreg = unregistered_structures(
+        buildings,
+        ndsm_old,
+        ndsm_new,
+        t,
+        lay,
+        ndvi=surf.ndvi,
+        ndvi_threshold=cfg.layers.overlays.ndvi_threshold,
+        crs=cfg.crs.horizontal,
+    )
+    unk = unknown_areas(
+        dsm_old, dsm_new, t, lay.unknown_min_area_m2, (old_ep, new_ep), crs=cfg.crs.horizontal
+    )
+    warnings = []
+    if surf.ndvi is None:
+        warnings.append("no NDVI: trees are not masked out of the unregistered structures")
+    out = ctx.release_dir / "change"
+    files: list[Path] = []
+    files += write_vector(
+        bc, out / "change.gpkg", "buildings_change", geojson=out / "buildings_change.geojson"
+    )
+    files += write_vector(
+        unreg, out / "change.gpkg", "unregistered_structures", geojson=out / "unregistered_structures.geojson"
+    )
+    files += write_vector(unk, out / "change.gpkg", "unknown_areas", geojson=out / "unknown_areas.geojson")
+    for name in ("buildings_change", "unregistered_structures", "unknown_areas"):
+        files.append(copy_style(f"{name}.qml", out / f"{name}.qml"))
+    rel = sorted({f.relative_to(ctx.release_dir).as_posix() for f in files})
+
+    # 3D: buildings as prisms coloured by change class + unregistered structures in magenta
+    geoms = list(bc.geometry.to_numpy()) + list(unreg.geometry.to_numpy())
+    tops = np.concatenate(
+        [np.fmax(bc["h_old"].to_numpy(), bc["h_new"].to_numpy()), unreg["height_p75"].to_numpy(dtype=float)]
+    )
+    tops = np.where(np.isfinite(tops) & (tops > 0.5), tops, 3.0)
+    garr = np.array(geoms, dtype=object)
+    tileset = None
+    if len(garr):
+        cx = shapely.get_x(shapely.centroid(garr))
+        cy = shapely.get_y(shapely.centroid(garr))
+        base = bilinear(surf.dtm, t, cx, cy)
+        base = np.where(np.isfinite(base), base, np.nanmedian(surf.dtm))
+        mesh: MeshParts = prisms(garr, base, base + tops)
+        table = pd.DataFrame(
+            {
+                "id": list(bc["oid"].astype(str)) + list(unreg["uid"].astype(str)),
+                "change_class": list(bc["change_class"]) + ["unregistered"] * len(unreg),
+                "dh": np.concatenate([bc["dh"].to_numpy(float), np.full(len(unreg), np.nan)]),
+                "h_old": np.concatenate([bc["h_old"].to_numpy(float), unreg["h_old"].to_numpy(float)]),
+                "h_new": np.concatenate([bc["h_new"].to_numpy(float), unreg["height_p75"].to_numpy(float)]),
+                "confidence": np.concatenate(
+                    [bc["confidence"].to_numpy(float), unreg["confidence"].to_numpy(float)]
+                ),
+            }
+        )
+        colours = np.array([CLASS_COLOURS[c] for c in table["change_class"]], dtype=np.uint8)
+        if len(mesh.triangles):
+            _ts, tfiles = write_feature_tiles(
+                ctx,
+                out,
+                mesh,
+                table,
+                colours,
+                class_id="change",
+                columns=list(table.columns),
+                height_crs=cfg.crs.compound,
+                unlit=False,
+            )
+            tileset = "change/tileset.json"
+            rel += [f"change/{f}" for f in tfiles] + [tileset]
+    counts = bc["change_class"].value_counts().to_dict()
+    stats = {
+        "epochs": [old_ep, new_ep],
+        "buildings": len(bc),
+        "buildings_source": bsource,
+        "classes": {k: int(counts.get(k, 0)) for k in sorted(counts)},
+        "unregistered_structures": len(unreg),
+        "unknown_areas": len(unk),
+        "unknown_area_m2": round(float(unk["area_m2"].sum()), 1) if len(unk) else 0.0,
+    }
+    return LayerResult(
+        name="change",
+        kind="change",
+        access=lay.access,
+        tileset=tileset,
+        files=rel,
+        stats=stats,
+        warnings=warnings,
+    )
+
+
+# ---- entry ----------------------------------------------------------------------------------------
+
+
+def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
+    cfg: TwinConfig = ctx.cfg
+    results: list[LayerResult] = []
+    want_parcels = cfg.layers.overlays.enabled
+    want_change = cfg.layers.change.enabled
+    if not (want_parcels or want_change):
+        return results
+    if not cfg.sources.cadastre:
+        ctx.warn("overlays: no cadastre configured; parcel overlay and change detection skipped")
+        return results
+    if not cfg.sources.aerial:
+        ctx.warn("overlays: no aerial point cloud configured; parcel overlay and change detection skipped")
+        return results
+    if want_parcels:
+        t0 = time.perf_counter()
+        with ctx.stage("overlays"):
+            surf = analysis_grid(ctx, cfg.layers.overlays.raster_res_m)
+            dsm_new = surface(ctx, len(cfg.sources.aerial) - 1, surf.grid)
+            res = build_parcels(ctx, previous, surf, dsm_new)
+        res.seconds = time.perf_counter() - t0
+        results.append(res)
+    if want_change:
+        if len(cfg.sources.aerial) < 2:
+            ctx.warn(
+                "change detection needs two aerial epochs (sources.aerial); only "
+                f"{cfg.sources.aerial[0].epoch} is configured: change layer skipped"
+            )
+            return results
+        t0 = time.perf_counter()
+        with ctx.stage("change"):
+            surf = analysis_grid(ctx, cfg.layers.change.raster_res_m)
+            res = build_change(ctx, previous + results, surf)
+        res.seconds = time.perf_counter() - t0
+        results.append(res)
+    return results
