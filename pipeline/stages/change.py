@@ -228,7 +228,7 @@ def unregistered_structures(
     n = len(polys)
     h75, _ = label_quantile(labels, np.where(high, ndsm_new, np.nan), 0.75, n)
     hmax, _ = label_quantile(labels, np.where(high, ndsm_new, np.nan), 1.0, n)
-    hold, nold = label_quantile(labels, ndsm_old, 0.75, n)
+    hold, _ = label_quantile(labels, ndsm_old, 0.75, n)
     area = shapely.area(arr)
     existed = np.isfinite(hold) & (hold >= cfg.unregistered_min_height_m)
     # confidence: margin of area and height over their thresholds, saturating
@@ -237,7 +237,7 @@ def unregistered_structures(
     )
     cx = shapely.get_x(shapely.centroid(arr))
     cy = shapely.get_y(shapely.centroid(arr))
-    uid = [f"U{int(round(x)):d}_{int(round(y)):d}" for x, y in zip(cx, cy, strict=True)]
+    uid = [f"U{round(float(x)):d}_{round(float(y)):d}" for x, y in zip(cx, cy, strict=True)]
     return gpd.GeoDataFrame(
         {
             "uid": uid,
