@@ -1,0 +1,559 @@
+"""Buildings layer: cadastre footprints + point-cloud heights -> LoD1 3D Tiles + GeoPackage.
+
+Plan (cheap, in this process): read and repair the footprints, read the point-cloud headers, assign every
+footprint to the point-cloud tiles its ground ring touches. Execute (Dask when `ctx.client` is set): one
+task per point-cloud tile and epoch computes the statistics of the footprints that tile covers alone and
+returns raw samples of those on a tile edge (merged here); one task per building tile writes its GLB/b3dm.
+
+Outputs in `<release>/buildings/`: tileset.json (+ tileset_<L>_<X>_<Y>.json external subtrees),
+tiles/<L>/<X>_<Y>.glb|.b3dm, style.json, buildings.gpkg (layer `buildings`), rejected.csv and, when
+`sources.reference_citygml` is set, reference_comparison.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.config.model import BuildingsLayer, CadastreSource, TwinConfig
+from pipeline.errors import CrsError
+from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.sources.cadastre import (
+    FootprintFilter,
+    FootprintTable,
+    Rejected,
+    function_code,
+    function_group,
+    read_footprints,
+    read_parcels,
+    read_reference_citygml,
+)
+from pipeline.stages.buildings.attributes import AttributeParams, finalize_heights
+from pipeline.stages.buildings.content import write_building_tile
+from pipeline.stages.buildings.heights import (
+    FootprintZones,
+    HeightParams,
+    Samples,
+    footprint_zones,
+    merge_samples,
+    summarise,
+    tile_stats,
+)
+from pipeline.stages.buildings.tiling import QuadNode, build_quadtree, tileset_tree
+from pipeline.tiles.tileset import asset, schema_errors, write_atomic, write_json
+
+OUT = "buildings"
+
+DESCRIPTIONS = {
+    "oid": "ALKIS object id",
+    "flstkennz": "key of the parcel containing the building's representative point",
+    "funktion": "ALKIS building function (text)",
+    "gfkzshh": "ALKIS building function key",
+    "funktion_code": "ALKIS building function code (0 = unknown)",
+    "funktion_gruppe": "function group used by the default style",
+    "roof_height": "roof height, DHHN2016 normal height [m]",
+    "base_height": "base (ground) height, DHHN2016 normal height [m]",
+    "height": "roof_height - base_height [m]",
+    "n_points": "roof points used",
+    "density": "roof points per m2",
+    "survey_epoch": "epoch of the point cloud the height comes from",
+    "floors_estimate": "floors above ground",
+    "floors_is_estimate": "true when floors_estimate = height / floor height (not from ALKIS)",
+    "quality": "ok | vegetation_suspected | fallback_floors | fallback_default",
+    "flags": "all quality flags, '|'-separated",
+    "base_source": "ring (ground points) | dgm | guessed",
+}
+
+
+def height_params(layer: BuildingsLayer, scheme: str) -> HeightParams:
+    if scheme not in layer.roof_classes or scheme not in layer.ground_classes:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"layers.buildings: no roof/ground classes configured for class scheme {scheme!r}")
+    return HeightParams(
+        roof_percentile=layer.roof_percentile,
+        stats_percentiles=tuple(layer.stats_percentiles),
+        ground_percentile=layer.ground_percentile,
+        shrink_m=layer.shrink_m,
+        ground_ring_m=layer.ground_ring_m,
+        min_points=layer.min_points,
+        roof_classes=tuple(layer.roof_classes[scheme]),
+        ground_classes=tuple(layer.ground_classes[scheme]),
+        first_returns_only=layer.first_returns_only,
+    )
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, gpd.GeoDataFrame]:
+    src: CadastreSource = cfg.sources.cadastre  # type: ignore[assignment]
+    layer = cfg.layers.buildings
+    flt = FootprintFilter(
+        skip_bauteil=layer.skip_bauteil,
+        skip_underground=layer.skip_underground,
+        min_area_m2=layer.min_area_m2,
+    )
+    fmt = "nas" if src.format == "nas" else ("generic" if src.format == "generic" else "alkis_gpkg")
+    table = read_footprints(files, fmt, flt=flt, layer=src.layer, columns=dict(src.columns), crs=src.crs)
+    parcels = read_parcels(files, fmt, layer=src.parcel_layer, crs=src.crs)
+    return table, parcels
+
+
+def parcel_keys(footprints: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame) -> np.ndarray:
+    """flstkennz of the parcel containing each footprint's representative point ('' when none)."""
+    keys = np.full(len(footprints), "", dtype=object)
+    if len(parcels) == 0 or len(footprints) == 0:
+        return keys
+    pts = shapely.point_on_surface(np.asarray(footprints.geometry.values, dtype=object))
+    pg = np.asarray(parcels.geometry.values, dtype=object)
+    tree = shapely.STRtree(pg)
+    qi, pi = tree.query(pts, predicate="within")
+    order = np.lexsort((pi, qi))  # deterministic: lowest parcel index wins on overlaps
+    qi, pi = qi[order], pi[order]
+    first = np.ones(len(qi), dtype=bool)
+    first[1:] = qi[1:] != qi[:-1]
+    pkeys = parcels["flstkennz"].to_numpy()
+    keys[qi[first]] = [k if k is not None else "" for k in pkeys[pi[first]]]
+    return keys
+
+
+def _point_files(ctx: BuildContext, epoch: Any) -> list[tuple[str, tuple[float, float, float, float], float]]:
+    """(path, xy bounds, z factor) of one epoch's point files; CRS must be the working CRS."""
+    from pipeline.crs import vertical_code
+    from pipeline.sources.pointcloud.crs import resolve_file_crs
+    from pipeline.sources.pointcloud.header import scan_file
+
+    out = []
+    for inp in ctx.inputs_for(f"aerial:{epoch.epoch}"):
+        info = scan_file(inp.path)
+        fc = resolve_file_crs(info, epoch.crs, ctx.cfg.crs)
+        horiz = fc.crs.sub_crs_list[0] if fc.crs.sub_crs_list else fc.crs
+        want_v = ctx.cfg.crs.vertical.split(":")[-1] if ctx.cfg.crs.vertical else None
+        if horiz.to_epsg() != int(ctx.cfg.crs.horizontal.split(":")[-1]) or (
+            want_v and vertical_code(fc.crs) != want_v
+        ):
+            raise CrsError(
+                f"building heights need points in the working CRS {ctx.cfg.crs.compound}, got {fc.crs.name}",
+                path=inp.path,
+            )
+        out.append((str(inp.path), (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1]), fc.z_factor))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ heights
+
+
+def epoch_stats(
+    ctx: BuildContext,
+    files: list[tuple[str, tuple[float, float, float, float], float]],
+    zones: FootprintZones,
+    params: HeightParams,
+) -> pd.DataFrame:
+    """Point statistics of every footprint for one epoch (one task per point-cloud tile)."""
+    n = len(zones.roof_area)
+    ring_bbox = zones.ring.bbox
+    fb = np.array([f[1] for f in files], dtype=np.float64).reshape(-1, 4)
+    # which files can hold points of each footprint's zones (ring bbox overlaps file bounds)
+    qi = fi = np.zeros(0, dtype=np.int64)
+    if files and n:
+        tree = shapely.STRtree(shapely.box(fb[:, 0], fb[:, 1], fb[:, 2], fb[:, 3]))
+        qi, fi = tree.query(shapely.box(ring_bbox[:, 0], ring_bbox[:, 1], ring_bbox[:, 2], ring_bbox[:, 3]))
+        order = np.lexsort((qi, fi))
+        qi, fi = qi[order], fi[order]
+    ntouch = np.bincount(qi, minlength=n)
+    bounds = np.searchsorted(fi, np.arange(len(files) + 1))
+    jobs = []
+    for k, (path, _b, zf) in enumerate(files):
+        idx = qi[bounds[k] : bounds[k + 1]]
+        if idx.size == 0:
+            continue
+        jobs.append((idx, (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)))
+    if ctx.client is not None and len(jobs) > 1:
+        futs = [ctx.client.submit(tile_stats, *args, pure=False) for _idx, args in jobs]
+        results = ctx.client.gather(futs)
+    else:
+        results = [tile_stats(*args) for _idx, args in jobs]
+    cols: dict[str, np.ndarray] = {}
+    part_ids: list[np.ndarray] = []
+    parts: list[Samples] = []
+    for (idx, args), (stats, rest) in zip(jobs, results, strict=True):
+        complete = args[2]
+        done = idx[complete]
+        for key, v in stats.items():
+            if key not in cols:
+                cols[key] = np.full(n, np.nan) if v.dtype.kind == "f" else np.zeros(n, dtype=v.dtype)
+            cols[key][done] = v
+        part_ids.append(idx[~complete])
+        parts.append(rest)
+    multi = np.flatnonzero(ntouch > 1)
+    if multi.size:
+        merged = merge_samples(part_ids, parts, n).take(multi)
+        stats = summarise(merged, zones.roof_area[multi], params)
+        for key, v in stats.items():
+            if key not in cols:
+                cols[key] = np.full(n, np.nan) if v.dtype.kind == "f" else np.zeros(n, dtype=v.dtype)
+            cols[key][multi] = v
+    if not cols:  # no point file touches any footprint
+        empty = summarise(
+            Samples(np.zeros(n + 1, np.int64), np.zeros(0), np.zeros(n + 1, np.int64), np.zeros(0)),
+            zones.roof_area,
+            params,
+        )
+        cols = empty
+    return pd.DataFrame(cols)
+
+
+def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(mean NDVI, DGM low percentile) per footprint where the rasters are configured."""
+    from pipeline.stages.buildings.rasters import mean_ndvi, terrain_low
+
+    cfg = ctx.cfg
+    ndvi = dgm = None
+    if cfg.sources.orthophoto is not None:
+        from pipeline.sources.rasters import orthophoto_bands
+
+        bands = orthophoto_bands(cfg.sources.orthophoto.bands)
+        paths = [i.path for i in ctx.inputs_for("orthophoto")]
+        if paths:
+            ndvi = mean_ndvi(footprints, paths, bands["red"], bands["nir"])
+    if cfg.sources.dgm is not None:
+        paths = [i.path for i in ctx.inputs_for("dgm")]
+        if paths:
+            dgm = terrain_low(footprints, paths, cfg.layers.buildings.ground_percentile)
+    return ndvi, dgm
+
+
+def building_table(
+    fp: gpd.GeoDataFrame,
+    flst: np.ndarray,
+    newest: pd.DataFrame,
+    epoch_name: str,
+    final: pd.DataFrame,
+    ndvi: np.ndarray | None,
+    per_epoch: dict[str, pd.DataFrame],
+    params: HeightParams,
+) -> gpd.GeoDataFrame:
+    """The published attribute table (GeoPackage layer `buildings`), sorted by oid."""
+    codes = np.array([function_code(c) for c in fp["gfkzshh"]], dtype=np.uint16)
+    has_pts = final["quality"].isin(["ok", "vegetation_suspected"]).to_numpy()
+    data: dict[str, Any] = {
+        "oid": fp["oid"].to_numpy(dtype=object),
+        "flstkennz": flst,
+        "funktion": [t or "" for t in fp["funktion"]],
+        "gfkzshh": [t or "" for t in fp["gfkzshh"]],
+        "funktion_code": codes,
+        "funktion_gruppe": [function_group(int(c), t) for c, t in zip(codes, fp["funktion"], strict=True)],
+        "roof_height": final["roof_height"].to_numpy(),
+        "base_height": final["base_height"].to_numpy(),
+        "height": final["height"].to_numpy(),
+    }
+    for p in params.stats_percentiles:
+        name = HeightParams.stat_name(p)
+        data[name] = newest[name].to_numpy()
+    data["n_points"] = newest["n_points"].to_numpy().astype(np.int64)
+    data["density"] = np.round(newest["density"].to_numpy(), 4)
+    data["survey_epoch"] = np.where(has_pts, epoch_name, "").astype(object)
+    data["floors_estimate"] = final["floors_estimate"].to_numpy().astype(np.int32)
+    data["floors_is_estimate"] = final["floors_is_estimate"].to_numpy().astype(bool)
+    data["quality"] = final["quality"].to_numpy(dtype=object)
+    data["flags"] = final["flags"].to_numpy(dtype=object)
+    data["base_source"] = final["base_source"].to_numpy(dtype=object)
+    data["ndvi"] = np.full(len(fp), np.nan) if ndvi is None else np.round(ndvi, 4)
+    data["area"] = np.round(shapely.area(np.asarray(fp.geometry.values, dtype=object)), 3)
+    data["anzahlgs"] = fp["anzahlgs"].to_numpy(dtype=np.float64)
+    rname = HeightParams.stat_name(params.roof_percentile)
+    for ep, st in per_epoch.items():
+        data[f"roof_{rname}_{ep}"] = st["roof_sample"].to_numpy()
+        data[f"n_points_{ep}"] = st["n_points"].to_numpy().astype(np.int64)
+    return gpd.GeoDataFrame(data, geometry=fp.geometry.values, crs=fp.crs)
+
+
+GLB_COLUMNS = (
+    "oid",
+    "flstkennz",
+    "funktion",
+    "gfkzshh",
+    "funktion_code",
+    "funktion_gruppe",
+    "roof_height",
+    "base_height",
+    "height",
+)
+GLB_TAIL = (
+    "n_points",
+    "density",
+    "survey_epoch",
+    "floors_estimate",
+    "floors_is_estimate",
+    "quality",
+    "flags",
+    "base_source",
+)
+
+
+def glb_table(bt: gpd.GeoDataFrame, idx: np.ndarray, params: HeightParams) -> dict[str, Any]:
+    cols = [*GLB_COLUMNS, *(HeightParams.stat_name(p) for p in params.stats_percentiles), *GLB_TAIL]
+    out: dict[str, Any] = {}
+    for c in cols:
+        v = bt[c].to_numpy()[idx]
+        if v.dtype == object:
+            out[c] = [str(s) for s in v]
+        elif c == "n_points":
+            out[c] = v.astype(np.uint32)
+        elif c == "floors_estimate":
+            out[c] = v.astype(np.int16)
+        else:
+            out[c] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
+    """GeoPackage with a fixed timestamp (GDAL would write the current time: not byte-identical)."""
+    import pyogrio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp.{path.name}")
+    tmp.unlink(missing_ok=True)
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
+    try:
+        pyogrio.write_dataframe(gdf, tmp, layer="buildings", driver="GPKG", SPATIAL_INDEX="YES")
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+    tmp.replace(path)
+
+
+def write_rejected(path: Path, rejected: list[Rejected], raw_dir: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "id", "reason"])
+    rows = []
+    for r in rejected:
+        try:
+            f = Path(r.file).resolve().relative_to(raw_dir.resolve()).as_posix()
+        except ValueError:
+            f = r.file
+        rows.append((f, r.id, r.reason))
+    w.writerows(sorted(rows))
+    write_atomic(path, buf.getvalue().encode("utf-8"))
+
+
+def write_tiles(
+    ctx: BuildContext,
+    bt: gpd.GeoDataFrame,
+    layer: BuildingsLayer,
+    params: HeightParams,
+    out_dir: Path,
+) -> tuple[int, int]:
+    """Quadtree, one content file per leaf, tileset.json (+ externals). Returns (tiles, triangles)."""
+    geoms = np.asarray(bt.geometry.values, dtype=object)
+    rep = shapely.point_on_surface(geoms)
+    root = build_quadtree(
+        shapely.get_x(rep),
+        shapely.get_y(rep),
+        max_features=layer.max_features_per_tile,
+        max_leaf_m=layer.max_leaf_m,
+    )
+    leaves = [leaf for leaf in root.leaves() if len(leaf.members)]
+    ext = "glb" if layer.format == "1.1" else "b3dm"
+    wkb = shapely.to_wkb(geoms)
+    base = bt["base_height"].to_numpy()
+    roof = bt["roof_height"].to_numpy()
+
+    def rel(node: QuadNode) -> str:
+        return f"tiles/{node.level}/{node.x}_{node.y}.{ext}"
+
+    jobs = []
+    for leaf in leaves:
+        m = leaf.members
+        jobs.append(
+            (
+                str(out_dir / rel(leaf)),
+                list(wkb[m]),
+                base[m],
+                roof[m],
+                glb_table(bt, m, params),
+                ctx.frame,
+                ctx.cfg.crs,
+            )
+        )
+    kw = {"profile": layer.format, "floor": layer.floor, "descriptions": DESCRIPTIONS}
+    if ctx.client is not None and len(jobs) > 1:
+        futs = [ctx.client.submit(write_building_tile, *j, **kw, pure=False) for j in jobs]
+        results = ctx.client.gather(futs)
+    else:
+        results = [write_building_tile(*j, **kw) for j in jobs]
+    tris = 0
+    for leaf, (lo, hi, nt) in zip(leaves, results, strict=True):
+        leaf.lo, leaf.hi = np.array(lo), np.array(hi)
+        tris += nt
+    a = asset(layer.format, ctx.build_id)
+    main, externals = tileset_tree(
+        root,
+        rel,
+        ge_factor=layer.ge_factor,
+        external_every=layer.external_every if root.count() > 1000 else 0,
+        external_uri=lambda n: f"tileset_{n.level}_{n.x}_{n.y}.json",
+        asset=a,
+        transform=ctx.frame.tile_transform(),
+    )
+    for name, ts in externals.items():
+        write_json(out_dir / name, ts)
+    write_json(out_dir / "tileset.json", main)
+    errs = schema_errors(main)
+    if errs:
+        from pipeline.errors import ValidationError
+
+        raise ValidationError(f"buildings tileset.json invalid: {errs[:3]}", path=out_dir / "tileset.json")
+    return len(leaves), tris
+
+
+def reference_comparison(ctx: BuildContext, bt: gpd.GeoDataFrame, out_dir: Path) -> dict[str, Any] | None:
+    files = [i.path for i in ctx.inputs_for("reference")]
+    if not ctx.cfg.sources.reference_citygml:
+        return None
+    if not files:
+        ctx.warn(f"sources.reference_citygml: no files match {ctx.cfg.sources.reference_citygml!r}")
+        return None
+    from pipeline.stages.buildings.reference import compare_with_reference
+
+    ref = read_reference_citygml(files)
+    table, stats = compare_with_reference(bt, ref.gdf)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, float_format="%.3f", lineterminator="\n")
+    write_atomic(out_dir / "reference_comparison.csv", buf.getvalue().encode("utf-8"))
+    return stats
+
+
+# ------------------------------------------------------------------------------------------ layer
+
+
+def build_buildings(ctx: BuildContext) -> LayerResult:
+    t0 = time.perf_counter()
+    cfg = ctx.cfg
+    layer = cfg.layers.buildings
+    out_dir = ctx.release_dir / OUT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+
+    files = [i.path for i in ctx.inputs_for("cadastre")]
+    table, parcels = read_cadastre(cfg, files)
+    fp = table.gdf
+    geoms = np.asarray(fp.geometry.values, dtype=object)
+    flst = parcel_keys(fp, parcels)
+
+    epochs = list(cfg.sources.aerial)
+    if not epochs:
+        warnings.append("buildings: no aerial point cloud configured; all heights are fallbacks")
+    newest = epochs[-1] if epochs else None
+    per_epoch: dict[str, pd.DataFrame] = {}
+    newest_stats: pd.DataFrame | None = None
+    newest_params = height_params(layer, newest.class_scheme if newest else "adv")
+    zones_cache: dict[tuple, FootprintZones] = {}
+    for ep in epochs:
+        if ep is not newest and not layer.per_epoch_stats:
+            continue
+        params = height_params(layer, ep.class_scheme)
+        zkey = (params.shrink_m, params.ground_ring_m)
+        if zkey not in zones_cache:
+            zones_cache[zkey] = footprint_zones(geoms, params)
+        st = epoch_stats(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
+        if layer.per_epoch_stats:
+            per_epoch[ep.epoch] = st
+        if ep is newest:
+            newest_stats = st
+    if newest_stats is None:
+        zones = footprint_zones(geoms, newest_params)
+        n = len(geoms)
+        newest_stats = pd.DataFrame(
+            summarise(
+                Samples(np.zeros(n + 1, np.int64), np.zeros(0), np.zeros(n + 1, np.int64), np.zeros(0)),
+                zones.roof_area,
+                newest_params,
+            )
+        )
+
+    ndvi, dgm = raster_inputs(ctx, geoms)
+    final = finalize_heights(
+        newest_stats,
+        fp["anzahlgs"].to_numpy(dtype=np.float64),
+        ndvi,
+        dgm,
+        AttributeParams(
+            min_points=layer.min_points,
+            min_ground_points=layer.min_ground_points,
+            floor_height_m=layer.floor_height_m,
+            default_height_m=layer.default_height_m,
+            ndvi_threshold=layer.ndvi_threshold,
+        ),
+    )
+    bt = building_table(
+        fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
+    )
+    write_gpkg(out_dir / "buildings.gpkg", bt)
+    write_rejected(out_dir / "rejected.csv", table.rejected, cfg.raw_dir)
+    from pipeline.styles import buildings_style
+
+    write_json(out_dir / "style.json", buildings_style())
+
+    ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir) if len(bt) else (0, 0)
+    ref_stats = reference_comparison(ctx, bt, out_dir)
+
+    files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
+    if ref_stats is not None:
+        files_out.append(f"{OUT}/reference_comparison.csv")
+    q = bt["quality"].value_counts()
+    with_pts = bt["n_points"].to_numpy()[bt["quality"].isin(["ok", "vegetation_suspected"]).to_numpy()]
+    stats: dict[str, Any] = {
+        "buildings": len(bt),
+        "tiles": ntiles,
+        "triangles": ntris,
+        "rejected": len(table.rejected),
+        "median_points": float(np.median(with_pts)) if with_pts.size else 0.0,
+        "quality": {k: int(v) for k, v in sorted(q.items())},
+        "survey_epoch": newest.epoch if newest else None,
+        "epochs": sorted(per_epoch),
+        "format": layer.format,
+    }
+    if ref_stats is not None:
+        stats["reference"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref_stats.items()}
+    if table.rejected:
+        warnings.append(f"buildings: {len(table.rejected)} cadastre records skipped (see {OUT}/rejected.csv)")
+    return LayerResult(
+        name="buildings",
+        kind="buildings",
+        access=layer.access,
+        tileset=f"{OUT}/tileset.json",
+        style=f"{OUT}/style.json",
+        files=files_out,
+        stats=stats,
+        warnings=warnings,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def build_buildings_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
+    """Entry point called by pipeline.orchestrate.build (after the point-cloud layers)."""
+    layer = ctx.cfg.layers.buildings
+    if not layer.enabled:
+        return []
+    if ctx.cfg.sources.cadastre is None:
+        ctx.warn("buildings layer skipped: sources.cadastre is not configured")
+        return []
+    if not ctx.inputs_for("cadastre"):
+        ctx.warn("buildings layer skipped: no cadastre files found")
+        return []
+    with ctx.stage("buildings"):
+        return [build_buildings(ctx)]

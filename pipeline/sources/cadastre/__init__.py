@@ -1,0 +1,151 @@
+"""Cadastre readers: building footprints and parcels from ALKIS (GeoPackage "vereinfacht", NAS XML),
+generic vector files and CityGML, normalised, repaired and filtered.
+
+    table = read_footprints(files, fmt="alkis_gpkg", flt=FootprintFilter())
+    table.gdf       # GeoDataFrame EPSG:25832, columns FOOTPRINT_COLUMNS, sorted by oid
+    table.rejected  # [Rejected(file, id, reason)], e.g. duplicates, slivers, Bauteil, bad XML
+    parcels = read_parcels(files, fmt="alkis_gpkg")  # flstkennz + geometry (may be empty)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from pipeline.errors import CrsError, InputError
+from pipeline.sources.cadastre.common import (
+    FOOTPRINT_COLUMNS,
+    FUNCTION_GROUPS,
+    GEBAEUDEFUNKTION,
+    WORKING_CRS,
+    FootprintFilter,
+    FootprintTable,
+    Rejected,
+    empty_footprints,
+    function_code,
+    function_group,
+    repair_and_filter,
+)
+
+__all__ = [
+    "FOOTPRINT_COLUMNS",
+    "FUNCTION_GROUPS",
+    "FootprintFilter",
+    "FootprintTable",
+    "Rejected",
+    "function_code",
+    "function_group",
+    "read_footprints",
+    "read_parcels",
+    "read_reference_citygml",
+]
+
+
+def _is_citygml(path: Path) -> bool:
+    if path.suffix.lower() not in (".gml", ".xml", ".citygml"):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"citygml" in head.lower() or b"CityModel" in head
+
+
+def _read_one(
+    path: Path,
+    fmt: str,
+    *,
+    layer: str | None,
+    columns: dict[str, str],
+    crs: str | None,
+    rejected: list[Rejected],
+) -> gpd.GeoDataFrame:
+    if fmt == "nas":
+        from pipeline.sources.cadastre.nas import read_nas
+
+        return read_nas(path, rejected, crs=crs, want_parcels=False)[0]
+    if _is_citygml(path):
+        from pipeline.sources.cadastre.citygml import read_citygml
+
+        return read_citygml(path, rejected, crs=crs)
+    from pipeline.sources.cadastre.gpkg import read_vector
+
+    return read_vector(path, layer=layer, columns=columns, crs=crs, rejected=rejected)
+
+
+def read_footprints(
+    files: Sequence[Path | str],
+    fmt: str = "alkis_gpkg",
+    *,
+    flt: FootprintFilter | None = None,
+    layer: str | None = None,
+    columns: dict[str, str] | None = None,
+    crs: str | None = None,
+) -> FootprintTable:
+    """Read, normalise, repair and filter the footprints of all files (sorted by oid)."""
+    flt = flt or FootprintFilter()
+    rejected: list[Rejected] = []
+    frames: list[gpd.GeoDataFrame] = []
+    for f in sorted(Path(p) for p in files):
+        try:
+            frames.append(_read_one(f, fmt, layer=layer, columns=columns or {}, crs=crs, rejected=rejected))
+        except CrsError:
+            raise
+        except InputError as e:
+            if "sources.cadastre.columns" in e.message or "no id column" in e.message:
+                raise  # configuration problem, not a bad record
+            rejected.append(Rejected(str(f), "-", f"unreadable file: {e.message}"))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        if files and len(rejected) and all(r.id == "-" for r in rejected):
+            raise InputError(f"no cadastre file could be read: {rejected[0].reason}", path=rejected[0].file)
+        return FootprintTable(empty_footprints(), rejected)
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+    # derive the function text from the code where only the code is given
+    codes = [function_code(c) for c in gdf["gfkzshh"]]
+    gdf["funktion"] = [
+        t if t else (GEBAEUDEFUNKTION.get(c) if c else None)
+        for t, c in zip(gdf["funktion"], codes, strict=True)
+    ]
+    gdf = repair_and_filter(gdf, flt, rejected)
+    return FootprintTable(gdf, rejected)
+
+
+def read_parcels(
+    files: Sequence[Path | str], fmt: str = "alkis_gpkg", *, layer: str | None = None, crs: str | None = None
+) -> gpd.GeoDataFrame:
+    """Parcels (flstkennz, geometry) of the cadastre files; empty when the format carries none."""
+    frames = []
+    for f in sorted(Path(p) for p in files):
+        if fmt == "nas":
+            from pipeline.sources.cadastre.nas import read_nas
+
+            frames.append(read_nas(f, [], crs=crs)[1])
+        elif f.suffix.lower() == ".gpkg":
+            from pipeline.sources.cadastre.gpkg import read_parcels as gp
+
+            try:
+                frames.append(gp(f, layer, crs))
+            except InputError:
+                if layer:
+                    raise
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return gpd.GeoDataFrame(
+            {"flstkennz": []}, geometry=gpd.GeoSeries([], crs=WORKING_CRS), crs=WORKING_CRS
+        )
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+
+
+def read_reference_citygml(files: Sequence[Path | str], crs: str | None = None) -> FootprintTable:
+    """Official LoD1/LoD2 models (no filtering): footprints with measured_height, ground_z, roof_z."""
+    from pipeline.sources.cadastre.citygml import read_citygml
+
+    rejected: list[Rejected] = []
+    frames = [read_citygml(Path(f), rejected, crs=crs) for f in sorted(Path(p) for p in files)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return FootprintTable(empty_footprints(), rejected)
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+    return FootprintTable(gdf.sort_values("oid", kind="stable").reset_index(drop=True), rejected)

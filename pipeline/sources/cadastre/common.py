@@ -1,0 +1,308 @@
+"""Shared pieces of the cadastre readers: the normalised footprint table, rejected-record reports,
+ALKIS building-function codes and the geometry repair / filter step.
+
+Every reader returns a `FootprintTable`: a GeoDataFrame in EPSG:25832 with the columns of
+`FOOTPRINT_COLUMNS` (missing values as None / NaN) plus the list of rejected records. Bad records never
+raise: they are reported as (file, id, reason) and skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+WORKING_CRS = "EPSG:25832"
+
+# Normalised columns of a footprint table (besides `geometry`).
+FOOTPRINT_COLUMNS: dict[str, str] = {
+    "oid": "str",  # stable id (ALKIS oid / gml:id)
+    "funktion": "str",  # function as text, e.g. "Wohngebäude"
+    "gfkzshh": "str",  # function code, e.g. "31001_1000"
+    "anzahlgs": "float",  # floors above ground (often empty)
+    "gebnutzbez": "str",  # "Gebäude" / "Bauteil"
+    "rellage": "str",  # relative position, e.g. "unter der Erdoberfläche"
+    "lagebeztxt": "str",  # address text
+    "aktualit": "str",  # date of last update
+    "dachform": "str",
+    "baujahr": "str",
+    "objekthoehe": "float",
+    "measured_height": "float",  # CityGML measuredHeight (reference models)
+    "source_file": "str",
+}
+
+# ALKIS AX_Gebaeude.gebaeudefunktion: the codes that matter for a city model (GeoInfoDok 7).
+GEBAEUDEFUNKTION: dict[int, str] = {
+    1000: "Wohngebäude",
+    1010: "Wohnhaus",
+    1020: "Wohnheim",
+    1100: "Gemischt genutztes Gebäude mit Wohnen",
+    1110: "Wohngebäude mit Gemeinbedarf",
+    1120: "Wohngebäude mit Handel und Dienstleistungen",
+    1130: "Wohngebäude mit Gewerbe und Industrie",
+    1220: "Land- und forstwirtschaftliches Wohngebäude",
+    1310: "Gebäude zur Freizeitgestaltung",
+    1313: "Gartenhaus",
+    2000: "Gebäude für Wirtschaft oder Gewerbe",
+    2010: "Gebäude für Handel und Dienstleistungen",
+    2020: "Bürogebäude",
+    2030: "Kreditinstitut",
+    2050: "Geschäftsgebäude",
+    2056: "Kaufhaus",
+    2071: "Hotel, Motel, Pension",
+    2081: "Gaststätte, Restaurant",
+    2100: "Gebäude für Gewerbe und Industrie",
+    2110: "Produktionsgebäude",
+    2112: "Betriebsgebäude",
+    2120: "Werkstatt",
+    2140: "Lagerhalle, Lagerschuppen, Lagerhaus",
+    2400: "Betriebsgebäude zu Verkehrsanlagen (allgemein)",
+    2460: "Gebäude zum Parken",
+    2461: "Parkhaus",
+    2462: "Parkdeck",
+    2463: "Garage",
+    2464: "Fahrzeughalle",
+    2465: "Tiefgarage",
+    2500: "Gebäude zur Versorgung",
+    2510: "Gebäude zur Wasserversorgung",
+    2520: "Gebäude zur Elektrizitätsversorgung",
+    2523: "Umformer",
+    2700: "Gebäude für Land- und Forstwirtschaft",
+    2720: "Land- und forstwirtschaftliches Betriebsgebäude",
+    2723: "Schuppen",
+    2740: "Treibhaus, Gewächshaus",
+    3000: "Gebäude für öffentliche Zwecke",
+    3010: "Verwaltungsgebäude",
+    3020: "Gebäude für Bildung und Forschung",
+    3021: "Allgemein bildende Schule",
+    3023: "Hochschulgebäude (Fachhochschule, Universität)",
+    3040: "Gebäude für religiöse Zwecke",
+    3041: "Kirche",
+    3050: "Gebäude für Gesundheitswesen",
+    3051: "Krankenhaus",
+    3060: "Gebäude für soziale Zwecke",
+    3065: "Kinderkrippe, Kindergarten, Kindertagesstätte",
+    3070: "Gebäude für Sicherheit und Ordnung",
+    3071: "Polizei",
+    3072: "Feuerwehr",
+    3200: "Gebäude für Erholungszwecke",
+    3211: "Sport-, Turnhalle",
+    3221: "Hallenbad",
+    9998: "Nach Quellenlage nicht zu spezifizieren",
+}
+
+# Groups used by the default style (colour by function).
+FUNCTION_GROUPS = (
+    "Wohngebäude",
+    "Gemischt",
+    "Handel/Dienstleistung",
+    "Industrie/Gewerbe",
+    "Garage",
+    "Öffentlich",
+    "Landwirtschaft",
+    "Sonstige",
+)
+
+
+def function_code(gfkzshh: str | None) -> int:
+    """The 4-digit function code of an ALKIS function key like '31001_1000' (0 = unknown)."""
+    if not gfkzshh:
+        return 0
+    tail = str(gfkzshh).rsplit("_", 1)[-1].strip()
+    return int(tail) if tail.isdigit() else 0
+
+
+def function_group(code: int, text: str | None = None) -> str:
+    """Map an ALKIS function code (or, without a code, the function text) to a style group."""
+    if code:
+        if 1000 <= code < 1100 or code == 1220:
+            return "Wohngebäude"
+        if 1100 <= code < 1300:
+            return "Gemischt"
+        if 2460 <= code <= 2465:
+            return "Garage"
+        if 2000 <= code < 2100:
+            return "Handel/Dienstleistung"
+        if 2100 <= code < 2700:
+            return "Industrie/Gewerbe"
+        if 2700 <= code < 2800:
+            return "Landwirtschaft"
+        if 3000 <= code < 4000:
+            return "Öffentlich"
+        return "Sonstige"
+    t = (text or "").lower()
+    for key, group in (
+        ("garage", "Garage"),
+        ("parkhaus", "Garage"),
+        ("gemischt", "Gemischt"),
+        ("wohn", "Wohngebäude"),
+        ("handel", "Handel/Dienstleistung"),
+        ("büro", "Handel/Dienstleistung"),
+        ("industrie", "Industrie/Gewerbe"),
+        ("gewerbe", "Industrie/Gewerbe"),
+        ("öffentlich", "Öffentlich"),
+        ("schule", "Öffentlich"),
+        ("land", "Landwirtschaft"),
+    ):
+        if key in t:
+            return group
+    return "Sonstige"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One skipped record: which file, which id (or '-' when unknown), why."""
+
+    file: str
+    id: str
+    reason: str
+
+
+@dataclass
+class FootprintTable:
+    """Footprints in EPSG:25832 (normalised columns) and the records that were skipped."""
+
+    gdf: gpd.GeoDataFrame
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.gdf)
+
+
+def empty_footprints() -> gpd.GeoDataFrame:
+    cols = {k: pd.Series(dtype="float64" if v == "float" else "object") for k, v in FOOTPRINT_COLUMNS.items()}
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=WORKING_CRS), crs=WORKING_CRS)
+
+
+def normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the missing normalised columns and coerce their types (text -> str/None, numbers -> float)."""
+    out = df.copy()
+    for col, kind in FOOTPRINT_COLUMNS.items():
+        if col not in out.columns:
+            out[col] = np.nan if kind == "float" else None
+        elif kind == "float":
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+        else:
+            out[col] = pd.Series(
+                [text_or_none(v) for v in out[col].to_numpy()], index=out.index, dtype=object
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class FootprintFilter:
+    """Filters and repair thresholds applied to every reader's output."""
+
+    skip_bauteil: bool = True
+    skip_underground: bool = True
+    min_area_m2: float = 2.0
+    sliver_width_m: float = 0.2  # polygon parts thinner than this (2*area/perimeter) are slivers
+    min_part_area_m2: float = 0.5
+
+
+def text_or_none(v: object) -> str | None:
+    """None for missing values (None, NaN, empty), else the stripped text."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    t = str(v).strip()
+    return t or None
+
+
+def _is_underground(rellage: object) -> bool:
+    t = text_or_none(rellage)
+    if t is None:
+        return False
+    t = t.lower()
+    return "unter" in t or t.strip() == "1200"
+
+
+def repair_and_filter(
+    gdf: gpd.GeoDataFrame, flt: FootprintFilter, rejected: list[Rejected]
+) -> gpd.GeoDataFrame:
+    """Repair geometry (make_valid, polygonal parts only, slivers removed), apply filters, drop duplicate
+    ids; every dropped record is appended to `rejected`. Returns the kept records sorted by oid."""
+    if len(gdf) == 0:
+        return gdf
+    geoms = shapely.force_2d(np.asarray(gdf.geometry.values, dtype=object))
+    files = gdf["source_file"].fillna("-").to_numpy()
+    oids = gdf["oid"].to_numpy()
+    keep = np.ones(len(gdf), dtype=bool)
+    out_geoms = np.empty(len(gdf), dtype=object)
+
+    def reject(i: int, reason: str) -> None:
+        keep[i] = False
+        rejected.append(Rejected(str(files[i]), text_or_none(oids[i]) or "-", reason))
+
+    gebnutz = gdf["gebnutzbez"].to_numpy()
+    rellage = gdf["rellage"].to_numpy()
+    valid = shapely.is_valid(geoms)
+    for i, g in enumerate(geoms):
+        if text_or_none(oids[i]) is None:
+            reject(i, "missing id")
+            continue
+        if flt.skip_bauteil and (text_or_none(gebnutz[i]) or "").lower() == "bauteil":
+            reject(i, "filtered: Bauteil")
+            continue
+        if flt.skip_underground and _is_underground(rellage[i]):
+            reject(i, "filtered: underground")
+            continue
+        if g is None or shapely.is_empty(g):
+            reject(i, "empty geometry")
+            continue
+        if shapely.get_type_id(g) not in (3, 6, 7):  # Polygon, MultiPolygon, GeometryCollection
+            reject(i, f"not a polygon ({g.geom_type})")
+            continue
+        if not valid[i]:
+            g = shapely.make_valid(g)
+        parts = [p for p in shapely.get_parts(g) if shapely.get_type_id(p) == 3]
+        # sliver removal: tiny or very thin parts
+        good = []
+        for p in parts:
+            a = p.area
+            if a < flt.min_part_area_m2:
+                continue
+            if 2.0 * a / max(p.length, 1e-9) < flt.sliver_width_m:
+                continue
+            good.append(p)
+        if not good:
+            reject(i, "invalid geometry could not be repaired" if not valid[i] else "only slivers")
+            continue
+        g = good[0] if len(good) == 1 else shapely.MultiPolygon(good)
+        g = shapely.normalize(g)
+        if g.area < flt.min_area_m2:
+            reject(i, f"area {g.area:.2f} m2 below min_area_m2 {flt.min_area_m2}")
+            continue
+        out_geoms[i] = g
+    # duplicate ids: keep the first occurrence (input order), report the others
+    seen: set[str] = set()
+    for i in np.flatnonzero(keep):
+        if oids[i] in seen:
+            reject(int(i), "duplicate id")
+        else:
+            seen.add(oids[i])
+    res = gdf.loc[keep].copy()
+    res["geometry"] = gpd.GeoSeries(out_geoms[keep], index=res.index, crs=gdf.crs)
+    res = res.set_geometry("geometry")
+    return res.sort_values("oid", kind="stable").reset_index(drop=True)
+
+
+def to_working_crs(gdf: gpd.GeoDataFrame, override: str | None, path: Path | str) -> gpd.GeoDataFrame:
+    """Reproject to EPSG:25832; a file without CRS needs the source's `crs:` (never guessed)."""
+    from pipeline.errors import CrsError
+
+    if override:
+        gdf = gdf.set_crs(override, allow_override=True)
+    if gdf.crs is None:
+        raise CrsError("cadastre file has no CRS; set sources.cadastre.crs", path=path)
+    if gdf.crs.to_epsg() != 25832:
+        horiz = gdf.crs.sub_crs_list[0] if gdf.crs.is_compound else gdf.crs
+        gdf = gdf.set_crs(horiz, allow_override=True)
+        if horiz.to_epsg() != 25832:
+            gdf = gdf.to_crs(WORKING_CRS)
+        else:
+            gdf = gdf.set_crs(WORKING_CRS, allow_override=True)
+    return gdf

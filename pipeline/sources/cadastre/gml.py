@@ -1,0 +1,249 @@
+"""GML 3.x surface geometry to shapely, namespace-agnostic (NAS uses GML 3.2, CityGML 1.0 uses GML 3.1).
+
+Handles gml:Polygon / gml:Surface (PolygonPatch) / gml:MultiSurface / gml:CompositeSurface, rings given
+as gml:LinearRing (posList, pos, coordinates) or gml:Ring of curve members whose segments are
+gml:LineStringSegment, gml:Arc, gml:ArcString and gml:Circle. Arcs are densified so that the chord error
+stays below `arc_tolerance_m` (and the step below 10 degrees).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import shapely
+from lxml import etree
+
+MAX_ARC_STEP = math.radians(10.0)
+
+
+class GmlError(ValueError):
+    """A geometry that cannot be read; the reader reports it with the record id."""
+
+
+def local(el: etree._Element) -> str:
+    tag = el.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rsplit("}", 1)[-1]
+
+
+def children(el: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in el if local(c) == name]
+
+
+def _dim(el: etree._Element, default: int = 2) -> int:
+    cur: etree._Element | None = el
+    while cur is not None:
+        d = cur.get("srsDimension")
+        if d:
+            return int(d)
+        cur = cur.getparent()
+    return default
+
+
+def coords_of(el: etree._Element, dim_default: int = 2) -> np.ndarray:
+    """(N, dim) coordinates of a curve-ish element with posList / pos / coordinates children."""
+    pl = [c for c in el if local(c) == "posList"]
+    if pl:
+        dim = _dim(pl[0], dim_default)
+        try:
+            vals = np.array(pl[0].text.split(), dtype=np.float64)
+        except (AttributeError, ValueError) as e:
+            raise GmlError(f"bad posList: {e}") from e
+        if vals.size % dim:
+            raise GmlError(f"posList has {vals.size} values, not a multiple of srsDimension {dim}")
+        return vals.reshape(-1, dim)
+    pos = [c for c in el if local(c) == "pos"]
+    if pos:
+        try:
+            rows = [np.array(p.text.split(), dtype=np.float64) for p in pos]
+        except (AttributeError, ValueError) as e:
+            raise GmlError(f"bad pos: {e}") from e
+        dim = min(len(r) for r in rows)
+        return np.array([r[:dim] for r in rows])
+    co = [c for c in el if local(c) == "coordinates"]
+    if co:
+        try:
+            rows = [np.array(t.split(","), dtype=np.float64) for t in co[0].text.split()]
+        except (AttributeError, ValueError) as e:
+            raise GmlError(f"bad coordinates: {e}") from e
+        dim = min(len(r) for r in rows)
+        return np.array([r[:dim] for r in rows])
+    raise GmlError(f"<{local(el)}> has no coordinates")
+
+
+def densify_arc(
+    p1: np.ndarray, p2: np.ndarray, p3: np.ndarray, tol: float, full_circle: bool = False
+) -> np.ndarray:
+    """Points along the circular arc p1 -> p2 -> p3 (2D), endpoints exact. Collinear -> straight line."""
+    ax, ay = p1[0], p1[1]
+    bx, by = p2[0], p2[1]
+    cx, cy = p3[0], p3[1]
+    d = 2.0 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+    scale = max(abs(bx - ax), abs(by - ay), abs(cx - ax), abs(cy - ay), 1e-12)
+    if abs(d) < 1e-12 * scale * scale:
+        return np.array([p1[:2], p3[:2]]) if not full_circle else np.array([p1[:2]])
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
+    r = math.hypot(ax - ux, ay - uy)
+    t1 = math.atan2(ay - uy, ax - ux)
+    t2 = math.atan2(by - uy, bx - ux)
+    t3 = math.atan2(cy - uy, cx - ux)
+    two_pi = 2.0 * math.pi
+    ccw = (t2 - t1) % two_pi < (t3 - t1) % two_pi
+    if full_circle:
+        ccw = d > 0
+        sweep = two_pi if ccw else -two_pi
+    else:
+        sweep = (t3 - t1) % two_pi if ccw else -((t1 - t3) % two_pi)
+    step = MAX_ARC_STEP
+    if r > tol:
+        step = min(step, 2.0 * math.acos(max(-1.0, 1.0 - tol / r)))
+    n = max(2, math.ceil(abs(sweep) / step))
+    ang = t1 + sweep * np.arange(n + 1) / n
+    pts = np.column_stack([ux + r * np.cos(ang), uy + r * np.sin(ang)])
+    pts[0] = p1[:2]
+    pts[-1] = p1[:2] if full_circle else p3[:2]
+    return pts
+
+
+def _append(out: list[np.ndarray], pts: np.ndarray) -> None:
+    pts = pts[:, :2]
+    if out and len(pts) and np.allclose(out[-1][-1], pts[0], atol=1e-9, rtol=0):
+        pts = pts[1:]
+    if len(pts):
+        out.append(pts)
+
+
+def _curve_coords(el: etree._Element, tol: float, out: list[np.ndarray]) -> None:
+    name = local(el)
+    if name in ("LineString", "LineStringSegment", "LinearRing"):
+        _append(out, coords_of(el))
+    elif name in ("Arc", "ArcString"):
+        c = coords_of(el)
+        if len(c) < 3 or len(c) % 2 == 0:
+            raise GmlError(f"<{name}> needs an odd number >= 3 of points, got {len(c)}")
+        for k in range(0, len(c) - 2, 2):
+            _append(out, densify_arc(c[k], c[k + 1], c[k + 2], tol))
+    elif name == "Circle":
+        c = coords_of(el)
+        if len(c) != 3:
+            raise GmlError(f"<Circle> needs 3 points, got {len(c)}")
+        _append(out, densify_arc(c[0], c[1], c[2], tol, full_circle=True))
+    elif name in ("Curve", "OrientableCurve", "CompositeCurve"):
+        for c in el:
+            ln = local(c)
+            if ln == "segments":
+                for seg in c:
+                    if local(seg):
+                        _curve_coords(seg, tol, out)
+            elif ln in ("curveMember", "baseCurve"):
+                for cc in c:
+                    if local(cc):
+                        _curve_coords(cc, tol, out)
+    else:
+        raise GmlError(f"unsupported curve element <{name}>")
+
+
+def ring_coords(el: etree._Element, tol: float) -> np.ndarray:
+    """Closed ring coordinates (N, 2) of a gml:LinearRing or gml:Ring."""
+    name = local(el)
+    parts: list[np.ndarray] = []
+    if name == "LinearRing":
+        _append(parts, coords_of(el))
+    elif name == "Ring":
+        for m in children(el, "curveMember"):
+            for c in m:
+                if local(c):
+                    _curve_coords(c, tol, parts)
+    else:
+        raise GmlError(f"unsupported ring element <{name}>")
+    if not parts:
+        raise GmlError("empty ring")
+    pts = np.concatenate(parts)
+    if not np.allclose(pts[0], pts[-1], atol=1e-6, rtol=0):
+        raise GmlError(f"ring is not closed ({pts[0].tolist()} != {pts[-1].tolist()})")
+    pts[-1] = pts[0]
+    if len(pts) < 4:
+        raise GmlError(f"ring has only {len(pts)} points")
+    return pts
+
+
+def _polygon(el: etree._Element, tol: float) -> shapely.Polygon:
+    """gml:Polygon or gml:PolygonPatch."""
+    shell = None
+    holes = []
+    for c in el:
+        ln = local(c)
+        if ln in ("exterior", "outerBoundaryIs"):
+            for r in c:
+                if local(r):
+                    shell = ring_coords(r, tol)
+        elif ln in ("interior", "innerBoundaryIs"):
+            for r in c:
+                if local(r):
+                    holes.append(ring_coords(r, tol))
+    if shell is None:
+        raise GmlError("polygon without exterior")
+    return shapely.Polygon(shell, holes)
+
+
+def polygons_of(el: etree._Element, tol: float) -> list[shapely.Polygon]:
+    """All polygons of a surface-ish element (Polygon, Surface, MultiSurface, CompositeSurface, Solid...)."""
+    name = local(el)
+    if name in ("Polygon", "PolygonPatch", "Rectangle"):
+        return [_polygon(el, tol)]
+    out: list[shapely.Polygon] = []
+    for c in el:
+        if local(c):
+            out.extend(polygons_of(c, tol))
+    return out
+
+
+def polygons_3d(el: etree._Element) -> list[np.ndarray]:
+    """Exterior rings with Z (N, 3) of every polygon below `el` (CityGML solids / multi-surfaces)."""
+    out: list[np.ndarray] = []
+    for poly in el.iter("{*}Polygon"):
+        for ext in poly:
+            if local(ext) == "exterior":
+                for r in ext:
+                    if local(r) == "LinearRing":
+                        c = coords_of(r, dim_default=3)
+                        if c.shape[1] >= 3:
+                            out.append(c[:, :3])
+    return out
+
+
+ADV_CRS = {
+    "ETRS89_UTM32": "EPSG:25832",
+    "ETRS89_UTM33": "EPSG:25833",
+    "DE_DHDN_3GK2": "EPSG:31466",
+    "DE_DHDN_3GK3": "EPSG:31467",
+    "DE_DHDN_3GK4": "EPSG:31468",
+}
+
+
+def srs_to_crs(srs: str | None) -> str | None:
+    """srsName (urn:adv:crs:..., EPSG:x, urn:ogc:def:crs:EPSG::x, ...) -> 'EPSG:x' or None if unknown."""
+    if not srs:
+        return None
+    s = srs.strip()
+    for key, code in ADV_CRS.items():
+        if s.endswith(key) or f":{key}" in s:
+            return code
+    import re
+
+    m = re.search(r"EPSG:(?:[\d.]*:)?(\d{4,5})", s)
+    if m:
+        return f"EPSG:{m.group(1)}"
+    return None
+
+
+def find_srs(el: etree._Element) -> str | None:
+    for e in el.iter():
+        s = e.get("srsName") if isinstance(e.tag, str) else None
+        if s:
+            return s
+    return None

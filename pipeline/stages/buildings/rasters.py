@@ -1,0 +1,126 @@
+"""Per-footprint raster statistics: mean NDVI from the RGBI orthophoto (vegetation over the roof) and
+the DGM terrain height under the footprint (base-height fallback).
+
+Each raster tile is read once (decimated to `resolution_m`), the footprints touching it are burnt in with
+their index, and values are accumulated per footprint with bincount: no per-pixel Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from rasterio.enums import Resampling
+from rasterio.windows import from_bounds
+
+from pipeline.errors import InputError
+
+
+def _tile_zonal(
+    path: Path,
+    geoms: np.ndarray,
+    bands: tuple[int, ...],
+    resolution_m: float,
+    fn,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(footprint indices, pixel values) of footprints intersecting one raster tile."""
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"cannot open raster: {e}", path=path) from e
+    with ds:
+        if ds.crs is not None and ds.crs.to_epsg() not in (25832, None):
+            raise InputError(f"raster CRS {ds.crs} is not EPSG:25832", path=path)
+        b = ds.bounds
+        bbox = shapely.bounds(geoms)
+        hit = np.flatnonzero(
+            (bbox[:, 0] < b.right) & (bbox[:, 2] > b.left) & (bbox[:, 1] < b.top) & (bbox[:, 3] > b.bottom)
+        )
+        if hit.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        lo = bbox[hit].min(axis=0)
+        hi = bbox[hit].max(axis=0)
+        win = (
+            from_bounds(
+                max(lo[0], b.left), max(lo[1], b.bottom), min(hi[2], b.right), min(hi[3], b.top), ds.transform
+            )
+            .round_offsets()
+            .round_lengths()
+        )
+        win = win.intersection(rasterio.windows.Window(0, 0, ds.width, ds.height))
+        scale = max(1, round(resolution_m / abs(ds.transform.a)))
+        h = max(1, int(win.height) // scale)
+        w = max(1, int(win.width) // scale)
+        data = ds.read(
+            list(bands), window=win, out_shape=(len(bands), h, w), resampling=Resampling.average, masked=True
+        )
+        tr = ds.window_transform(win) * rasterio.Affine.scale(win.width / w, win.height / h)
+    burn = rasterio.features.rasterize(
+        ((g, int(i) + 1) for i, g in zip(hit, geoms[hit], strict=True)),
+        out_shape=(h, w),
+        transform=tr,
+        fill=0,
+        dtype="int32",
+        all_touched=True,
+    )
+    vals, ok = fn(data)
+    sel = (burn > 0) & ok
+    return burn[sel].astype(np.int64) - 1, vals[sel].astype(np.float64), hit
+
+
+def _ndvi(bands: tuple[int, int]):
+    def fn(data):
+        red = data[0].astype(np.float64)
+        nir = data[1].astype(np.float64)
+        s = nir + red
+        ok = ~np.ma.getmaskarray(data[0]) & ~np.ma.getmaskarray(data[1]) & (s.filled(0) > 0)
+        ndvi = np.where(ok, (nir.filled(0) - red.filled(0)) / np.where(s.filled(0) > 0, s.filled(1), 1), 0.0)
+        return ndvi, ok
+
+    return fn
+
+
+def _height(data):
+    ok = ~np.ma.getmaskarray(data[0])
+    return data[0].filled(np.nan).astype(np.float64), ok & np.isfinite(data[0].filled(np.nan))
+
+
+def mean_ndvi(
+    geoms: np.ndarray, paths: list[Path], red_band: int = 1, nir_band: int = 4, resolution_m: float = 1.0
+) -> np.ndarray:
+    """Mean NDVI over each footprint (NaN where no orthophoto pixel covers it)."""
+    geoms = np.asarray(geoms, dtype=object)
+    s = np.zeros(len(geoms))
+    c = np.zeros(len(geoms))
+    for p in paths:
+        idx, v, _ = _tile_zonal(
+            Path(p), geoms, (red_band, nir_band), resolution_m, _ndvi((red_band, nir_band))
+        )
+        s += np.bincount(idx, weights=v, minlength=len(geoms))
+        c += np.bincount(idx, minlength=len(geoms))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def terrain_low(
+    geoms: np.ndarray, paths: list[Path], percentile: float = 10.0, resolution_m: float = 1.0
+) -> np.ndarray:
+    """A low percentile of the DGM cells touching each footprint (NaN where no DGM covers it)."""
+    from pipeline.stages.buildings._kernels import grouped_percentiles
+
+    geoms = np.asarray(geoms, dtype=object)
+    ids, vals = [], []
+    for p in paths:
+        idx, v, _ = _tile_zonal(Path(p), geoms, (1,), resolution_m, _height)
+        ids.append(idx)
+        vals.append(v)
+    if not ids:
+        return np.full(len(geoms), np.nan)
+    owner = np.concatenate(ids)
+    v = np.concatenate(vals)
+    order = np.argsort(owner, kind="stable")
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(geoms)))]).astype(np.int64)
+    return grouped_percentiles(ptr, v[order], np.array([percentile], dtype=np.float64))[:, 0]
