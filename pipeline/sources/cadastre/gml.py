@@ -95,16 +95,20 @@ def densify_arc(
     ccw = (t2 - t1) % two_pi < (t3 - t1) % two_pi
     if full_circle:
         ccw = d > 0
-        sweep = two_pi if ccw else -two_pi
-    else:
-        sweep = (t3 - t1) % two_pi if ccw else -((t1 - t3) % two_pi)
+    # two sub-arcs p1 -> p2 -> p3 so that the (surveyed) middle point is kept exactly
+    s1 = (t2 - t1) % two_pi if ccw else -((t1 - t2) % two_pi)
+    s2 = (t3 - t2) % two_pi if ccw else -((t2 - t3) % two_pi)
+    if full_circle:
+        s2 = (two_pi if ccw else -two_pi) - s1
     step = MAX_ARC_STEP
     if r > tol:
         step = min(step, 2.0 * math.acos(max(-1.0, 1.0 - tol / r)))
-    n = max(2, math.ceil(abs(sweep) / step))
-    ang = t1 + sweep * np.arange(n + 1) / n
+    n1 = max(1, math.ceil(abs(s1) / step))
+    n2 = max(1, math.ceil(abs(s2) / step))
+    ang = np.concatenate([t1 + s1 * np.arange(n1) / n1, t2 + s2 * np.arange(n2 + 1) / n2])
     pts = np.column_stack([ux + r * np.cos(ang), uy + r * np.sin(ang)])
     pts[0] = p1[:2]
+    pts[n1] = p2[:2]
     pts[-1] = p1[:2] if full_circle else p3[:2]
     return pts
 
