@@ -1,0 +1,122 @@
+"""Build report layer: report/index.html + PNG plots + report/data/ (what the notebook re-reads).
+
+    build_report_layers(ctx, previous) -> [report]
+
+Heights are compared with the demo's ground truth (`<raw>/truth/buildings.csv`, by oid) when present, else
+with the official LoD1/LoD2 comparison the buildings layer wrote (buildings/reference_comparison.csv).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.tiles.tileset import write_atomic
+
+DENSITY_CELL_M = 2.0
+
+
+def _residuals(ctx: BuildContext, data) -> pd.DataFrame | None:
+    from pipeline.report import height_residuals
+
+    truth = ctx.cfg.raw_dir / "truth" / "buildings.csv"
+    if truth.is_file() and data.buildings is not None:
+        t = pd.read_csv(truth, dtype={"oid": str})
+        res = height_residuals(data.buildings, t, "ground truth")
+        if len(res):
+            return res
+    ref = ctx.release_dir / "buildings" / "reference_comparison.csv"
+    if ref.is_file():
+        r = pd.read_csv(ref, dtype={"oid": str})
+        if {"oid", "height", "ref_height"} <= set(r.columns) and len(r):
+            out = pd.DataFrame(
+                {"oid": r["oid"], "height": r["height"], "reference": r["ref_height"]}
+            ).dropna()
+            out["residual"] = (out["height"] - out["reference"]).round(3)
+            out["source"] = "official LoD1/LoD2"
+            return out.sort_values("oid").reset_index(drop=True)
+    return None
+
+
+def _density(ctx: BuildContext, path) -> bool:
+    """Points per DENSITY_CELL_M cell of the newest aerial epoch as a small GeoTIFF."""
+    import rasterio
+
+    from pipeline.orchestrate.terrain import las_bounds
+    from pipeline.sources.rasters import Grid
+    from pipeline.stages.terrain.rasterise import rasterise_point_files
+
+    cfg = ctx.cfg
+    if not cfg.sources.aerial:
+        return False
+    ep = cfg.sources.aerial[-1]
+    files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+    if not files:
+        return False
+    grid = Grid.from_bounds(las_bounds(files), DENSITY_CELL_M, cfg.crs.horizontal)
+    acc = rasterise_point_files(files, grid, stat="max", crs_cfg=cfg.crs, crs_override=ep.crs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="uint32",
+        crs=grid.crs,
+        transform=grid.transform,
+        compress="deflate",
+    ) as ds:
+        ds.write(acc.count.astype(np.uint32), 1)
+    return True
+
+
+def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
+    from pipeline.report import PLOTS, ReleaseData, render_html, residual_stats
+
+    out = ctx.release_dir / "report"
+    data_dir = out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    layers = [lay.to_json() for lay in previous]
+    timings = dict(ctx.timings)
+    warnings = list(ctx.warnings) + [w for lay in previous for w in lay.warnings]
+    build = {
+        "build_id": ctx.build_id,
+        "name": ctx.cfg.name,
+        "layers": layers,
+        "timings": timings,
+        "warnings": warnings,
+    }
+    write_atomic(data_dir / "build.json", json.dumps(build, indent=1, sort_keys=True).encode())
+    files = ["report/data/build.json"]
+    if _density(ctx, data_dir / "point_density.tif"):
+        files.append("report/data/point_density.tif")
+    data = ReleaseData.load(ctx.release_dir, layers=layers, timings=timings)
+    res = _residuals(ctx, data)
+    if res is not None:
+        write_atomic(data_dir / "residuals.csv", res.to_csv(index=False, lineterminator="\n").encode())
+        files.append("report/data/residuals.csv")
+        data.residuals = res
+    images = []
+    for name, fn in PLOTS.items():
+        fn(data, out / name)
+        images.append(name)
+        files.append(f"report/{name}")
+    html = render_html(data, images, f"RuhrTwin build report: {ctx.cfg.name} ({ctx.build_id})", warnings)
+    write_atomic(out / "index.html", html.encode("utf-8"))
+    files.append("report/index.html")
+    stats = {"plots": len(images), "residuals": residual_stats(res)}
+    return LayerResult(name="report", kind="report", access="public", files=sorted(files), stats=stats)
+
+
+def build_report_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
+    t0 = time.perf_counter()
+    with ctx.stage("report"):
+        res = build_report(ctx, previous)
+    res.seconds = time.perf_counter() - t0
+    return [res]
