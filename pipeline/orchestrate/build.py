@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ class LayerUnit:
     roles: tuple[str, ...]
     config: tuple[str, ...]
     after: tuple[str, ...] = ()
+    # roles that depend on the config (e.g. terrain reads the aerial ground points only without a DGM)
+    roles_fn: Callable[[TwinConfig], tuple[str, ...]] | None = None
 
 
 # Layer modules after the point clouds, in order: each `func(ctx, previous_results) -> list[LayerResult]`.
@@ -108,7 +111,7 @@ _OPTIONAL_LAYERS = [
         "buildings",
         "pipeline.orchestrate.buildings",
         "build_buildings_layers",
-        ("cadastre", "aerial", "dgm", "reference"),
+        ("cadastre", "aerial", "dgm", "orthophoto", "reference"),
         ("buildings",),
     ),
     LayerUnit(
@@ -117,6 +120,7 @@ _OPTIONAL_LAYERS = [
         "build_terrain_layers",
         ("dgm", "orthophoto", "aerial"),
         ("terrain",),
+        roles_fn=lambda cfg: ("dgm", "orthophoto") if cfg.sources.dgm else ("dgm", "orthophoto", "aerial"),
     ),
     LayerUnit(
         "overlays",
@@ -124,7 +128,7 @@ _OPTIONAL_LAYERS = [
         "build_overlay_layers",
         ("cadastre", "orthophoto", "aerial", "dgm"),
         ("overlays", "change", "terrain", "buildings"),
-        ("buildings", "terrain"),
+        ("buildings",),
     ),
     LayerUnit(
         "panoramas",
@@ -164,8 +168,8 @@ def _optional(module: str):
 
 
 def _unit_key_parts(ctx: BuildContext, unit: LayerUnit, done: list[str]) -> dict[str, Any]:
-    roles = unit.roles
     cfg = ctx.cfg
+    roles = unit.roles_fn(cfg) if unit.roles_fn else unit.roles
     files = [i for i in ctx.inputs if any(i.role == r or i.role.startswith(r + ":") for r in roles)]
     after = done if "*" in unit.after else [a for a in unit.after if a in done]
     return {
@@ -260,6 +264,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                 tuple(dep.get("roles", unit.roles)),
                 tuple(dep.get("config", unit.config)),
                 tuple(dep.get("after", unit.after)),
+                None if "roles" in dep else unit.roles_fn,
             )
         fn = getattr(mod, unit.func)
         prev = list(results)

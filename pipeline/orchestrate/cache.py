@@ -305,6 +305,7 @@ class ReuseState:
     reused_files: set[str] = field(default_factory=set)
     reused_layers: list[str] = field(default_factory=list)
     built_layers: list[str] = field(default_factory=list)
+    deduped_files: int = 0  # rebuilt but byte-identical to the previous release: hard-linked
 
     @classmethod
     def open(cls, staging: Path, sources: Iterable[Path]) -> ReuseState:
@@ -432,6 +433,7 @@ def reuse_or_build(
             if rel and rel not in files and (st.staging / rel).is_file():
                 files.append(rel)
     files.sort()
+    deduped = dedupe_against_previous(st, files)
     outputs = {rel: st.outputs.get(rel) or content_key(key, rel) for rel in files}
     # results without timings: the index is part of the release and must not depend on the machine
     entry = {
@@ -441,11 +443,51 @@ def reuse_or_build(
         "results": [r.to_json() | {"seconds": 0.0} for r in results],
     }
     st.built_layers.append(layer_name)
+    st.deduped_files += deduped
     st.record_layer(layer_name, entry)
     ctx.log.event(
         "layer_built", layer=layer_name, key=key, files=len(files), seconds=round(time.perf_counter() - t0, 3)
     )
     return results
+
+
+def _same_bytes(a: Path, b: Path, bufsize: int = 1 << 20) -> bool:
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x = fa.read(bufsize)
+            if x != fb.read(bufsize):
+                return False
+            if not x:
+                return True
+
+
+def dedupe_against_previous(st: ReuseState, files: list[str]) -> int:
+    """Files a rebuilt layer wrote with exactly the bytes of the same path in the previous release (or a
+    resumed build) are replaced by hard links to that file: unchanged outputs keep their inode and are
+    not stored twice. Returns how many files were linked."""
+    linked = 0
+    for rel in files:
+        if rel in st.reused_files:
+            continue
+        dst = st.staging / rel
+        for src_root in st.sources:
+            src = src_root.root / rel
+            try:
+                if not src.is_file() or src.stat().st_size != dst.stat().st_size or src.samefile(dst):
+                    continue
+                if not _same_bytes(src, dst):
+                    continue
+            except OSError:
+                continue
+            tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
+            try:
+                os.link(src, tmp)
+                os.replace(tmp, dst)
+                linked += 1
+            except OSError:
+                tmp.unlink(missing_ok=True)
+            break
+    return linked
 
 
 def _result_from_json(d: dict[str, Any]) -> LayerResult:
@@ -491,11 +533,38 @@ def record_outputs(ctx: BuildContext, keys: Mapping[str, str]) -> None:
     _state(ctx).record(keys)
 
 
+def feature_hashes(gdf: Any, id_column: str | None = None) -> dict[str, str]:
+    """Content hash (16 hex digits) of every feature of a GeoDataFrame: geometry WKB + all attributes.
+
+    Keyed by `id_column` (e.g. ALKIS `oid`, `flstkennz`) or the row position. A tile of buildings or
+    parcels can then be keyed by the hashes of the features it holds:
+    `content_key(layer_config_key(ctx, "buildings"), sorted(h[i] for i in ids_in_tile))`, so a cadastre
+    update rebuilds only the tiles whose features changed."""
+    import pandas as pd
+    import shapely
+
+    geom = gdf.geometry.values
+    wkb = shapely.to_wkb(geom, output_dimension=3) if len(gdf) else []
+    attrs = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+    attr_hash = (
+        pd.util.hash_pandas_object(attrs.astype(str), index=False).to_numpy() if len(attrs.columns) else None
+    )
+    ids = gdf[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(gdf))]
+    out: dict[str, str] = {}
+    for k, fid in enumerate(ids):
+        h = hashlib.sha256(bytes(wkb[k]) if wkb[k] is not None else b"")
+        if attr_hash is not None:
+            h.update(int(attr_hash[k]).to_bytes(8, "little"))
+        out[fid] = h.hexdigest()[:16]
+    return out
+
+
 def reuse_stats(ctx: BuildContext) -> dict[str, Any]:
     st = _state(ctx)
     return {
         "layers_reused": sorted(st.reused_layers),
         "layers_built": sorted(st.built_layers),
         "files_reused": len(st.reused_files),
+        "files_rebuilt_identical": st.deduped_files,
         "files_total": len(_walk_files(st.staging)),
     }
