@@ -9,6 +9,7 @@ The same functions run in-process when there is no Dask client, and the output i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -127,10 +128,8 @@ class PeakRss:
         me = psutil.Process()
         total = 0
         for p in [me, *me.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 total += p.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
         self.peak = max(self.peak, total)
         return total
 
@@ -597,7 +596,7 @@ def tile_positions_mm(path: Path) -> np.ndarray:
     q = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.int64)
     node = js["nodes"][0]
     t = np.round(np.asarray(node["translation"]) * 1000.0).astype(np.int64)
-    s = int(round(node["scale"][0] * 1000.0))
+    s = round(node["scale"][0] * 1000.0)
     gx = t[0] + q[:, 0] * s
     gy = t[1] + q[:, 1] * s
     gz = t[2] + q[:, 2] * s

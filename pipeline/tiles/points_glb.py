@@ -22,7 +22,11 @@ import numpy as np
 
 from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
 from pipeline.tiles.gltf import (
+    ARRAY_BUFFER,
+    FLOAT,
     POINTS,
+    UNSIGNED_BYTE,
+    UNSIGNED_SHORT,
     GltfBuilder,
     add_property_attribute,
     set_metadata_schema,
@@ -87,8 +91,16 @@ class QuantizedTile:
 
     @property
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
-        qmin = self.q.min(axis=0).astype(np.int64)
+        qmin = getattr(self, "_qmin", None)
+        if qmin is None:
+            qmin = self.q.min(axis=0).astype(np.int64)
         return self.lo + qmin * self.step, self.lo + self.qmax * self.step
+
+
+def quantized_tile(lo, step, q, qmin, qmax) -> QuantizedTile:
+    qt = QuantizedTile(lo=np.asarray(lo, np.int64), step=int(step), q=q, qmax=np.asarray(qmax, np.int64))
+    qt._qmin = np.asarray(qmin, np.int64)  # type: ignore[attr-defined]
+    return qt
 
 
 def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
@@ -101,6 +113,32 @@ def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
     return QuantizedTile(lo=lo, step=step, q=q, qmax=q.max(axis=0).astype(np.int64))
 
 
+def _interleave(columns: list[tuple[str, np.ndarray, bool]]) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """Pack vertex attributes into one interleaved record (each attribute 4-byte aligned, as glTF requires).
+
+    Returns the packed array and {attribute: (byteOffset, index in columns)}.
+    """
+    names, formats, offsets = [], [], []
+    off = 0
+    placed: dict[str, tuple[int, int]] = {}
+    for i, (attr, arr, _norm) in enumerate(columns):
+        comp = arr.dtype.itemsize
+        off = (off + 3) // 4 * 4  # glTF: every vertex attribute starts on a 4-byte boundary
+        width = 1 if arr.ndim == 1 else arr.shape[1]
+        names.append(attr)
+        formats.append((arr.dtype, (width,)) if width > 1 else arr.dtype)
+        offsets.append(off)
+        placed[attr] = (off, i)
+        off += comp * width
+    stride = (off + 3) // 4 * 4
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": stride})
+    n = len(columns[0][1])
+    packed = np.zeros(n, dtype=dt)
+    for attr, arr, _norm in columns:
+        packed[attr] = arr
+    return packed, placed
+
+
 def encode_glb(
     qt: QuantizedTile,
     attrs: dict[str, np.ndarray],
@@ -108,7 +146,11 @@ def encode_glb(
     *,
     meshopt: bool = False,
 ) -> bytes:
-    """One point tile as GLB bytes. `attrs` holds the record fields of the tile's points (same order)."""
+    """One point tile as GLB bytes. `attrs` holds the record fields of the tile's points (same order).
+
+    All vertex attributes are interleaved in one buffer view, each on a 4-byte boundary (36 bytes per point
+    with colour and GPS time; EXT_meshopt_compression removes most of the padding).
+    """
     b = GltfBuilder()
     b.use_extension("KHR_mesh_quantization", required=True)
     n = len(qt.q)
@@ -117,30 +159,58 @@ def encode_glb(
     pos[:, 0] = qt.q[:, 0]
     pos[:, 1] = qt.q[:, 2]
     pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
-    accessors: dict[str, int] = {"POSITION": b.add_accessor(pos, with_bounds=True)}
-    if "rgb" in attrs:
-        accessors["COLOR_0"] = b.add_accessor(SRGB8_TO_LINEAR8[attrs["rgb"]], normalized=True)
     prop_attr: dict[str, str] = {}
     pa_extra: dict[str, dict[str, Any]] = {}
+    cols: list[tuple[str, np.ndarray, bool]] = [("POSITION", pos, False)]
 
     def add(prop: str, attr: str, values: np.ndarray) -> None:
-        accessors[attr] = b.add_accessor(np.ascontiguousarray(values))
+        cols.append((attr, np.ascontiguousarray(values), False))
         prop_attr[prop] = attr
 
     add("intensity", "_INTENSITY", attrs["intensity"])
-    add("classification", "_CLASSIFICATION", attrs["classification"])
-    add("return_number", "_RETURN_NUMBER", attrs["return_number"])
-    add("number_of_returns", "_NUMBER_OF_RETURNS", attrs["number_of_returns"])
-    add("point_source_id", "_POINT_SOURCE_ID", attrs["point_source_id"])
     if schema.has_gps:
-        t = attrs["gps_time"]
+        t = np.asarray(attrs["gps_time"], dtype=np.float64)
         base = float(t.min()) if n else 0.0
         add("gps_time", "_GPS_TIME", (t - base).astype(np.float32))
         pa_extra["gps_time"] = {"offset": base}
+    for name in schema.extra_dims:
+        add(f"x_{name}", f"_X_{name.upper()}", np.asarray(attrs[f"x_{name}"], dtype=np.float32))
+    add("point_source_id", "_POINT_SOURCE_ID", attrs["point_source_id"])
     if schema.has_nir:
         add("nir", "_NIR", attrs["nir"])
-    for name in schema.extra_dims:
-        add(f"x_{name}", f"_X_{name.upper()}", attrs[f"x_{name}"].astype(np.float32))
+    if schema.has_rgb:
+        cols.append(("COLOR_0", SRGB8_TO_LINEAR8[attrs["rgb"]], True))
+    add("classification", "_CLASSIFICATION", attrs["classification"])
+    add("return_number", "_RETURN_NUMBER", attrs["return_number"])
+    add("number_of_returns", "_NUMBER_OF_RETURNS", attrs["number_of_returns"])
+    # 4-byte components first, then 2-byte, then 1-byte (POSITION + intensity stay in front: 8 bytes)
+    head, rest = cols[:2], cols[2:]
+    rest.sort(key=lambda c: -c[1].dtype.itemsize)
+    cols = head + rest
+    packed, placed = _interleave(cols)
+    stride = packed.dtype.itemsize
+    view = b.add_buffer_view(packed.view(np.uint8), ARRAY_BUFFER, stride)
+    accs = b.json.setdefault("accessors", [])
+    accessors: dict[str, int] = {}
+    comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
+    for attr, (off, i) in placed.items():
+        arr, norm = cols[i][1], cols[i][2]
+        width = 1 if arr.ndim == 1 else arr.shape[1]
+        ctype = FLOAT if arr.dtype == np.float32 else comp[arr.dtype.itemsize]
+        acc: dict[str, Any] = {
+            "bufferView": view,
+            "byteOffset": off,
+            "componentType": ctype,
+            "count": int(n),
+            "type": {1: "SCALAR", 3: "VEC3"}[width],
+        }
+        if norm:
+            acc["normalized"] = True
+        if attr == "POSITION" and n:
+            acc["min"] = [int(v) for v in pos.min(axis=0)]
+            acc["max"] = [int(v) for v in pos.max(axis=0)]
+        accs.append(acc)
+        accessors[attr] = len(accs) - 1
     set_metadata_schema(b, schema.metadata_schema())
     pa_index = add_property_attribute(b, CLASS_ID, prop_attr)
     pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
@@ -167,36 +237,30 @@ def encode_glb(
         scale=[s, s, s],
     )
     if meshopt:
-        _meshopt_compress(b)
+        return _meshopt_glb(b)
     return b.to_glb()
 
 
-def _meshopt_compress(b: GltfBuilder) -> None:
-    """Re-encode every vertex buffer view with EXT_meshopt_compression (ATTRIBUTES mode).
+def _meshopt_glb(b: GltfBuilder) -> bytes:
+    """GLB with EXT_meshopt_compression: compressed streams in buffer 0 (the BIN chunk), the buffer views
+    refer to a fallback buffer 1 that has no data (`fallback: true`), as the extension prescribes."""
+    import json
+    import struct
 
-    The uncompressed data moves to a fallback-free buffer 0 (byteLength only, no bytes), the compressed
-    streams go into buffer 1 stored in the GLB's BIN chunk, as the extension prescribes.
-    """
     import meshoptimizer as mo
 
-    views = b.json["bufferViews"]
     raw = bytes(b._bin)
     out = bytearray()
-    for v in views:
-        stride = v.get("byteStride")
-        length = v["byteLength"]
-        data = raw[v["byteOffset"] : v["byteOffset"] + length]
-        if stride is None:
-            # tightly packed accessors (4-byte float/uint32 or 2x uint16...): the element size is the stride
-            stride = _element_size(b.json, views.index(v))
-        count = length // stride
-        arr = np.frombuffer(data, dtype=np.uint8).reshape(count, stride)
-        enc = bytes(mo.encode_vertex_buffer(arr, count, stride))
-        pad = (4 - len(out) % 4) % 4
-        out.extend(b"\x00" * pad)
+    for v in b.json["bufferViews"]:
+        stride = v["byteStride"]
+        count = v["byteLength"] // stride
+        arr = np.frombuffer(raw, dtype=np.uint8, count=v["byteLength"], offset=v["byteOffset"])
+        enc = bytes(mo.encode_vertex_buffer(arr.reshape(count, stride), count, stride))
+        out.extend(b"\x00" * ((4 - len(out) % 4) % 4))
+        v["buffer"] = 1
         v["extensions"] = {
             "EXT_meshopt_compression": {
-                "buffer": 1,
+                "buffer": 0,
                 "byteOffset": len(out),
                 "byteLength": len(enc),
                 "byteStride": stride,
@@ -205,18 +269,45 @@ def _meshopt_compress(b: GltfBuilder) -> None:
             }
         }
         out.extend(enc)
-    b._bin = bytearray(out)
+    out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
     b.use_extension("EXT_meshopt_compression", required=True)
-    b._meshopt_fallback_length = len(raw)  # type: ignore[attr-defined]
+    b.json["buffers"] = [
+        {"byteLength": len(out)},
+        {"byteLength": len(raw), "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
+    ]
+    js = json.dumps(b.json, separators=(",", ":")).encode("utf-8")
+    js += b" " * ((8 - len(js) % 8) % 8)
+    total = 12 + 8 + len(js) + 8 + len(out)
+    return (
+        struct.pack("<4sII", b"glTF", 2, total)
+        + struct.pack("<I4s", len(js), b"JSON")
+        + js
+        + struct.pack("<I4s", len(out), b"BIN\x00")
+        + bytes(out)
+    )
 
 
-def _element_size(js: dict[str, Any], view_index: int) -> int:
-    sizes = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
-    widths = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-    for a in js["accessors"]:
-        if a["bufferView"] == view_index:
-            return sizes[a["componentType"]] * widths[a["type"]]
-    raise ValueError("buffer view without accessor")
+def decode_meshopt_views(js: dict[str, Any], binary: bytes) -> tuple[dict[str, Any], bytes]:
+    """Undo EXT_meshopt_compression (validation): returns JSON + BIN with plain buffer views."""
+    import copy
+
+    import meshoptimizer as mo
+
+    js = copy.deepcopy(js)
+    out = bytearray()
+    for v in js["bufferViews"]:
+        ext = v.get("extensions", {}).get("EXT_meshopt_compression")
+        if not ext:
+            continue
+        data = np.frombuffer(binary, dtype=np.uint8, count=ext["byteLength"], offset=ext["byteOffset"])
+        dec = np.asarray(mo.decode_vertex_buffer(ext["count"], ext["byteStride"], data.tobytes()))
+        out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
+        v["buffer"] = 0
+        v["byteOffset"] = len(out)
+        v["byteLength"] = ext["count"] * ext["byteStride"]
+        out.extend(np.ascontiguousarray(dec).view(np.uint8).tobytes()[: v["byteLength"]])
+        del v["extensions"]
+    return js, bytes(out)
 
 
 def tile_checksum(positions_mm: np.ndarray) -> int:

@@ -298,3 +298,99 @@ def select_levels_reference(
 
     visit(np.arange(n), b)
     return level
+
+
+# ---- record permutation and tile quantization ----------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather_rows(src, perm, out):
+    w = src.shape[1]
+    for i in range(perm.shape[0]):
+        j = perm[i]
+        for k in range(w):
+            out[i, k] = src[j, k]
+
+
+def take_rows(rec: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """rec[perm] for a contiguous structured array (about 10x faster than numpy's structured take)."""
+    rec = np.ascontiguousarray(rec)
+    out = np.empty(len(perm), dtype=rec.dtype)
+    w = rec.dtype.itemsize
+    if len(perm) and len(rec):
+        _gather_rows(
+            rec.view(np.uint8).reshape(len(rec), w),
+            np.asarray(perm, dtype=np.int64),
+            out.view(np.uint8).reshape(len(out), w),
+        )
+    return out
+
+
+@nb.njit(cache=True, inline="always")
+def _hash3(x, y, z):
+    h = _mix64(U64(np.uint32(x)) + U64(0x9E3779B97F4A7C15))
+    h = _mix64(h ^ U64(np.uint32(y)))
+    return _mix64(h ^ U64(np.uint32(z)))
+
+
+@nb.njit(cache=True, nogil=True)
+def _quantize_tiles(x, y, z, starts, ends, q, lo, step, qmin, qmax, checksum):
+    for t in range(starts.shape[0]):
+        s = starts[t]
+        e = ends[t]
+        mn0, mn1, mn2 = np.int64(x[s]), np.int64(y[s]), np.int64(z[s])
+        mx0, mx1, mx2 = mn0, mn1, mn2
+        for i in range(s, e):
+            a, b, c = np.int64(x[i]), np.int64(y[i]), np.int64(z[i])
+            mn0 = min(mn0, a)
+            mn1 = min(mn1, b)
+            mn2 = min(mn2, c)
+            mx0 = max(mx0, a)
+            mx1 = max(mx1, b)
+            mx2 = max(mx2, c)
+        ext = max(mx0 - mn0, max(mx1 - mn1, mx2 - mn2))
+        st = np.int64(1)
+        while ext // st > 65535:
+            st *= 2
+        lo[t, 0], lo[t, 1], lo[t, 2] = mn0, mn1, mn2
+        step[t] = st
+        h = U64(0)
+        a0, a1, a2 = np.int64(65535), np.int64(65535), np.int64(65535)
+        b0, b1, b2 = np.int64(0), np.int64(0), np.int64(0)
+        for i in range(s, e):
+            q0 = (np.int64(x[i]) - mn0) // st
+            q1 = (np.int64(y[i]) - mn1) // st
+            q2 = (np.int64(z[i]) - mn2) // st
+            q[i, 0], q[i, 1], q[i, 2] = q0, q1, q2
+            a0, a1, a2 = min(a0, q0), min(a1, q1), min(a2, q2)
+            b0, b1, b2 = max(b0, q0), max(b1, q1), max(b2, q2)
+            h += _hash3(mn0 + q0 * st, mn1 + q1 * st, mn2 + q2 * st)
+        qmin[t, 0], qmin[t, 1], qmin[t, 2] = a0, a1, a2
+        qmax[t, 0], qmax[t, 1], qmax[t, 2] = b0, b1, b2
+        checksum[t] = h
+
+
+def quantize_tiles(x, y, z, starts, ends):
+    """Per tile (slice starts[t]:ends[t]): power-of-two-mm uint16 quantization, bounds and checksum."""
+    n, T = len(x), len(starts)
+    q = np.empty((n, 3), dtype=np.uint16)
+    lo = np.empty((T, 3), dtype=np.int64)
+    step = np.empty(T, dtype=np.int64)
+    qmin = np.empty((T, 3), dtype=np.int64)
+    qmax = np.empty((T, 3), dtype=np.int64)
+    checksum = np.empty(T, dtype=np.uint64)
+    if T:
+        _quantize_tiles(
+            x,
+            y,
+            z,
+            np.asarray(starts, np.int64),
+            np.asarray(ends, np.int64),
+            q,
+            lo,
+            step,
+            qmin,
+            qmax,
+            checksum,
+        )
+    return q, lo, step, qmin, qmax, checksum

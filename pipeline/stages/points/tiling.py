@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -216,7 +217,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     else:
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-    rec = rec[order]
+    rec = K.take_rows(rec, order)
     kp, rp = write_spill(Path(job.spill_dir), unit.unit_index, keys, rec)
     codes = tuple(int(c) for c in np.flatnonzero(np.bincount(rec["classification"], minlength=1)))
     return SpillPart(
@@ -294,53 +295,64 @@ def _tile_uri(depth: int, ix: int, iy: int, iz: int, fmt: str) -> str:
     return f"content/{depth}/{ix}_{iy}_{iz}.{ext}"
 
 
-def write_tile(job: TileJob, depth: int, rec: np.ndarray) -> TileRecord:
-    """Encode one tile's records (already in output order) and write it into the staging directory."""
+def write_tiles(job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]]) -> list[TileRecord]:
+    """Encode and write tiles; `rec` is in output order and groups are (depth, start, end) slices."""
     from pipeline.tiles.pnts import encode_pnts
-    from pipeline.tiles.points_glb import encode_glb, quantize, tile_checksum
+    from pipeline.tiles.points_glb import encode_glb, quantized_tile
 
-    xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    if not groups:
+        return []
+    starts = np.array([g[1] for g in groups], dtype=np.int64)
+    ends = np.array([g[2] for g in groups], dtype=np.int64)
+    q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
     cube = job.cube
-    sh = cube.R - depth
     org = np.asarray(cube.origin, np.int64)
-    ix, iy, iz = (int(v) for v in ((xyz[0].astype(np.int64) - org) >> sh))
-    qt = quantize(xyz)
-    attrs = {name: rec[name] for name in rec.dtype.names if name not in ("x", "y", "z")}
-    if job.fmt == "1.1":
-        data = encode_glb(qt, attrs, job.schema, meshopt=job.meshopt)  # type: ignore[arg-type]
-    else:
-        data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
-    uri = _tile_uri(depth, ix, iy, iz, job.fmt)
-    path = Path(job.out_dir) / uri
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    pos = qt.positions_mm
-    lo, hi = qt.bounds_mm
-    return TileRecord(
-        depth,
-        ix,
-        iy,
-        iz,
-        len(rec),
-        tuple(int(v) for v in lo),
-        tuple(int(v) for v in hi),
-        tile_checksum(pos),
-        uri,
-    )
+    names = [n for n in rec.dtype.names if n not in ("x", "y", "z")]
+    out = []
+    for t, (depth, s, e) in enumerate(groups):
+        sh = cube.R - depth
+        first = np.array([rec["x"][s], rec["y"][s], rec["z"][s]], dtype=np.int64)
+        ix, iy, iz = (int(v) for v in ((first - org) >> sh))
+        qt = quantized_tile(lo[t], step[t], q[s:e], qmin[t], qmax[t])
+        sl = rec[s:e]
+        attrs = {name: sl[name] for name in names}
+        if job.fmt == "1.1":
+            data = encode_glb(qt, attrs, job.schema, meshopt=job.meshopt)  # type: ignore[arg-type]
+        else:
+            data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
+        uri = _tile_uri(depth, ix, iy, iz, job.fmt)
+        path = Path(job.out_dir) / uri
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        tlo, thi = qt.bounds_mm
+        out.append(
+            TileRecord(
+                depth,
+                ix,
+                iy,
+                iz,
+                e - s,
+                tuple(int(v) for v in tlo),
+                tuple(int(v) for v in thi),
+                int(checksum[t]),
+                uri,
+            )
+        )
+    return out
 
 
-def _groups(level: np.ndarray, keys: np.ndarray, sel: np.ndarray, D: int):
-    """Split indices `sel` (sorted by level, then key) into tiles: yields (depth, index array)."""
-    if len(sel) == 0:
-        return
-    lv = level[sel].astype(np.int64)
-    tile = keys[sel] >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
+def _group_slices(level: np.ndarray, keys: np.ndarray, D: int) -> list[tuple[int, int, int]]:
+    """(depth, start, end) of the tiles of points sorted by (level, key)."""
+    n = len(level)
+    if n == 0:
+        return []
+    lv = level.astype(np.int64)
+    tile = keys >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
     brk = np.flatnonzero((lv[1:] != lv[:-1]) | (tile[1:] != tile[:-1])) + 1
     starts = np.concatenate([[0], brk])
-    ends = np.concatenate([brk, [len(sel)]])
-    for s, e in zip(starts, ends, strict=True):
-        yield int(lv[s]), sel[s:e]
+    ends = np.concatenate([brk, [n]])
+    return [(int(lv[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
@@ -368,37 +380,38 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     else:
         order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    rec = rec[order]
     xyz = xyz[order]
-    del order
     hashes = K.point_hash(xyz)
     del xyz
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
     res = BinResult(spec.depth, spec.prefix, points=n)
-    # tiles inside the bin
-    inside = np.flatnonzero(level >= b)
-    inside = inside[np.argsort(level[inside], kind="stable")]
-    for depth, idx in _groups(level, keys, inside, D):
-        res.tiles.append(write_tile(job, depth, rec[idx]))
-    # points of tiles above the bin
-    upper = np.flatnonzero(level < b)
-    if len(upper):
-        imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
+    # one permutation: by level (stable: keeps key order), tiles become contiguous slices
+    by_level = np.argsort(level, kind="stable")
+    n_upper = int(np.count_nonzero(level < b))
+    rec = K.take_rows(rec, order[by_level])
+    del order
+    keys = keys[by_level]
+    level_s = level[by_level]
+    hashes_s = hashes[by_level]
+    imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
+    imin_pos = int(np.flatnonzero(by_level == imin)[0]) if n_upper else -1
+    del hashes, by_level
+    res.tiles = write_tiles(job, rec[n_upper:], _group_slices(level_s[n_upper:], keys[n_upper:], D))
+    if n_upper:
         up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
-        up = np.empty(len(upper), dtype=up_dtype)
-        up["rec"] = rec[upper]
-        up["key"] = keys[upper]
-        up["hash"] = hashes[upper]
-        up["level"] = level[upper]
+        up = np.empty(n_upper, dtype=up_dtype)
+        up["rec"] = rec[:n_upper]
+        up["key"] = keys[:n_upper]
+        up["hash"] = hashes_s[:n_upper]
+        up["level"] = level_s[:n_upper]
         path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
         up.tofile(path)
         res.upper_path = str(path)
-        res.upper_count = len(upper)
-        pos = np.searchsorted(upper, imin)
-        if pos < len(upper) and upper[pos] == imin:
-            res.min_index = int(pos)
-            res.min_key = int(keys[imin])
-            res.min_hash = int(hashes[imin])
+        res.upper_count = n_upper
+        if 0 <= imin_pos < n_upper:
+            res.min_index = imin_pos
+            res.min_key = int(keys[imin_pos])
+            res.min_hash = int(hashes_s[imin_pos])
     return res
 
 
@@ -446,20 +459,11 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     order = np.lexsort((up["key"], level))
     keys = up["key"][order]
     lv = level[order]
-    recs = up["rec"][order]
-    out = []
-    tile = keys >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
-    brk = np.flatnonzero((lv[1:] != lv[:-1]) | (tile[1:] != tile[:-1])) + 1
-    starts = np.concatenate([[0], brk])
-    ends = np.concatenate([brk, [len(keys)]])
-    for s, e in zip(starts, ends, strict=True):
-        out.append(write_tile(job, int(lv[s]), recs[s:e]))
-    return out
+    recs = np.ascontiguousarray(up["rec"][order])
+    return write_tiles(job, recs, _group_slices(lv, keys, D))
 
 
 def remove_quietly(paths: list[str]) -> None:
     for p in paths:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(p)
-        except OSError:
-            pass

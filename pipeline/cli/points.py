@@ -1,0 +1,109 @@
+"""`twin points INPUT... --out DIR`: tile point clouds into 3D Tiles (standalone, no project config)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "points",
+        help="tile LAS/LAZ/COPC/E57 point clouds into 3D Tiles",
+        description="Tile point clouds into a 3D Tiles tileset (glTF points for 1.1, pnts for 1.0).",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="LAS, LAZ, COPC or E57 files")
+    p.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
+    p.add_argument("--crs", help="CRS of the inputs, overriding the files' (e.g. EPSG:25832+7837)")
+    p.add_argument("--format", choices=["1.1", "1.0"], default="1.1", help="3D Tiles profile (default 1.1)")
+    p.add_argument("--jobs", type=int, help="worker processes (default: CPU count; 1 = in-process)")
+    p.add_argument("--memory", default="2GB", help="total memory budget of all workers (default 2GB)")
+    p.add_argument("--scheduler", help="attach to an existing Dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--meshopt", action="store_true", help="EXT_meshopt_compression (1.1 only)")
+    p.add_argument("--implicit", action="store_true", help="implicit octree tiling with subtrees (1.1)")
+    p.add_argument("--class-scheme", choices=["adv", "asprs"], default="asprs", help="classification codes")
+    p.add_argument("--keep-unknown-classes", action="store_true", help="keep class codes the scheme lacks")
+    p.add_argument("--orthophoto", help="RGB(I) raster to colour points that have no RGB")
+    p.add_argument("--extra-dim", action="append", default=[], help="LAS extra dimension to export")
+    p.add_argument(
+        "--assume-ellipsoidal",
+        action="store_true",
+        help="inputs without a vertical CRS have ellipsoidal heights, in the unit of their X/Y",
+    )
+    p.add_argument("--z-unit", choices=["m", "ft", "us-ft"], help="unit of Z when the CRS leaves it open")
+    p.add_argument("--max-points", type=int, default=60_000, help="points per leaf tile (default 60000)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.config.loader import parse_size
+    from pipeline.config.model import RuntimeConfig
+    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.runtime import dask_client, default_workers
+
+    opts = PointTilingOptions(
+        crs=args.crs,
+        format=args.format,
+        jobs=args.jobs,
+        memory=args.memory,
+        meshopt=args.meshopt,
+        implicit=args.implicit,
+        class_scheme=args.class_scheme,
+        unknown_classes="keep" if args.keep_unknown_classes else "error",
+        orthophoto=args.orthophoto,
+        extra_dimensions=tuple(args.extra_dim),
+        max_points_per_tile=args.max_points,
+        assume_ellipsoidal=args.assume_ellipsoidal,
+        z_unit=args.z_unit,
+        overwrite=args.overwrite,
+    )
+    jobs = args.jobs or default_workers()
+    con = Console(stderr=True)
+    show = not (args.quiet or args.json)
+    with Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        disable=not show,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        if jobs == 1 and not args.scheduler:
+            summary = tile_pointcloud(args.inputs, args.out, opts, None, progress)
+        else:
+            per_worker = f"{max(parse_size(args.memory) // jobs, 256 * 2**20)}B"
+            with dask_client(
+                RuntimeConfig(memory=per_worker), workers=jobs, scheduler=args.scheduler
+            ) as client:
+                summary = tile_pointcloud(args.inputs, args.out, opts, client, progress)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+        return 0
+    out = Console()
+    out.print(
+        f"[green]Tiled[/] {summary.points_in:,} points from {summary.files} file(s) into {summary.tiles:,} tiles "
+        f"(depth {summary.depth}) in {summary.seconds:.1f} s: {summary.points_per_second / 1e6:.2f} M points/s"
+    )
+    out.print(
+        f"points in {summary.points_in:,} / out {summary.points_out:,}; checksum {summary.checksum:016x}; "
+        f"peak memory {summary.peak_rss_bytes / 2**30:.2f} GiB (incl. workers); bins {summary.bins}"
+    )
+    for n in summary.notes:
+        out.print(f"[yellow]note:[/] {n}")
+    out.print(f"tileset: {Path(summary.out_dir) / summary.tileset}")
+    return 0
