@@ -58,7 +58,7 @@ def test_report_files(report_release):
     assert s["n"] == 4 and s["rmse"] < 0.15
     build = json.loads((out / "data" / "build.json").read_text())
     assert {lay["name"] for lay in build["layers"]} >= {"terrain", "imagery", "parcels", "change"}
-    assert "terrain" in build["timings"]
+    assert "terrain.mesh" in build["timings"]
 
 
 def _ensure_kernel() -> None:

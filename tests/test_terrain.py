@@ -312,3 +312,26 @@ def test_terrain_from_ground_points_without_dgm(tmp_path):
     inside = (np.asarray(e) > district.X0 + 2) & (np.asarray(n) > district.Y0 + 2)
     err = np.abs(np.asarray(h)[inside] - district.dgm_height(np.asarray(e)[inside], np.asarray(n)[inside]))
     assert np.median(err) < 0.05 and err.max() < 0.5
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_terrain_on_dask_equals_serial(terrain_release, tmp_path):
+    """The per-tile Dask path writes the same bytes as the serial path."""
+    from pipeline.orchestrate.terrain import build_terrain_layers
+    from pipeline.runtime import dask_client
+
+    ctx, _ = terrain_release
+    ctx2 = district.context(Path(ctx.cfg.base_dir) / "district.yaml", tmp_path / "dask")
+    with dask_client(ctx2.cfg.runtime, workers=2) as client:
+        ctx2.client = client
+        build_terrain_layers(ctx2, [])
+    a = sorted(
+        p.relative_to(ctx.release_dir) for p in (ctx.release_dir / "terrain").rglob("*") if p.is_file()
+    )
+    b = sorted(
+        p.relative_to(ctx2.release_dir) for p in (ctx2.release_dir / "terrain").rglob("*") if p.is_file()
+    )
+    assert a == b and len(a) > 16
+    for rel in a:
+        assert (ctx.release_dir / rel).read_bytes() == (ctx2.release_dir / rel).read_bytes(), rel

@@ -512,7 +512,7 @@ def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
         return results
     if want_parcels:
         t0 = time.perf_counter()
-        with ctx.stage("overlays"):
+        with ctx.stage("overlays.parcels"):
             surf = analysis_grid(ctx, cfg.layers.overlays.raster_res_m)
             dsm_new = surface(ctx, len(cfg.sources.aerial) - 1, surf.grid)
             res = build_parcels(ctx, previous, surf, dsm_new)
@@ -526,7 +526,7 @@ def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
             )
             return results
         t0 = time.perf_counter()
-        with ctx.stage("change"):
+        with ctx.stage("overlays.change"):
             surf = analysis_grid(ctx, cfg.layers.change.raster_res_m)
             res = build_change(ctx, previous + results, surf)
         res.seconds = time.perf_counter() - t0

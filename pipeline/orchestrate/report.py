@@ -116,7 +116,7 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
 
 def build_report_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
     t0 = time.perf_counter()
-    with ctx.stage("report"):
+    with ctx.stage("report.render"):
         res = build_report(ctx, previous)
     res.seconds = time.perf_counter() - t0
     return [res]

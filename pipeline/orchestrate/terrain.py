@@ -32,17 +32,37 @@ from pipeline.sources.rasters import (
 from pipeline.tiles.tileset import write_atomic, write_json
 
 
+def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[tuple, dict]]) -> list:
+    return [fn(*a, **kw) for a, kw in calls]
+
+
 def run_tasks(
-    ctx: BuildContext, fn: Callable[..., Any], calls: Sequence[tuple[tuple, dict]], name: str
+    ctx: BuildContext,
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[tuple, dict]],
+    name: str,
+    *,
+    min_parallel: int = 16,
+    per_task: int = 8,
 ) -> list:
-    """Run `fn(*args, **kwargs)` per call on the Dask client (or serially without one); results in order."""
-    if ctx.client is None or len(calls) <= 1:
-        return [fn(*a, **kw) for a, kw in calls]
+    """Run `fn(*args, **kwargs)` per call; results in call order.
+
+    With a Dask client and enough calls, calls are batched (`per_task` per task, at least two tasks per
+    worker) so task overhead and per-process set-up (imports, PROJ grids) stay small against the work.
+    Small jobs run in this process."""
+    if ctx.client is None or len(calls) < min_parallel:
+        return _run_batch(fn, calls)
+    try:
+        workers = max(1, len(ctx.client.scheduler_info().get("workers", {})))
+    except Exception:  # a client without scheduler info: assume two workers
+        workers = 2
+    size = max(1, min(per_task, -(-len(calls) // (2 * workers))))
+    batches = [list(calls[i : i + size]) for i in range(0, len(calls), size)]
     futures = [
-        ctx.client.submit(fn, *a, **kw, key=f"{name}-{ctx.build_id}-{i}", pure=False)
-        for i, (a, kw) in enumerate(calls)
+        ctx.client.submit(_run_batch, fn, b, key=f"{name}-{ctx.build_id}-{i}", pure=False)
+        for i, b in enumerate(batches)
     ]
-    return ctx.client.gather(futures)
+    return [r for part in ctx.client.gather(futures) for r in part]
 
 
 # ---- sources -------------------------------------------------------------------------------------
@@ -343,7 +363,7 @@ def build_terrain_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
 
     if cfg.sources.dgm or cfg.sources.aerial:
         t0 = time.perf_counter()
-        with ctx.stage("terrain"):
+        with ctx.stage("terrain.mesh"):
             res = build_terrain(ctx)
         res.seconds = time.perf_counter() - t0
         results.append(res)
@@ -351,7 +371,7 @@ def build_terrain_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
         ctx.warn("terrain: neither a DGM nor aerial ground points configured; terrain layer skipped")
     if cfg.sources.orthophoto:
         t0 = time.perf_counter()
-        with ctx.stage("imagery"):
+        with ctx.stage("terrain.imagery"):
             res = build_imagery(ctx)
         res.seconds = time.perf_counter() - t0
         results.append(res)
