@@ -116,12 +116,12 @@ def run(
     if len(latest) < 16:
         raise SystemExit(f"only {len(latest)} aerial tiles in the newest epoch; need >= 16 (smaller tile_m)")
 
-    full, t_full, _rec, timings_full = _build(cfg_path, workers)
+    _full, t_full, _rec, timings_full = _build(cfg_path, workers)
     _same, t_noop, _r, _t = _build(cfg_path, workers)
 
     changed = latest[len(latest) // 2]
     _change_point_tile(changed)
-    incr, t_incr, rec_incr, timings_incr = _build(cfg_path, workers)
+    _incr, t_incr, rec_incr, timings_incr = _build(cfg_path, workers)
 
     result: dict = {
         "district": {"size_m": size_m, "tile_m": tile_m, "density": density},
