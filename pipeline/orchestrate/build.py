@@ -466,7 +466,11 @@ def _run_locked(
         trusted = {staging / rel for rel in ctx.reuse.reused_files}
         with ctx.stage("validate"):
             report = validate_release(
-                staging, manifest, check_gltf=cfg.release.validate_gltf, trusted=trusted
+                staging,
+                manifest,
+                check_gltf=cfg.release.validate_gltf,
+                trusted=trusted,
+                reused_layers=set(ctx.reuse.reused_layers),
             )
         manifest["validation"] = report
         manifest["timings"] = ctx.timings

@@ -45,11 +45,46 @@ def _walk_tileset(path: Path, errors: list[str], seen: set[Path], glbs: list[Pat
         stack.extend(tile.get("children", []))
 
 
+def layer_invariants(
+    release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]
+) -> dict[str, Any]:
+    """Point clouds: the points and checksum in the written tiles equal what the layer says it read
+    (`pipeline.orchestrate.points.pointcloud_invariants`). Layers reused unchanged are not re-read."""
+    out: dict[str, Any] = {}
+    for layer in manifest.get("layers", []):
+        if layer.get("kind") != "pointcloud" or not layer.get("tileset") or layer["name"] in skip:
+            continue
+        stats = layer.get("stats", {})
+        if "points_in" not in stats:
+            continue
+        try:
+            from pipeline.orchestrate.points import pointcloud_invariants
+        except ImportError:
+            return out
+        ts = release_dir / layer["tileset"]
+        if not ts.is_file():
+            continue  # reported as missing by the tileset check
+        try:
+            inv = pointcloud_invariants(ts)
+        except Exception as e:  # unreadable tile: an error of the release, not of the validator
+            errors.append(f"layer {layer['name']}: cannot read its tiles: {e}")
+            continue
+        out[layer["name"]] = inv
+        if inv["points"] != stats["points_in"]:
+            errors.append(
+                f"layer {layer['name']}: {inv['points']} points in the tiles but {stats['points_in']} read"
+            )
+        if stats.get("checksum") and inv["checksum"] != stats["checksum"]:
+            errors.append(f"layer {layer['name']}: tile checksum {inv['checksum']} != {stats['checksum']}")
+    return out
+
+
 def validate_release(
     release_dir: Path,
     manifest: dict[str, Any],
     check_gltf: bool = True,
     trusted: set[Path] | None = None,
+    reused_layers: set[str] | None = None,
 ) -> dict[str, Any]:
     """`trusted`: files hard-linked unchanged from a release that passed validation (GLBs among them
     are not sent through the glTF validator again)."""
@@ -72,7 +107,9 @@ def validate_release(
             if rep["errors"]:
                 msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
                 errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
+    invariants = layer_invariants(release_dir, manifest, errors, reused_layers or set())
     report = {
+        "invariants": invariants,
         "tilesets": len(seen),
         "glb": len(set(glbs)),
         "glb_validated": gltf_checked,
