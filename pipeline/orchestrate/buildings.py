@@ -449,10 +449,11 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     warnings: list[str] = []
 
     files = [i.path for i in ctx.inputs_for("cadastre")]
-    table, parcels = read_cadastre(cfg, files)
-    fp = table.gdf
-    geoms = np.asarray(fp.geometry.values, dtype=object)
-    flst = parcel_keys(fp, parcels)
+    with ctx.stage("buildings:cadastre"):
+        table, parcels = read_cadastre(cfg, files)
+        fp = table.gdf
+        geoms = np.asarray(fp.geometry.values, dtype=object)
+        flst = parcel_keys(fp, parcels)
 
     epochs = list(cfg.sources.aerial)
     if not epochs:
@@ -469,7 +470,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         zkey = (params.shrink_m, params.ground_ring_m)
         if zkey not in zones_cache:
             zones_cache[zkey] = footprint_zones(geoms, params)
-        st = epoch_stats(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
+        with ctx.stage(f"buildings:heights:{ep.epoch}"):
+            st = epoch_stats(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
         if layer.per_epoch_stats:
             per_epoch[ep.epoch] = st
         if ep is newest:
@@ -485,7 +487,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
             )
         )
 
-    ndvi, dgm = raster_inputs(ctx, geoms)
+    with ctx.stage("buildings:rasters"):
+        ndvi, dgm = raster_inputs(ctx, geoms)
     final = finalize_heights(
         newest_stats,
         fp["anzahlgs"].to_numpy(dtype=np.float64),
@@ -502,13 +505,15 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     bt = building_table(
         fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
     )
-    write_gpkg(out_dir / "buildings.gpkg", bt)
+    with ctx.stage("buildings:gpkg"):
+        write_gpkg(out_dir / "buildings.gpkg", bt)
     write_rejected(out_dir / "rejected.csv", table.rejected, cfg.raw_dir)
     from pipeline.styles import buildings_style
 
     write_json(out_dir / "style.json", buildings_style())
 
-    ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir) if len(bt) else (0, 0)
+    with ctx.stage("buildings:tiles"):
+        ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir) if len(bt) else (0, 0)
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
     files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/rejected.csv", f"{OUT}/style.json"]

@@ -1,6 +1,7 @@
 """numba kernels of the building-height stage (numpy/shapely references live in heights.py).
 
-- `grid_index`: counting sort of points into square cells (CSR: cell start offsets + point order).
+- `grid_index`: counting sort of points into square cells (CSR: cell start offsets + point order);
+  the caller permutes the points into that order.
 - `collect_in_polygons`: for every polygon (edges flattened, even-odd rule so holes and multi-part
   polygons just work), the Z of every point inside it, as CSR arrays. Candidates come from the grid
   cells overlapping the polygon's bounding box; each candidate is tested with a crossing-number scan.
@@ -44,8 +45,11 @@ def _cell_range(lo, x0, cell, n):
 
 
 @njit(cache=True, nogil=True)
-def collect_in_polygons(x, y, z, start, order, x0, y0, cell, nx, ny, ex0, ey0, ex1, ey1, eptr, bbox):
-    """CSR (ptr, values) of the z of points inside each polygon (even-odd over all its edges)."""
+def collect_in_polygons(x, y, z, start, x0, y0, cell, nx, ny, ex0, ey0, ex1, ey1, eptr, bbox):
+    """CSR (ptr, values) of the z of points inside each polygon (even-odd over all its edges).
+
+    x, y, z must be sorted by grid cell (`x[order]` etc. from `grid_index`): candidates are then read
+    sequentially, which matters more than anything else for speed."""
     npoly = eptr.shape[0] - 1
     ub = np.zeros(npoly + 1, dtype=np.int64)
     for k in range(npoly):
@@ -79,8 +83,7 @@ def collect_in_polygons(x, y, z, start, order, x0, y0, cell, nx, ny, ex0, ey0, e
             # cells of one row are contiguous in the CSR: one run of points
             j0 = start[cy * nx + cx0]
             j1 = start[cy * nx + cx1 + 1]
-            for j in range(j0, j1):
-                i = order[j]
+            for i in range(j0, j1):
                 px = x[i]
                 py = y[i]
                 if px < bx0 or px > bx1 or py < by0 or py > by1:

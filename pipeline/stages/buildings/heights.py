@@ -174,11 +174,10 @@ def _collect(x, y, z, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.nd
     ny = max(1, int((float(y.max()) - y0) / cell) + 1)
     start, order = K.grid_index(x, y, x0, y0, cell, nx, ny)
     return K.collect_in_polygons(
-        x,
-        y,
-        z,
+        x[order],
+        y[order],
+        z[order],
         start,
-        order,
         x0,
         y0,
         cell,
@@ -288,8 +287,13 @@ def read_points(path: str, z_factor: float = 1.0) -> dict[str, np.ndarray]:
 
     from pipeline.errors import InputError
 
+    sel = (
+        laspy.DecompressionSelection.XY_RETURNS_CHANNEL
+        | laspy.DecompressionSelection.Z
+        | laspy.DecompressionSelection.CLASSIFICATION
+    )
     try:
-        las = laspy.read(path)
+        las = laspy.read(path, decompression_selection=sel)  # LAZ 1.4 layered: skip unused fields
     except Exception as e:  # laspy/lazrs raise many error types on corrupt files
         raise InputError(f"cannot read points: {e}", path=path) from e
     z = np.asarray(las.z, dtype=np.float64)
