@@ -1,0 +1,153 @@
+"""Benchmark: buildings per second end to end (cadastre read + repair, heights from the point cloud,
+meshes, tiles + GeoPackage written) on a generated district, with a 2-worker local Dask cluster.
+
+    .venv/bin/python -m bench.buildings [--size 5120] [--density 4] [--workers 2] [--data DIR]
+
+Default: 5.12 km x 5.12 km, 102,400 buildings, about 105 M points in 36 LAZ tiles (synthetic district of
+pipeline.stages.buildings.synthetic, generated once and kept in --data). Writes
+bench/results/buildings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "buildings.json"
+
+
+def _generate(data: Path, size: float, density: float, tile: float) -> dict:
+    from pipeline.stages.buildings.synthetic import make_district
+
+    stamp = data / "raw" / "done.json"
+    want = {"size": size, "density": density, "tile": tile}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return want
+    if (data / "raw").exists():
+        shutil.rmtree(data / "raw")
+    t0 = time.perf_counter()
+    make_district(
+        data / "raw", size_m=size, tile_m=tile, density=density, epochs=("2024",), bad_records=False
+    )
+    want["generate_s"] = round(time.perf_counter() - t0, 1)
+    stamp.write_text(json.dumps(want))
+    return want
+
+
+def run(
+    size: float = 5120.0,
+    density: float = 4.0,
+    tile: float = 1000.0,
+    workers: int = 2,
+    data: Path | None = None,
+    keep_output: bool = False,
+) -> dict:
+    import laspy
+    from distributed import Client, LocalCluster
+
+    from pipeline.buildlog import BuildLog
+    from pipeline.config.model import TwinConfig
+    from pipeline.crs import project_frame
+    from pipeline.orchestrate.buildings import build_buildings_layers
+    from pipeline.orchestrate.context import BuildContext
+    from pipeline.orchestrate.inputs import scan_inputs
+
+    data = data or (REPO / "data" / "cache" / "bench-buildings")
+    gen = _generate(data, size, density, tile)
+    raw = data / "raw"
+    npts = 0
+    for f in sorted((raw / "aerial").rglob("*.laz")):
+        with laspy.open(f) as r:
+            npts += int(r.header.point_count)
+    cfg = TwinConfig.model_validate(
+        {
+            "name": "bench",
+            "paths": {"raw": str(raw), "out": str(data / "out"), "cache": str(data / "cache")},
+            "sources": {
+                "aerial": [{"epoch": "2024", "points": "aerial/2024/*.laz"}],
+                "cadastre": {"path": "alkis/*.gpkg"},
+            },
+        }
+    )
+    rel = data / "release"
+    if rel.exists():
+        shutil.rmtree(rel)
+    rel.mkdir(parents=True)
+    frame = project_frame(cfg.crs, (400_000.0 + size / 2, 5_700_000.0 + size / 2, 0.0))
+    inputs = scan_inputs(cfg)
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit="6GB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        # warm the workers (imports, numba cache) outside the timed region
+        client.run(lambda: __import__("pipeline.stages.buildings.content"))
+        ctx = BuildContext(
+            cfg=cfg,
+            build_id="bench",
+            release_dir=rel,
+            frame=frame,
+            inputs=inputs,
+            log=BuildLog(quiet=True),
+            client=client,
+        )
+        t0 = time.perf_counter()
+        res = build_buildings_layers(ctx, [])[0]
+        seconds = time.perf_counter() - t0
+    out = {
+        "benchmark": "buildings",
+        "buildings": res.stats["buildings"],
+        "points": npts,
+        "point_files": len(list((raw / "aerial").rglob("*.laz"))),
+        "tiles": res.stats["tiles"],
+        "triangles": res.stats["triangles"],
+        "seconds": round(seconds, 2),
+        "buildings_per_s": round(res.stats["buildings"] / seconds, 1),
+        "points_per_s": round(npts / seconds, 1),
+        "stages": {k: v for k, v in ctx.timings.items() if k.startswith("buildings")},
+        "quality": res.stats["quality"],
+        "workers": workers,
+        "cpu_count": os.cpu_count(),
+        "load_avg_before": None,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "district": {"size_m": size, "density": density, "tile_m": tile, **gen},
+        "target_buildings_per_s": 2000,
+    }
+    if not keep_output:
+        shutil.rmtree(rel, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=float, default=5120.0, help="district side [m] (16 m lots)")
+    ap.add_argument("--density", type=float, default=4.0, help="points per m2")
+    ap.add_argument("--tile", type=float, default=1000.0, help="point-cloud tile size [m]")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/results/buildings.json")
+    a = ap.parse_args(argv)
+    load = os.getloadavg()[0]
+    res = run(a.size, a.density, a.tile, a.workers, a.data)
+    res["load_avg_before"] = round(load, 2)
+    print(json.dumps(res, indent=1, ensure_ascii=False))
+    if not a.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
