@@ -227,56 +227,76 @@ def repair_and_filter(
     ids; every dropped record is appended to `rejected`. Returns the kept records sorted by oid."""
     if len(gdf) == 0:
         return gdf
-    geoms = shapely.force_2d(np.asarray(gdf.geometry.values, dtype=object))
+    n = len(gdf)
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
     files = gdf["source_file"].fillna("-").to_numpy()
-    oids = gdf["oid"].to_numpy()
-    keep = np.ones(len(gdf), dtype=bool)
-    out_geoms = np.empty(len(gdf), dtype=object)
+    oids = np.array([text_or_none(v) for v in gdf["oid"].to_numpy()], dtype=object)
+    reason = np.full(n, None, dtype=object)  # first reason wins
 
-    def reject(i: int, reason: str) -> None:
+    def flag(mask: np.ndarray, why) -> None:
+        m = mask & (reason == None)  # noqa: E711 (element-wise)
+        for i in np.flatnonzero(m):
+            reason[i] = why(i) if callable(why) else why
+
+    flag(np.array([o is None for o in oids], dtype=bool), "missing id")
+    if flt.skip_bauteil:
+        flag(
+            np.array([(text_or_none(v) or "").lower() == "bauteil" for v in gdf["gebnutzbez"]], dtype=bool),
+            "filtered: Bauteil",
+        )
+    if flt.skip_underground:
+        flag(np.array([_is_underground(v) for v in gdf["rellage"]], dtype=bool), "filtered: underground")
+    missing = np.array([g is None for g in geoms], dtype=bool)
+    geoms = np.where(missing, shapely.Polygon(), geoms)
+    flag(missing | shapely.is_empty(geoms), "empty geometry")
+    tid = shapely.get_type_id(geoms)
+    flag(~np.isin(tid, (3, 6, 7)), lambda i: f"not a polygon ({geoms[i].geom_type})")
+    todo = reason == None  # noqa: E711
+    g2 = geoms.copy()
+    g2[todo] = shapely.force_2d(geoms[todo])
+    valid = np.ones(n, dtype=bool)
+    valid[todo] = shapely.is_valid(g2[todo])
+    fix = todo & ~valid
+    if fix.any():
+        g2[fix] = shapely.make_valid(g2[fix])
+    # polygon parts; sliver removal: tiny or very thin parts (2 * area / perimeter = mean width)
+    idx_todo = np.flatnonzero(todo)
+    parts, owner = shapely.get_parts(g2[idx_todo], return_index=True)
+    owner = idx_todo[owner]
+    area = shapely.area(parts)
+    good = (shapely.get_type_id(parts) == 3) & (area >= flt.min_part_area_m2)
+    good &= 2.0 * area / np.maximum(shapely.length(parts), 1e-9) >= flt.sliver_width_m
+    parts, owner = parts[good], owner[good]
+    count = np.bincount(owner, minlength=n)
+    flag(
+        todo & (count == 0),
+        lambda i: "invalid geometry could not be repaired" if not valid[i] else "only slivers",
+    )
+    out_geoms = np.empty(n, dtype=object)
+    single = todo & (count == 1)
+    first = np.searchsorted(owner, np.arange(n))
+    out_geoms[single] = parts[first[single]]
+    multi = np.flatnonzero(todo & (count > 1))
+    if multi.size:
+        sel = np.isin(owner, multi)
+        mp = shapely.multipolygons(parts[sel], indices=np.searchsorted(multi, owner[sel]))
+        out_geoms[multi] = mp
+    ok = todo & (count > 0)
+    out_geoms[ok] = shapely.normalize(out_geoms[ok].astype(object))
+    final_area = np.zeros(n)
+    final_area[ok] = shapely.area(out_geoms[ok])
+    flag(
+        ok & (final_area < flt.min_area_m2),
+        lambda i: f"area {final_area[i]:.2f} m2 below min_area_m2 {flt.min_area_m2}",
+    )
+    keep = reason == None  # noqa: E711
+    for i in np.flatnonzero(~keep):
+        rejected.append(Rejected(str(files[i]), oids[i] or "-", str(reason[i])))
+
+    def reject(i: int, why: str) -> None:
         keep[i] = False
-        rejected.append(Rejected(str(files[i]), text_or_none(oids[i]) or "-", reason))
+        rejected.append(Rejected(str(files[i]), oids[i] or "-", why))
 
-    gebnutz = gdf["gebnutzbez"].to_numpy()
-    rellage = gdf["rellage"].to_numpy()
-    valid = shapely.is_valid(geoms)
-    for i, g in enumerate(geoms):
-        if text_or_none(oids[i]) is None:
-            reject(i, "missing id")
-            continue
-        if flt.skip_bauteil and (text_or_none(gebnutz[i]) or "").lower() == "bauteil":
-            reject(i, "filtered: Bauteil")
-            continue
-        if flt.skip_underground and _is_underground(rellage[i]):
-            reject(i, "filtered: underground")
-            continue
-        if g is None or shapely.is_empty(g):
-            reject(i, "empty geometry")
-            continue
-        if shapely.get_type_id(g) not in (3, 6, 7):  # Polygon, MultiPolygon, GeometryCollection
-            reject(i, f"not a polygon ({g.geom_type})")
-            continue
-        if not valid[i]:
-            g = shapely.make_valid(g)
-        parts = [p for p in shapely.get_parts(g) if shapely.get_type_id(p) == 3]
-        # sliver removal: tiny or very thin parts
-        good = []
-        for p in parts:
-            a = p.area
-            if a < flt.min_part_area_m2:
-                continue
-            if 2.0 * a / max(p.length, 1e-9) < flt.sliver_width_m:
-                continue
-            good.append(p)
-        if not good:
-            reject(i, "invalid geometry could not be repaired" if not valid[i] else "only slivers")
-            continue
-        g = good[0] if len(good) == 1 else shapely.MultiPolygon(good)
-        g = shapely.normalize(g)
-        if g.area < flt.min_area_m2:
-            reject(i, f"area {g.area:.2f} m2 below min_area_m2 {flt.min_area_m2}")
-            continue
-        out_geoms[i] = g
     # duplicate ids: keep the first occurrence (input order), report the others
     seen: set[str] = set()
     for i in np.flatnonzero(keep):
