@@ -57,7 +57,7 @@ def _tile_zonal(
         data = ds.read(
             list(bands), window=win, out_shape=(len(bands), h, w), resampling=Resampling.average, masked=True
         )
-        tr = ds.window_transform(win) * rasterio.Affine.scale(win.width / w, win.height / h)
+        tr = ds.window_transform(win) @ rasterio.Affine.scale(win.width / w, win.height / h)
     burn = rasterio.features.rasterize(
         ((g, int(i) + 1) for i, g in zip(hit, geoms[hit], strict=True)),
         out_shape=(h, w),
