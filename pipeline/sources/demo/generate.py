@@ -1,0 +1,279 @@
+"""`generate_demo`: write a complete, deterministic demo delivery (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError, InputError
+
+# products written by the generator (sub-folders of `out`), removed by overwrite=True
+PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth")
+CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
+# independent random streams (SeedSequence([seed, stream, ...]))
+STREAM_AERIAL, STREAM_DOP = 2, 3
+DEFAULT_MOBILE_DENSITY = 2.0e6  # returns per km² of district
+
+
+@dataclass
+class DemoSummary:
+    """What `generate_demo` wrote. `files` are paths relative to `out`, sorted."""
+
+    out: Path
+    seed: int
+    scale: float
+    size_m: float
+    tile_m: float
+    density: float
+    epochs: tuple[str, str]
+    bounds: tuple[float, float, float, float]
+    counts: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["epochs"] = list(self.epochs)
+        d["bounds"] = list(self.bounds)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+class _NoProgress:
+    def add_task(self, *_a: Any, **_k: Any) -> int:
+        return 0
+
+    def update(self, *_a: Any, **_k: Any) -> None:
+        pass
+
+    def advance(self, *_a: Any, **_k: Any) -> None:
+        pass
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield _NoProgress()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as p:
+        yield p
+
+
+def _check_args(
+    seed: int,
+    scale: float,
+    size_m: float | None,
+    tile_m: float,
+    origin: tuple[float, float],
+    density: float,
+    epochs: tuple[str, str],
+    dop_resolution: float,
+    mobile_density: float,
+) -> float:
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"demo: seed must be a non-negative integer, got {seed!r}")
+    if not scale > 0:
+        raise ConfigError(f"demo: scale must be > 0, got {scale!r}")
+    size = float(size_m) if size_m is not None else float(round(1000.0 * math.sqrt(scale)))
+    if not size >= 20 or size != round(size):
+        raise ConfigError(f"demo: the district side must be a whole number of metres >= 20, got {size!r}")
+    if not tile_m >= 10 or tile_m != round(tile_m):
+        raise ConfigError(f"demo: tile_m must be a whole number of metres >= 10, got {tile_m!r}")
+    if any(v != round(v) for v in origin):
+        raise ConfigError(f"demo: origin must be whole metres (it names the tiles), got {origin!r}")
+    if not 0 < density <= 100:
+        raise ConfigError(f"demo: density must be in (0, 100] points/m², got {density!r}")
+    if len(epochs) != 2 or epochs[0] == epochs[1] or not all(e and e.isalnum() for e in epochs):
+        raise ConfigError(f"demo: epochs must be two different alphanumeric names, got {epochs!r}")
+    if not 0.05 <= dop_resolution <= 2 or (tile_m / dop_resolution) != round(tile_m / dop_resolution):
+        raise ConfigError(f"demo: dop_resolution must divide the tile size, got {dop_resolution!r}")
+    if mobile_density < 0:
+        raise ConfigError(f"demo: mobile_density must be >= 0, got {mobile_density!r}")
+    return size
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    existing = [d for d in (*PRODUCT_DIRS, "README.md") if (out / d).exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"already holds a demo delivery ({', '.join(existing)}); use overwrite=True (--overwrite) "
+            "to replace it or choose an empty directory",
+            path=out,
+        )
+    for d in existing:
+        p = out / d
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def generate_demo(
+    out: Path,
+    *,
+    seed: int = 42,
+    scale: float = 1.0,
+    size_m: float | None = None,
+    tile_m: float = 500.0,
+    origin: tuple[float, float] = (362000.0, 5716000.0),
+    density: float = 10.0,
+    epochs: tuple[str, str] = ("2021", "2024"),
+    mobile: bool = True,
+    progress: bool = True,
+    mobile_density: float = DEFAULT_MOBILE_DENSITY,
+    dop_resolution: float = 0.2,
+    overwrite: bool = False,
+) -> DemoSummary:
+    """Generate the demo district into `out` (see the package docstring for the layout).
+
+    `size_m` is the side of the square district (default ``round(1000 * sqrt(scale))`` m: `scale`
+    multiplies the area). Tiles of `tile_m` start at `origin` (the district's south-west corner).
+    `density` is the mean aerial pulse density per m² of each epoch; `mobile_density` the number of
+    mobile-mapping returns per km² of district. Same arguments -> byte-identical files.
+    """
+    from pipeline.sources.demo import cadastre as cad
+    from pipeline.sources.demo import mobile as mob
+    from pipeline.sources.demo import points as pts
+    from pipeline.sources.demo import rasters as ras
+    from pipeline.sources.demo import truth as tru
+    from pipeline.sources.demo.city import build_city
+    from pipeline.sources.demo.grid import aerial_name, dgm_name, dop_name, mobile_name, tile_grid
+    from pipeline.sources.demo.readme import write_readme
+
+    started = time.perf_counter()
+    epochs = (str(epochs[0]), str(epochs[1]))
+    size = _check_args(seed, scale, size_m, tile_m, origin, density, epochs, dop_resolution, mobile_density)
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    bounds = (float(origin[0]), float(origin[1]), float(origin[0]) + size, float(origin[1]) + size)
+    tiles = tile_grid(bounds, float(tile_m))
+    files: list[Path] = []
+    counts: dict[str, Any] = {"points": {e: 0 for e in epochs}, "mobile_points": 0}
+
+    with _progress(progress) as bar:
+        t_layout = bar.add_task("layout + cadastre", total=3)
+        city = build_city(int(seed), bounds, epochs)
+        bar.advance(t_layout)
+        (out / "alkis").mkdir(parents=True, exist_ok=True)
+        layer_counts = cad.write_cadastre(out / CADASTRE_FILE, city)
+        files.append(out / CADASTRE_FILE)
+        bar.advance(t_layout)
+        track_list = mob.tracks(city) if mobile else []
+        total_track = sum(t.length for t in track_list)
+        rate = mobile_density * (size * size / 1e6) / total_track if total_track > 0 else 0.0
+        if mobile and track_list:
+            (out / "mobile").mkdir(parents=True, exist_ok=True)
+            rows = mob.panoramas(city)
+            mob.write_panoramas(out / "mobile" / "panoramas.csv", rows)
+            files.append(out / "mobile" / "panoramas.csv")
+            counts["panoramas"] = len(rows)
+        else:
+            counts["panoramas"] = 0
+        bar.advance(t_layout)
+
+        t_tiles = bar.add_task(f"tiles ({tile_m:g} m)", total=len(tiles))
+        for d in (*(f"aerial/{e}" for e in epochs), "dop", "dgm"):
+            (out / d).mkdir(parents=True, exist_ok=True)
+        for tile in tiles:
+            for e, epoch in enumerate(epochs):
+                rng = np.random.default_rng(
+                    np.random.SeedSequence([seed, STREAM_AERIAL, e, tile.ix, tile.iy])
+                )
+                p = pts.simulate_aerial(city, tile, e, density, rng)
+                path = out / "aerial" / epoch / aerial_name(tile, epoch)
+                pts.write_aerial_tile(path, p, tile, city, e)
+                files.append(path)
+                counts["points"][epoch] += len(p["x"])
+                del p
+            rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_DOP, tile.ix, tile.iy]))
+            img = ras.render_orthophoto(city, tile, 1, dop_resolution, rng)
+            path = out / "dop" / dop_name(tile, epochs[1])
+            ras.write_orthophoto(path, img, tile, dop_resolution, epochs[1])
+            files.append(path)
+            del img
+            path = out / "dgm" / dgm_name(tile, epochs[1])
+            ras.write_dgm(path, ras.render_dgm(city, tile), tile, 1.0, epochs[1])
+            files.append(path)
+            if mobile and rate > 0:
+                m = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
+                if m is not None:
+                    path = out / "mobile" / mobile_name(tile, epochs[1])
+                    mob.write_mobile_tile(path, m, tile, city)
+                    files.append(path)
+                    counts["mobile_points"] += len(m["x"])
+            bar.advance(t_tiles)
+
+        t_truth = bar.add_task("truth + README", total=1)
+        structures = city.structures
+        counts.update(
+            {
+                "structures": len(structures),
+                "buildings_in_cadastre": sum(s.in_cadastre for s in structures),
+                "cadastre_records": layer_counts[cad.BUILDING_LAYER],
+                "bauteil_records": sum(p.kind == "bauteil" for p in city.parts),
+                "underground_records": sum(p.kind == "underground" for p in city.parts),
+                "invalid_geometries": sum(s.invalid_reason is not None for s in structures),
+                "unregistered": sum(not s.in_cadastre for s in structures),
+                "parcels": layer_counts[cad.PARCEL_LAYER],
+                "trees": len(city.trees.x),
+                "tiles": len(tiles),
+            }
+        )
+        (out / "truth").mkdir(parents=True, exist_ok=True)
+        meta = {
+            "generator": "ruhrtwin demo",
+            "parameters": {
+                "seed": int(seed),
+                "scale": float(scale),
+                "size_m": size,
+                "tile_m": float(tile_m),
+                "origin": [float(origin[0]), float(origin[1])],
+                "density": float(density),
+                "epochs": list(epochs),
+                "mobile": bool(mobile),
+                "mobile_density": float(mobile_density),
+                "dop_resolution": float(dop_resolution),
+            },
+            "bounds": list(bounds),
+            "crs": "EPSG:25832+7837 (ETRS89 / UTM 32N + DHHN2016 normal heights)",
+            "grid_rotation_deg": round(math.degrees(city.angle), 3),
+            "classes": {"aerial_adv": pts.ADV_CLASSES, "mobile_asprs": pts.ASPRS_MOBILE_CLASSES},
+            "counts": counts,
+        }
+        counts["changes"] = tru.write_truth(out / "truth", city, meta)
+        files += [out / "truth" / n for n in ("buildings.csv", "changes.csv", "truth.json")]
+        summary = DemoSummary(
+            out=out,
+            seed=int(seed),
+            scale=float(scale),
+            size_m=size,
+            tile_m=float(tile_m),
+            density=float(density),
+            epochs=epochs,
+            bounds=bounds,
+            counts=counts,
+        )
+        write_readme(out / "README.md", summary, city)
+        files.append(out / "README.md")
+        bar.advance(t_truth)
+
+    summary.files = sorted(p.relative_to(out).as_posix() for p in files)
+    summary.seconds = round(time.perf_counter() - started, 2)
+    return summary
