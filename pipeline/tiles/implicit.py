@@ -134,11 +134,6 @@ def write_explicit(
         write_atomic(out_dir / name, dumps(doc))
         written.append(name)
 
-    # the root file's external references use "tilesets/..." (no "../")
-    def root_subtree(node: OctreeTile) -> dict[str, Any]:
-        return subtree(node, node.depth, "")
-
-    del root_subtree
     write_file(root, "tileset.json")
     return written
 
@@ -265,5 +260,4 @@ def write_implicit(
     }
     write_atomic(out_dir / "tileset.json", dumps(doc))
     written.append("tileset.json")
-    del math
     return written

@@ -1,7 +1,8 @@
 """Point tiles as `.pnts` (3D Tiles 1.0 profile, for QGIS and older clients).
 
-Feature table: POINTS_LENGTH, POSITION_QUANTIZED (uint16, exact on the tile's power-of-two millimetre
-grid: QUANTIZED_VOLUME_SCALE = 65535 * step), RGB (sRGB uint8, as pnts prescribes). Batch table (binary):
+Feature table: POINTS_LENGTH, RTC_CENTER (the tile's minimum corner) and POSITION as float32 metres relative
+to it (the tile's quantized millimetre positions, recovered exactly by rounding; POSITION_QUANTIZED would
+halve the size but py3dtiles 12 cannot read it), RGB (sRGB uint8, as pnts prescribes). Batch table (binary):
 intensity, classification, return_number, number_of_returns, point_source_id, gps_time (DOUBLE), nir and
 extra dimensions. Positions are in the tile frame (ENU, z-up); the root tile carries the ENU->ECEF
 transform like the 1.1 tilesets.
@@ -46,16 +47,15 @@ def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
 
 def encode_pnts(qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema) -> bytes:
     n = len(qt.q)
-    ft_parts = [qt.q.astype(np.uint16)]
+    rel = (qt.q.astype(np.int64) * qt.step).astype(np.float64) / 1000.0
+    ft_parts = [rel.astype(np.float32)]
     if "rgb" in attrs:
         ft_parts.append(attrs["rgb"].astype(np.uint8))
     ft_bin, ft_off = _bin_chunk(ft_parts)
-    scale = [65535.0 * qt.step / 1000.0] * 3
     ft: dict[str, Any] = {
         "POINTS_LENGTH": int(n),
-        "POSITION_QUANTIZED": {"byteOffset": ft_off[0]},
-        "QUANTIZED_VOLUME_OFFSET": [float(v) / 1000.0 for v in qt.lo],
-        "QUANTIZED_VOLUME_SCALE": scale,
+        "RTC_CENTER": [float(v) / 1000.0 for v in qt.lo],
+        "POSITION": {"byteOffset": ft_off[0]},
     }
     if "rgb" in attrs:
         ft["RGB"] = {"byteOffset": ft_off[1]}
@@ -92,9 +92,8 @@ def decode_pnts_positions_mm(data: bytes) -> np.ndarray:
         raise ValueError("not a pnts tile")
     ft = json.loads(data[28 : 28 + ftj])
     n = ft["POINTS_LENGTH"]
-    off = 28 + ftj + ft["POSITION_QUANTIZED"]["byteOffset"]
-    q = np.frombuffer(data, dtype=np.uint16, count=3 * n, offset=off).reshape(n, 3).astype(np.int64)
-    lo = np.round(np.array(ft["QUANTIZED_VOLUME_OFFSET"]) * 1000.0).astype(np.int64)
-    step = np.round(np.array(ft["QUANTIZED_VOLUME_SCALE"]) * 1000.0 / 65535.0).astype(np.int64)
+    off = 28 + ftj + ft["POSITION"]["byteOffset"]
+    rel = np.frombuffer(data, dtype=np.float32, count=3 * n, offset=off).reshape(n, 3).astype(np.float64)
+    lo = np.round(np.array(ft["RTC_CENTER"]) * 1000.0).astype(np.int64)
     del ftb
-    return lo + q * step
+    return lo + np.round(rel * 1000.0).astype(np.int64)

@@ -74,12 +74,13 @@ def terrain_tile(
     rgb_bands: Sequence[int] = (1, 2, 3),
     texture_px: int = 256,
     texture_format: str = "jpeg",
+    skirt: float = 0.0,
 ) -> TerrainTileContent:
     """Mesh + texture + GLB of one tile of the pyramid (pure: arrays and paths in, bytes out)."""
     from pipeline.stages.imagery import texture_for_bounds
     from pipeline.tiles.terrain_glb import terrain_glb
 
-    xyh, uv, tris, _ = tile_grid_mesh(vertex_heights, bounds)
+    xyh, uv, tris, _ = tile_grid_mesh(vertex_heights, bounds, skirt)
     if not len(tris):
         return TerrainTileContent(level, tx, ty, None, None, None)
     enu = normal_to_enu(xyh, source_crs, crs_cfg, frame)

@@ -118,13 +118,15 @@ def level_errors(plan: TerrainPlan, vertices: list[np.ndarray], fine: np.ndarray
 
 
 def tile_grid_mesh(
-    vertex_heights: np.ndarray, bounds: Bounds
+    vertex_heights: np.ndarray, bounds: Bounds, skirt: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Triangulate one tile's (m, m) vertex grid (row 0 north).
 
     Returns (xyh (N,3) float64 in the source CRS with normal heights, uv (N,2) float32, triangles (M,3)
-    uint32 counter-clockwise seen from above, source index (N,) into the flattened grid). Triangles touching
-    a NaN vertex are dropped and unused vertices removed.
+    uint32 counter-clockwise seen from above / from outside, source index (N,) into the flattened grid,
+    skirt vertices indexed m*m + k). Triangles touching a NaN vertex are dropped and unused vertices
+    removed. `skirt > 0` adds a vertical curtain of that depth below the four tile edges, which hides the
+    cracks between neighbouring tiles shown at different levels of detail.
     """
     m = vertex_heights.shape[0]
     xmin, ymin, xmax, ymax = bounds
@@ -137,13 +139,28 @@ def tile_grid_mesh(
     c = idx[1:, :-1].ravel()  # SW
     d = idx[1:, 1:].ravel()  # SE
     # counter-clockwise seen from above (x east, y north): SW -> SE -> NE, SW -> NE -> NW
-    tris = np.concatenate([np.stack([c, d, b], axis=1), np.stack([c, b, a], axis=1)])
-    h = vertex_heights.ravel()
+    tris = [np.stack([c, d, b], axis=1), np.stack([c, b, a], axis=1)]
+    x, y, h = gx.ravel(), gy.ravel(), vertex_heights.ravel().astype(np.float64)
+    uu, vv = gu.ravel(), gv.ravel()
+    if skirt > 0:
+        # the tile outline counter-clockwise: S edge west->east, E south->north, N east->west, W north->south
+        ring = np.concatenate([idx[m - 1, :], idx[::-1, m - 1][1:], idx[0, ::-1][1:], idx[:, 0][1:]])
+        low = m * m + np.arange(ring.size)
+        x = np.concatenate([x, x[ring]])
+        y = np.concatenate([y, y[ring]])
+        h = np.concatenate([h, h[ring] - skirt])
+        uu = np.concatenate([uu, uu[ring]])
+        vv = np.concatenate([vv, vv[ring]])
+        top_a, top_b = ring[:-1], ring[1:]
+        low_a, low_b = low[:-1], low[1:]
+        # outward is to the right of travel: (a_low, b_low, b_top), (a_low, b_top, a_top)
+        tris += [np.stack([low_a, low_b, top_b], axis=1), np.stack([low_a, top_b, top_a], axis=1)]
+    tris = np.concatenate(tris)
     ok = np.all(np.isfinite(h[tris]), axis=1)
     tris = tris[ok]
     used = np.unique(tris)
-    remap = np.full(m * m, -1, dtype=np.int64)
+    remap = np.full(h.size, -1, dtype=np.int64)
     remap[used] = np.arange(used.size)
-    xyh = np.stack([gx.ravel()[used], gy.ravel()[used], h[used]], axis=1)
-    uv = np.stack([gu.ravel()[used], gv.ravel()[used]], axis=1).astype(np.float32)
+    xyh = np.stack([x[used], y[used], h[used]], axis=1)
+    uv = np.stack([uu[used], vv[used]], axis=1).astype(np.float32)
     return xyh, uv, remap[tris].astype(np.uint32), used
