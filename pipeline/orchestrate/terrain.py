@@ -193,6 +193,8 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
     for level in range(plan.levels):
         k = 2**level
         v = verts[level]
+        # skirts hide cracks against coarser neighbours: as deep as the coarser level's largest error
+        skirt = round(max(0.5, 2.0 * float(errs[max(level - 1, 0)].max())), 2) if level > 0 else 0.0
         for ty in range(k):
             for tx in range(k):
                 sl = v[ty * tc : (ty + 1) * tc + 1, tx * tc : (tx + 1) * tc + 1]
@@ -209,6 +211,7 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
                             "rgb_bands": rgb,
                             "texture_px": lay.texture_px,
                             "texture_format": lay.texture_format,
+                            "skirt": skirt,
                         },
                     )
                 )
