@@ -43,6 +43,7 @@ from pipeline.release.publish import (
     PARTIAL_PREFIX,
     STAGING_PREFIX,
     current_release,
+    list_releases,
     partial_dirs,
     promote,
     prune_releases,
@@ -434,7 +435,11 @@ def _run_locked(
                 client=client,
                 previous_release=current,
             )
-            ctx.reuse = ReuseState.open(staging, [*partials, *([current] if current else [])])
+            # reuse sources: unfinished builds (resume), the current release, then older/rolled-back ones
+            others = [
+                p for p in reversed(list_releases(out_dir)) if current is None or p.resolve() != current
+            ]
+            ctx.reuse = ReuseState.open(staging, [*partials, *([current] if current else []), *others])
             for f, why in bad:
                 ctx.warn(
                     f"skipped corrupt input {f.to_json(cfg.raw_dir)['path']}: {why}",

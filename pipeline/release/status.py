@@ -150,7 +150,8 @@ def format_status(st: dict[str, Any]) -> str:
             lines.append(
                 f"  rebuilt layers: {', '.join(reuse.get('layers_built', [])) or '-'}; "
                 f"reused layers: {', '.join(reuse.get('layers_reused', [])) or '-'}; "
-                f"files reused {reuse.get('files_reused', 0)} of {reuse.get('files_total', 0)}"
+                f"files reused {reuse.get('files_reused', 0)} of {reuse.get('files_total', 0)}, "
+                f"rebuilt byte-identical {reuse.get('files_rebuilt_identical', 0)}"
             )
         for w in (last.get("warnings") or [])[:20]:
             lines.append(f"  warning: {w}")
