@@ -81,6 +81,58 @@ def read_buildings(ctx: BuildContext, previous: list[LayerResult]) -> tuple[gpd.
     return gdf.sort_values("oid").reset_index(drop=True), "cadastre"
 
 
+def registered_outlines(ctx: BuildContext) -> np.ndarray:
+    """Every building-like outline of the cadastre, unfiltered (Bauteile, underground records, invalid
+    geometries made valid or, failing that, their envelope): whatever the cadastre records is registered."""
+    cfg = ctx.cfg
+    src = cfg.sources.cadastre
+    if src is None:
+        return np.zeros(0, dtype=object)
+    files = [i.path for i in ctx.inputs_for("cadastre")]
+    out: list = []
+    if src.format != "nas" and all(f.suffix.lower() in (".gpkg", ".geojson", ".json", ".shp") for f in files):
+        import pyogrio
+
+        from pipeline.sources.cadastre.gpkg import BUILDING_LAYERS, find_layer
+
+        for f in files:
+            lyr = (
+                find_layer(f, src.layer, BUILDING_LAYERS, "building")
+                if f.suffix.lower() == ".gpkg"
+                else src.layer
+            )
+            g = pyogrio.read_dataframe(f, layer=lyr, columns=[], read_geometry=True)
+            if src.crs:
+                g = g.set_crs(src.crs, allow_override=True)
+            if g.crs is not None and g.crs.to_epsg() != parse_epsg(cfg.crs.horizontal):
+                g = g.to_crs(cfg.crs.horizontal)
+            geoms = g.geometry.to_numpy()
+            geoms = geoms[~shapely.is_missing(geoms)]
+            fixed = shapely.make_valid(geoms)
+            bad = shapely.is_empty(fixed) | (shapely.area(fixed) <= 0)
+            fixed[bad] = shapely.envelope(geoms[bad])
+            out.extend(fixed)
+    else:
+        from pipeline.sources.cadastre import FootprintFilter, read_footprints
+
+        t = read_footprints(
+            files,
+            src.format,
+            flt=FootprintFilter(skip_bauteil=False, skip_underground=False, min_area_m2=0.0),
+            layer=src.layer,
+            columns=src.columns,
+            crs=src.crs,
+        )
+        out.extend(t.gdf.geometry.to_numpy())
+    return np.array(out, dtype=object)
+
+
+def parse_epsg(crs: str) -> int | None:
+    from pipeline.crs import parse_crs
+
+    return parse_crs(crs).to_epsg()
+
+
 def read_parcels_for(ctx: BuildContext) -> gpd.GeoDataFrame:
     cfg = ctx.cfg
     if not cfg.sources.cadastre:
@@ -412,6 +464,7 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
         ndvi=surf.ndvi,
         ndvi_threshold=cfg.layers.overlays.ndvi_threshold,
         crs=cfg.crs.horizontal,
+        registered=registered_outlines(ctx),
     )
     unk = unknown_areas(
         dsm_old, dsm_new, t, lay.unknown_min_area_m2, (old_ep, new_ep), crs=cfg.crs.horizontal

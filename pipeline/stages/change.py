@@ -209,10 +209,17 @@ def unregistered_structures(
     ndvi: np.ndarray | None = None,
     ndvi_threshold: float = 0.3,
     crs: str = "EPSG:25832",
+    registered: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
-    """Blobs above the height threshold without a cadastral footprint (a review list)."""
+    """Blobs above the height threshold without a cadastral footprint (a review list).
+
+    `registered`: further cadastral outlines that count as registered although they are not footprints
+    of the change analysis (Bauteile, records whose geometry the reader rejected, ...).
+    """
     shape = ndsm_new.shape
     geoms = footprints.geometry.to_numpy()
+    if registered is not None and len(registered):
+        geoms = np.concatenate([geoms, np.asarray(registered, dtype=object)])
     buffered = shapely.buffer(geoms, cfg.footprint_buffer_m) if len(geoms) else geoms
     covered = label_grid(buffered, transform, shape) > 0
     high = np.isfinite(ndsm_new) & (ndsm_new >= cfg.unregistered_min_height_m) & ~covered
