@@ -41,6 +41,7 @@ RANGE = 30.0
 CHUNK = 25.0
 LANE_OFFSET = 1.8
 PANORAMA_STEP = 5.0
+PROFILE_STEP = 0.05  # 160 profiles per second at 8 m/s
 _RASTER_RES = 0.25
 _STEP = 0.25  # marching step along a profile
 _KEEP_FRACTION = 0.55  # share of rays that return something (for the rate calibration)
@@ -277,7 +278,7 @@ def simulate_mobile(
                     "x": x,
                     "y": y,
                     "z": z,
-                    "gps_time": tr.t_start + s[sel] / SPEED,
+                    "gps_time": profile_time(tr, s[sel], side[sel], phi[sel]),
                     "classification": cls,
                     "point_source_id": (2 * tr.tid + 1 + side[sel]).astype(np.uint16),
                     "scan_angle": np.rint(np.degrees(phi[sel]) / 0.006).astype(np.int16),
@@ -292,6 +293,13 @@ def simulate_mobile(
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(out["gps_time"], kind="stable")
     return {key: v[order] for key, v in out.items()}
+
+
+def profile_time(tr: Track, s: np.ndarray, side: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """GPS time of a return: profiles every PROFILE_STEP m along the track, swept by angle within."""
+    line = np.floor(s / PROFILE_STEP)
+    sweep = 0.5 * side + 0.5 * (phi + np.deg2rad(75.0)) / np.deg2rad(145.0)
+    return tr.t_start + (line + sweep) * (PROFILE_STEP / SPEED)
 
 
 def write_mobile_tile(path: Path, pts: dict[str, np.ndarray], tile: Tile, city: City) -> None:

@@ -163,14 +163,17 @@ def simulate_aerial(
         lo, hi = max(tile.y0, yk - SWATH_HALF), min(tile.y1, yk + SWATH_HALF)
         n = int(rng.poisson(d_strip * tile.width * (hi - lo)))
         kk = k + 2  # line numbers start at 1 just south of the district
-        # sorted along the flight direction, so the tile comes out (almost) in time order
-        xi = np.sort(rng.integers(0, wcm, n))
-        if kk % 2:
-            xi = xi[::-1]
-        x = tile.x0 + xi / 100.0
+        x = tile.x0 + rng.integers(0, wcm, n) / 100.0
         y = lo + rng.integers(0, round((hi - lo) * 100), n) / 100.0
+        # time: scan lines across the track (zig-zag), one every `delta` metres along the track
         along = (x - dx0 + 100.0) if kk % 2 == 0 else (dx1 + 100.0 - x)
-        t = t0 + (kk - 1) * run + (along + rng.random(n) * 0.01) / FLIGHT_SPEED
+        delta = 1.0 / np.sqrt(d_strip)
+        line = np.floor(along / delta)
+        frac = (y - (yk - SWATH_HALF)) / (2 * SWATH_HALF)
+        frac = np.where(line % 2 == 0, frac, 1.0 - frac)
+        t = t0 + (kk - 1) * run + (line + frac) * (delta / FLIGHT_SPEED)
+        order = np.argsort(t)
+        x, y, t = x[order], y[order], t[order]
         xs.append(x)
         ys.append(y)
         ts.append(t)
@@ -388,8 +391,9 @@ def write_las(
     for name, arr in pts.items():
         if name not in ("x", "y", "z"):
             las[name] = arr
-    tmp = path.with_name(f".{path.name}.tmp")
-    las.write(tmp, do_compress=True, laz_backend=LazBackend.LazrsParallel)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # laspy picks LAZ from the suffix
+    with open(tmp, "wb") as f:
+        las.write(f, do_compress=path.suffix.lower() == ".laz", laz_backend=LazBackend.LazrsParallel)
     os.replace(tmp, path)
 
 
