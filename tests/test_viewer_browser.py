@@ -214,3 +214,35 @@ def test_url_carries_layers_and_camera(page: Page, browser: Any, server: Release
         assert "height" in (shared.page.text_content("#legend") or "")
     finally:
         shared.close()
+
+
+@pytest.mark.slow
+def test_full_mode_with_imagery(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Globe, sky and the release's own XYZ orthophoto as base layer: still offline and error-free."""
+    cesium = find_cesium_build()
+    if cesium is None:
+        pytest.skip("node_modules/cesium not installed (make setup)")
+    rel = tmp_path_factory.mktemp("viewer_full") / "release"
+    write_sample_release(rel, with_imagery=True, with_internal=False)
+    write_viewer(rel, build_id="sample0000000000", cesium_build=cesium)
+    srv = make_server(rel)
+    srv.start_background()
+    try:
+        full = Page(browser, srv.url)
+        try:
+            assert full.ready["ok"], full.ready
+            assert {lay["name"] for lay in full.ready["layers"]} == {"imagery", "aerial_points", "buildings"}
+            full.page.wait_for_timeout(1500)  # let some imagery arrive
+            xyz = [u for u in full.requests if "/imagery/xyz/" in u]
+            assert xyz, "no orthophoto tile requested"
+            local = f"http://127.0.0.1:{srv.server_address[1]}/"
+            outside = [u for u in full.requests if not u.startswith((local, "data:", "blob:"))]
+            assert outside == []
+            assert full.errors() == []
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            full.page.screenshot(path=str(ARTIFACTS / "sample_full.png"))
+        finally:
+            full.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -229,7 +229,53 @@ def sample_frame() -> ProjectFrame:
     return project_frame(CrsConfig(frame_origin=SAMPLE_ORIGIN))
 
 
-def write_sample_release(release_dir: Path, *, with_internal: bool = True) -> dict[str, Any]:
+def _xyz_tile_range(lon0: float, lat0: float, lon1: float, lat1: float, z: int) -> tuple[range, range]:
+    def tile(lon: float, lat: float) -> tuple[int, int]:
+        n = 2**z
+        x = int((lon + 180.0) / 360.0 * n)
+        r = np.radians(lat)
+        y = int((1.0 - np.log(np.tan(r) + 1.0 / np.cos(r)) / np.pi) / 2.0 * n)
+        return x, y
+
+    xa, ya = tile(lon0, lat1)
+    xb, yb = tile(lon1, lat0)
+    return range(xa, xb + 1), range(ya, yb + 1)
+
+
+def write_sample_imagery(
+    release_dir: Path, frame: ProjectFrame, zooms: tuple[int, ...] = (15, 16)
+) -> list[str]:
+    """A small XYZ pyramid (checkered PNGs) over the sample area, shaped like the imagery layer's."""
+    from PIL import Image
+
+    d = 0.003  # degrees around the frame origin
+    bounds = [frame.lon - d * 1.6, frame.lat - d, frame.lon + d * 1.6, frame.lat + d]
+    files = []
+    for z in zooms:
+        xs, ys = _xyz_tile_range(*bounds, z)
+        for x in xs:
+            for y in ys:
+                a = np.zeros((256, 256, 3), dtype=np.uint8)
+                a[:] = (96, 112, 80)
+                a[(np.arange(256)[:, None] // 32 + np.arange(256)[None, :] // 32) % 2 == 1] = (120, 132, 96)
+                path = release_dir / "imagery" / "xyz" / str(z) / str(x) / f"{y}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(a).save(path, format="PNG")
+                files.append(path.relative_to(release_dir).as_posix())
+    meta = {
+        "name": "orthophoto",
+        "tiles": "xyz/{z}/{x}/{y}.png",
+        "bounds": [round(b, 7) for b in bounds],
+        "minzoom": min(zooms),
+        "maxzoom": max(zooms),
+    }
+    write_json(release_dir / "imagery" / "imagery.json", meta)
+    return [*files, "imagery/imagery.json"]
+
+
+def write_sample_release(
+    release_dir: Path, *, with_internal: bool = True, with_imagery: bool = False
+) -> dict[str, Any]:
     """Write the sample layers and manifest.json into `release_dir`; returns the manifest."""
     frame = sample_frame()
     release_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +321,19 @@ def write_sample_release(release_dir: Path, *, with_internal: bool = True) -> di
             "warnings": [],
         },
     ]
+    if with_imagery:
+        files = write_sample_imagery(release_dir, frame)
+        layers.insert(
+            0,
+            {
+                "name": "imagery",
+                "kind": "imagery",
+                "access": "public",
+                "files": files,
+                "stats": {},
+                "warnings": [],
+            },
+        )
     if with_internal:
         lon, lat = frame.lon, frame.lat
         gj = {

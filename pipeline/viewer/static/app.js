@@ -531,6 +531,21 @@
     cam.lookAtTransform(Cesium.Matrix4.IDENTITY);
   }
 
+  /** Ellipsoidal height of the data's ground: lowest point-cloud (else tileset) level in the frame. */
+  function groundHeight() {
+    if (!state.frame) return undefined;
+    const origin = Cesium.Cartographic.fromCartesian(new Cesium.Cartesian3(...state.frame.origin_ecef));
+    const withBox = state.layers.filter((l) => l.tileset && l.info);
+    const pts = withBox.filter((l) => l.kind === "pointcloud");
+    const use = pts.length ? pts : withBox;
+    if (!use.length) return undefined;
+    const lows = use.map((l) => {
+      const st = l.entry.stats || {};
+      return Number.isFinite(st.ground_z) ? st.ground_z : heightRange(l)[0];
+    });
+    return origin.height + Math.min(...lows);
+  }
+
   // ---- picking and measuring ---------------------------------------------------------------------------
   function showInfo(title, rows) {
     $("infoTitle").textContent = title;
@@ -899,6 +914,17 @@
       }
     }));
 
+    // Without a terrain tileset the imagery drapes a flat surface at the data's ground level (not the
+    // bare ellipsoid, which lies ~100 m below the Ruhr and would shift the orthophoto against the data).
+    if (scene.globe && !state.layers.some((l) => l.kind === "terrain" && l.tileset)) {
+      const ground = groundHeight();
+      if (ground !== undefined) {
+        viewer.terrainProvider = new Cesium.CustomHeightmapTerrainProvider({
+          width: 16, height: 16, callback: () => new Float32Array(256).fill(ground),
+        });
+      }
+    }
+
     // Camera first, then add the tilesets: "all tiles loaded" then refers to this view.
     if (!applyCameraParam(params.get("cam"))) frameAll();
     const tilesets = state.layers.filter((l) => l.tileset);
@@ -921,6 +947,7 @@
       frames += 1;
       const shown = tilesets.filter((l) => l.show);
       const pending = shown.filter((l) => !(loadedAfterCamera.has(l.tileset) && l.tileset.tilesLoaded && l.tileset.statistics.selected > 0));
+      const globeBusy = false; // the globe (imagery) keeps refining; readiness is about the tilesets
       if (frames > 1 && pending.length === 0) {
         removeCheck();
         state.ready = true;
@@ -933,9 +960,13 @@
             selected: l.tileset ? l.tileset.statistics.selected : null })),
         });
       } else {
-        status(`loading tiles… (${pending.map((l) => l.name).join(", ")})`);
+        status(`loading tiles… (${[...pending.map((l) => l.name), ...(globeBusy ? ["globe"] : [])].join(", ")})`);
         setTimeout(() => scene.requestRender(), 50);
       }
+    });
+    // requestRenderMode renders on change only; keep rendering while the globe is still refining
+    scene.postRender.addEventListener(() => {
+      if (scene.globe && scene.globe.show && !scene.globe.tilesLoaded) setTimeout(() => scene.requestRender(), 100);
     });
     scene.requestRender();
 
