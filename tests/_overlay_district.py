@@ -206,11 +206,18 @@ def context(cfg_path: Path, release: Path, **overrides):
     from pipeline.orchestrate.inputs import scan_inputs
 
     cfg = load_config(cfg_path, overrides or None)
+    inputs = scan_inputs(cfg)
+    if cfg.crs.frame_origin is not None:
+        frame = project_frame(cfg.crs)
+    else:
+        from pipeline.orchestrate.build import plan_frame
+
+        frame = plan_frame(cfg, inputs)
     return BuildContext(
         cfg=cfg,
         build_id="test",
         release_dir=release,
-        frame=project_frame(cfg.crs),
-        inputs=scan_inputs(cfg),
+        frame=frame,
+        inputs=inputs,
         log=BuildLog(quiet=True),
     )

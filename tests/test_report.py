@@ -61,6 +61,49 @@ def test_report_files(report_release):
     assert "terrain.mesh" in build["timings"]
 
 
+@pytest.fixture(scope="module")
+def demo_release(tmp_path_factory):
+    """The tiny demo district (200 m) through buildings, terrain, overlays and report."""
+    try:
+        from pipeline.sources.demo import generate_demo
+    except ImportError:
+        pytest.skip("demo generator not available")
+    from pipeline.orchestrate.overlays import build_overlay_layers
+    from pipeline.orchestrate.report import build_report_layers
+    from pipeline.orchestrate.terrain import build_terrain_layers
+    from tests.test_change import DEMO_CONFIG
+
+    root = tmp_path_factory.mktemp("demo_report")
+    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, progress=False)
+    (root / "configs").mkdir()
+    (root / "configs" / "tiny.yaml").write_text(DEMO_CONFIG)
+    ctx = district.context(
+        root / "configs" / "tiny.yaml", root / "release", **{"layers.terrain.texture_px": 64}
+    )
+    layers = []
+    try:
+        from pipeline.orchestrate.buildings import build_buildings_layers
+
+        layers += build_buildings_layers(ctx, [])
+    except ImportError:
+        pass
+    layers += build_terrain_layers(ctx, layers)
+    layers += build_overlay_layers(ctx, layers)
+    layers += build_report_layers(ctx, layers)
+    return ctx, layers
+
+
+def test_demo_report_against_truth(demo_release):
+    ctx, layers = demo_release
+    report = layers[-1]
+    html = (ctx.release_dir / "report" / "index.html").read_text()
+    assert "change classes" in html and "parcels top grz" in html
+    if (ctx.release_dir / "buildings" / "buildings.gpkg").is_file():
+        s = report.stats["residuals"]
+        # LoD1 heights of the buildings layer vs the demo's exact roof statistics
+        assert s["n"] >= 20 and s["rmse"] < 1.0, s
+
+
 def _ensure_kernel() -> None:
     import subprocess
     import sys
@@ -73,11 +116,21 @@ def _ensure_kernel() -> None:
         )
 
 
+@pytest.fixture(scope="module")
+def notebook_release(request):
+    """The tiny demo district's release when the demo generator exists, else the crafted district."""
+    try:
+        import pipeline.sources.demo  # noqa: F401
+    except ImportError:
+        return request.getfixturevalue("report_release")
+    return request.getfixturevalue("demo_release")
+
+
 @pytest.mark.slow
-def test_notebook_reproduces_report(report_release, tmp_path):
+def test_notebook_reproduces_report(notebook_release, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    ctx, _ = report_release
+    ctx, _ = notebook_release
     _ensure_kernel()
     nb = nbformat.read(REPO / "notebooks" / "build_report.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
