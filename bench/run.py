@@ -12,6 +12,7 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "points": "bench.points",
     "buildings": "bench.buildings",
     "incremental": "bench.incremental",
 }

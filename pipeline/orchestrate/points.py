@@ -495,10 +495,12 @@ def build_pointcloud_layer(
         elif len(matches) > 1:
             ortho_path = _ortho_vrt(matches, ctx.release_dir.parent / f".{name}-ortho.vrt")
         bands = tuple(sorted(orthophoto.bands.items()))
+    # runtime.memory is per worker; the tiler's budget is the total over all workers
+    total_memory = parse_size(ctx.cfg.runtime.memory) * _n_workers(ctx.client)
     opts = PointTilingOptions(
         crs=crs_override,
         format=layer.format,
-        memory=ctx.cfg.runtime.memory,
+        memory=total_memory,
         meshopt=layer.meshopt,
         implicit=layer.implicit,
         class_scheme=class_scheme,

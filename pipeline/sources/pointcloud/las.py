@@ -26,7 +26,26 @@ def _point_format(info: PointFileInfo):
         return r.header.point_format
 
 
-def decode_raw(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
+def _selection(info: PointFileInfo, extra_dims: tuple[str, ...]):
+    """Fields lazrs must decompress (layered point formats 6-10 can skip the others)."""
+    import lazrs
+
+    sel = (
+        lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL
+        | lazrs.SELECTIVE_DECOMPRESS_Z
+        | lazrs.SELECTIVE_DECOMPRESS_CLASSIFICATION
+        | lazrs.SELECTIVE_DECOMPRESS_INTENSITY
+        | lazrs.SELECTIVE_DECOMPRESS_POINT_SOURCE_ID
+        | lazrs.SELECTIVE_DECOMPRESS_GPS_TIME
+        | lazrs.SELECTIVE_DECOMPRESS_RGB
+        | lazrs.SELECTIVE_DECOMPRESS_NIR
+    )
+    if extra_dims:
+        sel |= lazrs.SELECTIVE_DECOMPRESS_ALL_EXTRA_BYTES
+    return lazrs.DecompressionSelection(sel)
+
+
+def decode_raw(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()) -> np.ndarray:
     """Raw point records (laspy dtype) of a unit."""
     pf = _point_format(info)
     dtype = pf.dtype()
@@ -50,7 +69,8 @@ def decode_raw(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
     stream = struct.pack("<q", 8 + len(data)) + data + table
     out = bytearray(unit.count * dtype.itemsize)
     try:
-        dec = lazrs.LasZipDecompressor(io.BytesIO(stream), info.laszip_vlr)
+        sel = _selection(info, extra_dims) if info.point_format >= 6 else None
+        dec = lazrs.LasZipDecompressor(io.BytesIO(stream), info.laszip_vlr, sel)
         dec.decompress_many(out)
     except Exception as e:
         raise InputError(
@@ -71,27 +91,39 @@ def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo)
 def decode_unit(
     info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
-    """Unpacked fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics)."""
-    import laspy
-
-    raw = decode_raw(info, unit)
-    pf = _point_format(info)
-    rec = laspy.PackedPointRecord(raw, pf)
+    """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays."""
+    raw = decode_raw(info, unit, extra_dims)
+    bits = raw["bit_fields"]
+    if info.point_format >= 6:
+        ret = bits & np.uint8(0x0F)
+        nret = bits >> np.uint8(4)
+        cls = raw["classification"]
+    else:
+        ret = bits & np.uint8(0x07)
+        nret = (bits >> np.uint8(3)) & np.uint8(0x07)
+        cls = raw["raw_classification"] & np.uint8(0x1F)
     out: dict[str, np.ndarray] = {
-        "X": np.asarray(rec["X"], dtype=np.int32),
-        "Y": np.asarray(rec["Y"], dtype=np.int32),
-        "Z": np.asarray(rec["Z"], dtype=np.int32),
+        "X": raw["X"],
+        "Y": raw["Y"],
+        "Z": raw["Z"],
+        "intensity": raw["intensity"],
+        "classification": cls,
+        "return_number": ret,
+        "number_of_returns": nret,
+        "point_source_id": raw["point_source_id"],
     }
-    for name in BASE_FIELDS:
-        out[name] = np.asarray(rec[name])
     if info.has_gps:
-        out["gps_time"] = np.asarray(rec["gps_time"], dtype=np.float64)
+        out["gps_time"] = raw["gps_time"]
     if info.has_rgb:
         for c in ("red", "green", "blue"):
-            out[c] = np.asarray(rec[c], dtype=np.uint16)
+            out[c] = raw[c]
     if info.has_nir:
-        out["nir"] = np.asarray(rec["nir"], dtype=np.uint16)
-    for name in extra_dims:
-        if name in info.extra_dims:
-            out["x_" + name] = np.asarray(rec[name], dtype=np.float32)
+        out["nir"] = raw["nir"]
+    if extra_dims:
+        import laspy
+
+        rec = laspy.PackedPointRecord(raw, _point_format(info))
+        for name in extra_dims:
+            if name in info.extra_dims:
+                out["x_" + name] = np.asarray(rec[name], dtype=np.float32)
     return out

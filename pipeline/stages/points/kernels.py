@@ -394,3 +394,29 @@ def quantize_tiles(x, y, z, starts, ends):
             checksum,
         )
     return q, lo, step, qmin, qmax, checksum
+
+
+@nb.njit(cache=True, nogil=True)
+def _scatter_bytes(src, order, out, off):
+    w = src.shape[1]
+    for i in range(order.shape[0]):
+        j = order[i]
+        for k in range(w):
+            out[i, off + k] = src[j, k]
+
+
+def gather_records(dtype: np.dtype, order: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Structured records whose field f is columns[f][order] (missing fields stay zero).
+
+    `columns` may hold strided views (fields of the raw LAS records); a column may also be an (N,k)
+    array filling k consecutive fields (e.g. 'x' with (N,3) int32 fills x, y, z)."""
+    n = len(order)
+    out = np.zeros(n, dtype=dtype)
+    ob = out.view(np.uint8).reshape(n, dtype.itemsize)
+    order = np.asarray(order, dtype=np.int64)
+    for name, col in columns.items():
+        off = dtype.fields[name][1]
+        src = np.ascontiguousarray(col)
+        width = src.dtype.itemsize * (1 if src.ndim == 1 else src.shape[1])
+        _scatter_bytes(src.view(np.uint8).reshape(len(src), width), order, ob, off)
+    return out

@@ -148,8 +148,8 @@ def _check_bounds(info: PointFileInfo, d: dict[str, np.ndarray], unit: WorkUnit)
             )
 
 
-def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a unit into (N,3) int32 ENU millimetres and a record array of `job.layout`."""
+def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Decode a unit into (N,3) int32 ENU millimetres and its attribute columns (record field names)."""
     info = fj.info
     d = decode_fields(fj, unit, job.layout.extra_dims)
     n = len(d["X"])
@@ -167,34 +167,34 @@ def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarr
     xyz, bad = K.lattice_to_enu_mm(d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
-    rec = np.zeros(n, dtype=job.layout.dtype)
-    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns"):
-        rec[name] = d[name]
+    cols: dict[str, np.ndarray] = {
+        name: d[name]
+        for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns")
+    }
     if job.layout.has_rgb:
         if info.has_rgb:
-            rec["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
+            cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
         elif fj.orthophoto:
             xs = d["X"] * info.scales[0] + info.offsets[0]
             ys = d["Y"] * info.scales[1] + info.offsets[1]
             smp = sample_orthophoto(Path(fj.orthophoto), xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
-            rec["rgb"] = smp["rgb"]
+            cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp:
-                rec["nir"] = smp["nir"]
+                cols["nir"] = smp["nir"]
     if job.layout.has_nir and info.has_nir:
-        rec["nir"] = d["nir"]
+        cols["nir"] = d["nir"]
     if job.layout.has_gps and info.has_gps:
-        rec["gps_time"] = d["gps_time"]
+        cols["gps_time"] = d["gps_time"]
     for name in job.layout.extra_dims:
         if "x_" + name in d:
-            rec["x_" + name] = d["x_" + name]
-    return xyz, rec
+            cols["x_" + name] = d["x_" + name]
+    return xyz, cols
 
 
 def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: returns the spill part (paths + counts + bounds), never the points."""
     assert job.cube is not None
-    xyz, rec = decode_to_enu(fj, unit, job)
+    xyz, cols = decode_to_enu(fj, unit, job)
     cube = job.cube
     lo = xyz.min(axis=0)
     hi = xyz.max(axis=0)
@@ -217,9 +217,10 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     else:
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-    rec = K.take_rows(rec, order)
+    # build the records directly in sorted order (one numba gather per column)
+    rec = K.gather_records(job.layout.dtype, order, {"x": xyz, **cols})
     kp, rp = write_spill(Path(job.spill_dir), unit.unit_index, keys, rec)
-    codes = tuple(int(c) for c in np.flatnonzero(np.bincount(rec["classification"], minlength=1)))
+    codes = tuple(int(c) for c in np.flatnonzero(np.bincount(cols["classification"], minlength=1)))
     return SpillPart(
         unit.unit_index,
         n,
