@@ -212,17 +212,19 @@ def truth_table(
 ) -> pd.DataFrame:
     """Exact roof percentile over the shrunk footprint (dense regular sampling of the surface)."""
     u = (np.arange(samples) + 0.5) / samples
-    rows = []
     gx, gy = np.meshgrid(u, u, indexing="xy")
     gx, gy = gx.ravel(), gy.ravel()
     m = len(dist.oid)
     sx0, sy0 = dist.x0 + shrink_m, dist.y0 + shrink_m
     sx1, sy1 = dist.x1 - shrink_m, dist.y1 - shrink_m
-    x = sx0[:, None] + gx[None, :] * (sx1 - sx0)[:, None]
-    y = sy0[:, None] + gy[None, :] * (sy1 - sy0)[:, None]
-    k = np.repeat(np.arange(m), gx.size)
-    z = roof_z(dist, k, x.ravel(), y.ravel()).reshape(m, -1)
-    roof = np.percentile(z, percentile, axis=1)
+    roof = np.empty(m)
+    for a in range(0, m, 2000):  # chunks: bounded memory for large districts
+        b = min(m, a + 2000)
+        x = sx0[a:b, None] + gx[None, :] * (sx1 - sx0)[a:b, None]
+        y = sy0[a:b, None] + gy[None, :] * (sy1 - sy0)[a:b, None]
+        k = np.repeat(np.arange(a, b), gx.size)
+        z = roof_z(dist, k, x.ravel(), y.ravel()).reshape(b - a, -1)
+        roof[a:b] = np.percentile(z, percentile, axis=1)
     rows = {
         "oid": dist.oid,
         "roof_type": np.where(dist.gable, "gable", "flat"),
@@ -243,6 +245,7 @@ def make_district(
     epochs: tuple[str, ...] = ("2024",),
     lot_m: float = 16.0,
     bad_records: bool = True,
+    truth: bool = True,
 ) -> District:
     out = Path(out)
     dist = layout(size_m, lot_m)
@@ -252,7 +255,7 @@ def make_district(
         write_points(
             dist, out, ep, tile_m, density, lot_m, seed=11 + i, roof_offset=-2.0 * (len(epochs) - 1 - i)
         )
-    tt = truth_table(dist)
-    (out / "truth").mkdir(parents=True, exist_ok=True)
-    tt.to_csv(out / "truth" / "buildings.csv", index=False)
+    if truth:
+        (out / "truth").mkdir(parents=True, exist_ok=True)
+        truth_table(dist).to_csv(out / "truth" / "buildings.csv", index=False)
     return dist
