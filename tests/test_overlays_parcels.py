@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -147,3 +148,16 @@ def test_parcel_tiles_valid(overlay_release):
     assert table["count"] == 4 and "grz" in table["properties"]
     if validator_available():
         assert all(r["errors"] == 0 for r in validate_glb_files(glbs))
+
+
+def test_overlays_are_byte_identical_on_rebuild(overlay_release, tmp_path):
+    from pipeline.orchestrate.overlays import build_overlay_layers
+
+    ctx, _ = overlay_release
+    ctx2 = district.context(Path(ctx.cfg.base_dir) / "district.yaml", tmp_path / "again")
+    build_overlay_layers(ctx2, [])
+    a = sorted(p.relative_to(ctx.release_dir) for p in ctx.release_dir.rglob("*") if p.is_file())
+    b = sorted(p.relative_to(ctx2.release_dir) for p in ctx2.release_dir.rglob("*") if p.is_file())
+    assert a == b and len(a) >= 10
+    for rel in a:
+        assert (ctx.release_dir / rel).read_bytes() == (ctx2.release_dir / rel).read_bytes(), rel
