@@ -300,11 +300,16 @@ GLB_TAIL = (
 )
 
 
-def glb_table(bt: gpd.GeoDataFrame, idx: np.ndarray, params: HeightParams) -> dict[str, Any]:
+def glb_columns(bt: gpd.GeoDataFrame, params: HeightParams) -> dict[str, np.ndarray]:
+    """The property-table columns of the GLBs as arrays (extracted once, indexed per tile)."""
     cols = [*GLB_COLUMNS, *(HeightParams.stat_name(p) for p in params.stats_percentiles), *GLB_TAIL]
+    return {c: bt[c].to_numpy() for c in cols}
+
+
+def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for c in cols:
-        v = bt[c].to_numpy()[idx]
+    for c, arr in columns.items():
+        v = arr[idx]
         if v.dtype == object:
             out[c] = [str(s) for s in v]
         elif c == "n_points":
@@ -375,6 +380,7 @@ def write_tiles(
     def rel(node: QuadNode) -> str:
         return f"tiles/{node.level}/{node.x}_{node.y}.{ext}"
 
+    columns = glb_columns(bt, params)
     jobs = []
     for leaf in leaves:
         m = leaf.members
@@ -384,7 +390,7 @@ def write_tiles(
                 list(wkb[m]),
                 base[m],
                 roof[m],
-                glb_table(bt, m, params),
+                glb_table(columns, m),
                 ctx.frame,
                 ctx.cfg.crs,
             )
