@@ -196,3 +196,37 @@ def test_skips_without_cadastre(district, tmp_path):
     ctx.cfg = ctx.cfg.model_copy(update={"sources": ctx.cfg.sources.model_copy(update={"cadastre": None})})
     assert build_buildings_layers(ctx, []) == []
     assert any("cadastre" in w for w in ctx.warnings)
+
+
+def test_all_records_rejected_gives_empty_valid_tileset(tmp_path):
+    import pyogrio
+    import shapely
+
+    raw = tmp_path / "raw"
+    (raw / "alkis").mkdir(parents=True)
+    g = gpd.GeoDataFrame(
+        {"oid": ["A"], "gebnutzbez": ["Bauteil"]},
+        geometry=[shapely.box(400_000, 5_700_000, 400_010, 5_700_010)],
+        crs="EPSG:25832",
+    )
+    pyogrio.write_dataframe(g, raw / "alkis" / "x.gpkg", layer="GebauedeBauwerk")
+    cfg = TwinConfig.model_validate(
+        {
+            "name": "t",
+            "paths": {"raw": str(raw), "out": str(tmp_path / "o"), "cache": str(tmp_path / "c")},
+            "sources": {"cadastre": {"path": "alkis/*.gpkg"}},
+        }
+    )
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    ctx = BuildContext(
+        cfg=cfg,
+        build_id="t",
+        release_dir=rel,
+        frame=project_frame(cfg.crs, (400_000.0, 5_700_000.0, 0.0)),
+        inputs=scan_inputs(cfg),
+        log=BuildLog(quiet=True),
+    )
+    r = build_buildings_layers(ctx, [])[0]
+    assert r.stats["buildings"] == 0 and r.stats["rejected"] == 1
+    assert schema_errors(json.loads((rel / "buildings" / "tileset.json").read_text())) == []

@@ -48,7 +48,7 @@ from pipeline.stages.buildings.heights import (
     tile_stats,
 )
 from pipeline.stages.buildings.tiling import QuadNode, build_quadtree, tileset_tree
-from pipeline.tiles.tileset import asset, schema_errors, write_atomic, write_json
+from pipeline.tiles.tileset import asset, box_from_bounds, schema_errors, write_atomic, write_json
 
 OUT = "buildings"
 
@@ -519,7 +519,21 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     write_json(out_dir / "style.json", buildings_style())
 
     with ctx.stage("buildings:tiles"):
-        ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir) if len(bt) else (0, 0)
+        if len(bt):
+            ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir)
+        else:  # nothing to show: an empty but valid tileset keeps the release consistent
+            ntiles, ntris = 0, 0
+            empty = {
+                "asset": asset(layer.format, ctx.build_id),
+                "geometricError": 0.0,
+                "root": {
+                    "boundingVolume": {"box": box_from_bounds([0, 0, 0], [1, 1, 1])},
+                    "geometricError": 0.0,
+                    "refine": "ADD",
+                    "transform": ctx.frame.tile_transform(),
+                },
+            }
+            write_json(out_dir / "tileset.json", empty)
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
     files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
