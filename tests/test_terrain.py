@@ -298,6 +298,10 @@ def test_imagery_pyramid_and_cog(terrain_release):
         assert ds.count == 4 and ds.crs.to_epsg() == 25832
         assert ds.profile.get("tiled") and ds.overviews(1)
         assert ds.res == (0.5, 0.5)
+        # values are the delivery's: the lawn (NIR 200, red 40) at 7 m / 50 m from the SW corner
+        row, col = ds.index(district.X0 + 7, district.Y0 + 50)
+        px = ds.read(window=((row, row + 1), (col, col + 1)))[:, 0, 0]
+        assert list(px) == [40, 120, 110, 200]
 
 
 def test_terrain_is_deterministic(terrain_release, tmp_path):

@@ -297,7 +297,7 @@ def _xyz_level(
 def build_imagery(ctx: BuildContext) -> LayerResult:
     from rasterio.warp import transform_bounds
 
-    from pipeline.stages.imagery import tiles_for, to_uint8, write_cog, zoom_range
+    from pipeline.stages.imagery import tiles_for, write_cog, zoom_range
 
     cfg = ctx.cfg
     lay = cfg.layers.terrain
@@ -322,14 +322,7 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
     # COG of all bands at the native resolution (RGBI for QGIS: NDVI, false colour)
     res = native_resolution(infos)
     grid = Grid.from_bounds(bounds, res, cfg.crs.horizontal)
-    r = read_grid(infos, grid)
-    data = to_uint8(r.data)
-    valid = r.valid
-    nodata = None
-    if not valid.all():
-        data = np.where(valid[None], np.maximum(data, 1), 0).astype(np.uint8)
-        nodata = 0
-    write_cog(data, grid, out / "orthophoto_cog.tif", nodata=nodata)
+    write_cog(infos, grid, out / "orthophoto_cog.tif")
     files.append("imagery/orthophoto_cog.tif")
     meta = {
         "name": "orthophoto",

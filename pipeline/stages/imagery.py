@@ -110,7 +110,7 @@ def texture_for_bounds(
     rs = Resampling.average if res > 1.5 * src_res else Resampling.bilinear
     r = read_grid(infos, grid, bands=list(rgb_bands), resampling=rs)
     data = np.where(np.isfinite(r.data), r.data, 128.0)
-    return encode_image(to_uint8(data), fmt)
+    return encode_image(to_uint8(data, ortho_scale(infos)), fmt)
 
 
 def xyz_tile(
@@ -126,40 +126,66 @@ def xyz_tile(
     valid = r.valid
     if not valid.any():
         return None
-    return encode_image(to_uint8(r.data), "png", alpha=np.where(valid, 255, 0).astype(np.uint8))
+    return encode_image(
+        to_uint8(r.data, ortho_scale(infos)), "png", alpha=np.where(valid, 255, 0).astype(np.uint8)
+    )
 
 
-def write_cog(raster_data: np.ndarray, grid: Grid, path: Path, nodata: float | None = 0) -> None:
-    """Write bands (B, H, W) uint8 as a Cloud Optimized GeoTIFF (DEFLATE, internal overviews)."""
+def write_cog(infos: Sequence[RasterInfo], grid: Grid, path: Path, block: int = 2048) -> None:
+    """Mosaic all bands of the tiles onto `grid` as a Cloud Optimized GeoTIFF (uint8, DEFLATE, internal
+    overviews, nodata 0: valid zeros become 1).
+
+    Block by block through a temporary tiled GeoTIFF beside `path`, so memory stays at one block."""
     import rasterio
-    from rasterio.io import MemoryFile
     from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    b, h, w = raster_data.shape
+    bands = infos[0].count
+    scale = ortho_scale(infos)
+    src_tmp = path.with_name(f".{path.name}.src.tif")
+    tmp = path.with_name(f".{path.name}.tmp")
     profile = {
         "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": b,
-        "dtype": raster_data.dtype.name,
+        "width": grid.width,
+        "height": grid.height,
+        "count": bands,
+        "dtype": "uint8",
         "crs": grid.crs,
         "transform": grid.transform,
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "DEFLATE",
     }
-    if nodata is not None:
-        profile["nodata"] = nodata
-    tmp = path.with_name(f".{path.name}.tmp")
-    with MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(raster_data)
-            if b >= 3:
+    try:
+        with rasterio.open(src_tmp, "w", **profile) as ds:
+            if bands >= 3:
                 ds.colorinterp = [
                     rasterio.enums.ColorInterp.red,
                     rasterio.enums.ColorInterp.green,
                     rasterio.enums.ColorInterp.blue,
-                ] + [rasterio.enums.ColorInterp.undefined] * (b - 3)
-        with mem.open() as src:
+                ] + [rasterio.enums.ColorInterp.undefined] * (bands - 3)
+            t = grid.transform
+            for r0 in range(0, grid.height, block):
+                for c0 in range(0, grid.width, block):
+                    h = min(block, grid.height - r0)
+                    w = min(block, grid.width - c0)
+                    sub = Grid(t * Affine.translation(c0, r0), w, h, grid.crs)
+                    r = read_grid(infos, sub, resampling=Resampling.nearest)
+                    data = np.where(r.valid[None], np.maximum(to_uint8(r.data, scale), 1), 0).astype(np.uint8)
+                    ds.write(data, window=Window(c0, r0, w, h))
+        with rasterio.open(src_tmp) as src:
             rio_copy(
                 src, str(tmp), driver="COG", compress="DEFLATE", blocksize=256, overview_resampling="average"
             )
-    tmp.replace(path)
+        tmp.replace(path)
+    finally:
+        src_tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def ortho_scale(infos: Sequence[RasterInfo]) -> float:
+    """uint8 deliveries as they are; 16-bit ones scaled from 0..65535 (one factor for every tile)."""
+    return 1.0 if all(i.dtype == "uint8" for i in infos) else 255.0 / 65535.0
