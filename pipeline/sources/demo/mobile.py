@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio.features import rasterize
-from rasterio.transform import from_origin
 
 from pipeline.sources.demo.city import City, epoch_year
 from pipeline.sources.demo.grid import Tile
@@ -141,7 +141,7 @@ def simulate_mobile(
     ey1 = np.ceil(ext[3] / _RASTER_RES) * _RASTER_RES
     w = int(np.ceil((ext[2] - ex0) / _RASTER_RES))
     h = int(np.ceil((ey1 - ext[1]) / _RASTER_RES))
-    transform = from_origin(ex0, ey1, _RASTER_RES, _RASTER_RES)
+    transform = Affine(_RASTER_RES, 0.0, ex0, 0.0, -_RASTER_RES, ey1)
     ids = [i for i in city.structures_in(ext) if city.structures[i].present[1]]
     label = (
         rasterize(

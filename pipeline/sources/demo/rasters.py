@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+from affine import Affine
 from rasterio.crs import CRS as RioCRS
 from rasterio.enums import ColorInterp
 from rasterio.features import rasterize
-from rasterio.transform import from_origin
 
 from pipeline.sources.demo.city import (
     LC_ASPHALT,
@@ -79,7 +79,7 @@ def landcover_raster(
     shapes = city.landcover_in(bounds, epoch)
     out = np.full((h, w), LC_GRASS, dtype=np.uint8)
     if shapes:
-        rasterize(shapes, out=out, transform=from_origin(x0, y1, res, res))
+        rasterize(shapes, out=out, transform=Affine(res, 0.0, x0, 0.0, -res, y1))
     return out
 
 
@@ -100,7 +100,7 @@ def render_orthophoto(city: City, tile: Tile, epoch: int, res: float, rng: np.ra
     img = table[lc].transpose(2, 0, 1).copy()  # (4, H, W) float32
     xs, ys = pixel_centres(bounds, res)
     x0, y1 = bounds[0], bounds[3]
-    transform = from_origin(x0, y1, res, res)
+    transform = Affine(res, 0.0, x0, 0.0, -res, y1)
     h, w = lc.shape
 
     # buildings of this epoch
@@ -202,7 +202,7 @@ def write_orthophoto(path: Path, img: np.ndarray, tile: Tile, res: float, epoch:
         count=4,
         dtype="uint8",
         crs=RioCRS.from_epsg(25832),
-        transform=from_origin(tile.x0, tile.y1, res, res),
+        transform=Affine(res, 0.0, tile.x0, 0.0, -res, tile.y1),
         photometric="RGB",
         predictor=2,
         **GTIFF_OPTS,
@@ -239,7 +239,7 @@ def write_dgm(path: Path, z: np.ndarray, tile: Tile, res: float, epoch: str) -> 
         count=1,
         dtype="float32",
         crs=RioCRS.from_user_input("EPSG:25832+7837"),
-        transform=from_origin(tile.x0, tile.y1, res, res),
+        transform=Affine(res, 0.0, tile.x0, 0.0, -res, tile.y1),
         predictor=3,
         **GTIFF_OPTS,
     ) as dst:
