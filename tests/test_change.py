@@ -109,6 +109,12 @@ def test_change_outputs_styles_and_tiles(change_release):
     for name in ("buildings_change", "unregistered_structures", "unknown_areas"):
         assert (out / f"{name}.geojson").is_file() and (out / f"{name}.qml").is_file()
         ET.parse(out / f"{name}.qml")
+    import sqlite3
+
+    with sqlite3.connect(out / "change.gpkg") as con:
+        embedded = dict(con.execute("SELECT f_table_name, styleQML FROM layer_styles WHERE useAsDefault"))
+    assert embedded["buildings_change"] == (out / "buildings_change.qml").read_text()
+    assert set(embedded) == {"buildings_change", "unregistered_structures", "unknown_areas"}
     r = ET.parse(out / "buildings_change.qml").getroot().find("renderer-v2")
     cats = {c.get("value") for c in r.find("categories")}
     assert cats == set(CLASS_COLOURS) - {"unregistered"}

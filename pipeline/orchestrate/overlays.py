@@ -242,6 +242,33 @@ def write_vector(gdf: gpd.GeoDataFrame, path: Path, layer: str, *, geojson: Path
     return out
 
 
+def embed_styles(gpkg: Path, styles: dict[str, str]) -> None:
+    """Store QML styles in the GeoPackage's `layer_styles` table (QGIS loads them as the layers' default
+    style when the GeoPackage is opened). Fixed update_time: rebuilds stay byte-identical."""
+    import sqlite3
+
+    con = sqlite3.connect(gpkg)
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
+            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
+            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME)"
+        )
+        geom_cols = dict(con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall())
+        for layer in sorted(styles):
+            con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
+            con.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                "VALUES ('', '', ?, ?, ?, ?, '', 1, 'RuhrTwin default style', '', '', '2000-01-01T00:00:00Z')",
+                (layer, geom_cols.get(layer, "geom"), layer, styles[layer]),
+            )
+        con.commit()
+    finally:
+        con.close()
+
+
 def copy_style(name: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(STYLES / name, dest)
@@ -364,6 +391,7 @@ def build_parcels(
     out = ctx.release_dir / "overlays"
     files = write_vector(ov, out / "parcels.gpkg", "parcels", geojson=out / "parcels.geojson")
     files.append(copy_style("parcels.qml", out / "parcels.qml"))
+    embed_styles(out / "parcels.gpkg", {"parcels": (STYLES / "parcels.qml").read_text(encoding="utf-8")})
     rel = [f.relative_to(ctx.release_dir).as_posix() for f in files]
     tileset = None
     if len(ov):
@@ -481,8 +509,10 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
         unreg, out / "change.gpkg", "unregistered_structures", geojson=out / "unregistered_structures.geojson"
     )
     files += write_vector(unk, out / "change.gpkg", "unknown_areas", geojson=out / "unknown_areas.geojson")
-    for name in ("buildings_change", "unregistered_structures", "unknown_areas"):
+    names = ("buildings_change", "unregistered_structures", "unknown_areas")
+    for name in names:
         files.append(copy_style(f"{name}.qml", out / f"{name}.qml"))
+    embed_styles(out / "change.gpkg", {n: (STYLES / f"{n}.qml").read_text(encoding="utf-8") for n in names})
     rel = sorted({f.relative_to(ctx.release_dir).as_posix() for f in files})
 
     # 3D: buildings as prisms coloured by change class + unregistered structures in magenta
