@@ -113,10 +113,13 @@ def public_plan(release: Path) -> dict[str, Any]:
     }
     internal_inputs = [i for i in manifest.get("inputs", []) if i.get("role") in internal_roles]
 
-    tokens: set[str] = internal_dirs | {f for f in internal_files}
+    tokens: set[str] = {d + "/" for d in internal_dirs} | {f for f in internal_files}
+    # file names of internal files are tokens when distinctive: a tile name like `0_0_0.glb` that public
+    # layers use too is not a reference (the full internal path is a token anyway)
+    all_names = {Path(f).name for f in _files_under(release, "") if f not in internal_files}
     for f in internal_files:
         name = Path(f).name
-        if name not in ("tileset.json", "style.json", "index.json") and len(name) >= 6:
+        if name not in all_names and len(name) >= 6:
             tokens.add(name)
     for lay in internal:
         if lay.get("tileset"):
@@ -124,9 +127,6 @@ def public_plan(release: Path) -> dict[str, Any]:
     for i in internal_inputs:
         tokens.add(i["path"])
         tokens.add(Path(i["path"]).name)
-        stem = Path(i["path"]).stem
-        if len(stem) >= 6:
-            tokens.add(stem)
         tokens.add(i["sha256"])
     tokens = {t for t in tokens if t and len(t) >= 4}
     name_tokens = {n for n in internal_names if n}
