@@ -42,12 +42,19 @@ def _project(root: Path, size_m: float, tile_m: float, density: float) -> Path:
     return cfg
 
 
+def _overrides() -> dict:
+    o = {"paths.raw": "../data/raw", "paths.out": "../data/out", "paths.cache": "../data/cache"}
+    try:  # several orthophoto tiles are mosaicked through GDAL's VRT (osgeo); without it, no colouring
+        import osgeo  # noqa: F401
+    except ImportError:
+        o["layers.aerial_points.colour_from_orthophoto"] = False
+    return o
+
+
 def _load(cfg: Path):
     from pipeline.config import load_config
 
-    return load_config(
-        cfg, {"paths.raw": "../data/raw", "paths.out": "../data/out", "paths.cache": "../data/cache"}
-    )
+    return load_config(cfg, _overrides())
 
 
 def _build(cfg: Path, workers: int):
@@ -137,6 +144,7 @@ def run(
         "timings_full": timings_full,
         "timings_point_tile": timings_incr,
         "target_ratio": TARGET,
+        "config_overrides": {k: v for k, v in _overrides().items() if not k.startswith("paths.")},
     }
     if dgm and len(dgm) >= 2:
         d = dgm[len(dgm) // 2]
