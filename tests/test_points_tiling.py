@@ -177,6 +177,14 @@ def test_byte_identical_across_runs(laz, tiled, tmp_path):
     assert _tree_hash(out) == _tree_hash(tiled)
 
 
+def test_byte_identical_whatever_the_bins(laz, tiled, tmp_path):
+    """Many small bins (as with a small memory budget) give the same bytes as one big bin."""
+    out = tmp_path / "bins"
+    s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS, max_bin_points=25_000))
+    assert s.bins >= 4
+    assert _tree_hash(out) == _tree_hash(tiled)
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_byte_identical_one_vs_two_workers(laz, tiled, tmp_path):

@@ -65,6 +65,7 @@ class PointTilingOptions:
     ortho_bands: tuple[tuple[str, int], ...] = ()
     extra_dimensions: tuple[str, ...] = ()
     max_points_per_tile: int = 60_000
+    max_bin_points: int | None = None  # None: from the memory budget (tests and tuning only)
     assume_ellipsoidal: bool = False
     z_unit: str | None = None
     overwrite: bool = False
@@ -341,6 +342,10 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
     workers = _n_workers(client)
     per_worker = budget / workers - WORKER_BASE_BYTES
     max_bin = max(MIN_BIN_POINTS, int(per_worker / BYTES_PER_BIN_POINT))
+    # at least ~4 bins per worker when the input allows it: keeps the workers busy until the end
+    max_bin = min(max_bin, max(MIN_BIN_POINTS, summary.points_in // (4 * workers)))
+    if opts.max_bin_points:
+        max_bin = opts.max_bin_points
     bins = plan_bins(parts, plan.cube, max_bin, max_depth=min(plan.cube.S, plan.cube.tmax))
     summary.bins = len(bins)
     codes = sorted({c for p in parts for c in p.class_codes})
