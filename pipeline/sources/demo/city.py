@@ -927,35 +927,35 @@ class _Builder:
 
     def street_trees_and_parking(self) -> None:
         h = self.half
-        crossings = {"v": [], "h": []}
+        crossings: dict[str, list[tuple[float, float]]] = {"v": [], "h": []}
         for axis, c, w, _ in self.streets_local:
             crossings[axis].append((c, w))
         for axis, c, w, _ in self.streets_local:
             cw = w - 2 * (2.0 if w <= 12 else 3.0)
-            others = crossings["h" if axis == "v" else "v"]
+            others = np.array(crossings["h" if axis == "v" else "v"]).reshape(-1, 2)
 
-            def clear(s: float, margin: float, others: list[tuple[float, float]] = others) -> bool:
-                return all(abs(s - oc) > ow / 2 + margin for oc, ow in others)
+            def clear(s: np.ndarray, margin: float, others: np.ndarray = others) -> np.ndarray:
+                return np.all(
+                    np.abs(s[:, None] - others[None, :, 0]) > others[None, :, 1] / 2 + margin, axis=1
+                )
 
             if self.chance(0.5):
                 step = self.u(9.0, 15.0)
                 for side in (-1, 1):
-                    s = -h + self.u(0, step)
-                    while s < h:
-                        if clear(s, 8.0):
-                            off = c + side * (w / 2 - 1.0)
-                            x, y = (off, s) if axis == "v" else (s, off)
-                            self.tree(x, y, r=self.u(2.5, 4.2), top=self.u(9.0, 16.0))
-                        s += step
+                    s = -h + self.u(0, step) + step * np.arange(int(np.ceil(2 * h / step)) + 1)
+                    s = s[s < h]
+                    off = c + side * (w / 2 - 1.0)
+                    for sv in s[clear(s, 8.0)]:
+                        x, y = (off, float(sv)) if axis == "v" else (float(sv), off)
+                        self.tree(x, y, r=self.u(2.5, 4.2), top=self.u(9.0, 16.0))
+            ux, uy = (0.0, 1.0) if axis == "v" else (1.0, 0.0)
             for side in (-1, 1):
-                s = -h + self.u(0, 6.0)
+                s = -h + self.u(0, 6.0) + 6.0 * np.arange(int(np.ceil(2 * h / 6.0)) + 1)
+                s = s[s < h]
                 off = c + side * (cw / 2 - 1.1)
-                while s < h:
-                    if clear(s, 7.0):
-                        x, y = (off, s) if axis == "v" else (s, off)
-                        ux, uy = (0.0, 1.0) if axis == "v" else (1.0, 0.0)
-                        self.parking.append((x, y, ux, uy))
-                    s += 6.0
+                for sv in s[clear(s, 7.0)]:
+                    x, y = (off, float(sv)) if axis == "v" else (float(sv), off)
+                    self.parking.append((x, y, ux, uy))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1024,7 +1024,7 @@ class _Finisher:
         roof = self.world_roof(p.roof)
         edges = boundary_edges(geom)
         if roof.kind == HIP:
-            roof = Roof(HIP, roof.eave, hip_ridge(geom, roof.eave, roof.slope, step=0.2), slope=roof.slope)
+            roof = Roof(HIP, roof.eave, hip_ridge(geom, roof.eave, roof.slope), slope=roof.slope)
         floors = max(1, round(roof.eave / 2.9))
         s = Structure(
             sid=sid,
@@ -1270,9 +1270,7 @@ def _ensure_multipart(structures: list[Structure]) -> None:
         s.geom = _round(MultiPolygon([a, b]))
         s.edges = boundary_edges(s.geom)
         if s.roof.kind == HIP:
-            s.roof = Roof(
-                HIP, s.roof.eave, hip_ridge(s.geom, s.roof.eave, s.roof.slope, step=0.2), slope=s.roof.slope
-            )
+            s.roof = Roof(HIP, s.roof.eave, hip_ridge(s.geom, s.roof.eave, s.roof.slope), slope=s.roof.slope)
         return
 
 

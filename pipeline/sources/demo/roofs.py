@@ -75,17 +75,12 @@ def roof_height(roof: Roof, edges: np.ndarray | None, x: np.ndarray, y: np.ndarr
     raise ValueError(f"unknown roof kind {roof.kind!r}")
 
 
-def hip_ridge(geom: shapely.Geometry, eave: float, slope: float, step: float = 0.1) -> float:
-    """Ridge height of a distance-based hip roof: eave + slope * (largest inscribed distance)."""
-    edges = boundary_edges(geom)
-    minx, miny, maxx, maxy = geom.bounds
-    xs = np.arange(minx + step / 2, maxx, step)
-    ys = np.arange(miny + step / 2, maxy, step)
-    gx, gy = np.meshgrid(xs, ys)
-    gx, gy = gx.ravel(), gy.ravel()
-    inside = shapely.contains_xy(geom, gx, gy)
-    dmax = float(distance_to_edges(edges, gx[inside], gy[inside]).max()) if inside.any() else 0.0
-    return eave + slope * dmax
+def hip_ridge(geom: shapely.Geometry, eave: float, slope: float, tolerance: float = 0.01) -> float:
+    """Ridge height of a distance-based hip roof: eave + slope * (largest distance to the boundary).
+
+    The largest distance to the boundary is the radius of the maximum inscribed circle.
+    """
+    return eave + slope * float(shapely.maximum_inscribed_circle(geom, tolerance).length)
 
 
 def roof_statistics(
