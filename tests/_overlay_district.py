@@ -9,6 +9,7 @@ Cadastre: ALKIS-like GeoPackage with GebauedeBauwerk + Flurstueck (four 100 m x 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -221,3 +222,27 @@ def context(cfg_path: Path, release: Path, **overrides):
         inputs=inputs,
         log=BuildLog(quiet=True),
     )
+
+
+@cache
+def demo_raw() -> Path:
+    """The tiny demo district (200 m, 100 m tiles, 8 pts/m2), generated once per test process."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from pipeline.sources.demo import generate_demo
+
+    root = Path(tempfile.mkdtemp(prefix="twin-overlays-demo-"))
+    atexit.register(shutil.rmtree, root, True)
+    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, progress=False)
+    return root / "raw"
+
+
+def demo_project(root: Path, config_text: str) -> Path:
+    """A project folder whose raw/ links to the shared demo deliveries; returns the config path."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "raw").symlink_to(demo_raw(), target_is_directory=True)
+    (root / "configs").mkdir()
+    (root / "configs" / "tiny.yaml").write_text(config_text)
+    return root / "configs" / "tiny.yaml"

@@ -173,12 +173,9 @@ def demo_change(tmp_path_factory):
     from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
     from pipeline.orchestrate.overlays import build_overlay_layers
-    from pipeline.sources.demo import generate_demo
 
     root = tmp_path_factory.mktemp("demo")
-    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, progress=False)
-    (root / "configs").mkdir()
-    (root / "configs" / "tiny.yaml").write_text(DEMO_CONFIG)
+    district.demo_project(root, DEMO_CONFIG)
     cfg = load_config(root / "configs" / "tiny.yaml")
     inputs = scan_inputs(cfg)
     ctx = BuildContext(

@@ -65,7 +65,7 @@ def test_report_files(report_release):
 def demo_release(tmp_path_factory):
     """The tiny demo district (200 m) through buildings, terrain, overlays and report."""
     try:
-        from pipeline.sources.demo import generate_demo
+        import pipeline.sources.demo  # noqa: F401
     except ImportError:
         pytest.skip("demo generator not available")
     from pipeline.orchestrate.overlays import build_overlay_layers
@@ -74,9 +74,7 @@ def demo_release(tmp_path_factory):
     from tests.test_change import DEMO_CONFIG
 
     root = tmp_path_factory.mktemp("demo_report")
-    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, progress=False)
-    (root / "configs").mkdir()
-    (root / "configs" / "tiny.yaml").write_text(DEMO_CONFIG)
+    district.demo_project(root, DEMO_CONFIG)
     ctx = district.context(
         root / "configs" / "tiny.yaml", root / "release", **{"layers.terrain.texture_px": 64}
     )
