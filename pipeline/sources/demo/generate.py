@@ -225,6 +225,7 @@ def generate_demo(
         counts.update(
             {
                 "structures": len(structures),
+                "buildings": sum(s.present[1] for s in structures),  # standing in the latest epoch
                 "buildings_in_cadastre": sum(s.in_cadastre for s in structures),
                 "cadastre_records": layer_counts[cad.BUILDING_LAYER],
                 "bauteil_records": sum(p.kind == "bauteil" for p in city.parts),

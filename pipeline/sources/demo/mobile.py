@@ -97,7 +97,9 @@ def panoramas(city: City) -> list[tuple[float, float, float, float, float, str]]
         x, y = tr.at(s)
         z = city.terrain(x, y) + CAMERA_HEIGHT
         heading = float(np.degrees(np.arctan2(tr.ux, tr.uy)) % 360.0)
-        for i in range(len(s)):
+        x0, y0, x1, y1 = city.bounds
+        inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+        for i in np.flatnonzero(inside):
             rows.append(
                 (
                     tr.t_start + s[i] / SPEED,

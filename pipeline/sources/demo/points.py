@@ -380,10 +380,12 @@ def write_las(
     header.system_identifier = system_identifier
     header.generating_software = "ruhrtwin demo generator"
     header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
-    for v in crs_vlrs():
-        header.vlrs.append(v)
-    if point_format >= 6:
+    vlrs = crs_vlrs()
+    if point_format >= 6:  # LAS 1.4 point formats 6-10 require WKT and no GeoTIFF keys
+        vlrs = vlrs[1:]
         header.global_encoding.wkt = True
+    for v in vlrs:
+        header.vlrs.append(v)
     las = laspy.LasData(header)
     las.x = pts["x"]
     las.y = pts["y"]
