@@ -26,6 +26,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; releases are served by other users (web server)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
