@@ -175,6 +175,10 @@
         for (const name of Object.keys(owner.properties || {})) info.properties[name] = cls[name] || {};
       }
       info.propertyAttributes = (ext.propertyAttributes || []).length > 0;
+      // CesiumJS 1.145 fails every CustomShader on primitives whose EXT_mesh_features feature ids have
+      // no property table (CustomShaderPipelineStage reads propertyTables[undefined].class).
+      info.shaderSafe = !(head.gltf.meshes || []).some((m) => (m.primitives || []).some((p) =>
+        (((p.extensions || {}).EXT_mesh_features || {}).featureIds || []).some((f) => f.propertyTable === undefined)));
     } else if (head.batchTable) {
       for (const name of Object.keys(head.batchTable)) info.properties[name] = {};
     }
@@ -292,6 +296,11 @@
   function pointPresets(layer) {
     const props = Object.keys(layer.info ? layer.info.properties : {});
     const out = ["rgb"];
+    if (layer.info && layer.info.format === "glb" && !layer.info.shaderSafe) {
+      console.warn(`layer ${layer.name}: tiles have feature ids without a property table; CesiumJS cannot ` +
+        "apply custom shaders to them, so only the RGB preset is offered");
+      return out;
+    }
     const meta = layer.info && layer.info.format === "glb" && layer.info.propertyAttributes;
     if (meta && pick(NAMES.classification, props)) out.push("classification");
     if (meta && pick(NAMES.intensity, props)) out.push("intensity");
@@ -452,6 +461,16 @@
   }
 
   function addLayerRow(layer) {
+    const renderable = layer.tileset || layer.imagery || layer.dataSource || layer.error;
+    if (!renderable) {
+      // nothing to draw (e.g. the report): link its page if it has one, else leave it out of the panel
+      const page = (layer.entry.files || []).find((f) => /\.html$/.test(f));
+      if (!page) return;
+      $("layers").append(el("div", { class: "layer", "data-layer": layer.name },
+        el("a", { href: releaseUrl(page), target: "_blank", rel: "noopener", text: layer.name }),
+        el("span", { class: "kind", text: layer.kind })));
+      return;
+    }
     const box = el("input", { type: "checkbox", id: `layer-${layer.name}` });
     box.checked = layer.show;
     box.addEventListener("change", () => setVisible(layer, box.checked));
@@ -527,7 +546,7 @@
       return;
     }
     const cam = state.viewer.camera;
-    cam.viewBoundingSphere(bs, new Cesium.HeadingPitchRange(0, Cesium.Math.toRadians(-40), Math.max(bs.radius * 2.2, 50)));
+    cam.viewBoundingSphere(bs, new Cesium.HeadingPitchRange(0, Cesium.Math.toRadians(-40), Math.max(bs.radius * 1.6, 50)));
     cam.lookAtTransform(Cesium.Matrix4.IDENTITY);
   }
 
@@ -830,8 +849,8 @@
     for (const ent of ds.entities.values) {
       ent.billboard = undefined;
       ent.point = new Cesium.PointGraphics({
-        pixelSize: 9, color: Cesium.Color.fromCssColorString("#ffb300"), outlineColor: Cesium.Color.BLACK,
-        outlineWidth: 1, disableDepthTestDistance: 5000,
+        pixelSize: 6, color: Cesium.Color.fromCssColorString("#ffb300"), outlineColor: Cesium.Color.BLACK,
+        outlineWidth: 1, disableDepthTestDistance: 0,
       });
     }
     await state.viewer.dataSources.add(ds);
@@ -930,6 +949,7 @@
     const tilesets = state.layers.filter((l) => l.tileset);
     const loadedAfterCamera = new Set();
     for (const l of tilesets) {
+      l.tileset.tileFailed.addEventListener((e) => fail(`layer ${l.name}: tile ${e.url} failed: ${e.message}`));
       l.tileset.allTilesLoaded.addEventListener(() => { loadedAfterCamera.add(l.tileset); scene.requestRender(); });
       scene.primitives.add(l.tileset);
     }
@@ -945,10 +965,14 @@
     const t0 = performance.now();
     const removeCheck = scene.postRender.addEventListener(() => {
       frames += 1;
+      // A tileset counts as loaded once it fired allTilesLoaded after the camera was set, or, when it
+      // needed no request from this view at all (out of view, or below its geometricError), once it has
+      // stayed idle for a few frames; and at least one tile must be selected overall.
       const shown = tilesets.filter((l) => l.show);
-      const pending = shown.filter((l) => !(loadedAfterCamera.has(l.tileset) && l.tileset.tilesLoaded && l.tileset.statistics.selected > 0));
+      const pending = shown.filter((l) => !(l.tileset.tilesLoaded && (loadedAfterCamera.has(l.tileset) || frames > 4)));
+      const selected = shown.reduce((n, l) => n + l.tileset.statistics.selected, 0);
       const globeBusy = false; // the globe (imagery) keeps refining; readiness is about the tilesets
-      if (frames > 1 && pending.length === 0) {
+      if (frames > 1 && pending.length === 0 && (selected > 0 || shown.length === 0)) {
         removeCheck();
         state.ready = true;
         const secs = ((performance.now() - t0) / 1000).toFixed(1);
