@@ -39,6 +39,7 @@ class DemoSummary:
     counts: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage (not in any file)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -49,6 +50,15 @@ class DemoSummary:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+@contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
 
 
 class _NoProgress:
@@ -166,13 +176,16 @@ def generate_demo(
     tiles = tile_grid(bounds, float(tile_m))
     files: list[Path] = []
     counts: dict[str, Any] = {"points": {e: 0 for e in epochs}, "mobile_points": 0}
+    stages: dict[str, float] = {}
 
     with _progress(progress) as bar:
         t_layout = bar.add_task("layout + cadastre", total=3)
-        city = build_city(int(seed), bounds, epochs)
+        with _timed(stages, "layout"):
+            city = build_city(int(seed), bounds, epochs)
         bar.advance(t_layout)
         (out / "alkis").mkdir(parents=True, exist_ok=True)
-        layer_counts = cad.write_cadastre(out / CADASTRE_FILE, city)
+        with _timed(stages, "cadastre"):
+            layer_counts = cad.write_cadastre(out / CADASTRE_FILE, city)
         files.append(out / CADASTRE_FILE)
         bar.advance(t_layout)
         track_list = mob.tracks(city) if mobile else []
@@ -196,26 +209,30 @@ def generate_demo(
                 rng = np.random.default_rng(
                     np.random.SeedSequence([seed, STREAM_AERIAL, e, tile.ix, tile.iy])
                 )
-                p = pts.simulate_aerial(city, tile, e, density, rng)
+                with _timed(stages, "aerial_simulation"):
+                    p = pts.simulate_aerial(city, tile, e, density, rng)
                 path = out / "aerial" / epoch / aerial_name(tile, epoch)
-                pts.write_aerial_tile(path, p, tile, city, e)
+                with _timed(stages, "aerial_write"):
+                    pts.write_aerial_tile(path, p, tile, city, e)
                 files.append(path)
                 counts["points"][epoch] += len(p["x"])
                 del p
             rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_DOP, tile.ix, tile.iy]))
-            img = ras.render_orthophoto(city, tile, 1, dop_resolution, rng)
-            path = out / "dop" / dop_name(tile, epochs[1])
-            ras.write_orthophoto(path, img, tile, dop_resolution, epochs[1])
-            files.append(path)
-            del img
-            path = out / "dgm" / dgm_name(tile, epochs[1])
-            ras.write_dgm(path, ras.render_dgm(city, tile), tile, 1.0, epochs[1])
+            with _timed(stages, "rasters"):
+                img = ras.render_orthophoto(city, tile, 1, dop_resolution, rng)
+                path = out / "dop" / dop_name(tile, epochs[1])
+                ras.write_orthophoto(path, img, tile, dop_resolution, epochs[1])
+                files.append(path)
+                del img
+                path = out / "dgm" / dgm_name(tile, epochs[1])
+                ras.write_dgm(path, ras.render_dgm(city, tile), tile, 1.0, epochs[1])
             files.append(path)
             if mobile and rate > 0:
-                m = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
-                if m is not None:
-                    path = out / "mobile" / mobile_name(tile, epochs[1])
-                    mob.write_mobile_tile(path, m, tile, city)
+                with _timed(stages, "mobile"):
+                    m = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
+                    if m is not None:
+                        path = out / "mobile" / mobile_name(tile, epochs[1])
+                        mob.write_mobile_tile(path, m, tile, city)
                     files.append(path)
                     counts["mobile_points"] += len(m["x"])
             bar.advance(t_tiles)
@@ -258,7 +275,8 @@ def generate_demo(
             "classes": {"aerial_adv": pts.ADV_CLASSES, "mobile_asprs": pts.ASPRS_MOBILE_CLASSES},
             "counts": counts,
         }
-        counts["changes"] = tru.write_truth(out / "truth", city, meta)
+        with _timed(stages, "truth"):
+            counts["changes"] = tru.write_truth(out / "truth", city, meta)
         files += [out / "truth" / n for n in ("buildings.csv", "changes.csv", "truth.json")]
         summary = DemoSummary(
             out=out,
@@ -277,4 +295,5 @@ def generate_demo(
 
     summary.files = sorted(p.relative_to(out).as_posix() for p in files)
     summary.seconds = round(time.perf_counter() - started, 2)
+    summary.stage_seconds = {k: round(v, 2) for k, v in stages.items()}
     return summary
