@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "buildings.json"
 
 
+def _cpu_seconds() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 def _generate(data: Path, size: float, density: float, tile: float) -> dict:
     from pipeline.stages.buildings.synthetic import make_district
 
@@ -102,9 +109,17 @@ def run(
             log=BuildLog(quiet=True),
             client=client,
         )
+        cpu_w0 = client.run(_cpu_seconds)
+        cpu_m0 = time.process_time()
         t0 = time.perf_counter()
         res = build_buildings_layers(ctx, [])[0]
         seconds = time.perf_counter() - t0
+        cpu_main = time.process_time() - cpu_m0
+        cpu_w1 = client.run(_cpu_seconds)
+    cpu_workers = sum(cpu_w1[k] - cpu_w0.get(k, 0.0) for k in cpu_w1)
+    # the CPU is shared with other jobs during development: also report what the consumed CPU time
+    # implies on 2 otherwise idle cores (orchestrator serial + worker CPU spread over the workers)
+    est = cpu_main + cpu_workers / workers
     out = {
         "benchmark": "buildings",
         "buildings": res.stats["buildings"],
@@ -115,6 +130,10 @@ def run(
         "seconds": round(seconds, 2),
         "buildings_per_s": round(res.stats["buildings"] / seconds, 1),
         "points_per_s": round(npts / seconds, 1),
+        "cpu_seconds_main": round(cpu_main, 2),
+        "cpu_seconds_workers": round(cpu_workers, 2),
+        "estimated_idle_seconds": round(est, 2),
+        "estimated_idle_buildings_per_s": round(res.stats["buildings"] / est, 1),
         "stages": {k: v for k, v in ctx.timings.items() if k.startswith("buildings")},
         "quality": res.stats["quality"],
         "workers": workers,

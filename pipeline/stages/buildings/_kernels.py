@@ -1,7 +1,7 @@
 """numba kernels of the building-height stage (numpy/shapely references live in heights.py).
 
-- `grid_index`: counting sort of points into square cells (CSR: cell start offsets + point order);
-  the caller permutes the points into that order.
+- `select_sorted`: the selected points (mask) counting-sorted into square cells (CSR cell offsets),
+  copied into cell order in the same pass.
 - `collect_in_polygons`: for every polygon (edges flattened, even-odd rule so holes and multi-part
   polygons just work), the Z of every point inside it, as CSR arrays. Candidates come from the grid
   cells overlapping the polygon's bounding box; each candidate is tested with a crossing-number scan.
@@ -15,30 +15,6 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def grid_index(x, y, x0, y0, cell, nx, ny):
-    n = x.shape[0]
-    cells = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        cx = int((x[i] - x0) / cell)
-        cy = int((y[i] - y0) / cell)
-        cx = min(max(cx, 0), nx - 1)
-        cy = min(max(cy, 0), ny - 1)
-        cells[i] = cy * nx + cx
-    start = np.zeros(nx * ny + 1, dtype=np.int64)
-    for i in range(n):
-        start[cells[i] + 1] += 1
-    for c in range(nx * ny):
-        start[c + 1] += start[c]
-    pos = start[:-1].copy()
-    order = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        c = cells[i]
-        order[pos[c]] = i
-        pos[c] += 1
-    return start, order
-
-
-@njit(cache=True, nogil=True)
 def _cell_range(lo, x0, cell, n):
     a = int(np.floor((lo - x0) / cell))
     return min(max(a, 0), n - 1)
@@ -48,8 +24,8 @@ def _cell_range(lo, x0, cell, n):
 def collect_in_polygons(x, y, z, start, x0, y0, cell, nx, ny, ex0, ey0, ex1, ey1, eptr, bbox):
     """CSR (ptr, values) of the z of points inside each polygon (even-odd over all its edges).
 
-    x, y, z must be sorted by grid cell (`x[order]` etc. from `grid_index`): candidates are then read
-    sequentially, which matters more than anything else for speed."""
+    x, y, z must be sorted by grid cell (from `select_sorted`): candidates are then read sequentially,
+    which matters more than anything else for speed."""
     npoly = eptr.shape[0] - 1
     ub = np.zeros(npoly + 1, dtype=np.int64)
     for k in range(npoly):
@@ -127,3 +103,50 @@ def grouped_percentiles(ptr, vals, qs):
             else:
                 out[g, k] = a[lo] + (h - lo) * (a[lo + 1] - a[lo])
     return out
+
+
+@njit(cache=True, nogil=True)
+def select_sorted(x, y, z, mask, cell):
+    """The points where `mask` is set, counting-sorted into `cell`-sized grid cells, in one pass each for
+    bounds, counts and placement (no intermediate copies). Returns xs, ys, zs, start, x0, y0, nx, ny."""
+    n = x.shape[0]
+    x0 = np.inf
+    y0 = np.inf
+    x1 = -np.inf
+    y1 = -np.inf
+    k = 0
+    for i in range(n):
+        if mask[i]:
+            k += 1
+            if x[i] < x0:
+                x0 = x[i]
+            if x[i] > x1:
+                x1 = x[i]
+            if y[i] < y0:
+                y0 = y[i]
+            if y[i] > y1:
+                y1 = y[i]
+    if k == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(2, dtype=np.int64), 0.0, 0.0, 1, 1
+    nx = int((x1 - x0) / cell) + 1
+    ny = int((y1 - y0) / cell) + 1
+    start = np.zeros(nx * ny + 1, dtype=np.int64)
+    for i in range(n):
+        if mask[i]:
+            c = int((y[i] - y0) / cell) * nx + int((x[i] - x0) / cell)
+            start[c + 1] += 1
+    for c in range(nx * ny):
+        start[c + 1] += start[c]
+    pos = start[:-1].copy()
+    xs = np.empty(k)
+    ys = np.empty(k)
+    zs = np.empty(k)
+    for i in range(n):
+        if mask[i]:
+            c = int((y[i] - y0) / cell) * nx + int((x[i] - x0) / cell)
+            p = pos[c]
+            xs[p] = x[i]
+            ys[p] = y[i]
+            zs[p] = z[i]
+            pos[c] = p + 1
+    return xs, ys, zs, start, x0, y0, nx, ny

@@ -156,27 +156,30 @@ def _csr_take(ptr: np.ndarray, vals: np.ndarray, idx: np.ndarray) -> tuple[np.nd
     return out_ptr, vals[sel]
 
 
+def _lut(codes: tuple[int, ...]) -> np.ndarray:
+    lut = np.zeros(256, dtype=bool)
+    lut[np.asarray(codes, dtype=np.int64)] = True
+    return lut
+
+
 def select_points(points: dict[str, np.ndarray], params: HeightParams) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (roof candidates, ground) from classification and return number."""
     cls = np.asarray(points["classification"])
-    roof = np.isin(cls, np.asarray(params.roof_classes, dtype=cls.dtype))
+    roof = _lut(params.roof_classes)[cls]
     if params.first_returns_only and "return_number" in points:
         roof &= np.asarray(points["return_number"]) <= 1
-    ground = np.isin(cls, np.asarray(params.ground_classes, dtype=cls.dtype))
+    ground = _lut(params.ground_classes)[cls]
     return roof, ground
 
 
-def _collect(x, y, z, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.ndarray]:
+def _collect(x, y, z, mask, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.ndarray]:
     if len(polys) == 0 or x.size == 0:
-        return np.zeros(len(polys) + 1, dtype=np.int64), np.zeros(0, dtype=z.dtype)
-    x0, y0 = float(x.min()), float(y.min())
-    nx = max(1, int((float(x.max()) - x0) / cell) + 1)
-    ny = max(1, int((float(y.max()) - y0) / cell) + 1)
-    start, order = K.grid_index(x, y, x0, y0, cell, nx, ny)
+        return np.zeros(len(polys) + 1, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    xs, ys, zs, start, x0, y0, nx, ny = K.select_sorted(x, y, z, mask, cell)
     return K.collect_in_polygons(
-        x[order],
-        y[order],
-        z[order],
+        xs,
+        ys,
+        zs,
         start,
         x0,
         y0,
@@ -195,11 +198,11 @@ def _collect(x, y, z, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.nd
 def collect_samples(points: dict[str, np.ndarray], zones: FootprintZones, params: HeightParams) -> Samples:
     """Z samples of one point set (x, y, z, classification[, return_number]) for every footprint (numba)."""
     roof_m, ground_m = select_points(points, params)
-    x = np.asarray(points["x"], dtype=np.float64)
-    y = np.asarray(points["y"], dtype=np.float64)
-    z = np.asarray(points["z"], dtype=np.float64)
-    rp, rz = _collect(x[roof_m], y[roof_m], z[roof_m], zones.roof, params.grid_cell_m)
-    gp, gz = _collect(x[ground_m], y[ground_m], z[ground_m], zones.ring, params.grid_cell_m)
+    x = np.ascontiguousarray(points["x"], dtype=np.float64)
+    y = np.ascontiguousarray(points["y"], dtype=np.float64)
+    z = np.ascontiguousarray(points["z"], dtype=np.float64)
+    rp, rz = _collect(x, y, z, roof_m, zones.roof, params.grid_cell_m)
+    gp, gz = _collect(x, y, z, ground_m, zones.ring, params.grid_cell_m)
     return Samples(rp, rz, gp, gz)
 
 

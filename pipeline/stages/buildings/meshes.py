@@ -106,13 +106,13 @@ def extrude_footprints(
     # vertex blocks: roof (m), floor (m), walls (4 per edge)
     zb = base[owner]
     zr = roof[owner]
-    wx = np.stack([rv[j, 0], rv[nxt, 0], rv[nxt, 0], rv[j, 0]], axis=1).reshape(-1)
-    wy = np.stack([rv[j, 1], rv[nxt, 1], rv[nxt, 1], rv[j, 1]], axis=1).reshape(-1)
-    wz = np.stack([zb, zb, zr, zr], axis=1).reshape(-1)
-    blocks_x = [rv[:, 0]] + ([rv[:, 0]] if floor else []) + [wx]
-    blocks_y = [rv[:, 1]] + ([rv[:, 1]] if floor else []) + [wy]
-    blocks_z = [zr] + ([zb] if floor else []) + [wz]
-    pos = to_local(np.concatenate(blocks_x), np.concatenate(blocks_y), np.concatenate(blocks_z))
+    # transform each corner once (top and bottom), then gather the duplicated face vertices
+    corners = to_local(
+        np.concatenate([rv[:, 0], rv[:, 0]]), np.concatenate([rv[:, 1], rv[:, 1]]), np.concatenate([zr, zb])
+    )
+    top, bot = corners[:m], corners[m:]
+    walls = np.stack([bot[j], bot[nxt], top[nxt], top[j]], axis=1).reshape(-1, 3)
+    pos = np.concatenate([top] + ([bot] if floor else []) + [walls])
     wall0 = 2 * m if floor else m
     q = wall0 + 4 * j
     wall_tri = np.concatenate([np.stack([q, q + 1, q + 2], 1), np.stack([q, q + 2, q + 3], 1)], axis=0)
