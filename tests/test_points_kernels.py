@@ -112,3 +112,12 @@ def test_lattice_within_a_millimetre_of_proj():
     exact = exact_enu(t, frame, ix * 0.001 + offset[0], iy * 0.001 + offset[1], iz * 0.001)
     err = np.abs(mm - exact * 1000.0)
     assert err.max() < 1.0, err.max()  # includes the 0.5 mm rounding to integer millimetres
+
+
+@pytest.mark.parametrize("bits", [20, 50, 63])
+def test_sort_order_equals_stable_argsort(bits):
+    rng = np.random.default_rng(bits)
+    keys = rng.integers(0, 2**bits, 50_000, dtype=np.uint64)
+    keys[:5000] = keys[5000:10000]  # duplicates
+    keys[100:200] = keys[100] | np.uint64(7)  # same truncated prefix, different low bits
+    assert np.array_equal(K.sort_order(keys, bits), np.argsort(keys, kind="stable"))

@@ -369,17 +369,11 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     org = np.asarray(cube.origin, np.int64)
     keys = K.morton_keys(xyz, org, cube.key_shift)
     D, b = cube.D, spec.depth
-    idx_bits = max(int(n - 1).bit_length(), 1)
+    # keys of one bin share their top 3*b bits: sort the relative part
     rel_bits = 3 * (D - b)
-    if rel_bits + idx_bits <= 64:
-        rel = keys & np.uint64((1 << rel_bits) - 1) if rel_bits < 64 else keys
-        packed = (rel << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
-        del rel
-        packed.sort()
-        order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
-        del packed
-    else:
-        order = np.argsort(keys, kind="stable")
+    rel = keys & np.uint64((1 << rel_bits) - 1) if rel_bits < 64 else keys
+    order = K.sort_order(rel, rel_bits)
+    del rel
     keys = keys[order]
     xyz = xyz[order]
     hashes = K.point_hash(xyz)
