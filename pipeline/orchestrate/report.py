@@ -82,9 +82,17 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     out = ctx.release_dir / "report"
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    layers = [lay.to_json() for lay in previous]
-    timings = dict(ctx.timings)
-    warnings = list(ctx.warnings) + [w for lay in previous for w in lay.warnings]
+    # The report is a public layer: it must not name internal layers (street scans, panoramas), their
+    # files, timings or warnings, or `twin publish --public` would leak them.
+    internal = [lay.name for lay in previous if lay.access != "public"]
+
+    def public_text(text: str) -> bool:
+        return not any(name in text for name in internal)
+
+    public_layers = [lay for lay in previous if lay.access == "public"]
+    layers = [lay.to_json() for lay in public_layers]
+    timings = {k: v for k, v in ctx.timings.items() if public_text(k)}
+    warnings = [w for w in ctx.warnings if public_text(w)] + [w for lay in public_layers for w in lay.warnings]
     build = {
         "build_id": ctx.build_id,
         "name": ctx.cfg.name,
