@@ -429,3 +429,28 @@ def test_aerial_simulation_speed():
     pts = simulate_aerial(city, tile, 1, 10.0, np.random.default_rng(0))
     assert time.perf_counter() - t < 30.0
     assert 2.3e6 < len(pts["x"]) < 3.0e6
+
+
+# ---- kernels vs numpy references ----------------------------------------------------------------
+
+
+def test_terrain_kernel_matches_numpy():
+    from pipeline.sources.demo.terrain import Terrain
+
+    t = Terrain.from_rng(np.random.default_rng(3))
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(360000, 372000, 5000), rng.uniform(5710000, 5722000, 5000)
+    np.testing.assert_allclose(t(x, y), t.reference(x, y), rtol=0, atol=1e-9)
+    assert t(362000.0, 5716000.0).shape == ()
+    z = t(x, y)
+    assert z.min() > 45.0 and z.max() < 70.0
+
+
+def test_counting_order_matches_numpy():
+    from pipeline.sources.demo.kernels import counting_order, counting_order_numpy
+
+    cid = np.random.default_rng(5).integers(0, 997, 100_000)
+    order, starts = counting_order(cid, 997)
+    ref_order, ref_starts = counting_order_numpy(cid, 997)
+    np.testing.assert_array_equal(order, ref_order)
+    np.testing.assert_array_equal(starts, ref_starts)

@@ -47,6 +47,7 @@ from pyproj.enums import WktVersion
 
 from pipeline.sources.demo.city import City, epoch_year
 from pipeline.sources.demo.grid import Tile
+from pipeline.sources.demo.kernels import counting_order
 from pipeline.sources.demo.rasters import landcover_raster
 from pipeline.sources.demo.roofs import roof_height
 
@@ -116,10 +117,7 @@ class PointIndex:
         self.ny = max(1, int(np.ceil((bounds[3] - bounds[1]) / cell)))
         cx = np.clip(((x - self.x0) // cell).astype(np.int64), 0, self.nx - 1)
         cy = np.clip(((y - self.y0) // cell).astype(np.int64), 0, self.ny - 1)
-        cid = (cy * self.nx + cx).astype(np.int32)
-        self.order = np.argsort(cid)
-        self.starts = np.zeros(self.nx * self.ny + 1, dtype=np.int64)
-        np.cumsum(np.bincount(cid, minlength=self.nx * self.ny), out=self.starts[1:])
+        self.order, self.starts = counting_order(cy * self.nx + cx, self.nx * self.ny)
 
     def query(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
         c0 = max(0, int((x0 - self.x0) // self.cell))
@@ -147,6 +145,56 @@ def _strips(tile: Tile, district: tuple[float, float, float, float]) -> list[int
     return out
 
 
+def _scan_strip(
+    rng: np.random.Generator,
+    tile: Tile,
+    k: int,
+    yk: float,
+    d_strip: float,
+    dx0: float,
+    dx1: float,
+    t_start: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pulses of flight line `k` inside the tile, generated scan line by scan line in time order.
+
+    Scan lines run across the track every `delta` metres along it; within a line the pulses sweep
+    across (zig-zag). Each line is a Poisson sample of the uniform process, its across-track positions
+    drawn already sorted (normalised cumulative exponentials), so no sort is needed.
+    """
+    lo, hi = max(tile.y0, yk - SWATH_HALF), min(tile.y1, yk + SWATH_HALF)
+    delta = 1.0 / np.sqrt(d_strip)
+    forward = (k + 2) % 2 == 0  # even line numbers fly east
+    ax = dx0 - 100.0 if forward else dx1 + 100.0  # along-track origin (run-in 100 m)
+    a_lo, a_hi = (tile.x0 - ax, tile.x1 - ax) if forward else (ax - tile.x1, ax - tile.x0)
+    lines = np.arange(np.floor(a_lo / delta), np.floor(a_hi / delta) + 1)
+    l0 = np.maximum(a_lo, lines * delta)
+    width = np.minimum(a_hi, (lines + 1) * delta) - l0
+    keep = width > 0
+    lines, l0, width = lines[keep], l0[keep], width[keep]
+    counts = rng.poisson(d_strip * width * (hi - lo))
+    n = int(counts.sum())
+    seg = np.repeat(np.arange(len(lines)), counts + 1)
+    e = rng.standard_exponential(n + len(lines))
+    cs = np.cumsum(e)
+    ends = np.cumsum(counts + 1) - 1
+    before = np.concatenate([[0.0], cs[ends[:-1]]])
+    s = cs - before[seg]
+    last = np.zeros(len(seg), dtype=bool)
+    last[ends] = True
+    u = s[~last] / s[ends][seg[~last]]
+    seg = seg[~last]
+    odd = (lines[seg] % 2) == 1
+    y = np.where(odd, hi - u * (hi - lo), lo + u * (hi - lo))
+    y = np.clip(np.floor(y * 100.0) / 100.0, lo, hi - 0.01)
+    along = l0[seg] + rng.random(n) * width[seg]
+    x = ax + along if forward else ax - along
+    x = np.clip(np.floor(x * 100.0) / 100.0, tile.x0, tile.x1 - 0.01)
+    frac = (y - (yk - SWATH_HALF)) / (2 * SWATH_HALF)
+    frac = np.where(odd, 1.0 - frac, frac)
+    t = t_start + (lines[seg] + frac) * (delta / FLIGHT_SPEED)
+    return x, y, t
+
+
 def simulate_aerial(
     city: City, tile: Tile, epoch: int, density: float, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
@@ -156,28 +204,14 @@ def simulate_aerial(
     run = (dx1 - dx0 + 200.0) / FLIGHT_SPEED + TURN_SECONDS
     d_strip = density / (2 * SWATH_HALF / STRIP_SPACING)
     xs, ys, ts, ks = [], [], [], []
-    wcm = round(tile.width * 100)
     strips = _strips(tile, city.bounds)
     for j, k in enumerate(strips):
         yk = dy0 + (k + 0.5) * STRIP_SPACING
-        lo, hi = max(tile.y0, yk - SWATH_HALF), min(tile.y1, yk + SWATH_HALF)
-        n = int(rng.poisson(d_strip * tile.width * (hi - lo)))
-        kk = k + 2  # line numbers start at 1 just south of the district
-        x = tile.x0 + rng.integers(0, wcm, n) / 100.0
-        y = lo + rng.integers(0, round((hi - lo) * 100), n) / 100.0
-        # time: scan lines across the track (zig-zag), one every `delta` metres along the track
-        along = (x - dx0 + 100.0) if kk % 2 == 0 else (dx1 + 100.0 - x)
-        delta = 1.0 / np.sqrt(d_strip)
-        line = np.floor(along / delta)
-        frac = (y - (yk - SWATH_HALF)) / (2 * SWATH_HALF)
-        frac = np.where(line % 2 == 0, frac, 1.0 - frac)
-        t = t0 + (kk - 1) * run + (line + frac) * (delta / FLIGHT_SPEED)
-        order = np.argsort(t)
-        x, y, t = x[order], y[order], t[order]
+        x, y, t = _scan_strip(rng, tile, k, yk, d_strip, dx0, dx1, t0 + (k + 1) * run)
         xs.append(x)
         ys.append(y)
         ts.append(t)
-        ks.append(np.full(n, j, dtype=np.int16))
+        ks.append(np.full(len(x), j, dtype=np.int16))
     x, y, t = (np.concatenate(a) for a in (xs, ys, ts))
     strip_of = np.concatenate(ks)
     yk_of = np.array([dy0 + (k + 0.5) * STRIP_SPACING for k in strips])
@@ -306,7 +340,7 @@ def simulate_aerial(
     ng = np.flatnonzero(cls == 20)
     cls[ng[rng.random(len(ng)) < 5e-4]] = 1
 
-    intensity = rng.normal(_INTENSITY[mat, 0], _INTENSITY[mat, 1])
+    intensity = _INTENSITY[mat, 0] + _INTENSITY[mat, 1] * rng.standard_normal(n)
 
     # extra returns under trees
     multi = np.flatnonzero((tree_id >= 0) & (nret >= 2) & keep)
