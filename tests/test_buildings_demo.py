@@ -45,7 +45,12 @@ def demo_build(tmp_path_factory):
     b = summary.bounds
     frame = project_frame(cfg.crs, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, 0.0))
     ctx = BuildContext(
-        cfg=cfg, build_id="demo", release_dir=rel, frame=frame, inputs=scan_inputs(cfg), log=BuildLog(quiet=True)
+        cfg=cfg,
+        build_id="demo",
+        release_dir=rel,
+        frame=frame,
+        inputs=scan_inputs(cfg),
+        log=BuildLog(quiet=True),
     )
     res = build_buildings_layers(ctx, [])[0]
     return raw, rel, res, summary
