@@ -531,15 +531,12 @@ class _Builder:
             self.park(rect, sides)
 
     def _front_frame(self, rect: tuple[float, float, float, float], sides: dict[str, int | None]) -> _Frame:
-        f = self.strips(rect, sides)[0]
-        bx0, by0, bx1, by1 = rect
-        f.depth = (by1 - by0) if f.eu[0] != 0 else (bx1 - bx0)
-        return f
+        """The frame of the street a whole-block lot is addressed to."""
+        return self.strips(rect, sides)[0]
 
     # -- lot strips -----------------------------------------------------------------------------------
     def garden_strip(self, f: _Frame) -> None:
-        lid = self.add_lot(f.rect(0, 0, f.length, f.depth), f, f.length / 2)
-        del lid
+        self.add_lot(f.rect(0, 0, f.length, f.depth), f, f.length / 2)
         for _ in range(int(f.length // 25)):
             self.tree(*f.pt(self.u(3, f.length - 3), self.u(3, max(3.5, f.depth - 3))))
 

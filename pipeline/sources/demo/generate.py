@@ -7,8 +7,8 @@ Measured on the development machine (2 cores shared with other jobs, load averag
   truth; stage seconds: layout 1.1, cadastre 0.5, aerial simulation 20.1, aerial LAZ writing 12.2,
   rasters 10.6, mobile 6.6, truth 0.9. Peak memory about 0.9 GB.
 * one 1 km tile at 10 pulses/m² (10.4 M points): simulation 10.8 s + LAZ writing 6.2 s.
-* layout of a 10 km x 10 km district (scale 100: ~82 k structures, 204 k trees, 64 k parcels): about a
-  minute and 0.6 GB; points and rasters are then made tile by tile, so memory stays bounded by one tile.
+* layout of a 10 km x 10 km district (scale 100: ~82 k structures, 204 k trees, 64 k parcels): 34 s
+  and 0.66 GB; points and rasters are then made tile by tile, so memory stays bounded by one tile.
 """
 
 from __future__ import annotations
