@@ -122,8 +122,14 @@ def _check_args(
         raise ConfigError(f"demo: density must be in (0, 100] points/m², got {density!r}")
     if len(epochs) != 2 or epochs[0] == epochs[1] or not all(e and e.isalnum() for e in epochs):
         raise ConfigError(f"demo: epochs must be two different alphanumeric names, got {epochs!r}")
-    if not 0.05 <= dop_resolution <= 2 or (tile_m / dop_resolution) != round(tile_m / dop_resolution):
-        raise ConfigError(f"demo: dop_resolution must divide the tile size, got {dop_resolution!r}")
+
+    def divides(length: float) -> bool:
+        return abs(length / dop_resolution - round(length / dop_resolution)) < 1e-6
+
+    if not 0.05 <= dop_resolution <= 2 or not divides(tile_m) or not divides(size % tile_m):
+        raise ConfigError(
+            f"demo: dop_resolution must divide the tile size and the district side, got {dop_resolution!r}"
+        )
     if mobile_density < 0:
         raise ConfigError(f"demo: mobile_density must be >= 0, got {mobile_density!r}")
     return size
