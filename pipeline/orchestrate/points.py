@@ -61,7 +61,7 @@ class PointTilingOptions:
     implicit: bool = False
     class_scheme: str = "asprs"
     unknown_classes: str = "error"
-    orthophoto: str | None = None
+    orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
     ortho_bands: tuple[tuple[str, int], ...] = ()
     extra_dimensions: tuple[str, ...] = ()
     max_points_per_tile: int = 60_000
@@ -231,7 +231,8 @@ def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
         import rasterio
 
         try:
-            with rasterio.open(opts.orthophoto) as src:
+            first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
+            with rasterio.open(first) as src:
                 ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
         except Exception as e:
             raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
@@ -489,7 +490,7 @@ def build_pointcloud_layer(
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root)."""
     t0 = time.perf_counter()
-    ortho_path: str | None = None
+    ortho_path: str | tuple[str, ...] | None = None
     bands: tuple[tuple[str, int], ...] = ()
     if orthophoto is not None and layer.colour_from_orthophoto:
         import glob
@@ -498,7 +499,7 @@ def build_pointcloud_layer(
         if len(matches) == 1:
             ortho_path = matches[0]
         elif len(matches) > 1:
-            ortho_path = _ortho_vrt(matches, ctx.release_dir.parent / f".{name}-ortho.vrt")
+            ortho_path = tuple(matches)
         bands = tuple(sorted(orthophoto.bands.items()))
     # runtime.memory is per worker; the tiler's budget is the total over all workers
     total_memory = parse_size(ctx.cfg.runtime.memory) * _n_workers(ctx.client)
@@ -542,15 +543,6 @@ def build_pointcloud_layer(
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
     )
-
-
-def _ortho_vrt(paths: list[str], vrt: Path) -> str:
-    """Mosaic of orthophoto tiles as a GDAL VRT (so sampling sees one raster)."""
-    from osgeo import gdal  # pragma: no cover - only with many orthophoto tiles
-
-    vrt.parent.mkdir(parents=True, exist_ok=True)
-    gdal.BuildVRT(str(vrt), paths)
-    return str(vrt)
 
 
 # ---- validation ------------------------------------------------------------------------------------------

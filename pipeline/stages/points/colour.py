@@ -27,7 +27,7 @@ def to_srgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray
 
 
 def sample_orthophoto(
-    path: Path,
+    path: Path | str | tuple[str, ...] | list[str],
     x: np.ndarray,
     y: np.ndarray,
     points_crs_wkt: str,
@@ -35,9 +35,34 @@ def sample_orthophoto(
 ) -> dict[str, np.ndarray]:
     """Nearest-pixel sample of an RGB(I) orthophoto at the points' source coordinates.
 
-    Returns 'rgb' (N,3) uint8 sRGB and, when the raster has a NIR band, 'nir' uint16. Points outside the
-    raster get black / 0.
+    `path` may be one raster or the tiles of a tiled delivery (each point takes the first tile that
+    covers it). Returns 'rgb' (N,3) uint8 sRGB and, when the raster has a NIR band, 'nir' uint16. Points
+    outside every raster get black / 0.
     """
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        n = len(x)
+        out = {"rgb": np.zeros((n, 3), dtype=np.uint8)}
+        todo = np.ones(n, dtype=bool)
+        for p in paths:
+            if not todo.any():
+                break
+            idx = np.flatnonzero(todo)
+            smp = _sample_one(Path(p), np.asarray(x)[idx], np.asarray(y)[idx], points_crs_wkt, bands)
+            hit = smp.pop("_inside")
+            out["rgb"][idx[hit]] = smp["rgb"][hit]
+            if "nir" in smp:
+                out.setdefault("nir", np.zeros(n, dtype=np.uint16))[idx[hit]] = smp["nir"][hit]
+            todo[idx[hit]] = False
+        return out
+    smp = _sample_one(Path(path), x, y, points_crs_wkt, bands)
+    smp.pop("_inside")
+    return smp
+
+
+def _sample_one(
+    path: Path, x: np.ndarray, y: np.ndarray, points_crs_wkt: str, bands: dict[str, int] | None
+) -> dict[str, np.ndarray]:
     import rasterio
     from pyproj import CRS, Transformer
     from rasterio.windows import Window
@@ -82,5 +107,5 @@ def sample_orthophoto(
             rgb[inside] = vals8.T.astype(np.uint8)
             if has_nir:
                 nir[inside] = vals[3].astype(np.uint16)
-            return {"rgb": rgb, "nir": nir} if has_nir else {"rgb": rgb}
-        return {"rgb": rgb}
+            return {"rgb": rgb, "nir": nir, "_inside": inside} if has_nir else {"rgb": rgb, "_inside": inside}
+        return {"rgb": rgb, "_inside": inside}

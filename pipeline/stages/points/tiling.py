@@ -45,7 +45,7 @@ class FileJob:
     info: PointFileInfo
     crs_wkt: str
     z_factor: float
-    orthophoto: str | None = None
+    orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
     ortho_bands: tuple[tuple[str, int], ...] = ()
 
 
@@ -177,7 +177,7 @@ def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarr
         elif fj.orthophoto:
             xs = d["X"] * info.scales[0] + info.offsets[0]
             ys = d["Y"] * info.scales[1] + info.offsets[1]
-            smp = sample_orthophoto(Path(fj.orthophoto), xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
+            smp = sample_orthophoto(fj.orthophoto, xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
             cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp:
                 cols["nir"] = smp["nir"]
