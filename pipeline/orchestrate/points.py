@@ -306,6 +306,21 @@ def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -
     return results
 
 
+def warm_worker() -> bool:
+    """Import the stages and load the numba kernels from their cache (runs while the main process plans)."""
+    import numpy as _np
+
+    from pipeline.stages.points import kernels as k
+
+    xyz = _np.zeros((2, 3), dtype=_np.int32)
+    k.morton_keys(xyz, _np.zeros(3, _np.int64), 0)
+    k.point_hash(xyz)
+    k.sort_order(_np.arange(3, dtype=_np.uint64), 2)
+    k.select_levels(_np.zeros(2, _np.uint64), _np.zeros(2, _np.uint64), 8, 0, 2, 6, 10)
+    k.quantize_tiles(xyz[:, 0], xyz[:, 1], xyz[:, 2], _np.array([0]), _np.array([2]))
+    return True
+
+
 def _geometric_error_fn(cube: CubeSpec):
     return lambda depth: cube.spacing_m(depth)
 
@@ -458,7 +473,15 @@ def tile_pointcloud(
         raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
     t0 = time.perf_counter()
     with PeakRss() as mon:
+        warm = None
+        if client is not None:  # workers load their kernels while we scan headers
+            warm = [
+                client.submit(warm_worker, pure=False, workers=[w])
+                for w in client.scheduler_info()["workers"]
+            ]
         plan = plan_tiling(inputs, opts)
+        if warm:
+            client.gather(warm)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
         try:

@@ -19,7 +19,7 @@ from pipeline.errors import InputError
 
 # a decode task covers about this many points (whole LAZ chunks); fixed, so the partition of the work
 # (and therefore the output bytes) never depends on the number of workers
-POINTS_PER_UNIT = 1_000_000
+POINTS_PER_UNIT = 500_000
 
 _RGB_FORMATS = {2, 3, 5, 7, 8, 10}
 _GPS_FORMATS = {1, 3, 4, 5, 6, 7, 8, 9, 10}
