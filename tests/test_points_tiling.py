@@ -163,6 +163,46 @@ def test_glb_metadata_and_validator(tiled):
     assert not bad, bad[:2]
 
 
+def test_glb_styleable_without_orphan_feature_ids(tiled):
+    """CesiumJS 1.145 breaks every custom shader / style on primitives whose EXT_mesh_features feature ids
+    lack a property table: point primitives carry none; per-point properties are property attributes
+    (styles read them as ${classification}, ${intensity}); the BIN chunk is 8-byte aligned."""
+    for p in sorted((tiled / "content").rglob("*.glb"))[:20]:
+        data = p.read_bytes()
+        js, _ = read_glb(data)
+        jlen = struct.unpack_from("<I", data, 12)[0]
+        assert (20 + jlen) % 8 == 0, p
+        assert "EXT_mesh_features" not in js.get("extensionsUsed", []), p
+        meta = js["extensions"]["EXT_structural_metadata"]
+        classes = meta["schema"]["classes"]
+        for prim in js["meshes"][0]["primitives"]:
+            ext = prim["extensions"]
+            for fid in ext.get("EXT_mesh_features", {}).get("featureIds", []):
+                assert "propertyTable" in fid and fid["propertyTable"] < len(meta.get("propertyTables", []))
+            (pa_i,) = ext["EXT_structural_metadata"]["propertyAttributes"]
+            pa = meta["propertyAttributes"][pa_i]
+            assert pa["class"] in classes
+            for prop in ("classification", "intensity"):
+                assert prop in classes[pa["class"]]["properties"]
+                assert pa["properties"][prop]["attribute"] in prim["attributes"]
+
+
+def test_tileset_geometric_error_covers_the_data(tiled, tmp_path, laz):
+    """CesiumJS culls a whole tileset when its tileset-level geometricError is small: it must be at least
+    the root box's diagonal, and every tile's error at most its parent's."""
+    for ts in (tiled, None):
+        if ts is None:
+            ts = tmp_path / "impl"
+            tile_pointcloud([laz], ts, PointTilingOptions(**OPTS, implicit=True))
+        doc = json.loads((ts / "tileset.json").read_text())
+        lo, hi = box_bounds(doc["root"]["boundingVolume"]["box"])
+        assert doc["geometricError"] >= float(np.linalg.norm(np.asarray(hi) - np.asarray(lo)))
+        assert doc["geometricError"] >= doc["root"]["geometricError"] > 0
+    _doc, tiles = _walk(tiled / "tileset.json")
+    for t, _base, parent_ge in tiles:
+        assert t["geometricError"] <= parent_ge
+
+
 def _tree_hash(d: Path) -> dict[str, str]:
     return {
         p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

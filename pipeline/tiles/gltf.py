@@ -162,6 +162,8 @@ class GltfBuilder:
         if self._bin:
             self.json["buffers"] = [{"byteLength": len(_pad4(self._bin))}]
         js = _pad4(json.dumps(self.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), b" ")
+        if (20 + len(js)) % 8:  # the BIN chunk data starts 8-byte aligned (EXT_structural_metadata)
+            js += b"    "
         bin_chunk = _pad4(self._bin)
         total = 12 + 8 + len(js) + (8 + len(bin_chunk) if self._bin else 0)
         out = bytearray(struct.pack("<4sII", b"glTF", 2, total))

@@ -4,11 +4,12 @@ or implicit octree tiling with subtree files.
 Input is the flat list of written tiles (depth, x, y, z, bounds, uri). Bounding volumes are tight boxes (the
 union of a tile's own points and its children's boxes) in the project ENU frame; the root tile carries the
 ENU -> ECEF transform. Geometric error of a tile = its point spacing (octree cell size / 128); it halves at
-every level and is never 0.
+every level and is never 0. The tileset-level geometric error is at least the root box's diagonal.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,14 @@ def tree_depth(node: OctreeTile) -> int:
     return max([tree_depth(c) for c in node.children], default=node.depth)
 
 
+def tileset_geometric_error(root_error: float, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Tileset-level geometric error: at least the diagonal of the root's box (CesiumJS skips the whole
+    tileset when the screen-space error of this value is small, i.e. it must be the size of the data), and
+    more than the root's own error."""
+    diag = float(np.linalg.norm(np.asarray(hi, np.float64) - np.asarray(lo, np.float64)))
+    return max(root_error * 2.0, math.ceil(diag * 1000.0) / 1000.0)
+
+
 def _tile_json(node: OctreeTile, spacing, uri_prefix: str) -> dict[str, Any]:
     t: dict[str, Any] = {
         "boundingVolume": {"box": box_from_bounds(node.lo, node.hi)},
@@ -128,7 +137,7 @@ def write_explicit(
             root_json["transform"] = transform
         doc = {
             "asset": asset(version, tileset_version),
-            "geometricError": spacing(node.depth) * 2.0,
+            "geometricError": tileset_geometric_error(spacing(node.depth), node.lo, node.hi),
             "root": root_json,
         }
         write_atomic(out_dir / name, dumps(doc))
@@ -243,7 +252,7 @@ def write_implicit(
     hi = lo + cube_size_m
     doc = {
         "asset": asset(version, tileset_version),
-        "geometricError": spacing(0) * 2.0,
+        "geometricError": tileset_geometric_error(spacing(0), lo, hi),
         "root": {
             "boundingVolume": {"box": box_from_bounds(lo, hi)},
             "geometricError": spacing(0),

@@ -9,7 +9,9 @@
   ...). GPS time (float64 in LAS) is stored as FLOAT32 seconds relative to a per-tile base, which is the
   property attribute's `offset` (float64 in the JSON). Classification is UINT8 (glTF accessors have no enum
   type); the scheme's class names are in the schema's `enums` and the property description.
-- `EXT_mesh_features` with implicit feature IDs (one feature per point) so viewers can pick points.
+- No `EXT_mesh_features`: feature IDs without a property table break CesiumJS custom shaders and styles
+  (it looks up `propertyTables[featureId.propertyTable]`); styles read the property attributes directly
+  (`${classification}`, `${intensity}`).
 - Optional `EXT_meshopt_compression` of every vertex buffer view.
 """
 
@@ -216,13 +218,11 @@ def encode_glb(
     pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
     for prop, extra in pa_extra.items():
         pas["properties"][prop].update(extra)
-    b.use_extension("EXT_mesh_features")
     prim: dict[str, Any] = {
         "attributes": accessors,
         "mode": POINTS,
         "extensions": {
             "EXT_structural_metadata": {"propertyAttributes": [pa_index]},
-            "EXT_mesh_features": {"featureIds": [{"featureCount": int(n)}]},
         },
     }
     mesh = b.add_mesh([prim])
@@ -276,7 +276,7 @@ def _meshopt_glb(b: GltfBuilder) -> bytes:
         {"byteLength": len(raw), "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
     ]
     js = json.dumps(b.json, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((8 - len(js) % 8) % 8)
+    js += b" " * ((8 - (20 + len(js)) % 8) % 8)  # BIN chunk (and its data) start 8-byte aligned
     total = 12 + 8 + len(js) + 8 + len(out)
     return (
         struct.pack("<4sII", b"glTF", 2, total)
