@@ -72,6 +72,10 @@ class PointTilingOptions:
     tileset_version: str | None = None
     crs_cfg: CrsConfig | None = None  # project CRS settings (pipeline); standalone: derived
     frame: ProjectFrame | None = None  # fixed project frame (pipeline); standalone: centre of the inputs
+    # incremental builds (pipeline): content-addressed cache of decode units and bins (None: no caching)
+    cache: Any = None  # pipeline.orchestrate.cache.Cache
+    input_sha256: tuple[tuple[str, str], ...] = ()  # (resolved path, sha256) of every input file
+    ortho_sha256: tuple[str, ...] = ()  # sha256 of the orthophoto files used for colour
 
 
 @dataclass
@@ -345,13 +349,27 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
         str(spill),
         plan.cube,
     )
-    parts = _run(
-        client,
-        decode_to_spill,
-        [(plan.file_jobs[u.file_index], u, djob) for u in units],
-        "decode",
-        progress,
-    )
+    unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
+    if opts.cache is not None:
+        from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
+
+        shas = dict(opts.input_sha256)
+        items = []
+        for u in units:
+            fj = plan.file_jobs[u.file_index]
+            kp = decode_key_parts(fj, u, djob, shas[str(fj.info.path)], opts.ortho_sha256)
+            items.append((fj, u, djob, opts.cache, kp))
+        parts = _run(client, decode_cached, items, "decode", progress)
+        for it, p in zip(items, parts, strict=True):
+            unit_keys[p.rec_path] = opts.cache.key(it[4])
+    else:
+        parts = _run(
+            client,
+            decode_to_spill,
+            [(plan.file_jobs[u.file_index], u, djob) for u in units],
+            "decode",
+            progress,
+        )
     summary.phases["decode"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
@@ -384,9 +402,18 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
     )
     # biggest bins first: better packing of the workers
     order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
-    res_sorted: list[BinResult] = _run(
-        client, process_bin, [(bins[i], tjob, str(work)) for i in order], "tile", progress
-    )
+    if opts.cache is not None:
+        from pipeline.orchestrate.points_cache import bin_key_parts, process_bin_cached
+
+        res_sorted: list[BinResult] = _run(
+            client,
+            process_bin_cached,
+            [(bins[i], tjob, opts.cache, bin_key_parts(bins[i], tjob, unit_keys)) for i in order],
+            "tile",
+            progress,
+        )
+    else:
+        res_sorted = _run(client, process_bin, [(bins[i], tjob, str(work)) for i in order], "tile", progress)
     results: list[BinResult] = [None] * len(bins)  # type: ignore[list-item]
     for i, r in zip(order, res_sorted, strict=True):
         results[i] = r
@@ -500,6 +527,18 @@ def tile_pointcloud(
 # ---- pipeline layer --------------------------------------------------------------------------------------
 
 
+def _cache_options(ctx: BuildContext, files: list[InputFile], with_ortho: bool) -> dict[str, Any]:
+    """Incremental builds: the content cache and the input hashes that key decode units and bins."""
+    from pipeline.orchestrate.cache import Cache
+
+    ortho = ctx.inputs_for("orthophoto") if with_ortho else []
+    return {
+        "cache": Cache.for_config(ctx.cfg),
+        "input_sha256": tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
+        "ortho_sha256": tuple(sorted(f.sha256 for f in ortho)),
+    }
+
+
 def build_pointcloud_layer(
     ctx: BuildContext,
     *,
@@ -541,6 +580,7 @@ def build_pointcloud_layer(
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
+        **_cache_options(ctx, files, orthophoto is not None and layer.colour_from_orthophoto),
     )
     with ctx.stage(f"points:{name}"):
         summary = tile_pointcloud(

@@ -1,0 +1,177 @@
+"""Incremental point tiling: decode units and bins cached by content (see docs/operations.md).
+
+- A **decode unit** (a contiguous point range of one input file) is keyed by the file's sha256, the unit's
+  range, the file's CRS and z factor, the orthophoto hashes (colour), the project frame, the CRS section,
+  the record layout, the class handling and the octree cube. Its cache entry holds the spill files
+  (`u*.key`, `u*.rec`) and `part.json`; an unchanged input file is never decoded again.
+- A **bin** (an octree node processed as one task) is keyed by its node id and, for every spill part it
+  reads, the part's decode key and index range, plus the tile job (cube, layout, format, tile size,
+  schema, meshopt). Its cache entry holds the bin's tiles (`content/...`), the points it promotes to the
+  tiles above the bins (`upper.bin`) and `result.json`. On a hit the tiles are hard-linked into the
+  staging folder: the same inode as in the release that built them, not rewritten.
+- Tiles above the bins and the tileset JSON are recomputed every time from the cached promoted points
+  (small); the sampling is deterministic, so unchanged ancestors come out byte-identical (and the release
+  machinery hard-links them to the previous release).
+
+The `Cache` (pipeline.orchestrate.cache) adds the pipeline fingerprint to every key, so code changes
+invalidate everything. Functions here run on Dask workers; only paths and small records are returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.sources.pointcloud.header import WorkUnit
+from pipeline.stages.points.spill import SpillPart
+from pipeline.stages.points.tiling import (
+    BinResult,
+    BinSpec,
+    DecodeJob,
+    FileJob,
+    TileJob,
+    TileRecord,
+    decode_to_spill,
+    process_bin,
+)
+
+DECODE_META = "part.json"
+BIN_META = "result.json"
+UPPER = "upper.bin"
+
+
+def _schema_json(schema: Any) -> Any:
+    return dataclasses.asdict(schema) if dataclasses.is_dataclass(schema) else repr(schema)
+
+
+def decode_key_parts(
+    fj: FileJob, unit: WorkUnit, job: DecodeJob, sha256: str, ortho_sha256: tuple[str, ...]
+) -> list[Any]:
+    """What a decode unit's spill output depends on (never paths: the project may move)."""
+    return [
+        "points-decode-v1",
+        sha256,
+        {
+            "start": unit.start,
+            "count": unit.count,
+            "byte_start": unit.byte_start,
+            "byte_len": unit.byte_len,
+            "chunks": [list(c) for c in unit.chunks],
+            "scan": unit.scan,
+        },
+        {
+            "crs_wkt": fj.crs_wkt,
+            "z_factor": fj.z_factor,
+            "ortho": list(ortho_sha256) if fj.orthophoto else [],
+        },
+        [list(b) for b in fj.ortho_bands],
+        job.frame.to_json(),
+        job.crs_cfg.model_dump(mode="json"),
+        dataclasses.asdict(job.layout),
+        job.class_scheme,
+        job.keep_unknown,
+        dataclasses.asdict(job.cube) if job.cube is not None else None,
+    ]
+
+
+def decode_cached(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key_parts: list[Any]) -> SpillPart:
+    """`decode_to_spill` through the content cache: the spill files live in the cache entry."""
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        part = decode_to_spill(fj, unit, dataclasses.replace(job, spill_dir=str(tmp)))
+        meta = {
+            "count": part.count,
+            "key": Path(part.key_path).name,
+            "rec": Path(part.rec_path).name,
+            "lo_mm": list(part.lo_mm),
+            "hi_mm": list(part.hi_mm),
+            "class_codes": list(part.class_codes),
+        }
+        (tmp / DECODE_META).write_text(json.dumps(meta, sort_keys=True))
+
+    entry = cache.get_or_build(key_parts, build)
+    meta = json.loads((entry / DECODE_META).read_text())
+    return SpillPart(
+        unit.unit_index,
+        int(meta["count"]),
+        str(entry / meta["key"]),
+        str(entry / meta["rec"]),
+        tuple(meta["lo_mm"]),
+        tuple(meta["hi_mm"]),
+        tuple(meta["class_codes"]),
+    )
+
+
+def bin_key_parts(spec: BinSpec, job: TileJob, unit_keys: dict[str, str]) -> list[Any]:
+    """A bin's key: its octree node, the decode keys and ranges of the spill parts it reads, the tile job."""
+    return [
+        "points-bin-v1",
+        spec.depth,
+        spec.prefix,
+        spec.count,
+        [[unit_keys[p], a, b] for p, a, b in spec.ranges],
+        dataclasses.asdict(job.cube),
+        dataclasses.asdict(job.layout),
+        job.fmt,
+        job.max_points,
+        _schema_json(job.schema),
+        job.meshopt,
+    ]
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        if not dst.samefile(src):
+            dst.unlink()
+            os.link(src, dst)
+    except OSError:  # no hard links on this file system: a copy is still byte-identical
+        shutil.copyfile(src, dst)
+
+
+def process_bin_cached(spec: BinSpec, job: TileJob, cache: Any, key_parts: list[Any]) -> BinResult:
+    """`process_bin` through the content cache; the bin's tiles are hard-linked into `job.out_dir`."""
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        res = process_bin(spec, dataclasses.replace(job, out_dir=str(tmp)), str(tmp))
+        if res.upper_path:
+            os.replace(res.upper_path, tmp / UPPER)
+        meta = {
+            "depth": res.depth,
+            "prefix": res.prefix,
+            "tiles": [dataclasses.asdict(t) for t in res.tiles],
+            "upper": UPPER if res.upper_path else None,
+            "upper_count": res.upper_count,
+            "min_index": res.min_index,
+            "min_key": res.min_key,
+            "min_hash": res.min_hash,
+            "points": res.points,
+        }
+        (tmp / BIN_META).write_text(json.dumps(meta, sort_keys=True))
+
+    entry = cache.get_or_build(key_parts, build)
+    meta = json.loads((entry / BIN_META).read_text())
+    tiles = []
+    for t in meta["tiles"]:
+        rec = TileRecord(**{**t, "lo_mm": tuple(t["lo_mm"]), "hi_mm": tuple(t["hi_mm"])})
+        _link(entry / rec.uri, Path(job.out_dir) / rec.uri)
+        tiles.append(rec)
+    return BinResult(
+        meta["depth"],
+        meta["prefix"],
+        tiles=tiles,
+        upper_path=str(entry / meta["upper"]) if meta["upper"] else None,
+        upper_count=meta["upper_count"],
+        min_index=meta["min_index"],
+        min_key=meta["min_key"],
+        min_hash=meta["min_hash"],
+        points=meta["points"],
+    )
