@@ -35,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"[green]Up to date:[/] {res.release_dir} (nothing changed since the last build)")
         return 0
     t = Table(title=f"Release {res.build_id}", show_lines=False)
-    for col in ("layer", "kind", "access", "tileset", "stats", "s"):
-        t.add_column(col)
+    for col in ("layer", "kind", "access", "summary", "s"):
+        t.add_column(col, overflow="fold")
     for lay in res.layers:
-        stats = ", ".join(f"{k}={v}" for k, v in list(lay.stats.items())[:4])
-        t.add_row(lay.name, lay.kind, lay.access, lay.tileset or "-", stats, f"{lay.seconds:.1f}")
+        t.add_row(lay.name, lay.kind, lay.access, _summary(lay.stats), f"{lay.seconds:.1f}")
     con.print(t)
     for w in res.warnings:
         con.print(f"[yellow]warning:[/] {w}")
@@ -47,3 +46,30 @@ def run(args: argparse.Namespace) -> int:
         f"[green]Published[/] {res.release_dir} in {res.seconds:.1f} s; {cfg.out_dir / 'current'} points at it."
     )
     return 0
+
+
+# The few numbers a GIS user wants per layer, in order of preference.
+_SUMMARY_KEYS = (
+    "points_out",
+    "buildings",
+    "parcels",
+    "tiles",
+    "levels",
+    "xyz_tiles",
+    "panoramas",
+    "plots",
+    "rejected",
+)
+
+
+def _summary(stats: dict) -> str:
+    parts = []
+    for k in _SUMMARY_KEYS:
+        v = stats.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        parts.append(f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) else f"{k} {v:.3g}")
+    classes = stats.get("classes")
+    if isinstance(classes, dict) and classes:
+        parts.append(", ".join(f"{c} {n}" for c, n in sorted(classes.items()) if c != "unchanged"))
+    return "; ".join(parts[:4]) or "-"
