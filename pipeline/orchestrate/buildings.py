@@ -171,17 +171,25 @@ def epoch_stats(
         qi, fi = qi[order], fi[order]
     ntouch = np.bincount(qi, minlength=n)
     bounds = np.searchsorted(fi, np.arange(len(files) + 1))
+    from pipeline.orchestrate.cache import build_cache, cached_call, input_sha256
+
+    cache = build_cache(ctx)
     jobs = []
     for k, (path, _b, zf) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
             continue
         jobs.append((idx, (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)))
+    # incremental: one tile's statistics are cached by the LAZ sha256 + the zones of its footprints
+    calls = [
+        (cache, ["buildings-tile-stats-v1", input_sha256(ctx, args[0]), *args[1:]], tile_stats, *args)
+        for _idx, args in jobs
+    ]
     if ctx.client is not None and len(jobs) > 1:
-        futs = [ctx.client.submit(tile_stats, *args, pure=False) for _idx, args in jobs]
+        futs = [ctx.client.submit(cached_call, *c, pure=False) for c in calls]
         results = ctx.client.gather(futs)
     else:
-        results = [tile_stats(*args) for _idx, args in jobs]
+        results = [cached_call(*c) for c in calls]
     cols: dict[str, np.ndarray] = {}
     part_ids: list[np.ndarray] = []
     parts: list[Samples] = []
@@ -355,6 +363,35 @@ def write_rejected(path: Path, rejected: list[Rejected], raw_dir: Path) -> None:
     write_atomic(path, buf.getvalue().encode("utf-8"))
 
 
+def write_building_tile_cached(
+    cache: Any, path: str, *args: Any, **kw: Any
+) -> tuple[list[float], list[float], int]:
+    """`write_building_tile` through the content cache (key: the tile's footprints, heights, attribute
+    table, frame, CRS settings and options); the tile file is hard-linked from the cache entry."""
+    import json
+    import os
+    import shutil
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        lo, hi, nt = write_building_tile(str(tmp / "tile"), *args, **kw)
+        (tmp / "meta.json").write_text(json.dumps({"lo": lo, "hi": hi, "triangles": nt}))
+
+    wkb, *rest = args
+    key = ["buildings-tile-v1", [bytes(w) for w in wkb], *rest, sorted(kw.items())]
+    entry = cache.get_or_build(key, build)
+    meta = json.loads((entry / "meta.json").read_text())
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(entry / "tile", dst)
+    except OSError:
+        shutil.copyfile(entry / "tile", dst)
+    return meta["lo"], meta["hi"], int(meta["triangles"])
+
+
 def write_tiles(
     ctx: BuildContext,
     bt: gpd.GeoDataFrame,
@@ -396,11 +433,15 @@ def write_tiles(
             )
         )
     kw = {"profile": layer.format, "floor": layer.floor, "descriptions": DESCRIPTIONS}
+    # incremental: a tile is cached by its features' content; unchanged tiles are hard-linked, not rewritten
+    from pipeline.orchestrate.cache import build_cache
+
+    cache = build_cache(ctx)
     if ctx.client is not None and len(jobs) > 1:
-        futs = [ctx.client.submit(write_building_tile, *j, **kw, pure=False) for j in jobs]
+        futs = [ctx.client.submit(write_building_tile_cached, cache, *j, **kw, pure=False) for j in jobs]
         results = ctx.client.gather(futs)
     else:
-        results = [write_building_tile(*j, **kw) for j in jobs]
+        results = [write_building_tile_cached(cache, *j, **kw) for j in jobs]
     tris = 0
     for leaf, (lo, hi, nt) in zip(leaves, results, strict=True):
         leaf.lo, leaf.hi = np.array(lo), np.array(hi)

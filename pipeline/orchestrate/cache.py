@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 import uuid
@@ -60,7 +61,12 @@ def _canonical(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         if hasattr(obj, "to_json"):
             return obj.to_json()
-        return dataclasses.asdict(obj)
+        # field by field (not dataclasses.asdict): nested arrays are hashed, never printed
+        return {
+            "@" + type(obj).__name__: {
+                f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+            }
+        }
     if isinstance(obj, bytes):
         return {"sha256": hashlib.sha256(obj).hexdigest()}
     if isinstance(obj, set | frozenset):
@@ -74,6 +80,8 @@ def _canonical(obj: Any) -> Any:
     try:
         import numpy as np
 
+        if isinstance(obj, np.ndarray) and obj.dtype.kind == "O":  # e.g. shapely geometries: by content
+            return {"objects": list(obj.shape), "items": [_canonical(o) for o in obj.ravel()]}
         if isinstance(obj, np.ndarray):
             return {
                 "ndarray": obj.dtype.str,
@@ -82,6 +90,13 @@ def _canonical(obj: Any) -> Any:
             }
         if isinstance(obj, np.generic):
             return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import shapely
+
+        if isinstance(obj, shapely.Geometry):
+            return {"wkb": hashlib.sha256(shapely.to_wkb(obj, output_dimension=3)).hexdigest()}
     except ImportError:  # pragma: no cover
         pass
     from dask.base import tokenize
@@ -206,6 +221,21 @@ class Cache:
             _remove(tmp)
             raise
         return final
+
+    def call(self, key_parts: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, memoised in the cache under `key_parts` (the result is pickled).
+
+        `key_parts` must name everything the result depends on (input sha256s, parameters), never paths
+        alone. Runs on workers too (the Cache object is small and picklable)."""
+
+        def build(tmp: Path) -> None:
+            res = fn(*args, **kwargs)
+            with tmp.open("wb") as f:
+                pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+        p = self.get_or_build(key_parts, build)
+        with p.open("rb") as f:
+            return pickle.load(f)
 
     def entries(self) -> list[tuple[Path, float, int]]:
         """(path, last use, size) of every entry."""
@@ -473,8 +503,11 @@ def dedupe_against_previous(st: ReuseState, files: list[str]) -> int:
         for src_root in st.sources:
             src = src_root.root / rel
             try:
-                if not src.is_file() or src.stat().st_size != dst.stat().st_size or src.samefile(dst):
+                if not src.is_file() or src.stat().st_size != dst.stat().st_size:
                     continue
+                if src.samefile(dst):  # hard-linked by the builder (e.g. from the content cache)
+                    st.reused_files.add(rel)
+                    break
                 if not _same_bytes(src, dst):
                     continue
             except OSError:
@@ -568,3 +601,35 @@ def reuse_stats(ctx: BuildContext) -> dict[str, Any]:
         "files_rebuilt_identical": st.deduped_files,
         "files_total": len(_walk_files(st.staging)),
     }
+
+
+def cached_call(
+    cache: Cache | None, key_parts: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """Module-level form of `Cache.call` for task submission; `cache=None` just calls `fn`."""
+    if cache is None:
+        return fn(*args, **kwargs)
+    return cache.call(key_parts, fn, *args, **kwargs)
+
+
+def build_cache(ctx: BuildContext) -> Cache:
+    """The build's intermediate cache (`paths.cache`, budget `runtime.cache_budget`)."""
+    c = getattr(ctx, "_twin_cache", None)
+    if c is None:
+        c = Cache.for_config(ctx.cfg)
+        with contextlib.suppress(AttributeError, TypeError):
+            ctx._twin_cache = c  # type: ignore[attr-defined]
+    return c
+
+
+def input_sha256(ctx: BuildContext, path: Path | str) -> str:
+    """sha256 of an input file of this build (from the input scan; hashed here if it is not an input)."""
+    want = Path(path).resolve()
+    for i in ctx.inputs:
+        if i.path == want or i.path.resolve() == want:
+            return i.sha256
+    h = hashlib.sha256()
+    with want.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -156,20 +156,62 @@ def _rasterise_file(path, grid, crs_cfg, crs_override):
     return acc.value, acc.count
 
 
+def _rasterise_file_window(path, grid, crs_cfg, crs_override):
+    """`_rasterise_file` cropped to the cells the file touches: (row0, col0, value, count)."""
+    value, count = _rasterise_file(path, grid, crs_cfg, crs_override)
+    rows = np.flatnonzero(count.any(axis=1))
+    cols = np.flatnonzero(count.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, value[:0, :0].copy(), count[:0, :0].copy()
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return r0, c0, value[r0:r1, c0:c1].copy(), count[r0:r1, c0:c1].copy()
+
+
+def _grid_key(grid: Grid) -> list:
+    return [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
+
+
 def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
-    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled)."""
+    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled).
+
+    Incremental: each point file's raster window is cached by the file's sha256 + grid + CRS settings, so
+    a rebuild after one changed tile rasterises that tile only."""
+    from pipeline.orchestrate.cache import build_cache, cached_call
     from pipeline.stages.terrain.rasterise import fill_gaps
 
     ep = ctx.cfg.sources.aerial[epoch_index]
-    files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-    parts = run_tasks(
-        ctx, _rasterise_file, [((f, grid, ctx.cfg.crs, ep.crs), {}) for f in files], f"dsm-{ep.epoch}"
-    )
+    inputs = ctx.inputs_for(f"aerial:{ep.epoch}")
+    cache = build_cache(ctx)
+    calls = [
+        (
+            (
+                cache,
+                [
+                    "overlays-dsm-window-v1",
+                    i.sha256,
+                    _grid_key(grid),
+                    ctx.cfg.crs,
+                    ep.crs,
+                    sorted(NOISE_CLASSES),
+                ],
+                _rasterise_file_window,
+                i.path,
+                grid,
+                ctx.cfg.crs,
+                ep.crs,
+            ),
+            {},
+        )
+        for i in inputs
+    ]
+    parts = run_tasks(ctx, cached_call, calls, f"dsm-{ep.epoch}")
     value = np.full((grid.height, grid.width), -np.inf)
     count = np.zeros((grid.height, grid.width), dtype=np.int64)
-    for v, c in parts:
-        value = np.maximum(value, v)
-        count += c
+    for r0, c0, v, c in parts:
+        h, w = c.shape
+        win = (slice(r0, r0 + h), slice(c0, c0 + w))
+        value[win] = np.maximum(value[win], v)
+        count[win] += c
     dsm = np.where(count > 0, value, np.nan).astype(np.float32)
     return fill_gaps(dsm, max_cells=1)
 

@@ -42,13 +42,25 @@ def _residuals(ctx: BuildContext, data) -> pd.DataFrame | None:
     return None
 
 
+def _count_window(path, grid, crs_cfg, crs_override) -> tuple[int, int, np.ndarray]:
+    """Points per cell of one file, cropped to the cells it touches: (row0, col0, count)."""
+    from pipeline.stages.terrain.rasterise import rasterise_point_files
+
+    c = rasterise_point_files([path], grid, stat="max", crs_cfg=crs_cfg, crs_override=crs_override).count
+    rows = np.flatnonzero(c.any(axis=1))
+    cols = np.flatnonzero(c.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, np.zeros((0, 0), dtype=np.int64)
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return r0, c0, c[r0:r1, c0:c1].astype(np.int64)
+
+
 def _density(ctx: BuildContext, path) -> bool:
     """Points per DENSITY_CELL_M cell of the newest aerial epoch as a small GeoTIFF."""
     import rasterio
 
     from pipeline.orchestrate.terrain import las_bounds
     from pipeline.sources.rasters import Grid
-    from pipeline.stages.terrain.rasterise import rasterise_point_files
 
     cfg = ctx.cfg
     if not cfg.sources.aerial:
@@ -58,7 +70,30 @@ def _density(ctx: BuildContext, path) -> bool:
     if not files:
         return False
     grid = Grid.from_bounds(las_bounds(files), DENSITY_CELL_M, cfg.crs.horizontal)
-    acc = rasterise_point_files(files, grid, stat="max", crs_cfg=cfg.crs, crs_override=ep.crs)
+    # incremental: per-file point counts, cached by the file's sha256 (a changed tile is counted again alone)
+    from pipeline.orchestrate.cache import build_cache, cached_call
+    from pipeline.orchestrate.terrain import run_tasks
+
+    cache = build_cache(ctx)
+    gkey = [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
+    calls = [
+        (
+            (
+                cache,
+                ["report-density-v1", i.sha256, gkey, cfg.crs, ep.crs],
+                _count_window,
+                i.path,
+                grid,
+                cfg.crs,
+                ep.crs,
+            ),
+            {},
+        )
+        for i in ctx.inputs_for(f"aerial:{ep.epoch}")
+    ]
+    count = np.zeros((grid.height, grid.width), dtype=np.int64)
+    for r0, c0, c in run_tasks(ctx, cached_call, calls, "report-density"):
+        count[r0 : r0 + c.shape[0], c0 : c0 + c.shape[1]] += c
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path,
@@ -72,7 +107,7 @@ def _density(ctx: BuildContext, path) -> bool:
         transform=grid.transform,
         compress="deflate",
     ) as ds:
-        ds.write(acc.count.astype(np.uint32), 1)
+        ds.write(count.astype(np.uint32), 1)
     return True
 
 
@@ -92,7 +127,9 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     public_layers = [lay for lay in previous if lay.access == "public"]
     layers = [lay.to_json() for lay in public_layers]
     timings = {k: v for k, v in ctx.timings.items() if public_text(k)}
-    warnings = [w for w in ctx.warnings if public_text(w)] + [w for lay in public_layers for w in lay.warnings]
+    warnings = [w for w in ctx.warnings if public_text(w)] + [
+        w for lay in public_layers for w in lay.warnings
+    ]
     build = {
         "build_id": ctx.build_id,
         "name": ctx.cfg.name,
