@@ -1,12 +1,18 @@
 """Benchmark: point tiling throughput, memory and the decode floor; ours vs py3dtiles.
 
     .venv/bin/python -m bench.points [--workers 2] [--district-points 100000000] [--skip-py3dtiles]
-                                      [--skip-district] [--data DIR]
+                                      [--skip-district-py3dtiles] [--skip-district] [--data DIR]
+    .venv/bin/python -m bench.points --quick [--repeat 3]   # Autzen only: floor + ours, nothing written
 
 1. Autzen (../shared/realdata/autzen/autzen_10M.laz, 10.65 M points): `twin points` with N workers,
    `py3dtiles convert --srs_out 4978 --jobs N --color_scale 1 --srs_in 2994`, and the decode floor (every
    chunk of the file decompressed by lazrs on N spawned processes, all fields, nothing else).
-2. A synthetic district of >= 100 M points in 1 km LAZ tiles (generated once into --data): ours + floor.
+2. A synthetic district of >= 100 M points in 1 km LAZ tiles (generated once into --data): ours, the floor
+   and py3dtiles (`--srs_in 25832`: it cannot apply the GCG2016 geoid; about 10 minutes; skip it with
+   `--skip-district-py3dtiles`).
+
+`--quick` measures only the Autzen floor and ours (`--repeat N` times, alternating, best of N) and prints
+the ratio without touching the results file or the docs: for comparing changes on a noisy machine.
 
 Wall times are of the whole command (process start, cluster start, writing); peak RSS is the sum over the
 process tree (main, scheduler, workers), sampled every 0.1 s. Writes bench/results/points.json and the table
@@ -139,11 +145,15 @@ def run_ours(files: list[Path], out: Path, workers: int, extra: list[str]) -> di
 
 
 def run_py3dtiles(file: Path, out: Path, workers: int, srs_in: str | None) -> dict:
-    cmd = [str(BIN / "py3dtiles"), "convert", str(file), "--out", str(out), "--overwrite"]
+    return run_py3dtiles_files([file], out, workers, srs_in)
+
+
+def run_py3dtiles_files(files: list[Path], out: Path, workers: int, srs_in: str | None) -> dict:
+    cmd = [str(BIN / "py3dtiles"), "convert", *map(str, files), "--out", str(out), "--overwrite"]
     cmd += ["--srs_out", "4978", "--jobs", str(workers), "--color_scale", "1"]
     if srs_in:
         cmd += ["--srs_in", srs_in]
-    r = run_measured(cmd, timeout=1800)
+    r = run_measured(cmd, timeout=7200)
     res = {k: r[k] for k in ("cmd", "seconds", "peak_rss_bytes", "returncode")}
     if r["returncode"] != 0:
         res["error"] = r["stderr_tail"]
@@ -229,6 +239,34 @@ def write_doc_table(res: dict) -> None:
     DOC.write_text(head + block + tail)
 
 
+def quick(workers: int, repeat: int) -> int:
+    """Autzen floor and ours, alternating `repeat` times; prints best-of and the ratio. Writes nothing."""
+    floors, ours = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="bench_points_quick_"))
+    try:
+        for i in range(repeat):
+            floors.append(decode_floor([AUTZEN], workers)["seconds"])
+            r = run_ours([AUTZEN], tmp / f"ours{i}", workers, ["--assume-ellipsoidal"])
+            shutil.rmtree(tmp / f"ours{i}", ignore_errors=True)
+            ours.append(r["seconds"])
+            print(
+                f"  run {i + 1}: floor {floors[-1]:.2f} s, ours {r['seconds']:.2f} s "
+                f"(library {r['seconds_in_library']:.2f} s, phases {r['phases']}, "
+                f"peak {r['peak_rss_bytes'] / 2**30:.2f} GiB), ratio {r['seconds'] / floors[-1]:.2f}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    f, o = min(floors), min(ours)
+    print(
+        f"best: floor {f:.2f} s, ours {o:.2f} s ({AUTZEN_POINTS / o / 1e6:.2f} M/s), ours/floor {o / f:.2f}"
+    )
+    return 0
+
+
+AUTZEN_POINTS = 10_653_336
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.points")
     ap.add_argument("--workers", type=int, default=2)
@@ -237,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-py3dtiles", action="store_true")
     ap.add_argument("--skip-district", action="store_true")
     ap.add_argument("--skip-autzen", action="store_true")
+    ap.add_argument("--skip-district-py3dtiles", action="store_true", help="py3dtiles takes ~10 min there")
+    ap.add_argument("--quick", action="store_true", help="Autzen floor + ours only; prints, writes nothing")
+    ap.add_argument("--repeat", type=int, default=1, help="--quick: runs (best of)")
     args = ap.parse_args(argv)
+    if args.quick:
+        return quick(args.workers, max(1, args.repeat))
     res: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "workers": args.workers,
@@ -286,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"   ours {d['ours']['seconds']} s, peak {d['ours']['peak_rss_bytes'] / 2**30:.2f} GiB",
                 flush=True,
             )
+            if not (args.skip_py3dtiles or args.skip_district_py3dtiles):
+                print("== district: py3dtiles convert (about 10 minutes)", flush=True)
+                d["py3dtiles"] = run_py3dtiles_files(files, tmp / "district_py3dtiles", args.workers, "25832")
+                print(f"   {d['py3dtiles']['seconds']} s rc={d['py3dtiles']['returncode']}", flush=True)
+                if d["py3dtiles"]["returncode"] == 0:
+                    d["speedup_vs_py3dtiles"] = round(d["py3dtiles"]["seconds"] / d["ours"]["seconds"], 2)
+                shutil.rmtree(tmp / "district_py3dtiles", ignore_errors=True)
             d["ours_vs_decode"] = round(d["ours"]["seconds"] / d["decode_floor"]["seconds"], 2)
             res["district"] = d
             shutil.rmtree(tmp / "district", ignore_errors=True)

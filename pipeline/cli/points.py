@@ -40,13 +40,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from pipeline.runtime import default_workers
+
+    jobs = args.jobs or default_workers()
+    pool = None
+    if jobs > 1 and not args.scheduler:
+        # local workers start first (spawned, ~1 s to import and load kernels) while we import and plan
+        from pipeline.orchestrate.points_pool import LocalPool
+
+        pool = LocalPool(jobs)
+    with pool or contextlib.nullcontext():
+        return _run(args, jobs, pool)
+
+
+def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipeline.config.loader import parse_size
     from pipeline.config.model import RuntimeConfig
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
-    from pipeline.runtime import dask_client, default_workers
+    from pipeline.runtime import dask_client
 
     opts = PointTilingOptions(
         crs=args.crs,
@@ -64,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
         z_unit=args.z_unit,
         overwrite=args.overwrite,
     )
-    jobs = args.jobs or default_workers()
     con = Console(stderr=True)
     show = not (args.quiet or args.json)
     with Progress(
@@ -83,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
-        if jobs == 1 and not args.scheduler:
-            summary = tile_pointcloud(args.inputs, args.out, opts, None, progress)
+        if pool is not None or (jobs == 1 and not args.scheduler):
+            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress)
         else:
             per_worker = f"{max(parse_size(args.memory) // jobs, 256 * 2**20)}B"
             with dask_client(

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.config.loader import parse_size
 from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
-from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame, make_transformer
+from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
@@ -39,9 +39,11 @@ from pipeline.stages.points.tiling import (
     TileJob,
     TileRecord,
     decode_to_spill,
+    ecef_transformer_for,
     plan_bins,
     process_bin,
     process_upper,
+    with_lattice,
 )
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -159,13 +161,16 @@ class PeakRss:
 
 def _standalone_frame(infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig) -> ProjectFrame:
     """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
+    from pyproj import Transformer
+
     lons, lats, weights = [], [], []
+    to_geo = Transformer.from_crs(ECEF, GEOGRAPHIC_3D, always_xy=True)  # no grids: cheap
     for info, fc in zip(infos, fcs, strict=True):
-        t = make_transformer(fc.crs, GEOGRAPHIC_3D, cfg, path=info.path)
+        t = ecef_transformer_for(fc.crs.to_wkt(), cfg, info.path)  # reused: extent, lattice
         cx = (info.mins[0] + info.maxs[0]) / 2
         cy = (info.mins[1] + info.maxs[1]) / 2
         cz = (info.mins[2] + info.maxs[2]) / 2 * fc.z_factor
-        lon, lat, _h = t.transform(cx, cy, cz)
+        lon, lat, _h = to_geo.transform(*t.transform(cx, cy, cz))
         if not (math.isfinite(lon) and math.isfinite(lat)):
             raise InputError("cannot locate the file's centre (CRS transformation failed)", path=info.path)
         lons.append(lon)
@@ -174,8 +179,6 @@ def _standalone_frame(infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsCo
     w = np.asarray(weights, dtype=np.float64)
     lon = round(float(np.average(lons, weights=w)), 3)
     lat = round(float(np.average(lats, weights=w)), 3)
-    from pyproj import Transformer
-
     t = Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)
     x, y, z = t.transform(lon, lat, 0.0)
     return ProjectFrame((float(x), float(y), float(z)), lon, lat)
@@ -187,7 +190,7 @@ def _enu_extent(
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
-        t = make_transformer(fc.crs, ECEF, cfg, path=info.path)
+        t = ecef_transformer_for(fc.crs.to_wkt(), cfg, info.path)
         g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
         X, Y, Z = np.meshgrid(*g, indexing="ij")
         ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
@@ -253,12 +256,16 @@ def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
         extra_dims=extra,
     )
     file_jobs = [
-        FileJob(
-            info,
-            fc.crs.to_wkt(),
-            fc.z_factor,
-            opts.orthophoto if (use_ortho and need) else None,
-            tuple(opts.ortho_bands),
+        with_lattice(
+            FileJob(
+                info,
+                fc.crs.to_wkt(),
+                fc.z_factor,
+                opts.orthophoto if (use_ortho and need) else None,
+                tuple(opts.ortho_bands),
+            ),
+            frame,
+            cfg,
         )
         for info, fc, need in zip(infos, fcs, needs_ortho, strict=True)
     ]
@@ -289,7 +296,12 @@ def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -
             if progress:
                 progress(name, i + 1, total)
         return out
-    from distributed import as_completed
+    from pipeline.orchestrate.points_pool import LocalPool
+
+    if isinstance(client, LocalPool):  # standalone runs: concurrent.futures, no Dask cluster
+        from concurrent.futures import as_completed
+    else:
+        from distributed import as_completed
 
     futures = [
         client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False) for i, args in enumerate(items)

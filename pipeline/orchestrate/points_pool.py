@@ -1,0 +1,65 @@
+"""A light local worker pool for standalone `twin points` runs (no Dask cluster to start).
+
+`LocalPool(n)` spawns n worker processes at once (spawn, never fork: lazrs/numba are not fork-safe); each
+imports the point stages and loads the numba kernels from their on-disk cache in its initializer, while the
+main process is still importing and scanning headers. Starting it costs the main process almost nothing;
+a Dask LocalCluster (scheduler + nannies + workers) costs 1-2 s before the first task can run.
+
+It offers the small part of the `distributed.Client` interface that `pipeline.orchestrate.points` uses
+(`submit(fn, *args, key=..., pure=..., workers=...)`, `scheduler_info()`, `gather()`), and returns
+`concurrent.futures.Future`s (with a `key` attribute). Output bytes are identical to the Dask and in-process
+paths (the partition of the work never depends on the executor).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+
+def _init_worker() -> None:
+    import os
+
+    # one core per worker: numba and BLAS must not start thread pools of their own
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    from pipeline.orchestrate.points import warm_worker
+
+    warm_worker()
+
+
+def _ready() -> bool:
+    return True
+
+
+class LocalPool:
+    """Spawned local worker processes with a Dask-Client-like `submit`."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._ex = ProcessPoolExecutor(
+            self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+        )
+        # processes start on demand: ask for all of them now so they warm up while the caller plans
+        self._warm = [self._ex.submit(_ready) for _ in range(self.workers)]
+
+    def submit(self, fn, *args, key: str | None = None, pure: bool = False, workers=None, **kw) -> Future:
+        fut = self._ex.submit(fn, *args, **kw)
+        fut.key = key or f"{getattr(fn, '__name__', 'task')}-{id(fut)}"  # type: ignore[attr-defined]
+        return fut
+
+    def scheduler_info(self) -> dict[str, Any]:
+        return {"workers": {f"local-{i}": {} for i in range(self.workers)}}
+
+    def gather(self, futures: list[Future]) -> list[Any]:
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
