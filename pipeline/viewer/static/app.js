@@ -911,12 +911,14 @@
       scene.globe.baseColor = Cesium.Color.fromCssColorString("#2b3140");
     }
 
+    // Overlays and the change map draw over the buildings and terrain: off until the planner asks for them.
+    const DEFAULT_HIDDEN = ["overlay", "change"];
     const wantLayers = params.get("layers");
     const wanted = wantLayers === null ? null : new Set(wantLayers.split(",").filter(Boolean));
     const entries = (manifest.layers || []).filter((e) => e.kind !== "viewer");
     for (const entry of entries) {
       const layer = {
-        name: entry.name, kind: entry.kind, entry, show: wanted ? wanted.has(entry.name) : true,
+        name: entry.name, kind: entry.kind, entry, show: wanted ? wanted.has(entry.name) : DEFAULT_HIDDEN.indexOf(entry.kind) < 0,
         presets: [], preset: undefined, legend: null, categories: {}, featureProps: [],
       };
       state.layers.push(layer);
