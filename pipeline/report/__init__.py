@@ -106,7 +106,7 @@ class ReleaseData:
 
 
 def height_residuals(buildings: gpd.GeoDataFrame, truth: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Our height minus the reference height per building id (oid)."""
+    """Our height minus the reference height per building id (oid), for buildings with measured heights."""
     col = next((c for c in TRUTH_HEIGHT_COLUMNS if c in truth), None)
     if col is None or "oid" not in truth or "oid" not in buildings or "height" not in buildings:
         return pd.DataFrame(columns=["oid", "height", "reference", "residual", "source"])
@@ -115,6 +115,11 @@ def height_residuals(buildings: gpd.GeoDataFrame, truth: pd.DataFrame, source: s
     b = pd.DataFrame(
         {"oid": buildings["oid"].astype(str), "height": pd.to_numeric(buildings["height"], errors="coerce")}
     )
+    if "quality" in buildings:
+        # only measured heights say something about the method; fallback heights (floors x 3 m, default)
+        # are flagged estimates, e.g. buildings demolished since the flight but still in the cadastre
+        measured = ~buildings["quality"].astype(str).str.startswith("fallback").to_numpy()
+        b = b[measured]
     m = b.merge(t, on="oid", how="inner")
     m["reference"] = pd.to_numeric(m["reference"], errors="coerce")
     m = m[np.isfinite(m["height"]) & np.isfinite(m["reference"])].copy()
