@@ -112,6 +112,26 @@ def test_lattice_within_a_millimetre_of_proj():
     exact = exact_enu(t, frame, ix * 0.001 + offset[0], iy * 0.001 + offset[1], iz * 0.001)
     err = np.abs(mm - exact * 1000.0)
     assert err.max() < 1.0, err.max()  # includes the 0.5 mm rounding to integer millimetres
+    # the fused decode kernel: same millimetres, plus extents, out-of-lattice count and Morton keys
+    cube = cube_for(mm.min(axis=0) - 5, mm.max(axis=0) + 5)
+    org = np.asarray(cube.origin, np.int64)
+    shift = cube.R - cube.S
+    xs = np.stack([ix, iy, iz], axis=1)[::2]  # strided views, like the fields of raw LAS records
+    mm2, keys, bad2, rmin, rmax, lo, hi = K.lattice_to_enu_keys(
+        xs[:, 0], xs[:, 1], xs[:, 2], scale, offset, 1.0, lat, org, shift
+    )
+    assert bad2 == 0 and np.array_equal(mm2, mm[::2])
+    assert np.array_equal(keys, K.morton_keys_reference(mm[::2], org, shift))
+    assert np.array_equal(rmin, xs.min(axis=0)) and np.array_equal(rmax, xs.max(axis=0))
+    assert np.array_equal(lo, mm[::2].min(axis=0)) and np.array_equal(hi, mm[::2].max(axis=0))
+    iz_bad = iz[::2].copy()
+    iz_bad[7] = 1_900_000  # 1.9 km: above the lattice (1 km height levels)
+    _mm, _k, bad3, *_ = K.lattice_to_enu_keys(xs[:, 0], xs[:, 1], iz_bad, scale, offset, 1.0, lat, org, shift)
+    assert bad3 == 1
+    _mm, k_none, *_ = K.lattice_to_enu_keys(
+        xs[:, 0], xs[:, 1], xs[:, 2], scale, offset, 1.0, lat, org + 10**6, 0
+    )
+    assert k_none is None  # outside the cube: no keys
 
 
 @pytest.mark.parametrize("bits", [20, 50, 63])

@@ -76,6 +76,121 @@ def lattice_to_enu_mm(ix, iy, iz, scale, offset, zf, lattice) -> tuple[np.ndarra
     return out, int(bad)
 
 
+@nb.njit(cache=True, nogil=True)
+def _lattice_keys_kernel(
+    ix, iy, iz, scale, offset, zf, lo, step, values, tol, origin, kshift, out, keys, ext
+):
+    """`_lattice_kernel` fused with the checks and keys of a decode unit: also the raw integer min/max
+    (ext[0:3], ext[3:6]), the ENU min/max (ext[6:9], ext[9:12]) and Morton keys of (xyz - origin) >> kshift
+    (only written when every point lies in the cube [origin, origin + 2^21 << kshift))."""
+    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
+    bad = 0
+    n = ix.shape[0]
+    big = np.int64(1) << 62
+    r0, r1, r2 = big, big, big
+    R0, R1, R2 = -big, -big, -big
+    e0, e1, e2 = big, big, big
+    E0, E1, E2 = -big, -big, -big
+    lim = np.int64(1) << (np.int64(21) + kshift)
+    outside = False
+    for i in range(n):
+        xi = np.int64(ix[i])
+        yi = np.int64(iy[i])
+        zi = np.int64(iz[i])
+        r0 = min(r0, xi)
+        r1 = min(r1, yi)
+        r2 = min(r2, zi)
+        R0 = max(R0, xi)
+        R1 = max(R1, yi)
+        R2 = max(R2, zi)
+        sx = xi * scale[0] + offset[0]
+        sy = yi * scale[1] + offset[1]
+        sz = (zi * scale[2] + offset[2]) * zf
+        fx = (sx - lo[0]) / step[0]
+        fy = (sy - lo[1]) / step[1]
+        fz = (sz - lo[2]) / step[2]
+        if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
+            bad += 1
+        cx = min(max(int(np.floor(fx)), 0), nx - 2)
+        cy = min(max(int(np.floor(fy)), 0), ny - 2)
+        cz = min(max(int(np.floor(fz)), 0), nz - 2)
+        tx = fx - cx
+        ty = fy - cy
+        tz = fz - cz
+        for k in range(3):
+            c000 = values[cx, cy, cz, k]
+            c100 = values[cx + 1, cy, cz, k]
+            c010 = values[cx, cy + 1, cz, k]
+            c110 = values[cx + 1, cy + 1, cz, k]
+            c001 = values[cx, cy, cz + 1, k]
+            c101 = values[cx + 1, cy, cz + 1, k]
+            c011 = values[cx, cy + 1, cz + 1, k]
+            c111 = values[cx + 1, cy + 1, cz + 1, k]
+            c00 = c000 + (c100 - c000) * tx
+            c10 = c010 + (c110 - c010) * tx
+            c01 = c001 + (c101 - c001) * tx
+            c11 = c011 + (c111 - c011) * tx
+            c0 = c00 + (c10 - c00) * ty
+            c1 = c01 + (c11 - c01) * ty
+            v = c0 + (c1 - c0) * tz
+            out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
+        a = np.int64(out[i, 0])
+        b = np.int64(out[i, 1])
+        c = np.int64(out[i, 2])
+        e0 = min(e0, a)
+        e1 = min(e1, b)
+        e2 = min(e2, c)
+        E0 = max(E0, a)
+        E1 = max(E1, b)
+        E2 = max(E2, c)
+        a -= origin[0]
+        b -= origin[1]
+        c -= origin[2]
+        if a < 0 or b < 0 or c < 0 or a >= lim or b >= lim or c >= lim:
+            outside = True
+        elif not outside:
+            keys[i] = (
+                _part1by2(U64(a >> kshift))
+                | (_part1by2(U64(b >> kshift)) << U64(1))
+                | (_part1by2(U64(c >> kshift)) << U64(2))
+            )
+    ext[0], ext[1], ext[2], ext[3], ext[4], ext[5] = r0, r1, r2, R0, R1, R2
+    ext[6], ext[7], ext[8], ext[9], ext[10], ext[11] = e0, e1, e2, E0, E1, E2
+    return bad
+
+
+def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift):
+    """`lattice_to_enu_mm` + `morton_keys` in one pass, with the unit's extents.
+
+    Returns (xyz int32 (N,3), keys uint64 (N,) (None if a point lies outside the cube), bad,
+    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62)."""
+    n = len(ix)
+    out = np.empty((n, 3), dtype=np.int32)
+    keys = np.empty(n, dtype=np.uint64)
+    ext = np.empty(12, dtype=np.int64)
+    origin = np.asarray(origin_mm, np.int64)
+    bad = _lattice_keys_kernel(
+        ix,
+        iy,
+        iz,
+        np.asarray(scale, np.float64),
+        np.asarray(offset, np.float64),
+        float(zf),
+        lattice.lo,
+        lattice.step,
+        lattice.values,
+        1e-6,
+        origin,
+        np.int64(key_shift),
+        out,
+        keys,
+        ext,
+    )
+    e = ext.reshape(4, 3)
+    inside = n == 0 or (np.all(e[2] >= origin) and np.all(e[3] - origin < (1 << (21 + key_shift))))
+    return out, (keys if inside else None), int(bad), e[0], e[1], e[2], e[3]
+
+
 def lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, zf, lattice) -> np.ndarray:
     """Numpy version of `lattice_to_enu_mm` (tests)."""
     s = np.stack(

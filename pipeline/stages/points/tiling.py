@@ -156,13 +156,13 @@ def decode_fields(fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...]) -> d
     return decode_unit(info, unit, extra_dims)
 
 
-def _check_bounds(info: PointFileInfo, d: dict[str, np.ndarray], unit: WorkUnit) -> None:
-    for axis, name in enumerate(("X", "Y", "Z")):
-        a = d[name]
-        if len(a) == 0:
-            continue
+def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
+    """Refuse units whose integer coordinates lie outside the header bounds (corrupt data)."""
+    if unit.count == 0:
+        return
+    for axis in range(3):
         s, o = info.scales[axis], info.offsets[axis]
-        lo, hi = int(a.min()) * s + o, int(a.max()) * s + o
+        lo, hi = int(raw_min[axis]) * s + o, int(raw_max[axis]) * s + o
         tol = abs(s) + 1e-9 * max(abs(info.mins[axis]), abs(info.maxs[axis]), 1.0)
         if lo < info.mins[axis] - tol or hi > info.maxs[axis] + tol:
             raise InputError(
@@ -173,25 +173,38 @@ def _check_bounds(info: PointFileInfo, d: dict[str, np.ndarray], unit: WorkUnit)
             )
 
 
-def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Decode a unit into (N,3) int32 ENU millimetres and its attribute columns (record field names)."""
+@dataclass
+class _Decoded:
+    xyz: np.ndarray  # (N,3) int32 ENU mm
+    cols: dict[str, np.ndarray]  # attribute columns (record field names)
+    keys: np.ndarray | None  # Morton keys at the requested shift (None: a point lies outside the cube)
+    lo: np.ndarray  # (3,) int64 ENU mm extent
+    hi: np.ndarray
+    codes: tuple[int, ...]  # class codes present
+
+
+def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int) -> _Decoded:
+    """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass."""
     info = fj.info
     d = decode_fields(fj, unit, job.layout.extra_dims)
     n = len(d["X"])
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
-    _check_bounds(info, d, unit)
+    lat = fj.lattice
+    if lat is None:
+        lat = _lattice(fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path))
+    xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
+        d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat, key_origin, key_shift
+    )
+    _check_bounds(info, raw_min, raw_max, unit)
+    codes = np.flatnonzero(np.bincount(d["classification"], minlength=1)) if n else np.empty(0, np.int64)
     check_classes(
-        d["classification"],
+        codes,
         job.class_scheme,
         job.keep_unknown,
         path=info.path,
         record=f"points {unit.start}..{unit.start + unit.count - 1}",
     )
-    lat = fj.lattice
-    if lat is None:
-        lat = _lattice(fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path))
-    xyz, bad = K.lattice_to_enu_mm(d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
     cols: dict[str, np.ndarray] = {
@@ -215,25 +228,30 @@ def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarr
     for name in job.layout.extra_dims:
         if "x_" + name in d:
             cols["x_" + name] = d["x_" + name]
-    return xyz, cols
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes))
+
+
+def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Decode a unit into (N,3) int32 ENU millimetres and its attribute columns (record field names)."""
+    r = _decode(fj, unit, job, np.zeros(3, np.int64), 0)
+    return r.xyz, r.cols
 
 
 def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: returns the spill part (paths + counts + bounds), never the points."""
     assert job.cube is not None
-    xyz, cols = decode_to_enu(fj, unit, job)
     cube = job.cube
-    lo = xyz.min(axis=0)
-    hi = xyz.max(axis=0)
     org = np.asarray(cube.origin, np.int64)
-    if np.any(lo < org) or np.any(hi >= org + (1 << cube.R)):
+    r = _decode(fj, unit, job, org, cube.R - cube.S)
+    xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
+    n = len(xyz)
+    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
         raise InputError(
             "points fall outside the planned extent (header bounds too small?)",
             path=fj.info.path,
             record=f"points {unit.start}..{unit.start + unit.count - 1}",
         )
-    keys = K.morton_keys(xyz, org, cube.R - cube.S)
-    n = len(keys)
+    keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     if 3 * cube.S + idx_bits <= 64:
         packed = (keys << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
@@ -247,7 +265,6 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     # build the records directly in sorted order (one numba gather per column)
     rec = K.gather_records(job.layout.dtype, order, {"x": xyz, **cols})
     kp, rp = write_spill(Path(job.spill_dir), unit.unit_index, keys, rec)
-    codes = tuple(int(c) for c in np.flatnonzero(np.bincount(cols["classification"], minlength=1)))
     return SpillPart(
         unit.unit_index,
         n,
@@ -255,7 +272,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         rp,
         tuple(int(v) for v in lo),
         tuple(int(v) for v in hi),
-        codes,
+        r.codes,
     )
 
 
