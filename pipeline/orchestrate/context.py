@@ -90,9 +90,15 @@ class BuildContext:
     def stage(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         self.log.event("stage_start", stage=name)
+        self.log.stage_start(name)
         try:
             yield
         finally:
             dt = time.perf_counter() - t0
             self.timings[name] = round(self.timings.get(name, 0.0) + dt, 3)
             self.log.event("stage_end", stage=name, seconds=round(dt, 3))
+            self.log.stage_end(name, dt)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        """Countable progress of the running stage (drives the console progress bar)."""
+        self.log.advance(label, done, total)
