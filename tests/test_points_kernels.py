@@ -141,3 +141,28 @@ def test_sort_order_equals_stable_argsort(bits):
     keys[:5000] = keys[5000:10000]  # duplicates
     keys[100:200] = keys[100] | np.uint64(7)  # same truncated prefix, different low bits
     assert np.array_equal(K.sort_order(keys, bits), np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_gather_records_matches_reference(complete):
+    rng = np.random.default_rng(3)
+    n = 5000
+    raw = np.zeros(n, dtype=[("X", "<i4"), ("intensity", "<u2"), ("c", "u1"), ("gps_time", "<f8")])
+    raw["intensity"] = rng.integers(0, 60000, n)
+    raw["c"] = rng.integers(0, 30, n)
+    raw["gps_time"] = rng.random(n) * 1e6
+    layout = RecordLayout(has_rgb=True, has_gps=True, has_nir=not complete)
+    cols = {
+        "x": rng.integers(-(10**6), 10**6, (n, 3)).astype(np.int32),
+        "intensity": raw["intensity"],  # strided views into raw records
+        "classification": raw["c"],
+        "gps_time": raw["gps_time"],
+        "point_source_id": rng.integers(0, 9, n).astype(np.uint16),
+        "return_number": rng.integers(0, 5, n).astype(np.uint8),
+        "number_of_returns": rng.integers(0, 5, n).astype(np.uint8),
+        "rgb": rng.integers(0, 255, (n, 3)).astype(np.uint8),
+    }
+    order = rng.permutation(n)
+    got = K.gather_records(layout.dtype, order, cols)
+    ref = K.gather_records_reference(layout.dtype, order, cols)
+    assert got.tobytes() == ref.tobytes()
