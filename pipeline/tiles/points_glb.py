@@ -191,7 +191,20 @@ def encode_glb(
     cols = head + rest
     packed, placed = _interleave(cols)
     stride = packed.dtype.itemsize
-    view = b.add_buffer_view(packed.view(np.uint8), ARRAY_BUFFER, stride)
+    direct = not meshopt and n > 0
+    if direct:  # the vertex buffer goes straight into the GLB (see _glb_one_view): no builder copies
+        b.json["bufferViews"] = [
+            {
+                "buffer": 0,
+                "byteOffset": 0,
+                "byteLength": packed.nbytes,
+                "byteStride": stride,
+                "target": ARRAY_BUFFER,
+            }
+        ]
+        view = 0
+    else:
+        view = b.add_buffer_view(packed.view(np.uint8), ARRAY_BUFFER, stride)
     accs = b.json.setdefault("accessors", [])
     accessors: dict[str, int] = {}
     comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
@@ -209,8 +222,13 @@ def encode_glb(
         if norm:
             acc["normalized"] = True
         if attr == "POSITION" and n:
-            acc["min"] = [int(v) for v in pos.min(axis=0)]
-            acc["max"] = [int(v) for v in pos.max(axis=0)]
+            qmin = getattr(qt, "_qmin", None)
+            if qmin is None:
+                qmin = qt.q.min(axis=0)
+            qmax = qt.qmax
+            # pos = (qx, qz, qmax_y - qy)
+            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
+            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
         accs.append(acc)
         accessors[attr] = len(accs) - 1
     set_metadata_schema(b, schema.metadata_schema())
@@ -238,7 +256,35 @@ def encode_glb(
     )
     if meshopt:
         return _meshopt_glb(b)
+    if direct:
+        return _glb_one_view(b.json, packed)
     return b.to_glb()
+
+
+def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> bytes:
+    """The bytes `GltfBuilder.to_glb()` writes for one buffer view at offset 0, with a single copy of the
+    payload (the builder copies it four times)."""
+    import json
+    import struct
+
+    blen = payload.nbytes
+    padded = blen + (-blen % 4)
+    js["buffers"] = [{"byteLength": padded}]
+    jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    jb += b" " * (-len(jb) % 4)
+    if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned, as GltfBuilder.to_glb
+        jb += b"    "
+    total = 12 + 8 + len(jb) + 8 + padded
+    return b"".join(
+        [
+            struct.pack("<4sII", b"glTF", 2, total),
+            struct.pack("<I4s", len(jb), b"JSON"),
+            jb,
+            struct.pack("<I4s", padded, b"BIN\x00"),
+            memoryview(np.ascontiguousarray(payload).view(np.uint8)),
+            b"\x00" * (padded - blen),
+        ]
+    )
 
 
 def _meshopt_glb(b: GltfBuilder) -> bytes:
