@@ -229,8 +229,21 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     if max(i.count for i in infos) < bands["nir"]:
         ctx.warn("orthophoto has no near-infrared band: no NDVI (green shares and vegetation masks skipped)")
         return None
-    r = read_grid(infos, grid, bands=[bands["red"], bands["nir"]], resampling=Resampling.average)
-    return ndvi(r.data[0], r.data[1])
+    from pipeline.orchestrate.cache import build_cache
+
+    def compute() -> np.ndarray:
+        r = read_grid(infos, grid, bands=[bands["red"], bands["nir"]], resampling=Resampling.average)
+        return ndvi(r.data[0], r.data[1])
+
+    # incremental: keyed by the orthophoto files' content, the bands and the grid
+    key = [
+        "overlays-ndvi-v1",
+        sorted(i.sha256 for i in ctx.inputs_for("orthophoto")),
+        cfg.sources.orthophoto,
+        _grid_key(grid),
+        cfg.crs,
+    ]
+    return build_cache(ctx).call(key, compute)
 
 
 @dataclass
@@ -243,7 +256,20 @@ class Surfaces:
 def analysis_grid(ctx: BuildContext, res: float) -> Surfaces:
     bounds = district_bounds(ctx)
     grid = Grid.from_bounds(bounds, res, ctx.cfg.crs.horizontal)
-    dtm, g2, _crs, _src = ground_model(ctx, res, grid.bounds)
+    from pipeline.orchestrate.cache import build_cache
+
+    # incremental: the ground model depends on the DGM (or, without one, the newest epoch's points)
+    roles = ["dgm"] if ctx.cfg.sources.dgm else [f"aerial:{ctx.cfg.sources.aerial[-1].epoch}"]
+    key = [
+        "overlays-ground-v1",
+        sorted((i.role, i.sha256) for r in roles for i in ctx.inputs_for(r)),
+        ctx.cfg.sources.dgm,
+        ctx.cfg.sources.aerial[-1] if ctx.cfg.sources.aerial else None,
+        res,
+        list(grid.bounds),
+        ctx.cfg.crs,
+    ]
+    dtm, g2, _crs, _src = build_cache(ctx).call(key, ground_model, ctx, res, grid.bounds)
     assert (g2.width, g2.height) == (grid.width, grid.height)
     return Surfaces(grid, dtm, ndvi_grid(ctx, grid))
 
