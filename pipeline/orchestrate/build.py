@@ -84,7 +84,12 @@ def _aerial_extent_center(cfg: TwinConfig, inputs: list[InputFile]) -> tuple[flo
 
 
 def plan_frame(cfg: TwinConfig, inputs: list[InputFile]) -> ProjectFrame:
-    return project_frame(cfg.crs, None if cfg.crs.frame_origin else _aerial_extent_center(cfg, inputs))
+    """The project frame, memoised in the build cache by the CRS section and the extent centre (creating
+    the PROJ transformers with the geoid grid takes about a second)."""
+    from pipeline.orchestrate.cache import Cache
+
+    centre = None if cfg.crs.frame_origin else _aerial_extent_center(cfg, inputs)
+    return Cache.for_config(cfg).call(["project-frame-v1", cfg.crs, centre], project_frame, cfg.crs, centre)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ tiles/<L>/<X>_<Y>.glb|.b3dm, style.json, buildings.gpkg (layer `buildings`), rej
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from pathlib import Path
@@ -171,9 +172,8 @@ def epoch_stats(
         qi, fi = qi[order], fi[order]
     ntouch = np.bincount(qi, minlength=n)
     bounds = np.searchsorted(fi, np.arange(len(files) + 1))
-    from pipeline.orchestrate.cache import build_cache, cached_call, input_sha256
+    from pipeline.orchestrate.cache import input_sha256, run_cached
 
-    cache = build_cache(ctx)
     jobs = []
     for k, (path, _b, zf) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
@@ -181,15 +181,14 @@ def epoch_stats(
             continue
         jobs.append((idx, (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)))
     # incremental: one tile's statistics are cached by the LAZ sha256 + the zones of its footprints
-    calls = [
-        (cache, ["buildings-tile-stats-v1", input_sha256(ctx, args[0]), *args[1:]], tile_stats, *args)
-        for _idx, args in jobs
-    ]
-    if ctx.client is not None and len(jobs) > 1:
-        futs = [ctx.client.submit(cached_call, *c, pure=False) for c in calls]
-        results = ctx.client.gather(futs)
-    else:
-        results = [cached_call(*c) for c in calls]
+    results = run_cached(
+        ctx,
+        [
+            (["buildings-tile-stats-v1", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, {})
+            for _idx, args in jobs
+        ],
+        "tile-stats",
+    )
     cols: dict[str, np.ndarray] = {}
     part_ids: list[np.ndarray] = []
     parts: list[Samples] = []
@@ -226,17 +225,35 @@ def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray
 
     cfg = ctx.cfg
     ndvi = dgm = None
+    # incremental: keyed by the rasters' content and the footprints (not recomputed for a new point tile)
+    from pipeline.orchestrate.cache import build_cache
+
+    cache = build_cache(ctx)
+    fkey = hashlib.sha256(b"".join(shapely.to_wkb(np.asarray(footprints, dtype=object)).tolist())).hexdigest()
     if cfg.sources.orthophoto is not None:
         from pipeline.sources.rasters import orthophoto_bands
 
         bands = orthophoto_bands(cfg.sources.orthophoto.bands)
         paths = [i.path for i in ctx.inputs_for("orthophoto")]
         if paths:
-            ndvi = mean_ndvi(footprints, paths, bands["red"], bands["nir"])
+            sha = sorted(i.sha256 for i in ctx.inputs_for("orthophoto"))
+            key = [
+                "buildings-ndvi-v1",
+                sha,
+                fkey,
+                bands["red"],
+                bands["nir"],
+                cfg.sources.orthophoto,
+                cfg.crs,
+            ]
+            ndvi = cache.call(key, mean_ndvi, footprints, paths, bands["red"], bands["nir"])
     if cfg.sources.dgm is not None:
         paths = [i.path for i in ctx.inputs_for("dgm")]
         if paths:
-            dgm = terrain_low(footprints, paths, cfg.layers.buildings.ground_percentile)
+            sha = sorted(i.sha256 for i in ctx.inputs_for("dgm"))
+            pct = cfg.layers.buildings.ground_percentile
+            key = ["buildings-dgm-low-v1", sha, fkey, pct, cfg.sources.dgm, cfg.crs]
+            dgm = cache.call(key, terrain_low, footprints, paths, pct)
     return ndvi, dgm
 
 
@@ -363,8 +380,14 @@ def write_rejected(path: Path, rejected: list[Rejected], raw_dir: Path) -> None:
     write_atomic(path, buf.getvalue().encode("utf-8"))
 
 
+def building_tile_key(cache: Any, args: tuple, kw: dict[str, Any]) -> str:
+    """Cache key of one building tile: its footprints, heights, attribute table, frame, CRS and options."""
+    wkb, *rest = args
+    return cache.key(["buildings-tile-v1", [bytes(w) for w in wkb], *rest, sorted(kw.items())])
+
+
 def write_building_tile_cached(
-    cache: Any, path: str, *args: Any, **kw: Any
+    cache: Any, key: str, path: str, *args: Any, **kw: Any
 ) -> tuple[list[float], list[float], int]:
     """`write_building_tile` through the content cache (key: the tile's footprints, heights, attribute
     table, frame, CRS settings and options); the tile file is hard-linked from the cache entry."""
@@ -377,9 +400,7 @@ def write_building_tile_cached(
         lo, hi, nt = write_building_tile(str(tmp / "tile"), *args, **kw)
         (tmp / "meta.json").write_text(json.dumps({"lo": lo, "hi": hi, "triangles": nt}))
 
-    wkb, *rest = args
-    key = ["buildings-tile-v1", [bytes(w) for w in wkb], *rest, sorted(kw.items())]
-    entry = cache.get_or_build(key, build)
+    entry = cache.get_or_build_key(key, build)
     meta = json.loads((entry / "meta.json").read_text())
     dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -437,11 +458,24 @@ def write_tiles(
     from pipeline.orchestrate.cache import build_cache
 
     cache = build_cache(ctx)
-    if ctx.client is not None and len(jobs) > 1:
-        futs = [ctx.client.submit(write_building_tile_cached, cache, *j, **kw, pure=False) for j in jobs]
-        results = ctx.client.gather(futs)
+    keys = [building_tile_key(cache, j[1:], kw) for j in jobs]
+    results: list[Any] = [None] * len(jobs)
+    misses = []
+    for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
+        if cache.get(key) is not None:  # unchanged tile: hard link here, no task
+            results[i] = write_building_tile_cached(cache, key, *j, **kw)
+        else:
+            misses.append(i)
+    if ctx.client is not None and len(misses) > 1:
+        futs = [
+            ctx.client.submit(write_building_tile_cached, cache, keys[i], *jobs[i], **kw, pure=False)
+            for i in misses
+        ]
+        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
+            results[i] = r
     else:
-        results = [write_building_tile_cached(cache, *j, **kw) for j in jobs]
+        for i in misses:
+            results[i] = write_building_tile_cached(cache, keys[i], *jobs[i], **kw)
     tris = 0
     for leaf, (lo, hi, nt) in zip(leaves, results, strict=True):
         leaf.lo, leaf.hi = np.array(lo), np.array(hi)

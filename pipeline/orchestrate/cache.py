@@ -200,7 +200,10 @@ class Cache:
 
         `builder` must create `tmp_path` (a file or a directory) and nothing else; the entry becomes visible
         by one atomic rename, so a killed builder never leaves a half entry behind."""
-        key = self.key(key_parts)
+        return self.get_or_build_key(self.key(key_parts), builder)
+
+    def get_or_build_key(self, key: str, builder: Callable[[Path], Any]) -> Path:
+        """`get_or_build` with a key already computed by `Cache.key`."""
         hit = self.get(key)
         if hit is not None:
             return hit
@@ -228,14 +231,30 @@ class Cache:
         `key_parts` must name everything the result depends on (input sha256s, parameters), never paths
         alone. Runs on workers too (the Cache object is small and picklable)."""
 
+        return self.call_key(self.key(key_parts), fn, *args, **kwargs)
+
+    def call_key(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`call` with a key already computed by `Cache.key`."""
+
         def build(tmp: Path) -> None:
             res = fn(*args, **kwargs)
             with tmp.open("wb") as f:
                 pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
 
-        p = self.get_or_build(key_parts, build)
+        p = self.get_or_build_key(key, build)
         with p.open("rb") as f:
             return pickle.load(f)
+
+    def load(self, key: str) -> tuple[bool, Any]:
+        """(True, result) when a `call` result is cached under `key`, else (False, None)."""
+        p = self.get(key)
+        if p is None or not p.is_file():
+            return False, None
+        try:
+            with p.open("rb") as f:
+                return True, pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False, None
 
     def entries(self) -> list[tuple[Path, float, int]]:
         """(path, last use, size) of every entry."""
@@ -633,3 +652,40 @@ def input_sha256(ctx: BuildContext, path: Path | str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _call_key(cache: Cache, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return cache.call_key(key, fn, *args, **kwargs)
+
+
+def run_cached(
+    ctx: BuildContext,
+    calls: list[tuple[Any, Callable[..., Any], tuple, dict[str, Any]]],
+    name: str = "cached",
+) -> list[Any]:
+    """Run `fn(*args, **kwargs)` for every `(key_parts, fn, args, kwargs)`, memoised in the build cache.
+
+    Keys are computed here; cached results are loaded in this process and only the misses are submitted
+    to the Dask workers (or run here without a client), so an incremental build pays for the changed
+    inputs only. Results in call order."""
+    cache = build_cache(ctx)
+    keys = [cache.key(kp) for kp, _fn, _a, _k in calls]
+    out: list[Any] = [None] * len(calls)
+    misses: list[int] = []
+    for i, key in enumerate(keys):
+        hit, res = cache.load(key)
+        if hit:
+            out[i] = res
+        else:
+            misses.append(i)
+    if ctx.client is not None and len(misses) > 1:
+        futs = [
+            ctx.client.submit(_call_key, cache, keys[i], calls[i][1], *calls[i][2], **calls[i][3], pure=False)
+            for i in misses
+        ]
+        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
+            out[i] = r
+    else:
+        for i in misses:
+            out[i] = cache.call_key(keys[i], calls[i][1], *calls[i][2], **calls[i][3])
+    return out

@@ -23,7 +23,7 @@ import shapely
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
-from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos, run_tasks
+from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands, read_grid
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
@@ -176,35 +176,16 @@ def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
 
     Incremental: each point file's raster window is cached by the file's sha256 + grid + CRS settings, so
     a rebuild after one changed tile rasterises that tile only."""
-    from pipeline.orchestrate.cache import build_cache, cached_call
+    from pipeline.orchestrate.cache import run_cached
     from pipeline.stages.terrain.rasterise import fill_gaps
 
     ep = ctx.cfg.sources.aerial[epoch_index]
-    inputs = ctx.inputs_for(f"aerial:{ep.epoch}")
-    cache = build_cache(ctx)
+    key = ["overlays-dsm-window-v1", _grid_key(grid), ctx.cfg.crs, ep.crs, sorted(NOISE_CLASSES)]
     calls = [
-        (
-            (
-                cache,
-                [
-                    "overlays-dsm-window-v1",
-                    i.sha256,
-                    _grid_key(grid),
-                    ctx.cfg.crs,
-                    ep.crs,
-                    sorted(NOISE_CLASSES),
-                ],
-                _rasterise_file_window,
-                i.path,
-                grid,
-                ctx.cfg.crs,
-                ep.crs,
-            ),
-            {},
-        )
-        for i in inputs
+        ([*key, i.sha256], _rasterise_file_window, (i.path, grid, ctx.cfg.crs, ep.crs), {})
+        for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
-    parts = run_tasks(ctx, cached_call, calls, f"dsm-{ep.epoch}")
+    parts = run_cached(ctx, calls, f"dsm-{ep.epoch}")
     value = np.full((grid.height, grid.width), -np.inf)
     count = np.zeros((grid.height, grid.width), dtype=np.int64)
     for r0, c0, v, c in parts:

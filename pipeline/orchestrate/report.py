@@ -71,28 +71,20 @@ def _density(ctx: BuildContext, path) -> bool:
         return False
     grid = Grid.from_bounds(las_bounds(files), DENSITY_CELL_M, cfg.crs.horizontal)
     # incremental: per-file point counts, cached by the file's sha256 (a changed tile is counted again alone)
-    from pipeline.orchestrate.cache import build_cache, cached_call
-    from pipeline.orchestrate.terrain import run_tasks
+    from pipeline.orchestrate.cache import run_cached
 
-    cache = build_cache(ctx)
     gkey = [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
     calls = [
         (
-            (
-                cache,
-                ["report-density-v1", i.sha256, gkey, cfg.crs, ep.crs],
-                _count_window,
-                i.path,
-                grid,
-                cfg.crs,
-                ep.crs,
-            ),
+            ["report-density-v1", i.sha256, gkey, cfg.crs, ep.crs],
+            _count_window,
+            (i.path, grid, cfg.crs, ep.crs),
             {},
         )
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
     count = np.zeros((grid.height, grid.width), dtype=np.int64)
-    for r0, c0, c in run_tasks(ctx, cached_call, calls, "report-density"):
+    for r0, c0, c in run_cached(ctx, calls, "report-density"):
         count[r0 : r0 + c.shape[0], c0 : c0 + c.shape[1]] += c
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
