@@ -56,7 +56,14 @@ class LocalPool:
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        self._ex.shutdown(wait=True, cancel_futures=True)
+        # the work is done (or failed): idle workers are stopped rather than waited for (their interpreter
+        # teardown with numba loaded takes a few tenths of a second)
+        procs = list((getattr(self._ex, "_processes", None) or {}).values())
+        self._ex.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=10)
 
     def __enter__(self) -> LocalPool:
         return self
