@@ -166,3 +166,15 @@ def test_gather_records_matches_reference(complete):
     got = K.gather_records(layout.dtype, order, cols)
     ref = K.gather_records_reference(layout.dtype, order, cols)
     assert got.tobytes() == ref.tobytes()
+
+
+def test_keys_and_hashes_match_separate_kernels():
+    rng = np.random.default_rng(11)
+    rec = np.zeros(3000, dtype=RecordLayout(has_rgb=True, has_gps=False, has_nir=False).dtype)
+    for f in ("x", "y", "z"):
+        rec[f] = rng.integers(-(2**20), 2**20, len(rec))
+    xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    org = np.array([-(2**20), -(2**20), -(2**20)], np.int64)
+    keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, 1)
+    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, 1))
+    assert np.array_equal(hashes, K.point_hash_reference(xyz))

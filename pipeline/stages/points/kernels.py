@@ -280,6 +280,30 @@ def point_hash(xyz_mm: np.ndarray) -> np.ndarray:
     return out
 
 
+@nb.njit(cache=True, nogil=True)
+def _keys_hashes_kernel(x, y, z, origin, shift, keys, hashes):
+    for i in range(x.shape[0]):
+        a, b, c = np.int64(x[i]), np.int64(y[i]), np.int64(z[i])
+        keys[i] = (
+            _part1by2(U64((a - origin[0]) >> shift))
+            | (_part1by2(U64((b - origin[1]) >> shift)) << U64(1))
+            | (_part1by2(U64((c - origin[2]) >> shift)) << U64(2))
+        )
+        h = _mix64(U64(np.uint32(np.int32(a))) + U64(0x9E3779B97F4A7C15))
+        h = _mix64(h ^ U64(np.uint32(np.int32(b))))
+        hashes[i] = _mix64(h ^ U64(np.uint32(np.int32(c))))
+
+
+def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """`morton_keys` and `point_hash` of int32 coordinate columns (may be strided record fields), one pass."""
+    n = len(x)
+    keys = np.empty(n, dtype=np.uint64)
+    hashes = np.empty(n, dtype=np.uint64)
+    if n:
+        _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
+    return keys, hashes
+
+
 def point_hash_reference(xyz_mm: np.ndarray) -> np.ndarray:
     def mix(z):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -146,3 +146,22 @@ def read_records(rec_path: str, dtype: np.dtype, first: int, last: int) -> np.nd
     with open(rec_path, "rb") as f:
         f.seek(first * dtype.itemsize)
         return np.fromfile(f, dtype=dtype, count=last - first)
+
+
+def read_ranges(ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype) -> np.ndarray:
+    """The records of several (rec_path, first, last) ranges, read straight into one array (no concat)."""
+    total = sum(max(b - a, 0) for _p, a, b in ranges)
+    out = np.empty(total, dtype=dtype)
+    buf = out.view(np.uint8)
+    off = 0
+    for path, a, b in ranges:
+        if b <= a:
+            continue
+        nbytes = (b - a) * dtype.itemsize
+        with open(path, "rb") as f:
+            f.seek(a * dtype.itemsize)
+            got = f.readinto(memoryview(buf[off : off + nbytes]))
+        if got != nbytes:
+            raise OSError(f"spill file {path} is short: {got} of {nbytes} bytes")
+        off += nbytes
+    return out

@@ -32,7 +32,7 @@ from pipeline.stages.points.spill import (
     CubeSpec,
     RecordLayout,
     SpillPart,
-    read_records,
+    read_ranges,
     write_spill,
 )
 
@@ -404,14 +404,11 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
     cube = job.cube
     dtype = job.layout.dtype
-    parts = [read_records(p, dtype, a, b) for p, a, b in spec.ranges]
-    rec = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    del parts
+    rec = read_ranges(spec.ranges, dtype)
     n = len(rec)
-    xyz = np.empty((n, 3), dtype=np.int32)
-    xyz[:, 0], xyz[:, 1], xyz[:, 2] = rec["x"], rec["y"], rec["z"]
     org = np.asarray(cube.origin, np.int64)
-    keys = K.morton_keys(xyz, org, cube.key_shift)
+    # keys and hashes straight from the record fields (one pass, no position copies)
+    keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, cube.key_shift)
     D, b = cube.D, spec.depth
     # keys of one bin share their top 3*b bits: sort the relative part
     rel_bits = 3 * (D - b)
@@ -419,9 +416,7 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     order = K.sort_order(rel, rel_bits)
     del rel
     keys = keys[order]
-    xyz = xyz[order]
-    hashes = K.point_hash(xyz)
-    del xyz
+    hashes = hashes[order]
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
     res = BinResult(spec.depth, spec.prefix, points=n)
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
