@@ -103,6 +103,51 @@ def _density(ctx: BuildContext, path) -> bool:
     return True
 
 
+# release files each plot reads (plots not listed, e.g. the stage timings, are drawn every time)
+PLOT_INPUTS = {
+    "height_distribution.png": ("buildings/buildings.gpkg", "change/change.gpkg"),
+    "height_residuals.png": ("report/data/residuals.csv",),
+    "grz_map.png": ("overlays/parcels.gpkg", "buildings/buildings.gpkg"),
+    "change_map.png": ("change/change.gpkg",),
+    "point_density.png": ("report/data/point_density.tif",),
+}
+
+
+def _file_sha256(path) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _plot_cached(ctx: BuildContext, name: str, fn, data, path) -> None:
+    """Draw one plot, memoised in the build cache by the bytes of the release files it reads: an
+    incremental build redraws only the plots whose data changed (the PNG is hard-linked, not rewritten)."""
+    import os
+    import shutil
+
+    inputs = PLOT_INPUTS.get(name)
+    if inputs is None:
+        fn(data, path)
+        return
+    from pipeline.orchestrate.cache import build_cache
+
+    def build(tmp) -> None:
+        tmp.mkdir(parents=True)
+        fn(data, tmp / name)
+
+    key = ["report-plot-v1", name, [(rel, _file_sha256(ctx.release_dir / rel)) for rel in inputs]]
+    entry = build_cache(ctx).get_or_build(key, build)
+    path.unlink(missing_ok=True)
+    try:
+        os.link(entry / name, path)
+    except OSError:
+        shutil.copyfile(entry / name, path)
+
+
 def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     from pipeline.report import PLOTS, ReleaseData, render_html, residual_stats
 
@@ -141,7 +186,7 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
         data.residuals = res
     images = []
     for name, fn in PLOTS.items():
-        fn(data, out / name)
+        _plot_cached(ctx, name, fn, data, out / name)
         images.append(name)
         files.append(f"report/{name}")
     html = render_html(data, images, f"RuhrTwin build report: {ctx.cfg.name} ({ctx.build_id})", warnings)
