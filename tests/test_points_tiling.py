@@ -238,6 +238,25 @@ def test_byte_identical_one_vs_two_workers(laz, tiled, tmp_path):
     assert _tree_hash(out) == _tree_hash(tiled)
 
 
+def test_local_pool_same_bytes_and_typed_errors(laz, tiled, tmp_path):
+    """The standalone pool (spawned workers, no Dask) gives the same bytes; worker errors keep their type."""
+    from pipeline.errors import InputError
+    from pipeline.orchestrate.points_pool import LocalPool
+
+    out = tmp_path / "pool"
+    bad = tmp_path / "bad.laz"
+    data = bytearray(laz.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = bytes(4000)  # corrupt chunk bytes: fails in a worker
+    bad.write_bytes(bytes(data))
+    with LocalPool(2) as pool:
+        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), client=pool)
+        with pytest.raises(InputError, match=r"bad\.laz"):
+            tile_pointcloud([bad], tmp_path / "never", PointTilingOptions(**OPTS), client=pool)
+    assert s.points_out == N
+    assert _tree_hash(out) == _tree_hash(tiled)
+    assert not (tmp_path / "never").exists()
+
+
 def test_pnts_profile_read_by_py3dtiles(laz, tmp_path):
     out = tmp_path / "v10"
     tile_pointcloud([laz], out, PointTilingOptions(**OPTS, format="1.0"))
