@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from pipeline.tiles.tileset import schema_errors
+from pipeline.tiles.tileset import schema_errors, schema_validator
 
 pytestmark = pytest.mark.slow
-
-
-def _shared_validator(spec_dir: Path):
-    from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
-
-    resources = []
-    for f in spec_dir.rglob("*.json"):
-        doc = json.loads(f.read_text())
-        res = Resource.from_contents(doc)
-        resources.append((f.relative_to(spec_dir).as_posix(), res))
-        if "$id" in doc:
-            resources.append((doc["$id"], res))
-    schema = json.loads((spec_dir / "tileset.schema.json").read_text())
-    return Draft202012Validator(schema, registry=Registry().with_resources(resources))
 
 
 def test_release_is_published(tiny_release):
@@ -46,7 +30,7 @@ def test_release_is_published(tiny_release):
 
 
 def test_every_tileset_validates_against_shared_schema(tiny_release, shared_spec):
-    validator = _shared_validator(shared_spec)
+    validator = schema_validator("tileset.schema.json", shared_spec)  # the spec copy in ../shared
     tilesets = [p for p in tiny_release.rglob("*.json") if p.name.startswith("tileset")]
     assert tilesets, "no tileset.json in the release"
     for ts in tilesets:
