@@ -342,6 +342,29 @@ def _metadata_columns(df: pd.DataFrame, cols: list[str]) -> tuple[dict, dict]:
     return columns, props
 
 
+def _feature_tile_cached(ctx: BuildContext, path: Path, args: tuple, kw: dict) -> None:
+    """One feature tile, memoised in the build cache by its mesh and table (an incremental build hard-links
+    the tiles whose features did not change instead of encoding and writing them again)."""
+    import os
+    import shutil
+
+    from pipeline.orchestrate.cache import build_cache
+    from pipeline.tiles.overlay_glb import feature_mesh_glb
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        (tmp / "tile.glb").write_bytes(feature_mesh_glb(*args, **kw))
+
+    key = ["overlays-feature-tile-v1", list(args), sorted(kw.items())]
+    entry = build_cache(ctx).get_or_build(key, build)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    try:
+        os.link(entry / "tile.glb", path)
+    except OSError:
+        shutil.copyfile(entry / "tile.glb", path)
+
+
 def write_feature_tiles(
     ctx: BuildContext,
     out_dir: Path,
@@ -356,8 +379,8 @@ def write_feature_tiles(
 ) -> tuple[str, list[str]]:
     """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + tileset.json."""
     from pipeline.stages.terrain import normal_to_enu
-    from pipeline.tiles.overlay_glb import feature_mesh_glb, flat_tileset
-    from pipeline.tiles.tileset import write_atomic, write_json
+    from pipeline.tiles.overlay_glb import flat_tileset
+    from pipeline.tiles.tileset import write_json
 
     enu = normal_to_enu(mesh.xyz, height_crs, ctx.cfg.crs, ctx.frame)
     # normals: the frame's axes are within a fraction of a degree of the source grid's: keep them
@@ -378,20 +401,22 @@ def write_feature_tiles(
         frow[feats] = np.arange(len(feats))
         sub = table.iloc[feats].reset_index(drop=True)
         cols, props = _metadata_columns(sub, columns)
-        glb = feature_mesh_glb(
+        args = (
             enu[used],
             mesh.normals[used],
             remap[tris],
             frow[mesh.feature[used]],
             colours[mesh.feature[used]],
-            class_id=class_id,
-            columns=cols,
-            class_properties=props,
-            unlit=unlit,
-            double_sided=unlit,
         )
+        kw = {
+            "class_id": class_id,
+            "columns": cols,
+            "class_properties": props,
+            "unlit": unlit,
+            "double_sided": unlit,
+        }
         name = f"tiles/{int(k // 100000)}_{int(k % 100000)}.glb"
-        write_atomic(out_dir / name, glb)
+        _feature_tile_cached(ctx, out_dir / name, args, kw)
         tiles.append((name, enu[used].min(axis=0), enu[used].max(axis=0)))
         files.append(name)
     write_json(out_dir / "tileset.json", flat_tileset(tiles, ctx.frame.tile_transform(), ctx.build_id))
