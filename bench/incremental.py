@@ -5,6 +5,9 @@ Generates a demo district with `tile_m` small enough for >= 16 aerial tiles, bui
 patch raised by 4 m, same extent and point count) and builds again. Also times the no-change rebuild
 ("up to date") and, when the demo has DGM tiles, a rebuild after one changed DGM tile.
 
+The pipeline fingerprint is pinned (`TWIN_FINGERPRINT`) to the code as it was when the run started, so
+edits made in the work tree during the run do not turn the incremental builds into full ones.
+
 Writes bench/results/incremental.json. Target: incremental <= 20% of the full build.
 Run: `.venv/bin/python -m bench.incremental` (or via `make bench`).
 """
@@ -109,6 +112,11 @@ def run(
     workers: int = 2,
 ) -> dict:
     out_root = out_root or (REPO / "data" / "bench" / "incremental")
+    # all builds of one run must see one pipeline version: other engineers may edit the shared work tree
+    # while the benchmark runs, and any edit would change the fingerprint and invalidate every cached result
+    from pipeline.release.manifest import pipeline_fingerprint
+
+    os.environ.setdefault("TWIN_FINGERPRINT", "bench-" + pipeline_fingerprint().split("+", 1)[1])
     shutil.rmtree(out_root, ignore_errors=True)
     out_root.mkdir(parents=True)
     cfg_path = _project(out_root, size_m, tile_m, density)
