@@ -378,11 +378,20 @@ def write_feature_tiles(
     unlit: bool,
 ) -> tuple[str, list[str]]:
     """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + tileset.json."""
+    from pipeline.orchestrate.cache import build_cache
     from pipeline.stages.terrain import normal_to_enu
     from pipeline.tiles.overlay_glb import flat_tileset
     from pipeline.tiles.tileset import write_json
 
-    enu = normal_to_enu(mesh.xyz, height_crs, ctx.cfg.crs, ctx.frame)
+    # memoised: creating the PROJ transformer with the geoid grid costs more than the transformation
+    key = [
+        "overlays-normal-to-enu-v1",
+        np.ascontiguousarray(mesh.xyz),
+        height_crs,
+        ctx.cfg.crs,
+        ctx.frame.to_json(),
+    ]
+    enu = build_cache(ctx).call(key, normal_to_enu, mesh.xyz, height_crs, ctx.cfg.crs, ctx.frame)
     # normals: the frame's axes are within a fraction of a degree of the source grid's: keep them
     fx = np.bincount(mesh.feature, weights=mesh.xyz[:, 0]) / np.maximum(np.bincount(mesh.feature), 1)
     fy = np.bincount(mesh.feature, weights=mesh.xyz[:, 1]) / np.maximum(np.bincount(mesh.feature), 1)
