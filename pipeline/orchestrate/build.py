@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -426,8 +428,11 @@ def _run_locked(
         blog.info(f"resuming: reusing finished outputs of {len(partials)} unfinished build(s)")
     from pipeline.runtime import dask_client
 
+    closer: threading.Thread | None = None
     try:
-        with dask_client(cfg.runtime, workers=workers, scheduler=scheduler) as client:
+        client_cm = dask_client(cfg.runtime, workers=workers, scheduler=scheduler)
+        client = client_cm.__enter__()
+        try:
             good, bad = verify_inputs(cfg, inputs, client)
             frame = plan_frame(cfg, good)
             ctx = BuildContext(
@@ -452,6 +457,13 @@ def _run_locked(
                     role=f.role,
                 )
             layers = _layer_builders(ctx)
+        except BaseException:
+            client_cm.__exit__(*sys.exc_info())
+            raise
+        # the workers shut down (about a second) while this process stamps, writes and validates
+        ctx.client = None
+        closer = threading.Thread(target=client_cm.__exit__, args=(None, None, None), name="twin-dask-close")
+        closer.start()
         with ctx.stage("stamp"):
             stamp_tileset_versions(ctx, layers)
         warnings = list(ctx.warnings) + [w for lay in layers for w in lay.warnings]
@@ -493,9 +505,13 @@ def _run_locked(
         )
         blog.close()
     except BaseException as e:
+        if closer is not None:
+            closer.join()
         blog.event("build_failed", build_id=build_id, error=str(e), error_type=type(e).__name__)
         blog.close()
         raise
+    if closer is not None:
+        closer.join()
     promote(staging, final)
     switch_current(out_dir, final)
     record_published(out_dir, build_id)
