@@ -44,6 +44,7 @@ from pipeline.stages.points.tiling import (
     plan_bins,
     process_bin,
     process_upper,
+    warm_upper_kernels,
     with_lattice,
 )
 
@@ -411,6 +412,8 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
         str(spill),
         plan.cube,
     )
+    if client is not None:  # the idle main process loads the kernels of the upper tiles meanwhile
+        threading.Thread(target=warm_upper_kernels, daemon=True).start()
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
     if opts.cache is not None:
         from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
