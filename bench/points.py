@@ -8,7 +8,7 @@
    `py3dtiles convert --srs_out 4978 --jobs N --color_scale 1 --srs_in 2994`, and the decode floor (every
    chunk of the file decompressed by lazrs on N spawned processes, all fields, nothing else).
 2. A synthetic district of >= 100 M points in 1 km LAZ tiles (generated once into --data): ours, the floor
-   and py3dtiles (`--srs_in 25832`: it cannot apply the GCG2016 geoid; about 10 minutes; skip it with
+   and py3dtiles (CRS read from the files: `--srs_in` must match them; about 10 minutes; skip it with
    `--skip-district-py3dtiles`).
 
 `--quick` measures only the Autzen floor and ours (`--repeat N` times, alternating, best of N) and prints
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not (args.skip_py3dtiles or args.skip_district_py3dtiles):
                 print("== district: py3dtiles convert (about 10 minutes)", flush=True)
-                d["py3dtiles"] = run_py3dtiles_files(files, tmp / "district_py3dtiles", args.workers, "25832")
+                d["py3dtiles"] = run_py3dtiles_files(files, tmp / "district_py3dtiles", args.workers, None)
                 print(f"   {d['py3dtiles']['seconds']} s rc={d['py3dtiles']['returncode']}", flush=True)
                 if d["py3dtiles"]["returncode"] == 0:
                     d["speedup_vs_py3dtiles"] = round(d["py3dtiles"]["seconds"] / d["ours"]["seconds"], 2)
