@@ -485,7 +485,8 @@ def _run_locked(
         )
         from pipeline.release.validate import validate_release
 
-        trusted = {staging / rel for rel in ctx.reuse.reused_files}
+        # hard-linked from a validated release: by key, from the content cache or after an identical rebuild
+        trusted = {staging / rel for rel in ctx.reuse.reused_files | ctx.reuse.trusted_files}
         with ctx.stage("validate"):
             report = validate_release(
                 staging,

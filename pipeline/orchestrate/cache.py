@@ -355,6 +355,8 @@ class ReuseState:
     reused_layers: list[str] = field(default_factory=list)
     built_layers: list[str] = field(default_factory=list)
     deduped_files: int = 0  # rebuilt but byte-identical to the previous release: hard-linked
+    # rebuilt files that are now the very file (same inode) of a published, validated release
+    trusted_files: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, staging: Path, sources: Iterable[Path]) -> ReuseState:
@@ -525,7 +527,9 @@ def dedupe_against_previous(st: ReuseState, files: list[str]) -> int:
                 if not src.is_file() or src.stat().st_size != dst.stat().st_size:
                     continue
                 if src.samefile(dst):  # hard-linked by the builder (e.g. from the content cache)
-                    st.reused_files.add(rel)
+                    if not src_root.root.name.startswith("."):  # not a partial (unvalidated) build
+                        st.reused_files.add(rel)
+                        st.trusted_files.add(rel)
                     break
                 if not _same_bytes(src, dst):
                     continue
@@ -536,6 +540,8 @@ def dedupe_against_previous(st: ReuseState, files: list[str]) -> int:
                 os.link(src, tmp)
                 os.replace(tmp, dst)
                 linked += 1
+                if not src_root.root.name.startswith("."):
+                    st.trusted_files.add(rel)
             except OSError:
                 tmp.unlink(missing_ok=True)
             break
