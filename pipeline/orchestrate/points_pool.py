@@ -25,8 +25,10 @@ def _init_worker() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from pipeline.orchestrate.points import warm_worker
+    from pipeline.stages.points.kernels import warm_all
 
     warm_worker()
+    warm_all()
 
 
 def _ready() -> bool:
