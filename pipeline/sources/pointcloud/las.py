@@ -50,12 +50,14 @@ def decode_raw(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] 
     pf = _point_format(info)
     dtype = pf.dtype()
     if info.kind == "las":
+        # read straight into a writable array (the kernels then see the same array types as for LAZ)
+        arr = np.empty(unit.count, dtype=dtype)
         with info.path.open("rb") as f:
             f.seek(unit.byte_start)
-            buf = f.read(unit.byte_len)
-        if len(buf) != unit.byte_len:
+            got = f.readinto(memoryview(arr.view(np.uint8)))
+        if got != unit.byte_len:
             raise InputError("file is truncated (point records end early)", path=info.path)
-        return np.frombuffer(buf, dtype=dtype, count=unit.count)
+        return arr
     import lazrs
 
     with info.path.open("rb") as f:
