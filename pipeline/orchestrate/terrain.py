@@ -148,6 +148,27 @@ def las_bounds(files: Sequence[Path]) -> tuple[float, float, float, float]:
     return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
 
+def _ground_resolution(files: Sequence[Path], bounds, res_m: float, horizontal_crs: str) -> float:
+    """Cell size (in the CRS's units) for a terrain rasterised from ground points.
+
+    The configured size is in metres (converted for e.g. feet CRSs) and coarsened where the survey is too
+    sparse to put about four points in a cell; otherwise most cells would be interpolated and the mesh
+    would carry millions of triangles of nothing.
+    """
+    import laspy
+
+    unit = parse_crs(horizontal_crs).axis_info[0].unit_conversion_factor or 1.0  # metres per CRS unit
+    res = res_m / unit
+    count = 0
+    for f in files:
+        with laspy.open(f) as r:
+            count += int(r.header.point_count)
+    area = max((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), 1e-9)
+    if count:
+        res = max(res, float(np.sqrt(4.0 * area / count)))
+    return float(res)
+
+
 # ---- terrain -------------------------------------------------------------------------------------
 
 
@@ -167,9 +188,13 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
         ep = cfg.sources.aerial[-1] if cfg.sources.aerial else None
         if ep is None:
             raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
-        bounds = las_bounds([i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")])
-        res = lay.resolution_m or lay.ground_res_m
-        warnings.append(f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch}")
+        files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+        bounds = las_bounds(files)
+        res = _ground_resolution(files, bounds, lay.resolution_m or lay.ground_res_m, cfg.crs.horizontal)
+        warnings.append(
+            f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch} "
+            f"({res:.3g} CRS units per cell)"
+        )
     plan = plan_terrain(bounds, res, lay.tile_cells)
     n = lay.tile_cells * 2 ** (plan.levels - 1)
     root_bounds = (plan.x0, plan.y1 - n * res, plan.x0 + n * res, plan.y1)

@@ -9,7 +9,7 @@ from functools import cache
 import numpy as np
 
 from pipeline.config.model import CrsConfig
-from pipeline.crs import ECEF, ProjectFrame, make_transformer, parse_crs, to_enu_exact
+from pipeline.crs import ECEF, ProjectFrame, has_vertical, make_transformer, parse_crs, to_enu_exact
 from pipeline.sources.rasters import Bounds, RasterInfo
 from pipeline.stages.terrain.pyramid import (
     TerrainPlan,
@@ -54,10 +54,21 @@ def _to_ecef(source_crs: str, crs_cfg: CrsConfig):
     return make_transformer(parse_crs(source_crs), ECEF, crs_cfg)
 
 
+@cache
+def _z_factor(source_crs: str) -> float:
+    """Metres per unit of Z. A compound CRS tells PROJ its vertical unit (factor 1); heights of a
+    horizontal-only CRS (declared ellipsoidal) are in its horizontal unit, as for point clouds
+    (pipeline.sources.pointcloud.crs): a DGM or ground points in US feet must not become metres."""
+    crs = parse_crs(source_crs)
+    if has_vertical(crs) or crs.is_geographic or not crs.axis_info:
+        return 1.0
+    return float(crs.axis_info[0].unit_conversion_factor or 1.0)
+
+
 def normal_to_enu(xyh: np.ndarray, source_crs: str, crs_cfg: CrsConfig, frame: ProjectFrame) -> np.ndarray:
     """(N,3) E, N, normal height in `source_crs` -> project ENU via ECEF (geoid applied by PROJ)."""
     t = _to_ecef(source_crs, crs_cfg)
-    return to_enu_exact(frame, t, xyh[:, 0], xyh[:, 1], xyh[:, 2])
+    return to_enu_exact(frame, t, xyh[:, 0], xyh[:, 1], xyh[:, 2] * _z_factor(source_crs))
 
 
 def terrain_tile(
