@@ -650,9 +650,13 @@ def build_cache(ctx: BuildContext) -> Cache:
 def input_sha256(ctx: BuildContext, path: Path | str) -> str:
     """sha256 of an input file of this build (from the input scan; hashed here if it is not an input)."""
     want = Path(path).resolve()
-    for i in ctx.inputs:
-        if i.path == want or i.path.resolve() == want:
-            return i.sha256
+    index = getattr(ctx, "_twin_sha_by_path", None)
+    if index is None or len(index) != len(ctx.inputs):
+        index = {i.path.resolve(): i.sha256 for i in ctx.inputs}  # input paths are resolved already
+        with contextlib.suppress(AttributeError, TypeError):
+            ctx._twin_sha_by_path = index  # type: ignore[attr-defined]
+    if want in index:
+        return index[want]
     h = hashlib.sha256()
     with want.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
