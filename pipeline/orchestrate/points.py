@@ -649,7 +649,11 @@ def build_pointcloud_layer(
     )
     with ctx.stage(f"points:{name}"):
         summary = tile_pointcloud(
-            [f.path for f in files], ctx.release_dir / out_subdir, opts, client=ctx.client
+            [f.path for f in files],
+            ctx.release_dir / out_subdir,
+            opts,
+            client=ctx.client,
+            progress=ctx.progress,
         )
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
