@@ -39,6 +39,7 @@ from pipeline.stages.points.tiling import (
     FileJob,
     TileJob,
     TileRecord,
+    area_of_interest,
     decode_to_spill,
     ecef_transformer_for,
     plan_bins,
@@ -161,14 +162,25 @@ class PeakRss:
 # ---- planning -----------------------------------------------------------------------------------------
 
 
-def _standalone_frame(infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig) -> ProjectFrame:
+def _crs_aois(infos: list[PointFileInfo], fcs: list[FileCrs]) -> dict[str, Any]:
+    """Per source CRS (WKT): the area of interest covering all its files (one transformer per CRS)."""
+    boxes: dict[str, list] = {}
+    for info, fc in zip(infos, fcs, strict=True):
+        boxes.setdefault(fc.crs.to_wkt(), []).append((info.mins, info.maxs))
+    return {wkt: area_of_interest(wkt, b) for wkt, b in sorted(boxes.items())}
+
+
+def _standalone_frame(
+    infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig, aois: dict[str, Any] | None = None
+) -> ProjectFrame:
     """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
     from pyproj import Transformer
 
     lons, lats, weights = [], [], []
     to_geo = Transformer.from_crs(ECEF, GEOGRAPHIC_3D, always_xy=True)  # no grids: cheap
     for info, fc in zip(infos, fcs, strict=True):
-        t = ecef_transformer_for(fc.crs.to_wkt(), cfg, info.path)  # reused: extent, lattice
+        wkt = fc.crs.to_wkt()
+        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))  # reused: extent, lattice
         cx = (info.mins[0] + info.maxs[0]) / 2
         cy = (info.mins[1] + info.maxs[1]) / 2
         cz = (info.mins[2] + info.maxs[2]) / 2 * fc.z_factor
@@ -187,12 +199,17 @@ def _standalone_frame(infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsCo
 
 
 def _enu_extent(
-    infos: list[PointFileInfo], fcs: list[FileCrs], frame: ProjectFrame, cfg: CrsConfig
+    infos: list[PointFileInfo],
+    fcs: list[FileCrs],
+    frame: ProjectFrame,
+    cfg: CrsConfig,
+    aois: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
-        t = ecef_transformer_for(fc.crs.to_wkt(), cfg, info.path)
+        wkt = fc.crs.to_wkt()
+        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))
         g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
         X, Y, Z = np.meshgrid(*g, indexing="ij")
         ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
@@ -208,12 +225,17 @@ def _enu_extent(
 
 
 def _enu_extent_cached(
-    infos: list[PointFileInfo], fcs: list[FileCrs], frame: ProjectFrame, cfg: CrsConfig, cache: Any
+    infos: list[PointFileInfo],
+    fcs: list[FileCrs],
+    frame: ProjectFrame,
+    cfg: CrsConfig,
+    cache: Any,
+    aois: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_enu_extent`, per file memoised in the build cache by header bounds + CRS + frame (incremental
     builds then need no PROJ transformer in this process: creating one with a geoid grid takes ~1 s)."""
     if cache is None:
-        return _enu_extent(infos, fcs, frame, cfg)
+        return _enu_extent(infos, fcs, frame, cfg, aois)
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
@@ -226,7 +248,7 @@ def _enu_extent_cached(
             frame.to_json(),
             cfg,
         ]
-        flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg)
+        flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg, aois)
         lo = np.minimum(lo, flo)
         hi = np.maximum(hi, fhi)
     return lo, hi
@@ -277,8 +299,9 @@ def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
     notes = [f"{i.path.name}: {fc.note}" for i, fc in zip(infos, fcs, strict=True) if fc.note]
-    frame = opts.frame or _standalone_frame(infos, fcs, cfg)
-    lo, hi = _enu_extent_cached(infos, fcs, frame, cfg, opts.cache)
+    aois = _crs_aois(infos, fcs)  # transformers with an area of interest: same values, 8x faster to create
+    frame = opts.frame or _standalone_frame(infos, fcs, cfg, aois)
+    lo, hi = _enu_extent_cached(infos, fcs, frame, cfg, opts.cache, aois)
     pad = 1.0
     lo_mm = np.floor((lo - pad) * 1000).astype(np.int64)
     hi_mm = np.ceil((hi + pad) * 1000).astype(np.int64)
@@ -313,6 +336,7 @@ def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
                 fc.z_factor,
                 opts.orthophoto if (use_ortho and need) else None,
                 tuple(opts.ortho_bands),
+                aoi=aois.get(fc.crs.to_wkt()),
             ),
             frame,
             cfg,

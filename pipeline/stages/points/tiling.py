@@ -50,6 +50,9 @@ class FileJob:
     ortho_bands: tuple[tuple[str, int], ...] = ()
     # the file's reprojection lattice, built once by the planner (None: the decode task builds it)
     lattice: object = field(default=None, compare=False)
+    # (west, south, east, north) degrees covering the files of this CRS: narrows PROJ's operation search
+    # (transformer creation 0.4 -> 0.05 s with a geoid grid); never changes a transformed value
+    aoi: tuple[float, float, float, float] | None = field(default=None, compare=False)
 
 
 MAX_SHIPPED_LATTICE_BYTES = 4 * 2**20  # larger lattices are rebuilt by each worker instead of pickled
@@ -107,29 +110,71 @@ class BinResult:
 
 
 @functools.lru_cache(maxsize=32)
-def _transformer(crs_wkt: str, crs_cfg: CrsConfig):
+def _transformer(crs_wkt: str, crs_cfg: CrsConfig, aoi: tuple[float, float, float, float] | None = None):
     from pyproj import CRS
 
-    from pipeline.stages.points.reproject import ecef_transformer
+    from pipeline.crs import ECEF, make_transformer
 
-    return ecef_transformer(CRS.from_wkt(crs_wkt), crs_cfg)
+    return make_transformer(CRS.from_wkt(crs_wkt), ECEF, crs_cfg, area_of_interest=aoi)
 
 
 @functools.lru_cache(maxsize=32)
-def _lattice(crs_wkt: str, crs_cfg: CrsConfig, frame: ProjectFrame, mins, maxs, z_factor: float, path: str):
+def _lattice(
+    crs_wkt: str,
+    crs_cfg: CrsConfig,
+    frame: ProjectFrame,
+    mins,
+    maxs,
+    z_factor: float,
+    path: str,
+    aoi: tuple[float, float, float, float] | None = None,
+):
     from pyproj import CRS
 
     from pipeline.stages.points.reproject import build_lattice
 
     return build_lattice(
-        _transformer(crs_wkt, crs_cfg), frame, CRS.from_wkt(crs_wkt), mins, maxs, z_factor, path=path
+        _transformer(crs_wkt, crs_cfg, aoi), frame, CRS.from_wkt(crs_wkt), mins, maxs, z_factor, path=path
     )
 
 
-def ecef_transformer_for(crs_wkt: str, crs_cfg: CrsConfig, path=None):
-    """The (cached) source -> ECEF transformer of a CRS: creating one costs PROJ 0.3-0.4 s."""
+AOI_PAD_DEG = 0.05  # margin around the files' geographic bounds (lattice nodes reach beyond them)
+
+
+def area_of_interest(
+    crs_wkt: str, boxes: list[tuple[tuple, tuple]]
+) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) degrees around the (mins, maxs) boxes given in the CRS, padded; None when
+    it cannot be determined (then PROJ searches all candidate operations, as before)."""
+    import math
+
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import ProjError
+
     try:
-        return _transformer(crs_wkt, crs_cfg)
+        crs = CRS.from_wkt(crs_wkt)
+        h = crs.sub_crs_list[0] if crs.is_compound and crs.sub_crs_list else crs
+        geo = h.geodetic_crs
+        if geo is None:
+            return None
+        t = Transformer.from_crs(h, geo, always_xy=True)
+        w, s, e, n = math.inf, math.inf, -math.inf, -math.inf
+        for mins, maxs in boxes:
+            b = t.transform_bounds(mins[0], mins[1], maxs[0], maxs[1], densify_pts=21)
+            w, s, e, n = min(w, b[0]), min(s, b[1]), max(e, b[2]), max(n, b[3])
+    except (ProjError, ValueError, IndexError):
+        return None
+    if not all(math.isfinite(v) for v in (w, s, e, n)) or w > e or s > n or e - w > 90:
+        return None
+    p = AOI_PAD_DEG
+    return (max(w - p, -180.0), max(s - p, -90.0), min(e + p, 180.0), min(n + p, 90.0))
+
+
+def ecef_transformer_for(crs_wkt: str, crs_cfg: CrsConfig, path=None, aoi=None):
+    """The (cached) source -> ECEF transformer of a CRS: creating one costs PROJ 0.3-0.4 s (0.05 s with
+    an area of interest)."""
+    try:
+        return _transformer(crs_wkt, crs_cfg, aoi)
     except TwinError as e:
         if e.path is None and path is not None:
             raise type(e)(e.message, path=path, record=e.record) from e
@@ -139,7 +184,7 @@ def ecef_transformer_for(crs_wkt: str, crs_cfg: CrsConfig, path=None):
 def with_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> FileJob:
     """The file job carrying its lattice (built here once, not in every worker), unless it is large."""
     info = fj.info
-    lat = _lattice(fj.crs_wkt, crs_cfg, frame, info.mins, info.maxs, fj.z_factor, str(info.path))
+    lat = _lattice(fj.crs_wkt, crs_cfg, frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi)
     if lat.values.nbytes > MAX_SHIPPED_LATTICE_BYTES:
         return fj
     return dataclasses.replace(fj, lattice=lat)
@@ -192,7 +237,9 @@ def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: 
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
     lat = fj.lattice
     if lat is None:
-        lat = _lattice(fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path))
+        lat = _lattice(
+            fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
+        )
     xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
         d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat, key_origin, key_shift
     )
