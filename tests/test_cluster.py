@@ -133,3 +133,29 @@ def test_external_scheduler_equals_local_build(tmp_path, monkeypatch):
     a, b = tree(r_local.release_dir), tree(r_remote.release_dir)
     assert sorted(a) == sorted(b)
     assert a == b
+
+
+def test_external_scheduler_tiny_district_equals_local(tiny_project, tiny_release, tmp_path):
+    """The real layers of the tiny district, built on `dask scheduler` + 2 `dask worker`s, equal the local build."""
+    from pipeline.orchestrate.build import run_build
+
+    from .conftest import load_tiny_config
+
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_project / "configs", remote / "configs")
+    shutil.copytree(tiny_project / "data" / "raw", remote / "data" / "raw")  # no cache: a full build
+    with external_cluster(tmp_path) as address:
+        r_remote = run_build(load_tiny_config(remote), scheduler=address, log=BuildLog(quiet=True))
+    assert r_remote.build_id == tiny_release.name
+    a, b = tree(tiny_release), tree(r_remote.release_dir)
+
+    # the report plots stage timings; the manifest and the rebuild index (.twin/) record speeds and timings.
+    # Every layer file is identical.
+    def layer_file(k: str) -> bool:
+        return not k.startswith(("report/", ".twin/")) and k != "manifest.json"
+
+    layer_files = sorted(k for k in a if layer_file(k))
+    assert layer_files == sorted(k for k in b if layer_file(k))
+    assert len(layer_files) > 100
+    differing = [k for k in layer_files if a[k] != b[k]]
+    assert differing == []
