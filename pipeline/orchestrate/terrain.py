@@ -334,12 +334,23 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
     bounds = delivery_bounds(infos, cfg.crs.horizontal)
     ll = transform_bounds(parse_crs(cfg.crs.horizontal).to_wkt(), "EPSG:4326", *bounds, densify_pts=21)
     zmin, zmax = zoom_range(ll, lay.imagery_min_res_m, lay.imagery_min_zoom, lay.imagery_max_zoom)
-    calls = [((infos, z, tiles_for(ll, z), rgb), {}) for z in range(zmin, zmax + 1)]
-    levels = run_tasks(ctx, _xyz_level, calls, "imagery-xyz")
+    # chunks of a level are separate tasks: the finest level holds most tiles and must not run on one core
+    chunk = 32
+    zs: list[int] = []
+    calls = []
+    for z in range(zmin, zmax + 1):
+        level_tiles = tiles_for(ll, z)
+        for i in range(0, len(level_tiles), chunk):
+            zs.append(z)
+            calls.append(((infos, z, level_tiles[i : i + chunk], rgb), {}))
+    parts = run_tasks(ctx, _xyz_level, calls, "imagery-xyz")
+    by_zoom: dict[int, list[tuple[int, int, bytes]]] = {}
+    for z, part in zip(zs, parts, strict=True):
+        by_zoom.setdefault(z, []).extend(part)
     files: list[str] = []
     count = 0
-    for z, tiles in zip(range(zmin, zmax + 1), levels, strict=True):
-        for x, y, png in sorted(tiles):
+    for z in range(zmin, zmax + 1):
+        for x, y, png in sorted(by_zoom.get(z, [])):
             write_atomic(out / "xyz" / str(z) / str(x) / f"{y}.png", png)
             files.append(f"imagery/xyz/{z}/{x}/{y}.png")
             count += 1
