@@ -375,12 +375,20 @@ def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -
 
     if isinstance(client, LocalPool):  # standalone runs: concurrent.futures, no Dask cluster
         from concurrent.futures import as_completed
+
+        from pipeline.orchestrate.points_pool import phase_call
+
+        futures = [
+            client.submit(phase_call, name, fn, *args, key=f"{name}-{i}-{id(items)}")
+            for i, args in enumerate(items)
+        ]
     else:
         from distributed import as_completed
 
-    futures = [
-        client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False) for i, args in enumerate(items)
-    ]
+        futures = [
+            client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False)
+            for i, args in enumerate(items)
+        ]
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * total
     done = 0
