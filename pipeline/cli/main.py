@@ -19,10 +19,15 @@ COMMANDS = [
 ]
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="twin", description="RuhrTwin: raw geodata to a validated 3D Tiles twin")
-    p.add_argument("--version", action="version", version=f"twin {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def make_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `twin` parser. When argv[0] names a command whose module is named like it (`twin points`), only
+    that module is imported (`twin points` starts its worker pool sooner); otherwise all of them."""
+    if argv and f"pipeline.cli.{argv[0]}" in COMMANDS:
+        p, sub = _base_parser()
+        importlib.import_module(f"pipeline.cli.{argv[0]}").register(sub)
+        if argv[0] in sub.choices:
+            return p
+    p, sub = _base_parser()
     for name in COMMANDS:
         try:
             mod = importlib.import_module(name)
@@ -34,8 +39,14 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _base_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    p = argparse.ArgumentParser(prog="twin", description="RuhrTwin: raw geodata to a validated 3D Tiles twin")
+    p.add_argument("--version", action="version", version=f"twin {__version__}")
+    return p, p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = make_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except TwinError as e:

@@ -359,8 +359,16 @@ def _n_workers(client) -> int:
         return 1
 
 
-def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -> list:
-    """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process."""
+def _run(
+    client,
+    fn,
+    items: list[tuple],
+    name: str,
+    progress: Progress | None,
+    on_submitted: Callable[[], None] | None = None,
+) -> list:
+    """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process.
+    `on_submitted` runs once all tasks are submitted (on a client only)."""
     total = len(items)
     if progress:
         progress(name, 0, total)
@@ -390,6 +398,8 @@ def _run(client, fn, items: list[tuple], name: str, progress: Progress | None) -
             for i, args in enumerate(items)
         ]
     index = {f.key: i for i, f in enumerate(futures)}
+    if on_submitted is not None:
+        on_submitted()
     results: list = [None] * total
     done = 0
     try:
@@ -444,8 +454,10 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
         str(spill),
         plan.cube,
     )
-    if client is not None:  # the idle main process loads the kernels of the upper tiles meanwhile
+
+    def warm_upper() -> None:  # the idle main process loads the kernels of the upper tiles meanwhile
         threading.Thread(target=warm_upper_kernels, daemon=True).start()
+
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
     if opts.cache is not None:
         from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
@@ -456,7 +468,7 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
             fj = plan.file_jobs[u.file_index]
             kp = decode_key_parts(fj, u, djob, shas[str(fj.info.path)], opts.ortho_sha256)
             items.append((fj, u, djob, opts.cache, kp))
-        parts = _run(client, decode_cached, items, "decode", progress)
+        parts = _run(client, decode_cached, items, "decode", progress, warm_upper)
         for it, p in zip(items, parts, strict=True):
             unit_keys[p.rec_path] = opts.cache.key(it[4])
     else:
@@ -466,6 +478,7 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
             [(plan.file_jobs[u.file_index], u, djob) for u in units],
             "decode",
             progress,
+            warm_upper,
         )
     summary.phases["decode"] = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -24,7 +24,6 @@ from pipeline.config.model import CrsConfig
 from pipeline.crs import ProjectFrame
 from pipeline.errors import InputError, TwinError
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
-from pipeline.stages.points import kernels as K
 from pipeline.stages.points.classes import check_classes
 from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
 from pipeline.stages.points.spill import (
@@ -37,6 +36,20 @@ from pipeline.stages.points.spill import (
 )
 
 # ---- job descriptions (small, picklable) --------------------------------------------------------------
+
+
+class _LazyKernels:
+    """`pipeline.stages.points.kernels`, imported on first use: the main process of a standalone run scans,
+    plans and submits the decode tasks before it pays for importing numba (0.15-0.3 s on its critical path);
+    the workers load the kernels while it plans."""
+
+    def __getattr__(self, name: str):
+        from pipeline.stages.points import kernels
+
+        return getattr(kernels, name)
+
+
+K = _LazyKernels()
 
 
 @dataclass(frozen=True)
