@@ -42,9 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import contextlib
 
-    from pipeline.runtime import default_workers
+    if args.jobs:
+        jobs = args.jobs
+    else:  # pipeline.runtime imports the config model (pydantic, 0.1 s): only when we must ask it
+        from pipeline.runtime import default_workers
 
-    jobs = args.jobs or default_workers()
+        jobs = default_workers()
     pool = None
     if jobs > 1 and not args.scheduler:
         # local workers start first (spawned, ~1 s to import and load kernels) while we import and plan
