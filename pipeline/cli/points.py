@@ -18,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crs", help="CRS of the inputs, overriding the files' (e.g. EPSG:25832+7837)")
     p.add_argument("--format", choices=["1.1", "1.0"], default="1.1", help="3D Tiles profile (default 1.1)")
     p.add_argument("--jobs", type=int, help="worker processes (default: CPU count; 1 = in-process)")
-    p.add_argument("--memory", default="2GB", help="total memory budget of all workers (default 2GB)")
+    p.add_argument(
+        "--memory",
+        default="1.5GB",
+        help="memory budget of the point bins over all workers (default 1.5GB; ~0.3 GB of process overhead comes on top)",
+    )
     p.add_argument("--scheduler", help="attach to an existing Dask scheduler (tcp://HOST:PORT)")
     p.add_argument("--meshopt", action="store_true", help="EXT_meshopt_compression (1.1 only)")
     p.add_argument("--implicit", action="store_true", help="implicit octree tiling with subtrees (1.1)")

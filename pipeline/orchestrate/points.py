@@ -61,7 +61,7 @@ class PointTilingOptions:
     crs: str | None = None
     format: str = "1.1"  # "1.1" glb | "1.0" pnts
     jobs: int | None = None
-    memory: str | int = "2GB"  # total budget for all workers
+    memory: str | int = "1.5GB"  # budget of the point bins over all workers (process overhead comes on top)
     meshopt: bool = False
     implicit: bool = False
     class_scheme: str = "asprs"
