@@ -15,7 +15,7 @@ import shapely
 from lxml import etree
 
 from pipeline.sources.cadastre.common import WORKING_CRS, Rejected, normalise_columns
-from pipeline.sources.cadastre.gml import GmlError, find_srs, local, polygons_3d, srs_to_crs
+from pipeline.sources.cadastre.gml import GmlError, find_srs, local, polygons_3d, release_parsed, srs_to_crs
 
 HORIZONTAL_TOL = 0.05  # m: a polygon whose Z varies less than this is horizontal
 
@@ -80,11 +80,7 @@ def read_citygml(path: Path, rejected: list[Rejected], *, crs: str | None = None
                 geoms.append(geom)
             except (GmlError, ValueError, shapely.errors.GEOSException) as e:
                 rejected.append(Rejected(src, gid, f"Building: {e}"))
-            el.clear(keep_tail=False)
-            parent = el.getparent()
-            if parent is not None:
-                while el.getprevious() is not None:
-                    del parent[0]
+            release_parsed(el)
     except etree.XMLSyntaxError as e:
         rejected.append(Rejected(src, "-", f"XML syntax error (records after it are lost): {e}"))
     gdf = gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(geoms), crs=None)

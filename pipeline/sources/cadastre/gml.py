@@ -251,3 +251,13 @@ def find_srs(el: etree._Element) -> str | None:
         if s:
             return s
     return None
+
+
+def release_parsed(el: etree._Element) -> None:
+    """Free a record handled by `iterparse` and everything parsed before it: memory stays bounded by one
+    record, whatever the file size."""
+    el.clear(keep_tail=False)
+    parent = el.getparent()
+    if parent is not None:
+        while el.getprevious() is not None:
+            del parent[0]

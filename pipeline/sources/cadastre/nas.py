@@ -22,7 +22,7 @@ from pipeline.sources.cadastre.common import (
     Rejected,
     normalise_columns,
 )
-from pipeline.sources.cadastre.gml import GmlError, find_srs, local, polygons_of, srs_to_crs
+from pipeline.sources.cadastre.gml import GmlError, find_srs, local, polygons_of, release_parsed, srs_to_crs
 
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z$")
 LAGE = {"1200": "unter der Erdoberfläche", "1400": "aufgeständert", "1700": "über der Erdoberfläche"}
@@ -126,12 +126,7 @@ def read_nas(
                     p_geoms.append(geom)
             except (GmlError, ValueError, shapely.errors.GEOSException) as e:
                 rejected.append(Rejected(src, oid, f"{kind}: {e}"))
-            # bounded memory: drop the element and everything before it
-            el.clear(keep_tail=False)
-            parent = el.getparent()
-            if parent is not None:
-                while el.getprevious() is not None:
-                    del parent[0]
+            release_parsed(el)
     except etree.XMLSyntaxError as e:
         rejected.append(Rejected(src, "-", f"XML syntax error (records after it are lost): {e}"))
     except OSError as e:
