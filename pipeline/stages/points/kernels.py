@@ -18,42 +18,51 @@ U64 = np.uint64
 # ---- reprojection ------------------------------------------------------------------------------------
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _interp_mm(values, sx, sy, sz, lo, step, tol, out, i):
+    """Trilinear ENU value of one source point from the lattice, written to out[i] in integer mm.
+    Returns 1 when the point lies outside the lattice (then extrapolated from the border cell), else 0."""
+    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
+    fx = (sx - lo[0]) / step[0]
+    fy = (sy - lo[1]) / step[1]
+    fz = (sz - lo[2]) / step[2]
+    outside = 0
+    if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
+        outside = 1
+    cx = min(max(int(np.floor(fx)), 0), nx - 2)
+    cy = min(max(int(np.floor(fy)), 0), ny - 2)
+    cz = min(max(int(np.floor(fz)), 0), nz - 2)
+    tx = fx - cx
+    ty = fy - cy
+    tz = fz - cz
+    for k in range(3):
+        c000 = values[cx, cy, cz, k]
+        c100 = values[cx + 1, cy, cz, k]
+        c010 = values[cx, cy + 1, cz, k]
+        c110 = values[cx + 1, cy + 1, cz, k]
+        c001 = values[cx, cy, cz + 1, k]
+        c101 = values[cx + 1, cy, cz + 1, k]
+        c011 = values[cx, cy + 1, cz + 1, k]
+        c111 = values[cx + 1, cy + 1, cz + 1, k]
+        c00 = c000 + (c100 - c000) * tx
+        c10 = c010 + (c110 - c010) * tx
+        c01 = c001 + (c101 - c001) * tx
+        c11 = c011 + (c111 - c011) * tx
+        c0 = c00 + (c10 - c00) * ty
+        c1 = c01 + (c11 - c01) * ty
+        v = c0 + (c1 - c0) * tz
+        out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
+    return outside
+
+
 @nb.njit(cache=True, nogil=True)
 def _lattice_kernel(ix, iy, iz, scale, offset, zf, lo, step, values, out, tol):
-    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
     bad = 0
     for i in range(ix.shape[0]):
         sx = ix[i] * scale[0] + offset[0]
         sy = iy[i] * scale[1] + offset[1]
         sz = (iz[i] * scale[2] + offset[2]) * zf
-        fx = (sx - lo[0]) / step[0]
-        fy = (sy - lo[1]) / step[1]
-        fz = (sz - lo[2]) / step[2]
-        if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
-            bad += 1
-        cx = min(max(int(np.floor(fx)), 0), nx - 2)
-        cy = min(max(int(np.floor(fy)), 0), ny - 2)
-        cz = min(max(int(np.floor(fz)), 0), nz - 2)
-        tx = fx - cx
-        ty = fy - cy
-        tz = fz - cz
-        for k in range(3):
-            c000 = values[cx, cy, cz, k]
-            c100 = values[cx + 1, cy, cz, k]
-            c010 = values[cx, cy + 1, cz, k]
-            c110 = values[cx + 1, cy + 1, cz, k]
-            c001 = values[cx, cy, cz + 1, k]
-            c101 = values[cx + 1, cy, cz + 1, k]
-            c011 = values[cx, cy + 1, cz + 1, k]
-            c111 = values[cx + 1, cy + 1, cz + 1, k]
-            c00 = c000 + (c100 - c000) * tx
-            c10 = c010 + (c110 - c010) * tx
-            c01 = c001 + (c101 - c001) * tx
-            c11 = c011 + (c111 - c011) * tx
-            c0 = c00 + (c10 - c00) * ty
-            c1 = c01 + (c11 - c01) * ty
-            v = c0 + (c1 - c0) * tz
-            out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
+        bad += _interp_mm(values, sx, sy, sz, lo, step, tol, out, i)
     return bad
 
 
@@ -83,7 +92,6 @@ def _lattice_keys_kernel(
     """`_lattice_kernel` fused with the checks and keys of a decode unit: also the raw integer min/max
     (ext[0:3], ext[3:6]), the ENU min/max (ext[6:9], ext[9:12]) and Morton keys of (xyz - origin) >> kshift
     (only written when every point lies in the cube [origin, origin + 2^21 << kshift))."""
-    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
     bad = 0
     n = ix.shape[0]
     big = np.int64(1) << 62
@@ -106,34 +114,7 @@ def _lattice_keys_kernel(
         sx = xi * scale[0] + offset[0]
         sy = yi * scale[1] + offset[1]
         sz = (zi * scale[2] + offset[2]) * zf
-        fx = (sx - lo[0]) / step[0]
-        fy = (sy - lo[1]) / step[1]
-        fz = (sz - lo[2]) / step[2]
-        if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
-            bad += 1
-        cx = min(max(int(np.floor(fx)), 0), nx - 2)
-        cy = min(max(int(np.floor(fy)), 0), ny - 2)
-        cz = min(max(int(np.floor(fz)), 0), nz - 2)
-        tx = fx - cx
-        ty = fy - cy
-        tz = fz - cz
-        for k in range(3):
-            c000 = values[cx, cy, cz, k]
-            c100 = values[cx + 1, cy, cz, k]
-            c010 = values[cx, cy + 1, cz, k]
-            c110 = values[cx + 1, cy + 1, cz, k]
-            c001 = values[cx, cy, cz + 1, k]
-            c101 = values[cx + 1, cy, cz + 1, k]
-            c011 = values[cx, cy + 1, cz + 1, k]
-            c111 = values[cx + 1, cy + 1, cz + 1, k]
-            c00 = c000 + (c100 - c000) * tx
-            c10 = c010 + (c110 - c010) * tx
-            c01 = c001 + (c101 - c001) * tx
-            c11 = c011 + (c111 - c011) * tx
-            c0 = c00 + (c10 - c00) * ty
-            c1 = c01 + (c11 - c01) * ty
-            v = c0 + (c1 - c0) * tz
-            out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
+        bad += _interp_mm(values, sx, sy, sz, lo, step, tol, out, i)
         a = np.int64(out[i, 0])
         b = np.int64(out[i, 1])
         c = np.int64(out[i, 2])
