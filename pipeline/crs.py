@@ -93,6 +93,15 @@ def has_vertical(crs: CRS) -> bool:
     )
 
 
+def linear_unit_factor(crs: CRS) -> float:
+    """Metres per unit of the CRS's first axis (0.3048 for international feet); 1.0 for angular or
+    axis-less CRSs, whose units are not lengths."""
+    ax = crs.axis_info
+    if not ax or crs.is_geographic:
+        return 1.0
+    return float(ax[0].unit_conversion_factor or 1.0)
+
+
 def working_crs(cfg: CrsConfig) -> CRS:
     return parse_crs(cfg.compound)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.model import TwinConfig
-from pipeline.crs import parse_crs, resolve_source_crs
+from pipeline.crs import linear_unit_factor, parse_crs, resolve_source_crs
 from pipeline.errors import CrsError, InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.sources.rasters import (
@@ -157,7 +157,7 @@ def _ground_resolution(files: Sequence[Path], bounds, res_m: float, horizontal_c
     """
     import laspy
 
-    unit = parse_crs(horizontal_crs).axis_info[0].unit_conversion_factor or 1.0  # metres per CRS unit
+    unit = linear_unit_factor(parse_crs(horizontal_crs))  # metres per CRS unit
     res = res_m / unit
     count = 0
     for f in files:

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyproj import CRS
 
 from pipeline.config.model import CrsConfig
-from pipeline.crs import check_area_of_use, has_vertical, parse_crs, resolve_source_crs
+from pipeline.crs import check_area_of_use, has_vertical, linear_unit_factor, parse_crs, resolve_source_crs
 from pipeline.errors import CrsError
 from pipeline.sources.pointcloud.header import PointFileInfo
 
@@ -42,13 +42,6 @@ def _horizontal(crs: CRS) -> CRS:
     return crs
 
 
-def _unit_factor(crs: CRS) -> float:
-    ax = crs.axis_info
-    if not ax or crs.is_geographic:
-        return 1.0
-    return float(ax[0].unit_conversion_factor)
-
-
 def resolve_file_crs(
     info: PointFileInfo, override: str | None, cfg: CrsConfig, z_unit: str | None = None
 ) -> FileCrs:
@@ -67,7 +60,7 @@ def resolve_file_crs(
     given = parse_crs(override, path=path) if override else file_crs
     assert given is not None
     horiz = _horizontal(given)
-    hfac = _unit_factor(horiz)
+    hfac = linear_unit_factor(horiz)
     if z_unit is not None and z_unit not in Z_UNITS:
         raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)
     if given.is_geocentric:
@@ -81,7 +74,7 @@ def resolve_file_crs(
             vunit = 1.0
             for s in given.sub_crs_list or []:
                 if s.is_vertical:
-                    vunit = _unit_factor(s)
+                    vunit = linear_unit_factor(s)
             zf = Z_UNITS[z_unit] / vunit
         return FileCrs(given, zf)
     if cfg.vertical is not None and not cfg.assume_ellipsoidal_heights:
@@ -96,7 +89,7 @@ def resolve_file_crs(
         vunit = 1.0
         for s in crs.sub_crs_list or []:
             if s.is_vertical:
-                vunit = _unit_factor(s)
+                vunit = linear_unit_factor(s)
         return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / vunit, f"vertical {cfg.vertical} attached")
     if not cfg.assume_ellipsoidal_heights:
         raise CrsError(

@@ -9,7 +9,15 @@ from functools import cache
 import numpy as np
 
 from pipeline.config.model import CrsConfig
-from pipeline.crs import ECEF, ProjectFrame, has_vertical, make_transformer, parse_crs, to_enu_exact
+from pipeline.crs import (
+    ECEF,
+    ProjectFrame,
+    has_vertical,
+    linear_unit_factor,
+    make_transformer,
+    parse_crs,
+    to_enu_exact,
+)
 from pipeline.sources.rasters import Bounds, RasterInfo
 from pipeline.stages.terrain.pyramid import (
     TerrainPlan,
@@ -60,9 +68,7 @@ def _z_factor(source_crs: str) -> float:
     horizontal-only CRS (declared ellipsoidal) are in its horizontal unit, as for point clouds
     (pipeline.sources.pointcloud.crs): a DGM or ground points in US feet must not become metres."""
     crs = parse_crs(source_crs)
-    if has_vertical(crs) or crs.is_geographic or not crs.axis_info:
-        return 1.0
-    return float(crs.axis_info[0].unit_conversion_factor or 1.0)
+    return 1.0 if has_vertical(crs) else linear_unit_factor(crs)
 
 
 def normal_to_enu(xyh: np.ndarray, source_crs: str, crs_cfg: CrsConfig, frame: ProjectFrame) -> np.ndarray:
