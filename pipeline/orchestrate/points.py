@@ -490,7 +490,7 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
     max_bin = min(max_bin, max(MIN_BIN_POINTS, summary.points_in // (4 * workers)))
     if opts.max_bin_points:
         max_bin = opts.max_bin_points
-    bins = plan_bins(parts, plan.cube, max_bin, max_depth=min(plan.cube.S, plan.cube.tmax))
+    bins = plan_bins(parts, plan.cube, plan.layout.dtype, max_bin, max_depth=min(plan.cube.S, plan.cube.tmax))
     summary.bins = len(bins)
     codes = sorted({c for p in parts for c in p.class_codes})
     schema = PointSchema(

@@ -3,7 +3,7 @@
 - A **decode unit** (a contiguous point range of one input file) is keyed by the file's sha256, the unit's
   range, the file's CRS and z factor, the orthophoto hashes (colour), the project frame, the CRS section,
   the record layout, the class handling and the octree cube. Its cache entry holds the spill files
-  (`u*.key`, `u*.rec`) and `part.json`; an unchanged input file is never decoded again.
+  (`u*.rec`) and `part.json`; an unchanged input file is never decoded again.
 - A **bin** (an octree node processed as one task) is keyed by its node id and, for every spill part it
   reads, the part's decode key and index range, plus the tile job (cube, layout, format, tile size,
   schema, meshopt). Its cache entry holds the bin's tiles (`content/...`), the points it promotes to the
@@ -53,7 +53,7 @@ def decode_key_parts(
 ) -> list[Any]:
     """What a decode unit's spill output depends on (never paths: the project may move)."""
     return [
-        "points-decode-v1",
+        "points-decode-v2",
         sha256,
         {
             "start": unit.start,
@@ -86,7 +86,6 @@ def decode_cached(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key_p
         part = decode_to_spill(fj, unit, dataclasses.replace(job, spill_dir=str(tmp)))
         meta = {
             "count": part.count,
-            "key": Path(part.key_path).name,
             "rec": Path(part.rec_path).name,
             "lo_mm": list(part.lo_mm),
             "hi_mm": list(part.hi_mm),
@@ -99,7 +98,6 @@ def decode_cached(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key_p
     return SpillPart(
         unit.unit_index,
         int(meta["count"]),
-        str(entry / meta["key"]),
         str(entry / meta["rec"]),
         tuple(meta["lo_mm"]),
         tuple(meta["hi_mm"]),

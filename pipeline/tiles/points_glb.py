@@ -115,30 +115,96 @@ def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
     return QuantizedTile(lo=lo, step=step, q=q, qmax=q.max(axis=0).astype(np.int64))
 
 
-def _interleave(columns: list[tuple[str, np.ndarray, bool]]) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
-    """Pack vertex attributes into one interleaved record (each attribute 4-byte aligned, as glTF requires).
+@dataclass(frozen=True)
+class VertexAttr:
+    """One vertex attribute of the interleaved point vertex buffer."""
 
-    Returns the packed array and {attribute: (byteOffset, index in columns)}.
-    """
-    names, formats, offsets = [], [], []
-    off = 0
-    placed: dict[str, tuple[int, int]] = {}
-    for i, (attr, arr, _norm) in enumerate(columns):
-        comp = arr.dtype.itemsize
-        off = (off + 3) // 4 * 4  # glTF: every vertex attribute starts on a 4-byte boundary
-        width = 1 if arr.ndim == 1 else arr.shape[1]
-        names.append(attr)
-        formats.append((arr.dtype, (width,)) if width > 1 else arr.dtype)
-        offsets.append(off)
-        placed[attr] = (off, i)
-        off += comp * width
-    stride = (off + 3) // 4 * 4
-    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": stride})
-    n = len(columns[0][1])
+    attr: str  # glTF attribute name
+    prop: str | None  # metadata property it carries (None: POSITION, COLOR_0)
+    field: str  # record field it comes from ("" for POSITION)
+    ctype: str  # numpy dtype of one component
+    width: int  # components (1 or 3)
+    offset: int  # byte offset in the vertex
+    normalized: bool = False
+
+
+def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
+    """The interleaved vertex layout of a tileset's point tiles and its stride (bytes per point).
+
+    POSITION and intensity first (8 bytes), then 4-byte, 2-byte and 1-byte components; every attribute
+    starts on a 4-byte boundary, as glTF requires of vertex attributes."""
+    cols: list[tuple[str, str | None, str, str, int, bool]] = [
+        ("POSITION", None, "", "<u2", 3, False),
+        ("_INTENSITY", "intensity", "intensity", "<u2", 1, False),
+    ]
+    rest: list[tuple[str, str | None, str, str, int, bool]] = []
+    if schema.has_gps:
+        rest.append(("_GPS_TIME", "gps_time", "gps_time", "<f4", 1, False))
+    for name in schema.extra_dims:
+        rest.append((f"_X_{name.upper()}", f"x_{name}", f"x_{name}", "<f4", 1, False))
+    rest.append(("_POINT_SOURCE_ID", "point_source_id", "point_source_id", "<u2", 1, False))
+    if schema.has_nir:
+        rest.append(("_NIR", "nir", "nir", "<u2", 1, False))
+    if schema.has_rgb:
+        rest.append(("COLOR_0", None, "rgb", "u1", 3, True))
+    for name in ("classification", "return_number", "number_of_returns"):
+        rest.append((f"_{name.upper()}", name, name, "u1", 1, False))
+    rest.sort(key=lambda c: -np.dtype(c[3]).itemsize)  # stable
+    out, off = [], 0
+    for attr, prop, fld, ctype, width, norm in cols + rest:
+        off = (off + 3) // 4 * 4
+        out.append(VertexAttr(attr, prop, fld, ctype, width, off, norm))
+        off += np.dtype(ctype).itemsize * width
+    return tuple(out), (off + 3) // 4 * 4
+
+
+def _property_order(schema: PointSchema) -> list[str]:
+    """Metadata properties in the order the property attribute lists them."""
+    props = ["intensity"]
+    if schema.has_gps:
+        props.append("gps_time")
+    props += [f"x_{n}" for n in schema.extra_dims]
+    props.append("point_source_id")
+    if schema.has_nir:
+        props.append("nir")
+    return [*props, "classification", "return_number", "number_of_returns"]
+
+
+def pack_vertices(
+    qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
+) -> tuple[np.ndarray, float]:
+    """The interleaved vertex bytes (n, stride) of one tile and its GPS base time (numpy version; the
+    tiler uses the fused kernel `pipeline.stages.points.kernels.tile_vertices`, tested equal)."""
+    layout, stride = vertex_layout(schema)
+    n = len(qt.q)
+    dt = np.dtype(
+        {
+            "names": [a.attr for a in layout],
+            "formats": [
+                (np.dtype(a.ctype), (a.width,)) if a.width > 1 else np.dtype(a.ctype) for a in layout
+            ],
+            "offsets": [a.offset for a in layout],
+            "itemsize": stride,
+        }
+    )
     packed = np.zeros(n, dtype=dt)
-    for attr, arr, _norm in columns:
-        packed[attr] = arr
-    return packed, placed
+    base = 0.0
+    for a in layout:
+        if a.attr == "POSITION":  # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)
+            pos = np.empty((n, 3), dtype=np.uint16)
+            pos[:, 0] = qt.q[:, 0]
+            pos[:, 1] = qt.q[:, 2]
+            pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
+            packed[a.attr] = pos
+        elif a.attr == "_GPS_TIME":
+            t = np.asarray(attrs["gps_time"], dtype=np.float64)
+            base = float(t.min()) if n else 0.0
+            packed[a.attr] = (t - base).astype(np.float32)
+        elif a.attr == "COLOR_0":
+            packed[a.attr] = SRGB8_TO_LINEAR8[attrs["rgb"]]
+        else:
+            packed[a.attr] = np.asarray(attrs[a.field]).astype(a.ctype, copy=False)
+    return packed.view(np.uint8).reshape(n, stride), base
 
 
 def encode_glb(
@@ -153,89 +219,87 @@ def encode_glb(
     All vertex attributes are interleaved in one buffer view, each on a 4-byte boundary (36 bytes per point
     with colour and GPS time; EXT_meshopt_compression removes most of the padding).
     """
+    packed, base = pack_vertices(qt, attrs, schema)
+    qmin = getattr(qt, "_qmin", None)
+    if qmin is None:
+        qmin = qt.q.min(axis=0) if len(qt.q) else np.zeros(3, np.int64)
+    return glb_from_vertices(packed, schema, qt.lo, qt.step, qmin, qt.qmax, base, meshopt=meshopt)
+
+
+def glb_from_vertices(
+    packed: np.ndarray,
+    schema: PointSchema,
+    lo,
+    step: int,
+    qmin,
+    qmax,
+    gps_base: float,
+    *,
+    meshopt: bool = False,
+) -> bytes:
+    """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see
+    `vertex_layout`), its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time."""
+    b, direct = _glb_builder(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
+    if meshopt:
+        return _meshopt_glb(b)
+    if direct:
+        return b"".join(_glb_one_view(b.json, packed))
+    return b.to_glb()
+
+
+def _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base) -> dict[str, Any]:
+    b, direct = _glb_builder(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=False)
+    assert direct
+    return b.json
+
+
+def _glb_builder(
+    packed, schema, lo, step, qmin, qmax, gps_base, *, meshopt: bool
+) -> tuple[GltfBuilder, bool]:
+    layout, stride = vertex_layout(schema)
+    n = len(packed)
     b = GltfBuilder()
     b.use_extension("KHR_mesh_quantization", required=True)
-    n = len(qt.q)
-    # glTF y-up: (x, z, -y); the -y axis is stored as qmax_y - qy so everything stays unsigned
-    pos = np.empty((n, 3), dtype=np.uint16)
-    pos[:, 0] = qt.q[:, 0]
-    pos[:, 1] = qt.q[:, 2]
-    pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
-    prop_attr: dict[str, str] = {}
-    pa_extra: dict[str, dict[str, Any]] = {}
-    cols: list[tuple[str, np.ndarray, bool]] = [("POSITION", pos, False)]
-
-    def add(prop: str, attr: str, values: np.ndarray) -> None:
-        cols.append((attr, np.ascontiguousarray(values), False))
-        prop_attr[prop] = attr
-
-    add("intensity", "_INTENSITY", attrs["intensity"])
-    if schema.has_gps:
-        t = np.asarray(attrs["gps_time"], dtype=np.float64)
-        base = float(t.min()) if n else 0.0
-        add("gps_time", "_GPS_TIME", (t - base).astype(np.float32))
-        pa_extra["gps_time"] = {"offset": base}
-    for name in schema.extra_dims:
-        add(f"x_{name}", f"_X_{name.upper()}", np.asarray(attrs[f"x_{name}"], dtype=np.float32))
-    add("point_source_id", "_POINT_SOURCE_ID", attrs["point_source_id"])
-    if schema.has_nir:
-        add("nir", "_NIR", attrs["nir"])
-    if schema.has_rgb:
-        cols.append(("COLOR_0", SRGB8_TO_LINEAR8[attrs["rgb"]], True))
-    add("classification", "_CLASSIFICATION", attrs["classification"])
-    add("return_number", "_RETURN_NUMBER", attrs["return_number"])
-    add("number_of_returns", "_NUMBER_OF_RETURNS", attrs["number_of_returns"])
-    # 4-byte components first, then 2-byte, then 1-byte (POSITION + intensity stay in front: 8 bytes)
-    head, rest = cols[:2], cols[2:]
-    rest.sort(key=lambda c: -c[1].dtype.itemsize)
-    cols = head + rest
-    packed, placed = _interleave(cols)
-    stride = packed.dtype.itemsize
     direct = not meshopt and n > 0
     if direct:  # the vertex buffer goes straight into the GLB (see _glb_one_view): no builder copies
         b.json["bufferViews"] = [
             {
                 "buffer": 0,
                 "byteOffset": 0,
-                "byteLength": packed.nbytes,
+                "byteLength": n * stride,
                 "byteStride": stride,
                 "target": ARRAY_BUFFER,
             }
         ]
         view = 0
     else:
-        view = b.add_buffer_view(packed.view(np.uint8), ARRAY_BUFFER, stride)
+        view = b.add_buffer_view(np.ascontiguousarray(packed).reshape(-1), ARRAY_BUFFER, stride)
     accs = b.json.setdefault("accessors", [])
     accessors: dict[str, int] = {}
     comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
-    for attr, (off, i) in placed.items():
-        arr, norm = cols[i][1], cols[i][2]
-        width = 1 if arr.ndim == 1 else arr.shape[1]
-        ctype = FLOAT if arr.dtype == np.float32 else comp[arr.dtype.itemsize]
+    for a in layout:
+        cdt = np.dtype(a.ctype)
         acc: dict[str, Any] = {
             "bufferView": view,
-            "byteOffset": off,
-            "componentType": ctype,
+            "byteOffset": a.offset,
+            "componentType": FLOAT if cdt == np.float32 else comp[cdt.itemsize],
             "count": int(n),
-            "type": {1: "SCALAR", 3: "VEC3"}[width],
+            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
         }
-        if norm:
+        if a.normalized:
             acc["normalized"] = True
-        if attr == "POSITION" and n:
-            qmin = getattr(qt, "_qmin", None)
-            if qmin is None:
-                qmin = qt.q.min(axis=0)
-            qmax = qt.qmax
+        if a.attr == "POSITION" and n:
             # pos = (qx, qz, qmax_y - qy)
             acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
             acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
         accs.append(acc)
-        accessors[attr] = len(accs) - 1
+        accessors[a.attr] = len(accs) - 1
+    attr_of = {a.prop: a.attr for a in layout if a.prop}
     set_metadata_schema(b, schema.metadata_schema())
-    pa_index = add_property_attribute(b, CLASS_ID, prop_attr)
-    pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
-    for prop, extra in pa_extra.items():
-        pas["properties"][prop].update(extra)
+    pa_index = add_property_attribute(b, CLASS_ID, {p: attr_of[p] for p in _property_order(schema)})
+    if schema.has_gps:
+        pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
+        pas["properties"]["gps_time"]["offset"] = gps_base
     prim: dict[str, Any] = {
         "attributes": accessors,
         "mode": POINTS,
@@ -244,26 +308,22 @@ def encode_glb(
         },
     }
     mesh = b.add_mesh([prim])
-    s = qt.step / 1000.0
+    s = step / 1000.0
     b.add_node(
         mesh,
         translation=[
-            qt.lo[0] / 1000.0,
-            qt.lo[2] / 1000.0,
-            -(qt.lo[1] + qt.qmax[1] * qt.step) / 1000.0,
+            lo[0] / 1000.0,
+            lo[2] / 1000.0,
+            -(lo[1] + qmax[1] * step) / 1000.0,
         ],
         scale=[s, s, s],
     )
-    if meshopt:
-        return _meshopt_glb(b)
-    if direct:
-        return _glb_one_view(b.json, packed)
-    return b.to_glb()
+    return b, direct
 
 
-def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> bytes:
-    """The bytes `GltfBuilder.to_glb()` writes for one buffer view at offset 0, with a single copy of the
-    payload (the builder copies it four times)."""
+def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> list[Any]:
+    """The pieces of the GLB `GltfBuilder.to_glb()` writes for one buffer view at offset 0; the payload is
+    not copied (the builder copies it four times): join them, or hand them to `os.writev`."""
     import json
     import struct
 
@@ -275,16 +335,40 @@ def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> bytes:
     if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned, as GltfBuilder.to_glb
         jb += b"    "
     total = 12 + 8 + len(jb) + 8 + padded
-    return b"".join(
-        [
-            struct.pack("<4sII", b"glTF", 2, total),
-            struct.pack("<I4s", len(jb), b"JSON"),
-            jb,
-            struct.pack("<I4s", padded, b"BIN\x00"),
-            memoryview(np.ascontiguousarray(payload).view(np.uint8)),
-            b"\x00" * (padded - blen),
-        ]
-    )
+    parts = [
+        struct.pack("<4sII", b"glTF", 2, total)
+        + struct.pack("<I4s", len(jb), b"JSON")
+        + jb
+        + struct.pack("<I4s", padded, b"BIN\x00"),
+        memoryview(np.ascontiguousarray(payload).reshape(-1)),
+    ]
+    if padded > blen:
+        parts.append(b"\x00" * (padded - blen))
+    return parts
+
+
+def write_glb_from_vertices(
+    path, packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False
+) -> None:
+    """`glb_from_vertices` written to `path` without assembling the file in memory."""
+    import os
+
+    if meshopt or len(packed) == 0:
+        data = glb_from_vertices(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
+        parts: list[Any] = [data]
+    else:
+        js = _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base)
+        parts = _glb_one_view(js, packed)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        total = sum(memoryview(p).nbytes for p in parts)
+        done = os.writev(fd, parts)
+        if done != total:  # short write (rare): finish with plain writes
+            data = b"".join(bytes(p) for p in parts)[done:]
+            while data:
+                data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def _meshopt_glb(b: GltfBuilder) -> bytes:

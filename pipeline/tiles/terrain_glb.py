@@ -125,6 +125,8 @@ def terrain_tileset(root: TerrainTileNode, transform: list[float], tileset_versi
         "asset": asset("1.1", tileset_version),
         # CesiumJS decides whether to draw the root at all from the tileset's error: keep it at least the
         # size of the data, or the layer vanishes a few hundred metres away on flat terrain.
-        "geometricError": float(round(max(root.geometric_error * 2, float(np.linalg.norm(root.hi - root.lo))), 4)),
+        "geometricError": float(
+            round(max(root.geometric_error * 2, float(np.linalg.norm(root.hi - root.lo))), 4)
+        ),
         "root": r,
     }

@@ -7,6 +7,7 @@ afterwards is safe, and one Dask worker uses exactly one core.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 
@@ -19,11 +20,18 @@ from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 BASE_FIELDS = ("intensity", "classification", "return_number", "number_of_returns", "point_source_id")
 
 
-def _point_format(info: PointFileInfo):
+@functools.lru_cache(maxsize=64)
+def _point_format_of(path, size: int, mtime_ns: int):
     import laspy
 
-    with laspy.open(info.path) as r:
+    with laspy.open(path) as r:
         return r.header.point_format
+
+
+def _point_format(info: PointFileInfo):
+    """The file's laspy point format (with its extra bytes), read once per file and process."""
+    st = info.path.stat()
+    return _point_format_of(info.path, st.st_size, st.st_mtime_ns)
 
 
 def _selection(info: PointFileInfo, extra_dims: tuple[str, ...]):
@@ -45,13 +53,19 @@ def _selection(info: PointFileInfo, extra_dims: tuple[str, ...]):
     return lazrs.DecompressionSelection(sel)
 
 
-def decode_raw(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()) -> np.ndarray:
-    """Raw point records (laspy dtype) of a unit."""
+def decode_raw(
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), out: np.ndarray | None = None
+) -> np.ndarray:
+    """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
+    bytes; e.g. a reused scratch buffer) when given, else into a new array."""
     pf = _point_format(info)
     dtype = pf.dtype()
+    nbytes = unit.count * dtype.itemsize
+    if out is not None and out.nbytes < nbytes:
+        raise ValueError("decode buffer too small")
     if info.kind == "las":
         # read straight into a writable array (the kernels then see the same array types as for LAZ)
-        arr = np.empty(unit.count, dtype=dtype)
+        arr = np.empty(unit.count, dtype=dtype) if out is None else out[:nbytes].view(dtype)
         with info.path.open("rb") as f:
             f.seek(unit.byte_start)
             got = f.readinto(memoryview(arr.view(np.uint8)))
@@ -69,16 +83,16 @@ def decode_raw(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] 
     # decompressor can be used on an in-memory buffer holding only this unit's chunks.
     table = _chunk_table_bytes(unit.chunks, info)
     stream = struct.pack("<q", 8 + len(data)) + data + table
-    out = bytearray(unit.count * dtype.itemsize)
+    dest = np.empty(nbytes, dtype=np.uint8) if out is None else out[:nbytes]
     try:
         sel = _selection(info, extra_dims) if info.point_format >= 6 else None
         dec = lazrs.LasZipDecompressor(io.BytesIO(stream), info.laszip_vlr, sel)
-        dec.decompress_many(out)
+        dec.decompress_many(dest)
     except Exception as e:
         raise InputError(
             f"corrupt LAZ data in points {unit.start}..{unit.start + unit.count - 1}: {e}", path=info.path
         ) from e
-    return np.frombuffer(out, dtype=dtype)
+    return dest.view(dtype)
 
 
 def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo) -> bytes:
@@ -91,10 +105,11 @@ def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo)
 
 
 def decode_unit(
-    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), out: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays."""
-    raw = decode_raw(info, unit, extra_dims)
+    """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
+    views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given)."""
+    raw = decode_raw(info, unit, extra_dims, out)
     bits = raw["bit_fields"]
     if info.point_format >= 6:
         ret = bits & np.uint8(0x0F)
@@ -104,7 +119,8 @@ def decode_unit(
         ret = bits & np.uint8(0x07)
         nret = (bits >> np.uint8(3)) & np.uint8(0x07)
         cls = raw["raw_classification"] & np.uint8(0x1F)
-    out: dict[str, np.ndarray] = {
+    cols: dict[str, np.ndarray] = {
+        "_raw": raw,
         "X": raw["X"],
         "Y": raw["Y"],
         "Z": raw["Z"],
@@ -115,17 +131,17 @@ def decode_unit(
         "point_source_id": raw["point_source_id"],
     }
     if info.has_gps:
-        out["gps_time"] = raw["gps_time"]
+        cols["gps_time"] = raw["gps_time"]
     if info.has_rgb:
         for c in ("red", "green", "blue"):
-            out[c] = raw[c]
+            cols[c] = raw[c]
     if info.has_nir:
-        out["nir"] = raw["nir"]
+        cols["nir"] = raw["nir"]
     if extra_dims:
         import laspy
 
         rec = laspy.PackedPointRecord(raw, _point_format(info))
         for name in extra_dims:
             if name in info.extra_dims:
-                out["x_" + name] = np.asarray(rec[name], dtype=np.float32)
-    return out
+                cols["x_" + name] = np.asarray(rec[name], dtype=np.float32)
+    return cols

@@ -140,14 +140,15 @@ def _lattice_keys_kernel(
     return bad
 
 
-def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift):
+def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift, out=None, keys=None):
     """`lattice_to_enu_mm` + `morton_keys` in one pass, with the unit's extents.
 
     Returns (xyz int32 (N,3), keys uint64 (N,) (None if a point lies outside the cube), bad,
-    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62)."""
+    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62).
+    `out` / `keys` may be given (e.g. scratch buffers) to be written instead of new arrays."""
     n = len(ix)
-    out = np.empty((n, 3), dtype=np.int32)
-    keys = np.empty(n, dtype=np.uint64)
+    out = np.empty((n, 3), dtype=np.int32) if out is None else out
+    keys = np.empty(n, dtype=np.uint64) if keys is None else keys
     ext = np.empty(12, dtype=np.int64)
     origin = np.asarray(origin_mm, np.int64)
     bad = _lattice_keys_kernel(
@@ -275,14 +276,39 @@ def _keys_hashes_kernel(x, y, z, origin, shift, keys, hashes):
         hashes[i] = _mix64(h ^ U64(np.uint32(np.int32(c))))
 
 
-def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """`morton_keys` and `point_hash` of int32 coordinate columns (may be strided record fields), one pass."""
+def keys_and_hashes(x, y, z, origin_mm, shift: int, keys=None, hashes=None) -> tuple[np.ndarray, np.ndarray]:
+    """`morton_keys` and `point_hash` of int32 coordinate columns (may be strided record fields), one pass
+    (into `keys` / `hashes` when given)."""
     n = len(x)
-    keys = np.empty(n, dtype=np.uint64)
-    hashes = np.empty(n, dtype=np.uint64)
+    keys = np.empty(n, dtype=np.uint64) if keys is None else keys
+    hashes = np.empty(n, dtype=np.uint64) if hashes is None else hashes
     if n:
         _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
     return keys, hashes
+
+
+@nb.njit(cache=True, nogil=True)
+def _lower_bound(x, y, z, origin, shift, lo, hi, target):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        k = (
+            _part1by2(U64((np.int64(x[mid]) - origin[0]) >> shift))
+            | (_part1by2(U64((np.int64(y[mid]) - origin[1]) >> shift)) << U64(1))
+            | (_part1by2(U64((np.int64(z[mid]) - origin[2]) >> shift)) << U64(2))
+        )
+        if k < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def spill_lower_bound(x, y, z, origin_mm, shift: int, first: int, last: int, target: int) -> int:
+    """First index in [first, last) whose Morton key of `(xyz - origin) >> shift` is >= target (the
+    records are sorted by that key); `last` if none."""
+    return int(
+        _lower_bound(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), first, last, U64(target))
+    )
 
 
 def point_hash_reference(xyz_mm: np.ndarray) -> np.ndarray:
@@ -517,6 +543,129 @@ def quantize_tiles(x, y, z, starts, ends):
 
 
 @nb.njit(cache=True, nogil=True)
+def _tile_vertices(
+    x,
+    y,
+    z,
+    gps,
+    rec8,
+    perm,
+    starts,
+    ends,
+    copies,
+    rgb_src,
+    rgb_dst,
+    lut,
+    gps_col,
+    out8,
+    out16,
+    out32,
+    lo,
+    step,
+    qmin,
+    qmax,
+    gbase,
+    checksum,
+):
+    for t in range(starts.shape[0]):
+        s = starts[t]
+        e = ends[t]
+        j = perm[s]
+        mn0, mn1, mn2 = np.int64(x[j]), np.int64(y[j]), np.int64(z[j])
+        mx0, mx1, mx2 = mn0, mn1, mn2
+        g = gps[j] if gps_col >= 0 else 0.0
+        for i in range(s, e):
+            j = perm[i]
+            a, b, c = np.int64(x[j]), np.int64(y[j]), np.int64(z[j])
+            mn0 = min(mn0, a)
+            mn1 = min(mn1, b)
+            mn2 = min(mn2, c)
+            mx0 = max(mx0, a)
+            mx1 = max(mx1, b)
+            mx2 = max(mx2, c)
+            if gps_col >= 0:
+                g = min(g, gps[j])
+        ext = max(mx0 - mn0, max(mx1 - mn1, mx2 - mn2))
+        st = np.int64(1)
+        while ext // st > 65535:
+            st *= 2
+        lo[t, 0], lo[t, 1], lo[t, 2] = mn0, mn1, mn2
+        step[t] = st
+        # the minimum is on the grid, so quantized bounds are 0 .. (max - min) // step
+        m0, m1, m2 = (mx0 - mn0) // st, (mx1 - mn1) // st, (mx2 - mn2) // st
+        qmin[t, 0], qmin[t, 1], qmin[t, 2] = 0, 0, 0
+        qmax[t, 0], qmax[t, 1], qmax[t, 2] = m0, m1, m2
+        gbase[t] = g
+        h = U64(0)
+        for i in range(s, e):
+            j = perm[i]
+            q0 = (np.int64(x[j]) - mn0) // st
+            q1 = (np.int64(y[j]) - mn1) // st
+            q2 = (np.int64(z[j]) - mn2) // st
+            h += _hash3(mn0 + q0 * st, mn1 + q1 * st, mn2 + q2 * st)
+            out16[i, 0] = np.uint16(q0)  # glTF y-up: (x, z, -y), -y as qmax_y - qy
+            out16[i, 1] = np.uint16(q2)
+            out16[i, 2] = np.uint16(m1 - q1)
+            for k in range(copies.shape[0]):
+                so = copies[k, 0]
+                do = copies[k, 1]
+                for bb in range(copies[k, 2]):
+                    out8[i, do + bb] = rec8[j, so + bb]
+            if rgb_src >= 0:
+                for c in range(3):
+                    out8[i, rgb_dst + c] = lut[rec8[j, rgb_src + c]]
+            if gps_col >= 0:
+                out32[i, gps_col] = np.float32(gps[j] - g)
+        checksum[t] = h
+
+
+def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, out):
+    """Quantize and interleave the vertices of many tiles in one pass over a bin's records.
+
+    rec: structured records with int32 x, y, z (and float64 gps_time when `gps_dst` >= 0); perm: the
+    output order (tile t is perm[starts[t]:ends[t]]); copies: (k, 3) (record offset, vertex offset, bytes);
+    rgb: (record offset, vertex offset) of 8-bit sRGB colours converted by `lut`, or None; out: (N, stride)
+    uint8, zeroed (padding stays 0). Returns lo, step, qmin, qmax, gps base and checksum per tile, with
+    the same quantization as `quantize_tiles`."""
+    n_t = len(starts)
+    lo = np.empty((n_t, 3), dtype=np.int64)
+    step = np.empty(n_t, dtype=np.int64)
+    qmin = np.empty((n_t, 3), dtype=np.int64)
+    qmax = np.empty((n_t, 3), dtype=np.int64)
+    gbase = np.zeros(n_t, dtype=np.float64)
+    checksum = np.empty(n_t, dtype=np.uint64)
+    if n_t == 0:
+        return lo, step, qmin, qmax, gbase, checksum
+    rec8 = rec.view(np.uint8).reshape(len(rec), rec.dtype.itemsize)
+    gps = rec["gps_time"] if gps_dst >= 0 else np.zeros(1, np.float64)
+    _tile_vertices(
+        rec["x"],
+        rec["y"],
+        rec["z"],
+        gps,
+        rec8,
+        np.asarray(perm, np.int64),
+        np.asarray(starts, np.int64),
+        np.asarray(ends, np.int64),
+        np.ascontiguousarray(copies, dtype=np.int64).reshape(-1, 3),
+        -1 if rgb is None else int(rgb[0]),
+        -1 if rgb is None else int(rgb[1]),
+        lut,
+        gps_dst // 4 if gps_dst >= 0 else -1,
+        out,
+        out.view(np.uint16),
+        out.view(np.float32),
+        lo,
+        step,
+        qmin,
+        qmax,
+        gbase,
+        checksum,
+    )
+    return lo, step, qmin, qmax, gbase, checksum
+
+
+@nb.njit(cache=True, nogil=True)
 def _scatter_bytes(src, order, out, off):
     w = src.shape[1]
     for i in range(order.shape[0]):
@@ -570,6 +719,40 @@ def gather_records_reference(
         width = src.dtype.itemsize * (1 if src.ndim == 1 else src.shape[1])
         _scatter_bytes(src.view(np.uint8).reshape(len(src), width), order, ob, off)
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def _copy_fields(src, spec, j, out, i):
+    for t in range(spec.shape[0]):
+        so = spec[t, 0]
+        do = spec[t, 1]
+        for b in range(spec[t, 2]):
+            out[i, do + b] = src[j, so + b]
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack_rows(order, s0, m0, s1, m1, s2, m2, out):
+    for i in range(order.shape[0]):
+        j = order[i]
+        _copy_fields(s0, m0, j, out, i)
+        _copy_fields(s1, m1, j, out, i)
+        _copy_fields(s2, m2, j, out, i)
+
+
+def pack_rows(order: np.ndarray, sources: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray) -> None:
+    """out[i] = the bytes of row order[i] of up to three row sources, field by field, in one pass.
+
+    `sources`: (rows (N, w) uint8, spec (k, 3) int64 of (source byte offset, output byte offset, width)).
+    `out` (len(order), record size) uint8; bytes no spec names are left as they are. Used to build the
+    spill records straight from the raw LAS records + the reprojected positions, in sorted order."""
+    srcs = list(sources) + [(np.zeros((1, 1), np.uint8), np.zeros((0, 3), np.int64))] * (3 - len(sources))
+    if len(srcs) != 3:
+        raise ValueError("at most three row sources")
+    args = []
+    for rows, spec in srcs:
+        args += [rows, np.ascontiguousarray(spec, dtype=np.int64).reshape(-1, 3)]
+    if len(order):
+        _pack_rows(np.asarray(order, np.int64), *args, out)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -627,8 +810,27 @@ def warm_all() -> None:
     morton_keys(xyz, org, 0)
     point_hash(xyz)
     keys, hashes = keys_and_hashes(x, y, z, org, 0)
+    spill_lower_bound(x, y, z, org, 0, 0, 4, 1)
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     take_rows(rec, np.arange(4))
+    rows = rec.view(np.uint8).reshape(4, -1)
+    pack_rows(np.arange(4), [(rows, np.array([[0, 0, 4]]))], np.zeros_like(rows))
     quantize_tiles(x, y, z, np.array([0]), np.array([4]))
+    from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
+
+    vrec = np.zeros(4, dtype=[("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("gps_time", "<f8"), ("c", "u1")])
+    for gps_dst in (-1, 8):
+        tile_vertices(
+            vrec,
+            np.arange(4),
+            np.array([0]),
+            np.array([4]),
+            np.array([[20, 12, 1]]),
+            (20, 13),
+            SRGB8_TO_LINEAR8,
+            gps_dst,
+            16,
+            np.zeros((4, 16), np.uint8),
+        )

@@ -1,16 +1,17 @@
-"""Spill files: one per decode unit, points sorted by a Morton prefix, keys and records in separate files.
+"""Spill files: one per decode unit, its points sorted by a Morton prefix.
 
-`u000042.key`  uint64 Morton keys at the spill depth S (sorted ascending)
-`u000042.rec`  the records (structured dtype `layout.dtype`) in the same order
+`u000042.rec`  the records (structured dtype `layout.dtype`), sorted by the Morton key of their position
+               at the spill depth S
 
-Any octree node at depth <= S is a contiguous range of every spill file, found by binary search on the
-memory-mapped keys (a few pages read). Bin tasks get (path, first, last) ranges and read only those bytes.
+Any octree node at depth <= S is a contiguous range of every spill file. Its bounds are found by binary
+search over the memory-mapped records, computing the key of the few probed records from their position
+(no key file: 8 bytes per point less to write). Bin tasks get (path, first, last) ranges and read only
+those bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -110,33 +111,36 @@ class RecordLayout:
 class SpillPart:
     unit_index: int
     count: int
-    key_path: str
     rec_path: str
     lo_mm: tuple[int, int, int]
     hi_mm: tuple[int, int, int]
     class_codes: tuple[int, ...] = ()
 
 
-def write_spill(directory: Path, unit_index: int, keys: np.ndarray, records: np.ndarray) -> tuple[str, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    kp = directory / f"u{unit_index:06d}.key"
-    rp = directory / f"u{unit_index:06d}.rec"
-    keys.astype(np.uint64, copy=False).tofile(kp)
-    records.tofile(rp)
-    return str(kp), str(rp)
-
-
-def node_range(key_path: str, count: int, depth: int, prefix: int, S: int) -> tuple[int, int]:
-    """Index range of the octree node (depth, prefix) in a spill file (keys at depth S)."""
+def open_positions(rec_path: str, dtype: np.dtype, count: int) -> tuple[np.ndarray, ...]:
+    """Memory-mapped x, y, z columns of a spill file (strided views; only probed pages are read)."""
     if count == 0:
-        return 0, 0
-    keys = np.memmap(key_path, dtype=np.uint64, mode="r", shape=(count,))
-    sh = 3 * (S - depth)
-    lo = np.uint64(prefix << sh)
-    hi = np.uint64((prefix + 1) << sh)
-    a = int(np.searchsorted(keys, lo, side="left"))
-    b = int(np.searchsorted(keys, hi, side="left")) if (prefix + 1) << sh < (1 << 64) else count
-    del keys
+        z = np.empty(0, np.int32)
+        return z, z, z
+    rec = np.memmap(rec_path, dtype=dtype, mode="r", shape=(count,))
+    return rec["x"], rec["y"], rec["z"]
+
+
+def node_range(
+    positions: tuple[np.ndarray, ...], cube: CubeSpec, depth: int, prefix: int, first: int, last: int
+) -> tuple[int, int]:
+    """Index range of the octree node (depth, prefix) within [first, last) of a spill file."""
+    from pipeline.stages.points.kernels import spill_lower_bound
+
+    if last <= first:
+        return first, first
+    x, y, z = positions
+    sh = 3 * (cube.S - depth)
+    org = np.asarray(cube.origin, np.int64)
+    shift = cube.R - cube.S
+    a = spill_lower_bound(x, y, z, org, shift, first, last, prefix << sh)
+    hi = (prefix + 1) << sh
+    b = spill_lower_bound(x, y, z, org, shift, a, last, hi) if hi < (1 << (3 * cube.S)) else last
     return a, b
 
 
@@ -148,10 +152,16 @@ def read_records(rec_path: str, dtype: np.dtype, first: int, last: int) -> np.nd
         return np.fromfile(f, dtype=dtype, count=last - first)
 
 
-def read_ranges(ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype) -> np.ndarray:
-    """The records of several (rec_path, first, last) ranges, read straight into one array (no concat)."""
+def read_ranges(
+    ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The records of several (rec_path, first, last) ranges, read straight into one array (no concat);
+    into `out` (e.g. a scratch buffer of exactly that many records) when given."""
     total = sum(max(b - a, 0) for _p, a, b in ranges)
-    out = np.empty(total, dtype=dtype)
+    if out is None:
+        out = np.empty(total, dtype=dtype)
+    elif len(out) != total or out.dtype != dtype:
+        raise ValueError("read_ranges: output array does not match the ranges")
     buf = out.view(np.uint8)
     off = 0
     for path, a, b in ranges:

@@ -2,7 +2,7 @@
 
 1. `decode_to_spill`  one work unit: decode -> check classes -> colour -> lattice reprojection to ENU mm ->
                       sort by Morton prefix -> spill file.
-2. `plan_bins`        octree nodes holding at most `max_bin_points` points (from the spill keys only).
+2. `plan_bins`        octree nodes holding at most `max_bin_points` points (binary searches in the spill files).
 3. `process_bin`      one bin: full-depth keys, sort, nested min-hash levels, write the bin's tiles; points
                       that belong to tiles above the bin go to a small "upper" file.
 4. `process_upper`    resolves the levels of the bins' minimum points across bins and writes the tiles
@@ -32,7 +32,6 @@ from pipeline.stages.points.spill import (
     RecordLayout,
     SpillPart,
     read_ranges,
-    write_spill,
 )
 
 # ---- job descriptions (small, picklable) --------------------------------------------------------------
@@ -203,7 +202,10 @@ def with_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> FileJo
     return dataclasses.replace(fj, lattice=lat)
 
 
-def decode_fields(fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...]) -> dict[str, np.ndarray]:
+def decode_fields(
+    fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...], out: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given)."""
     info = fj.info
     if info.kind == "e57":
         from pipeline.sources.pointcloud.e57 import decode_e57_unit
@@ -211,7 +213,7 @@ def decode_fields(fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...]) -> d
         return decode_e57_unit(info, unit)
     from pipeline.sources.pointcloud.las import decode_unit
 
-    return decode_unit(info, unit, extra_dims)
+    return decode_unit(info, unit, extra_dims, out)
 
 
 def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
@@ -239,12 +241,23 @@ class _Decoded:
     lo: np.ndarray  # (3,) int64 ENU mm extent
     hi: np.ndarray
     codes: tuple[int, ...]  # class codes present
+    raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
 
 
-def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int) -> _Decoded:
-    """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass."""
+def _decode(
+    fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int, scratch: bool = False
+) -> _Decoded:
+    """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
+    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
+    from pipeline.stages.points import arena
+
     info = fj.info
-    d = decode_fields(fj, unit, job.layout.extra_dims)
+    out = xyz_buf = keys_buf = None
+    if scratch and info.kind != "e57":
+        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+        xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
+        keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
+    d = decode_fields(fj, unit, job.layout.extra_dims, out)
     n = len(d["X"])
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
@@ -254,7 +267,17 @@ def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: 
             fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
         )
     xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
-        d["X"], d["Y"], d["Z"], info.scales, info.offsets, fj.z_factor, lat, key_origin, key_shift
+        d["X"],
+        d["Y"],
+        d["Z"],
+        info.scales,
+        info.offsets,
+        fj.z_factor,
+        lat,
+        key_origin,
+        key_shift,
+        out=xyz_buf,
+        keys=keys_buf,
     )
     _check_bounds(info, raw_min, raw_max, unit)
     codes = np.flatnonzero(np.bincount(d["classification"], minlength=1)) if n else np.empty(0, np.int64)
@@ -288,7 +311,7 @@ def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: 
     for name in job.layout.extra_dims:
         if "x_" + name in d:
             cols["x_" + name] = d["x_" + name]
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes))
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"))
 
 
 def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -297,12 +320,57 @@ def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarr
     return r.xyz, r.cols
 
 
+def _row_sources(
+    dtype: np.dtype, xyz: np.ndarray, cols: dict[str, np.ndarray], raw: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The byte sources of the spill records for `K.pack_rows`: the positions, the raw LAS records (every
+    column that is a plain view of a raw field is copied from there: no column copies) and one interleaved
+    block of the other columns (computed ones such as colour and return numbers)."""
+    from pipeline.stages.points import arena
+
+    n = len(xyz)
+    fields = dtype.fields
+    assert fields is not None
+    sources = [(xyz.view(np.uint8).reshape(n, 12), np.array([[0, fields["x"][1], 12]], np.int64))]
+    raw_spec, side = [], []
+    if raw is not None and raw.flags.c_contiguous:
+        base, rw = raw.ctypes.data, raw.dtype.itemsize
+    else:
+        base, rw = 0, -1
+    for name, col in cols.items():
+        fdt, off = fields[name][0], fields[name][1]
+        a = col.ctypes.data if col.ndim == 1 else -1
+        if col.ndim == 1 and col.strides[0] == rw and base <= a < base + rw and col.dtype == fdt:
+            raw_spec.append((a - base, off, fdt.itemsize))
+        else:
+            side.append((fdt, off, col))
+    if raw_spec:
+        sources.append((raw.view(np.uint8).reshape(n, rw), np.array(raw_spec, np.int64)))  # type: ignore[union-attr]
+    if side:
+        width = sum(f.itemsize for f, _o, _c in side)
+        block = arena.scratch("dec.side", (n, width), np.uint8)
+        spec, pos = [], 0
+        for fdt, off, col in side:
+            w = fdt.itemsize
+            vals = np.ascontiguousarray(col, dtype=fdt.base).reshape(n, -1)
+            block[:, pos : pos + w] = vals.view(np.uint8).reshape(n, w)
+            spec.append((pos, off, w))
+            pos += w
+        sources.append((block, np.array(spec, np.int64)))
+    return sources
+
+
 def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
-    """Stage 1 for one unit: returns the spill part (paths + counts + bounds), never the points."""
+    """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
+    import mmap
+
+    from pipeline.stages.points import arena
+
     assert job.cube is not None
+    arena.release("bin.")  # this worker has moved on from binning (if it ever bins again, it regrows)
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
-    r = _decode(fj, unit, job, org, cube.R - cube.S)
+    r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True)
     xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
     n = len(xyz)
     if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
@@ -314,22 +382,30 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     if 3 * cube.S + idx_bits <= 64:
-        packed = (keys << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
+        packed = arena.scratch("dec.packed", n, np.uint64)
+        np.left_shift(keys, np.uint64(idx_bits), out=packed)
+        np.bitwise_or(packed, arena.iota(n), out=packed)
         packed.sort()
-        order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
-        keys = packed >> np.uint64(idx_bits)
-        del packed
+        order = arena.scratch("dec.order", n, np.int64)
+        np.bitwise_and(packed, np.uint64((1 << idx_bits) - 1), out=order.view(np.uint64))
     else:
         order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-    # build the records directly in sorted order (one numba gather per column)
-    rec = K.gather_records(job.layout.dtype, order, {"x": xyz, **cols})
-    kp, rp = write_spill(Path(job.spill_dir), unit.unit_index, keys, rec)
+    # the records are built in sorted order straight into the spill file's pages (no array + write)
+    dtype = job.layout.dtype
+    spill_dir = Path(job.spill_dir)
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    rec_path = spill_dir / f"u{unit.unit_index:06d}.rec"
+    with open(rec_path, "wb+") as f:
+        if n:
+            f.truncate(n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
+            with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
+                dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
+                K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst)
+                del dst
     return SpillPart(
         unit.unit_index,
         n,
-        kp,
-        rp,
+        str(rec_path),
         tuple(int(v) for v in lo),
         tuple(int(v) for v in hi),
         r.codes,
@@ -347,28 +423,14 @@ class BinSpec:
     ranges: tuple[tuple[str, int, int], ...]  # (rec_path, first, last) per spill part
 
 
-def plan_bins(parts: list[SpillPart], cube: CubeSpec, max_bin_points: int, max_depth: int) -> list[BinSpec]:
+def plan_bins(
+    parts: list[SpillPart], cube: CubeSpec, dtype: np.dtype, max_bin_points: int, max_depth: int
+) -> list[BinSpec]:
     """Split the octree top-down until every node holds at most `max_bin_points` (or depth limit)."""
-    S = cube.S
-    keys = [(p, np.memmap(p.key_path, dtype=np.uint64, mode="r", shape=(p.count,))) for p in parts if p.count]
-    out: list[BinSpec] = []
+    from pipeline.stages.points.spill import node_range, open_positions
 
-    def ranges(depth: int, prefix: int, bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        sh = 3 * (S - depth)
-        lo_k = np.uint64(prefix << sh)
-        hi_v = (prefix + 1) << sh
-        res = []
-        for (_p, k), (a, b) in zip(keys, bounds, strict=True):
-            if a >= b:
-                res.append((a, a))
-                continue
-            seg = k[a:b]
-            i = a + int(np.searchsorted(seg, lo_k, side="left"))
-            j = a + (
-                int(np.searchsorted(seg, np.uint64(hi_v), side="left")) if hi_v < (1 << 64) else len(seg)
-            )
-            res.append((i, j))
-        return res
+    pos = [(p, open_positions(p.rec_path, dtype, p.count)) for p in parts if p.count]
+    out: list[BinSpec] = []
 
     def visit(depth: int, prefix: int, bounds: list[tuple[int, int]]) -> None:
         total = sum(b - a for a, b in bounds)
@@ -380,15 +442,22 @@ def plan_bins(parts: list[SpillPart], cube: CubeSpec, max_bin_points: int, max_d
                     depth,
                     prefix,
                     total,
-                    tuple((p.rec_path, a, b) for (p, _k), (a, b) in zip(keys, bounds, strict=True) if b > a),
+                    tuple((p.rec_path, a, b) for (p, _x), (a, b) in zip(pos, bounds, strict=True) if b > a),
                 )
             )
             return
         for c in range(8):
             child = (prefix << 3) | c
-            visit(depth + 1, child, ranges(depth + 1, child, bounds))
+            visit(
+                depth + 1,
+                child,
+                [
+                    node_range(x, cube, depth + 1, child, a, b)
+                    for (_p, x), (a, b) in zip(pos, bounds, strict=True)
+                ],
+            )
 
-    visit(0, 0, [(0, p.count) for p, _ in keys])
+    visit(0, 0, [(0, p.count) for p, _ in pos])
     return out
 
 
@@ -400,15 +469,87 @@ def _tile_uri(depth: int, ix: int, iy: int, iz: int, fmt: str) -> str:
     return f"content/{depth}/{ix}_{iy}_{iz}.{ext}"
 
 
-def write_tiles(job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]]) -> list[TileRecord]:
-    """Encode and write tiles; `rec` is in output order and groups are (depth, start, end) slices."""
-    from pipeline.tiles.pnts import encode_pnts
-    from pipeline.tiles.points_glb import encode_glb, quantized_tile
+def _vertex_plan(job: TileJob, dtype: np.dtype):
+    """How `K.tile_vertices` fills the vertex layout of the tiles from the record fields."""
+    from pipeline.tiles.points_glb import vertex_layout
+
+    layout, stride = vertex_layout(job.schema)  # type: ignore[arg-type]
+    fields = dtype.fields
+    assert fields is not None
+    copies, rgb, gps_dst = [], None, -1
+    for a in layout:
+        if a.attr == "POSITION":
+            continue
+        if a.attr == "COLOR_0":
+            rgb = (fields["rgb"][1], a.offset)
+        elif a.attr == "_GPS_TIME":
+            gps_dst = a.offset
+        else:
+            fdt, off = fields[a.field][0], fields[a.field][1]
+            if fdt != np.dtype(a.ctype):
+                raise TypeError(f"record field {a.field} is {fdt}, the vertex attribute {a.ctype}")
+            copies.append((off, a.offset, fdt.itemsize))
+    return np.array(copies, np.int64).reshape(-1, 3), rgb, gps_dst, stride
+
+
+def write_tiles(
+    job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]], perm: np.ndarray | None = None
+) -> list[TileRecord]:
+    """Encode and write tiles. The points of the tiles are rec[perm] (rec itself when perm is None), and
+    groups are (depth, start, end) slices of that order."""
+    from pipeline.stages.points import arena
+    from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
+    from pipeline.tiles.points_glb import write_glb_from_vertices
 
     if not groups:
         return []
     starts = np.array([g[1] for g in groups], dtype=np.int64)
     ends = np.array([g[2] for g in groups], dtype=np.int64)
+    if job.fmt != "1.1":
+        return _write_pnts_tiles(job, rec if perm is None else K.take_rows(rec, perm), groups, starts, ends)
+    if perm is None:
+        perm = np.arange(len(rec), dtype=np.int64)
+    copies, rgb, gps_dst, stride = _vertex_plan(job, rec.dtype)
+    n_out = int(ends[-1])
+    vbuf = arena.scratch("bin.vertices", (n_out, stride), np.uint8)
+    vbuf.fill(0)  # padding between attributes: zeros (deterministic files)
+    lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
+        rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf
+    )
+    cube = job.cube
+    org = np.asarray(cube.origin, np.int64)
+    out = []
+    for t, (depth, s, e) in enumerate(groups):
+        sh = cube.R - depth
+        ix, iy, iz = (int(v) for v in ((lo[t] - org) >> sh))  # the tile's minimum lies in the tile
+        uri = _tile_uri(depth, ix, iy, iz, job.fmt)
+        path = Path(job.out_dir) / uri
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_glb_from_vertices(
+            path, vbuf[s:e], job.schema, lo[t], int(step[t]), qmin[t], qmax[t], float(gbase[t]),
+            meshopt=job.meshopt,
+        )  # fmt: skip
+        out.append(
+            TileRecord(
+                depth,
+                ix,
+                iy,
+                iz,
+                e - s,
+                tuple(int(v) for v in lo[t] + qmin[t] * step[t]),
+                tuple(int(v) for v in lo[t] + qmax[t] * step[t]),
+                int(checksum[t]),
+                uri,
+            )
+        )
+    return out
+
+
+def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
+    """3D Tiles 1.0 profile: pnts + batch table per tile (`rec` in output order)."""
+    from pipeline.tiles.pnts import encode_pnts
+    from pipeline.tiles.points_glb import quantized_tile
+
     q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
@@ -421,10 +562,7 @@ def write_tiles(job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]
         qt = quantized_tile(lo[t], step[t], q[s:e], qmin[t], qmax[t])
         sl = rec[s:e]
         attrs = {name: sl[name] for name in names}
-        if job.fmt == "1.1":
-            data = encode_glb(qt, attrs, job.schema, meshopt=job.meshopt)  # type: ignore[arg-type]
-        else:
-            data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
+        data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
         uri = _tile_uri(depth, ix, iy, iz, job.fmt)
         path = Path(job.out_dir) / uri
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -462,19 +600,25 @@ def _group_slices(level: np.ndarray, keys: np.ndarray, D: int) -> list[tuple[int
 
 def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
+    from pipeline.stages.points import arena
+
+    arena.release("dec.")  # this worker has finished decoding: keep only binning buffers
     cube = job.cube
     dtype = job.layout.dtype
-    rec = read_ranges(spec.ranges, dtype)
+    rec = read_ranges(spec.ranges, dtype, out=arena.scratch("bin.rec", spec.count, dtype))
     n = len(rec)
     org = np.asarray(cube.origin, np.int64)
     # keys and hashes straight from the record fields (one pass, no position copies)
-    keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, cube.key_shift)
+    keys, hashes = K.keys_and_hashes(
+        rec["x"], rec["y"], rec["z"], org, cube.key_shift,
+        keys=arena.scratch("bin.keys", n, np.uint64), hashes=arena.scratch("bin.hashes", n, np.uint64),
+    )  # fmt: skip
     D, b = cube.D, spec.depth
     # keys of one bin share their top 3*b bits: sort the relative part
     rel_bits = 3 * (D - b)
-    rel = keys & np.uint64((1 << rel_bits) - 1) if rel_bits < 64 else keys
-    order = K.sort_order(rel, rel_bits)
-    del rel
+    if rel_bits < 64:
+        np.bitwise_and(keys, np.uint64((1 << rel_bits) - 1), out=keys)
+    order = K.sort_order(keys, rel_bits)
     keys = keys[order]
     hashes = hashes[order]
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
@@ -482,21 +626,24 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
     by_level = np.argsort(level, kind="stable")
     n_upper = int(np.count_nonzero(level < b))
-    rec = K.take_rows(rec, order[by_level])
+    perm = order[by_level]
     del order
     keys = keys[by_level]
     level_s = level[by_level]
-    hashes_s = hashes[by_level]
     imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
     imin_pos = int(np.flatnonzero(by_level == imin)[0]) if n_upper else -1
+    hashes_s = hashes[by_level[:n_upper]]
     del hashes, by_level
-    res.tiles = write_tiles(job, rec[n_upper:], _group_slices(level_s[n_upper:], keys[n_upper:], D))
+    # the keys were made relative to the bin: restore the bin's prefix (tiles, upper file)
+    if rel_bits < 64:
+        keys |= np.uint64(spec.prefix) << np.uint64(rel_bits)
+    res.tiles = write_tiles(job, rec, _group_slices(level_s[n_upper:], keys[n_upper:], D), perm[n_upper:])
     if n_upper:
         up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
         up = np.empty(n_upper, dtype=up_dtype)
-        up["rec"] = rec[:n_upper]
+        up["rec"] = K.take_rows(rec, perm[:n_upper])
         up["key"] = keys[:n_upper]
-        up["hash"] = hashes_s[:n_upper]
+        up["hash"] = hashes_s
         up["level"] = level_s[:n_upper]
         path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
         up.tofile(path)
