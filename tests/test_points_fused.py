@@ -1,0 +1,552 @@
+"""Fused point-tiler kernels against plain-numpy references.
+
+- `pack_rows` (+ `tiling._row_sources` on raw LAS records) vs a byte-by-byte numpy copy / the column gather;
+- `tile_vertices` vs `quantize` + `pack_vertices` and `quantize_tiles`; the GLB bytes of the fused vertices
+  vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
+- `spill_lower_bound` / `node_range` on a spill file vs `np.searchsorted` on the Morton keys;
+- the scratch arena and `read_ranges(out=...)`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import laspy
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.sources.pointcloud.header import WorkUnit, scan_file
+from pipeline.sources.pointcloud.las import decode_unit
+from pipeline.stages.points import arena, tiling
+from pipeline.stages.points import kernels as K
+from pipeline.stages.points.classes import enum_schema
+from pipeline.stages.points.colour import SRGB8_TO_LINEAR8, to_srgb8
+from pipeline.stages.points.spill import (
+    CubeSpec,
+    RecordLayout,
+    cube_for,
+    node_range,
+    open_positions,
+    read_ranges,
+)
+from pipeline.tiles.points_glb import (
+    PointSchema,
+    encode_glb,
+    glb_from_vertices,
+    pack_vertices,
+    quantize,
+    tile_checksum,
+    write_glb_from_vertices,
+)
+
+FAST = settings(max_examples=50, deadline=None, database=None)
+SMALL = settings(max_examples=25, deadline=None, database=None)
+
+BASE_COLS = ("intensity", "point_source_id", "classification", "return_number", "number_of_returns")
+
+
+def _schema(layout: RecordLayout) -> PointSchema:
+    return PointSchema(
+        "asprs", enum_schema("asprs"), layout.has_rgb, layout.has_gps, layout.has_nir, layout.extra_dims
+    )
+
+
+def _random_records(rng: np.random.Generator, layout: RecordLayout, n: int, spans) -> np.ndarray:
+    """Records with random bytes in every attribute field, positions within `spans` mm per axis (around
+    an offset that can be negative) and finite GPS times / extra dimensions."""
+    dt = layout.dtype
+    rec = np.frombuffer(rng.bytes(n * dt.itemsize), dtype=dt).copy()
+    for f, span in zip(("x", "y", "z"), spans, strict=True):
+        base = int(rng.integers(-(10**8), 10**8))
+        rec[f] = base + rng.integers(0, span + 1, n)
+    if layout.has_gps:
+        rec["gps_time"] = rng.uniform(-1e3, 4e8, n)
+    for name in layout.extra_dims:
+        rec[f"x_{name}"] = rng.normal(0.0, 100.0, n).astype(np.float32)
+    return rec
+
+
+def _tile_job(layout: RecordLayout, cube: CubeSpec, out_dir: str = "", meshopt: bool = False):
+    return tiling.TileJob(cube, layout, out_dir, "1.1", 10**6, _schema(layout), meshopt)
+
+
+def _tiles(rng: np.random.Generator, n: int, n_tiles: int):
+    """A random subset permutation of n records (at least one) cut into up to n_tiles non-empty slices."""
+    m = int(rng.integers(1, n + 1))
+    perm = rng.permutation(n)[:m].astype(np.int64)
+    k = min(n_tiles - 1, m - 1)
+    cuts = np.sort(rng.choice(np.arange(1, m), size=k, replace=False)) if k else np.empty(0, np.int64)
+    starts = np.concatenate([[0], cuts]).astype(np.int64)
+    ends = np.concatenate([cuts, [m]]).astype(np.int64)
+    return perm, starts, ends
+
+
+def _tile_reference(rec: np.ndarray, idx: np.ndarray):
+    """The numpy path for one tile: quantize the positions, the attributes of its records."""
+    sub = rec[idx]
+    xyz = np.stack([sub["x"], sub["y"], sub["z"]], axis=1)
+    attrs = {name: sub[name] for name in rec.dtype.names if name not in ("x", "y", "z")}
+    return quantize(xyz), attrs, xyz
+
+
+LAYOUTS = [
+    RecordLayout(False, False, False),
+    RecordLayout(True, False, False),
+    RecordLayout(True, True, False),
+    RecordLayout(True, True, True, ("height",)),
+    RecordLayout(False, True, True, ("height", "amplitude")),
+    RecordLayout(True, False, True, ("a", "b", "c")),
+]
+# per-axis extents in mm: up to 65535 keeps 1 mm steps, beyond that the step doubles
+SPANS = [0, 7, 65_535, 65_536, 131_071, 400_000, 5_000_000]
+
+
+# ---- 1. pack_rows ---------------------------------------------------------------------------------------
+
+
+@st.composite
+def _pack_case(draw):
+    n_src = draw(st.integers(1, 3))
+    n = draw(st.integers(0, 30))
+    widths = [draw(st.integers(1, 24)) for _ in range(n_src)]
+    out_w = draw(st.integers(1, 48))
+    strided = [draw(st.booleans()) for _ in range(n_src)]
+    specs: list[list[tuple[int, int, int]]] = [[] for _ in range(n_src)]
+    pos = 0
+    while pos < out_w:  # cut the output row into segments, each copied from a source or left alone
+        length = draw(st.integers(1, min(8, out_w - pos)))
+        src = draw(st.integers(-1, n_src - 1))
+        if src >= 0 and widths[src] >= length:
+            so = draw(st.integers(0, widths[src] - length))
+            specs[src].append((so, pos, length))
+        pos += length
+    specs = [draw(st.permutations(s)) for s in specs]  # spec order must not matter
+    order = draw(st.permutations(range(n)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return n, widths, strided, specs, out_w, order, seed
+
+
+@FAST
+@given(_pack_case())
+def test_pack_rows_matches_numpy_byte_copy(case):
+    n, widths, strided, specs, out_w, order, seed = case
+    rng = np.random.default_rng(seed)
+    sources = []
+    for w, s, spec in zip(widths, strided, specs, strict=True):
+        if s:  # a strided window of a wider row array (numba must honour the strides)
+            rows = np.frombuffer(rng.bytes(n * (w + 5)), np.uint8).reshape(n, w + 5)[:, 2 : 2 + w]
+        else:
+            rows = np.frombuffer(rng.bytes(n * w), np.uint8).reshape(n, w).copy()
+        sources.append((rows, np.array(spec, np.int64).reshape(-1, 3)))
+    out = np.frombuffer(rng.bytes(n * out_w), np.uint8).reshape(n, out_w).copy()  # "sentinel" bytes
+    expected = out.copy()
+    order = np.asarray(order, np.int64)
+    for rows, spec in sources:
+        for so, do, w in spec:
+            expected[:, do : do + w] = rows[order, so : so + w]
+    K.pack_rows(order, sources, out)
+    assert np.array_equal(out, expected)
+
+
+def test_pack_rows_refuses_four_sources():
+    rows = np.zeros((2, 4), np.uint8)
+    src = (rows, np.array([[0, 0, 1]], np.int64))
+    with pytest.raises(ValueError, match="three"):
+        K.pack_rows(np.arange(2), [src] * 4, np.zeros((2, 4), np.uint8))
+
+
+# ---- 2. _row_sources + pack_rows on raw LAS records --------------------------------------------------
+
+LAS_CASES = [
+    (3, RecordLayout(True, True, False, ("height", "amp"))),
+    (7, RecordLayout(True, True, True, ("height",))),  # no NIR in format 7: the field stays 0
+    (8, RecordLayout(True, True, True, ("height", "amp", "missing"))),  # x_missing stays 0
+    (6, RecordLayout(False, True, False)),
+    (1, RecordLayout(True, True, False, ("amp",))),  # no colour in format 1 (and no orthophoto)
+]
+
+
+def _las_format(fmt: int) -> laspy.PointFormat:
+    pf = laspy.PointFormat(fmt)
+    pf.add_extra_dimension(laspy.ExtraBytesParams("height", "f4"))  # a raw field view (float32)
+    pf.add_extra_dimension(laspy.ExtraBytesParams("amp", "u2"))  # converted to float32: computed
+    return pf
+
+
+def _decode_like_las(raw: np.ndarray, pf: laspy.PointFormat, extra_dims) -> dict[str, np.ndarray]:
+    """What `las.decode_unit` returns for these records (views of the raw fields + computed columns)."""
+    bits = raw["bit_fields"]
+    if pf.id >= 6:
+        ret, nret, cls = bits & np.uint8(0x0F), bits >> np.uint8(4), raw["classification"]
+    else:
+        ret = bits & np.uint8(0x07)
+        nret = (bits >> np.uint8(3)) & np.uint8(0x07)
+        cls = raw["raw_classification"] & np.uint8(0x1F)
+    d = {
+        "_raw": raw,
+        "intensity": raw["intensity"],
+        "classification": cls,
+        "return_number": ret,
+        "number_of_returns": nret,
+        "point_source_id": raw["point_source_id"],
+    }
+    names = set(raw.dtype.names)
+    for f in ("gps_time", "red", "green", "blue", "nir"):
+        if f in names:
+            d[f] = raw[f]
+    rec = laspy.PackedPointRecord(raw, pf)
+    for name in extra_dims:
+        if name in pf.extra_dimension_names:
+            d["x_" + name] = np.asarray(rec[name], dtype=np.float32)
+    return d
+
+
+def _cols_like_decode(d: dict[str, np.ndarray], layout: RecordLayout) -> dict[str, np.ndarray]:
+    """The attribute columns `tiling._decode` builds from the decoded fields."""
+    cols = {name: d[name] for name in BASE_COLS}
+    if layout.has_rgb and "red" in d:
+        cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
+    if layout.has_nir and "nir" in d:
+        cols["nir"] = d["nir"]
+    if layout.has_gps and "gps_time" in d:
+        cols["gps_time"] = d["gps_time"]
+    for name in layout.extra_dims:
+        if "x_" + name in d:
+            cols["x_" + name] = d["x_" + name]
+    return cols
+
+
+def _check_row_sources(layout: RecordLayout, raw: np.ndarray, cols: dict[str, np.ndarray], seed: int):
+    rng = np.random.default_rng(seed)
+    n = len(raw)
+    dt = layout.dtype
+    xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
+    order = rng.permutation(n).astype(np.int64)
+    sources = tiling._row_sources(dt, xyz, cols, raw)
+    # every filled byte is named once; the plain raw-field views are copied from the raw records
+    assert sum(int(spec[:, 2].sum()) for _rows, spec in sources) == 12 + sum(
+        dt.fields[name][0].itemsize for name in cols
+    )
+    raw_rows = [rows for rows, _spec in sources if rows.shape == (n, raw.dtype.itemsize)]
+    assert len(raw_rows) == 1 and np.shares_memory(raw_rows[0], raw)
+    out = np.zeros((n, dt.itemsize), np.uint8)
+    K.pack_rows(order, sources, out)
+    ref = K.gather_records_reference(dt, order, {"x": xyz, **cols})
+    assert out.tobytes() == ref.tobytes()
+    # and the fields no column fills are zero
+    got = out.view(dt).reshape(n)
+    for name in dt.names:
+        if name not in cols and name not in ("x", "y", "z"):
+            assert not np.any(got[name]), name
+
+
+@pytest.mark.parametrize("fmt,layout", LAS_CASES)
+def test_row_sources_pack_raw_las_records_like_the_column_gather(fmt, layout):
+    pf = _las_format(fmt)
+    dt = pf.dtype()
+    rng = np.random.default_rng(fmt)
+    n = 777
+    raw = np.frombuffer(rng.bytes(n * dt.itemsize), dtype=dt).copy()  # every field random bytes
+    if fmt == 7:
+        raw["red"] &= np.uint16(0xFF)  # 8-bit colours in the 16-bit fields: the other to_srgb8 branch
+    cols = _cols_like_decode(_decode_like_las(raw, pf, layout.extra_dims), layout)
+    _check_row_sources(layout, raw, cols, seed=fmt + 100)
+
+
+@pytest.mark.parametrize("fmt,layout", LAS_CASES[:3])
+def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
+    """The same through a real LAS file and `decode_unit` (decoding into a larger scratch-like buffer)."""
+    pf = _las_format(fmt)
+    dt = pf.dtype()
+    rng = np.random.default_rng(fmt + 7)
+    n = 500
+    raw = np.zeros(n, dtype=dt)
+    for name in dt.names:
+        if name in ("X", "Y", "Z"):
+            raw[name] = rng.integers(0, 10**6, n)
+        elif name in ("gps_time", "height"):
+            raw[name] = rng.uniform(0, 1e6, n)
+        else:
+            info = np.iinfo(dt.fields[name][0])
+            raw[name] = rng.integers(info.min, info.max, n, endpoint=True)
+    header = laspy.LasHeader(point_format=pf, version="1.4")
+    header.scales = np.array([0.001, 0.001, 0.001])
+    header.offsets = np.array([360_000.0, 5_700_000.0, 0.0])
+    las = laspy.LasData(header)
+    las.points = laspy.PackedPointRecord(raw.copy(), header.point_format)
+    path = tmp_path / f"f{fmt}.las"
+    las.write(path)
+    info = scan_file(path)
+    unit = WorkUnit(0, 0, n, byte_start=info.offset_to_points, byte_len=n * info.point_size)
+    buf = np.full(n * info.point_size + 123, 0xEE, np.uint8)
+    d = decode_unit(info, unit, layout.extra_dims, buf)
+    assert d["_raw"].tobytes() == raw.tobytes()
+    _check_row_sources(layout, d["_raw"], _cols_like_decode(d, layout), seed=fmt)
+
+
+# ---- 3. tile_vertices vs quantize + pack_vertices + quantize_tiles -------------------------------------
+
+
+def _fused(rec: np.ndarray, layout: RecordLayout, perm, starts, ends):
+    copies, rgb, gps_dst, stride = tiling._vertex_plan(_tile_job(layout, CubeSpec((0, 0, 0), 31)), rec.dtype)
+    vbuf = np.zeros((int(ends[-1]), stride), np.uint8)
+    res = K.tile_vertices(rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf)
+    return vbuf, res
+
+
+@FAST
+@given(
+    layout=st.sampled_from(LAYOUTS),
+    n=st.integers(1, 300),
+    n_tiles=st.integers(1, 6),
+    spans=st.tuples(*[st.sampled_from(SPANS)] * 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_tile_vertices_match_numpy_path(layout, n, n_tiles, spans, seed):
+    rng = np.random.default_rng(seed)
+    rec = _random_records(rng, layout, n, spans)
+    perm, starts, ends = _tiles(rng, n, n_tiles)
+    vbuf, (lo, step, qmin, qmax, gbase, checksum) = _fused(rec, layout, perm, starts, ends)
+    schema = _schema(layout)
+    recp = rec[perm]
+    q2, lo2, step2, qmin2, qmax2, cs2 = K.quantize_tiles(recp["x"], recp["y"], recp["z"], starts, ends)
+    for arr_fused, arr_tiles in ((lo, lo2), (step, step2), (qmin, qmin2), (qmax, qmax2), (checksum, cs2)):
+        assert np.array_equal(arr_fused, arr_tiles)
+    for t, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        qt, attrs, xyz = _tile_reference(rec, perm[s:e])
+        packed, base = pack_vertices(qt, attrs, schema)
+        assert vbuf[s:e].tobytes() == packed.tobytes(), f"tile {t}"
+        assert np.array_equal(lo[t], qt.lo) and step[t] == qt.step
+        assert np.array_equal(qmax[t], qt.qmax) and np.array_equal(qmin[t], qt.q.min(axis=0))
+        assert gbase[t] == base
+        assert np.array_equal(q2[s:e], qt.q)
+        assert int(checksum[t]) == tile_checksum(qt.positions_mm)
+        # the quantization error is below one step
+        assert np.all((xyz - qt.positions_mm >= 0) & (xyz - qt.positions_mm < qt.step))
+
+
+def _glb_case(layout: RecordLayout, seed: int):
+    """Records and four tiles: 1 mm steps, 2 mm, 64 mm and a single point."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        _random_records(rng, layout, 200, (60_000, 1_000, 30_000)),
+        _random_records(rng, layout, 150, (100_000, 5, 5)),
+        _random_records(rng, layout, 120, (4_000_000, 2_500_000, 90_000)),
+        _random_records(rng, layout, 1, (0, 0, 0)),
+    ]
+    rec = np.concatenate(parts)
+    sizes = np.array([len(p) for p in parts])
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    perm = np.concatenate([rng.permutation(np.arange(s, e)) for s, e in zip(starts, ends, strict=True)])
+    return rec, perm.astype(np.int64), starts, ends
+
+
+@pytest.mark.parametrize("meshopt", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS[2:5])
+def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
+    rec, perm, starts, ends = _glb_case(layout, seed=int(meshopt) + 3 * LAYOUTS.index(layout))
+    vbuf, (lo, step, qmin, qmax, gbase, _cs) = _fused(rec, layout, perm, starts, ends)
+    assert sorted(step.tolist()) == [1, 1, 2, 64]
+    schema = _schema(layout)
+    for t, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        qt, attrs, _xyz = _tile_reference(rec, perm[s:e])
+        ref = encode_glb(qt, attrs, schema, meshopt=meshopt)
+        args = (schema, lo[t], int(step[t]), qmin[t], qmax[t], float(gbase[t]))
+        assert glb_from_vertices(vbuf[s:e], *args, meshopt=meshopt) == ref, f"tile {t}"
+        path = tmp_path / f"t{t}.glb"
+        path.write_bytes(b"x" * (len(ref) + 100))  # an existing longer file is truncated
+        write_glb_from_vertices(path, vbuf[s:e], *args, meshopt=meshopt)
+        assert path.read_bytes() == ref, f"tile {t}"
+    # no points: the file holds the same bytes as the in-memory GLB
+    empty = np.zeros((0, vbuf.shape[1]), np.uint8)
+    args = (schema, np.zeros(3, np.int64), 1, np.zeros(3, np.int64), np.zeros(3, np.int64), 0.0)
+    write_glb_from_vertices(tmp_path / "empty.glb", empty, *args, meshopt=meshopt)
+    assert (tmp_path / "empty.glb").read_bytes() == glb_from_vertices(empty, *args, meshopt=meshopt)
+
+
+@pytest.mark.parametrize("meshopt", [False, True])
+def test_write_tiles_files_equal_encode_glb(tmp_path, meshopt):
+    layout = LAYOUTS[3]
+    rec, perm, starts, ends = _glb_case(layout, seed=11)
+    xyz_all = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    cube = cube_for(xyz_all.min(axis=0), xyz_all.max(axis=0))
+    job = _tile_job(layout, cube, str(tmp_path), meshopt)
+    groups = [(t, int(s), int(e)) for t, (s, e) in enumerate(zip(starts, ends, strict=True))]
+    tiles = tiling.write_tiles(job, rec, groups, perm)
+    assert [tr.count for tr in tiles] == (ends - starts).tolist()
+    for tr, (_d, s, e) in zip(tiles, groups, strict=True):
+        qt, attrs, xyz = _tile_reference(rec, perm[s:e])
+        data = (tmp_path / tr.uri).read_bytes()
+        assert data == encode_glb(qt, attrs, job.schema, meshopt=meshopt)
+        assert tr.lo_mm == tuple(int(v) for v in xyz.min(axis=0))
+        assert tr.hi_mm == tuple(int(v) for v in qt.lo + qt.qmax * qt.step)
+        assert tr.checksum == tile_checksum(qt.positions_mm)
+
+
+# ---- keys_and_hashes on strided record fields, into given buffers --------------------------------------
+
+
+@FAST
+@given(n=st.integers(0, 200), shift=st.integers(0, 10), seed=st.integers(0, 2**32 - 1))
+def test_keys_and_hashes_into_buffers_match_references(n, shift, seed):
+    rng = np.random.default_rng(seed)
+    rec = _random_records(rng, RecordLayout(True, True, False), n, (2**21 - 1001,) * 3)
+    xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    org = xyz.min(axis=0).astype(np.int64) - rng.integers(0, 1000, 3) if n else np.zeros(3, np.int64)
+    keys = np.full(n, 7, np.uint64)
+    hashes = np.full(n, 7, np.uint64)
+    k, h = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, shift, keys=keys, hashes=hashes)
+    assert k is keys and h is hashes
+    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, shift))
+    assert np.array_equal(keys, K.morton_keys(np.ascontiguousarray(xyz), org, shift))
+    assert np.array_equal(hashes, K.point_hash_reference(xyz))
+
+
+# ---- 4. spill_lower_bound / node_range ------------------------------------------------------------------
+
+
+@SMALL
+@given(
+    n=st.integers(0, 400),
+    span=st.sampled_from([900, 70_000, 5_000_000]),
+    clustered=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_node_range_matches_searchsorted_on_keys(n, span, clustered, seed):
+    rng = np.random.default_rng(seed)
+    layout = RecordLayout(False, True, False)
+    rec = _random_records(rng, layout, n, (span,) * 3)
+    if clustered and n:  # many duplicate positions: long runs of equal keys
+        rec = rec[rng.integers(0, max(n // 10, 1), n)]
+    xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    cube = cube_for(xyz.min(axis=0), xyz.max(axis=0)) if n else CubeSpec((0, 0, 0), 10)
+    org = np.asarray(cube.origin, np.int64)
+    keys = K.morton_keys(np.ascontiguousarray(xyz), org, cube.R - cube.S)
+    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, cube.R - cube.S))
+    order = np.argsort(keys, kind="stable")
+    rec, keys = rec[order], keys[order]
+    S = cube.S
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "u000000.rec")
+        rec.tofile(path)
+        pos = open_positions(path, layout.dtype, n)
+        for _ in range(40):
+            depth = int(rng.integers(0, S + 1))
+            sh = 3 * (S - depth)
+            if n and rng.random() < 0.7:  # a node that holds points (or a neighbour of one)
+                prefix = int(keys[rng.integers(0, n)] >> np.uint64(sh)) + int(rng.integers(-1, 2))
+                prefix = min(max(prefix, 0), 8**depth - 1)
+            else:
+                prefix = int(rng.integers(0, 8**depth))
+            a = int(np.searchsorted(keys, np.uint64(prefix << sh), side="left"))
+            b = int(np.searchsorted(keys, np.uint64((prefix + 1) << sh), side="left"))
+            assert node_range(pos, cube, depth, prefix, 0, n) == (a, b), (depth, prefix)
+            first, last = sorted(int(v) for v in rng.integers(0, n + 1, 2))
+            expect = (min(max(a, first), last), min(max(b, first), last))
+            assert node_range(pos, cube, depth, prefix, first, last) == expect, (depth, prefix, first, last)
+            target = int(rng.integers(0, 2**63)) >> int(rng.integers(0, 63))
+            lb = K.spill_lower_bound(*pos, org, cube.R - cube.S, first, last, target)
+            assert lb == min(max(int(np.searchsorted(keys, np.uint64(target))), first), last)
+        if n:  # the eight children of the root partition the file, in order
+            bounds = [node_range(pos, cube, 1, c, 0, n) for c in range(8)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(bounds[i][1] == bounds[i + 1][0] for i in range(7))
+        del pos
+
+
+# ---- 5. arena ---------------------------------------------------------------------------------------------
+
+ARENA_DTYPES = [np.uint8, np.int32, np.float64, np.uint64, RecordLayout(True, True, False).dtype]
+
+
+@SMALL
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3000), st.integers(1, 3), st.sampled_from(range(len(ARENA_DTYPES)))),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_arena_scratch_reuses_or_grows(requests):
+    name = "tfused.scratch"
+    arena.release(name)
+    try:
+        for count, cols, di in requests:
+            dt = np.dtype(ARENA_DTYPES[di])
+            shape = (count, cols) if cols > 1 else count
+            old = arena._BUFS.get(name)
+            a = arena.scratch(name, shape, dt)
+            assert a.shape == ((count, cols) if cols > 1 else (count,)) and a.dtype == dt
+            assert a.flags.c_contiguous and a.flags.writeable
+            buf = arena._BUFS[name]
+            assert buf.nbytes >= a.nbytes
+            assert a.nbytes == 0 or np.shares_memory(a, buf)
+            if old is not None and old.nbytes >= a.nbytes:  # fits: same memory
+                assert buf is old
+            elif old is not None:
+                assert buf is not old and not np.shares_memory(buf, old)
+            a.view(np.uint8)[...] = 0xAB  # the whole request is usable
+    finally:
+        arena.release(name)
+
+
+def test_arena_release_drops_only_the_prefix():
+    a = arena.scratch("tfused.a", (100, 3), np.int32)
+    a[:] = 7
+    b = arena.scratch("tfused.a", 50, np.float64)  # 400 of 1200 bytes: the same memory
+    assert b.ctypes.data == a.ctypes.data
+    c = arena.scratch("tfused.a", 1000, np.int64)  # larger: a new buffer, the old array stays intact
+    assert not np.shares_memory(a, c) and np.all(a == 7)
+    arena.scratch("tfused.b", 10, np.uint8)
+    arena.scratch("tfusedx.c", 10, np.uint8)
+    held = arena.held_bytes()
+    dropped = arena._BUFS["tfused.a"].nbytes + arena._BUFS["tfused.b"].nbytes
+    arena.release("tfused.")
+    assert "tfused.a" not in arena._BUFS and "tfused.b" not in arena._BUFS
+    assert "tfusedx.c" in arena._BUFS
+    assert arena.held_bytes() == held - dropped
+    d = arena.scratch("tfused.a", 10, np.int64)  # fresh memory after the release
+    assert not np.shares_memory(d, c)
+    arena.release("tfused.")
+    arena.release("tfusedx.")
+    assert not [k for k in arena._BUFS if k.startswith("tfused")]
+
+
+def test_iota_equals_arange_across_sizes():
+    for n in (0, 1, 5, 3, 100, 50, 1000, 7, 20_000, 0, 19_999):
+        got = arena.iota(n)
+        assert got.dtype == np.uint64 and np.array_equal(got, np.arange(n, dtype=np.uint64)), n
+
+
+# ---- 6. read_ranges(out=...) -----------------------------------------------------------------------------
+
+
+def test_read_ranges_into_given_array(tmp_path):
+    layout = RecordLayout(True, True, False, ("h",))
+    dt = layout.dtype
+    rng = np.random.default_rng(6)
+    r1 = _random_records(rng, layout, 20, (1000, 1000, 1000))
+    r2 = _random_records(rng, layout, 9, (1000, 1000, 1000))
+    p1, p2 = str(tmp_path / "u1.rec"), str(tmp_path / "u2.rec")
+    r1.tofile(p1)
+    r2.tofile(p2)
+    ranges = ((p1, 2, 7), (p2, 0, 9), (p1, 4, 4), (p1, 19, 20))
+    expected = np.concatenate([r1[2:7], r2[0:9], r1[19:20]])
+    out = np.frombuffer(rng.bytes(len(expected) * dt.itemsize), dtype=dt).copy()
+    got = read_ranges(ranges, dt, out=out)
+    assert got is out and out.tobytes() == expected.tobytes()
+    assert read_ranges(ranges, dt).tobytes() == expected.tobytes()
+    scratch = arena.scratch("tfused.rec", len(expected), dt)  # as process_bin reads a bin
+    assert read_ranges(ranges, dt, out=scratch).tobytes() == expected.tobytes()
+    arena.release("tfused.")
+    for bad in (np.empty(len(expected) - 1, dt), np.empty(len(expected) + 1, dt)):
+        with pytest.raises(ValueError):
+            read_ranges(ranges, dt, out=bad)
+    with pytest.raises(ValueError):  # right length, wrong record type
+        read_ranges(ranges, dt, out=np.empty(len(expected), RecordLayout(True, True, False).dtype))
+    with pytest.raises(OSError, match="short"):
+        read_ranges(((p2, 5, 12),), dt)
