@@ -11,7 +11,6 @@ fixed per project: float32 stays millimetre-exact near the origin, and tile ids/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pyproj.exceptions import ProjError
 
 from pipeline.config.model import CrsConfig
 from pipeline.errors import CrsError, GeoidGridMissing
+from pipeline.frame import ProjectFrame, enu_rotation  # noqa: F401  (re-exported)
 
 GEOID_GRID_NAME = "de_bkg_gcg2016.tif"
 VENDORED_GRID_DIR = Path(__file__).parent / "data" / "grids"
@@ -200,49 +200,6 @@ def check_area_of_use(crs: CRS, bounds: tuple[float, float, float, float], *, pa
             f"({aou.name}); the file's CRS is probably mislabelled: override it with --crs / `crs:`",
             path=path,
         )
-
-
-def enu_rotation(lon_deg: float, lat_deg: float) -> np.ndarray:
-    """3x3 matrix whose rows are the east, north, up unit vectors in ECEF."""
-    lon, lat = np.radians(lon_deg), np.radians(lat_deg)
-    sl, cl, sp, cp = np.sin(lon), np.cos(lon), np.sin(lat), np.cos(lat)
-    return np.array([[-sl, cl, 0.0], [-sp * cl, -sp * sl, cp], [cp * cl, cp * sl, sp]])
-
-
-@dataclass(frozen=True)
-class ProjectFrame:
-    """Fixed local east-north-up frame: ENU = R @ (ECEF - origin)."""
-
-    origin_ecef: tuple[float, float, float]
-    lon: float
-    lat: float
-
-    @property
-    def rotation(self) -> np.ndarray:
-        return enu_rotation(self.lon, self.lat)
-
-    def ecef_to_enu(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        d = np.stack(
-            [
-                np.asarray(x) - self.origin_ecef[0],
-                np.asarray(y) - self.origin_ecef[1],
-                np.asarray(z) - self.origin_ecef[2],
-            ]
-        )
-        return (self.rotation @ d).T
-
-    def enu_to_ecef(self, enu: np.ndarray) -> np.ndarray:
-        return np.asarray(enu) @ self.rotation + np.asarray(self.origin_ecef)
-
-    def tile_transform(self) -> list[float]:
-        """Column-major 4x4 ENU->ECEF matrix for the root tile's `transform`."""
-        m = np.eye(4)
-        m[:3, :3] = self.rotation.T
-        m[:3, 3] = self.origin_ecef
-        return [float(v) for v in m.T.reshape(-1)]
-
-    def to_json(self) -> dict:
-        return {"origin_ecef": list(self.origin_ecef), "lon": self.lon, "lat": self.lat}
 
 
 def project_frame(cfg: CrsConfig, extent_center: tuple[float, float, float] | None = None) -> ProjectFrame:

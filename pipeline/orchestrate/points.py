@@ -611,7 +611,8 @@ def tile_pointcloud(
     t0 = time.perf_counter()
     with PeakRss() as mon:
         warm = None
-        if client is not None:  # workers load their kernels while we scan headers
+        if client is not None and not getattr(client, "warms_itself", False):
+            # workers load their kernels while we scan headers
             warm = [
                 client.submit(warm_worker, pure=False, workers=[w])
                 for w in client.scheduler_info()["workers"]

@@ -70,7 +70,7 @@ def decode_key_parts(
         },
         [list(b) for b in fj.ortho_bands],
         job.frame.to_json(),
-        job.crs_cfg.model_dump(mode="json"),
+        job.crs_config().model_dump(mode="json"),
         dataclasses.asdict(job.layout),
         job.class_scheme,
         job.keep_unknown,

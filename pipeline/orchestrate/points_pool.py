@@ -1,8 +1,9 @@
 """A light local worker pool for standalone `twin points` runs (no Dask cluster to start).
 
-`LocalPool(n)` spawns n worker processes at once (spawn, never fork: lazrs/numba are not fork-safe); each
-imports the point stages and loads the numba kernels from their on-disk cache in its initializer, while the
-main process is still importing and scanning headers. Starting it costs the main process almost nothing;
+`LocalPool(n)` starts n worker processes at once. They are forked from a fork server (never from the main
+process: lazrs/numba/threads there are not fork-safe) that imports the point stages and loads the numba
+kernels from their on-disk cache once (`points_worker`), while the main process is still importing and
+scanning headers; the workers inherit all of it. Starting it costs the main process almost nothing;
 a Dask LocalCluster (scheduler + nannies + workers) costs 1-2 s before the first task can run.
 
 It offers the small part of the `distributed.Client` interface that `pipeline.orchestrate.points` uses
@@ -15,24 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 
 def _init_worker() -> None:
-    import os
-
-    # one core per worker: numba and BLAS must not start thread pools of their own
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    from pipeline.orchestrate.points import warm_worker
-    from pipeline.stages.points.kernels import warm_all
-
-    warm_worker()
-    warm_all()
+    # with the fork server, all of this is already in memory (inherited): these calls return at once
+    import pipeline.orchestrate.points_worker  # noqa: F401
 
 
 def _ready() -> bool:
+    trace = os.environ.get("TWIN_POINTS_TRACE")
+    if trace:
+        import time
+
+        with open(trace, "a") as f:
+            f.write(f"{os.getpid()} ready {time.perf_counter():.3f} 0 cpu {time.process_time():.3f}\n")
     return True
 
 
@@ -67,19 +68,50 @@ def phase_call(phase: str, fn, *args):
     if not _PHASE or _PHASE[-1] != phase:
         _malloc_tune(DECODE_MALLOC if phase == "decode" else OTHER_MALLOC, trim=bool(_PHASE))
         _PHASE.append(phase)
-    return fn(*args)
+    trace = os.environ.get("TWIN_POINTS_TRACE")  # debugging aid: one line per task (pid, phase, start, s)
+    if not trace:
+        return fn(*args)
+    import time
+
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    out = fn(*args)
+    with open(trace, "a") as f:
+        f.write(
+            f"{os.getpid()} {phase} {t0:.3f} {time.perf_counter() - t0:.3f} cpu {time.process_time() - c0:.3f}\n"
+        )
+    return out
+
+
+def _context():
+    """Workers are forked from a fork server that has imported the stages and loaded the kernels
+    (`points_worker`): never from this process (lazrs/numba/threads here are not fork-safe). Where there
+    is no fork server (not POSIX), plain spawned workers import everything themselves."""
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(["pipeline.orchestrate.points_worker"])
+    return ctx
 
 
 class LocalPool:
-    """Spawned local worker processes with a Dask-Client-like `submit`."""
+    """Local worker processes with a Dask-Client-like `submit`."""
+
+    warms_itself = True  # the workers load the stages and kernels as they start (no warm-up tasks)
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
-        self._ex = ProcessPoolExecutor(
-            self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
-        )
-        # processes start on demand: ask for all of them now so they warm up while the caller plans
-        self._warm = [self._ex.submit(_ready) for _ in range(self.workers)]
+        self._ex = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker)
+        # processes start on demand: ask for all of them now, from a thread (starting the fork server
+        # blocks until it has loaded everything), so they warm up while the caller imports and plans
+        self._warm: list[Future] = []
+        self._starter = threading.Thread(target=self._start, daemon=True)
+        self._starter.start()
+
+    def _start(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool was closed before it started
+            self._warm = [self._ex.submit(_ready) for _ in range(self.workers)]
 
     def submit(self, fn, *args, key: str | None = None, pure: bool = False, workers=None, **kw) -> Future:
         fut = self._ex.submit(fn, *args, **kw)
@@ -95,6 +127,7 @@ class LocalPool:
     def close(self) -> None:
         # the work is done (or failed): idle workers are stopped rather than waited for (their interpreter
         # teardown with numba loaded takes a few tenths of a second)
+        self._starter.join()
         procs = list((getattr(self._ex, "_processes", None) or {}).values())
         self._ex.shutdown(wait=False, cancel_futures=True)
         for p in procs:

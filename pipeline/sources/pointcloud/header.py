@@ -53,6 +53,8 @@ class PointFileInfo:
     # E57: points per scan
     scans: tuple[int, ...] = ()
     crs_error: str | None = None  # the file's CRS record exists but cannot be read (e.g. empty WKT)
+    # numpy dtype of one raw point record (with extra bytes): decoders need no laspy to read points
+    record_dtype: np.dtype | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         version=str(h.version),
         point_format=int(pf.id),
         point_size=int(pf.size),
+        record_dtype=pf.dtype(),
         scales=scales,
         offsets=offsets,
         offset_to_points=int(h.offset_to_point_data),

@@ -58,8 +58,7 @@ def decode_raw(
 ) -> np.ndarray:
     """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
     bytes; e.g. a reused scratch buffer) when given, else into a new array."""
-    pf = _point_format(info)
-    dtype = pf.dtype()
+    dtype = info.record_dtype if info.record_dtype is not None else _point_format(info).dtype()
     nbytes = unit.count * dtype.itemsize
     if out is not None and out.nbytes < nbytes:
         raise ValueError("decode buffer too small")

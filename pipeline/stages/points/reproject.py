@@ -9,7 +9,6 @@ far below a millimetre (tested against per-point pyproj in tests/test_points_rep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from pyproj import CRS, Transformer
@@ -17,16 +16,10 @@ from pyproj import CRS, Transformer
 from pipeline.config.model import CrsConfig
 from pipeline.crs import ECEF, ProjectFrame, make_transformer
 from pipeline.errors import CrsError
+from pipeline.frame import Lattice
 
 LATTICE_SPACING_M = 50.0
 MAX_LATTICE_NODES = 2_000_000
-
-
-@dataclass(frozen=True)
-class Lattice:
-    lo: np.ndarray  # (3,) source coordinates of node (0,0,0); z already multiplied by z_factor
-    step: np.ndarray  # (3,)
-    values: np.ndarray  # (nx, ny, nz, 3) ENU metres
 
 
 def _metres_per_unit(crs: CRS) -> float:

@@ -17,15 +17,19 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config.model import CrsConfig
-from pipeline.crs import ProjectFrame
 from pipeline.errors import InputError, TwinError
+from pipeline.frame import ProjectFrame
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 from pipeline.stages.points.classes import check_classes
 from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
+
+if TYPE_CHECKING:
+    from pipeline.config.model import CrsConfig
+
 from pipeline.stages.points.spill import (
     GRID_BITS,
     CubeSpec,
@@ -73,12 +77,31 @@ MAX_SHIPPED_LATTICE_BYTES = 4 * 2**20  # larger lattices are rebuilt by each wor
 @dataclass(frozen=True)
 class DecodeJob:
     frame: ProjectFrame
-    crs_cfg: CrsConfig
+    crs_cfg: CrsConfig | str  # a CrsConfig; its JSON after pickling (see __reduce__)
     layout: RecordLayout
     class_scheme: str
     keep_unknown: bool
     spill_dir: str
     cube: CubeSpec | None = None  # None while scanning bounds
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
+        # lattice itself, which the planner normally did already
+        cfg = self.crs_cfg if isinstance(self.crs_cfg, str) else self.crs_cfg.model_dump_json()
+        return (
+            DecodeJob,
+            (self.frame, cfg, self.layout, self.class_scheme, self.keep_unknown, self.spill_dir, self.cube),
+        )
+
+    def crs_config(self) -> CrsConfig:
+        return _crs_config(self.crs_cfg) if isinstance(self.crs_cfg, str) else self.crs_cfg
+
+
+@functools.lru_cache(maxsize=8)
+def _crs_config(js: str) -> CrsConfig:
+    from pipeline.config.model import CrsConfig
+
+    return CrsConfig.model_validate_json(js)
 
 
 @dataclass(frozen=True)
@@ -264,7 +287,7 @@ def _decode(
     lat = fj.lattice
     if lat is None:
         lat = _lattice(
-            fj.crs_wkt, job.crs_cfg, job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
+            fj.crs_wkt, job.crs_config(), job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
         )
     xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
         d["X"],
