@@ -109,7 +109,7 @@ SPANS = [0, 7, 65_535, 65_536, 131_071, 400_000, 5_000_000]
 
 @st.composite
 def _pack_case(draw):
-    n_src = draw(st.integers(1, 3))
+    n_src = draw(st.integers(1, 4))
     n = draw(st.integers(0, 30))
     widths = [draw(st.integers(1, 24)) for _ in range(n_src)]
     out_w = draw(st.integers(1, 48))
@@ -142,7 +142,7 @@ def test_pack_rows_matches_numpy_byte_copy(case):
             rows = np.frombuffer(rng.bytes(n * w), np.uint8).reshape(n, w).copy()
         sources.append((rows, np.array(spec, np.int64).reshape(-1, 3)))
     out = np.frombuffer(rng.bytes(n * out_w), np.uint8).reshape(n, out_w).copy()  # "sentinel" bytes
-    expected = out.copy()
+    expected = np.zeros_like(out)  # bytes no spec names become 0
     order = np.asarray(order, np.int64)
     for rows, spec in sources:
         for so, do, w in spec:
@@ -151,11 +151,21 @@ def test_pack_rows_matches_numpy_byte_copy(case):
     assert np.array_equal(out, expected)
 
 
-def test_pack_rows_refuses_four_sources():
-    rows = np.zeros((2, 4), np.uint8)
-    src = (rows, np.array([[0, 0, 1]], np.int64))
-    with pytest.raises(ValueError, match="three"):
-        K.pack_rows(np.arange(2), [src] * 4, np.zeros((2, 4), np.uint8))
+def test_pack_rows_scratch_gives_same_bytes_and_zeroes_gaps():
+    rng = np.random.default_rng(3)
+    rows = [rng.integers(0, 255, (50, w), dtype=np.uint8) for w in (12, 7, 5, 9)]
+    specs = [[(0, 0, 12)], [(1, 12, 2), (4, 16, 3)], [(0, 20, 5)], [(8, 25, 1)]]  # bytes 14, 15 unnamed
+    sources = [(r, np.array(s, np.int64)) for r, s in zip(rows, specs, strict=True)]
+    order = rng.permutation(50)
+    ref = np.full((50, 26), 7, np.uint8)
+    K.pack_rows(order, sources, ref)
+    dirty = np.full((50, 26), 255, np.uint8)  # a reused buffer with old contents
+    out = np.full((50, 26), 9, np.uint8)
+    K.pack_rows(order, sources, out, scratch=dirty)
+    assert np.array_equal(out, ref)
+    assert not ref[:, 14:16].any()
+    with pytest.raises(ValueError, match="shape"):
+        K.pack_rows(order, sources, out, scratch=np.zeros((49, 26), np.uint8))
 
 
 # ---- 2. _row_sources + pack_rows on raw LAS records --------------------------------------------------

@@ -721,38 +721,34 @@ def gather_records_reference(
     return out
 
 
-@nb.njit(cache=True, inline="always")
-def _copy_fields(src, spec, j, out, i):
-    for t in range(spec.shape[0]):
-        so = spec[t, 0]
-        do = spec[t, 1]
-        for b in range(spec[t, 2]):
-            out[i, do + b] = src[j, so + b]
+def pack_rows(
+    order: np.ndarray,
+    sources: list[tuple[np.ndarray, np.ndarray]],
+    out: np.ndarray,
+    scratch: np.ndarray | None = None,
+) -> None:
+    """out[i] = the bytes of input row order[i], assembled field by field from row sources.
 
-
-@nb.njit(cache=True, nogil=True)
-def _pack_rows(order, s0, m0, s1, m1, s2, m2, out):
-    for i in range(order.shape[0]):
-        j = order[i]
-        _copy_fields(s0, m0, j, out, i)
-        _copy_fields(s1, m1, j, out, i)
-        _copy_fields(s2, m2, j, out, i)
-
-
-def pack_rows(order: np.ndarray, sources: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray) -> None:
-    """out[i] = the bytes of row order[i] of up to three row sources, field by field, in one pass.
-
-    `sources`: (rows (N, w) uint8, spec (k, 3) int64 of (source byte offset, output byte offset, width)).
-    `out` (len(order), record size) uint8; bytes no spec names are left as they are. Used to build the
-    spill records straight from the raw LAS records + the reprojected positions, in sorted order."""
-    srcs = list(sources) + [(np.zeros((1, 1), np.uint8), np.zeros((0, 3), np.int64))] * (3 - len(sources))
-    if len(srcs) != 3:
-        raise ValueError("at most three row sources")
-    args = []
-    for rows, spec in srcs:
-        args += [rows, np.ascontiguousarray(spec, dtype=np.int64).reshape(-1, 3)]
+    `sources`: (rows (N, w) uint8, spec (k, 3) of (source byte offset, output byte offset, width)); `out`:
+    (len(order), record size) uint8; bytes no spec names become 0. The rows are first interleaved in input
+    order (sequential numpy block copies) into `scratch` ((N, record size) uint8, e.g. a reused buffer),
+    then permuted as whole rows in one numba pass: about 3x faster than a per-field gather in numba
+    (whose variable-width byte loops check every index). Used to build the spill records straight from
+    the raw LAS records + the reprojected positions, in sorted order."""
+    width = out.shape[1]
+    n_in = len(sources[0][0]) if sources else 0
+    rin = np.zeros((n_in, width), np.uint8) if scratch is None else scratch
+    if rin.shape != (n_in, width):
+        raise ValueError("pack_rows: scratch has the wrong shape")
+    covered = np.zeros(width, dtype=bool)
+    for rows, spec in sources:
+        for so, do, w in np.asarray(spec, np.int64).reshape(-1, 3):
+            rin[:, do : do + w] = rows[:, so : so + w]
+            covered[do : do + w] = True
+    if scratch is not None and not covered.all():
+        rin[:, ~covered] = 0
     if len(order):
-        _pack_rows(np.asarray(order, np.int64), *args, out)
+        _gather_rows(rin, np.asarray(order, np.int64), out)
 
 
 @nb.njit(cache=True, nogil=True)

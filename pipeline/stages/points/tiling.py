@@ -423,7 +423,8 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
             f.truncate(n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
                 dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
-                K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst)
+                rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
+                K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst, scratch=rin)
                 del dst
     return SpillPart(
         unit.unit_index,
