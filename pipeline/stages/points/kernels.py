@@ -544,29 +544,9 @@ def quantize_tiles(x, y, z, starts, ends):
 
 @nb.njit(cache=True, nogil=True)
 def _tile_vertices(
-    x,
-    y,
-    z,
-    gps,
-    rec8,
-    perm,
-    starts,
-    ends,
-    copies,
-    rgb_src,
-    rgb_dst,
-    lut,
-    gps_col,
-    out8,
-    out16,
-    out32,
-    lo,
-    step,
-    qmin,
-    qmax,
-    gbase,
-    checksum,
-):
+    x, y, z, gps, a16, b16, c16, d16, a8, b8, c8, d8, rec8, perm, starts, ends, copies, rgb_src, rgb_dst,
+    lut, gps_col, out8, out16, out32, lo, step, qmin, qmax, gbase, checksum,
+):  # fmt: skip
     for t in range(starts.shape[0]):
         s = starts[t]
         e = ends[t]
@@ -586,26 +566,40 @@ def _tile_vertices(
             if gps_col >= 0:
                 g = min(g, gps[j])
         ext = max(mx0 - mn0, max(mx1 - mn1, mx2 - mn2))
-        st = np.int64(1)
-        while ext // st > 65535:
-            st *= 2
+        sh = np.int64(0)  # the step is a power of two: shifts, not divisions
+        while (ext >> sh) > 65535:
+            sh += 1
+        st = np.int64(1) << sh
         lo[t, 0], lo[t, 1], lo[t, 2] = mn0, mn1, mn2
         step[t] = st
         # the minimum is on the grid, so quantized bounds are 0 .. (max - min) // step
-        m0, m1, m2 = (mx0 - mn0) // st, (mx1 - mn1) // st, (mx2 - mn2) // st
+        m0, m1, m2 = (mx0 - mn0) >> sh, (mx1 - mn1) >> sh, (mx2 - mn2) >> sh
         qmin[t, 0], qmin[t, 1], qmin[t, 2] = 0, 0, 0
         qmax[t, 0], qmax[t, 1], qmax[t, 2] = m0, m1, m2
         gbase[t] = g
         h = U64(0)
         for i in range(s, e):
             j = perm[i]
-            q0 = (np.int64(x[j]) - mn0) // st
-            q1 = (np.int64(y[j]) - mn1) // st
-            q2 = (np.int64(z[j]) - mn2) // st
-            h += _hash3(mn0 + q0 * st, mn1 + q1 * st, mn2 + q2 * st)
+            q0 = (np.int64(x[j]) - mn0) >> sh
+            q1 = (np.int64(y[j]) - mn1) >> sh
+            q2 = (np.int64(z[j]) - mn2) >> sh
+            h += _hash3(mn0 + (q0 << sh), mn1 + (q1 << sh), mn2 + (q2 << sh))
             out16[i, 0] = np.uint16(q0)  # glTF y-up: (x, z, -y), -y as qmax_y - qy
             out16[i, 1] = np.uint16(q2)
             out16[i, 2] = np.uint16(m1 - q1)
+            # typed field copies (2- and 1-byte properties), then any other field byte by byte
+            if d16[0] >= 0:
+                out16[i, d16[0]] = a16[j]
+            if d16[1] >= 0:
+                out16[i, d16[1]] = b16[j]
+            if d16[2] >= 0:
+                out16[i, d16[2]] = c16[j]
+            if d8[0] >= 0:
+                out8[i, d8[0]] = a8[j]
+            if d8[1] >= 0:
+                out8[i, d8[1]] = b8[j]
+            if d8[2] >= 0:
+                out8[i, d8[2]] = c8[j]
             for k in range(copies.shape[0]):
                 so = copies[k, 0]
                 do = copies[k, 1]
@@ -636,18 +630,34 @@ def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, ou
     checksum = np.empty(n_t, dtype=np.uint64)
     if n_t == 0:
         return lo, step, qmin, qmax, gbase, checksum
-    rec8 = rec.view(np.uint8).reshape(len(rec), rec.dtype.itemsize)
+    w = rec.dtype.itemsize
+    rec8 = rec.view(np.uint8).reshape(len(rec), w)
     gps = rec["gps_time"] if gps_dst >= 0 else np.zeros(1, np.float64)
+    # up to three 2-byte and three 1-byte copies become typed field reads (a byte loop per field is slow)
+    typed: dict[int, list[tuple[np.ndarray, int]]] = {2: [], 1: []}
+    rest = []
+    for so, do, nb_ in np.asarray(copies, np.int64).reshape(-1, 3):
+        kind = np.uint16 if nb_ == 2 else np.uint8
+        if nb_ in typed and len(typed[int(nb_)]) < 3 and do % nb_ == 0:
+            view = np.ndarray((len(rec),), dtype=kind, buffer=rec8, offset=int(so), strides=(w,))
+            typed[int(nb_)].append((view, int(do) // int(nb_)))
+        else:
+            rest.append((so, do, nb_))
+    slots = []
+    for size, dummy in ((2, np.zeros(1, np.uint16)), (1, np.zeros(1, np.uint8))):
+        got = typed[size] + [(dummy, -1)] * (3 - len(typed[size]))
+        slots += [g[0] for g in got] + [np.array([g[1] for g in got], np.int64)]
     _tile_vertices(
         rec["x"],
         rec["y"],
         rec["z"],
         gps,
+        *slots,
         rec8,
         np.asarray(perm, np.int64),
         np.asarray(starts, np.int64),
         np.asarray(ends, np.int64),
-        np.ascontiguousarray(copies, dtype=np.int64).reshape(-1, 3),
+        np.array(rest, np.int64).reshape(-1, 3),
         -1 if rgb is None else int(rgb[0]),
         -1 if rgb is None else int(rgb[1]),
         lut,
