@@ -415,6 +415,13 @@ def _run(
     return results
 
 
+def _call(client, fn, *args):
+    """fn(*args) on a worker when there is a client (it has the kernels loaded), else here."""
+    if client is None:
+        return fn(*args)
+    return client.submit(fn, *args, pure=False).result()
+
+
 def warm_worker() -> bool:
     """Import the stages and load the numba kernels from their cache (runs while the main process plans)."""
     import numpy as _np
@@ -455,8 +462,11 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
         plan.cube,
     )
 
-    def warm_upper() -> None:  # the idle main process loads the kernels of the upper tiles meanwhile
-        threading.Thread(target=warm_upper_kernels, daemon=True).start()
+    def warm_upper() -> None:
+        # in-process runs load the kernels of the bin planning and the upper tiles meanwhile; with workers,
+        # those steps run on a worker (this process never loads numba: no CPU taken from the decoders)
+        if client is None:
+            threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
     if opts.cache is not None:
@@ -490,7 +500,9 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
     max_bin = min(max_bin, max(MIN_BIN_POINTS, summary.points_in // (4 * workers)))
     if opts.max_bin_points:
         max_bin = opts.max_bin_points
-    bins = plan_bins(parts, plan.cube, plan.layout.dtype, max_bin, max_depth=min(plan.cube.S, plan.cube.tmax))
+    bins = _call(
+        client, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
+    )
     summary.bins = len(bins)
     codes = sorted({c for p in parts for c in p.class_codes})
     schema = PointSchema(
@@ -530,7 +542,7 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
     summary.phases["tile"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     tiles: list[TileRecord] = [t for r in results for t in r.tiles]
-    tiles += process_upper(results, tjob)
+    tiles += _call(client, process_upper, results, tjob)
     tiles.sort(key=lambda t: (t.depth, t.ix, t.iy, t.iz))
     summary.tiles = len(tiles)
     summary.points_out = sum(t.count for t in tiles)
