@@ -246,6 +246,14 @@ def _check_row_sources(layout: RecordLayout, raw: np.ndarray, cols: dict[str, np
     K.pack_rows(order, sources, out)
     ref = K.gather_records_reference(dt, order, {"x": xyz, **cols})
     assert out.tobytes() == ref.tobytes()
+    # the typed one-pass packer (the decode path) gives the same bytes whenever its slots fit
+    fields = dt.fields
+    typed = [(col, fields[name][1]) for name, col in cols.items()]
+    out2 = np.zeros((n, dt.itemsize), np.uint8)
+    if K.pack_typed(order, xyz, fields["x"][1], typed, out2):
+        assert out2.tobytes() == ref.tobytes()
+    else:  # only layouts with 4-byte extra dimensions (or too many fields) fall back
+        assert any(col.dtype.itemsize == 4 for col in cols.values()) or len(cols) > 8
     # and the fields no column fills are zero
     got = out.view(dt).reshape(n)
     for name in dt.names:

@@ -632,7 +632,8 @@ def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, ou
         return lo, step, qmin, qmax, gbase, checksum
     w = rec.dtype.itemsize
     rec8 = rec.view(np.uint8).reshape(len(rec), w)
-    gps = rec["gps_time"] if gps_dst >= 0 else np.zeros(1, np.float64)
+    # dummies are non-contiguous like the record fields: one compiled specialisation for all layouts
+    gps = rec["gps_time"] if gps_dst >= 0 else np.zeros(4, np.float64)[::2]
     # up to three 2-byte and three 1-byte copies become typed field reads (a byte loop per field is slow)
     typed: dict[int, list[tuple[np.ndarray, int]]] = {2: [], 1: []}
     rest = []
@@ -644,7 +645,7 @@ def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, ou
         else:
             rest.append((so, do, nb_))
     slots = []
-    for size, dummy in ((2, np.zeros(1, np.uint16)), (1, np.zeros(1, np.uint8))):
+    for size, dummy in ((2, np.zeros(4, np.uint16)[::2]), (1, np.zeros(4, np.uint8)[::2])):
         got = typed[size] + [(dummy, -1)] * (3 - len(typed[size]))
         slots += [g[0] for g in got] + [np.array([g[1] for g in got], np.int64)]
     _tile_vertices(
@@ -729,6 +730,83 @@ def gather_records_reference(
         width = src.dtype.itemsize * (1 if src.ndim == 1 else src.shape[1])
         _scatter_bytes(src.view(np.uint8).reshape(len(src), width), order, ob, off)
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def _put(out, i, o, v, nbytes):
+    for b in range(nbytes):  # little-endian bytes of an unsigned integer (constant trip count per call)
+        out[i, o + b] = np.uint8((v >> U64(8 * b)) & U64(0xFF))
+
+
+@nb.njit(
+    "void(int64[::1], int32[:, :], int64, uint64[:], int64, uint16[:], uint16[:], uint16[:], int64[::1],"
+    " uint8[:], uint8[:], uint8[:], int64[::1], uint8[:, :], int64, uint8[:, :])",
+    cache=True,
+    nogil=True,
+)  # one explicit signature (any layout): no compilation per combination of column layouts
+def _pack_typed(order, xyz, x_dst, a64, d64, a16, b16, c16, d16, a8, b8, c8, d8, rgb, rgb_dst, out):
+    for i in range(order.shape[0]):
+        j = order[i]
+        for k in range(3):
+            _put(out, i, x_dst + 4 * k, U64(np.uint32(xyz[j, k])), 4)
+        if d64 >= 0:
+            _put(out, i, d64, a64[j], 8)
+        if d16[0] >= 0:
+            _put(out, i, d16[0], U64(a16[j]), 2)
+        if d16[1] >= 0:
+            _put(out, i, d16[1], U64(b16[j]), 2)
+        if d16[2] >= 0:
+            _put(out, i, d16[2], U64(c16[j]), 2)
+        if d8[0] >= 0:
+            out[i, d8[0]] = a8[j]
+        if d8[1] >= 0:
+            out[i, d8[1]] = b8[j]
+        if d8[2] >= 0:
+            out[i, d8[2]] = c8[j]
+        if rgb_dst >= 0:
+            out[i, rgb_dst] = rgb[j, 0]
+            out[i, rgb_dst + 1] = rgb[j, 1]
+            out[i, rgb_dst + 2] = rgb[j, 2]
+
+
+def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out: np.ndarray) -> bool:
+    """out[i] = the record of input point order[i] in one pass, reading typed (possibly strided) columns:
+    positions (N,3) int32 at byte `x_dst`, and `fields` = (column, byte offset in the record) with at most
+    one 8-byte, three 2-byte, three 1-byte columns and one (N,3) uint8 colour. Returns False (nothing
+    written) when the fields do not fit those slots; the caller then uses `pack_rows`. Bytes no field
+    names are left as they are."""
+    u64, u16, u8, rgb = [], [], [], []
+    for col, off in fields:
+        if col.ndim == 2 and col.shape[1] == 3 and col.dtype == np.uint8:
+            rgb.append((col, off))
+        elif col.ndim == 1 and col.dtype.itemsize == 8 and col.dtype.kind in "uif":
+            u64.append((col.view(np.uint64), off))
+        elif col.ndim == 1 and col.dtype.itemsize == 2 and col.dtype.kind in "ui":
+            u16.append((col.view(np.uint16), off))
+        elif col.ndim == 1 and col.dtype.itemsize == 1 and col.dtype.kind in "ui":
+            u8.append((col.view(np.uint8), off))
+        else:
+            return False
+    if len(u64) > 1 or len(u16) > 3 or len(u8) > 3 or len(rgb) > 1 or len(xyz) != len(out):
+        return False
+
+    def slots(items, n_slots, dummy):
+        got = items + [(dummy, -1)] * (n_slots - len(items))
+        return [g[0] for g in got], np.array([g[1] for g in got], np.int64)
+
+    c64, o64 = slots(u64, 1, np.zeros(1, np.uint64))
+    c16, o16 = slots(u16, 3, np.zeros(1, np.uint16))
+    c8, o8 = slots(u8, 3, np.zeros(1, np.uint8))
+    crgb, orgb = slots(rgb, 1, np.zeros((1, 3), np.uint8))
+    if len(order):
+        try:
+            _pack_typed(
+                np.asarray(order, np.int64), xyz, int(x_dst), c64[0], int(o64[0]), *c16, o16, *c8, o8,
+                crgb[0], int(orgb[0]), out,
+            )  # fmt: skip
+        except TypeError:  # argument types outside the one compiled signature: nothing was written
+            return False
+    return True
 
 
 def pack_rows(
@@ -817,12 +895,21 @@ def warm_all() -> None:
     point_hash(xyz)
     keys, hashes = keys_and_hashes(x, y, z, org, 0)
     spill_lower_bound(x, y, z, org, 0, 0, 4, 1)
+    ro = rec.copy()
+    ro.setflags(write=False)  # spill files are memory-mapped read-only
+    spill_lower_bound(ro["x"], ro["y"], ro["z"], org, 0, 0, 4, 1)
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     take_rows(rec, np.arange(4))
     rows = rec.view(np.uint8).reshape(4, -1)
     pack_rows(np.arange(4), [(rows, np.array([[0, 0, 4]]))], np.zeros_like(rows))
+    p = np.zeros((4, 40), np.uint8)
+    xyz4 = np.zeros((4, 3), np.int32)
+    g = np.zeros(4, np.float64)
+    pack_typed(np.arange(4), xyz4, 0, [(g, 12), (rec["c"], 20), (np.zeros((4, 3), np.uint8), 21)], p)
+    r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])
+    pack_typed(np.arange(4), xyz4, 0, [(r16["a"], 12), (r16["b"], 14)], p)
     quantize_tiles(x, y, z, np.array([0]), np.array([4]))
     from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
 

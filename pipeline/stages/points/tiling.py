@@ -423,8 +423,12 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
             f.truncate(n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
                 dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
-                rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
-                K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst, scratch=rin)
+                fields = dtype.fields
+                assert fields is not None
+                typed = [(col, fields[name][1]) for name, col in cols.items()]
+                if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
+                    rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
+                    K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst, scratch=rin)
                 del dst
     return SpillPart(
         unit.unit_index,
