@@ -568,3 +568,17 @@ def test_read_ranges_into_given_array(tmp_path):
         read_ranges(ranges, dt, out=np.empty(len(expected), RecordLayout(True, True, False).dtype))
     with pytest.raises(OSError, match="short"):
         read_ranges(((p2, 5, 12),), dt)
+
+
+@FAST
+@given(st.lists(st.integers(0, 20), max_size=300))
+def test_level_order_is_the_stable_argsort(levels):
+    lv = np.asarray(levels, dtype=np.int8)
+    assert np.array_equal(K.level_order(lv), np.argsort(lv, kind="stable"))
+
+
+@FAST
+@given(st.lists(st.integers(0, 2**40), max_size=300), st.sampled_from([8, 41, 64]))
+def test_sort_order_is_the_stable_argsort(keys, bits):
+    k = np.asarray(keys, dtype=np.uint64) & np.uint64((1 << bits) - 1 if bits < 64 else 2**64 - 1)
+    assert np.array_equal(K.sort_order(k, bits), np.argsort(k, kind="stable"))

@@ -545,7 +545,7 @@ def quantize_tiles(x, y, z, starts, ends):
 @nb.njit(cache=True, nogil=True)
 def _tile_vertices(
     x, y, z, gps, a16, b16, c16, d16, a8, b8, c8, d8, rec8, perm, starts, ends, copies, rgb_src, rgb_dst,
-    lut, gps_col, out8, out16, out32, lo, step, qmin, qmax, gbase, checksum,
+    lut, gps_col, out8, out16, out32, out32z, lo, step, qmin, qmax, gbase, checksum,
 ):  # fmt: skip
     for t in range(starts.shape[0]):
         s = starts[t]
@@ -584,6 +584,8 @@ def _tile_vertices(
             q1 = (np.int64(y[j]) - mn1) >> sh
             q2 = (np.int64(z[j]) - mn2) >> sh
             h += _hash3(mn0 + (q0 << sh), mn1 + (q1 << sh), mn2 + (q2 << sh))
+            for k in range(out32.shape[1]):  # padding between attributes stays 0 (deterministic files)
+                out32z[i, k] = 0
             out16[i, 0] = np.uint16(q0)  # glTF y-up: (x, z, -y), -y as qmax_y - qy
             out16[i, 1] = np.uint16(q2)
             out16[i, 2] = np.uint16(m1 - q1)
@@ -619,7 +621,7 @@ def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, ou
     rec: structured records with int32 x, y, z (and float64 gps_time when `gps_dst` >= 0); perm: the
     output order (tile t is perm[starts[t]:ends[t]]); copies: (k, 3) (record offset, vertex offset, bytes);
     rgb: (record offset, vertex offset) of 8-bit sRGB colours converted by `lut`, or None; out: (N, stride)
-    uint8, zeroed (padding stays 0). Returns lo, step, qmin, qmax, gps base and checksum per tile, with
+    uint8 (every byte is written; padding is 0). Returns lo, step, qmin, qmax, gps base and checksum per tile, with
     the same quantization as `quantize_tiles`."""
     n_t = len(starts)
     lo = np.empty((n_t, 3), dtype=np.int64)
@@ -666,6 +668,7 @@ def tile_vertices(rec, perm, starts, ends, copies, rgb, lut, gps_dst, stride, ou
         out,
         out.view(np.uint16),
         out.view(np.float32),
+        out.view(np.uint32),
         lo,
         step,
         qmin,
@@ -871,13 +874,50 @@ def sort_order(keys: np.ndarray, valid_bits: int = 64) -> np.ndarray:
         return np.empty(0, np.int64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     drop = max(valid_bits + idx_bits - 64, 0)
-    trunc = keys >> np.uint64(drop) if drop else keys
-    packed = (trunc << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64)
+    packed = np.empty(n, dtype=np.uint64)
+    _pack_index(keys, U64(drop), U64(idx_bits), packed)
     packed.sort()
-    order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
+    order = np.empty(n, dtype=np.int64)
+    _unpack_index(packed, U64(idx_bits), order)
     if drop:
         _fix_runs(packed >> np.uint64(idx_bits), keys, order)
     return order
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack_index(keys, drop, idx_bits, out):
+    for i in range(keys.shape[0]):
+        out[i] = ((keys[i] >> drop) << idx_bits) | U64(i)
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpack_index(packed, idx_bits, out):
+    mask = (U64(1) << idx_bits) - U64(1)
+    for i in range(packed.shape[0]):
+        out[i] = np.int64(packed[i] & mask)
+
+
+@nb.njit(cache=True, nogil=True)
+def _level_order(level, out):
+    counts = np.zeros(129, np.int64)
+    for i in range(level.shape[0]):
+        counts[np.int64(level[i]) + 1] += 1
+    for v in range(1, 129):
+        counts[v] += counts[v - 1]
+    for i in range(level.shape[0]):
+        v = np.int64(level[i])
+        out[counts[v]] = i
+        counts[v] += 1
+
+
+def level_order(level: np.ndarray) -> np.ndarray:
+    """`np.argsort(level, kind="stable")` for int8 levels 0..127 (a counting sort: one pass + one scatter)."""
+    out = np.empty(len(level), dtype=np.int64)
+    if len(level):
+        if int(level.min()) < 0:
+            raise ValueError("level_order: negative level")
+        _level_order(level, out)
+    return out
 
 
 def warm_all() -> None:
@@ -901,6 +941,7 @@ def warm_all() -> None:
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
+    level_order(np.zeros(4, np.int8))
     take_rows(rec, np.arange(4))
     rows = rec.view(np.uint8).reshape(4, -1)
     pack_rows(np.arange(4), [(rows, np.array([[0, 0, 4]]))], np.zeros_like(rows))

@@ -539,8 +539,7 @@ def write_tiles(
         perm = np.arange(len(rec), dtype=np.int64)
     copies, rgb, gps_dst, stride = _vertex_plan(job, rec.dtype)
     n_out = int(ends[-1])
-    vbuf = arena.scratch("bin.vertices", (n_out, stride), np.uint8)
-    vbuf.fill(0)  # padding between attributes: zeros (deterministic files)
+    vbuf = arena.scratch("bin.vertices", (n_out, stride), np.uint8)  # every byte is written
     lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
         rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf
     )
@@ -652,7 +651,7 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
     res = BinResult(spec.depth, spec.prefix, points=n)
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
-    by_level = np.argsort(level, kind="stable")
+    by_level = K.level_order(level)
     n_upper = int(np.count_nonzero(level < b))
     perm = order[by_level]
     del order
