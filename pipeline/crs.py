@@ -153,6 +153,7 @@ def make_transformer(
     inside it transform exactly as without it. Callers that cache transformers must key on it.
     """
     vcode = vertical_code(src)
+    grid = None
     if vcode in _GRID_FOR_VERTICAL:
         grid = locate_geoid_grid(cfg, _GRID_FOR_VERTICAL[vcode])
         _register_grid_dir(str(grid.parent.resolve()))
@@ -161,6 +162,10 @@ def make_transformer(
         from pyproj.aoi import AreaOfInterest
 
         aoi = AreaOfInterest(*(float(v) for v in area_of_interest))
+    key = _pipeline_key(src, dst, area_of_interest, grid)
+    cached = _cached_pipeline(key)
+    if cached is not None:
+        return cached
     try:
         t = Transformer.from_crs(src, dst, always_xy=True, allow_ballpark=False, area_of_interest=aoi)
     except ProjError as e:
@@ -171,7 +176,93 @@ def make_transformer(
         ) from e
     if "ballpark" in (t.description or "").lower():
         raise CrsError(f"only a ballpark transformation is available: {t.description}", path=path)
+    _store_pipeline(key, t)
     return t
+
+
+# ---- PROJ operation cache ---------------------------------------------------------------------------------
+# Finding the operation (25832+7837 -> ECEF through the GCG2016 grid) costs PROJ about 0.5 s per process,
+# on the critical path of every `twin points` / build start. The chosen operation is a plain PROJ pipeline
+# string: it is cached on disk, keyed by everything that determines it (source and target CRS, area of
+# interest, the grid file, PROJ and pyproj versions), and rebuilt with `Transformer.from_pipeline` (< 1 ms,
+# the same numbers). Only single, concrete pipelines are cached (never PROJ's per-point alternatives).
+# Location: $RUHRTWIN_PROJ_CACHE, else $XDG_CACHE_HOME/ruhrtwin, else ~/.cache/ruhrtwin; "off" disables it.
+
+
+def _pipeline_cache_file() -> Path | None:
+    import os
+
+    d = os.environ.get("RUHRTWIN_PROJ_CACHE")
+    if d == "off":
+        return None
+    if not d:
+        d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ruhrtwin")
+    return Path(d) / "proj-pipelines.json"
+
+
+def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None) -> str:
+    import hashlib
+    import json
+
+    g = None
+    if grid is not None:
+        st = grid.stat()
+        g = [str(grid.resolve()), st.st_size, st.st_mtime_ns]
+    parts = [
+        src.to_wkt(),
+        CRS.from_user_input(dst).to_wkt(),
+        None if aoi is None else [float(v) for v in aoi],
+        g,
+        pyproj.__version__,
+        pyproj.proj_version_str,
+        "always_xy",
+        "no-ballpark",
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _read_pipeline_cache(f: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(f.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _cached_pipeline(key: str) -> Transformer | None:
+    f = _pipeline_cache_file()
+    if f is None:
+        return None
+    definition = _read_pipeline_cache(f).get(key)
+    if not isinstance(definition, str) or not definition.startswith("proj="):
+        return None
+    try:
+        return Transformer.from_pipeline(definition)
+    except ProjError:
+        return None
+
+
+def _store_pipeline(key: str, t: Transformer) -> None:
+    import json
+    import os
+    import tempfile
+
+    f = _pipeline_cache_file()
+    definition = t.definition or ""
+    if f is None or not definition.startswith("proj="):  # alternatives chosen per point: not cacheable
+        return
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_pipeline_cache(f)
+        data[key] = definition
+        fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=".proj-pipelines-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, sort_keys=True)
+        os.replace(tmp, f)
+    except OSError:  # a read-only home: no cache, same results
+        pass
 
 
 def check_area_of_use(crs: CRS, bounds: tuple[float, float, float, float], *, path: str | Path) -> None:

@@ -144,3 +144,32 @@ def test_geoid_applied_in_frame():
     x, y, z = t.transform(frame.lon, frame.lat, 105.0725)
     assert np.allclose(frame.origin_ecef, (x, y, z), atol=2e-3)
     assert Path(locate_geoid_grid(cfg)).exists()
+
+
+def test_proj_pipeline_cache_gives_identical_transforms(tmp_path, monkeypatch):
+    """The on-disk cache of chosen PROJ operations: a second transformer comes from the cached pipeline
+    (no operation search) and transforms bit-identically; a corrupt cache file is ignored; "off" disables."""
+    import numpy as np
+    from pyproj import CRS
+
+    from pipeline.config.model import CrsConfig
+    from pipeline.crs import ECEF, make_transformer
+
+    monkeypatch.setenv("RUHRTWIN_PROJ_CACHE", str(tmp_path))
+    cfg = CrsConfig()
+    src = CRS.from_user_input("EPSG:25832+7837")
+    aoi = (6.9, 51.4, 7.1, 51.6)
+    x = np.linspace(360_000, 368_000, 7)
+    y = np.linspace(5_700_000, 5_708_000, 7)
+    z = np.linspace(30.0, 120.0, 7)
+    first = make_transformer(src, ECEF, cfg, area_of_interest=aoi)
+    assert (tmp_path / "proj-pipelines.json").is_file()
+    second = make_transformer(src, ECEF, cfg, area_of_interest=aoi)
+    assert "vgridshift" in second.definition and "gcg2016" in second.definition
+    for a, b in zip(first.transform(x, y, z), second.transform(x, y, z), strict=True):
+        assert np.array_equal(a, b)
+    (tmp_path / "proj-pipelines.json").write_text("{not json")
+    third = make_transformer(src, ECEF, cfg, area_of_interest=aoi)  # rebuilt, cache rewritten
+    assert np.array_equal(third.transform(x, y, z)[2], first.transform(x, y, z)[2])
+    monkeypatch.setenv("RUHRTWIN_PROJ_CACHE", "off")
+    assert make_transformer(src, ECEF, cfg, area_of_interest=aoi).description == first.description

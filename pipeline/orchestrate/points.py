@@ -366,9 +366,10 @@ def _run(
     name: str,
     progress: Progress | None,
     on_submitted: Callable[[], None] | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> list:
     """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process.
-    `on_submitted` runs once all tasks are submitted (on a client only)."""
+    `on_submitted` runs once all tasks are submitted (on a client only); `on_done(i)` after task i."""
     total = len(items)
     if progress:
         progress(name, 0, total)
@@ -376,6 +377,8 @@ def _run(
         out = []
         for i, args in enumerate(items):
             out.append(fn(*args))
+            if on_done:
+                on_done(i)
             if progress:
                 progress(name, i + 1, total)
         return out
@@ -405,6 +408,8 @@ def _run(
     try:
         for fut in as_completed(futures):
             results[index[fut.key]] = fut.result()
+            if on_done:
+                on_done(index[fut.key])
             done += 1
             if progress:
                 progress(name, done, total)
@@ -535,12 +540,36 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
             progress,
         )
     else:
-        res_sorted = _run(client, process_bin, [(bins[i], tjob, str(work)) for i in order], "tile", progress)
+        # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
+        # the other bins run (spatially sorted inputs free most of them early), not all at the end
+        refs: dict[str, int] = {}
+        for bn in bins:
+            for path, _a, _b in bn.ranges:
+                refs[path] = refs.get(path, 0) + 1
+
+        def release_spill(k: int) -> None:
+            for path, _a, _b in bins[order[k]].ranges:
+                refs[path] -= 1
+                if refs[path] == 0:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+
+        res_sorted = _run(
+            client,
+            process_bin,
+            [(bins[i], tjob, str(work)) for i in order],
+            "tile",
+            progress,
+            on_done=release_spill,
+        )
     results: list[BinResult] = [None] * len(bins)  # type: ignore[list-item]
     for i, r in zip(order, res_sorted, strict=True):
         results[i] = r
     summary.phases["tile"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    # the spill files are done with: free their pages while the upper tiles and the tileset are written
+    dropper = threading.Thread(target=shutil.rmtree, args=(spill,), kwargs={"ignore_errors": True})
+    dropper.start()
     tiles: list[TileRecord] = [t for r in results for t in r.tiles]
     tiles += _call(client, process_upper, results, tjob)
     tiles.sort(key=lambda t: (t.depth, t.ix, t.iy, t.iz))
@@ -574,6 +603,7 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
             version="1.1" if opts.format == "1.1" else "1.0",
             tileset_version=opts.tileset_version,
         )
+    dropper.join()
     shutil.rmtree(work, ignore_errors=True)
     summary.phases["upper+tileset"] = time.perf_counter() - t2
     return summary
