@@ -92,6 +92,11 @@ def _context():
     except ValueError:
         return mp.get_context("spawn")
     ctx.set_forkserver_preload(["pipeline.orchestrate.points_worker"])
+    # launch the fork server now (a fork + exec, no waiting): left to the pool's starter thread, it would
+    # be launched only after ~0.2 s of that thread competing for the GIL with this process's imports
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
     return ctx
 
 

@@ -10,7 +10,9 @@ CPU per worker saved at the start of every run).
 """
 
 import os
+import time
 
+_T0 = time.perf_counter()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
@@ -21,3 +23,7 @@ import pipeline.stages.points.tiling  # noqa: E402,F401
 from pipeline.stages.points.kernels import warm_all  # noqa: E402
 
 warm_all()
+
+if os.environ.get("TWIN_POINTS_TRACE"):  # debugging aid (see points_pool.phase_call)
+    with open(os.environ["TWIN_POINTS_TRACE"], "a") as _f:
+        _f.write(f"{os.getpid()} preload {_T0:.3f} {time.perf_counter() - _T0:.3f}\n")
