@@ -910,6 +910,56 @@ def _level_order(level, out):
         counts[v] += 1
 
 
+@nb.njit(cache=True, nogil=True)
+def _apply_level_order(order, by_level, keys, level, prefix, D, start, perm, keys_l, level_l, starts):
+    n = by_level.shape[0]
+    for i in range(n):
+        k = by_level[i]
+        perm[i] = order[k]
+        keys_l[i] = keys[k] | prefix
+        level_l[i] = level[k]
+    m = 0
+    for i in range(start, n):
+        lv = np.int64(level_l[i])
+        if i == start:
+            starts[m] = i
+            m += 1
+            continue
+        sh = U64(3 * (D - lv))
+        if lv != np.int64(level_l[i - 1]) or (keys_l[i] >> sh) != (keys_l[i - 1] >> sh):
+            starts[m] = i
+            m += 1
+    return m
+
+
+def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int):
+    """perm = order[by_level], keys[by_level] | prefix, level[by_level] in one pass, and the first index
+    of every tile (run of equal level and tile id at that level) from `start` on."""
+    n = len(by_level)
+    perm = np.empty(n, np.int64)
+    keys_l = np.empty(n, np.uint64)
+    level_l = np.empty(n, np.int8)
+    starts = np.empty(max(n - start, 0) + 1, np.int64)
+    m = (
+        _apply_level_order(
+            order,
+            by_level,
+            keys,
+            level,
+            U64(prefix),
+            np.int64(D),
+            np.int64(start),
+            perm,
+            keys_l,
+            level_l,
+            starts,
+        )
+        if n
+        else 0
+    )
+    return perm, keys_l, level_l, starts[:m]
+
+
 def level_order(level: np.ndarray) -> np.ndarray:
     """`np.argsort(level, kind="stable")` for int8 levels 0..127 (a counting sort: one pass + one scatter)."""
     out = np.empty(len(level), dtype=np.int64)
@@ -942,6 +992,7 @@ def warm_all() -> None:
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     level_order(np.zeros(4, np.int8))
+    apply_level_order(np.arange(4), np.arange(4), np.zeros(4, np.uint64), np.zeros(4, np.int8), 0, 8, 0)
     take_rows(rec, np.arange(4))
     rows = rec.view(np.uint8).reshape(4, -1)
     pack_rows(np.arange(4), [(rows, np.array([[0, 0, 4]]))], np.zeros_like(rows))

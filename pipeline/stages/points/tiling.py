@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -656,18 +657,16 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
     by_level = K.level_order(level)
     n_upper = int(np.count_nonzero(level < b))
-    perm = order[by_level]
-    del order
-    keys = keys[by_level]
-    level_s = level[by_level]
     imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
-    imin_pos = int(np.flatnonzero(by_level == imin)[0]) if n_upper else -1
+    imin_pos = int(np.flatnonzero(by_level[:n_upper] == imin)[0]) if level[imin] < b else -1
     hashes_s = hashes[by_level[:n_upper]]
-    del hashes, by_level
-    # the keys were made relative to the bin: restore the bin's prefix (tiles, upper file)
-    if rel_bits < 64:
-        keys |= np.uint64(spec.prefix) << np.uint64(rel_bits)
-    res.tiles = write_tiles(job, rec, _group_slices(level_s[n_upper:], keys[n_upper:], D), perm[n_upper:])
+    # the keys were made relative to the bin: the bin's prefix is restored for the tiles and upper file
+    prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
+    perm, keys, level_s, tile_starts = K.apply_level_order(order, by_level, keys, level, prefix, D, n_upper)
+    del order, hashes, by_level
+    bounds = [*tile_starts.tolist(), n]
+    groups = [(int(level_s[a]), a - n_upper, e - n_upper) for a, e in itertools.pairwise(bounds)]
+    res.tiles = write_tiles(job, rec, groups, perm[n_upper:])
     if n_upper:
         up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
         up = np.empty(n_upper, dtype=up_dtype)
