@@ -303,6 +303,28 @@ def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
     d = decode_unit(info, unit, layout.extra_dims, buf)
     assert d["_raw"].tobytes() == raw.tobytes()
     _check_row_sources(layout, d["_raw"], _cols_like_decode(d, layout), seed=fmt)
+    # lazy columns (bit fields and 16-bit colours converted while packing) give the same records
+    from pipeline.sources.pointcloud.las import BitField, Rgb16
+
+    lazy = decode_unit(info, unit, layout.extra_dims, buf.copy(), lazy=True)
+    assert any(isinstance(v, BitField) for v in lazy.values())
+    cols = _cols_like_decode(lazy, layout)
+    if "rgb" in cols:
+        big = K.rgb_max(lazy["red"], lazy["green"], lazy["blue"]) > 255
+        cols["rgb"] = Rgb16(lazy["red"], lazy["green"], lazy["blue"], 8 if big else 0)
+    plain = _cols_like_decode(d, layout)
+    dt = layout.dtype
+    xyz = np.random.default_rng(fmt).integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
+    order = np.random.default_rng(fmt + 1).permutation(n).astype(np.int64)
+    ref = K.gather_records_reference(dt, order, {"x": xyz, **plain})
+    out = np.zeros((n, dt.itemsize), np.uint8)
+    typed = [(col, dt.fields[name][1]) for name, col in cols.items()]
+    if K.pack_typed(order, xyz, dt.fields["x"][1], typed, out):
+        assert out.tobytes() == ref.tobytes()
+    else:
+        assert layout.extra_dims
+    counts = K.byte_histogram(lazy["classification"])
+    assert np.array_equal(counts, np.bincount(plain["classification"], minlength=256))
 
 
 # ---- 3. tile_vertices vs quantize + pack_vertices + quantize_tiles -------------------------------------

@@ -10,11 +10,50 @@ from __future__ import annotations
 import functools
 import io
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+
+
+class BitField(NamedTuple):
+    """A column computed on the fly as (src >> shift) & mask (src: a uint8 view of the raw records): the
+    spill packer extracts return numbers and pre-1.4 classes while it writes, no array in between."""
+
+    src: np.ndarray
+    shift: int
+    mask: int
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def values(self) -> np.ndarray:
+        return ((self.src >> np.uint8(self.shift)) & np.uint8(self.mask)).astype(np.uint8)
+
+
+class Rgb16(NamedTuple):
+    """8-bit sRGB colour computed on the fly from LAS 16-bit channels: channel >> shift (8 when the unit
+    uses 16-bit colours, 0 when all values fit 8 bits; see `pipeline.stages.points.colour.to_srgb8`)."""
+
+    red: np.ndarray
+    green: np.ndarray
+    blue: np.ndarray
+    shift: int
+
+    def __len__(self) -> int:
+        return len(self.red)
+
+    def values(self) -> np.ndarray:
+        rgb = np.stack([self.red, self.green, self.blue], axis=1)
+        return (rgb >> self.shift).astype(np.uint8)
+
+
+def materialize(col):
+    """A plain array for a column (lazy BitField / Rgb16 columns are computed)."""
+    return col.values() if isinstance(col, (BitField, Rgb16)) else col
+
 
 # fields every batch carries (missing ones are filled by the caller)
 BASE_FIELDS = ("intensity", "classification", "return_number", "number_of_returns", "point_source_id")
@@ -104,20 +143,27 @@ def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo)
 
 
 def decode_unit(
-    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), out: np.ndarray | None = None
+    info: PointFileInfo,
+    unit: WorkUnit,
+    extra_dims: tuple[str, ...] = (),
+    out: np.ndarray | None = None,
+    lazy: bool = False,
 ) -> dict[str, np.ndarray]:
     """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
-    views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given)."""
+    views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given). With
+    `lazy`, return numbers and pre-1.4 classes are `BitField`s (see `materialize`)."""
     raw = decode_raw(info, unit, extra_dims, out)
     bits = raw["bit_fields"]
+    ret: np.ndarray | BitField
+    nret: np.ndarray | BitField
+    cls: np.ndarray | BitField
     if info.point_format >= 6:
-        ret = bits & np.uint8(0x0F)
-        nret = bits >> np.uint8(4)
-        cls = raw["classification"]
+        ret, nret, cls = BitField(bits, 0, 0x0F), BitField(bits, 4, 0x0F), raw["classification"]
     else:
-        ret = bits & np.uint8(0x07)
-        nret = (bits >> np.uint8(3)) & np.uint8(0x07)
-        cls = raw["raw_classification"] & np.uint8(0x1F)
+        ret, nret = BitField(bits, 0, 0x07), BitField(bits, 3, 0x07)
+        cls = BitField(raw["raw_classification"], 0, 0x1F)
+    if not lazy:
+        ret, nret, cls = materialize(ret), materialize(nret), materialize(cls)
     cols: dict[str, np.ndarray] = {
         "_raw": raw,
         "X": raw["X"],

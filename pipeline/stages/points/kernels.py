@@ -743,11 +743,15 @@ def _put(out, i, o, v, nbytes):
 
 @nb.njit(
     "void(int64[::1], int32[:, :], int64, uint64[:], int64, uint16[:], uint16[:], uint16[:], int64[::1],"
-    " uint8[:], uint8[:], uint8[:], int64[::1], uint8[:, :], int64, uint8[:, :])",
+    " uint8[:], uint8[:], uint8[:], int64[::1], int64[::1], int64[::1],"
+    " uint16[:], uint16[:], uint16[:], int64, int64, uint8[:, :])",
     cache=True,
     nogil=True,
 )  # one explicit signature (any layout): no compilation per combination of column layouts
-def _pack_typed(order, xyz, x_dst, a64, d64, a16, b16, c16, d16, a8, b8, c8, d8, rgb, rgb_dst, out):
+def _pack_typed(
+    order, xyz, x_dst, a64, d64, a16, b16, c16, d16, a8, b8, c8, d8, sh8, m8, r16, g16, b16c, rgb_shift,
+    rgb_dst, out,
+):  # fmt: skip
     for i in range(order.shape[0]):
         j = order[i]
         for k in range(3):
@@ -760,56 +764,104 @@ def _pack_typed(order, xyz, x_dst, a64, d64, a16, b16, c16, d16, a8, b8, c8, d8,
             _put(out, i, d16[1], U64(b16[j]), 2)
         if d16[2] >= 0:
             _put(out, i, d16[2], U64(c16[j]), 2)
+        # 1-byte fields, each (source >> shift) & mask: plain bytes or LAS bit fields
         if d8[0] >= 0:
-            out[i, d8[0]] = a8[j]
+            out[i, d8[0]] = np.uint8((a8[j] >> sh8[0]) & m8[0])
         if d8[1] >= 0:
-            out[i, d8[1]] = b8[j]
+            out[i, d8[1]] = np.uint8((b8[j] >> sh8[1]) & m8[1])
         if d8[2] >= 0:
-            out[i, d8[2]] = c8[j]
+            out[i, d8[2]] = np.uint8((c8[j] >> sh8[2]) & m8[2])
         if rgb_dst >= 0:
-            out[i, rgb_dst] = rgb[j, 0]
-            out[i, rgb_dst + 1] = rgb[j, 1]
-            out[i, rgb_dst + 2] = rgb[j, 2]
+            out[i, rgb_dst] = np.uint8(r16[j] >> rgb_shift)
+            out[i, rgb_dst + 1] = np.uint8(g16[j] >> rgb_shift)
+            out[i, rgb_dst + 2] = np.uint8(b16c[j] >> rgb_shift)
 
 
 def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out: np.ndarray) -> bool:
     """out[i] = the record of input point order[i] in one pass, reading typed (possibly strided) columns:
     positions (N,3) int32 at byte `x_dst`, and `fields` = (column, byte offset in the record) with at most
-    one 8-byte, three 2-byte, three 1-byte columns and one (N,3) uint8 colour. Returns False (nothing
-    written) when the fields do not fit those slots; the caller then uses `pack_rows`. Bytes no field
-    names are left as they are."""
+    one 8-byte, three 2-byte, three 1-byte columns (plain, or `BitField`s of the raw records) and one colour
+    ((N,3) uint8, or `Rgb16` channels). Returns False (nothing written) when the fields do not fit those
+    slots; the caller then uses `pack_rows`. Bytes no field names are left as they are."""
+    from pipeline.sources.pointcloud.las import BitField, Rgb16
+
     u64, u16, u8, rgb = [], [], [], []
     for col, off in fields:
-        if col.ndim == 2 and col.shape[1] == 3 and col.dtype == np.uint8:
-            rgb.append((col, off))
+        if isinstance(col, BitField):
+            u8.append((col.src.view(np.uint8), off, col.shift, col.mask))
+        elif isinstance(col, Rgb16):
+            rgb.append(((col.red, col.green, col.blue), off, col.shift))
+        elif col.ndim == 2 and col.shape[1] == 3 and col.dtype == np.uint8:
+            rgb.append(((col[:, 0], col[:, 1], col[:, 2]), off, 0))
         elif col.ndim == 1 and col.dtype.itemsize == 8 and col.dtype.kind in "uif":
             u64.append((col.view(np.uint64), off))
         elif col.ndim == 1 and col.dtype.itemsize == 2 and col.dtype.kind in "ui":
             u16.append((col.view(np.uint16), off))
         elif col.ndim == 1 and col.dtype.itemsize == 1 and col.dtype.kind in "ui":
-            u8.append((col.view(np.uint8), off))
+            u8.append((col.view(np.uint8), off, 0, 0xFF))
         else:
             return False
     if len(u64) > 1 or len(u16) > 3 or len(u8) > 3 or len(rgb) > 1 or len(xyz) != len(out):
         return False
-
-    def slots(items, n_slots, dummy):
-        got = items + [(dummy, -1)] * (n_slots - len(items))
-        return [g[0] for g in got], np.array([g[1] for g in got], np.int64)
-
-    c64, o64 = slots(u64, 1, np.zeros(1, np.uint64))
-    c16, o16 = slots(u16, 3, np.zeros(1, np.uint16))
-    c8, o8 = slots(u8, 3, np.zeros(1, np.uint8))
-    crgb, orgb = slots(rgb, 1, np.zeros((1, 3), np.uint8))
+    if rgb and any(c.dtype.itemsize not in (1, 2) for c in rgb[0][0]):
+        return False
+    z64, z16, z8 = np.zeros(1, np.uint64), np.zeros(1, np.uint16), np.zeros(1, np.uint8)
+    c64, o64 = u64[0] if u64 else (z64, -1)
+    c16 = [c for c, _o in u16] + [z16] * (3 - len(u16))
+    o16 = np.array([o for _c, o in u16] + [-1] * (3 - len(u16)), np.int64)
+    c8 = [c for c, _o, _s, _m in u8] + [z8] * (3 - len(u8))
+    o8 = np.array([o for _c, o, _s, _m in u8] + [-1] * (3 - len(u8)), np.int64)
+    s8 = np.array([sh for _c, _o, sh, _m in u8] + [0] * (3 - len(u8)), np.int64)
+    m8 = np.array([m for _c, _o, _s, m in u8] + [0] * (3 - len(u8)), np.int64)
+    if rgb:
+        chans, orgb, rsh = rgb[0]
+        chans = [c.astype(np.uint16) if c.dtype.itemsize == 1 else c.view(np.uint16) for c in chans]
+    else:
+        chans, orgb, rsh = [z16] * 3, -1, 0
     if len(order):
         try:
             _pack_typed(
-                np.asarray(order, np.int64), xyz, int(x_dst), c64[0], int(o64[0]), *c16, o16, *c8, o8,
-                crgb[0], int(orgb[0]), out,
+                np.asarray(order, np.int64), xyz, int(x_dst), c64, int(o64), *c16, o16, *c8, o8, s8, m8,
+                *chans, int(rsh), int(orgb), out,
             )  # fmt: skip
         except TypeError:  # argument types outside the one compiled signature: nothing was written
             return False
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _rgb_max(r, g, b):
+    m = 0
+    for i in range(r.shape[0]):
+        m = max(m, max(np.int64(r[i]), max(np.int64(g[i]), np.int64(b[i]))))
+    return m
+
+
+def rgb_max(r, g, b) -> int:
+    """The largest value of three colour channels (strided views allowed), one pass."""
+    return int(_rgb_max(r, g, b)) if len(r) else 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _byte_histogram(src, shift, mask, out):
+    for i in range(src.shape[0]):
+        out[(src[i] >> shift) & mask] += 1
+
+
+def byte_histogram(col) -> np.ndarray:
+    """Counts of the 256 values of a uint8 column or `BitField` (class codes present in a unit)."""
+    from pipeline.sources.pointcloud.las import BitField
+
+    out = np.zeros(256, np.int64)
+    if isinstance(col, BitField):
+        src, shift, mask = col.src.view(np.uint8), col.shift, col.mask
+    elif np.asarray(col).dtype == np.uint8:
+        src, shift, mask = np.asarray(col), 0, 0xFF
+    else:  # other integer types (E57 readers): plain counting
+        return np.bincount(np.asarray(col, dtype=np.int64), minlength=256)
+    if len(src):
+        _byte_histogram(src, np.uint8(shift), np.uint8(mask), out)
+    return out
 
 
 def pack_rows(
@@ -1002,6 +1054,9 @@ def warm_all() -> None:
     pack_typed(np.arange(4), xyz4, 0, [(g, 12), (rec["c"], 20), (np.zeros((4, 3), np.uint8), 21)], p)
     r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])
     pack_typed(np.arange(4), xyz4, 0, [(r16["a"], 12), (r16["b"], 14)], p)
+    rgb_max(r16["a"], r16["a"], r16["a"])
+    byte_histogram(r16["b"])
+    byte_histogram(np.zeros(4, np.uint8))
     quantize_tiles(x, y, z, np.array([0]), np.array([4]))
     from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
 

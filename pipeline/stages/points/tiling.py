@@ -227,9 +227,14 @@ def with_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> FileJo
 
 
 def decode_fields(
-    fj: FileJob, unit: WorkUnit, extra_dims: tuple[str, ...], out: np.ndarray | None = None
+    fj: FileJob,
+    unit: WorkUnit,
+    extra_dims: tuple[str, ...],
+    out: np.ndarray | None = None,
+    lazy: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given)."""
+    """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given;
+    with `lazy`, bit-field columns are computed later by the spill packer)."""
     info = fj.info
     if info.kind == "e57":
         from pipeline.sources.pointcloud.e57 import decode_e57_unit
@@ -237,7 +242,7 @@ def decode_fields(
         return decode_e57_unit(info, unit)
     from pipeline.sources.pointcloud.las import decode_unit
 
-    return decode_unit(info, unit, extra_dims, out)
+    return decode_unit(info, unit, extra_dims, out, lazy=lazy)
 
 
 def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
@@ -281,7 +286,7 @@ def _decode(
         out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    d = decode_fields(fj, unit, job.layout.extra_dims, out)
+    d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
     n = len(d["X"])
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
@@ -304,7 +309,7 @@ def _decode(
         keys=keys_buf,
     )
     _check_bounds(info, raw_min, raw_max, unit)
-    codes = np.flatnonzero(np.bincount(d["classification"], minlength=1)) if n else np.empty(0, np.int64)
+    codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
     check_classes(
         codes,
         job.class_scheme,
@@ -319,7 +324,12 @@ def _decode(
         for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns")
     }
     if job.layout.has_rgb:
-        if info.has_rgb:
+        if info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
+            from pipeline.sources.pointcloud.las import Rgb16
+
+            big = K.rgb_max(d["red"], d["green"], d["blue"]) > 255
+            cols["rgb"] = Rgb16(d["red"], d["green"], d["blue"], 8 if big else 0)  # type: ignore[assignment]
+        elif info.has_rgb:
             cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
         elif fj.orthophoto:
             xs = d["X"] * info.scales[0] + info.offsets[0]
@@ -428,8 +438,11 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
                 assert fields is not None
                 typed = [(col, fields[name][1]) for name, col in cols.items()]
                 if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
+                    from pipeline.sources.pointcloud.las import materialize
+
+                    plain = {name: materialize(col) for name, col in cols.items()}
                     rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
-                    K.pack_rows(order, _row_sources(dtype, xyz, cols, r.raw), dst, scratch=rin)
+                    K.pack_rows(order, _row_sources(dtype, xyz, plain, r.raw), dst, scratch=rin)
                 del dst
     return SpillPart(
         unit.unit_index,
