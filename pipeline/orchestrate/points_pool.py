@@ -139,6 +139,16 @@ class LocalPool:
             p.terminate()
         for p in procs:
             p.join(timeout=10)
+        # Python 3.11's exit hook wakes every executor's manager thread through its pipe, even when that
+        # thread has already closed it ("Exception ignored ... Bad file descriptor" on stderr at exit):
+        # wait for the thread and unregister it
+        mgr = getattr(self._ex, "_executor_manager_thread", None)
+        if mgr is not None:
+            mgr.join(timeout=10)
+            with contextlib.suppress(Exception):
+                from concurrent.futures import process as _cfp
+
+                _cfp._threads_wakeups.pop(mgr, None)  # type: ignore[attr-defined]
 
     def __enter__(self) -> LocalPool:
         return self

@@ -101,6 +101,11 @@ def _lattice_keys_kernel(
     E0, E1, E2 = -big, -big, -big
     lim = np.int64(1) << (np.int64(21) + kshift)
     outside = False
+    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
+    # the 8 corner values of the current lattice cell (points in file order stay in one 50 m cell for
+    # long runs): reloaded only when the cell changes; the arithmetic is that of `_interp_mm`
+    corner = np.empty((3, 8), dtype=values.dtype)
+    pcx, pcy, pcz = -1, -1, -1
     for i in range(n):
         xi = np.int64(ix[i])
         yi = np.int64(iy[i])
@@ -114,7 +119,37 @@ def _lattice_keys_kernel(
         sx = xi * scale[0] + offset[0]
         sy = yi * scale[1] + offset[1]
         sz = (zi * scale[2] + offset[2]) * zf
-        bad += _interp_mm(values, sx, sy, sz, lo, step, tol, out, i)
+        fx = (sx - lo[0]) / step[0]
+        fy = (sy - lo[1]) / step[1]
+        fz = (sz - lo[2]) / step[2]
+        if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
+            bad += 1
+        cx = min(max(int(np.floor(fx)), 0), nx - 2)
+        cy = min(max(int(np.floor(fy)), 0), ny - 2)
+        cz = min(max(int(np.floor(fz)), 0), nz - 2)
+        if cx != pcx or cy != pcy or cz != pcz:
+            for k in range(3):
+                corner[k, 0] = values[cx, cy, cz, k]
+                corner[k, 1] = values[cx + 1, cy, cz, k]
+                corner[k, 2] = values[cx, cy + 1, cz, k]
+                corner[k, 3] = values[cx + 1, cy + 1, cz, k]
+                corner[k, 4] = values[cx, cy, cz + 1, k]
+                corner[k, 5] = values[cx + 1, cy, cz + 1, k]
+                corner[k, 6] = values[cx, cy + 1, cz + 1, k]
+                corner[k, 7] = values[cx + 1, cy + 1, cz + 1, k]
+            pcx, pcy, pcz = cx, cy, cz
+        tx = fx - cx
+        ty = fy - cy
+        tz = fz - cz
+        for k in range(3):
+            c00 = corner[k, 0] + (corner[k, 1] - corner[k, 0]) * tx
+            c10 = corner[k, 2] + (corner[k, 3] - corner[k, 2]) * tx
+            c01 = corner[k, 4] + (corner[k, 5] - corner[k, 4]) * tx
+            c11 = corner[k, 6] + (corner[k, 7] - corner[k, 6]) * tx
+            c0 = c00 + (c10 - c00) * ty
+            c1 = c01 + (c11 - c01) * ty
+            v = c0 + (c1 - c0) * tz
+            out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
         a = np.int64(out[i, 0])
         b = np.int64(out[i, 1])
         c = np.int64(out[i, 2])
