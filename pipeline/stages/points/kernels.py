@@ -385,9 +385,31 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
     t0 = b - g
     if t0 < 0:
         t0 = 0
-    # tiles above the bin (depth < b): their cells at depth t + g >= b lie inside the bin
-    for t in range(t0, b):
-        _claim_cells(keys, hashes, level, 0, n, U64(3 * (D - (t + g))), t)
+    # tiles above the bin (depth < b): their cells at depth t + g >= b lie inside the bin. One pass for
+    # all of these levels: the cells are nested, so a point that wins a coarse cell also wins every finer
+    # cell containing it; giving each winner the coarsest level it wins equals claiming level by level
+    # (each level only claims free points)
+    nl = b - t0
+    if nl > 0:
+        cur = np.empty(nl, np.uint64)
+        best = np.full(nl, -1, np.int64)
+        for i in range(n):
+            k = keys[i]
+            h = hashes[i]
+            for m in range(nl):
+                c = k >> U64(3 * (D - (t0 + m + g)))
+                w = best[m]
+                if w < 0 or c != cur[m]:
+                    if w >= 0 and (level[w] < 0 or level[w] > t0 + m):
+                        level[w] = t0 + m
+                    cur[m] = c
+                    best[m] = i
+                elif h < hashes[w]:
+                    best[m] = i
+        for m in range(nl):
+            w = best[m]
+            if w >= 0 and (level[w] < 0 or level[w] > t0 + m):
+                level[w] = t0 + m
     # tiles inside the bin, top-down with an explicit stack
     cap = 8 * (tmax - b + 2) + 16
     s_lo = np.empty(cap, np.int64)
