@@ -604,3 +604,24 @@ def test_level_order_is_the_stable_argsort(levels):
 def test_sort_order_is_the_stable_argsort(keys, bits):
     k = np.asarray(keys, dtype=np.uint64) & np.uint64((1 << bits) - 1 if bits < 64 else 2**64 - 1)
     assert np.array_equal(K.sort_order(k, bits), np.argsort(k, kind="stable"))
+
+
+@FAST
+@given(
+    b=st.integers(0, 4),
+    g=st.integers(1, 3),
+    max_points=st.integers(1, 60),
+    n=st.integers(1, 400),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_select_levels_matches_reference_random(b, g, max_points, n, seed):
+    """The single-pass claim/split level selection equals the level-by-level reference."""
+    rng = np.random.default_rng(seed)
+    D = 9
+    c = rng.integers(0, 2 ** (D - b), size=(n, 3))
+    c[: n // 3] = c[0]  # duplicates: ties broken by position
+    keys = np.sort(K.morton_keys(c.astype(np.int32), np.zeros(3, np.int64), 0))
+    hashes = rng.integers(0, 50, n).astype(np.uint64)  # many equal hashes
+    tmax = D - g
+    fast = K.select_levels(keys, hashes, D, b, g, tmax, max_points)
+    assert np.array_equal(fast, K.select_levels_reference(keys, hashes, D, b, g, tmax, max_points))

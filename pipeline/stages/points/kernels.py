@@ -427,25 +427,29 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
             w = best[m]
             if w >= 0 and (level[w] < 0 or level[w] > t0 + m):
                 level[w] = t0 + m
-    # tiles inside the bin, top-down with an explicit stack
+    # tiles inside the bin, top-down with an explicit stack of (range, level, free points in it). One
+    # pass per node claims its cells and splits it into children, counting their free points on the way
+    # (cells at depth t + g >= t + 1 never straddle two children)
     cap = 8 * (tmax - b + 2) + 16
     s_lo = np.empty(cap, np.int64)
     s_hi = np.empty(cap, np.int64)
     s_t = np.empty(cap, np.int64)
-    sp = 0
+    s_free = np.empty(cap, np.int64)
+    remaining = 0
+    for i in range(n):
+        if level[i] < 0:
+            remaining += 1
     s_lo[0] = 0
     s_hi[0] = n
     s_t[0] = b
+    s_free[0] = remaining
     sp = 1
     while sp > 0:
         sp -= 1
         lo = s_lo[sp]
         hi = s_hi[sp]
         t = s_t[sp]
-        remaining = 0
-        for i in range(lo, hi):
-            if level[i] < 0:
-                remaining += 1
+        remaining = s_free[sp]
         if remaining == 0:
             continue
         if remaining <= max_points or t >= tmax:
@@ -453,19 +457,43 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
                 if level[i] < 0:
                     level[i] = t
             continue
-        _claim_cells(keys, hashes, level, lo, hi, U64(3 * (D - (t + g))), t)
-        shift = U64(3 * (D - (t + 1)))
+        cshift = U64(3 * (D - (t + g)))
+        chshift = U64(3 * (D - (t + 1)))
+        child_lo = lo
+        child_key = keys[lo] >> chshift
+        child_free = 0
         i = lo
         while i < hi:
-            k = keys[i] >> shift
-            j = i + 1
-            while j < hi and (keys[j] >> shift) == k:
+            k = keys[i] >> cshift
+            best = i
+            free = 0
+            j = i
+            while j < hi and (keys[j] >> cshift) == k:
+                if hashes[j] < hashes[best]:
+                    best = j
+                if level[j] < 0:
+                    free += 1
                 j += 1
-            s_lo[sp] = i
-            s_hi[sp] = j
-            s_t[sp] = t + 1
-            sp += 1
+            ck = keys[i] >> chshift
+            if ck != child_key:
+                s_lo[sp] = child_lo
+                s_hi[sp] = i
+                s_t[sp] = t + 1
+                s_free[sp] = child_free
+                sp += 1
+                child_lo = i
+                child_key = ck
+                child_free = 0
+            if level[best] < 0:
+                level[best] = t
+                free -= 1
+            child_free += free
             i = j
+        s_lo[sp] = child_lo
+        s_hi[sp] = hi
+        s_t[sp] = t + 1
+        s_free[sp] = child_free
+        sp += 1
 
 
 def select_levels(
@@ -477,6 +505,8 @@ def select_levels(
     point, unless a tile with at most `max_points` remaining points (or at depth `tmax`) takes all of them.
     Levels < b belong to tiles above the bin; see docs/pointcloud.md for why this is partition-independent.
     """
+    if g < 1:
+        raise ValueError("select_levels: the sampling grid needs at least 1 bit (g >= 1)")
     level = np.full(len(keys), -1, dtype=np.int8)
     if len(keys):
         _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
