@@ -560,33 +560,39 @@ def write_tiles(
     lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
         rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf
     )
-    cube = job.cube
-    org = np.asarray(cube.origin, np.int64)
     out = []
     for t, (depth, s, e) in enumerate(groups):
-        sh = cube.R - depth
-        ix, iy, iz = (int(v) for v in ((lo[t] - org) >> sh))  # the tile's minimum lies in the tile
-        uri = _tile_uri(depth, ix, iy, iz, job.fmt)
-        path = Path(job.out_dir) / uri
-        path.parent.mkdir(parents=True, exist_ok=True)
+        rec_t, path = _place_tile(job, depth, lo[t], e - s, lo[t] + qmin[t] * step[t], lo[t] + qmax[t] * step[t], checksum[t])  # fmt: skip
         write_glb_from_vertices(
             path, vbuf[s:e], job.schema, lo[t], int(step[t]), qmin[t], qmax[t], float(gbase[t]),
             meshopt=job.meshopt,
         )  # fmt: skip
-        out.append(
-            TileRecord(
-                depth,
-                ix,
-                iy,
-                iz,
-                e - s,
-                tuple(int(v) for v in lo[t] + qmin[t] * step[t]),
-                tuple(int(v) for v in lo[t] + qmax[t] * step[t]),
-                int(checksum[t]),
-                uri,
-            )
-        )
+        out.append(rec_t)
     return out
+
+
+def _place_tile(
+    job: TileJob, depth: int, inside_mm, count: int, lo_mm, hi_mm, checksum
+) -> tuple[TileRecord, Path]:
+    """The record of a tile (index from any point inside it) and its content path (directory created)."""
+    sh = job.cube.R - depth
+    org = np.asarray(job.cube.origin, np.int64)
+    ix, iy, iz = (int(v) for v in ((np.asarray(inside_mm, np.int64) - org) >> sh))
+    uri = _tile_uri(depth, ix, iy, iz, job.fmt)
+    path = Path(job.out_dir) / uri
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = TileRecord(
+        depth,
+        ix,
+        iy,
+        iz,
+        count,
+        tuple(int(v) for v in lo_mm),
+        tuple(int(v) for v in hi_mm),
+        int(checksum),
+        uri,
+    )
+    return rec, path
 
 
 def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
@@ -595,37 +601,17 @@ def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> li
     from pipeline.tiles.points_glb import quantized_tile
 
     q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
-    cube = job.cube
-    org = np.asarray(cube.origin, np.int64)
     names = [n for n in rec.dtype.names if n not in ("x", "y", "z")]
     out = []
     for t, (depth, s, e) in enumerate(groups):
-        sh = cube.R - depth
-        first = np.array([rec["x"][s], rec["y"][s], rec["z"][s]], dtype=np.int64)
-        ix, iy, iz = (int(v) for v in ((first - org) >> sh))
         qt = quantized_tile(lo[t], step[t], q[s:e], qmin[t], qmax[t])
         sl = rec[s:e]
-        attrs = {name: sl[name] for name in names}
-        data = encode_pnts(qt, attrs, job.schema)  # type: ignore[arg-type]
-        uri = _tile_uri(depth, ix, iy, iz, job.fmt)
-        path = Path(job.out_dir) / uri
-        path.parent.mkdir(parents=True, exist_ok=True)
+        data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)  # type: ignore[arg-type]
+        tlo, thi = qt.bounds_mm
+        rec_t, path = _place_tile(job, depth, lo[t], e - s, tlo, thi, checksum[t])
         with open(path, "wb") as f:
             f.write(data)
-        tlo, thi = qt.bounds_mm
-        out.append(
-            TileRecord(
-                depth,
-                ix,
-                iy,
-                iz,
-                e - s,
-                tuple(int(v) for v in tlo),
-                tuple(int(v) for v in thi),
-                int(checksum[t]),
-                uri,
-            )
-        )
+        out.append(rec_t)
     return out
 
 
@@ -699,11 +685,9 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
 
 
 def warm_upper_kernels() -> None:
-    """Load the numba kernels `process_upper` / `write_tiles` use (about 0.2 s on the first call in a
-    process); the orchestrator runs this in a thread of the otherwise idle main process."""
-    x = np.zeros(2, np.int32)
-    K.quantize_tiles(x, x, x, np.array([0]), np.array([2]))
-    K.take_rows(np.zeros(2, np.dtype([("a", "<i4")])), np.arange(2))
+    """Load the numba kernels of bin planning, bins and upper tiles from their cache (about 0.2 s in a
+    fresh process); in-process runs do this in a thread while the units decode."""
+    K.warm_all()
 
 
 def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
