@@ -420,6 +420,21 @@ def _run(
     return results
 
 
+def _release_worker_buffers(client) -> None:
+    """Long-lived Dask workers (the pipeline's cluster) give back the point stages' reusable buffers when a
+    point layer is done: the next stages run on the same workers. (The local pool's processes end anyway;
+    in-process runs drop them here.)"""
+    from pipeline.stages.points import arena
+
+    if client is None:
+        arena.release()
+        return
+    run = getattr(client, "run", None)  # distributed.Client; LocalPool has none
+    if run is not None:
+        with contextlib.suppress(Exception):
+            run(arena.release)
+
+
 def _call(client, fn, *args):
     """fn(*args) on a worker when there is a client (it has the kernels loaded), else here."""
     if client is None:
@@ -671,6 +686,8 @@ def tile_pointcloud(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            _release_worker_buffers(client)
     summary.seconds = time.perf_counter() - t0
     summary.peak_rss_bytes = mon.peak
     summary.out_dir = str(out_dir)
