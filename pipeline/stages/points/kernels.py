@@ -792,41 +792,11 @@ def _scatter_bytes(src, order, out, off):
             out[i, off + k] = src[j, k]
 
 
-def gather_records(dtype: np.dtype, order: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
-    """Structured records whose field f is columns[f][order] (missing fields stay zero).
-
-    `columns` may hold strided views (fields of the raw LAS records); a column may also be an (N,k)
-    array filling k consecutive fields (e.g. 'x' with (N,3) int32 fills x, y, z).
-
-    The records are first interleaved in input order (sequential, cache-friendly numpy copies), then
-    permuted as whole rows in one numba pass: about 2x faster than gathering every column separately."""
-    n = len(order)
-    names = dtype.names or ()
-    filled: set[str] = set()
-    for name, col in columns.items():
-        k = 1 if col.ndim == 1 else col.shape[1]
-        if k == 1 or dtype.fields[name][0].shape == (k,):
-            filled.add(name)
-        else:  # (N,k) spanning k consecutive scalar fields
-            i = names.index(name)
-            filled.update(names[i : i + k])
-    n_in = len(next(iter(columns.values()))) if columns else n
-    rec = (np.empty if filled >= set(names) else np.zeros)(n_in, dtype=dtype)
-    for name, col in columns.items():
-        k = 1 if col.ndim == 1 else col.shape[1]
-        if k == 1 or dtype.fields[name][0].shape == (k,):
-            rec[name] = col
-        else:
-            i = names.index(name)
-            for j in range(k):
-                rec[names[i + j]] = col[:, j]
-    return take_rows(rec, order)
-
-
 def gather_records_reference(
     dtype: np.dtype, order: np.ndarray, columns: dict[str, np.ndarray]
 ) -> np.ndarray:
-    """Column-by-column byte gather (the previous implementation; tests)."""
+    """Structured records whose field f is columns[f][order], copied column by column (missing fields stay
+    zero): the plain reference the record packers are tested against."""
     n = len(order)
     out = np.zeros(n, dtype=dtype)
     ob = out.view(np.uint8).reshape(n, dtype.itemsize)

@@ -348,12 +348,6 @@ def _decode(
     return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"))
 
 
-def decode_to_enu(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Decode a unit into (N,3) int32 ENU millimetres and its attribute columns (record field names)."""
-    r = _decode(fj, unit, job, np.zeros(3, np.int64), 0)
-    return r.xyz, r.cols
-
-
 def _row_sources(
     dtype: np.dtype, xyz: np.ndarray, cols: dict[str, np.ndarray], raw: np.ndarray | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
