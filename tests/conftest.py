@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# the test run keeps PROJ's operation cache (pipeline.crs) to itself, not in the user's ~/.cache
+os.environ.setdefault("RUHRTWIN_PROJ_CACHE", tempfile.mkdtemp(prefix="ruhrtwin-test-proj-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
