@@ -18,80 +18,15 @@ U64 = np.uint64
 # ---- reprojection ------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _interp_mm(values, sx, sy, sz, lo, step, tol, out, i):
-    """Trilinear ENU value of one source point from the lattice, written to out[i] in integer mm.
-    Returns 1 when the point lies outside the lattice (then extrapolated from the border cell), else 0."""
-    nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
-    fx = (sx - lo[0]) / step[0]
-    fy = (sy - lo[1]) / step[1]
-    fz = (sz - lo[2]) / step[2]
-    outside = 0
-    if fx < -tol or fy < -tol or fz < -tol or fx > nx - 1 + tol or fy > ny - 1 + tol or fz > nz - 1 + tol:
-        outside = 1
-    cx = min(max(int(np.floor(fx)), 0), nx - 2)
-    cy = min(max(int(np.floor(fy)), 0), ny - 2)
-    cz = min(max(int(np.floor(fz)), 0), nz - 2)
-    tx = fx - cx
-    ty = fy - cy
-    tz = fz - cz
-    for k in range(3):
-        c000 = values[cx, cy, cz, k]
-        c100 = values[cx + 1, cy, cz, k]
-        c010 = values[cx, cy + 1, cz, k]
-        c110 = values[cx + 1, cy + 1, cz, k]
-        c001 = values[cx, cy, cz + 1, k]
-        c101 = values[cx + 1, cy, cz + 1, k]
-        c011 = values[cx, cy + 1, cz + 1, k]
-        c111 = values[cx + 1, cy + 1, cz + 1, k]
-        c00 = c000 + (c100 - c000) * tx
-        c10 = c010 + (c110 - c010) * tx
-        c01 = c001 + (c101 - c001) * tx
-        c11 = c011 + (c111 - c011) * tx
-        c0 = c00 + (c10 - c00) * ty
-        c1 = c01 + (c11 - c01) * ty
-        v = c0 + (c1 - c0) * tz
-        out[i, k] = np.int32(np.floor(v * 1000.0 + 0.5))
-    return outside
-
-
-@nb.njit(cache=True, nogil=True)
-def _lattice_kernel(ix, iy, iz, scale, offset, zf, lo, step, values, out, tol):
-    bad = 0
-    for i in range(ix.shape[0]):
-        sx = ix[i] * scale[0] + offset[0]
-        sy = iy[i] * scale[1] + offset[1]
-        sz = (iz[i] * scale[2] + offset[2]) * zf
-        bad += _interp_mm(values, sx, sy, sz, lo, step, tol, out, i)
-    return bad
-
-
-def lattice_to_enu_mm(ix, iy, iz, scale, offset, zf, lattice) -> tuple[np.ndarray, int]:
-    """(N,3) int32 ENU millimetres and the number of points outside the lattice (= outside header bounds)."""
-    out = np.empty((len(ix), 3), dtype=np.int32)
-    bad = _lattice_kernel(
-        ix,
-        iy,
-        iz,
-        np.asarray(scale, np.float64),
-        np.asarray(offset, np.float64),
-        float(zf),
-        lattice.lo,
-        lattice.step,
-        lattice.values,
-        out,
-        1e-6,
-    )
-    return out, int(bad)
-
-
 @nb.njit(cache=True, nogil=True)
 def _lattice_keys_kernel(
     ix, iy, iz, scale, offset, zf, lo, step, values, tol, origin, kshift, out, keys, ext
 ):
-    """`_lattice_kernel` fused with the checks and keys of a decode unit: also the raw integer min/max
-    (ext[0:3], ext[3:6]), the ENU min/max (ext[6:9], ext[9:12]) and Morton keys of (xyz - origin) >> kshift
-    (only written when every point lies in the cube [origin, origin + 2^21 << kshift))."""
+    """Trilinear interpolation of the lattice straight from the file's integer coordinates to integer ENU
+    millimetres (out), fused with the checks and keys of a decode unit: the number of points outside the
+    lattice (returned), the raw integer min/max (ext[0:3], ext[3:6]), the ENU min/max (ext[6:9], ext[9:12])
+    and Morton keys of (xyz - origin) >> kshift (only written when every point lies in the cube
+    [origin, origin + 2^21 << kshift))."""
     bad = 0
     n = ix.shape[0]
     big = np.int64(1) << 62
@@ -103,7 +38,7 @@ def _lattice_keys_kernel(
     outside = False
     nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
     # the 8 corner values of the current lattice cell (points in file order stay in one 50 m cell for
-    # long runs): reloaded only when the cell changes; the arithmetic is that of `_interp_mm`
+    # long runs): reloaded only when the cell changes
     corner = np.empty((3, 8), dtype=values.dtype)
     pcx, pcy, pcz = -1, -1, -1
     for i in range(n):
@@ -175,8 +110,17 @@ def _lattice_keys_kernel(
     return bad
 
 
+def lattice_to_enu_mm(ix, iy, iz, scale, offset, zf, lattice) -> tuple[np.ndarray, int]:
+    """(N,3) int32 ENU millimetres and the number of points outside the lattice (= outside header bounds):
+    `lattice_to_enu_keys` without the keys."""
+    xyz, _keys, bad, *_ext = lattice_to_enu_keys(
+        ix, iy, iz, scale, offset, zf, lattice, np.zeros(3, np.int64), 0
+    )
+    return xyz, bad
+
+
 def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift, out=None, keys=None):
-    """`lattice_to_enu_mm` + `morton_keys` in one pass, with the unit's extents.
+    """ENU millimetres from the lattice + `morton_keys` of them, in one pass, with the unit's extents.
 
     Returns (xyz int32 (N,3), keys uint64 (N,) (None if a point lies outside the cube), bad,
     raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62).
@@ -251,20 +195,9 @@ _SPREAD11 = _spread_table(11)  # bits of an 11-bit value spread to every third b
 
 @nb.njit(cache=True, inline="always")
 def _part1by2(v):
-    """Bits 0..20 of v spread to bits 0, 3, 6, ... (two table lookups; equal to `_part1by2_bits`)."""
+    """Bits 0..20 of v spread to bits 0, 3, 6, ... (two table lookups)."""
     v = v & U64(0x1FFFFF)
     return _SPREAD11[v & U64(0x7FF)] | (_SPREAD11[v >> U64(11)] << U64(33))
-
-
-@nb.njit(cache=True, inline="always")
-def _part1by2_bits(v):
-    v = v & U64(0x1FFFFF)
-    v = (v | (v << U64(32))) & U64(0x1F00000000FFFF)
-    v = (v | (v << U64(16))) & U64(0x1F0000FF0000FF)
-    v = (v | (v << U64(8))) & U64(0x100F00F00F00F00F)
-    v = (v | (v << U64(4))) & U64(0x10C30C30C30C30C3)
-    v = (v | (v << U64(2))) & U64(0x1249249249249249)
-    return v
 
 
 @nb.njit(cache=True, nogil=True)
