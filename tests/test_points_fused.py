@@ -556,12 +556,6 @@ def test_arena_release_drops_only_the_prefix():
     assert not [k for k in arena._BUFS if k.startswith("tfused")]
 
 
-def test_iota_equals_arange_across_sizes():
-    for n in (0, 1, 5, 3, 100, 50, 1000, 7, 20_000, 0, 19_999):
-        got = arena.iota(n)
-        assert got.dtype == np.uint64 and np.array_equal(got, np.arange(n, dtype=np.uint64)), n
-
-
 # ---- 6. read_ranges(out=...) -----------------------------------------------------------------------------
 
 

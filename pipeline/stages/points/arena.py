@@ -43,13 +43,3 @@ def release(prefix: str = "") -> None:
 
 def held_bytes() -> int:
     return sum(b.nbytes for b in _BUFS.values())
-
-
-def iota(n: int) -> np.ndarray:
-    """0, 1, ..., n-1 as uint64 (kept: the decode sort packs it into every unit's keys)."""
-    buf = _BUFS.get("iota")
-    if buf is None or buf.nbytes < n * 8:
-        size = max(int(n * HEADROOM), 8)
-        buf = np.arange(size, dtype=np.uint64).view(np.uint8)
-        _BUFS["iota"] = buf
-    return buf[: n * 8].view(np.uint64)

@@ -408,16 +408,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
             record=f"points {unit.start}..{unit.start + unit.count - 1}",
         )
     keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
-    idx_bits = max(int(n - 1).bit_length(), 1)
-    if 3 * cube.S + idx_bits <= 64:
-        packed = arena.scratch("dec.packed", n, np.uint64)
-        np.left_shift(keys, np.uint64(idx_bits), out=packed)
-        np.bitwise_or(packed, arena.iota(n), out=packed)
-        packed.sort()
-        order = arena.scratch("dec.order", n, np.int64)
-        np.bitwise_and(packed, np.uint64((1 << idx_bits) - 1), out=order.view(np.uint64))
-    else:
-        order = np.argsort(keys, kind="stable")
+    order = K.sort_order(keys, 3 * cube.S)  # stable: ties keep file order
     # the records are built in sorted order straight into the spill file's pages (no array + write)
     dtype = job.layout.dtype
     spill_dir = Path(job.spill_dir)
