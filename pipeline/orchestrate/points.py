@@ -443,17 +443,11 @@ def _call(client, fn, *args):
 
 
 def warm_worker() -> bool:
-    """Import the stages and load the numba kernels from their cache (runs while the main process plans)."""
-    import numpy as _np
+    """Import the stages and load the numba kernels from their cache (runs on each Dask worker while the
+    main process plans)."""
+    from pipeline.stages.points.kernels import warm_all
 
-    from pipeline.stages.points import kernels as k
-
-    xyz = _np.zeros((2, 3), dtype=_np.int32)
-    k.morton_keys(xyz, _np.zeros(3, _np.int64), 0)
-    k.point_hash(xyz)
-    k.sort_order(_np.arange(3, dtype=_np.uint64), 2)
-    k.select_levels(_np.zeros(2, _np.uint64), _np.zeros(2, _np.uint64), 8, 0, 2, 6, 10)
-    k.quantize_tiles(xyz[:, 0], xyz[:, 1], xyz[:, 2], _np.array([0]), _np.array([2]))
+    warm_all()
     return True
 
 
