@@ -23,7 +23,7 @@ from pipeline.sources.pointcloud.las import decode_unit
 from pipeline.stages.points import arena, tiling
 from pipeline.stages.points import kernels as K
 from pipeline.stages.points.classes import enum_schema
-from pipeline.stages.points.colour import SRGB8_TO_LINEAR8, to_srgb8
+from pipeline.stages.points.colour import SRGB8_TO_LINEAR8, srgb8_shift, to_srgb8
 from pipeline.stages.points.spill import (
     CubeSpec,
     RecordLayout,
@@ -310,8 +310,8 @@ def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
     assert any(isinstance(v, BitField) for v in lazy.values())
     cols = _cols_like_decode(lazy, layout)
     if "rgb" in cols:
-        big = K.rgb_max(lazy["red"], lazy["green"], lazy["blue"]) > 255
-        cols["rgb"] = Rgb16(lazy["red"], lazy["green"], lazy["blue"], 8 if big else 0)
+        shift = srgb8_shift(K.rgb_max(lazy["red"], lazy["green"], lazy["blue"]))
+        cols["rgb"] = Rgb16(lazy["red"], lazy["green"], lazy["blue"], shift)
     plain = _cols_like_decode(d, layout)
     dt = layout.dtype
     xyz = np.random.default_rng(fmt).integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)

@@ -34,8 +34,8 @@ class BitField(NamedTuple):
 
 
 class Rgb16(NamedTuple):
-    """8-bit sRGB colour computed on the fly from LAS 16-bit channels: channel >> shift (8 when the unit
-    uses 16-bit colours, 0 when all values fit 8 bits; see `pipeline.stages.points.colour.to_srgb8`)."""
+    """8-bit sRGB colour computed on the fly from LAS 16-bit channels: channel >> shift (see
+    `pipeline.stages.points.colour.srgb8_shift`)."""
 
     red: np.ndarray
     green: np.ndarray

@@ -17,13 +17,16 @@ def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
 SRGB8_TO_LINEAR8 = np.round(_srgb_to_linear(np.arange(256) / 255.0) * 255.0).astype(np.uint8)
 
 
+def srgb8_shift(max_value: int) -> int:
+    """Right shift that turns a work unit's LAS colours into 8 bits: 8 for 16-bit colours, 0 when every value
+    fits in 8 bits (many writers store 0-255 in the 16-bit fields)."""
+    return 8 if max_value > 255 else 0
+
+
 def to_srgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
-    """LAS 16-bit colours -> (N,3) 8-bit sRGB. Values that all fit in 8 bits are taken as 8-bit colours
-    (many writers store 0-255 in the 16-bit fields); decided per work unit."""
+    """LAS 16-bit colours -> (N,3) 8-bit sRGB, decided per work unit by `srgb8_shift`."""
     rgb = np.stack([red, green, blue], axis=1)
-    if rgb.size and int(rgb.max()) > 255:
-        return (rgb >> 8).astype(np.uint8)
-    return rgb.astype(np.uint8)
+    return (rgb >> srgb8_shift(int(rgb.max()) if rgb.size else 0)).astype(np.uint8)
 
 
 def sample_orthophoto(

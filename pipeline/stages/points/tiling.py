@@ -26,7 +26,7 @@ from pipeline.errors import InputError, TwinError
 from pipeline.frame import ProjectFrame
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 from pipeline.stages.points.classes import check_classes
-from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
+from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift, to_srgb8
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
@@ -327,8 +327,8 @@ def _decode(
         if info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
             from pipeline.sources.pointcloud.las import Rgb16
 
-            big = K.rgb_max(d["red"], d["green"], d["blue"]) > 255
-            cols["rgb"] = Rgb16(d["red"], d["green"], d["blue"], 8 if big else 0)  # type: ignore[assignment]
+            shift = srgb8_shift(K.rgb_max(d["red"], d["green"], d["blue"]))
+            cols["rgb"] = Rgb16(d["red"], d["green"], d["blue"], shift)  # type: ignore[assignment]
         elif info.has_rgb:
             cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
         elif fj.orthophoto:
