@@ -37,16 +37,13 @@ def _ready() -> bool:
     return True
 
 
-# glibc malloc settings of the workers (mallopt): during the decode phase, buffers up to 32 MB (a work
-# unit's columns and records) come from the heap and freed memory is kept for the next task instead of
-# being returned to the kernel: fresh pages cost a page fault each (about 2.6 ms per MB on the benchmark VM),
-# and the tasks of a worker then reuse the same pages (about -9 % CPU on Autzen). Later phases (the bin
-# phase sets the peak) first return that heap and keep at most 32 MB of free heap. Values never change.
+# glibc malloc settings of the workers (mallopt): buffers up to 32 MB come from the heap and up to 32 MB
+# of freed heap is kept for the next task instead of being returned to the kernel (fresh pages cost a page
+# fault each: about 2.6 ms per MB on the benchmark VM). When a worker moves to another phase (decode ->
+# bins sets the peak) it first returns its free heap. Keeping 512 MB of decode heap raised the 100 M point
+# peak from 1.88 to 2.00 GiB, past the 2 GB budget, so every phase uses the same bounded settings.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-# Keeping 512 MB of decode heap raised the 100 M point peak from 1.88 to 2.00 GiB (the other worker may
-# already be binning), past the 2 GB budget: the decode phase uses the bounded settings too.
-DECODE_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
-OTHER_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
+WORKER_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
 
 
 def _malloc_tune(settings: dict[int, int], trim: bool = False) -> None:
@@ -64,9 +61,9 @@ _PHASE: list[str] = []  # the phase of the last task this worker ran
 
 
 def phase_call(phase: str, fn, *args):
-    """fn(*args) in a worker, with the malloc settings of its phase (see DECODE_MALLOC)."""
+    """fn(*args) in a worker; the first task of a new phase returns the free heap (see WORKER_MALLOC)."""
     if not _PHASE or _PHASE[-1] != phase:
-        _malloc_tune(DECODE_MALLOC if phase == "decode" else OTHER_MALLOC, trim=bool(_PHASE))
+        _malloc_tune(WORKER_MALLOC, trim=bool(_PHASE))
         _PHASE.append(phase)
     trace = os.environ.get("TWIN_POINTS_TRACE")  # debugging aid: one line per task (pid, phase, start, s)
     if not trace:
