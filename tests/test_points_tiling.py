@@ -4,6 +4,7 @@ bad input."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import struct
 from pathlib import Path
@@ -223,6 +224,47 @@ def test_byte_identical_whatever_the_bins(laz, tiled, tmp_path):
     s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS, max_bin_points=25_000))
     assert s.bins >= 4
     assert _tree_hash(out) == _tree_hash(tiled)
+
+
+def test_byte_identical_whatever_the_units(laz, tiled, tmp_path, monkeypatch):
+    """The split into decode units is a matter of speed only: other unit sizes give the same bytes."""
+    import pipeline.orchestrate.points as op
+    from pipeline.sources.pointcloud import header
+
+    seen = []
+
+    def small_units(infos):
+        units = header.plan_units(infos, points_per_unit=30_000)
+        seen.append(len(units))
+        return units
+
+    monkeypatch.setattr(op, "plan_units", small_units)
+    out = tmp_path / "units"
+    tile_pointcloud([laz], out, PointTilingOptions(**OPTS))
+    assert seen == [4]  # 6 chunks of 20 000 points, 4 units (the default plan is one unit)
+    assert _tree_hash(out) == _tree_hash(tiled)
+
+
+def test_units_cover_the_file_evenly(laz, tmp_path):
+    from pipeline.sources.pointcloud.header import plan_units, scan_file
+    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+
+    big = write_las(tmp_path / "b.laz", synthetic_points(230_000, size=60.0, seed=3), point_format=3,
+                    scale=0.001, chunk_size=10_000)  # fmt: skip
+    infos = [scan_file(laz), scan_file(big)]
+    for ppu in (25_000, 40_000, 100_000, 1_000_000):
+        units = plan_units(infos, points_per_unit=ppu)
+        assert [u.unit_index for u in units] == list(range(len(units)))
+        for fi, info in enumerate(infos):
+            mine = [u for u in units if u.file_index == fi]
+            assert len(mine) == 1 or len(mine) % 2 == 0  # two workers share each file's units equally
+            # contiguous, whole chunks, every point once, byte ranges back to back
+            assert [c for u in mine for c in u.chunks] == list(info.chunk_table)
+            assert sum(u.count for u in mine) == info.count
+            for a, b in itertools.pairwise(mine):
+                assert b.start == a.start + a.count and b.byte_start == a.byte_start + a.byte_len
+            sizes = [u.count for u in mine]
+            assert max(sizes) - min(sizes) <= max(n for n, _b in info.chunk_table)  # even within a chunk
 
 
 @pytest.mark.cluster

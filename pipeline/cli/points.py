@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.orchestrate.points_pool import LocalPool
 
         pool = LocalPool(jobs)
+        from pipeline.orchestrate.points_pool import trace_mark
+
+        trace_mark("pool-started")
     with pool or contextlib.nullcontext():
         code = _run(args, jobs, pool)
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of

@@ -387,8 +387,9 @@ def _run(
     if isinstance(client, LocalPool):  # standalone runs: concurrent.futures, no Dask cluster
         from concurrent.futures import as_completed
 
-        from pipeline.orchestrate.points_pool import phase_call
+        from pipeline.orchestrate.points_pool import phase_call, trace_mark
 
+        trace_mark(f"submit-{name}")
         futures = [
             client.submit(phase_call, name, fn, *args, key=f"{name}-{i}-{id(items)}")
             for i, args in enumerate(items)

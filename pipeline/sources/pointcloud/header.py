@@ -8,6 +8,7 @@ values. The result (`PointFileInfo`) is small and picklable; the decode tasks re
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -217,31 +218,52 @@ def _read_chunk_table(
     return tuple(out), first
 
 
+def _unit_count(points: int, points_per_unit: int, most: int) -> int:
+    """How many units a file splits into: about `points_per_unit` points each, an even number when more
+    than one (two workers then get the same share of each file: no unit left over to run alone)."""
+    n = max(1, round(points / points_per_unit))
+    if n > 1 and n % 2:
+        n += 1
+    return max(1, min(n, most))
+
+
 def plan_units(infos: list[PointFileInfo], points_per_unit: int = POINTS_PER_UNIT) -> list[WorkUnit]:
     """Split every file into decode units of about `points_per_unit` points (whole chunks for LAZ)."""
     units: list[WorkUnit] = []
     for fi, info in enumerate(infos):
         if info.kind == "laz":
+            # as many units as `points_per_unit` asks for, with the chunks shared out evenly: equal units
+            # keep the workers finishing together (a short last unit would idle one of them at the end)
+            if not info.chunk_table:
+                continue
+            counts = np.array([n for n, _b in info.chunk_table], dtype=np.int64)
+            cum = np.concatenate([[0], np.cumsum(counts)])
+            n_units = _unit_count(int(cum[-1]), points_per_unit, len(counts))
+            targets = np.arange(1, n_units) * (int(cum[-1]) / n_units)
+            cuts = np.unique(np.clip(np.searchsorted(cum, targets), 1, len(counts)))
+            bounds = [0, *(int(c) for c in cuts if c < len(counts)), len(counts)]
             start, byte = 0, info.first_chunk_offset
-            cur: list[tuple[int, int]] = []
-            cur_pts, cur_bytes = 0, 0
-            for n, b in info.chunk_table:
-                cur.append((n, b))
-                cur_pts += n
-                cur_bytes += b
-                if cur_pts >= points_per_unit:
-                    units.append(WorkUnit(fi, start, cur_pts, byte, cur_bytes, tuple(cur)))
-                    start += cur_pts
-                    byte += cur_bytes
-                    cur, cur_pts, cur_bytes = [], 0, 0
-            if cur:
-                units.append(WorkUnit(fi, start, cur_pts, byte, cur_bytes, tuple(cur)))
+            for a, b in itertools.pairwise(bounds):
+                chunks = tuple(info.chunk_table[a:b])
+                pts = sum(n for n, _b in chunks)
+                nbytes = sum(b_ for _n, b_ in chunks)
+                units.append(WorkUnit(fi, start, pts, byte, nbytes, chunks))
+                start += pts
+                byte += nbytes
         elif info.kind == "las":
-            for s in range(0, info.count, points_per_unit):
-                n = min(points_per_unit, info.count - s)
-                units.append(
-                    WorkUnit(fi, s, n, info.offset_to_points + s * info.point_size, n * info.point_size)
-                )
+            n_units = _unit_count(info.count, points_per_unit, info.count)
+            edges = [info.count * k // n_units for k in range(n_units + 1)]
+            for s, e in itertools.pairwise(edges):
+                if e > s:
+                    units.append(
+                        WorkUnit(
+                            fi,
+                            s,
+                            e - s,
+                            info.offset_to_points + s * info.point_size,
+                            (e - s) * info.point_size,
+                        )
+                    )
         else:  # e57: one unit per scan (row ranges would need pye57 support for partial reads)
             start = 0
             for si, n in enumerate(info.scans):

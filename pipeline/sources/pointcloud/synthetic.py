@@ -120,15 +120,43 @@ def _write_laz(f, las, vlr, chunk_size: int) -> None:
 
 
 def _rechunk(data: bytes, chunk_size: int) -> bytes:
+    """Re-encode a LAZ with chunks of `chunk_size` points (LASzip variable-size chunks: lazrs' writer offers
+    no other fixed size than 50,000)."""
     import io
 
     import laspy
+    import lazrs
+    from laspy._compression import lazrsbackend
+
+    class _Chunked(lazrsbackend.LazrsPointWriter):
+        def __init__(self, dest, point_format, parallel: bool) -> None:
+            super().__init__(dest, point_format, parallel=False)
+            self.vlr = lazrs.LazVlr.new_for_compression(point_format.id, point_format.num_extra_bytes, True)
+
+        started = False
+
+        def write_points(self, points) -> None:
+            if self.started:  # a chunk ends where the next begins (no empty chunk at the end)
+                assert self.compressor is not None
+                self.compressor.finish_current_chunk()
+            self.started = True
+            super().write_points(points)
 
     las = laspy.read(io.BytesIO(data), laz_backend=laspy.LazBackend.Lazrs)
     out = io.BytesIO()
-    with laspy.open(
-        out, mode="w", header=las.header, do_compress=True, laz_backend=laspy.LazBackend.Lazrs, closefd=False
-    ) as w:
-        for s in range(0, len(las.points), chunk_size):
-            w.write_points(las.points[s : s + chunk_size])
+    plain = lazrsbackend.LazrsPointWriter
+    lazrsbackend.LazrsPointWriter = _Chunked  # type: ignore[misc]
+    try:
+        with laspy.open(
+            out,
+            mode="w",
+            header=las.header,
+            do_compress=True,
+            laz_backend=laspy.LazBackend.Lazrs,
+            closefd=False,
+        ) as w:
+            for s in range(0, len(las.points), chunk_size):
+                w.write_points(las.points[s : s + chunk_size])
+    finally:
+        lazrsbackend.LazrsPointWriter = plain  # type: ignore[misc]
     return out.getvalue()
