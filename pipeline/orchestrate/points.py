@@ -98,6 +98,7 @@ class TilingSummary:
     tileset: str = "tileset.json"
     notes: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
+    kernels: str = ""  # "compiled" (ahead of time, see stages/points/_aot.py) or "jit" (numba)
 
     @property
     def points_per_second(self) -> float:
@@ -116,6 +117,7 @@ class TilingSummary:
             "bins": self.bins,
             "checksum": f"{self.checksum:016x}",
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "kernels": self.kernels,
             "notes": self.notes,
         }
 
@@ -457,10 +459,12 @@ def _geometric_error_fn(cube: CubeSpec):
 
 
 def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, progress) -> TilingSummary:
+    from pipeline.stages.points import _aot
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
     from pipeline.tiles.points_glb import PointSchema
 
     summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
+    summary.kernels = "compiled" if _aot.available() else "jit"
     t0 = time.perf_counter()
     work = staging / ".work"
     spill = work / "spill"

@@ -9,8 +9,13 @@
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from pipeline.stages.points._aot import numba_or_shim
+
+# numba itself, or (when `_aot` has compiled these kernels for this machine) a stand-in whose `njit` returns
+# the compiled functions: worker processes then start without importing numba (see _aot.py)
+nb = numba_or_shim()
 
 U64 = np.uint64
 
@@ -342,22 +347,22 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
     nl = b - t0
     if nl > 0:
         cur = np.empty(nl, np.uint64)
-        best = np.full(nl, -1, np.int64)
+        win = np.full(nl, -1, np.int64)
         for i in range(n):
             k = keys[i]
             h = hashes[i]
             for m in range(nl):
                 c = k >> U64(3 * (D - (t0 + m + g)))
-                w = best[m]
+                w = win[m]
                 if w < 0 or c != cur[m]:
                     if w >= 0 and (level[w] < 0 or level[w] > t0 + m):
                         level[w] = t0 + m
                     cur[m] = c
-                    best[m] = i
+                    win[m] = i
                 elif h < hashes[w]:
-                    best[m] = i
+                    win[m] = i
         for m in range(nl):
-            w = best[m]
+            w = win[m]
             if w >= 0 and (level[w] < 0 or level[w] > t0 + m):
                 level[w] = t0 + m
     # tiles inside the bin, top-down with an explicit stack of (range, level, free points in it). One
