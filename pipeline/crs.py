@@ -180,6 +180,20 @@ def make_transformer(
     return t
 
 
+def plain_transformer(src: str | CRS, dst: str | CRS) -> Transformer:
+    """`Transformer.from_crs(src, dst, always_xy=True)` for conversions that need no grid (ECEF <->
+    geographic), through the operation cache below: PROJ's search costs ~15 ms each, at the start of every
+    run. Only for `transform`: a transformer rebuilt from its pipeline does not know its CRSs (so, e.g.,
+    `transform_bounds` cannot treat a geographic target as such)."""
+    key = _pipeline_key(CRS.from_user_input(src), dst, None, None, extra="plain")
+    cached = _cached_pipeline(key)
+    if cached is not None:
+        return cached
+    t = Transformer.from_crs(src, dst, always_xy=True)
+    _store_pipeline(key, t)
+    return t
+
+
 # ---- PROJ operation cache ---------------------------------------------------------------------------------
 # Finding the operation (25832+7837 -> ECEF through the GCG2016 grid) costs PROJ about 0.5 s per process,
 # on the critical path of every `twin points` / build start. The chosen operation is a plain PROJ pipeline
@@ -200,7 +214,7 @@ def _pipeline_cache_file() -> Path | None:
     return Path(d) / "proj-pipelines.json"
 
 
-def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None) -> str:
+def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None, extra: str = "no-ballpark") -> str:
     import hashlib
     import json
 
@@ -216,7 +230,7 @@ def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None) -> str:
         pyproj.__version__,
         pyproj.proj_version_str,
         "always_xy",
-        "no-ballpark",
+        extra,
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 

@@ -10,8 +10,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from pipeline.config.loader import parse_size
 from pipeline.config.model import RuntimeConfig
+from pipeline.config.sizes import parse_size
 
 
 def default_workers() -> int:

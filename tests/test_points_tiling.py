@@ -299,6 +299,27 @@ def test_local_pool_same_bytes_and_typed_errors(laz, tiled, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_early_decode_stops_when_planning_fails(laz, tmp_path):
+    """On the local pool the decode tasks start before the plan; a planning error (here: no CRS) must
+    release them at once, leave nothing behind, and keep the pool usable."""
+    import time
+
+    from pipeline.errors import CrsError
+    from pipeline.orchestrate.points_pool import LocalPool
+
+    nocrs = write_las(tmp_path / "nocrs.laz", synthetic_points(150_000, size=30.0), point_format=1, crs=None,
+                      chunk_size=10_000)  # fmt: skip
+    with LocalPool(2) as pool:
+        t0 = time.perf_counter()
+        with pytest.raises(CrsError, match=r"nocrs\.laz"):
+            tile_pointcloud([nocrs], tmp_path / "never", PointTilingOptions(**OPTS), client=pool)
+        assert time.perf_counter() - t0 < 60
+        s = tile_pointcloud([laz], tmp_path / "after", PointTilingOptions(**OPTS), client=pool)
+    assert s.points_out == N
+    assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["after", "nocrs.laz"]  # no staging left over
+
+
 def test_pnts_profile_read_by_py3dtiles(laz, tmp_path):
     out = tmp_path / "v10"
     tile_pointcloud([laz], out, PointTilingOptions(**OPTS, format="1.0"))

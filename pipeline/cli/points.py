@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -44,25 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-
     if args.jobs:
         jobs = args.jobs
     else:  # pipeline.runtime imports the config model (pydantic, 0.1 s): only when we must ask it
         from pipeline.runtime import default_workers
 
         jobs = default_workers()
-    pool = None
-    if jobs > 1 and not args.scheduler:
-        # local workers start first (spawned, ~1 s to import and load kernels) while we import and plan
-        from pipeline.orchestrate.points_pool import LocalPool
+    pool = early = None
+    with contextlib.ExitStack() as stack:
+        if jobs > 1 and not args.scheduler:
+            # local workers start first (forked from a server that loads the kernels), then the decode
+            # tasks are queued right after the header scan, before this process imports PROJ and plans:
+            # the workers decompress LAZ chunks while we plan (see orchestrate/points_early.py)
+            from pipeline.orchestrate.points_early import EarlyDecode
+            from pipeline.orchestrate.points_pool import LocalPool
 
-        pool = LocalPool(jobs)
-        from pipeline.orchestrate.points_pool import trace_mark
-
-        trace_mark("pool-started")
-    with pool or contextlib.nullcontext():
-        code = _run(args, jobs, pool)
+            pool = stack.enter_context(LocalPool(jobs))
+            early = EarlyDecode(args.inputs, args.out, tuple(args.extra_dim), pool)
+        code = _run(args, jobs, pool, early)
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of
     # numba/pydantic/pyproj (exit 0.25 -> 0.1 s); atexit runs before them, and in-process callers
     # (tests) are unaffected until they exit
@@ -74,14 +74,9 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run(args: argparse.Namespace, jobs: int, pool) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from pipeline.config.loader import parse_size
-    from pipeline.config.model import RuntimeConfig
+def _run(args: argparse.Namespace, jobs: int, pool, early=None) -> int:
+    from pipeline.config.sizes import parse_size
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
-    from pipeline.runtime import dask_client
 
     opts = PointTilingOptions(
         crs=args.crs,
@@ -99,27 +94,14 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
         z_unit=args.z_unit,
         overwrite=args.overwrite,
     )
-    con = Console(stderr=True)
     show = not (args.quiet or args.json)
-    with Progress(
-        TextColumn("{task.description:>8}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=con,
-        disable=not show,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
-
+    with _progress_bar(show) as progress:
         if pool is not None or (jobs == 1 and not args.scheduler):
-            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress)
+            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress, early)
         else:
+            from pipeline.config.model import RuntimeConfig
+            from pipeline.runtime import dask_client
+
             per_worker = f"{max(parse_size(args.memory) // jobs, 256 * 2**20)}B"
             with dask_client(
                 RuntimeConfig(memory=per_worker), workers=jobs, scheduler=args.scheduler
@@ -128,6 +110,8 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
         return 0
+    from rich.console import Console
+
     out = Console()
     out.print(
         f"[green]Tiled[/] {summary.points_in:,} points from {summary.files} file(s) into {summary.tiles:,} tiles "
@@ -141,3 +125,31 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
         out.print(f"[yellow]note:[/] {n}")
     out.print(f"tileset: {Path(summary.out_dir) / summary.tileset}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool):
+    """A rich progress bar on stderr, one row per phase; without it (--json, --quiet) rich is not even
+    imported (a tenth of the start-up of a short run)."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield progress

@@ -85,7 +85,7 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    from pipeline.config.loader import parse_size
+    from pipeline.config.sizes import parse_size
     from pipeline.release.ops import collect_garbage
 
     cfg = _cfg(args)

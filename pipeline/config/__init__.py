@@ -4,25 +4,20 @@
 Relative paths in a config are resolved against the directory of the config file.
 """
 
-from pipeline.config.loader import config_hash, load_config, parse_size
-from pipeline.config.model import (
-    AccessClass,
-    AerialEpoch,
-    BuildingsLayer,
-    CadastreSource,
-    ChangeLayer,
-    CrsConfig,
-    MobileSource,
-    OverlayLayer,
-    PathsConfig,
-    PointsLayer,
-    RasterSource,
-    ReleaseConfig,
-    RuntimeConfig,
-    TerrainLayer,
-    TwinConfig,
-    ViewerLayer,
-)
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): `from pipeline.config.model import CrsConfig` then costs no YAML parser
+# and no loader (the standalone `twin points` start-up path).
+_WHERE = {"config_hash": "loader", "load_config": "loader", "parse_size": "sizes"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'pipeline.config' has no attribute {name!r}")
+    mod = importlib.import_module(f"pipeline.config.{_WHERE.get(name, 'model')}")
+    return getattr(mod, name)
+
 
 __all__ = [
     "AccessClass",

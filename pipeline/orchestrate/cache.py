@@ -171,7 +171,7 @@ class Cache:
         budget = DEFAULT_CACHE_BUDGET
         size = getattr(cfg.runtime, "cache_budget", None)
         if size:
-            from pipeline.config.loader import parse_size
+            from pipeline.config.sizes import parse_size
 
             budget = parse_size(size)
         return cls(cfg.cache_dir, budget)

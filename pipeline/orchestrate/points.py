@@ -14,7 +14,6 @@ import dataclasses
 import math
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.loader import parse_size
 from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
+from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+from pipeline.orchestrate.points_early import EarlyDecode, make_staging, present_extra_dims, scan_inputs
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
-from pipeline.sources.pointcloud.header import PointFileInfo, plan_units, scan_file
+from pipeline.sources.pointcloud.header import PointFileInfo, plan_units
 from pipeline.stages.points.classes import enum_schema
 from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
 from pipeline.stages.points.tiling import (
@@ -176,10 +176,10 @@ def _standalone_frame(
     infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig, aois: dict[str, Any] | None = None
 ) -> ProjectFrame:
     """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
-    from pyproj import Transformer
+    from pipeline.crs import plain_transformer
 
     lons, lats, weights = [], [], []
-    to_geo = Transformer.from_crs(ECEF, GEOGRAPHIC_3D, always_xy=True)  # no grids: cheap
+    to_geo = plain_transformer(ECEF, GEOGRAPHIC_3D)
     for info, fc in zip(infos, fcs, strict=True):
         wkt = fc.crs.to_wkt()
         t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))  # reused: extent, lattice
@@ -195,8 +195,7 @@ def _standalone_frame(
     w = np.asarray(weights, dtype=np.float64)
     lon = round(float(np.average(lons, weights=w)), 3)
     lat = round(float(np.average(lats, weights=w)), 3)
-    t = Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)
-    x, y, z = t.transform(lon, lat, 0.0)
+    x, y, z = plain_transformer(GEOGRAPHIC_3D, ECEF).transform(lon, lat, 0.0)
     return ProjectFrame((float(x), float(y), float(z)), lon, lat)
 
 
@@ -290,12 +289,17 @@ class _Plan:
     notes: list[str]
 
 
-def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
-    """Header-only planning: scan, CRS per file, frame, extent, cube, record layout."""
-    if not inputs:
-        raise InputError("no input files")
-    paths = sorted({Path(p).resolve() for p in inputs})
-    infos = [scan_file(p) for p in paths]
+def _extra_dims(infos: list[PointFileInfo], opts: PointTilingOptions) -> tuple[str, ...]:
+    return present_extra_dims(infos, opts.extra_dimensions)
+
+
+def plan_tiling(
+    inputs: list[Path], opts: PointTilingOptions, infos: list[PointFileInfo] | None = None
+) -> _Plan:
+    """Header-only planning: scan (unless `infos` are given), CRS per file, frame, extent, cube, record
+    layout."""
+    if infos is None:
+        infos = scan_inputs(inputs)
     cfg = opts.crs_cfg or CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
@@ -320,7 +324,7 @@ def plan_tiling(inputs: list[Path], opts: PointTilingOptions) -> _Plan:
             raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
-    extra = tuple(d for d in opts.extra_dimensions if any(d in i.extra_dims for i in infos))
+    extra = _extra_dims(infos, opts)
     missing = [d for d in opts.extra_dimensions if d not in extra]
     if missing:
         notes.append(f"extra dimensions not found in any input: {missing}")
@@ -373,9 +377,9 @@ def _run(
     """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process.
     `on_submitted` runs once all tasks are submitted (on a client only); `on_done(i)` after task i."""
     total = len(items)
-    if progress:
-        progress(name, 0, total)
     if client is None:
+        if progress:
+            progress(name, 0, total)
         out = []
         for i, args in enumerate(items):
             out.append(fn(*args))
@@ -387,8 +391,6 @@ def _run(
     from pipeline.orchestrate.points_pool import LocalPool
 
     if isinstance(client, LocalPool):  # standalone runs: concurrent.futures, no Dask cluster
-        from concurrent.futures import as_completed
-
         from pipeline.orchestrate.points_pool import phase_call, trace_mark
 
         trace_mark(f"submit-{name}")
@@ -397,15 +399,30 @@ def _run(
             for i, args in enumerate(items)
         ]
     else:
-        from distributed import as_completed
-
         futures = [
             client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False)
             for i, args in enumerate(items)
         ]
-    index = {f.key: i for i, f in enumerate(futures)}
     if on_submitted is not None:
         on_submitted()
+    return _collect(futures, name, progress, on_done)
+
+
+def _collect(
+    futures: list, name: str, progress: Progress | None, on_done: Callable[[int], None] | None = None
+) -> list:
+    """The results of submitted tasks (local pool or Dask futures), in submission order, as they complete
+    (progress, `on_done(i)`)."""
+    import concurrent.futures
+
+    total = len(futures)
+    if progress:
+        progress(name, 0, total)
+    if all(isinstance(f, concurrent.futures.Future) for f in futures):
+        as_completed = concurrent.futures.as_completed
+    else:
+        from distributed import as_completed
+    index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * total
     done = 0
     try:
@@ -458,7 +475,14 @@ def _geometric_error_fn(cube: CubeSpec):
     return lambda depth: cube.spacing_m(depth)
 
 
-def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, progress) -> TilingSummary:
+def _run_tiling(
+    plan: _Plan,
+    staging: Path,
+    opts: PointTilingOptions,
+    client,
+    progress,
+    early: EarlyDecode | None = None,
+) -> TilingSummary:
     from pipeline.stages.points import _aot
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
     from pipeline.tiles.points_glb import PointSchema
@@ -488,7 +512,10 @@ def _run_tiling(plan: _Plan, staging: Path, opts: PointTilingOptions, client, pr
             threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
-    if opts.cache is not None:
+    if early is not None:
+        early.publish(plan.file_jobs, djob)
+        parts = _collect(early.futures, "decode", progress)
+    elif opts.cache is not None:
         from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
 
         shas = dict(opts.input_sha256)
@@ -657,33 +684,48 @@ def tile_pointcloud(
     opts: PointTilingOptions,
     client=None,
     progress: Progress | None = None,
+    early: EarlyDecode | None = None,
 ) -> TilingSummary:
-    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error)."""
+    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
+
+    On the local pool the decode tasks start before the plan (`EarlyDecode`; the CLI starts them even
+    before this module is imported); `early` is such a start for these inputs and `out_dir`."""
+    from pipeline.orchestrate.points_pool import LocalPool
+
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()) and not opts.overwrite:
-        raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
-    if opts.format not in ("1.1", "1.0"):
-        raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
-    t0 = time.perf_counter()
+    t0 = early.t0 if early is not None else time.perf_counter()
     with PeakRss() as mon:
-        warm = None
-        if client is not None and not getattr(client, "warms_itself", False):
-            # workers load their kernels while we scan headers
-            warm = [
-                client.submit(warm_worker, pure=False, workers=[w])
-                for w in client.scheduler_info()["workers"]
-            ]
-        plan = plan_tiling(inputs, opts)
-        if warm:
-            client.gather(warm)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        staging = early.staging if early is not None else None
         try:
-            summary = _run_tiling(plan, staging, opts, client, progress)
+            if out_dir.exists() and any(out_dir.iterdir()) and not opts.overwrite:
+                raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+            if opts.format not in ("1.1", "1.0"):
+                raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
+            if early is not None and early.extra_dims != _extra_dims(early.infos, opts):
+                raise ValueError("the early decode was started with other extra dimensions")
+            if early is None and isinstance(client, LocalPool) and opts.cache is None:
+                early = EarlyDecode(inputs, out_dir, opts.extra_dimensions, client)
+                staging = early.staging
+            warm = None
+            if client is not None and not getattr(client, "warms_itself", False):
+                # workers load their kernels while we scan headers
+                warm = [
+                    client.submit(warm_worker, pure=False, workers=[w])
+                    for w in client.scheduler_info()["workers"]
+                ]
+            plan = plan_tiling(inputs, opts, infos=early.infos if early is not None else None)
+            if warm:
+                client.gather(warm)
+            if staging is None:
+                staging = make_staging(out_dir)
+            summary = _run_tiling(plan, staging, opts, client, progress, early)
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if early is not None:
+                early.abandon()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
             _release_worker_buffers(client)

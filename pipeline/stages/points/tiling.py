@@ -193,7 +193,7 @@ def area_of_interest(
         geo = h.geodetic_crs
         if geo is None:
             return None
-        t = Transformer.from_crs(h, geo, always_xy=True)
+        t = Transformer.from_crs(h, geo, always_xy=True)  # transform_bounds needs the CRSs, not a pipeline
         w, s, e, n = math.inf, math.inf, -math.inf, -math.inf
         for mins, maxs in boxes:
             b = t.transform_bounds(mins[0], mins[1], maxs[0], maxs[1], densify_pts=21)
@@ -274,19 +274,27 @@ class _Decoded:
 
 
 def _decode(
-    fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int, scratch: bool = False
+    fj: FileJob,
+    unit: WorkUnit,
+    job: DecodeJob,
+    key_origin,
+    key_shift: int,
+    scratch: bool = False,
+    pre: dict[str, np.ndarray] | None = None,
 ) -> _Decoded:
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
-    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
+    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode).
+    `pre`: the unit's fields already decoded (`decode_raw_fields`)."""
     from pipeline.stages.points import arena
 
     info = fj.info
     out = xyz_buf = keys_buf = None
     if scratch and info.kind != "e57":
-        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+        if pre is None:
+            out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
+    d = pre if pre is not None else decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
     n = len(d["X"])
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
@@ -388,7 +396,9 @@ def _row_sources(
     return sources
 
 
-def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
+def decode_to_spill(
+    fj: FileJob, unit: WorkUnit, job: DecodeJob, pre: dict[str, np.ndarray] | None = None
+) -> SpillPart:
     """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
     import mmap
 
@@ -398,7 +408,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     arena.release("bin.")  # this worker has moved on from binning (if it ever bins again, it regrows)
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
-    r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True)
+    r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True, pre=pre)
     xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
     n = len(xyz)
     if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
@@ -437,6 +447,67 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         tuple(int(v) for v in hi),
         r.codes,
     )
+
+
+# Standalone runs start decoding before the plan exists: a worker is ready ~0.2 s after launch, the main
+# process needs ~0.4 s more to import PROJ and plan (CRS, frame, extent, lattice). A unit's LAZ
+# decompression needs none of that, so the first tasks decompress first, then wait for the plan file the
+# main process writes (`publish_plan`) and finish as usual. Same work, same bytes; only idle time goes.
+
+_PLANS: dict[str, tuple[list[FileJob], DecodeJob]] = {}
+PLAN_FAILED = "planning failed"
+
+
+def publish_plan(path: str | Path, file_jobs: list[FileJob] | None, job: DecodeJob | None) -> None:
+    """Write the plan the waiting decode tasks need (atomically); None: planning failed, stop waiting."""
+    import pickle
+
+    data = pickle.dumps(PLAN_FAILED if job is None else (file_jobs, job), protocol=pickle.HIGHEST_PROTOCOL)
+    tmp = Path(f"{path}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[FileJob], DecodeJob]:
+    import pickle
+    import time
+
+    got = _PLANS.get(path)
+    if got is not None:
+        return got
+    p = Path(path)
+    while not p.exists():
+        try:
+            os.kill(owner_pid, 0)  # the main process is still there (else nobody will ever write it)
+        except ProcessLookupError:
+            raise RuntimeError("the process that plans this run has gone") from None
+        except PermissionError:
+            pass
+        time.sleep(poll)
+    obj = pickle.loads(p.read_bytes())
+    if obj == PLAN_FAILED:
+        raise RuntimeError(PLAN_FAILED)
+    _PLANS.clear()  # one run at a time per worker
+    _PLANS[path] = obj
+    return obj
+
+
+def decode_when_planned(
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...], plan_path: str, owner_pid: int
+) -> SpillPart:
+    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first."""
+    from pipeline.stages.points import arena
+
+    pre = None
+    if info.kind != "e57":
+        from pipeline.sources.pointcloud.las import decode_unit
+
+        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+        pre = decode_unit(info, unit, extra_dims, out, lazy=True)
+    file_jobs, job = _await_plan(plan_path, owner_pid)
+    if job.layout.extra_dims != tuple(extra_dims):  # the planner and the early start must agree
+        raise RuntimeError(f"extra dimensions {extra_dims} != planned {job.layout.extra_dims}")
+    return decode_to_spill(file_jobs[unit.file_index], unit, job, pre=pre)
 
 
 # ---- 2. bins ----------------------------------------------------------------------------------------
