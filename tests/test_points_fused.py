@@ -661,3 +661,22 @@ def test_laz_units_decode_like_laspy(tmp_path, fmt):
         assert np.array_equal(cls, np.asarray(ref.classification))
         if extra:
             assert np.array_equal(got["height"], np.asarray(ref.height))
+
+
+def test_arena_retired_buffers_are_reused_best_fit():
+    arena.release("tfused.")
+    big = arena.scratch("tfused.big", 1000, np.uint8)
+    small = arena.scratch("tfused.small", 300, np.uint8)
+    big_buf, small_buf = arena._BUFS["tfused.big"], arena._BUFS["tfused.small"]
+    held = arena.held_bytes()
+    arena.retire("tfused.")  # kept: nothing freed
+    assert arena.held_bytes() == held and "tfused.big" not in arena._BUFS
+    a = arena.scratch("tfused.other", 250, np.uint8)  # the smallest that fits: the 300-byte one
+    assert np.shares_memory(a, small_buf) and not np.shares_memory(a, big_buf)
+    b = arena.scratch("tfused.more", 900, np.uint8)
+    assert np.shares_memory(b, big_buf)
+    c = arena.scratch("tfused.fresh", 5000, np.uint8)  # nothing fits: new memory
+    assert not np.shares_memory(c, big_buf) and not np.shares_memory(c, small_buf)
+    assert arena.held_bytes() == held + arena._BUFS["tfused.fresh"].nbytes
+    arena.release("tfused.")
+    del big, small

@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
             # local workers start first (forked from a server that loads the kernels), then the decode
             # tasks are queued right after the header scan, before this process imports PROJ and plans:
             # the workers decompress LAZ chunks while we plan (see orchestrate/points_early.py)
-            from pipeline.orchestrate.points_early import EarlyDecode
             from pipeline.orchestrate.points_pool import LocalPool
 
-            pool = stack.enter_context(LocalPool(jobs))
+            pool = stack.enter_context(LocalPool(jobs))  # first: the fork server starts loading now
+            from pipeline.orchestrate.points_early import EarlyDecode
+
             early = EarlyDecode(args.inputs, args.out, tuple(args.extra_dim), pool)
         code = _run(args, jobs, pool, early)
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of

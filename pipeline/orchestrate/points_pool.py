@@ -51,43 +51,46 @@ def _ready() -> bool:
 
 # glibc malloc settings of the workers (mallopt): buffers up to 32 MB come from the heap and up to 32 MB
 # of freed heap is kept for the next task instead of being returned to the kernel (fresh pages cost a page
-# fault each: about 2.6 ms per MB on the benchmark VM). When a worker moves to another phase (decode ->
-# bins sets the peak) it first returns its free heap. Keeping 512 MB of decode heap raised the 100 M point
-# peak from 1.88 to 2.00 GiB, past the 2 GB budget, so every phase uses the same bounded settings.
+# fault each: about 2.6 ms per MB on the benchmark VM), also from one phase to the next (trimming it at
+# the switch made every worker's first bin fault it back: +0.1 s). Keeping 512 MB of decode heap raised
+# the 100 M point peak from 1.88 to 2.00 GiB, so the kept heap stays bounded (32 MB per worker).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 WORKER_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
 
 
-def _malloc_tune(settings: dict[int, int], trim: bool = False) -> None:
+def _malloc_tune(settings: dict[int, int]) -> None:
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         libc = ctypes.CDLL("libc.so.6")
-        if trim:
-            libc.malloc_trim(0)
         for param, value in settings.items():
             libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
 
 
-_PHASE: list[str] = []  # the phase of the last task this worker ran
+_TUNED: list[bool] = []
 
 
 def phase_call(phase: str, fn, *args):
-    """fn(*args) in a worker; the first task of a new phase returns the free heap (see WORKER_MALLOC)."""
-    if not _PHASE or _PHASE[-1] != phase:
-        _malloc_tune(WORKER_MALLOC, trim=bool(_PHASE))
-        _PHASE.append(phase)
+    """fn(*args) in a worker (malloc tuned by the first task, see WORKER_MALLOC); with $TWIN_POINTS_TRACE
+    a line per task: pid, phase, start, seconds, CPU seconds, page faults."""
+    if not _TUNED:
+        _malloc_tune(WORKER_MALLOC)
+        _TUNED.append(True)
     trace = os.environ.get("TWIN_POINTS_TRACE")  # debugging aid: one line per task (pid, phase, start, s)
     if not trace:
         return fn(*args)
+    import resource
     import time
 
     t0 = time.perf_counter()
     c0 = time.process_time()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out = fn(*args)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     with open(trace, "a") as f:
         f.write(
-            f"{os.getpid()} {phase} {t0:.3f} {time.perf_counter() - t0:.3f} cpu {time.process_time() - c0:.3f}\n"
+            f"{os.getpid()} {phase} {t0:.3f} {time.perf_counter() - t0:.3f} cpu {time.process_time() - c0:.3f}"
+            f" faults {faults}\n"
         )
     return out
 
