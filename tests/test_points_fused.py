@@ -513,47 +513,65 @@ ARENA_DTYPES = [np.uint8, np.int32, np.float64, np.uint64, RecordLayout(True, Tr
 )
 def test_arena_scratch_reuses_or_grows(requests):
     name = "tfused.scratch"
-    arena.release(name)
+    arena.release()
+    other = arena.scratch("tfused.other", 1000, np.uint8)  # a live neighbour that must never be overlapped
+    other[:] = 0x5A
     try:
         for count, cols, di in requests:
             dt = np.dtype(ARENA_DTYPES[di])
             shape = (count, cols) if cols > 1 else count
-            old = arena._BUFS.get(name)
+            old = arena._SLOTS.get(name)
             a = arena.scratch(name, shape, dt)
             assert a.shape == ((count, cols) if cols > 1 else (count,)) and a.dtype == dt
             assert a.flags.c_contiguous and a.flags.writeable
-            buf = arena._BUFS[name]
-            assert buf.nbytes >= a.nbytes
-            assert a.nbytes == 0 or np.shares_memory(a, buf)
-            if old is not None and old.nbytes >= a.nbytes:  # fits: same memory
-                assert buf is old
+            slot = arena._SLOTS[name]
+            assert slot[2] >= a.nbytes
+            if old is not None and old[2] >= a.nbytes:  # fits: same memory
+                assert slot == old
             elif old is not None:
-                assert buf is not old and not np.shares_memory(buf, old)
+                assert slot != old
             a.view(np.uint8)[...] = 0xAB  # the whole request is usable
+            assert np.all(other == 0x5A)
     finally:
-        arena.release(name)
+        arena.release()
 
 
-def test_arena_release_drops_only_the_prefix():
+def test_arena_retire_then_reuse_the_same_memory():
+    arena.release()
     a = arena.scratch("tfused.a", (100, 3), np.int32)
     a[:] = 7
     b = arena.scratch("tfused.a", 50, np.float64)  # 400 of 1200 bytes: the same memory
     assert b.ctypes.data == a.ctypes.data
-    c = arena.scratch("tfused.a", 1000, np.int64)  # larger: a new buffer, the old array stays intact
+    c = arena.scratch("tfused.a", 1000, np.int64)  # larger: new space, the old array stays intact
     assert not np.shares_memory(a, c) and np.all(a == 7)
-    arena.scratch("tfused.b", 10, np.uint8)
-    arena.scratch("tfusedx.c", 10, np.uint8)
+    d = arena.scratch("tfused.b", 10, np.uint8)
+    x = arena.scratch("tfusedx.c", 10, np.uint8)
     held = arena.held_bytes()
-    dropped = arena._BUFS["tfused.a"].nbytes + arena._BUFS["tfused.b"].nbytes
-    arena.release("tfused.")
-    assert "tfused.a" not in arena._BUFS and "tfused.b" not in arena._BUFS
-    assert "tfusedx.c" in arena._BUFS
-    assert arena.held_bytes() == held - dropped
-    d = arena.scratch("tfused.a", 10, np.int64)  # fresh memory after the release
-    assert not np.shares_memory(d, c)
-    arena.release("tfused.")
-    arena.release("tfusedx.")
-    assert not [k for k in arena._BUFS if k.startswith("tfused")]
+    arena.retire("tfused.")
+    assert "tfused.a" not in arena._SLOTS and "tfused.b" not in arena._SLOTS
+    assert "tfusedx.c" in arena._SLOTS
+    assert arena.held_bytes() == held  # retired: kept for reuse, not freed
+    e = arena.scratch("tfused.e", 10, np.int64)  # a name is still live: no reuse of its neighbours' space
+    assert not np.shares_memory(e, x)
+    arena.retire("tfused")  # nothing left: everything is free again, carved from the start
+    f = arena.scratch("bin.first", 4000, np.uint8)
+    assert f.ctypes.data == a.ctypes.data and arena.held_bytes() == held
+    del c, d
+    arena.release()
+    assert arena.held_bytes() == 0 and not arena._SLOTS
+
+
+def test_arena_stage_switch_reuses_touched_memory():
+    """decode buffers retired, bin buffers of a similar total come from the same memory (no new chunk)."""
+    arena.release()
+    for name, size in (("dec.raw", 18_000_000), ("dec.xyz", 6_000_000), ("dec.keys", 4_000_000)):
+        arena.scratch(name, size, np.uint8)[:] = 1
+    held = arena.held_bytes()
+    arena.retire("dec.")
+    for name, size in (("bin.rec", 12_000_000), ("bin.keys", 6_000_000), ("bin.vertices", 9_000_000)):
+        arena.scratch(name, size, np.uint8)[:] = 2
+    assert arena.held_bytes() == held
+    arena.release()
 
 
 # ---- 6. read_ranges(out=...) -----------------------------------------------------------------------------
@@ -663,25 +681,6 @@ def test_laz_units_decode_like_laspy(tmp_path, fmt):
             assert np.array_equal(got["height"], np.asarray(ref.height))
 
 
-def test_arena_retired_buffers_are_reused_best_fit():
-    arena.release("tfused.")
-    big = arena.scratch("tfused.big", 1000, np.uint8)
-    small = arena.scratch("tfused.small", 300, np.uint8)
-    big_buf, small_buf = arena._BUFS["tfused.big"], arena._BUFS["tfused.small"]
-    held = arena.held_bytes()
-    arena.retire("tfused.")  # kept: nothing freed
-    assert arena.held_bytes() == held and "tfused.big" not in arena._BUFS
-    a = arena.scratch("tfused.other", 250, np.uint8)  # the smallest that fits: the 300-byte one
-    assert np.shares_memory(a, small_buf) and not np.shares_memory(a, big_buf)
-    b = arena.scratch("tfused.more", 900, np.uint8)
-    assert np.shares_memory(b, big_buf)
-    c = arena.scratch("tfused.fresh", 5000, np.uint8)  # nothing fits: new memory
-    assert not np.shares_memory(c, big_buf) and not np.shares_memory(c, small_buf)
-    assert arena.held_bytes() == held + arena._BUFS["tfused.fresh"].nbytes
-    arena.release("tfused.")
-    del big, small
-
-
 @SMALL
 @given(
     st.booleans(),
@@ -708,3 +707,20 @@ def test_glb_json_template_equals_built_json(rgb, gps, nir, n, step_log, gps_bas
     want = b"".join(bytes(p) for p in G._glb_one_view(G._glb_json_direct(*args), packed))
     got = b"".join(bytes(p) for p in G._glb_parts_templated(*args))
     assert got == want
+
+
+def test_arena_prefault_touches_only_free_memory():
+    """Pre-touching never writes into carved (live) buffers and the buffers later carved are ordinary."""
+    arena.release()
+    live = arena.scratch("dec.live", 3_000_000, np.uint8)
+    live[:] = 7
+    steps = 0
+    while arena.prefault(40_000_000, step=1_000_000):
+        steps += 1
+    assert steps > 0 and np.all(live == 7)
+    assert arena.held_bytes() >= 40_000_000
+    assert not arena.prefault(40_000_000)  # all touched: nothing left
+    more = arena.scratch("dec.more", 10_000_000, np.uint8)
+    more[:] = 1
+    assert np.all(live == 7) and not np.shares_memory(more, live)
+    arena.release()

@@ -20,6 +20,11 @@ nb = numba_or_shim()
 U64 = np.uint64
 
 
+def _new(_name: str, shape, dtype) -> np.ndarray:
+    """The default `alloc` of the wrappers that take one: a fresh array (stages pass reused buffers)."""
+    return np.empty(shape, dtype=dtype)
+
+
 # ---- reprojection ------------------------------------------------------------------------------------
 
 
@@ -435,7 +440,7 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
 
 
 def select_levels(
-    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int
+    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int, alloc=_new
 ) -> np.ndarray:
     """Tile depth of every point of one bin (keys sorted ascending, depth-D Morton keys).
 
@@ -445,7 +450,8 @@ def select_levels(
     """
     if g < 1:
         raise ValueError("select_levels: the sampling grid needs at least 1 bit (g >= 1)")
-    level = np.full(len(keys), -1, dtype=np.int8)
+    level = alloc("level", len(keys), np.int8)
+    level.fill(-1)
     if len(keys):
         _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
     return level
@@ -927,21 +933,22 @@ def _fix_runs(trunc, keys, order):
         i = j
 
 
-def sort_order(keys: np.ndarray, valid_bits: int = 64) -> np.ndarray:
+def sort_order(keys: np.ndarray, valid_bits: int = 64, alloc=_new) -> np.ndarray:
     """Stable argsort of uint64 keys using only `np.sort` on packed (key, index) words.
 
     Keys are packed with their index; if key bits + index bits exceed 64 the lowest key bits are dropped
     for the packed sort and the (short) runs of equal truncated keys are finished by insertion sort. Equal
-    to `np.argsort(keys, kind="stable")` (tested)."""
+    to `np.argsort(keys, kind="stable")` (tested). `alloc(name, shape, dtype)` provides the arrays (e.g.
+    reused scratch buffers; the result is "order")."""
     n = len(keys)
     if n == 0:
         return np.empty(0, np.int64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     drop = max(valid_bits + idx_bits - 64, 0)
-    packed = np.empty(n, dtype=np.uint64)
+    packed = alloc("sort.packed", n, np.uint64)
     _pack_index(keys, U64(drop), U64(idx_bits), packed)
     packed.sort()
-    order = np.empty(n, dtype=np.int64)
+    order = alloc("order", n, np.int64)
     _unpack_index(packed, U64(idx_bits), order)
     if drop:
         _fix_runs(packed >> np.uint64(idx_bits), keys, order)
@@ -996,14 +1003,14 @@ def _apply_level_order(order, by_level, keys, level, prefix, D, start, perm, key
     return m
 
 
-def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int):
+def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int, alloc=_new):
     """perm = order[by_level], keys[by_level] | prefix, level[by_level] in one pass, and the first index
     of every tile (run of equal level and tile id at that level) from `start` on."""
     n = len(by_level)
-    perm = np.empty(n, np.int64)
-    keys_l = np.empty(n, np.uint64)
-    level_l = np.empty(n, np.int8)
-    starts = np.empty(max(n - start, 0) + 1, np.int64)
+    perm = alloc("perm", n, np.int64)
+    keys_l = alloc("keys_l", n, np.uint64)
+    level_l = alloc("level_l", n, np.int8)
+    starts = alloc("starts", max(n - start, 0) + 1, np.int64)
     m = (
         _apply_level_order(
             order,
@@ -1024,9 +1031,9 @@ def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: 
     return perm, keys_l, level_l, starts[:m]
 
 
-def level_order(level: np.ndarray) -> np.ndarray:
+def level_order(level: np.ndarray, alloc=_new) -> np.ndarray:
     """`np.argsort(level, kind="stable")` for int8 levels 0..127 (a counting sort: one pass + one scatter)."""
-    out = np.empty(len(level), dtype=np.int64)
+    out = alloc("by_level", len(level), np.int64)
     if len(level):
         if int(level.min()) < 0:
             raise ValueError("level_order: negative level")

@@ -418,7 +418,9 @@ def decode_to_spill(
             record=f"points {unit.start}..{unit.start + unit.count - 1}",
         )
     keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
-    order = K.sort_order(keys, 3 * cube.S)  # stable: ties keep file order
+    order = K.sort_order(  # stable: ties keep file order
+        keys, 3 * cube.S, alloc=lambda name, shape, dt: arena.scratch("dec." + name, shape, dt)
+    )
     # the records are built in sorted order straight into the spill file's pages: measured faster than
     # packing them in a reused buffer and write()-ing it (24 vs 20 ms per unit alone, but the whole run was
     # 0.3 s slower: ext4 page-cache writes then slowed both phases)
@@ -470,9 +472,15 @@ def publish_plan(path: str | Path, file_jobs: list[FileJob] | None, job: DecodeJ
     os.replace(tmp, path)
 
 
-def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[FileJob], DecodeJob]:
+def _await_plan(
+    path: str, owner_pid: int, warm_bytes: int = 0, poll: float = 0.002
+) -> tuple[list[FileJob], DecodeJob]:
+    """The published plan (cached per process); meanwhile the idle worker pre-touches up to `warm_bytes`
+    of its scratch memory (see `arena.prefault`)."""
     import pickle
     import time
+
+    from pipeline.stages.points import arena
 
     got = _PLANS.get(path)
     if got is not None:
@@ -485,7 +493,8 @@ def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[Fi
             raise RuntimeError("the process that plans this run has gone") from None
         except PermissionError:
             pass
-        time.sleep(poll)
+        if not (warm_bytes and arena.prefault(warm_bytes)):
+            time.sleep(poll)
     obj = pickle.loads(p.read_bytes())
     if obj == PLAN_FAILED:
         raise RuntimeError(PLAN_FAILED)
@@ -495,9 +504,15 @@ def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[Fi
 
 
 def decode_when_planned(
-    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...], plan_path: str, owner_pid: int
+    info: PointFileInfo,
+    unit: WorkUnit,
+    extra_dims: tuple[str, ...],
+    plan_path: str,
+    owner_pid: int,
+    warm_bytes: int = 0,
 ) -> SpillPart:
-    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first."""
+    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first; while
+    waiting for the plan, up to `warm_bytes` of scratch memory is pre-touched for the bins to come."""
     from pipeline.stages.points import arena
 
     pre = None
@@ -506,7 +521,7 @@ def decode_when_planned(
 
         out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
         pre = decode_unit(info, unit, extra_dims, out, lazy=True)
-    file_jobs, job = _await_plan(plan_path, owner_pid)
+    file_jobs, job = _await_plan(plan_path, owner_pid, warm_bytes)
     if job.layout.extra_dims != tuple(extra_dims):  # the planner and the early start must agree
         raise RuntimeError(f"extra dimensions {extra_dims} != planned {job.layout.extra_dims}")
     return decode_to_spill(file_jobs[unit.file_index], unit, job, pre=pre)
@@ -706,20 +721,31 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     rel_bits = 3 * (D - b)
     if rel_bits < 64:
         np.bitwise_and(keys, np.uint64((1 << rel_bits) - 1), out=keys)
-    order = K.sort_order(keys, rel_bits)
-    keys = keys[order]
-    hashes = hashes[order]
-    level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
+    # every per-point array of the bin comes from the worker's reused buffers (fresh memory costs a page
+    # fault per 4 KB on a VM: the first bin of a worker used to spend +0.15 s on them); arrays whose
+    # lifetimes do not overlap share one: the sort's packed words -> the sorted keys, the unsorted keys ->
+    # the tile-ordered keys, the unsorted hashes -> the level order
+    share = {"keys_o": "sort.packed", "keys_l": "keys", "by_level": "hashes"}
+
+    def alloc(name: str, shape, dtype) -> np.ndarray:
+        return arena.scratch("bin." + share.get(name, name), shape, dtype)
+
+    order = K.sort_order(keys, rel_bits, alloc=alloc)
+    keys = np.take(keys, order, out=alloc("keys_o", n, np.uint64), mode="clip")  # clip: unbuffered
+    hashes = np.take(hashes, order, out=alloc("hashes_o", n, np.uint64), mode="clip")
+    level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points, alloc=alloc)
     res = BinResult(spec.depth, spec.prefix, points=n)
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
-    by_level = K.level_order(level)
+    by_level = K.level_order(level, alloc=alloc)
     n_upper = int(np.count_nonzero(level < b))
     imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
     imin_pos = int(np.flatnonzero(by_level[:n_upper] == imin)[0]) if level[imin] < b else -1
     hashes_s = hashes[by_level[:n_upper]]
     # the keys were made relative to the bin: the bin's prefix is restored for the tiles and upper file
     prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
-    perm, keys, level_s, tile_starts = K.apply_level_order(order, by_level, keys, level, prefix, D, n_upper)
+    perm, keys, level_s, tile_starts = K.apply_level_order(
+        order, by_level, keys, level, prefix, D, n_upper, alloc=alloc
+    )
     del order, hashes, by_level
     bounds = [*tile_starts.tolist(), n]
     groups = [(int(level_s[a]), a - n_upper, e - n_upper) for a, e in itertools.pairwise(bounds)]
