@@ -299,6 +299,22 @@ def test_local_pool_same_bytes_and_typed_errors(laz, tiled, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_local_pool_close_leaves_no_exit_hook():
+    """After close(), Python's exit hook must not find the pool's manager thread (it would write to the
+    closed wakeup pipe at exit: "Exception ignored ... Bad file descriptor")."""
+    from concurrent.futures import process as cfp
+
+    from pipeline.orchestrate.points_pool import LocalPool
+
+    before = set(cfp._threads_wakeups.keys())
+    with LocalPool(2) as pool:
+        assert pool.submit(sum, [1, 2]).result() == 3
+        mgr = pool._ex._executor_manager_thread
+        assert mgr is not None and mgr in cfp._threads_wakeups
+    assert set(cfp._threads_wakeups.keys()) <= before
+    assert not mgr.is_alive()
+
+
 def test_early_decode_stops_when_planning_fails(laz, tmp_path):
     """On the local pool the decode tasks start before the plan; a planning error (here: no CRS) must
     release them at once, leave nothing behind, and keep the pool usable."""

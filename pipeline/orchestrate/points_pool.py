@@ -146,6 +146,8 @@ class LocalPool:
         # teardown with numba loaded takes a few tenths of a second)
         self._starter.join()
         procs = list((getattr(self._ex, "_processes", None) or {}).values())
+        # taken before shutdown(), which forgets it (the thread itself lives on until it has cleaned up)
+        mgr = getattr(self._ex, "_executor_manager_thread", None)
         self._ex.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             p.terminate()
@@ -154,7 +156,6 @@ class LocalPool:
         # Python 3.11's exit hook wakes every executor's manager thread through its pipe, even when that
         # thread has already closed it ("Exception ignored ... Bad file descriptor" on stderr at exit):
         # wait for the thread and unregister it
-        mgr = getattr(self._ex, "_executor_manager_thread", None)
         if mgr is not None:
             mgr.join(timeout=10)
             with contextlib.suppress(Exception):

@@ -27,7 +27,7 @@ _ALIGN = 64
 _CHUNKS: list[np.ndarray] = []  # uint8 blocks of touched memory
 _TOP: list[int] = []  # bump pointer per chunk
 _SLOTS: dict[str, tuple[int, int, int]] = {}  # name -> (chunk, offset, capacity)
-_WARM: list[int] = []  # per chunk: lowest offset touched by `prefault` (it works from the top down)
+_WARM: list[int] = []  # per chunk: offset up to which `prefault` has touched it
 
 
 def _carve(cap: int) -> tuple[int, int, int]:
@@ -44,23 +44,22 @@ def _carve(cap: int) -> tuple[int, int, int]:
 def _new_chunk(nbytes: int) -> None:
     _CHUNKS.append(np.empty(nbytes, dtype=np.uint8))
     _TOP.append(0)
-    _WARM.append(nbytes)
+    _WARM.append(0)
 
 
 def prefault(total: int, step: int = 2 * 2**20) -> bool:
     """Touch one more `step` of the memory the stages will carve, up to `total` bytes of chunks: for a worker
-    that would otherwise wait idle (for its run's plan). Works from the top of the chunks down, above what
-    is carved: the first stage's buffers come from the bottom (touched by their own use anyway), a later,
-    larger stage then finds the rest already backed instead of faulting it on its critical path.
-    False when there is nothing left to touch."""
+    that would otherwise wait idle (for its run's plan). Goes up from what is carved, in carving order, so
+    the next buffers (this stage's and a larger later stage's) find their memory already backed instead of
+    faulting it on the critical path. False when there is nothing left to touch."""
     while sum(c.nbytes for c in _CHUNKS) < total:
         _new_chunk(CHUNK)
-    for i in range(len(_CHUNKS) - 1, -1, -1):
-        hi = _WARM[i]
-        lo = max(_TOP[i], hi - step)
+    for i, chunk in enumerate(_CHUNKS):
+        lo = max(_TOP[i], _WARM[i])
+        hi = min(chunk.nbytes, lo + step)
         if hi > lo:
-            _CHUNKS[i][lo:hi:4096] = 0  # one write per page: never below the carved part (live buffers)
-            _WARM[i] = lo
+            chunk[lo:hi:4096] = 0  # one write per page, above the carved part (never into live buffers)
+            _WARM[i] = hi
             return True
     return False
 

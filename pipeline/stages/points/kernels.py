@@ -950,8 +950,8 @@ def sort_order(keys: np.ndarray, valid_bits: int = 64, alloc=_new) -> np.ndarray
     packed.sort()
     order = alloc("order", n, np.int64)
     _unpack_index(packed, U64(idx_bits), order)
-    if drop:
-        _fix_runs(packed >> np.uint64(idx_bits), keys, order)
+    if drop:  # the packed words are not needed any more: their key part in place
+        _fix_runs(np.right_shift(packed, np.uint64(idx_bits), out=packed), keys, order)
     return order
 
 
