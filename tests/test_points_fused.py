@@ -707,20 +707,3 @@ def test_glb_json_template_equals_built_json(rgb, gps, nir, n, step_log, gps_bas
     want = b"".join(bytes(p) for p in G._glb_one_view(G._glb_json_direct(*args), packed))
     got = b"".join(bytes(p) for p in G._glb_parts_templated(*args))
     assert got == want
-
-
-def test_arena_prefault_touches_only_free_memory():
-    """Pre-touching never writes into carved (live) buffers and the buffers later carved are ordinary."""
-    arena.release()
-    live = arena.scratch("dec.live", 3_000_000, np.uint8)
-    live[:] = 7
-    steps = 0
-    while arena.prefault(40_000_000, step=1_000_000):
-        steps += 1
-    assert steps > 0 and np.all(live == 7)
-    assert arena.held_bytes() >= 40_000_000
-    assert not arena.prefault(40_000_000)  # all touched: nothing left
-    more = arena.scratch("dec.more", 10_000_000, np.uint8)
-    more[:] = 1
-    assert np.all(live == 7) and not np.shares_memory(more, live)
-    arena.release()

@@ -459,6 +459,10 @@ def _call(client, fn, *args):
     """fn(*args) on a worker when there is a client (it has the kernels loaded), else here."""
     if client is None:
         return fn(*args)
+    from pipeline.orchestrate.points_pool import LocalPool, phase_call
+
+    if isinstance(client, LocalPool):  # traced like the other tasks (TWIN_POINTS_TRACE)
+        return client.submit(phase_call, getattr(fn, "__name__", "call"), fn, *args).result()
     return client.submit(fn, *args, pure=False).result()
 
 

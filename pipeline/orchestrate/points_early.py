@@ -40,18 +40,6 @@ def make_staging(out_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
-# Scratch memory a worker pre-touches while it waits idle for the plan (see `arena.prefault`): about what
-# its largest bin will need, ~140 bytes per point; bins hold at most all points, at least 0.5 M and
-# otherwise about 1/4 of a worker's share. Measured on Autzen: the first bin of a worker 0.25 -> 0.11 s.
-WARM_BYTES_PER_BIN_POINT = 140
-WARM_MIN_BIN, WARM_CAP = 500_000, 192 * 2**20
-
-
-def warm_bytes(total_points: int, workers: int) -> int:
-    biggest = min(total_points, max(WARM_MIN_BIN, total_points // (4 * max(workers, 1))))
-    return min(WARM_CAP, WARM_BYTES_PER_BIN_POINT * biggest)
-
-
 class EarlyDecode:
     """The decode tasks of a run, submitted before its plan; `publish` hands them the plan."""
 
@@ -67,7 +55,6 @@ class EarlyDecode:
         work.mkdir()
         self.plan_path = work / "plan.pickle"
         self._published = False
-        warm = warm_bytes(sum(i.count for i in self.infos), getattr(pool, "workers", 1))
         trace_mark("submit-early-decode")
         self.futures = [
             pool.submit(
@@ -79,7 +66,6 @@ class EarlyDecode:
                 self.extra_dims,
                 str(self.plan_path),
                 os.getpid(),
-                warm,
                 key=f"decode-{i}-{id(self)}",
             )
             for i, u in enumerate(self.units)

@@ -27,7 +27,6 @@ _ALIGN = 64
 _CHUNKS: list[np.ndarray] = []  # uint8 blocks of touched memory
 _TOP: list[int] = []  # bump pointer per chunk
 _SLOTS: dict[str, tuple[int, int, int]] = {}  # name -> (chunk, offset, capacity)
-_WARM: list[int] = []  # per chunk: offset up to which `prefault` has touched it
 
 
 def _carve(cap: int) -> tuple[int, int, int]:
@@ -44,24 +43,6 @@ def _carve(cap: int) -> tuple[int, int, int]:
 def _new_chunk(nbytes: int) -> None:
     _CHUNKS.append(np.empty(nbytes, dtype=np.uint8))
     _TOP.append(0)
-    _WARM.append(0)
-
-
-def prefault(total: int, step: int = 2 * 2**20) -> bool:
-    """Touch one more `step` of the memory the stages will carve, up to `total` bytes of chunks: for a worker
-    that would otherwise wait idle (for its run's plan). Goes up from what is carved, in carving order, so
-    the next buffers (this stage's and a larger later stage's) find their memory already backed instead of
-    faulting it on the critical path. False when there is nothing left to touch."""
-    while sum(c.nbytes for c in _CHUNKS) < total:
-        _new_chunk(CHUNK)
-    for i, chunk in enumerate(_CHUNKS):
-        lo = max(_TOP[i], _WARM[i])
-        hi = min(chunk.nbytes, lo + step)
-        if hi > lo:
-            chunk[lo:hi:4096] = 0  # one write per page, above the carved part (never into live buffers)
-            _WARM[i] = hi
-            return True
-    return False
 
 
 def scratch(name: str, shape: int | tuple[int, ...], dtype) -> np.ndarray:
@@ -94,7 +75,6 @@ def release(prefix: str = "") -> None:
     if not prefix:
         _CHUNKS.clear()
         _TOP.clear()
-        _WARM.clear()
 
 
 def held_bytes() -> int:

@@ -472,15 +472,10 @@ def publish_plan(path: str | Path, file_jobs: list[FileJob] | None, job: DecodeJ
     os.replace(tmp, path)
 
 
-def _await_plan(
-    path: str, owner_pid: int, warm_bytes: int = 0, poll: float = 0.002
-) -> tuple[list[FileJob], DecodeJob]:
-    """The published plan (cached per process); meanwhile the idle worker pre-touches up to `warm_bytes`
-    of its scratch memory (see `arena.prefault`)."""
+def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[FileJob], DecodeJob]:
+    """The published plan (cached per process)."""
     import pickle
     import time
-
-    from pipeline.stages.points import arena
 
     got = _PLANS.get(path)
     if got is not None:
@@ -493,8 +488,7 @@ def _await_plan(
             raise RuntimeError("the process that plans this run has gone") from None
         except PermissionError:
             pass
-        if not (warm_bytes and arena.prefault(warm_bytes)):
-            time.sleep(poll)
+        time.sleep(poll)
     obj = pickle.loads(p.read_bytes())
     if obj == PLAN_FAILED:
         raise RuntimeError(PLAN_FAILED)
@@ -509,10 +503,8 @@ def decode_when_planned(
     extra_dims: tuple[str, ...],
     plan_path: str,
     owner_pid: int,
-    warm_bytes: int = 0,
 ) -> SpillPart:
-    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first; while
-    waiting for the plan, up to `warm_bytes` of scratch memory is pre-touched for the bins to come."""
+    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first."""
     from pipeline.stages.points import arena
 
     pre = None
@@ -521,7 +513,7 @@ def decode_when_planned(
 
         out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
         pre = decode_unit(info, unit, extra_dims, out, lazy=True)
-    file_jobs, job = _await_plan(plan_path, owner_pid, warm_bytes)
+    file_jobs, job = _await_plan(plan_path, owner_pid)
     if job.layout.extra_dims != tuple(extra_dims):  # the planner and the early start must agree
         raise RuntimeError(f"extra dimensions {extra_dims} != planned {job.layout.extra_dims}")
     return decode_to_spill(file_jobs[unit.file_index], unit, job, pre=pre)
@@ -610,6 +602,9 @@ def _vertex_plan(job: TileJob, dtype: np.dtype):
     return np.array(copies, np.int64).reshape(-1, 3), rgb, gps_dst, stride
 
 
+VERTEX_BATCH = 131_072  # points per tile_vertices call (at most one tile more; ~4 MB of vertices)
+
+
 def write_tiles(
     job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]], perm: np.ndarray | None = None
 ) -> list[TileRecord]:
@@ -628,19 +623,28 @@ def write_tiles(
     if perm is None:
         perm = np.arange(len(rec), dtype=np.int64)
     copies, rgb, gps_dst, stride = _vertex_plan(job, rec.dtype)
-    n_out = int(ends[-1])
-    vbuf = arena.scratch("bin.vertices", (n_out, stride), np.uint8)  # every byte is written
-    lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
-        rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf
-    )
     out = []
-    for t, (depth, s, e) in enumerate(groups):
-        rec_t, path = _place_tile(job, depth, lo[t], e - s, lo[t] + qmin[t] * step[t], lo[t] + qmax[t] * step[t], checksum[t])  # fmt: skip
-        write_glb_from_vertices(
-            path, vbuf[s:e], job.schema, lo[t], int(step[t]), qmin[t], qmax[t], float(gbase[t]),
-            meshopt=job.meshopt,
+    # tiles in batches of about VERTEX_BATCH points: the vertex buffer (a few MB) is still in the CPU cache
+    # when the files are written, and stays small (one buffer for the whole bin was ~30 MB per worker)
+    t0 = 0
+    while t0 < len(groups):
+        t1 = t0 + 1
+        while t1 < len(groups) and ends[t1] - starts[t0] <= VERTEX_BATCH:
+            t1 += 1
+        s0, e1 = int(starts[t0]), int(ends[t1 - 1])
+        vbuf = arena.scratch("bin.vertices", (e1 - s0, stride), np.uint8)  # every byte is written
+        lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
+            rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, copies, rgb, SRGB8_TO_LINEAR8, gps_dst,
+            stride, vbuf,
         )  # fmt: skip
-        out.append(rec_t)
+        for i, (depth, s, e) in enumerate(groups[t0:t1]):
+            rec_t, path = _place_tile(job, depth, lo[i], e - s, lo[i] + qmin[i] * step[i], lo[i] + qmax[i] * step[i], checksum[i])  # fmt: skip
+            write_glb_from_vertices(
+                path, vbuf[s - s0 : e - s0], job.schema, lo[i], int(step[i]), qmin[i], qmax[i],
+                float(gbase[i]), meshopt=job.meshopt,
+            )  # fmt: skip
+            out.append(rec_t)
+        t0 = t1
     return out
 
 
