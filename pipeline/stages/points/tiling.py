@@ -144,6 +144,8 @@ class BinResult:
 
 # ---- 1. decode --------------------------------------------------------------------------------------
 
+MADV_POPULATE_WRITE = 23  # <linux/mman.h>; Python 3.11's mmap module does not name it
+
 
 @functools.lru_cache(maxsize=32)
 def _transformer(crs_wkt: str, crs_cfg: CrsConfig, aoi: tuple[float, float, float, float] | None = None):
@@ -432,6 +434,8 @@ def decode_to_spill(
         if n:
             f.truncate(n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
+                with contextlib.suppress(OSError, ValueError):  # Linux >= 5.14; else faulted page by page
+                    mm.madvise(MADV_POPULATE_WRITE)  # all pages backed in one call: -3 ms per unit
                 dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
                 fields = dtype.fields
                 assert fields is not None
