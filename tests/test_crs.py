@@ -173,3 +173,43 @@ def test_proj_pipeline_cache_gives_identical_transforms(tmp_path, monkeypatch):
     assert np.array_equal(third.transform(x, y, z)[2], first.transform(x, y, z)[2])
     monkeypatch.setenv("RUHRTWIN_PROJ_CACHE", "off")
     assert make_transformer(src, ECEF, cfg, area_of_interest=aoi).description == first.description
+
+
+def test_plain_crs_config_mirrors_the_config_model():
+    """`PlainCrsConfig` (standalone `twin points`, no pydantic) has CrsConfig's fields and defaults, and
+    its JSON is read back by the model (the workers do that when they must build a lattice)."""
+    import dataclasses
+
+    from pipeline.config.model import CrsConfig
+    from pipeline.crs import PlainCrsConfig
+
+    plain = {f.name: f.default for f in dataclasses.fields(PlainCrsConfig)}
+    model = {name: f.default for name, f in CrsConfig.model_fields.items()}
+    assert plain == model
+    p = PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+    m = CrsConfig.model_validate_json(p.model_dump_json())
+    assert m == CrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+    assert (
+        p.compound == m.compound
+        and p.model_copy(update={"vertical": "EPSG:7837"}).compound == "EPSG:25832+7837"
+    )
+    assert hash(p) == hash(
+        PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+    )
+
+
+def test_twin_points_main_process_imports_no_config_model(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path;"
+        "from pipeline.orchestrate.points import plan_tiling, PointTilingOptions;"
+        "from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las;"
+        f"p = write_las(Path({str(tmp_path)!r}) / 'a.laz', synthetic_points(1000, size=10.0), point_format=3);"
+        "plan_tiling([p], PointTilingOptions(crs='EPSG:25832+7837'));"
+        "print('pydantic' in sys.modules, 'yaml' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False"]

@@ -19,15 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
 from pipeline.config.sizes import parse_size
-from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
+from pipeline.crs import ECEF, GEOGRAPHIC_3D, PlainCrsConfig, ProjectFrame
 from pipeline.errors import InputError
-from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.points_early import EarlyDecode, make_staging, present_extra_dims, scan_inputs
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo, plan_units
@@ -48,6 +46,10 @@ from pipeline.stages.points.tiling import (
     warm_upper_kernels,
     with_lattice,
 )
+
+if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
+    from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
+    from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -300,7 +302,8 @@ def plan_tiling(
     layout."""
     if infos is None:
         infos = scan_inputs(inputs)
-    cfg = opts.crs_cfg or CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
+    # standalone runs have no project config: the plain settings (no pydantic import on this path)
+    cfg = opts.crs_cfg or PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
@@ -766,6 +769,8 @@ def build_pointcloud_layer(
     out_subdir: str,
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root)."""
+    from pipeline.orchestrate.context import LayerResult
+
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None
     bands: tuple[tuple[str, int], ...] = ()

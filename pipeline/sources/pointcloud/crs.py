@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyproj import CRS
 
-from pipeline.config.model import CrsConfig
 from pipeline.crs import check_area_of_use, has_vertical, linear_unit_factor, parse_crs, resolve_source_crs
 from pipeline.errors import CrsError
 from pipeline.sources.pointcloud.header import PointFileInfo
+
+if TYPE_CHECKING:
+    from pipeline.config.model import CrsConfig
 
 Z_UNITS = {"m": 1.0, "ft": 0.3048, "us-ft": 1200.0 / 3937.0}
 

@@ -9,14 +9,17 @@ far below a millimetre (tested against per-point pyproj in tests/test_points_rep
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyproj import CRS, Transformer
 
-from pipeline.config.model import CrsConfig
 from pipeline.crs import ECEF, ProjectFrame, make_transformer
 from pipeline.errors import CrsError
 from pipeline.frame import Lattice
+
+if TYPE_CHECKING:
+    from pipeline.config.model import CrsConfig
 
 LATTICE_SPACING_M = 50.0
 MAX_LATTICE_NODES = 2_000_000
