@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.points [--workers 2] [--district-points 100000000] [--skip-py3dtiles]
                                       [--skip-district-py3dtiles] [--skip-district] [--data DIR]
     .venv/bin/python -m bench.points --quick [--repeat 3]   # Autzen only: floor + ours, nothing written
+    .venv/bin/python -m bench.points --ratio 2              # Autzen only: ours/py3dtiles/ours rounds
 
 1. Autzen (../shared/realdata/autzen/autzen_10M.laz, 10.65 M points): `twin points` with N workers,
    `py3dtiles convert --srs_out 4978 --jobs N --color_scale 1 --srs_in 2994`, and the decode floor (every
@@ -286,6 +287,23 @@ def quick(workers: int, repeat: int) -> int:
 AUTZEN_POINTS = 10_653_336
 
 
+def ratio_rounds(workers: int, rounds: int) -> int:
+    """Autzen only: rounds of ours, py3dtiles, ours; prints each ratio (repeatability). Writes nothing."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_points_ratio_"))
+    try:
+        for i in range(rounds):
+            a = run_ours([AUTZEN], tmp / f"a{i}", workers, ["--assume-ellipsoidal"])["seconds"]
+            p = run_py3dtiles(AUTZEN, tmp / f"p{i}", workers, "2994")["seconds"]
+            b = run_ours([AUTZEN], tmp / f"b{i}", workers, ["--assume-ellipsoidal"])["seconds"]
+            print(f"  round {i + 1}: ours {a:.2f} / {b:.2f} s, py3dtiles {p:.2f} s: {p / a:.2f}x / {p / b:.2f}x",
+                  flush=True)  # fmt: skip
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.points")
     ap.add_argument("--workers", type=int, default=2)
@@ -297,9 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-district-py3dtiles", action="store_true", help="py3dtiles takes ~10 min there")
     ap.add_argument("--quick", action="store_true", help="Autzen floor + ours only; prints, writes nothing")
     ap.add_argument("--repeat", type=int, default=1, help="--quick: runs (best of)")
+    ap.add_argument("--ratio", type=int, default=0, help="Autzen: N rounds of ours/py3dtiles/ours, printed")
     args = ap.parse_args(argv)
     if args.quick:
         return quick(args.workers, max(1, args.repeat))
+    if args.ratio:
+        return ratio_rounds(args.workers, args.ratio)
     res: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "workers": args.workers,
