@@ -328,17 +328,26 @@ def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> list[Any]:
     """The pieces of the GLB `GltfBuilder.to_glb()` writes for one buffer view at offset 0; the payload is
     not copied (the builder copies it four times): join them, or hand them to `os.writev`."""
     import json
-    import struct
 
     blen = payload.nbytes
     padded = blen + (-blen % 4)
     js["buffers"] = [{"byteLength": padded}]
     jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _glb_pieces(jb, payload)
+
+
+def _glb_pieces(jb: bytes, payload: np.ndarray) -> list[Any]:
+    """GLB header + JSON chunk (`jb`, padded here) as one piece, then the payload as the BIN chunk (not
+    copied) and its padding, exactly as `GltfBuilder.to_glb()` lays them out."""
+    import struct
+
+    blen = payload.nbytes
+    padded = blen + (-blen % 4)
     jb += b" " * (-len(jb) % 4)
     if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned, as GltfBuilder.to_glb
         jb += b"    "
     total = 12 + 8 + len(jb) + 8 + padded
-    parts = [
+    parts: list[Any] = [
         struct.pack("<4sII", b"glTF", 2, total)
         + struct.pack("<I4s", len(jb), b"JSON")
         + jb
@@ -432,26 +441,11 @@ def _template(schema: PointSchema, stride: int) -> _JsonTemplate:
 
 def _glb_parts_templated(packed, schema, lo, step, qmin, qmax, gps_base) -> list[Any]:
     """`_glb_one_view(_glb_json_direct(...), packed)` through the cached JSON template."""
-    import struct
-
     n, stride = packed.shape
-    blen = packed.nbytes
-    padded = blen + (-blen % 4)
-    jb = _template(schema, stride).render(n, stride, lo, step, qmin, qmax, gps_base, padded)
-    jb += b" " * (-len(jb) % 4)
-    if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned, as GltfBuilder.to_glb
-        jb += b"    "
-    total = 12 + 8 + len(jb) + 8 + padded
-    parts: list[Any] = [
-        struct.pack("<4sII", b"glTF", 2, total)
-        + struct.pack("<I4s", len(jb), b"JSON")
-        + jb
-        + struct.pack("<I4s", padded, b"BIN\x00"),
-        memoryview(np.ascontiguousarray(packed).reshape(-1)),
-    ]
-    if padded > blen:
-        parts.append(b"\x00" * (padded - blen))
-    return parts
+    padded = packed.nbytes + (-packed.nbytes % 4)
+    return _glb_pieces(
+        _template(schema, stride).render(n, stride, lo, step, qmin, qmax, gps_base, padded), packed
+    )
 
 
 def write_glb_from_vertices(
