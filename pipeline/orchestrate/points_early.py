@@ -1,7 +1,7 @@
 """Start a standalone run's decode tasks before its plan exists (local pool only).
 
-On the local pool the workers are ready about 0.2 s after launch, while the main process needs about 0.3 s
-more to import PROJ and the configuration model and to plan (CRS, frame, extent, lattice). Decompressing a
+On the local pool the workers are ready about 0.2 s after launch, while the main process still needs
+0.1-0.3 s to import PROJ and to plan (CRS, frame, extent, lattice). Decompressing a
 unit's LAZ chunks needs none of that. So right after the header scan, every decode task is submitted: the
 first ones decompress their chunks at once, then wait for the plan file that `tile_pointcloud` publishes
 (`tiling.decode_when_planned`), and finish as usual. Same tasks, same results and bytes; the idle start
