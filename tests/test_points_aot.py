@@ -130,3 +130,18 @@ def test_build_key_changes_with_the_kernel_source(monkeypatch, tmp_path):
     monkeypatch.setattr(_aot, "_KERNELS_SRC", src)
     assert _aot.build_key() != k1
     assert np.all([c in "0123456789abcdef" for c in _aot.build_key()])
+
+
+def test_build_into_an_unwritable_place_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = dict(os.environ, RUHRTWIN_KERNEL_DIR=str(blocker / "kernels"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.points._aot", "build"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert "cannot write the compiled kernels" in r.stderr and "RUHRTWIN_KERNEL_DIR" in r.stderr
+    assert "Traceback" not in r.stderr

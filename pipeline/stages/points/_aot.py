@@ -322,8 +322,13 @@ def build(force: bool = False, quiet: bool = False) -> Path:
     d = kernel_dir()
     if (d / "spec.json").is_file() and not force:
         return d
-    d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=d.parent))
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=d.parent))
+    except OSError as e:  # e.g. a read-only home: say where, the JIT path still works
+        raise RuntimeError(
+            f"cannot write the compiled kernels to {d.parent} ({e}); set RUHRTWIN_KERNEL_DIR"
+        ) from e
     try:
         env = dict(os.environ, RUHRTWIN_KERNELS="jit")
         cmd = [sys.executable, "-m", "pipeline.stages.points._aot", "_build_into", str(tmp)]
@@ -362,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         _build_here(Path(argv[1]))
         return 0
     if argv[:1] == ["build"]:
-        build(force="--force" in argv)
+        try:
+            build(force="--force" in argv)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     if argv[:1] == ["where"]:
         print(kernel_dir())
