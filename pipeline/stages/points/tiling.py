@@ -789,20 +789,22 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     g = GRID_BITS
     dtype = job.layout.dtype
     up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
-    chunks = []
     mins = []  # (bin depth, key, hash, global index)
+    with_upper = [r for r in sorted(results, key=lambda r: (r.depth, r.prefix)) if r.upper_path]
+    if not with_upper:
+        return []
+    # all upper files read straight into one array (a concatenate of structured arrays costs ~10 ms here)
+    up = np.empty(sum(r.upper_count for r in with_upper), dtype=up_dtype)
+    raw = up.view(np.uint8)
     offset = 0
-    for r in sorted(results, key=lambda r: (r.depth, r.prefix)):
-        if not r.upper_path:
-            continue
-        arr = np.fromfile(r.upper_path, dtype=up_dtype, count=r.upper_count)
-        chunks.append(arr)
+    for r in with_upper:
+        nbytes = r.upper_count * up_dtype.itemsize
+        with open(r.upper_path, "rb", buffering=0) as f:
+            if f.readinto(memoryview(raw[offset * up_dtype.itemsize :][:nbytes])) != nbytes:
+                raise OSError(f"upper file {r.upper_path} is short")
         if r.min_index >= 0 and r.depth - g > 0:
             mins.append((r.depth, r.min_key, r.min_hash, offset + r.min_index))
-        offset += len(arr)
-    if not chunks:
-        return []
-    up = np.concatenate(chunks)
+        offset += r.upper_count
     level = up["level"].copy()
     # a bin's min-hash point may be the min of a coarser cell spanning several bins
     if mins:
@@ -824,10 +826,12 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
                 if level[gi] > t:
                     level[gi] = t
     order = np.lexsort((up["key"], level))
-    keys = up["key"][order]
+    rows = K.take_rows(up, order)  # whole rows: a structured fancy index costs ~9 ms here
+    keys = rows["key"]
     lv = level[order]
-    recs = np.ascontiguousarray(up["rec"][order])
-    return write_tiles(job, recs, _group_slices(lv, keys, D))
+    # the records lead each row: their bytes, made contiguous
+    recs = np.ascontiguousarray(rows.view(np.uint8).reshape(len(rows), -1)[:, : dtype.itemsize]).view(dtype)
+    return write_tiles(job, recs.reshape(-1), _group_slices(lv, keys, D))
 
 
 def remove_quietly(paths: list[str]) -> None:
