@@ -291,10 +291,6 @@ class _Plan:
     notes: list[str]
 
 
-def _extra_dims(infos: list[PointFileInfo], opts: PointTilingOptions) -> tuple[str, ...]:
-    return present_extra_dims(infos, opts.extra_dimensions)
-
-
 def plan_tiling(
     inputs: list[Path], opts: PointTilingOptions, infos: list[PointFileInfo] | None = None
 ) -> _Plan:
@@ -327,7 +323,7 @@ def plan_tiling(
             raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
-    extra = _extra_dims(infos, opts)
+    extra = present_extra_dims(infos, opts.extra_dimensions)
     missing = [d for d in opts.extra_dimensions if d not in extra]
     if missing:
         notes.append(f"extra dimensions not found in any input: {missing}")
@@ -708,7 +704,9 @@ def tile_pointcloud(
                 raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
             if opts.format not in ("1.1", "1.0"):
                 raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
-            if early is not None and early.extra_dims != _extra_dims(early.infos, opts):
+            if early is not None and early.extra_dims != present_extra_dims(
+                early.infos, opts.extra_dimensions
+            ):
                 raise ValueError("the early decode was started with other extra dimensions")
             if early is None and isinstance(client, LocalPool) and opts.cache is None:
                 early = EarlyDecode(inputs, out_dir, opts.extra_dimensions, client)

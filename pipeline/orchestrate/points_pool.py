@@ -40,12 +40,7 @@ def trace_mark(what: str, t0: float | None = None) -> None:
 
 
 def _ready() -> bool:
-    trace = os.environ.get("TWIN_POINTS_TRACE")
-    if trace:
-        import time
-
-        with open(trace, "a") as f:
-            f.write(f"{os.getpid()} ready {time.perf_counter():.3f} 0 cpu {time.process_time():.3f}\n")
+    trace_mark("ready")
     return True
 
 

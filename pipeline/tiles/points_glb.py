@@ -327,8 +327,6 @@ def _glb_builder(
 def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> list[Any]:
     """The pieces of the GLB `GltfBuilder.to_glb()` writes for one buffer view at offset 0; the payload is
     not copied (the builder copies it four times): join them, or hand them to `os.writev`."""
-    import json
-
     blen = payload.nbytes
     padded = blen + (-blen % 4)
     js["buffers"] = [{"byteLength": padded}]
@@ -366,8 +364,6 @@ class _JsonTemplate:
     _SLOT = re.compile(r'"@@(\d+)@@"')
 
     def __init__(self, schema: PointSchema, stride: int):
-        n_slots = 64
-        sentinel = [f"@@{i}@@" for i in range(n_slots)]
         # build the dict exactly as `_glb_builder` does, with sentinels where the tile's numbers go
         fake = np.zeros((1, stride), np.uint8)
         b, _direct = _glb_builder(fake, schema, [0, 0, 0], 1, [0, 0, 0], [0, 0, 0], 0.0, meshopt=False)
@@ -376,7 +372,7 @@ class _JsonTemplate:
 
         def slot(kind: str) -> str:
             self.kinds.append(kind)
-            return sentinel[len(self.kinds) - 1]
+            return f"@@{len(self.kinds) - 1}@@"
 
         js["bufferViews"][0]["byteLength"] = slot("blen")
         for acc in js["accessors"]:

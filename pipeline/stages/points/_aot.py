@@ -294,7 +294,7 @@ def _build_here(dest: Path) -> None:
 
     from pipeline.stages.points import kernels as K
 
-    if not hasattr(K.nb, "njit") or K.nb is not numba:
+    if K.nb is not numba:
         raise RuntimeError("the AOT build must run with RUHRTWIN_KERNELS=jit")
     K.warm_all()
     cc = CC(MODULE)

@@ -275,6 +275,13 @@ class _Decoded:
     raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
 
 
+def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
+    """The reused buffer a unit's raw LAS records are decoded into."""
+    from pipeline.stages.points import arena
+
+    return arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+
+
 def _decode(
     fj: FileJob,
     unit: WorkUnit,
@@ -286,14 +293,14 @@ def _decode(
 ) -> _Decoded:
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
     With `scratch`, the arrays live in this process's reused buffers (valid until the next decode).
-    `pre`: the unit's fields already decoded (`decode_raw_fields`)."""
+    `pre`: the unit's fields already decoded (`decode_unit` into `_raw_buffer`)."""
     from pipeline.stages.points import arena
 
     info = fj.info
     out = xyz_buf = keys_buf = None
     if scratch and info.kind != "e57":
         if pre is None:
-            out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+            out = _raw_buffer(info, unit)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
     d = pre if pre is not None else decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
@@ -457,10 +464,8 @@ def decode_to_spill(
     )
 
 
-# Standalone runs start decoding before the plan exists: a worker is ready ~0.2 s after launch, the main
-# process needs ~0.4 s more to import PROJ and plan (CRS, frame, extent, lattice). A unit's LAZ
-# decompression needs none of that, so the first tasks decompress first, then wait for the plan file the
-# main process writes (`publish_plan`) and finish as usual. Same work, same bytes; only idle time goes.
+# Standalone runs queue their decode tasks before the plan exists (see orchestrate/points_early.py): a task
+# decompresses its unit, then waits for the plan file the main process writes (`publish_plan`).
 
 _PLANS: dict[str, tuple[list[FileJob], DecodeJob]] = {}
 PLAN_FAILED = "planning failed"
@@ -509,14 +514,12 @@ def decode_when_planned(
     owner_pid: int,
 ) -> SpillPart:
     """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first."""
-    from pipeline.stages.points import arena
 
     pre = None
     if info.kind != "e57":
         from pipeline.sources.pointcloud.las import decode_unit
 
-        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
-        pre = decode_unit(info, unit, extra_dims, out, lazy=True)
+        pre = decode_unit(info, unit, extra_dims, _raw_buffer(info, unit), lazy=True)
     file_jobs, job = _await_plan(plan_path, owner_pid)
     if job.layout.extra_dims != tuple(extra_dims):  # the planner and the early start must agree
         raise RuntimeError(f"extra dimensions {extra_dims} != planned {job.layout.extra_dims}")
@@ -794,14 +797,9 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     if not with_upper:
         return []
     # all upper files read straight into one array (a concatenate of structured arrays costs ~10 ms here)
-    up = np.empty(sum(r.upper_count for r in with_upper), dtype=up_dtype)
-    raw = up.view(np.uint8)
+    up = read_ranges(tuple((r.upper_path, 0, r.upper_count) for r in with_upper), up_dtype)
     offset = 0
     for r in with_upper:
-        nbytes = r.upper_count * up_dtype.itemsize
-        with open(r.upper_path, "rb", buffering=0) as f:
-            if f.readinto(memoryview(raw[offset * up_dtype.itemsize :][:nbytes])) != nbytes:
-                raise OSError(f"upper file {r.upper_path} is short")
         if r.min_index >= 0 and r.depth - g > 0:
             mins.append((r.depth, r.min_key, r.min_hash, offset + r.min_index))
         offset += r.upper_count
