@@ -392,6 +392,32 @@ def _bad(path: Path, tmp_path: Path, capsys, *extra: str) -> str:
     return err
 
 
+def test_bad_input_on_the_local_pool_cli_path(laz, tmp_path, capsys):
+    """`twin points --jobs 2` queues its decode tasks before it plans or checks the output: a non-empty
+    --out, a truncated LAZ and a file without a CRS still exit with their codes naming the problem, and
+    leave the existing output untouched and no staging directory behind."""
+    from pipeline.errors import EXIT_CRS, EXIT_INPUT
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep")
+    code = main(["points", str(laz), "--out", str(out), "--class-scheme", "adv", "--jobs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT and "not empty" in err and str(out) in err
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and (out / "old.txt").read_text() == "keep"
+    data = laz.read_bytes()
+    trunc = tmp_path / "truncated.laz"
+    trunc.write_bytes(data[: len(data) * 2 // 3])
+    nocrs = write_las(tmp_path / "nocrs.laz", synthetic_points(2000, size=20.0), point_format=1, crs=None)
+    for bad, words, exit_code in ((trunc, "truncated", EXIT_INPUT), (nocrs, "no CRS", EXIT_CRS)):
+        code = main(["points", str(bad), "--out", str(tmp_path / "never"), "--class-scheme", "adv",
+                     "--jobs", "2", "--quiet"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == exit_code and bad.name in err and words in err, err
+        assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocrs.laz", "out", "truncated.laz"]
+
+
 def test_truncated_laz(laz, tmp_path, capsys):
     data = laz.read_bytes()
     p = tmp_path / "truncated.laz"
