@@ -16,6 +16,7 @@ EXIT_CRS = 4  # CRS / geoid grid problem
 EXIT_LOCKED = 5  # another build holds the lock
 EXIT_VALIDATION = 6  # the built release failed validation; nothing was published
 EXIT_RELEASE = 7  # release management: nothing to roll back to, unknown release, export refused
+EXIT_IMPLAUSIBLE = 8  # a plausibility gate refused the release (e.g. buildings dropped); nothing published
 EXIT_INTERNAL = 10  # a bug
 
 
@@ -62,3 +63,10 @@ class LockedError(TwinError):
 
 class ValidationError(TwinError):
     exit_code = EXIT_VALIDATION
+
+
+class PlausibilityError(TwinError):
+    """The built release is valid but implausible against its inputs or the previous release (a drop or
+    jump beyond `release.gates`); nothing was published. `twin build --accept-change METRIC` accepts it."""
+
+    exit_code = EXIT_IMPLAUSIBLE
