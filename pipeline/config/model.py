@@ -217,11 +217,52 @@ class LayersConfig(Strict):
     viewer: ViewerLayer = ViewerLayer()
 
 
+class ChangeLimits(Strict):
+    """Largest relative change against the previous release that publishes without `--accept-change`
+    (0.1 = a drop or a jump of more than 10 % refuses). null = this metric is not compared."""
+
+    buildings: float | None = Field(0.10, ge=0)
+    parcels: float | None = Field(0.10, ge=0)
+    points: float | None = Field(0.25, ge=0)  # points of the published aerial layer
+    terrain_area: float | None = Field(0.10, ge=0)  # m2 of DGM cells with data
+
+
+class GatesConfig(Strict):
+    """Plausibility gates run before a release is published (docs/operations.md, "Plausibility gates")."""
+
+    max_change: ChangeLimits = ChangeLimits()
+    # heights (point Z, DGM cells) outside this range [m] are refused (normal or ellipsoidal heights on
+    # Earth: Dead Sea shore to above Everest, with room for the geoid)
+    height_range_m: tuple[float, float] = (-500.0, 9000.0)
+    # [xmin, ymin, xmax, ymax] in crs.horizontal that every input must lie within; null = only the CRS's
+    # area of use is checked
+    region: tuple[float, float, float, float] | None = None
+    # a DGM cell more than this above or below all four neighbours is a spike (refused)
+    raster_spike_m: float = Field(200.0, gt=0)
+    # the same file content under two names: refuse (error) or use the first name and warn (skip)
+    duplicate_inputs: Literal["error", "skip"] = "error"
+    # share of cadastre building records the buildings layer may reject before the release is refused
+    max_rejected_share: float = Field(0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> GatesConfig:
+        lo, hi = self.height_range_m
+        if not lo < hi:
+            raise ValueError(f"height_range_m: {lo} must be below {hi}")
+        if self.region is not None and not (
+            self.region[0] < self.region[2] and self.region[1] < self.region[3]
+        ):
+            raise ValueError("region: expected [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax")
+        return self
+
+
 class ReleaseConfig(Strict):
     keep: int = Field(5, ge=1, description="releases kept on disk")
     validate_gltf: bool = True
     # corrupt input tile: fail the build (default) or skip and report it
     on_bad_tile: Literal["fail", "skip"] = "fail"
+    # plausibility gates against the inputs and the previous release
+    gates: GatesConfig = GatesConfig()
 
 
 class TwinConfig(Strict):
