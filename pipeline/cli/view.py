@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--internal",
         action="store_true",
-        help="also serve layers with access 'internal' (mobile scans, panoramas: municipal use only)",
+        help="also serve layers with access 'internal' (mobile scans, panoramas: municipal use only); "
+        "build logs and build records are never served",
     )
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=run)
@@ -44,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if not (release / "viewer" / "index.html").is_file():
         raise ConfigError("the release has no viewer/ (built without `layers.viewer`?)", path=release)
     server = make_server(release, port=args.port, internal=args.internal, quiet=not args.verbose)
-    hidden = server.site.hidden_prefixes
     print(f"Serving {server.site.root}")
-    if hidden:
-        print(f"Internal layers hidden ({len(hidden)} paths); use --internal to include them.")
+    if not args.internal:
+        print("Public view: the public manifest and public layers only (--internal for municipal use).")
     print(f"Open {server.url}   (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()
