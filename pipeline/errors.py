@@ -17,6 +17,8 @@ EXIT_LOCKED = 5  # another build holds the lock
 EXIT_VALIDATION = 6  # the built release failed validation; nothing was published
 EXIT_RELEASE = 7  # release management: nothing to roll back to, unknown release, export refused
 EXIT_IMPLAUSIBLE = 8  # a plausibility gate refused the release (e.g. buildings dropped); nothing published
+EXIT_NO_SPACE = 9  # the disk (or a file-size limit) is full; temporary output removed, nothing published
+EXIT_RESOURCES = 9  # the machine ran out of something: disk full; nothing published, staging removed
 EXIT_INTERNAL = 10  # a bug
 
 
@@ -70,3 +72,16 @@ class PlausibilityError(TwinError):
     jump beyond `release.gates`); nothing was published. `twin build --accept-change METRIC` accepts it."""
 
     exit_code = EXIT_IMPLAUSIBLE
+
+
+class NoSpaceError(TwinError):
+    """Writing failed because the disk is full (ENOSPC), a quota (EDQUOT) or a file-size limit (EFBIG) was
+    hit; the command removed its temporary output and published nothing."""
+
+    exit_code = EXIT_NO_SPACE
+
+
+class ResourceError(TwinError):
+    """The machine ran out of a resource (disk full): not a bug, not bad input."""
+
+    exit_code = EXIT_RESOURCES
