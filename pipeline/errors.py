@@ -18,7 +18,6 @@ EXIT_VALIDATION = 6  # the built release failed validation; nothing was publishe
 EXIT_RELEASE = 7  # release management: nothing to roll back to, unknown release, export refused
 EXIT_IMPLAUSIBLE = 8  # a plausibility gate refused the release (e.g. buildings dropped); nothing published
 EXIT_NO_SPACE = 9  # the disk (or a file-size limit) is full; temporary output removed, nothing published
-EXIT_RESOURCES = 9  # the machine ran out of something: disk full; nothing published, staging removed
 EXIT_INTERNAL = 10  # a bug
 
 
@@ -80,8 +79,3 @@ class NoSpaceError(TwinError):
 
     exit_code = EXIT_NO_SPACE
 
-
-class ResourceError(TwinError):
-    """The machine ran out of a resource (disk full): not a bug, not bad input."""
-
-    exit_code = EXIT_RESOURCES
