@@ -152,6 +152,39 @@ class BuildingsLayer(LayerBase):
     ge_factor: float = Field(0.1, gt=0)
     external_every: int = Field(4, ge=0)
     floor: bool = True  # close the solids with a floor polygon
+    # LoD1 roof from the roof points: "percentile" (roof_percentile, default p75) or "mean" (the mean of
+    # the roof points: estimates the area-weighted mean height of the roof surface, the AdV / Geobasis
+    # NRW LoD1 roof; with shrink_m 0 it matched the official LoD2 roofs to 0.13 m median on a real tile)
+    roof_statistic: Literal["percentile", "mean"] = "percentile"
+    # where the official LoD2 model (sources.reference_citygml) has the building (joined by ALKIS id,
+    # else by footprint overlap >= lod2_join_min_iou), "official_lod2" takes the LoD1 roof from it (the
+    # area-weighted mean height of its roof surfaces); "points" keeps the survey's statistic
+    lod1_roof_source: Literal["points", "official_lod2"] = "points"
+    lod2_join_min_iou: float = Field(0.5, gt=0, le=1)
+    # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
+    # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
+    # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-
+    # UndGewerbe 1220, 1250, 1251, 1260, 1270, 1330-1333) and overhead lines (AX_Leitung 51005)
+    non_building_functions: dict[str, Literal["skip", "keep"]] = Field(
+        default_factory=lambda: {
+            "51002_1220": "skip",
+            "51002_1250": "skip",
+            "51002_1251": "skip",
+            "51002_1260": "skip",
+            "51002_1270": "skip",
+            "51002_1330": "skip",
+            "51002_1331": "skip",
+            "51002_1332": "skip",
+            "51002_1333": "skip",
+            "51005": "skip",
+        }
+    )
+
+    @field_validator("non_building_functions", mode="before")
+    @classmethod
+    def _function_keys_as_text(cls, v: object) -> object:
+        # YAML reads `51002: skip` with an integer key
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
 
 
 class OverlayLayer(LayerBase):
@@ -261,6 +294,9 @@ class ReleaseConfig(Strict):
     validate_gltf: bool = True
     # corrupt input tile: fail the build (default) or skip and report it
     on_bad_tile: Literal["fail", "skip"] = "fail"
+    # folders 0755 / files 0644 in every release, so a web server running as another user can serve it;
+    # false: keep the modes the writers created (umask)
+    world_readable: bool = True
     # plausibility gates against the inputs and the previous release
     gates: GatesConfig = GatesConfig()
 
