@@ -383,6 +383,8 @@ def _handler_for(ref: SiteRef, quiet: bool) -> type[BaseHTTPRequestHandler]:
 class ReleaseServer(HTTPServer):
     """HTTP server on 127.0.0.1 with a fixed pool of worker threads and a bounded queue."""
 
+    request_queue_size = 128  # listen backlog: connections are accepted at once and queued or refused
+
     def __init__(
         self,
         site: ReleaseSite,
