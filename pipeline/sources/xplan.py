@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -417,7 +418,8 @@ def _feature(
     crs = srs_to_crs(srs) if srs else None
     if crs is None:
         crs = crs_override
-    if crs is None and ln != BEREICH_TYPE:
+    has_geometry = any(local(c) in ("position", "raeumlicherGeltungsbereich") for c in el)
+    if crs is None and has_geometry:
         raise InputError(
             f"unknown or missing srsName {srs!r}; set the CRS of the zoning plans in the config",
             path=source,
@@ -548,7 +550,10 @@ def _transform(geoms: list[Any], src: str, dst: str, source: str, gids: list[str
     if len(arr):
         aoi = AreaOfInterest(float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
     # the best operation PROJ can run for the plan's area, never a ballpark one (no datum shift)
-    group = TransformerGroup(scrs, dst, always_xy=True, allow_ballpark=False, area_of_interest=aoi)
+    with warnings.catch_warnings():
+        # "best transformation is not available": reported below with the accuracy actually reached
+        warnings.simplefilter("ignore", UserWarning)
+        group = TransformerGroup(scrs, dst, always_xy=True, allow_ballpark=False, area_of_interest=aoi)
     if not group.transformers:
         raise CrsError(f"no usable transformation {src} -> {dst} (only ballpark ones)", path=source)
     t = group.transformers[0]
@@ -568,6 +573,8 @@ def plan_files(paths: Iterable[Path]) -> list[Path]:
     for p in sorted(Path(x) for x in paths):
         if p.suffix.lower() not in (".gml", ".xml", ".zip"):
             raise InputError("a zoning plan must be .gml, .xml or a .zip of them", path=p)
+        if not p.is_file():
+            raise InputError("zoning plan file does not exist", path=p)
         out.append(p)
     return out
 
@@ -582,7 +589,7 @@ def read_plans(
     """Read XPlanGML plans (files or zips) into plans, areas and lines in `target_crs`."""
     feats: list[_Feature] = []
     skipped: Counter[str] = Counter()
-    warnings: list[str] = []
+    notes: list[str] = []
     for path in plan_files(Path(p) for p in paths):
         with _open_members(path) as members:
             for source, opener in members:
@@ -596,11 +603,11 @@ def read_plans(
                             feats.append(f)
                         else:
                             skipped[f.type] += 1
-    return _assemble(feats, target_crs, warnings, dict(sorted(skipped.items())))
+    return _assemble(feats, target_crs, notes, dict(sorted(skipped.items())))
 
 
 def _assemble(
-    feats: list[_Feature], target_crs: str, warnings: list[str], skipped: dict[str, int]
+    feats: list[_Feature], target_crs: str, notes: list[str], skipped: dict[str, int]
 ) -> ZoningPlans:
     # plans and the Bereich -> plan links, per source document
     plan_of_bereich: dict[tuple[str, str], str] = {}
@@ -620,7 +627,7 @@ def _assemble(
                     raise InputError(
                         f"BP_Plan {f.gml_id} is given twice in {f.source}", path=f.source, record=f.gml_id
                     )
-                warnings.append(
+                notes.append(
                     f"{f.source}: BP_Plan {f.gml_id} is also in {[s for s in sources_of[f.gml_id] if s != f.source]}; "
                     f"this one is called {pid}"
                 )
@@ -664,7 +671,7 @@ def _assemble(
             f.geometry = g
         accuracy[source] = max(accuracy.get(source, 0.0), acc)
         if acc < 0 or acc > 0.5:
-            warnings.append(
+            notes.append(
                 f"{source}: {crs} -> {target_crs} "
                 + (f"accurate to about {acc:g} m" if acc >= 0 else "of unknown accuracy")
                 + " (PROJ has no grid-based transformation, e.g. BeTA2007 for DHDN, at hand)"
@@ -674,9 +681,7 @@ def _assemble(
     for f in feats:
         g = f.geometry
         if g is not None and not shapely.is_valid(g):
-            warnings.append(
-                f"{f.source} [{f.gml_id}]: invalid geometry ({shapely.is_valid_reason(g)}) repaired"
-            )
+            notes.append(f"{f.source} [{f.gml_id}]: invalid geometry ({shapely.is_valid_reason(g)}) repaired")
             fixed = shapely.make_valid(g)
             if f.type in AREA_TYPES or f.type == PLAN_TYPE:
                 polys = shapely.get_parts(fixed)
@@ -720,7 +725,7 @@ def _assemble(
     plans = _gdf(plan_rows, target_crs, PLAN_COLUMNS)
     areas = _gdf(area_rows, target_crs, AREA_COLUMNS)
     lines = _gdf(line_rows, target_crs, LINE_COLUMNS)
-    return ZoningPlans(plans=plans, areas=areas, lines=lines, warnings=warnings, skipped=skipped)
+    return ZoningPlans(plans=plans, areas=areas, lines=lines, warnings=notes, skipped=skipped)
 
 
 PLAN_COLUMNS = [
@@ -768,7 +773,7 @@ def _gdf(rows: list[dict[str, Any]], crs: str, columns: list[str]) -> gpd.GeoDat
     df = pd.DataFrame(rows, columns=[*columns, "geometry"])
     for c in columns:
         if c in _STR_COLUMNS:
-            df[c] = df[c].fillna("").astype(str)
+            df[c] = df[c].astype(object).fillna("").astype(str)
     if "ebene" in df:
         df["ebene"] = df["ebene"].fillna(0).astype(np.int64)
     df = df.sort_values([c for c in ("plan_id", "gml_id") if c in df]).reset_index(drop=True)
