@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/demo.yaml"
+NO_PROJECT = (
+    "no project given: pass --config CONFIG (the YAML the build used) or --out DIR (its output folder, "
+    "the one holding releases/ and current)"
+)
 
 
 def _where(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config", "-c", default=DEFAULT_CONFIG, help=f"project config (default {DEFAULT_CONFIG})"
-    )
+    p.add_argument("--config", "-c", help="project config (the YAML `twin build` used)")
     p.add_argument("--out", help="output folder with releases/ and current (instead of the config's)")
 
 
@@ -37,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("publish", help="export a release without internal layers (access class public)")
     _where(p)
-    p.add_argument("--public", required=True, metavar="DIR", help="destination folder (replaced atomically)")
+    p.add_argument(
+        "--public",
+        required=True,
+        metavar="DIR",
+        help="destination: a new or empty folder, or an earlier export (replaced atomically); anything else "
+        "is refused",
+    )
     p.add_argument("--release", help="build id or release folder (default: current)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_publish)
@@ -53,24 +62,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cfg(args: argparse.Namespace):
     from pipeline.config.loader import load_config
+    from pipeline.errors import ConfigError
 
+    if not args.config:
+        raise ConfigError(NO_PROJECT)
     return load_config(args.config)
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
+    from pipeline.errors import ConfigError
+    from pipeline.release.ops import check_out_dir
+
     if args.out:
-        return Path(args.out).resolve()
-    return _cfg(args).out_dir
+        return check_out_dir(Path(args.out).resolve())
+    if not args.config:
+        raise ConfigError(NO_PROJECT)
+    return check_out_dir(_cfg(args).out_dir)
 
 
 def _print(args: argparse.Namespace, data: dict, text: str) -> None:
-    print(json.dumps(data, indent=1, default=str) if args.json else text)
+    """Print the result; a reader that closed the pipe early (`| head`) is not an error."""
+    try:
+        print(json.dumps(data, indent=1, default=str) if args.json else text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
 
 
 def run_status(args: argparse.Namespace) -> int:
     from pipeline.release.status import format_status, release_status
 
-    st = release_status(_out_dir(args))
+    st = release_status(_out_dir(args))  # read-only: repairs happen in the commands that take the lock
     _print(args, st, format_status(st))
     last = st.get("last_build") or {}
     return 0 if last.get("state") in (None, "success", "up_to_date", "running") else 1
@@ -80,7 +102,8 @@ def run_rollback(args: argparse.Namespace) -> int:
     from pipeline.release.ops import do_rollback
 
     r = do_rollback(_out_dir(args), args.to)
-    _print(args, r, f"rolled back: current is now {r['to']} (was {r['from']})")
+    text = "".join(f"repaired: {line}\n" for line in r["repaired"])
+    _print(args, r, text + f"rolled back: current is now {r['to']} (was {r['from']})")
     return 0
 
 
@@ -88,26 +111,49 @@ def run_gc(args: argparse.Namespace) -> int:
     from pipeline.config.sizes import parse_size
     from pipeline.release.ops import collect_garbage
 
-    cfg = _cfg(args)
-    budget = parse_size(args.budget or cfg.runtime.cache_budget)
-    r = collect_garbage(cfg.out_dir, cfg.cache_dir, budget, args.keep or cfg.release.keep)
+    if args.config:
+        cfg = _cfg(args)
+        budget = parse_size(args.budget or cfg.runtime.cache_budget)
+        out = Path(args.out).resolve() if args.out else cfg.out_dir
+        r = collect_garbage(out, cfg.cache_dir, budget, args.keep or cfg.release.keep)
+    else:  # --out only: no cache to trim (its folder is in the config)
+        r = collect_garbage(_out_dir(args), None, 0, args.keep)
     c = r["cache"]
-    text = (
+    cache = (
         f"cache: {c['before'] / 1e6:.1f} MB -> {c['after'] / 1e6:.1f} MB (budget {c['budget'] / 1e6:.0f} MB, "
-        f"{c['removed']} entries removed, {c['kept']} kept); unfinished builds removed: "
-        f"{len(r['partial_removed'])}; old releases removed: {', '.join(r['releases_removed']) or '-'}"
+        f"{c['removed']} entries removed, {c['kept']} kept)"
+        if c
+        else "cache: not trimmed (give --config to name it)"
     )
+    text = (
+        f"{cache}; unfinished builds removed: {len(r['partial_removed'])}; "
+        f"old releases removed: {', '.join(r['releases_removed']) or '-'}"
+    )
+    for line in r["repaired"]:
+        text += f"\nrepaired: {line}"
     _print(args, r, text)
     return 0
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    from pipeline.errors import ConfigError
     from pipeline.release.access import export_public
     from pipeline.release.ops import resolve_release
 
-    out = _out_dir(args) if (args.out or Path(args.config).is_file()) else None
+    protected: list[Path] = []
+    out = None
+    if args.config:
+        cfg = _cfg(args)
+        out = Path(args.out).resolve() if args.out else cfg.out_dir
+        protected = [cfg.raw_dir, cfg.out_dir, cfg.cache_dir]
+    elif args.out:
+        out = _out_dir(args)
+    elif not args.release:
+        raise ConfigError(NO_PROJECT + ", or --release FOLDER")
+    if out is not None:
+        protected.append(out)
     rel = resolve_release(out, args.release)
-    r = export_public(rel, Path(args.public))
+    r = export_public(rel, Path(args.public), protected)
     text = (
         f"exported release {r['release']} to {r['dest']}: {r['files']} files, layers "
         f"{', '.join(r['layers']) or '-'}; left out: {', '.join(r['excluded_layers']) or 'nothing'} "

@@ -152,11 +152,12 @@ def _tree_size(p: Path) -> int:
     return total
 
 
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        p.unlink(missing_ok=True)
+def _remove(p: Path, objects: Path) -> None:
+    """Delete a cache entry or temporary (only ever inside the cache's own `objects/`)."""
+    from pipeline.fsutil import remove_owned
+
+    with contextlib.suppress(OSError):
+        remove_owned(p, owned_by=objects)
 
 
 class Cache:
@@ -219,9 +220,9 @@ class Cache:
             except OSError as e:  # another worker won the race: keep theirs
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                     raise
-                _remove(tmp)
+                _remove(tmp, self.objects)
         except BaseException:
-            _remove(tmp)
+            _remove(tmp, self.objects)
             raise
         return final
 
@@ -265,7 +266,7 @@ class Cache:
             if not sub.is_dir():
                 continue
             for e in sub.iterdir():
-                if e.name.startswith(".tmp-"):
+                if e.name.startswith("."):  # temporaries, leftovers of killed deletes
                     continue
                 with contextlib.suppress(OSError):
                     out.append((e, e.lstat().st_mtime, _tree_size(e)))
@@ -280,10 +281,10 @@ class Cache:
         removed_tmp = 0
         if self.objects.is_dir():
             now = time.time()
-            for t in self.objects.glob("*/.tmp-*"):
+            for t in [*self.objects.glob("*/.tmp-*"), *self.objects.glob("*/.partial-del-*")]:
                 with contextlib.suppress(OSError):
                     if now - t.lstat().st_mtime > tmp_age_s:
-                        _remove(t)
+                        _remove(t, self.objects)
                         removed_tmp += 1
         ents = sorted(self.entries(), key=lambda e: (e[1], e[0].name))
         total = before = sum(s for _p, _t, s in ents)
@@ -291,7 +292,7 @@ class Cache:
         for p, _t, s in ents:
             if total <= budget:
                 break
-            _remove(p)
+            _remove(p, self.objects)
             total -= s
             removed += 1
         return GcReport(budget, before, total, removed, len(ents) - removed, removed_tmp)

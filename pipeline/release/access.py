@@ -16,18 +16,31 @@ licensed for municipal use only). `export_public(release, dest)` copies the publ
 
 The export is written to a temporary sibling of `dest` and swapped in with renames, so a web server
 serving `dest` never sees a half export.
+
+`dest` is only ever written when it does not exist, is an empty folder, or holds an earlier export (proven
+by the marker file `.twin-export` every export writes). Anything else is refused with exit 7 and left
+untouched: a file, a non-empty folder without the marker, the release itself or a folder inside it, and any
+folder that is, holds or lies inside one of the project's own folders (`paths.raw`, `paths.out`,
+`paths.cache`: the caller passes them as `protected`). Exported folders are world-readable (0755/0644).
+A killed export is repaired by the next one (its temporary removed, a moved-aside export put back).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import NoSpaceError
+from pipeline.fsutil import DELETING_PREFIX, make_world_readable, remove_owned
 from pipeline.release.manifest import MANIFEST
-from pipeline.release.publish import ReleaseError
+from pipeline.release.publish import ReleaseError, fault_point
+
+EXPORT_MARKER = ".twin-export"  # written into every export: proves a folder may be replaced
 
 # input roles that feed only the (by default internal) mobile-mapping layers
 ROLE_LAYERS = {"mobile": ("mobile_points",), "panoramas": ("panoramas",)}
@@ -193,27 +206,90 @@ def find_leaks(root: Path, tokens: list[str], name_tokens: list[str] = ()) -> li
     return hits
 
 
-def export_public(release: Path, dest: Path) -> dict[str, Any]:
-    """Copy the public part of `release` to `dest` (replaced atomically). Raises ReleaseError on a leak."""
+def check_export_target(dest: Path, release: Path, protected: Iterable[Path] = ()) -> Path:
+    """The absolute export folder, or ReleaseError (exit 7) when writing there could destroy data."""
+    dest = Path(os.path.abspath(dest))
+    if dest.is_symlink():
+        raise ReleaseError("the export folder is a symbolic link; give the real folder", path=dest)
+    dest = dest.resolve()
+    release = release.resolve()
+    if dest.exists() and not dest.is_dir():
+        raise ReleaseError("the export destination is a file, not a folder; nothing exported", path=dest)
+    for p in dest.parents:
+        if p.exists() and not p.is_dir():
+            raise ReleaseError("the export destination lies under a file; nothing exported", path=p)
+    if dest == release or release in dest.parents or dest in release.parents:
+        raise ReleaseError(
+            f"the export folder must lie outside the release {release} and must not hold it", path=dest
+        )
+    for raw in protected:
+        p = Path(raw).resolve()
+        if dest == p or p in dest.parents or dest in p.parents:
+            how = "is" if dest == p else ("lies inside" if p in dest.parents else "holds")
+            raise ReleaseError(
+                f"the export folder {how} the project folder {p} (paths.raw / paths.out / paths.cache); "
+                "choose a folder of its own, e.g. a web server's document folder",
+                path=dest,
+            )
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / EXPORT_MARKER).is_file():
+        raise ReleaseError(
+            f"the export folder is not empty and holds no earlier export (no {EXPORT_MARKER} marker); "
+            "an export only replaces an empty folder or an earlier export. Choose an empty or new folder",
+            path=dest,
+        )
+    return dest
+
+
+def _repair_export(dest: Path) -> None:
+    """Leftovers of a killed export of `dest`: put a moved-aside export back, remove temporaries."""
+    parent = dest.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not dest.exists() and olds and (olds[0] / EXPORT_MARKER).is_file():
+        os.rename(olds[0], dest)
+        olds = olds[1:]
+    leftovers = [
+        *olds,
+        *parent.glob(f".{dest.name}.export-*"),
+        *parent.glob(f"{DELETING_PREFIX}.{dest.name}.*"),
+    ]
+    for p in leftovers:
+        if (p / EXPORT_MARKER).is_file():
+            remove_owned(p, marker=EXPORT_MARKER)
+
+
+def export_public(release: Path, dest: Path, protected: Iterable[Path] = ()) -> dict[str, Any]:
+    """Copy the public part of `release` to `dest` (replaced atomically). Raises ReleaseError on a leak and
+    when `dest` is not a safe target (`check_export_target`); `protected`: the project's raw, out and cache
+    folders (the release's own output folder is always protected)."""
     from pipeline.release.validate import validate_release
     from pipeline.tiles.tileset import write_json
 
     release = release.resolve()
     if not (release / MANIFEST).is_file():
         raise ReleaseError("not a release (no manifest.json)", path=release)
-    dest = dest.resolve()
-    if dest == release or release in dest.parents:
-        raise ReleaseError("the public export must be outside the release", path=dest)
+    protected = list(protected)
+    if release.parent.name == "releases":
+        protected.append(release.parent.parent)
+    dest = check_export_target(dest, release, protected)
     plan = public_plan(release)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _repair_export(dest)
+    except OSError as e:
+        raise ReleaseError(f"cannot prepare the export folder: {e.strerror or e}", path=e.filename) from None
+    tmp = dest.parent / f".{dest.name}.export-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        (tmp / EXPORT_MARKER).write_text(json.dumps({"exported_by": "twin publish", "release": release.name}))
         for rel in plan["files"]:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(release / rel, target)
         write_json(tmp / MANIFEST, plan["manifest"])
+        make_world_readable(tmp)
+        fault_point("export")
         leaks = find_leaks(tmp, plan["tokens"], plan["name_tokens"])
         if leaks:
             shown = "; ".join(f"{f} contains {t!r}" for f, t in leaks[:5])
@@ -222,16 +298,27 @@ def export_public(release: Path, dest: Path) -> dict[str, Any]:
                 path=release,
             )
         report = validate_release(tmp, plan["manifest"], check_gltf=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if (tmp / EXPORT_MARKER).is_file():  # made by this call: the marker is its first file
+            remove_owned(tmp, marker=EXPORT_MARKER)
+        elif tmp.is_dir():
+            tmp.rmdir()
+        if isinstance(e, OSError):
+            cls = NoSpaceError if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ReleaseError
+            raise cls(
+                f"export failed: {e.strerror or e}; its temporary copy was removed, the destination is unchanged",
+                path=e.filename or dest,
+            ) from None
         raise
     old = None
-    if dest.exists():
+    if dest.exists() and any(dest.iterdir()):
         old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
+        os.rename(dest, old)
+        fault_point("export")
+    os.replace(tmp, dest)  # onto a missing or empty folder: one atomic rename
+    fault_point("export")
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_owned(old, marker=EXPORT_MARKER)
     return {
         "release": release.name,
         "dest": str(dest),

@@ -17,9 +17,16 @@ LOCK_FILE = ".twin.lock"
 
 @contextlib.contextmanager
 def build_lock(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # paths.out is a file, lies under a file, or is not writable
+        from pipeline.release.publish import ReleaseError
+
+        raise ReleaseError(
+            f"cannot use the output folder (paths.out / --out): {e.strerror or e}", path=e.filename or out_dir
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

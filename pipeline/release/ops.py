@@ -1,12 +1,15 @@
-"""Release operations behind `twin status / rollback / gc / publish / validate` (one function per command)."""
+"""Release operations behind `twin status / rollback / gc / publish / validate` (one function per command).
+
+Every operation that changes `releases/` or `current` holds the build lock and starts with
+`publish.repair`, which finishes or undoes what a killed operation left behind."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
+from pipeline.fsutil import remove_owned
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST
 from pipeline.release.publish import (
@@ -15,8 +18,21 @@ from pipeline.release.publish import (
     partial_dirs,
     prune_releases,
     releases_dir,
+    repair,
     rollback,
 )
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """`out_dir` must be a folder (or not exist yet): a file there is a configuration mistake."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReleaseError(
+            "the output folder (paths.out / --out) is not a folder; point it at a folder", path=out_dir
+        )
+    for p in out_dir.parents:
+        if p.exists() and not p.is_dir():
+            raise ReleaseError("the output folder (paths.out / --out) lies under a file", path=p)
+    return out_dir
 
 
 def resolve_release(out_dir: Path | None, ref: str | None) -> Path:
@@ -28,7 +44,10 @@ def resolve_release(out_dir: Path | None, ref: str | None) -> Path:
         if out_dir is not None and (releases_dir(out_dir) / ref / MANIFEST).is_file():
             return (releases_dir(out_dir) / ref).resolve()
         raise ReleaseError(f"no release {ref!r} (neither a folder with manifest.json nor a build id)")
-    cur = current_release(out_dir) if out_dir is not None else None
+    if out_dir is None:
+        raise ReleaseError("no release given: pass --release ID/FOLDER with --config or --out")
+    check_out_dir(out_dir)
+    cur = current_release(out_dir)
     if cur is None:
         raise ReleaseError("no current release", path=out_dir)
     return cur
@@ -36,27 +55,35 @@ def resolve_release(out_dir: Path | None, ref: str | None) -> Path:
 
 def do_rollback(out_dir: Path, to: str | None = None) -> dict[str, Any]:
     """Switch `current` back one release (under the build lock, so it never races a build)."""
+    check_out_dir(out_dir)
     with build_lock(out_dir):
+        repaired = repair(out_dir)
         old, new = rollback(out_dir, to)
-    return {"from": old.name if old else None, "to": new.name, "current": str(new)}
+    return {"from": old.name if old else None, "to": new.name, "current": str(new), "repaired": repaired}
 
 
 def collect_garbage(
-    out_dir: Path, cache_dir: Path, cache_budget: int, keep: int | None = None
+    out_dir: Path, cache_dir: Path | None, cache_budget: int, keep: int | None = None
 ) -> dict[str, Any]:
-    """Trim the cache to its budget (LRU), delete staging folders of dead builds and old releases."""
+    """Trim the cache to its budget (LRU), delete staging folders of dead builds and old releases.
+
+    Deletes only inside the package's own folders (`releases/`, the cache's `objects/`), each folder first
+    renamed to `.partial-del-*` (`pipeline.fsutil.remove_owned`)."""
     from pipeline.orchestrate.cache import Cache
 
+    check_out_dir(out_dir)
     with build_lock(out_dir):
-        rep = Cache(cache_dir, cache_budget).gc()
+        repaired = repair(out_dir)
+        rep = Cache(cache_dir, cache_budget).gc().to_json() if cache_dir is not None else None
         partial = partial_dirs(out_dir)
         for p in partial:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_owned(p, owned_by=releases_dir(out_dir))
         pruned = prune_releases(out_dir, keep) if keep else []
     return {
-        "cache": rep.to_json(),
+        "cache": rep,
         "partial_removed": [p.name for p in partial],
         "releases_removed": [p.name for p in pruned],
+        "repaired": repaired,
     }
 
 
@@ -64,6 +91,9 @@ def validate_path(release: Path, check_gltf: bool = True) -> dict[str, Any]:
     """Re-validate a release on disk (schemas, content URIs, glTF validator); raises ValidationError."""
     from pipeline.release.validate import validate_release
 
-    manifest = json.loads((release / MANIFEST).read_text())
+    try:
+        manifest = json.loads((release / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ReleaseError(f"not a release: {MANIFEST} unreadable ({e})", path=release) from None
     report = validate_release(release, manifest, check_gltf=check_gltf)
     return {"release": release.name, **report}

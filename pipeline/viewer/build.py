@@ -72,8 +72,10 @@ def _link_or_copy(src: Path, dst: Path) -> bool:
 
 def copy_cesium(cesium_build: Path, dest: Path) -> dict[str, int]:
     """Copy the parts of the CesiumJS build the page needs into `dest` (replaced if present)."""
-    if dest.exists():
-        shutil.rmtree(dest)
+    if dest.exists():  # inside the release being built (`viewer/cesium`), which the build created
+        from pipeline.fsutil import remove_owned
+
+        remove_owned(dest, owned_by=dest.parent)
     dest.mkdir(parents=True)
     files = linked = size = 0
     for part in CESIUM_PARTS:

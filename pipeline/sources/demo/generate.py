@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ import numpy as np
 from pipeline.errors import ConfigError, InputError
 
 # products written by the generator (sub-folders of `out`), removed by overwrite=True
+DEMO_MARKER = ".twin-demo"  # proves `twin demo --overwrite` may replace the products
 PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth")
 CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
 # independent random streams (SeedSequence([seed, stream, ...]))
@@ -144,12 +144,21 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             "to replace it or choose an empty directory",
             path=out,
         )
+    readme = out / "README.md"
+    ours = (out / DEMO_MARKER).is_file() or (
+        readme.is_file() and readme.read_text(errors="replace").startswith("# RuhrTwin demo delivery")
+    )
+    if existing and not ours:  # never delete a real delivery that happens to use the same folder names
+        raise InputError(
+            f"holds {', '.join(existing)} but no demo delivery (no {DEMO_MARKER} marker, no demo README.md); "
+            "--overwrite only replaces a demo delivery. Choose an empty directory",
+            path=out,
+        )
+    from pipeline.fsutil import remove_owned
+
     for d in existing:
-        p = out / d
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        remove_owned(out / d, owned_by=out)
+    (out / DEMO_MARKER).write_text("written by `twin demo`; --overwrite replaces this folder's products\n")
 
 
 def generate_demo(

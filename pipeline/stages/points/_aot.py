@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.fsutil import remove_owned
 
 MODULE = "_ruhrtwin_point_kernels"
 _KERNELS_SRC = Path(__file__).with_name("kernels.py")
@@ -336,14 +337,14 @@ def build(force: bool = False, quiet: bool = False) -> Path:
         if r.returncode != 0:
             raise RuntimeError(f"compiling the point kernels failed:\n{r.stderr[-3000:]}")
         if d.exists() and force:
-            shutil.rmtree(d, ignore_errors=True)
+            remove_owned(d, marker="spec.json")  # a kernel build (never a folder of the user's)
         try:
             os.replace(tmp, d)  # atomic: a concurrent build or reader never sees half a build
         except OSError:
             if not (d / "spec.json").is_file():
                 raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_owned(tmp, owned_by=d.parent)  # the `.build-*` folder made above
     _prune(d.parent, keep=d)
     if not quiet:
         print(f"compiled point kernels: {d}")
@@ -358,7 +359,8 @@ def _prune(root: Path, keep: Path, n: int = 4) -> None:
         reverse=True,
     )
     for old in builds[n - 1 :]:
-        shutil.rmtree(old, ignore_errors=True)
+        if (old / "spec.json").is_file():  # only kernel builds: RUHRTWIN_KERNEL_DIR may hold other folders
+            remove_owned(old, marker="spec.json")
 
 
 def main(argv: list[str] | None = None) -> int:
