@@ -13,6 +13,7 @@ with `pipeline.orchestrate.cache.reuse_files`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from pipeline.config.loader import config_hash
 from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame, project_frame
 from pipeline.errors import EXIT_INTERNAL
+from pipeline.fsutil import make_world_readable, remove_owned
 from pipeline.orchestrate.cache import (
     INDEX_DIR,
     ReuseState,
@@ -45,12 +47,14 @@ from pipeline.release.publish import (
     PARTIAL_PREFIX,
     STAGING_PREFIX,
     current_release,
+    fault_point,
     list_releases,
     partial_dirs,
     promote,
     prune_releases,
     record_published,
     releases_dir,
+    repair,
     staging_dir,
     switch_current,
 )
@@ -325,12 +329,55 @@ def _take_over_partials(out_dir: Path) -> list[Path]:
         if d.name.startswith(STAGING_PREFIX):
             target = d.parent / (PARTIAL_PREFIX + d.name[len(STAGING_PREFIX) :])
             if target.exists():
-                shutil.rmtree(target, ignore_errors=True)
+                remove_owned(target, owned_by=out_dir / "releases")
             os.replace(d, target)
             d = target
         found.append(d)
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return found
+
+
+def _no_space(e: BaseException, out_dir: Path, record: dict[str, Any]) -> BaseException:
+    """A build that failed because the disk is full becomes a NoSpaceError, and its staging folder is
+    removed (keeping it for a resume would keep the disk full)."""
+    import errno
+
+    from pipeline.errors import NoSpaceError
+
+    seen: BaseException | None = e
+    while seen is not None and not (
+        isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    ):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None and not isinstance(e, NoSpaceError):
+        return e
+    if record.get("build_id"):
+        staging = staging_dir(out_dir, record["build_id"])
+        with contextlib.suppress(OSError):
+            remove_owned(staging, owned_by=releases_dir(out_dir))
+        record.pop("staging_log", None)
+    if isinstance(e, NoSpaceError):
+        return e
+    assert isinstance(seen, OSError)
+    return NoSpaceError(
+        f"the disk is full ({seen.strerror}); the unfinished release was removed, nothing was published. "
+        "Free space (`twin gc`), then rebuild",
+        path=seen.filename or out_dir,
+    )
+
+
+def _keep_failed_log(out_dir: Path, record: dict[str, Any]) -> str | None:
+    """The build log of a failed build, copied next to last-build.json (the staging folder it was written
+    in is renamed or removed by the next build), or None when the build failed before it had a log."""
+    src = record.pop("staging_log", None)
+    if not src or not Path(src).is_file():
+        return None
+    dst = out_dir / ".twin" / "failed-build.log.jsonl"
+    try:
+        shutil.copyfile(src, dst)
+    except OSError:
+        return src
+    return str(dst)
 
 
 def run_build(
@@ -357,8 +404,10 @@ def run_build(
         write_last_build(out_dir, record)
         try:
             res = _run_locked(cfg, scheduler=scheduler, workers=workers, force=force, log=log, record=record)
-        except BaseException as e:
+        except BaseException as exc:
+            e = _no_space(exc, out_dir, record)
             code = getattr(e, "exit_code", 130 if isinstance(e, KeyboardInterrupt) else EXIT_INTERNAL)
+            record["log"] = _keep_failed_log(out_dir, record)
             record.update(
                 state="failed",
                 finished=now_iso(),
@@ -367,7 +416,10 @@ def run_build(
                 error_type=type(e).__name__,
                 exit_code=code,
             )
-            write_last_build(out_dir, record)
+            with contextlib.suppress(OSError):  # a full disk: `twin status` then reports the pid as killed
+                write_last_build(out_dir, record)
+            if e is not exc:
+                raise e from exc
             raise
         record.update(
             state="up_to_date" if res.up_to_date else "success",
@@ -411,11 +463,14 @@ def _run_locked(
         log.info(f"release {build_id} is up to date (inputs and config unchanged)")
         return BuildResult(build_id, final, up_to_date=True, seconds=time.perf_counter() - t0)
 
+    for line in repair(out_dir):  # what a killed promote / rollback / prune left behind
+        log.info(f"repaired: {line}")
     partials = _take_over_partials(out_dir)
     staging = staging_dir(out_dir, build_id)
     staging.mkdir(parents=True)
     blog = BuildLog(staging / "build.log.jsonl", quiet=log.quiet)
     record["log"] = str(final / "build.log.jsonl")
+    record["staging_log"] = str(staging / "build.log.jsonl")
     blog.event(
         "build_start",
         build_id=build_id,
@@ -513,10 +568,16 @@ def _run_locked(
         raise
     if closer is not None:
         closer.join()
+    if cfg.release.world_readable:  # a web server runs as another user (some writers create 0700 folders)
+        make_world_readable(staging)
+    # crash-safe order (see pipeline.release.publish): promote, record the history, then switch `current`
     promote(staging, final)
-    switch_current(out_dir, final)
     record_published(out_dir, build_id)
+    fault_point("record")
+    switch_current(out_dir, final)
+    fault_point("switch")
+    record.pop("staging_log", None)
     for p in partials:
-        shutil.rmtree(p, ignore_errors=True)
+        remove_owned(p, owned_by=releases_dir(out_dir))
     prune_releases(out_dir, cfg.release.keep)
     return BuildResult(build_id, final, layers, warnings, time.perf_counter() - t0, manifest=manifest)
