@@ -173,11 +173,29 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+MAX_HIST_BINS = 120
+
+
+def height_bins(h: np.ndarray, width: float = 1.0, max_bins: int = MAX_HIST_BINS) -> np.ndarray:
+    """Histogram bin edges from 0 (or the lowest height) to the highest height: `width`-metre bins, widened
+    to a round width when that would make more than `max_bins` (one absurd height of 1e6 m must not
+    build 10^6 bins)."""
+    lo = min(0.0, float(np.floor(h.min())))
+    hi = max(float(h.max()), lo + 1.0)
+    n = (hi - lo) / width
+    if n > max_bins:
+        raw = (hi - lo) / max_bins
+        mag = 10 ** np.floor(np.log10(raw))
+        width = float(next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw))
+    return np.arange(lo, hi + width, width)
+
+
 def plot_height_distribution(data: ReleaseData, path: Path | None = None):
     fig, ax = _fig()
     h = data.building_heights()
+    h = h[np.isfinite(h)]
     if h.size:
-        ax.hist(h, bins=np.arange(0, max(h.max(), 1) + 1.0, 1.0), color="#4c72b0", edgecolor="white")
+        ax.hist(h, bins=height_bins(h), color="#4c72b0", edgecolor="white")
         ax.set_xlabel("building height above ground [m]")
         ax.set_ylabel("buildings")
         ax.set_title(f"Height distribution ({h.size} buildings, median {np.median(h):.1f} m)")

@@ -331,3 +331,130 @@ def read_grid(
 def orthophoto_bands(configured: dict[str, int] | None) -> dict[str, int]:
     """Band indices of an RGBI orthophoto: configured ones over the RGBI default."""
     return {**ORTHO_BANDS, **(configured or {})}
+
+
+# ------------------------------------------------------------------------------- plausibility facts
+
+
+def _spikes(a: np.ndarray, valid: np.ndarray, spike_m: float) -> int:
+    """Inner cells (all but the border rows/columns) more than `spike_m` above, or below, every one of
+    their valid 4-neighbours (cells without a valid neighbour are not counted)."""
+    if a.shape[0] < 3 or a.shape[1] < 3:
+        return 0
+    c = a[1:-1, 1:-1]
+    vc = valid[1:-1, 1:-1]
+    up = np.ones_like(vc)
+    down = np.ones_like(vc)
+    any_nb = np.zeros_like(vc)
+    for rows, cols in (
+        (slice(None, -2), slice(1, -1)),
+        (slice(2, None), slice(1, -1)),
+        (slice(1, -1), slice(None, -2)),
+        (slice(1, -1), slice(2, None)),
+    ):
+        v, ok = a[rows, cols], valid[rows, cols]
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = c - v
+        up &= ~ok | (d > spike_m)
+        down &= ~ok | (d < -spike_m)
+        any_nb |= ok
+    return int(np.count_nonzero(vc & any_nb & (up | down)))
+
+
+def raster_facts(
+    path: str | Path,
+    *,
+    role: str,
+    bands_needed: int = 1,
+    height_range: tuple[float, float] = (-500.0, 9000.0),
+    spike_m: float = 200.0,
+    working_crs: str | None = None,
+    crs_override: str | None = None,
+    strip_rows: int = 512,
+) -> dict:
+    """Plausibility facts of one raster tile, read in strips of rows (memory bounded by a strip).
+
+    `role` "dgm": band 1 is a height: valid cells (not nodata, finite), min/max, cells outside
+    `height_range`, spikes (`_spikes`), terrain area (valid cells x cell area). Other roles (orthophoto):
+    whether any pixel has data and whether every pixel is 0 in every band (a black tile); reading stops
+    at the first strip with a non-black valid pixel. Nodata is the band's declared nodata value (or NaN),
+    never GDAL's masks (a 4th RGBI band is often tagged as alpha)."""
+    from rasterio.windows import Window
+
+    p = Path(path)
+    lo, hi = height_range
+    try:
+        with rasterio.open(p) as ds:
+            facts: dict = {
+                "kind": "raster",
+                "role": role,
+                "bands": ds.count,
+                "bands_needed": bands_needed,
+                "cells": ds.width * ds.height,
+                "res": [abs(ds.res[0]), abs(ds.res[1])],
+                "bounds_xy": None,
+            }
+            file_crs = parse_crs(crs_override, path=p) if crs_override else ds.crs
+            if file_crs is not None:
+                b = tuple(ds.bounds)
+                if working_crs is not None:
+                    want = rasterio.crs.CRS.from_wkt(_horizontal_crs(parse_crs(working_crs)).to_wkt())
+                    src = rasterio.crs.CRS.from_wkt(
+                        _horizontal_crs(CRS.from_user_input(file_crs.to_wkt())).to_wkt()
+                    )
+                    if src != want:
+                        b = transform_bounds(src, want, *b, densify_pts=21)
+                facts["bounds_xy"] = [float(v) for v in b]
+            if ds.count < bands_needed:
+                return facts | {"valid": None}
+            nodata = ds.nodata
+            if role == "dgm":
+                valid_n = out_n = spikes = 0
+                vmin, vmax = math.inf, -math.inf
+                for r0 in range(0, ds.height, strip_rows):
+                    n = min(strip_rows, ds.height - r0)
+                    top, bottom = max(r0 - 1, 0), min(r0 + n + 1, ds.height)
+                    raw = ds.read(1, window=Window(0, top, ds.width, bottom - top))
+                    a = raw.astype(np.float64)
+                    ok = np.isfinite(a)
+                    if nodata is not None:
+                        ok &= raw != raw.dtype.type(nodata)
+                    # rows r0-1 .. r0+n and a column either side; missing halo rows stay invalid
+                    pa = np.full((n + 2, ds.width + 2), np.nan)
+                    pok = np.zeros((n + 2, ds.width + 2), dtype=bool)
+                    off = top - (r0 - 1)
+                    pa[off : off + (bottom - top), 1:-1] = a
+                    pok[off : off + (bottom - top), 1:-1] = ok
+                    vals = pa[1:-1, 1:-1][pok[1:-1, 1:-1]]
+                    valid_n += int(vals.size)
+                    if vals.size:
+                        vmin = min(vmin, float(vals.min()))
+                        vmax = max(vmax, float(vals.max()))
+                        out_n += int(np.count_nonzero((vals < lo) | (vals > hi)))
+                    spikes += _spikes(pa, pok, spike_m)
+                facts |= {
+                    "valid": valid_n,
+                    "min": vmin if valid_n else None,
+                    "max": vmax if valid_n else None,
+                    "out_of_range": out_n,
+                    "spikes": spikes,
+                    "area_m2": valid_n * facts["res"][0] * facts["res"][1],
+                }
+            else:
+                idx = list(range(1, min(ds.count, max(bands_needed, 1)) + 1))
+                valid_n = 0
+                black = True
+                for r0 in range(0, ds.height, strip_rows):
+                    n = min(strip_rows, ds.height - r0)
+                    a = ds.read(idx, window=Window(0, r0, ds.width, n)).astype(np.float64)
+                    ok = np.all(np.isfinite(a), axis=0)
+                    if nodata is not None:
+                        ok &= ~np.all(a == nodata, axis=0)
+                    valid_n += int(np.count_nonzero(ok))
+                    if ok.any() and np.any(a[:, ok] != 0):
+                        black = False
+                        break
+                facts |= {"valid": valid_n, "black": bool(valid_n and black)}
+            return facts
+    except RasterioError as e:
+        raise InputError(f"cannot read raster: {e}", path=p) from e
