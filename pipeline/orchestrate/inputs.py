@@ -166,3 +166,250 @@ def verify_inputs(
         )
     good = [i for i in inputs if i.sha256 not in problems]
     return good, bad
+
+
+# ------------------------------------------------------------------------------ plausibility gates
+# Physical facts of every input (header counts and bounds, raster statistics, vector layer counts and
+# parcel ids), checked by the pure gates of `pipeline.release.plausibility` before any layer is built.
+
+FACTS_VERSION = "facts-v1"
+
+
+def dedupe_inputs(cfg: TwinConfig, inputs: list[InputFile]) -> tuple[list[InputFile], list[str]]:
+    """The same content under two names: refused (`release.gates.duplicate_inputs: error`, InputError
+    naming both) or only the first name used, with a warning (`skip`)."""
+    from pipeline.errors import InputError
+    from pipeline.release.plausibility import duplicate_groups
+
+    names = {str(i.path): i for i in inputs}
+    groups = duplicate_groups((str(i.path), i.sha256) for i in inputs)
+    if not groups:
+        return inputs, []
+    rel = [[names[n].to_json(cfg.raw_dir)["path"] for n in g] for g in groups]
+    if cfg.release.gates.duplicate_inputs == "error":
+        more = f" (and {len(groups) - 1} more group(s))" if len(groups) > 1 else ""
+        raise InputError(
+            f"the same file content (sha256 {names[groups[0][0]].sha256[:12]}...) is delivered under "
+            f"{len(groups[0])} names: {', '.join(rel[0])}{more}; its data would count twice. Remove the "
+            "copies, or set release.gates.duplicate_inputs: skip to use the first name only",
+            path=groups[0][1],
+        )
+    drop = {n for g in groups for n in g[1:]}
+    warnings = [
+        f"duplicate input: {', '.join(r[1:])} {'has' if len(r) == 2 else 'have'} the same content as "
+        f"{r[0]}; only {r[0]} is used (release.gates.duplicate_inputs: skip)"
+        for r in rel
+    ]
+    return [i for i in inputs if str(i.path) not in drop], warnings
+
+
+def _crs_override(cfg: TwinConfig, role: str) -> str | None:
+    src = cfg.sources
+    if role.startswith("aerial:"):
+        return next((e.crs for e in src.aerial if f"aerial:{e.epoch}" == role), None)
+    if role == "mobile" and src.mobile:
+        return src.mobile.crs
+    if role in ("orthophoto", "dgm"):
+        r = getattr(src, role)
+        return r.crs if r else None
+    if role == "cadastre" and src.cadastre:
+        return src.cadastre.crs
+    return None
+
+
+def _bounds_in(crs, working: str, bounds: tuple[float, float, float, float]) -> list[float] | None:
+    from pyproj import CRS, Transformer
+
+    if crs is None:
+        return None
+    crs = CRS.from_user_input(crs)
+    horiz = next((s for s in crs.sub_crs_list if not s.is_vertical), crs) if crs.is_compound else crs
+    want = CRS.from_user_input(working)
+    if horiz.equals(want):
+        return [float(b) for b in bounds]
+    t = Transformer.from_crs(horiz, want, always_xy=True)
+    return [float(b) for b in t.transform_bounds(*bounds, densify_pts=21)]
+
+
+def _point_facts(path: Path, working: str, override: str | None) -> dict:
+    import laspy
+
+    from pipeline.errors import InputError
+
+    try:
+        with laspy.open(path) as r:
+            h = r.header
+            crs = override or h.parse_crs()
+            mins, maxs = [float(v) for v in h.mins], [float(v) for v in h.maxs]
+            count = int(h.point_count)
+    except Exception as e:
+        raise InputError(f"cannot read the point cloud header: {e}", path=path) from e
+    facts: dict = {"kind": "points", "count": count, "bounds": [*mins, *maxs], "bounds_xy": None}
+    try:
+        facts["bounds_xy"] = _bounds_in(crs, working, (mins[0], mins[1], maxs[0], maxs[1]))
+    except Exception:  # CRS problems are reported by the point reader with its own message
+        facts["bounds_xy"] = None
+    return facts
+
+
+def _vector_facts(path: Path, cfg_cadastre, working: str) -> dict:
+    import numpy as np
+    import pyogrio
+    from pyproj import CRS
+
+    from pipeline.crs import check_area_of_use
+    from pipeline.errors import CrsError, InputError
+    from pipeline.sources.cadastre.gpkg import BUILDING_LAYERS, PARCEL_LAYERS, find_layer
+
+    try:
+        names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+        facts: dict = {"kind": "vector", "layers": {}, "bounds_xy": None}
+        infos = {}
+        for n in names:
+            infos[n] = pyogrio.read_info(path, layer=n, force_feature_count=True, force_total_bounds=True)
+            facts["layers"][n] = int(infos[n]["features"])
+    except Exception as e:
+        raise InputError(f"cannot read vector file: {e}", path=path) from e
+    if cfg_cadastre.format == "alkis_gpkg":
+        facts["building_layer"] = find_layer(path, cfg_cadastre.layer, BUILDING_LAYERS, "building")
+        facts["parcel_layer"] = find_layer(path, cfg_cadastre.parcel_layer, PARCEL_LAYERS, "parcel")
+    elif cfg_cadastre.layer:
+        facts["building_layer"] = find_layer(path, cfg_cadastre.layer, (), "building")
+    bounds = []
+    for n, info in infos.items():
+        tb = info.get("total_bounds")
+        if info["features"] == 0 or tb is None or not np.all(np.isfinite(tb)):
+            continue
+        crs = cfg_cadastre.crs or info.get("crs")
+        if crs is None:
+            continue  # the reader refuses a file without CRS with its own message
+        try:
+            check_area_of_use(CRS.from_user_input(crs), tuple(float(v) for v in tb), path=f"{path} [{n}]")
+        except CrsError as e:
+            facts["crs_problem"] = e.message + f" (layer {n!r})"
+            continue
+        b = _bounds_in(crs, working, tuple(float(v) for v in tb))
+        if b:
+            bounds.append(b)
+    if bounds:
+        a = np.array(bounds)
+        facts["bounds_xy"] = [a[:, 0].min(), a[:, 1].min(), a[:, 2].max(), a[:, 3].max()]
+        facts["bounds_xy"] = [float(v) for v in facts["bounds_xy"]]
+    lyr = facts.get("parcel_layer")
+    if lyr and facts["layers"].get(lyr):
+        cols = {c.lower(): c for c in infos[lyr]["fields"]}
+        key = cols.get("flstkennz") or cols.get("flurstueckskennzeichen")
+        if key:
+            df = pyogrio.read_dataframe(
+                path, layer=lyr, columns=[key], read_geometry=False, fid_as_index=True
+            )
+            keys = df[key]
+            null = keys.isna() | (keys.astype(str).str.strip() == "")
+            dup = keys[~null].duplicated(keep=False)
+            facts["null_ids"] = int(null.sum())
+            facts["null_id_examples"] = [int(i) for i in df.index[null][:5]]
+            facts["duplicate_ids"] = int(keys[~null][dup].nunique())
+            facts["duplicate_id_examples"] = sorted({str(v) for v in keys[~null][dup]})[:5]
+    return facts
+
+
+def input_facts(cfg: TwinConfig, role: str, path: str) -> dict:
+    """The plausibility facts of one input (runs on Dask workers; memoised by content hash + gates)."""
+    gates = cfg.release.gates
+    working = cfg.crs.horizontal
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".las", ".laz"):
+        return _point_facts(p, working, _crs_override(cfg, role))
+    if role in ("dgm", "orthophoto") and suffix in (".tif", ".tiff", ".jp2", ".vrt"):
+        from pipeline.sources.rasters import ORTHO_BANDS, raster_facts
+
+        src = getattr(cfg.sources, role)
+        need = max({**ORTHO_BANDS, **src.bands}.values()) if role == "orthophoto" else 1
+        return raster_facts(
+            p,
+            role=role,
+            bands_needed=need,
+            height_range=gates.height_range_m,
+            spike_m=gates.raster_spike_m,
+            working_crs=working,
+            crs_override=src.crs,
+        )
+    if role == "cadastre" and cfg.sources.cadastre and cfg.sources.cadastre.format != "nas":
+        return _vector_facts(p, cfg.sources.cadastre, working)
+    return {"kind": "other"}
+
+
+def _facts_key(cfg: TwinConfig, f: InputFile) -> str:
+    import hashlib
+
+    parts = [
+        FACTS_VERSION,
+        f.role,
+        f.sha256,
+        cfg.crs.horizontal,
+        cfg.release.gates.model_dump_json(include={"height_range_m", "raster_spike_m"}),
+        cfg.sources.model_dump_json(),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def gate_inputs(cfg: TwinConfig, inputs: list[InputFile], client=None) -> dict:
+    """Collect every input's facts and refuse the first implausible one (InputError naming the file;
+    CrsError for coordinates outside the CRS's area of use). Returns the summary the release gates use:
+    {"terrain_area": m2 of DGM cells with data or None, "header_points": {role: points announced}}."""
+    from pipeline.errors import CrsError, InputError
+    from pipeline.release.plausibility import input_problems
+
+    memo_dir = cfg.cache_dir / "input-facts"
+    keys = [_facts_key(cfg, f) for f in inputs]
+    facts: list[dict | None] = []
+    for k in keys:
+        try:
+            facts.append(json.loads((memo_dir / f"{k}.json").read_text()))
+        except (OSError, ValueError):
+            facts.append(None)
+    todo = [n for n, fa in enumerate(facts) if fa is None]
+    if todo:
+        args = [(inputs[n].role, str(inputs[n].path)) for n in todo]
+        if client is not None and len(todo) > 1:
+            futs = client.map(
+                input_facts,
+                [cfg] * len(args),
+                [a[0] for a in args],
+                [a[1] for a in args],
+                key=[f"facts-{keys[n]}" for n in todo],
+            )
+            new = client.gather(futs)
+        else:
+            new = [input_facts(cfg, role, path) for role, path in args]
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        for n, fa in zip(todo, new, strict=True):
+            facts[n] = fa
+            tmp = memo_dir / f"{keys[n]}.tmp{os.getpid()}"
+            tmp.write_text(json.dumps(fa, sort_keys=True))
+            os.replace(tmp, memo_dir / f"{keys[n]}.json")
+    bad: list[tuple[InputFile, list[str]]] = []
+    for f, fa in zip(inputs, facts, strict=True):
+        assert fa is not None
+        if fa.get("crs_problem"):
+            raise CrsError(fa["crs_problem"] + "; nothing was published", path=f.path)
+        problems = input_problems(fa, cfg.release.gates)
+        if problems:
+            bad.append((f, problems))
+    if bad:
+        f, problems = bad[0]
+        more = f" (and {len(bad) - 1} more implausible input(s))" if len(bad) > 1 else ""
+        raise InputError(
+            f"implausible input ({f.role}): {'; '.join(problems)}{more}; nothing was published",
+            path=f.path,
+        )
+    dgm = [fa for f, fa in zip(inputs, facts, strict=True) if f.role == "dgm" and fa and "area_m2" in fa]
+    header_points: dict[str, int] = {}
+    for f, fa in zip(inputs, facts, strict=True):
+        if fa and fa.get("kind") == "points":
+            header_points[f.role] = header_points.get(f.role, 0) + int(fa["count"])
+    return {
+        "terrain_area": sum(fa["area_m2"] for fa in dgm) if dgm else None,
+        "header_points": header_points,
+    }
