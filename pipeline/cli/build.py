@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.config.loader import load_config
+from pipeline.release.plausibility import ACCEPTABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, help="local worker processes (default: CPU count)")
     p.add_argument("--memory", help="memory budget per worker, e.g. 1.5GB")
     p.add_argument("--force", action="store_true", help="rebuild even when inputs and config are unchanged")
+    p.add_argument(
+        "--accept-change",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        choices=ACCEPTABLE,
+        help="publish although a plausibility gate found this change (buildings, parcels, points, "
+        "terrain_area, rejected, point_count or all); repeatable; recorded in the manifest",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -28,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"runtime.memory": args.memory} if args.memory else None
     cfg = load_config(args.config, overrides)
     res = run_build(
-        cfg, scheduler=args.scheduler, workers=args.jobs, force=args.force, log=BuildLog(quiet=args.quiet)
+        cfg,
+        scheduler=args.scheduler,
+        workers=args.jobs,
+        force=args.force,
+        log=BuildLog(quiet=args.quiet),
+        accept_changes=args.accept_change,
     )
     con = Console(stderr=False)
     if res.up_to_date:

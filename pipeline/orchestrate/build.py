@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from pipeline.orchestrate.cache import (
     reuse_stats,
 )
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
-from pipeline.orchestrate.inputs import scan_inputs, verify_inputs
+from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
 from pipeline.release.publish import (
@@ -322,6 +322,50 @@ def stamp_tileset_versions(ctx: BuildContext, layers: list[LayerResult]) -> list
     return stamped
 
 
+def _release_gates(
+    cfg: TwinConfig,
+    manifest: dict[str, Any],
+    prev_manifest: dict[str, Any] | None,
+    input_summary: dict[str, Any],
+    accept_changes: Sequence[str],
+) -> dict[str, Any]:
+    """The release against its inputs and the previous release (`pipeline.release.plausibility`): raises
+    PlausibilityError (exit 8) on a finding not accepted; returns the manifest's `plausibility` record."""
+    from pipeline.errors import PlausibilityError
+    from pipeline.release.plausibility import (
+        refusal_message,
+        release_findings,
+        release_summary,
+        split_accepted,
+        summarise_layers,
+    )
+
+    summary = summarise_layers(manifest["layers"], input_summary.get("terrain_area"))
+    aerial = next((lay for lay in manifest["layers"] if lay["name"] == "aerial_points"), None)
+    header_points = points_in = None
+    if aerial is not None and cfg.sources.aerial and "points_in" in aerial.get("stats", {}):
+        header_points = input_summary["header_points"].get(f"aerial:{cfg.sources.aerial[-1].epoch}")
+        points_in = int(aerial["stats"]["points_in"]) + int(aerial["stats"].get("points_rejected", 0))
+    previous = release_summary(prev_manifest)
+    findings = release_findings(
+        current=summary,
+        previous=previous,
+        gates=cfg.release.gates,
+        previous_name=(prev_manifest or {}).get("build_id", ""),
+        header_points=header_points,
+        points_in=points_in,
+    )
+    refused, accepted = split_accepted(findings, accept_changes)
+    if refused:
+        raise PlausibilityError(refusal_message(refused))
+    return {
+        "summary": summary,
+        "previous": previous or None,
+        "accepted": [f.to_json() for f in accepted],
+        "accept_flags": sorted(set(accept_changes)),
+    }
+
+
 def _take_over_partials(out_dir: Path) -> list[Path]:
     """Rename staging folders of killed/failed builds to `.partial-*` (newest first): resume sources."""
     found = []
@@ -387,8 +431,12 @@ def run_build(
     workers: int | None = None,
     force: bool = False,
     log: BuildLog | None = None,
+    accept_changes: Sequence[str] = (),
 ) -> BuildResult:
-    """Build, validate and publish a release; records the outcome in `out/.twin/last-build.json`."""
+    """Build, validate and publish a release; records the outcome in `out/.twin/last-build.json`.
+
+    `accept_changes`: plausibility findings to publish anyway (metrics of `pipeline.release.plausibility`,
+    e.g. "buildings"; recorded in the manifest)."""
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
     log = log or BuildLog()
@@ -403,7 +451,15 @@ def run_build(
         }
         write_last_build(out_dir, record)
         try:
-            res = _run_locked(cfg, scheduler=scheduler, workers=workers, force=force, log=log, record=record)
+            res = _run_locked(
+                cfg,
+                scheduler=scheduler,
+                workers=workers,
+                force=force,
+                log=log,
+                record=record,
+                accept_changes=accept_changes,
+            )
         except BaseException as exc:
             e = _no_space(exc, out_dir, record)
             code = getattr(e, "exit_code", 130 if isinstance(e, KeyboardInterrupt) else EXIT_INTERNAL)
@@ -443,10 +499,11 @@ def _run_locked(
     force: bool,
     log: BuildLog,
     record: dict[str, Any],
+    accept_changes: Sequence[str] = (),
 ) -> BuildResult:
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
-    inputs = scan_inputs(cfg)
+    inputs, duplicate_warnings = dedupe_inputs(cfg, scan_inputs(cfg))
     chash = config_hash(cfg)
     build_id = build_id_for(chash, inputs)
     record["build_id"] = build_id
@@ -489,6 +546,7 @@ def _run_locked(
         client = client_cm.__enter__()
         try:
             good, bad = verify_inputs(cfg, inputs, client)
+            input_summary = gate_inputs(cfg, good, client)  # plausibility of every input (exit 2)
             frame = plan_frame(cfg, good)
             ctx = BuildContext(
                 cfg=cfg,
@@ -505,6 +563,8 @@ def _run_locked(
                 p for p in reversed(list_releases(out_dir)) if current is None or p.resolve() != current
             ]
             ctx.reuse = ReuseState.open(staging, [*partials, *([current] if current else []), *others])
+            for w in duplicate_warnings:
+                ctx.warn(w)
             for f, why in bad:
                 ctx.warn(
                     f"skipped corrupt input {f.to_json(cfg.raw_dir)['path']}: {why}",
@@ -538,6 +598,7 @@ def _run_locked(
             if bad
             else None,
         )
+        manifest["plausibility"] = _release_gates(cfg, manifest, prev_manifest, input_summary, accept_changes)
         from pipeline.release.validate import validate_release
 
         # hard-linked from a validated release: by key, from the content cache or after an identical rebuild
