@@ -57,6 +57,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tw
 
 
 def config_hash(cfg: TwinConfig) -> str:
-    """Hash of everything that changes outputs (not where the file happens to sit, not runtime)."""
-    d = cfg.model_dump(mode="json", exclude={"base_dir", "runtime"})
+    """Hash of everything that changes outputs: not where the config, the deliveries, the releases or the
+    cache sit (`paths`: inputs enter the build id by name and content), not runtime, not the plausibility
+    thresholds (they decide whether a release is published, not its bytes)."""
+    d = cfg.model_dump(
+        mode="json", exclude={"base_dir": True, "runtime": True, "paths": True, "release": {"gates"}}
+    )
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
