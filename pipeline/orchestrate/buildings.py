@@ -37,6 +37,7 @@ from pipeline.sources.cadastre import (
     read_parcels,
     read_reference_citygml,
 )
+from pipeline.sources.cadastre.structures import apply_structure_rules
 from pipeline.stages.buildings.attributes import AttributeParams, finalize_heights
 from pipeline.stages.buildings.content import write_building_tile
 from pipeline.stages.buildings.heights import (
@@ -89,6 +90,7 @@ def height_params(layer: BuildingsLayer, scheme: str) -> HeightParams:
         roof_classes=tuple(layer.roof_classes[scheme]),
         ground_classes=tuple(layer.ground_classes[scheme]),
         first_returns_only=layer.first_returns_only,
+        roof_statistic=layer.roof_statistic,
     )
 
 
@@ -105,6 +107,7 @@ def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, g
     )
     fmt = "nas" if src.format == "nas" else ("generic" if src.format == "generic" else "alkis_gpkg")
     table = read_footprints(files, fmt, flt=flt, layer=src.layer, columns=dict(src.columns), crs=src.crs)
+    table = apply_structure_rules(table, layer.non_building_functions)
     parcels = read_parcels(files, fmt, layer=src.parcel_layer, crs=src.crs)
     return table, parcels
 
@@ -518,6 +521,26 @@ def reference_comparison(ctx: BuildContext, bt: gpd.GeoDataFrame, out_dir: Path)
     return stats
 
 
+def official_lod2_roofs(
+    ctx: BuildContext, fp: gpd.GeoDataFrame, final: pd.DataFrame, warnings: list[str]
+) -> pd.DataFrame:
+    """LoD1 roofs from the official LoD2 model (sources.reference_citygml): area-weighted mean roof
+    height of the joined LoD2 building (by id, else overlap); the others keep the point statistic."""
+    from pipeline.sources.cadastre.citygml import read_lod2
+    from pipeline.stages.buildings.lod2 import join_lod2, lod1_roofs_from_lod2
+
+    files = [i.path for i in ctx.inputs_for("reference")]
+    if not files:
+        warnings.append(
+            "buildings: lod1_roof_source official_lod2 but sources.reference_citygml has no files"
+        )
+        return final
+    layer = ctx.cfg.layers.buildings
+    model = read_lod2(files, crs_cfg=ctx.cfg.crs)
+    joined = join_lod2(fp, model.buildings, layer.lod2_join_min_iou)
+    return lod1_roofs_from_lod2(final, joined, layer.floor_height_m)
+
+
 # ------------------------------------------------------------------------------------------ layer
 
 
@@ -583,6 +606,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
             ndvi_threshold=layer.ndvi_threshold,
         ),
     )
+    if layer.lod1_roof_source == "official_lod2":
+        final = official_lod2_roofs(ctx, fp, final, warnings)
     bt = building_table(
         fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
     )

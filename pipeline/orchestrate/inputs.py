@@ -79,6 +79,12 @@ def scan_inputs(cfg: TwinConfig, progress: Callable[[int, int], None] | None = N
 # ------------------------------------------------------------------------------------ verification
 
 
+def _is_citygml(p: Path) -> bool:
+    from pipeline.sources.cadastre.citygml import looks_like_citygml
+
+    return looks_like_citygml(p)
+
+
 def verify_file(path: str) -> str | None:
     """Read one input completely; None when readable, else the problem (one line). Runs on Dask workers.
 
@@ -103,6 +109,14 @@ def verify_file(path: str) -> str | None:
             with rasterio.open(p) as ds:
                 for _ij, win in ds.block_windows(1):
                     ds.read(window=win)
+        elif suffix in (".gml", ".xml", ".citygml") and _is_citygml(p):
+            # CityGML: never through GDAL (its GML driver refuses LoD2 solids as corrupt and writes a
+            # .gfs file beside the delivery); a streamed well-formedness check of the whole file
+            from pipeline.sources.cadastre.citygml import check_citygml
+
+            problem = check_citygml(p)
+            if problem:
+                return problem
         elif suffix in (".gpkg", ".shp", ".geojson", ".fgb", ".xml", ".gml"):
             import pyogrio
 

@@ -40,6 +40,9 @@ class HeightParams:
     ground_classes: tuple[int, ...] = (2,)
     first_returns_only: bool = True
     grid_cell_m: float = 2.0
+    # "percentile": roof_percentile of the roof points; "mean": their mean, an estimate of the
+    # area-weighted mean height of the roof surface (the AdV / Geobasis NRW LoD1 roof)
+    roof_statistic: str = "percentile"
 
     @property
     def percentiles(self) -> tuple[float, ...]:
@@ -248,6 +251,15 @@ def merge_samples(ids: list[np.ndarray], parts: list[Samples], n: int) -> Sample
     return Samples(rp, rz, gp, gz)
 
 
+def grouped_mean(ptr: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Mean of each CSR group (NaN for empty groups)."""
+    n = np.diff(ptr)
+    owner = np.repeat(np.arange(len(n)), n)
+    sums = np.bincount(owner, weights=np.asarray(vals, dtype=np.float64), minlength=len(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, sums / np.maximum(n, 1), np.nan)
+
+
 def summarise(samples: Samples, roof_area: np.ndarray, params: HeightParams) -> dict[str, np.ndarray]:
     """Per footprint: roof percentile + statistics, counts, density, ground percentile."""
     qs = np.asarray(params.percentiles, dtype=np.float64)
@@ -258,6 +270,8 @@ def summarise(samples: Samples, roof_area: np.ndarray, params: HeightParams) -> 
     n = np.diff(samples.roof_ptr)
     ng = np.diff(samples.ground_ptr)
     out: dict[str, np.ndarray] = {"roof_sample": rp[:, 0]}
+    if params.roof_statistic == "mean":
+        out["roof_sample"] = grouped_mean(samples.roof_ptr, samples.roof_z)
     for k, p in enumerate(params.stats_percentiles):
         out[HeightParams.stat_name(p)] = rp[:, k + 1]
     out["n_points"] = n.astype(np.int64)
