@@ -559,3 +559,42 @@ def test_nrw_lod1_roof_matches_official_mean_lod2_roof():
     )
     assert p75 > 1.0  # the old default sits about 1 m above the AdV definition
     assert mean_shrunk <= 0.3 and mean_full <= 0.15
+
+
+def test_official_lod2_roofs_in_the_layer(tmp_path: Path):
+    """The orchestrator's glue: reference CityGML files -> joined LoD2 roofs -> LoD1 roof heights."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipeline.config.model import TwinConfig
+    from pipeline.orchestrate.buildings import official_lod2_roofs
+
+    path = _write(
+        tmp_path, "lod2.gml", citygml("2.0", [building("DENW52AL0000001A", gable_house("g", X0, Y0)[0])])
+    )
+    cfg = TwinConfig(name="t", layers={"buildings": {"lod1_roof_source": "official_lod2"}})
+    ctx = SimpleNamespace(
+        cfg=cfg, inputs_for=lambda role: [SimpleNamespace(path=path)] if role == "reference" else []
+    )
+    fp = gpd.GeoDataFrame(
+        {"oid": ["DENW52AL0000001A", "elsewhere"]},
+        geometry=[shapely.box(X0, Y0, X0 + 10, Y0 + 8), shapely.box(X0 + 100, Y0, X0 + 110, Y0 + 8)],
+        crs="EPSG:25832",
+    )
+    final = pd.DataFrame(
+        {
+            "roof_height": [49.0, 50.0],
+            "base_height": [40.0, 40.0],
+            "height": [9.0, 10.0],
+            "base_source": ["ring", "ring"],
+            "floors_estimate": np.array([3, 3], dtype=np.int32),
+            "floors_is_estimate": [True, True],
+            "quality": ["ok", "ok"],
+            "flags": ["", ""],
+        }
+    )
+    warnings: list[str] = []
+    out = official_lod2_roofs(ctx, fp, final, warnings)  # type: ignore[arg-type]
+    assert out["roof_height"].tolist() == pytest.approx([47.5, 50.0])
+    assert out["flags"].tolist() == ["roof_from_lod2", ""] and not warnings
