@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "points": "bench.points",
     "buildings": "bench.buildings",
     "incremental": "bench.incremental",
+    "nas": "bench.nas",
 }
 
 

@@ -173,13 +173,14 @@ def test_nas_reader_arcs_holes_multisurfaces_and_bad_records(nas_file: Path):
     assert list(parcels["flstkennz"]) == ["05314403900040______"]
 
 
-def test_nas_reader_keeps_records_before_broken_xml(tmp_path: Path):
+def test_nas_reader_refuses_broken_xml(tmp_path: Path):
+    """A truncated NAS is an InputError naming the file and line, never a partial read."""
     feats = [arc_building(f"DENW36AL000000{i:02d}", X0 + 40 * i, Y0) for i in range(6)]
     p = tmp_path / "broken.xml"
     p.write_text(_nas(feats, truncate=True), encoding="utf-8")
-    t = read_footprints([p], "nas")
-    assert 1 <= len(t.gdf) < 6
-    assert any("XML syntax error" in r.reason for r in t.rejected)
+    with pytest.raises(InputError, match=r"broken NAS XML at line \d+") as e:
+        read_footprints([p], "nas")
+    assert e.value.path == str(p)
 
 
 def _gpkg(path: Path, layer: str, n: int = 3, oid_col: str = "oid") -> None:

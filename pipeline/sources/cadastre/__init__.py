@@ -61,10 +61,6 @@ def _read_one(
     crs: str | None,
     rejected: list[Rejected],
 ) -> gpd.GeoDataFrame:
-    if fmt == "nas":
-        from pipeline.sources.cadastre.nas import read_nas
-
-        return read_nas(path, rejected, crs=crs, want_parcels=False)[0]
     if _is_citygml(path):
         from pipeline.sources.cadastre.citygml import read_citygml
 
@@ -87,7 +83,11 @@ def read_footprints(
     flt = flt or FootprintFilter()
     rejected: list[Rejected] = []
     frames: list[gpd.GeoDataFrame] = []
-    for f in sorted(Path(p) for p in files):
+    if fmt == "nas":  # all files at once: updates apply across files; broken XML raises InputError
+        from pipeline.sources.cadastre.nas import read_nas_files
+
+        frames.append(read_nas_files(files, rejected, crs=crs, want_parcels=False)[0])
+    for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
         try:
             frames.append(_read_one(f, fmt, layer=layer, columns=columns or {}, crs=crs, rejected=rejected))
         except CrsError:
@@ -117,12 +117,12 @@ def read_parcels(
 ) -> gpd.GeoDataFrame:
     """Parcels (flstkennz, geometry) of the cadastre files; empty when the format carries none."""
     frames = []
-    for f in sorted(Path(p) for p in files):
-        if fmt == "nas":
-            from pipeline.sources.cadastre.nas import read_nas
+    if fmt == "nas":
+        from pipeline.sources.cadastre.nas import read_nas_files
 
-            frames.append(read_nas(f, [], crs=crs)[1])
-        elif f.suffix.lower() == ".gpkg":
+        frames.append(read_nas_files(files, [], crs=crs)[1])
+    for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
+        if f.suffix.lower() == ".gpkg":
             from pipeline.sources.cadastre.gpkg import read_parcels as gp
 
             try:
