@@ -85,15 +85,21 @@ def _is_citygml(p: Path) -> bool:
     return looks_like_citygml(p)
 
 
-def verify_file(path: str) -> str | None:
+def verify_file(path: str, kind: str | None = None) -> str | None:
     """Read one input completely; None when readable, else the problem (one line). Runs on Dask workers.
 
     A nightly build must not publish a release from a truncated or corrupt delivery, and must name the
-    tile when it refuses. Results are memoised by content hash, so each file version is read once."""
+    tile when it refuses. Results are memoised by content hash, so each file version is read once.
+    `kind` is what the config says the file is (`nas` for a NAS cadastre, whatever its extension);
+    None: told by the extension."""
     p = Path(path)
     suffix = p.suffix.lower()
     try:
-        if suffix in (".las", ".laz"):
+        if kind == "nas":  # NAS XML, gzip-compressed NAS or a zip of NAS files (sources.cadastre.format)
+            from pipeline.sources.cadastre.nas import verify_nas
+
+            verify_nas(p)
+        elif suffix in (".las", ".laz"):
             import laspy
 
             with laspy.open(p) as r:
@@ -158,10 +164,13 @@ def verify_inputs(
     todo = [i for i in inputs if not (marks / i.sha256).exists()]
     if todo:
         paths = [str(i.path) for i in todo]
+        cad = cfg.sources.cadastre
+        kinds = ["nas" if i.role == "cadastre" and cad and cad.format == "nas" else None for i in todo]
         if client is not None and len(todo) > 1:
-            verdicts = client.gather(client.map(verify_file, paths, key=[f"verify-{i.sha256}" for i in todo]))
+            keys = [f"verify-{i.sha256}-{k or ''}" for i, k in zip(todo, kinds, strict=True)]
+            verdicts = client.gather(client.map(verify_file, paths, kinds, key=keys))
         else:
-            verdicts = [verify_file(p) for p in paths]
+            verdicts = [verify_file(p, k) for p, k in zip(paths, kinds, strict=True)]
     else:
         verdicts = []
     problems = {i.sha256: v for i, v in zip(todo, verdicts, strict=True) if v}
