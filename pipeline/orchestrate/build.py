@@ -43,6 +43,7 @@ from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
+from pipeline.release.ops import check_out_dir
 from pipeline.release.publish import (
     PARTIAL_PREFIX,
     STAGING_PREFIX,
@@ -440,6 +441,7 @@ def run_build(
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
     log = log or BuildLog()
+    check_out_dir(out_dir)  # a file, or a folder of something else (a raw delivery): refused, exit 7
     with build_lock(out_dir):
         record: dict[str, Any] = {
             "state": "running",
@@ -503,6 +505,8 @@ def _run_locked(
 ) -> BuildResult:
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
+    for line in repair(out_dir):  # what a killed promote / rollback / prune left behind
+        log.info(f"repaired: {line}")
     inputs, duplicate_warnings = dedupe_inputs(cfg, scan_inputs(cfg))
     chash = config_hash(cfg)
     build_id = build_id_for(chash, inputs)
@@ -520,8 +524,6 @@ def _run_locked(
         log.info(f"release {build_id} is up to date (inputs and config unchanged)")
         return BuildResult(build_id, final, up_to_date=True, seconds=time.perf_counter() - t0)
 
-    for line in repair(out_dir):  # what a killed promote / rollback / prune left behind
-        log.info(f"repaired: {line}")
     partials = _take_over_partials(out_dir)
     staging = staging_dir(out_dir, build_id)
     staging.mkdir(parents=True)
