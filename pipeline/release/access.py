@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import NoSpaceError
-from pipeline.fsutil import DELETING_PREFIX, make_world_readable, remove_owned
+from pipeline.fsutil import DELETING_PREFIX, exchange, make_world_readable, remove_owned
 from pipeline.release.manifest import MANIFEST
 from pipeline.release.publish import ReleaseError, fault_point
 
@@ -312,10 +312,14 @@ def export_public(release: Path, dest: Path, protected: Iterable[Path] = ()) -> 
         raise
     old = None
     if dest.exists() and any(dest.iterdir()):
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.rename(dest, old)
-        fault_point("export")
-    os.replace(tmp, dest)  # onto a missing or empty folder: one atomic rename
+        if exchange(tmp, dest):  # one atomic swap: `dest` is the new export, `tmp` the old one
+            old = tmp
+        else:  # two renames; a kill in between is repaired by the next export (`_repair_export`)
+            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+            os.rename(dest, old)
+            fault_point("export")
+    if old is not tmp:
+        os.replace(tmp, dest)  # onto a missing or empty folder: one atomic rename
     fault_point("export")
     if old is not None:
         remove_owned(old, marker=EXPORT_MARKER)

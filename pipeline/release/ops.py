@@ -22,16 +22,27 @@ from pipeline.release.publish import (
     rollback,
 )
 
+OUT_MARKS = ("releases", "current", ".twin", ".twin.lock")  # what a twin output folder holds
+
 
 def check_out_dir(out_dir: Path) -> Path:
-    """`out_dir` must be a folder (or not exist yet): a file there is a configuration mistake."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ReleaseError(
-            "the output folder (paths.out / --out) is not a folder; point it at a folder", path=out_dir
-        )
+    """`out_dir` must be a twin output folder, an empty folder or not exist yet: a file, or a folder with
+    other things in it (a raw delivery, a project root), is a mistake in `paths.out` / `--out`."""
     for p in out_dir.parents:
         if p.exists() and not p.is_dir():
             raise ReleaseError("the output folder (paths.out / --out) lies under a file", path=p)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReleaseError(
+            "the output folder (paths.out / --out) is a file, not a folder; point it at the folder that "
+            "holds releases/ and current",
+            path=out_dir,
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not any((out_dir / m).exists() for m in OUT_MARKS):
+        raise ReleaseError(
+            "not an output folder of twin (no releases/, current or .twin/ in it); point paths.out / --out "
+            "at the folder the build writes to",
+            path=out_dir,
+        )
     return out_dir
 
 

@@ -7,7 +7,8 @@ release and `rollback` working; `repair(out_dir)` (run by every command that tak
 or undoes what a killed operation left behind:
 
 - promote of a new id: one rename `.staging-<id>` -> `<id>`;
-- promote of an id that already exists (`--force`, or a rebuild after a rollback): if `current` points at
+- promote of an id that already exists (`--force`, or a rebuild after a rollback): one atomic exchange of
+  the two folders (Linux `renameat2`); where that is not available: if `current` points at
   it, `current` first switches to the validated staging folder, the old copy moves aside
   (`.partial-old-<id>-*`), the new content is hard-linked into place under a temporary name and renamed to
   `<id>`, and `current` switches back; `repair` turns any interrupted state into "`current` -> `<id>`"
@@ -28,7 +29,7 @@ import signal
 from pathlib import Path
 
 from pipeline.errors import EXIT_RELEASE, TwinError
-from pipeline.fsutil import DELETING_PREFIX, finish_deletes, remove_owned
+from pipeline.fsutil import DELETING_PREFIX, exchange, finish_deletes, remove_owned
 
 
 class ReleaseError(TwinError):
@@ -125,6 +126,11 @@ def promote(staging: Path, final: Path) -> Path:
         _fsync_dir(rdir)
         fault_point("promote")
         return final
+    if exchange(staging, final):  # one atomic swap: `final` is the new release, `staging` the old one
+        _fsync_dir(rdir)
+        fault_point("promote")
+        remove_owned(staging, owned_by=rdir)
+        return final
     cur = current_release(out_dir)
     old = rdir / f"{OLD_PREFIX}{final.name}-{os.getpid()}"
     if cur is not None and cur == final.resolve():
@@ -202,7 +208,11 @@ def list_releases(out_dir: Path) -> list[Path]:
     rdir = releases_dir(out_dir)
     if not rdir.is_dir():
         return []
-    on_disk = {p.name: p for p in rdir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    on_disk = {  # a folder without a manifest is not a release (and never pruned)
+        p.name: p
+        for p in rdir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()
+    }
     order = [i for i in read_history(out_dir) if i in on_disk]
     rest = sorted(
         (p for n, p in on_disk.items() if n not in order), key=lambda p: (p.stat().st_mtime, p.name)
@@ -331,7 +341,8 @@ def repair(out_dir: Path) -> list[str]:
       complete release in the history;
     - the current release missing from the history (an older version switched before recording) is
       appended; the current release is never marked rolled back;
-    - `.partial-del-*` leftovers of killed deletes are removed.
+    - old copies of a rebuilt id whose new copy is in place and `.partial-del-*` leftovers of killed
+      deletes are removed.
     Returns what it did, one line each (the caller logs them)."""
     done: list[str] = []
     rdir = releases_dir(out_dir)
@@ -369,6 +380,12 @@ def repair(out_dir: Path) -> list[str]:
                 done.append(f"history: current release {cur.name} recorded as published")
             doc["rolled_back"] = [i for i in doc["rolled_back"] if i != cur.name]
             _write_history(out_dir, doc)
+    cur = current_release(out_dir)
+    for old in sorted(rdir.glob(f"{OLD_PREFIX}*")):
+        name = old.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+        if (rdir / name / "manifest.json").is_file() and (cur is None or old.resolve() != cur):
+            remove_owned(old, owned_by=rdir)  # the old copy of a rebuilt id whose new copy is in place
+            done.append(f"removed {old.name} (left by an interrupted promote)")
     for name in finish_deletes(rdir):
         done.append(f"removed {name} (left by an interrupted delete)")
     return done
