@@ -365,7 +365,10 @@ def test_region_gate_refuses_inputs_outside_the_configured_region(corpus_project
     cfg = _case_config(corpus_project, "region", extra)
     assert "\nrelease:\n" in cfg.read_text()
     before = _published(corpus_project)
+    # the gates decide publishing, not bytes: same build id as `current` (up to date) unless forced
     got, text = _build(cfg, capfd)
+    assert got == 0 and "Up to date" in text
+    got, text = _build(cfg, capfd, "--force")
     assert got == 2 and not TRACEBACK.search(text), text[-3000:]
     assert "outside the configured region" in text
     assert _published(corpus_project) == before
