@@ -397,3 +397,23 @@ def test_buildings_drop_refuses_until_accepted_and_the_flag_is_recorded(corpus_p
     assert rec["accept_flags"] == ["buildings"]
     assert [f["metric"] for f in rec["accepted"]] == ["buildings"]
     assert rec["summary"]["buildings"] < 0.9 * rec["previous"]["buildings"]
+
+
+def test_public_report_does_not_read_an_internal_layer(tmp_path):
+    """`layers.change.access: internal`: the (public) report gets the public layers only and must not plot
+    the change layer's data (its change map leaked it into every public export)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.report import ReleaseData
+
+    (tmp_path / "change").mkdir()
+    gdf = gpd.GeoDataFrame(
+        {"change_class": ["raised"], "h_new": [9.0]}, geometry=[box(0, 0, 1, 1)], crs=25832
+    )
+    gdf.to_file(tmp_path / "change" / "change.gpkg", layer="buildings_change", engine="pyogrio")
+    public = [{"name": "buildings", "access": "public"}]
+    assert ReleaseData.load(tmp_path, layers=public).change is None
+    both = [*public, {"name": "change", "access": "public"}]
+    assert len(ReleaseData.load(tmp_path, layers=both).change) == 1
+    assert len(ReleaseData.load(tmp_path).change) == 1  # the notebook: every layer of the manifest

@@ -74,11 +74,18 @@ class ReleaseData:
             layers=layers if layers is not None else manifest.get("layers", saved.get("layers", [])),
             timings=timings if timings is not None else manifest.get("timings", saved.get("timings", {})),
         )
-        d.buildings = _read_layer(root / "buildings" / "buildings.gpkg", "buildings")
-        d.parcels = _read_layer(root / "overlays" / "parcels.gpkg", "parcels")
-        d.change = _read_layer(root / "change" / "change.gpkg", "buildings_change")
-        d.unregistered = _read_layer(root / "change" / "change.gpkg", "unregistered_structures")
-        d.unknown = _read_layer(root / "change" / "change.gpkg", "unknown_areas")
+        # only the layers the report is given: a public report passes the public layers, so an internal
+        # layer's data (e.g. `layers.change.access: internal`) never reaches a public plot
+        listed = {lay.get("name") for lay in d.layers}
+
+        def read(name: str, path: Path, layer: str) -> gpd.GeoDataFrame | None:
+            return _read_layer(path, layer) if layers is None or name in listed else None
+
+        d.buildings = read("buildings", root / "buildings" / "buildings.gpkg", "buildings")
+        d.parcels = read("parcels", root / "overlays" / "parcels.gpkg", "parcels")
+        d.change = read("change", root / "change" / "change.gpkg", "buildings_change")
+        d.unregistered = read("change", root / "change" / "change.gpkg", "unregistered_structures")
+        d.unknown = read("change", root / "change" / "change.gpkg", "unknown_areas")
         if (data_dir / "residuals.csv").is_file():
             d.residuals = pd.read_csv(data_dir / "residuals.csv", dtype={"oid": str})
         if (data_dir / "point_density.tif").is_file():
