@@ -165,7 +165,7 @@ CASES = {
     "dgm_all_nodata": (dgm_all_nodata, 2, ["nodata", "hole"]),
     "ortho_all_nodata": (ortho_all_nodata, 2, ["nodata"]),
     "ortho_black": (ortho_black, 2, ["black"]),
-    "ortho_two_bands": (ortho_two_bands, 2, ["2 band"]),
+    "ortho_two_bands": (ortho_two_bands, 2, ["2 band(s)", "reads band 3"]),
     "laz_twice": (laz_twice, 2, ["copy_of_", "same file content"]),
     "laz_z_plus_1e6": (laz_z_plus_1e6, 2, ["height_range_m"]),
 }

@@ -348,7 +348,10 @@ def input_facts(cfg: TwinConfig, role: str, path: str) -> dict:
         from pipeline.sources.rasters import ORTHO_BANDS, raster_facts
 
         src = getattr(cfg.sources, role)
-        need = max({**ORTHO_BANDS, **src.bands}.values()) if role == "orthophoto" else 1
+        # red, green and blue are required; a missing NIR band is the NDVI consumers' business (an RGB
+        # orthophoto still colours points and textures the terrain)
+        bands = {**ORTHO_BANDS, **src.bands}
+        need = max(bands[b] for b in ("red", "green", "blue")) if role == "orthophoto" else 1
         return raster_facts(
             p,
             role=role,
