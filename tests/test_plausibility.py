@@ -413,7 +413,8 @@ def test_public_report_does_not_read_an_internal_layer(tmp_path):
     )
     gdf.to_file(tmp_path / "change" / "change.gpkg", layer="buildings_change", engine="pyogrio")
     public = [{"name": "buildings", "access": "public"}]
-    assert ReleaseData.load(tmp_path, layers=public).change is None
-    both = [*public, {"name": "change", "access": "public"}]
-    assert len(ReleaseData.load(tmp_path, layers=both).change) == 1
-    assert len(ReleaseData.load(tmp_path).change) == 1  # the notebook: every layer of the manifest
+    assert ReleaseData.load(tmp_path, layers=public, internal=["change"]).change is None  # the build
+    listed = [*public, {"name": "change", "access": "internal"}]
+    assert ReleaseData.load(tmp_path, layers=listed).change is None  # a manifest naming it internal
+    assert len(ReleaseData.load(tmp_path, layers=public).change) == 1
+    assert len(ReleaseData.load(tmp_path).change) == 1

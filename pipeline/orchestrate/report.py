@@ -178,7 +178,7 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     files = ["report/data/build.json"]
     if _density(ctx, data_dir / "point_density.tif"):
         files.append("report/data/point_density.tif")
-    data = ReleaseData.load(ctx.release_dir, layers=layers, timings=timings)
+    data = ReleaseData.load(ctx.release_dir, layers=layers, timings=timings, internal=internal)
     res = _residuals(ctx, data)
     if res is not None:
         write_atomic(data_dir / "residuals.csv", res.to_csv(index=False, lineterminator="\n").encode())

@@ -10,6 +10,7 @@ Everything here reads files of a release (plus the small `report/data/` the buil
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ class ReleaseData:
         root: Path | str,
         layers: list[dict[str, Any]] | None = None,
         timings: dict[str, float] | None = None,
+        internal: Collection[str] = (),
     ) -> ReleaseData:
+        """`internal`: names of internal layers whose data the (public) report must not read."""
         root = Path(root)
         manifest: dict[str, Any] = {}
         mf = root / "manifest.json"
@@ -74,12 +77,12 @@ class ReleaseData:
             layers=layers if layers is not None else manifest.get("layers", saved.get("layers", [])),
             timings=timings if timings is not None else manifest.get("timings", saved.get("timings", {})),
         )
-        # only the layers the report is given: a public report passes the public layers, so an internal
-        # layer's data (e.g. `layers.change.access: internal`) never reaches a public plot
-        listed = {lay.get("name") for lay in d.layers}
+        # a public report never reads an internal layer's data (e.g. `layers.change.access: internal`):
+        # its plots would publish it
+        hidden = set(internal) | {lay.get("name") for lay in d.layers if lay.get("access") == "internal"}
 
         def read(name: str, path: Path, layer: str) -> gpd.GeoDataFrame | None:
-            return _read_layer(path, layer) if layers is None or name in listed else None
+            return None if name in hidden else _read_layer(path, layer)
 
         d.buildings = read("buildings", root / "buildings" / "buildings.gpkg", "buildings")
         d.parcels = read("parcels", root / "overlays" / "parcels.gpkg", "parcels")
