@@ -297,3 +297,15 @@ def test_demo_build_refuses_a_truncated_nas(demo_nas, capsys):
     assert published() == before  # nothing published
     err = capsys.readouterr().err  # one line naming the file and the line in it
     assert str(bad / "bestand.xml") in err and re.search(r"broken NAS XML at line \d+", err)
+
+
+def test_utm33_delivery_read_in_its_own_crs_or_converted(tmp_path: Path):
+    """A Brandenburg-style NAS (urn:adv:crs:ETRS89_UTM33): exact in a UTM33 working CRS, else converted."""
+    b33 = _buildings([("B1", 0.0, "1000")]).set_crs("EPSG:25833", allow_override=True)
+    p = tmp_path / "utm33.xml"
+    write_bestandsdatenauszug(p, b33, None, srs="urn:adv:crs:ETRS89_UTM33")
+    same, _ = read_nas_files([p], [], target_crs="EPSG:25833")
+    assert same.crs == "EPSG:25833" and same.geometry.iloc[0].equals_exact(b33.geometry.iloc[0], 0)
+    conv, _ = read_nas_files([p], [])
+    want = b33.to_crs("EPSG:25832").geometry.iloc[0]
+    assert conv.crs == "EPSG:25832" and shapely.hausdorff_distance(conv.geometry.iloc[0], want) < 1e-6

@@ -433,9 +433,10 @@ def _polygons(el: etree._Element, tol: float) -> list[shapely.Polygon]:
 class _Geometry:
     """Feature geometry -> shapely in the working CRS (one transformer per source CRS)."""
 
-    def __init__(self, tol: float, crs_override: str | None) -> None:
+    def __init__(self, tol: float, crs_override: str | None, target: str) -> None:
         self.tol = tol
         self.crs_override = crs_override
+        self.target = target
         self._transformers: dict[str, object] = {}
 
     def __call__(self, el: etree._Element):
@@ -449,12 +450,12 @@ class _Geometry:
         crs = self.crs_override or srs_to_crs(find_srs(pos))
         if crs is None:
             raise GmlError(f"unknown or missing srsName {find_srs(pos)!r}; set sources.cadastre.crs")
-        if crs != WORKING_CRS:
+        if crs != self.target:
             t = self._transformers.get(crs)
             if t is None:
                 from pyproj import Transformer
 
-                t = self._transformers[crs] = Transformer.from_crs(crs, WORKING_CRS, always_xy=True)
+                t = self._transformers[crs] = Transformer.from_crs(crs, self.target, always_xy=True)
             geom = shapely.transform(
                 geom,
                 lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])),  # type: ignore[attr-defined]
@@ -498,10 +499,16 @@ class _Store:
 
 class _Reader:
     def __init__(
-        self, rejected: list[Rejected], crs: str | None, arc_tolerance_m: float, want_parcels: bool
+        self,
+        rejected: list[Rejected],
+        crs: str | None,
+        arc_tolerance_m: float,
+        want_parcels: bool,
+        target_crs: str | None = None,
     ) -> None:
         self.rejected = rejected
-        self.geometry = _Geometry(arc_tolerance_m, crs)
+        self.target = target_crs or WORKING_CRS
+        self.geometry = _Geometry(arc_tolerance_m, crs, self.target)
         self.kinds = (BUILDING, PARCEL) if want_parcels else (BUILDING,)
         self.stores = {k: _Store() for k in self.kinds}
         self._intern: dict[str, str] = {}
@@ -634,7 +641,7 @@ class _Reader:
         cols = {c: [r[i] for r in recs] for i, c in enumerate(_BUILDING_COLUMNS)}
         geoms = [r[-1] for r in recs]
         gdf = gpd.GeoDataFrame(
-            cols if recs else [], geometry=gpd.GeoSeries(geoms, crs=WORKING_CRS), crs=WORKING_CRS
+            cols if recs else [], geometry=gpd.GeoSeries(geoms, crs=self.target), crs=self.target
         )
         return normalise_columns(gdf)
 
@@ -642,8 +649,8 @@ class _Reader:
         recs = self.stores[PARCEL].alive() if PARCEL in self.stores else []
         return gpd.GeoDataFrame(
             {"flstkennz": np.array([r[0] for r in recs], dtype=object)},
-            geometry=gpd.GeoSeries([r[1] for r in recs], crs=WORKING_CRS),
-            crs=WORKING_CRS,
+            geometry=gpd.GeoSeries([r[1] for r in recs], crs=self.target),
+            crs=self.target,
         )
 
 
@@ -691,11 +698,13 @@ def read_nas_files(
     crs: str | None = None,
     arc_tolerance_m: float = 0.02,
     want_parcels: bool = True,
+    target_crs: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """(buildings, parcels) of all NAS files with their updates applied in order; buildings in the
-    normalised columns (unfiltered: `repair_and_filter` follows), parcels with flstkennz.
+    normalised columns (unfiltered: `repair_and_filter` follows), parcels with flstkennz; geometries in
+    `target_crs` (default EPSG:25832; `crs` overrides the files' srsName).
     Raises InputError for broken XML or operations that cannot be applied."""
-    reader = _Reader(rejected, crs, arc_tolerance_m, want_parcels)
+    reader = _Reader(rejected, crs, arc_tolerance_m, want_parcels, target_crs)
     for doc, hdr in nas_file_order(files):
         reader.read(doc, hdr)
     return reader.buildings(), reader.parcels()
