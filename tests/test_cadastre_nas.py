@@ -148,6 +148,9 @@ def test_zipped_and_gzipped_nas_give_the_same_state(delivery, tmp_path: Path):
     _check_state(b)
     assert b["source_file"].iloc[0] == f"{z}!nas/z_base.xml"
     assert verify_file(str(z), "nas") is None
+    # a NAS .xml is checked as NAS when the config says so (by extension it went to GDAL's GML driver:
+    # no NAS driver in the wheels, real deliveries refused as corrupt, a .gfs written beside the file)
+    assert verify_file(str(delivery["base"]), "nas") is None
     # gzip-compressed NAS, named .nas: told by content
     gz = tmp_path / "base.nas"
     gz.write_bytes(gzip.compress(delivery["base"].read_bytes()))
