@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 
 from pipeline.viewer.build import find_cesium_build, write_viewer
-from pipeline.viewer.sample import GROUND_Z, SAMPLE_BUILDINGS, sample_frame, write_sample_release
+from pipeline.viewer.sample import (
+    GROUND_Z,
+    SAMPLE_BUILDINGS,
+    sample_frame,
+    sample_points,
+    write_sample_release,
+)
 from pipeline.viewer.serve import ReleaseServer, make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseServer]:
     if cesium is None:
         pytest.skip("node_modules/cesium not installed (make setup)")
     rel = tmp_path_factory.mktemp("viewer_browser") / "release"
-    write_sample_release(rel)
+    write_sample_release(rel, with_change=True, with_noise=True)
     write_viewer(rel, build_id="sample0000000000", cesium_build=cesium)
     srv = make_server(rel, internal=False)
     srv.start_background()
@@ -127,7 +133,8 @@ def test_viewer_loads_and_renders(page: Page) -> None:
     ready = page.ready
     assert ready["ok"], ready
     layers = {lay["name"]: lay for lay in ready["layers"]}
-    assert set(layers) == {"aerial_points", "buildings"}  # panoramas are internal: not served
+    assert set(layers) == {"aerial_points", "buildings", "change"}  # panoramas are internal: not served
+    assert not layers["change"]["show"]  # the change map is off until asked for
     assert layers["buildings"]["selected"] >= 1 and layers["aerial_points"]["selected"] >= 1
     assert layers["buildings"]["preset"] == "style.json"
     assert page.errors() == []
@@ -154,23 +161,64 @@ def test_click_building_shows_its_oid(page: Page) -> None:
     page.page.wait_for_selector("#info:not([hidden])", timeout=10_000)
     oid = page.page.text_content("#infoTable tr[data-prop=oid] td")
     assert oid == b.oid
+    # the id keeps its case in the title too (no CSS upper-casing)
+    assert (
+        page.page.evaluate("getComputedStyle(document.querySelector('#infoTitle')).textTransform") == "none"
+    )
+    assert b.oid in (page.page.inner_text("#infoTitle") or "")
+    # the picked building is highlighted (yellow) where it was blue
+    page.page.wait_for_timeout(300)
+    r, g, bl = _pixel(page, x, y)
+    assert r > 150 and g > 150 and bl < 110, (r, g, bl)
+    page.page.evaluate("window.twin.pickAt(990, 20)")  # clicking nothing clears the highlight
     assert page.page.text_content("#infoTable tr[data-prop=quality] td") == b.quality
     assert float(page.page.text_content("#infoTable tr[data-prop=height] td") or "nan") == pytest.approx(
         b.height
     )
 
 
-def test_pick_point_attributes(page: Page) -> None:
-    # a ground point away from the buildings: grid point nearest to (-80, -80)
-    g = np.linspace(-100.0, 100.0, 60)
-    gx = g[np.argmin(np.abs(g + 80))]
-    x, y = page.to_window((gx, gx, GROUND_Z))
-    res = page.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", [x, y])
-    assert res["kind"] == "point" and res["layer"] == "aerial_points"
-    assert res["properties"]["classification"] == 2
-    expected_intensity = int(np.hypot(gx, gx) / 150.0 * 60000)
-    assert abs(res["properties"]["intensity"] - expected_intensity) <= 1
-    assert page.page.text_content("#infoTable tr[data-prop='class name'] td") == "ground"
+def _known_points() -> list[tuple[str, int, tuple[float, float, float], dict[str, Any]]]:
+    """(what, index, ENU position, attributes) of sample points to click: open ground, roofs, next to a
+    wall (where the old nearest-in-3D lookup returned the wrong point)."""
+    pts = sample_points(noise=True)
+    xyz = pts["xyz"]
+    out = []
+    for what, target in (
+        ("ground", (-80.0, -80.0)),
+        ("ground near a wall", (-30.0 + 11.0 + 2.0, 25.0)),
+        ("roof", (25.0, 25.0)),
+        ("roof", (-25.0, -30.0)),
+    ):
+        d = np.hypot(xyz[:, 0] - target[0], xyz[:, 1] - target[1])
+        d[pts["classification"] == 18] = np.inf
+        i = int(np.argmin(d))
+        attrs = {"classification": int(pts["classification"][i]), "intensity": int(pts["intensity"][i])}
+        out.append((what, i, tuple(float(v) for v in xyz[i]), attrs))
+    return out
+
+
+def test_click_point_shows_that_points_attributes(page: Page) -> None:
+    frame = sample_frame()
+    for what, _i, enu, attrs in _known_points():
+        x, y = page.to_window(enu)
+        res = page.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", [x, y])
+        assert res["kind"] == "point" and res["layer"] == "aerial_points", (what, res)
+        got = np.array(res["position"], dtype=np.float64)
+        want = frame.enu_to_ecef(np.array(enu, dtype=np.float64))
+        assert float(np.linalg.norm(got - want)) < 0.5, (what, got - want)
+        assert res["properties"]["classification"] == attrs["classification"], what
+        assert res["properties"]["intensity"] == attrs["intensity"], what
+        # the real click fills the panel with the same point, its class named in the scheme (AdV, German)
+        page.page.mouse.click(x, y)
+        page.page.wait_for_function(
+            '(v) => document.querySelector("#infoTable tr[data-prop=intensity] td")?.textContent === v',
+            arg=str(attrs["intensity"]),
+            timeout=10_000,
+        )
+        name = page.page.text_content("#infoTable tr[data-prop='class name'] td") or ""
+        assert name.startswith({2: "Boden (ground)", 20: "Nicht-Boden (non-ground)"}[attrs["classification"]])
+        heads = page.page.eval_on_selector_all("#infoTable th", "els => els.map(e => e.textContent)")
+        assert any("absolute" in h for h in heads) and any("relative" in h for h in heads), heads
 
 
 def test_measure_distance_and_height(page: Page) -> None:
@@ -346,3 +394,127 @@ def test_tiny_district_release(request: pytest.FixtureRequest, browser: Any) -> 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# ---- palettes, classification, noise ---------------------------------------------------------------------
+
+
+def _pixel(page: Page, x: float, y: float, r: int = 2) -> tuple[float, float, float]:
+    """Median colour of a small square around a window position (a fresh screenshot)."""
+    import io
+
+    from PIL import Image
+
+    page.page.evaluate("window.twin.viewer.scene.requestRender()")
+    page.page.wait_for_timeout(150)
+    img = np.asarray(Image.open(io.BytesIO(page.page.screenshot())).convert("RGB"), dtype=np.float64)
+    xi, yi = round(x), round(y)
+    patch = img[yi - r : yi + r + 1, xi - r : xi + r + 1].reshape(-1, 3)
+    return tuple(float(v) for v in np.median(patch, axis=0))  # type: ignore[return-value]
+
+
+def test_change_classes_render_in_palette_colours(browser: Any, server: ReleaseServer) -> None:
+    from pipeline.styles.palettes import CHANGE_COLOURS
+    from pipeline.viewer.sample import CHANGE_SAMPLE_Y, change_sample_centres
+
+    frame = sample_frame()
+    centre = frame.enu_to_ecef(np.array([-40.0, CHANGE_SAMPLE_Y, 0.0]))  # the row right of the panel
+    import pyproj
+
+    lon, lat, _h = pyproj.Transformer.from_crs(4978, 4979, always_xy=True).transform(*centre)
+    cam = f"{lon:.7f},{lat:.7f},{frame_ellipsoidal(frame) + GROUND_Z + 260:.1f},0,-90"
+    p = Page(browser, f"{server.url}?lite=1&layers=change&cam={cam}")
+    try:
+        assert p.ready["ok"], p.ready
+        assert p.page.evaluate("window.twin.layers.find(l => l.name === 'change').preset") == "style.json"
+        legend = p.page.inner_text("#legend")
+        # the legend says what the tiles, QGIS and the report say: raised blue, lowered orange
+        items = p.page.eval_on_selector_all(
+            "#legend .legend-group[data-layer=change] .legend-item",
+            "els => els.map(e => [e.textContent.trim(), getComputedStyle(e.querySelector('.swatch')).backgroundColor])",
+        )
+        got = {lab: col for lab, col in items}
+        for cls, rgba in CHANGE_COLOURS.items():
+            assert got.get(cls) == f"rgb({rgba[0]}, {rgba[1]}, {rgba[2]})", (cls, got, legend)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        p.page.screenshot(path=str(ARTIFACTS / "change_classes.png"))
+        seen = {}
+        for cls, (cx, cy) in change_sample_centres().items():
+            x, y = p.to_window((cx, cy, GROUND_Z + 6.0))
+            seen[cls] = _pixel(p, x, y)
+        for cls, rgb in seen.items():
+            # the palette colour under the scene's light: same hue (light and shade change value and
+            # saturation, not hue); the old viewer multiplied its own class colour onto the baked one
+            # (raised: blue x orange = dark green)
+            want_h, want_s, _ = colorsys.rgb_to_hsv(*(np.array(CHANGE_COLOURS[cls][:3]) / 255.0))
+            h, sat, val = colorsys.rgb_to_hsv(*(np.array(rgb) / 255.0))
+            assert val > 0.25, (cls, rgb)
+            if want_s < 0.1:  # grey classes stay grey
+                assert sat < 0.1, (cls, rgb)
+                continue
+            dh = abs(h - want_h) * 360.0
+            assert min(dh, 360.0 - dh) < 12.0 and sat > 0.5 * want_s, (cls, rgb, CHANGE_COLOURS[cls])
+        # grey classes differ by brightness only: absent (240) is drawn brighter than unchanged (190)
+        assert np.mean(seen["absent"]) > np.mean(seen["unchanged"]) + 5, seen
+    finally:
+        p.close()
+
+
+def frame_ellipsoidal(frame: Any) -> float:
+    """Ellipsoidal height of the frame origin (the sample's ground is GROUND_Z above it)."""
+    import pyproj
+
+    return float(
+        pyproj.Transformer.from_crs(4978, 4979, always_xy=True).transform(*frame.to_json()["origin_ecef"])[2]
+    )
+
+
+def test_legend_lists_the_classes_present_with_scheme_names(page: Page) -> None:
+    from pipeline.stages.points.classes import ADV_CLASSES
+
+    info = page.page.evaluate("window.twin.classes('aerial_points')")
+    assert info["scheme"] == "adv"
+    assert [c["code"] for c in info["classes"]] == [2, 18, 20]  # exactly the classes present
+    rows = page.page.eval_on_selector_all(
+        "#legend .legend-group[data-layer=aerial_points] .class-filter .legend-item",
+        "els => els.map(e => [e.dataset.class, e.querySelector('.class-name').textContent,"
+        " e.querySelector('input').checked])",
+    )
+    assert [r[0] for r in rows] == ["2", "18", "20"]
+    for code, text, checked in rows:
+        assert text.startswith(f"{code} {ADV_CLASSES[int(code)]}"), text
+        assert checked == (code != "18"), (code, checked)  # noise off by default
+    counts = {c["code"]: c["count"] for c in info["classes"]}
+    assert counts == {2: 3501, 18: 289, 20: 99}
+
+
+def _yellow(page: Page) -> int:
+    import io
+
+    from PIL import Image
+
+    page.page.evaluate("window.twin.viewer.scene.requestRender()")
+    page.page.wait_for_timeout(400)
+    img = np.asarray(Image.open(io.BytesIO(page.page.screenshot())).convert("RGB"), dtype=np.int32)[
+        :640, 300:
+    ]
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return int(((r > 170) & (g > 170) & (b < 90) & (np.abs(r - g) < 50)).sum())
+
+
+def test_noise_hidden_by_default_and_switchable(browser: Any, server: ReleaseServer) -> None:
+    p = Page(browser, server.url + "?lite=1")  # a fresh page: no measure line or highlight (also yellow)
+    try:
+        assert p.ready["ok"], p.ready
+        hidden = _yellow(p)
+        p.page.evaluate("window.twin.setClassVisible('aerial_points', 18, true)")
+        p.page.wait_for_timeout(800)
+        shown = _yellow(p)
+        assert p.page.is_checked("#legend .class-filter input[data-class='18']")
+        p.page.uncheck("#legend .class-filter input[data-class='18']")  # the legend's switch
+        p.page.wait_for_timeout(800)
+        again = _yellow(p)
+        assert hidden < 20 and again < 20, (hidden, again)
+        assert shown > 1000, shown
+    finally:
+        p.close()

@@ -639,6 +639,12 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
             )
             tileset = "change/tileset.json"
             rel += [f"change/{f}" for f in tfiles] + [tileset]
+            # the viewer's legend and colours: the same palette the tiles carry (never multiplied on it)
+            from pipeline.styles.palettes import change_style
+            from pipeline.tiles.tileset import write_json
+
+            write_json(out / "style.json", change_style())
+            rel.append("change/style.json")
     counts = bc["change_class"].value_counts().to_dict()
     stats = {
         "epochs": [old_ep, new_ep],
@@ -654,6 +660,7 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
         kind="change",
         access=lay.access,
         tileset=tileset,
+        style="change/style.json" if tileset else None,
         files=rel,
         stats=stats,
         warnings=warnings,

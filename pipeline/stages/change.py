@@ -37,18 +37,12 @@ import shapely
 from affine import Affine
 
 from pipeline.config.model import ChangeLayer
+from pipeline.styles.palettes import CHANGE_COLOURS
 
 CHANGE_CLASSES = ("new", "demolished", "raised", "lowered", "unchanged", "absent", "unknown")
-CLASS_COLOURS = {  # RGBA 0-255, shared by the 3D form, the QML styles and the report
-    "new": (46, 160, 67, 255),
-    "demolished": (214, 39, 40, 255),
-    "raised": (31, 119, 180, 255),
-    "lowered": (255, 127, 14, 255),
-    "unchanged": (190, 190, 190, 255),
-    "absent": (240, 240, 240, 255),
-    "unknown": (148, 103, 189, 255),
-    "unregistered": (227, 0, 190, 255),
-}
+# RGBA 0-255 per class: the one palette (pipeline.styles.palettes.CHANGE) shared by the 3D tiles, the
+# QML styles, the viewer and the report
+CLASS_COLOURS = CHANGE_COLOURS
 
 
 def label_grid(geoms: np.ndarray, transform: Affine, shape: tuple[int, int]) -> np.ndarray:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# Colour by building function group (property `funktion_gruppe` of the buildings' property table).
-BUILDING_COLOURS: dict[str, str] = {
-    "Wohngebäude": "#E8C27A",
-    "Gemischt": "#E59866",
-    "Handel/Dienstleistung": "#C0504D",
-    "Industrie/Gewerbe": "#8E7CC3",
-    "Garage": "#A6A6A6",
-    "Öffentlich": "#4F81BD",
-    "Landwirtschaft": "#9BBB59",
-    "Sonstige": "#D9D9D9",
-}
+from pipeline.styles.palettes import BUILDING_FUNCTION, hex_colour
+
+# Colour by building function group (property `funktion_gruppe`): the palette of pipeline.styles.palettes.
+BUILDING_COLOURS: dict[str, str] = {str(e.value): hex_colour(e.rgba).upper() for e in BUILDING_FUNCTION}
 
 
 def buildings_style() -> dict[str, Any]:

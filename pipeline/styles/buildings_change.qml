@@ -1,6 +1,6 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.34.0" styleCategories="Symbology">
-  <!-- RuhrTwin change detection: buildings by change class (colours = pipeline.stages.change.CLASS_COLOURS) -->
+  <!-- RuhrTwin change detection: buildings by change class (palette pipeline.styles.palettes.CHANGE) -->
   <renderer-v2 type="categorizedSymbol" attr="change_class" symbollevels="0" enableorderby="0" forceraster="0">
     <categories>
       <category render="true" value="new" symbol="0" label="new"/>

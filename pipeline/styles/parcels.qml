@@ -1,6 +1,6 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.34.0" styleCategories="Symbology">
-  <!-- RuhrTwin parcels overlay: actual GRZ per parcel (classes = pipeline.stages.overlays.GRZ_CLASSES) -->
+  <!-- RuhrTwin parcels overlay: actual GRZ per parcel (classes = pipeline.styles.palettes.GRZ) -->
   <renderer-v2 type="graduatedSymbol" attr="grz" graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" forceraster="0">
     <ranges>
       <range render="true" lower="0" upper="0.2" symbol="0" label="GRZ &lt; 0.2"/>

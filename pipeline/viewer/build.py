@@ -21,6 +21,7 @@ from pipeline.tiles.tileset import write_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATES = ("index.html", "app.js", "app.css")
+PALETTES = "palettes.json"  # written from pipeline.styles.palettes
 CESIUM_PARTS = ("Cesium.js", "Workers", "Assets", "ThirdParty", "Widgets")
 SKIP_SUFFIXES = (".map",)
 VIEWER_DIR = "viewer"
@@ -101,7 +102,8 @@ def copy_cesium(cesium_build: Path, dest: Path) -> dict[str, int]:
 
 
 def render_templates(viewer_dir: Path, *, build_id: str, cesium: str) -> list[Path]:
-    """Write index.html, app.js and app.css (placeholders filled; byte-identical for the same inputs)."""
+    """Write index.html, app.js, app.css (placeholders filled) and palettes.json; byte-identical for the
+    same inputs."""
     out = []
     for name in TEMPLATES:
         text = (STATIC_DIR / name).read_text(encoding="utf-8")
@@ -112,6 +114,12 @@ def render_templates(viewer_dir: Path, *, build_id: str, cesium: str) -> list[Pa
         )
         write_atomic(viewer_dir / name, text.encode("utf-8"))
         out.append(viewer_dir / name)
+    # the palettes and class tables the page uses for colours, legends and class names (one definition)
+    from pipeline.styles.palettes import viewer_palettes
+
+    pal = json.dumps(viewer_palettes(), ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    write_atomic(viewer_dir / PALETTES, pal.encode("utf-8"))
+    out.append(viewer_dir / PALETTES)
     return out
 
 

@@ -153,8 +153,9 @@ def buildings_glb(buildings: list[SampleBuilding]) -> tuple[bytes, np.ndarray, n
     return gb.to_glb(), lo, hi
 
 
-def sample_points(n_side: int = 60, extent: float = 100.0) -> dict[str, np.ndarray]:
-    """A ground grid plus roof points over the sample buildings (ENU), with colour/class/intensity."""
+def sample_points(n_side: int = 60, extent: float = 100.0, noise: bool = False) -> dict[str, np.ndarray]:
+    """A ground grid plus roof points over the sample buildings (ENU), with colour/class/intensity;
+    `noise`: plus a cloud of AdV 18 (noise) points in the sky."""
     g = np.linspace(-extent, extent, n_side)
     gx, gy = np.meshgrid(g, g)
     x, y = gx.ravel(), gy.ravel()
@@ -172,7 +173,15 @@ def sample_points(n_side: int = 60, extent: float = 100.0) -> dict[str, np.ndarr
     rgb[:] = (40, 200, 60)
     rgb[on_roof] = (200, 60, 200)
     intensity = ((np.hypot(x, y) / (extent * 1.5)) * 60000).astype(np.uint16)
-    return {"xyz": np.column_stack([x, y, z]), "rgb": rgb, "classification": cls, "intensity": intensity}
+    xyz = np.column_stack([x, y, z])
+    if noise:  # AdV 18 (high noise): a yellow cloud floating 40-50 m above the open ground in the middle
+        nx, ny = np.meshgrid(np.linspace(-8, 8, 17), np.linspace(-8, 8, 17))
+        nz = GROUND_Z + 40 + (nx.ravel() + ny.ravel() + 16) * 0.3
+        xyz = np.vstack([xyz, np.column_stack([nx.ravel(), ny.ravel(), nz])])
+        cls = np.concatenate([cls, np.full(nz.size, 18, dtype=np.uint8)])
+        rgb = np.vstack([rgb, np.tile(np.array([[255, 255, 0]], dtype=np.uint8), (nz.size, 1))])
+        intensity = np.concatenate([intensity, np.full(nz.size, 7, dtype=np.uint16)])
+    return {"xyz": xyz, "rgb": rgb, "classification": cls, "intensity": intensity}
 
 
 def points_glb(pts: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -225,6 +234,60 @@ def _tileset(frame: ProjectFrame, lo: np.ndarray, hi: np.ndarray, uri: str, erro
     }
 
 
+# change layer of the sample: one prism per change class (7 m x 7 m, 6 m high) in a row south of the
+# buildings, coloured by the change palette (baked COLOR_0, like the change stage's tiles)
+CHANGE_SAMPLE_Y = -70.0
+
+
+def change_sample_centres() -> dict[str, tuple[float, float]]:
+    from pipeline.styles.palettes import CHANGE
+
+    return {str(e.value): (-70.0 + 20.0 * i, CHANGE_SAMPLE_Y) for i, e in enumerate(CHANGE)}
+
+
+def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any]:
+    from pipeline.styles.palettes import CHANGE_COLOURS, change_style
+    from pipeline.tiles.overlay_glb import feature_mesh_glb, flat_tileset
+
+    centres = change_sample_centres()
+    pos_l, nrm_l, idx_l, fid_l = [], [], [], []
+    for i, (cx, cy) in enumerate(centres.values()):
+        p, n, ix = _box_mesh(
+            np.array([cx - 3.5, cy - 3.5, GROUND_Z]), np.array([cx + 3.5, cy + 3.5, GROUND_Z + 6])
+        )
+        idx_l.append(ix.reshape(-1, 3) + 24 * i)
+        pos_l.append(p)
+        nrm_l.append(n)
+        fid_l.append(np.full(24, i))
+    pos = np.concatenate(pos_l)
+    fid = np.concatenate(fid_l)
+    classes = list(centres)
+    colours = np.array([CHANGE_COLOURS[c] for c in classes], dtype=np.uint8)[fid]
+    glb = feature_mesh_glb(
+        pos,
+        np.concatenate(nrm_l),
+        np.concatenate(idx_l),
+        fid,
+        colours,
+        class_id="change",
+        columns={"id": [f"DENW36AL2000{c[:4].upper()}" for c in classes], "change_class": classes},
+    )
+    write_atomic(release_dir / "change" / "tiles" / "0_0.glb", glb)
+    ts = flat_tileset([("tiles/0_0.glb", pos.min(axis=0), pos.max(axis=0))], frame.tile_transform(), "sample")
+    write_json(release_dir / "change" / "tileset.json", ts)
+    write_json(release_dir / "change" / "style.json", change_style())
+    return {
+        "name": "change",
+        "kind": "change",
+        "access": "public",
+        "tileset": "change/tileset.json",
+        "style": "change/style.json",
+        "files": ["change/tiles/0_0.glb", "change/tileset.json", "change/style.json"],
+        "stats": {"classes": dict.fromkeys(classes, 1)},
+        "warnings": [],
+    }
+
+
 def sample_frame() -> ProjectFrame:
     return project_frame(CrsConfig(frame_origin=SAMPLE_ORIGIN))
 
@@ -274,9 +337,16 @@ def write_sample_imagery(
 
 
 def write_sample_release(
-    release_dir: Path, *, with_internal: bool = True, with_imagery: bool = False
+    release_dir: Path,
+    *,
+    with_internal: bool = True,
+    with_imagery: bool = False,
+    with_change: bool = False,
+    with_noise: bool = False,
 ) -> dict[str, Any]:
-    """Write the sample layers and manifest.json into `release_dir`; returns the manifest."""
+    """Write the sample layers and manifest.json into `release_dir`; returns the manifest.
+
+    `with_change`: a change layer with one prism per change class; `with_noise`: AdV 18 points in the sky."""
     frame = sample_frame()
     release_dir.mkdir(parents=True, exist_ok=True)
 
@@ -293,7 +363,7 @@ def write_sample_release(
     }
     write_json(release_dir / "buildings" / "style.json", style)
 
-    pts = sample_points()
+    pts = sample_points(noise=with_noise)
     pglb, plo, phi = points_glb(pts)
     write_atomic(release_dir / "aerial_points" / "0.glb", pglb)
     write_json(release_dir / "aerial_points" / "tileset.json", _tileset(frame, plo, phi, "0.glb", 3.4))
@@ -307,7 +377,10 @@ def write_sample_release(
             "stats": {
                 "points": len(pts["xyz"]),
                 "class_scheme": "adv",
-                "classes": {str(int(c)): int((pts["classification"] == c).sum()) for c in (2, 20)},
+                "classes": {
+                    str(int(c)): int((pts["classification"] == c).sum())
+                    for c in np.unique(pts["classification"])
+                },
             },
             "warnings": [],
         },
@@ -321,6 +394,8 @@ def write_sample_release(
             "warnings": [],
         },
     ]
+    if with_change:
+        layers.append(write_sample_change(release_dir, frame))
     if with_imagery:
         files = write_sample_imagery(release_dir, frame)
         layers.insert(

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# GRZ classes shared by the 3D colours, the QML style (pipeline/styles/parcels.qml) and the report:
-# (upper bound, RGBA sRGB, label)
-GRZ_CLASSES: list[tuple[float, tuple[int, int, int, int], str]] = [
-    (0.2, (26, 150, 65, 255), "GRZ < 0.2"),
-    (0.4, (166, 217, 106, 255), "0.2 - 0.4"),
-    (0.6, (253, 174, 97, 255), "0.4 - 0.6"),
-    (0.8, (215, 25, 28, 255), "0.6 - 0.8"),
-    (float("inf"), (120, 0, 20, 255), "GRZ >= 0.8"),
-]
-NO_VALUE_COLOUR = (170, 170, 170, 255)
+from pipeline.styles.palettes import GRZ, GRZ_NO_VALUE
+
+# GRZ classes shared by the 3D colours, the QML style and the report: the one palette in
+# pipeline.styles.palettes.GRZ, as (upper bound, RGBA sRGB, label)
+GRZ_CLASSES: list[tuple[float, tuple[int, int, int, int], str]] = list(GRZ)
+NO_VALUE_COLOUR = GRZ_NO_VALUE
 
 
 def grz_colours(grz: np.ndarray) -> np.ndarray:

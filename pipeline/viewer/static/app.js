@@ -16,26 +16,12 @@
   const MANIFEST_URL = "../manifest.json";
   const BACKGROUND = "#1d2330";
 
-  // ---- class names (LAS classification codes) --------------------------------------------------------
-  const ASPRS_CLASSES = {
-    0: "never classified", 1: "unclassified", 2: "ground", 3: "low vegetation", 4: "medium vegetation",
-    5: "high vegetation", 6: "building", 7: "low point (noise)", 8: "model key / reserved", 9: "water",
-    10: "rail", 11: "road surface", 12: "overlap / reserved", 13: "wire guard", 14: "wire conductor",
-    15: "transmission tower", 16: "wire connector", 17: "bridge deck", 18: "high noise",
-    19: "overhead structure", 20: "ignored ground", 21: "snow", 22: "temporal exclusion",
-  };
-  // AdV / Geobasis NRW 3D-Messdaten: no building class; 20 = every non-ground point.
-  const ADV_CLASSES = {
-    1: "unclassified", 2: "ground", 9: "water", 17: "bridge", 18: "noise", 20: "non-ground",
-    21: "AdV class 21 (meaning unconfirmed)", 24: "AdV class 24 (meaning unconfirmed)",
-    26: "AdV class 26 (meaning unconfirmed)",
-  };
-  const CLASS_COLOURS = {
-    0: "#9e9e9e", 1: "#bdbdbd", 2: "#a0522d", 3: "#b8e986", 4: "#5fbf3f", 5: "#1f7a1f", 6: "#e0452b",
-    7: "#ff00ff", 8: "#888888", 9: "#2b7bd6", 10: "#6d4c41", 11: "#707070", 12: "#cccccc", 13: "#ffd54f",
-    14: "#ffb300", 15: "#ff6f00", 16: "#fff176", 17: "#8d6e63", 18: "#ff4081", 19: "#ba68c8",
-    20: "#e8c547", 21: "#eeeeee", 22: "#607d8b", 24: "#00bcd4", 26: "#9575cd",
-  };
+  // ---- palettes and class tables: viewer/palettes.json, written from pipeline/styles/palettes.py --------
+  // (change classes, building function groups, GRZ classes, point classification per scheme with noise
+  // flags). One definition shared with the tiles' baked colours, the QGIS styles and the report.
+  const PALETTES_URL = "palettes.json";
+  let PAL = { change: { classes: [] }, building_function: { classes: [] }, classification: {}, noise: {},
+    classification_other: [] };
   const PALETTE = [
     "#e07b39", "#3974e0", "#4caf50", "#e0c339", "#9c27b0", "#00acc1", "#ef5350", "#8d6e63",
     "#7cb342", "#5c6bc0", "#ffa726", "#26a69a", "#ec407a", "#78909c", "#d4e157", "#ab47bc",
@@ -47,7 +33,7 @@
     classification: ["classification", "class", "classification_code"],
     intensity: ["intensity"],
     height: ["height", "roof_height", "measured_height", "height_roof", "hoehe", "h_roof", "roof_p75"],
-    function: ["function", "funktion", "gebaeudefunktion", "building_function", "gfkzshh"],
+    function: ["funktion_gruppe", "function", "funktion", "gebaeudefunktion", "building_function", "gfkzshh"],
     change: ["change", "change_class", "change_type", "change_status"],
     quality: ["quality", "quality_flag", "qualityflag", "flag"],
     oid: ["oid", "gml_id", "id"],
@@ -68,6 +54,14 @@
     },
     setPreset: (name, preset) => setPreset(findLayer(name), preset),
     setVisible: (name, show) => setVisible(findLayer(name), show),
+    setClassVisible: (name, code, show) => setClassVisible(findLayer(name), code, show),
+    classes: (name) => {
+      const l = findLayer(name);
+      if (!l || l.kind !== "pointcloud") return null;
+      const { codes, names, counts, noise, scheme } = classNames(l);
+      return { scheme, classes: codes.map((c) => ({ code: c, name: names[c], count: counts[c] ?? null,
+        noise: noise[c], shown: !(l.hiddenClasses || new Set()).has(c) })) };
+    },
   };
 
   function $(id) { return document.getElementById(id); }
@@ -175,6 +169,8 @@
         for (const name of Object.keys(owner.properties || {})) info.properties[name] = cls[name] || {};
       }
       info.propertyAttributes = (ext.propertyAttributes || []).length > 0;
+      info.vertexColours = (head.gltf.meshes || []).some((m) => (m.primitives || []).some((p) =>
+        (p.attributes || {}).COLOR_0 !== undefined));
       // CesiumJS 1.145 fails every CustomShader on primitives whose EXT_mesh_features feature ids have
       // no property table (CustomShaderPipelineStage reads propertyTables[undefined].class).
       info.shaderSafe = !(head.gltf.meshes || []).some((m) => (m.primitives || []).some((p) =>
@@ -186,19 +182,42 @@
   }
 
   // ---- styling presets ---------------------------------------------------------------------------------
+  /** The classes of a point layer: scheme from `stats.class_scheme`, classes present (with counts) from
+   * `stats.classes`, names from the scheme's table (AdV: German names), then the tiles' enum, then
+   * `stats.class_names`; colours and noise flags from the palette. */
   function classNames(layer) {
     const stats = layer.entry.stats || {};
     const scheme = (stats.class_scheme || "").toLowerCase();
-    const table = scheme === "asprs" ? ASPRS_CLASSES : scheme === "adv" ? ADV_CLASSES : ASPRS_CLASSES;
+    const table = new Map(((PAL.classification || {})[scheme] || []).map((c) => [Number(c.code), c]));
     const enumNames = {};
     const en = layer.info && layer.info.enums && layer.info.enums.classification;
     for (const v of (en && en.values) || []) enumNames[v.value] = v.name;
-    const names = Object.assign({}, table, enumNames, stats.class_names || {});
-    let codes = Object.keys(stats.classes || {}).map(Number).filter((c) => !Number.isNaN(c));
-    if (!codes.length) codes = Object.keys(table).map(Number);
+    const counts = {};
+    for (const [k, v] of Object.entries(stats.classes || {})) if (!Number.isNaN(Number(k))) counts[Number(k)] = v;
+    let codes = Object.keys(counts).map(Number);
+    if (!codes.length) codes = Object.keys(enumNames).map(Number);
+    if (!codes.length) codes = [...table.keys()];
     codes.sort((a, b) => a - b);
-    const label = (scheme || "asprs").toUpperCase();
-    return { codes, names, label };
+    const other = PAL.classification_other && PAL.classification_other.length ? PAL.classification_other : PALETTE;
+    const noiseCodes = new Set(((PAL.noise || {})[scheme] || []).map(Number));
+    const names = {}, colours = {}, noise = {};
+    for (const c of codes) {
+      const t = table.get(c);
+      names[c] = (t && t.name) || enumNames[c] || (stats.class_names || {})[c] || `class ${c}`;
+      colours[c] = (t && t.color) || other[c % other.length];
+      noise[c] = t ? !!t.noise : noiseCodes.has(c);
+    }
+    const label = scheme ? scheme.toUpperCase() : "scheme unknown";
+    return { codes, names, colours, noise, counts, label, scheme };
+  }
+
+  /** GLSL that discards the points of the classes switched off in the legend (noise by default). */
+  function classFilterGlsl(layer) {
+    const p = layer.classProp;
+    const hidden = [...(layer.hiddenClasses || [])];
+    if (!p || !hidden.length) return "";
+    return `float twinCls = float(fsInput.metadata.${p});
+              if (${hidden.map((c) => `twinCls == ${Number(c)}.0`).join(" || ")}) discard;`;
   }
 
   function heightRange(layer) {
@@ -246,6 +265,7 @@
           }),
           fragmentShaderText: `${RAMP_GLSL}
             void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              ${classFilterGlsl(layer)}
               float h = dot(fsInput.attributes.positionWC - u_origin, u_up);
               material.diffuse = twinRamp((h - u_range.x) / (u_range.y - u_range.x));
             }`,
@@ -263,6 +283,7 @@
           uniforms: { u_range: { type: Cesium.UniformType.VEC2, value: new Cesium.Cartesian2(lo, Math.max(hi, lo + 1)) } },
           fragmentShaderText: `
             void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              ${classFilterGlsl(layer)}
               float v = clamp((float(fsInput.metadata.${p}) - u_range.x) / (u_range.y - u_range.x), 0.0, 1.0);
               material.diffuse = vec3(pow(v, 2.2));
             }`,
@@ -271,26 +292,31 @@
       };
     }
     if (preset === "classification") {
-      const p = pick(NAMES.classification, props);
-      const { codes, names, label } = classNames(layer);
-      const branches = codes.map((c) => `if (c == ${c}.0) col = ${glslColour(CLASS_COLOURS[c] || hashColour(c))};`);
+      const p = layer.classProp;
+      const { codes, colours, label } = classNames(layer);
+      const branches = codes.map((c) => `if (c == ${c}.0) col = ${glslColour(colours[c])};`);
       return {
         shader: new Cesium.CustomShader({
           fragmentShaderText: `
             void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              ${classFilterGlsl(layer)}
               float c = float(fsInput.metadata.${p});
               vec3 col = vec3(0.5);
               ${branches.join("\n              else ")}
               material.diffuse = col;
             }`,
         }),
-        legend: {
-          type: "classes", title: `classification (${label})`,
-          items: codes.map((c) => [`${c} ${names[c] || "class " + c}`, CLASS_COLOURS[c] || hashColour(c)]),
-        },
+        legend: { type: "pointclasses", title: `classification (${label})`, swatches: true },
       };
     }
-    return { shader: undefined, legend: { type: "text", title: "colour", text: "RGB from the survey / orthophoto" } };
+    const filter = classFilterGlsl(layer);
+    const shader = filter ? new Cesium.CustomShader({
+      fragmentShaderText: `
+            void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              ${filter}
+            }`,
+    }) : undefined;
+    return { shader, legend: { type: "text", title: "colour", text: "RGB from the survey / orthophoto" } };
   }
 
   function pointPresets(layer) {
@@ -313,10 +339,14 @@
   const KNOWN_COLOURS = {
     ok: "#4caf50", good: "#4caf50", few_points: "#ffa726", vegetation_over_roof: "#7cb342",
     fallback_height: "#ef5350", fallback: "#ef5350", no_points: "#ef5350", estimate: "#ffd54f",
-    vegetation_suspected: "#7cb342", fallback_floors: "#ffa726", fallback_default: "#ef5350",
-    new: "#43a047", demolished: "#e53935", raised: "#fb8c00", lowered: "#1e88e5", unchanged: "#9e9e9e",
-    unregistered: "#d81b60", "(none)": "#9e9e9e",
+    vegetation_suspected: "#7cb342", fallback_floors: "#ffa726", fallback_default: "#ef5350", "(none)": "#9e9e9e",
   };
+  /** value -> colour of a palette concept ("change", "building_function") from palettes.json. */
+  function paletteMap(concept) {
+    const out = {};
+    for (const c of ((PAL[concept] || {}).classes || [])) out[String(c.value)] = c.color;
+    return out;
+  }
   function categoryColour(seen, key) {
     const known = KNOWN_COLOURS[key.toLowerCase()];
     if (known) return known;
@@ -366,9 +396,13 @@
       };
       return { style, legend: { type: "ramp", title: `height (${p}, m)`, min: lo, max: hi } };
     }
-    if (["function", "change", "quality"].includes(preset)) {
-      return categoricalStyle(layer, pick(NAMES[preset], props), preset);
+    if (preset === "change") return categoricalStyle(layer, pick(NAMES.change, props), preset, paletteMap("change"));
+    if (preset === "function") {
+      const p = pick(NAMES.function, props);
+      const fixed = p === (PAL.building_function || {}).property ? paletteMap("building_function") : undefined;
+      return categoricalStyle(layer, p, preset, fixed);
     }
+    if (preset === "quality") return categoricalStyle(layer, pick(NAMES.quality, props), preset);
     return { style: undefined, legend: null };
   }
 
@@ -376,6 +410,7 @@
     const out = [];
     if (layer.styleJson) out.push("style.json");
     for (const p of ["function", "height", "change", "quality"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
+
     out.push("plain");
     return out;
   }
@@ -391,7 +426,8 @@
       if (lab === "true") lab = "other"; else if (eq) lab = eq[1];
       return [lab, css];
     });
-    return { type: "classes", title: (style.meta && style.meta.title) || title || "style", items };
+    const metaTitle = style.meta && style.meta.title ? String(style.meta.title).replace(/^'(.*)'$/, "$1") : "";
+    return { type: "classes", title: metaTitle || title || "style", items };
   }
 
   // ---- legend ------------------------------------------------------------------------------------------
@@ -420,8 +456,33 @@
       } else if (lg.text) {
         g.append(el("div", { class: "muted", text: lg.text }));
       }
+      if (layer.classProp) g.append(classFilterBox(layer, lg.type === "pointclasses"));
       box.append(g);
     }
+  }
+
+  /** The classes present in a point layer (scheme names, counts), each with a switch; noise starts off. */
+  function classFilterBox(layer, swatches) {
+    const { codes, names, colours, counts, noise, label } = classNames(layer);
+    const box = el("div", { class: "class-filter", "data-scheme": label });
+    if (!swatches) box.append(el("div", { class: "muted", text: `classes (${label})` }));
+    for (const c of codes) {
+      const cb = el("input", { type: "checkbox", "data-class": String(c), "aria-label": `show class ${c}` });
+      cb.checked = !layer.hiddenClasses.has(c);
+      cb.addEventListener("change", () => setClassVisible(layer, c, cb.checked));
+      const n = counts[c] !== undefined ? ` (${Number(counts[c]).toLocaleString("en")})` : "";
+      const row = el("label", { class: "legend-item", "data-class": String(c) }, cb);
+      if (swatches) row.append(el("span", { class: "swatch", style: `background:${colours[c]}` }));
+      row.append(el("span", { class: "class-name", text: `${c} ${names[c]}${noise[c] ? " (noise)" : ""}` }),
+        el("span", { class: "muted", text: n }));
+      box.append(row);
+    }
+    return box;
+  }
+  function setClassVisible(layer, code, show) {
+    if (!layer || !layer.classProp) return;
+    if (show) layer.hiddenClasses.delete(Number(code)); else layer.hiddenClasses.add(Number(code));
+    setPreset(layer, layer.preset);
   }
 
   // ---- layer panel -------------------------------------------------------------------------------------
@@ -449,6 +510,9 @@
         layer.legend = legend;
       } else if (layer.tileset) {
         const { style, legend } = featureStyle(layer, preset);
+        // tiles that carry their own colour (COLOR_0, e.g. the change classes): a style colour replaces it
+        layer.tileset.colorBlendMode = layer.info && layer.info.vertexColours
+          ? Cesium.Cesium3DTileColorBlendMode.REPLACE : Cesium.Cesium3DTileColorBlendMode.HIGHLIGHT;
         layer.tileset.style = style;
         layer.legend = legend;
       }
@@ -570,8 +634,8 @@
     $("infoTitle").textContent = title;
     const body = $("infoTable").tBodies[0];
     body.replaceChildren();
-    for (const [k, v] of rows) {
-      body.append(el("tr", { "data-prop": k }, el("th", { text: k }), el("td", { text: fmt(v) })));
+    for (const [k, v, label] of rows) {
+      body.append(el("tr", { "data-prop": k }, el("th", { text: label || k }), el("td", { text: fmt(v) })));
     }
     $("info").hidden = false;
   }
@@ -582,9 +646,9 @@
     const rows = [
       ["lon", Cesium.Math.toDegrees(c.longitude).toFixed(7)],
       ["lat", Cesium.Math.toDegrees(c.latitude).toFixed(7)],
-      ["ellipsoidal height (m)", c.height.toFixed(2)],
+      ["ellipsoidal height (absolute, ETRS89 ellipsoid, m)", c.height.toFixed(2)],
     ];
-    if (state.frame) rows.push(["frame height (m)", frameHeight(cartesian).toFixed(2)]);
+    if (state.frame) rows.push(["height above the frame origin (relative, m)", frameHeight(cartesian).toFixed(2)]);
     return rows;
   }
   function frameHeight(cartesian) {
@@ -684,29 +748,13 @@
     return job;
   }
 
-  async function nearestPointAttributes(content, world) {
-    const url = content.url;
-    const tile = content.tile;
-    if (!url || !tile) return null;
-    const groups = await loadPointContent(new URL(url, window.location.href).href);
-    // world -> tile (z-up) -> glTF (y-up): Cesium applies Y_UP_TO_Z_UP between the two
-    const toTile = Cesium.Matrix4.inverse(tile.computedTransform, new Cesium.Matrix4());
-    const zUp = Cesium.Matrix4.multiplyByPoint(toTile, world, new Cesium.Cartesian3());
-    const gl = new Cesium.Cartesian3(zUp.x, zUp.z, -zUp.y);
-    let best = null;
-    for (const g of groups) {
-      const local = Cesium.Matrix4.multiplyByPoint(Cesium.Matrix4.inverse(g.matrix, new Cesium.Matrix4()), gl, new Cesium.Cartesian3());
-      const p = g.positions;
-      for (let i = 0; i < p.length; i += 3) {
-        const dx = p[i] - local.x, dy = p[i + 1] - local.y, dz = p[i + 2] - local.z;
-        const d = dx * dx + dy * dy + dz * dz;
-        if (!best || d < best.d) best = { d, i: i / 3, g };
-      }
-    }
-    if (!best) return null;
+  const Y_UP_TO_Z_UP = Cesium.Matrix4.fromRotationTranslation(Cesium.Matrix3.fromRotationX(Cesium.Math.PI_OVER_TWO));
+  const PICK_RADIUS_PX = 4; // a point counts as under the cursor when drawn within this many CSS pixels
+
+  function pointAttributes(g, i) {
     const properties = {};
-    for (const [name, a] of Object.entries(best.g.attrs)) {
-      const vals = Array.from(a.values.subarray(best.i * a.width, (best.i + 1) * a.width));
+    for (const [name, a] of Object.entries(g.attrs)) {
+      const vals = Array.from(a.values.subarray(i * a.width, (i + 1) * a.width));
       if (a.colour) {
         const srgb = (x) => Math.round(255 * (x <= 0.0031308 ? 12.92 * x : 1.055 * Math.pow(x, 1 / 2.4) - 0.055));
         properties.colour = vals.slice(0, 3).map(srgb).join(", ");
@@ -715,7 +763,92 @@
       const tr = vals.map((v) => (v * (a.scale ?? 1)) + (a.offset ?? 0));
       properties[name] = tr.length === 1 ? tr[0] : tr;
     }
-    return { properties, note: Math.sqrt(best.d) > 2 ? `nearest point ${Math.sqrt(best.d).toFixed(1)} m away` : undefined };
+    return properties;
+  }
+
+  /** The point drawn under the cursor: every point of the layer's tiles rendered in the last frame is
+   * projected to the screen; of those within PICK_RADIUS_PX of the cursor the one nearest to the camera
+   * wins (it is the one drawn on top). Exact attributes of that point, or null when none is there. */
+  async function pointUnderCursor(layer, pos) {
+    const scene = state.viewer.scene;
+    const canvas = scene.canvas;
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    const cam = scene.camera;
+    const vp = Cesium.Matrix4.multiply(cam.frustum.projectionMatrix, cam.viewMatrix, new Cesium.Matrix4());
+    const r2 = PICK_RADIUS_PX * PICK_RADIUS_PX;
+    let best = null;
+    const tiles = [...(layer.visibleTiles || [])];
+    for (const tile of tiles) {
+      const content = tile.content;
+      if (!content || !content.url) continue;
+      let groups;
+      try {
+        groups = await loadPointContent(new URL(content.url, window.location.href).href);
+      } catch (e) {
+        throw new Error(`${e.message || e}`);
+      }
+      const tileM = Cesium.Matrix4.multiply(tile.computedTransform, Y_UP_TO_Z_UP, new Cesium.Matrix4());
+      for (const g of groups) {
+        const model = Cesium.Matrix4.multiply(tileM, g.matrix, new Cesium.Matrix4());
+        const m = Cesium.Matrix4.multiply(vp, model, new Cesium.Matrix4());
+        const p = g.positions;
+        for (let i = 0, k = 0; i < p.length; i += 3, k++) {
+          const x = p[i], y = p[i + 1], z = p[i + 2];
+          const cw = m[3] * x + m[7] * y + m[11] * z + m[15];
+          if (cw <= 0) continue;
+          const sx = ((m[0] * x + m[4] * y + m[8] * z + m[12]) / cw * 0.5 + 0.5) * w;
+          const sy = (0.5 - (m[1] * x + m[5] * y + m[9] * z + m[13]) / cw * 0.5) * h;
+          const dx = sx - pos.x, dy = sy - pos.y;
+          if (dx * dx + dy * dy > r2) continue;
+          if (layer.classProp && g.attrs[layer.classProp] && layer.hiddenClasses.has(g.attrs[layer.classProp].values[k])) continue;
+          if (!best || cw < best.depth) best = { depth: cw, i: k, g, model, screen: Math.sqrt(dx * dx + dy * dy) };
+        }
+      }
+    }
+    if (!best) return null;
+    const q = best.g.positions;
+    const world = Cesium.Matrix4.multiplyByPoint(best.model,
+      new Cesium.Cartesian3(q[3 * best.i], q[3 * best.i + 1], q[3 * best.i + 2]), new Cesium.Cartesian3());
+    return { properties: pointAttributes(best.g, best.i), world, screenDistance: best.screen };
+  }
+
+  // ---- highlighting the picked object -----------------------------------------------------------------
+  const HIGHLIGHT = Cesium.Color.fromCssColorString("#ffea00");
+  function clearHighlight() {
+    const hl = state.highlight;
+    state.highlight = null;
+    if (hl && hl.feature) {
+      try { hl.feature.color = hl.colour; } catch (e) { /* the tile was unloaded meanwhile */ }
+    }
+    if (hl && hl.entity) state.viewer.entities.remove(hl.entity);
+  }
+  function highlightFeature(feature) {
+    clearHighlight();
+    state.highlight = { feature, colour: Cesium.Color.clone(feature.color) };
+    feature.color = HIGHLIGHT;
+  }
+  function highlightPoint(world) {
+    clearHighlight();
+    state.highlight = { entity: state.viewer.entities.add({ position: world, point: {
+      pixelSize: 12, color: Cesium.Color.TRANSPARENT, outlineColor: HIGHLIGHT, outlineWidth: 2,
+      disableDepthTestDistance: Number.POSITIVE_INFINITY } }) };
+  }
+
+  // Heights are labelled as absolute (a datum) or relative (above ground / a difference).
+  const HEIGHT_LABELS = {
+    height: "relative: roof above ground", h_old: "relative: above terrain, old epoch",
+    h_new: "relative: above terrain, new epoch", dh: "relative: height change", height_p75: "relative: above terrain",
+    roof_height: "absolute", base_height: "absolute", ground_height: "absolute",
+  };
+  function propLabel(layer, key) {
+    const known = HEIGHT_LABELS[key.toLowerCase()];
+    const desc = (((layer && layer.info) || {}).properties || {})[key];
+    const d = desc && desc.description ? String(desc.description) : "";
+    if (known === "absolute" || /normal height|DHHN|ellipsoidal/i.test(d)) {
+      return `${key} (absolute${/DHHN/i.test(d) ? ", DHHN2016" : ""}, m)`;
+    }
+    if (known) return `${key} (${known}, m)`;
+    return key;
   }
 
   async function pickAt(pos) {
@@ -731,7 +864,9 @@
       const oidKey = pick(NAMES.oid, ids);
       const ordered = oidKey ? [[oidKey, props[oidKey]], ...ids.filter((i) => i !== oidKey).map((i) => [i, props[i]])]
         : ids.map((i) => [i, props[i]]);
-      showInfo(`${layer ? layer.name : "feature"}${oidKey ? " " + props[oidKey] : ""}`, [...ordered, ...positionRows(where)]);
+      highlightFeature(picked);
+      showInfo(`${layer ? layer.name : "feature"}${oidKey ? " " + props[oidKey] : ""}`,
+        [...ordered.map(([k, v]) => [k, v, propLabel(layer, k)]), ...positionRows(where)]);
       result = { kind: "feature", layer: layer && layer.name, properties: props, position: result.position };
     } else if (picked && picked.id instanceof Cesium.Entity) {
       const ent = picked.id;
@@ -741,32 +876,37 @@
       showInfo(`${layer ? layer.name : "object"} ${props.image_id || ""}`.trim(), [...Object.entries(props), ...positionRows(pos)]);
       result = { kind: "entity", layer: layer && layer.name, properties: props, position: result.position };
     } else if (picked && picked.primitive instanceof Cesium.Cesium3DTileset) {
-      // a point (point clouds have no features; CesiumJS 1.145 picks metadata from property textures
-      // only): look the nearest point up in the picked tile's own content.
+      // a point: point clouds have no features and CesiumJS 1.145 picks metadata from property textures
+      // only, so the point drawn under the cursor is found in the tiles' own content (exact attributes)
       const layer = layerOfPrimitive(picked.primitive);
-      let props = {};
+      let found = null;
       let note;
       try {
-        const found = where && picked.content ? await nearestPointAttributes(picked.content, where) : null;
-        if (found) {
-          props = found.properties;
-          note = found.note;
-        }
+        found = layer ? await pointUnderCursor(layer, pos) : null;
       } catch (e) {
         note = `attributes unavailable: ${e.message || e}`;
       }
-      const rows = Object.entries(props);
-      const ck = pick(NAMES.classification, Object.keys(props));
-      if (layer && ck !== undefined) {
-        const { names } = classNames(layer);
-        if (names[props[ck]]) rows.push(["class name", names[props[ck]]]);
+      if (!found) {
+        clearHighlight();
+        showInfo(`${layer ? layer.name : "point"}: no point here`, [["note", note || "no point is drawn under the cursor"]]);
+        return { kind: "none", layer: layer && layer.name, properties: {}, position: null };
       }
-      if (note) rows.push(["note", note]);
-      showInfo(`${layer ? layer.name : "point"}: point`, [...rows, ...positionRows(where)]);
-      result = { kind: "point", layer: layer && layer.name, properties: props, position: result.position };
+      const props = found.properties;
+      const rows = Object.entries(props);
+      const ck = layer.classProp || pick(NAMES.classification, Object.keys(props));
+      if (ck !== undefined && props[ck] !== undefined) {
+        const { names, label } = classNames(layer);
+        rows.push(["class name", `${names[props[ck]] || "class " + props[ck]} (${label})`]);
+      }
+      highlightPoint(found.world);
+      showInfo(`${layer.name}: point`, [...rows, ...positionRows(found.world)]);
+      const w = found.world;
+      result = { kind: "point", layer: layer.name, properties: props, position: [w.x, w.y, w.z] };
     } else {
+      clearHighlight();
       $("info").hidden = true;
     }
+    state.viewer.scene.requestRender();
     return result;
   }
 
@@ -817,6 +957,14 @@
     }
     if (layer.kind === "pointcloud") {
       layer.presets = pointPresets(layer);
+      const props = Object.keys((layer.info && layer.info.properties) || {});
+      const filterable = layer.info && layer.info.format === "glb" && layer.info.propertyAttributes && layer.info.shaderSafe;
+      layer.classProp = filterable ? pick(NAMES.classification, props) : undefined;
+      layer.hiddenClasses = new Set();
+      if (layer.classProp) {
+        const { codes, noise } = classNames(layer);
+        for (const c of codes) if (noise[c]) layer.hiddenClasses.add(c);
+      }
     } else {
       layer.featureProps = Object.keys((layer.info && layer.info.properties) || {});
       layer.presets = featurePresets(layer);
@@ -881,6 +1029,11 @@
     }
     state.manifest = manifest;
     state.frame = manifest.frame || null;
+    try {
+      PAL = Object.assign(PAL, await fetchJson(PALETTES_URL));
+    } catch (e) {
+      fail(`cannot read ${PALETTES_URL} (class names and colours): ${e.message}`, e);
+    }
     document.title = `RuhrTwin: ${manifest.name || "release"}`;
     $("title").textContent = manifest.name || "RuhrTwin";
     $("subtitle").textContent = `release ${manifest.build_id || ""}`;
@@ -902,6 +1055,20 @@
     window.twin.viewer = viewer;
     const scene = viewer.scene;
     scene.backgroundColor = Cesium.Color.fromCssColorString(BACKGROUND);
+    // A fixed light from above (slightly from the south-east) instead of the sun at the clock's time: roofs
+    // show their true colour at any hour (class colours are compared with the legend), walls are shaded.
+    if (manifest.frame) {
+      const f = manifest.frame;
+      const lon = Cesium.Math.toRadians(f.lon), lat = Cesium.Math.toRadians(f.lat);
+      const up = new Cesium.Cartesian3(Math.cos(lat) * Math.cos(lon), Math.cos(lat) * Math.sin(lon), Math.sin(lat));
+      const east = new Cesium.Cartesian3(-Math.sin(lon), Math.cos(lon), 0);
+      const north = Cesium.Cartesian3.cross(up, east, new Cesium.Cartesian3());
+      const dir = new Cesium.Cartesian3();
+      for (const [v, k] of [[up, -1.0], [east, 0.25], [north, 0.35]]) {
+        Cesium.Cartesian3.add(dir, Cesium.Cartesian3.multiplyByScalar(v, k, new Cesium.Cartesian3()), dir);
+      }
+      scene.light = new Cesium.DirectionalLight({ direction: Cesium.Cartesian3.normalize(dir, dir), intensity: 2.0 });
+    }
     if (LITE) {
       scene.fog.enabled = false;
       if (scene.sun) scene.sun.show = false;
@@ -951,6 +1118,14 @@
     const tilesets = state.layers.filter((l) => l.tileset);
     const loadedAfterCamera = new Set();
     for (const l of tilesets) {
+      // the tiles drawn in the last frame (point picking searches their points)
+      l.visibleTiles = new Set();
+      l.visibleFrame = -1;
+      l.tileset.tileVisible.addEventListener((tile) => {
+        const f = scene.frameState.frameNumber;
+        if (f !== l.visibleFrame) { l.visibleFrame = f; l.visibleTiles = new Set(); }
+        l.visibleTiles.add(tile);
+      });
       l.tileset.tileFailed.addEventListener((e) => fail(`layer ${l.name}: tile ${e.url} failed: ${e.message}`));
       l.tileset.allTilesLoaded.addEventListener(() => { loadedAfterCamera.add(l.tileset); scene.requestRender(); });
       scene.primitives.add(l.tileset);

@@ -1,0 +1,129 @@
+"""QGIS styles (QML) rendered from the palettes in `pipeline.styles.palettes`.
+
+The `.qml` files in this folder are this module's output (`python -m pipeline.styles.qml` rewrites them;
+tests/test_viewer_palettes.py checks that they are up to date), so QGIS, the 3D tiles, the viewer and the
+report show the same classes in the same colours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from pipeline.styles import palettes as P
+
+STYLES_DIR = Path(__file__).resolve().parent
+HEADER = (
+    "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+    '<qgis version="3.34.0" styleCategories="Symbology">\n'
+)
+FOOTER = "  <layerGeometryType>2</layerGeometryType>\n</qgis>\n"
+OUTLINE: P.RGBA = (60, 60, 60, 255)
+
+
+def _rgba(c: P.RGBA) -> str:
+    return ",".join(str(int(v)) for v in c)
+
+
+def _fill_symbol(name: str, fill: P.RGBA, outline: P.RGBA = OUTLINE) -> str:
+    return (
+        f'      <symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0">\n'
+        '        <layer class="SimpleFill" enabled="1" pass="0" locked="0">\n'
+        '          <Option type="Map">\n'
+        f'            <Option type="QString" name="color" value="{_rgba(fill)}"/>\n'
+        f'            <Option type="QString" name="outline_color" value="{_rgba(outline)}"/>\n'
+        '            <Option type="QString" name="outline_style" value="solid"/>\n'
+        '            <Option type="QString" name="outline_width" value="0.26"/>\n'
+        '            <Option type="QString" name="outline_width_unit" value="MM"/>\n'
+        '            <Option type="QString" name="style" value="solid"/>\n'
+        "          </Option>\n"
+        "        </layer>\n"
+        "      </symbol>\n"
+    )
+
+
+def categorized(comment: str, attr: str, entries: tuple[P.ClassEntry, ...]) -> str:
+    cats = "".join(
+        f'      <category render="true" value={quoteattr(str(e.value))} symbol="{i}" label={quoteattr(e.label)}/>\n'
+        for i, e in enumerate(entries)
+    )
+    syms = "".join(_fill_symbol(str(i), e.rgba) for i, e in enumerate(entries))
+    return (
+        HEADER
+        + f"  <!-- {comment} -->\n"
+        + f'  <renderer-v2 type="categorizedSymbol" attr={quoteattr(attr)} symbollevels="0" enableorderby="0"'
+        ' forceraster="0">\n'
+        "    <categories>\n" + cats + "    </categories>\n"
+        "    <symbols>\n" + syms + "    </symbols>\n"
+        "  </renderer-v2>\n" + FOOTER
+    )
+
+
+def single(comment: str, fill: P.RGBA, outline: P.RGBA) -> str:
+    return (
+        HEADER
+        + f"  <!-- {comment} -->\n"
+        + '  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">\n'
+        "    <symbols>\n" + _fill_symbol("0", fill, outline) + "    </symbols>\n"
+        "  </renderer-v2>\n" + FOOTER
+    )
+
+
+def graduated_grz() -> str:
+    ranges = ""
+    lower = 0.0
+    for i, (upper, _c, label) in enumerate(P.GRZ):
+        up = "1000" if upper == float("inf") else f"{upper:g}"
+        ranges += f'      <range render="true" lower="{lower:g}" upper="{up}" symbol="{i}" label={quoteattr(label)}/>\n'
+        lower = upper
+    syms = "".join(_fill_symbol(str(i), c) for i, (_u, c, _l) in enumerate(P.GRZ))
+    return (
+        HEADER
+        + "  <!-- RuhrTwin parcels overlay: actual GRZ per parcel (classes = pipeline.styles.palettes.GRZ) -->\n"
+        f'  <renderer-v2 type="graduatedSymbol" attr="{P.GRZ_PROPERTY}" graduatedMethod="GraduatedColor"'
+        ' symbollevels="0" enableorderby="0" forceraster="0">\n'
+        "    <ranges>\n" + ranges + "    </ranges>\n"
+        "    <symbols>\n" + syms + "    </symbols>\n"
+        "  </renderer-v2>\n" + FOOTER
+    )
+
+
+def render_all() -> dict[str, str]:
+    """File name -> QML text of every style in this folder."""
+    unknown = P.CHANGE_COLOURS["unknown"]
+    unreg = P.CHANGE_COLOURS["unregistered"]
+    return {
+        "buildings_change.qml": categorized(
+            "RuhrTwin change detection: buildings by change class (palette pipeline.styles.palettes.CHANGE)",
+            P.CHANGE_PROPERTY,
+            tuple(e for e in P.CHANGE if e.value != "unregistered"),
+        ),
+        "buildings_function.qml": categorized(
+            "RuhrTwin buildings by function group (palette pipeline.styles.palettes.BUILDING_FUNCTION)",
+            P.BUILDING_FUNCTION_PROPERTY,
+            P.BUILDING_FUNCTION,
+        ),
+        "parcels.qml": graduated_grz(),
+        "unknown_areas.qml": single(
+            "RuhrTwin: areas without data in an epoch (change unknown)", (*unknown[:3], 90), unknown
+        ),
+        "unregistered_structures.qml": single(
+            "RuhrTwin: structures without a cadastral footprint (review list)",
+            unreg,
+            (unreg[0] * 53 // 100, unreg[1] * 53 // 100, unreg[2] * 53 // 100, 255),
+        ),
+    }
+
+
+def write_all(folder: Path = STYLES_DIR) -> list[Path]:
+    out = []
+    for name, text in render_all().items():
+        p = folder / name
+        p.write_text(text, encoding="utf-8")
+        out.append(p)
+    return out
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print(p)
