@@ -312,3 +312,29 @@ def test_utm33_delivery_read_in_its_own_crs_or_converted(tmp_path: Path):
     conv, _ = read_nas_files([p], [])
     want = b33.to_crs("EPSG:25832").geometry.iloc[0]
     assert conv.crs == "EPSG:25832" and shapely.hausdorff_distance(conv.geometry.iloc[0], want) < 1e-6
+
+
+def test_portion_header_after_the_operations_still_orders_the_files(delivery, tmp_path: Path):
+    """Some writers put `portionskennung` after `geaenderteObjekte`: it is then read from the end of the
+    document (plain and zipped)."""
+    for key in ("first", "second"):
+        text = delivery[key].read_text(encoding="utf-8")
+        block = re.search(r"<portionskennung>.*?</portionskennung>\n?", text, re.S).group(0)
+        text = text.replace(block, "").replace(
+            "</AX_NutzerbezogeneBestandsdatenaktualisierung_NBA>",
+            block + "</AX_NutzerbezogeneBestandsdatenaktualisierung_NBA>",
+        )
+        assert text.index("<portionskennung>") > text.index("</geaenderteObjekte>")
+        delivery[key].write_text(text, encoding="utf-8")
+    files = [delivery["second"], delivery["first"], delivery["base"]]
+    assert [h.datum for _d, h in nas_file_order(files)] == [
+        "",
+        "2025-01-31T10:00:00Z",
+        "2025-02-28T10:00:00Z",
+    ]
+    _check_state(read_nas_files(files, [])[0])
+    z = tmp_path / "portions.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(delivery["second"], "1.xml")
+        zf.write(delivery["first"], "2.xml")
+    _check_state(read_nas_files([z, delivery["base"]], [])[0])

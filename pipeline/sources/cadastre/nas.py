@@ -20,7 +20,7 @@ gzip-compressed NAS (detected by content) and `.zip` archives holding NAS XML me
   A delete of an object that was never read is reported in `rejected.csv` (the update does not fit the
   data read before it).
 * **Order of files** (`nas_file_order`): complete deliveries first, then update documents by their
-  portion date (`portionskennung/.../datum`, when it comes before the operations), their running number
+  portion date (`portionskennung/.../datum`, before or after the operations), their running number
   (`laufendeNummerVonGesamtzahl`) and finally by path; members of a zip archive in name order at the
   archive's place. Ties and files without a portion date are in path order.
 * **Bounded memory.** `lxml.etree.iterparse` only reports the end of AAA-namespace elements and of the
@@ -231,6 +231,8 @@ def read_header(doc: NasDocument, max_events: int = 20_000) -> NasHeader:
         raise InputError(f"cannot read NAS file: {e}", path=doc.label) from e
     if not root:
         raise InputError("empty NAS file (no root element)", path=doc.label)
+    if root.startswith(_UPDATE_DOCS) and "datum" not in vals:  # portion header after the operations?
+        vals.update(_portion_from_tail(doc))
     number = vals.get("laufendeNummerVonGesamtzahl", "")
     return NasHeader(
         root=root,
@@ -239,6 +241,31 @@ def read_header(doc: NasDocument, max_events: int = 20_000) -> NasHeader:
         datum=vals.get("datum", ""),
         number=int(number) if number.isdigit() else 0,
     )
+
+
+_PORTION = re.compile(rb"<(?:[\w.-]+:)?portionskennung\b.*?</(?:[\w.-]+:)?portionskennung>", re.S)
+_PORTION_FIELD = re.compile(rb"<(?:[\w.-]+:)?(datum|laufendeNummerVonGesamtzahl)>\s*([^<]*?)\s*<")
+
+
+def _portion_from_tail(doc: NasDocument, size: int = 1 << 16) -> dict[str, str]:
+    """`datum` and `laufendeNummerVonGesamtzahl` of a portion header that follows the operations, from
+    the last `size` bytes of the document (compressed documents are streamed through)."""
+    tail = b""
+    try:
+        with doc.open() as f:
+            if doc.member is None and not isinstance(f, gzip.GzipFile):
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - size))
+                tail = f.read()
+            else:
+                while chunk := f.read(1 << 20):
+                    tail = (tail + chunk)[-size:]
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read NAS file: {e}", path=doc.label) from e
+    m = _PORTION.search(tail)
+    if not m:
+        return {}
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in _PORTION_FIELD.findall(m.group(0))}
 
 
 def nas_file_order(files: Sequence[Path | str]) -> list[tuple[NasDocument, NasHeader]]:
