@@ -69,7 +69,8 @@ def test_byte_identical_rerun(demo, tmp_path):
     out, summary = demo
     again = generate_demo(tmp_path / "raw", **TINY)
     assert again.files == summary.files
-    assert len(summary.files) == 26  # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x3, README
+    # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x3, README, zoning plan + its truth
+    assert len(summary.files) == 28
     for rel in summary.files:
         assert _sha(out / rel) == _sha(tmp_path / "raw" / rel), rel
 

@@ -235,6 +235,40 @@ class TerrainLayer(LayerBase):
     imagery_max_zoom: int | None = Field(None, ge=0, le=24)
 
 
+class ZoningLayer(LayerBase):
+    """Zoning-plan checks against XPlanGML Bebauungspläne (docs/overlays.md, "Zoning plans")."""
+
+    access: AccessClass = "internal"  # judgments on individual buildings: internal unless decided otherwise
+    # plan files (.gml, .xml or .zip of them), globs relative to paths.raw; none = layer skipped
+    paths: list[str] = Field(default_factory=list)
+    # CRS of plans whose geometries carry no srsName (None: such plans are refused)
+    crs: str | None = None
+    arc_tolerance_m: float = Field(0.01, gt=0)
+    # a measured value exceeds only beyond permitted + tolerance (measurement noise)
+    grz_tolerance: float = Field(0.01, ge=0)
+    gfz_tolerance: float = Field(0.05, ge=0)
+    area_tolerance_m2: float = Field(2.0, ge=0)
+    height_tolerance_m: float = Field(0.5, ge=0)
+    storeys_tolerance: int = Field(0, ge=0)
+    # buildable areas are grown by this before parts outside them count; smaller parts are ignored
+    buildable_tolerance_m: float = Field(0.3, ge=0)
+    min_outside_area_m2: float = Field(1.0, ge=0)
+    # GRZ/GFZ judged only when this share of the parcel lies in building areas stating them
+    min_zoned_share: float = Field(0.5, ge=0, le=1)
+    min_overlap_m2: float = Field(0.5, ge=0)
+    # building columns for the top (FH/GH) and for telling flat roofs (eaves = top) from pitched ones
+    top_statistic: str = "p99"
+    eaves_statistic: str = "p50"
+    flat_roof_spread_m: float = Field(0.5, ge=0)
+    floor_height_m: float = Field(3.0, gt=0)
+    judge_estimated_storeys: bool = True
+    # XP_ArtHoehenbezug names measured against the terrain at the building / against sea level
+    ground_references: list[str] = Field(default_factory=lambda: ["relativGelaendeoberkante"])
+    absolute_references: list[str] = Field(default_factory=lambda: ["absolutNHN", "absolutDHHN"])
+    # rechtscharakter codes that bind (1000 FestsetzungBPlan; "" = not given)
+    binding_rechtscharakter: list[str] = Field(default_factory=lambda: ["1000", ""])
+
+
 class ViewerLayer(LayerBase):
     pass
 
@@ -247,6 +281,7 @@ class LayersConfig(Strict):
     overlays: OverlayLayer = OverlayLayer()
     change: ChangeLayer = ChangeLayer()
     terrain: TerrainLayer = TerrainLayer()
+    zoning: ZoningLayer = ZoningLayer()
     viewer: ViewerLayer = ViewerLayer()
 
 

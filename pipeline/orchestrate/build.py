@@ -144,6 +144,14 @@ _OPTIONAL_LAYERS = [
         ("buildings",),
     ),
     LayerUnit(
+        "zoning",
+        "pipeline.orchestrate.zoning",
+        "build_zoning_layers",
+        ("cadastre", "zoning"),
+        ("zoning", "buildings"),
+        ("buildings",),
+    ),
+    LayerUnit(
         "panoramas",
         "pipeline.orchestrate.panoramas",
         "build_panorama_layers",

@@ -50,6 +50,9 @@ def source_files(cfg: TwinConfig) -> list[tuple[str, Path]]:
         out += [
             ("reference", f) for f in _glob(cfg, src.reference_citygml, "sources.reference_citygml", False)
         ]
+    if cfg.layers.zoning.enabled:
+        for i, pattern in enumerate(cfg.layers.zoning.paths):
+            out += [("zoning", f) for f in _glob(cfg, pattern, f"layers.zoning.paths[{i}]")]
     return out
 
 
@@ -95,14 +98,14 @@ def verify_file(path: str, kind: str | None = None) -> str | None:
     p = Path(path)
     suffix = p.suffix.lower()
     try:
+        if kind == "xplan":  # a zoning plan (layers.zoning.paths): .gml/.xml or a zip of them
+            from pipeline.sources.xplan import verify_plan
+
+            return verify_plan(p)
         if kind == "nas":  # NAS XML, gzip-compressed NAS or a zip of NAS files (sources.cadastre.format)
-            from pipeline.errors import InputError
             from pipeline.sources.cadastre.nas import verify_nas
 
-            try:
-                verify_nas(p)
-            except InputError as e:  # the file is named by the caller; a zip member is named here
-                return e.message if e.path == str(p) else f"{e.path}: {e.message}"
+            verify_nas(p)
         elif suffix in (".las", ".laz"):
             import laspy
 
@@ -170,6 +173,7 @@ def verify_inputs(
         paths = [str(i.path) for i in todo]
         cad = cfg.sources.cadastre
         kinds = ["nas" if i.role == "cadastre" and cad and cad.format == "nas" else None for i in todo]
+        kinds = ["xplan" if i.role == "zoning" else k for i, k in zip(todo, kinds, strict=True)]
         if client is not None and len(todo) > 1:
             keys = [f"verify-{i.sha256}-{k or ''}" for i, k in zip(todo, kinds, strict=True)]
             verdicts = client.gather(client.map(verify_file, paths, kinds, key=keys))
@@ -352,10 +356,7 @@ def input_facts(cfg: TwinConfig, role: str, path: str) -> dict:
         from pipeline.sources.rasters import ORTHO_BANDS, raster_facts
 
         src = getattr(cfg.sources, role)
-        # red, green and blue are required; a missing NIR band is the NDVI consumers' business (an RGB
-        # orthophoto still colours points and textures the terrain)
-        bands = {**ORTHO_BANDS, **src.bands}
-        need = max(bands[b] for b in ("red", "green", "blue")) if role == "orthophoto" else 1
+        need = max({**ORTHO_BANDS, **src.bands}.values()) if role == "orthophoto" else 1
         return raster_facts(
             p,
             role=role,

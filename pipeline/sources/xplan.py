@@ -564,6 +564,37 @@ def _transform(geoms: list[Any], src: str, dst: str, source: str, gids: list[str
     return list(out), acc
 
 
+def verify_plan(path: Path | str) -> str | None:
+    """Read a plan file (or every plan of a zip) completely as XML: None when it is well-formed XPlanGML
+    5.x/6.x, else the problem in one line (the input check before a build; geometry and CRS are checked
+    when the layer reads the plan)."""
+    try:
+        with _open_members(Path(path)) as members:
+            for source, opener in members:
+                with opener() as fh:
+                    root = None
+                    for event, el in etree.iterparse(fh, events=("start", "end"), huge_tree=True):
+                        if event == "start":
+                            if root is None:
+                                root = el
+                                uris = [u for u in (el.nsmap or {}).values() if XPLAN_NS.match(u or "")]
+                                if not uris:
+                                    return f"{source}: not an XPlanGML document"
+                                major = XPLAN_NS.match(uris[0]).group(1)  # type: ignore[union-attr]
+                                if major not in ("5", "6"):
+                                    return f"{source}: XPlanGML {major}.x is not supported (5.x and 6.x are)"
+                            continue
+                        if el.getparent() is root:
+                            el.clear(keep_tail=False)
+                            while el.getprevious() is not None:
+                                del root[0]
+    except InputError as e:
+        return e.message
+    except etree.XMLSyntaxError as e:
+        return f"XML cannot be parsed: {e}"
+    return None
+
+
 # ---- entry --------------------------------------------------------------------------------------------
 
 

@@ -51,7 +51,20 @@ import pandas as pd
 import shapely
 
 OK, EXCEEDS, BELOW, UNKNOWN = "ok", "exceeds", "below", "unknown"
-STATUSES = ("within", "exceeds", "below_minimum", "cannot_judge")
+# status -> RGBA sRGB: the QGIS styles and the 3D tiles of the zoning layer are made from this table
+STATUS_COLOURS: dict[str, tuple[int, int, int, int]] = {
+    "within": (26, 150, 65, 255),
+    "exceeds": (215, 25, 28, 255),
+    "below_minimum": (253, 174, 97, 255),
+    "cannot_judge": (170, 170, 170, 255),
+}
+STATUS_LABELS = {
+    "within": "within the plan's limits",
+    "exceeds": "exceeds a limit",
+    "below_minimum": "below a minimum",
+    "cannot_judge": "cannot be judged",
+}
+STATUSES = tuple(STATUS_COLOURS)
 HEIGHT_LABEL = {"th": "TH", "fh": "FH", "gh": "GH"}
 
 

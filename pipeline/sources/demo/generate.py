@@ -28,7 +28,7 @@ from pipeline.errors import ConfigError, InputError
 
 # products written by the generator (sub-folders of `out`), removed by overwrite=True
 DEMO_MARKER = ".twin-demo"  # proves `twin demo --overwrite` may replace the products
-PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth")
+PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth", "xplan")
 CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
 # independent random streams (SeedSequence([seed, stream, ...]))
 STREAM_AERIAL, STREAM_DOP = 2, 3
@@ -304,6 +304,11 @@ def generate_demo(
         with _timed(stages, "truth"):
             counts["changes"] = tru.write_truth(out / "truth", city, meta)
         files += [out / "truth" / n for n in ("buildings.csv", "changes.csv", "truth.json")]
+        with _timed(stages, "zoning plan"):
+            from pipeline.sources.demo.zoning import PLAN_FILE, TRUTH_FILE, write_zoning_plan
+
+            counts["zoning"] = write_zoning_plan(out, seed)
+        files += [out / PLAN_FILE, out / TRUTH_FILE]
         summary = DemoSummary(
             out=out,
             seed=int(seed),
