@@ -103,9 +103,13 @@ def verify_file(path: str, kind: str | None = None) -> str | None:
 
             return verify_plan(p)
         if kind == "nas":  # NAS XML, gzip-compressed NAS or a zip of NAS files (sources.cadastre.format)
+            from pipeline.errors import InputError
             from pipeline.sources.cadastre.nas import verify_nas
 
-            verify_nas(p)
+            try:
+                verify_nas(p)
+            except InputError as e:  # the file is named by the caller; a zip member is named here
+                return e.message if e.path == str(p) else f"{e.path}: {e.message}"
         elif suffix in (".las", ".laz"):
             import laspy
 
@@ -356,7 +360,10 @@ def input_facts(cfg: TwinConfig, role: str, path: str) -> dict:
         from pipeline.sources.rasters import ORTHO_BANDS, raster_facts
 
         src = getattr(cfg.sources, role)
-        need = max({**ORTHO_BANDS, **src.bands}.values()) if role == "orthophoto" else 1
+        # red, green and blue are required; a missing NIR band is the NDVI consumers' business (an RGB
+        # orthophoto still colours points and textures the terrain)
+        bands = {**ORTHO_BANDS, **src.bands}
+        need = max(bands[b] for b in ("red", "green", "blue")) if role == "orthophoto" else 1
         return raster_facts(
             p,
             role=role,
