@@ -418,3 +418,18 @@ def test_public_report_does_not_read_an_internal_layer(tmp_path):
     assert ReleaseData.load(tmp_path, layers=listed).change is None  # a manifest naming it internal
     assert len(ReleaseData.load(tmp_path, layers=public).change) == 1
     assert len(ReleaseData.load(tmp_path).change) == 1
+
+
+@pytest.mark.slow
+def test_a_missing_dgm_tile_is_a_terrain_area_drop(corpus_project, capfd):
+    """One of four DGM tiles missing from the delivery: every file is fine, the terrain has a hole of
+    25 %: exit 8 naming terrain_area, nothing published."""
+    raw = corpus_project / "data" / "raw_nodgm"
+    shutil.copytree(corpus_project / "data" / "raw", raw)
+    sorted(raw.glob("dgm/*.tif"))[-1].unlink()
+    cfg = _case_config(corpus_project, "nodgm")
+    before = _published(corpus_project)
+    got, text = _build(cfg, capfd)
+    assert got == EXIT_IMPLAUSIBLE and not TRACEBACK.search(text), text[-3000:]
+    assert "terrain_area dropped from 40,000 m2" in text and "-25.0%" in text
+    assert _published(corpus_project) == before
