@@ -810,6 +810,8 @@ def build_pointcloud_layer(
         )
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
+    from pipeline.viewer.classes import class_stats
+
     return LayerResult(
         name=name,
         kind="pointcloud",
@@ -824,6 +826,8 @@ def build_pointcloud_layer(
             "bins": summary.bins,
             "points_per_second": round(summary.points_per_second),
             "peak_rss_bytes": summary.peak_rss_bytes,
+            # the scheme and the classes present with their point counts (viewer legend, report)
+            **class_stats(ctx.release_dir, f"{out_subdir}/tileset.json", class_scheme),
         },
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
