@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
     p.add_argument("--crs", help="CRS of the inputs, overriding the files' (e.g. EPSG:25832+7837)")
     p.add_argument("--format", choices=["1.1", "1.0"], default="1.1", help="3D Tiles profile (default 1.1)")
-    p.add_argument("--jobs", type=int, help="worker processes (default: CPU count; 1 = in-process)")
+    p.add_argument(
+        "--jobs", type=_positive_int, help="worker processes, at least 1 (default: CPU count; 1 = in-process)"
+    )
     p.add_argument(
         "--memory",
         default="1.5GB",
@@ -38,13 +40,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--z-unit", choices=["m", "ft", "us-ft"], help="unit of Z when the CRS leaves it open")
     p.add_argument("--max-points", type=int, default=60_000, help="points per leaf tile (default 60000)")
+    p.add_argument(
+        "--on-bad-tile",
+        choices=["stop", "skip"],
+        default="stop",
+        help="an empty or unreadable input file: stop with an error (default) or skip it with a warning",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _interrupt_on_sigterm(signum, frame) -> None:
+    # SIGTERM (a scheduler stopping the job) takes the same path as Ctrl-C: the run's cleanup removes its
+    # staging folder, the workers and their fork server are stopped, exit 130
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+        try:
+            return _run_with_pool(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _run_with_pool(args)
+
+
+def _run_with_pool(args: argparse.Namespace) -> int:
     import os
 
     # this process never does linear algebra: no BLAS thread pool (OpenBLAS' idle threads spin a while
@@ -68,8 +105,15 @@ def run(args: argparse.Namespace) -> int:
             pool = stack.enter_context(LocalPool(jobs))  # first: the fork server starts loading now
             from pipeline.orchestrate.points_early import EarlyDecode
 
-            early = EarlyDecode(args.inputs, args.out, tuple(args.extra_dim), pool)
-        code = _run(args, jobs, pool, early)
+            early = EarlyDecode(
+                args.inputs, args.out, tuple(args.extra_dim), pool, on_bad_file=args.on_bad_tile
+            )
+        try:
+            code = _run(args, jobs, pool, early)
+        except BaseException:
+            if early is not None:  # interrupted before the run took charge of its staging folder
+                early.discard()
+            raise
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of
     # numba/pydantic/pyproj (exit 0.25 -> 0.1 s); atexit runs before them, and in-process callers
     # (tests) are unaffected until they exit
@@ -100,6 +144,7 @@ def _run(args: argparse.Namespace, jobs: int, pool, early=None) -> int:
         assume_ellipsoidal=args.assume_ellipsoidal,
         z_unit=args.z_unit,
         overwrite=args.overwrite,
+        on_bad_file=getattr(args, "on_bad_tile", "stop"),
     )
     show = not (args.quiet or args.json)
     with _progress_bar(show) as progress:

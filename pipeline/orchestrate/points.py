@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, PlainCrsConfig, ProjectFrame
-from pipeline.errors import InputError
+from pipeline.errors import InputError, NoSpaceError
 from pipeline.orchestrate.points_early import EarlyDecode, make_staging, present_extra_dims, scan_inputs
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo, plan_units
@@ -76,6 +76,8 @@ class PointTilingOptions:
     assume_ellipsoidal: bool = False
     z_unit: str | None = None
     overwrite: bool = False
+    # an empty or unreadable input file in a multi-file run: "stop" (error, exit 2) or "skip" (warning)
+    on_bad_file: str = "stop"
     tileset_version: str | None = None
     crs_cfg: CrsConfig | None = None  # project CRS settings (pipeline); standalone: derived
     frame: ProjectFrame | None = None  # fixed project frame (pipeline); standalone: centre of the inputs
@@ -101,6 +103,11 @@ class TilingSummary:
     notes: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     kernels: str = ""  # "compiled" (ahead of time, see stages/points/_aot.py) or "jit" (numba)
+    # point accounting: the header counts of every file given, and why a file's points were not tiled
+    # (an identical copy of another input, or skipped as unreadable); points_header - points_in is the sum
+    # of the points of the files listed here
+    points_header: int = 0
+    not_tiled: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def points_per_second(self) -> float:
@@ -120,6 +127,8 @@ class TilingSummary:
             "checksum": f"{self.checksum:016x}",
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "kernels": self.kernels,
+            "points_header": self.points_header,
+            "not_tiled": self.not_tiled,
             "notes": self.notes,
         }
 
@@ -237,8 +246,6 @@ def _enu_extent_cached(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_enu_extent`, per file memoised in the build cache by header bounds + CRS + frame (incremental
     builds then need no PROJ transformer in this process: creating one with a geoid grid takes ~1 s)."""
-    if cache is None:
-        return _enu_extent(infos, fcs, frame, cfg, aois)
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
@@ -251,10 +258,33 @@ def _enu_extent_cached(
             frame.to_json(),
             cfg,
         ]
-        flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg, aois)
+        if cache is None:
+            flo, fhi = _enu_extent([info], [fc], frame, cfg, aois)
+        else:
+            flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg, aois)
+        _check_position_range(info, flo, fhi, frame)
         lo = np.minimum(lo, flo)
         hi = np.maximum(hi, fhi)
     return lo, hi
+
+
+# positions are int32 millimetres relative to the frame origin: +-2,147.48 km; a margin of 1 km covers the
+# padding of the extent and a header box whose sampled extent is a little smaller than its true one
+MAX_POSITION_MM = 2**31 - 1 - 1_000_000
+
+
+def _check_position_range(info: PointFileInfo, lo: np.ndarray, hi: np.ndarray, frame: ProjectFrame) -> None:
+    """Refuse a file whose points lie too far from the frame origin for integer-millimetre positions
+    (they would wrap around and land hundreds of km away)."""
+    far = float(max(np.max(np.abs(lo)), np.max(np.abs(hi)))) * 1000.0
+    if not far <= MAX_POSITION_MM:
+        raise InputError(
+            f"the file lies up to {far / 1e6:,.0f} km from the frame origin (lon {frame.lon:.3f}, lat "
+            f"{frame.lat:.3f}; standalone: the centre of all inputs, in a build: crs.frame_origin); point "
+            f"positions are stored as 32-bit millimetres and reach only {MAX_POSITION_MM / 1e6:,.0f} km: "
+            "tile inputs that lie farther apart (other regions, other continents) in separate runs",
+            path=info.path,
+        )
 
 
 def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
@@ -289,21 +319,34 @@ class _Plan:
     layout: RecordLayout
     cube: CubeSpec
     notes: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)  # input path -> why it was left out
 
 
 def plan_tiling(
-    inputs: list[Path], opts: PointTilingOptions, infos: list[PointFileInfo] | None = None
+    inputs: list[Path],
+    opts: PointTilingOptions,
+    infos: list[PointFileInfo] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> _Plan:
-    """Header-only planning: scan (unless `infos` are given), CRS per file, frame, extent, cube, record
-    layout."""
+    """Header-only planning: scan (unless `infos` are given, with the files the scan `skipped`), CRS per
+    file, frame, extent, cube, record layout."""
+    skipped = dict(skipped or {})
     if infos is None:
-        infos = scan_inputs(inputs)
+        infos = scan_inputs(inputs, opts.on_bad_file, skipped)
     # standalone runs have no project config: the plain settings (no pydantic import on this path)
     cfg = opts.crs_cfg or PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
     notes = [f"{i.path.name}: {fc.note}" for i, fc in zip(infos, fcs, strict=True) if fc.note]
+    for i in infos:
+        for d in i.duplicates:
+            notes.append(
+                f"{Path(d).name}: identical to {i.path.name} (same sha256): tiled once, its "
+                f"{i.count:,} points not counted twice"
+            )
+    for path, why in sorted(skipped.items()):
+        notes.append(f"{Path(path).name}: skipped (--on-bad-tile skip): {why}")
     aois = _crs_aois(infos, fcs)  # transformers with an area of interest: same values, 8x faster to create
     frame = opts.frame or _standalone_frame(infos, fcs, cfg, aois)
     lo, hi = _enu_extent_cached(infos, fcs, frame, cfg, opts.cache, aois)
@@ -349,7 +392,7 @@ def plan_tiling(
         )
         for info, fc, need in zip(infos, fcs, needs_ortho, strict=True)
     ]
-    return _Plan(infos, file_jobs, frame, cfg, layout, cube, notes)
+    return _Plan(infos, file_jobs, frame, cfg, layout, cube, notes, skipped)
 
 
 # ---- execution ----------------------------------------------------------------------------------------
@@ -498,6 +541,15 @@ def _run_tiling(
     spill.mkdir(parents=True, exist_ok=True)
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
+    summary.points_header = summary.points_in
+    for i in plan.infos:
+        for d in i.duplicates:
+            summary.points_header += i.count
+            summary.not_tiled.append(
+                {"file": d, "header_points": i.count, "reason": f"identical to {i.path} (same sha256)"}
+            )
+    for path, why in sorted(plan.skipped.items()):
+        summary.not_tiled.append({"file": path, "header_points": None, "reason": f"skipped: {why}"})
     djob = DecodeJob(
         plan.frame,
         plan.crs_cfg,
@@ -681,6 +733,19 @@ def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(staging, out_dir)
 
 
+def _no_space(e: BaseException) -> bool:
+    """Disk full, quota exceeded or a file-size limit (also when it happened in a worker)."""
+    import errno
+
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
 def tile_pointcloud(
     inputs: list[Path],
     out_dir: Path,
@@ -709,7 +774,9 @@ def tile_pointcloud(
             ):
                 raise ValueError("the early decode was started with other extra dimensions")
             if early is None and isinstance(client, LocalPool) and opts.cache is None:
-                early = EarlyDecode(inputs, out_dir, opts.extra_dimensions, client)
+                early = EarlyDecode(
+                    inputs, out_dir, opts.extra_dimensions, client, on_bad_file=opts.on_bad_file
+                )
                 staging = early.staging
             warm = None
             if client is not None and not getattr(client, "warms_itself", False):
@@ -718,7 +785,12 @@ def tile_pointcloud(
                     client.submit(warm_worker, pure=False, workers=[w])
                     for w in client.scheduler_info()["workers"]
                 ]
-            plan = plan_tiling(inputs, opts, infos=early.infos if early is not None else None)
+            plan = plan_tiling(
+                inputs,
+                opts,
+                infos=early.infos if early is not None else None,
+                skipped=early.skipped if early is not None else None,
+            )
             if warm:
                 client.gather(warm)
             if staging is None:
@@ -726,11 +798,18 @@ def tile_pointcloud(
             summary = _run_tiling(plan, staging, opts, client, progress, early)
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
-        except BaseException:
+        except BaseException as e:
             if early is not None:
                 early.abandon()
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+            if _no_space(e):
+                raise NoSpaceError(
+                    f"no space left while tiling ({e}); the temporary folder was removed and nothing was "
+                    "published: free space (the run needs about the input's decoded size plus the tiles) "
+                    "or choose another --out",
+                    path=out_dir,
+                ) from e
             raise
         finally:
             _release_worker_buffers(client)

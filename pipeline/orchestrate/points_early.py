@@ -12,6 +12,7 @@ before it imports the rest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -22,11 +23,64 @@ from pipeline.sources.pointcloud.header import PointFileInfo, plan_units, scan_f
 from pipeline.stages.points.tiling import DecodeJob, FileJob, decode_when_planned, publish_plan
 
 
-def scan_inputs(inputs: list[Path]) -> list[PointFileInfo]:
-    """Header scan of the inputs, in the order that numbers them (file_index)."""
+def scan_inputs(
+    inputs: list[Path], on_bad_file: str = "stop", skipped: dict[str, str] | None = None
+) -> list[PointFileInfo]:
+    """Header scan of the inputs, in the order that numbers them (file_index).
+
+    A file whose content is identical to an earlier one (same size and sha256: the same delivery under two
+    names) is scanned once; the kept file lists the others in `duplicates` (they are noted, not tiled
+    twice). With `on_bad_file="skip"` an empty or unreadable file is left out (`skipped_inputs` says why);
+    by default its error stops the run. `skipped` (when given) receives path -> reason of skipped files."""
     if not inputs:
         raise InputError("no input files")
-    return [scan_file(p) for p in sorted({Path(p).resolve() for p in inputs})]
+    paths = sorted({Path(p).resolve() for p in inputs})
+    dupes = identical_files(paths)
+    infos: list[PointFileInfo] = []
+    for p in paths:
+        if p in dupes["of"]:
+            continue
+        try:
+            info = scan_file(p)
+        except InputError as e:
+            if on_bad_file != "skip":
+                raise
+            if skipped is not None:
+                skipped[str(p)] = e.message
+            continue
+        same = tuple(str(d) for d in dupes["copies"].get(p, ()))
+        infos.append(dataclasses.replace(info, duplicates=same) if same else info)
+    if not infos:
+        raise InputError(f"no readable input files ({len(paths)} given, all skipped as bad)")
+    return infos
+
+
+def identical_files(paths: list[Path]) -> dict[str, dict]:
+    """Files with identical content: {"of": {copy: original}, "copies": {original: [copies]}} (the first
+    path in sorted order is the original). Only files of equal size are hashed (sha256), so distinct
+    deliveries cost one stat each."""
+    import hashlib
+
+    by_size: dict[int, list[Path]] = {}
+    for p in paths:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(p.stat().st_size, []).append(p)
+    of: dict[Path, Path] = {}
+    copies: dict[Path, list[Path]] = {}
+    for size, group in by_size.items():
+        if len(group) < 2 or size == 0:
+            continue
+        first_by_hash: dict[str, Path] = {}
+        for p in group:
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            orig = first_by_hash.setdefault(h.hexdigest(), p)
+            if orig != p:
+                of[p] = orig
+                copies.setdefault(orig, []).append(p)
+    return {"of": of, "copies": copies}
 
 
 def present_extra_dims(infos: list[PointFileInfo], wanted: tuple[str, ...]) -> tuple[str, ...]:
@@ -35,19 +89,61 @@ def present_extra_dims(infos: list[PointFileInfo], wanted: tuple[str, ...]) -> t
 
 
 def make_staging(out_dir: Path) -> Path:
-    """The directory a run writes into, beside `out_dir` (renamed into place when complete)."""
+    """The directory a run writes into, beside `out_dir` (renamed into place when complete):
+    `.<out>.tmp-<pid>-<random>`. Staging folders of this name left by runs that were killed (SIGKILL, power
+    loss: their process is gone) are removed first; nothing else is touched."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_staging(out_dir)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove `.<out>.tmp-<pid>-*` folders beside `out_dir` whose process no longer exists (the pid in the
+    name proves which run made it; a folder whose pid is alive, or any other name, is left alone)."""
+    import re
+    import shutil
+
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.tmp-(\d+)-[A-Za-z0-9_]+$")
+    removed = []
+    with contextlib.suppress(OSError):
+        for p in out_dir.parent.iterdir():
+            m = pattern.match(p.name)
+            if not m or not p.is_dir() or p.is_symlink():
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid() or _alive(pid):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class EarlyDecode:
     """The decode tasks of a run, submitted before its plan; `publish` hands them the plan."""
 
-    def __init__(self, inputs: list[Path], out_dir: Path, extra_dimensions: tuple[str, ...], pool):
+    def __init__(
+        self,
+        inputs: list[Path],
+        out_dir: Path,
+        extra_dimensions: tuple[str, ...],
+        pool,
+        on_bad_file: str = "stop",
+    ):
         from pipeline.orchestrate.points_pool import phase_call, trace_mark
 
         self.t0 = time.perf_counter()
-        self.infos = scan_inputs(inputs)
+        self.skipped: dict[str, str] = {}
+        self.infos = scan_inputs(inputs, on_bad_file, self.skipped)
         self.units = plan_units(self.infos)
         self.extra_dims = present_extra_dims(self.infos, tuple(extra_dimensions))
         self.staging = make_staging(Path(out_dir).resolve())
@@ -74,6 +170,13 @@ class EarlyDecode:
     def publish(self, file_jobs: list[FileJob], job: DecodeJob) -> None:
         publish_plan(self.plan_path, file_jobs, job)
         self._published = True
+
+    def discard(self) -> None:
+        """The run stopped before `tile_pointcloud` took charge: tasks stop, the staging folder goes."""
+        import shutil
+
+        self.abandon()
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def abandon(self) -> None:
         """The run failed before or while decoding: waiting tasks stop, queued ones are cancelled."""

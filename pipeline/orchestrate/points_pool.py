@@ -22,7 +22,40 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 
-def _init_worker() -> None:
+def _exit_with_main(main_pid: int, poll: float = 0.5) -> None:
+    """A worker ends as soon as the main process of the run is gone (killed with SIGKILL, say). Idle
+    workers block on a queue whose write end they hold themselves and would never notice; they, and the fork
+    server (which lives while any worker holds its liveness pipe), would keep running, holding the caller's
+    stdout/stderr pipes. A daemon thread polls the main process twice a second (no cost to the tasks)."""
+    import time
+
+    while True:
+        time.sleep(poll)
+        if not _running(main_pid):
+            os._exit(1)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not ended (a killed process stays a zombie until its parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def _init_worker(main_pid: int = 0) -> None:
+    if main_pid:  # the process that runs the pool (the fork server is only the OS parent)
+        threading.Thread(target=_exit_with_main, args=(main_pid,), daemon=True).start()
     # with the fork server, all of this is already in memory (inherited): these calls return at once
     import pipeline.orchestrate.points_worker  # noqa: F401
 
@@ -114,7 +147,9 @@ class LocalPool:
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
-        self._ex = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_init_worker)
+        self._ex = ProcessPoolExecutor(
+            self.workers, mp_context=_context(), initializer=_init_worker, initargs=(os.getpid(),)
+        )
         # processes start on demand: ask for all of them now, from a thread (starting the fork server
         # blocks until it has loaded everything), so they warm up while the caller imports and plans
         self._warm: list[Future] = []

@@ -56,6 +56,8 @@ class PointFileInfo:
     crs_error: str | None = None  # the file's CRS record exists but cannot be read (e.g. empty WKT)
     # numpy dtype of one raw point record (with extra bytes): decoders need no laspy to read points
     record_dtype: np.dtype | None = field(default=None, compare=False)
+    # other input files with identical content (same sha256), left out of the run in favour of this one
+    duplicates: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         magic = f.read(4)
     if magic != b"LASF":
         raise InputError("not a LAS/LAZ file (no LASF signature)", path=path)
+    _check_extra_bytes(path)
     try:
         with laspy.open(path) as reader:
             h = reader.header
@@ -158,15 +161,94 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
                 f"file is truncated: {size} bytes, the header announces {count} points needing {need}",
                 path=path,
             )
+        end = _point_data_end(h, size)
+        if end - need >= pf.size:
+            raise InputError(
+                f"the header announces {count} points, but the point data holds {(end - need) // pf.size} "
+                f"more records ({end - h.offset_to_point_data} bytes of {pf.size}-byte records): a wrong "
+                "point count in the header; they would be silently dropped (fix the header, e.g. "
+                "`lasinfo -repair`, or re-export the file)",
+                path=path,
+            )
         return PointFileInfo(kind="las", **common)
-    table, first = _read_chunk_table(path, size, int(h.offset_to_point_data), laz_vlr, count)
+    table, first = _read_chunk_table(
+        path, size, int(h.offset_to_point_data), laz_vlr, count, int(pf.size), int(pf.id)
+    )
     return PointFileInfo(
         kind="laz", laszip_vlr=laz_vlr, chunk_table=table, first_chunk_offset=first, **common
     )
 
 
+def _point_data_end(h, size: int) -> int:
+    """Where the point records end: the first EVLR (LAS 1.4) or waveform packet (1.3) if any, else the end
+    of the file."""
+    end = size
+    for attr in ("start_of_first_evlr", "start_of_waveform_data_packet_record"):
+        v = int(getattr(h, attr, 0) or 0)
+        if h.offset_to_point_data < v < end:
+            end = v
+    return end
+
+
+def _extra_bytes_vlr(path: Path) -> bytes | None:
+    """The raw payload of the file's Extra Bytes VLR (LASF_Spec 4), read without laspy (which fails on a
+    malformed one with a bare KeyError); None when there is none or the VLR list cannot be walked."""
+    with path.open("rb") as f:
+        head = f.read(104)
+        if len(head) < 104:
+            return None
+        (header_size,) = struct.unpack_from("<H", head, 94)
+        (data_offset, n_vlrs) = struct.unpack_from("<II", head, 96)
+        pos = header_size
+        for _ in range(min(n_vlrs, 10_000)):
+            f.seek(pos)
+            vh = f.read(54)
+            if len(vh) < 54:
+                return None
+            user = vh[2:18].split(b"\0", 1)[0]
+            (record_id, length) = struct.unpack_from("<HH", vh, 18)
+            if user == b"LASF_Spec" and record_id == 4:
+                return f.read(length)
+            pos += 54 + length
+            if pos > data_offset:
+                return None
+    return None
+
+
+def _check_extra_bytes(path: Path) -> None:
+    """An Extra Bytes VLR that cannot describe the extra dimensions is an error naming the file and the
+    VLR problem (before laspy, which either fails with a bare number or drops the dimensions)."""
+    raw = _extra_bytes_vlr(path)
+    if raw is None:
+        return
+    where = "VLR LASF_Spec/4 (Extra Bytes)"
+    if len(raw) % 192:
+        raise InputError(
+            f"malformed Extra Bytes VLR: {len(raw)} bytes is not a whole number of 192-byte descriptors; "
+            "the extra dimensions cannot be read (re-export the file, or repair the VLR)",
+            path=path,
+            record=where,
+        )
+    for k in range(len(raw) // 192):
+        dtype = raw[k * 192 + 2]
+        name = raw[k * 192 + 4 : k * 192 + 36].split(b"\0", 1)[0].decode("ascii", "replace")
+        if dtype > 30:
+            raise InputError(
+                f"malformed Extra Bytes VLR: descriptor {k} ({name!r}) has data type {dtype}, LAS defines "
+                "0-30; the dimension cannot be read (re-export the file, or repair the VLR)",
+                path=path,
+                record=where,
+            )
+
+
 def _read_chunk_table(
-    path: Path, size: int, start: int, vlr: bytes, count: int
+    path: Path,
+    size: int,
+    start: int,
+    vlr: bytes,
+    count: int,
+    point_size: int = 0,
+    point_format: int = -1,
 ) -> tuple[tuple[tuple[int, int], ...], int]:
     import lazrs
 
@@ -196,6 +278,14 @@ def _read_chunk_table(
     if table is None:
         raise InputError("LAZ file has no chunk table (not supported; re-compress with laszip)", path=path)
     fixed = lv.chunk_size()
+    if not lv.uses_variable_size_chunks() and fixed > 0 and len(table) != -(-count // fixed):
+        lo, hi = (len(table) - 1) * fixed + 1, len(table) * fixed
+        raise InputError(
+            f"the header announces {count} points, but the LAZ chunk table lists {len(table)} chunks of "
+            f"{fixed} points ({lo}..{hi} points): a wrong point count in the header (points would be "
+            "dropped or invented)",
+            path=path,
+        )
     out: list[tuple[int, int]] = []
     remaining = count
     for n, nbytes in table:
@@ -215,6 +305,21 @@ def _read_chunk_table(
         raise InputError(
             f"LAZ file is truncated: chunks need {first + total_bytes} bytes, the file has {size}", path=path
         )
+    if point_format >= 6 and point_size > 0 and out and not lv.uses_variable_size_chunks():
+        # layered chunks (LAS 1.4 formats 6-10) store their point count after the first (raw) point: the
+        # last chunk's tells whether the header's count ends where the data does
+        last_n, last_b = out[-1]
+        with path.open("rb") as f:
+            f.seek(first + total_bytes - last_b + point_size)
+            raw = f.read(4)
+        if len(raw) == 4:
+            (stored,) = struct.unpack("<I", raw)
+            if 0 < stored <= fixed and stored != last_n:
+                raise InputError(
+                    f"the header announces {count} points, but the LAZ data holds {count - last_n + stored} "
+                    f"(its last chunk has {stored} points, not {last_n}): a wrong point count in the header",
+                    path=path,
+                )
     return tuple(out), first
 
 

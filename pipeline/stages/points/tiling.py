@@ -439,21 +439,11 @@ def decode_to_spill(
     rec_path = spill_dir / f"u{unit.unit_index:06d}.rec"
     with open(rec_path, "wb+") as f:
         if n:
-            f.truncate(n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
+            _allocate(f.fileno(), n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
                 with contextlib.suppress(OSError, ValueError):  # Linux >= 5.14; else faulted page by page
                     mm.madvise(MADV_POPULATE_WRITE)  # all pages backed in one call: -3 ms per unit
-                dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
-                fields = dtype.fields
-                assert fields is not None
-                typed = [(col, fields[name][1]) for name, col in cols.items()]
-                if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
-                    from pipeline.sources.pointcloud.las import materialize
-
-                    plain = {name: materialize(col) for name, col in cols.items()}
-                    rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
-                    K.pack_rows(order, _row_sources(dtype, xyz, plain, r.raw), dst, scratch=rin)
-                del dst
+                _pack_spill(mm, n, dtype, order, xyz, cols, r.raw)
     return SpillPart(
         unit.unit_index,
         n,
@@ -462,6 +452,46 @@ def decode_to_spill(
         tuple(int(v) for v in hi),
         r.codes,
     )
+
+
+def _allocate(fd: int, nbytes: int) -> None:
+    """Give the spill file its size with its disk blocks reserved: a full disk is an ENOSPC error here, not a
+    SIGBUS killing the worker when a page of the mapping is first written."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate
+            raise
+        os.ftruncate(fd, nbytes)
+
+
+def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols, raw) -> None:
+    """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
+    so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
+    `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
+    from pipeline.stages.points import arena
+
+    dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
+    try:
+        fields = dtype.fields
+        assert fields is not None
+        typed = [(col, fields[name][1]) for name, col in cols.items()]
+        if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
+            from pipeline.sources.pointcloud.las import materialize
+
+            plain = {name: materialize(col) for name, col in cols.items()}
+            rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
+            K.pack_rows(order, _row_sources(dtype, xyz, plain, raw), dst, scratch=rin)
+    except BaseException as e:
+        import traceback
+
+        del dst
+        # the frames below may still view the mapping: keep their traceback as text, drop the frames
+        e.add_note("".join(traceback.format_tb(e.__traceback__)).rstrip())
+        raise e.with_traceback(None)  # noqa: B904  (the same exception, re-raised)
+    del dst
 
 
 # Standalone runs queue their decode tasks before the plan exists (see orchestrate/points_early.py): a task
