@@ -320,6 +320,11 @@ def stamp_tileset_versions(ctx: BuildContext, layers: list[LayerResult]) -> list
         ts = json.loads(path.read_text())
         asset = ts.setdefault("asset", {"version": "1.1"})
         if asset.get("tilesetVersion") == ctx.build_id:
+            if st is not None and lay.tileset in st.reused_files:
+                # hard-linked from a release of this very build id (a rebuild after a rollback or a
+                # killed promote): stamped already, but its key must say so, as a clean build's does
+                old = st.outputs.get(lay.tileset, "")
+                st.record({lay.tileset: content_key(old, "tilesetVersion", ctx.build_id)})
             continue
         asset["tilesetVersion"] = ctx.build_id
         write_atomic(path, dumps(ts))
