@@ -518,3 +518,130 @@ def test_noise_hidden_by_default_and_switchable(browser: Any, server: ReleaseSer
         assert shown > 1000, shown
     finally:
         p.close()
+
+
+# ---- picking on tiles written by the point pipeline (quantized positions, several tiles and levels) ------
+
+
+def _scalar_accessor(js: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
+    """A SCALAR accessor of an interleaved vertex buffer (byteStride)."""
+    acc = js["accessors"][index]
+    view = js["bufferViews"][acc["bufferView"]]
+    dt = np.dtype({5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}[acc["componentType"]])
+    stride = view.get("byteStride", dt.itemsize)
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    n = acc["count"]
+    raw = np.frombuffer(binary, np.uint8, count=(n - 1) * stride + dt.itemsize, offset=start)
+    return (
+        np.ascontiguousarray(np.lib.stride_tricks.as_strided(raw, (n, dt.itemsize), (stride, 1)))
+        .view(dt)
+        .ravel()
+    )
+
+
+def _real_point_release(base: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A release holding one point layer tiled by `tile_pointcloud`; returns it and points to click (ECEF,
+    intensity, classification), each the highest point within 1.5 m so nothing covers it seen from above."""
+    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud, tile_positions_mm
+    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+    from pipeline.tiles.gltf import read_glb
+    from pipeline.viewer.classes import class_stats
+
+    cesium = find_cesium_build()
+    if cesium is None:
+        pytest.skip("node_modules/cesium not installed (make setup)")
+    laz = write_las(base / "in.laz", synthetic_points(20_000, size=50.0, seed=3), point_format=3, scale=0.001)
+    rel = base / "release"
+    tile_pointcloud(
+        [laz], rel / "aerial_points", PointTilingOptions(class_scheme="adv", max_points_per_tile=2500)
+    )
+    meta = json.loads((rel / "aerial_points" / "pointcloud.json").read_text())
+    frame = meta["frame"]
+    enu_l, inten_l, cls_l = [], [], []
+    for glb in sorted((rel / "aerial_points").rglob("*.glb")):
+        js, binary = read_glb(glb.read_bytes())
+        ext = js["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]["properties"]
+        attrs = js["meshes"][0]["primitives"][0]["attributes"]
+        enu_l.append(tile_positions_mm(glb) / 1000.0)
+        inten_l.append(_scalar_accessor(js, binary, attrs[ext["intensity"]["attribute"]]))
+        cls_l.append(_scalar_accessor(js, binary, attrs[ext["classification"]["attribute"]]))
+    enu, inten, cls = np.vstack(enu_l), np.concatenate(inten_l), np.concatenate(cls_l)
+    lon, lat = np.radians(frame["lon"]), np.radians(frame["lat"])
+    east = np.array([-np.sin(lon), np.cos(lon), 0.0])
+    north = np.array([-np.sin(lat) * np.cos(lon), -np.sin(lat) * np.sin(lon), np.cos(lat)])
+    up = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    ecef = np.array(frame["origin_ecef"]) + enu @ np.vstack([east, north, up])
+    rng = np.random.default_rng(5)
+    mid = np.median(enu[:, :2], axis=0)
+    targets = []
+    for i in rng.permutation(len(enu)):
+        near = np.hypot(enu[:, 0] - enu[i, 0], enu[:, 1] - enu[i, 1]) < 1.5
+        central = np.abs(enu[i, :2] - mid).max() < 15
+        if central and enu[i, 2] >= enu[near, 2].max():
+            targets.append(
+                {
+                    "ecef": ecef[i].tolist(),
+                    "up": up.tolist(),
+                    "intensity": int(inten[i]),
+                    "classification": int(cls[i]),
+                }
+            )
+        if len(targets) == 4:
+            break
+    manifest = {
+        "name": "real tiles",
+        "build_id": "real000000000000",
+        "frame": frame,
+        "layers": [
+            {
+                "name": "aerial_points",
+                "kind": "pointcloud",
+                "access": "public",
+                "tileset": "aerial_points/tileset.json",
+                "stats": {"points": meta["points"], **class_stats(rel, "aerial_points/tileset.json", "adv")},
+                "warnings": [],
+            }
+        ],
+    }
+    (rel / "manifest.json").write_text(json.dumps(manifest))
+    write_viewer(rel, build_id="real000000000000", cesium_build=cesium)
+    return rel, targets
+
+
+def test_pick_on_pipeline_point_tiles(browser: Any, tmp_path: Path) -> None:
+    rel, targets = _real_point_release(tmp_path)
+    assert len(targets) == 4
+    srv = make_server(rel)
+    srv.start_background()
+    try:
+        p = Page(browser, srv.url + "?lite=1")
+        try:
+            assert p.ready["ok"], p.ready
+            for t in targets:
+                # look straight down on the point from 60 m, wait for the tiles of that view
+                p.page.evaluate(
+                    """([e, u]) => { const v = window.twin.viewer;
+                       const p = new Cesium.Cartesian3(e[0] + 60 * u[0], e[1] + 60 * u[1], e[2] + 60 * u[2]);
+                       v.camera.setView({destination: p, orientation: {heading: 0, pitch: -Math.PI / 2, roll: 0}});
+                       v.scene.requestRender(); }""",
+                    [t["ecef"], t["up"]],
+                )
+                p.page.wait_for_function(
+                    "() => { const l = window.twin.layers[0]; window.twin.viewer.scene.requestRender();"
+                    " return l.tileset.tilesLoaded && l.visibleTiles.size > 0; }",
+                    timeout=20_000,
+                )
+                p.page.wait_for_timeout(300)
+                xy = p.page.evaluate("(q) => window.twin.worldToWindow(q)", t["ecef"])
+                res = p.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", xy)
+                assert res["kind"] == "point", res
+                d = float(np.linalg.norm(np.subtract(res["position"], t["ecef"])))
+                assert d < 0.5, (d, res, t)
+                assert res["properties"]["intensity"] == t["intensity"], (res, t)
+                assert res["properties"]["classification"] == t["classification"], (res, t)
+            assert p.errors() == []
+        finally:
+            p.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

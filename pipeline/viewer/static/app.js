@@ -750,6 +750,7 @@
 
   const Y_UP_TO_Z_UP = Cesium.Matrix4.fromRotationTranslation(Cesium.Matrix3.fromRotationX(Cesium.Math.PI_OVER_TWO));
   const PICK_RADIUS_PX = 4; // a point counts as under the cursor when drawn within this many CSS pixels
+  const OCCLUSION_M = 1.5; // points this far behind the front-most candidate are hidden by it
 
   function pointAttributes(g, i) {
     const properties = {};
@@ -767,8 +768,8 @@
   }
 
   /** The point drawn under the cursor: every point of the layer's tiles rendered in the last frame is
-   * projected to the screen; of those within PICK_RADIUS_PX of the cursor the one nearest to the camera
-   * wins (it is the one drawn on top). Exact attributes of that point, or null when none is there. */
+   * projected to the screen; of those within PICK_RADIUS_PX of the cursor, the nearest to the cursor among
+   * those not hidden behind the front-most one. Exact attributes of that point, or null when none is there. */
   async function pointUnderCursor(layer, pos) {
     const scene = state.viewer.scene;
     const canvas = scene.canvas;
@@ -776,7 +777,7 @@
     const cam = scene.camera;
     const vp = Cesium.Matrix4.multiply(cam.frustum.projectionMatrix, cam.viewMatrix, new Cesium.Matrix4());
     const r2 = PICK_RADIUS_PX * PICK_RADIUS_PX;
-    let best = null;
+    const cands = [];
     const tiles = [...(layer.visibleTiles || [])];
     for (const tile of tiles) {
       const content = tile.content;
@@ -801,11 +802,18 @@
           const dx = sx - pos.x, dy = sy - pos.y;
           if (dx * dx + dy * dy > r2) continue;
           if (layer.classProp && g.attrs[layer.classProp] && layer.hiddenClasses.has(g.attrs[layer.classProp].values[k])) continue;
-          if (!best || cw < best.depth) best = { depth: cw, i: k, g, model, screen: Math.sqrt(dx * dx + dy * dy) };
+          cands.push({ depth: cw, i: k, g, model, screen: Math.sqrt(dx * dx + dy * dy) });
         }
       }
     }
-    if (!best) return null;
+    if (!cands.length) return null;
+    // the front-most point occludes what lies more than OCCLUSION_M behind it; among the points at its
+    // depth (a surface seen at an angle) the one nearest to the cursor is the one drawn there
+    const front = Math.min(...cands.map((c) => c.depth));
+    let best = null;
+    for (const c of cands) {
+      if (c.depth <= front + OCCLUSION_M && (!best || c.screen < best.screen)) best = c;
+    }
     const q = best.g.positions;
     const world = Cesium.Matrix4.multiplyByPoint(best.model,
       new Cesium.Cartesian3(q[3 * best.i], q[3 * best.i + 1], q[3 * best.i + 2]), new Cesium.Cartesian3());
