@@ -135,3 +135,62 @@ def test_deterministic_and_frame():
     assert abs(f.ux * math.cos(math.radians(33)) + f.uy * math.sin(math.radians(33))) == pytest.approx(1.0)
     planes, label = ransac_planes(x - X0, y - Y0, z, RoofParams())
     assert len(planes) >= 4 and (label >= 0).mean() > 0.9
+
+
+@pytest.mark.realdata
+def test_real_crop_roofs_agree_with_official_lod2():
+    """The 300 m NRW crop: reconstructed roofs vs the official LoD2 roof surfaces of the 9 buildings
+    inside it (roof type and height over the official roof polygons)."""
+    from pathlib import Path
+
+    from pipeline.sources.cadastre.citygml import newell_normal, read_lod2
+    from pipeline.stages.buildings.heights import read_points
+
+    nrw = Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "nrw"
+    gml, laz = nrw / "LoD2_32_360_5721_1_NW.gml", nrw / "3dm_32_360_5721_crop300_360650_5721600.laz"
+    if not (gml.is_file() and laz.is_file()):
+        pytest.skip("../shared/realdata/nrw is absent")
+    m = read_lod2([gml])
+    b = m.buildings
+    b = b[b.geometry.within(shapely.box(360650, 5721600, 360950, 5721900))]
+    pts = read_points(str(laz))
+    sel = (pts["classification"] == 6) & (pts["return_number"] <= 1)
+    x, y, z = pts["x"][sel], pts["y"][sel], pts["z"][sel]
+    roofs = m.surfaces[m.surfaces["semantic"] == "roof"]
+    same_type, per_building = 0, []
+    for oid, fp, official_type in zip(b["oid"], b.geometry, b["roof_type"], strict=True):
+        k = shapely.contains_xy(fp.buffer(-0.3), x, y)
+        fit = fit_roof(x[k], y[k], z[k], fp)
+        assert not fit.fallback
+        same_type += fit.roof_type_code == official_type
+        dz = []
+        for g in roofs.loc[roofs["building_oid"] == oid, "geometry"]:
+            ring = np.asarray(g.exterior.coords)
+            nrm = newell_normal(ring)
+            gx, gy = np.meshgrid(
+                np.arange(g.bounds[0], g.bounds[2], 0.5), np.arange(g.bounds[1], g.bounds[3], 0.5)
+            )
+            gx, gy = gx.ravel() + 0.25, gy.ravel() + 0.25
+            inside = shapely.contains_xy(shapely.Polygon(ring[:, :2]), gx, gy)
+            gx, gy = gx[inside], gy[inside]
+            zo = ring[0, 2] - (nrm[0] * (gx - ring[0, 0]) + nrm[1] * (gy - ring[0, 1])) / nrm[2]
+            dz.append(fit.height_at(gx, gy) - zo)
+        per_building.append(float(np.median(np.abs(np.concatenate(dz)))))
+    print(
+        f"roof type as official: {same_type}/{len(b)}; median |dz| per building: {np.round(per_building, 2)}"
+    )
+    assert same_type >= len(b) - 1
+    assert float(np.median(per_building)) <= 0.1  # the issue's bar: 0.5 m
+
+
+def test_nearest_other_kernel_matches_reference():
+    from pipeline.stages.buildings._roof_kernels import nearest_other, nearest_other_reference
+
+    rng = np.random.default_rng(2)
+    u, v = rng.uniform(0, 10, 300), rng.uniform(0, 10, 300)
+    seg = np.sort(rng.choice(300, 200, replace=False))
+    own = np.full(300, -1, dtype=np.int64)
+    own[seg] = np.arange(200)
+    a = nearest_other(u, v, u[seg], v[seg], own)
+    b = nearest_other_reference(u, v, u[seg], v[seg], own)
+    assert np.array_equal(a, b) and not np.any(a == own)

@@ -12,8 +12,8 @@ and slopes with at most one nonlinear parameter found by a grid search:
 | shed (2100) | c + a u + b v | c, a, b |
 | gable (3100), ridge along u or v | r - s abs(v - v0) | r, s, ridge offset v0 |
 | hip (3200), ridge along u | r - s max(abs(v), abs(u) - d) | r, s, ridge half-length d |
-| pyramid (5000) | r - s max(abs(u) W / L, abs(v)) | r, s |
-| multi (generic, 9999) | one plane per RANSAC segment | 3 per plane + 1 per segment |
+| pyramid (3500 Zeltdach) | r - s max(abs(u) W / L, abs(v)) | r, s |
+| multi (generic, 5000 Mischform) | one plane per RANSAC segment | 3 per plane + 1 per segment |
 
 Every fit is robust (iteratively trimmed least squares: residuals beyond 3 robust sigmas, at least
 `inlier_m`, are left out) and scored with the same truncated squared loss rho(r) = min(r^2, c^2)
@@ -37,13 +37,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
+# AdV roofType (dachform) codes: 1000 Flachdach, 2100 Pultdach, 3100 Satteldach, 3200 Walmdach,
+# 3500 Zeltdach, 5000 Mischform (several shapes combined)
 ROOF_TYPE_CODES = {
     "flat": "1000",
     "shed": "2100",
     "gable": "3100",
     "hip": "3200",
-    "pyramid": "5000",
-    "multi": "9999",
+    "pyramid": "3500",
+    "multi": "5000",
 }
 
 
@@ -60,6 +62,11 @@ class RoofParams:
     max_planes: int = 8
     min_plane_points: int = 12
     seed: int = 0  # RANSAC sampling is deterministic
+    # naming a multi-plane fit: the planes holding this share of the points decide its shape
+    dominant_share: float = 0.8
+    flat_deg: float = 5.0  # planes flatter than this are flat
+    azimuth_tol_deg: float = 15.0  # opposite / perpendicular planes within this
+    max_fit_points: int = 1500  # larger point sets are fitted on a seeded random subset of this size
     min_inlier_fraction: float = 0.7  # fewer points on the fitted roof: vegetation or clutter, not a roof
 
 
@@ -81,13 +88,38 @@ class RoofFit:
     ridge_height: float
     rmse: float
     n_points: int
-    n_inliers: int
+    n_inliers: int  # of the fitted points (a subset of max_fit_points when there were more)
     scores: dict[str, float] = field(default_factory=dict)
     fallback: str = ""  # "" or the reason the LoD1 solid stays (too_few_points, too_noisy)
+
+    # multi-plane roofs: the segmented points (x, y) and their plane index, to tell which face is where
+    segment_xy: np.ndarray | None = field(default=None, repr=False)
+    segment_label: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def roof_type_code(self) -> str:
         return ROOF_TYPE_CODES.get(self.roof_type, "")
+
+    def height_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The fitted roof's height at plan positions (NaN for a fallback)."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if not self.planes:
+            return np.full(x.shape, np.nan)
+        P = np.array([(pl.a, pl.b, pl.c) for pl in self.planes])
+        zz = P[:, 0:1] * x.ravel() + P[:, 1:2] * y.ravel() + P[:, 2:3]
+        if self.segment_xy is not None and self.segment_label is not None:  # segmented (multi-plane) fit
+            sx, sy = self.segment_xy[:, 0], self.segment_xy[:, 1]
+            out = np.empty(x.size)
+            xr, yr = x.ravel(), y.ravel()
+            for k in range(0, x.size, 2048):
+                d = (xr[k : k + 2048, None] - sx) ** 2 + (yr[k : k + 2048, None] - sy) ** 2
+                lab = self.segment_label[np.argmin(d, axis=1)]
+                out[k : k + 2048] = zz[lab, np.arange(k, k + lab.size)]
+            return out.reshape(x.shape)
+        if self.roof_type in ("gable", "hip", "pyramid"):  # convex: the lower envelope of the planes
+            return zz.min(axis=0).reshape(x.shape)
+        return zz[0].reshape(x.shape)
 
 
 # ------------------------------------------------------------------------------------ frame
@@ -142,6 +174,8 @@ class _Candidate:
     resid: np.ndarray
     inliers: np.ndarray
     extra: float = 0.0
+    labels: np.ndarray | None = None  # multi: the face of every point
+    frame: Frame | None = None
 
 
 def _robust_lstsq(X: np.ndarray, z: np.ndarray, p: RoofParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,19 +202,31 @@ def _score(r: np.ndarray, k: int, p: RoofParams) -> float:
 
 
 def _grid_fit(name, k, u, v, z, p, values, make_design, planes_of) -> _Candidate:
-    best: _Candidate | None = None
-    for val in values:
+    """Screen the grid with plain least squares (truncated cost), fit the best value robustly, screen
+    again on that fit's inliers (outliers no longer pull the choice) and fit the winner robustly."""
+    c2 = p.outlier_m**2
 
-        def design(uu, vv, val=val):
-            return make_design(uu, vv, val)
+    def screen(mask: np.ndarray) -> object:
+        best_val, best_cost = None, math.inf
+        for val in values:
+            X = make_design(u, v, val)
+            beta, *_ = np.linalg.lstsq(X[mask], z[mask], rcond=None)
+            r = z - X @ beta
+            cost = float(np.minimum(r * r, c2).sum())
+            if cost < best_cost - 1e-12:
+                best_val, best_cost = val, cost
+        return best_val
 
-        X = design(u, v)
-        beta, r, w = _robust_lstsq(X, z, p)
-        cost = float(np.minimum(r * r, p.outlier_m**2).sum())
-        if best is None or cost < best.extra - 1e-12:
-            best = _Candidate(name, k, beta, design, planes_of(beta, val), r, w, cost)
-    assert best is not None
-    return best
+    val = screen(np.ones(len(z), dtype=bool))
+    _b, _r, w = _robust_lstsq(make_design(u, v, val), z, p)
+    if len(values) > 1 and w.sum() > 3:
+        val = screen(w)
+
+    def design(uu, vv, val=val):
+        return make_design(uu, vv, val)
+
+    beta, r, w = _robust_lstsq(design(u, v), z, p)
+    return _Candidate(name, k, beta, design, planes_of(beta, val), r, w)
 
 
 def _standard_candidates(
@@ -202,7 +248,21 @@ def _standard_candidates(
     out.append(_Candidate("shed", 3, b, shed_d, [(float(b[1]), float(b[2]), float(b[0]))], r, w))
 
     g = p.grid_steps
-    # gable, symmetric (ridge on the axis: 2 parameters) and with the ridge offset to v = v0 (3)
+
+    # gable with the ridge along u (at v = v0) or along v (at u = u0): symmetric (ridge on the axis, one
+    # slope: 2 parameters) or with the ridge offset and a slope per side (4 parameters)
+    def sym_u(uu, vv, v0):
+        return np.column_stack([np.ones_like(uu), -np.abs(vv - v0)])
+
+    def sym_v(uu, vv, u0):
+        return np.column_stack([np.ones_like(uu), -np.abs(uu - u0)])
+
+    def asym_u(uu, vv, v0):
+        return np.column_stack([np.ones_like(uu), -np.maximum(vv - v0, 0.0), -np.maximum(v0 - vv, 0.0)])
+
+    def asym_v(uu, vv, u0):
+        return np.column_stack([np.ones_like(uu), -np.maximum(uu - u0, 0.0), -np.maximum(u0 - uu, 0.0)])
+
     out.append(
         _grid_fit(
             "gable",
@@ -212,34 +272,47 @@ def _standard_candidates(
             z,
             p,
             [0.0],
-            lambda uu, vv, v0: np.column_stack([np.ones_like(uu), -np.abs(vv - v0)]),
+            sym_u,
             lambda b, v0: [(0.0, -b[1], b[0] + b[1] * v0), (0.0, b[1], b[0] - b[1] * v0)],
         )
     )
     out.append(
         _grid_fit(
             "gable",
-            3,
+            2,
             u,
             v,
             z,
             p,
-            np.linspace(-0.5 * W, 0.5 * W, g),
-            lambda uu, vv, v0: np.column_stack([np.ones_like(uu), -np.abs(vv - v0)]),
-            lambda b, v0: [(0.0, -b[1], b[0] + b[1] * v0), (0.0, b[1], b[0] - b[1] * v0)],
-        )
-    )
-    out.append(
-        _grid_fit(
-            "gable",
-            3,
-            u,
-            v,
-            z,
-            p,
-            np.linspace(-0.5 * L, 0.5 * L, g),
-            lambda uu, vv, u0: np.column_stack([np.ones_like(uu), -np.abs(uu - u0)]),
+            [0.0],
+            sym_v,
             lambda b, u0: [(-b[1], 0.0, b[0] + b[1] * u0), (b[1], 0.0, b[0] - b[1] * u0)],
+        )
+    )
+    out.append(
+        _grid_fit(
+            "gable",
+            4,
+            u,
+            v,
+            z,
+            p,
+            np.linspace(-0.6 * W, 0.6 * W, g),
+            asym_u,
+            lambda b, v0: [(0.0, -b[1], b[0] + b[1] * v0), (0.0, b[2], b[0] - b[2] * v0)],
+        )
+    )
+    out.append(
+        _grid_fit(
+            "gable",
+            4,
+            u,
+            v,
+            z,
+            p,
+            np.linspace(-0.6 * L, 0.6 * L, g),
+            asym_v,
+            lambda b, u0: [(-b[1], 0.0, b[0] + b[1] * u0), (b[2], 0.0, b[0] - b[2] * u0)],
         )
     )
     # hip: ridge along u of half-length d (d = L - W: equal slopes all round)
@@ -321,26 +394,20 @@ def ransac_planes(
     return planes, label
 
 
-def _neighbour_label(u: np.ndarray, v: np.ndarray, label: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """For every point the segment of its nearest *other* segmented point in plan (brute force in
-    chunks: memory chunk x segmented points). A point is thus predicted by the plane of the face it lies
+def _neighbour_label(u: np.ndarray, v: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """For every point the segment of its nearest *other* segmented point in plan (numba kernel). A point is thus predicted by the plane of the face it lies
     on, as its neighbours say, not by the plane it was fitted to: RANSAC planes that only pick noise
     layers out of one face (interleaved, not a region) gain nothing, real faces (regions) keep their
     points. Unsegmented points take the face they lie over."""
+    from pipeline.stages.buildings._roof_kernels import nearest_other
+
     seg = np.flatnonzero(label >= 0)
-    out = np.empty(len(u), dtype=np.int64)
-    su, sv = u[seg], v[seg]
-    pos = np.full(len(u), -1, dtype=np.int64)
-    pos[seg] = np.arange(seg.size)
-    for k in range(0, len(u), chunk):
-        du = u[k : k + chunk, None] - su[None, :]
-        dv = v[k : k + chunk, None] - sv[None, :]
-        d = du * du + dv * dv
-        rows = np.arange(d.shape[0])
-        own = pos[k : k + chunk]
-        d[rows[own >= 0], own[own >= 0]] = np.inf
-        out[k : k + chunk] = label[seg[np.argmin(d, axis=1)]]
-    return out
+    own = np.full(len(u), -1, dtype=np.int64)
+    own[seg] = np.arange(seg.size)
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    j = nearest_other(u, v, u[seg], v[seg], own)
+    return label[seg[j]]
 
 
 def _multi_candidate(u: np.ndarray, v: np.ndarray, z: np.ndarray, p: RoofParams) -> _Candidate | None:
@@ -353,9 +420,42 @@ def _multi_candidate(u: np.ndarray, v: np.ndarray, z: np.ndarray, p: RoofParams)
     pick = _neighbour_label(u, v, label)
     r = r_all[pick, np.arange(len(z))]
     w = np.abs(r) <= max(p.inlier_m, 3 * p.sigma0_m)
-    return _Candidate(
-        "multi", 4 * len(planes), P, None, [(float(a), float(b), float(c)) for a, b, c in planes], r, w
-    )
+    local_planes = [(float(a), float(b), float(c)) for a, b, c in planes]
+    return _Candidate("multi", 4 * len(planes), P, None, local_planes, r, w, labels=pick)
+
+
+def frame_along(footprint: shapely.Geometry, ax: float, ay: float) -> Frame:
+    """The footprint's bounding frame with u along the unit vector (ax, ay)."""
+    c = np.asarray(shapely.get_coordinates(footprint))
+    pu = c[:, 0] * ax + c[:, 1] * ay
+    pv = -c[:, 0] * ay + c[:, 1] * ax
+    mu, mv = (pu.min() + pu.max()) / 2.0, (pv.min() + pv.max()) / 2.0
+    cx, cy = mu * ax - mv * ay, mu * ay + mv * ax
+    half_l = max(float(np.ptp(pu)) / 2.0, 1e-6)
+    half_w = max(float(np.ptp(pv)) / 2.0, 1e-6)
+    return Frame(float(cx), float(cy), float(ax), float(ay), half_l, half_w)
+
+
+def _ridge_frame(multi: _Candidate, f: Frame, footprint: shapely.Geometry) -> Frame | None:
+    """A frame whose u axis follows the ridge the data show: perpendicular to the gradient of the
+    largest sloped RANSAC plane (footprints are rarely exact rectangles, ridges not always parallel to
+    the minimum rectangle). None when no plane slopes more than ~5 degrees or the axes already agree."""
+    assert multi.labels is not None
+    counts = np.bincount(multi.labels, minlength=len(multi.local_planes))
+    for k in np.argsort(-counts, kind="stable"):
+        au, bv, c = multi.local_planes[int(k)]
+        a, b, _c = f.plane_to_world(au, bv, c)
+        g = math.hypot(a, b)
+        if g < 0.09:
+            continue
+        ax, ay = -b / g, a / g  # ridge direction: perpendicular to the gradient
+        if ax < 0 or (ax == 0 and ay < 0):
+            ax, ay = -ax, -ay
+        cross = abs(ax * f.uy - ay * f.ux)
+        if cross < math.sin(math.radians(0.5)) or cross > math.cos(math.radians(0.5)):
+            return None  # parallel or perpendicular to the rectangle: the rectangle frame covers it
+        return frame_along(footprint, ax, ay)
+    return None
 
 
 def _world_planes(c: _Candidate, f: Frame, n_per_plane: list[int]) -> list[Plane]:
@@ -374,10 +474,63 @@ def _plane_counts(c: _Candidate, u: np.ndarray, v: np.ndarray, z: np.ndarray) ->
     pred = P[:, 0:1] * u + P[:, 1:2] * v + P[:, 2:3]
     if c.name in ("gable", "hip", "pyramid"):  # convex roofs: the lower envelope of their planes
         pick = np.argmin(pred, axis=0)
+    elif c.labels is not None:
+        pick = c.labels
     else:
         pick = np.argmin(np.abs(z - pred), axis=0)
     pick = pick[c.inliers]
     return [int(v) for v in np.bincount(pick, minlength=len(P))]
+
+
+def _az_diff(a: float, b: float) -> float:
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
+def dominant_planes(planes: list[Plane], p: RoofParams) -> list[Plane]:
+    """The largest planes that together hold `dominant_share` of the segmented points."""
+    total = sum(pl.n_points for pl in planes)
+    dom: list[Plane] = []
+    acc = 0
+    for pl in sorted(planes, key=lambda pl: -pl.n_points):
+        if total == 0 or acc >= p.dominant_share * total:
+            break
+        dom.append(pl)
+        acc += pl.n_points
+    return dom
+
+
+def shape_from_planes(planes: list[Plane], p: RoofParams) -> str:
+    """The standard shape a set of segmented planes forms, judged on the planes that hold
+    `dominant_share` of the points (dormers, chimneys and stray points aside): all nearly flat -> flat;
+    one sloped plane -> shed; two with opposite azimuths -> gable; two opposite pairs at right angles ->
+    hip; else multi."""
+    dom = dominant_planes(planes, p)
+    if not dom:
+        return "multi"
+    if all(pl.slope_deg < p.flat_deg for pl in dom):
+        return "flat"
+    sloped = [pl for pl in dom if pl.slope_deg >= p.flat_deg]
+    if len(dom) != len(sloped):
+        return "multi"
+    tol = p.azimuth_tol_deg
+    if len(sloped) == 1:
+        return "shed"
+    if len(sloped) == 2:
+        return (
+            "gable" if abs(_az_diff(sloped[0].azimuth_deg, sloped[1].azimuth_deg) - 180.0) < tol else "multi"
+        )
+    if len(sloped) == 4:
+        a = sloped[0]
+        opp = [pl for pl in sloped[1:] if abs(_az_diff(a.azimuth_deg, pl.azimuth_deg) - 180.0) < tol]
+        if len(opp) == 1:
+            c, d = [pl for pl in sloped[1:] if pl is not opp[0]]
+            if (
+                abs(_az_diff(c.azimuth_deg, d.azimuth_deg) - 180.0) < tol
+                and abs(_az_diff(a.azimuth_deg, c.azimuth_deg) - 90.0) < tol
+            ):
+                return "hip"
+    return "multi"
 
 
 def fit_roof(
@@ -391,10 +544,26 @@ def fit_roof(
     n = len(z)
     if n < p.min_points:
         return RoofFit("", [], float("nan"), float("nan"), float("nan"), n, 0, {}, "too_few_points")
+    n_all = n
+    if n > p.max_fit_points:
+        keep = np.sort(np.random.default_rng(p.seed).choice(n, p.max_fit_points, replace=False))
+        x, y, z = x[keep], y[keep], z[keep]
+        n = len(z)
     f = footprint_frame(footprint)
     u, v = f.to_local(x, y)
-    cands = _standard_candidates(u, v, z, f, p)
     multi = _multi_candidate(u, v, z, p)
+    frames = [f]
+    if multi is not None:
+        multi.frame = f
+        g = _ridge_frame(multi, f, footprint)
+        if g is not None:
+            frames.append(g)
+    cands: list[_Candidate] = []
+    for fr in frames:
+        uu, vv = fr.to_local(x, y)
+        for c in _standard_candidates(uu, vv, z, fr, p):
+            c.frame = fr
+            cands.append(c)
     if multi is not None:
         cands.append(multi)
     scores: dict[str, float] = {}
@@ -410,28 +579,43 @@ def fit_roof(
     rin = best.resid[best.inliers]
     rmse = float(np.sqrt(np.mean(rin * rin))) if rin.size else float("inf")
     # eave / ridge: the model over the footprint's vertices and the whole roof area
+    bf = best.frame or f
+    bu, bv = bf.to_local(x, y)
     fx, fy = np.asarray(shapely.get_coordinates(footprint)).T
-    fu, fv = f.to_local(fx, fy)
+    fu, fv = bf.to_local(fx, fy)
     P = np.array(best.local_planes).reshape(-1, 3)
     if best.name == "multi":
-        zz = P[:, 0:1] * u + P[:, 1:2] * v + P[:, 2:3]
-        ridge = float(np.max(zz[np.argmin(np.abs(z - zz), axis=0), np.arange(n)]))
-        eave = float(np.min(zz[np.argmin(np.abs(z - zz), axis=0), np.arange(n)]))
+        zz = P[:, 0:1] * bu + P[:, 1:2] * bv + P[:, 2:3]
+        own = zz[best.labels, np.arange(n)][best.inliers]
+        ridge, eave = float(own.max()), float(own.min())
     else:
-        model = best.design(np.concatenate([fu, u]), np.concatenate([fv, v])) @ best.beta  # type: ignore[operator]
+        model = best.design(np.concatenate([fu, bu]), np.concatenate([fv, bv])) @ best.beta  # type: ignore[operator]
         eave, ridge = float(model[: len(fu)].min()), float(model.max())
         if best.name in ("gable", "hip", "pyramid"):  # the ridge / apex lies inside the footprint
             ridge = max(ridge, float(best.beta[0]))
     fit = RoofFit(
         best.name,
-        _world_planes(best, f, _plane_counts(best, u, v, z)),
+        _world_planes(best, bf, _plane_counts(best, bu, bv, z)),
         eave,
         ridge,
         rmse,
-        n,
+        n_all,
         int(best.inliers.sum()),
         scores,
     )
+    if best.name == "multi":
+        fit.roof_type = shape_from_planes(fit.planes, p)
+        if fit.roof_type in ("gable", "hip"):
+            # a gable or hip roof is the lower envelope of its planes; a cross gable (an L-shaped house)
+            # has the same plane directions but is not: it stays multi
+            W = np.array([(pl.a, pl.b, pl.c) for pl in dominant_planes(fit.planes, p)])
+            env = (W[:, 0:1] * x + W[:, 1:2] * y + W[:, 2:3]).min(axis=0)
+            if np.mean(np.abs(z - env)[best.inliers] > p.ransac_tol_m) > 1.0 - p.dominant_share:
+                fit.roof_type = "multi"
+        seg = best.inliers
+        fit.segment_xy = np.column_stack([x[seg], y[seg]])
+        fit.segment_label = best.labels[seg]  # type: ignore[index]
     if rmse > p.max_rmse_m or best.inliers.sum() < max(p.min_points, p.min_inlier_fraction * n):
+        # (n_inliers counts the fitted subset when the points were subsampled)
         fit.fallback = "too_noisy"
     return fit
