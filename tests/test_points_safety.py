@@ -349,3 +349,102 @@ def test_packing_failure_surfaces_as_itself(tmp_path, monkeypatch):
 
         tile_pointcloud([f], tmp_path / "out", PointTilingOptions())
     assert no_staging(tmp_path)
+
+
+# ---- d. tolerant where the data is honest --------------------------------------------------------------
+
+
+def _patch_bounds(path: Path, axis: int, lo: float | None = None, hi: float | None = None) -> None:
+    """Overwrite a header min/max (max x at 179, min x at 187, max y 195, min y 203, max z 211, min z 219)."""
+    import struct
+
+    with path.open("r+b") as f:
+        if hi is not None:
+            f.seek(179 + 16 * axis)
+            f.write(struct.pack("<d", hi))
+        if lo is not None:
+            f.seek(187 + 16 * axis)
+            f.write(struct.pack("<d", lo))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_points_outside_the_header_bounds_use_the_real_bounds(tmp_path, jobs):
+    xyz = cloud(4000, 372000, 5707000, z0=100.0)
+    f = write_las(tmp_path / "sample.las", xyz, crs="EPSG:25832+7837")
+    z = laspy.read(str(f)).z
+    _patch_bounds(f, 2, hi=float(np.sort(z)[-229]))  # 228 points above the header's max z
+    g = write_las(tmp_path / "other.laz", cloud(500, 372060, 5707000, seed=4), crs="EPSG:25832+7837")
+    code, summary = run_points(str(f), str(g), "--out", str(tmp_path / "out"), "--jobs", jobs)
+    assert code == 0
+    assert summary["points_in"] == summary["points_out"] == 4500
+    assert any(
+        "sample.las: points lie outside the header bounds" in n and "z " in n for n in summary["notes"]
+    )
+    got = tiled_points(tmp_path / "out")
+    assert len(got) == 4500
+    # the strict policy refuses the file as before
+    code, _ = run_points(str(f), "--out", str(tmp_path / "strict"), "--jobs", jobs,
+                         "--outside-header-bounds", "error")  # fmt: skip
+    assert code == 2 and no_staging(tmp_path)
+
+
+def test_points_outside_the_header_bounds_are_placed_where_they_are(tmp_path):
+    xyz = cloud(2000, 372000, 5707000, z0=100.0)
+    f = write_las(tmp_path / "a.las", xyz, crs="EPSG:25832+7837")
+    ok = run_points(str(f), "--out", str(tmp_path / "ok"), "--jobs", "1")
+    assert ok[0] == 0
+    _patch_bounds(f, 0, lo=372010.0)  # points west of the header's min x
+    code, summary = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1")
+    assert code == 0 and summary["points_out"] == 2000
+
+    # same ECEF positions as the file with honest bounds (frames differ: compare in ECEF)
+    def ecef(out: Path) -> np.ndarray:
+        fr = json.loads((out / "pointcloud.json").read_text())["frame"]
+        from pipeline.frame import ProjectFrame
+
+        pf = ProjectFrame(tuple(fr["origin_ecef"]), fr["lon"], fr["lat"])
+        pts = tiled_points(out) / 1000.0
+        return pf.enu_to_ecef(pts[np.argsort(tiled_intensity(out))])
+
+    assert np.max(np.abs(ecef(tmp_path / "out") - ecef(tmp_path / "ok"))) < 0.002
+
+
+def test_zeroed_rgb_is_no_colour(tmp_path):
+    xyz = cloud(1500, 372000, 5707000)
+    f = write_las(tmp_path / "mms.las", xyz, crs="EPSG:25832+7837", point_format=7,
+                  rgb=np.zeros((1500, 3), np.uint16))  # fmt: skip
+    code, summary = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1")
+    assert code == 0 and summary["points_out"] == 1500
+    assert any("RGB is 0 in every point" in n for n in summary["notes"])
+    from pipeline.tiles.gltf import read_glb
+
+    for p in _content_uris(tmp_path / "out" / "tileset.json"):
+        js, _ = read_glb(p.read_bytes())
+        assert "COLOR_0" not in js["meshes"][0]["primitives"][0]["attributes"]
+    # a file with real colours keeps them
+    rgb = np.full((1500, 3), 200, np.uint16)
+    g = write_las(tmp_path / "col.las", xyz, crs="EPSG:25832+7837", point_format=7, rgb=rgb)
+    code, summary = run_points(str(g), "--out", str(tmp_path / "col"), "--jobs", "1")
+    assert code == 0 and not any("RGB is 0" in n for n in summary["notes"])
+    p = _content_uris(tmp_path / "col" / "tileset.json")[0]
+    js, _ = read_glb(p.read_bytes())
+    assert "COLOR_0" in js["meshes"][0]["primitives"][0]["attributes"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bad_tile_stops_by_default_and_is_skipped_on_request(tmp_path, capsys, jobs):
+    good = write_las(tmp_path / "good.laz", cloud(800, 372000, 5707000), crs="EPSG:25832+7837")
+    empty = tmp_path / "empty.laz"
+    empty.write_bytes(b"")
+    broken = tmp_path / "broken.laz"
+    broken.write_bytes(good.read_bytes()[:300])
+    code, _ = run_points(str(good), str(empty), "--out", str(tmp_path / "out"), "--jobs", jobs)
+    err = capsys.readouterr().err
+    assert code == 2 and "empty.laz" in err
+    assert not (tmp_path / "out").exists() and no_staging(tmp_path)
+    code, summary = run_points(str(good), str(empty), str(broken), "--out", str(tmp_path / "out"),
+                               "--jobs", jobs, "--on-bad-tile", "skip")  # fmt: skip
+    assert code == 0 and summary["points_out"] == 800
+    skipped = {Path(t["file"]).name for t in summary["not_tiled"]}
+    assert skipped == {"empty.laz", "broken.laz"}
+    assert sum("skipped (--on-bad-tile skip)" in n for n in summary["notes"]) == 2

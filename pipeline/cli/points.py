@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="stop",
         help="an empty or unreadable input file: stop with an error (default) or skip it with a warning",
     )
+    p.add_argument(
+        "--outside-header-bounds",
+        choices=["use-real", "error"],
+        default="use-real",
+        help="points outside their file's header bounds: tile them with the real bounds and say so "
+        "(default) or refuse the file",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -145,6 +152,7 @@ def _run(args: argparse.Namespace, jobs: int, pool, early=None) -> int:
         z_unit=args.z_unit,
         overwrite=args.overwrite,
         on_bad_file=getattr(args, "on_bad_tile", "stop"),
+        outside_header_bounds=getattr(args, "outside_header_bounds", "use-real"),
     )
     show = not (args.quiet or args.json)
     with _progress_bar(show) as progress:

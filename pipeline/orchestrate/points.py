@@ -78,6 +78,9 @@ class PointTilingOptions:
     overwrite: bool = False
     # an empty or unreadable input file in a multi-file run: "stop" (error, exit 2) or "skip" (warning)
     on_bad_file: str = "stop"
+    # points outside their file's header bounds: "use-real" (widen the file's bounds to its data, note it;
+    # the run decodes again) or "error" (refuse the file as corrupt)
+    outside_header_bounds: str = "use-real"
     tileset_version: str | None = None
     crs_cfg: CrsConfig | None = None  # project CRS settings (pipeline); standalone: derived
     frame: ProjectFrame | None = None  # fixed project frame (pipeline); standalone: centre of the inputs
@@ -528,6 +531,7 @@ def _run_tiling(
     client,
     progress,
     early: EarlyDecode | None = None,
+    replan: bool = True,
 ) -> TilingSummary:
     from pipeline.stages.points import _aot
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
@@ -558,6 +562,7 @@ def _run_tiling(
         opts.unknown_classes == "keep",
         str(spill),
         plan.cube,
+        "report" if opts.outside_header_bounds == "use-real" else "error",
     )
 
     def warm_upper() -> None:
@@ -592,6 +597,8 @@ def _run_tiling(
             warm_upper,
         )
     summary.phases["decode"] = time.perf_counter() - t0
+    if replan:
+        _replan_if_needed(plan, units, parts)
     t1 = time.perf_counter()
     budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
     workers = _n_workers(client)
@@ -705,6 +712,53 @@ def _run_tiling(
     return summary
 
 
+class _Replan(Exception):
+    """The decode found files whose headers do not describe their data (points outside the header bounds,
+    RGB zero everywhere): plan again with corrected file descriptions."""
+
+    def __init__(self, infos: list[PointFileInfo], notes: list[str]):
+        super().__init__("replan")
+        self.infos = infos
+        self.notes = notes
+
+
+def _replan_if_needed(plan: _Plan, units: list, parts: list) -> None:
+    """Corrections of the file descriptions from what the decode saw: a file whose units report points
+    outside its header bounds gets its real bounds; a file whose RGB is 0 in every point has no colour
+    (otherwise it would come out black). Raises `_Replan` when anything changed."""
+    by_file: dict[int, list] = {}
+    for u, p in zip(units, parts, strict=True):
+        by_file.setdefault(u.file_index, []).append(p)
+    infos = list(plan.infos)
+    notes: list[str] = []
+    for fi, ps in sorted(by_file.items()):
+        info = infos[fi]
+        out = [p.outside for p in ps if p.outside is not None]
+        if out:
+            sc, of = np.asarray(info.scales), np.asarray(info.offsets)
+            rmin = np.min([o[:3] for o in out], axis=0) * sc + of
+            rmax = np.max([o[3:] for o in out], axis=0) * sc + of
+            lo, hi = np.minimum(rmin, rmax), np.maximum(rmin, rmax)  # (negative scales)
+            mins = tuple(float(min(a, b)) for a, b in zip(info.mins, lo, strict=True))
+            maxs = tuple(float(max(a, b)) for a, b in zip(info.maxs, hi, strict=True))
+            axes = [
+                f"{'xyz'[k]} {mins[k]:.3f}..{maxs[k]:.3f} (header {info.mins[k]:.3f}..{info.maxs[k]:.3f})"
+                for k in range(3)
+                if mins[k] < info.mins[k] or maxs[k] > info.maxs[k]
+            ]
+            notes.append(
+                f"{info.path.name}: points lie outside the header bounds, tiled with the real bounds: "
+                + "; ".join(axes)
+            )
+            info = dataclasses.replace(info, mins=mins, maxs=maxs)
+        if info.has_rgb and ps and all(p.rgb_max == 0 for p in ps):
+            notes.append(f"{info.path.name}: RGB is 0 in every point: treated as no colour (not black)")
+            info = dataclasses.replace(info, has_rgb=False)
+        infos[fi] = info
+    if notes:
+        raise _Replan(infos, notes)
+
+
 def _write_invariants(staging: Path, summary: TilingSummary, plan: _Plan) -> None:
     from pipeline.tiles.tileset import write_json
 
@@ -795,7 +849,16 @@ def tile_pointcloud(
                 client.gather(warm)
             if staging is None:
                 staging = make_staging(out_dir)
-            summary = _run_tiling(plan, staging, opts, client, progress, early)
+            try:
+                summary = _run_tiling(plan, staging, opts, client, progress, early)
+            except _Replan as r:  # headers that do not describe their data: once more, corrected
+                if early is not None:
+                    early.abandon()
+                shutil.rmtree(staging / ".work", ignore_errors=True)
+                plan = plan_tiling(inputs, opts, infos=r.infos, skipped=plan.skipped)
+                strict = dataclasses.replace(opts, outside_header_bounds="error")
+                summary = _run_tiling(plan, staging, strict, client, progress, None, replan=False)
+                summary.notes[:0] = r.notes
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
         except BaseException as e:

@@ -84,16 +84,22 @@ def decode_cached(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key_p
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         part = decode_to_spill(fj, unit, dataclasses.replace(job, spill_dir=str(tmp)))
+        if part.outside is not None:  # not a result to keep: the planner widens the bounds and reruns
+            raise _Uncached(part)
         meta = {
             "count": part.count,
             "rec": Path(part.rec_path).name,
             "lo_mm": list(part.lo_mm),
             "hi_mm": list(part.hi_mm),
             "class_codes": list(part.class_codes),
+            "rgb_max": part.rgb_max,
         }
         (tmp / DECODE_META).write_text(json.dumps(meta, sort_keys=True))
 
-    entry = cache.get_or_build(key_parts, build)
+    try:
+        entry = cache.get_or_build(key_parts, build)
+    except _Uncached as e:
+        return e.part
     meta = json.loads((entry / DECODE_META).read_text())
     return SpillPart(
         unit.unit_index,
@@ -102,7 +108,14 @@ def decode_cached(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key_p
         tuple(meta["lo_mm"]),
         tuple(meta["hi_mm"]),
         tuple(meta["class_codes"]),
+        rgb_max=int(meta.get("rgb_max", -1)),
     )
+
+
+class _Uncached(Exception):
+    def __init__(self, part: SpillPart):
+        super().__init__("uncached decode result")
+        self.part = part
 
 
 def bin_key_parts(spec: BinSpec, job: TileJob, unit_keys: dict[str, str]) -> list[Any]:

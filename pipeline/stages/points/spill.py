@@ -115,6 +115,11 @@ class SpillPart:
     lo_mm: tuple[int, int, int]
     hi_mm: tuple[int, int, int]
     class_codes: tuple[int, ...] = ()
+    # set instead of a spill file when the unit's points lie outside its file's header bounds and the job
+    # asks for the real bounds: the unit's raw integer (min x, y, z, max x, y, z); the planner widens the
+    # file's bounds and runs again
+    outside: tuple[int, ...] | None = None
+    rgb_max: int = -1  # largest raw RGB channel value of the unit (-1: no RGB); 0 = zeroed colours
 
 
 def open_positions(rec_path: str, dtype: np.dtype, count: int) -> tuple[np.ndarray, ...]:

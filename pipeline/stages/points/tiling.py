@@ -84,6 +84,9 @@ class DecodeJob:
     keep_unknown: bool
     spill_dir: str
     cube: CubeSpec | None = None  # None while scanning bounds
+    # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
+    # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
+    outside_bounds: str = "error"
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
@@ -91,7 +94,16 @@ class DecodeJob:
         cfg = self.crs_cfg if isinstance(self.crs_cfg, str) else self.crs_cfg.model_dump_json()
         return (
             DecodeJob,
-            (self.frame, cfg, self.layout, self.class_scheme, self.keep_unknown, self.spill_dir, self.cube),
+            (
+                self.frame,
+                cfg,
+                self.layout,
+                self.class_scheme,
+                self.keep_unknown,
+                self.spill_dir,
+                self.cube,
+                self.outside_bounds,
+            ),
         )
 
     def crs_config(self) -> CrsConfig:
@@ -247,6 +259,14 @@ def decode_fields(
     return decode_unit(info, unit, extra_dims, out, lazy=lazy)
 
 
+def _within_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> bool:
+    try:
+        _check_bounds(info, raw_min, raw_max, unit)
+    except InputError:
+        return False
+    return True
+
+
 def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
     """Refuse units whose integer coordinates lie outside the header bounds (corrupt data)."""
     if unit.count == 0:
@@ -264,6 +284,14 @@ def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None
             )
 
 
+class OutsideHeaderBounds(Exception):
+    """A unit's points lie outside its file's header bounds (raised only when the job reports them)."""
+
+    def __init__(self, raw_min, raw_max):
+        super().__init__("points outside the header bounds")
+        self.raw = tuple(int(v) for v in raw_min) + tuple(int(v) for v in raw_max)
+
+
 @dataclass
 class _Decoded:
     xyz: np.ndarray  # (N,3) int32 ENU mm
@@ -273,6 +301,7 @@ class _Decoded:
     hi: np.ndarray
     codes: tuple[int, ...]  # class codes present
     raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
+    rgb_max: int = -1  # largest raw colour channel value (-1: no RGB read)
 
 
 def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
@@ -325,6 +354,8 @@ def _decode(
         out=xyz_buf,
         keys=keys_buf,
     )
+    if job.outside_bounds == "report" and (bad or not _within_bounds(info, raw_min, raw_max, unit)):
+        raise OutsideHeaderBounds(raw_min, raw_max)
     _check_bounds(info, raw_min, raw_max, unit)
     codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
     check_classes(
@@ -340,11 +371,13 @@ def _decode(
         name: d[name]
         for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns")
     }
+    rgb_max = -1
     if job.layout.has_rgb:
         if info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
             from pipeline.sources.pointcloud.las import Rgb16
 
-            shift = srgb8_shift(K.rgb_max(d["red"], d["green"], d["blue"]))
+            rgb_max = int(K.rgb_max(d["red"], d["green"], d["blue"]))
+            shift = srgb8_shift(rgb_max)
             cols["rgb"] = Rgb16(d["red"], d["green"], d["blue"], shift)  # type: ignore[assignment]
         elif info.has_rgb:
             cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
@@ -362,7 +395,7 @@ def _decode(
     for name in job.layout.extra_dims:
         if "x_" + name in d:
             cols["x_" + name] = d["x_" + name]
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"))
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"), rgb_max)
 
 
 def _row_sources(
@@ -417,7 +450,10 @@ def decode_to_spill(
     arena.retire("bin.")  # this worker has moved on from binning: decode buffers reuse that memory
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
-    r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True, pre=pre)
+    try:
+        r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True, pre=pre)
+    except OutsideHeaderBounds as e:  # the planner widens the file's bounds to these and runs again
+        return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=e.raw)
     xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
     n = len(xyz)
     if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
@@ -451,6 +487,7 @@ def decode_to_spill(
         tuple(int(v) for v in lo),
         tuple(int(v) for v in hi),
         r.codes,
+        rgb_max=r.rgb_max,
     )
 
 
