@@ -598,3 +598,20 @@ def test_official_lod2_roofs_in_the_layer(tmp_path: Path):
     out = official_lod2_roofs(ctx, fp, final, warnings)  # type: ignore[arg-type]
     assert out["roof_height"].tolist() == pytest.approx([47.5, 50.0])
     assert out["flags"].tolist() == ["roof_from_lod2", ""] and not warnings
+
+
+@pytest.mark.realdata
+def test_nrw_masts_are_not_extruded():
+    """The official LoD2 tiles as cadastre (generic CityGML): the 37 lattice masts (51002_1251) are
+    skipped by the default rule and reported; buildings stay."""
+    files = _need_nrw()
+    from pipeline.config.model import BuildingsLayer
+    from pipeline.sources.cadastre import read_footprints
+
+    t = read_footprints(files, "generic")
+    masts = int((t.gdf["gfkzshh"] == "51002_1251").sum())
+    assert masts == 37
+    kept = apply_structure_rules(t, BuildingsLayer().non_building_functions)
+    assert len(kept.gdf) == len(t.gdf) - masts
+    assert not (kept.gdf["gfkzshh"] == "51002_1251").any()
+    assert sum("51002_1251" in r.reason for r in kept.rejected) == masts
