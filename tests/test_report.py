@@ -61,6 +61,30 @@ def test_report_files(report_release):
     assert "terrain.mesh" in build["timings"]
 
 
+def test_public_report_leaves_out_an_internal_change_layer(report_release):
+    """`layers.change.access: internal`: the public report draws no change map and no change table, and
+    no cached plot drawn with the change data is reused (issue 12: every export failed on it)."""
+    import dataclasses
+
+    from pipeline.orchestrate.report import build_report_layers
+
+    ctx, layers = report_release
+    hidden = [
+        dataclasses.replace(lay, access="internal") if lay.name == "change" else lay for lay in layers[:-1]
+    ]
+    assert any(lay.access == "internal" for lay in hidden)
+    report = build_report_layers(ctx, hidden)[0]
+    out = ctx.release_dir / "report"
+    assert "report/change_map.png" not in report.files and "report/grz_map.png" in report.files
+    html = (out / "index.html").read_text()
+    assert "U350104_5700103" not in html  # the unregistered-structures review list
+    assert "<h2>change classes</h2>" not in html and "<h2>changed buildings</h2>" not in html
+    build = json.loads((out / "data" / "build.json").read_text())
+    assert "change" not in {lay["name"] for lay in build["layers"]}
+    build_report_layers(ctx, layers[:-1])  # public again: the fixture's report for later tests
+    assert "<h2>change classes</h2>" in (out / "index.html").read_text()
+
+
 @pytest.fixture(scope="module")
 def demo_release(tmp_path_factory):
     """The tiny demo district (200 m) through buildings, terrain, overlays and report."""

@@ -123,9 +123,10 @@ def _file_sha256(path) -> str | None:
         return None
 
 
-def _plot_cached(ctx: BuildContext, name: str, fn, data, path) -> None:
-    """Draw one plot, memoised in the build cache by the bytes of the release files it reads: an
-    incremental build redraws only the plots whose data changed (the PNG is hard-linked, not rewritten)."""
+def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: list[str] = ()) -> None:
+    """Draw one plot, memoised in the build cache by the bytes of the release files it reads and the
+    internal layers it must not show (`hidden`): an incremental build redraws only the plots whose data
+    changed (the PNG is hard-linked, not rewritten)."""
     import os
     import shutil
 
@@ -140,6 +141,8 @@ def _plot_cached(ctx: BuildContext, name: str, fn, data, path) -> None:
         fn(data, tmp / name)
 
     key = ["report-plot-v1", name, [(rel, _file_sha256(ctx.release_dir / rel)) for rel in inputs]]
+    if hidden:
+        key.append({"hidden": sorted(hidden)})
     entry = build_cache(ctx).get_or_build(key, build)
     path.unlink(missing_ok=True)
     try:
@@ -185,8 +188,12 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
         files.append("report/data/residuals.csv")
         data.residuals = res
     images = []
+    internal_files = {f for lay in previous if lay.access != "public" for f in [*lay.files, lay.tileset] if f}
     for name, fn in PLOTS.items():
-        _plot_cached(ctx, name, fn, data, out / name)
+        needs = PLOT_INPUTS.get(name)
+        if needs and all(rel in internal_files for rel in needs):
+            continue  # a plot of internal data only (e.g. the change map of an internal change layer)
+        _plot_cached(ctx, name, fn, data, out / name, internal)
         images.append(name)
         files.append(f"report/{name}")
     html = render_html(data, images, f"RuhrTwin build report: {ctx.cfg.name} ({ctx.build_id})", warnings)
