@@ -359,7 +359,9 @@ def _release_gates(
     header_points = points_in = None
     if aerial is not None and cfg.sources.aerial and "points_in" in aerial.get("stats", {}):
         header_points = input_summary["header_points"].get(f"aerial:{cfg.sources.aerial[-1].epoch}")
-        points_in = int(aerial["stats"]["points_in"]) + int(aerial["stats"].get("points_rejected", 0))
+        # points the layer explains it did not tile (e.g. an identical copy): `not_tiled` of the tiler
+        explained = sum(int(n.get("header_points") or 0) for n in aerial["stats"].get("not_tiled", []))
+        points_in = int(aerial["stats"]["points_in"]) + explained
     previous = release_summary(prev_manifest)
     findings = release_findings(
         current=summary,
