@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -539,7 +540,7 @@ def _scalar_accessor(js: dict[str, Any], binary: bytes, index: int) -> np.ndarra
     )
 
 
-def _real_point_release(base: Path) -> tuple[Path, list[dict[str, Any]]]:
+def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]]]:
     """A release holding one point layer tiled by `tile_pointcloud`; returns it and points to click (ECEF,
     intensity, classification), each the highest point within 1.5 m so nothing covers it seen from above."""
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud, tile_positions_mm
@@ -552,12 +553,20 @@ def _real_point_release(base: Path) -> tuple[Path, list[dict[str, Any]]]:
         pytest.skip("node_modules/cesium not installed (make setup)")
     laz = write_las(base / "in.laz", synthetic_points(20_000, size=50.0, seed=3), point_format=3, scale=0.001)
     rel = base / "release"
-    tile_pointcloud(
-        [laz], rel / "aerial_points", PointTilingOptions(class_scheme="adv", max_points_per_tile=2500)
-    )
+    opts = PointTilingOptions(class_scheme="adv", max_points_per_tile=2500, format=fmt)
+    tile_pointcloud([laz], rel / "aerial_points", opts)
     meta = json.loads((rel / "aerial_points" / "pointcloud.json").read_text())
     frame = meta["frame"]
     enu_l, inten_l, cls_l = [], [], []
+    for glb in sorted((rel / "aerial_points").rglob("*.pnts")):  # 1.0: batch table columns
+        data = glb.read_bytes()
+        _m, _v, _t, ftj, ftb, btj, _btb = struct.unpack_from("<4sIIIIII", data, 0)
+        bt = json.loads(data[28 + ftj + ftb : 28 + ftj + ftb + btj])
+        n = json.loads(data[28 : 28 + ftj])["POINTS_LENGTH"]
+        base_off = 28 + ftj + ftb + btj
+        enu_l.append(tile_positions_mm(glb) / 1000.0)
+        inten_l.append(np.frombuffer(data, np.uint16, n, base_off + bt["intensity"]["byteOffset"]))
+        cls_l.append(np.frombuffer(data, np.uint8, n, base_off + bt["classification"]["byteOffset"]))
     for glb in sorted((rel / "aerial_points").rglob("*.glb")):
         js, binary = read_glb(glb.read_bytes())
         ext = js["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]["properties"]
@@ -608,8 +617,9 @@ def _real_point_release(base: Path) -> tuple[Path, list[dict[str, Any]]]:
     return rel, targets
 
 
-def test_pick_on_pipeline_point_tiles(browser: Any, tmp_path: Path) -> None:
-    rel, targets = _real_point_release(tmp_path)
+@pytest.mark.parametrize("fmt", ["1.1", "1.0"])
+def test_pick_on_pipeline_point_tiles(browser: Any, tmp_path: Path, fmt: str) -> None:
+    rel, targets = _real_point_release(tmp_path, fmt)
     assert len(targets) == 4
     srv = make_server(rel)
     srv.start_background()

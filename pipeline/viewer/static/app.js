@@ -700,12 +700,45 @@
     return Cesium.Matrix4.fromTranslationQuaternionRotationScale(t, r, sc);
   }
 
+  /** A pnts tile (3D Tiles 1.0): float32 POSITION relative to RTC_CENTER (z-up), RGB, batch table. */
+  function pntsGroup(buf) {
+    const dv = new DataView(buf);
+    const ftJ = dv.getUint32(12, true), ftB = dv.getUint32(16, true), btJ = dv.getUint32(20, true);
+    const td = new TextDecoder();
+    const ft = JSON.parse(td.decode(new Uint8Array(buf, 28, ftJ)));
+    const ftBin = 28 + ftJ;
+    const bt = btJ ? JSON.parse(td.decode(new Uint8Array(buf, ftBin + ftB, btJ))) : {};
+    const btBin = ftBin + ftB + btJ;
+    const n = ft.POINTS_LENGTH;
+    if (!ft.POSITION) throw new Error("pnts without float POSITION");
+    const positions = Float64Array.from(new Float32Array(buf.slice(ftBin + ft.POSITION.byteOffset, ftBin + ft.POSITION.byteOffset + 12 * n)));
+    const rtc = ft.RTC_CENTER || [0, 0, 0];
+    const attrs = {};
+    if (ft.RGB) {
+      const rgb = new Uint8Array(buf, ftBin + ft.RGB.byteOffset, 3 * n);
+      const lin = (x) => { x /= 255; return x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); };
+      attrs.colour = { values: Float64Array.from(rgb, lin), width: 3, colour: true };
+    }
+    const TYPES = { UNSIGNED_BYTE: Uint8Array, UNSIGNED_SHORT: Uint16Array, UNSIGNED_INT: Uint32Array,
+      FLOAT: Float32Array, DOUBLE: Float64Array, BYTE: Int8Array, SHORT: Int16Array, INT: Int32Array };
+    for (const [name, ref] of Object.entries(bt)) {
+      if (!ref || ref.byteOffset === undefined || !TYPES[ref.componentType]) continue;
+      const T = TYPES[ref.componentType];
+      const width = WIDTH[ref.type || "SCALAR"] || 1;
+      const start = btBin + ref.byteOffset;
+      attrs[name] = { values: Float64Array.from(new T(buf.slice(start, start + T.BYTES_PER_ELEMENT * width * n))), width };
+    }
+    return { matrix: Cesium.Matrix4.fromTranslation(Cesium.Cartesian3.fromArray(rtc)), positions, attrs, zUp: true };
+  }
+
   async function loadPointContent(url) {
     if (contentCache.has(url)) return contentCache.get(url);
     const job = (async () => {
       const buf = await (await fetch(url)).arrayBuffer();
       const dv = new DataView(buf);
-      if (String.fromCharCode(...new Uint8Array(buf, 0, 4)) !== "glTF") throw new Error("not a glTF point tile");
+      const magic = String.fromCharCode(...new Uint8Array(buf, 0, 4));
+      if (magic === "pnts") return [pntsGroup(buf)];
+      if (magic !== "glTF") throw new Error("not a point tile (glTF or pnts)");
       const jlen = dv.getUint32(12, true);
       const gltf = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 20, jlen)));
       const blen = dv.getUint32(20 + jlen, true);
@@ -790,7 +823,7 @@
       }
       const tileM = Cesium.Matrix4.multiply(tile.computedTransform, Y_UP_TO_Z_UP, new Cesium.Matrix4());
       for (const g of groups) {
-        const model = Cesium.Matrix4.multiply(tileM, g.matrix, new Cesium.Matrix4());
+        const model = Cesium.Matrix4.multiply(g.zUp ? tile.computedTransform : tileM, g.matrix, new Cesium.Matrix4());
         const m = Cesium.Matrix4.multiply(vp, model, new Cesium.Matrix4());
         const p = g.positions;
         for (let i = 0, k = 0; i < p.length; i += 3, k++) {
