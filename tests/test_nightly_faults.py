@@ -131,3 +131,215 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path):
     assert tree(r0.release_dir) == before or not r0.release_dir.exists()  # pruned, never modified
     print("killed at", killed_during)
     assert any(k != "finished" for k in killed_during), killed_during
+
+
+# ------------------------------------------------------------------ kill -9 inside each release operation
+#
+# `TWIN_FAULT_AT=step:N` makes the process SIGKILL itself the N-th time it reaches `fault_point(step)`
+# (pipeline.release.publish). Each operation is killed at every one of its fault points in turn (N = 1, 2,
+# ... until the operation runs through), with and without the atomic folder exchange. After every kill:
+# `current` is a complete release, `rollback` works (on a copy of the output folder), and the next command
+# repairs the leftovers and ends byte-identical to a clean build.
+
+
+def _killed_at(args: list[str], step: str, n: int, env: dict[str, str] | None = None) -> bool:
+    """Run `twin ARGS` killing itself at the n-th `step`; True if it died there, False if it ran through."""
+    from pipeline.release.publish import FAULT_ENV
+
+    proc = _twin(args, {FAULT_ENV: f"{step}:{n}", **(env or {})})
+    _out, err = proc.communicate(timeout=180)
+    _kill_group(proc)  # nothing of it may live on (workers are gone before any release step anyway)
+    if proc.returncode == -signal.SIGKILL:
+        return True
+    assert proc.returncode == 0, f"{args} at {step}:{n}: exit {proc.returncode}: {err.decode()[-2000:]}"
+    return False
+
+
+def _assert_current_valid(out: Path) -> Path:
+    from pipeline.release.publish import check_complete, current_release
+
+    cur = current_release(out)
+    assert cur is not None, "current points at nothing"
+    check_complete(cur)
+    return cur
+
+
+def _assert_rollback_works(out: Path, scratch: Path) -> None:
+    """Roll back a copy of the output folder (the original goes on to the repair build)."""
+    from pipeline.release.ops import do_rollback
+    from pipeline.release.publish import check_complete
+
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    shutil.copytree(out, scratch, symlinks=True)
+    r = do_rollback(scratch)
+    check_complete(Path(r["current"]))
+    assert r["from"] != r["to"]
+
+
+def _assert_clean(out: Path) -> None:
+    from pipeline.release.publish import _read_history_doc, current_release
+
+    left = [p.name for p in (out / "releases").iterdir() if p.name.startswith(".")]
+    assert not left, f"leftovers: {left}"
+    assert not list(out.glob(".current.tmp-*"))
+    doc = _read_history_doc(out)
+    cur = current_release(out)
+    assert cur is not None and doc["published"][-1] == cur.name and cur.name not in doc["rolled_back"]
+
+
+def _reference(tmp_path: Path, project: Path, name: str) -> dict[str, bytes]:
+    """A clean build of the project's current inputs and config, in a fresh folder."""
+    ref = tmp_path / name
+    shutil.copytree(project / "configs", ref / "configs")
+    shutil.copytree(project / "data/raw", ref / "data/raw")
+    return tree(_inprocess_build(ref / "configs/fake.yaml").release_dir)
+
+
+def _three_releases(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    project = tmp_path / "p"
+    cfg = fakes.make_project(project, n_tiles=4)
+    ids = []
+    for k in range(3):
+        _set_inputs(project, f"night {k}")
+        ids.append(_inprocess_build(cfg).build_id)
+    return project, cfg, ids
+
+
+def _set_keep(cfg: Path, keep: int) -> None:
+    cfg.write_text(cfg.read_text().replace("keep: 3", f"keep: {keep}"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["promote", "record", "switch", "prune"])
+def test_kill_inside_build_publish_steps(tmp_path, step):
+    """A new build killed inside promote / history record / `current` switch / prune (which removes two
+    releases here: killed after the first and after the second). Every round starts from a copy of the
+    same three-release project."""
+    template, cfg, _ids = _three_releases(tmp_path / "template")
+    _set_keep(cfg, 2)
+    _set_inputs(template, "night 3")
+    reference = _reference(tmp_path, template, "ref")
+    n = 1
+    while True:
+        project = tmp_path / f"round{n}"
+        shutil.copytree(template, project, symlinks=True)
+        cfg, out = project / "configs/fake.yaml", project / "data/out"
+        before = _assert_current_valid(out)
+        if not _killed_at(["build", str(cfg), "--quiet"], step, n):
+            break
+        cur = _assert_current_valid(out)
+        assert cur == before or tree(cur) == reference, f"{step}:{n}: current is neither old nor new"
+        _assert_rollback_works(out, tmp_path / "scratch")
+        r = _inprocess_build(cfg)  # repairs, then builds (or finds it up to date)
+        assert tree(r.release_dir) == reference, f"{step}:{n}: repaired build differs from a clean one"
+        assert (out / "current").resolve() == r.release_dir.resolve()
+        _assert_clean(out)
+        shutil.rmtree(project)
+        n += 1
+    assert n == {"promote": 2, "record": 2, "switch": 3, "prune": 3}[step], f"{step}: {n - 1} fault points"
+    assert tree((out / "current").resolve()) == reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_kill_inside_promote_of_a_forced_rebuild(tmp_path, exchange):
+    """`twin build --force` of the release `current` points at (same build id): killed at every point
+    inside promote, `current` never points at nothing."""
+    project, cfg, ids = _three_releases(tmp_path)
+    out = project / "data/out"
+    expected = tree(out / "releases" / ids[-1])
+    env = {} if exchange else {"TWIN_NO_RENAME_EXCHANGE": "1"}
+    n = 1
+    while _killed_at(["build", str(cfg), "--quiet", "--force"], "promote", n, env):
+        cur = _assert_current_valid(out)
+        assert tree(cur) == expected, f"promote:{n}: current changed content"
+        _assert_rollback_works(out, tmp_path / "scratch")
+        r = _inprocess_build(cfg)
+        assert r.build_id == ids[-1] and tree(r.release_dir) == expected
+        assert (out / "current").resolve() == (out / "releases" / ids[-1]).resolve()
+        _assert_clean(out)
+        n += 1
+    assert n > 1, "promote of an existing id has no fault point"
+    print(f"killed inside promote at {n - 1} points")
+
+
+@pytest.mark.slow
+def test_kill_inside_rollback(tmp_path):
+    project, cfg, ids = _three_releases(tmp_path)
+    out = project / "data/out"
+    reference = tree(out / "releases" / ids[-1])
+    n = 1
+    while _killed_at(["rollback", "-c", str(cfg)], "rollback", n):
+        cur = _assert_current_valid(out)
+        assert cur.name in ids[1:], cur.name
+        _assert_rollback_works(out, tmp_path / "scratch")
+        r = _inprocess_build(cfg)  # the inputs of the newest release: it is published again
+        assert r.build_id == ids[-1] and tree(r.release_dir) == reference
+        _assert_clean(out)
+        n += 1
+    assert n == 3, n  # before the switch, between the switch and the history record
+    assert (out / "current").resolve().name == ids[1]  # the last round ran through
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_kill_inside_export(tmp_path, exchange):
+    """`twin publish --public DIR` over an earlier export, killed at every point: the next export repairs
+    (puts a moved-aside export back, removes temporaries) and the web folder ends complete."""
+    from pipeline.release.access import EXPORT_MARKER, export_public
+
+    project, _cfg, ids = _three_releases(tmp_path)
+    out = project / "data/out"
+    dest = tmp_path / "www" / "public"
+    export_public(out / "releases" / ids[0], dest)
+    old = tree(dest)
+    export_public(out / "releases" / ids[-1], tmp_path / "fresh")
+    new = tree(tmp_path / "fresh")
+    env = {} if exchange else {"TWIN_NO_RENAME_EXCHANGE": "1"}
+    n = 1
+    args = ["publish", "--release", str(out / "releases" / ids[-1]), "--public", str(dest)]
+    while _killed_at(args, "export", n, env):
+        _assert_current_valid(out)
+        if exchange:  # one atomic swap: the folder is always a complete export, old or new
+            assert tree(dest) in (old, new), f"export:{n}"
+        export_public(out / "releases" / ids[-1], dest)  # the next export repairs
+        assert tree(dest) == new and (dest / EXPORT_MARKER).is_file()
+        assert [p.name for p in dest.parent.iterdir()] == ["public"], f"export:{n}: leftovers"
+        export_public(out / "releases" / ids[0], dest)  # back to the old one for the next round
+        n += 1
+    assert n > 1
+    assert tree(dest) == new
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_failure_and_releases_the_lock(tmp_path):
+    from pipeline.release.lock import build_lock
+
+    project, cfg, ids = _three_releases(tmp_path)
+    out = project / "data/out"
+    _set_inputs(project, "night 4")
+    proc = _twin(["build", str(cfg), "--quiet"], {fakes.SLEEP_ENV: "0.5"})
+    deadline = time.monotonic() + 90
+    while not list((out / "releases").glob(".staging-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "build did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)  # the driver only, as systemd / a scheduler would
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"SIGTERM" in err
+    last = json.loads((out / ".twin/last-build.json").read_text())
+    assert last["state"] == "failed" and last["exit_code"] == 143
+    assert last["log"] and Path(last["log"]).is_file()
+    assert (out / "current").resolve().name == ids[-1]
+    with build_lock(out):  # released
+        pass
+    deadline = time.monotonic() + 20  # no process of the build outlives it (its workers share the group)
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "processes of the build still running after SIGTERM"
+        time.sleep(0.2)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
+import sys
+from collections.abc import Callable
 
 from pipeline.config.loader import load_config
 from pipeline.release.plausibility import ACCEPTABLE
@@ -28,6 +32,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stop, a scheduler's time limit, `kill`), handled like Ctrl-C: the build records the
+    failure in last-build.json, stops its workers and releases the lock; exit 143 (128 + 15)."""
+
+    exit_code = 143
+
+
+def _sigterm_like_sigint(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace) -> int:
+        def handler(signum, frame):
+            raise Terminated("terminated by SIGTERM")
+
+        try:
+            old = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (a test calling the CLI from a thread)
+            return fn(args)
+        try:
+            return fn(args)
+        except Terminated:
+            print("twin: terminated (SIGTERM); the failure is recorded, the lock released", file=sys.stderr)
+            return Terminated.exit_code
+        finally:
+            signal.signal(signal.SIGTERM, old)
+
+    return wrapper
+
+
+@_sigterm_like_sigint
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table

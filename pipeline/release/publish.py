@@ -99,6 +99,7 @@ def switch_current(out_dir: Path, release: Path) -> None:
     tmp = out_dir / f".{CURRENT}.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(release, out_dir), tmp)
+    fault_point("switch")
     os.replace(tmp, link)
     _fsync_dir(out_dir)
 
@@ -381,13 +382,24 @@ def repair(out_dir: Path) -> list[str]:
             doc["rolled_back"] = [i for i in doc["rolled_back"] if i != cur.name]
             _write_history(out_dir, doc)
     cur = current_release(out_dir)
-    for old in sorted(rdir.glob(f"{OLD_PREFIX}*")):
-        name = old.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+    for old in sorted(rdir.iterdir()):
+        if old.name.startswith(OLD_PREFIX):
+            name = old.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+        elif old.name.startswith(STAGING_PREFIX):
+            name = old.name[len(STAGING_PREFIX) :]
+        else:
+            continue
+        # the old copy of a rebuilt id, or a staging folder whose release is complete (a promote killed
+        # after its swap): nothing in it that the release does not have
         if (rdir / name / "manifest.json").is_file() and (cur is None or old.resolve() != cur):
-            remove_owned(old, owned_by=rdir)  # the old copy of a rebuilt id whose new copy is in place
+            remove_owned(old, owned_by=rdir)
             done.append(f"removed {old.name} (left by an interrupted promote)")
     for name in finish_deletes(rdir):
         done.append(f"removed {name} (left by an interrupted delete)")
+    for tmp in out_dir.glob(f".{CURRENT}.tmp-*"):
+        if tmp.is_symlink():  # the new link of an interrupted switch
+            remove_owned(tmp, owned_by=out_dir)
+            done.append(f"removed {tmp.name} (left by an interrupted switch)")
     return done
 
 
