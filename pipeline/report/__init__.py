@@ -266,9 +266,8 @@ def plot_change_map(data: ReleaseData, path: Path | None = None):
     if c is not None and len(c):
         cols = np.array([CLASS_COLOURS.get(k, (0, 0, 0, 255)) for k in c["change_class"]]) / 255.0
         if data.unknown is not None and len(data.unknown):
-            data.unknown.plot(
-                ax=ax, color=(0.58, 0.4, 0.74, 0.15), edgecolor=(0.58, 0.4, 0.74, 0.8), hatch="//"
-            )
+            unk = np.array(CLASS_COLOURS["unknown"][:3]) / 255.0  # the palette's "unknown"
+            data.unknown.plot(ax=ax, color=(*unk, 0.15), edgecolor=(*unk, 0.8), hatch="//")
         c.plot(ax=ax, color=cols, edgecolor="0.2", linewidth=0.3)
         if data.unregistered is not None and len(data.unregistered):
             data.unregistered.plot(
