@@ -448,3 +448,32 @@ def test_bad_tile_stops_by_default_and_is_skipped_on_request(tmp_path, capsys, j
     skipped = {Path(t["file"]).name for t in summary["not_tiled"]}
     assert skipped == {"empty.laz", "broken.laz"}
     assert sum("skipped (--on-bad-tile skip)" in n for n in summary["notes"]) == 2
+
+
+# ---- CRS labels: diagnoses that point at the fix, an explicit --crs wins -------------------------------
+
+
+@pytest.mark.parametrize("label", ["EPSG:4978", "EPSG:4979"])
+def test_projected_coordinates_labelled_geographic_or_geocentric(tmp_path, capsys, label):
+    # UTM coordinates written under a geographic / geocentric label (as in a mislabelled COPC delivery)
+    f = write_las(tmp_path / "copc_like.laz", cloud(600, 372000, 5707000), crs=label)
+    code, _ = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1", "--assume-ellipsoidal")
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "copc_like.laz" in err and "looks mislabelled, coordinates look projected: give --crs" in err
+    assert "not supported; reproject" not in err
+    code, summary = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1",
+                               "--crs", "EPSG:25832+7837")  # fmt: skip
+    assert code == 0 and summary["points_out"] == 600
+
+
+def test_explicit_crs_wins_over_the_area_of_use_check(tmp_path):
+    """Coordinates far outside the label's area of use (UTM 32N eastings 2,000 km out: the Black Sea):
+    refused as mislabelled from the file's label, kept with a note when --crs says so explicitly."""
+    f = write_las(tmp_path / "scan.las", cloud(300, 2_000_000, 5_000_000), crs="EPSG:32632")
+    code, _ = run_points(str(f), "--out", str(tmp_path / "file"), "--jobs", "1", "--assume-ellipsoidal")
+    assert code == 4  # the file's own label is checked
+    code, summary = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1", "--crs", "EPSG:32632",
+                               "--assume-ellipsoidal")  # fmt: skip
+    assert code == 0 and summary["points_out"] == 300
+    assert any("--crs EPSG:32632 kept although" in n for n in summary["notes"])

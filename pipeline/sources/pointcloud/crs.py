@@ -66,10 +66,19 @@ def resolve_file_crs(
     hfac = linear_unit_factor(horiz)
     if z_unit is not None and z_unit not in Z_UNITS:
         raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)
+    if not override:
+        _check_label(info, given)
     if given.is_geocentric:
         raise CrsError("geocentric point clouds are not supported; reproject to a projected CRS", path=path)
     xy = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
-    check_area_of_use(horiz, xy, path=path)
+    area_note = ""
+    try:
+        check_area_of_use(horiz, xy, path=path)
+    except CrsError as e:
+        if not override:
+            raise
+        # an explicit --crs / `crs:` wins over every check of the file's own label; said in the summary
+        area_note = f"--crs {override} kept although {e.message.split('; ')[0]}"
     if has_vertical(given):
         # compound (or geographic 3D): PROJ knows the vertical unit; a z_unit only rescales when asked
         zf = 1.0
@@ -79,7 +88,7 @@ def resolve_file_crs(
                 if s.is_vertical:
                     vunit = linear_unit_factor(s)
             zf = Z_UNITS[z_unit] / vunit
-        return FileCrs(given, zf)
+        return FileCrs(given, zf, area_note)
     if cfg.vertical is not None and not cfg.assume_ellipsoidal_heights:
         crs = resolve_source_crs(given, None, cfg, path=path)
         if abs(hfac - 1.0) > 1e-12 and z_unit is None:
@@ -93,7 +102,8 @@ def resolve_file_crs(
         for s in crs.sub_crs_list or []:
             if s.is_vertical:
                 vunit = linear_unit_factor(s)
-        return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / vunit, f"vertical {cfg.vertical} attached")
+        note = "; ".join(n for n in (f"vertical {cfg.vertical} attached", area_note) if n)
+        return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / vunit, note)
     if not cfg.assume_ellipsoidal_heights:
         raise CrsError(
             f"the CRS {horiz.name!r} has no vertical component, so the heights' datum is unknown; give a "
@@ -103,7 +113,41 @@ def resolve_file_crs(
         )
     zf = Z_UNITS[z_unit] if z_unit else hfac
     note = "" if abs(zf - 1.0) < 1e-12 else f"Z taken as ellipsoidal height in units of {zf} m"
+    note = "; ".join(n for n in (note, area_note) if n)
     return FileCrs(given.to_3d(), zf, note)
+
+
+EARTH_RADIUS_RANGE_M = (6.30e6, 6.42e6)  # distance of any point near the surface from the Earth's centre
+
+
+def _check_label(info: PointFileInfo, crs: CRS) -> None:
+    """A file labelled geographic or geocentric whose coordinates cannot be degrees / geocentric metres
+    (projected-looking eastings and northings, heights near the ground) is mislabelled: say so, and that
+    --crs is the fix (reprojecting such a file would wreck it)."""
+    import math
+
+    lo, hi = info.mins, info.maxs
+    looks = f"x {lo[0]:.2f}..{hi[0]:.2f}, y {lo[1]:.2f}..{hi[1]:.2f}, z {lo[2]:.2f}..{hi[2]:.2f}"
+    if crs.is_geocentric:
+        c = [(a + b) / 2 for a, b in zip(lo, hi, strict=True)]
+        r = math.sqrt(sum(v * v for v in c))
+        if EARTH_RADIUS_RANGE_M[0] <= r <= EARTH_RADIUS_RANGE_M[1]:
+            return
+        what = (
+            f"geocentric ({crs.name}), but the coordinates ({looks}) lie {r / 1000:,.0f} km from the "
+            "Earth's centre"
+        )
+    elif crs.is_geographic:
+        if lo[0] >= -180 and hi[0] <= 360 and lo[1] >= -90 and hi[1] <= 90:
+            return
+        what = f"geographic ({crs.name}), but the coordinates ({looks}) are not degrees"
+    else:
+        return
+    raise CrsError(
+        f"the file's CRS says {what}: the CRS looks mislabelled, coordinates look projected: give --crs "
+        "(the delivery's projected CRS, e.g. --crs EPSG:25832+7837); do not reproject the file",
+        path=info.path,
+    )
 
 
 def crs_key(fc: FileCrs) -> str:
