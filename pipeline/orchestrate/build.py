@@ -478,9 +478,11 @@ def run_build(
                 accept_changes=accept_changes,
             )
         except BaseException as exc:
+            record["log"] = _keep_failed_log(out_dir, record)  # before a full disk's staging goes
             e = _no_space(exc, out_dir, record)
             code = getattr(e, "exit_code", 130 if isinstance(e, KeyboardInterrupt) else EXIT_INTERNAL)
-            record["log"] = _keep_failed_log(out_dir, record)
+            if record["log"] and not Path(record["log"]).is_file():
+                record["log"] = None  # never name a log that does not exist
             record.update(
                 state="failed",
                 finished=now_iso(),
