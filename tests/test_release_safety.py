@@ -247,3 +247,79 @@ def test_failed_build_names_a_log_that_exists(tmp_path):
     assert last["state"] == "failed"
     assert last["log"] and Path(last["log"]).is_file(), last.get("log")
     assert "build_failed" in Path(last["log"]).read_text()
+
+
+def test_disk_full_during_a_build_removes_staging_and_says_so(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from pipeline.orchestrate import build as build_mod
+
+    cfg = fakes.make_project(tmp_path / "p")
+    r1 = _build(cfg)
+    (tmp_path / "p/data/raw/dgm/dgm1_32_352_5700_1_nw.txt").write_text("new survey\n")
+    real = fakes.render_tile
+
+    def full(a, b):
+        if "352" in a:
+            raise OSError(errno.ENOSPC, "No space left on device", b)
+        return real(a, b)
+
+    monkeypatch.setattr(fakes, "render_tile", full)
+    orig = build_mod.BuildContext
+
+    class NoClient(orig):  # serial rendering, so the patched function runs in this process
+        def __setattr__(self, k, v):
+            super().__setattr__(k, None if k == "client" else v)
+
+    monkeypatch.setattr(build_mod, "BuildContext", NoClient)
+    code, _o, err = _run(["build", str(cfg), "--quiet"], capsys)
+    out = tmp_path / "p/data/out"
+    assert code == 9 and "Traceback" not in err and "disk is full" in err, err
+    assert not [p.name for p in (out / "releases").iterdir() if p.name.startswith(".")], "staging left"
+    assert (out / "current").resolve() == r1.release_dir.resolve()
+    last = json.loads((out / ".twin/last-build.json").read_text())
+    assert last["state"] == "failed" and last["exit_code"] == 9
+    assert last["log"] is None or Path(last["log"]).is_file()
+
+
+def test_disk_full_during_an_export_leaves_the_destination(project, monkeypatch, capsys):
+    import errno
+    import shutil
+
+    from pipeline.release import access
+
+    root, cfg = project["root"], project["cfg"]
+    dest = root / "www" / "public"
+    assert _run(["publish", "-c", str(cfg), "--public", str(dest)], capsys)[0] == 0
+    before = snapshot(root)
+    calls = []
+
+    def copy2(src, dst):
+        calls.append(src)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return shutil.copyfile(src, dst)
+
+    monkeypatch.setattr(access.shutil, "copy2", copy2)
+    code, _o, err = _run(["publish", "-c", str(cfg), "--public", str(dest)], capsys)
+    assert code == 9 and "Traceback" not in err and "No space left" in err, err
+    assert snapshot(root) == before  # the earlier export as it was, no temporary left
+
+
+def test_status_into_a_closed_pipe_is_not_an_error(project):
+    """`twin status --json | head -c 10`: the reader is gone before twin writes (closed right away here,
+    while twin is still importing), which is not an error of twin."""
+    import subprocess
+    import sys
+
+    out = project["root"] / "p/data/out"
+    code = "import sys; from pipeline.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "status", "--json", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # like `head` that has read its 10 bytes and exited
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
