@@ -53,7 +53,7 @@ view: setup
 	$(TWIN) view
 
 status: setup
-	$(TWIN) status
+	$(TWIN) status -c configs/demo.yaml
 
 lint: setup
 	$(BIN)/ruff check pipeline tests bench
