@@ -477,3 +477,47 @@ def test_explicit_crs_wins_over_the_area_of_use_check(tmp_path):
                                "--assume-ellipsoidal")  # fmt: skip
     assert code == 0 and summary["points_out"] == 300
     assert any("--crs EPSG:32632 kept although" in n for n in summary["notes"])
+
+
+# ---- the pipeline's path: Dask with one worker (runtime.workers: 1) and the content cache --------------
+
+
+def test_one_dask_worker_with_cache_and_a_header_that_lies(tmp_path):
+    """`runtime.workers: 1` runs the decode on a single Dask worker through the content cache: same bytes
+    as in-process, and a unit outside its header bounds is never cached (the second run reuses only
+    honest units)."""
+    import hashlib
+
+    from pipeline.config.model import CrsConfig, RuntimeConfig
+    from pipeline.orchestrate.cache import Cache
+    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.runtime import dask_client
+
+    f = write_las(tmp_path / "a.las", cloud(30_000, 372000, 5707000), crs="EPSG:25832+7837")
+    g = write_las(tmp_path / "b.laz", cloud(9_000, 372060, 5707000, seed=5), crs="EPSG:25832+7837")
+    _patch_bounds(f, 2, hi=105.0)  # about half the points lie above the header's max z
+    files = [f, g]
+    sha = tuple(sorted((str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files))
+
+    def opts(cache):
+        return PointTilingOptions(
+            crs_cfg=CrsConfig(),  # ETRS89 / UTM 32N + DHHN2016, as the files
+            memory="1GB",
+            cache=cache,
+            input_sha256=sha if cache else (),
+        )
+
+    ref = tile_pointcloud(files, tmp_path / "ref", opts(None))
+    assert ref.points_out == 39_000 and any("outside the header bounds" in n for n in ref.notes)
+    cache = Cache(tmp_path / "cache")
+    with dask_client(RuntimeConfig(memory="1GB"), workers=1) as client:
+        one = tile_pointcloud(files, tmp_path / "one", opts(cache), client=client)
+        again = tile_pointcloud(files, tmp_path / "again", opts(cache), client=client)
+    assert one.points_out == again.points_out == 39_000
+    assert one.checksum == again.checksum == ref.checksum
+    for out in ("one", "again"):
+        a = sorted(p.relative_to(tmp_path / out) for p in (tmp_path / out).rglob("*.glb"))
+        b = sorted(p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*.glb"))
+        assert a == b
+        for rel in a:
+            assert (tmp_path / out / rel).read_bytes() == (tmp_path / "ref" / rel).read_bytes()
