@@ -69,23 +69,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _interrupt_on_sigterm(signum, frame) -> None:
-    # SIGTERM (a scheduler stopping the job) takes the same path as Ctrl-C: the run's cleanup removes its
-    # staging folder, the workers and their fork server are stopped, exit 130
-    raise KeyboardInterrupt(f"signal {signum}")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, `kill`), handled like Ctrl-C: the run's cleanup removes its
+    staging folder and stops the workers and their fork server; exit 143 (128 + 15), as `twin build`."""
+
+    exit_code = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated("terminated by SIGTERM")
 
 
 def run(args: argparse.Namespace) -> int:
     import signal
+    import sys
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-        try:
-            return _run_with_pool(args)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    return _run_with_pool(args)
+    if threading.current_thread() is not threading.main_thread():
+        return _run_with_pool(args)  # (signals reach the main thread only)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run_with_pool(args)
+    except Terminated:
+        print("twin: terminated (SIGTERM); workers stopped, temporary folder removed", file=sys.stderr)
+        return Terminated.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_with_pool(args: argparse.Namespace) -> int:
