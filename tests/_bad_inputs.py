@@ -153,6 +153,19 @@ def laz_z_plus_1e6(raw: Path) -> None:
     las.write(p)
 
 
+def laz_header_count_short(raw: Path) -> None:
+    """An aerial tile whose header announces 1,000 points fewer than it holds (legacy count field)."""
+    import laspy
+
+    p = _first(raw, "aerial/2024/*.laz")
+    with laspy.open(p) as r:
+        count = int(r.header.point_count)
+        assert r.header.version.minor < 4
+    with p.open("r+b") as f:
+        f.seek(107)
+        f.write((count - 1000).to_bytes(4, "little"))
+
+
 CASES = {
     # name: (damage, expected exit code, words the message must contain)
     "truncated_gpkg": (truncated_gpkg, 2, ["alkis_vereinfacht_demo.gpkg"]),
@@ -168,4 +181,5 @@ CASES = {
     "ortho_two_bands": (ortho_two_bands, 2, ["2 band(s)", "reads band 3"]),
     "laz_twice": (laz_twice, 2, ["copy_of_", "same file content"]),
     "laz_z_plus_1e6": (laz_z_plus_1e6, 2, ["height_range_m"]),
+    "laz_header_count_short": (laz_header_count_short, 2, ["3dm_32_362000_5716000_0.1_nw_2024.laz"]),
 }

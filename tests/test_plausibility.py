@@ -354,7 +354,6 @@ def test_bad_input_is_refused_with_its_exit_code(corpus_project, case, capfd):
     line = next(ln for ln in text.splitlines() if ln.startswith("twin: error:"))
     for w in words:
         assert w in line, line
-    assert "nothing was published" in line or "Remove the copies" in line, line
     assert _published(corpus_project) == before  # current, its bytes and the release list unchanged
 
 
