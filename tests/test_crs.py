@@ -213,3 +213,133 @@ def test_twin_points_main_process_imports_no_config_model(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "False"]
+
+
+# ---- any CRS, any vertical datum, grids by name or from the config ---------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _constant_geoid(path: Path, undulation: float) -> Path:
+    """A crafted geoid model: constant undulation over lon 2..10, lat 50..56 (ETRS89 GeoTIFF)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=80,
+        height=60,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4258",
+        transform=from_origin(2.0, 56.0, 0.1, 0.1),
+    ) as ds:
+        ds.write(np.full((60, 80), undulation, dtype=np.float32), 1)
+    return path
+
+
+def test_missing_nap_grid_is_named_with_where_to_get_it():
+    from pipeline.crs import missing_grids
+
+    src = CRS("EPSG:28992+5709")
+    if not missing_grids(src, ECEF):
+        pytest.skip("the NAP geoid grid is installed here")
+    cfg = CrsConfig(horizontal="EPSG:28992", vertical="EPSG:5709")
+    with pytest.raises(GeoidGridMissing) as e:
+        make_transformer(working_crs(cfg), ECEF, cfg)
+    msg = str(e.value)
+    assert "nl_nsgi_nlgeo2018.tif" in msg
+    assert (
+        "projsync --file nl_nsgi_nlgeo2018.tif" in msg and "https://cdn.proj.org/nl_nsgi_nlgeo2018.tif" in msg
+    )
+    assert "crs.geoid_grid" in msg and "NAP height" in msg
+    assert e.value.exit_code == 4
+
+
+def test_configured_grid_under_another_name_equals_proj_choice(tmp_path):
+    """`crs.geoid_grid` with any file name replaces the grid of PROJ's geoid step: the GCG2016 grid renamed
+    gives exactly PROJ's own transformation, to ECEF and to lon/lat/h (axis order kept east first)."""
+    import shutil
+
+    renamed = tmp_path / "my_quasigeoid.tif"
+    shutil.copy(locate_geoid_grid(CrsConfig()), renamed)
+    ref_cfg, cfg = CrsConfig(), CrsConfig(geoid_grid=renamed)
+    x = np.array([362000.0, 370000.0]), np.array([5716000.0, 5720000.0]), np.array([60.0, 100.0])
+    for dst in (ECEF, GEOGRAPHIC_3D):
+        ref = make_transformer(working_crs(ref_cfg), dst, ref_cfg)
+        got = make_transformer(working_crs(cfg), dst, cfg)
+        assert str(renamed) in got.definition
+        for a, b in zip(ref.transform(*x), got.transform(*x), strict=True):
+            assert np.allclose(a, b, rtol=0, atol=1e-9)
+
+
+def test_crafted_geoid_for_nap_through_config(tmp_path):
+    """RD New + NAP with a crafted constant 43 m model given as `crs.geoid_grid`: h = NAP + 43 m."""
+    grid = _constant_geoid(tmp_path / "crafted.tif", 43.0)
+    cfg = CrsConfig(horizontal="EPSG:28992", vertical="EPSG:5709", geoid_grid=grid)
+    t = make_transformer(working_crs(cfg), GEOGRAPHIC_3D, cfg)
+    lon, lat, h = t.transform(136000.0, 456000.0, 2.5)
+    assert 5.0 < lon < 5.2 and 52.0 < lat < 52.1  # Utrecht, east first
+    assert h == pytest.approx(45.5, abs=1e-6)
+    # a grid under PROJ's own name is found in its directory too (no substitution needed)
+    named = _constant_geoid(tmp_path / "nl_nsgi_nlgeo2018.tif", 43.0)
+    cfg2 = CrsConfig(horizontal="EPSG:28992", vertical="EPSG:5709", geoid_grid=named)
+    h2 = make_transformer(working_crs(cfg2), GEOGRAPHIC_3D, cfg2).transform(136000.0, 456000.0, 2.5)[2]
+    assert h2 == pytest.approx(45.5, abs=0.01)
+
+
+def test_utm33_dhhn2016_uses_the_vendored_grid():
+    cfg = CrsConfig(horizontal="EPSG:25833", vertical="EPSG:7837")
+    t = make_transformer(working_crs(cfg), GEOGRAPHIC_3D, cfg)
+    lon, lat, h = t.transform(455000.0, 5735000.0, 60.0)  # Cottbus area
+    assert 14.2 < lon < 14.5 and 51.7 < lat < 51.8
+    assert 40.0 < h - 60.0 < 42.0  # GCG2016 there is ~40.9 m
+    assert "gcg2016" in t.definition
+
+
+def test_ellipsoidal_heights_declarable_for_any_crs():
+    """`vertical: ellipsoidal` (= null): no geoid step, no grid; the working CRS is the horizontal one."""
+    cfg = CrsConfig(horizontal="EPSG:28992", vertical="ellipsoidal", assume_ellipsoidal_heights=True)
+    assert cfg.vertical is None and cfg.compound == "EPSG:28992"
+    work = working_crs(cfg)
+    assert not work.is_compound
+    lon, _lat, h = make_transformer(work, GEOGRAPHIC_3D, cfg).transform(136000.0, 456000.0, 50.0)
+    assert np.isfinite(h) and 5.0 < lon < 5.2
+    # a horizontal-only file is accepted as ellipsoidal, not given a vertical datum
+    assert resolve_source_crs(CRS("EPSG:28992"), None, cfg, path="x.laz").equals(CRS("EPSG:28992"))
+
+
+def test_unresolved_auto_and_non_vertical_are_refused():
+    with pytest.raises(CrsError, match="auto"):
+        working_crs(CrsConfig(horizontal="auto"))
+    with pytest.raises(CrsError, match="not a vertical CRS"):
+        working_crs(CrsConfig(vertical="EPSG:4326"))
+
+
+def test_same_crs_compares_meaning():
+    from pipeline.crs import same_crs
+
+    assert same_crs(CRS("EPSG:25832+7837"), working_crs(CrsConfig()))
+    assert not same_crs(CRS("EPSG:25833+7837"), CRS("EPSG:25832+7837"))
+    assert not same_crs(CRS("EPSG:25832"), CRS("EPSG:25832+7837"))
+    assert same_crs(CRS("EPSG:25832"), CRS("EPSG:25832").to_3d())
+
+
+@pytest.mark.parametrize("name", ["rdnew.example.yaml", "utm33.example.yaml"])
+def test_example_configs_name_a_resolvable_working_crs(name):
+    from pipeline.config import load_config
+
+    cfg = load_config(REPO / "configs" / name)
+    work = working_crs(cfg.crs)
+    assert work.is_compound and work.sub_crs_list[0].is_projected
+    e, n, _h = cfg.crs.frame_origin
+    check_area_of_use(work.sub_crs_list[0], (e, n, e, n), path=name)
+    try:
+        t = make_transformer(work, GEOGRAPHIC_3D, cfg.crs)
+    except GeoidGridMissing as err:  # RD New + NAP where nl_nsgi_nlgeo2018.tif is not installed
+        assert "nl_nsgi_nlgeo2018.tif" in str(err)
+        return
+    lon, lat, _ = t.transform(e, n, 0.0)
+    assert 3.0 < lon < 15.0 and 50.0 < lat < 54.0

@@ -25,16 +25,20 @@ class PathsConfig(Strict):
 
 
 class CrsConfig(Strict):
-    """Internal working CRS and the height system.
+    """Working CRS and the height system.
 
-    `horizontal` + `vertical` form the compound CRS inputs are in unless a source overrides it.
-    `vertical: null` means the heights are already ellipsoidal (or the data has no vertical CRS and
-    `assume_ellipsoidal_heights` is set): no geoid step is applied.
+    `horizontal` + `vertical` form the working CRS: every layer (points, buildings, terrain, overlays,
+    change, report) works in it, and every source is transformed into it from its own CRS (the files'
+    CRS or the source's `crs:`). `horizontal`: any CRS PROJ knows ("EPSG:25833", "EPSG:28992", WKT);
+    "auto" = the inputs' own (the first aerial point file's, else the DGM's, else the cadastre's).
+    `vertical`: any vertical CRS PROJ knows ("EPSG:7837" DHHN2016, "EPSG:5709" NAP); "auto" = the
+    inputs' own; null or "ellipsoidal" = heights are ellipsoidal heights (no geoid step).
     """
 
     horizontal: str = "EPSG:25832"
     vertical: str | None = "EPSG:7837"
-    # Explicit geoid grid file; otherwise PROJ's data dirs, then the copy vendored in the package.
+    # Geoid model file for the vertical datum (any datum, any file name: it replaces the grid of the
+    # geoid step PROJ chooses); otherwise PROJ's data dirs, then the grids vendored in the package.
     geoid_grid: Path | None = None
     # Files without a vertical CRS: refuse (default) unless this says their Z is ellipsoidal.
     assume_ellipsoidal_heights: bool = False
@@ -43,6 +47,11 @@ class CrsConfig(Strict):
     # to `frame_snap` metres.
     frame_origin: tuple[float, float, float] | None = None
     frame_snap: float = 1000.0
+
+    @field_validator("vertical")
+    @classmethod
+    def _ellipsoidal_is_null(cls, v: str | None) -> str | None:
+        return None if v is not None and v.strip().lower() == "ellipsoidal" else v
 
     @property
     def compound(self) -> str:
