@@ -323,3 +323,20 @@ def test_status_into_a_closed_pipe_is_not_an_error(project):
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+
+
+@pytest.mark.parametrize("cmd", [["rollback"], ["gc", "--keep", "1"]], ids=["rollback", "gc"])
+def test_disk_full_in_rollback_and_gc_is_a_message(project, monkeypatch, capsys, cmd):
+    import errno
+
+    from pipeline.release import publish
+    from pipeline.release.publish import check_complete, current_release
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", "history.json")
+
+    monkeypatch.setattr(publish, "_write_history", full)
+    out = project["root"] / "p/data/out"
+    code, _o, err = _run([*cmd, "-c", str(project["cfg"])], capsys)
+    assert code == 9 and "Traceback" not in err and "disk is full" in err, (cmd, err)
+    check_complete(current_release(out))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 NO_PROJECT = (
@@ -17,6 +20,28 @@ NO_PROJECT = (
 def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="project config (the YAML `twin build` used)")
     p.add_argument("--out", help="output folder with releases/ and current (instead of the config's)")
+
+
+def _os_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A full disk (exit 9) or a folder the user may not write (exit 7) is a message, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace) -> int:
+        from pipeline.errors import NoSpaceError
+        from pipeline.release.publish import ReleaseError
+
+        try:
+            return fn(args)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise NoSpaceError(
+                    f"{e.strerror}: the disk is full; free space (`twin gc`), then rerun", path=e.filename
+                ) from e
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise ReleaseError(f"cannot write here: {e.strerror}", path=e.filename) from e
+            raise
+
+    return wrapper
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,6 +114,7 @@ def _print(args: argparse.Namespace, data: dict, text: str) -> None:
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
 
 
+@_os_errors
 def run_status(args: argparse.Namespace) -> int:
     from pipeline.release.status import format_status, release_status
 
@@ -98,6 +124,7 @@ def run_status(args: argparse.Namespace) -> int:
     return 0 if last.get("state") in (None, "success", "up_to_date", "running") else 1
 
 
+@_os_errors
 def run_rollback(args: argparse.Namespace) -> int:
     from pipeline.release.ops import do_rollback
 
@@ -107,6 +134,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+@_os_errors
 def run_gc(args: argparse.Namespace) -> int:
     from pipeline.config.sizes import parse_size
     from pipeline.release.ops import collect_garbage
@@ -135,6 +163,7 @@ def run_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+@_os_errors
 def run_publish(args: argparse.Namespace) -> int:
     from pipeline.errors import ConfigError
     from pipeline.release.access import export_public
@@ -163,6 +192,7 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+@_os_errors
 def run_validate(args: argparse.Namespace) -> int:
     from pipeline.release.ops import resolve_release, validate_path
 
