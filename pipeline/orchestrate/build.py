@@ -650,6 +650,8 @@ def _run_locked(
         closer.join()
     if cfg.release.world_readable:  # a web server runs as another user (some writers create 0700 folders)
         make_world_readable(staging)
+        rdir = releases_dir(out_dir)  # and the folder that holds the releases (made by the build)
+        os.chmod(rdir, os.stat(rdir).st_mode & 0o7777 | 0o755)
     # crash-safe order (see pipeline.release.publish): promote, record the history, then switch `current`
     promote(staging, final)
     record_published(out_dir, build_id)
