@@ -229,7 +229,7 @@ def test_release_folders_world_readable(tmp_path):
         r = _build(fakes.make_project(tmp_path / "p"))
     finally:
         os.umask(old)
-    for p in [r.release_dir, *r.release_dir.rglob("*")]:
+    for p in [r.release_dir.parent, r.release_dir, *r.release_dir.rglob("*")]:
         mode = stat.S_IMODE(p.lstat().st_mode)
         want = 0o755 if p.is_dir() else 0o644
         assert mode & want == want, (p, oct(mode))
