@@ -388,6 +388,8 @@ def test_buildings_drop_refuses_until_accepted_and_the_flag_is_recorded(corpus_p
     assert got == EXIT_IMPLAUSIBLE and not TRACEBACK.search(text), text[-3000:]
     assert "buildings dropped from 31" in text and "--accept-change buildings" in text
     assert _published(corpus_project) == before
+    last = json.loads((corpus_project / "data" / "out" / ".twin" / "last-build.json").read_text())
+    assert last["state"] == "failed" and last["exit_code"] == EXIT_IMPLAUSIBLE  # what `twin status` shows
     got, text = _build(cfg, capfd, "--accept-change", "buildings")
     assert got == 0 and not TRACEBACK.search(text), text[-3000:]
     cur = (corpus_project / "data" / "out" / "current").resolve()
