@@ -457,7 +457,10 @@ def test_missing_crs(tmp_path, capsys):
 
 def test_mislabelled_crs(tmp_path, capsys):
     p = write_las(tmp_path / "wgs84.las", synthetic_points(2000, size=20.0), point_format=1, crs="EPSG:4326")
-    assert "area of use" in _bad(p, tmp_path, capsys, "--assume-ellipsoidal")
+    # metres under a geographic label: the diagnosis names the fix (issue 13), not a reprojection
+    assert "CRS looks mislabelled, coordinates look projected: give --crs" in _bad(
+        p, tmp_path, capsys, "--assume-ellipsoidal"
+    )
 
 
 def test_horizontal_only_refused_then_accepted(tmp_path, capsys):
