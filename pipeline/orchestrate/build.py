@@ -456,7 +456,7 @@ def run_build(
     t0 = time.perf_counter()
     out_dir = cfg.out_dir
     log = log or BuildLog()
-    check_out_dir(out_dir)  # a file, or a folder of something else (a raw delivery): refused, exit 7
+    check_out_dir(out_dir, cfg.raw_dir)  # a file or a foreign folder: exit 7; overlapping raw: exit 3
     with build_lock(out_dir):
         record: dict[str, Any] = {
             "state": "running",
