@@ -340,3 +340,36 @@ def test_disk_full_in_rollback_and_gc_is_a_message(project, monkeypatch, capsys,
     code, _o, err = _run([*cmd, "-c", str(project["cfg"])], capsys)
     assert code == 9 and "Traceback" not in err and "disk is full" in err, (cmd, err)
     check_complete(current_release(out))
+
+
+def test_build_refuses_dangerous_output_folders(project, capsys):
+    """`paths.out` set to a delivery, a project folder, a foreign folder or a file: refused before the
+    lock file or anything else is written."""
+    root = project["root"]
+    cfg_text = project["cfg"].read_text()
+    cases = {
+        "paths.raw": (root / "p/data/raw", 3),
+        "inside paths.raw": (root / "p/data/raw/out", 3),
+        "parent of raw/out/cache": (root / "p/data", 3),
+        "inside paths.out": (root / "p/data/out/releases", EXIT_RELEASE),
+        "a non-empty foreign folder": (root / "www/site", EXIT_RELEASE),
+        "a file": (root / "notes.txt", EXIT_RELEASE),
+    }
+    cfg = root / "p/configs/other.yaml"
+    cfg.write_text(cfg_text)  # written before the snapshot; rewritten per case below
+    for what, (out, want) in cases.items():
+        cfg.write_text(cfg_text.replace("out: ../data/out", f"out: {out}"))
+        before = snapshot(root)
+        code, _o, err = _run(["build", str(cfg), "--quiet"], capsys)
+        assert code == want and "Traceback" not in err and err.startswith("twin: error:"), (what, code, err)
+        assert snapshot(root) == before, f"{what}: something changed on disk"
+
+
+def test_demo_overwrite_refuses_a_real_delivery(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    (raw / "alkis").mkdir(parents=True)
+    (raw / "alkis" / "real.gpkg").write_bytes(b"the city's cadastre")
+    before = snapshot(tmp_path)
+    code, _o, err = _run(["demo", "--out", str(raw), "--overwrite"], capsys)
+    assert code == 2 and "Traceback" not in err and "no demo delivery" in err, err
+    assert snapshot(tmp_path) == before

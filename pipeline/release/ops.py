@@ -25,9 +25,19 @@ from pipeline.release.publish import (
 OUT_MARKS = ("releases", "current", ".twin", ".twin.lock")  # what a twin output folder holds
 
 
-def check_out_dir(out_dir: Path) -> Path:
+def check_out_dir(out_dir: Path, raw_dir: Path | None = None) -> Path:
     """`out_dir` must be a twin output folder, an empty folder or not exist yet: a file, or a folder with
-    other things in it (a raw delivery, a project root), is a mistake in `paths.out` / `--out`."""
+    other things in it (a raw delivery, a project root), is a mistake in `paths.out` / `--out`. With
+    `raw_dir`: the two must not overlap (a build would read its own output or write into a delivery)."""
+    if raw_dir is not None:
+        o, r = out_dir.resolve(), raw_dir.resolve()
+        if o == r or r in o.parents or o in r.parents:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(
+                f"paths.out ({o}) and paths.raw ({r}) overlap; give the output a folder of its own",
+                path=o,
+            )
     for p in out_dir.parents:
         if p.exists() and not p.is_dir():
             raise ReleaseError("the output folder (paths.out / --out) lies under a file", path=p)
