@@ -276,7 +276,7 @@ def test_signal_stops_workers_and_removes_staging(tmp_path, big_laz, sig):
     assert b"Traceback" not in stderr
     time.sleep(0.2)
     assert _alive(kids) == []
-    assert no_staging(tmp_path) and not out.exists()
+    assert no_staging(tmp_path) and not out.exists(), sorted(q.name for q in tmp_path.iterdir())
 
 
 def test_sigkill_leaves_no_workers_and_the_next_run_removes_its_staging(tmp_path, big_laz):

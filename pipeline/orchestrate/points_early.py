@@ -147,6 +147,14 @@ class EarlyDecode:
         self.units = plan_units(self.infos)
         self.extra_dims = present_extra_dims(self.infos, tuple(extra_dimensions))
         self.staging = make_staging(Path(out_dir).resolve())
+        self.futures: list = []
+        try:
+            self._submit(pool, phase_call, trace_mark)
+        except BaseException:  # (an interrupt while queueing: nobody else knows the staging folder yet)
+            self.discard()
+            raise
+
+    def _submit(self, pool, phase_call, trace_mark) -> None:
         work = self.staging / ".work"
         work.mkdir()
         self.plan_path = work / "plan.pickle"
@@ -182,7 +190,7 @@ class EarlyDecode:
         """The run failed before or while decoding: waiting tasks stop, queued ones are cancelled."""
         for f in self.futures:
             f.cancel()
-        if not self._published:
+        if not getattr(self, "_published", True):
             with contextlib.suppress(OSError):
                 publish_plan(self.plan_path, None, None)
                 self._published = True
