@@ -120,7 +120,7 @@ def read_parcels(
     if fmt == "nas":
         from pipeline.sources.cadastre.nas import read_nas_files
 
-        frames.append(read_nas_files(files, [], crs=crs)[1])
+        frames.append(read_nas_files(files, [], crs=crs, want_buildings=False)[1])
     for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
         if f.suffix.lower() == ".gpkg":
             from pipeline.sources.cadastre.gpkg import read_parcels as gp

@@ -539,11 +539,12 @@ class _Reader:
         arc_tolerance_m: float,
         want_parcels: bool,
         target_crs: str | None = None,
+        want_buildings: bool = True,
     ) -> None:
         self.rejected = rejected
         self.target = target_crs or WORKING_CRS
         self.geometry = _Geometry(arc_tolerance_m, crs, self.target)
-        self.kinds = (BUILDING, PARCEL) if want_parcels else (BUILDING,)
+        self.kinds = ((BUILDING,) if want_buildings else ()) + ((PARCEL,) if want_parcels else ())
         self.stores = {k: _Store() for k in self.kinds}
         self._intern: dict[str, str] = {}
 
@@ -671,7 +672,7 @@ class _Reader:
     # ---------------------------------------------------------------- result
 
     def buildings(self) -> gpd.GeoDataFrame:
-        recs = self.stores[BUILDING].alive()
+        recs = self.stores[BUILDING].alive() if BUILDING in self.stores else []
         cols = {c: [r[i] for r in recs] for i, c in enumerate(_BUILDING_COLUMNS)}
         geoms = [r[-1] for r in recs]
         gdf = gpd.GeoDataFrame(
@@ -733,12 +734,13 @@ def read_nas_files(
     arc_tolerance_m: float = 0.02,
     want_parcels: bool = True,
     target_crs: str | None = None,
+    want_buildings: bool = True,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """(buildings, parcels) of all NAS files with their updates applied in order; buildings in the
     normalised columns (unfiltered: `repair_and_filter` follows), parcels with flstkennz; geometries in
-    `target_crs` (default EPSG:25832; `crs` overrides the files' srsName).
-    Raises InputError for broken XML or operations that cannot be applied."""
-    reader = _Reader(rejected, crs, arc_tolerance_m, want_parcels, target_crs)
+    `target_crs` (default EPSG:25832; `crs` overrides the files' srsName). A kind not wanted is skipped
+    unread (its frame is empty). Raises InputError for broken XML or operations that cannot be applied."""
+    reader = _Reader(rejected, crs, arc_tolerance_m, want_parcels, target_crs, want_buildings)
     for doc, hdr in nas_file_order(files):
         reader.read(doc, hdr)
     return reader.buildings(), reader.parcels()
