@@ -32,10 +32,13 @@ land in `multi` or the nearest standard shape); walls and solids are not built h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+
+from pipeline.stages.buildings import _roof_kernels as K
 
 # AdV roofType (dachform) codes: 1000 Flachdach, 2100 Pultdach, 3100 Satteldach, 3200 Walmdach,
 # 3500 Zeltdach, 5000 Mischform (several shapes combined)
@@ -57,17 +60,21 @@ class RoofParams:
     outlier_m: float = 0.5  # truncation of the scoring loss
     sigma0_m: float = 0.03  # noise floor in the score (perfect synthetic data would otherwise divide by 0)
     grid_steps: int = 21  # grid search of the ridge offset / hip ridge length
+    grid_stride: int = 4  # numba: coarse screen of every 4th grid value, then the best one's neighbours
     ransac_iterations: int = 300
     ransac_tol_m: float = 0.12
     max_planes: int = 8
     min_plane_points: int = 12
     seed: int = 0  # RANSAC sampling is deterministic
+    ransac_subset: int = 200  # numba: triples pre-scored on ~this many points (0: all points)...
+    ransac_keep: int = 12  # ...and this many best counted on all
     # naming a multi-plane fit: the planes holding this share of the points decide its shape
     dominant_share: float = 0.8
     flat_deg: float = 5.0  # planes flatter than this are flat
     azimuth_tol_deg: float = 15.0  # opposite / perpendicular planes within this
     max_fit_points: int = 1500  # larger point sets are fitted on a seeded random subset of this size
     min_inlier_fraction: float = 0.7  # fewer points on the fitted roof: vegetation or clutter, not a roof
+    backend: str = "numba"  # "numba" (kernels in _roof_kernels) or "numpy" (the reference, tests)
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,12 @@ class _Candidate:
     extra: float = 0.0
     labels: np.ndarray | None = None  # multi: the face of every point
     frame: Frame | None = None
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # (u, v) -> model z
+
+    def __post_init__(self) -> None:
+        if self.predict is None and callable(self.design):
+            design, beta = self.design, self.beta
+            self.predict = lambda uu, vv: design(uu, vv) @ beta
 
 
 def _robust_lstsq(X: np.ndarray, z: np.ndarray, p: RoofParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,7 +242,7 @@ def _grid_fit(name, k, u, v, z, p, values, make_design, planes_of) -> _Candidate
     return _Candidate(name, k, beta, design, planes_of(beta, val), r, w)
 
 
-def _standard_candidates(
+def _standard_candidates_reference(
     u: np.ndarray, v: np.ndarray, z: np.ndarray, f: Frame, p: RoofParams
 ) -> list[_Candidate]:
     L, W = f.half_l, f.half_w
@@ -354,7 +367,70 @@ def _standard_candidates(
     return out
 
 
-def ransac_planes(
+def _kernel_planes(kind: int, b: np.ndarray, val: float) -> list[tuple[float, float, float]]:
+    """(au, bv, c) per plane of a fitted shape (the same planes as the reference's `planes_of`)."""
+    b0, b1, b2 = (float(t) for t in b)
+    if kind == K.FLAT:
+        return [(0.0, 0.0, b0)]
+    if kind == K.SHED:
+        return [(b1, b2, b0)]
+    if kind == K.SYM_U:
+        return [(0.0, -b1, b0 + b1 * val), (0.0, b1, b0 - b1 * val)]
+    if kind == K.SYM_V:
+        return [(-b1, 0.0, b0 + b1 * val), (b1, 0.0, b0 - b1 * val)]
+    if kind == K.ASYM_U:
+        return [(0.0, -b1, b0 + b1 * val), (0.0, b2, b0 - b2 * val)]
+    if kind == K.ASYM_V:
+        return [(-b1, 0.0, b0 + b1 * val), (b2, 0.0, b0 - b2 * val)]
+    if kind == K.HIP:
+        return [(0.0, -b1, b0), (0.0, b1, b0), (-b1, 0.0, b0 + b1 * val), (b1, 0.0, b0 + b1 * val)]
+    q = val  # PYRAMID: val = W / L
+    return [(0.0, -b1, b0), (0.0, b1, b0), (-b1 * q, 0.0, b0), (b1 * q, 0.0, b0)]
+
+
+def _standard_candidates(
+    u: np.ndarray, v: np.ndarray, z: np.ndarray, f: Frame, p: RoofParams
+) -> list[_Candidate]:
+    """The standard shapes of `_standard_candidates_reference`, fitted by the numba kernels."""
+    L, W = f.half_l, f.half_w
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    g = p.grid_steps
+    c2 = p.outlier_m**2
+    # (name, BIC parameters, kind, values of the nonlinear parameter: one value = no grid search)
+    specs = [
+        ("flat", 1, K.FLAT, [0.0]),
+        ("shed", 3, K.SHED, [0.0]),
+        ("gable", 2, K.SYM_U, [0.0]),
+        ("gable", 2, K.SYM_V, [0.0]),
+        ("gable", 4, K.ASYM_U, np.linspace(-0.6 * W, 0.6 * W, g)),
+        ("gable", 4, K.ASYM_V, np.linspace(-0.6 * L, 0.6 * L, g)),
+        ("hip", 3, K.HIP, np.linspace(0.05 * L, 0.95 * L, g)),
+        ("pyramid", 2, K.PYRAMID, [W / L]),
+    ]
+    out: list[_Candidate] = []
+    for name, k, kind, values in specs:
+        beta = np.zeros(3)
+        r = np.empty(len(z))
+        w = np.empty(len(z), dtype=bool)
+        vals = np.asarray(values, dtype=np.float64)
+        if len(vals) == 1:
+            val = float(vals[0])
+            K.robust_fit(u, v, z, kind, val, p.inlier_m, beta, r, w)
+        else:
+            val = float(K.grid_fit(u, v, z, kind, vals, p.inlier_m, c2, beta, r, w, p.grid_stride))
+
+        def predict(uu, vv, kind=kind, val=val, beta=beta):
+            return K.eval_shape(
+                kind, val, beta, np.ascontiguousarray(uu, np.float64), np.ascontiguousarray(vv, np.float64)
+            )
+
+        out.append(_Candidate(name, k, beta, None, _kernel_planes(kind, beta, val), r, w, predict=predict))
+    return out
+
+
+def ransac_planes_reference(
     x: np.ndarray, y: np.ndarray, z: np.ndarray, p: RoofParams
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Sequential RANSAC: planes (a, b, c) with z = a x + b y + c (local coordinates in, same out) and the
@@ -394,19 +470,52 @@ def ransac_planes(
     return planes, label
 
 
+def ransac_planes(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, p: RoofParams
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sequential RANSAC (numba scoring, `ransac_planes_reference` is the numpy twin; both draw the
+    same seeded triples): planes (a, b, c) with z = a x + b y + c and the plane index of every point
+    (-1: none). Each plane is refitted by least squares on its inliers."""
+    if p.backend != "numba":
+        return ransac_planes_reference(x, y, z, p)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    rng = np.random.default_rng(p.seed)
+    label = np.full(len(z), -1, dtype=np.int64)
+    planes: list[np.ndarray] = []
+    for _ in range(p.max_planes):
+        free = np.flatnonzero(label < 0)
+        if free.size < p.min_plane_points:
+            break
+        tri = rng.integers(0, free.size, size=(p.ransac_iterations, 3))
+        a, b, c, count = K.ransac_best(
+            x, y, z, free, tri, p.ransac_tol_m, 3.0, p.ransac_subset, p.ransac_keep
+        )
+        if count < p.min_plane_points:
+            break
+        inl = free[np.abs(a * x[free] + b * y[free] + c - z[free]) < p.ransac_tol_m]
+        X = np.column_stack([x[inl], y[inl], np.ones(inl.size)])
+        coef, *_ = np.linalg.lstsq(X, z[inl], rcond=None)
+        inl = free[np.abs(coef[0] * x[free] + coef[1] * y[free] + coef[2] - z[free]) < p.ransac_tol_m]
+        if inl.size < p.min_plane_points:
+            break
+        label[inl] = len(planes)
+        planes.append(coef)
+    return planes, label
+
+
 def _neighbour_label(u: np.ndarray, v: np.ndarray, label: np.ndarray) -> np.ndarray:
     """For every point the segment of its nearest *other* segmented point in plan (numba kernel). A point is thus predicted by the plane of the face it lies
     on, as its neighbours say, not by the plane it was fitted to: RANSAC planes that only pick noise
     layers out of one face (interleaved, not a region) gain nothing, real faces (regions) keep their
     points. Unsegmented points take the face they lie over."""
-    from pipeline.stages.buildings._roof_kernels import nearest_other
-
     seg = np.flatnonzero(label >= 0)
     own = np.full(len(u), -1, dtype=np.int64)
     own[seg] = np.arange(seg.size)
     u = np.ascontiguousarray(u, dtype=np.float64)
     v = np.ascontiguousarray(v, dtype=np.float64)
-    j = nearest_other(u, v, u[seg], v[seg], own)
+    j = K.nearest_other(u, v, u[seg], v[seg], own)
     return label[seg[j]]
 
 
@@ -561,7 +670,8 @@ def fit_roof(
     cands: list[_Candidate] = []
     for fr in frames:
         uu, vv = fr.to_local(x, y)
-        for c in _standard_candidates(uu, vv, z, fr, p):
+        standard = _standard_candidates if p.backend == "numba" else _standard_candidates_reference
+        for c in standard(uu, vv, z, fr, p):
             c.frame = fr
             cands.append(c)
     if multi is not None:
@@ -589,7 +699,8 @@ def fit_roof(
         own = zz[best.labels, np.arange(n)][best.inliers]
         ridge, eave = float(own.max()), float(own.min())
     else:
-        model = best.design(np.concatenate([fu, bu]), np.concatenate([fv, bv])) @ best.beta  # type: ignore[operator]
+        assert best.predict is not None
+        model = best.predict(np.concatenate([fu, bu]), np.concatenate([fv, bv]))
         eave, ridge = float(model[: len(fu)].min()), float(model.max())
         if best.name in ("gable", "hip", "pyramid"):  # the ridge / apex lies inside the footprint
             ridge = max(ridge, float(best.beta[0]))

@@ -1,0 +1,111 @@
+"""Benchmark and truth check of the LoD2 roof reconstruction on a demo district (`twin demo`).
+
+    .venv/bin/python -m bench.roofs --raw /tmp/demo/raw [--epoch 2024] [--backend numba|numpy] [--json]
+
+Footprints: the cadastral `Gebäude` records that exist in the epoch (true footprints of the demo city,
+rebuilt in process from the delivery's seed); points: the epoch's aerial LAZ, AdV roof candidates (20, 1),
+first returns. Reports buildings/s of the fit alone (CPU and wall, one process), roof type correct for
+buildings with >= 50 roof points (truth: pipeline.sources.demo roofs; hip roofs on non-rectangular
+footprints are the demo's straight-skeleton roofs, counted correct as hip or multi), and the per-building
+vertical RMSE between the fitted and the true roof surface over a 0.5 m grid inside the footprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any]:
+    import numpy as np
+    import shapely
+
+    from pipeline.sources.demo.city import build_city
+    from pipeline.sources.demo.roofs import boundary_edges, roof_height
+    from pipeline.stages.buildings.heights import HeightParams, read_points
+    from pipeline.stages.buildings.reconstruct import (
+        ReconstructParams,
+        collect_roof_points,
+        reconstruct_roofs,
+    )
+    from pipeline.stages.buildings.roofs import RoofParams
+
+    truth = json.loads((raw / "truth" / "truth.json").read_text())
+    par = truth["parameters"]
+    epochs = tuple(par["epochs"])
+    ei = epochs.index(epoch)
+    city = build_city(int(par["seed"]), tuple(truth["bounds"]), epochs)
+    st = [s for s in city.structures if s.present[ei] and s.in_cadastre and s.category != "shed"]
+    geoms = np.array([s.geom for s in st], dtype=object)
+    laz = sorted((raw / "aerial" / epoch).glob("*.la[sz]"))
+    pts: dict[str, list] = {}
+    for f in laz:
+        for k, v in read_points(str(f)).items():
+            pts.setdefault(k, []).append(v)
+    points = {k: np.concatenate(v) for k, v in pts.items()}
+    hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
+    rp = ReconstructParams(roof=RoofParams(backend=backend))
+    ptr, idx = collect_roof_points(points, geoms, rp.shrink_m, hp)
+    x, y, z = points["x"], points["y"], points["z"]
+    reconstruct_roofs(x, y, z, ptr[:2], idx, geoms[:1], rp)  # compile / warm up
+    c0, w0 = time.process_time(), time.perf_counter()
+    table = reconstruct_roofs(x, y, z, ptr, idx, geoms, rp)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    n_pts = np.diff(ptr)
+    rows = []
+    for s, g, fit, n in zip(st, geoms, table.fits, n_pts, strict=True):
+        roof = s.roof_in(ei)
+        want = {"flat": "flat", "gable": "gable", "hip": "hip"}[roof.kind]
+        rect = shapely.equals_exact(shapely.minimum_rotated_rectangle(g), shapely.normalize(g), 0.0) or (
+            abs(shapely.area(shapely.minimum_rotated_rectangle(g)) - g.area) < 1e-3 * g.area
+        )
+        ok_types = {want} if (want != "hip" or rect) else {"hip", "multi"}
+        gx, gy = np.meshgrid(
+            np.arange(g.bounds[0], g.bounds[2], 0.5) + 0.25, np.arange(g.bounds[1], g.bounds[3], 0.5) + 0.25
+        )
+        gx, gy = gx.ravel(), gy.ravel()
+        inside = shapely.contains_xy(g, gx, gy)
+        gx, gy = gx[inside], gy[inside]
+        edges = boundary_edges(g) if roof.kind == "hip" else None
+        zt = s.base + roof_height(roof, edges, gx, gy)
+        rmse = (
+            float(np.sqrt(np.mean((fit.height_at(gx, gy) - zt) ** 2))) if not fit.fallback else float("nan")
+        )
+        rows.append((s.oid, want, fit.roof_type, fit.roof_type in ok_types, int(n), rmse, fit.fallback))
+    big = [r for r in rows if r[4] >= 50]
+    correct = sum(r[3] for r in big)
+    rm = [r[5] for r in big if np.isfinite(r[5])]
+    wrong = [(*r[:3], r[4], round(r[5], 2), r[6]) for r in big if not r[3]]
+    return {
+        "benchmark": "roofs",
+        "backend": backend,
+        "buildings": len(st),
+        "roof_points": int(n_pts.sum()),
+        "fit_cpu_s": round(cpu, 3),
+        "fit_wall_s": round(wall, 3),
+        "buildings_per_s_cpu": round(len(st) / cpu, 1),
+        "ms_per_building_cpu": round(1000 * cpu / len(st), 2),
+        "with_50_points": len(big),
+        "type_correct": correct,
+        "type_correct_share": round(correct / max(len(big), 1), 3),
+        "median_rmse_m": round(float(np.median(rm)), 3) if rm else None,
+        "fallbacks": {k: sum(r[6] == k for r in rows) for k in {r[6] for r in rows} if k},
+        "wrong": wrong[:40],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--raw", type=Path, required=True)
+    ap.add_argument("--epoch", default="2024")
+    ap.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    a = ap.parse_args(argv)
+    print(json.dumps(run(a.raw, a.epoch, a.backend), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

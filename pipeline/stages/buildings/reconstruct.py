@@ -1,0 +1,156 @@
+"""LoD2 roofs for many footprints: roof points per footprint (numba grid join) -> `roofs.fit_roof` ->
+one row of roof attributes per footprint (pure functions, no Dask).
+
+`collect_roof_points(points, geoms, params)` gives, per footprint, the indices of its roof candidate
+points (non-ground first/only returns inside the footprint shrunk by `shrink_m`), with the same
+point-in-polygon kernel as the LoD1 heights (`_kernels.collect_in_polygons`, here over point indices);
+`reconstruct_roofs(x, y, z, ptr, geoms, params)` fits every footprint and returns `RoofTable`.
+`tile_roofs(path, wkb, ...)` does both for one point-cloud tile (the orchestrator's task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import shapely
+
+from pipeline.stages.buildings import _kernels as K
+from pipeline.stages.buildings.heights import PolygonSet, select_points
+from pipeline.stages.buildings.roofs import Plane, RoofFit, RoofParams, fit_roof
+
+# attribute columns of a RoofTable (and of buildings.gpkg / the tiles), with their descriptions
+ROOF_COLUMNS = {
+    "roof_type": "reconstructed roof shape: flat | shed | gable | hip | pyramid | multi ('' = LoD1)",
+    "roof_type_code": "AdV roofType code of roof_type (1000 flat, 2100 shed, 3100 gable, 3200 hip, "
+    "3500 pyramid, 5000 multi)",
+    "roof_planes": "number of roof planes",
+    "roof_slope_mean": "point-weighted mean slope of the roof planes [degrees]",
+    "roof_slope_max": "steepest roof plane [degrees]",
+    "roof_azimuth_main": "downhill azimuth of the largest sloped plane, clockwise from north [degrees]",
+    "roof_planes_summary": "per plane 'slope/azimuth' in degrees, largest first, ';'-separated",
+    "eave_height": "lowest roof edge (model) in the working height system [m]",
+    "ridge_height": "highest roof point (model) in the working height system [m]",
+    "roof_rmse": "RMSE of the roof model over its inlier points [m]",
+    "roof_n_points": "roof points the model was fitted to",
+    "lod2_fallback_reason": "why the building keeps its LoD1 solid ('' = LoD2)",
+    "lod_source": "reconstructed | official | lod1_fallback",
+}
+
+
+@dataclass(frozen=True)
+class ReconstructParams:
+    shrink_m: float = 0.3  # keeps wall and neighbour points out, loses less of the eaves than LoD1's 0.5
+    roof: RoofParams = field(default_factory=RoofParams)
+
+
+@dataclass
+class RoofTable:
+    """Per footprint: the fit (planes for the solids) and the attribute columns (ROOF_COLUMNS)."""
+
+    fits: list[RoofFit]
+    columns: dict[str, np.ndarray]
+
+
+def collect_roof_points(
+    points: dict[str, np.ndarray], geoms: np.ndarray, shrink_m: float, height_params: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, point index) of the roof candidates inside every footprint shrunk by shrink_m (the
+    footprint itself when shrinking empties it). `height_params`: a HeightParams (roof classes,
+    first returns)."""
+    geoms = np.asarray(geoms, dtype=object)
+    zone = shapely.buffer(geoms, -shrink_m, join_style="mitre") if shrink_m > 0 else geoms
+    empty = shapely.is_empty(zone) | (shapely.area(zone) < 1.0)
+    zone = np.where(empty, geoms, zone)
+    polys = PolygonSet.from_geoms(zone)
+    roof_m, _ground = select_points(points, height_params)
+    x = np.ascontiguousarray(points["x"], dtype=np.float64)
+    y = np.ascontiguousarray(points["y"], dtype=np.float64)
+    if len(polys) == 0 or x.size == 0:
+        return np.zeros(len(polys) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    index = np.arange(x.size, dtype=np.float64)  # collected instead of z: exact up to 2**53
+    cell = float(height_params.grid_cell_m)
+    xs, ys, zs, start, x0, y0, nx, ny = K.select_sorted(x, y, index, roof_m, cell)
+    ptr, vals = K.collect_in_polygons(
+        xs,
+        ys,
+        zs,
+        start,
+        x0,
+        y0,
+        cell,
+        nx,
+        ny,
+        polys.ex0,
+        polys.ey0,
+        polys.ex1,
+        polys.ey1,
+        polys.eptr,
+        polys.bbox,
+    )
+    idx = vals.astype(np.int64)
+    # points of one footprint in input order (deterministic whatever the grid)
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    order = np.lexsort((idx, owner))
+    return ptr.astype(np.int64), idx[order]
+
+
+def _summary(fit: RoofFit) -> dict[str, Any]:
+    planes: list[Plane] = sorted(fit.planes, key=lambda pl: -pl.n_points)
+    n = np.array([pl.n_points for pl in planes], dtype=np.float64)
+    slopes = np.array([pl.slope_deg for pl in planes], dtype=np.float64)
+    sloped = [pl for pl in planes if pl.slope_deg >= 5.0]
+    return {
+        "roof_type": fit.roof_type if not fit.fallback else "",
+        "roof_type_code": fit.roof_type_code if not fit.fallback else "",
+        "roof_planes": len(planes) if not fit.fallback else 0,
+        "roof_slope_mean": float((slopes * n).sum() / n.sum())
+        if n.sum() > 0 and not fit.fallback
+        else np.nan,
+        "roof_slope_max": float(slopes.max()) if slopes.size and not fit.fallback else np.nan,
+        "roof_azimuth_main": float(sloped[0].azimuth_deg) if sloped and not fit.fallback else np.nan,
+        "roof_planes_summary": ""
+        if fit.fallback
+        else ";".join(
+            f"{pl.slope_deg:.1f}/{'' if np.isnan(pl.azimuth_deg) else f'{pl.azimuth_deg:.0f}'}"
+            for pl in planes
+        ),
+        "eave_height": fit.eave_height if not fit.fallback else np.nan,
+        "ridge_height": fit.ridge_height if not fit.fallback else np.nan,
+        "roof_rmse": fit.rmse if not fit.fallback else np.nan,
+        "roof_n_points": fit.n_points,
+        "lod2_fallback_reason": fit.fallback,
+        "lod_source": "lod1_fallback" if fit.fallback else "reconstructed",
+    }
+
+
+def roof_columns(fits: list[RoofFit]) -> dict[str, np.ndarray]:
+    rows = [_summary(f) for f in fits]
+    out: dict[str, np.ndarray] = {}
+    for key in ROOF_COLUMNS:
+        vals = [r[key] for r in rows]
+        if key in ("roof_planes", "roof_n_points"):
+            out[key] = np.asarray(vals, dtype=np.int64)
+        elif isinstance(rows[0][key] if rows else "", str):
+            out[key] = np.asarray(vals, dtype=object)
+        else:
+            out[key] = np.asarray(vals, dtype=np.float64)
+    return out
+
+
+def reconstruct_roofs(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    ptr: np.ndarray,
+    idx: np.ndarray,
+    geoms: np.ndarray,
+    params: ReconstructParams,
+) -> RoofTable:
+    """Fit every footprint's roof; `ptr`/`idx` from `collect_roof_points`."""
+    fits = []
+    for k, g in enumerate(np.asarray(geoms, dtype=object)):
+        sel = idx[ptr[k] : ptr[k + 1]]
+        fits.append(fit_roof(x[sel], y[sel], z[sel], g, params.roof))
+    return RoofTable(fits, roof_columns(fits))
