@@ -117,9 +117,10 @@ def _link_tree(src: Path, dst: Path) -> None:
 def promote(staging: Path, final: Path) -> Path:
     """Rename the validated staging folder to its final name; `current` stays valid throughout.
 
-    Does not switch `current` to the new release (the caller records the history first, then switches),
-    except in the one case where `current` already points at `final` (a forced rebuild of the same id):
-    then `current` serves the staging copy while the old copy moves aside and ends on `final` again."""
+    Does not switch `current` to the new release (the caller records the history first, then switches).
+    When `final` exists (a forced rebuild of the same id), the two folders are exchanged atomically; where
+    the system cannot and `current` points at `final`, `current` serves the staging copy while the old copy
+    moves aside, and ends on `final` again."""
     rdir = final.parent
     out_dir = rdir.parent
     if not final.exists():
