@@ -63,6 +63,8 @@ def test_content_findings_rejected_share_and_point_count():
     assert pl.content_findings({"buildings": 31, "rejected": 3}, g, 100, 100) == []
     f = pl.content_findings({"buildings": 3, "rejected": 30}, g, None, None)
     assert [x.metric for x in f] == ["rejected"] and "30 of 33" in f[0].message
+    f = pl.content_findings({"buildings": 0, "rejected": 0, "parcels": 0, "points": 5}, g, None, None)
+    assert [(x.gate, x.metric) for x in f] == [("empty", "buildings"), ("empty", "parcels")]
     f = pl.content_findings({}, g, 10_000, 9_000)
     assert [x.metric for x in f] == ["point_count"] and "-1,000" in f[0].message
 

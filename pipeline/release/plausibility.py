@@ -9,10 +9,11 @@ Two families:
   layers, no NULL or duplicate parcel ids, no file content delivered under two names. A bad input is an
   `InputError` (exit 2) raised by the build naming the file.
 - **release gates** (`release_findings`): the release against its inputs (point counts equal to the
-  headers', the share of rejected cadastre records) and against the previous release (buildings, parcels,
-  points, terrain area: a drop or jump beyond `release.gates.max_change`). A finding refuses the release
-  (`PlausibilityError`, exit 8) unless its metric was accepted with `twin build --accept-change METRIC`;
-  accepted findings are recorded in the manifest (`plausibility.accepted`).
+  headers', no empty buildings / parcels / points layer, the share of rejected cadastre records) and
+  against the previous release (buildings, parcels, points, terrain area: a drop or jump beyond
+  `release.gates.max_change`). A finding refuses the release (`PlausibilityError`, exit 8) unless its
+  metric was accepted with `twin build --accept-change METRIC`; accepted findings are recorded in the
+  manifest (`plausibility.accepted`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _UNITS = {"terrain_area": " m2"}
 class Finding:
     """One implausibility: `metric` is what `--accept-change` names to publish anyway."""
 
-    gate: str  # "change" | "rejected" | "point_count"
+    gate: str  # "change" | "empty" | "rejected" | "point_count"
     metric: str
     message: str
 
@@ -114,8 +115,18 @@ def compare_with_previous(
 def content_findings(
     current: Mapping[str, float], gates: GatesConfig, header_points: int | None, points_in: int | None
 ) -> list[Finding]:
-    """The release against its inputs: rejected cadastre share, points read vs the files' headers."""
+    """The release against its inputs: empty layers, rejected cadastre share, points read vs the files'
+    headers."""
     found = []
+    for metric, layer in (("buildings", "buildings"), ("parcels", "parcels"), ("points", "aerial_points")):
+        if metric in current and float(current[metric]) == 0:
+            found.append(
+                Finding(
+                    "empty",
+                    metric,
+                    f"the {layer} layer is empty (0 {metric}) although its source is configured",
+                )
+            )
     if "buildings" in current:
         built, rejected = float(current["buildings"]), float(current.get("rejected", 0))
         total = built + rejected
