@@ -109,15 +109,6 @@ _BUILDING_COLUMNS = (
 )
 
 
-def nas_driver_available() -> bool:
-    try:
-        import pyogrio
-
-        return "NAS" in pyogrio.list_drivers()
-    except Exception:
-        return False
-
-
 # ------------------------------------------------------------------------------------ documents
 
 
