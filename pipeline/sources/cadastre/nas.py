@@ -68,6 +68,8 @@ PARCEL = "AX_Flurstueck"
 # elements whose children are features to insert
 _CONTAINERS = frozenset({"featureMember", "featureMembers", "member", "Insert"})
 _OPERATIONS = frozenset({"Replace", "Delete", "Update"})
+# parents of what is released once it ends (besides the objects in _CONTAINERS)
+_HOLDERS = frozenset({"FeatureCollection", "Transaction", "enthaelt", "geaenderteObjekte"})
 _UPDATE_DOCS = (
     "AX_NutzerbezogeneBestandsdatenaktualisierung",  # _NBA (GeoInfoDok), _NAS
     "AX_Fortfuehrungsauftrag",
@@ -638,23 +640,27 @@ class _Reader:
         src = doc.label
         tags = _tags(hdr)
         try:
+            loc = _LOCAL
             with doc.open() as f:
                 for _ev, el in _iterparse(f, ("end",), tags):
-                    name = _lname(el)
                     parent = el.getparent()
-                    pname = _lname(parent) if parent is not None else ""
+                    if parent is None:
+                        continue
+                    pname = loc.get(parent.tag) or _lname(parent)
                     if pname in _CONTAINERS:  # a feature (or a container inside one)
+                        name = loc.get(el.tag) or _lname(el)
                         if name in self.stores:
                             self.insert(el, name, src)
                         _release(el)
-                    elif name in _OPERATIONS and pname == "Transaction":
-                        if name == "Replace":
-                            self.replace(el, src)
-                        else:
-                            self.delete(el, src, ended=name == "Update")
+                    elif pname in _HOLDERS:  # containers, operations, collections: done with them
+                        name = loc.get(el.tag) or _lname(el)
+                        if pname == "Transaction" and name in _OPERATIONS:
+                            if name == "Replace":
+                                self.replace(el, src)
+                            else:
+                                self.delete(el, src, ended=name == "Update")
                         _release(el)
-                    elif name in _CONTAINERS or name in ("Transaction", "FeatureCollection"):
-                        _release(el)
+                    # else: a property of an object (most events), read with its object
         except etree.XMLSyntaxError as e:
             raise _xml_error(doc, e) from e
         except (OSError, EOFError, zipfile.BadZipFile) as e:
