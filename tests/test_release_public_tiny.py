@@ -53,3 +53,15 @@ def test_public_export_of_tiny_release(tiny_release, tmp_path):
     assert all(lay["access"] == "public" for lay in pm["layers"])
     assert not [i for i in pm["inputs"] if i["role"] in ("mobile", "panoramas")]
     assert validate_path(dest, check_gltf=False)["ok"]
+
+
+def test_tiny_release_is_world_readable(tiny_release):
+    """A web server running as another user can serve every folder and file (`aerial_points/` was 0700)."""
+    import stat
+
+    for p in [tiny_release, *tiny_release.rglob("*")]:
+        if p.is_symlink():
+            continue
+        mode = stat.S_IMODE(p.stat().st_mode)
+        want = 0o755 if p.is_dir() else 0o644
+        assert mode & want == want, (p.relative_to(tiny_release), oct(mode))
