@@ -373,3 +373,16 @@ def test_demo_overwrite_refuses_a_real_delivery(tmp_path, capsys):
     code, _o, err = _run(["demo", "--out", str(raw), "--overwrite"], capsys)
     assert code == 2 and "Traceback" not in err and "no demo delivery" in err, err
     assert snapshot(tmp_path) == before
+
+
+def test_status_survives_damaged_records(project, capsys):
+    out = project["root"] / "p/data/out"
+    last = out / ".twin/last-build.json"
+    for text in ("[1, 2]", '{"state": "running", "pid": "abc"}', "{not json", '{"state": "running"}'):
+        last.write_text(text)
+        code, stdout, err = _run(["status", "--out", str(out), "--json"], capsys)
+        assert code in (0, 1) and "Traceback" not in err, (text, err)
+        st = json.loads(stdout)
+        assert st["current"]["build_id"] == project["release"].name
+        if "running" in text:  # no live pid behind it: the build was killed
+            assert st["last_build"]["state"] == "killed" and code == 1

@@ -33,12 +33,19 @@ def write_last_build(out_dir: Path, record: dict[str, Any]) -> None:
 
 def read_last_build(out_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((out_dir / LAST_BUILD).read_text())
+        rec = json.loads((out_dir / LAST_BUILD).read_text())
     except (OSError, ValueError):
         return None
+    return rec if isinstance(rec, dict) else None  # a damaged record is no record
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: Any) -> bool:
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -63,9 +70,10 @@ def read_manifest(release: Path | None) -> dict[str, Any] | None:
     if release is None:
         return None
     try:
-        return json.loads((release / MANIFEST).read_text())
+        man = json.loads((release / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return man if isinstance(man, dict) else None
 
 
 def release_status(out_dir: Path) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def release_status(out_dir: Path) -> dict[str, Any]:
     cur = current_release(out_dir)
     man = read_manifest(cur)
     last = read_last_build(out_dir)
-    if last and last.get("state") == "running" and not _pid_alive(int(last.get("pid", 0) or 0)):
+    if last and last.get("state") == "running" and not _pid_alive(last.get("pid")):
         last = {**last, "state": "killed", "error": "the build process is gone without a result (killed?)"}
     releases = [
         {
