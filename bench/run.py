@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "buildings": "bench.buildings",
     "incremental": "bench.incremental",
     "nas": "bench.nas",
+    "solar": "bench.solar",
 }
 
 

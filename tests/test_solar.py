@@ -93,9 +93,9 @@ def test_unshaded_flat_roof_equals_horizontal_integral():
     dsm[20:40, 20:40] = 12.0  # a single flat roof, 12 m above open flat ground
     params = SolarParams()
     s = sun_samples(params, LAT, LON)
-    mask = np.zeros(dsm.shape, dtype=bool)
-    mask[22:38, 22:38] = True  # roof cells away from the edges (Horn's gradient is flat there)
-    irr = irradiation(dsm, res, surface_gradient(dsm, res), s, params, mask=mask)
+    labels = np.where(dsm > 0, 0, -1)
+    mask = labels == 0  # every roof cell: the slope is taken from the roof's own cells (edges too)
+    irr = irradiation(dsm, res, surface_gradient(dsm, res, labels), s, params, mask=mask)
     roof = irr.global_kwh[mask]
     np.testing.assert_allclose(roof, s.global_wh / 1000.0, rtol=1e-6)
     np.testing.assert_allclose(irr.sky_view[mask], 1.0, atol=1e-9)
@@ -326,3 +326,63 @@ def test_bad_inputs_are_refused():
         sun_samples(SolarParams(step_minutes=7), LAT, LON)
     with pytest.raises(ValueError, match="plane index"):
         plane_gradient(np.array([[3]]), np.zeros(2), np.zeros(2), (z[:1, :1], z[:1, :1]))
+
+
+# ---- the layer on a crafted district ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def solar_release(tmp_path_factory):
+    from tests import _overlay_district as district
+
+    root = tmp_path_factory.mktemp("solar")
+    cfg = district.make_district(root)
+    return root, cfg, district
+
+
+def _run_layer(root, cfg, district, name: str, **overrides):
+    from pipeline.orchestrate.solar import build_solar_layers
+
+    ctx = district.context(cfg, root / name, **{"layers.solar.enabled": True, **overrides})
+    return ctx, build_solar_layers(ctx, [])
+
+
+def test_layer_writes_cog_and_building_attributes(solar_release):
+    import geopandas as gpd
+    import rasterio
+
+    root, cfg, district = solar_release
+    ctx, (res,) = _run_layer(root, cfg, district, "a")
+    assert res.name == "solar" and res.kind == "overlay"
+    assert res.files == ["solar/solar.gpkg", "solar/solar.qml", "solar/solar_irradiation.tif"]
+    with rasterio.open(ctx.release_dir / "solar" / "solar_irradiation.tif") as ds:
+        assert ds.count == 2 and ds.dtypes == ("float32", "float32")
+        assert ds.descriptions == ("global_kwh_m2", "sky_view")
+        assert ds.profile["tiled"] and ds.crs.to_epsg() == 25832
+        g = ds.read(1)
+    gdf = gpd.read_file(ctx.release_dir / "solar" / "solar.gpkg", layer="solar_buildings")
+    cadastre = [b for b in district.BUILDINGS if b.registered]
+    assert sorted(gdf["oid"]) == sorted(b.oid for b in cadastre)
+    unshaded = res.stats["unshaded_horizontal_kwh_m2"]
+    row = gdf.set_index("oid").loc["DENW01"]  # a 10 m flat box, nothing higher nearby
+    assert row["solar_mean_kwh_m2"] == pytest.approx(unshaded, rel=0.03)
+    assert row["solar_slope_deg"] < 4.0
+    assert row["solar_roof_area_m2"] == pytest.approx(400.0, rel=0.05)
+    assert row["solar_total_mwh"] == pytest.approx(
+        row["solar_mean_kwh_m2"] * row["solar_roof_area_m2"] / 1000, rel=1e-3
+    )
+    # only roof cells are computed by default; all cells with cells: all
+    assert np.isfinite(g).sum() == res.stats["cells_computed"] < g.size / 4
+    assert res.stats["buildings_with_value"] == len(cadastre)  # a demolished one too: its footprint cells
+    # byte-identical rebuild
+    ctx2, _ = _run_layer(root, cfg, district, "b")
+    for f in res.files:
+        assert (ctx.release_dir / f).read_bytes() == (ctx2.release_dir / f).read_bytes(), f
+
+
+def test_layer_is_off_by_default(solar_release):
+    from pipeline.orchestrate.solar import build_solar_layers
+
+    root, cfg, district = solar_release
+    ctx = district.context(cfg, root / "off")
+    assert build_solar_layers(ctx, []) == []

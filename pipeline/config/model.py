@@ -278,6 +278,43 @@ class ZoningLayer(LayerBase):
     binding_rechtscharakter: list[str] = Field(default_factory=lambda: ["1000", ""])
 
 
+class SolarLayer(LayerBase):
+    """Solar potential: annual irradiation per DSM cell and per roof (docs/overlays.md, "Solar potential")."""
+
+    enabled: bool = False  # off by default: about 15-50 CPU seconds per km2 at 1 m (bench/results/solar.json)
+    # DSM / result raster cell size (m); the Solarkataster NRW uses 0.5 m
+    raster_res_m: float = Field(1.0, gt=0)
+    # cells computed: the roof cells (inside footprints) or every cell (squares, gardens, facades' feet)
+    cells: Literal["roofs", "all"] = "roofs"
+    # sun path: the UTC year, time step, every n-th day (a 7 is a fast preview)
+    year: int = Field(2025, ge=1900, le=2100)
+    step_minutes: float = Field(60.0, gt=0, le=240)
+    day_step: int = Field(1, ge=1, le=31)
+    # clear-sky model (ESRA): monthly Linke turbidity (air mass 2), Jan..Dec; default SoDa values for Essen
+    linke_turbidity: list[float] = Field(
+        default_factory=lambda: [2.83, 3.73, 3.45, 4.04, 4.10, 4.54, 4.75, 4.20, 3.61, 3.00, 2.90, 2.80]
+    )
+    # monthly real-sky factors (e.g. measured / clear-sky global irradiation from DWD); null = clear sky
+    sky_factors: list[float] | None = None
+    altitude_m: float = 100.0
+    albedo: float = Field(0.2, ge=0, le=1)
+    # horizon: azimuth directions, search radius, cells walked at full resolution before the walk
+    # doubles its cell size (max-pooled DSM), own-roof tolerance
+    n_directions: int = Field(72, ge=8, le=720)
+    max_distance_m: float = Field(500.0, gt=0)
+    fine_cells: int = Field(32, ge=4)
+    plane_tolerance_m: float = Field(0.25, ge=0)
+    # sun positions merged into bins of this size (deg; 0 = every time step)
+    bin_deg: float = Field(1.0, ge=0, le=10)
+
+    @field_validator("linke_turbidity", "sky_factors")
+    @classmethod
+    def _monthly(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 12 or any(x <= 0 for x in v)):
+            raise ValueError("needs 12 positive monthly values (January to December)")
+        return v
+
+
 class ViewerLayer(LayerBase):
     pass
 
@@ -291,6 +328,7 @@ class LayersConfig(Strict):
     change: ChangeLayer = ChangeLayer()
     terrain: TerrainLayer = TerrainLayer()
     zoning: ZoningLayer = ZoningLayer()
+    solar: SolarLayer = SolarLayer()
     viewer: ViewerLayer = ViewerLayer()
 
 

@@ -262,20 +262,46 @@ def sun_samples(params: SolarParams, lat: float, lon: float) -> SunSamples:
 # ---- surface gradient ---------------------------------------------------------------------------------------
 
 
-def surface_gradient(dsm: np.ndarray, res: float) -> tuple[np.ndarray, np.ndarray]:
-    """dz/dx (east) and dz/dy (north) per cell by Horn's 3x3 operator (row 0 = north); edges replicate,
-    NaN neighbours count as the centre cell."""
+def surface_gradient(
+    dsm: np.ndarray, res: float, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """dz/dx (east) and dz/dy (north) per cell (row 0 = north). Horn's 3x3 operator where all eight
+    neighbours are usable; else the central difference of the cell's row / column, or the one-sided one
+    towards the usable neighbour, or 0. A neighbour is usable when it has data and, with `labels`, the
+    same label as the cell (a roof's slope is taken from that roof only, not from the wall down to the
+    street or from the neighbour's roof)."""
     z = np.asarray(dsm, dtype=np.float64)
-    zc = np.pad(z, 1, mode="edge")
-    centre = zc[1:-1, 1:-1]
+    h, w = z.shape
+    zp = np.pad(z, 1, constant_values=np.nan)
+    lab = None if labels is None else np.pad(np.asarray(labels), 1, constant_values=np.iinfo(np.int32).min)
 
-    def s(dr: int, dc: int) -> np.ndarray:
-        v = zc[1 + dr : 1 + dr + z.shape[0], 1 + dc : 1 + dc + z.shape[1]]
-        return np.where(np.isnan(v), centre, v)
+    def s(dr: int, dc: int) -> tuple[np.ndarray, np.ndarray]:
+        v = zp[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+        ok = ~np.isnan(v)
+        if lab is not None:
+            ok &= lab[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] == lab[1:-1, 1:-1]
+        return v, ok
 
-    gx = ((s(-1, 1) + 2 * s(0, 1) + s(1, 1)) - (s(-1, -1) + 2 * s(0, -1) + s(1, -1))) / (8.0 * res)
-    gy = ((s(-1, -1) + 2 * s(-1, 0) + s(-1, 1)) - (s(1, -1) + 2 * s(1, 0) + s(1, 1))) / (8.0 * res)
-    return gx, gy
+    n = {(dr, dc): s(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)}
+    all_ok = np.logical_and.reduce([ok for _v, ok in n.values()])
+    v = {k: vo[0] for k, vo in n.items()}
+    with np.errstate(invalid="ignore"):
+        hx = ((v[-1, 1] + 2 * v[0, 1] + v[1, 1]) - (v[-1, -1] + 2 * v[0, -1] + v[1, -1])) / (8.0 * res)
+        hy = ((v[-1, -1] + 2 * v[-1, 0] + v[-1, 1]) - (v[1, -1] + 2 * v[1, 0] + v[1, 1])) / (8.0 * res)
+
+    def simple(plus: tuple[np.ndarray, np.ndarray], minus: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        (vp, okp), (vm, okm) = plus, minus
+        with np.errstate(invalid="ignore"):
+            return np.where(
+                okp & okm,
+                (vp - vm) / (2 * res),
+                np.where(okp, (vp - z) / res, np.where(okm, (z - vm) / res, 0.0)),
+            )
+
+    gx = np.where(all_ok, hx, simple(n[0, 1], n[0, -1]))
+    gy = np.where(all_ok, hy, simple(n[-1, 0], n[1, 0]))  # north = row - 1
+    nan = np.isnan(z)
+    return np.where(nan, 0.0, gx), np.where(nan, 0.0, gy)
 
 
 def plane_gradient(
