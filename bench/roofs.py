@@ -55,6 +55,22 @@ def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any
     table = reconstruct_roofs(x, y, z, ptr, idx, geoms, rp)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     n_pts = np.diff(ptr)
+    from pipeline.stages.buildings.solids import SolidError, build_solid, check_solid, roof_partition
+
+    c1 = time.process_time()
+    invalid, solid_fallback = [], []
+    for s_, g, fit in zip(st, geoms, table.fits, strict=True):
+        if fit.fallback:
+            continue
+        try:
+            sol = build_solid(roof_partition(fit, g), s_.base)
+        except SolidError as e:
+            solid_fallback.append((s_.oid, str(e)))
+            continue
+        errs = check_solid(sol)
+        if errs:
+            invalid.append((s_.oid, errs[:3]))
+    solid_cpu = time.process_time() - c1
     rows = []
     for s, g, fit, n in zip(st, geoms, table.fits, n_pts, strict=True):
         roof = s.roof_in(ei)
@@ -92,6 +108,10 @@ def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any
         "type_correct": correct,
         "type_correct_share": round(correct / max(len(big), 1), 3),
         "median_rmse_m": round(float(np.median(rm)), 3) if rm else None,
+        "solids_cpu_s": round(solid_cpu, 3),
+        "ms_per_solid_cpu": round(1000 * solid_cpu / len(st), 2),
+        "solids_invalid": invalid[:20],
+        "solids_not_built": solid_fallback[:20],
         "fallbacks": {k: sum(r[6] == k for r in rows) for k in {r[6] for r in rows} if k},
         "wrong": wrong[:40],
     }

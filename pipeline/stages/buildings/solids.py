@@ -1,0 +1,538 @@
+"""LoD2 solids: a fitted roof (planes) over a footprint -> a closed, outward-oriented boundary made of
+planar roof, wall and ground polygons (pure functions, numpy + shapely).
+
+Two steps, so that the expensive one runs where the points are and the cheap one where the base height
+is known:
+
+1. `roof_partition(fit, footprint)`: the footprint split into roof faces, each carrying one plane
+   z = a x + b y + c. Standard shapes (flat, shed, gable, hip, pyramid) are the lower envelope of their
+   planes: the face of plane i is the part of the footprint where plane i is the lowest, so neighbouring
+   faces meet exactly on the planes' intersection lines (ridges, hips, valleys). A multi-plane roof is
+   split by the segmentation of its points (every 0.5 m cell takes the plane of its nearest segmented
+   point); where two such faces do not meet at the same height a vertical step wall joins them.
+   The faces are noded on a 1 mm grid (shared vertices are identical) and stored as `RoofPartition`
+   (WKB MultiPolygon + plane per part), small enough to travel to the tile writers.
+2. `build_solid(partition, base)`: one shell per footprint part. Roof polygons = faces lifted onto their
+   planes; walls = one vertical polygon per boundary edge from `base` up to the roof edge; step walls on
+   inner edges where the two faces' heights differ (split where they cross); ground = the footprint at
+   `base`, facing down. Every vertical polygon carries all heights any other polygon uses on its vertical
+   edges and every horizontal edge is an edge of the partition, so welded by position each edge is
+   shared by exactly two polygons in opposite directions (no T-junctions).
+
+`check_solid` tests what val3dity tests for a solid (closed shell, consistent orientation, outward
+normals / positive volume, planar polygons within a tolerance, simple non-degenerate rings, no
+self-intersection); a height field over a partition of the footprint cannot intersect itself as long as
+the roof stays above the base, which `build_solid` enforces (`min_height_m`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mapbox_earcut
+import numpy as np
+import shapely
+
+from pipeline.stages.buildings.roofs import RoofFit
+
+ROOF, WALL, GROUND = 0, 1, 2
+SEMANTICS = ("roof", "wall", "ground")
+GRID = 0.001  # m: vertices are snapped to this grid (noding and welding)
+
+
+class SolidError(ValueError):
+    """A roof partition or solid that cannot be built validly (the building keeps its LoD1 solid)."""
+
+
+@dataclass(frozen=True)
+class RoofPartition:
+    wkb: bytes  # MultiPolygon: the roof faces (plan), noded
+    planes: np.ndarray  # (faces, 3): a, b, c of z = a x + b y + c per face
+
+    @property
+    def faces(self) -> list[shapely.Polygon]:
+        return list(shapely.get_parts(shapely.from_wkb(self.wkb)))
+
+    def height_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Roof height at plan positions (NaN outside the footprint)."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        out = np.full(x.shape, np.nan)
+        for f, (a, b, c) in zip(self.faces, self.planes, strict=True):
+            k = shapely.contains_xy(f, x, y) & np.isnan(out)
+            out[k] = a * x[k] + b * y[k] + c
+        return out
+
+
+@dataclass
+class Solid:
+    """Boundary of one building: vertices (V, 3) and polygons (rings of vertex ids, outer first, holes
+    after), each with a semantic (ROOF, WALL, GROUND) and the shell it belongs to."""
+
+    vertices: np.ndarray
+    polygons: list[list[np.ndarray]]
+    semantics: np.ndarray
+    shells: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------- partition
+
+
+def _halfplane_clip(poly: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """Convex polygon (k, 2) clipped to a x + b y + c <= 0 (Sutherland-Hodgman)."""
+    if len(poly) == 0:
+        return poly
+    out = []
+    d = poly[:, 0] * a + poly[:, 1] * b + c
+    for i in range(len(poly)):
+        j = (i + 1) % len(poly)
+        if d[i] <= 0:
+            out.append(poly[i])
+        if (d[i] <= 0) != (d[j] <= 0):
+            t = d[i] / (d[i] - d[j])
+            out.append(poly[i] + t * (poly[j] - poly[i]))
+    return np.array(out).reshape(-1, 2)
+
+
+def _envelope_faces(planes: np.ndarray, footprint: shapely.Geometry) -> list[tuple[shapely.Geometry, int]]:
+    x0, y0, x1, y1 = footprint.bounds
+    pad = 1.0 + max(x1 - x0, y1 - y0)
+    box = np.array([[x0 - pad, y0 - pad], [x1 + pad, y0 - pad], [x1 + pad, y1 + pad], [x0 - pad, y1 + pad]])
+    out = []
+    for i in range(len(planes)):
+        cell = box
+        for j in range(len(planes)):
+            if i != j:
+                # plane i lowest: (a_i - a_j) x + (b_i - b_j) y + (c_i - c_j) <= 0; ties to the lower index
+                d = planes[i] - planes[j]
+                cell = _halfplane_clip(cell, d[0], d[1], d[2] - (1e-9 if i < j else 0.0))
+        if len(cell) >= 3:
+            out.append((shapely.intersection(footprint, shapely.Polygon(cell)), i))
+    return out
+
+
+def _segment_faces(
+    fit: RoofFit, footprint: shapely.Geometry, cell_m: float, simplify_m: float
+) -> list[tuple[shapely.Geometry, int]]:
+    """Faces of a multi-plane roof from its point segmentation: 0.5 m cells labelled by the nearest
+    segmented point, merged per plane."""
+    from pipeline.stages.buildings._roof_kernels import nearest_other
+
+    assert fit.segment_xy is not None and fit.segment_label is not None
+    x0, y0, x1, y1 = footprint.bounds
+    nx = max(int(np.ceil((x1 - x0) / cell_m)), 1)
+    ny = max(int(np.ceil((y1 - y0) / cell_m)), 1)
+    gx, gy = np.meshgrid(x0 + (np.arange(nx) + 0.5) * cell_m, y0 + (np.arange(ny) + 0.5) * cell_m)
+    gx, gy = gx.ravel(), gy.ravel()
+    sx = np.ascontiguousarray(fit.segment_xy[:, 0])
+    sy = np.ascontiguousarray(fit.segment_xy[:, 1])
+    j = nearest_other(gx, gy, sx, sy, np.full(gx.size, -1, dtype=np.int64))
+    lab = fit.segment_label[j]
+    boxes = shapely.box(gx - cell_m / 2, gy - cell_m / 2, gx + cell_m / 2, gy + cell_m / 2)
+    keys = np.unique(lab)
+    regions = np.array([shapely.coverage_union_all(boxes[lab == k]) for k in keys], dtype=object)
+    # the staircase boundaries between planes simplified together (shared edges stay shared)
+    regions = shapely.coverage_simplify(regions, tolerance=simplify_m, simplify_boundary=False)
+    return [
+        (shapely.intersection(footprint, r, grid_size=GRID), int(k))
+        for r, k in zip(regions, keys, strict=True)
+    ]
+
+
+def roof_partition(
+    fit: RoofFit,
+    footprint: shapely.Geometry,
+    *,
+    cell_m: float = 0.5,
+    simplify_m: float = 0.75,
+    min_face_m2: float = 2.0,
+) -> RoofPartition:
+    """The footprint split into roof faces with one plane each (see the module docstring)."""
+    if fit.fallback or not fit.planes:
+        raise SolidError(f"no roof model ({fit.fallback or 'no planes'})")
+    planes = np.array([(pl.a, pl.b, pl.c) for pl in fit.planes], dtype=np.float64)
+    footprint = shapely.set_precision(footprint, GRID)
+    if len(planes) == 1:
+        faces = [(footprint, 0)]
+    elif fit.segment_xy is not None:
+        faces = _segment_faces(fit, footprint, cell_m, simplify_m)
+    else:
+        faces = _envelope_faces(planes, footprint)
+    if len(planes) == 1:  # one plane: the footprint's parts are the faces (nothing to node)
+        parts = [shapely.orient_polygons(q) for q in shapely.get_parts(footprint) if q.area > 1e-4]
+        if not parts:
+            raise SolidError("empty roof partition")
+        return RoofPartition(
+            shapely.to_wkb(shapely.MultiPolygon(parts)), np.repeat(planes, len(parts), axis=0)
+        )
+    polys, owner = _node(faces)
+    if len(planes) > 1 and fit.segment_xy is not None:
+        # faces smaller than min_face_m2 (segmentation noise) join the neighbour they share the longest
+        # edge with; faces of one plane are then dissolved and everything noded again
+        owner = list(owner)
+        for _ in range(len(polys)):
+            small = [i for i in range(len(polys)) if polys[i].area < min_face_m2]
+            changed = False
+            for i in sorted(small, key=lambda i: (polys[i].area, i)):
+                shared = []
+                for j in range(len(polys)):
+                    if j != i and owner[j] != owner[i]:
+                        ln = shapely.length(shapely.intersection(polys[i].boundary, polys[j].boundary))
+                        if ln > GRID:
+                            shared.append((-ln, j))
+                if shared:
+                    owner[i] = owner[min(shared)[1]]
+                    changed = True
+            if not changed:
+                break
+            groups = sorted(set(owner))
+            merged = [
+                (
+                    shapely.coverage_union_all(
+                        np.array([p for p, o in zip(polys, owner, strict=False) if o == k], dtype=object)
+                    ),
+                    k,
+                )
+                for k in groups
+            ]
+            polys, owner = _node(merged)
+            owner = list(owner)
+            if all(p.area >= min_face_m2 for p in polys):
+                break
+    order = sorted(range(len(polys)), key=lambda i: polys[i].wkb)  # deterministic
+    mp = shapely.MultiPolygon([polys[i] for i in order])
+    return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
+
+
+def _node(faces: list[tuple[shapely.Geometry, int]]) -> tuple[list[shapely.Polygon], list[int]]:
+    """Faces (geometry, plane) noded on the grid: shared boundaries get identical vertices; every
+    noded polygon takes the plane of the face it overlaps most (holes of the footprint are left out)."""
+    polys, owner = [], []
+    for g, k in faces:
+        for part in shapely.get_parts(shapely.set_precision(g, GRID)):
+            if isinstance(part, shapely.Polygon) and part.area > 1e-4:
+                polys.append(part)
+                owner.append(k)
+    if not polys:
+        raise SolidError("empty roof partition")
+    lines = shapely.union_all(shapely.boundary(np.array(polys, dtype=object)), grid_size=GRID)
+    noded = [p for p in shapely.get_parts(shapely.polygonize(shapely.get_parts(lines))) if p.area > 1e-6]
+    tree = shapely.STRtree(np.array(polys, dtype=object))
+    out_faces, out_owner = [], []
+    for p in noded:
+        rp = shapely.point_on_surface(p)
+        hit = [int(i) for i in tree.query(rp, predicate="intersects")]
+        if not hit:
+            continue  # a hole of the footprint (courtyard)
+        best = (
+            hit[0]
+            if len(hit) == 1
+            else min(hit, key=lambda i: (-shapely.area(shapely.intersection(p, polys[i])), i))
+        )
+        out_faces.append(shapely.orient_polygons(p))
+        out_owner.append(owner[best])
+    return out_faces, out_owner
+
+
+# ---------------------------------------------------------------------------------- solid
+
+
+class _Verts:
+    def __init__(self) -> None:
+        self.ids: dict[tuple[int, int, int], int] = {}
+        self.xyz: list[tuple[float, float, float]] = []
+
+    def get(self, x: float, y: float, z: float) -> int:
+        key = (round(x / GRID), round(y / GRID), round(z / GRID))
+        i = self.ids.get(key)
+        if i is None:
+            i = self.ids[key] = len(self.xyz)
+            self.xyz.append((key[0] * GRID, key[1] * GRID, key[2] * GRID))
+        return i
+
+
+def _q(v: float) -> int:
+    return round(v / GRID)
+
+
+def build_solid(
+    partition: RoofPartition, base: float, *, min_height_m: float = 0.5, merge_m: float = 0.005
+) -> Solid:
+    """The closed boundary over `partition` down to `base` (see the module docstring)."""
+    faces = partition.faces
+    planes = partition.planes
+    # rings of every face as 2D vertex keys (closing point dropped); outer CCW, holes CW
+    key_xy: dict[tuple[int, int], tuple[float, float]] = {}
+    face_rings: list[list[list[tuple[int, int]]]] = []
+    for f in faces:
+        rings = []
+        for ring in [f.exterior, *f.interiors]:
+            c = np.asarray(ring.coords)[:-1]
+            ks = []
+            for x, y in c:
+                k = (_q(x), _q(y))
+                if ks and ks[-1] == k:
+                    continue
+                key_xy.setdefault(k, (k[0] * GRID, k[1] * GRID))
+                ks.append(k)
+            if len(ks) > 1 and ks[0] == ks[-1]:
+                ks.pop()
+            if len(ks) < 3:
+                raise SolidError("degenerate roof face ring")
+            rings.append(ks)
+        face_rings.append(rings)
+
+    def zf(fi: int, k: tuple[int, int]) -> float:
+        a, b, c = planes[fi]
+        x, y = key_xy[k]
+        return float(a * x + b * y + c)
+
+    # directed edges -> face on their left
+    left: dict[tuple[tuple[int, int], tuple[int, int]], int] = {}
+    for fi, rings in enumerate(face_rings):
+        for ks in rings:
+            for i in range(len(ks)):
+                e = (ks[i], ks[(i + 1) % len(ks)])
+                if e in left:
+                    raise SolidError("overlapping roof faces")
+                left[e] = fi
+    # roof heights must stay above the base
+    for fi, rings in enumerate(face_rings):
+        for ks in rings:
+            for k in ks:
+                if zf(fi, k) < base + min_height_m:
+                    raise SolidError("roof below the base")
+    # step edges whose two faces cross in height: split them at the crossing (in both faces' rings)
+    splits: dict[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]] = {}
+    for (p, q), f in left.items():
+        g = left.get((q, p))
+        if g is None or f > g:
+            continue
+        dp = zf(f, p) - zf(g, p)
+        dq = zf(f, q) - zf(g, q)
+        if abs(dp) > merge_m and abs(dq) > merge_m and (dp > 0) != (dq > 0):
+            t = dp / (dp - dq)
+            (px, py), (qx, qy) = key_xy[p], key_xy[q]
+            m = (_q(px + t * (qx - px)), _q(py + t * (qy - py)))
+            if m in (p, q):
+                continue
+            key_xy.setdefault(m, (m[0] * GRID, m[1] * GRID))
+            splits[(p, q)] = m
+            splits[(q, p)] = m
+    if splits:
+        for rings in face_rings:
+            for r, ks in enumerate(rings):
+                new = []
+                for i in range(len(ks)):
+                    new.append(ks[i])
+                    m = splits.get((ks[i], ks[(i + 1) % len(ks)]))
+                    if m is not None:
+                        new.append(m)
+                rings[r] = new
+        left = {}
+        for fi, rings in enumerate(face_rings):
+            for ks in rings:
+                for i in range(len(ks)):
+                    left[(ks[i], ks[(i + 1) % len(ks)])] = fi
+    # heights on every vertical line: base (boundary vertices) and each incident face's roof height;
+    # heights closer than `merge_m` are one level (faces meeting on a ridge or hip line, rounding)
+    raw: dict[tuple[int, int], dict[int, float]] = {}
+    boundary: set[tuple[int, int]] = set()
+    for (p, q), f in left.items():
+        raw.setdefault(p, {})[f] = zf(f, p)
+        if (q, p) not in left:
+            boundary.update((p, q))
+    lev: dict[tuple[int, tuple[int, int]], int] = {}
+    sorted_levels: dict[tuple[int, int], list[int]] = {}
+    zb = _q(base)
+    for k, zs in raw.items():
+        items = sorted(zs.items(), key=lambda t: (t[1], t[0]))
+        out_levels = [zb] if k in boundary else []
+        clusters: list[list[tuple[int, float]]] = []
+        for f, z in items:
+            if not clusters or z - clusters[-1][0][1] > merge_m:
+                clusters.append([])
+            clusters[-1].append((f, z))
+        for cl in clusters:
+            zq = _q(float(np.mean([t[1] for t in cl])))
+            out_levels.append(zq)
+            for f, _z in cl:
+                lev[(f, k)] = zq
+        sorted_levels[k] = sorted(set(out_levels))
+
+    V = _Verts()
+    polygons: list[list[np.ndarray]] = []
+    sem: list[int] = []
+
+    def vertical(p, q, lo_p: int, lo_q: int, hi_q: int, hi_p: int) -> list[int]:
+        """Ring (p, lo) -> (q, lo) -> up q -> (q, hi) -> (p, hi) -> down p, with every level between."""
+        (px, py), (qx, qy) = key_xy[p], key_xy[q]
+        ring = [V.get(px, py, lo_p * GRID), V.get(qx, qy, lo_q * GRID)]
+        ring += [V.get(qx, qy, z * GRID) for z in sorted_levels[q] if lo_q < z < hi_q]
+        ring.append(V.get(qx, qy, hi_q * GRID))
+        ring.append(V.get(px, py, hi_p * GRID))
+        ring += [V.get(px, py, z * GRID) for z in reversed(sorted_levels[p]) if lo_p < z < hi_p]
+        out = [v for i, v in enumerate(ring) if v != ring[i - 1]]
+        return out
+
+    # roofs
+    for fi, rings in enumerate(face_rings):
+        polygons.append(
+            [np.array([V.get(*key_xy[k], lev[(fi, k)] * GRID) for k in ks], dtype=np.int64) for ks in rings]
+        )
+        sem.append(ROOF)
+    for (p, q), f in sorted(left.items()):
+        g = left.get((q, p))
+        if g is None:  # outer wall from the base to the roof edge
+            ring = vertical(p, q, zb, zb, lev[(f, q)], lev[(f, p)])
+        else:
+            if f > g:
+                continue
+            fp_, fq = lev[(f, p)], lev[(f, q)]
+            gp, gq = lev[(g, p)], lev[(g, q)]
+            if fp_ == gp and fq == gq:
+                continue  # the faces meet on this edge (ridge, hip, valley)
+            if fp_ >= gp and fq >= gq:  # f higher: the wall faces g's side (right of p -> q)
+                ring = vertical(p, q, gp, gq, fq, fp_)
+            else:  # g higher: the wall faces f's side, seen along q -> p
+                ring = vertical(q, p, fq, fp_, gp, gq)
+        if len(ring) >= 3:
+            polygons.append([np.array(ring, dtype=np.int64)])
+            sem.append(WALL)
+    # ground: the boundary edges chained into rings (outer CCW, holes CW), at the base, facing down
+    nxt: dict[tuple[int, int], tuple[int, int]] = {}
+    for p, q in left:
+        if (q, p) not in left:
+            if p in nxt:
+                raise SolidError("footprint touches itself at a vertex")
+            nxt[p] = q
+    cycles = []
+    todo = sorted(nxt)
+    done: set[tuple[int, int]] = set()
+    for start in todo:
+        if start in done:
+            continue
+        cyc = [start]
+        done.add(start)
+        cur = nxt[start]
+        while cur != start:
+            if cur in done or cur not in nxt:
+                raise SolidError("open footprint boundary")
+            cyc.append(cur)
+            done.add(cur)
+            cur = nxt[cur]
+        cycles.append(cyc)
+
+    def area2(cyc: list[tuple[int, int]]) -> float:
+        c = np.array([key_xy[k] for k in cyc])
+        return float(np.dot(c[:, 0], np.roll(c[:, 1], -1)) - np.dot(c[:, 1], np.roll(c[:, 0], -1)))
+
+    outers = [c for c in cycles if area2(c) > 0]
+    holes = [c for c in cycles if area2(c) <= 0]
+    shells = [shapely.Polygon([key_xy[k] for k in c]) for c in outers]
+    ground: list[list[list[tuple[int, int]]]] = [[c] for c in outers]
+    for h in holes:
+        pt = shapely.Point(key_xy[h[0]])
+        owner = [i for i, s in enumerate(shells) if s.covers(pt)]
+        if not owner:
+            raise SolidError("a hole outside every footprint part")
+        ground[min(owner, key=lambda i: shells[i].area)].append(h)
+    for rings in ground:
+        polygons.append(
+            [np.array([V.get(*key_xy[k], zb * GRID) for k in ks[::-1]], dtype=np.int64) for ks in rings]
+        )
+        sem.append(GROUND)
+    return Solid(np.array(V.xyz, dtype=np.float64), polygons, np.array(sem, dtype=np.int8))
+
+
+# ---------------------------------------------------------------------------------- checks, mesh
+
+
+def newell_normal(p: np.ndarray) -> np.ndarray:
+    """Unnormalised normal of a polygon ring (k, 3) (Newell's method: robust for any planar ring)."""
+    q = np.roll(p, -1, axis=0)
+    return np.array(
+        [
+            np.sum((p[:, 1] - q[:, 1]) * (p[:, 2] + q[:, 2])),
+            np.sum((p[:, 2] - q[:, 2]) * (p[:, 0] + q[:, 0])),
+            np.sum((p[:, 0] - q[:, 0]) * (p[:, 1] + q[:, 1])),
+        ]
+    )
+
+
+def _project(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """2D coordinates of points in the plane with normal n, orientation kept (CCW seen along -n)."""
+    ax = int(np.argmax(np.abs(n)))
+    i, j = [(1, 2), (2, 0), (0, 1)][ax]
+    uv = p[:, [i, j]]
+    return uv if n[ax] > 0 else uv[:, ::-1]
+
+
+def triangulate(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles (T, 3) over the solid's vertices, counter-clockwise seen from outside, and the polygon
+    of every triangle."""
+    tris, owner = [], []
+    for pi, rings in enumerate(solid.polygons):
+        pts = np.concatenate([solid.vertices[r] for r in rings])
+        ids = np.concatenate(rings)
+        n = newell_normal(solid.vertices[rings[0]])
+        uv = _project(pts, n)
+        ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
+        t = mapbox_earcut.triangulate_float64(uv - uv[0], ends).astype(np.int64).reshape(-1, 3)
+        if len(t) == 0:
+            continue
+        a, b, c = uv[t[:, 0]], uv[t[:, 1]], uv[t[:, 2]]
+        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        t[cross < 0] = t[cross < 0][:, [0, 2, 1]]
+        tris.append(ids[t])
+        owner.append(np.full(len(t), pi, dtype=np.int64))
+    if not tris:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(tris), np.concatenate(owner)
+
+
+def check_solid(solid: Solid, planarity_m: float = 0.01) -> list[str]:
+    """Errors under val3dity's rules for one closed shell (empty list = valid): rings with fewer than 3
+    distinct vertices or repeated vertices (101/102), self-intersecting rings or holes outside (104,
+    201-205 as projected onto the polygon's plane), non-planar polygons beyond `planarity_m` (203),
+    edges not shared by exactly two polygons in opposite directions (not closed 302, non-manifold
+    303, inconsistent orientation 307), inward orientation (negative volume, 308)."""
+    errors: list[str] = []
+    V = solid.vertices
+    edges: dict[tuple[int, int], int] = {}
+    for pi, rings in enumerate(solid.polygons):
+        tag = f"polygon {pi} ({SEMANTICS[int(solid.semantics[pi])]})"
+        n = newell_normal(V[rings[0]])
+        nn = float(np.linalg.norm(n))
+        if nn < 1e-9:
+            errors.append(f"{tag}: degenerate (zero area)")
+            continue
+        n = n / nn
+        for r in rings:
+            if len(r) < 3 or len(set(r.tolist())) < len(r):
+                errors.append(f"{tag}: ring with repeated or too few vertices")
+            d = (V[r] - V[rings[0]].mean(axis=0)) @ n
+            if np.abs(d - d.mean()).max() > planarity_m:
+                errors.append(f"{tag}: not planar ({np.abs(d - d.mean()).max():.3f} m)")
+            for a, b in zip(r.tolist(), np.roll(r, -1).tolist(), strict=True):
+                edges[(a, b)] = edges.get((a, b), 0) + 1
+        uv = [_project(V[r], n) for r in rings]
+        poly = shapely.Polygon(uv[0], uv[1:])
+        if not poly.is_valid:
+            errors.append(f"{tag}: {shapely.is_valid_reason(poly)}")
+    for (a, b), k in edges.items():
+        if k != 1 or edges.get((b, a), 0) != 1:
+            errors.append(f"edge {a}-{b}: used {k}x, opposite {edges.get((b, a), 0)}x (not closed/oriented)")
+            break
+    tri, _ = triangulate(solid)
+    p = V[tri]
+    vol = float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
+    if vol <= 0:
+        errors.append(f"volume {vol:.3f} m3 <= 0 (inward orientation)")
+    return errors
+
+
+def solid_volume(solid: Solid) -> float:
+    tri, _ = triangulate(solid)
+    p = solid.vertices[tri] - solid.vertices.mean(axis=0)
+    return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
