@@ -222,6 +222,23 @@ def test_report_histogram_bins_are_bounded():
         assert len(edges) <= MAX_HIST_BINS + 2 and edges[-1] >= top
 
 
+def test_height_plot_of_an_absurd_building_height_is_fast(tmp_path):
+    """One aerial tile at Z + 1e6 m made the report build ~10^6 histogram bins (> 600 s, killed)."""
+    import time
+
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.report import ReleaseData, plot_height_distribution
+
+    heights = [4.0, 9.5, 12.0, 1e6 + 12.0, np.nan]
+    b = gpd.GeoDataFrame({"height": heights}, geometry=[box(i, 0, i + 1, 1) for i in range(5)], crs=25832)
+    data = ReleaseData(root=tmp_path, buildings=b)
+    t0 = time.perf_counter()
+    plot_height_distribution(data, tmp_path / "h.png")
+    assert time.perf_counter() - t0 < 20 and (tmp_path / "h.png").stat().st_size > 1000
+
+
 def test_build_id_does_not_change_when_the_cache_moves(tmp_path):
     from pipeline.config import config_hash, load_config
     from pipeline.orchestrate.context import InputFile
