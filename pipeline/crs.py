@@ -201,6 +201,22 @@ def same_crs(a: CRS, b: CRS) -> bool:
     return va == vb
 
 
+def map_units_per_metre(crs: CRS, x: float, y: float) -> float:
+    """Map units per metre on the ground at (x, y) of a projected CRS: the projection's point scale factor
+    (0.9996 on a UTM central meridian, ~1.004 eight degrees off it) over the unit's length in metres.
+    Distances given in metres (buffers, rings) are multiplied by it so a result does not depend on the
+    working CRS. 1.0 for CRSs that are not projected."""
+    h = horizontal_of(crs)
+    if not h.is_projected:
+        return 1.0
+    geo = h.geodetic_crs
+    lon, lat = Transformer.from_crs(h, geo, always_xy=True).transform(float(x), float(y))
+    k = pyproj.Proj(h).get_factors(lon, lat).meridional_scale
+    if not np.isfinite(k) or k <= 0:
+        raise CrsError(f"no scale factor of {h.name} at ({x:.1f}, {y:.1f}): outside the projection?")
+    return float(k) / linear_unit_factor(h)
+
+
 def resolve_source_crs(
     file_crs: CRS | None, override: str | None, cfg: CrsConfig, *, path: str | Path
 ) -> CRS:

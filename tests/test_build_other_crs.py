@@ -68,3 +68,300 @@ def test_autzen_feet_through_config(tmp_path, realdata):
     t_hi = tb[2] + abs(tb[11])
     assert z_lo - 10.0 < t_hi < z_hi + 1.0
     assert res.seconds < 120, "terrain from a sparse survey must not explode into millions of triangles"
+
+
+# ---- any working CRS: the demo in UTM 33 (+ DHHN2016) and a crafted RD New + NAP district ----------------
+
+BUILDINGS_ONLY = """
+name: {name}
+paths: {{raw: raw, out: out, cache: cache}}
+crs:
+{crs}
+runtime: {{workers: 1, progress: false}}
+sources:
+  aerial:
+    - {{epoch: "2024", points: "aerial/2024/*.laz", class_scheme: adv}}
+  dgm: {{path: "dgm/*.tif"}}
+  cadastre: {{path: "alkis/*.gpkg", format: alkis_gpkg, layer: GebauedeBauwerk, parcel_layer: Flurstueck}}
+layers:
+  aerial_points: {{enabled: false}}
+  mobile_points: {{enabled: false}}
+  panoramas: {{enabled: false}}
+  terrain: {{enabled: false}}
+  overlays: {{enabled: false}}
+  change: {{enabled: false}}
+  viewer: {{enabled: false}}
+release: {{validate_gltf: false}}
+"""
+
+RD_SHIFT = (
+    155_000.0 - 362_000.0,
+    463_000.0 - 5_716_000.0,
+)  # demo district -> Amersfoort (multiples of 2 m)
+
+
+@pytest.fixture(scope="module")
+def demo_district(tmp_path_factory):
+    """The tiny demo district (EPSG:25832 + DHHN2016, 200 m, 4 tiles), generated once for this module."""
+    from pipeline.sources.demo import generate_demo
+
+    raw = tmp_path_factory.mktemp("demo25832") / "raw"
+    generate_demo(raw, size_m=200, tile_m=100, density=8, progress=False)
+    return raw
+
+
+def _copy_laz(src, dst, crs, xy):
+    """One LAZ file rewritten in `crs` (LAS 1.4 PF 6, WKT), x/y mapped by `xy`, Z and classes unchanged."""
+    import laspy
+    from pyproj import CRS
+
+    las = laspy.read(src)
+    x, y = xy(np.asarray(las.x), np.asarray(las.y))
+    out = laspy.convert(las, point_format_id=6, file_version="1.4")
+    hdr = laspy.LasHeader(point_format=6, version="1.4")
+    hdr.scales = np.array([0.001, 0.001, 0.001])
+    hdr.offsets = np.array([np.floor(x.min()), np.floor(y.min()), 0.0])
+    hdr.add_crs(CRS.from_user_input(crs))
+    new = laspy.LasData(hdr)
+    new.x, new.y, new.z = x, y, np.asarray(las.z)
+    for name in ("classification", "return_number", "number_of_returns", "intensity", "gps_time"):
+        setattr(new, name, np.asarray(getattr(out, name)))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    new.write(dst)
+
+
+def _reproject_dgm(src, dst, crs):
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    with rasterio.open(src) as ds:
+        tr, w, h = calculate_default_transform(
+            ds.crs, crs, ds.width, ds.height, *ds.bounds, resolution=ds.res
+        )
+        prof = ds.profile | {"crs": crs, "transform": tr, "width": w, "height": h, "nodata": -9999.0}
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(dst, "w", **prof) as out:
+            data = np.full((h, w), -9999.0, dtype=np.float32)
+            reproject(
+                ds.read(1),
+                data,
+                src_transform=ds.transform,
+                src_crs=ds.crs,
+                dst_transform=tr,
+                dst_crs=crs,
+                dst_nodata=-9999.0,
+                resampling=Resampling.bilinear,
+            )
+            out.write(data, 1)
+
+
+def _translate_dgm(src, dst, crs, shift):
+    import rasterio
+    from rasterio import Affine
+
+    with rasterio.open(src) as ds:
+        prof = ds.profile | {"crs": crs, "transform": Affine.translation(*shift) * ds.transform}
+        data = ds.read()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(dst, "w", **prof) as out:
+        out.write(data)
+
+
+def _cadastre(src, dst, to):
+    import geopandas as gpd
+    import pyogrio
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for layer in ("GebauedeBauwerk", "Flurstueck"):
+        g = pyogrio.read_dataframe(src, layer=layer)
+        pyogrio.write_dataframe(gpd.GeoDataFrame(to(g)), dst, layer=layer, driver="GPKG")
+
+
+def _build(root, name, crs_yaml):
+    (root / "twin.yaml").write_text(BUILDINGS_ONLY.format(name=name, crs=crs_yaml))
+    cfg = load_config(root / "twin.yaml")
+    res = run_build(cfg, workers=1, log=BuildLog(quiet=True))
+    import pyogrio
+
+    gdf = pyogrio.read_dataframe(res.release_dir / "buildings" / "buildings.gpkg", layer="buildings")
+    return res, gdf.set_index("oid").sort_index()
+
+
+def _link_raw(raw, root, parts):
+    for part in parts:
+        (root / "raw" / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(raw / part, root / "raw" / part)
+
+
+def _assert_same_heights(ref, got):
+    assert len(ref) > 20 and list(ref.index) == list(got.index)
+    for col in ("roof_height", "base_height", "height"):
+        a, b = ref[col].to_numpy(float), got[col].to_numpy(float)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), col
+        ok = ~np.isnan(a)
+        assert ok.sum() > 20
+        assert np.max(np.abs(a[ok] - b[ok])) < 0.01, (col, np.max(np.abs(a[ok] - b[ok])))
+    assert (ref["quality"] == got["quality"]).all()
+
+
+@pytest.fixture(scope="module")
+def utm32_build(demo_district, tmp_path_factory):
+    root = tmp_path_factory.mktemp("b25832")
+    _link_raw(demo_district, root, ["aerial/2024", "dgm", "alkis"])
+    return _build(root, "utm32", "  horizontal: EPSG:25832\n  vertical: EPSG:7837\n")
+
+
+def test_demo_reprojected_to_utm33_gives_the_same_heights(demo_district, utm32_build, tmp_path):
+    """The demo re-projected to EPSG:25833 + DHHN2016 (a Berlin/Brandenburg/Saxony delivery), with two of
+    its four point tiles left in UTM 32 (a delivery at the state border): same building heights within
+    1 cm, every layer file in the working CRS."""
+    from pyproj import Transformer
+
+    t = Transformer.from_crs("EPSG:25832", "EPSG:25833", always_xy=True)
+
+    def xy(x, y):
+        return tuple(np.asarray(v) for v in t.transform(x, y))
+
+    laz = sorted((demo_district / "aerial" / "2024").glob("*.laz"))
+    for k, f in enumerate(laz):
+        dst = tmp_path / "raw" / "aerial" / "2024" / f.name
+        if k % 2:
+            _copy_laz(f, dst, "EPSG:25832+7837", lambda x, y: (x, y))  # stays in UTM 32
+        else:
+            _copy_laz(f, dst, "EPSG:25833+7837", xy)
+    for f in sorted((demo_district / "dgm").glob("*.tif")):
+        _reproject_dgm(f, tmp_path / "raw" / "dgm" / f.name, "EPSG:25833")
+    _cadastre(
+        demo_district / "alkis" / "alkis_vereinfacht_demo.gpkg",
+        tmp_path / "raw" / "alkis" / "district.gpkg",
+        lambda g: g.to_crs("EPSG:25833"),
+    )
+    _res32, ref = utm32_build
+    res, got = _build(tmp_path, "utm33", "  horizontal: EPSG:25833\n  vertical: EPSG:7837\n")
+    _assert_same_heights(ref, got)
+    # the layer's GeoPackage is in the working CRS, at the re-projected place
+    import pyogrio
+
+    info = pyogrio.read_info(res.release_dir / "buildings" / "buildings.gpkg", layer="buildings")
+    assert "25833" in info["crs"]
+    want = ref.to_crs("EPSG:25833").total_bounds
+    assert np.allclose(got.total_bounds, want, atol=0.01)  # UTM 33 eastings at 7 degrees E are negative
+
+
+def _geoid_grid(path, undulation):
+    """A constant geoid model (ETRS89 lon/lat GeoTIFF, 0.1 degree cells) covering the Netherlands."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.full((60, 80), undulation, dtype=np.float32)  # lon 2..10, lat 50..56
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=80,
+        height=60,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4258",
+        transform=from_origin(2.0, 56.0, 0.1, 0.1),
+    ) as ds:
+        ds.write(data, 1)
+
+
+@pytest.fixture(scope="module")
+def rd_district(demo_district, tmp_path_factory):
+    """A crafted RD New + NAP district: the demo's footprints, points and DGM moved to Amersfoort (a pure
+    shift, so every height and every point-in-footprint relation is unchanged), files tagged EPSG:28992
+    (+ EPSG:5709 in the LAZ WKT)."""
+    root = tmp_path_factory.mktemp("rdnew")
+    raw = root / "raw"
+    dx, dy = RD_SHIFT
+    for f in sorted((demo_district / "aerial" / "2024").glob("*.laz")):
+        _copy_laz(f, raw / "aerial" / "2024" / f.name, "EPSG:28992+5709", lambda x, y: (x + dx, y + dy))
+    for f in sorted((demo_district / "dgm").glob("*.tif")):
+        _translate_dgm(f, raw / "dgm" / f.name, "EPSG:28992", (dx, dy))
+    import shapely
+
+    _cadastre(
+        demo_district / "alkis" / "alkis_vereinfacht_demo.gpkg",
+        raw / "alkis" / "district.gpkg",
+        lambda g: g.set_geometry(
+            shapely.transform(g.geometry.values, lambda c: c + np.array([dx, dy]))
+        ).set_crs("EPSG:28992", allow_override=True),
+    )
+    return root
+
+
+def test_rd_new_nap_with_a_configured_geoid_grid_gives_the_same_heights(rd_district, utm32_build, tmp_path):
+    """RD New + NAP through config alone: the NAP geoid model is given as `crs.geoid_grid` (a crafted
+    constant 43 m model under another file name than PROJ's nl_nsgi_nlgeo2018.tif): building heights equal
+    the EPSG:25832 build's within 1 cm, and the tiles sit at NAP + 43 m on the ellipsoid."""
+    from pyproj import Transformer
+
+    grid = tmp_path / "crafted_nap_geoid.tif"
+    _geoid_grid(grid, 43.0)
+    crs = (
+        "  horizontal: EPSG:28992\n  vertical: EPSG:5709\n"
+        f"  geoid_grid: {grid}\n  frame_origin: [155100.0, 463100.0, 0.0]\n"
+    )
+    res, got = _build(rd_district, "rdnew", crs)
+    _res32, ref = utm32_build
+    _assert_same_heights(ref, got)
+    ts = json.loads((res.release_dir / "buildings" / "tileset.json").read_text())
+    m = np.array(ts["root"]["transform"]).reshape(4, 4).T
+    lon, lat, h = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True).transform(*m[:3, 3])
+    assert 5.3 < lon < 5.5 and 52.1 < lat < 52.2  # Amersfoort, the origin of RD
+    assert h == pytest.approx(43.0, abs=0.5)  # NAP 0 m + the configured geoid (the datum shift moves mm-dm)
+
+
+def test_rd_new_nap_without_the_grid_names_it(rd_district, tmp_path):
+    """No NAP geoid grid installed and none configured: the build stops (exit 4) naming
+    nl_nsgi_nlgeo2018.tif and how to get it, instead of heights 43 m off."""
+    from pyproj import CRS
+
+    from pipeline.crs import missing_grids
+    from pipeline.errors import GeoidGridMissing
+
+    if not missing_grids(CRS("EPSG:28992+5709"), "EPSG:4978"):
+        pytest.skip("PROJ has the NAP geoid grid installed here")
+    root = tmp_path
+    shutil.copytree(rd_district / "raw", root / "raw")
+    crs = "  horizontal: EPSG:28992\n  vertical: EPSG:5709\n  frame_origin: [155100.0, 463100.0, 0.0]\n"
+    with pytest.raises(GeoidGridMissing) as e:
+        _build(root, "rdnew", crs)
+    msg = str(e.value)
+    assert "nl_nsgi_nlgeo2018.tif" in msg and "projsync --file nl_nsgi_nlgeo2018.tif" in msg
+    assert "crs.geoid_grid" in msg and e.value.exit_code == 4
+
+
+def test_rd_new_with_ellipsoidal_heights_declared(rd_district, utm32_build, tmp_path):
+    """Heights declared ellipsoidal for any CRS (no vertical datum, no grid): the same building heights."""
+    root = tmp_path
+    raw = root / "raw"
+    shutil.copytree(rd_district / "raw" / "dgm", raw / "dgm")
+    shutil.copytree(rd_district / "raw" / "alkis", raw / "alkis")
+    for f in sorted((rd_district / "raw" / "aerial" / "2024").glob("*.laz")):
+        _copy_laz(f, raw / "aerial" / "2024" / f.name, "EPSG:28992", lambda x, y: (x, y))
+    crs = (
+        "  horizontal: EPSG:28992\n  vertical: null\n  assume_ellipsoidal_heights: true\n"
+        "  frame_origin: [155100.0, 463100.0, 0.0]\n"
+    )
+    _res, got = _build(root, "rdell", crs)
+    _res32, ref = utm32_build
+    _assert_same_heights(ref, got)
+
+
+def test_working_crs_auto_takes_the_inputs_own(rd_district, tmp_path):
+    """`crs.horizontal: auto` / `crs.vertical: auto`: the working CRS is the point files' RD New + NAP."""
+    from pipeline.config import load_config as load
+    from pipeline.orchestrate.inputs import scan_inputs
+    from pipeline.orchestrate.working_crs import resolve_working_crs
+
+    (tmp_path / "twin.yaml").write_text(
+        BUILDINGS_ONLY.format(name="auto", crs="  horizontal: auto\n  vertical: auto\n").replace(
+            "paths: {raw: raw,", f"paths: {{raw: {rd_district / 'raw'},"
+        )
+    )
+    cfg = load(tmp_path / "twin.yaml")
+    out = resolve_working_crs(cfg, scan_inputs(cfg))
+    assert (out.crs.horizontal, out.crs.vertical) == ("EPSG:28992", "EPSG:5709")

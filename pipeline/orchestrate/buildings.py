@@ -61,8 +61,8 @@ DESCRIPTIONS = {
     "gfkzshh": "ALKIS building function key",
     "funktion_code": "ALKIS building function code (0 = unknown)",
     "funktion_gruppe": "function group used by the default style",
-    "roof_height": "roof height, DHHN2016 normal height [m]",
-    "base_height": "base (ground) height, DHHN2016 normal height [m]",
+    "roof_height": "roof height in the working height system (crs.vertical) [m]",
+    "base_height": "base (ground) height in the working height system (crs.vertical) [m]",
     "height": "roof_height - base_height [m]",
     "n_points": "roof points used",
     "density": "roof points per m2",
@@ -75,7 +75,10 @@ DESCRIPTIONS = {
 }
 
 
-def height_params(layer: BuildingsLayer, scheme: str) -> HeightParams:
+def height_params(layer: BuildingsLayer, scheme: str, scale: float = 1.0) -> HeightParams:
+    """`scale`: map units per metre on the ground (`crs.map_units_per_metre`): shrink and ring widths are
+    metres on the ground, so heights do not depend on the working CRS (UTM 33 at 7 degrees E stretches
+    distances by 0.4 %)."""
     if scheme not in layer.roof_classes or scheme not in layer.ground_classes:
         from pipeline.errors import ConfigError
 
@@ -84,8 +87,8 @@ def height_params(layer: BuildingsLayer, scheme: str) -> HeightParams:
         roof_percentile=layer.roof_percentile,
         stats_percentiles=tuple(layer.stats_percentiles),
         ground_percentile=layer.ground_percentile,
-        shrink_m=layer.shrink_m,
-        ground_ring_m=layer.ground_ring_m,
+        shrink_m=layer.shrink_m * scale,
+        ground_ring_m=layer.ground_ring_m * scale,
         min_points=layer.min_points,
         roof_classes=tuple(layer.roof_classes[scheme]),
         ground_classes=tuple(layer.ground_classes[scheme]),
@@ -106,9 +109,12 @@ def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, g
         min_area_m2=layer.min_area_m2,
     )
     fmt = "nas" if src.format == "nas" else ("generic" if src.format == "generic" else "alkis_gpkg")
-    table = read_footprints(files, fmt, flt=flt, layer=src.layer, columns=dict(src.columns), crs=src.crs)
+    work = cfg.crs.horizontal  # footprints and parcels are transformed into the working CRS
+    table = read_footprints(
+        files, fmt, flt=flt, layer=src.layer, columns=dict(src.columns), crs=src.crs, target_crs=work
+    )
     table = apply_structure_rules(table, layer.non_building_functions)
-    parcels = read_parcels(files, fmt, layer=src.parcel_layer, crs=src.crs)
+    parcels = read_parcels(files, fmt, layer=src.parcel_layer, crs=src.crs, target_crs=work)
     return table, parcels
 
 
@@ -130,26 +136,39 @@ def parcel_keys(footprints: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame) -> np.n
     return keys
 
 
-def _point_files(ctx: BuildContext, epoch: Any) -> list[tuple[str, tuple[float, float, float, float], float]]:
-    """(path, xy bounds, z factor) of one epoch's point files; CRS must be the working CRS."""
-    from pipeline.crs import vertical_code
+PointFile = tuple[str, tuple[float, float, float, float], float, Any]
+
+
+def _point_files(ctx: BuildContext, epoch: Any) -> list[PointFile]:
+    """(path, xy bounds in the working CRS, z factor, transform) of one epoch's point files. Files in
+    another CRS than the working CRS (e.g. UTM 33 tiles in a UTM 32 project, or ellipsoidal heights in a
+    project with normal heights) carry (their CRS as WKT, the CRS config): the height task transforms
+    their points into the working CRS."""
+    from pipeline.crs import same_crs, working_crs
     from pipeline.sources.pointcloud.crs import resolve_file_crs
     from pipeline.sources.pointcloud.header import scan_file
 
-    out = []
+    work = working_crs(ctx.cfg.crs)
+    out: list[PointFile] = []
     for inp in ctx.inputs_for(f"aerial:{epoch.epoch}"):
         info = scan_file(inp.path)
         fc = resolve_file_crs(info, epoch.crs, ctx.cfg.crs)
-        horiz = fc.crs.sub_crs_list[0] if fc.crs.sub_crs_list else fc.crs
-        want_v = ctx.cfg.crs.vertical.split(":")[-1] if ctx.cfg.crs.vertical else None
-        if horiz.to_epsg() != int(ctx.cfg.crs.horizontal.split(":")[-1]) or (
-            want_v and vertical_code(fc.crs) != want_v
-        ):
+        bounds = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
+        if same_crs(fc.crs, work):
+            out.append((str(inp.path), bounds, fc.z_factor, None))
+            continue
+        from pyproj import Transformer
+
+        from pipeline.crs import horizontal_of
+
+        t = Transformer.from_crs(horizontal_of(fc.crs), horizontal_of(work), always_xy=True)
+        wb = t.transform_bounds(*bounds, densify_pts=21)
+        if not all(np.isfinite(wb)):
             raise CrsError(
-                f"building heights need points in the working CRS {ctx.cfg.crs.compound}, got {fc.crs.name}",
+                f"the file's extent cannot be transformed from {fc.crs.name} to the working CRS {work.name}",
                 path=inp.path,
             )
-        out.append((str(inp.path), (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1]), fc.z_factor))
+        out.append((str(inp.path), tuple(float(v) for v in wb), fc.z_factor, (fc.crs.to_wkt(), ctx.cfg.crs)))
     return out
 
 
@@ -158,7 +177,7 @@ def _point_files(ctx: BuildContext, epoch: Any) -> list[tuple[str, tuple[float, 
 
 def epoch_stats(
     ctx: BuildContext,
-    files: list[tuple[str, tuple[float, float, float, float], float]],
+    files: list[PointFile],
     zones: FootprintZones,
     params: HeightParams,
 ) -> pd.DataFrame:
@@ -178,11 +197,12 @@ def epoch_stats(
     from pipeline.orchestrate.cache import input_sha256, run_cached
 
     jobs = []
-    for k, (path, _b, zf) in enumerate(files):
+    for k, (path, _b, zf, to_working) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
             continue
-        jobs.append((idx, (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)))
+        args = (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)
+        jobs.append((idx, args if to_working is None else (*args, to_working)))
     # incremental: one tile's statistics are cached by the LAZ sha256 + the zones of its footprints
     results = run_cached(
         ctx,
@@ -249,14 +269,26 @@ def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray
                 cfg.sources.orthophoto,
                 cfg.crs,
             ]
-            ndvi = cache.call(key, mean_ndvi, footprints, paths, bands["red"], bands["nir"])
+            ndvi = cache.call(
+                key,
+                mean_ndvi,
+                footprints,
+                paths,
+                bands["red"],
+                bands["nir"],
+                1.0,
+                cfg.crs.horizontal,
+                cfg.sources.orthophoto.crs,
+            )
     if cfg.sources.dgm is not None:
         paths = [i.path for i in ctx.inputs_for("dgm")]
         if paths:
             sha = sorted(i.sha256 for i in ctx.inputs_for("dgm"))
             pct = cfg.layers.buildings.ground_percentile
             key = ["buildings-dgm-low-v1", sha, fkey, pct, cfg.sources.dgm, cfg.crs]
-            dgm = cache.call(key, terrain_low, footprints, paths, pct)
+            dgm = cache.call(
+                key, terrain_low, footprints, paths, pct, 1.0, cfg.crs.horizontal, cfg.sources.dgm.crs
+            )
     return ndvi, dgm
 
 
@@ -513,7 +545,7 @@ def reference_comparison(ctx: BuildContext, bt: gpd.GeoDataFrame, out_dir: Path)
         return None
     from pipeline.stages.buildings.reference import compare_with_reference
 
-    ref = read_reference_citygml(files)
+    ref = read_reference_citygml(files, target_crs=ctx.cfg.crs.horizontal)
     table, stats = compare_with_reference(bt, ref.gdf)
     buf = io.StringIO()
     table.to_csv(buf, index=False, float_format="%.3f", lineterminator="\n")
@@ -544,6 +576,17 @@ def official_lod2_roofs(
 # ------------------------------------------------------------------------------------------ layer
 
 
+def _map_scale(cfg: TwinConfig, fp: gpd.GeoDataFrame) -> float:
+    """Map units per ground metre at the centre of the footprints (one value per district: it varies by
+    a few millionths over kilometres)."""
+    if not len(fp):
+        return 1.0
+    from pipeline.crs import map_units_per_metre, working_crs
+
+    b = fp.total_bounds
+    return map_units_per_metre(working_crs(cfg.crs), (b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+
+
 def build_buildings(ctx: BuildContext) -> LayerResult:
     t0 = time.perf_counter()
     cfg = ctx.cfg
@@ -565,12 +608,13 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     newest = epochs[-1] if epochs else None
     per_epoch: dict[str, pd.DataFrame] = {}
     newest_stats: pd.DataFrame | None = None
-    newest_params = height_params(layer, newest.class_scheme if newest else "adv")
+    scale = _map_scale(cfg, fp)
+    newest_params = height_params(layer, newest.class_scheme if newest else "adv", scale)
     zones_cache: dict[tuple, FootprintZones] = {}
     for ep in epochs:
         if ep is not newest and not layer.per_epoch_stats:
             continue
-        params = height_params(layer, ep.class_scheme)
+        params = height_params(layer, ep.class_scheme, scale)
         zkey = (params.shrink_m, params.ground_ring_m)
         if zkey not in zones_cache:
             zones_cache[zkey] = footprint_zones(geoms, params)

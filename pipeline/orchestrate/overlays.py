@@ -41,7 +41,7 @@ def district_bounds(ctx: BuildContext) -> tuple[float, float, float, float]:
     if cfg.sources.aerial:
         files = [i.path for i in ctx.inputs_for(f"aerial:{cfg.sources.aerial[-1].epoch}")]
         if files:
-            return las_bounds(files)
+            return las_bounds(files, cfg.crs, cfg.sources.aerial[-1].crs)
     if cfg.sources.dgm:
         from pipeline.orchestrate.terrain import dgm_infos
         from pipeline.sources.rasters import delivery_bounds

@@ -69,7 +69,7 @@ def _density(ctx: BuildContext, path) -> bool:
     files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
     if not files:
         return False
-    grid = Grid.from_bounds(las_bounds(files), DENSITY_CELL_M, cfg.crs.horizontal)
+    grid = Grid.from_bounds(las_bounds(files, cfg.crs, ep.crs), DENSITY_CELL_M, cfg.crs.horizontal)
     # incremental: per-file point counts, cached by the file's sha256 (a changed tile is counted again alone)
     from pipeline.orchestrate.cache import run_cached
 

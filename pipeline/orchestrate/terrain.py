@@ -128,7 +128,7 @@ def ground_model(ctx: BuildContext, plan_res: float, bounds=None) -> tuple[np.nd
         raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
     ep = cfg.sources.aerial[-1]
     files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-    b = bounds or las_bounds(files)
+    b = bounds or las_bounds(files, cfg.crs, ep.crs)
     grid = Grid.from_bounds(b, plan_res, cfg.crs.horizontal)
     acc = rasterise_point_files(
         files, grid, stat="mean", crs_cfg=cfg.crs, crs_override=ep.crs, include_classes=(2,)
@@ -136,16 +136,44 @@ def ground_model(ctx: BuildContext, plan_res: float, bounds=None) -> tuple[np.nd
     return fill_all(acc.result()), grid, cfg.crs.compound, f"ground points {ep.epoch}"
 
 
-def las_bounds(files: Sequence[Path]) -> tuple[float, float, float, float]:
+def las_bounds(
+    files: Sequence[Path], crs_cfg: Any = None, override: str | None = None
+) -> tuple[float, float, float, float]:
+    """xy bounds of point files from their headers; with `crs_cfg`, in the working CRS (files in another
+    CRS, e.g. UTM 33 tiles in a UTM 32 project, have their extent transformed)."""
     import laspy
 
     lo = np.array([np.inf, np.inf])
     hi = -lo
+    work = None
+    if crs_cfg is not None:
+        from pipeline.crs import horizontal_of, working_crs
+
+        work = horizontal_of(working_crs(crs_cfg))
     for f in files:
         with laspy.open(f) as r:
-            lo = np.minimum(lo, r.header.mins[:2])
-            hi = np.maximum(hi, r.header.maxs[:2])
+            b = (*r.header.mins[:2], *r.header.maxs[:2])
+        if work is not None:
+            b = _bounds_in(f, b, work, crs_cfg, override)
+        lo = np.minimum(lo, b[:2])
+        hi = np.maximum(hi, b[2:])
     return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+
+def _bounds_in(f: Path, b: tuple, work: Any, crs_cfg: Any, override: str | None) -> tuple:
+    from pyproj import Transformer
+
+    from pipeline.crs import horizontal_of
+    from pipeline.sources.pointcloud.crs import resolve_file_crs
+    from pipeline.sources.pointcloud.header import scan_file
+
+    h = horizontal_of(resolve_file_crs(scan_file(f), override, crs_cfg).crs)
+    if h.equals(work) or h.to_2d().equals(work.to_2d()):
+        return b
+    out = Transformer.from_crs(h, work, always_xy=True).transform_bounds(*b, densify_pts=21)
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"the file's extent cannot be transformed from {h.name} to {work.name}", path=f)
+    return tuple(float(v) for v in out)
 
 
 def _ground_resolution(files: Sequence[Path], bounds, res_m: float, horizontal_crs: str) -> float:
@@ -189,7 +217,7 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
         if ep is None:
             raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
         files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-        bounds = las_bounds(files)
+        bounds = las_bounds(files, cfg.crs, ep.crs)
         res = _ground_resolution(files, bounds, lay.resolution_m or lay.ground_res_m, cfg.crs.horizontal)
         warnings.append(
             f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch} "

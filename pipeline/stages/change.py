@@ -202,7 +202,7 @@ def unregistered_structures(
     *,
     ndvi: np.ndarray | None = None,
     ndvi_threshold: float = 0.3,
-    crs: str = "EPSG:25832",
+    crs: str,
     registered: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
     """Blobs above the height threshold without a cadastral footprint (a review list).
@@ -261,7 +261,7 @@ def unknown_areas(
     transform: Affine,
     min_area: float,
     epochs: tuple[str, str],
-    crs: str = "EPSG:25832",
+    crs: str,
 ) -> gpd.GeoDataFrame:
     """Polygons of cells without data in either epoch; `missing_in` names the epoch(s)."""
     miss_o = ~np.isfinite(dsm_old)

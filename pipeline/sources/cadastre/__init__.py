@@ -60,6 +60,7 @@ def _read_one(
     columns: dict[str, str],
     crs: str | None,
     rejected: list[Rejected],
+    target_crs: str | None = None,
 ) -> gpd.GeoDataFrame:
     if _is_citygml(path):
         from pipeline.sources.cadastre.citygml import read_citygml
@@ -67,7 +68,7 @@ def _read_one(
         return read_citygml(path, rejected, crs=crs)
     from pipeline.sources.cadastre.gpkg import read_vector
 
-    return read_vector(path, layer=layer, columns=columns, crs=crs, rejected=rejected)
+    return read_vector(path, layer=layer, columns=columns, crs=crs, rejected=rejected, target_crs=target_crs)
 
 
 def read_footprints(
@@ -78,8 +79,10 @@ def read_footprints(
     layer: str | None = None,
     columns: dict[str, str] | None = None,
     crs: str | None = None,
+    target_crs: str | None = None,
 ) -> FootprintTable:
-    """Read, normalise, repair and filter the footprints of all files (sorted by oid)."""
+    """Read, normalise, repair and filter the footprints of all files (sorted by oid), in `target_crs`
+    (the working CRS; default EPSG:25832)."""
     flt = flt or FootprintFilter()
     rejected: list[Rejected] = []
     frames: list[gpd.GeoDataFrame] = []
@@ -89,7 +92,17 @@ def read_footprints(
         frames.append(read_nas_files(files, rejected, crs=crs, want_parcels=False)[0])
     for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
         try:
-            frames.append(_read_one(f, fmt, layer=layer, columns=columns or {}, crs=crs, rejected=rejected))
+            frames.append(
+                _read_one(
+                    f,
+                    fmt,
+                    layer=layer,
+                    columns=columns or {},
+                    crs=crs,
+                    rejected=rejected,
+                    target_crs=target_crs,
+                )
+            )
         except CrsError:
             raise
         except InputError as e:
@@ -101,7 +114,10 @@ def read_footprints(
         if files and len(rejected) and all(r.id == "-" for r in rejected):
             raise InputError(f"no cadastre file could be read: {rejected[0].reason}", path=rejected[0].file)
         return FootprintTable(empty_footprints(), rejected)
-    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+    frames = [_to_target(f, target_crs) for f in frames]
+    gdf = gpd.GeoDataFrame(
+        pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs or WORKING_CRS
+    )
     # derive the function text from the code where only the code is given
     codes = [function_code(c) for c in gdf["gfkzshh"]]
     gdf["funktion"] = [
@@ -113,7 +129,12 @@ def read_footprints(
 
 
 def read_parcels(
-    files: Sequence[Path | str], fmt: str = "alkis_gpkg", *, layer: str | None = None, crs: str | None = None
+    files: Sequence[Path | str],
+    fmt: str = "alkis_gpkg",
+    *,
+    layer: str | None = None,
+    crs: str | None = None,
+    target_crs: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Parcels (flstkennz, geometry) of the cadastre files; empty when the format carries none."""
     frames = []
@@ -126,19 +147,30 @@ def read_parcels(
             from pipeline.sources.cadastre.gpkg import read_parcels as gp
 
             try:
-                frames.append(gp(f, layer, crs))
+                frames.append(gp(f, layer, crs, target_crs))
             except InputError:
                 if layer:
                     raise
     frames = [f for f in frames if len(f)]
+    target = target_crs or WORKING_CRS
     if not frames:
-        return gpd.GeoDataFrame(
-            {"flstkennz": []}, geometry=gpd.GeoSeries([], crs=WORKING_CRS), crs=WORKING_CRS
-        )
-    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+        return gpd.GeoDataFrame({"flstkennz": []}, geometry=gpd.GeoSeries([], crs=target), crs=target)
+    frames = [_to_target(f, target_crs) for f in frames]
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target)
 
 
-def read_reference_citygml(files: Sequence[Path | str], crs: str | None = None) -> FootprintTable:
+def _to_target(frame: gpd.GeoDataFrame, target_crs: str | None) -> gpd.GeoDataFrame:
+    """A reader's frame in the working CRS (readers that work in EPSG:25832 are reprojected here)."""
+    if target_crs is None or frame.crs is None:
+        return frame
+    from pipeline.sources.cadastre.common import to_working_crs
+
+    return to_working_crs(frame, None, str(frame.get("source_file", pd.Series(["-"])).iloc[0]), target_crs)
+
+
+def read_reference_citygml(
+    files: Sequence[Path | str], crs: str | None = None, target_crs: str | None = None
+) -> FootprintTable:
     """Official LoD1/LoD2 models (no filtering): footprints with measured_height, ground_z, roof_z."""
     from pipeline.sources.cadastre.citygml import read_citygml
 
@@ -147,5 +179,8 @@ def read_reference_citygml(files: Sequence[Path | str], crs: str | None = None) 
     frames = [f for f in frames if len(f)]
     if not frames:
         return FootprintTable(empty_footprints(), rejected)
-    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WORKING_CRS)
+    frames = [_to_target(f, target_crs) for f in frames]
+    gdf = gpd.GeoDataFrame(
+        pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs or WORKING_CRS
+    )
     return FootprintTable(gdf.sort_values("oid", kind="stable").reset_index(drop=True), rejected)

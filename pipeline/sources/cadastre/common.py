@@ -1,9 +1,9 @@
 """Shared pieces of the cadastre readers: the normalised footprint table, rejected-record reports,
 ALKIS building-function codes and the geometry repair / filter step.
 
-Every reader returns a `FootprintTable`: a GeoDataFrame in EPSG:25832 with the columns of
-`FOOTPRINT_COLUMNS` (missing values as None / NaN) plus the list of rejected records. Bad records never
-raise: they are reported as (file, id, reason) and skipped.
+Every reader returns a `FootprintTable`: a GeoDataFrame in the working CRS (default EPSG:25832) with the
+columns of `FOOTPRINT_COLUMNS` (missing values as None / NaN) plus the list of rejected records. Bad
+records never raise: they are reported as (file, id, reason) and skipped.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Rejected:
 
 @dataclass
 class FootprintTable:
-    """Footprints in EPSG:25832 (normalised columns) and the records that were skipped."""
+    """Footprints in the working CRS (normalised columns) and the records that were skipped."""
 
     gdf: gpd.GeoDataFrame
     rejected: list[Rejected] = field(default_factory=list)
@@ -310,19 +310,31 @@ def repair_and_filter(
     return res.sort_values("oid", kind="stable").reset_index(drop=True)
 
 
-def to_working_crs(gdf: gpd.GeoDataFrame, override: str | None, path: Path | str) -> gpd.GeoDataFrame:
-    """Reproject to EPSG:25832; a file without CRS needs the source's `crs:` (never guessed)."""
+def to_working_crs(
+    gdf: gpd.GeoDataFrame, override: str | None, path: Path | str, target: object = None
+) -> gpd.GeoDataFrame:
+    """Reproject to the working CRS `target` (its horizontal part; default EPSG:25832); a file without CRS
+    needs the source's `crs:` (never guessed)."""
+    from pyproj import CRS
+
     from pipeline.errors import CrsError
 
     if override:
         gdf = gdf.set_crs(override, allow_override=True)
     if gdf.crs is None:
         raise CrsError("cadastre file has no CRS; set sources.cadastre.crs", path=path)
-    if gdf.crs.to_epsg() != 25832:
-        horiz = gdf.crs.sub_crs_list[0] if gdf.crs.is_compound else gdf.crs
-        gdf = gdf.set_crs(horiz, allow_override=True)
-        if horiz.to_epsg() != 25832:
-            gdf = gdf.to_crs(WORKING_CRS)
-        else:
-            gdf = gdf.set_crs(WORKING_CRS, allow_override=True)
-    return gdf
+    want = CRS.from_user_input(target if target is not None else WORKING_CRS)
+    if want.is_compound and want.sub_crs_list:
+        want = next(c for c in want.sub_crs_list if not c.is_vertical)
+    horiz = gdf.crs.sub_crs_list[0] if gdf.crs.is_compound and gdf.crs.sub_crs_list else gdf.crs
+    gdf = gdf.set_crs(horiz, allow_override=True)
+    if horiz.equals(want) or horiz.to_2d().equals(want.to_2d()):
+        return gdf.set_crs(want, allow_override=True)
+    out = gdf.to_crs(want)
+    if len(out) and not np.isfinite(out.total_bounds).all():
+        raise CrsError(
+            f"footprints in {horiz.name} cannot be transformed to the working CRS {want.name} (non-finite "
+            "coordinates: outside the area either CRS covers?)",
+            path=path,
+        )
+    return out

@@ -54,14 +54,16 @@ def read_vector(
     crs: str | None,
     rejected: list[Rejected],
     candidates: tuple[str, ...] = BUILDING_LAYERS,
+    target_crs: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Read one footprint file into normalised columns (not yet repaired / filtered)."""
+    """Read one footprint file into normalised columns (not yet repaired / filtered), in `target_crs`
+    (the working CRS; default EPSG:25832)."""
     lyr = find_layer(path, layer, candidates, "building") if path.suffix.lower() == ".gpkg" else layer
     try:
         gdf = pyogrio.read_dataframe(path, layer=lyr, fid_as_index=True)
     except Exception as e:
         raise InputError(f"cannot read layer {lyr!r}: {e}", path=path) from e
-    gdf = to_working_crs(gdf, crs, path)
+    gdf = to_working_crs(gdf, crs, path, target_crs)
     # case-insensitive column access; explicit mapping wins
     lower = {c.lower(): c for c in gdf.columns if c != "geometry"}
     data: dict[str, object] = {}
@@ -98,11 +100,13 @@ def read_vector(
     return normalise_columns(out)
 
 
-def read_parcels(path: Path, layer: str | None = None, crs: str | None = None) -> gpd.GeoDataFrame:
+def read_parcels(
+    path: Path, layer: str | None = None, crs: str | None = None, target_crs: str | None = None
+) -> gpd.GeoDataFrame:
     """Parcels (`flstkennz` + geometry) from an ALKIS GeoPackage (layer `Flurstueck` by default)."""
     lyr = find_layer(path, layer, PARCEL_LAYERS, "parcel")
     gdf = pyogrio.read_dataframe(path, layer=lyr)
-    gdf = to_working_crs(gdf, crs, path)
+    gdf = to_working_crs(gdf, crs, path, target_crs)
     lower = {c.lower(): c for c in gdf.columns}
     key = lower.get("flstkennz") or lower.get("flurstueckskennzeichen")
     if key is None:

@@ -298,8 +298,10 @@ def footprint_heights(
     return pd.DataFrame(stats, index=index)
 
 
-def read_points(path: str, z_factor: float = 1.0) -> dict[str, np.ndarray]:
-    """x, y, z, classification, return_number of one LAS/LAZ file (laspy + lazrs)."""
+def read_points(path: str, z_factor: float = 1.0, to_working: Any = None) -> dict[str, np.ndarray]:
+    """x, y, z, classification, return_number of one LAS/LAZ file (laspy + lazrs). `to_working`:
+    (file CRS as WKT, CrsConfig) when the file is not in the working CRS: x, y, z are transformed into it
+    (horizontal and heights, exact PROJ operations, geoid grids as configured)."""
     import laspy
 
     from pipeline.errors import InputError
@@ -314,13 +316,31 @@ def read_points(path: str, z_factor: float = 1.0) -> dict[str, np.ndarray]:
     except Exception as e:  # laspy/lazrs raise many error types on corrupt files
         raise InputError(f"cannot read points: {e}", path=path) from e
     z = np.asarray(las.z, dtype=np.float64)
+    x = np.asarray(las.x, dtype=np.float64)
+    y = np.asarray(las.y, dtype=np.float64)
+    z = z * z_factor if z_factor != 1.0 else z
+    if to_working is not None:
+        x, y, z = _transform_points(path, x, y, z, *to_working)
     return {
-        "x": np.asarray(las.x, dtype=np.float64),
-        "y": np.asarray(las.y, dtype=np.float64),
-        "z": z * z_factor if z_factor != 1.0 else z,
+        "x": x,
+        "y": y,
+        "z": z,
         "classification": np.asarray(las.classification, dtype=np.uint8),
         "return_number": np.asarray(las.return_number, dtype=np.uint8),
     }
+
+
+def _transform_points(path: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, src_wkt: str, crs_cfg: Any):
+    from pyproj import CRS
+
+    from pipeline.crs import make_transformer, working_crs
+    from pipeline.errors import CrsError
+
+    t = make_transformer(CRS.from_wkt(src_wkt), working_crs(crs_cfg), crs_cfg, path=path)
+    x, y, z = (np.asarray(v, dtype=np.float64) for v in t.transform(x, y, z))
+    if x.size and not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(z).all()):
+        raise CrsError("points could not be transformed into the working CRS (outside a grid?)", path=path)
+    return x, y, z
 
 
 def tile_stats(
@@ -329,10 +349,11 @@ def tile_stats(
     complete: np.ndarray,
     params: HeightParams,
     z_factor: float = 1.0,
+    to_working: Any = None,
 ) -> tuple[dict[str, np.ndarray], Samples]:
     """One point-cloud tile: statistics of the footprints entirely covered by this tile (`complete`) and
     raw samples of the others (to be merged with the neighbouring tiles' samples)."""
-    pts = read_points(path, z_factor)
+    pts = read_points(path, z_factor, to_working)
     s = collect_samples(pts, zones, params)
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~complete)

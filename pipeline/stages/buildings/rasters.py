@@ -25,15 +25,20 @@ def _tile_zonal(
     bands: tuple[int, ...],
     resolution_m: float,
     fn,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(footprint indices, pixel values) of footprints intersecting one raster tile."""
+    """(footprint indices, pixel values) of footprints intersecting one raster tile. Footprints are in
+    `work_crs`; a tile in another horizontal CRS (its own, or `raster_crs` when the source overrides it)
+    gets the footprints transformed into its CRS (values are read as delivered, never resampled twice)."""
     try:
         ds = rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"cannot open raster: {e}", path=path) from e
     with ds:
-        if ds.crs is not None and ds.crs.to_epsg() not in (25832, None):
-            raise InputError(f"raster CRS {ds.crs} is not EPSG:25832", path=path)
+        tile_crs = raster_crs or (ds.crs.to_wkt() if ds.crs is not None else None)
+        if work_crs is not None and tile_crs is not None:
+            geoms = _to_raster_crs(geoms, work_crs, tile_crs, path)
         b = ds.bounds
         bbox = shapely.bounds(geoms)
         hit = np.flatnonzero(
@@ -71,6 +76,21 @@ def _tile_zonal(
     return burn[sel].astype(np.int64) - 1, vals[sel].astype(np.float64), hit
 
 
+def _to_raster_crs(geoms: np.ndarray, work_crs: str, tile_crs: str, path: Path) -> np.ndarray:
+    from pyproj import CRS, Transformer
+
+    from pipeline.crs import horizontal_of
+
+    src, dst = horizontal_of(CRS.from_user_input(work_crs)), horizontal_of(CRS.from_user_input(tile_crs))
+    if src.equals(dst) or src.to_2d().equals(dst.to_2d()):
+        return geoms
+    t = Transformer.from_crs(src, dst, always_xy=True)
+    out = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    if not np.isfinite(shapely.bounds(out)).all():
+        raise InputError(f"footprints cannot be transformed into the raster's CRS {dst.name}", path=path)
+    return out
+
+
 def _ndvi(bands: tuple[int, int]):
     def fn(data):
         red = data[0].astype(np.float64)
@@ -89,7 +109,13 @@ def _height(data):
 
 
 def mean_ndvi(
-    geoms: np.ndarray, paths: list[Path], red_band: int = 1, nir_band: int = 4, resolution_m: float = 1.0
+    geoms: np.ndarray,
+    paths: list[Path],
+    red_band: int = 1,
+    nir_band: int = 4,
+    resolution_m: float = 1.0,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
 ) -> np.ndarray:
     """Mean NDVI over each footprint (NaN where no orthophoto pixel covers it)."""
     geoms = np.asarray(geoms, dtype=object)
@@ -97,7 +123,13 @@ def mean_ndvi(
     c = np.zeros(len(geoms))
     for p in paths:
         idx, v, _ = _tile_zonal(
-            Path(p), geoms, (red_band, nir_band), resolution_m, _ndvi((red_band, nir_band))
+            Path(p),
+            geoms,
+            (red_band, nir_band),
+            resolution_m,
+            _ndvi((red_band, nir_band)),
+            work_crs,
+            raster_crs,
         )
         s += np.bincount(idx, weights=v, minlength=len(geoms))
         c += np.bincount(idx, minlength=len(geoms))
@@ -106,7 +138,12 @@ def mean_ndvi(
 
 
 def terrain_low(
-    geoms: np.ndarray, paths: list[Path], percentile: float = 10.0, resolution_m: float = 1.0
+    geoms: np.ndarray,
+    paths: list[Path],
+    percentile: float = 10.0,
+    resolution_m: float = 1.0,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
 ) -> np.ndarray:
     """A low percentile of the DGM cells touching each footprint (NaN where no DGM covers it)."""
     from pipeline.stages.buildings._kernels import grouped_percentiles
@@ -114,7 +151,7 @@ def terrain_low(
     geoms = np.asarray(geoms, dtype=object)
     ids, vals = [], []
     for p in paths:
-        idx, v, _ = _tile_zonal(Path(p), geoms, (1,), resolution_m, _height)
+        idx, v, _ = _tile_zonal(Path(p), geoms, (1,), resolution_m, _height, work_crs, raster_crs)
         ids.append(idx)
         vals.append(v)
     if not ids:
