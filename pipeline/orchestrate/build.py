@@ -421,8 +421,9 @@ def _no_space(e: BaseException, out_dir: Path, record: dict[str, Any]) -> BaseEx
         return e
     if record.get("build_id"):
         staging = staging_dir(out_dir, record["build_id"])
-        with contextlib.suppress(OSError):
-            remove_owned(staging, owned_by=releases_dir(out_dir))
+        if current_release(out_dir) != staging.resolve():  # not while `current` serves it (promote)
+            with contextlib.suppress(OSError):
+                remove_owned(staging, owned_by=releases_dir(out_dir))
         record.pop("staging_log", None)
     if isinstance(e, NoSpaceError):
         return e
