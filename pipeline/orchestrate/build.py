@@ -41,6 +41,7 @@ from pipeline.orchestrate.cache import (
 )
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
+from pipeline.orchestrate.working_crs import resolve_working_crs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
 from pipeline.release.ops import check_out_dir
@@ -534,6 +535,7 @@ def _run_locked(
     for line in repair(out_dir):  # what a killed promote / rollback / prune left behind
         log.info(f"repaired: {line}")
     inputs, duplicate_warnings = dedupe_inputs(cfg, scan_inputs(cfg))
+    cfg = resolve_working_crs(cfg, inputs)  # crs: auto -> the inputs' own CRS
     chash = config_hash(cfg)
     build_id = build_id_for(chash, inputs)
     record["build_id"] = build_id
