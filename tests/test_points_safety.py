@@ -524,3 +524,30 @@ def test_one_dask_worker_with_cache_and_a_header_that_lies(tmp_path):
         assert a == b
         for rel in a:
             assert (tmp_path / out / rel).read_bytes() == (tmp_path / "ref" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_corrupt_chunk_in_one_file_is_skipped_on_request(tmp_path, capsys, jobs):
+    """A file whose header reads fine but whose point data is corrupt fails in the decode: stop by default;
+    with --on-bad-tile skip the run goes on without it, and nothing of the failed attempt is published."""
+    good = write_las(tmp_path / "good.laz", cloud(120_000, 372000, 5707000), crs="EPSG:25832+7837")
+    bad = write_las(tmp_path / "bad.laz", cloud(120_000, 372100, 5707000, seed=6), crs="EPSG:25832+7837")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = bytes(4000)  # corrupt chunk bytes (header intact)
+    bad.write_bytes(bytes(data))
+    code, _ = run_points(str(good), str(bad), "--out", str(tmp_path / "out"), "--jobs", jobs)
+    assert code == 2 and "bad.laz" in capsys.readouterr().err
+    code, summary = run_points(str(good), str(bad), "--out", str(tmp_path / "out"), "--jobs", jobs,
+                               "--on-bad-tile", "skip")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert summary["points_in"] == summary["points_out"] == 120_000
+    assert [Path(t["file"]).name for t in summary["not_tiled"]] == ["bad.laz"]
+    assert "corrupt LAZ data" in summary["not_tiled"][0]["reason"]
+    assert len(tiled_points(tmp_path / "out")) == 120_000
+    time.sleep(1.0)  # (tasks of the abandoned attempt that were still running have ended)
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == [
+        "content",
+        "pointcloud.json",
+        "tileset.json",
+    ]
+    assert no_staging(tmp_path)

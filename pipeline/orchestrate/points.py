@@ -532,6 +532,7 @@ def _run_tiling(
     progress,
     early: EarlyDecode | None = None,
     replan: bool = True,
+    attempt: int = 0,
 ) -> TilingSummary:
     from pipeline.stages.points import _aot
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
@@ -540,7 +541,7 @@ def _run_tiling(
     summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
     summary.kernels = "compiled" if _aot.available() else "jit"
     t0 = time.perf_counter()
-    work = staging / ".work"
+    work = staging / (".work" if attempt == 0 else f".work{attempt}")
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
     units = plan_units(plan.infos)
@@ -787,6 +788,46 @@ def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(staging, out_dir)
 
 
+def _run_attempts(
+    inputs: list[Path],
+    plan: _Plan,
+    staging: Path,
+    opts: PointTilingOptions,
+    client,
+    progress,
+    early: EarlyDecode | None,
+) -> tuple[TilingSummary, _Plan]:
+    """`_run_tiling`, run again with corrected file descriptions when the decode found headers that do not
+    describe their data (`_Replan`), or without a file whose data is unreadable when bad files are skipped
+    (`on_bad_file="skip"`). Valid inputs run once. Each further attempt works in a fresh `.work<n>` folder:
+    tasks of an abandoned attempt that are still running can never write into it."""
+    notes: list[str] = []
+    run_opts, replan, attempt = opts, True, 0
+    while True:
+        try:
+            summary = _run_tiling(plan, staging, run_opts, client, progress, early, replan, attempt)
+            summary.notes[:0] = notes
+            return summary, plan
+        except _Replan as r:  # once more, corrected; a second pass must not find anything to correct
+            notes += r.notes
+            infos = r.infos
+            run_opts, replan = dataclasses.replace(opts, outside_header_bounds="error"), False
+        except InputError as e:
+            if opts.on_bad_file != "skip" or len(plan.infos) < 2:
+                raise
+            bad = [i for i in plan.infos if str(i.path) in str(e)]
+            if len(bad) != 1:
+                raise
+            plan.skipped[str(bad[0].path)] = e.message.replace(f"{bad[0].path}: ", "", 1)
+            infos = [i for i in plan.infos if i.path != bad[0].path]
+        if early is not None:
+            early.abandon()
+            early = None
+        shutil.rmtree(staging / (".work" if attempt == 0 else f".work{attempt}"), ignore_errors=True)
+        attempt += 1
+        plan = plan_tiling(inputs, run_opts, infos=infos, skipped=plan.skipped)
+
+
 def _no_space(e: BaseException) -> bool:
     """Disk full, quota exceeded or a file-size limit (also when it happened in a worker)."""
     import errno
@@ -849,16 +890,7 @@ def tile_pointcloud(
                 client.gather(warm)
             if staging is None:
                 staging = make_staging(out_dir)
-            try:
-                summary = _run_tiling(plan, staging, opts, client, progress, early)
-            except _Replan as r:  # headers that do not describe their data: once more, corrected
-                if early is not None:
-                    early.abandon()
-                shutil.rmtree(staging / ".work", ignore_errors=True)
-                plan = plan_tiling(inputs, opts, infos=r.infos, skipped=plan.skipped)
-                strict = dataclasses.replace(opts, outside_header_bounds="error")
-                summary = _run_tiling(plan, staging, strict, client, progress, None, replan=False)
-                summary.notes[:0] = r.notes
+            summary, plan = _run_attempts(inputs, plan, staging, opts, client, progress, early)
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
         except BaseException as e:
@@ -968,12 +1000,22 @@ def build_pointcloud_layer(
             "bins": summary.bins,
             "points_per_second": round(summary.points_per_second),
             "peak_rss_bytes": summary.peak_rss_bytes,
+            # header counts of all the layer's files, and why a file's points are not in the tiles
+            "points_header": summary.points_header,
+            "not_tiled": [{**t, "file": _raw_relative(ctx, t["file"])} for t in summary.not_tiled],
             # the scheme and the classes present with their point counts (viewer legend, report)
             **class_stats(ctx.release_dir, f"{out_subdir}/tileset.json", class_scheme),
         },
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _raw_relative(ctx: BuildContext, path: str) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(ctx.cfg.raw_dir).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 # ---- validation ------------------------------------------------------------------------------------------

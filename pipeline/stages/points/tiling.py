@@ -471,7 +471,9 @@ def decode_to_spill(
     # 0.3 s slower: ext4 page-cache writes then slowed both phases)
     dtype = job.layout.dtype
     spill_dir = Path(job.spill_dir)
-    spill_dir.mkdir(parents=True, exist_ok=True)
+    # never its parents: the run created them, and a task of an abandoned attempt must not recreate a
+    # folder the run has removed (it fails instead)
+    spill_dir.mkdir(exist_ok=True)
     rec_path = spill_dir / f"u{unit.unit_index:06d}.rec"
     with open(rec_path, "wb+") as f:
         if n:
