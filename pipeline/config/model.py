@@ -170,6 +170,15 @@ class BuildingsLayer(LayerBase):
     # area-weighted mean height of its roof surfaces); "points" keeps the survey's statistic
     lod1_roof_source: Literal["points", "official_lod2"] = "points"
     lod2_join_min_iou: float = Field(0.5, gt=0, le=1)
+    # level of detail of the solids: 2 = LoD2 roofs reconstructed from the newest epoch's roof points
+    # (standard roof shapes / multi-plane, pipeline.stages.buildings.roofs); a building with too few
+    # (< lod2_min_points) or too noisy (RMSE > lod2_max_rmse_m) roof points keeps its LoD1 box and says
+    # why (lod2_fallback_reason); 1 = LoD1 boxes only
+    lod: Literal[1, 2] = 2
+    lod2_min_points: int = Field(20, ge=6)
+    lod2_max_rmse_m: float = Field(0.5, gt=0)
+    # roof points: non-ground first/only returns inside the footprint shrunk by this (m)
+    lod2_shrink_m: float = Field(0.3, ge=0)
     # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
     # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
     # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-

@@ -362,7 +362,10 @@ GLB_TAIL = (
 
 def glb_columns(bt: gpd.GeoDataFrame, params: HeightParams) -> dict[str, np.ndarray]:
     """The property-table columns of the GLBs as arrays (extracted once, indexed per tile)."""
+    from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS
+
     cols = [*GLB_COLUMNS, *(HeightParams.stat_name(p) for p in params.stats_percentiles), *GLB_TAIL]
+    cols += [c for c in ROOF_COLUMNS if c in bt.columns]  # LoD2 roof attributes
     return {c: bt[c].to_numpy() for c in cols}
 
 
@@ -376,6 +379,8 @@ def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]
             out[c] = v.astype(np.uint32)
         elif c == "floors_estimate":
             out[c] = v.astype(np.int16)
+        elif c in ("roof_planes", "roof_n_points"):
+            out[c] = v.astype(np.uint32)
         else:
             out[c] = v
     return out
@@ -454,8 +459,10 @@ def write_tiles(
     layer: BuildingsLayer,
     params: HeightParams,
     out_dir: Path,
+    lod2: list[bytes] | None = None,
 ) -> tuple[int, int]:
-    """Quadtree, one content file per leaf, tileset.json (+ externals). Returns (tiles, triangles)."""
+    """Quadtree, one content file per leaf, tileset.json (+ externals). Returns (tiles, triangles).
+    `lod2`: packed LoD2 roof partitions per building (b"" = LoD1 box), see orchestrate.buildings_lod2."""
     geoms = np.asarray(bt.geometry.values, dtype=object)
     rep = shapely.point_on_surface(geoms)
     root = build_quadtree(
@@ -486,9 +493,13 @@ def write_tiles(
                 glb_table(columns, m),
                 ctx.frame,
                 ctx.cfg.crs,
+                *([[lod2[i] for i in m]] if lod2 is not None else []),
             )
         )
-    kw = {"profile": layer.format, "floor": layer.floor, "descriptions": DESCRIPTIONS}
+    from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS
+
+    descriptions = {**DESCRIPTIONS, **ROOF_COLUMNS} if lod2 is not None else DESCRIPTIONS
+    kw = {"profile": layer.format, "floor": layer.floor, "descriptions": descriptions}
     # incremental: a tile is cached by its features' content; unchanged tiles are hard-linked, not rewritten
     from pipeline.orchestrate.cache import build_cache
 
@@ -655,6 +666,13 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     bt = building_table(
         fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
     )
+    lod2 = None
+    if layer.lod == 2:  # LoD2 roofs from the newest epoch (pipeline.orchestrate.buildings_lod2)
+        from pipeline.orchestrate.buildings_lod2 import add_roof_columns, reconstruct_lod2
+
+        with ctx.stage("buildings:lod2"):
+            lod2 = reconstruct_lod2(ctx, geoms, newest, newest_params, final["base_height"].to_numpy())
+        bt = add_roof_columns(bt, lod2)
     with ctx.stage("buildings:gpkg"):
         write_gpkg(out_dir / "buildings.gpkg", bt)
     write_rejected(out_dir / "rejected.csv", table.rejected, cfg.raw_dir)
@@ -664,7 +682,9 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
 
     with ctx.stage("buildings:tiles"):
         if len(bt):
-            ntiles, ntris = write_tiles(ctx, bt, layer, newest_params, out_dir)
+            ntiles, ntris = write_tiles(
+                ctx, bt, layer, newest_params, out_dir, lod2.partitions if lod2 is not None else None
+            )
         else:  # nothing to show: an empty but valid tileset keeps the release consistent
             ntiles, ntris = 0, 0
             empty = {
@@ -695,7 +715,10 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         "survey_epoch": newest.epoch if newest else None,
         "epochs": sorted(per_epoch),
         "format": layer.format,
+        "lod": layer.lod,
     }
+    if lod2 is not None:
+        stats["lod2"] = lod2.stats()
     if ref_stats is not None:
         stats["reference"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref_stats.items()}
     if table.rejected:

@@ -4,6 +4,12 @@
 `EXT_structural_metadata` (schema with class `building`, one property table per tile).
 3D Tiles 1.0 (b3dm payload): the same mesh with a `_BATCHID` attribute and no metadata extensions.
 
+LoD2 tiles carry the surface of every vertex (`surfaces`: 0 roof, 1 wall, 2 ground) as the vertex
+attribute `_SURFACE` (UNSIGNED_BYTE); in 1.1 it is also a property attribute of class `building_surface`
+(property `surface`, enum `surface_type`: roof / wall / ground), which CesiumJS custom shaders read as
+`metadata.surface` (style roofs and walls apart). In 1.0 the attribute is plain glTF (ignored by
+viewers that do not know it).
+
 Positions are float32 relative to the tile centre (the node carries the translation), axes converted
 from the z-up ENU frame to glTF's y-up. Float columns with NaN are written with a `noData` sentinel;
 `read_building_table` applies it back, so what is read equals what was written.
@@ -20,6 +26,7 @@ from pipeline.tiles.gltf import (
     TRIANGLES,
     GltfBuilder,
     accessor_array,
+    add_property_attribute,
     add_property_table,
     enu_to_gltf,
     metadata_property_schema,
@@ -28,6 +35,9 @@ from pipeline.tiles.gltf import (
 )
 
 CLASS_ID = "building"
+SURFACE_CLASS_ID = "building_surface"
+SURFACE_ATTRIBUTE = "_SURFACE"
+SURFACE_NAMES = ("roof", "wall", "ground")
 NO_DATA = -9999.0
 
 
@@ -70,8 +80,10 @@ def building_glb(
     profile: str = "1.1",
     descriptions: dict[str, str] | None = None,
     color: tuple[float, float, float, float] = (0.92, 0.9, 0.86, 1.0),
+    surfaces: np.ndarray | None = None,
 ) -> bytes:
-    """GLB bytes of one tile: positions (V,3) float64 ENU, normals (V,3), indices (3T,), feature ids (V,)."""
+    """GLB bytes of one tile: positions (V,3) float64 ENU, normals (V,3), indices (3T,), feature ids (V,),
+    optionally the surface of every vertex (V,) (0 roof, 1 wall, 2 ground)."""
     b = GltfBuilder()
     center = np.asarray(center, dtype=np.float64)
     pos = enu_to_gltf(np.asarray(positions, dtype=np.float64) - center).astype(np.float32)
@@ -96,28 +108,46 @@ def building_glb(
         }
     ]
     prim: dict[str, Any] = {"attributes": attrs, "indices": ind, "mode": TRIANGLES, "material": 0}
+    if surfaces is not None:
+        attrs[SURFACE_ATTRIBUTE] = b.add_accessor(np.asarray(surfaces, dtype=np.uint8))
     if profile == "1.0":
         attrs["_BATCHID"] = fid
     else:
         attrs["_FEATURE_ID_0"] = fid
+        schema: dict[str, Any] = {"id": "ruhrtwin_buildings", "classes": {}}
+        if surfaces is not None:
+            schema["enums"] = {
+                "surface_type": {
+                    "valueType": "UINT8",
+                    "values": [{"name": n, "value": i} for i, n in enumerate(SURFACE_NAMES)],
+                }
+            }
+            schema["classes"][SURFACE_CLASS_ID] = {
+                "description": "semantic surface of the LoD2 solid a vertex belongs to",
+                "properties": {"surface": {"type": "ENUM", "enumType": "surface_type", "required": True}},
+            }
         if table is not None:
             cols, props = _columns_for_metadata(table, descriptions)
-            set_metadata_schema(b, {"id": "ruhrtwin_buildings", "classes": {CLASS_ID: {"properties": props}}})
+            schema["classes"] = {CLASS_ID: {"properties": props}, **schema["classes"]}
+        if schema["classes"]:
+            set_metadata_schema(b, schema)
+        if surfaces is not None:
+            pa = add_property_attribute(b, SURFACE_CLASS_ID, {"surface": SURFACE_ATTRIBUTE})
+            prim.setdefault("extensions", {})["EXT_structural_metadata"] = {"propertyAttributes": [pa]}
+        if table is not None:
             count = len(next(iter(table.values())))
             # a column of only empty strings would need a zero-length buffer view (invalid glTF): such
             # columns stay in the schema but are omitted from the table (not required -> empty)
             cols = {k: v for k, v in cols.items() if not (isinstance(v, list) and not any(v))}
             add_property_table(b, CLASS_ID, cols, count, name="buildings")
-        prim["extensions"] = {
-            "EXT_mesh_features": {
-                "featureIds": [
-                    {
-                        "featureCount": nfeat,
-                        "attribute": 0,
-                        **({"propertyTable": 0} if table is not None else {}),
-                    }
-                ]
-            }
+        prim.setdefault("extensions", {})["EXT_mesh_features"] = {
+            "featureIds": [
+                {
+                    "featureCount": nfeat,
+                    "attribute": 0,
+                    **({"propertyTable": 0} if table is not None else {}),
+                }
+            ]
         }
         b.use_extension("EXT_mesh_features")
     mesh = b.add_mesh([prim])
@@ -177,3 +207,12 @@ def read_feature_ids(glb: bytes) -> np.ndarray:
     attrs = js["meshes"][0]["primitives"][0]["attributes"]
     key = "_FEATURE_ID_0" if "_FEATURE_ID_0" in attrs else "_BATCHID"
     return accessor_array(js, binary, attrs[key]).astype(np.int64)
+
+
+def read_surfaces(glb: bytes) -> np.ndarray | None:
+    """Per-vertex surface codes (0 roof, 1 wall, 2 ground) of the first primitive, None for LoD1 tiles."""
+    js, binary = read_glb(glb)
+    attrs = js["meshes"][0]["primitives"][0]["attributes"]
+    if SURFACE_ATTRIBUTE not in attrs:
+        return None
+    return accessor_array(js, binary, attrs[SURFACE_ATTRIBUTE]).astype(np.int64)

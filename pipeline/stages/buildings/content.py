@@ -43,14 +43,26 @@ def write_building_tile(
     table: dict[str, np.ndarray | list],
     frame: ProjectFrame,
     crs_cfg: CrsConfig,
+    lod2: list[bytes] | None = None,
     *,
     profile: str = "1.1",
     floor: bool = True,
     descriptions: dict[str, str] | None = None,
 ) -> tuple[list[float], list[float], int]:
-    """Write one tile; returns (ENU min corner, ENU max corner, triangle count)."""
+    """Write one tile; returns (ENU min corner, ENU max corner, triangle count). `lod2`: per building
+    a packed LoD2 roof partition (`solids.pack_partition`) or b"" (LoD1 box); with it the tile carries
+    LoD2 solids and the surface of every vertex."""
     geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
-    mesh = extrude_footprints(geoms, base, roof, enu_transform(frame, crs_cfg), floor=floor)
+    to_local = enu_transform(frame, crs_cfg)
+    surfaces = None
+    if lod2 is None:
+        mesh = extrude_footprints(geoms, base, roof, to_local, floor=floor)
+    else:
+        from pipeline.stages.buildings.solids import lod2_tile_mesh
+
+        mesh, surfaces = lod2_tile_mesh(
+            geoms, np.asarray(base), np.asarray(roof), lod2, to_local, floor=floor
+        )
     lo = mesh.positions.min(axis=0)
     hi = mesh.positions.max(axis=0)
     center = np.round((lo + hi) / 2, 2)
@@ -63,6 +75,7 @@ def write_building_tile(
         table if profile == "1.1" else None,
         profile=profile,
         descriptions=descriptions,
+        surfaces=surfaces,
     )
     data = glb if profile == "1.1" else b3dm_bytes(glb, table, len(base))
     write_atomic(Path(path), data)

@@ -125,17 +125,27 @@ def _summary(fit: RoofFit) -> dict[str, Any]:
     }
 
 
+INT_COLUMNS = ("roof_planes", "roof_n_points")
+STR_COLUMNS = (
+    "roof_type",
+    "roof_type_code",
+    "roof_planes_summary",
+    "lod2_fallback_reason",
+    "lod_source",
+)
+
+
 def roof_columns(fits: list[RoofFit]) -> dict[str, np.ndarray]:
     rows = [_summary(f) for f in fits]
     out: dict[str, np.ndarray] = {}
     for key in ROOF_COLUMNS:
         vals = [r[key] for r in rows]
-        if key in ("roof_planes", "roof_n_points"):
-            out[key] = np.asarray(vals, dtype=np.int64)
-        elif isinstance(rows[0][key] if rows else "", str):
-            out[key] = np.asarray(vals, dtype=object)
+        if key in INT_COLUMNS:
+            out[key] = np.asarray(vals, dtype=np.int64).reshape(-1)
+        elif key in STR_COLUMNS:
+            out[key] = np.asarray(vals, dtype=object).reshape(-1)
         else:
-            out[key] = np.asarray(vals, dtype=np.float64)
+            out[key] = np.asarray(vals, dtype=np.float64).reshape(-1)
     return out
 
 
@@ -154,3 +164,85 @@ def reconstruct_roofs(
         sel = idx[ptr[k] : ptr[k + 1]]
         fits.append(fit_roof(x[sel], y[sel], z[sel], g, params.roof))
     return RoofTable(fits, roof_columns(fits))
+
+
+def lod2_roofs(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    ptr: np.ndarray,
+    idx: np.ndarray,
+    geoms: np.ndarray,
+    params: ReconstructParams,
+) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray]:
+    """Fit every footprint and build its LoD2 roof partition, checked as a solid (val3dity rules) over
+    a provisional base 3 m under the lowest roof point (walls only get longer with the real base; the
+    orchestrator checks the real base against `lowest roof`). Returns the roof columns, the packed
+    partitions (b"" where the building keeps its LoD1 solid) and the lowest roof height per footprint."""
+    from pipeline.stages.buildings.solids import (
+        SolidError,
+        build_solid,
+        check_solid,
+        lowest_roof,
+        pack_partition,
+        roof_partition,
+    )
+
+    table = reconstruct_roofs(x, y, z, ptr, idx, geoms, params)
+    cols = table.columns
+    blobs: list[bytes] = []
+    low = np.full(len(table.fits), np.nan)
+    for k, (fit, g) in enumerate(zip(table.fits, np.asarray(geoms, dtype=object), strict=True)):
+        if fit.fallback:
+            blobs.append(b"")
+            continue
+        reason = ""
+        try:
+            part = roof_partition(fit, g)
+            low[k] = lowest_roof(part)
+            errors = check_solid(build_solid(part, low[k] - 3.0))
+            if errors:
+                reason = f"invalid_solid: {errors[0]}"
+        except SolidError as e:
+            reason = f"invalid_solid: {e}"
+        if reason:
+            blobs.append(b"")
+            cols["lod2_fallback_reason"][k] = reason
+            cols["lod_source"][k] = "lod1_fallback"
+            low[k] = np.nan
+        else:
+            blobs.append(pack_partition(part))
+    return cols, blobs, low
+
+
+def tile_roofs(
+    path: str,
+    wkb: list[bytes],
+    complete: np.ndarray,
+    height_params: Any,
+    params: ReconstructParams,
+    z_factor: float = 1.0,
+    to_working: Any = None,
+) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One point-cloud tile: LoD2 roofs of the footprints it covers alone (`complete`; see
+    `lod2_roofs`), and for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
+    neighbouring tiles' points."""
+    from pipeline.stages.buildings.heights import read_points
+
+    pts = read_points(path, z_factor, to_working)
+    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
+    ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params)
+    x, y, z = pts["x"], pts["y"], pts["z"]
+    done = np.flatnonzero(complete)
+    rest = np.flatnonzero(~np.asarray(complete, dtype=bool))
+    dptr, didx = _csr_take(ptr, idx, done)
+    cols, blobs, low = lod2_roofs(x, y, z, dptr, didx, geoms[done], params)
+    rptr, ridx = _csr_take(ptr, idx, rest)
+    return cols, blobs, low, (rptr, np.column_stack([x[ridx], y[ridx], z[ridx]]))
+
+
+def _csr_take(ptr: np.ndarray, vals: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lens = ptr[sel + 1] - ptr[sel]
+    out = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    take = np.repeat(ptr[sel] - out[:-1], lens) + np.arange(out[-1])
+    return out, vals[take]

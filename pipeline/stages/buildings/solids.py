@@ -27,12 +27,14 @@ the roof stays above the base, which `build_solid` enforces (`min_height_m`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mapbox_earcut
 import numpy as np
 import shapely
 
+from pipeline.stages.buildings.meshes import BuildingMesh, extrude_footprints
 from pipeline.stages.buildings.roofs import RoofFit
 
 ROOF, WALL, GROUND = 0, 1, 2
@@ -536,3 +538,94 @@ def solid_volume(solid: Solid) -> float:
     tri, _ = triangulate(solid)
     p = solid.vertices[tri] - solid.vertices.mean(axis=0)
     return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
+
+
+# ---------------------------------------------------------------------------------- transport
+
+
+def pack_partition(part: RoofPartition) -> bytes:
+    """Bytes of a partition (planes count, planes float64, WKB): what travels to the tile writers."""
+    planes = np.ascontiguousarray(part.planes, dtype="<f8")
+    return np.uint32(len(planes)).tobytes() + planes.tobytes() + part.wkb
+
+
+def unpack_partition(blob: bytes) -> RoofPartition:
+    n = int(np.frombuffer(blob[:4], dtype="<u4")[0])
+    planes = np.frombuffer(blob[4 : 4 + 24 * n], dtype="<f8").reshape(n, 3).copy()
+    return RoofPartition(bytes(blob[4 + 24 * n :]), planes)
+
+
+def lowest_roof(part: RoofPartition) -> float:
+    """The lowest roof height over the partition (at a face vertex: the faces are planar)."""
+    low = np.inf
+    for f, (a, b, c) in zip(part.faces, part.planes, strict=True):
+        xy = shapely.get_coordinates(f)
+        low = min(low, float((a * xy[:, 0] + b * xy[:, 1] + c).min()))
+    return low
+
+
+def solid_mesh(solid: Solid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions (3T, 3), triangle corner order, semantic per position): vertices duplicated per
+    triangle corner, so that normals are flat per polygon."""
+    tri, owner = triangulate(solid)
+    pos = solid.vertices[tri.reshape(-1)]
+    sem = np.repeat(solid.semantics[owner], 3)
+    return pos, np.arange(len(pos), dtype=np.int64), sem
+
+
+def lod2_tile_mesh(
+    geoms: np.ndarray,
+    base: np.ndarray,
+    roof: np.ndarray,
+    lod2: list[bytes],
+    to_local: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    *,
+    floor: bool = True,
+) -> tuple[BuildingMesh, np.ndarray]:
+    """One tile's mesh: LoD2 solids where `lod2[i]` holds a packed partition, LoD1 boxes
+    (`meshes.extrude_footprints`) for the others; feature id = input index. Returns the mesh and the
+    surface of every vertex (ROOF, WALL, GROUND; LoD1 boxes by their faces' directions)."""
+    has = np.array([len(b) > 0 for b in lod2], dtype=bool)
+    pos_b, nrm_b, idx_b, fid_b, sem_b = [], [], [], [], []
+    nv = 0
+    lod1 = np.flatnonzero(~has)
+    if lod1.size:  # LoD1 boxes, indexed as meshes.extrude_footprints makes them
+        m1 = extrude_footprints(geoms[lod1], base[lod1], roof[lod1], to_local, floor=floor)
+        up = m1.normals[:, 2].astype(np.float64)
+        pos_b.append(m1.positions)
+        nrm_b.append(m1.normals)
+        idx_b.append(m1.indices.astype(np.int64))
+        fid_b.append(lod1[m1.feature_ids.astype(np.int64)])
+        sem_b.append(np.where(up > 0.5, ROOF, np.where(up < -0.5, GROUND, WALL)).astype(np.uint8))
+        nv = len(m1.positions)
+    pos2, fid2, sem2 = [], [], []
+    for i in np.flatnonzero(has):
+        solid = build_solid(unpack_partition(lod2[i]), float(base[i]))
+        p, _order, sem = solid_mesh(solid)
+        pos2.append(p)
+        fid2.append(np.full(len(p), i, dtype=np.int64))
+        sem2.append(sem)
+    if pos2:  # LoD2 solids: one vertex per triangle corner (flat normals per polygon)
+        p = np.concatenate(pos2)
+        local = to_local(p[:, 0], p[:, 1], p[:, 2])
+        t = local.reshape(-1, 3, 3)
+        nrm = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        ln = np.linalg.norm(nrm, axis=1, keepdims=True)
+        nrm = np.where(ln > 0, nrm / np.maximum(ln, 1e-300), np.array([0.0, 0.0, 1.0]))
+        pos_b.append(local)
+        nrm_b.append(np.repeat(nrm, 3, axis=0).astype(np.float32))
+        idx_b.append(np.arange(len(local), dtype=np.int64) + nv)
+        fid_b.append(np.concatenate(fid2))
+        sem_b.append(np.concatenate(sem2).astype(np.uint8))
+    if not pos_b:
+        empty = BuildingMesh(
+            np.zeros((0, 3)), np.zeros((0, 3), np.float32), np.zeros(0, np.uint32), np.zeros(0, np.uint32)
+        )
+        return empty, np.zeros(0, dtype=np.uint8)
+    mesh = BuildingMesh(
+        np.concatenate(pos_b),
+        np.concatenate(nrm_b).astype(np.float32),
+        np.concatenate(idx_b).astype(np.uint32),
+        np.concatenate(fid_b).astype(np.uint32),
+    )
+    return mesh, np.concatenate(sem_b)
