@@ -390,19 +390,20 @@ def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]
 
 
 def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
-    """GeoPackage with a fixed timestamp (GDAL would write the current time: not byte-identical)."""
-    import pyogrio
+    """GeoPackage layer `buildings` (MultiPolygon and CRS declared even when empty, fixed timestamp so
+    rebuilds are byte-identical: pipeline.styles.gpkg) with its QGIS style (colour by function group)
+    embedded and as `buildings.qml` beside it."""
+    from pipeline.styles.gpkg import embed_styles, write_layer
+    from pipeline.styles.qml import STYLES_DIR
 
+    qml = (STYLES_DIR / "buildings_function.qml").read_text(encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp.{path.name}")
     tmp.unlink(missing_ok=True)
-    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
-    try:
-        pyogrio.write_dataframe(gdf, tmp, layer="buildings", driver="GPKG", SPATIAL_INDEX="YES")
-    finally:
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+    write_layer(gdf, tmp, "buildings", "MultiPolygon")
+    embed_styles(tmp, {"buildings": qml})
     tmp.replace(path)
+    write_atomic(path.with_suffix(".qml"), qml.encode("utf-8"))
 
 
 def write_rejected(path: Path, rejected: list[Rejected], raw_dir: Path) -> None:
@@ -700,7 +701,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
             write_json(out_dir / "tileset.json", empty)
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
-    files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
+    files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/buildings.qml", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
     if ref_stats is not None:
         files_out.append(f"{OUT}/reference_comparison.csv")
     q = bt["quality"].value_counts()

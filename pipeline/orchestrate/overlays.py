@@ -25,6 +25,7 @@ from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands, read_grid
+from pipeline.styles.gpkg import embed_styles, write_layer
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
 # classes never used for the surface: ASPRS noise (7 low, 18 high); AdV files use the same codes for noise
@@ -72,6 +73,7 @@ def read_buildings(ctx: BuildContext, previous: list[LayerResult]) -> tuple[gpd.
         layer=src.layer,
         columns=src.columns,
         crs=src.crs,
+        target_crs=cfg.crs.horizontal,
     )
     gdf = (
         table.gdf[["oid", "funktion", "geometry"]].copy()
@@ -122,6 +124,7 @@ def registered_outlines(ctx: BuildContext) -> np.ndarray:
             layer=src.layer,
             columns=src.columns,
             crs=src.crs,
+            target_crs=cfg.crs.horizontal,
         )
         out.extend(t.gdf.geometry.to_numpy())
     return np.array(out, dtype=object)
@@ -141,7 +144,11 @@ def read_parcels_for(ctx: BuildContext) -> gpd.GeoDataFrame:
 
     src = cfg.sources.cadastre
     p = read_parcels(
-        [i.path for i in ctx.inputs_for("cadastre")], src.format, layer=src.parcel_layer, crs=src.crs
+        [i.path for i in ctx.inputs_for("cadastre")],
+        src.format,
+        layer=src.parcel_layer,
+        crs=src.crs,
+        target_crs=cfg.crs.horizontal,
     )
     key = "flstkennz" if "flstkennz" in p else None
     return p.sort_values(key).reset_index(drop=True) if key else p.reset_index(drop=True)
@@ -267,55 +274,29 @@ def roof_heights(buildings: gpd.GeoDataFrame, ndsm: np.ndarray, grid: Grid) -> n
 # ---- writers --------------------------------------------------------------------------------------
 
 
-def write_vector(gdf: gpd.GeoDataFrame, path: Path, layer: str, *, geojson: Path | None = None) -> list[Path]:
-    """GeoPackage layer (+ GeoJSON in EPSG:4326); fixed timestamps so rebuilds are byte-stable."""
-    import pyogrio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
-    try:
-        gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
-        out = [path]
-        if geojson is not None:
-            if geojson.exists():
-                geojson.unlink()
-            gdf.to_crs("EPSG:4326").to_file(
-                geojson,
-                driver="GeoJSON",
-                engine="pyogrio",
-                layer_options={"COORDINATE_PRECISION": 7, "RFC7946": "YES"},
-            )
-            out.append(geojson)
-    finally:
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
-    return out
-
-
-def embed_styles(gpkg: Path, styles: dict[str, str]) -> None:
-    """Store QML styles in the GeoPackage's `layer_styles` table (QGIS loads them as the layers' default
-    style when the GeoPackage is opened). Fixed update_time: rebuilds stay byte-identical."""
-    import sqlite3
-
-    con = sqlite3.connect(gpkg)
-    try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
-            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
-            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME)"
+def write_vector(
+    gdf: gpd.GeoDataFrame,
+    path: Path,
+    layer: str,
+    *,
+    geojson: Path | None = None,
+    geometry_type: str = "MultiPolygon",
+) -> list[Path]:
+    """GeoPackage layer (declared geometry type and CRS even when empty, fixed timestamps so rebuilds are
+    byte-stable: pipeline.styles.gpkg) + GeoJSON in EPSG:4326."""
+    write_layer(gdf, path, layer, geometry_type)
+    out = [path]
+    if geojson is not None:
+        if geojson.exists():
+            geojson.unlink()
+        gdf.to_crs("EPSG:4326").to_file(
+            geojson,
+            driver="GeoJSON",
+            engine="pyogrio",
+            layer_options={"COORDINATE_PRECISION": 7, "RFC7946": "YES"},
         )
-        geom_cols = dict(con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall())
-        for layer in sorted(styles):
-            con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
-            con.execute(
-                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
-                "VALUES ('', '', ?, ?, ?, ?, '', 1, 'RuhrTwin default style', '', '', '2000-01-01T00:00:00Z')",
-                (layer, geom_cols.get(layer, "geom"), layer, styles[layer]),
-            )
-        con.commit()
-    finally:
-        con.close()
+        out.append(geojson)
+    return out
 
 
 def copy_style(name: str, dest: Path) -> Path:

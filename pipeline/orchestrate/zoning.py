@@ -196,10 +196,9 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: ZoningLayer) -> 
     qml = styles()
     written: dict[str, str] = {}
     for name in LAYER_NAMES:
-        g = layers[name]
-        if len(g) == 0:
-            continue  # an empty layer has no geometry type to declare
-        files_out += write_vector(_round(g), gpkg, name)
+        g = layers[name]  # an empty layer is written too: geometry type and CRS declared
+        geometry_type = "MultiLineString" if name == "plan_lines" else "MultiPolygon"
+        files_out += write_vector(_round(g), gpkg, name, geometry_type=geometry_type)
         p = out / f"{name}.qml"
         p.write_text(qml[name], encoding="utf-8")
         files_out.append(p)
