@@ -72,7 +72,7 @@ def run(size_m: float, res: float, roofs_only: bool) -> dict:
     z_small, m_small = make_dsm(40.0, res)
     irradiation(z_small, res, surface_gradient(z_small, res), s, params, mask=m_small)  # compile / load
     dsm, roofs = make_dsm(size_m, res)
-    grad = surface_gradient(dsm, res)
+    grad = surface_gradient(dsm, res, np.where(roofs, 0, -1))  # roof slopes from roof cells only
     out: dict = {"res_m": res, "cells": int(dsm.size), "roof_cells": int(roofs.sum())}
     for name, mask in (("roofs", roofs), ("all", None)):
         if name == "all" and roofs_only:

@@ -255,6 +255,7 @@ def test_planes_assign_gradient_and_per_surface_statistics():
     assert per_plane["mean_kwh_m2"][s0] < 0.95 * per_plane["mean_kwh_m2"][s1]
 
 
+@pytest.mark.slow
 def test_kernel_matches_slow_reference_per_roof():
     """Per-roof means of the fast kernel (horizon sectors, max-pooled far field, binned sun) within 10 %
     of the slow reference (marching along every sun direction, numerical sky dome), and per cell close."""
