@@ -1,5 +1,5 @@
 # RuhrTwin: `make twin` builds the demo district release, `make test` runs the test suite.
-# Both set up what they need on first use (.venv, npm packages, Debian chromium for browser tests).
+# Both set up what they need on first use (.venv, npm packages, Debian chromium and QGIS for the tests).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ TWIN := $(BIN)/twin
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: twin test bench clean view lint format demo setup npm chromium status kernels
+.PHONY: twin test bench clean view lint format demo setup npm chromium qgis status kernels
 
 setup: $(VENV)/.stamp npm kernels
 
@@ -35,6 +35,20 @@ node_modules/.stamp: package.json
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will be skipped"; }
 
+# QGIS >= 3.34 with its Python bindings (Debian's system python) and GDAL's tools (ogrinfo, validate_gpkg.py)
+# for tests/test_qgis.py and tests/test_gpkg_styles.py. Bookworm's own QGIS is 3.22 (no 3D Tiles): there
+# bookworm-backports' 3.40 is used. The first install takes ~5 min (288 MB download, 1.3 GB on disk).
+QGIS_OK := /usr/bin/python3 -c "from qgis.core import Qgis; assert Qgis.QGIS_VERSION_INT >= 33400"
+qgis:
+	@{ $(QGIS_OK) && command -v ogrinfo; } >/dev/null 2>&1 || { \
+	  . /etc/os-release; target=""; \
+	  if [ "$$VERSION_CODENAME" = bookworm ]; then target="-t bookworm-backports"; \
+	    grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ || \
+	      echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/backports.list; fi; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$target \
+	    qgis python3-qgis gdal-bin python3-gdal >/dev/null && $(QGIS_OK)) \
+	  || echo "warning: could not install QGIS >= 3.34; QGIS tests will be skipped"; }
+
 twin: setup
 	@if [ -z "$$(ls -A data/raw | grep -v .gitkeep)" ]; then $(TWIN) demo --out data/raw; fi
 	$(TWIN) build $(CONFIG)
@@ -42,7 +56,7 @@ twin: setup
 demo: setup
 	$(TWIN) demo --out data/raw
 
-test: setup chromium
+test: setup chromium qgis
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
