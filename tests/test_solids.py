@@ -151,3 +151,33 @@ def test_partition_is_deterministic():
     assert a.wkb == b.wkb and np.array_equal(a.planes, b.planes)
     sa, sb = build_solid(a, 40.0), build_solid(b, 40.0)
     assert np.array_equal(sa.vertices, sb.vertices)
+
+
+def test_tile_mesh_mixes_lod1_and_lod2():
+    """A tile with a LoD2 building and a LoD1 box: one mesh, feature ids per building, every feature
+    closed and outward when welded, surfaces from both kinds."""
+    from pipeline.stages.buildings.meshes import edge_problems, signed_volume
+    from pipeline.stages.buildings.solids import lod2_tile_mesh, pack_partition, unpack_partition
+
+    x, y, z, fp, _ = roof_points("hip", 23.0)
+    part = roof_partition(fit_roof(x, y, z, fp), fp)
+    back = unpack_partition(pack_partition(part))
+    assert back.wkb == part.wkb and np.array_equal(back.planes, part.planes)
+    box = shapely.box(X0 + 20, Y0, X0 + 30, Y0 + 6)
+    geoms = np.array([box, fp], dtype=object)
+    mesh, sem = lod2_tile_mesh(
+        geoms, np.array([40.0, 40.0]), np.array([47.0, np.nan]), [b"", pack_partition(part)], _xyz
+    )
+    tri = mesh.indices.reshape(-1, 3)
+    assert len(sem) == len(mesh.positions) and set(np.unique(sem)) == {ROOF, WALL, GROUND}
+    for f in (0, 1):
+        mine = tri[mesh.feature_ids[tri[:, 0]] == f]
+        key, inv = np.unique(mesh.positions[mine.reshape(-1)], axis=0, return_inverse=True)
+        assert edge_problems(inv.reshape(-1, 3)) == 0
+        assert signed_volume(key - key.mean(axis=0), inv.reshape(-1, 3)) > 0
+    lod1 = tri[mesh.feature_ids[tri[:, 0]] == 0]
+    assert mesh.positions[lod1.reshape(-1), 2].max() == pytest.approx(47.0)
+
+
+def _xyz(x, y, z):
+    return np.column_stack([x, y, z]).astype(np.float64)

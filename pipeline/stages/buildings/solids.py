@@ -594,7 +594,7 @@ def lod2_tile_mesh(
         up = m1.normals[:, 2].astype(np.float64)
         pos_b.append(m1.positions)
         nrm_b.append(m1.normals)
-        idx_b.append(m1.indices.astype(np.int64))
+        idx_b.append(m1.indices.astype(np.int64).reshape(-1))
         fid_b.append(lod1[m1.feature_ids.astype(np.int64)])
         sem_b.append(np.where(up > 0.5, ROOF, np.where(up < -0.5, GROUND, WALL)).astype(np.uint8))
         nv = len(m1.positions)
