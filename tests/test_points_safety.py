@@ -551,3 +551,14 @@ def test_corrupt_chunk_in_one_file_is_skipped_on_request(tmp_path, capsys, jobs)
         "tileset.json",
     ]
     assert no_staging(tmp_path)
+
+
+def test_header_count_lower_within_the_last_chunk_of_a_layered_laz(tmp_path, capsys):
+    """Formats 6-10 store each chunk's point count: a header 509 points short whose chunk count still fits
+    (3 chunks of 50,000 either way) is caught from the last chunk."""
+    f = write_las(tmp_path / "short.laz", cloud(100_709, 372000, 5707000), crs="EPSG:25832+7837")
+    _patch_point_count(f, 100_200)
+    code, _ = run_points(str(f), "--out", str(tmp_path / "out"), "--jobs", "1")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "short.laz" in err and "100709" in err.replace(",", "") and "100200" in err.replace(",", "")
