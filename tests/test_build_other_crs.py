@@ -365,3 +365,91 @@ def test_working_crs_auto_takes_the_inputs_own(rd_district, tmp_path):
     cfg = load(tmp_path / "twin.yaml")
     out = resolve_working_crs(cfg, scan_inputs(cfg))
     assert (out.crs.horizontal, out.crs.vertical) == ("EPSG:28992", "EPSG:5709")
+
+
+FULL = """
+name: {name}
+paths: {{raw: raw, out: out, cache: cache}}
+crs: {{horizontal: "{h}", vertical: EPSG:7837}}
+runtime: {{workers: 1, progress: false}}
+sources:
+  aerial:
+    - {{epoch: "2021", points: "aerial/2021/*.laz", class_scheme: adv}}
+    - {{epoch: "2024", points: "aerial/2024/*.laz", class_scheme: adv}}
+  orthophoto: {{path: "dop/*.tif", bands: {{red: 1, green: 2, blue: 3, nir: 4}}}}
+  dgm: {{path: "dgm/*.tif"}}
+  cadastre: {{path: "alkis/*.gpkg", format: alkis_gpkg, layer: GebauedeBauwerk, parcel_layer: Flurstueck}}
+layers:
+  mobile_points: {{enabled: false}}
+  panoramas: {{enabled: false}}
+  viewer: {{enabled: false}}
+release: {{validate_gltf: false}}
+"""
+
+
+def _reproject_raster(src, dst, crs):
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    with rasterio.open(src) as ds:
+        tr, w, h = calculate_default_transform(
+            ds.crs, crs, ds.width, ds.height, *ds.bounds, resolution=ds.res
+        )
+        prof = ds.profile | {"crs": crs, "transform": tr, "width": w, "height": h}
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(dst, "w", **prof) as out:
+            for b in range(1, ds.count + 1):
+                data = np.zeros((h, w), dtype=ds.dtypes[b - 1])
+                reproject(
+                    rasterio.band(ds, b), data, dst_transform=tr, dst_crs=crs, resampling=Resampling.bilinear
+                )
+                out.write(data, b)
+
+
+def test_demo_in_utm33_builds_every_layer_in_the_working_crs(demo_district, tmp_path):
+    """Points, buildings, terrain, imagery, parcels, change and report from the demo re-projected to
+    EPSG:25833 + DHHN2016: the layers' GeoPackages are in UTM 33 and the planning figures match the
+    EPSG:25832 build (GRZ and GFZ estimate are vector results: equal; change classes agree)."""
+    import pyogrio
+    from pyproj import Transformer
+
+    t = Transformer.from_crs("EPSG:25832", "EPSG:25833", always_xy=True)
+    r32, r33 = tmp_path / "utm32", tmp_path / "utm33"
+    for part in ("aerial/2021", "aerial/2024", "dop", "dgm", "alkis"):
+        shutil.copytree(demo_district / part, r32 / "raw" / part)
+    for ep in ("2021", "2024"):
+        for f in sorted((demo_district / "aerial" / ep).glob("*.laz")):
+            _copy_laz(
+                f,
+                r33 / "raw" / "aerial" / ep / f.name,
+                "EPSG:25833+7837",
+                lambda x, y: tuple(np.asarray(v) for v in t.transform(x, y)),
+            )
+    for f in sorted((demo_district / "dgm").glob("*.tif")):
+        _reproject_dgm(f, r33 / "raw" / "dgm" / f.name, "EPSG:25833")
+    for f in sorted((demo_district / "dop").glob("*.tif")):
+        _reproject_raster(f, r33 / "raw" / "dop" / f.name, "EPSG:25833")
+    _cadastre(
+        demo_district / "alkis" / "alkis_vereinfacht_demo.gpkg",
+        r33 / "raw" / "alkis" / "district.gpkg",
+        lambda g: g.to_crs("EPSG:25833"),
+    )
+    out = {}
+    for root, h in ((r32, "EPSG:25832"), (r33, "EPSG:25833")):
+        (root / "twin.yaml").write_text(FULL.format(name=root.name, h=h))
+        res = run_build(load_config(root / "twin.yaml"), workers=1, log=BuildLog(quiet=True))
+        names = {lay["name"] for lay in json.loads((res.release_dir / "manifest.json").read_text())["layers"]}
+        assert {"aerial_points", "buildings", "terrain", "parcels", "change", "report"} <= names
+        out[h] = res.release_dir
+    a = pyogrio.read_dataframe(out["EPSG:25832"] / "overlays" / "parcels.gpkg").set_index("flstkennz")
+    b = pyogrio.read_dataframe(out["EPSG:25833"] / "overlays" / "parcels.gpkg").set_index("flstkennz")
+    assert "25833" in str(b.crs) and len(a) == len(b) > 20 and (a["n_buildings"] > 0).sum() > 10
+    b = b.loc[a.index]
+    for col in ("grz", "gfz_est", "n_buildings"):
+        assert np.allclose(a[col].to_numpy(float), b[col].to_numpy(float), atol=1e-3, equal_nan=True), col
+    assert np.nanmedian(np.abs(a["green_share"].to_numpy(float) - b["green_share"].to_numpy(float))) < 0.02
+    ca = pyogrio.read_dataframe(out["EPSG:25832"] / "change" / "change.gpkg", layer="buildings_change")
+    cb = pyogrio.read_dataframe(out["EPSG:25833"] / "change" / "change.gpkg", layer="buildings_change")
+    ca, cb = ca.set_index("oid").sort_index(), cb.set_index("oid").sort_index()
+    assert list(ca.index) == list(cb.index) and "25833" in str(cb.crs)
+    assert (ca["change_class"] == cb["change_class"]).mean() >= 0.9
