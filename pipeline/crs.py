@@ -46,7 +46,14 @@ class PlainCrsConfig:
 
     @property
     def compound(self) -> str:
-        return f"{self.horizontal}+{self.vertical.split(':')[-1]}" if self.vertical else self.horizontal
+        """The working CRS as one string PROJ reads: "EPSG:h+v" for two EPSG codes, else its WKT."""
+        if not self.vertical:
+            return self.horizontal
+        if self.horizontal.upper().startswith("EPSG:") and self.vertical.upper().startswith("EPSG:"):
+            return f"{self.horizontal}+{self.vertical.split(':')[-1]}"
+        from pipeline.crs import compound_of
+
+        return compound_of(self.horizontal, self.vertical).to_wkt()
 
     def model_dump_json(self) -> str:
         d: dict[str, Any] = asdict(self)
