@@ -4,6 +4,7 @@ planes, per-roof aggregation and the fast kernel against the slow independent ra
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,3 +388,78 @@ def test_layer_is_off_by_default(solar_release):
     root, cfg, district = solar_release
     ctx = district.context(cfg, root / "off")
     assert build_solar_layers(ctx, []) == []
+
+
+# ---- official LoD2 roof planes ------------------------------------------------------------------------------
+
+
+def test_planes_from_lod2_polygons_and_rasterised_by_height():
+    import shapely
+
+    from pipeline.stages.solar import planes_from_polygons, rasterise_planes
+
+    t = math.tan(math.radians(30))
+    # gable roof over x 0..10, y 0..8, ridge at y = 4, z = 10 at the ridge; a wall; a polygon without Z
+    south = shapely.Polygon([(0, 0, 10 - 4 * t), (10, 0, 10 - 4 * t), (10, 4, 10), (0, 4, 10)])
+    north = shapely.Polygon([(0, 4, 10), (10, 4, 10), (10, 8, 10 - 4 * t), (0, 8, 10 - 4 * t)])
+    wall = shapely.Polygon([(0, 0, 0), (10, 0, 0), (10, 0, 5), (0, 0, 5)])
+    flat2d = shapely.box(20, 20, 30, 30)
+    a, b, c = planes_from_polygons(np.array([south, north, wall, flat2d], dtype=object))
+    np.testing.assert_allclose([a[0], b[0], c[0]], [0.0, t, 10 - 4 * t], atol=1e-9)
+    np.testing.assert_allclose([a[1], b[1], c[1]], [0.0, -t, 10 + 4 * t], atol=1e-9)
+    assert np.isnan(a[2]) and np.isnan(a[3])
+    # two overlapping roofs in plan: the higher one owns the shared cells
+    low = shapely.box(0, 0, 6, 6)
+    high = shapely.box(4, 4, 10, 10)
+    tr = Affine(1.0, 0, 0.0, 0, -1.0, 10.0)
+    idx = rasterise_planes(np.array([high, low], dtype=object), np.array([12.0, 5.0]), tr, (10, 10))
+    assert idx[5, 5] == 0  # cell centre (5.5, 4.5): in both, high wins
+    assert idx[8, 1] == 1 and idx[1, 8] == 0 and idx[0, 0] == -1
+
+
+REALDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "nrw"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_nrw_crop_per_lod2_roof_surface(tmp_path):
+    """The 300 m Geobasis NRW crop (16 pts/m2) with the official LoD2 tile: per LoD2 roof surface the
+    slope is the plane's, south faces get more than north faces, all values in the clear-sky range."""
+    import geopandas as gpd
+
+    crop = REALDATA / "3dm_32_360_5721_crop300_360650_5721600.laz"
+    lod2 = REALDATA / "LoD2_32_360_5721_1_NW.gml"
+    if not crop.is_file() or not lod2.is_file():
+        pytest.skip("../shared/realdata/nrw is absent")
+    from pipeline.orchestrate.solar import build_solar_layers
+    from tests import _overlay_district as district
+
+    cfg = tmp_path / "nrw.yaml"
+    cfg.write_text(
+        "name: nrw\n"
+        f"paths: {{raw: {REALDATA.resolve()}, out: {tmp_path / 'out'}, cache: {tmp_path / 'cache'}}}\n"
+        "crs: {frame_origin: [360800.0, 5721750.0, 0.0]}\n"
+        "runtime: {progress: false}\n"
+        "sources:\n"
+        f"  aerial: [{{epoch: '2021', points: '{crop.name}', class_scheme: asprs}}]\n"
+        f"  reference_citygml: '{lod2.name}'\n"
+        "layers: {solar: {enabled: true, day_step: 7}}\n"
+    )
+    ctx = district.context(cfg, tmp_path / "release")
+    (res,) = build_solar_layers(ctx, [])
+    surf = gpd.read_file(ctx.release_dir / "solar" / "solar.gpkg", layer="solar_roof_surfaces")
+    seen = surf[surf["solar_cells"] >= 4]
+    assert len(seen) >= 20, len(seen)  # the ten buildings' roof faces inside the crop
+    assert res.stats["roof_surfaces_with_value"] == int(np.isfinite(surf["solar_mean_kwh_m2"]).sum())
+    unshaded = res.stats["unshaded_horizontal_kwh_m2"]
+    v = seen["solar_mean_kwh_m2"].to_numpy()
+    assert (v > 150).all() and (v < 1.35 * unshaded).all()  # clear sky: 45 deg south = 1.31 x flat
+    pitched = seen[seen["solar_slope_deg"] > 20]
+    south = pitched[(pitched["solar_aspect_deg"] > 135) & (pitched["solar_aspect_deg"] < 225)]
+    north = pitched[(pitched["solar_aspect_deg"] < 45) | (pitched["solar_aspect_deg"] > 315)]
+    assert len(south) and len(north)
+    assert south["solar_mean_kwh_m2"].median() > 1.3 * north["solar_mean_kwh_m2"].median()
+    # flat LoD2 faces (< 5 deg) that are not shaded much are close to the horizontal integral
+    flat = seen[(seen["solar_slope_deg"] < 5) & (seen["solar_sky_view"] > 0.95)]
+    if len(flat):
+        assert flat["solar_mean_kwh_m2"].max() <= unshaded * 1.01

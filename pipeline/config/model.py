@@ -302,6 +302,9 @@ class SolarLayer(LayerBase):
     raster_res_m: float = Field(1.0, gt=0)
     # cells computed: the roof cells (inside footprints) or every cell (squares, gardens, facades' feet)
     cells: Literal["roofs", "all"] = "roofs"
+    # slope and aspect of roof cells: from the roof surfaces of the official LoD2 model
+    # (sources.reference_citygml; per-surface results too) where there are any, else from the surface model
+    roof_planes: Literal["official_lod2", "surface"] = "official_lod2"
     # sun path: the UTC year, time step, every n-th day (a 7 is a fast preview)
     year: int = Field(2025, ge=1900, le=2100)
     step_minutes: float = Field(60.0, gt=0, le=240)

@@ -12,7 +12,9 @@ footprint and the terrain elsewhere. Output (`solar/`):
   (`layers.solar.cells`: roofs or all);
 * `solar.gpkg`, layer `solar_buildings`: one row per footprint with `oid`, `solar_mean_kwh_m2`,
   `solar_total_mwh`, `solar_roof_area_m2`, `solar_slope_deg`, `solar_aspect_deg`, `solar_sky_view`,
-  `solar_cells` (+ `solar.qml` style).
+  `solar_cells` (+ `solar.qml` style); with the official LoD2 model (`sources.reference_citygml`,
+  `layers.solar.roof_planes: official_lod2`) also `solar_roof_surfaces`, one row per LoD2 roof polygon
+  whose plane gives the slope and aspect of its cells.
 
 Method and limits: docs/overlays.md, "Solar potential".
 """
@@ -24,10 +26,18 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 
 from pipeline.config.model import SolarLayer
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.stages.solar import SolarParams
+
+# reads the official LoD2 model (role "reference") for the roof planes, besides the build defaults
+LAYER_DEPENDS = {
+    "roles": ["cadastre", "aerial", "dgm", "reference"],
+    "config": ["solar"],
+    "after": ["buildings"],
+}
 
 # QGIS graduated style on solar_mean_kwh_m2 (clear-sky scale: ~1650 kWh/m2 on an open horizontal roof)
 _CLASSES = [
@@ -167,6 +177,7 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
     from pipeline.stages.solar import (
         compose_surface,
         irradiation,
+        plane_gradient,
         roof_statistics,
         sun_samples,
         surface_gradient,
@@ -206,14 +217,22 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
     params = solar_params(lay)
     lat, lon = _district_lat_lon(ctx, grid.bounds)
     samples = sun_samples(params, lat, lon)
-    mask = labels >= 0 if lay.cells == "roofs" else None
-    irr = irradiation(dsm, res, surface_gradient(dsm, res, labels), samples, params, mask=mask)
+    grad = surface_gradient(dsm, res, labels)
+    planes = _lod2_planes(ctx, lay, grid, warnings)
+    if planes is not None:
+        grad = plane_gradient(planes["index"], planes["a"], planes["b"], grad)
+    roof_cells = labels >= 0 if planes is None else (labels >= 0) | (planes["index"] >= 0)
+    mask = roof_cells if lay.cells == "roofs" else None
+    irr = irradiation(dsm, res, grad, samples, params, mask=mask)
 
     out = ctx.release_dir / "solar"
     cog = out / "solar_irradiation.tif"
     write_float_cog([irr.global_kwh, irr.sky_view], ["global_kwh_m2", "sky_view"], grid, cog)
     files = [cog]
     stats_b: dict = {}
+    gpkg = out / "solar.gpkg"
+    qml = solar_qml()
+    styled: dict[str, str] = {}
     if buildings is not None and len(buildings):
         st = roof_statistics(labels, irr, res, len(buildings))
         cols = {
@@ -229,12 +248,8 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
             "solar_cells": st["cells"],
         }
         table = gpd.GeoDataFrame(cols, geometry=buildings.geometry.to_numpy(), crs=buildings.crs)
-        gpkg = out / "solar.gpkg"
         files += write_vector(table, gpkg, "solar_buildings")
-        qml = solar_qml()
-        (out / "solar.qml").write_text(qml, encoding="utf-8")
-        embed_styles(gpkg, {"solar_buildings": qml})
-        files.append(out / "solar.qml")
+        styled["solar_buildings"] = qml
         m = st["mean_kwh_m2"][np.isfinite(st["mean_kwh_m2"])]
         no_cells = int((st["cells"] == 0).sum())
         if no_cells:
@@ -247,6 +262,17 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
             "roof_mean_kwh_m2_median": round(float(np.median(m)), 1) if m.size else None,
             "roof_total_mwh": round(float(np.nansum(st["total_kwh"])) / 1000.0, 1),
         }
+    if planes is not None:
+        surfaces = _surface_table(planes, irr, res)
+        files += write_vector(surfaces, gpkg, "solar_roof_surfaces")
+        styled["solar_roof_surfaces"] = qml
+        ms = surfaces["solar_mean_kwh_m2"].to_numpy(dtype=np.float64)
+        stats_b["roof_surfaces"] = len(surfaces)
+        stats_b["roof_surfaces_with_value"] = int(np.isfinite(ms).sum())
+    if styled:
+        embed_styles(gpkg, styled)
+        (out / "solar.qml").write_text(qml, encoding="utf-8")
+        files.append(out / "solar.qml")
     stats = {
         "buildings_source": bsource,
         "resolution_m": res,
@@ -258,9 +284,69 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
         "unshaded_horizontal_kwh_m2": round(samples.global_wh / 1000.0, 1),
         "sky": "clear (ESRA)" if lay.sky_factors is None else "scaled by sky_factors",
         "sun_samples": len(samples.vec),
+        "roof_planes": "none" if planes is None else f"official_lod2 ({len(planes['a'])} roof surfaces)",
         **stats_b,
     }
     rel = sorted({f.relative_to(ctx.release_dir).as_posix() for f in files})
     return LayerResult(
         name="solar", kind="overlay", access=lay.access, files=rel, stats=stats, warnings=warnings
+    )
+
+
+def _lod2_planes(ctx: BuildContext, lay: SolarLayer, grid, warnings: list[str]) -> dict | None:
+    """Roof planes of the official LoD2 model on the grid: plane index per cell and (a, b, c) per roof
+    polygon, with the polygons; None without a model (or with `roof_planes: surface`)."""
+    if lay.roof_planes != "official_lod2" or not ctx.cfg.sources.reference_citygml:
+        return None
+    from pipeline.sources.cadastre.citygml import read_lod2
+    from pipeline.stages.solar import planes_from_polygons, rasterise_planes
+
+    files = [i.path for i in ctx.inputs_for("reference")]
+    if not files:
+        warnings.append("solar: sources.reference_citygml has no files: slopes from the surface model")
+        return None
+    model = read_lod2(files, crs_cfg=ctx.cfg.crs)
+    roofs = model.surfaces[model.surfaces["semantic"] == "roof"].reset_index(drop=True)
+    a, b, c = planes_from_polygons(roofs.geometry.to_numpy())
+    ok = np.isfinite(a)
+    if (~ok).any():
+        warnings.append(f"solar: {int((~ok).sum())} LoD2 roof polygons are vertical or degenerate: no plane")
+    roofs = roofs[ok].reset_index(drop=True)
+    a, b, c = a[ok], b[ok], c[ok]
+    index = rasterise_planes(
+        roofs.geometry.to_numpy(), roofs["mean_z"].to_numpy(), grid.transform, (grid.height, grid.width)
+    )
+    if not (index >= 0).any():
+        warnings.append("solar: no LoD2 roof surface lies in the district: slopes from the surface model")
+        return None
+    return {"index": index, "a": a, "b": b, "c": c, "surfaces": roofs}
+
+
+def _surface_table(planes: dict, irr, res: float) -> gpd.GeoDataFrame:
+    """One row per LoD2 roof polygon: slope and aspect of its plane, its 3D area, the mean irradiation of
+    its cells and the total over its area (NaN when no cell centre falls in it)."""
+    from pipeline.stages.solar import roof_statistics
+
+    roofs = planes["surfaces"]
+    st = roof_statistics(planes["index"], irr, res, len(roofs))
+    a, b = planes["a"], planes["b"]
+    slope = np.degrees(np.arctan(np.hypot(a, b)))
+    aspect = np.where(slope > 1e-6, np.degrees(np.arctan2(a, b) + np.pi) % 360.0, np.nan)
+    area = roofs["area"].to_numpy(dtype=np.float64)
+    return gpd.GeoDataFrame(
+        {
+            "building_oid": roofs["building_oid"].astype(str).to_numpy(),
+            "oid": roofs["oid"].astype(str).to_numpy(),
+            "surface_id": roofs["surface_id"].astype(str).to_numpy(),
+            "polygon_id": roofs["polygon_id"].astype(str).to_numpy(),
+            "solar_mean_kwh_m2": np.round(st["mean_kwh_m2"], 1),
+            "solar_total_mwh": np.round(st["mean_kwh_m2"] * area / 1000.0, 3),
+            "solar_area_m2": np.round(area, 2),
+            "solar_slope_deg": np.round(slope, 1),
+            "solar_aspect_deg": np.round(aspect, 1),
+            "solar_sky_view": np.round(st["sky_view"], 3),
+            "solar_cells": st["cells"],
+        },
+        geometry=shapely.force_2d(roofs.geometry.to_numpy()),  # plan polygon; the plane is in the columns
+        crs=roofs.crs,
     )

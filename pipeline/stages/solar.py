@@ -387,6 +387,63 @@ def assign_planes(
     return out
 
 
+def planes_from_polygons(polygons) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plane z = a x + b y + c per 3D polygon (e.g. the roof surfaces of an official LoD2 model), fitted
+    by least squares to its vertices (all rings); NaN for a polygon without Z or standing vertical."""
+    import shapely
+
+    geoms = np.asarray(polygons, dtype=object)
+    n = len(geoms)
+    a = np.full(n, np.nan)
+    b = np.full(n, np.nan)
+    c = np.full(n, np.nan)
+    if n == 0:
+        return a, b, c
+    xyz, idx = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    if xyz.size == 0:
+        return a, b, c
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    # centre each polygon's vertices (conditioning), then solve the 3x3 normal equations per polygon
+    cnt = np.bincount(idx, minlength=n).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.bincount(idx, weights=x, minlength=n) / cnt
+        my = np.bincount(idx, weights=y, minlength=n) / cnt
+        mz = np.bincount(idx, weights=z, minlength=n) / cnt
+    dx, dy, dz = x - mx[idx], y - my[idx], z - mz[idx]
+
+    def s(w: np.ndarray) -> np.ndarray:
+        return np.bincount(idx, weights=w, minlength=n)
+
+    sxx, sxy, syy, sxz, syz = s(dx * dx), s(dx * dy), s(dy * dy), s(dx * dz), s(dy * dz)
+    det = sxx * syy - sxy * sxy
+    scale = np.maximum(sxx + syy, 1e-300)
+    ok = (cnt >= 3) & np.isfinite(det) & (det > 1e-9 * scale * scale) & np.isfinite(mz)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(ok, (sxz * syy - syz * sxy) / det, np.nan)
+        b = np.where(ok, (syz * sxx - sxz * sxy) / det, np.nan)
+    c = np.where(ok, mz - a * mx - b * my, np.nan)
+    return a, b, c
+
+
+def rasterise_planes(polygons, order_z: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
+    """Plane index per cell (-1 none): the polygon whose plan area holds the cell centre; where polygons
+    overlap in plan, the one with the highest `order_z` (e.g. mean height: the upper roof is seen)."""
+    import shapely
+    from rasterio.features import rasterize
+
+    geoms = np.asarray(polygons, dtype=object)
+    order = np.argsort(np.asarray(order_z, dtype=np.float64), kind="stable")  # highest burnt last
+    items = [
+        (shapely.force_2d(geoms[k]), int(k) + 1)
+        for k in order
+        if geoms[k] is not None and not shapely.is_empty(geoms[k])
+    ]
+    if not items:
+        return np.full(shape, -1, dtype=np.int32)
+    lab = rasterize(items, out_shape=shape, transform=transform, fill=0, dtype="int32", all_touched=False)
+    return lab - 1
+
+
 # ---- the kernel --------------------------------------------------------------------------------------------
 
 
