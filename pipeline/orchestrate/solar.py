@@ -209,8 +209,6 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
     else:
         labels = np.full((grid.height, grid.width), -1, dtype=np.int32)
         roof = np.zeros(0)
-        if lay.cells == "roofs":
-            warnings.append("solar: no building footprints: no roof cells to compute")
     dsm, filled = compose_surface(point_dsm, surf.dtm, labels, roof)
     if not ctx.cfg.sources.aerial:
         warnings.append("solar: no aerial point cloud: surface = terrain and LoD1 roof heights (flat roofs)")
@@ -222,6 +220,10 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: SolarLayer) -> L
     if planes is not None:
         grad = plane_gradient(planes["index"], planes["a"], planes["b"], grad)
     roof_cells = labels >= 0 if planes is None else (labels >= 0) | (planes["index"] >= 0)
+    if lay.cells == "roofs" and not roof_cells.any():
+        warnings.append(
+            "solar: no building footprints or LoD2 roofs in the district: no roof cells to compute"
+        )
     mask = roof_cells if lay.cells == "roofs" else None
     irr = irradiation(dsm, res, grad, samples, params, mask=mask)
 
