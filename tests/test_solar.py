@@ -463,3 +463,21 @@ def test_real_nrw_crop_per_lod2_roof_surface(tmp_path):
     flat = seen[(seen["solar_slope_deg"] < 5) & (seen["solar_sky_view"] > 0.95)]
     if len(flat):
         assert flat["solar_mean_kwh_m2"].max() <= unshaded * 1.01
+
+
+def test_config_refuses_bad_solar_settings(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    for bad, key in [
+        ("step_minutes: 7", "layers.solar.step_minutes"),
+        ("linke_turbidity: [3, 3]", "layers.solar.linke_turbidity"),
+        ("sky_factors: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1]", "layers.solar.sky_factors"),
+        ("cells: some", "layers.solar.cells"),
+    ]:
+        p = tmp_path / "c.yaml"
+        p.write_text(f"name: x\nlayers:\n  solar:\n    {bad}\n")
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(p)
+    p.write_text("name: x\nlayers:\n  solar:\n    enabled: true\n    step_minutes: 15\n")
+    assert load_config(p).layers.solar.step_minutes == 15

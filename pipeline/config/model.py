@@ -326,6 +326,13 @@ class SolarLayer(LayerBase):
     # sun positions merged into bins of this size (deg; 0 = every time step)
     bin_deg: float = Field(1.0, ge=0, le=10)
 
+    @field_validator("step_minutes")
+    @classmethod
+    def _divides_a_day(cls, v: float) -> float:
+        if abs(1440.0 / v - round(1440.0 / v)) > 1e-9:
+            raise ValueError("must divide a day (1440 minutes) into whole steps, e.g. 10, 15, 30, 60")
+        return v
+
     @field_validator("linke_turbidity", "sky_factors")
     @classmethod
     def _monthly(cls, v: list[float] | None) -> list[float] | None:
