@@ -313,7 +313,12 @@ def test_kill_inside_export(tmp_path, exchange):
 
 
 @pytest.mark.slow
-def test_sigterm_records_the_failure_and_releases_the_lock(tmp_path):
+@pytest.mark.parametrize("when", ["while-dask-starts", "while-rendering"])
+def test_sigterm_records_the_failure_and_releases_the_lock(tmp_path, when):
+    """SIGTERM to the build's main process: as soon as its first Dask worker process exists (the cluster
+    is starting), or once tiles are being rendered."""
+    import psutil
+
     from pipeline.release.lock import build_lock
 
     project, cfg, ids = _three_releases(tmp_path)
@@ -321,10 +326,16 @@ def test_sigterm_records_the_failure_and_releases_the_lock(tmp_path):
     _set_inputs(project, "night 4")
     proc = _twin(["build", str(cfg), "--quiet"], {fakes.SLEEP_ENV: "0.5"})
     deadline = time.monotonic() + 90
-    while not list((out / "releases").glob(".staging-*")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "build did not start"
-        time.sleep(0.05)
-    time.sleep(0.5)
+    main = psutil.Process(proc.pid)
+
+    def ready() -> bool:
+        if when == "while-dask-starts":
+            return bool(main.children())
+        return bool(list((out / "releases").glob(".staging-*/fake_terrain/*.bin")))
+
+    while not ready() and proc.poll() is None:
+        assert time.monotonic() < deadline, "build did not get there"
+        time.sleep(0.005)
     os.kill(proc.pid, signal.SIGTERM)  # the driver only, as systemd / a scheduler would
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err.decode()[-2000:]
