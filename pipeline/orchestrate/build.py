@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -406,6 +407,29 @@ def _take_over_partials(out_dir: Path) -> list[Path]:
     return found
 
 
+class _HeldSignals:
+    """SIGTERM and SIGINT are recorded, not acted on, inside the `with` block; `deliver()` then acts on
+    them (the handlers in place before run again), at a point where the caller can clean up."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, lambda signum, _f: self.got.append(signum)) for s in self.SIGNALS}
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+
+    def deliver(self) -> None:
+        for s in dict.fromkeys(self.got):
+            signal.raise_signal(s)
+
+
 def _no_space(e: BaseException, out_dir: Path, record: dict[str, Any]) -> BaseException:
     """A build that failed because the disk is full becomes a NoSpaceError, and its staging folder is
     removed (keeping it for a resume would keep the disk full)."""
@@ -573,8 +597,11 @@ def _run_locked(
     closer: threading.Thread | None = None
     try:
         client_cm = dask_client(cfg.runtime, workers=workers, scheduler=scheduler)
-        client = client_cm.__enter__()
+        held = _HeldSignals()
+        with held:  # a SIGTERM/Ctrl-C while Dask starts would leave half a cluster behind
+            client = client_cm.__enter__()
         try:
+            held.deliver()  # here the cluster is closed again on the way out
             good, bad = verify_inputs(cfg, inputs, client)
             input_summary = gate_inputs(cfg, good, client)  # plausibility of every input (exit 2)
             frame = plan_frame(cfg, good)
