@@ -54,6 +54,7 @@ def run(
     workers: int = 2,
     data: Path | None = None,
     keep_output: bool = False,
+    lod: int = 2,
 ) -> dict:
     import laspy
     from distributed import Client, LocalCluster
@@ -80,6 +81,7 @@ def run(
                 "aerial": [{"epoch": "2024", "points": "aerial/2024/*.laz"}],
                 "cadastre": {"path": "alkis/*.gpkg"},
             },
+            "layers": {"buildings": {"lod": lod}},
         }
     )
     rel = data / "release"
@@ -142,7 +144,9 @@ def run(
         "machine": platform.machine(),
         "python": platform.python_version(),
         "district": {"size_m": size, "density": density, "tile_m": tile, **gen},
-        "target_buildings_per_s": 2000,
+        "lod": lod,
+        "lod2": res.stats.get("lod2"),
+        "target_buildings_per_s": 2000 if lod == 1 else 300,
     }
     if not keep_output:
         shutil.rmtree(rel, ignore_errors=True)
@@ -156,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile", type=float, default=1000.0, help="point-cloud tile size [m]")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--lod", type=int, default=2, choices=[1, 2], help="layers.buildings.lod")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/buildings.json")
     a = ap.parse_args(argv)
     load = os.getloadavg()[0]
-    res = run(a.size, a.density, a.tile, a.workers, a.data)
+    res = run(a.size, a.density, a.tile, a.workers, a.data, lod=a.lod)
     res["load_avg_before"] = round(load, 2)
     print(json.dumps(res, indent=1, ensure_ascii=False))
     if not a.no_write:

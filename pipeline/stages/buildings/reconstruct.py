@@ -200,7 +200,7 @@ def lod2_roofs(
         try:
             part = roof_partition(fit, g)
             low[k] = lowest_roof(part)
-            errors = check_solid(build_solid(part, low[k] - 3.0))
+            errors = check_solid(build_solid(part, low[k] - 3.0), rings=False)
             if errors:
                 reason = f"invalid_solid: {errors[0]}"
         except SolidError as e:

@@ -75,6 +75,10 @@ class RoofParams:
     max_fit_points: int = 1500  # larger point sets are fitted on a seeded random subset of this size
     min_inlier_fraction: float = 0.7  # fewer points on the fitted roof: vegetation or clutter, not a roof
     backend: str = "numba"  # "numba" (kernels in _roof_kernels) or "numpy" (the reference, tests)
+    # a standard shape in the footprint's frame with this inlier share and inlier RMSE ends the search
+    # (no RANSAC multi-plane candidate, no ridge frame); early_exit_inliers 1.0 = always search
+    early_exit_inliers: float = 0.97
+    early_exit_rmse_m: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -660,21 +664,30 @@ def fit_roof(
         n = len(z)
     f = footprint_frame(footprint)
     u, v = f.to_local(x, y)
-    multi = _multi_candidate(u, v, z, p)
-    frames = [f]
+    standard = _standard_candidates if p.backend == "numba" else _standard_candidates_reference
+    cands: list[_Candidate] = []
+    for c in standard(u, v, z, f, p):
+        c.frame = f
+        cands.append(c)
+    # early exit: a standard shape in the footprint's frame that already explains nearly every point
+    # (inlier share and RMSE) leaves nothing for a multi-plane roof or a ridge frame to gain
+    first = min(cands, key=lambda c: _score(c.resid, c.k, p))
+    rin = first.resid[first.inliers]
+    done = (
+        p.early_exit_inliers < 1.0
+        and first.inliers.mean() >= p.early_exit_inliers
+        and rin.size > 0
+        and float(np.sqrt(np.mean(rin * rin))) <= p.early_exit_rmse_m
+    )
+    multi = None if done else _multi_candidate(u, v, z, p)
     if multi is not None:
         multi.frame = f
         g = _ridge_frame(multi, f, footprint)
         if g is not None:
-            frames.append(g)
-    cands: list[_Candidate] = []
-    for fr in frames:
-        uu, vv = fr.to_local(x, y)
-        standard = _standard_candidates if p.backend == "numba" else _standard_candidates_reference
-        for c in standard(uu, vv, z, fr, p):
-            c.frame = fr
-            cands.append(c)
-    if multi is not None:
+            uu, vv = g.to_local(x, y)
+            for c in standard(uu, vv, z, g, p):
+                c.frame = g
+                cands.append(c)
         cands.append(multi)
     scores: dict[str, float] = {}
     best: _Candidate | None = None

@@ -451,7 +451,8 @@ def build_solid(
 
 
 def newell_normal(p: np.ndarray) -> np.ndarray:
-    """Unnormalised normal of a polygon ring (k, 3) (Newell's method: robust for any planar ring)."""
+    """Unnormalised normal of a polygon ring (k, 3) (Newell's method: robust for any planar ring);
+    its length is twice the ring's area."""
     q = np.roll(p, -1, axis=0)
     return np.array(
         [
@@ -460,6 +461,52 @@ def newell_normal(p: np.ndarray) -> np.ndarray:
             np.sum((p[:, 0] - q[:, 0]) * (p[:, 1] + q[:, 1])),
         ]
     )
+
+
+@dataclass
+class _Flat:
+    """All rings of a solid flattened: vertex ids, their ring, the next vertex of the ring, per ring
+    its polygon and whether it is the outer ring."""
+
+    idx: np.ndarray
+    ring: np.ndarray
+    nxt: np.ndarray
+    ring_poly: np.ndarray
+    ring_outer: np.ndarray
+
+
+def _flatten(solid: Solid) -> _Flat:
+    rings = [r for rings in solid.polygons for r in rings]
+    lens = np.array([len(r) for r in rings], dtype=np.int64)
+    ring_poly = np.repeat(np.arange(len(solid.polygons)), [len(rs) for rs in solid.polygons])
+    ring_outer = np.concatenate([[True] + [False] * (len(rs) - 1) for rs in solid.polygons]).astype(bool)
+    idx = np.concatenate(rings).astype(np.int64) if rings else np.zeros(0, dtype=np.int64)
+    ring = np.repeat(np.arange(len(rings)), lens)
+    start = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    pos = np.arange(len(idx)) - start[ring]
+    nxt_pos = np.where(pos + 1 == lens[ring], 0, pos + 1) + start[ring]
+    return _Flat(idx, ring, idx[nxt_pos], ring_poly, ring_outer)
+
+
+def _polygon_normals(solid: Solid, fl: _Flat) -> tuple[np.ndarray, np.ndarray]:
+    """(Newell vector of every polygon's outer ring, net Newell vector over all its rings)."""
+    p, q = solid.vertices[fl.idx], solid.vertices[fl.nxt]
+    terms = np.column_stack(
+        [
+            (p[:, 1] - q[:, 1]) * (p[:, 2] + q[:, 2]),
+            (p[:, 2] - q[:, 2]) * (p[:, 0] + q[:, 0]),
+            (p[:, 0] - q[:, 0]) * (p[:, 1] + q[:, 1]),
+        ]
+    )
+    nr = len(fl.ring_poly)
+    per_ring = np.column_stack([np.bincount(fl.ring, weights=terms[:, k], minlength=nr) for k in range(3)])
+    npoly = len(solid.polygons)
+    outer = np.zeros((npoly, 3))
+    outer[fl.ring_poly[fl.ring_outer]] = per_ring[fl.ring_outer]
+    net = np.column_stack(
+        [np.bincount(fl.ring_poly, weights=per_ring[:, k], minlength=npoly) for k in range(3)]
+    )
+    return outer, net
 
 
 def _project(p: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -472,13 +519,34 @@ def _project(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def triangulate(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     """Triangles (T, 3) over the solid's vertices, counter-clockwise seen from outside, and the polygon
-    of every triangle."""
+    of every triangle. Triangles and quads without holes (most walls) are split directly; the others
+    go through earcut in the polygon's plane."""
+    fl = _flatten(solid)
+    outer, _net = _polygon_normals(solid, fl)
     tris, owner = [], []
     for pi, rings in enumerate(solid.polygons):
+        r0 = rings[0]
+        if len(rings) == 1 and len(r0) == 3:
+            tris.append(r0[None, :])
+            owner.append(np.array([pi]))
+            continue
+        if len(rings) == 1 and len(r0) == 4:
+            # a convex quad splits on either diagonal; the shorter keeps both triangles well shaped
+            v = solid.vertices[r0]
+            if np.sum((v[0] - v[2]) ** 2) <= np.sum((v[1] - v[3]) ** 2):
+                t = np.array([[r0[0], r0[1], r0[2]], [r0[0], r0[2], r0[3]]])
+            else:
+                t = np.array([[r0[0], r0[1], r0[3]], [r0[1], r0[2], r0[3]]])
+            # convex and planar: both triangles turn like the quad (else fall through to earcut)
+            tv = solid.vertices[t]
+            tn = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
+            if (tn @ outer[pi] > 0).all():
+                tris.append(t)
+                owner.append(np.array([pi, pi]))
+                continue
         pts = np.concatenate([solid.vertices[r] for r in rings])
         ids = np.concatenate(rings)
-        n = newell_normal(solid.vertices[rings[0]])
-        uv = _project(pts, n)
+        uv = _project(pts, outer[pi])
         ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
         t = mapbox_earcut.triangulate_float64(uv - uv[0], ends).astype(np.int64).reshape(-1, 3)
         if len(t) == 0:
@@ -490,47 +558,75 @@ def triangulate(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
         owner.append(np.full(len(t), pi, dtype=np.int64))
     if not tris:
         return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(tris), np.concatenate(owner)
+    return np.concatenate(tris).astype(np.int64), np.concatenate(owner).astype(np.int64)
 
 
-def check_solid(solid: Solid, planarity_m: float = 0.01) -> list[str]:
+def check_solid(solid: Solid, planarity_m: float = 0.01, *, rings: bool = True) -> list[str]:
     """Errors under val3dity's rules for one closed shell (empty list = valid): rings with fewer than 3
-    distinct vertices or repeated vertices (101/102), self-intersecting rings or holes outside (104,
-    201-205 as projected onto the polygon's plane), non-planar polygons beyond `planarity_m` (203),
-    edges not shared by exactly two polygons in opposite directions (not closed 302, non-manifold
-    303, inconsistent orientation 307), inward orientation (negative volume, 308)."""
+    distinct vertices or repeated vertices (101/102), degenerate polygons, non-planar polygons beyond
+    `planarity_m` (203), edges not shared by exactly two polygons in opposite directions (not closed
+    302, non-manifold 303, inconsistent orientation 307), inward orientation (negative volume, 308);
+    with `rings`, also self-intersecting rings and holes outside (104, 201-205; shapely on each polygon
+    projected onto its plane: the slow part, which the build skips because `build_solid` makes walls as
+    trapezoids and roofs from GEOS-valid faces)."""
     errors: list[str] = []
     V = solid.vertices
-    edges: dict[tuple[int, int], int] = {}
-    for pi, rings in enumerate(solid.polygons):
-        tag = f"polygon {pi} ({SEMANTICS[int(solid.semantics[pi])]})"
-        n = newell_normal(V[rings[0]])
-        nn = float(np.linalg.norm(n))
-        if nn < 1e-9:
-            errors.append(f"{tag}: degenerate (zero area)")
-            continue
-        n = n / nn
-        for r in rings:
-            if len(r) < 3 or len(set(r.tolist())) < len(r):
-                errors.append(f"{tag}: ring with repeated or too few vertices")
-            d = (V[r] - V[rings[0]].mean(axis=0)) @ n
-            if np.abs(d - d.mean()).max() > planarity_m:
-                errors.append(f"{tag}: not planar ({np.abs(d - d.mean()).max():.3f} m)")
-            for a, b in zip(r.tolist(), np.roll(r, -1).tolist(), strict=True):
-                edges[(a, b)] = edges.get((a, b), 0) + 1
-        uv = [_project(V[r], n) for r in rings]
-        poly = shapely.Polygon(uv[0], uv[1:])
-        if not poly.is_valid:
-            errors.append(f"{tag}: {shapely.is_valid_reason(poly)}")
-    for (a, b), k in edges.items():
-        if k != 1 or edges.get((b, a), 0) != 1:
-            errors.append(f"edge {a}-{b}: used {k}x, opposite {edges.get((b, a), 0)}x (not closed/oriented)")
-            break
-    tri, _ = triangulate(solid)
-    p = V[tri]
-    vol = float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
+    fl = _flatten(solid)
+    outer, net = _polygon_normals(solid, fl)
+    norm = np.linalg.norm(outer, axis=1)
+
+    def tag(pi: int) -> str:
+        return f"polygon {pi} ({SEMANTICS[int(solid.semantics[pi])]})"
+
+    for pi in np.flatnonzero(norm < 1e-9).tolist():
+        errors.append(f"{tag(pi)}: degenerate (zero area)")
+    # repeated vertices within a ring, rings with fewer than 3 vertices
+    lens = np.bincount(fl.ring, minlength=len(fl.ring_poly))
+    key = fl.ring * (len(V) + 1) + fl.idx
+    _u, cnt = np.unique(key, return_counts=True)
+    bad_rings = set(np.flatnonzero(lens < 3).tolist()) | set((_u[cnt > 1] // (len(V) + 1)).tolist())
+    for r in sorted(bad_rings):
+        errors.append(f"{tag(int(fl.ring_poly[r]))}: ring with repeated or too few vertices")
+    # planarity: distance of every vertex to the plane of its polygon (unit outer normal)
+    unit = outer / np.maximum(norm, 1e-300)[:, None]
+    poly_of = fl.ring_poly[fl.ring]
+    d = np.einsum("ij,ij->i", V[fl.idx], unit[poly_of])
+    npoly = len(solid.polygons)
+    cnt_p = np.bincount(poly_of, minlength=npoly)
+    mean = np.bincount(poly_of, weights=d, minlength=npoly) / np.maximum(cnt_p, 1)
+    dev = np.zeros(npoly)
+    np.maximum.at(dev, poly_of, np.abs(d - mean[poly_of]))
+    for pi in np.flatnonzero((dev > planarity_m) & (norm >= 1e-9)).tolist():
+        errors.append(f"{tag(pi)}: not planar ({dev[pi]:.3f} m)")
+    # closed, 2-manifold, consistently oriented: every directed edge once, its opposite once
+    nv = len(V) + 1
+    e = fl.idx * nv + fl.nxt
+    ue, ce = np.unique(e, return_counts=True)
+    rev = (ue % nv) * nv + ue // nv
+    pos = np.searchsorted(ue, rev)
+    found = (pos < len(ue)) & (ue[np.minimum(pos, len(ue) - 1)] == rev)
+    crev = np.where(found, ce[np.minimum(pos, len(ue) - 1)], 0)
+    bad = np.flatnonzero((ce != 1) | (crev != 1))
+    if bad.size:
+        a, b = int(ue[bad[0]] // nv), int(ue[bad[0]] % nv)
+        errors.append(
+            f"edge {a}-{b}: used {int(ce[bad[0]])}x, opposite {int(crev[bad[0]])}x (not closed/oriented)"
+            + (f" and {bad.size - 1} more" if bad.size > 1 else "")
+        )
+    # outward: the volume (divergence theorem over the planar polygons) is positive
+    c0 = V.mean(axis=0) if len(V) else np.zeros(3)
+    first = np.array([rs[0][0] for rs in solid.polygons], dtype=np.int64)
+    vol = float(np.einsum("ij,ij->i", net / 2.0, V[first] - c0).sum() / 3.0)
     if vol <= 0:
         errors.append(f"volume {vol:.3f} m3 <= 0 (inward orientation)")
+    if rings:
+        for pi, rs in enumerate(solid.polygons):
+            if norm[pi] < 1e-9:
+                continue
+            uv = [_project(V[r], outer[pi]) for r in rs]
+            poly = shapely.Polygon(uv[0], uv[1:])
+            if not poly.is_valid:
+                errors.append(f"{tag(pi)}: {shapely.is_valid_reason(poly)}")
     return errors
 
 
