@@ -1,0 +1,466 @@
+"""COPC 1.0 writer (Cloud Optimized Point Cloud, https://copc.io): a LAZ 1.4 file whose points are grouped
+into the nodes of an octree, each node one LAZ chunk, located by a hierarchy EVLR.
+
+Layout of a file written here (byte-identical for identical input):
+
+    LAS 1.4 header (375 B; point format 6, 7 with RGB, 8 with RGB + NIR; bit 7 set: compressed)
+    VLR copc/1        COPC info (160 B): octree cube, root spacing, hierarchy location, GPS time range
+    VLR LASF_Projection/2112   OGC WKT of the CRS (global encoding bit 4 set)
+    VLR laszip encoded/22204   LAZ items, variable-size chunks (one chunk per octree node)
+    VLR LASF_Spec/4   extra bytes (float32 per extra dimension; only when there are any)
+    [8 B offset of the chunk table][node chunks, breadth first: level, then x, y, z][LAZ chunk table]
+    EVLR copc/1000    the hierarchy: one page, one 32 B entry per node (key, offset, size, point count)
+
+Octree: the root cube is centred on the points' bounds, its half size half their largest extent. A node
+holds one point per cell of a 128^3 grid over the node (the point whose position hash is smallest among
+the points not taken by a coarser node), so the spacing at the root is cube size / 128 and halves at
+every level (COPC `spacing`); a node whose remaining points are at most `max_node_points` keeps all of
+them (a leaf). Every point is stored exactly once. The selection is numpy only (one stable sort per
+level), no Python loop per point; chunks are compressed with lazrs' sequential encoder.
+
+Knows nothing about the pipeline: it takes LAS records (`record_dtype`), scales, offsets and a WKT.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+GRID_BITS = 7  # 128^3 sampling grid per node
+MAX_DEPTH = 14  # node key (3 * level bits) + cell (21 bits) fit one int64 sort key
+FINE_BITS = GRID_BITS + MAX_DEPTH  # integer position resolution of the octree (2^21 per axis)
+MAX_NODE_POINTS = 100_000  # a node with at most this many remaining points is a leaf
+
+HEADER_SIZE = 375
+VLR_HEADER = 54
+EVLR_HEADER = 60
+COPC_INFO_SIZE = 160
+ENTRY_SIZE = 32
+BLOCK = 1 << 20  # records per block in the statistics passes (bounded memory)
+
+# LAS 1.4 point data record formats 6 (base), 7 (+ RGB), 8 (+ RGB + NIR)
+_BASE = [
+    ("X", "<i4"),
+    ("Y", "<i4"),
+    ("Z", "<i4"),
+    ("intensity", "<u2"),
+    ("bit_fields", "u1"),  # return number (bits 0-3), number of returns (bits 4-7)
+    ("classification_flags", "u1"),  # class flags, scanner channel, scan direction, edge of flight line
+    ("classification", "u1"),
+    ("user_data", "u1"),
+    ("scan_angle", "<i2"),
+    ("point_source_id", "<u2"),
+    ("gps_time", "<f8"),
+]
+_RGB = [("red", "<u2"), ("green", "<u2"), ("blue", "<u2")]
+_NIR = [("nir", "<u2")]
+
+
+@dataclass(frozen=True)
+class CopcSchema:
+    """Which optional LAS fields a COPC file carries (the point layer's attribute schema)."""
+
+    has_rgb: bool = False
+    has_nir: bool = False
+    extra_dims: tuple[str, ...] = ()  # float32 extra bytes, in this order
+
+    @property
+    def point_format(self) -> int:
+        return 8 if self.has_nir else 7 if self.has_rgb else 6
+
+    @property
+    def dtype(self) -> np.dtype:
+        return record_dtype(self)
+
+
+def record_dtype(schema: CopcSchema) -> np.dtype:
+    """Structured dtype of one LAS 1.4 record of the schema's point format, extra bytes included."""
+    fields = list(_BASE)
+    if schema.has_rgb or schema.has_nir:  # format 8 has RGB too
+        fields += _RGB
+    if schema.has_nir:
+        fields += _NIR
+    fields += [(name, "<f4") for name in schema.extra_dims]
+    return np.dtype(fields)
+
+
+@dataclass
+class CopcResult:
+    path: str
+    points: int
+    nodes: int
+    depth: int  # deepest level with points
+    bytes: int
+    mins: tuple[float, float, float]
+    maxs: tuple[float, float, float]
+    spacing: float
+    point_format: int
+    levels: dict[int, int] = field(default_factory=dict)  # points per octree level
+
+
+# ---- octree -----------------------------------------------------------------------------------------
+
+
+def _mix64(v: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 -> well-mixed uint64), vectorised."""
+    v = v.astype(np.uint64, copy=True)
+    v ^= v >> np.uint64(30)
+    v *= np.uint64(0xBF58476D1CE4E5B9)
+    v ^= v >> np.uint64(27)
+    v *= np.uint64(0x94D049BB133111EB)
+    v ^= v >> np.uint64(31)
+    return v
+
+
+@dataclass(frozen=True)
+class Octree:
+    """Nodes sorted by (level, x, y, z): `keys` (M, 4) int32, points of node i are
+    `index[starts[i]:starts[i] + counts[i]]` (record indices, ascending)."""
+
+    keys: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    index: np.ndarray
+
+
+def fine_positions(
+    X: np.ndarray, Y: np.ndarray, Z: np.ndarray, scales, offsets, center, halfsize: float
+) -> np.ndarray:
+    """(N, 3) int32 integer positions in the cube, 2^FINE_BITS cells per axis (clipped into the cube)."""
+    n = 1 << FINE_BITS
+    out = np.empty((len(X), 3), np.int32)
+    for a, (col, s, o, c) in enumerate(zip((X, Y, Z), scales, offsets, center, strict=True)):
+        u = (col.astype(np.float64) * s + o - (c - halfsize)) * (n / (2.0 * halfsize))
+        np.clip(np.floor(u), 0, n - 1, out=u)
+        out[:, a] = u
+    return out
+
+
+def _spread3(v: np.ndarray) -> np.ndarray:
+    """21-bit integers -> their bits spread to every third bit (Morton interleave), uint64."""
+    v = v.astype(np.uint64) & np.uint64(0x1FFFFF)
+    for shift, mask in (
+        (32, 0x1F00000000FFFF),
+        (16, 0x1F0000FF0000FF),
+        (8, 0x100F00F00F00F00F),
+        (4, 0x10C30C30C30C30C3),
+        (2, 0x1249249249249249),
+    ):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def _compact3(v: np.ndarray) -> np.ndarray:
+    """Inverse of `_spread3`: every third bit gathered into an integer."""
+    v = v & np.uint64(0x1249249249249249)
+    for shift, mask in (
+        (2, 0x10C30C30C30C30C3),
+        (4, 0x100F00F00F00F00F),
+        (8, 0x1F0000FF0000FF),
+        (16, 0x1F00000000FFFF),
+        (32, 0x1FFFFF),
+    ):
+        v = (v ^ (v >> np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def _runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of equal values in a sorted array."""
+    starts = np.concatenate([[0], np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1])
+    return starts, np.diff(np.concatenate([starts, [len(sorted_ids)]]))
+
+
+def build_octree(q: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> Octree:
+    """Assign every point (fine integer positions `q`, see `fine_positions`) to one octree node.
+
+    One sort by Morton code (prefix); then every node and every grid cell of any level is a run of the sorted
+    points, so each level is a few linear passes: per cell the point with the smallest hash (64 bits: a
+    hash of the position above, the record index below, so ties are impossible) among the points no
+    coarser node took."""
+    n = len(q)
+    if n >= 2**32:
+        raise ValueError("a COPC file of this writer holds fewer than 2^32 points")
+    morton = (_spread3(q[:, 0]) << np.uint64(2)) | (_spread3(q[:, 1]) << np.uint64(1)) | _spread3(q[:, 2])
+    # sort by the top Morton bits and the record index packed in one uint64 (np.sort of values is ~8x
+    # faster than argsort); levels that need more Morton bits re-sort their remaining points below
+    b = max(int(n - 1).bit_length(), 1)
+    sorted_bits = 3 * ((64 - b) // 3)
+    packed = morton >> np.uint64(3 * FINE_BITS - sorted_bits) << np.uint64(b)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = packed & np.uint64((1 << b) - 1)
+    del packed
+    m = morton[order]
+    del morton
+    h = (_mix64(m) & np.uint64(0xFFFFFFFF00000000)) | order
+    del order
+    lvl_keys, lvl_counts, lvl_index = [], [], []
+    for level in range(MAX_DEPTH + 1):
+        if len(m) == 0:
+            break
+        if 3 * (level + GRID_BITS) > sorted_bits:  # cells finer than the sorted prefix: full sort
+            o = np.argsort(m)  # ties (equal positions) are told apart by h, whatever their order
+            m, h = m[o], h[o]
+            del o
+            sorted_bits = 3 * FINE_BITS
+        _, node_counts = _runs(m >> np.uint64(3 * (FINE_BITS - level)))
+        leaf = node_counts <= max_node_points if level < MAX_DEPTH else np.ones(len(node_counts), bool)
+        take = np.repeat(leaf, node_counts)
+        if not take.all():
+            cell_starts, cell_counts = _runs(m >> np.uint64(3 * (FINE_BITS - level - GRID_BITS)))
+            best = np.repeat(np.minimum.reduceat(h, cell_starts), cell_counts)
+            take |= h == best
+            del best, cell_starts, cell_counts
+        tm = m[take]
+        idx = (h[take] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        t_starts, t_counts = _runs(tm >> np.uint64(3 * (FINE_BITS - level)))
+        node_id = tm[t_starts] >> np.uint64(3 * (FINE_BITS - level))
+        del tm
+        keys = np.stack(
+            [
+                np.full(len(node_id), level, np.int64),
+                _compact3(node_id >> np.uint64(2)).astype(np.int64),
+                _compact3(node_id >> np.uint64(1)).astype(np.int64),
+                _compact3(node_id).astype(np.int64),
+            ],
+            axis=1,
+        ).astype(np.int32)
+        lvl_keys.append(keys)
+        lvl_counts.append(t_counts)
+        lvl_index.append(idx)  # grouped by node (Morton order of the nodes)
+        keep = ~take
+        m, h = m[keep], h[keep]
+        del take, keep
+    keys = np.concatenate(lvl_keys)
+    counts = np.concatenate(lvl_counts).astype(np.int64)
+    index = np.concatenate(lvl_index)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    # nodes in (level, x, y, z) order; each node's records in file order (compresses best)
+    srt = np.lexsort((keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0]))
+    keys, starts, counts = keys[srt], starts[srt], counts[srt]
+    for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+        index[s : s + c].sort()
+    return Octree(keys, starts, counts, index)
+
+
+# ---- byte layout --------------------------------------------------------------------------------------
+
+
+def _text(s: str, n: int) -> bytes:
+    b = s.encode("ascii", "replace")[:n]
+    return b + b"\0" * (n - len(b))
+
+
+def _vlr(user_id: str, record_id: int, description: str, data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise ValueError(f"VLR {user_id}/{record_id} too long ({len(data)} bytes)")
+    return (
+        struct.pack("<H", 0)
+        + _text(user_id, 16)
+        + struct.pack("<HH", record_id, len(data))
+        + _text(description, 32)
+        + data
+    )
+
+
+def _evlr(user_id: str, record_id: int, description: str, data: bytes) -> bytes:
+    return (
+        struct.pack("<H", 0)
+        + _text(user_id, 16)
+        + struct.pack("<HQ", record_id, len(data))
+        + _text(description, 32)
+        + data
+    )
+
+
+def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
+    out = b""
+    for name in names:
+        d = struct.pack("<2xBB", 9, 0) + _text(name, 32) + b"\0" * 4  # 9 = float, no options
+        d += b"\0" * (24 * 5)  # no_data, min, max, scale, offset (unused with options 0) + deprecated
+        d += _text(name, 32)  # description
+        assert len(d) == 192
+        out += d
+    return out
+
+
+def _copc_info(center, halfsize, spacing, hier_offset, hier_size, gps_min, gps_max) -> bytes:
+    d = struct.pack("<5d2Q2d", *center, halfsize, spacing, hier_offset, hier_size, gps_min, gps_max)
+    return d + b"\0" * (8 * 11)
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """Header fields the caller decides (taken from the input file, for deterministic output)."""
+
+    scales: tuple[float, float, float]
+    offsets: tuple[float, float, float]
+    wkt: str
+    file_source_id: int = 0
+    global_encoding_gps: int = 0  # bit 0 of the input's global encoding (adjusted standard GPS time)
+    creation_day: int = 0
+    creation_year: int = 0
+    system_identifier: str = "RuhrTwin"
+    software: str = "RuhrTwin COPC writer"
+
+
+def _header(
+    h: HeaderInfo,
+    pf: int,
+    rec_size: int,
+    offset_to_points: int,
+    n_vlrs: int,
+    count: int,
+    by_return: np.ndarray,
+    mins,
+    maxs,
+    evlr_start: int,
+) -> bytes:
+    b = b"LASF" + struct.pack("<HH", h.file_source_id, (h.global_encoding_gps & 1) | 0x10)
+    b += b"\0" * 16  # GUID
+    b += struct.pack("<BB", 1, 4) + _text(h.system_identifier, 32) + _text(h.software, 32)
+    b += struct.pack("<HHHII", h.creation_day, h.creation_year, HEADER_SIZE, offset_to_points, n_vlrs)
+    b += struct.pack("<BH", pf | 0x80, rec_size)
+    b += struct.pack("<I5I", 0, 0, 0, 0, 0, 0)  # legacy counts: 0 for formats 6-10
+    b += struct.pack("<3d", *h.scales) + struct.pack("<3d", *h.offsets)
+    b += struct.pack("<6d", maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2])
+    b += struct.pack("<QQI", 0, evlr_start, 1)
+    b += struct.pack("<Q", count) + struct.pack("<15Q", *(int(v) for v in by_return))
+    assert len(b) == HEADER_SIZE
+    return b
+
+
+# ---- writer -------------------------------------------------------------------------------------------
+
+
+def _stats(records: np.ndarray, has_gps: bool):
+    """Raw integer min/max per axis, points by return (1..15), GPS time range: in blocks."""
+    lo = np.full(3, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(3, np.iinfo(np.int64).min, np.int64)
+    by_return = np.zeros(16, np.int64)
+    gmin, gmax = np.inf, -np.inf
+    for s in range(0, len(records), BLOCK):
+        blk = records[s : s + BLOCK]
+        for a, f in enumerate(("X", "Y", "Z")):
+            col = blk[f]
+            lo[a] = min(lo[a], int(col.min()))
+            hi[a] = max(hi[a], int(col.max()))
+        by_return += np.bincount(blk["bit_fields"] & 0x0F, minlength=16)
+        if has_gps:
+            g = blk["gps_time"]
+            gmin, gmax = min(gmin, float(g.min())), max(gmax, float(g.max()))
+    if not has_gps:
+        gmin = gmax = 0.0
+    return lo, hi, by_return[1:], gmin, gmax
+
+
+def write_copc(
+    path: str | Path,
+    records: np.ndarray,
+    header: HeaderInfo,
+    schema: CopcSchema,
+    *,
+    has_gps: bool = True,
+    max_node_points: int = MAX_NODE_POINTS,
+) -> CopcResult:
+    """Write `records` (dtype `record_dtype(schema)`, may be a np.memmap) as a COPC file at `path`
+    (through `<path>.part`, renamed when complete). Memory: about 45 bytes per point for the octree on
+    top of the records, plus one node's records at a time."""
+    import lazrs
+
+    path = Path(path)
+    dtype = record_dtype(schema)
+    if records.dtype != dtype:
+        raise ValueError(f"records have dtype {records.dtype}, expected {dtype}")
+    n = len(records)
+    if n == 0:
+        raise ValueError("a COPC file needs at least one point")
+    lo, hi, by_return, gps_min, gps_max = _stats(records, has_gps)
+    sc, of = np.asarray(header.scales), np.asarray(header.offsets)
+    mins = lo * sc + of
+    maxs = hi * sc + of
+    center = tuple(float(v) for v in (mins + maxs) / 2.0)
+    halfsize = float(max((maxs - mins).max() / 2.0, sc.max()))
+    halfsize *= 1.0 + 1e-9  # the largest coordinate stays inside the cube
+    spacing = 2.0 * halfsize / (1 << GRID_BITS)
+
+    q = fine_positions(
+        records["X"], records["Y"], records["Z"], header.scales, header.offsets, center, halfsize
+    )
+    tree = build_octree(q, max_node_points)
+    del q
+
+    pf = schema.point_format
+    n_extra = 4 * len(schema.extra_dims)
+    laz_vlr = lazrs.LazVlr.new_for_compression(pf, n_extra, True)
+    vlrs_after_info = _vlr("LASF_Projection", 2112, "OGC WKT", header.wkt.encode("utf-8") + b"\0")
+    vlrs_after_info += _vlr("laszip encoded", 22204, "lazrs", bytes(laz_vlr.record_data()))
+    n_vlrs = 3
+    if schema.extra_dims:
+        vlrs_after_info += _vlr("LASF_Spec", 4, "extra bytes", _extra_bytes_vlr(schema.extra_dims))
+        n_vlrs += 1
+    offset_to_points = HEADER_SIZE + VLR_HEADER + COPC_INFO_SIZE + len(vlrs_after_info)
+
+    tmp = path.with_name(path.name + ".part")
+    entries = []
+    chunk_table = []
+    levels: dict[int, int] = {}
+    try:
+        with tmp.open("wb") as f:
+            f.write(b"\0" * offset_to_points)  # header + VLRs, written at the end
+            f.write(b"\0" * 8)  # offset of the chunk table
+            pos = offset_to_points + 8
+            for i in range(len(tree.keys)):
+                s, c = int(tree.starts[i]), int(tree.counts[i])
+                idx = tree.index[s : s + c]
+                pts = np.ascontiguousarray(records[idx])
+                stream = bytes(lazrs.compress_points(laz_vlr, memoryview(pts).cast("B"), False))
+                (table_at,) = struct.unpack_from("<q", stream)
+                chunk = memoryview(stream)[8:table_at]
+                f.write(chunk)
+                key = tuple(int(v) for v in tree.keys[i])
+                entries.append(struct.pack("<4iQii", *key, pos, len(chunk), c))
+                chunk_table.append((c, len(chunk)))
+                levels[key[0]] = levels.get(key[0], 0) + c
+                pos += len(chunk)
+            table_offset = pos
+            buf = io.BytesIO()
+            lazrs.write_chunk_table(buf, chunk_table, laz_vlr)
+            f.write(buf.getvalue())
+            evlr_start = table_offset + len(buf.getvalue())
+            hier = b"".join(entries)
+            f.write(_evlr("copc", 1000, "EPT hierarchy", hier))
+            size = f.tell()
+            f.seek(0)
+            f.write(
+                _header(
+                    header, pf, dtype.itemsize, offset_to_points, n_vlrs, n, by_return, mins, maxs, evlr_start
+                )
+            )
+            info = _copc_info(
+                center, halfsize, spacing, evlr_start + EVLR_HEADER, len(hier), gps_min, gps_max
+            )
+            f.write(_vlr("copc", 1, "copc info", info))
+            f.write(vlrs_after_info)
+            f.write(struct.pack("<q", table_offset))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return CopcResult(
+        path=str(path),
+        points=n,
+        nodes=len(tree.keys),
+        depth=max(levels) if levels else 0,
+        bytes=size,
+        mins=tuple(float(v) for v in mins),
+        maxs=tuple(float(v) for v in maxs),
+        spacing=spacing,
+        point_format=pf,
+        levels=dict(sorted(levels.items())),
+    )
