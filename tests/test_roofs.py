@@ -163,6 +163,11 @@ def test_real_crop_roofs_agree_with_official_lod2():
         fit = fit_roof(x[k], y[k], z[k], fp)
         assert not fit.fallback
         same_type += fit.roof_type_code == official_type
+        # the LoD2 solid over the official ground height is valid (val3dity rules incl. rings)
+        from pipeline.stages.buildings.solids import build_solid, check_solid, roof_partition
+
+        ground = float(b.loc[b["oid"] == oid, "ground_z"].iloc[0])
+        assert check_solid(build_solid(roof_partition(fit, fp), ground)) == [], oid
         dz = []
         for g in roofs.loc[roofs["building_oid"] == oid, "geometry"]:
             ring = np.asarray(g.exterior.coords)
