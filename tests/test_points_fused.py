@@ -679,31 +679,3 @@ def test_laz_units_decode_like_laspy(tmp_path, fmt):
         assert np.array_equal(cls, np.asarray(ref.classification))
         if extra:
             assert np.array_equal(got["height"], np.asarray(ref.height))
-
-
-@SMALL
-@given(
-    st.booleans(),
-    st.booleans(),
-    st.booleans(),
-    st.integers(1, 70_000),
-    st.integers(0, 12),
-    st.floats(-1e9, 1e9, allow_nan=False),
-    st.lists(st.integers(-(2**40), 2**40), min_size=3, max_size=3),
-    st.lists(st.integers(0, 65535), min_size=6, max_size=6),
-)
-def test_glb_json_template_equals_built_json(rgb, gps, nir, n, step_log, gps_base, lo, q):
-    """The templated GLB header (cached per tileset schema) is byte-identical to building the glTF dict and
-    dumping it, whatever the numbers (counts, bounds, steps, negative and fractional coordinates)."""
-    from pipeline.tiles import points_glb as G
-
-    schema = PointSchema("asprs", enum_schema("asprs"), rgb, gps, nir, ("height",) if nir else ())
-    _layout, stride = G.vertex_layout(schema)
-    packed = np.zeros((n, stride), np.uint8)
-    qmin = np.array([min(q[0], q[3]), min(q[1], q[4]), min(q[2], q[5])])
-    qmax = np.array([max(q[0], q[3]), max(q[1], q[4]), max(q[2], q[5])])
-    lo = np.array(lo, np.int64)
-    args = (packed, schema, lo, 1 << step_log, qmin, qmax, float(gps_base))
-    want = b"".join(bytes(p) for p in G._glb_one_view(G._glb_json_direct(*args), packed))
-    got = b"".join(bytes(p) for p in G._glb_parts_templated(*args))
-    assert got == want

@@ -110,26 +110,15 @@ def _run_with_pool(args: argparse.Namespace) -> int:
         from pipeline.runtime import default_workers
 
         jobs = default_workers()
-    pool = early = None
+    pool = None
     with contextlib.ExitStack() as stack:
         if jobs > 1 and not args.scheduler:
-            # local workers start first (forked from a server that loads the kernels), then the decode
-            # tasks are queued right after the header scan, before this process imports PROJ and plans:
-            # the workers decompress LAZ chunks while we plan (see orchestrate/points_early.py)
+            # local workers start first (forked from a server that loads the kernels) and warm up while
+            # this process imports and plans
             from pipeline.orchestrate.points_pool import LocalPool
 
-            pool = stack.enter_context(LocalPool(jobs))  # first: the fork server starts loading now
-            from pipeline.orchestrate.points_early import EarlyDecode
-
-            early = EarlyDecode(
-                args.inputs, args.out, tuple(args.extra_dim), pool, on_bad_file=args.on_bad_tile
-            )
-        try:
-            code = _run(args, jobs, pool, early)
-        except BaseException:
-            if early is not None:  # interrupted before the run took charge of its staging folder
-                early.discard()
-            raise
+            pool = stack.enter_context(LocalPool(jobs))
+        code = _run(args, jobs, pool)
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of
     # numba/pydantic/pyproj (exit 0.25 -> 0.1 s); atexit runs before them, and in-process callers
     # (tests) are unaffected until they exit
@@ -141,7 +130,7 @@ def _run_with_pool(args: argparse.Namespace) -> int:
     return code
 
 
-def _run(args: argparse.Namespace, jobs: int, pool, early=None) -> int:
+def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     from pipeline.config.sizes import parse_size
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
 
@@ -166,7 +155,7 @@ def _run(args: argparse.Namespace, jobs: int, pool, early=None) -> int:
     show = not (args.quiet or args.json)
     with _progress_bar(show) as progress:
         if pool is not None or (jobs == 1 and not args.scheduler):
-            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress, early)
+            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress)
         else:
             from pipeline.config.model import RuntimeConfig
             from pipeline.runtime import dask_client

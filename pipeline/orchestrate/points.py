@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config.sizes import parse_size
-from pipeline.crs import ECEF, GEOGRAPHIC_3D, PlainCrsConfig, ProjectFrame
+from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import InputError, NoSpaceError
-from pipeline.orchestrate.points_early import EarlyDecode, make_staging, present_extra_dims, scan_inputs
+from pipeline.orchestrate.points_inputs import make_staging, present_extra_dims, scan_inputs
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo, plan_units
 from pipeline.stages.points.classes import enum_schema
@@ -336,8 +336,12 @@ def plan_tiling(
     skipped = dict(skipped or {})
     if infos is None:
         infos = scan_inputs(inputs, opts.on_bad_file, skipped)
-    # standalone runs have no project config: the plain settings (no pydantic import on this path)
-    cfg = opts.crs_cfg or PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
+    if opts.crs_cfg is None:  # standalone runs have no project config: no vertical CRS of the project
+        from pipeline.config.model import CrsConfig
+
+        cfg = CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
+    else:
+        cfg = opts.crs_cfg
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
@@ -530,7 +534,6 @@ def _run_tiling(
     opts: PointTilingOptions,
     client,
     progress,
-    early: EarlyDecode | None = None,
     replan: bool = True,
     attempt: int = 0,
 ) -> TilingSummary:
@@ -573,10 +576,7 @@ def _run_tiling(
             threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
-    if early is not None:
-        early.publish(plan.file_jobs, djob)
-        parts = _collect(early.futures, "decode", progress)
-    elif opts.cache is not None:
+    if opts.cache is not None:
         from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
 
         shas = dict(opts.input_sha256)
@@ -795,7 +795,6 @@ def _run_attempts(
     opts: PointTilingOptions,
     client,
     progress,
-    early: EarlyDecode | None,
 ) -> tuple[TilingSummary, _Plan]:
     """`_run_tiling`, run again with corrected file descriptions when the decode found headers that do not
     describe their data (`_Replan`), or without a file whose data is unreadable when bad files are skipped
@@ -805,7 +804,7 @@ def _run_attempts(
     run_opts, replan, attempt = opts, True, 0
     while True:
         try:
-            summary = _run_tiling(plan, staging, run_opts, client, progress, early, replan, attempt)
+            summary = _run_tiling(plan, staging, run_opts, client, progress, replan, attempt)
             summary.notes[:0] = notes
             return summary, plan
         except _Replan as r:  # once more, corrected; a second pass must not find anything to correct
@@ -820,9 +819,6 @@ def _run_attempts(
                 raise
             plan.skipped[str(bad[0].path)] = e.message.replace(f"{bad[0].path}: ", "", 1)
             infos = [i for i in plan.infos if i.path != bad[0].path]
-        if early is not None:
-            early.abandon()
-            early = None
         shutil.rmtree(staging / (".work" if attempt == 0 else f".work{attempt}"), ignore_errors=True)
         attempt += 1
         plan = plan_tiling(inputs, run_opts, infos=infos, skipped=plan.skipped)
@@ -847,32 +843,17 @@ def tile_pointcloud(
     opts: PointTilingOptions,
     client=None,
     progress: Progress | None = None,
-    early: EarlyDecode | None = None,
 ) -> TilingSummary:
-    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
-
-    On the local pool the decode tasks start before the plan (`EarlyDecode`; the CLI starts them even
-    before this module is imported); `early` is such a start for these inputs and `out_dir`."""
-    from pipeline.orchestrate.points_pool import LocalPool
-
+    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error)."""
     out_dir = Path(out_dir).resolve()
-    t0 = early.t0 if early is not None else time.perf_counter()
+    t0 = time.perf_counter()
     with PeakRss() as mon:
-        staging = early.staging if early is not None else None
+        staging = None
         try:
             if out_dir.exists() and any(out_dir.iterdir()) and not opts.overwrite:
                 raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
             if opts.format not in ("1.1", "1.0"):
                 raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
-            if early is not None and early.extra_dims != present_extra_dims(
-                early.infos, opts.extra_dimensions
-            ):
-                raise ValueError("the early decode was started with other extra dimensions")
-            if early is None and isinstance(client, LocalPool) and opts.cache is None:
-                early = EarlyDecode(
-                    inputs, out_dir, opts.extra_dimensions, client, on_bad_file=opts.on_bad_file
-                )
-                staging = early.staging
             warm = None
             if client is not None and not getattr(client, "warms_itself", False):
                 # workers load their kernels while we scan headers
@@ -880,22 +861,14 @@ def tile_pointcloud(
                     client.submit(warm_worker, pure=False, workers=[w])
                     for w in client.scheduler_info()["workers"]
                 ]
-            plan = plan_tiling(
-                inputs,
-                opts,
-                infos=early.infos if early is not None else None,
-                skipped=early.skipped if early is not None else None,
-            )
+            plan = plan_tiling(inputs, opts)
             if warm:
                 client.gather(warm)
-            if staging is None:
-                staging = make_staging(out_dir)
-            summary, plan = _run_attempts(inputs, plan, staging, opts, client, progress, early)
+            staging = make_staging(out_dir)
+            summary, plan = _run_attempts(inputs, plan, staging, opts, client, progress)
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
         except BaseException as e:
-            if early is not None:
-                early.abandon()
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             if _no_space(e):

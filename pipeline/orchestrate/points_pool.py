@@ -22,17 +22,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 
-def _exit_with_main(main_pid: int, poll: float = 0.5) -> None:
-    """A worker ends as soon as the main process of the run is gone (killed with SIGKILL, say). Idle
-    workers block on a queue whose write end they hold themselves and would never notice; they, and the fork
-    server (which lives while any worker holds its liveness pipe), would keep running, holding the caller's
-    stdout/stderr pipes. A daemon thread polls the main process twice a second (no cost to the tasks)."""
-    import time
-
-    while True:
-        time.sleep(poll)
+def _exit_with_main(main_pid: int, stop: Any, poll: float = 0.5) -> None:
+    """A worker ends at once when the pool is aborted (`stop` set: an error, Ctrl-C, SIGTERM; its task is
+    abandoned), and within `poll` seconds when the main process of the run is gone (killed with SIGKILL,
+    say). Idle workers block on a queue whose write end they hold themselves and would never notice; they,
+    and the fork server (which lives while any worker holds its liveness pipe), would keep running, holding
+    the caller's stdout/stderr pipes. A daemon thread waits for either (no cost to the tasks)."""
+    while not stop.wait(poll):
         if not _running(main_pid):
-            os._exit(1)
+            break
+    os._exit(1)
 
 
 def _running(pid: int) -> bool:
@@ -53,9 +52,9 @@ def _running(pid: int) -> bool:
         return True
 
 
-def _init_worker(main_pid: int = 0) -> None:
+def _init_worker(main_pid: int = 0, stop: Any = None) -> None:
     if main_pid:  # the process that runs the pool (the fork server is only the OS parent)
-        threading.Thread(target=_exit_with_main, args=(main_pid,), daemon=True).start()
+        threading.Thread(target=_exit_with_main, args=(main_pid, stop), daemon=True).start()
     # with the fork server, all of this is already in memory (inherited): these calls return at once
     import pipeline.orchestrate.points_worker  # noqa: F401
 
@@ -147,8 +146,10 @@ class LocalPool:
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
+        ctx = _context()
+        self._stop = ctx.Event()  # set: the workers end at once (see _exit_with_main)
         self._ex = ProcessPoolExecutor(
-            self.workers, mp_context=_context(), initializer=_init_worker, initargs=(os.getpid(),)
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), self._stop)
         )
         # processes start on demand: ask for all of them now, from a thread (starting the fork server
         # blocks until it has loaded everything), so they warm up while the caller imports and plans
@@ -171,30 +172,16 @@ class LocalPool:
     def gather(self, futures: list[Future]) -> list[Any]:
         return [f.result() for f in futures]
 
-    def close(self) -> None:
-        # the work is done (or failed): idle workers are stopped rather than waited for (their interpreter
-        # teardown with numba loaded takes a few tenths of a second)
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers: after their work (`abort=False`), or at once, abandoning running tasks (a run
+        that failed or was interrupted: nothing they would still write is wanted)."""
         self._starter.join()
-        procs = list((getattr(self._ex, "_processes", None) or {}).values())
-        # taken before shutdown(), which forgets it (the thread itself lives on until it has cleaned up)
-        mgr = getattr(self._ex, "_executor_manager_thread", None)
-        self._ex.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(timeout=10)
-        # Python 3.11's exit hook wakes every executor's manager thread through its pipe, even when that
-        # thread has already closed it ("Exception ignored ... Bad file descriptor" on stderr at exit):
-        # wait for the thread and unregister it
-        if mgr is not None:
-            mgr.join(timeout=10)
-            with contextlib.suppress(Exception):
-                from concurrent.futures import process as _cfp
-
-                _cfp._threads_wakeups.pop(mgr, None)  # type: ignore[attr-defined]
+        if abort:
+            self._stop.set()
+        self._ex.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> LocalPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)

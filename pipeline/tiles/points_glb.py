@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -357,93 +355,6 @@ def _glb_pieces(jb: bytes, payload: np.ndarray) -> list[Any]:
     return parts
 
 
-class _JsonTemplate:
-    """The GLB JSON of a tile as literal pieces around its per-tile numbers: the same bytes as building
-    the dict and `json.dumps` (tested), at a fraction of the cost (hundreds of tiles per bin)."""
-
-    _SLOT = re.compile(r'"@@(\d+)@@"')
-
-    def __init__(self, schema: PointSchema, stride: int):
-        # build the dict exactly as `_glb_builder` does, with sentinels where the tile's numbers go
-        fake = np.zeros((1, stride), np.uint8)
-        b, _direct = _glb_builder(fake, schema, [0, 0, 0], 1, [0, 0, 0], [0, 0, 0], 0.0, meshopt=False)
-        js = b.json
-        self.kinds: list[str] = []
-
-        def slot(kind: str) -> str:
-            self.kinds.append(kind)
-            return f"@@{len(self.kinds) - 1}@@"
-
-        js["bufferViews"][0]["byteLength"] = slot("blen")
-        for acc in js["accessors"]:
-            acc["count"] = slot("n")
-            if "min" in acc:
-                acc["min"] = [slot("qmin0"), slot("qmin2"), slot("zero")]
-                acc["max"] = [slot("qmax0"), slot("qmax2"), slot("qmaxy")]
-        if schema.has_gps:
-            pas = js["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]
-            pas["properties"]["gps_time"]["offset"] = slot("gps")
-        node = js["nodes"][0]
-        node["translation"] = [slot("tx"), slot("ty"), slot("tz")]
-        node["scale"] = [slot("s"), slot("s"), slot("s")]
-        js["buffers"] = [{"byteLength": slot("padded")}]
-        text = json.dumps(js, separators=(",", ":"), ensure_ascii=False)
-        pieces = self._SLOT.split(text)
-        self.literals = [p.encode("utf-8") for p in pieces[0::2]]
-        assert [int(i) for i in pieces[1::2]] == list(range(len(self.kinds)))
-
-    def render(self, n: int, stride: int, lo, step: int, qmin, qmax, gps_base: float, padded: int) -> bytes:
-        s = step / 1000.0
-        vals = {
-            "blen": n * stride,
-            "n": n,
-            "qmin0": int(qmin[0]),
-            "qmin2": int(qmin[2]),
-            "zero": 0,
-            "qmax0": int(qmax[0]),
-            "qmax2": int(qmax[2]),
-            "qmaxy": int(qmax[1] - qmin[1]),
-            "gps": float(gps_base),
-            "tx": float(lo[0] / 1000.0),
-            "ty": float(lo[2] / 1000.0),
-            "tz": float(-(lo[1] + qmax[1] * step) / 1000.0),
-            "s": float(s),
-            "padded": padded,
-        }
-        out = [self.literals[0]]
-        for kind, lit in zip(self.kinds, self.literals[1:], strict=True):
-            v = vals[kind]
-            out.append(
-                (repr(v) if math.isfinite(v) else json.dumps(v)).encode()
-                if isinstance(v, float)
-                else str(int(v)).encode()
-            )
-            out.append(lit)
-        return b"".join(out)
-
-
-_TEMPLATES: dict[int, tuple[PointSchema, _JsonTemplate]] = {}
-
-
-def _template(schema: PointSchema, stride: int) -> _JsonTemplate:
-    got = _TEMPLATES.get(id(schema))
-    if got is None or got[0] is not schema:
-        if len(_TEMPLATES) > 8:
-            _TEMPLATES.clear()
-        got = (schema, _JsonTemplate(schema, stride))
-        _TEMPLATES[id(schema)] = got  # the schema is kept: its id cannot be reused meanwhile
-    return got[1]
-
-
-def _glb_parts_templated(packed, schema, lo, step, qmin, qmax, gps_base) -> list[Any]:
-    """`_glb_one_view(_glb_json_direct(...), packed)` through the cached JSON template."""
-    n, stride = packed.shape
-    padded = packed.nbytes + (-packed.nbytes % 4)
-    return _glb_pieces(
-        _template(schema, stride).render(n, stride, lo, step, qmin, qmax, gps_base, padded), packed
-    )
-
-
 def write_glb_from_vertices(
     path, packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False
 ) -> None:
@@ -454,7 +365,7 @@ def write_glb_from_vertices(
         data = glb_from_vertices(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
         parts: list[Any] = [data]
     else:
-        parts = _glb_parts_templated(packed, schema, lo, step, qmin, qmax, gps_base)
+        parts = _glb_one_view(_glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base), packed)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         total = sum(memoryview(p).nbytes for p in parts)

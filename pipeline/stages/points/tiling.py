@@ -318,21 +318,18 @@ def _decode(
     key_origin,
     key_shift: int,
     scratch: bool = False,
-    pre: dict[str, np.ndarray] | None = None,
 ) -> _Decoded:
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
-    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode).
-    `pre`: the unit's fields already decoded (`decode_unit` into `_raw_buffer`)."""
+    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
     from pipeline.stages.points import arena
 
     info = fj.info
     out = xyz_buf = keys_buf = None
     if scratch and info.kind != "e57":
-        if pre is None:
-            out = _raw_buffer(info, unit)
+        out = _raw_buffer(info, unit)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    d = pre if pre is not None else decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
+    d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
     n = len(d["X"])
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
@@ -438,9 +435,7 @@ def _row_sources(
     return sources
 
 
-def decode_to_spill(
-    fj: FileJob, unit: WorkUnit, job: DecodeJob, pre: dict[str, np.ndarray] | None = None
-) -> SpillPart:
+def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
     import mmap
 
@@ -451,7 +446,7 @@ def decode_to_spill(
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
     try:
-        r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True, pre=pre)
+        r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True)
     except OutsideHeaderBounds as e:  # the planner widens the file's bounds to these and runs again
         return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=e.raw)
     xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
@@ -531,68 +526,6 @@ def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols, raw) -> None:
         e.add_note("".join(traceback.format_tb(e.__traceback__)).rstrip())
         raise e.with_traceback(None)  # noqa: B904  (the same exception, re-raised)
     del dst
-
-
-# Standalone runs queue their decode tasks before the plan exists (see orchestrate/points_early.py): a task
-# decompresses its unit, then waits for the plan file the main process writes (`publish_plan`).
-
-_PLANS: dict[str, tuple[list[FileJob], DecodeJob]] = {}
-PLAN_FAILED = "planning failed"
-
-
-def publish_plan(path: str | Path, file_jobs: list[FileJob] | None, job: DecodeJob | None) -> None:
-    """Write the plan the waiting decode tasks need (atomically); None: planning failed, stop waiting."""
-    import pickle
-
-    data = pickle.dumps(PLAN_FAILED if job is None else (file_jobs, job), protocol=pickle.HIGHEST_PROTOCOL)
-    tmp = Path(f"{path}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _await_plan(path: str, owner_pid: int, poll: float = 0.002) -> tuple[list[FileJob], DecodeJob]:
-    """The published plan (cached per process)."""
-    import pickle
-    import time
-
-    got = _PLANS.get(path)
-    if got is not None:
-        return got
-    p = Path(path)
-    while not p.exists():
-        try:
-            os.kill(owner_pid, 0)  # the main process is still there (else nobody will ever write it)
-        except ProcessLookupError:
-            raise RuntimeError("the process that plans this run has gone") from None
-        except PermissionError:
-            pass
-        time.sleep(poll)
-    obj = pickle.loads(p.read_bytes())
-    if obj == PLAN_FAILED:
-        raise RuntimeError(PLAN_FAILED)
-    _PLANS.clear()  # one run at a time per worker
-    _PLANS[path] = obj
-    return obj
-
-
-def decode_when_planned(
-    info: PointFileInfo,
-    unit: WorkUnit,
-    extra_dims: tuple[str, ...],
-    plan_path: str,
-    owner_pid: int,
-) -> SpillPart:
-    """`decode_to_spill` for a task submitted before the plan: LAS/LAZ records are decoded first."""
-
-    pre = None
-    if info.kind != "e57":
-        from pipeline.sources.pointcloud.las import decode_unit
-
-        pre = decode_unit(info, unit, extra_dims, _raw_buffer(info, unit), lazy=True)
-    file_jobs, job = _await_plan(plan_path, owner_pid)
-    if job.layout.extra_dims != tuple(extra_dims):  # the planner and the early start must agree
-        raise RuntimeError(f"extra dimensions {extra_dims} != planned {job.layout.extra_dims}")
-    return decode_to_spill(file_jobs[unit.file_index], unit, job, pre=pre)
 
 
 # ---- 2. bins ----------------------------------------------------------------------------------------

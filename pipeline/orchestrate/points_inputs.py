@@ -1,13 +1,5 @@
-"""Start a standalone run's decode tasks before its plan exists (local pool only).
-
-On the local pool the workers are ready about 0.2 s after launch, while the main process still needs
-0.1-0.3 s to import PROJ and to plan (CRS, frame, extent, lattice). Decompressing a
-unit's LAZ chunks needs none of that. So right after the header scan, every decode task is submitted: the
-first ones decompress their chunks at once, then wait for the plan file that `tile_pointcloud` publishes
-(`tiling.decode_when_planned`), and finish as usual. Same tasks, same results and bytes; the idle start
-of the workers is used. This module stays light (no pyproj, pydantic or rich) so that the CLI can start it
-before it imports the rest.
-"""
+"""The inputs of a point-tiling run: header scan (identical copies found, bad files skipped on request),
+the extra dimensions present, and the staging folder the run writes into."""
 
 from __future__ import annotations
 
@@ -15,12 +7,10 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.sources.pointcloud.header import PointFileInfo, plan_units, scan_file
-from pipeline.stages.points.tiling import DecodeJob, FileJob, decode_when_planned, publish_plan
+from pipeline.sources.pointcloud.header import PointFileInfo, scan_file
 
 
 def scan_inputs(
@@ -126,71 +116,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class EarlyDecode:
-    """The decode tasks of a run, submitted before its plan; `publish` hands them the plan."""
-
-    def __init__(
-        self,
-        inputs: list[Path],
-        out_dir: Path,
-        extra_dimensions: tuple[str, ...],
-        pool,
-        on_bad_file: str = "stop",
-    ):
-        from pipeline.orchestrate.points_pool import phase_call, trace_mark
-
-        self.t0 = time.perf_counter()
-        self.skipped: dict[str, str] = {}
-        self.infos = scan_inputs(inputs, on_bad_file, self.skipped)
-        self.units = plan_units(self.infos)
-        self.extra_dims = present_extra_dims(self.infos, tuple(extra_dimensions))
-        self.staging = make_staging(Path(out_dir).resolve())
-        self.futures: list = []
-        try:
-            self._submit(pool, phase_call, trace_mark)
-        except BaseException:  # (an interrupt while queueing: nobody else knows the staging folder yet)
-            self.discard()
-            raise
-
-    def _submit(self, pool, phase_call, trace_mark) -> None:
-        work = self.staging / ".work"
-        work.mkdir()
-        self.plan_path = work / "plan.pickle"
-        self._published = False
-        trace_mark("submit-early-decode")
-        self.futures = [
-            pool.submit(
-                phase_call,
-                "decode",
-                decode_when_planned,
-                self.infos[u.file_index],
-                u,
-                self.extra_dims,
-                str(self.plan_path),
-                os.getpid(),
-                key=f"decode-{i}-{id(self)}",
-            )
-            for i, u in enumerate(self.units)
-        ]
-
-    def publish(self, file_jobs: list[FileJob], job: DecodeJob) -> None:
-        publish_plan(self.plan_path, file_jobs, job)
-        self._published = True
-
-    def discard(self) -> None:
-        """The run stopped before `tile_pointcloud` took charge: tasks stop, the staging folder goes."""
-        import shutil
-
-        self.abandon()
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-    def abandon(self) -> None:
-        """The run failed before or while decoding: waiting tasks stop, queued ones are cancelled."""
-        for f in self.futures:
-            f.cancel()
-        if not getattr(self, "_published", True):
-            with contextlib.suppress(OSError):
-                publish_plan(self.plan_path, None, None)
-                self._published = True
