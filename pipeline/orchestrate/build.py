@@ -77,18 +77,17 @@ class BuildResult:
 
 
 def _aerial_extent_center(cfg: TwinConfig, inputs: list[InputFile]) -> tuple[float, float, float] | None:
-    import laspy
+    from pipeline.orchestrate.terrain import las_bounds
 
-    files = [i.path for i in inputs if i.role.startswith("aerial:") or i.role == "mobile"]
-    if not files:
+    # header extents in the working CRS (files in another CRS, e.g. UTM 33 tiles in a UTM 32 project)
+    overrides = {f"aerial:{ep.epoch}": ep.crs for ep in cfg.sources.aerial}
+    if cfg.sources.mobile is not None:
+        overrides["mobile"] = cfg.sources.mobile.crs
+    bounds = [las_bounds([i.path], cfg.crs, overrides[i.role]) for i in inputs if i.role in overrides]
+    if not bounds:
         return None
-    lo = [float("inf")] * 2
-    hi = [float("-inf")] * 2
-    for f in files:
-        with laspy.open(f) as r:
-            h = r.header
-            lo = [min(lo[0], h.mins[0]), min(lo[1], h.mins[1])]
-            hi = [max(hi[0], h.maxs[0]), max(hi[1], h.maxs[1])]
+    lo = [min(b[0] for b in bounds), min(b[1] for b in bounds)]
+    hi = [max(b[2] for b in bounds), max(b[3] for b in bounds)]
     return ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0)
 
 
