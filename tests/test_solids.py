@@ -181,3 +181,28 @@ def test_tile_mesh_mixes_lod1_and_lod2():
 
 def _xyz(x, y, z):
     return np.column_stack([x, y, z]).astype(np.float64)
+
+
+def test_official_partition_from_roof_polygons():
+    """Official roof polygons (a gable with a dormer on one side, the model's outline 0.3 m inside the
+    cadastral footprint) -> a valid solid over the cadastral footprint; attributes from the polygons."""
+    from pipeline.stages.buildings.solids import official_partition, official_roof_columns
+
+    def poly(*pts):
+        return shapely.Polygon([(X0 + x, Y0 + y, z) for x, y, z in pts])
+
+    south = poly((0.3, 0.3, 46), (11.7, 0.3, 46), (11.7, 4, 50), (0.3, 4, 50))
+    north = poly((0.3, 4, 50), (11.7, 4, 50), (11.7, 7.7, 46), (0.3, 7.7, 46))
+    dormer = poly((4, 1, 48.5), (7, 1, 48.5), (7, 3, 48.5), (4, 3, 48.5))  # flat dormer above the slope
+    fp = shapely.box(X0, Y0, X0 + 12, Y0 + 8)
+    part = official_partition([south, north, dormer], fp)
+    assert shapely.union_all(part.faces).symmetric_difference(fp).area < fp.length * 1e-3
+    assert part.height_at(np.array([X0 + 5.5]), np.array([Y0 + 2.0]))[0] == pytest.approx(48.5)
+    assert part.height_at(np.array([X0 + 9.0]), np.array([Y0 + 6.0]))[0] == pytest.approx(50 - 4 * 2 / 3.7, abs=1e-6)
+    solid = build_solid(part, 40.0)
+    assert check_solid(solid) == []
+    _independent(solid)
+    cols = official_roof_columns([south, north, dormer], "3100")
+    assert cols["roof_type"] == "gable" and cols["roof_planes"] == 3
+    assert cols["ridge_height"] == 50 and cols["eave_height"] == 46
+    assert cols["roof_slope_max"] == pytest.approx(np.degrees(np.arctan(4 / 3.7)), abs=0.01)

@@ -186,6 +186,11 @@ class BuildingsLayer(LayerBase):
     lod2_max_rmse_m: float = Field(0.5, gt=0)
     # roof points: non-ground first/only returns inside the footprint shrunk by this (m)
     lod2_shrink_m: float = Field(0.3, ge=0)
+    # "points": every LoD2 roof reconstructed from the survey; "official": buildings joined to the
+    # official LoD2 model (sources.reference_citygml, by ALKIS id else overlap >= lod2_join_min_iou)
+    # take its roof polygons over the cadastral footprint (lod_source "official"), the others and any
+    # official roof that gives no valid solid are reconstructed from the points
+    lod2_source: Literal["points", "official"] = "points"
     # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
     # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
     # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-

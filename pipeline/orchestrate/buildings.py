@@ -672,7 +672,9 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         from pipeline.orchestrate.buildings_lod2 import add_roof_columns, reconstruct_lod2
 
         with ctx.stage("buildings:lod2"):
-            lod2 = reconstruct_lod2(ctx, geoms, newest, newest_params, final["base_height"].to_numpy())
+            lod2 = reconstruct_lod2(
+                ctx, geoms, newest, newest_params, final["base_height"].to_numpy(), oids=fp["oid"].to_numpy()
+            )
         bt = add_roof_columns(bt, lod2)
     with ctx.stage("buildings:gpkg"):
         write_gpkg(out_dir / "buildings.gpkg", bt)

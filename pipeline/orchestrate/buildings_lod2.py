@@ -64,7 +64,12 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
 
 
 def reconstruct_lod2(
-    ctx: BuildContext, geoms: np.ndarray, epoch: Any, height_params: Any, base: np.ndarray
+    ctx: BuildContext,
+    geoms: np.ndarray,
+    epoch: Any,
+    height_params: Any,
+    base: np.ndarray,
+    oids: np.ndarray | None = None,
 ) -> Lod2Result:
     from pipeline.orchestrate.buildings import _point_files
     from pipeline.orchestrate.cache import input_sha256, run_cached
@@ -144,6 +149,10 @@ def reconstruct_lod2(
             for i, b in zip(multi.tolist(), blobs, strict=True):
                 parts[i] = b
             low[multi] = lo
+    if layer.lod2_source == "official":
+        if oids is None:
+            raise ValueError("reconstruct_lod2: lod2_source official needs the footprints' oids")
+        _official(ctx, geoms, oids, cols, parts, low)
     # the final base: the roof must stand MIN_WALL_M above it
     below = np.flatnonzero(np.isfinite(low) & (low < np.asarray(base, dtype=np.float64) + MIN_WALL_M))
     for i in below.tolist():
@@ -151,6 +160,61 @@ def reconstruct_lod2(
         cols["lod2_fallback_reason"][i] = "roof_below_base"
         cols["lod_source"][i] = "lod1_fallback"
     return Lod2Result(cols, parts)
+
+
+def _official(
+    ctx: BuildContext,
+    geoms: np.ndarray,
+    oids: np.ndarray,
+    cols: dict[str, np.ndarray],
+    parts: list[bytes],
+    low: np.ndarray,
+) -> None:
+    """Buildings joined to the official LoD2 model take its roof (in place: columns, partitions,
+    lowest roof points)."""
+    import geopandas as gpd
+
+    from pipeline.sources.cadastre.citygml import read_lod2
+    from pipeline.stages.buildings.lod2 import join_lod2
+    from pipeline.stages.buildings.solids import (
+        SolidError,
+        build_solid,
+        check_solid,
+        lowest_roof,
+        official_partition,
+        official_roof_columns,
+        pack_partition,
+    )
+
+    files = [i.path for i in ctx.inputs_for("reference")]
+    if not files:
+        ctx.warn("layers.buildings.lod2_source official but sources.reference_citygml has no files")
+        return
+    layer = ctx.cfg.layers.buildings
+    model = read_lod2(files, crs_cfg=ctx.cfg.crs)
+    fp = gpd.GeoDataFrame({"oid": oids}, geometry=list(geoms), crs=model.objects.crs)
+    joined = join_lod2(fp, model.buildings, layer.lod2_join_min_iou)
+    roofs = model.surfaces[model.surfaces["semantic"].to_numpy() == "roof"]
+    by_building = {k: list(g.geometry) for k, g in roofs.groupby("building_oid", sort=True)}
+    types = dict(zip(model.buildings["oid"], model.buildings["roof_type"], strict=True))
+    for i, lod2_oid in enumerate(joined["lod2_oid"].tolist()):
+        if not lod2_oid or lod2_oid not in by_building:
+            continue
+        polys = by_building[lod2_oid]
+        try:
+            part = official_partition(polys, geoms[i])
+            lo = lowest_roof(part)
+            if check_solid(build_solid(part, lo - 3.0), rings=False):
+                continue  # keeps the reconstruction
+        except SolidError:
+            continue
+        row = official_roof_columns(polys, types.get(lod2_oid))
+        for key, v in row.items():
+            cols[key][i] = v
+        cols["lod2_fallback_reason"][i] = ""
+        cols["lod_source"][i] = "official"
+        parts[i] = pack_partition(part)
+        low[i] = lo
 
 
 def add_roof_columns(bt: Any, lod2: Lod2Result) -> Any:

@@ -200,6 +200,8 @@ def lod2_roofs(
         try:
             part = roof_partition(fit, g)
             low[k] = lowest_roof(part)
+            # rings=False: the walls are trapezoids (build_solid refuses crossed ones), the roof and
+            # ground rings GEOS-valid faces; the tests check the rings too
             errors = check_solid(build_solid(part, low[k] - 3.0), rings=False)
             if errors:
                 reason = f"invalid_solid: {errors[0]}"

@@ -169,39 +169,89 @@ def roof_partition(
         )
     polys, owner = _node(faces)
     if len(planes) > 1 and fit.segment_xy is not None:
-        # faces smaller than min_face_m2 (segmentation noise) join the neighbour they share the longest
-        # edge with; faces of one plane are then dissolved and everything noded again
-        owner = list(owner)
-        for _ in range(len(polys)):
-            small = [i for i in range(len(polys)) if polys[i].area < min_face_m2]
-            changed = False
-            for i in sorted(small, key=lambda i: (polys[i].area, i)):
-                shared = []
-                for j in range(len(polys)):
-                    if j != i and owner[j] != owner[i]:
-                        ln = shapely.length(shapely.intersection(polys[i].boundary, polys[j].boundary))
-                        if ln > GRID:
-                            shared.append((-ln, j))
-                if shared:
-                    owner[i] = owner[min(shared)[1]]
-                    changed = True
-            if not changed:
-                break
-            groups = sorted(set(owner))
-            merged = [
-                (
-                    shapely.coverage_union_all(
-                        np.array([p for p, o in zip(polys, owner, strict=False) if o == k], dtype=object)
-                    ),
-                    k,
-                )
-                for k in groups
-            ]
-            polys, owner = _node(merged)
-            owner = list(owner)
-            if all(p.area >= min_face_m2 for p in polys):
-                break
+        polys, owner = _merge_small(polys, owner, min_face_m2)
     order = sorted(range(len(polys)), key=lambda i: polys[i].wkb)  # deterministic
+    mp = shapely.MultiPolygon([polys[i] for i in order])
+    return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
+
+
+def _merge_small(
+    polys: list[shapely.Polygon], owner: list[int], min_face_m2: float
+) -> tuple[list[shapely.Polygon], list[int]]:
+    """Faces smaller than min_face_m2 (segmentation noise, slivers) join the neighbour they share the
+    longest edge with; faces of one plane are then dissolved and everything noded again."""
+    owner = list(owner)
+    for _ in range(len(polys)):
+        small = [i for i in range(len(polys)) if polys[i].area < min_face_m2]
+        changed = False
+        for i in sorted(small, key=lambda i: (polys[i].area, i)):
+            shared = []
+            for j in range(len(polys)):
+                if j != i and owner[j] != owner[i]:
+                    ln = shapely.length(shapely.intersection(polys[i].boundary, polys[j].boundary))
+                    if ln > GRID:
+                        shared.append((-ln, j))
+            if shared:
+                owner[i] = owner[min(shared)[1]]
+                changed = True
+        if not changed:
+            break
+        merged = [
+            (
+                shapely.coverage_union_all(
+                    np.array([p for p, o in zip(polys, owner, strict=True) if o == k], dtype=object)
+                ),
+                k,
+            )
+            for k in sorted(set(owner))
+        ]
+        polys, owner = _node(merged)
+        owner = list(owner)
+        if all(p.area >= min_face_m2 for p in polys):
+            break
+    return polys, owner
+
+
+def official_partition(
+    roofs: list[shapely.Polygon], footprint: shapely.Geometry, *, min_face_m2: float = 0.5
+) -> RoofPartition:
+    """A roof partition from an official LoD2 model's roof polygons (Polygon Z) over a (cadastral)
+    footprint: every roof polygon becomes a face with the plane through it, clipped to the footprint;
+    where polygons overlap in plan (dormers, steps) the higher one is the visible roof; parts of the
+    footprint no roof polygon covers take the plane of the face they share the longest edge with
+    (cadastral and model footprints differ by centimetres to metres)."""
+    items = []
+    for g in roofs:
+        ring = np.asarray(g.exterior.coords, dtype=np.float64)
+        n = newell_normal(ring)
+        if ring.shape[1] < 3 or abs(n[2]) < 0.1 * np.linalg.norm(n):
+            continue  # vertical or degenerate: no roof face in plan
+        a, b = -n[0] / n[2], -n[1] / n[2]
+        pts = np.concatenate([ring] + [np.asarray(h.coords) for h in g.interiors])
+        c = float(np.mean(pts[:, 2] - a * pts[:, 0] - b * pts[:, 1]))
+        plan = shapely.make_valid(
+            shapely.Polygon(ring[:, :2], [np.asarray(h.coords)[:, :2] for h in g.interiors])
+        )
+        items.append((-float(np.mean(ring[:, 2])), plan.wkb, plan, (a, b, c)))
+    if not items:
+        raise SolidError("no roof polygons in the official model")
+    items.sort(key=lambda t: (t[0], t[1]))  # highest first (priority where plan projections overlap)
+    footprint = shapely.set_precision(footprint, GRID)
+    planes = np.array([t[3] for t in items], dtype=np.float64)
+    faces = [(shapely.intersection(footprint, t[2], grid_size=GRID), k) for k, t in enumerate(items)]
+    covered = shapely.union_all(np.array([t[2] for t in items], dtype=object), grid_size=GRID)
+    gaps = shapely.difference(footprint, covered, grid_size=GRID)
+    for gap in shapely.get_parts(gaps):
+        if gap.area <= 1e-4:
+            continue
+        best = max(
+            range(len(faces)),
+            key=lambda k: (shapely.length(shapely.intersection(gap.boundary, faces[k][0].boundary)), -k),
+        )
+        faces.append((gap, faces[best][1]))
+    polys, owner = _node(faces)
+    polys, owner = _merge_small(polys, owner, min_face_m2)
+    order = sorted(range(len(polys)), key=lambda i: polys[i].wkb)
     mp = shapely.MultiPolygon([polys[i] for i in order])
     return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
 
@@ -351,8 +401,8 @@ def build_solid(
         items = sorted(zs.items(), key=lambda t: (t[1], t[0]))
         out_levels = [zb] if k in boundary else []
         clusters: list[list[tuple[int, float]]] = []
-        for f, z in items:
-            if not clusters or z - clusters[-1][0][1] > merge_m:
+        for f, z in items:  # single linkage: heights closer than merge_m are one level
+            if not clusters or z - clusters[-1][-1][1] > merge_m:
                 clusters.append([])
             clusters[-1].append((f, z))
         for cl in clusters:
@@ -367,7 +417,10 @@ def build_solid(
     sem: list[int] = []
 
     def vertical(p, q, lo_p: int, lo_q: int, hi_q: int, hi_p: int) -> list[int]:
-        """Ring (p, lo) -> (q, lo) -> up q -> (q, hi) -> (p, hi) -> down p, with every level between."""
+        """Ring (p, lo) -> (q, lo) -> up q -> (q, hi) -> (p, hi) -> down p, with every level between.
+        A trapezoid in its vertical plane (simple) as long as no top lies below its bottom."""
+        if hi_q < lo_q or hi_p < lo_p:
+            raise SolidError("wall with its top below its bottom (crossing roof heights)")
         (px, py), (qx, qy) = key_xy[p], key_xy[q]
         ring = [V.get(px, py, lo_p * GRID), V.get(qx, qy, lo_q * GRID)]
         ring += [V.get(qx, qy, z * GRID) for z in sorted_levels[q] if lo_q < z < hi_q]
@@ -725,3 +778,64 @@ def lod2_tile_mesh(
         np.concatenate(fid_b).astype(np.uint32),
     )
     return mesh, np.concatenate(sem_b)
+
+
+# AdV roofType (dachform) codes -> roof_type names (the reconstruction uses the first six)
+OFFICIAL_ROOF_TYPES = {
+    "1000": "flat",
+    "2100": "shed",
+    "2200": "shed",  # versetztes Pultdach
+    "3100": "gable",
+    "3200": "hip",
+    "3300": "half_hip",
+    "3400": "mansard",
+    "3500": "pyramid",
+    "3600": "cone",
+    "3700": "dome",
+    "3800": "sawtooth",
+    "3900": "arched",
+    "4000": "tower",
+    "5000": "multi",
+    "9999": "other",
+}
+
+
+def official_roof_columns(roofs: list[shapely.Polygon], roof_type: str | None) -> dict[str, object]:
+    """Roof attributes (reconstruct.ROOF_COLUMNS, without the point statistics) of an official roof:
+    type from its roofType code, planes from its roof polygons (plan-area weighted)."""
+    code = str(roof_type or "").strip()
+    slopes, azimuths, weights = [], [], []
+    zs = []
+    for g in roofs:
+        ring = np.asarray(g.exterior.coords, dtype=np.float64)
+        if ring.shape[1] < 3:
+            continue
+        n = newell_normal(ring)
+        ln = float(np.linalg.norm(n))
+        if ln <= 0 or abs(n[2]) < 0.1 * ln:
+            continue
+        n = n / ln if n[2] > 0 else -n / ln
+        slopes.append(float(np.degrees(np.arccos(min(1.0, n[2])))))
+        azimuths.append(
+            float((np.degrees(np.arctan2(n[0], n[1])) + 360.0) % 360.0) if n[2] < 0.9986 else np.nan
+        )
+        weights.append(abs(float(shapely.area(shapely.Polygon(ring[:, :2])))))
+        zs.append(ring[:, 2])
+    order = np.argsort(-np.asarray(weights), kind="stable")
+    sl, az, w = np.asarray(slopes)[order], np.asarray(azimuths)[order], np.asarray(weights)[order]
+    sloped = np.flatnonzero(sl >= 5.0)
+    allz = np.concatenate(zs) if zs else np.zeros(0)
+    return {
+        "roof_type": OFFICIAL_ROOF_TYPES.get(code, "other" if code else ""),
+        "roof_type_code": code,
+        "roof_planes": len(sl),
+        "roof_slope_mean": float((sl * w).sum() / w.sum()) if w.sum() > 0 else np.nan,
+        "roof_slope_max": float(sl.max()) if sl.size else np.nan,
+        "roof_azimuth_main": float(az[sloped[0]]) if sloped.size else np.nan,
+        "roof_planes_summary": ";".join(
+            f"{s:.1f}/{'' if np.isnan(a) else f'{a:.0f}'}" for s, a in zip(sl, az, strict=True)
+        ),
+        "eave_height": float(allz.min()) if allz.size else np.nan,
+        "ridge_height": float(allz.max()) if allz.size else np.nan,
+        "roof_rmse": np.nan,
+    }
