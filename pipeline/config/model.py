@@ -135,6 +135,9 @@ class PointsLayer(LayerBase):
     max_points_per_tile: int = Field(60_000, ge=1000)
     # unknown class codes: refuse (default) or keep them as "unknown <code>"
     unknown_classes: Literal["error", "keep"] = "error"
+    # also write the layer as COPC (one .copc.laz per input file in <layer>/copc/, positions in the working
+    # CRS) plus <layer>/<layer>.vpc over them, for QGIS (docs/qgis.md)
+    copc: bool = True
 
 
 class BuildingsLayer(LayerBase):

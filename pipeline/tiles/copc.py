@@ -24,6 +24,7 @@ Knows nothing about the pipeline: it takes LAS records (`record_dtype`), scales,
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -175,17 +176,22 @@ def _runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.diff(np.concatenate([starts, [len(sorted_ids)]]))
 
 
-def build_octree(q: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> Octree:
-    """Assign every point (fine integer positions `q`, see `fine_positions`) to one octree node.
+def morton_codes(q: np.ndarray) -> np.ndarray:
+    """63-bit Morton codes (x, y, z interleaved, x highest) of fine positions `q` (N, 3)."""
+    return (_spread3(q[:, 0]) << np.uint64(2)) | (_spread3(q[:, 1]) << np.uint64(1)) | _spread3(q[:, 2])
+
+
+def build_octree(morton: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> Octree:
+    """Assign every point (its Morton code of the fine positions, see `fine_positions`, `morton_codes`;
+    the array is consumed: sorted in place) to one octree node.
 
     One sort by Morton code (prefix); then every node and every grid cell of any level is a run of the sorted
     points, so each level is a few linear passes: per cell the point with the smallest hash (64 bits: a
     hash of the position above, the record index below, so ties are impossible) among the points no
     coarser node took."""
-    n = len(q)
+    n = len(morton)
     if n >= 2**32:
         raise ValueError("a COPC file of this writer holds fewer than 2^32 points")
-    morton = (_spread3(q[:, 0]) << np.uint64(2)) | (_spread3(q[:, 1]) << np.uint64(1)) | _spread3(q[:, 2])
     # sort by the top Morton bits and the record index packed in one uint64 (np.sort of values is ~8x
     # faster than argsort); levels that need more Morton bits re-sort their remaining points below
     b = max(int(n - 1).bit_length(), 1)
@@ -338,6 +344,14 @@ def _header(
 # ---- writer -------------------------------------------------------------------------------------------
 
 
+def _drop_pages(records: np.ndarray) -> None:
+    """Release the pages of a read-only np.memmap already read (they stay in the page cache, outside this
+    process's memory): a file of 20 M records is read several times without being held in memory."""
+    mm = getattr(records, "_mmap", None)
+    if mm is not None and getattr(records, "mode", "") == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _stats(records: np.ndarray, has_gps: bool):
     """Raw integer min/max per axis, points by return (1..15), GPS time range: in blocks."""
     lo = np.full(3, np.iinfo(np.int64).max, np.int64)
@@ -354,6 +368,7 @@ def _stats(records: np.ndarray, has_gps: bool):
         if has_gps:
             g = blk["gps_time"]
             gmin, gmax = min(gmin, float(g.min())), max(gmax, float(g.max()))
+        _drop_pages(records)
     if not has_gps:
         gmin = gmax = 0.0
     return lo, hi, by_return[1:], gmin, gmax
@@ -368,14 +383,15 @@ def write_copc(
     has_gps: bool = True,
     max_node_points: int = MAX_NODE_POINTS,
 ) -> CopcResult:
-    """Write `records` (dtype `record_dtype(schema)`, may be a np.memmap) as a COPC file at `path`
-    (through `<path>.part`, renamed when complete). Memory: about 45 bytes per point for the octree on
-    top of the records, plus one node's records at a time."""
+    """Write `records` (dtype `record_dtype(schema)` or one with more fields, which are left out; may be a
+    np.memmap) as a COPC file at `path` (through `<path>.part`, renamed when complete). Memory: about 35
+    bytes per point for the octree on top of the records, plus one node's records at a time."""
     import lazrs
 
     path = Path(path)
     dtype = record_dtype(schema)
-    if records.dtype != dtype:
+    repack = records.dtype != dtype
+    if repack and any(records.dtype.fields.get(k) is None for k in dtype.names or ()):
         raise ValueError(f"records have dtype {records.dtype}, expected {dtype}")
     n = len(records)
     if n == 0:
@@ -389,11 +405,15 @@ def write_copc(
     halfsize *= 1.0 + 1e-9  # the largest coordinate stays inside the cube
     spacing = 2.0 * halfsize / (1 << GRID_BITS)
 
-    q = fine_positions(
-        records["X"], records["Y"], records["Z"], header.scales, header.offsets, center, halfsize
-    )
-    tree = build_octree(q, max_node_points)
+    morton = np.empty(n, np.uint64)
+    for s in range(0, n, BLOCK):
+        blk = records[s : s + BLOCK]
+        q = fine_positions(blk["X"], blk["Y"], blk["Z"], header.scales, header.offsets, center, halfsize)
+        morton[s : s + BLOCK] = morton_codes(q)
+        _drop_pages(records)
     del q
+    tree = build_octree(morton, max_node_points)
+    del morton
 
     pf = schema.point_format
     n_extra = 4 * len(schema.extra_dims)
@@ -415,10 +435,20 @@ def write_copc(
             f.write(b"\0" * offset_to_points)  # header + VLRs, written at the end
             f.write(b"\0" * 8)  # offset of the chunk table
             pos = offset_to_points + 8
+            gathered = 0
             for i in range(len(tree.keys)):
                 s, c = int(tree.starts[i]), int(tree.counts[i])
                 idx = tree.index[s : s + c]
-                pts = np.ascontiguousarray(records[idx])
+                pts = records[idx]
+                gathered += c
+                if gathered > BLOCK:
+                    _drop_pages(records)
+                    gathered = 0
+                if repack:
+                    sel = np.empty(c, dtype)
+                    for name in dtype.names or ():
+                        sel[name] = pts[name]
+                    pts = sel
                 stream = bytes(lazrs.compress_points(laz_vlr, memoryview(pts).cast("B"), False))
                 (table_at,) = struct.unpack_from("<q", stream)
                 chunk = memoryview(stream)[8:table_at]
