@@ -69,8 +69,10 @@ def test_byte_identical_rerun(demo, tmp_path):
     out, summary = demo
     again = generate_demo(tmp_path / "raw", **TINY)
     assert again.files == summary.files
-    # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x3, README, zoning plan + its truth
-    assert len(summary.files) == 28
+    # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x3, README, zoning plan + its truth,
+    # 8 panorama images
+    assert len(summary.files) == 36
+    assert sum(f.startswith("mobile/panoramas/") and f.endswith(".jpg") for f in summary.files) == 8
     for rel in summary.files:
         assert _sha(out / rel) == _sha(tmp_path / "raw" / rel), rel
 

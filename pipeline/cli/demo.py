@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dop-resolution", type=float, default=0.2, help="orthophoto pixel size in m (default 0.2)"
     )
+    p.add_argument(
+        "--panorama-images",
+        type=int,
+        default=8,
+        help="recording positions (consecutive, along one track) with a 360° image (default 8; 0: none)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a demo delivery already in --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         mobile_density=args.mobile_density,
         dop_resolution=args.dop_resolution,
         overwrite=args.overwrite,
+        panorama_images=args.panorama_images,
     )
     if args.json:
         print(summary.to_json())
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         ("trees", f"{c['trees']:,}"),
         *((f"aerial points {e}", f"{n:,}") for e, n in c["points"].items()),
         ("mobile points", f"{c['mobile_points']:,}"),
-        ("panoramas", f"{c['panoramas']:,}"),
+        ("panoramas (with image)", f"{c['panoramas']:,} ({c.get('panorama_images', 0)})"),
         ("changes", ", ".join(f"{k} {v}" for k, v in c["changes"].items())),
         ("invalid cadastral geometries", str(c["invalid_geometries"])),
         ("files", str(len(summary.files))),

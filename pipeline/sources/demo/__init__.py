@@ -9,11 +9,13 @@
       dgm/dgm1_32_<E>_<N>_<size>_nw_<epoch2>.tif              1 m terrain
       mobile/gsc_<epoch2>_32_<E>_<N>_<size>.laz               mobile mapping (LAS 1.4, PF 7, ASPRS)
       mobile/panoramas.csv                                    time,x,y,z,heading,image_id
+      mobile/panoramas/<image_id>.jpg                         360° images of a few positions (equirect.)
       truth/buildings.csv, changes.csv, truth.json            ground truth
       README.md
 
 Modules: ``city`` (layout and epoch changes), ``roofs`` (roof height functions), ``terrain``, ``points``
-(ALS simulation), ``rasters`` (orthophoto, DGM), ``mobile`` (street scans, panoramas), ``cadastre``
+(ALS simulation), ``rasters`` (orthophoto, DGM), ``mobile`` (street scans, panoramas), ``streetview``
+(panorama images), ``cadastre``
 (GeoPackage), ``truth``, ``grid`` (tile grid and file names), ``generate`` (the driver).
 
 Determinism: one random stream for the layout (seed), independent streams per tile and epoch

@@ -33,6 +33,7 @@ CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
 # independent random streams (SeedSequence([seed, stream, ...]))
 STREAM_AERIAL, STREAM_DOP = 2, 3
 DEFAULT_MOBILE_DENSITY = 2.0e6  # returns per km² of district
+DEFAULT_PANORAMA_IMAGES = 8  # recording positions with a rendered 360° image (2048 x 1024 JPEG)
 
 
 @dataclass
@@ -176,13 +177,16 @@ def generate_demo(
     mobile_density: float = DEFAULT_MOBILE_DENSITY,
     dop_resolution: float = 0.2,
     overwrite: bool = False,
+    panorama_images: int = DEFAULT_PANORAMA_IMAGES,
 ) -> DemoSummary:
     """Generate the demo district into `out` (see the package docstring for the layout).
 
     `size_m` is the side of the square district (default ``round(1000 * sqrt(scale))`` m: `scale`
     multiplies the area). Tiles of `tile_m` start at `origin` (the district's south-west corner).
     `density` is the mean aerial pulse density per m² of each epoch; `mobile_density` the number of
-    mobile-mapping returns per km² of district. Same arguments -> byte-identical files.
+    mobile-mapping returns per km² of district; `panorama_images` the number of recording positions
+    (consecutive, along one track) that get a 360° image (`mobile/panoramas/<image_id>.jpg`).
+    Same arguments -> byte-identical files.
     """
     from pipeline.sources.demo import cadastre as cad
     from pipeline.sources.demo import mobile as mob
@@ -196,6 +200,9 @@ def generate_demo(
     started = time.perf_counter()
     epochs = (str(epochs[0]), str(epochs[1]))
     size = _check_args(seed, scale, size_m, tile_m, origin, density, epochs, dop_resolution, mobile_density)
+    if not isinstance(panorama_images, int | np.integer) or panorama_images < 0:
+        raise ConfigError(f"demo: panorama_images must be a non-negative integer, got {panorama_images!r}")
+    images: list[Path] = []
     out = Path(out)
     _prepare_out(out, overwrite)
     bounds = (float(origin[0]), float(origin[1]), float(origin[0]) + size, float(origin[1]) + size)
@@ -223,6 +230,12 @@ def generate_demo(
             mob.write_panoramas(out / "mobile" / "panoramas.csv", rows)
             files.append(out / "mobile" / "panoramas.csv")
             counts["panoramas"] = len(rows)
+            if panorama_images > 0:
+                from pipeline.sources.demo.streetview import write_panorama_images
+
+                with _timed(stages, "panorama images"):
+                    images = write_panorama_images(out / "mobile" / "panoramas", city, rows, panorama_images)
+                files += images
         else:
             counts["panoramas"] = 0
         bar.advance(t_layout)
@@ -304,6 +317,8 @@ def generate_demo(
         with _timed(stages, "truth"):
             counts["changes"] = tru.write_truth(out / "truth", city, meta)
         files += [out / "truth" / n for n in ("buildings.csv", "changes.csv", "truth.json")]
+        # after truth.json: that file (and the README) stay as they were before the images existed
+        counts["panorama_images"] = len(images)
         with _timed(stages, "zoning plan"):
             from pipeline.sources.demo.zoning import PLAN_FILE, TRUTH_FILE, write_zoning_plan
 

@@ -90,6 +90,12 @@ def track_length(city: City) -> float:
 
 
 def panoramas(city: City) -> list[tuple[float, float, float, float, float, str]]:
+    """Rows of ``panoramas.csv``: (time, x, y, z, heading, image_id)."""
+    return [row for _tid, row in panorama_records(city)]
+
+
+def panorama_records(city: City) -> list[tuple[int, tuple[float, float, float, float, float, str]]]:
+    """(track id, row) of every panorama, in file order."""
     year = epoch_year(city.epochs[1], 1)
     rows = []
     for tr in tracks(city):
@@ -102,12 +108,15 @@ def panoramas(city: City) -> list[tuple[float, float, float, float, float, str]]
         for i in np.flatnonzero(inside):
             rows.append(
                 (
-                    tr.t_start + s[i] / SPEED,
-                    float(x[i]),
-                    float(y[i]),
-                    float(z[i]),
-                    heading,
-                    f"GSC{year}_{tr.tid:04d}_{i:05d}",
+                    tr.tid,
+                    (
+                        tr.t_start + s[i] / SPEED,
+                        float(x[i]),
+                        float(y[i]),
+                        float(z[i]),
+                        heading,
+                        f"GSC{year}_{tr.tid:04d}_{i:05d}",
+                    ),
                 )
             )
     return rows
