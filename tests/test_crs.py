@@ -343,3 +343,18 @@ def test_example_configs_name_a_resolvable_working_crs(name):
         return
     lon, lat, _ = t.transform(e, n, 0.0)
     assert 3.0 < lon < 15.0 and 50.0 < lat < 54.0
+
+
+def test_ellipsoidal_points_in_a_normal_height_project_go_through_the_geoid():
+    """Files declared ellipsoidal (`assume_ellipsoidal_heights`) in a DHHN2016 project: the building
+    heights task transforms them into the working CRS instead of refusing them as 'not in the working
+    CRS' (the old, self-contradictory error): GCG2016 check value 105.0725 m ellipsoidal = 60 m normal."""
+    from pipeline.crs import same_crs
+
+    cfg = CrsConfig(assume_ellipsoidal_heights=True)
+    src = CRS("EPSG:25832").to_3d()
+    work = working_crs(cfg)
+    assert not same_crs(src, work)
+    t = make_transformer(src, work, cfg)
+    x, y, h = t.transform(362000.0, 5716000.0, 105.0725)
+    assert (x, y) == pytest.approx((362000.0, 5716000.0), abs=1e-6) and h == pytest.approx(60.0, abs=1e-3)
