@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="points outside their file's header bounds: tile them with the real bounds and say so "
         "(default) or refuse the file",
     )
+    p.add_argument(
+        "--copc",
+        action="store_true",
+        help="also write OUT/copc/<input>.copc.laz (one per input) and OUT/<OUT name>.vpc, for QGIS",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -165,8 +170,21 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
                 RuntimeConfig(memory=per_worker), workers=jobs, scheduler=args.scheduler
             ) as client:
                 summary = tile_pointcloud(args.inputs, args.out, opts, client, progress)
+    copc = None
+    if args.copc:
+        from pipeline.orchestrate.points_copc import write_layer_copc
+
+        with _progress_bar(show) as progress:
+            copc = write_layer_copc(
+                args.inputs,
+                args.out,
+                opts,
+                vpc_name=Path(args.out).resolve().name,
+                target_crs=None,
+                progress=progress,
+            )
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        print(json.dumps(summary.to_json() | ({"copc": copc.to_json()} if copc else {}), indent=2))
         return 0
     from rich.console import Console
 
@@ -182,6 +200,11 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     for n in summary.notes:
         out.print(f"[yellow]note:[/] {n}")
     out.print(f"tileset: {Path(summary.out_dir) / summary.tileset}")
+    if copc is not None:
+        out.print(
+            f"COPC: {len(copc.files)} file(s), {copc.points:,} points, {copc.bytes / 2**20:.1f} MiB in "
+            f"{copc.seconds:.1f} s; virtual point cloud {Path(summary.out_dir) / copc.vpc}"
+        )
     return 0
 
 
