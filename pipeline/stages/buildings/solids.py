@@ -572,32 +572,38 @@ def _project(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def triangulate(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     """Triangles (T, 3) over the solid's vertices, counter-clockwise seen from outside, and the polygon
-    of every triangle. Triangles and quads without holes (most walls) are split directly; the others
-    go through earcut in the polygon's plane."""
+    of every triangle. Triangles and convex quads without holes (most walls) are split directly, all
+    at once; the others go through earcut in the polygon's plane."""
     fl = _flatten(solid)
     outer, _net = _polygon_normals(solid, fl)
-    tris, owner = [], []
-    for pi, rings in enumerate(solid.polygons):
-        r0 = rings[0]
-        if len(rings) == 1 and len(r0) == 3:
-            tris.append(r0[None, :])
-            owner.append(np.array([pi]))
-            continue
-        if len(rings) == 1 and len(r0) == 4:
-            # a convex quad splits on either diagonal; the shorter keeps both triangles well shaped
-            v = solid.vertices[r0]
-            if np.sum((v[0] - v[2]) ** 2) <= np.sum((v[1] - v[3]) ** 2):
-                t = np.array([[r0[0], r0[1], r0[2]], [r0[0], r0[2], r0[3]]])
-            else:
-                t = np.array([[r0[0], r0[1], r0[3]], [r0[1], r0[2], r0[3]]])
-            # convex and planar: both triangles turn like the quad (else fall through to earcut)
-            tv = solid.vertices[t]
-            tn = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
-            if (tn @ outer[pi] > 0).all():
-                tris.append(t)
-                owner.append(np.array([pi, pi]))
-                continue
-        pts = np.concatenate([solid.vertices[r] for r in rings])
+    V = solid.vertices
+    single = [len(rs) == 1 for rs in solid.polygons]
+    n_of = [len(rs[0]) for rs in solid.polygons]
+    tri3 = [pi for pi in range(len(solid.polygons)) if single[pi] and n_of[pi] == 3]
+    quad = [pi for pi in range(len(solid.polygons)) if single[pi] and n_of[pi] == 4]
+    tris: list[np.ndarray] = []
+    owner: list[np.ndarray] = []
+    if tri3:
+        tris.append(np.array([solid.polygons[pi][0] for pi in tri3], dtype=np.int64))
+        owner.append(np.array(tri3, dtype=np.int64))
+    rest = [pi for pi in range(len(solid.polygons)) if not (single[pi] and n_of[pi] in (3, 4))]
+    if quad:
+        Q = np.array([solid.polygons[pi][0] for pi in quad], dtype=np.int64)  # (m, 4)
+        v = V[Q]
+        short02 = np.sum((v[:, 0] - v[:, 2]) ** 2, axis=1) <= np.sum((v[:, 1] - v[:, 3]) ** 2, axis=1)
+        # split on the shorter diagonal: (0 1 2)(0 2 3) or (0 1 3)(1 2 3)
+        pick = np.where(short02[:, None, None], [[0, 1, 2], [0, 2, 3]], [[0, 1, 3], [1, 2, 3]])
+        t = np.take_along_axis(Q[:, None, :], pick.reshape(len(Q), 1, 6), axis=2).reshape(len(Q), 2, 3)
+        tv = V[t]  # (m, 2, 3, 3)
+        tn = np.cross(tv[:, :, 1] - tv[:, :, 0], tv[:, :, 2] - tv[:, :, 0])
+        ok = (np.einsum("mkj,mj->mk", tn, outer[np.array(quad)]) > 0).all(axis=1)  # convex, planar
+        if ok.any():
+            tris.append(t[ok].reshape(-1, 3))
+            owner.append(np.repeat(np.array(quad)[ok], 2))
+        rest = sorted(rest + [quad[k] for k in np.flatnonzero(~ok).tolist()])
+    for pi in rest:
+        rings = solid.polygons[pi]
+        pts = np.concatenate([V[r] for r in rings])
         ids = np.concatenate(rings)
         uv = _project(pts, outer[pi])
         ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
