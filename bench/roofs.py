@@ -122,8 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", type=Path, required=True)
     ap.add_argument("--epoch", default="2024")
     ap.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    ap.add_argument("--out", type=Path, default=None, help="also write the result here (JSON)")
     a = ap.parse_args(argv)
-    print(json.dumps(run(a.raw, a.epoch, a.backend), indent=1))
+    import os
+    import platform
+
+    load = os.getloadavg()[0]
+    res = run(a.raw, a.epoch, a.backend)
+    res["load_avg_before"] = round(load, 2)
+    res["python"] = platform.python_version()
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
     return 0
 
 
