@@ -107,6 +107,12 @@ class CadastreSource(Strict):
 class MobileSource(Strict):
     points: str | None = None
     panoramas: str | None = None
+    # 360° images (equirectangular JPEG, 2:1), glob relative to paths.raw; file name = `<image_id>.jpg`
+    panorama_images: str | None = None
+    # what the panorama list's `heading` (yaw of the image centre, clockwise) is measured from
+    heading_reference: Literal["grid", "true"] = "grid"
+    # without a `track_id` column, a new track starts where the time gap exceeds this (seconds)
+    track_gap_seconds: float = Field(30.0, gt=0)
     crs: str | None = None
     class_scheme: ClassScheme = "asprs"
 

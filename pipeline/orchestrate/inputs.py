@@ -46,6 +46,11 @@ def source_files(cfg: TwinConfig) -> list[tuple[str, Path]]:
             out += [("mobile", f) for f in _glob(cfg, src.mobile.points, "sources.mobile.points")]
         if src.mobile.panoramas:
             out += [("panoramas", f) for f in _glob(cfg, src.mobile.panoramas, "sources.mobile.panoramas")]
+        if src.mobile.panorama_images:
+            out += [
+                ("panoramas:images", f)
+                for f in _glob(cfg, src.mobile.panorama_images, "sources.mobile.panorama_images")
+            ]
     if src.reference_citygml:
         out += [
             ("reference", f) for f in _glob(cfg, src.reference_citygml, "sources.reference_citygml", False)

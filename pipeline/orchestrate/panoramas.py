@@ -1,16 +1,26 @@
-"""Panorama recording locations (mobile mapping) -> `panoramas/panoramas.geojson` for the viewer.
+"""Panorama recordings (mobile mapping) -> `panoramas/panoramas.geojson` and the images for the viewer.
 
-Input: CSV files `time,x,y,z,heading,image_id` (header required, extra columns ignored) in the mobile
-source's CRS (`sources.mobile.crs`, else the project's working CRS `crs.horizontal + crs.vertical`).
+Input: CSV files `time,x,y,z,heading,image_id` (header required; an optional `track_id` column; other
+columns ignored) in the mobile source's CRS (`sources.mobile.crs`, else the project's working CRS
+`crs.horizontal + crs.vertical`); `heading` is the yaw of the image centre in degrees clockwise from grid
+north of that CRS (`sources.mobile.heading_reference: true` when the delivery measures from true north).
+Optional 360° images (`sources.mobile.panorama_images`, a glob): equirectangular JPEG files named
+`<image_id>.jpg`, width = 2 x height, horizontal centre at `heading`.
+
 Output: one GeoJSON FeatureCollection in EPSG:4326 longitude/latitude with ellipsoidal heights (the
-RFC 7946 altitude), which is what CesiumJS expects. Access class "internal" by default: the panoramas are
-licensed for municipal use only (`layers.panoramas.access`).
+RFC 7946 altitude), which is what CesiumJS expects, with per recording `heading` (as delivered),
+`heading_true` (from true north, what the viewer turns by), `track` and `sequence` (order along the track,
+by time; tracks from the `track_id` column, else split where the time gap exceeds
+`sources.mobile.track_gap_seconds`) and `image` (the copied image's path in the release, or null); the
+images are copied byte for byte to `panoramas/images/<image_id>.jpg`. Access class "internal" by default:
+the panoramas are licensed for municipal use only (`layers.panoramas.access`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +36,8 @@ from pipeline.tiles.tileset import write_json
 REQUIRED_COLUMNS = ("time", "x", "y", "z", "heading", "image_id")
 NUMERIC_COLUMNS = ("time", "x", "y", "z", "heading")
 OUT_FILE = "panoramas/panoramas.geojson"
+IMAGE_DIR = "panoramas/images"
+IMAGE_ROLE = "panoramas:images"
 
 
 @dataclass
@@ -39,6 +51,7 @@ class PanoramaTable:
     heading: np.ndarray
     image_id: list[str]
     source: list[str]  # file name of each record
+    track_id: list[str] | None = None  # the optional `track_id` column
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -70,8 +83,10 @@ def read_panorama_csv(path: Path) -> PanoramaTable:
             record="row 1",
         )
     idx = {c: cols.index(c) for c in REQUIRED_COLUMNS}
+    track_col = cols.index("track_id") if "track_id" in cols else None
     values: dict[str, list[float]] = {c: [] for c in NUMERIC_COLUMNS}
     ids: list[str] = []
+    tracks: list[str] = []
     for rowno, row in enumerate(reader, start=2):
         if not row or all(not f.strip() for f in row):
             continue
@@ -100,29 +115,101 @@ def read_panorama_csv(path: Path) -> PanoramaTable:
                 record=f"row {rowno}",
             )
         ids.append(image_id)
+        if track_col is not None:
+            track = row[track_col].strip()
+            if not track:
+                raise InputError("column track_id is empty", path=path, record=f"row {rowno}")
+            tracks.append(track)
     return PanoramaTable(
         *(np.asarray(values[c], dtype=np.float64) for c in NUMERIC_COLUMNS),
         image_id=ids,
         source=[path.name] * len(ids),
+        track_id=tracks if track_col is not None else None,
     )
 
 
-def concat_tables(tables: list[PanoramaTable]) -> PanoramaTable:
+def concat_tables(tables: list[PanoramaTable], gap_seconds: float = 30.0) -> PanoramaTable:
+    """One table of all files, with track ids (`<file stem>:<track>`) filled in (see `assign_tracks`)."""
     if not tables:
         e = np.zeros(0)
-        return PanoramaTable(e, e, e, e, e, [], [])
+        return PanoramaTable(e, e, e, e, e, [], [], [])
     return PanoramaTable(
         *(np.concatenate([getattr(t, c) for t in tables]) for c in NUMERIC_COLUMNS),
         image_id=[i for t in tables for i in t.image_id],
         source=[s for t in tables for s in t.source],
+        track_id=[tr for t in tables for tr in assign_tracks(t, gap_seconds)],
     )
 
 
+def assign_tracks(table: PanoramaTable, gap_seconds: float) -> list[str]:
+    """Track id of every record of one file: `<file stem>:<track_id column>`, or without that column
+    `<file stem>:<n>` (n = 1, 2, ...) counting the runs in time order split where the time between two
+    recordings exceeds `gap_seconds` (a vehicle drives one track after the other)."""
+    if not len(table):
+        return []
+    stem = Path(table.source[0]).stem
+    if table.track_id is not None:
+        return [f"{stem}:{t}" for t in table.track_id]
+    order = np.argsort(table.time, kind="stable")
+    run = np.zeros(len(table), dtype=np.int64)
+    run[order] = np.concatenate([[0], np.cumsum(np.diff(table.time[order]) > gap_seconds)])
+    return [f"{stem}:{r + 1}" for r in run]
+
+
+def track_sequence(table: PanoramaTable) -> np.ndarray:
+    """0-based position of every record along its track, by time (file order breaks ties)."""
+    tracks = np.asarray(table.track_id, dtype=object)
+    seq = np.zeros(len(table), dtype=np.int64)
+    for t in dict.fromkeys(table.track_id or []):
+        idx = np.flatnonzero(tracks == t)
+        seq[idx[np.argsort(table.time[idx], kind="stable")]] = np.arange(len(idx))
+    return seq
+
+
+def true_headings(
+    table: PanoramaTable, src_crs: Any, cfg_crs: Any, lon: np.ndarray, lat: np.ndarray, label: Path
+) -> np.ndarray:
+    """Headings from true north: the grid heading turned by the meridian convergence at each position
+    (the geodesic azimuth from the position to a point 10 m ahead along the grid heading)."""
+    from pyproj import Geod
+
+    a = np.radians(table.heading)
+    tr = make_transformer(src_crs, GEOGRAPHIC_3D, cfg_crs, path=label)
+    lon2, lat2, _ = tr.transform(table.x + 10.0 * np.sin(a), table.y + 10.0 * np.cos(a), table.z)
+    az, _, _ = Geod(ellps="GRS80").inv(lon, lat, np.asarray(lon2), np.asarray(lat2))
+    return np.round(np.asarray(az) % 360.0, 4)
+
+
+def check_panorama_image(path: Path) -> tuple[int, int]:
+    """(width, height) of an equirectangular JPEG panorama; InputError for anything else."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt, (w, h) = im.format, im.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"not a readable image: {e}", path=path) from None
+    if fmt != "JPEG":
+        raise InputError(f"panorama image is {fmt}, expected JPEG", path=path)
+    if w != 2 * h:
+        raise InputError(
+            f"panorama image is {w} x {h} pixels; an equirectangular 360° image is twice as wide as high",
+            path=path,
+        )
+    return w, h
+
+
 def panoramas_geojson(
-    table: PanoramaTable, lon: np.ndarray, lat: np.ndarray, h: np.ndarray
+    table: PanoramaTable,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    h: np.ndarray,
+    heading_true: np.ndarray | None = None,
+    images: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """FeatureCollection (EPSG:4326 lon/lat, ellipsoidal height in metres); deterministic rounding."""
     feats = []
+    seq = track_sequence(table) if table.track_id is not None else None
     for i in range(len(table)):
         feats.append(
             {
@@ -141,6 +228,14 @@ def panoramas_geojson(
                 },
             }
         )
+        props = feats[-1]["properties"]
+        if heading_true is not None:
+            props["heading_true"] = float(heading_true[i])
+        if seq is not None:
+            props["track"] = table.track_id[i]  # type: ignore[index]
+            props["sequence"] = int(seq[i])
+        if images is not None:
+            props["image"] = images.get(table.image_id[i])
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -151,11 +246,13 @@ def build_panorama_layers(ctx: BuildContext, previous: list[LayerResult]) -> lis
     if not cfg.layers.panoramas.enabled or mobile is None or not mobile.panoramas:
         return []
     t0 = time.perf_counter()
-    files = [i.path for i in ctx.inputs_for("panoramas")]
+    files = [i.path for i in ctx.inputs if i.role == "panoramas"]
+    image_files = [i.path for i in ctx.inputs if i.role == IMAGE_ROLE]
     warnings: list[str] = []
+    images: dict[str, str] = {}
     with ctx.stage("panoramas"):
         tables = [read_panorama_csv(f) for f in files]
-        table = concat_tables(tables)
+        table = concat_tables(tables, mobile.track_gap_seconds)
         seen: dict[str, str] = {}
         for img, src in zip(table.image_id, table.source, strict=True):
             if img in seen:
@@ -178,11 +275,27 @@ def build_panorama_layers(ctx: BuildContext, previous: list[LayerResult]) -> lis
                     "the file is in another CRS: set sources.mobile.crs)",
                     path=label,
                 )
+            if mobile.heading_reference == "true":
+                heading_true = np.round(table.heading % 360.0, 4)
+            else:
+                heading_true = true_headings(table, src_crs, cfg.crs, lon, lat, label)
         else:
-            lon = lat = h = np.zeros(0)
+            lon = lat = h = heading_true = np.zeros(0)
             warnings.append("panoramas: the panorama list is empty")
-        write_json(ctx.release_dir / OUT_FILE, panoramas_geojson(table, lon, lat, h))
-    stats: dict[str, Any] = {"panoramas": len(table), "files": len(files), "crs": "EPSG:4326+ellipsoidal"}
+        if mobile.panorama_images:
+            images, image_warnings = copy_images(ctx.release_dir, image_files, table)
+            warnings += image_warnings
+        write_json(
+            ctx.release_dir / OUT_FILE,
+            panoramas_geojson(table, lon, lat, h, heading_true, images if mobile.panorama_images else None),
+        )
+    stats: dict[str, Any] = {
+        "panoramas": len(table),
+        "files": len(files),
+        "images": len(images),
+        "tracks": len(set(table.track_id or [])),
+        "crs": "EPSG:4326+ellipsoidal",
+    }
     if len(table):
         stats["bounds"] = [
             round(float(lon.min()), 7),
@@ -195,9 +308,42 @@ def build_panorama_layers(ctx: BuildContext, previous: list[LayerResult]) -> lis
             name="panoramas",
             kind="panoramas",
             access=cfg.layers.panoramas.access,
-            files=[OUT_FILE],
+            files=[OUT_FILE, *sorted(images.values())],
             stats=stats,
             warnings=warnings,
             seconds=time.perf_counter() - t0,
         )
     ]
+
+
+def copy_images(
+    release_dir: Path, image_files: list[Path], table: PanoramaTable
+) -> tuple[dict[str, str], list[str]]:
+    """Copy the images of the listed recordings (by file name stem = image_id) into the release, byte for
+    byte; image_id -> release path. Images without a recording are skipped with a warning; two images
+    for one recording and unreadable or non-equirectangular images are refused."""
+    by_id: dict[str, Path] = {}
+    for p in image_files:
+        if p.stem in by_id:
+            raise InputError(f"two images for image_id {p.stem!r} (also {by_id[p.stem]})", path=p)
+        by_id[p.stem] = p
+    listed = set(table.image_id)
+    out: dict[str, str] = {}
+    folder = release_dir / IMAGE_DIR
+    for image_id in table.image_id:
+        src = by_id.get(image_id)
+        if src is None:
+            continue
+        check_panorama_image(src)
+        folder.mkdir(parents=True, exist_ok=True)
+        rel = f"{IMAGE_DIR}/{image_id}.jpg"
+        shutil.copyfile(src, release_dir / rel)
+        out[image_id] = rel
+    warnings = []
+    orphans = sorted(k for k in by_id if k not in listed)
+    if orphans:
+        warnings.append(
+            f"panoramas: {len(orphans)} image(s) have no recording in the panorama list and were skipped "
+            f"(e.g. {by_id[orphans[0]].name})"
+        )
+    return out, warnings

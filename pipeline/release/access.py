@@ -90,6 +90,37 @@ def _top_dir(rel: str | None) -> str | None:
     return rel.split("/", 1)[0]
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+
+
+def internal_image_copies(
+    release: Path, internal_files: set[str], exported: list[str]
+) -> list[tuple[str, str]]:
+    """(exported file, internal image) for every exported file whose bytes equal an image of an internal
+    layer (e.g. a panorama copied into a public folder under another name: its path and name would not
+    give it away). Sizes first, hashes only for equal sizes."""
+    from pipeline.release.manifest import sha256_file
+
+    by_size: dict[int, list[str]] = {}
+    for f in sorted(internal_files):
+        if Path(f).suffix.lower() in IMAGE_SUFFIXES and (release / f).is_file():
+            by_size.setdefault((release / f).stat().st_size, []).append(f)
+    digests: dict[str, str] = {}
+    hits = []
+    for rel in exported:
+        candidates = by_size.get((release / rel).stat().st_size) if by_size else None
+        if not candidates:
+            continue
+        digest = sha256_file(release / rel)
+        for f in candidates:
+            if f not in digests:
+                digests[f] = sha256_file(release / f)
+            if digests[f] == digest:
+                hits.append((rel, f))
+                break
+    return hits
+
+
 def public_plan(release: Path) -> dict[str, Any]:
     """What a public export of `release` contains: files, the filtered manifest, and the leak tokens."""
     manifest = json.loads((release / MANIFEST).read_text())
@@ -124,7 +155,10 @@ def public_plan(release: Path) -> dict[str, Any]:
         if any(n in internal_names for n in lays)
         and not any(n in {lay["name"] for lay in public} for n in lays)
     }
-    internal_inputs = [i for i in manifest.get("inputs", []) if i.get("role") in internal_roles]
+    # a sub-role (`panoramas:images`) belongs to its role
+    internal_inputs = [
+        i for i in manifest.get("inputs", []) if i.get("role", "").split(":")[0] in internal_roles
+    ]
 
     tokens: set[str] = {d + "/" for d in internal_dirs} | {f for f in internal_files}
     # file names of internal files are tokens when distinctive: a tile name like `0_0_0.glb` that public
@@ -156,7 +190,7 @@ def public_plan(release: Path) -> dict[str, Any]:
         pub_manifest["skipped_inputs"] = [
             s
             for s in manifest["skipped_inputs"]
-            if s.get("role") not in internal_roles and not leaks(s["path"])
+            if s.get("role", "").split(":")[0] not in internal_roles and not leaks(s["path"])
         ]
     pub_manifest.pop("validation", None)
     pub_manifest["access"] = "public"
@@ -170,6 +204,13 @@ def public_plan(release: Path) -> dict[str, Any]:
         and _top_dir(rel) not in PRIVATE_DIRS
         and not Path(rel).name.startswith(".")
     )
+    copies = internal_image_copies(release, internal_files, files)
+    if copies:
+        raise ReleaseError(
+            f"public export refused: {copies[0][0]} is a copy of the internal image {copies[0][1]} "
+            f"({len(copies)} such file(s))",
+            path=release,
+        )
     return {
         "manifest": pub_manifest,
         "files": files,

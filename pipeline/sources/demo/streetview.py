@@ -312,6 +312,7 @@ def write_panorama_images(
     out = []
     for i in pick:
         _t, x, y, z, heading, image_id = rows[i]
+        heading = round(heading, 2)  # as written to panoramas.csv
         path = folder / f"{image_id}.jpg"
         path.write_bytes(encode_jpeg(scene.render(x, y, z, heading, width), heading))
         out.append(path)
