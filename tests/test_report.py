@@ -39,12 +39,19 @@ def report_release(tmp_path_factory):
     return ctx, layers + report
 
 
+def _report(layers):
+    return next(lay for lay in layers if lay.name == "report")
+
+
 def test_report_files(report_release):
     from pipeline.report import PLOTS
 
     ctx, layers = report_release
-    report = layers[-1]
-    assert report.kind == "report"
+    report = _report(layers)
+    assert report.kind == "report" and report.access == "public"
+    nightly = layers[-1]
+    assert nightly.name == "nightly_report" and nightly.access == "internal"
+    assert all((ctx.release_dir / f).is_file() for f in nightly.files)
     out = ctx.release_dir / "report"
     html = (out / "index.html").read_text()
     for name in PLOTS:
@@ -70,7 +77,7 @@ def test_public_report_leaves_out_an_internal_change_layer(report_release):
 
     ctx, layers = report_release
     hidden = [
-        dataclasses.replace(lay, access="internal") if lay.name == "change" else lay for lay in layers[:-1]
+        dataclasses.replace(lay, access="internal") if lay.name == "change" else lay for lay in layers[:-2]
     ]
     assert any(lay.access == "internal" for lay in hidden)
     report = build_report_layers(ctx, hidden)[0]
@@ -81,7 +88,7 @@ def test_public_report_leaves_out_an_internal_change_layer(report_release):
     assert "<h2>change classes</h2>" not in html and "<h2>changed buildings</h2>" not in html
     build = json.loads((out / "data" / "build.json").read_text())
     assert "change" not in {lay["name"] for lay in build["layers"]}
-    build_report_layers(ctx, layers[:-1])  # public again: the fixture's report for later tests
+    build_report_layers(ctx, layers[:-2])  # public again: the fixture's report for later tests
     assert "<h2>change classes</h2>" in (out / "index.html").read_text()
 
 
@@ -117,7 +124,7 @@ def demo_release(tmp_path_factory):
 
 def test_demo_report_against_truth(demo_release):
     ctx, layers = demo_release
-    report = layers[-1]
+    report = _report(layers)
     html = (ctx.release_dir / "report" / "index.html").read_text()
     assert "change classes" in html and "parcels top grz" in html
     if (ctx.release_dir / "buildings" / "buildings.gpkg").is_file():
@@ -171,3 +178,219 @@ def test_notebook_reproduces_report(notebook_release, tmp_path):
     assert "rmse" in text
     for name in ("grz_map.png", "change_map.png", "height_residuals.png"):
         assert (tmp_path / "report_plots" / name).is_file()
+
+
+# ------------------------------------------------------------------------------- nightly build report
+
+
+def test_warning_causes_and_ids():
+    """Each kind of warning has its cause; ids and files are taken from the text where it names them."""
+    from pipeline.report.nightly import _text_row, classify
+
+    assert classify("filtered: Bauteil") == "bauteil"
+    assert classify("filtered: underground") == "underground"
+    assert classify(
+        "not a building: function 51002_1251 is skipped by layers.buildings.non_building_functions"
+    ) == ("non_building")
+    assert classify("duplicate id") == "duplicate_id"
+    assert classify("invalid geometry could not be repaired") == "unrepairable_geometry"
+    assert classify("area 1.20 m2 below min_area_m2 2.0") == "too_small"
+    assert classify("AX_Gebaeude: ring not closed") == "unreadable_record"
+    assert classify("something nobody has seen before") == "other"
+    row = _text_row("skipped corrupt input aerial/2024/a.laz: truncated", "")
+    assert (row.cause, row.file) == ("corrupt_input", "aerial/2024/a.laz")
+    row = _text_row("plan.gml [GML_42]: invalid geometry (Self-intersection) repaired", "zoning")
+    assert (row.cause, row.id, row.file, row.layer) == ("geometry_repaired", "GML_42", "plan.gml", "zoning")
+    row = _text_row(
+        "duplicate input: dgm/b.tif has the same content as dgm/a.tif; only dgm/a.tif is used", ""
+    )
+    assert (row.cause, row.file) == ("duplicate_input", "dgm/b.tif")
+
+
+def test_repaired_footprints_are_flagged():
+    """The cadastre reader says which kept footprints it repaired (buildings.gpkg column `repair`)."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from pipeline.sources.cadastre.common import FootprintFilter, normalise_columns, repair_and_filter
+
+    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])  # self-intersecting: two triangles
+    square = shapely.box(20, 0, 30, 10)
+    sliver = shapely.MultiPolygon([shapely.box(40, 0, 50, 10), shapely.box(50.5, 0, 50.55, 10)])
+    gdf = gpd.GeoDataFrame(
+        normalise_columns(pd.DataFrame({"oid": ["B", "A", "C"], "source_file": ["f"] * 3})),
+        geometry=[bowtie, square, sliver],
+        crs="EPSG:25832",
+    )
+    rejected = []
+    out = repair_and_filter(gdf, FootprintFilter(), rejected)
+    assert not rejected
+    assert dict(zip(out["oid"], out["repair"], strict=True)) == {
+        "A": "",
+        "B": "made_valid",
+        "C": "parts_removed",
+    }
+
+
+def _add_cadastre_records(gpkg: Path) -> dict[str, str]:
+    """Append an underground building and a self-intersecting (repairable) one to the demo cadastre."""
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+
+    layer = "GebauedeBauwerk"
+    old = pyogrio.read_dataframe(gpkg, layer=layer)
+    x0, y0 = old.total_bounds[:2]
+    new = gpd.GeoDataFrame(
+        {
+            "oid": ["DENWTESTUNTER001", "DENWTESTBOWTIE01"],
+            "aktualit": ["2026-01-01"] * 2,
+            "gebnutzbez": ["Gebäude"] * 2,
+            "funktion": ["Tiefgarage", "Wohngebäude"],
+            "gfkzshh": ["31001_2463", "31001_1000"],
+            "anzahlgs": [1.0, 2.0],
+            "rellage": ["unter der Erdoberfläche", None],
+            "lagebeztxt": ["", ""],
+        },
+        geometry=[
+            shapely.MultiPolygon([shapely.box(x0 + 2, y0 + 2, x0 + 12, y0 + 12)]),
+            shapely.MultiPolygon(
+                [shapely.Polygon([(x0 + 20, y0), (x0 + 30, y0 + 10), (x0 + 30, y0), (x0 + 20, y0 + 10)])]
+            ),
+        ],
+        crs=old.crs,
+    )
+    pyogrio.write_dataframe(new[old.columns], gpkg, layer=layer, append=True)
+    return {"DENWTESTUNTER001": "underground", "DENWTESTBOWTIE01": "footprint_repaired"}
+
+
+@pytest.fixture(scope="module")
+def second_build(tiny_project, tiny_release, tmp_path_factory):
+    """The tiny district's release, then a build of a copy with one changed input (the cadastre: one
+    underground and one self-intersecting building more) on top of it."""
+    import shutil
+
+    from pipeline.buildlog import BuildLog
+    from pipeline.orchestrate.build import run_build
+
+    from .conftest import load_tiny_config
+
+    proj = tmp_path_factory.mktemp("nightly") / "p"
+    shutil.copytree(tiny_project, proj, symlinks=True)  # raw, configs, out (releases, current), cache
+    first = (proj / "data" / "out" / "current").resolve()
+    assert first.name == tiny_release.name
+    added = _add_cadastre_records(proj / "data" / "raw" / "alkis" / "alkis_vereinfacht_demo.gpkg")
+    res = run_build(load_tiny_config(proj), workers=2, log=BuildLog(quiet=True))
+    assert not res.up_to_date and res.build_id != first.name
+    return proj, first, res.release_dir, added
+
+
+def _summary(release: Path) -> dict:
+    return json.loads((release / "nightly_report" / "build_summary.json").read_text())
+
+
+def _csv(release: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (release / "nightly_report" / "warnings.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_nightly_report_of_the_second_build(second_build):
+    _proj, first, second, added = second_build
+    s = _summary(second)
+    manifest = json.loads((second / "manifest.json").read_text())
+    # the build: date, id, config hash, previous release, a duration per stage (validation included)
+    assert s["build_id"] == second.name and s["created"] == manifest["created"]
+    assert s["config_hash"] == manifest["config_hash"] and s["config_changed"] is False
+    assert s["previous"]["build_id"] == first.name and s["seconds"] > 0
+    stages = {st["stage"]: st["seconds"] for st in s["stages"]}
+    assert {"buildings", "report.render", "validate"} <= set(stages) and stages["buildings"] > 0
+    # inputs: exactly the cadastre changed
+    inp = s["inputs"]
+    assert [(i["role"], i["path"]) for i in inp["changed"]] == [
+        ("cadastre", "alkis/alkis_vereinfacht_demo.gpkg")
+    ]
+    assert inp["added"] == [] and inp["removed"] == []
+    assert inp["total"] == len(manifest["inputs"])
+    # outputs per layer against the previous release: the buildings changed, the point clouds did not
+    out = {o["name"]: o for o in s["outputs"]}
+    assert out["buildings"]["files_changed"] >= 2  # buildings.gpkg, rejected.csv (+ tiles)
+    assert {"buildings/buildings.gpkg", "buildings/rejected.csv"} <= set(out["buildings"]["changed"])
+    for name in ("aerial_points", "mobile_points", "terrain"):
+        assert (out[name]["files_added"], out[name]["files_changed"], out[name]["files_removed"]) == (0, 0, 0)
+    # per-layer file counts are every file of the layer (tileset contents too), as on disk
+    for name, folder in (
+        ("aerial_points", "aerial_points"),
+        ("buildings", "buildings"),
+        ("viewer", "viewer"),
+    ):
+        on_disk = [p for p in (second / folder).rglob("*") if p.is_file()]
+        assert out[name]["files"] == len(on_disk), name
+    aerial = next(lay for lay in manifest["layers"] if lay["name"] == "aerial_points")
+    assert out["aerial_points"]["files"] > len(aerial.get("files", [])) + 1  # the tiles are counted too
+    # counts and their deltas: one building more (the bowtie), one rejected record more (the underground
+    # one); the gates passed them
+    counts = {c["metric"]: c for c in s["counts"]}
+    assert counts["buildings"]["delta"] == 1 and counts["buildings"]["gate"] == "ok"
+    assert counts["rejected"]["delta"] == 1
+    assert counts["points"]["delta"] == 0 and counts["terrain_area"]["delta"] == 0
+    assert counts["buildings"]["current"] == manifest["plausibility"]["summary"]["buildings"]
+    assert s["validation"]["ok"] is True and s["validation"]["tilesets"] > 0
+    # warnings by cause, with the affected ids in the CSV
+    rows = _csv(second)
+    before = {(r["cause"], r["id"]) for r in _csv(first)}
+    for oid, cause in added.items():
+        assert (cause, oid) in {(r["cause"], r["id"]) for r in rows}, (oid, cause)
+        assert (cause, oid) not in before
+    by_cause = {e["cause"]: e for e in s["warnings"]["by_cause"]}
+    assert "DENWTESTUNTER001" in by_cause["underground"]["examples"]
+    assert (
+        by_cause["bauteil"]["count"] == sum(r["cause"] == "bauteil" for r in rows) >= 1
+    )  # the demo's Bauteil
+    assert s["warnings"]["total"] == len(rows)
+    # the repaired footprint is flagged in the published data
+    import pyogrio
+
+    b = pyogrio.read_dataframe(
+        second / "buildings" / "buildings.gpkg", layer="buildings", read_geometry=False
+    )
+    flagged = dict(zip(b["oid"], b["repair"], strict=True))
+    assert flagged["DENWTESTBOWTIE01"] == "made_valid"
+    assert {o for o, r in flagged.items() if r} == {
+        r["id"] for r in rows if r["cause"] == "footprint_repaired"
+    }
+    # the page shows it
+    page = (second / "nightly_report" / "index.html").read_text()
+    assert "alkis/alkis_vereinfacht_demo.gpkg" in page and "DENWTESTUNTER001" in page
+    assert "Validation passed" in page and manifest["config_hash"] in page
+
+
+@pytest.mark.slow
+def test_public_export_keeps_a_public_report(second_build, tmp_path):
+    """`twin publish --public`: the export has the public report (with the build summary), not the nightly
+    one, and its report names no internal layer, no input and no hash."""
+    from pipeline.release.access import export_public
+
+    _proj, _first, second, _added = second_build
+    manifest = json.loads((second / "manifest.json").read_text())
+    dest = tmp_path / "public"
+    export_public(second, dest)
+    assert not (dest / "nightly_report").exists()
+    html = (dest / "report" / "index.html").read_text()
+    assert "<h2>Counts</h2>" in html and "Validation passed" in html  # the summary written after validation
+    build = json.loads((dest / "report" / "data" / "build.json").read_text())
+    assert {c["metric"]: c["delta"] for c in build["summary"]["counts"]}["buildings"] == 1
+    secrets = {lay["name"] for lay in manifest["layers"] if lay["access"] != "public"} | {
+        manifest["config_hash"]
+    }
+    for i in manifest["inputs"]:
+        secrets |= {i["sha256"], i["path"], Path(i["path"]).name}
+    assert "nightly_report" in secrets and "mobile_points" in secrets
+    for p in (dest / "report").rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            for s in secrets:
+                assert s.encode() not in data, f"{p.relative_to(dest)} names {s!r}"

@@ -42,7 +42,6 @@ from pipeline.orchestrate.cache import (
 )
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
-from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.working_crs import resolve_working_crs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
@@ -243,7 +242,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                     "source": latest,
                     "ortho_cfg": cfg.sources.orthophoto,
                 },
-                lambda: with_copc(points_orch.build_pointcloud_layer)(
+                lambda: points_orch.build_pointcloud_layer(
                     ctx,
                     name="aerial_points",
                     files=files,
@@ -268,7 +267,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                 ctx,
                 "mobile_points",
                 {"points": inputs_key(files), "source": cfg.sources.mobile},
-                lambda: with_copc(points_orch.build_pointcloud_layer)(
+                lambda: points_orch.build_pointcloud_layer(
                     ctx,
                     name="mobile_points",
                     files=files,
@@ -669,6 +668,10 @@ def _run_locked(
                 reused_layers=set(ctx.reuse.reused_layers),
             )
         manifest["validation"] = report
+        from pipeline.orchestrate.report import finish_report
+
+        with ctx.stage("report.summary"):  # the nightly report with the gates' and validation's results
+            finish_report(ctx, manifest, seconds=time.perf_counter() - t0)
         manifest["timings"] = ctx.timings
         write_json(staging / MANIFEST, manifest)
         ctx.reuse.write_index()

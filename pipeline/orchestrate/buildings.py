@@ -72,6 +72,7 @@ DESCRIPTIONS = {
     "quality": "ok | vegetation_suspected | fallback_floors | fallback_default",
     "flags": "all quality flags, '|'-separated",
     "base_source": "ring (ground points) | dgm | guessed",
+    "repair": "footprint geometry repaired: made_valid | parts_removed (slivers) | '' (as delivered)",
 }
 
 
@@ -327,6 +328,7 @@ def building_table(
     data["quality"] = final["quality"].to_numpy(dtype=object)
     data["flags"] = final["flags"].to_numpy(dtype=object)
     data["base_source"] = final["base_source"].to_numpy(dtype=object)
+    data["repair"] = fp["repair"].to_numpy(dtype=object) if "repair" in fp else np.full(len(fp), "", object)
     data["ndvi"] = np.full(len(fp), np.nan) if ndvi is None else np.round(ndvi, 4)
     data["area"] = np.round(shapely.area(np.asarray(fp.geometry.values, dtype=object)), 3)
     data["anzahlgs"] = fp["anzahlgs"].to_numpy(dtype=np.float64)

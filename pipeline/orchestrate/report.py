@@ -1,6 +1,12 @@
-"""Build report layer: report/index.html + PNG plots + report/data/ (what the notebook re-reads).
+"""Build report layers: the public analysis (report/index.html + PNG plots + report/data/, what the notebook
+re-reads) and the internal nightly report (nightly_report/: what changed since the previous release, per-stage
+durations, gates, validation, warnings by cause with the affected ids in warnings.csv).
 
-    build_report_layers(ctx, previous) -> [report]
+    build_report_layers(ctx, previous) -> [report, nightly_report]
+    finish_report(ctx, manifest, seconds)   # after the release gates and validation (pipeline.orchestrate.build)
+
+The layer stage writes both with what is known then; `finish_report` rewrites the nightly files and the
+public summary section with the gates' and the validation's results and every stage's duration.
 
 Heights are compared with the demo's ground truth (`<raw>/truth/buildings.csv`, by oid) when present, else
 with the official LoD1/LoD2 comparison the buildings layer wrote (buildings/reference_comparison.csv).
@@ -9,7 +15,9 @@ with the official LoD1/LoD2 comparison the buildings layer wrote (buildings/refe
 from __future__ import annotations
 
 import json
+import re
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -167,8 +175,12 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     public_layers = [lay for lay in previous if lay.access == "public"]
     layers = [lay.to_json() for lay in public_layers]
     timings = {k: v for k, v in ctx.timings.items() if public_text(k)}
-    warnings = [w for w in ctx.warnings if public_text(w)] + [
-        w for lay in public_layers for w in lay.warnings
+    # nor inputs: a warning naming an input file is counted by cause in the summary, not quoted here
+    inputs = {n for i in ctx.inputs for n in (i.path.name, i.to_json(ctx.cfg.raw_dir)["path"])}
+    warnings = [
+        w
+        for w in [*ctx.warnings, *(w for lay in public_layers for w in lay.warnings)]
+        if public_text(w) and not any(n in w for n in inputs)
     ]
     build = {
         "build_id": ctx.build_id,
@@ -203,9 +215,106 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     return LayerResult(name="report", kind="report", access="public", files=sorted(files), stats=stats)
 
 
+def _provisional_manifest(ctx: BuildContext, layers: list[LayerResult]) -> dict[str, Any]:
+    """What the manifest will say, as far as it is known in the layer stage (no gates, no validation)."""
+    from pipeline.config.loader import config_hash
+    from pipeline.release.manifest import make_manifest
+    from pipeline.release.status import now_iso
+
+    return make_manifest(
+        name=ctx.cfg.name,
+        build_id=ctx.build_id,
+        config_hash=config_hash(ctx.cfg),
+        created=now_iso(),
+        raw_dir=ctx.cfg.raw_dir,
+        inputs=ctx.inputs,
+        layers=layers,
+        timings=dict(ctx.timings),
+        warnings=list(ctx.warnings) + [w for lay in layers for w in lay.warnings],
+        frame=ctx.frame.to_json(),
+        crs=ctx.cfg.crs.compound,
+    )
+
+
+def nightly_layer() -> LayerResult:
+    from pipeline.report.nightly import LAYER, PAGE, SUMMARY, WARNINGS_CSV
+
+    # internal: it names inputs, hashes and internal layers; `twin publish --public` leaves it out
+    return LayerResult(
+        name=LAYER, kind="report", access="internal", files=sorted([PAGE, SUMMARY, WARNINGS_CSV])
+    )
+
+
+_SECTION = re.compile(r'(<section id="build-summary">).*?(</section><!-- /build-summary -->)', re.S)
+
+
+def write_nightly(
+    ctx: BuildContext, manifest: dict[str, Any], seconds: float | None = None
+) -> dict[str, Any]:
+    """Write the nightly report (nightly_report/) and the public summary (report/index.html section,
+    report/data/build.json `summary`) from `manifest`; returns the summary."""
+    from pipeline.release.status import read_manifest
+    from pipeline.report.nightly import (
+        PAGE,
+        SUMMARY,
+        WARNINGS_CSV,
+        build_summary,
+        public_summary,
+        render_page,
+        render_public_section,
+        warning_rows,
+        warnings_csv,
+    )
+
+    root = ctx.release_dir
+    prev = ctx.previous_release
+    prev_manifest = read_manifest(prev)
+    rows = warning_rows(root, manifest)
+    summary = build_summary(
+        root,
+        manifest,
+        prev,
+        prev_manifest,
+        seconds=seconds,
+        limits=ctx.cfg.release.gates.max_change.model_dump(),
+        rows=rows,
+    )
+    (root / PAGE).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / WARNINGS_CSV, warnings_csv(rows))
+    write_atomic(root / SUMMARY, json.dumps(summary, indent=1, sort_keys=True, default=str).encode())
+    write_atomic(root / PAGE, render_page(summary).encode("utf-8"))
+
+    pub = public_summary(summary, rows)
+    index = root / "report" / "index.html"
+    if index.is_file():
+        html = index.read_text(encoding="utf-8")
+        section = render_public_section(pub)
+        new = _SECTION.sub(lambda m: m.group(1) + section + m.group(2), html, count=1)
+        if new != html:
+            write_atomic(index, new.encode("utf-8"))
+    build_json = root / "report" / "data" / "build.json"
+    if build_json.is_file():
+        doc = json.loads(build_json.read_text())
+        doc["summary"] = pub
+        write_atomic(build_json, json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
+    return summary
+
+
+def finish_report(ctx: BuildContext, manifest: dict[str, Any], seconds: float | None = None) -> None:
+    """After the release gates and the validation: rewrite the nightly report and the public summary with
+    their results (no-op when the build has no report layers)."""
+    from pipeline.report.nightly import LAYER
+
+    if any(lay.get("name") == LAYER for lay in manifest.get("layers", [])):
+        write_nightly(ctx, {**manifest, "timings": dict(ctx.timings)}, seconds)
+
+
 def build_report_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
     t0 = time.perf_counter()
     with ctx.stage("report.render"):
         res = build_report(ctx, previous)
     res.seconds = time.perf_counter() - t0
-    return [res]
+    nightly = nightly_layer()
+    with ctx.stage("report.nightly"):
+        write_nightly(ctx, _provisional_manifest(ctx, [*previous, res, nightly]))
+    return [res, nightly]

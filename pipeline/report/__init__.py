@@ -337,8 +337,11 @@ PLOTS = {
 
 
 def tables(data: ReleaseData) -> dict[str, pd.DataFrame]:
+    from pipeline.report.nightly import release_layer_files
+
     out: dict[str, pd.DataFrame] = {}
     if data.layers:
+        layer_files = release_layer_files(data.root, data.layers)
         out["layers"] = pd.DataFrame(
             [
                 {
@@ -346,7 +349,7 @@ def tables(data: ReleaseData) -> dict[str, pd.DataFrame]:
                     "kind": lay["kind"],
                     "access": lay.get("access", ""),
                     "seconds": lay.get("seconds", 0.0),
-                    "files": len(lay.get("files", [])),
+                    "files": len(layer_files[lay["name"]]),
                     "warnings": len(lay.get("warnings", [])),
                 }
                 for lay in data.layers
@@ -404,6 +407,7 @@ def render_html(data: ReleaseData, images: list[str], title: str, warnings: list
     warn = "".join(f"<li>{escape(w)}</li>" for w in warnings) or "<li>none</li>"
     return (
         template.replace("{{title}}", escape(title))
+        .replace("{{summary}}", '<p class="note">build summary: written when the build has finished</p>')
         .replace("{{images}}", imgs)
         .replace("{{tables}}", "\n".join(parts))
         .replace("{{warnings}}", warn)

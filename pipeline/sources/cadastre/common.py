@@ -224,7 +224,9 @@ def repair_and_filter(
     gdf: gpd.GeoDataFrame, flt: FootprintFilter, rejected: list[Rejected]
 ) -> gpd.GeoDataFrame:
     """Repair geometry (make_valid, polygonal parts only, slivers removed), apply filters, drop duplicate
-    ids; every dropped record is appended to `rejected`. Returns the kept records sorted by oid."""
+    ids; every dropped record is appended to `rejected`. Returns the kept records sorted by oid, with a
+    column `repair`: '' (geometry as delivered), `made_valid` (invalid, repaired with make_valid),
+    `parts_removed` (slivers or tiny parts dropped) or both, '|'-separated."""
     if len(gdf) == 0:
         return gdf
     n = len(gdf)
@@ -264,8 +266,10 @@ def repair_and_filter(
     parts, owner = shapely.get_parts(g2[idx_todo], return_index=True)
     owner = idx_todo[owner]
     area = shapely.area(parts)
-    good = (shapely.get_type_id(parts) == 3) & (area >= flt.min_part_area_m2)
+    polygonal = shapely.get_type_id(parts) == 3
+    good = polygonal & (area >= flt.min_part_area_m2)
     good &= 2.0 * area / np.maximum(shapely.length(parts), 1e-9) >= flt.sliver_width_m
+    dropped = np.bincount(owner[polygonal & ~good], minlength=n)  # slivers / tiny parts removed
     parts, owner = parts[good], owner[good]
     count = np.bincount(owner, minlength=n)
     flag(
@@ -306,6 +310,12 @@ def repair_and_filter(
             seen.add(oids[i])
     res = gdf.loc[keep].copy()
     res["geometry"] = gpd.GeoSeries(out_geoms[keep], index=res.index, crs=gdf.crs)
+    # what the repair changed in a kept footprint ('' = the delivered geometry, only normalised)
+    repair = np.full(n, "", dtype=object)
+    repair[fix] = "made_valid"
+    sliv = dropped > 0
+    repair[sliv] = np.where(fix[sliv], "made_valid|parts_removed", "parts_removed")
+    res["repair"] = repair[keep]
     res = res.set_geometry("geometry")
     return res.sort_values("oid", kind="stable").reset_index(drop=True)
 
