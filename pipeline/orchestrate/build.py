@@ -42,6 +42,7 @@ from pipeline.orchestrate.cache import (
 )
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
+from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.working_crs import resolve_working_crs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
@@ -242,7 +243,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                     "source": latest,
                     "ortho_cfg": cfg.sources.orthophoto,
                 },
-                lambda: points_orch.build_pointcloud_layer(
+                lambda: with_copc(points_orch.build_pointcloud_layer)(
                     ctx,
                     name="aerial_points",
                     files=files,
@@ -267,7 +268,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                 ctx,
                 "mobile_points",
                 {"points": inputs_key(files), "source": cfg.sources.mobile},
-                lambda: points_orch.build_pointcloud_layer(
+                lambda: with_copc(points_orch.build_pointcloud_layer)(
                     ctx,
                     name="mobile_points",
                     files=files,
