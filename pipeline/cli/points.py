@@ -7,6 +7,8 @@ import contextlib
 import json
 from pathlib import Path
 
+from pipeline.point_attributes import OPTIONAL as OPTIONAL_ATTRIBUTES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-unknown-classes", action="store_true", help="keep class codes the scheme lacks")
     p.add_argument("--orthophoto", help="RGB(I) raster to colour points that have no RGB")
     p.add_argument("--extra-dim", action="append", default=[], help="LAS extra dimension to export")
+    p.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        choices=OPTIONAL_ATTRIBUTES,
+        help="also export this LAS field (off by default; repeatable)",
+    )
     p.add_argument(
         "--assume-ellipsoidal",
         action="store_true",
@@ -150,6 +159,7 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
         unknown_classes="keep" if args.keep_unknown_classes else "error",
         orthophoto=args.orthophoto,
         extra_dimensions=tuple(args.extra_dim),
+        attributes=tuple(getattr(args, "attribute", ())),
         max_points_per_tile=args.max_points,
         assume_ellipsoidal=args.assume_ellipsoidal,
         z_unit=args.z_unit,

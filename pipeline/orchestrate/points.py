@@ -25,8 +25,9 @@ import numpy as np
 
 from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
-from pipeline.errors import InputError, NoSpaceError
+from pipeline.errors import ConfigError, InputError, NoSpaceError
 from pipeline.orchestrate.points_inputs import make_staging, present_extra_dims, scan_inputs
+from pipeline.point_attributes import check_optional
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo, plan_units
 from pipeline.stages.points.classes import enum_schema
@@ -71,6 +72,8 @@ class PointTilingOptions:
     orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
     ortho_bands: tuple[tuple[str, int], ...] = ()
     extra_dimensions: tuple[str, ...] = ()
+    # opt-in attributes of pipeline.point_attributes (e.g. "scan_angle"; off by default)
+    attributes: tuple[str, ...] = ()
     max_points_per_tile: int = 60_000
     max_bin_points: int | None = None  # None: from the memory budget (tests and tuning only)
     assume_ellipsoidal: bool = False
@@ -373,6 +376,10 @@ def plan_tiling(
             raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
+    try:
+        optional = check_optional(opts.attributes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     extra = present_extra_dims(infos, opts.extra_dimensions)
     missing = [d for d in opts.extra_dimensions if d not in extra]
     if missing:
@@ -382,6 +389,7 @@ def plan_tiling(
         has_gps=any(i.has_gps for i in infos),
         has_nir=any(i.has_nir for i in infos) or (use_ortho and ortho_nir),
         extra_dims=extra,
+        optional=optional,
     )
     file_jobs = [
         _with_lattice_cached(
@@ -621,6 +629,7 @@ def _run_tiling(
         has_gps=plan.layout.has_gps,
         has_nir=plan.layout.has_nir,
         extra_dims=plan.layout.extra_dims,
+        optional=plan.layout.optional,
     )
     tjob = TileJob(
         plan.cube,
@@ -941,6 +950,7 @@ def build_pointcloud_layer(
         orthophoto=ortho_path,
         ortho_bands=bands,
         extra_dimensions=tuple(layer.extra_dimensions),
+        attributes=tuple(layer.attributes),
         max_points_per_tile=layer.max_points_per_tile,
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,

@@ -3,8 +3,9 @@
 Feature table: POINTS_LENGTH, RTC_CENTER (the tile's minimum corner) and POSITION as float32 metres relative
 to it (the tile's quantized millimetre positions, recovered exactly by rounding; POSITION_QUANTIZED would
 halve the size but py3dtiles 12 cannot read it), RGB (sRGB uint8, as pnts prescribes). Batch table (binary):
-intensity, classification, return_number, number_of_returns, point_source_id, gps_time (DOUBLE), nir and
-extra dimensions. Positions are in the tile frame (ENU, z-up); the root tile carries the ENU->ECEF
+the metadata attributes of `pipeline.point_attributes` in table order with their spill types (intensity,
+classification, return_number, number_of_returns, point_source_id, gps_time as DOUBLE, nir, opt-in
+attributes, extra dimensions). Positions are in the tile frame (ENU, z-up); the root tile carries the ENU->ECEF
 transform like the 1.1 tilesets.
 """
 
@@ -19,6 +20,9 @@ import numpy as np
 from pipeline.tiles.points_glb import PointSchema, QuantizedTile
 
 _COMPONENT = {
+    np.dtype(np.int8): "BYTE",
+    np.dtype(np.int16): "SHORT",
+    np.dtype(np.int32): "INT",
     np.dtype(np.uint8): "UNSIGNED_BYTE",
     np.dtype(np.uint16): "UNSIGNED_SHORT",
     np.dtype(np.uint32): "UNSIGNED_INT",
@@ -59,19 +63,12 @@ def encode_pnts(qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSc
     }
     if "rgb" in attrs:
         ft["RGB"] = {"byteOffset": ft_off[1]}
+    # the batch table: every metadata attribute of the table, in table order, as stored in the spill
     cols: list[tuple[str, np.ndarray]] = [
-        ("intensity", attrs["intensity"]),
-        ("classification", attrs["classification"]),
-        ("return_number", attrs["return_number"]),
-        ("number_of_returns", attrs["number_of_returns"]),
-        ("point_source_id", attrs["point_source_id"]),
+        (a.name, np.asarray(attrs[a.name]).astype(a.spill, copy=False))
+        for a in schema.attributes
+        if a.metadata
     ]
-    if schema.has_gps:
-        cols.append(("gps_time", attrs["gps_time"].astype(np.float64)))
-    if schema.has_nir:
-        cols.append(("nir", attrs["nir"]))
-    for name in schema.extra_dims:
-        cols.append((f"x_{name}", attrs[f"x_{name}"].astype(np.float32)))
     bt_bin, bt_off = _bin_chunk([c for _, c in cols])
     bt = {
         name: {"byteOffset": off, "componentType": _COMPONENT[np.asarray(c).dtype], "type": "SCALAR"}

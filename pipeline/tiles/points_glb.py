@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.point_attributes import PointAttribute, active, metadata_properties, vertex_order
 from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
 from pipeline.tiles.gltf import (
     ARRAY_BUFFER,
@@ -49,32 +50,20 @@ class PointSchema:
     has_nir: bool
     extra_dims: tuple[str, ...] = ()
 
+    optional: tuple[str, ...] = ()  # opt-in attributes of the table (e.g. "scan_angle")
+
+    @property
+    def attributes(self) -> tuple[PointAttribute, ...]:
+        return active(self.has_rgb, self.has_gps, self.has_nir, self.optional, self.extra_dims)
+
     def metadata_schema(self) -> dict[str, Any]:
         names = ", ".join(f"{v['value']}={v['name']}" for v in self.class_enum["values"])
-        props: dict[str, Any] = {
-            "intensity": {"type": "SCALAR", "componentType": "UINT16", "description": "LAS intensity"},
-            "classification": {
-                "type": "SCALAR",
-                "componentType": "UINT8",
-                "description": f"{self.class_scheme.upper()} class code (enum 'classification'): {names}",
-            },
-            "return_number": {"type": "SCALAR", "componentType": "UINT8"},
-            "number_of_returns": {"type": "SCALAR", "componentType": "UINT8"},
-            "point_source_id": {"type": "SCALAR", "componentType": "UINT16"},
-        }
-        if self.has_gps:
-            props["gps_time"] = {
-                "type": "SCALAR",
-                "componentType": "FLOAT32",
-                "description": "GPS time in seconds; stored relative to the tile's base time (offset)",
-            }
-        if self.has_nir:
-            props["nir"] = {"type": "SCALAR", "componentType": "UINT16", "description": "near infrared"}
-        for name in self.extra_dims:
-            props[f"x_{name}"] = {"type": "SCALAR", "componentType": "FLOAT32", "description": name}
+        desc = f"{self.class_scheme.upper()} class code (enum 'classification'): {names}"
         return {
             "id": "ruhrtwin_points",
-            "classes": {CLASS_ID: {"name": "Point", "properties": props}},
+            "classes": {
+                CLASS_ID: {"name": "Point", "properties": metadata_properties(self.attributes, desc)}
+            },
             "enums": {"classification": self.class_enum},
         }
 
@@ -130,45 +119,21 @@ class VertexAttr:
 
 
 def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
-    """The interleaved vertex layout of a tileset's point tiles and its stride (bytes per point).
-
-    POSITION and intensity first (8 bytes), then 4-byte, 2-byte and 1-byte components; every attribute
-    starts on a 4-byte boundary, as glTF requires of vertex attributes."""
-    cols: list[tuple[str, str | None, str, str, int, bool]] = [
-        ("POSITION", None, "", "<u2", 3, False),
-        ("_INTENSITY", "intensity", "intensity", "<u2", 1, False),
-    ]
-    rest: list[tuple[str, str | None, str, str, int, bool]] = []
-    if schema.has_gps:
-        rest.append(("_GPS_TIME", "gps_time", "gps_time", "<f4", 1, False))
-    for name in schema.extra_dims:
-        rest.append((f"_X_{name.upper()}", f"x_{name}", f"x_{name}", "<f4", 1, False))
-    rest.append(("_POINT_SOURCE_ID", "point_source_id", "point_source_id", "<u2", 1, False))
-    if schema.has_nir:
-        rest.append(("_NIR", "nir", "nir", "<u2", 1, False))
-    if schema.has_rgb:
-        rest.append(("COLOR_0", None, "rgb", "u1", 3, True))
-    for name in ("classification", "return_number", "number_of_returns"):
-        rest.append((f"_{name.upper()}", name, name, "u1", 1, False))
-    rest.sort(key=lambda c: -np.dtype(c[3]).itemsize)  # stable
-    out, off = [], 0
-    for attr, prop, fld, ctype, width, norm in cols + rest:
+    """The interleaved vertex layout of a tileset's point tiles and its stride (bytes per point): POSITION,
+    then the attributes in `point_attributes.vertex_order`, every one starting on a 4-byte boundary, as
+    glTF requires of vertex attributes."""
+    out, off = [VertexAttr("POSITION", None, "", "<u2", 3, 0)], 6
+    for a in vertex_order(schema.attributes):
         off = (off + 3) // 4 * 4
-        out.append(VertexAttr(attr, prop, fld, ctype, width, off, norm))
-        off += np.dtype(ctype).itemsize * width
+        prop = a.name if a.metadata else None
+        out.append(VertexAttr(a.attr, prop, a.name, a.vertex_dtype.str, a.width, off, a.normalized))
+        off += a.vertex_dtype.itemsize * a.width
     return tuple(out), (off + 3) // 4 * 4
 
 
 def _property_order(schema: PointSchema) -> list[str]:
-    """Metadata properties in the order the property attribute lists them."""
-    props = ["intensity"]
-    if schema.has_gps:
-        props.append("gps_time")
-    props += [f"x_{n}" for n in schema.extra_dims]
-    props.append("point_source_id")
-    if schema.has_nir:
-        props.append("nir")
-    return [*props, "classification", "return_number", "number_of_returns"]
+    """Metadata properties in the order the property attribute lists them (the vertex order)."""
+    return [a.name for a in vertex_order(schema.attributes) if a.metadata]
 
 
 def pack_vertices(

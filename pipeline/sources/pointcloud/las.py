@@ -55,10 +55,6 @@ def materialize(col):
     return col.values() if isinstance(col, (BitField, Rgb16)) else col
 
 
-# fields every batch carries (missing ones are filled by the caller)
-BASE_FIELDS = ("intensity", "classification", "return_number", "number_of_returns", "point_source_id")
-
-
 @functools.lru_cache(maxsize=64)
 def _point_format_of(path, size: int, mtime_ns: int):
     import laspy
@@ -77,16 +73,12 @@ def _selection(info: PointFileInfo, extra_dims: tuple[str, ...]):
     """Fields lazrs must decompress (layered point formats 6-10 can skip the others)."""
     import lazrs
 
-    sel = (
-        lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL
-        | lazrs.SELECTIVE_DECOMPRESS_Z
-        | lazrs.SELECTIVE_DECOMPRESS_CLASSIFICATION
-        | lazrs.SELECTIVE_DECOMPRESS_INTENSITY
-        | lazrs.SELECTIVE_DECOMPRESS_POINT_SOURCE_ID
-        | lazrs.SELECTIVE_DECOMPRESS_GPS_TIME
-        | lazrs.SELECTIVE_DECOMPRESS_RGB
-        | lazrs.SELECTIVE_DECOMPRESS_NIR
-    )
+    from pipeline.point_attributes import ATTRIBUTES
+
+    sel = lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL | lazrs.SELECTIVE_DECOMPRESS_Z
+    for a in ATTRIBUTES:  # every layer an attribute of the table may be read from
+        if a.las_layer:
+            sel |= getattr(lazrs, f"SELECTIVE_DECOMPRESS_{a.las_layer}")
     if extra_dims:
         sel |= lazrs.SELECTIVE_DECOMPRESS_ALL_EXTRA_BYTES
     return lazrs.DecompressionSelection(sel)

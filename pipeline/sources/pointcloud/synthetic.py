@@ -84,6 +84,9 @@ def write_las(
         if name in pts:
             setattr(las, name, pts[name])
     dims = set(las.point_format.dimension_names)
+    for name in ("scan_angle", "scan_angle_rank"):  # formats 6-10 / 0-5
+        if name in dims and name in pts:
+            setattr(las, name, pts[name])
     if "gps_time" in dims and "gps_time" in pts:
         las.gps_time = pts["gps_time"]
     if "red" in dims and "red" in pts:

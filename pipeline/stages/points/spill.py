@@ -12,8 +12,11 @@ those bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from pipeline.point_attributes import PointAttribute, active, record_fields
 
 SPILL_DEPTH = 13  # 39-bit keys; packed with a 24-bit point index into one uint64 for np.sort
 GRID_BITS = 7  # 128^3 sampling grid per tile: cell size = tile size / 128 (the tile's point spacing)
@@ -70,37 +73,26 @@ def cube_for(lo_mm: np.ndarray, hi_mm: np.ndarray) -> CubeSpec:
 
 # ---- record layout ------------------------------------------------------------------------------------
 
-BASE_RECORD = [
-    ("x", "<i4"),
-    ("y", "<i4"),
-    ("z", "<i4"),
-    ("intensity", "<u2"),
-    ("point_source_id", "<u2"),
-    ("classification", "u1"),
-    ("return_number", "u1"),
-    ("number_of_returns", "u1"),
-]
-
 
 @dataclass(frozen=True)
 class RecordLayout:
+    """The attributes of a run's spill records (see `pipeline.point_attributes`): colour, GPS time and NIR
+    when any input has them (or an orthophoto gives colour / NIR), the opt-in attributes asked for, and the
+    extra dimensions asked for that an input has."""
+
     has_rgb: bool
     has_gps: bool
     has_nir: bool
     extra_dims: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()  # opt-in attributes of the table (e.g. "scan_angle")
 
     @property
-    def fields(self) -> list[tuple[str, str] | tuple[str, str, tuple[int]]]:
-        f: list = list(BASE_RECORD)
-        if self.has_rgb:
-            f.append(("rgb", "u1", (3,)))
-        if self.has_nir:
-            f.append(("nir", "<u2"))
-        if self.has_gps:
-            f.append(("gps_time", "<f8"))
-        for name in self.extra_dims:
-            f.append((f"x_{name}", "<f4"))
-        return f
+    def attributes(self) -> tuple[PointAttribute, ...]:
+        return active(self.has_rgb, self.has_gps, self.has_nir, self.optional, self.extra_dims)
+
+    @property
+    def fields(self) -> list[tuple[Any, ...]]:
+        return record_fields(self.attributes)
 
     @property
     def dtype(self) -> np.dtype:

@@ -364,13 +364,18 @@ def _decode(
     )
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
-    cols: dict[str, np.ndarray] = {
-        name: d[name]
-        for name in ("intensity", "point_source_id", "classification", "return_number", "number_of_returns")
-    }
+    # the columns of the record layout's attributes (pipeline.point_attributes); a file without one leaves
+    # it 0 in the spill record
+    cols: dict[str, np.ndarray] = {}
     rgb_max = -1
-    if job.layout.has_rgb:
-        if info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
+    for a in job.layout.attributes:
+        if a.name != "rgb":
+            if a.from_las is not None:
+                if d.get("_raw") is not None:
+                    cols[a.name] = a.from_las(d["_raw"], info.point_format)
+            elif a.name in d:
+                cols[a.name] = d[a.name]
+        elif info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
             from pipeline.sources.pointcloud.las import Rgb16
 
             rgb_max = int(K.rgb_max(d["red"], d["green"], d["blue"]))
@@ -383,15 +388,8 @@ def _decode(
             ys = d["Y"] * info.scales[1] + info.offsets[1]
             smp = sample_orthophoto(fj.orthophoto, xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
             cols["rgb"] = smp["rgb"]
-            if job.layout.has_nir and "nir" in smp:
+            if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
-    if job.layout.has_nir and info.has_nir:
-        cols["nir"] = d["nir"]
-    if job.layout.has_gps and info.has_gps:
-        cols["gps_time"] = d["gps_time"]
-    for name in job.layout.extra_dims:
-        if "x_" + name in d:
-            cols["x_" + name] = d["x_" + name]
     return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"), rgb_max)
 
 

@@ -1,0 +1,169 @@
+"""The per-point attributes of the point tiles: one table, from which everything else is derived.
+
+- the spill record layout (`record_fields`): x, y, z, then every active attribute in table order;
+- the decode picks (`stages.points.tiling`): an attribute's column is the decoded field of its `name`
+  (LAS fields as `sources.pointcloud.las.decode_unit` names them), or `from_las(raw records, point
+  format)` for fields only some runs ask for; a file that lacks the field leaves it 0;
+- the glTF vertex layout (`tiles.points_glb.vertex_layout`): POSITION, the table's first 2-byte
+  attribute (intensity), then the others by component size (largest first; ties in table order), each
+  4-byte aligned;
+- the `EXT_structural_metadata` class `point` and the order of its property attribute;
+- the 3D Tiles 1.0 (pnts) batch table (the spill dtype; colour goes to the feature table as `RGB`).
+
+Which attributes a tileset has: `always`, those whose input has them (`rgb`, `gps`, `nir`: any input file
+has the field, or an orthophoto gives colour / NIR), those asked for by name (`optin`: `--attribute NAME`
+/ `attributes:` of a point layer), and the LAS extra dimensions asked for (`extra_attribute`, appended
+after the table's rows). Adding an attribute is one row here plus its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # (numpy is imported where it is used: the CLI reads the table's names at start-up)
+    import numpy as np
+
+
+def _scan_angle_degrees(raw: np.ndarray, point_format: int) -> np.ndarray:
+    """LAS scan angle in degrees: formats 6-10 store 0.006 degree steps (int16), 0-5 whole degrees
+    (int8 `scan_angle_rank`)."""
+    import numpy as np
+
+    if point_format >= 6:
+        return (raw["scan_angle"].astype(np.float32) * np.float32(0.006)).astype(np.float32)
+    return raw["scan_angle_rank"].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PointAttribute:
+    """One per-point attribute of the tiles."""
+
+    name: str  # record field and metadata property name
+    spill: str  # numpy dtype of one component in the spill record (and the pnts batch table)
+    when: str  # "always" | "rgb" | "gps" | "nir" | "optin" | "extra"
+    vertex: str = ""  # numpy dtype of one vertex component ("": the spill dtype)
+    width: int = 1  # components
+    gltf: str = ""  # glTF attribute name ("": "_" + NAME)
+    description: str | None = None  # metadata property description (None: none)
+    metadata: bool = True  # an EXT_structural_metadata property (False: COLOR_0)
+    normalized: bool = False  # glTF accessor `normalized`
+    from_las: Callable[[np.ndarray, int], np.ndarray] | None = None  # (raw records, point format) -> column
+    las_layer: str = ""  # the lazrs layer (LAS formats 6-10) holding it: `SELECTIVE_DECOMPRESS_<layer>`
+
+    @property
+    def attr(self) -> str:
+        return self.gltf or f"_{self.name.upper()}"
+
+    @property
+    def vertex_dtype(self) -> np.dtype:
+        import numpy as np
+
+        return np.dtype(self.vertex or self.spill)
+
+    @property
+    def spill_field(self) -> tuple[Any, ...]:
+        return (self.name, self.spill) if self.width == 1 else (self.name, self.spill, (self.width,))
+
+
+# the table (order matters: spill records, metadata properties and the pnts batch table follow it)
+ATTRIBUTES: tuple[PointAttribute, ...] = (
+    PointAttribute(
+        "rgb", "u1", "rgb", width=3, gltf="COLOR_0", metadata=False, normalized=True, las_layer="RGB"
+    ),
+    PointAttribute("intensity", "<u2", "always", description="LAS intensity", las_layer="INTENSITY"),
+    PointAttribute("classification", "u1", "always", las_layer="CLASSIFICATION"),  # described by the scheme
+    PointAttribute("return_number", "u1", "always", las_layer="XY_RETURNS_CHANNEL"),
+    PointAttribute("number_of_returns", "u1", "always", las_layer="XY_RETURNS_CHANNEL"),
+    PointAttribute("point_source_id", "<u2", "always", las_layer="POINT_SOURCE_ID"),
+    PointAttribute(
+        "gps_time",
+        "<f8",
+        "gps",
+        vertex="<f4",
+        description="GPS time in seconds; stored relative to the tile's base time (offset)",
+        las_layer="GPS_TIME",
+    ),
+    PointAttribute("nir", "<u2", "nir", description="near infrared", las_layer="NIR"),
+    PointAttribute(
+        "scan_angle",
+        "<f4",
+        "optin",
+        description="scan angle in degrees (LAS; 0 = nadir, negative = left of the flight direction)",
+        from_las=_scan_angle_degrees,
+        las_layer="SCAN_ANGLE",
+    ),
+)
+
+BY_NAME = {a.name: a for a in ATTRIBUTES}
+OPTIONAL = tuple(a.name for a in ATTRIBUTES if a.when == "optin")  # asked for by name
+
+
+def extra_attribute(name: str) -> PointAttribute:
+    """A LAS extra dimension asked for by name (float32 everywhere; property `x_<name>`)."""
+    return PointAttribute(f"x_{name}", "<f4", "extra", description=name)
+
+
+def check_optional(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The opt-in attribute names, validated (ValueError naming the unknown ones and the choices)."""
+    bad = [n for n in names if n not in OPTIONAL]
+    if bad:
+        raise ValueError(f"unknown point attribute(s) {bad}; choose from {list(OPTIONAL)}")
+    return tuple(n for n in OPTIONAL if n in names)  # table order, no duplicates
+
+
+def active(
+    has_rgb: bool,
+    has_gps: bool,
+    has_nir: bool,
+    optional: tuple[str, ...] = (),
+    extra_dims: tuple[str, ...] = (),
+) -> tuple[PointAttribute, ...]:
+    """The attributes a tileset carries, in table order, then its extra dimensions."""
+    on = {"always": True, "rgb": has_rgb, "gps": has_gps, "nir": has_nir}
+    rows = [a for a in ATTRIBUTES if on.get(a.when, False) or (a.when == "optin" and a.name in optional)]
+    return tuple(rows) + tuple(extra_attribute(n) for n in extra_dims)
+
+
+def record_fields(attrs: tuple[PointAttribute, ...]) -> list[tuple[Any, ...]]:
+    """The spill record: integer millimetre positions, then the attributes."""
+    return [("x", "<i4"), ("y", "<i4"), ("z", "<i4"), *(a.spill_field for a in attrs)]
+
+
+def vertex_order(attrs: tuple[PointAttribute, ...]) -> tuple[PointAttribute, ...]:
+    """The attributes in vertex order (after POSITION): the first 2-byte one (intensity: POSITION and it
+    make the first 12 bytes), then by component size, largest first (ties in table order)."""
+    rest = list(attrs)
+    first = [a for a in rest if a.vertex_dtype.itemsize * a.width == 2][:1]
+    for a in first:
+        rest.remove(a)
+    rest.sort(key=lambda a: -a.vertex_dtype.itemsize)  # stable
+    return (*first, *rest)
+
+
+_METADATA_TYPE = {
+    "u1": "UINT8",
+    "u2": "UINT16",
+    "i1": "INT8",
+    "i2": "INT16",
+    "f4": "FLOAT32",
+    "f8": "FLOAT64",
+}
+
+
+def metadata_properties(attrs: tuple[PointAttribute, ...], class_description: str) -> dict[str, Any]:
+    """The properties of the metadata class `point` (table order)."""
+    props: dict[str, Any] = {}
+    for a in attrs:
+        if not a.metadata:
+            continue
+        p: dict[str, Any] = {
+            "type": "SCALAR",
+            "componentType": _METADATA_TYPE[a.vertex_dtype.str.lstrip("<|>=")],
+        }
+        desc = class_description if a.name == "classification" else a.description
+        if desc is not None:
+            p["description"] = desc
+        props[a.name] = p
+    return props
