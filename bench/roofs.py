@@ -19,16 +19,19 @@ from pathlib import Path
 from typing import Any
 
 
-def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any]:
+def run(
+    raw: Path, epoch: str = "2024", backend: str = "numba", single_returns: bool = True
+) -> dict[str, Any]:
     import numpy as np
     import shapely
 
     from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
-    from pipeline.stages.buildings.heights import HeightParams, read_points
+    from pipeline.stages.buildings.heights import HeightParams
     from pipeline.stages.buildings.reconstruct import (
         ReconstructParams,
         collect_roof_points,
+        read_roof_points,
         reconstruct_roofs,
     )
     from pipeline.stages.buildings.roofs import RoofParams
@@ -43,12 +46,12 @@ def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any
     laz = sorted((raw / "aerial" / epoch).glob("*.la[sz]"))
     pts: dict[str, list] = {}
     for f in laz:
-        for k, v in read_points(str(f)).items():
+        for k, v in read_roof_points(str(f)).items():
             pts.setdefault(k, []).append(v)
     points = {k: np.concatenate(v) for k, v in pts.items()}
     hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
-    rp = ReconstructParams(roof=RoofParams(backend=backend))
-    ptr, idx = collect_roof_points(points, geoms, rp.shrink_m, hp)
+    rp = ReconstructParams(roof=RoofParams(backend=backend), single_returns=single_returns)
+    ptr, idx = collect_roof_points(points, geoms, rp.shrink_m, hp, rp.single_returns)
     x, y, z = points["x"], points["y"], points["z"]
     reconstruct_roofs(x, y, z, ptr[:2], idx, geoms[:1], rp)  # compile / warm up
     c0, w0 = time.process_time(), time.perf_counter()
@@ -98,6 +101,7 @@ def run(raw: Path, epoch: str = "2024", backend: str = "numba") -> dict[str, Any
     return {
         "benchmark": "roofs",
         "backend": backend,
+        "single_returns": single_returns,
         "buildings": len(st),
         "roof_points": int(n_pts.sum()),
         "fit_cpu_s": round(cpu, 3),
@@ -123,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epoch", default="2024")
     ap.add_argument("--backend", default="numba", choices=["numba", "numpy"])
     ap.add_argument("--out", type=Path, default=None, help="also write the result here (JSON)")
+    ap.add_argument("--all-returns", action="store_true", help="roof candidates from every first return")
     a = ap.parse_args(argv)
     import os
     import platform
 
     load = os.getloadavg()[0]
-    res = run(a.raw, a.epoch, a.backend)
+    res = run(a.raw, a.epoch, a.backend, not a.all_returns)
     res["load_avg_before"] = round(load, 2)
     res["python"] = platform.python_version()
     text = json.dumps(res, indent=1)

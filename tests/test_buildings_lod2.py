@@ -220,3 +220,40 @@ def test_real_tile_lod2_sources(realdata, tmp_path, source):
         if validator_available():
             rep = validate_glb_files([p])[0]
             assert rep["errors"] == 0, rep["messages"][:5]
+
+
+def test_single_return_roof_candidates():
+    """A tree crown over half of a gable roof (first returns of split pulses, 1-2 m above the roof):
+    with single_returns the crown points are no roof candidates and the gable is found; the crown's
+    points would otherwise be part of the fit."""
+    import shapely
+
+    from pipeline.stages.buildings.heights import HeightParams
+    from pipeline.stages.buildings.reconstruct import (
+        ReconstructParams,
+        collect_roof_points,
+        reconstruct_roofs,
+    )
+    from tests.test_roofs import roof_points
+
+    x, y, z, fp, _ = roof_points("gable", 23.0, outliers=0.0)
+    rng = np.random.default_rng(3)
+    crown = shapely.contains_xy(shapely.Point(fp.centroid.x + 3, fp.centroid.y).buffer(4.0), x, y)
+    z = np.where(crown, z + rng.uniform(1.0, 2.5, z.shape), z)
+    n = np.where(crown, 2, 1).astype(np.uint8)
+    pts = {
+        "x": x,
+        "y": y,
+        "z": z,
+        "classification": np.full(x.shape, 20, np.uint8),
+        "return_number": np.ones(x.shape, np.uint8),
+        "number_of_returns": n,
+    }
+    geoms = np.array([fp], dtype=object)
+    hp = HeightParams(roof_classes=(20, 1))
+    ptr, idx = collect_roof_points(pts, geoms, 0.3, hp, single_returns=True)
+    assert not crown[idx].any() and ptr[-1] == (~crown & shapely.contains_xy(fp.buffer(-0.3), x, y)).sum()
+    fit = reconstruct_roofs(x, y, z, ptr, idx, geoms, ReconstructParams()).fits[0]
+    assert fit.roof_type == "gable" and fit.rmse < 0.08
+    _ptr_all, idx_all = collect_roof_points(pts, geoms, 0.3, hp, single_returns=False)
+    assert crown[idx_all].sum() > 50

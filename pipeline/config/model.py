@@ -200,6 +200,9 @@ class BuildingsLayer(LayerBase):
     # take its roof polygons over the cadastral footprint (lod_source "official"), the others and any
     # official roof that gives no valid solid are reconstructed from the points
     lod2_source: Literal["points", "official"] = "points"
+    # vegetation over roofs: only points of single-return pulses are roof candidates (a tree crown
+    # splits the pulse, a roof - also a green roof - stops it); false keeps every first return
+    lod2_single_returns: bool = True
     # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
     # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
     # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-

@@ -44,6 +44,7 @@ def reconstruct_params(layer: Any) -> ReconstructParams:
     return ReconstructParams(
         shrink_m=layer.lod2_shrink_m,
         roof=RoofParams(min_points=layer.lod2_min_points, max_rmse_m=layer.lod2_max_rmse_m),
+        single_returns=layer.lod2_single_returns,
     )
 
 

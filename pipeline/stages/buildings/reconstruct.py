@@ -43,6 +43,9 @@ ROOF_COLUMNS = {
 class ReconstructParams:
     shrink_m: float = 0.3  # keeps wall and neighbour points out, loses less of the eaves than LoD1's 0.5
     roof: RoofParams = field(default_factory=RoofParams)
+    # vegetation: only points of single-return pulses are roof candidates (a roof stops the pulse, a
+    # tree crown over the roof splits it; green roofs stay, which an NDVI threshold would remove)
+    single_returns: bool = True
 
 
 @dataclass
@@ -54,17 +57,24 @@ class RoofTable:
 
 
 def collect_roof_points(
-    points: dict[str, np.ndarray], geoms: np.ndarray, shrink_m: float, height_params: Any
+    points: dict[str, np.ndarray],
+    geoms: np.ndarray,
+    shrink_m: float,
+    height_params: Any,
+    single_returns: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR (ptr, point index) of the roof candidates inside every footprint shrunk by shrink_m (the
     footprint itself when shrinking empties it). `height_params`: a HeightParams (roof classes,
-    first returns)."""
+    first returns); `single_returns`: only points of pulses with one return (when the points carry
+    `number_of_returns`)."""
     geoms = np.asarray(geoms, dtype=object)
     zone = shapely.buffer(geoms, -shrink_m, join_style="mitre") if shrink_m > 0 else geoms
     empty = shapely.is_empty(zone) | (shapely.area(zone) < 1.0)
     zone = np.where(empty, geoms, zone)
     polys = PolygonSet.from_geoms(zone)
     roof_m, _ground = select_points(points, height_params)
+    if single_returns and "number_of_returns" in points:
+        roof_m &= np.asarray(points["number_of_returns"]) <= 1
     x = np.ascontiguousarray(points["x"], dtype=np.float64)
     y = np.ascontiguousarray(points["y"], dtype=np.float64)
     if len(polys) == 0 or x.size == 0:
@@ -217,6 +227,38 @@ def lod2_roofs(
     return cols, blobs, low
 
 
+def read_roof_points(path: str, z_factor: float = 1.0, to_working: Any = None) -> dict[str, np.ndarray]:
+    """`heights.read_points` plus `number_of_returns` (for the single-return roof candidates)."""
+    import laspy
+
+    from pipeline.errors import InputError
+    from pipeline.stages.buildings.heights import _transform_points
+
+    sel = (
+        laspy.DecompressionSelection.XY_RETURNS_CHANNEL
+        | laspy.DecompressionSelection.Z
+        | laspy.DecompressionSelection.CLASSIFICATION
+    )
+    try:
+        las = laspy.read(path, decompression_selection=sel)
+    except Exception as e:  # laspy/lazrs raise many error types on corrupt files
+        raise InputError(f"cannot read points: {e}", path=path) from e
+    x = np.asarray(las.x, dtype=np.float64)
+    y = np.asarray(las.y, dtype=np.float64)
+    z = np.asarray(las.z, dtype=np.float64)
+    z = z * z_factor if z_factor != 1.0 else z
+    if to_working is not None:
+        x, y, z = _transform_points(path, x, y, z, *to_working)
+    return {
+        "x": x,
+        "y": y,
+        "z": z,
+        "classification": np.asarray(las.classification, dtype=np.uint8),
+        "return_number": np.asarray(las.return_number, dtype=np.uint8),
+        "number_of_returns": np.asarray(las.number_of_returns, dtype=np.uint8),
+    }
+
+
 def tile_roofs(
     path: str,
     wkb: list[bytes],
@@ -229,11 +271,9 @@ def tile_roofs(
     """One point-cloud tile: LoD2 roofs of the footprints it covers alone (`complete`; see
     `lod2_roofs`), and for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
     neighbouring tiles' points."""
-    from pipeline.stages.buildings.heights import read_points
-
-    pts = read_points(path, z_factor, to_working)
+    pts = read_roof_points(path, z_factor, to_working)
     geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
-    ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params)
+    ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params, params.single_returns)
     x, y, z = pts["x"], pts["y"], pts["z"]
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~np.asarray(complete, dtype=bool))
