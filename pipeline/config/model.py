@@ -135,6 +135,8 @@ class PointsLayer(LayerBase):
     format: Literal["1.1", "1.0"] = "1.1"
     # extra LAS dimensions exported as metadata properties
     extra_dimensions: list[str] = Field(default_factory=list)
+    # LAS fields exported only when asked for (pipeline/point_attributes.py: "scan_angle")
+    attributes: list[str] = Field(default_factory=list)
     colour_from_orthophoto: bool = True
     meshopt: bool = False
     implicit: bool = False
@@ -144,6 +146,14 @@ class PointsLayer(LayerBase):
     # also write the layer as COPC (one .copc.laz per input file in <layer>/copc/, positions in the working
     # CRS) plus <layer>/<layer>.vpc over them, for QGIS (docs/qgis.md)
     copc: bool = True
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, v: list[str]) -> list[str]:
+        from pipeline.point_attributes import check_optional
+
+        check_optional(v)  # ValueError naming the unknown ones and the choices
+        return v
 
 
 class BuildingsLayer(LayerBase):
