@@ -198,7 +198,9 @@ def test_official_partition_from_roof_polygons():
     part = official_partition([south, north, dormer], fp)
     assert shapely.union_all(part.faces).symmetric_difference(fp).area < fp.length * 1e-3
     assert part.height_at(np.array([X0 + 5.5]), np.array([Y0 + 2.0]))[0] == pytest.approx(48.5)
-    assert part.height_at(np.array([X0 + 9.0]), np.array([Y0 + 6.0]))[0] == pytest.approx(50 - 4 * 2 / 3.7, abs=1e-6)
+    assert part.height_at(np.array([X0 + 9.0]), np.array([Y0 + 6.0]))[0] == pytest.approx(
+        50 - 4 * 2 / 3.7, abs=1e-6
+    )
     solid = build_solid(part, 40.0)
     assert check_solid(solid) == []
     _independent(solid)
@@ -206,3 +208,31 @@ def test_official_partition_from_roof_polygons():
     assert cols["roof_type"] == "gable" and cols["roof_planes"] == 3
     assert cols["ridge_height"] == 50 and cols["eave_height"] == 46
     assert cols["roof_slope_max"] == pytest.approx(np.degrees(np.arctan(4 / 3.7)), abs=0.01)
+
+
+def test_alternating_heights_at_a_vertex_are_lifted():
+    """Four flat faces around one vertex at 50, 48, 50, 48 m: the step walls would share the vertical
+    edge 48-50 at the centre four times (not 2-manifold); the roof is lifted to 50 there and the two
+    lower faces become triangles, so the shell is closed and every polygon planar."""
+    from pipeline.stages.buildings.solids import RoofPartition
+
+    q = [
+        shapely.box(X0, Y0, X0 + 5, Y0 + 5),
+        shapely.box(X0 + 5, Y0, X0 + 10, Y0 + 5),
+        shapely.box(X0 + 5, Y0 + 5, X0 + 10, Y0 + 10),
+        shapely.box(X0, Y0 + 5, X0 + 5, Y0 + 10),
+    ]
+    planes = np.array([[0, 0, 50.0], [0, 0, 48.0], [0, 0, 50.0], [0, 0, 48.0]])
+    part = RoofPartition(
+        shapely.to_wkb(shapely.MultiPolygon([shapely.orient_polygons(p) for p in q])), planes
+    )
+    solid = build_solid(part, 40.0)
+    assert check_solid(solid) == []
+    _independent(solid)
+    # the two lower faces are now triangles (fans to the lifted centre), the others stay squares
+    roofs = [rs for rs, s in zip(solid.polygons, solid.semantics, strict=True) if s == ROOF]
+    assert sorted(len(rs[0]) for rs in roofs).count(3) >= 4
+    centre = np.flatnonzero(
+        (np.abs(solid.vertices[:, 0] - X0 - 5) < 1e-6) & (np.abs(solid.vertices[:, 1] - Y0 - 5) < 1e-6)
+    )
+    assert solid.vertices[centre, 2].max() == pytest.approx(50.0)

@@ -308,9 +308,18 @@ def _q(v: float) -> int:
 
 
 def build_solid(
-    partition: RoofPartition, base: float, *, min_height_m: float = 0.5, merge_m: float = 0.005
+    partition: RoofPartition,
+    base: float,
+    *,
+    min_height_m: float = 0.5,
+    merge_m: float = 0.005,
+    _lift: frozenset[tuple[int, int]] = frozenset(),
 ) -> Solid:
-    """The closed boundary over `partition` down to `base` (see the module docstring)."""
+    """The closed boundary over `partition` down to `base` (see the module docstring).
+
+    Where faces with alternating heights meet at one vertex (a multi-plane roof's step walls would
+    share a vertical edge: not 2-manifold), the roof heights at that vertex are lifted to the highest
+    one and the faces that moved are split into triangles (each planar); then no wall ends there."""
     faces = partition.faces
     planes = partition.planes
     # rings of every face as 2D vertex keys (closing point dropped); outer CCW, holes CW
@@ -402,11 +411,11 @@ def build_solid(
         out_levels = [zb] if k in boundary else []
         clusters: list[list[tuple[int, float]]] = []
         for f, z in items:  # single linkage: heights closer than merge_m are one level
-            if not clusters or z - clusters[-1][-1][1] > merge_m:
+            if not clusters or (z - clusters[-1][-1][1] > merge_m and k not in _lift):
                 clusters.append([])
             clusters[-1].append((f, z))
         for cl in clusters:
-            zq = _q(float(np.mean([t[1] for t in cl])))
+            zq = _q(float(np.mean([t[1] for t in cl]))) if k not in _lift else _q(max(t[1] for t in cl))
             out_levels.append(zq)
             for f, _z in cl:
                 lev[(f, k)] = zq
@@ -430,12 +439,24 @@ def build_solid(
         out = [v for i, v in enumerate(ring) if v != ring[i - 1]]
         return out
 
-    # roofs
+    # roofs (faces with a lifted vertex as triangles: each one planar)
     for fi, rings in enumerate(face_rings):
-        polygons.append(
-            [np.array([V.get(*key_xy[k], lev[(fi, k)] * GRID) for k in ks], dtype=np.int64) for ks in rings]
-        )
-        sem.append(ROOF)
+        ids = [np.array([V.get(*key_xy[k], lev[(fi, k)] * GRID) for k in ks], dtype=np.int64) for ks in rings]
+        moved = any(k in _lift and abs(lev[(fi, k)] * GRID - zf(fi, k)) > GRID for ks in rings for k in ks)
+        if not moved:
+            polygons.append(ids)
+            sem.append(ROOF)
+            continue
+        xy = np.concatenate([[key_xy[k] for k in ks] for ks in rings])
+        ends = np.cumsum([len(ks) for ks in rings]).astype(np.uint32)
+        t = mapbox_earcut.triangulate_float64(xy - xy[0], ends).astype(np.int64).reshape(-1, 3)
+        allid = np.concatenate(ids)
+        a, b, c = xy[t[:, 0]], xy[t[:, 1]], xy[t[:, 2]]
+        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        t[cross < 0] = t[cross < 0][:, [0, 2, 1]]
+        for tri in allid[t]:
+            polygons.append([tri])
+            sem.append(ROOF)
     for (p, q), f in sorted(left.items()):
         g = left.get((q, p))
         if g is None:  # outer wall from the base to the roof edge
@@ -497,7 +518,18 @@ def build_solid(
             [np.array([V.get(*key_xy[k], zb * GRID) for k in ks[::-1]], dtype=np.int64) for ks in rings]
         )
         sem.append(GROUND)
-    return Solid(np.array(V.xyz, dtype=np.float64), polygons, np.array(sem, dtype=np.int8))
+    solid = Solid(np.array(V.xyz, dtype=np.float64), polygons, np.array(sem, dtype=np.int8))
+    if not _lift:
+        # vertical edges used by more than two walls: lift the roof at those vertices and rebuild once
+        fl = _flatten(solid)
+        nv = len(solid.vertices) + 1
+        e, cnt = np.unique(fl.idx * nv + fl.nxt, return_counts=True)
+        bad = e[cnt > 1]
+        if bad.size:
+            xyz = solid.vertices[np.concatenate([bad // nv, bad % nv])]
+            lift = frozenset((_q(x), _q(y)) for x, y in xyz[:, :2])
+            return build_solid(partition, base, min_height_m=min_height_m, merge_m=merge_m, _lift=lift)
+    return solid
 
 
 # ---------------------------------------------------------------------------------- checks, mesh
