@@ -6,8 +6,9 @@ venv) and `QT_QPA_PLATFORM=offscreen`:
 
     /usr/bin/python3 tests/qgis_pointcloud_probe.py request.json > answer.json
 
-Request: {"layers": [{"path": ".../x.vpc" | ".../x.copc.laz", "png": ".../x.png", "zoom": [x0, y0, x1, y1]}]}
-("zoom" optional: a second rendering of that window, in the layer's CRS). For each: provider,
+Request: {"layers": [{"path": ".../x.vpc" | ".../x.copc.laz", "png": ".../x.png", "zoom": [x0, y0, x1, y1],
+"style": ".../x.qml"}]} ("zoom" optional: a second rendering of that window, in the layer's CRS; "style"
+optional: a .qml loaded after opening, as with Symbology > Style > Load Style...). For each: provider,
 validity, CRS, extent, point count, attributes, and a 400 x 400 rendering of the whole extent (pixels that
 are not the white background, their colours). Imports nothing from the pipeline.
 """
@@ -76,6 +77,13 @@ def wait_for_statistics(layer, timeout: float = 120.0) -> str:
     )
 
 
+def _categories(layer) -> list | None:
+    r = layer.renderer()
+    if r is None or r.type() != "classified":
+        return None
+    return [[c.value(), c.label(), c.renderState()] for c in r.categories()]
+
+
 def probe(spec: dict) -> dict:
     path = spec["path"]
     provider = "vpc" if path.endswith(".vpc") else "copc"
@@ -87,6 +95,11 @@ def probe(spec: dict) -> dict:
     # without a statistics record QGIS computes the statistics in a background task and draws the extent
     # meanwhile; then it switches to its default renderer (classification / RGB), as in the desktop
     out["renderer_at_open"] = layer.renderer().type() if layer.renderer() else None
+    out["categories_at_open"] = _categories(layer)
+    if spec.get("style"):  # a style file loaded as a user does (Symbology > Style > Load Style...)
+        msg, ok = layer.loadNamedStyle(spec["style"])
+        out["style_loaded"] = ok
+        out["style_message"] = msg
     out["statistics_state"] = wait_for_statistics(layer)
     e = layer.extent()
     out.update(
@@ -101,6 +114,7 @@ def probe(spec: dict) -> dict:
             "renderer": layer.renderer().type() if layer.renderer() else None,
         }
     )
+    out["categories"] = _categories(layer)
     out["render"] = render(layer, e.buffered(max(e.width(), e.height()) * 0.02), Path(spec["png"]))
     if spec.get("zoom"):
         # a virtual point cloud draws only its files' outlines while the view is wider than a file (no

@@ -287,7 +287,13 @@ def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
 
     opts = PointTilingOptions(jobs=1)
     s = write_layer_copc(two_tiles, tmp_path / "layer", opts, vpc_name="layer", target_crs=None)
-    assert s.files == ["copc/tile_a.copc.laz", "copc/tile_b.copc.laz"] and s.transformed == 0
+    assert s.files == [
+        "copc/tile_a.copc.laz",
+        "copc/tile_b.copc.laz",
+        "copc/tile_a.copc.qml",
+        "copc/tile_b.copc.qml",
+    ]
+    assert s.vpc == "layer.vpc" and s.style == "layer.qml" and s.transformed == 0
     assert s.points == 120_000
     # the inputs' own (X, Y, Z, class): the files keep their integer coordinates
     want = 0
@@ -412,6 +418,7 @@ def _qgis_env() -> dict[str, str]:
 @pytest.mark.qgis
 @pytest.mark.slow
 def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
+    from pipeline.styles.palettes import point_class_name
     from tests.test_qgis import qgis_version
 
     v = qgis_version()
@@ -426,7 +433,12 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
     out_dir.mkdir(parents=True, exist_ok=True)
     req = {
         "layers": [
-            {"path": str(vpc), "png": str(out_dir / "aerial_points_vpc.png"), "zoom": zoom},
+            {
+                "path": str(vpc),
+                "png": str(out_dir / "aerial_points_vpc.png"),
+                "zoom": zoom,
+                "style": str(vpc.with_suffix(".qml")),
+            },
             {"path": str(copc), "png": str(out_dir / "aerial_points_copc.png")},
         ]
     }
@@ -447,13 +459,20 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
     assert v_["points"] == aerial["stats"]["points_out"]
     assert v_["crs_valid"] and "UTM zone 32N" in v_["crs_description"]
     assert {"Classification", "Intensity", "Red"} <= set(v_["attributes"])
-    z = v_["render_zoom"]
-    assert not z["errors"] and z["drawn_pixels"] > 0.2 * 400 * 400 and z["colours"] > 3, z
+    # the layer's style (the .qml beside the .vpc, loaded by hand: QGIS 3.40 applies a default style to
+    # a .copc.laz but not to a .vpc): its classes with the scheme's names, noise not drawn
+    classes = aerial["stats"]["classes"]
+    assert v_["renderer_at_open"] == "classified" and v_["style_loaded"]
+    assert [c[0] for c in v_["categories"]] == sorted(int(c) for c in classes)
+    scheme = aerial["stats"]["class_scheme"]
+    assert all(c[1] == f"{c[0]} {point_class_name(scheme, c[0])}" for c in v_["categories"])
+    assert scheme != "adv" or "2 Boden (ground)" in [c[1] for c in v_["categories"]]
+    assert all(c[2] == (c[0] not in (7, 18)) for c in v_["categories"])
+    z = v_["render_zoom"]  # points drawn in their class colours (not only ground)
+    assert not z["errors"] and z["drawn_pixels"] > 0.2 * 400 * 400 and z["colours"] >= 3, z
     c = got[copc.name]
     assert c["valid"] and c["points"] == hdr.point_count
-    assert c["statistics_state"] == "calculated" and c["renderer"] in ("rgb", "classified")
-    assert (
-        not c["render"]["errors"]
-        and c["render"]["drawn_pixels"] > 0.1 * 400 * 400
-        and c["render"]["colours"] > 3
-    )
+    # a .copc.laz opens with its .copc.qml applied
+    assert c["renderer_at_open"] == "classified" and c["categories_at_open"] == v_["categories"]
+    r_ = c["render"]
+    assert not r_["errors"] and r_["drawn_pixels"] > 0.1 * 400 * 400 and r_["colours"] >= 3, r_

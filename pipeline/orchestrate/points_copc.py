@@ -41,6 +41,7 @@ import numpy as np
 
 from pipeline.errors import CrsError, InputError, ValidationError
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, plan_units
+from pipeline.styles.pointcloud_qml import pointcloud_qml
 from pipeline.tiles.copc import CopcResult, CopcSchema, HeaderInfo, record_dtype, write_copc
 from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
@@ -68,6 +69,8 @@ class CopcSummary:
     checksum: str = ""  # see copc_checksum
     crs: str = ""  # name of the CRS of the files
     transformed: int = 0  # files whose positions were transformed into the target CRS
+    classes: dict[int, int] = field(default_factory=dict)  # class code -> points
+    style: str = ""  # QGIS style of the .vpc (relative to the layer folder)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -81,6 +84,8 @@ class CopcSummary:
             "checksum": self.checksum,
             "crs": self.crs,
             "transformed": self.transformed,
+            "classes": {str(c): k for c, k in sorted(self.classes.items())},
+            "style": self.style,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
         }
@@ -233,6 +238,7 @@ def _fill_unit(
     pl: _Placement,
     schema: CopcSchema,
     ortho: tuple[Any, dict] | None,
+    scan_fields: tuple[str, ...] = (),
 ) -> int:
     """Fill a unit's COPC records from its decoded columns; returns the unit's largest raw colour value."""
     from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
@@ -244,6 +250,12 @@ def _fill_unit(
     rec["bit_fields"] = ret | (nret << np.uint8(4))
     rec["classification"] = d["classification"]
     rec["point_source_id"] = d["point_source_id"]
+    if "scan_angle" in scan_fields and "_raw" in d:  # opt-in attribute of the tiles: LAS 1.4 scan angle
+        raw = d["_raw"]
+        if info.point_format >= 6:
+            rec["scan_angle"] = raw["scan_angle"]
+        else:  # whole degrees -> 0.006 degree steps
+            rec["scan_angle"] = np.round(raw["scan_angle_rank"].astype(np.float64) / 0.006).astype(np.int16)
     if "gps_time" in d:
         rec["gps_time"] = d["gps_time"]
     rgb_max = 0
@@ -282,11 +294,13 @@ def write_file_copc(
     scratch_dir: Path,
     orthophoto: tuple[Any, dict] | None = None,
     max_node_points: int | None = None,
-) -> tuple[CopcResult, CopcSchema, int, _Placement]:
-    """One input file -> one COPC file. Returns the result, the file's schema, its checksum, placement.
+    optional: tuple[str, ...] = (),
+) -> tuple[CopcResult, CopcSchema, int, _Placement, dict[int, int]]:
+    """One input file -> one COPC file. Returns the result, the file's schema, its checksum, placement and
+    its class codes with their point counts.
 
     `orthophoto` (raster path(s), band map): colours files without colour, and files whose colour is
-    zero everywhere, as the tiler does."""
+    zero everywhere, as the tiler does. `optional`: the opt-in attributes of the tiles (`scan_angle`)."""
     info = fj.info
     pl = _placement(fj, fc_crs, target, crs_cfg, override)
     units = plan_units([info])
@@ -294,17 +308,21 @@ def write_file_copc(
     dtype = record_dtype(layer_schema)
     scratch = scratch_dir / (dest.name + ".records")
 
+    classes = np.zeros(256, np.int64)
+
     def decode_all(ortho: tuple[Any, dict] | None) -> tuple[int, int]:
         """Decode the file unit by unit into the scratch file (plain writes: no dirty mapped pages)."""
         rgb_max, checksum = 0, 0
+        classes[:] = 0
         with scratch.open("wb") as f:
             for u in units:
                 d = _decode(info, u, layer_schema.extra_dims)
                 if len(d["X"]) != u.count:
                     raise InputError(f"expected {u.count} points, decoded {len(d['X'])}", path=info.path)
                 rec = np.zeros(u.count, dtype)
-                rgb_max = max(rgb_max, _fill_unit(rec, d, info, fj, pl, layer_schema, ortho))
+                rgb_max = max(rgb_max, _fill_unit(rec, d, info, fj, pl, layer_schema, ortho, optional))
                 checksum += copc_checksum(rec["X"], rec["Y"], rec["Z"], rec["classification"])
+                classes[:] += np.bincount(rec["classification"], minlength=256)
                 f.write(memoryview(rec).cast("B"))
         return rgb_max, checksum
 
@@ -336,7 +354,8 @@ def write_file_copc(
         del recs
     finally:
         scratch.unlink(missing_ok=True)
-    return res, schema, checksum % (1 << 64), pl
+    present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
+    return res, schema, checksum % (1 << 64), pl, present
 
 
 def _datetime(hdr: dict[str, int]) -> str:
@@ -389,7 +408,7 @@ def write_layer_copc(
         for k, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True)):
             info = fj.info
             fc = resolve_file_crs(info, opts.crs, plan.crs_cfg, opts.z_unit)
-            res, fschema, fsum, pl = write_file_copc(
+            res, fschema, fsum, pl, present = write_file_copc(
                 fj,
                 fc.crs,
                 tmp_dir / name,
@@ -401,8 +420,11 @@ def write_layer_copc(
                 tmp_dir,
                 ortho,
                 max_node_points,
+                tuple(getattr(opts, "attributes", ())),
             )
             checksum += fsum
+            for c, k in present.items():
+                summary.classes[c] = summary.classes.get(c, 0) + k
             summary.points += res.points
             summary.nodes += res.nodes
             summary.bytes += res.bytes
@@ -422,9 +444,16 @@ def write_layer_copc(
             summary.files.append(f"{COPC_DIR}/{name}")
             if progress:
                 progress("copc", k + 1, len(plan.file_jobs))
+        # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
+        qml = pointcloud_qml(opts.class_scheme, sorted(summary.classes))
+        for name in names:
+            (tmp_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
+            summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")
         os.replace(tmp_dir, final_dir)
         tmp_dir = final_dir
         write_vpc(layer_dir / f"{vpc_name}.vpc", items)
+        (layer_dir / f"{vpc_name}.qml").write_text(qml, encoding="utf-8")
+        summary.style = f"{vpc_name}.qml"
     except BaseException:
         if tmp_dir != final_dir:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -450,6 +479,7 @@ def _layer_options(
 ) -> PointTilingOptions:
     """The point layer's tiling options as `build_pointcloud_layer` sets them (CRS, orthophoto colour,
     extra dimensions, project frame): the inputs are read the same way."""
+    import dataclasses
     import glob
 
     from pipeline.orchestrate.points import PointTilingOptions
@@ -460,7 +490,14 @@ def _layer_options(
         matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
         ortho_path = matches[0] if len(matches) == 1 else tuple(matches) if matches else None
         bands = tuple(sorted(orthophoto.bands.items()))
+    # opt-in attributes of the layer (`attributes:`), when this version of the tiler has them
+    optin: dict[str, Any] = {}
+    if hasattr(layer, "attributes") and "attributes" in {
+        f.name for f in dataclasses.fields(PointTilingOptions)
+    }:
+        optin["attributes"] = tuple(layer.attributes)
     return PointTilingOptions(
+        **optin,
         crs=crs_override,
         class_scheme=class_scheme,
         unknown_classes=layer.unknown_classes,
@@ -507,7 +544,7 @@ def add_layer_copc(
         raise ValidationError(
             f"{result.name}: the COPC files hold {summary.points} points, the tiles {tiled} (internal error)"
         )
-    result.files.extend(f"{out_subdir}/{f}" for f in [*summary.files, summary.vpc])
+    result.files.extend(f"{out_subdir}/{f}" for f in [*summary.files, summary.vpc, summary.style])
     result.stats["copc"] = {k: v for k, v in summary.to_json().items() if k != "seconds"}
     result.warnings.extend(summary.notes)
     result.seconds += time.perf_counter() - t0
