@@ -476,3 +476,41 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
     assert c["renderer_at_open"] == "classified" and c["categories_at_open"] == v_["categories"]
     r_ = c["render"]
     assert not r_["errors"] and r_["drawn_pixels"] > 0.1 * 400 * 400 and r_["colours"] >= 3, r_
+
+
+def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    src = tmp_path / "in" / "scan.laz"
+    src.parent.mkdir()
+    las = _write_las(src, 5_000, 11, 362000.0)
+    las.scan_angle = np.random.default_rng(0).integers(-5000, 5000, len(las.points)).astype(np.int16)
+    las.write(src)
+    write_layer_copc([src], tmp_path / "off", PointTilingOptions(), vpc_name="off", target_crs=None)
+    assert not np.asarray(laspy.read(tmp_path / "off" / "copc" / "scan.copc.laz").scan_angle).any()
+    opts = PointTilingOptions(attributes=("scan_angle",))
+    write_layer_copc([src], tmp_path / "on", opts, vpc_name="on", target_crs=None)
+    out = laspy.read(tmp_path / "on" / "copc" / "scan.copc.laz")
+    ref = laspy.read(src)
+    o1, o2 = np.lexsort((ref.gps_time,)), np.lexsort((out.gps_time,))
+    assert np.array_equal(np.asarray(out.scan_angle)[o2], np.asarray(ref.scan_angle)[o1])
+
+
+def test_layer_rewrite_is_byte_identical(two_tiles, tmp_path):
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    for run in ("a", "b"):
+        write_layer_copc(two_tiles, tmp_path / run, PointTilingOptions(), vpc_name="l", target_crs=None)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert [str(f) for f in files] == [
+        "copc/tile_a.copc.laz",
+        "copc/tile_a.copc.qml",
+        "copc/tile_b.copc.laz",
+        "copc/tile_b.copc.qml",
+        "l.qml",
+        "l.vpc",
+    ]  # nothing else left behind (scratch files, .part files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
