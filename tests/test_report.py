@@ -362,6 +362,13 @@ def test_nightly_report_of_the_second_build(second_build):
     assert {o for o, r in flagged.items() if r} == {
         r["id"] for r in rows if r["cause"] == "footprint_repaired"
     }
+    # `twin status` prints the summary
+    from pipeline.release.status import format_status, release_status
+
+    text = format_status(release_status(_proj / "data" / "out"))
+    assert "inputs: 0 new, 1 changed, 0 removed" in text and "buildings +0 ~" in text
+    assert "counts: buildings " in text and "(+1, ok)" in text and "underground " in text
+    assert f"nightly report: {second / 'nightly_report' / 'index.html'}" in text
     # the page shows it
     page = (second / "nightly_report" / "index.html").read_text()
     assert "alkis/alkis_vereinfacht_demo.gpkg" in page and "DENWTESTUNTER001" in page

@@ -783,3 +783,60 @@ table.tbl th { background: #f4f4f4; }
 </body>
 </html>
 """
+
+
+# ------------------------------------------------------------------------------------ twin status
+
+
+def read_summary(release: Path | None) -> dict[str, Any] | None:
+    """The nightly summary a release carries (None for releases without one)."""
+    if release is None:
+        return None
+    try:
+        doc = json.loads((release / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def summary_lines(summary: Mapping[str, Any], shown: int = 10) -> list[str]:
+    """The nightly summary as a few lines of text (`twin status`)."""
+    out = []
+    prev = summary.get("previous")
+    dur = summary.get("seconds")
+    out.append(
+        f"build {summary.get('build_id')} at {summary.get('created')}"
+        + (f" in {dur:.1f} s" if isinstance(dur, int | float) else "")
+        + (f", against {prev.get('build_id')}" if prev else ", first release")
+        + (", config changed" if summary.get("config_changed") else "")
+    )
+    slow = sorted(summary.get("stages", []), key=lambda st: -st["seconds"])[:5]
+    if slow:
+        out.append("slowest stages: " + ", ".join(f"{st['stage']} {st['seconds']:.1f} s" for st in slow))
+    inp = summary.get("inputs", {})
+    if "added" in inp:
+        out.append(
+            f"inputs: {len(inp['added'])} new, {len(inp['changed'])} changed, {len(inp['removed'])} removed"
+            f" (of {inp.get('total', 0)})"
+        )
+    moved = [
+        f"{o['name']} +{o['files_added']} ~{o['files_changed']} -{o['files_removed']}"
+        for o in summary.get("outputs", [])
+        if o.get("files_added") or o.get("files_changed") or o.get("files_removed")
+    ]
+    if prev:
+        out.append("outputs changed (files +added ~changed -removed): " + (", ".join(moved) or "none"))
+    counts = [
+        f"{c['metric']} {_num(c.get('previous'))} -> {_num(c.get('current'))}"
+        + (f" ({_delta(c.get('delta'))}, {c.get('gate')})" if c.get("delta") is not None else "")
+        for c in summary.get("counts", [])
+    ]
+    if counts:
+        out.append("counts: " + "; ".join(counts))
+    val = summary.get("validation")
+    if val is not None:
+        out.append(f"validation: {'passed' if val.get('ok') else 'FAILED'}, {val.get('errors', 0)} errors")
+    w = summary.get("warnings", {})
+    causes = ", ".join(f"{e['cause']} {e['count']}" for e in w.get("by_cause", [])[:shown])
+    out.append(f"warnings: {w.get('total', 0)} rows" + (f" ({causes})" if causes else ""))
+    return out
