@@ -6,9 +6,12 @@ Used by the panorama build, public-export and browser tests.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import shapely
 
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
@@ -104,3 +107,47 @@ def write_panorama_release(tmp: Path, *, with_sample: bool = True) -> PanoramaRe
         manifest["frame"] = project_frame(cfg.crs).to_json()
     write_json(release / "manifest.json", manifest)
     return PanoramaRelease(release, raw, rows, image_ids, layer, cfg, city)
+
+
+def first_building(
+    city: Any, x: float, y: float, bearing: float, reach: float = 60.0, z: float | None = None
+):
+    """(structure index, distance) of the first epoch-2 building along the horizontal ray from (x, y) at
+    `bearing` (degrees clockwise from grid north), or None when a tree crown (its disc) lies on the way or
+    nothing is within reach. With the camera height `z`, a crown whose bottom lies above both the camera
+    and the wall bands (`wall_band_elevations`) does not count: the rays to the wall pass below it.
+    Independent of the renderer (shapely geometry of the demo city)."""
+    b = math.radians(bearing)
+    ray = shapely.LineString([(x, y), (x + reach * math.sin(b), y + reach * math.cos(b))])
+    best = None
+    for i, s in enumerate(city.structures):
+        if not s.present[1] or not ray.intersects(s.geom):
+            continue
+        d = shapely.Point(x, y).distance(ray.intersection(s.geom))
+        if best is None or d < best[1]:
+            best = (i, d)
+    if best is None:
+        return None
+    t = city.trees
+    crowns = shapely.buffer(shapely.points(t.x, t.y), t.radius)
+    seg = shapely.LineString([(x, y), ray.interpolate(best[1] + 0.3).coords[0]])
+    blocking = shapely.intersects(crowns, seg)
+    if z is not None:
+        s = city.structures[best[0]]
+        ray_top = max(z, s.base + 2.6) + 0.3
+        bottom = city.terrain(t.x, t.y) + t.crown_base
+        blocking &= bottom < ray_top
+    if blocking.any():
+        return None
+    return best
+
+
+def wall_band_elevations(city: Any, index: int, distance: float, z: float) -> list[float]:
+    """Elevation angles (degrees) from a camera at height `z` of the wall bands between the window rows
+    (0.5 m and 2.6 m above the building's base) at `distance`, below the eave."""
+    s = city.structures[index]
+    out = []
+    for rel in (0.5, 2.6):
+        if rel < s.roof_in(1).eave:
+            out.append(math.degrees(math.atan2(s.base + rel - z, distance + 0.15)))
+    return out

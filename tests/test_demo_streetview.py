@@ -19,6 +19,7 @@ import shapely
 from pipeline.sources.demo import mobile as mob
 from pipeline.sources.demo import streetview as sv
 from pipeline.sources.demo.city import build_city
+from tests._panorama_release import first_building
 
 BOUNDS = (362000.0, 5716000.0, 362200.0, 5716200.0)
 
@@ -41,28 +42,6 @@ def _read(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         assert im.format == "JPEG" and im.size == (sv.IMAGE_WIDTH, sv.IMAGE_WIDTH // 2)
         return np.asarray(im.convert("RGB"))
-
-
-def first_building(city, x: float, y: float, bearing: float, reach: float = 60.0):
-    """(structure index, distance) of the first epoch-2 building along the horizontal ray, or None when a
-    tree crown (its disc) comes first or nothing is within reach."""
-    b = math.radians(bearing)
-    ray = shapely.LineString([(x, y), (x + reach * math.sin(b), y + reach * math.cos(b))])
-    best = None
-    for i, s in enumerate(city.structures):
-        if not s.present[1] or not ray.intersects(s.geom):
-            continue
-        d = shapely.Point(x, y).distance(ray.intersection(s.geom))
-        if best is None or d < best[1]:
-            best = (i, d)
-    if best is None:
-        return None
-    t = city.trees
-    crowns = shapely.buffer(shapely.points(t.x, t.y), t.radius)
-    seg = shapely.LineString([(x, y), ray.interpolate(best[1] + 0.3).coords[0]])
-    if shapely.intersects(crowns, seg).any():
-        return None
-    return best
 
 
 def test_images_are_equirectangular_with_heading_metadata(city, images):
@@ -96,7 +75,7 @@ def test_facade_colour_at_its_bearing(city, images):
         _t, x, y, z, heading, _ = by_id[image_id]
         for rel_bearing in range(-150, 180, 30):
             bearing = heading + rel_bearing
-            hit = first_building(city, x, y, bearing)
+            hit = first_building(city, x, y, bearing, z=z)
             if hit is None or hit[1] < 3.0:
                 continue
             i, d = hit

@@ -20,7 +20,7 @@ from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-TEMPLATES = ("index.html", "app.js", "app.css")
+TEMPLATES = ("index.html", "app.js", "app.css", "pano.js")
 PALETTES = "palettes.json"  # written from pipeline.styles.palettes
 CESIUM_PARTS = ("Cesium.js", "Workers", "Assets", "ThirdParty", "Widgets")
 SKIP_SUFFIXES = (".map",)
@@ -102,8 +102,8 @@ def copy_cesium(cesium_build: Path, dest: Path) -> dict[str, int]:
 
 
 def render_templates(viewer_dir: Path, *, build_id: str, cesium: str) -> list[Path]:
-    """Write index.html, app.js, app.css (placeholders filled) and palettes.json; byte-identical for the
-    same inputs."""
+    """Write index.html, app.js, app.css, pano.js (placeholders filled) and palettes.json; byte-identical
+    for the same inputs."""
     out = []
     for name in TEMPLATES:
         text = (STATIC_DIR / name).read_text(encoding="utf-8")

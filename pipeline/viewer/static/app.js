@@ -6,7 +6,9 @@
  *   cam=lon,lat,h,heading,pitch   camera (degrees, metres); default: framed on the data
  *   style=layer:preset,...        styling preset per layer
  *   lite=1                no globe/sky/atmosphere/fog/anti-aliasing (software rendering, tests)
- * Test hooks: window.twin = {ready, layers, pickAt(x, y), worldToWindow([x, y, z]), errors, viewer}.
+ *   pano=<image_id>       open that panorama (internal view only)
+ * Test hooks: window.twin = {ready, layers, pickAt(x, y), worldToWindow([x, y, z]), errors, viewer,
+ *   panorama: {open(id), next(), prev(), close(), look(yaw, pitch, fov), state()}}.
  */
 (function () {
   "use strict";
@@ -573,6 +575,7 @@
       const styles = state.layers.filter((l) => l.preset).map((l) => `${l.name}:${l.preset}`);
       if (styles.length) p.set("style", styles.join(",")); else p.delete("style");
       p.set("cam", cameraParam());
+      if (state.pano && state.pano.current) p.set("pano", state.pano.current.id); else p.delete("pano");
       window.history.replaceState(null, "", `${window.location.pathname}?${p.toString().replace(/%2C/g, ",").replace(/%3A/g, ":")}`);
     }, 150);
   }
@@ -916,6 +919,10 @@
       const pos = ent.position ? ent.position.getValue(Cesium.JulianDate.now()) : where;
       showInfo(`${layer ? layer.name : "object"} ${props.image_id || ""}`.trim(), [...Object.entries(props), ...positionRows(pos)]);
       result = { kind: "entity", layer: layer && layer.name, properties: props, position: result.position };
+      if (layer && layer.kind === "panoramas" && props.image) {
+        result.panorama = props.image_id;
+        openPanorama(layer, props.image_id).catch((e) => fail(`panorama ${props.image_id}: ${e.message || e}`, e));
+      }
     } else if (picked && picked.primitive instanceof Cesium.Cesium3DTileset) {
       // a point: point clouds have no features and CesiumJS 1.145 picks metadata from property textures
       // only, so the point drawn under the cursor is found in the tiles' own content (exact attributes)
@@ -1030,22 +1037,120 @@
     layer.legend = { type: "text", title: "imagery", text: meta.title || "orthophoto of the release" };
   }
 
+  // ---- panoramas: recording positions, and the 360° image at a click (panorama mode, pano.js) ----------
+  const PANO_WITH_IMAGE = "#ffb300", PANO_POSITION_ONLY = "#9aa3b2";
+
   async function loadPanoramaLayer(layer) {
     const files = layer.entry.files || [];
     const path = files.find((f) => /\.geojson$|\.json$/.test(f));
     if (!path) { layer.error = "no GeoJSON file"; return; }
-    const ds = await Cesium.GeoJsonDataSource.load(releaseUrl(path));
+    const gj = await fetchJson(releaseUrl(path));
+    // tracks: the recordings with an image, in their order along the track (`sequence`, else time)
+    const byId = new Map();
+    const tracks = new Map();
+    for (const f of gj.features || []) {
+      const p = f.properties || {};
+      byId.set(p.image_id, f);
+      if (!p.image) continue;
+      const t = p.track ?? "";
+      if (!tracks.has(t)) tracks.set(t, []);
+      tracks.get(t).push(f);
+    }
+    for (const list of tracks.values()) {
+      list.sort((a, b) => (a.properties.sequence ?? a.properties.time) - (b.properties.sequence ?? b.properties.time));
+    }
+    layer.panoramas = { byId, tracks };
+    const ds = await Cesium.GeoJsonDataSource.load(gj);
+    let withImage = 0;
     for (const ent of ds.entities.values) {
+      const p = ent.properties ? ent.properties.getValue(Cesium.JulianDate.now()) : {};
+      if (p.image) withImage += 1;
       ent.billboard = undefined;
       ent.point = new Cesium.PointGraphics({
-        pixelSize: 6, color: Cesium.Color.fromCssColorString("#ffb300"), outlineColor: Cesium.Color.BLACK,
-        outlineWidth: 1, disableDepthTestDistance: 0,
+        pixelSize: p.image ? 8 : 6, color: Cesium.Color.fromCssColorString(p.image ? PANO_WITH_IMAGE : PANO_POSITION_ONLY),
+        outlineColor: Cesium.Color.BLACK, outlineWidth: 1, disableDepthTestDistance: 0,
       });
     }
     await state.viewer.dataSources.add(ds);
     ds.show = layer.show;
     layer.dataSource = ds;
-    layer.legend = { type: "classes", title: "panorama locations", items: [["panorama", "#ffb300"]] };
+    const items = [[`panorama (click: 360° view)`, PANO_WITH_IMAGE]];
+    if (withImage < ds.entities.values.length) items.push(["recording position, no image", PANO_POSITION_ONLY]);
+    layer.legend = { type: "classes", title: "panorama locations", items: withImage ? items : [["panorama", PANO_WITH_IMAGE]] };
+  }
+
+  function panoramaState() {
+    const pano = state.pano;
+    const cur = pano && pano.current;
+    if (!cur) return { open: false };
+    const p = cur.feature.properties;
+    const v = pano.view.view();
+    return {
+      open: !$("pano").hidden, image_id: cur.id, image: p.image, heading: pano.view.heading,
+      heading_delivered: p.heading, time: p.time, track: p.track ?? null, sequence: p.sequence ?? null,
+      index: cur.index, count: cur.list.length, yaw: v.yaw, pitch: v.pitch, fov: v.fov,
+      loaded: pano.view.loaded && pano.view.url === releaseUrl(p.image),
+    };
+  }
+
+  function panoramaLabel() {
+    const st = panoramaState();
+    const t = Number.isFinite(st.time) ? ` · GPS time ${st.time.toFixed(1)}` : "";
+    $("panoTitle").textContent = `${st.image_id}  (${st.index + 1} / ${st.count} along track ${st.track ?? "-"})${t}`;
+    $("panoPrev").disabled = st.index <= 0;
+    $("panoNext").disabled = st.index >= st.count - 1;
+    panoramaCompass();
+  }
+
+  function panoramaCompass() {
+    const st = panoramaState();
+    if (!st.open) return;
+    const names = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"];
+    const yaw = Math.round(st.yaw) % 360;
+    $("panoHeading").textContent = `view ${yaw}° ${names[Math.round(yaw / 45) % 8]} · image centre (heading) ${st.heading.toFixed(1)}°`;
+  }
+
+  /** Open the panorama `id` of a panorama layer (stepping keeps the view's bearing; a new one faces its heading). */
+  async function openPanorama(layer, id) {
+    const f = layer.panoramas && layer.panoramas.byId.get(id);
+    if (!f || !f.properties.image) throw new Error(`no image for panorama ${id}`);
+    if (!state.pano) {
+      state.pano = { view: new window.TwinPano($("panoCanvas")), current: null };
+      state.pano.view.onview = () => panoramaCompass();
+    }
+    const pano = state.pano;
+    const p = f.properties;
+    const heading = Number.isFinite(p.heading_true) ? p.heading_true : p.heading;
+    const list = layer.panoramas.tracks.get(p.track ?? "") || [f];
+    const stepping = !$("pano").hidden && pano.current;
+    pano.current = { layer, id, feature: f, list, index: list.indexOf(f) };
+    $("pano").hidden = false;
+    if (!stepping) pano.view.look(heading, 0, 75);
+    panoramaLabel();
+    const shown = await pano.view.show(releaseUrl(p.image), heading);
+    if (shown) panoramaCompass();
+    updateUrl();
+    return panoramaState();
+  }
+
+  function stepPanorama(delta) {
+    const cur = state.pano && state.pano.current;
+    if (!cur) return Promise.resolve(panoramaState());
+    const next = cur.list[cur.index + delta];
+    if (!next) return Promise.resolve(panoramaState());
+    return openPanorama(cur.layer, next.properties.image_id);
+  }
+
+  function closePanorama() {
+    $("pano").hidden = true;
+    if (state.pano) state.pano.current = null;
+    updateUrl();
+    if (state.viewer) state.viewer.scene.requestRender();
+  }
+
+  function findPanorama(id) {
+    for (const l of state.layers) if (l.panoramas && l.panoramas.byId.has(id)) return l;
+    return undefined;
   }
 
   function defaultPreset(layer) {
@@ -1239,6 +1344,31 @@
     });
     state.measureEntities = [];
     window.twin.measureAt = (x, y) => measureClick(new Cesium.Cartesian2(x, y));
+
+    // panorama mode
+    $("panoClose").addEventListener("click", closePanorama);
+    $("panoPrev").addEventListener("click", () => stepPanorama(-1));
+    $("panoNext").addEventListener("click", () => stepPanorama(1));
+    window.addEventListener("keydown", (e) => {
+      if ($("pano").hidden) return;
+      if (e.key === "Escape") closePanorama();
+      else if (e.key === "PageDown" || e.key === "]") stepPanorama(1);
+      else if (e.key === "PageUp" || e.key === "[") stepPanorama(-1);
+      else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+        const v = state.pano.view.view();
+        state.pano.view.look(v.yaw + (e.key === "ArrowLeft" ? -10 : 10), v.pitch);
+      }
+    });
+    window.twin.panorama = {
+      open: (id) => { const l = findPanorama(id); return l ? openPanorama(l, id) : Promise.reject(new Error(`unknown panorama ${id}`)); },
+      next: () => stepPanorama(1),
+      prev: () => stepPanorama(-1),
+      close: () => { closePanorama(); return panoramaState(); },
+      look: (yaw, pitch, fov) => { state.pano.view.look(yaw, pitch ?? 0, fov); return panoramaState(); },
+      state: panoramaState,
+    };
+    const wantPano = params.get("pano");
+    if (wantPano && findPanorama(wantPano)) window.twin.panorama.open(wantPano).catch((e) => fail(`panorama ${wantPano}: ${e.message || e}`, e));
   }
 
   window.addEventListener("DOMContentLoaded", () => {
