@@ -497,12 +497,17 @@ def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
     assert np.array_equal(np.asarray(out.scan_angle)[o2], np.asarray(ref.scan_angle)[o1])
 
 
-def test_layer_rewrite_is_byte_identical(two_tiles, tmp_path):
+def test_layer_rewrite_is_byte_identical_serial_or_parallel(two_tiles, tmp_path):
+    import concurrent.futures
+
     from pipeline.orchestrate.points import PointTilingOptions
     from pipeline.orchestrate.points_copc import write_layer_copc
 
-    for run in ("a", "b"):
-        write_layer_copc(two_tiles, tmp_path / run, PointTilingOptions(), vpc_name="l", target_crs=None)
+    write_layer_copc(two_tiles, tmp_path / "a", PointTilingOptions(), vpc_name="l", target_crs=None)
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # one task per file, on two processes
+        write_layer_copc(
+            two_tiles, tmp_path / "b", PointTilingOptions(), vpc_name="l", target_crs=None, executor=pool
+        )
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert [str(f) for f in files] == [
         "copc/tile_a.copc.laz",

@@ -28,6 +28,7 @@ Memory: a file's records go to a temporary memory-mapped file beside the output,
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import struct
@@ -282,6 +283,18 @@ def _fill_unit(
     return rgb_max
 
 
+@dataclass(frozen=True)
+class FileCopc:
+    """What one input file's COPC task returns (small, picklable)."""
+
+    result: CopcResult
+    schema: CopcSchema  # the file's (no colour when its colour is zero everywhere and there is no orthophoto)
+    checksum: int  # copc_checksum of its points
+    wkt: str  # CRS of its positions
+    transformed: bool  # positions transformed into the target CRS (else the input's integers)
+    classes: dict[int, int]  # class code -> points
+
+
 def write_file_copc(
     fj: FileJob,
     fc_crs: CRS,
@@ -295,9 +308,8 @@ def write_file_copc(
     orthophoto: tuple[Any, dict] | None = None,
     max_node_points: int | None = None,
     optional: tuple[str, ...] = (),
-) -> tuple[CopcResult, CopcSchema, int, _Placement, dict[int, int]]:
-    """One input file -> one COPC file. Returns the result, the file's schema, its checksum, placement and
-    its class codes with their point counts.
+) -> FileCopc:
+    """One input file -> one COPC file (a task: runs on a worker of the build's cluster as well).
 
     `orthophoto` (raster path(s), band map): colours files without colour, and files whose colour is
     zero everywhere, as the tiler does. `optional`: the opt-in attributes of the tiles (`scan_angle`)."""
@@ -355,7 +367,28 @@ def write_file_copc(
     finally:
         scratch.unlink(missing_ok=True)
     present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
-    return res, schema, checksum % (1 << 64), pl, present
+    return FileCopc(res, schema, checksum % (1 << 64), pl.wkt, pl.transformer is not None, present)
+
+
+def _run_files(jobs: list[tuple], executor: concurrent.futures.Executor | None, progress: Progress | None):
+    """write_file_copc(*job) for every job, results in job order."""
+    total = len(jobs)
+    if executor is None:
+        out = []
+        for i, job in enumerate(jobs):
+            out.append(write_file_copc(*job))
+            if progress:
+                progress("copc", i + 1, total)
+        return out
+    futures = [executor.submit(write_file_copc, *job) for job in jobs]
+    try:
+        for i, _f in enumerate(concurrent.futures.as_completed(futures)):
+            if progress:
+                progress("copc", i + 1, total)
+        return [f.result() for f in futures]
+    finally:
+        for f in futures:
+            f.cancel()
 
 
 def _datetime(hdr: dict[str, int]) -> str:
@@ -376,12 +409,15 @@ def write_layer_copc(
     target_crs: str | None,
     progress: Progress | None = None,
     max_node_points: int | None = None,
+    executor: concurrent.futures.Executor | None = None,
 ) -> CopcSummary:
     """Write `layer_dir/copc/*.copc.laz` (one per input file) and `layer_dir/<vpc_name>.vpc`.
 
     `opts` are the point layer's tiling options (CRS override, orthophoto, extra dimensions, frame...);
     `target_crs`: the CRS of the COPC positions (the build's working CRS), None = each file's own.
-    The files are written into a temporary folder in `layer_dir` and renamed into place at the end."""
+    The files are written into a temporary folder in `layer_dir` and renamed into place at the end.
+    `executor` (e.g. a Dask client's): one task per input file; None = one file after the other here.
+    The output does not depend on it."""
     from pyproj import CRS
 
     from pipeline.orchestrate.points import plan_tiling
@@ -405,45 +441,47 @@ def write_layer_copc(
     crs_names = set()
     ortho = (opts.orthophoto, dict(opts.ortho_bands)) if opts.orthophoto else None
     try:
-        for k, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True)):
-            info = fj.info
-            fc = resolve_file_crs(info, opts.crs, plan.crs_cfg, opts.z_unit)
-            res, fschema, fsum, pl, present = write_file_copc(
-                fj,
-                fc.crs,
-                tmp_dir / name,
-                schema,
-                layout.has_gps,
-                target,
-                plan.crs_cfg,
-                opts.crs,
-                tmp_dir,
-                ortho,
-                max_node_points,
-                tuple(getattr(opts, "attributes", ())),
+        jobs = []
+        for fj, name in zip(plan.file_jobs, names, strict=True):
+            fc = resolve_file_crs(fj.info, opts.crs, plan.crs_cfg, opts.z_unit)
+            jobs.append(
+                (
+                    fj,
+                    fc.crs,
+                    tmp_dir / name,
+                    schema,
+                    layout.has_gps,
+                    target,
+                    plan.crs_cfg,
+                    opts.crs,
+                    tmp_dir,
+                    ortho,
+                    max_node_points,
+                    tuple(getattr(opts, "attributes", ())),
+                )
             )
-            checksum += fsum
-            for c, k in present.items():
-                summary.classes[c] = summary.classes.get(c, 0) + k
-            summary.points += res.points
-            summary.nodes += res.nodes
-            summary.bytes += res.bytes
-            summary.transformed += pl.transformer is not None
-            crs_names.add(CRS.from_wkt(pl.wkt).name)
+        done = _run_files(jobs, executor, progress)
+        for fj, name, fr in zip(plan.file_jobs, names, done, strict=True):
+            checksum += fr.checksum
+            for c, cnt in fr.classes.items():
+                summary.classes[c] = summary.classes.get(c, 0) + cnt
+            summary.points += fr.result.points
+            summary.nodes += fr.result.nodes
+            summary.bytes += fr.result.bytes
+            summary.transformed += fr.transformed
+            crs_names.add(CRS.from_wkt(fr.wkt).name)
             items.append(
                 VpcItem(
                     href=f"./{COPC_DIR}/{name}",
-                    count=res.points,
-                    mins=res.mins,
-                    maxs=res.maxs,
-                    wkt2=pl.wkt,
-                    schema=pdal_schema(fschema, layout.has_gps),
-                    datetime=_datetime(_las_header_fields(info)),
+                    count=fr.result.points,
+                    mins=fr.result.mins,
+                    maxs=fr.result.maxs,
+                    wkt2=fr.wkt,
+                    schema=pdal_schema(fr.schema, layout.has_gps),
+                    datetime=_datetime(_las_header_fields(fj.info)),
                 )
             )
             summary.files.append(f"{COPC_DIR}/{name}")
-            if progress:
-                progress("copc", k + 1, len(plan.file_jobs))
         # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
         qml = pointcloud_qml(opts.class_scheme, sorted(summary.classes))
         for name in names:
@@ -509,6 +547,16 @@ def _layer_options(
     )
 
 
+def _executor(client: Any) -> concurrent.futures.Executor | None:
+    """The build's cluster as an executor (a Dask client's `get_executor`), None without one."""
+    if client is None:
+        return None
+    if isinstance(client, concurrent.futures.Executor):
+        return client
+    get = getattr(client, "get_executor", None)
+    return get() if get is not None else None
+
+
 def add_layer_copc(
     ctx: BuildContext,
     result: LayerResult,
@@ -536,6 +584,7 @@ def add_layer_copc(
             vpc_name=result.name,
             target_crs=working_crs(ctx.cfg.crs).to_wkt(),
             progress=ctx.progress,
+            executor=_executor(ctx.client),
         )
     for n in summary.notes:
         ctx.warn(f"{result.name}: {n}")
