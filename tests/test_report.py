@@ -308,6 +308,9 @@ def test_nightly_report_of_the_second_build(second_build):
     assert s["previous"]["build_id"] == first.name and s["seconds"] > 0
     stages = {st["stage"]: st["seconds"] for st in s["stages"]}
     assert {"buildings", "report.render", "validate"} <= set(stages) and stages["buildings"] > 0
+    s1 = _summary(first)  # the release it replaced has its own report (a first build: nothing compared)
+    assert s1["build_id"] == first.name and s1["validation"]["ok"] is True
+    assert (s1["previous"] is None) == ("added" not in s1["inputs"])
     # inputs: exactly the cadastre changed
     inp = s["inputs"]
     assert [(i["role"], i["path"]) for i in inp["changed"]] == [
@@ -401,3 +404,75 @@ def test_public_export_keeps_a_public_report(second_build, tmp_path):
             data = p.read_bytes()
             for s in secrets:
                 assert s.encode() not in data, f"{p.relative_to(dest)} names {s!r}"
+
+
+def _tiny_layer_release(root: Path, version: str, tiles: dict[str, bytes]) -> dict:
+    """A release folder with one tileset layer `t` (tiles named in `tiles`) and a layer entry for it."""
+    (root / "t").mkdir(parents=True)
+    children = [
+        {"geometricError": 0, "boundingVolume": {"box": [0] * 12}, "content": {"uri": n}} for n in tiles
+    ]
+    ts = {
+        "asset": {"version": "1.1", "tilesetVersion": version},
+        "geometricError": 1,
+        "root": {"children": children},
+    }
+    (root / "t" / "tileset.json").write_text(json.dumps(ts))
+    for name, data in tiles.items():
+        (root / "t" / name).write_bytes(data)
+    (root / "t" / "extra.json").write_text("{}")  # not referenced, in the layer's own folder: counted
+    return {"name": "t", "kind": "terrain", "access": "public", "tileset": "t/tileset.json"}
+
+
+def test_output_changes_per_layer(tmp_path):
+    """Files added / changed / removed per layer; a root tileset that differs only in its stamped build id
+    is unchanged; a layer only in the previous release is reported as gone."""
+    from pipeline.report.nightly import output_changes
+
+    old = _tiny_layer_release(tmp_path / "a", "A", {"0.glb": b"same", "1.glb": b"old"})
+    new = _tiny_layer_release(tmp_path / "b", "B", {"0.glb": b"same", "1.glb": b"new"})
+    (tmp_path / "a" / "t" / "old.txt").write_text("gone")
+    (tmp_path / "b" / "t" / "new.txt").write_text("added")
+    gone = {"name": "g", "kind": "overlay", "access": "public", "files": ["g/x.csv"]}
+    (tmp_path / "a" / "g").mkdir()
+    (tmp_path / "a" / "g" / "x.csv").write_text("x\n")
+    out = {o["name"]: o for o in output_changes(tmp_path / "b", [new], tmp_path / "a", [old, gone])}
+    t = out["t"]
+    assert t["files"] == 5  # tileset, two tiles, extra.json, new.txt
+    assert (t["added"], t["changed"], t["removed"]) == (["t/new.txt"], ["t/1.glb"], ["t/old.txt"])
+    assert out["g"]["layer_removed"] and out["g"]["removed"] == ["g/x.csv"]
+    first = output_changes(tmp_path / "b", [new], None, [])
+    assert first == [{"name": "t", "kind": "terrain", "access": "public", "files": 5}]
+
+
+def test_counts_show_gate_verdicts():
+    """Counts against the previous release with each gate's verdict; a change published with
+    `--accept-change` is shown as accepted with the gate's message."""
+    from pipeline.report.nightly import count_changes, public_summary
+
+    msg = "buildings dropped from 100 in the previous release to 80 (-20.0%; ...)"
+    manifest = {
+        "layers": [
+            {"name": "buildings", "access": "public", "stats": {"buildings": 80, "rejected": 2}},
+            {"name": "aerial_points", "access": "internal", "stats": {"points_out": 10}},
+        ],
+        "plausibility": {
+            "summary": {"buildings": 80, "rejected": 2, "points": 10},
+            "previous": {"buildings": 100, "rejected": 2, "points": 10},
+            "accepted": [{"gate": "change", "metric": "buildings", "message": msg}],
+        },
+    }
+    limits = {"buildings": 0.1, "points": 0.25}
+    rows = {c["metric"]: c for c in count_changes(manifest, None, limits)}
+    assert rows["buildings"]["delta"] == -20 and rows["buildings"]["relative"] == -0.2
+    assert rows["buildings"]["gate"] == "accepted" and rows["buildings"]["finding"] == msg
+    assert rows["points"]["gate"] == "ok" and rows["points"]["delta"] == 0
+    # the public summary leaves out the counts of internal layers (here: the points)
+    summary = {
+        "counts": list(rows.values()),
+        "outputs": [
+            {"name": "buildings", "access": "public"},
+            {"name": "aerial_points", "access": "internal"},
+        ],
+    }
+    assert {c["metric"] for c in public_summary(summary)["counts"]} == {"buildings", "rejected"}
