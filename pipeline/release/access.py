@@ -11,8 +11,19 @@ licensed for municipal use only). `export_public(release, dest)` copies the publ
   only);
 - build logs and the reuse index (`build.log.jsonl`, `.twin/`) are left out: they name every layer;
 - the export is validated like a release (every tileset content URI must exist in the export), then every
-  exported file is searched (as bytes) for the names and paths of internal layers and internal inputs;
-  any hit refuses the export (nothing is published) and names the file and the token.
+  exported file is searched for references to internal layers and internal inputs (`find_leaks`); any
+  hit refuses the export (nothing is published) and names the file and the token.
+
+What counts as a reference (so that a word that merely contains a layer name is not one): a path, file
+name, input path or hash of internal data counts where it stands on its own (not continued by a letter,
+digit or `_`, and not preceded by one or by `.`/`-`, which would make it another file's name; a folder
+token `change/` is a reference to the folder). An internal layer *name* ("change", "panoramas") counts as a
+whole word only: `last_change` in a GeoPackage's schema or `buildings_changed` is not the layer `change`.
+Names are searched in file paths and data files (GeoPackages, tiles, GeoJSON, CSV, data JSON: keys and
+values, escapes decoded), but not in program code and images (`.js`, `.css`, `.html`, ...), where a word
+like "panoramas" names a feature of the viewer, and in the viewer's own JSON (e.g. `viewer/palettes.json`,
+keyed by the palette of the change classes) only as a value naming the layer or a path component
+(`"layer": "change"`, `"../change/tileset.json"`). Files are read in blocks (memory stays bounded).
 
 The export is written to a temporary sibling of `dest` and swapped in with renames, so a web server
 serving `dest` never sees a half export.
@@ -30,8 +41,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +55,8 @@ from pipeline.release.publish import ReleaseError, fault_point
 
 EXPORT_MARKER = ".twin-export"  # written into every export: proves a folder may be replaced
 
-# input roles that feed only the (by default internal) mobile-mapping layers
-ROLE_LAYERS = {"mobile": ("mobile_points",), "panoramas": ("panoramas",)}
+# input roles that feed only the (by default internal) mobile-mapping and zoning-plan layers
+ROLE_LAYERS = {"mobile": ("mobile_points",), "panoramas": ("panoramas",), "zoning": ("zoning",)}
 PRIVATE_FILES = ("build.log.jsonl",)
 PRIVATE_DIRS = (".twin",)
 
@@ -177,12 +190,13 @@ def public_plan(release: Path) -> dict[str, Any]:
         tokens.add(i["sha256"])
     tokens = {t for t in tokens if t and len(t) >= 4}
     name_tokens = {n for n in internal_names if n}
+    matcher = LeakMatcher(tokens, name_tokens)
 
     def leaks(text: str) -> bool:
-        return any(t in text for t in tokens | name_tokens)
+        return bool(matcher.in_text(text, names=True))
 
     pub_manifest = dict(manifest)
-    pub_manifest["layers"] = public
+    pub_manifest["layers"] = [_public_layer(lay, public) for lay in public]
     pub_manifest["inputs"] = [i for i in manifest.get("inputs", []) if i not in internal_inputs]
     pub_manifest["timings"] = {k: v for k, v in manifest.get("timings", {}).items() if not leaks(k)}
     pub_manifest["warnings"] = [w for w in manifest.get("warnings", []) if not leaks(w)]
@@ -218,32 +232,182 @@ def public_plan(release: Path) -> dict[str, Any]:
         "excluded_files": len(internal_files),
         "tokens": sorted(tokens),
         "name_tokens": sorted(name_tokens),
+        "program_dirs": program_dirs(manifest),
     }
 
 
+def _public_layer(lay: dict[str, Any], public: list[dict[str, Any]]) -> dict[str, Any]:
+    """A public layer's manifest entry as exported: the viewer's count of the layers it shows counts the
+    public ones only (the full count would tell how many internal layers exist)."""
+    if lay.get("kind") != "viewer" or "layers_shown" not in lay.get("stats", {}):
+        return lay
+    shown = sum(1 for other in public if other.get("kind") != "viewer")
+    return {**lay, "stats": {**lay["stats"], "layers_shown": shown}}
+
+
+def program_dirs(manifest: dict[str, Any]) -> list[str]:
+    """Top folders of the viewer (layers of kind `viewer`): program code and its own configuration."""
+    dirs = set()
+    for lay in manifest.get("layers", []):
+        if lay.get("kind") == "viewer" and lay.get("access") == "public":
+            for f in [lay.get("tileset"), lay.get("style"), *lay.get("files", [])]:
+                d = _top_dir(f)
+                if d:
+                    dirs.add(d)
+    return sorted(dirs)
+
+
 CODE_SUFFIXES = (".js", ".mjs", ".css", ".html", ".htm", ".map", ".wasm", ".svg", ".png", ".jpg", ".ktx2")
+JSON_SUFFIXES = (".json", ".geojson")
+JSON_PARSE_MAX_BYTES = 64 << 20  # larger JSON files are searched as bytes only (escapes not decoded)
+SCAN_BLOCK_BYTES = 8 << 20
+
+_WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_FILE_NAME = _WORD | frozenset(b".-")  # a token preceded by one of these is part of another file's name
+_PATH_SPLIT = re.compile(r"[/\\?#]")
 
 
-def find_leaks(root: Path, tokens: list[str], name_tokens: list[str] = ()) -> list[tuple[str, str]]:
-    """(file, token) for every file under `root` whose path or bytes contain an internal token.
+class LeakMatcher:
+    """Finds references to internal data (see the module documentation for what counts as one).
 
-    `tokens` (paths, file names, input names and hashes) are searched in every file; `name_tokens` (internal
-    layer names such as "panoramas") in every path and every data file, but not inside program code and
-    images of the viewer, where a generic word like "panoramas" names a feature, not data."""
-    btokens = [(t, t.encode()) for t in tokens]
-    bnames = [(t, t.encode()) for t in name_tokens]
+    `tokens`: paths, file names, input paths and hashes of internal data; `name_tokens`: internal layer
+    names."""
+
+    def __init__(self, tokens: Iterable[str], name_tokens: Iterable[str] = ()) -> None:
+        self.tokens = sorted({t for t in tokens if t})
+        self.names = sorted({n for n in name_tokens if n})
+        self._btokens = [
+            (t, t.encode(), _FILE_NAME if ("/" in t or "." in t) else _WORD) for t in self.tokens
+        ]
+        self._bnames = [(n, n.encode(), _WORD) for n in self.names]
+        longest = max((len(b) for _t, b, _l in self._btokens + self._bnames), default=0)
+        self._overlap = longest + 1
+
+    @staticmethod
+    def _hit(data: bytes, token: bytes, left: frozenset[int], at_start: bool, at_end: bool) -> bool:
+        """Does `token` occur in `data` standing on its own? `at_start`/`at_end`: `data` begins/ends the
+        text (otherwise a match touching that edge is undecided here and decided in the next block)."""
+        folder = token.endswith(b"/")
+        i = data.find(token)
+        while i >= 0:
+            j = i + len(token)
+            left_ok = data[i - 1] not in left if i > 0 else at_start
+            if j < len(data):
+                right_ok = folder or data[j] not in _WORD
+            else:
+                right_ok = at_end
+            if left_ok and right_ok:
+                return True
+            i = data.find(token, i + 1)
+        return False
+
+    def _search(self, data: bytes, names: bool, at_start: bool = True, at_end: bool = True) -> list[str]:
+        check = self._btokens + (self._bnames if names else [])
+        return [t for t, b, left in check if self._hit(data, b, left, at_start, at_end)]
+
+    def in_text(self, text: str, *, names: bool) -> list[str]:
+        """Tokens (and with `names`, internal layer names as whole words) referenced in `text`."""
+        return self._search(text.encode("utf-8", "surrogatepass"), names)
+
+    def in_path(self, rel: str) -> list[str]:
+        """Tokens and internal layer names referenced by a release-relative path."""
+        return self.in_text(rel, names=True)
+
+    def in_file(self, path: Path, *, names: bool) -> list[str]:
+        """Tokens (with `names`: layer names as whole words) in a file's bytes, read in blocks."""
+        found: set[str] = set()
+        with open(path, "rb") as f:
+            tail = b""
+            start = 0  # file offset of the window's first byte
+            while True:
+                block = f.read(SCAN_BLOCK_BYTES)
+                last = len(block) < SCAN_BLOCK_BYTES
+                window = tail + block
+                found.update(self._search(window, names, at_start=start == 0, at_end=last))
+                if last:
+                    break
+                # a match cut by the block edge, or whose right neighbour is not read yet, lies in the tail
+                tail = window[-self._overlap - 1 :]
+                start += len(window) - len(tail)
+        return sorted(found)
+
+    def in_json(self, doc: Any, *, program: bool) -> list[str]:
+        """References in the strings of a parsed JSON document (escapes decoded). Data JSON: tokens and
+        names as whole words in every key and value. The viewer's own JSON (`program`): tokens in every
+        string; a layer name only as a value that is the name or a path component of it (keys there name
+        viewer features, e.g. the palette `change`)."""
+        found: set[str] = set()
+        for s, is_key in _json_strings(doc):
+            found.update(self.in_text(s, names=not program))
+            if program and not is_key:
+                parts = {p for p in _PATH_SPLIT.split(s.strip())} if s else set()
+                parts |= {p.split(".", 1)[0] for p in parts}
+                found.update(n for n in self.names if n in parts)
+        return sorted(found)
+
+    def _kind(self, rel: str, program_dirs: Iterable[str]) -> tuple[bool, bool]:
+        """(names searched in the raw bytes, is JSON) for a release-relative file path."""
+        suffix = posixpath.splitext(rel)[1].lower()
+        program = _top_dir(rel) in set(program_dirs)
+        is_json = suffix in JSON_SUFFIXES
+        return suffix not in CODE_SUFFIXES and not (program and is_json), is_json
+
+    def _in_json_bytes(self, data: bytes, rel: str, program_dirs: Iterable[str]) -> list[str]:
+        try:
+            doc = json.loads(data)
+        except ValueError:  # not JSON after all: searched as a data file (names included)
+            return self._search(data, True)
+        return self.in_json(doc, program=_top_dir(rel) in set(program_dirs))
+
+    def in_content(self, path: Path, rel: str, program_dirs: Iterable[str] = ()) -> list[str]:
+        """References in the content of the file `path` (release-relative `rel`); see the module
+        documentation for what counts as one. Read in blocks; JSON up to JSON_PARSE_MAX_BYTES is parsed."""
+        names, is_json = self._kind(rel, program_dirs)
+        found = set(self.in_file(path, names=names))
+        if is_json and path.stat().st_size <= JSON_PARSE_MAX_BYTES:
+            found.update(self._in_json_bytes(path.read_bytes(), rel, program_dirs))
+        return sorted(found)
+
+    def in_bytes(self, data: bytes, rel: str, program_dirs: Iterable[str] = ()) -> list[str]:
+        """`in_content` for a file already in memory (e.g. one `twin view` is about to serve)."""
+        names, is_json = self._kind(rel, program_dirs)
+        found = set(self._search(data, names))
+        if is_json and len(data) <= JSON_PARSE_MAX_BYTES:
+            found.update(self._in_json_bytes(data, rel, program_dirs))
+        return sorted(found)
+
+
+def _json_strings(doc: Any) -> Iterator[tuple[str, bool]]:
+    """(string, is_key) for every key and string value of a JSON document (iterative: no recursion limit)."""
+    stack = [doc]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            yield o, False
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                yield str(k), True
+                stack.append(v)
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+def find_leaks(
+    root: Path, tokens: Iterable[str], name_tokens: Iterable[str] = (), program_dirs: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """(file, token) for every path under `root` that references internal data, by its name or content.
+
+    `tokens`: paths, file names, input paths and hashes of internal data; `name_tokens`: internal layer
+    names; `program_dirs`: top folders of the viewer (its JSON is its configuration: keys there are
+    feature names). What counts as a reference: see the module documentation."""
+    matcher = LeakMatcher(tokens, name_tokens)
+    program_dirs = list(program_dirs)
     hits = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        for t, _b in btokens + bnames:
-            if t in rel:
-                hits.append((rel, t))
+        hits += [(rel, t) for t in matcher.in_path(rel)]
         if p.is_file():
-            data = p.read_bytes()
-            check = btokens if p.suffix.lower() in CODE_SUFFIXES else btokens + bnames
-            for t, b in check:
-                if b in data:
-                    hits.append((rel, t))
+            hits += [(rel, t) for t in matcher.in_content(p, rel, program_dirs) if (rel, t) not in hits]
     return hits
 
 
@@ -331,7 +495,7 @@ def export_public(release: Path, dest: Path, protected: Iterable[Path] = ()) -> 
         write_json(tmp / MANIFEST, plan["manifest"])
         make_world_readable(tmp)
         fault_point("export")
-        leaks = find_leaks(tmp, plan["tokens"], plan["name_tokens"])
+        leaks = find_leaks(tmp, plan["tokens"], plan["name_tokens"], plan["program_dirs"])
         if leaks:
             shown = "; ".join(f"{f} contains {t!r}" for f, t in leaks[:5])
             raise ReleaseError(

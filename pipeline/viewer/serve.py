@@ -48,7 +48,6 @@ ALLOWED_HOSTS = frozenset({"127.0.0.1", "localhost"})
 # text files searched for internal tokens before they are served in public mode (tiles are not: the
 # public export's own leak check covers them; a text file up to this size is scanned)
 SCANNED_SUFFIXES = frozenset({".json", ".geojson", ".txt", ".csv", ".xml", ".qml", ".jsonl", ".html", ".md"})
-CODE_SUFFIXES = frozenset({".js", ".mjs", ".css", ".html"})  # name tokens are words there, not data
 SCAN_MAX_BYTES = 16 << 20
 SOCKET_TIMEOUT_S = 10.0
 RESPONSE_DEADLINE_S = 120.0
@@ -188,8 +187,12 @@ class ReleaseSite:
         key = target.as_posix()
         hit = self._scan_cache.get(key)
         if hit is None:
-            code = target.suffix.lower() in CODE_SUFFIXES
-            hit = any(t in data for t in (self.tokens if code else self.tokens + self.name_tokens))
+            # the public export's rules: a layer name counts as a whole word, not inside `last_change`
+            from pipeline.release.access import LeakMatcher, program_dirs
+
+            matcher = LeakMatcher([t.decode() for t in self.tokens], [t.decode() for t in self.name_tokens])
+            rel = target.relative_to(self.root).as_posix()  # `resolve` keeps targets inside the root
+            hit = bool(matcher.in_bytes(data, rel, program_dirs(self.manifest or {})))
             if hit:
                 log.warning("twin view: %s names an internal layer or input; not served", target)
             self._scan_cache[key] = hit
