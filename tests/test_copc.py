@@ -519,3 +519,22 @@ def test_layer_rewrite_is_byte_identical_serial_or_parallel(two_tiles, tmp_path)
     ]  # nothing else left behind (scratch files, .part files)
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_twin_points_copc_flag(two_tiles, tmp_path, capsys):
+    from pipeline.cli.main import main
+
+    out = tmp_path / "city"
+    rc = main(["points", *map(str, two_tiles), "--out", str(out), "--copc", "--json", "--jobs", "1"])
+    assert rc == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["copc"]["points"] == js["points_out"] == 120_000
+    assert (
+        js["copc"]["vpc"] == "city.vpc" and (out / "city.vpc").is_file() and (out / "tileset.json").is_file()
+    )
+    assert sorted(p.name for p in (out / "copc").iterdir()) == [
+        "tile_a.copc.laz",
+        "tile_a.copc.qml",
+        "tile_b.copc.laz",
+        "tile_b.copc.qml",
+    ]
