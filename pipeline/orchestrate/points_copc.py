@@ -308,6 +308,7 @@ def write_file_copc(
     orthophoto: tuple[Any, dict] | None = None,
     max_node_points: int | None = None,
     optional: tuple[str, ...] = (),
+    threads: int = 1,
 ) -> FileCopc:
     """One input file -> one COPC file (a task: runs on a worker of the build's cluster as well).
 
@@ -362,7 +363,7 @@ def write_file_copc(
             creation_year=hdr["year"],
         )
         kw = {} if max_node_points is None else {"max_node_points": max_node_points}
-        res = write_copc(dest, recs, header, schema, has_gps=has_gps, **kw)
+        res = write_copc(dest, recs, header, schema, has_gps=has_gps, threads=threads, **kw)
         del recs
     finally:
         scratch.unlink(missing_ok=True)
@@ -458,6 +459,8 @@ def write_layer_copc(
                     ortho,
                     max_node_points,
                     tuple(getattr(opts, "attributes", ())),
+                    # in this process: `jobs` threads compress the nodes; one per task on a cluster
+                    max(1, opts.jobs or 1) if executor is None else 1,
                 )
             )
         done = _run_files(jobs, executor, progress)

@@ -27,6 +27,7 @@ import io
 import mmap
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -382,10 +383,12 @@ def write_copc(
     *,
     has_gps: bool = True,
     max_node_points: int = MAX_NODE_POINTS,
+    threads: int = 1,
 ) -> CopcResult:
     """Write `records` (dtype `record_dtype(schema)` or one with more fields, which are left out; may be a
     np.memmap) as a COPC file at `path` (through `<path>.part`, renamed when complete). Memory: about 35
-    bytes per point for the octree on top of the records, plus one node's records at a time."""
+    bytes per point for the octree on top of the records, plus `threads` nodes' records at a time.
+    `threads`: nodes compressed in parallel (the same bytes for any number)."""
     import lazrs
 
     path = Path(path)
@@ -436,10 +439,11 @@ def write_copc(
             f.write(b"\0" * 8)  # offset of the chunk table
             pos = offset_to_points + 8
             gathered = 0
-            for i in range(len(tree.keys)):
+
+            def node_points(i: int) -> np.ndarray:
+                nonlocal gathered
                 s, c = int(tree.starts[i]), int(tree.counts[i])
-                idx = tree.index[s : s + c]
-                pts = records[idx]
+                pts = records[tree.index[s : s + c]]
                 gathered += c
                 if gathered > BLOCK:
                     _drop_pages(records)
@@ -449,15 +453,34 @@ def write_copc(
                     for name in dtype.names or ():
                         sel[name] = pts[name]
                     pts = sel
+                return pts
+
+            def compress(pts: np.ndarray) -> bytes:
                 stream = bytes(lazrs.compress_points(laz_vlr, memoryview(pts).cast("B"), False))
                 (table_at,) = struct.unpack_from("<q", stream)
-                chunk = memoryview(stream)[8:table_at]
-                f.write(chunk)
-                key = tuple(int(v) for v in tree.keys[i])
-                entries.append(struct.pack("<4iQii", *key, pos, len(chunk), c))
-                chunk_table.append((c, len(chunk)))
-                levels[key[0]] = levels.get(key[0], 0) + c
-                pos += len(chunk)
+                return stream[8:table_at]
+
+            # nodes are gathered here and compressed `threads` at a time (lazrs releases the GIL); the
+            # chunks are written in node order, so the bytes do not depend on the number of threads
+            step = max(threads, 1)
+            pool = ThreadPoolExecutor(threads) if threads > 1 else None
+            try:
+                for b0 in range(0, len(tree.keys), step):
+                    batch = range(b0, min(b0 + step, len(tree.keys)))
+                    pts_list = [node_points(i) for i in batch]
+                    chunks = list(pool.map(compress, pts_list)) if pool else [compress(p) for p in pts_list]
+                    del pts_list
+                    for i, chunk in zip(batch, chunks, strict=True):
+                        c = int(tree.counts[i])
+                        f.write(chunk)
+                        key = tuple(int(v) for v in tree.keys[i])
+                        entries.append(struct.pack("<4iQii", *key, pos, len(chunk), c))
+                        chunk_table.append((c, len(chunk)))
+                        levels[key[0]] = levels.get(key[0], 0) + c
+                        pos += len(chunk)
+            finally:
+                if pool is not None:
+                    pool.shutdown()
             table_offset = pos
             buf = io.BytesIO()
             lazrs.write_chunk_table(buf, chunk_table, laz_vlr)
