@@ -1,0 +1,375 @@
+"""Orthophoto -> XYZ PNG pyramid: plan keys per tile, reuse unchanged tiles, build the rest on the workers.
+
+    build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax) -> XyzResult
+
+Plan (here, cheap): the tiles of every zoom, a content key per tile and which tiles a previous release
+already holds under that key. The key of a finest-zoom tile is made of the (name, sha256) of the source
+tiles that overlap it (in mosaic order) and the warp parameters; the key of a coarser tile is made of its
+children's keys. One changed DOP tile therefore changes the keys of the finest tiles it touches and of their
+ancestors only; every other tile is hard-linked from the previous release (`reuse_files`).
+
+Execute (Dask, one task per subtree): pass 1 warps the finest zoom in blocks (`warp_rgba`) and builds
+`SUBTREE_LEVELS` coarser zooms inside each subtree by 2 x 2 downsampling (`downsample_rgba`); pass 2, 3, ...
+build the next zooms from the tiles the previous pass wrote (decoded from the staging folder), so a task
+holds at most `2**SUBTREE_LEVELS` squared tiles whatever the region's size. Workers write their tiles
+straight into the staging folder (shared with the client, as for the point layer).
+
+Finest-zoom tiles that turn out empty (key but no pixel, e.g. the corner of a source's bounding box) are
+remembered per warp block in the build cache (`paths.cache`), so an unchanged block is not warped again
+just to learn that it has nothing to write.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.orchestrate.context import BuildContext
+from pipeline.sources.rasters import RasterInfo
+
+SUBTREE_LEVELS = 3  # a task covers 8 x 8 tiles of its finest zoom and 3 coarser zooms above them
+MAX_WARP_SRC_PX = 2048  # a warp block reads at most about this many source pixels per side
+METHOD = "xyz-pyramid-v1"  # bump when the pixels change for the same inputs
+
+Tile = tuple[int, int, int]  # (z, x, y)
+
+
+@dataclass
+class XyzResult:
+    files: list[str]  # release-relative paths, sorted by zoom, x, y
+    built: int  # tiles written by this build
+    reused: int  # tiles hard-linked from a previous release
+    warp_blocks: int  # finest-zoom blocks warped by this build
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def tile_rel(z: int, x: int, y: int) -> str:
+    return f"imagery/xyz/{z}/{x}/{y}.png"
+
+
+def warp_block_tiles(infos: Sequence[RasterInfo], zmax: int, lat: float) -> int:
+    """Tiles per side of a warp block (power of two, 1..8): the largest whose source window stays within
+    `MAX_WARP_SRC_PX` (4 at 20 cm, 2 at 10 cm in the Ruhr), so a block's memory does not grow with the
+    delivery's resolution."""
+    import math
+
+    from pipeline.stages.imagery import ORIGIN
+
+    tile_ground_m = 2 * ORIGIN / 2**zmax * math.cos(math.radians(lat))
+    src_res = min(min(i.res) for i in infos)
+    w = 8
+    while w > 1 and w * tile_ground_m / src_res > MAX_WARP_SRC_PX:
+        w //= 2
+    return w
+
+
+def source_boxes_mercator(infos: Sequence[RasterInfo]) -> list[tuple[float, float, float, float]]:
+    """Bounding box of every source tile in web-mercator metres (densified edges: a safe over-estimate)."""
+    from pyproj import CRS, Transformer
+
+    out = []
+    for i in infos:
+        crs = CRS(i.crs)
+        if crs.is_compound:
+            crs = crs.sub_crs_list[0]
+        t = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+        out.append(tuple(float(v) for v in t.transform_bounds(*i.bounds, densify_pts=21)))
+    return out
+
+
+def finest_tile_sources(
+    boxes: Sequence[tuple[float, float, float, float]],
+    zmax: int,
+    tiles: set[tuple[int, int]],
+    margin_m: float,
+) -> dict[tuple[int, int], list[int]]:
+    """Indices (mosaic order) of the sources whose box, grown by `margin_m`, overlaps each tile of `zmax`."""
+    from pipeline.stages.imagery import ORIGIN
+
+    size = 2 * ORIGIN / 2**zmax
+    out: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for k, (xmin, ymin, xmax, ymax) in enumerate(boxes):
+        x0 = int((xmin - margin_m + ORIGIN) // size)
+        x1 = int((xmax + margin_m + ORIGIN) // size)
+        y0 = int((ORIGIN - (ymax + margin_m)) // size)
+        y1 = int((ORIGIN - (ymin - margin_m)) // size)
+        for x in range(x0, x1 + 1):
+            for y in range(y0, y1 + 1):
+                if (x, y) in tiles:
+                    out[(x, y)].append(k)
+    return out
+
+
+# ---- worker task ------------------------------------------------------------------------------------
+
+
+def _subtree_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build the stale tiles of one subtree (root tile and `leaf_z`), write them into the staging folder.
+
+    Finest-zoom pixels come from `warp_rgba` for the blocks in `warp_blocks`, every other tile that is not
+    stale from its file in the staging folder (reused or written by an earlier pass), absent file = empty.
+    Returns the tiles written and, per warped block, its tiles that have pixels."""
+    import numpy as np
+    from rasterio.enums import Resampling
+
+    from pipeline.stages.imagery import (
+        decode_rgba_png,
+        downsample_rgba,
+        encode_rgba_png,
+        warp_rgba,
+    )
+    from pipeline.tiles.tileset import write_atomic
+
+    release = Path(spec["release_dir"])
+    stale: set[Tile] = {tuple(t) for t in spec["stale"]}  # type: ignore[misc]
+    zmax: int = spec["zmax"]
+    leaf_z: int = spec["leaf_z"]
+    region: set[tuple[int, int]] = {tuple(t) for t in spec["region_leaf"]}  # type: ignore[misc]
+    memo: dict[Tile, np.ndarray | None] = {}
+    warp_nonempty: dict[str, list[tuple[int, int]]] = {}
+    if spec["warp_blocks"]:
+        rs = Resampling[spec["resampling"]]
+        for (bx, by), (x0, y0, nx, ny) in spec["warp_blocks"]:
+            block = warp_rgba(spec["infos"], zmax, x0, y0, nx, ny, spec["rgb"], spec["scale"], rs)
+            nonempty = []
+            for dx in range(nx):
+                for dy in range(ny):
+                    t = (x0 + dx, y0 + dy)
+                    if t not in region:
+                        continue
+                    px = block[dy * 256 : (dy + 1) * 256, dx * 256 : (dx + 1) * 256]
+                    if px[..., 3].any():
+                        memo[(zmax, *t)] = px.copy()
+                        nonempty.append(t)
+                    else:
+                        memo[(zmax, *t)] = None
+            warp_nonempty[f"{bx},{by}"] = sorted(nonempty)
+
+    def pixels(t: Tile) -> np.ndarray | None:
+        if t in memo:
+            return memo[t]
+        z, x, y = t
+        if t not in stale or z == leaf_z:
+            p = release / tile_rel(z, x, y)
+            px = decode_rgba_png(p.read_bytes()) if p.is_file() else None
+        else:
+            kids = [(z + 1, 2 * x + dx, 2 * y + dy) for dy in (0, 1) for dx in (0, 1)]
+            px = downsample_rgba([pixels(k) for k in kids])
+        memo[t] = px
+        return px
+
+    written: list[Tile] = []
+    for t in sorted(stale, key=lambda t: (-t[0], t[1], t[2])):  # finest first: children before parents
+        px = pixels(t)
+        if px is not None:
+            write_atomic(release / tile_rel(*t), encode_rgba_png(px))
+            written.append(t)
+    return {"written": written, "warp_nonempty": warp_nonempty}
+
+
+# ---- plan + run -------------------------------------------------------------------------------------
+
+
+def build_xyz_pyramid(
+    ctx: BuildContext,
+    infos: Sequence[RasterInfo],
+    rgb: Sequence[int],
+    lonlat_bounds: tuple[float, float, float, float],
+    zmin: int,
+    zmax: int,
+) -> XyzResult:
+    import math
+
+    from pipeline.orchestrate.cache import build_cache, content_key, input_sha256, record_outputs, reuse_files
+    from pipeline.orchestrate.terrain import run_tasks
+    from pipeline.release.manifest import pipeline_fingerprint
+    from pipeline.stages.imagery import ORIGIN, ortho_scale, tiles_for, xyz_resampling
+
+    cfg = ctx.cfg
+    lat = (lonlat_bounds[1] + lonlat_bounds[3]) / 2
+    scale = ortho_scale(infos)
+    resampling = xyz_resampling(infos, zmax)
+    # a warp block never spans two subtrees of the first pass
+    w = min(warp_block_tiles(infos, zmax, lat), 2 ** min(SUBTREE_LEVELS, zmax - zmin))
+    params = content_key(
+        pipeline_fingerprint(),
+        METHOD,
+        list(rgb),
+        scale,
+        resampling.name,
+        w,
+        cfg.sources.orthophoto,
+        cfg.crs.horizontal,
+    )
+    # ---- tiles and keys
+    leaf = set(tiles_for(lonlat_bounds, zmax))
+    boxes = source_boxes_mercator(infos)
+    src_res_merc = min(min(i.res) for i in infos) / math.cos(math.radians(lat))
+    margin = 4 * src_res_merc + 2 * ORIGIN / 2**zmax / 256
+    sources = finest_tile_sources(boxes, zmax, leaf, margin)
+    src_ids = [(Path(i.path).name, input_sha256(ctx, i.path)) for i in infos]
+    keys: dict[Tile, str | None] = {}
+    for x, y in leaf:
+        idx = sources.get((x, y))
+        keys[(zmax, x, y)] = content_key(params, zmax, x, y, [src_ids[k] for k in idx]) if idx else None
+    levels: dict[int, set[tuple[int, int]]] = {zmax: leaf}
+    for z in range(zmax - 1, zmin - 1, -1):
+        levels[z] = {(x // 2, y // 2) for x, y in levels[z + 1]}
+
+    # ---- warp blocks: w x w aligned tiles, each clipped to the rectangle of its tiles with a source
+    cache = build_cache(ctx)
+    blocks: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for x, y in sorted(leaf):
+        if keys[(zmax, x, y)] is not None:
+            blocks[(x - x % w, y - y % w)].append((x, y))
+    windows: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+    for b, ts in blocks.items():
+        xs = [t[0] for t in ts]
+        ys = [t[1] for t in ts]
+        windows[b] = (min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
+        # the window shapes the warp (GDAL's approximate transformer): it is part of its tiles' keys
+        for t in ts:
+            keys[(zmax, *t)] = content_key(keys[(zmax, *t)], windows[b])
+    for z in range(zmax - 1, zmin - 1, -1):
+        for x, y in levels[z]:
+            kids = [keys.get((z + 1, 2 * x + dx, 2 * y + dy)) for dy in (0, 1) for dx in (0, 1)]
+            keys[(z, x, y)] = content_key(params, z, x, y, kids) if any(kids) else None
+
+    # ---- what is known to be empty: no source, or a warp block the cache remembers
+    block_keys = {
+        b: cache.key(["imagery-warp-block", params, sorted((t, keys[(zmax, *t)]) for t in ts)])
+        for b, ts in blocks.items()
+    }
+    empty: set[Tile] = {t for t, k in keys.items() if k is None}
+    for b, ts in blocks.items():
+        hit, nonempty = cache.load(block_keys[b])
+        if hit:
+            ne = {tuple(t) for t in nonempty}
+            empty.update((zmax, x, y) for x, y in ts if (x, y) not in ne)
+    for z in range(zmax - 1, zmin - 1, -1):
+        for x, y in levels[z]:
+            kids = [(z + 1, 2 * x + dx, 2 * y + dy) for dy in (0, 1) for dx in (0, 1)]
+            if all(k in empty or k not in keys for k in kids):
+                empty.add((z, x, y))
+    wanted = {tile_rel(*t): k for t, k in keys.items() if t not in empty and k is not None}
+    stale_rel = set(reuse_files(ctx, wanted))
+    stale = {t for t in keys if t not in empty and tile_rel(*t) in stale_rel}
+
+    # ---- passes: finest zoom + SUBTREE_LEVELS above it, then the next SUBTREE_LEVELS, ...
+    warp_blocks = sorted({(x - x % w, y - y % w) for z, x, y in stale if z == zmax})
+    built: set[Tile] = set()
+    warped = 0
+    leaf_z = zmax
+    pass_no = 0
+    while True:
+        root_z = max(zmin, leaf_z - SUBTREE_LEVELS)
+        lo = leaf_z if pass_no == 0 else leaf_z - 1
+        groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
+        for t in stale:
+            if root_z <= t[0] <= lo:
+                d = t[0] - root_z
+                groups[(t[1] >> d, t[2] >> d)].append(t)
+        if pass_no == 0:  # subtrees with a block to warp but no stale tile of their own cannot occur
+            for b in warp_blocks:
+                d = zmax - root_z
+                groups.setdefault((b[0] >> d, b[1] >> d), [])
+        calls = []
+        span = 2 ** (leaf_z - root_z)
+        for (rx, ry), ts in sorted(groups.items()):
+            spec: dict[str, Any] = {
+                "release_dir": str(ctx.release_dir),
+                "stale": sorted(ts),
+                "zmax": zmax,
+                "leaf_z": leaf_z,
+                "region_leaf": [],
+                "warp_blocks": [],
+            }
+            if pass_no == 0:
+                x0, y0 = rx * span, ry * span
+                mine = [b for b in warp_blocks if x0 <= b[0] < x0 + span and y0 <= b[1] < y0 + span]
+                size = 2 * ORIGIN / 2**zmax
+                bb = (-ORIGIN + x0 * size, ORIGIN - (y0 + span) * size)
+                bb2 = (-ORIGIN + (x0 + span) * size, ORIGIN - y0 * size)
+                use = [
+                    i
+                    for i, bx in zip(infos, boxes, strict=True)
+                    if bx[0] < bb2[0] + margin
+                    and bx[2] > bb[0] - margin
+                    and bx[1] < bb2[1] + margin
+                    and bx[3] > bb[1] - margin
+                ]
+                spec.update(
+                    warp_blocks=[(b, windows[b]) for b in mine],
+                    infos=use,
+                    rgb=list(rgb),
+                    scale=scale,
+                    resampling=resampling.name,
+                    region_leaf=sorted(t for b in mine for t in blocks[b]),
+                )
+                warped += len(mine)
+            calls.append(((spec,), {}))
+        results = run_tasks(ctx, _subtree_task, calls, f"imagery-xyz-{pass_no}", min_parallel=2, per_task=1)
+        for res in results:
+            written = [tuple(t) for t in res["written"]]
+            built.update(written)  # type: ignore[arg-type]
+            record_outputs(ctx, {tile_rel(*t): wanted[tile_rel(*t)] for t in written})
+            for b, ne in res["warp_nonempty"].items():
+                bx, by = (int(v) for v in b.split(","))
+                cache.call_key(block_keys[(bx, by)], list, ne)
+        if root_z == zmin:
+            break
+        leaf_z = root_z
+        pass_no += 1
+    present = [t for t in keys if t not in empty and (t in built or t not in stale)]
+    files = [tile_rel(*t) for t in sorted(present)]
+    return XyzResult(
+        files=files,
+        built=len(built),
+        reused=len(present) - len(built),
+        warp_blocks=warped,
+        stats={"xyz_tiles": len(files), "warp_block_tiles": w, "resampling": resampling.name},
+    )
+
+
+COG_REL = "imagery/orthophoto_cog.tif"
+
+
+def build_orthophoto_outputs(
+    ctx: BuildContext,
+    infos: Sequence[RasterInfo],
+    rgb: Sequence[int],
+    lonlat_bounds: tuple[float, float, float, float],
+    zmin: int,
+    zmax: int,
+    cog_grid: Any,
+) -> XyzResult:
+    """The XYZ pyramid and the COG (`write_cog` on `cog_grid`). The COG is one file of the whole delivery:
+    reused when no orthophoto tile changed, else rebuilt, on a worker while the pyramid runs beside it."""
+    from pipeline.orchestrate.cache import content_key, input_sha256, record_outputs, reuse_files
+    from pipeline.release.manifest import pipeline_fingerprint
+    from pipeline.stages.imagery import COG_OPTIONS, write_cog
+
+    src_ids = [(Path(i.path).name, input_sha256(ctx, i.path)) for i in infos]
+    key = content_key(
+        pipeline_fingerprint(), "imagery-cog", COG_OPTIONS, src_ids, cog_grid, ctx.cfg.sources.orthophoto
+    )
+    stale = bool(reuse_files(ctx, {COG_REL: key}))
+    path = ctx.release_dir / COG_REL
+    fut = None
+    if stale and ctx.client is not None:
+        fut = ctx.client.submit(
+            write_cog, list(infos), cog_grid, path, key=f"imagery-cog-{ctx.build_id}", pure=False
+        )
+    xyz = build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax)
+    if stale:
+        if fut is not None:
+            fut.result()
+        else:
+            write_cog(infos, cog_grid, path)
+        record_outputs(ctx, {COG_REL: key})
+    xyz.files.append(COG_REL)
+    xyz.stats["cog_built"] = stale
+    return xyz
