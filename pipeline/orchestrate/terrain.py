@@ -334,23 +334,11 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
 # ---- imagery -------------------------------------------------------------------------------------
 
 
-def _xyz_level(
-    infos, zoom: int, tiles: list[tuple[int, int]], rgb: list[int]
-) -> list[tuple[int, int, bytes]]:
-    from pipeline.stages.imagery import xyz_tile
-
-    out = []
-    for x, y in tiles:
-        png = xyz_tile(infos, zoom, x, y, rgb)
-        if png is not None:
-            out.append((x, y, png))
-    return out
-
-
 def build_imagery(ctx: BuildContext) -> LayerResult:
     from rasterio.warp import transform_bounds
 
-    from pipeline.stages.imagery import tiles_for, write_cog, zoom_range
+    from pipeline.orchestrate.imagery import build_orthophoto_outputs
+    from pipeline.stages.imagery import zoom_range
 
     cfg = ctx.cfg
     lay = cfg.layers.terrain
@@ -362,32 +350,15 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
     bounds = delivery_bounds(infos, cfg.crs.horizontal)
     ll = transform_bounds(parse_crs(cfg.crs.horizontal).to_wkt(), "EPSG:4326", *bounds, densify_pts=21)
     zmin, zmax = zoom_range(ll, lay.imagery_min_res_m, lay.imagery_min_zoom, lay.imagery_max_zoom)
-    # chunks of a level are separate tasks: the finest level holds most tiles and must not run on one core
-    chunk = 32
-    zs: list[int] = []
-    calls = []
-    for z in range(zmin, zmax + 1):
-        level_tiles = tiles_for(ll, z)
-        for i in range(0, len(level_tiles), chunk):
-            zs.append(z)
-            calls.append(((infos, z, level_tiles[i : i + chunk], rgb), {}))
-    parts = run_tasks(ctx, _xyz_level, calls, "imagery-xyz")
-    by_zoom: dict[int, list[tuple[int, int, bytes]]] = {}
-    for z, part in zip(zs, parts, strict=True):
-        by_zoom.setdefault(z, []).extend(part)
-    files: list[str] = []
-    count = 0
-    for z in range(zmin, zmax + 1):
-        for x, y, png in sorted(by_zoom.get(z, [])):
-            write_atomic(out / "xyz" / str(z) / str(x) / f"{y}.png", png)
-            files.append(f"imagery/xyz/{z}/{x}/{y}.png")
-            count += 1
-
-    # COG of all bands at the native resolution (RGBI for QGIS: NDVI, false colour)
+    # COG of all bands at the native resolution (RGBI for QGIS: NDVI, false colour), XYZ pyramid (finest
+    # zoom warped in blocks, coarser zooms by 2x2 downsampling); unchanged tiles and COG reused
     res = native_resolution(infos)
     grid = Grid.from_bounds(bounds, res, cfg.crs.horizontal)
-    write_cog(infos, grid, out / "orthophoto_cog.tif")
-    files.append("imagery/orthophoto_cog.tif")
+    xyz = build_orthophoto_outputs(ctx, infos, rgb, ll, zmin, zmax, grid)
+    files = list(xyz.files)
+    # counts of this build only (the layer's stats must not depend on what a previous release held)
+    ctx.log.event("imagery_xyz", built=xyz.built, reused=xyz.reused, warp_blocks=xyz.warp_blocks)
+    count = xyz.stats["xyz_tiles"]
     meta = {
         "name": "orthophoto",
         "format": "xyz",
@@ -410,7 +381,12 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
         kind="imagery",
         access=cfg.layers.terrain.access,
         files=files,
-        stats={"xyz_tiles": count, "minzoom": zmin, "maxzoom": zmax, "cog_size": [grid.width, grid.height]},
+        stats={
+            "xyz_tiles": count,
+            "minzoom": zmin,
+            "maxzoom": zmax,
+            "cog_size": [grid.width, grid.height],
+        },
     )
 
 
