@@ -286,7 +286,7 @@ def test_imagery_pyramid_and_cog(terrain_release):
     z = meta["maxzoom"]
     tx, ty = lonlat_to_tile(lon, la, z)
     png = ctx.release_dir / "imagery" / "xyz" / str(z) / str(tx) / f"{ty}.png"
-    img = np.asarray(Image.open(png))
+    img = np.asarray(Image.open(png).convert("RGBA"))  # opaque tiles are RGB PNGs
     assert img.shape == (256, 256, 4)
     mx, my = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, la)
     b = tile_bounds_mercator(z, tx, ty)
