@@ -213,6 +213,8 @@ class BuildingsLayer(LayerBase):
     # vegetation over roofs: only points of single-return pulses are roof candidates (a tree crown
     # splits the pulse, a roof - also a green roof - stops it); false keeps every first return
     lod2_single_returns: bool = True
+    # CityJSON 2.0 export: one CityJSONSeq file per building tile (buildings/cityjson/<L>/<X>_<Y>.city.jsonl)
+    cityjson: bool = True
     # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
     # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
     # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-

@@ -703,11 +703,21 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
                 },
             }
             write_json(out_dir / "tileset.json", empty)
+    cj_files: list[str] = []
+    cj_stats = None
+    if layer.cityjson and len(bt):  # CityJSON 2.0, one CityJSONSeq per tile (orchestrate.buildings_cityjson)
+        from pipeline.orchestrate.buildings_cityjson import write_cityjson
+
+        with ctx.stage("buildings:cityjson"):
+            cj_files, cj_stats = write_cityjson(
+                ctx, bt, layer, lod2.partitions if lod2 is not None else None, out_dir
+            )
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
     files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/buildings.qml", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
     if ref_stats is not None:
         files_out.append(f"{OUT}/reference_comparison.csv")
+    files_out += [f"{OUT}/{f}" for f in cj_files]
     q = bt["quality"].value_counts()
     with_pts = bt["n_points"].to_numpy()[bt["quality"].isin(["ok", "vegetation_suspected"]).to_numpy()]
     stats: dict[str, Any] = {
@@ -724,6 +734,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     }
     if lod2 is not None:
         stats["lod2"] = lod2.stats()
+    if cj_stats is not None:
+        stats["cityjson"] = cj_stats
     if ref_stats is not None:
         stats["reference"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref_stats.items()}
     if table.rejected:

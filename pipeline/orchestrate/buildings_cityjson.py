@@ -1,0 +1,290 @@
+"""CityJSON 2.0 export of the buildings layer: one CityJSONSeq file per building tile
+(`buildings/cityjson/<L>/<X>_<Y>.city.jsonl`, the same quadtree leaves as the 3D Tiles), one
+`CityJSONFeature` per building, sorted by ALKIS id.
+
+Geometry per building: the LoD2 solid (`solids.build_solid` over the packed roof partition, exactly as
+the tile meshes are made; lod "2.2") or, for buildings that keep their LoD1 box, the footprint extruded
+from `base_height` to `roof_height` (lod "1.2"). Polygons carry their surface (RoofSurface,
+WallSurface, GroundSurface). A footprint of several parts gives one `BuildingPart` (Solid) per part under
+a `Building` without geometry; a single part is one `Building` with its Solid.
+
+`write_cityjson(ctx, bt, layer, partitions)` is called by `orchestrate.buildings.build_buildings`;
+`cityjson_tile` (one task per tile, on the build's cluster when there is one) is a pure function of its
+inputs, so the files are byte-identical across runs and between Dask and serial.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from pipeline.tiles.cityjson import CityObjectSpec, SolidGeometry, cityjsonseq, feature, header
+
+SUBDIR = "cityjson"
+ROOF, WALL, GROUND = 0, 1, 2  # = solids.ROOF, WALL, GROUND = index into cityjson.SURFACE_TYPES
+
+# buildings-table columns exported as attributes (same names as in buildings.gpkg), besides the
+# CityGML-named ones (function, roofType, measuredHeight, storeysAboveGround)
+ATTRIBUTE_COLUMNS = (
+    "oid",
+    "flstkennz",
+    "funktion",
+    "gfkzshh",
+    "funktion_code",
+    "funktion_gruppe",
+    "base_height",
+    "roof_height",
+    "height",
+    "n_points",
+    "survey_epoch",
+    "floors_estimate",
+    "floors_is_estimate",
+    "quality",
+    "base_source",
+    "roof_type",
+    "roof_type_code",
+    "roof_planes",
+    "roof_slope_mean",
+    "roof_slope_max",
+    "roof_azimuth_main",
+    "roof_planes_summary",
+    "eave_height",
+    "ridge_height",
+    "roof_rmse",
+    "roof_n_points",
+    "lod2_fallback_reason",
+    "lod_source",
+)
+
+
+def reference_system_url(crs_cfg: Any) -> tuple[str | None, str]:
+    """(OGC URL of the working CRS, note). CityJSON takes one URL: the compound EPSG code when PROJ
+    knows one for horizontal + vertical (e.g. 5555 = UTM 32N + DHHN92), else the horizontal code
+    (25832 + DHHN2016 has no compound code; the note names the vertical CRS for the metadata title)."""
+    from pipeline.crs import horizontal_of, working_crs
+
+    crs = working_crs(crs_cfg)
+    note = ""
+    code = crs.to_epsg(min_confidence=100)
+    if code is None:
+        code = horizontal_of(crs).to_epsg(min_confidence=100)
+        if crs_cfg.vertical:
+            note = f"heights: {crs_cfg.vertical}"
+    if code is None:
+        return None, note
+    return f"https://www.opengis.net/def/crs/EPSG/0/{code}", note
+
+
+def _extrusion(poly: shapely.Polygon, base: float, top: float) -> SolidGeometry:
+    """LoD1 box of one footprint part: ground (facing down), roof (up), one wall per ring edge."""
+    poly = shapely.geometry.polygon.orient(poly, 1.0)  # exterior CCW, holes CW
+    rings = [np.asarray(poly.exterior.coords)[:-1, :2]] + [
+        np.asarray(r.coords)[:-1, :2] for r in poly.interiors
+    ]
+    verts: list[np.ndarray] = []
+    lo_ids, hi_ids = [], []
+    n = 0
+    for r in rings:
+        k = len(r)
+        verts.append(np.column_stack([r, np.full(k, base)]))
+        verts.append(np.column_stack([r, np.full(k, top)]))
+        lo_ids.append(np.arange(n, n + k))
+        hi_ids.append(np.arange(n + k, n + 2 * k))
+        n += 2 * k
+    polygons: list[list[np.ndarray]] = [[lo[::-1] for lo in lo_ids], list(hi_ids)]
+    sem = [GROUND, ROOF]
+    for lo, hi in zip(lo_ids, hi_ids, strict=True):
+        for i in range(len(lo)):
+            j = (i + 1) % len(lo)
+            polygons.append([np.array([lo[i], lo[j], hi[j], hi[i]])])
+            sem.append(WALL)
+    return SolidGeometry(np.concatenate(verts), polygons, np.array(sem, dtype=np.int8), "1.2")
+
+
+def _shells(solid: Any) -> list[SolidGeometry]:
+    """An LoD2 solid split into its shells (polygons connected through shared vertices)."""
+    npoly = len(solid.polygons)
+    parent = list(range(npoly))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[int, int] = {}  # vertex -> first polygon using it
+    for p, rings in enumerate(solid.polygons):
+        for r in rings:
+            for v in np.asarray(r).tolist():
+                q = owner.setdefault(v, p)
+                if q != p:
+                    rp, rq = find(p), find(q)
+                    if rp != rq:
+                        parent[max(rp, rq)] = min(rp, rq)
+    lab = np.array([find(i) for i in range(npoly)], dtype=np.int64)
+    out = []
+    for comp in sorted(set(lab.tolist()), key=lambda x: int(np.flatnonzero(lab == x)[0])):
+        sel = np.flatnonzero(lab == comp)
+        out.append(
+            SolidGeometry(
+                solid.vertices, [solid.polygons[i] for i in sel], solid.semantics[sel].copy(), "2.2"
+            )
+        )
+    return out
+
+
+def building_objects(
+    oid: str, footprint: shapely.Geometry, base: float, roof: float, partition: bytes, attrs: dict[str, Any]
+) -> tuple[list[CityObjectSpec], str]:
+    """The CityObjects of one building (main object first) and its geometry kind ('2.2', '1.2', '')."""
+    if partition:
+        from pipeline.stages.buildings.solids import build_solid, unpack_partition
+
+        shells = _shells(build_solid(unpack_partition(partition), base))
+        lod = "2.2"
+    elif math.isfinite(base) and math.isfinite(roof) and roof > base + 0.01:
+        parts = sorted(
+            shapely.get_parts(footprint),
+            key=lambda p: (p.representative_point().x, p.representative_point().y),
+        )
+        shells = [_extrusion(p, base, roof) for p in parts]
+        lod = "1.2"
+    else:  # no usable height: the building is listed without geometry
+        shells, lod = [], ""
+    if len(shells) <= 1:
+        return [CityObjectSpec(oid, "Building", attrs, shells[0] if shells else None)], lod
+    ids = [f"{oid}-part{k + 1}" for k in range(len(shells))]
+    objs = [CityObjectSpec(oid, "Building", attrs, None, children=ids)]
+    objs += [
+        CityObjectSpec(i, "BuildingPart", {}, s, parents=[oid]) for i, s in zip(ids, shells, strict=True)
+    ]
+    return objs, lod
+
+
+def cityjson_tile(
+    path: str,
+    oids: list[str],
+    wkb: list[bytes],
+    base: np.ndarray,
+    roof: np.ndarray,
+    partitions: list[bytes],
+    attributes: list[dict[str, Any]],
+    reference_system: str | None,
+    title: str,
+) -> dict[str, int]:
+    """Write one tile's CityJSONSeq file (buildings sorted by id). Returns counts per geometry kind."""
+    from pipeline.tiles.tileset import write_atomic
+
+    geoms = shapely.from_wkb(wkb)
+    order = sorted(range(len(oids)), key=lambda i: oids[i])
+    b = shapely.bounds(geoms)
+    z = base[np.isfinite(base)]
+    translate = (
+        float(math.floor(np.nanmin(b[:, 0]))) if len(b) else 0.0,
+        float(math.floor(np.nanmin(b[:, 1]))) if len(b) else 0.0,
+        float(math.floor(z.min())) if z.size else 0.0,
+    )
+    feats = []
+    counts = {"2.2": 0, "1.2": 0, "": 0}
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for i in order:
+        objs, lod = building_objects(
+            oids[i], geoms[i], float(base[i]), float(roof[i]), partitions[i], attributes[i]
+        )
+        counts[lod] += 1
+        for o in objs:
+            if o.geometry is not None:
+                used = np.unique(np.concatenate([r for p in o.geometry.polygons for r in p]))
+                v = o.geometry.vertices[used]
+                lo = np.minimum(lo, v.min(axis=0))
+                hi = np.maximum(hi, v.max(axis=0))
+        feats.append(feature(objs, translate))
+    extent = tuple(float(x) for x in (*lo, *hi)) if np.isfinite(lo).all() else None
+    head = header(translate, reference_system, title=title, extent=extent)
+    write_atomic(Path(path), cityjsonseq(head, feats))
+    return {"lod22": counts["2.2"], "lod12": counts["1.2"], "no_geometry": counts[""]}
+
+
+def _attributes(bt: Any) -> list[dict[str, Any]]:
+    cols = {c: bt[c].to_numpy() for c in ATTRIBUTE_COLUMNS if c in bt.columns}
+    n = len(bt)
+    out = []
+    for i in range(n):
+        a = {c: v[i] for c, v in cols.items()}
+        for c, v in list(a.items()):
+            if isinstance(v, str) and v == "" and c != "lod2_fallback_reason":
+                a.pop(c)
+        a["function"] = a.get("gfkzshh") or (str(a["funktion_code"]) if a.get("funktion_code") else None)
+        if a.get("roof_type_code"):
+            a["roofType"] = str(a["roof_type_code"])
+        ridge = a.get("ridge_height")
+        lod2 = a.get("lod_source") in ("reconstructed", "official")
+        a["measuredHeight"] = (
+            float(ridge) - float(a["base_height"]) if lod2 and ridge is not None else a.get("height")
+        )
+        if a.get("floors_is_estimate") is False and a.get("floors_estimate") is not None:
+            a["storeysAboveGround"] = int(a["floors_estimate"])
+        out.append(a)
+    return out
+
+
+def write_cityjson(
+    ctx: Any, bt: Any, layer: Any, partitions: list[bytes] | None, out_dir: Path
+) -> tuple[list[str], dict[str, Any]]:
+    """One `.city.jsonl` per building tile under `out_dir/cityjson/`. Returns (release-relative file
+    names, stats)."""
+    from pipeline.stages.buildings.tiling import build_quadtree
+
+    geoms = np.asarray(bt.geometry.values, dtype=object)
+    rep = shapely.point_on_surface(geoms)
+    root = build_quadtree(
+        shapely.get_x(rep),
+        shapely.get_y(rep),
+        max_features=layer.max_features_per_tile,
+        max_leaf_m=layer.max_leaf_m,
+    )
+    leaves = [leaf for leaf in root.leaves() if len(leaf.members)]
+    refsys, note = reference_system_url(ctx.cfg.crs)
+    title = f"{ctx.cfg.name} buildings ({note})" if note else f"{ctx.cfg.name} buildings"
+    oids = [str(s) for s in bt["oid"].to_numpy()]
+    if len(set(oids)) != len(oids):
+        from pipeline.errors import ValidationError
+
+        dup = sorted({o for o in oids if oids.count(o) > 1})[:3]
+        raise ValidationError(f"buildings: CityJSON needs unique ids, oid repeated: {dup}")
+    wkb = shapely.to_wkb(geoms)
+    base = bt["base_height"].to_numpy(dtype=np.float64)
+    roof = bt["roof_height"].to_numpy(dtype=np.float64)
+    parts = partitions if partitions is not None else [b""] * len(bt)
+    attrs = _attributes(bt)
+    jobs, names = [], []
+    for leaf in leaves:
+        m = leaf.members
+        rel = f"{SUBDIR}/{leaf.level}/{leaf.x}_{leaf.y}.city.jsonl"
+        names.append(rel)
+        jobs.append(
+            (
+                str(out_dir / rel),
+                [oids[i] for i in m],
+                list(wkb[m]),
+                base[m],
+                roof[m],
+                [parts[i] for i in m],
+                [attrs[i] for i in m],
+                refsys,
+                title,
+            )
+        )
+    if ctx.client is not None and len(jobs) > 1:
+        results = ctx.client.gather([ctx.client.submit(cityjson_tile, *j, pure=False) for j in jobs])
+    else:
+        results = [cityjson_tile(*j) for j in jobs]
+    stats: dict[str, Any] = {"files": len(jobs), "reference_system": refsys}
+    for k in ("lod22", "lod12", "no_geometry"):
+        stats[k] = int(sum(r[k] for r in results))
+    return names, stats
