@@ -164,6 +164,7 @@ class Scene:
                 kind[r0:r1, c0:c1][m] = KIND_BUILDING
                 rgb[r0:r1, c0:c1][m] = np.array(ROOF_RGBI[s.material][:3], dtype=np.float32)
         self.top, self.kind, self.rgb = top, kind, rgb
+        self._flat: tuple[np.ndarray, ...] | None = None
         # the facades' window columns run along the street grid
         self.cos_a, self.sin_a = float(np.cos(city.angle)), float(np.sin(city.angle))
 
@@ -188,14 +189,18 @@ class Scene:
 
         bearing, elev, dist = self._camera(heading, width)
         out = np.empty((len(elev), width, 3), dtype=np.uint8)
+        if self._flat is None:  # once per scene: the kernel's contiguous float64 views
+            self._flat = (
+                np.ascontiguousarray(self.top.ravel()),
+                np.ascontiguousarray(self.kind.ravel()),
+                self.rgb.reshape(-1, 3).astype(np.float64),
+                np.ascontiguousarray(self.label.ravel()),
+                np.ascontiguousarray(self.slab_lo.ravel()),
+                np.ascontiguousarray(self.slab_hi.ravel()),
+                self.slab_rgb.reshape(-1, 3).astype(np.float64),
+            )
         render_columns_nb(
-            self.top.ravel(),
-            self.kind.ravel(),
-            self.rgb.reshape(-1, 3).astype(np.float64),
-            self.label.ravel(),
-            self.slab_lo.ravel(),
-            self.slab_hi.ravel(),
-            self.slab_rgb.reshape(-1, 3).astype(np.float64),
+            *self._flat,
             self.eave,
             self.base,
             self.facade,

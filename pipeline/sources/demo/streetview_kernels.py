@@ -19,16 +19,26 @@ KIND_BUILDING = 1
 
 
 @njit(cache=True)
-def _first_row_at_or_below(tan_elev, value):  # pragma: no cover
-    """Largest row index whose tan(elevation) >= value (tan_elev decreases with the row), -1 if none."""
-    lo, hi = 0, tan_elev.size  # rows [0, lo) have tan >= value
+def _last_row_with_tan_at_least(tan_elev, value, strict):  # pragma: no cover
+    """Largest row index whose tan(elevation) >= value (> value when `strict`); tan_elev decreases with
+    the row; -1 if none."""
+    lo, hi = 0, tan_elev.size  # rows [0, lo) pass
     while lo < hi:
         mid = (lo + hi) // 2
-        if tan_elev[mid] >= value:
+        if tan_elev[mid] > value or (not strict and tan_elev[mid] == value):
             lo = mid + 1
         else:
             hi = mid
     return lo - 1
+
+
+@njit(cache=True)
+def _unfilled(parent, slot):  # pragma: no cover
+    """Largest unfilled slot <= `slot` (slot = row + 1; slot 0: none), with path halving."""
+    while parent[slot] != slot:
+        parent[slot] = parent[parent[slot]]
+        slot = parent[slot]
+    return slot
 
 
 @njit(cache=True)
@@ -68,12 +78,17 @@ def render_columns_nb(  # pragma: no cover (compiled; the numpy reference is tes
     ns = dist.size
     col_rgb = np.empty(3)
     filled = np.zeros(height, dtype=np.bool_)
+    # union-find over rows: each painted row links to the next row above it, so painting a range skips
+    # what is painted already (crowns near the camera cover the same rows for many samples)
+    parent = np.empty(height + 1, dtype=np.int64)
     for c in range(width):
         sb = math.sin(bearings[c])
         cb = math.cos(bearings[c])
         filled[:] = False
-        r = height - 1  # lowest row not painted yet (rows below it are all painted)
+        for k in range(height + 1):
+            parent[k] = k
         for j in range(ns):
+            r = _unfilled(parent, height) - 1  # lowest row not painted yet
             if r < 0:
                 break
             d = dist[j]
@@ -85,23 +100,23 @@ def render_columns_nb(  # pragma: no cover (compiled; the numpy reference is tes
             fade = min(0.35, d / 600.0)
             # floating slab: the rows whose ray lies inside [lo, hi] at this distance
             if slab_hi[cell] >= slab_lo[cell]:
-                r_top = _first_row_at_or_below(tan_elev, (slab_hi[cell] - z) / d)
-                r_bot = _first_row_at_or_below(tan_elev, (slab_lo[cell] - z) / d)
-                for rr in range(min(r_bot, r), r_top, -1):
-                    if rr < 0 or filled[rr] or tan_elev[rr] > (slab_hi[cell] - z) / d:
-                        continue
+                above = _last_row_with_tan_at_least(tan_elev, (slab_hi[cell] - z) / d, True)
+                r_bot = _last_row_with_tan_at_least(tan_elev, (slab_lo[cell] - z) / d, False)
+                rr = _unfilled(parent, min(r_bot, r) + 1) - 1
+                while rr > above:
                     filled[rr] = True
+                    parent[rr + 1] = rr
                     for b in range(3):
                         v = slab_rgb[cell, b] * (1.0 - fade) + horizon_rgb[b] * fade
                         out[rr, c, b] = np.uint8(min(255.0, max(0.0, math.floor(v + 0.5))))
+                    rr = _unfilled(parent, rr) - 1
+                r = _unfilled(parent, height) - 1
             slope = (top[cell] - z) / d
             k = kind[cell]
             lab = label[cell]
-            while r >= 0 and (filled[r] or tan_elev[r] <= slope):
-                if filled[r]:
-                    r -= 1
-                    continue
+            while r >= 0 and tan_elev[r] <= slope:
                 filled[r] = True
+                parent[r + 1] = r
                 zhit = z + d * tan_elev[r]
                 if k == KIND_BUILDING and zhit < eave[lab]:
                     rel = (zhit - base[lab]) % 3.0
@@ -117,7 +132,7 @@ def render_columns_nb(  # pragma: no cover (compiled; the numpy reference is tes
                 for b in range(3):
                     v = col_rgb[b] * (1.0 - fade) + horizon_rgb[b] * fade
                     out[r, c, b] = np.uint8(min(255.0, max(0.0, math.floor(v + 0.5))))
-                r -= 1
+                r = _unfilled(parent, r) - 1
         for rr in range(height):
             if not filled[rr]:
                 for b in range(3):
