@@ -268,3 +268,27 @@ def test_cjio_reads(cj_built):
     out = r.stdout.decode() + r.stderr.decode()
     n = len(read_cityjsonseq(f.read_text())[1])
     assert "Building" in out and str(n) in out
+
+
+def test_release_validation_checks_cityjson(cj_built, tmp_path):
+    """The release's validation stage reads every listed .city.jsonl and refuses a broken one."""
+    from pipeline.errors import ValidationError
+    from pipeline.release.validate import validate_release
+
+    rel, res = cj_built
+    files = [f for f in res.files if f.endswith(".city.jsonl")]
+    manifest = {"layers": [{"name": "buildings", "files": files}]}
+    report = validate_release(rel, {"layers": []}, check_gltf=False)
+    assert report["cityjson_validated"] == 0
+    report = validate_release(rel, manifest, check_gltf=False)
+    assert report["ok"] and report["cityjson_validated"] == len(files)
+    broken = tmp_path / "rel"
+    shutil.copytree(rel / "buildings" / "cityjson", broken / "buildings" / "cityjson")
+    f = broken / files[0]
+    lines = f.read_text().splitlines()
+    feat = json.loads(lines[1])
+    feat["vertices"].append([0, 0, 0])  # an unused vertex
+    lines[1] = json.dumps(feat)
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValidationError, match="unused vertices"):
+        validate_release(broken, manifest, check_gltf=False)

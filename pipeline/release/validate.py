@@ -79,6 +79,29 @@ def layer_invariants(
     return out
 
 
+def cityjson_errors(release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]) -> int:
+    """Every CityJSONSeq file a layer lists (`*.city.jsonl`) through `tiles.cityjson.validate_cityjsonseq`
+    (and cjvalpy when installed). Returns the number of files checked."""
+    from pipeline.tiles.cityjson import cjvalpy_available, cjvalpy_errors, validate_cityjsonseq
+
+    n = 0
+    for layer in manifest.get("layers", []):
+        if layer["name"] in skip:
+            continue
+        for f in layer.get("files", []):
+            if not f.endswith(".city.jsonl"):
+                continue
+            p = release_dir / f
+            if not p.is_file():
+                errors.append(f"layer {layer['name']}: {f} missing")
+                continue
+            text = p.read_text(encoding="utf-8")
+            errs = validate_cityjsonseq(text) + (cjvalpy_errors(text) if cjvalpy_available() else [])
+            errors += [f"{f}: CityJSON: {e}" for e in errs[:3]]
+            n += 1
+    return n
+
+
 def validate_release(
     release_dir: Path,
     manifest: dict[str, Any],
@@ -108,12 +131,14 @@ def validate_release(
                 msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
                 errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
     invariants = layer_invariants(release_dir, manifest, errors, reused_layers or set())
+    cityjson = cityjson_errors(release_dir, manifest, errors, reused_layers or set())
     report = {
         "invariants": invariants,
         "tilesets": len(seen),
         "glb": len(set(glbs)),
         "glb_validated": gltf_checked,
         "glb_reused": len(set(glbs) & trusted_resolved),
+        "cityjson_validated": cityjson,
         "errors": errors[:200],
         "ok": not errors,
     }
