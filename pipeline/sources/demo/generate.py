@@ -7,9 +7,9 @@ Measured on the development machine (2 cores shared with other jobs, load averag
   truth; stage seconds: layout 1.1, cadastre 0.5, aerial simulation 20.1, aerial LAZ writing 12.2,
   rasters 10.6, mobile 6.6, truth 0.9. Peak memory about 0.9 GB.
 * one 1 km tile at 10 pulses/m² (10.4 M points): simulation 10.8 s + LAZ writing 6.2 s.
-* panorama images (8 x 2048 x 1024 JPEG, any scale): about 1.1 s CPU (scene height field 0.3-0.45 s,
-  0.06-0.08 s per image, 0.01 s per JPEG); the tiny demo's user+sys CPU grew from 2.5 s to 3.8 s, its
-  stage wall time was 2.0-2.7 s at load average 8-10 on the shared 2 cores.
+* panorama images (8 x 2048 x 1024 JPEG, any scale): scene height field 0.3-0.45 s CPU, 0.06-0.08 s
+  per image, 0.01 s per JPEG; the tiny demo's user+sys CPU grew from 2.5 s to 3.1-3.3 s, the stage's
+  wall time was 1.8-2.0 s at load average 10-11 on the shared 2 cores.
 * layout of a 10 km x 10 km district (scale 100: ~82 k structures, 204 k trees, 64 k parcels): 34 s
   and 0.66 GB; points and rasters are then made tile by tile, so memory stays bounded by one tile.
 """
