@@ -252,6 +252,12 @@ def test_one_changed_tile_rebuilds_only_its_tiles_and_ancestors(tmp_path):
                 d = zmax - zz
                 expected.add(f"imagery/xyz/{zz}/{x >> d}/{y >> d}.png")
     assert rebuilt == expected & set(pngs)
+    # exactly one COG (the changed tile's) is rebuilt, the other 15 are hard links
+    cogs = [r for r in res2.files if r.startswith("imagery/cog/")]
+    assert len(cogs) == 16
+    assert [r for r in cogs if not (second.release_dir / r).samefile(first.release_dir / r)] == [
+        f"imagery/cog/{changed.stem}.tif"
+    ]
     assert 0 < len(rebuilt) < 0.5 * len(pngs)
 
     # and the incremental output is byte-identical to a clean build of the changed data
@@ -269,3 +275,27 @@ def test_pyramid_bytes_are_deterministic(tmp_path):
     assert ra.files == rb.files
     for r in ra.files:
         assert (a.release_dir / r).read_bytes() == (b.release_dir / r).read_bytes(), r
+
+
+def test_cog_tiles_mosaic_equals_the_delivery(tmp_path):
+    """The VRT of the per-tile COGs reads as the mosaic of the delivery (all bands, valid 0 -> 1)."""
+    from pipeline.orchestrate.terrain import ortho_infos
+    from pipeline.sources.rasters import Grid, delivery_bounds, native_resolution, read_grid
+
+    root = _district(tmp_path)
+    ctx = _ctx(root, "a")
+    _build(ctx)
+    infos = ortho_infos(ctx.cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+    grid = Grid.from_bounds(delivery_bounds(infos, "EPSG:25832"), native_resolution(infos), "EPSG:25832")
+    ref = read_grid(infos, grid)
+    want = np.where(ref.valid[None], np.maximum(ref.data, 1), 0).astype(np.uint8)
+    with rasterio.open(ctx.release_dir / "imagery" / "orthophoto.vrt") as ds:
+        assert (ds.width, ds.height) == (grid.width, grid.height) and ds.transform == grid.transform
+        assert np.array_equal(ds.read(), want)
+        ov = ds.overviews(1)  # down to one block, read through the COGs' own overviews
+        assert ov == [2, 4] and max(ds.shape) / ov[-1] <= 256
+        small = ds.read(out_shape=(4, ds.height // 4, ds.width // 4))
+        assert abs(small.mean() - want.mean()) < 1.0
+    for cog in (ctx.release_dir / "imagery" / "cog").glob("*.tif"):
+        with rasterio.open(cog) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2]

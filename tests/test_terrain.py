@@ -294,9 +294,15 @@ def test_imagery_pyramid_and_cog(terrain_release):
     row = int((b[3] - my) / (b[3] - b[1]) * 256)
     r, g, _b, a = img[row, col]
     assert a == 255 and g > r + 40
-    with rasterio.open(ctx.release_dir / "imagery" / "orthophoto_cog.tif") as ds:
+    cogs = sorted((ctx.release_dir / "imagery" / "cog").glob("*.tif"))
+    assert len(cogs) == len(ctx.inputs_for("orthophoto"))  # one COG per orthophoto tile
+    for cog in cogs:
+        with rasterio.open(cog) as ds:
+            assert ds.count == 4 and ds.crs.to_epsg() == 25832
+            assert ds.profile.get("tiled") and (ds.overviews(1) or max(ds.shape) <= 256)  # 200 px tiles
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(ctx.release_dir / "imagery" / "orthophoto.vrt") as ds:  # the mosaic of the COGs
         assert ds.count == 4 and ds.crs.to_epsg() == 25832
-        assert ds.profile.get("tiled") and ds.overviews(1)
         assert ds.res == (0.5, 0.5)
         # values are the delivery's: the lawn (NIR 200, red 40) at 7 m / 50 m from the SW corner
         row, col = ds.index(district.X0 + 7, district.Y0 + 50)

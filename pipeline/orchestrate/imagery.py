@@ -334,7 +334,53 @@ def build_xyz_pyramid(
     )
 
 
-COG_REL = "imagery/orthophoto_cog.tif"
+COG_DIR = "imagery/cog"
+VRT_REL = "imagery/orthophoto.vrt"
+
+
+def tile_cog_grids(infos: Sequence[RasterInfo], grid: Any) -> list[tuple[str, Any, int, int]]:
+    """Per source tile: (release path of its COG, its grid: the cells of `grid` under the tile, column and
+    row of that grid in `grid`). COGs are named after the source tile, which must be unique."""
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    from pipeline.crs import parse_crs
+    from pipeline.errors import InputError
+    from pipeline.sources.rasters import Grid
+
+    out = []
+    seen: dict[str, Path] = {}
+    target = parse_crs(grid.crs)
+    for i in infos:
+        stem = Path(i.path).stem
+        if stem in seen:
+            raise InputError(
+                f"two orthophoto tiles are named {stem!r} ({seen[stem]}): per-tile COGs need unique names",
+                path=i.path,
+            )
+        seen[stem] = Path(i.path)
+        b = i.bounds
+        if i.reproject or _epsg(i.crs) != _epsg(target):
+            b = transform_bounds(i.crs, target, *b, densify_pts=21)
+        g = Grid.from_bounds(b, grid.res, grid.crs)
+        col = round((g.transform.c - grid.transform.c) / grid.res)
+        row = round((grid.transform.f - g.transform.f) / grid.res)
+        # clip to the mosaic grid (a reprojected tile's box may reach past the delivery's bounds)
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + g.width, grid.width), min(row + g.height, grid.height)
+        g = Grid(grid.transform * Affine.translation(c0, r0), max(1, c1 - c0), max(1, r1 - r0), grid.crs)
+        out.append((f"{COG_DIR}/{stem}.tif", g, c0, r0))
+    return out
+
+
+def _epsg(crs: Any) -> int | None:
+    """EPSG code of the horizontal part of `crs`."""
+    from pyproj import CRS
+
+    c = CRS(crs)
+    if c.is_compound:
+        c = c.sub_crs_list[0]
+    return c.to_epsg()
 
 
 def build_orthophoto_outputs(
@@ -346,30 +392,63 @@ def build_orthophoto_outputs(
     zmax: int,
     cog_grid: Any,
 ) -> XyzResult:
-    """The XYZ pyramid and the COG (`write_cog` on `cog_grid`). The COG is one file of the whole delivery:
-    reused when no orthophoto tile changed, else rebuilt, on a worker while the pyramid runs beside it."""
+    """The XYZ pyramid, one COG per orthophoto tile (`write_cog` on the cells of `cog_grid` under it, all
+    bands) and a VRT mosaic of them (`orthophoto.vrt`, first tile in path order on top, as `read_grid`).
+    A tile's COG is keyed by that tile's content only: one changed DOP tile rebuilds one COG. COGs are
+    built on the workers while the pyramid runs beside them."""
+    from pipeline.errors import InputError
     from pipeline.orchestrate.cache import content_key, input_sha256, record_outputs, reuse_files
     from pipeline.release.manifest import pipeline_fingerprint
     from pipeline.stages.imagery import COG_OPTIONS, write_cog
+    from pipeline.tiles.tileset import write_atomic
+    from pipeline.tiles.vrt import mosaic_vrt
 
-    src_ids = [(Path(i.path).name, input_sha256(ctx, i.path)) for i in infos]
-    key = content_key(
-        pipeline_fingerprint(), "imagery-cog", COG_OPTIONS, src_ids, cog_grid, ctx.cfg.sources.orthophoto
-    )
-    stale = bool(reuse_files(ctx, {COG_REL: key}))
-    path = ctx.release_dir / COG_REL
-    fut = None
-    if stale and ctx.client is not None:
-        fut = ctx.client.submit(
-            write_cog, list(infos), cog_grid, path, key=f"imagery-cog-{ctx.build_id}", pure=False
+    bands = infos[0].count
+    for i in infos:
+        if i.count != bands:
+            raise InputError(f"orthophoto tile has {i.count} bands, the first tile {bands}", path=i.path)
+    cogs = tile_cog_grids(infos, cog_grid)
+    keys = {
+        rel: content_key(
+            pipeline_fingerprint(),
+            "imagery-cog-tile",
+            COG_OPTIONS,
+            (Path(i.path).name, input_sha256(ctx, i.path)),
+            g,
+            ctx.cfg.sources.orthophoto,
         )
+        for i, (rel, g, _c, _r) in zip(infos, cogs, strict=True)
+    }
+    stale = set(reuse_files(ctx, keys))
+    todo = [(i, rel, g) for i, (rel, g, _c, _r) in zip(infos, cogs, strict=True) if rel in stale]
+    futs = []
+    if ctx.client is not None:
+        futs = [
+            ctx.client.submit(
+                write_cog, [i], g, ctx.release_dir / rel, key=f"imagery-cog-{ctx.build_id}-{n}", pure=False
+            )
+            for n, (i, rel, g) in enumerate(todo)
+        ]
     xyz = build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax)
-    if stale:
-        if fut is not None:
-            fut.result()
-        else:
-            write_cog(infos, cog_grid, path)
-        record_outputs(ctx, {COG_REL: key})
-    xyz.files.append(COG_REL)
-    xyz.stats["cog_built"] = stale
+    if futs:
+        ctx.client.gather(futs)
+    else:
+        for i, rel, g in todo:
+            write_cog([i], g, ctx.release_dir / rel)
+    record_outputs(ctx, {rel: keys[rel] for _i, rel, _g in todo})
+    # the mosaic: last tile first, so the first in path order is drawn last (on top)
+    srcs = [(Path(rel).relative_to("imagery").as_posix(), c, r, g.width, g.height) for rel, g, c, r in cogs]
+    from pipeline.crs import parse_crs
+
+    vrt = mosaic_vrt(
+        cog_grid.width,
+        cog_grid.height,
+        cog_grid.transform,
+        parse_crs(cog_grid.crs).to_wkt(),
+        bands,
+        list(reversed(srcs)),
+    )
+    write_atomic(ctx.release_dir / VRT_REL, vrt)
+    xyz.files += [*sorted(keys), VRT_REL]
+    xyz.stats["cogs_built"] = len(todo)
     return xyz
