@@ -350,8 +350,8 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
     bounds = delivery_bounds(infos, cfg.crs.horizontal)
     ll = transform_bounds(parse_crs(cfg.crs.horizontal).to_wkt(), "EPSG:4326", *bounds, densify_pts=21)
     zmin, zmax = zoom_range(ll, lay.imagery_min_res_m, lay.imagery_min_zoom, lay.imagery_max_zoom)
-    # COG of all bands at the native resolution (RGBI for QGIS: NDVI, false colour), XYZ pyramid (finest
-    # zoom warped in blocks, coarser zooms by 2x2 downsampling); unchanged tiles and COG reused
+    # COGs of all bands at the native resolution (RGBI for QGIS: NDVI, false colour) + VRT mosaic, XYZ
+    # pyramid (finest zoom warped in blocks, coarser zooms by 2x2 downsampling); unchanged tiles reused
     res = native_resolution(infos)
     grid = Grid.from_bounds(bounds, res, cfg.crs.horizontal)
     xyz = build_orthophoto_outputs(ctx, infos, rgb, ll, zmin, zmax, grid)
@@ -369,7 +369,9 @@ def build_imagery(ctx: BuildContext) -> LayerResult:
         "bounds": [round(v, 7) for v in ll],
         "minzoom": zmin,
         "maxzoom": zmax,
-        "cog": "orthophoto_cog.tif",
+        # all bands at native resolution: one COG per orthophoto tile, mosaicked by a VRT (QGIS opens it)
+        "mosaic": "orthophoto.vrt",
+        "cog_tiles": "cog/{tile}.tif",
         "cog_crs": cfg.crs.horizontal,
         "cog_bands": list(bands),
         "resolution_m": res,
