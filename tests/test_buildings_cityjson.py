@@ -292,3 +292,56 @@ def test_release_validation_checks_cityjson(cj_built, tmp_path):
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValidationError, match="unused vertices"):
         validate_release(broken, manifest, check_gltf=False)
+
+
+@pytest.mark.realdata
+def test_real_tile_official_roofs(realdata, tmp_path):
+    """The real NRW tile (official LoD2 footprints and roofs, 300 m crop of points): every building
+    one feature, every Solid closed and outward, CityJSON structure valid."""
+    from pipeline.buildlog import BuildLog
+    from pipeline.config.model import TwinConfig
+    from pipeline.crs import project_frame
+    from pipeline.orchestrate.context import BuildContext
+    from pipeline.orchestrate.inputs import scan_inputs
+
+    nrw = realdata / "nrw"
+    gml = nrw / "LoD2_32_360_5721_1_NW.gml"
+    laz = nrw / "3dm_32_360_5721_crop300_360650_5721600.laz"
+    if not (gml.is_file() and laz.is_file()):
+        pytest.skip("NRW LoD2 tile or crop missing")
+    cfg = TwinConfig.model_validate(
+        {
+            "name": "nrw",
+            "paths": {"raw": str(nrw), "out": str(tmp_path / "out"), "cache": str(tmp_path / "cache")},
+            "sources": {
+                "aerial": [{"epoch": "2022", "points": laz.name, "class_scheme": "asprs"}],
+                "cadastre": {"path": gml.name, "format": "generic"},
+                "reference_citygml": gml.name,
+            },
+            "layers": {"buildings": {"lod2_source": "official"}},
+        }
+    )
+    rel = tmp_path / "release"
+    rel.mkdir()
+    ctx = BuildContext(
+        cfg=cfg,
+        build_id="t",
+        release_dir=rel,
+        frame=project_frame(cfg.crs, (360_500.0, 5_721_500.0, 0.0)),
+        inputs=scan_inputs(cfg),
+        log=BuildLog(quiet=True),
+    )
+    res = build_buildings_layers(ctx, [])[0]
+    st = res.stats["cityjson"]
+    print(st, res.stats["lod2"])
+    assert st["lod22"] == res.stats["lod2"]["lod2"] > 0
+    n = 0
+    for f in _files(rel):
+        text = f.read_text(encoding="utf-8")
+        assert validate_cityjsonseq(text) == [], f
+        head, feats = read_cityjsonseq(text)
+        n += len(feats)
+        for ft in feats:
+            for oid, _lod, solid in _solids(head, ft):
+                assert check_solid(solid) == [], oid
+    assert n == res.stats["buildings"]
