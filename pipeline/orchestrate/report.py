@@ -175,7 +175,7 @@ def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:
     public_layers = [lay for lay in previous if lay.access == "public"]
     layers = [lay.to_json() for lay in public_layers]
     timings = {k: v for k, v in ctx.timings.items() if public_text(k)}
-    # nor inputs: a warning naming an input file is counted by cause in the summary, not quoted here
+    # nor inputs: a warning naming an input file is not quoted (the nightly report lists it)
     inputs = {n for i in ctx.inputs for n in (i.path.name, i.to_json(ctx.cfg.raw_dir)["path"])}
     warnings = [
         w
