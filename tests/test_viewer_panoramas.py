@@ -321,3 +321,18 @@ def test_public_export_refuses_a_copied_panorama(tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match=r"buildings/facade\.jpg is a copy of the internal image"):
         export_public(pr.release, tmp_path / "public")
     assert not (tmp_path / "public").exists()
+
+
+def test_public_export_refuses_a_copied_position_list(tmp_path: Path) -> None:
+    """The recording list copied into a public folder under another name is refused: it names the
+    layer's images and the list file it was read from (both internal)."""
+    from pipeline.release.access import export_public
+    from pipeline.release.publish import ReleaseError
+    from tests._panorama_release import write_panorama_release
+
+    pr = write_panorama_release(tmp_path)
+    gj = (pr.release / "panoramas" / "panoramas.geojson").read_text()
+    (pr.release / "buildings" / "stops.geojson").write_text(gj)
+    with pytest.raises(ReleaseError, match=r"buildings/stops\.geojson contains"):
+        export_public(pr.release, tmp_path / "public")
+    assert not (tmp_path / "public").exists()
