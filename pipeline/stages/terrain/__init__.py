@@ -92,8 +92,12 @@ def terrain_tile(
     texture_px: int = 256,
     texture_format: str = "jpeg",
     skirt: float = 0.0,
+    texture: bytes | None = None,
 ) -> TerrainTileContent:
-    """Mesh + texture + GLB of one tile of the pyramid (pure: arrays and paths in, bytes out)."""
+    """Mesh + texture + GLB of one tile of the pyramid (pure: arrays and paths in, bytes out).
+
+    `texture`: the tile's encoded image when it was made elsewhere (the chunked pyramid); otherwise it is
+    read from `ortho`."""
     from pipeline.stages.imagery import texture_for_bounds
     from pipeline.tiles.terrain_glb import terrain_glb
 
@@ -101,8 +105,8 @@ def terrain_tile(
     if not len(tris):
         return TerrainTileContent(level, tx, ty, None, None, None)
     enu = normal_to_enu(xyh, source_crs, crs_cfg, frame)
-    tex = None
-    if ortho:
+    tex = texture
+    if tex is None and ortho:
         tex = texture_for_bounds(ortho, bounds, crs_cfg.horizontal, texture_px, rgb_bands, texture_format)
     glb = terrain_glb(enu, tris, uv=uv if tex else None, texture=tex, texture_format=texture_format)
     return TerrainTileContent(level, tx, ty, glb, enu.min(axis=0), enu.max(axis=0), len(enu), len(tris))

@@ -157,6 +157,13 @@ def tile_grid_mesh(
         tris += [np.stack([low_a, low_b, top_b], axis=1), np.stack([low_a, top_b, top_a], axis=1)]
     tris = np.concatenate(tris)
     ok = np.all(np.isfinite(h[tris]), axis=1)
+    if ok.all():  # every vertex is used (grid and skirt): np.unique would return them all
+        return (
+            np.stack([x, y, h], axis=1),
+            np.stack([uu, vv], axis=1).astype(np.float32),
+            tris.astype(np.uint32),
+            np.arange(h.size),
+        )
     tris = tris[ok]
     used = np.unique(tris)
     remap = np.full(h.size, -1, dtype=np.int64)
