@@ -274,8 +274,10 @@ def test_byte_identical_one_vs_two_workers(laz, tiled, tmp_path):
     from pipeline.runtime import dask_client
 
     out = tmp_path / "two"
+    from pipeline.orchestrate.executor import dask_executor
+
     with dask_client(RuntimeConfig(memory="1GB"), workers=2) as client:
-        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), client=client)
+        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), dask_executor(client), workers=2)
     assert s.points_out == N
     assert _tree_hash(out) == _tree_hash(tiled)
 
@@ -291,9 +293,9 @@ def test_local_pool_same_bytes_and_typed_errors(laz, tiled, tmp_path):
     data[len(data) // 2 : len(data) // 2 + 4000] = bytes(4000)  # corrupt chunk bytes: fails in a worker
     bad.write_bytes(bytes(data))
     with LocalPool(2) as pool:
-        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), client=pool)
+        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), pool, workers=2)
         with pytest.raises(InputError, match=r"bad\.laz"):
-            tile_pointcloud([bad], tmp_path / "never", PointTilingOptions(**OPTS), client=pool)
+            tile_pointcloud([bad], tmp_path / "never", PointTilingOptions(**OPTS), pool, workers=2)
     assert s.points_out == N
     assert _tree_hash(out) == _tree_hash(tiled)
     assert not (tmp_path / "never").exists()
@@ -337,9 +339,9 @@ def test_planning_failure_on_the_local_pool_leaves_nothing(laz, tmp_path):
     with LocalPool(2) as pool:
         t0 = time.perf_counter()
         with pytest.raises(CrsError, match=r"nocrs\.laz"):
-            tile_pointcloud([nocrs], tmp_path / "never", PointTilingOptions(**OPTS), client=pool)
+            tile_pointcloud([nocrs], tmp_path / "never", PointTilingOptions(**OPTS), pool, workers=2)
         assert time.perf_counter() - t0 < 60
-        s = tile_pointcloud([laz], tmp_path / "after", PointTilingOptions(**OPTS), client=pool)
+        s = tile_pointcloud([laz], tmp_path / "after", PointTilingOptions(**OPTS), pool, workers=2)
     assert s.points_out == N
     assert not (tmp_path / "never").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after", "nocrs.laz"]  # no staging left over

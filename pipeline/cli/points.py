@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     show = not (args.quiet or args.json)
     with _progress_bar(show) as progress:
         if pool is not None or (jobs == 1 and not args.scheduler):
-            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress)
+            summary = tile_pointcloud(args.inputs, args.out, opts, pool, progress, workers=jobs)
         else:
             from pipeline.config.model import RuntimeConfig
             from pipeline.runtime import dask_client
@@ -179,7 +179,11 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
             with dask_client(
                 RuntimeConfig(memory=per_worker), workers=jobs, scheduler=args.scheduler
             ) as client:
-                summary = tile_pointcloud(args.inputs, args.out, opts, client, progress)
+                from pipeline.orchestrate.executor import dask_executor, dask_workers
+
+                summary = tile_pointcloud(
+                    args.inputs, args.out, opts, dask_executor(client), progress, workers=dask_workers(client)
+                )
     copc = None
     if args.copc:
         from pipeline.orchestrate.points_copc import write_layer_copc

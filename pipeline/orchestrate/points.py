@@ -4,7 +4,8 @@ Plan (header scan, CRS, extent, units) -> decode units to spill files (parallel)
 -> bins to tiles (parallel) -> tiles above the bins -> tileset.json -> atomic rename into place.
 
 Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
-The same functions run in-process when there is no Dask client, and the output is byte-identical.
+The tasks run on one `concurrent.futures.Executor` (pipeline.orchestrate.executor: the local process pool,
+a Dask cluster's executor) or in this process; the output is byte-identical on all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import ConfigError, InputError, NoSpaceError
+from pipeline.orchestrate.executor import Executor, call, dask_executor, dask_workers, map_ordered
 from pipeline.orchestrate.points_inputs import make_staging, present_extra_dims, scan_inputs
 from pipeline.point_attributes import check_optional
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
@@ -413,122 +415,12 @@ def plan_tiling(
 # ---- execution ----------------------------------------------------------------------------------------
 
 
-def _n_workers(client) -> int:
-    if client is None:
-        return 1
-    try:
-        return max(1, len(client.scheduler_info()["workers"]))
-    except Exception:
-        return 1
-
-
-def _run(
-    client,
-    fn,
-    items: list[tuple],
-    name: str,
-    progress: Progress | None,
-    on_submitted: Callable[[], None] | None = None,
-    on_done: Callable[[int], None] | None = None,
-) -> list:
-    """Run fn(*args) for every args tuple, in order; on a Dask client as futures, else in-process.
-    `on_submitted` runs once all tasks are submitted (on a client only); `on_done(i)` after task i."""
-    total = len(items)
-    if client is None:
-        if progress:
-            progress(name, 0, total)
-        out = []
-        for i, args in enumerate(items):
-            out.append(fn(*args))
-            if on_done:
-                on_done(i)
-            if progress:
-                progress(name, i + 1, total)
-        return out
-    from pipeline.orchestrate.points_pool import LocalPool
-
-    if isinstance(client, LocalPool):  # standalone runs: concurrent.futures, no Dask cluster
-        from pipeline.orchestrate.points_pool import phase_call, trace_mark
-
-        trace_mark(f"submit-{name}")
-        futures = [
-            client.submit(phase_call, name, fn, *args, key=f"{name}-{i}-{id(items)}")
-            for i, args in enumerate(items)
-        ]
-    else:
-        futures = [
-            client.submit(fn, *args, key=f"{name}-{i}-{id(items)}", pure=False)
-            for i, args in enumerate(items)
-        ]
-    if on_submitted is not None:
-        on_submitted()
-    return _collect(futures, name, progress, on_done)
-
-
-def _collect(
-    futures: list, name: str, progress: Progress | None, on_done: Callable[[int], None] | None = None
-) -> list:
-    """The results of submitted tasks (local pool or Dask futures), in submission order, as they complete
-    (progress, `on_done(i)`)."""
-    import concurrent.futures
-
-    total = len(futures)
-    if progress:
-        progress(name, 0, total)
-    if all(isinstance(f, concurrent.futures.Future) for f in futures):
-        as_completed = concurrent.futures.as_completed
-    else:
-        from distributed import as_completed
-    index = {f.key: i for i, f in enumerate(futures)}
-    results: list = [None] * total
-    done = 0
-    try:
-        for fut in as_completed(futures):
-            results[index[fut.key]] = fut.result()
-            if on_done:
-                on_done(index[fut.key])
-            done += 1
-            if progress:
-                progress(name, done, total)
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        raise
-    return results
-
-
-def _release_worker_buffers(client) -> None:
-    """Long-lived Dask workers (the pipeline's cluster) give back the point stages' reusable buffers when a
-    point layer is done: the next stages run on the same workers. (The local pool's processes end anyway;
-    in-process runs drop them here.)"""
+def release_worker_buffers() -> bool:
+    """Give back the point stages' reusable buffers (run on the long-lived workers of a Dask cluster when a
+    point layer is done: the next stages run on the same workers; in-process runs call it directly)."""
     from pipeline.stages.points import arena
 
-    if client is None:
-        arena.release()
-        return
-    run = getattr(client, "run", None)  # distributed.Client; LocalPool has none
-    if run is not None:
-        with contextlib.suppress(Exception):
-            run(arena.release)
-
-
-def _call(client, fn, *args):
-    """fn(*args) on a worker when there is a client (it has the kernels loaded), else here."""
-    if client is None:
-        return fn(*args)
-    from pipeline.orchestrate.points_pool import LocalPool, phase_call
-
-    if isinstance(client, LocalPool):  # traced like the other tasks (TWIN_POINTS_TRACE)
-        return client.submit(phase_call, getattr(fn, "__name__", "call"), fn, *args).result()
-    return client.submit(fn, *args, pure=False).result()
-
-
-def warm_worker() -> bool:
-    """Import the stages and load the numba kernels from their cache (runs on each Dask worker while the
-    main process plans)."""
-    from pipeline.stages.points.kernels import warm_all
-
-    warm_all()
+    arena.release()
     return True
 
 
@@ -540,7 +432,8 @@ def _run_tiling(
     plan: _Plan,
     staging: Path,
     opts: PointTilingOptions,
-    client,
+    executor: Executor | None,
+    workers: int,
     progress,
     replan: bool = True,
     attempt: int = 0,
@@ -577,11 +470,10 @@ def _run_tiling(
         "report" if opts.outside_header_bounds == "use-real" else "error",
     )
 
-    def warm_upper() -> None:
-        # in-process runs load the kernels of the bin planning and the upper tiles meanwhile; with workers,
-        # those steps run on a worker (this process never loads numba: no CPU taken from the decoders)
-        if client is None:
-            threading.Thread(target=warm_upper_kernels, daemon=True).start()
+    if executor is None:
+        # in-process runs load the kernels of the bin planning and the upper tiles while decoding; with
+        # workers, those steps run on a worker (this process never loads numba: no CPU taken from them)
+        threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
     unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
     if opts.cache is not None:
@@ -593,32 +485,30 @@ def _run_tiling(
             fj = plan.file_jobs[u.file_index]
             kp = decode_key_parts(fj, u, djob, shas[str(fj.info.path)], opts.ortho_sha256)
             items.append((fj, u, djob, opts.cache, kp))
-        parts = _run(client, decode_cached, items, "decode", progress, warm_upper)
+        parts = map_ordered(executor, decode_cached, items, name="decode", progress=progress)
         for it, p in zip(items, parts, strict=True):
             unit_keys[p.rec_path] = opts.cache.key(it[4])
     else:
-        parts = _run(
-            client,
+        parts = map_ordered(
+            executor,
             decode_to_spill,
             [(plan.file_jobs[u.file_index], u, djob) for u in units],
-            "decode",
-            progress,
-            warm_upper,
+            name="decode",
+            progress=progress,
         )
     summary.phases["decode"] = time.perf_counter() - t0
     if replan:
         _replan_if_needed(plan, units, parts)
     t1 = time.perf_counter()
     budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
-    workers = _n_workers(client)
     per_worker = budget / workers - WORKER_BASE_BYTES
     max_bin = max(MIN_BIN_POINTS, int(per_worker / BYTES_PER_BIN_POINT))
     # at least ~4 bins per worker when the input allows it: keeps the workers busy until the end
     max_bin = min(max_bin, max(MIN_BIN_POINTS, summary.points_in // (4 * workers)))
     if opts.max_bin_points:
         max_bin = opts.max_bin_points
-    bins = _call(
-        client, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
+    bins = call(
+        executor, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
     )
     summary.bins = len(bins)
     codes = sorted({c for p in parts for c in p.class_codes})
@@ -645,12 +535,12 @@ def _run_tiling(
     if opts.cache is not None:
         from pipeline.orchestrate.points_cache import bin_key_parts, process_bin_cached
 
-        res_sorted: list[BinResult] = _run(
-            client,
+        res_sorted: list[BinResult] = map_ordered(
+            executor,
             process_bin_cached,
             [(bins[i], tjob, opts.cache, bin_key_parts(bins[i], tjob, unit_keys)) for i in order],
-            "tile",
-            progress,
+            name="tile",
+            progress=progress,
         )
     else:
         # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
@@ -667,12 +557,12 @@ def _run_tiling(
                     with contextlib.suppress(OSError):
                         os.remove(path)
 
-        res_sorted = _run(
-            client,
+        res_sorted = map_ordered(
+            executor,
             process_bin,
             [(bins[i], tjob, str(work)) for i in order],
-            "tile",
-            progress,
+            name="tile",
+            progress=progress,
             on_done=release_spill,
         )
     results: list[BinResult] = [None] * len(bins)  # type: ignore[list-item]
@@ -684,7 +574,7 @@ def _run_tiling(
     dropper = threading.Thread(target=shutil.rmtree, args=(spill,), kwargs={"ignore_errors": True})
     dropper.start()
     tiles: list[TileRecord] = [t for r in results for t in r.tiles]
-    tiles += _call(client, process_upper, results, tjob)
+    tiles += call(executor, process_upper, results, tjob)
     tiles.sort(key=lambda t: (t.depth, t.ix, t.iy, t.iz))
     summary.tiles = len(tiles)
     summary.points_out = sum(t.count for t in tiles)
@@ -802,7 +692,8 @@ def _run_attempts(
     plan: _Plan,
     staging: Path,
     opts: PointTilingOptions,
-    client,
+    executor: Executor | None,
+    workers: int,
     progress,
 ) -> tuple[TilingSummary, _Plan]:
     """`_run_tiling`, run again with corrected file descriptions when the decode found headers that do not
@@ -813,7 +704,7 @@ def _run_attempts(
     run_opts, replan, attempt = opts, True, 0
     while True:
         try:
-            summary = _run_tiling(plan, staging, run_opts, client, progress, replan, attempt)
+            summary = _run_tiling(plan, staging, run_opts, executor, workers, progress, replan, attempt)
             summary.notes[:0] = notes
             return summary, plan
         except _Replan as r:  # once more, corrected; a second pass must not find anything to correct
@@ -850,10 +741,18 @@ def tile_pointcloud(
     inputs: list[Path],
     out_dir: Path,
     opts: PointTilingOptions,
-    client=None,
+    executor: Executor | None = None,
     progress: Progress | None = None,
+    *,
+    workers: int | None = None,
 ) -> TilingSummary:
-    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error)."""
+    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
+
+    The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
+    `dask_executor`, or None: in this process); `workers` (the executor's number of processes; default
+    `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
+    if workers is None:
+        workers = (opts.jobs or 1) if executor is not None else 1
     out_dir = Path(out_dir).resolve()
     t0 = time.perf_counter()
     with PeakRss() as mon:
@@ -863,18 +762,9 @@ def tile_pointcloud(
                 raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
             if opts.format not in ("1.1", "1.0"):
                 raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
-            warm = None
-            if client is not None and not getattr(client, "warms_itself", False):
-                # workers load their kernels while we scan headers
-                warm = [
-                    client.submit(warm_worker, pure=False, workers=[w])
-                    for w in client.scheduler_info()["workers"]
-                ]
             plan = plan_tiling(inputs, opts)
-            if warm:
-                client.gather(warm)
             staging = make_staging(out_dir)
-            summary, plan = _run_attempts(inputs, plan, staging, opts, client, progress)
+            summary, plan = _run_attempts(inputs, plan, staging, opts, executor, workers, progress)
             _write_invariants(staging, summary, plan)
             _publish(staging, out_dir, opts.overwrite)
         except BaseException as e:
@@ -889,7 +779,8 @@ def tile_pointcloud(
                 ) from e
             raise
         finally:
-            _release_worker_buffers(client)
+            if executor is None:
+                release_worker_buffers()
     summary.seconds = time.perf_counter() - t0
     summary.peak_rss_bytes = mon.peak
     summary.out_dir = str(out_dir)
@@ -938,7 +829,8 @@ def build_pointcloud_layer(
             ortho_path = tuple(matches)
         bands = tuple(sorted(orthophoto.bands.items()))
     # runtime.memory is per worker; the tiler's budget is the total over all workers
-    total_memory = parse_size(ctx.cfg.runtime.memory) * _n_workers(ctx.client)
+    workers = dask_workers(ctx.client) if ctx.client is not None else 1
+    total_memory = parse_size(ctx.cfg.runtime.memory) * workers
     opts = PointTilingOptions(
         crs=crs_override,
         format=layer.format,
@@ -957,14 +849,21 @@ def build_pointcloud_layer(
         frame=ctx.frame,
         **_cache_options(ctx, files, orthophoto is not None and layer.colour_from_orthophoto),
     )
+    executor = dask_executor(ctx.client) if ctx.client is not None else None
     with ctx.stage(f"points:{name}"):
-        summary = tile_pointcloud(
-            [f.path for f in files],
-            ctx.release_dir / out_subdir,
-            opts,
-            client=ctx.client,
-            progress=ctx.progress,
-        )
+        try:
+            summary = tile_pointcloud(
+                [f.path for f in files],
+                ctx.release_dir / out_subdir,
+                opts,
+                executor,
+                ctx.progress,
+                workers=workers,
+            )
+        finally:
+            if ctx.client is not None:  # the cluster's workers go on with other stages
+                with contextlib.suppress(Exception):
+                    ctx.client.run(release_worker_buffers)
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
     from pipeline.viewer.classes import class_stats

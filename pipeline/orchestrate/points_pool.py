@@ -6,10 +6,9 @@ kernels from their on-disk cache once (`points_worker`), while the main process 
 scanning headers; the workers inherit all of it. Starting it costs the main process almost nothing;
 a Dask LocalCluster (scheduler + nannies + workers) costs 1-2 s before the first task can run.
 
-It offers the small part of the `distributed.Client` interface that `pipeline.orchestrate.points` uses
-(`submit(fn, *args, key=..., pure=..., workers=...)`, `scheduler_info()`, `gather()`), and returns
-`concurrent.futures.Future`s (with a `key` attribute). Output bytes are identical to the Dask and in-process
-paths (the partition of the work never depends on the executor).
+It is a standard `concurrent.futures.Executor` (see `pipeline.orchestrate.executor`, the one seam the
+point tiler runs on). Output bytes are identical to the Dask and in-process paths (the partition of the
+work never depends on the executor).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 
@@ -97,7 +96,7 @@ def _malloc_tune(settings: dict[int, int]) -> None:
 _TUNED: list[bool] = []
 
 
-def phase_call(phase: str, fn, *args):
+def phase_call(phase: str, fn, *args, **kwargs):
     """fn(*args) in a worker (malloc tuned by the first task, see WORKER_MALLOC); with $TWIN_POINTS_TRACE
     a line per task: pid, phase, start, seconds, CPU seconds, page faults."""
     if not _TUNED:
@@ -105,14 +104,14 @@ def phase_call(phase: str, fn, *args):
         _TUNED.append(True)
     trace = os.environ.get("TWIN_POINTS_TRACE")  # debugging aid: one line per task (pid, phase, start, s)
     if not trace:
-        return fn(*args)
+        return fn(*args, **kwargs)
     import resource
     import time
 
     t0 = time.perf_counter()
     c0 = time.process_time()
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     with open(trace, "a") as f:
         f.write(
@@ -139,10 +138,9 @@ def _context():
     return ctx
 
 
-class LocalPool:
-    """Local worker processes with a Dask-Client-like `submit`."""
-
-    warms_itself = True  # the workers load the stages and kernels as they start (no warm-up tasks)
+class LocalPool(Executor):
+    """Local worker processes (forked from a preloaded fork server) as a `concurrent.futures.Executor`;
+    every task is traced like the others (`phase_call`, $TWIN_POINTS_TRACE)."""
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
@@ -161,16 +159,11 @@ class LocalPool:
         with contextlib.suppress(RuntimeError):  # the pool was closed before it started
             self._warm = [self._ex.submit(_ready) for _ in range(self.workers)]
 
-    def submit(self, fn, *args, key: str | None = None, pure: bool = False, workers=None, **kw) -> Future:
-        fut = self._ex.submit(fn, *args, **kw)
-        fut.key = key or f"{getattr(fn, '__name__', 'task')}-{id(fut)}"  # type: ignore[attr-defined]
-        return fut
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._ex.submit(phase_call, getattr(fn, "__name__", "task"), fn, *args, **kwargs)
 
-    def scheduler_info(self) -> dict[str, Any]:
-        return {"workers": {f"local-{i}": {} for i in range(self.workers)}}
-
-    def gather(self, futures: list[Future]) -> list[Any]:
-        return [f.result() for f in futures]
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.close(abort=not wait)
 
     def close(self, abort: bool = False) -> None:
         """Stop the workers: after their work (`abort=False`), or at once, abandoning running tasks (a run

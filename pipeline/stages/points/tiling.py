@@ -106,6 +106,11 @@ class DecodeJob:
             ),
         )
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # a Dask task key derives from the job's content: the CRS settings as their JSON (a config object's
+        # pickled state may carry caches that differ between processes)
+        return self.__reduce__()[1]
+
     def crs_config(self) -> CrsConfig:
         return _crs_config(self.crs_cfg) if isinstance(self.crs_cfg, str) else self.crs_cfg
 
