@@ -345,3 +345,30 @@ def test_real_tile_official_roofs(realdata, tmp_path):
             for oid, _lod, solid in _solids(head, ft):
                 assert check_solid(solid) == [], oid
     assert n == res.stats["buildings"]
+
+
+def test_official_schemas(cj_built, tmp_path_factory):
+    """Header and every feature against the official CityJSON 2.0.0 schemas (the ones cjval uses,
+    taken from a cjvalpy wheel: tests/_cityjson_schemas.py); the schemas do catch a broken feature."""
+    import jsonschema
+
+    from tests._cityjson_schemas import official_schemas
+
+    schemas = official_schemas(Path(str(tmp_path_factory.getbasetemp())) / "cityjson-schemas")
+    if schemas is None:
+        pytest.skip("the cjvalpy wheel (official schemas) cannot be downloaded")
+    cls = jsonschema.validators.validator_for(schemas["cityjson.schema.json"])
+    vh = cls(schemas["cityjson.schema.json"])
+    vf = cls(schemas["cityjsonfeature.schema.json"])
+    rel, _res = cj_built
+    nfeat = 0
+    for f in _files(rel):
+        head, feats = read_cityjsonseq(f.read_text(encoding="utf-8"))
+        assert [e.message for e in vh.iter_errors(head)] == [], f
+        for ft in feats:
+            assert [e.message[:200] for e in vf.iter_errors(ft)] == [], ft["id"]
+            nfeat += 1
+    assert nfeat > 100
+    ft = next(ft for ft in feats if ft["CityObjects"][ft["id"]]["geometry"])
+    ft["CityObjects"][ft["id"]]["geometry"][0]["semantics"]["surfaces"][0]["type"] = "Roof"
+    assert list(vf.iter_errors(ft))
