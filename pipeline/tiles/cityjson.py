@@ -349,13 +349,14 @@ def cjvalpy_available() -> bool:
 
 def cjvalpy_errors(text: str) -> list[str]:
     """Errors of the official validator (`cjvalpy`, the Python bindings of cjval) on a CityJSONSeq
-    text: the header and each feature line are handed over as one list of JSON strings. Raises
-    ImportError when cjvalpy is not installed (see `cjvalpy_available`)."""
+    text: the header and each feature line are handed over as one list of JSON strings
+    (`CJValidator(list[str])`, `validate() -> bool`, `get_report() -> str`, as in cjvalpy 0.4). Raises
+    ImportError when cjvalpy is not installed (see `cjvalpy_available`); not run on this project's
+    machines, where no cjvalpy wheel installs."""
     import cjvalpy
 
     lines = [ln for ln in text.split("\n") if ln.strip()]
     val = cjvalpy.CJValidator(lines)
-    report = val.validate()
-    if isinstance(report, bool):
-        return [] if report else ["cjvalpy: invalid"]
-    return [str(report)] if report else []
+    if val.validate():
+        return []
+    return [f"cjvalpy: {val.get_report()}"]
