@@ -418,30 +418,35 @@ def _qgis_env() -> dict[str, str]:
 @pytest.mark.qgis
 @pytest.mark.slow
 def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
+    """Each point layer's .vpc (with its style loaded) and one of its .copc.laz, in QGIS."""
     from pipeline.styles.palettes import point_class_name
     from tests.test_qgis import qgis_version
 
     v = qgis_version()
     if v is None:
         pytest.skip(f"`import qgis.core` fails under {SYSTEM_PYTHON} (make test installs python3-qgis)")
-    vpc = tiny_release / "aerial_points" / "aerial_points.vpc"
-    copc = sorted((tiny_release / "aerial_points" / "copc").glob("*.copc.laz"))[0]
-    hdr = laspy.open(copc).header
-    cx, cy = (hdr.mins[0] + hdr.maxs[0]) / 2, (hdr.mins[1] + hdr.maxs[1]) / 2
-    zoom = [cx - 20, cy - 20, cx + 20, cy + 20]  # inside one file: QGIS draws points, not outlines
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    layers = {lay["name"]: lay for lay in manifest["layers"] if lay["kind"] == "pointcloud"}
+    assert set(layers) == {"aerial_points", "mobile_points"}
     out_dir = Path(__file__).resolve().parents[1] / "test-artifacts" / "qgis"
     out_dir.mkdir(parents=True, exist_ok=True)
-    req = {
-        "layers": [
+    req: dict = {"layers": []}
+    copc_of = {}
+    for name in sorted(layers):
+        vpc = tiny_release / name / f"{name}.vpc"
+        copc = sorted((tiny_release / name / "copc").glob("*.copc.laz"))[0]
+        copc_of[name] = copc
+        first = laspy.read(copc)  # a window around one of its points, inside one file: QGIS draws points
+        x, y = float(np.median(first.x)), float(np.median(first.y))
+        req["layers"] += [
             {
                 "path": str(vpc),
-                "png": str(out_dir / "aerial_points_vpc.png"),
-                "zoom": zoom,
+                "png": str(out_dir / f"{name}_vpc.png"),
+                "zoom": [x - 20, y - 20, x + 20, y + 20],
                 "style": str(vpc.with_suffix(".qml")),
             },
-            {"path": str(copc), "png": str(out_dir / "aerial_points_copc.png")},
+            {"path": str(copc), "png": str(out_dir / f"{name}_copc.png")},
         ]
-    }
     (tmp_path / "req.json").write_text(json.dumps(req))
     r = subprocess.run(
         [SYSTEM_PYTHON, str(PROBE), str(tmp_path / "req.json")],
@@ -452,30 +457,33 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     got = {Path(lay["path"]).name: lay for lay in json.loads(r.stdout)["layers"]}
-    manifest = json.loads((tiny_release / "manifest.json").read_text())
-    aerial = next(lay for lay in manifest["layers"] if lay["name"] == "aerial_points")
-    v_ = got["aerial_points.vpc"]
-    assert v_["valid"], v_
-    assert v_["points"] == aerial["stats"]["points_out"]
-    assert v_["crs_valid"] and "UTM zone 32N" in v_["crs_description"]
-    assert {"Classification", "Intensity", "Red"} <= set(v_["attributes"])
-    # the layer's style (the .qml beside the .vpc, loaded by hand: QGIS 3.40 applies a default style to
-    # a .copc.laz but not to a .vpc): its classes with the scheme's names, noise not drawn
-    classes = aerial["stats"]["classes"]
-    assert v_["renderer_at_open"] == "classified" and v_["style_loaded"]
-    assert [c[0] for c in v_["categories"]] == sorted(int(c) for c in classes)
-    scheme = aerial["stats"]["class_scheme"]
-    assert all(c[1] == f"{c[0]} {point_class_name(scheme, c[0])}" for c in v_["categories"])
-    assert scheme != "adv" or "2 Boden (ground)" in [c[1] for c in v_["categories"]]
-    assert all(c[2] == (c[0] not in (7, 18)) for c in v_["categories"])
-    z = v_["render_zoom"]  # points drawn in their class colours (not only ground)
-    assert not z["errors"] and z["drawn_pixels"] > 0.2 * 400 * 400 and z["colours"] >= 3, z
-    c = got[copc.name]
-    assert c["valid"] and c["points"] == hdr.point_count
-    # a .copc.laz opens with its .copc.qml applied
-    assert c["renderer_at_open"] == "classified" and c["categories_at_open"] == v_["categories"]
-    r_ = c["render"]
-    assert not r_["errors"] and r_["drawn_pixels"] > 0.1 * 400 * 400 and r_["colours"] >= 3, r_
+    for name, lay in layers.items():
+        v_ = got[f"{name}.vpc"]
+        assert v_["valid"], v_
+        assert v_["points"] == lay["stats"]["points_out"]
+        assert v_["crs_valid"] and "UTM zone 32N" in v_["crs_description"], v_["crs_description"]
+        assert {"Classification", "Intensity", "GpsTime"} <= set(v_["attributes"])
+        # the layer's style (the .qml beside the .vpc, loaded by hand: QGIS 3.40 applies a default style
+        # to a .copc.laz but not to a .vpc): its classes with the scheme's names, noise not drawn
+        assert v_["renderer_at_open"] == "classified" and v_["style_loaded"]
+        assert [c[0] for c in v_["categories"]] == sorted(int(c) for c in lay["stats"]["classes"])
+        scheme = lay["stats"]["class_scheme"]
+        assert all(c[1] == f"{c[0]} {point_class_name(scheme, c[0])}" for c in v_["categories"])
+        assert all(c[2] == (c[0] not in (7, 18)) for c in v_["categories"])
+        z = v_["render_zoom"]
+        assert not z["errors"] and z["drawn_pixels"] > 0.01 * 400 * 400 and z["colours"] >= 2, (name, z)
+        c = got[copc_of[name].name]
+        assert c["valid"] and c["points"] == laspy.open(copc_of[name]).header.point_count
+        # a .copc.laz opens with its .copc.qml applied
+        assert c["renderer_at_open"] == "classified" and c["categories_at_open"] == v_["categories"]
+        r_ = c["render"]
+        assert not r_["errors"] and r_["drawn_pixels"] > 0.01 * 400 * 400 and r_["colours"] >= 2, (name, r_)
+    # the aerial survey covers its tiles: most of the window is drawn, in several class colours
+    a = got["aerial_points.vpc"]
+    assert a["render_zoom"]["drawn_pixels"] > 0.2 * 400 * 400 and a["render_zoom"]["colours"] >= 3
+    assert layers["aerial_points"]["stats"]["class_scheme"] != "adv" or "2 Boden (ground)" in [
+        c[1] for c in a["categories"]
+    ]
 
 
 def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
@@ -538,3 +546,19 @@ def test_twin_points_copc_flag(two_tiles, tmp_path, capsys):
         "tile_b.copc.laz",
         "tile_b.copc.qml",
     ]
+
+
+@pytest.mark.slow
+def test_public_export_keeps_public_copc_only(tiny_release, tmp_path):
+    from pipeline.release.access import export_public
+
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    access = {lay["name"]: lay["access"] for lay in manifest["layers"]}
+    assert access["aerial_points"] == "public" and access["mobile_points"] == "internal"
+    export_public(tiny_release, tmp_path / "pub")
+    pub = tmp_path / "pub"
+    aerial = sorted(p.name for p in (pub / "aerial_points" / "copc").iterdir())
+    assert aerial and all(n.endswith((".copc.laz", ".copc.qml")) for n in aerial)
+    assert (pub / "aerial_points" / "aerial_points.vpc").is_file()
+    assert (pub / "aerial_points" / "aerial_points.qml").is_file()
+    assert not (pub / "mobile_points").exists()
