@@ -562,3 +562,37 @@ def test_public_export_keeps_public_copc_only(tiny_release, tmp_path):
     assert (pub / "aerial_points" / "aerial_points.vpc").is_file()
     assert (pub / "aerial_points" / "aerial_points.qml").is_file()
     assert not (pub / "mobile_points").exists()
+
+
+def test_a_failure_leaves_nothing_and_an_existing_copc_folder_is_refused(two_tiles, tmp_path, monkeypatch):
+    from pipeline.errors import InputError
+    from pipeline.orchestrate import points_copc
+    from pipeline.orchestrate.points import PointTilingOptions
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "tileset.json").write_text("{}")  # what the tiler wrote before: never touched
+    real = points_copc.write_copc
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(points_copc, "write_copc", failing)
+    with pytest.raises(OSError):
+        points_copc.write_layer_copc(
+            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
+        )
+    assert sorted(p.name for p in layer.iterdir()) == ["tileset.json"]  # no copc/, .vpc, scratch or .part
+    monkeypatch.setattr(points_copc, "write_copc", real)
+    (layer / "copc").mkdir()
+    (layer / "copc" / "theirs.txt").write_text("not ours")
+    with pytest.raises(InputError, match="COPC folder exists"):
+        points_copc.write_layer_copc(
+            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
+        )
+    assert (layer / "copc" / "theirs.txt").read_text() == "not ours"
+    assert sorted(p.name for p in layer.iterdir()) == ["copc", "tileset.json"]
