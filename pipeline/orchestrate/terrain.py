@@ -201,6 +201,19 @@ def _ground_resolution(files: Sequence[Path], bounds, res_m: float, horizontal_c
 
 
 def build_terrain(ctx: BuildContext) -> LayerResult:
+    """The terrain layer, chunk by chunk with per-tile reuse (pipeline.orchestrate.terrain_mesh)."""
+    from dataclasses import asdict
+
+    from pipeline.orchestrate.terrain_mesh import build_terrain_mesh
+
+    result, counts = build_terrain_mesh(ctx)
+    ctx.log.event("terrain_mesh", **asdict(counts))
+    return result
+
+
+def build_terrain_reference(ctx: BuildContext) -> LayerResult:
+    """The whole-raster terrain build (every level from the full model, every texture warped from the
+    orthophoto): the reference the chunked build is compared with in tests and `bench terrain`."""
     from pipeline.stages.terrain import level_errors, level_vertex_heights, plan_terrain, terrain_tile
     from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tileset
 

@@ -212,15 +212,21 @@ def upper_errors(
 
 
 def skirt_depths(errors: list[np.ndarray]) -> list[np.ndarray]:
-    """Skirt depth per tile: twice the largest error among the parent and the parent's eight neighbours
-    (the coarser tiles this tile can abut), at least 0.5, rounded to cm; level 0 has none."""
+    """Skirt depth per tile: twice the largest error of the coarser tiles it can abut (its parent and the
+    parent's neighbours on the tile's own sides: a 2x2 block of the parent level), rounded up to a power
+    of two metres, at least 0.5; level 0 has none. The power-of-two ladder keeps skirts unchanged by
+    small changes of the errors, so an edited DGM tile rebuilds few tiles beyond its own."""
     out = [np.zeros((1, 1))]
     for level in range(1, len(errors)):
-        pe = np.pad(errors[level - 1], 1, mode="constant", constant_values=0.0)
-        k = 2 ** (level - 1)
-        near = np.max([pe[dy : dy + k, dx : dx + k] for dy in range(3) for dx in range(3)], axis=0)
-        s = np.round(np.maximum(0.5, 2.0 * near), 2)
-        out.append(np.repeat(np.repeat(s, 2, axis=0), 2, axis=1))
+        e = errors[level - 1]
+        k = e.shape[0]
+        pe = np.pad(e, 1, mode="constant", constant_values=0.0)
+        ty, tx = np.mgrid[0 : 2 * k, 0 : 2 * k]
+        py, px = ty // 2 + 1, tx // 2 + 1  # parent in the padded grid
+        sy, sx = np.where(ty % 2 == 0, -1, 1), np.where(tx % 2 == 0, -1, 1)
+        near = np.maximum.reduce([pe[py, px], pe[py + sy, px], pe[py, px + sx], pe[py + sy, px + sx]])
+        need = np.maximum(0.5, 2.0 * near)
+        out.append(np.exp2(np.ceil(np.log2(need))))
     return out
 
 
