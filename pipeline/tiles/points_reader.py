@@ -1,0 +1,82 @@
+"""Read our point tiles back (validation, tests): their millimetre positions and the invariants of a point
+tileset (point count, order-independent checksum, tile count), for glb (also meshopt-compressed) and pnts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _content_uris(tileset_path: Path) -> list[Path]:
+    import json
+
+    doc = json.loads(tileset_path.read_text())
+    root = doc["root"]
+    base = tileset_path.parent
+    out: list[Path] = []
+    if "implicitTiling" in root:
+        ext = root["content"]["uri"].rsplit(".", 1)[-1]
+        return sorted((base / "content").rglob(f"*.{ext}"))
+
+    def walk(t: dict, base: Path) -> None:
+        c = t.get("content")
+        if c:
+            p = base / c["uri"]
+            if p.suffix == ".json":
+                sub = json.loads(p.read_text())
+                walk(sub["root"], p.parent)
+            else:
+                out.append(p.resolve())
+        for ch in t.get("children", []):
+            walk(ch, base)
+
+    walk(root, base)
+    return out
+
+
+def tile_positions_mm(path: Path) -> np.ndarray:
+    """Millimetre ENU positions of one of our point tiles (glb or pnts)."""
+    data = path.read_bytes()
+    if data[:4] == b"pnts":
+        from pipeline.tiles.pnts import decode_pnts_positions_mm
+
+        return decode_pnts_positions_mm(data)
+    from pipeline.tiles.gltf import read_glb
+
+    js, binary = read_glb(data)
+    if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
+        from pipeline.tiles.points_glb import decode_meshopt_views
+
+        js, binary = decode_meshopt_views(js, binary)
+    from pipeline.tiles.gltf import accessor_array
+
+    prim = js["meshes"][0]["primitives"][0]
+    q = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.int64)
+    node = js["nodes"][0]
+    t = np.round(np.asarray(node["translation"]) * 1000.0).astype(np.int64)
+    s = round(node["scale"][0] * 1000.0)
+    gx = t[0] + q[:, 0] * s
+    gy = t[1] + q[:, 1] * s
+    gz = t[2] + q[:, 2] * s
+    return np.stack([gx, -gz, gy], axis=1)
+
+
+def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
+    """Count and checksum of the points in a point tileset (for the release validator and tests).
+
+    The checksum is order-independent (sum of 64-bit hashes of the millimetre positions), so it equals the
+    `checksum` recorded at build time in pointcloud.json / the layer stats iff no tile was lost or altered.
+    """
+    from pipeline.tiles.points_glb import tile_checksum
+
+    tileset_path = Path(tileset_path)
+    total = 0
+    checksum = 0
+    files = _content_uris(tileset_path)
+    for p in files:
+        pos = tile_positions_mm(p)
+        total += len(pos)
+        checksum = (checksum + tile_checksum(pos)) % (1 << 64)
+    return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}
