@@ -596,3 +596,30 @@ def test_a_failure_leaves_nothing_and_an_existing_copc_folder_is_refused(two_til
         )
     assert (layer / "copc" / "theirs.txt").read_text() == "not ours"
     assert sorted(p.name for p in layer.iterdir()) == ["copc", "tileset.json"]
+
+
+@pytest.mark.realdata
+def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_path):
+    """A real Geobasis NRW 3D-Messdaten crop (EPSG:25832, AdV classes, no colour, no vertical CRS: the
+    project's DHHN2016 is attached): in the working CRS its integers are kept exactly."""
+    from pipeline.config.model import CrsConfig
+    from pipeline.crs import working_crs
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import copc_checksum, copc_invariants, write_layer_copc
+
+    src = realdata / "nrw" / "3dm_32_360_5721_crop300_360650_5721600.laz"
+    cfg = CrsConfig()
+    opts = PointTilingOptions(crs_cfg=cfg, class_scheme="adv")
+    s = write_layer_copc([src], tmp_path, opts, vpc_name="nrw", target_crs=working_crs(cfg).to_wkt())
+    ref = laspy.read(src)
+    assert s.transformed == 0 and s.points == len(ref.points)
+    assert s.checksum == f"{copc_checksum(ref.X, ref.Y, ref.Z, np.asarray(ref.classification)):016x}"
+    assert copc_invariants(tmp_path / "nrw.vpc")["checksum"] == s.checksum
+    codes, counts = np.unique(np.asarray(ref.classification), return_counts=True)
+    assert s.classes == {int(c): int(k) for c, k in zip(codes, counts, strict=True)}
+    out = laspy.open(tmp_path / "copc" / f"{src.stem}.copc.laz").header
+    assert ref.header.point_format.id == 6 and out.point_format.id == 6  # no colour in, none out
+    assert out.parse_crs().name == "ETRS89 / UTM zone 32N + DHHN2016 height"
+    assert tuple(out.scales) == tuple(ref.header.scales) and tuple(out.offsets) == tuple(ref.header.offsets)
+    qml = (tmp_path / "nrw.qml").read_text()
+    assert "Boden (ground)" in qml
