@@ -372,3 +372,16 @@ def test_official_schemas(cj_built, tmp_path_factory):
     ft = next(ft for ft in feats if ft["CityObjects"][ft["id"]]["geometry"])
     ft["CityObjects"][ft["id"]]["geometry"][0]["semantics"]["surfaces"][0]["type"] = "Roof"
     assert list(vf.iter_errors(ft))
+
+
+def test_unchanged_tiles_from_cache(district, tmp_path):  # noqa: F811
+    """A rebuild with the same cache hard-links every unchanged CityJSON tile from the cache."""
+    a = tmp_path / "a" / "release"
+    build_buildings_layers(_ctx(district, a, max_features_per_tile=60), [])
+    b = tmp_path / "a" / "release2"  # same paths.cache (rel.parent / "cache")
+    build_buildings_layers(_ctx(district, b, max_features_per_tile=60), [])
+    fa, fb = _files(a), _files(b)
+    assert [p.relative_to(a) for p in fa] == [p.relative_to(b) for p in fb] and fa
+    for p, q in zip(fa, fb, strict=True):
+        assert p.read_bytes() == q.read_bytes()
+        assert p.stat().st_ino == q.stat().st_ino  # both linked to the one cache entry

@@ -210,6 +210,29 @@ def cityjson_tile(
     return {"lod22": counts["2.2"], "lod12": counts["1.2"], "no_geometry": counts[""]}
 
 
+def cityjson_tile_cached(cache: Any, key: str, path: str, *args: Any) -> dict[str, int]:
+    """`cityjson_tile` through the content cache; the file is hard-linked from the cache entry."""
+    import json
+    import os
+    import shutil
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *args)
+        (tmp / "counts.json").write_text(json.dumps(counts, sort_keys=True))
+
+    entry = cache.get_or_build_key(key, build)
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(entry / "tile.city.jsonl", dst)
+    except OSError:
+        shutil.copyfile(entry / "tile.city.jsonl", dst)
+    return json.loads((entry / "counts.json").read_text())
+
+
 def _attributes(bt: Any) -> list[dict[str, Any]]:
     cols = {c: bt[c].to_numpy() for c in ATTRIBUTE_COLUMNS if c in bt.columns}
     n = len(bt)
@@ -280,10 +303,26 @@ def write_cityjson(
                 title,
             )
         )
-    if ctx.client is not None and len(jobs) > 1:
-        results = ctx.client.gather([ctx.client.submit(cityjson_tile, *j, pure=False) for j in jobs])
+    # incremental: a tile is cached by its content (ids, footprints, heights, partitions, attributes,
+    # CRS, title); unchanged tiles are hard-linked from the cache, not rebuilt
+    from pipeline.orchestrate.cache import build_cache
+
+    cache = build_cache(ctx)
+    keys = [cache.key(["buildings-cityjson-v1", *j[1:]]) for j in jobs]
+    results: list[Any] = [None] * len(jobs)
+    misses = []
+    for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
+        if cache.get(key) is not None:
+            results[i] = cityjson_tile_cached(cache, key, *j)
+        else:
+            misses.append(i)
+    if ctx.client is not None and len(misses) > 1:
+        futs = [ctx.client.submit(cityjson_tile_cached, cache, keys[i], *jobs[i], pure=False) for i in misses]
+        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
+            results[i] = r
     else:
-        results = [cityjson_tile(*j) for j in jobs]
+        for i in misses:
+            results[i] = cityjson_tile_cached(cache, keys[i], *jobs[i])
     stats: dict[str, Any] = {"files": len(jobs), "reference_system": refsys}
     for k in ("lod22", "lod12", "no_geometry"):
         stats[k] = int(sum(r[k] for r in results))
