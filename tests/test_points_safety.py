@@ -21,7 +21,7 @@ import pytest
 from pyproj import CRS, Transformer
 
 from pipeline.cli.main import main
-from pipeline.orchestrate.points import _content_uris, tile_positions_mm
+from pipeline.tiles.points_reader import _content_uris, tile_positions_mm
 
 REPO = Path(__file__).resolve().parents[1]
 
