@@ -385,3 +385,19 @@ def test_unchanged_tiles_from_cache(district, tmp_path):  # noqa: F811
     for p, q in zip(fa, fb, strict=True):
         assert p.read_bytes() == q.read_bytes()
         assert p.stat().st_ino == q.stat().st_ino  # both linked to the one cache entry
+
+
+def test_lod1_footprint_with_sub_mm_edge(tmp_path):
+    """A footprint edge shorter than the 1 mm grid does not become a degenerate wall."""
+    from pipeline.orchestrate.buildings_cityjson import cityjson_tile
+
+    fp = shapely.Polygon([(0, 0), (10, 0), (10, 10), (10.0004, 10.0002), (0, 10)])
+    out = tmp_path / "t.city.jsonl"
+    cityjson_tile(
+        str(out), ["C"], [shapely.to_wkb(fp)], np.array([0.0]), np.array([5.0]), [b""], [{}], None, "t"
+    )
+    text = out.read_text()
+    assert validate_cityjsonseq(text) == []
+    head, feats = read_cityjsonseq(text)
+    [(_o, _lod, sol)] = _solids(head, feats[0])
+    assert check_solid(sol) == [] and len(sol.polygons) == 2 + 4

@@ -147,8 +147,10 @@ def building_objects(
         shells = _shells(build_solid(unpack_partition(partition), base))
         lod = "2.2"
     elif math.isfinite(base) and math.isfinite(roof) and roof > base + 0.01:
+        # on the file's 1 mm grid first: no edge shorter than the grid becomes a degenerate wall
+        snapped = shapely.set_precision(footprint, 0.001)
         parts = sorted(
-            shapely.get_parts(footprint),
+            (p for p in shapely.get_parts(snapped) if isinstance(p, shapely.Polygon) and p.area > 0),
             key=lambda p: (p.representative_point().x, p.representative_point().y),
         )
         shells = [_extrusion(p, base, roof) for p in parts]
