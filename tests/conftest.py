@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 # the test run keeps PROJ's operation cache (pipeline.crs) to itself, not in the user's ~/.cache
-os.environ.setdefault("RUHRTWIN_PROJ_CACHE", tempfile.mkdtemp(prefix="ruhrtwin-test-proj-"))
+# (removed again when the run ends: one folder per test session used to pile up in /tmp)
+if "RUHRTWIN_PROJ_CACHE" not in os.environ:
+    _proj_cache = tempfile.mkdtemp(prefix="ruhrtwin-test-proj-")
+    os.environ["RUHRTWIN_PROJ_CACHE"] = _proj_cache
+    atexit.register(shutil.rmtree, _proj_cache, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
