@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import ConfigError, InputError, NoSpaceError
+from pipeline.fsutil import UnsafeDeleteError, remove_owned
 from pipeline.orchestrate.executor import Executor, call, dask_executor, dask_workers, map_ordered
 from pipeline.orchestrate.points_inputs import make_staging, present_extra_dims, scan_inputs
 from pipeline.point_attributes import check_optional
@@ -675,14 +676,34 @@ def _write_invariants(staging: Path, summary: TilingSummary, plan: _Plan) -> Non
     )
 
 
+# `--overwrite` replaces only an earlier output of this command: a folder holding the run summary it
+# writes (`pointcloud.json`) and a tileset. Anything else (a user's folder, a delivery) is refused.
+OUTPUT_MARKER = "pointcloud.json"
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless `out_dir` is missing, empty, or (with `overwrite`) an earlier `twin points` output."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise UnsafeDeleteError("--out exists and is not a folder; nothing was written", path=out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+    if not ((out_dir / OUTPUT_MARKER).is_file() and (out_dir / "tileset.json").is_file()):
+        raise UnsafeDeleteError(
+            "--overwrite replaces only an earlier `twin points` output (pointcloud.json + tileset.json); "
+            "this folder is something else and was left untouched: choose an empty or new --out",
+            path=out_dir,
+        )
+
+
 def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    _check_replaceable(out_dir, overwrite)
     if out_dir.exists():
-        if not overwrite and any(out_dir.iterdir()):
-            raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
         os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_owned(old, marker=OUTPUT_MARKER)
     else:
         os.replace(staging, out_dir)
 
@@ -758,8 +779,7 @@ def tile_pointcloud(
     with PeakRss() as mon:
         staging = None
         try:
-            if out_dir.exists() and any(out_dir.iterdir()) and not opts.overwrite:
-                raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+            _check_replaceable(out_dir, opts.overwrite)
             if opts.format not in ("1.1", "1.0"):
                 raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
             plan = plan_tiling(inputs, opts)
