@@ -1,6 +1,7 @@
 """One palette and class table per concept, used by every consumer.
 
-Each concept (change class, building function group, GRZ class, point classification per scheme) is
+Each concept (change class, building function group, roof type, model source, LoD2 surface, GRZ class,
+point classification per scheme) is
 defined here once: its values, labels and sRGB colours. Everything that shows it derives from these tables:
 
 - the colours baked into the change tiles (`pipeline.stages.change.CLASS_COLOURS`) and the parcels tiles
@@ -75,6 +76,65 @@ GRZ: tuple[tuple[float, RGBA, str], ...] = (
     (float("inf"), (120, 0, 20, 255), "GRZ >= 0.8"),
 )
 GRZ_NO_VALUE: RGBA = (170, 170, 170, 255)
+
+
+# ---- roof types of the LoD2 buildings (AdV roofType / Dachform catalogue) ---------------------------
+@dataclass(frozen=True)
+class RoofType:
+    """One roof shape: the `roof_type` name the buildings carry, its AdV code and names."""
+
+    value: str  # property `roof_type` of the buildings (pipeline.stages.buildings.solids.OFFICIAL_ROOF_TYPES)
+    code: str  # AdV roofType code (property `roof_type_code`)
+    de: str  # AdV name (Dachform)
+    en: str
+    rgba: RGBA
+
+    @property
+    def label(self) -> str:
+        return f"{self.de} / {self.en} ({self.code})"
+
+
+ROOF_TYPE_PROPERTY = "roof_type"
+ROOF_TYPE_CODE_PROPERTY = "roof_type_code"
+# The six shapes the reconstruction fits (flat, shed, gable, hip, pyramid, multi) have hues at least
+# 28 degrees apart (flat is grey); the shapes only official models carry follow.
+ROOF_TYPES: tuple[RoofType, ...] = (
+    RoofType("flat", "1000", "Flachdach", "flat", (150, 150, 150, 255)),
+    RoofType("shed", "2100", "Pultdach", "shed", (44, 160, 44, 255)),
+    RoofType("gable", "3100", "Satteldach", "gable", (214, 39, 40, 255)),
+    RoofType("hip", "3200", "Walmdach", "hip", (31, 119, 180, 255)),
+    RoofType("half_hip", "3300", "Krüppelwalmdach", "half-hip", (23, 190, 207, 255)),
+    RoofType("mansard", "3400", "Mansardendach", "mansard", (227, 119, 194, 255)),
+    RoofType("pyramid", "3500", "Zeltdach", "pyramid", (255, 127, 14, 255)),
+    RoofType("cone", "3600", "Kegeldach", "cone", (188, 189, 34, 255)),
+    RoofType("dome", "3700", "Kuppeldach", "dome", (140, 86, 75, 255)),
+    RoofType("sawtooth", "3800", "Sheddach", "sawtooth", (255, 215, 0, 255)),
+    RoofType("arched", "3900", "Bogendach", "arched", (152, 223, 138, 255)),
+    RoofType("tower", "4000", "Turmdach", "tower", (197, 176, 213, 255)),
+    RoofType("multi", "5000", "Mischform", "generic / multi-plane", (148, 103, 189, 255)),
+    RoofType("other", "9999", "Sonstiges", "other", (196, 156, 148, 255)),
+)
+ROOF_TYPE: tuple[ClassEntry, ...] = tuple(ClassEntry(r.value, r.label, r.rgba) for r in ROOF_TYPES)
+ROOF_TYPE_COLOURS: dict[str, RGBA] = {r.value: r.rgba for r in ROOF_TYPES}
+# buildings without an LoD2 roof (LoD1 box: `lod_source` lod1_fallback or no roof type)
+ROOF_NONE_LABEL = "kein LoD2-Dach / no LoD2 roof (LoD1 box)"
+ROOF_NONE: RGBA = (240, 240, 240, 255)
+
+# ---- where each building's model comes from (property `lod_source`) ----------------------------------
+LOD_SOURCE_PROPERTY = "lod_source"
+LOD_SOURCE: tuple[ClassEntry, ...] = (
+    ClassEntry("reconstructed", "reconstructed from the survey (LoD2)", (0, 158, 115, 255)),
+    ClassEntry("official", "official LoD2 model (Geobasis)", (0, 114, 178, 255)),
+    ClassEntry("lod1_fallback", "LoD1 fallback (box)", (230, 159, 0, 255)),
+)
+
+# ---- semantic surfaces of the LoD2 solids (property attribute `surface`, vertex attribute `_SURFACE`) --
+SURFACE_PROPERTY = "surface"
+SURFACE: tuple[ClassEntry, ...] = (  # values = the codes of pipeline.tiles.buildings_glb.SURFACE_NAMES
+    ClassEntry(0, "roof", (196, 58, 49, 255)),
+    ClassEntry(1, "wall", (236, 226, 198, 255)),
+    ClassEntry(2, "ground", (90, 90, 90, 255)),
+)
 
 # ---- point classification per scheme ----------------------------------------------------------------
 # Names come from the scheme tables of the point stage (AdV: German names); colours and noise are here.
@@ -162,6 +222,18 @@ def change_style() -> dict[str, Any]:
     return tiles_style(CHANGE_PROPERTY, CHANGE, other=(255, 255, 255, 255), title="change class")
 
 
+def roof_type_style() -> dict[str, Any]:
+    """Buildings by roof type; LoD1 boxes (lod1_fallback, or no roof type) in the no-roof colour."""
+    style = tiles_style(ROOF_TYPE_PROPERTY, ROOF_TYPE, other=ROOF_NONE, title="roof type")
+    none = [f"${{{LOD_SOURCE_PROPERTY}}} === 'lod1_fallback'", f"color('{hex_colour(ROOF_NONE)}')"]
+    style["color"]["conditions"].insert(0, none)
+    return style
+
+
+def lod_source_style() -> dict[str, Any]:
+    return tiles_style(LOD_SOURCE_PROPERTY, LOD_SOURCE, other=BUILDING_OTHER, title="model source")
+
+
 def viewer_palettes() -> dict[str, Any]:
     """What the viewer needs to know about every palette (written as viewer/palettes.json)."""
 
@@ -175,6 +247,28 @@ def viewer_palettes() -> dict[str, Any]:
             "classes": cats(BUILDING_FUNCTION),
             "other": hex_colour(BUILDING_OTHER),
         },
+        "roof_type": {
+            "property": ROOF_TYPE_PROPERTY,
+            "code_property": ROOF_TYPE_CODE_PROPERTY,
+            "classes": [
+                {
+                    "value": r.value,
+                    "code": r.code,
+                    "de": r.de,
+                    "en": r.en,
+                    "label": r.label,
+                    "color": hex_colour(r.rgba),
+                }
+                for r in ROOF_TYPES
+            ],
+            "none": {"label": ROOF_NONE_LABEL, "color": hex_colour(ROOF_NONE)},
+        },
+        "lod_source": {
+            "property": LOD_SOURCE_PROPERTY,
+            "classes": cats(LOD_SOURCE),
+            "other": hex_colour(BUILDING_OTHER),
+        },
+        "surface": {"property": SURFACE_PROPERTY, "classes": cats(SURFACE)},
         "grz": {
             "property": GRZ_PROPERTY,
             "classes": [

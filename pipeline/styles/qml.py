@@ -103,6 +103,17 @@ def render_all() -> dict[str, str]:
             P.BUILDING_FUNCTION_PROPERTY,
             P.BUILDING_FUNCTION,
         ),
+        "buildings_roof_type.qml": categorized(
+            "RuhrTwin buildings by roof type, AdV roofType (palette pipeline.styles.palettes.ROOF_TYPES); "
+            "the empty value (all other values) = no LoD2 roof",
+            P.ROOF_TYPE_PROPERTY,
+            (*P.ROOF_TYPE, P.ClassEntry("", P.ROOF_NONE_LABEL, P.ROOF_NONE)),
+        ),
+        "buildings_lod_source.qml": categorized(
+            "RuhrTwin buildings by model source (palette pipeline.styles.palettes.LOD_SOURCE)",
+            P.LOD_SOURCE_PROPERTY,
+            P.LOD_SOURCE,
+        ),
         "parcels.qml": graduated_grz(),
         "unknown_areas.qml": single(
             "RuhrTwin: areas without data in an epoch (change unknown)", (*unknown[:3], 90), unknown
