@@ -32,6 +32,7 @@ from pipeline.sources.rasters import RasterInfo
 
 SUBTREE_LEVELS = 3  # a task covers 8 x 8 tiles of its finest zoom and 3 coarser zooms above them
 MAX_WARP_SRC_PX = 2048  # a warp block reads at most about this many source pixels per side
+MAX_WARP_BLOCK_TILES = 2  # tiles per side of a warp block (a changed source re-warps whole blocks)
 METHOD = "xyz-pyramid-v1"  # bump when the pixels change for the same inputs
 
 Tile = tuple[int, int, int]  # (z, x, y)
@@ -51,8 +52,8 @@ def tile_rel(z: int, x: int, y: int) -> str:
 
 
 def warp_block_tiles(infos: Sequence[RasterInfo], zmax: int, lat: float) -> int:
-    """Tiles per side of a warp block (power of two, 1..8): the largest whose source window stays within
-    `MAX_WARP_SRC_PX` (4 at 20 cm, 2 at 10 cm in the Ruhr), so a block's memory does not grow with the
+    """Tiles per side of a warp block (power of two, 1..MAX_WARP_BLOCK_TILES): the largest whose source window stays within
+    `MAX_WARP_SRC_PX` (2 at 10 and 20 cm in the Ruhr), so a block's memory does not grow with the
     delivery's resolution."""
     import math
 
@@ -60,7 +61,7 @@ def warp_block_tiles(infos: Sequence[RasterInfo], zmax: int, lat: float) -> int:
 
     tile_ground_m = 2 * ORIGIN / 2**zmax * math.cos(math.radians(lat))
     src_res = min(min(i.res) for i in infos)
-    w = 8
+    w = MAX_WARP_BLOCK_TILES
     while w > 1 and w * tile_ground_m / src_res > MAX_WARP_SRC_PX:
         w //= 2
     return w
@@ -68,14 +69,16 @@ def warp_block_tiles(infos: Sequence[RasterInfo], zmax: int, lat: float) -> int:
 
 def source_boxes_mercator(infos: Sequence[RasterInfo]) -> list[tuple[float, float, float, float]]:
     """Bounding box of every source tile in web-mercator metres (densified edges: a safe over-estimate)."""
-    from pyproj import CRS, Transformer
+    from pyproj import CRS
+
+    from pipeline.stages.imagery import _transformer
 
     out = []
     for i in infos:
         crs = CRS(i.crs)
         if crs.is_compound:
             crs = crs.sub_crs_list[0]
-        t = Transformer.from_crs(crs, "EPSG:3857", always_xy=True)
+        t = _transformer(crs.to_wkt(), "EPSG:3857")
         out.append(tuple(float(v) for v in t.transform_bounds(*i.bounds, densify_pts=21)))
     return out
 
@@ -132,8 +135,11 @@ def _subtree_task(spec: dict[str, Any]) -> dict[str, Any]:
     warp_nonempty: dict[str, list[tuple[int, int]]] = {}
     if spec["warp_blocks"]:
         rs = Resampling[spec["resampling"]]
-        for (bx, by), (x0, y0, nx, ny) in spec["warp_blocks"]:
-            block = warp_rgba(spec["infos"], zmax, x0, y0, nx, ny, spec["rgb"], spec["scale"], rs)
+        for (bx, by), (x0, y0, nx, ny), src in spec["warp_blocks"]:
+            block_infos = [spec["infos"][k] for k in src]
+            block = warp_rgba(
+                block_infos, zmax, x0, y0, nx, ny, spec["rgb"], spec["scale"], rs, kernel=spec["kernel"]
+            )
             nonempty = []
             for dx in range(nx):
                 for dy in range(ny):
@@ -186,12 +192,13 @@ def build_xyz_pyramid(
     from pipeline.orchestrate.cache import build_cache, content_key, input_sha256, record_outputs, reuse_files
     from pipeline.orchestrate.terrain import run_tasks
     from pipeline.release.manifest import pipeline_fingerprint
-    from pipeline.stages.imagery import ORIGIN, ortho_scale, tiles_for, xyz_resampling
+    from pipeline.stages.imagery import ORIGIN, kernel_applies, ortho_scale, tiles_for, xyz_resampling
 
     cfg = ctx.cfg
     lat = (lonlat_bounds[1] + lonlat_bounds[3]) / 2
     scale = ortho_scale(infos)
     resampling = xyz_resampling(infos, zmax)
+    kernel = kernel_applies(infos, scale, resampling)
     # a warp block never spans two subtrees of the first pass
     w = min(warp_block_tiles(infos, zmax, lat), 2 ** min(SUBTREE_LEVELS, zmax - zmin))
     params = content_key(
@@ -260,6 +267,18 @@ def build_xyz_pyramid(
 
     # ---- passes: finest zoom + SUBTREE_LEVELS above it, then the next SUBTREE_LEVELS, ...
     warp_blocks = sorted({(x - x % w, y - y % w) for z, x, y in stale if z == zmax})
+    leaf_size = 2 * ORIGIN / 2**zmax
+
+    def near(k: int, x0: int, y0: int, nx: int, ny: int) -> bool:
+        """Source `k` may reach the tiles (x0, y0) .. (x0+nx-1, y0+ny-1) of the finest zoom."""
+        bx = boxes[k]
+        return (
+            bx[0] < -ORIGIN + (x0 + nx) * leaf_size + margin
+            and bx[2] > -ORIGIN + x0 * leaf_size - margin
+            and bx[1] < ORIGIN - y0 * leaf_size + margin
+            and bx[3] > ORIGIN - (y0 + ny) * leaf_size - margin
+        )
+
     built: set[Tile] = set()
     warped = 0
     leaf_z = zmax
@@ -290,23 +309,18 @@ def build_xyz_pyramid(
             if pass_no == 0:
                 x0, y0 = rx * span, ry * span
                 mine = [b for b in warp_blocks if x0 <= b[0] < x0 + span and y0 <= b[1] < y0 + span]
-                size = 2 * ORIGIN / 2**zmax
-                bb = (-ORIGIN + x0 * size, ORIGIN - (y0 + span) * size)
-                bb2 = (-ORIGIN + (x0 + span) * size, ORIGIN - y0 * size)
-                use = [
-                    i
-                    for i, bx in zip(infos, boxes, strict=True)
-                    if bx[0] < bb2[0] + margin
-                    and bx[2] > bb[0] - margin
-                    and bx[1] < bb2[1] + margin
-                    and bx[3] > bb[1] - margin
-                ]
+                # sources of each block (mosaic order kept): a block opens only the tiles it needs
+                block_src = {b: [k for k in range(len(infos)) if near(k, *windows[b])] for b in mine}
+                used = sorted({k for ks in block_src.values() for k in ks})
+                pos = {k: n for n, k in enumerate(used)}
+                use = [infos[k] for k in used]
                 spec.update(
-                    warp_blocks=[(b, windows[b]) for b in mine],
+                    warp_blocks=[(b, windows[b], [pos[k] for k in block_src[b]]) for b in mine],
                     infos=use,
                     rgb=list(rgb),
                     scale=scale,
                     resampling=resampling.name,
+                    kernel=kernel,
                     region_leaf=sorted(t for b in mine for t in blocks[b]),
                 )
                 warped += len(mine)

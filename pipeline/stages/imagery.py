@@ -13,10 +13,12 @@ integer arithmetic weighted by alpha), so nothing above the finest zoom reads th
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -271,19 +273,20 @@ def warp_rgba(
     rgb_bands: Sequence[int],
     scale: float,
     resampling: Resampling,
+    kernel: bool | None = None,
 ) -> np.ndarray:
     """The block of `nx` x `ny` XYZ tiles from tile (`x0`, `y0`) of `zoom`, warped from the sources at once:
-    (ny*256, nx*256, 4) uint8 RGBA, alpha 255 where every RGB band has data, else 0 (and RGB 0)."""
+    (ny*256, nx*256, 4) uint8 RGBA, alpha 255 where every RGB band has data, else 0 (and RGB 0).
+
+    `kernel`: whether the numba area-average kernel applies (`kernel_applies`; computed when None)."""
     size = 2 * ORIGIN / 2**zoom
     res = size / TILE_PX
     xmin = -ORIGIN + x0 * size
     ymax = ORIGIN - y0 * size
     grid = Grid(Affine(res, 0, xmin, 0, -res, ymax), nx * TILE_PX, ny * TILE_PX, WEB_MERCATOR)
-    if (
-        resampling == Resampling.average
-        and scale == 1.0
-        and all(i.dtype == "uint8" and i.nodata is None and north_up(i) for i in infos)
-    ):
+    if kernel is None:
+        kernel = kernel_applies(infos, scale, resampling)
+    if kernel:
         return _warp_rgba_u8(infos, grid, rgb_bands, resampling)
     r = read_grid(infos, grid, bands=list(rgb_bands), resampling=resampling)
     valid = r.valid
@@ -292,6 +295,16 @@ def warp_rgba(
     out[..., :3][~valid] = 0
     out[..., 3] = np.where(valid, 255, 0)
     return out
+
+
+def kernel_applies(infos: Sequence[RasterInfo], scale: float, resampling: Resampling) -> bool:
+    """The numba kernel serves `average` warps of north-up 8-bit sources without a nodata value (the DOP
+    as delivered); anything else goes through GDAL (`read_grid`)."""
+    return (
+        resampling == Resampling.average
+        and scale == 1.0
+        and all(i.dtype == "uint8" and i.nodata is None and north_up(i) for i in infos)
+    )
 
 
 def north_up(info: RasterInfo) -> bool:
@@ -303,6 +316,14 @@ def north_up(info: RasterInfo) -> bool:
     return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
 
 
+@functools.lru_cache(maxsize=16)
+def _transformer(src: str, dst_wkt: str) -> Any:
+    """PROJ transformer (building one costs milliseconds: one per CRS pair and process)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst_wkt, always_xy=True)
+
+
 LATTICE_STEP = 32  # pixels between exact (PROJ) corner coordinates of the warp; divides TILE_PX
 
 
@@ -310,8 +331,6 @@ def corner_lattice(grid: Grid, src_crs: object) -> tuple[np.ndarray, np.ndarray]
     """Coordinates in `src_crs` of every pixel corner of `grid` ((h+1, w+1) each): exact (PROJ) every
     `LATTICE_STEP` pixels, bilinear in between (GDAL's approximate transformer does the same; the
     web-mercator -> UTM warp is smooth: well under 0.01 px off across one step)."""
-    from pyproj import Transformer
-
     from pipeline.stages._imagery_kernels import refine_lattice
 
     st = LATTICE_STEP
@@ -321,7 +340,7 @@ def corner_lattice(grid: Grid, src_crs: object) -> tuple[np.ndarray, np.ndarray]
     cols = np.arange(0, grid.width + 1, st)
     rows = np.arange(0, grid.height + 1, st)
     gx, gy = np.meshgrid(t.c + cols * t.a, t.f + rows * t.e)
-    ex, ey = Transformer.from_crs(grid.crs, src_crs, always_xy=True).transform(gx, gy)
+    ex, ey = _transformer(grid.crs, src_crs.to_wkt()).transform(gx, gy)
     return refine_lattice(np.asarray(ex, dtype=np.float64), st), refine_lattice(
         np.asarray(ey, dtype=np.float64), st
     )
