@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "incremental": "bench.incremental",
     "nas": "bench.nas",
     "solar": "bench.solar",
+    "imagery": "bench.imagery",
     "copc": "bench.copc",
 }
 
