@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ class TerrainCounts:
     texture_chunks_built: int = 0
     tiles: int = 0
     tiles_built: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
 
 
 def _overlapping(infos: list[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
@@ -149,64 +151,22 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     counts.chunks = len(chunk_ids)
     cache = build_cache(ctx)
 
-    # ---- 2. chunks: vertex heights + errors
-    if cfg.sources.dgm:
-        calls, ids = [], []
-        for cx, cy in chunk_ids:
-            touched = _overlapping(infos, layout.window_bounds(cx, cy), crs)
-            if not touched:
-                continue
-            key = [
-                "terrain-dgm-chunk-v1",
-                layout,
-                cx,
-                cy,
-                [input_sha256(ctx, i.path) for i in touched],
-                cfg.sources.dgm,
-                crs,
-            ]
-            calls.append((key, _dgm_chunk, (touched, layout, cx, cy, crs), {}))
-            ids.append((cx, cy))
-        counts.mesh_chunks_built = sum(1 for kp, *_ in calls if cache.get(cache.key(kp)) is None)
-        chunks = run_cached(ctx, calls, "terrain-dgm-chunk")
-    else:
-        n = tc * 2 ** (plan.levels - 1)
-        root_bounds = (plan.x0, plan.y1 - n * res, plan.x0 + n * res, plan.y1)
-        fine, _grid, _hc, _src = ground_model(ctx, res, root_bounds)
-        ids = list(chunk_ids)
-        chunks = [mesh_chunk(layout, cx, cy, _window_of(fine, layout, cx, cy)) for cx, cy in ids]
-        counts.mesh_chunks_built = len(ids)
-        del fine
-    verts: dict[tuple[int, int, int], np.ndarray] = {}
-    errs = [np.zeros((2**level, 2**level)) for level in range(plan.levels)]
-    cells: dict[tuple[int, int], np.ndarray] = {}
-    for ch in chunks:
-        verts.update(ch.vertices)
-        cells[(ch.cx, ch.cy)] = ch.cells
-        for level, e in ch.errors.items():
-            k = 2 ** (level - c)
-            errs[level][ch.cy * k : (ch.cy + 1) * k, ch.cx * k : (ch.cx + 1) * k] = e
-    if not any(np.isfinite(a).any() for a in cells.values()):
-        raise InputError("the terrain model has no valid height inside the district")
-
-    # ---- 3. upper levels
-    if c > 0:
-        upper = upper_levels(layout, cells)
-        verts.update(upper)
-        for level, e in enumerate(upper_errors(layout, verts, errs[c])):
-            errs[level] = e
-    skirts = skirt_depths(errs)
-
-    # ---- 2b/3b. textures
-    textures: dict[tuple[int, int, int], bytes] = {}
+    # ---- 2. chunks: orthophoto textures and (DGM) vertex heights + errors, one batch of tasks
     ortho = None
+    tcalls, tids = [], []
     if lay.texture_from_orthophoto and cfg.sources.orthophoto:
         ortho = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
         bands = orthophoto_bands(cfg.sources.orthophoto.bands)
         rgb = [bands["red"], bands["green"], bands["blue"]]
         scale = ortho_scale(ortho)
         depth = plan.levels - 1 - c
-        tcalls, tids = [], []
+        kw = {
+            "depth": depth,
+            "texture_px": lay.texture_px,
+            "rgb_bands": rgb,
+            "scale": scale,
+            "fmt": lay.texture_format,
+        }
         for cx, cy in chunk_ids:
             b = layout.chunk_bounds(cx, cy)
             touched = _overlapping(ortho, b, crs)
@@ -224,17 +184,61 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                 cfg.sources.orthophoto,
                 crs,
             ]
-            kw = {
-                "depth": depth,
-                "texture_px": lay.texture_px,
-                "rgb_bands": rgb,
-                "scale": scale,
-                "fmt": lay.texture_format,
-            }
             tcalls.append((key, chunk_textures, (touched, b, crs), kw))
             tids.append((cx, cy))
-        counts.texture_chunks_built = sum(1 for kp, *_ in tcalls if cache.get(cache.key(kp)) is None)
-        tex_chunks = run_cached(ctx, tcalls, "terrain-texture-chunk")
+    elif lay.texture_from_orthophoto:
+        warnings.append("no orthophoto configured: terrain is untextured")
+    mcalls = []
+    if cfg.sources.dgm:
+        for cx, cy in chunk_ids:
+            touched = _overlapping(infos, layout.window_bounds(cx, cy), crs)
+            if not touched:
+                continue
+            key = [
+                "terrain-dgm-chunk-v1",
+                layout,
+                cx,
+                cy,
+                [input_sha256(ctx, i.path) for i in touched],
+                cfg.sources.dgm,
+                crs,
+            ]
+            mcalls.append((key, _dgm_chunk, (touched, layout, cx, cy, crs), {}))
+    counts.mesh_chunks_built = sum(1 for kp, *_ in mcalls if cache.get(cache.key(kp)) is None)
+    counts.texture_chunks_built = sum(1 for kp, *_ in tcalls if cache.get(cache.key(kp)) is None)
+    t0 = time.perf_counter()
+    done = run_cached(ctx, tcalls + mcalls, "terrain-chunk")
+    counts.seconds["chunks"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    tex_chunks, chunks = done[: len(tcalls)], done[len(tcalls) :]
+    if not cfg.sources.dgm:
+        n = tc * 2 ** (plan.levels - 1)
+        root_bounds = (plan.x0, plan.y1 - n * res, plan.x0 + n * res, plan.y1)
+        fine, _grid, _hc, _src = ground_model(ctx, res, root_bounds)
+        chunks = [mesh_chunk(layout, cx, cy, _window_of(fine, layout, cx, cy)) for cx, cy in chunk_ids]
+        counts.mesh_chunks_built = len(chunks)
+        del fine
+    verts: dict[tuple[int, int, int], np.ndarray] = {}
+    errs = [np.zeros((2**level, 2**level)) for level in range(plan.levels)]
+    cells: dict[tuple[int, int], np.ndarray] = {}
+    for ch in chunks:
+        verts.update(ch.vertices)
+        cells[(ch.cx, ch.cy)] = ch.cells
+        for level, e in ch.errors.items():
+            k = 2 ** (level - c)
+            errs[level][ch.cy * k : (ch.cy + 1) * k, ch.cx * k : (ch.cx + 1) * k] = e
+    if not any(np.isfinite(a).any() for a in cells.values()):
+        raise InputError("the terrain model has no valid height inside the district")
+
+    # ---- 3. upper levels: heights, error bounds, skirts, textures from the chunks' summaries
+    if c > 0:
+        upper = upper_levels(layout, cells)
+        verts.update(upper)
+        for level, e in enumerate(upper_errors(layout, verts, errs[c])):
+            errs[level] = e
+    skirts = skirt_depths(errs)
+    textures: dict[tuple[int, int, int], bytes] = {}
+    if ortho is not None:
         summaries = {}
         for (cx, cy), t in zip(tids, tex_chunks, strict=True):
             summaries[(cx, cy)] = (t.rgb, t.valid)
@@ -242,8 +246,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                 k = 2**d
                 textures[(c + d, cx * k + i, cy * k + j)] = img
         textures.update(upper_textures(c, summaries, lay.texture_px, lay.texture_format))
-    elif lay.texture_from_orthophoto:
-        warnings.append("no orthophoto configured: terrain is untextured")
+
+    counts.seconds["upper"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
 
     # ---- 4. tiles: reuse by content key, build the rest
     tiles = sorted((k for k, v in verts.items() if np.isfinite(v).any()), key=lambda t: (t[0], t[2], t[1]))
@@ -291,7 +296,11 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                 },
             )
         )
+    counts.seconds["keys"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
     built = run_tasks(ctx, terrain_tile, calls, "terrain-tile")
+    counts.seconds["tiles"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
     written: dict[str, str] = {}
     for t, content in zip(build, built, strict=True):
         if content.glb is None:
@@ -342,6 +351,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         raise InputError("terrain: no tile has valid heights")
     write_json(out / "tileset.json", terrain_tileset(root, ctx.frame.tile_transform(), ctx.build_id))
     files.append("terrain/tileset.json")
+    counts.seconds["write"] = round(time.perf_counter() - t0, 3)
     result = LayerResult(
         name="terrain",
         kind="terrain",
