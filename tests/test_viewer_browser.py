@@ -546,6 +546,7 @@ def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud, tile_positions_mm
     from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
     from pipeline.tiles.gltf import read_glb
+    from pipeline.tiles.points_glb import decode_meshopt_views
     from pipeline.viewer.classes import class_stats
 
     cesium = find_cesium_build()
@@ -567,8 +568,11 @@ def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]
         enu_l.append(tile_positions_mm(glb) / 1000.0)
         inten_l.append(np.frombuffer(data, np.uint16, n, base_off + bt["intensity"]["byteOffset"]))
         cls_l.append(np.frombuffer(data, np.uint8, n, base_off + bt["classification"]["byteOffset"]))
-    for glb in sorted((rel / "aerial_points").rglob("*.glb")):
-        js, binary = read_glb(glb.read_bytes())
+    glbs = sorted((rel / "aerial_points").rglob("*.glb"))
+    # the default 1.1 tiles are meshopt-compressed (the viewer decodes them to pick): read them decoded
+    assert all("EXT_meshopt_compression" in read_glb(g.read_bytes())[0]["extensionsUsed"] for g in glbs)
+    for glb in glbs:
+        js, binary = decode_meshopt_views(*read_glb(glb.read_bytes()))
         ext = js["extensions"]["EXT_structural_metadata"]["propertyAttributes"][0]["properties"]
         attrs = js["meshes"][0]["primitives"][0]["attributes"]
         enu_l.append(tile_positions_mm(glb) / 1000.0)

@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="memory budget of the point bins over all workers (default 1.5GB; ~0.3 GB of process overhead comes on top)",
     )
     p.add_argument("--scheduler", help="attach to an existing Dask scheduler (tcp://HOST:PORT)")
-    p.add_argument("--meshopt", action="store_true", help="EXT_meshopt_compression (1.1 only)")
+    p.add_argument(
+        "--meshopt",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="EXT_meshopt_compression of the 1.1 tiles (default; --no-meshopt: plain, 36 B/point)",
+    )
     p.add_argument("--implicit", action="store_true", help="implicit octree tiling with subtrees (1.1)")
     p.add_argument("--class-scheme", choices=["adv", "asprs"], default="asprs", help="classification codes")
     p.add_argument("--keep-unknown-classes", action="store_true", help="keep class codes the scheme lacks")

@@ -138,7 +138,8 @@ class PointsLayer(LayerBase):
     # LAS fields exported only when asked for (pipeline/point_attributes.py: "scan_angle")
     attributes: list[str] = Field(default_factory=list)
     colour_from_orthophoto: bool = True
-    meshopt: bool = False
+    # EXT_meshopt_compression of the point tiles (1.1): ~8 instead of 36 bytes per point
+    meshopt: bool = True
     implicit: bool = False
     max_points_per_tile: int = Field(60_000, ge=1000)
     # unknown class codes: refuse (default) or keep them as "unknown <code>"

@@ -68,7 +68,7 @@ class PointTilingOptions:
     format: str = "1.1"  # "1.1" glb | "1.0" pnts
     jobs: int | None = None
     memory: str | int = "1.5GB"  # budget of the point bins over all workers (process overhead comes on top)
-    meshopt: bool = False
+    meshopt: bool = True  # EXT_meshopt_compression (1.1; ignored for 1.0/pnts)
     implicit: bool = False
     class_scheme: str = "asprs"
     unknown_classes: str = "error"

@@ -205,6 +205,9 @@ def glb_from_vertices(
 ) -> bytes:
     """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see
     `vertex_layout`), its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time."""
+    if meshopt and len(packed):
+        js = _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base)
+        return b"".join(bytes(p) for p in _meshopt_one_view(js, packed))
     b, direct = _glb_builder(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
     if meshopt:
         return _meshopt_glb(b)
@@ -326,11 +329,12 @@ def write_glb_from_vertices(
     """`glb_from_vertices` written to `path` without assembling the file in memory."""
     import os
 
-    if meshopt or len(packed) == 0:
+    if len(packed) == 0:
         data = glb_from_vertices(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
         parts: list[Any] = [data]
     else:
-        parts = _glb_one_view(_glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base), packed)
+        js = _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base)
+        parts = _meshopt_one_view(js, packed) if meshopt else _glb_one_view(js, packed)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         total = sum(memoryview(p).nbytes for p in parts)
@@ -341,6 +345,38 @@ def write_glb_from_vertices(
                 data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
+
+
+def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
+    """The GLB pieces of a one-view tile (`_glb_json_direct`) with EXT_meshopt_compression: the interleaved
+    vertex rows are encoded straight from `packed` by meshopt's vertex codec (bitstream version 0, the one
+    EXT_meshopt_compression specifies; ATTRIBUTES mode, the view's byte stride); buffer 0 (the BIN chunk)
+    holds the stream, the view refers to the data-less fallback buffer 1, as the extension prescribes."""
+    import meshoptimizer as mo
+
+    n, stride = packed.shape
+    enc = mo.encode_vertex_buffer(np.ascontiguousarray(packed), n, stride)
+    view = js["bufferViews"][0]
+    view["buffer"] = 1
+    view["extensions"] = {
+        "EXT_meshopt_compression": {
+            "buffer": 0,
+            "byteOffset": 0,
+            "byteLength": len(enc),
+            "byteStride": stride,
+            "count": n,
+            "mode": "ATTRIBUTES",
+        }
+    }
+    js["extensionsUsed"].append("EXT_meshopt_compression")
+    js["extensionsRequired"].append("EXT_meshopt_compression")
+    payload = np.frombuffer(enc, np.uint8)
+    js["buffers"] = [
+        {"byteLength": len(enc) + (-len(enc) % 4)},  # the BIN chunk (padded to 4 bytes)
+        {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
+    ]
+    jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _glb_pieces(jb, payload)
 
 
 def _meshopt_glb(b: GltfBuilder) -> bytes:

@@ -22,6 +22,9 @@ from pipeline.tiles.tileset import write_atomic
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATES = ("index.html", "app.js", "app.css", "pano.js")
 PALETTES = "palettes.json"  # written from pipeline.styles.palettes
+# meshoptimizer's browser decoder (an npm dependency of CesiumJS): the page decodes EXT_meshopt_compression
+# point tiles with it to pick points (app.js); copied under a .js name so any web server sends a JS type
+MESHOPT_DECODER = "meshopt_decoder.module.js"
 CESIUM_PARTS = ("Cesium.js", "Workers", "Assets", "ThirdParty", "Widgets")
 SKIP_SUFFIXES = (".map",)
 VIEWER_DIR = "viewer"
@@ -101,6 +104,20 @@ def copy_cesium(cesium_build: Path, dest: Path) -> dict[str, int]:
     return {"files": files, "hardlinked": linked, "bytes": size}
 
 
+def find_meshopt_decoder(cesium_build: Path) -> Path | None:
+    """`meshopt_decoder.mjs` of the meshoptimizer package CesiumJS depends on (npm hoists it next to
+    `cesium`; older layouts nest it under `@cesium/engine`)."""
+    modules = cesium_build.parents[2]  # node_modules/cesium/Build/Cesium -> node_modules
+    for cand in (
+        modules / "meshoptimizer",
+        modules / "@cesium" / "engine" / "node_modules" / "meshoptimizer",
+        modules / "cesium" / "node_modules" / "meshoptimizer",
+    ):
+        if (cand / "meshopt_decoder.mjs").is_file():
+            return cand / "meshopt_decoder.mjs"
+    return None
+
+
 def render_templates(viewer_dir: Path, *, build_id: str, cesium: str) -> list[Path]:
     """Write index.html, app.js, app.css, pano.js (placeholders filled) and palettes.json; byte-identical
     for the same inputs."""
@@ -138,6 +155,15 @@ def write_viewer(release_dir: Path, *, build_id: str, cesium_build: Path | None 
     files = [p.relative_to(release_dir).as_posix() for p in written]
     stats = {"cesium_version": version, "cesium_files": copied["files"], "cesium_bytes": copied["bytes"]}
     warnings = []
+    decoder = find_meshopt_decoder(cesium_build)
+    if decoder is not None:
+        write_atomic(viewer_dir / MESHOPT_DECODER, decoder.read_bytes())
+        files.append(f"{VIEWER_DIR}/{MESHOPT_DECODER}")
+    else:
+        warnings.append(
+            "viewer: meshoptimizer's decoder (node_modules/meshoptimizer) not found: points in "
+            "EXT_meshopt_compression tiles cannot be picked; run `make setup`"
+        )
     pinned = pinned_cesium_version(cesium_build)
     if pinned and pinned != version:
         warnings.append(

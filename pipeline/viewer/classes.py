@@ -5,7 +5,7 @@ The viewer's legend lists exactly the classes a layer holds, named in the layer'
 right after the layer's tiles are written (`class_stats`), counted in those tiles: GLB tiles (the classification property attribute, scheme from
 the tiles' `classification` enum) and pnts tiles (the batch table's `classification`). Every point lies in
 exactly one tile (additive refinement), so the counts add up to the layer's points. Meshopt-compressed
-tiles cannot be read without a decoder: the counts are then left out (None) rather than guessed.
+tiles (EXT_meshopt_compression, the default) are decoded first (`points_glb.decode_meshopt_views`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ def _glb_classes(data: bytes) -> tuple[np.ndarray, str | None]:
     jlen = struct.unpack_from("<I", data, 12)[0]
     js = json.loads(data[20 : 20 + jlen])
     bin_off = 20 + jlen + 8
+    if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
+        from pipeline.tiles.points_glb import decode_meshopt_views
+
+        blen = struct.unpack_from("<I", data, 20 + jlen)[0]
+        js, data = decode_meshopt_views(js, data[bin_off : bin_off + blen])
+        bin_off = 0
     meta = js.get("extensions", {}).get("EXT_structural_metadata", {})
     schema = meta.get("schema", {})
     enum_name = schema.get("enums", {}).get("classification", {}).get("name", "")
@@ -50,8 +56,6 @@ def _glb_classes(data: bytes) -> tuple[np.ndarray, str | None]:
                 raise Unreadable("no classification attribute")
             acc = js["accessors"][prim["attributes"][attr]]
             view = js["bufferViews"][acc["bufferView"]]
-            if "EXT_meshopt_compression" in view.get("extensions", {}):
-                raise Unreadable("meshopt-compressed")
             dt = np.dtype(_DTYPES[acc["componentType"]])
             stride = view.get("byteStride", dt.itemsize)
             start = bin_off + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
@@ -84,7 +88,7 @@ def _pnts_classes(data: bytes) -> np.ndarray:
 
 def layer_classes(release_dir: Path, tileset_rel: str) -> dict[str, Any] | None:
     """{"class_scheme": "adv"|"asprs"|None, "classes": {"<code>": points}} of a point layer, or None when
-    its tiles cannot be read (e.g. meshopt-compressed)."""
+    its tiles cannot be read."""
     folder = (release_dir / tileset_rel).parent
     hist = np.zeros(256, dtype=np.int64)
     scheme = None

@@ -671,7 +671,7 @@
   function readAccessor(gltf, bin, index) {
     const acc = gltf.accessors[index];
     const view = gltf.bufferViews[acc.bufferView];
-    if (view.extensions && view.extensions.EXT_meshopt_compression) throw new Error("meshopt-compressed tile");
+    if (view.extensions && view.extensions.EXT_meshopt_compression) throw new Error("meshopt view not decoded");
     const [Type, max] = COMPONENT[acc.componentType];
     const width = WIDTH[acc.type];
     const size = Type.BYTES_PER_ELEMENT;
@@ -734,6 +734,40 @@
     return { matrix: Cesium.Matrix4.fromTranslation(Cesium.Cartesian3.fromArray(rtc)), positions, attrs, zUp: true };
   }
 
+  // EXT_meshopt_compression (the default point tiles): the compressed views are decoded by meshoptimizer's
+  // decoder (copied beside this page from node_modules/meshoptimizer by the viewer build) into a new binary
+  // chunk (the original bytes followed by the decoded views) before any accessor is read.
+  let meshoptDecoder = null;
+  async function decodeMeshoptViews(gltf, bin) {
+    const views = gltf.bufferViews || [];
+    const plan = [];
+    let total = bin.byteLength;
+    for (const v of views) {
+      const ext = v.extensions && v.extensions.EXT_meshopt_compression;
+      if (!ext) continue;
+      total += -total & 3;
+      plan.push([v, ext, total]);
+      total += ext.count * ext.byteStride;
+    }
+    if (!plan.length) return bin;
+    if (!meshoptDecoder) {
+      meshoptDecoder = import("./meshopt_decoder.module.js").then(async (m) => { await m.MeshoptDecoder.ready; return m.MeshoptDecoder; });
+      meshoptDecoder.catch(() => { meshoptDecoder = null; });
+    }
+    const dec = await meshoptDecoder;
+    const out = new Uint8Array(total);
+    out.set(bin);
+    for (const [v, ext, off] of plan) {
+      if ((ext.buffer ?? 0) !== 0) throw new Error("meshopt stream outside the GLB's binary chunk");
+      const len = ext.count * ext.byteStride;
+      const src = new Uint8Array(bin.buffer, bin.byteOffset + (ext.byteOffset || 0), ext.byteLength);
+      dec.decodeGltfBuffer(out.subarray(off, off + len), ext.count, ext.byteStride, src, ext.mode, ext.filter || "NONE");
+      Object.assign(v, { buffer: 0, byteOffset: off, byteLength: len, byteStride: ext.byteStride });
+      delete v.extensions.EXT_meshopt_compression;
+    }
+    return out;
+  }
+
   async function loadPointContent(url) {
     if (contentCache.has(url)) return contentCache.get(url);
     const job = (async () => {
@@ -745,7 +779,7 @@
       const jlen = dv.getUint32(12, true);
       const gltf = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 20, jlen)));
       const blen = dv.getUint32(20 + jlen, true);
-      const bin = new Uint8Array(buf, 28 + jlen, blen);
+      const bin = await decodeMeshoptViews(gltf, new Uint8Array(buf, 28 + jlen, blen));
       const meta = (gltf.extensions || {}).EXT_structural_metadata || {};
       const groups = [];
       const visit = (ni, parent) => {
