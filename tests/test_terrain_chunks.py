@@ -228,3 +228,50 @@ def test_chunked_terrain_is_deterministic(sixteen_tiles, tmp_path):
         build_terrain_mesh(ctx)
         out.append(_files(tmp_path / f"r{k}"))
     assert out[0] == out[1] and len(out[0]) > 300
+
+
+def test_one_changed_orthophoto_tile_rebuilds_only_the_tiles_over_it(sixteen_tiles, tmp_path):
+    from pipeline.orchestrate.terrain_mesh import build_terrain_mesh
+    from pipeline.stages.terrain import plan_terrain
+    from pipeline.stages.terrain.chunks import chunk_layout
+
+    root, cfg = sixteen_tiles
+    cache = tmp_path / "cache"
+    ctx1 = district.context(cfg, tmp_path / "r1", **OVR, **{"paths.cache": str(cache)})
+    build_terrain_mesh(ctx1)
+    ctx1.reuse.write_index()
+    dop = sorted((root / "raw" / "dop").glob("*.tif"))[0]
+    original = dop.read_bytes()
+    with rasterio.open(dop) as ds:
+        b = ds.bounds
+    with rasterio.open(dop, "r+") as ds:
+        a = ds.read()
+        a[:3, 40:80, 40:80] = 250  # a white roof appears
+        ds.write(a)
+    try:
+        ctx2 = district.context(cfg, tmp_path / "r2", **OVR, **{"paths.cache": str(cache)})
+        ctx2.previous_release = tmp_path / "r1"
+        _res, n2 = build_terrain_mesh(ctx2)
+        clean = district.context(cfg, tmp_path / "clean", **OVR, **{"paths.cache": str(tmp_path / "c2")})
+        build_terrain_mesh(clean)
+    finally:
+        dop.write_bytes(original)
+    plan = plan_terrain((district.X0, district.Y0, district.X0 + 200, district.Y0 + 200), 1.0, 8)
+    lay = chunk_layout(plan)
+    touching = [
+        (cx, cy)
+        for cy in range(lay.count)
+        for cx in range(lay.count)
+        if (c := lay.chunk_bounds(cx, cy))[0] < b.right and c[2] > b.left and c[1] < b.top and c[3] > b.bottom
+    ]
+    assert n2.mesh_chunks_built == 0
+    assert n2.texture_chunks_built == len(touching) == 6  # 64 m chunks over one 100 m orthophoto tile
+    assert _files(tmp_path / "r2") == _files(tmp_path / "clean")
+    first = _files(tmp_path / "r1")
+    now = _files(tmp_path / "r2")
+    rebuilt = [k for k in now if k.endswith(".glb") and first.get(k) != now[k]]
+    assert len(rebuilt) == n2.tiles_built > 0
+    for k in rebuilt:  # terrain/tiles/<level>/<x>/<y>.glb: every rebuilt tile lies over the changed tile
+        level, tx, ty = (int(v) for v in k.removesuffix(".glb").split("/")[-3:])
+        t = plan.tile_bounds(level, tx, ty)
+        assert t[0] < b.right and t[2] > b.left and t[1] < b.top and t[3] > b.bottom, k
