@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", help="attach to an existing Dask scheduler (tcp://HOST:PORT)")
     p.add_argument("--jobs", type=int, help="local worker processes (default: CPU count)")
     p.add_argument("--memory", help="memory budget per worker, e.g. 1.5GB")
-    p.add_argument("--force", action="store_true", help="rebuild even when inputs and config are unchanged")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild every layer from its inputs, ignoring outputs of earlier releases and the content "
+        "cache, validate every file and publish, even when inputs and config are unchanged",
+    )
     p.add_argument(
         "--accept-change",
         action="append",

@@ -619,7 +619,9 @@ def _run_locked(
             others = [
                 p for p in reversed(list_releases(out_dir)) if current is None or p.resolve() != current
             ]
-            ctx.reuse = ReuseState.open(staging, [*partials, *([current] if current else []), *others])
+            ctx.reuse = ReuseState.open(
+                staging, [*partials, *([current] if current else []), *others], force=force
+            )  # --force: every layer rebuilt from its inputs, the content cache bypassed
             for w in duplicate_warnings:
                 ctx.warn(w)
             for f, why in bad:
@@ -660,6 +662,8 @@ def _run_locked(
 
         # hard-linked from a validated release: by key, from the content cache or after an identical rebuild
         trusted = {staging / rel for rel in ctx.reuse.reused_files | ctx.reuse.trusted_files}
+        if force:  # --force validates every file again
+            trusted = set()
         with ctx.stage("validate"):
             report = validate_release(
                 staging,

@@ -163,9 +163,12 @@ def _remove(p: Path, objects: Path) -> None:
 class Cache:
     """Content-addressed store: `objects/<k[:2]>/<k>` is a file or a directory built by one builder call."""
 
-    def __init__(self, root: Path, budget: int = DEFAULT_CACHE_BUDGET):
+    def __init__(self, root: Path, budget: int = DEFAULT_CACHE_BUDGET, refresh_before: float | None = None):
         self.root = Path(root)
         self.budget = budget
+        # `twin build --force`: an entry last written before this time (the build's start) is a miss and
+        # is rebuilt and replaced; entries written during the build are hits (also across workers)
+        self.refresh_before = refresh_before
 
     @classmethod
     def for_config(cls, cfg: Any) -> Cache:
@@ -188,9 +191,17 @@ class Cache:
         parts = key_parts if isinstance(key_parts, list | tuple) else [key_parts]
         return content_key(pipeline_fingerprint(), *parts)
 
+    def _stale(self, p: Path) -> bool:
+        if self.refresh_before is None:
+            return False
+        try:
+            return p.stat().st_mtime < self.refresh_before
+        except OSError:
+            return True
+
     def get(self, key: str) -> Path | None:
         p = self.path_for(key)
-        if p.exists():
+        if p.exists() and not self._stale(p):
             with contextlib.suppress(OSError):
                 os.utime(p)  # LRU clock for `gc`
             return p
@@ -215,12 +226,20 @@ class Cache:
             builder(tmp)
             if not tmp.exists():
                 raise RuntimeError(f"cache builder for {key} did not create its output")
+            if self.refresh_before is not None:
+                os.utime(tmp)  # fresh for this build even if the builder copied an old file's times
             try:
                 os.rename(tmp, final)
             except OSError as e:  # another worker won the race: keep theirs
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                     raise
-                _remove(tmp, self.objects)
+                if self._stale(final):  # a forced rebuild replaces the old entry (a directory)
+                    old = final.parent / f".tmp-old-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                    os.rename(final, old)
+                    os.rename(tmp, final)
+                    _remove(old, self.objects)
+                else:
+                    _remove(tmp, self.objects)
         except BaseException:
             _remove(tmp, self.objects)
             raise
@@ -358,10 +377,15 @@ class ReuseState:
     deduped_files: int = 0  # rebuilt but byte-identical to the previous release: hard-linked
     # rebuilt files that are now the very file (same inode) of a published, validated release
     trusted_files: set[str] = field(default_factory=set)
+    # `twin build --force`: no layer or file is taken from an earlier release or the content cache
+    # (`build_cache` then treats entries older than `started` as missing); rebuilt files whose bytes equal
+    # the previous release's are still hard-linked to it (`dedupe_against_previous`)
+    force: bool = False
+    started: float = 0.0
 
     @classmethod
-    def open(cls, staging: Path, sources: Iterable[Path]) -> ReuseState:
-        st = cls(staging)
+    def open(cls, staging: Path, sources: Iterable[Path], *, force: bool = False) -> ReuseState:
+        st = cls(staging, force=force, started=time.time())
         for s in sources:
             if s is not None and s.is_dir():
                 st.sources.append(ReuseSource(s, read_index(s)))
@@ -375,6 +399,8 @@ class ReuseState:
             os.fsync(f.fileno())
 
     def find(self, rel: str, key: str) -> Path | None:
+        if self.force:
+            return None
         for s in self.sources:
             if s.index["outputs"].get(rel) == key:
                 p = s.root / rel
@@ -383,6 +409,8 @@ class ReuseState:
         return None
 
     def find_layer(self, name: str, key: str) -> tuple[ReuseSource, dict[str, Any]] | None:
+        if self.force:
+            return None
         for s in self.sources:
             e = s.index["layers"].get(name)
             if e and e.get("key") == key and all((s.root / f).is_file() for f in e.get("files", [])):
@@ -643,6 +671,9 @@ def build_cache(ctx: BuildContext) -> Cache:
     c = getattr(ctx, "_twin_cache", None)
     if c is None:
         c = Cache.for_config(ctx.cfg)
+        st = getattr(ctx, "reuse", None)
+        if st is not None and st.force:
+            c.refresh_before = st.started
         with contextlib.suppress(AttributeError, TypeError):
             ctx._twin_cache = c  # type: ignore[attr-defined]
     return c

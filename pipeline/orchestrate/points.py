@@ -812,11 +812,11 @@ def tile_pointcloud(
 
 def _cache_options(ctx: BuildContext, files: list[InputFile], with_ortho: bool) -> dict[str, Any]:
     """Incremental builds: the content cache and the input hashes that key decode units and bins."""
-    from pipeline.orchestrate.cache import Cache
+    from pipeline.orchestrate.cache import build_cache
 
     ortho = ctx.inputs_for("orthophoto") if with_ortho else []
     return {
-        "cache": Cache.for_config(ctx.cfg),
+        "cache": build_cache(ctx),  # the build's cache (`--force`: entries of earlier builds are misses)
         "input_sha256": tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
         "ortho_sha256": tuple(sorted(f.sha256 for f in ortho)),
     }
