@@ -73,13 +73,14 @@ def source_boxes_mercator(infos: Sequence[RasterInfo]) -> list[tuple[float, floa
 
     from pipeline.stages.imagery import _transformer
 
-    out = []
+    out: list[tuple[float, float, float, float]] = []
     for i in infos:
         crs = CRS(i.crs)
         if crs.is_compound:
             crs = crs.sub_crs_list[0]
         t = _transformer(crs.to_wkt(), "EPSG:3857")
-        out.append(tuple(float(v) for v in t.transform_bounds(*i.bounds, densify_pts=21)))
+        x0, y0, x1, y1 = t.transform_bounds(*i.bounds, densify_pts=21)
+        out.append((float(x0), float(y0), float(x1), float(y1)))
     return out
 
 
@@ -143,21 +144,22 @@ def _subtree_task(spec: dict[str, Any]) -> dict[str, Any]:
             nonempty = []
             for dx in range(nx):
                 for dy in range(ny):
-                    t = (x0 + dx, y0 + dy)
-                    if t not in region:
+                    xy = (x0 + dx, y0 + dy)
+                    if xy not in region:
                         continue
                     px = block[dy * 256 : (dy + 1) * 256, dx * 256 : (dx + 1) * 256]
                     if px[..., 3].any():
-                        memo[(zmax, *t)] = px.copy()
-                        nonempty.append(t)
+                        memo[(zmax, *xy)] = px.copy()
+                        nonempty.append(xy)
                     else:
-                        memo[(zmax, *t)] = None
+                        memo[(zmax, *xy)] = None
             warp_nonempty[f"{bx},{by}"] = sorted(nonempty)
 
     def pixels(t: Tile) -> np.ndarray | None:
         if t in memo:
             return memo[t]
         z, x, y = t
+        px: np.ndarray | None
         if t not in stale or z == leaf_z:
             p = release / tile_rel(z, x, y)
             px = decode_rgba_png(p.read_bytes()) if p.is_file() else None
@@ -168,11 +170,11 @@ def _subtree_task(spec: dict[str, Any]) -> dict[str, Any]:
         return px
 
     written: list[Tile] = []
-    for t in sorted(stale, key=lambda t: (-t[0], t[1], t[2])):  # finest first: children before parents
-        px = pixels(t)
-        if px is not None:
-            write_atomic(release / tile_rel(*t), encode_rgba_png(px))
-            written.append(t)
+    for tile in sorted(stale, key=lambda t: (-t[0], t[1], t[2])):  # finest first: children before parents
+        rgba = pixels(tile)
+        if rgba is not None:
+            write_atomic(release / tile_rel(*tile), encode_rgba_png(rgba))
+            written.append(tile)
     return {"written": written, "warp_nonempty": warp_nonempty}
 
 
@@ -254,12 +256,12 @@ def build_xyz_pyramid(
     for b, ts in blocks.items():
         hit, nonempty = cache.load(block_keys[b])
         if hit:
-            ne = {tuple(t) for t in nonempty}
+            ne = {(int(v[0]), int(v[1])) for v in nonempty}
             empty.update((zmax, x, y) for x, y in ts if (x, y) not in ne)
     for z in range(zmax - 1, zmin - 1, -1):
         for x, y in levels[z]:
-            kids = [(z + 1, 2 * x + dx, 2 * y + dy) for dy in (0, 1) for dx in (0, 1)]
-            if all(k in empty or k not in keys for k in kids):
+            kid_tiles = [(z + 1, 2 * x + dx, 2 * y + dy) for dy in (0, 1) for dx in (0, 1)]
+            if all(k in empty or k not in keys for k in kid_tiles):
                 empty.add((z, x, y))
     wanted = {tile_rel(*t): k for t, k in keys.items() if t not in empty and k is not None}
     stale_rel = set(reuse_files(ctx, wanted))
@@ -287,20 +289,20 @@ def build_xyz_pyramid(
         root_z = max(zmin, leaf_z - SUBTREE_LEVELS)
         lo = leaf_z if pass_no == 0 else leaf_z - 1
         groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
-        for t in stale:
-            if root_z <= t[0] <= lo:
-                d = t[0] - root_z
-                groups[(t[1] >> d, t[2] >> d)].append(t)
+        for st in stale:
+            if root_z <= st[0] <= lo:
+                d = st[0] - root_z
+                groups[(st[1] >> d, st[2] >> d)].append(st)
         if pass_no == 0:  # subtrees with a block to warp but no stale tile of their own cannot occur
             for b in warp_blocks:
                 d = zmax - root_z
                 groups.setdefault((b[0] >> d, b[1] >> d), [])
-        calls = []
+        calls: list[tuple[tuple, dict]] = []
         span = 2 ** (leaf_z - root_z)
-        for (rx, ry), ts in sorted(groups.items()):
+        for (rx, ry), group in sorted(groups.items()):
             spec: dict[str, Any] = {
                 "release_dir": str(ctx.release_dir),
-                "stale": sorted(ts),
+                "stale": sorted(group),
                 "zmax": zmax,
                 "leaf_z": leaf_z,
                 "region_leaf": [],

@@ -136,7 +136,7 @@ def downsample_quad(quad: np.ndarray, out: np.ndarray) -> bool:
             s2 = 0
             for dr in range(2):
                 for dc in range(2):
-                    a = np.int64(quad[2 * r + dr, 2 * c + dc, 3])
+                    a = int(quad[2 * r + dr, 2 * c + dc, 3])
                     sa += a
                     s0 += a * quad[2 * r + dr, 2 * c + dc, 0]
                     s1 += a * quad[2 * r + dr, 2 * c + dc, 1]

@@ -327,7 +327,7 @@ def _transformer(src: str, dst_wkt: str) -> Any:
 LATTICE_STEP = 32  # pixels between exact (PROJ) corner coordinates of the warp; divides TILE_PX
 
 
-def corner_lattice(grid: Grid, src_crs: object) -> tuple[np.ndarray, np.ndarray]:
+def corner_lattice(grid: Grid, src_crs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates in `src_crs` of every pixel corner of `grid` ((h+1, w+1) each): exact (PROJ) every
     `LATTICE_STEP` pixels, bilinear in between (GDAL's approximate transformer does the same; the
     web-mercator -> UTM warp is smooth: well under 0.01 px off across one step)."""
