@@ -16,7 +16,7 @@ from pipeline.point_attributes import ATTRIBUTES, OPTIONAL, active, record_field
 from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.stages.points.classes import enum_schema
 from pipeline.tiles.gltf import read_glb
-from pipeline.tiles.points_glb import PointSchema, vertex_layout
+from pipeline.tiles.points_glb import PointSchema, decode_meshopt_views, vertex_layout
 
 
 def _schema(**kw) -> PointSchema:
@@ -94,7 +94,7 @@ def _glb_tiles(out: Path) -> list[Path]:
 def _glb_values(out: Path, attr: str) -> np.ndarray:
     vals = []
     for p in _glb_tiles(out):
-        js, binary = read_glb(p.read_bytes())
+        js, binary = decode_meshopt_views(*read_glb(p.read_bytes()))  # the default tiles are compressed
         prim = js["meshes"][0]["primitives"][0]
         acc = js["accessors"][prim["attributes"][attr]]
         view = js["bufferViews"][acc["bufferView"]]

@@ -77,10 +77,13 @@ def tiled_points(out: Path) -> np.ndarray:
 def tiled_intensity(out: Path) -> np.ndarray:
     """The `_INTENSITY` attribute of every point, in the order of `tiled_points`."""
     from pipeline.tiles.gltf import read_glb
+    from pipeline.tiles.points_glb import decode_meshopt_views
 
     vals = []
     for p in _content_uris(out / "tileset.json"):
         js, binary = read_glb(p.read_bytes())
+        if "EXT_meshopt_compression" in js.get("extensionsUsed", []):  # the default 1.1 tiles
+            js, binary = decode_meshopt_views(js, binary)
         acc = js["accessors"][js["meshes"][0]["primitives"][0]["attributes"]["_INTENSITY"]]
         view = js["bufferViews"][acc["bufferView"]]
         rows = np.frombuffer(binary, np.uint8, view["byteLength"], view.get("byteOffset", 0))
