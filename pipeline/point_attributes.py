@@ -100,6 +100,71 @@ BY_NAME = {a.name: a for a in ATTRIBUTES}
 OPTIONAL = tuple(a.name for a in ATTRIBUTES if a.when == "optin")  # asked for by name
 
 
+# the standard fields of LAS 1.4 point records (laspy's names); none of them is an Extra Bytes dimension
+STANDARD_LAS_FIELDS = frozenset(
+    [
+        "x",
+        "y",
+        "z",
+        "intensity",
+        "return_number",
+        "number_of_returns",
+        "synthetic",
+        "key_point",
+        "withheld",
+        "overlap",
+        "scanner_channel",
+        "scan_direction_flag",
+        "edge_of_flight_line",
+        "classification",
+        "classification_flags",
+        "user_data",
+        "scan_angle_rank",
+        "scan_angle",
+        "point_source_id",
+        "gps_time",
+        "red",
+        "green",
+        "blue",
+        "nir",
+        "wavepacket_index",
+        "wavepacket_offset",
+        "wavepacket_size",
+        "return_point_wave_location",
+        "x_t",
+        "y_t",
+        "z_t",
+    ]
+)
+# standard fields the tiles carry whenever an input has them (positions, the `always` / rgb / gps / nir rows)
+_CARRIED = frozenset({"x", "y", "z", "red", "green", "blue"}) | {
+    a.name for a in ATTRIBUTES if a.when != "optin"
+}
+
+
+def extra_dimensions_only(names: list[str]) -> list[str]:
+    """The Extra Bytes dimensions of an `extra_dimensions` list (order kept).
+
+    A standard LAS field the tiles carry anyway (intensity, classification, ...) is dropped silently; one
+    they carry only when asked for (scan_angle) or never is a ValueError that says what to do instead."""
+    out: list[str] = []
+    for n in names:
+        low = n.lower()
+        if low not in STANDARD_LAS_FIELDS:
+            out.append(n)
+        elif low in ("scan_angle", "scan_angle_rank"):
+            raise ValueError(
+                f"{n!r} is a standard LAS field, not an extra dimension: ask for it with `attributes: [scan_angle]`"
+            )
+        elif low not in _CARRIED:
+            carried = sorted(_CARRIED - {"x", "y", "z", "red", "green", "blue"})
+            raise ValueError(
+                f"{n!r} is a standard LAS field, not an extra dimension, and the point tiles do not carry it "
+                f"(they carry {carried}, rgb and the opt-in {list(OPTIONAL)})"
+            )
+    return out
+
+
 def extra_attribute(name: str) -> PointAttribute:
     """A LAS extra dimension asked for by name (float32 everywhere; property `x_<name>`)."""
     return PointAttribute(f"x_{name}", "<f4", "extra", description=name)

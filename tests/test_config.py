@@ -92,3 +92,42 @@ def test_shipped_configs_load(name):
         pytest.fail(f"configs/{name} missing")
     cfg = load_config(path)
     assert cfg.name
+
+
+def test_example_config_lists_no_standard_las_field_as_extra_dimension():
+    """issue 16: the example listed intensity and classification as extra dimensions, and every build warned
+    "extra dimensions not found" (they are standard LAS fields, always in the tiles)."""
+    cfg = load_config(REPO / "configs" / "ruhr.example.yaml")
+    for layer in (cfg.layers.aerial_points, cfg.layers.mobile_points):
+        names = layer.extra_dimensions
+        assert isinstance(names, str) or not {n.lower() for n in names} & {"intensity", "classification"}
+
+
+def test_standard_las_fields_in_extra_dimensions_are_accepted(tmp_path):
+    cfg = load_config(
+        write(
+            tmp_path,
+            "name: x\nlayers:\n  aerial_points:\n    extra_dimensions: [intensity, Amplitude, classification, "
+            "gps_time, red, Reflectance]\n",
+        )
+    )
+    assert list(cfg.layers.aerial_points.extra_dimensions) == ["Amplitude", "Reflectance"]
+    cfg = load_config(
+        write(tmp_path, "name: x\nlayers:\n  mobile_points:\n    extra_dimensions: [Intensity]\n")
+    )
+    assert list(cfg.layers.mobile_points.extra_dimensions) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("scan_angle", "attributes: \\[scan_angle\\]"), ("user_data", "do not carry it")],
+)
+def test_standard_las_field_the_tiles_lack_is_a_clear_config_error(tmp_path, name, hint):
+    path = write(tmp_path, f"name: x\nlayers:\n  aerial_points:\n    extra_dimensions: [{name}]\n")
+    with pytest.raises(ConfigError, match=r"layers\.aerial_points\.extra_dimensions") as e:
+        load_config(path)
+    assert f"'{name}' is a standard LAS field" in str(e.value)
+    assert "c.yaml" in str(e.value)
+    import re
+
+    assert re.search(hint, str(e.value))

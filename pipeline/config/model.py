@@ -156,6 +156,14 @@ class PointsLayer(LayerBase):
         check_optional(v)  # ValueError naming the unknown ones and the choices
         return v
 
+    @field_validator("extra_dimensions")
+    @classmethod
+    def _standard_fields_are_no_extra_dimensions(cls, v: str | list[str]) -> str | list[str]:
+        """Standard LAS fields listed here (intensity, classification: always in the tiles) are dropped."""
+        from pipeline.point_attributes import extra_dimensions_only
+
+        return v if isinstance(v, str) else extra_dimensions_only(v)
+
 
 class BuildingsLayer(LayerBase):
     format: Literal["1.1", "1.0"] = "1.1"
