@@ -83,7 +83,7 @@
       <symbol type="fill" name="5" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" pass="0" locked="0">
           <Option type="Map">
-            <Option type="QString" name="color" value="227,119,194,255"/>
+            <Option type="QString" name="color" value="197,60,160,255"/>
             <Option type="QString" name="outline_color" value="60,60,60,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.26"/>
@@ -131,7 +131,7 @@
       <symbol type="fill" name="9" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" pass="0" locked="0">
           <Option type="Map">
-            <Option type="QString" name="color" value="255,215,0,255"/>
+            <Option type="QString" name="color" value="57,59,121,255"/>
             <Option type="QString" name="outline_color" value="60,60,60,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.26"/>

@@ -442,3 +442,140 @@ def write_sample_release(
     }
     write_json(release_dir / "manifest.json", manifest)
     return manifest
+
+
+# ---- LoD2 sample: one building per roof type, written by the buildings layer's own tile writer -------------
+@dataclass(frozen=True)
+class SampleRoof:
+    oid: str
+    roof_type: str  # '' = no LoD2 roof (LoD1 box)
+    lod_source: str
+    centre: tuple[float, float]  # ENU east, north (m)
+    height: float  # ridge above ground (m)
+    fallback_reason: str = ""
+
+
+SAMPLE_ROOFS = [
+    SampleRoof(
+        f"DENW36AL3000{i:04d}", t, src, (-44.0 + 22.0 * (i % 5), 12.0 - 24.0 * (i // 5)), 8.0 + i % 3, why
+    )
+    for i, (t, src, why) in enumerate(
+        [
+            ("flat", "reconstructed", ""),
+            ("shed", "reconstructed", ""),
+            ("gable", "reconstructed", ""),
+            ("hip", "reconstructed", ""),
+            ("pyramid", "reconstructed", ""),
+            ("multi", "reconstructed", ""),
+            ("half_hip", "official", ""),
+            ("mansard", "official", ""),
+            ("", "lod1_fallback", "too_few_points"),
+        ]
+    )
+]
+SAMPLE_ROOF_SIZE = 12.0  # m, square footprints
+
+
+def sample_roof_columns(roofs: list[SampleRoof]) -> dict[str, Any]:
+    """The buildings' property table (the LoD2 columns of buildings.gpkg and the tiles)."""
+    from pipeline.styles.palettes import ROOF_TYPES
+
+    codes = {r.value: r.code for r in ROOF_TYPES}
+    n = len(roofs)
+    lod2 = np.array([r.roof_type != "" for r in roofs])
+    ridge = np.array([GROUND_Z + r.height for r in roofs])
+    return {
+        "oid": [r.oid for r in roofs],
+        "funktion_gruppe": ["Wohngebäude"] * n,
+        "roof_height": ridge - np.where(lod2, 1.5, 0.0),
+        "base_height": np.full(n, GROUND_Z),
+        "height": ridge - GROUND_Z,
+        "roof_type": [r.roof_type for r in roofs],
+        "roof_type_code": [codes.get(r.roof_type, "") for r in roofs],
+        "roof_planes": np.array([1 if r.roof_type in ("flat", "shed") else 4 for r in roofs], dtype=np.int32),
+        "roof_slope_mean": np.where(lod2, 32.5, np.nan),
+        "eave_height": np.where(lod2, ridge - 3.0, np.nan),
+        "ridge_height": np.where(lod2, ridge, np.nan),
+        "roof_rmse": np.array([0.07 if r.lod_source == "reconstructed" else np.nan for r in roofs]),
+        "roof_n_points": np.array(
+            [312 if r.lod_source == "reconstructed" else 0 for r in roofs], dtype=np.int32
+        ),
+        "lod2_fallback_reason": [r.fallback_reason for r in roofs],
+        "lod_source": [r.lod_source for r in roofs],
+    }
+
+
+def roofs_glb(roofs: list[SampleRoof], center: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """One 3D Tiles 1.1 building tile as the buildings layer writes it (pipeline.tiles.buildings_glb): a
+    box per building with its surfaces (top = roof, sides = wall, bottom = ground) in `_SURFACE`."""
+    from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS
+    from pipeline.tiles.buildings_glb import building_glb
+
+    pos_l, nrm_l, idx_l, fid_l, srf_l = [], [], [], [], []
+    h = SAMPLE_ROOF_SIZE / 2
+    for i, r in enumerate(roofs):
+        cx, cy = r.centre
+        p, nrm, ix = _box_mesh(
+            np.array([cx - h, cy - h, GROUND_Z]), np.array([cx + h, cy + h, GROUND_Z + r.height])
+        )
+        pos_l.append(p)
+        nrm_l.append(nrm)
+        idx_l.append(ix + 24 * i)
+        fid_l.append(np.full(24, i))
+        srf = np.ones(24, dtype=np.uint8)  # faces of _box_mesh: top, bottom, then the four sides
+        srf[:4], srf[4:8] = 0, 2
+        srf_l.append(srf)
+    pos = np.concatenate(pos_l)
+    glb = building_glb(
+        pos,
+        np.concatenate(nrm_l),
+        np.concatenate(idx_l),
+        np.concatenate(fid_l),
+        center,
+        sample_roof_columns(roofs),
+        descriptions=dict(ROOF_COLUMNS),
+        surfaces=np.concatenate(srf_l),
+    )
+    return glb, pos.min(axis=0), pos.max(axis=0)
+
+
+def write_sample_roofs_release(release_dir: Path, roofs: list[SampleRoof] | None = None) -> dict[str, Any]:
+    """A release with one LoD2 buildings layer (one building per roof type, one per model source, an LoD1
+    fallback), its style JSON from the palette, manifest stats as the buildings layer writes them."""
+    from pipeline.styles.palettes import roof_type_style
+
+    roofs = SAMPLE_ROOFS if roofs is None else roofs
+    frame = sample_frame()
+    release_dir.mkdir(parents=True, exist_ok=True)
+    glb, lo, hi = roofs_glb(roofs, np.array([0.0, 0.0, GROUND_Z]))
+    write_atomic(release_dir / "buildings" / "0.glb", glb)
+    write_json(release_dir / "buildings" / "tileset.json", _tileset(frame, lo, hi, "0.glb", 0.0))
+    write_json(release_dir / "buildings" / "style.json", roof_type_style())
+    types = sorted({r.roof_type for r in roofs if r.roof_type})
+    layer = {
+        "name": "buildings",
+        "kind": "buildings",
+        "access": "public",
+        "tileset": "buildings/tileset.json",
+        "style": "buildings/style.json",
+        "files": ["buildings/0.glb", "buildings/tileset.json", "buildings/style.json"],
+        "stats": {
+            "buildings": len(roofs),
+            "lod": 2,
+            "lod2": {
+                "lod2": sum(1 for r in roofs if r.lod_source != "lod1_fallback"),
+                "lod1_fallback": sum(1 for r in roofs if r.lod_source == "lod1_fallback"),
+                "roof_types": {t: sum(1 for r in roofs if r.roof_type == t) for t in types},
+            },
+        },
+        "warnings": [],
+    }
+    manifest = {
+        "name": "sample-roofs",
+        "build_id": "sample0000000001",
+        "crs": "EPSG:25832+7837",
+        "frame": frame.to_json(),
+        "layers": [layer],
+    }
+    write_json(release_dir / "manifest.json", manifest)
+    return manifest

@@ -23,7 +23,7 @@
   // flags). One definition shared with the tiles' baked colours, the QGIS styles and the report.
   const PALETTES_URL = "palettes.json";
   let PAL = { change: { classes: [] }, building_function: { classes: [] }, classification: {}, noise: {},
-    classification_other: [] };
+    classification_other: [], roof_type: { classes: [] }, lod_source: { classes: [] }, surface: { classes: [] } };
   const PALETTE = [
     "#e07b39", "#3974e0", "#4caf50", "#e0c339", "#9c27b0", "#00acc1", "#ef5350", "#8d6e63",
     "#7cb342", "#5c6bc0", "#ffa726", "#26a69a", "#ec407a", "#78909c", "#d4e157", "#ab47bc",
@@ -38,6 +38,8 @@
     function: ["funktion_gruppe", "function", "funktion", "gebaeudefunktion", "building_function", "gfkzshh"],
     change: ["change", "change_class", "change_type", "change_status"],
     quality: ["quality", "quality_flag", "qualityflag", "flag"],
+    roof_type: ["roof_type", "rooftype", "dachform"],
+    source: ["lod_source"],
     oid: ["oid", "gml_id", "id"],
   };
 
@@ -171,6 +173,20 @@
         for (const name of Object.keys(owner.properties || {})) info.properties[name] = cls[name] || {};
       }
       info.propertyAttributes = (ext.propertyAttributes || []).length > 0;
+      // buildings: the per-feature property table (the owner above may be the surface property attribute)
+      info.tableProperties = {};
+      const table = (ext.propertyTables || [])[0];
+      if (table && schema.classes && schema.classes[table.class]) {
+        const cls = schema.classes[table.class].properties || {};
+        for (const name of Object.keys(cls)) info.tableProperties[name] = cls[name] || {};
+      }
+      // LoD2 surfaces (roof / wall / ground): a property attribute whose enum is the surface type
+      for (const pa of ext.propertyAttributes || []) {
+        const cls = ((schema.classes || {})[pa.class] || {}).properties || {};
+        for (const name of Object.keys(pa.properties || {})) {
+          if ((cls[name] || {}).enumType === "surface_type" || name === "surface") info.surfaceProp = name;
+        }
+      }
       info.vertexColours = (head.gltf.meshes || []).some((m) => (m.primitives || []).some((p) =>
         (p.attributes || {}).COLOR_0 !== undefined));
       // CesiumJS 1.145 fails every CustomShader on primitives whose EXT_mesh_features feature ids have
@@ -405,13 +421,84 @@
       return categoricalStyle(layer, p, preset, fixed);
     }
     if (preset === "quality") return categoricalStyle(layer, pick(NAMES.quality, props), preset);
+    if (preset === "roof_type") return roofTypeStyle(layer, pick(NAMES.roof_type, props), pick(NAMES.source, props));
+    if (preset === "source") return paletteStyle(layer, "lod_source", pick(NAMES.source, props), "model source");
+    if (preset === "surfaces") return surfaceStyle(layer);
     return { style: undefined, legend: null };
   }
+
+  // ---- building styles of the LoD2 model: roof type, model source, surfaces (palettes.json) ------------
+  // Colours and labels come from the palette; the legend lists the values present (the layer's manifest
+  // stats where they exist, else the features drawn so far), in palette order.
+  function paletteStyle(layer, concept, prop, title, options) {
+    const pal = PAL[concept] || { classes: [] };
+    const colours = new Map(pal.classes.map((c) => [String(c.value), c.color]));
+    const labels = new Map(pal.classes.map((c) => [String(c.value), c.label]));
+    const none = (options && options.none) || { label: "(none)", color: pal.other || "#ffffff" };
+    const isNone = (options && options.isNone) || (() => false);
+    const seen = new Set((options && options.present) || []);
+    const style = new Cesium.Cesium3DTileStyle();
+    style.color = {
+      evaluateColor(feature, result) {
+        const v = feature.getProperty(prop);
+        const key = v === undefined || v === null || v === "" || isNone(feature) ? "" : String(v);
+        if (!seen.has(key)) { seen.add(key); scheduleLegend(layer); }
+        return Cesium.Color.fromCssColorString(colours.get(key) || none.color, result);
+      },
+    };
+    const order = [...colours.keys()];
+    const legend = {
+      type: "palette", title: `${title} (${prop})`, property: prop,
+      items: () => [
+        ...order.filter((k) => seen.has(k)).map((k) => [k, labels.get(k), colours.get(k)]),
+        ...[...seen].filter((k) => k && !colours.has(k)).sort().map((k) => [k, k, none.color]),
+        ...(seen.has("") ? [["", none.label, none.color]] : []),
+      ],
+    };
+    return { style, legend };
+  }
+  function roofTypeStyle(layer, prop, sourceProp) {
+    const pal = PAL.roof_type || {};
+    const lod2 = ((layer.entry.stats || {}).lod2) || {};
+    const present = Object.keys(lod2.roof_types || {});
+    if (lod2.lod1_fallback) present.push("");
+    return paletteStyle(layer, "roof_type", prop, "roof type", {
+      none: pal.none || { label: "no LoD2 roof", color: "#f0f0f0" },
+      isNone: (f) => sourceProp !== undefined && f.getProperty(sourceProp) === "lod1_fallback",
+      present,
+    });
+  }
+  /** Roofs, walls and ground in their palette colours, read per vertex from the `surface` property
+   * attribute (EXT_structural_metadata, the tiles' `_SURFACE`); features keep no style colour. */
+  function surfaceStyle(layer) {
+    const p = layer.info && layer.info.surfaceProp;
+    const classes = (PAL.surface || {}).classes || [];
+    const branches = classes.map((c) => `if (s == ${Number(c.value)}.0) material.diffuse = ${glslColour(c.color)};`);
+    const shader = new Cesium.CustomShader({
+      fragmentShaderText: `
+            void fragmentMain(FragmentInput fsInput, inout czm_modelMaterial material) {
+              float s = float(fsInput.metadata.${p});
+              ${branches.join("\n              else ")}
+            }`,
+    });
+    return {
+      style: undefined, shader,
+      legend: { type: "palette", title: `surfaces (${p})`, property: p,
+        items: () => classes.map((c) => [String(c.value), c.label, c.color]) },
+    };
+  }
+
+  const PRESET_LABELS = {
+    function: "by function", roof_type: "by roof type", source: "by model source",
+    surfaces: "surfaces (roof / wall / ground)",
+  };
 
   function featurePresets(layer) {
     const out = [];
     if (layer.styleJson) out.push("style.json");
     for (const p of ["function", "height", "change", "quality"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
+    for (const p of ["roof_type", "source"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
+    if (layer.info && layer.info.surfaceProp && layer.info.shaderSafe) out.push("surfaces");
 
     out.push("plain");
     return out;
@@ -454,6 +541,11 @@
         const items = lg.type === "classes" ? lg.items : [...lg.map.entries()].sort();
         for (const [label, css] of items) {
           g.append(el("div", { class: "legend-item" }, el("span", { class: "swatch", style: `background:${css}` }), el("span", { text: label })));
+        }
+      } else if (lg.type === "palette") {
+        for (const [value, label, css] of lg.items()) {
+          g.append(el("div", { class: "legend-item", "data-value": value },
+            el("span", { class: "swatch", style: `background:${css}` }), el("span", { text: label })));
         }
       } else if (lg.text) {
         g.append(el("div", { class: "muted", text: lg.text }));
@@ -511,10 +603,14 @@
         layer.tileset.customShader = shader;
         layer.legend = legend;
       } else if (layer.tileset) {
-        const { style, legend } = featureStyle(layer, preset);
-        // tiles that carry their own colour (COLOR_0, e.g. the change classes): a style colour replaces it
-        layer.tileset.colorBlendMode = layer.info && layer.info.vertexColours
+        const { style, legend, shader } = featureStyle(layer, preset);
+        // tiles that carry their own colour (COLOR_0, e.g. the change classes) and the palette presets of
+        // the buildings (roof type, model source): a style colour replaces the tile's colour, never
+        // multiplies onto it
+        const replace = (layer.info && layer.info.vertexColours) || preset === "roof_type" || preset === "source";
+        layer.tileset.colorBlendMode = replace
           ? Cesium.Cesium3DTileColorBlendMode.REPLACE : Cesium.Cesium3DTileColorBlendMode.HIGHLIGHT;
+        layer.tileset.customShader = shader;
         layer.tileset.style = style;
         layer.legend = legend;
       }
@@ -546,7 +642,7 @@
     if (layer.entry.access === "internal") row.append(el("span", { class: "internal", text: "internal" }));
     if (layer.presets && layer.presets.length > 1) {
       const sel = el("select", { "aria-label": `style of ${layer.name}` });
-      for (const p of layer.presets) sel.append(el("option", { value: p, text: p }));
+      for (const p of layer.presets) sel.append(el("option", { value: p, text: PRESET_LABELS[p] || p }));
       sel.value = layer.preset;
       sel.addEventListener("change", () => setPreset(layer, sel.value));
       layer.select = sel;
@@ -917,16 +1013,60 @@
     height: "relative: roof above ground", h_old: "relative: above terrain, old epoch",
     h_new: "relative: above terrain, new epoch", dh: "relative: height change", height_p75: "relative: above terrain",
     roof_height: "absolute", base_height: "absolute", ground_height: "absolute",
+    eave_height: "absolute", ridge_height: "absolute",
   };
+  // LoD2 roof attributes of the buildings: what they are, with units
+  const ROOF_LABELS = {
+    roof_type: "roof type", roof_type_code: "roof type code (AdV)", roof_planes: "roof planes",
+    roof_slope_mean: "mean roof slope (°)", roof_slope_max: "steepest roof plane (°)",
+    roof_azimuth_main: "main roof azimuth (°, clockwise from north)",
+    roof_planes_summary: "roof planes (slope°/azimuth°)", roof_rmse: "roof fit RMSE (m)",
+    roof_n_points: "roof points in the fit", lod_source: "model source", lod2_fallback_reason: "LoD2 fallback reason",
+  };
+  /** Name of the release's vertical datum (its compound CRS), e.g. DHHN2016. */
+  function verticalDatum() {
+    const crs = String((state.manifest && state.manifest.crs) || "");
+    if (/\+7837\b|DHHN2016/i.test(crs)) return "DHHN2016";
+    if (/\+5783\b|DHHN92/i.test(crs)) return "DHHN92";
+    return "";
+  }
   function propLabel(layer, key) {
-    const known = HEIGHT_LABELS[key.toLowerCase()];
-    const desc = (((layer && layer.info) || {}).properties || {})[key];
+    const k = key.toLowerCase();
+    const known = HEIGHT_LABELS[k];
+    const desc = ((((layer && layer.info) || {}).tableProperties || {})[key]) || (((layer && layer.info) || {}).properties || {})[key];
     const d = desc && desc.description ? String(desc.description) : "";
     if (known === "absolute" || /normal height|DHHN|ellipsoidal/i.test(d)) {
-      return `${key} (absolute${/DHHN/i.test(d) ? ", DHHN2016" : ""}, m)`;
+      const datum = /DHHN/i.test(d) ? "DHHN2016" : verticalDatum();
+      const what = k === "eave_height" ? "eave height" : k === "ridge_height" ? "ridge height" : key;
+      return `${what} (absolute${datum ? ", " + datum : ""}, m)`;
     }
     if (known) return `${key} (${known}, m)`;
+    if (ROOF_LABELS[k]) return ROOF_LABELS[k];
     return key;
+  }
+  /** Rows derived from a building's LoD2 attributes: the roof type's AdV names, the model source in words,
+   * eave and ridge above the building's base (relative to ground). */
+  function buildingRows(props) {
+    const rows = [];
+    const rt = props.roof_type;
+    if (rt !== undefined && rt !== null && rt !== "") {
+      const c = ((PAL.roof_type || {}).classes || []).find((x) => x.value === rt);
+      rows.push(["roof_type_name", c ? `${c.de} / ${c.en} (AdV ${c.code})` : String(rt), "roof type (Dachform)"]);
+    }
+    const src = props.lod_source;
+    if (src) {
+      const c = ((PAL.lod_source || {}).classes || []).find((x) => x.value === src);
+      rows.push(["lod_source_name", c ? c.label : String(src), "model"]);
+    }
+    const base = Number(props.base_height);
+    for (const [key, what] of [["eave_height", "eave height"], ["ridge_height", "ridge height"]]) {
+      const v = Number(props[key]);
+      if (props[key] === undefined || props[key] === null || !Number.isFinite(v) || v <= -9998) continue;
+      if (Number.isFinite(base) && base > -9998) {
+        rows.push([`${key}_above_ground`, (v - base).toFixed(2), `${what} (relative to ground, above the base, m)`]);
+      }
+    }
+    return rows;
   }
 
   async function pickAt(pos) {
@@ -944,7 +1084,7 @@
         : ids.map((i) => [i, props[i]]);
       highlightFeature(picked);
       showInfo(`${layer ? layer.name : "feature"}${oidKey ? " " + props[oidKey] : ""}`,
-        [...ordered.map(([k, v]) => [k, v, propLabel(layer, k)]), ...positionRows(where)]);
+        [...ordered.map(([k, v]) => [k, v, propLabel(layer, k)]), ...buildingRows(props), ...positionRows(where)]);
       result = { kind: "feature", layer: layer && layer.name, properties: props, position: result.position };
     } else if (picked && picked.id instanceof Cesium.Entity) {
       const ent = picked.id;
@@ -1048,7 +1188,8 @@
         for (const c of codes) if (noise[c]) layer.hiddenClasses.add(c);
       }
     } else {
-      layer.featureProps = Object.keys((layer.info && layer.info.properties) || {});
+      const tableProps = (layer.info && layer.info.tableProperties) || {};
+      layer.featureProps = Object.keys(Object.keys(tableProps).length ? tableProps : (layer.info && layer.info.properties) || {});
       layer.presets = featurePresets(layer);
     }
   }
