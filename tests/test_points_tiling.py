@@ -144,6 +144,7 @@ def test_glb_metadata_and_validator(tiled):
     glbs = sorted((tiled / "content").rglob("*.glb"))
     js, _ = read_glb(glbs[0].read_bytes())
     assert "KHR_mesh_quantization" in js["extensionsRequired"]
+    assert "EXT_meshopt_compression" in js["extensionsRequired"]  # compact tiles are the default
     prim = js["meshes"][0]["primitives"][0]
     assert prim["mode"] == 0
     acc = js["accessors"][prim["attributes"]["POSITION"]]
@@ -365,9 +366,20 @@ def test_pnts_profile_read_by_py3dtiles(laz, tmp_path):
     assert pointcloud_invariants(out / "tileset.json")["points"] == N
 
 
-def test_implicit_and_meshopt(laz, tmp_path, tiled):
+def test_implicit_and_uncompressed(laz, tmp_path, tiled):
+    """Implicit tiling with uncompressed tiles (`meshopt=False`): same points and checksum as the default
+    compressed explicit tileset, valid glTF, and the default tiles are far smaller (docs/pointcloud.md)."""
     out = tmp_path / "impl"
-    tile_pointcloud([laz], out, PointTilingOptions(**OPTS, implicit=True, meshopt=True))
+    tile_pointcloud([laz], out, PointTilingOptions(**OPTS, implicit=True, meshopt=False))
+    plain = sorted((out / "content").rglob("*.glb"))
+    assert plain and not any(b"EXT_meshopt_compression" in p.read_bytes()[:4000] for p in plain)
+    compact_bytes = sum(p.stat().st_size for p in (tiled / "content").rglob("*.glb"))
+    assert compact_bytes < 0.4 * sum(p.stat().st_size for p in plain)
+    from pipeline.tiles.validate_gltf import validate_glb_files, validator_available
+
+    if validator_available():
+        bad = [(r["file"], r["messages"]) for r in validate_glb_files(plain) if r["errors"]]
+        assert not bad, bad[:2]
     doc = json.loads((out / "tileset.json").read_text())
     assert doc["root"]["implicitTiling"]["subdivisionScheme"] == "OCTREE"
     assert schema_errors(doc) == []
