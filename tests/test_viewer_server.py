@@ -178,6 +178,12 @@ def test_viewer_copies_cesium_without_source_maps(tmp_path: Path) -> None:
     assert 'src="cesium/Cesium.js"' in html
     js = (vdir / "app.js").read_text()
     assert "../manifest.json" in js
+    # meshoptimizer's decoder for picking in the (default) EXT_meshopt_compression point tiles
+    decoder = cesium.parents[2] / "meshoptimizer" / "meshopt_decoder.mjs"
+    if decoder.is_file():
+        assert (vdir / "meshopt_decoder.module.js").read_bytes() == decoder.read_bytes()
+        assert "viewer/meshopt_decoder.module.js" in res.files
+        assert "./meshopt_decoder.module.js" in js
     assert res.stats["cesium_files"] == sum(1 for p in (vdir / "cesium").rglob("*") if p.is_file())
     # deterministic: a second build writes identical bytes
     before = {p: p.read_bytes() for p in vdir.glob("*.*")}
