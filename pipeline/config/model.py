@@ -379,6 +379,17 @@ class SolarLayer(LayerBase):
         return v
 
 
+class ModelCheckLayer(LayerBase):
+    """Outdated-model check: survey reconstruction vs the official LoD2 model (sources.reference_citygml),
+    per building (docs/buildings.md, "Outdated-model check"). Skipped without a reference model."""
+
+    access: AccessClass = "internal"  # judgments on individual buildings: internal unless decided otherwise
+    # roof_changed: reconstructed eave or ridge differs from the official lowest / highest roof point by more
+    roof_dz_m: float = Field(1.0, gt=0)
+    # footprint_differs: cadastral vs official footprint intersection over union below this
+    footprint_min_iou: float = Field(0.8, gt=0, le=1)
+
+
 class ViewerLayer(LayerBase):
     pass
 
@@ -393,6 +404,7 @@ class LayersConfig(Strict):
     terrain: TerrainLayer = TerrainLayer()
     zoning: ZoningLayer = ZoningLayer()
     solar: SolarLayer = SolarLayer()
+    model_check: ModelCheckLayer = ModelCheckLayer()
     viewer: ViewerLayer = ViewerLayer()
 
 

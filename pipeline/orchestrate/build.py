@@ -130,6 +130,14 @@ _OPTIONAL_LAYERS = [
         ("buildings",),
     ),
     LayerUnit(
+        "model_check",
+        "pipeline.orchestrate.model_check",
+        "build_model_check_layers",
+        ("reference",),
+        ("model_check", "buildings"),
+        ("buildings",),
+    ),
+    LayerUnit(
         "terrain",
         "pipeline.orchestrate.terrain",
         "build_terrain_layers",

@@ -51,6 +51,18 @@ CHANGE: tuple[ClassEntry, ...] = (
 )
 CHANGE_COLOURS: dict[str, RGBA] = {str(e.value): e.rgba for e in CHANGE}
 
+# ---- outdated-model check (pipeline.stages.buildings.model_check) ------------------------------------
+MODEL_CHECK_PROPERTY = "model_check"
+MODEL_CHECK: tuple[ClassEntry, ...] = (
+    ClassEntry("consistent", "consistent with the official model", (190, 190, 190, 255)),
+    ClassEntry("roof_changed", "roof changed since the model", (31, 119, 180, 255)),
+    ClassEntry("new_since_model", "new since the model", (46, 160, 67, 255)),
+    ClassEntry("demolished_since_model", "demolished since the model", (214, 39, 40, 255)),
+    ClassEntry("footprint_differs", "footprint differs", (255, 127, 14, 255)),
+    ClassEntry("unknown", "unknown (no model, no survey roof)", (148, 103, 189, 255)),
+)
+MODEL_CHECK_COLOURS: dict[str, RGBA] = {str(e.value): e.rgba for e in MODEL_CHECK}
+
 # ---- building function groups (property `funktion_gruppe` of the buildings) -------------------------
 BUILDING_FUNCTION_PROPERTY = "funktion_gruppe"
 BUILDING_FUNCTION: tuple[ClassEntry, ...] = (

@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError, InputError
 
 # products written by the generator (sub-folders of `out`), removed by overwrite=True
 DEMO_MARKER = ".twin-demo"  # proves `twin demo --overwrite` may replace the products
-PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth", "xplan")
+PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth", "xplan", "lod2")
 CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
 # independent random streams (SeedSequence([seed, stream, ...]))
 STREAM_AERIAL, STREAM_DOP = 2, 3
@@ -327,6 +327,10 @@ def generate_demo(
 
             counts["zoning"] = write_zoning_plan(out, seed)
         files += [out / PLAN_FILE, out / TRUTH_FILE]
+        with _timed(stages, "official lod2"):
+            from pipeline.sources.demo.lod2 import LOD2_DIR, write_lod2
+
+            files += write_lod2(out / LOD2_DIR, city)
         summary = DemoSummary(
             out=out,
             seed=int(seed),

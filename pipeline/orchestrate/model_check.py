@@ -1,0 +1,126 @@
+"""Layer `model_check`: the outdated-model check (pipeline.stages.buildings.model_check) in a release.
+
+Reads the buildings layer's `buildings/buildings.gpkg` (roofs reconstructed from the newest survey
+epoch) and `rejected.csv`, and the official LoD2 model (`sources.reference_citygml`, the project's own
+streaming CityGML reader, heights through the geoid like every other source). Writes
+`model_check/model_check.gpkg` (layer `model_check`, one row per building, QGIS style by class embedded
+and as `model_check.qml`); counts per class in the layer stats (and the build report).
+
+Skipped (no warning) without `sources.reference_citygml`; a warning when the glob matches no file or
+the buildings layer is missing. `layers.buildings.lod2_source: official` is refused (ConfigError): the
+roofs would be the official ones and the check would compare the model with itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import geopandas as gpd
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+
+from pipeline.errors import ConfigError
+from pipeline.orchestrate.context import BuildContext, LayerResult
+
+OUT = "model_check"
+LAYER = "model_check"
+
+
+def model_check_qml() -> str:
+    from pipeline.styles import palettes as P
+    from pipeline.styles.qml import categorized
+
+    return categorized(
+        "RuhrTwin outdated-model check: buildings by class (palette pipeline.styles.palettes.MODEL_CHECK)",
+        P.MODEL_CHECK_PROPERTY,
+        P.MODEL_CHECK,
+    )
+
+
+def build_model_check_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
+    lay = ctx.cfg.layers.model_check
+    if not lay.enabled or not ctx.cfg.sources.reference_citygml:
+        return []
+    if ctx.cfg.layers.buildings.lod2_source == "official":
+        raise ConfigError(
+            "layers.model_check needs roofs reconstructed from the survey, but layers.buildings.lod2_source "
+            "is 'official' (the check would compare the official model with itself): set it to 'points' "
+            "or disable layers.model_check"
+        )
+    files = [i.path for i in ctx.inputs_for("reference")]
+    bpath = ctx.release_dir / "buildings" / "buildings.gpkg"
+    if not files:
+        ctx.warn(
+            f"model_check skipped: sources.reference_citygml matches no file ({ctx.cfg.sources.reference_citygml!r})"
+        )
+        return []
+    if not bpath.is_file():
+        ctx.warn("model_check skipped: no buildings layer in this release (layers.buildings)")
+        return []
+    t0 = time.perf_counter()
+    with ctx.stage("model_check"):
+        res = _build(ctx, files, lay)
+    res.seconds = time.perf_counter() - t0
+    return [res]
+
+
+def _build(ctx: BuildContext, files, lay) -> LayerResult:
+    from pipeline.orchestrate.overlays import write_vector
+    from pipeline.sources.cadastre.citygml import read_lod2
+    from pipeline.stages.buildings.model_check import CheckParams, check_model, class_counts
+    from pipeline.styles.gpkg import write_styles
+
+    bdir = ctx.release_dir / "buildings"
+    buildings = gpd.read_file(bdir / "buildings.gpkg", layer="buildings")
+    rejected: set[str] = set()
+    rpath = bdir / "rejected.csv"
+    if rpath.is_file():
+        with rpath.open(encoding="utf-8", newline="") as fh:
+            rejected = {row["id"] for row in csv.DictReader(fh) if row.get("id")}
+    model = read_lod2(files, crs_cfg=ctx.cfg.crs)
+    official = model.buildings
+    if official.crs is None:
+        official = official.set_crs(buildings.crs)
+    elif buildings.crs is not None and official.crs != buildings.crs:
+        official = official.to_crs(buildings.crs)
+    warnings = [
+        f"model_check: official LoD2 building rejected: {r.file}: {r.id}: {r.reason}"
+        for r in model.rejected[:20]
+    ]
+    if len(model.rejected) > 20:
+        warnings.append(f"model_check: ... {len(model.rejected) - 20} more rejected official buildings")
+    params = CheckParams(
+        roof_dz_m=lay.roof_dz_m,
+        footprint_min_iou=lay.footprint_min_iou,
+        join_min_iou=ctx.cfg.layers.buildings.lod2_join_min_iou,
+    )
+    table = check_model(buildings, official, params, rejected)
+    table = table.set_geometry(
+        [
+            MultiPolygon([g]) if isinstance(g, Polygon) else g
+            for g in shapely.force_2d(table.geometry.to_numpy())
+        ],
+        crs=table.crs,
+    )
+    out = ctx.release_dir / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    gpkg = out / "model_check.gpkg"
+    written = write_vector(table, gpkg, LAYER)
+    written += write_styles(gpkg, {LAYER: model_check_qml()})
+    counts = class_counts(table)
+    stats = {
+        "buildings": len(table),
+        "official_buildings": len(official),
+        "official_rejected": len(model.rejected),
+        "classes": counts,
+        "outdated": sum(v for k, v in counts.items() if k not in ("consistent", "unknown")),
+        "roof_dz_m": lay.roof_dz_m,
+        "footprint_min_iou": lay.footprint_min_iou,
+    }
+    for w in warnings:
+        ctx.warn(w)
+    rel = sorted({f.relative_to(ctx.release_dir).as_posix() for f in written})
+    return LayerResult(
+        name=LAYER, kind="overlay", access=lay.access, files=rel, stats=stats, warnings=warnings
+    )
