@@ -279,3 +279,31 @@ def test_palettes_json_and_styles_carry_the_roof_palettes(tmp_path: Path) -> Non
             hues.append(colorsys.rgb_to_hsv(*(np.array(r.rgba[:3]) / 255.0))[0] * 360)
     diffs = [min(abs(a - b), 360 - abs(a - b)) for i, a in enumerate(hues) for b in hues[i + 1 :]]
     assert min(diffs) >= 25, hues
+
+
+def test_lod2_styles_beside_the_buildings_layer(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.orchestrate.buildings import write_lod2_styles
+    from pipeline.styles.qml import STYLES_DIR
+    from pipeline.tiles.tileset import schema_errors
+
+    files = write_lod2_styles(tmp_path)
+    assert files == [
+        "style_roof_type.json",
+        "buildings_roof_type.qml",
+        "style_lod_source.json",
+        "buildings_lod_source.qml",
+    ]
+    for f in files:
+        if f.endswith(".json"):
+            style = json.loads((tmp_path / f).read_text())
+            assert schema_errors(style, "Styling/style.schema.json") == [], f
+        else:
+            assert (tmp_path / f).read_bytes() == (STYLES_DIR / f).read_bytes()
+    assert json.loads((tmp_path / "style_roof_type.json").read_text()) == P.roof_type_style()
+    source = json.loads((tmp_path / "style_lod_source.json").read_text())["color"]["conditions"]
+    assert source[0] == [
+        "${lod_source} === 'reconstructed'",
+        f"color('{P.hex_colour(P.LOD_SOURCE[0].rgba)}')",
+    ]

@@ -408,6 +408,21 @@ def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
     write_atomic(path.with_suffix(".qml"), qml.encode("utf-8"))
 
 
+def write_lod2_styles(out_dir: Path) -> list[str]:
+    """The LoD2 styles beside the default one (function): 3D Tiles style JSON and QGIS style by roof type
+    and by model source, from pipeline.styles.palettes; returns the file names written."""
+    from pipeline.styles.palettes import lod_source_style, roof_type_style
+    from pipeline.styles.qml import STYLES_DIR
+
+    out = []
+    for name, style in (("roof_type", roof_type_style()), ("lod_source", lod_source_style())):
+        write_json(out_dir / f"style_{name}.json", style)
+        qml = (STYLES_DIR / f"buildings_{name}.qml").read_bytes()
+        write_atomic(out_dir / f"buildings_{name}.qml", qml)
+        out += [f"style_{name}.json", f"buildings_{name}.qml"]
+    return out
+
+
 def write_rejected(path: Path, rejected: list[Rejected], raw_dir: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -684,6 +699,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     from pipeline.styles import buildings_style
 
     write_json(out_dir / "style.json", buildings_style())
+    extra_styles = write_lod2_styles(out_dir) if lod2 is not None else []
 
     with ctx.stage("buildings:tiles"):
         if len(bt):
@@ -715,6 +731,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
     files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/buildings.qml", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
+    files_out += [f"{OUT}/{f}" for f in extra_styles]
     if ref_stats is not None:
         files_out.append(f"{OUT}/reference_comparison.csv")
     files_out += [f"{OUT}/{f}" for f in cj_files]
