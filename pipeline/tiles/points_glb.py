@@ -347,22 +347,58 @@ def write_glb_from_vertices(
         os.close(fd)
 
 
+_MESHOPT: list[Any] = []  # [encode function, output buffer]: set up once per process
+
+
+def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
+    """meshopt vertex codec (bitstream version 0) of the (n, stride) uint8 rows, as a view of a buffer
+    reused by every tile of the process (valid until the next call). The package's `encode_vertex_buffer`
+    allocates and zeroes a fresh worst-case buffer per call and copies the result into `bytes`: about 2 MB
+    of new pages per tile; the C function is called here on a kept buffer instead (same bytes, tested)."""
+    import ctypes
+
+    import meshoptimizer as mo
+
+    if not _MESHOPT:
+        mo.encode_vertex_version(0)  # the version EXT_meshopt_compression specifies, whatever the default
+        try:
+            from meshoptimizer._loader import lib
+        except ImportError:  # another packaging of the bindings: the public function
+            lib = None
+        _MESHOPT[:] = [lib, np.empty(0, np.uint8)]
+    lib, buf = _MESHOPT
+    n, stride = rows.shape
+    if lib is None:
+        return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
+    bound = int(lib.meshopt_encodeVertexBufferBound(n, stride))
+    if len(buf) < bound:
+        buf = _MESHOPT[1] = np.empty(max(bound, 2 * len(buf)), np.uint8)
+    size = lib.meshopt_encodeVertexBuffer(
+        buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte)),
+        len(buf),
+        rows.ctypes.data_as(ctypes.c_void_p),
+        n,
+        stride,
+    )
+    if size == 0:
+        raise RuntimeError(f"meshopt vertex encoding failed ({n} vertices of {stride} bytes)")
+    return buf[:size]
+
+
 def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
     """The GLB pieces of a one-view tile (`_glb_json_direct`) with EXT_meshopt_compression: the interleaved
     vertex rows are encoded straight from `packed` by meshopt's vertex codec (bitstream version 0, the one
     EXT_meshopt_compression specifies; ATTRIBUTES mode, the view's byte stride); buffer 0 (the BIN chunk)
     holds the stream, the view refers to the data-less fallback buffer 1, as the extension prescribes."""
-    import meshoptimizer as mo
-
     n, stride = packed.shape
-    enc = mo.encode_vertex_buffer(np.ascontiguousarray(packed), n, stride)
+    payload = _meshopt_encode(np.ascontiguousarray(packed))
     view = js["bufferViews"][0]
     view["buffer"] = 1
     view["extensions"] = {
         "EXT_meshopt_compression": {
             "buffer": 0,
             "byteOffset": 0,
-            "byteLength": len(enc),
+            "byteLength": len(payload),
             "byteStride": stride,
             "count": n,
             "mode": "ATTRIBUTES",
@@ -370,9 +406,8 @@ def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
     }
     js["extensionsUsed"].append("EXT_meshopt_compression")
     js["extensionsRequired"].append("EXT_meshopt_compression")
-    payload = np.frombuffer(enc, np.uint8)
     js["buffers"] = [
-        {"byteLength": len(enc) + (-len(enc) % 4)},  # the BIN chunk (padded to 4 bytes)
+        {"byteLength": len(payload) + (-len(payload) % 4)},  # the BIN chunk (padded to 4 bytes)
         {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
     ]
     jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
