@@ -157,27 +157,41 @@ def notebook_release(request):
 
 @pytest.mark.slow
 def test_notebook_reproduces_report(notebook_release, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    """The notebook runs with the dev extras only (nbclient, no nbconvert) through
+    notebooks/run_build_report.py, and writes into its output folder only, never into the repository."""
+    import importlib.util
+
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
     ctx, _ = notebook_release
     _ensure_kernel()
-    nb = nbformat.read(REPO / "notebooks" / "build_report.ipynb", as_version=4)
-    params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(params) == 1
-    params[0].source = f"RELEASE = {str(ctx.release_dir)!r}"
-    client = nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    spec = importlib.util.spec_from_file_location(
+        "run_build_report", REPO / "notebooks" / "run_build_report.py"
     )
-    client.execute()
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+
+    def repo_files() -> set[str]:  # the notebook's folder and the repository's top level
+        return {str(p) for p in (REPO / "notebooks").rglob("*")} | {str(p) for p in REPO.iterdir()}
+
+    before = repo_files()
+    out = tmp_path / "report"
+    done = runner.run(ctx.release_dir, out)
+    assert repo_files() == before, "running the notebook left files in the repository"
+    assert done == out / "build_report.ipynb"
+    nb = json.loads(done.read_text(encoding="utf-8"))
     text = "\n".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+        "".join(o.get("text", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
     )
     assert "max |GRZ recomputed - GRZ published|" in text
     diff = float(text.split("max |GRZ recomputed - GRZ published| = ")[1].split()[0])
     assert diff < 1e-3
     assert "rmse" in text
     for name in ("grz_map.png", "change_map.png", "height_residuals.png"):
-        assert (tmp_path / "report_plots" / name).is_file()
+        assert (out / "report_plots" / name).is_file()
 
 
 # ------------------------------------------------------------------------------- nightly build report
