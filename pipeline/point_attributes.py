@@ -51,6 +51,7 @@ class PointAttribute:
     normalized: bool = False  # glTF accessor `normalized`
     from_las: Callable[[np.ndarray, int], np.ndarray] | None = None  # (raw records, point format) -> column
     las_layer: str = ""  # the lazrs layer (LAS formats 6-10) holding it: `SELECTIVE_DECOMPRESS_<layer>`
+    no_data: float | None = None  # metadata property `noData` (extra dimensions: EXTRA_NO_DATA)
 
     @property
     def attr(self) -> str:
@@ -98,6 +99,11 @@ ATTRIBUTES: tuple[PointAttribute, ...] = (
 
 BY_NAME = {a.name: a for a in ATTRIBUTES}
 OPTIONAL = tuple(a.name for a in ATTRIBUTES if a.when == "optin")  # asked for by name
+
+
+# the declared no-data value of every extra dimension (lowest finite float32): points whose value is the
+# file's Extra Bytes `no_data`, or not finite, or outside float32's range get it (never inf or NaN)
+EXTRA_NO_DATA = -3.4028234663852886e38
 
 
 # the standard fields of LAS 1.4 point records (laspy's names); none of them is an Extra Bytes dimension
@@ -166,8 +172,8 @@ def extra_dimensions_only(names: list[str]) -> list[str]:
 
 
 def extra_attribute(name: str) -> PointAttribute:
-    """A LAS extra dimension asked for by name (float32 everywhere; property `x_<name>`)."""
-    return PointAttribute(f"x_{name}", "<f4", "extra", description=name)
+    """A LAS extra dimension (float32 everywhere; property `x_<name>`, `noData` EXTRA_NO_DATA)."""
+    return PointAttribute(f"x_{name}", "<f4", "extra", description=name, no_data=EXTRA_NO_DATA)
 
 
 def check_optional(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -230,5 +236,7 @@ def metadata_properties(attrs: tuple[PointAttribute, ...], class_description: st
         desc = class_description if a.name == "classification" else a.description
         if desc is not None:
             p["description"] = desc
+        if a.no_data is not None:
+            p["noData"] = a.no_data
         props[a.name] = p
     return props

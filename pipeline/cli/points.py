@@ -18,7 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="LAS, LAZ, COPC or E57 files")
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
-    p.add_argument("--crs", help="CRS of the inputs, overriding the files' (e.g. EPSG:25832+7837)")
+    p.add_argument(
+        "--crs",
+        help="CRS of the inputs, overriding the files' (e.g. EPSG:25832+7837); `local` for unreferenced scans "
+        "in a local east-north-up frame placed at --anchor",
+    )
+    p.add_argument(
+        "--anchor",
+        metavar="LON,LAT,H",
+        help="with --crs local: WGS84 longitude, latitude (degrees) and ellipsoidal height (m) of the scan "
+        "frame's origin",
+    )
     p.add_argument("--format", choices=["1.1", "1.0"], default="1.1", help="3D Tiles profile (default 1.1)")
     p.add_argument(
         "--jobs", type=_positive_int, help="worker processes, at least 1 (default: CPU count; 1 = in-process)"
@@ -36,10 +46,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="EXT_meshopt_compression of the 1.1 tiles (default; --no-meshopt: plain, 36 B/point)",
     )
     p.add_argument("--implicit", action="store_true", help="implicit octree tiling with subtrees (1.1)")
-    p.add_argument("--class-scheme", choices=["adv", "asprs"], default="asprs", help="classification codes")
+    p.add_argument(
+        "--class-scheme",
+        choices=["auto", "adv", "asprs"],
+        default="auto",
+        help="classification codes (default auto: inferred from the codes present and NRW/AdV file naming; "
+        "the summary says how)",
+    )
     p.add_argument("--keep-unknown-classes", action="store_true", help="keep class codes the scheme lacks")
     p.add_argument("--orthophoto", help="RGB(I) raster to colour points that have no RGB")
-    p.add_argument("--extra-dim", action="append", default=[], help="LAS extra dimension to export")
+    p.add_argument(
+        "--extra-dim",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="LAS extra dimension (Extra Bytes) to export, repeatable; `none` for none (default: all the "
+        "inputs have, listed in the summary)",
+    )
     p.add_argument(
         "--attribute",
         action="append",
@@ -76,6 +99,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _crs_option(crs: str | None, anchor: str | None) -> str | None:
+    """--crs / --anchor: `local` needs an anchor (-> `local:LON,LAT,H`); an anchor needs `--crs local`."""
+    from pipeline.errors import ConfigError
+
+    if crs is not None and crs.strip().lower() == "local":
+        if not anchor:
+            raise ConfigError("--crs local needs --anchor LON,LAT,H (where the scan's origin lies)")
+        from pipeline.sources.pointcloud.crs import LOCAL_PREFIX, parse_anchor
+
+        lon, lat, h = parse_anchor(anchor)
+        return f"{LOCAL_PREFIX}{lon!r},{lat!r},{h!r}"
+    if anchor:
+        raise ConfigError("--anchor is only used with --crs local")
+    return crs
+
+
+def _extra_dims(given: list[str] | None) -> tuple[str, ...] | None:
+    """--extra-dim: not given = all (None); `none` = none; else the names (`none` cannot be combined)."""
+    if given is None:
+        return None
+    if "none" in given:
+        if len(given) > 1:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("--extra-dim none cannot be combined with extra dimension names")
+        return ()
+    return tuple(dict.fromkeys(given))
 
 
 def _positive_int(text: str) -> int:
@@ -154,7 +206,7 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
 
     opts = PointTilingOptions(
-        crs=args.crs,
+        crs=_crs_option(args.crs, getattr(args, "anchor", None)),
         format=args.format,
         jobs=args.jobs,
         memory=args.memory,
@@ -163,7 +215,7 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
         class_scheme=args.class_scheme,
         unknown_classes="keep" if args.keep_unknown_classes else "error",
         orthophoto=args.orthophoto,
-        extra_dimensions=tuple(args.extra_dim),
+        extra_dimensions=_extra_dims(args.extra_dim),
         attributes=tuple(getattr(args, "attribute", ())),
         max_points_per_tile=args.max_points,
         assume_ellipsoidal=args.assume_ellipsoidal,

@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AccessClass = Literal["public", "internal"]
-ClassScheme = Literal["adv", "asprs"]
+# "auto": inferred from the codes present and NRW/AdV file naming (docs/pointcloud.md, "Class scheme")
+ClassScheme = Literal["adv", "asprs", "auto"]
 
 
 class Strict(BaseModel):
@@ -114,7 +115,7 @@ class MobileSource(Strict):
     # without a `track_id` column, a new track starts where the time gap exceeds this (seconds)
     track_gap_seconds: float = Field(30.0, gt=0)
     crs: str | None = None
-    class_scheme: ClassScheme = "asprs"
+    class_scheme: ClassScheme = "auto"
 
 
 class SourcesConfig(Strict):
@@ -133,8 +134,9 @@ class LayerBase(Strict):
 
 class PointsLayer(LayerBase):
     format: Literal["1.1", "1.0"] = "1.1"
-    # extra LAS dimensions exported as metadata properties
-    extra_dimensions: list[str] = Field(default_factory=list)
+    # LAS extra dimensions (Extra Bytes) exported as metadata properties `x_<name>`: "all" (default: every
+    # one any input has), "none", or a list of names
+    extra_dimensions: Literal["all", "none"] | list[str] = "all"
     # LAS fields exported only when asked for (pipeline/point_attributes.py: "scan_angle")
     attributes: list[str] = Field(default_factory=list)
     colour_from_orthophoto: bool = True
@@ -155,6 +157,15 @@ class PointsLayer(LayerBase):
 
         check_optional(v)  # ValueError naming the unknown ones and the choices
         return v
+
+    @property
+    def extra_dimension_names(self) -> tuple[str, ...] | None:
+        """The extra dimensions to keep: None = all the inputs have, () = none."""
+        if self.extra_dimensions == "all":
+            return None
+        if self.extra_dimensions == "none":
+            return ()
+        return tuple(self.extra_dimensions)
 
     @field_validator("extra_dimensions")
     @classmethod

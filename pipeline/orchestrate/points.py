@@ -70,11 +70,14 @@ class PointTilingOptions:
     memory: str | int = "1.5GB"  # budget of the point bins over all workers (process overhead comes on top)
     meshopt: bool = True  # EXT_meshopt_compression (1.1; ignored for 1.0/pnts)
     implicit: bool = False
-    class_scheme: str = "asprs"
+    # "adv" | "asprs" | "auto" (inferred from the codes present and the file names: see
+    # stages.points.classes.infer_class_scheme)
+    class_scheme: str = "auto"
     unknown_classes: str = "error"
     orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
     ortho_bands: tuple[tuple[str, int], ...] = ()
-    extra_dimensions: tuple[str, ...] = ()
+    # LAS extra dimensions to keep: None = every one any input has (the default), () = none
+    extra_dimensions: tuple[str, ...] | None = None
     # opt-in attributes of pipeline.point_attributes (e.g. "scan_angle"; off by default)
     attributes: tuple[str, ...] = ()
     max_points_per_tile: int = 60_000
@@ -117,6 +120,12 @@ class TilingSummary:
     # of the points of the files listed here
     points_header: int = 0
     not_tiled: list[dict[str, Any]] = field(default_factory=list)
+    # the class scheme used and how it was chosen ("given" or what `auto` inferred it from)
+    class_scheme: str = ""
+    class_scheme_reason: str = ""
+    # the LAS extra dimensions kept (metadata properties `x_<name>`), and those of the inputs left out
+    extra_dimensions: list[str] = field(default_factory=list)
+    extra_dimensions_dropped: list[str] = field(default_factory=list)
 
     @property
     def points_per_second(self) -> float:
@@ -138,6 +147,10 @@ class TilingSummary:
             "kernels": self.kernels,
             "points_header": self.points_header,
             "not_tiled": self.not_tiled,
+            "class_scheme": self.class_scheme,
+            "class_scheme_reason": self.class_scheme_reason,
+            "extra_dimensions": self.extra_dimensions,
+            "extra_dimensions_dropped": self.extra_dimensions_dropped,
             "notes": self.notes,
         }
 
@@ -384,7 +397,7 @@ def plan_tiling(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     extra = present_extra_dims(infos, opts.extra_dimensions)
-    missing = [d for d in opts.extra_dimensions if d not in extra]
+    missing = [d for d in (opts.extra_dimensions or ()) if d not in extra]
     if missing:
         notes.append(f"extra dimensions not found in any input: {missing}")
     layout = RecordLayout(
@@ -414,6 +427,34 @@ def plan_tiling(
 
 
 # ---- execution ----------------------------------------------------------------------------------------
+
+
+def _resolve_class_scheme(
+    opts: PointTilingOptions, plan: _Plan, codes: list[int], summary: TilingSummary
+) -> str:
+    """The class scheme of the run (`auto`: inferred from all the codes decoded and the file names, then
+    the codes checked against it, as a given scheme's are while decoding); recorded in the summary, with
+    the extra dimensions kept and left out."""
+    from pipeline.stages.points.classes import check_classes, infer_class_scheme
+
+    if opts.class_scheme == "auto":
+        scheme, reason = infer_class_scheme(codes, [i.path.name for i in plan.infos])
+        check_classes(
+            np.asarray(codes, dtype=np.int64),
+            scheme,
+            opts.unknown_classes == "keep",
+            path=", ".join(i.path.name for i in plan.infos[:3]) + (" ..." if len(plan.infos) > 3 else ""),
+            record=f"class scheme inferred as {scheme.upper()}: {reason}",
+        )
+        reason = f"auto: {reason}"
+    else:
+        scheme, reason = opts.class_scheme, "given"
+    summary.class_scheme, summary.class_scheme_reason = scheme, reason
+    summary.extra_dimensions = list(plan.layout.extra_dims)
+    summary.extra_dimensions_dropped = sorted(
+        {d for i in plan.infos for d in i.extra_dims} - set(plan.layout.extra_dims)
+    )
+    return scheme
 
 
 def release_worker_buffers() -> bool:
@@ -500,6 +541,8 @@ def _run_tiling(
     summary.phases["decode"] = time.perf_counter() - t0
     if replan:
         _replan_if_needed(plan, units, parts)
+    codes = sorted({c for p in parts for c in p.class_codes})
+    scheme = _resolve_class_scheme(opts, plan, codes, summary)
     t1 = time.perf_counter()
     budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
     per_worker = budget / workers - WORKER_BASE_BYTES
@@ -512,10 +555,9 @@ def _run_tiling(
         executor, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
     )
     summary.bins = len(bins)
-    codes = sorted({c for p in parts for c in p.class_codes})
     schema = PointSchema(
-        class_scheme=opts.class_scheme,
-        class_enum=enum_schema(opts.class_scheme, codes if opts.unknown_classes == "keep" else None),
+        class_scheme=scheme,
+        class_enum=enum_schema(scheme, codes if opts.unknown_classes == "keep" else None),
         has_rgb=plan.layout.has_rgb,
         has_gps=plan.layout.has_gps,
         has_nir=plan.layout.has_nir,
@@ -861,7 +903,7 @@ def build_pointcloud_layer(
         unknown_classes=layer.unknown_classes,
         orthophoto=ortho_path,
         ortho_bands=bands,
-        extra_dimensions=tuple(layer.extra_dimensions),
+        extra_dimensions=layer.extra_dimension_names,
         attributes=tuple(layer.attributes),
         max_points_per_tile=layer.max_points_per_tile,
         tileset_version=ctx.build_id,
@@ -906,7 +948,11 @@ def build_pointcloud_layer(
             "points_header": summary.points_header,
             "not_tiled": [{**t, "file": _raw_relative(ctx, t["file"])} for t in summary.not_tiled],
             # the scheme and the classes present with their point counts (viewer legend, report)
-            **class_stats(ctx.release_dir, f"{out_subdir}/tileset.json", class_scheme),
+            **class_stats(ctx.release_dir, f"{out_subdir}/tileset.json", summary.class_scheme),
+            "class_scheme_reason": summary.class_scheme_reason,
+            # LAS extra dimensions kept (properties `x_<name>`) and those of the inputs left out
+            "extra_dimensions": summary.extra_dimensions,
+            "extra_dimensions_dropped": summary.extra_dimensions_dropped,
         },
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,

@@ -205,6 +205,15 @@ def _placement(
     return _Placement((TRANSFORMED_SCALE,) * 3, off, target.to_wkt(), t, fj.z_factor)  # type: ignore[arg-type]
 
 
+def _copc_scheme(scheme: str, classes, names: list[str]) -> str:
+    """The class scheme of the style (`auto`: inferred as the tiles' is, from the codes and file names)."""
+    if scheme != "auto":
+        return scheme
+    from pipeline.stages.points.classes import infer_class_scheme
+
+    return infer_class_scheme([int(c) for c in classes], list(names))[0]
+
+
 def _decode(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...]) -> dict[str, np.ndarray]:
     if info.kind == "e57":
         from pipeline.sources.pointcloud.e57 import decode_e57_unit
@@ -486,7 +495,7 @@ def write_layer_copc(
             )
             summary.files.append(f"{COPC_DIR}/{name}")
         # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
-        qml = pointcloud_qml(opts.class_scheme, sorted(summary.classes))
+        qml = pointcloud_qml(_copc_scheme(opts.class_scheme, summary.classes, names), sorted(summary.classes))
         for name in names:
             (tmp_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
             summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")
@@ -544,7 +553,7 @@ def _layer_options(
         unknown_classes=layer.unknown_classes,
         orthophoto=ortho_path,
         ortho_bands=bands,
-        extra_dimensions=tuple(layer.extra_dimensions),
+        extra_dimensions=layer.extra_dimension_names,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
     )

@@ -73,8 +73,11 @@ def identical_files(paths: list[Path]) -> dict[str, dict]:
     return {"of": of, "copies": copies}
 
 
-def present_extra_dims(infos: list[PointFileInfo], wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """The extra dimensions asked for that at least one input has (the record layout's)."""
+def present_extra_dims(infos: list[PointFileInfo], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The extra dimensions asked for that at least one input has (the record layout's); `None`: every
+    one any input has, in the order of first appearance (files in input order)."""
+    if wanted is None:
+        return tuple(dict.fromkeys(d for i in infos for d in i.extra_dims))
     return tuple(d for d in wanted if any(d in i.extra_dims for i in infos))
 
 

@@ -10,6 +10,9 @@ Rules (documented in docs/pointcloud.md):
   ellipsoidal (`--assume-ellipsoidal` / `crs.assume_ellipsoidal_heights`); Z is then taken in the
   horizontal unit (what LAS writers in feet do), or in `z_unit` if given.
 - Coordinates outside the CRS's area of use are refused (a file tagged EPSG:4326 that holds metres).
+- `local:LON,LAT,H` (`twin points --crs local --anchor LON,LAT,H`): an unreferenced scan in a local
+  engineering frame (metres, x east, y north, z up) whose origin is the anchor (WGS84 longitude, latitude,
+  ellipsoidal height); placed exactly (PROJ's topocentric conversion), any file CRS ignored.
 """
 
 from __future__ import annotations
@@ -45,10 +48,56 @@ def _horizontal(crs: CRS) -> CRS:
     return crs
 
 
+LOCAL_PREFIX = "local:"
+LOCAL_NAME = "twin local ENU frame at anchor"
+
+
+def parse_anchor(text: str) -> tuple[float, float, float]:
+    """`LON,LAT,H` (degrees WGS84, metres above the ellipsoid) -> floats; CrsError when malformed."""
+    import math
+
+    try:
+        lon, lat, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CrsError(f"anchor {text!r} is not LON,LAT,H (e.g. 7.2160,51.4818,95.0)") from None
+    if (
+        not (math.isfinite(lon) and math.isfinite(lat) and math.isfinite(h))
+        or abs(lat) > 90
+        or abs(lon) > 180
+    ):
+        raise CrsError(f"anchor {text!r}: longitude must lie in -180..180 and latitude in -90..90")
+    return lon, lat, h
+
+
+def local_crs(anchor: tuple[float, float, float]) -> CRS:
+    """The CRS recorded for a local-frame scan: a 3D orthographic projection about the anchor (its x/y are
+    the tangent plane's east/north) named after the anchor; `local_anchor` recognises it and the tiler
+    places its points with the exact topocentric conversion (z up from the anchor, not the ellipsoid)."""
+    lon, lat, h = anchor
+    base = CRS.from_proj4(f"+proj=ortho +lat_0={lat!r} +lon_0={lon!r} +x_0=0 +y_0=0 +ellps=WGS84 +units=m")
+    d = base.to_3d().to_json_dict()
+    d["name"] = f"{LOCAL_NAME} {lon!r},{lat!r},{h!r}"
+    return CRS.from_json_dict(d)
+
+
+def local_anchor(crs: CRS) -> tuple[float, float, float] | None:
+    """The anchor of a `local_crs`, or None for any other CRS."""
+    if not crs.name.startswith(LOCAL_NAME + " "):
+        return None
+    return parse_anchor(crs.name[len(LOCAL_NAME) + 1 :])
+
+
 def resolve_file_crs(
     info: PointFileInfo, override: str | None, cfg: CrsConfig, z_unit: str | None = None
 ) -> FileCrs:
     path = info.path
+    if override is not None and override.startswith(LOCAL_PREFIX):
+        anchor = parse_anchor(override[len(LOCAL_PREFIX) :])
+        zf = Z_UNITS[z_unit] if z_unit else 1.0
+        note = f"local frame at anchor {anchor[0]!r},{anchor[1]!r},{anchor[2]!r} (x east, y north, z up)"
+        if info.crs_wkt:
+            note += f"; the file's own CRS ({parse_crs(info.crs_wkt, path=path).name}) is ignored"
+        return FileCrs(local_crs(anchor), zf, note)
     if info.crs_error and not override:
         raise CrsError(
             f"the file's CRS record cannot be read ({info.crs_error}); set the CRS with --crs / `crs:`",

@@ -41,6 +41,40 @@ def _quat_matrix(q: np.ndarray) -> np.ndarray:
     )
 
 
+def _intensity_limits(hdr) -> tuple[float, float] | None:
+    """The scan's declared intensity range (E57 `intensityLimits`), or None."""
+    try:
+        il = hdr.node["intensityLimits"]
+        return float(il["intensityMinimum"].value()), float(il["intensityMaximum"].value())
+    except Exception:  # optional in E57
+        return None
+
+
+def intensity_u16(
+    it: np.ndarray, limits: tuple[float, float] | None, path: Path, index: int = 0
+) -> np.ndarray:
+    """E57 intensity as the 16-bit LAS intensity, as delivered (never stretched to the scan's own min-max):
+    whole numbers in 0..65535 are kept as they are; other values are mapped from the scan's declared
+    `intensityLimits` (the scanner's fixed scale) to 0..65535, or from 0..1 when they lie there and no
+    limits are declared; anything else is refused (no silent guess)."""
+    if len(it) == 0:
+        return np.zeros(0, np.uint16)
+    lo_v, hi_v = float(it.min()), float(it.max())
+    if lo_v >= 0 and hi_v <= 65535 and np.all(it == np.floor(it)):
+        return it.astype(np.uint16)
+    if limits is None and lo_v >= 0 and hi_v <= 1:
+        limits = (0.0, 1.0)
+    if limits is None or not limits[1] > limits[0]:
+        raise InputError(
+            f"scan {index}: intensity values {lo_v:g}..{hi_v:g} are neither whole numbers in 0..65535 nor "
+            "within 0..1, and the scan declares no intensityLimits to map them from",
+            path=path,
+            record=f"scan {index}",
+        )
+    lo, hi = limits
+    return np.clip(np.rint((it - lo) / (hi - lo) * 65535.0), 0, 65535).astype(np.uint16)
+
+
 def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     hdr = e57.get_header(index)
     fields = set(hdr.point_fields)
@@ -71,9 +105,7 @@ def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.nda
     attrs: dict[str, np.ndarray] = {}
     if "intensity" in fields:
         it = np.asarray(raw["intensity"], dtype=np.float64)[keep]
-        lo, hi = (float(it.min()), float(it.max())) if len(it) else (0.0, 1.0)
-        # E57 intensity is a float in [intensityMin, intensityMax]: map to LAS's 16-bit range
-        attrs["intensity"] = np.clip((it - lo) / max(hi - lo, 1e-12) * 65535.0, 0, 65535).astype(np.uint16)
+        attrs["intensity"] = intensity_u16(it, _intensity_limits(hdr), path, index)
     if {"colorRed", "colorGreen", "colorBlue"} <= fields:
         for src, dst in (("colorRed", "red"), ("colorGreen", "green"), ("colorBlue", "blue")):
             c = np.asarray(raw[src], dtype=np.float64)[keep]

@@ -41,6 +41,8 @@ class PointFileInfo:
     has_gps: bool
     has_nir: bool
     extra_dims: tuple[str, ...] = ()
+    # (name, raw value) of the extra dimensions whose Extra Bytes record declares a no-data value
+    extra_nodata: tuple[tuple[str, float], ...] = ()
     version: str = ""
     point_format: int = -1
     point_size: int = 0
@@ -96,6 +98,22 @@ def scan_file(path: Path) -> PointFileInfo:
     return _scan_las(path, size)
 
 
+def _extra_nodata(h) -> tuple[tuple[str, float], ...]:
+    """(name, raw no-data value) of the Extra Bytes records with the no-data bit set (first element of
+    array dimensions)."""
+    out = []
+    for v in h.vlrs:
+        for st in getattr(v, "extra_bytes_structs", None) or ():
+            if int(st.options) & int(st.NO_DATA_BIT_MASK):
+                try:
+                    nd = st.no_data
+                    value = float(nd[0]) if hasattr(nd, "__len__") else float(nd)
+                except Exception:  # an undefined/odd data type: no no-data value to honour
+                    continue
+                out.append((st.name.rstrip(b"\0").decode("ascii", "replace"), value))
+    return tuple(out)
+
+
 def _scan_las(path: Path, size: int) -> PointFileInfo:
     import laspy
 
@@ -136,6 +154,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         crs_error = str(e) or type(e).__name__
     extra = tuple(pf.extra_dimension_names)
     common = dict(
+        extra_nodata=_extra_nodata(h),
         path=path,
         count=count,
         mins=mins,

@@ -185,8 +185,19 @@ def decode_unit(
     if extra_dims:
         import laspy
 
+        from pipeline.point_attributes import EXTRA_NO_DATA
+
         rec = laspy.PackedPointRecord(raw, _point_format(info))
+        nodata = dict(info.extra_nodata)
         for name in extra_dims:
             if name in info.extra_dims:
-                cols["x_" + name] = np.asarray(rec[name], dtype=np.float32)
+                v64 = np.asarray(rec[name], dtype=np.float64)
+                if v64.ndim > 1:  # an array dimension: its first element
+                    v64 = v64[:, 0]
+                bad = ~np.isfinite(v64) | (np.abs(v64) > np.finfo(np.float32).max)
+                if name in nodata:  # the file's no-data value (raw, before scale/offset)
+                    r = np.asarray(raw[name])
+                    bad |= (r[:, 0] if r.ndim > 1 else r) == nodata[name]
+                vals = np.where(bad, EXTRA_NO_DATA, v64).astype(np.float32)
+                cols["x_" + name] = vals
     return cols

@@ -166,11 +166,19 @@ MADV_POPULATE_WRITE = 23  # <linux/mman.h>; Python 3.11's mmap module does not n
 
 @functools.lru_cache(maxsize=32)
 def _transformer(crs_wkt: str, crs_cfg: CrsConfig, aoi: tuple[float, float, float, float] | None = None):
-    from pyproj import CRS
+    from pyproj import CRS, Transformer
 
     from pipeline.crs import ECEF, make_transformer
+    from pipeline.sources.pointcloud.crs import local_anchor
 
-    return make_transformer(CRS.from_wkt(crs_wkt), ECEF, crs_cfg, area_of_interest=aoi)
+    crs = CRS.from_wkt(crs_wkt)
+    anchor = local_anchor(crs)
+    if anchor is not None:  # a local engineering frame: east-north-up about the anchor, exactly
+        lon, lat, h = anchor
+        return Transformer.from_pipeline(
+            f"+proj=pipeline +step +inv +proj=topocentric +lon_0={lon!r} +lat_0={lat!r} +h_0={h!r} +ellps=WGS84"
+        )
+    return make_transformer(crs, ECEF, crs_cfg, area_of_interest=aoi)
 
 
 @functools.lru_cache(maxsize=32)
