@@ -390,6 +390,32 @@ class SolarLayer(LayerBase):
         return v
 
 
+class StreetSpaceLayer(LayerBase):
+    """Street space from the mobile scans, per segment of the scan tracks (docs/overlays.md, "Street space")."""
+
+    access: AccessClass = "internal"  # mobile mapping is licensed for municipal use only
+    segment_m: float = Field(10.0, gt=0)
+    max_half_width_m: float = Field(20.0, gt=0)  # points farther from the axis are not looked at
+    bin_m: float = Field(0.05, gt=0)  # lateral profile resolution
+    min_bin_points: int = Field(3, ge=1)
+    kerb_window_m: float = Field(0.3, gt=0)  # profile stretch on either side of a kerb candidate
+    kerb_min_m: float = Field(0.06, gt=0)  # kerb: a rise between these heights
+    kerb_max_m: float = Field(0.25, gt=0)
+    edge_step_m: float = Field(0.06, gt=0)  # a sidewalk ends at the next step of this height
+    coverage_gap_m: float = Field(0.3, gt=0)  # ... or where the ground has no points for this width
+    fallback_half_width_m: float = Field(3.0, gt=0)  # clearance corridor beside the axis without kerbs
+    min_overhead_m: float = Field(2.0, ge=0)  # lower returns over the carriageway: vehicles, people
+    clearance_margin_m: float = Field(0.05, ge=0)  # returns this far beyond a kerb line still count
+    obstacle_min_m: float = Field(0.3, ge=0)  # sidewalk obstacles: non-ground points in this band
+    obstacle_max_m: float = Field(2.5, gt=0)
+    slice_m: float = Field(1.0, gt=0)  # free sidewalk width: the smallest over slices of this length
+    vehicle_width_m: float = Field(2.55, gt=0)
+    vehicle_height_m: float = Field(4.0, gt=0)
+    ground_classes: list[int] = Field(default_factory=lambda: [2])
+    building_classes: list[int] = Field(default_factory=lambda: [6])
+    ignored_classes: list[int] = Field(default_factory=lambda: [7, 18])  # noise
+
+
 class ModelCheckLayer(LayerBase):
     """Outdated-model check: survey reconstruction vs the official LoD2 model (sources.reference_citygml),
     per building (docs/buildings.md, "Outdated-model check"). Skipped without a reference model."""
@@ -416,6 +442,7 @@ class LayersConfig(Strict):
     zoning: ZoningLayer = ZoningLayer()
     solar: SolarLayer = SolarLayer()
     model_check: ModelCheckLayer = ModelCheckLayer()
+    street_space: StreetSpaceLayer = StreetSpaceLayer()
     viewer: ViewerLayer = ViewerLayer()
 
 

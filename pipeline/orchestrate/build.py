@@ -177,6 +177,13 @@ _OPTIONAL_LAYERS = [
         ("panoramas",),
     ),
     LayerUnit(
+        "street_space",
+        "pipeline.orchestrate.street_space",
+        "build_street_space_layers",
+        ("panoramas", "mobile"),
+        ("street_space",),
+    ),
+    LayerUnit(
         "report",
         "pipeline.orchestrate.report",
         "build_report_layers",

@@ -90,6 +90,17 @@ GRZ: tuple[tuple[float, RGBA, str], ...] = (
 GRZ_NO_VALUE: RGBA = (170, 170, 170, 255)
 
 
+# ---- street space segments (pipeline.stages.street_space.status) -----------------------------------
+STREET_SPACE_PROPERTY = "status"
+STREET_SPACE: tuple[ClassEntry, ...] = (
+    ClassEntry("passable", "passable for the vehicle", (26, 150, 65, 255)),
+    ClassEntry("too_low", "too low (clearance)", (253, 174, 97, 255)),
+    ClassEntry("too_narrow", "too narrow (carriageway)", (215, 25, 28, 255)),
+    ClassEntry("too_narrow_and_low", "too narrow and too low", (120, 0, 20, 255)),
+    ClassEntry("not_judged", "not judged (no kerbs found)", (170, 170, 170, 255)),
+)
+
+
 # ---- roof types of the LoD2 buildings (AdV roofType / Dachform catalogue) ---------------------------
 @dataclass(frozen=True)
 class RoofType:

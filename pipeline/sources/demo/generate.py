@@ -320,6 +320,11 @@ def generate_demo(
         with _timed(stages, "truth"):
             counts["changes"] = tru.write_truth(out / "truth", city, meta)
         files += [out / "truth" / n for n in ("buildings.csv", "changes.csv", "truth.json")]
+        if mobile and track_list:
+            from pipeline.sources.demo.street_truth import write_street_space_truth
+
+            write_street_space_truth(out / "truth" / "street_space.csv", city)
+            files.append(out / "truth" / "street_space.csv")
         # after truth.json: that file (and the README) stay as they were before the images existed
         counts["panorama_images"] = len(images)
         with _timed(stages, "zoning plan"):

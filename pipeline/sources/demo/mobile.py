@@ -4,7 +4,8 @@
   other at 8 m/s in the second epoch's summer. Two profile scanners (left/right) 2.6 m above the road sweep
   planes perpendicular to the track: every return is a ray at a random elevation angle (-75..+70 degrees)
   that stops at the first thing it meets: the terrain, a building facade (up to the eave), or a tree crown.
-  Rays that pass over the eaves or reach beyond 30 m lateral range give no return. Uniform angles make
+  Rays that pass over the eaves or reach beyond 30 m lateral range give no return. The sidewalks stand
+  KERB_HEIGHT (0.12 m) above the carriageway in these scans (a kerb the aerial terrain does not model). Uniform angles make
   the density fall off with distance: very dense corridors along the tracks, sparse at 30 m.
 * Files ``mobile/gsc_<epoch>_<tile stem>.laz`` on the aerial tile grid: LAS 1.4, point format 7 (RGB,
   GPS time), classes ASPRS 1 unclassified, 2 ground, 5 high vegetation, 6 building (facades),
@@ -42,6 +43,7 @@ CHUNK = 25.0
 LANE_OFFSET = 1.8
 PANORAMA_STEP = 5.0
 PROFILE_STEP = 0.05  # 160 profiles per second at 8 m/s
+KERB_HEIGHT = 0.12  # sidewalks stand this much above the carriageway (mobile scans only)
 _RASTER_RES = 0.25
 _STEP = 0.25  # marching step along a profile
 _KEEP_FRACTION = 0.55  # share of rays that return something (for the rate calibration)
@@ -266,7 +268,7 @@ def simulate_mobile(
                 continue
             sel = np.flatnonzero(valid)
             x, y, kind = np.floor(x[sel] * 100) / 100, np.floor(y[sel] * 100) / 100, kind[sel]
-            zg = city.terrain(x, y)
+            zg = city.terrain(x, y) + sidewalk_raise(city, x, y)
             z = np.where(kind == 2, zg, np.maximum(zs[sel] + d_hit[sel] * tan_phi[sel], zg)) + noise[sel]
             # colours
             col = np.clip(((x - ex0) / 1.0).astype(np.int64), 0, lc.shape[1] - 1)
@@ -304,6 +306,20 @@ def simulate_mobile(
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     order = np.argsort(out["gps_time"], kind="stable")
     return {key: v[order] for key, v in out.items()}
+
+
+def sidewalk_raise(city: City, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Height of the kerbed sidewalks above the terrain at (x, y): KERB_HEIGHT on a street's sidewalk
+    band (between carriageway edge and street parcel edge), 0 elsewhere and on every carriageway."""
+    sidewalk = np.zeros(len(x), dtype=bool)
+    carriageway = np.zeros(len(x), dtype=bool)
+    for st in city.streets:
+        (ax, ay), (bx, by) = st.line
+        length = float(np.hypot(bx - ax, by - ay))
+        d = np.abs(-(x - ax) * (by - ay) / length + (y - ay) * (bx - ax) / length)
+        carriageway |= d < st.carriageway / 2
+        sidewalk |= d < st.width / 2
+    return np.where(sidewalk & ~carriageway, KERB_HEIGHT, 0.0)
 
 
 def profile_time(tr: Track, s: np.ndarray, side: np.ndarray, phi: np.ndarray) -> np.ndarray:

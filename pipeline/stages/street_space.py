@@ -1,0 +1,364 @@
+"""Street space from mobile-mapping scans: per segment of a street axis, the carriageway and sidewalk
+widths, the lowest overhead clearance above the carriageway and the free sidewalk width.
+
+Pure numpy on plain arrays (no Dask, no I/O); docs/overlays.md, "Street space", describes the method:
+
+* the axis is cut into straight pieces of `segment_m` (10 m); every point is expressed in the piece's
+  frame: `s` along (0..length), `d` across (+ left of the direction of travel);
+* kerbs: the lateral profile of the ground points (median height per `bin_m` bin) is searched outwards
+  from the axis for the first rise of `kerb_min_m`..`kerb_max_m` between the `kerb_window_m` windows on
+  either side of a bin edge (a local difference, so the terrain's cross slope does not count);
+* a sidewalk ends where its profile steps again (up or down by `edge_step_m`: a wall foot, a garden,
+  a lower parking area), where the ground coverage ends (a facade stops the scanner's rays) or where
+  building points stand;
+* clearance: the lowest non-ground point between the kerbs at least `min_overhead_m` above the
+  carriageway (a plane fitted to the carriageway's ground points); lower returns are vehicles and people;
+* obstacles: non-ground points `obstacle_min_m`..`obstacle_max_m` above the sidewalk; the free width is the
+  longest unobstructed run across the sidewalk, the smallest over the segment's `slice_m` slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+
+@dataclass(frozen=True)
+class StreetSpaceParams:
+    segment_m: float = 10.0
+    max_half_width_m: float = 20.0
+    bin_m: float = 0.05
+    min_bin_points: int = 3
+    kerb_window_m: float = 0.3
+    kerb_min_m: float = 0.06
+    kerb_max_m: float = 0.25
+    edge_step_m: float = 0.06
+    coverage_gap_m: float = 0.3
+    fallback_half_width_m: float = 3.0
+    min_overhead_m: float = 2.0
+    clearance_margin_m: float = 0.05
+    obstacle_min_m: float = 0.3
+    obstacle_max_m: float = 2.5
+    slice_m: float = 1.0
+    vehicle_width_m: float = 2.55
+    vehicle_height_m: float = 4.0
+    ground_classes: tuple[int, ...] = (2,)
+    building_classes: tuple[int, ...] = (6,)
+    ignored_classes: tuple[int, ...] = (7, 18)
+
+
+@dataclass
+class Segments:
+    """Straight pieces of axes: start (x0, y0), unit direction (ux, uy), length, axis id, start station."""
+
+    x0: np.ndarray
+    y0: np.ndarray
+    ux: np.ndarray
+    uy: np.ndarray
+    length: np.ndarray
+    axis: np.ndarray
+    station: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x0)
+
+
+RESULT_COLUMNS = (
+    "carriageway_width_m",
+    "kerb_left_m",
+    "kerb_right_m",
+    "sidewalk_left_width_m",
+    "sidewalk_right_width_m",
+    "min_clearance_m",
+    "free_sidewalk_left_m",
+    "free_sidewalk_right_m",
+    "ground_points",
+    "overhead_points",
+)
+
+
+def cut_axes(axes: list[np.ndarray], segment_m: float, min_length_m: float = 2.0) -> Segments:
+    """Cut each axis (an (n, 2) polyline) into pieces of `segment_m` from its start (the last piece is
+    shorter; pieces shorter than `min_length_m` are dropped). Stations are measured along the polyline."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "axis", "station")}
+    for aid, xy in enumerate(axes):
+        xy = np.asarray(xy, dtype=np.float64)
+        if len(xy) < 2:
+            continue
+        seg_len = np.hypot(*np.diff(xy, axis=0).T)
+        cum = np.concatenate([[0.0], np.cumsum(seg_len)])
+        total = cum[-1]
+        if total < min_length_m:
+            continue
+        st = np.arange(0.0, total, segment_m)
+        ends = np.minimum(st + segment_m, total)
+        keep = ends - st >= min_length_m
+        st, ends = st[keep], ends[keep]
+        x = np.interp(np.concatenate([st, ends]), cum, xy[:, 0])
+        y = np.interp(np.concatenate([st, ends]), cum, xy[:, 1])
+        n = len(st)
+        cols["x0"].append(x[:n])
+        cols["y0"].append(y[:n])
+        cols["x1"].append(x[n:])
+        cols["y1"].append(y[n:])
+        cols["axis"].append(np.full(n, aid, dtype=np.int64))
+        cols["station"].append(st)
+    if not cols["x0"]:
+        e = np.zeros(0)
+        return Segments(e, e, e, e, e, np.zeros(0, dtype=np.int64), e)
+    x0, y0, x1, y1 = (np.concatenate(cols[k]) for k in ("x0", "y0", "x1", "y1"))
+    length = np.hypot(x1 - x0, y1 - y0)
+    return Segments(
+        x0,
+        y0,
+        (x1 - x0) / length,
+        (y1 - y0) / length,
+        length,
+        np.concatenate(cols["axis"]),
+        np.concatenate(cols["station"]),
+    )
+
+
+def _bin_medians(b: np.ndarray, z: np.ndarray, nbins: int, min_count: int) -> np.ndarray:
+    """Median of `z` per bin index `b` (0..nbins-1); NaN where a bin has fewer than `min_count` values."""
+    out = np.full(nbins, np.nan)
+    if not len(b):
+        return out
+    order = np.lexsort((z, b))
+    bs, zs = b[order], z[order]
+    starts = np.flatnonzero(np.concatenate([[True], bs[1:] != bs[:-1]]))
+    counts = np.diff(np.concatenate([starts, [len(bs)]]))
+    lo = zs[starts + (counts - 1) // 2]
+    hi = zs[starts + counts // 2]
+    med = (lo + hi) / 2
+    ok = counts >= min_count
+    out[bs[starts[ok]]] = med[ok]
+    return out
+
+
+def _window_median(m: np.ndarray, w: int, after: bool) -> np.ndarray:
+    """Per bin edge j (between bins j-1 and j): the median of the `w` bins after (j..j+w-1) or before
+    (j-w..j-1) it, NaN where fewer than half of them have a value."""
+    n = len(m)
+    pad = np.concatenate([np.full(w, np.nan), m, np.full(w, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, w)  # win[i] = pad[i:i+w] = m[i-w : i]
+    j = np.arange(n + 1)
+    rows = win[j + w] if after else win[j]
+    valid = np.sum(~np.isnan(rows), axis=1)
+    out = np.full(n + 1, np.nan)
+    good = valid * 2 >= w
+    if good.any():
+        out[good] = np.nanmedian(rows[good], axis=1)
+    return out
+
+
+def _first_step(up: np.ndarray, edges: np.ndarray, lo: float, hi: float, w: int) -> int | None:
+    """Index (into `edges`, ordered outwards) of the first rise within [lo, hi], refined to the largest
+    rise within the following window."""
+    hit = np.flatnonzero((up >= lo) & (up <= hi))
+    if not len(hit):
+        return None
+    k = int(hit[0])
+    span = up[k : k + w]
+    span = np.where(np.isnan(span) | (span > hi), -np.inf, span)
+    return k + int(np.argmax(span))
+
+
+def _longest_free(occ: np.ndarray) -> np.ndarray:
+    """Longest run of False per row of a boolean (rows, bins) array, in bins."""
+    rows, n = occ.shape
+    if n == 0:
+        return np.zeros(rows, dtype=np.int64)
+    idx = np.broadcast_to(np.arange(n), occ.shape)
+    last = np.maximum.accumulate(np.where(occ, idx, -1), axis=1)
+    run = np.where(occ, 0, idx - last)
+    return run.max(axis=1)
+
+
+def measure_segment(
+    s: np.ndarray,
+    d: np.ndarray,
+    z: np.ndarray,
+    cls: np.ndarray,
+    length: float,
+    p: StreetSpaceParams,
+) -> dict[str, float]:
+    """Measurements of one segment from its points in the segment frame (s along, d across, + left)."""
+    res = dict.fromkeys(RESULT_COLUMNS, float("nan"))
+    H = p.max_half_width_m
+    nb = round(2 * H / p.bin_m)
+    w = max(1, round(p.kerb_window_m / p.bin_m))
+    ground = np.isin(cls, p.ground_classes)
+    building = np.isin(cls, p.building_classes)
+    other = ~ground & ~building & ~np.isin(cls, p.ignored_classes)
+    gb = np.clip(((d[ground] + H) / p.bin_m).astype(np.int64), 0, nb - 1)
+    res["ground_points"] = float(ground.sum())
+    # the along-street slope would smear every bin's median: remove it (a plane fit, cross slope kept)
+    along = 0.0
+    if ground.sum() >= 3:
+        A = np.column_stack([np.ones(ground.sum()), s[ground], d[ground]])
+        along = float(np.linalg.lstsq(A, z[ground], rcond=None)[0][1])
+    m = _bin_medians(gb, z[ground] - along * s[ground], nb, p.min_bin_points)
+    after = _window_median(m, w, after=True)
+    before = _window_median(m, w, after=False)
+    up = after - before  # rise towards +d at every bin edge
+    edges = -H + np.arange(nb + 1) * p.bin_m
+    centre = nb // 2
+    # left (+d): edges centre..nb going outwards; right (-d): edges centre..0 going outwards
+    left_idx = np.arange(centre, nb + 1)
+    right_idx = np.arange(centre, -1, -1)
+    kerb: dict[str, float] = {}
+    outer: dict[str, float] = {}
+    for side, idx, sign in (("left", left_idx, 1.0), ("right", right_idx, -1.0)):
+        rise = sign * up[idx]
+        k = _first_step(rise, edges[idx], p.kerb_min_m, p.kerb_max_m, w)
+        if k is None:
+            continue
+        kerb[side] = float(edges[idx[k]])
+        # sidewalk: from one window past the kerb outwards to the next step, coverage gap or facade
+        beyond = idx[k + w + 1 :]
+        if not len(beyond):
+            continue
+        step = np.abs(up[beyond])
+        step = np.where(np.isnan(step), 0.0, step)
+        # bins outwards of each edge: the bin on the outer side of edge j is j (left) or j-1 (right)
+        outer_bin = beyond if sign > 0 else beyond - 1
+        inside = (outer_bin >= 0) & (outer_bin < nb)
+        covered = np.where(inside, ~np.isnan(m[np.clip(outer_bin, 0, nb - 1)]), False)
+        gap_bins = max(1, round(p.coverage_gap_m / p.bin_m))
+        # a gap starts at an edge when the next gap_bins bins outwards have no ground
+        run = np.lib.stride_tricks.sliding_window_view(
+            np.concatenate([~covered, np.ones(gap_bins, bool)]), gap_bins
+        )
+        gap_start = run[: len(covered)].all(axis=1)
+        stop = np.nan
+        e = _first_step(step, beyond, p.edge_step_m, np.inf, w)
+        if e is not None:
+            stop = float(abs(edges[beyond[e]]))
+        if gap_start.any():
+            stop = float(np.nanmin([stop, abs(edges[beyond[np.argmax(gap_start)]])]))
+        bd = d[building] * sign
+        facade = bd[bd > abs(kerb[side])]
+        if len(facade):
+            stop = float(np.nanmin([stop, facade.min()]))
+        if np.isfinite(stop):
+            outer[side] = stop
+    kl, kr = kerb.get("left"), kerb.get("right")
+    res["kerb_left_m"] = kl if kl is not None else float("nan")
+    res["kerb_right_m"] = kr if kr is not None else float("nan")
+    if kl is not None and kr is not None:
+        res["carriageway_width_m"] = kl - kr
+    for side in ("left", "right"):
+        if side in kerb and side in outer:
+            res[f"sidewalk_{side}_width_m"] = outer[side] - abs(kerb[side])
+    # clearance above the carriageway
+    c_hi = kl if kl is not None else p.fallback_half_width_m
+    c_lo = kr if kr is not None else -p.fallback_half_width_m
+    on_cw = ground & (d > c_lo) & (d < c_hi)
+    if on_cw.sum() >= 3:
+        A = np.column_stack([np.ones(on_cw.sum()), s[on_cw], d[on_cw]])
+        coef, *_ = np.linalg.lstsq(A, z[on_cw], rcond=None)
+        # the kerb line is known to a bin: returns up to `clearance_margin_m` beyond it count as above
+        # the carriageway's edge (a crown's lowest part over the road is usually right there)
+        over = other & (d > c_lo - p.clearance_margin_m) & (d < c_hi + p.clearance_margin_m)
+        h = z[over] - (coef[0] + coef[1] * s[over] + coef[2] * d[over])
+        h = h[h >= p.min_overhead_m]
+        res["overhead_points"] = float(len(h))
+        if len(h):
+            res["min_clearance_m"] = float(h.min())
+    # free sidewalk width
+    nslice = max(1, int(np.ceil(length / p.slice_m - 1e-9)))
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        if side not in kerb or side not in outer:
+            continue
+        a, b = abs(kerb[side]), outer[side]
+        dd = d * sign
+        walk = ground & (dd > a) & (dd < b)
+        if walk.sum() < 3:
+            continue
+        A = np.column_stack([np.ones(walk.sum()), s[walk], dd[walk]])
+        coef, *_ = np.linalg.lstsq(A, z[walk], rcond=None)
+        cand = other | building
+        cand &= (dd > a) & (dd < b) & (s >= 0) & (s <= length)
+        h = z[cand] - (coef[0] + coef[1] * s[cand] + coef[2] * dd[cand])
+        obst = (h >= p.obstacle_min_m) & (h <= p.obstacle_max_m)
+        nbin = max(1, round((b - a) / p.bin_m))
+        occ = np.zeros((nslice, nbin), dtype=bool)
+        si = np.clip((s[cand][obst] / p.slice_m).astype(np.int64), 0, nslice - 1)
+        bi = np.clip(((dd[cand][obst] - a) / p.bin_m).astype(np.int64), 0, nbin - 1)
+        occ[si, bi] = True
+        free = _longest_free(occ).min() * p.bin_m
+        res[f"free_sidewalk_{side}_m"] = float(min(free, b - a))
+    return res
+
+
+def measure_street_space(
+    seg: Segments,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    cls: np.ndarray,
+    p: StreetSpaceParams,
+) -> dict[str, np.ndarray]:
+    """Measurements of every segment (columns of RESULT_COLUMNS, NaN = not measured)."""
+    out = {k: np.full(len(seg), np.nan) for k in RESULT_COLUMNS}
+    if not len(seg) or not len(x):
+        return out
+    tree = shapely.STRtree(shapely.points(x, y))
+    H = p.max_half_width_m
+    for i in range(len(seg)):
+        L = float(seg.length[i])
+        ux, uy = seg.ux[i], seg.uy[i]
+        corners = np.array(
+            [
+                (seg.x0[i] + a * L * ux - b * H * uy, seg.y0[i] + a * L * uy + b * H * ux)
+                for a in (0.0, 1.0)
+                for b in (-1.0, 1.0)
+            ]
+        )
+        near = np.sort(tree.query(shapely.box(*corners.min(axis=0), *corners.max(axis=0))))
+        if not len(near):
+            continue
+        dx, dy = x[near] - seg.x0[i], y[near] - seg.y0[i]
+        s = dx * seg.ux[i] + dy * seg.uy[i]
+        d = -dx * seg.uy[i] + dy * seg.ux[i]
+        keep = (s >= 0) & (s < L) & (np.abs(d) < p.max_half_width_m)
+        sel = near[keep]
+        r = measure_segment(s[keep], d[keep], z[sel], cls[sel], L, p)
+        for k, v in r.items():
+            out[k][i] = v
+    return out
+
+
+def judge(res: dict[str, np.ndarray], p: StreetSpaceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(judged, passable, reason) for the configured vehicle. A segment without a measured carriageway
+    width cannot be judged; a missing clearance means nothing overhead (below the scanner's reach)."""
+    cw = res["carriageway_width_m"]
+    cl = res["min_clearance_m"]
+    judged = np.isfinite(cw)
+    narrow = judged & (cw < p.vehicle_width_m)
+    low = np.isfinite(cl) & (cl < p.vehicle_height_m)
+    passable = judged & ~narrow & ~low
+    reason = np.full(len(cw), "", dtype=object)
+    for i in np.flatnonzero(~passable):
+        parts = []
+        if not judged[i]:
+            parts.append("carriageway width not measured (no kerb found on both sides)")
+        if narrow[i]:
+            parts.append(f"carriageway {cw[i]:.2f} m < vehicle width {p.vehicle_width_m:.2f} m")
+        if low[i]:
+            parts.append(f"clearance {cl[i]:.2f} m < vehicle height {p.vehicle_height_m:.2f} m")
+        reason[i] = "; ".join(parts)
+    return judged, passable, reason
+
+
+def status(judged: np.ndarray, res: dict[str, np.ndarray], p: StreetSpaceParams) -> np.ndarray:
+    """Category for the map: passable / too_narrow / too_low / too_narrow_and_low / not_judged."""
+    cw, cl = res["carriageway_width_m"], res["min_clearance_m"]
+    narrow = np.isfinite(cw) & (cw < p.vehicle_width_m)
+    low = np.isfinite(cl) & (cl < p.vehicle_height_m)
+    out = np.where(narrow & low, "too_narrow_and_low", np.where(narrow, "too_narrow", "passable"))
+    out = np.where(~narrow & low, "too_low", out)
+    return np.where(judged | low, out, "not_judged").astype(object)
