@@ -21,6 +21,10 @@ DEPLOY = [p for p in sorted((REPO / "deploy").rglob("*")) if p.is_file()] + [REP
 # `twin` as a command word (not `ruhrtwin`, `twin-export`, `twin_...`), then the command word.
 _TWIN = re.compile(r"(?<![\w./-])(?:\S*/)?(?:twin|\$\(TWIN\))[ \t]+([a-z][a-z_-]*)")
 _FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+# code spans that start like a command but are names
+NAMES_NOT_COMMANDS = ("twin local ENU frame",)  # the CRS name of `twin points --crs local` (pointcloud.md)
+# In Markdown code, a command starts the span or follows `$ `, `&&`, `;`, `|` or environment assignments.
+_COMMAND_START = re.compile(r"(?:^|[$;|&]\s*)(?:[A-Z_][A-Z0-9_]*=\S*\s+)*\s*$")
 # Where a shell command ends: a real pipe (`a | b`), `;`, `&&`, `||`, a redirection, a comment.
 _END = re.compile(r"\s\|\s|;|&&|\|\||>>?|\s#")
 
@@ -63,6 +67,10 @@ def _mentions(path: Path) -> list[tuple[str, int, str, list[str]]]:
         for m in _TWIN.finditer(span):
             if path.name == "Makefile" and "$(TWIN)" not in m.group(0):
                 continue  # `.PHONY: twin test ...` are make targets
+            if path.suffix == ".md" and not _COMMAND_START.search(span[: m.start()]):
+                continue  # prose inside code: `the twin of ...`
+            if span.startswith(NAMES_NOT_COMMANDS):
+                continue
             rest = span[m.end() :]
             end = _END.search(rest)
             rest = rest[: end.start()] if end else rest
@@ -90,7 +98,8 @@ def test_extraction_of_a_crafted_document(tmp_path: Path) -> None:
     doc = tmp_path / "x.md"
     doc.write_text(
         "Run `twin release publish --to x` or\n```\ntwin build cfg.yaml --force  # comment --bogus\n```\n"
-        "`twin points a.laz --format 1.1|1.0 | head --lines 3` and `twin view` / `twin gc\n-c C`\n",
+        "`twin points a.laz --format 1.1|1.0 | head --lines 3` and `twin view` / `twin gc\n-c C`\n"
+        "`the twin of x`, `TWIN_TRACE=f twin demo --json`\n",
         encoding="utf-8",
     )
     got = [(c, fl) for _, _, c, fl in _mentions_of(doc)]
@@ -98,6 +107,7 @@ def test_extraction_of_a_crafted_document(tmp_path: Path) -> None:
     assert ("build", ["--force"]) in got
     assert ("points", ["--format"]) in got
     assert ("view", []) in got and ("gc", ["-c"]) in got
+    assert ("demo", ["--json"]) in got and "of" not in [c for c, _ in got]
 
 
 def _mentions_of(path: Path) -> list[tuple[str, int, str, list[str]]]:
@@ -137,3 +147,24 @@ def test_a_wrong_command_and_a_wrong_flag_are_reported(tmp_path: Path) -> None:
 def test_every_named_command_and_flag_exists(path: Path) -> None:
     wrong = _wrong(_mentions(path))
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_command_and_option_has_a_help_text() -> None:
+    parser = make_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    missing = [f"twin {n}" for n in sub.choices if not helps.get(n)]
+    for name, p in sub.choices.items():
+        missing += [f"twin {name} {a.option_strings or a.dest}" for a in p._actions if not a.help]
+    assert missing == []
+
+
+def test_readme_command_table_has_one_row_per_command() -> None:
+    """The README's command table is the one list of commands: every command once, nothing else."""
+    rows = [
+        line
+        for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `twin ")
+    ]
+    named = [re.match(r"\| `twin ([a-z]+)", r).group(1) for r in rows]
+    assert sorted(named) == sorted(_subparsers(make_parser()))

@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="publish although a plausibility gate found this change (buildings, parcels, points, "
         "terrain_area, rejected, point_count or all); repeatable; recorded in the manifest",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing while building (the build log keeps every message; errors still go to stderr)",
+    )
     p.set_defaults(func=run)
 
 

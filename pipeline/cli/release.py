@@ -53,14 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollback", help="point `current` back at the previous release")
     _where(p)
     p.add_argument("--to", help="build id to roll back to (default: the release published before)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_rollback)
 
     p = sub.add_parser("gc", help="trim the cache to its budget, delete unfinished builds and old releases")
     _where(p)
     p.add_argument("--budget", help="cache size budget, e.g. 5GB (default: runtime.cache_budget)")
     p.add_argument("--keep", type=int, help="releases to keep (default: release.keep)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_gc)
 
     p = sub.add_parser("publish", help="export a release without internal layers (access class public)")
@@ -73,15 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "is refused",
     )
     p.add_argument("--release", help="build id or release folder (default: current)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_publish)
 
     p = sub.add_parser("validate", help="validate a release on disk (schemas, URIs, glTF validator)")
     p.add_argument("release", help="release folder or build id (with --config/--out)")
-    p.add_argument("--config", "-c", default=None)
-    p.add_argument("--out")
+    p.add_argument("--config", "-c", default=None, help="project config whose paths.out holds the releases")
+    p.add_argument("--out", help="output folder with releases/ (instead of the config's)")
     p.add_argument("--no-gltf", action="store_true", help="skip the Khronos glTF validator")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_validate)
 
 

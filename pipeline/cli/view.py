@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("view", help="serve a release's 3D viewer on 127.0.0.1 (default: the current release)")
     p.add_argument("--release", type=Path, help="release directory (default: <out>/current)")
-    p.add_argument("--config", help="config whose paths.out holds the releases (default: data/out)")
+    p.add_argument("--config", "-c", help="config whose paths.out holds the releases (default: data/out)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument(
         "--internal",
