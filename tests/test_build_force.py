@@ -79,3 +79,35 @@ def test_force_rebuilds_every_layer_and_keeps_the_bytes(tiny_project, tmp_path, 
     after = _snapshot(forced.release_dir)
     assert after.keys() == before.keys() and len(after) > 50
     assert [k for k in after if after[k] != before[k]] == []
+
+
+def test_cache_refresh_rebuilds_entries_older_than_the_build(tmp_path):
+    """The cache of a forced build: an entry from before the build is rebuilt and replaced (directory and
+    pickled result alike); an entry written during the build is a hit."""
+    import os
+    import time
+
+    from pipeline.orchestrate.cache import Cache
+
+    calls: list[str] = []
+
+    def build_dir(tmp: Path, text: str) -> None:
+        calls.append(text)
+        tmp.mkdir()
+        (tmp / "a.txt").write_text(text)
+
+    old = Cache(tmp_path)
+    entry = old.get_or_build(["k"], lambda t: build_dir(t, "old"))
+    assert old.call(["r"], lambda: "old result") == "old result"
+    for p in (entry, old.path_for(old.key(["r"]))):
+        os.utime(p, (time.time() - 60, time.time() - 60))
+
+    forced = Cache(tmp_path, refresh_before=time.time())
+    assert forced.get(forced.key(["k"])) is None
+    again = forced.get_or_build(["k"], lambda t: build_dir(t, "new"))
+    assert again == entry and (again / "a.txt").read_text() == "new"
+    assert forced.get_or_build(["k"], lambda t: build_dir(t, "third")) == entry
+    assert calls == ["old", "new"]
+    assert forced.call(["r"], lambda: "new result") == "new result"
+    assert forced.call(["r"], lambda: "third result") == "new result"
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".tmp")]
