@@ -69,9 +69,10 @@ def test_byte_identical_rerun(demo, tmp_path):
     out, summary = demo
     again = generate_demo(tmp_path / "raw", **TINY)
     assert again.files == summary.files
-    # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x3, README, zoning plan + its truth,
-    # 8 panorama images, the official LoD2 model of epoch 1 (one 1 km tile)
-    assert len(summary.files) == 37
+    # 4 tiles x (2 aerial + dop + dgm + mobile) + gpkg, csv, truth x4 (with street_space.csv), README,
+    # zoning plan + its truth, 8 panorama images, the official LoD2 model of epoch 1 (one 1 km tile)
+    assert len(summary.files) == 38
+    assert "truth/street_space.csv" in summary.files
     assert "lod2/LoD2_32_362_5716_1_NW.gml" in summary.files
     assert sum(f.startswith("mobile/panoramas/") and f.endswith(".jpg") for f in summary.files) == 8
     for rel in summary.files:
