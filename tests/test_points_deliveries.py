@@ -146,6 +146,21 @@ def test_default_output_of_files_without_extra_dims_is_unchanged(tmp_path):
     assert _tree_hash(tmp_path / "default") == _tree_hash(tmp_path / "explicit")
 
 
+def test_copc_declares_the_extra_dimensions_no_data(tmp_path):
+    src = write_las_extra(tmp_path / "mms.las")
+    code, s = run_points(str(src), "--out", str(tmp_path / "out"), "--jobs", "1", "--copc")
+    assert code == 0 and s is not None
+    las = laspy.read(next((tmp_path / "out" / "copc").glob("*.copc.laz")))
+    declared = {
+        st.name.rstrip(b"\0").decode(): (int(st.options) & 1, float(st.no_data[0]))
+        for v in las.header.vlrs
+        for st in (getattr(v, "extra_bytes_structs", None) or [])
+    }
+    assert declared == {"label": (1, EXTRA_NO_DATA), "height": (1, EXTRA_NO_DATA)}
+    height = np.asarray(las["height"])
+    assert np.all(np.isfinite(height)) and int(np.sum(height == np.float32(EXTRA_NO_DATA))) == 301
+
+
 def test_config_extra_dimensions_all_none_or_names():
     from pipeline.config.model import PointsLayer
 

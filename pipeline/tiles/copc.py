@@ -286,10 +286,15 @@ def _evlr(user_id: str, record_id: int, description: str, data: bytes) -> bytes:
 
 
 def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
+    """Float32 extra dimensions, each declaring the no-data value the decoder maps no-data to
+    (`pipeline.point_attributes.EXTRA_NO_DATA`; options bit 0)."""
+    from pipeline.point_attributes import EXTRA_NO_DATA
+
     out = b""
     for name in names:
-        d = struct.pack("<2xBB", 9, 0) + _text(name, 32) + b"\0" * 4  # 9 = float, no options
-        d += b"\0" * (24 * 5)  # no_data, min, max, scale, offset (unused with options 0) + deprecated
+        d = struct.pack("<2xBB", 9, 1) + _text(name, 32) + b"\0" * 4  # 9 = float, options: no_data
+        d += struct.pack("<d", EXTRA_NO_DATA) + b"\0" * 16  # no_data (first element; a double for floats)
+        d += b"\0" * (24 * 4)  # min, max, scale, offset (unused: options bits 1-4 clear)
         d += _text(name, 32)  # description
         assert len(d) == 192
         out += d
