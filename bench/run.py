@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "solar": "bench.solar",
     "imagery": "bench.imagery",
     "copc": "bench.copc",
+    "terrain": "bench.terrain",
 }
 
 

@@ -92,6 +92,7 @@ def _meta(lo: np.ndarray, hi: np.ndarray, vertices: int, triangles: int) -> tupl
 def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     from pipeline.orchestrate.cache import (
         build_cache,
+        content_key,
         input_sha256,
         record_outputs,
         reuse_files,
@@ -253,11 +254,12 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     # ---- 4. tiles: reuse by content key, build the rest
     tiles = sorted((k for k, v in verts.items() if np.isfinite(v).any()), key=lambda t: (t[0], t[2], t[1]))
     keys: dict[tuple[int, int, int], str] = {}
+    common = content_key("terrain-glb-v1", lay.texture_format, height_crs, cfg.crs, ctx.frame)
     for level, tx, ty in tiles:
         tex = textures.get((level, tx, ty)) if ortho is not None else None
         keys[(level, tx, ty)] = cache.key(
             [
-                "terrain-glb-v1",
+                common,
                 level,
                 tx,
                 ty,
@@ -265,10 +267,6 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                 verts[(level, tx, ty)],
                 float(skirts[level][ty, tx]),
                 hashlib.sha256(tex).hexdigest() if tex is not None else None,
-                lay.texture_format,
-                height_crs,
-                cfg.crs,
-                ctx.frame,
             ]
         )
     rel = {t: f"tiles/{t[0]}/{t[1]}/{t[2]}.glb" for t in tiles}
