@@ -307,3 +307,45 @@ def test_lod2_styles_beside_the_buildings_layer(tmp_path: Path) -> None:
         "${lod_source} === 'reconstructed'",
         f"color('{P.hex_colour(P.LOD_SOURCE[0].rgba)}')",
     ]
+
+
+def test_buildings_gpkg_keeps_function_default_and_carries_the_lod2_styles(tmp_path: Path) -> None:
+    import sqlite3
+
+    import geopandas as gpd
+    import shapely
+
+    from pipeline.orchestrate.buildings import write_gpkg
+    from pipeline.styles.gpkg import default_styles
+    from pipeline.styles.qml import STYLES_DIR
+
+    gdf = gpd.GeoDataFrame(
+        {"oid": ["a", "b"], "funktion_gruppe": ["Wohngebäude", "Garage"], "roof_type": ["gable", ""]},
+        geometry=[shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10)],
+        crs="EPSG:25832",
+    )
+    gpkg = tmp_path / "buildings.gpkg"
+    write_gpkg(gpkg, gdf)
+    function = (STYLES_DIR / "buildings_function.qml").read_text(encoding="utf-8")
+    assert default_styles(gpkg) == {"buildings": function}
+    con = sqlite3.connect(gpkg)
+    try:
+        rows = con.execute(
+            "SELECT styleName, useAsDefault, styleQML FROM layer_styles WHERE f_table_name = 'buildings' ORDER BY id"
+        ).fetchall()
+        count = con.execute(
+            "SELECT feature_count FROM gpkg_ogr_contents WHERE table_name = 'layer_styles'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert [(n, d) for n, d, _q in rows] == [
+        ("buildings", 1),
+        ("buildings by model source", 0),
+        ("buildings by roof type", 0),
+    ]
+    assert rows[2][2] == (STYLES_DIR / "buildings_roof_type.qml").read_text(encoding="utf-8")
+    assert count == (3,)
+    # rebuilt: the same bytes (the styles are replaced, not added again)
+    first = gpkg.read_bytes()
+    write_gpkg(gpkg, gdf)
+    assert gpkg.read_bytes() == first

@@ -394,7 +394,8 @@ def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]
 def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
     """GeoPackage layer `buildings` (MultiPolygon and CRS declared even when empty, fixed timestamp so
     rebuilds are byte-identical: pipeline.styles.gpkg) with its QGIS style (colour by function group)
-    embedded and as `buildings.qml` beside it."""
+    embedded as default and as `buildings.qml` beside it; LoD2 tables also get the roof-type and
+    model-source styles as further named styles."""
     from pipeline.styles.gpkg import embed_styles, write_layer
     from pipeline.styles.qml import STYLES_DIR
 
@@ -403,7 +404,13 @@ def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
     tmp = path.with_name(f".tmp.{path.name}")
     tmp.unlink(missing_ok=True)
     write_layer(gdf, tmp, "buildings", "MultiPolygon")
-    embed_styles(tmp, {"buildings": qml})
+    extra = {}
+    if "roof_type" in gdf.columns:  # LoD2: by roof type and by model source as further named styles
+        extra = {
+            f"buildings by {what}": (STYLES_DIR / f"buildings_{name}.qml").read_text(encoding="utf-8")
+            for name, what in (("roof_type", "roof type"), ("lod_source", "model source"))
+        }
+    embed_styles(tmp, {"buildings": qml}, extra={"buildings": extra})
     tmp.replace(path)
     write_atomic(path.with_suffix(".qml"), qml.encode("utf-8"))
 

@@ -103,10 +103,24 @@ def write_styles(gpkg: Path, styles: Mapping[str, str]) -> list[Path]:
     return out
 
 
-def embed_styles(gpkg: Path, styles: Mapping[str, str], *, description: str = STYLE_DESCRIPTION) -> None:
+def embed_styles(
+    gpkg: Path,
+    styles: Mapping[str, str],
+    *,
+    description: str = STYLE_DESCRIPTION,
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Store each layer's QML (layer name -> QML text) as its default QGIS style in `gpkg`.
 
-    Replaces the styles stored before for the same layers; every layer must exist."""
+    `extra`: further named styles per layer (layer -> style name -> QML), stored with
+    ``useAsDefault = 0`` after the default one (QGIS offers them in the layer's style manager, "Load
+    Style... > From database"). Replaces the styles stored before for the same layers; every layer must
+    exist and have a default style."""
+    extra = extra or {}
+    if set(extra) - set(styles):
+        raise ValueError(
+            f"{gpkg}: extra styles for {sorted(set(extra) - set(styles))} without a default style"
+        )
     if not gpkg.is_file():
         raise FileNotFoundError(f"{gpkg}: no GeoPackage to store styles in")
     con = sqlite3.connect(gpkg)
@@ -144,6 +158,13 @@ def embed_styles(gpkg: Path, styles: Mapping[str, str], *, description: str = ST
                 "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '', ?)",
                 (layer, geom_cols.get(layer, ""), layer, styles[layer], description, GPKG_TIMESTAMP),
             )
+            for name in sorted(extra.get(layer, {})):
+                con.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
+                    "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, "
+                    "update_time) VALUES ('', '', ?, ?, ?, ?, '', 0, ?, '', '', ?)",
+                    (layer, geom_cols.get(layer, ""), name, extra[layer][name], description, GPKG_TIMESTAMP),
+                )
         con.commit()
     finally:
         con.close()
