@@ -359,3 +359,18 @@ def test_explicit_epsg_is_never_refused_as_mislabelled(tmp_path, capsys):
                          "--assume-ellipsoidal")  # fmt: skip
     assert code == 0 and s is not None and s["points_in"] == 3000
     assert any("--crs EPSG:32632 kept although" in n for n in s["notes"])
+
+
+def test_build_manifest_states_scheme_and_extra_dimensions(tiny_release):
+    """Each point layer of a build says its class scheme, how it was chosen and its extra dimensions."""
+    import json
+
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    layers = {lay["name"]: lay["stats"] for lay in manifest["layers"] if lay["kind"] == "pointcloud"}
+    assert set(layers) == {"aerial_points", "mobile_points"}
+    # the tiny config names the schemes (adv aerial, asprs mobile); its LAS files have no Extra Bytes
+    assert layers["aerial_points"]["class_scheme"] == "adv"
+    assert layers["mobile_points"]["class_scheme"] == "asprs"
+    for st in layers.values():
+        assert st["class_scheme_reason"] == "given"
+        assert st["extra_dimensions"] == [] and st["extra_dimensions_dropped"] == []
