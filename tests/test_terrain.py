@@ -358,7 +358,12 @@ def test_terrain_on_dask_equals_serial(terrain_release, tmp_path):
     from pipeline.runtime import dask_client
 
     ctx, _ = terrain_release
-    ctx2 = district.context(Path(ctx.cfg.base_dir) / "district.yaml", tmp_path / "dask")
+    # an empty cache: the chunk tasks (numba texture kernel, DGM windows) run on the workers
+    ctx2 = district.context(
+        Path(ctx.cfg.base_dir) / "district.yaml",
+        tmp_path / "dask",
+        **{"paths.cache": str(tmp_path / "cache")},
+    )
     with dask_client(ctx2.cfg.runtime, workers=2) as client:
         ctx2.client = client
         build_terrain_layers(ctx2, [])
