@@ -211,6 +211,22 @@ def test_auto_scheme_with_contradicting_codes_is_an_input_error(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+# ---- intensity as delivered ----
+
+
+def test_las_intensity_is_stored_as_delivered_and_the_stretch_is_only_a_display_range(tmp_path):
+    from pipeline.orchestrate.points import _intensity_stats
+
+    src = write_las_extra(tmp_path / "scan.las", extra=False)  # intensity 0..2999 (a 12-bit scanner)
+    code, s = run_points(str(src), "--out", str(tmp_path / "out"), "--jobs", "1")
+    assert code == 0 and s is not None
+    stored = np.sort(_column(tmp_path / "out", "_INTENSITY").astype(np.int64))
+    assert stored.tolist() == list(range(3000))  # not stretched to 0..65535
+    # the viewer's intensity style gets the display range (1st-99th percentile of the upper tiles)
+    rng = _intensity_stats(tmp_path / "out")["intensity"]
+    assert 0 <= rng["min"] < 100 and 2900 < rng["max"] <= 2999
+
+
 # ---- intensity as delivered (E57) ------------------------------------------------------------------------
 
 
@@ -374,3 +390,5 @@ def test_build_manifest_states_scheme_and_extra_dimensions(tiny_release):
     for st in layers.values():
         assert st["class_scheme_reason"] == "given"
         assert st["extra_dimensions"] == [] and st["extra_dimensions_dropped"] == []
+        # the intensity display range of the viewer style (the tiles keep the delivered values)
+        assert 0 <= st["intensity"]["min"] < st["intensity"]["max"] <= 65535

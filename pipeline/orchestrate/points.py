@@ -953,10 +953,40 @@ def build_pointcloud_layer(
             # LAS extra dimensions kept (properties `x_<name>`) and those of the inputs left out
             "extra_dimensions": summary.extra_dimensions,
             "extra_dimensions_dropped": summary.extra_dimensions_dropped,
+            # the display range of the viewer's intensity style (the data keep the delivered values)
+            **_intensity_stats(ctx.release_dir / out_subdir),
         },
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _intensity_stats(layer_dir: Path) -> dict[str, Any]:
+    """`intensity`: {min, max} for the viewer's intensity style: the 1st and 99th percentiles of the
+    intensity of the points in the root and level-1 tiles (glb; a spatially even sample of the layer), so
+    a 12-bit scanner's 0..4095 is shown with full contrast although the tiles keep the delivered values.
+    Empty when the tiles have no readable intensity (pnts, no tiles)."""
+    from pipeline.tiles.gltf import read_glb
+
+    vals = []
+    for p in sorted((layer_dir / "content").glob("[01]/*.glb")):
+        js, binary = read_glb(p.read_bytes())
+        if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
+            from pipeline.tiles.points_glb import decode_meshopt_views
+
+            js, binary = decode_meshopt_views(js, binary)
+        attrs = js["meshes"][0]["primitives"][0]["attributes"]
+        if "_INTENSITY" in attrs:  # uint16, interleaved: gather the column (the last row may be short)
+            acc = js["accessors"][attrs["_INTENSITY"]]
+            view = js["bufferViews"][acc["bufferView"]]
+            start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+            rows = start + np.arange(int(acc["count"]), dtype=np.int64) * view.get("byteStride", 2)
+            buf = np.frombuffer(binary, np.uint8)
+            vals.append(buf[rows].astype(np.int64) | (buf[rows + 1].astype(np.int64) << 8))
+    if not vals or not sum(len(v) for v in vals):
+        return {}
+    lo, hi = np.percentile(np.concatenate(vals), [1.0, 99.0])
+    return {"intensity": {"min": int(lo), "max": int(max(hi, lo + 1))}}
 
 
 def _raw_relative(ctx: BuildContext, path: str) -> str:
