@@ -5,7 +5,8 @@
   planes perpendicular to the track: every return is a ray at a random elevation angle (-75..+70 degrees)
   that stops at the first thing it meets: the terrain, a building facade (up to the eave), or a tree crown.
   Rays that pass over the eaves or reach beyond 30 m lateral range give no return. The sidewalks stand
-  KERB_HEIGHT (0.12 m) above the carriageway in these scans (a kerb the aerial terrain does not model). Uniform angles make
+  KERB_HEIGHT (0.12 m) above the carriageway in these scans (a kerb the aerial terrain does not model);
+  two streets have a 20 m kerb extension that leaves 2.3 m of carriageway (`narrowings`). Uniform angles make
   the density fall off with distance: very dense corridors along the tracks, sparse at 30 m.
 * Files ``mobile/gsc_<epoch>_<tile stem>.laz`` on the aerial tile grid: LAS 1.4, point format 7 (RGB,
   GPS time), classes ASPRS 1 unclassified, 2 ground, 5 high vegetation, 6 building (facades),
@@ -30,7 +31,7 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
-from pipeline.sources.demo.city import City, epoch_year
+from pipeline.sources.demo.city import City, Street, epoch_year
 from pipeline.sources.demo.grid import Tile
 from pipeline.sources.demo.points import adjusted_gps_time, write_las
 from pipeline.sources.demo.rasters import LANDCOVER_RGBI, landcover_raster
@@ -44,6 +45,8 @@ LANE_OFFSET = 1.8
 PANORAMA_STEP = 5.0
 PROFILE_STEP = 0.05  # 160 profiles per second at 8 m/s
 KERB_HEIGHT = 0.12  # sidewalks stand this much above the carriageway (mobile scans only)
+NARROWING_WIDTH = 2.3  # carriageway left at a kerb extension (too narrow for a 2.55 m vehicle)
+NARROWING_LENGTH = 20.0
 _RASTER_RES = 0.25
 _STEP = 0.25  # marching step along a profile
 _KEEP_FRACTION = 0.55  # share of rays that return something (for the rate calibration)
@@ -181,6 +184,7 @@ def simulate_mobile(
         lc_col[k] = v[:3]
     tr_ = city.trees
     steps = np.arange(1, int(RANGE / _STEP) + 1) * _STEP
+    narrow = narrowings(city)
 
     parts: list[dict[str, np.ndarray]] = []
     for tr, (s_lo, s_hi) in near:
@@ -268,7 +272,7 @@ def simulate_mobile(
                 continue
             sel = np.flatnonzero(valid)
             x, y, kind = np.floor(x[sel] * 100) / 100, np.floor(y[sel] * 100) / 100, kind[sel]
-            zg = city.terrain(x, y) + sidewalk_raise(city, x, y)
+            zg = city.terrain(x, y) + sidewalk_raise(city, x, y, narrow)
             z = np.where(kind == 2, zg, np.maximum(zs[sel] + d_hit[sel] * tan_phi[sel], zg)) + noise[sel]
             # colours
             col = np.clip(((x - ex0) / 1.0).astype(np.int64), 0, lc.shape[1] - 1)
@@ -308,9 +312,53 @@ def simulate_mobile(
     return {key: v[order] for key, v in out.items()}
 
 
-def sidewalk_raise(city: City, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def driving_line(st: Street) -> tuple[float, float, float, float, float]:
+    """(ax, ay, ux, uy, length) of a street's centreline in its driving direction (east / north)."""
+    (ax, ay), (bx, by) = st.line
+    if (bx - ax) + (by - ay) < 0:
+        ax, ay, bx, by = bx, by, ax, ay
+    length = float(np.hypot(bx - ax, by - ay))
+    return ax, ay, (bx - ax) / length, (by - ay) / length, length
+
+
+def narrowings(city: City) -> list[tuple[int, float, float, float]]:
+    """Kerb extensions (the left sidewalk widened into the carriageway, leaving NARROWING_WIDTH of road)
+    on the first two streets that have a NARROWING_LENGTH stretch at least 10 m from any junction and
+    the district edge: (index into city.streets, s0, s1, left kerb offset from the centreline), s along
+    the driving line. They exist in the mobile scans only (the land cover still shows asphalt)."""
+    out: list[tuple[int, float, float, float]] = []
+    district = shapely.box(*city.bounds).buffer(-2.0)
+    for i, st in enumerate(city.streets):
+        ax, ay, ux, uy, length = driving_line(st)
+        for s0 in np.arange(15.0, length - NARROWING_LENGTH - 10.0, 10.0):
+            s = np.arange(s0 - 10.0, s0 + NARROWING_LENGTH + 10.0, 1.0)
+            x, y = ax + s * ux, ay + s * uy
+            ok = all(
+                shapely.contains_xy(district, x + k * st.width / 2 * -uy, y + k * st.width / 2 * ux).all()
+                for k in (-1.0, 1.0)
+            )
+            for other in city.streets:
+                if other is st or not ok:
+                    continue
+                oax, oay, oux, ouy, _ = driving_line(other)
+                od = np.abs(-(x - oax) * ouy + (y - oay) * oux)
+                ok = bool(np.all(od > other.width / 2 + 2.0))
+            if ok:
+                out.append(
+                    (i, float(s0), float(s0 + NARROWING_LENGTH), -st.carriageway / 2 + NARROWING_WIDTH)
+                )
+                break
+        if len(out) == 2:
+            break
+    return out
+
+
+def sidewalk_raise(
+    city: City, x: np.ndarray, y: np.ndarray, narrow: list[tuple[int, float, float, float]] | None = None
+) -> np.ndarray:
     """Height of the kerbed sidewalks above the terrain at (x, y): KERB_HEIGHT on a street's sidewalk
-    band (between carriageway edge and street parcel edge), 0 elsewhere and on every carriageway."""
+    band (between carriageway edge and street parcel edge) and on the kerb extensions (`narrowings`),
+    0 elsewhere and on every carriageway."""
     sidewalk = np.zeros(len(x), dtype=bool)
     carriageway = np.zeros(len(x), dtype=bool)
     for st in city.streets:
@@ -319,7 +367,14 @@ def sidewalk_raise(city: City, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         d = np.abs(-(x - ax) * (by - ay) / length + (y - ay) * (bx - ax) / length)
         carriageway |= d < st.carriageway / 2
         sidewalk |= d < st.width / 2
-    return np.where(sidewalk & ~carriageway, KERB_HEIGHT, 0.0)
+    extension = np.zeros(len(x), dtype=bool)
+    for i, s0, s1, kerb in narrowings(city) if narrow is None else narrow:
+        st = city.streets[i]
+        ax, ay, ux, uy, _ = driving_line(st)
+        s = (x - ax) * ux + (y - ay) * uy
+        d = -(x - ax) * uy + (y - ay) * ux
+        extension |= (s >= s0) & (s < s1) & (d >= kerb) & (d < st.width / 2)
+    return np.where((sidewalk & ~carriageway) | extension, KERB_HEIGHT, 0.0)
 
 
 def profile_time(tr: Track, s: np.ndarray, side: np.ndarray, phi: np.ndarray) -> np.ndarray:

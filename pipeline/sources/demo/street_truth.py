@@ -9,7 +9,8 @@ column                     meaning
 street, track              street name and its track number (mobile.tracks)
 s                          station (m) from the street's start, the middle of the 0.5 m slice
 x, y                       centreline point
-carriageway_width_m        kerb to kerb (the sidewalks stand mobile.KERB_HEIGHT above the carriageway)
+carriageway_width_m        kerb to kerb (the sidewalks stand mobile.KERB_HEIGHT above the carriageway;
+                           2.3 m at the kerb extensions of mobile.narrowings)
 sidewalk_left_width_m      kerb to street parcel edge, left / right of the driving direction
 sidewalk_right_width_m
 junction                   1 where the slice (with 1 m margin) touches another street's parcel band or
@@ -30,7 +31,7 @@ import numpy as np
 import shapely
 
 from pipeline.sources.demo.city import City
-from pipeline.sources.demo.mobile import tracks
+from pipeline.sources.demo.mobile import narrowings, tracks
 
 STATION_M = 0.5
 MIN_OVERHEAD_M = 2.0
@@ -43,7 +44,8 @@ def street_space_truth(city: City) -> list[dict[str, object]]:
     tr_ = city.trees
     district = shapely.box(*city.bounds)
     by_name = {t.name: t for t in tracks(city)}
-    for st in city.streets:
+    narrow = narrowings(city)
+    for si, st in enumerate(city.streets):
         track = by_name.get(st.name)
         if track is None:
             continue
@@ -68,10 +70,15 @@ def street_space_truth(city: City) -> list[dict[str, object]]:
         for sg in (1.0, -1.0):
             ex, ey = x - sg * half * uy, y + sg * half * ux
             junction |= ~shapely.contains_xy(district, ex, ey)
+        # the left kerb per station (a kerb extension moves it inwards)
+        cw = st.carriageway
+        left_kerb = np.full(n, cw / 2)
+        for i_st, s0, s1, kerb in narrow:
+            if i_st == si:
+                left_kerb[(s >= s0) & (s < s1)] = kerb
         # clearance: tree crown undersides over the carriageway, sampled on a 5 cm grid
         clear = np.full(n, np.inf)
         inner = np.full(n, np.inf)  # the same on the carriageway narrowed by INNER_M on both sides
-        cw = st.carriageway
         for q in range(len(tr_.x)):
             ds = (tr_.x[q] - ax) * ux + (tr_.y[q] - ay) * uy
             dc = -(tr_.x[q] - ax) * uy + (tr_.y[q] - ay) * ux
@@ -88,15 +95,19 @@ def street_space_truth(city: City) -> list[dict[str, object]]:
             S, D, rho2 = S[m], D[m], rho2[m]
             a = (tr_.top[q] - tr_.crown_base[q]) / 2
             zc = city.terrain(tr_.x[q], tr_.y[q]) + tr_.crown_base[q] + a
+            kerb_at = left_kerb[np.clip((S / STATION_M).astype(np.int64), 0, n - 1)]
+            on_road = kerb_at - D > 0
+            S, D, rho2, kerb_at = S[on_road], D[on_road], rho2[on_road], kerb_at[on_road]
             px, py = ax + S * ux - D * uy, ay + S * uy + D * ux
             h = zc - a * np.sqrt(1.0 - rho2) - city.terrain(px, py)
             ok = h >= MIN_OVERHEAD_M
             idx = np.clip((S[ok] / STATION_M).astype(np.int64), 0, n - 1)
             np.minimum.at(clear, idx, h[ok])
-            ok &= np.abs(D) < cw / 2 - INNER_M
+            ok &= (D + cw / 2 > INNER_M) & (kerb_at - D > INNER_M)
             idx = np.clip((S[ok] / STATION_M).astype(np.int64), 0, n - 1)
             np.minimum.at(inner, idx, h[ok])
         side = (st.width - cw) / 2
+        right_kerb = -cw / 2
         for i in range(n):
             rows.append(
                 {
@@ -105,8 +116,8 @@ def street_space_truth(city: City) -> list[dict[str, object]]:
                     "s": f"{s[i]:.2f}",
                     "x": f"{x[i]:.3f}",
                     "y": f"{y[i]:.3f}",
-                    "carriageway_width_m": f"{cw:.2f}",
-                    "sidewalk_left_width_m": f"{side:.2f}",
+                    "carriageway_width_m": f"{left_kerb[i] - right_kerb:.2f}",
+                    "sidewalk_left_width_m": f"{st.width / 2 - left_kerb[i]:.2f}",
                     "sidewalk_right_width_m": f"{side:.2f}",
                     "junction": int(junction[i]),
                     "clearance_m": f"{clear[i]:.3f}" if np.isfinite(clear[i]) else "",
