@@ -260,6 +260,12 @@ _REAL = [
     ("las_edge_cases/autzen-utm.las", ["--assume-ellipsoidal"], "asprs"),
     ("las_edge_cases/1.2-with-color.las", ["--crs", "EPSG:2994", "--assume-ellipsoidal"], "asprs"),
     ("las_edge_cases/test_utm17.las", ["--assume-ellipsoidal"], "asprs"),
+    ("las_edge_cases/test1_4.las", ["--assume-ellipsoidal"], "asprs"),
+    ("las_edge_cases/epsg_4326.las", ["--assume-ellipsoidal"], "asprs"),
+    # an empty WKT record: the CRS is given (Poland CS92, where its coordinates lie)
+    ("las_edge_cases/warsaw_small.las", ["--crs", "EPSG:2180", "--assume-ellipsoidal"], "asprs"),
+    ("las_edge_cases/1.2-with-color.copc.laz", ["--crs", "EPSG:2994", "--assume-ellipsoidal"], "asprs"),
+    ("las_edge_cases/ellipsoid.copc.laz", ["--assume-ellipsoidal"], "asprs"),
 ]
 
 
