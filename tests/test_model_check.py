@@ -189,7 +189,7 @@ def test_demo_bar_changed_buildings_found(tmp_path):
 
     raw = tmp_path / "raw"
     demo.generate_demo(raw, size_m=300, tile_m=150, progress=False, mobile=False)
-    ctx = _ctx(raw, tmp_path / "rel")
+    ctx = _ctx(raw, tmp_path / "rel", access="public")
     res = build_model_check_layers(ctx, [build_buildings(ctx)])
     assert len(res) == 1 and res[0].files == ["model_check/model_check.gpkg", "model_check/model_check.qml"]
     t = gpd.read_file(ctx.release_dir / "model_check" / "model_check.gpkg", layer="model_check")
@@ -226,6 +226,21 @@ def test_demo_bar_changed_buildings_found(tmp_path):
     assert alarms <= 0.05, unchanged[unchanged["model_check"] != "consistent"][
         ["oid", "model_check", "reason"]
     ]
+    # the build report's section: counts per class and a map
+    from pipeline.report import ReleaseData, plot_model_check_map, tables
+
+    data = ReleaseData.load(ctx.release_dir, layers=[r.to_json() for r in res])
+    tab = tables(data)
+    counts = dict(
+        zip(tab["model_check_classes"]["class"], tab["model_check_classes"]["buildings"], strict=True)
+    )
+    assert counts == res[0].stats["classes"]
+    assert set(tab["outdated_in_official_model"]["model_check"]) >= {"roof_changed", "demolished_since_model"}
+    plot_model_check_map(data, tmp_path / "map.png")
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    # an internal model_check layer stays out of a public report
+    hidden = ReleaseData.load(ctx.release_dir, layers=[{**r.to_json(), "access": "internal"} for r in res])
+    assert hidden.model_check is None and "model_check_classes" not in tables(hidden)
 
 
 def test_official_roofs_refused(tmp_path):

@@ -117,6 +117,7 @@ PLOT_INPUTS = {
     "height_residuals.png": ("report/data/residuals.csv",),
     "grz_map.png": ("overlays/parcels.gpkg", "buildings/buildings.gpkg"),
     "change_map.png": ("change/change.gpkg",),
+    "model_check_map.png": ("model_check/model_check.gpkg",),
     "point_density.png": ("report/data/point_density.tif",),
 }
 

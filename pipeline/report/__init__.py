@@ -50,6 +50,7 @@ class ReleaseData:
     change: gpd.GeoDataFrame | None = None
     unregistered: gpd.GeoDataFrame | None = None
     unknown: gpd.GeoDataFrame | None = None
+    model_check: gpd.GeoDataFrame | None = None
     residuals: pd.DataFrame | None = None
     density_path: Path | None = None
 
@@ -89,6 +90,7 @@ class ReleaseData:
         d.change = read("change", root / "change" / "change.gpkg", "buildings_change")
         d.unregistered = read("change", root / "change" / "change.gpkg", "unregistered_structures")
         d.unknown = read("change", root / "change" / "change.gpkg", "unknown_areas")
+        d.model_check = read("model_check", root / "model_check" / "model_check.gpkg", "model_check")
         if (data_dir / "residuals.csv").is_file():
             d.residuals = pd.read_csv(data_dir / "residuals.csv", dtype={"oid": str})
         if (data_dir / "point_density.tif").is_file():
@@ -292,6 +294,36 @@ def plot_change_map(data: ReleaseData, path: Path | None = None):
     return _save(fig, path)
 
 
+def plot_model_check_map(data: ReleaseData, path: Path | None = None):
+    """Buildings by outdated-model class (palette pipeline.styles.palettes.MODEL_CHECK)."""
+    from matplotlib.patches import Patch
+
+    from pipeline.styles.palettes import MODEL_CHECK_COLOURS
+
+    fig, ax = _fig(6, 6)
+    m = data.model_check
+    if m is not None and len(m):
+        cols = np.array([MODEL_CHECK_COLOURS.get(k, (0, 0, 0, 255)) for k in m["model_check"]]) / 255.0
+        m.plot(ax=ax, color=cols, edgecolor="0.2", linewidth=0.3)
+        present = set(m["model_check"])
+        ax.legend(
+            handles=[
+                Patch(color=np.array(MODEL_CHECK_COLOURS[k]) / 255, label=k)
+                for k in MODEL_CHECK_COLOURS
+                if k in present
+            ],
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1),
+            fontsize=7,
+        )
+        ax.set_title("Official LoD2 model vs survey")
+        ax.set_aspect("equal")
+        _plain_axes(ax)
+    else:
+        _empty(ax, "no outdated-model check (needs sources.reference_citygml)")
+    return _save(fig, path)
+
+
 def plot_point_density(data: ReleaseData, path: Path | None = None):
     fig, ax = _fig(6, 5)
     if data.density_path is not None:
@@ -328,6 +360,7 @@ PLOTS = {
     "height_residuals.png": plot_residuals,
     "grz_map.png": plot_grz_map,
     "change_map.png": plot_change_map,
+    "model_check_map.png": plot_model_check_map,
     "point_density.png": plot_point_density,
     "stage_timings.png": plot_timings,
 }
@@ -364,6 +397,15 @@ def tables(data: ReleaseData) -> dict[str, pd.DataFrame]:
         out["changed_buildings"] = pd.DataFrame(ch.drop(columns="geometry")).sort_values("oid")[
             ["oid", "change_class", "h_old", "h_new", "dh", "confidence"]
         ]
+    if data.model_check is not None and len(data.model_check):
+        from pipeline.stages.buildings.model_check import class_counts
+
+        counts = class_counts(data.model_check)
+        out["model_check_classes"] = pd.DataFrame({"class": list(counts), "buildings": list(counts.values())})
+        mc = data.model_check[~data.model_check["model_check"].isin(["consistent", "unknown"])]
+        out["outdated_in_official_model"] = pd.DataFrame(mc.drop(columns="geometry")).sort_values(
+            ["model_check", "oid", "official_oid"]
+        )[["oid", "official_oid", "model_check", "dz_eave", "dz_ridge", "iou", "reason"]]
     if data.unregistered is not None and len(data.unregistered):
         out["unregistered"] = pd.DataFrame(data.unregistered.drop(columns="geometry"))
     if data.parcels is not None and len(data.parcels):
