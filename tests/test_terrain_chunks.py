@@ -68,17 +68,29 @@ def test_chunked_vertices_and_errors_equal_whole_raster_reference(levels):
             assert np.all(bound[lv] <= ref_e[lv] + 2 * errs[c].max() + 1e-9)
 
 
-def test_skirts_are_local():
-    from pipeline.stages.terrain.chunks import skirt_depths
+def test_skirts_cover_the_cracks_against_coarser_tiles():
+    from pipeline.stages.terrain.chunks import edge_skirts
 
-    errs = [np.array([[1.0]]), np.array([[0.1, 0.2], [0.1, 3.0]]), np.zeros((4, 4))]
-    s = skirt_depths(errs)
-    assert s[0][0, 0] == 0.0
-    assert np.all(s[1] == 2.0)  # twice the root's error
-    # level 2: tiles next to the SE parent (error 3 m -> 6 m -> 8 m on the ladder), others 0.5 m
-    assert s[2].tolist() == [[0.5, 0.5, 0.5, 0.5], [0.5, 8, 8, 8], [0.5, 8, 8, 8], [0.5, 8, 8, 8]]
-    errs[1] = np.array([[0.1, 0.2], [0.1, 0.1]])
-    assert np.all(skirt_depths(errs)[2] == 0.5)  # at least 0.5 m
+    tc = 2
+    grids = [np.zeros((3, 3)), np.zeros((5, 5)), np.zeros((9, 9))]
+    # level 2 is 3 m higher than level 1 at one vertex on level 1's inner east-west boundary (row 4 of
+    # level 2, between columns 2 and 4: inside level-2 tile column 1 and level-1 tile column 0)
+    grids[2][4, 3] = 3.0
+    grids[2][1, 1] = 5.0  # inside a level-1 tile: no coarser tile meets it there
+    verts = {
+        (lv, tx, ty): g[ty * tc : (ty + 1) * tc + 1, tx * tc : (tx + 1) * tc + 1]
+        for lv, g in enumerate(grids)
+        for ty in range(2**lv)
+        for tx in range(2**lv)
+    }
+    s = edge_skirts(verts, 3, tc)
+    assert s[0].tolist() == [[0.0]]
+    # the level-1 tiles north and south of the line: their finer neighbours across lie lower (3 m -> 4 m)
+    assert s[1].tolist() == [[4.0, 0.5], [4.0, 0.5]]
+    # the level-2 tiles touching the raised vertex on the line: a coarser neighbour lies lower
+    expected = np.full((4, 4), 0.5)
+    expected[1, 1] = expected[2, 1] = 4.0
+    assert s[2].tolist() == expected.tolist()
 
 
 def test_texture_kernel_matches_numpy_reference():

@@ -112,8 +112,8 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     from pipeline.stages.terrain import plan_terrain, terrain_tile
     from pipeline.stages.terrain.chunks import (
         chunk_layout,
+        edge_skirts,
         mesh_chunk,
-        skirt_depths,
         upper_errors,
         upper_levels,
     )
@@ -237,7 +237,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         verts.update(upper)
         for level, e in enumerate(upper_errors(layout, verts, errs[c])):
             errs[level] = e
-    skirts = skirt_depths(errs)
+    skirts = edge_skirts(verts, plan.levels, tc)
     textures: dict[tuple[int, int, int], bytes] = {}
     if ortho is not None:
         summaries = {}

@@ -211,25 +211,6 @@ def upper_errors(
     return out
 
 
-def skirt_depths(errors: list[np.ndarray]) -> list[np.ndarray]:
-    """Skirt depth per tile: twice the largest error of the coarser tiles it can abut (its parent and the
-    parent's neighbours on the tile's own sides: a 2x2 block of the parent level), rounded up to a power
-    of two metres, at least 0.5; level 0 has none. The power-of-two ladder keeps skirts unchanged by
-    small changes of the errors, so an edited DGM tile rebuilds few tiles beyond its own."""
-    out = [np.zeros((1, 1))]
-    for level in range(1, len(errors)):
-        e = errors[level - 1]
-        k = e.shape[0]
-        pe = np.pad(e, 1, mode="constant", constant_values=0.0)
-        ty, tx = np.mgrid[0 : 2 * k, 0 : 2 * k]
-        py, px = ty // 2 + 1, tx // 2 + 1  # parent in the padded grid
-        sy, sx = np.where(ty % 2 == 0, -1, 1), np.where(tx % 2 == 0, -1, 1)
-        near = np.maximum.reduce([pe[py, px], pe[py + sy, px], pe[py, px + sx], pe[py + sy, px + sx]])
-        need = np.maximum(0.5, 2.0 * near)
-        out.append(np.exp2(np.ceil(np.log2(need))))
-    return out
-
-
 # ---- textures ------------------------------------------------------------------------------------
 
 
@@ -308,3 +289,54 @@ def halve_texture(rgb: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nd
 def texture_image(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Pixels without orthophoto become neutral grey (128)."""
     return np.where(valid[None], rgb, np.uint8(128))
+
+
+def _ladder(gap: np.ndarray) -> np.ndarray:
+    return np.exp2(np.ceil(np.log2(np.maximum(0.5, gap))))
+
+
+def edge_skirts(vertices: dict[tuple[int, int, int], np.ndarray], levels: int, tc: int) -> list[np.ndarray]:
+    """Skirt depth per tile from the cracks it can actually show (levels 0 .. levels-1, arrays (2^l, 2^l)).
+
+    Tiles of one level share their edge heights, so a crack opens only where a tile meets a coarser one
+    across a boundary of that coarser level, and its height there is the difference between the finer
+    tile's edge and its own ancestor's edge on that boundary line (both linear between the finer vertices,
+    so the largest difference is at a vertex). A tile's skirt covers (a) its edges against every ancestor
+    (the coarser neighbour lies lower) and (b) the edges of the finer tiles across each of its edges
+    against it (the finer neighbour lies lower). Rounded up to a power of two metres, at least 0.5 m; the
+    root has none. Only boundary lines near a changed DGM cell change, so an edited DGM tile rebuilds
+    few tiles beyond its own and its ancestors."""
+    grids = []
+    for level in range(levels):
+        k = 2**level
+        g = np.full((tc * k + 1, tc * k + 1), np.nan)
+        for ty in range(k):
+            for tx in range(k):
+                v = vertices.get((level, tx, ty))
+                if v is not None:
+                    g[ty * tc : (ty + 1) * tc + 1, tx * tc : (tx + 1) * tc + 1] = v
+        grids.append(g)
+    up = [np.zeros((2**level, 2**level)) for level in range(levels)]  # (a), per finer tile
+    down = [np.zeros((2**level, 2**level)) for level in range(levels)]  # (b), per coarser tile
+    for m in range(1, levels):
+        for k in range(m + 1, levels):
+            f = 2 ** (k - m)
+            n = tc * 2**k
+            pos = np.arange(n + 1) / f  # level-k vertices in level-m vertex units
+            src = np.arange(tc * 2**m + 1)
+            for axis in (0, 1):  # 0: rows (north/south edges), 1: columns (west/east edges)
+                for j in range(1, 2**m):  # inner boundary lines of level m (the root's outline has no cracks)
+                    line_k = grids[k][j * tc * f, :] if axis == 0 else grids[k][:, j * tc * f]
+                    line_m = grids[m][j * tc, :] if axis == 0 else grids[m][:, j * tc]
+                    d = np.abs(line_k - np.interp(pos, src, line_m))  # NaN next to a vertex without data
+                    d[~np.isfinite(d)] = 0.0
+                    seg_k = np.maximum(d[:n].reshape(-1, tc).max(axis=1), d[tc::tc])
+                    seg_m = np.maximum(d[:n].reshape(-1, tc * f).max(axis=1), d[tc * f :: tc * f])
+                    for side_k, side_m in ((j * f - 1, j - 1), (j * f, j)):  # both sides of the line
+                        for arr, side, seg in ((up[k], side_k, seg_k), (down[m], side_m, seg_m)):
+                            a = arr[side, :] if axis == 0 else arr[:, side]
+                            np.maximum(a, seg, out=a)
+    out = [np.zeros((1, 1))]
+    for level in range(1, levels):
+        out.append(_ladder(np.maximum(up[level], down[level])))
+    return out
