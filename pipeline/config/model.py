@@ -399,6 +399,7 @@ class StreetSpaceLayer(LayerBase):
     bin_m: float = Field(0.05, gt=0)  # lateral profile resolution
     min_bin_points: int = Field(3, ge=1)
     kerb_window_m: float = Field(0.3, gt=0)  # profile stretch on either side of a kerb candidate
+    window_coverage: float = Field(0.8, gt=0, le=1)  # share of that stretch's bins that need ground
     kerb_min_m: float = Field(0.06, gt=0)  # kerb: a rise between these heights
     kerb_max_m: float = Field(0.25, gt=0)
     edge_step_m: float = Field(0.06, gt=0)  # a sidewalk ends at the next step of this height

@@ -45,6 +45,7 @@ def params_of(lay: StreetSpaceLayer) -> StreetSpaceParams:
         bin_m=lay.bin_m,
         min_bin_points=lay.min_bin_points,
         kerb_window_m=lay.kerb_window_m,
+        window_coverage=lay.window_coverage,
         kerb_min_m=lay.kerb_min_m,
         kerb_max_m=lay.kerb_max_m,
         edge_step_m=lay.edge_step_m,

@@ -32,6 +32,7 @@ class StreetSpaceParams:
     bin_m: float = 0.05
     min_bin_points: int = 3
     kerb_window_m: float = 0.3
+    window_coverage: float = 0.8  # share of a window's bins that must have ground (else: no step there)
     kerb_min_m: float = 0.06
     kerb_max_m: float = 0.25
     edge_step_m: float = 0.06
@@ -138,9 +139,9 @@ def _bin_medians(b: np.ndarray, z: np.ndarray, nbins: int, min_count: int) -> np
     return out
 
 
-def _window_median(m: np.ndarray, w: int, after: bool) -> np.ndarray:
+def _window_median(m: np.ndarray, w: int, after: bool, coverage: float = 0.5) -> np.ndarray:
     """Per bin edge j (between bins j-1 and j): the median of the `w` bins after (j..j+w-1) or before
-    (j-w..j-1) it, NaN where fewer than half of them have a value."""
+    (j-w..j-1) it, NaN where less than `coverage` of them have a value."""
     n = len(m)
     pad = np.concatenate([np.full(w, np.nan), m, np.full(w, np.nan)])
     win = np.lib.stride_tricks.sliding_window_view(pad, w)  # win[i] = pad[i:i+w] = m[i-w : i]
@@ -148,7 +149,7 @@ def _window_median(m: np.ndarray, w: int, after: bool) -> np.ndarray:
     rows = win[j + w] if after else win[j]
     valid = np.sum(~np.isnan(rows), axis=1)
     out = np.full(n + 1, np.nan)
-    good = valid * 2 >= w
+    good = valid >= max(1.0, coverage * w)
     if good.any():
         out[good] = np.nanmedian(rows[good], axis=1)
     return out
@@ -201,8 +202,8 @@ def measure_segment(
         A = np.column_stack([np.ones(ground.sum()), s[ground], d[ground]])
         along = float(np.linalg.lstsq(A, z[ground], rcond=None)[0][1])
     m = _bin_medians(gb, z[ground] - along * s[ground], nb, p.min_bin_points)
-    after = _window_median(m, w, after=True)
-    before = _window_median(m, w, after=False)
+    after = _window_median(m, w, after=True, coverage=p.window_coverage)
+    before = _window_median(m, w, after=False, coverage=p.window_coverage)
     up = after - before  # rise towards +d at every bin edge
     edges = -H + np.arange(nb + 1) * p.bin_m
     centre = nb // 2
