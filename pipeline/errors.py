@@ -78,4 +78,3 @@ class NoSpaceError(TwinError):
     hit; the command removed its temporary output and published nothing."""
 
     exit_code = EXIT_NO_SPACE
-
