@@ -14,7 +14,8 @@ the 10 cm Geobasis NRW delivers since 2023), in one run, on a local Dask cluster
 
 Wall seconds and CPU seconds (user+sys of this process, the Dask workers and child processes: the machine
 may be shared, CPU time is the steadier figure). Writes bench/results/imagery.json.
-Run: `.venv/bin/python -m bench.imagery [--dop-res 0.2] [--raw DIR] [--keep]`.
+Run: `.venv/bin/python -m bench.imagery [--dop-res 0.2] [--raw DIR] [--keep] [--out JSON]`
+(`bench/results/imagery_10cm.json`: `--dop-res 0.1 --out bench/results/imagery_10cm.json`).
 """
 
 from __future__ import annotations
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dop-res", type=float, default=0.2)
     ap.add_argument("--raw", type=Path, help="use this demo's dop/ (16 tiles) instead of generating one")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument(
+        "--out", type=Path, default=RESULTS, help="result JSON (default bench/results/imagery.json)"
+    )
     args = ap.parse_args(argv if argv is not None else sys.argv[1:])
 
     from pipeline.runtime import dask_client
@@ -397,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             k: round(res["one_tile"][k] / c[k], 3) for k in ("wall_s", "cpu_s")
         }
         del cfg
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
         print(json.dumps(res, indent=1, default=str))
     finally:
         if args.keep:
