@@ -198,23 +198,6 @@ def test_plain_crs_config_mirrors_the_config_model():
     )
 
 
-def test_twin_points_main_process_imports_no_config_model(tmp_path):
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from pathlib import Path;"
-        "from pipeline.orchestrate.points import plan_tiling, PointTilingOptions;"
-        "from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las;"
-        f"p = write_las(Path({str(tmp_path)!r}) / 'a.laz', synthetic_points(1000, size=10.0), point_format=3);"
-        "plan_tiling([p], PointTilingOptions(crs='EPSG:25832+7837'));"
-        "print('pydantic' in sys.modules, 'yaml' in sys.modules)"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["False", "False"]
-
-
 # ---- any CRS, any vertical datum, grids by name or from the config ---------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]

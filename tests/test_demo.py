@@ -400,7 +400,7 @@ def test_configs_load(name):
         assert cfg.name == "demo-gelsenkirchen"
         assert cfg.crs.frame_origin == (362500.0, 5716500.0, 0.0)
         assert [e.epoch for e in cfg.sources.aerial] == ["2021", "2024"]
-        assert cfg.sources.reference_citygml is None
+        assert cfg.sources.reference_citygml == "lod2/*.gml"  # the demo's official LoD2 (model check)
     if name == "tiny.yaml":
         assert cfg.crs.frame_origin == (362100.0, 5716100.0, 0.0)
         assert cfg.raw_dir == (REPO / "data" / "tiny" / "raw").resolve()

@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 
 from pipeline.config.model import StreetSpaceLayer
-from pipeline.crs import parse_crs, working_crs
+from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.stages.street_space import (
@@ -186,10 +186,10 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
         )
         x, y, z, c = read_corridor_points(point_files, corridor)
         res = measure_street_space(seg, x, y, z, c, p)
-        crs = parse_crs(mobile.crs) if mobile.crs else working_crs(cfg.crs)
+        crs = horizontal_of(parse_crs(mobile.crs) if mobile.crs else working_crs(cfg.crs))
         gdf = segments_frame(seg, res, p, crs)
         out = ctx.release_dir / OUT_FILE
-        write_layer(gdf, out, LAYER, "Polygon")
+        write_layer(gdf, out, LAYER, "MultiPolygon")
         qml = write_styles(
             out,
             {
