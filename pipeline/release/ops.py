@@ -25,6 +25,11 @@ from pipeline.release.publish import (
 OUT_MARKS = ("releases", "current", ".twin", ".twin.lock")  # what a twin output folder holds
 
 
+# files that keep an empty folder in version control (the repository's data/out/.gitkeep): a folder holding
+# only these is empty
+PLACEHOLDERS = frozenset({".gitkeep", ".keep"})
+
+
 def check_out_dir(out_dir: Path, raw_dir: Path | None = None) -> Path:
     """`out_dir` must be a twin output folder, an empty folder or not exist yet: a file, or a folder with
     other things in it (a raw delivery, a project root), is a mistake in `paths.out` / `--out`. With
@@ -47,7 +52,8 @@ def check_out_dir(out_dir: Path, raw_dir: Path | None = None) -> Path:
             "holds releases/ and current",
             path=out_dir,
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not any((out_dir / m).exists() for m in OUT_MARKS):
+    contents = [e for e in out_dir.iterdir() if e.name not in PLACEHOLDERS] if out_dir.is_dir() else []
+    if contents and not any((out_dir / m).exists() for m in OUT_MARKS):
         raise ReleaseError(
             "not an output folder of twin (no releases/, current or .twin/ in it); point paths.out / --out "
             "at the folder the build writes to",
