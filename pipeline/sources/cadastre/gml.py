@@ -9,6 +9,7 @@ stays below `arc_tolerance_m` (and the step below 10 degrees).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import shapely
@@ -32,7 +33,8 @@ def children(el: etree._Element, name: str) -> list[etree._Element]:
     return [c for c in el if local(c) == name]
 
 
-def _dim(el: etree._Element, default: int = 2) -> int:
+def srs_dimension(el: etree._Element, default: int = 2) -> int:
+    """srsDimension of a coordinate list: its own or the nearest ancestor's, else `default`."""
     cur: etree._Element | None = el
     while cur is not None:
         d = cur.get("srsDimension")
@@ -46,7 +48,7 @@ def coords_of(el: etree._Element, dim_default: int = 2) -> np.ndarray:
     """(N, dim) coordinates of a curve-ish element with posList / pos / coordinates children."""
     pl = [c for c in el if local(c) == "posList"]
     if pl:
-        dim = _dim(pl[0], dim_default)
+        dim = srs_dimension(pl[0], dim_default)
         try:
             vals = np.array(pl[0].text.split(), dtype=np.float64)
         except (AttributeError, ValueError) as e:
@@ -175,7 +177,10 @@ def ring_coords(el: etree._Element, tol: float) -> np.ndarray:
     return pts
 
 
-def _polygon(el: etree._Element, tol: float) -> shapely.Polygon:
+RingReader = Callable[[etree._Element, float], np.ndarray]
+
+
+def _polygon(el: etree._Element, tol: float, ring: RingReader) -> shapely.Polygon:
     """gml:Polygon or gml:PolygonPatch."""
     shell = None
     holes = []
@@ -184,25 +189,26 @@ def _polygon(el: etree._Element, tol: float) -> shapely.Polygon:
         if ln in ("exterior", "outerBoundaryIs"):
             for r in c:
                 if local(r):
-                    shell = ring_coords(r, tol)
+                    shell = ring(r, tol)
         elif ln in ("interior", "innerBoundaryIs"):
             for r in c:
                 if local(r):
-                    holes.append(ring_coords(r, tol))
+                    holes.append(ring(r, tol))
     if shell is None:
         raise GmlError("polygon without exterior")
     return shapely.Polygon(shell, holes)
 
 
-def polygons_of(el: etree._Element, tol: float) -> list[shapely.Polygon]:
-    """All polygons of a surface-ish element (Polygon, Surface, MultiSurface, CompositeSurface, Solid...)."""
+def polygons_of(el: etree._Element, tol: float, ring: RingReader = ring_coords) -> list[shapely.Polygon]:
+    """All polygons of a surface-ish element (Polygon, Surface, MultiSurface, CompositeSurface, Solid...).
+    `ring` reads one ring (`ring_coords`; the NAS reader passes its fast path for straight rings)."""
     name = local(el)
     if name in ("Polygon", "PolygonPatch", "Rectangle"):
-        return [_polygon(el, tol)]
+        return [_polygon(el, tol, ring)]
     out: list[shapely.Polygon] = []
     for c in el:
         if local(c):
-            out.extend(polygons_of(c, tol))
+            out.extend(polygons_of(c, tol, ring))
     return out
 
 

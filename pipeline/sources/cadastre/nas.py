@@ -57,7 +57,15 @@ from pipeline.sources.cadastre.common import (
     Rejected,
     normalise_columns,
 )
-from pipeline.sources.cadastre.gml import GmlError, find_srs, local, ring_coords, srs_to_crs
+from pipeline.sources.cadastre.gml import (
+    GmlError,
+    find_srs,
+    local,
+    polygons_of,
+    ring_coords,
+    srs_dimension,
+    srs_to_crs,
+)
 
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z$")
 _ADV_NS = re.compile(r"adv-online\.de/namespaces/adv/gid/[\d.]+/?$")
@@ -370,17 +378,6 @@ _STRAIGHT = frozenset(
 )
 
 
-def _dim(el: etree._Element) -> int:
-    """srsDimension of a coordinate list: its own or the nearest ancestor's, default 2 (as gml.py)."""
-    cur: etree._Element | None = el
-    while cur is not None:
-        d = cur.get("srsDimension")
-        if d:
-            return int(d)
-        cur = cur.getparent()
-    return 2
-
-
 def _ring(el: etree._Element, tol: float) -> np.ndarray:
     pls = []
     inner_dim = False
@@ -394,10 +391,10 @@ def _ring(el: etree._Element, tol: float) -> np.ndarray:
             inner_dim = True
     if not pls:
         return ring_coords(el, tol)
-    dim = _dim(el)
+    dim = srs_dimension(el)
     splits = []
     for pl in pls:
-        if pl.text is None or (inner_dim and _dim(pl) != dim):
+        if pl.text is None or (inner_dim and srs_dimension(pl) != dim):
             return ring_coords(el, tol)
         vals = pl.text.split()
         if len(vals) % dim:
@@ -428,35 +425,6 @@ def _ring(el: etree._Element, tol: float) -> np.ndarray:
     return pts
 
 
-def _polygon(el: etree._Element, tol: float) -> shapely.Polygon:
-    shell = None
-    holes = []
-    for c in el:
-        ln = _lname(c)
-        if ln in ("exterior", "outerBoundaryIs"):
-            for r in c:
-                if _lname(r):
-                    shell = _ring(r, tol)
-        elif ln in ("interior", "innerBoundaryIs"):
-            for r in c:
-                if _lname(r):
-                    holes.append(_ring(r, tol))
-    if shell is None:
-        raise GmlError("polygon without exterior")
-    return shapely.Polygon(shell, holes)
-
-
-def _polygons(el: etree._Element, tol: float) -> list[shapely.Polygon]:
-    name = _lname(el)
-    if name in ("Polygon", "PolygonPatch", "Rectangle"):
-        return [_polygon(el, tol)]
-    out: list[shapely.Polygon] = []
-    for c in el:
-        if _lname(c):
-            out.extend(_polygons(c, tol))
-    return out
-
-
 class _Geometry:
     """Feature geometry -> shapely in the working CRS (one transformer per source CRS)."""
 
@@ -470,7 +438,7 @@ class _Geometry:
         pos = next((c for c in el if _lname(c) == "position"), None)
         if pos is None:
             raise GmlError("no position (geometry)")
-        polys = _polygons(pos, self.tol)
+        polys = polygons_of(pos, self.tol, ring=_ring)
         if not polys:
             raise GmlError("position holds no surface")
         geom = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
