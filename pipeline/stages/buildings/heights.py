@@ -175,7 +175,8 @@ def select_points(points: dict[str, np.ndarray], params: HeightParams) -> tuple[
     return roof, ground
 
 
-def _collect(x, y, z, mask, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.ndarray]:
+def collect_in_footprints(x, y, z, mask, polys: PolygonSet, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, values) of `z` for the `mask`ed points inside each polygon of `polys` (grid-accelerated)."""
     if len(polys) == 0 or x.size == 0:
         return np.zeros(len(polys) + 1, dtype=np.int64), np.zeros(0, dtype=np.float64)
     xs, ys, zs, start, x0, y0, nx, ny = K.select_sorted(x, y, z, mask, cell)
@@ -204,8 +205,8 @@ def collect_samples(points: dict[str, np.ndarray], zones: FootprintZones, params
     x = np.ascontiguousarray(points["x"], dtype=np.float64)
     y = np.ascontiguousarray(points["y"], dtype=np.float64)
     z = np.ascontiguousarray(points["z"], dtype=np.float64)
-    rp, rz = _collect(x, y, z, roof_m, zones.roof, params.grid_cell_m)
-    gp, gz = _collect(x, y, z, ground_m, zones.ring, params.grid_cell_m)
+    rp, rz = collect_in_footprints(x, y, z, roof_m, zones.roof, params.grid_cell_m)
+    gp, gz = collect_in_footprints(x, y, z, ground_m, zones.ring, params.grid_cell_m)
     return Samples(rp, rz, gp, gz)
 
 

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from pipeline.stages.buildings import _kernels as K
-from pipeline.stages.buildings.heights import PolygonSet, select_points
+from pipeline.stages.buildings.heights import PolygonSet, collect_in_footprints, select_points
 from pipeline.stages.buildings.roofs import Plane, RoofFit, RoofParams, fit_roof
 
 # attribute columns of a RoofTable (and of buildings.gpkg / the tiles), with their descriptions
@@ -80,25 +79,7 @@ def collect_roof_points(
     if len(polys) == 0 or x.size == 0:
         return np.zeros(len(polys) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     index = np.arange(x.size, dtype=np.float64)  # collected instead of z: exact up to 2**53
-    cell = float(height_params.grid_cell_m)
-    xs, ys, zs, start, x0, y0, nx, ny = K.select_sorted(x, y, index, roof_m, cell)
-    ptr, vals = K.collect_in_polygons(
-        xs,
-        ys,
-        zs,
-        start,
-        x0,
-        y0,
-        cell,
-        nx,
-        ny,
-        polys.ex0,
-        polys.ey0,
-        polys.ex1,
-        polys.ey1,
-        polys.eptr,
-        polys.bbox,
-    )
+    ptr, vals = collect_in_footprints(x, y, index, roof_m, polys, float(height_params.grid_cell_m))
     idx = vals.astype(np.int64)
     # points of one footprint in input order (deterministic whatever the grid)
     owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
