@@ -8,7 +8,7 @@ TWIN := $(BIN)/twin
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: twin test bench clean view lint format demo setup npm chromium qgis status kernels
+.PHONY: twin test test-all test-unit bench clean view lint format demo setup npm chromium qgis status kernels
 
 setup: $(VENV)/.stamp npm kernels
 
@@ -36,7 +36,7 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will be skipped"; }
 
 # QGIS >= 3.34 with its Python bindings (Debian's system python) and GDAL's tools (ogrinfo, validate_gpkg.py)
-# for tests/test_qgis.py and tests/test_gpkg_styles.py. Bookworm's own QGIS is 3.22 (no 3D Tiles): there
+# for tests/integration/test_qgis.py and tests/integration/test_gpkg_styles.py. Bookworm's own QGIS is 3.22 (no 3D Tiles): there
 # bookworm-backports' 3.40 is used. The first install takes ~5 min (288 MB download, 1.3 GB on disk).
 QGIS_OK := /usr/bin/python3 -c "from qgis.core import Qgis; assert Qgis.QGIS_VERSION_INT >= 33400"
 qgis:
@@ -56,7 +56,17 @@ twin: setup
 demo: setup
 	$(TWIN) demo --out data/raw
 
+# Tests mirror the package in three tiers: tests/unit (modules on crafted data, seconds), tests/integration
+# (builds, real data, QGIS, a Dask cluster), tests/browser (the viewer in Debian chromium). `make test` runs
+# all tiers without the tests marked `slow` (long end-to-end runs); `make test-all` (CI) runs everything.
 test: setup chromium qgis
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-all: setup chromium qgis
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -1,7 +1,7 @@
 """Open point clouds (COPC files, virtual point clouds) in QGIS (headless `qgis.core`) and report what QGIS
 sees, as JSON on stdout.
 
-Run by tests/test_copc.py with Debian's system python (where `python3-qgis` lives, not the project's
+Run by tests/integration/test_copc.py with Debian's system python (where `python3-qgis` lives, not the project's
 venv) and `QT_QPA_PLATFORM=offscreen`:
 
     /usr/bin/python3 tests/qgis_pointcloud_probe.py request.json > answer.json

@@ -1,6 +1,6 @@
 """Open release layers in QGIS (headless `qgis.core`) and report what QGIS sees, as JSON on stdout.
 
-Run by tests/test_qgis.py with Debian's system python (`/usr/bin/python3`, where `python3-qgis` lives,
+Run by tests/integration/test_qgis.py with Debian's system python (`/usr/bin/python3`, where `python3-qgis` lives,
 not the project's venv) and `QT_QPA_PLATFORM=offscreen`:
 
     /usr/bin/python3 tests/qgis_probe.py request.json > answer.json

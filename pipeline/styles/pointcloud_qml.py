@@ -4,7 +4,7 @@ The classes are those present in the layer, named by its class scheme (AdV names
 otherwise) and coloured from the one point-class palette (`pipeline.styles.palettes`, as the 3D viewer);
 noise classes are listed but not drawn (switch them on in the layer's Symbology). QGIS applies a `.qml`
 beside a file of the same name when it opens the file (`x.vpc` -> `x.qml`, `x.copc.laz` -> `x.copc.qml`).
-The XML is the one QGIS 3.40 writes for a classified point-cloud renderer (checked by tests/test_copc.py
+The XML is the one QGIS 3.40 writes for a classified point-cloud renderer (checked by tests/integration/test_copc.py
 in QGIS).
 """
 

@@ -1,7 +1,7 @@
 """QGIS styles (QML) rendered from the palettes in `pipeline.styles.palettes`.
 
 The `.qml` files in this folder are this module's output (`python -m pipeline.styles.qml` rewrites them;
-tests/test_viewer_palettes.py checks that they are up to date), so QGIS, the 3D tiles, the viewer and the
+tests/unit/test_viewer_palettes.py checks that they are up to date), so QGIS, the 3D tiles, the viewer and the
 report show the same classes in the same colours.
 """
 

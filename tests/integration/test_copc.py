@@ -1,0 +1,625 @@
+"""COPC output of the point layers (pipeline/tiles/copc.py, tiles/vpc.py, orchestrate/points_copc.py).
+
+- the writer: laspy's COPC reader reads every node (whole file, per level), every hierarchy entry decodes
+  on its own to its point count with its points inside the node's cube, the octree against a plain
+  Python reference, byte-identical rewrites, extra bytes / NIR / GPS time round trips;
+- a layer: the COPC files hold exactly the input's points (count and checksum of X, Y, Z, class), and
+  tiled again by the project's tiler they give the 3D Tiles layer's own count and checksum; positions
+  transformed into another CRS agree with PROJ to 1 mm;
+- the build: the tiny district's point layers list their COPC files and .vpc in the manifest, the counts
+  and checksums agree with the tiles;
+- QGIS (marker `qgis`): the .vpc and a .copc.laz load as point-cloud layers and draw points.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import laspy
+import numpy as np
+import pytest
+
+from pipeline.tiles.copc import (
+    FINE_BITS,
+    GRID_BITS,
+    MAX_DEPTH,
+    CopcSchema,
+    HeaderInfo,
+    _mix64,
+    build_octree,
+    morton_codes,
+    record_dtype,
+    write_copc,
+)
+
+
+def _wkt(code: str = "EPSG:25832+7837") -> str:
+    from pyproj import CRS
+
+    return CRS.from_user_input(code).to_wkt()
+
+
+def _records(n: int, schema: CopcSchema, seed: int = 1, flat: bool = True) -> np.ndarray:
+    """Points of a 100 m x 100 m patch in mm (2.5D like an aerial survey unless `flat` is False)."""
+    rng = np.random.default_rng(seed)
+    r = np.zeros(n, record_dtype(schema))
+    r["X"] = rng.integers(0, 100_000, n)
+    r["Y"] = rng.integers(0, 100_000, n)
+    r["Z"] = rng.integers(0, 3_000 if flat else 100_000, n)
+    r["intensity"] = rng.integers(0, 65535, n)
+    r["bit_fields"] = 0x11
+    r["classification"] = rng.choice(np.array([1, 2, 9, 17, 20], np.uint8), n)
+    r["point_source_id"] = 7
+    r["gps_time"] = np.sort(rng.random(n)) * 1000.0 + 3.0e8
+    if schema.has_rgb or schema.has_nir:
+        for c in ("red", "green", "blue"):
+            r[c] = rng.integers(0, 256, n) * 257
+    if schema.has_nir:
+        r["nir"] = rng.integers(0, 65535, n)
+    for name in schema.extra_dims:
+        r[name] = rng.random(n).astype(np.float32)
+    return r
+
+
+def _header(offsets=(362000.0, 5716000.0, 40.0)) -> HeaderInfo:
+    return HeaderInfo(
+        scales=(0.001, 0.001, 0.001), offsets=offsets, wkt=_wkt(), creation_day=60, creation_year=2024
+    )
+
+
+def _key(X, Y, Z, cls) -> np.ndarray:
+    return np.sort(
+        np.asarray(X, np.int64) * 2**40 + np.asarray(Y, np.int64) * 2**20 + np.asarray(Z, np.int64) * 32 + cls
+    )
+
+
+def _entries(path: Path) -> list:
+    with laspy.CopcReader.open(path) as r:
+        return list(r.root_page.entries.values())
+
+
+# ---- the writer ---------------------------------------------------------------------------------------------
+
+
+def test_every_node_reads_back_and_holds_the_input(tmp_path):
+    schema = CopcSchema(has_rgb=True)
+    rec = _records(250_000, schema)
+    res = write_copc(tmp_path / "a.copc.laz", rec, _header(), schema, max_node_points=20_000)
+    assert res.points == len(rec) and res.nodes > 8 and res.depth >= 2
+    with laspy.CopcReader.open(tmp_path / "a.copc.laz") as r:
+        assert r.header.point_format.id == 7 and r.header.point_count == len(rec)
+        assert r.header.parse_crs().name == "ETRS89 / UTM zone 32N + DHHN2016 height"
+        pts = r.query()  # every node
+        assert len(pts) == len(rec)
+        assert np.array_equal(
+            _key(pts.X, pts.Y, pts.Z, pts.classification),
+            _key(rec["X"], rec["Y"], rec["Z"], rec["classification"]),
+        )
+        per_level = {lv: len(r.query(level=lv)) for lv in range(res.depth + 1)}
+        assert per_level == res.levels and sum(per_level.values()) == len(rec)
+        info = r.copc_info  # spacing at the root: cube / 128 (halving per level); the cube holds all
+        assert info.spacing == pytest.approx(2 * info.halfsize / 128)
+        assert info.halfsize >= (r.header.maxs - r.header.mins).max() / 2
+        assert np.allclose(info.center, (r.header.maxs + r.header.mins) / 2)
+    # the plain LAZ view (chunk table) holds the same points
+    las = laspy.read(tmp_path / "a.copc.laz")
+    assert len(las.points) == len(rec)
+    assert int(las.header.number_of_points_by_return[0]) == len(rec)
+    assert las.header.mins[0] == pytest.approx(362000.0 + rec["X"].min() / 1000)
+
+
+def test_each_hierarchy_entry_decodes_alone_inside_its_node(tmp_path):
+    """Every entry of the hierarchy: its chunk decompresses by itself (lazrs, the entry's offset and size)
+    to the entry's point count, every point lies in the entry's cube, and every node's parent exists."""
+    import lazrs
+
+    schema = CopcSchema(has_rgb=True, extra_dims=("height",))
+    rec = _records(120_000, schema, seed=3, flat=False)
+    path = tmp_path / "b.copc.laz"
+    write_copc(path, rec, _header(), schema, max_node_points=5_000)
+    data = path.read_bytes()
+    with laspy.CopcReader.open(path) as r:
+        vlr = r.laszip_vlr
+        cx, cy, cz = r.copc_info.center
+        half = r.copc_info.halfsize
+        entries = list(r.root_page.entries.values())
+    keys = {(e.key.level, e.key.x, e.key.y, e.key.z) for e in entries}
+    total = 0
+    dtype = record_dtype(schema)
+    for e in entries:
+        lv, x, y, z = e.key.level, e.key.x, e.key.y, e.key.z
+        if lv > 0:
+            assert (lv - 1, x // 2, y // 2, z // 2) in keys
+        chunk = data[e.offset : e.offset + e.byte_size]
+        out = np.zeros(e.point_count * dtype.itemsize, np.uint8)
+        table = io.BytesIO()
+        lazrs.write_chunk_table(table, [(e.point_count, e.byte_size)], lazrs.LazVlr(vlr.record_data))
+        stream = struct.pack("<q", 8 + len(chunk)) + chunk + table.getvalue()  # a LAZ stream of one chunk
+        lazrs.decompress_points(stream, vlr.record_data, out, False)
+        pts = out.view(dtype)
+        size = 2 * half / 2**lv
+        for axis, (name, c, k) in enumerate(zip("XYZ", (cx, cy, cz), (x, y, z), strict=True)):
+            v = pts[name] * 0.001 + _header().offsets[axis]
+            lo = c - half + k * size
+            assert v.min() >= lo - 1e-9 and v.max() <= lo + size + 1e-9
+        total += e.point_count
+    assert total == len(rec)
+    assert len(keys) == len(entries)
+
+
+def _reference_octree(q: np.ndarray, max_points: int) -> dict[tuple, list[int]]:
+    """The octree by its definition, one point at a time (small inputs only)."""
+    morton = morton_codes(q)
+    h = [(int(v) & 0xFFFFFFFF00000000) | i for i, v in enumerate(_mix64(morton))]
+    remaining = list(range(len(q)))
+    nodes: dict[tuple, list[int]] = {}
+    for level in range(MAX_DEPTH + 1):
+        by_node: dict[tuple, list[int]] = {}
+        for i in remaining:
+            by_node.setdefault(tuple(int(v) >> (FINE_BITS - level) for v in q[i]), []).append(i)
+        left = []
+        for key, pts in by_node.items():
+            if len(pts) <= max_points or level == MAX_DEPTH:
+                nodes[(level, *key)] = sorted(pts)
+                continue
+            best: dict[tuple, int] = {}
+            for i in pts:
+                cell = tuple(int(v) >> (FINE_BITS - level - GRID_BITS) for v in q[i])
+                if cell not in best or h[i] < h[best[cell]]:
+                    best[cell] = i
+            nodes[(level, *key)] = sorted(best.values())
+            left += [i for i in pts if i not in set(best.values())]
+        remaining = left
+        if not remaining:
+            break
+    return nodes
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_octree_equals_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 4000
+    q = rng.integers(0, 2**FINE_BITS, (n, 3)).astype(np.int32)
+    q[: n // 4] = q[0]  # a quarter of the points at one position (duplicates go down to the last level)
+    q[n // 4 : n // 2, 2] = 5  # a flat part
+    tree = build_octree(morton_codes(q), max_node_points=50)
+    got = {
+        tuple(int(v) for v in tree.keys[i]): tree.index[
+            tree.starts[i] : tree.starts[i] + tree.counts[i]
+        ].tolist()
+        for i in range(len(tree.keys))
+    }
+    assert got == _reference_octree(q, 50)
+    assert sorted(tree.index.tolist()) == list(range(n))  # every point exactly once
+    assert max(k[0] for k in got) == MAX_DEPTH  # the duplicates reach the deepest level
+
+
+def test_rewrite_is_byte_identical_and_fields_round_trip(tmp_path):
+    schema = CopcSchema(has_rgb=True, has_nir=True, extra_dims=("height", "amplitude"))
+    rec = _records(60_000, schema, seed=5)
+    a = write_copc(tmp_path / "a.copc.laz", rec, _header(), schema, max_node_points=10_000)
+    write_copc(tmp_path / "b.copc.laz", rec.copy(), _header(), schema, max_node_points=10_000, threads=3)
+    assert (tmp_path / "a.copc.laz").read_bytes() == (tmp_path / "b.copc.laz").read_bytes()
+    assert a.point_format == 8
+    las = laspy.read(tmp_path / "a.copc.laz")
+    order = np.lexsort((las.points.array["gps_time"],))
+    back = las.points.array[order]
+    ref = rec[np.argsort(rec["gps_time"], kind="stable")]
+    for name in ("X", "Y", "Z", "intensity", "classification", "red", "nir", "gps_time", "point_source_id"):
+        assert np.array_equal(back[name], ref[name]), name
+    assert np.array_equal(np.asarray(las.height)[order], ref["height"])
+    assert np.array_equal(np.asarray(las.amplitude)[order], ref["amplitude"])
+    with laspy.CopcReader.open(tmp_path / "a.copc.laz") as r:
+        assert r.copc_info.gps_min == rec["gps_time"].min()
+        assert r.copc_info.gps_max == rec["gps_time"].max()
+
+
+def test_file_layout_follows_the_copc_spec(tmp_path):
+    schema = CopcSchema()
+    rec = _records(5_000, schema)
+    write_copc(tmp_path / "c.copc.laz", rec, _header(), schema)
+    data = (tmp_path / "c.copc.laz").read_bytes()
+    assert data[:4] == b"LASF" and data[24:26] == bytes([1, 4])
+    # the COPC info VLR comes first, right after the 375-byte header
+    assert data[375 + 2 : 375 + 6] == b"copc" and struct.unpack_from("<H", data, 375 + 18)[0] == 1
+    assert data[104] == 6 | 0x80  # point format 6, compressed
+    (global_encoding,) = struct.unpack_from("<H", data, 6)
+    assert global_encoding & 0x10  # WKT
+    assert struct.unpack_from("<I", data, 107)[0] == 0  # legacy point count 0 for formats 6-10
+    with laspy.CopcReader.open(tmp_path / "c.copc.laz") as r:
+        assert r.copc_info.hierarchy_root_offset + r.copc_info.hierarchy_root_size == len(data)
+        assert len(r.root_page.entries) == 1  # 5,000 points: the root is a leaf
+
+
+def test_refuses_records_of_another_layout(tmp_path):
+    rec = _records(100, CopcSchema())
+    with pytest.raises(ValueError, match="dtype"):
+        write_copc(tmp_path / "x.copc.laz", rec, _header(), CopcSchema(has_rgb=True))
+    assert not list(tmp_path.iterdir())
+
+
+# ---- a point layer ------------------------------------------------------------------------------------------
+
+
+def _write_las(
+    path: Path, n: int, seed: int, x0: float, y0: float = 5716000.0, crs: str = "EPSG:25832+7837"
+) -> laspy.LasData:
+    from pyproj import CRS
+
+    rng = np.random.default_rng(seed)
+    h = laspy.LasHeader(point_format=7, version="1.4")
+    h.scales = np.array([0.01, 0.01, 0.01])
+    h.offsets = np.array([x0, y0, 0.0])
+    h.add_crs(CRS.from_user_input(crs))
+    las = laspy.LasData(h)
+    las.x = x0 + rng.random(n) * 100.0
+    las.y = y0 + rng.random(n) * 100.0
+    las.z = 60.0 + rng.random(n) * 20.0
+    las.intensity = rng.integers(0, 4000, n)
+    las.classification = rng.choice(np.array([1, 2, 6, 9], np.uint8), n)
+    las.return_number = np.ones(n, np.uint8)
+    las.number_of_returns = np.ones(n, np.uint8)
+    las.gps_time = rng.random(n) * 100
+    las.red = rng.integers(0, 65535, n)
+    las.green = rng.integers(0, 65535, n)
+    las.blue = rng.integers(0, 65535, n)
+    las.write(path)
+    return las
+
+
+@pytest.fixture(scope="module")
+def two_tiles(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("copc_in")
+    paths = [d / "tile_a.laz", d / "tile_b.laz"]
+    _write_las(paths[0], 70_000, 1, 362000.0)
+    _write_las(paths[1], 50_000, 2, 362100.0)
+    return paths
+
+
+def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
+    from pipeline.orchestrate.points import PointTilingOptions, plan_tiling, tile_pointcloud
+    from pipeline.orchestrate.points_copc import copc_checksum, copc_invariants, write_layer_copc
+
+    opts = PointTilingOptions(jobs=1)
+    s = write_layer_copc(two_tiles, tmp_path / "layer", opts, vpc_name="layer", target_crs=None)
+    assert s.files == [
+        "copc/tile_a.copc.laz",
+        "copc/tile_b.copc.laz",
+        "copc/tile_a.copc.qml",
+        "copc/tile_b.copc.qml",
+    ]
+    assert s.vpc == "layer.vpc" and s.style == "layer.qml" and s.transformed == 0
+    assert s.points == 120_000
+    # the inputs' own (X, Y, Z, class): the files keep their integer coordinates
+    want = 0
+    for p in two_tiles:
+        las = laspy.read(p)
+        want += copc_checksum(las.X, las.Y, las.Z, np.asarray(las.classification))
+    assert s.checksum == f"{want % 2**64:016x}"
+    assert copc_invariants(tmp_path / "layer" / "layer.vpc") == {
+        "points": 120_000,
+        "checksum": s.checksum,
+        "files": 2,
+    }
+    # tiled by the project's tiler, the COPC files give the 3D Tiles layer of the inputs (same frame)
+    frame = plan_tiling(two_tiles, opts).frame
+    from_inputs = tile_pointcloud(two_tiles, tmp_path / "t_in", PointTilingOptions(jobs=1, frame=frame))
+    copc = sorted((tmp_path / "layer" / "copc").glob("*.copc.laz"))
+    from_copc = tile_pointcloud(copc, tmp_path / "t_copc", PointTilingOptions(jobs=1, frame=frame))
+    assert from_copc.points_out == from_inputs.points_out == 120_000
+    assert from_copc.checksum == from_inputs.checksum
+    # the .vpc: one STAC item per file, counts, native boxes, the CRS as WKT2
+    doc = json.loads((tmp_path / "layer" / "layer.vpc").read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 2
+    f0 = doc["features"][0]
+    assert f0["stac_version"] == "1.0.0" and f0["assets"]["data"]["href"] == "./copc/tile_a.copc.laz"
+    assert f0["properties"]["pc:count"] == 70_000
+    hdr = laspy.open(copc[0]).header
+    assert f0["properties"]["proj:bbox"] == [*hdr.mins.tolist(), *hdr.maxs.tolist()]
+    assert "DHHN2016" in f0["properties"]["proj:wkt2"]
+    assert "proj:epsg" not in f0["properties"]
+    assert 6.9 < f0["bbox"][0] < 7.1 and 51.5 < f0["bbox"][1] < 51.6  # lon/lat of the Ruhr
+    names = [d["name"] for d in f0["properties"]["pc:schemas"]]
+    assert {"X", "Classification", "GpsTime", "Red"} <= set(names)
+
+
+def test_colours_are_the_tiles_8_bit_colours(two_tiles, tmp_path):
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    write_layer_copc(two_tiles[:1], tmp_path, PointTilingOptions(), vpc_name="x", target_crs=None)
+    src = laspy.read(two_tiles[0])
+    out = laspy.read(tmp_path / "copc" / "tile_a.copc.laz")
+    o1 = np.lexsort((src.gps_time, src.X))
+    o2 = np.lexsort((out.gps_time, out.X))
+    assert np.array_equal(np.asarray(out.red)[o2], (np.asarray(src.red)[o1] >> 8) * 257)
+    assert np.array_equal(np.asarray(out.intensity)[o2], np.asarray(src.intensity)[o1])
+
+
+def test_positions_transformed_into_the_working_crs_agree_with_proj(tmp_path):
+    from pyproj import Transformer
+
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    src = tmp_path / "utm33.laz"
+    # the district in UTM zone 33 coordinates (a neighbouring state's delivery)
+    x0, y0 = Transformer.from_crs("EPSG:25832", "EPSG:25833", always_xy=True).transform(362000.0, 5716000.0)
+    _write_las(src, 20_000, 7, round(x0), round(y0), crs="EPSG:25833+7837")
+    s = write_layer_copc(
+        [src], tmp_path / "l", PointTilingOptions(), vpc_name="l", target_crs=_wkt("EPSG:25832+7837")
+    )
+    assert s.transformed == 1 and s.crs == "ETRS89 / UTM zone 32N + DHHN2016 height"
+    out = laspy.read(tmp_path / "l" / "copc" / "utm33.copc.laz")
+    assert tuple(out.header.scales) == (0.001, 0.001, 0.001)
+    t = Transformer.from_crs("EPSG:25833", "EPSG:25832", always_xy=True)
+    ref = laspy.read(src)
+    o1 = np.lexsort((np.asarray(ref.gps_time),))
+    o2 = np.lexsort((np.asarray(out.gps_time),))
+    ex, ey = t.transform(np.asarray(ref.x)[o1], np.asarray(ref.y)[o1])
+    assert np.abs(np.asarray(out.x)[o2] - ex).max() <= 0.0005 + 1e-9
+    assert np.abs(np.asarray(out.y)[o2] - ey).max() <= 0.0005 + 1e-9
+    assert np.abs(np.asarray(out.z)[o2] - np.asarray(ref.z)[o1]).max() <= 0.0005 + 1e-9  # same height datum
+
+
+# ---- the build ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_build_lists_copc_and_vpc_and_they_match_the_tiles(tiny_release):
+    from pipeline.orchestrate.points import pointcloud_invariants
+    from pipeline.orchestrate.points_copc import copc_invariants
+
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    layers = [lay for lay in manifest["layers"] if lay["kind"] == "pointcloud"]
+    assert {lay["name"] for lay in layers} == {"aerial_points", "mobile_points"}
+    for lay in layers:
+        name = lay["name"]
+        st = lay["stats"]
+        files = lay["files"]
+        assert f"{name}/{name}.vpc" in files
+        copc = [f for f in files if f.endswith(".copc.laz")]
+        assert copc and all((tiny_release / f).is_file() for f in files)
+        assert (
+            st["copc"]["points"]
+            == st["points_out"]
+            == pointcloud_invariants(tiny_release / lay["tileset"])["points"]
+        )
+        inv = copc_invariants(tiny_release / name / f"{name}.vpc")
+        assert inv == {"points": st["points_out"], "checksum": st["copc"]["checksum"], "files": len(copc)}
+        assert st["copc"]["crs"] == "ETRS89 / UTM zone 32N + DHHN2016 height"
+        # the classes and their counts equal the tiles'
+        counts: dict[int, int] = {}
+        for f in copc:
+            cls = np.asarray(laspy.read(tiny_release / f).classification)
+            for c, k in zip(*np.unique(cls, return_counts=True), strict=True):
+                counts[int(c)] = counts.get(int(c), 0) + int(k)
+        assert counts == {int(c): k for c, k in st["classes"].items()}
+
+
+# ---- QGIS ----------------------------------------------------------------------------------------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+PROBE = Path(__file__).resolve().parents[1] / "qgis_pointcloud_probe.py"
+
+
+def _qgis_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    return env
+
+
+@pytest.mark.qgis
+@pytest.mark.slow
+def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
+    """Each point layer's .vpc (with its style loaded) and one of its .copc.laz, in QGIS."""
+    from pipeline.styles.palettes import point_class_name
+    from tests.integration.test_qgis import qgis_version
+
+    v = qgis_version()
+    if v is None:
+        pytest.skip(f"`import qgis.core` fails under {SYSTEM_PYTHON} (make test installs python3-qgis)")
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    layers = {lay["name"]: lay for lay in manifest["layers"] if lay["kind"] == "pointcloud"}
+    assert set(layers) == {"aerial_points", "mobile_points"}
+    out_dir = Path(__file__).resolve().parents[2] / "test-artifacts" / "qgis"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    req: dict = {"layers": []}
+    copc_of = {}
+    for name in sorted(layers):
+        vpc = tiny_release / name / f"{name}.vpc"
+        copc = sorted((tiny_release / name / "copc").glob("*.copc.laz"))[0]
+        copc_of[name] = copc
+        first = laspy.read(copc)  # a window around one of its points, inside one file: QGIS draws points
+        x, y = float(np.median(first.x)), float(np.median(first.y))
+        req["layers"] += [
+            {
+                "path": str(vpc),
+                "png": str(out_dir / f"{name}_vpc.png"),
+                "zoom": [x - 20, y - 20, x + 20, y + 20],
+                "style": str(vpc.with_suffix(".qml")),
+            },
+            {"path": str(copc), "png": str(out_dir / f"{name}_copc.png")},
+        ]
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    r = subprocess.run(
+        [SYSTEM_PYTHON, str(PROBE), str(tmp_path / "req.json")],
+        capture_output=True,
+        text=True,
+        env=_qgis_env(),
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = {Path(lay["path"]).name: lay for lay in json.loads(r.stdout)["layers"]}
+    for name, lay in layers.items():
+        v_ = got[f"{name}.vpc"]
+        assert v_["valid"], v_
+        assert v_["points"] == lay["stats"]["points_out"]
+        assert v_["crs_valid"] and "UTM zone 32N" in v_["crs_description"], v_["crs_description"]
+        assert {"Classification", "Intensity", "GpsTime"} <= set(v_["attributes"])
+        # the layer's style (the .qml beside the .vpc, loaded by hand: QGIS 3.40 applies a default style
+        # to a .copc.laz but not to a .vpc): its classes with the scheme's names, noise not drawn
+        assert v_["renderer_at_open"] == "classified" and v_["style_loaded"]
+        assert [c[0] for c in v_["categories"]] == sorted(int(c) for c in lay["stats"]["classes"])
+        scheme = lay["stats"]["class_scheme"]
+        assert all(c[1] == f"{c[0]} {point_class_name(scheme, c[0])}" for c in v_["categories"])
+        assert all(c[2] == (c[0] not in (7, 18)) for c in v_["categories"])
+        z = v_["render_zoom"]
+        assert not z["errors"] and z["drawn_pixels"] > 0.01 * 400 * 400 and z["colours"] >= 2, (name, z)
+        c = got[copc_of[name].name]
+        assert c["valid"] and c["points"] == laspy.open(copc_of[name]).header.point_count
+        # a .copc.laz opens with its .copc.qml applied
+        assert c["renderer_at_open"] == "classified" and c["categories_at_open"] == v_["categories"]
+        r_ = c["render"]
+        assert not r_["errors"] and r_["drawn_pixels"] > 0.01 * 400 * 400 and r_["colours"] >= 2, (name, r_)
+    # the aerial survey covers its tiles: most of the window is drawn, in several class colours
+    a = got["aerial_points.vpc"]
+    assert a["render_zoom"]["drawn_pixels"] > 0.2 * 400 * 400 and a["render_zoom"]["colours"] >= 3
+    assert layers["aerial_points"]["stats"]["class_scheme"] != "adv" or "2 Boden (ground)" in [
+        c[1] for c in a["categories"]
+    ]
+
+
+def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    src = tmp_path / "in" / "scan.laz"
+    src.parent.mkdir()
+    las = _write_las(src, 5_000, 11, 362000.0)
+    las.scan_angle = np.random.default_rng(0).integers(-5000, 5000, len(las.points)).astype(np.int16)
+    las.write(src)
+    write_layer_copc([src], tmp_path / "off", PointTilingOptions(), vpc_name="off", target_crs=None)
+    assert not np.asarray(laspy.read(tmp_path / "off" / "copc" / "scan.copc.laz").scan_angle).any()
+    opts = PointTilingOptions(attributes=("scan_angle",))
+    write_layer_copc([src], tmp_path / "on", opts, vpc_name="on", target_crs=None)
+    out = laspy.read(tmp_path / "on" / "copc" / "scan.copc.laz")
+    ref = laspy.read(src)
+    o1, o2 = np.lexsort((ref.gps_time,)), np.lexsort((out.gps_time,))
+    assert np.array_equal(np.asarray(out.scan_angle)[o2], np.asarray(ref.scan_angle)[o1])
+
+
+def test_layer_rewrite_is_byte_identical_serial_or_parallel(two_tiles, tmp_path):
+    import concurrent.futures
+
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import write_layer_copc
+
+    write_layer_copc(two_tiles, tmp_path / "a", PointTilingOptions(), vpc_name="l", target_crs=None)
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # one task per file, on two processes
+        write_layer_copc(
+            two_tiles, tmp_path / "b", PointTilingOptions(), vpc_name="l", target_crs=None, executor=pool
+        )
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert [str(f) for f in files] == [
+        "copc/tile_a.copc.laz",
+        "copc/tile_a.copc.qml",
+        "copc/tile_b.copc.laz",
+        "copc/tile_b.copc.qml",
+        "l.qml",
+        "l.vpc",
+    ]  # nothing else left behind (scratch files, .part files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_twin_points_copc_flag(two_tiles, tmp_path, capsys):
+    from pipeline.cli.main import main
+
+    out = tmp_path / "city"
+    rc = main(["points", *map(str, two_tiles), "--out", str(out), "--copc", "--json", "--jobs", "1"])
+    assert rc == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["copc"]["points"] == js["points_out"] == 120_000
+    assert (
+        js["copc"]["vpc"] == "city.vpc" and (out / "city.vpc").is_file() and (out / "tileset.json").is_file()
+    )
+    assert sorted(p.name for p in (out / "copc").iterdir()) == [
+        "tile_a.copc.laz",
+        "tile_a.copc.qml",
+        "tile_b.copc.laz",
+        "tile_b.copc.qml",
+    ]
+
+
+@pytest.mark.slow
+def test_public_export_keeps_public_copc_only(tiny_release, tmp_path):
+    from pipeline.release.access import export_public
+
+    manifest = json.loads((tiny_release / "manifest.json").read_text())
+    access = {lay["name"]: lay["access"] for lay in manifest["layers"]}
+    assert access["aerial_points"] == "public" and access["mobile_points"] == "internal"
+    export_public(tiny_release, tmp_path / "pub")
+    pub = tmp_path / "pub"
+    aerial = sorted(p.name for p in (pub / "aerial_points" / "copc").iterdir())
+    assert aerial and all(n.endswith((".copc.laz", ".copc.qml")) for n in aerial)
+    assert (pub / "aerial_points" / "aerial_points.vpc").is_file()
+    assert (pub / "aerial_points" / "aerial_points.qml").is_file()
+    assert not (pub / "mobile_points").exists()
+
+
+def test_a_failure_leaves_nothing_and_an_existing_copc_folder_is_refused(two_tiles, tmp_path, monkeypatch):
+    from pipeline.errors import InputError
+    from pipeline.orchestrate import points_copc
+    from pipeline.orchestrate.points import PointTilingOptions
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    (layer / "tileset.json").write_text("{}")  # what the tiler wrote before: never touched
+    real = points_copc.write_copc
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(points_copc, "write_copc", failing)
+    with pytest.raises(OSError):
+        points_copc.write_layer_copc(
+            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
+        )
+    assert sorted(p.name for p in layer.iterdir()) == ["tileset.json"]  # no copc/, .vpc, scratch or .part
+    monkeypatch.setattr(points_copc, "write_copc", real)
+    (layer / "copc").mkdir()
+    (layer / "copc" / "theirs.txt").write_text("not ours")
+    with pytest.raises(InputError, match="COPC folder exists"):
+        points_copc.write_layer_copc(
+            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
+        )
+    assert (layer / "copc" / "theirs.txt").read_text() == "not ours"
+    assert sorted(p.name for p in layer.iterdir()) == ["copc", "tileset.json"]
+
+
+@pytest.mark.realdata
+def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_path):
+    """A real Geobasis NRW 3D-Messdaten crop (EPSG:25832, AdV classes, no colour, no vertical CRS: the
+    project's DHHN2016 is attached): in the working CRS its integers are kept exactly."""
+    from pipeline.config.model import CrsConfig
+    from pipeline.crs import working_crs
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_copc import copc_checksum, copc_invariants, write_layer_copc
+
+    src = realdata / "nrw" / "3dm_32_360_5721_crop300_360650_5721600.laz"
+    cfg = CrsConfig()
+    opts = PointTilingOptions(crs_cfg=cfg, class_scheme="adv")
+    s = write_layer_copc([src], tmp_path, opts, vpc_name="nrw", target_crs=working_crs(cfg).to_wkt())
+    ref = laspy.read(src)
+    assert s.transformed == 0 and s.points == len(ref.points)
+    assert s.checksum == f"{copc_checksum(ref.X, ref.Y, ref.Z, np.asarray(ref.classification)):016x}"
+    assert copc_invariants(tmp_path / "nrw.vpc")["checksum"] == s.checksum
+    codes, counts = np.unique(np.asarray(ref.classification), return_counts=True)
+    assert s.classes == {int(c): int(k) for c, k in zip(codes, counts, strict=True)}
+    out = laspy.open(tmp_path / "copc" / f"{src.stem}.copc.laz").header
+    assert ref.header.point_format.id == 6 and out.point_format.id == 6  # no colour in, none out
+    assert out.parse_crs().name == "ETRS89 / UTM zone 32N + DHHN2016 height"
+    assert tuple(out.scales) == tuple(ref.header.scales) and tuple(out.offsets) == tuple(ref.header.offsets)
+    qml = (tmp_path / "nrw.qml").read_text()
+    assert "Boden (ground)" in qml
