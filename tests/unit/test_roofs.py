@@ -49,6 +49,10 @@ def roof_points(kind: str, angle: float = 23.0, seed: int = 1, noise: float = 0.
         z = ridge - t * np.maximum(np.abs(v), np.abs(u) - (L - W) / 2)
     elif kind == "pyramid":
         z = ridge - t * np.maximum(np.abs(u) * W / L, np.abs(v))
+    elif kind == "half_hip":  # hip planes from a 9 m ridge drop half the rise to the gable ends
+        z = ridge - t * np.maximum(np.abs(v), 0.5 * (W / 2) * (np.abs(u) - 4.5) / (L / 2 - 4.5))
+    elif kind == "mansard":  # upper planes 0.4, lower 1.68 (the break 2 m from the ridge)
+        z = ridge - 0.4 * np.abs(v) - 1.28 * np.maximum(np.abs(v) - 2.0, 0.0)
     else:
         raise ValueError(kind)
     z = z + rng.normal(0, noise, z.shape)
@@ -57,7 +61,7 @@ def roof_points(kind: str, angle: float = 23.0, seed: int = 1, noise: float = 0.
     return x, y, z, fp, (L, W, base, ridge, t)
 
 
-@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "pyramid"])
+@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "half_hip", "mansard", "pyramid"])
 @pytest.mark.parametrize("angle", [0.0, 23.0, 117.0])
 def test_standard_shapes_recovered(kind: str, angle: float):
     x, y, z, fp, (_len, W, base, ridge, t) = roof_points(kind, angle)
@@ -80,10 +84,17 @@ def test_standard_shapes_recovered(kind: str, angle: float):
     else:
         assert fit.ridge_height == pytest.approx(ridge, abs=0.1)
         assert fit.eave_height == pytest.approx(base, abs=0.15)
-        n_planes = {"gable": 2, "hip": 4, "pyramid": 4}[kind]
+        n_planes = {"gable": 2, "hip": 4, "half_hip": 4, "mansard": 4, "pyramid": 4}[kind]
         assert len(fit.planes) == n_planes
-        assert fit.planes[0].slope_deg == pytest.approx(slope, abs=1.0)
         assert all(pl.n_points > 0 for pl in fit.planes)
+        slopes = sorted(round(pl.slope_deg, 1) for pl in fit.planes)
+        if kind == "mansard":
+            up, lo = math.degrees(math.atan(0.4)), math.degrees(math.atan(1.68))
+            assert slopes == pytest.approx([up, up, lo, lo], abs=1.0)
+        elif kind == "half_hip":  # the hip planes: 2.5 m down over 2.5 m (45 degrees)
+            assert slopes == pytest.approx([45.0, 45.0, slope, slope], abs=1.0)
+        else:
+            assert fit.planes[0].slope_deg == pytest.approx(slope, abs=1.0)
 
 
 def test_penalised_choice_keeps_simple_shapes():
@@ -216,18 +227,19 @@ def _local_case(kind: str, seed: int = 4):
     return np.ascontiguousarray(u), np.ascontiguousarray(v), np.ascontiguousarray(z), f
 
 
-@pytest.mark.parametrize("kind", ["flat", "gable", "hip", "pyramid"])
+@pytest.mark.parametrize("kind", ["flat", "gable", "hip", "half_hip", "mansard", "pyramid"])
 def test_shape_kernels_match_numpy_reference(kind: str):
     """numba fits (stride 1: the whole grid) == the numpy reference fits, shape by shape."""
     from dataclasses import replace
 
-    from pipeline.stages.buildings.roofs import _score, _standard_candidates, _standard_candidates_reference
+    from pipeline.stages.buildings.roof_shapes import score as _score
+    from pipeline.stages.buildings.roof_shapes import standard_candidates
 
     u, v, z, f = _local_case(kind)
     p = RoofParams()
-    ref = _standard_candidates_reference(u, v, z, f, p)
+    ref = standard_candidates(u, v, z, f, replace(p, backend="numpy"))
     for stride in (1, p.grid_stride):
-        fast = _standard_candidates(u, v, z, f, replace(p, grid_stride=stride))
+        fast = standard_candidates(u, v, z, f, replace(p, grid_stride=stride))
         assert [c.name for c in fast] == [c.name for c in ref]
         for a, b in zip(fast, ref, strict=True):
             if stride == 1:
@@ -247,7 +259,7 @@ def test_ransac_kernel_matches_reference():
     planes as the numpy reference; the preemptive subset finds planes as good."""
     from dataclasses import replace
 
-    from pipeline.stages.buildings.roofs import ransac_planes_reference
+    from pipeline.stages.buildings.roof_segments import ransac_planes_reference
 
     x, y, z, _fp, _ = roof_points("hip", 33.0)
     x, y = x - X0, y - Y0
@@ -260,7 +272,7 @@ def test_ransac_kernel_matches_reference():
     assert len(fast) >= 4 and (fast_label >= 0).mean() >= (ref_label >= 0).mean() - 0.03
 
 
-@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "pyramid"])
+@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "half_hip", "mansard", "pyramid"])
 def test_numba_and_numpy_backends_agree(kind: str):
     x, y, z, fp, _ = roof_points(kind, 117.0, seed=7, noise=0.1)
     a = fit_roof(x, y, z, fp)

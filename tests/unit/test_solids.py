@@ -54,13 +54,16 @@ def _l_shape():
     return x, y, z, fp
 
 
-@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "pyramid"])
+@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "half_hip", "mansard", "pyramid"])
 @pytest.mark.parametrize("angle", [0.0, 23.0])
 def test_standard_roof_solids_are_valid(kind: str, angle: float):
     x, y, z, fp, (_l, _w, base, _ridge, _t) = roof_points(kind, angle)
     fit = fit_roof(x, y, z, fp)
     part = roof_partition(fit, fp)
-    assert len(part.faces) == {"flat": 1, "shed": 1, "gable": 2, "hip": 4, "pyramid": 4}[kind]
+    assert (
+        len(part.faces)
+        == {"flat": 1, "shed": 1, "gable": 2, "hip": 4, "half_hip": 4, "mansard": 4, "pyramid": 4}[kind]
+    )
     # the faces tile the footprint
     assert shapely.union_all(part.faces).symmetric_difference(fp).area < fp.length * 1e-3
     solid = build_solid(part, base - 6.0)
@@ -76,7 +79,7 @@ def test_standard_roof_solids_are_valid(kind: str, angle: float):
     assert np.abs(n[sem == WALL, 2]).max() < 1e-6 * np.abs(n[sem == WALL]).max()
     # gable / hip: the faces meet on the ridge (no step walls inside): as many walls as footprint edges
     # plus the breakpoints of the roof edges on the boundary
-    if kind in ("gable", "hip"):
+    if kind in ("gable", "hip", "half_hip", "mansard"):
         assert solid.vertices[:, 2].max() == pytest.approx(fit.ridge_height, abs=0.01)
 
 

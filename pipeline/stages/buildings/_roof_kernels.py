@@ -1,18 +1,21 @@
 """numba kernels of the roof fitting (pipeline.stages.buildings.roofs).
 
 The reference versions are numpy: `nearest_other_reference` here, and the numpy shape fits in
-`roofs.py` (`RoofParams(backend="numpy")`), which the tests compare these kernels with.
+`roof_shapes.py` (`RoofParams(backend="numpy")`), which the tests compare these kernels with.
 
 Shape kinds (the design rows of the linear models in the footprint's local frame u, v):
 
-| kind | row | `val` |
+| kind | row | `val`, `val2` |
 |---|---|---|
 | FLAT | 1 | - |
 | SHED | 1, u, v | - |
 | SYM_U / SYM_V | 1, -abs(v - val) / 1, -abs(u - val) | ridge offset |
 | ASYM_U / ASYM_V | 1, -max(v - val, 0), -max(val - v, 0) (u for V) | ridge offset |
-| HIP | 1, -max(abs(v), abs(u) - val) | ridge half length |
-| PYRAMID | 1, -max(abs(u) val, abs(v)) | W / L |
+| HIPEND | 1, -max(abs(v), val2 (abs(u) - val)) | ridge half length, hip slope / side slope |
+| MANSARD | 1, -abs(v), -max(abs(v) - val, 0) | distance of the slope break from the ridge |
+
+HIPEND covers hip (the hip planes reach the eave at the ends), half-hip (they stop above it) and
+pyramid (ridge length 0). A grid search runs over rows (val, val2) of a (m, 2) array.
 
 Least squares go through the normal equations (at most 3 unknowns, coordinates centred on the
 footprint) solved by Gaussian elimination with partial pivoting; a column without information (pivot
@@ -24,11 +27,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-FLAT, SHED, SYM_U, SYM_V, ASYM_U, ASYM_V, HIP, PYRAMID = range(8)
+FLAT, SHED, SYM_U, SYM_V, ASYM_U, ASYM_V, HIPEND, MANSARD = range(8)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _cols(kind, u, v, val):
+def _cols(kind, u, v, val, val2):
     """Columns 1 and 2 of the design row (column 0 is the constant 1; unused columns are 0)."""
     if kind == SHED:
         return u, v
@@ -40,10 +43,10 @@ def _cols(kind, u, v, val):
         return -max(v - val, 0.0), -max(val - v, 0.0)
     if kind == ASYM_V:
         return -max(u - val, 0.0), -max(val - u, 0.0)
-    if kind == HIP:
-        return -max(abs(v), abs(u) - val), 0.0
-    if kind == PYRAMID:
-        return -max(abs(u) * val, abs(v)), 0.0
+    if kind == HIPEND:
+        return -max(abs(v), val2 * (abs(u) - val)), 0.0
+    if kind == MANSARD:
+        return -abs(v), -max(abs(v) - val, 0.0)
     return 0.0, 0.0
 
 
@@ -51,7 +54,7 @@ def _cols(kind, u, v, val):
 def _ncols(kind):
     if kind == FLAT:
         return 1
-    if kind in (SHED, ASYM_U, ASYM_V):
+    if kind in (SHED, ASYM_U, ASYM_V, MANSARD):
         return 3
     return 2
 
@@ -89,14 +92,14 @@ def _solve(A, b, k, beta):
 
 
 @njit(cache=True, nogil=True)
-def lstsq_shape(u, v, z, mask, kind, val, beta):
+def lstsq_shape(u, v, z, mask, kind, val, val2, beta):
     """Least squares of one shape over the points where mask is set; beta (3,) receives the result."""
     k = _ncols(kind)
     a00 = a01 = a02 = a11 = a12 = a22 = b0 = b1 = b2 = 0.0
     for i in range(z.shape[0]):
         if not mask[i]:
             continue
-        c1, c2 = _cols(kind, u[i], v[i], val)
+        c1, c2 = _cols(kind, u[i], v[i], val, val2)
         zi = z[i]
         a00 += 1.0
         a01 += c1
@@ -117,17 +120,17 @@ def lstsq_shape(u, v, z, mask, kind, val, beta):
 
 
 @njit(cache=True, nogil=True)
-def residuals(u, v, z, kind, val, beta, r):
+def residuals(u, v, z, kind, val, val2, beta, r):
     for i in range(z.shape[0]):
-        c1, c2 = _cols(kind, u[i], v[i], val)
+        c1, c2 = _cols(kind, u[i], v[i], val, val2)
         r[i] = z[i] - (beta[0] + beta[1] * c1 + beta[2] * c2)
 
 
 @njit(cache=True, nogil=True)
-def robust_fit(u, v, z, kind, val, inlier_m, beta, r, w):
+def robust_fit(u, v, z, kind, val, val2, inlier_m, beta, r, w):
     """Iteratively trimmed least squares (4 rounds: points beyond max(3 MAD sigmas, inlier_m) left
     out); beta, r (residuals of all points) and w (inlier mask) are outputs. The numpy twin is
-    `roofs._robust_lstsq`."""
+    `roof_shapes.robust_lstsq`."""
     n = z.shape[0]
     k = _ncols(kind)
     for i in range(n):
@@ -141,8 +144,8 @@ def robust_fit(u, v, z, kind, val, inlier_m, beta, r, w):
             m += w[i]
         if m < k + 1:
             break
-        lstsq_shape(u, v, z, w, kind, val, beta)
-        residuals(u, v, z, kind, val, beta, r)
+        lstsq_shape(u, v, z, w, kind, val, val2, beta)
+        residuals(u, v, z, kind, val, val2, beta, r)
         rw = np.empty(m)
         j = 0
         for i in range(n):
@@ -162,15 +165,15 @@ def robust_fit(u, v, z, kind, val, inlier_m, beta, r, w):
             break
         for i in range(n):
             w[i] = new[i]
-    residuals(u, v, z, kind, val, beta, r)
+    residuals(u, v, z, kind, val, val2, beta, r)
 
 
 @njit(cache=True, nogil=True)
-def _cost(u, v, z, mask, kind, val, c2, beta):
-    lstsq_shape(u, v, z, mask, kind, val, beta)
+def _cost(u, v, z, mask, kind, val, val2, c2, beta):
+    lstsq_shape(u, v, z, mask, kind, val, val2, beta)
     cost = 0.0
     for i in range(z.shape[0]):
-        c1, c2_ = _cols(kind, u[i], v[i], val)
+        c1, c2_ = _cols(kind, u[i], v[i], val, val2)
         d = z[i] - (beta[0] + beta[1] * c1 + beta[2] * c2_)
         cost += min(d * d, c2)
     return cost
@@ -178,14 +181,14 @@ def _cost(u, v, z, mask, kind, val, c2, beta):
 
 @njit(cache=True, nogil=True)
 def _screen(u, v, z, mask, kind, values, c2, stride):
-    """The value of the grid with the lowest truncated cost: every `stride`-th value first, then the
+    """The row (index) of the grid `values` (m, 2) with the lowest truncated cost: every `stride`-th value first, then the
     values between the best coarse value's neighbours (the cost is smooth in the ridge position);
-    stride 1 screens the whole grid (`roofs._grid_fit`)."""
+    stride 1 screens the whole grid (`roof_shapes.grid_fit`)."""
     beta = np.zeros(3)
     m = values.shape[0]
     best_t, best_cost = 0, np.inf
     for t in range(0, m, stride):
-        cost = _cost(u, v, z, mask, kind, values[t], c2, beta)
+        cost = _cost(u, v, z, mask, kind, values[t, 0], values[t, 1], c2, beta)
         if cost < best_cost - 1e-12:
             best_t, best_cost = t, cost
     if stride > 1:
@@ -196,36 +199,36 @@ def _screen(u, v, z, mask, kind, values, c2, stride):
                 continue
             if t == coarse:
                 continue
-            cost = _cost(u, v, z, mask, kind, values[t], c2, beta)
+            cost = _cost(u, v, z, mask, kind, values[t, 0], values[t, 1], c2, beta)
             if cost < best_cost - 1e-12 or (abs(cost - best_cost) <= 1e-12 and t < best_t):
                 best_t, best_cost = t, cost
-    return values[best_t]
+    return best_t
 
 
 @njit(cache=True, nogil=True)
 def grid_fit(u, v, z, kind, values, inlier_m, c2, beta, r, w, stride=1):
-    """Screen the grid of `values` with plain least squares (truncated cost), fit the best robustly,
-    screen again on its inliers and fit the winner robustly (`roofs._grid_fit` is the numpy twin).
-    Returns the chosen value."""
+    """Screen the grid of `values` (m, 2: val, val2 per row) with plain least squares (truncated
+    cost), fit the best robustly, screen again on its inliers and fit the winner robustly
+    (`roof_shapes.grid_fit` is the numpy twin). Returns the chosen row."""
     n = z.shape[0]
     allm = np.ones(n, dtype=np.bool_)
-    val = _screen(u, v, z, allm, kind, values, c2, stride)
-    robust_fit(u, v, z, kind, val, inlier_m, beta, r, w)
+    t = _screen(u, v, z, allm, kind, values, c2, stride)
+    robust_fit(u, v, z, kind, values[t, 0], values[t, 1], inlier_m, beta, r, w)
     if values.shape[0] > 1:
         m = 0
         for i in range(n):
             m += w[i]
         if m > 3:
-            val = _screen(u, v, z, w, kind, values, c2, stride)
-    robust_fit(u, v, z, kind, val, inlier_m, beta, r, w)
-    return val
+            t = _screen(u, v, z, w, kind, values, c2, stride)
+    robust_fit(u, v, z, kind, values[t, 0], values[t, 1], inlier_m, beta, r, w)
+    return t
 
 
 @njit(cache=True, nogil=True)
-def eval_shape(kind, val, beta, u, v):
+def eval_shape(kind, val, val2, beta, u, v):
     out = np.empty(u.shape[0])
     for i in range(u.shape[0]):
-        c1, c2 = _cols(kind, u[i], v[i], val)
+        c1, c2 = _cols(kind, u[i], v[i], val, val2)
         out[i] = beta[0] + beta[1] * c1 + beta[2] * c2
     return out
 
@@ -270,7 +273,7 @@ def ransac_best(x, y, z, free, tri, tol, max_grad, sub, keep):
 
     With more than 2 `sub` free points, every triple is first scored on an even subset of about `sub`
     points and only the `keep` best are counted on all (preemptive RANSAC); `sub` 0 counts every
-    triple on all points, as the numpy reference `roofs.ransac_planes_reference` does."""
+    triple on all points, as the numpy reference `roof_segments.ransac_planes_reference` does."""
     nf = free.shape[0]
     nt = tri.shape[0]
     step = 1

@@ -21,9 +21,10 @@ from pipeline.stages.buildings.roofs import Plane, RoofFit, RoofParams, fit_roof
 
 # attribute columns of a RoofTable (and of buildings.gpkg / the tiles), with their descriptions
 ROOF_COLUMNS = {
-    "roof_type": "reconstructed roof shape: flat | shed | gable | hip | pyramid | multi ('' = LoD1)",
+    "roof_type": "reconstructed roof shape: flat | shed | gable | hip | half_hip | mansard | pyramid | "
+    "multi ('' = LoD1)",
     "roof_type_code": "AdV roofType code of roof_type (1000 flat, 2100 shed, 3100 gable, 3200 hip, "
-    "3500 pyramid, 5000 multi)",
+    "3300 half_hip, 3400 mansard, 3500 pyramid, 5000 multi)",
     "roof_planes": "number of roof planes",
     "roof_slope_mean": "point-weighted mean slope of the roof planes [degrees]",
     "roof_slope_max": "steepest roof plane [degrees]",
