@@ -207,14 +207,18 @@ class BuildingsLayer(LayerBase):
     ge_factor: float = Field(0.1, gt=0)
     external_every: int = Field(4, ge=0)
     floor: bool = True  # close the solids with a floor polygon
-    # LoD1 roof from the roof points: "percentile" (roof_percentile, default p75) or "mean" (the mean of
-    # the roof points: estimates the area-weighted mean height of the roof surface, the AdV / Geobasis
-    # NRW LoD1 roof; with shrink_m 0 it matched the official LoD2 roofs to 0.13 m median on a real tile)
-    roof_statistic: Literal["percentile", "mean"] = "percentile"
-    # where the official LoD2 model (sources.reference_citygml) has the building (joined by ALKIS id,
-    # else by footprint overlap >= lod2_join_min_iou), "official_lod2" takes the LoD1 roof from it (the
-    # area-weighted mean height of its roof surfaces); "points" keeps the survey's statistic
-    lod1_roof_source: Literal["points", "official_lod2"] = "points"
+    # LoD1 roof height. lod1_roof_source "lod2" (default): the plan-area-weighted mean height of the
+    # building's LoD2 roof (the AdV / Geobasis NRW LoD1 definition), i.e. of the roof reconstructed from
+    # the survey (or taken from the official model with lod2_source official); buildings without an LoD2
+    # roof (lod 1, LoD1 fallback) take roof_statistic of their roof points. "points": roof_statistic for
+    # every building. "official_lod2": the mean roof height of the official LoD2 building
+    # (sources.reference_citygml, joined by ALKIS id, else by footprint overlap >= lod2_join_min_iou)
+    # where there is one, else roof_statistic.
+    # roof_statistic: "mean" (default) = the mean of the roof points, an estimate of the area-weighted
+    # mean roof height (0.28 m median from the official LoD1 roofs on the real NRW crop with shrink_m
+    # 0.5, 0.13 m with shrink_m 0); "percentile" = roof_percentile of them (p75: +1.2 m there)
+    roof_statistic: Literal["percentile", "mean"] = "mean"
+    lod1_roof_source: Literal["lod2", "points", "official_lod2"] = "lod2"
     lod2_join_min_iou: float = Field(0.5, gt=0, le=1)
     # level of detail of the solids: 2 = LoD2 roofs reconstructed from the newest epoch's roof points
     # (standard roof shapes / multi-plane, pipeline.stages.buildings.roofs); a building with too few

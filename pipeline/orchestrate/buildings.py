@@ -208,7 +208,7 @@ def epoch_stats(
     results = run_cached(
         ctx,
         [
-            (["buildings-tile-stats-v1", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, {})
+            (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, {})
             for _idx, args in jobs
         ],
         "tile-stats",
@@ -334,7 +334,7 @@ def building_table(
     data["anzahlgs"] = fp["anzahlgs"].to_numpy(dtype=np.float64)
     rname = HeightParams.stat_name(params.roof_percentile)
     for ep, st in per_epoch.items():
-        data[f"roof_{rname}_{ep}"] = st["roof_sample"].to_numpy()
+        data[f"roof_{rname}_{ep}"] = st["roof_percentile"].to_numpy()
         data[f"n_points_{ep}"] = st["n_points"].to_numpy().astype(np.int64)
     return gpd.GeoDataFrame(data, geometry=fp.geometry.values, crs=fp.crs)
 
@@ -609,6 +609,18 @@ def official_lod2_roofs(
     return lod1_roofs_from_lod2(final, joined, layer.floor_height_m)
 
 
+def lod1_roofs_from_lod2_roofs(final: pd.DataFrame, lod2: Any, floor_height_m: float) -> pd.DataFrame:
+    """LoD1 roofs of the buildings with an LoD2 solid: the mean height of that roof (flag
+    `roof_from_reconstruction`, or `roof_from_lod2` for an official roof); the others keep theirs."""
+    from pipeline.stages.buildings.lod2 import lod1_roofs_from
+
+    has = np.array([bool(p) for p in lod2.partitions], dtype=bool)
+    roof = np.where(has, lod2.columns["roof_mean_height"], np.nan)
+    src = lod2.columns["lod_source"]
+    flag = np.where(src == "official", "roof_from_lod2", "roof_from_reconstruction").astype(object)
+    return lod1_roofs_from(final, roof, flag, floor_height_m)
+
+
 # ------------------------------------------------------------------------------------------ layer
 
 
@@ -688,17 +700,22 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     )
     if layer.lod1_roof_source == "official_lod2":
         final = official_lod2_roofs(ctx, fp, final, warnings)
-    bt = building_table(
-        fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
-    )
     lod2 = None
     if layer.lod == 2:  # LoD2 roofs from the newest epoch (pipeline.orchestrate.buildings_lod2)
-        from pipeline.orchestrate.buildings_lod2 import add_roof_columns, reconstruct_lod2
+        from pipeline.orchestrate.buildings_lod2 import reconstruct_lod2
 
         with ctx.stage("buildings:lod2"):
             lod2 = reconstruct_lod2(
                 ctx, geoms, newest, newest_params, final["base_height"].to_numpy(), oids=fp["oid"].to_numpy()
             )
+        if layer.lod1_roof_source == "lod2":  # LoD1 roof = mean height of the LoD2 roof (AdV definition)
+            final = lod1_roofs_from_lod2_roofs(final, lod2, layer.floor_height_m)
+    bt = building_table(
+        fp, flst, newest_stats, newest.epoch if newest else "", final, ndvi, per_epoch, newest_params
+    )
+    if lod2 is not None:
+        from pipeline.orchestrate.buildings_lod2 import add_roof_columns
+
         bt = add_roof_columns(bt, lod2)
     with ctx.stage("buildings:gpkg"):
         write_gpkg(out_dir / "buildings.gpkg", bt)

@@ -55,6 +55,7 @@ ATTRIBUTE_COLUMNS = (
     "eave_height",
     "ridge_height",
     "roof_rmse",
+    "roof_mean_height",
     "roof_n_points",
     "lod2_fallback_reason",
     "lod_source",

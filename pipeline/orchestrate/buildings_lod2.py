@@ -185,6 +185,7 @@ def _official(
         official_partition,
         official_roof_columns,
         pack_partition,
+        roof_mean_height,
     )
 
     files = [i.path for i in ctx.inputs_for("reference")]
@@ -212,6 +213,7 @@ def _official(
         row = official_roof_columns(polys, types.get(lod2_oid))
         for key, v in row.items():
             cols[key][i] = v
+        cols["roof_mean_height"][i] = roof_mean_height(part)
         cols["lod2_fallback_reason"][i] = ""
         cols["lod_source"][i] = "official"
         parts[i] = pack_partition(part)

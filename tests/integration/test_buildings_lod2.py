@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from pipeline.orchestrate.buildings import build_buildings_layers
 from pipeline.stages.buildings.meshes import edge_problems, signed_volume
@@ -199,6 +200,22 @@ def test_real_tile_lod2_sources(realdata, tmp_path, source):
         assert (off["roof_type"] != "").all() and off["ridge_height"].notna().all()
     else:
         assert src.get("reconstructed", 0) >= 9
+        # LoD1 as the state defines it (the default lod1_roof_source lod2): the mean height of our LoD2
+        # roof, against the official mean LoD2 roof height, over the buildings inside the crop
+        from pipeline.sources.cadastre.citygml import read_lod2
+
+        off = read_lod2([gml]).buildings.set_index("oid")["roof_mean_z"]
+        crop = shapely.box(360650, 5721600, 360950, 5721900)
+        inside = bt[bt.geometry.within(crop).to_numpy() & (bt["quality"] == "ok").to_numpy()]
+        dz = inside["roof_height"].to_numpy() - off.loc[inside["oid"]].to_numpy()
+        print(
+            f"LoD1 roof - official mean LoD2 roof over {len(dz)} buildings: median |dz| "
+            f"{np.median(np.abs(dz)):.3f} m, per building {np.round(dz, 3).tolist()}"
+        )
+        assert len(dz) >= 9 and float(np.median(np.abs(dz))) <= 0.3
+        rec = inside["lod_source"].to_numpy() == "reconstructed"
+        assert all("roof_from_reconstruction" in f for f in inside["flags"][rec])
+        assert np.allclose(inside["roof_height"][rec], inside["roof_mean_height"][rec])
         assert set(bt.loc[bt["lod_source"] == "lod1_fallback", "lod2_fallback_reason"]) <= {
             "no_points",
             "too_few_points",

@@ -593,6 +593,19 @@ def test_official_lod2_roofs_in_the_layer(tmp_path: Path):
     assert out["roof_height"].tolist() == pytest.approx([47.5, 50.0])
     assert out["flags"].tolist() == ["roof_from_lod2", ""] and not warnings
 
+    # the default lod1_roof_source lod2: the mean height of each building's own LoD2 roof
+    from pipeline.orchestrate.buildings import lod1_roofs_from_lod2_roofs
+
+    lod2 = SimpleNamespace(
+        partitions=[b"x", b""],
+        columns={"roof_mean_height": np.array([46.0, 47.0]), "lod_source": np.array(["reconstructed", "x"])},
+    )
+    fb = final.assign(quality=["ok", "fallback_default"], flags=["", "fallback_default"])
+    out = lod1_roofs_from_lod2_roofs(fb, lod2, 3.0)
+    assert out["roof_height"].tolist() == [46.0, 50.0] and out["height"].tolist() == [6.0, 10.0]
+    assert out["flags"].tolist() == ["roof_from_reconstruction", "fallback_default"]
+    assert out["floors_estimate"].tolist() == [2, 3] and out["quality"].tolist() == ["ok", "fallback_default"]
+
 
 @pytest.mark.realdata
 def test_nrw_masts_are_not_extruded():

@@ -239,3 +239,27 @@ def test_alternating_heights_at_a_vertex_are_lifted():
         (np.abs(solid.vertices[:, 0] - X0 - 5) < 1e-6) & (np.abs(solid.vertices[:, 1] - Y0 - 5) < 1e-6)
     )
     assert solid.vertices[centre, 2].max() == pytest.approx(50.0)
+
+
+def test_roof_mean_height_is_the_area_weighted_mean():
+    """The LoD1 roof of the AdV definition: exact for a gable over a rectangle with a courtyard under
+    the ridge (96 m2 at mean 48 m minus 4 m2 at mean 49.5 m), and equal to a fine numeric integral
+    for fitted roofs (rotated hip, L-shaped multi-plane with steps)."""
+    from pipeline.stages.buildings.solids import RoofPartition, roof_mean_height
+
+    def poly(*pts):
+        return shapely.Polygon([(X0 + x, Y0 + y, z) for x, y, z in pts])
+
+    south = poly((0, 0, 46), (12, 0, 46), (12, 4, 50), (0, 4, 50))
+    north = poly((0, 4, 50), (12, 4, 50), (12, 8, 46), (0, 8, 46))
+    fp = shapely.box(X0, Y0, X0 + 12, Y0 + 8).difference(shapely.box(X0 + 4, Y0 + 3, X0 + 6, Y0 + 5))
+    from pipeline.stages.buildings.solids import official_partition
+
+    part = official_partition([south, north], fp)
+    assert roof_mean_height(part) == pytest.approx((96 * 48.0 - 4 * 49.5) / 92, abs=1e-9)
+    assert np.isnan(roof_mean_height(RoofPartition(shapely.MultiPolygon().wkb, np.zeros((0, 3)))))
+    for x, y, z, footprint in (roof_points("hip", 23.0)[:4], _l_shape()):
+        fit = fit_roof(x, y, z, footprint)
+        part = roof_partition(fit, footprint)
+        numeric = _integral(part, footprint, 0.0, step=0.05) / footprint.area
+        assert roof_mean_height(part) == pytest.approx(numeric, abs=0.02)

@@ -275,6 +275,7 @@ def summarise(samples: Samples, roof_area: np.ndarray, params: HeightParams) -> 
         out["roof_sample"] = grouped_mean(samples.roof_ptr, samples.roof_z)
     for k, p in enumerate(params.stats_percentiles):
         out[HeightParams.stat_name(p)] = rp[:, k + 1]
+    out["roof_percentile"] = rp[:, 0]  # per-epoch comparisons use it whatever the LoD1 statistic
     out["n_points"] = n.astype(np.int64)
     out["density"] = np.where(roof_area > 0, n / np.maximum(roof_area, 1e-9), 0.0)
     out["ground_sample"] = gp[:, 0]

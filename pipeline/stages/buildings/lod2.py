@@ -4,7 +4,8 @@
 building's gml:id in the AdV CityGML profile; an id with a version suffix matches on its 16-character
 ALKIS identifier), then, for the rest, by footprint overlap (intersection over union >= `min_iou`,
 one-to-one, the best pairs first). `lod1_roofs_from_lod2` sets the LoD1 roof of the matched buildings to
-the area-weighted mean height of their LoD2 roof surfaces (the AdV / Geobasis NRW LoD1 definition).
+the area-weighted mean height of their LoD2 roof surfaces (the AdV / Geobasis NRW LoD1 definition);
+`lod1_roofs_from` does the same from any LoD2 roof (e.g. the reconstructed one).
 """
 
 from __future__ import annotations
@@ -101,10 +102,20 @@ def join_lod2(footprints: gpd.GeoDataFrame, lod2: gpd.GeoDataFrame, min_iou: flo
 
 
 def lod1_roofs_from_lod2(final: pd.DataFrame, joined: pd.DataFrame, floor_height_m: float) -> pd.DataFrame:
-    """`final` (attributes.finalize_heights) with the LoD1 roof of every matched building set to its LoD2
-    mean roof height; height re-derived from the base, flag `roof_from_lod2`; fallbacks become `ok`."""
-    out = final.copy()
+    """`final` (attributes.finalize_heights) with the LoD1 roof of every matched building set to its
+    official LoD2 mean roof height (flag `roof_from_lod2`), see `lod1_roofs_from`."""
     roof = joined["lod2_roof_mean_z"].to_numpy(dtype=np.float64)
+    return lod1_roofs_from(final, roof, np.full(len(roof), "roof_from_lod2", dtype=object), floor_height_m)
+
+
+def lod1_roofs_from(
+    final: pd.DataFrame, roof_mean_z: np.ndarray, flag: np.ndarray, floor_height_m: float
+) -> pd.DataFrame:
+    """`final` (attributes.finalize_heights) with the LoD1 roof of every building with a finite
+    `roof_mean_z` above its base set to it (the mean height of its LoD2 roof); height and estimated
+    floors re-derived from the base, `flag[i]` added to its flags; fallbacks become `ok`."""
+    out = final.copy()
+    roof = np.asarray(roof_mean_z, dtype=np.float64)
     use = np.isfinite(roof) & (roof > out["base_height"].to_numpy(dtype=np.float64))
     if not use.any():
         return out
@@ -128,6 +139,6 @@ def lod1_roofs_from_lod2(final: pd.DataFrame, joined: pd.DataFrame, floor_height
     flags = out["flags"].to_numpy(dtype=object).copy()
     for i in np.flatnonzero(use):
         f = [x for x in str(flags[i]).split("|") if x and x not in drop]
-        flags[i] = "|".join([*f, "roof_from_lod2"])
+        flags[i] = "|".join([*f, str(flag[i])])
     out["flags"] = flags
     return out

@@ -33,6 +33,8 @@ ROOF_COLUMNS = {
     "eave_height": "lowest roof edge (model) in the working height system [m]",
     "ridge_height": "highest roof point (model) in the working height system [m]",
     "roof_rmse": "RMSE of the roof model over its inlier points [m]",
+    "roof_mean_height": "plan-area-weighted mean height of the LoD2 roof (the AdV LoD1 roof) in the "
+    "working height system [m]",
     "roof_n_points": "roof points the model was fitted to",
     "lod2_fallback_reason": "why the building keeps its LoD1 solid ('' = LoD2)",
     "lod_source": "reconstructed | official | lod1_fallback",
@@ -111,6 +113,7 @@ def _summary(fit: RoofFit) -> dict[str, Any]:
         "eave_height": fit.eave_height if not fit.fallback else np.nan,
         "ridge_height": fit.ridge_height if not fit.fallback else np.nan,
         "roof_rmse": fit.rmse if not fit.fallback else np.nan,
+        "roof_mean_height": np.nan,  # from the roof partition (lod2_roofs)
         "roof_n_points": fit.n_points,
         "lod2_fallback_reason": fit.fallback,
         "lod_source": "lod1_fallback" if fit.fallback else "reconstructed",
@@ -177,6 +180,7 @@ def lod2_roofs(
         check_solid,
         lowest_roof,
         pack_partition,
+        roof_mean_height,
         roof_partition,
     )
 
@@ -206,6 +210,7 @@ def lod2_roofs(
             low[k] = np.nan
         else:
             blobs.append(pack_partition(part))
+            cols["roof_mean_height"][k] = roof_mean_height(part)
     return cols, blobs, low
 
 

@@ -751,6 +751,20 @@ def lowest_roof(part: RoofPartition) -> float:
     return low
 
 
+def roof_mean_height(part: RoofPartition) -> float:
+    """Plan-area-weighted mean height of the roof (the AdV / Geobasis NRW LoD1 roof): over a planar
+    face z = a x + b y + c the mean height is the plane's height at the face's plan centroid, so the
+    roof's mean is the area-weighted mean of those (exact, holes included)."""
+    faces = np.asarray(part.faces, dtype=object)
+    if faces.size == 0:
+        return float("nan")
+    area = shapely.area(faces)
+    cen = shapely.centroid(faces)
+    z = part.planes[:, 0] * shapely.get_x(cen) + part.planes[:, 1] * shapely.get_y(cen) + part.planes[:, 2]
+    total = float(area.sum())
+    return float((area * z).sum() / total) if total > 0 else float("nan")
+
+
 def solid_mesh(solid: Solid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions (3T, 3), triangle corner order, semantic per position): vertices duplicated per
     triangle corner, so that normals are flat per polygon."""
