@@ -579,3 +579,71 @@ def write_sample_roofs_release(release_dir: Path, roofs: list[SampleRoof] | None
     }
     write_json(release_dir / "manifest.json", manifest)
     return manifest
+
+
+# ---- shadow sample: one tower on dense ground points, and a block of vegetation points ------------------------
+SHADOW_TOWER = SampleBuilding(
+    "DENW36AL2000aaaa", "05300000200010______", "Bürogebäude", (0.0, 0.0), (16.0, 16.0), 20.0, "ok"
+)
+SHADOW_POINT_BLOCK = ((34.0, 40.0), (30.0, 36.0), (0.0, 12.0))  # ENU x, y, height above ground (m)
+
+
+def shadow_sample_points(extent: float = 60.0, spacing: float = 0.5) -> dict[str, np.ndarray]:
+    """Light grey ground points every `spacing` m (none under the tower) and a dense block of green
+    vegetation points (SHADOW_POINT_BLOCK), for the shadow-study test."""
+    g = np.arange(-extent, extent + 1e-9, spacing)
+    gx, gy = np.meshgrid(g, g)
+    x, y = gx.ravel(), gy.ravel()
+    cx, cy = SHADOW_TOWER.centre
+    w, d = SHADOW_TOWER.size
+    keep = ~((np.abs(x - cx) < w / 2) & (np.abs(y - cy) < d / 2))
+    ground = np.column_stack([x[keep], y[keep], np.full(keep.sum(), GROUND_Z)])
+    (hx0, hx1), (hy0, hy1), (hz0, hz1) = SHADOW_POINT_BLOCK
+    s = 0.3
+    hx, hy, hz = np.meshgrid(np.arange(hx0, hx1, s), np.arange(hy0, hy1, s), np.arange(hz0, hz1, s))
+    block = np.column_stack([hx.ravel(), hy.ravel(), GROUND_Z + hz.ravel()])
+    xyz = np.vstack([ground, block])
+    cls = np.concatenate([np.full(len(ground), 2, np.uint8), np.full(len(block), 5, np.uint8)])
+    rgb = np.where(cls[:, None] == 2, np.array([[210, 210, 210]]), np.array([[60, 170, 60]])).astype(np.uint8)
+    return {"xyz": xyz, "rgb": rgb, "classification": cls, "intensity": np.full(len(xyz), 1000, np.uint16)}
+
+
+def write_sample_shadow_release(release_dir: Path) -> dict[str, Any]:
+    """A release with one 20 m tower (buildings) standing on dense ground points and a block of
+    vegetation points (aerial_points), for the viewer's shadow study test; returns the manifest."""
+    frame = sample_frame()
+    release_dir.mkdir(parents=True, exist_ok=True)
+    glb, lo, hi = buildings_glb([SHADOW_TOWER])
+    write_atomic(release_dir / "buildings" / "0.glb", glb)
+    write_json(release_dir / "buildings" / "tileset.json", _tileset(frame, lo, hi, "0.glb", 0.0))
+    pts = shadow_sample_points()
+    pglb, plo, phi = points_glb(pts)
+    write_atomic(release_dir / "aerial_points" / "0.glb", pglb)
+    write_json(release_dir / "aerial_points" / "tileset.json", _tileset(frame, plo, phi, "0.glb", 0.0))
+    classes = {str(int(c)): int((pts["classification"] == c).sum()) for c in np.unique(pts["classification"])}
+    manifest = {
+        "name": "shadow sample",
+        "build_id": "shadow0000000000",
+        "crs": "EPSG:25832+7837",
+        "frame": frame.to_json(),
+        "layers": [
+            {
+                "name": "aerial_points",
+                "kind": "pointcloud",
+                "access": "public",
+                "tileset": "aerial_points/tileset.json",
+                "stats": {"points": len(pts["xyz"]), "class_scheme": "adv", "classes": classes},
+                "warnings": [],
+            },
+            {
+                "name": "buildings",
+                "kind": "buildings",
+                "access": "public",
+                "tileset": "buildings/tileset.json",
+                "stats": {"buildings": 1},
+                "warnings": [],
+            },
+        ],
+    }
+    write_json(release_dir / "manifest.json", manifest)
+    return manifest

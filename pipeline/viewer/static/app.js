@@ -7,8 +7,10 @@
  *   style=layer:preset,...        styling preset per layer
  *   lite=1                no globe/sky/atmosphere/fog/anti-aliasing (software rendering, tests)
  *   pano=<image_id>       open that panorama (internal view only)
+ *   sun=YYYY-MM-DDTHH:MM  shadow study: sun light and shadows at that local time (Europe/Berlin)
  * Test hooks: window.twin = {ready, layers, pickAt(x, y), worldToWindow([x, y, z]), errors, viewer,
- *   panorama: {open(id), next(), prev(), close(), look(yaw, pitch, fov), state()}}.
+ *   panorama: {open(id), next(), prev(), close(), look(yaw, pitch, fov), state()},
+ *   sun: {set(date, time, on), state(), berlinToUtc(date, time)}}.
  */
 (function () {
   "use strict";
@@ -672,6 +674,7 @@
       if (styles.length) p.set("style", styles.join(",")); else p.delete("style");
       p.set("cam", cameraParam());
       if (state.pano && state.pano.current) p.set("pano", state.pano.current.id); else p.delete("pano");
+      if (state.sun && state.sun.on) p.set("sun", `${state.sun.date}T${hhmm(state.sun.minutes)}`); else p.delete("sun");
       window.history.replaceState(null, "", `${window.location.pathname}?${p.toString().replace(/%2C/g, ",").replace(/%3A/g, ":")}`);
     }, 150);
   }
@@ -1328,6 +1331,141 @@
     return undefined;
   }
 
+  // ---- sun and shadow study -------------------------------------------------------------------------------
+  // Local time is Europe/Berlin: CET (UTC+1), summer time CEST (UTC+2) from the last Sunday of March to the
+  // last Sunday of October, switching at 01:00 UTC (the EU rule, in force since 1996). The sun's position
+  // for that instant comes from CesiumJS (the same computation its SunLight uses), and CesiumJS's own
+  // cascaded shadow map draws the shadows.
+  const SUN_DEFAULT_MINUTES = 12 * 60;
+  function lastSundayUtc(year, month) { // month 0-based; 00:00 UTC of that month's last Sunday
+    const last = new Date(Date.UTC(year, month + 1, 0));
+    return Date.UTC(year, month, last.getUTCDate() - last.getUTCDay());
+  }
+  /** Minutes Europe/Berlin is ahead of UTC at the UTC instant `utcMs`. */
+  function berlinOffset(utcMs) {
+    const y = new Date(utcMs).getUTCFullYear();
+    const start = lastSundayUtc(y, 2) + 3600e3, end = lastSundayUtc(y, 9) + 3600e3;
+    return utcMs >= start && utcMs < end ? 120 : 60;
+  }
+  /** UTC milliseconds of `minutes` after local midnight of the local date "YYYY-MM-DD" (Europe/Berlin). */
+  function berlinToUtc(date, minutes) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date || "");
+    if (!m || !Number.isFinite(minutes)) return NaN;
+    const wall = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), 0, minutes);
+    const first = berlinOffset(wall - 60 * 60e3);
+    const utc = wall - first * 60e3;
+    return wall - berlinOffset(utc) * 60e3;
+  }
+  function berlinToday() {
+    const now = Date.now();
+    return new Date(now + berlinOffset(now) * 60e3).toISOString().slice(0, 10);
+  }
+  function hhmm(minutes) {
+    return `${String(Math.floor(minutes / 60)).padStart(2, "0")}:${String(minutes % 60).padStart(2, "0")}`;
+  }
+  /** Sun elevation and azimuth (degrees, azimuth clockwise from true north) at the frame origin. */
+  function sunPosition(time) {
+    const icrf = Cesium.Simon1994PlanetaryPositions.computeSunPositionInEarthInertialFrame(time, new Cesium.Cartesian3());
+    const rot = Cesium.Transforms.computeIcrfToFixedMatrix(time, new Cesium.Matrix3())
+      || Cesium.Transforms.computeTemeToPseudoFixedMatrix(time, new Cesium.Matrix3());
+    const sun = Cesium.Matrix3.multiplyByVector(rot, icrf, new Cesium.Cartesian3());
+    const origin = state.frame ? new Cesium.Cartesian3(...state.frame.origin_ecef) : state.viewer.camera.positionWC;
+    const toEnu = Cesium.Matrix4.inverseTransformation(Cesium.Transforms.eastNorthUpToFixedFrame(origin), new Cesium.Matrix4());
+    const dir = Cesium.Matrix4.multiplyByPointAsVector(toEnu, Cesium.Cartesian3.subtract(sun, origin, new Cesium.Cartesian3()), new Cesium.Cartesian3());
+    Cesium.Cartesian3.normalize(dir, dir);
+    return {
+      elevation: Cesium.Math.toDegrees(Math.asin(dir.z)),
+      azimuth: (Cesium.Math.toDegrees(Math.atan2(dir.x, dir.y)) + 360) % 360,
+    };
+  }
+  function sunState() {
+    const s = state.sun;
+    if (!s) return { on: false };
+    const utc = berlinToUtc(s.date, s.minutes);
+    const pos = Number.isFinite(utc) ? sunPosition(Cesium.JulianDate.fromDate(new Date(utc))) : { elevation: NaN, azimuth: NaN };
+    return { on: s.on, date: s.date, time: hhmm(s.minutes), utc: Number.isFinite(utc) ? new Date(utc).toISOString() : null,
+      utc_offset_minutes: Number.isFinite(utc) ? berlinOffset(utc) : null, shadows: state.viewer.shadows,
+      elevation: pos.elevation, azimuth: pos.azimuth };
+  }
+  function sunLabel() {
+    const st = sunState();
+    const zone = st.utc_offset_minutes === 120 ? "CEST" : "CET";
+    $("sunClock").textContent = `${st.time} ${zone}`;
+    const dirs = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"];
+    let info = "";
+    if (!st.utc) info = "pick a date";
+    else if (st.elevation <= 0) info = `sun below the horizon (${st.elevation.toFixed(1)}°)${st.on ? ": no direct light" : ""}`;
+    else info = `sun ${st.elevation.toFixed(1)}° high from ${Math.round(st.azimuth)}° ${dirs[Math.round(st.azimuth / 45) % 8]}`;
+    $("sunInfo").textContent = st.on ? info : `${info} · shadows off (fixed light from above)`;
+  }
+  /** Put the clock, the light and the shadow map in the state of `state.sun`. */
+  function applySun() {
+    const s = state.sun, viewer = state.viewer, scene = viewer.scene;
+    const utc = berlinToUtc(s.date, s.minutes);
+    if (Number.isFinite(utc)) viewer.clock.currentTime = Cesium.JulianDate.fromDate(new Date(utc));
+    viewer.clock.shouldAnimate = false;
+    if (s.on) {
+      scene.light = s.sunLight;
+      viewer.shadows = true;
+      const sm = scene.shadowMap;
+      sm.softShadows = false;
+      sm.darkness = 0.3;
+      sm.size = 2048;
+      sm.maximumDistance = 5000.0;
+      // buildings, terrain and point tilesets cast and receive (CesiumJS's default for tilesets); the globe
+      // (terrain without a terrain tileset) casts too, not only receives
+      for (const l of state.layers) if (l.tileset) l.tileset.shadows = Cesium.ShadowMode.ENABLED;
+      if (scene.globe) scene.globe.shadows = Cesium.ShadowMode.ENABLED;
+    } else {
+      scene.light = s.fixedLight;
+      viewer.shadows = false;
+    }
+    // CesiumJS draws eye-dome-lit points in a pass of its own that receives no shadows: points are drawn
+    // plain (still attenuated) while the shadow study is on
+    for (const l of state.layers) {
+      if (l.kind === "pointcloud" && l.tileset) l.tileset.pointCloudShading.eyeDomeLighting = !s.on;
+    }
+    $("shadowToggle").checked = s.on;
+    $("sunDate").value = s.date;
+    $("sunTime").value = String(s.minutes);
+    sunLabel();
+    scene.requestRender();
+    updateUrl();
+  }
+  function setSun(date, minutes, on) {
+    const s = state.sun;
+    if (date !== undefined && date !== null && date !== "") s.date = date;
+    if (Number.isFinite(minutes)) s.minutes = Math.min(1439, Math.max(0, Math.round(minutes)));
+    if (on !== undefined) s.on = !!on;
+    applySun();
+  }
+  function parseClock(text) { // "HH:MM" -> minutes after midnight
+    const m = /^(\d{1,2}):(\d{2})$/.exec(String(text));
+    return m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
+  }
+  function initSun(scene) {
+    state.sun = { on: false, date: berlinToday(), minutes: SUN_DEFAULT_MINUTES, fixedLight: scene.light, sunLight: new Cesium.SunLight() };
+    const wanted = /^(\d{4}-\d{2}-\d{2})T(\d{1,2}:\d{2})$/.exec(params.get("sun") || "");
+    if (wanted) Object.assign(state.sun, { on: true, date: wanted[1], minutes: parseClock(wanted[2]) });
+    $("shadowToggle").addEventListener("change", () => setSun(undefined, undefined, $("shadowToggle").checked));
+    $("sunDate").addEventListener("change", () => setSun($("sunDate").value, undefined, true));
+    $("sunTime").addEventListener("input", () => setSun(undefined, Number($("sunTime").value), true));
+    applySun();
+    const afterFrames = (n) => new Promise((resolve) => {
+      let left = n;
+      const remove = scene.postRender.addEventListener(() => {
+        left -= 1;
+        if (left <= 0) { remove(); resolve(sunState()); } else scene.requestRender();
+      });
+      scene.requestRender();
+    });
+    window.twin.sun = {
+      set: (date, time, on = true) => { setSun(date, typeof time === "number" ? time : parseClock(time), on); return afterFrames(3); },
+      state: sunState,
+      berlinToUtc: (date, time) => new Date(berlinToUtc(date, typeof time === "number" ? time : parseClock(time))).toISOString(),
+    };
+  }
+
   function defaultPreset(layer) {
     const wanted = styleParam[layer.name];
     if (wanted && layer.presets.includes(wanted)) return wanted;
@@ -1378,6 +1516,7 @@
     scene.backgroundColor = Cesium.Color.fromCssColorString(BACKGROUND);
     // A fixed light from above (slightly from the south-east) instead of the sun at the clock's time: roofs
     // show their true colour at any hour (class colours are compared with the legend), walls are shaded.
+    // The shadow study (panel "Sun and shadow", initSun) swaps in the sun at a chosen date and time.
     if (manifest.frame) {
       const f = manifest.frame;
       const lon = Cesium.Math.toRadians(f.lon), lat = Cesium.Math.toRadians(f.lat);
@@ -1457,6 +1596,7 @@
     }
     updateGlobe();
     renderLegend();
+    initSun(scene);
 
     // twin.ready: every shown tileset reported allTilesLoaded after the camera was set and selects >= 1 tile.
     let frames = 0;
