@@ -10,7 +10,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class BuildLog:
@@ -22,7 +25,7 @@ class BuildLog:
             self._fh = path.open("a", encoding="utf-8")
         self.console = console if console is not None else sys.stderr
         self.quiet = quiet
-        self._progress = None  # rich.progress.Progress on a TTY, started at the first stage
+        self._progress: Progress | None = None  # rich.progress.Progress on a TTY, started at the first stage
         self._rows: dict[str, Any] = {}
         self._stack: list[str] = []
 
@@ -47,7 +50,7 @@ class BuildLog:
         else:
             print(text, file=self.console)
 
-    def _live(self):
+    def _live(self) -> Progress | None:
         if self.quiet or not getattr(self.console, "isatty", lambda: False)():
             return None
         if self._progress is None:

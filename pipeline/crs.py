@@ -403,7 +403,7 @@ def make_transformer(
     grid = _configured_grid(cfg)
     aoi = None
     if area_of_interest is not None:
-        from pyproj.aoi import AreaOfInterest
+        from pyproj.transformer import AreaOfInterest
 
         aoi = AreaOfInterest(*(float(v) for v in area_of_interest))
     key = _pipeline_key(src, dst_crs, area_of_interest, grid)

@@ -54,8 +54,10 @@ def owns(path: Path, owned_by: Path | Iterable[Path] = (), marker: str | None = 
     roots = [owned_by] if isinstance(owned_by, str | os.PathLike) else list(owned_by)
     if any(is_inside(path, r) for r in roots):
         return True
+    if not marker:
+        return False
     p = _abs_no_follow(path)
-    return bool(marker) and not p.is_symlink() and p.is_dir() and (p / marker).is_file()
+    return not p.is_symlink() and p.is_dir() and (p / marker).is_file()
 
 
 def remove_owned(path: Path, *, owned_by: Path | Iterable[Path] = (), marker: str | None = None) -> bool:

@@ -176,6 +176,21 @@ class PointsLayer(LayerBase):
         return v if isinstance(v, str) else extra_dimensions_only(v)
 
 
+def _non_buildings() -> dict[str, Literal["skip", "keep"]]:
+    return {
+        "51002_1220": "skip",
+        "51002_1250": "skip",
+        "51002_1251": "skip",
+        "51002_1260": "skip",
+        "51002_1270": "skip",
+        "51002_1330": "skip",
+        "51002_1331": "skip",
+        "51002_1332": "skip",
+        "51002_1333": "skip",
+        "51005": "skip",
+    }
+
+
 class BuildingsLayer(LayerBase):
     format: Literal["1.1", "1.0"] = "1.1"
     roof_percentile: float = Field(75.0, gt=0, lt=100)
@@ -243,20 +258,7 @@ class BuildingsLayer(LayerBase):
     # class ("51002"): "skip" (reported in rejected.csv, no LoD1 box) or "keep" (extruded like a building).
     # Default: masts, pylons, antennas, wind turbines and cranes (AX_BauwerkOderAnlageFuerIndustrie-
     # UndGewerbe 1220, 1250, 1251, 1260, 1270, 1330-1333) and overhead lines (AX_Leitung 51005)
-    non_building_functions: dict[str, Literal["skip", "keep"]] = Field(
-        default_factory=lambda: {
-            "51002_1220": "skip",
-            "51002_1250": "skip",
-            "51002_1251": "skip",
-            "51002_1260": "skip",
-            "51002_1270": "skip",
-            "51002_1330": "skip",
-            "51002_1331": "skip",
-            "51002_1332": "skip",
-            "51002_1333": "skip",
-            "51005": "skip",
-        }
-    )
+    non_building_functions: dict[str, Literal["skip", "keep"]] = Field(default_factory=_non_buildings)
 
     @field_validator("non_building_functions", mode="before")
     @classmethod

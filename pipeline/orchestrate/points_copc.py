@@ -345,7 +345,7 @@ def write_file_copc(
                 rgb_max = max(rgb_max, _fill_unit(rec, d, info, fj, pl, layer_schema, ortho, optional))
                 checksum += copc_checksum(rec["X"], rec["Y"], rec["Z"], rec["classification"])
                 classes[:] += np.bincount(rec["classification"], minlength=256)
-                f.write(memoryview(rec).cast("B"))
+                f.write(rec.data.cast("B"))
         return rgb_max, checksum
 
     try:

@@ -249,7 +249,7 @@ def check_complete(release: Path) -> None:
         )
     names = {lay.get("name") for lay in manifest.get("layers", [])}
     try:
-        validate_release(release, manifest, check_gltf=False, reused_layers=names)  # type: ignore[arg-type]
+        validate_release(release, manifest, check_gltf=False, reused_layers=names)
     except ValidationError as e:
         raise ReleaseError(f"not a complete release: {e.message}", path=release) from None
 

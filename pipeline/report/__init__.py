@@ -10,7 +10,7 @@ Everything here reads files of a release (plus the small `report/data/` the buil
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,12 @@ def _save(fig, path: Path | None):
     return fig
 
 
+def _rgba(c: Sequence[int]) -> tuple[float, float, float, float]:
+    """A 0-255 RGB or RGBA colour as matplotlib's 0-1 RGBA."""
+    r, g, b, *a = (v / 255 for v in c)
+    return (r, g, b, a[0] if a else 1.0)
+
+
 def _plain_axes(ax) -> None:
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.tick_params(labelsize=6)
@@ -245,7 +251,7 @@ def plot_grz_map(data: ReleaseData, path: Path | None = None):
         if data.buildings is not None:
             data.buildings.boundary.plot(ax=ax, color="black", linewidth=0.3)
         ax.legend(
-            handles=[Patch(color=np.array(c) / 255, label=lab) for _, c, lab in GRZ_CLASSES],
+            handles=[Patch(color=_rgba(c), label=lab) for _, c, lab in GRZ_CLASSES],
             loc="upper left",
             bbox_to_anchor=(1.01, 1),
             fontsize=7,
@@ -279,9 +285,7 @@ def plot_change_map(data: ReleaseData, path: Path | None = None):
             {"unregistered"} if data.unregistered is not None and len(data.unregistered) else set()
         )
         ax.legend(
-            handles=[
-                Patch(color=np.array(CLASS_COLOURS[k]) / 255, label=k) for k in CLASS_COLOURS if k in present
-            ],
+            handles=[Patch(color=_rgba(CLASS_COLOURS[k]), label=k) for k in CLASS_COLOURS if k in present],
             loc="upper left",
             bbox_to_anchor=(1.01, 1),
             fontsize=7,
@@ -308,7 +312,7 @@ def plot_model_check_map(data: ReleaseData, path: Path | None = None):
         present = set(m["model_check"])
         ax.legend(
             handles=[
-                Patch(color=np.array(MODEL_CHECK_COLOURS[k]) / 255, label=k)
+                Patch(color=_rgba(MODEL_CHECK_COLOURS[k]), label=k)
                 for k in MODEL_CHECK_COLOURS
                 if k in present
             ],

@@ -399,7 +399,7 @@ def write_copc(
     path = Path(path)
     dtype = record_dtype(schema)
     repack = records.dtype != dtype
-    if repack and any(records.dtype.fields.get(k) is None for k in dtype.names or ()):
+    if repack and not set(dtype.names or ()) <= set(records.dtype.names or ()):
         raise ValueError(f"records have dtype {records.dtype}, expected {dtype}")
     n = len(records)
     if n == 0:
@@ -461,7 +461,7 @@ def write_copc(
                 return pts
 
             def compress(pts: np.ndarray) -> bytes:
-                stream = bytes(lazrs.compress_points(laz_vlr, memoryview(pts).cast("B"), False))
+                stream = bytes(lazrs.compress_points(laz_vlr, pts.data.cast("B"), False))
                 (table_at,) = struct.unpack_from("<q", stream)
                 return stream[8:table_at]
 
@@ -516,8 +516,8 @@ def write_copc(
         nodes=len(tree.keys),
         depth=max(levels) if levels else 0,
         bytes=size,
-        mins=tuple(float(v) for v in mins),
-        maxs=tuple(float(v) for v in maxs),
+        mins=(float(mins[0]), float(mins[1]), float(mins[2])),
+        maxs=(float(maxs[0]), float(maxs[1]), float(maxs[2])),
         spacing=spacing,
         point_format=pf,
         levels=dict(sorted(levels.items())),

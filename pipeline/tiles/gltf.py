@@ -18,7 +18,7 @@ BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 51
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 POINTS, TRIANGLES = 0, 4
 
-_COMPONENT = {
+_COMPONENT: dict[np.dtype[Any], int] = {
     np.dtype(np.int8): BYTE,
     np.dtype(np.uint8): UNSIGNED_BYTE,
     np.dtype(np.int16): SHORT,

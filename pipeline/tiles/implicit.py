@@ -35,6 +35,13 @@ class OctreeTile:
     children: list[OctreeTile] = field(default_factory=list)
 
     @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) in metres, ENU: every tile has them once `build_tree` has filled in the ancestors."""
+        if self.lo is None or self.hi is None:
+            raise ValueError(f"octree tile {self.key} has no bounds")
+        return self.lo, self.hi
+
+    @property
     def key(self) -> tuple[int, int, int, int]:
         return (self.depth, self.ix, self.iy, self.iz)
 
@@ -68,8 +75,8 @@ def build_tree(tiles: list[Any]) -> OctreeTile:
 def _fill_bounds(node: OctreeTile) -> None:
     for c in node.children:
         _fill_bounds(c)
-    los = [c.lo for c in node.children] + ([node.lo] if node.lo is not None else [])
-    his = [c.hi for c in node.children] + ([node.hi] if node.hi is not None else [])
+    los = [c.bounds[0] for c in node.children] + ([node.lo] if node.lo is not None else [])
+    his = [c.bounds[1] for c in node.children] + ([node.hi] if node.hi is not None else [])
     node.lo = np.min(los, axis=0)
     node.hi = np.max(his, axis=0)
     node.children.sort(key=lambda c: c.key)
@@ -89,7 +96,7 @@ def tileset_geometric_error(root_error: float, lo: np.ndarray, hi: np.ndarray) -
 
 def _tile_json(node: OctreeTile, spacing, uri_prefix: str) -> dict[str, Any]:
     t: dict[str, Any] = {
-        "boundingVolume": {"box": box_from_bounds(node.lo, node.hi)},
+        "boundingVolume": {"box": box_from_bounds(*node.bounds)},
         "geometricError": spacing(node.depth),
     }
     if node.uri:
@@ -127,7 +134,7 @@ def write_explicit(
                 name = f"tilesets/{c.depth}_{c.ix}_{c.iy}_{c.iz}.json"
                 write_file(c, name)
                 ref = {
-                    "boundingVolume": {"box": box_from_bounds(c.lo, c.hi)},
+                    "boundingVolume": {"box": box_from_bounds(*c.bounds)},
                     "geometricError": spacing(c.depth),
                     "content": {"uri": ("" if prefix == "" else "../") + name},
                 }
@@ -146,7 +153,7 @@ def write_explicit(
             root_json["transform"] = transform
         doc = {
             "asset": asset(version, tileset_version),
-            "geometricError": tileset_geometric_error(spacing(node.depth), node.lo, node.hi),
+            "geometricError": tileset_geometric_error(spacing(node.depth), *node.bounds),
             "root": root_json,
         }
         _write(out_dir / name, dumps(doc))

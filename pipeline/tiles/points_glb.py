@@ -316,7 +316,7 @@ def _glb_pieces(jb: bytes, payload: np.ndarray) -> list[Any]:
         + struct.pack("<I4s", len(jb), b"JSON")
         + jb
         + struct.pack("<I4s", padded, b"BIN\x00"),
-        memoryview(np.ascontiguousarray(payload).reshape(-1)),
+        np.ascontiguousarray(payload).reshape(-1).data,
     ]
     if padded > blen:
         parts.append(b"\x00" * (padded - blen))

@@ -77,9 +77,7 @@ def _pnts_classes(data: bytes) -> np.ndarray:
     ref = bt.get("classification") or bt.get("Classification")
     if not isinstance(ref, dict) or n == 0:
         raise Unreadable("no classification in the batch table")
-    dt = np.dtype(
-        {"UNSIGNED_BYTE": np.uint8, "UNSIGNED_SHORT": np.uint16}.get(ref.get("componentType"), np.uint8)
-    )
+    dt = np.dtype(np.uint16 if ref.get("componentType") == "UNSIGNED_SHORT" else np.uint8)
     off = 28 + ftj + ftb + btj + int(ref["byteOffset"])
     codes = np.frombuffer(data, dtype=dt, count=n, offset=off).astype(np.int64)
     del btb

@@ -87,10 +87,10 @@ def buildings_glb(buildings: list[SampleBuilding]) -> tuple[bytes, np.ndarray, n
         w, d = b.size
         lo = np.array([cx - w / 2, cy - d / 2, GROUND_Z])
         hi = np.array([cx + w / 2, cy + d / 2, GROUND_Z + b.height])
-        p, n, ix = _box_mesh(lo, hi)
+        p, nr, ix = _box_mesh(lo, hi)
         idx_l.append(ix + 24 * i)
         pos_l.append(p)
-        nrm_l.append(n)
+        nrm_l.append(nr)
         fid_l.append(np.full(24, i, dtype=np.uint16))
     pos = np.concatenate(pos_l)
     gb = GltfBuilder()
@@ -312,7 +312,7 @@ def write_sample_imagery(
     from PIL import Image
 
     d = 0.003  # degrees around the frame origin
-    bounds = [frame.lon - d * 1.6, frame.lat - d, frame.lon + d * 1.6, frame.lat + d]
+    bounds = (frame.lon - d * 1.6, frame.lat - d, frame.lon + d * 1.6, frame.lat + d)
     files = []
     for z in zooms:
         xs, ys = _xyz_tile_range(*bounds, z)

@@ -306,7 +306,8 @@ def _handler_for(ref: SiteRef, quiet: bool) -> type[BaseHTTPRequestHandler]:
                 name, port = host, ""
             if name not in ALLOWED_HOSTS:
                 return False
-            return port == "" or port == str(self.server.server_address[1])
+            addr = self.server.server_address  # (host, port) of a TCP server
+            return port == "" or (isinstance(addr, tuple) and port == str(addr[1]))
 
         def _serve(self, head: bool) -> None:
             if not self._host_ok():

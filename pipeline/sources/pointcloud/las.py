@@ -98,7 +98,7 @@ def decode_raw(
         arr = np.empty(unit.count, dtype=dtype) if out is None else out[:nbytes].view(dtype)
         with info.path.open("rb") as f:
             f.seek(unit.byte_start)
-            got = f.readinto(memoryview(arr.view(np.uint8)))
+            got = f.readinto(arr.view(np.uint8).data)
         if got != unit.byte_len:
             raise InputError("file is truncated (point records end early)", path=info.path)
         return arr
@@ -114,7 +114,7 @@ def decode_raw(
     stream[:8] = np.frombuffer(struct.pack("<q", 8 + unit.byte_len), np.uint8)
     with info.path.open("rb", buffering=0) as f:
         f.seek(unit.byte_start)
-        got = f.readinto(memoryview(stream)[8 : 8 + unit.byte_len])
+        got = f.readinto(stream.data[8 : 8 + unit.byte_len])
     if got != unit.byte_len:
         raise InputError("LAZ file is truncated (chunk bytes end early)", path=info.path)
     stream[8 + unit.byte_len :] = np.frombuffer(table, np.uint8)
@@ -122,10 +122,12 @@ def decode_raw(
     try:
         if info.point_format >= 6 and info.extra_dims and not extra_dims:
             # layered formats: extra bytes nobody asked for are not even decompressed
-            dec = lazrs.LasZipDecompressor(io.BytesIO(stream), info.laszip_vlr, _selection(info, extra_dims))
+            dec = lazrs.LasZipDecompressor(
+                io.BytesIO(stream.data), info.laszip_vlr, _selection(info, extra_dims)
+            )
             dec.decompress_many(dest)
         else:  # every field (skipping the few unused ones of formats 6-10 measured no faster)
-            lazrs.decompress_points(memoryview(stream), info.laszip_vlr, dest, False)
+            lazrs.decompress_points(stream.data, info.laszip_vlr, dest, False)
     except Exception as e:
         raise InputError(
             f"corrupt LAZ data in points {unit.start}..{unit.start + unit.count - 1}: {e}", path=info.path

@@ -34,7 +34,7 @@ def synthetic_points(
     ret = np.minimum(rng.integers(1, 4, n), nret).astype(np.uint8)
     order = np.argsort(y // 50.0 * 1e7 + x, kind="stable")  # flight-line-like order
     gps = 3.0e8 + np.arange(n) * 1e-5
-    out = {
+    out: dict[str, np.ndarray] = {
         "x": x[order],
         "y": y[order],
         "z": z[order],
@@ -148,7 +148,7 @@ def _rechunk(data: bytes, chunk_size: int) -> bytes:
     las = laspy.read(io.BytesIO(data), laz_backend=laspy.LazBackend.Lazrs)
     out = io.BytesIO()
     plain = lazrsbackend.LazrsPointWriter
-    lazrsbackend.LazrsPointWriter = _Chunked  # type: ignore[misc]
+    lazrsbackend.LazrsPointWriter = _Chunked
     try:
         with laspy.open(
             out,
@@ -161,5 +161,5 @@ def _rechunk(data: bytes, chunk_size: int) -> bytes:
             for s in range(0, len(las.points), chunk_size):
                 w.write_points(las.points[s : s + chunk_size])
     finally:
-        lazrsbackend.LazrsPointWriter = plain  # type: ignore[misc]
+        lazrsbackend.LazrsPointWriter = plain
     return out.getvalue()

@@ -96,10 +96,11 @@ def _fill_bounds(node: QuadNode) -> None:
         return
     for c in node.children:
         _fill_bounds(c)
-    kids = [c for c in node.children if c.lo is not None]
-    if kids:
-        node.lo = np.min([c.lo for c in kids], axis=0)
-        node.hi = np.max([c.hi for c in kids], axis=0)
+    los = [c.lo for c in node.children if c.lo is not None]
+    his = [c.hi for c in node.children if c.hi is not None]
+    if los:
+        node.lo = np.min(los, axis=0)
+        node.hi = np.max(his, axis=0)
 
 
 def tileset_tree(
@@ -120,6 +121,7 @@ def tileset_tree(
         return 0.0 if node.is_leaf else float(round(node.size * ge_factor, 3))
 
     def tile(node: QuadNode, depth: int) -> dict[str, Any]:
+        assert node.lo is not None and node.hi is not None  # children without bounds are skipped below
         t: dict[str, Any] = {
             "boundingVolume": {"box": box_from_bounds(node.lo, node.hi)},
             "geometricError": ge(node),

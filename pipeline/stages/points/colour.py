@@ -45,7 +45,7 @@ def sample_orthophoto(
     if not isinstance(path, (str, Path)):
         paths = list(path)
         n = len(x)
-        out = {"rgb": np.zeros((n, 3), dtype=np.uint8)}
+        out: dict[str, np.ndarray] = {"rgb": np.zeros((n, 3), dtype=np.uint8)}
         todo = np.ones(n, dtype=bool)
         for p in paths:
             if not todo.any():

@@ -167,7 +167,7 @@ def read_ranges(
         nbytes = (b - a) * dtype.itemsize
         with open(path, "rb") as f:
             f.seek(a * dtype.itemsize)
-            got = f.readinto(memoryview(buf[off : off + nbytes]))
+            got = f.readinto(buf[off : off + nbytes].data)
         if got != nbytes:
             raise OSError(f"spill file {path} is short: {got} of {nbytes} bytes")
         off += nbytes
