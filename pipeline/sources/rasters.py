@@ -200,7 +200,7 @@ def scan_rasters(
                 info = RasterInfo(
                     path=f,
                     crs=crs,
-                    bounds=tuple(ds.bounds),  # type: ignore[arg-type]
+                    bounds=tuple(ds.bounds),
                     res=(float(ds.res[0]), float(ds.res[1])),
                     count=ds.count,
                     dtype=ds.dtypes[0],

@@ -402,14 +402,15 @@ def _feature(
     gid = _gml_id(el)
     if not gid:
         raise InputError(f"<{ln}> without gml:id", path=source)
-    geom_srs = set()
+    geom_srs: set[str] = set()
     envelope_srs = None
     for e in el.iter():
-        if isinstance(e.tag, str) and e.get("srsName"):
+        srs_name = e.get("srsName") if isinstance(e.tag, str) else None
+        if srs_name:
             if local(e) == "Envelope":
-                envelope_srs = envelope_srs or e.get("srsName")
+                envelope_srs = envelope_srs or srs_name
             else:
-                geom_srs.add(srs_to_crs(e.get("srsName")) or e.get("srsName"))
+                geom_srs.add(srs_to_crs(srs_name) or srs_name)
     if len(geom_srs) > 1:
         raise InputError(
             f"geometries in several CRS {sorted(geom_srs)} in one object", path=source, record=gid
@@ -445,7 +446,7 @@ def _feature(
         yield _Feature(ln, gid, props, geom, crs or "", bereich, source)
         return
     kind = AREA_TYPES.get(ln) or LINE_TYPES[ln]
-    row = _empty_row(kind) if ln in AREA_TYPES else {"kind": kind}
+    row: dict[str, Any] = _empty_row(kind) if ln in AREA_TYPES else {"kind": kind}
     other: dict[str, Any] = {}
     angaben: list[dict[str, Any]] = []
     for c in el:
@@ -472,9 +473,9 @@ def _feature(
             v = _number(c, cl, source, gid, units)
             col = MEASURE_COLUMNS[cl]
             if col.endswith("_zwingend"):
-                m = col.removesuffix("_zwingend")
-                _set_limit(row, f"{m}_min", v, source, gid, cl)
-                _set_limit(row, f"{m}_max", v, source, gid, cl)
+                measure = col.removesuffix("_zwingend")
+                _set_limit(row, f"{measure}_min", v, source, gid, cl)
+                _set_limit(row, f"{measure}_max", v, source, gid, cl)
             _set_limit(row, col, v, source, gid, cl)
         elif ln in AREA_TYPES and _DIRECT_HEIGHT.match(cl):
             m = _DIRECT_HEIGHT.match(cl)
@@ -499,7 +500,7 @@ def _feature(
         row["heights"] = json.dumps(angaben, sort_keys=True, ensure_ascii=False) if angaben else ""
     row["other"] = json.dumps(other, sort_keys=True, ensure_ascii=False) if other else ""
     row.update(props)
-    yield _Feature(ln, gid, row, geom, crs, bereich, source)
+    yield _Feature(ln, gid, row, geom, crs or "", bereich, source)
 
 
 # ---- CRS ----------------------------------------------------------------------------------------------
@@ -577,14 +578,18 @@ def verify_plan(path: Path | str) -> str | None:
                         if event == "start":
                             if root is None:
                                 root = el
-                                uris = [u for u in (el.nsmap or {}).values() if XPLAN_NS.match(u or "")]
-                                if not uris:
+                                majors = [
+                                    m.group(1)
+                                    for u in (el.nsmap or {}).values()
+                                    if (m := XPLAN_NS.match(u or ""))
+                                ]
+                                if not majors:
                                     return f"{source}: not an XPlanGML document"
-                                major = XPLAN_NS.match(uris[0]).group(1)  # type: ignore[union-attr]
+                                major = majors[0]
                                 if major not in ("5", "6"):
                                     return f"{source}: XPlanGML {major}.x is not supported (5.x and 6.x are)"
                             continue
-                        if el.getparent() is root:
+                        if root is not None and el.getparent() is root:
                             el.clear(keep_tail=False)
                             while el.getprevious() is not None:
                                 del root[0]
@@ -715,8 +720,7 @@ def _assemble(
             notes.append(f"{f.source} [{f.gml_id}]: invalid geometry ({shapely.is_valid_reason(g)}) repaired")
             fixed = shapely.make_valid(g)
             if f.type in AREA_TYPES or f.type == PLAN_TYPE:
-                polys = shapely.get_parts(fixed)
-                polys = [p for p in polys if p.geom_type in ("Polygon", "MultiPolygon")]
+                polys = [p for p in shapely.get_parts(fixed) if p.geom_type in ("Polygon", "MultiPolygon")]
                 fixed = shapely.union_all(polys) if polys else shapely.Polygon()
             f.geometry = fixed
 
@@ -738,8 +742,8 @@ def _assemble(
                     "geometry": f.geometry,
                 }
             )
-    area_rows = []
-    line_rows = []
+    area_rows: list[dict[str, Any]] = []
+    line_rows: list[dict[str, Any]] = []
     for f in feats:
         if f.type in AREA_TYPES or f.type in LINE_TYPES:
             row = {

@@ -439,8 +439,9 @@ def _release(el: etree._Element) -> None:
             break
         while anc.getprevious() is not None:
             del parent[0]
-    while el.getprevious() is not None:
-        del el.getparent()[0]
+    parent = el.getparent()
+    while parent is not None and el.getprevious() is not None:
+        del parent[0]
 
 
 def _transform(obj: CityObject, t: Any) -> None:

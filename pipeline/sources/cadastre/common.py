@@ -8,8 +8,10 @@ records never raise: they are reported as (file, id, reason) and skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import geopandas as gpd
 import numpy as np
@@ -17,6 +19,7 @@ import pandas as pd
 import shapely
 
 WORKING_CRS = "EPSG:25832"
+_Frame = TypeVar("_Frame", bound=pd.DataFrame)
 
 # Normalised columns of a footprint table (besides `geometry`).
 FOOTPRINT_COLUMNS: dict[str, str] = {
@@ -178,7 +181,7 @@ def empty_footprints() -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=WORKING_CRS), crs=WORKING_CRS)
 
 
-def normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+def normalise_columns(df: _Frame) -> _Frame:
     """Add the missing normalised columns and coerce their types (text -> str/None, numbers -> float)."""
     out = df.copy()
     for col, kind in FOOTPRINT_COLUMNS.items():
@@ -235,7 +238,7 @@ def repair_and_filter(
     oids = np.array([text_or_none(v) for v in gdf["oid"].to_numpy()], dtype=object)
     reason = np.full(n, None, dtype=object)  # first reason wins
 
-    def flag(mask: np.ndarray, why) -> None:
+    def flag(mask: np.ndarray, why: str | Callable[[int], str]) -> None:
         m = mask & (reason == None)  # noqa: E711 (element-wise)
         for i in np.flatnonzero(m):
             reason[i] = why(i) if callable(why) else why
@@ -249,7 +252,8 @@ def repair_and_filter(
     if flt.skip_underground:
         flag(np.array([_is_underground(v) for v in gdf["rellage"]], dtype=bool), "filtered: underground")
     missing = np.array([g is None for g in geoms], dtype=bool)
-    geoms = np.where(missing, shapely.Polygon(), geoms)
+    geoms = geoms.copy()
+    geoms[missing] = shapely.Polygon()
     flag(missing | shapely.is_empty(geoms), "empty geometry")
     tid = shapely.get_type_id(geoms)
     flag(~np.isin(tid, (3, 6, 7)), lambda i: f"not a polygon ({geoms[i].geom_type})")

@@ -44,14 +44,20 @@ def srs_dimension(el: etree._Element, default: int = 2) -> int:
     return default
 
 
+def _text(el: etree._Element) -> str:
+    if el.text is None:
+        raise GmlError(f"empty <{local(el)}>")
+    return el.text
+
+
 def coords_of(el: etree._Element, dim_default: int = 2) -> np.ndarray:
     """(N, dim) coordinates of a curve-ish element with posList / pos / coordinates children."""
     pl = [c for c in el if local(c) == "posList"]
     if pl:
         dim = srs_dimension(pl[0], dim_default)
         try:
-            vals = np.array(pl[0].text.split(), dtype=np.float64)
-        except (AttributeError, ValueError) as e:
+            vals = np.array(_text(pl[0]).split(), dtype=np.float64)
+        except ValueError as e:
             raise GmlError(f"bad posList: {e}") from e
         if vals.size % dim:
             raise GmlError(f"posList has {vals.size} values, not a multiple of srsDimension {dim}")
@@ -59,16 +65,16 @@ def coords_of(el: etree._Element, dim_default: int = 2) -> np.ndarray:
     pos = [c for c in el if local(c) == "pos"]
     if pos:
         try:
-            rows = [np.array(p.text.split(), dtype=np.float64) for p in pos]
-        except (AttributeError, ValueError) as e:
+            rows = [np.array(_text(p).split(), dtype=np.float64) for p in pos]
+        except ValueError as e:
             raise GmlError(f"bad pos: {e}") from e
         dim = min(len(r) for r in rows)
         return np.array([r[:dim] for r in rows])
     co = [c for c in el if local(c) == "coordinates"]
     if co:
         try:
-            rows = [np.array(t.split(","), dtype=np.float64) for t in co[0].text.split()]
-        except (AttributeError, ValueError) as e:
+            rows = [np.array(t.split(","), dtype=np.float64) for t in _text(co[0]).split()]
+        except ValueError as e:
             raise GmlError(f"bad coordinates: {e}") from e
         dim = min(len(r) for r in rows)
         return np.array([r[:dim] for r in rows])
@@ -139,14 +145,14 @@ def _curve_coords(el: etree._Element, tol: float, out: list[np.ndarray]) -> None
             raise GmlError(f"<Circle> needs 3 points, got {len(c)}")
         _append(out, densify_arc(c[0], c[1], c[2], tol, full_circle=True))
     elif name in ("Curve", "OrientableCurve", "CompositeCurve"):
-        for c in el:
-            ln = local(c)
+        for child in el:
+            ln = local(child)
             if ln == "segments":
-                for seg in c:
+                for seg in child:
                     if local(seg):
                         _curve_coords(seg, tol, out)
             elif ln in ("curveMember", "baseCurve"):
-                for cc in c:
+                for cc in child:
                     if local(cc):
                         _curve_coords(cc, tol, out)
     else:

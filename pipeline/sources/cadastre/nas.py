@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -135,17 +135,19 @@ class NasDocument:
         return f"{self.path}!{self.member}" if self.member else str(self.path)
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[BinaryIO]:
+    def open(self) -> Iterator[IO[bytes] | gzip.GzipFile]:
         """The document's bytes (a zip member or a gzip-compressed file decompressed on the fly)."""
         with contextlib.ExitStack() as stack:
             if self.member is not None:
                 zf = stack.enter_context(zipfile.ZipFile(self.path))
-                raw: BinaryIO = stack.enter_context(zf.open(self.member))  # type: ignore[arg-type]
+                raw: IO[bytes] = stack.enter_context(zf.open(self.member))
             else:
                 raw = stack.enter_context(open(self.path, "rb"))
+            # peek: a ZipExtFile or a BufferedReader (typeshed types ZipFile.open as a plain IO[bytes])
             if raw.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[attr-defined]
-                raw = stack.enter_context(gzip.GzipFile(fileobj=raw))  # type: ignore[arg-type]
-            yield raw
+                yield stack.enter_context(gzip.GzipFile(fileobj=raw))
+            else:
+                yield raw
 
 
 def nas_documents(path: Path | str) -> list[NasDocument]:
@@ -177,7 +179,11 @@ def _xml_error(doc: NasDocument, e: etree.XMLSyntaxError) -> InputError:
     )
 
 
-def _iterparse(source: BinaryIO, events: tuple[str, ...], tag: list[str] | None = None):
+def _iterparse(
+    source: IO[bytes] | gzip.GzipFile,
+    events: tuple[Literal["start-ns", "start", "end"], ...],
+    tag: list[str] | None = None,
+):
     return etree.iterparse(
         source,
         events=events,

@@ -289,6 +289,7 @@ def _template(seed: int) -> tuple[list[dict], list[dict]]:
             w, h = rng.uniform(8, 16), rng.uniform(8, 16)
             bx, by = x + rng.uniform(2, 23 - w), y + rng.uniform(2, 23 - h)
             kind = (i * 4 + j) % 4
+            geom: shapely.Geometry
             if kind == 1:  # L-shape
                 geom = shapely.Polygon(
                     [

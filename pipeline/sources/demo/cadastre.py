@@ -108,10 +108,8 @@ def write_cadastre(path: Path, city: City) -> dict[str, int]:
     previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
     try:
-        opts = {"driver": "GPKG", "promote_to_multi": True}
-        pyogrio.write_dataframe(parcels, tmp, layer=PARCEL_LAYER, **opts)
-        pyogrio.write_dataframe(buildings, tmp, layer=BUILDING_LAYER, append=False, **opts)
-        pyogrio.write_dataframe(admin, tmp, layer=ADMIN_LAYER, **opts)
+        for gdf, layer in ((parcels, PARCEL_LAYER), (buildings, BUILDING_LAYER), (admin, ADMIN_LAYER)):
+            pyogrio.write_dataframe(gdf, tmp, layer=layer, driver="GPKG", promote_to_multi=True)
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
     os.replace(tmp, path)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import shapely
 from shapely import MultiPolygon, Polygon, box
 from shapely.affinity import affine_transform
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.sources.demo.roofs import FLAT, GABLE, HIP, Roof, boundary_edges, hip_ridge
 from pipeline.sources.demo.terrain import Terrain
@@ -476,12 +478,12 @@ class _Builder:
         # the most complete blocks get the guaranteed types (the fragile ones first)
         blocks.sort(key=lambda b: (b[0], b[1], b[2], b[3]))
         guaranteed = list(GUARANTEED_TYPES)
-        for k, (_ins, _d, _j, _i, rect, sides) in enumerate(blocks):
+        for k, (_ins, _d, _j, _i, block_box, sides) in enumerate(blocks):
             if k < len(guaranteed):
                 kind = guaranteed[k]
             else:
                 kind = str(self.rng.choice(BLOCK_TYPES, p=BLOCK_WEIGHTS))
-            self.block(kind, rect, sides)
+            self.block(kind, block_box, sides)
         self.street_trees_and_parking()
 
     def strips(self, rect: tuple[float, float, float, float], sides: dict[str, int | None]) -> list[_Frame]:
@@ -979,7 +981,10 @@ def epoch_year(epoch: str, index: int) -> int:
     return int(digits[:4]) if len(digits) >= 4 else 2021 + 3 * index
 
 
-def _round(geom: shapely.Geometry, decimals: int = 2) -> shapely.Geometry:
+_G = TypeVar("_G", bound=BaseGeometry)
+
+
+def _round(geom: _G, decimals: int = 2) -> _G:
     return shapely.transform(geom, lambda c: np.round(c, decimals))
 
 
@@ -994,7 +999,7 @@ class _Finisher:
         self.inner = self.district.buffer(-0.5, join_style="mitre")
         self.used_oids: set[str] = set()
 
-    def world(self, g: shapely.Geometry) -> shapely.Geometry:
+    def world(self, g: _G) -> _G:
         return _round(affine_transform(g, self.b.to_world))
 
     def world_xy(self, x: float, y: float) -> tuple[float, float]:
@@ -1088,12 +1093,13 @@ def build_city(seed: int, bounds: tuple[float, float, float, float], epochs: tup
 
     # trees clear of every structure of any epoch
     trees = _trees(fin, structures)
-    cars = tuple(_cars(fin, structures, e) for e in range(2))
+    cars = (_cars(fin, structures, 0), _cars(fin, structures, 1))
     ponds = [
         (g, round(float(terrain(*shapely.get_coordinates(g).T).min()) - 0.4, 2))
         for g in (fin.world(p) for p in b.ponds)
     ]
     streets = _streets(fin)
+    landcover: list[tuple[Polygon | MultiPolygon, int, tuple[bool, bool]]]
     landcover = [(fin.world(g), c, ep) for g, c, ep in b.landcover]
     landcover += [(g, LC_WATER, (True, True)) for g, _ in ponds]
     landcover += [(s.geom.buffer(2.0), LC_BARE, (False, True)) for s in structures if s.change == DEMOLISHED]
@@ -1110,7 +1116,7 @@ def build_city(seed: int, bounds: tuple[float, float, float, float], epochs: tup
         streets=streets,
         trees=trees,
         cars=cars,
-        ponds=ponds,  # type: ignore[arg-type]
+        ponds=ponds,
         landcover=landcover,
         bbox=bbox,
     )
@@ -1227,16 +1233,16 @@ def _free_places(fin: _Finisher, occupied: _Occupied) -> Iterator[tuple[Polygon,
 class _Occupied:
     """Footprints already taken (local frame): an STRtree of the layout plus the few added later."""
 
-    def __init__(self, geoms: list[shapely.Geometry]):
+    def __init__(self, geoms: Sequence[BaseGeometry]):
         self.tree = shapely.STRtree(geoms)
-        self.extra: list[shapely.Geometry] = []
+        self.extra: list[BaseGeometry] = []
 
-    def near(self, g: shapely.Geometry, distance: float) -> bool:
+    def near(self, g: BaseGeometry, distance: float) -> bool:
         if len(self.tree.query(g, predicate="dwithin", distance=distance)):
             return True
         return any(g.distance(o) < distance for o in self.extra)
 
-    def add(self, g: shapely.Geometry) -> None:
+    def add(self, g: BaseGeometry) -> None:
         self.extra.append(g)
 
 
@@ -1255,6 +1261,7 @@ def _ensure_multipart(structures: list[Structure]) -> None:
         and len(s.geom.exterior.coords) == 5
     ]
     for s in sorted(pool, key=lambda s: -s.geom.area):
+        assert isinstance(s.geom, Polygon)  # the pool holds simple polygons
         c = np.asarray(s.geom.exterior.coords)[:4]
         if np.linalg.norm(c[1] - c[0]) < np.linalg.norm(c[2] - c[1]):
             c = np.roll(c, -1, axis=0)
@@ -1319,13 +1326,15 @@ def _parts(
         inner = h.geom.buffer(-1.0)
         if isinstance(inner, MultiPolygon):
             inner = max(inner.geoms, key=lambda g: g.area)
-        geom = _round(shapely.affinity.scale(shapely.oriented_envelope(inner), 0.5, 0.5))
+        envelope = _round(shapely.affinity.scale(shapely.oriented_envelope(inner), 0.5, 0.5))
+        if not isinstance(envelope, Polygon):  # a degenerate host (its envelope is a line)
+            continue
         fun = "Tiefgarage" if kind == "underground" else "Geringergeschossiger Gebäudeteil"
         code = FUNKTION[fun] if kind == "underground" else BAUTEIL[fun]
         parts.append(
             PartRecord(
                 oid=_oid(fin.rng, fin.used_oids),
-                geom=geom,
+                geom=envelope,
                 kind=kind,
                 funktion=fun,
                 gfkzshh=f"{'31001' if kind == 'underground' else '31002'}_{code}",
@@ -1361,6 +1370,7 @@ def _make_invalid(fin: _Finisher, structures: list[Structure]) -> None:
             picks.append((s, "too_few_points"))
             break
     for s, kind in picks:
+        assert isinstance(s.geom, Polygon)  # rect_like
         c = np.asarray(s.geom.exterior.coords)[:4]
         if kind == "bowtie":
             g = Polygon([c[0], c[2], c[1], c[3], c[0]])
@@ -1381,6 +1391,7 @@ def _make_invalid(fin: _Finisher, structures: list[Structure]) -> None:
     # one valid but dirty record: consecutive duplicate vertices
     for s in pool:
         if s.cadastre_geom is None:
+            assert isinstance(s.geom, Polygon)  # rect_like
             c = np.asarray(s.geom.exterior.coords)
             s.cadastre_geom = Polygon(np.vstack([c[:2], c[1:2], c[2:]]))
             break
@@ -1458,7 +1469,10 @@ def _cars(fin: _Finisher, structures: list[Structure], epoch: int) -> Cars:
         tree_ = shapely.STRtree([s.geom for s in structures])
         hit = tree_.query(shapely.points(x, y), predicate="dwithin", distance=3.0)
         keep[np.unique(hit[0])] = False
-    return Cars(*(np.round(a[keep], 3) for a in (x, y, ux, uy, length, width, height)), colour[keep])
+    x, y, ux, uy, length, width, height = (
+        np.round(a[keep], 3) for a in (x, y, ux, uy, length, width, height)
+    )
+    return Cars(x, y, ux, uy, length, width, height, colour[keep])
 
 
 def _streets(fin: _Finisher) -> list[Street]:
@@ -1478,10 +1492,10 @@ def _streets(fin: _Finisher) -> list[Street]:
 def _parcels(fin: _Finisher, streets: list[Street]) -> list[Parcel]:
     b = fin.b
     rng = fin.rng
-    geoms: list[tuple[shapely.Geometry, str, bool]] = []
+    geoms: list[tuple[Polygon | MultiPolygon, str, bool]] = []
     for lot in b.lots:
         g = _round(affine_transform(lot.geom, b.to_world).intersection(fin.district), 3)
-        if g.area >= 1.0:
+        if isinstance(g, Polygon | MultiPolygon) and g.area >= 1.0:
             geoms.append((g, lot.address, False))
     # street parcels: horizontal streets full length, vertical streets split by the horizontal ones
     h_rects = [full for full, _, i in b.street_rects if b.streets_local[i][0] == "h"]
@@ -1491,7 +1505,7 @@ def _parcels(fin: _Finisher, streets: list[Street]) -> list[Parcel]:
         g = full if axis == "h" else full.difference(h_union)
         for part in getattr(g, "geoms", [g]):
             pw = _round(affine_transform(part, b.to_world).intersection(fin.district), 3)
-            if pw.area >= 1.0:
+            if isinstance(pw, Polygon | MultiPolygon) and pw.area >= 1.0:
                 geoms.append((pw, name, True))
     x0, y0, _, _ = fin.b.bounds
     keyed = []

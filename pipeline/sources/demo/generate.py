@@ -272,11 +272,11 @@ def generate_demo(
             if mobile and rate > 0:
                 with _timed(stages, "mobile"):
                     m = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
-                    if m is not None:
+                    if m is not None:  # None: no track near this tile
                         path = out / "mobile" / mobile_name(tile, epochs[1])
                         mob.write_mobile_tile(path, m, tile, city)
-                    files.append(path)
-                    counts["mobile_points"] += len(m["x"])
+                        files.append(path)
+                        counts["mobile_points"] += len(m["x"])
             bar.advance(t_tiles)
 
         t_truth = bar.add_task("truth + README", total=1)

@@ -34,6 +34,7 @@ import numpy as np
 import shapely
 import shapely.affinity
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.sources.demo.city import City, Structure
 from pipeline.sources.demo.roofs import FLAT, GABLE, HIP, ROOF_CODES, Roof
@@ -63,7 +64,7 @@ def _below(a: float, b: float, c: float) -> Polygon:
     return _halfplane(-c * a / norm2, -c * b / norm2, gy, -gx)
 
 
-def _polys(g: shapely.Geometry) -> list[Polygon]:
+def _polys(g: BaseGeometry) -> list[Polygon]:
     if g.is_empty:
         return []
     if isinstance(g, Polygon):
@@ -71,7 +72,7 @@ def _polys(g: shapely.Geometry) -> list[Polygon]:
     return [p for p in getattr(g, "geoms", []) if isinstance(p, Polygon) and not p.is_empty]
 
 
-def _rings(geom: shapely.Geometry) -> list[np.ndarray]:
+def _rings(geom: BaseGeometry) -> list[np.ndarray]:
     out = []
     for poly in _polys(shapely.orient_polygons(geom)):
         out.append(np.asarray(poly.exterior.coords)[:, :2])
@@ -82,15 +83,15 @@ def _rings(geom: shapely.Geometry) -> list[np.ndarray]:
 _GRID = 1e-6  # snap grid (m) of the set operations: robust against near-coincident wedge edges
 
 
-def _isect(a: shapely.Geometry, b: shapely.Geometry) -> shapely.Geometry:
+def _isect(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
     return shapely.intersection(a, b, grid_size=_GRID)
 
 
-def _diff(a: shapely.Geometry, b: shapely.Geometry) -> shapely.Geometry:
+def _diff(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
     return shapely.difference(a, b, grid_size=_GRID)
 
 
-def _hip_planes(geom: shapely.Geometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
+def _hip_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
     """(plan polygon, plane z = a x + b y + c) of a hip roof (relative heights), see the module doc."""
     edges = []  # (x0, y0, x1, y1, ux, uy): interior on the left
     bis = []  # per ring vertex: inward bisector direction, per edge start
@@ -114,7 +115,7 @@ def _hip_planes(geom: shapely.Geometry, roof: Roof) -> list[tuple[Polygon, tuple
     wedges, planes = [], []
     for x0, y0, x1, y1, ux, uy, b0, b1 in edges:  # type: ignore[misc]
         # interior side of the edge, towards the edge from the start bisector, and from the end one
-        w = _halfplane(x0, y0, ux, uy)
+        w: BaseGeometry = _halfplane(x0, y0, ux, uy)
         w = _isect(w, _halfplane(x0, y0, -bis[b0][2], -bis[b0][3]))
         w = _isect(w, _halfplane(x1, y1, bis[b1][2], bis[b1][3]))
         # plane: eave + slope * distance to the edge line (inward normal (-uy, ux))
@@ -174,9 +175,7 @@ def roof_planes(s: Structure, roof: Roof) -> list[tuple[Polygon, tuple[float, fl
     return out
 
 
-def _local_roof_planes(
-    geom: shapely.Geometry, roof: Roof
-) -> list[tuple[Polygon, tuple[float, float, float]]]:
+def _local_roof_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
     if roof.kind == FLAT:
         return [(p, (0.0, 0.0, roof.eave)) for p in _polys(geom)]
     if roof.kind == GABLE:
@@ -269,7 +268,7 @@ def building_xml(s: Structure) -> str:
             _polygon_xml(f"{oid}_G{k}_P", [[(float(x), float(y), base) for x, y in r[::-1]] for r in rings])
         )
     surfaces.append(_surface_xml("GroundSurface", f"{oid}_G", grounds))
-    walls = []
+    walls: list[str] = []
     for ring in _rings(geom):
         for k in range(len(ring) - 1):
             (x0, y0), (x1, y1) = ring[k], ring[k + 1]

@@ -76,7 +76,7 @@ def tracks(city: City) -> list[Track]:
     """One track per street, right-hand lane, driven one after another."""
     when = dt.datetime(epoch_year(city.epochs[1], 1), 6, 10, 8, 0, tzinfo=dt.UTC)
     t = adjusted_gps_time(when)
-    out = []
+    out: list[Track] = []
     for st in city.streets:
         (ax, ay), (bx, by) = st.line
         if (bx - ax) + (by - ay) < 0:  # drive east / north
@@ -174,9 +174,9 @@ def simulate_mobile(
     base = np.zeros(nstruct + 1)
     fac_col = np.zeros((nstruct + 1, 3))
     for i in ids:
-        s = city.structures[i]
-        top[i + 1] = s.base + s.roof_in(1).eave
-        base[i + 1] = s.base
+        st = city.structures[i]
+        top[i + 1] = st.base + st.roof_in(1).eave
+        base[i + 1] = st.base
         fac_col[i + 1] = FACADE_COLOURS[(i * 7919) % len(FACADE_COLOURS)]
     lc = landcover_raster(city, ext, 1.0, 1)
     lc_col = np.zeros((256, 3))
@@ -198,9 +198,8 @@ def simulate_mobile(
             noise = rng.normal(0.0, 0.01, n)
             unclassified = rng.random(n) < 1e-3
             ok = (s >= 0) & (s <= tr.length)
-            s, side, phi, penetrate, noise, unclassified = (
-                a[ok] for a in (s, side, phi, penetrate, noise, unclassified)
-            )
+            s, side, phi, penetrate, noise = s[ok], side[ok], phi[ok], penetrate[ok], noise[ok]
+            unclassified = unclassified[ok]
             if not len(s):
                 continue
             sign = np.where(side == 0, 1.0, -1.0)  # +1 left, -1 right of the driving direction

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
 
 FLAT, GABLE, HIP = "flat", "gable", "hip"
 
@@ -40,7 +42,7 @@ class Roof:
     slope: float = 0.0
 
 
-def boundary_edges(geom: shapely.Geometry) -> np.ndarray:
+def boundary_edges(geom: BaseGeometry) -> np.ndarray:
     """(E, 4) array x0, y0, x1, y1 of all ring segments of a (multi)polygon."""
     rings = []
     for poly in getattr(geom, "geoms", [geom]):
@@ -75,7 +77,7 @@ def roof_height(roof: Roof, edges: np.ndarray | None, x: np.ndarray, y: np.ndarr
     raise ValueError(f"unknown roof kind {roof.kind!r}")
 
 
-def hip_ridge(geom: shapely.Geometry, eave: float, slope: float, tolerance: float = 0.01) -> float:
+def hip_ridge(geom: Polygon | MultiPolygon, eave: float, slope: float, tolerance: float = 0.01) -> float:
     """Ridge height of a distance-based hip roof: eave + slope * (largest distance to the boundary).
 
     The largest distance to the boundary is the radius of the maximum inscribed circle.
@@ -84,7 +86,7 @@ def hip_ridge(geom: shapely.Geometry, eave: float, slope: float, tolerance: floa
 
 
 def roof_statistics(
-    roof: Roof, geom: shapely.Geometry, *, shrink: float = 0.5, step: float = 0.25
+    roof: Roof, geom: BaseGeometry, *, shrink: float = 0.5, step: float = 0.25
 ) -> dict[str, float]:
     """Area-sampled statistics of the roof surface (relative heights).
 

@@ -242,7 +242,7 @@ def write_zoning_plan(out: Path, seed: int = 42, p_violation: float = 0.25) -> d
     return counts
 
 
-def _row(obj: str, oid: str, kind: str, expected: bool, value: float, limit: float) -> dict[str, Any]:
+def _row(obj: str, oid: object, kind: str, expected: bool, value: float, limit: float) -> dict[str, Any]:
     return {
         "object": obj,
         "id": str(oid),
