@@ -201,6 +201,15 @@ def _run_with_pool(args: argparse.Namespace) -> int:
     return code
 
 
+def _copc_option(args: argparse.Namespace):
+    """`--copc`: COPC files + a .vpc named after the output folder, each file in its own CRS."""
+    if not args.copc:
+        return None
+    from pipeline.stages.points.copc_records import CopcOptions
+
+    return CopcOptions(vpc_name=Path(args.out).resolve().name)
+
+
 def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     from pipeline.config.sizes import parse_size
     from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
@@ -223,6 +232,7 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
         overwrite=args.overwrite,
         on_bad_file=getattr(args, "on_bad_tile", "stop"),
         outside_header_bounds=getattr(args, "outside_header_bounds", "use-real"),
+        copc=_copc_option(args),
     )
     show = not (args.quiet or args.json)
     with _progress_bar(show) as progress:
@@ -241,21 +251,9 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
                 summary = tile_pointcloud(
                     args.inputs, args.out, opts, dask_executor(client), progress, workers=dask_workers(client)
                 )
-    copc = None
-    if args.copc:
-        from pipeline.orchestrate.points_copc import write_layer_copc
-
-        with _progress_bar(show) as progress:
-            copc = write_layer_copc(
-                args.inputs,
-                args.out,
-                opts,
-                vpc_name=Path(args.out).resolve().name,
-                target_crs=None,
-                progress=progress,
-            )
+    copc = summary.copc
     if args.json:
-        print(json.dumps(summary.to_json() | ({"copc": copc.to_json()} if copc else {}), indent=2))
+        print(json.dumps(summary.to_json(), indent=2))
         return 0
     from rich.console import Console
 

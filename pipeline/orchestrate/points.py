@@ -97,6 +97,8 @@ class PointTilingOptions:
     cache: Any = None  # pipeline.orchestrate.cache.Cache
     input_sha256: tuple[tuple[str, str], ...] = ()  # (resolved path, sha256) of every input file
     ortho_sha256: tuple[str, ...] = ()  # sha256 of the orthophoto files used for colour
+    # also write COPC files + a .vpc from the same decode (stages.points.copc_records.CopcOptions)
+    copc: Any = None
 
 
 @dataclass
@@ -126,6 +128,7 @@ class TilingSummary:
     # the LAS extra dimensions kept (metadata properties `x_<name>`), and those of the inputs left out
     extra_dimensions: list[str] = field(default_factory=list)
     extra_dimensions_dropped: list[str] = field(default_factory=list)
+    copc: Any = None  # orchestrate.points_copc.CopcSummary when COPC files were written
 
     @property
     def points_per_second(self) -> float:
@@ -152,7 +155,7 @@ class TilingSummary:
             "extra_dimensions": self.extra_dimensions,
             "extra_dimensions_dropped": self.extra_dimensions_dropped,
             "notes": self.notes,
-        }
+        } | ({"copc": self.copc.to_json()} if self.copc is not None else {})
 
 
 # ---- memory monitor ---------------------------------------------------------------------------------
@@ -490,6 +493,9 @@ def _run_tiling(
     work = staging / (".work" if attempt == 0 else f".work{attempt}")
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
+    from pipeline.orchestrate.points_copc import copc_side
+
+    side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
     summary.points_header = summary.points_in
@@ -510,6 +516,7 @@ def _run_tiling(
         str(spill),
         plan.cube,
         "report" if opts.outside_header_bounds == "use-real" else "error",
+        side,
     )
 
     if executor is None:
@@ -612,6 +619,15 @@ def _run_tiling(
     for i, r in zip(order, res_sorted, strict=True):
         results[i] = r
     summary.phases["tile"] = time.perf_counter() - t1
+    if side is not None:
+        from pipeline.orchestrate.points_copc import write_layer_copc
+
+        t3 = time.perf_counter()
+        threads = max(1, opts.jobs or 1) if executor is None else 1
+        summary.copc = write_layer_copc(
+            plan, djob, units, staging, opts.copc, scheme, executor, progress, threads
+        )
+        summary.phases["copc"] = time.perf_counter() - t3
     t2 = time.perf_counter()
     # the spill files are done with: free their pages while the upper tiles and the tileset are written
     dropper = threading.Thread(target=shutil.rmtree, args=(spill,), kwargs={"ignore_errors": True})
@@ -874,8 +890,10 @@ def build_pointcloud_layer(
     class_scheme: str,
     orthophoto: RasterSource | None,
     out_subdir: str,
+    copc: Any = None,
 ) -> LayerResult:
-    """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root)."""
+    """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
+    with `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
     from pipeline.orchestrate.context import LayerResult
 
     t0 = time.perf_counter()
@@ -909,6 +927,7 @@ def build_pointcloud_layer(
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
+        copc=copc,
         **_cache_options(ctx, files, orthophoto is not None and layer.colour_from_orthophoto),
     )
     executor = dask_executor(ctx.client) if ctx.client is not None else None
@@ -928,9 +947,10 @@ def build_pointcloud_layer(
                     ctx.client.run(release_worker_buffers)
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
+    from pipeline.orchestrate.points_copc import add_layer_copc
     from pipeline.viewer.classes import class_stats
 
-    return LayerResult(
+    result = LayerResult(
         name=name,
         kind="pointcloud",
         access=layer.access,
@@ -959,6 +979,8 @@ def build_pointcloud_layer(
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
     )
+    add_layer_copc(ctx, result, summary.copc, out_subdir)
+    return result
 
 
 def _intensity_stats(layer_dir: Path) -> dict[str, Any]:

@@ -1,37 +1,27 @@
-"""COPC files and a virtual point cloud (.vpc) for a point layer, for QGIS (which cannot draw 3D Tiles
-point clouds).
+"""COPC files and a virtual point cloud (.vpc) of a point layer, for QGIS (which cannot draw 3D Tiles
+point clouds), written by the tiling run itself (`PointTilingOptions.copc`).
 
-One COPC file per input file (`<layer>/copc/<input name>.copc.laz`) and `<layer>/<layer>.vpc` over them.
-The input files are read again, one decode unit (about 0.5 M points, whole LAZ chunks) at a time, with the
-project's point reader (`pipeline.sources.pointcloud`), planned by the tiler's own planner
-(`plan_tiling`: the same files, CRS per file, attribute layout and orthophoto), so the COPC files carry
-the same points and attribute schema as the 3D Tiles layer:
+One COPC file per input file (`copc/<input name>.copc.laz`) and `<vpc_name>.vpc` over them, in the run's
+output folder. The decode tasks of the run write the COPC records beside the tiles' spill files
+(`pipeline.stages.points.copc_records`: the same decoded columns, attribute schema derived from the tiles'
+attribute table), so every input is decoded once; after the tiles, one task per input file builds its octree
+and compresses it (`pipeline.tiles.copc`). A decode unit whose spill file came from the content cache wrote
+no records: it is decoded again here (the tiler's own decode task).
 
-- attributes: intensity, classification, return number, number of returns, point source id, GPS time,
-  colour, NIR, the configured extra dimensions (float32 extra bytes); other LAS fields (scan angle, user
-  data, flags) are 0, as they are absent from the tiles;
-- colour: the tiles' 8-bit sRGB (16-bit LAS colours reduced per decode unit by the tiler's rule, or
-  sampled from the orthophoto for files without colour), stored as LAS 16-bit (value x 257); a file whose
-  colour is zero everywhere has none (point format 6), as in the tiles;
-- positions: in the build, the project's working CRS (`crs.horizontal` + `crs.vertical`, the CRS of every
-  GeoPackage and raster of the release): a file already in it keeps its integer coordinates, scale and
-  offset exactly; any other is transformed by PROJ (the project's exact transformer, geoid grids as for
-  the tiles) to 1 mm. Standalone (`twin points --copc`), each file keeps its own coordinates and CRS label
-  (or `--crs`).
+- positions: the build's working CRS (a file already in it keeps its integer coordinates, scale and offset
+  exactly; any other is transformed by PROJ to 1 mm); standalone (`twin points --copc`) each file keeps its
+  own coordinates and CRS label (or `--crs`);
+- other LAS fields (user data, flags) are 0, scan angle too unless the layer exports it.
 
-Not yet the same pass as the tiler (the files are decoded a second time, after the tiles: about the
-lazrs decode time again plus the octree and LAZ compression); see docs/pointcloud.md.
-
-Memory: a file's records go to a temporary memory-mapped file beside the output, the octree needs about
-35 bytes per point of the file, compression one node at a time.
+Memory: the records go to one file per input beside the spill files; the octree needs about 35 bytes per
+point of the file, compression one node at a time.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
+import dataclasses
 import shutil
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,24 +30,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import CrsError, InputError, ValidationError
-from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, plan_units
+from pipeline.errors import ValidationError
+from pipeline.stages.points.copc_records import (
+    CopcOptions,
+    CopcRecords,
+    las_header_fields,
+    layout_schema,
+    marker_path,
+    placement,
+    records_path,
+)
 from pipeline.styles.pointcloud_qml import pointcloud_qml
-from pipeline.tiles.copc import CopcResult, CopcSchema, HeaderInfo, record_dtype, write_copc
+from pipeline.tiles.copc import BLOCK, CopcResult, CopcSchema, HeaderInfo, record_dtype, write_copc
+from pipeline.tiles.copc_check import copc_checksum
 from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
 if TYPE_CHECKING:
-    from pyproj import CRS
-
-    from pipeline.config.model import PointsLayer, RasterSource
-    from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
-    from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.stages.points.tiling import FileJob
+    from pipeline.config.model import PointsLayer
+    from pipeline.orchestrate.context import BuildContext, LayerResult
+    from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+    from pipeline.stages.points.spill import RecordLayout
+    from pipeline.stages.points.tiling import DecodeJob, FileJob
 
 Progress = Callable[[str, int, int], None]
 
 COPC_DIR = "copc"
-TRANSFORMED_SCALE = 0.001  # 1 mm (in the target CRS's unit) for transformed positions
 
 
 @dataclass
@@ -92,45 +89,6 @@ class CopcSummary:
         }
 
 
-# ---- checksum ---------------------------------------------------------------------------------------------
-
-
-def copc_checksum(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, classification: np.ndarray) -> int:
-    """Order-independent checksum of points (raw integer coordinates as stored + class): the sum mod 2^64
-    of a 64-bit hash per point. Equal for two files iff (with overwhelming probability) they hold the same
-    multiset of (X, Y, Z, class)."""
-    from pipeline.tiles.copc import _mix64
-
-    u = np.uint64
-    v = X.astype(np.int64).view(u) * u(0x9E3779B97F4A7C15)
-    v += Y.astype(np.int64).view(u) * u(0xC2B2AE3D27D4EB4F)
-    v += Z.astype(np.int64).view(u) * u(0x165667B19E3779F9)
-    v += classification.astype(u) * u(0x27D4EB2F165667C5)
-    return int(_mix64(v).sum(dtype=u))
-
-
-def copc_invariants(vpc_path: str | Path) -> dict[str, Any]:
-    """Points and checksum over every COPC file of a .vpc, read back through laspy's COPC reader (every
-    node of the hierarchy); the checksum adds per file, so it equals the layer's `copc.checksum`."""
-    import json
-
-    import laspy
-
-    vpc_path = Path(vpc_path)
-    doc = json.loads(vpc_path.read_text())
-    total, checksum = 0, 0
-    for f in doc["features"]:
-        href = f["assets"]["data"]["href"]
-        with laspy.CopcReader.open(vpc_path.parent / href) as r:
-            pts = r.query()
-        n = len(pts)
-        if n != f["properties"]["pc:count"]:
-            raise InputError(f"{href}: {n} points read, the .vpc says {f['properties']['pc:count']}")
-        total += n
-        checksum += copc_checksum(pts.X, pts.Y, pts.Z, np.asarray(pts.classification))
-    return {"points": total, "checksum": f"{checksum % (1 << 64):016x}", "files": len(doc["features"])}
-
-
 # ---- per file ---------------------------------------------------------------------------------------------
 
 
@@ -153,58 +111,6 @@ def copc_names(infos: list[PointFileInfo]) -> list[str]:
     return out
 
 
-def _las_header_fields(info: PointFileInfo) -> dict[str, int]:
-    """File source id, GPS time bit, creation day/year of a LAS/LAZ input (0 for E57)."""
-    if info.kind == "e57":
-        return {"file_source_id": 0, "gps": 0, "day": 0, "year": 0}
-    with info.path.open("rb") as f:
-        head = f.read(94)
-    src, enc = struct.unpack_from("<HH", head, 4)
-    day, year = struct.unpack_from("<HH", head, 90)
-    return {"file_source_id": src, "gps": enc & 1, "day": day, "year": year}
-
-
-@dataclass(frozen=True)
-class _Placement:
-    """How a file's positions become the COPC's: raw copy (transformer None) or PROJ to the target."""
-
-    scales: tuple[float, float, float]
-    offsets: tuple[float, float, float]
-    wkt: str
-    transformer: Any = None
-    z_factor: float = 1.0
-
-
-def _placement(
-    fj: FileJob, fc_crs: CRS, target: CRS | None, crs_cfg: Any, override: str | None
-) -> _Placement:
-    from pyproj import CRS
-
-    from pipeline.crs import make_transformer, same_crs
-
-    info = fj.info
-    if target is None:  # standalone: the file's own coordinates and label (or --crs)
-        if override:
-            wkt = CRS.from_user_input(override).to_wkt()
-        elif info.crs_wkt:
-            wkt = CRS.from_wkt(info.crs_wkt).to_wkt()
-        else:
-            wkt = fc_crs.to_wkt()
-        return _Placement(info.scales, info.offsets, wkt)
-    if same_crs(fc_crs, target) and abs(fj.z_factor - 1.0) < 1e-12:
-        return _Placement(info.scales, info.offsets, target.to_wkt())
-    t = make_transformer(fc_crs, target, crs_cfg, path=info.path)
-    # offsets: the transformed header box's corner, rounded down to 1 km (ints stay well inside int32)
-    xs = np.array([info.mins[0], info.maxs[0]] * 4)
-    ys = np.array([info.mins[1], info.mins[1], info.maxs[1], info.maxs[1]] * 2)
-    zs = np.array([info.mins[2]] * 4 + [info.maxs[2]] * 4) * fj.z_factor
-    tx, ty, tz = t.transform(xs, ys, zs)
-    if not np.all(np.isfinite([tx, ty, tz])):
-        raise CrsError(f"the file's bounds cannot be transformed into {target.name}", path=info.path)
-    off = tuple(float(np.floor(min(v) / 1000.0) * 1000.0) for v in (tx, ty, tz))
-    return _Placement((TRANSFORMED_SCALE,) * 3, off, target.to_wkt(), t, fj.z_factor)  # type: ignore[arg-type]
-
-
 def _copc_scheme(scheme: str, classes, names: list[str]) -> str:
     """The class scheme of the style (`auto`: inferred as the tiles' is, from the codes and file names)."""
     if scheme != "auto":
@@ -212,84 +118,6 @@ def _copc_scheme(scheme: str, classes, names: list[str]) -> str:
     from pipeline.stages.points.classes import infer_class_scheme
 
     return infer_class_scheme([int(c) for c in classes], list(names))[0]
-
-
-def _decode(info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...]) -> dict[str, np.ndarray]:
-    if info.kind == "e57":
-        from pipeline.sources.pointcloud.e57 import decode_e57_unit
-
-        return decode_e57_unit(info, unit)
-    from pipeline.sources.pointcloud.las import decode_unit
-
-    return decode_unit(info, unit, extra_dims)
-
-
-def _positions(d: dict, info: PointFileInfo, pl: _Placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if pl.transformer is None:
-        return d["X"], d["Y"], d["Z"]
-    xs = d["X"] * info.scales[0] + info.offsets[0]
-    ys = d["Y"] * info.scales[1] + info.offsets[1]
-    zs = (d["Z"] * info.scales[2] + info.offsets[2]) * pl.z_factor
-    tx, ty, tz = pl.transformer.transform(xs, ys, zs)
-    out = []
-    for v, o in zip((tx, ty, tz), pl.offsets, strict=True):
-        q = np.round((np.asarray(v) - o) / TRANSFORMED_SCALE)
-        if not np.all(np.isfinite(q)) or np.abs(q).max(initial=0) >= 2**31:
-            raise CrsError("points cannot be transformed into the target CRS at 1 mm", path=info.path)
-        out.append(q.astype(np.int32))
-    return out[0], out[1], out[2]
-
-
-def _fill_unit(
-    rec: np.ndarray,
-    d: dict,
-    info: PointFileInfo,
-    fj: FileJob,
-    pl: _Placement,
-    schema: CopcSchema,
-    ortho: tuple[Any, dict] | None,
-    scan_fields: tuple[str, ...] = (),
-) -> int:
-    """Fill a unit's COPC records from its decoded columns; returns the unit's largest raw colour value."""
-    from pipeline.stages.points.colour import sample_orthophoto, to_srgb8
-
-    rec["X"], rec["Y"], rec["Z"] = _positions(d, info, pl)
-    rec["intensity"] = d["intensity"]
-    ret = np.minimum(np.asarray(d["return_number"], np.uint8), 15)
-    nret = np.minimum(np.asarray(d["number_of_returns"], np.uint8), 15)
-    rec["bit_fields"] = ret | (nret << np.uint8(4))
-    rec["classification"] = d["classification"]
-    rec["point_source_id"] = d["point_source_id"]
-    if "scan_angle" in scan_fields and "_raw" in d:  # opt-in attribute of the tiles: LAS 1.4 scan angle
-        raw = d["_raw"]
-        if info.point_format >= 6:
-            rec["scan_angle"] = raw["scan_angle"]
-        else:  # whole degrees -> 0.006 degree steps
-            rec["scan_angle"] = np.round(raw["scan_angle_rank"].astype(np.float64) / 0.006).astype(np.int16)
-    if "gps_time" in d:
-        rec["gps_time"] = d["gps_time"]
-    rgb_max = 0
-    if schema.has_rgb:
-        rgb8 = None
-        if ortho is None and "red" in d:
-            rgb_max = int(max(d["red"].max(initial=0), d["green"].max(initial=0), d["blue"].max(initial=0)))
-            rgb8 = to_srgb8(d["red"], d["green"], d["blue"])
-        elif ortho is not None:
-            xs = d["X"] * info.scales[0] + info.offsets[0]
-            ys = d["Y"] * info.scales[1] + info.offsets[1]
-            smp = sample_orthophoto(ortho[0], xs, ys, fj.crs_wkt, ortho[1])
-            rgb8 = smp["rgb"]
-            if schema.has_nir and "nir" in smp:
-                rec["nir"] = smp["nir"]
-        if rgb8 is not None:
-            rgb16 = rgb8.astype(np.uint16) * np.uint16(257)
-            rec["red"], rec["green"], rec["blue"] = rgb16[:, 0], rgb16[:, 1], rgb16[:, 2]
-    if schema.has_nir and "nir" in d:
-        rec["nir"] = d["nir"]
-    for name in schema.extra_dims:
-        if "x_" + name in d:
-            rec[name] = d["x_" + name]
-    return rgb_max
 
 
 @dataclass(frozen=True)
@@ -306,62 +134,32 @@ class FileCopc:
 
 def write_file_copc(
     fj: FileJob,
-    fc_crs: CRS,
-    dest: Path,
-    layer_schema: CopcSchema,
-    has_gps: bool,
-    target: CRS | None,
+    file_index: int,
+    side: CopcRecords,
+    dest: str,
+    layout: RecordLayout,
     crs_cfg: Any,
-    override: str | None,
-    scratch_dir: Path,
-    orthophoto: tuple[Any, dict] | None = None,
     max_node_points: int | None = None,
-    optional: tuple[str, ...] = (),
     threads: int = 1,
 ) -> FileCopc:
-    """One input file -> one COPC file (a task: runs on a worker of the build's cluster as well).
-
-    `orthophoto` (raster path(s), band map): colours files without colour, and files whose colour is
-    zero everywhere, as the tiler does. `optional`: the opt-in attributes of the tiles (`scan_angle`)."""
+    """One input file's COPC file from the records its decode tasks wrote (a task: runs on a worker of the
+    run's executor as well). The records file is removed afterwards."""
     info = fj.info
-    pl = _placement(fj, fc_crs, target, crs_cfg, override)
-    units = plan_units([info])
-    n = sum(u.count for u in units)
-    dtype = record_dtype(layer_schema)
-    scratch = scratch_dir / (dest.name + ".records")
-
-    classes = np.zeros(256, np.int64)
-
-    def decode_all(ortho: tuple[Any, dict] | None) -> tuple[int, int]:
-        """Decode the file unit by unit into the scratch file (plain writes: no dirty mapped pages)."""
-        rgb_max, checksum = 0, 0
-        classes[:] = 0
-        with scratch.open("wb") as f:
-            for u in units:
-                d = _decode(info, u, layer_schema.extra_dims)
-                if len(d["X"]) != u.count:
-                    raise InputError(f"expected {u.count} points, decoded {len(d['X'])}", path=info.path)
-                rec = np.zeros(u.count, dtype)
-                rgb_max = max(rgb_max, _fill_unit(rec, d, info, fj, pl, layer_schema, ortho, optional))
-                checksum += copc_checksum(rec["X"], rec["Y"], rec["Z"], rec["classification"])
-                classes[:] += np.bincount(rec["classification"], minlength=256)
-                f.write(rec.data.cast("B"))
-        return rgb_max, checksum
-
+    pl = placement(fj, side.target_wkt, crs_cfg, side.override)
+    layer_schema = layout_schema(layout)
+    schema = layer_schema
+    if schema.has_rgb and not info.has_rgb and not fj.orthophoto:  # no colour (or zero everywhere)
+        schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
+    path = records_path(side.dir, file_index)
+    recs = np.memmap(path, dtype=record_dtype(layer_schema), mode="r", shape=(info.count,))
     try:
-        rgb_max, checksum = decode_all(orthophoto if (not info.has_rgb and orthophoto) else None)
-        schema = layer_schema
-        if info.has_rgb and rgb_max == 0 and layer_schema.has_rgb:
-            # colour zero everywhere (mobile mapping without colourisation): the tiler treats the file as
-            # one without colour, so the orthophoto colours it when there is one; else it has none
-            if orthophoto is None:
-                import dataclasses
-
-                schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
-            else:
-                decode_all(orthophoto)
-        recs = np.memmap(scratch, dtype=dtype, mode="r", shape=(n,))
-        hdr = _las_header_fields(info)
+        checksum = 0
+        classes = np.zeros(256, np.int64)
+        for s in range(0, len(recs), BLOCK):
+            blk = recs[s : s + BLOCK]
+            checksum += copc_checksum(blk["X"], blk["Y"], blk["Z"], blk["classification"])
+            classes += np.bincount(blk["classification"], minlength=256)
+        hdr = las_header_fields(str(info.path), info.kind)
         header = HeaderInfo(
             scales=pl.scales,
             offsets=pl.offsets,
@@ -372,33 +170,35 @@ def write_file_copc(
             creation_year=hdr["year"],
         )
         kw = {} if max_node_points is None else {"max_node_points": max_node_points}
-        res = write_copc(dest, recs, header, schema, has_gps=has_gps, threads=threads, **kw)
-        del recs
+        res = write_copc(Path(dest), recs, header, schema, has_gps=layout.has_gps, threads=threads, **kw)
     finally:
-        scratch.unlink(missing_ok=True)
+        del recs
+        path.unlink(missing_ok=True)
     present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
     return FileCopc(res, schema, checksum % (1 << 64), pl.wkt, pl.transformer is not None, present)
 
 
-def _run_files(jobs: list[tuple], executor: concurrent.futures.Executor | None, progress: Progress | None):
-    """write_file_copc(*job) for every job, results in job order."""
-    total = len(jobs)
-    if executor is None:
-        out = []
-        for i, job in enumerate(jobs):
-            out.append(write_file_copc(*job))
-            if progress:
-                progress("copc", i + 1, total)
-        return out
-    futures = [executor.submit(write_file_copc, *job) for job in jobs]
+def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor, progress) -> None:
+    """Decode the units that wrote no COPC records (their spill file came from the content cache) with
+    the tiler's own decode task, into a throw-away spill folder."""
+    from pipeline.orchestrate.executor import map_ordered
+    from pipeline.stages.points.tiling import decode_to_spill
+
+    side = djob.copc
+    missing = [u for u in units if not marker_path(side.dir, u.file_index, u.start).is_file()]
+    if not missing:
+        return
+    spill = Path(side.dir).with_name("copc-spill")
+    spill.mkdir(exist_ok=True)
+    job = dataclasses.replace(djob, spill_dir=str(spill))
+    items = [(plan.file_jobs[u.file_index], u, job) for u in missing]
     try:
-        for i, _f in enumerate(concurrent.futures.as_completed(futures)):
-            if progress:
-                progress("copc", i + 1, total)
-        return [f.result() for f in futures]
+        map_ordered(executor, decode_to_spill, items, name="copc decode", progress=progress)
     finally:
-        for f in futures:
-            f.cancel()
+        shutil.rmtree(spill, ignore_errors=True)
+    still = [u for u in missing if not marker_path(side.dir, u.file_index, u.start).is_file()]
+    if still:
+        raise ValidationError(f"COPC records missing for {len(still)} decode unit(s) (internal error)")
 
 
 def _datetime(hdr: dict[str, int]) -> str:
@@ -411,193 +211,108 @@ def _datetime(hdr: dict[str, int]) -> str:
 
 
 def write_layer_copc(
-    inputs: list[Path],
-    layer_dir: Path,
-    opts: PointTilingOptions,
-    *,
-    vpc_name: str,
-    target_crs: str | None,
-    progress: Progress | None = None,
-    max_node_points: int | None = None,
+    plan: Any,
+    djob: DecodeJob,
+    units: list[WorkUnit],
+    out_dir: Path,
+    copt: CopcOptions,
+    class_scheme: str,
     executor: concurrent.futures.Executor | None = None,
+    progress: Progress | None = None,
+    threads: int = 1,
 ) -> CopcSummary:
-    """Write `layer_dir/copc/*.copc.laz` (one per input file) and `layer_dir/<vpc_name>.vpc`.
+    """After the tiles of a run (`plan`, its decode job `djob` with `copc` records and its `units`): write
+    `out_dir/copc/*.copc.laz` (one per input file), their QGIS style and `out_dir/<vpc_name>.vpc`.
 
-    `opts` are the point layer's tiling options (CRS override, orthophoto, extra dimensions, frame...);
-    `target_crs`: the CRS of the COPC positions (the build's working CRS), None = each file's own.
-    The files are written into a temporary folder in `layer_dir` and renamed into place at the end.
-    `executor` (e.g. a Dask client's): one task per input file; None = one file after the other here.
-    The output does not depend on it."""
+    `executor`: one task per input file (None: here, `threads` compressing each file's nodes). The output
+    does not depend on it."""
     from pyproj import CRS
 
-    from pipeline.orchestrate.points import plan_tiling
-    from pipeline.sources.pointcloud.crs import resolve_file_crs
+    from pipeline.orchestrate.executor import map_ordered
 
     t0 = time.perf_counter()
-    layer_dir = Path(layer_dir)
-    plan = plan_tiling(list(inputs), opts)
+    side: CopcRecords = djob.copc
+    _decode_missing(plan, djob, units, executor, progress)
     layout = plan.layout
-    schema = CopcSchema(has_rgb=layout.has_rgb, has_nir=layout.has_nir, extra_dims=tuple(layout.extra_dims))
-    target = CRS.from_user_input(target_crs) if target_crs else None
     names = copc_names(plan.infos)
-    final_dir = layer_dir / COPC_DIR
-    if final_dir.exists():
-        raise InputError("a COPC folder exists already (not written by this run)", path=final_dir)
-    tmp_dir = layer_dir / f".{COPC_DIR}.tmp-{os.getpid()}"
-    tmp_dir.mkdir(parents=True)
+    final_dir = Path(out_dir) / COPC_DIR
+    final_dir.mkdir()
     summary = CopcSummary()
     items: list[VpcItem] = []
     checksum = 0
     crs_names = set()
-    ortho = (opts.orthophoto, dict(opts.ortho_bands)) if opts.orthophoto else None
-    try:
-        jobs = []
-        for fj, name in zip(plan.file_jobs, names, strict=True):
-            fc = resolve_file_crs(fj.info, opts.crs, plan.crs_cfg, opts.z_unit)
-            jobs.append(
-                (
-                    fj,
-                    fc.crs,
-                    tmp_dir / name,
-                    schema,
-                    layout.has_gps,
-                    target,
-                    plan.crs_cfg,
-                    opts.crs,
-                    tmp_dir,
-                    ortho,
-                    max_node_points,
-                    tuple(getattr(opts, "attributes", ())),
-                    # in this process: `jobs` threads compress the nodes; one per task on a cluster
-                    max(1, opts.jobs or 1) if executor is None else 1,
-                )
+    jobs = [
+        (fj, i, side, str(final_dir / name), layout, plan.crs_cfg, copt.max_node_points, threads)
+        for i, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True))
+    ]
+    done = map_ordered(executor, write_file_copc, jobs, name="copc", progress=progress)
+    for fj, name, fr in zip(plan.file_jobs, names, done, strict=True):
+        checksum += fr.checksum
+        for c, cnt in fr.classes.items():
+            summary.classes[c] = summary.classes.get(c, 0) + cnt
+        summary.points += fr.result.points
+        summary.nodes += fr.result.nodes
+        summary.bytes += fr.result.bytes
+        summary.transformed += fr.transformed
+        crs_names.add(CRS.from_wkt(fr.wkt).name)
+        items.append(
+            VpcItem(
+                href=f"./{COPC_DIR}/{name}",
+                count=fr.result.points,
+                mins=fr.result.mins,
+                maxs=fr.result.maxs,
+                wkt2=fr.wkt,
+                schema=pdal_schema(fr.schema, layout.has_gps),
+                datetime=_datetime(las_header_fields(str(fj.info.path), fj.info.kind)),
             )
-        done = _run_files(jobs, executor, progress)
-        for fj, name, fr in zip(plan.file_jobs, names, done, strict=True):
-            checksum += fr.checksum
-            for c, cnt in fr.classes.items():
-                summary.classes[c] = summary.classes.get(c, 0) + cnt
-            summary.points += fr.result.points
-            summary.nodes += fr.result.nodes
-            summary.bytes += fr.result.bytes
-            summary.transformed += fr.transformed
-            crs_names.add(CRS.from_wkt(fr.wkt).name)
-            items.append(
-                VpcItem(
-                    href=f"./{COPC_DIR}/{name}",
-                    count=fr.result.points,
-                    mins=fr.result.mins,
-                    maxs=fr.result.maxs,
-                    wkt2=fr.wkt,
-                    schema=pdal_schema(fr.schema, layout.has_gps),
-                    datetime=_datetime(_las_header_fields(fj.info)),
-                )
-            )
-            summary.files.append(f"{COPC_DIR}/{name}")
-        # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
-        qml = pointcloud_qml(_copc_scheme(opts.class_scheme, summary.classes, names), sorted(summary.classes))
-        for name in names:
-            (tmp_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
-            summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")
-        os.replace(tmp_dir, final_dir)
-        tmp_dir = final_dir
-        write_vpc(layer_dir / f"{vpc_name}.vpc", items)
-        (layer_dir / f"{vpc_name}.qml").write_text(qml, encoding="utf-8")
-        summary.style = f"{vpc_name}.qml"
-    except BaseException:
-        if tmp_dir != final_dir:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+        )
+        summary.files.append(f"{COPC_DIR}/{name}")
+    # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
+    qml = pointcloud_qml(_copc_scheme(class_scheme, summary.classes, names), sorted(summary.classes))
+    for name in names:
+        (final_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
+        summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")
+    write_vpc(Path(out_dir) / f"{copt.vpc_name}.vpc", items)
+    (Path(out_dir) / f"{copt.vpc_name}.qml").write_text(qml, encoding="utf-8")
+    summary.style = f"{copt.vpc_name}.qml"
     if len(crs_names) > 1:
         summary.notes.append(f"the COPC files are in {len(crs_names)} CRSs: {sorted(crs_names)}")
-    summary.vpc = f"{vpc_name}.vpc"
+    summary.vpc = f"{copt.vpc_name}.vpc"
     summary.checksum = f"{checksum % (1 << 64):016x}"
     summary.crs = " / ".join(sorted(crs_names))
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
+def copc_side(copt: CopcOptions | None, work: Path, crs_override: str | None) -> CopcRecords | None:
+    """Where the decode tasks of a run (work folder `work`) write the COPC records (None: no COPC)."""
+    if copt is None:
+        return None
+    d = work / "copc"
+    d.mkdir(parents=True, exist_ok=True)
+    return CopcRecords(str(d), copt.target_crs, crs_override)
+
+
 # ---- pipeline layer --------------------------------------------------------------------------------------
 
 
-def _layer_options(
-    ctx: BuildContext,
-    layer: PointsLayer,
-    crs_override: str | None,
-    class_scheme: str,
-    orthophoto: RasterSource | None,
-) -> PointTilingOptions:
-    """The point layer's tiling options as `build_pointcloud_layer` sets them (CRS, orthophoto colour,
-    extra dimensions, project frame): the inputs are read the same way."""
-    import dataclasses
-    import glob
-
-    from pipeline.orchestrate.points import PointTilingOptions
-
-    ortho_path: str | tuple[str, ...] | None = None
-    bands: tuple[tuple[str, int], ...] = ()
-    if orthophoto is not None and layer.colour_from_orthophoto:
-        matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
-        ortho_path = matches[0] if len(matches) == 1 else tuple(matches) if matches else None
-        bands = tuple(sorted(orthophoto.bands.items()))
-    # opt-in attributes of the layer (`attributes:`), when this version of the tiler has them
-    optin: dict[str, Any] = {}
-    if hasattr(layer, "attributes") and "attributes" in {
-        f.name for f in dataclasses.fields(PointTilingOptions)
-    }:
-        optin["attributes"] = tuple(layer.attributes)
-    return PointTilingOptions(
-        **optin,
-        crs=crs_override,
-        class_scheme=class_scheme,
-        unknown_classes=layer.unknown_classes,
-        orthophoto=ortho_path,
-        ortho_bands=bands,
-        extra_dimensions=layer.extra_dimension_names,
-        crs_cfg=ctx.cfg.crs,
-        frame=ctx.frame,
-    )
-
-
-def _executor(client: Any) -> concurrent.futures.Executor | None:
-    """The build's cluster as an executor (a Dask client's `get_executor`), None without one."""
-    if client is None:
+def layer_copc_options(ctx: BuildContext, layer: PointsLayer, name: str) -> CopcOptions | None:
+    """The COPC output of a point layer of the build (None when the layer's `copc` is off): positions in
+    the working CRS, the .vpc named after the layer."""
+    if not getattr(layer, "copc", False):
         return None
-    if isinstance(client, concurrent.futures.Executor):
-        return client
-    get = getattr(client, "get_executor", None)
-    return get() if get is not None else None
+    from pipeline.crs import working_crs
+
+    return CopcOptions(vpc_name=name, target_crs=working_crs(ctx.cfg.crs).to_wkt())
 
 
 def add_layer_copc(
-    ctx: BuildContext,
-    result: LayerResult,
-    *,
-    files: list[InputFile],
-    layer: PointsLayer,
-    crs_override: str | None,
-    class_scheme: str,
-    orthophoto: RasterSource | None,
-    out_subdir: str,
-) -> LayerResult:
-    """After the layer's tiles: its COPC files and .vpc (when the layer's `copc` is on), listed in the
-    layer's files, with `stats.copc` (points, checksum, files, ...)."""
-    if not getattr(layer, "copc", False):
-        return result
-    from pipeline.crs import working_crs
-
-    t0 = time.perf_counter()
-    opts = _layer_options(ctx, layer, crs_override, class_scheme, orthophoto)
-    with ctx.stage(f"points:{result.name}:copc"):
-        summary = write_layer_copc(
-            [f.path for f in files],
-            ctx.release_dir / out_subdir,
-            opts,
-            vpc_name=result.name,
-            target_crs=working_crs(ctx.cfg.crs).to_wkt(),
-            progress=ctx.progress,
-            executor=_executor(ctx.client),
-        )
+    ctx: BuildContext, result: LayerResult, summary: CopcSummary | None, out_subdir: str
+) -> None:
+    """List the layer's COPC files, .vpc and style in its files, with `stats.copc` (points, checksum,
+    files, ...); the COPC point count must equal the tiles'."""
+    if summary is None:
+        return
     for n in summary.notes:
         ctx.warn(f"{result.name}: {n}")
     tiled = result.stats.get("points_out")
@@ -608,16 +323,12 @@ def add_layer_copc(
     result.files.extend(f"{out_subdir}/{f}" for f in [*summary.files, summary.vpc, summary.style])
     result.stats["copc"] = {k: v for k, v in summary.to_json().items() if k != "seconds"}
     result.warnings.extend(summary.notes)
-    result.seconds += time.perf_counter() - t0
-    return result
 
 
 def with_copc(build_layer: Callable[..., LayerResult]) -> Callable[..., LayerResult]:
-    """`build_pointcloud_layer` followed by `add_layer_copc` (the build's hook: same arguments)."""
+    """`build_pointcloud_layer` with the layer's COPC output (the build's hook: same arguments)."""
 
     def run(ctx: BuildContext, **kw: Any) -> LayerResult:
-        result = build_layer(ctx, **kw)
-        keys = ("files", "layer", "crs_override", "class_scheme", "orthophoto", "out_subdir")
-        return add_layer_copc(ctx, result, **{k: kw[k] for k in keys})
+        return build_layer(ctx, copc=layer_copc_options(ctx, kw["layer"], kw["name"]), **kw)
 
     return run

@@ -79,6 +79,33 @@ def layer_invariants(
     return out
 
 
+def copc_errors(release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]) -> int:
+    """Every point layer's COPC files and .vpc (`stats.copc`), read back node by node
+    (`pipeline.tiles.copc_check.vpc_errors`): all nodes readable, counts and checksum equal to the
+    manifest's (and the COPC points equal to the tiles'), the .vpc's files exist with their boxes and CRS.
+    Returns the number of layers checked."""
+    from pipeline.tiles.copc_check import vpc_errors
+
+    n = 0
+    for layer in manifest.get("layers", []):
+        copc = layer.get("stats", {}).get("copc")
+        if layer.get("kind") != "pointcloud" or not copc or layer["name"] in skip:
+            continue
+        name = layer["name"]
+        tiled = layer["stats"].get("points_out")
+        if tiled is not None and copc.get("points") != tiled:
+            errors.append(f"layer {name}: the manifest's COPC points {copc.get('points')} != tiles {tiled}")
+        vpc = release_dir / Path(layer["tileset"]).parent / copc.get("vpc", "")
+        if not copc.get("vpc") or not vpc.is_file():
+            errors.append(f"layer {name}: COPC: virtual point cloud {copc.get('vpc')!r} missing")
+            continue
+        errors += [
+            f"layer {name}: COPC: {e}" for e in vpc_errors(vpc, copc.get("points"), copc.get("checksum"))
+        ]
+        n += 1
+    return n
+
+
 def cityjson_errors(release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]) -> int:
     """Every CityJSONSeq file a layer lists (`*.city.jsonl`) through `tiles.cityjson.validate_cityjsonseq`
     (and cjvalpy when installed). Returns the number of files checked."""
@@ -132,6 +159,7 @@ def validate_release(
                 errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
     invariants = layer_invariants(release_dir, manifest, errors, reused_layers or set())
     cityjson = cityjson_errors(release_dir, manifest, errors, reused_layers or set())
+    copc = copc_errors(release_dir, manifest, errors, reused_layers or set())
     report = {
         "invariants": invariants,
         "tilesets": len(seen),
@@ -139,6 +167,7 @@ def validate_release(
         "glb_validated": gltf_checked,
         "glb_reused": len(set(glbs) & trusted_resolved),
         "cityjson_validated": cityjson,
+        "copc_layers_validated": copc,
         "errors": errors[:200],
         "ok": not errors,
     }

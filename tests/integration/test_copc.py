@@ -1,4 +1,5 @@
-"""COPC output of the point layers (pipeline/tiles/copc.py, tiles/vpc.py, orchestrate/points_copc.py).
+"""COPC output of the point layers (pipeline/tiles/copc.py, tiles/vpc.py, tiles/copc_check.py,
+orchestrate/points_copc.py, stages/points/copc_records.py).
 
 - the writer: laspy's COPC reader reads every node (whole file, per level), every hierarchy entry decodes
   on its own to its point count with its points inside the node's cube, the octree against a plain
@@ -36,6 +37,17 @@ from pipeline.tiles.copc import (
     record_dtype,
     write_copc,
 )
+
+
+def _layer_copc(inputs, out, opts=None, *, vpc_name, target_crs, executor=None, workers=None):
+    """Tile `inputs` into `out` with COPC output (one pass); the run's COPC summary."""
+    import dataclasses
+
+    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.stages.points.copc_records import CopcOptions
+
+    opts = dataclasses.replace(opts or PointTilingOptions(), copc=CopcOptions(vpc_name, target_crs))
+    return tile_pointcloud(inputs, out, opts, executor, workers=workers).copc
 
 
 def _wkt(code: str = "EPSG:25832+7837") -> str:
@@ -283,10 +295,10 @@ def two_tiles(tmp_path_factory) -> list[Path]:
 
 def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
     from pipeline.orchestrate.points import PointTilingOptions, plan_tiling, tile_pointcloud
-    from pipeline.orchestrate.points_copc import copc_checksum, copc_invariants, write_layer_copc
+    from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
     opts = PointTilingOptions(jobs=1)
-    s = write_layer_copc(two_tiles, tmp_path / "layer", opts, vpc_name="layer", target_crs=None)
+    s = _layer_copc(two_tiles, tmp_path / "layer", opts, vpc_name="layer", target_crs=None)
     assert s.files == [
         "copc/tile_a.copc.laz",
         "copc/tile_b.copc.laz",
@@ -330,11 +342,10 @@ def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
 
 def test_colours_are_the_tiles_8_bit_colours(two_tiles, tmp_path):
     from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.orchestrate.points_copc import write_layer_copc
 
-    write_layer_copc(two_tiles[:1], tmp_path, PointTilingOptions(), vpc_name="x", target_crs=None)
+    _layer_copc(two_tiles[:1], tmp_path / "x", PointTilingOptions(), vpc_name="x", target_crs=None)
     src = laspy.read(two_tiles[0])
-    out = laspy.read(tmp_path / "copc" / "tile_a.copc.laz")
+    out = laspy.read(tmp_path / "x" / "copc" / "tile_a.copc.laz")
     o1 = np.lexsort((src.gps_time, src.X))
     o2 = np.lexsort((out.gps_time, out.X))
     assert np.array_equal(np.asarray(out.red)[o2], (np.asarray(src.red)[o1] >> 8) * 257)
@@ -345,13 +356,12 @@ def test_positions_transformed_into_the_working_crs_agree_with_proj(tmp_path):
     from pyproj import Transformer
 
     from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.orchestrate.points_copc import write_layer_copc
 
     src = tmp_path / "utm33.laz"
     # the district in UTM zone 33 coordinates (a neighbouring state's delivery)
     x0, y0 = Transformer.from_crs("EPSG:25832", "EPSG:25833", always_xy=True).transform(362000.0, 5716000.0)
     _write_las(src, 20_000, 7, round(x0), round(y0), crs="EPSG:25833+7837")
-    s = write_layer_copc(
+    s = _layer_copc(
         [src], tmp_path / "l", PointTilingOptions(), vpc_name="l", target_crs=_wkt("EPSG:25832+7837")
     )
     assert s.transformed == 1 and s.crs == "ETRS89 / UTM zone 32N + DHHN2016 height"
@@ -373,7 +383,7 @@ def test_positions_transformed_into_the_working_crs_agree_with_proj(tmp_path):
 @pytest.mark.slow
 def test_build_lists_copc_and_vpc_and_they_match_the_tiles(tiny_release):
     from pipeline.orchestrate.points import pointcloud_invariants
-    from pipeline.orchestrate.points_copc import copc_invariants
+    from pipeline.tiles.copc_check import copc_invariants
 
     manifest = json.loads((tiny_release / "manifest.json").read_text())
     layers = [lay for lay in manifest["layers"] if lay["kind"] == "pointcloud"]
@@ -488,17 +498,16 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
 
 def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
     from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.orchestrate.points_copc import write_layer_copc
 
     src = tmp_path / "in" / "scan.laz"
     src.parent.mkdir()
     las = _write_las(src, 5_000, 11, 362000.0)
     las.scan_angle = np.random.default_rng(0).integers(-5000, 5000, len(las.points)).astype(np.int16)
     las.write(src)
-    write_layer_copc([src], tmp_path / "off", PointTilingOptions(), vpc_name="off", target_crs=None)
+    _layer_copc([src], tmp_path / "off", PointTilingOptions(), vpc_name="off", target_crs=None)
     assert not np.asarray(laspy.read(tmp_path / "off" / "copc" / "scan.copc.laz").scan_angle).any()
     opts = PointTilingOptions(attributes=("scan_angle",))
-    write_layer_copc([src], tmp_path / "on", opts, vpc_name="on", target_crs=None)
+    _layer_copc([src], tmp_path / "on", opts, vpc_name="on", target_crs=None)
     out = laspy.read(tmp_path / "on" / "copc" / "scan.copc.laz")
     ref = laspy.read(src)
     o1, o2 = np.lexsort((ref.gps_time,)), np.lexsort((out.gps_time,))
@@ -506,27 +515,36 @@ def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
 
 
 def test_layer_rewrite_is_byte_identical_serial_or_parallel(two_tiles, tmp_path):
-    import concurrent.futures
-
     from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.orchestrate.points_copc import write_layer_copc
+    from pipeline.orchestrate.points_pool import LocalPool
 
-    write_layer_copc(two_tiles, tmp_path / "a", PointTilingOptions(), vpc_name="l", target_crs=None)
-    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # one task per file, on two processes
-        write_layer_copc(
-            two_tiles, tmp_path / "b", PointTilingOptions(), vpc_name="l", target_crs=None, executor=pool
+    _layer_copc(two_tiles, tmp_path / "a", PointTilingOptions(), vpc_name="l", target_crs=None)
+    with LocalPool(2) as pool:  # decode units and one COPC task per file on two processes
+        _layer_copc(
+            two_tiles,
+            tmp_path / "b",
+            PointTilingOptions(),
+            vpc_name="l",
+            target_crs=None,
+            executor=pool,
+            workers=2,
         )
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert [str(f) for f in files] == [
+    assert [str(f) for f in files if "copc" in str(f) or str(f).startswith("l.")] == [
         "copc/tile_a.copc.laz",
         "copc/tile_a.copc.qml",
         "copc/tile_b.copc.laz",
         "copc/tile_b.copc.qml",
         "l.qml",
         "l.vpc",
-    ]  # nothing else left behind (scratch files, .part files)
+    ]
+    # nothing else left behind (records, markers, scratch or .part files): the tiles and their summary
+    rest = [str(f) for f in files if not ("copc" in str(f) or str(f).startswith("l."))]
+    assert all(f.startswith("content/") or f in ("tileset.json", "pointcloud.json") for f in rest), rest
+    assert not [f for f in files if f.suffix in (".rec", ".done", ".part")]
     for f in files:
-        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+        if f.name != "pointcloud.json":
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
 def test_twin_points_copc_flag(two_tiles, tmp_path, capsys):
@@ -564,38 +582,33 @@ def test_public_export_keeps_public_copc_only(tiny_release, tmp_path):
     assert not (pub / "mobile_points").exists()
 
 
-def test_a_failure_leaves_nothing_and_an_existing_copc_folder_is_refused(two_tiles, tmp_path, monkeypatch):
+def test_a_failure_leaves_nothing_and_an_existing_folder_is_refused(two_tiles, tmp_path, monkeypatch):
     from pipeline.errors import InputError
     from pipeline.orchestrate import points_copc
     from pipeline.orchestrate.points import PointTilingOptions
 
-    layer = tmp_path / "layer"
-    layer.mkdir()
-    (layer / "tileset.json").write_text("{}")  # what the tiler wrote before: never touched
     real = points_copc.write_copc
     calls = []
 
     def failing(*a, **kw):
         calls.append(1)
         if len(calls) == 2:
-            raise OSError(28, "No space left on device")
+            raise OSError(5, "Input/output error")
         return real(*a, **kw)
 
     monkeypatch.setattr(points_copc, "write_copc", failing)
     with pytest.raises(OSError):
-        points_copc.write_layer_copc(
-            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
-        )
-    assert sorted(p.name for p in layer.iterdir()) == ["tileset.json"]  # no copc/, .vpc, scratch or .part
+        _layer_copc(two_tiles, tmp_path / "layer", PointTilingOptions(), vpc_name="layer", target_crs=None)
+    assert calls == [1, 1] and not (tmp_path / "layer").exists()  # no tiles, copc/, .vpc, scratch or .part
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
     monkeypatch.setattr(points_copc, "write_copc", real)
-    (layer / "copc").mkdir()
+    layer = tmp_path / "layer"
+    (layer / "copc").mkdir(parents=True)
     (layer / "copc" / "theirs.txt").write_text("not ours")
-    with pytest.raises(InputError, match="COPC folder exists"):
-        points_copc.write_layer_copc(
-            two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None
-        )
+    with pytest.raises(InputError, match="not empty"):
+        _layer_copc(two_tiles, layer, PointTilingOptions(), vpc_name="layer", target_crs=None)
     assert (layer / "copc" / "theirs.txt").read_text() == "not ours"
-    assert sorted(p.name for p in layer.iterdir()) == ["copc", "tileset.json"]
+    assert sorted(p.name for p in layer.iterdir()) == ["copc"]
 
 
 @pytest.mark.realdata
@@ -605,21 +618,143 @@ def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_pa
     from pipeline.config.model import CrsConfig
     from pipeline.crs import working_crs
     from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.orchestrate.points_copc import copc_checksum, copc_invariants, write_layer_copc
+    from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
     src = realdata / "nrw" / "3dm_32_360_5721_crop300_360650_5721600.laz"
     cfg = CrsConfig()
-    opts = PointTilingOptions(crs_cfg=cfg, class_scheme="adv")
-    s = write_layer_copc([src], tmp_path, opts, vpc_name="nrw", target_crs=working_crs(cfg).to_wkt())
+    opts = PointTilingOptions(crs_cfg=cfg, class_scheme="adv", unknown_classes="keep")
+    s = _layer_copc([src], tmp_path / "o", opts, vpc_name="nrw", target_crs=working_crs(cfg).to_wkt())
     ref = laspy.read(src)
     assert s.transformed == 0 and s.points == len(ref.points)
     assert s.checksum == f"{copc_checksum(ref.X, ref.Y, ref.Z, np.asarray(ref.classification)):016x}"
-    assert copc_invariants(tmp_path / "nrw.vpc")["checksum"] == s.checksum
+    assert copc_invariants(tmp_path / "o" / "nrw.vpc")["checksum"] == s.checksum
     codes, counts = np.unique(np.asarray(ref.classification), return_counts=True)
     assert s.classes == {int(c): int(k) for c, k in zip(codes, counts, strict=True)}
-    out = laspy.open(tmp_path / "copc" / f"{src.stem}.copc.laz").header
+    out = laspy.open(tmp_path / "o" / "copc" / f"{src.stem}.copc.laz").header
     assert ref.header.point_format.id == 6 and out.point_format.id == 6  # no colour in, none out
     assert out.parse_crs().name == "ETRS89 / UTM zone 32N + DHHN2016 height"
     assert tuple(out.scales) == tuple(ref.header.scales) and tuple(out.offsets) == tuple(ref.header.offsets)
-    qml = (tmp_path / "nrw.qml").read_text()
+    qml = (tmp_path / "o" / "nrw.qml").read_text()
     assert "Boden (ground)" in qml
+
+
+def test_units_from_the_content_cache_are_decoded_again_for_copc(two_tiles, tmp_path, monkeypatch):
+    """A decode unit whose spill file comes from the content cache wrote no COPC records: the run decodes
+    it again (the tiler's own decode task) and the COPC files are the same bytes as a run without hits."""
+    import hashlib
+
+    from pipeline.orchestrate import points_cache
+    from pipeline.orchestrate.cache import Cache
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.stages.points import tiling
+
+    shas = tuple(sorted((str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()) for p in two_tiles))
+    opts = PointTilingOptions(cache=Cache(tmp_path / "cache"), input_sha256=shas)
+    calls = {"cached": 0, "all": 0}
+    real_cached, real_all = points_cache.decode_to_spill, tiling.decode_to_spill
+
+    def count_cached(*a, **k):
+        calls["cached"] += 1
+        return real_cached(*a, **k)
+
+    def count_all(*a, **k):
+        calls["all"] += 1
+        return real_all(*a, **k)
+
+    monkeypatch.setattr(points_cache, "decode_to_spill", count_cached)
+    monkeypatch.setattr(tiling, "decode_to_spill", count_all)
+    a = _layer_copc(two_tiles, tmp_path / "a", opts, vpc_name="l", target_crs=None)
+    first = dict(calls)
+    assert first["cached"] >= 2 and first["all"] == 0  # every unit decoded once, by the tiler (cache misses)
+    calls.update(cached=0, all=0)
+    b = _layer_copc(two_tiles, tmp_path / "b", opts, vpc_name="l", target_crs=None)
+    assert calls == {"cached": 0, "all": first["cached"]}  # all hits: decoded for the COPC records only
+    assert a.checksum == b.checksum and a.points == b.points == 120_000
+    for name in ("copc/tile_a.copc.laz", "copc/tile_b.copc.laz", "l.vpc"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_release_validator_refuses_a_broken_copc(two_tiles, tmp_path):
+    """The release validator reads every node of every COPC file of a point layer: a corrupted node, a
+    missing file, a wrong count in the manifest or a wrong box in the .vpc refuse the release, naming the
+    layer, the file and (for a node) the node."""
+    import shutil
+
+    from pipeline.errors import ValidationError
+    from pipeline.release.validate import copc_errors, validate_release
+
+    rel = tmp_path / "rel"
+    s = _layer_copc(two_tiles, rel / "pts", vpc_name="pts", target_crs=None)
+    layer = {
+        "name": "pts",
+        "kind": "pointcloud",
+        "tileset": "pts/tileset.json",
+        "stats": {"points_out": 120_000, "copc": {k: v for k, v in s.to_json().items() if k != "seconds"}},
+    }
+    manifest = {"layers": [layer]}
+    errors: list[str] = []
+    assert copc_errors(rel, manifest, errors, set()) == 1 and errors == []
+    good = rel / "pts" / "copc" / "tile_b.copc.laz"
+    keep = tmp_path / "keep.laz"
+    shutil.copy2(good, keep)
+
+    # a node's compressed bytes overwritten (the hierarchy is intact): that node cannot be decoded
+    import laspy
+    from laspy.copc import load_octree_for_query
+
+    with laspy.CopcReader.open(good) as r:
+        node = max(load_octree_for_query(r.source, r.copc_info, r.root_page), key=lambda n: n.byte_size)
+    data = bytearray(good.read_bytes())
+    data[node.offset : node.offset + node.byte_size] = b"\xff" * node.byte_size
+    good.write_bytes(bytes(data))
+    with pytest.raises(ValidationError, match="COPC") as e:
+        validate_release(rel, manifest, check_gltf=False)
+    errors = []
+    copc_errors(rel, manifest, errors, set())
+    k = node.key
+    assert any(f"layer pts: COPC: tile_b.copc.laz: node {k.level}-{k.x}-{k.y}-{k.z}" in m for m in errors), (
+        errors
+    )
+    assert "layer pts" in str(e.value)
+
+    # a missing file; a truncated file
+    good.unlink()
+    errors = []
+    copc_errors(rel, manifest, errors, set())
+    assert errors == ["layer pts: COPC: pts.vpc: asset ./copc/tile_b.copc.laz does not exist"]
+    good.write_bytes(keep.read_bytes()[:5000])
+    errors = []
+    copc_errors(rel, manifest, errors, set())
+    assert len(errors) == 1 and "tile_b.copc.laz" in errors[0], errors
+    shutil.copy2(keep, good)
+
+    # the manifest's count or checksum, or the .vpc's box, disagree with the files
+    layer["stats"]["copc"]["points"] = 119_999
+    errors = []
+    copc_errors(rel, manifest, errors, set())
+    assert any("COPC points 119999 != tiles 120000" in m for m in errors), errors
+    assert any("the COPC files hold 120000 points, the layer 119999" in m for m in errors), errors
+    layer["stats"]["copc"]["points"] = 120_000
+    vpc = rel / "pts" / "pts.vpc"
+    doc = json.loads(vpc.read_text())
+    doc["features"][0]["properties"]["proj:bbox"][0] -= 10.0
+    vpc.write_text(json.dumps(doc))
+    errors = []
+    copc_errors(rel, manifest, errors, set())
+    assert len(errors) == 1 and "tile_a.copc.laz: the .vpc box" in errors[0], errors
+    # a reused layer (validated in an earlier release) is not read again
+    errors = []
+    assert copc_errors(rel, manifest, errors, {"pts"}) == 0 and errors == []
+
+
+def test_copc_schema_is_derived_from_the_attribute_table():
+    """Every attribute of the tiles' table has a COPC field (a new row needs a decision there); the schema
+    of a layout follows its attributes."""
+    from pipeline.point_attributes import ATTRIBUTES, active
+    from pipeline.stages.points.copc_records import LAS_FIELDS, copc_schema
+
+    assert {a.name for a in ATTRIBUTES} == set(LAS_FIELDS)
+    s = copc_schema(active(True, True, True, ("scan_angle",), ("height", "amp")))
+    assert (s.has_rgb, s.has_nir, s.extra_dims, s.point_format) == (True, True, ("height", "amp"), 8)
+    s = copc_schema(active(False, False, False))
+    assert (s.has_rgb, s.has_nir, s.extra_dims, s.point_format) == (False, False, (), 6)

@@ -87,6 +87,8 @@ class DecodeJob:
     # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
     # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
     outside_bounds: str = "error"
+    # also write the units' COPC records (stages.points.copc_records.CopcRecords; None: no COPC output)
+    copc: Any = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
@@ -103,6 +105,7 @@ class DecodeJob:
                 self.spill_dir,
                 self.cube,
                 self.outside_bounds,
+                self.copc,
             ),
         )
 
@@ -315,6 +318,7 @@ class _Decoded:
     codes: tuple[int, ...]  # class codes present
     raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
     rgb_max: int = -1  # largest raw colour channel value (-1: no RGB read)
+    ints: tuple[np.ndarray, ...] = ()  # the decoded integer X, Y, Z (the file's scale and offset)
 
 
 def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
@@ -403,7 +407,8 @@ def _decode(
             cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"), rgb_max)
+    ints = (d["X"], d["Y"], d["Z"])
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"), rgb_max, ints)
 
 
 def _row_sources(
@@ -488,6 +493,10 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
                 with contextlib.suppress(OSError, ValueError):  # Linux >= 5.14; else faulted page by page
                     mm.madvise(MADV_POPULATE_WRITE)  # all pages backed in one call: -3 ms per unit
                 _pack_spill(mm, n, dtype, order, xyz, cols, r.raw)
+    if job.copc is not None:  # the same decoded columns as the COPC records (file order)
+        from pipeline.stages.points.copc_records import write_unit
+
+        write_unit(job.copc, fj, unit, job.layout, job.crs_config(), r.ints, cols)
     return SpillPart(
         unit.unit_index,
         n,
