@@ -306,7 +306,11 @@ class TerrainLayer(LayerBase):
     resolution_m: float | None = Field(None, gt=0)
     # texture pixels per tile side
     texture_px: int = Field(256, ge=16, le=2048)
-    texture_format: Literal["jpeg", "png"] = "jpeg"
+    # embedded texture images: JPEG (default), WebP (glTF EXT_texture_webp; smaller, needs a WebP-capable
+    # viewer) or PNG (lossless, large); quality of JPEG/WebP 1-100; JPEG chroma subsampling
+    texture_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    texture_quality: int = Field(80, ge=1, le=100)
+    texture_subsampling: Literal["4:2:0", "4:4:4"] = "4:2:0"
     # ground-point fallback without a DGM: grid resolution in metres
     ground_res_m: float = Field(1.0, gt=0)
     # orthophoto XYZ pyramid: finest ground resolution (metres/pixel at the district) and zoom overrides

@@ -277,6 +277,8 @@ def build_terrain_reference(ctx: BuildContext) -> LayerResult:
                             "rgb_bands": rgb,
                             "texture_px": lay.texture_px,
                             "texture_format": lay.texture_format,
+                            "texture_quality": lay.texture_quality,
+                            "texture_subsampling": lay.texture_subsampling,
                             "skirt": skirt,
                         },
                     )

@@ -167,6 +167,8 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
             "rgb_bands": rgb,
             "scale": scale,
             "fmt": lay.texture_format,
+            "quality": lay.texture_quality,
+            "subsampling": lay.texture_subsampling,
         }
         for cx, cy in chunk_ids:
             b = layout.chunk_bounds(cx, cy)
@@ -181,6 +183,8 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                 rgb,
                 scale,
                 lay.texture_format,
+                lay.texture_quality,
+                lay.texture_subsampling,
                 [input_sha256(ctx, i.path) for i in touched],
                 cfg.sources.orthophoto,
                 crs,
@@ -246,7 +250,11 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
             for (d, i, j), img in t.images.items():
                 k = 2**d
                 textures[(c + d, cx * k + i, cy * k + j)] = img
-        textures.update(upper_textures(c, summaries, lay.texture_px, lay.texture_format))
+        textures.update(
+            upper_textures(
+                c, summaries, lay.texture_px, lay.texture_format, lay.texture_quality, lay.texture_subsampling
+            )
+        )
 
     counts.seconds["upper"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()

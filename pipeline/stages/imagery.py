@@ -83,8 +83,10 @@ def encode_image(
     alpha: np.ndarray | None = None,
     quality: int = 85,
     png_level: int = 6,
+    subsampling: str = "4:4:4",
 ) -> bytes:
-    """(3, H, W) uint8 -> PNG/JPEG bytes (deterministic: no metadata, fixed settings)."""
+    """(3, H, W) uint8 -> PNG/JPEG/WebP bytes (deterministic: no metadata, fixed settings). `quality`:
+    JPEG/WebP quality (1-100); `subsampling`: JPEG chroma subsampling ("4:4:4" or "4:2:0")."""
     from PIL import Image
 
     arr = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
@@ -95,7 +97,10 @@ def encode_image(
         img = Image.fromarray(arr, "RGB")
     buf = io.BytesIO()
     if fmt == "jpeg":
-        img.save(buf, "JPEG", quality=quality, optimize=False, progressive=False, subsampling=0)
+        sub = {"4:4:4": 0, "4:2:0": 2}[subsampling]
+        img.save(buf, "JPEG", quality=quality, optimize=False, progressive=False, subsampling=sub)
+    elif fmt == "webp":  # lossy WebP (glTF: EXT_texture_webp)
+        img.save(buf, "WEBP", quality=quality, method=4, exact=False)
     else:
         img.save(buf, "PNG", optimize=False, compress_level=png_level)
     return buf.getvalue()
@@ -116,6 +121,8 @@ def texture_for_bounds(
     px: int,
     rgb_bands: Sequence[int],
     fmt: str = "jpeg",
+    quality: int = 85,
+    subsampling: str = "4:4:4",
 ) -> bytes:
     """Orthophoto clip of `bounds` as a px x px image (no data -> neutral grey)."""
     res = (bounds[2] - bounds[0]) / px
@@ -124,7 +131,7 @@ def texture_for_bounds(
     rs = Resampling.average if res > 1.5 * src_res else Resampling.bilinear
     r = read_grid(infos, grid, bands=list(rgb_bands), resampling=rs)
     data = np.where(np.isfinite(r.data), r.data, 128.0)
-    return encode_image(to_uint8(data, ortho_scale(infos)), fmt)
+    return encode_image(to_uint8(data, ortho_scale(infos)), fmt, quality=quality, subsampling=subsampling)
 
 
 def xyz_tile(

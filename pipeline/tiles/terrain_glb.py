@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.tiles.gltf import ELEMENT_ARRAY_BUFFER, TRIANGLES, GltfBuilder, enu_to_gltf
 from pipeline.tiles.tileset import asset, box_from_bounds
 
-MIME = {"jpeg": "image/jpeg", "png": "image/png"}
+MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 def add_image_texture(b: GltfBuilder, image: bytes, mime: str) -> int:
@@ -27,7 +27,11 @@ def add_image_texture(b: GltfBuilder, image: bytes, mime: str) -> int:
     if not samplers:
         samplers.append({"magFilter": 9729, "minFilter": 9729, "wrapS": 33071, "wrapT": 33071})
     textures = b.json.setdefault("textures", [])
-    textures.append({"sampler": 0, "source": len(images) - 1})
+    if mime == "image/webp":  # EXT_texture_webp (CesiumJS reads it; required: no fallback image)
+        textures.append({"sampler": 0, "extensions": {"EXT_texture_webp": {"source": len(images) - 1}}})
+        b.use_extension("EXT_texture_webp", required=True)
+    else:
+        textures.append({"sampler": 0, "source": len(images) - 1})
     return len(textures) - 1
 
 

@@ -91,6 +91,8 @@ def terrain_tile(
     rgb_bands: Sequence[int] = (1, 2, 3),
     texture_px: int = 256,
     texture_format: str = "jpeg",
+    texture_quality: int = 85,
+    texture_subsampling: str = "4:4:4",
     skirt: float = 0.0,
     texture: bytes | None = None,
 ) -> TerrainTileContent:
@@ -107,6 +109,15 @@ def terrain_tile(
     enu = normal_to_enu(xyh, source_crs, crs_cfg, frame)
     tex = texture
     if tex is None and ortho:
-        tex = texture_for_bounds(ortho, bounds, crs_cfg.horizontal, texture_px, rgb_bands, texture_format)
+        tex = texture_for_bounds(
+            ortho,
+            bounds,
+            crs_cfg.horizontal,
+            texture_px,
+            rgb_bands,
+            texture_format,
+            texture_quality,
+            texture_subsampling,
+        )
     glb = terrain_glb(enu, tris, uv=uv if tex else None, texture=tex, texture_format=texture_format)
     return TerrainTileContent(level, tx, ty, glb, enu.min(axis=0), enu.max(axis=0), len(enu), len(tris))

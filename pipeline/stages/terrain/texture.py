@@ -66,6 +66,8 @@ def chunk_textures(
     rgb_bands: Sequence[int],
     scale: float,
     fmt: str,
+    quality: int = 85,
+    subsampling: str = "4:4:4",
 ) -> TextureChunk:
     """Textures of the chunk tile (`bounds`) and its tiles `depth` levels down (texture_px each)."""
     from pipeline.stages.imagery import encode_image
@@ -80,7 +82,7 @@ def chunk_textures(
             for i in range(k):
                 sl = np.s_[j * texture_px : (j + 1) * texture_px, i * texture_px : (i + 1) * texture_px]
                 img = texture_image(rgb[(slice(None), *sl)], valid[sl])
-                images[(d, i, j)] = encode_image(img, fmt)
+                images[(d, i, j)] = encode_image(img, fmt, quality=quality, subsampling=subsampling)
     return TextureChunk(images, rgb, valid)
 
 
@@ -89,9 +91,14 @@ def upper_textures(
     chunks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
     texture_px: int,
     fmt: str,
+    quality: int = 85,
+    subsampling: str = "4:4:4",
 ) -> dict[tuple[int, int, int], bytes]:
     """Textures of the tiles above the chunk level from the chunk tiles' pixels (missing = no data)."""
-    from pipeline.stages.imagery import encode_image
+    from pipeline.stages.imagery import encode_image as _encode
+
+    def encode_image(img: np.ndarray, fmt: str) -> bytes:
+        return _encode(img, fmt, quality=quality, subsampling=subsampling)
 
     out: dict[tuple[int, int, int], bytes] = {}
     cur = chunks
