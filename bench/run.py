@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "imagery": "bench.imagery",
     "copc": "bench.copc",
     "terrain": "bench.terrain",
+    "regional": "bench.regional",
 }
 
 
