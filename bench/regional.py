@@ -7,7 +7,7 @@ child process with an empty out/ and cache/. Measured per size:
 
 - wall time and CPU time (user + sys of the build and every worker it reaped) of the clean build, per km²;
 - time per stage (the manifest's `timings`), per km²;
-- peak RSS of the largest process (the build or one of its workers: `wait4`'s `ru_maxrss`);
+- peak RSS of the largest process (the build or one of its workers, as GNU time reports it);
 - release size per km² (every file of the published release, bytes as stored) next to the raw deliveries.
 
 Optional parts (each costs at least one more build of the district):
@@ -51,7 +51,7 @@ BAR_INCREMENTAL = 0.20
 BAR_TWO_WORKERS = 1.7
 # files of a release that legitimately differ between two builds of the same inputs (build bookkeeping:
 # timings, dates, the build log); everything else must be byte-identical
-VOLATILE = ("manifest.json", "report/", ".twin/", "build.log", "last-build.json")
+VOLATILE = ("manifest.json", "report/", "nightly_report/", ".twin/", "build.log", "last-build.json")
 
 
 def _config_text() -> str:
@@ -83,19 +83,24 @@ def _build(cfg: Path, workers: int | None, scheduler: str | None = None) -> dict
         cmd += ["--scheduler", scheduler]
     elif workers:
         cmd += ["--jobs", str(workers)]
+    # GNU time measures from a small process of its own: a child forked from this (large) bench process
+    # would report this process's memory high-water mark as its own (Linux keeps it across exec)
+    timer = shutil.which("time") or "/usr/bin/time"
+    if not Path(timer).is_file():
+        raise SystemExit("bench.regional needs GNU time (Debian package `time`) to measure peak RSS")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([timer, "-f", "TWIN-RUSAGE %U %S %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    stdout = proc.stdout.read() if proc.stdout else ""
-    stderr = proc.stderr.read() if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"twin build {cfg} failed (exit {code}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"twin build {cfg} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
+    line = next(ln for ln in reversed(proc.stderr.splitlines()) if ln.startswith("TWIN-RUSAGE "))
+    user, sys_, max_kb = (float(v) for v in line.split()[1:])
     return {
         "wall_s": round(wall, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
+        "cpu_s": round(user + sys_, 2),
+        "peak_rss_mb": round(max_kb / 1024.0, 1),
     }
 
 

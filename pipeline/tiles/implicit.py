@@ -151,8 +151,11 @@ def write_explicit(
         root_json["refine"] = "ADD"
         if node.depth == 0:
             root_json["transform"] = transform
+        # only the root names the release (`tilesetVersion`, which CesiumJS appends to every content URL
+        # below it): external child tilesets carry none, so a child reused from an earlier release is
+        # byte-identical to the one a clean build writes
         doc = {
-            "asset": asset(version, tileset_version),
+            "asset": asset(version, tileset_version if node.depth == 0 else None),
             "geometricError": tileset_geometric_error(spacing(node.depth), *node.bounds),
             "root": root_json,
         }
