@@ -128,6 +128,11 @@ def test_demo_truth_bar(tmp_path):
     assert r["type_correct_share"] >= 0.9, r["wrong"]
     assert r["median_rmse_m"] <= 0.25
     assert r["solids_invalid"] == [] and r["solids_not_built"] == []
+    # every catalogue shape of the demo is there and mostly recognised (confusion: r["confusion"])
+    kinds = r["per_truth_kind"]
+    assert {"flat", "shed", "gable", "hip", "half_hip", "mansard", "pyramid"} <= set(kinds), kinds
+    for kind, k in kinds.items():
+        assert k["type_correct"] >= 0.5 * k["buildings"], (kind, r["confusion"][kind])
 
 
 def test_read_surfaces_of_lod1_mesh_is_none():

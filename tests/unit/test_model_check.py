@@ -118,7 +118,7 @@ def test_demo_official_lod2_read_back(tmp_path):
     from pipeline.sources.cadastre.citygml import read_lod2
     from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.lod2 import SRS_NAME, write_lod2
-    from pipeline.sources.demo.roofs import roof_statistics
+    from pipeline.sources.demo.roofs import ROOF_CODES, roof_statistics
 
     city = build_city(42, (362000.0, 5716000.0, 362300.0, 5716300.0), ("2021", "2024"))
     files = write_lod2(tmp_path, city)
@@ -131,7 +131,7 @@ def test_demo_official_lod2_read_back(tmp_path):
     b = model.buildings.set_index("oid")
     assert set(b.index) == set(want) and len(want) > 50
     kinds = {s.roof.kind for s in want.values()}
-    assert kinds == {"flat", "gable", "hip"}
+    assert kinds == {"flat", "gable", "hip", "shed", "half_hip", "mansard", "pyramid", "cross_gable"}
     for oid, s in want.items():
         r = b.loc[oid]
         assert r.geometry.symmetric_difference(s.geom).area < 1e-3 * s.geom.area, oid
@@ -139,7 +139,7 @@ def test_demo_official_lod2_read_back(tmp_path):
         assert r["roof_z_max"] - s.base == pytest.approx(r["measured_height"], abs=2e-3)
         mean = s.base + roof_statistics(s.roof, s.geom)["mean"]
         assert r["roof_mean_z"] == pytest.approx(mean, abs=0.05 if s.roof.kind == "hip" else 0.03), oid
-        assert int(r["roof_type"]) == {"flat": 1000, "gable": 3100, "hip": 3200}[s.roof.kind]
+        assert int(r["roof_type"]) == ROOF_CODES[s.roof.kind]
     # walls: a closed shell's wall area = perimeter x mean eave height for flat roofs
     flat = next(o for o, s in want.items() if s.roof.kind == "flat")
     walls = model.surfaces[(model.surfaces["building_oid"] == flat) & (model.surfaces["semantic"] == "wall")]

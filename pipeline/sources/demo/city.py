@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -30,7 +30,19 @@ from shapely import MultiPolygon, Polygon, box
 from shapely.affinity import affine_transform
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.sources.demo.roofs import FLAT, GABLE, HIP, Roof, boundary_edges, hip_ridge
+from pipeline.sources.demo.roofs import (
+    CROSS_GABLE,
+    FLAT,
+    GABLE,
+    HALF_HIP,
+    HIP,
+    MANSARD,
+    PYRAMID,
+    SHED,
+    Roof,
+    boundary_edges,
+    hip_ridge,
+)
 from pipeline.sources.demo.terrain import Terrain
 
 # Land cover classes (rasters and point intensities)
@@ -193,8 +205,7 @@ class Structure:
     def roof_in(self, epoch_index: int) -> Roof:
         """The roof in epoch 0 or 1 (relative to base)."""
         if epoch_index == 1 and self.dh:
-            r = self.roof
-            return Roof(r.kind, r.eave + self.dh, r.ridge + self.dh, r.cx, r.cy, r.nx, r.ny, r.hw, r.slope)
+            return self.roof.raised(self.dh)
         return self.roof
 
 
@@ -348,8 +359,15 @@ class _Lot:
 
 
 class _Builder:
-    def __init__(self, rng: np.random.Generator, bounds: tuple[float, float, float, float]):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        bounds: tuple[float, float, float, float],
+        roof_rng: np.random.Generator | None = None,
+    ):
         self.rng = rng
+        # the catalogue roof variants draw from a stream of their own: the layout stays as it was
+        self.roof_rng = roof_rng if roof_rng is not None else np.random.default_rng(0)
         self.bounds = bounds
         x0, y0, x1, y1 = bounds
         self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -419,6 +437,71 @@ class _Builder:
         nx, ny = f.ev if along_u else f.eu
         hw = (v1 - v0) / 2 if along_u else (u1 - u0) / 2
         return Roof(GABLE, eave, eave + math.tan(pitch) * hw, cx, cy, nx, ny, hw)
+
+    def ru(self, a: float, b: float) -> float:
+        return float(self.roof_rng.uniform(a, b))
+
+    def catalogue_variant(
+        self,
+        f: _Frame,
+        u0: float,
+        v0: float,
+        u1: float,
+        v1: float,
+        roof: Roof,
+        along_u: bool,
+        weights: dict[str, float],
+    ) -> Roof:
+        """A rectangle's roof (flat, gable or hip from the layout) turned, with the probabilities in
+        `weights` (drawn from `roof_rng`), into another catalogue shape on the same rectangle: shed (from
+        flat), half_hip or mansard (from gable), pyramid (from hip)."""
+        r = self.roof_rng.random()
+        kind, acc = "", 0.0
+        for k, w in weights.items():
+            acc += w
+            if r < acc:
+                kind = k
+                break
+        if not kind:
+            return roof
+        cx, cy = f.pt((u0 + u1) / 2, (v0 + v1) / 2)
+        nx, ny = f.ev if along_u else f.eu
+        hw = (v1 - v0) / 2 if along_u else (u1 - u0) / 2
+        hl = (u1 - u0) / 2 if along_u else (v1 - v0) / 2
+        eave = roof.eave
+        if kind == SHED:  # mono-pitch, 6-14 degrees, high side to either side
+            sgn = 1.0 if self.roof_rng.random() < 0.5 else -1.0
+            rise = math.tan(math.radians(self.ru(6.0, 14.0))) * 2 * hw
+            return Roof(SHED, eave, eave + rise, cx, cy, sgn * nx, sgn * ny, hw, hl=hl)
+        if kind == PYRAMID:
+            return Roof(PYRAMID, eave, eave + roof.slope * hw, cx, cy, nx, ny, hw, hl=hl)
+        if kind == HALF_HIP:
+            hip = min(self.ru(1.3, 2.3), 0.4 * hl)
+            zb = eave + (roof.ridge - eave) * self.ru(0.4, 0.65)
+            return Roof(HALF_HIP, eave, roof.ridge, cx, cy, nx, ny, hw, hl=hl, d=hl - hip, zb=zb)
+        if kind == MANSARD:  # steep lower (60-72 degrees), shallow upper planes (15-30 degrees)
+            d = hw * self.ru(0.45, 0.6)
+            zb = eave + math.tan(math.radians(self.ru(60.0, 72.0))) * (hw - d)
+            ridge = zb + math.tan(math.radians(self.ru(15.0, 30.0))) * d
+            return Roof(MANSARD, eave, ridge, cx, cy, nx, ny, hw, hl=hl, d=d, zb=zb)
+        raise ValueError(kind)
+
+    def cross_gable(
+        self,
+        f: _Frame,
+        main: tuple[float, float, float, float],
+        wing: tuple[float, float, float, float],
+        eave: float,
+        pitch: float,
+    ) -> Roof:
+        """Two gable wings (rectangles u0, v0, u1, v1): the main one with its ridge along u, the side
+        wing (reaching through the main one) along v."""
+        wings = []
+        for (u0, v0, u1, v1), along_u in ((main, True), (wing, False)):
+            g = self.gable(f, u0, v0, u1, v1, eave, pitch, along_u)
+            hl = (u1 - u0) / 2 if along_u else (v1 - v0) / 2
+            wings.append(replace(g, hl=hl))
+        return Roof(CROSS_GABLE, eave, max(w.ridge for w in wings), wings=tuple(wings))
 
     # -- streets and blocks -------------------------------------------------------------------------
     def _positions(self) -> list[tuple[float, float]]:
@@ -652,6 +735,10 @@ class _Builder:
                 slope = math.tan(pitch)
                 roof = Roof(HIP, eave, 0.0, slope=slope)
                 material = str(self.rng.choice(PITCHED_MATERIALS))
+                if self.roof_rng.random() < 0.7:  # two gable wings instead of the hipped L
+                    roof = self.cross_gable(
+                        f, (hu0, v0, hu0 + w, v1), (hu0, v0, hu0 + ww, v1 + wd), eave, pitch
+                    )
             else:
                 eave = self.u(3.3, 3.8) if storeys == 1 else self.u(6.0, 7.2)
                 roof = Roof(FLAT, eave, eave)
@@ -663,12 +750,19 @@ class _Builder:
             material = str(self.rng.choice(PITCHED_MATERIALS))
             if r < 0.5:
                 roof = self.gable(f, hu0, v0, hu0 + w, v1, eave, pitch, along_u=w >= d)
+                roof = self.catalogue_variant(
+                    f, hu0, v0, hu0 + w, v1, roof, w >= d, {HALF_HIP: 0.3, MANSARD: 0.2}
+                )
             elif r < 0.85:
                 roof = Roof(HIP, eave, 0.0, slope=math.tan(pitch))
+                roof = self.catalogue_variant(f, hu0, v0, hu0 + w, v1, roof, w >= d, {PYRAMID: 0.4})
             else:
                 eave = self.u(3.3, 3.8) if storeys == 1 else self.u(6.0, 7.2)
                 roof = Roof(FLAT, eave, eave)
                 material = str(self.rng.choice(FLAT_MATERIALS))
+                roof = self.catalogue_variant(f, hu0, v0, hu0 + w, v1, roof, w >= d, {SHED: 0.5})
+                if roof.kind == SHED:
+                    material = str(self.roof_rng.choice(PITCHED_MATERIALS))
         house = _Proto(geom, roof, "house", material, "Wohngebäude", lid, floors_known=True)
         if empty:
             house.present = (False, True)
@@ -711,6 +805,9 @@ class _Builder:
                     f, u, setback, u + bw, setback + depth, eave, np.deg2rad(self.u(30.0, 40.0)), along_u=True
                 )
                 material = str(self.rng.choice(PITCHED_MATERIALS))
+                roof = self.catalogue_variant(
+                    f, u, setback, u + bw, setback + depth, roof, True, {MANSARD: 0.3}
+                )
             p = self.add(_Proto(geom, roof, "apartment", material, "Wohngebäude", lid, floors_known=True))
             if self.chance(0.15):
                 p.parts.append(
@@ -1011,11 +1108,7 @@ class _Finisher:
         return (a * x + bb * y, d * x + e * y)
 
     def world_roof(self, r: Roof) -> Roof:
-        if r.kind != GABLE:
-            return r
-        cx, cy = self.world_xy(r.cx, r.cy)
-        nx, ny = self.world_dir(r.nx, r.ny)
-        return Roof(r.kind, r.eave, r.ridge, cx, cy, nx, ny, r.hw, r.slope)
+        return r.moved(self.world_xy, self.world_dir)
 
     def structure(self, p: _Proto, sid: int, lots: list[_Lot]) -> Structure | None:
         geom = self.world(p.geom)
@@ -1067,7 +1160,7 @@ def build_city(seed: int, bounds: tuple[float, float, float, float], epochs: tup
     """The complete, deterministic description of the demo district."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     terrain = Terrain.from_rng(rng)
-    b = _Builder(rng, bounds)
+    b = _Builder(rng, bounds, np.random.default_rng(np.random.SeedSequence([seed, 2])))
     b.layout()
     fin = _Finisher(b, terrain, epochs)
     fin.addresses()

@@ -10,8 +10,9 @@ Roof/Wall/GroundSurfaces of ``gml:Polygon``/``gml:posList`` (3D, counter-clockwi
 Roofs from the ground truth (`pipeline.sources.demo.roofs`, epoch-1 heights):
 
 * flat: the footprint at the roof height;
-* gable: the two halves on either side of the ridge line (plus flat eave strips where the footprint is
-  wider than the gable);
+* gable, shed, half-hip, pyramid, mansard: the lower envelope of their planes (`roofs.frame_planes`):
+  every plane's face is the part of the footprint where it is the lowest;
+* cross gable: per wing its two gable halves, minus where another wing's roof is higher (valleys);
 * hip: one plane per footprint edge (eave + slope x distance to the edge's line), each valid in the wedge
   the edge sweeps when it moves inwards along the angle bisectors at its ends; the roof is the lowest
   plane at every point (the straight-skeleton roof), capped at the ridge. For convex footprints this is
@@ -19,14 +20,16 @@ Roofs from the ground truth (`pipeline.sources.demo.roofs`, epoch-1 heights):
   boundary) is a cone and the model has a valley, as a real LoD2 model would (the model lies up to
   ~0.4 x slope x the distance from the corner below the truth there).
 
-Walls follow the roof along every footprint edge (gable ends are pentagons). Buildings of the second
+The roof faces are noded (a vertex of one face on an edge of another is a vertex of both), walls follow
+the roof along every footprint edge through every roof face vertex on it (gable ends are pentagons):
+every building is a closed shell (tests/unit/test_demo_roofs.py). Buildings of the second
 epoch (new, raised, lowered, demolished) make parts of this model outdated: that is what the
 outdated-model check (`pipeline.stages.buildings.model_check`) finds.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -37,7 +40,16 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.sources.demo.city import City, Structure
-from pipeline.sources.demo.roofs import FLAT, GABLE, HIP, ROOF_CODES, Roof
+from pipeline.sources.demo.roofs import (
+    CROSS_GABLE,
+    FLAT,
+    FRAMED,
+    HIP,
+    ROOF_CODES,
+    WING_MARGIN,
+    Roof,
+    frame_planes,
+)
 
 LOD2_DIR = "lod2"
 SRS_NAME = "urn:adv:crs:ETRS89_UTM32*DE_DHHN2016_NH*GCG2016"
@@ -164,64 +176,155 @@ def roof_planes(s: Structure, roof: Roof) -> list[tuple[Polygon, tuple[float, fl
     c0 = s.geom.centroid
     ox, oy = float(round(c0.x)), float(round(c0.y))
     local = shapely.affinity.translate(s.geom, -ox, -oy)
-    if roof.kind == GABLE:
-        roof = dataclasses.replace(roof, cx=roof.cx - ox, cy=roof.cy - oy)
+    roof = roof.moved(lambda x, y: (x - ox, y - oy), lambda dx, dy: (dx, dy))
     out = []
-    for poly, (a, b, c) in _local_roof_planes(local, roof):
+    faces = [(shapely.remove_repeated_points(p, 1e-4), pl) for p, pl in _local_roof_planes(local, roof)]
+    faces = [(p, pl) for p, pl in faces if not p.is_empty and p.area > 1e-4]
+    for poly, (a, b, c) in _node_faces(faces) if roof.kind != FLAT else faces:
         poly = shapely.remove_repeated_points(poly, 1e-4)
-        if poly.is_empty or poly.area <= 1e-4:
-            continue
         out.append((shapely.affinity.translate(poly, ox, oy), (a, b, c - a * ox - b * oy)))
     return out
+
+
+def _node_faces(
+    faces: list[tuple[Polygon, tuple[float, float, float]]], tol: float = 1e-6
+) -> list[tuple[Polygon, tuple[float, float, float]]]:
+    """Every vertex of one face that lies on an edge of another inserted into that edge (no
+    T-junctions: neighbouring faces share their edges vertex for vertex)."""
+    verts = np.unique(np.concatenate([shapely.get_coordinates(p) for p, _ in faces]), axis=0)
+
+    def ring(coords: np.ndarray) -> np.ndarray:
+        out = []
+        for p, q in itertools.pairwise(coords):
+            out.append(p)
+            d = q - p
+            ll = float(d @ d)
+            if ll <= 0:
+                continue
+            t = ((verts - p) @ d) / ll
+            off = np.abs((verts[:, 0] - p[0]) * d[1] - (verts[:, 1] - p[1]) * d[0]) / math.sqrt(ll)
+            k = (off < tol) & (t > 1e-9) & (t < 1 - 1e-9)
+            out.extend(verts[k][np.argsort(t[k], kind="stable")])
+        out.append(coords[-1])
+        return np.asarray(out)
+
+    return [
+        (
+            Polygon(
+                ring(np.asarray(p.exterior.coords)[:, :2]),
+                [ring(np.asarray(h.coords)[:, :2]) for h in p.interiors],
+            ),
+            pl,
+        )
+        for p, pl in faces
+    ]
 
 
 def _local_roof_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
     if roof.kind == FLAT:
         return [(p, (0.0, 0.0, roof.eave)) for p in _polys(geom)]
-    if roof.kind == GABLE:
-        out = []
-        rise = roof.ridge - roof.eave
-        k = rise / roof.hw
-        nx, ny = roof.nx, roof.ny
-        # v = (x - cx) nx + (y - cy) ny; side +: z = ridge - k v, side -: z = ridge + k v
-        for sign in (1.0, -1.0):
-            side = _halfplane(roof.cx, roof.cy, sign * ny, -sign * nx)  # sign * v >= 0
-            band = _halfplane(
-                roof.cx + sign * nx * roof.hw, roof.cy + sign * ny * roof.hw, -sign * ny, sign * nx
-            )  # sign * v <= hw
-            a, b = -sign * k * nx, -sign * k * ny
-            c = roof.ridge + sign * k * (nx * roof.cx + ny * roof.cy)
-            out += [
-                (p, (a, b, c)) for p in _polys(geom.intersection(side).intersection(band)) if p.area > 1e-4
-            ]
-        rest = geom.difference(shapely.union_all([p for p, _ in out])) if out else geom
-        out += [(p, (0.0, 0.0, roof.eave)) for p in _polys(rest) if p.area > 0.01]
-        return out
     if roof.kind == HIP:
         return _hip_planes(geom, roof)
+    if roof.kind in FRAMED:
+        return _envelope(geom, frame_planes(roof))
+    if roof.kind == CROSS_GABLE:
+        return _cross_gable_planes(geom, roof)
     raise ValueError(f"demo LoD2: unknown roof kind {roof.kind!r}")
 
 
-def _edge_profile(roof: Roof, x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float, float]]:
-    """Points along an edge where the roof height (relative) changes slope: (x, y, z), p0 first, p1 last."""
-    ts = [0.0, 1.0]
-    if roof.kind == GABLE:
-        v0 = (x0 - roof.cx) * roof.nx + (y0 - roof.cy) * roof.ny
-        v1 = (x1 - roof.cx) * roof.nx + (y1 - roof.cy) * roof.ny
-        if abs(v1 - v0) > 1e-9:
-            for v in (-roof.hw, 0.0, roof.hw):
-                t = (v - v0) / (v1 - v0)
-                if 1e-6 < t < 1 - 1e-6:
-                    ts.append(t)
+def _lower_than(p: tuple[float, float, float], q: tuple[float, float, float]) -> Polygon | None:
+    """Half-plane where plane p lies at or below plane q (None: everywhere / nowhere by dc)."""
+    da, db, dc = p[0] - q[0], p[1] - q[1], p[2] - q[2]
+    if math.hypot(da, db) < 1e-12:
+        return None
+    return _below(da, db, dc)
+
+
+def _envelope(
+    geom: BaseGeometry, planes: list[tuple[float, float, float]]
+) -> list[tuple[Polygon, tuple[float, float, float]]]:
+    """Faces of the lower envelope of the planes over geom (ties to the earlier plane)."""
     out = []
-    for t in sorted(ts):
-        x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-        if roof.kind == GABLE:
-            v = abs((x - roof.cx) * roof.nx + (y - roof.cy) * roof.ny)
-            z = roof.eave + (roof.ridge - roof.eave) * min(max(1.0 - v / roof.hw, 0.0), 1.0)
-        else:
-            z = roof.eave  # flat; hip: every edge is an eave
-        out.append((x, y, z))
+    for i, pi in enumerate(planes):
+        region = geom
+        for j, pj in enumerate(planes):
+            if j == i:
+                continue
+            h = _lower_than(pi, pj)
+            if h is None:
+                if pi[2] > pj[2] or (pi[2] == pj[2] and j < i):
+                    region = Polygon()
+                    break
+                continue
+            region = _isect(region, h)
+        out += [(p, pi) for p in _polys(region) if p.area > 1e-4]
+    return out
+
+
+def _wing_rect(w: Roof) -> Polygon:
+    """The wing's rectangle, WING_MARGIN larger all round (the footprint is rounded to the cm)."""
+    ux, uy = -w.ny, w.nx
+    hl, hw = w.hl + WING_MARGIN, w.hw + WING_MARGIN
+    return Polygon(
+        [
+            (w.cx + su * hl * ux + sv * hw * w.nx, w.cy + su * hl * uy + sv * hw * w.ny)
+            for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
+    )
+
+
+def _cross_gable_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
+    wings = [(_wing_rect(w), frame_planes(w)) for w in roof.wings]
+    out = []
+    for k, (rect, planes) in enumerate(wings):
+        for face, pi in _envelope(_isect(geom, rect), planes):
+            region: BaseGeometry = face
+            for j, (rj, pj) in enumerate(wings):
+                if j == k:
+                    continue
+                higher: BaseGeometry = rj  # where wing j's roof (the lower of its planes) is above pi
+                for q in pj:
+                    h = _lower_than(pi, q)
+                    if h is not None:
+                        higher = shapely.MultiPolygon(_polys(_isect(higher, h)))
+                if not higher.is_empty:
+                    region = shapely.MultiPolygon(_polys(_diff(region, higher)))
+            out += [(p, pi) for p in _polys(region) if p.area > 1e-4]
+    return out
+
+
+def _edge_profile(
+    faces: list[tuple[Polygon, tuple[float, float, float]]],
+    corners: np.ndarray,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+) -> list[tuple[float, float, float]]:
+    """The top of the wall on a footprint edge: (x, y, z) from p0 to p1 through every roof face vertex
+    on the edge, heights from the plane of the face each piece lies on (wall tops and roof edges
+    coincide; where two faces meet at different heights the wall steps)."""
+    dx, dy = x1 - x0, y1 - y0
+    ll = dx * dx + dy * dy
+    t = ((corners[:, 0] - x0) * dx + (corners[:, 1] - y0) * dy) / ll
+    off = np.abs((corners[:, 0] - x0) * dy - (corners[:, 1] - y0) * dx) / math.sqrt(ll)
+    on = (off < 1e-4) & (t > 1e-6) & (t < 1 - 1e-6)
+    ts = np.unique(np.concatenate([[0.0, 1.0], np.round(t[on], 9)]))
+    x, y = x0 + ts * dx, y0 + ts * dy
+    # the plane of every piece between two such points: the face its midpoint lies on (else the
+    # nearest); where the pieces on either side of a point differ in height, the wall steps there
+    mid = shapely.points((x[:-1] + x[1:]) / 2, (y[:-1] + y[1:]) / 2)
+    dist = np.array([shapely.distance(poly, mid) for poly, _ in faces])  # (faces, pieces)
+    near = np.where(dist.min(axis=0) < 1e-4, np.argmax(dist < 1e-4, axis=0), np.argmin(dist, axis=0))
+    P = np.array([pl for _, pl in faces])[near]
+    out = [(float(x[0]), float(y[0]), float(P[0, 0] * x[0] + P[0, 1] * y[0] + P[0, 2]))]
+    for i in range(1, len(x)):
+        zb = float(P[i - 1, 0] * x[i] + P[i - 1, 1] * y[i] + P[i - 1, 2])
+        out.append((float(x[i]), float(y[i]), zb))
+        if i < len(x) - 1:
+            za = float(P[i, 0] * x[i] + P[i, 1] * y[i] + P[i, 2])
+            if abs(za - zb) > 5e-4:
+                out.append((float(x[i]), float(y[i]), za))
     return out
 
 
@@ -269,10 +372,12 @@ def building_xml(s: Structure) -> str:
         )
     surfaces.append(_surface_xml("GroundSurface", f"{oid}_G", grounds))
     walls: list[str] = []
+    faces = roof_planes(s, roof)
+    corners = np.concatenate([shapely.get_coordinates(p) for p, _ in faces]) if faces else np.zeros((0, 2))
     for ring in _rings(geom):
         for k in range(len(ring) - 1):
             (x0, y0), (x1, y1) = ring[k], ring[k + 1]
-            prof = _edge_profile(roof, float(x0), float(y0), float(x1), float(y1))
+            prof = _edge_profile(faces, corners, float(x0), float(y0), float(x1), float(y1))
             pts = [(x0, y0, base), (x1, y1, base)] + [(x, y, base + z) for x, y, z in reversed(prof)]
             walls.append(
                 _polygon_xml(f"{oid}_W{len(walls)}_P", [[(float(a), float(b), float(c)) for a, b, c in pts]])
@@ -280,7 +385,7 @@ def building_xml(s: Structure) -> str:
     surfaces.append(_surface_xml("WallSurface", f"{oid}_W", walls))
     roofs = []
     top = roof.eave
-    for k, (poly, (a, b, c)) in enumerate(roof_planes(s, roof)):
+    for k, (poly, (a, b, c)) in enumerate(faces):
         xy = shapely.get_coordinates(poly)
         top = max(top, float((a * xy[:, 0] + b * xy[:, 1] + c).max()))
         poly = shapely.orient_polygons(poly)

@@ -37,7 +37,7 @@ from pipeline.sources.demo.city import (
     City,
 )
 from pipeline.sources.demo.grid import Tile
-from pipeline.sources.demo.roofs import GABLE, HIP, roof_height
+from pipeline.sources.demo.roofs import FLAT, roof_height
 
 # (R, G, B, NIR) of the land cover classes
 LANDCOVER_RGBI = {
@@ -124,7 +124,7 @@ def render_orthophoto(city: City, tile: Tile, epoch: int, res: float, rng: np.ra
                 continue
             gx, gy = np.meshgrid(xs[c0:c1], ys[r0:r1])
             roof = s.roof_in(epoch)
-            if roof.kind in (GABLE, HIP):
+            if roof.kind != FLAT:  # pitched roofs shaded by their slope
                 z = roof_height(roof, s.edges, gx, gy)
                 dzdy, dzdx = np.gradient(z, -res, res)
                 n = np.stack([-dzdx, -dzdy, np.ones_like(z)])

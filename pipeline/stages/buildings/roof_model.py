@@ -72,6 +72,9 @@ class RoofParams:
     # (no RANSAC multi-plane candidate, no ridge frame); early_exit_inliers 1.0 = always search
     early_exit_inliers: float = 0.97
     early_exit_rmse_m: float = 0.08
+    # the same test after the simple shapes (flat, shed, symmetric gable, hip, pyramid), stricter: the
+    # half-hip's hip ends or an offset ridge may hold only a few per cent of the points
+    early_exit_simple_inliers: float = 0.995
 
 
 @dataclass(frozen=True)

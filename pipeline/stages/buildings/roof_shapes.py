@@ -201,17 +201,24 @@ def shape_specs(f: Frame, p: RoofParams) -> list[tuple[str, int, int, np.ndarray
     ]
 
 
+SIMPLE = frozenset({"flat", "shed", "gable2", "hip", "pyramid"})  # name (+ parameters for gables)
+
+
 def standard_candidates(
-    u: np.ndarray, v: np.ndarray, z: np.ndarray, f: Frame, p: RoofParams
+    u: np.ndarray, v: np.ndarray, z: np.ndarray, f: Frame, p: RoofParams, group: str = "all"
 ) -> list[Candidate]:
-    """Every standard shape fitted in frame f: numba kernels, or the numpy reference with
-    `p.backend == "numpy"` (which screens the whole grid)."""
+    """The standard shapes fitted in frame f: numba kernels, or the numpy reference with
+    `p.backend == "numpy"` (which screens the whole grid). group: "simple" (flat, shed, symmetric
+    gable, hip, pyramid), "complex" (offset gable, half-hip, mansard) or "all"."""
     u = np.ascontiguousarray(u, dtype=np.float64)
     v = np.ascontiguousarray(v, dtype=np.float64)
     z = np.ascontiguousarray(z, dtype=np.float64)
     c2 = p.outlier_m**2
     out: list[Candidate] = []
     for name, k, kind, grid, block in shape_specs(f, p):
+        simple = (f"{name}{k}" if name == "gable" else name) in SIMPLE
+        if (group == "simple" and not simple) or (group == "complex" and simple):
+            continue
         values = grid
         if p.backend == "numba":
             beta = np.zeros(3)

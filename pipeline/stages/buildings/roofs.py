@@ -84,6 +84,16 @@ def _plane_counts(c: Candidate, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> 
     return [int(v) for v in np.bincount(pick, minlength=len(P))]
 
 
+def _explains_all(c: Candidate, p: RoofParams, share: float) -> bool:
+    rin = c.resid[c.inliers]
+    return (
+        share < 1.0
+        and c.inliers.mean() >= share
+        and rin.size > 0
+        and float(np.sqrt(np.mean(rin * rin))) <= p.early_exit_rmse_m
+    )
+
+
 def fit_roof(
     x: np.ndarray, y: np.ndarray, z: np.ndarray, footprint: shapely.Geometry, params: RoofParams | None = None
 ) -> RoofFit:
@@ -102,20 +112,20 @@ def fit_roof(
         n = len(z)
     f = footprint_frame(footprint)
     u, v = f.to_local(x, y)
+    # early exit: a shape in the footprint's frame that already explains nearly every point (inlier
+    # share and RMSE) leaves nothing for more flexible shapes to gain: the simple shapes (flat, shed,
+    # symmetric gable, hip, pyramid) first, then the others (offset gable, half-hip, mansard), then the
+    # multi-plane roof and the ridge frame
     cands: list[Candidate] = []
-    for c in standard_candidates(u, v, z, f, p):
-        c.frame = f
-        cands.append(c)
-    # early exit: a standard shape in the footprint's frame that already explains nearly every point
-    # (inlier share and RMSE) leaves nothing for a multi-plane roof or a ridge frame to gain
-    first = min(cands, key=lambda c: score(c.resid, c.k, p))
-    rin = first.resid[first.inliers]
-    done = (
-        p.early_exit_inliers < 1.0
-        and first.inliers.mean() >= p.early_exit_inliers
-        and rin.size > 0
-        and float(np.sqrt(np.mean(rin * rin))) <= p.early_exit_rmse_m
-    )
+    done = False
+    for group in ("simple", "complex"):
+        if done:
+            break
+        for c in standard_candidates(u, v, z, f, p, group):
+            c.frame = f
+            cands.append(c)
+        share = p.early_exit_inliers if group == "complex" else p.early_exit_simple_inliers
+        done = _explains_all(min(cands, key=lambda c: score(c.resid, c.k, p)), p, share)
     multi = None if done else multi_candidate(u, v, z, p)
     if multi is not None:
         multi.frame = f
