@@ -147,12 +147,12 @@ def _point_files(ctx: BuildContext, epoch: Any) -> list[PointFile]:
     their points into the working CRS."""
     from pipeline.crs import same_crs, working_crs
     from pipeline.sources.pointcloud.crs import resolve_file_crs
-    from pipeline.sources.pointcloud.header import scan_file
+    from pipeline.sources.pointcloud.reader import read_header
 
     work = working_crs(ctx.cfg.crs)
     out: list[PointFile] = []
     for inp in ctx.inputs_for(f"aerial:{epoch.epoch}"):
-        info = scan_file(inp.path)
+        info = read_header(inp.path)
         fc = resolve_file_crs(info, epoch.crs, ctx.cfg.crs)
         bounds = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
         if same_crs(fc.crs, work):
@@ -204,11 +204,16 @@ def epoch_stats(
             continue
         args = (path, zones.subset(idx, with_geoms=False), ntouch[idx] == 1, params, zf)
         jobs.append((idx, args if to_working is None else (*args, to_working)))
-    # incremental: one tile's statistics are cached by the LAZ sha256 + the zones of its footprints
+    # incremental: one tile's statistics are cached by the LAZ sha256 + the zones of its footprints; the
+    # tile is read in chunks sized by the worker's memory budget (the statistics do not depend on it)
+    from pipeline.config.sizes import parse_size
+    from pipeline.sources.pointcloud.reader import chunk_points_for
+
+    chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
     results = run_cached(
         ctx,
         [
-            (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, {})
+            (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, chunk)
             for _idx, args in jobs
         ],
         "tile-stats",

@@ -106,10 +106,15 @@ def reconstruct_lod2(
                 to_working,
             )
             jobs.append((idx, args))
+        # each tile read in chunks sized by the worker's memory budget (the roofs do not depend on it)
+        from pipeline.config.sizes import parse_size
+        from pipeline.sources.pointcloud.reader import chunk_points_for
+
+        chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
         results = run_cached(
             ctx,
             [
-                (["buildings-lod2-tile-v1", input_sha256(ctx, a[0]), *a[1:]], tile_roofs, a, {})
+                (["buildings-lod2-tile-v1", input_sha256(ctx, a[0]), *a[1:]], tile_roofs, a, chunk)
                 for _idx, a in jobs
             ],
             "lod2-tiles",

@@ -115,16 +115,13 @@ def verify_file(path: str, kind: str | None = None) -> str | None:
                 verify_nas(p)
             except InputError as e:  # the file is named by the caller; a zip member is named here
                 return e.message if e.path == str(p) else f"{e.path}: {e.message}"
-        elif suffix in (".las", ".laz"):
-            import laspy
+        elif suffix in (".las", ".laz", ".e57"):
+            from pipeline.sources.pointcloud.reader import iter_points, read_header
 
-            with laspy.open(p) as r:
-                expected = int(r.header.point_count)
-                seen = 0
-                for chunk in r.chunk_iterator(2_000_000):
-                    seen += len(chunk)
-            if seen != expected:
-                return f"header announces {expected} points but {seen} could be read (truncated?)"
+            info = read_header(p)
+            seen = sum(len(chunk["X"]) for chunk in iter_points(info, ("X",)))
+            if seen != info.count:
+                return f"header announces {info.count} points but {seen} could be read (truncated?)"
         elif suffix in (".tif", ".tiff", ".jp2", ".vrt"):
             import rasterio
 
@@ -147,12 +144,6 @@ def verify_file(path: str, kind: str | None = None) -> str | None:
                 return "no layers"
             for name, _geom in layers:
                 pyogrio.read_dataframe(p, layer=str(name))
-        elif suffix == ".e57":
-            import pye57
-
-            e = pye57.E57(str(p))
-            for i in range(e.scan_count):
-                e.read_scan_raw(i)
         elif suffix == ".json":
             import json as _json
 
@@ -272,18 +263,12 @@ def _bounds_in(crs, working: str, bounds: tuple[float, float, float, float]) -> 
 
 
 def _point_facts(path: Path, working: str, override: str | None) -> dict:
-    import laspy
+    from pipeline.sources.pointcloud.reader import read_header
 
-    from pipeline.errors import InputError
-
-    try:
-        with laspy.open(path) as r:
-            h = r.header
-            crs = override or h.parse_crs()
-            mins, maxs = [float(v) for v in h.mins], [float(v) for v in h.maxs]
-            count = int(h.point_count)
-    except Exception as e:
-        raise InputError(f"cannot read the point cloud header: {e}", path=path) from e
+    info = read_header(path)
+    crs = override or info.crs_wkt
+    mins, maxs = [float(v) for v in info.mins], [float(v) for v in info.maxs]
+    count = info.count
     facts: dict = {"kind": "points", "count": count, "bounds": [*mins, *maxs], "bounds_xy": None}
     try:
         facts["bounds_xy"] = _bounds_in(crs, working, (mins[0], mins[1], maxs[0], maxs[1]))

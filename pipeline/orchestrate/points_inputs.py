@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.sources.pointcloud.header import PointFileInfo, scan_file
+from pipeline.sources.pointcloud.header import PointFileInfo
+from pipeline.sources.pointcloud.reader import read_header
 
 
 def scan_inputs(
@@ -31,7 +32,7 @@ def scan_inputs(
         if p in dupes["of"]:
             continue
         try:
-            info = scan_file(p)
+            info = read_header(p)
         except InputError as e:
             if on_bad_file != "skip":
                 raise

@@ -20,7 +20,6 @@ import shapely
 
 from pipeline.config.model import StreetSpaceLayer
 from pipeline.crs import horizontal_of, parse_crs, working_crs
-from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.stages.street_space import (
     RESULT_COLUMNS,
@@ -86,23 +85,18 @@ def read_corridor_points(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x, y, z, classification of the points inside `corridor`, read in chunks (memory: the corridor's
     points only)."""
-    import laspy
+    from pipeline.sources.pointcloud.reader import iter_points
 
     shapely.prepare(corridor)
     xs, ys, zs, cs = [], [], [], []
     for f in files:
-        try:
-            with laspy.open(f) as r:
-                for pts in r.chunk_iterator(CHUNK_POINTS):
-                    x, y = np.asarray(pts.x, dtype=np.float64), np.asarray(pts.y, dtype=np.float64)
-                    inside = shapely.contains_xy(corridor, x, y)
-                    if inside.any():
-                        xs.append(x[inside])
-                        ys.append(y[inside])
-                        zs.append(np.asarray(pts.z, dtype=np.float64)[inside])
-                        cs.append(np.asarray(pts.classification, dtype=np.uint8)[inside])
-        except (OSError, laspy.errors.LaspyException) as e:
-            raise InputError(f"cannot read mobile scan: {e}", path=f) from e
+        for pts in iter_points(f, ("x", "y", "z", "classification"), CHUNK_POINTS):
+            inside = shapely.contains_xy(corridor, pts["x"], pts["y"])
+            if inside.any():
+                xs.append(pts["x"][inside])
+                ys.append(pts["y"][inside])
+                zs.append(pts["z"][inside])
+                cs.append(pts["classification"][inside])
     if not xs:
         e = np.zeros(0)
         return e, e, e, np.zeros(0, dtype=np.uint8)

@@ -141,7 +141,7 @@ def las_bounds(
 ) -> tuple[float, float, float, float]:
     """xy bounds of point files from their headers; with `crs_cfg`, in the working CRS (files in another
     CRS, e.g. UTM 33 tiles in a UTM 32 project, have their extent transformed)."""
-    import laspy
+    from pipeline.sources.pointcloud.reader import read_header
 
     lo = np.array([np.inf, np.inf])
     hi = -lo
@@ -151,8 +151,8 @@ def las_bounds(
 
         work = horizontal_of(working_crs(crs_cfg))
     for f in files:
-        with laspy.open(f) as r:
-            b = (*r.header.mins[:2], *r.header.maxs[:2])
+        info = read_header(f)
+        b = (*info.mins[:2], *info.maxs[:2])
         if work is not None:
             b = _bounds_in(f, b, work, crs_cfg, override)
         lo = np.minimum(lo, b[:2])
@@ -165,9 +165,9 @@ def _bounds_in(f: Path, b: tuple, work: Any, crs_cfg: Any, override: str | None)
 
     from pipeline.crs import horizontal_of
     from pipeline.sources.pointcloud.crs import resolve_file_crs
-    from pipeline.sources.pointcloud.header import scan_file
+    from pipeline.sources.pointcloud.reader import read_header
 
-    h = horizontal_of(resolve_file_crs(scan_file(f), override, crs_cfg).crs)
+    h = horizontal_of(resolve_file_crs(read_header(f), override, crs_cfg).crs)
     if h.equals(work) or h.to_2d().equals(work.to_2d()):
         return b
     out = Transformer.from_crs(h, work, always_xy=True).transform_bounds(*b, densify_pts=21)
@@ -183,14 +183,11 @@ def _ground_resolution(files: Sequence[Path], bounds, res_m: float, horizontal_c
     sparse to put about four points in a cell; otherwise most cells would be interpolated and the mesh
     would carry millions of triangles of nothing.
     """
-    import laspy
+    from pipeline.sources.pointcloud.reader import read_header
 
     unit = linear_unit_factor(parse_crs(horizontal_crs))  # metres per CRS unit
     res = res_m / unit
-    count = 0
-    for f in files:
-        with laspy.open(f) as r:
-            count += int(r.header.point_count)
+    count = sum(read_header(f).count for f in files)
     area = max((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), 1e-9)
     if count:
         res = max(res, float(np.sqrt(4.0 * area / count)))

@@ -31,9 +31,9 @@ def _code(crs: CRS) -> str:
 def _point_crs(path: Path, override: str | None) -> CRS | None:
     if override:
         return parse_crs(override, path=path)
-    from pipeline.sources.pointcloud.header import scan_file
+    from pipeline.sources.pointcloud.reader import read_header
 
-    info = scan_file(path)
+    info = read_header(path)
     return parse_crs(info.crs_wkt, path=path) if info.crs_wkt else None
 
 

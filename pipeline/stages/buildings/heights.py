@@ -12,6 +12,7 @@ samples of several tiles are merged with `merge_samples`; `summarise` turns them
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,10 +254,13 @@ def merge_samples(ids: list[np.ndarray], parts: list[Samples], n: int) -> Sample
 
 
 def grouped_mean(ptr: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """Mean of each CSR group (NaN for empty groups)."""
+    """Mean of each CSR group (NaN for empty groups). The values are summed in ascending order, so the
+    mean does not depend on the order they were collected in (tiles, chunks)."""
     n = np.diff(ptr)
     owner = np.repeat(np.arange(len(n)), n)
-    sums = np.bincount(owner, weights=np.asarray(vals, dtype=np.float64), minlength=len(n))
+    v = np.asarray(vals, dtype=np.float64)
+    v = v[np.lexsort((v, owner))]
+    sums = np.bincount(owner, weights=v, minlength=len(n))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, sums / np.maximum(n, 1), np.nan)
 
@@ -300,45 +304,49 @@ def footprint_heights(
     return pd.DataFrame(stats, index=index)
 
 
+HEIGHT_FIELDS = ("x", "y", "z", "classification", "return_number")
+
+
+def iter_points(
+    path: str,
+    z_factor: float = 1.0,
+    to_working: Any = None,
+    fields: tuple[str, ...] = HEIGHT_FIELDS,
+    chunk_points: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """`fields` of one point file in chunks of `chunk_points` points (the one point reader: memory one
+    chunk, whatever the file). `to_working`: (file CRS as WKT, CrsConfig) when the file is not in the
+    working CRS: x, y, z are transformed into it (horizontal and heights, exact PROJ operations, geoid
+    grids as configured)."""
+    from pipeline.sources.pointcloud import reader
+
+    transform = _transformer(path, *to_working) if to_working is not None else None
+    for pts in reader.iter_points(path, fields, chunk_points or reader.MAX_CHUNK_POINTS):
+        if z_factor != 1.0:
+            pts["z"] = pts["z"] * z_factor
+        if transform is not None:
+            pts["x"], pts["y"], pts["z"] = _transform_points(path, transform, pts["x"], pts["y"], pts["z"])
+        yield pts
+
+
 def read_points(path: str, z_factor: float = 1.0, to_working: Any = None) -> dict[str, np.ndarray]:
-    """x, y, z, classification, return_number of one LAS/LAZ file (laspy + lazrs). `to_working`:
-    (file CRS as WKT, CrsConfig) when the file is not in the working CRS: x, y, z are transformed into it
-    (horizontal and heights, exact PROJ operations, geoid grids as configured)."""
-    import laspy
-
-    from pipeline.errors import InputError
-
-    sel = (
-        laspy.DecompressionSelection.XY_RETURNS_CHANNEL
-        | laspy.DecompressionSelection.Z
-        | laspy.DecompressionSelection.CLASSIFICATION
-    )
-    try:
-        las = laspy.read(path, decompression_selection=sel)  # LAZ 1.4 layered: skip unused fields
-    except Exception as e:  # laspy/lazrs raise many error types on corrupt files
-        raise InputError(f"cannot read points: {e}", path=path) from e
-    z = np.asarray(las.z, dtype=np.float64)
-    x = np.asarray(las.x, dtype=np.float64)
-    y = np.asarray(las.y, dtype=np.float64)
-    z = z * z_factor if z_factor != 1.0 else z
-    if to_working is not None:
-        x, y, z = _transform_points(path, x, y, z, *to_working)
-    return {
-        "x": x,
-        "y": y,
-        "z": z,
-        "classification": np.asarray(las.classification, dtype=np.uint8),
-        "return_number": np.asarray(las.return_number, dtype=np.uint8),
-    }
+    """x, y, z, classification, return_number of a whole point file (tests, small files; the stages
+    iterate in chunks with `iter_points`)."""
+    parts = list(iter_points(path, z_factor, to_working))
+    return {k: np.concatenate([p[k] for p in parts]) for k in HEIGHT_FIELDS}
 
 
-def _transform_points(path: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, src_wkt: str, crs_cfg: Any):
+def _transformer(path: str, src_wkt: str, crs_cfg: Any) -> Any:
     from pyproj import CRS
 
     from pipeline.crs import make_transformer, working_crs
+
+    return make_transformer(CRS.from_wkt(src_wkt), working_crs(crs_cfg), crs_cfg, path=path)
+
+
+def _transform_points(path: str, t: Any, x: np.ndarray, y: np.ndarray, z: np.ndarray):
     from pipeline.errors import CrsError
 
-    t = make_transformer(CRS.from_wkt(src_wkt), working_crs(crs_cfg), crs_cfg, path=path)
     x, y, z = (np.asarray(v, dtype=np.float64) for v in t.transform(x, y, z))
     if x.size and not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(z).all()):
         raise CrsError("points could not be transformed into the working CRS (outside a grid?)", path=path)
@@ -352,11 +360,16 @@ def tile_stats(
     params: HeightParams,
     z_factor: float = 1.0,
     to_working: Any = None,
+    chunk_points: int | None = None,
 ) -> tuple[dict[str, np.ndarray], Samples]:
     """One point-cloud tile: statistics of the footprints entirely covered by this tile (`complete`) and
-    raw samples of the others (to be merged with the neighbouring tiles' samples)."""
-    pts = read_points(path, z_factor, to_working)
-    s = collect_samples(pts, zones, params)
+    raw samples of the others (to be merged with the neighbouring tiles' samples). The tile is read in
+    chunks of `chunk_points` points (memory: one chunk plus the samples); the statistics do not depend
+    on the chunk size."""
+    n = len(zones.roof_area)
+    chunks = iter_points(path, z_factor, to_working, chunk_points=chunk_points)
+    parts = [collect_samples(p, zones, params) for p in chunks]
+    s = parts[0] if len(parts) == 1 else merge_samples([np.arange(n)] * len(parts), parts, n)
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~complete)
     sub = s.take(done)

@@ -214,36 +214,39 @@ def lod2_roofs(
     return cols, blobs, low
 
 
-def read_roof_points(path: str, z_factor: float = 1.0, to_working: Any = None) -> dict[str, np.ndarray]:
-    """`heights.read_points` plus `number_of_returns` (for the single-return roof candidates)."""
-    import laspy
+ROOF_FIELDS = ("x", "y", "z", "classification", "return_number", "number_of_returns")
 
-    from pipeline.errors import InputError
-    from pipeline.stages.buildings.heights import _transform_points
 
-    sel = (
-        laspy.DecompressionSelection.XY_RETURNS_CHANNEL
-        | laspy.DecompressionSelection.Z
-        | laspy.DecompressionSelection.CLASSIFICATION
-    )
-    try:
-        las = laspy.read(path, decompression_selection=sel)
-    except Exception as e:  # laspy/lazrs raise many error types on corrupt files
-        raise InputError(f"cannot read points: {e}", path=path) from e
-    x = np.asarray(las.x, dtype=np.float64)
-    y = np.asarray(las.y, dtype=np.float64)
-    z = np.asarray(las.z, dtype=np.float64)
-    z = z * z_factor if z_factor != 1.0 else z
-    if to_working is not None:
-        x, y, z = _transform_points(path, x, y, z, *to_working)
-    return {
-        "x": x,
-        "y": y,
-        "z": z,
-        "classification": np.asarray(las.classification, dtype=np.uint8),
-        "return_number": np.asarray(las.return_number, dtype=np.uint8),
-        "number_of_returns": np.asarray(las.number_of_returns, dtype=np.uint8),
-    }
+def gather_roof_points(
+    path: str,
+    geoms: np.ndarray,
+    height_params: Any,
+    params: ReconstructParams,
+    z_factor: float = 1.0,
+    to_working: Any = None,
+    chunk_points: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`collect_roof_points` over a point file read in chunks: (x, y, z, ptr, idx) where x/y/z hold only
+    the roof points gathered (memory: one chunk plus those) and ptr/idx index them per footprint, in
+    file order within each footprint (the same as for the whole file at once)."""
+    from pipeline.stages.buildings.heights import iter_points
+
+    owners, order, xyz = [], [], []
+    start = 0
+    for pts in iter_points(path, z_factor, to_working, ROOF_FIELDS, chunk_points):
+        ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params, params.single_returns)
+        owners.append(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)))
+        order.append(idx + start)
+        xyz.append(np.column_stack([pts["x"][idx], pts["y"][idx], pts["z"][idx]]))
+        start += len(pts["x"])
+    owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+    gidx = np.concatenate(order) if order else np.zeros(0, np.int64)
+    pos = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+    sort = np.lexsort((gidx, owner))
+    pos = pos[sort]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(geoms)))]).astype(np.int64)
+    idx = np.arange(len(pos), dtype=np.int64)
+    return pos[:, 0].copy(), pos[:, 1].copy(), pos[:, 2].copy(), ptr, idx
 
 
 def tile_roofs(
@@ -254,14 +257,15 @@ def tile_roofs(
     params: ReconstructParams,
     z_factor: float = 1.0,
     to_working: Any = None,
+    chunk_points: int | None = None,
 ) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """One point-cloud tile: LoD2 roofs of the footprints it covers alone (`complete`; see
     `lod2_roofs`), and for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
-    neighbouring tiles' points."""
-    pts = read_roof_points(path, z_factor, to_working)
+    neighbouring tiles' points. The tile is read in chunks of `chunk_points` points."""
     geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
-    ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params, params.single_returns)
-    x, y, z = pts["x"], pts["y"], pts["z"]
+    x, y, z, ptr, idx = gather_roof_points(
+        path, geoms, height_params, params, z_factor, to_working, chunk_points
+    )
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~np.asarray(complete, dtype=bool))
     dptr, didx = _csr_take(ptr, idx, done)

@@ -265,14 +265,9 @@ def decode_fields(
 ) -> dict[str, np.ndarray]:
     """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given;
     with `lazy`, bit-field columns are computed later by the spill packer)."""
-    info = fj.info
-    if info.kind == "e57":
-        from pipeline.sources.pointcloud.e57 import decode_e57_unit
+    from pipeline.sources.pointcloud.reader import decode_unit
 
-        return decode_e57_unit(info, unit)
-    from pipeline.sources.pointcloud.las import decode_unit
-
-    return decode_unit(info, unit, extra_dims, out, lazy=lazy)
+    return decode_unit(fj.info, unit, extra_dims, out, lazy=lazy)
 
 
 def _within_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> bool:

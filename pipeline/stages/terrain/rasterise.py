@@ -137,46 +137,39 @@ def rasterise_point_files(
     exclude_classes: tuple[int, ...] = (),
     chunk_size: int = 2_000_000,
 ) -> CellAccumulator:
-    """Stream LAS/LAZ files chunk by chunk into a per-cell statistic on `grid`.
+    """Stream point files (LAS/LAZ/COPC/E57, the one point reader) chunk by chunk into a per-cell
+    statistic on `grid`; memory: one chunk of `chunk_size` points.
 
-    Points are brought into the working compound CRS (horizontal + normal heights) when the file is in
-    another CRS; a file without CRS is refused unless `crs_override` is given.
+    The file's CRS and Z unit are resolved like everywhere else (`sources.pointcloud.crs.resolve_file_crs`:
+    `crs_override` wins, a file without CRS is refused); points are brought into the working compound CRS
+    (horizontal + normal heights) when the file is in another CRS.
     """
-    import laspy
-
-    from pipeline.crs import make_transformer, resolve_source_crs, working_crs
-    from pipeline.errors import InputError
+    from pipeline.crs import make_transformer, same_crs, working_crs
+    from pipeline.sources.pointcloud.crs import resolve_file_crs
+    from pipeline.sources.pointcloud.reader import iter_points, read_header
 
     acc = CellAccumulator.empty(grid, stat)
     work = working_crs(crs_cfg)
     gb = grid.bounds
     for f in files:
-        try:
-            with laspy.open(f) as r:
-                h = r.header
-                try:
-                    fcrs = h.parse_crs()
-                except Exception:  # laspy raises various errors on broken VLRs
-                    fcrs = None
-                crs = resolve_source_crs(fcrs, crs_override, crs_cfg, path=f)
-                tr = None if crs.equals(work) else make_transformer(crs, work, crs_cfg, path=f)
-                if tr is None and (
-                    h.maxs[0] < gb[0] or h.mins[0] > gb[2] or h.maxs[1] < gb[1] or h.mins[1] > gb[3]
-                ):
-                    continue
-                for pts in r.chunk_iterator(chunk_size):
-                    cls = np.asarray(pts.classification)
-                    keep = np.ones(len(cls), dtype=bool)
-                    if include_classes is not None:
-                        keep &= np.isin(cls, include_classes)
-                    if exclude_classes:
-                        keep &= ~np.isin(cls, exclude_classes)
-                    x = np.asarray(pts.x)[keep]
-                    y = np.asarray(pts.y)[keep]
-                    z = np.asarray(pts.z)[keep]
-                    if tr is not None:
-                        x, y, z = tr.transform(x, y, z)
-                    acc.add(x, y, z)
-        except (laspy.errors.LaspyException, OSError, ValueError) as e:
-            raise InputError(f"cannot read point cloud: {e}", path=f) from e
+        info = read_header(f)
+        fc = resolve_file_crs(info, crs_override, crs_cfg)
+        tr = None if same_crs(fc.crs, work) else make_transformer(fc.crs, work, crs_cfg, path=f)
+        if tr is None and (
+            info.maxs[0] < gb[0] or info.mins[0] > gb[2] or info.maxs[1] < gb[1] or info.mins[1] > gb[3]
+        ):
+            continue
+        for pts in iter_points(info, ("x", "y", "z", "classification"), chunk_size):
+            cls = pts["classification"]
+            keep = np.ones(len(cls), dtype=bool)
+            if include_classes is not None:
+                keep &= np.isin(cls, include_classes)
+            if exclude_classes:
+                keep &= ~np.isin(cls, exclude_classes)
+            x, y, z = pts["x"][keep], pts["y"][keep], pts["z"][keep]
+            if fc.z_factor != 1.0:
+                z = z * fc.z_factor
+            if tr is not None:
+                x, y, z = tr.transform(x, y, z)
+            acc.add(x, y, z)
     return acc
