@@ -133,6 +133,27 @@ def test_building_heights_do_not_depend_on_the_chunk_size(files, kind):
     assert np.array_equal(a, b, equal_nan=True)  # the mean too, to the bit
 
 
+@pytest.mark.parametrize("n", [1_000, 4_321, 23_456])
+def test_chunked_samples_come_in_the_whole_file_order(files, n):
+    """Not only the same samples: the same order (a mean sums them in that order, to the bit)."""
+    from pipeline.stages.buildings.heights import (
+        HEIGHT_FIELDS,
+        HeightParams,
+        collect_samples,
+        collect_samples_chunked,
+        footprint_zones,
+    )
+
+    params = HeightParams(roof_classes=(20,), ground_classes=(2,))
+    zones = footprint_zones(_footprints(), params)
+    whole = reader.read_points(files["laz1"], HEIGHT_FIELDS)
+    want = collect_samples(whole, zones, params)
+    got = collect_samples_chunked(reader.iter_points(files["laz1"], HEIGHT_FIELDS, n), zones, params)
+    assert len(want.roof_z) > 1000 and len(want.ground_z) > 1000
+    for k in ("roof_ptr", "roof_z", "ground_ptr", "ground_z"):
+        assert np.array_equal(getattr(got, k), getattr(want, k)), k
+
+
 def test_roof_points_chunked_equal_the_whole_file(files):
     from pipeline.stages.buildings.heights import HeightParams, iter_points
     from pipeline.stages.buildings.reconstruct import (

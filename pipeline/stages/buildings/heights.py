@@ -12,7 +12,7 @@ samples of several tiles are merged with `merge_samples`; `summarise` turns them
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,63 @@ def collect_samples(points: dict[str, np.ndarray], zones: FootprintZones, params
     return Samples(rp, rz, gp, gz)
 
 
+class _ZoneGather:
+    """The samples of one zone set (roof zones or ground rings) gathered over the chunks of a point file,
+    each with its point's position and index in the file, so that `result` can put every polygon's
+    samples in the order `collect_in_footprints` gives for the whole file at once: by cell of the grid
+    over all masked points (`_kernels.select_sorted`), then by point index."""
+
+    def __init__(self, polys: PolygonSet, cell: float) -> None:
+        self.polys, self.cell = polys, cell
+        self.lo = np.array([np.inf, np.inf])
+        self.hi = np.array([-np.inf, -np.inf])
+        self.parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, mask: np.ndarray, start: int) -> None:
+        if not mask.any():
+            return
+        mx, my = x[mask], y[mask]
+        self.lo = np.minimum(self.lo, [mx.min(), my.min()])
+        self.hi = np.maximum(self.hi, [mx.max(), my.max()])
+        local = np.arange(x.size, dtype=np.float64)  # collected instead of z: exact up to 2**53
+        ptr, vals = collect_in_footprints(x, y, local, mask, self.polys, self.cell)
+        i = vals.astype(np.int64)
+        owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+        self.parts.append((owner, i + start, x[i], y[i], z[i]))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.polys)
+        if not self.parts:
+            return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        owner, index, x, y, z = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+        x0, y0 = self.lo
+        nx = int((self.hi[0] - x0) / self.cell) + 1  # the grid of `select_sorted` over all masked points
+        cell = ((y - y0) / self.cell).astype(np.int64) * nx + ((x - x0) / self.cell).astype(np.int64)
+        order = np.lexsort((index, cell, owner))
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64)
+        return ptr, z[order]
+
+
+def collect_samples_chunked(
+    chunks: Iterable[dict[str, np.ndarray]], zones: FootprintZones, params: HeightParams
+) -> Samples:
+    """`collect_samples` of a point set given in chunks (in file order): the same samples in the same
+    order as for the whole set at once (so means add up to the bit), with memory for one chunk plus the
+    samples."""
+    roof = _ZoneGather(zones.roof, params.grid_cell_m)
+    ring = _ZoneGather(zones.ring, params.grid_cell_m)
+    start = 0
+    for pts in chunks:
+        roof_m, ground_m = select_points(pts, params)
+        x = np.ascontiguousarray(pts["x"], dtype=np.float64)
+        y = np.ascontiguousarray(pts["y"], dtype=np.float64)
+        z = np.ascontiguousarray(pts["z"], dtype=np.float64)
+        roof.add(x, y, z, roof_m, start)
+        ring.add(x, y, z, ground_m, start)
+        start += x.size
+    return Samples(*roof.result(), *ring.result())
+
+
 def collect_samples_reference(
     points: dict[str, np.ndarray], zones: FootprintZones, params: HeightParams
 ) -> Samples:
@@ -254,13 +311,10 @@ def merge_samples(ids: list[np.ndarray], parts: list[Samples], n: int) -> Sample
 
 
 def grouped_mean(ptr: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """Mean of each CSR group (NaN for empty groups). The values are summed in ascending order, so the
-    mean does not depend on the order they were collected in (tiles, chunks)."""
+    """Mean of each CSR group (NaN for empty groups)."""
     n = np.diff(ptr)
     owner = np.repeat(np.arange(len(n)), n)
-    v = np.asarray(vals, dtype=np.float64)
-    v = v[np.lexsort((v, owner))]
-    sums = np.bincount(owner, weights=v, minlength=len(n))
+    sums = np.bincount(owner, weights=np.asarray(vals, dtype=np.float64), minlength=len(n))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, sums / np.maximum(n, 1), np.nan)
 
@@ -366,10 +420,8 @@ def tile_stats(
     raw samples of the others (to be merged with the neighbouring tiles' samples). The tile is read in
     chunks of `chunk_points` points (memory: one chunk plus the samples); the statistics do not depend
     on the chunk size."""
-    n = len(zones.roof_area)
     chunks = iter_points(path, z_factor, to_working, chunk_points=chunk_points)
-    parts = [collect_samples(p, zones, params) for p in chunks]
-    s = parts[0] if len(parts) == 1 else merge_samples([np.arange(n)] * len(parts), parts, n)
+    s = collect_samples_chunked(chunks, zones, params)
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~complete)
     sub = s.take(done)
