@@ -52,6 +52,7 @@ class PointAttribute:
     from_las: Callable[[np.ndarray, int], np.ndarray] | None = None  # (raw records, point format) -> column
     las_layer: str = ""  # the lazrs layer (LAS formats 6-10) holding it: `SELECTIVE_DECOMPRESS_<layer>`
     no_data: float | None = None  # metadata property `noData` (extra dimensions: EXTRA_NO_DATA)
+    las_fields: tuple[str, ...] = ()  # opt-in rows: the standard LAS fields (laspy names) it is read from
 
     @property
     def attr(self) -> str:
@@ -94,11 +95,14 @@ ATTRIBUTES: tuple[PointAttribute, ...] = (
         description="scan angle in degrees (LAS; 0 = nadir, negative = left of the flight direction)",
         from_las=_scan_angle_degrees,
         las_layer="SCAN_ANGLE",
+        las_fields=("scan_angle", "scan_angle_rank"),
     ),
 )
 
 BY_NAME = {a.name: a for a in ATTRIBUTES}
 OPTIONAL = tuple(a.name for a in ATTRIBUTES if a.when == "optin")  # asked for by name
+# standard LAS field -> the opt-in attribute read from it (asked for by the attribute's name)
+_OPTIN_OF_FIELD = {f: a.name for a in ATTRIBUTES if a.when == "optin" for f in a.las_fields}
 
 
 # the declared no-data value of every extra dimension (lowest finite float32): points whose value is the
@@ -158,9 +162,10 @@ def extra_dimensions_only(names: list[str]) -> list[str]:
         low = n.lower()
         if low not in STANDARD_LAS_FIELDS:
             out.append(n)
-        elif low in ("scan_angle", "scan_angle_rank"):
+        elif low in _OPTIN_OF_FIELD:
             raise ValueError(
-                f"{n!r} is a standard LAS field, not an extra dimension: ask for it with `attributes: [scan_angle]`"
+                f"{n!r} is a standard LAS field, not an extra dimension: ask for it with "
+                f"`attributes: [{_OPTIN_OF_FIELD[low]}]`"
             )
         elif low not in _CARRIED:
             carried = sorted(_CARRIED - {"x", "y", "z", "red", "green", "blue"})

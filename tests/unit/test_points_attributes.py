@@ -57,7 +57,7 @@ def test_metadata_properties_follow_the_table():
 
 
 def test_spill_record_has_every_active_attribute_once():
-    attrs = active(True, True, True, ("scan_angle",), ("height",))
+    attrs = active(True, True, True, OPTIONAL, ("height",))
     names = [f[0] for f in record_fields(attrs)]
     assert names[:3] == ["x", "y", "z"] and len(names) == len(set(names))
     assert set(names[3:]) == {a.name for a in ATTRIBUTES} | {"x_height"}

@@ -80,17 +80,10 @@ def write_las(
             h.vlrs.append(WktCoordinateSystemVlr(c.to_wkt()))
     las = laspy.LasData(h)
     las.x, las.y, las.z = pts["x"], pts["y"], pts["z"]
-    for name in ("intensity", "classification", "return_number", "number_of_returns", "point_source_id"):
-        if name in pts:
-            setattr(las, name, pts[name])
     dims = set(las.point_format.dimension_names)
-    for name in ("scan_angle", "scan_angle_rank"):  # formats 6-10 / 0-5
-        if name in dims and name in pts:
+    for name in pts:  # every standard LAS field the points carry and the point format has
+        if name not in ("x", "y", "z") and name in dims:
             setattr(las, name, pts[name])
-    if "gps_time" in dims and "gps_time" in pts:
-        las.gps_time = pts["gps_time"]
-    if "red" in dims and "red" in pts:
-        las.red, las.green, las.blue = pts["red"], pts["green"], pts["blue"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".laz":
