@@ -758,3 +758,18 @@ def test_copc_schema_is_derived_from_the_attribute_table():
     assert (s.has_rgb, s.has_nir, s.extra_dims, s.point_format) == (True, True, ("height", "amp"), 8)
     s = copc_schema(active(False, False, False))
     assert (s.has_rgb, s.has_nir, s.extra_dims, s.point_format) == (False, False, (), 6)
+
+
+@pytest.mark.realdata
+def test_e57_scans_give_copc_with_every_point(realdata, tmp_path):
+    """E57 scans (one decode unit per scan, records placed at each scan's first point) come out whole."""
+    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.tiles.copc_check import copc_invariants
+
+    src = realdata / "e57" / "bunnyDouble.e57"
+    opts = PointTilingOptions(crs="EPSG:32632", assume_ellipsoidal=True)
+    s = _layer_copc([src], tmp_path / "e", opts, vpc_name="e", target_crs=None)
+    assert s.points == 30571
+    assert copc_invariants(tmp_path / "e" / "e.vpc") == {"points": 30571, "checksum": s.checksum, "files": 1}
+    out = laspy.read(tmp_path / "e" / "copc" / "bunnyDouble.copc.laz")
+    assert out.header.parse_crs().to_epsg() == 32632
