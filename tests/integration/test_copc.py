@@ -751,9 +751,19 @@ def test_copc_schema_is_derived_from_the_attribute_table():
     """Every attribute of the tiles' table has a COPC field (a new row needs a decision there); the schema
     of a layout follows its attributes."""
     from pipeline.point_attributes import ATTRIBUTES, active
-    from pipeline.stages.points.copc_records import LAS_FIELDS, copc_schema
+    from pipeline.stages.points.copc_records import LAS_FIELDS, LAS_RECORD_FIELDS, copc_schema
 
-    assert {a.name for a in ATTRIBUTES} == set(LAS_FIELDS)
+    # a column that is not a plain copy into the LAS field of its name has a rule; the others are LAS fields
+    assert set(LAS_FIELDS) <= {a.name for a in ATTRIBUTES}
+    assert all(a.name in LAS_FIELDS or a.name in LAS_RECORD_FIELDS for a in ATTRIBUTES)
+    # an attribute with no LAS 1.4 field and no rule is refused (it needs a decision for COPC)
+    import dataclasses
+
+    from pipeline.errors import TwinError
+
+    odd = dataclasses.replace(ATTRIBUTES[1], name="wavelength")
+    with pytest.raises(TwinError, match="wavelength"):
+        copc_schema((*active(False, False, False), odd))
     s = copc_schema(active(True, True, True, ("scan_angle",), ("height", "amp")))
     assert (s.has_rgb, s.has_nir, s.extra_dims, s.point_format) == (True, True, ("height", "amp"), 8)
     s = copc_schema(active(False, False, False))

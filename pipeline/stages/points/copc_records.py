@@ -3,9 +3,9 @@ the same decode task that writes the tiles' spill file (`tiling.decode_to_spill`
 once for both outputs.
 
 The COPC attribute schema is derived from the tiles' attribute table (`pipeline.point_attributes`): every
-attribute of the run's record layout maps to its LAS 1.4 field here (`LAS_FIELDS`), extra dimensions to
-float32 extra bytes; an attribute without a mapping is an error, so a new row of the table needs a decision
-here. The values are the tiles' (the decoded columns the spill packer reads):
+attribute of the run's record layout goes into the LAS 1.4 field of its name, or through its rule in
+`LAS_FIELDS` (colour, return numbers, scan angle); extra dimensions become float32 extra bytes; an attribute
+with neither is an error naming it. The values are the tiles' (the decoded columns the spill packer reads):
 
 - colour: the tiles' 8-bit sRGB (LAS 16-bit colours reduced per decode unit, or the orthophoto's) x 257;
 - scan angle (opt-in attribute, degrees): LAS 1.4 steps of 0.006 degrees;
@@ -92,24 +92,31 @@ def _plain(field: str) -> Callable[[np.ndarray, Any], None]:
     return put
 
 
-# attribute of the table -> how its column becomes LAS 1.4 record fields (point formats 6-8)
+# attributes of the table whose column is not a plain copy into the LAS 1.4 record field of its name
+# (point formats 6-8); every other attribute is copied into the field of its name (intensity,
+# classification, point source id, GPS time, NIR, user data, ...)
 LAS_FIELDS: dict[str, Callable[[np.ndarray, Any], None]] = {
     "rgb": _rgb,
-    "intensity": _plain("intensity"),
-    "classification": _plain("classification"),
     "return_number": lambda rec, col: _returns(rec, col, 0),
     "number_of_returns": lambda rec, col: _returns(rec, col, 4),
-    "point_source_id": _plain("point_source_id"),
-    "gps_time": _plain("gps_time"),
-    "nir": _plain("nir"),
     "scan_angle": _scan_angle,
 }
+LAS_RECORD_FIELDS = frozenset(record_dtype(CopcSchema(has_rgb=True, has_nir=True)).names or ())
+
+
+def _put(name: str) -> Callable[[np.ndarray, Any], None]:
+    """How an attribute's column goes into the COPC record."""
+    return LAS_FIELDS.get(name) or _plain(name)
 
 
 def copc_schema(attrs: tuple[PointAttribute, ...]) -> CopcSchema:
     """The COPC schema of a record layout's attributes: colour, NIR, extra dimensions (float32)."""
     names = {a.name for a in attrs}
-    unmapped = [a.name for a in attrs if a.when != "extra" and a.name not in LAS_FIELDS]
+    unmapped = [
+        a.name
+        for a in attrs
+        if a.when != "extra" and a.name not in LAS_FIELDS and a.name not in LAS_RECORD_FIELDS
+    ]
     if unmapped:
         raise TwinError(f"point attribute(s) {unmapped} have no COPC field (stages/points/copc_records.py)")
     extra = tuple(a.name[2:] for a in attrs if a.when == "extra")  # extra_attribute: x_<name>
@@ -217,7 +224,7 @@ def unit_records(
         if a.when == "extra":
             rec[a.name[2:]] = col
         else:
-            LAS_FIELDS[a.name](rec, col)
+            _put(a.name)(rec, col)
     return rec
 
 
