@@ -623,7 +623,8 @@ def _run_tiling(
         from pipeline.orchestrate.points_copc import write_layer_copc
 
         t3 = time.perf_counter()
-        threads = max(1, opts.jobs or 1) if executor is None else 1
+        # threads compressing a file's nodes: here `jobs`; on workers those left idle by fewer files
+        threads = max(1, opts.jobs or 1) if executor is None else max(1, workers // max(1, len(plan.infos)))
         summary.copc = write_layer_copc(
             plan, djob, units, staging, opts.copc, scheme, executor, progress, threads
         )
