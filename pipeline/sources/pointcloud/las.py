@@ -69,26 +69,33 @@ def _point_format(info: PointFileInfo):
     return _point_format_of(info.path, st.st_size, st.st_mtime_ns)
 
 
-def _selection(info: PointFileInfo, extra_dims: tuple[str, ...]):
-    """Fields lazrs must decompress (layered point formats 6-10 can skip the others)."""
+def _selection(info: PointFileInfo, extra_dims: tuple[str, ...], layers: tuple[str, ...] | None = None):
+    """Fields lazrs must decompress (layered point formats 6-10 can skip the others): XY, returns and Z,
+    then `layers` (lazrs layer names) or, when None, every layer an attribute of the table is read from."""
     import lazrs
 
     from pipeline.point_attributes import ATTRIBUTES
 
     sel = lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL | lazrs.SELECTIVE_DECOMPRESS_Z
-    for a in ATTRIBUTES:  # every layer an attribute of the table may be read from
-        if a.las_layer:
-            sel |= getattr(lazrs, f"SELECTIVE_DECOMPRESS_{a.las_layer}")
+    if layers is None:
+        layers = tuple(a.las_layer for a in ATTRIBUTES if a.las_layer)
+    for layer in layers:
+        sel |= getattr(lazrs, f"SELECTIVE_DECOMPRESS_{layer}")
     if extra_dims:
         sel |= lazrs.SELECTIVE_DECOMPRESS_ALL_EXTRA_BYTES
     return lazrs.DecompressionSelection(sel)
 
 
 def decode_raw(
-    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), out: np.ndarray | None = None
+    info: PointFileInfo,
+    unit: WorkUnit,
+    extra_dims: tuple[str, ...] = (),
+    out: np.ndarray | None = None,
+    layers: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
-    bytes; e.g. a reused scratch buffer) when given, else into a new array."""
+    bytes; e.g. a reused scratch buffer) when given, else into a new array. `layers`: in LAZ formats
+    6-10, decompress only XY/returns, Z and these lazrs layers (the other fields hold garbage)."""
     dtype = info.record_dtype if info.record_dtype is not None else _point_format(info).dtype()
     nbytes = unit.count * dtype.itemsize
     if out is not None and out.nbytes < nbytes:
@@ -120,10 +127,10 @@ def decode_raw(
     stream[8 + unit.byte_len :] = np.frombuffer(table, np.uint8)
     dest = np.empty(nbytes, dtype=np.uint8) if out is None else out[:nbytes]
     try:
-        if info.point_format >= 6 and info.extra_dims and not extra_dims:
-            # layered formats: extra bytes nobody asked for are not even decompressed
+        if info.point_format >= 6 and ((info.extra_dims and not extra_dims) or layers is not None):
+            # layered formats: layers nobody asked for are not even decompressed
             dec = lazrs.LasZipDecompressor(
-                io.BytesIO(stream.data), info.laszip_vlr, _selection(info, extra_dims)
+                io.BytesIO(stream.data), info.laszip_vlr, _selection(info, extra_dims, layers)
             )
             dec.decompress_many(dest)
         else:  # every field (skipping the few unused ones of formats 6-10 measured no faster)
@@ -150,11 +157,13 @@ def decode_unit(
     extra_dims: tuple[str, ...] = (),
     out: np.ndarray | None = None,
     lazy: bool = False,
+    layers: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
     views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given). With
-    `lazy`, return numbers and pre-1.4 classes are `BitField`s (see `materialize`)."""
-    raw = decode_raw(info, unit, extra_dims, out)
+    `lazy`, return numbers and pre-1.4 classes are `BitField`s (see `materialize`). `layers`: see
+    `decode_raw` (fields outside them are garbage in formats 6-10)."""
+    raw = decode_raw(info, unit, extra_dims, out, layers)
     bits = raw["bit_fields"]
     ret: np.ndarray | BitField
     nret: np.ndarray | BitField

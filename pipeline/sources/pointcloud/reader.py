@@ -41,6 +41,18 @@ _BUDGET_SHARE = 8
 # columns `iter_points` can give: scaled coordinates, the raw integers, and the LAS fields as
 # `decode_unit` names them (a field the file lacks is refused, never filled)
 COORDINATES = ("x", "y", "z")
+# the lazrs layer (LAZ formats 6-10) of each field beyond XY, returns and Z (always decompressed)
+_LAYER_OF = {
+    "classification": "CLASSIFICATION",
+    "intensity": "INTENSITY",
+    "point_source_id": "POINT_SOURCE_ID",
+    "gps_time": "GPS_TIME",
+    "red": "RGB",
+    "green": "RGB",
+    "blue": "RGB",
+    "nir": "NIR",
+}
+_ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_returns"})
 
 
 class PointBackend:
@@ -62,7 +74,9 @@ class PointBackend:
         extra_dims: tuple[str, ...] = (),
         out: np.ndarray | None = None,
         lazy: bool = False,
+        layers: tuple[str, ...] | None = None,
     ) -> dict[str, np.ndarray]:
+        """The unit's columns (`las.decode_unit`'s names); `layers`: LAZ layers needed (None: all)."""
         raise NotImplementedError
 
     def chunk_units(self, info: PointFileInfo, max_points: int) -> list[WorkUnit]:
@@ -78,10 +92,10 @@ class LazrsBackend(PointBackend):
     kinds = ("las", "laz")
     module = "lazrs"
 
-    def decode(self, info, unit, extra_dims=(), out=None, lazy=False):
+    def decode(self, info, unit, extra_dims=(), out=None, lazy=False, layers=None):
         from pipeline.sources.pointcloud.las import decode_unit as las_decode_unit
 
-        return las_decode_unit(info, unit, extra_dims, out, lazy=lazy)
+        return las_decode_unit(info, unit, extra_dims, out, lazy=lazy, layers=layers)
 
     def chunk_units(self, info: PointFileInfo, max_points: int) -> list[WorkUnit]:
         units: list[WorkUnit] = []
@@ -111,7 +125,7 @@ class Pye57Backend(PointBackend):
     kinds = ("e57",)
     module = "pye57"
 
-    def decode(self, info, unit, extra_dims=(), out=None, lazy=False):
+    def decode(self, info, unit, extra_dims=(), out=None, lazy=False, layers=None):
         from pipeline.sources.pointcloud.e57 import decode_e57_unit
 
         return decode_e57_unit(info, unit)
@@ -198,10 +212,11 @@ def iter_points(
     if chunk_points < 1:
         raise ValueError("chunk_points must be at least 1")
     backend = backend_for(info)
+    layers = _layers(fields)
     pending: list[dict[str, np.ndarray]] = []
     held = 0
     for unit in backend.chunk_units(info, chunk_points):
-        cols = backend.decode(info, unit)
+        cols = backend.decode(info, unit, layers=layers)
         n = len(cols["X"])
         if n != unit.count:
             raise InputError(
@@ -216,6 +231,19 @@ def iter_points(
             yield chunk
     if held:
         yield _split(pending, held, held)[0]
+
+
+def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
+    """The LAZ layers `fields` need (None: a field of unknown layer, decompress everything)."""
+    out: list[str] = []
+    for f in fields:
+        if f in _ALWAYS:
+            continue
+        if f not in _LAYER_OF:
+            return None
+        if _LAYER_OF[f] not in out:
+            out.append(_LAYER_OF[f])
+    return tuple(out)
 
 
 def _split(
