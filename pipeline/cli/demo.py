@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mobile", action="store_true", help="skip the mobile-mapping scans and panoramas")
     p.add_argument("--mobile-density", type=float, default=2.0e6, help="mobile returns per km² (default 2e6)")
     p.add_argument(
-        "--dop-resolution", type=float, default=0.2, help="orthophoto pixel size in m (default 0.2)"
+        "--dop-resolution", type=float, default=0.1, help="orthophoto pixel size in m (default 0.1, as Geobasis NRW DOP10)"
     )
     p.add_argument(
         "--panorama-images",

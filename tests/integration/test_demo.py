@@ -310,7 +310,7 @@ def test_orthophoto_and_dgm(demo):
         with rasterio.open(f) as d:
             assert d.count == 4 and d.dtypes == ("uint8",) * 4
             assert d.descriptions == ("red", "green", "blue", "nir")
-            assert d.crs.to_epsg() == 25832 and d.res == (0.2, 0.2)
+            assert d.crs.to_epsg() == 25832 and d.res == (0.1, 0.1)  # DOP10: 10 cm, as Geobasis NRW delivers
             assert d.profile["tiled"] and d.profile["compress"] == "deflate"
             assert (d.bounds.left, d.bounds.bottom) == _tile_bounds(f)[:2]
             img = d.read().astype(float)

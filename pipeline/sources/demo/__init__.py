@@ -5,7 +5,7 @@
     out/
       alkis/alkis_vereinfacht_demo.gpkg          Flurstueck, GebauedeBauwerk, VerwaltungsEinheit
       aerial/<epoch>/3dm_32_<E>_<N>_<size>_nw_<epoch>.laz     two ALS epochs (LAS 1.2, PF 1, AdV classes)
-      dop/dop10rgbi_32_<E>_<N>_<size>_nw_<epoch2>.tif         RGBI orthophoto, 0.2 m
+      dop/dop10rgbi_32_<E>_<N>_<size>_nw_<epoch2>.tif         RGBI orthophoto, 0.1 m
       dgm/dgm1_32_<E>_<N>_<size>_nw_<epoch2>.tif              1 m terrain
       mobile/gsc_<epoch2>_32_<E>_<N>_<size>.laz               mobile mapping (LAS 1.4, PF 7, ASPRS)
       mobile/panoramas.csv                                    time,x,y,z,heading,image_id

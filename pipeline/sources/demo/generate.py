@@ -178,7 +178,7 @@ def generate_demo(
     mobile: bool = True,
     progress: bool = True,
     mobile_density: float = DEFAULT_MOBILE_DENSITY,
-    dop_resolution: float = 0.2,
+    dop_resolution: float = 0.1,
     overwrite: bool = False,
     panorama_images: int = DEFAULT_PANORAMA_IMAGES,
 ) -> DemoSummary:

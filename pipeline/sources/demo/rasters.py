@@ -1,7 +1,7 @@
 """Raster deliveries of the demo district: DOP10-like RGBI orthophotos and DGM1 terrain tiles.
 
 * Orthophoto (``dop/dop10rgbi_..._<epoch>.tif``): uint8, 4 bands R, G, B, NIR (band descriptions ``red``,
-  ``green``, ``blue``, ``nir``), 0.2 m pixels by default, EPSG:25832, tiled 256 x 256, deflate. A true
+  ``green``, ``blue``, ``nir``), 0.1 m pixels by default (DOP10), EPSG:25832, tiled 256 x 256, deflate. A true
   orthophoto of the *second* epoch: roofs sit exactly on their footprints. Vegetation is bright in NIR and
   dark in red (NDVI about 0.45-0.65), sealed surfaces and roofs have NDVI < 0.1, water is dark in NIR. A few
   flat roofs are green roofs (NDVI about 0.45): a realistic trap for a naive green-share overlay.
