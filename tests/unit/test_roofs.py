@@ -281,3 +281,38 @@ def test_numba_and_numpy_backends_agree(kind: str):
     assert a.ridge_height == pytest.approx(b.ridge_height, abs=0.05)
     assert a.eave_height == pytest.approx(b.eave_height, abs=0.1)
     assert abs(a.rmse - b.rmse) < 0.01
+
+
+def test_multi_plane_fits_named_half_hip_and_mansard():
+    """A multi-plane fit is named after the catalogue shape its dominant planes form: hip planes that
+    stop above the eave make a half-hip; two pairs with the same azimuths, the lower steeper, a
+    mansard (`low`: the lowest inlier height per plane, `top`: the ridge)."""
+    from pipeline.stages.buildings.roof_model import Plane
+    from pipeline.stages.buildings.roof_segments import shape_from_planes
+
+    p = RoofParams()
+
+    def pl(slope: float, az: float, n: int) -> Plane:
+        return Plane(0.0, 0.0, 0.0, slope, az, n)
+
+    hipped = [pl(45, 0, 300), pl(45, 180, 300), pl(50, 90, 210), pl(50, 270, 210)]
+    assert shape_from_planes(hipped, p, [45.0, 45.0, 47.5, 47.5], 50.0) == "half_hip"
+    assert shape_from_planes(hipped, p, [45.0, 45.0, 45.1, 45.1], 50.0) == "hip"
+    assert shape_from_planes(hipped, p) == "hip"  # no heights: the plane directions alone
+    mansard = [pl(20, 0, 200), pl(65, 0, 200), pl(20, 180, 200), pl(65, 180, 200)]
+    assert shape_from_planes(mansard, p, [48.0, 45.0, 48.0, 45.0], 50.0) == "mansard"
+    # the lower planes flatter than the upper ones: no mansard
+    assert shape_from_planes(mansard, p, [45.0, 48.0, 45.0, 48.0], 50.0) == "multi"
+    assert shape_from_planes(mansard, p) == "multi"
+
+
+@pytest.mark.parametrize("kind", ["flat", "shed", "gable", "hip", "half_hip", "mansard", "pyramid"])
+def test_catalogue_shapes_with_rough_points(kind: str):
+    """Every shape with 8 cm noise and 5 % outliers: still recognised, the model within 0.1 m."""
+    x, y, z, fp, (_l, _w, base, ridge, _t) = roof_points(kind, 23.0, seed=11, noise=0.08, outliers=0.05)
+    fit = fit_roof(x, y, z, fp)
+    assert fit.roof_type == kind, fit.scores
+    assert not fit.fallback and fit.rmse < 0.12
+    if kind not in ("flat", "shed"):
+        assert fit.ridge_height == pytest.approx(ridge, abs=0.1)
+        assert fit.eave_height == pytest.approx(base, abs=0.2)
