@@ -29,11 +29,12 @@ def run(
 
     from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
+    from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
     from pipeline.stages.buildings.reconstruct import (
+        ROOF_FIELDS,
         ReconstructParams,
         collect_roof_points,
-        read_roof_points,
         reconstruct_roofs,
     )
     from pipeline.stages.buildings.roofs import RoofParams
@@ -48,7 +49,7 @@ def run(
     laz = sorted((raw / "aerial" / epoch).glob("*.la[sz]"))
     pts: dict[str, list] = {}
     for f in laz:
-        for k, v in read_roof_points(str(f)).items():
+        for k, v in read_points(f, ROOF_FIELDS).items():
             pts.setdefault(k, []).append(v)
     points = {k: np.concatenate(v) for k, v in pts.items()}
     hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
