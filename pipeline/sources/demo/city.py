@@ -5,8 +5,9 @@ sample this description. The layout depends on the seed and the district extent,
 
 The street grid is laid out in a local frame rotated by a small angle about the district centre (real
 streets are not grid-north aligned), so blocks at the district edge are clipped into irregular parcels.
-Block types: row houses (adjoining, gable roofs), detached houses (rectangles and L-shapes, gable/hip/flat,
-garages, garden sheds), apartment rows (adjoining, flat or gable), courtyard blocks (one polygon with a
+Block types: row houses (adjoining, gable roofs), detached houses (rectangles: gable, half-hip, mansard,
+hip, pyramid, flat or shed; L-shapes: hip, cross gable or flat; garages, garden sheds), apartment rows
+(adjoining, flat, gable or mansard), courtyard blocks (one polygon with a
 hole), commercial lots (large flat halls, some multi-part, offices, parking), a school (U-shaped building
 and gym) and parks (trees, a pond).
 
