@@ -253,10 +253,16 @@ def accessor_array(js: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
     view = js["bufferViews"][acc["bufferView"]]
     dtype = {v: k for k, v in _COMPONENT.items()}[acc["componentType"]]
     width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc["type"]]
-    stride = view.get("byteStride", dtype.itemsize * width)
+    elem = dtype.itemsize * width
+    stride = view.get("byteStride", elem)
     start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    raw = np.frombuffer(binary, dtype=np.uint8, count=stride * acc["count"], offset=start).reshape(
-        acc["count"], stride
-    )
-    arr = raw[:, : dtype.itemsize * width].copy().view(dtype).reshape(acc["count"], width)
+    n = int(acc["count"])
+    # the last element ends `elem` bytes after its start, not `stride`: an interleaved attribute at a
+    # non-zero offset would otherwise read past the end of its buffer view
+    need = stride * (n - 1) + elem if n else 0
+    if start + need > min(len(binary), view.get("byteOffset", 0) + view["byteLength"]):
+        raise ValueError(f"accessor {index} reads past the end of buffer view {acc['bufferView']}")
+    buf = np.frombuffer(binary, dtype=np.uint8, count=need, offset=start)
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(n, elem), strides=(stride, 1))
+    arr = rows.copy().view(dtype).reshape(n, width)
     return arr[:, 0] if width == 1 else arr
