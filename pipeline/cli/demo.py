@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from pipeline.sources.demo.generate import DEFAULT_MOBILE_DENSITY
+
     p = sub.add_parser(
         "demo",
         help="generate the synthetic demo district (aerial LAZ, DOP, DGM, ALKIS, mobile scans, truth)",
@@ -35,9 +37,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="names of the two survey epochs (default 2021 2024)",
     )
     p.add_argument("--no-mobile", action="store_true", help="skip the mobile-mapping scans and panoramas")
-    p.add_argument("--mobile-density", type=float, default=2.0e6, help="mobile returns per km² (default 2e6)")
     p.add_argument(
-        "--dop-resolution", type=float, default=0.1, help="orthophoto pixel size in m (default 0.1, as Geobasis NRW DOP10)"
+        "--mobile-density",
+        type=float,
+        default=DEFAULT_MOBILE_DENSITY,
+        help=f"mobile returns per km² of district (default {DEFAULT_MOBILE_DENSITY:.0e})",
+    )
+    p.add_argument(
+        "--dop-resolution",
+        type=float,
+        default=0.1,
+        help="orthophoto pixel size in m (default 0.1, as Geobasis NRW DOP10)",
     )
     p.add_argument(
         "--panorama-images",

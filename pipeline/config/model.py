@@ -102,6 +102,10 @@ class CadastreSource(Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     layer: str | None = None
     parcel_layer: str | None = None
+    # tatsächliche Nutzung (land use) areas, read for the street axes of layers.street_space: the layer
+    # (None: `NutzungFlurstueck`, else `Nutzung`, when the GeoPackage has one) and its land-use column
+    landuse_layer: str | None = None
+    landuse_column: str = "nutzart"
     crs: str | None = None
 
 
@@ -401,9 +405,14 @@ class SolarLayer(LayerBase):
 
 
 class StreetSpaceLayer(LayerBase):
-    """Street space from the mobile scans, per segment of the scan tracks (docs/overlays.md, "Street space")."""
+    """Street space from the mobile scans, per segment of a street axis (docs/overlays.md, "Street space")."""
 
     access: AccessClass = "internal"  # mobile mapping is licensed for municipal use only
+    # street axes: centrelines of the cadastre's street-use areas (`cadastre`), the scan tracks of the
+    # panorama list (`tracks`), or the cadastre's where it has street-use areas, else the tracks (`auto`)
+    axes: Literal["auto", "cadastre", "tracks"] = "auto"
+    # land-use values (sources.cadastre.landuse_column) of street areas: ALKIS Straßenverkehr and Weg
+    street_uses: list[str] = Field(default_factory=lambda: ["Straßenverkehr", "Weg"])
     segment_m: float = Field(10.0, gt=0)
     max_half_width_m: float = Field(20.0, gt=0)  # points farther from the axis are not looked at
     bin_m: float = Field(0.05, gt=0)  # lateral profile resolution
@@ -416,7 +425,7 @@ class StreetSpaceLayer(LayerBase):
     coverage_gap_m: float = Field(0.3, gt=0)  # ... or where the ground has no points for this width
     fallback_half_width_m: float = Field(3.0, gt=0)  # clearance corridor beside the axis without kerbs
     min_overhead_m: float = Field(2.0, ge=0)  # lower returns over the carriageway: vehicles, people
-    clearance_margin_m: float = Field(0.05, ge=0)  # returns this far beyond a kerb line still count
+    clearance_margin_m: float = Field(0.025, ge=0)  # returns this far beyond a kerb line still count
     obstacle_min_m: float = Field(0.3, ge=0)  # sidewalk obstacles: non-ground points in this band
     obstacle_max_m: float = Field(2.5, gt=0)
     slice_m: float = Field(1.0, gt=0)  # free sidewalk width: the smallest over slices of this length

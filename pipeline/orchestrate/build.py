@@ -180,7 +180,7 @@ _OPTIONAL_LAYERS = [
         "street_space",
         "pipeline.orchestrate.street_space",
         "build_street_space_layers",
-        ("panoramas", "mobile"),
+        ("panoramas", "mobile", "cadastre"),
         ("street_space",),
     ),
     LayerUnit(

@@ -1,11 +1,19 @@
 """Street space from the mobile scans -> `street_space/street_space.gpkg` (+ `street_space.qml`).
 
-Axes: the scan tracks of the panorama list (`sources.mobile.panoramas`, tracks as the panoramas layer
-splits them: `track_id` column or time gaps), ordered by time; each is cut into `layers.street_space.
-segment_m` pieces from its first recording. Points: the mobile scans (`sources.mobile.points`), read in
-chunks; only points within `max_half_width_m` of a track are kept. Points and panorama list must be in
-the same CRS (`sources.mobile.crs`, else the working CRS). The measurement is
-`pipeline.stages.street_space`; the layer is internal by default (`layers.street_space.access`).
+Axes (`layers.street_space.axes`):
+* `cadastre`: the centrelines of the cadastre's street areas: the land-use areas (ALKIS tatsächliche
+  Nutzung, `sources.cadastre.landuse_layer`, default `NutzungFlurstueck`) whose use
+  (`sources.cadastre.landuse_column`, default `nutzart`) is one of `layers.street_space.street_uses`
+  (default Straßenverkehr, Weg), merged and skeletonised (`pipeline.stages.street_space.centrelines`);
+* `tracks`: the scan tracks of the panorama list (`sources.mobile.panoramas`, tracks as the panoramas
+  layer splits them: `track_id` column or time gaps), ordered by time;
+* `auto` (default): the cadastre's when it has street areas near the scans, else the tracks (the layer's
+  manifest stats say which: `axes`).
+Each axis is cut into `segment_m` pieces from its start. Points: the mobile scans (`sources.mobile.points`),
+read in chunks; only points within `max_half_width_m` of an axis are kept. Points and panorama list must
+be in the same CRS (`sources.mobile.crs`, else the working CRS); the cadastre is read into that CRS. The
+measurement is `pipeline.stages.street_space`; the layer is internal by default
+(`layers.street_space.access`).
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ import shapely
 
 from pipeline.config.model import StreetSpaceLayer
 from pipeline.crs import horizontal_of, parse_crs, working_crs
+from pipeline.errors import ConfigError, InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.stages.street_space import (
     RESULT_COLUMNS,
     Segments,
     StreetSpaceParams,
+    centrelines,
     cut_axes,
     judge,
     measure_street_space,
@@ -78,6 +88,42 @@ def track_axes(files: list[Path], gap_seconds: float) -> list[np.ndarray]:
         if keep.sum() >= 2:
             axes.append(xy[keep])
     return axes
+
+
+def street_areas(
+    files: list[Path],
+    fmt: str,
+    layer: str | None,
+    column: str,
+    uses: list[str],
+    crs: str | None,
+    target_crs: Any,
+) -> gpd.GeoDataFrame | None:
+    """The cadastre's land-use areas of street use (`uses`), or None when the cadastre has no land-use
+    layer (and none was asked for). NAS files are not read for land use (ConfigError when asked for)."""
+    if fmt != "alkis_gpkg":
+        if layer:
+            raise ConfigError(
+                f"sources.cadastre.landuse_layer: land use is read from ALKIS GeoPackages only, not {fmt!r}"
+            )
+        return None
+    from pipeline.sources.cadastre.gpkg import read_land_use
+
+    frames = []
+    for f in sorted(files):
+        if f.suffix.lower() != ".gpkg":
+            continue
+        lu = read_land_use(f, layer, column, crs, target_crs)
+        if lu is not None:
+            frames.append(lu)
+    if not frames:
+        return None
+    import pandas as pd
+
+    lu = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
+    wanted = {u.casefold() for u in uses}
+    keep = np.array([v is not None and v.casefold() in wanted for v in lu["nutzart"]], dtype=bool)
+    return lu[keep & ~lu.geometry.is_empty.to_numpy()].reset_index(drop=True)
 
 
 def read_corridor_points(
@@ -161,15 +207,55 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
     cfg = ctx.cfg
     lay = cfg.layers.street_space
     mobile = cfg.sources.mobile
-    if not lay.enabled or mobile is None or not mobile.panoramas or not mobile.points:
+    if not lay.enabled or mobile is None or not mobile.points:
+        return []
+    cad = cfg.sources.cadastre
+    if lay.axes == "cadastre" and cad is None:
+        raise ConfigError("layers.street_space.axes: cadastre needs sources.cadastre")
+    if lay.axes == "tracks" and not mobile.panoramas:
+        raise ConfigError("layers.street_space.axes: tracks needs sources.mobile.panoramas")
+    if not mobile.panoramas and cad is None:
         return []
     t0 = time.perf_counter()
     p = params_of(lay)
     warnings: list[str] = []
+    crs = horizontal_of(parse_crs(mobile.crs) if mobile.crs else working_crs(cfg.crs))
     with ctx.stage("street_space"):
         pano_files = [i.path for i in ctx.inputs if i.role == "panoramas"]
         point_files = sorted(i.path for i in ctx.inputs if i.role == "mobile")
-        axes = track_axes(pano_files, mobile.track_gap_seconds)
+        tracks = track_axes(pano_files, mobile.track_gap_seconds) if pano_files else []
+        axes, source = tracks, "tracks"
+        if lay.axes != "tracks" and cad is not None:
+            cad_files = [i.path for i in ctx.inputs if i.role.split(":")[0] == "cadastre"]
+            areas = street_areas(
+                cad_files,
+                cad.format,
+                cad.landuse_layer,
+                cad.landuse_column,
+                lay.street_uses,
+                cad.crs,
+                crs,
+            )
+            if tracks and areas is not None and len(areas):
+                # auto: only street areas the scans reach count (a cadastre larger than the survey)
+                reach = shapely.union_all(
+                    [shapely.buffer(shapely.linestrings(a), p.max_half_width_m) for a in tracks]
+                )
+                areas = areas[areas.intersects(reach)]
+            if areas is not None and len(areas):
+                axes, source = centrelines(shapely.union_all(areas.geometry.values)), "cadastre"
+            elif lay.axes == "cadastre":
+                raise InputError(
+                    "layers.street_space.axes is cadastre, but the cadastre has no land-use areas of "
+                    f"{lay.street_uses} (sources.cadastre.landuse_layer / landuse_column, "
+                    "layers.street_space.street_uses)",
+                    path=cad_files[0] if cad_files else None,
+                )
+            elif tracks:
+                warnings.append(
+                    "street_space: the cadastre has no street-use land-use areas near the scans; "
+                    "axes from the scan tracks"
+                )
         seg = cut_axes(axes, p.segment_m)
         corridor = (
             shapely.union_all(
@@ -180,7 +266,6 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
         )
         x, y, z, c = read_corridor_points(point_files, corridor)
         res = measure_street_space(seg, x, y, z, c, p)
-        crs = horizontal_of(parse_crs(mobile.crs) if mobile.crs else working_crs(cfg.crs))
         gdf = segments_frame(seg, res, p, crs)
         out = ctx.release_dir / OUT_FILE
         write_layer(gdf, out, LAYER, "MultiPolygon")
@@ -197,7 +282,9 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
     cw = res["carriageway_width_m"]
     stats: dict[str, Any] = {
         "segments": len(seg),
-        "tracks": len(axes),
+        "axes": source,
+        "axis_lines": len(axes),
+        "tracks": len(tracks),
         "points": len(x),
         "judged": int(gdf["judged"].sum()),
         "passable": int(gdf["passable"].sum()),

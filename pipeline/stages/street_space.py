@@ -39,7 +39,7 @@ class StreetSpaceParams:
     coverage_gap_m: float = 0.3
     fallback_half_width_m: float = 3.0
     min_overhead_m: float = 2.0
-    clearance_margin_m: float = 0.05
+    clearance_margin_m: float = 0.025
     obstacle_min_m: float = 0.3
     obstacle_max_m: float = 2.5
     slice_m: float = 1.0
@@ -78,6 +78,90 @@ RESULT_COLUMNS = (
     "ground_points",
     "overhead_points",
 )
+
+
+def centrelines(
+    areas: shapely.Geometry, spacing_m: float = 0.5, corner_m: float = 1.0, simplify_m: float = 0.05
+) -> list[np.ndarray]:
+    """Centrelines (n, 2) of street areas (polygons, e.g. the cadastre's parcels of street use): the
+    medial axis of their union, from the Voronoi diagram of the outlines sampled every `spacing_m`.
+
+    The Voronoi edges that lie wholly inside the area form the medial axis. Its spurs (the branches into
+    the convex corners of the outline: a street's end, a kink of a parcel boundary) are pruned: a branch
+    whose free end comes within `corner_m` of the outline is dropped, until none is left. A street's end
+    (after its corner spurs are gone, the axis stops half a width before it) is then extended along the
+    axis' last direction to the outline. Lines run between junctions and free ends; sorted (by their
+    first point) for determinism."""
+    out: list[np.ndarray] = []
+    merged = shapely.union_all(areas)
+    for poly in shapely.get_parts(merged):
+        if not isinstance(poly, shapely.Polygon) or poly.is_empty or poly.area <= 0:
+            continue
+        poly = shapely.set_precision(poly, 0.001)
+        ring_pts = shapely.get_coordinates(shapely.segmentize(shapely.boundary(poly), spacing_m))
+        ring_pts = np.unique(np.round(ring_pts, 3), axis=0)
+        if len(ring_pts) < 4:
+            continue
+        edges = shapely.get_parts(
+            shapely.voronoi_polygons(shapely.multipoints(ring_pts), only_edges=True, tolerance=0.0)
+        )
+        shapely.prepare(poly)
+        inside = edges[shapely.contains_properly(poly, edges)]
+        if not len(inside):
+            continue
+        boundary = shapely.boundary(poly)
+        lines = list(shapely.get_parts(shapely.line_merge(shapely.multilinestrings(inside))))
+        while True:  # prune spurs until none is left
+            ends: dict[tuple[float, float], int] = {}
+            for ln in lines:
+                c = shapely.get_coordinates(ln)
+                for pt in (tuple(np.round(c[0], 6)), tuple(np.round(c[-1], 6))):
+                    ends[pt] = ends.get(pt, 0) + 1
+            keep = []
+            dropped = False
+            for ln in lines:
+                c = shapely.get_coordinates(ln)
+                a, b = tuple(np.round(c[0], 6)), tuple(np.round(c[-1], 6))
+                free_a, free_b = ends[a] == 1, ends[b] == 1
+                if free_a != free_b:  # a branch: one free end, one junction
+                    free = c[0] if free_a else c[-1]
+                    if shapely.distance(boundary, shapely.Point(free)) < corner_m:
+                        dropped = True
+                        continue
+                keep.append(ln)
+            lines = list(shapely.get_parts(shapely.line_merge(shapely.multilinestrings(keep))))
+            if not dropped:
+                break
+        ends = {}
+        for ln in lines:
+            c = shapely.get_coordinates(ln)
+            for pt in (tuple(np.round(c[0], 6)), tuple(np.round(c[-1], 6))):
+                ends[pt] = ends.get(pt, 0) + 1
+        for ln in lines:
+            c = shapely.get_coordinates(shapely.simplify(ln, simplify_m))
+            if len(c) < 2:
+                continue
+            if ends[tuple(np.round(shapely.get_coordinates(ln)[0], 6))] == 1:
+                c = np.vstack([_extend_to(boundary, c[0], c[0] - c[1]), c])
+            if ends[tuple(np.round(shapely.get_coordinates(ln)[-1], 6))] == 1:
+                c = np.vstack([c, _extend_to(boundary, c[-1], c[-1] - c[-2])])
+            out.append(np.round(c, 3))
+    out.sort(key=lambda c: (float(c[0, 0]), float(c[0, 1]), len(c)))
+    return out
+
+
+def _extend_to(boundary: shapely.Geometry, end: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """The point where the ray from `end` along `direction` first meets `boundary` (`end` if it does not
+    within twice the distance from `end` to the boundary plus 1 m)."""
+    n = float(np.hypot(*direction))
+    if n == 0:
+        return end
+    reach = 2.0 * shapely.distance(boundary, shapely.Point(end)) + 1.0
+    ray = shapely.LineString([end, end + direction / n * reach])
+    hit = shapely.get_coordinates(shapely.intersection(ray, boundary))
+    if not len(hit):
+        return end
+    return hit[np.argmin(np.hypot(*(hit - end).T))]
 
 
 def cut_axes(axes: list[np.ndarray], segment_m: float, min_length_m: float = 2.0) -> Segments:
@@ -156,15 +240,25 @@ def _window_median(m: np.ndarray, w: int, after: bool, coverage: float = 0.5) ->
 
 
 def _first_step(up: np.ndarray, edges: np.ndarray, lo: float, hi: float, w: int) -> int | None:
-    """Index (into `edges`, ordered outwards) of the first rise within [lo, hi], refined to the largest
-    rise within the following window."""
+    """Index (into `edges`, ordered outwards) of the first rise within [lo, hi], refined to the middle
+    of the plateau around the largest rise within the following two windows. (The difference of the
+    window medians on either side of a sharp step stays at the step's full height while the step lies
+    within half a window of the edge: the step is the plateau's middle, not its noisiest edge.)"""
     hit = np.flatnonzero((up >= lo) & (up <= hi))
     if not len(hit):
         return None
     k = int(hit[0])
-    span = up[k : k + w]
+    span = up[k : k + 2 * w]
     span = np.where(np.isnan(span) | (span > hi), -np.inf, span)
-    return k + int(np.argmax(span))
+    top = int(np.argmax(span))
+    good = span >= 0.75 * span[top]
+    a = top
+    while a > 0 and good[a - 1]:
+        a -= 1
+    b = top
+    while b < len(span) - 1 and good[b + 1]:
+        b += 1
+    return k + (a + b) // 2
 
 
 def _longest_free(occ: np.ndarray) -> np.ndarray:
@@ -207,19 +301,53 @@ def measure_segment(
     up = after - before  # rise towards +d at every bin edge
     edges = -H + np.arange(nb + 1) * p.bin_m
     centre = nb // 2
-    # left (+d): edges centre..nb going outwards; right (-d): edges centre..0 going outwards
-    left_idx = np.arange(centre, nb + 1)
-    right_idx = np.arange(centre, -1, -1)
-    kerb: dict[str, float] = {}
-    outer: dict[str, float] = {}
-    for side, idx, sign in (("left", left_idx, 1.0), ("right", right_idx, -1.0)):
+
+    def outwards(edge: int, sign: float) -> np.ndarray:
+        return np.arange(edge, nb + 1) if sign > 0 else np.arange(edge, -1, -1)
+
+    def first_kerb(edge: int, sign: float) -> tuple[int, float] | None:
+        """(edge index, +1 rise / -1 drop) of the first kerb-high step from `edge` outwards."""
+        idx = outwards(edge, sign)
         rise = sign * up[idx]
-        k = _first_step(rise, edges[idx], p.kerb_min_m, p.kerb_max_m, w)
-        if k is None:
+        k_up = _first_step(rise, edges[idx], p.kerb_min_m, p.kerb_max_m, w)
+        k_down = _first_step(-rise, edges[idx], p.kerb_min_m, p.kerb_max_m, w)
+        if k_up is not None and (k_down is None or k_up <= k_down):
+            return int(idx[k_up]), 1.0
+        if k_down is not None:
+            return int(idx[k_down]), -1.0
+        return None
+
+    # kerb edges (indices into `edges`): the carriageway is the low stretch between a rise on either side.
+    # An axis on a raised part (a street parcel's centreline on a kerb extension) first meets a drop: the
+    # carriageway lies beyond the nearest drop that a rise follows, and that drop is its kerb on the
+    # axis' side.
+    kerb_edge: dict[str, int] = {}
+    first = {side: first_kerb(centre, sign) for side, sign in (("left", 1.0), ("right", -1.0))}
+    if not all(f is not None and f[1] > 0 for f in first.values()):
+        drops = sorted(
+            (abs(float(edges[f[0]])), f[0], sign)
+            for f, sign in zip(first.values(), (1.0, -1.0), strict=True)
+            if f is not None and f[1] < 0
+        )
+        for _dist, edge, sign in drops:
+            start = int(np.clip(edge + sign * (w + 1), 0, nb))
+            across = first_kerb(start, sign)
+            if across is not None and across[1] > 0:
+                near, far = ("right", "left") if sign > 0 else ("left", "right")
+                kerb_edge = {near: edge, far: across[0]}
+                break
+    if not kerb_edge:
+        for side, f in first.items():
+            if f is not None and f[1] > 0:
+                kerb_edge[side] = f[0]
+    kerb: dict[str, float] = {}
+    outer: dict[str, float] = {}  # signed (side direction) offset where the sidewalk ends
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        if side not in kerb_edge:
             continue
-        kerb[side] = float(edges[idx[k]])
+        kerb[side] = float(edges[kerb_edge[side]])
         # sidewalk: from one window past the kerb outwards to the next step, coverage gap or facade
-        beyond = idx[k + w + 1 :]
+        beyond = outwards(kerb_edge[side], sign)[w + 1 :]
         if not len(beyond):
             continue
         step = np.abs(up[beyond])
@@ -237,11 +365,11 @@ def measure_segment(
         stop = np.nan
         e = _first_step(step, beyond, p.edge_step_m, np.inf, w)
         if e is not None:
-            stop = float(abs(edges[beyond[e]]))
+            stop = float(sign * edges[beyond[e]])
         if gap_start.any():
-            stop = float(np.nanmin([stop, abs(edges[beyond[np.argmax(gap_start)]])]))
+            stop = float(np.nanmin([stop, sign * edges[beyond[np.argmax(gap_start)]]]))
         bd = d[building] * sign
-        facade = bd[bd > abs(kerb[side])]
+        facade = bd[bd > sign * kerb[side]]
         if len(facade):
             stop = float(np.nanmin([stop, facade.min()]))
         if np.isfinite(stop):
@@ -253,7 +381,7 @@ def measure_segment(
         res["carriageway_width_m"] = kl - kr
     for side in ("left", "right"):
         if side in kerb and side in outer:
-            res[f"sidewalk_{side}_width_m"] = outer[side] - abs(kerb[side])
+            res[f"sidewalk_{side}_width_m"] = outer[side] - (1.0 if side == "left" else -1.0) * kerb[side]
     # clearance above the carriageway
     c_hi = kl if kl is not None else p.fallback_half_width_m
     c_lo = kr if kr is not None else -p.fallback_half_width_m
@@ -274,7 +402,7 @@ def measure_segment(
     for side, sign in (("left", 1.0), ("right", -1.0)):
         if side not in kerb or side not in outer:
             continue
-        a, b = abs(kerb[side]), outer[side]
+        a, b = sign * kerb[side], outer[side]
         dd = d * sign
         walk = ground & (dd > a) & (dd < b)
         if walk.sum() < 3:
@@ -345,7 +473,9 @@ def judge(res: dict[str, np.ndarray], p: StreetSpaceParams) -> tuple[np.ndarray,
     reason = np.full(len(cw), "", dtype=object)
     for i in np.flatnonzero(~passable):
         parts = []
-        if not judged[i]:
+        if not judged[i] and not res["ground_points"][i] > 0:  # 0 or NaN: no point came near
+            parts.append("no ground points of the mobile scans in this segment")
+        elif not judged[i]:
             parts.append("carriageway width not measured (no kerb found on both sides)")
         if narrow[i]:
             parts.append(f"carriageway {cw[i]:.2f} m < vehicle width {p.vehicle_width_m:.2f} m")

@@ -22,6 +22,7 @@ from pipeline.sources.cadastre.common import (
 
 BUILDING_LAYERS = ("GebauedeBauwerk", "GebaeudeBauwerk")
 PARCEL_LAYERS = ("Flurstueck",)
+LANDUSE_LAYERS = ("NutzungFlurstueck", "Nutzung")
 
 
 def _layers(path: Path) -> list[str]:
@@ -113,3 +114,38 @@ def read_parcels(
         raise InputError(f"parcel layer {lyr!r} has no flstkennz column", path=path)
     keys = np.array([None if v is None else str(v) for v in gdf[key].to_numpy()], dtype=object)
     return gpd.GeoDataFrame({"flstkennz": keys}, geometry=gdf.geometry.values, crs=gdf.crs)
+
+
+def read_land_use(
+    path: Path,
+    layer: str | None = None,
+    column: str = "nutzart",
+    crs: str | None = None,
+    target_crs: str | None = None,
+) -> gpd.GeoDataFrame | None:
+    """Land-use areas (`nutzart` + geometry) of an ALKIS GeoPackage (layer `NutzungFlurstueck`, else
+    `Nutzung`); None when the file has no such layer and none was asked for."""
+    names = _layers(path)
+    if layer is None:
+        lower = {n.lower(): n for n in names}
+        layer = next((lower[c.lower()] for c in LANDUSE_LAYERS if c.lower() in lower), None)
+        if layer is None:
+            return None
+    elif layer not in names:
+        raise InputError(f"land-use layer {layer!r} not found (layers: {names})", path=path)
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=layer)
+    except Exception as e:
+        raise InputError(f"cannot read layer {layer!r}: {e}", path=path) from e
+    gdf = to_working_crs(gdf, crs, path, target_crs)
+    lower = {c.lower(): c for c in gdf.columns if c != "geometry"}
+    if column.lower() not in lower:
+        raise InputError(
+            f"land-use layer {layer!r} has no column {column!r} (sources.cadastre.landuse_column; "
+            f"columns: {sorted(lower.values())})",
+            path=path,
+        )
+    uses = np.array(
+        [None if v is None else str(v) for v in gdf[lower[column.lower()]].to_numpy()], dtype=object
+    )
+    return gpd.GeoDataFrame({"nutzart": uses}, geometry=gdf.geometry.values, crs=gdf.crs)

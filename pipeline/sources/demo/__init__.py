@@ -3,7 +3,7 @@
 `generate_demo(out, ...)` writes, for a square district near Gelsenkirchen (EPSG:25832, DHHN2016 heights)::
 
     out/
-      alkis/alkis_vereinfacht_demo.gpkg          Flurstueck, GebauedeBauwerk, VerwaltungsEinheit
+      alkis/alkis_vereinfacht_demo.gpkg          Flurstueck, GebauedeBauwerk, NutzungFlurstueck, VerwaltungsEinheit
       aerial/<epoch>/3dm_32_<E>_<N>_<size>_nw_<epoch>.laz     two ALS epochs (LAS 1.2, PF 1, AdV classes)
       dop/dop10rgbi_32_<E>_<N>_<size>_nw_<epoch2>.tif         RGBI orthophoto, 0.1 m
       dgm/dgm1_32_<E>_<N>_<size>_nw_<epoch2>.tif              1 m terrain

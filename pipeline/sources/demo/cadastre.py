@@ -11,6 +11,10 @@ Layers and columns (as in the open-data downloads of Geobasis NRW):
   ``unter der Erdoberfläche``), ``lagebeztxt``. Geometries are MultiPolygons; four records carry invalid
   geometries on purpose (bow-tie self-intersection, a ring with too few distinct points, a spike with a
   duplicated vertex, a hole outside its shell) and one a valid ring with a repeated vertex.
+* ``NutzungFlurstueck`` (tatsächliche Nutzung per parcel): ``flstkennz``, ``nutzart`` (``Straßenverkehr`` for
+  the street parcels, ``Wohnbaufläche`` for the others), ``name`` (the street's name, else NULL),
+  ``flaeche``. The street parcels are the whole street space between the lots (carriageway and
+  sidewalks), so their centreline is the street's centreline.
 * ``VerwaltungsEinheit``: the district outline (``bezeichnung``, ``schluessel``).
 
 The cadastre shows the state of the second epoch, except that demolished buildings are still recorded
@@ -34,6 +38,8 @@ from pipeline.sources.demo.city import City, epoch_year
 
 BUILDING_LAYER = "GebauedeBauwerk"
 PARCEL_LAYER = "Flurstueck"
+LANDUSE_LAYER = "NutzungFlurstueck"
+STREET_USE = "Straßenverkehr"
 ADMIN_LAYER = "VerwaltungsEinheit"
 CRS = "EPSG:25832"
 
@@ -92,10 +98,27 @@ def parcel_records(city: City) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(pd.DataFrame(rows), geometry="geometry", crs=CRS)
 
 
+def land_use_records(city: City) -> gpd.GeoDataFrame:
+    rows = [
+        {
+            "flstkennz": p.flstkennz,
+            "nutzart": STREET_USE if p.is_street else "Wohnbaufläche",
+            "name": p.lagebeztxt if p.is_street else None,
+            "flaeche": p.flaeche,
+            "geometry": p.geom,
+        }
+        for p in city.parcels
+    ]
+    df = pd.DataFrame(rows)
+    df["name"] = df["name"].astype(object)
+    return gpd.GeoDataFrame(df, geometry="geometry", crs=CRS)
+
+
 def write_cadastre(path: Path, city: City) -> dict[str, int]:
     """Write the GeoPackage atomically; returns record counts per layer."""
     buildings = building_records(city)
     parcels = parcel_records(city)
+    land_use = land_use_records(city)
     admin = gpd.GeoDataFrame(
         {"bezeichnung": ["Gelsenkirchen (Demo)"], "schluessel": ["05513000"]},
         geometry=[shapely.box(*city.bounds)],
@@ -108,9 +131,20 @@ def write_cadastre(path: Path, city: City) -> dict[str, int]:
     previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
     try:
-        for gdf, layer in ((parcels, PARCEL_LAYER), (buildings, BUILDING_LAYER), (admin, ADMIN_LAYER)):
+        layers = (
+            (parcels, PARCEL_LAYER),
+            (buildings, BUILDING_LAYER),
+            (land_use, LANDUSE_LAYER),
+            (admin, ADMIN_LAYER),
+        )
+        for gdf, layer in layers:
             pyogrio.write_dataframe(gdf, tmp, layer=layer, driver="GPKG", promote_to_multi=True)
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
     os.replace(tmp, path)
-    return {PARCEL_LAYER: len(parcels), BUILDING_LAYER: len(buildings), ADMIN_LAYER: 1}
+    return {
+        PARCEL_LAYER: len(parcels),
+        BUILDING_LAYER: len(buildings),
+        LANDUSE_LAYER: len(land_use),
+        ADMIN_LAYER: 1,
+    }

@@ -35,7 +35,10 @@ PRODUCT_DIRS = ("alkis", "aerial", "dop", "dgm", "mobile", "truth", "xplan", "lo
 CADASTRE_FILE = "alkis/alkis_vereinfacht_demo.gpkg"
 # independent random streams (SeedSequence([seed, stream, ...]))
 STREAM_AERIAL, STREAM_DOP = 2, 3
-DEFAULT_MOBILE_DENSITY = 2.0e6  # returns per km² of district
+# returns per km² of district: ~130 ground returns per m² within 5 m of a track, ~9 at 10-15 m (a real
+# mobile mapping system records hundreds to thousands per m² near the vehicle); kerbs (5 cm profile
+# bins) and overhead clearances need this density (docs/overlays.md, "Street space")
+DEFAULT_MOBILE_DENSITY = 40.0e6
 DEFAULT_PANORAMA_IMAGES = 8  # recording positions with a rendered 360° image (2048 x 1024 JPEG)
 
 

@@ -45,7 +45,7 @@ def write_readme(path: Path, s: DemoSummary, city: City) -> None:
         "",
         "## Files",
         "",
-        "- `alkis/alkis_vereinfacht_demo.gpkg`: layers `Flurstueck`, `GebauedeBauwerk`, `VerwaltungsEinheit`",
+        "- `alkis/alkis_vereinfacht_demo.gpkg`: layers `Flurstueck`, `GebauedeBauwerk`, `NutzungFlurstueck` (land use: street parcels `Straßenverkehr`), `VerwaltungsEinheit`",
         "  (ALKIS vereinfacht columns). State of the second epoch; demolished buildings still recorded,",
         "  unregistered structures missing; four deliberately invalid geometries.",
         f"- `aerial/<epoch>/3dm_32_<E>_<N>_<size>_nw_<epoch>.laz`: LAS 1.2, point format 1, {s.density:g} pulses/m²",
