@@ -52,8 +52,8 @@ elif mode == "read_nas_files":
     b, p = read_nas_files([path], [])
     out = {"buildings": len(b), "parcels": len(p)}
 else:
-    t = read_footprints([path], "nas")
-    p = read_parcels([path], "nas")
+    t = read_footprints([path], "nas", target_crs="EPSG:25832")  # as the buildings layer: working CRS
+    p = read_parcels([path], "nas", target_crs="EPSG:25832")
     out = {"buildings": len(t.gdf), "parcels": len(p), "rejected": len(t.rejected)}
 out.update(
     wall_s=time.perf_counter() - t0,

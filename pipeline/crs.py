@@ -37,8 +37,8 @@ class PlainCrsConfig:
     defaults (tested), and `model_dump_json` / `model_copy` as pydantic's, so it goes wherever a
     CrsConfig does."""
 
-    horizontal: str = "EPSG:25832"
-    vertical: str | None = "EPSG:7837"
+    horizontal: str = "auto"
+    vertical: str | None = "auto"
     geoid_grid: Path | None = None
     assume_ellipsoidal_heights: bool = False
     frame_origin: tuple[float, float, float] | None = None

@@ -189,7 +189,9 @@ def make_district(root: Path, epochs: tuple[str, ...] = ("2021", "2024"), dgm: b
     cfg.write_text(
         "name: district\n"
         "paths: {raw: ../raw, out: ../out, cache: ../cache}\n"
-        f"crs: {{frame_origin: [{FRAME_ORIGIN[0]}, {FRAME_ORIGIN[1]}, 0.0]}}\n"
+        # the crafted LAZ files declare EPSG:25832 only: their heights' datum is configured
+        "crs: {horizontal: 'auto', vertical: 'EPSG:7837', "
+        f"frame_origin: [{FRAME_ORIGIN[0]}, {FRAME_ORIGIN[1]}, 0.0]}}\n"
         "runtime: {progress: false}\n"
         "sources:\n"
         "  aerial:\n" + aerial + "\n"
@@ -205,9 +207,11 @@ def context(cfg_path: Path, release: Path, **overrides):
     from pipeline.crs import project_frame
     from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
+    from pipeline.orchestrate.working_crs import resolve_working_crs
 
     cfg = load_config(cfg_path, overrides or None)
     inputs = scan_inputs(cfg)
+    cfg = resolve_working_crs(cfg, inputs)  # crs: auto, as a build does
     if cfg.crs.frame_origin is not None:
         frame = project_frame(cfg.crs)
     else:

@@ -44,7 +44,11 @@ def panorama_config(tmp: Path, **mobile: Any) -> TwinConfig:
         {
             "name": "pano",
             "paths": {"raw": str(tmp / "raw"), "out": str(tmp / "out"), "cache": str(tmp / "cache")},
-            "crs": {"frame_origin": [362100.0, 5716100.0, 0.0]},
+            "crs": {  # a position list declares no CRS: the working CRS is configured
+                "horizontal": "EPSG:25832",
+                "vertical": "EPSG:7837",
+                "frame_origin": [362100.0, 5716100.0, 0.0],
+            },
             "sources": {
                 "mobile": {
                     "panoramas": "mobile/panoramas.csv",

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="NAME",
         help="LAS extra dimension (Extra Bytes) to export, repeatable; `none` for none (default: all the "
-        "inputs have, listed in the summary)",
+        "inputs have, listed in the summary); standard fields (intensity, classification, ...) are always "
+        "kept and need no --extra-dim",
     )
     p.add_argument(
         "--attribute",
@@ -118,16 +119,24 @@ def _crs_option(crs: str | None, anchor: str | None) -> str | None:
 
 
 def _extra_dims(given: list[str] | None) -> tuple[str, ...] | None:
-    """--extra-dim: not given = all (None); `none` = none; else the names (`none` cannot be combined)."""
+    """--extra-dim: not given = all (None); `none` = none; else the names (`none` cannot be combined).
+    Standard LAS fields the tiles always carry (intensity, classification, ...) are accepted and dropped
+    from the list, as in the config's `extra_dimensions`; scan_angle and fields never tiled are refused
+    with what to do instead."""
+    from pipeline.errors import ConfigError
+
     if given is None:
         return None
     if "none" in given:
         if len(given) > 1:
-            from pipeline.errors import ConfigError
-
             raise ConfigError("--extra-dim none cannot be combined with extra dimension names")
         return ()
-    return tuple(dict.fromkeys(given))
+    from pipeline.point_attributes import extra_dimensions_only
+
+    try:
+        return tuple(dict.fromkeys(extra_dimensions_only(given)))
+    except ValueError as e:
+        raise ConfigError(f"--extra-dim: {e}") from None
 
 
 def _positive_int(text: str) -> int:

@@ -31,13 +31,14 @@ class CrsConfig(Strict):
     `horizontal` + `vertical` form the working CRS: every layer (points, buildings, terrain, overlays,
     change, report) works in it, and every source is transformed into it from its own CRS (the files'
     CRS or the source's `crs:`). `horizontal`: any CRS PROJ knows ("EPSG:25833", "EPSG:28992", WKT);
-    "auto" = the inputs' own (the first aerial point file's, else the DGM's, else the cadastre's).
-    `vertical`: any vertical CRS PROJ knows ("EPSG:7837" DHHN2016, "EPSG:5709" NAP); "auto" = the
-    inputs' own; null or "ellipsoidal" = heights are ellipsoidal heights (no geoid step).
+    "auto" (default) = the inputs' own: the CRS the aerial and mobile point files, the DGM and the
+    cadastre declare (their source's `crs:` first), which must agree, else the build stops naming the
+    files and their CRSs. `vertical`: any vertical CRS PROJ knows ("EPSG:7837" DHHN2016, "EPSG:5709" NAP); "auto"
+    (default) = the inputs' own; null or "ellipsoidal" = heights are ellipsoidal heights (no geoid step).
     """
 
-    horizontal: str = "EPSG:25832"
-    vertical: str | None = "EPSG:7837"
+    horizontal: str = "auto"
+    vertical: str | None = "auto"
     # Geoid model file for the vertical datum (any datum, any file name: it replaces the grid of the
     # geoid step PROJ chooses); otherwise PROJ's data dirs, then the grids vendored in the package.
     geoid_grid: Path | None = None

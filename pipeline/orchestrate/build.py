@@ -40,6 +40,7 @@ from pipeline.orchestrate.cache import (
     reuse_or_build,
     reuse_stats,
 )
+from pipeline.orchestrate.class_schemes import resolve_class_schemes
 from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.orchestrate.points_copc import with_copc
@@ -620,6 +621,10 @@ def _run_locked(
             good, bad = verify_inputs(cfg, inputs, client)
             input_summary = gate_inputs(cfg, good, client)  # plausibility of every input (exit 2)
             frame = plan_frame(cfg, good)
+            schemes = resolve_class_schemes(cfg, good)  # `class_scheme: auto` decided before any layer
+            for epoch, (scheme, why) in schemes.items():
+                if why != "given":
+                    blog.info(f"aerial epoch {epoch}: class scheme {scheme.upper()} ({why})")
             ctx = BuildContext(
                 cfg=cfg,
                 build_id=build_id,
@@ -629,6 +634,7 @@ def _run_locked(
                 log=blog,
                 client=client,
                 previous_release=current,
+                class_schemes=schemes,
             )
             # reuse sources: unfinished builds (resume), the current release, then older/rolled-back ones
             others = [

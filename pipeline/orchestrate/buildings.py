@@ -112,7 +112,14 @@ def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, g
     fmt = "nas" if src.format == "nas" else ("generic" if src.format == "generic" else "alkis_gpkg")
     work = cfg.crs.horizontal  # footprints and parcels are transformed into the working CRS
     table = read_footprints(
-        files, fmt, flt=flt, layer=src.layer, columns=dict(src.columns), crs=src.crs, target_crs=work
+        files,
+        fmt,
+        flt=flt,
+        layer=src.layer,
+        columns=dict(src.columns),
+        crs=src.crs,
+        target_crs=work,
+        crs_cfg=cfg.crs,
     )
     table = apply_structure_rules(table, layer.non_building_functions)
     parcels = read_parcels(files, fmt, layer=src.parcel_layer, crs=src.crs, target_crs=work)
@@ -586,7 +593,7 @@ def reference_comparison(ctx: BuildContext, bt: gpd.GeoDataFrame, out_dir: Path)
         return None
     from pipeline.stages.buildings.reference import compare_with_reference
 
-    ref = read_reference_citygml(files, target_crs=ctx.cfg.crs.horizontal)
+    ref = read_reference_citygml(files, crs_cfg=ctx.cfg.crs)
     table, stats = compare_with_reference(bt, ref.gdf)
     buf = io.StringIO()
     table.to_csv(buf, index=False, float_format="%.3f", lineterminator="\n")
@@ -662,12 +669,13 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     per_epoch: dict[str, pd.DataFrame] = {}
     newest_stats: pd.DataFrame | None = None
     scale = _map_scale(cfg, fp)
-    newest_params = height_params(layer, newest.class_scheme if newest else "adv", scale)
+    schemes = {ep.epoch: ctx.class_scheme(ep.epoch) for ep in epochs}  # `auto`: inferred from the files
+    newest_params = height_params(layer, schemes[newest.epoch][0] if newest else "adv", scale)
     zones_cache: dict[tuple, FootprintZones] = {}
     for ep in epochs:
         if ep is not newest and not layer.per_epoch_stats:
             continue
-        params = height_params(layer, ep.class_scheme, scale)
+        params = height_params(layer, schemes[ep.epoch][0], scale)
         zkey = (params.shrink_m, params.ground_ring_m)
         if zkey not in zones_cache:
             zones_cache[zkey] = footprint_zones(geoms, params)
@@ -778,6 +786,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         "format": layer.format,
         "lod": layer.lod,
     }
+    if any(why != "given" for _s, why in schemes.values()):  # stated where the scheme was inferred
+        stats["class_schemes"] = {e: {"scheme": s, "reason": why} for e, (s, why) in schemes.items()}
     if lod2 is not None:
         stats["lod2"] = lod2.stats()
     if cj_stats is not None:

@@ -30,6 +30,7 @@ from pipeline.tiles.tileset import asset, box_from_bounds, write_atomic, write_j
 
 # Project frame of the sample: Essen, 1 km grid corner (ETRS89/UTM32N + DHHN2016).
 SAMPLE_ORIGIN = (362000.0, 5702000.0, 0.0)
+SAMPLE_CRS = ("EPSG:25832", "EPSG:7837")
 GROUND_Z = 60.0  # terrain height in the frame (normal height of the district)
 
 
@@ -289,7 +290,8 @@ def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any
 
 
 def sample_frame() -> ProjectFrame:
-    return project_frame(CrsConfig(frame_origin=SAMPLE_ORIGIN))
+    h, v = SAMPLE_CRS
+    return project_frame(CrsConfig(horizontal=h, vertical=v, frame_origin=SAMPLE_ORIGIN))
 
 
 def _xyz_tile_range(lon0: float, lat0: float, lon1: float, lat1: float, z: int) -> tuple[range, range]:

@@ -211,6 +211,55 @@ def utm32_build(demo_district, tmp_path_factory):
     return _build(root, "utm32", "  horizontal: EPSG:25832\n  vertical: EPSG:7837\n")
 
 
+# per-build records that name times and durations (and the reports drawn from them); everything else
+# must keep its bytes
+VOLATILE = ("manifest.json", "build.log.jsonl", ".twin/")
+
+
+def _snapshot(release):
+    out = {}
+    for p in sorted(release.rglob("*")):
+        rel = p.relative_to(release).as_posix()
+        if p.is_file() and not rel.startswith(VOLATILE) and "report" not in rel:
+            out[rel] = p.read_bytes()
+    return out
+
+
+def test_default_crs_auto_builds_the_same_release(demo_district, utm32_build, tmp_path):
+    """No `crs` configured (the default `auto`): the working CRS is the demo files' own EPSG:25832 +
+    DHHN2016, so the build id and every byte of the release equal the build that spells the CRS out."""
+    res32, _ref = utm32_build
+    _link_raw(demo_district, tmp_path, ["aerial/2024", "dgm", "alkis"])
+    res, _got = _build(tmp_path, "utm32", "  frame_snap: 1000.0\n")  # the crs section left at its defaults
+    assert res.build_id == res32.build_id
+    a, b = _snapshot(res32.release_dir), _snapshot(res.release_dir)
+    assert sorted(a) == sorted(b) and len(a) > 5
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_class_scheme_auto_feeds_the_building_heights(demo_district, utm32_build, tmp_path):
+    """`class_scheme: auto` on the aerial epoch (the demo's AdV codes 1, 2, 9, 18, 20): decided as AdV
+    before the buildings stage, stated in the layer's stats; heights equal the `adv` build's exactly."""
+    _res32, ref = utm32_build
+    _link_raw(demo_district, tmp_path, ["aerial/2024", "dgm", "alkis"])
+    (tmp_path / "twin.yaml").write_text(
+        BUILDINGS_ONLY.format(name="auto", crs="  frame_snap: 1000.0\n").replace(
+            "class_scheme: adv", "class_scheme: auto"
+        )
+    )
+    res = run_build(load_config(tmp_path / "twin.yaml"), workers=1, log=BuildLog(quiet=True))
+    import pyogrio
+
+    got = pyogrio.read_dataframe(res.release_dir / "buildings" / "buildings.gpkg", layer="buildings")
+    got = got.set_index("oid").sort_index()
+    for col in ("roof_height", "base_height", "height"):
+        assert np.array_equal(ref[col].to_numpy(float), got[col].to_numpy(float), equal_nan=True), col
+    manifest = json.loads((res.release_dir / "manifest.json").read_text())
+    (layer,) = [x for x in manifest["layers"] if x["name"] == "buildings"]
+    chosen = layer["stats"]["class_schemes"]["2024"]
+    assert chosen["scheme"] == "adv" and "codes [20] exist only in the AdV scheme" in chosen["reason"]
+
+
 def test_demo_reprojected_to_utm33_gives_the_same_heights(demo_district, utm32_build, tmp_path):
     """The demo re-projected to EPSG:25833 + DHHN2016 (a Berlin/Brandenburg/Saxony delivery), with two of
     its four point tiles left in UTM 32 (a delivery at the state border): same building heights within

@@ -233,9 +233,11 @@ def test_validator_finds_errors():
 def test_reference_system_url():
     from pipeline.config.model import CrsConfig
 
-    url, note = reference_system_url(CrsConfig())
+    url, note = reference_system_url(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"))
     assert url == "https://www.opengis.net/def/crs/EPSG/0/25832" and "7837" in note
-    url, note = reference_system_url(CrsConfig(vertical="EPSG:5783"))  # DHHN92: compound 5555 exists
+    url, note = reference_system_url(
+        CrsConfig(horizontal="EPSG:25832", vertical="EPSG:5783")
+    )  # DHHN92: compound 5555 exists
     assert url == "https://www.opengis.net/def/crs/EPSG/0/5555" and note == ""
 
 

@@ -267,7 +267,7 @@ def test_generic_shapefile_reprojected(tmp_path: Path):
     ).to_crs("EPSG:4326")
     p = tmp_path / "fp.shp"
     gdf.to_file(p)
-    t = read_footprints([p], "generic", columns={"oid": "id"})
+    t = read_footprints([p], "generic", columns={"oid": "id"}, target_crs="EPSG:25832")
     assert t.gdf.crs.to_epsg() == 25832
     assert t.gdf.geometry.iloc[0].area == pytest.approx(100.0, rel=1e-3)
 

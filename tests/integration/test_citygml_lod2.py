@@ -567,7 +567,11 @@ def test_official_lod2_roofs_in_the_layer(tmp_path: Path):
     path = _write(
         tmp_path, "lod2.gml", citygml("2.0", [building("DENW52AL0000001A", gable_house("g", X0, Y0)[0])])
     )
-    cfg = TwinConfig(name="t", layers={"buildings": {"lod1_roof_source": "official_lod2"}})
+    cfg = TwinConfig(
+        name="t",
+        crs={"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
+        layers={"buildings": {"lod1_roof_source": "official_lod2"}},
+    )
     ctx = SimpleNamespace(
         cfg=cfg, inputs_for=lambda role: [SimpleNamespace(path=path)] if role == "reference" else []
     )

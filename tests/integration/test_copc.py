@@ -621,7 +621,7 @@ def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_pa
     from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
     src = realdata / "nrw" / "3dm_32_360_5721_crop300_360650_5721600.laz"
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     opts = PointTilingOptions(crs_cfg=cfg, class_scheme="adv", unknown_classes="keep")
     s = _layer_copc([src], tmp_path / "o", opts, vpc_name="nrw", target_crs=working_crs(cfg).to_wkt())
     ref = laspy.read(src)

@@ -133,6 +133,26 @@ def test_extra_dim_none_and_by_name(tmp_path):
     assert "_X_LABEL" in attrs and "_X_HEIGHT" not in attrs
 
 
+def test_extra_dim_naming_a_standard_field_is_accepted_quietly(tmp_path, capsys):
+    """`--extra-dim intensity` (a standard LAS field, always in the tiles) is no extra dimension: accepted
+    without an "extra dimensions not found" note, intensity still tiled; scan_angle is refused with the
+    option that asks for it."""
+    src = write_las_extra(tmp_path / "mms.las")
+    out = tmp_path / "std"
+    code, s = run_points(
+        str(src), "--out", str(out), "--jobs", "1", "--extra-dim", "intensity", "--extra-dim", "label"
+    )
+    assert code == 0 and s is not None
+    assert s["extra_dimensions"] == ["label"] and s["extra_dimensions_dropped"] == ["height"]
+    assert not [n for n in s["notes"] if "not found" in n], s["notes"]
+    assert "_INTENSITY" in _attributes(out) and "_X_LABEL" in _attributes(out)
+    code, s = run_points(
+        str(src), "--out", str(tmp_path / "angle"), "--jobs", "1", "--extra-dim", "scan_angle"
+    )
+    assert code == 3 and s is None
+    assert "--extra-dim: 'scan_angle' is a standard LAS field" in capsys.readouterr().err
+
+
 def test_default_output_of_files_without_extra_dims_is_unchanged(tmp_path):
     """Defaults (all extra dims, scheme auto) give the same bytes as the former explicit choices
     (no extra dims, ASPRS) for a file without extra dimensions and with ASPRS-compatible codes."""

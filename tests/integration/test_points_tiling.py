@@ -108,7 +108,11 @@ def test_positions_match_pyproj_ecef(laz, tiled):
     las = laspy.read(laz)
     from pipeline.crs import make_transformer
 
-    t = make_transformer(CRS.from_user_input("EPSG:25832+7837"), "EPSG:4978", CrsConfig())
+    t = make_transformer(
+        CRS.from_user_input("EPSG:25832+7837"),
+        "EPSG:4978",
+        CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"),
+    )
     ex = np.stack(t.transform(np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)), axis=1)
     ref_mm = _reference_mm(laz, frame).astype(np.int64)
     # every output point is one of the reference points (previous test); map them to ECEF

@@ -75,7 +75,7 @@ def test_normals_unit_and_outward():
 
 
 def test_through_enu_frame_with_geoid():
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     frame = project_frame(cfg, (400_000.0, 5_700_000.0, 0.0))
     to_local = enu_transform(frame, cfg)
     g = np.array([shapely.box(400_010, 5_700_010, 400_030, 5_700_022)], dtype=object)

@@ -309,7 +309,9 @@ def test_utm33_delivery_read_in_its_own_crs_or_converted(tmp_path: Path):
     write_bestandsdatenauszug(p, b33, None, srs="urn:adv:crs:ETRS89_UTM33")
     same, _ = read_nas_files([p], [], target_crs="EPSG:25833")
     assert same.crs == "EPSG:25833" and same.geometry.iloc[0].equals_exact(b33.geometry.iloc[0], 0)
-    conv, _ = read_nas_files([p], [])
+    own, _ = read_nas_files([p], [])  # no working CRS given: the file's own (its srsName)
+    assert own.crs == "EPSG:25833" and own.geometry.iloc[0].equals_exact(b33.geometry.iloc[0], 0)
+    conv, _ = read_nas_files([p], [], target_crs="EPSG:25832")
     want = b33.to_crs("EPSG:25832").geometry.iloc[0]
     assert conv.crs == "EPSG:25832" and shapely.hausdorff_distance(conv.geometry.iloc[0], want) < 1e-6
 

@@ -173,11 +173,13 @@ def demo_change(tmp_path_factory):
     from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
     from pipeline.orchestrate.overlays import build_overlay_layers
+    from pipeline.orchestrate.working_crs import resolve_working_crs
 
     root = tmp_path_factory.mktemp("demo")
     district.demo_project(root, DEMO_CONFIG)
     cfg = load_config(root / "configs" / "tiny.yaml")
     inputs = scan_inputs(cfg)
+    cfg = resolve_working_crs(cfg, inputs)  # crs: auto, as a build does
     ctx = BuildContext(
         cfg=cfg,
         build_id="t",

@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_minimal_config_defaults(tmp_path):
     cfg = load_config(write(tmp_path, "name: x\n"))
-    assert cfg.crs.compound == "EPSG:25832+7837"
+    assert (cfg.crs.horizontal, cfg.crs.vertical) == ("auto", "auto")  # the inputs' own, resolved by a build
     assert cfg.raw_dir == (tmp_path / "../data/raw").resolve()
     assert cfg.layers.mobile_points.access == "internal"
     assert cfg.layers.panoramas.access == "internal"

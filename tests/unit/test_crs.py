@@ -28,7 +28,7 @@ from pipeline.errors import CrsError, GeoidGridMissing
 
 def test_gcg2016_check_value():
     # ../shared/grids/README.md: (362000, 5716000, 60.0) -> lon 7.0083935, lat 51.5781503, h 105.0725
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     t = make_transformer(working_crs(cfg), GEOGRAPHIC_3D, cfg)
     lon, lat, h = t.transform(362000.0, 5716000.0, 60.0)
     assert lon == pytest.approx(7.0083935, abs=1e-7)
@@ -37,7 +37,7 @@ def test_gcg2016_check_value():
 
 
 def test_vendored_grid_is_found():
-    p = locate_geoid_grid(CrsConfig())
+    p = locate_geoid_grid(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"))
     assert p.name == "de_bkg_gcg2016.tif" and p.stat().st_size > 500_000
 
 
@@ -55,7 +55,7 @@ from pipeline import crs
 from pipeline.errors import GeoidGridMissing
 crs.VENDORED_GRID_DIR = crs.Path({str(tmp_path)!r})
 try:
-    t = crs.make_transformer(crs.working_crs(CrsConfig()), crs.ECEF, CrsConfig())
+    t = crs.make_transformer(crs.working_crs(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")), crs.ECEF, CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"))
     print(json.dumps({{"ok": True, "desc": t.description, "z": t.transform(362000, 5716000, 60.0)[2]}}))
 except GeoidGridMissing as e:
     print(json.dumps({{"ok": False, "msg": str(e)}}))
@@ -72,7 +72,7 @@ def test_ballpark_would_be_45m_off():
     ballpark = Transformer.from_crs(
         "EPSG:25832+7837", GEOGRAPHIC_3D, always_xy=True, allow_ballpark=True, only_best=False
     )
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     exact = make_transformer(working_crs(cfg), GEOGRAPHIC_3D, cfg)
     h_exact = exact.transform(362000.0, 5716000.0, 60.0)[2]
     assert 44.0 < h_exact - 60.0 < 46.5
@@ -81,11 +81,13 @@ def test_ballpark_would_be_45m_off():
 
 def test_missing_crs_is_refused():
     with pytest.raises(CrsError, match=r"x\.laz: file has no CRS"):
-        resolve_source_crs(None, None, CrsConfig(), path="x.laz")
+        resolve_source_crs(None, None, CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"), path="x.laz")
 
 
 def test_horizontal_only_gets_configured_vertical():
-    crs = resolve_source_crs(CRS("EPSG:25832"), None, CrsConfig(), path="x.laz")
+    crs = resolve_source_crs(
+        CRS("EPSG:25832"), None, CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"), path="x.laz"
+    )
     assert (
         crs.to_authority() is None
         or "7837" in crs.to_wkt()
@@ -116,7 +118,7 @@ def test_area_of_use_refuses_metres_in_geographic(tmp_path):
 
 
 def test_project_frame_matches_pyproj():
-    cfg = CrsConfig(frame_origin=(362500.0, 5716500.0, 0.0))
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837", frame_origin=(362500.0, 5716500.0, 0.0))
     frame = project_frame(cfg)
     t = make_transformer(working_crs(cfg), ECEF, cfg)
     rng = np.random.default_rng(0)
@@ -138,7 +140,7 @@ def test_project_frame_matches_pyproj():
 
 
 def test_geoid_applied_in_frame():
-    cfg = CrsConfig(frame_origin=(362000.0, 5716000.0, 60.0))
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837", frame_origin=(362000.0, 5716000.0, 60.0))
     frame = project_frame(cfg)
     t = Transformer.from_crs(GEOGRAPHIC_3D, ECEF, always_xy=True)
     x, y, z = t.transform(frame.lon, frame.lat, 105.0725)
@@ -156,7 +158,7 @@ def test_proj_pipeline_cache_gives_identical_transforms(tmp_path, monkeypatch):
     from pipeline.crs import ECEF, make_transformer
 
     monkeypatch.setenv("RUHRTWIN_PROJ_CACHE", str(tmp_path))
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     src = CRS.from_user_input("EPSG:25832+7837")
     aoi = (6.9, 51.4, 7.1, 51.6)
     x = np.linspace(360_000, 368_000, 7)
@@ -186,15 +188,25 @@ def test_plain_crs_config_mirrors_the_config_model():
     plain = {f.name: f.default for f in dataclasses.fields(PlainCrsConfig)}
     model = {name: f.default for name, f in CrsConfig.model_fields.items()}
     assert plain == model
-    p = PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+    assert plain["horizontal"] == plain["vertical"] == "auto"  # default: the inputs' own CRS
+    p = PlainCrsConfig(
+        horizontal="EPSG:25832", vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif")
+    )
     m = CrsConfig.model_validate_json(p.model_dump_json())
-    assert m == CrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+    assert m == CrsConfig(
+        horizontal="EPSG:25832", vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif")
+    )
     assert (
         p.compound == m.compound
         and p.model_copy(update={"vertical": "EPSG:7837"}).compound == "EPSG:25832+7837"
     )
     assert hash(p) == hash(
-        PlainCrsConfig(vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif"))
+        PlainCrsConfig(
+            horizontal="EPSG:25832",
+            vertical=None,
+            assume_ellipsoidal_heights=True,
+            geoid_grid=Path("/x/g.tif"),
+        )
     )
 
 
@@ -247,8 +259,11 @@ def test_configured_grid_under_another_name_equals_proj_choice(tmp_path):
     import shutil
 
     renamed = tmp_path / "my_quasigeoid.tif"
-    shutil.copy(locate_geoid_grid(CrsConfig()), renamed)
-    ref_cfg, cfg = CrsConfig(), CrsConfig(geoid_grid=renamed)
+    shutil.copy(locate_geoid_grid(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")), renamed)
+    ref_cfg, cfg = (
+        CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"),
+        CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837", geoid_grid=renamed),
+    )
     x = np.array([362000.0, 370000.0]), np.array([5716000.0, 5720000.0]), np.array([60.0, 100.0])
     for dst in (ECEF, GEOGRAPHIC_3D):
         ref = make_transformer(working_crs(ref_cfg), dst, ref_cfg)
@@ -298,13 +313,15 @@ def test_unresolved_auto_and_non_vertical_are_refused():
     with pytest.raises(CrsError, match="auto"):
         working_crs(CrsConfig(horizontal="auto"))
     with pytest.raises(CrsError, match="not a vertical CRS"):
-        working_crs(CrsConfig(vertical="EPSG:4326"))
+        working_crs(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:4326"))
 
 
 def test_same_crs_compares_meaning():
     from pipeline.crs import same_crs
 
-    assert same_crs(CRS("EPSG:25832+7837"), working_crs(CrsConfig()))
+    assert same_crs(
+        CRS("EPSG:25832+7837"), working_crs(CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837"))
+    )
     assert not same_crs(CRS("EPSG:25833+7837"), CRS("EPSG:25832+7837"))
     assert not same_crs(CRS("EPSG:25832"), CRS("EPSG:25832+7837"))
     assert same_crs(CRS("EPSG:25832"), CRS("EPSG:25832").to_3d())
@@ -334,7 +351,7 @@ def test_ellipsoidal_points_in_a_normal_height_project_go_through_the_geoid():
     CRS' (the old, self-contradictory error): GCG2016 check value 105.0725 m ellipsoidal = 60 m normal."""
     from pipeline.crs import same_crs
 
-    cfg = CrsConfig(assume_ellipsoidal_heights=True)
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837", assume_ellipsoidal_heights=True)
     src = CRS("EPSG:25832").to_3d()
     work = working_crs(cfg)
     assert not same_crs(src, work)

@@ -157,6 +157,7 @@ def _ctx(raw: Path, rel: Path, scan: bool = True, **model_check):
         {
             "name": "t",
             "paths": {"raw": str(raw), "out": str(rel.parent / "out"), "cache": str(rel.parent / "cache")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [
                     {"epoch": "2021", "points": "aerial/2021/*.laz"},

@@ -94,7 +94,7 @@ def test_cube_contains_extent():
 
 def test_lattice_within_a_millimetre_of_proj():
     """Exact PROJ (with the GCG2016 geoid) vs lattice + trilinear interpolation, 1 km NRW tile."""
-    cfg = CrsConfig()
+    cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     crs = CRS.from_user_input("EPSG:25832+7837")
     frame = project_frame(cfg, (362_500.0, 5_702_500.0, 0.0))
     t = ecef_transformer(crs, cfg)

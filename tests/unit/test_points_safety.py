@@ -507,7 +507,9 @@ def test_one_dask_worker_with_cache_and_a_header_that_lies(tmp_path):
 
     def opts(cache):
         return PointTilingOptions(
-            crs_cfg=CrsConfig(),  # ETRS89 / UTM 32N + DHHN2016, as the files
+            crs_cfg=CrsConfig(
+                horizontal="EPSG:25832", vertical="EPSG:7837"
+            ),  # ETRS89 / UTM 32N + DHHN2016, as the files
             memory="1GB",
             cache=cache,
             input_sha256=sha if cache else (),

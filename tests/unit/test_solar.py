@@ -438,7 +438,8 @@ def test_real_nrw_crop_per_lod2_roof_surface(tmp_path):
     cfg.write_text(
         "name: nrw\n"
         f"paths: {{raw: {REALDATA.resolve()}, out: {tmp_path / 'out'}, cache: {tmp_path / 'cache'}}}\n"
-        "crs: {frame_origin: [360800.0, 5721750.0, 0.0]}\n"
+        # the NRW tile declares EPSG:25832 only: its DHHN2016 heights are configured
+        "crs: {vertical: 'EPSG:7837', frame_origin: [360800.0, 5721750.0, 0.0]}\n"
         "runtime: {progress: false}\n"
         "sources:\n"
         f"  aerial: [{{epoch: '2021', points: '{crop.name}', class_scheme: asprs}}]\n"

@@ -335,6 +335,7 @@ def test_build_layer_writes_styled_internal_gpkg(demo_street, tmp_path):
         {
             "name": "t",
             "paths": {"raw": str(raw), "out": str(tmp_path / "out")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {"mobile": {"points": "mobile/*.laz", "panoramas": "mobile/panoramas.csv"}},
         }
     )

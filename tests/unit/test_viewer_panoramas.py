@@ -38,6 +38,7 @@ def _ctx(tmp_path: Path, files: list[Path], **layer: object) -> BuildContext:
             "cache": str(tmp_path / "cache"),
         },
         "sources": {"mobile": {"panoramas": "pano/*.csv"}},
+        "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},  # a position list declares no CRS
         "base_dir": str(tmp_path),
     }
     if layer:

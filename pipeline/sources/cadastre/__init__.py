@@ -1,8 +1,8 @@
 """Cadastre readers: building footprints and parcels from ALKIS (GeoPackage "vereinfacht", NAS XML),
 generic vector files and CityGML, normalised, repaired and filtered.
 
-    table = read_footprints(files, fmt="alkis_gpkg", flt=FootprintFilter())
-    table.gdf       # GeoDataFrame EPSG:25832, columns FOOTPRINT_COLUMNS, sorted by oid
+    table = read_footprints(files, fmt="alkis_gpkg", flt=FootprintFilter(), target_crs="EPSG:25832")
+    table.gdf       # GeoDataFrame in target_crs (None: the first file's own), FOOTPRINT_COLUMNS, by oid
     table.rejected  # [Rejected(file, id, reason)], e.g. duplicates, slivers, Bauteil, bad XML
     parcels = read_parcels(files, fmt="alkis_gpkg")  # flstkennz + geometry (may be empty)
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import pandas as pd
@@ -29,6 +30,9 @@ from pipeline.sources.cadastre.common import (
     function_group,
     repair_and_filter,
 )
+
+if TYPE_CHECKING:
+    from pipeline.config.model import CrsConfig
 
 __all__ = [
     "FOOTPRINT_COLUMNS",
@@ -61,11 +65,12 @@ def _read_one(
     crs: str | None,
     rejected: list[Rejected],
     target_crs: str | None = None,
+    crs_cfg: CrsConfig | None = None,
 ) -> gpd.GeoDataFrame:
     if _is_citygml(path):
         from pipeline.sources.cadastre.citygml import read_citygml
 
-        return read_citygml(path, rejected, crs=crs)
+        return read_citygml(path, rejected, crs=crs, crs_cfg=crs_cfg)
     from pipeline.sources.cadastre.gpkg import read_vector
 
     return read_vector(path, layer=layer, columns=columns, crs=crs, rejected=rejected, target_crs=target_crs)
@@ -80,16 +85,19 @@ def read_footprints(
     columns: dict[str, str] | None = None,
     crs: str | None = None,
     target_crs: str | None = None,
+    crs_cfg: CrsConfig | None = None,
 ) -> FootprintTable:
     """Read, normalise, repair and filter the footprints of all files (sorted by oid), in `target_crs`
-    (the working CRS; default EPSG:25832)."""
+    (the working CRS's horizontal part; None: the first file's own CRS, the others transformed into it).
+    Each file's own CRS (GeoPackage layer CRS, NAS/CityGML srsName) is honoured; `crs` overrides it.
+    `crs_cfg` (the working CRS with its heights) takes CityGML heights into the working height system."""
     flt = flt or FootprintFilter()
     rejected: list[Rejected] = []
     frames: list[gpd.GeoDataFrame] = []
     if fmt == "nas":  # all files at once: updates apply across files; broken XML raises InputError
         from pipeline.sources.cadastre.nas import read_nas_files
 
-        frames.append(read_nas_files(files, rejected, crs=crs, want_parcels=False)[0])
+        frames.append(read_nas_files(files, rejected, crs=crs, want_parcels=False, target_crs=target_crs)[0])
     for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
         try:
             frames.append(
@@ -101,6 +109,7 @@ def read_footprints(
                     crs=crs,
                     rejected=rejected,
                     target_crs=target_crs,
+                    crs_cfg=crs_cfg,
                 )
             )
         except CrsError:
@@ -114,10 +123,9 @@ def read_footprints(
         if files and len(rejected) and all(r.id == "-" for r in rejected):
             raise InputError(f"no cadastre file could be read: {rejected[0].reason}", path=rejected[0].file)
         return FootprintTable(empty_footprints(), rejected)
-    frames = [_to_target(f, target_crs) for f in frames]
-    gdf = gpd.GeoDataFrame(
-        pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs or WORKING_CRS
-    )
+    target = target_crs or frames[0].crs
+    frames = [_to_target(f, target) for f in frames]
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target)
     # derive the function text from the code where only the code is given
     codes = [function_code(c) for c in gdf["gfkzshh"]]
     gdf["funktion"] = [
@@ -141,7 +149,7 @@ def read_parcels(
     if fmt == "nas":
         from pipeline.sources.cadastre.nas import read_nas_files
 
-        frames.append(read_nas_files(files, [], crs=crs, want_buildings=False)[1])
+        frames.append(read_nas_files(files, [], crs=crs, want_buildings=False, target_crs=target_crs)[1])
     for f in sorted(Path(p) for p in files) if fmt != "nas" else []:
         if f.suffix.lower() == ".gpkg":
             from pipeline.sources.cadastre.gpkg import read_parcels as gp
@@ -152,15 +160,16 @@ def read_parcels(
                 if layer:
                     raise
     frames = [f for f in frames if len(f)]
-    target = target_crs or WORKING_CRS
     if not frames:
-        return gpd.GeoDataFrame({"flstkennz": []}, geometry=gpd.GeoSeries([], crs=target), crs=target)
-    frames = [_to_target(f, target_crs) for f in frames]
+        empty = target_crs or WORKING_CRS
+        return gpd.GeoDataFrame({"flstkennz": []}, geometry=gpd.GeoSeries([], crs=empty), crs=empty)
+    target = target_crs or frames[0].crs
+    frames = [_to_target(f, target) for f in frames]
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target)
 
 
-def _to_target(frame: gpd.GeoDataFrame, target_crs: str | None) -> gpd.GeoDataFrame:
-    """A reader's frame in the working CRS (readers that work in EPSG:25832 are reprojected here)."""
+def _to_target(frame: gpd.GeoDataFrame, target_crs: object) -> gpd.GeoDataFrame:
+    """A reader's frame in the working CRS (a frame already in it is only relabelled)."""
     if target_crs is None or frame.crs is None:
         return frame
     from pipeline.sources.cadastre.common import to_working_crs
@@ -169,18 +178,18 @@ def _to_target(frame: gpd.GeoDataFrame, target_crs: str | None) -> gpd.GeoDataFr
 
 
 def read_reference_citygml(
-    files: Sequence[Path | str], crs: str | None = None, target_crs: str | None = None
+    files: Sequence[Path | str], crs: str | None = None, crs_cfg: CrsConfig | None = None
 ) -> FootprintTable:
-    """Official LoD1/LoD2 models (no filtering): footprints with measured_height, ground_z, roof_z."""
-    from pipeline.sources.cadastre.citygml import read_citygml
+    """Official LoD1/LoD2 models (no filtering): footprints with measured_height, ground_z, roof_z, in the
+    working CRS `crs_cfg` (positions and heights; None: the first file's own CRS)."""
+    from pipeline.sources.cadastre.citygml import own_crs_cfg, read_citygml
 
     rejected: list[Rejected] = []
-    frames = [read_citygml(Path(f), rejected, crs=crs) for f in sorted(Path(p) for p in files)]
+    ordered = sorted(Path(p) for p in files)
+    cfg = crs_cfg if crs_cfg is not None or not ordered else own_crs_cfg(ordered[0], crs)
+    frames = [read_citygml(f, rejected, crs=crs, crs_cfg=cfg) for f in ordered]
     frames = [f for f in frames if len(f)]
     if not frames:
         return FootprintTable(empty_footprints(), rejected)
-    frames = [_to_target(f, target_crs) for f in frames]
-    gdf = gpd.GeoDataFrame(
-        pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs or WORKING_CRS
-    )
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
     return FootprintTable(gdf.sort_values("oid", kind="stable").reset_index(drop=True), rejected)

@@ -370,6 +370,40 @@ def looks_like_citygml(path: Path) -> bool:
     return b"citygml" in head.lower() or b"CityModel" in head
 
 
+def own_crs_cfg(path: Path | str, crs: str | None = None) -> PlainCrsConfig | None:
+    """The CRS settings that keep a CityGML file in its own CRS (`crs`, else its first srsName): the
+    readers' default when no working CRS is given. None when the file names no CRS (its buildings are
+    then refused with a CrsError as they are read); CrsError when it names one PROJ does not know."""
+    from pipeline.crs import PlainCrsConfig, horizontal_of, parse_crs
+    from pipeline.sources.cadastre.gml import first_srs_name
+
+    srs = crs or first_srs_name(str(path))
+    if srs is None:
+        return None
+    name = crs or citygml_crs(srs)
+    if name is None:
+        raise CrsError(f"unknown srsName {srs!r}; set the source's crs", path=path)
+    full = parse_crs(name, path=path)
+    vert = next((c for c in full.sub_crs_list or [] if c.is_vertical), None)
+
+    def code(c: Any) -> str:
+        auth = c.to_authority()
+        return f"{auth[0]}:{auth[1]}" if auth else c.to_wkt()
+
+    return PlainCrsConfig(
+        horizontal=code(horizontal_of(full)),
+        vertical=code(vert) if vert is not None else None,
+        assume_ellipsoidal_heights=vert is None,
+    )
+
+
+def target_crs_of(cfg: CrsConfig | PlainCrsConfig) -> Any:
+    """The horizontal CRS the readers' frames are labelled with (that of the working CRS `cfg`)."""
+    from pipeline.crs import horizontal_of, working_crs
+
+    return horizontal_of(working_crs(cfg))
+
+
 def iter_citygml(
     path: Path | str,
     rejected: list[Rejected],
@@ -377,14 +411,15 @@ def iter_citygml(
     crs: str | None = None,
     crs_cfg: CrsConfig | PlainCrsConfig | None = None,
 ) -> Iterator[CityObject]:
-    """Buildings of one CityGML file, one at a time, coordinates in the working CRS (`crs_cfg`, default
-    EPSG:25832 + DHHN2016). `crs` overrides every srsName of the file. Bad buildings and broken XML are
-    appended to `rejected`; a building without any CRS raises CrsError (never a guess)."""
-    from pipeline.crs import PlainCrsConfig, make_transformer, parse_crs, resolve_source_crs, working_crs
+    """Buildings of one CityGML file, one at a time, coordinates in the working CRS `crs_cfg` (None: the
+    file's own CRS, see `own_crs_cfg`). The srsName of each building (else the file's) says the source
+    CRS, AdV `urn:adv:crs:` names included; `crs` overrides every srsName of the file. Bad buildings and
+    broken XML are appended to `rejected`; a building without any CRS raises CrsError (never a guess)."""
+    from pipeline.crs import make_transformer, parse_crs, resolve_source_crs, working_crs
 
-    cfg = crs_cfg if crs_cfg is not None else PlainCrsConfig()
+    cfg = crs_cfg if crs_cfg is not None else own_crs_cfg(path, crs)
     src = str(path)
-    target = working_crs(cfg)
+    target = working_crs(cfg) if cfg is not None else None
     file_srs: str | None = None
     transformers: dict[str, Any] = {}
 
@@ -394,6 +429,10 @@ def iter_citygml(
         name = crs or citygml_crs(srs_text)
         if name is None:
             raise CrsError(f"unknown srsName {srs_text!r}; set the source's crs", path=path)
+        if cfg is None or target is None:  # no srsName found first but one here: not in well-formed XML
+            raise CrsError(
+                f"srsName {srs_text!r} after buildings without one; set the source's crs", path=path
+            )
         source = resolve_source_crs(parse_crs(name, path=path), None, cfg, path=path)
         t = None if source.equals(target) else make_transformer(source, target, cfg, path=path)
         transformers[srs_text] = t
@@ -529,6 +568,8 @@ def summarise_object(surfaces: list[Surface]) -> ObjectSummary:
         if not p.is_empty and p.area > 0:
             polys.append(p)
     fp = shapely.union_all(polys) if polys else shapely.Polygon()
+    if not fp.is_valid:  # GEOS's union of valid parts can come out invalid at sub-micrometre precision
+        fp = shapely.union_all([g for g in shapely.get_parts(shapely.make_valid(fp)) if g.area > 0])
     if fp.is_empty or fp.area <= 0:
         raise GmlError("footprint has no area")
     zs = np.concatenate([r[:, 2] for s in surfaces for r in s.rings])
@@ -603,7 +644,8 @@ def read_citygml(
     rows: list[dict] = []
     geoms: list = []
     src = str(path)
-    for obj in iter_citygml(path, rejected, crs=crs, crs_cfg=crs_cfg):
+    cfg = crs_cfg if crs_cfg is not None else own_crs_cfg(path, crs)
+    for obj in iter_citygml(path, rejected, crs=crs, crs_cfg=cfg):
         try:
             row, geom = _building_row(obj, src)
         except (GmlError, shapely.errors.GEOSException) as e:
@@ -611,7 +653,8 @@ def read_citygml(
             continue
         rows.append(row)
         geoms.append(geom)
-    gdf = gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(geoms), crs=WORKING_CRS)
+    label = target_crs_of(cfg) if cfg is not None else WORKING_CRS  # no CRS: no building was read
+    gdf = gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(geoms), crs=label)
     for c in ("ground_z", "roof_z", "roof_mean_z"):
         if c not in gdf:
             gdf[c] = np.nan
@@ -725,9 +768,12 @@ def read_lod2(
     ogeoms: list = []
     srows: list[dict] = []
     sgeoms: list = []
-    for f in sorted(Path(p) for p in files):
+    ordered = sorted(Path(p) for p in files)
+    # the working CRS, or the first file's own (the others are transformed into it)
+    cfg = crs_cfg if crs_cfg is not None or not ordered else own_crs_cfg(ordered[0], crs)
+    for f in ordered:
         src = str(f)
-        for b in iter_citygml(f, rejected, crs=crs, crs_cfg=crs_cfg):
+        for b in iter_citygml(f, rejected, crs=crs, crs_cfg=cfg):
             try:
                 rows = [_object_row(b, list(b.all_surfaces()), b, src)]
                 for p in b.all_objects():
@@ -757,11 +803,12 @@ def read_lod2(
                         }
                     )
                     sgeoms.append(surface_polygon(s))
+    label = target_crs_of(cfg) if cfg is not None else WORKING_CRS  # no file: an empty model
     objects = gpd.GeoDataFrame(
-        pd.DataFrame(orows, columns=list(OBJECT_COLUMNS)), geometry=gpd.GeoSeries(ogeoms), crs=WORKING_CRS
+        pd.DataFrame(orows, columns=list(OBJECT_COLUMNS)), geometry=gpd.GeoSeries(ogeoms), crs=label
     )
     surfaces = gpd.GeoDataFrame(
-        pd.DataFrame(srows, columns=list(SURFACE_COLUMNS)), geometry=gpd.GeoSeries(sgeoms), crs=WORKING_CRS
+        pd.DataFrame(srows, columns=list(SURFACE_COLUMNS)), geometry=gpd.GeoSeries(sgeoms), crs=label
     )
     objects = objects.sort_values(["building_oid", "is_part", "oid"], kind="stable").reset_index(drop=True)
     surfaces = surfaces.sort_values(["building_oid", "oid", "polygon_id"], kind="stable").reset_index(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-WORKING_CRS = "EPSG:25832"
+WORKING_CRS = "EPSG:25832"  # only labels an empty result (no file, no geometry): it holds no position
 _Frame = TypeVar("_Frame", bound=pd.DataFrame)
 
 # Normalised columns of a footprint table (besides `geometry`).
@@ -327,8 +327,8 @@ def repair_and_filter(
 def to_working_crs(
     gdf: gpd.GeoDataFrame, override: str | None, path: Path | str, target: object = None
 ) -> gpd.GeoDataFrame:
-    """Reproject to the working CRS `target` (its horizontal part; default EPSG:25832); a file without CRS
-    needs the source's `crs:` (never guessed)."""
+    """Reproject to the working CRS `target` (its horizontal part; None: keep the file's own CRS); a file
+    without CRS needs the source's `crs:` (never guessed)."""
     from pyproj import CRS
 
     from pipeline.errors import CrsError
@@ -337,11 +337,13 @@ def to_working_crs(
         gdf = gdf.set_crs(override, allow_override=True)
     if gdf.crs is None:
         raise CrsError("cadastre file has no CRS; set sources.cadastre.crs", path=path)
-    want = CRS.from_user_input(target if target is not None else WORKING_CRS)
-    if want.is_compound and want.sub_crs_list:
-        want = next(c for c in want.sub_crs_list if not c.is_vertical)
     horiz = gdf.crs.sub_crs_list[0] if gdf.crs.is_compound and gdf.crs.sub_crs_list else gdf.crs
     gdf = gdf.set_crs(horiz, allow_override=True)
+    if target is None:
+        return gdf
+    want = CRS.from_user_input(target)
+    if want.is_compound and want.sub_crs_list:
+        want = next(c for c in want.sub_crs_list if not c.is_vertical)
     if horiz.equals(want) or horiz.to_2d().equals(want.to_2d()):
         return gdf.set_crs(want, allow_override=True)
     out = gdf.to_crs(want)

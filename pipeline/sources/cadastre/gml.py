@@ -257,6 +257,19 @@ def srs_to_crs(srs: str | None) -> str | None:
     return None
 
 
+def first_srs_name(source: object) -> str | None:
+    """The first srsName of a GML document (a path or a binary stream), read from its start only (None
+    without one, or when the XML breaks before it: the readers report broken files)."""
+    try:
+        for _ev, el in etree.iterparse(source, events=("start",), huge_tree=True):
+            srs = el.get("srsName") if isinstance(el.tag, str) else None
+            if srs:
+                return srs
+    except etree.XMLSyntaxError:
+        return None
+    return None
+
+
 def find_srs(el: etree._Element) -> str | None:
     for e in el.iter():
         s = e.get("srsName") if isinstance(e.tag, str) else None

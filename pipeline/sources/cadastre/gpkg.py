@@ -58,7 +58,7 @@ def read_vector(
     target_crs: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Read one footprint file into normalised columns (not yet repaired / filtered), in `target_crs`
-    (the working CRS; default EPSG:25832)."""
+    (the working CRS; None: the file's own)."""
     lyr = find_layer(path, layer, candidates, "building") if path.suffix.lower() == ".gpkg" else layer
     try:
         gdf = pyogrio.read_dataframe(path, layer=lyr, fid_as_index=True)

@@ -434,10 +434,10 @@ def _ring(el: etree._Element, tol: float) -> np.ndarray:
 class _Geometry:
     """Feature geometry -> shapely in the working CRS (one transformer per source CRS)."""
 
-    def __init__(self, tol: float, crs_override: str | None, target: str) -> None:
+    def __init__(self, tol: float, crs_override: str | None, target: str | None) -> None:
         self.tol = tol
         self.crs_override = crs_override
-        self.target = target
+        self.target = target  # None: the CRS of the first geometry read (the files' own)
         self._transformers: dict[str, object] = {}
 
     def __call__(self, el: etree._Element):
@@ -451,6 +451,8 @@ class _Geometry:
         crs = self.crs_override or srs_to_crs(find_srs(pos))
         if crs is None:
             raise GmlError(f"unknown or missing srsName {find_srs(pos)!r}; set sources.cadastre.crs")
+        if self.target is None:
+            self.target = crs
         if crs != self.target:
             t = self._transformers.get(crs)
             if t is None:
@@ -461,6 +463,10 @@ class _Geometry:
                 geom,
                 lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])),  # type: ignore[attr-defined]
             )
+            if not np.isfinite(shapely.get_coordinates(geom)).all():
+                raise GmlError(
+                    f"coordinates in {crs} cannot be transformed into the working CRS {self.target}"
+                )
         return geom
 
 
@@ -509,8 +515,7 @@ class _Reader:
         want_buildings: bool = True,
     ) -> None:
         self.rejected = rejected
-        self.target = target_crs or WORKING_CRS
-        self.geometry = _Geometry(arc_tolerance_m, crs, self.target)
+        self.geometry = _Geometry(arc_tolerance_m, crs, target_crs)
         self.kinds = ((BUILDING,) if want_buildings else ()) + ((PARCEL,) if want_parcels else ())
         self.stores = {k: _Store() for k in self.kinds}
         self._intern: dict[str, str] = {}
@@ -642,6 +647,12 @@ class _Reader:
 
     # ---------------------------------------------------------------- result
 
+    @property
+    def target(self) -> str:
+        """The CRS of the geometries: the working CRS given, else the files' own (EPSG:25832 labels a
+        result without any geometry)."""
+        return self.geometry.target or WORKING_CRS
+
     def buildings(self) -> gpd.GeoDataFrame:
         recs = self.stores[BUILDING].alive() if BUILDING in self.stores else []
         cols = {c: [r[i] for r in recs] for i, c in enumerate(_BUILDING_COLUMNS)}
@@ -709,7 +720,8 @@ def read_nas_files(
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """(buildings, parcels) of all NAS files with their updates applied in order; buildings in the
     normalised columns (unfiltered: `repair_and_filter` follows), parcels with flstkennz; geometries in
-    `target_crs` (default EPSG:25832; `crs` overrides the files' srsName). A kind not wanted is skipped
+    `target_crs` (the working CRS; default: the files' own, that of the first geometry), transformed from
+    each geometry's srsName (AdV `urn:adv:crs:` names and EPSG codes; `crs` overrides them). A kind not wanted is skipped
     unread (its frame is empty). Raises InputError for broken XML or operations that cannot be applied."""
     reader = _Reader(rejected, crs, arc_tolerance_m, want_parcels, target_crs, want_buildings)
     for doc, hdr in nas_file_order(files):
