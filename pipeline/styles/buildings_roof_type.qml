@@ -71,7 +71,7 @@
       <symbol type="fill" name="4" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" pass="0" locked="0">
           <Option type="Map">
-            <Option type="QString" name="color" value="23,190,207,255"/>
+            <Option type="QString" name="color" value="188,189,34,255"/>
             <Option type="QString" name="outline_color" value="60,60,60,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.26"/>
@@ -107,7 +107,7 @@
       <symbol type="fill" name="7" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" pass="0" locked="0">
           <Option type="Map">
-            <Option type="QString" name="color" value="188,189,34,255"/>
+            <Option type="QString" name="color" value="23,190,207,255"/>
             <Option type="QString" name="outline_color" value="60,60,60,255"/>
             <Option type="QString" name="outline_style" value="solid"/>
             <Option type="QString" name="outline_width" value="0.26"/>

@@ -119,17 +119,17 @@ class RoofType:
 
 ROOF_TYPE_PROPERTY = "roof_type"
 ROOF_TYPE_CODE_PROPERTY = "roof_type_code"
-# The six shapes the reconstruction fits (flat, shed, gable, hip, pyramid, multi) have hues at least
-# 28 degrees apart (flat is grey); the shapes only official models carry follow.
+# The eight shapes the reconstruction fits (flat, shed, gable, hip, half-hip, mansard, pyramid, multi)
+# have hues at least 28 degrees apart (flat is grey); the shapes only official models carry follow.
 ROOF_TYPES: tuple[RoofType, ...] = (
     RoofType("flat", "1000", "Flachdach", "flat", (150, 150, 150, 255)),
     RoofType("shed", "2100", "Pultdach", "shed", (44, 160, 44, 255)),
     RoofType("gable", "3100", "Satteldach", "gable", (214, 39, 40, 255)),
     RoofType("hip", "3200", "Walmdach", "hip", (31, 119, 180, 255)),
-    RoofType("half_hip", "3300", "Krüppelwalmdach", "half-hip", (23, 190, 207, 255)),
+    RoofType("half_hip", "3300", "Krüppelwalmdach", "half-hip", (188, 189, 34, 255)),
     RoofType("mansard", "3400", "Mansardendach", "mansard", (197, 60, 160, 255)),
     RoofType("pyramid", "3500", "Zeltdach", "pyramid", (255, 127, 14, 255)),
-    RoofType("cone", "3600", "Kegeldach", "cone", (188, 189, 34, 255)),
+    RoofType("cone", "3600", "Kegeldach", "cone", (23, 190, 207, 255)),
     RoofType("dome", "3700", "Kuppeldach", "dome", (140, 86, 75, 255)),
     RoofType("sawtooth", "3800", "Sheddach", "sawtooth", (57, 59, 121, 255)),
     RoofType("arched", "3900", "Bogendach", "arched", (152, 223, 138, 255)),
