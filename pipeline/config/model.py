@@ -257,6 +257,17 @@ class BuildingsLayer(LayerBase):
     # vegetation over roofs: only points of single-return pulses are roof candidates (a tree crown
     # splits the pulse, a roof - also a green roof - stops it); false keeps every first return
     lod2_single_returns: bool = True
+    # vegetation over roofs, where the orthophoto (sources.orthophoto) has a near-infrared band: roof
+    # points whose orthophoto pixel has NDVI above ndvi_threshold are dropped before the fit (count in
+    # roof_n_vegetation), except where at least lod2_green_roof_share of a footprint's points are green
+    # (a green roof keeps its points)
+    lod2_ndvi_filter: bool = True
+    # building parts (ALKIS Bauteil records): true = each Bauteil (clipped to the building holding it)
+    # and the rest of the footprint get a roof fit of their own, merged into the building's LoD2 roof;
+    # per-part roof attributes in buildings.gpkg layer `building_parts` (needs lod 2 and lod2_source
+    # points; Bauteil records are then not filtered by skip_bauteil)
+    lod2_parts: bool = False
+    lod2_green_roof_share: float = Field(0.6, gt=0, le=1)
     # CityJSON 2.0 export: one CityJSONSeq file per building tile (buildings/cityjson/<L>/<X>_<Y>.city.jsonl)
     cityjson: bool = True
     # structures that are not buildings, by ALKIS function key (gfkzshh, e.g. "51002_1251") or object
@@ -446,6 +457,10 @@ class ModelCheckLayer(LayerBase):
     roof_dz_m: float = Field(1.0, gt=0)
     # footprint_differs: cadastral vs official footprint intersection over union below this
     footprint_min_iou: float = Field(0.8, gt=0, le=1)
+    # per roof plane: official roof polygons of at least this plan area are compared with the
+    # reconstructed roof (median height difference over samples inside the polygon; roof_changed when
+    # it exceeds roof_dz_m); smaller ones (dormer cheeks, chimneys) are not
+    plane_min_area_m2: float = Field(4.0, ge=0)
 
 
 class ViewerLayer(LayerBase):

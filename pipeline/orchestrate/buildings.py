@@ -101,11 +101,23 @@ def height_params(layer: BuildingsLayer, scheme: str, scale: float = 1.0) -> Hei
 # ------------------------------------------------------------------------------------------ inputs
 
 
+def parts_enabled(layer: BuildingsLayer) -> bool:
+    return layer.lod2_parts and layer.lod == 2 and layer.lod2_source == "points"
+
+
+def split_bauteile(table: FootprintTable) -> tuple[FootprintTable, gpd.GeoDataFrame]:
+    """The Bauteil records (gebnutzbez "Bauteil") out of the footprint table: (buildings, parts)."""
+    g = table.gdf
+    is_part = np.array([str(v or "").strip().lower() == "bauteil" for v in g["gebnutzbez"]], dtype=bool)
+    rest = g[~is_part].reset_index(drop=True)
+    return FootprintTable(rest, table.rejected), g[is_part].reset_index(drop=True)
+
+
 def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, gpd.GeoDataFrame]:
     src: CadastreSource = cfg.sources.cadastre  # type: ignore[assignment]
     layer = cfg.layers.buildings
     flt = FootprintFilter(
-        skip_bauteil=layer.skip_bauteil,
+        skip_bauteil=layer.skip_bauteil and not parts_enabled(layer),
         skip_underground=layer.skip_underground,
         min_area_m2=layer.min_area_m2,
     )
@@ -403,11 +415,29 @@ def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
+def roof_faces_frame(bt: gpd.GeoDataFrame, partitions: list[bytes]) -> gpd.GeoDataFrame:
+    """The `roof_faces` layer: one row per face of every LoD2 roof (solids.roof_faces), 3D polygons."""
+    from pipeline.stages.buildings.solids import roof_faces
+
+    cols, geoms = roof_faces(bt["oid"].to_numpy(dtype=object), partitions)
+    for k in ("plane_a", "plane_b"):
+        cols[k] = np.round(cols[k], 9)
+    for k in ("plane_c", "slope", "azimuth", "area", "mean_height"):
+        cols[k] = np.round(cols[k], 3)
+    return gpd.GeoDataFrame(cols, geometry=list(geoms), crs=bt.crs)
+
+
+def write_gpkg(
+    path: Path,
+    gdf: gpd.GeoDataFrame,
+    faces: gpd.GeoDataFrame | None = None,
+    parts: gpd.GeoDataFrame | None = None,
+) -> None:
     """GeoPackage layer `buildings` (MultiPolygon and CRS declared even when empty, fixed timestamp so
     rebuilds are byte-identical: pipeline.styles.gpkg) with its QGIS style (colour by function group)
     embedded as default and as `buildings.qml` beside it; LoD2 tables also get the roof-type and
-    model-source styles as further named styles."""
+    model-source styles as further named styles, `faces` (roof_faces_frame) as layer `roof_faces` and
+    `parts` (buildings_lod2.reconstruct_lod2_parts) as layer `building_parts`."""
     from pipeline.styles.gpkg import embed_styles, write_layer
     from pipeline.styles.qml import STYLES_DIR
 
@@ -416,6 +446,10 @@ def write_gpkg(path: Path, gdf: gpd.GeoDataFrame) -> None:
     tmp = path.with_name(f".tmp.{path.name}")
     tmp.unlink(missing_ok=True)
     write_layer(gdf, tmp, "buildings", "MultiPolygon")
+    if faces is not None:
+        write_layer(faces, tmp, "roof_faces", "Polygon Z")
+    if parts is not None:  # building parts (lod2_parts): one row per reconstruction unit
+        write_layer(parts, tmp, "building_parts", "MultiPolygon")
     extra = {}
     if "roof_type" in gdf.columns:  # LoD2: by roof type and by model source as further named styles
         extra = {
@@ -658,6 +692,9 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     files = [i.path for i in ctx.inputs_for("cadastre")]
     with ctx.stage("buildings:cadastre"):
         table, parcels = read_cadastre(cfg, files)
+        parts_gdf = None
+        if parts_enabled(layer):  # Bauteile: units of the LoD2 reconstruction, not buildings
+            table, parts_gdf = split_bauteile(table)
         fp = table.gdf
         geoms = np.asarray(fp.geometry.values, dtype=object)
         flst = parcel_keys(fp, parcels)
@@ -714,13 +751,32 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     if layer.lod1_roof_source == "official_lod2":
         final = official_lod2_roofs(ctx, fp, final, warnings)
     lod2 = None
+    units_gdf = None
     if layer.lod == 2:  # LoD2 roofs from the newest epoch (pipeline.orchestrate.buildings_lod2)
         from pipeline.orchestrate.buildings_lod2 import reconstruct_lod2
 
         with ctx.stage("buildings:lod2"):
-            lod2 = reconstruct_lod2(
-                ctx, geoms, newest, newest_params, final["base_height"].to_numpy(), oids=fp["oid"].to_numpy()
-            )
+            if parts_gdf is not None and len(parts_gdf):
+                from pipeline.orchestrate.buildings_lod2 import reconstruct_lod2_parts
+
+                lod2, units_gdf = reconstruct_lod2_parts(
+                    ctx,
+                    geoms,
+                    fp["oid"].to_numpy(),
+                    parts_gdf,
+                    newest,
+                    newest_params,
+                    final["base_height"].to_numpy(dtype=np.float64),
+                )
+            else:
+                lod2 = reconstruct_lod2(
+                    ctx,
+                    geoms,
+                    newest,
+                    newest_params,
+                    final["base_height"].to_numpy(),
+                    oids=fp["oid"].to_numpy(),
+                )
         if layer.lod1_roof_source == "lod2":  # LoD1 roof = mean height of the LoD2 roof (AdV definition)
             final = lod1_roofs_from_lod2_roofs(final, lod2, layer.floor_height_m)
     bt = building_table(
@@ -731,7 +787,12 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
 
         bt = add_roof_columns(bt, lod2)
     with ctx.stage("buildings:gpkg"):
-        write_gpkg(out_dir / "buildings.gpkg", bt)
+        write_gpkg(
+            out_dir / "buildings.gpkg",
+            bt,
+            roof_faces_frame(bt, lod2.partitions) if lod2 is not None else None,
+            units_gdf,
+        )
     write_rejected(out_dir / "rejected.csv", table.rejected, cfg.raw_dir)
     from pipeline.styles import buildings_style
 
@@ -741,7 +802,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     with ctx.stage("buildings:tiles"):
         if len(bt):
             ntiles, ntris = write_tiles(
-                ctx, bt, layer, newest_params, out_dir, lod2.partitions if lod2 is not None else None
+                ctx, bt, layer, newest_params, out_dir, lod2.solids if lod2 is not None else None
             )
         else:  # nothing to show: an empty but valid tileset keeps the release consistent
             ntiles, ntris = 0, 0
@@ -763,7 +824,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
 
         with ctx.stage("buildings:cityjson"):
             cj_files, cj_stats = write_cityjson(
-                ctx, bt, layer, lod2.partitions if lod2 is not None else None, out_dir
+                ctx, bt, layer, lod2.solids if lod2 is not None else None, out_dir
             )
     ref_stats = reference_comparison(ctx, bt, out_dir)
 
@@ -790,6 +851,12 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         stats["class_schemes"] = {e: {"scheme": s, "reason": why} for e, (s, why) in schemes.items()}
     if lod2 is not None:
         stats["lod2"] = lod2.stats()
+    if units_gdf is not None:
+        stats["building_parts"] = {
+            "bauteile": len(parts_gdf) if parts_gdf is not None else 0,
+            "units": len(units_gdf),
+            "buildings_with_parts": int(units_gdf["building_oid"].nunique()),
+        }
     if cj_stats is not None:
         stats["cityjson"] = cj_stats
     if ref_stats is not None:

@@ -57,6 +57,7 @@ ATTRIBUTE_COLUMNS = (
     "roof_rmse",
     "roof_mean_height",
     "roof_n_points",
+    "roof_n_vegetation",
     "lod2_fallback_reason",
     "lod_source",
 )
@@ -143,9 +144,9 @@ def building_objects(
 ) -> tuple[list[CityObjectSpec], str]:
     """The CityObjects of one building (main object first) and its geometry kind ('2.2', '1.2', '')."""
     if partition:
-        from pipeline.stages.buildings.solids import build_solid, unpack_partition
+        from pipeline.stages.buildings.solids import solid_of
 
-        shells = _shells(build_solid(unpack_partition(partition), base))
+        shells = _shells(solid_of(partition, base))
         lod = "2.2"
     elif math.isfinite(base) and math.isfinite(roof) and roof > base + 0.01:
         # on the file's 1 mm grid first: no edge shorter than the grid becomes a degenerate wall

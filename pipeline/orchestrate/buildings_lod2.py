@@ -17,16 +17,24 @@ import numpy as np
 import shapely
 
 from pipeline.orchestrate.context import BuildContext
-from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS, ReconstructParams, lod2_roofs, tile_roofs
+from pipeline.stages.buildings.reconstruct import (
+    ROOF_COLUMNS,
+    NdviFilter,
+    ReconstructParams,
+    lod2_roofs,
+    tile_roofs,
+)
 from pipeline.stages.buildings.roofs import RoofParams
-
-MIN_WALL_M = 0.5  # lowest roof point above the base: less and the building keeps its LoD1 box
+from pipeline.stages.buildings.solids import MIN_WALL_M
 
 
 @dataclass
 class Lod2Result:
     columns: dict[str, np.ndarray]
     partitions: list[bytes]
+    # per building what the tile and CityJSON writers take: the packed solid over its final base
+    # (built once, by the LoD2 task), a packed partition, or b"" (LoD1 box)
+    solids: list[bytes]
 
     def stats(self) -> dict[str, Any]:
         src = self.columns["lod_source"]
@@ -37,15 +45,52 @@ class Lod2Result:
             "lod1_fallback": int(np.sum(src == "lod1_fallback")),
             "roof_types": {str(t): int(np.sum(types == t)) for t in sorted(set(types.tolist())) if t},
             "fallback_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+            "vegetation_points_dropped": int(self.columns["roof_n_vegetation"].sum()),
         }
 
 
-def reconstruct_params(layer: Any) -> ReconstructParams:
+def reconstruct_params(layer: Any, ndvi: NdviFilter | None = None) -> ReconstructParams:
     return ReconstructParams(
         shrink_m=layer.lod2_shrink_m,
         roof=RoofParams(min_points=layer.lod2_min_points, max_rmse_m=layer.lod2_max_rmse_m),
         single_returns=layer.lod2_single_returns,
+        ndvi=ndvi,
     )
+
+
+def ndvi_filter(ctx: BuildContext) -> tuple[NdviFilter | None, list[str]]:
+    """The vegetation filter of the roof points when `lod2_ndvi_filter` is on and the orthophoto has a
+    near-infrared band (else None, with the reason as a warning when an orthophoto is configured), and
+    the orthophoto's sha256s for the task keys."""
+    cfg = ctx.cfg
+    layer = cfg.layers.buildings
+    if not layer.lod2_ndvi_filter or cfg.sources.orthophoto is None:
+        return None, []
+    inputs = ctx.inputs_for("orthophoto")
+    if not inputs:
+        return None, []
+    import rasterio
+
+    from pipeline.sources.rasters import orthophoto_bands
+
+    bands = orthophoto_bands(cfg.sources.orthophoto.bands)
+    count = 0
+    for i in inputs:
+        with rasterio.open(i.path) as ds:
+            count = max(count, ds.count)
+    if count < bands["nir"]:
+        ctx.warn("buildings: the orthophoto has no near-infrared band: LoD2 roof points not filtered by NDVI")
+        return None, []
+    f = NdviFilter(
+        paths=tuple(str(i.path) for i in inputs),
+        red_band=bands["red"],
+        nir_band=bands["nir"],
+        threshold=layer.ndvi_threshold,
+        green_roof_share=layer.lod2_green_roof_share,
+        work_crs=cfg.crs.horizontal,
+        raster_crs=cfg.sources.orthophoto.crs,
+    )
+    return f, sorted(i.sha256 for i in inputs)
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
@@ -76,11 +121,15 @@ def reconstruct_lod2(
     from pipeline.orchestrate.cache import input_sha256, run_cached
 
     layer = ctx.cfg.layers.buildings
-    params = reconstruct_params(layer)
+    ndvi, ndvi_sha = ndvi_filter(ctx)
+    params = reconstruct_params(layer, ndvi)
     n = len(geoms)
+    vegetation = np.zeros(n, dtype=np.int64)
     cols = _empty_columns(n)
     parts: list[bytes] = [b""] * n
+    solids: list[bytes] = [b""] * n
     low = np.full(n, np.nan)
+    base = np.asarray(base, dtype=np.float64)
     files = _point_files(ctx, epoch) if epoch is not None else []
     if n and files:
         fb = np.array([f[1] for f in files], dtype=np.float64).reshape(-1, 4)
@@ -114,19 +163,26 @@ def reconstruct_lod2(
         results = run_cached(
             ctx,
             [
-                (["buildings-lod2-tile-v1", input_sha256(ctx, a[0]), *a[1:]], tile_roofs, a, chunk)
-                for _idx, a in jobs
+                (
+                    ["buildings-lod2-tile-v2", input_sha256(ctx, a[0]), ndvi_sha, *a[1:], base[idx]],
+                    tile_roofs,
+                    a,
+                    {**chunk, "base": base[idx]},
+                )
+                for idx, a in jobs
             ],
             "lod2-tiles",
         )
         edge_ids: list[np.ndarray] = []
         edge_xyz: list[np.ndarray] = []
-        for (idx, args), (c, blobs, lo, (rptr, rxyz)) in zip(jobs, results, strict=True):
+        for (idx, args), (c, blobs, lo, (rptr, rxyz), veg, sol) in zip(jobs, results, strict=True):
+            np.add.at(vegetation, idx, veg)
             done = idx[args[2]]
             for key, v in c.items():
                 cols[key][done] = v
-            for i, b in zip(done.tolist(), blobs, strict=True):
+            for i, b, sb in zip(done.tolist(), blobs, sol, strict=True):
                 parts[i] = b
+                solids[i] = sb
             low[done] = lo
             rest = idx[~args[2]]
             edge_ids.append(np.repeat(rest, np.diff(rptr)))
@@ -141,7 +197,7 @@ def reconstruct_lod2(
             ends = np.searchsorted(owner, multi, side="right")
             sel = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
             mptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
-            c, blobs, lo = lod2_roofs(
+            c, blobs, lo, sol = lod2_roofs(
                 xyz[sel, 0],
                 xyz[sel, 1],
                 xyz[sel, 2],
@@ -149,23 +205,27 @@ def reconstruct_lod2(
                 np.arange(mptr[-1]),
                 np.asarray(geoms)[multi],
                 params,
+                base[multi],
             )
             for key, v in c.items():
                 cols[key][multi] = v
-            for i, b in zip(multi.tolist(), blobs, strict=True):
+            for i, b, sb in zip(multi.tolist(), blobs, sol, strict=True):
                 parts[i] = b
+                solids[i] = sb
             low[multi] = lo
+    cols["roof_n_vegetation"] = vegetation
     if layer.lod2_source == "official":
         if oids is None:
             raise ValueError("reconstruct_lod2: lod2_source official needs the footprints' oids")
-        _official(ctx, geoms, oids, cols, parts, low)
+        _official(ctx, geoms, oids, cols, parts, solids, low, base)
     # the final base: the roof must stand MIN_WALL_M above it
-    below = np.flatnonzero(np.isfinite(low) & (low < np.asarray(base, dtype=np.float64) + MIN_WALL_M))
+    below = np.flatnonzero(np.isfinite(low) & (low < base + MIN_WALL_M))
     for i in below.tolist():
         parts[i] = b""
+        solids[i] = b""
         cols["lod2_fallback_reason"][i] = "roof_below_base"
         cols["lod_source"][i] = "lod1_fallback"
-    return Lod2Result(cols, parts)
+    return Lod2Result(cols, parts, solids)
 
 
 def _official(
@@ -174,7 +234,9 @@ def _official(
     oids: np.ndarray,
     cols: dict[str, np.ndarray],
     parts: list[bytes],
+    solids: list[bytes],
     low: np.ndarray,
+    base: np.ndarray,
 ) -> None:
     """Buildings joined to the official LoD2 model take its roof (in place: columns, partitions,
     lowest roof points)."""
@@ -190,6 +252,7 @@ def _official(
         official_partition,
         official_roof_columns,
         pack_partition,
+        pack_solid,
         roof_mean_height,
     )
 
@@ -211,7 +274,9 @@ def _official(
         try:
             part = official_partition(polys, geoms[i])
             lo = lowest_roof(part)
-            if check_solid(build_solid(part, lo - 3.0), rings=False):
+            final = bool(np.isfinite(base[i]) and lo >= base[i] + MIN_WALL_M)
+            solid = build_solid(part, base[i] if final else lo - 3.0)
+            if check_solid(solid, rings=False):
                 continue  # keeps the reconstruction
         except SolidError:
             continue
@@ -222,6 +287,7 @@ def _official(
         cols["lod2_fallback_reason"][i] = ""
         cols["lod_source"][i] = "official"
         parts[i] = pack_partition(part)
+        solids[i] = pack_solid(solid) if final else parts[i]
         low[i] = lo
 
 
@@ -232,3 +298,108 @@ def add_roof_columns(bt: Any, lod2: Lod2Result) -> Any:
         v = lod2.columns[key]
         out[key] = [str(s) for s in v] if v.dtype == object else v
     return out
+
+
+def reconstruct_lod2_parts(
+    ctx: BuildContext,
+    geoms: np.ndarray,
+    oids: np.ndarray,
+    parts: Any,
+    epoch: Any,
+    height_params: Any,
+    base: np.ndarray,
+) -> tuple[Lod2Result, Any]:
+    """LoD2 roofs per building part (`layers.buildings.lod2_parts`): the footprints split into units
+    (`stages.buildings.parts`: every Bauteil clipped to its host building, and the rest), one roof fit
+    per unit, the units' roofs merged into the building's roof (`solids.merge_partitions`) and checked
+    as one solid over the building's base. A building with a unit without a roof keeps its LoD1 box
+    (`part_without_roof: <reason>`). Returns the buildings' Lod2Result and the units' table (layer
+    `building_parts`: building oid, part oid ('' = the rest of the footprint), part function key,
+    the unit's roof columns, unit footprint)."""
+    import geopandas as gpd
+
+    from pipeline.stages.buildings.parts import assign_parts, split_units
+    from pipeline.stages.buildings.solids import (
+        SolidError,
+        build_solid,
+        check_solid,
+        lowest_roof,
+        merge_partitions,
+        pack_partition,
+        pack_solid,
+        roof_mean_height,
+        unpack_partition,
+    )
+
+    geoms = np.asarray(geoms, dtype=object)
+    pgeoms = np.asarray(parts.geometry.values, dtype=object)
+    host = assign_parts(geoms, pgeoms)
+    for j in np.flatnonzero(host < 0).tolist():
+        ctx.warn(f"buildings: Bauteil {parts['oid'].iloc[j]} lies in no building footprint: left out")
+    units = split_units(geoms, pgeoms, host)
+    res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building])
+    n = len(geoms)
+    cols = _empty_columns(n)
+    out_parts: list[bytes] = [b""] * n
+    out_solids: list[bytes] = [b""] * n
+    starts = np.searchsorted(units.building, np.arange(n))
+    ends = np.searchsorted(units.building, np.arange(n), side="right")
+    for i in range(n):
+        u = np.arange(starts[i], ends[i])
+        if u.size == 1:  # no parts: the unit is the building
+            k = int(u[0])
+            for key in cols:
+                cols[key][i] = res.columns[key][k]
+            out_parts[i], out_solids[i] = res.partitions[k], res.solids[k]
+            continue
+        big = int(u[np.argmax(shapely.area(units.geoms[u]))])
+        for key in cols:
+            cols[key][i] = res.columns[key][big]
+        missing = [int(k) for k in u if not res.partitions[k]]
+        if missing:
+            cols["lod2_fallback_reason"][i] = (
+                f"part_without_roof: {res.columns['lod2_fallback_reason'][missing[0]]}"
+            )
+            cols["lod_source"][i] = "lod1_fallback"
+            continue
+        try:
+            merged = merge_partitions([unpack_partition(res.partitions[int(k)]) for k in u])
+            if lowest_roof(merged) < base[i] + MIN_WALL_M:
+                raise SolidError("roof below the base")
+            solid = build_solid(merged, float(base[i]))
+            errors = check_solid(solid, rings=False)
+            if errors:
+                raise SolidError(errors[0])
+        except SolidError as e:
+            cols["lod2_fallback_reason"][i] = f"invalid_solid: {e}"
+            cols["lod_source"][i] = "lod1_fallback"
+            continue
+        types = sorted({str(res.columns["roof_type"][k]) for k in u})
+        cols["roof_type"][i] = types[0] if len(types) == 1 else "multi"
+        cols["roof_type_code"][i] = res.columns["roof_type_code"][big] if len(types) == 1 else "5000"
+        cols["roof_planes"][i] = int(sum(res.columns["roof_planes"][k] for k in u))
+        cols["roof_planes_summary"][i] = ";".join(str(res.columns["roof_planes_summary"][k]) for k in u)
+        cols["eave_height"][i] = float(np.min(res.columns["eave_height"][u]))
+        cols["ridge_height"][i] = float(np.max(res.columns["ridge_height"][u]))
+        cols["roof_rmse"][i] = float(np.max(res.columns["roof_rmse"][u]))
+        cols["roof_n_points"][i] = int(np.sum(res.columns["roof_n_points"][u]))
+        cols["roof_n_vegetation"][i] = int(np.sum(res.columns["roof_n_vegetation"][u]))
+        cols["roof_mean_height"][i] = roof_mean_height(merged)
+        cols["lod2_fallback_reason"][i] = ""
+        cols["lod_source"][i] = "reconstructed"
+        out_parts[i], out_solids[i] = pack_partition(merged), pack_solid(solid)
+    has_parts = np.bincount(units.building, minlength=n) > 1
+    rows = np.flatnonzero(has_parts[units.building])
+    pidx = units.part[rows]
+    table: dict[str, Any] = {
+        "building_oid": [str(oids[b]) for b in units.building[rows]],
+        "part_oid": [str(parts["oid"].iloc[j]) if j >= 0 else "" for j in pidx],
+        "part_gfkzshh": [
+            str(parts["gfkzshh"].iloc[j] or "") if j >= 0 and "gfkzshh" in parts else "" for j in pidx
+        ],
+    }
+    for key in ROOF_COLUMNS:
+        v = res.columns[key][rows]
+        table[key] = [str(s) for s in v] if v.dtype == object else v
+    units_gdf = gpd.GeoDataFrame(table, geometry=list(units.geoms[rows]), crs=parts.crs)
+    return Lod2Result(cols, out_parts, out_solids), units_gdf

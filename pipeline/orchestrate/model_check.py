@@ -4,7 +4,8 @@ Reads the buildings layer's `buildings/buildings.gpkg` (roofs reconstructed from
 epoch) and `rejected.csv`, and the official LoD2 model (`sources.reference_citygml`, the project's own
 streaming CityGML reader, heights through the geoid like every other source). Writes
 `model_check/model_check.gpkg` (layer `model_check`, one row per building, QGIS style by class embedded
-and as `model_check.qml`); counts per class in the layer stats (and the build report).
+and as `model_check.qml`; layer `model_check_planes`, one row per official roof plane of a joined
+building with its height difference to the reconstructed roof, from the buildings layer's `roof_faces`); counts per class in the layer stats (and the build report).
 
 Skipped (no warning) without `sources.reference_citygml`; a warning when the glob matches no file or
 the buildings layer is missing. `layers.buildings.lod2_source: official` is refused (ConfigError): the
@@ -25,6 +26,7 @@ from pipeline.orchestrate.context import BuildContext, LayerResult
 
 OUT = "model_check"
 LAYER = "model_check"
+PLANES_LAYER = "model_check_planes"
 
 
 def model_check_qml() -> str:
@@ -68,7 +70,13 @@ def build_model_check_layers(ctx: BuildContext, previous: list[LayerResult]) -> 
 def _build(ctx: BuildContext, files, lay) -> LayerResult:
     from pipeline.orchestrate.overlays import write_vector
     from pipeline.sources.cadastre.citygml import read_lod2
-    from pipeline.stages.buildings.model_check import CheckParams, check_model, class_counts
+    from pipeline.stages.buildings.model_check import (
+        CheckParams,
+        check_model,
+        class_counts,
+        joined_pairs,
+        plane_differences,
+    )
     from pipeline.styles.gpkg import write_styles
 
     bdir = ctx.release_dir / "buildings"
@@ -94,8 +102,24 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
         roof_dz_m=lay.roof_dz_m,
         footprint_min_iou=lay.footprint_min_iou,
         join_min_iou=ctx.cfg.layers.buildings.lod2_join_min_iou,
+        plane_min_area_m2=lay.plane_min_area_m2,
     )
-    table = check_model(buildings, official, params, rejected)
+    import pyogrio
+
+    planes = None
+    if "roof_faces" in {name for name, _ in pyogrio.list_layers(bdir / "buildings.gpkg")}:
+        faces = gpd.read_file(bdir / "buildings.gpkg", layer="roof_faces")
+        roofs = model.surfaces[model.surfaces["semantic"].to_numpy() == "roof"]
+        if roofs.crs is None:
+            roofs = roofs.set_crs(buildings.crs)
+        elif buildings.crs is not None and roofs.crs != buildings.crs:
+            roofs = roofs.to_crs(buildings.crs)
+        planes = plane_differences(roofs, faces, joined_pairs(buildings, official, params), params)
+    else:
+        warnings.append(
+            "model_check: the buildings layer has no roof_faces (lod 1): roofs compared by height only"
+        )
+    table = check_model(buildings, official, params, rejected, planes=planes)
     table = table.set_geometry(
         [
             MultiPolygon([g]) if isinstance(g, Polygon) else g
@@ -107,6 +131,10 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
     out.mkdir(parents=True, exist_ok=True)
     gpkg = out / "model_check.gpkg"
     written = write_vector(table, gpkg, LAYER)
+    if planes is not None:  # one row per official roof plane compared
+        from pipeline.styles.gpkg import write_layer
+
+        write_layer(planes, gpkg, PLANES_LAYER, "Polygon Z")
     written += write_styles(gpkg, {LAYER: model_check_qml()})
     counts = class_counts(table)
     stats = {
@@ -116,6 +144,9 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
         "classes": counts,
         "outdated": sum(v for k, v in counts.items() if k not in ("consistent", "unknown")),
         "roof_dz_m": lay.roof_dz_m,
+        "planes_compared": int(planes["dz"].notna().sum()) if planes is not None else 0,
+        "planes_changed": int(planes["changed"].sum()) if planes is not None else 0,
+        "buildings_with_changed_planes": int((table["planes_changed"] > 0).sum()),
         "footprint_min_iou": lay.footprint_min_iou,
     }
     for w in warnings:

@@ -279,3 +279,51 @@ def test_single_return_roof_candidates():
     assert fit.roof_type == "gable" and fit.rmse < 0.08
     _ptr_all, idx_all = collect_roof_points(pts, geoms, 0.3, hp, single_returns=False)
     assert crown[idx_all].sum() > 50
+
+
+def test_building_parts_through_the_layer(district, tmp_path):  # noqa: F811
+    """`lod2_parts`: a Bauteil record over the east half of a building is a unit of its own; the
+    building's merged LoD2 solid is closed in the GLB, `building_parts` lists its two units with their
+    roofs, and the Bauteil is no building (not in the buildings table, not rejected)."""
+    import shutil
+
+    import shapely
+
+    raw = tmp_path / "raw"
+    shutil.copytree(district, raw)
+    gpkg = next((raw / "alkis").glob("*.gpkg"))
+    b = gpd.read_file(gpkg, layer="GebauedeBauwerk")
+    ok = b[b["gebnutzbez"].fillna("") != "Bauteil"]
+    host = ok.iloc[int(np.argmax(ok.geometry.area.to_numpy()))]
+    x0, y0, x1, y1 = host.geometry.bounds
+    part = shapely.intersection(host.geometry, shapely.box((x0 + x1) / 2, y0, x1, y1))
+    row = host.to_dict()
+    row.update(oid="DENWPART00000001", gebnutzbez="Bauteil", gfkzshh="31002_1100", geometry=part)
+    b = pd.concat([b, gpd.GeoDataFrame([row], geometry="geometry", crs=b.crs)], ignore_index=True)
+    b.to_file(gpkg, layer="GebauedeBauwerk", driver="GPKG", engine="pyogrio")
+    rel = tmp_path / "release"
+    res = build_buildings_layers(_ctx(raw, rel, lod2_parts=True), [])[0]
+    st = res.stats["building_parts"]
+    assert st["units"] == 2 and st["buildings_with_parts"] == 1 and st["bauteile"] >= 1
+    out = rel / "buildings" / "buildings.gpkg"
+    bt = gpd.read_file(out, layer="buildings")
+    units = gpd.read_file(out, layer="building_parts")
+    assert "DENWPART00000001" not in set(bt["oid"])
+    assert sorted(units["part_oid"]) == ["", "DENWPART00000001"]
+    assert set(units["building_oid"]) == {host["oid"]} and (units["lod_source"] == "reconstructed").all()
+    me = bt[bt["oid"] == host["oid"]].iloc[0]
+    assert me["lod_source"] == "reconstructed" and me["roof_planes"] == units["roof_planes"].sum()
+    faces = gpd.read_file(out, layer="roof_faces")
+    assert faces[faces["oid"] == host["oid"]]["area"].sum() == pytest.approx(host.geometry.area, rel=1e-3)
+    rejected = (rel / "buildings" / "rejected.csv").read_text()
+    assert "DENWPART00000001" not in rejected
+    for p in sorted((rel / "buildings" / "tiles").rglob("*.glb")):
+        glb = p.read_bytes()
+        table = read_building_table(glb)
+        if host["oid"] not in list(table["oid"]):
+            continue
+        f = list(table["oid"]).index(host["oid"])
+        pos, tri = _glb_mesh(glb)
+        mine = tri[read_feature_ids(glb)[tri[:, 0]] == f]
+        key, inv = np.unique(pos[mine.reshape(-1)], axis=0, return_inverse=True)
+        assert edge_problems(inv.reshape(-1, 3)) == 0 and signed_volume(key, inv.reshape(-1, 3)) > 0

@@ -105,6 +105,61 @@ def test_overlap_join_and_refusals():
     assert check_model(fb.assign(flags="roof_from_lod2"), off)["model_check"].item() == "consistent"
 
 
+def test_per_plane_comparison():
+    """One half of a gable replaced by a flat roof 1.5 m above the official half on average: eave and
+    ridge stay, so only the per-plane comparison finds it; the other plane and an unchanged building
+    agree to the millimetre; a small polygon (chimney) is not compared."""
+    import shapely
+
+    from pipeline.stages.buildings.model_check import joined_pairs, plane_differences
+    from pipeline.stages.buildings.solids import official_partition, pack_partition, roof_faces
+
+    def poly(dx, *pts):
+        return shapely.Polygon([(dx + x, y, z) for x, y, z in pts])
+
+    def gable(dx):
+        return [
+            poly(dx, (0, 0, 46), (12, 0, 46), (12, 4, 50), (0, 4, 50)),
+            poly(dx, (0, 4, 50), (12, 4, 50), (12, 8, 46), (0, 8, 46)),
+        ]
+
+    chimney = poly(20, (5, 1, 49), (6, 1, 49), (6, 2, 49), (5, 2, 49))
+    fa, fb = box(0, 0, 12, 8), box(20, 0, 32, 8)
+    changed = [gable(0)[0], poly(0, (0, 4, 49.5), (12, 4, 49.5), (12, 8, 49.5), (0, 8, 49.5))]
+    parts = [
+        pack_partition(official_partition(changed, fa)),
+        pack_partition(official_partition(gable(20), fb)),
+    ]
+    cols, geoms = roof_faces(np.array(["A", "B"], dtype=object), parts)
+    faces = gpd.GeoDataFrame(cols, geometry=list(geoms), crs=CRS)
+    assert list(faces["oid"]) == ["A", "A", "B", "B"] and np.allclose(sorted(faces["slope"])[:2], [0.0, 45.0])
+    surfaces = gpd.GeoDataFrame(
+        {"building_oid": ["A", "A", "B", "B", "B"], "polygon_id": ["a1", "a2", "b1", "b2", "b3"]},
+        geometry=[*gable(0), *gable(20), chimney],
+        crs=CRS,
+    )
+    ours = _buildings(
+        [
+            {"oid": "A", "geometry": fa, "eave_height": 46.0, "ridge_height": 50.0},
+            {"oid": "B", "geometry": fb, "eave_height": 46.0, "ridge_height": 50.0},
+        ]
+    )
+    off = _official([_o("A", fa, 46.0, 50.0), _o("B", fb, 46.0, 50.0)])
+    p = CheckParams(roof_dz_m=1.0)
+    pairs = joined_pairs(ours, off, p)
+    assert pairs == {"A": "A", "B": "B"}
+    planes = plane_differences(surfaces, faces, pairs, p)
+    dz = dict(zip(planes["polygon_id"], planes["dz"], strict=True))
+    assert dz["a1"] == pytest.approx(0.0, abs=1e-3) and dz["b1"] == pytest.approx(0.0, abs=1e-3)
+    assert dz["b2"] == pytest.approx(0.0, abs=1e-3) and np.isnan(dz["b3"])  # chimney: too small
+    assert 1.2 < dz["a2"] < 1.8 and list(planes["changed"]) == [False, True, False, False, False]
+    t = check_model(ours, off, p, planes=planes)
+    assert list(t["model_check"]) == ["roof_changed", "consistent"]
+    assert list(t["planes_changed"]) == [1, 0] and list(t["planes_compared"]) == [2, 2]
+    assert "1 of 2 roof planes" in t["reason"].iloc[0]
+    assert list(check_model(ours, off, p)["model_check"]) == ["consistent", "consistent"]  # eave/ridge only
+
+
 # ------------------------------------------------------------------------------ demo official model
 
 demo = pytest.importorskip("pipeline.sources.demo", reason="demo generator not available")

@@ -263,3 +263,27 @@ def test_roof_mean_height_is_the_area_weighted_mean():
         part = roof_partition(fit, footprint)
         numeric = _integral(part, footprint, 0.0, step=0.05) / footprint.area
         assert roof_mean_height(part) == pytest.approx(numeric, abs=0.02)
+
+
+def test_packed_solid_round_trip_and_tile_blobs():
+    """The LoD2 task builds each solid once, over the final base, and ships it packed: unpacking gives
+    the same solid, and `solid_of` takes either a packed solid or a partition (built over the base)."""
+    from pipeline.stages.buildings.solids import (
+        pack_partition,
+        pack_solid,
+        solid_of,
+        unpack_solid,
+    )
+
+    x, y, z, fp = _l_shape()
+    part = roof_partition(fit_roof(x, y, z, fp), fp)
+    solid = build_solid(part, 40.0)
+    back = unpack_solid(pack_solid(solid))
+    assert np.array_equal(back.vertices, solid.vertices) and np.array_equal(back.semantics, solid.semantics)
+    assert len(back.polygons) == len(solid.polygons)
+    for a, b in zip(back.polygons, solid.polygons, strict=True):
+        assert len(a) == len(b) and all(np.array_equal(ra, rb) for ra, rb in zip(a, b, strict=True))
+    assert check_solid(back) == []
+    again = solid_of(pack_partition(part), 40.0)
+    assert np.array_equal(again.vertices, solid.vertices)
+    assert solid_of(pack_solid(solid), 12.0).vertices.min(axis=0)[2] == pytest.approx(40.0)

@@ -1,5 +1,6 @@
 """Per-footprint raster statistics: mean NDVI from the RGBI orthophoto (vegetation over the roof) and
-the DGM terrain height under the footprint (base-height fallback).
+the DGM terrain height under the footprint (base-height fallback); NDVI under single points
+(`ndvi_at_points`: vegetation among the LoD2 roof points).
 
 Each raster tile is read once (decimated to `resolution_m`), the footprints touching it are burnt in with
 their index, and values are accumulated per footprint with bincount: no per-pixel Python.
@@ -135,6 +136,56 @@ def mean_ndvi(
         c += np.bincount(idx, minlength=len(geoms))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def ndvi_at_points(
+    x: np.ndarray,
+    y: np.ndarray,
+    paths: list[Path],
+    red_band: int = 1,
+    nir_band: int = 4,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
+) -> np.ndarray:
+    """NDVI of the orthophoto pixel under every point (x, y in `work_crs`; NaN where no tile covers it
+    or a band has no data). Each tile is read once over the points' bounding box at its own
+    resolution; the first tile that covers a point wins."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    if x.size == 0:
+        return out
+    for p in paths:
+        todo = np.flatnonzero(np.isnan(out))
+        if todo.size == 0:
+            break
+        try:
+            ds = rasterio.open(p)
+        except rasterio.errors.RasterioIOError as e:
+            raise InputError(f"cannot open raster: {e}", path=p) from e
+        with ds:
+            tile_crs = raster_crs or (ds.crs.to_wkt() if ds.crs is not None else None)
+            px, py = x[todo], y[todo]
+            if work_crs is not None and tile_crs is not None:
+                pts = _to_raster_crs(shapely.points(px, py), work_crs, tile_crs, Path(p))
+                px, py = shapely.get_x(pts), shapely.get_y(pts)
+            b = ds.bounds
+            inside = (px >= b.left) & (px < b.right) & (py > b.bottom) & (py <= b.top)
+            if not inside.any():
+                continue
+            todo, px, py = todo[inside], px[inside], py[inside]
+            col, row = ~ds.transform * (px, py)
+            col = np.clip(np.floor(col).astype(np.int64), 0, ds.width - 1)
+            row = np.clip(np.floor(row).astype(np.int64), 0, ds.height - 1)
+            win = rasterio.windows.Window(
+                int(col.min()), int(row.min()), int(col.max() - col.min()) + 1, int(row.max() - row.min()) + 1
+            )
+            data = ds.read([red_band, nir_band], window=win, masked=True)
+        vals, ok = _ndvi((red_band, nir_band))(data)
+        r, c = row - int(win.row_off), col - int(win.col_off)
+        good = ok[r, c]
+        out[todo[good]] = vals[r[good], c[good]]
+    return out
 
 
 def terrain_low(

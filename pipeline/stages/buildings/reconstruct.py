@@ -11,6 +11,7 @@ point-in-polygon kernel as the LoD1 heights (`_kernels.collect_in_polygons`, her
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,26 @@ ROOF_COLUMNS = {
     "roof_mean_height": "plan-area-weighted mean height of the LoD2 roof (the AdV LoD1 roof) in the "
     "working height system [m]",
     "roof_n_points": "roof points the model was fitted to",
+    "roof_n_vegetation": "roof candidate points dropped as vegetation (orthophoto NDVI above the "
+    "threshold) before the fit",
     "lod2_fallback_reason": "why the building keeps its LoD1 solid ('' = LoD2)",
     "lod_source": "reconstructed | official | lod1_fallback",
 }
+
+
+@dataclass(frozen=True)
+class NdviFilter:
+    """Vegetation among the roof points from the orthophoto: points whose pixel has NDVI above
+    `threshold` are dropped before the fit, unless at least `green_roof_share` of the footprint's
+    roof points are green (a green roof, not a crown over the roof)."""
+
+    paths: tuple[str, ...]
+    red_band: int = 1
+    nir_band: int = 4
+    threshold: float = 0.3
+    green_roof_share: float = 0.6
+    work_crs: str | None = None
+    raster_crs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class ReconstructParams:
     # vegetation: only points of single-return pulses are roof candidates (a roof stops the pulse, a
     # tree crown over the roof splits it; green roofs stay, which an NDVI threshold would remove)
     single_returns: bool = True
+    ndvi: NdviFilter | None = None  # vegetation points dropped by the orthophoto's NDVI (tile_roofs)
 
 
 @dataclass
@@ -90,6 +109,24 @@ def collect_roof_points(
     return ptr.astype(np.int64), idx[order]
 
 
+def drop_vegetation(
+    ptr: np.ndarray, idx: np.ndarray, ndvi: np.ndarray, threshold: float, green_roof_share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The roof points (CSR ptr, idx) without the green ones (`ndvi` per point > threshold; NaN is not
+    green), except in footprints where at least `green_roof_share` of the points are green (a green
+    roof keeps its points). Returns (ptr, idx, points dropped per footprint)."""
+    n = len(ptr) - 1
+    counts = np.diff(ptr)
+    owner = np.repeat(np.arange(n), counts)
+    with np.errstate(invalid="ignore"):
+        green = np.asarray(ndvi, dtype=np.float64) > threshold
+    share = np.bincount(owner, weights=green, minlength=n) / np.maximum(counts, 1)
+    drop = green & (share[owner] < green_roof_share)
+    dropped = np.bincount(owner[drop], minlength=n).astype(np.int64)
+    new_ptr = np.concatenate([[0], np.cumsum(counts - dropped)]).astype(np.int64)
+    return new_ptr, idx[~drop], dropped
+
+
 def _summary(fit: RoofFit) -> dict[str, Any]:
     planes: list[Plane] = sorted(fit.planes, key=lambda pl: -pl.n_points)
     n = np.array([pl.n_points for pl in planes], dtype=np.float64)
@@ -115,12 +152,13 @@ def _summary(fit: RoofFit) -> dict[str, Any]:
         "roof_rmse": fit.rmse if not fit.fallback else np.nan,
         "roof_mean_height": np.nan,  # from the roof partition (lod2_roofs)
         "roof_n_points": fit.n_points,
+        "roof_n_vegetation": 0,  # set by tile_roofs (NDVI filter)
         "lod2_fallback_reason": fit.fallback,
         "lod_source": "lod1_fallback" if fit.fallback else "reconstructed",
     }
 
 
-INT_COLUMNS = ("roof_planes", "roof_n_points")
+INT_COLUMNS = ("roof_planes", "roof_n_points", "roof_n_vegetation")
 STR_COLUMNS = (
     "roof_type",
     "roof_type_code",
@@ -169,17 +207,23 @@ def lod2_roofs(
     idx: np.ndarray,
     geoms: np.ndarray,
     params: ReconstructParams,
-) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray]:
-    """Fit every footprint and build its LoD2 roof partition, checked as a solid (val3dity rules) over
-    a provisional base 3 m under the lowest roof point (walls only get longer with the real base; the
-    orchestrator checks the real base against `lowest roof`). Returns the roof columns, the packed
-    partitions (b"" where the building keeps its LoD1 solid) and the lowest roof height per footprint."""
+    base: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray, list[bytes]]:
+    """Fit every footprint and build its LoD2 roof partition and solid, checked under val3dity's
+    rules. The solid stands on the footprint's final `base` where it is known (finite): a roof whose
+    lowest point is less than `solids.MIN_WALL_M` above it keeps the LoD1 box (`roof_below_base`);
+    elsewhere it is checked over a provisional base 3 m under the lowest roof point (walls only get
+    longer with the real base). Returns the roof columns, the packed partitions (b"" where the building
+    keeps its LoD1 solid), the lowest roof height per footprint and the blobs for the tile writers:
+    the packed solid (`solids.pack_solid`) where it was built over the final base, else the partition."""
     from pipeline.stages.buildings.solids import (
+        MIN_WALL_M,
         SolidError,
         build_solid,
         check_solid,
         lowest_roof,
         pack_partition,
+        pack_solid,
         roof_mean_height,
         roof_partition,
     )
@@ -187,31 +231,42 @@ def lod2_roofs(
     table = reconstruct_roofs(x, y, z, ptr, idx, geoms, params)
     cols = table.columns
     blobs: list[bytes] = []
+    solids: list[bytes] = []
     low = np.full(len(table.fits), np.nan)
+    bases = np.full(len(table.fits), np.nan) if base is None else np.asarray(base, dtype=np.float64)
     for k, (fit, g) in enumerate(zip(table.fits, np.asarray(geoms, dtype=object), strict=True)):
         if fit.fallback:
             blobs.append(b"")
+            solids.append(b"")
             continue
         reason = ""
+        final = bool(np.isfinite(bases[k]))
+        solid = None
         try:
             part = roof_partition(fit, g)
             low[k] = lowest_roof(part)
-            # rings=False: the walls are trapezoids (build_solid refuses crossed ones), the roof and
-            # ground rings GEOS-valid faces; the tests check the rings too
-            errors = check_solid(build_solid(part, low[k] - 3.0), rings=False)
-            if errors:
-                reason = f"invalid_solid: {errors[0]}"
+            if final and low[k] < bases[k] + MIN_WALL_M:
+                reason = "roof_below_base"
+            else:
+                # rings=False: the walls are trapezoids (build_solid refuses crossed ones), the roof
+                # and ground rings GEOS-valid faces; the tests check the rings too
+                solid = build_solid(part, bases[k] if final else low[k] - 3.0)
+                errors = check_solid(solid, rings=False)
+                if errors:
+                    reason = f"invalid_solid: {errors[0]}"
         except SolidError as e:
             reason = f"invalid_solid: {e}"
         if reason:
             blobs.append(b"")
+            solids.append(b"")
             cols["lod2_fallback_reason"][k] = reason
             cols["lod_source"][k] = "lod1_fallback"
             low[k] = np.nan
         else:
             blobs.append(pack_partition(part))
+            solids.append(pack_solid(solid) if final and solid is not None else blobs[-1])
             cols["roof_mean_height"][k] = roof_mean_height(part)
-    return cols, blobs, low
+    return cols, blobs, low, solids
 
 
 ROOF_FIELDS = ("x", "y", "z", "classification", "return_number", "number_of_returns")
@@ -258,20 +313,42 @@ def tile_roofs(
     z_factor: float = 1.0,
     to_working: Any = None,
     chunk_points: int | None = None,
-) -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    base: np.ndarray | None = None,
+) -> tuple[
+    dict[str, np.ndarray],
+    list[bytes],
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray],
+    np.ndarray,
+    list[bytes],
+]:
     """One point-cloud tile: LoD2 roofs of the footprints it covers alone (`complete`; see
-    `lod2_roofs`), and for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
-    neighbouring tiles' points. The tile is read in chunks of `chunk_points` points."""
+    `lod2_roofs`), for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
+    neighbouring tiles' points, per footprint the points dropped as vegetation (`params.ndvi`), and
+    the blobs for the tile writers (`lod2_roofs`; `base`: the footprints' final base heights). The
+    tile is read in chunks of `chunk_points` points."""
     geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
     x, y, z, ptr, idx = gather_roof_points(
         path, geoms, height_params, params, z_factor, to_working, chunk_points
     )
+    dropped = np.zeros(len(geoms), dtype=np.int64)
+    if params.ndvi is not None:
+        from pipeline.stages.buildings.rasters import ndvi_at_points
+
+        f = params.ndvi
+        nd = ndvi_at_points(
+            x[idx], y[idx], [Path(p) for p in f.paths], f.red_band, f.nir_band, f.work_crs, f.raster_crs
+        )
+        ptr, idx, dropped = drop_vegetation(ptr, idx, nd, f.threshold, f.green_roof_share)
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~np.asarray(complete, dtype=bool))
     dptr, didx = _csr_take(ptr, idx, done)
-    cols, blobs, low = lod2_roofs(x, y, z, dptr, didx, geoms[done], params)
+    cols, blobs, low, solids = lod2_roofs(
+        x, y, z, dptr, didx, geoms[done], params, None if base is None else np.asarray(base)[done]
+    )
+    cols["roof_n_vegetation"] = dropped[done]
     rptr, ridx = _csr_take(ptr, idx, rest)
-    return cols, blobs, low, (rptr, np.column_stack([x[ridx], y[ridx], z[ridx]]))
+    return cols, blobs, low, (rptr, np.column_stack([x[ridx], y[ridx], z[ridx]])), dropped, solids
 
 
 def _csr_take(ptr: np.ndarray, vals: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

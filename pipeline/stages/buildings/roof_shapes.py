@@ -157,21 +157,24 @@ def _convex(kind: int, b: np.ndarray) -> bool:
 def refine_rows(values: np.ndarray, t: int, block: int, steps: int = 5) -> np.ndarray:
     """A finer grid around row t of a grid whose rows run in blocks of `block` (the inner parameter):
     between t's neighbours in the block (and across blocks when there are several), steps x steps rows
-    (linear interpolation of both values)."""
+    (linear interpolation of both values); unique rows in lexicographic order."""
     m = len(values)
     i, j = t % block, t // block
     nb = m // block
-    lo_i, hi_i = values[t - 1] if i > 0 else values[t], values[t + 1] if i < block - 1 else values[t]
-    lo_j = values[t - block] if j > 0 else values[t]
-    hi_j = values[t + block] if j < nb - 1 else values[t]
-    rows = []
+    vt = values[t]
+    lo_i, hi_i = values[t - 1] if i > 0 else vt, values[t + 1] if i < block - 1 else vt
+    lo_j = values[t - block] if j > 0 else vt
+    hi_j = values[t + block] if j < nb - 1 else vt
     ks = np.linspace(-1.0, 1.0, steps)
-    for b in ks if nb > 1 else [0.0]:
-        db = (hi_j - values[t]) * b if b >= 0 else (values[t] - lo_j) * b
-        for a in ks:
-            da = (hi_i - values[t]) * a if a >= 0 else (values[t] - lo_i) * a
-            rows.append(values[t] + da + db)
-    return np.ascontiguousarray(np.unique(np.asarray(rows), axis=0))
+    kb = ks if nb > 1 else np.zeros(1)
+    da = np.where(ks[:, None] >= 0, (hi_i - vt) * ks[:, None], (vt - lo_i) * ks[:, None])  # (steps, 2)
+    db = np.where(kb[:, None] >= 0, (hi_j - vt) * kb[:, None], (vt - lo_j) * kb[:, None])
+    rows = ((vt + da[None, :, :]) + db[:, None, :]).reshape(-1, 2)
+    order = np.lexsort((rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    keep = np.ones(len(rows), dtype=bool)
+    keep[1:] = (rows[1:] != rows[:-1]).any(axis=1)
+    return np.ascontiguousarray(rows[keep])
 
 
 def shape_specs(f: Frame, p: RoofParams) -> list[tuple[str, int, int, np.ndarray, int]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import mapbox_earcut
 import numpy as np
@@ -40,6 +41,7 @@ from pipeline.stages.buildings.roofs import RoofFit
 ROOF, WALL, GROUND = 0, 1, 2
 SEMANTICS = ("roof", "wall", "ground")
 GRID = 0.001  # m: vertices are snapped to this grid (noding and welding)
+MIN_WALL_M = 0.5  # lowest roof point above the base: less and the building keeps its LoD1 box
 
 
 class SolidError(ValueError):
@@ -51,7 +53,7 @@ class RoofPartition:
     wkb: bytes  # MultiPolygon: the roof faces (plan), noded
     planes: np.ndarray  # (faces, 3): a, b, c of z = a x + b y + c per face
 
-    @property
+    @cached_property
     def faces(self) -> list[shapely.Polygon]:
         return list(shapely.get_parts(shapely.from_wkb(self.wkb)))
 
@@ -256,6 +258,23 @@ def official_partition(
     return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
 
 
+def merge_partitions(parts: list[RoofPartition]) -> RoofPartition:
+    """One roof partition from the partitions of a building's parts (which tile its footprint): their
+    faces noded together (shared part boundaries get identical vertices; where the parts' roofs meet at
+    different heights `build_solid` puts a step wall), in a deterministic order."""
+    faces: list[tuple[shapely.Geometry, int]] = []
+    planes: list[np.ndarray] = []
+    for part in parts:
+        off = len(planes)
+        for k, (f, pl) in enumerate(zip(part.faces, part.planes, strict=True)):
+            faces.append((f, off + k))
+            planes.append(np.asarray(pl, dtype=np.float64))
+    polys, owner = _node(faces)
+    order = sorted(range(len(polys)), key=lambda i: polys[i].wkb)
+    mp = shapely.MultiPolygon([polys[i] for i in order])
+    return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
+
+
 def _node(faces: list[tuple[shapely.Geometry, int]]) -> tuple[list[shapely.Polygon], list[int]]:
     """Faces (geometry, plane) noded on the grid: shared boundaries get identical vertices; every
     noded polygon takes the plane of the face it overlaps most (holes of the footprint are left out)."""
@@ -415,7 +434,12 @@ def build_solid(
                 clusters.append([])
             clusters[-1].append((f, z))
         for cl in clusters:
-            zq = _q(float(np.mean([t[1] for t in cl]))) if k not in _lift else _q(max(t[1] for t in cl))
+            if k in _lift:
+                zq = _q(max(t[1] for t in cl))
+            elif len(cl) == 1:
+                zq = _q(cl[0][1])  # = the mean of one height
+            else:
+                zq = _q(float(np.mean([t[1] for t in cl])))
             out_levels.append(zq)
             for f, _z in cl:
                 lev[(f, k)] = zq
@@ -503,8 +527,9 @@ def build_solid(
         c = np.array([key_xy[k] for k in cyc])
         return float(np.dot(c[:, 0], np.roll(c[:, 1], -1)) - np.dot(c[:, 1], np.roll(c[:, 0], -1)))
 
-    outers = [c for c in cycles if area2(c) > 0]
-    holes = [c for c in cycles if area2(c) <= 0]
+    positive = [area2(c) > 0 for c in cycles]
+    outers = [c for c, pos in zip(cycles, positive, strict=True) if pos]
+    holes = [c for c, pos in zip(cycles, positive, strict=True) if not pos]
     shells = [shapely.Polygon([key_xy[k] for k in c]) for c in outers]
     ground: list[list[list[tuple[int, int]]]] = [[c] for c in outers]
     for h in holes:
@@ -742,6 +767,56 @@ def unpack_partition(blob: bytes) -> RoofPartition:
     return RoofPartition(bytes(blob[4 + 24 * n :]), planes)
 
 
+SOLID_MAGIC = b"SOL1"  # a packed partition starts with its plane count, never with these bytes
+
+
+def pack_solid(solid: Solid) -> bytes:
+    """Bytes of a built solid (vertices float64, semantics, ring counts per polygon, ring lengths,
+    vertex ids): what travels to the tile and CityJSON writers, so that each solid is built once."""
+    rings = [r for rs in solid.polygons for r in rs]
+    head = np.array([len(solid.vertices), len(solid.polygons), len(rings)], dtype="<u4")
+    per_poly = np.array([len(rs) for rs in solid.polygons], dtype="<u4")
+    lens = np.array([len(r) for r in rings], dtype="<u4")
+    ids = np.concatenate(rings).astype("<u4") if rings else np.zeros(0, dtype="<u4")
+    return b"".join(
+        [
+            SOLID_MAGIC,
+            head.tobytes(),
+            np.ascontiguousarray(solid.vertices, dtype="<f8").tobytes(),
+            np.asarray(solid.semantics, dtype=np.int8).tobytes(),
+            per_poly.tobytes(),
+            lens.tobytes(),
+            ids.tobytes(),
+        ]
+    )
+
+
+def unpack_solid(blob: bytes) -> Solid:
+    nv, npoly, nr = (int(v) for v in np.frombuffer(blob[4:16], dtype="<u4"))
+    o = 16
+    V = np.frombuffer(blob[o : o + 24 * nv], dtype="<f8").reshape(nv, 3).copy()
+    o += 24 * nv
+    sem = np.frombuffer(blob[o : o + npoly], dtype=np.int8).copy()
+    o += npoly
+    per_poly = np.frombuffer(blob[o : o + 4 * npoly], dtype="<u4").astype(np.int64)
+    o += 4 * npoly
+    lens = np.frombuffer(blob[o : o + 4 * nr], dtype="<u4").astype(np.int64)
+    o += 4 * nr
+    ids = np.frombuffer(blob[o:], dtype="<u4").astype(np.int64)
+    rings = np.split(ids, np.cumsum(lens)[:-1]) if nr else []
+    bounds = np.concatenate([[0], np.cumsum(per_poly)])
+    polygons = [list(rings[bounds[k] : bounds[k + 1]]) for k in range(npoly)]
+    return Solid(V, polygons, sem)
+
+
+def solid_of(blob: bytes, base: float) -> Solid:
+    """The solid of a transported LoD2 blob: a packed solid (built over its final base by the LoD2
+    task) as it is, a packed partition built over `base`."""
+    if blob[:4] == SOLID_MAGIC:
+        return unpack_solid(blob)
+    return build_solid(unpack_partition(blob), base)
+
+
 def lowest_roof(part: RoofPartition) -> float:
     """The lowest roof height over the partition (at a face vertex: the faces are planar)."""
     low = np.inf
@@ -749,6 +824,49 @@ def lowest_roof(part: RoofPartition) -> float:
         xy = shapely.get_coordinates(f)
         low = min(low, float((a * xy[:, 0] + b * xy[:, 1] + c).min()))
     return low
+
+
+def roof_faces(oids: np.ndarray, partitions: list[bytes]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One row per roof face of the packed partitions (b"" = no LoD2 roof: no rows): columns oid,
+    face (index within the building), plane_a/b/c (z = a x + b y + c), slope, azimuth (downhill,
+    clockwise from north; NaN when flat), plan area, mean height; and the faces as 3D polygons (z on
+    the plane), in building then face order."""
+    rows: dict[str, list] = {k: [] for k in ("oid", "face", "plane_a", "plane_b", "plane_c")}
+    geoms: list[shapely.Geometry] = []
+    for oid, blob in zip(oids, partitions, strict=True):
+        if not blob:
+            continue
+        part = unpack_partition(blob)
+        for k, (f, pl) in enumerate(zip(part.faces, part.planes, strict=True)):
+            rows["oid"].append(str(oid))
+            rows["face"].append(k)
+            for name, v in zip(("plane_a", "plane_b", "plane_c"), pl, strict=True):
+                rows[name].append(float(v))
+            geoms.append(f)
+    g = np.asarray(geoms, dtype=object)
+    a = np.asarray(rows["plane_a"], dtype=np.float64)
+    b = np.asarray(rows["plane_b"], dtype=np.float64)
+    c = np.asarray(rows["plane_c"], dtype=np.float64)
+    grad = np.hypot(a, b)
+    area = shapely.area(g) if g.size else np.zeros(0)
+    cen = shapely.centroid(g) if g.size else np.zeros(0, dtype=object)
+    cols = {
+        "oid": np.asarray(rows["oid"], dtype=object),
+        "face": np.asarray(rows["face"], dtype=np.int32),
+        "plane_a": a,
+        "plane_b": b,
+        "plane_c": c,
+        "slope": np.degrees(np.arctan(grad)),
+        "azimuth": np.where(grad > 1e-3, (np.degrees(np.arctan2(-a, -b)) + 360.0) % 360.0, np.nan),
+        "area": area,
+        "mean_height": a * shapely.get_x(cen) + b * shapely.get_y(cen) + c if g.size else np.zeros(0),
+    }
+    out = np.empty(len(g), dtype=object)
+    for i, f in enumerate(g):
+        xy = shapely.get_coordinates(f)
+        f3 = shapely.force_3d(f)
+        out[i] = shapely.set_coordinates(f3, np.column_stack([xy, a[i] * xy[:, 0] + b[i] * xy[:, 1] + c[i]]))
+    return cols, out
 
 
 def roof_mean_height(part: RoofPartition) -> float:
@@ -783,7 +901,7 @@ def lod2_tile_mesh(
     *,
     floor: bool = True,
 ) -> tuple[BuildingMesh, np.ndarray]:
-    """One tile's mesh: LoD2 solids where `lod2[i]` holds a packed partition, LoD1 boxes
+    """One tile's mesh: LoD2 solids where `lod2[i]` holds a packed solid or partition (`solid_of`), LoD1 boxes
     (`meshes.extrude_footprints`) for the others; feature id = input index. Returns the mesh and the
     surface of every vertex (ROOF, WALL, GROUND; LoD1 boxes by their faces' directions)."""
     has = np.array([len(b) > 0 for b in lod2], dtype=bool)
@@ -801,7 +919,7 @@ def lod2_tile_mesh(
         nv = len(m1.positions)
     pos2, fid2, sem2 = [], [], []
     for i in np.flatnonzero(has):
-        solid = build_solid(unpack_partition(lod2[i]), float(base[i]))
+        solid = solid_of(lod2[i], float(base[i]))
         p, _order, sem = solid_mesh(solid)
         pos2.append(p)
         fid2.append(np.full(len(p), i, dtype=np.int64))

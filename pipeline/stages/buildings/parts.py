@@ -1,0 +1,108 @@
+"""Building parts (ALKIS `AX_Bauteil`, `gebnutzbez` "Bauteil") as units of the LoD2 reconstruction.
+
+A Bauteil is a part of a building with its own storeys or roof (a lower wing, a tower, a projecting
+storey) whose polygon lies inside the building's footprint. With parts, a building's footprint is split
+into units: every part clipped to its host building, and the rest of the footprint. Each unit gets its
+own roof fit (its own roof shape, planes, heights); the building's LoD2 roof is the union of its units'
+roof faces (`solids.merge_partitions`: noded, so the solid gets step walls where the parts' roofs meet at
+different heights). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+
+@dataclass
+class Units:
+    """The reconstruction units: geometry, the building (index) each belongs to, the part (index into
+    the part records, -1 for the rest of the footprint)."""
+
+    geoms: np.ndarray
+    building: np.ndarray
+    part: np.ndarray
+
+
+def assign_parts(buildings: np.ndarray, parts: np.ndarray, min_share: float = 0.5) -> np.ndarray:
+    """Host building (index) of every part: the building covering the largest share of it, at least
+    `min_share` of the part's area; -1 when none (the part then stays out: reported by the caller)."""
+    buildings = np.asarray(buildings, dtype=object)
+    parts = np.asarray(parts, dtype=object)
+    host = np.full(len(parts), -1, dtype=np.int64)
+    if not len(parts) or not len(buildings):
+        return host
+    pi, bi = shapely.STRtree(buildings).query(parts, predicate="intersects")
+    if not pi.size:
+        return host
+    share = shapely.area(shapely.intersection(parts[pi], buildings[bi])) / np.maximum(
+        shapely.area(parts[pi]), 1e-12
+    )
+    order = np.lexsort((bi, -share, pi))  # per part: largest share first, then the lowest index
+    pi, bi, share = pi[order], bi[order], share[order]
+    first = np.ones(len(pi), dtype=bool)
+    first[1:] = pi[1:] != pi[:-1]
+    ok = first & (share >= min_share)
+    host[pi[ok]] = bi[ok]
+    return host
+
+
+def split_units(
+    buildings: np.ndarray, parts: np.ndarray, host: np.ndarray, min_area_m2: float = 1.0
+) -> Units:
+    """Units in building order: a building without parts is one unit (its footprint); a building with
+    parts gets one unit per part (clipped to the footprint and to the parts before it, in part order)
+    and one for the rest of the footprint. Pieces under `min_area_m2` are left to their neighbours:
+    a part that small is dropped, a rest that small is not a unit."""
+    buildings = np.asarray(buildings, dtype=object)
+    parts = np.asarray(parts, dtype=object)
+    host = np.asarray(host, dtype=np.int64)
+    geoms: list[shapely.Geometry] = []
+    bidx: list[int] = []
+    pidx: list[int] = []
+    by_host: dict[int, list[int]] = {}
+    for j in np.flatnonzero(host >= 0).tolist():
+        by_host.setdefault(int(host[j]), []).append(j)
+    for i, g in enumerate(buildings):
+        mine = by_host.get(i, [])
+        if not mine:
+            geoms.append(g)
+            bidx.append(i)
+            pidx.append(-1)
+            continue
+        taken = shapely.Polygon()
+        pieces = []
+        for j in mine:
+            piece = shapely.difference(shapely.intersection(parts[j], g), taken)
+            piece = _polygonal(piece)
+            if shapely.area(piece) < min_area_m2:
+                continue
+            pieces.append((piece, j))
+            taken = shapely.union(taken, piece)
+        rest = _polygonal(shapely.difference(g, taken))
+        if not pieces:
+            geoms.append(g)
+            bidx.append(i)
+            pidx.append(-1)
+            continue
+        for piece, j in pieces:
+            geoms.append(piece)
+            bidx.append(i)
+            pidx.append(j)
+        if shapely.area(rest) >= min_area_m2:
+            geoms.append(rest)
+            bidx.append(i)
+            pidx.append(-1)
+    return Units(
+        np.asarray(geoms, dtype=object), np.asarray(bidx, dtype=np.int64), np.asarray(pidx, dtype=np.int64)
+    )
+
+
+def _polygonal(g: shapely.Geometry) -> shapely.Geometry:
+    """The (Multi)Polygon parts of an overlay result (lines and points of touching edges dropped)."""
+    polys = [p for p in shapely.get_parts(g) if isinstance(p, shapely.Polygon) and not p.is_empty]
+    if not polys:
+        return shapely.Polygon()
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)

@@ -1,0 +1,76 @@
+"""Building parts (ALKIS Bauteil, issue 15 items 1/3): a building whose footprint holds a lower flat
+wing recorded as a Bauteil is reconstructed per part (the gable main house and the flat wing each get
+their own fit) and the parts' roofs merge into one valid solid with a step wall between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+
+from pipeline.stages.buildings.parts import assign_parts, split_units
+from pipeline.stages.buildings.reconstruct import ReconstructParams, lod2_roofs
+from pipeline.stages.buildings.solids import (
+    build_solid,
+    check_solid,
+    merge_partitions,
+    roof_mean_height,
+    unpack_partition,
+)
+from tests.unit.test_roofs import X0, Y0, sample
+
+
+def _house():
+    """A 20 x 10 m building: gable main house (x < 12, ridge 52 m along x, eaves 48 m) and a flat wing
+    (x >= 12) at 46 m, recorded as a Bauteil; 8 points/m2, 3 cm noise."""
+    rng = np.random.default_rng(11)
+    fp = shapely.box(X0, Y0, X0 + 20, Y0 + 10)
+    wing = shapely.box(X0 + 12, Y0, X0 + 20, Y0 + 10)
+    x, y = sample(fp, 8.0, rng)
+    z = np.where(x < X0 + 12, 52.0 - 0.8 * np.abs(y - (Y0 + 5)), 46.0) + rng.normal(0, 0.03, x.shape)
+    return fp, wing, x, y, z
+
+
+def test_assign_and_split():
+    fp, wing, *_ = _house()
+    other = shapely.box(X0 + 100, Y0, X0 + 110, Y0 + 10)
+    stray = shapely.box(X0 + 200, Y0, X0 + 201, Y0 + 1)
+    host = assign_parts(np.array([fp, other], dtype=object), np.array([wing, stray], dtype=object))
+    assert host.tolist() == [0, -1]
+    u = split_units(np.array([fp, other], dtype=object), np.array([wing, stray], dtype=object), host)
+    assert u.building.tolist() == [0, 0, 1] and u.part.tolist() == [0, -1, -1]
+    assert shapely.area(u.geoms[0]) == pytest.approx(80.0) and shapely.area(u.geoms[1]) == pytest.approx(
+        120.0
+    )
+    assert shapely.union_all(u.geoms[:2]).symmetric_difference(fp).area < 1e-6
+
+
+def test_per_part_roofs_merge_into_one_valid_solid():
+    fp, wing, x, y, z = _house()
+    u = split_units(np.array([fp], dtype=object), np.array([wing], dtype=object), np.array([0]))
+    # roof points of every unit (the footprints are shrunk by 0.3 m as in the build)
+    idx, ptr = [], [0]
+    for g in u.geoms:
+        k = np.flatnonzero(shapely.contains_xy(shapely.buffer(g, -0.3, join_style="mitre"), x, y))
+        idx.append(k)
+        ptr.append(ptr[-1] + len(k))
+    cols, parts, _low, _solids = lod2_roofs(
+        x, y, z, np.array(ptr), np.concatenate(idx), u.geoms, ReconstructParams(), np.array([40.0, 40.0])
+    )
+    assert cols["roof_type"].tolist() == ["flat", "gable"] and (cols["roof_rmse"] < 0.06).all()
+    merged = merge_partitions([unpack_partition(p) for p in parts])
+    solid = build_solid(merged, 40.0)
+    assert check_solid(solid) == []
+    assert shapely.union_all(merged.faces).symmetric_difference(fp).area < 1e-3
+    # the area-weighted mean roof: 80 m2 at 46 m and 120 m2 of gable at mean 50 m
+    assert roof_mean_height(merged) == pytest.approx((80 * 46 + 120 * 50) / 200, abs=0.05)
+    # a step wall joins the wing's flat roof to the main house's eave (walls above 46 m inside)
+    walls = [p for p, s in zip(solid.polygons, solid.semantics, strict=True) if s == 1]
+    inner = [w for w in walls if np.allclose(solid.vertices[w[0]][:, 0], X0 + 12, atol=1e-3)]
+    assert inner and min(solid.vertices[w[0]][:, 2].min() for w in inner) == pytest.approx(46.0, abs=0.1)
+    # one fit over the whole footprint cannot hold both: not a clean standard roof
+    whole_idx = np.flatnonzero(shapely.contains_xy(shapely.buffer(fp, -0.3, join_style="mitre"), x, y))
+    whole = lod2_roofs(
+        x, y, z, np.array([0, whole_idx.size]), whole_idx, np.array([fp], dtype=object), ReconstructParams()
+    )[0]
+    assert whole["roof_type"][0] not in ("flat", "gable") or whole["roof_rmse"][0] > 0.1
