@@ -407,9 +407,19 @@ def tables(data: ReleaseData) -> dict[str, pd.DataFrame]:
         counts = class_counts(data.model_check)
         out["model_check_classes"] = pd.DataFrame({"class": list(counts), "buildings": list(counts.values())})
         mc = data.model_check[~data.model_check["model_check"].isin(["consistent", "unknown"])]
+        plane_cols = [c for c in ("planes_changed", "dz_plane_max") if c in mc.columns]  # per roof plane
         out["outdated_in_official_model"] = pd.DataFrame(mc.drop(columns="geometry")).sort_values(
             ["model_check", "oid", "official_oid"]
-        )[["oid", "official_oid", "model_check", "dz_eave", "dz_ridge", "iou", "reason"]]
+        )[["oid", "official_oid", "model_check", "dz_eave", "dz_ridge", *plane_cols, "iou", "reason"]]
+        if "planes_compared" in data.model_check.columns:
+            m = data.model_check
+            out["model_check_planes"] = pd.DataFrame(
+                {
+                    "roof planes compared": [int(m["planes_compared"].sum())],
+                    "differing by more than roof_dz_m": [int(m["planes_changed"].sum())],
+                    "buildings with differing planes": [int((m["planes_changed"] > 0).sum())],
+                }
+            )
     if data.unregistered is not None and len(data.unregistered):
         out["unregistered"] = pd.DataFrame(data.unregistered.drop(columns="geometry"))
     if data.parcels is not None and len(data.parcels):

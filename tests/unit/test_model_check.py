@@ -292,6 +292,13 @@ def test_demo_bar_changed_buildings_found(tmp_path):
     )
     assert counts == res[0].stats["classes"]
     assert set(tab["outdated_in_official_model"]["model_check"]) >= {"roof_changed", "demolished_since_model"}
+    # per roof plane: the layer, the stats and the report agree; planes differ only on changed roofs
+    planes = gpd.read_file(ctx.release_dir / "model_check" / "model_check.gpkg", layer="model_check_planes")
+    assert res[0].stats["planes_compared"] == int(planes["dz"].notna().sum()) > 50
+    assert tab["model_check_planes"]["roof planes compared"].item() == res[0].stats["planes_compared"]
+    moved = set(t.loc[t["truth"].isin(["raised", "lowered"]), "oid"])
+    assert set(planes.loc[planes["changed"], "oid"]) <= moved and res[0].stats["planes_changed"] > 0
+    assert "planes_changed" in tab["outdated_in_official_model"].columns
     plot_model_check_map(data, tmp_path / "map.png")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     # an internal model_check layer stays out of a public report
