@@ -30,6 +30,7 @@ from pipeline.orchestrate.street_space import (
 from pipeline.stages.street_space import (
     StreetSpaceParams,
     _longest_free,
+    _PointGrid,
     centrelines,
     cut_axes,
     judge,
@@ -188,6 +189,21 @@ def test_centrelines_of_street_areas():
     for end in ((0, 8), (200, 8), (96, -60), (96, 100), (155, 60)):
         assert np.hypot(*(ends - np.array(end)).T).min() < 0.05, end
     assert centrelines(shapely.Polygon()) == []
+
+
+def test_point_grid_finds_every_point_of_a_box():
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(362000, 362300, 20000), rng.uniform(5716000, 5716100, 20000)
+    grid = _PointGrid(x, y, 10.0)
+    for _ in range(50):
+        x0, y0 = rng.uniform(361990, 362300), rng.uniform(5715990, 5716100)
+        box = (x0, y0, x0 + rng.uniform(0, 60), y0 + rng.uniform(0, 60))
+        got = grid.query(*box)
+        inside = np.flatnonzero((x >= box[0]) & (x <= box[2]) & (y >= box[1]) & (y <= box[3]))
+        assert np.all(np.diff(got) > 0) and np.isin(inside, got).all()
+        # only the cells the box touches: nothing farther than a cell from it
+        assert (x[got] > box[0] - 10.0).all() and (x[got] < box[2] + 10.0).all()
+    assert len(grid.query(0, 0, 1, 1)) == 0
 
 
 def test_longest_free_and_cut_axes():
