@@ -395,6 +395,7 @@ def _ctx(raw, tmp_path, street_space: dict, cadastre: str | None = CADASTRE):
         {
             "name": "t",
             "paths": {"raw": str(raw), "out": str(tmp_path / "out")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": sources,
             "layers": {"street_space": street_space},
         }
