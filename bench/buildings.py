@@ -77,6 +77,7 @@ def run(
         {
             "name": "bench",
             "paths": {"raw": str(raw), "out": str(data / "out"), "cache": str(data / "cache")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [{"epoch": "2024", "points": "aerial/2024/*.laz"}],
                 "cadastre": {"path": "alkis/*.gpkg"},

@@ -29,6 +29,7 @@ def demo_build(tmp_path_factory):
         {
             "name": "demo",
             "paths": {"raw": str(raw), "out": str(root / "out"), "cache": str(root / "cache")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [
                     {"epoch": e1, "points": f"aerial/{e1}/*.la[sz]"},

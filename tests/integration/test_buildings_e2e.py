@@ -38,6 +38,7 @@ def _ctx(raw: Path, rel: Path, fmt: str = "1.1", client=None, **layer) -> BuildC
         {
             "name": "t",
             "paths": {"raw": str(raw), "out": str(rel.parent / "out"), "cache": str(rel.parent / "cache")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [
                     {"epoch": "2022", "points": "aerial/2022/*.laz"},
@@ -217,6 +218,7 @@ def test_all_records_rejected_gives_empty_valid_tileset(tmp_path):
         {
             "name": "t",
             "paths": {"raw": str(raw), "out": str(tmp_path / "o"), "cache": str(tmp_path / "c")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {"cadastre": {"path": "alkis/*.gpkg"}},
         }
     )

@@ -174,6 +174,7 @@ def test_real_tile_lod2_sources(realdata, tmp_path, source):
         {
             "name": "nrw",
             "paths": {"raw": str(nrw), "out": str(tmp_path / "out"), "cache": str(tmp_path / "cache")},
+            "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [{"epoch": "2022", "points": laz.name, "class_scheme": "asprs"}],
                 "cadastre": {"path": gml.name, "format": "generic"},
