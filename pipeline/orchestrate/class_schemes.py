@@ -26,18 +26,13 @@ MEMO = "class-codes.json"
 
 
 def class_codes(path: Path) -> list[int]:
-    """The classification codes present in one LAS/LAZ/COPC file (only that field is decompressed)."""
-    import laspy
+    """The classification codes present in one LAS/LAZ/COPC/E57 file (the one point reader, in chunks;
+    only that field is decompressed). A broken file is an InputError naming it."""
+    from pipeline.sources.pointcloud.reader import iter_points
 
-    sel = laspy.DecompressionSelection.XY_RETURNS_CHANNEL | laspy.DecompressionSelection.CLASSIFICATION
     seen = np.zeros(256, dtype=bool)
-    try:
-        with laspy.open(path, decompression_selection=sel) as f:
-            for chunk in f.chunk_iterator(CHUNK_POINTS):
-                codes = np.asarray(chunk.classification, dtype=np.uint8)
-                seen[np.unique(codes)] = True
-    except Exception as e:  # a broken file: the input check names it too, this names it here first
-        raise InputError(f"cannot read the class codes: {e}", path=path) from e
+    for chunk in iter_points(path, ("classification",), CHUNK_POINTS):
+        seen[np.unique(chunk["classification"])] = True
     return [int(c) for c in np.flatnonzero(seen)]
 
 
