@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "imagery": "bench.imagery",
     "copc": "bench.copc",
     "terrain": "bench.terrain",
+    "terrain_textures": "bench.terrain_textures",
     "regional": "bench.regional",
 }
 
