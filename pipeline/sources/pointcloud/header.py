@@ -8,6 +8,7 @@ values. The result (`PointFileInfo`) is small and picklable; the decode tasks re
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import struct
@@ -196,6 +197,21 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
     return PointFileInfo(
         kind="laz", laszip_vlr=laz_vlr, chunk_table=table, first_chunk_offset=first, **common
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _point_format_of(path: Path, size: int, mtime_ns: int):
+    import laspy
+
+    with laspy.open(path) as r:
+        return r.header.point_format
+
+
+def las_point_format(info: PointFileInfo):
+    """The file's laspy point format (with its Extra Bytes dimensions: decoders unpack extra dimensions
+    with it), read once per file and process."""
+    st = info.path.stat()
+    return _point_format_of(info.path, st.st_size, st.st_mtime_ns)
 
 
 def _point_data_end(h, size: int) -> int:

@@ -7,7 +7,6 @@ forks afterwards is safe, and one Dask worker uses exactly one core.
 
 from __future__ import annotations
 
-import functools
 import io
 import struct
 from typing import NamedTuple
@@ -15,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, las_point_format
 
 
 class BitField(NamedTuple):
@@ -55,20 +54,6 @@ def materialize(col):
     return col.values() if isinstance(col, (BitField, Rgb16)) else col
 
 
-@functools.lru_cache(maxsize=64)
-def _point_format_of(path, size: int, mtime_ns: int):
-    import laspy
-
-    with laspy.open(path) as r:
-        return r.header.point_format
-
-
-def _point_format(info: PointFileInfo):
-    """The file's laspy point format (with its extra bytes), read once per file and process."""
-    st = info.path.stat()
-    return _point_format_of(info.path, st.st_size, st.st_mtime_ns)
-
-
 def _selection(info: PointFileInfo, extra_dims: tuple[str, ...], layers: tuple[str, ...] | None = None):
     """Fields lazrs must decompress (layered point formats 6-10 can skip the others): XY, returns and Z,
     then `layers` (lazrs layer names) or, when None, every layer an attribute of the table is read from."""
@@ -96,7 +81,7 @@ def decode_raw(
     """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
     bytes; e.g. a reused scratch buffer) when given, else into a new array. `layers`: in LAZ formats
     6-10, decompress only XY/returns, Z and these lazrs layers (the other fields hold garbage)."""
-    dtype = info.record_dtype if info.record_dtype is not None else _point_format(info).dtype()
+    dtype = info.record_dtype if info.record_dtype is not None else las_point_format(info).dtype()
     nbytes = unit.count * dtype.itemsize
     if out is not None and out.nbytes < nbytes:
         raise ValueError("decode buffer too small")
@@ -198,7 +183,7 @@ def decode_unit(
 
         from pipeline.point_attributes import EXTRA_NO_DATA
 
-        rec = laspy.PackedPointRecord(raw, _point_format(info))
+        rec = laspy.PackedPointRecord(raw, las_point_format(info))
         nodata = dict(info.extra_nodata)
         for name in extra_dims:
             if name in info.extra_dims:
