@@ -188,9 +188,9 @@ def polygonize(mask: np.ndarray, transform: Affine, min_area: float) -> list[sha
         for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=transform, connectivity=4)
         if v == 1
     ]
-    geoms = [g for g in geoms if g.area >= min_area - 1e-9]
-    geoms.sort(key=lambda g: (round(g.bounds[1], 3), round(g.bounds[0], 3)))
-    return geoms
+    polys = [g for g in geoms if isinstance(g, shapely.Polygon) and g.area >= min_area - 1e-9]
+    polys.sort(key=lambda g: (round(g.bounds[1], 3), round(g.bounds[0], 3)))
+    return polys
 
 
 def unregistered_structures(

@@ -49,6 +49,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 OK, EXCEEDS, BELOW, UNKNOWN = "ok", "exceeds", "below", "unknown"
 # status -> RGBA sRGB: the QGIS styles and the 3D tiles of the zoning layer are made from this table
@@ -218,9 +219,9 @@ def _binding(areas: gpd.GeoDataFrame, params: ZoningParams) -> gpd.GeoDataFrame:
     return a.reset_index(drop=True)
 
 
-def _scopes(plans: gpd.GeoDataFrame | None, areas: gpd.GeoDataFrame) -> dict[str, object]:
+def _scopes(plans: gpd.GeoDataFrame | None, areas: gpd.GeoDataFrame) -> dict[str, BaseGeometry]:
     """Plan id -> scope polygon (raeumlicherGeltungsbereich, else the union of the plan's areas)."""
-    out: dict[str, object] = {}
+    out: dict[str, BaseGeometry] = {}
     if plans is not None:
         for pid, g in zip(plans["plan_id"], plans.geometry, strict=True):
             if g is not None and not g.is_empty:
@@ -342,7 +343,7 @@ def _check_buildings(
     b: gpd.GeoDataFrame,
     btf: gpd.GeoDataFrame,
     ugf: gpd.GeoDataFrame,
-    scopes: dict[str, object],
+    scopes: dict[str, BaseGeometry],
     params: ZoningParams,
     lines: gpd.GeoDataFrame | None = None,
 ) -> tuple[pd.DataFrame, _Checks]:
@@ -498,7 +499,7 @@ def _check_parcels(
     b: gpd.GeoDataFrame,
     storeys: np.ndarray,
     btf: gpd.GeoDataFrame,
-    scopes: dict[str, object],
+    scopes: dict[str, BaseGeometry],
     params: ZoningParams,
 ) -> tuple[pd.DataFrame, _Checks]:
     n = len(p)
@@ -513,7 +514,7 @@ def _check_parcels(
     # built area and floor area per piece
     fg = b.geometry.to_numpy()
     built = np.zeros(len(ia))
-    gfa = np.zeros(len(ia))
+    gfa: np.ndarray = np.zeros(len(ia))
     gfa_unknown = np.zeros(len(ia), dtype=bool)
     if len(ia) and len(fg):
         ka, kb = shapely.STRtree(fg).query(pieces, predicate="intersects")
@@ -676,10 +677,12 @@ def check_zoning(
         parcel_of[pa] = pb
     n_exc = np.zeros(len(p), dtype=np.int64)
     outside = np.zeros(len(p))
+    outside_m2 = bt["outside_buildable_m2"].to_numpy(dtype=np.float64)
+    outside_depth = bt["outside_depth_m"].to_numpy(dtype=np.float64)
     for i in np.flatnonzero(parcel_of >= 0):
         j = parcel_of[i]
-        if np.isfinite(bt["outside_buildable_m2"].iat[i]) and bt["outside_depth_m"].iat[i] > 0:
-            outside[j] += bt["outside_buildable_m2"].iat[i]
+        if np.isfinite(outside_m2[i]) and outside_depth[i] > 0:
+            outside[j] += outside_m2[i]
         if b_status[i] in ("exceeds", "below_minimum"):
             n_exc[j] += 1
             oid = str(b["oid"].iat[i]) if "oid" in b else str(i)

@@ -80,7 +80,7 @@ def join_lod2(footprints: gpd.GeoDataFrame, lod2: gpd.GeoDataFrame, min_iou: flo
     if ok.any():
         iou_all[ok] = _iou(fa[ok], la[m[ok]])
 
-    def col(name: str, fill: object) -> np.ndarray:
+    def col(name: str, fill: str | float) -> np.ndarray:
         if not len(lod2):
             return np.full(n, fill, dtype=object if isinstance(fill, str) else np.float64)
         v = lod2[name].to_numpy()[m]

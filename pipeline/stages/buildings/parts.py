@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 
 @dataclass
@@ -72,7 +73,7 @@ def split_units(
             bidx.append(i)
             pidx.append(-1)
             continue
-        taken = shapely.Polygon()
+        taken: BaseGeometry = shapely.Polygon()
         pieces = []
         for j in mine:
             piece = shapely.difference(shapely.intersection(parts[j], g), taken)

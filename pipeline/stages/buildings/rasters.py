@@ -167,7 +167,8 @@ def ndvi_at_points(
             tile_crs = raster_crs or (ds.crs.to_wkt() if ds.crs is not None else None)
             px, py = x[todo], y[todo]
             if work_crs is not None and tile_crs is not None:
-                pts = _to_raster_crs(shapely.points(px, py), work_crs, tile_crs, Path(p))
+                # shapely's stubs type points() of arrays as Point | array
+                pts = _to_raster_crs(shapely.points(px, py), work_crs, tile_crs, Path(p))  # type: ignore[arg-type]
                 px, py = shapely.get_x(pts), shapely.get_y(pts)
             b = ds.bounds
             inside = (px >= b.left) & (px < b.right) & (py > b.bottom) & (py <= b.top)

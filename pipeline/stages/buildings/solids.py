@@ -34,6 +34,7 @@ from functools import cached_property
 import mapbox_earcut
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.stages.buildings.meshes import BuildingMesh, extrude_footprints
 from pipeline.stages.buildings.roofs import RoofFit
@@ -98,7 +99,7 @@ def _halfplane_clip(poly: np.ndarray, a: float, b: float, c: float) -> np.ndarra
     return np.array(out).reshape(-1, 2)
 
 
-def _envelope_faces(planes: np.ndarray, footprint: shapely.Geometry) -> list[tuple[shapely.Geometry, int]]:
+def _envelope_faces(planes: np.ndarray, footprint: BaseGeometry) -> list[tuple[BaseGeometry, int]]:
     x0, y0, x1, y1 = footprint.bounds
     pad = 1.0 + max(x1 - x0, y1 - y0)
     box = np.array([[x0 - pad, y0 - pad], [x1 + pad, y0 - pad], [x1 + pad, y1 + pad], [x0 - pad, y1 + pad]])
@@ -116,8 +117,8 @@ def _envelope_faces(planes: np.ndarray, footprint: shapely.Geometry) -> list[tup
 
 
 def _segment_faces(
-    fit: RoofFit, footprint: shapely.Geometry, cell_m: float, simplify_m: float
-) -> list[tuple[shapely.Geometry, int]]:
+    fit: RoofFit, footprint: BaseGeometry, cell_m: float, simplify_m: float
+) -> list[tuple[BaseGeometry, int]]:
     """Faces of a multi-plane roof from its point segmentation: 0.5 m cells labelled by the nearest
     segmented point, merged per plane."""
     from pipeline.stages.buildings._roof_kernels import nearest_other
@@ -145,7 +146,7 @@ def _segment_faces(
 
 def roof_partition(
     fit: RoofFit,
-    footprint: shapely.Geometry,
+    footprint: BaseGeometry,
     *,
     cell_m: float = 0.5,
     simplify_m: float = 0.75,
@@ -215,7 +216,7 @@ def _merge_small(
 
 
 def official_partition(
-    roofs: list[shapely.Polygon], footprint: shapely.Geometry, *, min_face_m2: float = 0.5
+    roofs: list[shapely.Polygon], footprint: BaseGeometry, *, min_face_m2: float = 0.5
 ) -> RoofPartition:
     """A roof partition from an official LoD2 model's roof polygons (Polygon Z) over a (cadastral)
     footprint: every roof polygon becomes a face with the plane through it, clipped to the footprint;
@@ -262,7 +263,7 @@ def merge_partitions(parts: list[RoofPartition]) -> RoofPartition:
     """One roof partition from the partitions of a building's parts (which tile its footprint): their
     faces noded together (shared part boundaries get identical vertices; where the parts' roofs meet at
     different heights `build_solid` puts a step wall), in a deterministic order."""
-    faces: list[tuple[shapely.Geometry, int]] = []
+    faces: list[tuple[BaseGeometry, int]] = []
     planes: list[np.ndarray] = []
     for part in parts:
         off = len(planes)
@@ -275,7 +276,7 @@ def merge_partitions(parts: list[RoofPartition]) -> RoofPartition:
     return RoofPartition(shapely.to_wkb(mp), np.array([planes[owner[i]] for i in order]).reshape(-1, 3))
 
 
-def _node(faces: list[tuple[shapely.Geometry, int]]) -> tuple[list[shapely.Polygon], list[int]]:
+def _node(faces: list[tuple[BaseGeometry, int]]) -> tuple[list[shapely.Polygon], list[int]]:
     """Faces (geometry, plane) noded on the grid: shared boundaries get identical vertices; every
     noded polygon takes the plane of the face it overlaps most (holes of the footprint are left out)."""
     polys, owner = [], []
@@ -344,11 +345,11 @@ def build_solid(
     # rings of every face as 2D vertex keys (closing point dropped); outer CCW, holes CW
     key_xy: dict[tuple[int, int], tuple[float, float]] = {}
     face_rings: list[list[list[tuple[int, int]]]] = []
-    for f in faces:
+    for face in faces:
         rings = []
-        for ring in [f.exterior, *f.interiors]:
+        for ring in [face.exterior, *face.interiors]:
             c = np.asarray(ring.coords)[:-1]
-            ks = []
+            ks: list[tuple[int, int]] = []
             for x, y in c:
                 k = (_q(x), _q(y))
                 if ks and ks[-1] == k:
@@ -405,9 +406,9 @@ def build_solid(
                 new = []
                 for i in range(len(ks)):
                     new.append(ks[i])
-                    m = splits.get((ks[i], ks[(i + 1) % len(ks)]))
-                    if m is not None:
-                        new.append(m)
+                    mid = splits.get((ks[i], ks[(i + 1) % len(ks)]))
+                    if mid is not None:
+                        new.append(mid)
                 rings[r] = new
         left = {}
         for fi, rings in enumerate(face_rings):
@@ -548,8 +549,8 @@ def build_solid(
         # vertical edges used by more than two walls: lift the roof at those vertices and rebuild once
         fl = _flatten(solid)
         nv = len(solid.vertices) + 1
-        e, cnt = np.unique(fl.idx * nv + fl.nxt, return_counts=True)
-        bad = e[cnt > 1]
+        edge_ids, cnt = np.unique(fl.idx * nv + fl.nxt, return_counts=True)
+        bad = edge_ids[cnt > 1]
         if bad.size:
             xyz = solid.vertices[np.concatenate([bad // nv, bad % nv])]
             lift = frozenset((_q(x), _q(y)) for x, y in xyz[:, :2])
@@ -832,7 +833,7 @@ def roof_faces(oids: np.ndarray, partitions: list[bytes]) -> tuple[dict[str, np.
     clockwise from north; NaN when flat), plan area, mean height; and the faces as 3D polygons (z on
     the plane), in building then face order."""
     rows: dict[str, list] = {k: [] for k in ("oid", "face", "plane_a", "plane_b", "plane_c")}
-    geoms: list[shapely.Geometry] = []
+    geoms: list[BaseGeometry] = []
     for oid, blob in zip(oids, partitions, strict=True):
         if not blob:
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,12 +151,12 @@ def write_cadastre(dist: District, out: Path, lot_m: float = 16.0, bad_records: 
         3021: "Allgemein bildende Schule",
     }
     floors = np.where(rng.random(m) < 0.3, np.round(dist.eave / 3.0), np.nan)
-    df = {
+    df: dict[str, list[Any]] = {
         "oid": list(dist.oid),
         "gebnutzbez": ["Gebäude"] * m,
         "funktion": [names[int(c)] for c in codes],
         "gfkzshh": [f"31001_{int(c)}" for c in codes],
-        "anzahlgs": floors,
+        "anzahlgs": floors.tolist(),
         "rellage": [None] * m,
         "lagebeztxt": [f"Teststraße {i}" for i in range(m)],
         "aktualit": ["2023-01-01"] * m,
@@ -185,7 +186,7 @@ def write_cadastre(dist: District, out: Path, lot_m: float = 16.0, bad_records: 
             df["gebnutzbez"].append(nutz)
             df["funktion"].append("Wohngebäude")
             df["gfkzshh"].append("31001_1000")
-            df["anzahlgs"] = np.append(df["anzahlgs"], np.nan)
+            df["anzahlgs"].append(np.nan)
             df["rellage"].append(lage)
             df["lagebeztxt"].append("")
             df["aktualit"].append("2023-01-01")

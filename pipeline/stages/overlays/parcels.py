@@ -63,7 +63,9 @@ def built_up(
     pieces["a"] = pieces.geometry.area
     # built-up area: union per parcel (overlapping footprints once)
     union = pieces.dissolve(by="pidx").geometry.area
-    out.iloc[union.index.to_numpy(), out.columns.get_loc("built_area_m2")] = union.to_numpy()
+    built = out["built_area_m2"].to_numpy(dtype=np.float64, copy=True)
+    built[union.index.to_numpy()] = union.to_numpy()
+    out["built_area_m2"] = built
     h = pieces["h"].to_numpy()
     floors = np.where(np.isfinite(h), np.maximum(1, np.round(h / floor_height_m)), np.nan)
     pid = pieces["pidx"].to_numpy()

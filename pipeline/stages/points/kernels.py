@@ -656,8 +656,8 @@ def _tile_vertices(
                 for bb in range(copies[k, 2]):
                     out8[i, do + bb] = rec8[j, so + bb]
             if rgb_src >= 0:
-                for c in range(3):
-                    out8[i, rgb_dst + c] = lut[rec8[j, rgb_src + c]]
+                for ch in range(3):
+                    out8[i, rgb_dst + ch] = lut[rec8[j, rgb_src + ch]]
             if gps_col >= 0:
                 out32[i, gps_col] = np.float32(gps[j] - g)
         checksum[t] = h
@@ -745,8 +745,11 @@ def gather_records_reference(
     out = np.zeros(n, dtype=dtype)
     ob = out.view(np.uint8).reshape(n, dtype.itemsize)
     order = np.asarray(order, dtype=np.int64)
+    fields = dtype.fields
+    if fields is None:
+        raise ValueError(f"{dtype} is not a record dtype")
     for name, col in columns.items():
-        off = dtype.fields[name][1]
+        off = fields[name][1]
         src = np.ascontiguousarray(col)
         width = src.dtype.itemsize * (1 if src.ndim == 1 else src.shape[1])
         _scatter_bytes(src.view(np.uint8).reshape(len(src), width), order, ob, off)
@@ -832,8 +835,8 @@ def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out
     s8 = np.array([sh for _c, _o, sh, _m in u8] + [0] * (3 - len(u8)), np.int64)
     m8 = np.array([m for _c, _o, _s, m in u8] + [0] * (3 - len(u8)), np.int64)
     if rgb:
-        chans, orgb, rsh = rgb[0]
-        chans = [c.astype(np.uint16) if c.dtype.itemsize == 1 else c.view(np.uint16) for c in chans]
+        rgb_cols, orgb, rsh = rgb[0]
+        chans = [c.astype(np.uint16) if c.dtype.itemsize == 1 else c.view(np.uint16) for c in rgb_cols]
     else:
         chans, orgb, rsh = [z16] * 3, -1, 0
     if len(order):
@@ -849,7 +852,7 @@ def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out
 
 @nb.njit(cache=True, nogil=True)
 def _rgb_max(r, g, b):
-    m = 0
+    m = np.int64(0)
     for i in range(r.shape[0]):
         m = max(m, max(np.int64(r[i]), max(np.int64(g[i]), np.int64(b[i]))))
     return m
@@ -976,9 +979,9 @@ def _level_order(level, out):
     for v in range(1, 129):
         counts[v] += counts[v - 1]
     for i in range(level.shape[0]):
-        v = np.int64(level[i])
-        out[counts[v]] = i
-        counts[v] += 1
+        lv = np.int64(level[i])
+        out[counts[lv]] = i
+        counts[lv] += 1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -67,7 +67,7 @@ def cube_for(lo_mm: np.ndarray, hi_mm: np.ndarray) -> CubeSpec:
         half = size >> 1
         origin = (lo // half) * half
         if np.all(origin + size > hi):
-            return CubeSpec(tuple(int(v) for v in origin), R)
+            return CubeSpec((int(origin[0]), int(origin[1]), int(origin[2])), R)
         R += 1
 
 

@@ -30,6 +30,7 @@ from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift, to_srg
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
+    from pipeline.tiles.points_glb import PointSchema
 
 from pipeline.stages.points.spill import (
     GRID_BITS,
@@ -132,7 +133,7 @@ class TileJob:
     out_dir: str  # staging directory (content goes to out_dir/content/...)
     fmt: str  # "1.1" (glb) | "1.0" (pnts)
     max_points: int
-    schema: object  # PointSchema
+    schema: PointSchema
     meshopt: bool = False
 
 
@@ -496,8 +497,8 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         unit.unit_index,
         n,
         str(rec_path),
-        tuple(int(v) for v in lo),
-        tuple(int(v) for v in hi),
+        (int(lo[0]), int(lo[1]), int(lo[2])),
+        (int(hi[0]), int(hi[1]), int(hi[2])),
         r.codes,
         rgb_max=r.rgb_max,
     )
@@ -607,7 +608,7 @@ def _vertex_plan(job: TileJob, dtype: np.dtype):
     """How `K.tile_vertices` fills the vertex layout of the tiles from the record fields."""
     from pipeline.tiles.points_glb import vertex_layout
 
-    layout, stride = vertex_layout(job.schema)  # type: ignore[arg-type]
+    layout, stride = vertex_layout(job.schema)
     fields = dtype.fields
     assert fields is not None
     copies, rgb, gps_dst = [], None, -1
@@ -688,8 +689,8 @@ def _place_tile(
         iy,
         iz,
         count,
-        tuple(int(v) for v in lo_mm),
-        tuple(int(v) for v in hi_mm),
+        (int(lo_mm[0]), int(lo_mm[1]), int(lo_mm[2])),
+        (int(hi_mm[0]), int(hi_mm[1]), int(hi_mm[2])),
         int(checksum),
         uri,
     )
@@ -702,12 +703,12 @@ def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> li
     from pipeline.tiles.points_glb import quantized_tile
 
     q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
-    names = [n for n in rec.dtype.names if n not in ("x", "y", "z")]
+    names = [n for n in rec.dtype.names or () if n not in ("x", "y", "z")]
     out = []
     for t, (depth, s, e) in enumerate(groups):
         qt = quantized_tile(lo[t], step[t], q[s:e], qmin[t], qmax[t])
         sl = rec[s:e]
-        data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)  # type: ignore[arg-type]
+        data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)
         tlo, thi = qt.bounds_mm
         rec_t, path = _place_tile(job, depth, lo[t], e - s, tlo, thi, checksum[t])
         with open(path, "wb") as f:
@@ -814,7 +815,7 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     if not with_upper:
         return []
     # all upper files read straight into one array (a concatenate of structured arrays costs ~10 ms here)
-    up = read_ranges(tuple((r.upper_path, 0, r.upper_count) for r in with_upper), up_dtype)
+    up = read_ranges(tuple((r.upper_path, 0, r.upper_count) for r in with_upper if r.upper_path), up_dtype)
     offset = 0
     for r in with_upper:
         if r.min_index >= 0 and r.depth - g > 0:

@@ -239,7 +239,7 @@ def _resample_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     if ps <= 64:  # views of the source split into periods along `axis`: no copies, no gathers
         xp = a.reshape(*a.shape[:axis], g, ps, *a.shape[axis + 1 :])
         out = np.zeros((*a.shape[:axis], g, pd, *a.shape[axis + 1 :]), dtype=np.float32)
-        lead = (slice(None),) * (axis + 1)
+        lead: tuple[slice | int, ...] = (slice(None),) * (axis + 1)
         for j in range(pd):
             for k in range(idx.shape[1]):
                 if w[j, k] > 0:

@@ -69,10 +69,10 @@ def cell_stat_reference(
     out = np.full((grid.height, grid.width), np.nan)
     cnt = np.zeros((grid.height, grid.width))
     for xi, yi, zi in zip(x, y, z, strict=True):
-        r, c, ok = grid.index(np.array([xi]), np.array([yi]))
+        rows, cols, ok = grid.index(np.array([xi]), np.array([yi]))
         if not ok[0]:
             continue
-        r, c = int(r[0]), int(c[0])
+        r, c = int(rows[0]), int(cols[0])
         if np.isnan(out[r, c]):
             out[r, c] = zi
         elif stat == "max":
