@@ -14,6 +14,7 @@ with `pipeline.orchestrate.cache.reuse_files`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -272,25 +273,21 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
             )
         results.extend(new)
         done.append("aerial_points")
-    if (
-        points_orch is not None
-        and lay.mobile_points.enabled
-        and cfg.sources.mobile
-        and cfg.sources.mobile.points
-    ):
+    mobile = cfg.sources.mobile
+    if points_orch is not None and lay.mobile_points.enabled and mobile is not None and mobile.points:
         files = ctx.inputs_for("mobile")
         with ctx.stage("mobile_points"):
             by_unit["mobile_points"] = new = reuse_or_build(
                 ctx,
                 "mobile_points",
-                {"points": inputs_key(files), "source": cfg.sources.mobile},
+                {"points": inputs_key(files), "source": mobile},
                 lambda: with_copc(points_orch.build_pointcloud_layer)(
                     ctx,
                     name="mobile_points",
                     files=files,
                     layer=lay.mobile_points,
-                    crs_override=cfg.sources.mobile.crs,
-                    class_scheme=cfg.sources.mobile.class_scheme,
+                    crs_override=mobile.crs,
+                    class_scheme=mobile.class_scheme,
                     orthophoto=None,
                     out_subdir="mobile_points",
                 ),
@@ -320,7 +317,7 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
         after = done if "*" in unit.after else [a for a in unit.after if a in done]
         key_parts["results"] = [r.to_json() | {"seconds": 0} for a in after for r in by_unit[a]]
         with ctx.stage(unit.name):
-            new = reuse_or_build(ctx, unit.name, key_parts, lambda fn=fn, prev=prev: fn(ctx, prev))
+            new = reuse_or_build(ctx, unit.name, key_parts, functools.partial(fn, ctx, prev))
         results.extend(new)
         by_unit[unit.name] = new
         done.append(unit.name)
@@ -585,7 +582,7 @@ def _run_locked(
     changes: dict[str, Any] = {
         "previous": current.name if current else None,
         "inputs": input_changes(prev_manifest, [i.to_json(cfg.raw_dir) for i in inputs]),
-        "config_changed": bool(prev_manifest) and prev_manifest.get("config_hash") != chash,
+        "config_changed": bool(prev_manifest and prev_manifest.get("config_hash") != chash),
     }
     record["changes"] = changes
     if not force and current is not None and current == final.resolve() and (final / MANIFEST).is_file():

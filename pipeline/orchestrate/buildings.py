@@ -188,7 +188,8 @@ def _point_files(ctx: BuildContext, epoch: Any) -> list[PointFile]:
                 f"the file's extent cannot be transformed from {fc.crs.name} to the working CRS {work.name}",
                 path=inp.path,
             )
-        out.append((str(inp.path), tuple(float(v) for v in wb), fc.z_factor, (fc.crs.to_wkt(), ctx.cfg.crs)))
+        wb4 = (float(wb[0]), float(wb[1]), float(wb[2]), float(wb[3]))
+        out.append((str(inp.path), wb4, fc.z_factor, (fc.crs.to_wkt(), ctx.cfg.crs)))
     return out
 
 
@@ -216,7 +217,7 @@ def epoch_stats(
     bounds = np.searchsorted(fi, np.arange(len(files) + 1))
     from pipeline.orchestrate.cache import input_sha256, run_cached
 
-    jobs = []
+    jobs: list[tuple[np.ndarray, tuple[Any, ...]]] = []
     for k, (path, _b, zf, to_working) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
@@ -542,7 +543,7 @@ def write_tiles(
         max_features=layer.max_features_per_tile,
         max_leaf_m=layer.max_leaf_m,
     )
-    leaves = [leaf for leaf in root.leaves() if len(leaf.members)]
+    leaves = [leaf for leaf in root.leaves() if len(leaf.indices)]
     ext = "glb" if layer.format == "1.1" else "b3dm"
     wkb = shapely.to_wkb(geoms)
     base = bt["base_height"].to_numpy()
@@ -552,9 +553,9 @@ def write_tiles(
         return f"tiles/{node.level}/{node.x}_{node.y}.{ext}"
 
     columns = glb_columns(bt, params)
-    jobs = []
+    jobs: list[tuple[Any, ...]] = []
     for leaf in leaves:
-        m = leaf.members
+        m = leaf.indices
         jobs.append(
             (
                 str(out_dir / rel(leaf)),
@@ -570,7 +571,7 @@ def write_tiles(
     from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS
 
     descriptions = {**DESCRIPTIONS, **ROOF_COLUMNS} if lod2 is not None else DESCRIPTIONS
-    kw = {"profile": layer.format, "floor": layer.floor, "descriptions": descriptions}
+    kw: dict[str, Any] = {"profile": layer.format, "floor": layer.floor, "descriptions": descriptions}
     # incremental: a tile is cached by its features' content; unchanged tiles are hard-linked, not rewritten
     from pipeline.orchestrate.cache import build_cache
 

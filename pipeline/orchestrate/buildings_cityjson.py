@@ -208,7 +208,11 @@ def cityjson_tile(
                 lo = np.minimum(lo, v.min(axis=0))
                 hi = np.maximum(hi, v.max(axis=0))
         feats.append(feature(objs, translate))
-    extent = tuple(float(x) for x in (*lo, *hi)) if np.isfinite(lo).all() else None
+    extent = (
+        (float(lo[0]), float(lo[1]), float(lo[2]), float(hi[0]), float(hi[1]), float(hi[2]))
+        if np.isfinite(lo).all()
+        else None
+    )
     head = header(translate, reference_system, title=title, extent=extent)
     write_atomic(Path(path), cityjsonseq(head, feats))
     return {"lod22": counts["2.2"], "lod12": counts["1.2"], "no_geometry": counts[""]}
@@ -275,7 +279,7 @@ def write_cityjson(
         max_features=layer.max_features_per_tile,
         max_leaf_m=layer.max_leaf_m,
     )
-    leaves = [leaf for leaf in root.leaves() if len(leaf.members)]
+    leaves = [leaf for leaf in root.leaves() if len(leaf.indices)]
     refsys, note = reference_system_url(ctx.cfg.crs)
     title = f"{ctx.cfg.name} buildings ({note})" if note else f"{ctx.cfg.name} buildings"
     oids = [str(s) for s in bt["oid"].to_numpy()]
@@ -291,7 +295,7 @@ def write_cityjson(
     attrs = _attributes(bt)
     jobs, names = [], []
     for leaf in leaves:
-        m = leaf.members
+        m = leaf.indices
         rel = f"{SUBDIR}/{leaf.level}/{leaf.x}_{leaf.y}.city.jsonl"
         names.append(rel)
         jobs.append(

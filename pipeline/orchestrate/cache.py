@@ -278,7 +278,7 @@ class Cache:
 
     def entries(self) -> list[tuple[Path, float, int]]:
         """(path, last use, size) of every entry."""
-        out = []
+        out: list[tuple[Path, float, int]] = []
         if not self.objects.is_dir():
             return out
         for sub in self.objects.iterdir():
@@ -700,9 +700,13 @@ def _call_key(cache: Cache, key: str, fn: Callable[..., Any], *args: Any, **kwar
     return cache.call_key(key, fn, *args, **kwargs)
 
 
+# (key parts, function, positional arguments, keyword arguments) of one `run_cached` call
+CachedCall = tuple[Any, Callable[..., Any], tuple, dict[str, Any]]
+
+
 def run_cached(
     ctx: BuildContext,
-    calls: list[tuple[Any, Callable[..., Any], tuple, dict[str, Any]]],
+    calls: list[CachedCall],
     name: str = "cached",
 ) -> list[Any]:
     """Run `fn(*args, **kwargs)` for every `(key_parts, fn, args, kwargs)`, memoised in the build cache.

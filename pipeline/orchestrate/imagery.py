@@ -128,10 +128,10 @@ def _subtree_task(spec: dict[str, Any]) -> dict[str, Any]:
     from pipeline.tiles.tileset import write_atomic
 
     release = Path(spec["release_dir"])
-    stale: set[Tile] = {tuple(t) for t in spec["stale"]}  # type: ignore[misc]
+    stale: set[Tile] = {tuple(t) for t in spec["stale"]}
     zmax: int = spec["zmax"]
     leaf_z: int = spec["leaf_z"]
-    region: set[tuple[int, int]] = {tuple(t) for t in spec["region_leaf"]}  # type: ignore[misc]
+    region: set[tuple[int, int]] = {tuple(t) for t in spec["region_leaf"]}
     memo: dict[Tile, np.ndarray | None] = {}
     warp_nonempty: dict[str, list[tuple[int, int]]] = {}
     if spec["warp_blocks"]:
@@ -330,7 +330,7 @@ def build_xyz_pyramid(
         results = run_tasks(ctx, _subtree_task, calls, f"imagery-xyz-{pass_no}", min_parallel=2, per_task=1)
         for res in results:
             written = [tuple(t) for t in res["written"]]
-            built.update(written)  # type: ignore[arg-type]
+            built.update(written)
             record_outputs(ctx, {tile_rel(*t): wanted[tile_rel(*t)] for t in written})
             for b, ne in res["warp_nonempty"].items():
                 bx, by = (int(v) for v in b.split(","))

@@ -308,12 +308,13 @@ def _vector_facts(path: Path, cfg_cadastre, working: str) -> dict:
         crs = cfg_cadastre.crs or info.get("crs")
         if crs is None:
             continue  # the reader refuses a file without CRS with its own message
+        tb4 = (float(tb[0]), float(tb[1]), float(tb[2]), float(tb[3]))
         try:
-            check_area_of_use(CRS.from_user_input(crs), tuple(float(v) for v in tb), path=f"{path} [{n}]")
+            check_area_of_use(CRS.from_user_input(crs), tb4, path=f"{path} [{n}]")
         except CrsError as e:
             facts["crs_problem"] = e.message + f" (layer {n!r})"
             continue
-        b = _bounds_in(crs, working, tuple(float(v) for v in tb))
+        b = _bounds_in(crs, working, tb4)
         if b:
             bounds.append(b)
     if bounds:

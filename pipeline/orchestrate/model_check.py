@@ -88,7 +88,7 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
             rejected = {row["id"] for row in csv.DictReader(fh) if row.get("id")}
     model = read_lod2(files, crs_cfg=ctx.cfg.crs)
     official = model.buildings
-    if official.crs is None:
+    if official.crs is None and buildings.crs is not None:
         official = official.set_crs(buildings.crs)
     elif buildings.crs is not None and official.crs != buildings.crs:
         official = official.to_crs(buildings.crs)

@@ -183,12 +183,12 @@ def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
 
     Incremental: each point file's raster window is cached by the file's sha256 + grid + CRS settings, so
     a rebuild after one changed tile rasterises that tile only."""
-    from pipeline.orchestrate.cache import run_cached
+    from pipeline.orchestrate.cache import CachedCall, run_cached
     from pipeline.stages.terrain.rasterise import fill_gaps
 
     ep = ctx.cfg.sources.aerial[epoch_index]
     key = ["overlays-dsm-window-v1", _grid_key(grid), ctx.cfg.crs, ep.crs, sorted(NOISE_CLASSES)]
-    calls = [
+    calls: list[CachedCall] = [
         ([*key, i.sha256], _rasterise_file_window, (i.path, grid, ctx.cfg.crs, ep.crs), {})
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
@@ -626,12 +626,12 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
 
             write_json(out / "style.json", change_style())
             rel.append("change/style.json")
-    counts = bc["change_class"].value_counts().to_dict()
+    counts = {str(k): int(v) for k, v in bc["change_class"].value_counts().items()}
     stats = {
         "epochs": [old_ep, new_ep],
         "buildings": len(bc),
         "buildings_source": bsource,
-        "classes": {k: int(counts.get(k, 0)) for k in sorted(counts)},
+        "classes": {k: counts[k] for k in sorted(counts)},
         "unregistered_structures": len(unreg),
         "unknown_areas": len(unk),
         "unknown_area_m2": round(float(unk["area_m2"].sum()), 1) if len(unk) else 0.0,

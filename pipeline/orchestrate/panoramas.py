@@ -120,8 +120,13 @@ def read_panorama_csv(path: Path) -> PanoramaTable:
             if not track:
                 raise InputError("column track_id is empty", path=path, record=f"row {rowno}")
             tracks.append(track)
+    col = {c: np.asarray(values[c], dtype=np.float64) for c in NUMERIC_COLUMNS}
     return PanoramaTable(
-        *(np.asarray(values[c], dtype=np.float64) for c in NUMERIC_COLUMNS),
+        col["time"],
+        col["x"],
+        col["y"],
+        col["z"],
+        col["heading"],
         image_id=ids,
         source=[path.name] * len(ids),
         track_id=tracks if track_col is not None else None,
@@ -133,8 +138,13 @@ def concat_tables(tables: list[PanoramaTable], gap_seconds: float = 30.0) -> Pan
     if not tables:
         e = np.zeros(0)
         return PanoramaTable(e, e, e, e, e, [], [], [])
+    col = {c: np.concatenate([getattr(t, c) for t in tables]) for c in NUMERIC_COLUMNS}
     return PanoramaTable(
-        *(np.concatenate([getattr(t, c) for t in tables]) for c in NUMERIC_COLUMNS),
+        col["time"],
+        col["x"],
+        col["y"],
+        col["z"],
+        col["heading"],
         image_id=[i for t in tables for i in t.image_id],
         source=[s for t in tables for s in t.source],
         track_id=[tr for t in tables for tr in assign_tracks(t, gap_seconds)],
@@ -167,7 +177,7 @@ def track_sequence(table: PanoramaTable) -> np.ndarray:
 
 
 def true_headings(
-    table: PanoramaTable, src_crs: Any, cfg_crs: Any, lon: np.ndarray, lat: np.ndarray, label: Path
+    table: PanoramaTable, src_crs: Any, cfg_crs: Any, lon: np.ndarray, lat: np.ndarray, label: Path | str
 ) -> np.ndarray:
     """Headings from true north: the grid heading turned by the meridian convergence at each position
     (the geodesic azimuth from the position to a point 10 m ahead along the grid heading)."""
@@ -208,8 +218,9 @@ def panoramas_geojson(
     images: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """FeatureCollection (EPSG:4326 lon/lat, ellipsoidal height in metres); deterministic rounding."""
-    feats = []
-    seq = track_sequence(table) if table.track_id is not None else None
+    feats: list[dict[str, Any]] = []
+    tracks = table.track_id
+    seq = track_sequence(table) if tracks is not None else None
     for i in range(len(table)):
         feats.append(
             {
@@ -231,8 +242,8 @@ def panoramas_geojson(
         props = feats[-1]["properties"]
         if heading_true is not None:
             props["heading_true"] = float(heading_true[i])
-        if seq is not None:
-            props["track"] = table.track_id[i]  # type: ignore[index]
+        if seq is not None and tracks is not None:
+            props["track"] = tracks[i]
             props["sequence"] = int(seq[i])
         if images is not None:
             props["image"] = images.get(table.image_id[i])

@@ -387,12 +387,12 @@ def plan_tiling(
     if opts.orthophoto:
         import rasterio
 
+        first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
         try:
-            first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
             with rasterio.open(first) as src:
                 ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
         except Exception as e:
-            raise InputError(f"cannot open orthophoto: {e}", path=opts.orthophoto) from e
+            raise InputError(f"cannot open orthophoto: {e}", path=first) from e
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
     try:
@@ -615,9 +615,8 @@ def _run_tiling(
             progress=progress,
             on_done=release_spill,
         )
-    results: list[BinResult] = [None] * len(bins)  # type: ignore[list-item]
-    for i, r in zip(order, res_sorted, strict=True):
-        results[i] = r
+    by_bin = dict(zip(order, res_sorted, strict=True))
+    results: list[BinResult] = [by_bin[k] for k in range(len(bins))]
     summary.phases["tile"] = time.perf_counter() - t1
     if side is not None:
         from pipeline.orchestrate.points_copc import write_layer_copc
@@ -699,8 +698,16 @@ def _replan_if_needed(plan: _Plan, units: list, parts: list) -> None:
             rmin = np.min([o[:3] for o in out], axis=0) * sc + of
             rmax = np.max([o[3:] for o in out], axis=0) * sc + of
             lo, hi = np.minimum(rmin, rmax), np.maximum(rmin, rmax)  # (negative scales)
-            mins = tuple(float(min(a, b)) for a, b in zip(info.mins, lo, strict=True))
-            maxs = tuple(float(max(a, b)) for a, b in zip(info.maxs, hi, strict=True))
+            mins = (
+                float(min(info.mins[0], lo[0])),
+                float(min(info.mins[1], lo[1])),
+                float(min(info.mins[2], lo[2])),
+            )
+            maxs = (
+                float(max(info.maxs[0], hi[0])),
+                float(max(info.maxs[1], hi[1])),
+                float(max(info.maxs[2], hi[2])),
+            )
             axes = [
                 f"{'xyz'[k]} {mins[k]:.3f}..{maxs[k]:.3f} (header {info.mins[k]:.3f}..{info.maxs[k]:.3f})"
                 for k in range(3)

@@ -45,7 +45,9 @@ UPPER = "upper.bin"
 
 
 def _schema_json(schema: Any) -> Any:
-    return dataclasses.asdict(schema) if dataclasses.is_dataclass(schema) else repr(schema)
+    if dataclasses.is_dataclass(schema) and not isinstance(schema, type):
+        return dataclasses.asdict(schema)
+    return repr(schema)
 
 
 def decode_key_parts(

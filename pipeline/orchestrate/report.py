@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -79,10 +80,10 @@ def _density(ctx: BuildContext, path) -> bool:
         return False
     grid = Grid.from_bounds(las_bounds(files, cfg.crs, ep.crs), DENSITY_CELL_M, cfg.crs.horizontal)
     # incremental: per-file point counts, cached by the file's sha256 (a changed tile is counted again alone)
-    from pipeline.orchestrate.cache import run_cached
+    from pipeline.orchestrate.cache import CachedCall, run_cached
 
     gkey = [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
-    calls = [
+    calls: list[CachedCall] = [
         (
             ["report-density-v1", i.sha256, gkey, cfg.crs, ep.crs],
             _count_window,
@@ -132,7 +133,7 @@ def _file_sha256(path) -> str | None:
         return None
 
 
-def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: list[str] = ()) -> None:
+def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: Collection[str] = ()) -> None:
     """Draw one plot, memoised in the build cache by the bytes of the release files it reads and the
     internal layers it must not show (`hidden`): an incremental build redraws only the plots whose data
     changed (the PNG is hard-linked, not rewritten)."""
@@ -149,7 +150,7 @@ def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: list[str]
         tmp.mkdir(parents=True)
         fn(data, tmp / name)
 
-    key = ["report-plot-v1", name, [(rel, _file_sha256(ctx.release_dir / rel)) for rel in inputs]]
+    key: list[Any] = ["report-plot-v1", name, [(rel, _file_sha256(ctx.release_dir / rel)) for rel in inputs]]
     if hidden:
         key.append({"hidden": sorted(hidden)})
     entry = build_cache(ctx).get_or_build(key, build)

@@ -144,8 +144,8 @@ def read_corridor_points(
                 zs.append(pts["z"][inside])
                 cs.append(pts["classification"][inside])
     if not xs:
-        e = np.zeros(0)
-        return e, e, e, np.zeros(0, dtype=np.uint8)
+        empty = np.zeros(0)
+        return empty, empty, empty, np.zeros(0, dtype=np.uint8)
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(zs), np.concatenate(cs)
 
 
@@ -259,7 +259,7 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
         seg = cut_axes(axes, p.segment_m)
         corridor = (
             shapely.union_all(
-                [shapely.buffer(shapely.linestrings(a), p.max_half_width_m + p.segment_m) for a in axes]
+                [shapely.buffer(shapely.LineString(a), p.max_half_width_m + p.segment_m) for a in axes]
             )
             if axes
             else shapely.Polygon()

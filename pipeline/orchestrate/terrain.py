@@ -170,7 +170,8 @@ def _bounds_in(f: Path, b: tuple, work: Any, crs_cfg: Any, override: str | None)
     h = horizontal_of(resolve_file_crs(read_header(f), override, crs_cfg).crs)
     if h.equals(work) or h.to_2d().equals(work.to_2d()):
         return b
-    out = Transformer.from_crs(h, work, always_xy=True).transform_bounds(*b, densify_pts=21)
+    x0, y0, x1, y1 = b
+    out = Transformer.from_crs(h, work, always_xy=True).transform_bounds(x0, y0, x1, y1, densify_pts=21)
     if not np.all(np.isfinite(out)):
         raise InputError(f"the file's extent cannot be transformed from {h.name} to {work.name}", path=f)
     return tuple(float(v) for v in out)
@@ -226,9 +227,9 @@ def build_terrain_reference(ctx: BuildContext) -> LayerResult:
         ep = cfg.sources.aerial[-1] if cfg.sources.aerial else None
         if ep is None:
             raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
-        files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-        bounds = las_bounds(files, cfg.crs, ep.crs)
-        res = _ground_resolution(files, bounds, lay.resolution_m or lay.ground_res_m, cfg.crs.horizontal)
+        ep_files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+        bounds = las_bounds(ep_files, cfg.crs, ep.crs)
+        res = _ground_resolution(ep_files, bounds, lay.resolution_m or lay.ground_res_m, cfg.crs.horizontal)
         warnings.append(
             f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch} "
             f"({res:.3g} CRS units per cell)"

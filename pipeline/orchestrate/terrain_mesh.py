@@ -91,6 +91,7 @@ def _meta(lo: np.ndarray, hi: np.ndarray, vertices: int, triangles: int) -> tupl
 
 def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     from pipeline.orchestrate.cache import (
+        CachedCall,
         build_cache,
         content_key,
         input_sha256,
@@ -137,9 +138,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         ep = cfg.sources.aerial[-1] if cfg.sources.aerial else None
         if ep is None:
             raise InputError("terrain needs sources.dgm or an aerial point cloud (ground points)")
-        files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-        bounds = las_bounds(files, cfg.crs, ep.crs)
-        res = _ground_resolution(files, bounds, lay.resolution_m or lay.ground_res_m, crs)
+        ep_files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
+        bounds = las_bounds(ep_files, cfg.crs, ep.crs)
+        res = _ground_resolution(ep_files, bounds, lay.resolution_m or lay.ground_res_m, crs)
         warnings.append(
             f"no DGM configured: terrain from rasterised ground points of epoch {ep.epoch} "
             f"({res:.3g} CRS units per cell)"
@@ -154,7 +155,8 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
 
     # ---- 2. chunks: orthophoto textures and (DGM) vertex heights + errors, one batch of tasks
     ortho = None
-    tcalls, tids = [], []
+    tcalls: list[CachedCall] = []
+    tids: list[tuple[int, int]] = []
     if lay.texture_from_orthophoto and cfg.sources.orthophoto:
         ortho = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
         bands = orthophoto_bands(cfg.sources.orthophoto.bands)
@@ -193,7 +195,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
             tids.append((cx, cy))
     elif lay.texture_from_orthophoto:
         warnings.append("no orthophoto configured: terrain is untextured")
-    mcalls = []
+    mcalls: list[CachedCall] = []
     if cfg.sources.dgm:
         for cx, cy in chunk_ids:
             touched = _overlapping(infos, layout.window_bounds(cx, cy), crs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import geopandas as gpd
 import numpy as np
@@ -142,7 +143,10 @@ def styles() -> dict[str, str]:
 # ---- layer ----------------------------------------------------------------------------------------------
 
 
-def _round(df: pd.DataFrame) -> pd.DataFrame:
+_Frame = TypeVar("_Frame", bound=pd.DataFrame)
+
+
+def _round(df: _Frame) -> _Frame:
     out = df.copy()
     for c in out.columns:
         if c != "geometry" and out[c].dtype.kind == "f":

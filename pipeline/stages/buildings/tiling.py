@@ -39,6 +39,13 @@ class QuadNode:
     def name(self) -> str:
         return f"{self.level}/{self.x}_{self.y}"
 
+    @property
+    def indices(self) -> np.ndarray:
+        """The building indices of a leaf, ascending."""
+        if self.members is None:
+            raise ValueError(f"quadtree node {self.name} is not a leaf")
+        return self.members
+
     def leaves(self) -> Iterator[QuadNode]:
         if self.is_leaf:
             yield self
