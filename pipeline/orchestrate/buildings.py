@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline.config.model import BuildingsLayer, CadastreSource, TwinConfig
-from pipeline.errors import CrsError
+from pipeline.config.model import BuildingsLayer, TwinConfig
+from pipeline.errors import ConfigError, CrsError
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.sources.cadastre import (
     FootprintFilter,
@@ -114,7 +114,9 @@ def split_bauteile(table: FootprintTable) -> tuple[FootprintTable, gpd.GeoDataFr
 
 
 def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, gpd.GeoDataFrame]:
-    src: CadastreSource = cfg.sources.cadastre  # type: ignore[assignment]
+    src = cfg.sources.cadastre
+    if src is None:
+        raise ConfigError("the buildings layer needs sources.cadastre")
     layer = cfg.layers.buildings
     flt = FootprintFilter(
         skip_bauteil=layer.skip_bauteil and not parts_enabled(layer),

@@ -675,7 +675,7 @@ def build_cache(ctx: BuildContext) -> Cache:
         if st is not None and st.force:
             c.refresh_before = st.started
         with contextlib.suppress(AttributeError, TypeError):
-            ctx._twin_cache = c  # type: ignore[attr-defined]
+            ctx._twin_cache = c
     return c
 
 
@@ -686,7 +686,7 @@ def input_sha256(ctx: BuildContext, path: Path | str) -> str:
     if index is None or len(index) != len(ctx.inputs):
         index = {i.path.resolve(): i.sha256 for i in ctx.inputs}  # input paths are resolved already
         with contextlib.suppress(AttributeError, TypeError):
-            ctx._twin_sha_by_path = index  # type: ignore[attr-defined]
+            ctx._twin_sha_by_path = index
     if want in index:
         return index[want]
     h = hashlib.sha256()

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate.cache import Cache
 
 LayerKind = Literal[
     "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer", "report"
@@ -80,6 +83,9 @@ class BuildContext:
     timings: dict[str, float] = field(default_factory=dict)
     # aerial epoch -> (class scheme, why): `auto` decided from the files before any layer runs
     class_schemes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # memoised by pipeline.orchestrate.cache (build_cache, input_sha256)
+    _twin_cache: Cache | None = field(default=None, init=False, repr=False, compare=False)
+    _twin_sha_by_path: dict[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def class_scheme(self, epoch: str) -> tuple[str, str]:
         """(scheme, reason) of an aerial epoch: as configured, or inferred for `class_scheme: auto`

@@ -816,11 +816,12 @@ def _no_space(e: BaseException) -> bool:
     import errno
 
     seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return True
-        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        cur = cur.__cause__ or cur.__context__
     return False
 
 

@@ -233,7 +233,7 @@ def write_cog(infos: Sequence[RasterInfo], grid: Grid, path: Path, block: int = 
         tmp.unlink(missing_ok=True)
 
 
-def _copy_tile(info: RasterInfo, off: tuple[int, int], grid: Grid, ds: object, rows: int) -> None:
+def _copy_tile(info: RasterInfo, off: tuple[int, int], grid: Grid, ds: Any, rows: int) -> None:
     """Copy one on-grid tile into the open dataset `ds` at (column, row) `off`, `rows` rows at a time."""
     import rasterio
     from rasterio.errors import RasterioError
@@ -249,7 +249,7 @@ def _copy_tile(info: RasterInfo, off: tuple[int, int], grid: Grid, ds: object, r
                 n = min(rows, src.height - r, grid.height - row - r)
                 data = src.read(window=Window(c0, r, c1 - c0, n), masked=False)
                 np.maximum(data, 1, out=data)
-                ds.write(data, window=Window(col + c0, row + r, c1 - c0, n))  # type: ignore[attr-defined]
+                ds.write(data, window=Window(col + c0, row + r, c1 - c0, n))
     except RasterioError as e:
         raise InputError(f"cannot read raster: {e}", path=info.path) from e
 

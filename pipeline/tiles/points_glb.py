@@ -76,6 +76,7 @@ class QuantizedTile:
     step: int  # mm, power of two
     q: np.ndarray  # (N,3) uint16
     qmax: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
+    qmin: np.ndarray | None = None  # known minimum of q (None: computed from q)
 
     @property
     def positions_mm(self) -> np.ndarray:
@@ -83,16 +84,18 @@ class QuantizedTile:
 
     @property
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
-        qmin = getattr(self, "_qmin", None)
-        if qmin is None:
-            qmin = self.q.min(axis=0).astype(np.int64)
+        qmin = self.qmin if self.qmin is not None else self.q.min(axis=0).astype(np.int64)
         return self.lo + qmin * self.step, self.lo + self.qmax * self.step
 
 
 def quantized_tile(lo, step, q, qmin, qmax) -> QuantizedTile:
-    qt = QuantizedTile(lo=np.asarray(lo, np.int64), step=int(step), q=q, qmax=np.asarray(qmax, np.int64))
-    qt._qmin = np.asarray(qmin, np.int64)  # type: ignore[attr-defined]
-    return qt
+    return QuantizedTile(
+        lo=np.asarray(lo, np.int64),
+        step=int(step),
+        q=q,
+        qmax=np.asarray(qmax, np.int64),
+        qmin=np.asarray(qmin, np.int64),
+    )
 
 
 def quantize(xyz_mm: np.ndarray) -> QuantizedTile:

@@ -291,8 +291,8 @@ def _walk(
             if pid:
                 state.defined.add(pid)
             obj.surfaces.append(Surface(sem, sid, pid, lod, _polygon_rings(c, reverse)))
-        elif name == "surfaceMember" and len(c) == 0 and _href(c):
-            ref = _href(c).lstrip("#")  # type: ignore[union-attr]
+        elif name == "surfaceMember" and len(c) == 0 and (href := _href(c)):
+            ref = href.lstrip("#")
             state.any_refs.add(ref)
             if sem != "unclassified":
                 state.refs.setdefault(ref, (sem, sid))
@@ -453,11 +453,11 @@ def iter_citygml(
             gid = _gml_id(el) or "-"
             try:
                 obj = _parse_building(el)
-                srs = _first_srs(el) or file_srs
-                if crs is None and srs is None:
+                srs = crs or _first_srs(el) or file_srs
+                if srs is None:
                     raise CrsError("CityGML without srsName; set the source's crs", path=path)
-                obj.srs = crs or srs
-                t = to_working(crs or srs)  # type: ignore[arg-type]
+                obj.srs = srs
+                t = to_working(srs)
                 if t is not None:
                     _transform(obj, t)
                 yield obj

@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -66,6 +66,9 @@ from pipeline.sources.cadastre.gml import (
     srs_dimension,
     srs_to_crs,
 )
+
+if TYPE_CHECKING:
+    from pyproj import Transformer
 
 _TIMESTAMP = re.compile(r"\d{8}T\d{6}Z$")
 _ADV_NS = re.compile(r"adv-online\.de/namespaces/adv/gid/[\d.]+/?$")
@@ -438,7 +441,7 @@ class _Geometry:
         self.tol = tol
         self.crs_override = crs_override
         self.target = target  # None: the CRS of the first geometry read (the files' own)
-        self._transformers: dict[str, object] = {}
+        self._transformers: dict[str, Transformer] = {}
 
     def __call__(self, el: etree._Element):
         pos = next((c for c in el if _lname(c) == "position"), None)
@@ -461,7 +464,7 @@ class _Geometry:
                 t = self._transformers[crs] = Transformer.from_crs(crs, self.target, always_xy=True)
             geom = shapely.transform(
                 geom,
-                lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])),  # type: ignore[attr-defined]
+                lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])),
             )
             if not np.isfinite(shapely.get_coordinates(geom)).all():
                 raise GmlError(

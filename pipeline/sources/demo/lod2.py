@@ -105,7 +105,7 @@ def _diff(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
 
 def _hip_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
     """(plan polygon, plane z = a x + b y + c) of a hip roof (relative heights), see the module doc."""
-    edges = []  # (x0, y0, x1, y1, ux, uy): interior on the left
+    edges = []  # (x0, y0, x1, y1, ux, uy, start bisector, end bisector): interior on the left
     bis = []  # per ring vertex: inward bisector direction, per edge start
     for ring in _rings(geom):
         pts = ring[:-1]
@@ -122,10 +122,10 @@ def _hip_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[flo
         for k in range(n):
             x0, y0 = pts[k]
             x1, y1 = pts[(k + 1) % n]
-            edges.append((float(x0), float(y0), float(x1), float(y1), float(dirs[k][0]), float(dirs[k][1])))
-            edges[-1] = (*edges[-1], base + k, base + (k + 1) % n)  # type: ignore[assignment]
+            ux, uy = float(dirs[k][0]), float(dirs[k][1])
+            edges.append((float(x0), float(y0), float(x1), float(y1), ux, uy, base + k, base + (k + 1) % n))
     wedges, planes = [], []
-    for x0, y0, x1, y1, ux, uy, b0, b1 in edges:  # type: ignore[misc]
+    for x0, y0, x1, y1, ux, uy, b0, b1 in edges:
         # interior side of the edge, towards the edge from the start bisector, and from the end one
         w: BaseGeometry = _halfplane(x0, y0, ux, uy)
         w = _isect(w, _halfplane(x0, y0, -bis[b0][2], -bis[b0][3]))

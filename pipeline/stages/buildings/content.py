@@ -7,6 +7,7 @@ transformer through the geoid, writes the file atomically and returns the conten
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -18,7 +19,10 @@ from pipeline.tiles.b3dm import b3dm_bytes
 from pipeline.tiles.buildings_glb import building_glb
 from pipeline.tiles.tileset import write_atomic
 
-_TRANSFORMERS: dict[str, object] = {}
+if TYPE_CHECKING:
+    from pyproj import Transformer
+
+_TRANSFORMERS: dict[str, Transformer] = {}
 
 
 def enu_transform(frame: ProjectFrame, crs_cfg: CrsConfig) -> ToLocal:
@@ -30,7 +34,7 @@ def enu_transform(frame: ProjectFrame, crs_cfg: CrsConfig) -> ToLocal:
         _TRANSFORMERS[key] = t
 
     def f(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return to_enu_exact(frame, t, x, y, z)  # type: ignore[arg-type]
+        return to_enu_exact(frame, t, x, y, z)
 
     return f
 
