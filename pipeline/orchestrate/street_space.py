@@ -239,7 +239,7 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
             if tracks and areas is not None and len(areas):
                 # auto: only street areas the scans reach count (a cadastre larger than the survey)
                 reach = shapely.union_all(
-                    [shapely.buffer(shapely.linestrings(a), p.max_half_width_m) for a in tracks]
+                    [shapely.buffer(shapely.LineString(a), p.max_half_width_m) for a in tracks]
                 )
                 areas = areas[areas.intersects(reach)]
             if areas is not None and len(areas):
