@@ -8,8 +8,10 @@ stays below `arc_tolerance_m` (and the step below 10 degrees).
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Callable
+from typing import IO
 
 import numpy as np
 import shapely
@@ -257,7 +259,7 @@ def srs_to_crs(srs: str | None) -> str | None:
     return None
 
 
-def first_srs_name(source: object) -> str | None:
+def first_srs_name(source: str | IO[bytes] | gzip.GzipFile) -> str | None:
     """The first srsName of a GML document (a path or a binary stream), read from its start only (None
     without one, or when the XML breaks before it: the readers report broken files)."""
     try:
