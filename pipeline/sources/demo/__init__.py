@@ -23,8 +23,8 @@ Determinism: one random stream for the layout (seed), independent streams per ti
 GeoPackage timestamps (OGR_CURRENT_DATE) and no timestamps in GeoTIFFs. Memory is bounded by one tile:
 the layout (objects, not points) is built once, points and rasters are made and written tile by tile.
 
-Timing: scale 1 (20.8 M aerial points in two epochs, 2.4 M mobile points, rasters, cadastre, truth) takes
-about 50 s on 2 shared cores; details in the docstring of ``generate``.
+Timing: scale 1 (20.8 M aerial points in two epochs, 47 M mobile points at the default mobile density,
+rasters, cadastre, truth) takes about 170 s CPU on 2 shared cores; details in the docstring of ``generate``.
 """
 
 from pipeline.sources.demo.generate import DemoSummary, generate_demo

@@ -7,6 +7,11 @@ Measured on the development machine (2 cores shared with other jobs, load averag
   truth; stage seconds: layout 1.1, cadastre 0.5, aerial simulation 20.1, aerial LAZ writing 12.2,
   rasters 10.6, mobile 6.6, truth 0.9. Peak memory about 0.9 GB.
 * one 1 km tile at 10 pulses/m² (10.4 M points): simulation 10.8 s + LAZ writing 6.2 s.
+* the figures above are for the earlier mobile density of 2 M returns per km². At the default 40 M per km²
+  (DEFAULT_MOBILE_DENSITY, with 10 cm orthophotos) scale 1 writes 47.4 M mobile points (304 MB of LAZ):
+  166 s CPU (user 133 + sys 33; 858 s wall, niced, load average 17-24) and a peak of 3.6 GB, most of it
+  one 500 m tile's 12 M mobile points held, sorted by GPS time and compressed at once. The tiny 200 m
+  demo: 7.1 s CPU instead of 3.9 s, 1.95 M mobile points instead of 0.1 M.
 * panorama images (8 x 2048 x 1024 JPEG, any scale): scene height field 0.3-0.45 s CPU, 0.06-0.08 s
   per image, 0.01 s per JPEG; the tiny demo's user+sys CPU grew from 2.5 s to 3.1-3.3 s, the stage's
   wall time was 1.8-2.0 s at load average 10-11 on the shared 2 cores.
