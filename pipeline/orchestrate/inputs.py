@@ -365,6 +365,8 @@ def input_facts(cfg: TwinConfig, role: str, path: str) -> dict:
             crs_override=src.crs,
         )
     if role == "cadastre" and cfg.sources.cadastre and cfg.sources.cadastre.format != "nas":
+        if _is_citygml(p):  # GDAL cannot read CityGML solids; the streaming reader checks it instead
+            return {"kind": "other"}
         return _vector_facts(p, cfg.sources.cadastre, working)
     return {"kind": "other"}
 

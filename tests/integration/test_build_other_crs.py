@@ -502,3 +502,52 @@ def test_demo_in_utm33_builds_every_layer_in_the_working_crs(demo_district, tmp_
     ca, cb = ca.set_index("oid").sort_index(), cb.set_index("oid").sort_index()
     assert list(ca.index) == list(cb.index) and "25833" in str(cb.crs)
     assert (ca["change_class"] == cb["change_class"]).mean() >= 0.9
+
+
+NRW_BUILDINGS = """
+name: nrw
+paths: {{raw: {raw}, out: out, cache: cache}}
+runtime: {{workers: 1, progress: false}}
+sources:
+  aerial:
+    - {{epoch: "2021", points: "3dm_32_360_5721_crop300_*.laz", class_scheme: auto}}
+  cadastre: {{path: "LoD2_32_360_5721_1_NW.gml", format: generic}}
+layers:
+  aerial_points: {{enabled: false}}
+  mobile_points: {{enabled: false}}
+  panoramas: {{enabled: false}}
+  terrain: {{enabled: false}}
+  overlays: {{enabled: false}}
+  change: {{enabled: false}}
+  viewer: {{enabled: false}}
+  buildings: {{lod: 1, cityjson: false}}
+# the tile's 9 lattice masts (51002_1251, skipped by rule) are a third of its 30 records
+release: {{validate_gltf: false, gates: {{max_rejected_share: 0.5}}}}
+"""
+
+
+def test_real_nrw_crop_builds_with_no_crs_and_no_class_scheme_given(realdata, tmp_path):
+    """Real Geobasis NRW data through config alone, nothing said about CRS or classes: the LAZ crop
+    declares EPSG:25832 only, the official LoD2 tile used as cadastre names
+    `urn:adv:crs:ETRS89_UTM32*DE_DHHN2016_NH*GCG2016`, so the working CRS is EPSG:25832 + DHHN2016; the
+    crop's third-party ASPRS codes (6 building) beat its AdV-style name, and the buildings it covers get
+    measured heights from its points."""
+    nrw = realdata / "nrw"
+    (tmp_path / "twin.yaml").write_text(NRW_BUILDINGS.format(raw=nrw))
+    res = run_build(load_config(tmp_path / "twin.yaml"), workers=1, log=BuildLog(quiet=True))
+    manifest = json.loads((res.release_dir / "manifest.json").read_text())
+    (layer,) = [x for x in manifest["layers"] if x["name"] == "buildings"]
+    chosen = layer["stats"]["class_schemes"]["2021"]
+    assert chosen["scheme"] == "asprs" and "named like an AdV delivery" in chosen["reason"]
+    import pyogrio
+
+    info = pyogrio.read_info(res.release_dir / "buildings" / "buildings.gpkg", layer="buildings")
+    assert "25832" in info["crs"]
+    gdf = pyogrio.read_dataframe(res.release_dir / "buildings" / "buildings.gpkg", layer="buildings")
+    measured = gdf[gdf["quality"] == "ok"]
+    assert len(measured) >= 8  # the crop covers 10 buildings of the tile
+    assert measured["height"].between(2.0, 40.0).all()
+    log = (res.release_dir / "build.log.jsonl").read_text()
+    assert "class scheme ASPRS" in log
+    rejected = (res.release_dir / "buildings" / "rejected.csv").read_text().splitlines()[1:]
+    assert len(rejected) == 9 and all("function 51002_1251 is skipped" in r for r in rejected)
