@@ -136,7 +136,8 @@ def make_project(root: Path, n_tiles: int = 6, panoramas: bool = True, extra: st
     cfg.write_text(
         "name: fake\n"
         "paths: {raw: ../data/raw, out: ../data/out, cache: ../data/cache}\n"
-        "crs: {frame_origin: [350000.0, 5700000.0, 0.0]}\n"
+        # the fake text tiles declare no CRS: the working CRS is configured
+        "crs: {horizontal: EPSG:25832, vertical: EPSG:7837, frame_origin: [350000.0, 5700000.0, 0.0]}\n"
         "runtime: {workers: 1}\n"
         "sources:\n  dgm:\n    path: dgm/*.txt\n"
         + pano

@@ -38,7 +38,10 @@ def _point_crs(path: Path, override: str | None) -> CRS | None:
         return parse_crs(override, path=path)
     from pipeline.sources.pointcloud.reader import read_header
 
-    info = read_header(path)
+    try:
+        info = read_header(path)
+    except Exception:  # an unreadable file: the input check names it with its own message
+        return None
     return parse_crs(info.crs_wkt, path=path) if info.crs_wkt else None
 
 
@@ -47,8 +50,11 @@ def _raster_crs(path: Path, override: str | None) -> CRS | None:
         return parse_crs(override, path=path)
     import rasterio
 
-    with rasterio.open(path) as ds:
-        return CRS.from_wkt(ds.crs.to_wkt()) if ds.crs else None
+    try:
+        with rasterio.open(path) as ds:
+            return CRS.from_wkt(ds.crs.to_wkt()) if ds.crs else None
+    except rasterio.errors.RasterioError:  # an unreadable file: the input check names it
+        return None
 
 
 def _srs_name(path: Path, nas: bool) -> str | None:

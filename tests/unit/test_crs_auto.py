@@ -359,3 +359,15 @@ def test_class_codes_are_read_once_per_file_version(tmp_path):
     assert resolve_class_schemes(ctx.cfg, ctx.inputs) == first
     given = _ctx(tmp_path, "asprs")  # a configured scheme reads no file (this one is unreadable now)
     assert given.class_scheme("2024") == ("asprs", "given")
+
+
+def test_unreadable_inputs_are_left_to_the_input_check(tmp_path):
+    """A broken LAZ or DGM tile does not crash the CRS step: it decides from the readable files, and
+    the input check then names the broken one with its own message."""
+    raw = tmp_path / "raw"
+    _laz(raw / "aerial" / "a.laz", "EPSG:25832+7837")
+    (raw / "aerial" / "b.laz").write_bytes(b"LASF but not really")
+    (raw / "dgm").mkdir(parents=True)
+    (raw / "dgm" / "d.tif").write_bytes(b"II*\x00 broken tiff")
+    cfg = _resolve(_project(tmp_path, AERIAL + DGM))
+    assert (cfg.crs.horizontal, cfg.crs.vertical) == ("EPSG:25832", "EPSG:7837")
