@@ -49,7 +49,11 @@ class Rgb16(NamedTuple):
         return (rgb >> self.shift).astype(np.uint8)
 
 
-def materialize(col):
+# a decoded column: an array, or (`decode_unit(lazy=True)`) one the spill packer computes as it writes
+Column = np.ndarray | BitField | Rgb16
+
+
+def materialize(col: Column) -> np.ndarray:
     """A plain array for a column (lazy BitField / Rgb16 columns are computed)."""
     return col.values() if isinstance(col, (BitField, Rgb16)) else col
 
@@ -143,7 +147,7 @@ def decode_unit(
     out: np.ndarray | None = None,
     lazy: bool = False,
     layers: tuple[str, ...] | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Column]:
     """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
     views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given). With
     `lazy`, return numbers and pre-1.4 classes are `BitField`s (see `materialize`). `layers`: see
@@ -160,7 +164,7 @@ def decode_unit(
         cls = BitField(raw["raw_classification"], 0, 0x1F)
     if not lazy:
         ret, nret, cls = materialize(ret), materialize(nret), materialize(cls)
-    cols: dict[str, np.ndarray] = {
+    cols: dict[str, Column] = {
         "_raw": raw,
         "X": raw["X"],
         "Y": raw["Y"],

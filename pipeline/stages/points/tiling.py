@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import numpy as np
 from pipeline.errors import InputError, TwinError
 from pipeline.frame import ProjectFrame
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+from pipeline.sources.pointcloud.las import Column, materialize
 from pipeline.stages.points.classes import check_classes
 from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift, to_srgb8
 
@@ -263,7 +265,7 @@ def decode_fields(
     extra_dims: tuple[str, ...],
     out: np.ndarray | None = None,
     lazy: bool = False,
-) -> dict[str, np.ndarray]:
+) -> Mapping[str, Column]:
     """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given;
     with `lazy`, bit-field columns are computed later by the spill packer)."""
     from pipeline.sources.pointcloud.reader import decode_unit
@@ -307,7 +309,7 @@ class OutsideHeaderBounds(Exception):
 @dataclass
 class _Decoded:
     xyz: np.ndarray  # (N,3) int32 ENU mm
-    cols: dict[str, np.ndarray]  # attribute columns (record field names)
+    cols: dict[str, Column]  # attribute columns (record field names)
     keys: np.ndarray | None  # Morton keys at the requested shift (None: a point lies outside the cube)
     lo: np.ndarray  # (3,) int64 ENU mm extent
     hi: np.ndarray
@@ -343,7 +345,9 @@ def _decode(
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
     d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
-    n = len(d["X"])
+    ix, iy, iz = materialize(d["X"]), materialize(d["Y"]), materialize(d["Z"])  # never lazy: no copies
+    raw = materialize(d["_raw"]) if "_raw" in d else None
+    n = len(ix)
     if n != unit.count:
         raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
     lat = fj.lattice
@@ -352,9 +356,9 @@ def _decode(
             fj.crs_wkt, job.crs_config(), job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
         )
     xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
-        d["X"],
-        d["Y"],
-        d["Z"],
+        ix,
+        iy,
+        iz,
         info.scales,
         info.offsets,
         fj.z_factor,
@@ -379,32 +383,33 @@ def _decode(
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
     # the columns of the record layout's attributes (pipeline.point_attributes); a file without one leaves
     # it 0 in the spill record
-    cols: dict[str, np.ndarray] = {}
+    cols: dict[str, Column] = {}
     rgb_max = -1
     for a in job.layout.attributes:
         if a.name != "rgb":
             if a.from_las is not None:
-                if d.get("_raw") is not None:
-                    cols[a.name] = a.from_las(d["_raw"], info.point_format)
+                if raw is not None:
+                    cols[a.name] = a.from_las(raw, info.point_format)
             elif a.name in d:
                 cols[a.name] = d[a.name]
         elif info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
             from pipeline.sources.pointcloud.las import Rgb16
 
-            rgb_max = int(K.rgb_max(d["red"], d["green"], d["blue"]))
+            red, green, blue = materialize(d["red"]), materialize(d["green"]), materialize(d["blue"])
+            rgb_max = int(K.rgb_max(red, green, blue))
             shift = srgb8_shift(rgb_max)
-            cols["rgb"] = Rgb16(d["red"], d["green"], d["blue"], shift)  # type: ignore[assignment]
+            cols["rgb"] = Rgb16(red, green, blue, shift)
         elif info.has_rgb:
-            cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
+            cols["rgb"] = to_srgb8(materialize(d["red"]), materialize(d["green"]), materialize(d["blue"]))
         elif fj.orthophoto:
-            xs = d["X"] * info.scales[0] + info.offsets[0]
-            ys = d["Y"] * info.scales[1] + info.offsets[1]
+            xs = ix * info.scales[0] + info.offsets[0]
+            ys = iy * info.scales[1] + info.offsets[1]
             smp = sample_orthophoto(fj.orthophoto, xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
             cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
-    ints = (d["X"], d["Y"], d["Z"])
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), d.get("_raw"), rgb_max, ints)
+    ints = (ix, iy, iz)
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), raw, rgb_max, ints)
 
 
 def _row_sources(
@@ -431,8 +436,8 @@ def _row_sources(
             raw_spec.append((a - base, off, fdt.itemsize))
         else:
             side.append((fdt, off, col))
-    if raw_spec:
-        sources.append((raw.view(np.uint8).reshape(n, rw), np.array(raw_spec, np.int64)))  # type: ignore[union-attr]
+    if raw_spec and raw is not None:  # (a raw spec only with raw records)
+        sources.append((raw.view(np.uint8).reshape(n, rw), np.array(raw_spec, np.int64)))
     if side:
         width = sum(f.itemsize for f, _o, _c in side)
         block = arena.scratch("dec.side", (n, width), np.uint8)
