@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyproj
@@ -64,6 +64,10 @@ class PlainCrsConfig:
         return replace(self, **(update or {}))
 
 
+if TYPE_CHECKING:
+    CrsSettings: TypeAlias = CrsConfig | PlainCrsConfig  # what the helpers below take
+
+
 GEOID_GRID_NAME = "de_bkg_gcg2016.tif"
 VENDORED_GRID_DIR = Path(__file__).parent / "data" / "grids"
 ECEF = "EPSG:4978"
@@ -87,7 +91,7 @@ def _grid_help(name: str, what: str = "the vertical datum's heights", url: str |
     )
 
 
-def grid_search_dirs(cfg: CrsConfig, use_vendored: bool = True) -> list[Path]:
+def grid_search_dirs(cfg: CrsSettings, use_vendored: bool = True) -> list[Path]:
     dirs = [Path(d) for d in pyproj.datadir.get_data_dir().split(":") if d]
     dirs.append(Path(pyproj.datadir.get_user_data_dir()))
     if use_vendored:
@@ -95,7 +99,7 @@ def grid_search_dirs(cfg: CrsConfig, use_vendored: bool = True) -> list[Path]:
     return dirs
 
 
-def locate_geoid_grid(cfg: CrsConfig, name: str = GEOID_GRID_NAME, use_vendored: bool = True) -> Path:
+def locate_geoid_grid(cfg: CrsSettings, name: str = GEOID_GRID_NAME, use_vendored: bool = True) -> Path:
     """Find the geoid grid: explicit config path, then PROJ's data dirs, then the vendored copy."""
     if cfg.geoid_grid is not None:
         p = Path(cfg.geoid_grid)
@@ -184,7 +188,7 @@ def compound_of(horizontal: str | CRS, vertical: str | None, *, path: str | Path
     return CompoundCRS(f"{h.name} + {v.name}", [h, v])
 
 
-def working_crs(cfg: CrsConfig) -> CRS:
+def working_crs(cfg: CrsSettings) -> CRS:
     """The working CRS: `crs.horizontal` (any CRS PROJ knows) + `crs.vertical` (any vertical CRS, or
     ellipsoidal heights when null / "ellipsoidal")."""
     return compound_of(cfg.horizontal, cfg.vertical)
@@ -225,7 +229,7 @@ def map_units_per_metre(crs: CRS, x: float, y: float) -> float:
 
 
 def resolve_source_crs(
-    file_crs: CRS | None, override: str | None, cfg: CrsConfig, *, path: str | Path
+    file_crs: CRS | None, override: str | None, cfg: CrsSettings, *, path: str | Path
 ) -> CRS:
     """The CRS to use for one input file. Never guesses: a missing CRS is an error naming the file.
 
@@ -249,7 +253,7 @@ def resolve_source_crs(
     return compound_of(crs, cfg.vertical, path=path)
 
 
-def _register_grid_dirs(cfg: CrsConfig) -> None:
+def _register_grid_dirs(cfg: CrsSettings) -> None:
     """Make the vendored grids and the directory of `crs.geoid_grid` visible to PROJ (by file name)."""
     if VENDORED_GRID_DIR.is_dir():
         _register_grid_dir(str(VENDORED_GRID_DIR.resolve()))
@@ -257,7 +261,7 @@ def _register_grid_dirs(cfg: CrsConfig) -> None:
         _register_grid_dir(str(Path(cfg.geoid_grid).parent.resolve()))
 
 
-def _configured_grid(cfg: CrsConfig) -> Path | None:
+def _configured_grid(cfg: CrsSettings) -> Path | None:
     if cfg.geoid_grid is None:
         return None
     p = Path(cfg.geoid_grid)
@@ -382,7 +386,7 @@ def missing_grids(src: CRS, dst: str | CRS, aoi: Any = None) -> list[tuple[str, 
 def make_transformer(
     src: CRS,
     dst: str | CRS,
-    cfg: CrsConfig,
+    cfg: CrsSettings,
     *,
     path: str | Path | None = None,
     area_of_interest: tuple[float, float, float, float] | None = None,
@@ -593,7 +597,7 @@ def check_area_of_use(crs: CRS, bounds: tuple[float, float, float, float], *, pa
         )
 
 
-def project_frame(cfg: CrsConfig, extent_center: tuple[float, float, float] | None = None) -> ProjectFrame:
+def project_frame(cfg: CrsSettings, extent_center: tuple[float, float, float] | None = None) -> ProjectFrame:
     """The project ENU frame: from `crs.frame_origin`, else the snapped centre of the planned extent."""
     if cfg.frame_origin is not None:
         e, n, h = cfg.frame_origin
