@@ -79,9 +79,11 @@ view: setup
 status: setup
 	$(TWIN) status -c configs/demo.yaml
 
+# ruff (lint + format) and mypy (settings in pyproject.toml: the whole pipeline/ package, zero errors)
 lint: setup
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format pipeline tests bench
