@@ -239,7 +239,7 @@ def demo_raw() -> Path:
 
     root = Path(tempfile.mkdtemp(prefix="twin-overlays-demo-"))
     atexit.register(shutil.rmtree, root, True)
-    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, progress=False)
+    generate_demo(root / "raw", size_m=200, tile_m=100, density=8, mobile_density=2e6, progress=False)
     return root / "raw"
 
 

@@ -53,7 +53,11 @@ def tiny_project(tmp_path_factory) -> Path:
     from pipeline.sources.demo import generate_demo
 
     root = tmp_path_factory.mktemp("tiny")
-    generate_demo(root / "data" / "raw", size_m=200, tile_m=100, density=8, progress=False)
+    # mobile scans at 2e6 returns/km² (the demo default is a mobile mapping system's ~40e6): the layers
+    # these tests check do not need street-level density; tests/unit/test_street_space.py uses the default
+    generate_demo(
+        root / "data" / "raw", size_m=200, tile_m=100, density=8, mobile_density=2e6, progress=False
+    )
     (root / "configs").mkdir()
     text = (REPO / "configs" / "tiny.yaml").read_text()
     (root / "configs" / "tiny.yaml").write_text(text)
