@@ -277,6 +277,7 @@ def build_terrain_reference(ctx: BuildContext) -> LayerResult:
                             "texture_format": lay.texture_format,
                             "texture_quality": lay.texture_quality,
                             "texture_subsampling": lay.texture_subsampling,
+                            "mesh_encoding": lay.mesh_encoding,
                             "skirt": skirt,
                         },
                     )

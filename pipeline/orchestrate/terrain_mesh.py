@@ -264,7 +264,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     # ---- 4. tiles: reuse by content key, build the rest
     tiles = sorted((k for k, v in verts.items() if np.isfinite(v).any()), key=lambda t: (t[0], t[2], t[1]))
     keys: dict[tuple[int, int, int], str] = {}
-    common = content_key("terrain-glb-v1", lay.texture_format, height_crs, cfg.crs, ctx.frame)
+    common = content_key(
+        "terrain-glb-v1", lay.texture_format, lay.mesh_encoding, height_crs, cfg.crs, ctx.frame
+    )
     for level, tx, ty in tiles:
         tex = textures.get((level, tx, ty)) if ortho is not None else None
         keys[(level, tx, ty)] = cache.key(
@@ -299,6 +301,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
                     "crs_cfg": cfg.crs,
                     "frame": ctx.frame,
                     "texture_format": lay.texture_format,
+                    "mesh_encoding": lay.mesh_encoding,
                     "skirt": float(skirts[level][ty, tx]),
                     "texture": textures.get((level, tx, ty)) if ortho is not None else None,
                 },

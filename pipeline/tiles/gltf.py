@@ -266,3 +266,91 @@ def accessor_array(js: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
     rows = np.lib.stride_tricks.as_strided(buf, shape=(n, elem), strides=(stride, 1))
     arr = rows.copy().view(dtype).reshape(n, width)
     return arr[:, 0] if width == 1 else arr
+
+
+def meshopt_glb(b: GltfBuilder) -> bytes:
+    """GLB with EXT_meshopt_compression of the geometry's buffer views: vertex views (target ARRAY_BUFFER)
+    by meshopt's vertex codec (mode ATTRIBUTES, bitstream version 0), index views (ELEMENT_ARRAY_BUFFER,
+    16 or 32 bit triangle lists) by its index codec (mode TRIANGLES, version 1), the versions
+    EXT_meshopt_compression specifies; other views (images) stay as they are. Everything is in buffer 0
+    (the BIN chunk); the compressed views refer to a fallback buffer 1 that has no data
+    (`fallback: true`), as the extension prescribes."""
+    import meshoptimizer as mo
+
+    mo.encode_vertex_version(0)
+    mo.encode_index_version(1)
+    raw = bytes(b._bin)
+    views = b.json["bufferViews"]
+    element: dict[int, int] = {}  # view -> bytes per element of its accessor (views without byteStride)
+    nbytes = {BYTE: 1, UNSIGNED_BYTE: 1, SHORT: 2, UNSIGNED_SHORT: 2, UNSIGNED_INT: 4, FLOAT: 4}
+    for a in b.json.get("accessors", []):
+        width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[a["type"]]
+        element[a["bufferView"]] = width * nbytes[a["componentType"]]
+    out = bytearray()
+    for i, v in enumerate(views):
+        arr = np.frombuffer(raw, dtype=np.uint8, count=v["byteLength"], offset=v["byteOffset"])
+        target = v.get("target")
+        if target not in (ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER):
+            out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
+            v["byteOffset"] = len(out)
+            out.extend(arr.tobytes())
+            continue
+        ext: dict[str, Any]
+        if target == ELEMENT_ARRAY_BUFFER:
+            size = element[i]
+            count = v["byteLength"] // size
+            enc = bytes(mo.encode_index_buffer(arr.view(np.uint16 if size == 2 else np.uint32), count))
+            ext = {"byteStride": size, "count": count, "mode": "TRIANGLES"}
+        else:
+            stride = v.get("byteStride", element[i])
+            count = v["byteLength"] // stride
+            enc = bytes(mo.encode_vertex_buffer(arr.reshape(count, stride), count, stride))
+            ext = {"byteStride": stride, "count": count, "mode": "ATTRIBUTES"}
+        out.extend(b"\x00" * ((4 - len(out) % 4) % 4))
+        v["buffer"] = 1
+        v["extensions"] = {
+            "EXT_meshopt_compression": {"buffer": 0, "byteOffset": len(out), "byteLength": len(enc), **ext}
+        }
+        out.extend(enc)
+    out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
+    b.use_extension("EXT_meshopt_compression", required=True)
+    b.json["buffers"] = [
+        {"byteLength": len(out)},
+        {"byteLength": len(raw), "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
+    ]
+    js = json.dumps(b.json, separators=(",", ":")).encode("utf-8")
+    js += b" " * ((8 - (20 + len(js)) % 8) % 8)  # BIN chunk (and its data) start 8-byte aligned
+    total = 12 + 8 + len(js) + 8 + len(out)
+    return (
+        struct.pack("<4sII", b"glTF", 2, total)
+        + struct.pack("<I4s", len(js), b"JSON")
+        + js
+        + struct.pack("<I4s", len(out), b"BIN\x00")
+        + bytes(out)
+    )
+
+
+def decode_meshopt_views(js: dict[str, Any], binary: bytes) -> tuple[dict[str, Any], bytes]:
+    """Undo EXT_meshopt_compression (validation, tests): returns JSON + BIN with plain buffer views."""
+    import copy
+
+    import meshoptimizer as mo
+
+    js = copy.deepcopy(js)
+    out = bytearray()
+    for v in js["bufferViews"]:
+        ext = v.get("extensions", {}).get("EXT_meshopt_compression")
+        if not ext:
+            continue
+        data = np.frombuffer(binary, dtype=np.uint8, count=ext["byteLength"], offset=ext["byteOffset"])
+        if ext["mode"] == "TRIANGLES":
+            dec = np.asarray(mo.decode_index_buffer(ext["count"], ext["byteStride"], data.tobytes()))
+        else:
+            dec = np.asarray(mo.decode_vertex_buffer(ext["count"], ext["byteStride"], data.tobytes()))
+        out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
+        v["buffer"] = 0
+        v["byteOffset"] = len(out)
+        v["byteLength"] = ext["count"] * ext["byteStride"]
+        out.extend(np.ascontiguousarray(dec).view(np.uint8).tobytes()[: v["byteLength"]])
+        del v["extensions"]
+    return js, bytes(out)

@@ -35,6 +35,8 @@ from pipeline.tiles.gltf import (
     add_property_attribute,
     set_metadata_schema,
 )
+from pipeline.tiles.gltf import decode_meshopt_views as decode_meshopt_views  # re-exported
+from pipeline.tiles.gltf import meshopt_glb as _meshopt_glb
 
 CLASS_ID = "point"
 
@@ -415,75 +417,6 @@ def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
     ]
     jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return _glb_pieces(jb, payload)
-
-
-def _meshopt_glb(b: GltfBuilder) -> bytes:
-    """GLB with EXT_meshopt_compression: compressed streams in buffer 0 (the BIN chunk), the buffer views
-    refer to a fallback buffer 1 that has no data (`fallback: true`), as the extension prescribes."""
-    import json
-    import struct
-
-    import meshoptimizer as mo
-
-    raw = bytes(b._bin)
-    out = bytearray()
-    for v in b.json["bufferViews"]:
-        stride = v["byteStride"]
-        count = v["byteLength"] // stride
-        arr = np.frombuffer(raw, dtype=np.uint8, count=v["byteLength"], offset=v["byteOffset"])
-        enc = bytes(mo.encode_vertex_buffer(arr.reshape(count, stride), count, stride))
-        out.extend(b"\x00" * ((4 - len(out) % 4) % 4))
-        v["buffer"] = 1
-        v["extensions"] = {
-            "EXT_meshopt_compression": {
-                "buffer": 0,
-                "byteOffset": len(out),
-                "byteLength": len(enc),
-                "byteStride": stride,
-                "count": count,
-                "mode": "ATTRIBUTES",
-            }
-        }
-        out.extend(enc)
-    out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
-    b.use_extension("EXT_meshopt_compression", required=True)
-    b.json["buffers"] = [
-        {"byteLength": len(out)},
-        {"byteLength": len(raw), "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
-    ]
-    js = json.dumps(b.json, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((8 - (20 + len(js)) % 8) % 8)  # BIN chunk (and its data) start 8-byte aligned
-    total = 12 + 8 + len(js) + 8 + len(out)
-    return (
-        struct.pack("<4sII", b"glTF", 2, total)
-        + struct.pack("<I4s", len(js), b"JSON")
-        + js
-        + struct.pack("<I4s", len(out), b"BIN\x00")
-        + bytes(out)
-    )
-
-
-def decode_meshopt_views(js: dict[str, Any], binary: bytes) -> tuple[dict[str, Any], bytes]:
-    """Undo EXT_meshopt_compression (validation): returns JSON + BIN with plain buffer views."""
-    import copy
-
-    import meshoptimizer as mo
-
-    js = copy.deepcopy(js)
-    out = bytearray()
-    for v in js["bufferViews"]:
-        ext = v.get("extensions", {}).get("EXT_meshopt_compression")
-        if not ext:
-            continue
-        data = np.frombuffer(binary, dtype=np.uint8, count=ext["byteLength"], offset=ext["byteOffset"])
-        dec = np.asarray(mo.decode_vertex_buffer(ext["count"], ext["byteStride"], data.tobytes()))
-        out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
-        v["buffer"] = 0
-        v["byteOffset"] = len(out)
-        v["byteLength"] = ext["count"] * ext["byteStride"]
-        out.extend(np.ascontiguousarray(dec).view(np.uint8).tobytes()[: v["byteLength"]])
-        del v["extensions"]
-    return js, bytes(out)
 
 
 def tile_checksum(positions_mm: np.ndarray) -> int:

@@ -167,12 +167,10 @@ def terrain_release(tmp_path_factory):
 
 
 def _tile_vertices_enu(path: Path) -> np.ndarray:
-    from pipeline.tiles.gltf import accessor_array, read_glb
+    """Decoded (dequantised, decompressed) vertices of a terrain GLB in the project ENU frame."""
+    from pipeline.tiles.terrain_glb import read_terrain_glb
 
-    js, binary = read_glb(path.read_bytes())
-    pos = accessor_array(js, binary, js["meshes"][0]["primitives"][0]["attributes"]["POSITION"]).astype(float)
-    pos = pos + np.array(js["nodes"][0]["translation"])
-    return np.column_stack([pos[:, 0], -pos[:, 2], pos[:, 1]])  # glTF y-up -> ENU z-up
+    return read_terrain_glb(path.read_bytes())[0]
 
 
 def test_terrain_tileset_valid_and_lod(terrain_release):
@@ -255,8 +253,10 @@ def test_terrain_glb_valid_and_textured(terrain_release):
     glbs = sorted((ctx.release_dir / "terrain").rglob("*.glb"))
     js, _bin = read_glb(glbs[0].read_bytes())
     prim = js["meshes"][0]["primitives"][0]
-    assert "TEXCOORD_0" in prim["attributes"]
+    assert set(prim["attributes"]) == {"POSITION", "TEXCOORD_0"}
     assert js["images"][0]["mimeType"] == "image/jpeg"
+    # the default mesh encoding: 16-bit positions/UVs, meshopt-compressed
+    assert {"KHR_mesh_quantization", "EXT_meshopt_compression"} <= set(js["extensionsRequired"])
     if not validator_available():
         pytest.skip("glTF validator not installed")
     reports = validate_glb_files(glbs)
@@ -320,6 +320,41 @@ def test_terrain_is_deterministic(terrain_release, tmp_path):
         if p.is_file():
             q = tmp_path / "again" / "terrain" / p.relative_to(ctx.release_dir / "terrain")
             assert q.read_bytes() == p.read_bytes(), p
+
+
+def test_terrain_float_encoding_and_quantisation_error(terrain_release, tmp_path):
+    """`mesh_encoding: float` writes today's float32 files; the default compact tiles hold the same
+    vertices within the stated bound (half the tile box's grid step per axis, here < 1 cm) in under half
+    the bytes."""
+    from pipeline.orchestrate.terrain import build_terrain_layers
+    from pipeline.tiles.gltf import read_glb
+    from pipeline.tiles.terrain_glb import quantisation_step, read_terrain_glb
+
+    ctx, _ = terrain_release
+    cfg = Path(ctx.cfg.base_dir) / "district.yaml"
+    ctx2 = district.context(cfg, tmp_path / "float", **{"layers.terrain.mesh_encoding": "float"})
+    build_terrain_layers(ctx2, [])
+    compact = sorted((ctx.release_dir / "terrain").rglob("*.glb"))
+    floats = sorted((tmp_path / "float" / "terrain").rglob("*.glb"))
+    rel = [p.relative_to(ctx.release_dir) for p in compact]
+    assert rel == [p.relative_to(tmp_path / "float") for p in floats] and rel
+    worst = 0.0
+    for c, f in zip(compact, floats, strict=True):
+        js, _ = read_glb(f.read_bytes())
+        assert "KHR_mesh_quantization" not in js.get("extensionsUsed", [])
+        pf, _, tf = read_terrain_glb(f.read_bytes())
+        pc, _, tc = read_terrain_glb(c.read_bytes())
+        assert pc.shape == pf.shape and len(tc) == len(tf)
+        bound = quantisation_step(pf.min(axis=0), pf.max(axis=0)) / 2 + 1e-4  # + float32 rounding
+        d = np.abs(pc - pf).max(axis=0)
+        assert (d <= bound).all(), (c, d, bound)
+        worst = max(worst, float(d.max()))
+    assert worst < 0.01
+    assert sum(p.stat().st_size for p in compact) * 2 < sum(p.stat().st_size for p in floats)
+    # the layer's tileset does not depend on the mesh encoding
+    assert (tmp_path / "float" / "terrain" / "tileset.json").read_bytes() == (
+        ctx.release_dir / "terrain" / "tileset.json"
+    ).read_bytes()
 
 
 def test_terrain_from_ground_points_without_dgm(tmp_path):

@@ -95,6 +95,7 @@ def terrain_tile(
     texture_subsampling: str = "4:4:4",
     skirt: float = 0.0,
     texture: bytes | None = None,
+    mesh_encoding: str = "compact",
 ) -> TerrainTileContent:
     """Mesh + texture + GLB of one tile of the pyramid (pure: arrays and paths in, bytes out).
 
@@ -119,5 +120,12 @@ def terrain_tile(
             texture_quality,
             texture_subsampling,
         )
-    glb = terrain_glb(enu, tris, uv=uv if tex else None, texture=tex, texture_format=texture_format)
+    glb = terrain_glb(
+        enu,
+        tris,
+        uv=uv if tex else None,
+        texture=tex,
+        texture_format=texture_format,
+        mesh_encoding=mesh_encoding,
+    )
     return TerrainTileContent(level, tx, ty, glb, enu.min(axis=0), enu.max(axis=0), len(enu), len(tris))
