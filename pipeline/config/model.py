@@ -292,6 +292,9 @@ class OverlayLayer(LayerBase):
     floor_height_m: float = Field(3.0, gt=0)
     # parcels draped on the terrain: offset above the DGM in metres
     drape_offset_m: float = 0.3
+    # side (m) of the square tiles the parcel overlay and the building change run in as parallel tasks
+    # (the delivery tile grid: 1 km in NRW); the output does not depend on it, each task's memory does
+    partition_m: float = Field(1000.0, gt=0)
 
 
 class ChangeLayer(LayerBase):

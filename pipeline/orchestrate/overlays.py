@@ -23,8 +23,11 @@ import shapely
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
 from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.orchestrate.executor import Executor, dask_executor, map_ordered
+from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands, read_grid
+from pipeline.stages.terrain.rasterise import RasterTarget
 from pipeline.styles.gpkg import embed_styles, write_layer
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
@@ -154,59 +157,125 @@ def read_parcels_for(ctx: BuildContext) -> gpd.GeoDataFrame:
     return p.sort_values(key).reset_index(drop=True) if key else p.reset_index(drop=True)
 
 
-def _rasterise_file(path, grid, crs_cfg, crs_override):
-    from pipeline.stages.terrain.rasterise import rasterise_point_files
+def parcel_source(ctx: BuildContext) -> ParcelSource:
+    """Where the parcel tasks read the parcels (ALKIS Flurstueck) from."""
+    src = ctx.cfg.sources.cadastre
+    if src is None:
+        raise InputError("the parcel overlay needs the cadastre (sources.cadastre)")
+    files = tuple(str(i.path) for i in ctx.inputs_for("cadastre"))
+    return ParcelSource(files, src.format, src.parcel_layer, src.crs, ctx.cfg.crs.horizontal)
 
-    acc = rasterise_point_files(
-        [path], grid, stat="max", crs_cfg=crs_cfg, crs_override=crs_override, exclude_classes=NOISE_CLASSES
-    )
-    return acc.value, acc.count
+
+def executor(ctx: BuildContext) -> Executor | None:
+    """The build's executor (the Dask client's), None without one: tasks run here, in order."""
+    return dask_executor(ctx.client) if ctx.client is not None else None
 
 
-def _rasterise_file_window(path, grid, crs_cfg, crs_override):
-    """`_rasterise_file` cropped to the cells the file touches: (row0, col0, value, count)."""
-    value, count = _rasterise_file(path, grid, crs_cfg, crs_override)
-    rows = np.flatnonzero(count.any(axis=1))
-    cols = np.flatnonzero(count.any(axis=0))
-    if rows.size == 0:
-        return 0, 0, value[:0, :0].copy(), count[:0, :0].copy()
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return r0, c0, value[r0:r1, c0:c1].copy(), count[r0:r1, c0:c1].copy()
+# cell of the point density raster of the build report (report/data/point_density.tif)
+DENSITY_CELL_M = 2.0
+
+
+def _point_targets(ctx: BuildContext, epoch_index: int) -> list[tuple[str, RasterTarget]]:
+    """Every raster the build derives from one aerial epoch's points, computed in one decoding pass:
+    the surfaces (highest non-noise point) of the parcel overlay, the change detection and the solar
+    layer, and the point counts of the report's density raster (newest epoch)."""
+    cfg = ctx.cfg
+    n = len(cfg.sources.aerial)
+    bounds = district_bounds(ctx)
+    res = []
+    if cfg.layers.overlays.enabled and epoch_index == n - 1:
+        res.append(cfg.layers.overlays.raster_res_m)
+    if cfg.layers.change.enabled and n >= 2 and epoch_index >= n - 2:
+        res.append(cfg.layers.change.raster_res_m)
+    if cfg.layers.solar.enabled and epoch_index == n - 1:  # pipeline.orchestrate.solar
+        res.append(cfg.layers.solar.raster_res_m)
+    out = [
+        (
+            f"dsm {r:g}",
+            RasterTarget(Grid.from_bounds(bounds, r, cfg.crs.horizontal), "max", None, NOISE_CLASSES),
+        )
+        for r in sorted(set(res))
+    ]
+    if epoch_index == n - 1:
+        grid = Grid.from_bounds(bounds, DENSITY_CELL_M, cfg.crs.horizontal)
+        out.append(("count", RasterTarget(grid, "max", None, ())))
+    return out
+
+
+def _rasterise_file_windows(path, targets, crs_cfg, crs_override):
+    """Each target's (row0, col0, value, count) cropped to the cells the file touches (one decode)."""
+    from pipeline.stages.terrain.rasterise import rasterise_point_files_multi
+
+    out = []
+    for acc in rasterise_point_files_multi([path], targets, crs_cfg=crs_cfg, crs_override=crs_override):
+        value, count = acc.value, acc.count
+        rows = np.flatnonzero(count.any(axis=1))
+        cols = np.flatnonzero(count.any(axis=0))
+        if rows.size == 0:
+            out.append((0, 0, value[:0, :0].copy(), count[:0, :0].copy()))
+            continue
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        out.append((r0, c0, value[r0:r1, c0:c1].copy(), count[r0:r1, c0:c1].copy()))
+    return out
 
 
 def _grid_key(grid: Grid) -> list:
     return [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
 
 
-def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
-    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled).
+def epoch_rasters(ctx: BuildContext, epoch_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The rasters of `_point_targets` of one aerial epoch: {name: (value, count)} on their grids.
 
-    Incremental: each point file's raster window is cached by the file's sha256 + grid + CRS settings, so
-    a rebuild after one changed tile rasterises that tile only."""
+    One task per point file (each file decoded once for all the grids), through the build cache: each
+    file's windows are cached by the file's sha256 + the grids + CRS settings, so a rebuild after one
+    changed tile rasterises that tile only, and the report reads the overlays' counts from the cache."""
     from pipeline.orchestrate.cache import CachedCall, run_cached
-    from pipeline.stages.terrain.rasterise import fill_gaps
 
     ep = ctx.cfg.sources.aerial[epoch_index]
-    key = ["overlays-dsm-window-v1", _grid_key(grid), ctx.cfg.crs, ep.crs, sorted(NOISE_CLASSES)]
+    named = _point_targets(ctx, epoch_index)
+    targets = [t for _n, t in named]
+    tkey = [[_grid_key(t.grid), t.stat, t.include_classes, list(t.exclude_classes)] for t in targets]
+    key = ["overlays-point-rasters-v1", tkey, ctx.cfg.crs, ep.crs]
     calls: list[CachedCall] = [
-        ([*key, i.sha256], _rasterise_file_window, (i.path, grid, ctx.cfg.crs, ep.crs), {})
+        ([*key, i.sha256], _rasterise_file_windows, (i.path, targets, ctx.cfg.crs, ep.crs), {})
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
-    parts = run_cached(ctx, calls, f"dsm-{ep.epoch}")
-    value = np.full((grid.height, grid.width), -np.inf)
-    count = np.zeros((grid.height, grid.width), dtype=np.int64)
-    for r0, c0, v, c in parts:
-        h, w = c.shape
-        win = (slice(r0, r0 + h), slice(c0, c0 + w))
-        value[win] = np.maximum(value[win], v)
-        count[win] += c
+    parts = run_cached(ctx, calls, f"point-rasters-{ep.epoch}")
+    out = {}
+    for k, (name, t) in enumerate(named):
+        value = np.full((t.grid.height, t.grid.width), -np.inf)
+        count = np.zeros((t.grid.height, t.grid.width), dtype=np.int64)
+        for windows in parts:
+            r0, c0, v, c = windows[k]
+            h, w = c.shape
+            win = (slice(r0, r0 + h), slice(c0, c0 + w))
+            value[win] = np.maximum(value[win], v)
+            count[win] += c
+        out[name] = (value, count)
+    return out
+
+
+def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
+    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled)."""
+    from pipeline.stages.terrain.rasterise import fill_gaps
+
+    value, count = epoch_rasters(ctx, epoch_index)[f"dsm {grid.res:g}"]
+    assert value.shape == (grid.height, grid.width)
     dsm = np.where(count > 0, value, np.nan).astype(np.float32)
     return fill_gaps(dsm, max_cells=1)
 
 
-def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
-    from rasterio.enums import Resampling
+def point_density(ctx: BuildContext) -> tuple[Grid, np.ndarray] | None:
+    """Points per DENSITY_CELL_M cell of the newest aerial epoch (every class), None without points."""
+    cfg = ctx.cfg
+    if not cfg.sources.aerial or not ctx.inputs_for(f"aerial:{cfg.sources.aerial[-1].epoch}"):
+        return None
+    n = len(cfg.sources.aerial) - 1
+    grid = dict(_point_targets(ctx, n))["count"].grid
+    return grid, epoch_rasters(ctx, n)["count"][1]
 
+
+def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     from pipeline.stages.overlays.ndvi import ndvi
 
     cfg = ctx.cfg
@@ -220,8 +289,19 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     from pipeline.orchestrate.cache import build_cache
 
     def compute() -> np.ndarray:
-        r = read_grid(infos, grid, bands=[bands["red"], bands["nir"]], resampling=Resampling.average)
-        return ndvi(r.data[0], r.data[1])
+        # one task per orthophoto tile (memory: one tile and the grid), mosaicked here like read_grid
+        # does (first tile in path order wins where tiles overlap)
+        items = [(info, grid, [bands["red"], bands["nir"]]) for info in infos]
+        parts = map_ordered(executor(ctx), _red_nir_window, items, name="ndvi tiles", progress=ctx.progress)
+        out = np.full((2, grid.height, grid.width), np.nan, dtype=np.float32)
+        filled = np.zeros((grid.height, grid.width), dtype=bool)
+        for r0, c0, data in parts:
+            h, w = data.shape[1:]
+            win = (slice(r0, r0 + h), slice(c0, c0 + w))
+            take = np.all(np.isfinite(data), axis=0) & ~filled[win]
+            out[:, win[0], win[1]][:, take] = data[:, take]
+            filled[win] |= take
+        return ndvi(out[0], out[1])
 
     # incremental: keyed by the orthophoto files' content, the bands and the grid
     key = [
@@ -232,6 +312,25 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
         cfg.crs,
     ]
     return build_cache(ctx).call(key, compute)
+
+
+def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray]:
+    """Red and NIR of one orthophoto tile averaged onto the analysis grid (a task), cropped to the cells
+    it fills: (row0, col0, (2, rows, cols)).
+
+    The tile is warped onto the whole grid, not onto a window around it: GDAL's average resampling fills
+    the grid row just beyond a tile's edge from that tile's border pixels when the destination is large,
+    and not when it is a small window, so only the whole grid gives the same cells as before."""
+    from rasterio.enums import Resampling
+
+    data = read_grid([info], grid, bands=bands, resampling=Resampling.average).data
+    ok = np.all(np.isfinite(data), axis=0)
+    rows = np.flatnonzero(ok.any(axis=1))
+    cols = np.flatnonzero(ok.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, data[:, :0, :0].copy()
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return r0, c0, data[:, r0:r1, c0:c1].copy()
 
 
 @dataclass
@@ -428,7 +527,8 @@ def build_parcels(
     cfg = ctx.cfg
     lay = cfg.layers.overlays
     warnings: list[str] = []
-    parcels = read_parcels_for(ctx)
+    if not cfg.sources.cadastre:
+        raise InputError("the parcel overlay needs the cadastre (sources.cadastre)")
     buildings, bsource = read_buildings(ctx, previous)
     ndsm = dsm_new - surf.dtm
     if "height" not in buildings:
@@ -439,16 +539,21 @@ def build_parcels(
         landcover = classify_landcover(surf.ndvi, ndsm, lay.ndvi_threshold, lay.tree_min_height_m)
     else:
         warnings.append("no NDVI: sealed/green/tree shares not computed")
-    if len(parcels) == 0:
-        warnings.append("the cadastre has no parcels (Flurstueck layer): parcel overlay is empty")
-    ov = parcel_overlay(
-        parcels,
+    # one task per tile of the partition grid, each reading its own parcels (overlays_tiles)
+    ov = parcel_rows(
+        parcel_source(ctx),
+        lay.partition_m,
         buildings,
-        landcover=landcover,
-        ndsm=ndsm,
-        transform=surf.grid.transform,
-        floor_height_m=lay.floor_height_m,
+        surf.grid,
+        landcover,
+        ndsm,
+        lay.floor_height_m,
+        executor(ctx),
+        ctx.progress,
     )
+    if ov is None:
+        warnings.append("the cadastre has no parcels (Flurstueck layer): parcel overlay is empty")
+        ov = parcel_overlay(read_parcels_for(ctx), buildings, floor_height_m=lay.floor_height_m)
     for c in ov.columns:
         if ov[c].dtype.kind == "f":
             ov[c] = ov[c].round(4)
@@ -522,7 +627,6 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
     from pipeline.sources.rasters import bilinear
     from pipeline.stages.change import (
         CLASS_COLOURS,
-        building_change,
         unknown_areas,
         unregistered_structures,
     )
@@ -537,7 +641,16 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
     ndsm_new = dsm_new - surf.dtm
     buildings, bsource = read_buildings(ctx, previous)
     t = surf.grid.transform
-    ch = building_change(buildings, ndsm_old, ndsm_new, t, lay)
+    ch = building_rows(
+        buildings,
+        cfg.layers.overlays.partition_m,
+        surf.grid,
+        ndsm_old,
+        ndsm_new,
+        lay,
+        executor(ctx),
+        ctx.progress,
+    )
     bc = gpd.GeoDataFrame(
         pd.concat([buildings[["oid"]].reset_index(drop=True), ch.reset_index(drop=True)], axis=1),
         geometry=buildings.geometry.reset_index(drop=True),

@@ -26,8 +26,6 @@ import pandas as pd
 from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_atomic
 
-DENSITY_CELL_M = 2.0
-
 
 def _residuals(ctx: BuildContext, data) -> pd.DataFrame | None:
     from pipeline.report import height_residuals
@@ -51,50 +49,17 @@ def _residuals(ctx: BuildContext, data) -> pd.DataFrame | None:
     return None
 
 
-def _count_window(path, grid, crs_cfg, crs_override) -> tuple[int, int, np.ndarray]:
-    """Points per cell of one file, cropped to the cells it touches: (row0, col0, count)."""
-    from pipeline.stages.terrain.rasterise import rasterise_point_files
-
-    c = rasterise_point_files([path], grid, stat="max", crs_cfg=crs_cfg, crs_override=crs_override).count
-    rows = np.flatnonzero(c.any(axis=1))
-    cols = np.flatnonzero(c.any(axis=0))
-    if rows.size == 0:
-        return 0, 0, np.zeros((0, 0), dtype=np.int64)
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return r0, c0, c[r0:r1, c0:c1].astype(np.int64)
-
-
 def _density(ctx: BuildContext, path) -> bool:
-    """Points per DENSITY_CELL_M cell of the newest aerial epoch as a small GeoTIFF."""
+    """Points per DENSITY_CELL_M cell of the newest aerial epoch as a small GeoTIFF (the counts come from
+    the overlays' one decoding pass per point file: pipeline.orchestrate.overlays.point_density)."""
     import rasterio
 
-    from pipeline.orchestrate.terrain import las_bounds
-    from pipeline.sources.rasters import Grid
+    from pipeline.orchestrate.overlays import point_density
 
-    cfg = ctx.cfg
-    if not cfg.sources.aerial:
+    dens = point_density(ctx)
+    if dens is None:
         return False
-    ep = cfg.sources.aerial[-1]
-    files = [i.path for i in ctx.inputs_for(f"aerial:{ep.epoch}")]
-    if not files:
-        return False
-    grid = Grid.from_bounds(las_bounds(files, cfg.crs, ep.crs), DENSITY_CELL_M, cfg.crs.horizontal)
-    # incremental: per-file point counts, cached by the file's sha256 (a changed tile is counted again alone)
-    from pipeline.orchestrate.cache import CachedCall, run_cached
-
-    gkey = [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
-    calls: list[CachedCall] = [
-        (
-            ["report-density-v1", i.sha256, gkey, cfg.crs, ep.crs],
-            _count_window,
-            (i.path, grid, cfg.crs, ep.crs),
-            {},
-        )
-        for i in ctx.inputs_for(f"aerial:{ep.epoch}")
-    ]
-    count = np.zeros((grid.height, grid.width), dtype=np.int64)
-    for r0, c0, c in run_cached(ctx, calls, "report-density"):
-        count[r0 : r0 + c.shape[0], c0 : c0 + c.shape[1]] += c
+    grid, count = dens
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path,

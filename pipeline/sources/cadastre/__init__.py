@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import pandas as pd
+import shapely
 
 from pipeline.errors import CrsError, InputError
 from pipeline.sources.cadastre.common import (
@@ -143,8 +144,12 @@ def read_parcels(
     layer: str | None = None,
     crs: str | None = None,
     target_crs: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
 ) -> gpd.GeoDataFrame:
-    """Parcels (flstkennz, geometry) of the cadastre files; empty when the format carries none."""
+    """Parcels (flstkennz, geometry) of the cadastre files; empty when the format carries none.
+
+    `bbox` (working CRS): only parcels whose envelope intersects it. GeoPackages are read through their
+    spatial index (memory bounded by the box); NAS files are read whole, then filtered."""
     frames = []
     if fmt == "nas":
         from pipeline.sources.cadastre.nas import read_nas_files
@@ -155,7 +160,7 @@ def read_parcels(
             from pipeline.sources.cadastre.gpkg import read_parcels as gp
 
             try:
-                frames.append(gp(f, layer, crs, target_crs))
+                frames.append(gp(f, layer, crs, target_crs, bbox))
             except InputError:
                 if layer:
                     raise
@@ -165,7 +170,12 @@ def read_parcels(
         return gpd.GeoDataFrame({"flstkennz": []}, geometry=gpd.GeoSeries([], crs=empty), crs=empty)
     target = target_crs or frames[0].crs
     frames = [_to_target(f, target) for f in frames]
-    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target)
+    out = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target)
+    if bbox is not None:  # envelopes intersecting the box, as the GeoPackage's spatial index selects
+        b = shapely.bounds(out.geometry.to_numpy())
+        hit = (b[:, 0] <= bbox[2]) & (b[:, 2] >= bbox[0]) & (b[:, 1] <= bbox[3]) & (b[:, 3] >= bbox[1])
+        out = out[hit].reset_index(drop=True)
+    return out
 
 
 def _to_target(frame: gpd.GeoDataFrame, target_crs: object) -> gpd.GeoDataFrame:

@@ -20,6 +20,44 @@ from pipeline.sources.cadastre.common import (
     to_working_crs,
 )
 
+
+def same_crs(path: Path, layer: str, crs: str | None, target_crs: str | None):
+    """(True when the layer's horizontal CRS is the working CRS, the layer's CRS, the working CRS)."""
+    from pyproj import CRS
+
+    from pipeline.errors import CrsError
+    from pipeline.sources.cadastre.common import WORKING_CRS
+
+    file_crs = crs or pyogrio.read_info(path, layer=layer)["crs"]
+    if file_crs is None:
+        raise CrsError("cadastre file has no CRS; set sources.cadastre.crs", path=path)
+    src = CRS.from_user_input(file_crs)
+    want = CRS.from_user_input(target_crs if target_crs is not None else WORKING_CRS)
+    src2 = src.sub_crs_list[0] if src.is_compound and src.sub_crs_list else src
+    want2 = next(c for c in want.sub_crs_list if not c.is_vertical) if want.is_compound else want
+    return src2.equals(want2) or src2.to_2d().equals(want2.to_2d()), src2, want2
+
+
+def _file_bbox(
+    path: Path,
+    layer: str,
+    crs: str | None,
+    target_crs: str | None,
+    bbox: tuple[float, float, float, float] | None,
+) -> tuple[float, float, float, float] | None:
+    """`bbox` (working CRS) in the CRS of the file's layer (densified bounds when they differ)."""
+    if bbox is None:
+        return None
+    from pyproj.transformer import Transformer
+
+    same, src, want = same_crs(path, layer, crs, target_crs)
+    if same:
+        return bbox
+    t = Transformer.from_crs(want, src, always_xy=True)
+    x0, y0, x1, y1 = t.transform_bounds(*bbox, densify_pts=21)
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
 BUILDING_LAYERS = ("GebauedeBauwerk", "GebaeudeBauwerk")
 PARCEL_LAYERS = ("Flurstueck",)
 LANDUSE_LAYERS = ("NutzungFlurstueck", "Nutzung")
@@ -102,11 +140,18 @@ def read_vector(
 
 
 def read_parcels(
-    path: Path, layer: str | None = None, crs: str | None = None, target_crs: str | None = None
+    path: Path,
+    layer: str | None = None,
+    crs: str | None = None,
+    target_crs: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
 ) -> gpd.GeoDataFrame:
-    """Parcels (`flstkennz` + geometry) from an ALKIS GeoPackage (layer `Flurstueck` by default)."""
+    """Parcels (`flstkennz` + geometry) from an ALKIS GeoPackage (layer `Flurstueck` by default).
+
+    `bbox` (in the working CRS `target_crs`): only the parcels whose envelope intersects it, read through
+    the file's spatial index (memory bounded by the box, not the file; a superset: callers filter)."""
     lyr = find_layer(path, layer, PARCEL_LAYERS, "parcel")
-    gdf = pyogrio.read_dataframe(path, layer=lyr)
+    gdf = pyogrio.read_dataframe(path, layer=lyr, bbox=_file_bbox(path, lyr, crs, target_crs, bbox))
     gdf = to_working_crs(gdf, crs, path, target_crs)
     lower = {c.lower(): c for c in gdf.columns}
     key = lower.get("flstkennz") or lower.get("flurstueckskennzeichen")

@@ -153,20 +153,35 @@ def parcel_overlay(
     ndsm: np.ndarray | None = None,
     transform: Affine | None = None,
     floor_height_m: float = 3.0,
+    owned: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
-    """All per-parcel figures as one GeoDataFrame (parcel columns kept, figures appended)."""
+    """All per-parcel figures as one GeoDataFrame (parcel columns kept, figures appended).
+
+    `owned` (bool per parcel row): figures only for these rows; the other rows are neighbours that take
+    part in the land-cover rasterisation only (a cell whose centre lies on a shared edge goes to the same
+    parcel as when the whole region is rasterised at once), so a region partitioned into tiles gives the
+    same rows as the region in one piece."""
     p = parcels.reset_index(drop=True)
-    p = p[p.geometry.notna() & ~p.geometry.is_empty].reset_index(drop=True)
-    if not shapely.is_valid(p.geometry.to_numpy()).all():
-        p = p.set_geometry(shapely.make_valid(p.geometry.to_numpy()))
-    figures = built_up(p, buildings, floor_height_m)
+    own = np.ones(len(p), dtype=bool) if owned is None else np.asarray(owned, dtype=bool)
+    keep = (p.geometry.notna() & ~p.geometry.is_empty).to_numpy()
+    p = p[keep].reset_index(drop=True)
+    own = own[keep]
+    geoms = p.geometry.to_numpy()
+    valid = shapely.is_valid(geoms)
+    if not valid.all():
+        geoms = geoms.copy()
+        geoms[~valid] = shapely.make_valid(geoms[~valid])
+        p = p.set_geometry(geoms)
+    po = p[own].reset_index(drop=True)
+    figures = built_up(po, buildings, floor_height_m)
     cols = [figures]
     if landcover is not None and transform is not None:
         labels = parcel_labels(p, transform, landcover.shape)
-        cols.append(landcover_shares(labels, landcover, ndsm, len(p)))
+        shares = landcover_shares(labels, landcover, ndsm, len(p))
+        cols.append(shares[own].reset_index(drop=True))
     data = pd.concat([c.reset_index(drop=True) for c in cols], axis=1)
     out = gpd.GeoDataFrame(
-        pd.concat([p.drop(columns="geometry"), data], axis=1), geometry=p.geometry, crs=p.crs
+        pd.concat([po.drop(columns="geometry"), data], axis=1), geometry=po.geometry, crs=p.crs
     )
     out["estimate_note"] = ESTIMATE_NOTE.format(fh=floor_height_m)
     return out

@@ -144,32 +144,69 @@ def rasterise_point_files(
     `crs_override` wins, a file without CRS is refused); points are brought into the working compound CRS
     (horizontal + normal heights) when the file is in another CRS.
     """
+    target = RasterTarget(grid, stat, include_classes, tuple(exclude_classes))
+    return rasterise_point_files_multi(
+        files, [target], crs_cfg=crs_cfg, crs_override=crs_override, chunk_size=chunk_size
+    )[0]
+
+
+@dataclass(frozen=True)
+class RasterTarget:
+    """One per-cell statistic to compute from a pass over point files (`rasterise_point_files_multi`)."""
+
+    grid: Grid
+    stat: Stat
+    include_classes: tuple[int, ...] | None = None
+    exclude_classes: tuple[int, ...] = ()
+
+
+def rasterise_point_files_multi(
+    files: list,
+    targets: list[RasterTarget],
+    *,
+    crs_cfg,
+    crs_override: str | None = None,
+    chunk_size: int = 2_000_000,
+) -> list[CellAccumulator]:
+    """`rasterise_point_files` for several grids / statistics / class filters in one decoding pass
+    (decompressing the points costs far more than binning them): one accumulator per target, each equal
+    to its own `rasterise_point_files` call."""
     from pipeline.crs import make_transformer, same_crs, working_crs
     from pipeline.sources.pointcloud.crs import resolve_file_crs
     from pipeline.sources.pointcloud.reader import iter_points, read_header
 
-    acc = CellAccumulator.empty(grid, stat)
+    accs = [CellAccumulator.empty(t.grid, t.stat) for t in targets]
     work = working_crs(crs_cfg)
-    gb = grid.bounds
     for f in files:
         info = read_header(f)
         fc = resolve_file_crs(info, crs_override, crs_cfg)
         tr = None if same_crs(fc.crs, work) else make_transformer(fc.crs, work, crs_cfg, path=f)
-        if tr is None and (
-            info.maxs[0] < gb[0] or info.mins[0] > gb[2] or info.maxs[1] < gb[1] or info.mins[1] > gb[3]
-        ):
+        live = [
+            k
+            for k, t in enumerate(targets)
+            if tr is not None
+            or not (
+                info.maxs[0] < t.grid.bounds[0]
+                or info.mins[0] > t.grid.bounds[2]
+                or info.maxs[1] < t.grid.bounds[1]
+                or info.mins[1] > t.grid.bounds[3]
+            )
+        ]
+        if not live:
             continue
         for pts in iter_points(info, ("x", "y", "z", "classification"), chunk_size):
             cls = pts["classification"]
-            keep = np.ones(len(cls), dtype=bool)
-            if include_classes is not None:
-                keep &= np.isin(cls, include_classes)
-            if exclude_classes:
-                keep &= ~np.isin(cls, exclude_classes)
-            x, y, z = pts["x"][keep], pts["y"][keep], pts["z"][keep]
-            if fc.z_factor != 1.0:
-                z = z * fc.z_factor
-            if tr is not None:
-                x, y, z = tr.transform(x, y, z)
-            acc.add(x, y, z)
-    return acc
+            for k in live:
+                t = targets[k]
+                keep = np.ones(len(cls), dtype=bool)
+                if t.include_classes is not None:
+                    keep &= np.isin(cls, t.include_classes)
+                if t.exclude_classes:
+                    keep &= ~np.isin(cls, t.exclude_classes)
+                x, y, z = pts["x"][keep], pts["y"][keep], pts["z"][keep]
+                if fc.z_factor != 1.0:
+                    z = z * fc.z_factor
+                if tr is not None:
+                    x, y, z = tr.transform(x, y, z)
+                accs[k].add(x, y, z)
+    return accs
