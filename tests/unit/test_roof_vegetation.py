@@ -96,3 +96,29 @@ def test_crown_over_roof_dropped_by_ndvi(tmp_path: Path):
     # the green roof keeps its points (and its flat roof)
     assert ndvi[4][1] == 0 and ndvi[0]["roof_type"][1] == "flat"
     assert ndvi[0]["roof_n_points"][1] == plain[0]["roof_n_points"][1]
+
+
+def test_ndvi_at_points_reads_a_10cm_orthophoto_decimated(tmp_path: Path):
+    """A 10 cm DOP tile (20 x 20 m, vegetation in the west half) sampled at 0.5 m: the same NDVI away
+    from the edge; no-data pixels and points off the tile give NaN."""
+    res, w = 0.1, 200
+    cols = np.arange(w)
+    veg = np.broadcast_to(cols < 100, (w, w))
+    red = np.where(veg, 40, 120).astype(np.uint8)
+    nir = np.where(veg, 160, 133).astype(np.uint8)
+    red[:20, :] = 0
+    nir[:20, :] = 0  # a no-data strip in the north (both bands 0)
+    tif = tmp_path / "dop10.tif"
+    with rasterio.open(
+        tif, "w", driver="GTiff", width=w, height=w, count=4, dtype="uint8", crs=CRS,
+        transform=from_origin(X0, Y0 + 20, res, res), nodata=0,
+    ) as ds:  # fmt: skip
+        ds.write(np.stack([red, red, red, nir]))
+    x = np.array([X0 + 3.2, X0 + 16.7, X0 + 5.0, X0 - 1.0])
+    y = np.array([Y0 + 5.1, Y0 + 5.1, Y0 + 19.5, Y0 + 5.0])
+    fine = ndvi_at_points(x, y, [tif], 1, 4, CRS, None, resolution_m=0.1)
+    coarse = ndvi_at_points(x, y, [tif], 1, 4, CRS, None, resolution_m=0.5)
+    assert fine[:2] == pytest.approx([0.6, 0.05], abs=0.01) and coarse[:2] == pytest.approx(
+        fine[:2], abs=1e-6
+    )
+    assert np.isnan(fine[2]) and np.isnan(coarse[2]) and np.isnan(coarse[3])

@@ -146,10 +146,12 @@ def ndvi_at_points(
     nir_band: int = 4,
     work_crs: str | None = None,
     raster_crs: str | None = None,
+    resolution_m: float = 0.5,
 ) -> np.ndarray:
-    """NDVI of the orthophoto pixel under every point (x, y in `work_crs`; NaN where no tile covers it
-    or a band has no data). Each tile is read once over the points' bounding box at its own
-    resolution; the first tile that covers a point wins."""
+    """NDVI of the orthophoto under every point (x, y in `work_crs`; NaN where no tile covers it or a
+    band has no data). Each tile is read once over the points' bounding box, averaged to about
+    `resolution_m` (memory: a 1 km tile of a 10 cm DOP is 2,000 x 2,000 cells, not 10,000 x 10,000);
+    the first tile that covers a point wins."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     out = np.full(x.shape, np.nan)
@@ -175,17 +177,26 @@ def ndvi_at_points(
             if not inside.any():
                 continue
             todo, px, py = todo[inside], px[inside], py[inside]
+            scale = max(1, round(resolution_m / abs(ds.transform.a)))
             col, row = ~ds.transform * (px, py)
-            col = np.clip(np.floor(col).astype(np.int64), 0, ds.width - 1)
-            row = np.clip(np.floor(row).astype(np.int64), 0, ds.height - 1)
-            win = rasterio.windows.Window(
-                int(col.min()), int(row.min()), int(col.max() - col.min()) + 1, int(row.max() - row.min()) + 1
+            col = np.clip(np.floor(col).astype(np.int64), 0, ds.width - 1) // scale * scale
+            row = np.clip(np.floor(row).astype(np.int64), 0, ds.height - 1) // scale * scale
+            c0, r0 = int(col.min()), int(row.min())
+            w = min(int(col.max()) + scale, ds.width) - c0
+            h = min(int(row.max()) + scale, ds.height) - r0
+            shape = (2, max(1, -(-h // scale)), max(1, -(-w // scale)))
+            data = ds.read(
+                [red_band, nir_band],
+                window=rasterio.windows.Window(c0, r0, w, h),
+                out_shape=shape,
+                resampling=Resampling.average,
+                masked=True,
             )
-            data = ds.read([red_band, nir_band], window=win, masked=True)
-        vals, ok = _ndvi((red_band, nir_band))(data)
-        r, c = row - int(win.row_off), col - int(win.col_off)
-        good = ok[r, c]
-        out[todo[good]] = vals[r[good], c[good]]
+        r = np.minimum((row - r0) // scale, shape[1] - 1)
+        c = np.minimum((col - c0) // scale, shape[2] - 1)
+        vals, ok = _ndvi((red_band, nir_band))(data[:, r, c][:, None, :])
+        good = ok[0]
+        out[todo[good]] = vals[0, good]
     return out
 
 
