@@ -442,7 +442,7 @@ def write_gpkg(
     model-source styles as further named styles, `faces` (roof_faces_frame) as layer `roof_faces` and
     `parts` (buildings_lod2.reconstruct_lod2_parts) as layer `building_parts`."""
     from pipeline.styles.gpkg import embed_styles, write_layer
-    from pipeline.styles.qml import STYLES_DIR
+    from pipeline.styles.qml import STYLES_DIR, single
 
     qml = (STYLES_DIR / "buildings_function.qml").read_text(encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -459,7 +459,12 @@ def write_gpkg(
             f"buildings by {what}": (STYLES_DIR / f"buildings_{name}.qml").read_text(encoding="utf-8")
             for name, what in (("roof_type", "roof type"), ("lod_source", "model source"))
         }
-    embed_styles(tmp, {"buildings": qml}, extra={"buildings": extra})
+    styles = {"buildings": qml}
+    if faces is not None:
+        styles["roof_faces"] = single("RuhrTwin LoD2 roof faces", (196, 78, 52, 255), (90, 40, 30, 255))
+    if parts is not None:
+        styles["building_parts"] = single("RuhrTwin building parts", (120, 130, 200, 255), (40, 40, 90, 255))
+    embed_styles(tmp, styles, extra={"buildings": extra})
     tmp.replace(path)
     write_atomic(path.with_suffix(".qml"), qml.encode("utf-8"))
 

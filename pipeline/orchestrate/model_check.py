@@ -136,6 +136,19 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
 
         write_layer(planes, gpkg, PLANES_LAYER, "Polygon Z")
     written += write_styles(gpkg, {LAYER: model_check_qml()})
+    if planes is not None:  # the planes layer's default style (embedded only: no extra .qml file)
+        from pipeline.styles.gpkg import embed_styles
+        from pipeline.styles.qml import single
+
+        embed_styles(
+            gpkg,
+            {
+                LAYER: model_check_qml(),
+                PLANES_LAYER: single(
+                    "RuhrTwin official roof planes compared", (235, 160, 40, 255), (80, 50, 10, 255)
+                ),
+            },
+        )
     counts = class_counts(table)
     stats = {
         "buildings": len(table),
