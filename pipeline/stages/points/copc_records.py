@@ -182,8 +182,9 @@ def _placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str 
     tx, ty, tz = t.transform(xs, ys, zs)
     if not np.all(np.isfinite([tx, ty, tz])):
         raise CrsError(f"the file's bounds cannot be transformed into {target.name}", path=info.path)
-    off = tuple(float(np.floor(min(v) / 1000.0) * 1000.0) for v in (tx, ty, tz))
-    return Placement((TRANSFORMED_SCALE,) * 3, off, target.to_wkt(), t, fj.z_factor)  # type: ignore[arg-type]
+    ox, oy, oz = (float(np.floor(min(v) / 1000.0) * 1000.0) for v in (tx, ty, tz))
+    s = TRANSFORMED_SCALE
+    return Placement((s, s, s), (ox, oy, oz), target.to_wkt(), t, fj.z_factor)
 
 
 def _positions(ints, info: PointFileInfo, pl: Placement) -> tuple[np.ndarray, ...]:
