@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "copc": "bench.copc",
     "terrain": "bench.terrain",
     "terrain_textures": "bench.terrain_textures",
+    "terrain_mesh": "bench.terrain_mesh",
     "regional": "bench.regional",
 }
 

@@ -3,8 +3,8 @@
 Generates the 1 km² demo district (16 DGM + 16 DOP tiles of 250 m, as `bench.terrain_textures`), then
 builds the terrain layer (`build_terrain`, chunked, default JPEG textures) with
 
-- `float`: float32 positions and UVs, plain buffers (the encoding before this benchmark);
-- `compact`: 16-bit positions and UVs (KHR_mesh_quantization) + EXT_meshopt_compression (the default);
+- `float`: float32 positions and UVs, plain buffers (the default; QGIS 3.40 reads only these);
+- `compact`: 16-bit positions and UVs (KHR_mesh_quantization) + EXT_meshopt_compression;
 
 and a second `compact` build into a fresh release and cache (byte-identical check). Per encoding: bytes
 of the terrain folder per km², of which meshes (GLB bytes minus the embedded images), CPU and wall seconds
@@ -13,10 +13,10 @@ vertices are compared with the float ones tile by tile (same vertices, same orde
 vertical difference, and the largest ratio of the vertical difference to the bound (half the tile's
 vertical grid step).
 
-`--release`: also one full `run_build` of the demo (default config, so compact terrain) for the whole
+Unless `--no-release`: also one full `run_build` of the demo (default config, so compact terrain) for the whole
 release's size per km²; the release size with float terrain is that figure minus the compact terrain folder
 plus the float one (only the terrain layer's files differ between the encodings).
-Writes bench/results/terrain_mesh.json. Run: `.venv/bin/python -m bench.terrain_mesh [--release]`.
+Writes bench/results/terrain_mesh.json. Run: `.venv/bin/python -m bench.terrain_mesh [--no-release]` (or `python -m bench.run terrain_mesh`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def _config(root: Path, name: str, base: dict, encoding: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.terrain_mesh")
     ap.add_argument("--out", type=Path, default=Path("/tmp/twin-bench-terrain-mesh"))
-    ap.add_argument("--release", action="store_true", help="also a full build: the whole release per km²")
+    ap.add_argument(
+        "--no-release",
+        dest="release",
+        action="store_false",
+        help="skip the full build (whole release per km²)",
+    )
     args = ap.parse_args(argv)
 
     import yaml

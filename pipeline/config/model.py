@@ -330,9 +330,10 @@ class TerrainLayer(LayerBase):
     texture_format: Literal["jpeg", "png", "webp"] = "jpeg"
     texture_quality: int = Field(80, ge=1, le=100)
     texture_subsampling: Literal["4:2:0", "4:4:4"] = "4:2:0"
-    # mesh encoding of the terrain GLBs: compact = 16-bit positions and UVs (KHR_mesh_quantization, error at
-    # most the tile's box size / 131070 per axis) + EXT_meshopt_compression; float = float32, uncompressed
-    mesh_encoding: Literal["compact", "float"] = "compact"
+    # mesh encoding of the terrain GLBs: float = float32, uncompressed (QGIS 3.40 reads only these);
+    # compact = 16-bit positions and UVs (KHR_mesh_quantization, error at most the tile's box size / 131070
+    # per axis) + EXT_meshopt_compression, 3x smaller terrain (CesiumJS reads it, QGIS 3.40 does not)
+    mesh_encoding: Literal["compact", "float"] = "float"
     # ground-point fallback without a DGM: grid resolution in metres
     ground_res_m: float = Field(1.0, gt=0)
     # orthophoto XYZ pyramid: finest ground resolution (metres/pixel at the district) and zoom overrides

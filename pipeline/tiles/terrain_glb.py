@@ -4,14 +4,16 @@ Each tile is one triangle mesh in the project ENU frame with TEXCOORD_0 into one
 orthophoto texture and an unlit material (the orthophoto already contains the light of the flight; no
 normals). Two encodings of the mesh (`layers.terrain.mesh_encoding`):
 
-- `compact` (default): `KHR_mesh_quantization` + `EXT_meshopt_compression`. Positions are unsigned 16-bit
+- `compact`: `KHR_mesh_quantization` + `EXT_meshopt_compression`. Positions are unsigned 16-bit
   integers on a grid spanning the tile's box in each axis; the node's translation (the box's minimum) and
   per-axis scale (its size / 65535) dequantise them, so the error is at most half a grid step per axis:
   size / 131070 (1 mm per 131 m of the box's height range, 3.9 mm horizontally for a 512 m tile). UVs are
   normalized unsigned 16-bit (1/131070 of the texture). Indices 16-bit (32-bit above 65535 vertices). Every
   buffer view is then compressed by meshopt (vertex codec for the attributes, index codec for the
   triangles), as the point tiles are (`pipeline.tiles.gltf.meshopt_glb`).
-- `float`: float32 positions relative to the tile centre (node translation), float32 UVs, plain buffers.
+- `float` (default): float32 positions relative to the tile centre (node translation), float32 UVs, plain
+  buffers. The default because QGIS (3.40, tiled-scene layers) reads neither KHR_mesh_quantization nor
+  EXT_meshopt_compression: it draws nothing of a compact tile.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def terrain_glb(
     texture: bytes | None = None,
     texture_format: str = "jpeg",
     color: tuple[float, float, float, float] = (0.62, 0.6, 0.55, 1.0),
-    mesh_encoding: str = "compact",
+    mesh_encoding: str = "float",
 ) -> bytes:
     """One terrain tile. `positions_enu` (N,3) float64 in the project frame (z up), `triangles` (M,3)
     counter-clockwise seen from above, `uv` (N,2) in [0, 1]; `mesh_encoding` see the module docstring."""

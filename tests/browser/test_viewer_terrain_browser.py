@@ -72,7 +72,7 @@ def _write_terrain(release: Path) -> None:
     u = np.linspace(-HALF, HALF, 65)
     ge, gn = np.meshgrid(u, u[::-1])  # row 0 north
     xyh, uv, tris, _ = tile_grid_mesh(_terrain_height(ge, gn), (-HALF, -HALF, HALF, HALF))
-    glb = terrain_glb(xyh, tris, uv=uv, texture=bio.getvalue())  # default: compact
+    glb = terrain_glb(xyh, tris, uv=uv, texture=bio.getvalue(), mesh_encoding="compact")
     write_atomic(release / "terrain" / "tiles" / "0" / "0" / "0.glb", glb)
     node = TerrainTileNode(0, 0, 0, xyh.min(axis=0), xyh.max(axis=0), 0.0, "tiles/0/0/0.glb")
     write_json(

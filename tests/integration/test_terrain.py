@@ -255,8 +255,9 @@ def test_terrain_glb_valid_and_textured(terrain_release):
     prim = js["meshes"][0]["primitives"][0]
     assert set(prim["attributes"]) == {"POSITION", "TEXCOORD_0"}
     assert js["images"][0]["mimeType"] == "image/jpeg"
-    # the default mesh encoding: 16-bit positions/UVs, meshopt-compressed
-    assert {"KHR_mesh_quantization", "EXT_meshopt_compression"} <= set(js["extensionsRequired"])
+    # the default mesh encoding: float32 (what QGIS 3.40 reads), no quantisation or compression
+    assert js["accessors"][prim["attributes"]["POSITION"]]["componentType"] == 5126
+    assert not {"KHR_mesh_quantization", "EXT_meshopt_compression"} & set(js.get("extensionsUsed", []))
     if not validator_available():
         pytest.skip("glTF validator not installed")
     reports = validate_glb_files(glbs)
@@ -322,26 +323,27 @@ def test_terrain_is_deterministic(terrain_release, tmp_path):
             assert q.read_bytes() == p.read_bytes(), p
 
 
-def test_terrain_float_encoding_and_quantisation_error(terrain_release, tmp_path):
-    """`mesh_encoding: float` writes today's float32 files; the default compact tiles hold the same
-    vertices within the stated bound (half the tile box's grid step per axis, here < 1 cm) in under half
-    the bytes."""
+def test_terrain_compact_encoding_and_quantisation_error(terrain_release, tmp_path):
+    """`mesh_encoding: compact` holds the same vertices as the default float32 tiles within the stated
+    bound (half the tile box's grid step per axis, here < 1 cm) in under half the bytes, passes the glTF
+    validator and is deterministic."""
     from pipeline.orchestrate.terrain import build_terrain_layers
     from pipeline.tiles.gltf import read_glb
     from pipeline.tiles.terrain_glb import quantisation_step, read_terrain_glb
+    from pipeline.tiles.validate_gltf import validate_glb_files, validator_available
 
     ctx, _ = terrain_release
     cfg = Path(ctx.cfg.base_dir) / "district.yaml"
-    ctx2 = district.context(cfg, tmp_path / "float", **{"layers.terrain.mesh_encoding": "float"})
+    ctx2 = district.context(cfg, tmp_path / "compact", **{"layers.terrain.mesh_encoding": "compact"})
     build_terrain_layers(ctx2, [])
-    compact = sorted((ctx.release_dir / "terrain").rglob("*.glb"))
-    floats = sorted((tmp_path / "float" / "terrain").rglob("*.glb"))
-    rel = [p.relative_to(ctx.release_dir) for p in compact]
-    assert rel == [p.relative_to(tmp_path / "float") for p in floats] and rel
+    floats = sorted((ctx.release_dir / "terrain").rglob("*.glb"))
+    compact = sorted((tmp_path / "compact" / "terrain").rglob("*.glb"))
+    rel = [p.relative_to(ctx.release_dir) for p in floats]
+    assert rel == [p.relative_to(tmp_path / "compact") for p in compact] and rel
     worst = 0.0
     for c, f in zip(compact, floats, strict=True):
-        js, _ = read_glb(f.read_bytes())
-        assert "KHR_mesh_quantization" not in js.get("extensionsUsed", [])
+        js, _ = read_glb(c.read_bytes())
+        assert {"KHR_mesh_quantization", "EXT_meshopt_compression"} <= set(js["extensionsRequired"])
         pf, _, tf = read_terrain_glb(f.read_bytes())
         pc, _, tc = read_terrain_glb(c.read_bytes())
         assert pc.shape == pf.shape and len(tc) == len(tf)
@@ -352,9 +354,17 @@ def test_terrain_float_encoding_and_quantisation_error(terrain_release, tmp_path
     assert worst < 0.01
     assert sum(p.stat().st_size for p in compact) * 2 < sum(p.stat().st_size for p in floats)
     # the layer's tileset does not depend on the mesh encoding
-    assert (tmp_path / "float" / "terrain" / "tileset.json").read_bytes() == (
+    assert (tmp_path / "compact" / "terrain" / "tileset.json").read_bytes() == (
         ctx.release_dir / "terrain" / "tileset.json"
     ).read_bytes()
+    fresh = {"layers.terrain.mesh_encoding": "compact", "paths.cache": str(tmp_path / "cache-again")}
+    ctx3 = district.context(cfg, tmp_path / "again", **fresh)  # a clean build: no cached tiles
+    build_terrain_layers(ctx3, [])
+    for c in compact:
+        assert (tmp_path / "again" / c.relative_to(tmp_path / "compact")).read_bytes() == c.read_bytes()
+    if validator_available():
+        reports = validate_glb_files(compact)
+        assert all(r["errors"] == 0 for r in reports), [r for r in reports if r["errors"]][:1]
 
 
 def test_terrain_from_ground_points_without_dgm(tmp_path):

@@ -41,7 +41,7 @@ def _canonical(tris: np.ndarray) -> set[tuple[int, ...]]:
 
 def test_compact_error_within_bound_and_against_float32():
     enu, uv, tris = _tile()
-    compact = terrain_glb(enu, tris, uv=uv, texture=_jpeg())
+    compact = terrain_glb(enu, tris, uv=uv, texture=_jpeg(), mesh_encoding="compact")
     flt = terrain_glb(enu, tris, uv=uv, texture=_jpeg(), mesh_encoding="float")
     pos_c, uv_c, tris_c = read_terrain_glb(compact)
     pos_f, uv_f, tris_f = read_terrain_glb(flt)
@@ -62,8 +62,8 @@ def test_compact_error_within_bound_and_against_float32():
 def test_compact_file_layout_is_small_and_deterministic():
     enu, uv, tris = _tile()
     tex = _jpeg()
-    compact = terrain_glb(enu, tris, uv=uv, texture=tex)
-    assert compact == terrain_glb(enu.copy(), tris.copy(), uv=uv.copy(), texture=tex)
+    compact = terrain_glb(enu, tris, uv=uv, texture=tex, mesh_encoding="compact")
+    assert compact == terrain_glb(enu.copy(), tris.copy(), uv=uv.copy(), texture=tex, mesh_encoding="compact")
     flt = terrain_glb(enu, tris, uv=uv, texture=tex, mesh_encoding="float")
     assert len(compact) * 3 < len(flt), (len(compact), len(flt))
     js, _ = read_glb(compact)
@@ -94,7 +94,7 @@ def test_both_encodings_pass_the_gltf_validator(tmp_path: Path):
         p.write_bytes(terrain_glb(enu, tris, uv=uv, texture=_jpeg(), mesh_encoding=enc))
         paths.append(p)
     p = tmp_path / "untextured.glb"
-    p.write_bytes(terrain_glb(enu, tris))
+    p.write_bytes(terrain_glb(enu, tris, mesh_encoding="compact"))
     paths.append(p)
     reports = validate_glb_files(paths)
     assert [r["errors"] for r in reports] == [0, 0, 0], reports
@@ -104,9 +104,9 @@ def test_both_encodings_pass_the_gltf_validator(tmp_path: Path):
 def test_flat_tile_and_unknown_encoding():
     enu, _uv, tris = _tile(relief_m=0.0)
     enu[:, 2] = 42.0  # a perfectly flat tile (no skirt offset either): the z scale must not be 0
-    pos, _, _ = read_terrain_glb(terrain_glb(enu, tris))
+    pos, _, _ = read_terrain_glb(terrain_glb(enu, tris, mesh_encoding="compact"))
     assert np.abs(pos[:, 2] - 42.0).max() < 1e-6
-    js, _ = read_glb(terrain_glb(enu, tris))
+    js, _ = read_glb(terrain_glb(enu, tris, mesh_encoding="compact"))
     assert min(js["nodes"][0]["scale"]) > 0
     with pytest.raises(ValueError, match="mesh encoding"):
         terrain_glb(enu, tris, mesh_encoding="draco")
@@ -120,7 +120,7 @@ def test_flat_tile_and_unknown_encoding():
 )
 def test_quantisation_error_bound_for_any_box(size: float, relief: float, seed: int):
     enu, _uv, tris = _tile(size_m=size, relief_m=relief, skirt=0.0, seed=seed)
-    pos, _, _ = read_terrain_glb(terrain_glb(enu, tris))
+    pos, _, _ = read_terrain_glb(terrain_glb(enu, tris, mesh_encoding="compact"))
     step = quantisation_step(enu.min(axis=0), enu.max(axis=0))
     assert (np.abs(pos - enu).max(axis=0) <= step / 2 * (1 + 1e-6) + 1e-9).all()
 
@@ -130,7 +130,7 @@ def test_config_option():
 
     from pipeline.config.model import TerrainLayer
 
-    assert TerrainLayer().mesh_encoding == "compact"
-    assert TerrainLayer(mesh_encoding="float").mesh_encoding == "float"
+    assert TerrainLayer().mesh_encoding == "float"  # QGIS 3.40 reads only float meshes
+    assert TerrainLayer(mesh_encoding="compact").mesh_encoding == "compact"
     with pytest.raises(ValidationError):
         TerrainLayer(mesh_encoding="draco")

@@ -95,7 +95,7 @@ def terrain_tile(
     texture_subsampling: str = "4:4:4",
     skirt: float = 0.0,
     texture: bytes | None = None,
-    mesh_encoding: str = "compact",
+    mesh_encoding: str = "float",
 ) -> TerrainTileContent:
     """Mesh + texture + GLB of one tile of the pyramid (pure: arrays and paths in, bytes out).
 
