@@ -450,7 +450,7 @@ def write_gpkg(
     tmp.unlink(missing_ok=True)
     write_layer(gdf, tmp, "buildings", "MultiPolygon")
     if faces is not None:
-        write_layer(faces, tmp, "roof_faces", "Polygon Z")
+        write_layer(faces, tmp, "roof_faces", "MultiPolygon Z")
     if parts is not None:  # building parts (lod2_parts): one row per reconstruction unit
         write_layer(parts, tmp, "building_parts", "MultiPolygon")
     extra = {}
@@ -467,6 +467,9 @@ def write_gpkg(
     embed_styles(tmp, styles, extra={"buildings": extra})
     tmp.replace(path)
     write_atomic(path.with_suffix(".qml"), qml.encode("utf-8"))
+    for layer, text in styles.items():  # every layer's style also beside the file
+        if layer != "buildings":
+            write_atomic(path.with_name(f"{layer}.qml"), text.encode("utf-8"))
 
 
 def write_lod2_styles(out_dir: Path) -> list[str]:
@@ -838,6 +841,10 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
 
     files_out = [f"{OUT}/buildings.gpkg", f"{OUT}/buildings.qml", f"{OUT}/rejected.csv", f"{OUT}/style.json"]
     files_out += [f"{OUT}/{f}" for f in extra_styles]
+    if lod2 is not None:
+        files_out.append(f"{OUT}/roof_faces.qml")
+    if units_gdf is not None:
+        files_out.append(f"{OUT}/building_parts.qml")
     if ref_stats is not None:
         files_out.append(f"{OUT}/reference_comparison.csv")
     files_out += [f"{OUT}/{f}" for f in cj_files]

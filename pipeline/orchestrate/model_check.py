@@ -134,21 +134,15 @@ def _build(ctx: BuildContext, files, lay) -> LayerResult:
     if planes is not None:  # one row per official roof plane compared
         from pipeline.styles.gpkg import write_layer
 
-        write_layer(planes, gpkg, PLANES_LAYER, "Polygon Z")
-    written += write_styles(gpkg, {LAYER: model_check_qml()})
-    if planes is not None:  # the planes layer's default style (embedded only: no extra .qml file)
-        from pipeline.styles.gpkg import embed_styles
+        write_layer(planes, gpkg, PLANES_LAYER, "MultiPolygon Z")
+    styles = {LAYER: model_check_qml()}
+    if planes is not None:
         from pipeline.styles.qml import single
 
-        embed_styles(
-            gpkg,
-            {
-                LAYER: model_check_qml(),
-                PLANES_LAYER: single(
-                    "RuhrTwin official roof planes compared", (235, 160, 40, 255), (80, 50, 10, 255)
-                ),
-            },
+        styles[PLANES_LAYER] = single(
+            "RuhrTwin official roof planes compared", (235, 160, 40, 255), (80, 50, 10, 255)
         )
+    written += write_styles(gpkg, styles)
     counts = class_counts(table)
     stats = {
         "buildings": len(table),

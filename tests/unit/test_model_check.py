@@ -247,7 +247,11 @@ def test_demo_bar_changed_buildings_found(tmp_path):
     demo.generate_demo(raw, size_m=300, tile_m=150, progress=False, mobile=False)
     ctx = _ctx(raw, tmp_path / "rel", access="public")
     res = build_model_check_layers(ctx, [build_buildings(ctx)])
-    assert len(res) == 1 and res[0].files == ["model_check/model_check.gpkg", "model_check/model_check.qml"]
+    assert len(res) == 1 and res[0].files == [
+        "model_check/model_check.gpkg",
+        "model_check/model_check.qml",
+        "model_check/model_check_planes.qml",
+    ]
     t = gpd.read_file(ctx.release_dir / "model_check" / "model_check.gpkg", layer="model_check")
     assert res[0].stats["classes"] == class_counts(t)
     assert "model_check" in default_styles(ctx.release_dir / "model_check" / "model_check.gpkg")
