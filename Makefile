@@ -8,22 +8,15 @@ TWIN := $(BIN)/twin
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: twin test test-all test-unit bench clean view lint format demo setup npm chromium qgis status kernels
+.PHONY: twin test test-all test-unit bench clean view lint format demo setup npm chromium qgis status
 
-setup: $(VENV)/.stamp npm kernels
+setup: $(VENV)/.stamp npm
 
 $(VENV)/.stamp: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
-
-# The point kernels compiled ahead of time for this machine (numba.pycc, ~15 s once; redone when their
-# source, numba or the CPU change): point workers then start without importing numba. Without a C
-# compiler the pipeline falls back to numba's JIT: same bytes, ~0.3 s slower start per run.
-kernels: $(VENV)/.stamp
-	@command -v cc >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null) || true; }
-	@$(BIN)/python -m pipeline.stages.points._aot build || echo "warning: could not compile the point kernels; numba's JIT is used instead"
 
 # CesiumJS for the offline viewer and the Khronos glTF validator for tests (pinned in package.json).
 npm: node_modules/.stamp

@@ -85,8 +85,8 @@ def run(
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.buildings import build_buildings_layers
-    from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     data = data or (REPO / "data" / "cache" / "bench-buildings")

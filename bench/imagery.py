@@ -86,8 +86,8 @@ def _context(root: Path, name: str, cache: Path, previous: Path | None):
     from pipeline.buildlog import BuildLog
     from pipeline.config import load_config
     from pipeline.crs import project_frame
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.cache import ReuseState
-    from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     cfg_path = root / f"{name}.yaml"

@@ -132,12 +132,6 @@ def decode_floor(files: list[Path], workers: int) -> dict:
 
 
 def run_ours(files: list[Path], out: Path, workers: int, extra: list[str]) -> dict:
-    from pipeline.stages.points import _aot
-
-    try:
-        _aot.build()  # the compiled kernels for this machine (make setup does it; a no-op when current)
-    except RuntimeError as e:
-        print(f"warning: {e}; timing the JIT path", file=sys.stderr)
     from pipeline.stages.points.kernels import warm_all
 
     warm_all()  # numba's on-disk cache is current: no timed run compiles (a one-time cost per code change)
@@ -159,7 +153,6 @@ def run_ours(files: list[Path], out: Path, workers: int, extra: list[str]) -> di
         "depth": summary["depth"],
         "bins": summary["bins"],
         "phases": summary["phases"],
-        "kernels": summary.get("kernels", ""),
         "cmd": r["cmd"],
     }
 

@@ -34,8 +34,8 @@ RESULTS = REPO / "bench" / "results" / "terrain.json"
 def _context(cfg: Path, release: Path, cache: Path):
     from pipeline.buildlog import BuildLog
     from pipeline.config import load_config
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.build import plan_frame
-    from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     c = load_config(cfg, {"paths.cache": str(cache), "sources.mobile": None})

@@ -12,10 +12,9 @@ fixed per project: float32 stays millimetre-exact near the origin, and tile ids/
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyproj
@@ -26,46 +25,8 @@ from pyproj.exceptions import ProjError
 from pipeline.errors import CrsError, GeoidGridMissing
 from pipeline.frame import ProjectFrame, enu_rotation  # noqa: F401  (re-exported)
 
-if TYPE_CHECKING:  # the helpers take a `config.CrsConfig` or a `PlainCrsConfig` (same fields)
-    from pipeline.config.model import CrsConfig
-
-
-@dataclass(frozen=True)
-class PlainCrsConfig:
-    """The fields of `config.CrsConfig`, without pydantic, for callers that have no project config
-    (`twin points` starts ~0.1 s sooner without importing the configuration model). Same names and
-    defaults (tested), and `model_dump_json` / `model_copy` as pydantic's, so it goes wherever a
-    CrsConfig does."""
-
-    horizontal: str = "auto"
-    vertical: str | None = "auto"
-    geoid_grid: Path | None = None
-    assume_ellipsoidal_heights: bool = False
-    frame_origin: tuple[float, float, float] | None = None
-    frame_snap: float = 1000.0
-
-    @property
-    def compound(self) -> str:
-        """The working CRS as one string PROJ reads: "EPSG:h+v" for two EPSG codes, else its WKT."""
-        if not self.vertical:
-            return self.horizontal
-        if self.horizontal.upper().startswith("EPSG:") and self.vertical.upper().startswith("EPSG:"):
-            return f"{self.horizontal}+{self.vertical.split(':')[-1]}"
-        from pipeline.crs import compound_of
-
-        return compound_of(self.horizontal, self.vertical).to_wkt()
-
-    def model_dump_json(self) -> str:
-        d: dict[str, Any] = asdict(self)
-        d["geoid_grid"] = None if self.geoid_grid is None else str(self.geoid_grid)
-        return json.dumps(d, separators=(",", ":"))
-
-    def model_copy(self, update: dict[str, Any] | None = None) -> PlainCrsConfig:
-        return replace(self, **(update or {}))
-
-
 if TYPE_CHECKING:
-    CrsSettings: TypeAlias = CrsConfig | PlainCrsConfig  # what the helpers below take
+    from pipeline.config.model import CrsConfig
 
 
 GEOID_GRID_NAME = "de_bkg_gcg2016.tif"
@@ -91,7 +52,7 @@ def _grid_help(name: str, what: str = "the vertical datum's heights", url: str |
     )
 
 
-def grid_search_dirs(cfg: CrsSettings, use_vendored: bool = True) -> list[Path]:
+def grid_search_dirs(cfg: CrsConfig, use_vendored: bool = True) -> list[Path]:
     dirs = [Path(d) for d in pyproj.datadir.get_data_dir().split(":") if d]
     dirs.append(Path(pyproj.datadir.get_user_data_dir()))
     if use_vendored:
@@ -99,7 +60,7 @@ def grid_search_dirs(cfg: CrsSettings, use_vendored: bool = True) -> list[Path]:
     return dirs
 
 
-def locate_geoid_grid(cfg: CrsSettings, name: str = GEOID_GRID_NAME, use_vendored: bool = True) -> Path:
+def locate_geoid_grid(cfg: CrsConfig, name: str = GEOID_GRID_NAME, use_vendored: bool = True) -> Path:
     """Find the geoid grid: explicit config path, then PROJ's data dirs, then the vendored copy."""
     if cfg.geoid_grid is not None:
         p = Path(cfg.geoid_grid)
@@ -188,7 +149,7 @@ def compound_of(horizontal: str | CRS, vertical: str | None, *, path: str | Path
     return CompoundCRS(f"{h.name} + {v.name}", [h, v])
 
 
-def working_crs(cfg: CrsSettings) -> CRS:
+def working_crs(cfg: CrsConfig) -> CRS:
     """The working CRS: `crs.horizontal` (any CRS PROJ knows) + `crs.vertical` (any vertical CRS, or
     ellipsoidal heights when null / "ellipsoidal")."""
     return compound_of(cfg.horizontal, cfg.vertical)
@@ -229,7 +190,7 @@ def map_units_per_metre(crs: CRS, x: float, y: float) -> float:
 
 
 def resolve_source_crs(
-    file_crs: CRS | None, override: str | None, cfg: CrsSettings, *, path: str | Path
+    file_crs: CRS | None, override: str | None, cfg: CrsConfig, *, path: str | Path
 ) -> CRS:
     """The CRS to use for one input file. Never guesses: a missing CRS is an error naming the file.
 
@@ -253,7 +214,7 @@ def resolve_source_crs(
     return compound_of(crs, cfg.vertical, path=path)
 
 
-def _register_grid_dirs(cfg: CrsSettings) -> None:
+def _register_grid_dirs(cfg: CrsConfig) -> None:
     """Make the vendored grids and the directory of `crs.geoid_grid` visible to PROJ (by file name)."""
     if VENDORED_GRID_DIR.is_dir():
         _register_grid_dir(str(VENDORED_GRID_DIR.resolve()))
@@ -261,7 +222,7 @@ def _register_grid_dirs(cfg: CrsSettings) -> None:
         _register_grid_dir(str(Path(cfg.geoid_grid).parent.resolve()))
 
 
-def _configured_grid(cfg: CrsSettings) -> Path | None:
+def _configured_grid(cfg: CrsConfig) -> Path | None:
     if cfg.geoid_grid is None:
         return None
     p = Path(cfg.geoid_grid)
@@ -386,7 +347,7 @@ def missing_grids(src: CRS, dst: str | CRS, aoi: Any = None) -> list[tuple[str, 
 def make_transformer(
     src: CRS,
     dst: str | CRS,
-    cfg: CrsSettings,
+    cfg: CrsConfig,
     *,
     path: str | Path | None = None,
     area_of_interest: tuple[float, float, float, float] | None = None,
@@ -504,7 +465,6 @@ def _pipeline_cache_file() -> Path | None:
 
 def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None, extra: str = "no-ballpark-v2") -> str:
     import hashlib
-    import json
 
     g = None
     if grid is not None:
@@ -524,7 +484,6 @@ def _pipeline_key(src: CRS, dst: str | CRS, aoi, grid: Path | None, extra: str =
 
 
 def _read_pipeline_cache(f: Path) -> dict:
-    import json
 
     try:
         data = json.loads(f.read_text())
@@ -547,7 +506,6 @@ def _cached_pipeline(key: str) -> Transformer | None:
 
 
 def _store_pipeline(key: str, t: Transformer) -> None:
-    import json
     import os
     import tempfile
 
@@ -597,7 +555,7 @@ def check_area_of_use(crs: CRS, bounds: tuple[float, float, float, float], *, pa
         )
 
 
-def project_frame(cfg: CrsSettings, extent_center: tuple[float, float, float] | None = None) -> ProjectFrame:
+def project_frame(cfg: CrsConfig, extent_center: tuple[float, float, float] | None = None) -> ProjectFrame:
     """The project ENU frame: from `crs.frame_origin`, else the snapped centre of the planned extent."""
     if cfg.frame_origin is not None:
         e, n, h = cfg.frame_origin

@@ -205,7 +205,7 @@ def context(cfg_path: Path, release: Path, **overrides):
     from pipeline.buildlog import BuildLog
     from pipeline.config import load_config
     from pipeline.crs import project_frame
-    from pipeline.orchestrate.context import BuildContext
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
     from pipeline.orchestrate.working_crs import resolve_working_crs
 

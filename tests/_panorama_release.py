@@ -16,7 +16,7 @@ import shapely
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import project_frame
-from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+from pipeline.model import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.panoramas import build_panorama_layers
 from pipeline.release.manifest import sha256_file
 from pipeline.sources.demo import mobile as mob

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.cache import content_key, layer_config_key, record_outputs, reuse_files
-from pipeline.orchestrate.context import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_atomic, write_json
 
 SLEEP_ENV = "TWIN_FAKE_SLEEP"  # seconds per tile, to give kill tests a window

@@ -117,9 +117,10 @@ def _print(args: argparse.Namespace, data: dict, text: str) -> None:
 @_os_errors
 def run_status(args: argparse.Namespace) -> int:
     from pipeline.release.status import format_status, release_status
+    from pipeline.report.nightly import attach_summary
 
     st = release_status(_out_dir(args))  # read-only: repairs happen in the commands that take the lock
-    _print(args, st, format_status(st))
+    _print(args, st, format_status(st, attach_summary(st)))
     last = st.get("last_build") or {}
     return 0 if last.get("state") in (None, "success", "up_to_date", "running") else 1
 
@@ -137,15 +138,16 @@ def run_rollback(args: argparse.Namespace) -> int:
 @_os_errors
 def run_gc(args: argparse.Namespace) -> int:
     from pipeline.config.sizes import parse_size
+    from pipeline.orchestrate.cache import Cache
     from pipeline.release.ops import collect_garbage
 
     if args.config:
         cfg = _cfg(args)
         budget = parse_size(args.budget or cfg.runtime.cache_budget)
         out = Path(args.out).resolve() if args.out else cfg.out_dir
-        r = collect_garbage(out, cfg.cache_dir, budget, args.keep or cfg.release.keep)
+        r = collect_garbage(out, Cache(cfg.cache_dir, budget), args.keep or cfg.release.keep)
     else:  # --out only: no cache to trim (its folder is in the config)
-        r = collect_garbage(_out_dir(args), None, 0, args.keep)
+        r = collect_garbage(_out_dir(args), None, args.keep)
     c = r["cache"]
     cache = (
         f"cache: {c['before'] / 1e6:.1f} MB -> {c['after'] / 1e6:.1f} MB (budget {c['budget'] / 1e6:.0f} MB, "

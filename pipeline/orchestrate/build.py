@@ -32,6 +32,7 @@ from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame, project_frame
 from pipeline.errors import EXIT_INTERNAL
 from pipeline.fsutil import make_world_readable, remove_owned
+from pipeline.model import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.cache import (
     INDEX_DIR,
     ReuseState,
@@ -42,7 +43,6 @@ from pipeline.orchestrate.cache import (
     reuse_stats,
 )
 from pipeline.orchestrate.class_schemes import resolve_class_schemes
-from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.working_crs import resolve_working_crs

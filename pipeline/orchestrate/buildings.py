@@ -13,6 +13,7 @@ tiles/<L>/<X>_<Y>.glb|.b3dm, style.json, buildings.gpkg (layer `buildings`), rej
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import time
@@ -26,7 +27,8 @@ import shapely
 
 from pipeline.config.model import BuildingsLayer, TwinConfig
 from pipeline.errors import ConfigError, CrsError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.sources.cadastre import (
     FootprintFilter,
     FootprintTable,
@@ -514,24 +516,13 @@ def write_building_tile_cached(
     """`write_building_tile` through the content cache (key: the tile's footprints, heights, attribute
     table, frame, CRS settings and options); the tile file is hard-linked from the cache entry."""
     import json
-    import os
-    import shutil
 
     def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         lo, hi, nt = write_building_tile(str(tmp / "tile"), *args, **kw)
         (tmp / "meta.json").write_text(json.dumps({"lo": lo, "hi": hi, "triangles": nt}))
 
-    entry = cache.get_or_build_key(key, build)
+    entry = cache.materialize(key, build, {"tile": path})
     meta = json.loads((entry / "meta.json").read_text())
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(entry / "tile", dst)
-    except OSError:
-        shutil.copyfile(entry / "tile", dst)
     return meta["lo"], meta["hi"], int(meta["triangles"])
 
 
@@ -594,16 +585,11 @@ def write_tiles(
             results[i] = write_building_tile_cached(cache, key, *j, **kw)
         else:
             misses.append(i)
-    if ctx.client is not None and len(misses) > 1:
-        futs = [
-            ctx.client.submit(write_building_tile_cached, cache, keys[i], *jobs[i], **kw, pure=False)
-            for i in misses
-        ]
-        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
-            results[i] = r
-    else:
-        for i in misses:
-            results[i] = write_building_tile_cached(cache, keys[i], *jobs[i], **kw)
+    executor = build_executor(ctx.client) if len(misses) > 1 else None
+    tile = functools.partial(write_building_tile_cached, **kw)
+    done = map_ordered(executor, tile, [(cache, keys[i], *jobs[i]) for i in misses], name="buildings-tiles")
+    for i, r in zip(misses, done, strict=True):
+        results[i] = r
     tris = 0
     for leaf, (lo, hi, nt) in zip(leaves, results, strict=True):
         leaf.lo, leaf.hi = np.array(lo), np.array(hi)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.tiles.cityjson import CityObjectSpec, SolidGeometry, cityjsonseq, feature, header
 
 SUBDIR = "cityjson"
@@ -221,23 +222,12 @@ def cityjson_tile(
 def cityjson_tile_cached(cache: Any, key: str, path: str, *args: Any) -> dict[str, int]:
     """`cityjson_tile` through the content cache; the file is hard-linked from the cache entry."""
     import json
-    import os
-    import shutil
 
     def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *args)
         (tmp / "counts.json").write_text(json.dumps(counts, sort_keys=True))
 
-    entry = cache.get_or_build_key(key, build)
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(entry / "tile.city.jsonl", dst)
-    except OSError:
-        shutil.copyfile(entry / "tile.city.jsonl", dst)
+    entry = cache.materialize(key, build, {"tile.city.jsonl": path})
     return json.loads((entry / "counts.json").read_text())
 
 
@@ -324,13 +314,10 @@ def write_cityjson(
             results[i] = cityjson_tile_cached(cache, key, *j)
         else:
             misses.append(i)
-    if ctx.client is not None and len(misses) > 1:
-        futs = [ctx.client.submit(cityjson_tile_cached, cache, keys[i], *jobs[i], pure=False) for i in misses]
-        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
-            results[i] = r
-    else:
-        for i in misses:
-            results[i] = cityjson_tile_cached(cache, keys[i], *jobs[i])
+    executor = build_executor(ctx.client) if len(misses) > 1 else None
+    items = [(cache, keys[i], *jobs[i]) for i in misses]
+    for i, r in zip(misses, map_ordered(executor, cityjson_tile_cached, items, name="cityjson"), strict=True):
+        results[i] = r
     stats: dict[str, Any] = {"files": len(jobs), "reference_system": refsys}
     for k in ("lod22", "lod12", "no_geometry"):
         stats[k] = int(sum(r[k] for r in results))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from pipeline.orchestrate.context import BuildContext
+from pipeline.model import BuildContext
 from pipeline.stages.buildings.reconstruct import (
     ROOF_COLUMNS,
     NdviFilter,

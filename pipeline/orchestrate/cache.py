@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+from pipeline.model import BuildContext, InputFile, LayerResult
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.release.manifest import pipeline_fingerprint
 
 INDEX_DIR = ".twin"
@@ -245,6 +246,26 @@ class Cache:
             raise
         return final
 
+    def materialize(
+        self,
+        key: str,
+        build: Callable[[Path], Any],
+        dst: Mapping[str, Path | str] | Callable[[Path], Mapping[str, Path | str]],
+    ) -> Path:
+        """The one way a file comes out of the store into a release: the entry for `key` (a directory;
+        on a miss `build(tmp_dir)` fills a fresh folder), then every `name: path` of `dst` hard-linked
+        from the entry's file `name` (`link_or_copy`). `dst` may be a function of the entry when the names
+        are written in it (a point bin's tiles). Returns the entry (for the metadata a builder left)."""
+
+        def fill(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            build(tmp)
+
+        entry = self.get_or_build_key(key, fill)
+        for name, path in (dst(entry) if callable(dst) else dst).items():
+            link_or_copy(entry / name, Path(path))
+        return entry
+
     def call(self, key_parts: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)`, memoised in the cache under `key_parts` (the result is pickled).
 
@@ -345,7 +366,9 @@ def read_index(release: Path) -> dict[str, Any]:
     return idx
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Put the file `src` at `dst` (replacing what is there) as a hard link, or a copy where the file system
+    has none: the same bytes, never rewritten."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() or dst.is_symlink():
         if dst.samefile(src):
@@ -354,7 +377,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:  # other filesystem or no hardlinks: a copy is still byte-identical
-        shutil.copy2(src, dst)
+        shutil.copyfile(src, dst)
 
 
 @dataclass
@@ -493,7 +516,7 @@ def reuse_or_build(
     if hit is not None:
         src, entry = hit
         for rel in entry["files"]:
-            _link_or_copy(src.root / rel, st.staging / rel)
+            link_or_copy(src.root / rel, st.staging / rel)
         st.reused_files.update(entry["files"])
         st.reused_layers.append(layer_name)
         st.record_layer(layer_name, entry)
@@ -608,7 +631,7 @@ def reuse_files(ctx: BuildContext, keys: Mapping[str, str]) -> list[str]:
         if src is None:
             stale.append(rel)
             continue
-        _link_or_copy(src, dst)
+        link_or_copy(src, dst)
         reused[rel] = key
     st.reused_files.update(reused)
     st.record(reused)
@@ -696,7 +719,7 @@ def input_sha256(ctx: BuildContext, path: Path | str) -> str:
     return h.hexdigest()
 
 
-def _call_key(cache: Cache, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _call_key(cache: Cache, key: str, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
     return cache.call_key(key, fn, *args, **kwargs)
 
 
@@ -724,14 +747,8 @@ def run_cached(
             out[i] = res
         else:
             misses.append(i)
-    if ctx.client is not None and len(misses) > 1:
-        futs = [
-            ctx.client.submit(_call_key, cache, keys[i], calls[i][1], *calls[i][2], **calls[i][3], pure=False)
-            for i in misses
-        ]
-        for i, r in zip(misses, ctx.client.gather(futs), strict=True):
-            out[i] = r
-    else:
-        for i in misses:
-            out[i] = cache.call_key(keys[i], calls[i][1], *calls[i][2], **calls[i][3])
+    executor = build_executor(ctx.client) if len(misses) > 1 else None
+    items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
+    for i, r in zip(misses, map_ordered(executor, _call_key, items, name=name), strict=True):
+        out[i] = r
     return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
-from pipeline.orchestrate.context import InputFile
+from pipeline.model import InputFile
 
 CHUNK_POINTS = 2_000_000
 MEMO = "class-codes.json"

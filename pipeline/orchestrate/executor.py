@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["Executor", "call", "dask_executor", "dask_workers", "map_ordered"]
+__all__ = ["Executor", "build_executor", "call", "dask_executor", "dask_workers", "map_ordered"]
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -26,6 +26,11 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 def dask_executor(client: Any) -> concurrent.futures.Executor:
     """A Dask client's standard executor with content-derived task keys."""
     return client.get_executor(pure=True)
+
+
+def build_executor(client: Any) -> concurrent.futures.Executor | None:
+    """The executor of a build: its Dask cluster's (`dask_executor`), None without one (serial)."""
+    return None if client is None else dask_executor(client)
 
 
 def dask_workers(client: Any) -> int:

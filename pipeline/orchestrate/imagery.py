@@ -21,13 +21,15 @@ just to learn that it has nothing to write.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.orchestrate.context import BuildContext
+from pipeline.model import BuildContext
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.sources.rasters import RasterInfo
 
 SUBTREE_LEVELS = 3  # a task covers 8 x 8 tiles of its finest zoom and 3 coarser zooms above them
@@ -437,20 +439,16 @@ def build_orthophoto_outputs(
     }
     stale = set(reuse_files(ctx, keys))
     todo = [(i, rel, g) for i, (rel, g, _c, _r) in zip(infos, cogs, strict=True) if rel in stale]
-    futs = []
-    if ctx.client is not None:
-        futs = [
-            ctx.client.submit(
-                write_cog, [i], g, ctx.release_dir / rel, key=f"imagery-cog-{ctx.build_id}-{n}", pure=False
-            )
-            for n, (i, rel, g) in enumerate(todo)
-        ]
-    xyz = build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax)
-    if futs:
-        ctx.client.gather(futs)
-    else:
-        for i, rel, g in todo:
-            write_cog([i], g, ctx.release_dir / rel)
+    cog_items = [([i], g, ctx.release_dir / rel) for i, rel, g in todo]
+    executor = build_executor(ctx.client)
+    if executor is None:
+        map_ordered(None, write_cog, cog_items, name="imagery-cog")
+        xyz = build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax)
+    else:  # the COG tiles run on the workers while this process plans the XYZ pyramid
+        with concurrent.futures.ThreadPoolExecutor(1) as waiter:
+            cogs_done = waiter.submit(map_ordered, executor, write_cog, cog_items, name="imagery-cog")
+            xyz = build_xyz_pyramid(ctx, infos, rgb, lonlat_bounds, zmin, zmax)
+            cogs_done.result()
     record_outputs(ctx, {rel: keys[rel] for _i, rel, _g in todo})
     # the mosaic: last tile first, so the first in path order is drawn last (on top)
     srcs = [(Path(rel).relative_to("imagery").as_posix(), c, r, g.width, g.height) for rel, g, c, r in cogs]

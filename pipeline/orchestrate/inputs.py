@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pipeline.config.model import TwinConfig
 from pipeline.errors import ConfigError
-from pipeline.orchestrate.context import InputFile
+from pipeline.model import InputFile
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.release.manifest import sha256_file
 
 
@@ -174,11 +175,8 @@ def verify_inputs(
         cad = cfg.sources.cadastre
         kinds = ["nas" if i.role == "cadastre" and cad and cad.format == "nas" else None for i in todo]
         kinds = ["xplan" if i.role == "zoning" else k for i, k in zip(todo, kinds, strict=True)]
-        if client is not None and len(todo) > 1:
-            keys = [f"verify-{i.sha256}-{k or ''}" for i, k in zip(todo, kinds, strict=True)]
-            verdicts = client.gather(client.map(verify_file, paths, kinds, key=keys))
-        else:
-            verdicts = [verify_file(p, k) for p, k in zip(paths, kinds, strict=True)]
+        executor = build_executor(client) if len(todo) > 1 else None
+        verdicts = map_ordered(executor, verify_file, list(zip(paths, kinds, strict=True)), name="verify")
     else:
         verdicts = []
     problems = {i.sha256: v for i, v in zip(todo, verdicts, strict=True) if v}
@@ -403,17 +401,8 @@ def gate_inputs(cfg: TwinConfig, inputs: list[InputFile], client=None) -> dict:
     todo = [n for n, fa in enumerate(facts) if fa is None]
     if todo:
         args = [(inputs[n].role, str(inputs[n].path)) for n in todo]
-        if client is not None and len(todo) > 1:
-            futs = client.map(
-                input_facts,
-                [cfg] * len(args),
-                [a[0] for a in args],
-                [a[1] for a in args],
-                key=[f"facts-{keys[n]}" for n in todo],
-            )
-            new = client.gather(futs)
-        else:
-            new = [input_facts(cfg, role, path) for role, path in args]
+        executor = build_executor(client) if len(todo) > 1 else None
+        new = map_ordered(executor, input_facts, [(cfg, role, path) for role, path in args], name="facts")
         memo_dir.mkdir(parents=True, exist_ok=True)
         for n, fa in zip(todo, new, strict=True):
             facts[n] = fa

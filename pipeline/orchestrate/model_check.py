@@ -22,7 +22,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
 from pipeline.errors import ConfigError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 
 OUT = "model_check"
 LAYER = "model_check"

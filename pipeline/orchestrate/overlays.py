@@ -22,7 +22,7 @@ import shapely
 
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, dask_executor, map_ordered
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
@@ -425,24 +425,15 @@ def _metadata_columns(df: pd.DataFrame, cols: list[str]) -> tuple[dict, dict]:
 def _feature_tile_cached(ctx: BuildContext, path: Path, args: tuple, kw: dict) -> None:
     """One feature tile, memoised in the build cache by its mesh and table (an incremental build hard-links
     the tiles whose features did not change instead of encoding and writing them again)."""
-    import os
-    import shutil
-
     from pipeline.orchestrate.cache import build_cache
     from pipeline.tiles.overlay_glb import feature_mesh_glb
 
     def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         (tmp / "tile.glb").write_bytes(feature_mesh_glb(*args, **kw))
 
-    key = ["overlays-feature-tile-v1", list(args), sorted(kw.items())]
-    entry = build_cache(ctx).get_or_build(key, build)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    try:
-        os.link(entry / "tile.glb", path)
-    except OSError:
-        shutil.copyfile(entry / "tile.glb", path)
+    cache = build_cache(ctx)
+    key = cache.key(["overlays-feature-tile-v1", list(args), sorted(kw.items())])
+    cache.materialize(key, build, {"tile.glb": path})
 
 
 def write_feature_tiles(

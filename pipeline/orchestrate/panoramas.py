@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.crs import GEOGRAPHIC_3D, check_area_of_use, make_transformer, parse_crs, working_crs
 from pipeline.errors import CrsError, InputError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_json
 
 REQUIRED_COLUMNS = ("time", "x", "y", "z", "heading", "image_id")

@@ -53,7 +53,7 @@ from pipeline.stages.points.tiling import (
 
 if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
     from pipeline.config.model import CrsConfig, PointsLayer, RasterSource
-    from pipeline.orchestrate.context import BuildContext, InputFile, LayerResult
+    from pipeline.model import BuildContext, InputFile, LayerResult
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -116,7 +116,6 @@ class TilingSummary:
     tileset: str = "tileset.json"
     notes: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
-    kernels: str = ""  # "compiled" (ahead of time, see stages/points/_aot.py) or "jit" (numba)
     # point accounting: the header counts of every file given, and why a file's points were not tiled
     # (an identical copy of another input, or skipped as unreadable); points_header - points_in is the sum
     # of the points of the files listed here
@@ -147,7 +146,6 @@ class TilingSummary:
             "bins": self.bins,
             "checksum": f"{self.checksum:016x}",
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "kernels": self.kernels,
             "points_header": self.points_header,
             "not_tiled": self.not_tiled,
             "class_scheme": self.class_scheme,
@@ -483,12 +481,10 @@ def _run_tiling(
     replan: bool = True,
     attempt: int = 0,
 ) -> TilingSummary:
-    from pipeline.stages.points import _aot
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
     from pipeline.tiles.points_glb import PointSchema
 
     summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
-    summary.kernels = "compiled" if _aot.available() else "jit"
     t0 = time.perf_counter()
     work = staging / (".work" if attempt == 0 else f".work{attempt}")
     spill = work / "spill"
@@ -903,7 +899,7 @@ def build_pointcloud_layer(
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
     with `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
-    from pipeline.orchestrate.context import LayerResult
+    from pipeline.model import LayerResult
 
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None

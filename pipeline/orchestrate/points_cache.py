@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -137,23 +136,10 @@ def bin_key_parts(spec: BinSpec, job: TileJob, unit_keys: dict[str, str]) -> lis
     ]
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        if not dst.samefile(src):
-            dst.unlink()
-            os.link(src, dst)
-    except OSError:  # no hard links on this file system: a copy is still byte-identical
-        shutil.copyfile(src, dst)
-
-
 def process_bin_cached(spec: BinSpec, job: TileJob, cache: Any, key_parts: list[Any]) -> BinResult:
     """`process_bin` through the content cache; the bin's tiles are hard-linked into `job.out_dir`."""
 
     def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         res = process_bin(spec, dataclasses.replace(job, out_dir=str(tmp)), str(tmp))
         if res.upper_path:
             os.replace(res.upper_path, tmp / UPPER)
@@ -170,13 +156,17 @@ def process_bin_cached(spec: BinSpec, job: TileJob, cache: Any, key_parts: list[
         }
         (tmp / BIN_META).write_text(json.dumps(meta, sort_keys=True))
 
-    entry = cache.get_or_build(key_parts, build)
+    def tiles_of(entry: Path) -> dict[str, Path]:
+        return {
+            t["uri"]: Path(job.out_dir) / t["uri"]
+            for t in json.loads((entry / BIN_META).read_text())["tiles"]
+        }
+
+    entry = cache.materialize(cache.key(key_parts), build, tiles_of)
     meta = json.loads((entry / BIN_META).read_text())
-    tiles = []
-    for t in meta["tiles"]:
-        rec = TileRecord(**{**t, "lo_mm": tuple(t["lo_mm"]), "hi_mm": tuple(t["hi_mm"])})
-        _link(entry / rec.uri, Path(job.out_dir) / rec.uri)
-        tiles.append(rec)
+    tiles = [
+        TileRecord(**{**t, "lo_mm": tuple(t["lo_mm"]), "hi_mm": tuple(t["hi_mm"])}) for t in meta["tiles"]
+    ]
     return BinResult(
         meta["depth"],
         meta["prefix"],

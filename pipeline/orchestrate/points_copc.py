@@ -47,7 +47,7 @@ from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
 if TYPE_CHECKING:
     from pipeline.config.model import PointsLayer
-    from pipeline.orchestrate.context import BuildContext, LayerResult
+    from pipeline.model import BuildContext, LayerResult
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
     from pipeline.stages.points.spill import RecordLayout
     from pipeline.stages.points.tiling import DecodeJob, FileJob

@@ -1,9 +1,8 @@
 """Imported once by the fork server of the local point-tiling pool (`points_pool.LocalPool`).
 
 Importing this module does everything a point worker needs before its first task: one core per worker
-(no thread pools), the stage modules, the kernels (compiled ahead of time for this machine when `make
-setup` could build them: then no numba at all, ~0.1 s; else numba's JIT loading its on-disk cache, ~0.45 s;
-see stages/points/_aot.py), and the modules the pickled task descriptions refer to. Kept light on purpose: no PROJ, pydantic or laspy (the planner
+(no thread pools), the stage modules, the kernels (numba loading its on-disk cache,
+`cache=True`, ~0.45 s), and the modules the pickled task descriptions refer to. Kept light on purpose: no PROJ, pydantic or laspy (the planner
 ships record dtypes, lattices and the CRS settings as plain data; a worker imports those libraries only
 in the rare case it must build a lattice itself). Workers are then
 forked from that process: they start with all of it in memory instead of importing it each (about 0.5 s of

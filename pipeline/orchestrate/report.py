@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_atomic
 
 
@@ -102,9 +102,6 @@ def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: Collectio
     """Draw one plot, memoised in the build cache by the bytes of the release files it reads and the
     internal layers it must not show (`hidden`): an incremental build redraws only the plots whose data
     changed (the PNG is hard-linked, not rewritten)."""
-    import os
-    import shutil
-
     inputs = PLOT_INPUTS.get(name)
     if inputs is None:
         fn(data, path)
@@ -112,18 +109,13 @@ def _plot_cached(ctx: BuildContext, name: str, fn, data, path, hidden: Collectio
     from pipeline.orchestrate.cache import build_cache
 
     def build(tmp) -> None:
-        tmp.mkdir(parents=True)
         fn(data, tmp / name)
 
     key: list[Any] = ["report-plot-v1", name, [(rel, _file_sha256(ctx.release_dir / rel)) for rel in inputs]]
     if hidden:
         key.append({"hidden": sorted(hidden)})
-    entry = build_cache(ctx).get_or_build(key, build)
-    path.unlink(missing_ok=True)
-    try:
-        os.link(entry / name, path)
-    except OSError:
-        shutil.copyfile(entry / name, path)
+    cache = build_cache(ctx)
+    cache.materialize(cache.key(key), build, {name: path})
 
 
 def build_report(ctx: BuildContext, previous: list[LayerResult]) -> LayerResult:

@@ -29,7 +29,7 @@ import numpy as np
 import shapely
 
 from pipeline.config.model import SolarLayer
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.stages.solar import SolarParams
 
 # reads the official LoD2 model (role "reference") for the roof planes, besides the build defaults

@@ -29,7 +29,7 @@ import shapely
 from pipeline.config.model import StreetSpaceLayer
 from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import ConfigError, InputError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.stages.street_space import (
     RESULT_COLUMNS,
     Segments,

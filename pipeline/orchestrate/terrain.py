@@ -19,7 +19,8 @@ import numpy as np
 from pipeline.config.model import TwinConfig
 from pipeline.crs import linear_unit_factor, parse_crs, resolve_source_crs
 from pipeline.errors import CrsError, InputError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
+from pipeline.orchestrate.executor import build_executor, dask_workers, map_ordered
 from pipeline.sources.rasters import (
     Grid,
     RasterInfo,
@@ -52,17 +53,11 @@ def run_tasks(
     Small jobs run in this process."""
     if ctx.client is None or len(calls) < min_parallel:
         return _run_batch(fn, calls)
-    try:
-        workers = max(1, len(ctx.client.scheduler_info().get("workers", {})))
-    except Exception:  # a client without scheduler info: assume two workers
-        workers = 2
+    workers = dask_workers(ctx.client)
     size = max(1, min(per_task, -(-len(calls) // (2 * workers))))
-    batches = [list(calls[i : i + size]) for i in range(0, len(calls), size)]
-    futures = [
-        ctx.client.submit(_run_batch, fn, b, key=f"{name}-{ctx.build_id}-{i}", pure=False)
-        for i, b in enumerate(batches)
-    ]
-    return [r for part in ctx.client.gather(futures) for r in part]
+    batches = [(fn, list(calls[i : i + size])) for i in range(0, len(calls), size)]
+    parts = map_ordered(build_executor(ctx.client), _run_batch, batches, name=name)
+    return [r for part in parts for r in part]
 
 
 # ---- sources -------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import numpy as np
 from affine import Affine
 
 from pipeline.errors import InputError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.sources.rasters import Bounds, Grid, RasterInfo, native_resolution
 
 

@@ -21,7 +21,7 @@ from pyproj import CRS
 from pipeline.config.model import TwinConfig
 from pipeline.crs import AUTO, horizontal_of, parse_crs
 from pipeline.errors import CrsError, InputError
-from pipeline.orchestrate.context import InputFile
+from pipeline.model import InputFile
 
 
 def _is_auto(value: str | None) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.model import ZoningLayer
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.stages.zoning import STATUS_COLOURS, STATUS_LABELS, ZoningParams
 
 LAYER_NAMES = ("zoning_parcels", "zoning_buildings", "plan_areas", "plan_lines", "plans")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.orchestrate.context import InputFile, LayerResult
+from pipeline.model import InputFile, LayerResult
 
 MANIFEST = "manifest.json"
 

@@ -89,19 +89,16 @@ def do_rollback(out_dir: Path, to: str | None = None) -> dict[str, Any]:
     return {"from": old.name if old else None, "to": new.name, "current": str(new), "repaired": repaired}
 
 
-def collect_garbage(
-    out_dir: Path, cache_dir: Path | None, cache_budget: int, keep: int | None = None
-) -> dict[str, Any]:
-    """Trim the cache to its budget (LRU), delete staging folders of dead builds and old releases.
+def collect_garbage(out_dir: Path, cache: Any | None, keep: int | None = None) -> dict[str, Any]:
+    """Trim the content cache to its budget (`cache.gc()`, least recently used first; `cache`: a
+    `pipeline.orchestrate.cache.Cache`), delete staging folders of dead builds and old releases.
 
     Deletes only inside the package's own folders (`releases/`, the cache's `objects/`), each folder first
     renamed to `.partial-del-*` (`pipeline.fsutil.remove_owned`)."""
-    from pipeline.orchestrate.cache import Cache
-
     check_out_dir(out_dir)
     with build_lock(out_dir):
         repaired = repair(out_dir)
-        rep = Cache(cache_dir, cache_budget).gc().to_json() if cache_dir is not None else None
+        rep = cache.gc().to_json() if cache is not None else None
         partial = partial_dirs(out_dir)
         for p in partial:
             remove_owned(p, owned_by=releases_dir(out_dir))

@@ -105,11 +105,6 @@ def release_status(out_dir: Path) -> dict[str, Any]:
             "inputs": len((man or {}).get("inputs", [])),
             "warnings": (man or {}).get("warnings", []),
         }
-        from pipeline.report.nightly import PAGE, read_summary
-
-        summary = read_summary(cur)  # the nightly report of the release (pipeline.report.nightly)
-        if summary is not None:
-            current["report"] = {"page": str(cur / PAGE), "summary": summary}
     return {
         "out_dir": str(out_dir),
         "current": current,
@@ -119,8 +114,9 @@ def release_status(out_dir: Path) -> dict[str, Any]:
     }
 
 
-def format_status(st: dict[str, Any]) -> str:
-    """Human-readable `twin status` text (the CLI prints it)."""
+def format_status(st: dict[str, Any], report_lines: list[str] | None = None) -> str:
+    """Human-readable `twin status` text (the CLI prints it); `report_lines`: the current release's nightly
+    report in a few lines (`pipeline.report.nightly.attach_summary`)."""
     lines = []
     cur = st.get("current")
     if cur:
@@ -133,11 +129,7 @@ def format_status(st: dict[str, Any]) -> str:
         )
         lines.append(f"  layers: {lay or '-'}")
         lines.append(f"  inputs: {cur['inputs']} files; warnings: {len(cur['warnings'])}")
-        if cur.get("report"):
-            from pipeline.report.nightly import summary_lines
-
-            lines += [f"  {line}" for line in summary_lines(cur["report"]["summary"])]
-            lines.append(f"  nightly report: {cur['report']['page']}")
+        lines += [f"  {line}" for line in report_lines or []]
     else:
         lines.append(f"no current release in {st['out_dir']}")
     last = st.get("last_build")

@@ -49,7 +49,7 @@ def layer_invariants(
     release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]
 ) -> dict[str, Any]:
     """Point clouds: the points and checksum in the written tiles equal what the layer says it read
-    (`pipeline.orchestrate.points.pointcloud_invariants`). Layers reused unchanged are not re-read."""
+    (`pipeline.tiles.points_reader.pointcloud_invariants`). Layers reused unchanged are not re-read."""
     out: dict[str, Any] = {}
     for layer in manifest.get("layers", []):
         if layer.get("kind") != "pointcloud" or not layer.get("tileset") or layer["name"] in skip:
@@ -58,7 +58,7 @@ def layer_invariants(
         if "points_in" not in stats:
             continue
         try:
-            from pipeline.orchestrate.points import pointcloud_invariants
+            from pipeline.tiles.points_reader import pointcloud_invariants
         except ImportError:
             return out
         ts = release_dir / layer["tileset"]

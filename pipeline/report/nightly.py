@@ -801,6 +801,17 @@ def read_summary(release: Path | None) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def attach_summary(status: dict[str, Any]) -> list[str]:
+    """`twin status`: the current release's nightly summary added to `status` (`current.report`), and
+    returned as a few lines of text (none for a release without a report)."""
+    cur = status.get("current")
+    summary = read_summary(Path(cur["path"])) if cur else None
+    if summary is None:
+        return []
+    cur["report"] = {"page": str(Path(cur["path"]) / PAGE), "summary": summary}
+    return [*summary_lines(summary), f"nightly report: {cur['report']['page']}"]
+
+
 def summary_lines(summary: Mapping[str, Any], shown: int = 10) -> list[str]:
     """The nightly summary as a few lines of text (`twin status`)."""
     out = []

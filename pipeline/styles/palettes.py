@@ -199,7 +199,7 @@ NOISE_CLASSES: dict[str, frozenset[int]] = {"asprs": frozenset({7, 18}), "adv": 
 
 
 def point_class_name(scheme: str, code: int) -> str:
-    from pipeline.stages.points.classes import SCHEMES
+    from pipeline.point_attributes import SCHEMES
 
     table = SCHEMES.get(scheme.lower(), {})
     return table.get(int(code), f"{scheme.upper()} class {int(code)}")
@@ -212,7 +212,7 @@ def point_class_colour(code: int) -> RGBA:
 
 def point_classes(scheme: str) -> tuple[ClassEntry, ...]:
     """Every class of a scheme (code order), with its name, colour and noise flag."""
-    from pipeline.stages.points.classes import SCHEMES
+    from pipeline.point_attributes import SCHEMES
 
     noise = NOISE_CLASSES.get(scheme.lower(), frozenset())
     codes = sorted(set(SCHEMES.get(scheme.lower(), {})) | set(noise))

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.point_attributes import PointAttribute, active, metadata_properties, vertex_order
-from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
 from pipeline.tiles.gltf import (
     ARRAY_BUFFER,
     FLOAT,
@@ -39,6 +38,14 @@ from pipeline.tiles.gltf import decode_meshopt_views as decode_meshopt_views  # 
 from pipeline.tiles.gltf import meshopt_glb as _meshopt_glb
 
 CLASS_ID = "point"
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+# 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
+SRGB8_TO_LINEAR8 = np.round(_srgb_to_linear(np.arange(256) / 255.0) * 255.0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -419,11 +426,25 @@ def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
     return _glb_pieces(jb, payload)
 
 
+def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
+    """The 64-bit hash of each point's millimetre position (splitmix64 over x, y, z): what the tiler's
+    kernel (`stages.points.kernels.point_hash`, tested equal) computes for sampling and checksums."""
+
+    def mix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = mix(u[:, 0] + np.uint64(0x9E3779B97F4A7C15))
+        h = mix(h ^ u[:, 1])
+        return mix(h ^ u[:, 2])
+
+
 def tile_checksum(positions_mm: np.ndarray) -> int:
     """Order-independent checksum of a tile's (dequantized) millimetre positions."""
-    from pipeline.stages.points.kernels import point_hash
-
     if len(positions_mm) == 0:
         return 0
-    h = point_hash(np.ascontiguousarray(positions_mm, dtype=np.int32))
+    h = point_hash_numpy(np.ascontiguousarray(positions_mm, dtype=np.int32).reshape(-1, 3))
     return int(h.sum(dtype=np.uint64))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import ConfigError
-from pipeline.orchestrate.context import BuildContext, LayerResult
+from pipeline.model import BuildContext, LayerResult
 from pipeline.tiles.tileset import write_atomic
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

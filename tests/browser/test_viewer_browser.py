@@ -471,7 +471,7 @@ def frame_ellipsoidal(frame: Any) -> float:
 
 
 def test_legend_lists_the_classes_present_with_scheme_names(page: Page) -> None:
-    from pipeline.stages.points.classes import ADV_CLASSES
+    from pipeline.point_attributes import ADV_CLASSES
 
     info = page.page.evaluate("window.twin.classes('aerial_points')")
     assert info["scheme"] == "adv"

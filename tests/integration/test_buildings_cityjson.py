@@ -303,7 +303,7 @@ def test_real_tile_official_roofs(realdata, tmp_path):
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
-    from pipeline.orchestrate.context import BuildContext
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     nrw = realdata / "nrw"

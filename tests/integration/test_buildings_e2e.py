@@ -16,8 +16,8 @@ import pytest
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import project_frame
+from pipeline.model import BuildContext
 from pipeline.orchestrate.buildings import build_buildings_layers
-from pipeline.orchestrate.context import BuildContext
 from pipeline.orchestrate.inputs import scan_inputs
 from pipeline.stages.buildings.synthetic import make_district
 from pipeline.tiles.b3dm import read_b3dm

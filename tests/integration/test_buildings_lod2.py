@@ -162,7 +162,7 @@ def test_real_tile_lod2_sources(realdata, tmp_path, source):
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
-    from pipeline.orchestrate.context import BuildContext
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     nrw = realdata / "nrw"

@@ -240,7 +240,7 @@ def test_height_plot_of_an_absurd_building_height_is_fast(tmp_path):
 
 def test_build_id_does_not_change_when_the_cache_moves(tmp_path):
     from pipeline.config import config_hash, load_config
-    from pipeline.orchestrate.context import InputFile
+    from pipeline.model import InputFile
     from pipeline.release.manifest import build_id_for
 
     cfg = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -256,7 +256,7 @@ def test_build_id_does_not_change_when_the_cache_moves(tmp_path):
 
 def test_dedupe_skip_keeps_the_first_name_and_warns(tmp_path):
     from pipeline.config import load_config
-    from pipeline.orchestrate.context import InputFile
+    from pipeline.model import InputFile
     from pipeline.orchestrate.inputs import dedupe_inputs
 
     cfg_path = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -542,7 +542,7 @@ def test_orthophoto_colours_and_nir(tmp_path):
     from pipeline.tiles.points_glb import decode_meshopt_views
 
     js, binary = decode_meshopt_views(*read_glb(glb.read_bytes()))  # the default tiles are compressed
-    from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8
 
     prim = js["meshes"][0]["primitives"][0]
     col = _attr(js, binary, prim["attributes"]["COLOR_0"])

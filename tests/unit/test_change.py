@@ -169,8 +169,8 @@ def demo_change(tmp_path_factory):
         pytest.skip("demo generator not available")
     from pipeline.buildlog import BuildLog
     from pipeline.config import load_config
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.build import plan_frame
-    from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
     from pipeline.orchestrate.overlays import build_overlay_layers
     from pipeline.orchestrate.working_crs import resolve_working_crs

@@ -177,39 +177,6 @@ def test_proj_pipeline_cache_gives_identical_transforms(tmp_path, monkeypatch):
     assert make_transformer(src, ECEF, cfg, area_of_interest=aoi).description == first.description
 
 
-def test_plain_crs_config_mirrors_the_config_model():
-    """`PlainCrsConfig` (standalone `twin points`, no pydantic) has CrsConfig's fields and defaults, and
-    its JSON is read back by the model (the workers do that when they must build a lattice)."""
-    import dataclasses
-
-    from pipeline.config.model import CrsConfig
-    from pipeline.crs import PlainCrsConfig
-
-    plain = {f.name: f.default for f in dataclasses.fields(PlainCrsConfig)}
-    model = {name: f.default for name, f in CrsConfig.model_fields.items()}
-    assert plain == model
-    assert plain["horizontal"] == plain["vertical"] == "auto"  # default: the inputs' own CRS
-    p = PlainCrsConfig(
-        horizontal="EPSG:25832", vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif")
-    )
-    m = CrsConfig.model_validate_json(p.model_dump_json())
-    assert m == CrsConfig(
-        horizontal="EPSG:25832", vertical=None, assume_ellipsoidal_heights=True, geoid_grid=Path("/x/g.tif")
-    )
-    assert (
-        p.compound == m.compound
-        and p.model_copy(update={"vertical": "EPSG:7837"}).compound == "EPSG:25832+7837"
-    )
-    assert hash(p) == hash(
-        PlainCrsConfig(
-            horizontal="EPSG:25832",
-            vertical=None,
-            assume_ellipsoidal_heights=True,
-            geoid_grid=Path("/x/g.tif"),
-        )
-    )
-
-
 # ---- any CRS, any vertical datum, grids by name or from the config ---------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]

@@ -300,7 +300,7 @@ def test_citygml_in_its_own_crs_or_the_working_crs(tmp_path):
 
 def _ctx(tmp_path: Path, scheme: str):
     from pipeline.buildlog import BuildLog
-    from pipeline.orchestrate.context import BuildContext
+    from pipeline.model import BuildContext
 
     cfg = load_config(
         _project(

@@ -68,8 +68,8 @@ def _ctx(root: Path, name: str, cache: str = "cache", previous: Path | None = No
     from pipeline.buildlog import BuildLog
     from pipeline.config import load_config
     from pipeline.crs import project_frame
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.cache import ReuseState
-    from pipeline.orchestrate.context import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     cfg_path = root / f"{name}.yaml"

@@ -205,7 +205,7 @@ def _ctx(raw: Path, rel: Path, scan: bool = True, **model_check):
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
-    from pipeline.orchestrate.context import BuildContext
+    from pipeline.model import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
     cfg = TwinConfig.model_validate(

@@ -18,12 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline import arena
 from pipeline.sources.pointcloud.header import WorkUnit, scan_file
 from pipeline.sources.pointcloud.las import decode_unit
-from pipeline.stages.points import arena, tiling
 from pipeline.stages.points import kernels as K
+from pipeline.stages.points import tiling
 from pipeline.stages.points.classes import enum_schema
-from pipeline.stages.points.colour import SRGB8_TO_LINEAR8, srgb8_shift, to_srgb8
+from pipeline.stages.points.colour import srgb8_shift, to_srgb8
 from pipeline.stages.points.spill import (
     CubeSpec,
     RecordLayout,
@@ -33,10 +34,12 @@ from pipeline.stages.points.spill import (
     read_ranges,
 )
 from pipeline.tiles.points_glb import (
+    SRGB8_TO_LINEAR8,
     PointSchema,
     encode_glb,
     glb_from_vertices,
     pack_vertices,
+    point_hash_numpy,
     quantize,
     tile_checksum,
     write_glb_from_vertices,
@@ -443,7 +446,7 @@ def test_keys_and_hashes_into_buffers_match_references(n, shift, seed):
     assert k is keys and h is hashes
     assert np.array_equal(keys, K.morton_keys_reference(xyz, org, shift))
     assert np.array_equal(keys, K.morton_keys(np.ascontiguousarray(xyz), org, shift))
-    assert np.array_equal(hashes, K.point_hash_reference(xyz))
+    assert np.array_equal(hashes, point_hash_numpy(xyz))
 
 
 # ---- 4. spill_lower_bound / node_range ------------------------------------------------------------------

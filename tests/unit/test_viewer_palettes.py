@@ -63,7 +63,7 @@ def test_grz_and_building_palettes() -> None:
 
 
 def test_point_classes_per_scheme() -> None:
-    from pipeline.stages.points.classes import ADV_CLASSES, ASPRS_CLASSES
+    from pipeline.point_attributes import ADV_CLASSES, ASPRS_CLASSES
 
     adv = {e.value: e for e in P.point_classes("adv")}
     assert adv[2].label == ADV_CLASSES[2] and adv[2].label.startswith("Boden")  # German names for AdV

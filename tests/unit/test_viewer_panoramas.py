@@ -12,7 +12,7 @@ from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import locate_geoid_grid
 from pipeline.errors import CrsError, InputError
-from pipeline.orchestrate.context import BuildContext, InputFile
+from pipeline.model import BuildContext, InputFile
 from pipeline.orchestrate.panoramas import build_panorama_layers, read_panorama_csv
 from pipeline.viewer.sample import sample_frame
 

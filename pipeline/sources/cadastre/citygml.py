@@ -43,7 +43,6 @@ from pipeline.sources.cadastre.gml import GmlError, coords_of, local, release_pa
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
-    from pipeline.crs import PlainCrsConfig
 
 # thematic surfaces (CityGML building module) -> semantic
 SEMANTICS: dict[str, str] = {
@@ -370,11 +369,12 @@ def looks_like_citygml(path: Path) -> bool:
     return b"citygml" in head.lower() or b"CityModel" in head
 
 
-def own_crs_cfg(path: Path | str, crs: str | None = None) -> PlainCrsConfig | None:
+def own_crs_cfg(path: Path | str, crs: str | None = None) -> CrsConfig | None:
     """The CRS settings that keep a CityGML file in its own CRS (`crs`, else its first srsName): the
     readers' default when no working CRS is given. None when the file names no CRS (its buildings are
     then refused with a CrsError as they are read); CrsError when it names one PROJ does not know."""
-    from pipeline.crs import PlainCrsConfig, horizontal_of, parse_crs
+    from pipeline.config.model import CrsConfig
+    from pipeline.crs import horizontal_of, parse_crs
     from pipeline.sources.cadastre.gml import first_srs_name
 
     srs = crs or first_srs_name(str(path))
@@ -390,14 +390,14 @@ def own_crs_cfg(path: Path | str, crs: str | None = None) -> PlainCrsConfig | No
         auth = c.to_authority()
         return f"{auth[0]}:{auth[1]}" if auth else c.to_wkt()
 
-    return PlainCrsConfig(
+    return CrsConfig(
         horizontal=code(horizontal_of(full)),
         vertical=code(vert) if vert is not None else None,
         assume_ellipsoidal_heights=vert is None,
     )
 
 
-def target_crs_of(cfg: CrsConfig | PlainCrsConfig) -> Any:
+def target_crs_of(cfg: CrsConfig) -> Any:
     """The horizontal CRS the readers' frames are labelled with (that of the working CRS `cfg`)."""
     from pipeline.crs import horizontal_of, working_crs
 
@@ -409,7 +409,7 @@ def iter_citygml(
     rejected: list[Rejected],
     *,
     crs: str | None = None,
-    crs_cfg: CrsConfig | PlainCrsConfig | None = None,
+    crs_cfg: CrsConfig | None = None,
 ) -> Iterator[CityObject]:
     """Buildings of one CityGML file, one at a time, coordinates in the working CRS `crs_cfg` (None: the
     file's own CRS, see `own_crs_cfg`). The srsName of each building (else the file's) says the source
@@ -638,7 +638,7 @@ def read_citygml(
     rejected: list[Rejected],
     *,
     crs: str | None = None,
-    crs_cfg: CrsConfig | PlainCrsConfig | None = None,
+    crs_cfg: CrsConfig | None = None,
 ) -> gpd.GeoDataFrame:
     """Buildings of one CityGML file: normalised footprint columns + ground_z, roof_z, roof_mean_z."""
     rows: list[dict] = []
@@ -760,7 +760,7 @@ def read_lod2(
     files: Sequence[Path | str],
     *,
     crs: str | None = None,
-    crs_cfg: CrsConfig | PlainCrsConfig | None = None,
+    crs_cfg: CrsConfig | None = None,
 ) -> Lod2Model:
     """The official LoD2 (or LoD1) model of some CityGML files: buildings, parts and surfaces."""
     rejected: list[Rejected] = []

@@ -100,7 +100,7 @@ def decode_raw(
         return arr
     import lazrs
 
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     # A self-contained LAZ "stream" of this unit: [offset of chunk table][chunks][chunk table], read into a
     # reused buffer (no copies of the compressed bytes) and decompressed sequentially.

@@ -1,7 +1,7 @@
 """Classification schemes: AdV (German state surveys, NRW 3D-Messdaten) and ASPRS (LAS 1.4 standard).
 
 AdV codes whose meaning is not confirmed are named 'AdV <code>' (see docs/pointcloud.md); the scheme is
-a plain table so a confirmed meaning is a one-line change.
+a plain table (`pipeline.point_attributes`) so a confirmed meaning is a one-line change.
 """
 
 from __future__ import annotations
@@ -9,42 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import InputError
-
-ADV_CLASSES: dict[int, str] = {
-    1: "unklassifiziert (unclassified)",
-    2: "Boden (ground)",
-    9: "Wasser (water)",
-    17: "Brücke (bridge)",
-    18: "AdV 18 (high noise?)",
-    20: "Nicht-Boden (non-ground)",
-    21: "AdV 21",
-    24: "AdV 24",
-    26: "AdV 26",
-}
-
-ASPRS_CLASSES: dict[int, str] = {
-    0: "Created, never classified",
-    1: "Unclassified",
-    2: "Ground",
-    3: "Low Vegetation",
-    4: "Medium Vegetation",
-    5: "High Vegetation",
-    6: "Building",
-    7: "Low Point (noise)",
-    8: "Model Key-point (reserved)",
-    9: "Water",
-    10: "Rail",
-    11: "Road Surface",
-    12: "Overlap (reserved)",
-    13: "Wire - Guard (Shield)",
-    14: "Wire - Conductor (Phase)",
-    15: "Transmission Tower",
-    16: "Wire-structure Connector",
-    17: "Bridge Deck",
-    18: "High Noise",
-}
-
-SCHEMES = {"adv": ADV_CLASSES, "asprs": ASPRS_CLASSES}
+from pipeline.point_attributes import ADV_CLASSES, ASPRS_CLASSES, SCHEMES
 
 
 def scheme_table(scheme: str) -> dict[int, str]:

@@ -9,14 +9,6 @@ import numpy as np
 from pipeline.errors import CrsError, InputError
 
 
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-# 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
-SRGB8_TO_LINEAR8 = np.round(_srgb_to_linear(np.arange(256) / 255.0) * 255.0).astype(np.uint8)
-
-
 def srgb8_shift(max_value: int) -> int:
     """Right shift that turns a work unit's LAS colours into 8 bits: 8 for 16-bit colours, 0 when every value
     fits in 8 bits (many writers store 0-255 in the 16-bit fields)."""

@@ -9,13 +9,8 @@
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
-
-from pipeline.stages.points._aot import numba_or_shim
-
-# numba itself, or (when `_aot` has compiled these kernels for this machine) a stand-in whose `njit` returns
-# the compiled functions: worker processes then start without importing numba (see _aot.py)
-nb = numba_or_shim()
 
 U64 = np.uint64
 
@@ -304,19 +299,6 @@ def spill_lower_bound(x, y, z, origin_mm, shift: int, first: int, last: int, tar
     return int(
         _lower_bound(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), first, last, U64(target))
     )
-
-
-def point_hash_reference(xyz_mm: np.ndarray) -> np.ndarray:
-    def mix(z):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-    u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        h = mix(u[:, 0] + np.uint64(0x9E3779B97F4A7C15))
-        h = mix(h ^ u[:, 1])
-        return mix(h ^ u[:, 2])
 
 
 # ---- level of detail ----------------------------------------------------------------------------------
@@ -1080,7 +1062,7 @@ def warm_all() -> None:
     byte_histogram(r16["b"])
     byte_histogram(np.zeros(4, np.uint8))
     quantize_tiles(x, y, z, np.array([0]), np.array([4]))
-    from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8
 
     vrec = np.zeros(4, dtype=[("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("gps_time", "<f8"), ("c", "u1")])
     for gps_dst in (-1, 8):

@@ -321,7 +321,7 @@ class _Decoded:
 
 def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
     """The reused buffer a unit's raw LAS records are decoded into."""
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     return arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
 
@@ -336,7 +336,7 @@ def _decode(
 ) -> _Decoded:
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
     With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     info = fj.info
     out = xyz_buf = keys_buf = None
@@ -418,7 +418,7 @@ def _row_sources(
     """The byte sources of the spill records for `K.pack_rows`: the positions, the raw LAS records (every
     column that is a plain view of a raw field is copied from there: no column copies) and one interleaved
     block of the other columns (computed ones such as colour and return numbers)."""
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     n = len(xyz)
     fields = dtype.fields
@@ -456,7 +456,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
     import mmap
 
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     assert job.cube is not None
     arena.retire("bin.")  # this worker has moved on from binning: decode buffers reuse that memory
@@ -526,7 +526,7 @@ def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols, raw) -> None:
     """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
     so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
     `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
     try:
@@ -640,9 +640,8 @@ def write_tiles(
 ) -> list[TileRecord]:
     """Encode and write tiles. The points of the tiles are rec[perm] (rec itself when perm is None), and
     groups are (depth, start, end) slices of that order."""
-    from pipeline.stages.points import arena
-    from pipeline.stages.points.colour import SRGB8_TO_LINEAR8
-    from pipeline.tiles.points_glb import write_glb_from_vertices
+    from pipeline import arena
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, write_glb_from_vertices
 
     if not groups:
         return []
@@ -737,7 +736,7 @@ def _group_slices(level: np.ndarray, keys: np.ndarray, D: int) -> list[tuple[int
 
 def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
-    from pipeline.stages.points import arena
+    from pipeline import arena
 
     arena.retire("dec.")  # this worker has finished decoding: binning buffers reuse that memory
     cube = job.cube

@@ -1,4 +1,5 @@
-"""What every layer builder receives and returns."""
+"""The types every layer builder, the release and the viewer share: what a builder receives (`BuildContext`,
+`InputFile`) and returns (`LayerResult`). Below every package in the layer order (docs/architecture.md)."""
 
 from __future__ import annotations
 
