@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.laz.is_file():
         print(f"skipped: {args.laz} is absent")
         return 0
-    from pipeline.orchestrate.points import PointTilingOptions, plan_tiling, tile_pointcloud
+    from pipeline.orchestrate.points_plan import PointTilingOptions, plan_tiling
+    from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.stages.points.copc_records import CopcOptions
     from pipeline.tiles.copc_check import copc_invariants
 

@@ -1,7 +1,7 @@
 """The per-point attributes of the point tiles: one table, from which everything else is derived.
 
 - the spill record layout (`record_fields`): x, y, z, then every active attribute in table order;
-- the decode picks (`stages.points.tiling`): an attribute's column is the decoded field of its `name`
+- the decode picks (`stages.points.decode`): an attribute's column is the decoded field of its `name`
   (LAS fields as `sources.pointcloud.las.decode_unit` names them), or `from_las(raw records, point
   format)` for fields only some runs ask for; a file that lacks the field leaves it 0;
 - the glTF vertex layout (`tiles.points_glb.vertex_layout`): POSITION, the table's first 2-byte

@@ -221,7 +221,8 @@ def _copc_option(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     from pipeline.config.sizes import parse_size
-    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.orchestrate.points_run import tile_pointcloud
 
     opts = PointTilingOptions(
         crs=_crs_option(args.crs, getattr(args, "anchor", None)),

@@ -26,17 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.sources.pointcloud.header import WorkUnit
+from pipeline.stages.points.decode import DecodeJob, FileJob, decode_to_spill
 from pipeline.stages.points.spill import SpillPart
-from pipeline.stages.points.tiling import (
-    BinResult,
-    BinSpec,
-    DecodeJob,
-    FileJob,
-    TileJob,
-    TileRecord,
-    decode_to_spill,
-    process_bin,
-)
+from pipeline.stages.points.tiling import BinResult, BinSpec, TileJob, TileRecord, process_bin
 
 DECODE_META = "part.json"
 BIN_META = "result.json"

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from pipeline.config.model import PointsLayer
     from pipeline.model import BuildContext, LayerResult
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+    from pipeline.stages.points.decode import DecodeJob, FileJob
     from pipeline.stages.points.spill import RecordLayout
-    from pipeline.stages.points.tiling import DecodeJob, FileJob
 
 Progress = Callable[[str, int, int], None]
 
@@ -182,7 +182,7 @@ def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor,
     """Decode the units that wrote no COPC records (their spill file came from the content cache) with
     the tiler's own decode task, into a throw-away spill folder."""
     from pipeline.orchestrate.executor import map_ordered
-    from pipeline.stages.points.tiling import decode_to_spill
+    from pipeline.stages.points.decode import decode_to_spill
 
     side = djob.copc
     missing = [u for u in units if not marker_path(side.dir, u.file_index, u.start).is_file()]

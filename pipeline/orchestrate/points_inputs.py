@@ -1,5 +1,6 @@
-"""The inputs of a point-tiling run: header scan (identical copies found, bad files skipped on request),
-the extra dimensions present, and the staging folder the run writes into."""
+"""The inputs and the output folder of a point-tiling run: header scan (identical copies found, bad files
+skipped on request), the extra dimensions present, the staging folder the run writes into and its
+publication in place of `--out` (replacing only an earlier output of `twin points`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.fsutil import UnsafeDeleteError, remove_owned
 from pipeline.sources.pointcloud.header import PointFileInfo
 from pipeline.sources.pointcloud.reader import read_header
 
@@ -120,3 +122,35 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# `--overwrite` replaces only an earlier output of this command: a folder holding the run summary it
+# writes (`pointcloud.json`) and a tileset. Anything else (a user's folder, a delivery) is refused.
+OUTPUT_MARKER = "pointcloud.json"
+
+
+def check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless `out_dir` is missing, empty, or (with `overwrite`) an earlier `twin points` output."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise UnsafeDeleteError("--out exists and is not a folder; nothing was written", path=out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+    if not ((out_dir / OUTPUT_MARKER).is_file() and (out_dir / "tileset.json").is_file()):
+        raise UnsafeDeleteError(
+            "--overwrite replaces only an earlier `twin points` output (pointcloud.json + tileset.json); "
+            "this folder is something else and was left untouched: choose an empty or new --out",
+            path=out_dir,
+        )
+
+
+def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    check_replaceable(out_dir, overwrite)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        remove_owned(old, marker=OUTPUT_MARKER)
+    else:
+        os.replace(staging, out_dir)

@@ -19,6 +19,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import lazrs  # noqa: E402,F401
 
 import pipeline.frame  # noqa: E402  (unpickling the task descriptions)
+import pipeline.stages.points.decode  # noqa: E402
 import pipeline.stages.points.tiling  # noqa: E402,F401
 from pipeline.stages.points.kernels import warm_all  # noqa: E402
 

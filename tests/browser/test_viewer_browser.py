@@ -543,10 +543,12 @@ def _scalar_accessor(js: dict[str, Any], binary: bytes, index: int) -> np.ndarra
 def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]]]:
     """A release holding one point layer tiled by `tile_pointcloud`; returns it and points to click (ECEF,
     intensity, classification), each the highest point within 1.5 m so nothing covers it seen from above."""
-    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud, tile_positions_mm
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
     from pipeline.tiles.gltf import read_glb
     from pipeline.tiles.points_glb import decode_meshopt_views
+    from pipeline.tiles.points_reader import tile_positions_mm
     from pipeline.viewer.classes import class_stats
 
     cesium = find_cesium_build()

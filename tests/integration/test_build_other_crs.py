@@ -12,7 +12,7 @@ from pyproj import Transformer
 from pipeline.buildlog import BuildLog
 from pipeline.config import load_config
 from pipeline.orchestrate.build import run_build
-from pipeline.orchestrate.points import pointcloud_invariants
+from pipeline.tiles.points_reader import pointcloud_invariants
 
 pytestmark = pytest.mark.slow
 

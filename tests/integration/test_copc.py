@@ -43,7 +43,8 @@ def _layer_copc(inputs, out, opts=None, *, vpc_name, target_crs, executor=None, 
     """Tile `inputs` into `out` with COPC output (one pass); the run's COPC summary."""
     import dataclasses
 
-    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.stages.points.copc_records import CopcOptions
 
     opts = dataclasses.replace(opts or PointTilingOptions(), copc=CopcOptions(vpc_name, target_crs))
@@ -294,7 +295,8 @@ def two_tiles(tmp_path_factory) -> list[Path]:
 
 
 def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
-    from pipeline.orchestrate.points import PointTilingOptions, plan_tiling, tile_pointcloud
+    from pipeline.orchestrate.points_plan import PointTilingOptions, plan_tiling
+    from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
     opts = PointTilingOptions(jobs=1)
@@ -341,7 +343,7 @@ def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
 
 
 def test_colours_are_the_tiles_8_bit_colours(two_tiles, tmp_path):
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
 
     _layer_copc(two_tiles[:1], tmp_path / "x", PointTilingOptions(), vpc_name="x", target_crs=None)
     src = laspy.read(two_tiles[0])
@@ -355,7 +357,7 @@ def test_colours_are_the_tiles_8_bit_colours(two_tiles, tmp_path):
 def test_positions_transformed_into_the_working_crs_agree_with_proj(tmp_path):
     from pyproj import Transformer
 
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
 
     src = tmp_path / "utm33.laz"
     # the district in UTM zone 33 coordinates (a neighbouring state's delivery)
@@ -382,8 +384,8 @@ def test_positions_transformed_into_the_working_crs_agree_with_proj(tmp_path):
 
 @pytest.mark.slow
 def test_build_lists_copc_and_vpc_and_they_match_the_tiles(tiny_release):
-    from pipeline.orchestrate.points import pointcloud_invariants
     from pipeline.tiles.copc_check import copc_invariants
+    from pipeline.tiles.points_reader import pointcloud_invariants
 
     manifest = json.loads((tiny_release / "manifest.json").read_text())
     layers = [lay for lay in manifest["layers"] if lay["kind"] == "pointcloud"]
@@ -497,7 +499,7 @@ def test_qgis_opens_the_vpc_and_a_copc_and_draws_points(tiny_release, tmp_path):
 
 
 def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
 
     src = tmp_path / "in" / "scan.laz"
     src.parent.mkdir()
@@ -515,7 +517,7 @@ def test_scan_angle_only_when_the_layer_exports_it(tmp_path):
 
 
 def test_layer_rewrite_is_byte_identical_serial_or_parallel(two_tiles, tmp_path):
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
     from pipeline.orchestrate.points_pool import LocalPool
 
     _layer_copc(two_tiles, tmp_path / "a", PointTilingOptions(), vpc_name="l", target_crs=None)
@@ -585,7 +587,7 @@ def test_public_export_keeps_public_copc_only(tiny_release, tmp_path):
 def test_a_failure_leaves_nothing_and_an_existing_folder_is_refused(two_tiles, tmp_path, monkeypatch):
     from pipeline.errors import InputError
     from pipeline.orchestrate import points_copc
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
 
     real = points_copc.write_copc
     calls = []
@@ -617,7 +619,7 @@ def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_pa
     project's DHHN2016 is attached): in the working CRS its integers are kept exactly."""
     from pipeline.config.model import CrsConfig
     from pipeline.crs import working_crs
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
     from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
     src = realdata / "nrw" / "3dm_32_360_5721_crop300_360650_5721600.laz"
@@ -645,13 +647,13 @@ def test_units_from_the_content_cache_are_decoded_again_for_copc(two_tiles, tmp_
 
     from pipeline.orchestrate import points_cache
     from pipeline.orchestrate.cache import Cache
-    from pipeline.orchestrate.points import PointTilingOptions
-    from pipeline.stages.points import tiling
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.stages.points import decode
 
     shas = tuple(sorted((str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()) for p in two_tiles))
     opts = PointTilingOptions(cache=Cache(tmp_path / "cache"), input_sha256=shas)
     calls = {"cached": 0, "all": 0}
-    real_cached, real_all = points_cache.decode_to_spill, tiling.decode_to_spill
+    real_cached, real_all = points_cache.decode_to_spill, decode.decode_to_spill
 
     def count_cached(*a, **k):
         calls["cached"] += 1
@@ -662,7 +664,7 @@ def test_units_from_the_content_cache_are_decoded_again_for_copc(two_tiles, tmp_
         return real_all(*a, **k)
 
     monkeypatch.setattr(points_cache, "decode_to_spill", count_cached)
-    monkeypatch.setattr(tiling, "decode_to_spill", count_all)
+    monkeypatch.setattr(decode, "decode_to_spill", count_all)
     a = _layer_copc(two_tiles, tmp_path / "a", opts, vpc_name="l", target_crs=None)
     first = dict(calls)
     assert first["cached"] >= 2 and first["all"] == 0  # every unit decoded once, by the tiler (cache misses)
@@ -773,7 +775,7 @@ def test_copc_schema_is_derived_from_the_attribute_table():
 @pytest.mark.realdata
 def test_e57_scans_give_copc_with_every_point(realdata, tmp_path):
     """E57 scans (one decode unit per scan, records placed at each scan's first point) come out whole."""
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
     from pipeline.tiles.copc_check import copc_invariants
 
     src = realdata / "e57" / "bunnyDouble.e57"

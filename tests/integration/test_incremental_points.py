@@ -26,7 +26,7 @@ def _files(root: Path) -> dict[str, Path]:
 
 
 def _opts(files: list[Path], cache, cfg):
-    from pipeline.orchestrate.points import PointTilingOptions
+    from pipeline.orchestrate.points_plan import PointTilingOptions
 
     return PointTilingOptions(
         crs_cfg=cfg.crs,
@@ -42,7 +42,7 @@ def test_one_changed_tile_redoes_only_its_units_and_bins(tiny_project, tmp_path,
     from bench.incremental import _change_point_tile
     from pipeline.orchestrate import points_cache
     from pipeline.orchestrate.cache import Cache
-    from pipeline.orchestrate.points import tile_pointcloud
+    from pipeline.orchestrate.points_run import tile_pointcloud
 
     cfg = load_tiny_config(tiny_project)
     src = sorted((tiny_project / "data" / "raw" / "aerial" / "2024").glob("*.laz"))
@@ -114,7 +114,7 @@ def test_cache_key_follows_the_tile_format(tiny_project, tmp_path, fmt):
     import dataclasses
 
     from pipeline.orchestrate.cache import Cache
-    from pipeline.orchestrate.points import tile_pointcloud
+    from pipeline.orchestrate.points_run import tile_pointcloud
 
     cfg = load_tiny_config(tiny_project)
     files = sorted((tiny_project / "data" / "raw" / "aerial" / "2024").glob("*.laz"))[:1]

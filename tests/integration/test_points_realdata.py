@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.orchestrate.points import (
-    PointTilingOptions,
-    pointcloud_invariants,
-    tile_pointcloud,
-    tile_positions_mm,
-)
+from pipeline.orchestrate.points_plan import PointTilingOptions
+from pipeline.orchestrate.points_run import tile_pointcloud
+from pipeline.tiles.points_reader import pointcloud_invariants, tile_positions_mm
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 pytestmark = [

@@ -16,14 +16,11 @@ from pyproj import CRS
 
 from pipeline.cli.main import main
 from pipeline.config.model import CrsConfig
-from pipeline.orchestrate.points import (
-    PointTilingOptions,
-    pointcloud_invariants,
-    tile_pointcloud,
-    tile_positions_mm,
-)
+from pipeline.orchestrate.points_plan import PointTilingOptions
+from pipeline.orchestrate.points_run import tile_pointcloud
 from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.tiles.gltf import read_glb
+from pipeline.tiles.points_reader import pointcloud_invariants, tile_positions_mm
 from pipeline.tiles.tileset import box_bounds, schema_errors
 
 N = 120_000
@@ -69,15 +66,15 @@ def _walk(tileset: Path):
 
 def _reference_mm(laz: Path, frame) -> np.ndarray:
     """Input positions via the numpy reference of the lattice path (source -> ENU mm)."""
-    from pipeline.orchestrate.points import plan_tiling
+    from pipeline.orchestrate.points_plan import plan_tiling
     from pipeline.sources.pointcloud.header import plan_units
     from pipeline.stages.points.kernels import lattice_to_enu_mm_reference
-    from pipeline.stages.points.tiling import _lattice
+    from pipeline.stages.points.lattice import lattice_for
 
     plan = plan_tiling([laz], PointTilingOptions(**OPTS, frame=frame))
     info, fj = plan.infos[0], plan.file_jobs[0]
     las = laspy.read(laz)
-    lat = _lattice(fj.crs_wkt, plan.crs_cfg, plan.frame, info.mins, info.maxs, fj.z_factor, str(laz))
+    lat = lattice_for(fj.crs_wkt, plan.crs_cfg, plan.frame, info.mins, info.maxs, fj.z_factor, str(laz))
     del plan_units
     return lattice_to_enu_mm_reference(
         np.asarray(las.X), np.asarray(las.Y), np.asarray(las.Z), info.scales, info.offsets, 1.0, lat
@@ -233,7 +230,7 @@ def test_byte_identical_whatever_the_bins(laz, tiled, tmp_path):
 
 def test_byte_identical_whatever_the_units(laz, tiled, tmp_path, monkeypatch):
     """The split into decode units is a matter of speed only: other unit sizes give the same bytes."""
-    import pipeline.orchestrate.points as op
+    import pipeline.orchestrate.points_run as op
     from pipeline.sources.pointcloud import header
 
     seen = []

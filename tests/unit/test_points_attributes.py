@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+from pipeline.orchestrate.points_plan import PointTilingOptions
+from pipeline.orchestrate.points_run import tile_pointcloud
 from pipeline.point_attributes import ATTRIBUTES, OPTIONAL, active, record_fields
 from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.stages.points.classes import enum_schema

@@ -77,9 +77,9 @@ _TOKEN = """
 import sys
 from pathlib import Path
 from dask.base import tokenize
-from pipeline.orchestrate.points import PointTilingOptions, plan_tiling
+from pipeline.orchestrate.points_plan import PointTilingOptions, plan_tiling
 from pipeline.sources.pointcloud.header import plan_units
-from pipeline.stages.points.tiling import DecodeJob, decode_to_spill
+from pipeline.stages.points.decode import DecodeJob, decode_to_spill
 plan = plan_tiling([Path(sys.argv[1])], PointTilingOptions(class_scheme="adv"))
 job = DecodeJob(plan.frame, plan.crs_cfg, plan.layout, "adv", False, "/nonexistent/spill", plan.cube, "report")
 units = plan_units(plan.infos, points_per_unit=5000)

@@ -1,6 +1,6 @@
 """Fused point-tiler kernels against plain-numpy references.
 
-- `pack_rows` (+ `tiling._row_sources` on raw LAS records) vs a byte-by-byte numpy copy / the column gather;
+- `pack_rows` (+ `decode._row_sources` on raw LAS records) vs a byte-by-byte numpy copy / the column gather;
 - `tile_vertices` vs `quantize` + `pack_vertices` and `quantize_tiles`; the GLB bytes of the fused vertices
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
 - `spill_lower_bound` / `node_range` on a spill file vs `np.searchsorted` on the Morton keys;
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pipeline import arena
 from pipeline.sources.pointcloud.header import WorkUnit, scan_file
 from pipeline.sources.pointcloud.las import decode_unit
+from pipeline.stages.points import decode, tiling
 from pipeline.stages.points import kernels as K
-from pipeline.stages.points import tiling
 from pipeline.stages.points.classes import enum_schema
 from pipeline.stages.points.colour import srgb8_shift, to_srgb8
 from pipeline.stages.points.spill import (
@@ -218,7 +218,7 @@ def _decode_like_las(raw: np.ndarray, pf: laspy.PointFormat, extra_dims) -> dict
 
 
 def _cols_like_decode(d: dict[str, np.ndarray], layout: RecordLayout) -> dict[str, np.ndarray]:
-    """The attribute columns `tiling._decode` builds from the decoded fields."""
+    """The attribute columns `decode._decode` builds from the decoded fields."""
     cols = {name: d[name] for name in BASE_COLS}
     if layout.has_rgb and "red" in d:
         cols["rgb"] = to_srgb8(d["red"], d["green"], d["blue"])
@@ -238,7 +238,7 @@ def _check_row_sources(layout: RecordLayout, raw: np.ndarray, cols: dict[str, np
     dt = layout.dtype
     xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
     order = rng.permutation(n).astype(np.int64)
-    sources = tiling._row_sources(dt, xyz, cols, raw)
+    sources = decode._row_sources(dt, xyz, cols, raw)
     # every filled byte is named once; the plain raw-field views are copied from the raw records
     assert sum(int(spec[:, 2].sum()) for _rows, spec in sources) == 12 + sum(
         dt.fields[name][0].itemsize for name in cols

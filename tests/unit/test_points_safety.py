@@ -335,23 +335,24 @@ def test_disk_full_is_a_clear_error_and_cleans_up(tmp_path):
 def test_packing_failure_surfaces_as_itself(tmp_path, monkeypatch):
     """An error while the spill mapping is written is reported as itself, not as `BufferError: cannot close
     exported pointers exist` (the mapping is closed while a traceback still viewed it)."""
-    from pipeline.stages.points import tiling
+    from pipeline.stages.points import decode
 
     def boom(*a, **k):
         raise ValueError("packing failed")
 
     monkeypatch.setattr(
-        tiling,
+        decode,
         "K",
         type(
             "K",
             (),
-            {"__getattr__": lambda s, n: boom if n.startswith("pack") else getattr(tiling._LazyKernels(), n)},
+            {"__getattr__": lambda s, n: boom if n.startswith("pack") else getattr(decode._LazyKernels(), n)},
         )(),
     )
     f = write_las(tmp_path / "a.las", cloud(1000, 372000, 5707000), crs="EPSG:25832+7837")
     with pytest.raises(ValueError, match="packing failed"):
-        from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+        from pipeline.orchestrate.points_plan import PointTilingOptions
+        from pipeline.orchestrate.points_run import tile_pointcloud
 
         tile_pointcloud([f], tmp_path / "out", PointTilingOptions())
     assert no_staging(tmp_path)
@@ -496,7 +497,8 @@ def test_one_dask_worker_with_cache_and_a_header_that_lies(tmp_path):
 
     from pipeline.config.model import CrsConfig, RuntimeConfig
     from pipeline.orchestrate.cache import Cache
-    from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.runtime import dask_client
 
     f = write_las(tmp_path / "a.las", cloud(30_000, 372000, 5707000), crs="EPSG:25832+7837")

@@ -8,7 +8,8 @@ import laspy
 import numpy as np
 import pytest
 
-from pipeline.orchestrate.points import PointTilingOptions, tile_pointcloud
+from pipeline.orchestrate.points_plan import PointTilingOptions
+from pipeline.orchestrate.points_run import tile_pointcloud
 from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.viewer.classes import class_stats, layer_classes
 

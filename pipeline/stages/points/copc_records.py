@@ -1,5 +1,5 @@
 """COPC records from the tiler's decode pass: the LAS 1.4 records of a point layer's COPC files, written by
-the same decode task that writes the tiles' spill file (`tiling.decode_to_spill`), so every input is decoded
+the same decode task that writes the tiles' spill file (`decode.decode_to_spill`), so every input is decoded
 once for both outputs.
 
 The COPC attribute schema is derived from the tiles' attribute table (`pipeline.point_attributes`): every
@@ -35,8 +35,8 @@ from pipeline.tiles.copc import CopcSchema, record_dtype
 if TYPE_CHECKING:
     from pipeline.point_attributes import PointAttribute
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+    from pipeline.stages.points.decode import FileJob
     from pipeline.stages.points.spill import RecordLayout
-    from pipeline.stages.points.tiling import FileJob
 
 TRANSFORMED_SCALE = 0.001  # 1 mm (in the target CRS's unit) for transformed positions
 

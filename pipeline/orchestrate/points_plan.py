@@ -1,0 +1,373 @@
+"""Point-cloud tiling, planning: what a run will do, from the file headers alone.
+
+Options of a run (`PointTilingOptions`), then `plan_tiling`: header scan, CRS per file, the project frame
+(standalone: the centre of the inputs), the extent in the frame, the cube, the record layout and one
+`FileJob` per file with its reprojection lattice; `replan_if_needed`: the corrections a decode found;
+`max_bin_points`: the bin size the memory budget allows. Running the plan: pipeline.orchestrate.points_run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config.sizes import parse_size
+from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
+from pipeline.errors import ConfigError, InputError
+from pipeline.orchestrate.points_inputs import present_extra_dims, scan_inputs
+from pipeline.point_attributes import check_optional
+from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
+from pipeline.sources.pointcloud.header import PointFileInfo
+from pipeline.stages.points.decode import FileJob
+from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, with_lattice
+from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
+
+if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
+    from pipeline.config.model import CrsConfig
+
+
+BYTES_PER_BIN_POINT = 160  # peak bytes per point while a bin is processed (records, keys, sort, copies)
+WORKER_BASE_BYTES = 350 * 2**20  # interpreter + numpy/numba/dask per worker process
+MIN_BIN_POINTS = 500_000  # keeps tiles above the bins internal (see docs/pointcloud.md)
+
+
+@dataclass(frozen=True)
+class PointTilingOptions:
+    crs: str | None = None
+    format: str = "1.1"  # "1.1" glb | "1.0" pnts
+    jobs: int | None = None
+    memory: str | int = "1.5GB"  # budget of the point bins over all workers (process overhead comes on top)
+    meshopt: bool = True  # EXT_meshopt_compression (1.1; ignored for 1.0/pnts)
+    implicit: bool = False
+    # "adv" | "asprs" | "auto" (inferred from the codes present and the file names: see
+    # stages.points.classes.infer_class_scheme)
+    class_scheme: str = "auto"
+    unknown_classes: str = "error"
+    orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
+    ortho_bands: tuple[tuple[str, int], ...] = ()
+    # LAS extra dimensions to keep: None = every one any input has (the default), () = none
+    extra_dimensions: tuple[str, ...] | None = None
+    # opt-in attributes of pipeline.point_attributes (e.g. "scan_angle"; off by default)
+    attributes: tuple[str, ...] = ()
+    max_points_per_tile: int = 60_000
+    max_bin_points: int | None = None  # None: from the memory budget (tests and tuning only)
+    assume_ellipsoidal: bool = False
+    z_unit: str | None = None
+    overwrite: bool = False
+    # an empty or unreadable input file in a multi-file run: "stop" (error, exit 2) or "skip" (warning)
+    on_bad_file: str = "stop"
+    # points outside their file's header bounds: "use-real" (widen the file's bounds to its data, note it;
+    # the run decodes again) or "error" (refuse the file as corrupt)
+    outside_header_bounds: str = "use-real"
+    tileset_version: str | None = None
+    crs_cfg: CrsConfig | None = None  # project CRS settings (pipeline); standalone: derived
+    frame: ProjectFrame | None = None  # fixed project frame (pipeline); standalone: centre of the inputs
+    # incremental builds (pipeline): content-addressed cache of decode units and bins (None: no caching)
+    cache: Any = None  # pipeline.orchestrate.cache.Cache
+    input_sha256: tuple[tuple[str, str], ...] = ()  # (resolved path, sha256) of every input file
+    ortho_sha256: tuple[str, ...] = ()  # sha256 of the orthophoto files used for colour
+    # also write COPC files + a .vpc from the same decode (stages.points.copc_records.CopcOptions)
+    copc: Any = None
+
+
+# ---- planning -----------------------------------------------------------------------------------------
+
+
+def _crs_aois(infos: list[PointFileInfo], fcs: list[FileCrs]) -> dict[str, Any]:
+    """Per source CRS (WKT): the area of interest covering all its files (one transformer per CRS)."""
+    boxes: dict[str, list] = {}
+    for info, fc in zip(infos, fcs, strict=True):
+        boxes.setdefault(fc.crs.to_wkt(), []).append((info.mins, info.maxs))
+    return {wkt: area_of_interest(wkt, b) for wkt, b in sorted(boxes.items())}
+
+
+def _standalone_frame(
+    infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig, aois: dict[str, Any] | None = None
+) -> ProjectFrame:
+    """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
+    from pipeline.crs import plain_transformer
+
+    lons, lats, weights = [], [], []
+    to_geo = plain_transformer(ECEF, GEOGRAPHIC_3D)
+    for info, fc in zip(infos, fcs, strict=True):
+        wkt = fc.crs.to_wkt()
+        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))  # reused: extent, lattice
+        cx = (info.mins[0] + info.maxs[0]) / 2
+        cy = (info.mins[1] + info.maxs[1]) / 2
+        cz = (info.mins[2] + info.maxs[2]) / 2 * fc.z_factor
+        lon, lat, _h = to_geo.transform(*t.transform(cx, cy, cz))
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            raise InputError("cannot locate the file's centre (CRS transformation failed)", path=info.path)
+        lons.append(lon)
+        lats.append(lat)
+        weights.append(info.count)
+    w = np.asarray(weights, dtype=np.float64)
+    lon = round(float(np.average(lons, weights=w)), 3)
+    lat = round(float(np.average(lats, weights=w)), 3)
+    x, y, z = plain_transformer(GEOGRAPHIC_3D, ECEF).transform(lon, lat, 0.0)
+    return ProjectFrame((float(x), float(y), float(z)), lon, lat)
+
+
+def _enu_extent(
+    infos: list[PointFileInfo],
+    fcs: list[FileCrs],
+    frame: ProjectFrame,
+    cfg: CrsConfig,
+    aois: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for info, fc in zip(infos, fcs, strict=True):
+        wkt = fc.crs.to_wkt()
+        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))
+        g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
+        X, Y, Z = np.meshgrid(*g, indexing="ij")
+        ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
+        enu = frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))
+        if not np.all(np.isfinite(enu)):
+            raise InputError(
+                "the file's extent cannot be transformed (outside the CRS's / geoid grid's coverage)",
+                path=info.path,
+            )
+        lo = np.minimum(lo, enu.min(axis=0))
+        hi = np.maximum(hi, enu.max(axis=0))
+    return lo, hi
+
+
+def _enu_extent_cached(
+    infos: list[PointFileInfo],
+    fcs: list[FileCrs],
+    frame: ProjectFrame,
+    cfg: CrsConfig,
+    cache: Any,
+    aois: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_enu_extent`, per file memoised in the build cache by header bounds + CRS + frame (incremental
+    builds then need no PROJ transformer in this process: creating one with a geoid grid takes ~1 s)."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for info, fc in zip(infos, fcs, strict=True):
+        key = [
+            "points-extent-v1",
+            [float(v) for v in info.mins],
+            [float(v) for v in info.maxs],
+            fc.crs.to_wkt(),
+            fc.z_factor,
+            frame.to_json(),
+            cfg,
+        ]
+        if cache is None:
+            flo, fhi = _enu_extent([info], [fc], frame, cfg, aois)
+        else:
+            flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg, aois)
+        _check_position_range(info, flo, fhi, frame)
+        lo = np.minimum(lo, flo)
+        hi = np.maximum(hi, fhi)
+    return lo, hi
+
+
+# positions are int32 millimetres relative to the frame origin: +-2,147.48 km; a margin of 1 km covers the
+# padding of the extent and a header box whose sampled extent is a little smaller than its true one
+MAX_POSITION_MM = 2**31 - 1 - 1_000_000
+
+
+def _check_position_range(info: PointFileInfo, lo: np.ndarray, hi: np.ndarray, frame: ProjectFrame) -> None:
+    """Refuse a file whose points lie too far from the frame origin for integer-millimetre positions
+    (they would wrap around and land hundreds of km away)."""
+    far = float(max(np.max(np.abs(lo)), np.max(np.abs(hi)))) * 1000.0
+    if not far <= MAX_POSITION_MM:
+        raise InputError(
+            f"the file lies up to {far / 1e6:,.0f} km from the frame origin (lon {frame.lon:.3f}, lat "
+            f"{frame.lat:.3f}; standalone: the centre of all inputs, in a build: crs.frame_origin); point "
+            f"positions are stored as 32-bit millimetres and reach only {MAX_POSITION_MM / 1e6:,.0f} km: "
+            "tile inputs that lie farther apart (other regions, other continents) in separate runs",
+            path=info.path,
+        )
+
+
+def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
+    return with_lattice(fj, frame, cfg).lattice
+
+
+def _with_lattice_cached(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig, cache: Any) -> FileJob:
+    """`with_lattice`, memoised in the build cache by header bounds + CRS + frame: an incremental build
+    creates no PROJ transformer (about a second with a geoid grid) for files whose bounds are unchanged."""
+    if cache is None:
+        return with_lattice(fj, frame, cfg)
+    info = fj.info
+    key = [
+        "points-lattice-v1",
+        [float(v) for v in info.mins],
+        [float(v) for v in info.maxs],
+        fj.crs_wkt,
+        fj.z_factor,
+        frame.to_json(),
+        cfg,
+    ]
+    lat = cache.call(key, _lattice_of, fj, frame, cfg)
+    return fj if lat is None else dataclasses.replace(fj, lattice=lat)
+
+
+@dataclass
+class Plan:
+    infos: list[PointFileInfo]
+    file_jobs: list[FileJob]
+    frame: ProjectFrame
+    crs_cfg: CrsConfig
+    layout: RecordLayout
+    cube: CubeSpec
+    notes: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)  # input path -> why it was left out
+
+
+def plan_tiling(
+    inputs: list[Path],
+    opts: PointTilingOptions,
+    infos: list[PointFileInfo] | None = None,
+    skipped: dict[str, str] | None = None,
+) -> Plan:
+    """Header-only planning: scan (unless `infos` are given, with the files the scan `skipped`), CRS per
+    file, frame, extent, cube, record layout."""
+    skipped = dict(skipped or {})
+    if infos is None:
+        infos = scan_inputs(inputs, opts.on_bad_file, skipped)
+    if opts.crs_cfg is None:  # standalone runs have no project config: no vertical CRS of the project
+        from pipeline.config.model import CrsConfig
+
+        cfg = CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
+    else:
+        cfg = opts.crs_cfg
+    if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
+        cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
+    fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
+    notes = [f"{i.path.name}: {fc.note}" for i, fc in zip(infos, fcs, strict=True) if fc.note]
+    for i in infos:
+        for d in i.duplicates:
+            notes.append(
+                f"{Path(d).name}: identical to {i.path.name} (same sha256): tiled once, its "
+                f"{i.count:,} points not counted twice"
+            )
+    for path, why in sorted(skipped.items()):
+        notes.append(f"{Path(path).name}: skipped (--on-bad-tile skip): {why}")
+    aois = _crs_aois(infos, fcs)  # transformers with an area of interest: same values, 8x faster to create
+    frame = opts.frame or _standalone_frame(infos, fcs, cfg, aois)
+    lo, hi = _enu_extent_cached(infos, fcs, frame, cfg, opts.cache, aois)
+    pad = 1.0
+    lo_mm = np.floor((lo - pad) * 1000).astype(np.int64)
+    hi_mm = np.ceil((hi + pad) * 1000).astype(np.int64)
+    cube = cube_for(lo_mm, hi_mm)
+    ortho_nir = False
+    if opts.orthophoto:
+        import rasterio
+
+        first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
+        try:
+            with rasterio.open(first) as src:
+                ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
+        except Exception as e:
+            raise InputError(f"cannot open orthophoto: {e}", path=first) from e
+    needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
+    use_ortho = bool(opts.orthophoto) and any(needs_ortho)
+    try:
+        optional = check_optional(opts.attributes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    extra = present_extra_dims(infos, opts.extra_dimensions)
+    missing = [d for d in (opts.extra_dimensions or ()) if d not in extra]
+    if missing:
+        notes.append(f"extra dimensions not found in any input: {missing}")
+    layout = RecordLayout(
+        has_rgb=any(i.has_rgb for i in infos) or use_ortho,
+        has_gps=any(i.has_gps for i in infos),
+        has_nir=any(i.has_nir for i in infos) or (use_ortho and ortho_nir),
+        extra_dims=extra,
+        optional=optional,
+    )
+    file_jobs = [
+        _with_lattice_cached(
+            FileJob(
+                info,
+                fc.crs.to_wkt(),
+                fc.z_factor,
+                opts.orthophoto if (use_ortho and need) else None,
+                tuple(opts.ortho_bands),
+                aoi=aois.get(fc.crs.to_wkt()),
+            ),
+            frame,
+            cfg,
+            opts.cache,
+        )
+        for info, fc, need in zip(infos, fcs, needs_ortho, strict=True)
+    ]
+    return Plan(infos, file_jobs, frame, cfg, layout, cube, notes, skipped)
+
+
+class Replan(Exception):
+    """The decode found files whose headers do not describe their data (points outside the header bounds,
+    RGB zero everywhere): plan again with corrected file descriptions."""
+
+    def __init__(self, infos: list[PointFileInfo], notes: list[str]):
+        super().__init__("replan")
+        self.infos = infos
+        self.notes = notes
+
+
+def replan_if_needed(plan: Plan, units: list, parts: list) -> None:
+    """Corrections of the file descriptions from what the decode saw: a file whose units report points
+    outside its header bounds gets its real bounds; a file whose RGB is 0 in every point has no colour
+    (otherwise it would come out black). Raises `Replan` when anything changed."""
+    by_file: dict[int, list] = {}
+    for u, p in zip(units, parts, strict=True):
+        by_file.setdefault(u.file_index, []).append(p)
+    infos = list(plan.infos)
+    notes: list[str] = []
+    for fi, ps in sorted(by_file.items()):
+        info = infos[fi]
+        out = [p.outside for p in ps if p.outside is not None]
+        if out:
+            sc, of = np.asarray(info.scales), np.asarray(info.offsets)
+            rmin = np.min([o[:3] for o in out], axis=0) * sc + of
+            rmax = np.max([o[3:] for o in out], axis=0) * sc + of
+            lo, hi = np.minimum(rmin, rmax), np.maximum(rmin, rmax)  # (negative scales)
+            mins = (
+                float(min(info.mins[0], lo[0])),
+                float(min(info.mins[1], lo[1])),
+                float(min(info.mins[2], lo[2])),
+            )
+            maxs = (
+                float(max(info.maxs[0], hi[0])),
+                float(max(info.maxs[1], hi[1])),
+                float(max(info.maxs[2], hi[2])),
+            )
+            axes = [
+                f"{'xyz'[k]} {mins[k]:.3f}..{maxs[k]:.3f} (header {info.mins[k]:.3f}..{info.maxs[k]:.3f})"
+                for k in range(3)
+                if mins[k] < info.mins[k] or maxs[k] > info.maxs[k]
+            ]
+            notes.append(
+                f"{info.path.name}: points lie outside the header bounds, tiled with the real bounds: "
+                + "; ".join(axes)
+            )
+            info = dataclasses.replace(info, mins=mins, maxs=maxs)
+        if info.has_rgb and ps and all(p.rgb_max == 0 for p in ps):
+            notes.append(f"{info.path.name}: RGB is 0 in every point: treated as no colour (not black)")
+            info = dataclasses.replace(info, has_rgb=False)
+        infos[fi] = info
+    if notes:
+        raise Replan(infos, notes)
+
+
+def max_bin_points(opts: PointTilingOptions, workers: int, points: int) -> int:
+    """Points per bin: what one worker's share of the memory budget holds, at least ~4 bins per worker
+    when the input allows it (keeps the workers busy until the end); `opts.max_bin_points` overrides."""
+    if opts.max_bin_points:
+        return opts.max_bin_points
+    budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
+    per_worker = budget / workers - WORKER_BASE_BYTES
+    max_bin = max(MIN_BIN_POINTS, int(per_worker / BYTES_PER_BIN_POINT))
+    return min(max_bin, max(MIN_BIN_POINTS, points // (4 * workers)))

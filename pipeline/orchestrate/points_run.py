@@ -1,0 +1,495 @@
+"""Point-cloud tiling, running: a plan (pipeline.orchestrate.points_plan) tiled on an executor.
+
+Decode units to spill files (parallel) -> plan bins (keys only) -> bins to tiles (parallel) -> tiles above
+the bins -> tileset.json -> atomic rename into place. With a content cache (`opts.cache`, incremental
+builds) decode units and bins go through pipeline.orchestrate.points_cache; with `opts.copc` the decode
+also writes the COPC records (pipeline.orchestrate.points_copc).
+
+Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
+The tasks run on one `concurrent.futures.Executor` (pipeline.orchestrate.executor: the local process pool,
+a Dask cluster's executor) or in this process; the output is byte-identical on all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import InputError, NoSpaceError
+from pipeline.orchestrate.executor import Executor, call, map_ordered
+from pipeline.orchestrate.points_inputs import make_staging
+from pipeline.sources.pointcloud.header import plan_units
+from pipeline.stages.points.classes import enum_schema
+from pipeline.stages.points.decode import DecodeJob, decode_to_spill
+from pipeline.stages.points.tiling import (
+    BinResult,
+    TileJob,
+    TileRecord,
+    plan_bins,
+    process_bin,
+    process_upper,
+    warm_upper_kernels,
+)
+
+if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
+    pass
+
+from pipeline.orchestrate.executor import Progress
+from pipeline.orchestrate.points_inputs import check_replaceable, publish
+from pipeline.orchestrate.points_plan import (
+    Plan,
+    PointTilingOptions,
+    Replan,
+    max_bin_points,
+    plan_tiling,
+    replan_if_needed,
+)
+
+
+@dataclass
+class TilingSummary:
+    points_in: int = 0
+    points_out: int = 0
+    tiles: int = 0
+    depth: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    files: int = 0
+    bins: int = 0
+    checksum: int = 0
+    out_dir: str = ""
+    tileset: str = "tileset.json"
+    notes: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    # point accounting: the header counts of every file given, and why a file's points were not tiled
+    # (an identical copy of another input, or skipped as unreadable); points_header - points_in is the sum
+    # of the points of the files listed here
+    points_header: int = 0
+    not_tiled: list[dict[str, Any]] = field(default_factory=list)
+    # the class scheme used and how it was chosen ("given" or what `auto` inferred it from)
+    class_scheme: str = ""
+    class_scheme_reason: str = ""
+    # the LAS extra dimensions kept (metadata properties `x_<name>`), and those of the inputs left out
+    extra_dimensions: list[str] = field(default_factory=list)
+    extra_dimensions_dropped: list[str] = field(default_factory=list)
+    copc: Any = None  # orchestrate.points_copc.CopcSummary when COPC files were written
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points_in / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "points_in": self.points_in,
+            "points_out": self.points_out,
+            "tiles": self.tiles,
+            "depth": self.depth,
+            "seconds": round(self.seconds, 3),
+            "points_per_second": round(self.points_per_second),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "files": self.files,
+            "bins": self.bins,
+            "checksum": f"{self.checksum:016x}",
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "points_header": self.points_header,
+            "not_tiled": self.not_tiled,
+            "class_scheme": self.class_scheme,
+            "class_scheme_reason": self.class_scheme_reason,
+            "extra_dimensions": self.extra_dimensions,
+            "extra_dimensions_dropped": self.extra_dimensions_dropped,
+            "notes": self.notes,
+        } | ({"copc": self.copc.to_json()} if self.copc is not None else {})
+
+
+# ---- memory monitor ---------------------------------------------------------------------------------
+
+
+class PeakRss:
+    """Samples the RSS of this process and all its children (LocalCluster workers) in a thread."""
+
+    def __init__(self, interval: float = 0.1):
+        self.peak = 0
+        self.interval = interval
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += p.memory_info().rss
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self.sample()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.sample()
+
+
+# ---- execution ----------------------------------------------------------------------------------------
+
+
+def _resolve_class_scheme(
+    opts: PointTilingOptions, plan: Plan, codes: list[int], summary: TilingSummary
+) -> str:
+    """The class scheme of the run (`auto`: inferred from all the codes decoded and the file names, then
+    the codes checked against it, as a given scheme's are while decoding); recorded in the summary, with
+    the extra dimensions kept and left out."""
+    from pipeline.stages.points.classes import check_classes, infer_class_scheme
+
+    if opts.class_scheme == "auto":
+        scheme, reason = infer_class_scheme(codes, [i.path.name for i in plan.infos])
+        check_classes(
+            np.asarray(codes, dtype=np.int64),
+            scheme,
+            opts.unknown_classes == "keep",
+            path=", ".join(i.path.name for i in plan.infos[:3]) + (" ..." if len(plan.infos) > 3 else ""),
+            record=f"class scheme inferred as {scheme.upper()}: {reason}",
+        )
+        reason = f"auto: {reason}"
+    else:
+        scheme, reason = opts.class_scheme, "given"
+    summary.class_scheme, summary.class_scheme_reason = scheme, reason
+    summary.extra_dimensions = list(plan.layout.extra_dims)
+    summary.extra_dimensions_dropped = sorted(
+        {d for i in plan.infos for d in i.extra_dims} - set(plan.layout.extra_dims)
+    )
+    return scheme
+
+
+def release_worker_buffers() -> bool:
+    """Give back the point stages' reusable buffers (run on the long-lived workers of a Dask cluster when a
+    point layer is done: the next stages run on the same workers; in-process runs call it directly)."""
+    from pipeline import arena
+
+    arena.release()
+    return True
+
+
+def _run_tiling(
+    plan: Plan,
+    staging: Path,
+    opts: PointTilingOptions,
+    executor: Executor | None,
+    workers: int,
+    progress,
+    replan: bool = True,
+    attempt: int = 0,
+) -> TilingSummary:
+    from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
+    from pipeline.tiles.points_glb import PointSchema
+
+    summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
+    t0 = time.perf_counter()
+    work = staging / (".work" if attempt == 0 else f".work{attempt}")
+    spill = work / "spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    from pipeline.orchestrate.points_copc import copc_side
+
+    side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
+    units = plan_units(plan.infos)
+    summary.points_in = sum(i.count for i in plan.infos)
+    summary.points_header = summary.points_in
+    for i in plan.infos:
+        for d in i.duplicates:
+            summary.points_header += i.count
+            summary.not_tiled.append(
+                {"file": d, "header_points": i.count, "reason": f"identical to {i.path} (same sha256)"}
+            )
+    for path, why in sorted(plan.skipped.items()):
+        summary.not_tiled.append({"file": path, "header_points": None, "reason": f"skipped: {why}"})
+    djob = DecodeJob(
+        plan.frame,
+        plan.crs_cfg,
+        plan.layout,
+        opts.class_scheme,
+        opts.unknown_classes == "keep",
+        str(spill),
+        plan.cube,
+        "report" if opts.outside_header_bounds == "use-real" else "error",
+        side,
+    )
+
+    if executor is None:
+        # in-process runs load the kernels of the bin planning and the upper tiles while decoding; with
+        # workers, those steps run on a worker (this process never loads numba: no CPU taken from them)
+        threading.Thread(target=warm_upper_kernels, daemon=True).start()
+
+    unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
+    if opts.cache is not None:
+        from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
+
+        shas = dict(opts.input_sha256)
+        items = []
+        for u in units:
+            fj = plan.file_jobs[u.file_index]
+            kp = decode_key_parts(fj, u, djob, shas[str(fj.info.path)], opts.ortho_sha256)
+            items.append((fj, u, djob, opts.cache, kp))
+        parts = map_ordered(executor, decode_cached, items, name="decode", progress=progress)
+        for it, p in zip(items, parts, strict=True):
+            unit_keys[p.rec_path] = opts.cache.key(it[4])
+    else:
+        parts = map_ordered(
+            executor,
+            decode_to_spill,
+            [(plan.file_jobs[u.file_index], u, djob) for u in units],
+            name="decode",
+            progress=progress,
+        )
+    summary.phases["decode"] = time.perf_counter() - t0
+    if replan:
+        replan_if_needed(plan, units, parts)
+    codes = sorted({c for p in parts for c in p.class_codes})
+    scheme = _resolve_class_scheme(opts, plan, codes, summary)
+    t1 = time.perf_counter()
+    max_bin = max_bin_points(opts, workers, summary.points_in)
+    bins = call(
+        executor, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
+    )
+    summary.bins = len(bins)
+    schema = PointSchema(
+        class_scheme=scheme,
+        class_enum=enum_schema(scheme, codes if opts.unknown_classes == "keep" else None),
+        has_rgb=plan.layout.has_rgb,
+        has_gps=plan.layout.has_gps,
+        has_nir=plan.layout.has_nir,
+        extra_dims=plan.layout.extra_dims,
+        optional=plan.layout.optional,
+    )
+    tjob = TileJob(
+        plan.cube,
+        plan.layout,
+        str(staging),
+        opts.format,
+        opts.max_points_per_tile,
+        schema,
+        opts.meshopt and opts.format == "1.1",
+    )
+    # biggest bins first: better packing of the workers
+    order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
+    if opts.cache is not None:
+        from pipeline.orchestrate.points_cache import bin_key_parts, process_bin_cached
+
+        res_sorted: list[BinResult] = map_ordered(
+            executor,
+            process_bin_cached,
+            [(bins[i], tjob, opts.cache, bin_key_parts(bins[i], tjob, unit_keys)) for i in order],
+            name="tile",
+            progress=progress,
+        )
+    else:
+        # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
+        # the other bins run (spatially sorted inputs free most of them early), not all at the end
+        refs: dict[str, int] = {}
+        for bn in bins:
+            for path, _a, _b in bn.ranges:
+                refs[path] = refs.get(path, 0) + 1
+
+        def release_spill(k: int) -> None:
+            for path, _a, _b in bins[order[k]].ranges:
+                refs[path] -= 1
+                if refs[path] == 0:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+
+        res_sorted = map_ordered(
+            executor,
+            process_bin,
+            [(bins[i], tjob, str(work)) for i in order],
+            name="tile",
+            progress=progress,
+            on_done=release_spill,
+        )
+    by_bin = dict(zip(order, res_sorted, strict=True))
+    results: list[BinResult] = [by_bin[k] for k in range(len(bins))]
+    summary.phases["tile"] = time.perf_counter() - t1
+    if side is not None:
+        from pipeline.orchestrate.points_copc import write_layer_copc
+
+        t3 = time.perf_counter()
+        # threads compressing a file's nodes: here `jobs`; on workers those left idle by fewer files
+        threads = max(1, opts.jobs or 1) if executor is None else max(1, workers // max(1, len(plan.infos)))
+        summary.copc = write_layer_copc(
+            plan, djob, units, staging, opts.copc, scheme, executor, progress, threads
+        )
+        summary.phases["copc"] = time.perf_counter() - t3
+    t2 = time.perf_counter()
+    # the spill files are done with: free their pages while the upper tiles and the tileset are written
+    dropper = threading.Thread(target=shutil.rmtree, args=(spill,), kwargs={"ignore_errors": True})
+    dropper.start()
+    tiles: list[TileRecord] = [t for r in results for t in r.tiles]
+    tiles += call(executor, process_upper, results, tjob)
+    tiles.sort(key=lambda t: (t.depth, t.ix, t.iy, t.iz))
+    summary.tiles = len(tiles)
+    summary.points_out = sum(t.count for t in tiles)
+    summary.checksum = int(sum(t.checksum for t in tiles) % (1 << 64))
+    if summary.points_out != summary.points_in:
+        raise RuntimeError(f"tiling lost points: {summary.points_in} in, {summary.points_out} out")
+    root = build_tree(tiles)
+    summary.depth = tree_depth(root)
+    spacing = plan.cube.spacing_m
+    transform = plan.frame.tile_transform()
+    if opts.implicit:
+        write_implicit(
+            root,
+            staging,
+            cube_lo_m=np.asarray(plan.cube.origin, np.float64) / 1000.0,
+            cube_size_m=plan.cube.size_m,
+            spacing=spacing,
+            transform=transform,
+            version="1.1" if opts.format == "1.1" else "1.0",
+            content_ext="glb" if opts.format == "1.1" else "pnts",
+            tileset_version=opts.tileset_version,
+        )
+    else:
+        write_explicit(
+            root,
+            staging,
+            spacing=spacing,
+            transform=transform,
+            version="1.1" if opts.format == "1.1" else "1.0",
+            tileset_version=opts.tileset_version,
+        )
+    dropper.join()
+    shutil.rmtree(work, ignore_errors=True)
+    summary.phases["upper+tileset"] = time.perf_counter() - t2
+    return summary
+
+
+def _write_invariants(staging: Path, summary: TilingSummary, plan: Plan) -> None:
+    from pipeline.tiles.tileset import write_json
+
+    write_json(
+        staging / "pointcloud.json",
+        {
+            "points": summary.points_out,
+            "checksum": f"{summary.checksum:016x}",
+            "tiles": summary.tiles,
+            "depth": summary.depth,
+            "frame": plan.frame.to_json(),
+            "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
+        },
+    )
+
+
+def _run_attempts(
+    inputs: list[Path],
+    plan: Plan,
+    staging: Path,
+    opts: PointTilingOptions,
+    executor: Executor | None,
+    workers: int,
+    progress,
+) -> tuple[TilingSummary, Plan]:
+    """`_run_tiling`, run again with corrected file descriptions when the decode found headers that do not
+    describe their data (`Replan`), or without a file whose data is unreadable when bad files are skipped
+    (`on_bad_file="skip"`). Valid inputs run once. Each further attempt works in a fresh `.work<n>` folder:
+    tasks of an abandoned attempt that are still running can never write into it."""
+    notes: list[str] = []
+    run_opts, replan, attempt = opts, True, 0
+    while True:
+        try:
+            summary = _run_tiling(plan, staging, run_opts, executor, workers, progress, replan, attempt)
+            summary.notes[:0] = notes
+            return summary, plan
+        except Replan as r:  # once more, corrected; a second pass must not find anything to correct
+            notes += r.notes
+            infos = r.infos
+            run_opts, replan = dataclasses.replace(opts, outside_header_bounds="error"), False
+        except InputError as e:
+            if opts.on_bad_file != "skip" or len(plan.infos) < 2:
+                raise
+            bad = [i for i in plan.infos if str(i.path) in str(e)]
+            if len(bad) != 1:
+                raise
+            plan.skipped[str(bad[0].path)] = e.message.replace(f"{bad[0].path}: ", "", 1)
+            infos = [i for i in plan.infos if i.path != bad[0].path]
+        shutil.rmtree(staging / (".work" if attempt == 0 else f".work{attempt}"), ignore_errors=True)
+        attempt += 1
+        plan = plan_tiling(inputs, run_opts, infos=infos, skipped=plan.skipped)
+
+
+def _no_space(e: BaseException) -> bool:
+    """Disk full, quota exceeded or a file-size limit (also when it happened in a worker)."""
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def tile_pointcloud(
+    inputs: list[Path],
+    out_dir: Path,
+    opts: PointTilingOptions,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    *,
+    workers: int | None = None,
+) -> TilingSummary:
+    """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
+
+    The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
+    `dask_executor`, or None: in this process); `workers` (the executor's number of processes; default
+    `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
+    if workers is None:
+        workers = (opts.jobs or 1) if executor is not None else 1
+    out_dir = Path(out_dir).resolve()
+    t0 = time.perf_counter()
+    with PeakRss() as mon:
+        staging = None
+        try:
+            check_replaceable(out_dir, opts.overwrite)
+            if opts.format not in ("1.1", "1.0"):
+                raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
+            plan = plan_tiling(inputs, opts)
+            staging = make_staging(out_dir)
+            summary, plan = _run_attempts(inputs, plan, staging, opts, executor, workers, progress)
+            _write_invariants(staging, summary, plan)
+            publish(staging, out_dir, opts.overwrite)
+        except BaseException as e:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            if _no_space(e):
+                raise NoSpaceError(
+                    f"no space left while tiling ({e}); the temporary folder was removed and nothing was "
+                    "published: free space (the run needs about the input's decoded size plus the tiles) "
+                    "or choose another --out",
+                    path=out_dir,
+                ) from e
+            raise
+        finally:
+            if executor is None:
+                release_worker_buffers()
+    summary.seconds = time.perf_counter() - t0
+    summary.peak_rss_bytes = mon.peak
+    summary.out_dir = str(out_dir)
+    return summary

@@ -1,0 +1,409 @@
+"""Point tiling, stage 1: `decode_to_spill` decodes one work unit: decode -> check classes -> colour ->
+lattice reprojection to ENU mm -> sort by Morton prefix -> spill file (and, with COPC, the unit's LAS
+records). A pure function of paths and a small job description (`FileJob`, `DecodeJob`); no Dask in here.
+Stages 2-4: pipeline.stages.points.tiling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.frame import ProjectFrame
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+from pipeline.sources.pointcloud.las import Column, materialize
+from pipeline.stages.points.classes import check_classes
+from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift, to_srgb8
+
+if TYPE_CHECKING:
+    from pipeline.config.model import CrsConfig
+
+from pipeline.stages.points.lattice import lattice_for
+from pipeline.stages.points.spill import (
+    CubeSpec,
+    RecordLayout,
+    SpillPart,
+)
+
+
+class _LazyKernels:
+    """`pipeline.stages.points.kernels`, imported on first use: the main process of a standalone run scans,
+    plans and submits the decode tasks before it pays for importing numba (0.15-0.3 s on its critical path);
+    the workers load the kernels while it plans."""
+
+    def __getattr__(self, name: str):
+        from pipeline.stages.points import kernels
+
+        return getattr(kernels, name)
+
+
+K = _LazyKernels()
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """Per-file decode settings."""
+
+    info: PointFileInfo
+    crs_wkt: str
+    z_factor: float
+    orthophoto: str | tuple[str, ...] | None = None  # one raster or the tiles of a tiled delivery
+    ortho_bands: tuple[tuple[str, int], ...] = ()
+    # the file's reprojection lattice, built once by the planner (None: the decode task builds it)
+    lattice: object = field(default=None, compare=False)
+    # (west, south, east, north) degrees covering the files of this CRS: narrows PROJ's operation search
+    # (transformer creation 0.4 -> 0.05 s with a geoid grid); never changes a transformed value
+    aoi: tuple[float, float, float, float] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    frame: ProjectFrame
+    crs_cfg: CrsConfig | str  # a CrsConfig; its JSON after pickling (see __reduce__)
+    layout: RecordLayout
+    class_scheme: str
+    keep_unknown: bool
+    spill_dir: str
+    cube: CubeSpec | None = None  # None while scanning bounds
+    # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
+    # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
+    outside_bounds: str = "error"
+    # also write the units' COPC records (stages.points.copc_records.CopcRecords; None: no COPC output)
+    copc: Any = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
+        # lattice itself, which the planner normally did already
+        cfg = self.crs_cfg if isinstance(self.crs_cfg, str) else self.crs_cfg.model_dump_json()
+        return (
+            DecodeJob,
+            (
+                self.frame,
+                cfg,
+                self.layout,
+                self.class_scheme,
+                self.keep_unknown,
+                self.spill_dir,
+                self.cube,
+                self.outside_bounds,
+                self.copc,
+            ),
+        )
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # a Dask task key derives from the job's content: the CRS settings as their JSON (a config object's
+        # pickled state may carry caches that differ between processes)
+        return self.__reduce__()[1]
+
+    def crs_config(self) -> CrsConfig:
+        return _crs_config(self.crs_cfg) if isinstance(self.crs_cfg, str) else self.crs_cfg
+
+
+@functools.lru_cache(maxsize=8)
+def _crs_config(js: str) -> CrsConfig:
+    from pipeline.config.model import CrsConfig
+
+    return CrsConfig.model_validate_json(js)
+
+
+# ---- 1. decode --------------------------------------------------------------------------------------
+
+MADV_POPULATE_WRITE = 23  # <linux/mman.h>; Python 3.11's mmap module does not name it
+
+
+def decode_fields(
+    fj: FileJob,
+    unit: WorkUnit,
+    extra_dims: tuple[str, ...],
+    out: np.ndarray | None = None,
+    lazy: bool = False,
+) -> Mapping[str, Column]:
+    """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given;
+    with `lazy`, bit-field columns are computed later by the spill packer)."""
+    from pipeline.sources.pointcloud.reader import decode_unit
+
+    return decode_unit(fj.info, unit, extra_dims, out, lazy=lazy)
+
+
+def _within_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> bool:
+    try:
+        _check_bounds(info, raw_min, raw_max, unit)
+    except InputError:
+        return False
+    return True
+
+
+def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
+    """Refuse units whose integer coordinates lie outside the header bounds (corrupt data)."""
+    if unit.count == 0:
+        return
+    for axis in range(3):
+        s, o = info.scales[axis], info.offsets[axis]
+        lo, hi = int(raw_min[axis]) * s + o, int(raw_max[axis]) * s + o
+        tol = abs(s) + 1e-9 * max(abs(info.mins[axis]), abs(info.maxs[axis]), 1.0)
+        if lo < info.mins[axis] - tol or hi > info.maxs[axis] + tol:
+            raise InputError(
+                f"points lie outside the header bounds on {'xyz'[axis]} ({lo:.3f}..{hi:.3f} vs header "
+                f"{info.mins[axis]:.3f}..{info.maxs[axis]:.3f}): corrupt data or a wrong header",
+                path=info.path,
+                record=f"points {unit.start}..{unit.start + unit.count - 1}",
+            )
+
+
+class OutsideHeaderBounds(Exception):
+    """A unit's points lie outside its file's header bounds (raised only when the job reports them)."""
+
+    def __init__(self, raw_min, raw_max):
+        super().__init__("points outside the header bounds")
+        self.raw = tuple(int(v) for v in raw_min) + tuple(int(v) for v in raw_max)
+
+
+@dataclass
+class _Decoded:
+    xyz: np.ndarray  # (N,3) int32 ENU mm
+    cols: dict[str, Column]  # attribute columns (record field names)
+    keys: np.ndarray | None  # Morton keys at the requested shift (None: a point lies outside the cube)
+    lo: np.ndarray  # (3,) int64 ENU mm extent
+    hi: np.ndarray
+    codes: tuple[int, ...]  # class codes present
+    raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
+    rgb_max: int = -1  # largest raw colour channel value (-1: no RGB read)
+    ints: tuple[np.ndarray, ...] = ()  # the decoded integer X, Y, Z (the file's scale and offset)
+
+
+def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
+    """The reused buffer a unit's raw LAS records are decoded into."""
+    from pipeline import arena
+
+    return arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
+
+
+def _decode(
+    fj: FileJob,
+    unit: WorkUnit,
+    job: DecodeJob,
+    key_origin,
+    key_shift: int,
+    scratch: bool = False,
+) -> _Decoded:
+    """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
+    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
+    from pipeline import arena
+
+    info = fj.info
+    out = xyz_buf = keys_buf = None
+    if scratch and info.kind != "e57":
+        out = _raw_buffer(info, unit)
+        xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
+        keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
+    d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
+    ix, iy, iz = materialize(d["X"]), materialize(d["Y"]), materialize(d["Z"])  # never lazy: no copies
+    raw = materialize(d["_raw"]) if "_raw" in d else None
+    n = len(ix)
+    if n != unit.count:
+        raise InputError(f"expected {unit.count} points, decoded {n}", path=info.path)
+    lat = fj.lattice
+    if lat is None:
+        lat = lattice_for(
+            fj.crs_wkt, job.crs_config(), job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
+        )
+    xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
+        ix,
+        iy,
+        iz,
+        info.scales,
+        info.offsets,
+        fj.z_factor,
+        lat,
+        key_origin,
+        key_shift,
+        out=xyz_buf,
+        keys=keys_buf,
+    )
+    if job.outside_bounds == "report" and (bad or not _within_bounds(info, raw_min, raw_max, unit)):
+        raise OutsideHeaderBounds(raw_min, raw_max)
+    _check_bounds(info, raw_min, raw_max, unit)
+    codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
+    check_classes(
+        codes,
+        job.class_scheme,
+        job.keep_unknown,
+        path=info.path,
+        record=f"points {unit.start}..{unit.start + unit.count - 1}",
+    )
+    if bad:
+        raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
+    # the columns of the record layout's attributes (pipeline.point_attributes); a file without one leaves
+    # it 0 in the spill record
+    cols: dict[str, Column] = {}
+    rgb_max = -1
+    for a in job.layout.attributes:
+        if a.name != "rgb":
+            if a.from_las is not None:
+                if raw is not None:
+                    cols[a.name] = a.from_las(raw, info.point_format)
+            elif a.name in d:
+                cols[a.name] = d[a.name]
+        elif info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
+            from pipeline.sources.pointcloud.las import Rgb16
+
+            red, green, blue = materialize(d["red"]), materialize(d["green"]), materialize(d["blue"])
+            rgb_max = int(K.rgb_max(red, green, blue))
+            shift = srgb8_shift(rgb_max)
+            cols["rgb"] = Rgb16(red, green, blue, shift)
+        elif info.has_rgb:
+            cols["rgb"] = to_srgb8(materialize(d["red"]), materialize(d["green"]), materialize(d["blue"]))
+        elif fj.orthophoto:
+            xs = ix * info.scales[0] + info.offsets[0]
+            ys = iy * info.scales[1] + info.offsets[1]
+            smp = sample_orthophoto(fj.orthophoto, xs, ys, fj.crs_wkt, dict(fj.ortho_bands))
+            cols["rgb"] = smp["rgb"]
+            if job.layout.has_nir and "nir" in smp and "nir" not in d:
+                cols["nir"] = smp["nir"]
+    ints = (ix, iy, iz)
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), raw, rgb_max, ints)
+
+
+def _row_sources(
+    dtype: np.dtype, xyz: np.ndarray, cols: dict[str, np.ndarray], raw: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The byte sources of the spill records for `K.pack_rows`: the positions, the raw LAS records (every
+    column that is a plain view of a raw field is copied from there: no column copies) and one interleaved
+    block of the other columns (computed ones such as colour and return numbers)."""
+    from pipeline import arena
+
+    n = len(xyz)
+    fields = dtype.fields
+    assert fields is not None
+    sources = [(xyz.view(np.uint8).reshape(n, 12), np.array([[0, fields["x"][1], 12]], np.int64))]
+    raw_spec, side = [], []
+    if raw is not None and raw.flags.c_contiguous:
+        base, rw = raw.ctypes.data, raw.dtype.itemsize
+    else:
+        base, rw = 0, -1
+    for name, col in cols.items():
+        fdt, off = fields[name][0], fields[name][1]
+        a = col.ctypes.data if col.ndim == 1 else -1
+        if col.ndim == 1 and col.strides[0] == rw and base <= a < base + rw and col.dtype == fdt:
+            raw_spec.append((a - base, off, fdt.itemsize))
+        else:
+            side.append((fdt, off, col))
+    if raw_spec and raw is not None:  # (a raw spec only with raw records)
+        sources.append((raw.view(np.uint8).reshape(n, rw), np.array(raw_spec, np.int64)))
+    if side:
+        width = sum(f.itemsize for f, _o, _c in side)
+        block = arena.scratch("dec.side", (n, width), np.uint8)
+        spec, pos = [], 0
+        for fdt, off, col in side:
+            w = fdt.itemsize
+            vals = np.ascontiguousarray(col, dtype=fdt.base).reshape(n, -1)
+            block[:, pos : pos + w] = vals.view(np.uint8).reshape(n, w)
+            spec.append((pos, off, w))
+            pos += w
+        sources.append((block, np.array(spec, np.int64)))
+    return sources
+
+
+def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
+    """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
+    import mmap
+
+    from pipeline import arena
+
+    assert job.cube is not None
+    arena.retire("bin.")  # this worker has moved on from binning: decode buffers reuse that memory
+    cube = job.cube
+    org = np.asarray(cube.origin, np.int64)
+    try:
+        r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True)
+    except OutsideHeaderBounds as e:  # the planner widens the file's bounds to these and runs again
+        return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=e.raw)
+    xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
+    n = len(xyz)
+    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
+        raise InputError(
+            "points fall outside the planned extent (header bounds too small?)",
+            path=fj.info.path,
+            record=f"points {unit.start}..{unit.start + unit.count - 1}",
+        )
+    keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
+    order = K.sort_order(  # stable: ties keep file order
+        keys, 3 * cube.S, alloc=lambda name, shape, dt: arena.scratch("dec." + name, shape, dt)
+    )
+    # the records are built in sorted order straight into the spill file's pages: measured faster than
+    # packing them in a reused buffer and write()-ing it (24 vs 20 ms per unit alone, but the whole run was
+    # 0.3 s slower: ext4 page-cache writes then slowed both phases)
+    dtype = job.layout.dtype
+    spill_dir = Path(job.spill_dir)
+    # never its parents: the run created them, and a task of an abandoned attempt must not recreate a
+    # folder the run has removed (it fails instead)
+    spill_dir.mkdir(exist_ok=True)
+    rec_path = spill_dir / f"u{unit.unit_index:06d}.rec"
+    with open(rec_path, "wb+") as f:
+        if n:
+            _allocate(f.fileno(), n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
+            with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
+                with contextlib.suppress(OSError, ValueError):  # Linux >= 5.14; else faulted page by page
+                    mm.madvise(MADV_POPULATE_WRITE)  # all pages backed in one call: -3 ms per unit
+                _pack_spill(mm, n, dtype, order, xyz, cols, r.raw)
+    if job.copc is not None:  # the same decoded columns as the COPC records (file order)
+        from pipeline.stages.points.copc_records import write_unit
+
+        write_unit(job.copc, fj, unit, job.layout, job.crs_config(), r.ints, cols)
+    return SpillPart(
+        unit.unit_index,
+        n,
+        str(rec_path),
+        (int(lo[0]), int(lo[1]), int(lo[2])),
+        (int(hi[0]), int(hi[1]), int(hi[2])),
+        r.codes,
+        rgb_max=r.rgb_max,
+    )
+
+
+def _allocate(fd: int, nbytes: int) -> None:
+    """Give the spill file its size with its disk blocks reserved: a full disk is an ENOSPC error here, not a
+    SIGBUS killing the worker when a page of the mapping is first written."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate
+            raise
+        os.ftruncate(fd, nbytes)
+
+
+def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols, raw) -> None:
+    """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
+    so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
+    `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
+    from pipeline import arena
+
+    dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
+    try:
+        fields = dtype.fields
+        assert fields is not None
+        typed = [(col, fields[name][1]) for name, col in cols.items()]
+        if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
+            from pipeline.sources.pointcloud.las import materialize
+
+            plain = {name: materialize(col) for name, col in cols.items()}
+            rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
+            K.pack_rows(order, _row_sources(dtype, xyz, plain, raw), dst, scratch=rin)
+    except BaseException as e:
+        import traceback
+
+        del dst
+        # the frames below may still view the mapping: keep their traceback as text, drop the frames
+        e.add_note("".join(traceback.format_tb(e.__traceback__)).rstrip())
+        raise e.with_traceback(None)  # noqa: B904  (the same exception, re-raised)
+    del dst

@@ -1,0 +1,186 @@
+"""Point kernels: Morton (z-order) keys, the 64-bit point hash (sampling priority and checksums), binary
+search in a spill file, and the sort order of keys (numba, each with a numpy reference or a tested twin)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+U64 = np.uint64
+
+
+def _new(_name: str, shape, dtype) -> np.ndarray:
+    """The default `alloc` of the wrappers that take one: a fresh array (stages pass reused buffers)."""
+    return np.empty(shape, dtype=dtype)
+
+
+# ---- Morton keys and hashes ---------------------------------------------------------------------------
+
+
+def _spread_table(bits: int) -> np.ndarray:
+    out = np.zeros(1 << bits, dtype=np.uint64)
+    for b in range(bits):
+        out |= ((np.arange(1 << bits, dtype=np.uint64) >> np.uint64(b)) & np.uint64(1)) << np.uint64(3 * b)
+    return out
+
+
+_SPREAD11 = _spread_table(11)  # bits of an 11-bit value spread to every third bit (16 KB: stays in L1)
+
+
+@nb.njit(cache=True, inline="always")
+def _part1by2(v):
+    """Bits 0..20 of v spread to bits 0, 3, 6, ... (two table lookups)."""
+    v = v & U64(0x1FFFFF)
+    return _SPREAD11[v & U64(0x7FF)] | (_SPREAD11[v >> U64(11)] << U64(33))
+
+
+@nb.njit(cache=True, nogil=True)
+def _morton_kernel(xyz, origin, shift, out):
+    for i in range(xyz.shape[0]):
+        x = U64((np.int64(xyz[i, 0]) - origin[0]) >> shift)
+        y = U64((np.int64(xyz[i, 1]) - origin[1]) >> shift)
+        z = U64((np.int64(xyz[i, 2]) - origin[2]) >> shift)
+        out[i] = _part1by2(x) | (_part1by2(y) << U64(1)) | (_part1by2(z) << U64(2))
+
+
+def morton_keys(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
+    """Morton keys of `(xyz - origin) >> shift` (each coordinate must fit in 21 bits after the shift)."""
+    out = np.empty(len(xyz_mm), dtype=np.uint64)
+    _morton_kernel(xyz_mm, np.asarray(origin_mm, np.int64), np.int64(shift), out)
+    return out
+
+
+def morton_keys_reference(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
+    c = ((xyz_mm.astype(np.int64) - np.asarray(origin_mm, np.int64)) >> shift).astype(np.uint64)
+    key = np.zeros(len(c), dtype=np.uint64)
+    for bit in range(21):
+        for axis in range(3):
+            key |= ((c[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
+    return key
+
+
+@nb.njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+    return z ^ (z >> U64(31))
+
+
+@nb.njit(cache=True, nogil=True)
+def _hash_kernel(xyz, out):
+    for i in range(xyz.shape[0]):
+        h = _mix64(U64(np.uint32(xyz[i, 0])) + U64(0x9E3779B97F4A7C15))
+        h = _mix64(h ^ U64(np.uint32(xyz[i, 1])))
+        h = _mix64(h ^ U64(np.uint32(xyz[i, 2])))
+        out[i] = h
+
+
+def point_hash(xyz_mm: np.ndarray) -> np.ndarray:
+    out = np.empty(len(xyz_mm), dtype=np.uint64)
+    _hash_kernel(xyz_mm, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _keys_hashes_kernel(x, y, z, origin, shift, keys, hashes):
+    for i in range(x.shape[0]):
+        a, b, c = np.int64(x[i]), np.int64(y[i]), np.int64(z[i])
+        keys[i] = (
+            _part1by2(U64((a - origin[0]) >> shift))
+            | (_part1by2(U64((b - origin[1]) >> shift)) << U64(1))
+            | (_part1by2(U64((c - origin[2]) >> shift)) << U64(2))
+        )
+        h = _mix64(U64(np.uint32(np.int32(a))) + U64(0x9E3779B97F4A7C15))
+        h = _mix64(h ^ U64(np.uint32(np.int32(b))))
+        hashes[i] = _mix64(h ^ U64(np.uint32(np.int32(c))))
+
+
+def keys_and_hashes(x, y, z, origin_mm, shift: int, keys=None, hashes=None) -> tuple[np.ndarray, np.ndarray]:
+    """`morton_keys` and `point_hash` of int32 coordinate columns (may be strided record fields), one pass
+    (into `keys` / `hashes` when given)."""
+    n = len(x)
+    keys = np.empty(n, dtype=np.uint64) if keys is None else keys
+    hashes = np.empty(n, dtype=np.uint64) if hashes is None else hashes
+    if n:
+        _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
+    return keys, hashes
+
+
+@nb.njit(cache=True, nogil=True)
+def _lower_bound(x, y, z, origin, shift, lo, hi, target):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        k = (
+            _part1by2(U64((np.int64(x[mid]) - origin[0]) >> shift))
+            | (_part1by2(U64((np.int64(y[mid]) - origin[1]) >> shift)) << U64(1))
+            | (_part1by2(U64((np.int64(z[mid]) - origin[2]) >> shift)) << U64(2))
+        )
+        if k < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def spill_lower_bound(x, y, z, origin_mm, shift: int, first: int, last: int, target: int) -> int:
+    """First index in [first, last) whose Morton key of `(xyz - origin) >> shift` is >= target (the
+    records are sorted by that key); `last` if none."""
+    return int(
+        _lower_bound(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), first, last, U64(target))
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def _fix_runs(trunc, keys, order):
+    """Within runs of equal truncated keys, stable insertion sort of `order` by the full keys."""
+    n = order.shape[0]
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and trunc[j] == trunc[i]:
+            j += 1
+        if j - i > 1:
+            for a in range(i + 1, j):
+                o = order[a]
+                k = keys[o]
+                c = a - 1
+                while c >= i and keys[order[c]] > k:
+                    order[c + 1] = order[c]
+                    c -= 1
+                order[c + 1] = o
+        i = j
+
+
+def sort_order(keys: np.ndarray, valid_bits: int = 64, alloc=_new) -> np.ndarray:
+    """Stable argsort of uint64 keys using only `np.sort` on packed (key, index) words.
+
+    Keys are packed with their index; if key bits + index bits exceed 64 the lowest key bits are dropped
+    for the packed sort and the (short) runs of equal truncated keys are finished by insertion sort. Equal
+    to `np.argsort(keys, kind="stable")` (tested). `alloc(name, shape, dtype)` provides the arrays (e.g.
+    reused scratch buffers; the result is "order")."""
+    n = len(keys)
+    if n == 0:
+        return np.empty(0, np.int64)
+    idx_bits = max(int(n - 1).bit_length(), 1)
+    drop = max(valid_bits + idx_bits - 64, 0)
+    packed = alloc("sort.packed", n, np.uint64)
+    _pack_index(keys, U64(drop), U64(idx_bits), packed)
+    packed.sort()
+    order = alloc("order", n, np.int64)
+    _unpack_index(packed, U64(idx_bits), order)
+    if drop:  # the packed words are not needed any more: their key part in place
+        _fix_runs(np.right_shift(packed, np.uint64(idx_bits), out=packed), keys, order)
+    return order
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack_index(keys, drop, idx_bits, out):
+    for i in range(keys.shape[0]):
+        out[i] = ((keys[i] >> drop) << idx_bits) | U64(i)
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpack_index(packed, idx_bits, out):
+    mask = (U64(1) << idx_bits) - U64(1)
+    for i in range(packed.shape[0]):
+        out[i] = np.int64(packed[i] & mask)
