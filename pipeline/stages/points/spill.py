@@ -141,14 +141,6 @@ def node_range(
     return a, b
 
 
-def read_records(rec_path: str, dtype: np.dtype, first: int, last: int) -> np.ndarray:
-    if last <= first:
-        return np.empty(0, dtype=dtype)
-    with open(rec_path, "rb") as f:
-        f.seek(first * dtype.itemsize)
-        return np.fromfile(f, dtype=dtype, count=last - first)
-
-
 def read_ranges(
     ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype, out: np.ndarray | None = None
 ) -> np.ndarray:

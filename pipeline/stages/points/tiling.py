@@ -10,9 +10,7 @@ paths + a small job description; no Dask in here.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -372,9 +370,3 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     # the records lead each row: their bytes, made contiguous
     recs = np.ascontiguousarray(rows.view(np.uint8).reshape(len(rows), -1)[:, : dtype.itemsize]).view(dtype)
     return write_tiles(job, recs.reshape(-1), _group_slices(lv, keys, D))
-
-
-def remove_quietly(paths: list[str]) -> None:
-    for p in paths:
-        with contextlib.suppress(OSError):
-            os.remove(p)

@@ -12,23 +12,6 @@ U64 = np.uint64
 
 
 @nb.njit(cache=True, nogil=True)
-def _claim_cells(keys, hashes, level, lo, hi, shift, t):
-    """For each cell (run of equal keys >> shift) in [lo, hi): its min-hash point gets level t if free."""
-    i = lo
-    while i < hi:
-        k = keys[i] >> shift
-        best = i
-        j = i + 1
-        while j < hi and (keys[j] >> shift) == k:
-            if hashes[j] < hashes[best]:
-                best = j
-            j += 1
-        if level[best] < 0:
-            level[best] = t
-        i = j
-
-
-@nb.njit(cache=True, nogil=True)
 def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
     n = keys.shape[0]
     t0 = b - g
