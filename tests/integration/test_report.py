@@ -380,8 +380,10 @@ def test_nightly_report_of_the_second_build(second_build):
     }
     # `twin status` prints the summary
     from pipeline.release.status import format_status, release_status
+    from pipeline.report.nightly import attach_summary
 
-    text = format_status(release_status(_proj / "data" / "out"))
+    st = release_status(_proj / "data" / "out")
+    text = format_status(st, attach_summary(st))
     assert "inputs: 0 new, 1 changed, 0 removed" in text and "buildings +0 ~" in text
     assert "counts: buildings " in text and "(+1, ok)" in text and "underground " in text
     assert f"nightly report: {second / 'nightly_report' / 'index.html'}" in text
