@@ -83,19 +83,11 @@ class BuildContext:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # aerial epoch -> (class scheme, why): `auto` decided from the files before any layer runs
+    # (`orchestrate.class_schemes.class_scheme`)
     class_schemes: dict[str, tuple[str, str]] = field(default_factory=dict)
     # memoised by pipeline.orchestrate.cache (build_cache, input_sha256)
     _twin_cache: Cache | None = field(default=None, init=False, repr=False, compare=False)
     _twin_sha_by_path: dict[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def class_scheme(self, epoch: str) -> tuple[str, str]:
-        """(scheme, reason) of an aerial epoch: as configured, or inferred for `class_scheme: auto`
-        (`orchestrate.class_schemes`; the build decides it when it plans, a bare context on first use)."""
-        if epoch not in self.class_schemes:
-            from pipeline.orchestrate.class_schemes import resolve_class_schemes
-
-            self.class_schemes.update(resolve_class_schemes(self.cfg, self.inputs))
-        return self.class_schemes[epoch]
 
     def inputs_for(self, role_prefix: str) -> list[InputFile]:
         return [i for i in self.inputs if i.role == role_prefix or i.role.startswith(role_prefix + ":")]

@@ -703,7 +703,9 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     per_epoch: dict[str, pd.DataFrame] = {}
     newest_stats: pd.DataFrame | None = None
     scale = _map_scale(cfg, fp)
-    schemes = {ep.epoch: ctx.class_scheme(ep.epoch) for ep in epochs}  # `auto`: inferred from the files
+    from pipeline.orchestrate.class_schemes import class_scheme
+
+    schemes = {ep.epoch: class_scheme(ctx, ep.epoch) for ep in epochs}  # `auto`: inferred from the files
     newest_params = height_params(layer, schemes[newest.epoch][0] if newest else "adv", scale)
     zones_cache: dict[tuple, FootprintZones] = {}
     for ep in epochs:

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
-from pipeline.model import InputFile
+from pipeline.model import BuildContext, InputFile
 
 CHUNK_POINTS = 2_000_000
 MEMO = "class-codes.json"
@@ -80,3 +80,11 @@ def resolve_class_schemes(cfg: TwinConfig, inputs: list[InputFile]) -> dict[str,
     if memo is not None:
         _store_memo(memo_path, memo)
     return out
+
+
+def class_scheme(ctx: BuildContext, epoch: str) -> tuple[str, str]:
+    """(scheme, reason) of an aerial epoch: as configured, or inferred for `class_scheme: auto` (the build
+    decides it when it plans, `ctx.class_schemes`; a bare context on first use)."""
+    if epoch not in ctx.class_schemes:
+        ctx.class_schemes.update(resolve_class_schemes(ctx.cfg, ctx.inputs))
+    return ctx.class_schemes[epoch]
