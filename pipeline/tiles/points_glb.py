@@ -424,27 +424,3 @@ def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
     ]
     jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return _glb_pieces(jb, payload)
-
-
-def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
-    """The 64-bit hash of each point's millimetre position (splitmix64 over x, y, z): what the tiler's
-    kernel (`stages.points.kernels.point_hash`, tested equal) computes for sampling and checksums."""
-
-    def mix(z):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-    u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        h = mix(u[:, 0] + np.uint64(0x9E3779B97F4A7C15))
-        h = mix(h ^ u[:, 1])
-        return mix(h ^ u[:, 2])
-
-
-def tile_checksum(positions_mm: np.ndarray) -> int:
-    """Order-independent checksum of a tile's (dequantized) millimetre positions."""
-    if len(positions_mm) == 0:
-        return 0
-    h = point_hash_numpy(np.ascontiguousarray(positions_mm, dtype=np.int32).reshape(-1, 3))
-    return int(h.sum(dtype=np.uint64))

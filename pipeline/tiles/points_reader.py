@@ -69,7 +69,6 @@ def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
     The checksum is order-independent (sum of 64-bit hashes of the millimetre positions), so it equals the
     `checksum` recorded at build time in pointcloud.json / the layer stats iff no tile was lost or altered.
     """
-    from pipeline.tiles.points_glb import tile_checksum
 
     tileset_path = Path(tileset_path)
     total = 0
@@ -80,3 +79,27 @@ def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
         total += len(pos)
         checksum = (checksum + tile_checksum(pos)) % (1 << 64)
     return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}
+
+
+def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
+    """The 64-bit hash of each point's millimetre position (splitmix64 over x, y, z): what the tiler's
+    kernel (`stages.points.kernels.point_hash`, tested equal) computes for sampling and checksums."""
+
+    def mix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = mix(u[:, 0] + np.uint64(0x9E3779B97F4A7C15))
+        h = mix(h ^ u[:, 1])
+        return mix(h ^ u[:, 2])
+
+
+def tile_checksum(positions_mm: np.ndarray) -> int:
+    """Order-independent checksum of a tile's (dequantized) millimetre positions."""
+    if len(positions_mm) == 0:
+        return 0
+    h = point_hash_numpy(np.ascontiguousarray(positions_mm, dtype=np.int32).reshape(-1, 3))
+    return int(h.sum(dtype=np.uint64))

@@ -39,11 +39,10 @@ from pipeline.tiles.points_glb import (
     encode_glb,
     glb_from_vertices,
     pack_vertices,
-    point_hash_numpy,
     quantize,
-    tile_checksum,
     write_glb_from_vertices,
 )
+from pipeline.tiles.points_reader import point_hash_numpy, tile_checksum
 
 FAST = settings(max_examples=50, deadline=None, database=None)
 SMALL = settings(max_examples=25, deadline=None, database=None)

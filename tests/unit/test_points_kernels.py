@@ -11,7 +11,7 @@ from pipeline.crs import project_frame
 from pipeline.stages.points import kernels as K
 from pipeline.stages.points.reproject import build_lattice, ecef_transformer, exact_enu
 from pipeline.stages.points.spill import RecordLayout, cube_for
-from pipeline.tiles.points_glb import point_hash_numpy
+from pipeline.tiles.points_reader import point_hash_numpy
 
 
 def test_morton_matches_reference():
@@ -80,7 +80,7 @@ def test_quantize_tiles_exact_mm_for_small_tiles():
     assert list(step) == [4, 4]
     deq = lo[0] + q[:1000].astype(np.int64) * step[0]
     assert np.all(np.abs(deq - np.stack([x, y, z], 1)[:1000]) < step[0])
-    from pipeline.tiles.points_glb import tile_checksum
+    from pipeline.tiles.points_reader import tile_checksum
 
     assert int(cs[0]) == tile_checksum(deq)
 
