@@ -328,10 +328,11 @@ def test_class_scheme_auto_for_building_heights(tmp_path, name, codes, scheme, w
     """`class_scheme: auto` on an aerial epoch: decided from the codes and names, so building heights get
     the scheme's roof and ground classes (it used to fail: no roof/ground classes for 'auto')."""
     from pipeline.orchestrate.buildings import height_params
+    from pipeline.orchestrate.class_schemes import class_scheme
 
     _laz(tmp_path / "raw" / "aerial" / name, "EPSG:25832+7837", codes=codes)
     ctx = _ctx(tmp_path, "auto")
-    got, reason = ctx.class_scheme("2024")
+    got, reason = class_scheme(ctx, "2024")
     assert got == scheme and reason.startswith("auto: ") and why in reason
     params = height_params(ctx.cfg.layers.buildings, got)
     assert params.roof_classes == tuple(ctx.cfg.layers.buildings.roof_classes[scheme])
