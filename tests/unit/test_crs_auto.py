@@ -339,18 +339,20 @@ def test_class_scheme_auto_for_building_heights(tmp_path, name, codes, scheme, w
 
 
 def test_class_scheme_auto_refuses_contradicting_codes(tmp_path):
+    from pipeline.orchestrate.class_schemes import class_scheme
+
     _laz(tmp_path / "raw" / "aerial" / "a.laz", "EPSG:25832+7837", codes=(2, 6))
     _laz(tmp_path / "raw" / "aerial" / "b.laz", "EPSG:25832+7837", codes=(2, 26), xy=(X0 + 50, Y0))
     with pytest.raises(
         InputError, match=r"aerial epoch 2024: class scheme `auto`: codes \[26\] are AdV-only"
     ):
-        _ctx(tmp_path, "auto").class_scheme("2024")
+        class_scheme(_ctx(tmp_path, "auto"), "2024")
 
 
 def test_class_codes_are_read_once_per_file_version(tmp_path):
     """The codes are memoised by content hash: a second build reads no point (the file could even be
     unreadable now without a difference)."""
-    from pipeline.orchestrate.class_schemes import MEMO, resolve_class_schemes
+    from pipeline.orchestrate.class_schemes import MEMO, class_scheme, resolve_class_schemes
 
     laz = _laz(tmp_path / "raw" / "aerial" / "a.laz", "EPSG:25832+7837", codes=(2, 26))
     ctx = _ctx(tmp_path, "auto")
@@ -359,7 +361,7 @@ def test_class_codes_are_read_once_per_file_version(tmp_path):
     laz.write_bytes(b"not a LAS file any more")  # same InputFile (hash) as planned: the memo answers
     assert resolve_class_schemes(ctx.cfg, ctx.inputs) == first
     given = _ctx(tmp_path, "asprs")  # a configured scheme reads no file (this one is unreadable now)
-    assert given.class_scheme("2024") == ("asprs", "given")
+    assert class_scheme(given, "2024") == ("asprs", "given")
 
 
 def test_unreadable_inputs_are_left_to_the_input_check(tmp_path):
