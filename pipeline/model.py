@@ -8,14 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame
-
-if TYPE_CHECKING:
-    from pipeline.orchestrate.cache import Cache
 
 LayerKind = Literal[
     "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer", "report"
@@ -86,7 +83,8 @@ class BuildContext:
     # (`orchestrate.class_schemes.class_scheme`)
     class_schemes: dict[str, tuple[str, str]] = field(default_factory=dict)
     # memoised by pipeline.orchestrate.cache (build_cache, input_sha256)
-    _twin_cache: Cache | None = field(default=None, init=False, repr=False, compare=False)
+    # the build's content cache (`orchestrate.cache.build_cache`; typed Any: the model sits below orchestrate)
+    _twin_cache: Any = field(default=None, init=False, repr=False, compare=False)
     _twin_sha_by_path: dict[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def inputs_for(self, role_prefix: str) -> list[InputFile]:
