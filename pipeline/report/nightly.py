@@ -805,11 +805,14 @@ def attach_summary(status: dict[str, Any]) -> list[str]:
     """`twin status`: the current release's nightly summary added to `status` (`current.report`), and
     returned as a few lines of text (none for a release without a report)."""
     cur = status.get("current")
-    summary = read_summary(Path(cur["path"])) if cur else None
+    if not cur:
+        return []
+    summary = read_summary(Path(cur["path"]))
     if summary is None:
         return []
-    cur["report"] = {"page": str(Path(cur["path"]) / PAGE), "summary": summary}
-    return [*summary_lines(summary), f"nightly report: {cur['report']['page']}"]
+    page = str(Path(cur["path"]) / PAGE)
+    cur["report"] = {"page": page, "summary": summary}
+    return [*summary_lines(summary), f"nightly report: {page}"]
 
 
 def summary_lines(summary: Mapping[str, Any], shown: int = 10) -> list[str]:
