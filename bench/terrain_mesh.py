@@ -13,7 +13,7 @@ vertices are compared with the float ones tile by tile (same vertices, same orde
 vertical difference, and the largest ratio of the vertical difference to the bound (half the tile's
 vertical grid step).
 
-Unless `--no-release`: also one full `run_build` of the demo (default config, so compact terrain) for the whole
+Unless `--no-release`: also one full `run_build` of the demo with compact terrain for the whole
 release's size per km²; the release size with float terrain is that figure minus the compact terrain folder
 plus the float one (only the terrain layer's files differ between the encodings).
 Writes bench/results/terrain_mesh.json. Run: `.venv/bin/python -m bench.terrain_mesh [--no-release]` (or `python -m bench.run terrain_mesh`).
