@@ -117,6 +117,7 @@ def ground_model(ctx: BuildContext, plan_res: float, bounds=None) -> tuple[np.nd
         grid = Grid.from_bounds(b, plan_res, cfg.crs.horizontal)
         r = read_grid(infos, grid, bands=[1])
         return r.data[0], grid, dgm_height_crs(cfg, infos), "dgm"
+    from pipeline.stages.terrain import z_unit_m
     from pipeline.stages.terrain.rasterise import fill_all, rasterise_point_files
 
     if not cfg.sources.aerial:
@@ -128,7 +129,10 @@ def ground_model(ctx: BuildContext, plan_res: float, bounds=None) -> tuple[np.nd
     acc = rasterise_point_files(
         files, grid, stat="mean", crs_cfg=cfg.crs, crs_override=ep.crs, include_classes=(2,)
     )
-    return fill_all(acc.result()), grid, cfg.crs.compound, f"ground points {ep.epoch}"
+    # the rasteriser yields metres (each file's Z unit applied); the terrain's heights are in the units of
+    # its height CRS, like a DGM's cells (`stages.terrain.normal_to_enu` scales them to metres once)
+    heights = fill_all(acc.result()) / np.float32(z_unit_m(cfg.crs.compound))
+    return heights, grid, cfg.crs.compound, f"ground points {ep.epoch}"
 
 
 def las_bounds(

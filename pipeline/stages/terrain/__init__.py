@@ -63,7 +63,7 @@ def _to_ecef(source_crs: str, crs_cfg: CrsConfig):
 
 
 @cache
-def _z_factor(source_crs: str) -> float:
+def z_unit_m(source_crs: str) -> float:
     """Metres per unit of Z. A compound CRS tells PROJ its vertical unit (factor 1); heights of a
     horizontal-only CRS (declared ellipsoidal) are in its horizontal unit, as for point clouds
     (pipeline.sources.pointcloud.crs): a DGM or ground points in US feet must not become metres."""
@@ -74,7 +74,7 @@ def _z_factor(source_crs: str) -> float:
 def normal_to_enu(xyh: np.ndarray, source_crs: str, crs_cfg: CrsConfig, frame: ProjectFrame) -> np.ndarray:
     """(N,3) E, N, normal height in `source_crs` -> project ENU via ECEF (geoid applied by PROJ)."""
     t = _to_ecef(source_crs, crs_cfg)
-    return to_enu_exact(frame, t, xyh[:, 0], xyh[:, 1], xyh[:, 2] * _z_factor(source_crs))
+    return to_enu_exact(frame, t, xyh[:, 0], xyh[:, 1], xyh[:, 2] * z_unit_m(source_crs))
 
 
 def terrain_tile(
