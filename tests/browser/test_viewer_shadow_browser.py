@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,21 +27,8 @@ from pipeline.viewer.sample import (
     write_sample_shadow_release,
 )
 from pipeline.viewer.serve import ReleaseServer, make_server
+from tests.browser.test_viewer_browser import ARTIFACTS, CHROMIUM, FLAGS, VIEWPORT
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
-VIEWPORT = {"width": 1000, "height": 700}
 DAY = "2026-06-21"
 
 pytestmark = [
