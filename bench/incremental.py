@@ -75,7 +75,7 @@ def _build(cfg: Path, workers: int):
     return res, dt, rec, timings
 
 
-def _change_point_tile(path: Path) -> None:
+def change_point_tile(path: Path) -> None:
     """Raise the points of a 10 m x 10 m patch in the middle of the tile by 4 m (same count, same extent)."""
     import laspy
     import numpy as np
@@ -93,14 +93,20 @@ def _change_point_tile(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _change_raster_tile(path: Path) -> None:
+def change_raster_tile(path: Path, delta: float = 2) -> None:
+    """Add `delta` to a 10 x 10 cell patch in the middle of band 1 (integer bands saturate, never wrap)."""
     import numpy as np
     import rasterio
 
     with rasterio.open(path, "r+") as ds:
         a = ds.read(1)
         h, w = a.shape
-        a[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5] += np.asarray(2, dtype=a.dtype)
+        patch = a[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5]
+        if a.dtype.kind in "ui":
+            info = np.iinfo(a.dtype)
+            patch[...] = np.clip(patch.astype(np.int64) + int(delta), info.min, info.max)
+        else:
+            patch += np.asarray(delta, dtype=a.dtype)
         ds.write(a, 1)
 
 
@@ -135,7 +141,7 @@ def run(
     _same, t_noop, _r, _t = _build(cfg_path, workers)
 
     changed = latest[len(latest) // 2]
-    _change_point_tile(changed)
+    change_point_tile(changed)
     _incr, t_incr, rec_incr, timings_incr = _build(cfg_path, workers)
 
     result: dict = {
@@ -156,7 +162,7 @@ def run(
     }
     if dgm and len(dgm) >= 2:
         d = dgm[len(dgm) // 2]
-        _change_raster_tile(d)
+        change_raster_tile(d)
         _r3, t_dgm, rec_dgm, timings_dgm = _build(cfg_path, workers)
         result.update(
             {

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.incremental import change_point_tile, change_raster_tile
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "regional.json"
 # the bars of issue 17
@@ -130,37 +132,6 @@ def _with_paths(cfg: Path, out: Path, cache: Path) -> Path:
 # -- changes of one input tile per kind ------------------------------------------------------------------
 
 
-def _change_points(path: Path) -> None:
-    import laspy
-    import numpy as np
-
-    las = laspy.read(path)
-    x, y = np.asarray(las.x), np.asarray(las.y)
-    cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
-    sel = (np.abs(x - cx) < 5) & (np.abs(y - cy) < 5)
-    z = np.asarray(las.z).copy()
-    z[sel] += 4.0
-    las.z = z
-    las.update_header()
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    las.write(tmp)
-    os.replace(tmp, path)
-
-
-def _change_raster(path: Path, delta: int) -> None:
-    import numpy as np
-    import rasterio
-
-    with rasterio.open(path, "r+") as ds:
-        a = ds.read(1)
-        h, w = a.shape
-        patch = a[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5]
-        patch[...] = (patch.astype(np.float64) + delta).clip(
-            0, np.iinfo(a.dtype).max if a.dtype.kind == "u" else None
-        )
-        ds.write(a, 1)
-
-
 def _change_cadastre(gpkg: Path, tile_centre: tuple[float, float]) -> str:
     """Move the footprint nearest to `tile_centre` by 0.5 m east; returns its id."""
     import geopandas as gpd
@@ -207,9 +178,9 @@ def _incremental(root: Path, cfg: Path, full: dict[str, Any], workers: int | Non
     res: dict[str, Any] = {"clean_s": full["wall_s"], "clean_cpu_s": full["cpu_s"], "changes": {}}
     aerial_epochs = sorted(p for p in (raw / "aerial").iterdir() if p.is_dir())
     kinds: list[tuple[str, Path, Any]] = [
-        ("aerial_laz", _middle(list(aerial_epochs[-1].glob("*.laz"))), _change_points),
-        ("dgm", _middle(list((raw / "dgm").glob("*.tif"))), lambda p: _change_raster(p, 2)),
-        ("dop", _middle(list((raw / "dop").glob("*.tif"))), lambda p: _change_raster(p, 40)),
+        ("aerial_laz", _middle(list(aerial_epochs[-1].glob("*.laz"))), change_point_tile),
+        ("dgm", _middle(list((raw / "dgm").glob("*.tif"))), lambda p: change_raster_tile(p, 2)),
+        ("dop", _middle(list((raw / "dop").glob("*.tif"))), lambda p: change_raster_tile(p, 40)),
     ]
     for kind, path, change in kinds:
         change(path)
