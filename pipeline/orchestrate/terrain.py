@@ -210,7 +210,7 @@ def build_terrain(ctx: BuildContext) -> LayerResult:
 
 def build_terrain_reference(ctx: BuildContext) -> LayerResult:
     """The whole-raster terrain build (every level from the full model, every texture warped from the
-    orthophoto): the reference the chunked build is compared with in tests and `bench terrain`."""
+    orthophoto): the baseline `bench terrain` compares the chunked build with (no test calls it)."""
     from pipeline.stages.terrain import level_errors, level_vertex_heights, plan_terrain, terrain_tile
     from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tileset
 
