@@ -49,7 +49,7 @@ def _build(project: Path):
 
 
 def test_incremental_equals_clean_build_and_reuses_tiles(tiny_project, tmp_path, monkeypatch):
-    from bench.incremental import _change_point_tile
+    from bench.incremental import change_point_tile
 
     # the three builds must see one pipeline version even if the code is edited while the test runs
     monkeypatch.setenv("TWIN_FINGERPRINT", "test-incremental-build")
@@ -58,7 +58,7 @@ def test_incremental_equals_clean_build_and_reuses_tiles(tiny_project, tmp_path,
     r_a = _build(proj)
     tiles = sorted((proj / "data" / "raw" / "aerial" / "2024").glob("*.laz"))
     changed = tiles[1]
-    _change_point_tile(changed)
+    change_point_tile(changed)
 
     # cache look-ups run on the workers: count the new cache entries instead of calls
     before = {p.name for p in (proj / "data" / "cache" / "objects").glob("*/*")}

@@ -39,7 +39,7 @@ def _opts(files: list[Path], cache, cfg):
 
 
 def test_one_changed_tile_redoes_only_its_units_and_bins(tiny_project, tmp_path, monkeypatch):
-    from bench.incremental import _change_point_tile
+    from bench.incremental import change_point_tile
     from pipeline.orchestrate import points_cache
     from pipeline.orchestrate.cache import Cache
     from pipeline.orchestrate.points_run import tile_pointcloud
@@ -83,7 +83,7 @@ def test_one_changed_tile_redoes_only_its_units_and_bins(tiny_project, tmp_path,
     assert same.checksum == a.checksum
 
     # one tile of four changed: one file's units decoded, a part of the bins re-tiled
-    _change_point_tile(files[1])
+    change_point_tile(files[1])
     calls.update(decode=0, bin=0)
     inc = tile_pointcloud(files, tmp_path / "inc", _opts(files, cache, cfg))
     assert 1 <= calls["decode"] <= units_a // 2
