@@ -21,7 +21,9 @@ spec = make_cluster_spec(
 for c in spec["spec"]["worker"]["spec"]["containers"] + spec["spec"]["scheduler"]["spec"]["containers"]:
     c["volumeMounts"] = [{"name": "twin", "mountPath": "/srv/ruhrtwin"}]
 for role in ("worker", "scheduler"):
-    spec["spec"][role]["spec"]["volumes"] = [{"name": "twin", "persistentVolumeClaim": {"claimName": "ruhrtwin-data"}}]
+    spec["spec"][role]["spec"]["volumes"] = [
+        {"name": "twin", "persistentVolumeClaim": {"claimName": "ruhrtwin-data"}}
+    ]
 
 with KubeCluster(custom_cluster_spec=spec) as cluster:
     code = main(["build", sys.argv[1], "--quiet", "--scheduler", cluster.scheduler_address])

@@ -85,9 +85,9 @@ def _gml_crs(path: Path, nas: bool) -> CRS | None:
 
         name = srs_to_crs(srs)
     else:
-        from pipeline.sources.cadastre.citygml import citygml_crs
+        from pipeline.sources.cadastre.gml import gml_crs
 
-        name = citygml_crs(srs)
+        name = gml_crs(srs)
     if name is None:
         raise CrsError(
             f"unknown srsName {srs!r}: the working CRS cannot be taken from it; set the source's `crs:` "

@@ -17,7 +17,7 @@ from lxml import etree
 from pipeline.errors import CrsError
 from pipeline.sources.cadastre.citygml import (
     check_citygml,
-    citygml_crs,
+    gml_crs,
     iter_citygml,
     polygon_plan_integrals,
     read_citygml,
@@ -179,16 +179,16 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 # ------------------------------------------------------------------------------------ crafted files
 
 
-def test_citygml_crs_names():
-    assert citygml_crs(ADV_SRS) == "EPSG:25832+7837"
-    assert citygml_crs("urn:adv:crs:ETRS89_UTM32*DE_DHHN92_NH") == "EPSG:25832+5783"
-    assert citygml_crs("urn:adv:crs:ETRS89_UTM33") == "EPSG:25833"
-    assert citygml_crs("urn:ogc:def:crs,crs:EPSG:6.12:25832,crs:EPSG:6.12:5783") == "EPSG:25832+5783"
-    assert citygml_crs("urn:ogc:def:crs:EPSG::25832") == "EPSG:25832"
-    assert citygml_crs("EPSG:25832") == "EPSG:25832"
-    assert citygml_crs("urn:adv:crs:UNKNOWN_THING") is None
-    assert citygml_crs("urn:adv:crs:ETRS89_UTM32*NO_SUCH_HEIGHT") is None
-    assert citygml_crs(None) is None
+def test_gml_crs_names():
+    assert gml_crs(ADV_SRS) == "EPSG:25832+7837"
+    assert gml_crs("urn:adv:crs:ETRS89_UTM32*DE_DHHN92_NH") == "EPSG:25832+5783"
+    assert gml_crs("urn:adv:crs:ETRS89_UTM33") == "EPSG:25833"
+    assert gml_crs("urn:ogc:def:crs,crs:EPSG:6.12:25832,crs:EPSG:6.12:5783") == "EPSG:25832+5783"
+    assert gml_crs("urn:ogc:def:crs:EPSG::25832") == "EPSG:25832"
+    assert gml_crs("EPSG:25832") == "EPSG:25832"
+    assert gml_crs("urn:adv:crs:UNKNOWN_THING") is None
+    assert gml_crs("urn:adv:crs:ETRS89_UTM32*NO_SUCH_HEIGHT") is None
+    assert gml_crs(None) is None
 
 
 @pytest.mark.parametrize("version", ["1.0", "2.0"])

@@ -14,7 +14,7 @@ point nowhere inside the building are reported, not ignored.
 CRS: the innermost `srsName` wins (a geometry's, else the file's: the `gml:Envelope` of the CityModel,
 which is where Geobasis NRW states it, once per file). AdV names (`urn:adv:crs:ETRS89_UTM32*DE_DHHN2016_NH
 *GCG2016`), OGC compound URNs (`urn:ogc:def:crs,crs:EPSG::25832,crs:EPSG::5783`) and `EPSG:x` names are
-understood (`citygml_crs`). Coordinates other than the working CRS go through PROJ
+understood (`gml.gml_crs`). Coordinates other than the working CRS go through PROJ
 (`pipeline.crs.make_transformer`: exact operations only, the geoid grid where needed), so heights are
 DHHN2016 normal heights like every other source. A file without any srsName needs the source's `crs`.
 
@@ -39,7 +39,7 @@ from lxml import etree
 
 from pipeline.errors import CrsError
 from pipeline.sources.cadastre.common import WORKING_CRS, Rejected, normalise_columns
-from pipeline.sources.cadastre.gml import GmlError, coords_of, local, release_parsed
+from pipeline.sources.cadastre.gml import GmlError, coords_of, gml_crs, local, release_parsed
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
@@ -62,53 +62,6 @@ POLYGON_TAGS = frozenset({"Polygon", "PolygonPatch", "Triangle", "Rectangle"})
 _LOD = re.compile(r"^lod(\d)")
 _NOT_GEOMETRY = frozenset({"address", "externalReference", "appearance", "generalizesTo"})
 CLOSE_TOL = 1e-6  # m: a ring whose first and last point differ more is not closed
-
-# AdV CRS names (urn:adv:crs:<horizontal>[*<vertical>[*<geoid>]]) -> EPSG codes
-ADV_HORIZONTAL: dict[str, str] = {
-    "ETRS89_UTM32": "25832",
-    "ETRS89_UTM33": "25833",
-    "ETRS89_UTM32_3GK": "25832",
-    "DE_DHDN_3GK2": "31466",
-    "DE_DHDN_3GK3": "31467",
-    "DE_DHDN_3GK4": "31468",
-    "DE_DHDN_3GK5": "31469",
-    "ETRS89_Lat-Lon": "4258",
-}
-ADV_VERTICAL: dict[str, str] = {
-    "DE_DHHN2016_NH": "7837",
-    "DE_DHHN92_NH": "5783",
-    "DE_DHHN12_NOH": "5784",
-    "DE_DHHN85_NOH": "5784",
-}
-
-
-def citygml_crs(srs: str | None) -> str | None:
-    """A CityGML srsName as a CRS string PROJ understands ('EPSG:25832+7837', 'EPSG:25832'); None when
-    the name is unknown (the caller refuses it: never a guess)."""
-    if not srs:
-        return None
-    s = srs.strip()
-    if s.lower().startswith("urn:adv:crs:"):
-        parts = s[len("urn:adv:crs:") :].split("*")
-        h = ADV_HORIZONTAL.get(parts[0])
-        if h is None:
-            return None
-        if len(parts) > 1:
-            v = ADV_VERTICAL.get(parts[1])
-            if v is None:
-                return None
-            return f"EPSG:{h}+{v}"
-        return f"EPSG:{h}"
-    codes = re.findall(r"EPSG:(?:[\d.]*:)?(\d{4,5})", s, flags=re.IGNORECASE)
-    if not codes:
-        codes = re.findall(r"epsg\.xml#(\d{4,5})|/EPSG/[\d.]+/(\d{4,5})", s, flags=re.IGNORECASE)
-        codes = [a or b for a, b in codes] if codes else []
-    if len(codes) == 1:
-        return f"EPSG:{codes[0]}"
-    if len(codes) == 2:
-        return f"EPSG:{codes[0]}+{codes[1]}"
-    return None
-
 
 # ---------------------------------------------------------------------------------------- model
 
@@ -380,7 +333,7 @@ def own_crs_cfg(path: Path | str, crs: str | None = None) -> CrsConfig | None:
     srs = crs or first_srs_name(str(path))
     if srs is None:
         return None
-    name = crs or citygml_crs(srs)
+    name = crs or gml_crs(srs)
     if name is None:
         raise CrsError(f"unknown srsName {srs!r}; set the source's crs", path=path)
     full = parse_crs(name, path=path)
@@ -426,7 +379,7 @@ def iter_citygml(
     def to_working(srs_text: str) -> Any:
         if srs_text in transformers:
             return transformers[srs_text]
-        name = crs or citygml_crs(srs_text)
+        name = crs or gml_crs(srs_text)
         if name is None:
             raise CrsError(f"unknown srsName {srs_text!r}; set the source's crs", path=path)
         if cfg is None or target is None:  # no srsName found first but one here: not in well-formed XML

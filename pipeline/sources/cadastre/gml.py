@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Callable
 from typing import IO
 
@@ -234,29 +235,58 @@ def polygons_3d(el: etree._Element) -> list[np.ndarray]:
     return out
 
 
-ADV_CRS = {
-    "ETRS89_UTM32": "EPSG:25832",
-    "ETRS89_UTM33": "EPSG:25833",
-    "DE_DHDN_3GK2": "EPSG:31466",
-    "DE_DHDN_3GK3": "EPSG:31467",
-    "DE_DHDN_3GK4": "EPSG:31468",
+# AdV CRS names (urn:adv:crs:<horizontal>[*<vertical>[*<geoid>]]) -> EPSG codes
+ADV_HORIZONTAL: dict[str, str] = {
+    "ETRS89_UTM32": "25832",
+    "ETRS89_UTM33": "25833",
+    "ETRS89_UTM32_3GK": "25832",
+    "DE_DHDN_3GK2": "31466",
+    "DE_DHDN_3GK3": "31467",
+    "DE_DHDN_3GK4": "31468",
+    "DE_DHDN_3GK5": "31469",
+    "ETRS89_Lat-Lon": "4258",
+}
+ADV_VERTICAL: dict[str, str] = {
+    "DE_DHHN2016_NH": "7837",
+    "DE_DHHN92_NH": "5783",
+    "DE_DHHN12_NOH": "5784",
+    "DE_DHHN85_NOH": "5784",
 }
 
 
-def srs_to_crs(srs: str | None) -> str | None:
-    """srsName (urn:adv:crs:..., EPSG:x, urn:ogc:def:crs:EPSG::x, ...) -> 'EPSG:x' or None if unknown."""
+def gml_crs(srs: str | None, vertical: bool = True) -> str | None:
+    """A GML srsName (CityGML, NAS, XPlanGML) as a CRS string PROJ understands ('EPSG:25832+7837',
+    'EPSG:25832'; only the horizontal part when `vertical` is False); None when the name is unknown
+    (the caller refuses it: never a guess)."""
     if not srs:
         return None
     s = srs.strip()
-    for key, code in ADV_CRS.items():
-        if s.endswith(key) or f":{key}" in s:
-            return code
-    import re
-
-    m = re.search(r"EPSG:(?:[\d.]*:)?(\d{4,5})", s)
-    if m:
-        return f"EPSG:{m.group(1)}"
+    if s.lower().startswith("urn:adv:crs:"):
+        parts = s[len("urn:adv:crs:") :].split("*")
+        h = ADV_HORIZONTAL.get(parts[0])
+        if h is None:
+            return None
+        if vertical and len(parts) > 1:
+            v = ADV_VERTICAL.get(parts[1])
+            if v is None:
+                return None
+            return f"EPSG:{h}+{v}"
+        return f"EPSG:{h}"
+    codes = re.findall(r"EPSG:(?:[\d.]*:)?(\d{4,5})", s, flags=re.IGNORECASE)
+    if not codes:
+        codes = re.findall(r"epsg\.xml#(\d{4,5})|/EPSG/[\d.]+/(\d{4,5})", s, flags=re.IGNORECASE)
+        codes = [a or b for a, b in codes] if codes else []
+    if len(codes) == 1 or (codes and not vertical):
+        return f"EPSG:{codes[0]}"
+    if len(codes) == 2:
+        return f"EPSG:{codes[0]}+{codes[1]}"
     return None
+
+
+def srs_to_crs(srs: str | None) -> str | None:
+    """The horizontal CRS of a GML srsName ('EPSG:25832' for 'urn:adv:crs:ETRS89_UTM32*DE_DHHN2016_NH'),
+    None when unknown."""
+    return gml_crs(srs, vertical=False)
 
 
 def first_srs_name(source: str | IO[bytes] | gzip.GzipFile) -> str | None:
