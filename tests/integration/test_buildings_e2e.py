@@ -102,7 +102,7 @@ def test_layer_result_and_files(built):
 
 def test_heights_match_truth(built, district):
     rel, _ = built
-    bt = gpd.read_file(rel / "buildings" / "buildings.gpkg")
+    bt = gpd.read_file(rel / "buildings" / "buildings.gpkg", layer="buildings")
     truth = pd.read_csv(district / "truth" / "buildings.csv", dtype={"oid": str})
     m = bt.merge(truth, on="oid", suffixes=("", "_truth"))
     ok = m["quality"] == "ok"
@@ -125,7 +125,7 @@ def test_heights_match_truth(built, district):
 
 def test_glb_valid_and_metadata_equals_gpkg(built):
     rel, _ = built
-    bt = gpd.read_file(rel / "buildings" / "buildings.gpkg").set_index("oid")
+    bt = gpd.read_file(rel / "buildings" / "buildings.gpkg", layer="buildings").set_index("oid")
     ts = json.loads((rel / "buildings" / "tileset.json").read_text())
     assert schema_errors(ts) == []
     assert ts["root"]["transform"] and ts["asset"]["version"] == "1.1"
@@ -189,7 +189,7 @@ def test_no_points_all_fallbacks(district, tmp_path):
     ctx.inputs = [i for i in ctx.inputs if not i.role.startswith("aerial")]
     r = build_buildings_layers(ctx, [])[0]
     assert set(r.stats["quality"]) <= {"fallback_floors", "fallback_default"}
-    bt = gpd.read_file(tmp_path / "rel" / "buildings" / "buildings.gpkg")
+    bt = gpd.read_file(tmp_path / "rel" / "buildings" / "buildings.gpkg", layer="buildings")
     fl = bt["quality"] == "fallback_floors"
     assert np.allclose(bt["height"][fl], bt["anzahlgs"][fl] * 3.0)
     assert np.allclose(bt["height"][~fl], 9.0)
