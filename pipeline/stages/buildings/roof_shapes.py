@@ -43,6 +43,14 @@ class Candidate:
     labels: np.ndarray | None = None  # multi: the face of every point
     frame: Frame | None = None
     predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # (u, v) -> model z
+    rank: int = 0  # catalogue order of the standard shapes (`shape_specs`; ties go to the first)
+    bic: float = math.nan  # `score` of the candidate, once computed (`Candidate.score`)
+
+    def score(self, p: RoofParams) -> float:
+        """`score(resid, k, p)`, computed once."""
+        if math.isnan(self.bic):
+            self.bic = score(self.resid, self.k, p)
+        return self.bic
 
 
 def score(r: np.ndarray, k: int, p: RoofParams) -> float:
@@ -177,51 +185,76 @@ def refine_rows(values: np.ndarray, t: int, block: int, steps: int = 5) -> np.nd
     return np.ascontiguousarray(rows[keep])
 
 
-def shape_specs(f: Frame, p: RoofParams) -> list[tuple[str, int, int, np.ndarray, int]]:
-    """(name, BIC parameters, kind, grid rows (val, val2), rows per block of the inner parameter) of
-    every standard candidate in frame f."""
+def shape_specs(
+    f: Frame, p: RoofParams, group: str = "all"
+) -> list[tuple[int, str, int, int, np.ndarray, int]]:
+    """(rank, name, BIC parameters, kind, grid rows (val, val2), rows per block of the inner parameter)
+    of the standard candidates of `group` (see `_in_group`) in frame f; rank: the catalogue order."""
     L, W = f.half_l, f.half_w
     g = p.grid_steps
     zero = np.zeros((1, 2))
-    d_hip = np.linspace(0.05 * L, 0.95 * L, g)
-    d_half = np.linspace(0.3 * L, 0.95 * L, g)
-    half = [(d, fr * W / (L - d)) for fr in p.half_hip_drops for d in d_half]
 
     def rows(vals: object) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(vals, dtype=np.float64).reshape(-1, 2))
 
+    def hip() -> np.ndarray:
+        d_hip = np.linspace(0.05 * L, 0.95 * L, g)
+        return np.ascontiguousarray(np.column_stack([d_hip, W / (L - d_hip)]))
+
+    def half_hip() -> np.ndarray:
+        d_half = np.linspace(0.3 * L, 0.95 * L, g)
+        return rows([(d, fr * W / (L - d)) for fr in p.half_hip_drops for d in d_half])
+
+    specs: list[tuple[str, int, int, Callable[[], np.ndarray], int]] = [
+        ("flat", 1, K.FLAT, lambda: zero, 1),
+        ("shed", 3, K.SHED, lambda: zero, 1),
+        ("gable", 2, K.SYM_U, lambda: zero, 1),
+        ("gable", 2, K.SYM_V, lambda: zero, 1),
+        ("gable", 4, K.ASYM_U, lambda: rows([(v0, 0.0) for v0 in np.linspace(-0.6 * W, 0.6 * W, g)]), g),
+        ("gable", 4, K.ASYM_V, lambda: rows([(u0, 0.0) for u0 in np.linspace(-0.6 * L, 0.6 * L, g)]), g),
+        ("hip", 3, K.HIPEND, hip, g),
+        ("half_hip", 4, K.HIPEND, half_hip, g),
+        ("pyramid", 2, K.HIPEND, lambda: rows([(0.0, W / L)]), 1),
+        ("mansard", 4, K.MANSARD, lambda: rows([(b, 0.0) for b in np.linspace(0.15 * W, 0.85 * W, g)]), g),
+    ]
     return [
-        ("flat", 1, K.FLAT, zero, 1),
-        ("shed", 3, K.SHED, zero, 1),
-        ("gable", 2, K.SYM_U, zero, 1),
-        ("gable", 2, K.SYM_V, zero, 1),
-        ("gable", 4, K.ASYM_U, rows([(v0, 0.0) for v0 in np.linspace(-0.6 * W, 0.6 * W, g)]), g),
-        ("gable", 4, K.ASYM_V, rows([(u0, 0.0) for u0 in np.linspace(-0.6 * L, 0.6 * L, g)]), g),
-        ("hip", 3, K.HIPEND, rows([(d, W / (L - d)) for d in d_hip]), g),
-        ("half_hip", 4, K.HIPEND, rows(half), g),
-        ("pyramid", 2, K.HIPEND, rows([(0.0, W / L)]), 1),
-        ("mansard", 4, K.MANSARD, rows([(b, 0.0) for b in np.linspace(0.15 * W, 0.85 * W, g)]), g),
+        (i, n, k, kind, make(), b) for i, (n, k, kind, make, b) in enumerate(specs) if _in_group(n, k, group)
     ]
 
 
 SIMPLE = frozenset({"flat", "shed", "gable2", "hip", "pyramid"})  # name (+ parameters for gables)
+PLANES = frozenset({"flat", "shed"})
+
+
+def _in_group(name: str, k: int, group: str) -> bool:
+    """group: "all", "simple" (flat, shed, symmetric gable, hip, pyramid), "complex" (offset gable,
+    half-hip, mansard), or the simple shapes split by cost: "simple_single" (one robust fit each:
+    flat, shed, symmetric gable, pyramid) and "simple_grid" (hip: a grid search)."""
+    simple = (f"{name}{k}" if name == "gable" else name) in SIMPLE
+    if group == "simple":
+        return simple
+    if group == "complex":
+        return not simple
+    if group == "simple_single":
+        return simple and name != "hip"
+    if group == "simple_grid":
+        return name == "hip"
+    if group == "all":
+        return True
+    raise ValueError(f"unknown candidate group {group!r}")
 
 
 def standard_candidates(
     u: np.ndarray, v: np.ndarray, z: np.ndarray, f: Frame, p: RoofParams, group: str = "all"
 ) -> list[Candidate]:
     """The standard shapes fitted in frame f: numba kernels, or the numpy reference with
-    `p.backend == "numpy"` (which screens the whole grid). group: "simple" (flat, shed, symmetric
-    gable, hip, pyramid), "complex" (offset gable, half-hip, mansard) or "all"."""
+    `p.backend == "numpy"` (which screens the whole grid). group: see `_in_group`."""
     u = np.ascontiguousarray(u, dtype=np.float64)
     v = np.ascontiguousarray(v, dtype=np.float64)
     z = np.ascontiguousarray(z, dtype=np.float64)
     c2 = p.outlier_m**2
     out: list[Candidate] = []
-    for name, k, kind, grid, block in shape_specs(f, p):
-        simple = (f"{name}{k}" if name == "gable" else name) in SIMPLE
-        if (group == "simple" and not simple) or (group == "complex" and simple):
-            continue
+    for rank, name, k, kind, grid, block in shape_specs(f, p, group):
         values = grid
         if p.backend == "numba":
             beta = np.zeros(3)
@@ -253,5 +286,6 @@ def standard_candidates(
                 np.ascontiguousarray(vv, np.float64),
             )
 
-        out.append(Candidate(name, k, beta, kernel_planes(kind, beta, val, val2), r, w, predict=predict))
+        planes = kernel_planes(kind, beta, val, val2)
+        out.append(Candidate(name, k, beta, planes, r, w, predict=predict, rank=rank))
     return out

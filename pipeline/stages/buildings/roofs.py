@@ -45,7 +45,7 @@ from pipeline.stages.buildings.roof_segments import (
     ridge_frame,
     shape_from_planes,
 )
-from pipeline.stages.buildings.roof_shapes import Candidate, score, standard_candidates
+from pipeline.stages.buildings.roof_shapes import PLANES, Candidate, standard_candidates
 
 __all__ = [
     "ROOF_TYPE_CODES",
@@ -115,17 +115,22 @@ def fit_roof(
     # early exit: a shape in the footprint's frame that already explains nearly every point (inlier
     # share and RMSE) leaves nothing for more flexible shapes to gain: the simple shapes (flat, shed,
     # symmetric gable, hip, pyramid) first, then the others (offset gable, half-hip, mansard), then the
-    # multi-plane roof and the ridge frame
+    # multi-plane roof and the ridge frame. Within the simple shapes the hip's grid search is skipped
+    # when a plane (flat or shed) beats the gables and the pyramid and explains every point: a hip lies
+    # between a gable and a pyramid, and neither improved on the plane.
     cands: list[Candidate] = []
     done = False
-    for group in ("simple", "complex"):
+    for group in ("simple_single", "simple_grid", "complex"):
         if done:
             break
         for c in standard_candidates(u, v, z, f, p, group):
             c.frame = f
             cands.append(c)
+        if group != "complex":
+            cands.sort(key=lambda c: c.rank)  # the simple shapes in catalogue order (ties: the first)
         share = p.early_exit_inliers if group == "complex" else p.early_exit_simple_inliers
-        done = _explains_all(min(cands, key=lambda c: score(c.resid, c.k, p)), p, share)
+        lead = min(cands, key=lambda c: c.score(p))
+        done = _explains_all(lead, p, share) and (group != "simple_single" or lead.name in PLANES)
     multi = None if done else multi_candidate(u, v, z, p)
     if multi is not None:
         multi.frame = f
@@ -140,7 +145,7 @@ def fit_roof(
     best: Candidate | None = None
     best_s = math.inf
     for c in cands:
-        s = score(c.resid, c.k, p)
+        s = c.score(p)
         if c.name not in scores or s < scores[c.name]:
             scores[c.name] = s
         if s < best_s - 1e-9:
