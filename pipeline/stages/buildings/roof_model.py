@@ -143,6 +143,10 @@ class Frame:
         dx, dy = x - self.cx, y - self.cy
         return dx * self.ux + dy * self.uy, -dx * self.uy + dy * self.ux
 
+    def to_world(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of `to_local`."""
+        return self.cx + u * self.ux - v * self.uy, self.cy + u * self.uy + v * self.ux
+
     def plane_to_world(self, au: float, bv: float, c: float) -> tuple[float, float, float]:
         """z = au u + bv v + c (local) -> z = a x + b y + c' (world)."""
         a = au * self.ux - bv * self.uy

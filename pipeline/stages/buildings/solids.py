@@ -8,8 +8,9 @@ is known:
    z = a x + b y + c. Standard shapes (flat, shed, gable, hip, pyramid) are the lower envelope of their
    planes: the face of plane i is the part of the footprint where plane i is the lowest, so neighbouring
    faces meet exactly on the planes' intersection lines (ridges, hips, valleys). A multi-plane roof is
-   split by the segmentation of its points (every 0.5 m cell takes the plane of its nearest segmented
-   point); where two such faces do not meet at the same height a vertical step wall joins them.
+   split by the segmentation of its points (every 0.5 m cell of a grid in the footprint's own frame
+   takes the plane of its nearest segmented point, so the faces follow the footprint whatever the map
+   projection); where two such faces do not meet at the same height a vertical step wall joins them.
    The faces are noded on a 1 mm grid (shared vertices are identical) and stored as `RoofPartition`
    (WKB MultiPolygon + plane per part), small enough to travel to the tile writers.
 2. `build_solid(partition, base)`: one shell per footprint part. Roof polygons = faces lifted onto their
@@ -119,25 +120,31 @@ def _envelope_faces(planes: np.ndarray, footprint: BaseGeometry) -> list[tuple[B
 def _segment_faces(
     fit: RoofFit, footprint: BaseGeometry, cell_m: float, simplify_m: float
 ) -> list[tuple[BaseGeometry, int]]:
-    """Faces of a multi-plane roof from its point segmentation: 0.5 m cells labelled by the nearest
-    segmented point, merged per plane."""
+    """Faces of a multi-plane roof from its point segmentation: cells of cell_m labelled by the nearest
+    segmented point, merged per plane. The cells are laid in the footprint's principal frame (centred
+    on its minimum rotated rectangle, axes along its sides, a cell corner at the centre), not along the
+    map grid: the faces follow the footprint when the map projection rotates it (another CRS) and do
+    not change when its long axis flips by 90 or 180 degrees."""
     from pipeline.stages.buildings._roof_kernels import nearest_other
+    from pipeline.stages.buildings.roof_model import footprint_frame
 
     assert fit.segment_xy is not None and fit.segment_label is not None
-    x0, y0, x1, y1 = footprint.bounds
-    nx = max(int(np.ceil((x1 - x0) / cell_m)), 1)
-    ny = max(int(np.ceil((y1 - y0) / cell_m)), 1)
-    gx, gy = np.meshgrid(x0 + (np.arange(nx) + 0.5) * cell_m, y0 + (np.arange(ny) + 0.5) * cell_m)
-    gx, gy = gx.ravel(), gy.ravel()
-    sx = np.ascontiguousarray(fit.segment_xy[:, 0])
-    sy = np.ascontiguousarray(fit.segment_xy[:, 1])
-    j = nearest_other(gx, gy, sx, sy, np.full(gx.size, -1, dtype=np.int64))
+    f = footprint_frame(footprint)
+    nu = max(int(np.ceil(f.half_l / cell_m)), 1)
+    nv = max(int(np.ceil(f.half_w / cell_m)), 1)
+    gu, gv = np.meshgrid((np.arange(-nu, nu) + 0.5) * cell_m, (np.arange(-nv, nv) + 0.5) * cell_m)
+    gu, gv = gu.ravel(), gv.ravel()
+    su, sv = f.to_local(fit.segment_xy[:, 0], fit.segment_xy[:, 1])
+    su, sv = np.ascontiguousarray(su), np.ascontiguousarray(sv)
+    j = nearest_other(gu, gv, su, sv, np.full(gu.size, -1, dtype=np.int64))
     lab = fit.segment_label[j]
-    boxes = shapely.box(gx - cell_m / 2, gy - cell_m / 2, gx + cell_m / 2, gy + cell_m / 2)
+    h = cell_m / 2
+    boxes = shapely.box(gu - h, gv - h, gu + h, gv + h)
     keys = np.unique(lab)
     regions = np.array([shapely.coverage_union_all(boxes[lab == k]) for k in keys], dtype=object)
     # the staircase boundaries between planes simplified together (shared edges stay shared)
     regions = shapely.coverage_simplify(regions, tolerance=simplify_m, simplify_boundary=False)
+    regions = shapely.transform(regions, lambda c: np.column_stack(f.to_world(c[:, 0], c[:, 1])))
     return [
         (shapely.intersection(footprint, r, grid_size=GRID), int(k))
         for r, k in zip(regions, keys, strict=True)
