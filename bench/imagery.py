@@ -87,8 +87,8 @@ def _context(root: Path, name: str, cache: Path, previous: Path | None):
     from pipeline.config import load_config
     from pipeline.crs import project_frame
     from pipeline.model import BuildContext
-    from pipeline.orchestrate.cache import ReuseState
     from pipeline.orchestrate.inputs import scan_inputs
+    from pipeline.orchestrate.reuse import ReuseState
 
     cfg_path = root / f"{name}.yaml"
     cfg_path.write_text(CONFIG.format(cache=cache))
@@ -209,7 +209,7 @@ def _before(ctx) -> dict[str, Any]:
 
 
 def _build(ctx) -> tuple[dict[str, Any], Any]:
-    from pipeline.orchestrate.cache import reuse_stats
+    from pipeline.orchestrate.reuse import reuse_stats
     from pipeline.orchestrate.terrain import build_imagery
 
     with Meter(ctx.client) as m:

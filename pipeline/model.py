@@ -76,7 +76,7 @@ class BuildContext:
     log: BuildLog
     client: Any = None
     previous_release: Path | None = None  # last published release, for reuse of unchanged outputs
-    reuse: Any = None  # pipeline.orchestrate.cache.ReuseState of this build (set by run_build)
+    reuse: Any = None  # pipeline.orchestrate.reuse.ReuseState of this build (set by run_build)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # aerial epoch -> (class scheme, why): `auto` decided from the files before any layer runs

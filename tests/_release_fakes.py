@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from pipeline.model import BuildContext, LayerResult
-from pipeline.orchestrate.cache import content_key, layer_config_key, record_outputs, reuse_files
+from pipeline.orchestrate.cache import content_key, layer_config_key
+from pipeline.orchestrate.reuse import record_outputs, reuse_files
 from pipeline.tiles.tileset import write_atomic, write_json
 
 SLEEP_ENV = "TWIN_FAKE_SLEEP"  # seconds per tile, to give kill tests a window

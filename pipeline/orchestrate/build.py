@@ -8,7 +8,7 @@ Incremental: every layer unit runs inside `reuse_or_build` with a key made of th
 inputs it reads, its config sections, the keys of the layer units it depends on, the project frame and the
 pipeline fingerprint; an unchanged unit is hard-linked from the previous release (or from the staging
 folder of a killed build, which is how a rerun resumes). Inside a unit, builders can reuse single files
-with `pipeline.orchestrate.cache.reuse_files`.
+with `pipeline.orchestrate.reuse.reuse_files`.
 """
 
 from __future__ import annotations
@@ -33,18 +33,11 @@ from pipeline.crs import ProjectFrame, project_frame
 from pipeline.errors import EXIT_INTERNAL
 from pipeline.fsutil import make_world_readable, remove_owned
 from pipeline.model import BuildContext, InputFile, LayerResult
-from pipeline.orchestrate.cache import (
-    INDEX_DIR,
-    ReuseState,
-    content_key,
-    inputs_key,
-    layer_key,
-    reuse_or_build,
-    reuse_stats,
-)
+from pipeline.orchestrate.cache import content_key, inputs_key
 from pipeline.orchestrate.class_schemes import resolve_class_schemes
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.orchestrate.points_copc import with_copc
+from pipeline.orchestrate.reuse import INDEX_DIR, ReuseState, layer_key, reuse_or_build, reuse_stats
 from pipeline.orchestrate.working_crs import resolve_working_crs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest

@@ -193,7 +193,8 @@ def build_xyz_pyramid(
 ) -> XyzResult:
     import math
 
-    from pipeline.orchestrate.cache import build_cache, content_key, input_sha256, record_outputs, reuse_files
+    from pipeline.orchestrate.cache import build_cache, content_key, input_sha256
+    from pipeline.orchestrate.reuse import record_outputs, reuse_files
     from pipeline.orchestrate.terrain import run_tasks
     from pipeline.release.manifest import pipeline_fingerprint
     from pipeline.stages.imagery import ORIGIN, kernel_applies, ortho_scale, tiles_for, xyz_resampling
@@ -415,7 +416,8 @@ def build_orthophoto_outputs(
     A tile's COG is keyed by that tile's content only: one changed DOP tile rebuilds one COG. COGs are
     built on the workers while the pyramid runs beside them."""
     from pipeline.errors import InputError
-    from pipeline.orchestrate.cache import content_key, input_sha256, record_outputs, reuse_files
+    from pipeline.orchestrate.cache import content_key, input_sha256
+    from pipeline.orchestrate.reuse import record_outputs, reuse_files
     from pipeline.release.manifest import pipeline_fingerprint
     from pipeline.stages.imagery import COG_OPTIONS, write_cog
     from pipeline.tiles.tileset import write_atomic

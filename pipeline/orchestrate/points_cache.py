@@ -13,8 +13,9 @@
   (small); the sampling is deterministic, so unchanged ancestors come out byte-identical (and the release
   machinery hard-links them to the previous release).
 
-The `Cache` (pipeline.orchestrate.cache) adds the pipeline fingerprint to every key, so code changes
-invalidate everything. Functions here run on Dask workers; only paths and small records are returned.
+`CachedTasks` is the cached variant of the run (pipeline.orchestrate.points_run.Tasks, wrapped). The `Cache`
+(pipeline.orchestrate.cache) adds the pipeline fingerprint to every key, so code changes invalidate
+everything. Functions here run on Dask workers; only paths and small records are returned.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.orchestrate.executor import Executor, map_ordered
+from pipeline.orchestrate.points_run import Tasks
 from pipeline.sources.pointcloud.header import WorkUnit
 from pipeline.stages.points.decode import DecodeJob, FileJob, decode_to_spill
 from pipeline.stages.points.spill import SpillPart
@@ -170,3 +173,38 @@ def process_bin_cached(spec: BinSpec, job: TileJob, cache: Any, key_parts: list[
         min_hash=meta["min_hash"],
         points=meta["points"],
     )
+
+
+class CachedTasks(Tasks):
+    """`Tasks` through the content cache: a decode unit or a bin whose key is in the cache is not run again
+    (the spill files stay in their cache entries; a bin's tiles are hard-linked from its entry)."""
+
+    def __init__(self, cache: Any, input_sha256: dict[str, str], ortho_sha256: tuple[str, ...]):
+        self.cache = cache
+        self.input_sha256 = input_sha256
+        self.ortho_sha256 = ortho_sha256
+        self.unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (bin keys)
+
+    def decode(
+        self, executor: Executor | None, jobs: list[tuple[FileJob, WorkUnit, DecodeJob]], progress
+    ) -> list[SpillPart]:
+        items = [
+            (
+                fj,
+                u,
+                job,
+                self.cache,
+                decode_key_parts(fj, u, job, self.input_sha256[str(fj.info.path)], self.ortho_sha256),
+            )
+            for fj, u, job in jobs
+        ]
+        parts = map_ordered(executor, decode_cached, items, name="decode", progress=progress)
+        for it, p in zip(items, parts, strict=True):
+            self.unit_keys[p.rec_path] = self.cache.key(it[4])
+        return parts
+
+    def tile(
+        self, executor: Executor | None, bins: list[BinSpec], tjob: TileJob, work: str, progress
+    ) -> list[BinResult]:
+        items = [(bn, tjob, self.cache, bin_key_parts(bn, tjob, self.unit_keys)) for bn in bins]
+        return map_ordered(executor, process_bin_cached, items, name="tile", progress=progress)

@@ -1,9 +1,9 @@
 """Point-cloud tiling, running: a plan (pipeline.orchestrate.points_plan) tiled on an executor.
 
 Decode units to spill files (parallel) -> plan bins (keys only) -> bins to tiles (parallel) -> tiles above
-the bins -> tileset.json -> atomic rename into place. With a content cache (`opts.cache`, incremental
-builds) decode units and bins go through pipeline.orchestrate.points_cache; with `opts.copc` the decode
-also writes the COPC records (pipeline.orchestrate.points_copc).
+the bins -> tileset.json -> atomic rename into place. The decode units and bins run as `Tasks`; with a
+content cache (`opts.cache`, incremental builds) as `points_cache.CachedTasks`, one wrapper around them;
+with `opts.copc` the decode also writes the COPC records (pipeline.orchestrate.points_copc).
 
 Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
 The tasks run on one `concurrent.futures.Executor` (pipeline.orchestrate.executor: the local process pool,
@@ -20,31 +20,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import InputError, NoSpaceError
-from pipeline.orchestrate.executor import Executor, call, map_ordered
-from pipeline.orchestrate.points_inputs import make_staging
-from pipeline.sources.pointcloud.header import plan_units
-from pipeline.stages.points.classes import enum_schema
-from pipeline.stages.points.decode import DecodeJob, decode_to_spill
-from pipeline.stages.points.tiling import (
-    BinResult,
-    TileJob,
-    TileRecord,
-    plan_bins,
-    process_bin,
-    process_upper,
-    warm_upper_kernels,
-)
-
-if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
-    pass
-
-from pipeline.orchestrate.executor import Progress
-from pipeline.orchestrate.points_inputs import check_replaceable, publish
+from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
+from pipeline.orchestrate.points_inputs import check_replaceable, make_staging, publish
 from pipeline.orchestrate.points_plan import (
     Plan,
     PointTilingOptions,
@@ -52,6 +34,20 @@ from pipeline.orchestrate.points_plan import (
     max_bin_points,
     plan_tiling,
     replan_if_needed,
+)
+from pipeline.sources.pointcloud.header import WorkUnit, plan_units
+from pipeline.stages.points.classes import enum_schema
+from pipeline.stages.points.decode import DecodeJob, FileJob, decode_to_spill
+from pipeline.stages.points.spill import SpillPart
+from pipeline.stages.points.tiling import (
+    BinResult,
+    BinSpec,
+    TileJob,
+    TileRecord,
+    plan_bins,
+    process_bin,
+    process_upper,
+    warm_upper_kernels,
 )
 
 
@@ -189,6 +185,38 @@ def release_worker_buffers() -> bool:
     return True
 
 
+class Tasks:
+    """The decode units and the bins of a run as tasks on an executor (`None`: in this process). The
+    incremental build's variant is one wrapper around these: pipeline.orchestrate.points_cache.CachedTasks."""
+
+    def decode(
+        self, executor: Executor | None, jobs: list[tuple[FileJob, WorkUnit, DecodeJob]], progress
+    ) -> list[SpillPart]:
+        return map_ordered(executor, decode_to_spill, jobs, name="decode", progress=progress)
+
+    def tile(
+        self, executor: Executor | None, bins: list[BinSpec], tjob: TileJob, work: str, progress
+    ) -> list[BinResult]:
+        # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
+        # the other bins run (spatially sorted inputs free most of them early), not all at the end
+        refs: dict[str, int] = {}
+        for bn in bins:
+            for path, _a, _b in bn.ranges:
+                refs[path] = refs.get(path, 0) + 1
+
+        def release_spill(k: int) -> None:
+            for path, _a, _b in bins[k].ranges:
+                refs[path] -= 1
+                if refs[path] == 0:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+
+        items = [(bn, tjob, work) for bn in bins]
+        return map_ordered(
+            executor, process_bin, items, name="tile", progress=progress, on_done=release_spill
+        )
+
+
 def _run_tiling(
     plan: Plan,
     staging: Path,
@@ -238,27 +266,14 @@ def _run_tiling(
         # workers, those steps run on a worker (this process never loads numba: no CPU taken from them)
         threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
-    unit_keys: dict[str, str] = {}  # spill rec path -> content key of its decode unit (for bin keys)
-    if opts.cache is not None:
-        from pipeline.orchestrate.points_cache import decode_cached, decode_key_parts
+    if opts.cache is None:
+        tasks = Tasks()
+    else:  # incremental builds: the same tasks through the content cache
+        from pipeline.orchestrate.points_cache import CachedTasks
 
-        shas = dict(opts.input_sha256)
-        items = []
-        for u in units:
-            fj = plan.file_jobs[u.file_index]
-            kp = decode_key_parts(fj, u, djob, shas[str(fj.info.path)], opts.ortho_sha256)
-            items.append((fj, u, djob, opts.cache, kp))
-        parts = map_ordered(executor, decode_cached, items, name="decode", progress=progress)
-        for it, p in zip(items, parts, strict=True):
-            unit_keys[p.rec_path] = opts.cache.key(it[4])
-    else:
-        parts = map_ordered(
-            executor,
-            decode_to_spill,
-            [(plan.file_jobs[u.file_index], u, djob) for u in units],
-            name="decode",
-            progress=progress,
-        )
+        tasks = CachedTasks(opts.cache, dict(opts.input_sha256), opts.ortho_sha256)
+    decode_jobs = [(plan.file_jobs[u.file_index], u, djob) for u in units]
+    parts = tasks.decode(executor, decode_jobs, progress)
     summary.phases["decode"] = time.perf_counter() - t0
     if replan:
         replan_if_needed(plan, units, parts)
@@ -290,39 +305,7 @@ def _run_tiling(
     )
     # biggest bins first: better packing of the workers
     order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
-    if opts.cache is not None:
-        from pipeline.orchestrate.points_cache import bin_key_parts, process_bin_cached
-
-        res_sorted: list[BinResult] = map_ordered(
-            executor,
-            process_bin_cached,
-            [(bins[i], tjob, opts.cache, bin_key_parts(bins[i], tjob, unit_keys)) for i in order],
-            name="tile",
-            progress=progress,
-        )
-    else:
-        # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
-        # the other bins run (spatially sorted inputs free most of them early), not all at the end
-        refs: dict[str, int] = {}
-        for bn in bins:
-            for path, _a, _b in bn.ranges:
-                refs[path] = refs.get(path, 0) + 1
-
-        def release_spill(k: int) -> None:
-            for path, _a, _b in bins[order[k]].ranges:
-                refs[path] -= 1
-                if refs[path] == 0:
-                    with contextlib.suppress(OSError):
-                        os.remove(path)
-
-        res_sorted = map_ordered(
-            executor,
-            process_bin,
-            [(bins[i], tjob, str(work)) for i in order],
-            name="tile",
-            progress=progress,
-            on_done=release_spill,
-        )
+    res_sorted = tasks.tile(executor, [bins[i] for i in order], tjob, str(work), progress)
     by_bin = dict(zip(order, res_sorted, strict=True))
     results: list[BinResult] = [by_bin[k] for k in range(len(bins))]
     summary.phases["tile"] = time.perf_counter() - t1

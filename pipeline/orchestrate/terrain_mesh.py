@@ -95,10 +95,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         build_cache,
         content_key,
         input_sha256,
-        record_outputs,
-        reuse_files,
         run_cached,
     )
+    from pipeline.orchestrate.reuse import record_outputs, reuse_files
     from pipeline.orchestrate.terrain import (
         _ground_resolution,
         dgm_height_crs,

@@ -69,8 +69,8 @@ def _ctx(root: Path, name: str, cache: str = "cache", previous: Path | None = No
     from pipeline.config import load_config
     from pipeline.crs import project_frame
     from pipeline.model import BuildContext
-    from pipeline.orchestrate.cache import ReuseState
     from pipeline.orchestrate.inputs import scan_inputs
+    from pipeline.orchestrate.reuse import ReuseState
 
     cfg_path = root / f"{name}.yaml"
     cfg_path.write_text(CONFIG.format(cache=cache))
