@@ -1,6 +1,6 @@
 """Benchmark and truth check of the LoD2 roof reconstruction on a demo district (`twin demo`).
 
-    .venv/bin/python -m bench.roofs --raw /tmp/demo/raw [--epoch 2024] [--backend numba|numpy] [--json]
+    .venv/bin/python -m bench.roofs --raw /tmp/demo/raw [--epoch 2024] [--backend numba|numpy] [--parts]
 
 Footprints: the cadastral `Gebäude` records that exist in the epoch (true footprints of the demo city,
 rebuilt in process from the delivery's seed); points: the epoch's aerial LAZ, AdV roof candidates (20, 1),
@@ -8,6 +8,13 @@ first returns. Reports buildings/s of the fit alone (CPU and wall, one process),
 buildings with >= 50 roof points (truth: pipeline.sources.demo roofs, see `truth_type`) with a confusion
 table (truth kind -> reconstructed type) and figures per truth kind, and the per-building vertical RMSE
 between the fitted and the true roof surface over a 0.5 m grid inside the footprint.
+
+`--parts` (`run_parts`): the same figures with building parts (`layers.buildings.lod2_parts`): the
+epoch's `Bauteil` records split their host footprints into units (`stages.buildings.parts`), every unit
+gets a roof fit of its own, the units' roof partitions merged into the building's roof
+(`solids.merge_partitions`) are compared with the truth and checked as one solid; the roof type of a
+building with parts is its units' type when they agree, else multi (as
+`orchestrate.buildings_lod2.reconstruct_lod2_parts`).
 """
 
 from __future__ import annotations
@@ -136,6 +143,104 @@ def run(
     }
 
 
+def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
+    """Demo truth with building parts (see the module docstring)."""
+    import shapely
+
+    from pipeline.sources.demo.city import build_city
+    from pipeline.sources.demo.roofs import boundary_edges, roof_height
+    from pipeline.sources.pointcloud.reader import read_points
+    from pipeline.stages.buildings.heights import HeightParams
+    from pipeline.stages.buildings.parts import assign_parts, split_units
+    from pipeline.stages.buildings.reconstruct import (
+        ROOF_FIELDS,
+        ReconstructParams,
+        collect_roof_points,
+        reconstruct_roofs,
+    )
+    from pipeline.stages.buildings.solids import (
+        SolidError,
+        build_solid,
+        check_solid,
+        merge_partitions,
+        roof_partition,
+    )
+
+    truth = json.loads((raw / "truth" / "truth.json").read_text())
+    par = truth["parameters"]
+    epochs = tuple(par["epochs"])
+    ei = epochs.index(epoch)
+    city = build_city(int(par["seed"]), tuple(truth["bounds"]), epochs)
+    st = [s for s in city.structures if s.present[ei] and s.in_cadastre and s.category != "shed"]
+    geoms = np.array([s.geom for s in st], dtype=object)
+    bauteile = [p for p in city.parts if p.kind == "bauteil" and p.present[ei]]
+    pgeoms = np.array([p.geom for p in bauteile], dtype=object)
+    units = split_units(geoms, pgeoms, assign_parts(geoms, pgeoms))
+    pts: dict[str, list] = {}
+    for f in sorted((raw / "aerial" / epoch).glob("*.la[sz]")):
+        for k, v in read_points(f, ROOF_FIELDS).items():
+            pts.setdefault(k, []).append(v)
+    points = {k: np.concatenate(v) for k, v in pts.items()}
+    hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
+    rp = ReconstructParams()
+    ptr, idx = collect_roof_points(points, units.geoms, rp.shrink_m, hp, rp.single_returns)
+    table = reconstruct_roofs(points["x"], points["y"], points["z"], ptr, idx, units.geoms, rp)
+    n_pts = np.bincount(units.building, weights=np.diff(ptr), minlength=len(st)).astype(np.int64)
+    rows, invalid, not_built = [], [], []
+    for i, (s_, g) in enumerate(zip(st, geoms, strict=True)):
+        u = np.flatnonzero(units.building == i)
+        fits = [table.fits[k] for k in u]
+        missing = [f"{f.fallback} ({f.n_points} points)" for f in fits if f.fallback]
+        if missing:
+            rows.append((s_.oid, "", f"(part_without_roof: {missing[0]})", False, n_pts[i], np.nan, len(u)))
+            continue
+        try:
+            parts = [roof_partition(f, ug) for f, ug in zip(fits, units.geoms[u], strict=True)]
+            part = parts[0] if len(parts) == 1 else merge_partitions(parts)
+            errs = check_solid(build_solid(part, s_.base))
+        except SolidError as e:
+            not_built.append((s_.oid, str(e)))
+            continue
+        if errs:
+            invalid.append((s_.oid, errs[:3]))
+        roof = s_.roof_in(ei)
+        want, ok_types = truth_type(roof, g)
+        gx, gy = np.meshgrid(
+            np.arange(g.bounds[0], g.bounds[2], 0.5) + 0.25, np.arange(g.bounds[1], g.bounds[3], 0.5) + 0.25
+        )
+        gx, gy = gx.ravel(), gy.ravel()
+        inside = shapely.contains_xy(g, gx, gy)
+        gx, gy = gx[inside], gy[inside]
+        zt = s_.base + roof_height(roof, boundary_edges(g) if roof.kind == "hip" else None, gx, gy)
+        zf = part.height_at(gx, gy)
+        ok = np.isfinite(zf)
+        rmse = float(np.sqrt(np.mean((zf[ok] - zt[ok]) ** 2))) if ok.any() else float("nan")
+        types = sorted({f.roof_type for f in fits})
+        got = types[0] if len(types) == 1 else "multi"
+        rows.append((s_.oid, want, got, got in ok_types, n_pts[i], rmse, len(u)))
+    big_rows = [r for r in rows if r[4] >= 50]
+    rm = [r[5] for r in big_rows if np.isfinite(r[5])]
+    with_parts = [r for r in big_rows if r[6] > 1]
+    pm = [r[5] for r in with_parts if np.isfinite(r[5])]
+    return {
+        "benchmark": "roofs (building parts)",
+        "buildings": len(st),
+        "bauteile": len(bauteile),
+        "units": len(units.geoms),
+        "with_50_points": len(big_rows),
+        "type_correct": sum(r[3] for r in big_rows),
+        "type_correct_share": round(sum(r[3] for r in big_rows) / max(len(big_rows), 1), 3),
+        "median_rmse_m": round(float(np.median(rm)), 3) if rm else None,
+        "buildings_with_parts": len(with_parts),
+        "with_parts_type_correct": sum(r[3] for r in with_parts),
+        "with_parts_median_rmse_m": round(float(np.median(pm)), 3) if pm else None,
+        "solids_invalid": invalid[:20],
+        "solids_not_built": not_built[:20],
+        "lod1_fallback": [(r[0], r[2]) for r in rows if r[2].startswith("(")][:20],
+        "wrong": [(r[0], r[1], r[2], int(r[4]), round(r[5], 2), r[6]) for r in big_rows if not r[3]][:40],
+    }
+
+
 def truth_type(roof: Any, g: Any) -> tuple[str, set[str]]:
     """The reconstruction's roof type a demo roof should get, and the types counted correct: a hip roof
     on a footprint that is not a rectangle is the demo's straight-skeleton roof (hip or multi); a hip
@@ -161,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="numba", choices=["numba", "numpy"])
     ap.add_argument("--out", type=Path, default=None, help="also write the result here (JSON)")
     ap.add_argument("--all-returns", action="store_true", help="roof candidates from every first return")
+    ap.add_argument("--parts", action="store_true", help="building parts (Bauteil) as roof units")
     a = ap.parse_args(argv)
     import os
     import platform
 
     load = os.getloadavg()[0]
-    res = run(a.raw, a.epoch, a.backend, not a.all_returns)
+    res = run_parts(a.raw, a.epoch) if a.parts else run(a.raw, a.epoch, a.backend, not a.all_returns)
     res["load_avg_before"] = round(load, 2)
     res["python"] = platform.python_version()
     text = json.dumps(res, indent=1)
