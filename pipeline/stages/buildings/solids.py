@@ -531,14 +531,13 @@ def build_solid(
             cur = nxt[cur]
         cycles.append(cyc)
 
-    def area2(cyc: list[tuple[int, int]]) -> float:
-        c = np.array([key_xy[k] for k in cyc])
-        return float(np.dot(c[:, 0], np.roll(c[:, 1], -1)) - np.dot(c[:, 1], np.roll(c[:, 0], -1)))
+    def area2(cyc: list[tuple[int, int]]) -> int:  # twice the signed area, in grid units (exact)
+        return sum(p[0] * q[1] - p[1] * q[0] for p, q in zip(cyc, cyc[1:] + cyc[:1], strict=True))
 
     positive = [area2(c) > 0 for c in cycles]
     outers = [c for c, pos in zip(cycles, positive, strict=True) if pos]
     holes = [c for c, pos in zip(cycles, positive, strict=True) if not pos]
-    shells = [shapely.Polygon([key_xy[k] for k in c]) for c in outers]
+    shells = [shapely.Polygon([key_xy[k] for k in c]) for c in outers] if holes else []
     ground: list[list[list[tuple[int, int]]]] = [[c] for c in outers]
     for h in holes:
         pt = shapely.Point(key_xy[h[0]])
@@ -554,12 +553,17 @@ def build_solid(
     solid = Solid(np.array(V.xyz, dtype=np.float64), polygons, np.array(sem, dtype=np.int8))
     if not _lift:
         # vertical edges used by more than two walls: lift the roof at those vertices and rebuild once
-        fl = _flatten(solid)
-        nv = len(solid.vertices) + 1
-        edge_ids, cnt = np.unique(fl.idx * nv + fl.nxt, return_counts=True)
-        bad = edge_ids[cnt > 1]
-        if bad.size:
-            xyz = solid.vertices[np.concatenate([bad // nv, bad % nv])]
+        seen: set[tuple[int, int]] = set()
+        shared: set[int] = set()
+        for poly_rings in polygons:
+            for ring_ids in poly_rings:
+                vs = ring_ids.tolist()
+                for edge in zip(vs, vs[1:] + vs[:1], strict=True):
+                    if edge in seen:
+                        shared.update(edge)
+                    seen.add(edge)
+        if shared:
+            xyz = solid.vertices[sorted(shared)]
             lift = frozenset((_q(x), _q(y)) for x, y in xyz[:, :2])
             return build_solid(partition, base, min_height_m=min_height_m, merge_m=merge_m, _lift=lift)
     return solid
@@ -693,11 +697,20 @@ def check_solid(solid: Solid, planarity_m: float = 0.01, *, rings: bool = True) 
     with `rings`, also self-intersecting rings and holes outside (104, 201-205; shapely on each polygon
     projected onto its plane: the slow part, which the build skips because `build_solid` makes walls as
     trapezoids and roofs from GEOS-valid faces)."""
+    from pipeline.stages.buildings._solid_kernels import solid_checks
+
     errors: list[str] = []
-    V = solid.vertices
-    fl = _flatten(solid)
-    outer, net = _polygon_normals(solid, fl)
-    norm = np.linalg.norm(outer, axis=1)
+    V = np.ascontiguousarray(solid.vertices, dtype=np.float64)
+    ring_list = [r for rs in solid.polygons for r in rs]
+    lens = np.array([len(r) for r in ring_list], dtype=np.int64)
+    idx = np.concatenate(ring_list).astype(np.int64) if ring_list else np.zeros(0, dtype=np.int64)
+    per_poly = [len(rs) for rs in solid.polygons]
+    ring_poly = np.repeat(np.arange(len(solid.polygons)), per_poly)
+    ring_outer = np.ones(len(ring_list), dtype=bool)
+    ring_outer[1:] = ring_poly[1:] != ring_poly[:-1]
+    outer, _net, norm, dev, bad_ring, n_bad, first, vol = solid_checks(
+        V, idx, lens, ring_poly, ring_outer, len(solid.polygons)
+    )
 
     def tag(pi: int) -> str:
         return f"polygon {pi} ({SEMANTICS[int(solid.semantics[pi])]})"
@@ -705,42 +718,19 @@ def check_solid(solid: Solid, planarity_m: float = 0.01, *, rings: bool = True) 
     for pi in np.flatnonzero(norm < 1e-9).tolist():
         errors.append(f"{tag(pi)}: degenerate (zero area)")
     # repeated vertices within a ring, rings with fewer than 3 vertices
-    lens = np.bincount(fl.ring, minlength=len(fl.ring_poly))
-    key = fl.ring * (len(V) + 1) + fl.idx
-    _u, cnt = np.unique(key, return_counts=True)
-    bad_rings = set(np.flatnonzero(lens < 3).tolist()) | set((_u[cnt > 1] // (len(V) + 1)).tolist())
-    for r in sorted(bad_rings):
-        errors.append(f"{tag(int(fl.ring_poly[r]))}: ring with repeated or too few vertices")
+    for r in np.flatnonzero(bad_ring).tolist():
+        errors.append(f"{tag(int(ring_poly[r]))}: ring with repeated or too few vertices")
     # planarity: distance of every vertex to the plane of its polygon (unit outer normal)
-    unit = outer / np.maximum(norm, 1e-300)[:, None]
-    poly_of = fl.ring_poly[fl.ring]
-    d = np.einsum("ij,ij->i", V[fl.idx], unit[poly_of])
-    npoly = len(solid.polygons)
-    cnt_p = np.bincount(poly_of, minlength=npoly)
-    mean = np.bincount(poly_of, weights=d, minlength=npoly) / np.maximum(cnt_p, 1)
-    dev = np.zeros(npoly)
-    np.maximum.at(dev, poly_of, np.abs(d - mean[poly_of]))
     for pi in np.flatnonzero((dev > planarity_m) & (norm >= 1e-9)).tolist():
         errors.append(f"{tag(pi)}: not planar ({dev[pi]:.3f} m)")
     # closed, 2-manifold, consistently oriented: every directed edge once, its opposite once
-    nv = len(V) + 1
-    e = fl.idx * nv + fl.nxt
-    ue, ce = np.unique(e, return_counts=True)
-    rev = (ue % nv) * nv + ue // nv
-    pos = np.searchsorted(ue, rev)
-    found = (pos < len(ue)) & (ue[np.minimum(pos, len(ue) - 1)] == rev)
-    crev = np.where(found, ce[np.minimum(pos, len(ue) - 1)], 0)
-    bad = np.flatnonzero((ce != 1) | (crev != 1))
-    if bad.size:
-        a, b = int(ue[bad[0]] // nv), int(ue[bad[0]] % nv)
+    if n_bad:
+        a, b, ce, crev = (int(v) for v in first)
         errors.append(
-            f"edge {a}-{b}: used {int(ce[bad[0]])}x, opposite {int(crev[bad[0]])}x (not closed/oriented)"
-            + (f" and {bad.size - 1} more" if bad.size > 1 else "")
+            f"edge {a}-{b}: used {ce}x, opposite {crev}x (not closed/oriented)"
+            + (f" and {n_bad - 1} more" if n_bad > 1 else "")
         )
     # outward: the volume (divergence theorem over the planar polygons) is positive
-    c0 = V.mean(axis=0) if len(V) else np.zeros(3)
-    first = np.array([rs[0][0] for rs in solid.polygons], dtype=np.int64)
-    vol = float(np.einsum("ij,ij->i", net / 2.0, V[first] - c0).sum() / 3.0)
     if vol <= 0:
         errors.append(f"volume {vol:.3f} m3 <= 0 (inward orientation)")
     if rings:
