@@ -1,6 +1,6 @@
 """Fused point-tiler kernels against plain-numpy references.
 
-- `pack_rows` (+ `decode._row_sources` on raw LAS records) vs a byte-by-byte numpy copy / the column gather;
+- `pack_typed` (any number of 1-, 2-, 4- and 8-byte columns, also on raw LAS records) vs the column gather;
 - `tile_vertices` vs `quantize` + `pack_vertices` and `quantize_tiles`; the GLB bytes of the fused vertices
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
 - `spill_lower_bound` / `node_range` on a spill file vs `np.searchsorted` on the Morton keys;
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pipeline import arena
 from pipeline.sources.pointcloud.header import WorkUnit, scan_file
 from pipeline.sources.pointcloud.las import decode_unit
-from pipeline.stages.points import decode, tiling
 from pipeline.stages.points import kernels as K
+from pipeline.stages.points import tiling
 from pipeline.stages.points.classes import enum_schema
 from pipeline.stages.points.colour import srgb8_shift, to_srgb8
 from pipeline.stages.points.spill import (
@@ -106,71 +106,62 @@ LAYOUTS = [
 SPANS = [0, 7, 65_535, 65_536, 131_071, 400_000, 5_000_000]
 
 
-# ---- 1. pack_rows ---------------------------------------------------------------------------------------
+# ---- 1. pack_typed ----------------------------------------------------------------------------------
 
 
 @st.composite
-def _pack_case(draw):
-    n_src = draw(st.integers(1, 4))
-    n = draw(st.integers(0, 30))
-    widths = [draw(st.integers(1, 24)) for _ in range(n_src)]
-    out_w = draw(st.integers(1, 48))
-    strided = [draw(st.booleans()) for _ in range(n_src)]
-    specs: list[list[tuple[int, int, int]]] = [[] for _ in range(n_src)]
-    pos = 0
-    while pos < out_w:  # cut the output row into segments, each copied from a source or left alone
-        length = draw(st.integers(1, min(8, out_w - pos)))
-        src = draw(st.integers(-1, n_src - 1))
-        if src >= 0 and widths[src] >= length:
-            so = draw(st.integers(0, widths[src] - length))
-            specs[src].append((so, pos, length))
-        pos += length
-    specs = [draw(st.permutations(s)) for s in specs]  # spec order must not matter
-    order = draw(st.permutations(range(n)))
-    seed = draw(st.integers(0, 2**32 - 1))
-    return n, widths, strided, specs, out_w, order, seed
+def _typed_case(draw):
+    """Records of random columns: any number of each size (more than the fused pass's slots too), some
+    strided views of a wider array, some signed or float, with or without colour."""
+    n = draw(st.integers(0, 40))
+    kinds = draw(
+        st.lists(st.sampled_from(["u1", "i1", "<u2", "<i2", "<u4", "<f4", "<f8", "<u8"]), max_size=9)
+    )
+    strided = [draw(st.booleans()) for _ in kinds]
+    rgb = draw(st.booleans())
+    return n, kinds, strided, rgb, draw(st.permutations(range(n))), draw(st.integers(0, 2**32 - 1))
 
 
 @FAST
-@given(_pack_case())
-def test_pack_rows_matches_numpy_byte_copy(case):
-    n, widths, strided, specs, out_w, order, seed = case
+@given(_typed_case())
+def test_pack_typed_matches_column_gather_for_any_columns(case):
+    n, kinds, strided, rgb, order, seed = case
     rng = np.random.default_rng(seed)
-    sources = []
-    for w, s, spec in zip(widths, strided, specs, strict=True):
-        if s:  # a strided window of a wider row array (numba must honour the strides)
-            rows = np.frombuffer(rng.bytes(n * (w + 5)), np.uint8).reshape(n, w + 5)[:, 2 : 2 + w]
-        else:
-            rows = np.frombuffer(rng.bytes(n * w), np.uint8).reshape(n, w).copy()
-        sources.append((rows, np.array(spec, np.int64).reshape(-1, 3)))
-    out = np.frombuffer(rng.bytes(n * out_w), np.uint8).reshape(n, out_w).copy()  # "sentinel" bytes
-    expected = np.zeros_like(out)  # bytes no spec names become 0
+    fields = [("x", "<i4", (3,))] + [(f"c{i}", k) for i, k in enumerate(kinds)]
+    fields += [("rgb", "u1", (3,))] if rgb else []
+    dt = np.dtype(fields)
+    cols: dict[str, np.ndarray] = {}
+    for i, (k, s) in enumerate(zip(kinds, strided, strict=True)):
+        wide = np.frombuffer(
+            rng.bytes(n * 16), np.dtype([("a", "u1"), ("v", k), ("pad", "u1", 15 - np.dtype(k).itemsize)])
+        )
+        cols[f"c{i}"] = wide["v"] if s else wide["v"].copy()
+    if rgb:
+        cols["rgb"] = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
+    out = np.frombuffer(rng.bytes(n * dt.itemsize), np.uint8).reshape(n, dt.itemsize).copy()
     order = np.asarray(order, np.int64)
-    for rows, spec in sources:
-        for so, do, w in spec:
-            expected[:, do : do + w] = rows[order, so : so + w]
-    K.pack_rows(order, sources, out)
-    assert np.array_equal(out, expected)
+    K.pack_typed(order, xyz, dt.fields["x"][1], [(c, dt.fields[k][1]) for k, c in cols.items()], out)
+    ref = K.gather_records_reference(dt, order, {"x": xyz, **cols}).view(np.uint8).reshape(n, dt.itemsize)
+    assert np.array_equal(out, ref)  # every byte is named here: the record is the gather exactly
 
 
-def test_pack_rows_scratch_gives_same_bytes_and_zeroes_gaps():
-    rng = np.random.default_rng(3)
-    rows = [rng.integers(0, 255, (50, w), dtype=np.uint8) for w in (12, 7, 5, 9)]
-    specs = [[(0, 0, 12)], [(1, 12, 2), (4, 16, 3)], [(0, 20, 5)], [(8, 25, 1)]]  # bytes 14, 15 unnamed
-    sources = [(r, np.array(s, np.int64)) for r, s in zip(rows, specs, strict=True)]
-    order = rng.permutation(50)
-    ref = np.full((50, 26), 7, np.uint8)
-    K.pack_rows(order, sources, ref)
-    dirty = np.full((50, 26), 255, np.uint8)  # a reused buffer with old contents
-    out = np.full((50, 26), 9, np.uint8)
-    K.pack_rows(order, sources, out, scratch=dirty)
-    assert np.array_equal(out, ref)
-    assert not ref[:, 14:16].any()
-    with pytest.raises(ValueError, match="shape"):
-        K.pack_rows(order, sources, out, scratch=np.zeros((49, 26), np.uint8))
+def test_pack_typed_leaves_unnamed_bytes_and_refuses_unknown_columns():
+    dt = np.dtype([("x", "<i4", (3,)), ("a", "<f4"), ("gap", "u1", (2,)), ("b", "<u2")])
+    rng = np.random.default_rng(5)
+    xyz = rng.integers(0, 100, (20, 3)).astype(np.int32)
+    a, b = rng.random(20).astype(np.float32), rng.integers(0, 9, 20).astype(np.uint16)
+    out = np.full((20, dt.itemsize), 7, np.uint8)
+    order = rng.permutation(20)
+    K.pack_typed(order, xyz, 0, [(a, 12), (b, 18)], out)
+    got = out.view(dt).reshape(20)
+    assert np.array_equal(got["a"], a[order]) and np.array_equal(got["b"], b[order])
+    assert (got["gap"] == 7).all()
+    with pytest.raises(ValueError, match="no packing"):
+        K.pack_typed(order, xyz, 0, [(np.zeros((20, 2), np.float32), 12)], out)
 
 
-# ---- 2. _row_sources + pack_rows on raw LAS records --------------------------------------------------
+# ---- 2. pack_typed on raw LAS records ----------------------------------------------------------------
 
 LAS_CASES = [
     (3, RecordLayout(True, True, False, ("height", "amp"))),
@@ -231,31 +222,18 @@ def _cols_like_decode(d: dict[str, np.ndarray], layout: RecordLayout) -> dict[st
     return cols
 
 
-def _check_row_sources(layout: RecordLayout, raw: np.ndarray, cols: dict[str, np.ndarray], seed: int):
+def _check_pack(layout: RecordLayout, cols: dict[str, np.ndarray], seed: int):
     rng = np.random.default_rng(seed)
-    n = len(raw)
+    n = len(next(iter(cols.values())))
     dt = layout.dtype
     xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
     order = rng.permutation(n).astype(np.int64)
-    sources = decode._row_sources(dt, xyz, cols, raw)
-    # every filled byte is named once; the plain raw-field views are copied from the raw records
-    assert sum(int(spec[:, 2].sum()) for _rows, spec in sources) == 12 + sum(
-        dt.fields[name][0].itemsize for name in cols
-    )
-    raw_rows = [rows for rows, _spec in sources if rows.shape == (n, raw.dtype.itemsize)]
-    assert len(raw_rows) == 1 and np.shares_memory(raw_rows[0], raw)
-    out = np.zeros((n, dt.itemsize), np.uint8)
-    K.pack_rows(order, sources, out)
     ref = K.gather_records_reference(dt, order, {"x": xyz, **cols})
-    assert out.tobytes() == ref.tobytes()
-    # the typed one-pass packer (the decode path) gives the same bytes whenever its slots fit
+    # the decode path's packer (4-byte extra dimensions included) gives the column gather's bytes
     fields = dt.fields
-    typed = [(col, fields[name][1]) for name, col in cols.items()]
-    out2 = np.zeros((n, dt.itemsize), np.uint8)
-    if K.pack_typed(order, xyz, fields["x"][1], typed, out2):
-        assert out2.tobytes() == ref.tobytes()
-    else:  # only layouts with 4-byte extra dimensions (or too many fields) fall back
-        assert any(col.dtype.itemsize == 4 for col in cols.values()) or len(cols) > 8
+    out = np.zeros((n, dt.itemsize), np.uint8)
+    K.pack_typed(order, xyz, fields["x"][1], [(col, fields[name][1]) for name, col in cols.items()], out)
+    assert out.tobytes() == ref.tobytes()
     # and the fields no column fills are zero
     got = out.view(dt).reshape(n)
     for name in dt.names:
@@ -264,7 +242,7 @@ def _check_row_sources(layout: RecordLayout, raw: np.ndarray, cols: dict[str, np
 
 
 @pytest.mark.parametrize("fmt,layout", LAS_CASES)
-def test_row_sources_pack_raw_las_records_like_the_column_gather(fmt, layout):
+def test_pack_raw_las_records_like_the_column_gather(fmt, layout):
     pf = _las_format(fmt)
     dt = pf.dtype()
     rng = np.random.default_rng(fmt)
@@ -273,11 +251,11 @@ def test_row_sources_pack_raw_las_records_like_the_column_gather(fmt, layout):
     if fmt == 7:
         raw["red"] &= np.uint16(0xFF)  # 8-bit colours in the 16-bit fields: the other to_srgb8 branch
     cols = _cols_like_decode(_decode_like_las(raw, pf, layout.extra_dims), layout)
-    _check_row_sources(layout, raw, cols, seed=fmt + 100)
+    _check_pack(layout, cols, seed=fmt + 100)
 
 
 @pytest.mark.parametrize("fmt,layout", LAS_CASES[:3])
-def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
+def test_pack_decode_unit_output(tmp_path, fmt, layout):
     """The same through a real LAS file and `decode_unit` (decoding into a larger scratch-like buffer)."""
     pf = _las_format(fmt)
     dt = pf.dtype()
@@ -304,7 +282,7 @@ def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
     buf = np.full(n * info.point_size + 123, 0xEE, np.uint8)
     d = decode_unit(info, unit, layout.extra_dims, buf)
     assert d["_raw"].tobytes() == raw.tobytes()
-    _check_row_sources(layout, d["_raw"], _cols_like_decode(d, layout), seed=fmt)
+    _check_pack(layout, _cols_like_decode(d, layout), seed=fmt)
     # lazy columns (bit fields and 16-bit colours converted while packing) give the same records
     from pipeline.sources.pointcloud.las import BitField, Rgb16
 
@@ -321,10 +299,8 @@ def test_row_sources_on_decode_unit_output(tmp_path, fmt, layout):
     ref = K.gather_records_reference(dt, order, {"x": xyz, **plain})
     out = np.zeros((n, dt.itemsize), np.uint8)
     typed = [(col, dt.fields[name][1]) for name, col in cols.items()]
-    if K.pack_typed(order, xyz, dt.fields["x"][1], typed, out):
-        assert out.tobytes() == ref.tobytes()
-    else:
-        assert layout.extra_dims
+    K.pack_typed(order, xyz, dt.fields["x"][1], typed, out)
+    assert out.tobytes() == ref.tobytes()
     counts = K.byte_histogram(lazy["classification"])
     assert np.array_equal(counts, np.bincount(plain["classification"], minlength=256))
 

@@ -174,7 +174,6 @@ class _Decoded:
     lo: np.ndarray  # (3,) int64 ENU mm extent
     hi: np.ndarray
     codes: tuple[int, ...]  # class codes present
-    raw: np.ndarray | None = None  # the raw LAS records the columns may be views of
     rgb_max: int = -1  # largest raw colour channel value (-1: no RGB read)
     ints: tuple[np.ndarray, ...] = ()  # the decoded integer X, Y, Z (the file's scale and offset)
 
@@ -269,47 +268,7 @@ def _decode(
             if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
     ints = (ix, iy, iz)
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), raw, rgb_max, ints)
-
-
-def _row_sources(
-    dtype: np.dtype, xyz: np.ndarray, cols: dict[str, np.ndarray], raw: np.ndarray | None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The byte sources of the spill records for `K.pack_rows`: the positions, the raw LAS records (every
-    column that is a plain view of a raw field is copied from there: no column copies) and one interleaved
-    block of the other columns (computed ones such as colour and return numbers)."""
-    from pipeline import arena
-
-    n = len(xyz)
-    fields = dtype.fields
-    assert fields is not None
-    sources = [(xyz.view(np.uint8).reshape(n, 12), np.array([[0, fields["x"][1], 12]], np.int64))]
-    raw_spec, side = [], []
-    if raw is not None and raw.flags.c_contiguous:
-        base, rw = raw.ctypes.data, raw.dtype.itemsize
-    else:
-        base, rw = 0, -1
-    for name, col in cols.items():
-        fdt, off = fields[name][0], fields[name][1]
-        a = col.ctypes.data if col.ndim == 1 else -1
-        if col.ndim == 1 and col.strides[0] == rw and base <= a < base + rw and col.dtype == fdt:
-            raw_spec.append((a - base, off, fdt.itemsize))
-        else:
-            side.append((fdt, off, col))
-    if raw_spec and raw is not None:  # (a raw spec only with raw records)
-        sources.append((raw.view(np.uint8).reshape(n, rw), np.array(raw_spec, np.int64)))
-    if side:
-        width = sum(f.itemsize for f, _o, _c in side)
-        block = arena.scratch("dec.side", (n, width), np.uint8)
-        spec, pos = [], 0
-        for fdt, off, col in side:
-            w = fdt.itemsize
-            vals = np.ascontiguousarray(col, dtype=fdt.base).reshape(n, -1)
-            block[:, pos : pos + w] = vals.view(np.uint8).reshape(n, w)
-            spec.append((pos, off, w))
-            pos += w
-        sources.append((block, np.array(spec, np.int64)))
-    return sources
+    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), rgb_max, ints)
 
 
 def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
@@ -353,7 +312,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
                 with contextlib.suppress(OSError, ValueError):  # Linux >= 5.14; else faulted page by page
                     mm.madvise(MADV_POPULATE_WRITE)  # all pages backed in one call: -3 ms per unit
-                _pack_spill(mm, n, dtype, order, xyz, cols, r.raw)
+                _pack_spill(mm, n, dtype, order, xyz, cols)
     if job.copc is not None:  # the same decoded columns as the COPC records (file order)
         from pipeline.stages.points.copc_records import write_unit
 
@@ -382,23 +341,23 @@ def _allocate(fd: int, nbytes: int) -> None:
         os.ftruncate(fd, nbytes)
 
 
-def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols, raw) -> None:
+def _as_field(col, field: np.dtype):
+    """A plain column in its record field's type (computed columns of another type: converted)."""
+    if isinstance(col, np.ndarray) and col.ndim == 1 and field.shape == () and col.dtype != field:
+        return col.astype(field)
+    return col
+
+
+def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols) -> None:
     """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
     so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
     `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
-    from pipeline import arena
-
     dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
     try:
         fields = dtype.fields
         assert fields is not None
-        typed = [(col, fields[name][1]) for name, col in cols.items()]
-        if not K.pack_typed(order, xyz, fields["x"][1], typed, dst):  # other layouts (rare)
-            from pipeline.sources.pointcloud.las import materialize
-
-            plain = {name: materialize(col) for name, col in cols.items()}
-            rin = arena.scratch("dec.rows", (n, dtype.itemsize), np.uint8)
-            K.pack_rows(order, _row_sources(dtype, xyz, plain, raw), dst, scratch=rin)
+        typed = [(_as_field(col, fields[name][0]), fields[name][1]) for name, col in cols.items()]
+        K.pack_typed(order, xyz, fields["x"][1], typed, dst)
     except BaseException as e:
         import traceback
 

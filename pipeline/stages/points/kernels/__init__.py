@@ -34,7 +34,6 @@ from pipeline.stages.points.kernels.lod import (
 from pipeline.stages.points.kernels.records import (
     byte_histogram,
     gather_records_reference,
-    pack_rows,
     pack_typed,
     quantize_tiles,
     rgb_max,
@@ -53,7 +52,6 @@ __all__ = [
     "level_order",
     "morton_keys",
     "morton_keys_reference",
-    "pack_rows",
     "pack_typed",
     "point_hash",
     "quantize_tiles",
@@ -92,12 +90,16 @@ def warm_all() -> None:
     level_order(np.zeros(4, np.int8))
     apply_level_order(np.arange(4), np.arange(4), np.zeros(4, np.uint64), np.zeros(4, np.int8), 0, 8, 0)
     take_rows(rec, np.arange(4))
-    rows = rec.view(np.uint8).reshape(4, -1)
-    pack_rows(np.arange(4), [(rows, np.array([[0, 0, 4]]))], np.zeros_like(rows))
     p = np.zeros((4, 40), np.uint8)
     xyz4 = np.zeros((4, 3), np.int32)
     g = np.zeros(4, np.float64)
-    pack_typed(np.arange(4), xyz4, 0, [(g, 12), (rec["c"], 20), (np.zeros((4, 3), np.uint8), 21)], p)
+    pack_typed(
+        np.arange(4),
+        xyz4,
+        0,
+        [(g, 12), (rec["c"], 20), (np.zeros((4, 3), np.uint8), 21), (g.astype(np.float32), 24)],
+        p,
+    )
     r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])
     pack_typed(np.arange(4), xyz4, 0, [(r16["a"], 12), (r16["b"], 14)], p)
     rgb_max(r16["a"], r16["a"], r16["a"])

@@ -312,34 +312,52 @@ def _pack_typed(
             out[i, rgb_dst + 2] = np.uint8(b16c[j] >> rgb_shift)
 
 
-def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out: np.ndarray) -> bool:
-    """out[i] = the record of input point order[i] in one pass, reading typed (possibly strided) columns:
-    positions (N,3) int32 at byte `x_dst`, and `fields` = (column, byte offset in the record) with at most
-    one 8-byte, three 2-byte, three 1-byte columns (plain, or `BitField`s of the raw records) and one colour
-    ((N,3) uint8, or `Rgb16` channels). Returns False (nothing written) when the fields do not fit those
-    slots; the caller then uses `pack_rows`. Bytes no field names are left as they are."""
+@nb.njit(cache=True, nogil=True)
+def _put_column(order, col, dst, nbytes, out):
+    for i in range(order.shape[0]):
+        _put(out, i, dst, U64(col[order[i]]), nbytes)
+
+
+_SLOTS = {8: 1, 2: 3, 1: 3}  # columns of each size the fused pass reads (the common records fill them)
+
+
+def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out: np.ndarray) -> None:
+    """out[i] = the record of input point order[i], reading typed (possibly strided) columns: positions
+    (N,3) int32 at byte `x_dst`, and `fields` = (column, byte offset in the record), each a 1-D integer or
+    float column of 1, 2, 4 or 8 bytes (plain, or a `BitField` of the raw records) or the colour ((N,3)
+    uint8, or `Rgb16` channels). One fused pass writes the positions, the colour and up to one 8-byte,
+    three 2-byte and three 1-byte columns; every other column (4-byte ones such as the scan angle and the
+    extra dimensions, or more of a size) gets a typed pass of its own. Bytes no field names are left as
+    they are."""
     from pipeline.sources.pointcloud.las import BitField, Rgb16
 
-    u64, u16, u8, rgb = [], [], [], []
+    sized: dict[int, list] = {8: [], 2: [], 1: []}
+    rgb, more = [], []
     for col, off in fields:
         if isinstance(col, BitField):
-            u8.append((col.src.view(np.uint8), off, col.shift, col.mask))
+            if len(sized[1]) < _SLOTS[1]:
+                sized[1].append((col.src.view(np.uint8), off, col.shift, col.mask))
+            else:
+                more.append((((col.src.view(np.uint8) >> col.shift) & col.mask).astype(np.uint8), off))
         elif isinstance(col, Rgb16):
             rgb.append(((col.red, col.green, col.blue), off, col.shift))
         elif col.ndim == 2 and col.shape[1] == 3 and col.dtype == np.uint8:
             rgb.append(((col[:, 0], col[:, 1], col[:, 2]), off, 0))
-        elif col.ndim == 1 and col.dtype.itemsize == 8 and col.dtype.kind in "uif":
-            u64.append((col.view(np.uint64), off))
-        elif col.ndim == 1 and col.dtype.itemsize == 2 and col.dtype.kind in "ui":
-            u16.append((col.view(np.uint16), off))
-        elif col.ndim == 1 and col.dtype.itemsize == 1 and col.dtype.kind in "ui":
-            u8.append((col.view(np.uint8), off, 0, 0xFF))
+        elif col.ndim == 1 and col.dtype.kind in "uif" and col.dtype.itemsize in (1, 2, 4, 8):
+            size = col.dtype.itemsize
+            view = col.view(f"u{size}")
+            if len(sized.get(size, ())) < _SLOTS.get(size, 0):
+                view = view if view.flags.writeable else view.copy()  # (the fused pass's signature)
+                sized[size].append((view, off) if size > 1 else (view, off, 0, 0xFF))
+            else:
+                more.append((view, off))
         else:
-            return False
-    if len(u64) > 1 or len(u16) > 3 or len(u8) > 3 or len(rgb) > 1 or len(xyz) != len(out):
-        return False
+            raise ValueError(f"pack_typed: no packing for a column of {col.dtype}, shape {col.shape}")
+    if len(rgb) > 1 or len(xyz) != len(out):
+        raise ValueError("pack_typed: more than one colour, or positions and records of different lengths")
     if rgb and any(c.dtype.itemsize not in (1, 2) for c in rgb[0][0]):
-        return False
+        raise ValueError("pack_typed: colour channels of 8 or 16 bits expected")
+    u64, u16, u8 = sized[8], sized[2], sized[1]
     z64, z16, z8 = np.zeros(1, np.uint64), np.zeros(1, np.uint16), np.zeros(1, np.uint8)
     c64, o64 = u64[0] if u64 else (z64, -1)
     c16 = [c for c, _o in u16] + [z16] * (3 - len(u16))
@@ -354,14 +372,12 @@ def pack_typed(order, xyz, x_dst: int, fields: list[tuple[np.ndarray, int]], out
     else:
         chans, orgb, rsh = [z16] * 3, -1, 0
     if len(order):
-        try:
-            _pack_typed(
-                np.asarray(order, np.int64), xyz, int(x_dst), c64, int(o64), *c16, o16, *c8, o8, s8, m8,
-                *chans, int(rsh), int(orgb), out,
-            )  # fmt: skip
-        except TypeError:  # argument types outside the one compiled signature: nothing was written
-            return False
-    return True
+        order = np.asarray(order, np.int64)
+        _pack_typed(
+            order, xyz, int(x_dst), c64, int(o64), *c16, o16, *c8, o8, s8, m8, *chans, int(rsh), int(orgb), out,
+        )  # fmt: skip
+        for col, off in more:
+            _put_column(order, col, int(off), col.dtype.itemsize, out)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -397,33 +413,3 @@ def byte_histogram(col) -> np.ndarray:
     if len(src):
         _byte_histogram(src, np.uint8(shift), np.uint8(mask), out)
     return out
-
-
-def pack_rows(
-    order: np.ndarray,
-    sources: list[tuple[np.ndarray, np.ndarray]],
-    out: np.ndarray,
-    scratch: np.ndarray | None = None,
-) -> None:
-    """out[i] = the bytes of input row order[i], assembled field by field from row sources.
-
-    `sources`: (rows (N, w) uint8, spec (k, 3) of (source byte offset, output byte offset, width)); `out`:
-    (len(order), record size) uint8; bytes no spec names become 0. The rows are first interleaved in input
-    order (sequential numpy block copies) into `scratch` ((N, record size) uint8, e.g. a reused buffer),
-    then permuted as whole rows in one numba pass: about 3x faster than a per-field gather in numba
-    (whose variable-width byte loops check every index). Used to build the spill records straight from
-    the raw LAS records + the reprojected positions, in sorted order."""
-    width = out.shape[1]
-    n_in = len(sources[0][0]) if sources else 0
-    rin = np.zeros((n_in, width), np.uint8) if scratch is None else scratch
-    if rin.shape != (n_in, width):
-        raise ValueError("pack_rows: scratch has the wrong shape")
-    covered = np.zeros(width, dtype=bool)
-    for rows, spec in sources:
-        for so, do, w in np.asarray(spec, np.int64).reshape(-1, 3):
-            rin[:, do : do + w] = rows[:, so : so + w]
-            covered[do : do + w] = True
-    if scratch is not None and not covered.all():
-        rin[:, ~covered] = 0
-    if len(order):
-        _gather_rows(rin, np.asarray(order, np.int64), out)
