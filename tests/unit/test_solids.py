@@ -282,18 +282,22 @@ def _similar(x, y, fp, angle_deg: float, scale: float):
 
 
 @settings(max_examples=12, deadline=None)
-@given(angle=st.floats(-180.0, 180.0) | st.floats(-6.0, 6.0))
-def test_multi_plane_roof_is_invariant_under_rotation_and_scale(angle: float):
+@given(
+    angle=st.floats(-180.0, 180.0) | st.floats(-6.0, 6.0),
+    scale=st.sampled_from([1.0 + 4e-4, 1.0035]),  # 1.0035: EPSG:25833 against EPSG:25832 at 7 deg E
+)
+def test_multi_plane_roof_is_invariant_under_rotation_and_scale(angle: float, scale: float):
     """Another projected CRS rotates a building by its meridian convergence (degrees) and scales it
-    (1 + a few 1e-4): the multi-plane roof keeps its type, its planes, and the LoD1 roof (the
-    area-weighted mean of the LoD2 roof) within 1 mm. The faces are laid out in the footprint's own
-    frame, not along the map grid (which moved the mean by up to 9 mm at a few degrees)."""
+    (1 + a few 1e-4 to 1e-3): the multi-plane roof keeps its type, its planes, and the LoD1 roof (the
+    area-weighted mean of the LoD2 roof) within 1 mm. The faces come from the points' Voronoi cells,
+    not from cells of a grid (along the map grid the mean moved by up to 9 mm at a few degrees, along
+    the footprint by up to 3 mm at scale 1.0035)."""
     from pipeline.stages.buildings.solids import roof_mean_height
 
     x, y, z, fp = _l_shape()
     ref = fit_roof(x, y, z, fp)
     want = roof_mean_height(roof_partition(ref, fp))
-    x2, y2, fp2 = _similar(x, y, fp, angle, 1.0 + 4e-4)
+    x2, y2, fp2 = _similar(x, y, fp, angle, scale)
     fit = fit_roof(x2, y2, z, fp2)
     assert fit.roof_type == ref.roof_type == "multi"
     assert len(fit.planes) == len(ref.planes)

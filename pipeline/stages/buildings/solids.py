@@ -8,11 +8,11 @@ is known:
    z = a x + b y + c. Standard shapes (flat, shed, gable, hip, pyramid) are the lower envelope of their
    planes: the face of plane i is the part of the footprint where plane i is the lowest, so neighbouring
    faces meet exactly on the planes' intersection lines (ridges, hips, valleys). A multi-plane roof is
-   split by the segmentation of its points (every 0.5 m cell of a grid in the footprint's own frame
-   takes the plane of its nearest segmented point, so the faces follow the footprint whatever the map
-   projection); where two such faces do not meet at the same height a vertical step wall joins them.
-   The faces are noded on a 1 mm grid (shared vertices are identical) and stored as `RoofPartition`
-   (WKB MultiPolygon + plane per part), small enough to travel to the tile writers.
+   split by the segmentation of its points (every place takes the plane of its nearest segmented point:
+   Voronoi cells, no grid, so the faces follow the footprint whatever the map projection); where two
+   such faces do not meet at the same height a vertical step wall joins them. The faces are noded on a
+   1 mm grid (shared vertices are identical) and stored as `RoofPartition` (WKB MultiPolygon + plane
+   per part), small enough to travel to the tile writers.
 2. `build_solid(partition, base)`: one shell per footprint part. Roof polygons = faces lifted onto their
    planes; walls = one vertical polygon per boundary edge from `base` up to the roof edge; step walls on
    inner edges where the two faces' heights differ (split where they cross); ground = the footprint at
@@ -118,31 +118,29 @@ def _envelope_faces(planes: np.ndarray, footprint: BaseGeometry) -> list[tuple[B
 
 
 def _segment_faces(
-    fit: RoofFit, footprint: BaseGeometry, cell_m: float, simplify_m: float
+    fit: RoofFit, footprint: BaseGeometry, simplify_m: float
 ) -> list[tuple[BaseGeometry, int]]:
-    """Faces of a multi-plane roof from its point segmentation: cells of cell_m labelled by the nearest
-    segmented point, merged per plane. The cells are laid in the footprint's principal frame (centred
-    on its minimum rotated rectangle, axes along its sides, a cell corner at the centre), not along the
-    map grid: the faces follow the footprint when the map projection rotates it (another CRS) and do
-    not change when its long axis flips by 90 or 180 degrees."""
-    from pipeline.stages.buildings._roof_kernels import nearest_other
+    """Faces of a multi-plane roof from its point segmentation: every place takes the plane of its
+    nearest segmented point (the Voronoi cells of the points, merged per plane), the boundaries between
+    planes simplified together. No grid: the faces are the same whatever the map projection's rotation
+    (meridian convergence) and scale, up to the simplification's tolerance. Computed in the footprint's
+    own frame (centred, axes along its minimum rotated rectangle) and mapped back."""
     from pipeline.stages.buildings.roof_model import footprint_frame
 
     assert fit.segment_xy is not None and fit.segment_label is not None
     f = footprint_frame(footprint)
-    nu = max(int(np.ceil(f.half_l / cell_m)), 1)
-    nv = max(int(np.ceil(f.half_w / cell_m)), 1)
-    gu, gv = np.meshgrid((np.arange(-nu, nu) + 0.5) * cell_m, (np.arange(-nv, nv) + 0.5) * cell_m)
-    gu, gv = gu.ravel(), gv.ravel()
-    su, sv = f.to_local(fit.segment_xy[:, 0], fit.segment_xy[:, 1])
-    su, sv = np.ascontiguousarray(su), np.ascontiguousarray(sv)
-    j = nearest_other(gu, gv, su, sv, np.full(gu.size, -1, dtype=np.int64))
-    lab = fit.segment_label[j]
-    h = cell_m / 2
-    boxes = shapely.box(gu - h, gv - h, gu + h, gv + h)
+    uv = np.column_stack(f.to_local(fit.segment_xy[:, 0], fit.segment_xy[:, 1]))
+    # coincident points (in plan) share one cell: the first one's plane
+    first = np.sort(np.unique(uv, axis=0, return_index=True)[1])
+    uv, lab = uv[first], fit.segment_label[first]
+    pad = 1.0 + f.half_l
+    env = shapely.box(-f.half_l - pad, -f.half_w - pad, f.half_l + pad, f.half_w + pad)
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(uv), extend_to=env, ordered=True))
+    if len(cells) != len(lab):
+        raise SolidError(f"Voronoi cells of {len(lab)} roof points: {len(cells)}")
     keys = np.unique(lab)
-    regions = np.array([shapely.coverage_union_all(boxes[lab == k]) for k in keys], dtype=object)
-    # the staircase boundaries between planes simplified together (shared edges stay shared)
+    regions = np.array([shapely.coverage_union_all(cells[lab == k]) for k in keys], dtype=object)
+    # the zigzag boundaries between planes simplified together (shared edges stay shared)
     regions = shapely.coverage_simplify(regions, tolerance=simplify_m, simplify_boundary=False)
     regions = shapely.transform(regions, lambda c: np.column_stack(f.to_world(c[:, 0], c[:, 1])))
     return [
@@ -155,7 +153,6 @@ def roof_partition(
     fit: RoofFit,
     footprint: BaseGeometry,
     *,
-    cell_m: float = 0.5,
     simplify_m: float = 0.75,
     min_face_m2: float = 2.0,
 ) -> RoofPartition:
@@ -167,7 +164,7 @@ def roof_partition(
     if len(planes) == 1:
         faces = [(footprint, 0)]
     elif fit.segment_xy is not None:
-        faces = _segment_faces(fit, footprint, cell_m, simplify_m)
+        faces = _segment_faces(fit, footprint, simplify_m)
     else:
         faces = _envelope_faces(planes, footprint)
     if len(planes) == 1:  # one plane: the footprint's parts are the faces (nothing to node)
