@@ -9,16 +9,26 @@ Axes (`layers.street_space.axes`):
   layer splits them: `track_id` column or time gaps), ordered by time;
 * `auto` (default): the cadastre's when it has street areas near the scans, else the tracks (the layer's
   manifest stats say which: `axes`).
-Each axis is cut into `segment_m` pieces from its start. Points: the mobile scans (`sources.mobile.points`),
-read in chunks; only points within `max_half_width_m` of an axis are kept. Points and panorama list must
-be in the same CRS (`sources.mobile.crs`, else the working CRS); the cadastre is read into that CRS. The
-measurement is `pipeline.stages.street_space`; the layer is internal by default
+Each axis is cut into `segment_m` pieces from its start. Points: the mobile scans (`sources.mobile.points`).
+Points and panorama list must be in the same CRS (`sources.mobile.crs`, else the working CRS); the cadastre
+is read into that CRS. The measurement is `pipeline.stages.street_space`; the layer is internal by default
 (`layers.street_space.access`).
+
+Work in independent tasks on the build's executor (`orchestrate.executor`), memory bounded by
+`runtime.memory` whatever the region's size:
+1. one task per point file (`spill_points`): the file in chunks (`reader.iter_points`), only the points
+   within `max_half_width_m` (+ `segment_m`) of an axis and in a `CELL_M` cell some segment reaches, each
+   chunk written to a spill file sorted by cell (with the point's place in the input: file, index);
+2. one task per tile of cells (`measure_tile`): the segments whose middle lies in the tile, from the spilled
+   points of the cells their rectangles reach, put back in input order. A segment sees exactly the points,
+   in the same order, as from one read of everything, so the result does not depend on the tiling; the
+   tile size is the largest whose every task's points fit the worker's budget (exact counts from step 1).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +37,11 @@ import numpy as np
 import shapely
 
 from pipeline.config.model import StreetSpaceLayer
+from pipeline.config.sizes import parse_size
 from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import ConfigError, InputError
 from pipeline.model import BuildContext, LayerResult
+from pipeline.orchestrate.executor import Executor, Progress, build_executor, dask_workers, map_ordered
 from pipeline.stages.street_space import (
     RESULT_COLUMNS,
     Segments,
@@ -44,7 +56,6 @@ from pipeline.stages.street_space import (
 OUT_DIR = "street_space"
 OUT_FILE = f"{OUT_DIR}/street_space.gpkg"
 LAYER = "street_space"
-CHUNK_POINTS = 2_000_000
 
 
 def params_of(lay: StreetSpaceLayer) -> StreetSpaceParams:
@@ -126,27 +137,244 @@ def street_areas(
     return lu[keep & ~lu.geometry.is_empty.to_numpy()].reset_index(drop=True)
 
 
-def read_corridor_points(
-    files: list[Path], corridor: shapely.Geometry
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x, y, z, classification of the points inside `corridor`, read in chunks (memory: the corridor's
-    points only)."""
+# the spill grid's cell (the unit of reading back) and the bytes a tile task holds per point: the spilled
+# record (33), the gathered columns (25 + 8), the measurement's point grid (16) and its selections
+CELL_M = 50.0
+TILE_BYTES_PER_POINT = 160
+SPILL_DTYPE = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("c", "u1"), ("i", "<i8")])
+_INDEX_BITS = 40  # a point's place in the input: file number << 40 | index in the file
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """Square cells of `cell` m from (x0, y0), nx x ny of them; cell id = row * nx + column."""
+
+    x0: float
+    y0: float
+    cell: float
+    nx: int
+    ny: int
+
+    @classmethod
+    def around(cls, boxes: np.ndarray, cell: float) -> CellGrid:
+        x0 = float(np.floor(boxes[:, 0].min() / cell) * cell)
+        y0 = float(np.floor(boxes[:, 1].min() / cell) * cell)
+        nx = int((boxes[:, 2].max() - x0) // cell) + 1
+        ny = int((boxes[:, 3].max() - y0) // cell) + 1
+        return cls(x0, y0, cell, nx, ny)
+
+    def col_row(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.floor((x - self.x0) / self.cell).astype(np.int64), np.floor(
+            (y - self.y0) / self.cell
+        ).astype(np.int64)
+
+    def cell_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Cell id of each point, -1 outside the grid."""
+        c, r = self.col_row(x, y)
+        inside = (c >= 0) & (c < self.nx) & (r >= 0) & (r < self.ny)
+        return np.where(inside, r * self.nx + c, -1)
+
+
+def reach_boxes(seg: Segments, half_width: float, pad: float = 1.0) -> np.ndarray:
+    """(n, 4) bounding boxes of the segments' measuring rectangles (0..length along, +-half_width
+    across), padded by `pad` m: every point a segment measures lies inside its box."""
+    L = seg.length
+    xs = np.stack([seg.x0 + a * L * seg.ux - b * half_width * seg.uy for a in (0, 1) for b in (-1, 1)])
+    ys = np.stack([seg.y0 + a * L * seg.uy + b * half_width * seg.ux for a in (0, 1) for b in (-1, 1)])
+    return np.column_stack([xs.min(0) - pad, ys.min(0) - pad, xs.max(0) + pad, ys.max(0) + pad])
+
+
+def _box_cells(grid: CellGrid, box: np.ndarray) -> tuple[int, int, int, int]:
+    """(c0, r0, c1, r1) inclusive cell range of a box, clipped to the grid."""
+    c0, r0 = grid.col_row(np.array([box[0]]), np.array([box[1]]))
+    c1, r1 = grid.col_row(np.array([box[2]]), np.array([box[3]]))
+    return (
+        max(0, int(c0[0])),
+        max(0, int(r0[0])),
+        min(grid.nx - 1, int(c1[0])),
+        min(grid.ny - 1, int(r1[0])),
+    )
+
+
+def needed_cells(grid: CellGrid, boxes: np.ndarray) -> np.ndarray:
+    """Sorted ids of the cells some segment's box reaches."""
+    need = np.zeros((grid.ny, grid.nx), dtype=bool)
+    for b in boxes:
+        c0, r0, c1, r1 = _box_cells(grid, b)
+        need[r0 : r1 + 1, c0 : c1 + 1] = True
+    return np.flatnonzero(need.ravel())
+
+
+def spill_points(
+    path: Path,
+    file_no: int,
+    grid: CellGrid,
+    cells: np.ndarray,
+    corridor: shapely.Geometry,
+    spill_dir: str,
+    chunk_points: int,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Task: the file's points inside `corridor` and in `cells`, chunk by chunk, each chunk written to
+    `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Returns per spill file (path, its cell
+    ids, the record offset where each cell starts, with the end appended). Memory: one chunk."""
     from pipeline.sources.pointcloud.reader import iter_points
 
     shapely.prepare(corridor)
-    xs, ys, zs, cs = [], [], [], []
-    for f in files:
-        for pts in iter_points(f, ("x", "y", "z", "classification"), CHUNK_POINTS):
-            inside = shapely.contains_xy(corridor, pts["x"], pts["y"])
-            if inside.any():
-                xs.append(pts["x"][inside])
-                ys.append(pts["y"][inside])
-                zs.append(pts["z"][inside])
-                cs.append(pts["classification"][inside])
-    if not xs:
-        empty = np.zeros(0)
-        return empty, empty, empty, np.zeros(0, dtype=np.uint8)
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(zs), np.concatenate(cs)
+    wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
+    wanted[cells] = True
+    runs: list[tuple[str, np.ndarray, np.ndarray]] = []
+    start = 0
+    for k, pts in enumerate(iter_points(path, ("x", "y", "z", "classification"), chunk_points)):
+        n = len(pts["x"])
+        cell = grid.cell_of(pts["x"], pts["y"])
+        keep = np.flatnonzero(cell >= 0)
+        keep = keep[wanted[cell[keep]]]
+        keep = keep[shapely.contains_xy(corridor, pts["x"][keep], pts["y"][keep])]
+        if len(keep):
+            order = keep[np.argsort(cell[keep], kind="stable")]
+            rec = np.empty(len(order), dtype=SPILL_DTYPE)
+            rec["x"], rec["y"], rec["z"] = pts["x"][order], pts["y"][order], pts["z"][order]
+            rec["c"] = pts["classification"][order]
+            rec["i"] = (np.int64(file_no) << _INDEX_BITS) + start + order
+            sc = cell[order]
+            first = np.flatnonzero(np.concatenate([[True], sc[1:] != sc[:-1]]))
+            out = str(Path(spill_dir) / f"{file_no:06d}_{k:06d}.npy")
+            np.save(out, rec)
+            runs.append((out, sc[first], np.append(first, len(sc))))
+            del rec
+        start += n
+    return runs
+
+
+def measure_tile(
+    pieces: list[tuple[str, list[tuple[int, int]]]], seg: Segments, p: StreetSpaceParams
+) -> dict[str, np.ndarray]:
+    """Task: the measurements of `seg` from the spilled records `pieces` ((spill file, record ranges)),
+    the points put back in input order first (the order a single read of all files gives)."""
+    parts: list[np.ndarray] = []
+    for path, ranges in pieces:
+        rec = np.load(path, mmap_mode="r")
+        parts.extend(np.array(rec[a:b]) for a, b in ranges)
+        del rec
+    if parts:
+        rec = np.concatenate(parts)
+        del parts
+        rec = rec[np.argsort(rec["i"], kind="stable")]
+        x, y, z, c = (np.ascontiguousarray(rec[k]) for k in ("x", "y", "z", "c"))
+        del rec
+    else:
+        x = y = z = np.zeros(0)
+        c = np.zeros(0, dtype=np.uint8)
+    return measure_street_space(seg, x, y, z, c, p)
+
+
+def tile_plan(
+    grid: CellGrid,
+    boxes: np.ndarray,
+    counts: np.ndarray,
+    mid_cells: tuple[np.ndarray, np.ndarray],
+    max_points: int,
+    workers: int,
+) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """Tiles of k x k cells, each: (indices of the segments whose middle lies in it, the cell range
+    their boxes reach). k is the largest power of two for which every tile reaches at most `max_points`
+    points (the exact per-cell `counts`) and there are at least two tiles per worker; else k = 1."""
+    col, row = mid_cells
+    csum = np.zeros((grid.ny + 1, grid.nx + 1), dtype=np.int64)
+    csum[1:, 1:] = counts.reshape(grid.ny, grid.nx).cumsum(0).cumsum(1)
+    k = 1
+    while k < max(grid.nx, grid.ny):
+        k *= 2
+    while True:
+        tid = (row // k) * ((grid.nx + k - 1) // k) + col // k
+        order = np.argsort(tid, kind="stable")
+        ends = np.flatnonzero(np.diff(tid[order])) + 1
+        tiles = []
+        worst = 0
+        for idx in np.split(order, ends):
+            lo, hi = boxes[idx].min(axis=0), boxes[idx].max(axis=0)
+            c0, r0, c1, r1 = _box_cells(grid, np.array([lo[0], lo[1], hi[2], hi[3]]))
+            n = int(csum[r1 + 1, c1 + 1] - csum[r0, c1 + 1] - csum[r1 + 1, c0] + csum[r0, c0])
+            worst = max(worst, n)
+            tiles.append((np.sort(idx), (c0, r0, c1, r1)))
+        if k == 1 or (worst <= max_points and len(tiles) >= 2 * workers):
+            return tiles
+        k //= 2
+
+
+def measure_from_files(
+    seg: Segments,
+    axes: list[np.ndarray],
+    point_files: list[Path],
+    p: StreetSpaceParams,
+    *,
+    work_dir: Path,
+    budget: int,
+    executor: Executor | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """Measurements of every segment through per-file spill tasks and per-tile measuring tasks on
+    `executor` (module docstring), each task within `budget` bytes; spill files in a temporary folder
+    under `work_dir`, removed at the end. Returns (results, points used, tiles)."""
+    import shutil
+    import tempfile
+
+    from pipeline.sources.pointcloud.reader import chunk_points_for
+
+    out = {k: np.full(len(seg), np.nan) for k in RESULT_COLUMNS}
+    if not len(seg) or not point_files:
+        return out, 0, 0
+    corridor = shapely.union_all(
+        [shapely.buffer(shapely.LineString(a), p.max_half_width_m + p.segment_m) for a in axes]
+    )
+    boxes = reach_boxes(seg, p.max_half_width_m)
+    grid = CellGrid.around(boxes, CELL_M)
+    cells = needed_cells(grid, boxes)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=".street_space-spill-", dir=work_dir))
+    try:
+        runs = map_ordered(
+            executor if len(point_files) > 1 else None,
+            spill_points,
+            [
+                (f, i, grid, cells, corridor, str(spill), chunk_points_for(budget))
+                for i, f in enumerate(point_files)
+            ],
+            name="street-space-read",
+            progress=progress,
+        )
+        flat = [r for file_runs in runs for r in file_runs]
+        counts = np.zeros(grid.nx * grid.ny, dtype=np.int64)
+        for _path, rc, starts in flat:
+            counts[rc] += np.diff(starts)
+        mx = seg.x0 + seg.ux * seg.length / 2
+        my = seg.y0 + seg.uy * seg.length / 2
+        col, row = grid.col_row(mx, my)
+        tiles = tile_plan(grid, boxes, counts, (col, row), budget // TILE_BYTES_PER_POINT, workers)
+        items = []
+        for idx, (c0, r0, c1, r1) in tiles:
+            want = np.zeros(grid.nx * grid.ny, dtype=bool)
+            want.reshape(grid.ny, grid.nx)[r0 : r1 + 1, c0 : c1 + 1] = True
+            pieces = []
+            for path, rc, starts in flat:
+                sel = np.flatnonzero(want[rc])
+                if len(sel):
+                    pieces.append((path, [(int(starts[j]), int(starts[j + 1])) for j in sel]))
+            items.append((pieces, seg.take(idx), p))
+        results = map_ordered(
+            executor if len(items) > 1 else None,
+            measure_tile,
+            items,
+            name="street-space-tiles",
+            progress=progress,
+        )
+        for (idx, _cells), res in zip(tiles, results, strict=True):
+            for key in RESULT_COLUMNS:
+                out[key][idx] = res[key]
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return out, int(counts.sum()), len(tiles)
 
 
 def segments_frame(
@@ -257,15 +485,17 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
                     "axes from the scan tracks"
                 )
         seg = cut_axes(axes, p.segment_m)
-        corridor = (
-            shapely.union_all(
-                [shapely.buffer(shapely.LineString(a), p.max_half_width_m + p.segment_m) for a in axes]
-            )
-            if axes
-            else shapely.Polygon()
+        res, npoints, ntiles = measure_from_files(
+            seg,
+            axes,
+            point_files,
+            p,
+            work_dir=ctx.release_dir,
+            budget=parse_size(cfg.runtime.memory),
+            executor=build_executor(ctx.client),
+            workers=dask_workers(ctx.client) if ctx.client is not None else 1,
+            progress=ctx.progress,
         )
-        x, y, z, c = read_corridor_points(point_files, corridor)
-        res = measure_street_space(seg, x, y, z, c, p)
         gdf = segments_frame(seg, res, p, crs)
         out = ctx.release_dir / OUT_FILE
         write_layer(gdf, out, LAYER, "MultiPolygon")
@@ -285,7 +515,8 @@ def build_street_space_layers(ctx: BuildContext, previous: list[LayerResult]) ->
         "axes": source,
         "axis_lines": len(axes),
         "tracks": len(tracks),
-        "points": len(x),
+        "points": npoints,
+        "tiles": ntiles,
         "judged": int(gdf["judged"].sum()),
         "passable": int(gdf["passable"].sum()),
         "vehicle": [p.vehicle_width_m, p.vehicle_height_m],

@@ -19,7 +19,7 @@ Pure numpy on plain arrays (no Dask, no I/O); docs/overlays.md, "Street space", 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import shapely
@@ -64,6 +64,10 @@ class Segments:
 
     def __len__(self) -> int:
         return len(self.x0)
+
+    def take(self, idx: np.ndarray) -> Segments:
+        """The segments at `idx`, in that order."""
+        return Segments(*(np.asarray(getattr(self, f.name))[idx] for f in fields(self)))
 
 
 RESULT_COLUMNS = (

@@ -6,6 +6,7 @@ Crafted cross-sections with known kerbs, branches and obstacles, and the demo di
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import sqlite3
 from types import SimpleNamespace
@@ -21,8 +22,8 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.orchestrate.street_space import (
     OUT_FILE,
     build_street_space_layers,
+    measure_from_files,
     params_of,
-    read_corridor_points,
     segments_frame,
     street_areas,
     track_axes,
@@ -264,14 +265,13 @@ def test_demo_cadastre_axes_are_the_street_centrelines(demo_street):
 
 
 @pytest.mark.parametrize("source", ["tracks", "cadastre"])
-def test_demo_widths_and_clearances_match_truth(demo_street, source):
+def test_demo_widths_and_clearances_match_truth(demo_street, source, tmp_path):
     raw = demo_street
     p = StreetSpaceParams()
     axes = _demo_axes(raw, source)
     seg = cut_axes(axes, p.segment_m)
-    corridor = shapely.union_all([shapely.buffer(shapely.linestrings(a), 25.0) for a in axes])
-    x, y, z, c = read_corridor_points(sorted((raw / "mobile").glob("*.laz")), corridor)
-    res = measure_street_space(seg, x, y, z, c, p)
+    files = sorted((raw / "mobile").glob("*.laz"))
+    res, _n, _tiles = measure_from_files(seg, axes, files, p, work_dir=tmp_path, budget=2**31)
     gdf = segments_frame(seg, res, p, "EPSG:25832")
     truth = pd.read_csv(raw / "truth" / "street_space.csv")
     pts = shapely.points(truth["x"], truth["y"])
@@ -345,6 +345,39 @@ def test_demo_widths_and_clearances_match_truth(demo_street, source):
     assert narrow_truth >= 2 and narrow_found == narrow_truth, (narrow_truth, narrow_found)
 
 
+@pytest.mark.parametrize("source", ["tracks", "cadastre"])
+def test_partitioned_equals_one_piece(demo_street, source, tmp_path):
+    """Per-file spill tasks and per-tile measuring tasks give exactly what one read of every point and
+    one measurement of all segments give, whatever the tiling (budget) and executor."""
+    from pipeline.sources.pointcloud.reader import read_points
+
+    raw = demo_street
+    p = StreetSpaceParams()
+    axes = _demo_axes(raw, source)
+    seg = cut_axes(axes, p.segment_m)
+    files = sorted((raw / "mobile").glob("*.laz"))
+    assert len(files) == 4
+    parts = [read_points(f) for f in files]
+    x, y, z, c = (np.concatenate([q[k] for q in parts]) for k in ("x", "y", "z", "classification"))
+    whole = measure_street_space(seg, x, y, z, c, p)
+    corridor = shapely.union_all(
+        [shapely.buffer(shapely.LineString(a), p.max_half_width_m + p.segment_m) for a in axes]
+    )
+    in_corridor = int(shapely.contains_xy(corridor, x, y).sum())
+    tiles_seen = set()
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # (the build's workers are processes)
+        for budget, executor, workers in ((1, None, 1), (2**31, pool, 2), (200 * 2**20, pool, 2)):
+            res, npoints, ntiles = measure_from_files(
+                seg, axes, files, p, work_dir=tmp_path, budget=budget, executor=executor, workers=workers
+            )
+            tiles_seen.add(ntiles)
+            assert npoints <= in_corridor and npoints > 0.9 * in_corridor
+            for k in whole:
+                np.testing.assert_array_equal(res[k], whole[k], err_msg=k)
+    assert len(tiles_seen) >= 2 and max(tiles_seen) >= 9  # really partitioned, in different ways
+    assert list(tmp_path.iterdir()) == []  # the spill files are gone
+
+
 def test_build_layer_writes_styled_internal_gpkg(demo_street, tmp_path):
     raw = demo_street
     cfg = TwinConfig.model_validate(
@@ -358,7 +391,12 @@ def test_build_layer_writes_styled_internal_gpkg(demo_street, tmp_path):
     inputs = [SimpleNamespace(role="panoramas", path=raw / "mobile" / "panoramas.csv")]
     inputs += [SimpleNamespace(role="mobile", path=f) for f in sorted((raw / "mobile").glob("*.laz"))]
     ctx = SimpleNamespace(
-        cfg=cfg, inputs=inputs, release_dir=tmp_path / "rel", stage=lambda name: contextlib.nullcontext()
+        cfg=cfg,
+        inputs=inputs,
+        release_dir=tmp_path / "rel",
+        stage=lambda name: contextlib.nullcontext(),
+        client=None,
+        progress=lambda *a: None,
     )
     (result,) = build_street_space_layers(ctx, [])
     assert result.access == "internal"
@@ -405,7 +443,12 @@ def _ctx(raw, tmp_path, street_space: dict, cadastre: str | None = CADASTRE):
     if cadastre:
         inputs.append(SimpleNamespace(role="cadastre", path=raw / cadastre))
     return SimpleNamespace(
-        cfg=cfg, inputs=inputs, release_dir=tmp_path / "rel", stage=lambda name: contextlib.nullcontext()
+        cfg=cfg,
+        inputs=inputs,
+        release_dir=tmp_path / "rel",
+        stage=lambda name: contextlib.nullcontext(),
+        client=None,
+        progress=lambda *a: None,
     )
 
 

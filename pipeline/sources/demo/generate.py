@@ -21,6 +21,7 @@ Measured on the development machine (2 cores shared with other jobs, load averag
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -279,12 +280,15 @@ def generate_demo(
             files.append(path)
             if mobile and rate > 0:
                 with _timed(stages, "mobile"):
-                    m = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
-                    if m is not None:  # None: no track near this tile
+                    # written in pieces as they are made: memory does not grow with the tile's points
+                    pieces = mob.simulate_mobile(city, tile, track_list, rate, int(seed))
+                    first = next(pieces, None)
+                    if first is not None:  # None: no track near this tile
                         path = out / "mobile" / mobile_name(tile, epochs[1])
-                        mob.write_mobile_tile(path, m, tile, city)
+                        n = mob.write_mobile_tile(path, itertools.chain([first], pieces), tile, city)
                         files.append(path)
-                        counts["mobile_points"] += len(m["x"])
+                        counts["mobile_points"] += n
+                        del first
             bar.advance(t_tiles)
 
         t_truth = bar.add_task("truth + README", total=1)

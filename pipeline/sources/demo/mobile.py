@@ -23,6 +23,7 @@ Generation is tile by tile: a track is cut into 25 m chunks, each with its own r
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ NARROWING_LENGTH = 20.0
 _RASTER_RES = 0.25
 _STEP = 0.25  # marching step along a profile
 _KEEP_FRACTION = 0.55  # share of rays that return something (for the rate calibration)
+PIECE_POINTS = 1_000_000  # returns per piece handed to the LAZ writer (bounds the generator's memory)
 
 FACADE_COLOURS = np.array(
     [[222, 208, 182], [236, 234, 226], [168, 84, 62], [150, 150, 146], [198, 170, 128], [120, 60, 50]],
@@ -144,14 +146,28 @@ def _segment_range(tr: Track, box: tuple[float, float, float, float]) -> tuple[f
 
 
 def simulate_mobile(
-    city: City, tile: Tile, all_tracks: list[Track], rate_per_m: float, seed: int
-) -> dict[str, np.ndarray] | None:
-    """Mobile-mapping returns inside one tile (epoch 2 scene), or None when no track comes near."""
+    city: City,
+    tile: Tile,
+    all_tracks: list[Track],
+    rate_per_m: float,
+    seed: int,
+    piece_points: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Mobile-mapping returns inside one tile (epoch 2 scene) in GPS-time order, in pieces of about
+    `piece_points` (default PIECE_POINTS; nothing when no track comes near).
+
+    The tile's returns in GPS-time order are the stable time sort of the 25 m chunks' returns in
+    (track, chunk) order. A chunk's returns are no earlier than its lower bound (`_chunk_start_time`),
+    so once a chunk is made, every return before the smallest bound of the chunks still to come is
+    final: it is sorted (with the returns held back so far, stable) and handed on. The pieces'
+    concatenation is that global sort; memory is about one piece plus one chunk, whatever the tile's
+    point count."""
     margin = RANGE + 1.0
     ext = (tile.x0 - margin, tile.y0 - margin, tile.x1 + margin, tile.y1 + margin)
     near = [(tr, r) for tr in all_tracks if (r := _segment_range(tr, ext)) is not None]
     if not near:
-        return None
+        return
+    piece_points = PIECE_POINTS if piece_points is None else piece_points
     # obstacle raster: building ids (index + 1) of the epoch-2 scene around the tile
     ex0 = np.floor(ext[0] / _RASTER_RES) * _RASTER_RES
     ey1 = np.ceil(ext[3] / _RASTER_RES) * _RASTER_RES
@@ -186,133 +202,158 @@ def simulate_mobile(
     steps = np.arange(1, int(RANGE / _STEP) + 1) * _STEP
     narrow = narrowings(city)
 
-    parts: list[dict[str, np.ndarray]] = []
-    for tr, (s_lo, s_hi) in near:
-        for k in range(int(s_lo // CHUNK), int(s_hi // CHUNK) + 1):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 7, tr.tid, k]))
-            n = int(rng.poisson(rate_per_m * CHUNK / _KEEP_FRACTION))
-            s = k * CHUNK + rng.random(n) * CHUNK
-            side = rng.integers(0, 2, n)
-            phi = np.deg2rad(rng.uniform(-75.0, 70.0, n))
-            penetrate = rng.exponential(0.3, n)
-            noise = rng.normal(0.0, 0.01, n)
-            unclassified = rng.random(n) < 1e-3
-            ok = (s >= 0) & (s <= tr.length)
-            s, side, phi, penetrate, noise = s[ok], side[ok], phi[ok], penetrate[ok], noise[ok]
-            unclassified = unclassified[ok]
-            if not len(s):
+    chunks = [(tr, k) for tr, (s_lo, s_hi) in near for k in range(int(s_lo // CHUNK), int(s_hi // CHUNK) + 1)]
+    # later[j]: no return of the chunks after j is earlier than this
+    bounds = np.array([_chunk_start_time(tr, k) for tr, k in chunks] + [np.inf])
+    later = np.minimum.accumulate(bounds[::-1])[::-1][1:]
+    held: list[dict[str, np.ndarray]] = []  # returns made, not yet final (a sorted one + the new chunk)
+    ready: list[dict[str, np.ndarray]] = []  # final returns in order, not yet handed on
+    nready = 0
+    for j, (tr, k) in enumerate(chunks):
+        if held:
+            # the returns made so far that no later chunk can precede, in (time, order made) order
+            t = np.concatenate([h["gps_time"] for h in held])
+            order = np.argsort(t, kind="stable")
+            cut = int(np.searchsorted(t[order], later[j - 1], side="left"))
+            merged = {key: np.concatenate([h[key] for h in held])[order] for key in held[0]}
+            if cut:
+                ready.append({key: v[:cut] for key, v in merged.items()})
+                nready += cut
+            held = [{key: v[cut:] for key, v in merged.items()}] if cut < len(t) else []
+            if nready >= piece_points:
+                yield _concat(ready)
+                ready, nready = [], 0
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7, tr.tid, k]))
+        n = int(rng.poisson(rate_per_m * CHUNK / _KEEP_FRACTION))
+        s = k * CHUNK + rng.random(n) * CHUNK
+        side = rng.integers(0, 2, n)
+        phi = np.deg2rad(rng.uniform(-75.0, 70.0, n))
+        penetrate = rng.exponential(0.3, n)
+        noise = rng.normal(0.0, 0.01, n)
+        unclassified = rng.random(n) < 1e-3
+        ok = (s >= 0) & (s <= tr.length)
+        s, side, phi, penetrate, noise = s[ok], side[ok], phi[ok], penetrate[ok], noise[ok]
+        unclassified = unclassified[ok]
+        if not len(s):
+            continue
+        sign = np.where(side == 0, 1.0, -1.0)  # +1 left, -1 right of the driving direction
+        nx, ny = -tr.uy * sign, tr.ux * sign
+        px, py = tr.at(s)
+        zs = city.terrain(px, py) + SENSOR_HEIGHT
+        # first building along each profile, sampled every 0.5 m of track
+        s_samp = k * CHUNK + (np.arange(int(CHUNK / 0.5)) + 0.5) * 0.5
+        sx, sy = tr.at(s_samp)
+        db = np.full((2, len(s_samp)), np.inf)
+        bid = np.zeros((2, len(s_samp)), dtype=np.int64)
+        for j, sg in enumerate((1.0, -1.0)):
+            mx = sx[:, None] + steps[None, :] * (-tr.uy * sg)
+            my = sy[:, None] + steps[None, :] * (tr.ux * sg)
+            col = ((mx - ex0) / _RASTER_RES).astype(np.int64)
+            row = ((ey1 - my) / _RASTER_RES).astype(np.int64)
+            inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+            lab = np.where(inside, label[np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)], 0)
+            hit = lab > 0
+            first = np.argmax(hit, axis=1)
+            anyhit = hit.any(axis=1)
+            db[j] = np.where(anyhit, steps[first] - _STEP / 2, np.inf)
+            bid[j] = np.where(anyhit, lab[np.arange(len(s_samp)), first], 0)
+        si = np.clip(((s - k * CHUNK) / 0.5).astype(np.int64), 0, len(s_samp) - 1)
+        d_b = db[side, si]
+        b_id = bid[side, si]
+        tan_phi = np.tan(phi)
+        d_g = np.where(phi < 0, SENSOR_HEIGHT / np.maximum(-tan_phi, 1e-6), np.inf)
+        # trees: ray / ellipsoid intersection in the profile plane
+        d_t = np.full(len(s), np.inf)
+        tsel = np.flatnonzero(
+            (
+                np.abs((tr_.x - tr.x0) * tr.ux + (tr_.y - tr.y0) * tr.uy - (k + 0.5) * CHUNK)
+                < CHUNK / 2 + tr_.radius
+            )
+            & (np.abs(-(tr_.x - tr.x0) * tr.uy + (tr_.y - tr.y0) * tr.ux) < RANGE + tr_.radius)
+        )
+        for q in tsel:
+            ds = (tr_.x[q] - px) * tr.ux + (tr_.y[q] - py) * tr.uy
+            f = 1.0 - (ds / tr_.radius[q]) ** 2
+            m = f > 0
+            if not m.any():
                 continue
-            sign = np.where(side == 0, 1.0, -1.0)  # +1 left, -1 right of the driving direction
-            nx, ny = -tr.uy * sign, tr.ux * sign
-            px, py = tr.at(s)
-            zs = city.terrain(px, py) + SENSOR_HEIGHT
-            # first building along each profile, sampled every 0.5 m of track
-            s_samp = k * CHUNK + (np.arange(int(CHUNK / 0.5)) + 0.5) * 0.5
-            sx, sy = tr.at(s_samp)
-            db = np.full((2, len(s_samp)), np.inf)
-            bid = np.zeros((2, len(s_samp)), dtype=np.int64)
-            for j, sg in enumerate((1.0, -1.0)):
-                mx = sx[:, None] + steps[None, :] * (-tr.uy * sg)
-                my = sy[:, None] + steps[None, :] * (tr.ux * sg)
-                col = ((mx - ex0) / _RASTER_RES).astype(np.int64)
-                row = ((ey1 - my) / _RASTER_RES).astype(np.int64)
-                inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-                lab = np.where(inside, label[np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)], 0)
-                hit = lab > 0
-                first = np.argmax(hit, axis=1)
-                anyhit = hit.any(axis=1)
-                db[j] = np.where(anyhit, steps[first] - _STEP / 2, np.inf)
-                bid[j] = np.where(anyhit, lab[np.arange(len(s_samp)), first], 0)
-            si = np.clip(((s - k * CHUNK) / 0.5).astype(np.int64), 0, len(s_samp) - 1)
-            d_b = db[side, si]
-            b_id = bid[side, si]
-            tan_phi = np.tan(phi)
-            d_g = np.where(phi < 0, SENSOR_HEIGHT / np.maximum(-tan_phi, 1e-6), np.inf)
-            # trees: ray / ellipsoid intersection in the profile plane
-            d_t = np.full(len(s), np.inf)
-            tsel = np.flatnonzero(
-                (
-                    np.abs((tr_.x - tr.x0) * tr.ux + (tr_.y - tr.y0) * tr.uy - (k + 0.5) * CHUNK)
-                    < CHUNK / 2 + tr_.radius
-                )
-                & (np.abs(-(tr_.x - tr.x0) * tr.uy + (tr_.y - tr.y0) * tr.ux) < RANGE + tr_.radius)
-            )
-            for q in tsel:
-                ds = (tr_.x[q] - px) * tr.ux + (tr_.y[q] - py) * tr.uy
-                f = 1.0 - (ds / tr_.radius[q]) ** 2
-                m = f > 0
-                if not m.any():
-                    continue
-                a = (tr_.top[q] - tr_.crown_base[q]) / 2
-                zc = city.terrain(tr_.x[q], tr_.y[q]) + tr_.crown_base[q] + a
-                dc = (tr_.x[q] - px) * nx + (tr_.y[q] - py) * ny
-                rr = tr_.radius[q] * np.sqrt(np.where(m, f, 1.0))
-                aa = a * np.sqrt(np.where(m, f, 1.0))
-                cphi, sphi = np.cos(phi), np.sin(phi)
-                # ((t cos - dc)/rr)^2 + ((zs + t sin - zc)/aa)^2 = 1
-                qa = (cphi / rr) ** 2 + (sphi / aa) ** 2
-                qb = 2 * (-dc * cphi / rr**2 + (zs - zc) * sphi / aa**2)
-                qc = (dc / rr) ** 2 + ((zs - zc) / aa) ** 2 - 1.0
-                disc = qb * qb - 4 * qa * qc
-                hit = m & (disc > 0)
-                t1 = np.where(hit, (-qb - np.sqrt(np.where(hit, disc, 0.0))) / (2 * qa), np.inf)
-                t1 = np.where(t1 > 0, t1, np.inf)
-                d_t = np.minimum(d_t, t1 * cphi)
-            d_hit = np.minimum(np.minimum(d_g, d_b), d_t)
-            kind = np.where(d_hit == d_t, 5, np.where(d_hit == d_b, 6, 2))
-            z_at = zs + d_hit * tan_phi
-            valid = np.isfinite(d_hit) & (d_hit <= RANGE)
-            valid &= ~((kind == 6) & (z_at > top[b_id]))  # ray passes over the eave: no return
-            d_hit = np.where(kind == 5, d_hit + penetrate * np.cos(phi), d_hit)
-            x = px + d_hit * nx
-            y = py + d_hit * ny
-            valid &= (x >= tile.x0) & (x < tile.x1) & (y >= tile.y0) & (y < tile.y1)
-            if not valid.any():
-                continue
-            sel = np.flatnonzero(valid)
-            x, y, kind = np.floor(x[sel] * 100) / 100, np.floor(y[sel] * 100) / 100, kind[sel]
-            zg = city.terrain(x, y) + sidewalk_raise(city, x, y, narrow)
-            z = np.where(kind == 2, zg, np.maximum(zs[sel] + d_hit[sel] * tan_phi[sel], zg)) + noise[sel]
-            # colours
-            col = np.clip(((x - ex0) / 1.0).astype(np.int64), 0, lc.shape[1] - 1)
-            row = np.clip(((ey1 - y) / 1.0).astype(np.int64), 0, lc.shape[0] - 1)
-            rgb = lc_col[lc[row, col]]
-            fac = kind == 6
-            if fac.any():
-                b = b_id[sel][fac]
-                rel = z[fac] - base[b]
-                window = ((rel % 3.0) > 1.0) & ((rel % 3.0) < 2.3) & ((s[sel][fac] % 2.6) < 1.4)
-                rgb[fac] = fac_col[b] * np.where(window, 0.35, 1.0)[:, None]
-            veg = kind == 5
-            rgb[veg] = np.array([52.0, 96.0, 44.0]) * (0.8 + 0.4 * rng.random(veg.sum()))[:, None]
-            cls = np.where(unclassified[sel], 1, kind).astype(np.uint8)
-            intensity = np.where(kind == 2, 1400, np.where(kind == 6, 2200, 900)) + rng.normal(
-                0, 200, len(sel)
-            )
-            parts.append(
-                {
-                    "x": x,
-                    "y": y,
-                    "z": z,
-                    "gps_time": profile_time(tr, s[sel], side[sel], phi[sel]),
-                    "classification": cls,
-                    "point_source_id": (2 * tr.tid + 1 + side[sel]).astype(np.uint16),
-                    "scan_angle": np.rint(np.degrees(phi[sel]) / 0.006).astype(np.int16),
-                    "intensity": np.clip(np.rint(intensity), 0, 65535).astype(np.uint16),
-                    "red": (np.clip(rgb[:, 0], 0, 255) * 257).astype(np.uint16),
-                    "green": (np.clip(rgb[:, 1], 0, 255) * 257).astype(np.uint16),
-                    "blue": (np.clip(rgb[:, 2], 0, 255) * 257).astype(np.uint16),
-                }
-            )
-    if not parts:
-        return None
-    # one field at a time (the chunks' copy of it freed as it goes): about one copy of the tile's points
-    # at the peak instead of three
-    order = np.argsort(np.concatenate([p["gps_time"] for p in parts]), kind="stable")
-    out = {}
-    for key in list(parts[0]):
-        out[key] = np.concatenate([p.pop(key) for p in parts])[order]
-    return out
+            a = (tr_.top[q] - tr_.crown_base[q]) / 2
+            zc = city.terrain(tr_.x[q], tr_.y[q]) + tr_.crown_base[q] + a
+            dc = (tr_.x[q] - px) * nx + (tr_.y[q] - py) * ny
+            rr = tr_.radius[q] * np.sqrt(np.where(m, f, 1.0))
+            aa = a * np.sqrt(np.where(m, f, 1.0))
+            cphi, sphi = np.cos(phi), np.sin(phi)
+            # ((t cos - dc)/rr)^2 + ((zs + t sin - zc)/aa)^2 = 1
+            qa = (cphi / rr) ** 2 + (sphi / aa) ** 2
+            qb = 2 * (-dc * cphi / rr**2 + (zs - zc) * sphi / aa**2)
+            qc = (dc / rr) ** 2 + ((zs - zc) / aa) ** 2 - 1.0
+            disc = qb * qb - 4 * qa * qc
+            hit = m & (disc > 0)
+            t1 = np.where(hit, (-qb - np.sqrt(np.where(hit, disc, 0.0))) / (2 * qa), np.inf)
+            t1 = np.where(t1 > 0, t1, np.inf)
+            d_t = np.minimum(d_t, t1 * cphi)
+        d_hit = np.minimum(np.minimum(d_g, d_b), d_t)
+        kind = np.where(d_hit == d_t, 5, np.where(d_hit == d_b, 6, 2))
+        z_at = zs + d_hit * tan_phi
+        valid = np.isfinite(d_hit) & (d_hit <= RANGE)
+        valid &= ~((kind == 6) & (z_at > top[b_id]))  # ray passes over the eave: no return
+        d_hit = np.where(kind == 5, d_hit + penetrate * np.cos(phi), d_hit)
+        x = px + d_hit * nx
+        y = py + d_hit * ny
+        valid &= (x >= tile.x0) & (x < tile.x1) & (y >= tile.y0) & (y < tile.y1)
+        if not valid.any():
+            continue
+        sel = np.flatnonzero(valid)
+        x, y, kind = np.floor(x[sel] * 100) / 100, np.floor(y[sel] * 100) / 100, kind[sel]
+        zg = city.terrain(x, y) + sidewalk_raise(city, x, y, narrow)
+        z = np.where(kind == 2, zg, np.maximum(zs[sel] + d_hit[sel] * tan_phi[sel], zg)) + noise[sel]
+        # colours
+        col = np.clip(((x - ex0) / 1.0).astype(np.int64), 0, lc.shape[1] - 1)
+        row = np.clip(((ey1 - y) / 1.0).astype(np.int64), 0, lc.shape[0] - 1)
+        rgb = lc_col[lc[row, col]]
+        fac = kind == 6
+        if fac.any():
+            b = b_id[sel][fac]
+            rel = z[fac] - base[b]
+            window = ((rel % 3.0) > 1.0) & ((rel % 3.0) < 2.3) & ((s[sel][fac] % 2.6) < 1.4)
+            rgb[fac] = fac_col[b] * np.where(window, 0.35, 1.0)[:, None]
+        veg = kind == 5
+        rgb[veg] = np.array([52.0, 96.0, 44.0]) * (0.8 + 0.4 * rng.random(veg.sum()))[:, None]
+        cls = np.where(unclassified[sel], 1, kind).astype(np.uint8)
+        intensity = np.where(kind == 2, 1400, np.where(kind == 6, 2200, 900)) + rng.normal(0, 200, len(sel))
+        held.append(
+            {
+                "x": x,
+                "y": y,
+                "z": z,
+                "gps_time": profile_time(tr, s[sel], side[sel], phi[sel]),
+                "classification": cls,
+                "point_source_id": (2 * tr.tid + 1 + side[sel]).astype(np.uint16),
+                "scan_angle": np.rint(np.degrees(phi[sel]) / 0.006).astype(np.int16),
+                "intensity": np.clip(np.rint(intensity), 0, 65535).astype(np.uint16),
+                "red": (np.clip(rgb[:, 0], 0, 255) * 257).astype(np.uint16),
+                "green": (np.clip(rgb[:, 1], 0, 255) * 257).astype(np.uint16),
+                "blue": (np.clip(rgb[:, 2], 0, 255) * 257).astype(np.uint16),
+            }
+        )
+    if held:
+        t = np.concatenate([h["gps_time"] for h in held])
+        order = np.argsort(t, kind="stable")
+        ready.append({key: np.concatenate([h[key] for h in held])[order] for key in held[0]})
+        nready += len(t)
+    if nready:
+        yield _concat(ready)
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _chunk_start_time(tr: Track, k: int) -> float:
+    """A lower bound of the GPS times of chunk k's returns on track `tr`: `profile_time` at the chunk's
+    start, left scanner, lowest elevation angle (the same float operations, each monotonic in its
+    inputs, so no return of the chunk can round below it)."""
+    return float(profile_time(tr, np.array([k * CHUNK]), np.array([0]), np.array([np.deg2rad(-75.0)]))[0])
 
 
 def driving_line(st: Street) -> tuple[float, float, float, float, float]:
@@ -387,8 +428,11 @@ def profile_time(tr: Track, s: np.ndarray, side: np.ndarray, phi: np.ndarray) ->
     return tr.t_start + (line + sweep) * (PROFILE_STEP / SPEED)
 
 
-def write_mobile_tile(path: Path, pts: dict[str, np.ndarray], tile: Tile, city: City) -> None:
-    write_las(
+def write_mobile_tile(
+    path: Path, pts: dict[str, np.ndarray] | Iterable[dict[str, np.ndarray]], tile: Tile, city: City
+) -> int:
+    """Write one tile's returns (one dict or pieces in order, see `simulate_mobile`); the point count."""
+    return write_las(
         path,
         pts,
         version="1.4",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import laspy
@@ -398,15 +399,17 @@ def crs_vlrs() -> list:
 
 def write_las(
     path: Path,
-    pts: dict[str, np.ndarray],
+    pts: dict[str, np.ndarray] | Iterable[dict[str, np.ndarray]],
     *,
     version: str,
     point_format: int,
     offsets: tuple[float, float, float],
     day: dt.date,
     system_identifier: str,
-) -> None:
-    """Write a LAZ file atomically (temporary file in the same folder, then one rename)."""
+) -> int:
+    """Write a LAS/LAZ file atomically (temporary file in the same folder, then one rename); `pts` is
+    one dict of columns or an iterable of them (pieces written in turn: memory is one piece, the bytes
+    are those of writing their concatenation at once). Returns the number of points written."""
     header = laspy.LasHeader(version=version, point_format=point_format)
     header.scales = np.array([0.01, 0.01, 0.01])
     header.offsets = np.array(offsets)
@@ -420,17 +423,31 @@ def write_las(
         header.global_encoding.wkt = True
     for v in vlrs:
         header.vlrs.append(v)
-    las = laspy.LasData(header)
-    las.x = pts["x"]
-    las.y = pts["y"]
-    las.z = pts["z"]
-    for name, arr in pts.items():
-        if name not in ("x", "y", "z"):
-            las[name] = arr
+    pieces = [pts] if isinstance(pts, dict) else pts
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # laspy picks LAZ from the suffix
-    with open(tmp, "wb") as f:
-        las.write(f, do_compress=path.suffix.lower() == ".laz", laz_backend=LazBackend.LazrsParallel)
+    count = 0
+    try:
+        with laspy.LasWriter(
+            open(tmp, "wb"),
+            header,
+            do_compress=path.suffix.lower() == ".laz",
+            laz_backend=LazBackend.LazrsParallel,
+        ) as writer:
+            for piece in pieces:
+                las = laspy.LasData(header)
+                las.x = piece["x"]
+                las.y = piece["y"]
+                las.z = piece["z"]
+                for name, arr in piece.items():
+                    if name not in ("x", "y", "z"):
+                        las[name] = arr
+                writer.write_points(las.points)
+                count += len(las.points)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    return count
 
 
 def write_aerial_tile(path: Path, pts: dict[str, np.ndarray], tile: Tile, city: City, epoch: int) -> None:
