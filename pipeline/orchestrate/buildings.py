@@ -16,6 +16,7 @@ import csv
 import functools
 import hashlib
 import io
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -511,14 +512,16 @@ def building_tile_key(cache: Any, args: tuple, kw: dict[str, Any]) -> str:
 
 
 def write_building_tile_cached(
-    cache: Any, key: str, path: str, *args: Any, **kw: Any
+    cache: Any, key: str, path: str, packed: bytes, **kw: Any
 ) -> tuple[list[float], list[float], int]:
     """`write_building_tile` through the content cache (key: the tile's footprints, heights, attribute
-    table, frame, CRS settings and options); the tile file is hard-linked from the cache entry."""
+    table, frame, CRS settings and options); the tile file is hard-linked from the cache entry.
+    `packed`: the pickled arguments after `path` (one bytes object, cheap to hash for the Dask key)."""
     import json
+    import pickle
 
     def build(tmp: Path) -> None:
-        lo, hi, nt = write_building_tile(str(tmp / "tile"), *args, **kw)
+        lo, hi, nt = write_building_tile(str(tmp / "tile"), *pickle.loads(packed), **kw)
         (tmp / "meta.json").write_text(json.dumps({"lo": lo, "hi": hi, "triangles": nt}))
 
     entry = cache.materialize(key, build, {"tile": path})
@@ -582,12 +585,13 @@ def write_tiles(
     misses = []
     for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
         if cache.get(key) is not None:  # unchanged tile: hard link here, no task
-            results[i] = write_building_tile_cached(cache, key, *j, **kw)
+            results[i] = write_building_tile_cached(cache, key, j[0], pickle.dumps(j[1:], protocol=5), **kw)
         else:
             misses.append(i)
     executor = build_executor(ctx.client) if len(misses) > 1 else None
     tile = functools.partial(write_building_tile_cached, **kw)
-    done = map_ordered(executor, tile, [(cache, keys[i], *jobs[i]) for i in misses], name="buildings-tiles")
+    items = [(cache, keys[i], jobs[i][0], pickle.dumps(jobs[i][1:], protocol=5)) for i in misses]
+    done = map_ordered(executor, tile, items, name="buildings-tiles")
     for i, r in zip(misses, done, strict=True):
         results[i] = r
     tris = 0

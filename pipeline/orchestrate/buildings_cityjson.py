@@ -219,12 +219,15 @@ def cityjson_tile(
     return {"lod22": counts["2.2"], "lod12": counts["1.2"], "no_geometry": counts[""]}
 
 
-def cityjson_tile_cached(cache: Any, key: str, path: str, *args: Any) -> dict[str, int]:
-    """`cityjson_tile` through the content cache; the file is hard-linked from the cache entry."""
+def cityjson_tile_cached(cache: Any, key: str, path: str, packed: bytes) -> dict[str, int]:
+    """`cityjson_tile` through the content cache; the file is hard-linked from the cache entry.
+    `packed`: the pickled arguments after `path` (one bytes object: a task's arguments are hashed for
+    its Dask key, and per-building attribute dicts of numpy scalars cost more to hash than to write)."""
     import json
+    import pickle
 
     def build(tmp: Path) -> None:
-        counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *args)
+        counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *pickle.loads(packed))
         (tmp / "counts.json").write_text(json.dumps(counts, sort_keys=True))
 
     entry = cache.materialize(key, build, {"tile.city.jsonl": path})
@@ -303,6 +306,8 @@ def write_cityjson(
         )
     # incremental: a tile is cached by its content (ids, footprints, heights, partitions, attributes,
     # CRS, title); unchanged tiles are hard-linked from the cache, not rebuilt
+    import pickle
+
     from pipeline.orchestrate.cache import build_cache
 
     cache = build_cache(ctx)
@@ -311,11 +316,11 @@ def write_cityjson(
     misses = []
     for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
         if cache.get(key) is not None:
-            results[i] = cityjson_tile_cached(cache, key, *j)
+            results[i] = cityjson_tile_cached(cache, key, j[0], pickle.dumps(j[1:], protocol=5))
         else:
             misses.append(i)
     executor = build_executor(ctx.client) if len(misses) > 1 else None
-    items = [(cache, keys[i], *jobs[i]) for i in misses]
+    items = [(cache, keys[i], jobs[i][0], pickle.dumps(jobs[i][1:], protocol=5)) for i in misses]
     for i, r in zip(misses, map_ordered(executor, cityjson_tile_cached, items, name="cityjson"), strict=True):
         results[i] = r
     stats: dict[str, Any] = {"files": len(jobs), "reference_system": refsys}
