@@ -359,10 +359,25 @@ def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols) -> None:
         typed = [(_as_field(col, fields[name][0]), fields[name][1]) for name, col in cols.items()]
         K.pack_typed(order, xyz, fields["x"][1], typed, dst)
     except BaseException as e:
-        import traceback
-
         del dst
-        # the frames below may still view the mapping: keep their traceback as text, drop the frames
-        e.add_note("".join(traceback.format_tb(e.__traceback__)).rstrip())
-        raise e.with_traceback(None)  # noqa: B904  (the same exception, re-raised)
+        _drop_frame_locals(e)
+        raise
     del dst
+
+
+def _drop_frame_locals(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in the tracebacks of `exc` and of every exception
+    chained to it (`__cause__`, `__context__`): a frame below the packer may hold a view of the spill
+    mapping, and a chained exception (`raise ... from e`, an error while handling another) keeps its frames
+    alive as well as the raised one does. The tracebacks themselves (file, line, code) stay."""
+    import traceback
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # (executing frames are skipped: their views are deleted)
+        todo += [e.__cause__, e.__context__]

@@ -1,0 +1,50 @@
+"""A failure while a unit's records are packed into the spill file's mapping reaches the caller as itself,
+also when it carries chained exceptions (`raise ... from e`) whose frames viewed the mapping; before, the
+mapping's close raised `BufferError: cannot close exported pointers exist` instead."""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+import pytest
+
+from pipeline.stages.points import decode
+
+
+class _ChainingKernels:
+    @staticmethod
+    def pack_typed(order, xyz, offset, typed, dst):
+        def inner(view):
+            raise ValueError(f"inner failure on {len(view)} rows")
+
+        try:
+            inner(dst)
+        except ValueError as e:
+            raise RuntimeError("packing failed") from e
+
+    @staticmethod
+    def pack_typed_plain(order, xyz, offset, typed, dst):
+        raise ValueError("plain failure")
+
+
+@pytest.mark.parametrize("kernel", ["pack_typed", "pack_typed_plain"])
+def test_packing_failure_with_chained_exceptions_surfaces_as_itself(tmp_path, monkeypatch, kernel):
+    kernels = type("K", (), {"pack_typed": staticmethod(getattr(_ChainingKernels, kernel))})()
+    monkeypatch.setattr(decode, "K", kernels)
+    dtype = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4")])
+    n = 10
+    path = tmp_path / "u.rec"
+    path.write_bytes(bytes(n * dtype.itemsize))
+    with (
+        open(path, "r+b") as f,
+        pytest.raises((RuntimeError, ValueError)) as info,
+        mmap.mmap(f.fileno(), n * dtype.itemsize) as mm,
+    ):
+        decode._pack_spill(mm, n, dtype, np.arange(n), np.zeros((n, 3)), {})
+    assert not isinstance(info.value, BufferError)
+    if kernel == "pack_typed":
+        assert str(info.value) == "packing failed" and isinstance(info.value.__cause__, ValueError)
+        assert info.value.__cause__.__traceback__ is not None  # the traceback is kept, only locals go
+    else:
+        assert str(info.value) == "plain failure"
