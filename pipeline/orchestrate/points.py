@@ -143,23 +143,15 @@ def _intensity_stats(layer_dir: Path) -> dict[str, Any]:
     intensity of the points in the root and level-1 tiles (glb; a spatially even sample of the layer), so
     a 12-bit scanner's 0..4095 is shown with full contrast although the tiles keep the delivered values.
     Empty when the tiles have no readable intensity (pnts, no tiles)."""
-    from pipeline.tiles.gltf import read_glb
+    from pipeline.tiles.gltf import accessor_array
+    from pipeline.tiles.points_reader import read_point_glb
 
     vals = []
     for p in sorted((layer_dir / "content").glob("[01]/*.glb")):
-        js, binary = read_glb(p.read_bytes())
-        if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
-            from pipeline.tiles.points_glb import decode_meshopt_views
-
-            js, binary = decode_meshopt_views(js, binary)
+        js, binary = read_point_glb(p.read_bytes())
         attrs = js["meshes"][0]["primitives"][0]["attributes"]
-        if "_INTENSITY" in attrs:  # uint16, interleaved: gather the column (the last row may be short)
-            acc = js["accessors"][attrs["_INTENSITY"]]
-            view = js["bufferViews"][acc["bufferView"]]
-            start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-            rows = start + np.arange(int(acc["count"]), dtype=np.int64) * view.get("byteStride", 2)
-            buf = np.frombuffer(binary, np.uint8)
-            vals.append(buf[rows].astype(np.int64) | (buf[rows + 1].astype(np.int64) << 8))
+        if "_INTENSITY" in attrs:
+            vals.append(accessor_array(js, binary, attrs["_INTENSITY"]).astype(np.int64))
     if not vals or not sum(len(v) for v in vals):
         return {}
     lo, hi = np.percentile(np.concatenate(vals), [1.0, 99.0])

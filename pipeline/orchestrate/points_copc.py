@@ -19,7 +19,6 @@ point of the file, compression one node at a time.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import shutil
 import time
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ValidationError
+from pipeline.orchestrate.executor import Executor, Progress, map_ordered
 from pipeline.stages.points.copc_records import (
     CopcOptions,
     CopcRecords,
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
     from pipeline.stages.points.decode import DecodeJob, FileJob
     from pipeline.stages.points.spill import RecordLayout
-
-Progress = Callable[[str, int, int], None]
 
 COPC_DIR = "copc"
 
@@ -181,7 +179,6 @@ def write_file_copc(
 def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor, progress) -> None:
     """Decode the units that wrote no COPC records (their spill file came from the content cache) with
     the tiler's own decode task, into a throw-away spill folder."""
-    from pipeline.orchestrate.executor import map_ordered
     from pipeline.stages.points.decode import decode_to_spill
 
     side = djob.copc
@@ -217,7 +214,7 @@ def write_layer_copc(
     out_dir: Path,
     copt: CopcOptions,
     class_scheme: str,
-    executor: concurrent.futures.Executor | None = None,
+    executor: Executor | None = None,
     progress: Progress | None = None,
     threads: int = 1,
 ) -> CopcSummary:
@@ -227,8 +224,6 @@ def write_layer_copc(
     `executor`: one task per input file (None: here, `threads` compressing each file's nodes). The output
     does not depend on it."""
     from pyproj import CRS
-
-    from pipeline.orchestrate.executor import map_ordered
 
     t0 = time.perf_counter()
     side: CopcRecords = djob.copc

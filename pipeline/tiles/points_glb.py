@@ -359,42 +359,14 @@ def write_glb_from_vertices(
         os.close(fd)
 
 
-_MESHOPT: list[Any] = []  # [encode function, output buffer]: set up once per process
-
-
 def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
-    """meshopt vertex codec (bitstream version 0) of the (n, stride) uint8 rows, as a view of a buffer
-    reused by every tile of the process (valid until the next call). The package's `encode_vertex_buffer`
-    allocates and zeroes a fresh worst-case buffer per call and copies the result into `bytes`: about 2 MB
-    of new pages per tile; the C function is called here on a kept buffer instead (same bytes, tested)."""
-    import ctypes
-
+    """meshopt vertex codec of the (n, stride) uint8 rows, bitstream version 0 (the one
+    EXT_meshopt_compression specifies, whatever the package's default)."""
     import meshoptimizer as mo
 
-    if not _MESHOPT:
-        mo.encode_vertex_version(0)  # the version EXT_meshopt_compression specifies, whatever the default
-        try:
-            from meshoptimizer._loader import lib
-        except ImportError:  # another packaging of the bindings: the public function
-            lib = None
-        _MESHOPT[:] = [lib, np.empty(0, np.uint8)]
-    lib, buf = _MESHOPT
+    mo.encode_vertex_version(0)
     n, stride = rows.shape
-    if lib is None:
-        return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
-    bound = int(lib.meshopt_encodeVertexBufferBound(n, stride))
-    if len(buf) < bound:
-        buf = _MESHOPT[1] = np.empty(max(bound, 2 * len(buf)), np.uint8)
-    size = lib.meshopt_encodeVertexBuffer(
-        buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte)),
-        len(buf),
-        rows.ctypes.data_as(ctypes.c_void_p),
-        n,
-        stride,
-    )
-    if size == 0:
-        raise RuntimeError(f"meshopt vertex encoding failed ({n} vertices of {stride} bytes)")
-    return buf[:size]
+    return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
 
 
 def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:

@@ -36,13 +36,8 @@ def _content_uris(tileset_path: Path) -> list[Path]:
     return out
 
 
-def tile_positions_mm(path: Path) -> np.ndarray:
-    """Millimetre ENU positions of one of our point tiles (glb or pnts)."""
-    data = path.read_bytes()
-    if data[:4] == b"pnts":
-        from pipeline.tiles.pnts import decode_pnts_positions_mm
-
-        return decode_pnts_positions_mm(data)
+def read_point_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The glTF JSON and binary chunk of one of our glb point tiles, meshopt views decoded."""
     from pipeline.tiles.gltf import read_glb
 
     js, binary = read_glb(data)
@@ -50,8 +45,19 @@ def tile_positions_mm(path: Path) -> np.ndarray:
         from pipeline.tiles.points_glb import decode_meshopt_views
 
         js, binary = decode_meshopt_views(js, binary)
+    return js, binary
+
+
+def tile_positions_mm(path: Path) -> np.ndarray:
+    """Millimetre ENU positions of one of our point tiles (glb or pnts)."""
+    data = path.read_bytes()
+    if data[:4] == b"pnts":
+        from pipeline.tiles.pnts import decode_pnts_positions_mm
+
+        return decode_pnts_positions_mm(data)
     from pipeline.tiles.gltf import accessor_array
 
+    js, binary = read_point_glb(data)
     prim = js["meshes"][0]["primitives"][0]
     q = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.int64)
     node = js["nodes"][0]

@@ -25,18 +25,8 @@ import laspy
 import numpy as np
 import pytest
 
-from pipeline.tiles.copc import (
-    FINE_BITS,
-    GRID_BITS,
-    MAX_DEPTH,
-    CopcSchema,
-    HeaderInfo,
-    _mix64,
-    build_octree,
-    morton_codes,
-    record_dtype,
-    write_copc,
-)
+from pipeline.tiles.copc import CopcSchema, HeaderInfo, record_dtype, write_copc
+from pipeline.tiles.copc_octree import FINE_BITS, GRID_BITS, MAX_DEPTH, _mix64, build_octree, morton_codes
 
 
 def _layer_copc(inputs, out, opts=None, *, vpc_name, target_crs, executor=None, workers=None):

@@ -199,9 +199,5 @@ def _check_label(info: PointFileInfo, crs: CRS) -> None:
     )
 
 
-def crs_key(fc: FileCrs) -> str:
-    return f"{fc.crs.to_wkt()}|{fc.z_factor!r}"
-
-
 def describe(path: Path, fc: FileCrs) -> str:
     return f"{path.name}: {fc.crs.name}" + (f" ({fc.note})" if fc.note else "")

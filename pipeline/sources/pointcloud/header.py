@@ -414,9 +414,3 @@ def plan_units(infos: list[PointFileInfo], points_per_unit: int = POINTS_PER_UNI
         WorkUnit(u.file_index, u.start, u.count, u.byte_start, u.byte_len, u.chunks, u.scan, i)
         for i, u in enumerate(units)
     ]
-
-
-def extent_of(infos: list[PointFileInfo]) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.min([i.mins for i in infos], axis=0)
-    hi = np.max([i.maxs for i in infos], axis=0)
-    return lo, hi
