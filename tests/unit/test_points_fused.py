@@ -3,7 +3,8 @@
 - `pack_typed` (any number of 1-, 2-, 4- and 8-byte columns, also on raw LAS records) vs the column gather;
 - `tile_vertices` vs `quantize` + `pack_vertices` and `quantize_tiles`; the GLB bytes of the fused vertices
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
-- `spill_lower_bound` / `node_range` on a spill file vs `np.searchsorted` on the Morton keys;
+- `spill_lower_bound` / `SpillSearch.node_range` on a spill file (records + sparse index, several index
+  steps) vs `np.searchsorted` on the Morton keys;
 - the scratch arena and `read_ranges(out=...)`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import laspy
 import numpy as np
@@ -22,15 +24,14 @@ from pipeline import arena
 from pipeline.sources.pointcloud.header import WorkUnit, scan_file
 from pipeline.sources.pointcloud.las import decode_unit
 from pipeline.stages.points import kernels as K
-from pipeline.stages.points import tiling
+from pipeline.stages.points import spill, tiling
 from pipeline.stages.points.classes import enum_schema
 from pipeline.stages.points.colour import srgb8_shift, to_srgb8
 from pipeline.stages.points.spill import (
     CubeSpec,
     RecordLayout,
+    SpillSearch,
     cube_for,
-    node_range,
-    open_positions,
     read_ranges,
 )
 from pipeline.tiles.points_glb import (
@@ -429,12 +430,13 @@ def test_keys_and_hashes_into_buffers_match_references(n, shift, seed):
 
 @SMALL
 @given(
-    n=st.integers(0, 400),
+    n=st.integers(0, 1500),
     span=st.sampled_from([900, 70_000, 5_000_000]),
     clustered=st.booleans(),
+    step=st.sampled_from([1, 3, 16, 256]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_node_range_matches_searchsorted_on_keys(n, span, clustered, seed):
+def test_node_range_matches_searchsorted_on_keys(n, span, clustered, step, seed):
     rng = np.random.default_rng(seed)
     layout = RecordLayout(False, True, False)
     rec = _random_records(rng, layout, n, (span,) * 3)
@@ -448,10 +450,11 @@ def test_node_range_matches_searchsorted_on_keys(n, span, clustered, seed):
     order = np.argsort(keys, kind="stable")
     rec, keys = rec[order], keys[order]
     S = cube.S
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(spill, "INDEX_STEP", step):
         path = str(Path(tmp) / "u000000.rec")
-        rec.tofile(path)
-        pos = open_positions(path, layout.dtype, n)
+        with open(path, "wb") as f:  # the records, then the key of every step-th record
+            f.write(rec.tobytes() + keys[::step].tobytes())
+        search = SpillSearch(path, layout.dtype, n, cube)
         for _ in range(40):
             depth = int(rng.integers(0, S + 1))
             sh = 3 * (S - depth)
@@ -462,18 +465,27 @@ def test_node_range_matches_searchsorted_on_keys(n, span, clustered, seed):
                 prefix = int(rng.integers(0, 8**depth))
             a = int(np.searchsorted(keys, np.uint64(prefix << sh), side="left"))
             b = int(np.searchsorted(keys, np.uint64((prefix + 1) << sh), side="left"))
-            assert node_range(pos, cube, depth, prefix, 0, n) == (a, b), (depth, prefix)
+            assert search.node_range(depth, prefix, 0, n) == (a, b), (depth, prefix)
             first, last = sorted(int(v) for v in rng.integers(0, n + 1, 2))
             expect = (min(max(a, first), last), min(max(b, first), last))
-            assert node_range(pos, cube, depth, prefix, first, last) == expect, (depth, prefix, first, last)
+            assert search.node_range(depth, prefix, first, last) == expect, (depth, prefix, first, last)
             target = int(rng.integers(0, 2**63)) >> int(rng.integers(0, 63))
-            lb = K.spill_lower_bound(*pos, org, cube.R - cube.S, first, last, target)
-            assert lb == min(max(int(np.searchsorted(keys, np.uint64(target))), first), last)
+            want = min(max(int(np.searchsorted(keys, np.uint64(target))), first), last)
+            assert search.lower_bound(first, last, target) == want
+            lb = K.spill_lower_bound(rec["x"], rec["y"], rec["z"], org, cube.R - cube.S, first, last, target)
+            assert lb == want
         if n:  # the eight children of the root partition the file, in order
-            bounds = [node_range(pos, cube, 1, c, 0, n) for c in range(8)]
+            bounds = [search.node_range(1, c, 0, n) for c in range(8)]
             assert bounds[0][0] == 0 and bounds[-1][1] == n
             assert all(bounds[i][1] == bounds[i + 1][0] for i in range(7))
-        del pos
+
+
+def test_spill_search_refuses_a_short_index(tmp_path):
+    layout = RecordLayout(False, False, False)
+    path = tmp_path / "u000000.rec"
+    np.zeros(600, layout.dtype).tofile(path)  # 600 records need 3 index keys: none written
+    with pytest.raises(OSError, match="short"):
+        SpillSearch(str(path), layout.dtype, 600, CubeSpec((0, 0, 0), 10))
 
 
 # ---- 5. arena ---------------------------------------------------------------------------------------------

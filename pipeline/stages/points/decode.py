@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from pipeline.stages.points.lattice import lattice_for
 from pipeline.stages.points.spill import (
+    INDEX_STEP,
     CubeSpec,
     RecordLayout,
     SpillPart,
@@ -305,9 +306,11 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     rec_path = spill_dir / f"u{unit.unit_index:06d}.rec"
     with open(rec_path, "wb+") as f:
         if n:
-            _allocate(f.fileno(), n * dtype.itemsize)  # zero-filled: fields no input column fills stay 0
+            index = keys[order[::INDEX_STEP]]  # the sparse index after the records (see spill.py)
+            _allocate(f.fileno(), n * dtype.itemsize + index.nbytes)  # zero-filled: unfilled fields stay 0
             with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
                 _pack_spill(mm, n, dtype, order, xyz, cols)
+            os.pwrite(f.fileno(), index.tobytes(), n * dtype.itemsize)
     if job.copc is not None:  # the same decoded columns as the COPC records (file order)
         from pipeline.stages.points.copc_records import write_unit
 

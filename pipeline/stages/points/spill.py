@@ -1,12 +1,14 @@
 """Spill files: one per decode unit, its points sorted by a Morton prefix.
 
 `u000042.rec`  the records (structured dtype `layout.dtype`), sorted by the Morton key of their position
-               at the spill depth S
+               at the spill depth S, then the key of every `INDEX_STEP`-th record (uint64: a sparse index)
 
-Any octree node at depth <= S is a contiguous range of every spill file. Its bounds are found by binary
-search over the memory-mapped records, computing the key of the few probed records from their position
-(no key file: 8 bytes per point less to write). Bin tasks get (path, first, last) ranges and read only
-those bytes.
+Any octree node at depth <= S is a contiguous range of every spill file. Its bounds are found in the
+sparse index, then among the at most `INDEX_STEP` records it leaves, read into a small buffer and keyed
+from their position (no key per point: 8 bytes per point less to write). The records are never
+memory-mapped for this: a mapped probe faults in a whole page-cache folio (up to MBs on recent kernels), and
+the searches of a 100 M-point plan mapped 560 MB of spill that way. Bin tasks get (path, first, last)
+ranges and read only those bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from pipeline.point_attributes import PointAttribute, active, record_fields
 
 SPILL_DEPTH = 13  # 39-bit keys; packed with a 24-bit point index into one uint64 for np.sort
+INDEX_STEP = 256  # sparse index: 8 bytes per 256 records; a node bound then reads <= 255 records (~8 KB)
 GRID_BITS = 7  # 128^3 sampling grid per tile: cell size = tile size / 128 (the tile's point spacing)
 MAX_KEY_DEPTH = 21  # 63-bit Morton keys
 
@@ -114,31 +117,46 @@ class SpillPart:
     rgb_max: int = -1  # largest raw RGB channel value of the unit (-1: no RGB); 0 = zeroed colours
 
 
-def open_positions(rec_path: str, dtype: np.dtype, count: int) -> tuple[np.ndarray, ...]:
-    """Memory-mapped x, y, z columns of a spill file (strided views; only probed pages are read)."""
-    if count == 0:
-        z = np.empty(0, np.int32)
-        return z, z, z
-    rec = np.memmap(rec_path, dtype=dtype, mode="r", shape=(count,))
-    return rec["x"], rec["y"], rec["z"]
+def index_size(count: int) -> int:
+    """Entries of a spill file's sparse index (the keys of records 0, INDEX_STEP, 2 * INDEX_STEP, ...)."""
+    return -(-count // INDEX_STEP)
 
 
-def node_range(
-    positions: tuple[np.ndarray, ...], cube: CubeSpec, depth: int, prefix: int, first: int, last: int
-) -> tuple[int, int]:
-    """Index range of the octree node (depth, prefix) within [first, last) of a spill file."""
-    from pipeline.stages.points.kernels import spill_lower_bound
+class SpillSearch:
+    """Octree node bounds in one spill file of `count` records (see the module doc): a lookup in its sparse
+    index, then a binary search among the <= INDEX_STEP - 1 records it leaves, read into a reused buffer."""
 
-    if last <= first:
-        return first, first
-    x, y, z = positions
-    sh = 3 * (cube.S - depth)
-    org = np.asarray(cube.origin, np.int64)
-    shift = cube.R - cube.S
-    a = spill_lower_bound(x, y, z, org, shift, first, last, prefix << sh)
-    hi = (prefix + 1) << sh
-    b = spill_lower_bound(x, y, z, org, shift, a, last, hi) if hi < (1 << (3 * cube.S)) else last
-    return a, b
+    def __init__(self, rec_path: str, dtype: np.dtype, count: int, cube: CubeSpec):
+        self.path, self.dtype, self.count, self.cube = rec_path, dtype, count, cube
+        self.keys = np.fromfile(rec_path, np.uint64, index_size(count), offset=count * dtype.itemsize)
+        if len(self.keys) != index_size(count):
+            raise OSError(f"spill file {rec_path} is short: its index has {len(self.keys)} keys")
+        self._buf = np.empty(INDEX_STEP, dtype)
+        self._org = np.asarray(cube.origin, np.int64)
+
+    def lower_bound(self, first: int, last: int, target: int) -> int:
+        """First index in [first, last) whose key is >= target; `last` if none."""
+        from pipeline.stages.points.kernels import spill_lower_bound
+
+        j = int(np.searchsorted(self.keys, np.uint64(target)))  # keys[j - 1] < target <= keys[j]
+        blk_lo = (j - 1) * INDEX_STEP + 1 if j else 0  # the bound lies in [blk_lo, blk_hi]
+        blk_hi = min(j * INDEX_STEP, self.count)
+        lo, hi = max(blk_lo, first), min(blk_hi, last)
+        if lo >= hi:
+            return min(max(blk_lo, first), last)
+        rec = read_ranges(((self.path, lo, hi),), self.dtype, out=self._buf[: hi - lo])
+        shift = self.cube.R - self.cube.S
+        return lo + spill_lower_bound(rec["x"], rec["y"], rec["z"], self._org, shift, 0, hi - lo, target)
+
+    def node_range(self, depth: int, prefix: int, first: int, last: int) -> tuple[int, int]:
+        """Index range of the octree node (depth, prefix) within [first, last)."""
+        if last <= first:
+            return first, first
+        sh = 3 * (self.cube.S - depth)
+        a = self.lower_bound(first, last, prefix << sh)
+        hi = (prefix + 1) << sh
+        b = self.lower_bound(a, last, hi) if hi < (1 << (3 * self.cube.S)) else last
+        return a, b
 
 
 def read_ranges(
