@@ -8,9 +8,13 @@ Measured on the development machine (2 cores shared with other jobs, load averag
   rasters 10.6, mobile 6.6, truth 0.9. Peak memory about 0.9 GB.
 * one 1 km tile at 10 pulses/m² (10.4 M points): simulation 10.8 s + LAZ writing 6.2 s.
 * the figures above are for the earlier mobile density of 2 M returns per km². At the default 40 M per km²
-  (DEFAULT_MOBILE_DENSITY, with 10 cm orthophotos) scale 1 writes 47.4 M mobile points (304 MB of LAZ):
-  166 s CPU (user 133 + sys 33; 858 s wall, niced, load average 17-24) and a peak of 3.6 GB, most of it
-  one 500 m tile's 12 M mobile points held, sorted by GPS time and compressed at once. The tiny 200 m
+  (DEFAULT_MOBILE_DENSITY, with 10 cm orthophotos) scale 1 writes 47.4 M mobile points (304 MB of LAZ).
+  The mobile returns are made and written in pieces (`mobile.simulate_mobile`, ~1 M returns each, the
+  same LAZ bytes as writing the tile at once): one 500 m tile's 13.5 M returns peak at 0.5 GB in a process
+  of its own (28 s CPU), where holding, sorting and compressing them at once took most of a 3.6 GB peak.
+  `twin demo` at scale 1: 157 s CPU (user 133.5 + sys 23.5) and a peak of 2.49 GB, against 166.5 s and
+  3.58 GB before (same run conditions: shared 2 cores, load average 11-18, ~14 min wall each); what is
+  left of the peak is one tile's 10 cm orthophoto render (2.08 GB measured alone). The tiny 200 m
   demo: 7.1 s CPU instead of 3.9 s, 1.95 M mobile points instead of 0.1 M.
 * panorama images (8 x 2048 x 1024 JPEG, any scale): scene height field 0.3-0.45 s CPU, 0.06-0.08 s
   per image, 0.01 s per JPEG; the tiny demo's user+sys CPU grew from 2.5 s to 3.1-3.3 s, the stage's
