@@ -259,9 +259,10 @@ def measure_tile(
     if parts:
         rec = np.concatenate(parts)
         del parts
-        rec = rec[np.argsort(rec["i"], kind="stable")]
-        x, y, z, c = (np.ascontiguousarray(rec[k]) for k in ("x", "y", "z", "c"))
-        del rec
+        # input order (the places are unique; the cells' runs are each in order, which a stable sort uses)
+        order = np.argsort(rec["i"], kind="stable")
+        x, y, z, c = (rec[k][order] for k in ("x", "y", "z", "c"))
+        del rec, order
     else:
         x = y = z = np.zeros(0)
         c = np.zeros(0, dtype=np.uint8)
