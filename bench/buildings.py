@@ -5,7 +5,8 @@ meshes, tiles + GeoPackage written) on a generated district, with a 2-worker loc
 
 Default: 5.12 km x 5.12 km, 102,400 buildings, about 105 M points in 36 LAZ tiles (synthetic district of
 pipeline.stages.buildings.synthetic, generated once and kept in --data). Writes
-bench/results/buildings.json.
+bench/results/buildings.json: wall time, CPU time of the main process and of the workers (and what it
+implies on two idle cores), CPU ms per building, peak RSS of the main process and of each worker.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def _cpu_seconds() -> float:
 
     t = psutil.Process().cpu_times()
     return t.user + t.system
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far [MB] (Linux: ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _generate(data: Path, size: float, density: float, tile: float) -> dict:
@@ -143,6 +151,7 @@ def run(
         seconds = time.perf_counter() - t0
         cpu_main = time.process_time() - cpu_m0
         cpu_w1 = client.run(_cpu_seconds)
+        rss_w = client.run(_peak_rss_mb)
     cpu_workers = sum(cpu_w1[k] - cpu_w0.get(k, 0.0) for k in cpu_w1)
     # the CPU is shared with other jobs during development: also report what the consumed CPU time
     # implies on 2 otherwise idle cores (orchestrator serial + worker CPU spread over the workers)
@@ -161,6 +170,10 @@ def run(
         "cpu_seconds_workers": round(cpu_workers, 2),
         "estimated_idle_seconds": round(est, 2),
         "estimated_idle_buildings_per_s": round(res.stats["buildings"] / est, 1),
+        "ms_cpu_per_building": round(1000 * (cpu_main + cpu_workers) / res.stats["buildings"], 2),
+        # peak RSS per process (the workers' includes their warm-up; memory_limit 6 GB each)
+        "peak_rss_mb_main": round(_peak_rss_mb(), 1),
+        "peak_rss_mb_workers": sorted(round(v, 1) for v in rss_w.values()),
         "stages": {k: v for k, v in ctx.timings.items() if k.startswith("buildings")},
         "quality": res.stats["quality"],
         "workers": workers,
