@@ -550,6 +550,16 @@ def run_build(
         return res
 
 
+def _local_jobs(cfg: TwinConfig, workers: int | None, scheduler: str | None) -> int:
+    """Processes this machine runs at once after the layers (the glTF validator): the local workers'
+    count, one per CPU without one (also when the layers ran on a cluster: its workers are elsewhere)."""
+    from pipeline.runtime import default_workers
+
+    if scheduler or cfg.runtime.scheduler:
+        return default_workers()
+    return max(1, workers or cfg.runtime.workers or default_workers())
+
+
 def _run_locked(
     cfg: TwinConfig,
     *,
@@ -682,6 +692,7 @@ def _run_locked(
                 check_gltf=cfg.release.validate_gltf,
                 trusted=trusted,
                 reused_layers=set(ctx.reuse.reused_layers),
+                jobs=_local_jobs(cfg, workers, scheduler),
             )
         manifest["validation"] = report
         from pipeline.orchestrate.report import finish_report

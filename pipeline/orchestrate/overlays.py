@@ -26,7 +26,7 @@ from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, dask_executor, map_ordered
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
-from pipeline.sources.rasters import Grid, orthophoto_bands, read_grid
+from pipeline.sources.rasters import Grid, orthophoto_bands
 from pipeline.stages.terrain.rasterise import RasterTarget
 from pipeline.styles.gpkg import embed_styles, write_layer
 
@@ -223,8 +223,9 @@ def _grid_key(grid: Grid) -> list:
     return [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
 
 
-def epoch_rasters(ctx: BuildContext, epoch_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The rasters of `_point_targets` of one aerial epoch: {name: (value, count)} on their grids.
+def epoch_raster_parts(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, Grid]], list[list]]:
+    """The rasters of `_point_targets` of one aerial epoch as per-file windows: ([(name, grid)], for each
+    point file [(row0, col0, value, count)] in the order of the names).
 
     One task per point file (each file decoded once for all the grids), through the build cache: each
     file's windows are cached by the file's sha256 + the grids + CRS settings, so a rebuild after one
@@ -241,10 +242,17 @@ def epoch_rasters(ctx: BuildContext, epoch_index: int) -> dict[str, tuple[np.nda
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
     parts = run_cached(ctx, calls, f"point-rasters-{ep.epoch}")
+    return [(name, t.grid) for name, t in named], parts
+
+
+def epoch_rasters(ctx: BuildContext, epoch_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The rasters of `_point_targets` of one aerial epoch: {name: (value, count)} on their grids
+    (the windows of `epoch_raster_parts` assembled)."""
+    named, parts = epoch_raster_parts(ctx, epoch_index)
     out = {}
-    for k, (name, t) in enumerate(named):
-        value = np.full((t.grid.height, t.grid.width), -np.inf)
-        count = np.zeros((t.grid.height, t.grid.width), dtype=np.int64)
+    for k, (name, grid) in enumerate(named):
+        value = np.full((grid.height, grid.width), -np.inf)
+        count = np.zeros((grid.height, grid.width), dtype=np.int64)
         for windows in parts:
             r0, c0, v, c = windows[k]
             h, w = c.shape
@@ -265,14 +273,16 @@ def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
     return fill_gaps(dsm, max_cells=1)
 
 
-def point_density(ctx: BuildContext) -> tuple[Grid, np.ndarray] | None:
-    """Points per DENSITY_CELL_M cell of the newest aerial epoch (every class), None without points."""
+def point_density(ctx: BuildContext) -> tuple[Grid, list[tuple[int, int, np.ndarray]]] | None:
+    """Points per DENSITY_CELL_M cell of the newest aerial epoch (every class), None without points:
+    the grid and one (row0, col0, counts) window per point file (windows of neighbouring files share
+    their edge cells: counts add up)."""
     cfg = ctx.cfg
     if not cfg.sources.aerial or not ctx.inputs_for(f"aerial:{cfg.sources.aerial[-1].epoch}"):
         return None
-    n = len(cfg.sources.aerial) - 1
-    grid = dict(_point_targets(ctx, n))["count"].grid
-    return grid, epoch_rasters(ctx, n)["count"][1]
+    named, parts = epoch_raster_parts(ctx, len(cfg.sources.aerial) - 1)
+    k = [n for n, _g in named].index("count")
+    return named[k][1], [(w[k][0], w[k][1], w[k][3]) for w in parts]
 
 
 def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
@@ -289,7 +299,7 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     from pipeline.orchestrate.cache import build_cache
 
     def compute() -> np.ndarray:
-        # one task per orthophoto tile (memory: one tile and the grid), mosaicked here like read_grid
+        # one task per orthophoto tile (memory: the tile's cells), mosaicked here like read_grid
         # does (first tile in path order wins where tiles overlap)
         items = [(info, grid, [bands["red"], bands["nir"]]) for info in infos]
         parts = map_ordered(executor(ctx), _red_nir_window, items, name="ndvi tiles", progress=ctx.progress)
@@ -316,21 +326,20 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
 
 def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray]:
     """Red and NIR of one orthophoto tile averaged onto the analysis grid (a task), cropped to the cells
-    it fills: (row0, col0, (2, rows, cols)).
-
-    The tile is warped onto the whole grid, not onto a window around it: GDAL's average resampling fills
-    the grid row just beyond a tile's edge from that tile's border pixels when the destination is large,
-    and not when it is a small window, so only the whole grid gives the same cells as before."""
+    it fills: (row0, col0, (2, rows, cols)). Memory: the tile's cells and a strip of its pixels, whatever
+    the region's size (`pipeline.sources.rasters.read_tile_cells`)."""
     from rasterio.enums import Resampling
 
-    data = read_grid([info], grid, bands=bands, resampling=Resampling.average).data
+    from pipeline.sources.rasters import read_tile_cells
+
+    r0, c0, data = read_tile_cells(info, grid, bands=bands, resampling=Resampling.average)
     ok = np.all(np.isfinite(data), axis=0)
     rows = np.flatnonzero(ok.any(axis=1))
     cols = np.flatnonzero(ok.any(axis=0))
     if rows.size == 0:
         return 0, 0, data[:, :0, :0].copy()
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return r0, c0, data[:, r0:r1, c0:c1].copy()
+    a0, a1, b0, b1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return r0 + a0, c0 + b0, data[:, a0:a1, b0:b1].copy()
 
 
 @dataclass

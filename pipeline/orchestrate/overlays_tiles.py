@@ -12,9 +12,10 @@ shared edge goes to the same feature as in a one-piece run: the rows equal those
 the whole region (tests/unit/test_overlays_tiles.py), and the output does not depend on the partition or
 the executor.
 
-Memory of a task: its tile's features and raster window. The parcels are read by the task itself
-(GeoPackage: through the spatial index, `read_parcels(bbox=...)`); the planning pass here reads only their
-envelopes (`pyogrio.read_bounds`).
+Memory of a task: its tile's features and raster window. GeoPackage parcels are read by the task itself
+through the spatial index (`read_parcels(bbox=...)`), the planning pass here reads only their envelopes
+(`pyogrio.read_bounds`). Formats without a spatial index (NAS: updates apply across the whole delivery)
+are read once, streaming, by the planning pass, and each task gets the parcels of its window.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class ParcelSource:
     crs: str | None
     target_crs: str
 
+    @property
+    def indexed(self) -> bool:
+        """True when every file is a GeoPackage (read by box through its spatial index)."""
+        return self.fmt != "nas" and all(f.lower().endswith(".gpkg") for f in self.files)
+
     def read(self, bbox: Bounds | None = None) -> gpd.GeoDataFrame:
         from pipeline.sources.cadastre import read_parcels
 
@@ -60,7 +66,7 @@ class ParcelSource:
         from pipeline.sources.cadastre.gpkg import PARCEL_LAYERS, find_layer, same_crs
 
         files = sorted(self.files)
-        if self.fmt != "nas" and all(f.lower().endswith(".gpkg") for f in files):
+        if self.indexed:
             parts: list[np.ndarray] = []
             keys: list[str | None] = []
             for f in files:
@@ -148,8 +154,15 @@ def _intersecting(tree: shapely.STRtree, bounds: Bounds) -> np.ndarray:
 # ---- parcels --------------------------------------------------------------------------------------
 
 
+def window_rows(frame: gpd.GeoDataFrame, env: np.ndarray, box: Bounds) -> gpd.GeoDataFrame:
+    """The rows of `frame` whose envelope (`env`, one row per feature) intersects `box`, in frame order
+    (what `read_parcels(bbox=box)` selects)."""
+    hit = (env[:, 0] <= box[2]) & (env[:, 2] >= box[0]) & (env[:, 1] <= box[3]) & (env[:, 3] >= box[1])
+    return frame[hit].reset_index(drop=True)
+
+
 def parcel_tile(
-    source: ParcelSource,
+    source: ParcelSource | gpd.GeoDataFrame,
     tile: tuple[int, int],
     size: float,
     window: Bounds,
@@ -159,10 +172,11 @@ def parcel_tile(
     transform: Affine,
     floor_height_m: float,
 ) -> gpd.GeoDataFrame:
-    """The parcel overlay rows of the parcels one tile owns (task: reads its own parcels)."""
+    """The parcel overlay rows of the parcels one tile owns. `source`: where the task reads its parcels
+    (by the window), or the parcels of the window in region order (a format without a spatial index)."""
     from pipeline.stages.overlays.parcels import parcel_overlay
 
-    p = source.read(window)
+    p = source.read(window) if isinstance(source, ParcelSource) else source
     env = shapely.bounds(p.geometry.to_numpy())
     keys = tile_keys(env, size)
     owned = (keys[:, 0] == tile[0]) & (keys[:, 1] == tile[1])
@@ -198,7 +212,8 @@ def parcel_rows(
     """Every parcel's overlay row, from one task per tile, in region order (None: no parcels)."""
     from pipeline.orchestrate.executor import map_ordered
 
-    env = source.envelopes()
+    whole = None if source.indexed else source.read()  # one streaming read, partitioned below
+    env = source.envelopes() if whole is None else shapely.bounds(whole.geometry.to_numpy())
     keys = tile_keys(env, size)
     tiles = tiles_of(keys)
     if not tiles:
@@ -218,7 +233,8 @@ def parcel_rows(
             max(window[3], extent[3]),
         )
         bsub = buildings.iloc[_intersecting(tree, window)].reset_index(drop=True)
-        items.append((source, tile, size, box, bsub, lc, nd, win_t, floor_height_m))
+        own_parcels = source if whole is None else window_rows(whole, env, box)
+        items.append((own_parcels, tile, size, box, bsub, lc, nd, win_t, floor_height_m))
     parts = map_ordered(executor, parcel_tile, items, name="parcel tiles", progress=progress)
     out = pd.concat(parts, ignore_index=True)
     order = _order(

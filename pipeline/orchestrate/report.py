@@ -51,15 +51,23 @@ def _residuals(ctx: BuildContext, data) -> pd.DataFrame | None:
 
 def _density(ctx: BuildContext, path) -> bool:
     """Points per DENSITY_CELL_M cell of the newest aerial epoch as a small GeoTIFF (the counts come from
-    the overlays' one decoding pass per point file: pipeline.orchestrate.overlays.point_density)."""
-    import rasterio
-
+    the overlays' one decoding pass per point file: pipeline.orchestrate.overlays.point_density), written
+    in strips of rows summed from the per-file windows: memory is one strip, not the region's grid."""
     from pipeline.orchestrate.overlays import point_density
 
     dens = point_density(ctx)
     if dens is None:
         return False
-    grid, count = dens
+    write_counts(path, *dens)
+    return True
+
+
+def write_counts(path, grid, windows, strip_cells: int | None = None) -> None:
+    """Point counts as a deflate GeoTIFF (uint32) on `grid`, summed from (row0, col0, counts) windows one
+    strip of rows at a time (`strip_cells` cells; the bytes equal one write of the summed grid)."""
+    import rasterio
+    from rasterio.windows import Window
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path,
@@ -73,8 +81,21 @@ def _density(ctx: BuildContext, path) -> bool:
         transform=grid.transform,
         compress="deflate",
     ) as ds:
-        ds.write(count.astype(np.uint32), 1)
-    return True
+        block = ds.block_shapes[0][0]  # whole strips of the file
+        cells = DENSITY_STRIP_CELLS if strip_cells is None else strip_cells
+        step = max(block, (cells // max(grid.width, 1)) // block * block)
+        for s0 in range(0, grid.height, step):
+            s1 = min(s0 + step, grid.height)
+            strip = np.zeros((s1 - s0, grid.width), dtype=np.int64)
+            for r0, c0, c in windows:
+                a0, a1 = max(r0, s0), min(r0 + c.shape[0], s1)
+                if a1 > a0:
+                    strip[a0 - s0 : a1 - s0, c0 : c0 + c.shape[1]] += c[a0 - r0 : a1 - r0]
+            ds.write(strip.astype(np.uint32), 1, window=Window(0, s0, grid.width, s1 - s0))
+
+
+# cells of the density raster written at once (about 32 MB of counts)
+DENSITY_STRIP_CELLS = 2**22
 
 
 # release files each plot reads (plots not listed, e.g. the stage timings, are drawn every time)

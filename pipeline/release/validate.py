@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.errors import ValidationError
 from pipeline.tiles.tileset import schema_errors
-from pipeline.tiles.validate_gltf import validate_glb_files, validator_available
+from pipeline.tiles.validate_gltf import start_validation, validator_available
 
 
 def _walk_tileset(path: Path, errors: list[str], seen: set[Path], glbs: list[Path]) -> None:
@@ -135,9 +135,12 @@ def validate_release(
     check_gltf: bool = True,
     trusted: set[Path] | None = None,
     reused_layers: set[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """`trusted`: files hard-linked unchanged from a release that passed validation (GLBs among them
-    are not sent through the glTF validator again)."""
+    are not sent through the glTF validator again). `jobs`: glTF validator processes at once; they run
+    while this process checks the layer invariants, CityJSON and COPC files (the report and its order
+    do not depend on it)."""
     errors: list[str] = []
     glbs: list[Path] = []
     seen: set[Path] = set()
@@ -151,15 +154,22 @@ def validate_release(
     gltf_checked = 0
     trusted_resolved = {p.resolve() for p in trusted or ()}
     to_check = sorted(set(glbs) - trusted_resolved)
-    if check_gltf and to_check and validator_available():
-        for rep in validate_glb_files(to_check):
-            gltf_checked += 1
-            if rep["errors"]:
-                msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
-                errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
-    invariants = layer_invariants(release_dir, manifest, errors, reused_layers or set())
-    cityjson = cityjson_errors(release_dir, manifest, errors, reused_layers or set())
-    copc = copc_errors(release_dir, manifest, errors, reused_layers or set())
+    wait = (
+        start_validation(to_check, jobs=jobs) if check_gltf and to_check and validator_available() else None
+    )
+    checks: list[str] = []  # the other checks' findings, listed after the validator's (as before)
+    try:
+        invariants = layer_invariants(release_dir, manifest, checks, reused_layers or set())
+        cityjson = cityjson_errors(release_dir, manifest, checks, reused_layers or set())
+        copc = copc_errors(release_dir, manifest, checks, reused_layers or set())
+    finally:
+        reports = wait() if wait is not None else []
+    for rep in reports:
+        gltf_checked += 1
+        if rep["errors"]:
+            msgs = "; ".join(m.get("message", "") for m in rep["messages"][:3])
+            errors.append(f"{rep['file']}: glTF validator: {rep['errors']} errors: {msgs}")
+    errors.extend(checks)
     report = {
         "invariants": invariants,
         "tilesets": len(seen),

@@ -10,6 +10,7 @@ Everything here reads files of a release (plus the small `report/data/` the buil
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,18 +329,27 @@ def plot_model_check_map(data: ReleaseData, path: Path | None = None):
     return _save(fig, path)
 
 
+# cells per side of the point density map at most (a larger raster is averaged down)
+DENSITY_MAP_CELLS = 1500
+
+
 def plot_point_density(data: ReleaseData, path: Path | None = None):
     fig, ax = _fig(6, 5)
     if data.density_path is not None:
         import rasterio
+        from rasterio.enums import Resampling
 
         with rasterio.open(data.density_path) as ds:
-            a = ds.read(1).astype(float)
+            # a region larger than the map's pixels is read averaged (memory: the map, not the region)
+            k = max(1, math.ceil(max(ds.width, ds.height) / DENSITY_MAP_CELLS))
+            shape = (math.ceil(ds.height / k), math.ceil(ds.width / k))
+            a = ds.read(1, out_shape=shape, resampling=Resampling.average).astype(float)
             b = ds.bounds
             res = ds.res[0]
         im = ax.imshow(a / (res * res), extent=(b.left, b.right, b.bottom, b.top), cmap="viridis")
         fig.colorbar(im, ax=ax, label="points / m²")
-        ax.set_title(f"Point density of the newest epoch ({res:g} m cells)")
+        cells = f"{res:g} m cells" if k == 1 else f"{res:g} m cells averaged to {res * k:g} m"
+        ax.set_title(f"Point density of the newest epoch ({cells})")
         _plain_axes(ax)
     else:
         _empty(ax, "no point density grid")

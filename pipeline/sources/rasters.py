@@ -328,6 +328,70 @@ def read_grid(
     return Raster(out, grid, names)
 
 
+def tile_cells(info: RasterInfo, grid: Grid) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1): the cells of `grid` the tile's extent touches, None when none."""
+    b = info.bounds
+    if info.horizontal_epsg != _horizontal_epsg(parse_crs(grid.crs)):
+        src_crs = rasterio.crs.CRS.from_wkt(_horizontal_crs(info.crs).to_wkt())
+        b = transform_bounds(src_crs, rasterio.crs.CRS.from_user_input(grid.crs), *b, densify_pts=21)
+    t = grid.transform
+    c0 = max(math.floor((b[0] - t.c) / t.a + 1e-9), 0)
+    c1 = min(math.ceil((b[2] - t.c) / t.a - 1e-9), grid.width)
+    r0 = max(math.floor((t.f - b[3]) / -t.e + 1e-9), 0)
+    r1 = min(math.ceil((t.f - b[1]) / -t.e - 1e-9), grid.height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return r0, r1, c0, c1
+
+
+def sub_grid(grid: Grid, row0: int, row1: int, col0: int, col1: int) -> Grid:
+    """The cells [row0:row1, col0:col1] of `grid` as a grid of their own (same cell edges)."""
+    t = grid.transform
+    return Grid(
+        Affine(t.a, 0.0, t.c + col0 * t.a, 0.0, t.e, t.f + row0 * t.e), col1 - col0, row1 - row0, grid.crs
+    )
+
+
+def read_tile_cells(
+    info: RasterInfo,
+    grid: Grid,
+    *,
+    bands: Sequence[int],
+    resampling: Resampling = Resampling.bilinear,
+    max_source_pixels: int = 2**23,
+) -> tuple[int, int, np.ndarray]:
+    """One tile warped onto the cells of `grid` it touches: (row0, col0, (bands, rows, cols)), NaN where
+    the tile has no data. Equals that window of `read_grid([info], grid)`, with memory bounded by the tile
+    instead of the grid: the cells are warped in strips of rows whose source rows hold at most
+    `max_source_pixels` pixels per band (each strip reads only its own rows of the file).
+
+    The warp runs on the touched cells plus a margin of two cells, and the margin is dropped: GDAL's
+    average resampling fills the cells just beyond a tile's edge from its border pixels when the
+    destination reaches there (a whole-grid warp does not), so only the touched cells are the tile's."""
+    cells = tile_cells(info, grid)
+    if cells is None:
+        return 0, 0, np.zeros((len(bands), 0, 0), dtype=np.float32)
+    r0, r1, c0, c1 = cells
+    m = 2
+    w0, w1 = max(c0 - m, 0), min(c1 + m, grid.width)
+    h0, h1 = max(r0 - m, 0), min(r1 + m, grid.height)
+    # source pixels under one row of cells: (source pixels per cell side)^2 x the window's cells
+    per_cell = max(1.0, grid.res / min(abs(info.res[0]), abs(info.res[1])))
+    if info.horizontal_epsg != _horizontal_epsg(parse_crs(grid.crs)):
+        tb = info.bounds
+        per_cell = max(1.0, (tb[2] - tb[0]) / abs(info.res[0]) / max(c1 - c0, 1))
+    rows_per_strip = max(1, int(max_source_pixels // (per_cell * per_cell * (w1 - w0))))
+    out = np.full((len(bands), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
+    # strips cover the touched rows; each warps its rows plus the margin rows at the window's ends
+    for s0 in range(r0, r1, rows_per_strip):
+        s1 = min(s0 + rows_per_strip, r1)
+        a0 = h0 if s0 == r0 else s0
+        a1 = h1 if s1 == r1 else s1
+        data = read_grid([info], sub_grid(grid, a0, a1, w0, w1), bands=bands, resampling=resampling).data
+        out[:, s0 - r0 : s1 - r0] = data[:, s0 - a0 : s1 - a0, c0 - w0 : c1 - w0]
+    return r0, c0, out
+
+
 def orthophoto_bands(configured: dict[str, int] | None) -> dict[str, int]:
     """Band indices of an RGBI orthophoto: configured ones over the RGBI default."""
     return {**ORTHO_BANDS, **(configured or {})}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,43 @@ def validator_available() -> bool:
     return shutil.which("node") is not None and find_node_modules() is not None
 
 
-def validate_glb_files(paths: list[Path], batch: int = 200) -> list[dict[str, Any]]:
-    """One report per file: {'file', 'errors', 'warnings', 'messages'}. Raises if the validator is absent."""
+def validate_glb_files(paths: list[Path], batch: int = 200, jobs: int = 1) -> list[dict[str, Any]]:
+    """One report per file, in the order of `paths`: {'file', 'errors', 'warnings', 'messages'}. Raises
+    if the validator is absent. `jobs` node processes validate batches of at most `batch` files at once
+    (the validator is single-threaded)."""
+    return start_validation(paths, batch, jobs)()
+
+
+def start_validation(
+    paths: list[Path], batch: int = 200, jobs: int = 1
+) -> Callable[[], list[dict[str, Any]]]:
+    """`validate_glb_files` started in the background: returns the function that waits for the reports
+    (the caller can do other work while the node processes run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     nm = find_node_modules()
     if nm is None or shutil.which("node") is None:
         raise RuntimeError("glTF validator not installed: run `make setup` (needs node + npm)")
-    reports: list[dict[str, Any]] = []
-    for i in range(0, len(paths), batch):
-        chunk = [str(p) for p in paths[i : i + batch]]
+    jobs = max(1, jobs)
+    n = max(jobs, -(-len(paths) // batch)) if paths else 0
+    size = -(-len(paths) // n) if n else 0
+    chunks = [[str(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)] if size else []
+
+    def run(chunk: list[str]) -> list[dict[str, Any]]:
         res = subprocess.run(
             ["node", str(_SCRIPT), str(nm), *chunk], capture_output=True, text=True, check=False, timeout=600
         )
         if res.returncode != 0:
             raise RuntimeError(f"glTF validator failed: {res.stderr.strip()[:2000]}")
-        reports.extend(json.loads(res.stdout))
-    return reports
+        return list(json.loads(res.stdout))
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="gltf-validate")
+    futures = [pool.submit(run, c) for c in chunks]
+
+    def wait() -> list[dict[str, Any]]:
+        try:
+            return [rep for f in futures for rep in f.result()]
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    return wait

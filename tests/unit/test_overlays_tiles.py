@@ -109,6 +109,34 @@ def test_window_reads_bound_the_parcels(region):
     assert np.isfinite(env).all(axis=1).sum() == len(parcels) - 1
 
 
+@pytest.mark.parametrize("size", [40.0, 1e6])
+def test_nas_parcels_read_once_and_partitioned(region, tmp_path, monkeypatch, size):
+    """NAS has no spatial index: the planning pass reads the delivery once (streaming) and hands each task
+    the parcels of its window; the rows equal a one-piece run on the same parcels."""
+    import pipeline.sources.cadastre.nas as nas
+    from pipeline.sources.cadastre.nas_write import write_bestandsdatenauszug
+
+    _source, parcels, buildings, grid, landcover, ndsm, _ = region
+    parcels = parcels[parcels.geometry.notna()].reset_index(drop=True)
+    path = tmp_path / "alkis.xml"
+    write_bestandsdatenauszug(path, parcels=parcels)
+    source = ParcelSource((str(path),), "nas", None, None, CRS)
+    whole = source.read()
+    assert len(whole) == len(parcels)
+    want = parcel_overlay(
+        whole, buildings, landcover=landcover, ndsm=ndsm, transform=grid.transform, floor_height_m=3.0
+    )
+    reads = []
+    real = nas.read_nas_files
+    monkeypatch.setattr(nas, "read_nas_files", lambda *a, **k: reads.append(1) or real(*a, **k))
+    with ThreadPoolExecutor(2) as ex:
+        got = parcel_rows(source, size, buildings, grid, landcover, ndsm, 3.0, ex)
+    assert reads == [1]  # not once per tile
+    assert got is not None and len(got) == len(parcels)
+    pd.testing.assert_frame_equal(pd.DataFrame(got.drop(columns="geometry")), want.drop(columns="geometry"))
+    assert shapely.equals_exact(got.geometry.to_numpy(), want.geometry.to_numpy(), 0).all()
+
+
 class _none:
     def __enter__(self):
         return None
