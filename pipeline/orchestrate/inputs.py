@@ -94,6 +94,10 @@ def _is_citygml(p: Path) -> bool:
     return looks_like_citygml(p)
 
 
+# records of a vector layer read at once by the input check
+VERIFY_FEATURES = 50_000
+
+
 def verify_file(path: str, kind: str | None = None) -> str | None:
     """Read one input completely; None when readable, else the problem (one line). Runs on Dask workers.
 
@@ -144,7 +148,15 @@ def verify_file(path: str, kind: str | None = None) -> str | None:
             if len(layers) == 0:
                 return "no layers"
             for name, _geom in layers:
-                pyogrio.read_dataframe(p, layer=str(name))
+                # in pages of VERIFY_FEATURES records: memory bounded by a page, not by the file
+                n = int(pyogrio.read_info(p, layer=str(name))["features"])
+                for skip in range(0, n, VERIFY_FEATURES) if n > 0 else [None]:
+                    if skip is None:  # empty, or a driver that does not know its count: in one piece
+                        pyogrio.read_dataframe(p, layer=str(name))
+                    else:
+                        pyogrio.read_dataframe(
+                            p, layer=str(name), skip_features=skip, max_features=VERIFY_FEATURES
+                        )
         elif suffix == ".json":
             import json as _json
 

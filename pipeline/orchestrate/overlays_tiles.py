@@ -74,11 +74,11 @@ class ParcelSource:
                 # same CRS as the working CRS: the envelopes alone (no geometries, no attributes)
                 if not same_crs(Path(f), lyr, self.crs, self.target_crs)[0]:
                     break
-                df = pyogrio.read_dataframe(f, layer=lyr, read_geometry=False)
-                lower = {c.lower(): c for c in df.columns}
+                lower = {str(c).lower(): str(c) for c in pyogrio.read_info(f, layer=lyr)["fields"]}
                 key = lower.get("flstkennz") or lower.get("flurstueckskennzeichen")
                 if key is None:
                     break
+                df = pyogrio.read_dataframe(f, layer=lyr, columns=[key], read_geometry=False)
                 _fids, b = pyogrio.read_bounds(f, layer=lyr)
                 parts.append(np.asarray(b, dtype=np.float64).T)
                 keys.extend(None if v is None else str(v) for v in df[key].to_numpy())
