@@ -212,7 +212,7 @@ def build_terrain_reference(ctx: BuildContext) -> LayerResult:
     """The whole-raster terrain build (every level from the full model, every texture warped from the
     orthophoto): the baseline `bench terrain` compares the chunked build with (no test calls it)."""
     from pipeline.stages.terrain import level_errors, level_vertex_heights, plan_terrain, terrain_tile
-    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tileset
+    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tilesets
 
     cfg = ctx.cfg
     lay = cfg.layers.terrain
@@ -321,8 +321,9 @@ def build_terrain_reference(ctx: BuildContext) -> LayerResult:
     root = node(0, 0, 0)
     if root is None:
         raise InputError("terrain: no tile has valid heights")
-    write_json(out / "tileset.json", terrain_tileset(root, ctx.frame.tile_transform(), ctx.build_id))
-    files.append("terrain/tileset.json")
+    for name, doc in terrain_tilesets(root, ctx.frame.tile_transform(), ctx.build_id).items():
+        write_json(out / name, doc)
+        files.append(f"terrain/{name}")
     return LayerResult(
         name="terrain",
         kind="terrain",

@@ -118,7 +118,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         upper_levels,
     )
     from pipeline.stages.terrain.texture import chunk_textures, upper_textures
-    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tileset
+    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_tilesets
     from pipeline.tiles.tileset import write_atomic, write_json
 
     cfg = ctx.cfg
@@ -359,8 +359,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     root = node(0, 0, 0)
     if root is None:
         raise InputError("terrain: no tile has valid heights")
-    write_json(out / "tileset.json", terrain_tileset(root, ctx.frame.tile_transform(), ctx.build_id))
-    files.append("terrain/tileset.json")
+    for name, doc in terrain_tilesets(root, ctx.frame.tile_transform(), ctx.build_id).items():
+        write_json(out / name, doc)
+        files.append(f"terrain/{name}")
     counts.seconds["write"] = round(time.perf_counter() - t0, 3)
     result = LayerResult(
         name="terrain",

@@ -192,29 +192,62 @@ class TerrainTileNode:
     children: list[TerrainTileNode] = field(default_factory=list)
 
 
-def terrain_tileset(root: TerrainTileNode, transform: list[float], tileset_version: str | None) -> dict:
-    """Explicit quadtree tileset.json (REPLACE refinement; root carries the project frame transform)."""
+LEVELS_PER_FILE = 3
+"""Quadtree levels per terrain tileset file: the root `tileset.json` holds levels 0-2 (at most 21 tiles) and
+references at most 64 external tilesets `tilesets/<level>_<x>_<y>.json`, each again 3 levels deep. The root
+stays under about 20 KB whatever the region's size (an inline tree grows with its area: 77 KB per km² at
+the demo's 1 m DGM); a viewer reads a deeper file only when it refines into that area."""
 
-    def node(t: TerrainTileNode) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "boundingVolume": {"box": box_from_bounds(t.lo, t.hi, pad=0.01)},
-            "geometricError": float(round(t.geometric_error, 4)),
-        }
+
+def terrain_tilesets(
+    root: TerrainTileNode,
+    transform: list[float],
+    tileset_version: str | None,
+    levels_per_file: int = LEVELS_PER_FILE,
+) -> dict[str, dict[str, Any]]:
+    """Explicit quadtree tilesets, {path relative to the layer folder: document}: `tileset.json` (REPLACE
+    refinement; its root carries the project frame transform) and the external tilesets below it, in
+    writing order. A tile at a level divisible by `levels_per_file` (below the root) starts a new file: its
+    parent file keeps a reference tile (same box and geometric error, content = the external tileset)."""
+    docs: dict[str, dict[str, Any]] = {}
+
+    def box(t: TerrainTileNode) -> dict[str, Any]:
+        return {"box": box_from_bounds(t.lo, t.hi, pad=0.01)}
+
+    def ge(t: TerrainTileNode) -> float:
+        return float(round(t.geometric_error, 4))
+
+    def node(t: TerrainTileNode, prefix: str) -> dict[str, Any]:
+        d: dict[str, Any] = {"boundingVolume": box(t), "geometricError": ge(t)}
         if t.uri:
-            d["content"] = {"uri": t.uri}
-        if t.children:
-            d["children"] = [node(c) for c in t.children]
+            d["content"] = {"uri": prefix + t.uri}
+        kids = []
+        for c in t.children:
+            if c.level % levels_per_file == 0:
+                name = f"tilesets/{c.level}_{c.tx}_{c.ty}.json"
+                write_file(c, name)
+                kids.append(
+                    {"boundingVolume": box(c), "geometricError": ge(c), "content": {"uri": prefix + name}}
+                )
+            else:
+                kids.append(node(c, prefix))
+        if kids:
+            d["children"] = kids
         return d
 
-    r = node(root)
-    r["refine"] = "REPLACE"
-    r["transform"] = [float(v) for v in transform]
-    return {
-        "asset": asset("1.1", tileset_version),
+    def write_file(t: TerrainTileNode, name: str) -> None:
+        r = node(t, "../" if t.level > 0 else "")
+        r["refine"] = "REPLACE"
+        if t.level == 0:
+            r["transform"] = [float(v) for v in transform]
         # CesiumJS decides whether to draw the root at all from the tileset's error: keep it at least the
-        # size of the data, or the layer vanishes a few hundred metres away on flat terrain.
-        "geometricError": float(
-            round(max(root.geometric_error * 2, float(np.linalg.norm(root.hi - root.lo))), 4)
-        ),
-        "root": r,
-    }
+        # size of the data, or the layer vanishes a few hundred metres away on flat terrain. Only the root
+        # names the release (`tilesetVersion`): an external file of an unchanged area is byte-identical.
+        docs[name] = {
+            "asset": asset("1.1", tileset_version if t.level == 0 else None),
+            "geometricError": float(round(max(t.geometric_error * 2, float(np.linalg.norm(t.hi - t.lo))), 4)),
+            "root": r,
+        }
+
+    write_file(root, "tileset.json")
+    return {"tileset.json": docs.pop("tileset.json"), **docs}

@@ -60,7 +60,7 @@ def _write_terrain(release: Path) -> None:
     from PIL import Image
 
     from pipeline.stages.terrain.pyramid import tile_grid_mesh
-    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_glb, terrain_tileset
+    from pipeline.tiles.terrain_glb import TerrainTileNode, terrain_glb, terrain_tilesets
     from pipeline.tiles.tileset import write_atomic, write_json
     from pipeline.viewer.sample import sample_frame
 
@@ -75,9 +75,9 @@ def _write_terrain(release: Path) -> None:
     glb = terrain_glb(xyh, tris, uv=uv, texture=bio.getvalue(), mesh_encoding="compact")
     write_atomic(release / "terrain" / "tiles" / "0" / "0" / "0.glb", glb)
     node = TerrainTileNode(0, 0, 0, xyh.min(axis=0), xyh.max(axis=0), 0.0, "tiles/0/0/0.glb")
-    write_json(
-        release / "terrain" / "tileset.json", terrain_tileset(node, sample_frame().tile_transform(), "s")
-    )
+    docs = terrain_tilesets(node, sample_frame().tile_transform(), "s")
+    assert list(docs) == ["tileset.json"]
+    write_json(release / "terrain" / "tileset.json", docs["tileset.json"])
     manifest = json.loads((release / "manifest.json").read_text())
     manifest["layers"].append(
         {
