@@ -457,10 +457,11 @@ def write_feature_tiles(
     height_crs: str,
     unlit: bool,
 ) -> tuple[str, list[str]]:
-    """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + tileset.json."""
+    """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + a quadtree of tilesets over
+    them (`grid_tilesets`)."""
     from pipeline.orchestrate.cache import build_cache
     from pipeline.stages.terrain import normal_to_enu
-    from pipeline.tiles.overlay_glb import flat_tileset
+    from pipeline.tiles.overlay_glb import grid_tilesets
     from pipeline.tiles.tileset import write_json
 
     # memoised: creating the PROJ transformer with the geoid grid costs more than the transformation
@@ -506,9 +507,13 @@ def write_feature_tiles(
         }
         name = f"tiles/{int(k // 100000)}_{int(k % 100000)}.glb"
         _feature_tile_cached(ctx, out_dir / name, args, kw)
-        tiles.append((name, enu[used].min(axis=0), enu[used].max(axis=0)))
+        tiles.append((int(k // 100000), int(k % 100000), name, enu[used].min(axis=0), enu[used].max(axis=0)))
         files.append(name)
-    write_json(out_dir / "tileset.json", flat_tileset(tiles, ctx.frame.tile_transform(), ctx.build_id))
+    # the root tileset.json is the caller's to list; the external tilesets below it are listed here
+    for ts_name, doc in grid_tilesets(tiles, ctx.frame.tile_transform(), ctx.build_id).items():
+        write_json(out_dir / ts_name, doc)
+        if ts_name != "tileset.json":
+            files.append(ts_name)
     return "tileset.json", files
 
 

@@ -7,6 +7,7 @@ feature). Also the small explicit tileset writer for such layers.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from pipeline.tiles.gltf import (
     set_metadata_schema,
 )
 from pipeline.tiles.terrain_glb import add_material
-from pipeline.tiles.tileset import asset, box_from_bounds
+from pipeline.tiles.tileset import QuadTile, quadtree_tilesets
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -83,31 +84,49 @@ def feature_mesh_glb(
     return b.to_glb()
 
 
-def flat_tileset(
-    tiles: list[tuple[str, np.ndarray, np.ndarray]],
+def grid_tilesets(
+    tiles: list[tuple[int, int, str, np.ndarray, np.ndarray]],
     transform: list[float],
     tileset_version: str | None,
     geometric_error: float = 50.0,
-) -> dict[str, Any]:
-    """Root without content over leaf tiles (uri, lo, hi) in the project ENU frame."""
-    lo = np.min([t[1] for t in tiles], axis=0)
-    hi = np.max([t[2] for t in tiles], axis=0)
-    children = [
-        {
-            "boundingVolume": {"box": box_from_bounds(tl, th, pad=0.01)},
-            "geometricError": 0.0,
-            "content": {"uri": u},
-        }
-        for u, tl, th in tiles
-    ]
-    return {
-        "asset": asset("1.1", tileset_version),
-        "geometricError": float(geometric_error * 2),
-        "root": {
-            "boundingVolume": {"box": box_from_bounds(lo, hi, pad=0.01)},
-            "geometricError": float(geometric_error),
-            "refine": "ADD",
-            "transform": [float(v) for v in transform],
-            "children": children,
-        },
-    }
+) -> dict[str, dict[str, Any]]:
+    """Tilesets over the feature tiles of a square grid, (column, row, uri, lo, hi) in the project ENU frame:
+    a quadtree over the grid (ADD refinement; its inner tiles have no content and `geometric_error`,
+    the feature tiles are its leaves with 0), split into external tilesets every few levels
+    (`pipeline.tiles.tileset.quadtree_tilesets`): the root file stays the same size whatever the
+    region's, and a viewer loads only the feature tiles near the camera, not every tile of the region.
+    {path relative to the layer folder: document}, `tileset.json` first."""
+    if not tiles:
+        raise ValueError("grid_tilesets: no tiles")
+    cols = np.array([t[0] for t in tiles])
+    rows = np.array([t[1] for t in tiles])
+    c0, r0 = int(cols.min()), int(rows.min())
+    span = int(max(cols.max() - c0, rows.max() - r0)) + 1
+    depth = max(1, math.ceil(math.log2(span)))  # at least one inner level: the root has no content
+    leaves = {(c - c0, r - r0): (uri, lo, hi) for c, r, uri, lo, hi in tiles}
+
+    def node(level: int, tx: int, ty: int) -> QuadTile | None:
+        if level == depth:
+            leaf = leaves.get((tx, ty))
+            if leaf is None:
+                return None
+            uri, lo, hi = leaf
+            return QuadTile(level, tx, ty, np.asarray(lo, float), np.asarray(hi, float), 0.0, uri)
+        kids = [node(level + 1, 2 * tx + dx, 2 * ty + dy) for dy in (0, 1) for dx in (0, 1)]
+        present = [k for k in kids if k is not None]
+        if not present:
+            return None
+        lo = np.min([k.lo for k in present], axis=0)
+        hi = np.max([k.hi for k in present], axis=0)
+        return QuadTile(level, tx, ty, lo, hi, float(geometric_error), None, present)
+
+    root = node(0, 0, 0)
+    if root is None:  # unreachable: `tiles` is not empty
+        raise ValueError("grid_tilesets: no tiles")
+    return quadtree_tilesets(
+        root,
+        transform,
+        tileset_version,
+        refine="ADD",
+        tileset_error=lambda t: 2 * float(geometric_error),
+    )

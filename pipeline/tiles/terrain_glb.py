@@ -18,7 +18,6 @@ normals). Two encodings of the mesh (`layers.terrain.mesh_encoding`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from pipeline.tiles.gltf import (
     meshopt_glb,
     read_glb,
 )
-from pipeline.tiles.tileset import asset, box_from_bounds
+from pipeline.tiles.tileset import LEVELS_PER_FILE, QuadTile, quadtree_tilesets
 
 MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 MESH_ENCODINGS = ("compact", "float")
@@ -178,25 +177,7 @@ def read_terrain_glb(data: bytes) -> tuple[np.ndarray, np.ndarray | None, np.nda
     return enu, uv, tris
 
 
-@dataclass
-class TerrainTileNode:
-    """One tile of the terrain quadtree for the tileset writer."""
-
-    level: int
-    tx: int
-    ty: int
-    lo: np.ndarray  # ENU min corner of its content (and children)
-    hi: np.ndarray
-    geometric_error: float
-    uri: str | None
-    children: list[TerrainTileNode] = field(default_factory=list)
-
-
-LEVELS_PER_FILE = 3
-"""Quadtree levels per terrain tileset file: the root `tileset.json` holds levels 0-2 (at most 21 tiles) and
-references at most 64 external tilesets `tilesets/<level>_<x>_<y>.json`, each again 3 levels deep. The root
-stays under about 20 KB whatever the region's size (an inline tree grows with its area: 77 KB per km² at
-the demo's 1 m DGM); a viewer reads a deeper file only when it refines into that area."""
+TerrainTileNode = QuadTile  # one tile of the terrain quadtree for the tileset writer
 
 
 def terrain_tilesets(
@@ -205,49 +186,15 @@ def terrain_tilesets(
     tileset_version: str | None,
     levels_per_file: int = LEVELS_PER_FILE,
 ) -> dict[str, dict[str, Any]]:
-    """Explicit quadtree tilesets, {path relative to the layer folder: document}: `tileset.json` (REPLACE
-    refinement; its root carries the project frame transform) and the external tilesets below it, in
-    writing order. A tile at a level divisible by `levels_per_file` (below the root) starts a new file: its
-    parent file keeps a reference tile (same box and geometric error, content = the external tileset)."""
-    docs: dict[str, dict[str, Any]] = {}
-
-    def box(t: TerrainTileNode) -> dict[str, Any]:
-        return {"box": box_from_bounds(t.lo, t.hi, pad=0.01)}
-
-    def ge(t: TerrainTileNode) -> float:
-        return float(round(t.geometric_error, 4))
-
-    def node(t: TerrainTileNode, prefix: str) -> dict[str, Any]:
-        d: dict[str, Any] = {"boundingVolume": box(t), "geometricError": ge(t)}
-        if t.uri:
-            d["content"] = {"uri": prefix + t.uri}
-        kids = []
-        for c in t.children:
-            if c.level % levels_per_file == 0:
-                name = f"tilesets/{c.level}_{c.tx}_{c.ty}.json"
-                write_file(c, name)
-                kids.append(
-                    {"boundingVolume": box(c), "geometricError": ge(c), "content": {"uri": prefix + name}}
-                )
-            else:
-                kids.append(node(c, prefix))
-        if kids:
-            d["children"] = kids
-        return d
-
-    def write_file(t: TerrainTileNode, name: str) -> None:
-        r = node(t, "../" if t.level > 0 else "")
-        r["refine"] = "REPLACE"
-        if t.level == 0:
-            r["transform"] = [float(v) for v in transform]
-        # CesiumJS decides whether to draw the root at all from the tileset's error: keep it at least the
-        # size of the data, or the layer vanishes a few hundred metres away on flat terrain. Only the root
-        # names the release (`tilesetVersion`): an external file of an unchanged area is byte-identical.
-        docs[name] = {
-            "asset": asset("1.1", tileset_version if t.level == 0 else None),
-            "geometricError": float(round(max(t.geometric_error * 2, float(np.linalg.norm(t.hi - t.lo))), 4)),
-            "root": r,
-        }
-
-    write_file(root, "tileset.json")
-    return {"tileset.json": docs.pop("tileset.json"), **docs}
+    """Explicit quadtree tilesets of the terrain, {path relative to the layer folder: document}
+    (`pipeline.tiles.tileset.quadtree_tilesets`, REPLACE refinement)."""
+    # CesiumJS decides whether to draw the root at all from the tileset's error: keep it at least the size
+    # of the data, or the layer vanishes a few hundred metres away on flat terrain.
+    return quadtree_tilesets(
+        root,
+        transform,
+        tileset_version,
+        refine="REPLACE",
+        tileset_error=lambda t: max(t.geometric_error * 2, float(np.linalg.norm(t.hi - t.lo))),
+        levels_per_file=levels_per_file,
+    )

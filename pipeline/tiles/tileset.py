@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,81 @@ def schema_errors(obj: Any, schema_name: str = "tileset.schema.json") -> list[st
     return [
         f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in v.iter_errors(obj)
     ]
+
+
+# ---- quadtrees split into external tilesets --------------------------------------------------------------
+
+LEVELS_PER_FILE = 3
+"""Quadtree levels per tileset file: the root `tileset.json` holds levels 0-2 (at most 21 tiles) and references
+at most 64 external tilesets `tilesets/<level>_<x>_<y>.json`, each again 3 levels deep. The root stays under
+about 20 KB whatever the region's size (an inline tree grows with its area); a viewer reads a deeper file
+only when it refines into that area."""
+
+
+@dataclass
+class QuadTile:
+    """One tile of a quadtree for `quadtree_tilesets`: boxes in the project ENU frame."""
+
+    level: int
+    tx: int
+    ty: int
+    lo: np.ndarray  # ENU min corner of its content (and children)
+    hi: np.ndarray
+    geometric_error: float
+    uri: str | None
+    children: list[QuadTile] = field(default_factory=list)
+
+
+def quadtree_tilesets(
+    root: QuadTile,
+    transform: list[float],
+    tileset_version: str | None,
+    *,
+    refine: str,
+    tileset_error: Callable[[QuadTile], float],
+    pad: float = 0.01,
+    levels_per_file: int = LEVELS_PER_FILE,
+) -> dict[str, dict[str, Any]]:
+    """Explicit quadtree tilesets, {path relative to the layer folder: document}: `tileset.json` (its root
+    carries the project frame transform) first, then the external tilesets below it. A tile at a level
+    divisible by `levels_per_file` (below the root) starts a new file: its parent file keeps a reference
+    tile (same box and geometric error, content = the external tileset). `tileset_error(tile)`: the
+    document-level geometric error of the file whose root is `tile`. Only the root names the release
+    (`tilesetVersion`): an external file of an unchanged area is byte-identical between releases."""
+    docs: dict[str, dict[str, Any]] = {}
+
+    def head(t: QuadTile) -> dict[str, Any]:
+        return {
+            "boundingVolume": {"box": box_from_bounds(t.lo, t.hi, pad=pad)},
+            "geometricError": float(round(t.geometric_error, 4)),
+        }
+
+    def node(t: QuadTile, prefix: str) -> dict[str, Any]:
+        d = head(t)
+        if t.uri:
+            d["content"] = {"uri": prefix + t.uri}
+        kids = []
+        for c in t.children:
+            if c.level % levels_per_file == 0:
+                name = f"tilesets/{c.level}_{c.tx}_{c.ty}.json"
+                write_file(c, name)
+                kids.append({**head(c), "content": {"uri": prefix + name}})
+            else:
+                kids.append(node(c, prefix))
+        if kids:
+            d["children"] = kids
+        return d
+
+    def write_file(t: QuadTile, name: str) -> None:
+        r = node(t, "../" if t.level > 0 else "")
+        r["refine"] = refine
+        if t.level == 0:
+            r["transform"] = [float(v) for v in transform]
+        docs[name] = {
+            "asset": asset("1.1", tileset_version if t.level == 0 else None),
+            "geometricError": float(round(tileset_error(t), 4)),
+            "root": r,
+        }
+
+    write_file(root, "tileset.json")
+    return {"tileset.json": docs.pop("tileset.json"), **docs}

@@ -248,7 +248,7 @@ def change_sample_centres() -> dict[str, tuple[float, float]]:
 
 def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any]:
     from pipeline.styles.palettes import CHANGE_COLOURS, change_style
-    from pipeline.tiles.overlay_glb import feature_mesh_glb, flat_tileset
+    from pipeline.tiles.overlay_glb import feature_mesh_glb, grid_tilesets
 
     centres = change_sample_centres()
     pos_l, nrm_l, idx_l, fid_l = [], [], [], []
@@ -274,8 +274,10 @@ def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any
         columns={"id": [f"DENW36AL2000{c[:4].upper()}" for c in classes], "change_class": classes},
     )
     write_atomic(release_dir / "change" / "tiles" / "0_0.glb", glb)
-    ts = flat_tileset([("tiles/0_0.glb", pos.min(axis=0), pos.max(axis=0))], frame.tile_transform(), "sample")
-    write_json(release_dir / "change" / "tileset.json", ts)
+    docs = grid_tilesets(
+        [(0, 0, "tiles/0_0.glb", pos.min(axis=0), pos.max(axis=0))], frame.tile_transform(), "sample"
+    )
+    write_json(release_dir / "change" / "tileset.json", docs["tileset.json"])
     write_json(release_dir / "change" / "style.json", change_style())
     return {
         "name": "change",

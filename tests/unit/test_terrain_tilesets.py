@@ -1,4 +1,4 @@
-"""Terrain quadtree tilesets split into external files: the root's size does not grow with the region."""
+"""Terrain and overlay quadtree tilesets split into external files: the root does not grow with the region."""
 
 from __future__ import annotations
 
@@ -105,3 +105,67 @@ def test_deterministic() -> None:
     b = terrain_tilesets(_quadtree(5), list(np.eye(4).ravel()), "b1")
     assert list(a) == list(b)
     assert all(dumps(a[k]) == dumps(b[k]) for k in a)
+
+
+# ---- feature tiles on a grid (parcels, change, zoning overlays) -------------------------------------------
+
+
+def _grid(n: int, tile_m: float = 250.0) -> list:
+    """n x n feature tiles of `tile_m` (n = 8: 4 region tiles of 1 km; n = 16: 16 of them)."""
+    out = []
+    for c in range(n):
+        for r in range(n):
+            lo = np.array([c * tile_m, r * tile_m, 40.0 + c % 4])
+            out.append(
+                (
+                    1448 + c,
+                    22864 + r,
+                    f"tiles/{1448 + c}_{22864 + r}.glb",
+                    lo,
+                    lo + np.array([tile_m, tile_m, 12.0]),
+                )
+            )
+    return out
+
+
+def test_grid_root_bounded_4_vs_16_region_tiles(tmp_path: Path) -> None:
+    from pipeline.release.validate import _walk_tileset
+    from pipeline.tiles.overlay_glb import grid_tilesets
+
+    transform = list(np.eye(4).ravel())
+    small = grid_tilesets(_grid(8), transform, "b1")
+    large = grid_tilesets(_grid(16), transform, "b1")
+    s, g = len(dumps(small["tileset.json"])), len(dumps(large["tileset.json"]))
+    # a flat root listing every tile grew 4x (about 250 bytes per tile)
+    assert abs(g - s) / s < 0.05, (s, g)
+    assert max(len(dumps(d)) for d in large.values()) < 20_000
+    assert grid_tilesets(_grid(16), transform, "b1") == large  # deterministic
+    for name, doc in large.items():
+        assert schema_errors(doc) == [], name
+        assert doc["root"]["refine"] == "ADD"
+    # every feature tile reachable exactly once through the files; inner tiles carry no content
+    _write(large, tmp_path)
+    for _c, _r, uri, _lo, _hi in _grid(16):
+        (tmp_path / uri).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / uri).write_bytes(b"")
+    errors: list[str] = []
+    found: list[Path] = []
+    _walk_tileset((tmp_path / "tileset.json").resolve(), errors, set(), found)
+    assert errors == []
+    assert sorted(p.relative_to(tmp_path.resolve()).as_posix() for p in found) == sorted(
+        t[2] for t in _grid(16)
+    )
+    root = large["tileset.json"]["root"]
+    assert "content" not in root and "transform" in root
+    lo, hi = np.array(root["boundingVolume"]["box"][:3]), np.array(root["boundingVolume"]["box"][3:12:4])
+    assert np.allclose(lo - hi, [-0.01, -0.01, 40 - 0.01]) and np.allclose(lo + hi, [4000.01, 4000.01, 55.01])
+
+
+def test_grid_single_tile() -> None:
+    from pipeline.tiles.overlay_glb import grid_tilesets
+
+    docs = grid_tilesets([(3, 4, "tiles/3_4.glb", np.zeros(3), np.ones(3))], list(np.eye(4).ravel()), "s")
+    assert list(docs) == ["tileset.json"]
+    root = docs["tileset.json"]["root"]
+    assert root["geometricError"] == 50.0 and root["children"][0]["content"] == {"uri": "tiles/3_4.glb"}
+    assert schema_errors(docs["tileset.json"]) == []
