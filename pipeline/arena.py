@@ -11,6 +11,9 @@ once no name is left, every chunk is free again and the new stage's buffers are 
 already-touched memory (decoding a 0.5 M point unit and binning 0.8 M points need ~60 and ~110 MB: a
 worker's first bin used to fault all of its 110 MB, +0.15 s). Chunks are only freed by `release()`.
 
+Each thread has an arena of its own (a Dask worker may run several tasks at once in threads: one shared
+arena would hand two of them the same buffer).
+
 Rules: a buffer is only valid inside the task that asked for it (never return a view of it), names are
 namespaced per stage ("dec.*", "bin.*"). Results never depend on the arena: buffers are fully written
 before they are read (or explicitly zeroed).
@@ -18,31 +21,46 @@ before they are read (or explicitly zeroed).
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass, field
+
 import numpy as np
 
 HEADROOM = 1.125  # grow a little more than asked: unit and bin sizes vary by a few percent
 CHUNK = 64 * 2**20  # smallest block taken from the system
 _ALIGN = 64
 
-_CHUNKS: list[np.ndarray] = []  # uint8 blocks of touched memory
-_TOP: list[int] = []  # bump pointer per chunk
-_SLOTS: dict[str, tuple[int, int, int]] = {}  # name -> (chunk, offset, capacity)
+
+@dataclass(eq=False)
+class _Arena:
+    chunks: list[np.ndarray] = field(default_factory=list)  # uint8 blocks of touched memory
+    top: list[int] = field(default_factory=list)  # bump pointer per chunk
+    slots: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # name -> (chunk, offset, capacity)
+
+    def carve(self, cap: int) -> tuple[int, int, int]:
+        for i, chunk in enumerate(self.chunks):
+            if self.top[i] + cap <= chunk.nbytes:
+                off = self.top[i]
+                self.top[i] += cap
+                return i, off, cap
+        self.chunks.append(np.empty(max(cap, CHUNK), dtype=np.uint8))
+        self.top.append(cap)
+        return len(self.chunks) - 1, 0, cap
 
 
-def _carve(cap: int) -> tuple[int, int, int]:
-    for i, chunk in enumerate(_CHUNKS):
-        if _TOP[i] + cap <= chunk.nbytes:
-            off = _TOP[i]
-            _TOP[i] += cap
-            return i, off, cap
-    _new_chunk(max(cap, CHUNK))
-    _TOP[-1] = cap
-    return len(_CHUNKS) - 1, 0, cap
+_LOCAL = threading.local()
+_ALL: weakref.WeakSet[_Arena] = weakref.WeakSet()  # every live thread's arena, for release()
+_LOCK = threading.Lock()
 
 
-def _new_chunk(nbytes: int) -> None:
-    _CHUNKS.append(np.empty(nbytes, dtype=np.uint8))
-    _TOP.append(0)
+def _arena() -> _Arena:
+    a: _Arena | None = getattr(_LOCAL, "arena", None)
+    if a is None:
+        a = _LOCAL.arena = _Arena()
+        with _LOCK:
+            _ALL.add(a)
+    return a
 
 
 def scratch(name: str, shape: int | tuple[int, ...], dtype) -> np.ndarray:
@@ -53,29 +71,38 @@ def scratch(name: str, shape: int | tuple[int, ...], dtype) -> np.ndarray:
     for s in shape:
         count *= int(s)
     nbytes = count * dtype.itemsize
-    slot = _SLOTS.get(name)
+    a = _arena()
+    slot = a.slots.get(name)
     if slot is None or slot[2] < nbytes:  # (a grown name leaves its old space unused until a reset)
         cap = -(-max(int(nbytes * HEADROOM), _ALIGN) // _ALIGN) * _ALIGN
-        slot = _SLOTS[name] = _carve(cap)
+        slot = a.slots[name] = a.carve(cap)
     chunk, off, _cap = slot
-    return _CHUNKS[chunk][off : off + nbytes].view(dtype).reshape(shape)
+    return a.chunks[chunk][off : off + nbytes].view(dtype).reshape(shape)
 
 
 def retire(prefix: str) -> None:
     """The names starting with `prefix` give their space back; with no name left, all of it is free."""
-    for name in [n for n in _SLOTS if n.startswith(prefix)]:
-        del _SLOTS[name]
-    if not _SLOTS:
-        _TOP[:] = [0] * len(_TOP)
+    a = _arena()
+    for name in [n for n in a.slots if n.startswith(prefix)]:
+        del a.slots[name]
+    if not a.slots:
+        a.top[:] = [0] * len(a.top)
 
 
 def release(prefix: str = "") -> None:
-    """`retire(prefix)`; with "" the memory itself is freed (a layer is done on a long-lived worker)."""
+    """`retire(prefix)`; with "" the memory of every thread's arena is freed (a layer is done on a
+    long-lived worker: no task of it runs any more)."""
     retire(prefix)
     if not prefix:
-        _CHUNKS.clear()
-        _TOP.clear()
+        with _LOCK:
+            arenas = list(_ALL)
+        for a in arenas:
+            a.slots.clear()
+            a.chunks.clear()
+            a.top.clear()
 
 
 def held_bytes() -> int:
-    return sum(c.nbytes for c in _CHUNKS)
+    with _LOCK:
+        arenas = list(_ALL)
+    return sum(c.nbytes for a in arenas for c in a.chunks)

@@ -510,11 +510,11 @@ def test_arena_scratch_reuses_or_grows(requests):
         for count, cols, di in requests:
             dt = np.dtype(ARENA_DTYPES[di])
             shape = (count, cols) if cols > 1 else count
-            old = arena._SLOTS.get(name)
+            old = arena._arena().slots.get(name)
             a = arena.scratch(name, shape, dt)
             assert a.shape == ((count, cols) if cols > 1 else (count,)) and a.dtype == dt
             assert a.flags.c_contiguous and a.flags.writeable
-            slot = arena._SLOTS[name]
+            slot = arena._arena().slots[name]
             assert slot[2] >= a.nbytes
             if old is not None and old[2] >= a.nbytes:  # fits: same memory
                 assert slot == old
@@ -538,8 +538,8 @@ def test_arena_retire_then_reuse_the_same_memory():
     x = arena.scratch("tfusedx.c", 10, np.uint8)
     held = arena.held_bytes()
     arena.retire("tfused.")
-    assert "tfused.a" not in arena._SLOTS and "tfused.b" not in arena._SLOTS
-    assert "tfusedx.c" in arena._SLOTS
+    assert "tfused.a" not in arena._arena().slots and "tfused.b" not in arena._arena().slots
+    assert "tfusedx.c" in arena._arena().slots
     assert arena.held_bytes() == held  # retired: kept for reuse, not freed
     e = arena.scratch("tfused.e", 10, np.int64)  # a name is still live: no reuse of its neighbours' space
     assert not np.shares_memory(e, x)
@@ -548,7 +548,7 @@ def test_arena_retire_then_reuse_the_same_memory():
     assert f.ctypes.data == a.ctypes.data and arena.held_bytes() == held
     del c, d
     arena.release()
-    assert arena.held_bytes() == 0 and not arena._SLOTS
+    assert arena.held_bytes() == 0 and not arena._arena().slots
 
 
 def test_arena_stage_switch_reuses_touched_memory():
@@ -688,3 +688,30 @@ def test_meshopt_encode_is_version_0_and_lossless():
         assert got[0] == 0xA0  # version 0
         dec = np.asarray(mo.decode_vertex_buffer(n, stride, got)).view(np.uint8).reshape(n, stride)
         assert np.array_equal(dec, rows)
+
+
+def test_arena_buffers_are_per_thread() -> None:
+    """Two tasks running at once in threads of one worker (a Dask worker with several threads) never get
+    the same buffer; release() frees every thread's memory."""
+    import threading
+
+    from pipeline import arena
+
+    barrier = threading.Barrier(2)
+    seen: dict[int, np.ndarray] = {}
+
+    def task(k: int) -> None:
+        buf = arena.scratch("tthread.buf", 1000, np.int64)
+        buf[:] = k
+        barrier.wait()  # both threads hold their buffer now
+        barrier.wait()
+        seen[k] = buf.copy()
+
+    threads = [threading.Thread(target=task, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (seen[1] == 1).all() and (seen[2] == 2).all()
+    arena.release()
+    assert arena.held_bytes() == 0
