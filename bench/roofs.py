@@ -143,15 +143,19 @@ def run(
     }
 
 
-def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
-    """Demo truth with building parts (see the module docstring)."""
+def run_parts(
+    raw: Path, epoch: str = "2024", bauart_filter: bool = True, join: bool = True
+) -> dict[str, Any]:
+    """Demo truth with building parts (see the module docstring); `bauart_filter=False` makes every
+    Bauteil a unit, `join=False` keeps parts with too few roof points as units (the old behaviour)."""
     import shapely
 
+    from pipeline.config.model import BuildingsLayer
     from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
     from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
-    from pipeline.stages.buildings.parts import assign_parts, split_units
+    from pipeline.stages.buildings.parts import assign_parts, join_parts, roof_parts, split_units
     from pipeline.stages.buildings.reconstruct import (
         ROOF_FIELDS,
         ReconstructParams,
@@ -175,7 +179,13 @@ def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
     geoms = np.array([s.geom for s in st], dtype=object)
     bauteile = [p for p in city.parts if p.kind == "bauteil" and p.present[ei]]
     pgeoms = np.array([p.geom for p in bauteile], dtype=object)
-    units = split_units(geoms, pgeoms, assign_parts(geoms, pgeoms))
+    bauarten = (
+        BuildingsLayer().lod2_part_bauarten if bauart_filter else [int(p.gfkzshh[-4:]) for p in bauteile]
+    )
+    host = assign_parts(geoms, pgeoms)
+    hosts_bauteil = np.zeros(len(st), dtype=bool)  # buildings holding a Bauteil (a unit or not)
+    hosts_bauteil[host[host >= 0]] = True
+    host[~roof_parts([p.gfkzshh for p in bauteile], bauarten)] = -1
     pts: dict[str, list] = {}
     for f in sorted((raw / "aerial" / epoch).glob("*.la[sz]")):
         for k, v in read_points(f, ROOF_FIELDS).items():
@@ -183,8 +193,17 @@ def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
     points = {k: np.concatenate(v) for k, v in pts.items()}
     hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
     rp = ReconstructParams()
-    ptr, idx = collect_roof_points(points, units.geoms, rp.shrink_m, hp, rp.single_returns)
-    table = reconstruct_roofs(points["x"], points["y"], points["z"], ptr, idx, units.geoms, rp)
+    joined = 0
+    for _pass in range(2):  # as the build: parts with too few roof points join the rest, once
+        units = split_units(geoms, pgeoms, host)
+        ptr, idx = collect_roof_points(points, units.geoms, rp.shrink_m, hp, rp.single_returns)
+        table = reconstruct_roofs(points["x"], points["y"], points["z"], ptr, idx, units.geoms, rp)
+        failed = np.array([f.fallback == "too_few_points" for f in table.fits], dtype=bool)
+        failed &= units.part >= 0
+        if not join or not failed.any():
+            break
+        joined += int(failed.sum())
+        host = join_parts(host, units, failed)
     n_pts = np.bincount(units.building, weights=np.diff(ptr), minlength=len(st)).astype(np.int64)
     rows, invalid, not_built = [], [], []
     for i, (s_, g) in enumerate(zip(st, geoms, strict=True)):
@@ -192,7 +211,9 @@ def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
         fits = [table.fits[k] for k in u]
         missing = [f"{f.fallback} ({f.n_points} points)" for f in fits if f.fallback]
         if missing:
-            rows.append((s_.oid, "", f"(part_without_roof: {missing[0]})", False, n_pts[i], np.nan, len(u)))
+            rows.append(
+                (s_.oid, "", f"(part_without_roof: {missing[0]})", False, n_pts[i], np.nan, len(u), i)
+            )
             continue
         try:
             parts = [roof_partition(f, ug) for f, ug in zip(fits, units.geoms[u], strict=True)]
@@ -217,21 +238,24 @@ def run_parts(raw: Path, epoch: str = "2024") -> dict[str, Any]:
         rmse = float(np.sqrt(np.mean((zf[ok] - zt[ok]) ** 2))) if ok.any() else float("nan")
         types = sorted({f.roof_type for f in fits})
         got = types[0] if len(types) == 1 else "multi"
-        rows.append((s_.oid, want, got, got in ok_types, n_pts[i], rmse, len(u)))
+        rows.append((s_.oid, want, got, got in ok_types, n_pts[i], rmse, len(u), i))
     big_rows = [r for r in rows if r[4] >= 50]
     rm = [r[5] for r in big_rows if np.isfinite(r[5])]
-    with_parts = [r for r in big_rows if r[6] > 1]
+    with_parts = [r for r in big_rows if hosts_bauteil[r[7]]]
     pm = [r[5] for r in with_parts if np.isfinite(r[5])]
     return {
         "benchmark": "roofs (building parts)",
         "buildings": len(st),
         "bauteile": len(bauteile),
+        "bauteile_with_roof": int(np.sum(roof_parts([p.gfkzshh for p in bauteile], bauarten))),
+        "parts_joined": joined,
         "units": len(units.geoms),
         "with_50_points": len(big_rows),
         "type_correct": sum(r[3] for r in big_rows),
         "type_correct_share": round(sum(r[3] for r in big_rows) / max(len(big_rows), 1), 3),
         "median_rmse_m": round(float(np.median(rm)), 3) if rm else None,
-        "buildings_with_parts": len(with_parts),
+        "buildings_with_parts": len(with_parts),  # holding a Bauteil, >= 50 roof points
+        "buildings_split": int(np.sum(np.bincount(units.building, minlength=len(st)) > 1)),
         "with_parts_type_correct": sum(r[3] for r in with_parts),
         "with_parts_median_rmse_m": round(float(np.median(pm)), 3) if pm else None,
         "solids_invalid": invalid[:20],
@@ -267,12 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the result here (JSON)")
     ap.add_argument("--all-returns", action="store_true", help="roof candidates from every first return")
     ap.add_argument("--parts", action="store_true", help="building parts (Bauteil) as roof units")
+    ap.add_argument("--no-bauart-filter", action="store_true", help="--parts: every Bauteil is a unit")
+    ap.add_argument("--no-join", action="store_true", help="--parts: parts with too few points stay units")
     a = ap.parse_args(argv)
     import os
     import platform
 
     load = os.getloadavg()[0]
-    res = run_parts(a.raw, a.epoch) if a.parts else run(a.raw, a.epoch, a.backend, not a.all_returns)
+    res = (
+        run_parts(a.raw, a.epoch, not a.no_bauart_filter, not a.no_join)
+        if a.parts
+        else run(a.raw, a.epoch, a.backend, not a.all_returns)
+    )
     res["load_avg_before"] = round(load, 2)
     res["python"] = platform.python_version()
     text = json.dumps(res, indent=1)

@@ -266,7 +266,15 @@ class BuildingsLayer(LayerBase):
     # and the rest of the footprint get a roof fit of their own, merged into the building's LoD2 roof;
     # per-part roof attributes in buildings.gpkg layer `building_parts` (needs lod 2 and lod2_source
     # points; Bauteil records are then not filtered by skip_bauteil)
-    lod2_parts: bool = False
+    lod2_parts: bool = True
+    # which Bauteile have a roof of their own and become units (lod2_parts): AX_Bauteil bauart codes
+    # (GeoInfoDok code list; the record's gfkzshh is "31002_<bauart>"; the others stay filtered by
+    # skip_bauteil, under their building's roof). Default: 1200 higher part
+    # (not high-rise), 1300 high-rise part, 1400 different storey height, 2720 tower in the building.
+    # Not by default: 1100 lower part (often under the main roof's slope), 2000/2100 cellar and
+    # underground garage, 2300 loggia, 2350 winter garden, 2400 arcade, 2500/2510/2520 projecting or
+    # receding storeys, 2610/2620 passages, 2710 chimney, 9999 other (no roof of their own)
+    lod2_part_bauarten: list[int] = Field(default_factory=lambda: [1200, 1300, 1400, 2720])
     lod2_green_roof_share: float = Field(0.6, gt=0, le=1)
     # CityJSON 2.0 export: one CityJSONSeq file per building tile (buildings/cityjson/<L>/<X>_<Y>.city.jsonl)
     cityjson: bool = True

@@ -122,7 +122,8 @@ def read_cadastre(cfg: TwinConfig, files: list[Path]) -> tuple[FootprintTable, g
         raise ConfigError("the buildings layer needs sources.cadastre")
     layer = cfg.layers.buildings
     flt = FootprintFilter(
-        skip_bauteil=layer.skip_bauteil and not parts_enabled(layer),
+        skip_bauteil=layer.skip_bauteil,
+        keep_bauarten=tuple(layer.lod2_part_bauarten) if parts_enabled(layer) else (),
         skip_underground=layer.skip_underground,
         min_area_m2=layer.min_area_m2,
     )
@@ -861,6 +862,8 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
     if units_gdf is not None:
         stats["building_parts"] = {
             "bauteile": len(parts_gdf) if parts_gdf is not None else 0,
+            "bauteile_with_roof": int(units_gdf.attrs.get("bauteile_with_roof", 0)),
+            "parts_joined": int(units_gdf.attrs.get("parts_joined", 0)),
             "units": len(units_gdf),
             "buildings_with_parts": int(units_gdf["building_oid"].nunique()),
         }

@@ -312,13 +312,15 @@ def reconstruct_lod2_parts(
     """LoD2 roofs per building part (`layers.buildings.lod2_parts`): the footprints split into units
     (`stages.buildings.parts`: every Bauteil clipped to its host building, and the rest), one roof fit
     per unit, the units' roofs merged into the building's roof (`solids.merge_partitions`) and checked
-    as one solid over the building's base. A building with a unit without a roof keeps its LoD1 box
+    as one solid over the building's base. Only Bauteile whose bauart is in `lod2_part_bauarten` become
+    units; a part unit with too few roof points joins the rest of its footprint (the building is split
+    again without it and refitted). A building with a unit still without a roof keeps its LoD1 box
     (`part_without_roof: <reason>`). Returns the buildings' Lod2Result and the units' table (layer
     `building_parts`: building oid, part oid ('' = the rest of the footprint), part function key,
     the unit's roof columns, unit footprint)."""
     import geopandas as gpd
 
-    from pipeline.stages.buildings.parts import assign_parts, split_units
+    from pipeline.stages.buildings.parts import Units, assign_parts, join_parts, roof_parts, split_units
     from pipeline.stages.buildings.solids import (
         SolidError,
         build_solid,
@@ -333,11 +335,41 @@ def reconstruct_lod2_parts(
 
     geoms = np.asarray(geoms, dtype=object)
     pgeoms = np.asarray(parts.geometry.values, dtype=object)
+    keys = parts["gfkzshh"].to_numpy() if "gfkzshh" in parts else np.full(len(parts), "", dtype=object)
+    with_roof = roof_parts(keys, ctx.cfg.layers.buildings.lod2_part_bauarten)
     host = assign_parts(geoms, pgeoms)
     for j in np.flatnonzero(host < 0).tolist():
         ctx.warn(f"buildings: Bauteil {parts['oid'].iloc[j]} lies in no building footprint: left out")
+    host[~with_roof] = -1  # a Bauteil without a roof of its own stays under its building's roof
     units = split_units(geoms, pgeoms, host)
     res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building])
+    # a part with too few (or no) roof points joins the rest of its footprint: those buildings split again
+    failed = np.isin(res.columns["lod2_fallback_reason"].astype(str), ("no_points", "too_few_points"))
+    failed &= units.part >= 0
+    joined = int(failed.sum())
+    if joined:
+        host = join_parts(host, units, failed)
+        redo = np.unique(units.building[failed])
+        sub = np.full(len(geoms), -1, dtype=np.int64)
+        sub[redo] = np.arange(redo.size)
+        sub_host = np.where(host >= 0, sub[np.maximum(host, 0)], -1)
+        again = split_units(geoms[redo], pgeoms, sub_host)
+        res2 = reconstruct_lod2(ctx, again.geoms, epoch, height_params, base[redo][again.building])
+        keep = np.flatnonzero(~np.isin(units.building, redo))
+        ub = np.concatenate([units.building[keep], redo[again.building]])
+        order = np.argsort(ub, kind="stable")
+        units = Units(
+            np.concatenate([units.geoms[keep], again.geoms])[order],
+            ub[order],
+            np.concatenate([units.part[keep], again.part])[order],
+        )
+        packed = [res.partitions[k] for k in keep] + res2.partitions
+        solids = [res.solids[k] for k in keep] + res2.solids
+        res = Lod2Result(
+            {k: np.concatenate([v[keep], res2.columns[k]])[order] for k, v in res.columns.items()},
+            [packed[o] for o in order],
+            [solids[o] for o in order],
+        )
     n = len(geoms)
     cols = _empty_columns(n)
     out_parts: list[bytes] = [b""] * n
@@ -402,4 +434,6 @@ def reconstruct_lod2_parts(
         v = res.columns[key][rows]
         table[key] = [str(s) for s in v] if v.dtype == object else v
     units_gdf = gpd.GeoDataFrame(table, geometry=list(units.geoms[rows]), crs=parts.crs)
+    units_gdf.attrs["bauteile_with_roof"] = int(with_roof.sum())
+    units_gdf.attrs["parts_joined"] = joined
     return Lod2Result(cols, out_parts, out_solids), units_gdf

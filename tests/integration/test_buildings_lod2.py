@@ -283,7 +283,8 @@ def test_single_return_roof_candidates():
 
 
 def test_building_parts_through_the_layer(district, tmp_path):  # noqa: F811
-    """`lod2_parts`: a Bauteil record over the east half of a building is a unit of its own; the
+    """`lod2_parts`: a Bauteil record with a roof of its own (bauart 1200) over the east half of a
+    building is a unit of its own, one without (2500) over the west half is filtered as before; the
     building's merged LoD2 solid is closed in the GLB, `building_parts` lists its two units with their
     roofs, and the Bauteil is no building (not in the buildings table, not rejected)."""
     import shutil
@@ -299,13 +300,24 @@ def test_building_parts_through_the_layer(district, tmp_path):  # noqa: F811
     x0, y0, x1, y1 = host.geometry.bounds
     part = shapely.intersection(host.geometry, shapely.box((x0 + x1) / 2, y0, x1, y1))
     row = host.to_dict()
-    row.update(oid="DENWPART00000001", gebnutzbez="Bauteil", gfkzshh="31002_1100", geometry=part)
-    b = pd.concat([b, gpd.GeoDataFrame([row], geometry="geometry", crs=b.crs)], ignore_index=True)
+    row.update(oid="DENWPART00000001", gebnutzbez="Bauteil", gfkzshh="31002_1200", geometry=part)
+    # a projecting storey (bauart 2500) over the west half has no roof of its own: filtered, no unit
+    west = shapely.intersection(host.geometry, shapely.box(x0, y0, (x0 + x1) / 2, y1))
+    row2 = {**row, "oid": "DENWPART00000002", "gfkzshh": "31002_2500", "geometry": west}
+    # a 1.5 x 1.5 m tower (2720) in another reconstructed building: ~23 roof points, under the
+    # lod2_min_points of 40 set below: joins the rest
+    other = ok[ok["oid"] != host["oid"]]
+    other = other.iloc[int(np.argsort(other.geometry.area.to_numpy())[-1])]
+    c = other.geometry.representative_point()
+    tiny = shapely.box(c.x - 0.75, c.y - 0.75, c.x + 0.75, c.y + 0.75)
+    row3 = {**row, "oid": "DENWPART00000003", "gfkzshh": "31002_2720", "geometry": tiny}
+    b = pd.concat([b, gpd.GeoDataFrame([row, row2, row3], geometry="geometry", crs=b.crs)], ignore_index=True)
     b.to_file(gpkg, layer="GebauedeBauwerk", driver="GPKG", engine="pyogrio")
     rel = tmp_path / "release"
-    res = build_buildings_layers(_ctx(raw, rel, lod2_parts=True), [])[0]
+    res = build_buildings_layers(_ctx(raw, rel, lod2_parts=True, lod2_min_points=40), [])[0]
     st = res.stats["building_parts"]
     assert st["units"] == 2 and st["buildings_with_parts"] == 1 and st["bauteile"] >= 1
+    assert st["bauteile_with_roof"] == 2 and st["parts_joined"] == 1
     out = rel / "buildings" / "buildings.gpkg"
     bt = gpd.read_file(out, layer="buildings")
     units = gpd.read_file(out, layer="building_parts")
@@ -313,11 +325,14 @@ def test_building_parts_through_the_layer(district, tmp_path):  # noqa: F811
     assert sorted(units["part_oid"]) == ["", "DENWPART00000001"]
     assert set(units["building_oid"]) == {host["oid"]} and (units["lod_source"] == "reconstructed").all()
     me = bt[bt["oid"] == host["oid"]].iloc[0]
+    joined = bt[bt["oid"] == other["oid"]].iloc[0]
+    assert joined["lod_source"] == "reconstructed" and joined["lod2_fallback_reason"] in ("", None)
     assert me["lod_source"] == "reconstructed" and me["roof_planes"] == units["roof_planes"].sum()
     faces = gpd.read_file(out, layer="roof_faces")
     assert faces[faces["oid"] == host["oid"]]["area"].sum() == pytest.approx(host.geometry.area, rel=1e-3)
     rejected = (rel / "buildings" / "rejected.csv").read_text()
     assert "DENWPART00000001" not in rejected
+    assert "DENWPART00000002,filtered: Bauteil" in rejected.replace('"', "")
     for p in sorted((rel / "buildings" / "tiles").rglob("*.glb")):
         glb = p.read_bytes()
         table = read_building_table(glb)

@@ -201,6 +201,9 @@ class FootprintFilter:
     """Filters and repair thresholds applied to every reader's output."""
 
     skip_bauteil: bool = True
+    # Bauteil records kept despite skip_bauteil: their bauart (gfkzshh "31002_<bauart>") is one of these
+    # (the building parts with a roof of their own, layers.buildings.lod2_part_bauarten)
+    keep_bauarten: tuple[int, ...] = ()
     skip_underground: bool = True
     min_area_m2: float = 2.0
     sliver_width_m: float = 0.2  # polygon parts thinner than this (2*area/perimeter) are slivers
@@ -245,8 +248,16 @@ def repair_and_filter(
 
     flag(np.array([o is None for o in oids], dtype=bool), "missing id")
     if flt.skip_bauteil:
+        keys = gdf["gfkzshh"] if "gfkzshh" in gdf else [None] * n
         flag(
-            np.array([(text_or_none(v) or "").lower() == "bauteil" for v in gdf["gebnutzbez"]], dtype=bool),
+            np.array(
+                [
+                    (text_or_none(v) or "").lower() == "bauteil"
+                    and function_code(text_or_none(k)) not in flt.keep_bauarten
+                    for v, k in zip(gdf["gebnutzbez"], keys, strict=True)
+                ],
+                dtype=bool,
+            ),
             "filtered: Bauteil",
         )
     if flt.skip_underground:

@@ -5,12 +5,15 @@ storey) whose polygon lies inside the building's footprint. With parts, a buildi
 into units: every part clipped to its host building, and the rest of the footprint. Each unit gets its
 own roof fit (its own roof shape, planes, heights); the building's LoD2 roof is the union of its units'
 roof faces (`solids.merge_partitions`: noded, so the solid gets step walls where the parts' roofs meet at
-different heights). Pure functions, no I/O.
+different heights). Only Bauteile with a roof of their own become units (`roof_parts`, by the ALKIS
+bauart code); a part whose unit has too few roof points joins the rest of its building's footprint
+(`join_parts`). Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -47,6 +50,25 @@ def assign_parts(buildings: np.ndarray, parts: np.ndarray, min_share: float = 0.
     first[1:] = pi[1:] != pi[:-1]
     ok = first & (share >= min_share)
     host[pi[ok]] = bi[ok]
+    return host
+
+
+def roof_parts(keys: Any, bauarten: Any) -> np.ndarray:
+    """Which Bauteile have a roof of their own: the AX_Bauteil bauart code of their ALKIS function key
+    (gfkzshh `31002_<bauart>`) is one of `bauarten`. A record without a code is not a roof part."""
+    from pipeline.sources.cadastre.common import function_code
+
+    codes = {int(c) for c in bauarten}
+    return np.asarray([function_code(None if k is None else str(k)) in codes for k in keys], dtype=bool)
+
+
+def join_parts(host: np.ndarray, units: Units, failed: np.ndarray) -> np.ndarray:
+    """`host` with every part whose unit failed (`failed`, per unit: e.g. too few roof points) taken
+    out (-1): re-split (`split_units`), the part is part of the rest of its building's footprint
+    again. The rest of a footprint is never taken out."""
+    host = np.asarray(host, dtype=np.int64).copy()
+    bad = units.part[np.asarray(failed, dtype=bool) & (units.part >= 0)]
+    host[bad] = -1
     return host
 
 
