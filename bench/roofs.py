@@ -194,16 +194,17 @@ def run_parts(
     hp = HeightParams(roof_classes=(20, 1), ground_classes=(2,))
     rp = ReconstructParams()
     joined = 0
-    for _pass in range(2):  # as the build: parts with too few roof points join the rest, once
-        units = split_units(geoms, pgeoms, host)
+    absorb = np.zeros(len(st), dtype=bool)
+    for _pass in range(2):  # as the build: units with too few roof points join their neighbours, once
+        units = split_units(geoms, pgeoms, host, absorb=absorb)
         ptr, idx = collect_roof_points(points, units.geoms, rp.shrink_m, hp, rp.single_returns)
         table = reconstruct_roofs(points["x"], points["y"], points["z"], ptr, idx, units.geoms, rp)
         failed = np.array([f.fallback == "too_few_points" for f in table.fits], dtype=bool)
-        failed &= units.part >= 0
+        failed &= (np.bincount(units.building, minlength=len(st)) > 1)[units.building]
         if not join or not failed.any():
             break
         joined += int(failed.sum())
-        host = join_parts(host, units, failed)
+        host, absorb = join_parts(host, units, failed, absorb)
     n_pts = np.bincount(units.building, weights=np.diff(ptr), minlength=len(st)).astype(np.int64)
     rows, invalid, not_built = [], [], []
     for i, (s_, g) in enumerate(zip(st, geoms, strict=True)):

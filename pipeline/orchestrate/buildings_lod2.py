@@ -313,8 +313,8 @@ def reconstruct_lod2_parts(
     (`stages.buildings.parts`: every Bauteil clipped to its host building, and the rest), one roof fit
     per unit, the units' roofs merged into the building's roof (`solids.merge_partitions`) and checked
     as one solid over the building's base. Only Bauteile whose bauart is in `lod2_part_bauarten` become
-    units; a part unit with too few roof points joins the rest of its footprint (the building is split
-    again without it and refitted). A building with a unit still without a roof keeps its LoD1 box
+    units; a part unit with too few roof points joins the rest of its footprint, a rest with too few
+    joins a part (`parts.join_parts`; the building is split again and refitted). A building with a unit still without a roof keeps its LoD1 box
     (`part_without_roof: <reason>`). Returns the buildings' Lod2Result and the units' table (layer
     `building_parts`: building oid, part oid ('' = the rest of the footprint), part function key,
     the unit's roof columns, unit footprint)."""
@@ -343,17 +343,18 @@ def reconstruct_lod2_parts(
     host[~with_roof] = -1  # a Bauteil without a roof of its own stays under its building's roof
     units = split_units(geoms, pgeoms, host)
     res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building])
-    # a part with too few (or no) roof points joins the rest of its footprint: those buildings split again
+    # a unit with too few (or no) roof points joins its neighbours (a part the rest of the footprint,
+    # the rest a part): those buildings are split again and refitted
     failed = np.isin(res.columns["lod2_fallback_reason"].astype(str), ("no_points", "too_few_points"))
-    failed &= units.part >= 0
+    failed &= (np.bincount(units.building, minlength=len(geoms)) > 1)[units.building]
     joined = int(failed.sum())
     if joined:
-        host = join_parts(host, units, failed)
+        host, absorb = join_parts(host, units, failed, np.zeros(len(geoms), dtype=bool))
         redo = np.unique(units.building[failed])
         sub = np.full(len(geoms), -1, dtype=np.int64)
         sub[redo] = np.arange(redo.size)
         sub_host = np.where(host >= 0, sub[np.maximum(host, 0)], -1)
-        again = split_units(geoms[redo], pgeoms, sub_host)
+        again = split_units(geoms[redo], pgeoms, sub_host, absorb=absorb[redo])
         res2 = reconstruct_lod2(ctx, again.geoms, epoch, height_params, base[redo][again.building])
         keep = np.flatnonzero(~np.isin(units.building, redo))
         ub = np.concatenate([units.building[keep], redo[again.building]])

@@ -151,8 +151,8 @@ def test_tiny_part_joins_the_rest():
     cols = _fit_units(u, x, y, z)[0]
     failed = (cols["lod2_fallback_reason"] == "too_few_points") & (u.part >= 0)
     assert failed.tolist() == [True, False]
-    host = join_parts(host, u, failed)
-    assert host.tolist() == [-1]
+    host, absorb = join_parts(host, u, failed, np.zeros(1, dtype=bool))
+    assert host.tolist() == [-1] and absorb.tolist() == [False]
     u = split_units(bs, ps, host)
     assert len(u.geoms) == 1 and u.geoms[0].equals(fp)
     cols = _fit_units(u, x, y, z)[0]
@@ -179,3 +179,25 @@ def test_reader_keeps_only_roof_bauteile():
     kept = repair_and_filter(gdf, FootprintFilter(keep_bauarten=(2720,)), rejected)
     assert kept["oid"].tolist() == ["A", "B"]
     assert [(r.id, r.reason) for r in rejected] == [("C", "filtered: Bauteil")]
+
+
+def test_small_rest_joins_a_part():
+    """A tower part (2720) covering all but a 1.5 m strip of a flat house: the strip (the rest of the
+    footprint) has too few roof points and joins the tower instead of costing the house its roof."""
+    rng = np.random.default_rng(13)
+    fp = shapely.box(X0, Y0, X0 + 20, Y0 + 10)
+    tower = shapely.box(X0, Y0, X0 + 18.5, Y0 + 10)
+    x, y = sample(fp, 1.5, rng)
+    z = 50.0 + rng.normal(0, 0.03, x.shape)
+    bs, ps = np.array([fp], dtype=object), np.array([tower], dtype=object)
+    host = assign_parts(bs, ps)
+    u = split_units(bs, ps, host)
+    cols = _fit_units(u, x, y, z)[0]
+    failed = cols["lod2_fallback_reason"] == "too_few_points"
+    assert u.part.tolist() == [0, -1] and failed.tolist() == [False, True]
+    host, absorb = join_parts(host, u, failed, np.zeros(1, dtype=bool))
+    assert host.tolist() == [0] and absorb.tolist() == [True]
+    u = split_units(bs, ps, host, absorb=absorb)
+    assert u.part.tolist() == [0] and u.geoms[0].symmetric_difference(fp).area < 1e-6
+    cols = _fit_units(u, x, y, z)[0]
+    assert cols["roof_type"].tolist() == ["flat"] and cols["lod2_fallback_reason"].tolist() == [""]

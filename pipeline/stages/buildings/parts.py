@@ -7,7 +7,7 @@ own roof fit (its own roof shape, planes, heights); the building's LoD2 roof is 
 roof faces (`solids.merge_partitions`: noded, so the solid gets step walls where the parts' roofs meet at
 different heights). Only Bauteile with a roof of their own become units (`roof_parts`, by the ALKIS
 bauart code); a part whose unit has too few roof points joins the rest of its building's footprint
-(`join_parts`). Pure functions, no I/O.
+(`join_parts`), and so does a rest of a footprint too small for a roof (to a part). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -62,23 +62,35 @@ def roof_parts(keys: Any, bauarten: Any) -> np.ndarray:
     return np.asarray([function_code(None if k is None else str(k)) in codes for k in keys], dtype=bool)
 
 
-def join_parts(host: np.ndarray, units: Units, failed: np.ndarray) -> np.ndarray:
-    """`host` with every part whose unit failed (`failed`, per unit: e.g. too few roof points) taken
-    out (-1): re-split (`split_units`), the part is part of the rest of its building's footprint
-    again. The rest of a footprint is never taken out."""
+def join_parts(
+    host: np.ndarray, units: Units, failed: np.ndarray, absorb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Units that failed (`failed`, per unit: too few roof points) join their neighbours: a part is
+    taken out (host -1: re-split, it is part of the rest of its building's footprint again); the rest
+    of a footprint that has parts is given to the part it shares the longest edge with (`absorb`, per
+    building, for `split_units`). Returns the new (host, absorb)."""
     host = np.asarray(host, dtype=np.int64).copy()
-    bad = units.part[np.asarray(failed, dtype=bool) & (units.part >= 0)]
-    host[bad] = -1
-    return host
+    absorb = np.asarray(absorb, dtype=bool).copy()
+    failed = np.asarray(failed, dtype=bool)
+    host[units.part[failed & (units.part >= 0)]] = -1
+    split = np.bincount(units.building, minlength=len(absorb)) > 1
+    rest = units.building[failed & (units.part < 0)]
+    absorb[rest[split[rest]]] = True
+    return host, absorb
 
 
 def split_units(
-    buildings: np.ndarray, parts: np.ndarray, host: np.ndarray, min_area_m2: float = 1.0
+    buildings: np.ndarray,
+    parts: np.ndarray,
+    host: np.ndarray,
+    min_area_m2: float = 1.0,
+    absorb: np.ndarray | None = None,
 ) -> Units:
     """Units in building order: a building without parts is one unit (its footprint); a building with
     parts gets one unit per part (clipped to the footprint and to the parts before it, in part order)
     and one for the rest of the footprint. Pieces under `min_area_m2` are left to their neighbours:
-    a part that small is dropped, a rest that small is not a unit."""
+    a part that small is dropped, a rest that small is not a unit. Where `absorb` (per building) is
+    set, the rest is no unit either: it goes to the part sharing the longest edge with it."""
     buildings = np.asarray(buildings, dtype=object)
     parts = np.asarray(parts, dtype=object)
     host = np.asarray(host, dtype=np.int64)
@@ -110,6 +122,15 @@ def split_units(
             bidx.append(i)
             pidx.append(-1)
             continue
+        if absorb is not None and absorb[i] and shapely.area(rest) >= min_area_m2:
+            shared = [
+                shapely.length(shapely.intersection(shapely.boundary(p), shapely.boundary(rest)))
+                for p, _ in pieces
+            ]
+            k = int(np.argmax(shared))
+            if shared[k] > 0:
+                pieces[k] = (_polygonal(shapely.union(pieces[k][0], rest)), pieces[k][1])
+                rest = shapely.Polygon()
         for piece, j in pieces:
             geoms.append(piece)
             bidx.append(i)
