@@ -35,6 +35,7 @@ from pipeline.fsutil import make_world_readable, remove_owned
 from pipeline.model import BuildContext, InputFile, LayerResult
 from pipeline.orchestrate.cache import content_key, inputs_key
 from pipeline.orchestrate.class_schemes import resolve_class_schemes
+from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.reuse import INDEX_DIR, ReuseState, layer_key, reuse_or_build, reuse_stats
@@ -611,6 +612,7 @@ def _run_locked(
     from pipeline.runtime import dask_client
 
     closer: threading.Thread | None = None
+    cluster: Any = None  # the Dask client's context manager while its cluster is up after the layers
     try:
         client_cm = dask_client(cfg.runtime, workers=workers, scheduler=scheduler)
         held = _HeldSignals()
@@ -655,10 +657,13 @@ def _run_locked(
         except BaseException:
             client_cm.__exit__(*sys.exc_info())
             raise
-        # the workers shut down (about a second) while this process stamps, writes and validates
+        # the cluster stays up for the validation's read-back tasks (`map_tasks` below), then its workers
+        # shut down (about a second) while this process writes the report
         ctx.client = None
-        closer = threading.Thread(target=client_cm.__exit__, args=(None, None, None), name="twin-dask-close")
-        closer.start()
+        cluster = client_cm
+        validate_map = functools.partial(
+            map_ordered, build_executor(client), name="validate", progress=ctx.progress
+        )
         with ctx.stage("stamp"):
             stamp_tileset_versions(ctx, layers)
         warnings = list(ctx.warnings) + [w for lay in layers for w in lay.warnings]
@@ -693,7 +698,11 @@ def _run_locked(
                 trusted=trusted,
                 reused_layers=set(ctx.reuse.reused_layers),
                 jobs=_local_jobs(cfg, workers, scheduler),
+                map_tasks=validate_map,
             )
+        cluster = None
+        closer = threading.Thread(target=client_cm.__exit__, args=(None, None, None), name="twin-dask-close")
+        closer.start()
         manifest["validation"] = report
         from pipeline.orchestrate.report import finish_report
 
@@ -709,6 +718,8 @@ def _run_locked(
         )
         blog.close()
     except BaseException as e:
+        if cluster is not None:
+            cluster.__exit__(*sys.exc_info())
         if closer is not None:
             closer.join()
         blog.event("build_failed", build_id=build_id, error=str(e), error_type=type(e).__name__)

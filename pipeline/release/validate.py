@@ -8,6 +8,7 @@ written equals the point count read). Returns a per-file report; raises Validati
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,30 +46,72 @@ def _walk_tileset(path: Path, errors: list[str], seen: set[Path], glbs: list[Pat
         stack.extend(tile.get("children", []))
 
 
+MapTasks = Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list[Any]]
+"""[fn(*args) for args in items], in the order of the items, wherever it runs (the build passes
+`orchestrate.executor.map_ordered` on its executor: the read-back checks run as independent tasks)."""
+
+TILES_PER_TASK = 64  # point tiles read back by one task (fixed: the tasks do not depend on the workers)
+
+
+def serial_map(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """`MapTasks` in this process."""
+    return [fn(*args) for args in items]
+
+
+def tiles_task(files: list[Path]) -> tuple[int, int] | str:
+    """(points, checksum) of a chunk of a point tileset's tiles, or why one of them cannot be read."""
+    from pipeline.tiles.points_reader import tiles_sum
+
+    try:
+        return tiles_sum(files)
+    except Exception as e:  # unreadable tile: an error of the release, not of the validator
+        return str(e)
+
+
 def layer_invariants(
-    release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]
+    release_dir: Path,
+    manifest: dict[str, Any],
+    errors: list[str],
+    skip: set[str],
+    map_tasks: MapTasks = serial_map,
 ) -> dict[str, Any]:
     """Point clouds: the points and checksum in the written tiles equal what the layer says it read
-    (`pipeline.tiles.points_reader.pointcloud_invariants`). Layers reused unchanged are not re-read."""
-    out: dict[str, Any] = {}
+    (`pipeline.tiles.points_reader.pointcloud_invariants`, read in chunks of `TILES_PER_TASK` tiles).
+    Layers reused unchanged are not re-read."""
+    try:
+        from pipeline.tiles.points_reader import content_files
+    except ImportError:
+        return {}
+    plans: list[tuple[dict[str, Any], str | tuple[int, int, int]]] = []  # (layer, problem | task range)
+    tasks: list[tuple[list[Path]]] = []
     for layer in manifest.get("layers", []):
         if layer.get("kind") != "pointcloud" or not layer.get("tileset") or layer["name"] in skip:
             continue
-        stats = layer.get("stats", {})
-        if "points_in" not in stats:
+        if "points_in" not in layer.get("stats", {}):
             continue
-        try:
-            from pipeline.tiles.points_reader import pointcloud_invariants
-        except ImportError:
-            return out
         ts = release_dir / layer["tileset"]
         if not ts.is_file():
             continue  # reported as missing by the tileset check
         try:
-            inv = pointcloud_invariants(ts)
-        except Exception as e:  # unreadable tile: an error of the release, not of the validator
-            errors.append(f"layer {layer['name']}: cannot read its tiles: {e}")
+            files = content_files(ts)
+        except Exception as e:  # unreadable tileset: an error of the release, not of the validator
+            plans.append((layer, str(e)))
             continue
+        plans.append((layer, (len(tasks), len(files), -(-len(files) // TILES_PER_TASK))))
+        tasks += [(files[i : i + TILES_PER_TASK],) for i in range(0, len(files), TILES_PER_TASK)]
+    results = map_tasks(tiles_task, tasks) if tasks else []
+    out: dict[str, Any] = {}
+    for layer, plan in plans:
+        stats = layer["stats"]
+        if isinstance(plan, tuple):
+            start, n_files, n_tasks = plan
+            parts = results[start : start + n_tasks]
+            plan = next((p for p in parts if isinstance(p, str)), plan)  # the first unreadable tile
+        if isinstance(plan, str):
+            errors.append(f"layer {layer['name']}: cannot read its tiles: {plan}")
+            continue
+        checksum = sum(c for _, c in parts) % (1 << 64)
+        inv = {"points": sum(n for n, _ in parts), "checksum": f"{checksum:016x}", "tiles": n_files}
         out[layer["name"]] = inv
         if inv["points"] != stats["points_in"]:
             errors.append(
@@ -79,30 +122,55 @@ def layer_invariants(
     return out
 
 
-def copc_errors(release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]) -> int:
-    """Every point layer's COPC files and .vpc (`stats.copc`), read back node by node
-    (`pipeline.tiles.copc_check.vpc_errors`): all nodes readable, counts and checksum equal to the
+def copc_errors(
+    release_dir: Path,
+    manifest: dict[str, Any],
+    errors: list[str],
+    skip: set[str],
+    map_tasks: MapTasks = serial_map,
+) -> int:
+    """Every point layer's COPC files and .vpc (`stats.copc`), read back node by node, one task per file
+    (`pipeline.tiles.copc_check.copc_item_errors`): all nodes readable, counts and checksum equal to the
     manifest's (and the COPC points equal to the tiles'), the .vpc's files exist with their boxes and CRS.
     Returns the number of layers checked."""
-    from pipeline.tiles.copc_check import vpc_errors
+    from pipeline.tiles.copc_check import CopcReadError, copc_item_errors, vpc_items, vpc_total_errors
 
-    n = 0
+    plans: list[tuple[str, list[str], Path, dict[str, Any], tuple[int, int] | None]] = []
+    tasks: list[tuple[Path, dict[str, Any]]] = []
     for layer in manifest.get("layers", []):
         copc = layer.get("stats", {}).get("copc")
         if layer.get("kind") != "pointcloud" or not copc or layer["name"] in skip:
             continue
         name = layer["name"]
+        first: list[str] = []  # this layer's findings before its files'
         tiled = layer["stats"].get("points_out")
         if tiled is not None and copc.get("points") != tiled:
-            errors.append(f"layer {name}: the manifest's COPC points {copc.get('points')} != tiles {tiled}")
+            first.append(f"layer {name}: the manifest's COPC points {copc.get('points')} != tiles {tiled}")
         vpc = release_dir / Path(layer["tileset"]).parent / copc.get("vpc", "")
         if not copc.get("vpc") or not vpc.is_file():
-            errors.append(f"layer {name}: COPC: virtual point cloud {copc.get('vpc')!r} missing")
+            first.append(f"layer {name}: COPC: virtual point cloud {copc.get('vpc')!r} missing")
+            plans.append((name, first, vpc, copc, None))
             continue
-        errors += [
-            f"layer {name}: COPC: {e}" for e in vpc_errors(vpc, copc.get("points"), copc.get("checksum"))
-        ]
+        try:
+            feats = vpc_items(vpc)
+        except CopcReadError as e:
+            first.append(f"layer {name}: COPC: {e}")
+            plans.append((name, first, vpc, copc, (len(tasks), -1)))
+            continue
+        plans.append((name, first, vpc, copc, (len(tasks), len(feats))))
+        tasks += [(vpc, f) for f in feats]
+    results = map_tasks(copc_item_errors, tasks) if tasks else []
+    n = 0
+    for name, first, vpc, copc, span in plans:
+        errors += first
+        if span is None:
+            continue
         n += 1
+        start, count = span
+        if count >= 0:
+            items = results[start : start + count]
+            errs = vpc_total_errors(vpc, items, copc.get("points"), copc.get("checksum"))
+            errors += [f"layer {name}: COPC: {e}" for e in errs]
     return n
 
 
@@ -136,11 +204,13 @@ def validate_release(
     trusted: set[Path] | None = None,
     reused_layers: set[str] | None = None,
     jobs: int = 1,
+    map_tasks: MapTasks = serial_map,
 ) -> dict[str, Any]:
     """`trusted`: files hard-linked unchanged from a release that passed validation (GLBs among them
     are not sent through the glTF validator again). `jobs`: glTF validator processes at once; they run
     while this process checks the layer invariants, CityJSON and COPC files (the report and its order
-    do not depend on it)."""
+    do not depend on it). `map_tasks`: where the read-back checks run (the point tiles in chunks, the COPC
+    files one task each; the report does not depend on it)."""
     errors: list[str] = []
     glbs: list[Path] = []
     seen: set[Path] = set()
@@ -159,9 +229,9 @@ def validate_release(
     )
     checks: list[str] = []  # the other checks' findings, listed after the validator's (as before)
     try:
-        invariants = layer_invariants(release_dir, manifest, checks, reused_layers or set())
+        invariants = layer_invariants(release_dir, manifest, checks, reused_layers or set(), map_tasks)
         cityjson = cityjson_errors(release_dir, manifest, checks, reused_layers or set())
-        copc = copc_errors(release_dir, manifest, checks, reused_layers or set())
+        copc = copc_errors(release_dir, manifest, checks, reused_layers or set(), map_tasks)
     finally:
         reports = wait() if wait is not None else []
     for rep in reports:

@@ -123,43 +123,64 @@ def copc_invariants(vpc_path: str | Path) -> dict[str, Any]:
     return {"points": total, "checksum": f"{checksum % (1 << 64):016x}", "files": len(feats)}
 
 
-def vpc_errors(vpc_path: Path, want_points: int | None, want_checksum: str | None) -> list[str]:
-    """The problems of a layer's .vpc and its COPC files (empty: readable node by node, and as stated)."""
+def vpc_items(vpc_path: Path) -> list[dict[str, Any]]:
+    """The items of a layer's .vpc (one per COPC file). Raises CopcReadError."""
+    return _features(vpc_path)
+
+
+def copc_item_errors(vpc_path: Path, f: dict[str, Any]) -> tuple[list[str], int, int]:
+    """One .vpc item's COPC file read back node by node and compared with the item: (problems, points,
+    checksum); the points and checksum are 0 when the file cannot be read. Independent of the other items
+    (the release validator runs one task per file)."""
     from pyproj import CRS
 
-    errors: list[str] = []
     try:
-        feats = _features(vpc_path)
+        path = _asset(vpc_path, f)
+        got = read_copc_nodes(path)
     except CopcReadError as e:
-        return [str(e)]
-    total, checksum = 0, 0
-    for f in feats:
-        try:
-            path = _asset(vpc_path, f)
-            got = read_copc_nodes(path)
-        except CopcReadError as e:
-            errors.append(str(e))
-            continue
-        props = f.get("properties", {})
-        href = f["assets"]["data"]["href"]
-        total += got["points"]
-        checksum += got["checksum"]
-        if props.get("pc:count") != got["points"]:
-            errors.append(f"{href}: {got['points']} points, the .vpc says {props.get('pc:count')}")
-        box = props.get("proj:bbox")
-        want = [*got["mins"], *got["maxs"]]
-        if not isinstance(box, list) or len(box) != 6 or not np.allclose(box, want, rtol=0, atol=1e-6):
-            errors.append(f"{href}: the .vpc box {box} is not the file's header box {want}")
-        try:
-            same = got["crs"] is not None and CRS.from_wkt(props.get("proj:wkt2", "")).equals(got["crs"])
-        except Exception:
-            same = False
-        if not same:
-            errors.append(f"{href}: the .vpc CRS (proj:wkt2) is not the file's CRS")
+        return [str(e)], 0, 0
+    errors: list[str] = []
+    props = f.get("properties", {})
+    href = f["assets"]["data"]["href"]
+    if props.get("pc:count") != got["points"]:
+        errors.append(f"{href}: {got['points']} points, the .vpc says {props.get('pc:count')}")
+    box = props.get("proj:bbox")
+    want = [*got["mins"], *got["maxs"]]
+    if not isinstance(box, list) or len(box) != 6 or not np.allclose(box, want, rtol=0, atol=1e-6):
+        errors.append(f"{href}: the .vpc box {box} is not the file's header box {want}")
+    try:
+        same = got["crs"] is not None and CRS.from_wkt(props.get("proj:wkt2", "")).equals(got["crs"])
+    except Exception:
+        same = False
+    if not same:
+        errors.append(f"{href}: the .vpc CRS (proj:wkt2) is not the file's CRS")
+    return errors, got["points"], got["checksum"]
+
+
+def vpc_total_errors(
+    vpc_path: Path,
+    items: list[tuple[list[str], int, int]],
+    want_points: int | None,
+    want_checksum: str | None,
+) -> list[str]:
+    """The problems of a .vpc from its items' `copc_item_errors` (in the .vpc's order): theirs, then (only
+    when there are none) the layer totals against the manifest's."""
+    errors = [e for errs, _, _ in items for e in errs]
     if not errors:
+        total = sum(n for _, n, _ in items)
         if want_points is not None and total != want_points:
             errors.append(f"{vpc_path.name}: the COPC files hold {total} points, the layer {want_points}")
-        cs = f"{checksum % (1 << 64):016x}"
+        cs = f"{sum(c for _, _, c in items) % (1 << 64):016x}"
         if want_checksum and cs != want_checksum:
             errors.append(f"{vpc_path.name}: COPC checksum {cs} != the manifest's {want_checksum}")
     return errors
+
+
+def vpc_errors(vpc_path: Path, want_points: int | None, want_checksum: str | None) -> list[str]:
+    """The problems of a layer's .vpc and its COPC files (empty: readable node by node, and as stated)."""
+    try:
+        feats = vpc_items(vpc_path)
+    except CopcReadError as e:
+        return [str(e)]
+    items = [copc_item_errors(vpc_path, f) for f in feats]
+    return vpc_total_errors(vpc_path, items, want_points, want_checksum)

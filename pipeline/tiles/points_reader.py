@@ -74,17 +74,28 @@ def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
 
     The checksum is order-independent (sum of 64-bit hashes of the millimetre positions), so it equals the
     `checksum` recorded at build time in pointcloud.json / the layer stats iff no tile was lost or altered.
+    The release validator reads the same sums in chunks on the executor (`content_files`, `tiles_sum`).
     """
+    files = content_files(tileset_path)
+    total, checksum = tiles_sum(files)
+    return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}
 
-    tileset_path = Path(tileset_path)
+
+def content_files(tileset_path: str | Path) -> list[Path]:
+    """The tile files of a point tileset (external tilesets followed), in a fixed order."""
+    return _content_uris(Path(tileset_path))
+
+
+def tiles_sum(files: list[Path]) -> tuple[int, int]:
+    """(points, checksum mod 2^64) of some tiles of a point tileset: the sums of several chunks of a
+    tileset's files add up to its `pointcloud_invariants`."""
     total = 0
     checksum = 0
-    files = _content_uris(tileset_path)
     for p in files:
         pos = tile_positions_mm(p)
         total += len(pos)
         checksum = (checksum + tile_checksum(pos)) % (1 << 64)
-    return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}
+    return total, checksum
 
 
 def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:

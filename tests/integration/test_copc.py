@@ -739,6 +739,85 @@ def test_release_validator_refuses_a_broken_copc(two_tiles, tmp_path):
     assert copc_errors(rel, manifest, errors, {"pts"}) == 0 and errors == []
 
 
+def test_release_validator_reads_back_in_parallel_like_serially(two_tiles, tmp_path, monkeypatch):
+    """The read-back checks run as independent tasks (one per COPC file, chunks of point tiles) on an
+    executor: with two worker processes the report (every message, its order, pass/fail) is the serial
+    one, for a good release and for one with a corrupted COPC node and an unreadable point tile; the
+    node is still named."""
+    import dataclasses
+    import functools
+    import multiprocessing
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    import laspy
+    from laspy.copc import load_octree_for_query
+
+    from pipeline.errors import ValidationError
+    from pipeline.orchestrate.executor import map_ordered
+    from pipeline.orchestrate.points_plan import PointTilingOptions
+    from pipeline.orchestrate.points_run import tile_pointcloud
+    from pipeline.release import validate
+    from pipeline.stages.points.copc_records import CopcOptions
+    from pipeline.tiles.points_reader import content_files
+
+    monkeypatch.setattr(validate, "TILES_PER_TASK", 2)  # several tile chunks per layer
+    rel = tmp_path / "rel"
+    manifest: dict = {"layers": []}
+    for name in ("pts", "more"):  # two layers, two COPC files each
+        opts = dataclasses.replace(PointTilingOptions(), copc=CopcOptions(name, None))
+        s = tile_pointcloud(two_tiles, rel / name, opts)
+        stats = {"points_in": s.points_in, "points_out": s.points_out, "checksum": f"{s.checksum:016x}"}
+        stats["copc"] = {k: v for k, v in s.copc.to_json().items() if k != "seconds"}
+        manifest["layers"].append({"name": name, "kind": "pointcloud", "tileset": f"{name}/tileset.json"})
+        manifest["layers"][-1]["stats"] = stats
+    assert len(content_files(rel / "pts" / "tileset.json")) > 2 * validate.TILES_PER_TASK
+
+    def reports(map_tasks) -> tuple[list[str], dict, int]:
+        errors: list[str] = []
+        inv = validate.layer_invariants(rel, manifest, errors, set(), map_tasks)
+        n = validate.copc_errors(rel, manifest, errors, set(), map_tasks)
+        return errors, inv, n
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parallel = functools.partial(map_ordered, pool, name="validate")
+        good = reports(parallel)
+        assert good == reports(validate.serial_map)
+        assert good[0] == [] and good[2] == 2
+        assert good[1]["pts"]["points"] == good[1]["more"]["points"] == 120_000
+        full = validate.validate_release(rel, manifest, check_gltf=False, map_tasks=parallel)
+        assert full == validate.validate_release(rel, manifest, check_gltf=False) and full["ok"]
+
+        # a corrupted node in each layer's second file, an unreadable tile in the first layer
+        named = []
+        for name in ("pts", "more"):
+            f = rel / name / "copc" / "tile_b.copc.laz"
+            with laspy.CopcReader.open(f) as r:
+                node = max(
+                    load_octree_for_query(r.source, r.copc_info, r.root_page), key=lambda n: n.byte_size
+                )
+            data = bytearray(f.read_bytes())
+            data[node.offset : node.offset + node.byte_size] = b"\xff" * node.byte_size
+            f.write_bytes(bytes(data))
+            k = node.key
+            named.append(
+                f"layer {name}: COPC: tile_b.copc.laz: node {k.level}-{k.x}-{k.y}-{k.z} cannot be read"
+            )
+        tile = content_files(rel / "pts" / "tileset.json")[3]
+        shutil.copy2(tile, tmp_path / "tile")
+        tile.write_bytes(b"glTF" + b"\x00" * 20)
+        bad = reports(parallel)
+        assert bad == reports(validate.serial_map)
+        errors = bad[0]
+        assert errors[0].startswith("layer pts: cannot read its tiles: "), errors
+        assert [e.split(" (")[0] for e in errors[1:]] == named, errors
+        with pytest.raises(ValidationError) as par:
+            validate.validate_release(rel, manifest, check_gltf=False, map_tasks=parallel)
+        with pytest.raises(ValidationError) as ser:
+            validate.validate_release(rel, manifest, check_gltf=False)
+        assert str(par.value) == str(ser.value) and "3 problems" in str(par.value)
+
+
 def test_copc_schema_is_derived_from_the_attribute_table():
     """Every attribute of the tiles' table has a COPC field (a new row needs a decision there); the schema
     of a layout follows its attributes."""
