@@ -350,6 +350,7 @@ def test_real_tile_official_roofs(realdata, tmp_path):
     assert n == res.stats["buildings"]
 
 
+@pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
 def test_official_schemas(cj_built, tmp_path_factory):
     """Header and every feature against the official CityJSON 2.0.0 schemas (the ones cjval uses,
     taken from a cjvalpy wheel: tests/_cityjson_schemas.py); the schemas do catch a broken feature."""

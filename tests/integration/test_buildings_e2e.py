@@ -166,6 +166,7 @@ def test_rebuild_is_byte_identical_and_1_0_profile(built, district, tmp_path):
     assert total == r.stats["buildings"]
 
 
+@pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
 @pytest.mark.cluster
 def test_dask_equals_serial(built, district, tmp_path):
     from distributed import Client, LocalCluster

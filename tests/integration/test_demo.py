@@ -65,6 +65,7 @@ def _first_nonground(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ---- determinism and layout ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
 def test_byte_identical_rerun(demo, tmp_path):
     out, summary = demo
     again = generate_demo(tmp_path / "raw", **TINY)

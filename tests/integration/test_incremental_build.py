@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import load_tiny_config
 
 # layers that do not read the aerial point cloud are switched off to keep the test fast
@@ -48,6 +50,7 @@ def _build(project: Path):
     return run_build(load_tiny_config(project, OVERRIDES), workers=2, log=BuildLog(quiet=True))
 
 
+@pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
 def test_incremental_equals_clean_build_and_reuses_tiles(tiny_project, tmp_path, monkeypatch):
     from bench.incremental import change_point_tile
 
