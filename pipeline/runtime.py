@@ -42,6 +42,8 @@ def dask_client(rt: RuntimeConfig, *, workers: int | None = None, scheduler: str
             # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which switches off glibc's
             # adaptive mmap threshold: every mid-sized array is then a fresh mapping with its page faults
             # (release read-back on 2 workers: 52.7-54.8 s worker CPU with it, 41.8-45.2 s without)
+            # (a nanny also copies it into its own process's os.environ, so every cluster of a build
+            # process has to be started here for it to stay out)
             "distributed.nanny.pre-spawn-environ": {
                 k: v
                 for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()

@@ -121,11 +121,15 @@ def test_dask_executor_is_pure():
     assert dask_executor(FakeClient()) == {"pure": True}
 
 
-def test_dask_workers_keep_glibc_adaptive_malloc() -> None:
+def test_dask_workers_keep_glibc_adaptive_malloc(monkeypatch) -> None:
     """The build's LocalCluster workers do not inherit Dask's MALLOC_TRIM_THRESHOLD_ (it switches off
     glibc's adaptive mmap threshold: ~20 % more worker CPU on the release read-back); the thread limits
-    of Dask's default environment stay."""
+    of Dask's default environment stay. (A nanny copies its pre-spawn environment into its own process's
+    os.environ: a cluster started earlier in this pytest process with Dask's defaults leaves the variable
+    there, so the test starts from the environment `twin build` starts from.)"""
     import os
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
 
     from pipeline.config.model import RuntimeConfig
     from pipeline.runtime import dask_client
