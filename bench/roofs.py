@@ -28,13 +28,26 @@ from typing import Any
 import numpy as np
 
 
+def _demo_buildings(raw: Path, epoch: str) -> tuple[Any, int, list, np.ndarray]:
+    """The demo city of `raw` (rebuilt from its truth.json), the epoch's index and the cadastre
+    buildings present in it (no sheds) with their footprints."""
+    from pipeline.sources.demo.city import build_city
+
+    truth = json.loads((raw / "truth" / "truth.json").read_text())
+    par = truth["parameters"]
+    epochs = tuple(par["epochs"])
+    ei = epochs.index(epoch)
+    city = build_city(int(par["seed"]), tuple(truth["bounds"]), epochs)
+    st = [s for s in city.structures if s.present[ei] and s.in_cadastre and s.category != "shed"]
+    return city, ei, st, np.array([s.geom for s in st], dtype=object)
+
+
 def run(
     raw: Path, epoch: str = "2024", backend: str = "numba", single_returns: bool = True
 ) -> dict[str, Any]:
     import numpy as np
     import shapely
 
-    from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
     from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
@@ -46,13 +59,7 @@ def run(
     )
     from pipeline.stages.buildings.roofs import RoofParams
 
-    truth = json.loads((raw / "truth" / "truth.json").read_text())
-    par = truth["parameters"]
-    epochs = tuple(par["epochs"])
-    ei = epochs.index(epoch)
-    city = build_city(int(par["seed"]), tuple(truth["bounds"]), epochs)
-    st = [s for s in city.structures if s.present[ei] and s.in_cadastre and s.category != "shed"]
-    geoms = np.array([s.geom for s in st], dtype=object)
+    _city, ei, st, geoms = _demo_buildings(raw, epoch)
     laz = sorted((raw / "aerial" / epoch).glob("*.la[sz]"))
     pts: dict[str, list] = {}
     for f in laz:
@@ -151,11 +158,16 @@ def run_parts(
     import shapely
 
     from pipeline.config.model import BuildingsLayer
-    from pipeline.sources.demo.city import build_city
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
     from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
-    from pipeline.stages.buildings.parts import assign_parts, join_parts, roof_parts, split_units
+    from pipeline.stages.buildings.parts import (
+        assign_parts,
+        join_parts,
+        roof_parts,
+        split_units,
+        units_to_join,
+    )
     from pipeline.stages.buildings.reconstruct import (
         ROOF_FIELDS,
         ReconstructParams,
@@ -170,13 +182,7 @@ def run_parts(
         roof_partition,
     )
 
-    truth = json.loads((raw / "truth" / "truth.json").read_text())
-    par = truth["parameters"]
-    epochs = tuple(par["epochs"])
-    ei = epochs.index(epoch)
-    city = build_city(int(par["seed"]), tuple(truth["bounds"]), epochs)
-    st = [s for s in city.structures if s.present[ei] and s.in_cadastre and s.category != "shed"]
-    geoms = np.array([s.geom for s in st], dtype=object)
+    city, ei, st, geoms = _demo_buildings(raw, epoch)
     bauteile = [p for p in city.parts if p.kind == "bauteil" and p.present[ei]]
     pgeoms = np.array([p.geom for p in bauteile], dtype=object)
     bauarten = (
@@ -199,8 +205,7 @@ def run_parts(
         units = split_units(geoms, pgeoms, host, absorb=absorb)
         ptr, idx = collect_roof_points(points, units.geoms, rp.shrink_m, hp, rp.single_returns)
         table = reconstruct_roofs(points["x"], points["y"], points["z"], ptr, idx, units.geoms, rp)
-        failed = np.array([f.fallback == "too_few_points" for f in table.fits], dtype=bool)
-        failed &= (np.bincount(units.building, minlength=len(st)) > 1)[units.building]
+        failed = units_to_join(np.array([f.fallback or "" for f in table.fits]), units, len(st))
         if not join or not failed.any():
             break
         joined += int(failed.sum())

@@ -320,7 +320,14 @@ def reconstruct_lod2_parts(
     the unit's roof columns, unit footprint)."""
     import geopandas as gpd
 
-    from pipeline.stages.buildings.parts import Units, assign_parts, join_parts, roof_parts, split_units
+    from pipeline.stages.buildings.parts import (
+        Units,
+        assign_parts,
+        join_parts,
+        roof_parts,
+        split_units,
+        units_to_join,
+    )
     from pipeline.stages.buildings.solids import (
         SolidError,
         build_solid,
@@ -345,8 +352,7 @@ def reconstruct_lod2_parts(
     res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building])
     # a unit with too few (or no) roof points joins its neighbours (a part the rest of the footprint,
     # the rest a part): those buildings are split again and refitted
-    failed = np.isin(res.columns["lod2_fallback_reason"].astype(str), ("no_points", "too_few_points"))
-    failed &= (np.bincount(units.building, minlength=len(geoms)) > 1)[units.building]
+    failed = units_to_join(res.columns["lod2_fallback_reason"], units, len(geoms))
     joined = int(failed.sum())
     if joined:
         host, absorb = join_parts(host, units, failed, np.zeros(len(geoms), dtype=bool))

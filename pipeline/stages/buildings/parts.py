@@ -62,6 +62,16 @@ def roof_parts(keys: Any, bauarten: Any) -> np.ndarray:
     return np.asarray([function_code(None if k is None else str(k)) in codes for k in keys], dtype=bool)
 
 
+JOIN_REASONS = ("no_points", "too_few_points")  # a unit without enough roof points joins a neighbour
+
+
+def units_to_join(reasons: np.ndarray, units: Units, n_buildings: int) -> np.ndarray:
+    """Per unit: it failed for lack of roof points (`reasons`: the unit's fallback reason, '' when
+    fitted) and its building has other units to join (the rule `join_parts` is applied with)."""
+    failed = np.isin(np.asarray(reasons).astype(str), JOIN_REASONS)
+    return failed & (np.bincount(units.building, minlength=n_buildings) > 1)[units.building]
+
+
 def join_parts(
     host: np.ndarray, units: Units, failed: np.ndarray, absorb: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
