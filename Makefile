@@ -1,5 +1,5 @@
 # RuhrTwin: `make twin` builds the demo district release, `make test` runs the test suite.
-# Both set up what they need on first use (.venv, npm packages, Debian chromium and QGIS for the tests).
+# Both set up what they need on first use (.venv, npm packages, Debian chromium, QGIS and cjval for the tests).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ TWIN := $(BIN)/twin
 CONFIG ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: twin test test-all test-unit bench clean view lint format demo setup npm chromium qgis status
+.PHONY: twin test test-all test-unit bench clean view lint format demo setup npm chromium qgis cjval status
 
 setup: $(VENV)/.stamp npm
 
@@ -42,6 +42,14 @@ qgis:
 	    qgis python3-qgis gdal-bin python3-gdal >/dev/null && $(QGIS_OK)) \
 	  || echo "warning: could not install QGIS >= 3.34; QGIS tests will be skipped"; }
 
+# The official CityJSON validator cjval (Python bindings cjvalpy 0.2.1, cjval 0.4.2) for
+# tests/_cjval.py: its Linux wheels need CPython <= 3.10, so a private CPython 3.9 from Debian 11's .debs
+# is unpacked next to it into .tools/cjval/ (nothing installed system-wide; ~10 s, 30 MB; details in
+# scripts/install_cjval.sh and docs/buildings.md).
+cjval: setup
+	@PY=$(BIN)/python bash scripts/install_cjval.sh \
+	  || echo "warning: could not install the CityJSON validator cjval; its tests will be skipped"
+
 twin: setup
 	@if [ -z "$$(ls -A data/raw | grep -v .gitkeep)" ]; then $(TWIN) demo --out data/raw; fi
 	$(TWIN) build $(CONFIG)
@@ -52,14 +60,14 @@ demo: setup
 # Tests mirror the package in three tiers: tests/unit (modules on crafted data, seconds), tests/integration
 # (builds, real data, QGIS, a Dask cluster), tests/browser (the viewer in Debian chromium). `make test` runs
 # all tiers without the tests marked `slow` (long end-to-end runs); `make test-all` (CI) runs everything.
-test: setup chromium qgis
+test: setup chromium qgis cjval
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-all: setup chromium qgis
+test-all: setup chromium qgis cjval
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

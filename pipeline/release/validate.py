@@ -175,9 +175,9 @@ def copc_errors(
 
 
 def cityjson_errors(release_dir: Path, manifest: dict[str, Any], errors: list[str], skip: set[str]) -> int:
-    """Every CityJSONSeq file a layer lists (`*.city.jsonl`) through `tiles.cityjson.validate_cityjsonseq`
-    (and cjvalpy when installed). Returns the number of files checked."""
-    from pipeline.tiles.cityjson import cjvalpy_available, cjvalpy_errors, validate_cityjsonseq
+    """Every CityJSONSeq file a layer lists (`*.city.jsonl`) through `tiles.cityjson.validate_cityjsonseq`.
+    Returns the number of files checked."""
+    from pipeline.tiles.cityjson import validate_cityjsonseq
 
     n = 0
     for layer in manifest.get("layers", []):
@@ -191,7 +191,7 @@ def cityjson_errors(release_dir: Path, manifest: dict[str, Any], errors: list[st
                 errors.append(f"layer {layer['name']}: {f} missing")
                 continue
             text = p.read_text(encoding="utf-8")
-            errs = validate_cityjsonseq(text) + (cjvalpy_errors(text) if cjvalpy_available() else [])
+            errs = validate_cityjsonseq(text)
             errors += [f"{f}: CityJSON: {e}" for e in errs[:3]]
             n += 1
     return n

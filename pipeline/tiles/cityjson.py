@@ -14,8 +14,8 @@ the order given (the caller sorts them by id), `\\n` line ends.
 
 `validate_cityjsonseq(text)` checks what the CityJSON schema and cjval check on the structure (types,
 version, transform, lod, boundary depth, vertex indices, semantics shape, parent/child links,
-duplicate and unused vertices); it is the fallback used when `cjvalpy` (the official validator's
-Python bindings) is not installed, see `cjvalpy_errors`.
+duplicate and unused vertices) in the release validation stage. The official validator, cjval, runs
+on these files in the tests (tests/_cjval.py, installed by `make cjval`; docs/buildings.md).
 """
 
 from __future__ import annotations
@@ -337,26 +337,3 @@ def validate_cityjsonseq(text: str) -> list[str]:
         if len(used) != len(verts):
             errs.append(f"{tag}: {len(verts) - len(used)} unused vertices")
     return errs
-
-
-def cjvalpy_available() -> bool:
-    try:
-        import cjvalpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def cjvalpy_errors(text: str) -> list[str]:
-    """Errors of the official validator (`cjvalpy`, the Python bindings of cjval) on a CityJSONSeq
-    text: the header and each feature line are handed over as one list of JSON strings
-    (`CJValidator(list[str])`, `validate() -> bool`, `get_report() -> str`, as in cjvalpy 0.4). Raises
-    ImportError when cjvalpy is not installed (see `cjvalpy_available`); not run on this project's
-    machines, where no cjvalpy wheel installs."""
-    import cjvalpy
-
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    val = cjvalpy.CJValidator(lines)
-    if val.validate():
-        return []
-    return [f"cjvalpy: {val.get_report()}"]

@@ -1,7 +1,8 @@
 """CityJSON 2.0 export of the buildings layer (CityJSONSeq per tile): valid (structure, and every
 Solid closed and outward by val3dity's rules), one feature per building of the layer, semantic surfaces,
-vertices within 1 mm of the LoD2 solids, byte-identical across writes; the official validator
-(cjvalpy) and cjio when they are installed."""
+vertices within 1 mm of the LoD2 solids, byte-identical across writes; the official validator cjval
+(installed by `make cjval`, tests/_cjval.py) finds no error and no warning, on the demo district and on
+the real NRW tile, and does catch a broken file; cjio reads the files."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from pipeline.orchestrate.buildings import build_buildings_layers
 from pipeline.orchestrate.buildings_cityjson import _extrusion, reference_system_url
 from pipeline.stages.buildings.solids import Solid, build_solid, check_solid, newell_normal
 from pipeline.tiles.cityjson import (
-    cjvalpy_available,
-    cjvalpy_errors,
     feature_vertices,
     read_cityjsonseq,
     validate_cityjsonseq,
 )
+from tests._cjval import cjval, unavailable
+from tests.conftest import REALDATA
 from tests.integration.test_buildings_e2e import _ctx, district  # noqa: F401  (module fixture)
 
 
@@ -251,11 +252,62 @@ def test_byte_identical(cj_built, district, tmp_path):  # noqa: F811
         assert p.read_bytes() == q.read_bytes()
 
 
-@pytest.mark.skipif(not cjvalpy_available(), reason="cjvalpy (official CityJSON validator) not installed")
-def test_cjvalpy(cj_built):
-    rel, _res = cj_built
+needs_cjval = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+
+@needs_cjval
+def test_cjval(cj_built):
+    """The official validator on every tile of the demo district: no error, no warning."""
+    rel, res = cj_built
+    docs = 0
     for f in _files(rel):
-        assert cjvalpy_errors(f.read_text(encoding="utf-8")) == []
+        rep = cjval(f)
+        assert rep.errors == [] and rep.warnings == [], (f, rep.errors[:5], rep.warnings[:5])
+        docs += rep.documents
+    assert docs == len(_files(rel)) + res.stats["buildings"]  # the header and every feature of each tile
+
+
+@needs_cjval
+def test_cjval_catches_broken_files(cj_built, tmp_path):
+    """cjval does report what is wrong (so that test_cjval cannot pass by checking nothing)."""
+    rel, _res = cj_built
+    lines = _files(rel)[0].read_text(encoding="utf-8").splitlines()
+    n = 1 + next(i for i, ln in enumerate(lines[1:]) if json.loads(ln)["CityObjects"])
+
+    def broken(edit) -> tuple[list[str], list[str]]:
+        feat = json.loads(lines[n])
+        edit(feat, next(co for co in feat["CityObjects"].values() if co.get("geometry"))["geometry"][0])
+        f = tmp_path / "broken.city.jsonl"
+        f.write_text("\n".join([*lines[:n], json.dumps(feat), *lines[n + 1 :]]) + "\n", encoding="utf-8")
+        rep = cjval(f)
+        return rep.errors, rep.warnings
+
+    def bad_index(feat, g):
+        g["boundaries"][0][0][0][0] = len(feat["vertices"]) + 7
+
+    def bad_surface(feat, g):
+        g["semantics"]["surfaces"][0]["type"] = "Roof"
+
+    def bad_semantics(feat, g):
+        g["semantics"]["values"][0].append(0)
+
+    def unused_vertex(feat, g):
+        feat["vertices"].append([0, 0, 0])
+
+    def duplicate_vertex(feat, g):
+        feat["vertices"].append(feat["vertices"][g["boundaries"][0][0][0][0]])
+        g["boundaries"][0][0][0][0] = len(feat["vertices"]) - 1
+
+    errs, _w = broken(bad_index)
+    assert any("wrong_vertex_index" in e for e in errs), errs
+    errs, _w = broken(bad_surface)
+    assert any("CityJSON syntax" in e and "not valid under any of the given schemas" in e for e in errs), errs
+    errs, _w = broken(bad_semantics)
+    assert any("semantics_arrays" in e for e in errs), errs
+    errs, warns = broken(unused_vertex)
+    assert errs == [] and any("unused_vertices" in w for w in warns), warns
+    errs, warns = broken(duplicate_vertex)
+    assert errs == [] and any("duplicate_vertices" in w for w in warns), warns
 
 
 @pytest.mark.skipif(
@@ -296,21 +348,22 @@ def test_release_validation_checks_cityjson(cj_built, tmp_path):
         validate_release(broken, manifest, check_gltf=False)
 
 
-@pytest.mark.realdata
-def test_real_tile_official_roofs(realdata, tmp_path):
-    """The real NRW tile (official LoD2 footprints and roofs, 300 m crop of points): every building
-    one feature, every Solid closed and outward, CityJSON structure valid."""
+@pytest.fixture(scope="module")
+def nrw_built(tmp_path_factory):
+    """The buildings layer of the real NRW tile 360/5721 (official LoD2 footprints and roofs, 300 m crop
+    of points)."""
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
     from pipeline.model import BuildContext
     from pipeline.orchestrate.inputs import scan_inputs
 
-    nrw = realdata / "nrw"
+    nrw = REALDATA / "nrw"
     gml = nrw / "LoD2_32_360_5721_1_NW.gml"
     laz = nrw / "3dm_32_360_5721_crop300_360650_5721600.laz"
     if not (gml.is_file() and laz.is_file()):
-        pytest.skip("NRW LoD2 tile or crop missing")
+        pytest.skip("NRW LoD2 tile or crop missing (../shared/realdata/nrw)")
+    tmp_path = tmp_path_factory.mktemp("nrw")
     cfg = TwinConfig.model_validate(
         {
             "name": "nrw",
@@ -334,7 +387,14 @@ def test_real_tile_official_roofs(realdata, tmp_path):
         inputs=scan_inputs(cfg),
         log=BuildLog(quiet=True),
     )
-    res = build_buildings_layers(ctx, [])[0]
+    return rel, build_buildings_layers(ctx, [])[0]
+
+
+@pytest.mark.realdata
+def test_real_tile_official_roofs(nrw_built):
+    """The real NRW tile: every building one feature, every Solid closed and outward, CityJSON
+    structure valid."""
+    rel, res = nrw_built
     st = res.stats["cityjson"]
     print(st, res.stats["lod2"])
     assert st["lod22"] == res.stats["lod2"]["lod2"] > 0
@@ -348,6 +408,19 @@ def test_real_tile_official_roofs(realdata, tmp_path):
             for oid, _lod, solid in _solids(head, ft):
                 assert check_solid(solid) == [], oid
     assert n == res.stats["buildings"]
+
+
+@pytest.mark.realdata
+@needs_cjval
+def test_cjval_real_tile(nrw_built):
+    """The official validator on the CityJSON of the real NRW tile: no error, no warning."""
+    rel, res = nrw_built
+    docs = 0
+    for f in _files(rel):
+        rep = cjval(f)
+        assert rep.errors == [] and rep.warnings == [], (f, rep.errors[:5], rep.warnings[:5])
+        docs += rep.documents
+    assert docs == len(_files(rel)) + res.stats["buildings"] > 1
 
 
 @pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
