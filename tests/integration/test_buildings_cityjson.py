@@ -348,10 +348,9 @@ def test_release_validation_checks_cityjson(cj_built, tmp_path):
         validate_release(broken, manifest, check_gltf=False)
 
 
-@pytest.fixture(scope="module")
-def nrw_built(tmp_path_factory):
-    """The buildings layer of the real NRW tile 360/5721 (official LoD2 footprints and roofs, 300 m crop
-    of points)."""
+def _nrw_build(tmp_path: Path, lod2_tiles: str, origin: tuple[float, float]):
+    """The buildings layer of real NRW LoD2 tiles (official LoD2 footprints and roofs, the 300 m crop of
+    points of tile 360/5721)."""
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
     from pipeline.crs import project_frame
@@ -359,11 +358,9 @@ def nrw_built(tmp_path_factory):
     from pipeline.orchestrate.inputs import scan_inputs
 
     nrw = REALDATA / "nrw"
-    gml = nrw / "LoD2_32_360_5721_1_NW.gml"
     laz = nrw / "3dm_32_360_5721_crop300_360650_5721600.laz"
-    if not (gml.is_file() and laz.is_file()):
-        pytest.skip("NRW LoD2 tile or crop missing (../shared/realdata/nrw)")
-    tmp_path = tmp_path_factory.mktemp("nrw")
+    if not (laz.is_file() and list(nrw.glob(lod2_tiles))):
+        pytest.skip("NRW LoD2 tiles or crop missing (../shared/realdata/nrw)")
     cfg = TwinConfig.model_validate(
         {
             "name": "nrw",
@@ -371,8 +368,8 @@ def nrw_built(tmp_path_factory):
             "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"},
             "sources": {
                 "aerial": [{"epoch": "2022", "points": laz.name, "class_scheme": "asprs"}],
-                "cadastre": {"path": gml.name, "format": "generic"},
-                "reference_citygml": gml.name,
+                "cadastre": {"path": lod2_tiles, "format": "generic"},
+                "reference_citygml": lod2_tiles,
             },
             "layers": {"buildings": {"lod2_source": "official"}},
         }
@@ -383,7 +380,7 @@ def nrw_built(tmp_path_factory):
         cfg=cfg,
         build_id="t",
         release_dir=rel,
-        frame=project_frame(cfg.crs, (360_500.0, 5_721_500.0, 0.0)),
+        frame=project_frame(cfg.crs, (*origin, 0.0)),
         inputs=scan_inputs(cfg),
         log=BuildLog(quiet=True),
     )
@@ -391,10 +388,10 @@ def nrw_built(tmp_path_factory):
 
 
 @pytest.mark.realdata
-def test_real_tile_official_roofs(nrw_built):
-    """The real NRW tile: every building one feature, every Solid closed and outward, CityJSON
-    structure valid."""
-    rel, res = nrw_built
+def test_real_tile_official_roofs(tmp_path):
+    """The real NRW tile 360/5721: every building one feature, every Solid closed and outward,
+    CityJSON structure valid."""
+    rel, res = _nrw_build(tmp_path, "LoD2_32_360_5721_1_NW.gml", (360_500.0, 5_721_500.0))
     st = res.stats["cityjson"]
     print(st, res.stats["lod2"])
     assert st["lod22"] == res.stats["lod2"]["lod2"] > 0
@@ -411,16 +408,18 @@ def test_real_tile_official_roofs(nrw_built):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # ~45 s CPU: `make test-all` (CI)
 @needs_cjval
-def test_cjval_real_tile(nrw_built):
-    """The official validator on the CityJSON of the real NRW tile: no error, no warning."""
-    rel, res = nrw_built
+def test_cjval_real_tiles(tmp_path):
+    """The official validator on the CityJSON of all six real NRW LoD2 tiles (514 buildings, 461 with the
+    official LoD2 roofs): no error, no warning."""
+    rel, res = _nrw_build(tmp_path, "LoD2_32_*_1_NW.gml", (362_000.0, 5_721_000.0))
     docs = 0
     for f in _files(rel):
         rep = cjval(f)
         assert rep.errors == [] and rep.warnings == [], (f, rep.errors[:5], rep.warnings[:5])
         docs += rep.documents
-    assert docs == len(_files(rel)) + res.stats["buildings"] > 1
+    assert docs == len(_files(rel)) + res.stats["buildings"] and res.stats["cityjson"]["lod22"] > 400
 
 
 @pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
