@@ -1,12 +1,15 @@
 """Benchmark: buildings per second end to end (cadastre read + repair, heights from the point cloud,
-meshes, tiles + GeoPackage written) on a generated district, with a 2-worker local Dask cluster.
+meshes, tiles + GeoPackage written) on a generated district, on the build's Dask cluster
+(`pipeline.runtime.dask_client`, the one a `twin build` starts: same worker settings, same malloc
+environment) with `--workers` workers and the default memory budget (`runtime.memory`).
 
     .venv/bin/python -m bench.buildings [--size 5120] [--density 4] [--workers 2] [--data DIR]
 
 Default: 5.12 km x 5.12 km, 102,400 buildings, about 105 M points in 36 LAZ tiles (synthetic district of
 pipeline.stages.buildings.synthetic, generated once and kept in --data). Writes
 bench/results/buildings.json: wall time, CPU time of the main process and of the workers (and what it
-implies on two idle cores), CPU ms per building, peak RSS of the main process and of each worker.
+implies on two idle cores), CPU ms per building, peak RSS of the main process and of each worker
+(`--lod 1` for the LoD1 layer alone).
 """
 
 from __future__ import annotations
@@ -88,7 +91,6 @@ def run(
     lod: int = 2,
 ) -> dict:
     import laspy
-    from distributed import Client, LocalCluster
 
     from pipeline.buildlog import BuildLog
     from pipeline.config.model import TwinConfig
@@ -96,6 +98,7 @@ def run(
     from pipeline.model import BuildContext
     from pipeline.orchestrate.buildings import build_buildings_layers
     from pipeline.orchestrate.inputs import scan_inputs
+    from pipeline.runtime import dask_client
 
     data = data or (REPO / "data" / "cache" / "bench-buildings")
     gen = _generate(data, size, density, tile)
@@ -123,16 +126,7 @@ def run(
     rel.mkdir(parents=True)
     frame = project_frame(cfg.crs, (400_000.0 + size / 2, 5_700_000.0 + size / 2, 0.0))
     inputs = scan_inputs(cfg)
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit="6GB",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(cfg.runtime, workers=workers) as client:
         # warm the workers (imports, numba kernels loaded from their cache) outside the timed region
         client.run(_warm)
         ctx = BuildContext(
@@ -171,7 +165,7 @@ def run(
         "estimated_idle_seconds": round(est, 2),
         "estimated_idle_buildings_per_s": round(res.stats["buildings"] / est, 1),
         "ms_cpu_per_building": round(1000 * (cpu_main + cpu_workers) / res.stats["buildings"], 2),
-        # peak RSS per process (the workers' includes their warm-up; memory_limit 6 GB each)
+        # peak RSS per process (the workers' includes their warm-up; budget runtime.memory each)
         "peak_rss_mb_main": round(_peak_rss_mb(), 1),
         "peak_rss_mb_workers": sorted(round(v, 1) for v in rss_w.values()),
         "stages": {k: v for k, v in ctx.timings.items() if k.startswith("buildings")},

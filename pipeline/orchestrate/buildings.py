@@ -5,6 +5,11 @@ footprint to the point-cloud tiles its ground ring touches. Execute (Dask when `
 task per point-cloud tile and epoch computes the statistics of the footprints that tile covers alone and
 returns raw samples of those on a tile edge (merged here); one task per building tile writes its GLB/b3dm.
 
+Memory of this process: the per-building tables (footprints, heights, attributes); the LoD2 roofs and
+solids go to a spill file as the tasks return them (`orchestrate.blobs`), the tile and CityJSON tasks are
+fed a few at a time (`map_ordered(window=...)`) and read their roofs from the spill themselves, and the
+GeoPackage's roof faces are made in batches and written from WKB.
+
 Outputs in `<release>/buildings/`: tileset.json (+ tileset_<L>_<X>_<Y>.json external subtrees),
 tiles/<L>/<X>_<Y>.glb|.b3dm, style.json, buildings.gpkg (layer `buildings`), rejected.csv and, when
 `sources.reference_citygml` is set, reference_comparison.csv.
@@ -29,7 +34,8 @@ import shapely
 from pipeline.config.model import BuildingsLayer, TwinConfig
 from pipeline.errors import ConfigError, CrsError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.orchestrate.executor import build_executor, map_ordered
+from pipeline.orchestrate.blobs import BlobRef, BlobStore
+from pipeline.orchestrate.executor import LazyItems, build_executor, dask_workers, map_ordered
 from pipeline.sources.cadastre import (
     FootprintFilter,
     FootprintTable,
@@ -422,30 +428,43 @@ def glb_table(columns: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def roof_faces_frame(bt: gpd.GeoDataFrame, partitions: list[bytes]) -> gpd.GeoDataFrame:
-    """The `roof_faces` layer: one row per face of every LoD2 roof (solids.roof_faces), 3D polygons."""
+def roof_faces_layer(
+    oids: np.ndarray, partitions: BlobStore, batch: int = 4096
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The `roof_faces` layer: one row per face of every LoD2 roof (solids.roof_faces), 3D polygons, as
+    (columns, WKB geometries). Made `batch` buildings at a time from the spill: the faces never exist all
+    at once as shapely polygons, only as WKB."""
     from pipeline.stages.buildings.solids import roof_faces
 
-    cols, geoms = roof_faces(bt["oid"].to_numpy(dtype=object), partitions)
-    for k in ("plane_a", "plane_b"):
-        cols[k] = np.round(cols[k], 9)
-    for k in ("plane_c", "slope", "azimuth", "area", "mean_height"):
-        cols[k] = np.round(cols[k], 3)
-    return gpd.GeoDataFrame(cols, geometry=list(geoms), crs=bt.crs)
+    has = np.flatnonzero(partitions.nonempty())
+    parts_cols: list[dict[str, np.ndarray]] = []
+    parts_wkb: list[np.ndarray] = []
+    for k in range(0, max(len(has), 1), batch):
+        idx = has[k : k + batch]
+        cols, geoms = roof_faces(oids[idx], partitions.take(idx))
+        for c in ("plane_a", "plane_b"):
+            cols[c] = np.round(cols[c], 9)
+        for c in ("plane_c", "slope", "azimuth", "area", "mean_height"):
+            cols[c] = np.round(cols[c], 3)
+        parts_cols.append(cols)
+        parts_wkb.append(shapely.to_wkb(geoms))
+    out = {c: np.concatenate([p[c] for p in parts_cols]) for c in parts_cols[0]}
+    return out, np.concatenate(parts_wkb)
 
 
 def write_gpkg(
     path: Path,
     gdf: gpd.GeoDataFrame,
-    faces: gpd.GeoDataFrame | None = None,
+    faces: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
     parts: gpd.GeoDataFrame | None = None,
 ) -> None:
     """GeoPackage layer `buildings` (MultiPolygon and CRS declared even when empty, fixed timestamp so
     rebuilds are byte-identical: pipeline.styles.gpkg) with its QGIS style (colour by function group)
     embedded as default and as `buildings.qml` beside it; LoD2 tables also get the roof-type and
-    model-source styles as further named styles, `faces` (roof_faces_frame) as layer `roof_faces` and
+    model-source styles as further named styles, `faces` (roof_faces_layer: columns, WKB; in the CRS of
+    `gdf`) as layer `roof_faces` and
     `parts` (buildings_lod2.reconstruct_lod2_parts) as layer `building_parts`."""
-    from pipeline.styles.gpkg import embed_styles, write_layer
+    from pipeline.styles.gpkg import embed_styles, write_layer, write_layer_wkb
     from pipeline.styles.qml import STYLES_DIR, single
 
     qml = (STYLES_DIR / "buildings_function.qml").read_text(encoding="utf-8")
@@ -454,7 +473,7 @@ def write_gpkg(
     tmp.unlink(missing_ok=True)
     write_layer(gdf, tmp, "buildings", "MultiPolygon")
     if faces is not None:
-        write_layer(faces, tmp, "roof_faces", "MultiPolygon Z")
+        write_layer_wkb(tmp, "roof_faces", "MultiPolygon Z", faces[1], faces[0], gdf.crs)
     if parts is not None:  # building parts (lod2_parts): one row per reconstruction unit
         write_layer(parts, tmp, "building_parts", "MultiPolygon")
     extra = {}
@@ -517,12 +536,14 @@ def write_building_tile_cached(
 ) -> tuple[list[float], list[float], int]:
     """`write_building_tile` through the content cache (key: the tile's footprints, heights, attribute
     table, frame, CRS settings and options); the tile file is hard-linked from the cache entry.
-    `packed`: the pickled arguments after `path` (one bytes object, cheap to hash for the Dask key)."""
+    `packed`: the pickled arguments after `path` (one bytes object, cheap to hash for the Dask key); the
+    LoD2 roofs may be a `BlobRef` into the build's spill, read here."""
     import json
     import pickle
 
     def build(tmp: Path) -> None:
-        lo, hi, nt = write_building_tile(str(tmp / "tile"), *pickle.loads(packed), **kw)
+        args: list[Any] = [a.load() if isinstance(a, BlobRef) else a for a in pickle.loads(packed)]
+        lo, hi, nt = write_building_tile(str(tmp / "tile"), *args, **kw)
         (tmp / "meta.json").write_text(json.dumps({"lo": lo, "hi": hi, "triangles": nt}))
 
     entry = cache.materialize(key, build, {"tile": path})
@@ -536,10 +557,12 @@ def write_tiles(
     layer: BuildingsLayer,
     params: HeightParams,
     out_dir: Path,
-    lod2: list[bytes] | None = None,
+    lod2: BlobStore | None = None,
 ) -> tuple[int, int]:
     """Quadtree, one content file per leaf, tileset.json (+ externals). Returns (tiles, triangles).
-    `lod2`: packed LoD2 roof partitions per building (b"" = LoD1 box), see orchestrate.buildings_lod2."""
+    `lod2`: packed LoD2 solids per building (b"" = LoD1 box), see orchestrate.buildings_lod2; read from
+    the spill one tile at a time (here for the tile's cache key, by the task for its content), and at
+    most `4 x workers` tile tasks are submitted at a time, so this process never holds all tiles' data."""
     geoms = np.asarray(bt.geometry.values, dtype=object)
     rep = shapely.point_on_surface(geoms)
     root = build_quadtree(
@@ -558,21 +581,20 @@ def write_tiles(
         return f"tiles/{node.level}/{node.x}_{node.y}.{ext}"
 
     columns = glb_columns(bt, params)
-    jobs: list[tuple[Any, ...]] = []
-    for leaf in leaves:
-        m = leaf.indices
-        jobs.append(
-            (
-                str(out_dir / rel(leaf)),
-                list(wkb[m]),
-                base[m],
-                roof[m],
-                glb_table(columns, m),
-                ctx.frame,
-                ctx.cfg.crs,
-                *([[lod2[i] for i in m]] if lod2 is not None else []),
-            )
+
+    def tile_args(k: int, blobs: Any) -> tuple[Any, ...]:
+        """The arguments of leaf k's tile after its path (its LoD2 roofs as given: bytes or a BlobRef)."""
+        m = leaves[k].indices
+        return (
+            list(wkb[m]),
+            base[m],
+            roof[m],
+            glb_table(columns, m),
+            ctx.frame,
+            ctx.cfg.crs,
+            *([blobs] if lod2 is not None else []),
         )
+
     from pipeline.stages.buildings.reconstruct import ROOF_COLUMNS
 
     descriptions = {**DESCRIPTIONS, **ROOF_COLUMNS} if lod2 is not None else DESCRIPTIONS
@@ -581,18 +603,28 @@ def write_tiles(
     from pipeline.orchestrate.cache import build_cache
 
     cache = build_cache(ctx)
-    keys = [building_tile_key(cache, j[1:], kw) for j in jobs]
-    results: list[Any] = [None] * len(jobs)
+    results: list[Any] = [None] * len(leaves)
+    keys: list[str] = []
     misses = []
-    for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
-        if cache.get(key) is not None:  # unchanged tile: hard link here, no task
-            results[i] = write_building_tile_cached(cache, key, j[0], pickle.dumps(j[1:], protocol=5), **kw)
+    for k, leaf in enumerate(leaves):  # one tile's arguments at a time (the LoD2 roofs read from the spill)
+        targs = tile_args(k, lod2.take(leaf.indices) if lod2 is not None else None)
+        keys.append(building_tile_key(cache, targs, kw))
+        if cache.get(keys[k]) is not None:  # unchanged tile: hard link here, no task
+            results[k] = write_building_tile_cached(
+                cache, keys[k], str(out_dir / rel(leaf)), pickle.dumps(targs, protocol=5), **kw
+            )
         else:
-            misses.append(i)
+            misses.append(k)
     executor = build_executor(ctx.client) if len(misses) > 1 else None
     tile = functools.partial(write_building_tile_cached, **kw)
-    items = [(cache, keys[i], jobs[i][0], pickle.dumps(jobs[i][1:], protocol=5)) for i in misses]
-    done = map_ordered(executor, tile, items, name="buildings-tiles")
+
+    def item(j: int) -> tuple[Any, ...]:  # made when submitted: the task reads its LoD2 roofs itself
+        k = misses[j]
+        blobs = lod2.ref(leaves[k].indices) if lod2 is not None else None
+        return (cache, keys[k], str(out_dir / rel(leaves[k])), pickle.dumps(tile_args(k, blobs), protocol=5))
+
+    window = 4 * dask_workers(ctx.client) if ctx.client is not None else None
+    done = map_ordered(executor, tile, LazyItems(len(misses), item), name="buildings-tiles", window=window)
     for i, r in zip(misses, done, strict=True):
         results[i] = r
     tris = 0
@@ -662,7 +694,7 @@ def lod1_roofs_from_lod2_roofs(final: pd.DataFrame, lod2: Any, floor_height_m: f
     `roof_from_reconstruction`, or `roof_from_lod2` for an official roof); the others keep theirs."""
     from pipeline.stages.buildings.lod2 import lod1_roofs_from
 
-    has = np.array([bool(p) for p in lod2.partitions], dtype=bool)
+    has = lod2.partitions.nonempty()
     roof = np.where(has, lod2.columns["roof_mean_height"], np.nan)
     src = lod2.columns["lod_source"]
     flag = np.where(src == "official", "roof_from_lod2", "roof_from_reconstruction").astype(object)
@@ -684,6 +716,16 @@ def _map_scale(cfg: TwinConfig, fp: gpd.GeoDataFrame) -> float:
 
 
 def build_buildings(ctx: BuildContext) -> LayerResult:
+    """The buildings layer; the LoD2 roofs and solids are spilled to a hidden folder in the release
+    (`orchestrate.blobs`), removed when the layer is done."""
+    import tempfile
+
+    ctx.release_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".buildings-spill-", dir=ctx.release_dir) as spill:
+        return _build_buildings(ctx, Path(spill))
+
+
+def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
     t0 = time.perf_counter()
     cfg = ctx.cfg
     layer = cfg.layers.buildings
@@ -771,6 +813,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
                     newest,
                     newest_params,
                     final["base_height"].to_numpy(dtype=np.float64),
+                    spill,
                 )
             else:
                 lod2 = reconstruct_lod2(
@@ -779,6 +822,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
                     newest,
                     newest_params,
                     final["base_height"].to_numpy(),
+                    spill,
                     oids=fp["oid"].to_numpy(),
                 )
         if layer.lod1_roof_source == "lod2":  # LoD1 roof = mean height of the LoD2 roof (AdV definition)
@@ -794,7 +838,7 @@ def build_buildings(ctx: BuildContext) -> LayerResult:
         write_gpkg(
             out_dir / "buildings.gpkg",
             bt,
-            roof_faces_frame(bt, lod2.partitions) if lod2 is not None else None,
+            roof_faces_layer(bt["oid"].to_numpy(dtype=object), lod2.partitions) if lod2 is not None else None,
             units_gdf,
         )
     write_rejected(out_dir / "rejected.csv", table.rejected, cfg.raw_dir)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import shapely
 
-from pipeline.orchestrate.executor import build_executor, map_ordered
+from pipeline.orchestrate.blobs import BlobRef, BlobStore
+from pipeline.orchestrate.executor import LazyItems, build_executor, dask_workers, map_ordered
 from pipeline.tiles.cityjson import CityObjectSpec, SolidGeometry, cityjsonseq, feature, header
 
 SUBDIR = "cityjson"
@@ -222,23 +223,29 @@ def cityjson_tile(
 def cityjson_tile_cached(cache: Any, key: str, path: str, packed: bytes) -> dict[str, int]:
     """`cityjson_tile` through the content cache; the file is hard-linked from the cache entry.
     `packed`: the pickled arguments after `path` (one bytes object: a task's arguments are hashed for
-    its Dask key, and per-building attribute dicts of numpy scalars cost more to hash than to write)."""
+    its Dask key, and per-building attribute dicts of numpy scalars cost more to hash than to write); the
+    LoD2 roofs may be a `BlobRef` into the build's spill, read here."""
     import json
     import pickle
 
     def build(tmp: Path) -> None:
-        counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *pickle.loads(packed))
+        args: list[Any] = [a.load() if isinstance(a, BlobRef) else a for a in pickle.loads(packed)]
+        counts = cityjson_tile(str(tmp / "tile.city.jsonl"), *args)
         (tmp / "counts.json").write_text(json.dumps(counts, sort_keys=True))
 
     entry = cache.materialize(key, build, {"tile.city.jsonl": path})
     return json.loads((entry / "counts.json").read_text())
 
 
-def _attributes(bt: Any) -> list[dict[str, Any]]:
-    cols = {c: bt[c].to_numpy() for c in ATTRIBUTE_COLUMNS if c in bt.columns}
-    n = len(bt)
+def attribute_columns(bt: Any) -> dict[str, np.ndarray]:
+    """The exported columns of the buildings table as arrays (taken once; `_attributes` per tile)."""
+    return {c: bt[c].to_numpy() for c in ATTRIBUTE_COLUMNS if c in bt.columns}
+
+
+def _attributes(cols: dict[str, np.ndarray], idx: Any) -> list[dict[str, Any]]:
+    """The CityJSON attributes of the buildings `idx` (rows of `attribute_columns`)."""
     out = []
-    for i in range(n):
+    for i in idx:
         a = {c: v[i] for c, v in cols.items()}
         for c, v in list(a.items()):
             if isinstance(v, str) and v == "" and c != "lod2_fallback_reason":
@@ -258,10 +265,10 @@ def _attributes(bt: Any) -> list[dict[str, Any]]:
 
 
 def write_cityjson(
-    ctx: Any, bt: Any, layer: Any, partitions: list[bytes] | None, out_dir: Path
+    ctx: Any, bt: Any, layer: Any, partitions: BlobStore | None, out_dir: Path
 ) -> tuple[list[str], dict[str, Any]]:
-    """One `.city.jsonl` per building tile under `out_dir/cityjson/`. Returns (release-relative file
-    names, stats)."""
+    """One `.city.jsonl` per building tile under `out_dir/cityjson/`. `partitions`: the packed LoD2
+    solids per building (b"" = LoD1 box) or None (LoD1). Returns (release-relative file names, stats)."""
     from pipeline.stages.buildings.tiling import build_quadtree
 
     geoms = np.asarray(bt.geometry.values, dtype=object)
@@ -284,46 +291,58 @@ def write_cityjson(
     wkb = shapely.to_wkb(geoms)
     base = bt["base_height"].to_numpy(dtype=np.float64)
     roof = bt["roof_height"].to_numpy(dtype=np.float64)
-    parts = partitions if partitions is not None else [b""] * len(bt)
-    attrs = _attributes(bt)
-    jobs, names = [], []
-    for leaf in leaves:
-        m = leaf.indices
-        rel = f"{SUBDIR}/{leaf.level}/{leaf.x}_{leaf.y}.city.jsonl"
-        names.append(rel)
-        jobs.append(
-            (
-                str(out_dir / rel),
-                [oids[i] for i in m],
-                list(wkb[m]),
-                base[m],
-                roof[m],
-                [parts[i] for i in m],
-                [attrs[i] for i in m],
-                refsys,
-                title,
-            )
+    cols = attribute_columns(bt)
+    names = [f"{SUBDIR}/{leaf.level}/{leaf.x}_{leaf.y}.city.jsonl" for leaf in leaves]
+
+    def tile_args(k: int, parts: Any) -> tuple[Any, ...]:
+        """The arguments of leaf k's file after its path (its LoD2 roofs as given: bytes or a BlobRef)."""
+        m = leaves[k].indices
+        return (
+            [oids[i] for i in m],
+            list(wkb[m]),
+            base[m],
+            roof[m],
+            parts if parts is not None else [b""] * len(m),
+            _attributes(cols, m),
+            refsys,
+            title,
         )
+
     # incremental: a tile is cached by its content (ids, footprints, heights, partitions, attributes,
-    # CRS, title); unchanged tiles are hard-linked from the cache, not rebuilt
+    # CRS, title); unchanged tiles are hard-linked from the cache, not rebuilt. One tile's arguments at a
+    # time here (the LoD2 roofs read from the spill for the key), at most 4 x workers tasks submitted at a
+    # time (each reads its roofs itself): this process never holds all tiles' data.
     import pickle
 
     from pipeline.orchestrate.cache import build_cache
 
     cache = build_cache(ctx)
-    keys = [cache.key(["buildings-cityjson-v1", *j[1:]]) for j in jobs]
-    results: list[Any] = [None] * len(jobs)
+    keys: list[str] = []
+    results: list[Any] = [None] * len(leaves)
     misses = []
-    for i, (j, key) in enumerate(zip(jobs, keys, strict=True)):
-        if cache.get(key) is not None:
-            results[i] = cityjson_tile_cached(cache, key, j[0], pickle.dumps(j[1:], protocol=5))
+    for t, leaf in enumerate(leaves):
+        a = tile_args(t, partitions.take(leaf.indices) if partitions is not None else None)
+        keys.append(cache.key(["buildings-cityjson-v1", *a]))
+        if cache.get(keys[t]) is not None:
+            results[t] = cityjson_tile_cached(
+                cache, keys[t], str(out_dir / names[t]), pickle.dumps(a, protocol=5)
+            )
         else:
-            misses.append(i)
+            misses.append(t)
     executor = build_executor(ctx.client) if len(misses) > 1 else None
-    items = [(cache, keys[i], jobs[i][0], pickle.dumps(jobs[i][1:], protocol=5)) for i in misses]
-    for i, r in zip(misses, map_ordered(executor, cityjson_tile_cached, items, name="cityjson"), strict=True):
+
+    def item(j: int) -> tuple[Any, ...]:  # made when submitted
+        k = misses[j]
+        parts = partitions.ref(leaves[k].indices) if partitions is not None else None
+        return (cache, keys[k], str(out_dir / names[k]), pickle.dumps(tile_args(k, parts), protocol=5))
+
+    window = 4 * dask_workers(ctx.client) if ctx.client is not None else None
+    done = map_ordered(
+        executor, cityjson_tile_cached, LazyItems(len(misses), item), name="cityjson", window=window
+    )
+    for i, r in zip(misses, done, strict=True):
         results[i] = r
-    stats: dict[str, Any] = {"files": len(jobs), "reference_system": refsys}
+    stats: dict[str, Any] = {"files": len(leaves), "reference_system": refsys}
     for k in ("lod22", "lod12", "no_geometry"):
         stats[k] = int(sum(r[k] for r in results))
     return names, stats

@@ -2,21 +2,26 @@
 (`stages.buildings.reconstruct.tile_roofs`: roof points -> roof fit -> roof partition checked as a solid);
 footprints on tile edges get their points merged here and are fitted in this process.
 
-`reconstruct_lod2(ctx, geoms, epoch, height_params, base)` returns `Lod2Result`: the roof attribute
-columns (`reconstruct.ROOF_COLUMNS`) and one packed roof partition per footprint (b"" = LoD1 box), which
-`write_tiles` hands to the tile writers. A building whose lowest roof point is less than
-`solids.MIN_WALL_M` above its final base keeps its LoD1 box (`roof_below_base`).
+`reconstruct_lod2(ctx, geoms, epoch, height_params, base, spill)` returns `Lod2Result`: the roof
+attribute columns (`reconstruct.ROOF_COLUMNS`) and one packed roof partition and solid per footprint
+(b"" = LoD1 box), which `write_tiles` and `write_cityjson` hand to their tile tasks. The packed roofs are
+not kept in this process: they go to spill files under `spill` (`orchestrate.blobs.BlobStore`) as the
+tasks return them. A building whose lowest roof point is less than `solids.MIN_WALL_M` above its final
+base keeps its LoD1 box (`roof_below_base`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import shapely
 
 from pipeline.model import BuildContext
+from pipeline.orchestrate.blobs import BlobStore
 from pipeline.stages.buildings.reconstruct import (
     ROOF_COLUMNS,
     NdviFilter,
@@ -31,17 +36,17 @@ from pipeline.stages.buildings.solids import MIN_WALL_M
 @dataclass
 class Lod2Result:
     columns: dict[str, np.ndarray]
-    partitions: list[bytes]
+    partitions: BlobStore
     # per building what the tile and CityJSON writers take: the packed solid over its final base
     # (built once, by the LoD2 task), a packed partition, or b"" (LoD1 box)
-    solids: list[bytes]
+    solids: BlobStore
 
     def stats(self) -> dict[str, Any]:
         src = self.columns["lod_source"]
         types = self.columns["roof_type"]
         reasons = [r.split(":")[0] for r in self.columns["lod2_fallback_reason"] if r]
         return {
-            "lod2": int(sum(1 for p in self.partitions if p)),
+            "lod2": int(self.partitions.nonempty().sum()),
             "lod1_fallback": int(np.sum(src == "lod1_fallback")),
             "roof_types": {str(t): int(np.sum(types == t)) for t in sorted(set(types.tolist())) if t},
             "fallback_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
@@ -115,8 +120,10 @@ def reconstruct_lod2(
     epoch: Any,
     height_params: Any,
     base: np.ndarray,
+    spill: Path,
     oids: np.ndarray | None = None,
 ) -> Lod2Result:
+    """`spill`: a folder of this build for the packed roofs and solids (`BlobStore` files)."""
     from pipeline.orchestrate.buildings import _point_files
     from pipeline.orchestrate.cache import input_sha256, run_cached
 
@@ -126,8 +133,9 @@ def reconstruct_lod2(
     n = len(geoms)
     vegetation = np.zeros(n, dtype=np.int64)
     cols = _empty_columns(n)
-    parts: list[bytes] = [b""] * n
-    solids: list[bytes] = [b""] * n
+    folder = Path(tempfile.mkdtemp(prefix="lod2-", dir=spill))
+    parts = BlobStore(folder / "partitions.bin", n)
+    solids = BlobStore(folder / "solids.bin", n)
     low = np.full(n, np.nan)
     base = np.asarray(base, dtype=np.float64)
     files = _point_files(ctx, epoch) if epoch is not None else []
@@ -160,7 +168,26 @@ def reconstruct_lod2(
         from pipeline.sources.pointcloud.reader import chunk_points_for
 
         chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
-        results = run_cached(
+        # the edge footprints' points by task (concatenated in task order, whatever order they arrive in)
+        edge_ids: dict[int, np.ndarray] = {}
+        edge_xyz: dict[int, np.ndarray] = {}
+
+        def take(j: int, result: Any) -> None:  # one tile's roofs, as it arrives: the packed ones spilled
+            idx, args = jobs[j]
+            c, blobs, lo, (rptr, rxyz), veg, sol = result
+            np.add.at(vegetation, idx, veg)
+            done = idx[args[2]]
+            for key, v in c.items():
+                cols[key][done] = v
+            for i, b, sb in zip(done.tolist(), blobs, sol, strict=True):
+                parts[i] = b
+                solids[i] = sb
+            low[done] = lo
+            rest = idx[~args[2]]
+            edge_ids[j] = np.repeat(rest, np.diff(rptr))
+            edge_xyz[j] = rxyz
+
+        run_cached(
             ctx,
             [
                 (
@@ -172,25 +199,12 @@ def reconstruct_lod2(
                 for idx, a in jobs
             ],
             "lod2-tiles",
+            on_result=take,
         )
-        edge_ids: list[np.ndarray] = []
-        edge_xyz: list[np.ndarray] = []
-        for (idx, args), (c, blobs, lo, (rptr, rxyz), veg, sol) in zip(jobs, results, strict=True):
-            np.add.at(vegetation, idx, veg)
-            done = idx[args[2]]
-            for key, v in c.items():
-                cols[key][done] = v
-            for i, b, sb in zip(done.tolist(), blobs, sol, strict=True):
-                parts[i] = b
-                solids[i] = sb
-            low[done] = lo
-            rest = idx[~args[2]]
-            edge_ids.append(np.repeat(rest, np.diff(rptr)))
-            edge_xyz.append(rxyz)
         multi = np.flatnonzero(ntouch > 1)
         if multi.size:  # footprints on tile edges: their points from every tile, fitted here
-            owner = np.concatenate(edge_ids) if edge_ids else np.zeros(0, dtype=np.int64)
-            xyz = np.concatenate(edge_xyz) if edge_xyz else np.zeros((0, 3))
+            owner = np.concatenate([edge_ids[j] for j in sorted(edge_ids)] or [np.zeros(0, dtype=np.int64)])
+            xyz = np.concatenate([edge_xyz[j] for j in sorted(edge_xyz)] or [np.zeros((0, 3))])
             o = np.argsort(owner, kind="stable")
             owner, xyz = owner[o], xyz[o]
             starts = np.searchsorted(owner, multi)
@@ -233,8 +247,8 @@ def _official(
     geoms: np.ndarray,
     oids: np.ndarray,
     cols: dict[str, np.ndarray],
-    parts: list[bytes],
-    solids: list[bytes],
+    parts: BlobStore,
+    solids: BlobStore,
     low: np.ndarray,
     base: np.ndarray,
 ) -> None:
@@ -308,6 +322,7 @@ def reconstruct_lod2_parts(
     epoch: Any,
     height_params: Any,
     base: np.ndarray,
+    spill: Path,
 ) -> tuple[Lod2Result, Any]:
     """LoD2 roofs per building part (`layers.buildings.lod2_parts`): the footprints split into units
     (`stages.buildings.parts`: every Bauteil clipped to its host building, and the rest), one roof fit
@@ -349,7 +364,7 @@ def reconstruct_lod2_parts(
         ctx.warn(f"buildings: Bauteil {parts['oid'].iloc[j]} lies in no building footprint: left out")
     host[~with_roof] = -1  # a Bauteil without a roof of its own stays under its building's roof
     units = split_units(geoms, pgeoms, host)
-    res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building])
+    res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building], spill)
     # a unit with too few (or no) roof points joins its neighbours (a part the rest of the footprint,
     # the rest a part): those buildings are split again and refitted
     failed = units_to_join(res.columns["lod2_fallback_reason"], units, len(geoms))
@@ -361,7 +376,7 @@ def reconstruct_lod2_parts(
         sub[redo] = np.arange(redo.size)
         sub_host = np.where(host >= 0, sub[np.maximum(host, 0)], -1)
         again = split_units(geoms[redo], pgeoms, sub_host, absorb=absorb[redo])
-        res2 = reconstruct_lod2(ctx, again.geoms, epoch, height_params, base[redo][again.building])
+        res2 = reconstruct_lod2(ctx, again.geoms, epoch, height_params, base[redo][again.building], spill)
         keep = np.flatnonzero(~np.isin(units.building, redo))
         ub = np.concatenate([units.building[keep], redo[again.building]])
         order = np.argsort(ub, kind="stable")
@@ -370,17 +385,20 @@ def reconstruct_lod2_parts(
             ub[order],
             np.concatenate([units.part[keep], again.part])[order],
         )
-        packed = [res.partitions[k] for k in keep] + res2.partitions
-        solids = [res.solids[k] for k in keep] + res2.solids
+        src = [(res, int(k)) for k in keep] + [(res2, k) for k in range(len(res2.partitions))]
+        folder = Path(tempfile.mkdtemp(prefix="units-", dir=spill))
         res = Lod2Result(
             {k: np.concatenate([v[keep], res2.columns[k]])[order] for k, v in res.columns.items()},
-            [packed[o] for o in order],
-            [solids[o] for o in order],
+            BlobStore.of(
+                folder / "partitions.bin", (src[o][0].partitions[src[o][1]] for o in order), len(order)
+            ),
+            BlobStore.of(folder / "solids.bin", (src[o][0].solids[src[o][1]] for o in order), len(order)),
         )
     n = len(geoms)
     cols = _empty_columns(n)
-    out_parts: list[bytes] = [b""] * n
-    out_solids: list[bytes] = [b""] * n
+    folder = Path(tempfile.mkdtemp(prefix="buildings-", dir=spill))
+    out_parts = BlobStore(folder / "partitions.bin", n)
+    out_solids = BlobStore(folder / "solids.bin", n)
     starts = np.searchsorted(units.building, np.arange(n))
     ends = np.searchsorted(units.building, np.arange(n), side="right")
     for i in range(n):
@@ -394,7 +412,7 @@ def reconstruct_lod2_parts(
         big = int(u[np.argmax(shapely.area(units.geoms[u]))])
         for key in cols:
             cols[key][i] = res.columns[key][big]
-        missing = [int(k) for k in u if not res.partitions[k]]
+        missing = [int(k) for k in u if not res.partitions.lengths[k]]
         if missing:
             cols["lod2_fallback_reason"][i] = (
                 f"part_without_roof: {res.columns['lod2_fallback_reason'][missing[0]]}"

@@ -381,24 +381,32 @@ def run_cached(
     ctx: BuildContext,
     calls: list[CachedCall],
     name: str = "cached",
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """Run `fn(*args, **kwargs)` for every `(key_parts, fn, args, kwargs)`, memoised in the build cache.
 
     Keys are computed here; cached results are loaded in this process and only the misses are submitted
     to the Dask workers (or run here without a client), so an incremental build pays for the changed
-    inputs only. Results in call order."""
+    inputs only. Results in call order; with `on_result(i, result)` each result is handed over as it is
+    loaded or arrives and not kept (the list returned holds None: results need not fit in memory at once)."""
     cache = build_cache(ctx)
     keys = [cache.key(kp) for kp, _fn, _a, _k in calls]
     out: list[Any] = [None] * len(calls)
     misses: list[int] = []
     for i, key in enumerate(keys):
         hit, res = cache.load(key)
-        if hit:
-            out[i] = res
-        else:
+        if not hit:
             misses.append(i)
+        elif on_result is not None:
+            on_result(i, res)
+        else:
+            out[i] = res
+        del res
     executor = build_executor(ctx.client) if len(misses) > 1 else None
     items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
+    if on_result is not None:
+        map_ordered(executor, _call_key, items, name=name, on_result=lambda j, r: on_result(misses[j], r))
+        return out
     for i, r in zip(misses, map_ordered(executor, _call_key, items, name=name), strict=True):
         out[i] = r
     return out

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["Executor", "build_executor", "call", "dask_executor", "dask_workers", "map_ordered"]
+__all__ = ["Executor", "LazyItems", "build_executor", "call", "dask_executor", "dask_workers", "map_ordered"]
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -46,37 +46,69 @@ def map_ordered(
     name: str,
     progress: Progress | None = None,
     on_done: Callable[[int], None] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+    window: int | None = None,
 ) -> list[Any]:
     """[fn(*args) for args in items], on `executor` (in this process when None). `progress(name, done,
-    total)` as tasks finish; `on_done(i)` after task i has finished (in the calling thread)."""
+    total)` as tasks finish; `on_done(i)` after task i has finished (in the calling thread).
+
+    Bounded memory: `on_result(i, result)` takes each result as it arrives (in the calling thread) and
+    the result is not kept (the list returned holds None); with `window` at most that many tasks are
+    submitted at a time and `items[i]` is read only when task i is submitted, so a lazy sequence
+    (`LazyItems`) builds each task's arguments just in time instead of all of them up front."""
     total = len(items)
     if progress:
         progress(name, 0, total)
     results: list[Any] = [None] * total
+
+    def finish(i: int, r: Any, done: int) -> None:
+        if on_result is not None:
+            on_result(i, r)
+        else:
+            results[i] = r
+        if on_done:
+            on_done(i)
+        if progress:
+            progress(name, done, total)
+
     if executor is None:
-        for i, args in enumerate(items):
-            results[i] = fn(*args)
-            if on_done:
-                on_done(i)
-            if progress:
-                progress(name, i + 1, total)
+        for i in range(total):
+            finish(i, fn(*items[i]), i + 1)
         return results
+    limit = total if window is None else max(1, window)
     futures: dict[concurrent.futures.Future, int] = {}
+    submitted = done = 0
     try:
-        for i, args in enumerate(items):
-            futures[executor.submit(fn, *args)] = i
-        for done, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
-            i = futures[fut]
-            results[i] = fut.result()
-            if on_done:
-                on_done(i)
-            if progress:
-                progress(name, done, total)
+        while submitted < total or futures:
+            while submitted < total and len(futures) < limit:
+                futures[executor.submit(fn, *items[submitted])] = submitted
+                submitted += 1
+            ready, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in sorted(ready, key=futures.__getitem__):
+                i = futures.pop(fut)
+                done += 1
+                finish(i, fut.result(), done)
     except BaseException:
         for f in futures:
             f.cancel()
         raise
     return results
+
+
+class LazyItems(Sequence[tuple[Any, ...]]):
+    """`n` task argument tuples made by `make(i)` when `map_ordered` submits task i (with `window`)."""
+
+    def __init__(self, n: int, make: Callable[[int], tuple[Any, ...]]):
+        self._n = n
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:  # type: ignore[override]
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._make(i)
 
 
 def call(executor: concurrent.futures.Executor | None, fn: Callable[..., Any], *args: Any) -> Any:

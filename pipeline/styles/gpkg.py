@@ -24,7 +24,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -83,6 +85,51 @@ def write_layer(
             driver="GPKG",
             geometry_type=geometry_type,
             promote_to_multi=geometry_type.startswith("Multi"),
+            SPATIAL_INDEX="YES" if spatial_index else "NO",
+            VERSION=GPKG_VERSION,
+        )
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+    return path
+
+
+def write_layer_wkb(
+    path: Path,
+    layer: str,
+    geometry_type: str,
+    wkb: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    crs: Any,
+    *,
+    spatial_index: bool = True,
+) -> Path:
+    """`write_layer` for a layer given as WKB geometries (shapely.to_wkb) and attribute arrays (one per
+    field, in field order) instead of a GeoDataFrame: the same file, byte for byte, as `write_layer` of the
+    GeoDataFrame of those columns and geometries, without the geometries as shapely objects in memory."""
+    import pyogrio
+    import pyproj
+    from pyogrio.raw import write
+
+    if crs is None:
+        raise ValueError(f"{path}: layer {layer!r} has no CRS; refusing to write it without one")
+    crs = pyproj.CRS.from_user_input(crs)
+    epsg = crs.to_epsg()  # as pyogrio.write_dataframe names the CRS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_TIMESTAMP})
+    try:
+        write(
+            path,
+            geometry=wkb,
+            field_data=list(columns.values()),
+            field_mask=[None] * len(columns),
+            fields=list(columns),
+            layer=layer,
+            driver="GPKG",
+            geometry_type=geometry_type,
+            crs=f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL"),
+            promote_to_multi=geometry_type.startswith("Multi"),
+            gdal_tz_offsets={},
             SPATIAL_INDEX="YES" if spatial_index else "NO",
             VERSION=GPKG_VERSION,
         )

@@ -598,10 +598,11 @@ def test_official_lod2_roofs_in_the_layer(tmp_path: Path):
     assert out["flags"].tolist() == ["roof_from_lod2", ""] and not warnings
 
     # the default lod1_roof_source lod2: the mean height of each building's own LoD2 roof
+    from pipeline.orchestrate.blobs import BlobStore
     from pipeline.orchestrate.buildings import lod1_roofs_from_lod2_roofs
 
     lod2 = SimpleNamespace(
-        partitions=[b"x", b""],
+        partitions=BlobStore.of(tmp_path / "partitions.bin", [b"x", b""], 2),
         columns={"roof_mean_height": np.array([46.0, 47.0]), "lod_source": np.array(["reconstructed", "x"])},
     )
     fb = final.assign(quality=["ok", "fallback_default"], flags=["", "fallback_default"])
