@@ -7,7 +7,8 @@ layer's footprints with heights (`buildings/buildings.gpkg`; without it, the cad
 height checks). Output `overlays/zoning.gpkg` with the layers `zoning_parcels`, `zoning_buildings`
 (status, violations, reasons, measured and permitted values), `plan_areas`, `plan_lines` and `plans`, each
 with a QML style beside it and in the GeoPackage's `layer_styles`; `overlays/zoning/tileset.json`: the
-buildings as prisms coloured by status, with their status, violations and reasons as properties.
+buildings as prisms coloured by status, with their status, violations and reasons as properties, and
+`overlays/zoning/style.json` (the status palette: the viewer's colours and legend).
 """
 
 from __future__ import annotations
@@ -128,6 +129,14 @@ def plan_qml(kind_colours: dict[str, tuple[int, int, int]], geometry_type: int, 
     )
 
 
+def status_style() -> dict:
+    """3D Tiles style of the zoning overlay: buildings by `status` in the status palette (viewer legend)."""
+    from pipeline.styles.palettes import ClassEntry, tiles_style
+
+    entries = tuple(ClassEntry(s, STATUS_LABELS[s], rgba) for s, rgba in STATUS_COLOURS.items())
+    return tiles_style("status", entries, other=(255, 255, 255, 255), title="zoning status")
+
+
 def styles() -> dict[str, str]:
     return {
         "zoning_parcels": status_qml("zoning check per parcel", 150),
@@ -235,6 +244,7 @@ def _build(ctx: BuildContext, previous: list[LayerResult], lay: ZoningLayer) -> 
         kind="overlay",
         access=lay.access,
         tileset=tileset,
+        style="overlays/zoning/style.json" if tileset else None,
         files=rel,
         stats=stats,
         warnings=warnings,
@@ -247,6 +257,7 @@ def _tiles(
     """Buildings as prisms from base to roof, coloured by status (none without measured heights)."""
     from pipeline.orchestrate.overlays import write_feature_tiles
     from pipeline.stages.overlays.mesh import prisms
+    from pipeline.tiles.tileset import write_json
 
     if not len(checked) or "base_height" not in buildings or "roof_height" not in buildings:
         return None
@@ -293,5 +304,7 @@ def _tiles(
         unlit=False,
     )
     tileset = "overlays/zoning/tileset.json"
-    rel += [f"overlays/zoning/{f}" for f in tfiles] + [tileset]
+    # the viewer's legend and colours: the status palette the tiles carry (replaced, never multiplied)
+    write_json(ctx.release_dir / "overlays" / "zoning" / "style.json", status_style())
+    rel += [f"overlays/zoning/{f}" for f in tfiles] + [tileset, "overlays/zoning/style.json"]
     return tileset

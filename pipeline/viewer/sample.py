@@ -291,6 +291,58 @@ def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any
     }
 
 
+PARCELS_SAMPLE_Y = -90.0
+PARCELS_SAMPLE_GRZ = (0.1, 0.3, 0.5, 0.7, 0.9)  # one parcel per GRZ class of the palette
+
+
+def parcels_sample_centres() -> list[tuple[float, float]]:
+    return [(-70.0 + 20.0 * i, PARCELS_SAMPLE_Y) for i in range(len(PARCELS_SAMPLE_GRZ))]
+
+
+def write_sample_parcels(release_dir: Path, frame: ProjectFrame) -> dict[str, Any]:
+    """A parcels overlay as the overlays layer writes it: flat parcels on the ground, unlit, coloured by
+    their GRZ class (the palette's colours baked into COLOR_0), `grz` in the property table."""
+    from pipeline.stages.overlays import grz_colours
+    from pipeline.tiles.overlay_glb import feature_mesh_glb, grid_tilesets
+
+    pos_l, nrm_l, idx_l, fid_l = [], [], [], []
+    for i, (cx, cy) in enumerate(parcels_sample_centres()):
+        p, n, ix = _box_mesh(
+            np.array([cx - 8.0, cy - 8.0, GROUND_Z]), np.array([cx + 8.0, cy + 8.0, GROUND_Z + 0.3])
+        )
+        idx_l.append(ix.reshape(-1, 3) + 24 * i)
+        pos_l.append(p)
+        nrm_l.append(n)
+        fid_l.append(np.full(24, i))
+    pos = np.concatenate(pos_l)
+    fid = np.concatenate(fid_l)
+    grz = np.array(PARCELS_SAMPLE_GRZ)
+    glb = feature_mesh_glb(
+        pos,
+        np.concatenate(nrm_l),
+        np.concatenate(idx_l),
+        fid,
+        grz_colours(grz)[fid],
+        class_id="parcel",
+        columns={"flstkennz": [f"05300000100{i:03d}______" for i in range(len(grz))], "grz": grz},
+        unlit=True,
+    )
+    write_atomic(release_dir / "overlays" / "parcels" / "tiles" / "0_0.glb", glb)
+    docs = grid_tilesets(
+        [(0, 0, "tiles/0_0.glb", pos.min(axis=0), pos.max(axis=0))], frame.tile_transform(), "sample"
+    )
+    write_json(release_dir / "overlays" / "parcels" / "tileset.json", docs["tileset.json"])
+    return {
+        "name": "parcels",
+        "kind": "overlay",
+        "access": "public",
+        "tileset": "overlays/parcels/tileset.json",
+        "files": ["overlays/parcels/tiles/0_0.glb", "overlays/parcels/tileset.json"],
+        "stats": {"parcels": len(grz)},
+        "warnings": [],
+    }
+
+
 def sample_frame() -> ProjectFrame:
     h, v = SAMPLE_CRS
     return project_frame(CrsConfig(horizontal=h, vertical=v, frame_origin=SAMPLE_ORIGIN))
@@ -347,10 +399,12 @@ def write_sample_release(
     with_imagery: bool = False,
     with_change: bool = False,
     with_noise: bool = False,
+    with_parcels: bool = False,
 ) -> dict[str, Any]:
     """Write the sample layers and manifest.json into `release_dir`; returns the manifest.
 
-    `with_change`: a change layer with one prism per change class; `with_noise`: AdV 18 points in the sky."""
+    `with_change`: a change layer with one prism per change class; `with_noise`: AdV 18 points in the sky;
+    `with_parcels`: a parcels overlay with one parcel per GRZ class."""
     frame = sample_frame()
     release_dir.mkdir(parents=True, exist_ok=True)
 
@@ -400,6 +454,8 @@ def write_sample_release(
     ]
     if with_change:
         layers.append(write_sample_change(release_dir, frame))
+    if with_parcels:
+        layers.append(write_sample_parcels(release_dir, frame))
     if with_imagery:
         files = write_sample_imagery(release_dir, frame)
         layers.insert(

@@ -56,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseServer]:
     if cesium is None:
         pytest.skip("node_modules/cesium not installed (make setup)")
     rel = tmp_path_factory.mktemp("viewer_browser") / "release"
-    write_sample_release(rel, with_change=True, with_noise=True)
+    write_sample_release(rel, with_change=True, with_noise=True, with_parcels=True)
     write_viewer(rel, build_id="sample0000000000", cesium_build=cesium)
     srv = make_server(rel, internal=False)
     srv.start_background()
@@ -134,8 +134,9 @@ def test_viewer_loads_and_renders(page: Page) -> None:
     ready = page.ready
     assert ready["ok"], ready
     layers = {lay["name"]: lay for lay in ready["layers"]}
-    assert set(layers) == {"aerial_points", "buildings", "change"}  # panoramas are internal: not served
-    assert not layers["change"]["show"]  # the change map is off until asked for
+    # panoramas are internal: not served
+    assert set(layers) == {"aerial_points", "buildings", "change", "parcels"}
+    assert not layers["change"]["show"] and not layers["parcels"]["show"]  # overlays off until asked for
     assert layers["buildings"]["selected"] >= 1 and layers["aerial_points"]["selected"] >= 1
     assert layers["buildings"]["preset"] == "style.json"
     assert page.errors() == []
@@ -443,20 +444,67 @@ def test_change_classes_render_in_palette_colours(browser: Any, server: ReleaseS
         for cls, (cx, cy) in change_sample_centres().items():
             x, y = p.to_window((cx, cy, GROUND_Z + 6.0))
             seen[cls] = _pixel(p, x, y)
+        (ARTIFACTS / "change_classes.json").write_text(json.dumps(seen))
         for cls, rgb in seen.items():
-            # the palette colour under the scene's light: same hue (light and shade change value and
-            # saturation, not hue); the old viewer multiplied its own class colour onto the baked one
-            # (raised: blue x orange = dark green)
-            want_h, want_s, _ = colorsys.rgb_to_hsv(*(np.array(CHANGE_COLOURS[cls][:3]) / 255.0))
+            # the palette colour under the scene's (fixed, from above) light on the roof: same hue and
+            # saturation, a little darker. The old viewer multiplied its own class colour onto the baked
+            # one (raised: blue x orange = dark green); the next one handed CesiumJS the sRGB colour as
+            # if it were linear (raised #1f77b4 drawn as #55a9cd: paler and lighter than the legend)
+            want_h, want_s, want_v = colorsys.rgb_to_hsv(*(np.array(CHANGE_COLOURS[cls][:3]) / 255.0))
             h, sat, val = colorsys.rgb_to_hsv(*(np.array(rgb) / 255.0))
-            assert val > 0.25, (cls, rgb)
+            assert 0.8 * want_v < val < 1.02 * want_v + 0.01, (cls, rgb, CHANGE_COLOURS[cls])
             if want_s < 0.1:  # grey classes stay grey
                 assert sat < 0.1, (cls, rgb)
                 continue
             dh = abs(h - want_h) * 360.0
-            assert min(dh, 360.0 - dh) < 12.0 and sat > 0.5 * want_s, (cls, rgb, CHANGE_COLOURS[cls])
+            assert min(dh, 360.0 - dh) < 12.0, (cls, rgb, CHANGE_COLOURS[cls])
+            assert 0.85 * want_s < sat < 1.2 * want_s, (cls, rgb, CHANGE_COLOURS[cls])
         # grey classes differ by brightness only: absent (240) is drawn brighter than unchanged (190)
         assert np.mean(seen["absent"]) > np.mean(seen["unchanged"]) + 5, seen
+    finally:
+        p.close()
+
+
+def test_parcels_render_translucent_in_grz_colours_with_a_legend(browser: Any, server: ReleaseServer) -> None:
+    """The parcels overlay (GRZ colours baked into its tiles) is drawn by GRZ class from the palette, as
+    QGIS's parcels.qml: the legend lists the classes drawn with the palette's labels and colours, each
+    parcel shows its class's hue, and the parcels are translucent (the terrain shows through). The old
+    viewer showed the baked colours opaque and without a legend."""
+    import pyproj
+
+    from pipeline.styles.palettes import GRZ
+    from pipeline.viewer.sample import PARCELS_SAMPLE_GRZ, parcels_sample_centres
+
+    frame = sample_frame()
+    centre = frame.enu_to_ecef(np.array([-30.0, parcels_sample_centres()[0][1], 0.0]))
+    lon, lat, _h = pyproj.Transformer.from_crs(4978, 4979, always_xy=True).transform(*centre)
+    cam = f"{lon:.7f},{lat:.7f},{frame_ellipsoidal(frame) + GROUND_Z + 260:.1f},0,-90"
+    p = Page(browser, f"{server.url}?lite=1&layers=parcels&cam={cam}")
+    try:
+        assert p.ready["ok"], p.ready
+        assert p.page.evaluate("window.twin.layers.find(l => l.name === 'parcels').preset") == "grz"
+        p.page.wait_for_function(
+            "document.querySelectorAll('#legend .legend-group[data-layer=parcels] .legend-item').length >= 5",
+            timeout=10_000,
+        )
+        items = p.page.eval_on_selector_all(
+            "#legend .legend-group[data-layer=parcels] .legend-item",
+            "els => els.map(e => [e.textContent.trim(), getComputedStyle(e.querySelector('.swatch')).backgroundColor])",
+        )
+        assert items == [[lab, f"rgb({c[0]}, {c[1]}, {c[2]})"] for _up, c, lab in GRZ], items
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        p.page.screenshot(path=str(ARTIFACTS / "parcels_grz.png"))
+        for (cx, cy), grz in zip(parcels_sample_centres(), PARCELS_SAMPLE_GRZ, strict=True):
+            rgb = np.array(_pixel(p, *p.to_window((cx, cy, GROUND_Z + 0.3))))
+            want = np.array(next(c for up, c, _lab in GRZ if grz < up)[:3], dtype=np.float64)
+            want_h, _s, _v = colorsys.rgb_to_hsv(*(want / 255.0))
+            h, sat, _val = colorsys.rgb_to_hsv(*(rgb / 255.0))
+            dh = abs(h - want_h) * 360.0
+            assert min(dh, 360.0 - dh) < 12.0 and sat > 0.3, (grz, rgb, want)
+            # translucent: drawn between the (unlit) palette colour and what lies below (the background)
+            bg = np.array([0x1D, 0x23, 0x30], dtype=np.float64)
+            assert np.linalg.norm(rgb - bg) < np.linalg.norm(want - bg) - 8, (grz, rgb, want)
+        assert p.errors() == []
     finally:
         p.close()
 

@@ -84,3 +84,23 @@ def test_viewer_gets_the_palettes(tmp_path: Path) -> None:
     # the page has no class colour table of its own any more
     js = (Path(__file__).resolve().parents[2] / "pipeline" / "viewer" / "static" / "app.js").read_text()
     assert "raised:" not in js and "ASPRS_CLASSES" not in js
+
+
+def test_zoning_status_colours_agree_in_the_viewer_style_and_qgis() -> None:
+    """The zoning overlay's 3D Tiles style (the viewer's colours and legend) and its QGIS styles colour the
+    check statuses alike, from the one status palette."""
+    from pipeline.orchestrate.zoning import status_style, styles
+    from pipeline.stages.zoning import STATUS_COLOURS
+
+    style = status_style()
+    got = {
+        re.search(r"'([^']+)'", cond).group(1): colour  # type: ignore[union-attr]
+        for cond, colour in style["color"]["conditions"]
+        if cond != "true"
+    }
+    assert got == {k: f"color('{P.hex_colour(v)}')" for k, v in STATUS_COLOURS.items()}
+    for name in ("zoning_parcels", "zoning_buildings"):
+        qml = styles()[name]
+        cats = re.findall(r'<category render="true" value="([^"]+)"', qml)
+        rgb = [c[:3] for c in _qml_colours(qml)]
+        assert dict(zip(cats, rgb, strict=True)) == {k: v[:3] for k, v in STATUS_COLOURS.items()}, name

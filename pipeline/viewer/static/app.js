@@ -30,6 +30,7 @@
     "#e07b39", "#3974e0", "#4caf50", "#e0c339", "#9c27b0", "#00acc1", "#ef5350", "#8d6e63",
     "#7cb342", "#5c6bc0", "#ffa726", "#26a69a", "#ec407a", "#78909c", "#d4e157", "#ab47bc",
   ];
+  const GRZ_ALPHA = 0.6; // the parcels overlay lies on the terrain: translucent, so the orthophoto shows
   const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]; // viridis stops
 
   // property-name candidates, first match wins (case-insensitive)
@@ -109,10 +110,28 @@
     return Cesium.Color.lerp(Cesium.Color.fromCssColorString(RAMP[i]),
       Cesium.Color.fromCssColorString(RAMP[i + 1]), t - i, new Cesium.Color());
   }
+  const srgbToLinear = (x) => (x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4));
   function glslColour(css) { // sRGB css colour -> linear vec3 literal (material colours are linear)
     const c = Cesium.Color.fromCssColorString(css);
-    const lin = (x) => (x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4));
+    const lin = srgbToLinear;
     return `vec3(${lin(c.red).toFixed(5)}, ${lin(c.green).toFixed(5)}, ${lin(c.blue).toFixed(5)})`;
+  }
+  /** CesiumJS applies a 3D Tiles style colour to glTF content as a *linear* colour (and encodes the frame
+   * as sRGB), so a palette's sRGB colour handed over as is shows lighter and paler than the palette (e.g.
+   * "raised" #1f77b4 as #55a9cd). Every style colour of the page passes here: its sRGB value is turned
+   * into the linear one, so the screen shows the palette colour (times the scene's light). */
+  function linearStyle(style) {
+    if (!style || !style.color || typeof style.color.evaluateColor !== "function") return style;
+    const inner = style.color;
+    style.color = {
+      evaluateColor(feature, result) {
+        const c = inner.evaluateColor(feature, result);
+        if (!c) return c;
+        c.red = srgbToLinear(c.red); c.green = srgbToLinear(c.green); c.blue = srgbToLinear(c.blue);
+        return c;
+      },
+    };
+    return style;
   }
 
   // ---- reading tile metadata (property names) straight from the first content --------------------------
@@ -426,6 +445,7 @@
     if (preset === "roof_type") return roofTypeStyle(layer, pick(NAMES.roof_type, props), pick(NAMES.source, props));
     if (preset === "source") return paletteStyle(layer, "lod_source", pick(NAMES.source, props), "model source");
     if (preset === "surfaces") return surfaceStyle(layer);
+    if (preset === "grz") return grzStyle(layer, pick([(PAL.grz || {}).property || "grz"], props));
     return { style: undefined, legend: null };
   }
 
@@ -455,6 +475,37 @@
         ...order.filter((k) => seen.has(k)).map((k) => [k, labels.get(k), colours.get(k)]),
         ...[...seen].filter((k) => k && !colours.has(k)).sort().map((k) => [k, k, none.color]),
         ...(seen.has("") ? [["", none.label, none.color]] : []),
+      ],
+    };
+    return { style, legend };
+  }
+  /** Parcels by GRZ class (palettes.json `grz`: upper bounds, labels, colours; the colours the parcels tiles
+   * bake), translucent so the terrain and buildings show through; the legend lists the classes drawn. */
+  function grzStyle(layer, prop) {
+    const pal = PAL.grz || { classes: [], no_value: "#aaaaaa" };
+    const classes = pal.classes || [];
+    const seen = new Set();
+    const classOf = (v) => {
+      const x = v === undefined || v === null || v === "" ? NaN : Number(v);
+      if (!Number.isFinite(x)) return -1;
+      const k = classes.findIndex((c) => c.upper === null || x < c.upper);
+      return k < 0 ? classes.length - 1 : k;
+    };
+    const style = new Cesium.Cesium3DTileStyle();
+    style.color = {
+      evaluateColor(feature, result) {
+        const k = classOf(feature.getProperty(prop));
+        if (!seen.has(k)) { seen.add(k); scheduleLegend(layer); }
+        const c = Cesium.Color.fromCssColorString(k < 0 ? pal.no_value : classes[k].color, result);
+        c.alpha = GRZ_ALPHA;
+        return c;
+      },
+    };
+    const legend = {
+      type: "palette", title: `GRZ (${prop})`, property: prop,
+      items: () => [
+        ...classes.map((c, k) => [String(k), c.label, c.color]).filter(([k]) => seen.has(Number(k))),
+        ...(seen.has(-1) ? [["", "no value", pal.no_value]] : []),
       ],
     };
     return { style, legend };
@@ -491,13 +542,14 @@
   }
 
   const PRESET_LABELS = {
-    function: "by function", roof_type: "by roof type", source: "by model source",
+    grz: "by GRZ class", function: "by function", roof_type: "by roof type", source: "by model source",
     surfaces: "surfaces (roof / wall / ground)",
   };
 
   function featurePresets(layer) {
     const out = [];
     if (layer.styleJson) out.push("style.json");
+    if (pick([(PAL.grz || {}).property || "grz"], layer.featureProps)) out.push("grz");
     for (const p of ["function", "height", "change", "quality"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
     for (const p of ["roof_type", "source"]) if (pick(NAMES[p], layer.featureProps)) out.push(p);
     if (layer.info && layer.info.surfaceProp && layer.info.shaderSafe) out.push("surfaces");
@@ -613,7 +665,7 @@
         layer.tileset.colorBlendMode = replace
           ? Cesium.Cesium3DTileColorBlendMode.REPLACE : Cesium.Cesium3DTileColorBlendMode.HIGHLIGHT;
         layer.tileset.customShader = shader;
-        layer.tileset.style = style;
+        layer.tileset.style = linearStyle(style);
         layer.legend = legend;
       }
     } catch (e) {
