@@ -13,6 +13,8 @@ import sys
 
 BENCHMARKS: dict[str, str] = {
     "points": "bench.points",
+    # bytes per point and time of the default (compact) point tiles vs plain ones, in one run (issue 16)
+    "points_compact": "bench.points_compact",
     "buildings": "bench.buildings",
     "incremental": "bench.incremental",
     "nas": "bench.nas",
