@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,54 +224,79 @@ def _grid_key(grid: Grid) -> list:
     return [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
 
 
-def epoch_raster_parts(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, Grid]], list[list]]:
-    """The rasters of `_point_targets` of one aerial epoch as per-file windows: ([(name, grid)], for each
-    point file [(row0, col0, value, count)] in the order of the names).
-
-    One task per point file (each file decoded once for all the grids), through the build cache: each
-    file's windows are cached by the file's sha256 + the grids + CRS settings, so a rebuild after one
-    changed tile rasterises that tile only, and the report reads the overlays' counts from the cache."""
-    from pipeline.orchestrate.cache import CachedCall, run_cached
-
+def _epoch_calls(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, Grid]], list]:
+    """The names and grids of `_point_targets` of one aerial epoch and one cached call per point file
+    ((key parts, function, arguments, keyword arguments) of `pipeline.orchestrate.cache.run_cached`)."""
     ep = ctx.cfg.sources.aerial[epoch_index]
     named = _point_targets(ctx, epoch_index)
     targets = [t for _n, t in named]
     tkey = [[_grid_key(t.grid), t.stat, t.include_classes, list(t.exclude_classes)] for t in targets]
     key = ["overlays-point-rasters-v1", tkey, ctx.cfg.crs, ep.crs]
-    calls: list[CachedCall] = [
+    calls = [
         ([*key, i.sha256], _rasterise_file_windows, (i.path, targets, ctx.cfg.crs, ep.crs), {})
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
-    parts = run_cached(ctx, calls, f"point-rasters-{ep.epoch}")
-    return [(name, t.grid) for name, t in named], parts
+    return [(name, t.grid) for name, t in named], calls
 
 
-def epoch_rasters(ctx: BuildContext, epoch_index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The rasters of `_point_targets` of one aerial epoch: {name: (value, count)} on their grids
-    (the windows of `epoch_raster_parts` assembled)."""
-    named, parts = epoch_raster_parts(ctx, epoch_index)
-    out = {}
-    for k, (name, grid) in enumerate(named):
-        value = np.full((grid.height, grid.width), -np.inf)
-        count = np.zeros((grid.height, grid.width), dtype=np.int64)
-        for windows in parts:
-            r0, c0, v, c = windows[k]
-            h, w = c.shape
-            win = (slice(r0, r0 + h), slice(c0, c0 + w))
-            value[win] = np.maximum(value[win], v)
-            count[win] += c
-        out[name] = (value, count)
-    return out
+def _computed(cache, key: str, fn, args: tuple, kwargs: dict) -> None:
+    """Task: `fn(*args)` into the build cache under `key`; returns nothing (the result stays on disk)."""
+    cache.call_key(key, fn, *args, **kwargs)
+
+
+def epoch_raster_windows(ctx: BuildContext, epoch_index: int, name: str) -> tuple[Grid, Iterator[tuple]]:
+    """One raster of `_point_targets` of one aerial epoch as per-file windows: (its grid, an iterator of
+    (row0, col0, value, count), one per point file, in input order).
+
+    One task per point file (each file decoded once for all the grids) through the build cache: each
+    file's windows are cached by the file's sha256 + the grids + CRS settings, so a rebuild after one
+    changed tile rasterises that tile only, and the report reads the overlays' counts from the cache. The
+    tasks leave their windows in the cache and the iterator loads one file's at a time: memory here is
+    one file's windows, not the region's."""
+    from pipeline.orchestrate.cache import build_cache
+    from pipeline.orchestrate.executor import build_executor
+
+    named, calls = _epoch_calls(ctx, epoch_index)
+    k = [n for n, _g in named].index(name)
+    cache = build_cache(ctx)
+    keys = [cache.key(kp) for kp, _fn, _a, _kw in calls]
+    misses = [i for i, key in enumerate(keys) if cache.get(key) is None]
+    ex = build_executor(ctx.client) if len(misses) > 1 else None
+    items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
+    map_ordered(ex, _computed, items, name=f"point-rasters-{ctx.cfg.sources.aerial[epoch_index].epoch}")
+
+    def windows() -> Iterator[tuple]:
+        for key, (_kp, fn, args, kw) in zip(keys, calls, strict=True):
+            yield cache.call_key(key, fn, *args, **kw)[k]  # computed again here if evicted meanwhile
+
+    return named[k][1], windows()
 
 
 def surface(ctx: BuildContext, epoch_index: int, grid: Grid) -> np.ndarray:
-    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled)."""
+    """Highest non-noise point per cell of one aerial epoch (NaN where none; 1-cell gaps filled), float32
+    assembled from the per-file windows one file at a time (`epoch_raster_windows`)."""
     from pipeline.stages.terrain.rasterise import fill_gaps
 
-    value, count = epoch_rasters(ctx, epoch_index)[f"dsm {grid.res:g}"]
-    assert value.shape == (grid.height, grid.width)
-    dsm = np.where(count > 0, value, np.nan).astype(np.float32)
+    g, windows = epoch_raster_windows(ctx, epoch_index, f"dsm {grid.res:g}")
+    assert (g.height, g.width) == (grid.height, grid.width)
+    dsm = max_surface((grid.height, grid.width), windows)
     return fill_gaps(dsm, max_cells=1)
+
+
+def max_surface(shape: tuple[int, int], windows: Iterable[tuple]) -> np.ndarray:
+    """float32 grid of the highest value per cell over (row0, col0, value, count) windows (cells with a
+    count only; NaN where no window has one), one window at a time: memory is the grid (5 bytes a cell)
+    and one window. Equals the float64 maximum cast to float32 (rounding is monotonic)."""
+    dsm = np.full(shape, -np.inf, dtype=np.float32)
+    seen = np.zeros(shape, dtype=bool)
+    for r0, c0, v, c in windows:
+        h, w = c.shape
+        win = (slice(r0, r0 + h), slice(c0, c0 + w))
+        hit = c > 0
+        np.maximum(dsm[win], np.where(hit, v, -np.inf).astype(np.float32), out=dsm[win])
+        seen[win] |= hit
+    dsm[~seen] = np.nan
+    return dsm
 
 
 def point_density(ctx: BuildContext) -> tuple[Grid, list[tuple[int, int, np.ndarray]]] | None:
@@ -280,14 +306,11 @@ def point_density(ctx: BuildContext) -> tuple[Grid, list[tuple[int, int, np.ndar
     cfg = ctx.cfg
     if not cfg.sources.aerial or not ctx.inputs_for(f"aerial:{cfg.sources.aerial[-1].epoch}"):
         return None
-    named, parts = epoch_raster_parts(ctx, len(cfg.sources.aerial) - 1)
-    k = [n for n, _g in named].index("count")
-    return named[k][1], [(w[k][0], w[k][1], w[k][3]) for w in parts]
+    grid, windows = epoch_raster_windows(ctx, len(cfg.sources.aerial) - 1, "count")
+    return grid, [(r0, c0, c) for r0, c0, _v, c in windows]
 
 
 def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
-    from pipeline.stages.overlays.ndvi import ndvi
-
     cfg = ctx.cfg
     if not cfg.sources.orthophoto:
         return None
@@ -299,19 +322,12 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     from pipeline.orchestrate.cache import build_cache
 
     def compute() -> np.ndarray:
-        # one task per orthophoto tile (memory: the tile's cells), mosaicked here like read_grid
-        # does (first tile in path order wins where tiles overlap)
+        # one task per orthophoto tile (memory: the tile's cells) returning its NDVI window, mosaicked
+        # here like read_grid does (first tile in path order wins where tiles overlap; a cell is a
+        # tile's where both bands have data): here one float32 and one flag per cell
         items = [(info, grid, [bands["red"], bands["nir"]]) for info in infos]
-        parts = map_ordered(executor(ctx), _red_nir_window, items, name="ndvi tiles", progress=ctx.progress)
-        out = np.full((2, grid.height, grid.width), np.nan, dtype=np.float32)
-        filled = np.zeros((grid.height, grid.width), dtype=bool)
-        for r0, c0, data in parts:
-            h, w = data.shape[1:]
-            win = (slice(r0, r0 + h), slice(c0, c0 + w))
-            take = np.all(np.isfinite(data), axis=0) & ~filled[win]
-            out[:, win[0], win[1]][:, take] = data[:, take]
-            filled[win] |= take
-        return ndvi(out[0], out[1])
+        parts = map_ordered(executor(ctx), _ndvi_window, items, name="ndvi tiles", progress=ctx.progress)
+        return mosaic_first((grid.height, grid.width), parts)
 
     # incremental: keyed by the orthophoto files' content, the bands and the grid
     key = [
@@ -322,6 +338,20 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
         cfg.crs,
     ]
     return build_cache(ctx).call(key, compute)
+
+
+def mosaic_first(shape: tuple[int, int], parts: Iterable[tuple]) -> np.ndarray:
+    """float32 mosaic of (row0, col0, value, ok) windows: a cell takes the value of the first window (in
+    the given order) whose `ok` is set there, NaN where none is."""
+    out = np.full(shape, np.nan, dtype=np.float32)
+    filled = np.zeros(shape, dtype=bool)
+    for r0, c0, value, ok in parts:
+        h, w = ok.shape
+        win = (slice(r0, r0 + h), slice(c0, c0 + w))
+        take = ok & ~filled[win]
+        out[win][take] = value[take]
+        filled[win] |= take
+    return out
 
 
 def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray]:
@@ -340,6 +370,16 @@ def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.nd
         return 0, 0, data[:, :0, :0].copy()
     a0, a1, b0, b1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     return r0 + a0, c0 + b0, data[:, a0:a1, b0:b1].copy()
+
+
+def _ndvi_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """NDVI of one orthophoto tile on the analysis grid (a task): (row0, col0, NDVI float32, cells where
+    both bands have data), cropped like `_red_nir_window`. The NDVI of a cell depends on that cell's red
+    and NIR only, so the mosaic of these windows equals the NDVI of the mosaicked bands."""
+    from pipeline.stages.overlays.ndvi import ndvi
+
+    r0, c0, data = _red_nir_window(info, grid, bands)
+    return r0, c0, ndvi(data[0], data[1]), np.all(np.isfinite(data), axis=0)
 
 
 @dataclass
@@ -535,7 +575,9 @@ def build_parcels(
     if not cfg.sources.cadastre:
         raise InputError("the parcel overlay needs the cadastre (sources.cadastre)")
     buildings, bsource = read_buildings(ctx, previous)
-    ndsm = dsm_new - surf.dtm
+    # the surface becomes the nDSM in place (the caller keeps no reference: one region grid less)
+    ndsm = dsm_new
+    ndsm -= surf.dtm
     if "height" not in buildings:
         buildings = buildings.assign(height=roof_heights(buildings, ndsm, surf.grid))
         warnings.append("buildings layer output not found: heights for GFZ/volume from the nDSM (p75)")
@@ -786,8 +828,7 @@ def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
         t0 = time.perf_counter()
         with ctx.stage("overlays.parcels"):
             surf = analysis_grid(ctx, cfg.layers.overlays.raster_res_m)
-            dsm_new = surface(ctx, len(cfg.sources.aerial) - 1, surf.grid)
-            res = build_parcels(ctx, previous, surf, dsm_new)
+            res = build_parcels(ctx, previous, surf, surface(ctx, len(cfg.sources.aerial) - 1, surf.grid))
         res.seconds = time.perf_counter() - t0
         results.append(res)
     if want_change:

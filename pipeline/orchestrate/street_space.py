@@ -138,11 +138,28 @@ def street_areas(
 
 
 # the spill grid's cell (the unit of reading back) and the bytes a tile task holds per point: the spilled
-# record (33), the gathered columns (25 + 8), the measurement's point grid (16) and its selections
+# record (17), the scaled coordinates and place (24 + 8), the gathered columns (25 + 8), the measurement's
+# point grid (16) and its selections
 CELL_M = 50.0
 TILE_BYTES_PER_POINT = 160
-SPILL_DTYPE = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("c", "u1"), ("i", "<i8")])
+# a spilled return: the file's raw integer coordinates (x = X * scale + offset, as the reader computes
+# them: the same float64s come back), its class and its index in the spill file's chunk (17 bytes)
+SPILL_DTYPE = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1"), ("o", "<u4")])
 _INDEX_BITS = 40  # a point's place in the input: file number << 40 | index in the file
+
+
+@dataclass(frozen=True)
+class SpillRun:
+    """One spill file (one chunk of one point file): its path, the first point's place in the input
+    (file number << 40 | index), the file's scales and offsets, the cells it holds and the record offset
+    where each cell starts (with the end appended)."""
+
+    path: str
+    base: int
+    scales: tuple[float, float, float]
+    offsets: tuple[float, float, float]
+    cells: np.ndarray
+    starts: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -213,18 +230,19 @@ def spill_points(
     corridor: shapely.Geometry,
     spill_dir: str,
     chunk_points: int,
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
+) -> list[SpillRun]:
     """Task: the file's points inside `corridor` and in `cells`, chunk by chunk, each chunk written to
-    `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Returns per spill file (path, its cell
-    ids, the record offset where each cell starts, with the end appended). Memory: one chunk."""
-    from pipeline.sources.pointcloud.reader import iter_points
+    `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Memory: one chunk."""
+    from pipeline.sources.pointcloud.reader import iter_points, read_header
 
+    info = read_header(path)
     shapely.prepare(corridor)
     wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
     wanted[cells] = True
-    runs: list[tuple[str, np.ndarray, np.ndarray]] = []
+    runs: list[SpillRun] = []
     start = 0
-    for k, pts in enumerate(iter_points(path, ("x", "y", "z", "classification"), chunk_points)):
+    fields = ("x", "y", "X", "Y", "Z", "classification")
+    for k, pts in enumerate(iter_points(info, fields, chunk_points)):
         n = len(pts["x"])
         cell = grid.cell_of(pts["x"], pts["y"])
         keep = np.flatnonzero(cell >= 0)
@@ -233,36 +251,50 @@ def spill_points(
         if len(keep):
             order = keep[np.argsort(cell[keep], kind="stable")]
             rec = np.empty(len(order), dtype=SPILL_DTYPE)
-            rec["x"], rec["y"], rec["z"] = pts["x"][order], pts["y"][order], pts["z"][order]
+            rec["X"], rec["Y"], rec["Z"] = pts["X"][order], pts["Y"][order], pts["Z"][order]
             rec["c"] = pts["classification"][order]
-            rec["i"] = (np.int64(file_no) << _INDEX_BITS) + start + order
+            rec["o"] = order
             sc = cell[order]
             first = np.flatnonzero(np.concatenate([[True], sc[1:] != sc[:-1]]))
             out = str(Path(spill_dir) / f"{file_no:06d}_{k:06d}.npy")
             np.save(out, rec)
-            runs.append((out, sc[first], np.append(first, len(sc))))
+            base = (file_no << _INDEX_BITS) + start
+            runs.append(SpillRun(out, base, info.scales, info.offsets, sc[first], np.append(first, len(sc))))
             del rec
         start += n
     return runs
 
 
+def spilled_points(
+    rec: np.ndarray, scales: tuple[float, ...], offsets: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, z (float64) of spilled records: `X * scale + offset`, the reader's own arithmetic."""
+    x, y, z = (rec[f] * np.float64(scales[axis]) + np.float64(offsets[axis]) for axis, f in enumerate("XYZ"))
+    return x, y, z
+
+
 def measure_tile(
-    pieces: list[tuple[str, list[tuple[int, int]]]], seg: Segments, p: StreetSpaceParams
+    pieces: list[tuple[SpillRun, list[tuple[int, int]]]], seg: Segments, p: StreetSpaceParams
 ) -> dict[str, np.ndarray]:
     """Task: the measurements of `seg` from the spilled records `pieces` ((spill file, record ranges)),
     the points put back in input order first (the order a single read of all files gives)."""
-    parts: list[np.ndarray] = []
-    for path, ranges in pieces:
-        rec = np.load(path, mmap_mode="r")
-        parts.extend(np.array(rec[a:b]) for a, b in ranges)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "y", "z", "c", "i")}
+    for run, ranges in pieces:
+        rec = np.load(run.path, mmap_mode="r")
+        part = np.concatenate([np.array(rec[a:b]) for a, b in ranges])
         del rec
-    if parts:
-        rec = np.concatenate(parts)
-        del parts
+        for k, v in zip("xyz", spilled_points(part, run.scales, run.offsets), strict=True):
+            cols[k].append(v)
+        cols["c"].append(part["c"])
+        cols["i"].append(np.int64(run.base) + part["o"].astype(np.int64))
+        del part
+    if cols["i"]:
+        i = np.concatenate(cols["i"])
         # input order (the places are unique; the cells' runs are each in order, which a stable sort uses)
-        order = np.argsort(rec["i"], kind="stable")
-        x, y, z, c = (rec[k][order] for k in ("x", "y", "z", "c"))
-        del rec, order
+        order = np.argsort(i, kind="stable")
+        del i
+        x, y, z, c = (np.concatenate(cols[k])[order] for k in ("x", "y", "z", "c"))
+        del cols, order
     else:
         x = y = z = np.zeros(0)
         c = np.zeros(0, dtype=np.uint8)
@@ -347,8 +379,8 @@ def measure_from_files(
         )
         flat = [r for file_runs in runs for r in file_runs]
         counts = np.zeros(grid.nx * grid.ny, dtype=np.int64)
-        for _path, rc, starts in flat:
-            counts[rc] += np.diff(starts)
+        for run in flat:
+            counts[run.cells] += np.diff(run.starts)
         mx = seg.x0 + seg.ux * seg.length / 2
         my = seg.y0 + seg.uy * seg.length / 2
         col, row = grid.col_row(mx, my)
@@ -358,10 +390,10 @@ def measure_from_files(
             want = np.zeros(grid.nx * grid.ny, dtype=bool)
             want.reshape(grid.ny, grid.nx)[r0 : r1 + 1, c0 : c1 + 1] = True
             pieces = []
-            for path, rc, starts in flat:
-                sel = np.flatnonzero(want[rc])
+            for run in flat:
+                sel = np.flatnonzero(want[run.cells])
                 if len(sel):
-                    pieces.append((path, [(int(starts[j]), int(starts[j + 1])) for j in sel]))
+                    pieces.append((run, [(int(run.starts[j]), int(run.starts[j + 1])) for j in sel]))
             items.append((pieces, seg.take(idx), p))
         results = map_ordered(
             executor if len(items) > 1 else None,

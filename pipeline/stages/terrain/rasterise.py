@@ -87,15 +87,40 @@ def cell_stat_reference(
     return out.astype(np.float32)
 
 
-def fill_gaps(a: np.ndarray, max_cells: int = 2, iterations: int | None = None) -> np.ndarray:
+# cells of one strip of `fill_gaps` (its temporaries are about 80 bytes per cell: ~80 MB)
+FILL_STRIP_CELLS = 2**20
+
+
+def fill_gaps(
+    a: np.ndarray, max_cells: int = 2, iterations: int | None = None, strip_cells: int = FILL_STRIP_CELLS
+) -> np.ndarray:
     """Fill NaN cells from their valid 8-neighbours (mean), growing at most `max_cells` cells inward.
 
     Small gaps between points get values; larger holes (real missing data) stay NaN beyond `max_cells`
     from their rim. `max_cells <= 0` returns a copy.
+
+    Runs in strips of rows of about `strip_cells` cells, each read from `a` with `max_cells` rows of
+    margin (a cell's result depends only on the cells within `max_cells` of it): memory is the result and
+    one strip's temporaries, and the result equals one pass over the whole grid for any strip size.
     """
     out = np.array(a, dtype=np.float32, copy=True)
-    steps = max_cells if iterations is None else iterations
-    for _ in range(max(steps, 0)):
+    steps = max(max_cells if iterations is None else iterations, 0)
+    rows = max(1, strip_cells // max(out.shape[1], 1)) if out.ndim == 2 else out.shape[0]
+    if steps == 0 or out.size == 0 or rows + 2 * steps >= out.shape[0]:
+        return _fill_gaps_strip(out, steps)
+    src = np.asarray(a, dtype=np.float32)  # the unfilled cells the strips read their margins from
+    h = out.shape[0]
+    for s0 in range(0, h, rows):
+        s1 = min(s0 + rows, h)
+        m0, m1 = max(s0 - steps, 0), min(s1 + steps, h)
+        part = _fill_gaps_strip(np.array(src[m0:m1], copy=True), steps)
+        out[s0:s1] = part[s0 - m0 : s1 - m0]
+    return out
+
+
+def _fill_gaps_strip(out: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` rounds of neighbour filling of `out` in place (float32); returns it."""
+    for _ in range(steps):
         nan = np.isnan(out)
         if not nan.any() or nan.all():
             break
