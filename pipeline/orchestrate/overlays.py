@@ -684,8 +684,19 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
     old_ep, new_ep = cfg.sources.aerial[-2].epoch, cfg.sources.aerial[-1].epoch
     dsm_old = surface(ctx, len(cfg.sources.aerial) - 2, surf.grid)
     dsm_new = surface(ctx, len(cfg.sources.aerial) - 1, surf.grid)
-    ndsm_old = dsm_old - surf.dtm
-    ndsm_new = dsm_new - surf.dtm
+    unk = unknown_areas(
+        dsm_old,
+        dsm_new,
+        surf.grid.transform,
+        lay.unknown_min_area_m2,
+        (old_ep, new_ep),
+        crs=cfg.crs.horizontal,
+    )
+    # the surfaces become the nDSMs in place (no other reference to them: two region grids less)
+    ndsm_old, ndsm_new = dsm_old, dsm_new
+    ndsm_old -= surf.dtm
+    ndsm_new -= surf.dtm
+    del dsm_old, dsm_new
     buildings, bsource = read_buildings(ctx, previous)
     t = surf.grid.transform
     ch = building_rows(
@@ -717,9 +728,6 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
         ndvi_threshold=cfg.layers.overlays.ndvi_threshold,
         crs=cfg.crs.horizontal,
         registered=registered_outlines(ctx),
-    )
-    unk = unknown_areas(
-        dsm_old, dsm_new, t, lay.unknown_min_area_m2, (old_ep, new_ep), crs=cfg.crs.horizontal
     )
     warnings = []
     if surf.ndvi is None:
