@@ -285,16 +285,15 @@ def measure_tile(
         del rec
         for k, v in zip("xyz", spilled_points(part, run.scales, run.offsets), strict=True):
             cols[k].append(v)
-        cols["c"].append(part["c"])
+        cols["c"].append(part["c"].copy())  # a copy: a field view would keep the records alive
         cols["i"].append(np.int64(run.base) + part["o"].astype(np.int64))
         del part
     if cols["i"]:
-        i = np.concatenate(cols["i"])
         # input order (the places are unique; the cells' runs are each in order, which a stable sort uses)
-        order = np.argsort(i, kind="stable")
-        del i
-        x, y, z, c = (np.concatenate(cols[k])[order] for k in ("x", "y", "z", "c"))
-        del cols, order
+        order = np.argsort(np.concatenate(cols.pop("i")), kind="stable")
+        # one column at a time, its pieces freed as it is gathered
+        x, y, z, c = (np.concatenate(cols.pop(k))[order] for k in ("x", "y", "z", "c"))
+        del order
     else:
         x = y = z = np.zeros(0)
         c = np.zeros(0, dtype=np.uint8)
