@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -30,6 +31,9 @@ from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands
 from pipeline.stages.terrain.rasterise import RasterTarget
 from pipeline.styles.gpkg import embed_styles, write_layer
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate.cache import CachedCall
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
 # classes never used for the surface: ASPRS noise (7 low, 18 high); AdV files use the same codes for noise
@@ -224,7 +228,7 @@ def _grid_key(grid: Grid) -> list:
     return [list(grid.transform)[:6], grid.width, grid.height, str(grid.crs)]
 
 
-def _epoch_calls(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, Grid]], list]:
+def _epoch_calls(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, Grid]], list[CachedCall]]:
     """The names and grids of `_point_targets` of one aerial epoch and one cached call per point file
     ((key parts, function, arguments, keyword arguments) of `pipeline.orchestrate.cache.run_cached`)."""
     ep = ctx.cfg.sources.aerial[epoch_index]
@@ -232,7 +236,7 @@ def _epoch_calls(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, G
     targets = [t for _n, t in named]
     tkey = [[_grid_key(t.grid), t.stat, t.include_classes, list(t.exclude_classes)] for t in targets]
     key = ["overlays-point-rasters-v1", tkey, ctx.cfg.crs, ep.crs]
-    calls = [
+    calls: list[CachedCall] = [
         ([*key, i.sha256], _rasterise_file_windows, (i.path, targets, ctx.cfg.crs, ep.crs), {})
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]

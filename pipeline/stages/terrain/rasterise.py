@@ -87,7 +87,7 @@ def cell_stat_reference(
     return out.astype(np.float32)
 
 
-# cells of one strip of `fill_gaps` (its temporaries are about 80 bytes per cell: ~80 MB)
+# cells of one strip of `fill_gaps` (its temporaries are about 90 bytes per cell: ~90 MB)
 FILL_STRIP_CELLS = 2**20
 
 
