@@ -176,6 +176,14 @@ def executor(ctx: BuildContext) -> Executor | None:
     return dask_executor(ctx.client) if ctx.client is not None else None
 
 
+def task_window(ctx: BuildContext) -> int | None:
+    """Tile tasks in flight at a time (two per worker, so none waits): their arguments (raster windows)
+    are cut as they are submitted, not all at once. None without a client (tasks run here, in order)."""
+    from pipeline.orchestrate.executor import dask_workers
+
+    return 2 * dask_workers(ctx.client) if ctx.client is not None else None
+
+
 # cell of the point density raster of the build report (report/data/point_density.tif)
 DENSITY_CELL_M = 2.0
 
@@ -601,6 +609,7 @@ def build_parcels(
         lay.floor_height_m,
         executor(ctx),
         ctx.progress,
+        window=task_window(ctx),
     )
     if ov is None:
         warnings.append("the cadastre has no parcels (Flurstueck layer): parcel overlay is empty")
@@ -712,6 +721,7 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
         lay,
         executor(ctx),
         ctx.progress,
+        window=task_window(ctx),
     )
     bc = gpd.GeoDataFrame(
         pd.concat([buildings[["oid"]].reset_index(drop=True), ch.reset_index(drop=True)], axis=1),

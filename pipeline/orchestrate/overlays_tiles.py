@@ -208,9 +208,11 @@ def parcel_rows(
     floor_height_m: float,
     executor: Any = None,
     progress: Any = None,
+    window: int | None = None,
 ) -> gpd.GeoDataFrame | None:
-    """Every parcel's overlay row, from one task per tile, in region order (None: no parcels)."""
-    from pipeline.orchestrate.executor import map_ordered
+    """Every parcel's overlay row, from one task per tile, in region order (None: no parcels). With
+    `window`, at most that many tiles' tasks (and raster windows) are in flight at a time."""
+    from pipeline.orchestrate.executor import LazyItems, map_ordered
 
     whole = None if source.indexed else source.read()  # one streaming read, partitioned below
     env = source.envelopes() if whole is None else shapely.bounds(whole.geometry.to_numpy())
@@ -220,8 +222,10 @@ def parcel_rows(
         return None
     bgeoms = buildings.geometry.to_numpy()
     tree = shapely.STRtree(bgeoms)
-    items = []
-    for tile in tiles:
+
+    def item(k: int) -> tuple:
+        # a tile's arguments (its raster windows are copies) are cut when its task is submitted
+        tile = tiles[k]
         own = (keys[:, 0] == tile[0]) & (keys[:, 1] == tile[1])
         window = _union_bounds(env[own])
         (lc, nd), win_t, extent = crop(grid, [landcover, ndsm], window)
@@ -234,8 +238,16 @@ def parcel_rows(
         )
         bsub = buildings.iloc[_intersecting(tree, window)].reset_index(drop=True)
         own_parcels = source if whole is None else window_rows(whole, env, box)
-        items.append((own_parcels, tile, size, box, bsub, lc, nd, win_t, floor_height_m))
-    parts = map_ordered(executor, parcel_tile, items, name="parcel tiles", progress=progress)
+        return (own_parcels, tile, size, box, bsub, lc, nd, win_t, floor_height_m)
+
+    parts = map_ordered(
+        executor,
+        parcel_tile,
+        LazyItems(len(tiles), item),
+        name="parcel tiles",
+        progress=progress,
+        window=window,
+    )
     out = pd.concat(parts, ignore_index=True)
     order = _order(
         out["flstkennz"].to_numpy(dtype=object), out[["_e0", "_e1", "_e2", "_e3"]].to_numpy(dtype=np.float64)
@@ -271,9 +283,11 @@ def building_rows(
     cfg: Any,
     executor: Any = None,
     progress: Any = None,
+    window: int | None = None,
 ) -> pd.DataFrame:
-    """building_change(buildings, ...) assembled from one task per tile (index aligned with `buildings`)."""
-    from pipeline.orchestrate.executor import map_ordered
+    """building_change(buildings, ...) assembled from one task per tile (index aligned with `buildings`).
+    With `window`, at most that many tiles' tasks (and raster windows) are in flight at a time."""
+    from pipeline.orchestrate.executor import LazyItems, map_ordered
     from pipeline.stages.change import building_change
 
     b = buildings.reset_index(drop=True)
@@ -285,17 +299,32 @@ def building_rows(
     if not tiles or loose.any():
         return building_change(b, ndsm_old, ndsm_new, grid.transform, cfg).set_axis(buildings.index)
     tree = shapely.STRtree(geoms)
-    items = []
-    owners = []
-    for tile in tiles:
-        own = (keys[:, 0] == tile[0]) & (keys[:, 1] == tile[1])
-        (o, n), win_t, extent = crop(grid, [ndsm_old, ndsm_new], _union_bounds(env[own]))
+    # the footprints each tile owns (ascending), and those its task gets (owned + neighbours in its window)
+    _tiles, inverse = np.unique(keys, axis=0, return_inverse=True)  # the order of `tiles_of`
+    inverse = inverse.reshape(-1)
+    by_tile = np.argsort(inverse, kind="stable")
+    owned = np.split(by_tile, np.flatnonzero(np.diff(inverse[by_tile])) + 1)
+    sels = []
+    for own in owned:
+        (_o, _n), _t, extent = crop(grid, [None, None], _union_bounds(env[own]))
+        sels.append(np.union1d(_intersecting(tree, extent), own))
+
+    def item(k: int) -> tuple:
+        # a tile's arguments (its raster windows are copies) are cut when its task is submitted
+        own, sel = owned[k], sels[k]
+        (o, n), win_t, _extent = crop(grid, [ndsm_old, ndsm_new], _union_bounds(env[own]))
         assert o is not None and n is not None
-        sel = _intersecting(tree, extent)
-        sel = np.union1d(sel, np.flatnonzero(own))
-        items.append((b.iloc[sel].reset_index(drop=True), own[sel], o, n, win_t, cfg))
-        owners.append(sel[own[sel]])
-    parts = map_ordered(executor, change_tile, items, name="change tiles", progress=progress)
+        return (b.iloc[sel].reset_index(drop=True), np.isin(sel, own), o, n, win_t, cfg)
+
+    parts = map_ordered(
+        executor,
+        change_tile,
+        LazyItems(len(tiles), item),
+        name="change tiles",
+        progress=progress,
+        window=window,
+    )
+    owners = owned
     rows = pd.concat(parts, ignore_index=True)
     pos = np.concatenate(owners)
     out = rows.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)

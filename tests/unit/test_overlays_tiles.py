@@ -3,7 +3,7 @@
 Parcels are a jittered grid (shared edges, cell centres on some edges, parcels straddling tile lines), the
 footprints overlap each other and the parcel edges; partitions of 40, 55 and 1e6 m (one tile) must give the
 same rows as the stage functions on the whole region, in the same order, on no executor and on a thread
-pool (the executor seam)."""
+pool (the executor seam), also with at most 1 or 3 tile tasks in flight (`window`)."""
 
 from __future__ import annotations
 
@@ -69,15 +69,15 @@ def region(tmp_path_factory):
 
 
 @pytest.mark.parametrize("size", [40.0, 55.0, 1e6])
-@pytest.mark.parametrize("pool", [False, True])
-def test_parcel_rows_equal_one_piece(region, size, pool):
+@pytest.mark.parametrize(("pool", "window"), [(False, None), (True, None), (True, 1), (True, 3)])
+def test_parcel_rows_equal_one_piece(region, size, pool, window):
     source, parcels, buildings, grid, landcover, ndsm, _ = region
     whole = source.read()
     want = parcel_overlay(
         whole, buildings, landcover=landcover, ndsm=ndsm, transform=grid.transform, floor_height_m=3.0
     )
     with ThreadPoolExecutor(2) if pool else _none() as ex:
-        got = parcel_rows(source, size, buildings, grid, landcover, ndsm, 3.0, ex)
+        got = parcel_rows(source, size, buildings, grid, landcover, ndsm, 3.0, ex, window=window)
     assert got is not None
     assert len(got) == len(parcels) - 1
     assert list(got.columns) == list(want.columns)
@@ -88,14 +88,14 @@ def test_parcel_rows_equal_one_piece(region, size, pool):
 
 
 @pytest.mark.parametrize("size", [40.0, 55.0, 1e6])
-@pytest.mark.parametrize("pool", [False, True])
-def test_building_rows_equal_one_piece(region, size, pool):
+@pytest.mark.parametrize(("pool", "window"), [(False, None), (True, None), (True, 1), (True, 3)])
+def test_building_rows_equal_one_piece(region, size, pool, window):
     _source, _parcels, buildings, grid, _lc, ndsm_old, ndsm_new = region
     cfg = ChangeLayer()
     b = buildings.set_axis(np.arange(100, 100 + len(buildings)))
     want = building_change(b, ndsm_old, ndsm_new, grid.transform, cfg)
     with ThreadPoolExecutor(2) if pool else _none() as ex:
-        got = building_rows(b, size, grid, ndsm_old, ndsm_new, cfg, ex)
+        got = building_rows(b, size, grid, ndsm_old, ndsm_new, cfg, ex, window=window)
     pd.testing.assert_frame_equal(got, want)
     assert set(want["change_class"]) - {"unknown"}
 
