@@ -32,6 +32,26 @@ from pipeline.errors import EXIT_RELEASE, TwinError
 DELETING_PREFIX = ".partial-del-"  # a folder being deleted (a killed delete leaves it behind)
 
 
+def pid_alive(pid: int) -> bool:
+    """The process exists and has not ended: a killed process stays a zombie (state Z) until its parent
+    reaps it, and counts as ended. Without /proc the kernel is asked (zombies then count as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
 class UnsafeDeleteError(TwinError):
     """A delete the package cannot prove it owns (a bug or a dangerous path given by the user)."""
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.fsutil import UnsafeDeleteError, remove_owned
+from pipeline.fsutil import UnsafeDeleteError, pid_alive, remove_owned
 from pipeline.sources.pointcloud.header import PointFileInfo
 from pipeline.sources.pointcloud.reader import read_header
 
@@ -107,21 +107,11 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
             if not m or not p.is_dir() or p.is_symlink():
                 continue
             pid = int(m.group(1))
-            if pid == os.getpid() or _alive(pid):
+            if pid == os.getpid() or pid_alive(pid):
                 continue
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # `--overwrite` replaces only an earlier output of this command: a folder holding the run summary it

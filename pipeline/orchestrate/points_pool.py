@@ -20,6 +20,8 @@ import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
+from pipeline.fsutil import pid_alive
+
 
 def _exit_with_main(main_pid: int, stop: Any, poll: float = 0.5) -> None:
     """A worker ends at once when the pool is aborted (`stop` set: an error, Ctrl-C, SIGTERM; its task is
@@ -28,27 +30,9 @@ def _exit_with_main(main_pid: int, stop: Any, poll: float = 0.5) -> None:
     and the fork server (which lives while any worker holds its liveness pipe), would keep running, holding
     the caller's stdout/stderr pipes. A daemon thread waits for either (no cost to the tasks)."""
     while not stop.wait(poll):
-        if not _running(main_pid):
+        if not pid_alive(main_pid):
             break
     os._exit(1)
-
-
-def _running(pid: int) -> bool:
-    """The process exists and has not ended (a killed process stays a zombie until its parent reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
 
 
 def _init_worker(main_pid: int = 0, stop: Any = None) -> None:

@@ -9,11 +9,11 @@ still saying `running` whose pid is gone means the build was killed.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.fsutil import pid_alive
 from pipeline.release.manifest import MANIFEST
 from pipeline.release.publish import current_release, list_releases, read_history
 
@@ -37,22 +37,6 @@ def read_last_build(out_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) else None  # a damaged record is no record
-
-
-def _pid_alive(pid: Any) -> bool:
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def input_changes(previous: dict[str, Any] | None, inputs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -81,7 +65,8 @@ def release_status(out_dir: Path) -> dict[str, Any]:
     cur = current_release(out_dir)
     man = read_manifest(cur)
     last = read_last_build(out_dir)
-    if last and last.get("state") == "running" and not _pid_alive(last.get("pid")):
+    pid = last.get("pid") if last else None
+    if last and last.get("state") == "running" and not (isinstance(pid, int) and pid_alive(pid)):
         last = {**last, "state": "killed", "error": "the build process is gone without a result (killed?)"}
     releases = [
         {
