@@ -35,7 +35,6 @@ from pipeline.tiles.gltf import (
     set_metadata_schema,
 )
 from pipeline.tiles.gltf import decode_meshopt_views as decode_meshopt_views  # re-exported
-from pipeline.tiles.gltf import meshopt_glb as _meshopt_glb
 
 CLASS_ID = "point"
 
@@ -198,141 +197,16 @@ def encode_glb(
     with colour and GPS time; EXT_meshopt_compression removes most of the padding).
     """
     packed, base = pack_vertices(qt, attrs, schema)
-    qmin = getattr(qt, "_qmin", None)
-    if qmin is None:
-        qmin = qt.q.min(axis=0) if len(qt.q) else np.zeros(3, np.int64)
+    qmin = qt.q.min(axis=0) if len(qt.q) else np.zeros(3, np.int64)
     return glb_from_vertices(packed, schema, qt.lo, qt.step, qmin, qt.qmax, base, meshopt=meshopt)
 
 
 def glb_from_vertices(
-    packed: np.ndarray,
-    schema: PointSchema,
-    lo,
-    step: int,
-    qmin,
-    qmax,
-    gps_base: float,
-    *,
-    meshopt: bool = False,
+    packed: np.ndarray, schema: PointSchema, lo, step: int, qmin, qmax, gps_base: float, *, meshopt=False
 ) -> bytes:
     """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see
     `vertex_layout`), its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time."""
-    if meshopt and len(packed):
-        js = _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base)
-        return b"".join(bytes(p) for p in _meshopt_one_view(js, packed))
-    b, direct = _glb_builder(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
-    if meshopt:
-        return _meshopt_glb(b)
-    if direct:
-        return b"".join(_glb_one_view(b.json, packed))
-    return b.to_glb()
-
-
-def _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base) -> dict[str, Any]:
-    b, direct = _glb_builder(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=False)
-    assert direct
-    return b.json
-
-
-def _glb_builder(
-    packed, schema, lo, step, qmin, qmax, gps_base, *, meshopt: bool
-) -> tuple[GltfBuilder, bool]:
-    layout, stride = vertex_layout(schema)
-    n = len(packed)
-    b = GltfBuilder()
-    b.use_extension("KHR_mesh_quantization", required=True)
-    direct = not meshopt and n > 0
-    if direct:  # the vertex buffer goes straight into the GLB (see _glb_one_view): no builder copies
-        b.json["bufferViews"] = [
-            {
-                "buffer": 0,
-                "byteOffset": 0,
-                "byteLength": n * stride,
-                "byteStride": stride,
-                "target": ARRAY_BUFFER,
-            }
-        ]
-        view = 0
-    else:
-        view = b.add_buffer_view(np.ascontiguousarray(packed).reshape(-1), ARRAY_BUFFER, stride)
-    accs = b.json.setdefault("accessors", [])
-    accessors: dict[str, int] = {}
-    comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
-    for a in layout:
-        cdt = np.dtype(a.ctype)
-        acc: dict[str, Any] = {
-            "bufferView": view,
-            "byteOffset": a.offset,
-            "componentType": FLOAT if cdt == np.float32 else comp[cdt.itemsize],
-            "count": int(n),
-            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
-        }
-        if a.normalized:
-            acc["normalized"] = True
-        if a.attr == "POSITION" and n:
-            # pos = (qx, qz, qmax_y - qy)
-            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
-            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
-        accs.append(acc)
-        accessors[a.attr] = len(accs) - 1
-    attr_of = {a.prop: a.attr for a in layout if a.prop}
-    set_metadata_schema(b, schema.metadata_schema())
-    pa_index = add_property_attribute(b, CLASS_ID, {p: attr_of[p] for p in _property_order(schema)})
-    if schema.has_gps:
-        pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
-        pas["properties"]["gps_time"]["offset"] = gps_base
-    prim: dict[str, Any] = {
-        "attributes": accessors,
-        "mode": POINTS,
-        "extensions": {
-            "EXT_structural_metadata": {"propertyAttributes": [pa_index]},
-        },
-    }
-    mesh = b.add_mesh([prim])
-    s = step / 1000.0
-    b.add_node(
-        mesh,
-        translation=[
-            lo[0] / 1000.0,
-            lo[2] / 1000.0,
-            -(lo[1] + qmax[1] * step) / 1000.0,
-        ],
-        scale=[s, s, s],
-    )
-    return b, direct
-
-
-def _glb_one_view(js: dict[str, Any], payload: np.ndarray) -> list[Any]:
-    """The pieces of the GLB `GltfBuilder.to_glb()` writes for one buffer view at offset 0; the payload is
-    not copied (the builder copies it four times): join them, or hand them to `os.writev`."""
-    blen = payload.nbytes
-    padded = blen + (-blen % 4)
-    js["buffers"] = [{"byteLength": padded}]
-    jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return _glb_pieces(jb, payload)
-
-
-def _glb_pieces(jb: bytes, payload: np.ndarray) -> list[Any]:
-    """GLB header + JSON chunk (`jb`, padded here) as one piece, then the payload as the BIN chunk (not
-    copied) and its padding, exactly as `GltfBuilder.to_glb()` lays them out."""
-    import struct
-
-    blen = payload.nbytes
-    padded = blen + (-blen % 4)
-    jb += b" " * (-len(jb) % 4)
-    if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned, as GltfBuilder.to_glb
-        jb += b"    "
-    total = 12 + 8 + len(jb) + 8 + padded
-    parts: list[Any] = [
-        struct.pack("<4sII", b"glTF", 2, total)
-        + struct.pack("<I4s", len(jb), b"JSON")
-        + jb
-        + struct.pack("<I4s", padded, b"BIN\x00"),
-        np.ascontiguousarray(payload).reshape(-1).data,
-    ]
-    if padded > blen:
-        parts.append(b"\x00" * (padded - blen))
-    return parts
+    return b"".join(bytes(p) for p in _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt))
 
 
 def write_glb_from_vertices(
@@ -341,12 +215,7 @@ def write_glb_from_vertices(
     """`glb_from_vertices` written to `path` without assembling the file in memory."""
     import os
 
-    if len(packed) == 0:
-        data = glb_from_vertices(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt)
-        parts: list[Any] = [data]
-    else:
-        js = _glb_json_direct(packed, schema, lo, step, qmin, qmax, gps_base)
-        parts = _meshopt_one_view(js, packed) if meshopt else _glb_one_view(js, packed)
+    parts = _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         total = sum(memoryview(p).nbytes for p in parts)
@@ -359,6 +228,47 @@ def write_glb_from_vertices(
         os.close(fd)
 
 
+def _glb_json(n: int, schema: PointSchema, lo, step, qmin, qmax, gps_base) -> dict[str, Any]:
+    """The glTF JSON of a tile of `n` points whose vertex rows are the one buffer view (at offset 0)."""
+    layout, stride = vertex_layout(schema)
+    b = GltfBuilder()
+    b.use_extension("KHR_mesh_quantization", required=True)
+    view = {"buffer": 0, "byteOffset": 0, "byteLength": n * stride, "byteStride": stride}
+    b.json["bufferViews"] = [{**view, "target": ARRAY_BUFFER}]
+    accs = b.json.setdefault("accessors", [])
+    comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
+    for a in layout:
+        cdt = np.dtype(a.ctype)
+        acc: dict[str, Any] = {
+            "bufferView": 0,
+            "byteOffset": a.offset,
+            "componentType": FLOAT if cdt == np.float32 else comp[cdt.itemsize],
+            "count": int(n),
+            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
+        }
+        if a.normalized:
+            acc["normalized"] = True
+        if a.attr == "POSITION" and n:  # pos = (qx, qz, qmax_y - qy)
+            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
+            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
+        accs.append(acc)
+    attr_of = {a.prop: a.attr for a in layout if a.prop}
+    set_metadata_schema(b, schema.metadata_schema())
+    pa_index = add_property_attribute(b, CLASS_ID, {p: attr_of[p] for p in _property_order(schema)})
+    if schema.has_gps:
+        pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
+        pas["properties"]["gps_time"]["offset"] = gps_base
+    prim: dict[str, Any] = {
+        "attributes": {a.attr: i for i, a in enumerate(layout)},
+        "mode": POINTS,
+        "extensions": {"EXT_structural_metadata": {"propertyAttributes": [pa_index]}},
+    }
+    s = step / 1000.0
+    translation = [lo[0] / 1000.0, lo[2] / 1000.0, -(lo[1] + qmax[1] * step) / 1000.0]
+    b.add_node(b.add_mesh([prim]), translation=translation, scale=[s, s, s])
+    return b.json
+
+
 def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
     """meshopt vertex codec of the (n, stride) uint8 rows, bitstream version 0 (the one
     EXT_meshopt_compression specifies, whatever the package's default)."""
@@ -369,30 +279,38 @@ def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
     return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
 
 
-def _meshopt_one_view(js: dict[str, Any], packed: np.ndarray) -> list[Any]:
-    """The GLB pieces of a one-view tile (`_glb_json_direct`) with EXT_meshopt_compression: the interleaved
-    vertex rows are encoded straight from `packed` by meshopt's vertex codec (bitstream version 0, the one
-    EXT_meshopt_compression specifies; ATTRIBUTES mode, the view's byte stride); buffer 0 (the BIN chunk)
-    holds the stream, the view refers to the data-less fallback buffer 1, as the extension prescribes."""
+def _glb_pieces(packed: np.ndarray, schema, lo, step, qmin, qmax, gps_base, meshopt: bool) -> list[Any]:
+    """The GLB as pieces (join them, or hand them to `os.writev`): header + JSON chunk, then the vertex
+    rows as the BIN chunk (not copied) and its padding. With `meshopt` (and points), the rows are encoded by
+    meshopt's vertex codec (bitstream version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies):
+    buffer 0 (the BIN chunk) holds the stream, the view refers to the data-less fallback buffer 1."""
+    import struct
+
     n, stride = packed.shape
-    payload = _meshopt_encode(np.ascontiguousarray(packed))
-    view = js["bufferViews"][0]
-    view["buffer"] = 1
-    view["extensions"] = {
-        "EXT_meshopt_compression": {
-            "buffer": 0,
-            "byteOffset": 0,
-            "byteLength": len(payload),
-            "byteStride": stride,
-            "count": n,
-            "mode": "ATTRIBUTES",
-        }
-    }
-    js["extensionsUsed"].append("EXT_meshopt_compression")
-    js["extensionsRequired"].append("EXT_meshopt_compression")
-    js["buffers"] = [
-        {"byteLength": len(payload) + (-len(payload) % 4)},  # the BIN chunk (padded to 4 bytes)
-        {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
-    ]
+    js = _glb_json(n, schema, lo, step, qmin, qmax, gps_base)
+    payload = np.ascontiguousarray(packed)
+    if meshopt and n:
+        payload = _meshopt_encode(payload)
+        ext = {"buffer": 0, "byteOffset": 0, "byteLength": len(payload), "byteStride": stride, "count": n}
+        js["bufferViews"][0].update(
+            buffer=1, extensions={"EXT_meshopt_compression": {**ext, "mode": "ATTRIBUTES"}}
+        )
+        js["extensionsUsed"].append("EXT_meshopt_compression")
+        js["extensionsRequired"].append("EXT_meshopt_compression")
+    blen = payload.nbytes
+    padded = blen + (-blen % 4)
+    js["buffers"] = [{"byteLength": padded}]
+    if meshopt and n:
+        js["buffers"].append(
+            {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}}
+        )
     jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return _glb_pieces(jb, payload)
+    jb += b" " * (-len(jb) % 4)
+    if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned (EXT_structural_metadata), as GltfBuilder.to_glb
+        jb += b"    "
+    head = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(jb) + 8 + padded)
+    head += struct.pack("<I4s", len(jb), b"JSON") + jb + struct.pack("<I4s", padded, b"BIN\x00")
+    parts: list[Any] = [head, payload.reshape(-1).data]
+    if padded > blen:
+        parts.append(b"\x00" * (padded - blen))
+    return parts
