@@ -5,7 +5,7 @@ The viewer's legend lists exactly the classes a layer holds, named in the layer'
 right after the layer's tiles are written (`class_stats`), counted in those tiles: GLB tiles (the classification property attribute, scheme from
 the tiles' `classification` enum) and pnts tiles (the batch table's `classification`). Every point lies in
 exactly one tile (additive refinement), so the counts add up to the layer's points. Meshopt-compressed
-tiles (EXT_meshopt_compression, the default) are decoded first (`points_glb.decode_meshopt_views`).
+tiles (EXT_meshopt_compression, the default) are read by `tiles.points_reader.read_point_glb`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,21 @@ from typing import Any
 
 import numpy as np
 
-_DTYPES = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-
 
 class Unreadable(Exception):
     """A tile whose classification cannot be read (compressed, or not a tile this module knows)."""
 
 
 def _glb_classes(data: bytes) -> tuple[np.ndarray, str | None]:
-    magic, _version, _total = struct.unpack_from("<4sII", data, 0)
-    if magic != b"glTF":
-        raise Unreadable("not a GLB")
-    jlen = struct.unpack_from("<I", data, 12)[0]
-    js = json.loads(data[20 : 20 + jlen])
-    bin_off = 20 + jlen + 8
-    if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
-        from pipeline.tiles.points_glb import decode_meshopt_views
+    from pipeline.tiles.gltf import accessor_array
+    from pipeline.tiles.points_reader import read_point_glb
 
-        blen = struct.unpack_from("<I", data, 20 + jlen)[0]
-        js, data = decode_meshopt_views(js, data[bin_off : bin_off + blen])
-        bin_off = 0
+    try:
+        js, binary = read_point_glb(data)
+    except ValueError as e:
+        raise Unreadable(str(e)) from e
     meta = js.get("extensions", {}).get("EXT_structural_metadata", {})
-    schema = meta.get("schema", {})
-    enum_name = schema.get("enums", {}).get("classification", {}).get("name", "")
+    enum_name = meta.get("schema", {}).get("enums", {}).get("classification", {}).get("name", "")
     scheme = enum_name.split()[0].lower() if enum_name else None
     hist = np.zeros(256, dtype=np.int64)
     for mesh in js.get("meshes", []):
@@ -54,17 +46,7 @@ def _glb_classes(data: bytes) -> tuple[np.ndarray, str | None]:
                     attr = prop["attribute"]
             if attr is None or attr not in prim["attributes"]:
                 raise Unreadable("no classification attribute")
-            acc = js["accessors"][prim["attributes"][attr]]
-            view = js["bufferViews"][acc["bufferView"]]
-            dt = np.dtype(_DTYPES[acc["componentType"]])
-            stride = view.get("byteStride", dt.itemsize)
-            start = bin_off + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-            n = int(acc["count"])
-            if n == 0:
-                continue
-            raw = np.frombuffer(data, dtype=np.uint8, count=(n - 1) * stride + dt.itemsize, offset=start)
-            vals = np.lib.stride_tricks.as_strided(raw, shape=(n, dt.itemsize), strides=(stride, 1))
-            codes = np.ascontiguousarray(vals).view(dt).ravel().astype(np.int64)
+            codes = accessor_array(js, binary, prim["attributes"][attr]).astype(np.int64)
             hist += np.bincount(codes, minlength=256)[:256]
     return hist, scheme
 
