@@ -99,7 +99,6 @@ ATTRIBUTES: tuple[PointAttribute, ...] = (
     ),
 )
 
-BY_NAME = {a.name: a for a in ATTRIBUTES}
 OPTIONAL = tuple(a.name for a in ATTRIBUTES if a.when == "optin")  # asked for by name
 # standard LAS field -> the opt-in attribute read from it (asked for by the attribute's name)
 _OPTIN_OF_FIELD = {f: a.name for a in ATTRIBUTES if a.when == "optin" for f in a.las_fields}

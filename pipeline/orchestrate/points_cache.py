@@ -38,12 +38,6 @@ BIN_META = "result.json"
 UPPER = "upper.bin"
 
 
-def _schema_json(schema: Any) -> Any:
-    if dataclasses.is_dataclass(schema) and not isinstance(schema, type):
-        return dataclasses.asdict(schema)
-    return repr(schema)
-
-
 def decode_key_parts(
     fj: FileJob, unit: WorkUnit, job: DecodeJob, sha256: str, ortho_sha256: tuple[str, ...]
 ) -> list[Any]:
@@ -126,7 +120,7 @@ def bin_key_parts(spec: BinSpec, job: TileJob, unit_keys: dict[str, str]) -> lis
         dataclasses.asdict(job.layout),
         job.fmt,
         job.max_points,
-        _schema_json(job.schema),
+        dataclasses.asdict(job.schema),
         job.meshopt,
     ]
 

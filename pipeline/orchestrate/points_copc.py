@@ -71,20 +71,8 @@ class CopcSummary:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "vpc": self.vpc,
-            "points": self.points,
-            "nodes": self.nodes,
-            "bytes": self.bytes,
-            "checksum": self.checksum,
-            "crs": self.crs,
-            "transformed": self.transformed,
-            "classes": {str(c): k for c, k in sorted(self.classes.items())},
-            "style": self.style,
-            "seconds": round(self.seconds, 3),
-            "notes": self.notes,
-        }
+        classes = {str(c): k for c, k in sorted(self.classes.items())}
+        return {**dataclasses.asdict(self), "classes": classes, "seconds": round(self.seconds, 3)}
 
 
 # ---- per file ---------------------------------------------------------------------------------------------

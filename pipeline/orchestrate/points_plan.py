@@ -139,6 +139,21 @@ def _enu_extent(
     return lo, hi
 
 
+def _bounds_key(
+    tag: str, info: PointFileInfo, wkt: str, z_factor: float, frame: ProjectFrame, cfg: CrsConfig
+) -> list[Any]:
+    """What a file's extent and lattice depend on: header bounds, CRS, z factor, frame, CRS settings."""
+    return [
+        tag,
+        [float(v) for v in info.mins],
+        [float(v) for v in info.maxs],
+        wkt,
+        z_factor,
+        frame.to_json(),
+        cfg,
+    ]
+
+
 def _enu_extent_cached(
     infos: list[PointFileInfo],
     fcs: list[FileCrs],
@@ -152,15 +167,7 @@ def _enu_extent_cached(
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
-        key = [
-            "points-extent-v1",
-            [float(v) for v in info.mins],
-            [float(v) for v in info.maxs],
-            fc.crs.to_wkt(),
-            fc.z_factor,
-            frame.to_json(),
-            cfg,
-        ]
+        key = _bounds_key("points-extent-v1", info, fc.crs.to_wkt(), fc.z_factor, frame, cfg)
         if cache is None:
             flo, fhi = _enu_extent([info], [fc], frame, cfg, aois)
         else:
@@ -199,16 +206,7 @@ def _with_lattice_cached(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig, cache
     creates no PROJ transformer (about a second with a geoid grid) for files whose bounds are unchanged."""
     if cache is None:
         return with_lattice(fj, frame, cfg)
-    info = fj.info
-    key = [
-        "points-lattice-v1",
-        [float(v) for v in info.mins],
-        [float(v) for v in info.maxs],
-        fj.crs_wkt,
-        fj.z_factor,
-        frame.to_json(),
-        cfg,
-    ]
+    key = _bounds_key("points-lattice-v1", fj.info, fj.crs_wkt, fj.z_factor, frame, cfg)
     lat = cache.call(key, _lattice_of, fj, frame, cfg)
     return fj if lat is None else dataclasses.replace(fj, lattice=lat)
 
@@ -333,17 +331,10 @@ def replan_if_needed(plan: Plan, units: list, parts: list) -> None:
             sc, of = np.asarray(info.scales), np.asarray(info.offsets)
             rmin = np.min([o[:3] for o in out], axis=0) * sc + of
             rmax = np.max([o[3:] for o in out], axis=0) * sc + of
-            lo, hi = np.minimum(rmin, rmax), np.maximum(rmin, rmax)  # (negative scales)
-            mins = (
-                float(min(info.mins[0], lo[0])),
-                float(min(info.mins[1], lo[1])),
-                float(min(info.mins[2], lo[2])),
-            )
-            maxs = (
-                float(max(info.maxs[0], hi[0])),
-                float(max(info.maxs[1], hi[1])),
-                float(max(info.maxs[2], hi[2])),
-            )
+            lo = np.minimum(info.mins, np.minimum(rmin, rmax))  # (negative scales)
+            hi = np.maximum(info.maxs, np.maximum(rmin, rmax))
+            mins = (float(lo[0]), float(lo[1]), float(lo[2]))
+            maxs = (float(hi[0]), float(hi[1]), float(hi[2]))
             axes = [
                 f"{'xyz'[k]} {mins[k]:.3f}..{maxs[k]:.3f} (header {info.mins[k]:.3f}..{info.maxs[k]:.3f})"
                 for k in range(3)

@@ -333,29 +333,20 @@ def _run_tiling(
         raise RuntimeError(f"tiling lost points: {summary.points_in} in, {summary.points_out} out")
     root = build_tree(tiles)
     summary.depth = tree_depth(root)
-    spacing = plan.cube.spacing_m
-    transform = plan.frame.tile_transform()
+    common: dict[str, Any] = {
+        "spacing": plan.cube.spacing_m,
+        "transform": plan.frame.tile_transform(),
+        "version": opts.format,  # "1.1" or "1.0" (checked by tile_pointcloud)
+        "tileset_version": opts.tileset_version,
+    }
     if opts.implicit:
+        cube_lo_m = np.asarray(plan.cube.origin, np.float64) / 1000.0
+        ext = "glb" if opts.format == "1.1" else "pnts"
         write_implicit(
-            root,
-            staging,
-            cube_lo_m=np.asarray(plan.cube.origin, np.float64) / 1000.0,
-            cube_size_m=plan.cube.size_m,
-            spacing=spacing,
-            transform=transform,
-            version="1.1" if opts.format == "1.1" else "1.0",
-            content_ext="glb" if opts.format == "1.1" else "pnts",
-            tileset_version=opts.tileset_version,
+            root, staging, cube_lo_m=cube_lo_m, cube_size_m=plan.cube.size_m, content_ext=ext, **common
         )
     else:
-        write_explicit(
-            root,
-            staging,
-            spacing=spacing,
-            transform=transform,
-            version="1.1" if opts.format == "1.1" else "1.0",
-            tileset_version=opts.tileset_version,
-        )
+        write_explicit(root, staging, **common)
     dropper.join()
     shutil.rmtree(work, ignore_errors=True)
     summary.phases["upper+tileset"] = time.perf_counter() - t2

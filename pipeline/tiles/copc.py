@@ -49,7 +49,6 @@ HEADER_SIZE = 375
 VLR_HEADER = 54
 EVLR_HEADER = 60
 COPC_INFO_SIZE = 160
-ENTRY_SIZE = 32
 BLOCK = 1 << 20  # records per block in the statistics passes (bounded memory)
 
 # LAS 1.4 point data record formats 6 (base), 7 (+ RGB), 8 (+ RGB + NIR)
@@ -120,26 +119,12 @@ def _text(s: str, n: int) -> bytes:
     return b + b"\0" * (n - len(b))
 
 
-def _vlr(user_id: str, record_id: int, description: str, data: bytes) -> bytes:
-    if len(data) > 0xFFFF:
+def _vlr(user_id: str, record_id: int, description: str, data: bytes, extended: bool = False) -> bytes:
+    """A VLR (record length uint16) or, `extended`, an EVLR (uint64)."""
+    if not extended and len(data) > 0xFFFF:
         raise ValueError(f"VLR {user_id}/{record_id} too long ({len(data)} bytes)")
-    return (
-        struct.pack("<H", 0)
-        + _text(user_id, 16)
-        + struct.pack("<HH", record_id, len(data))
-        + _text(description, 32)
-        + data
-    )
-
-
-def _evlr(user_id: str, record_id: int, description: str, data: bytes) -> bytes:
-    return (
-        struct.pack("<H", 0)
-        + _text(user_id, 16)
-        + struct.pack("<HQ", record_id, len(data))
-        + _text(description, 32)
-        + data
-    )
+    length = struct.pack("<HQ" if extended else "<HH", record_id, len(data))
+    return struct.pack("<H", 0) + _text(user_id, 16) + length + _text(description, 32) + data
 
 
 def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
@@ -349,7 +334,7 @@ def write_copc(
             f.write(buf.getvalue())
             evlr_start = table_offset + len(buf.getvalue())
             hier = b"".join(entries)
-            f.write(_evlr("copc", 1000, "EPT hierarchy", hier))
+            f.write(_vlr("copc", 1000, "EPT hierarchy", hier, extended=True))
             size = f.tell()
             f.seek(0)
             f.write(

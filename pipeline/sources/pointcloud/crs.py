@@ -18,7 +18,6 @@ Rules (documented in docs/pointcloud.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyproj import CRS
@@ -46,6 +45,12 @@ def _horizontal(crs: CRS) -> CRS:
             if not s.is_vertical:
                 return s
     return crs
+
+
+def _vertical_unit(crs: CRS) -> float:
+    """Metres per unit of the CRS's vertical part (the last one listed; 1.0 without one)."""
+    units = [linear_unit_factor(s) for s in crs.sub_crs_list or [] if s.is_vertical]
+    return units[-1] if units else 1.0
 
 
 LOCAL_PREFIX = "local:"
@@ -130,13 +135,7 @@ def resolve_file_crs(
         area_note = f"--crs {override} kept although {e.message.split('; ')[0]}"
     if has_vertical(given):
         # compound (or geographic 3D): PROJ knows the vertical unit; a z_unit only rescales when asked
-        zf = 1.0
-        if z_unit is not None:
-            vunit = 1.0
-            for s in given.sub_crs_list or []:
-                if s.is_vertical:
-                    vunit = linear_unit_factor(s)
-            zf = Z_UNITS[z_unit] / vunit
+        zf = 1.0 if z_unit is None else Z_UNITS[z_unit] / _vertical_unit(given)
         return FileCrs(given, zf, area_note)
     if cfg.vertical is not None and not cfg.assume_ellipsoidal_heights:
         crs = resolve_source_crs(given, None, cfg, path=path)
@@ -147,12 +146,8 @@ def resolve_file_crs(
                 "Z is in (--z-unit m|ft|us-ft) or give a compound CRS with --crs / `crs:`",
                 path=path,
             )
-        vunit = 1.0
-        for s in crs.sub_crs_list or []:
-            if s.is_vertical:
-                vunit = linear_unit_factor(s)
         note = "; ".join(n for n in (f"vertical {cfg.vertical} attached", area_note) if n)
-        return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / vunit, note)
+        return FileCrs(crs, (Z_UNITS[z_unit] if z_unit else 1.0) / _vertical_unit(crs), note)
     if not cfg.assume_ellipsoidal_heights:
         raise CrsError(
             f"the CRS {horiz.name!r} has no vertical component, so the heights' datum is unknown; give a "
@@ -197,7 +192,3 @@ def _check_label(info: PointFileInfo, crs: CRS) -> None:
         "(the delivery's projected CRS, e.g. --crs EPSG:25832+7837); do not reproject the file",
         path=info.path,
     )
-
-
-def describe(path: Path, fc: FileCrs) -> str:
-    return f"{path.name}: {fc.crs.name}" + (f" ({fc.note})" if fc.note else "")

@@ -395,15 +395,8 @@ def plan_units(infos: list[PointFileInfo], points_per_unit: int = POINTS_PER_UNI
             edges = [info.count * k // n_units for k in range(n_units + 1)]
             for s, e in itertools.pairwise(edges):
                 if e > s:
-                    units.append(
-                        WorkUnit(
-                            fi,
-                            s,
-                            e - s,
-                            info.offset_to_points + s * info.point_size,
-                            (e - s) * info.point_size,
-                        )
-                    )
+                    first_byte = info.offset_to_points + s * info.point_size
+                    units.append(WorkUnit(fi, s, e - s, first_byte, (e - s) * info.point_size))
         else:  # e57: one unit per scan (row ranges would need pye57 support for partial reads)
             start = 0
             for si, n in enumerate(info.scans):

@@ -6,9 +6,9 @@ Stages 2-4: pipeline.stages.points.tiling.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,20 +83,8 @@ class DecodeJob:
         # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
         # lattice itself, which the planner normally did already
         cfg = self.crs_cfg if isinstance(self.crs_cfg, str) else self.crs_cfg.model_dump_json()
-        return (
-            DecodeJob,
-            (
-                self.frame,
-                cfg,
-                self.layout,
-                self.class_scheme,
-                self.keep_unknown,
-                self.spill_dir,
-                self.cube,
-                self.outside_bounds,
-                self.copc,
-            ),
-        )
+        values = [cfg if f.name == "crs_cfg" else getattr(self, f.name) for f in dataclasses.fields(self)]
+        return DecodeJob, tuple(values)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         # a Dask task key derives from the job's content: the CRS settings as their JSON (a config object's
@@ -115,20 +103,6 @@ def _crs_config(js: str) -> CrsConfig:
 
 
 # ---- 1. decode --------------------------------------------------------------------------------------
-
-
-def decode_fields(
-    fj: FileJob,
-    unit: WorkUnit,
-    extra_dims: tuple[str, ...],
-    out: np.ndarray | None = None,
-    lazy: bool = False,
-) -> Mapping[str, Column]:
-    """Columns of a unit (LAS: views of the raw records, key "_raw", decoded into `out` when given;
-    with `lazy`, bit-field columns are computed later by the spill packer)."""
-    from pipeline.sources.pointcloud.reader import decode_unit
-
-    return decode_unit(fj.info, unit, extra_dims, out, lazy=lazy)
 
 
 def _within_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> bool:
@@ -194,6 +168,7 @@ def _decode(
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
     With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
     from pipeline import arena
+    from pipeline.sources.pointcloud.reader import decode_unit
 
     info = fj.info
     out = xyz_buf = keys_buf = None
@@ -201,7 +176,9 @@ def _decode(
         out = _raw_buffer(info, unit)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    d = decode_fields(fj, unit, job.layout.extra_dims, out, lazy=scratch)
+    # LAS: views of the raw records (key "_raw", decoded into `out`); with `scratch`, bit-field columns are
+    # computed later by the spill packer
+    d = decode_unit(info, unit, job.layout.extra_dims, out, lazy=scratch)
     ix, iy, iz = materialize(d["X"]), materialize(d["Y"]), materialize(d["Z"])  # never lazy: no copies
     raw = materialize(d["_raw"]) if "_raw" in d else None
     n = len(ix)

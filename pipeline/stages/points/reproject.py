@@ -46,16 +46,14 @@ def build_lattice(
     """Exact ENU values on a lattice covering the box [mins, maxs] (source units; Z before z_factor)."""
     mpu = _metres_per_unit(crs)
     s = spacing_m / mpu
-    x0, x1 = math.floor(mins[0] / s) * s, math.ceil(maxs[0] / s) * s
-    y0, y1 = math.floor(mins[1] / s) * s, math.ceil(maxs[1] / s) * s
-    nx = max(2, round((x1 - x0) / s) + 1)
-    ny = max(2, round((y1 - y0) / s) + 1)
-    while nx * ny * 2 > MAX_LATTICE_NODES:
-        s *= 2
+    while True:  # the spacing doubles until the lattice has at most MAX_LATTICE_NODES nodes
         x0, x1 = math.floor(mins[0] / s) * s, math.ceil(maxs[0] / s) * s
         y0, y1 = math.floor(mins[1] / s) * s, math.ceil(maxs[1] / s) * s
         nx = max(2, round((x1 - x0) / s) + 1)
         ny = max(2, round((y1 - y0) / s) + 1)
+        if nx * ny * 2 <= MAX_LATTICE_NODES:
+            break
+        s *= 2
     # heights: the map is linear in h, two levels on a coarse global grid suffice
     zs = 1000.0
     zlo, zhi = mins[2] * z_factor, maxs[2] * z_factor

@@ -199,18 +199,9 @@ def _place_tile(
     uri = _tile_uri(depth, ix, iy, iz, job.fmt)
     path = Path(job.out_dir) / uri
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = TileRecord(
-        depth,
-        ix,
-        iy,
-        iz,
-        count,
-        (int(lo_mm[0]), int(lo_mm[1]), int(lo_mm[2])),
-        (int(hi_mm[0]), int(hi_mm[1]), int(hi_mm[2])),
-        int(checksum),
-        uri,
-    )
-    return rec, path
+    lo = (int(lo_mm[0]), int(lo_mm[1]), int(lo_mm[2]))
+    hi = (int(hi_mm[0]), int(hi_mm[1]), int(hi_mm[2]))
+    return TileRecord(depth, ix, iy, iz, count, lo, hi, int(checksum), uri), path
 
 
 def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
