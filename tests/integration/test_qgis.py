@@ -164,6 +164,11 @@ def test_release_has_every_geopackage(qgis_release):
         "change/change.gpkg",
         "overlays/zoning.gpkg",
     }
+    # the zoning overlay in 3D carries its status style (the viewer's colours and legend)
+    manifest = json.loads((qgis_release / "manifest.json").read_text())
+    zoning = next(lay for lay in manifest["layers"] if lay["name"] == "zoning")
+    assert zoning["tileset"] and zoning["style"] == "overlays/zoning/style.json"
+    assert zoning["style"] in zoning["files"] and (qgis_release / zoning["style"]).is_file()
 
 
 def test_every_geopackage_layer_opens_with_its_embedded_style(probed):
