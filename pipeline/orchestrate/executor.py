@@ -75,12 +75,17 @@ def map_ordered(
         for i in range(total):
             finish(i, fn(*items[i]), i + 1)
         return results
-    limit = total if window is None else max(1, window)
     futures: dict[concurrent.futures.Future, int] = {}
-    submitted = done = 0
     try:
+        if window is None:  # everything submitted at once; as_completed: O(tasks), not O(tasks^2)
+            for i in range(total):
+                futures[executor.submit(fn, *items[i])] = i
+            for done, fut in enumerate(concurrent.futures.as_completed(list(futures)), start=1):
+                finish(futures.pop(fut), fut.result(), done)
+            return results
+        submitted = done = 0
         while submitted < total or futures:
-            while submitted < total and len(futures) < limit:
+            while submitted < total and len(futures) < max(1, window):
                 futures[executor.submit(fn, *items[submitted])] = submitted
                 submitted += 1
             ready, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
