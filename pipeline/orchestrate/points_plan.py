@@ -113,30 +113,21 @@ def _standalone_frame(
     return ProjectFrame((float(x), float(y), float(z)), lon, lat)
 
 
-def _enu_extent(
-    infos: list[PointFileInfo],
-    fcs: list[FileCrs],
-    frame: ProjectFrame,
-    cfg: CrsConfig,
-    aois: dict[str, Any] | None = None,
+def _file_extent(
+    info: PointFileInfo, fc: FileCrs, frame: ProjectFrame, cfg: CrsConfig, aoi: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
-    for info, fc in zip(infos, fcs, strict=True):
-        wkt = fc.crs.to_wkt()
-        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))
-        g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
-        X, Y, Z = np.meshgrid(*g, indexing="ij")
-        ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
-        enu = frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))
-        if not np.all(np.isfinite(enu)):
-            raise InputError(
-                "the file's extent cannot be transformed (outside the CRS's / geoid grid's coverage)",
-                path=info.path,
-            )
-        lo = np.minimum(lo, enu.min(axis=0))
-        hi = np.maximum(hi, enu.max(axis=0))
-    return lo, hi
+    """The file's header box in the frame (ENU metres): min and max of a 9 x 9 x 2 sample of it."""
+    t = ecef_transformer_for(fc.crs.to_wkt(), cfg, info.path, aoi)
+    g = [np.linspace(info.mins[i], info.maxs[i], 9 if i < 2 else 2) for i in range(3)]
+    X, Y, Z = np.meshgrid(*g, indexing="ij")
+    ex, ey, ez = t.transform(X.ravel(), Y.ravel(), Z.ravel() * fc.z_factor)
+    enu = frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))
+    if not np.all(np.isfinite(enu)):
+        raise InputError(
+            "the file's extent cannot be transformed (outside the CRS's / geoid grid's coverage)",
+            path=info.path,
+        )
+    return enu.min(axis=0), enu.max(axis=0)
 
 
 def _bounds_key(
@@ -154,24 +145,27 @@ def _bounds_key(
     ]
 
 
-def _enu_extent_cached(
+def _enu_extent(
     infos: list[PointFileInfo],
     fcs: list[FileCrs],
     frame: ProjectFrame,
     cfg: CrsConfig,
     cache: Any,
-    aois: dict[str, Any] | None = None,
+    aois: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`_enu_extent`, per file memoised in the build cache by header bounds + CRS + frame (incremental
-    builds then need no PROJ transformer in this process: creating one with a geoid grid takes ~1 s)."""
+    """The inputs' extent in the frame; per file memoised in the build cache (when given) by header bounds
+    + CRS + frame (incremental builds then need no PROJ transformer in this process: creating one with a
+    geoid grid takes ~1 s)."""
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
-        key = _bounds_key("points-extent-v1", info, fc.crs.to_wkt(), fc.z_factor, frame, cfg)
+        wkt = fc.crs.to_wkt()
+        args = (info, fc, frame, cfg, aois.get(wkt))
         if cache is None:
-            flo, fhi = _enu_extent([info], [fc], frame, cfg, aois)
+            flo, fhi = _file_extent(*args)
         else:
-            flo, fhi = cache.call(key, _enu_extent, [info], [fc], frame, cfg, aois)
+            key = _bounds_key("points-extent-v1", info, wkt, fc.z_factor, frame, cfg)
+            flo, fhi = cache.call(key, _file_extent, *args)
         _check_position_range(info, flo, fhi, frame)
         lo = np.minimum(lo, flo)
         hi = np.maximum(hi, fhi)
@@ -254,7 +248,7 @@ def plan_tiling(
         notes.append(f"{Path(path).name}: skipped (--on-bad-tile skip): {why}")
     aois = _crs_aois(infos, fcs)  # transformers with an area of interest: same values, 8x faster to create
     frame = opts.frame or _standalone_frame(infos, fcs, cfg, aois)
-    lo, hi = _enu_extent_cached(infos, fcs, frame, cfg, opts.cache, aois)
+    lo, hi = _enu_extent(infos, fcs, frame, cfg, opts.cache, aois)
     pad = 1.0
     lo_mm = np.floor((lo - pad) * 1000).astype(np.int64)
     hi_mm = np.ceil((hi + pad) * 1000).astype(np.int64)

@@ -42,20 +42,14 @@ def _init_worker(main_pid: int = 0, stop: Any = None) -> None:
     import pipeline.orchestrate.points_worker  # noqa: F401
 
 
-def trace_mark(what: str, t0: float | None = None) -> None:
-    """Debugging aid: a line in $TWIN_POINTS_TRACE for a step of this process (pid, what, start, s)."""
+def _ready() -> bool:
+    """A worker is up (debugging aid: a line `pid ready <time> 0.000` in $TWIN_POINTS_TRACE)."""
     trace = os.environ.get("TWIN_POINTS_TRACE")
     if trace:
         import time
 
-        now = time.perf_counter()
-        start = now if t0 is None else t0
         with open(trace, "a") as f:
-            f.write(f"{os.getpid()} {what} {start:.3f} {now - start:.3f}\n")
-
-
-def _ready() -> bool:
-    trace_mark("ready")
+            f.write(f"{os.getpid()} ready {time.perf_counter():.3f} 0.000\n")
     return True
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.point_attributes import ATTRIBUTES
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, scan_file
 
 # the largest chunk `chunk_points_for` hands out (also the chunk size when no budget is given)
@@ -42,16 +43,9 @@ _BUDGET_SHARE = 8
 # `decode_unit` names them (a field the file lacks is refused, never filled)
 COORDINATES = ("x", "y", "z")
 # the lazrs layer (LAZ formats 6-10) of each field beyond XY, returns and Z (always decompressed)
-_LAYER_OF = {
-    "classification": "CLASSIFICATION",
-    "intensity": "INTENSITY",
-    "point_source_id": "POINT_SOURCE_ID",
-    "gps_time": "GPS_TIME",
-    "red": "RGB",
-    "green": "RGB",
-    "blue": "RGB",
-    "nir": "NIR",
-}
+_LAYER_OF = {a.name: a.las_layer for a in ATTRIBUTES if a.las_layer} | dict.fromkeys(
+    ("red", "green", "blue"), "RGB"
+)
 _ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_returns"})
 
 

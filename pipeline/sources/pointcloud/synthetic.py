@@ -87,32 +87,17 @@ def write_las(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".laz":
-        import lazrs
+        import io
 
-        # single-threaded compressor with a chosen chunk size (never the rayon-parallel backend)
-        with path.open("wb") as f:
-            las.header.point_count = len(pts["x"])
-            vlr = lazrs.LazVlr.new_for_compression(las.point_format.id, las.point_format.num_extra_bytes)
-            _write_laz(f, las, vlr, chunk_size)
+        # laspy's single-threaded lazrs backend (never the rayon-parallel one) writes chunks of 50,000
+        # points; another chunk size re-encodes them
+        buf = io.BytesIO()
+        las.write(buf, do_compress=True, laz_backend=laspy.LazBackend.Lazrs)
+        data = buf.getvalue()
+        path.write_bytes(data if chunk_size == 50_000 else _rechunk(data, chunk_size))
     else:
         las.write(path)
     return path
-
-
-def _write_laz(f, las, vlr, chunk_size: int) -> None:
-    import io
-
-    import laspy
-
-    # let laspy write a LAZ with the single-threaded lazrs backend, then we are done; chunk size is
-    # laspy's default (50,000) unless a different one is asked, in which case re-encode the chunks.
-    buf = io.BytesIO()
-    las.write(buf, do_compress=True, laz_backend=laspy.LazBackend.Lazrs)
-    data = buf.getvalue()
-    if chunk_size == 50_000:
-        f.write(data)
-        return
-    f.write(_rechunk(data, chunk_size))
 
 
 def _rechunk(data: bytes, chunk_size: int) -> bytes:

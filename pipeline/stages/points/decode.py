@@ -105,29 +105,20 @@ def _crs_config(js: str) -> CrsConfig:
 # ---- 1. decode --------------------------------------------------------------------------------------
 
 
-def _within_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> bool:
-    try:
-        _check_bounds(info, raw_min, raw_max, unit)
-    except InputError:
-        return False
-    return True
-
-
-def _check_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> None:
-    """Refuse units whose integer coordinates lie outside the header bounds (corrupt data)."""
+def _outside_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> str | None:
+    """Why a unit's integer coordinates lie outside the header bounds (corrupt data), or None."""
     if unit.count == 0:
-        return
+        return None
     for axis in range(3):
         s, o = info.scales[axis], info.offsets[axis]
         lo, hi = int(raw_min[axis]) * s + o, int(raw_max[axis]) * s + o
         tol = abs(s) + 1e-9 * max(abs(info.mins[axis]), abs(info.maxs[axis]), 1.0)
         if lo < info.mins[axis] - tol or hi > info.maxs[axis] + tol:
-            raise InputError(
+            return (
                 f"points lie outside the header bounds on {'xyz'[axis]} ({lo:.3f}..{hi:.3f} vs header "
-                f"{info.mins[axis]:.3f}..{info.maxs[axis]:.3f}): corrupt data or a wrong header",
-                path=info.path,
-                record=f"points {unit.start}..{unit.start + unit.count - 1}",
+                f"{info.mins[axis]:.3f}..{info.maxs[axis]:.3f}): corrupt data or a wrong header"
             )
+    return None
 
 
 class OutsideHeaderBounds(Exception):
@@ -202,17 +193,14 @@ def _decode(
         out=xyz_buf,
         keys=keys_buf,
     )
-    if job.outside_bounds == "report" and (bad or not _within_bounds(info, raw_min, raw_max, unit)):
+    outside = _outside_bounds(info, raw_min, raw_max, unit)
+    if job.outside_bounds == "report" and (bad or outside):
         raise OutsideHeaderBounds(raw_min, raw_max)
-    _check_bounds(info, raw_min, raw_max, unit)
+    record = f"points {unit.start}..{unit.start + unit.count - 1}"
+    if outside:
+        raise InputError(outside, path=info.path, record=record)
     codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
-    check_classes(
-        codes,
-        job.class_scheme,
-        job.keep_unknown,
-        path=info.path,
-        record=f"points {unit.start}..{unit.start + unit.count - 1}",
-    )
+    check_classes(codes, job.class_scheme, job.keep_unknown, path=info.path, record=record)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
     # the columns of the record layout's attributes (pipeline.point_attributes); a file without one leaves
