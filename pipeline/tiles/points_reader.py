@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 
-def _content_uris(tileset_path: Path) -> list[Path]:
+def content_files(tileset_path: str | Path) -> list[Path]:
+    """The tile files of a point tileset (external tilesets followed), in a fixed order."""
     import json
 
+    tileset_path = Path(tileset_path)
     doc = json.loads(tileset_path.read_text())
     root = doc["root"]
     base = tileset_path.parent
@@ -79,11 +81,6 @@ def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
     files = content_files(tileset_path)
     total, checksum = tiles_sum(files)
     return {"points": total, "checksum": f"{checksum:016x}", "tiles": len(files)}
-
-
-def content_files(tileset_path: str | Path) -> list[Path]:
-    """The tile files of a point tileset (external tilesets followed), in a fixed order."""
-    return _content_uris(Path(tileset_path))
 
 
 def tiles_sum(files: list[Path]) -> tuple[int, int]:

@@ -345,7 +345,7 @@ def test_local_frame_places_points_east_north_up_at_the_anchor(tmp_path):
 
     from pyproj import Transformer
 
-    from pipeline.tiles.points_reader import _content_uris, tile_positions_mm
+    from pipeline.tiles.points_reader import content_files, tile_positions_mm
 
     rng = np.random.default_rng(3)
     local = np.round(rng.uniform([-40, -30, -2], [60, 80, 25], (4000, 3)), 3)
@@ -356,7 +356,7 @@ def test_local_frame_places_points_east_north_up_at_the_anchor(tmp_path):
     assert code == 0 and s is not None and s["points_in"] == 4000
     ts = json.loads((tmp_path / "out" / "tileset.json").read_text())
     m = np.asarray(ts["root"]["transform"], dtype=np.float64).reshape(4, 4).T  # column-major
-    enu = np.concatenate([tile_positions_mm(p) for p in _content_uris(tmp_path / "out" / "tileset.json")])
+    enu = np.concatenate([tile_positions_mm(p) for p in content_files(tmp_path / "out" / "tileset.json")])
     enu = enu.astype(np.float64) / 1000.0
     ecef = enu @ m[:3, :3].T + m[:3, 3]
     to_local = Transformer.from_pipeline(

@@ -21,7 +21,7 @@ import pytest
 from pyproj import CRS, Transformer
 
 from pipeline.cli.main import main
-from pipeline.tiles.points_reader import _content_uris, tile_positions_mm
+from pipeline.tiles.points_reader import content_files, tile_positions_mm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ def run_points(*args: str) -> tuple[int, dict | None]:
 
 
 def tiled_points(out: Path) -> np.ndarray:
-    return np.concatenate([tile_positions_mm(p) for p in _content_uris(out / "tileset.json")])
+    return np.concatenate([tile_positions_mm(p) for p in content_files(out / "tileset.json")])
 
 
 def tiled_intensity(out: Path) -> np.ndarray:
@@ -80,7 +80,7 @@ def tiled_intensity(out: Path) -> np.ndarray:
     from pipeline.tiles.points_glb import decode_meshopt_views
 
     vals = []
-    for p in _content_uris(out / "tileset.json"):
+    for p in content_files(out / "tileset.json"):
         js, binary = read_glb(p.read_bytes())
         if "EXT_meshopt_compression" in js.get("extensionsUsed", []):  # the default 1.1 tiles
             js, binary = decode_meshopt_views(js, binary)
@@ -425,7 +425,7 @@ def test_zeroed_rgb_is_no_colour(tmp_path):
     assert any("RGB is 0 in every point" in n for n in summary["notes"])
     from pipeline.tiles.gltf import read_glb
 
-    for p in _content_uris(tmp_path / "out" / "tileset.json"):
+    for p in content_files(tmp_path / "out" / "tileset.json"):
         js, _ = read_glb(p.read_bytes())
         assert "COLOR_0" not in js["meshes"][0]["primitives"][0]["attributes"]
     # a file with real colours keeps them
@@ -433,7 +433,7 @@ def test_zeroed_rgb_is_no_colour(tmp_path):
     g = write_las(tmp_path / "col.las", xyz, crs="EPSG:25832+7837", point_format=7, rgb=rgb)
     code, summary = run_points(str(g), "--out", str(tmp_path / "col"), "--jobs", "1")
     assert code == 0 and not any("RGB is 0" in n for n in summary["notes"])
-    p = _content_uris(tmp_path / "col" / "tileset.json")[0]
+    p = content_files(tmp_path / "col" / "tileset.json")[0]
     js, _ = read_glb(p.read_bytes())
     assert "COLOR_0" in js["meshes"][0]["primitives"][0]["attributes"]
 

@@ -34,25 +34,21 @@ def sample_orthophoto(
     covers it). Returns 'rgb' (N,3) uint8 sRGB and, when the raster has a NIR band, 'nir' uint16. Points
     outside every raster get black / 0.
     """
-    if not isinstance(path, (str, Path)):
-        paths = list(path)
-        n = len(x)
-        out: dict[str, np.ndarray] = {"rgb": np.zeros((n, 3), dtype=np.uint8)}
-        todo = np.ones(n, dtype=bool)
-        for p in paths:
-            if not todo.any():
-                break
-            idx = np.flatnonzero(todo)
-            smp = _sample_one(Path(p), np.asarray(x)[idx], np.asarray(y)[idx], points_crs_wkt, bands)
-            hit = smp.pop("_inside")
-            out["rgb"][idx[hit]] = smp["rgb"][hit]
-            if "nir" in smp:
-                out.setdefault("nir", np.zeros(n, dtype=np.uint16))[idx[hit]] = smp["nir"][hit]
-            todo[idx[hit]] = False
-        return out
-    smp = _sample_one(Path(path), x, y, points_crs_wkt, bands)
-    smp.pop("_inside")
-    return smp
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    n = len(x)
+    out: dict[str, np.ndarray] = {"rgb": np.zeros((n, 3), dtype=np.uint8)}
+    todo = np.ones(n, dtype=bool)
+    for p in paths:
+        if not todo.any():
+            break
+        idx = np.flatnonzero(todo)
+        smp = _sample_one(Path(p), np.asarray(x)[idx], np.asarray(y)[idx], points_crs_wkt, bands)
+        hit = smp.pop("_inside")
+        out["rgb"][idx[hit]] = smp["rgb"][hit]
+        if "nir" in smp:
+            out.setdefault("nir", np.zeros(n, dtype=np.uint16))[idx[hit]] = smp["nir"][hit]
+        todo[idx[hit]] = False
+    return out
 
 
 def _sample_one(
