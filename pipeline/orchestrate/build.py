@@ -14,6 +14,7 @@ with `pipeline.orchestrate.reuse.reuse_files`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import shutil
@@ -39,6 +40,7 @@ from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
 from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.reuse import INDEX_DIR, ReuseState, layer_key, reuse_or_build, reuse_stats
+from pipeline.orchestrate.stages import Stage, run_stages
 from pipeline.orchestrate.working_crs import resolve_working_crs
 from pipeline.release.lock import build_lock
 from pipeline.release.manifest import MANIFEST, build_id_for, make_manifest
@@ -114,6 +116,13 @@ class LayerUnit:
     after: tuple[str, ...] = ()
     # roles that depend on the config (e.g. terrain reads the aerial ground points only without a DGM)
     roles_fn: Callable[[TwinConfig], tuple[str, ...]] | None = None
+    # the top-level release folders (or files) it writes: units with none in common may run at the same
+    # time (`orchestrate.stages`); None = anywhere in the release (the unit runs alone)
+    writes: tuple[str, ...] | None = None
+
+
+# the release folders of the point layers (tiles, COPC and the tiler's work folder)
+POINT_WRITES = {"aerial_points": ("aerial_points",), "mobile_points": ("mobile_points",)}
 
 
 # Layer modules after the point clouds, in order: each `func(ctx, previous_results) -> list[LayerResult]`.
@@ -124,6 +133,7 @@ _OPTIONAL_LAYERS = [
         "build_buildings_layers",
         ("cadastre", "aerial", "dgm", "orthophoto", "reference"),
         ("buildings",),
+        writes=("buildings",),
     ),
     LayerUnit(
         "model_check",
@@ -132,6 +142,7 @@ _OPTIONAL_LAYERS = [
         ("reference",),
         ("model_check", "buildings"),
         ("buildings",),
+        writes=("model_check",),
     ),
     LayerUnit(
         "terrain",
@@ -140,6 +151,7 @@ _OPTIONAL_LAYERS = [
         ("dgm", "orthophoto", "aerial"),
         ("terrain",),
         roles_fn=lambda cfg: ("dgm", "orthophoto") if cfg.sources.dgm else ("dgm", "orthophoto", "aerial"),
+        writes=("terrain", "imagery"),
     ),
     LayerUnit(
         "overlays",
@@ -148,6 +160,7 @@ _OPTIONAL_LAYERS = [
         ("cadastre", "orthophoto", "aerial", "dgm"),
         ("overlays", "change", "terrain", "buildings"),
         ("buildings",),
+        writes=("overlays", "change"),
     ),
     LayerUnit(
         "zoning",
@@ -156,6 +169,7 @@ _OPTIONAL_LAYERS = [
         ("cadastre", "zoning"),
         ("zoning", "buildings"),
         ("buildings",),
+        writes=("overlays",),  # overlays/zoning*: never beside the overlays unit
     ),
     LayerUnit(
         "solar",
@@ -164,6 +178,7 @@ _OPTIONAL_LAYERS = [
         ("cadastre", "aerial", "dgm"),
         ("solar",),
         ("buildings",),
+        writes=("solar",),
     ),
     LayerUnit(
         "panoramas",
@@ -171,6 +186,7 @@ _OPTIONAL_LAYERS = [
         "build_panorama_layers",
         ("panoramas", "mobile"),
         ("panoramas",),
+        writes=("panoramas",),
     ),
     LayerUnit(
         "street_space",
@@ -178,6 +194,7 @@ _OPTIONAL_LAYERS = [
         "build_street_space_layers",
         ("panoramas", "mobile", "cadastre"),
         ("street_space",),
+        writes=("street_space",),
     ),
     LayerUnit(
         "report",
@@ -224,13 +241,24 @@ def _unit_key_parts(ctx: BuildContext, unit: LayerUnit, done: list[str]) -> dict
     }
 
 
-def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
-    """Run every enabled layer in order; later layers read earlier layers' files from the release."""
+LayerJob = Callable[[BuildContext, list[LayerResult]], list[LayerResult] | None]
+
+
+def _layer_jobs(ctx: BuildContext) -> list[tuple[Stage, LayerJob]]:
+    """The build's layer units as stages (`pipeline.orchestrate.stages`), in their serial order: each with
+    the units whose release files it reads (`after`) and the release folders it writes (`writes`), and
+    the call that builds (or reuses) its layers from the results of the units it depends on."""
     cfg = ctx.cfg
     lay = cfg.layers
-    results: list[LayerResult] = []
-    done: list[str] = []
-    by_unit: dict[str, list[LayerResult]] = {}
+    jobs: list[tuple[Stage, LayerJob]] = []
+    names: list[str] = []  # units that run (not the skipped ones), in order
+    by_unit: dict[str, list[LayerResult]] = {}  # filled by each unit's thread before its dependents start
+
+    def warn_only(message: str) -> LayerJob:
+        def job(c: BuildContext, _prev: list[LayerResult]) -> None:
+            c.warn(message)
+
+        return job
 
     points_orch = None
     if (lay.aerial_points.enabled and cfg.sources.aerial) or (
@@ -238,60 +266,76 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
     ):
         points_orch = _optional("pipeline.orchestrate.points")
         if points_orch is None:
-            ctx.warn("layer module pipeline.orchestrate.points is not available in this version; skipped")
+            msg = "layer module pipeline.orchestrate.points is not available in this version; skipped"
+            jobs.append((Stage("points (skipped)", writes=()), warn_only(msg)))
 
     if points_orch is not None and lay.aerial_points.enabled and cfg.sources.aerial:
         latest = cfg.sources.aerial[-1]  # the newest epoch is the published surface
-        files = ctx.inputs_for(f"aerial:{latest.epoch}")
-        ortho = ctx.inputs_for("orthophoto") if lay.aerial_points.colour_from_orthophoto else []
-        with ctx.stage("aerial_points"):
-            by_unit["aerial_points"] = new = reuse_or_build(
-                ctx,
-                "aerial_points",
-                {
-                    "points": inputs_key(files),
-                    "orthophoto": inputs_key(ortho),
-                    "source": latest,
-                    "ortho_cfg": cfg.sources.orthophoto,
-                },
-                lambda: with_copc(points_orch.build_pointcloud_layer)(
-                    ctx,
-                    name="aerial_points",
-                    files=files,
-                    layer=lay.aerial_points,
-                    crs_override=latest.crs,
-                    class_scheme=latest.class_scheme,
-                    orthophoto=cfg.sources.orthophoto,
-                    out_subdir="aerial_points",
-                ),
-            )
-        results.extend(new)
-        done.append("aerial_points")
+
+        def aerial(c: BuildContext, _prev: list[LayerResult]) -> list[LayerResult]:
+            files = c.inputs_for(f"aerial:{latest.epoch}")
+            ortho = c.inputs_for("orthophoto") if lay.aerial_points.colour_from_orthophoto else []
+            with c.stage("aerial_points"):
+                by_unit["aerial_points"] = new = reuse_or_build(
+                    c,
+                    "aerial_points",
+                    {
+                        "points": inputs_key(files),
+                        "orthophoto": inputs_key(ortho),
+                        "source": latest,
+                        "ortho_cfg": cfg.sources.orthophoto,
+                    },
+                    lambda: with_copc(points_orch.build_pointcloud_layer)(
+                        c,
+                        name="aerial_points",
+                        files=files,
+                        layer=lay.aerial_points,
+                        crs_override=latest.crs,
+                        class_scheme=latest.class_scheme,
+                        orthophoto=cfg.sources.orthophoto,
+                        out_subdir="aerial_points",
+                    ),
+                    writes=POINT_WRITES["aerial_points"],
+                )
+            return new
+
+        jobs.append((Stage("aerial_points", writes=POINT_WRITES["aerial_points"]), aerial))
+        names.append("aerial_points")
     mobile = cfg.sources.mobile
     if points_orch is not None and lay.mobile_points.enabled and mobile is not None and mobile.points:
-        files = ctx.inputs_for("mobile")
-        with ctx.stage("mobile_points"):
-            by_unit["mobile_points"] = new = reuse_or_build(
-                ctx,
-                "mobile_points",
-                {"points": inputs_key(files), "source": mobile},
-                lambda: with_copc(points_orch.build_pointcloud_layer)(
-                    ctx,
-                    name="mobile_points",
-                    files=files,
-                    layer=lay.mobile_points,
-                    crs_override=mobile.crs,
-                    class_scheme=mobile.class_scheme,
-                    orthophoto=None,
-                    out_subdir="mobile_points",
-                ),
-            )
-        results.extend(new)
-        done.append("mobile_points")
+
+        def mobile_points(c: BuildContext, _prev: list[LayerResult]) -> list[LayerResult]:
+            assert mobile is not None
+            files = c.inputs_for("mobile")
+            with c.stage("mobile_points"):
+                by_unit["mobile_points"] = new = reuse_or_build(
+                    c,
+                    "mobile_points",
+                    {"points": inputs_key(files), "source": mobile},
+                    lambda: with_copc(points_orch.build_pointcloud_layer)(
+                        c,
+                        name="mobile_points",
+                        files=files,
+                        layer=lay.mobile_points,
+                        crs_override=mobile.crs,
+                        class_scheme=mobile.class_scheme,
+                        orthophoto=None,
+                        out_subdir="mobile_points",
+                    ),
+                    writes=POINT_WRITES["mobile_points"],
+                )
+            return new
+
+        # not beside the aerial points: a point layer frees the workers' point buffers when it ends
+        # (`points.release_worker_buffers`), which must not happen under the other one's tasks
+        after = tuple(n for n in ("aerial_points",) if n in names)
+        jobs.append((Stage("mobile_points", after, POINT_WRITES["mobile_points"]), mobile_points))
+        names.append("mobile_points")
     for unit in _OPTIONAL_LAYERS:
         mod = _optional(unit.module)
         if mod is None:
-            ctx.warn(f"layer module {unit.module} is not available in this version; skipped")
+            msg = f"layer module {unit.module} is not available in this version; skipped"
+            jobs.append((Stage(f"{unit.name} (skipped)", writes=()), warn_only(msg)))
             continue
         dep = getattr(mod, "LAYER_DEPENDS", None)
         if dep:
@@ -303,19 +347,101 @@ def _layer_builders(ctx: BuildContext) -> list[LayerResult]:
                 tuple(dep.get("config", unit.config)),
                 tuple(dep.get("after", unit.after)),
                 None if "roles" in dep else unit.roles_fn,
+                unit.writes,
             )
-        fn = getattr(mod, unit.func)
-        prev = list(results)
-        key_parts = _unit_key_parts(ctx, unit, done)
-        # the upstream results a module depends on are part of its key (names, stats, tilesets)
-        after = done if "*" in unit.after else [a for a in unit.after if a in done]
-        key_parts["results"] = [r.to_json() | {"seconds": 0} for a in after for r in by_unit[a]]
-        with ctx.stage(unit.name):
-            new = reuse_or_build(ctx, unit.name, key_parts, functools.partial(fn, ctx, prev))
-        results.extend(new)
-        by_unit[unit.name] = new
-        done.append(unit.name)
+        after = tuple(names) if "*" in unit.after else tuple(a for a in unit.after if a in names)
+
+        def run_unit(
+            c: BuildContext, prev: list[LayerResult], unit: LayerUnit = unit, after: tuple[str, ...] = after
+        ) -> list[LayerResult]:
+            fn = getattr(_optional(unit.module), unit.func)
+            key_parts = _unit_key_parts(c, unit, list(after))
+            # the upstream results a module depends on are part of its key (names, stats, tilesets)
+            key_parts["results"] = [r.to_json() | {"seconds": 0} for a in after for r in by_unit[a]]
+            with c.stage(unit.name):
+                new = reuse_or_build(
+                    c, unit.name, key_parts, functools.partial(fn, c, prev), writes=unit.writes
+                )
+            by_unit[unit.name] = new
+            return new
+
+        jobs.append((Stage(unit.name, after, unit.writes), run_unit))
+        names.append(unit.name)
+    return jobs
+
+
+@dataclass
+class _StageContext:
+    """A stage's view of the build (`ctx`): the same build, with warnings and timings of its own that
+    start from what the stages before it committed; `commit` adds what it logged to the build's."""
+
+    ctx: BuildContext
+    warnings_before: int
+    timings_before: dict[str, float]
+
+    @classmethod
+    def of(cls, build: BuildContext) -> _StageContext:
+        c = copy.copy(build)
+        c.warnings = list(build.warnings)
+        c.timings = dict(build.timings)
+        return cls(c, len(c.warnings), dict(c.timings))
+
+    def commit(self, build: BuildContext) -> None:
+        build.warnings.extend(self.ctx.warnings[self.warnings_before :])
+        for name, seconds in self.ctx.timings.items():
+            dt = seconds - self.timings_before.get(name, 0.0)
+            if name not in self.timings_before or dt:
+                build.timings[name] = round(build.timings.get(name, 0.0) + dt, 3)
+
+
+def stages_at_once(workers: int) -> int:
+    """Stages that run at the same time: one per worker (their tasks keep it busy) and one more that can
+    do its region-level work in the build process meanwhile."""
+    return max(1, workers) + 1
+
+
+def _layer_builders(ctx: BuildContext, parallel: int = 1) -> list[LayerResult]:
+    """Run every enabled layer, up to `parallel` at once as their dependencies allow (later layers read
+    earlier layers' files from the release); the results, warnings and timings are in the serial order."""
+    jobs = _layer_jobs(ctx)
+    stages = [st for st, _job in jobs]
+    by_name = dict(zip((st.name for st in stages), jobs, strict=True))
+    needs: dict[str, list[str]] = {}  # every unit a unit depends on, directly or not
+    for st in stages:
+        closure = set(st.after).union(*(needs[a] for a in st.after))
+        needs[st.name] = [s.name for s in stages if s.name in closure]
+    contexts: dict[str, _StageContext] = {}
+    results: list[LayerResult] = []
+    finished: dict[str, list[LayerResult]] = {}  # set in a unit's thread before its dependents start
+
+    def run(name: str) -> list[LayerResult] | None:
+        sc = contexts[name] = _StageContext.of(ctx)
+        prev = [r for a in needs[name] for r in finished.get(a, [])]
+        new = by_name[name][1](sc.ctx, prev)
+        finished[name] = new or []
+        return new
+
+    def commit(name: str, new: list[LayerResult] | None) -> None:
+        contexts.pop(name).commit(ctx)
+        results.extend(new or [])
+
+    run_stages(stages, run, parallel=parallel, commit=commit)
     return results
+
+
+def _check_attributed(ctx: BuildContext) -> None:
+    """Every file the layers wrote belongs to a layer of the release index (a unit that writes outside
+    its `LayerUnit.writes` would leave files no incremental build knows about): else a bug, exit 10."""
+    from pipeline.orchestrate.reuse import _walk_files
+
+    st = ctx.reuse
+    known = {f for entry in st.layers.values() for f in entry.get("files", [])}
+    stray = sorted(_walk_files(st.staging) - known - {"build.log.jsonl"})
+    if stray:
+        raise RuntimeError(
+            f"{len(stray)} release files belong to no layer (a layer unit writes outside its "
+            f"`writes` folders): {', '.join(stray[:5])}"
+        )
 
 
 def stamp_tileset_versions(ctx: BuildContext, layers: list[LayerResult]) -> list[str]:
@@ -653,7 +779,10 @@ def _run_locked(
                     path=str(f.path),
                     role=f.role,
                 )
-            layers = _layer_builders(ctx)
+            from pipeline.orchestrate.executor import dask_workers
+
+            layers = _layer_builders(ctx, parallel=stages_at_once(dask_workers(client)))
+            _check_attributed(ctx)
         except BaseException:
             client_cm.__exit__(*sys.exc_info())
             raise

@@ -9,18 +9,105 @@
 
 `map_ordered` is the one submit/gather loop: results in the order of the work, progress as tasks finish,
 the remaining tasks cancelled when one fails. The output never depends on the executor.
+
+Several stages of a build submit to the one executor at once, each from a thread of its own
+(`pipeline.orchestrate.stages`). When one of them fails the others stop: inside `stopped_by(signal)`,
+`signal.stop()` cancels the tasks `map_ordered` and `call` wait for, and they raise `StageStopped`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["Executor", "LazyItems", "build_executor", "call", "dask_executor", "dask_workers", "map_ordered"]
+__all__ = [
+    "Executor",
+    "LazyItems",
+    "StageStopped",
+    "StopSignal",
+    "build_executor",
+    "call",
+    "dask_executor",
+    "dask_workers",
+    "map_ordered",
+    "stopped_by",
+]
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class StageStopped(Exception):
+    """Raised in a stage whose build is stopping because another stage failed (not the build's error)."""
+
+
+class StopSignal:
+    """Stops the stages of a build: `stop()` cancels every task waited for under `stopped_by(self)`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._futures: set[concurrent.futures.Future] = set()
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            futures = list(self._futures)
+        for f in futures:
+            f.cancel()
+
+    def check(self) -> None:
+        if self._stopped:
+            raise StageStopped("stopped: another stage of the build failed")
+
+    def track(self, futures: Iterable[concurrent.futures.Future]) -> None:
+        futures = list(futures)
+        with self._lock:
+            if not self._stopped:
+                self._futures.update(futures)
+                return
+        for f in futures:
+            f.cancel()
+        self.check()
+
+    def untrack(self, futures: Iterable[concurrent.futures.Future]) -> None:
+        with self._lock:
+            self._futures.difference_update(futures)
+
+
+# the stop signal of the calling thread's stage (`stopped_by`)
+_SIGNAL: contextvars.ContextVar[StopSignal | None] = contextvars.ContextVar("twin_stage_stop", default=None)
+
+
+@contextlib.contextmanager
+def stopped_by(signal: StopSignal) -> Iterator[None]:
+    """Inside (in this thread): `map_ordered` and `call` raise `StageStopped` once `signal.stop()` ran."""
+    token = _SIGNAL.set(signal)
+    try:
+        yield
+    finally:
+        _SIGNAL.reset(token)
+
+
+def _check_stop() -> None:
+    sig = _SIGNAL.get()
+    if sig is not None:
+        sig.check()
+
+
+def _result(fut: concurrent.futures.Future) -> Any:
+    try:
+        return fut.result()
+    except concurrent.futures.CancelledError:
+        _check_stop()  # cancelled by the stop signal: StageStopped
+        raise
 
 
 def dask_executor(client: Any) -> concurrent.futures.Executor:
@@ -73,30 +160,48 @@ def map_ordered(
 
     if executor is None:
         for i in range(total):
+            _check_stop()
             finish(i, fn(*items[i]), i + 1)
         return results
     futures: dict[concurrent.futures.Future, int] = {}
+    signal = _SIGNAL.get()  # a stage's stop signal: it cancels the tasks submitted here
+
+    def submit(i: int) -> None:
+        _check_stop()
+        fut = executor.submit(fn, *items[i])
+        futures[fut] = i
+        if signal is not None:
+            signal.track([fut])
+
+    def pop(fut: concurrent.futures.Future) -> int:
+        if signal is not None:
+            signal.untrack([fut])
+        return futures.pop(fut)
+
     try:
         if window is None:  # everything submitted at once; as_completed: O(tasks), not O(tasks^2)
             for i in range(total):
-                futures[executor.submit(fn, *items[i])] = i
+                submit(i)
             for done, fut in enumerate(concurrent.futures.as_completed(list(futures)), start=1):
-                finish(futures.pop(fut), fut.result(), done)
+                finish(pop(fut), _result(fut), done)
             return results
         submitted = done = 0
         while submitted < total or futures:
             while submitted < total and len(futures) < max(1, window):
-                futures[executor.submit(fn, *items[submitted])] = submitted
+                submit(submitted)
                 submitted += 1
             ready, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in sorted(ready, key=futures.__getitem__):
-                i = futures.pop(fut)
+                i = pop(fut)
                 done += 1
-                finish(i, fut.result(), done)
+                finish(i, _result(fut), done)
     except BaseException:
         for f in futures:
             f.cancel()
         raise
+    finally:
+        if signal is not None:
+            signal.untrack(futures)
     return results
 
 
@@ -118,6 +223,15 @@ class LazyItems(Sequence[tuple[Any, ...]]):
 
 def call(executor: concurrent.futures.Executor | None, fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) on the executor (a worker: it has the kernels loaded), else here."""
+    _check_stop()
     if executor is None:
         return fn(*args)
-    return executor.submit(fn, *args).result()
+    fut = executor.submit(fn, *args)
+    signal = _SIGNAL.get()
+    if signal is None:
+        return fut.result()
+    signal.track([fut])
+    try:
+        return _result(fut)
+    finally:
+        signal.untrack([fut])

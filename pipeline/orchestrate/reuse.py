@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class ReuseState:
     # the previous release's are still hard-linked to it (`dedupe_against_previous`)
     force: bool = False
     started: float = 0.0
+    # stages run in threads of the build process at the same time (`orchestrate.stages`)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def open(cls, staging: Path, sources: Iterable[Path], *, force: bool = False) -> ReuseState:
@@ -92,7 +95,7 @@ class ReuseState:
         return st
 
     def _journal(self, rec: dict[str, Any]) -> None:
-        with (self.staging / INDEX_DIR / JOURNAL).open("a", encoding="utf-8") as f:
+        with self._lock, (self.staging / INDEX_DIR / JOURNAL).open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -148,8 +151,18 @@ def _state(ctx: BuildContext) -> ReuseState:
     return st
 
 
-def _walk_files(root: Path) -> set[str]:
-    out: set[str] = set()
+def _walk_files(root: Path, within: Iterable[str] | None = None) -> set[str]:
+    """Every file of the release `root` (relative paths), or only those in the top-level folders or files
+    `within`."""
+    if within is not None:
+        out = set()
+        for top in within:
+            if (root / top).is_file():
+                out.add(top)
+            elif (root / top).is_dir():
+                out |= {f"{top}/{rel}" for rel in _walk_files(root / top)}
+        return out
+    out = set()
     for dirpath, dirnames, files in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         if rel_dir == INDEX_DIR or rel_dir.startswith(INDEX_DIR + os.sep):
@@ -174,6 +187,7 @@ def reuse_or_build(
     layer_name: str,
     input_keys: Any,
     build_fn: Callable[[], LayerResult | list[LayerResult]],
+    writes: Iterable[str] | None = None,
 ) -> list[LayerResult]:
     """Layer-granularity reuse.
 
@@ -185,8 +199,12 @@ def reuse_or_build(
 
     Otherwise `build_fn()` runs; every file it creates in the release is recorded under the layer (files it
     recorded with `record_outputs`/`reuse_files` keep their finer keys, the rest get a key derived from
-    the layer key and the path)."""
+    the layer key and the path).
+
+    `writes`: the top-level folders and files of the release the layer writes (required when other stages
+    write into the release at the same time: only these are looked at for the layer's new files)."""
     st = _state(ctx)
+    within = None if writes is None else tuple(writes)
     key = content_key(layer_config_key(ctx, layer_name), input_keys)
     hit = st.find_layer(layer_name, key)
     if hit is not None:
@@ -201,11 +219,11 @@ def reuse_or_build(
         )
         return [_result_from_json(r) for r in entry["results"]]
 
-    before = _walk_files(st.staging)
+    before = _walk_files(st.staging, within)
     t0 = time.perf_counter()
     res = build_fn()
     results = res if isinstance(res, list) else [res]
-    after = _walk_files(st.staging)
+    after = _walk_files(st.staging, within)
     files = sorted(after - before)
     for r in results:  # files a builder names explicitly but that existed already (e.g. resumed)
         for rel in [r.tileset, r.style, *r.files]:
