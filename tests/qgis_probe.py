@@ -25,10 +25,12 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsExpressionContextUtils,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsProject,
     QgsRectangle,
+    QgsRenderContext,
     QgsTiledSceneLayer,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -104,6 +106,30 @@ def renderer_info(layer: QgsVectorLayer) -> dict:
                 "rgb": list(g.symbol().color().getRgb()[:3]),
             }
             for g in r.ranges()
+        ]
+    elif r is not None and r.type() == "RuleRenderer":
+        # the rules that draw (leaves with a symbol) and how many features each draws (an ELSE rule takes
+        # the features no sibling takes: counted by the renderer itself)
+        ctx = QgsRenderContext()
+        ctx.expressionContext().appendScopes(QgsExpressionContextUtils.globalProjectLayerScopes(layer))
+        rr = r.clone()
+        rr.startRender(ctx, layer.fields())
+        counts: dict[str, int] = {}
+        for f in layer.getFeatures():
+            ctx.expressionContext().setFeature(f)
+            for k in rr.legendKeysForFeature(f, ctx):
+                counts[k] = counts.get(k, 0) + 1
+        rr.stopRender(ctx)
+        info["rules"] = [
+            {
+                "key": q.ruleKey(),
+                "filter": q.filterExpression(),
+                "label": q.label(),
+                "rgb": list(q.symbol().color().getRgb()[:3]),
+                "features": counts.get(q.ruleKey(), 0),
+            }
+            for q in r.rootRule().descendants()
+            if q.symbol() is not None
         ]
     return info
 

@@ -303,6 +303,28 @@ class OverlayLayer(LayerBase):
     # side (m) of the square tiles the parcel overlay and the building change run in as parallel tasks
     # (the delivery tile grid: 1 km in NRW); the output does not depend on it, each task's memory does
     partition_m: float = Field(1000.0, gt=0)
+    # land-use class of each parcel (property `land_use`, palette pipeline.styles.palettes.LAND_USE): the
+    # cadastre's land-use values (sources.cadastre.landuse_layer / landuse_column, ALKIS tatsächliche
+    # Nutzung) per class; a parcel takes the class of the use covering most of it, "" for other uses.
+    # Parcels with a class are drawn in its colour, the others by GRZ class. Empty: no land-use classes.
+    land_use_classes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "traffic": ["Straßenverkehr", "Weg", "Platz", "Bahnverkehr", "Flugverkehr", "Schiffsverkehr"],
+            "water": ["Fließgewässer", "Stehendes Gewässer", "Hafenbecken", "Meer"],
+        }
+    )
+    outlines: bool = True  # parcel edges as lines in the 3D tiles
+
+    @field_validator("land_use_classes")
+    @classmethod
+    def _land_use_classes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        from pipeline.styles.palettes import LAND_USE
+
+        known = [str(e.value) for e in LAND_USE]
+        bad = sorted(set(v) - set(known))
+        if bad:
+            raise ValueError(f"unknown land-use classes {bad} (classes of the palette: {known})")
+        return v
 
 
 class ChangeLayer(LayerBase):

@@ -40,6 +40,7 @@ STYLES = Path(__file__).resolve().parent.parent / "styles"
 NOISE_CLASSES = (7, 18)
 TILE_SIZE_M = 250.0
 NODATA_METADATA = -9999.0
+OUTLINE_LIFT_M = 0.05  # parcel edges this far above the draped parcels (no z-fighting with the fill)
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -169,6 +170,55 @@ def parcel_source(ctx: BuildContext) -> ParcelSource:
         raise InputError("the parcel overlay needs the cadastre (sources.cadastre)")
     files = tuple(str(i.path) for i in ctx.inputs_for("cadastre"))
     return ParcelSource(files, src.format, src.parcel_layer, src.crs, ctx.cfg.crs.horizontal)
+
+
+def land_use_areas(
+    files: list[Path], fmt: str, layer: str | None, column: str, crs: str | None, target_crs: str
+) -> gpd.GeoDataFrame | None:
+    """Every land-use area (`nutzart` + geometry) of the cadastre, or None when it has no land-use layer
+    (and none was asked for). Read from ALKIS GeoPackages only (ConfigError when asked for in another
+    format)."""
+    from pipeline.errors import ConfigError
+    from pipeline.sources.cadastre.gpkg import read_land_use
+
+    if fmt != "alkis_gpkg":
+        if layer:
+            raise ConfigError(
+                f"sources.cadastre.landuse_layer: land use is read from ALKIS GeoPackages only, not {fmt!r}"
+            )
+        return None
+    frames = [
+        lu
+        for f in sorted(files)
+        if f.suffix.lower() == ".gpkg"
+        and (lu := read_land_use(f, layer, column, crs, target_crs)) is not None
+    ]
+    if not frames:
+        return None
+    lu = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
+    return lu[lu.geometry.notna() & ~lu.geometry.is_empty].reset_index(drop=True)
+
+
+def parcel_land_use_for(ctx: BuildContext, parcels: np.ndarray, warnings: list[str]) -> np.ndarray | None:
+    """Land-use class of each parcel (`layers.overlays.land_use_classes`) from the cadastre's land-use
+    layer; None (with a warning: the parcels are drawn by GRZ class alone) when the cadastre has none."""
+    from pipeline.stages.overlays.land_use import parcel_land_use
+
+    classes = ctx.cfg.layers.overlays.land_use_classes
+    src = ctx.cfg.sources.cadastre
+    if not classes or src is None:
+        return None
+    files = [Path(i.path) for i in ctx.inputs_for("cadastre")]
+    areas = land_use_areas(
+        files, src.format, src.landuse_layer, src.landuse_column, src.crs, ctx.cfg.crs.horizontal
+    )
+    if areas is None:
+        warnings.append(
+            f"the cadastre ({src.format}) has no land-use layer (sources.cadastre.landuse_layer): parcels "
+            "carry no land-use class and are drawn by GRZ class only (streets like building land)"
+        )
+        return None
+    return parcel_land_use(parcels, areas.geometry.to_numpy(), areas["nutzart"].to_numpy(), classes)
 
 
 def executor(ctx: BuildContext) -> Executor | None:
@@ -508,11 +558,14 @@ def write_feature_tiles(
     columns: list[str],
     height_crs: str,
     unlit: bool,
+    outlines=None,
 ) -> tuple[str, list[str]]:
     """Split a feature mesh into TILE_SIZE_M tiles by feature centroid; GLBs + a quadtree of tilesets over
-    them (`grid_tilesets`)."""
+    them (`grid_tilesets`). `outlines` (pipeline.stages.overlays.mesh.Outlines): line segments per
+    feature, written into the tile of their feature."""
     from pipeline.orchestrate.cache import build_cache
     from pipeline.stages.terrain import normal_to_enu
+    from pipeline.styles.palettes import PARCEL_OUTLINE
     from pipeline.tiles.overlay_glb import grid_tilesets
     from pipeline.tiles.tileset import write_json
 
@@ -525,11 +578,19 @@ def write_feature_tiles(
         ctx.frame.to_json(),
     ]
     enu = build_cache(ctx).call(key, normal_to_enu, mesh.xyz, height_crs, ctx.cfg.crs, ctx.frame)
+    if outlines is not None and len(outlines.segments):
+        okey = ["overlays-normal-to-enu-v1", np.ascontiguousarray(outlines.xyz), height_crs, ctx.cfg.crs]
+        okey.append(ctx.frame.to_json())
+        line_enu = build_cache(ctx).call(
+            okey, normal_to_enu, outlines.xyz, height_crs, ctx.cfg.crs, ctx.frame
+        )
     # normals: the frame's axes are within a fraction of a degree of the source grid's: keep them
     fx = np.bincount(mesh.feature, weights=mesh.xyz[:, 0]) / np.maximum(np.bincount(mesh.feature), 1)
     fy = np.bincount(mesh.feature, weights=mesh.xyz[:, 1]) / np.maximum(np.bincount(mesh.feature), 1)
     tkey = np.floor(fx / TILE_SIZE_M).astype(np.int64) * 100000 + np.floor(fy / TILE_SIZE_M).astype(np.int64)
     vkey = tkey[mesh.feature]
+    if outlines is not None and len(outlines.segments):
+        seg_key = tkey[outlines.feature[outlines.segments[:, 0]]]
     tiles = []
     files = []
     tri_key = vkey[mesh.triangles[:, 0]]
@@ -550,13 +611,19 @@ def write_feature_tiles(
             frow[mesh.feature[used]],
             colours[mesh.feature[used]],
         )
-        kw = {
+        kw: dict = {
             "class_id": class_id,
             "columns": cols,
             "class_properties": props,
             "unlit": unlit,
             "double_sided": unlit,
         }
+        if outlines is not None and len(outlines.segments):
+            segs = outlines.segments[seg_key == k]
+            lused, linv = np.unique(segs, return_inverse=True)
+            kw["outline_enu"] = line_enu[lused]
+            kw["outline_segments"] = linv.reshape(-1, 2)
+            kw["outline_srgb"] = PARCEL_OUTLINE
         name = f"tiles/{int(k // 100000)}_{int(k % 100000)}.glb"
         _feature_tile_cached(ctx, out_dir / name, args, kw)
         tiles.append((int(k // 100000), int(k % 100000), name, enu[used].min(axis=0), enu[used].max(axis=0)))
@@ -577,9 +644,11 @@ def build_parcels(
 ) -> LayerResult:
     from pipeline.sources.rasters import bilinear
     from pipeline.stages.overlays import grz_colours
-    from pipeline.stages.overlays.mesh import draped
+    from pipeline.stages.overlays.mesh import draped, draped_outlines
     from pipeline.stages.overlays.ndvi import classify_landcover
     from pipeline.stages.overlays.parcels import parcel_overlay
+    from pipeline.styles.palettes import LAND_USE_COLOURS, LAND_USE_PROPERTY, parcels_style
+    from pipeline.tiles.tileset import write_json
 
     cfg = ctx.cfg
     lay = cfg.layers.overlays
@@ -617,6 +686,15 @@ def build_parcels(
     for c in ov.columns:
         if ov[c].dtype.kind == "f":
             ov[c] = ov[c].round(4)
+    land_use = parcel_land_use_for(ctx, ov.geometry.to_numpy(), warnings)
+    colours = grz_colours(ov["grz"].to_numpy())
+    # the column is there in any case (the QGIS style reads it): NULL where the cadastre has no land use
+    ov.insert(
+        1, LAND_USE_PROPERTY, pd.Series(land_use if land_use is not None else [None] * len(ov), dtype=object)
+    )
+    if land_use is not None:
+        for value, rgba in LAND_USE_COLOURS.items():
+            colours[land_use == value] = rgba
     out = ctx.release_dir / "overlays"
     files = write_vector(ov, out / "parcels.gpkg", "parcels", geojson=out / "parcels.geojson")
     files.append(copy_style("parcels.qml", out / "parcels.qml"))
@@ -629,11 +707,19 @@ def build_parcels(
             lambda x, y: bilinear(surf.dtm, surf.grid.transform, x, y),
             lay.drape_offset_m,
         )
+        outlines = None
+        if lay.outlines:
+            outlines = draped_outlines(
+                ov.geometry.to_numpy(),
+                lambda x, y: bilinear(surf.dtm, surf.grid.transform, x, y),
+                lay.drape_offset_m + OUTLINE_LIFT_M,
+            )
         if len(mesh.triangles):
             cols = [
                 c
                 for c in [
                     "flstkennz",
+                    LAND_USE_PROPERTY,
                     "grz",
                     "gfz_est",
                     "built_area_m2",
@@ -650,18 +736,23 @@ def build_parcels(
                 out / "parcels",
                 mesh,
                 ov,
-                grz_colours(ov["grz"].to_numpy()),
+                colours,
                 class_id="parcel",
                 columns=cols,
                 height_crs=cfg.crs.compound,
                 unlit=True,
+                outlines=outlines,
             )
+            write_json(out / "parcels" / "style.json", parcels_style())
             tileset = "overlays/parcels/tileset.json"
-            rel += [f"overlays/parcels/{f}" for f in tfiles] + [tileset]
+            rel += [f"overlays/parcels/{f}" for f in tfiles] + ["overlays/parcels/style.json", tileset]
     stats = {
         "parcels": len(ov),
         "buildings_source": bsource,
         "grz_mean": _r(ov["grz"].mean()) if len(ov) else None,
+        "land_use": None
+        if land_use is None
+        else {k: int((land_use == k).sum()) for k in [*LAND_USE_COLOURS, ""] if (land_use == k).any()},
         "green_share_mean": _r(ov["green_share"].mean()) if "green_share" in ov and len(ov) else None,
         "sealed_share_mean": _r(ov["sealed_share"].mean()) if "sealed_share" in ov and len(ov) else None,
     }

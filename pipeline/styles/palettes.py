@@ -89,6 +89,17 @@ GRZ: tuple[tuple[float, RGBA, str], ...] = (
 )
 GRZ_NO_VALUE: RGBA = (170, 170, 170, 255)
 
+# ---- land-use classes of the parcels overlay (ALKIS tatsächliche Nutzung, layers.overlays) -----------
+# A parcel with one of these classes (property `land_use`) is drawn in its colour; every other parcel
+# (building land, gardens, green) by its GRZ class.
+LAND_USE_PROPERTY = "land_use"
+LAND_USE: tuple[ClassEntry, ...] = (
+    ClassEntry("traffic", "Verkehrsfläche / traffic area (street, path, square)", (106, 81, 163, 255)),
+    ClassEntry("water", "Gewässer / water", (33, 113, 181, 255)),
+)
+LAND_USE_COLOURS: dict[str, RGBA] = {str(e.value): e.rgba for e in LAND_USE}
+PARCEL_OUTLINE: RGBA = (245, 245, 245, 255)  # parcel edges (3D tiles, parcels.qml): light over the orthophoto
+
 
 # ---- street space segments (pipeline.stages.street_space.status) -----------------------------------
 STREET_SPACE_PROPERTY = "status"
@@ -241,6 +252,25 @@ def tiles_style(
     return style
 
 
+def parcels_style() -> dict[str, Any]:
+    """The parcels overlay: land-use classes (LAND_USE) in their colours, the other parcels by GRZ class."""
+    conditions = [
+        [f"${{{LAND_USE_PROPERTY}}} === {_js_literal(e.value)}", f"color('{hex_colour(e.rgba)}', 0.6)"]
+        for e in LAND_USE
+    ]
+    conditions += [
+        [
+            "true" if up == float("inf") else f"${{{GRZ_PROPERTY}}} < {up:g}",
+            f"color('{hex_colour(c)}', 0.6)",
+        ]
+        for up, c, _lab in GRZ
+    ]
+    # no GRZ: the tiles' metadata no-data value (pipeline.orchestrate.overlays.NODATA_METADATA)
+    nodata = [f"${{{GRZ_PROPERTY}}} === -9999.0", f"color('{hex_colour(GRZ_NO_VALUE)}', 0.6)"]
+    conditions.insert(len(LAND_USE), nodata)
+    return {"color": {"conditions": conditions}, "meta": {"title": "'parcels: land use, else GRZ class'"}}
+
+
 def change_style() -> dict[str, Any]:
     return tiles_style(CHANGE_PROPERTY, CHANGE, other=(255, 255, 255, 255), title="change class")
 
@@ -299,6 +329,8 @@ def viewer_palettes() -> dict[str, Any]:
                 for up, c, lab in GRZ
             ],
             "no_value": hex_colour(GRZ_NO_VALUE),
+            "land_use_property": LAND_USE_PROPERTY,
+            "land_use": cats(LAND_USE),
         },
         "classification": {
             scheme: [

@@ -69,21 +69,38 @@ def single(comment: str, fill: P.RGBA, outline: P.RGBA) -> str:
     )
 
 
-def graduated_grz() -> str:
-    ranges = ""
+def parcels_rules() -> str:
+    """The parcels: land-use classes (LAND_USE, property `land_use`) in their colours, every other parcel
+    (ELSE) by GRZ class (GRZ, `grz`; no value in GRZ_NO_VALUE); the colours of the parcels tiles."""
+    lu, grz = P.LAND_USE_PROPERTY, P.GRZ_PROPERTY
+    rules = ""
+    syms: list[P.RGBA] = []
+    for e in P.LAND_USE:
+        f = f"\"{lu}\" = '{e.value}'"
+        rules += f'      <rule key="{lu}_{e.value}" filter={quoteattr(f)} symbol="{len(syms)}" label={quoteattr(e.label)}/>\n'
+        syms.append(e.rgba)
+    rules += '      <rule key="by_grz" filter="ELSE" label="GRZ">\n'
     lower = 0.0
-    for i, (upper, _c, label) in enumerate(P.GRZ):
-        up = "1000" if upper == float("inf") else f"{upper:g}"
-        ranges += f'      <range render="true" lower="{lower:g}" upper="{up}" symbol="{i}" label={quoteattr(label)}/>\n'
+    for k, (upper, c, label) in enumerate(P.GRZ):
+        f = f'"{grz}" >= {lower:g}' if k else f'"{grz}" IS NOT NULL'
+        if upper != float("inf"):
+            f += f' AND "{grz}" < {upper:g}'
+        rules += f'        <rule key="grz_{k}" filter={quoteattr(f)} symbol="{len(syms)}" label={quoteattr(label)}/>\n'
+        syms.append(c)
         lower = upper
-    syms = "".join(_fill_symbol(str(i), c) for i, (_u, c, _l) in enumerate(P.GRZ))
+    f = f'"{grz}" IS NULL'
+    rules += f'        <rule key="grz_none" filter={quoteattr(f)} symbol="{len(syms)}" label="no value"/>\n'
+    syms.append(P.GRZ_NO_VALUE)
+    rules += "      </rule>\n"
     return (
         HEADER
-        + "  <!-- RuhrTwin parcels overlay: actual GRZ per parcel (classes = pipeline.styles.palettes.GRZ) -->\n"
-        f'  <renderer-v2 type="graduatedSymbol" attr="{P.GRZ_PROPERTY}" graduatedMethod="GraduatedColor"'
-        ' symbollevels="0" enableorderby="0" forceraster="0">\n'
-        "    <ranges>\n" + ranges + "    </ranges>\n"
-        "    <symbols>\n" + syms + "    </symbols>\n"
+        + "  <!-- RuhrTwin parcels overlay: land-use classes (pipeline.styles.palettes.LAND_USE), the other"
+        " parcels by actual GRZ (pipeline.styles.palettes.GRZ) -->\n"
+        '  <renderer-v2 type="RuleRenderer" symbollevels="0" enableorderby="0" forceraster="0">\n'
+        '    <rules key="root">\n' + rules + "    </rules>\n"
+        "    <symbols>\n"
+        + "".join(_fill_symbol(str(i), c, P.PARCEL_OUTLINE) for i, c in enumerate(syms))
+        + "    </symbols>\n"
         "  </renderer-v2>\n" + FOOTER
     )
 
@@ -114,7 +131,7 @@ def render_all() -> dict[str, str]:
             P.LOD_SOURCE_PROPERTY,
             P.LOD_SOURCE,
         ),
-        "parcels.qml": graduated_grz(),
+        "parcels.qml": parcels_rules(),
         "unknown_areas.qml": single(
             "RuhrTwin: areas without data in an epoch (change unknown)", (*unknown[:3], 90), unknown
         ),

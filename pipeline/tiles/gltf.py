@@ -16,7 +16,7 @@ import numpy as np
 # glTF componentType codes
 BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
-POINTS, TRIANGLES = 0, 4
+POINTS, LINES, TRIANGLES = 0, 1, 4
 
 _COMPONENT: dict[np.dtype[Any], int] = {
     np.dtype(np.int8): BYTE,
@@ -200,7 +200,8 @@ def add_property_table(
             offsets = np.zeros(len(encoded) + 1, dtype=np.uint32)
             np.cumsum([len(e) for e in encoded], out=offsets[1:])
             props[key] = {
-                "values": b.add_buffer_view(b"".join(encoded)),
+                # a buffer view is at least 1 byte long: a column of empty strings gets one unused byte
+                "values": b.add_buffer_view(b"".join(encoded) or b" "),
                 "stringOffsets": b.add_buffer_view(offsets),
                 "stringOffsetType": "UINT32",
             }

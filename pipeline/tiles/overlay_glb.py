@@ -1,8 +1,10 @@
 """Feature meshes (overlay polygons, change-coloured buildings) as GLB with 3D Tiles 1.1 metadata.
 
-One triangle primitive per tile: POSITION (relative to the tile centre), NORMAL, COLOR_0 (class colour,
+One triangle primitive per tile (plus, optionally, one line primitive of outlines): POSITION (relative to the tile centre), NORMAL, COLOR_0 (class colour,
 linear), _FEATURE_ID_0 -> EXT_mesh_features -> one EXT_structural_metadata property table (one row per
-feature). Also the small explicit tileset writer for such layers.
+feature). Outlines (e.g. parcel edges) are a LINES primitive of their own, in one fixed colour and without
+feature ids, so a 3D Tiles style colouring the features leaves them as they are. Also the small explicit
+tileset writer for such layers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from pipeline.tiles.gltf import (
     ELEMENT_ARRAY_BUFFER,
+    LINES,
     TRIANGLES,
     GltfBuilder,
     add_property_table,
@@ -42,9 +45,13 @@ def feature_mesh_glb(
     class_properties: dict[str, dict[str, Any]] | None = None,
     unlit: bool = False,
     double_sided: bool = False,
+    outline_enu: np.ndarray | None = None,
+    outline_segments: np.ndarray | None = None,
+    outline_srgb: tuple[int, int, int, int] = (245, 245, 245, 255),
 ) -> bytes:
     """positions/normals (N,3) ENU float64, triangles (M,3) CCW seen from outside, feature_ids (N,)
-    indices into the property table rows, colours_srgb (N,4) uint8."""
+    indices into the property table rows, colours_srgb (N,4) uint8. `outline_enu` (L,3) ENU float64 and
+    `outline_segments` (K,2) indices into it: line segments drawn in `outline_srgb` (unlit)."""
     pos = np.asarray(positions_enu, dtype=np.float64)
     centre = (pos.min(axis=0) + pos.max(axis=0)) / 2
     b = GltfBuilder()
@@ -79,7 +86,25 @@ def feature_mesh_glb(
             }
         },
     }
-    mesh = b.add_mesh([prim])
+    prims = [prim]
+    if outline_enu is not None and outline_segments is not None and len(outline_segments):
+        lpos = np.asarray(outline_enu, dtype=np.float64)
+        lind = np.asarray(outline_segments).reshape(-1)
+        ltype = np.uint16 if len(lpos) < 65535 else np.uint32
+        colour = (*(float(v) for v in srgb_to_linear(np.array(outline_srgb[:3]))), 1.0)
+        prims.append(
+            {
+                "attributes": {
+                    "POSITION": b.add_accessor(
+                        enu_to_gltf(lpos - centre).astype(np.float32), with_bounds=True
+                    )
+                },
+                "indices": b.add_accessor(lind.astype(ltype), target=ELEMENT_ARRAY_BUFFER),
+                "material": add_material(b, color=colour, unlit=True),  # type: ignore[arg-type]
+                "mode": LINES,
+            }
+        )
+    mesh = b.add_mesh(prims)
     b.add_node(mesh, translation=enu_to_gltf(centre[None, :])[0])
     return b.to_glb()
 

@@ -293,6 +293,8 @@ def write_sample_change(release_dir: Path, frame: ProjectFrame) -> dict[str, Any
 
 PARCELS_SAMPLE_Y = -90.0
 PARCELS_SAMPLE_GRZ = (0.1, 0.3, 0.5, 0.7, 0.9)  # one parcel per GRZ class of the palette
+PARCELS_SAMPLE_STREET = (30.0, PARCELS_SAMPLE_Y)  # a street parcel (land use traffic, GRZ 0 like a garden)
+PARCELS_SAMPLE_HALF = 8.0  # the parcels are 16 m squares
 
 
 def parcels_sample_centres() -> list[tuple[float, float]]:
@@ -301,35 +303,52 @@ def parcels_sample_centres() -> list[tuple[float, float]]:
 
 def write_sample_parcels(release_dir: Path, frame: ProjectFrame) -> dict[str, Any]:
     """A parcels overlay as the overlays layer writes it: flat parcels on the ground, unlit, coloured by
-    their GRZ class (the palette's colours baked into COLOR_0), `grz` in the property table."""
+    their GRZ class or land-use class (the palette's colours baked into COLOR_0), `grz` and `land_use` in
+    the property table, and the parcel edges as lines (the palette's outline colour) just above them."""
     from pipeline.stages.overlays import grz_colours
+    from pipeline.styles.palettes import LAND_USE_COLOURS, PARCEL_OUTLINE
     from pipeline.tiles.overlay_glb import feature_mesh_glb, grid_tilesets
 
-    pos_l, nrm_l, idx_l, fid_l = [], [], [], []
-    for i, (cx, cy) in enumerate(parcels_sample_centres()):
-        p, n, ix = _box_mesh(
-            np.array([cx - 8.0, cy - 8.0, GROUND_Z]), np.array([cx + 8.0, cy + 8.0, GROUND_Z + 0.3])
-        )
+    pos_l, nrm_l, idx_l, fid_l, ring_l = [], [], [], [], []
+    h = PARCELS_SAMPLE_HALF
+    for i, (cx, cy) in enumerate([*parcels_sample_centres(), PARCELS_SAMPLE_STREET]):
+        p, n, ix = _box_mesh(np.array([cx - h, cy - h, GROUND_Z]), np.array([cx + h, cy + h, GROUND_Z + 0.3]))
         idx_l.append(ix.reshape(-1, 3) + 24 * i)
         pos_l.append(p)
         nrm_l.append(n)
         fid_l.append(np.full(24, i))
+        z = GROUND_Z + 0.35
+        ring_l.append([[cx - h, cy - h, z], [cx + h, cy - h, z], [cx + h, cy + h, z], [cx - h, cy + h, z]])
     pos = np.concatenate(pos_l)
     fid = np.concatenate(fid_l)
-    grz = np.array(PARCELS_SAMPLE_GRZ)
+    grz = np.array([*PARCELS_SAMPLE_GRZ, 0.0])
+    land_use = [""] * len(PARCELS_SAMPLE_GRZ) + ["traffic"]
+    colours = grz_colours(grz)
+    colours[-1] = LAND_USE_COLOURS["traffic"]
+    ring = np.array(ring_l, dtype=np.float64).reshape(-1, 3)
+    k = np.arange(len(ring_l))[:, None] * 4
+    segs = np.stack([k + np.arange(4), k + (np.arange(4) + 1) % 4], axis=-1).reshape(-1, 2)
     glb = feature_mesh_glb(
         pos,
         np.concatenate(nrm_l),
         np.concatenate(idx_l),
         fid,
-        grz_colours(grz)[fid],
+        colours[fid],
         class_id="parcel",
-        columns={"flstkennz": [f"05300000100{i:03d}______" for i in range(len(grz))], "grz": grz},
+        columns={
+            "flstkennz": [f"05300000100{i:03d}______" for i in range(len(grz))],
+            "land_use": land_use,
+            "grz": grz,
+        },
         unlit=True,
+        outline_enu=ring,
+        outline_segments=segs,
+        outline_srgb=PARCEL_OUTLINE,
     )
     write_atomic(release_dir / "overlays" / "parcels" / "tiles" / "0_0.glb", glb)
+    both = np.vstack([pos, ring])
     docs = grid_tilesets(
-        [(0, 0, "tiles/0_0.glb", pos.min(axis=0), pos.max(axis=0))], frame.tile_transform(), "sample"
+        [(0, 0, "tiles/0_0.glb", both.min(axis=0), both.max(axis=0))], frame.tile_transform(), "sample"
     )
     write_json(release_dir / "overlays" / "parcels" / "tileset.json", docs["tileset.json"])
     return {

@@ -223,6 +223,36 @@ def test_click_point_shows_that_points_attributes(page: Page) -> None:
         assert any("absolute" in h for h in heads) and any("relative" in h for h in heads), heads
 
 
+def test_click_on_empty_sky_shows_no_attributes(browser: Any, server: ReleaseServer) -> None:
+    """A click where nothing is drawn (the sky) picks nothing: no attributes of some other point or
+    feature, the info panel of the previous pick is closed and no highlight stays (the old viewer showed
+    the attributes of a point up to 118 km away)."""
+    p = Page(browser, server.url + "?lite=1")
+    try:
+        assert p.ready["ok"], p.ready
+        _what, _i, enu, _attrs = _known_points()[0]
+        x, y = p.to_window(enu)
+        assert p.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", [x, y])["kind"] == "point"
+        p.page.mouse.click(x, y)
+        p.page.wait_for_selector("#info:not([hidden])", timeout=10_000)
+        # look up at the sky: the whole view is empty
+        p.page.evaluate(
+            "() => { const c = window.twin.viewer.camera;"
+            " c.setView({ destination: c.positionWC.clone(),"
+            " orientation: { heading: c.heading, pitch: Cesium.Math.toRadians(30), roll: 0 } });"
+            " window.twin.viewer.scene.requestRender(); }"
+        )
+        p.page.wait_for_timeout(300)
+        w, h = VIEWPORT["width"], VIEWPORT["height"]
+        res = p.page.evaluate("([x, y]) => window.twin.pickAt(x, y)", [w * 0.7, h * 0.5])
+        assert res["kind"] == "none" and res["properties"] == {} and res["position"] is None, res
+        p.page.mouse.click(w * 0.7, h * 0.5)
+        p.page.wait_for_selector("#info", state="hidden", timeout=10_000)
+        assert p.errors() == []
+    finally:
+        p.close()
+
+
 def test_measure_distance_and_height(page: Page) -> None:
     office = next(b for b in SAMPLE_BUILDINGS if b.function == "Bürogebäude")
     a = (office.centre[0], office.centre[1], GROUND_Z + office.height)  # roof
@@ -401,6 +431,17 @@ def test_tiny_district_release(request: pytest.FixtureRequest, browser: Any) -> 
 # ---- palettes, classification, noise ---------------------------------------------------------------------
 
 
+def _screenshot(page: Page) -> np.ndarray:
+    """(H, W, 3) float RGB of a fresh screenshot."""
+    import io
+
+    from PIL import Image
+
+    page.page.evaluate("window.twin.viewer.scene.requestRender()")
+    page.page.wait_for_timeout(150)
+    return np.asarray(Image.open(io.BytesIO(page.page.screenshot())).convert("RGB"), dtype=np.float64)
+
+
 def _pixel(page: Page, x: float, y: float, r: int = 2) -> tuple[float, float, float]:
     """Median colour of a small square around a window position (a fresh screenshot)."""
     import io
@@ -472,11 +513,16 @@ def test_parcels_render_translucent_in_grz_colours_with_a_legend(browser: Any, s
     viewer showed the baked colours opaque and without a legend."""
     import pyproj
 
-    from pipeline.styles.palettes import GRZ
-    from pipeline.viewer.sample import PARCELS_SAMPLE_GRZ, parcels_sample_centres
+    from pipeline.styles.palettes import GRZ, LAND_USE_COLOURS, PARCEL_OUTLINE
+    from pipeline.viewer.sample import (
+        PARCELS_SAMPLE_GRZ,
+        PARCELS_SAMPLE_HALF,
+        PARCELS_SAMPLE_STREET,
+        parcels_sample_centres,
+    )
 
     frame = sample_frame()
-    centre = frame.enu_to_ecef(np.array([-30.0, parcels_sample_centres()[0][1], 0.0]))
+    centre = frame.enu_to_ecef(np.array([-20.0, parcels_sample_centres()[0][1], 0.0]))
     lon, lat, _h = pyproj.Transformer.from_crs(4978, 4979, always_xy=True).transform(*centre)
     cam = f"{lon:.7f},{lat:.7f},{frame_ellipsoidal(frame) + GROUND_Z + 260:.1f},0,-90"
     p = Page(browser, f"{server.url}?lite=1&layers=parcels&cam={cam}")
@@ -484,14 +530,19 @@ def test_parcels_render_translucent_in_grz_colours_with_a_legend(browser: Any, s
         assert p.ready["ok"], p.ready
         assert p.page.evaluate("window.twin.layers.find(l => l.name === 'parcels').preset") == "grz"
         p.page.wait_for_function(
-            "document.querySelectorAll('#legend .legend-group[data-layer=parcels] .legend-item').length >= 5",
+            "document.querySelectorAll('#legend .legend-group[data-layer=parcels] .legend-item').length >= 6",
             timeout=10_000,
         )
         items = p.page.eval_on_selector_all(
             "#legend .legend-group[data-layer=parcels] .legend-item",
             "els => els.map(e => [e.textContent.trim(), getComputedStyle(e.querySelector('.swatch')).backgroundColor])",
         )
-        assert items == [[lab, f"rgb({c[0]}, {c[1]}, {c[2]})"] for _up, c, lab in GRZ], items
+        from pipeline.styles.palettes import LAND_USE
+
+        traffic = next(e for e in LAND_USE if e.value == "traffic")
+        want_items = [[traffic.label, "rgb({}, {}, {})".format(*traffic.rgba[:3])]]
+        want_items += [[lab, f"rgb({c[0]}, {c[1]}, {c[2]})"] for _up, c, lab in GRZ]
+        assert items == want_items, items
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         p.page.screenshot(path=str(ARTIFACTS / "parcels_grz.png"))
         for (cx, cy), grz in zip(parcels_sample_centres(), PARCELS_SAMPLE_GRZ, strict=True):
@@ -504,6 +555,27 @@ def test_parcels_render_translucent_in_grz_colours_with_a_legend(browser: Any, s
             # translucent: drawn between the (unlit) palette colour and what lies below (the background)
             bg = np.array([0x1D, 0x23, 0x30], dtype=np.float64)
             assert np.linalg.norm(rgb - bg) < np.linalg.norm(want - bg) - 8, (grz, rgb, want)
+        # the street parcel (GRZ 0, like the garden parcel GRZ 0.1) is drawn in the traffic colour
+        street = np.array(_pixel(p, *p.to_window((*PARCELS_SAMPLE_STREET, GROUND_Z + 0.3))))
+        garden = np.array(_pixel(p, *p.to_window((*parcels_sample_centres()[0], GROUND_Z + 0.3))))
+        want = np.array(LAND_USE_COLOURS["traffic"][:3], dtype=np.float64)
+        want_h, _s, _v = colorsys.rgb_to_hsv(*(want / 255.0))
+        h, sat, _val = colorsys.rgb_to_hsv(*(street / 255.0))
+        dh = abs(h - want_h) * 360.0
+        assert min(dh, 360.0 - dh) < 12.0 and sat > 0.2, (street, want)
+        assert np.linalg.norm(street - garden) > 40, (street, garden)
+        # parcel edges: a light line (the outline colour) along the street parcel's eastern edge, where the
+        # fill beside it is darker; searched across the edge (the line is one pixel wide)
+        sx, sy = PARCELS_SAMPLE_STREET
+        x0, y0 = p.to_window((sx + PARCELS_SAMPLE_HALF - 1.5, sy, GROUND_Z + 0.35))
+        x1, y1 = p.to_window((sx + PARCELS_SAMPLE_HALF + 1.5, sy, GROUND_Z + 0.35))
+        img = _screenshot(p)
+        ts = np.linspace(0.0, 1.0, 25)
+        row = np.array([img[round(y0 + t * (y1 - y0)), round(x0 + t * (x1 - x0))] for t in ts])
+        outline = np.array(PARCEL_OUTLINE[:3], dtype=np.float64)
+        dist = np.linalg.norm(row - outline, axis=1)
+        assert dist.min() < 60, (row.tolist(), outline)
+        assert np.linalg.norm(street - outline) > 100  # the fill itself is not the outline colour
         assert p.errors() == []
     finally:
         p.close()

@@ -97,6 +97,13 @@ def _qml_expectation(qml: str) -> dict:
             (float(g.get("lower")), float(g.get("upper")), *colours[g.get("symbol")])
             for g in r.find("ranges")
         ]
+    elif out["type"] == "RuleRenderer":
+        # the rules that draw (with a symbol), nested rules in document order
+        out["rules"] = [
+            (q.get("key"), q.get("filter"), *colours[q.get("symbol")])
+            for q in r.find("rules").iter("rule")
+            if q.get("symbol") is not None
+        ]
     else:
         out["colour"] = colours["0"]
     return out
@@ -198,6 +205,10 @@ def test_every_geopackage_layer_opens_with_its_embedded_style(probed):
             assert [(g["lower"], g["upper"], g["rgb"]) for g in ren["classes"]] == [
                 (lo, up, c) for lo, up, c, _ in exp["classes"]
             ], where
+        elif exp["type"] == "RuleRenderer":
+            assert [(q["key"], q["filter"], q["rgb"]) for q in ren["rules"]] == [
+                (k, f, c) for k, f, c, _ in exp["rules"]
+            ], where
         else:
             assert ren["rgb"] == exp["colour"][0], where
         if exp["type"] != "singleSymbol":
@@ -229,7 +240,14 @@ def test_styled_layers_render_their_palette_colours(probed):
         # at least the outline of a plan scope around the district (outline-only style): 300 px of 160,000
         assert r["drawn_pixels"] >= 300, (where, r["drawn_pixels"], r["png"])
         drawn = {tuple(c[:3]) for c in r["colours"]}
-        want = _present_colours(Path(req["gpkg"]), req["layer"], _qml_expectation(req["qml"]))
+        exp = _qml_expectation(req["qml"])
+        if exp["type"] == "RuleRenderer":
+            # the colours of the rules that draw features (QGIS's own rule evaluation, ELSE included)
+            opaque = {k: o for k, _f, _c, o in exp["rules"]}
+            want = {tuple(q["rgb"]) for q in got["renderer"]["rules"] if q["features"] and opaque[q["key"]]}
+            assert want, (where, got["renderer"]["rules"])
+        else:
+            want = _present_colours(Path(req["gpkg"]), req["layer"], exp)
         assert want <= drawn, (where, sorted(want - drawn), r["png"])
     assert rendered >= 6
 

@@ -123,15 +123,21 @@ def test_parcel_layer_outputs(overlay_release):
     assert 6 < lon < 8 and 51 < lat < 52  # EPSG:4326 for the web
 
 
-def test_parcel_qml_matches_grz_classes(overlay_release):
+def test_parcel_qml_draws_land_use_else_grz_classes(overlay_release):
     from pipeline.stages.overlays import GRZ_CLASSES
+    from pipeline.styles.palettes import GRZ_NO_VALUE, LAND_USE
 
     ctx, _ = overlay_release
     root = ET.parse(ctx.release_dir / "overlays" / "parcels.qml").getroot()
     r = root.find("renderer-v2")
-    assert r.get("type") == "graduatedSymbol" and r.get("attr") == "grz"
+    assert r.get("type") == "RuleRenderer"
+    rules = r.find("rules")
+    top = list(rules)
+    assert [t.get("filter") for t in top] == [f"\"land_use\" = '{e.value}'" for e in LAND_USE] + ["ELSE"]
+    assert [g.get("label") for g in top[-1]] == [lab for _, _, lab in GRZ_CLASSES] + ["no value"]
     colours = [s.find("layer/Option/Option[@name='color']").get("value") for s in r.find("symbols")]
-    assert colours == [",".join(map(str, c)) for _, c, _ in GRZ_CLASSES]
+    want = [e.rgba for e in LAND_USE] + [c for _, c, _ in GRZ_CLASSES] + [GRZ_NO_VALUE]
+    assert colours == [",".join(map(str, c)) for c in want]
 
 
 def test_parcel_tiles_valid(overlay_release):
@@ -145,9 +151,26 @@ def test_parcel_tiles_valid(overlay_release):
     glbs = sorted((ctx.release_dir / "overlays" / "parcels").rglob("*.glb"))
     js, _ = read_glb(glbs[0].read_bytes())
     table = js["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
-    assert table["count"] == 4 and "grz" in table["properties"]
+    assert table["count"] == 4 and "grz" in table["properties"] and "land_use" in table["properties"]
+    # parcel edges: a LINES primitive beside the triangles, in the outline colour, without feature ids
+    prims = js["meshes"][0]["primitives"]
+    assert [p.get("mode") for p in prims] == [4, 1]
+    assert "_FEATURE_ID_0" not in prims[1]["attributes"]
+    lines = js["accessors"][prims[1]["indices"]]["count"]
+    assert lines >= 2 * 4 * 4  # four 100 m squares: at least their four sides each
     if validator_available():
         assert all(r["errors"] == 0 for r in validate_glb_files(glbs))
+
+
+def test_parcels_without_land_use_layer_say_so_and_fall_back_to_grz(overlay_release):
+    """The district's cadastre has no land-use layer: the build log says so, `land_use` is NULL and the
+    parcels keep their GRZ colours (never a guessed land use)."""
+    ctx, results = overlay_release
+    res = next(r for r in results if r.name == "parcels")
+    assert any("no land-use layer" in w for w in res.warnings), res.warnings
+    assert res.stats["land_use"] is None
+    gdf = gpd.read_file(ctx.release_dir / "overlays" / "parcels.gpkg", layer="parcels")
+    assert "land_use" in gdf and gdf["land_use"].isna().all()
 
 
 def test_overlays_are_byte_identical_on_rebuild(overlay_release, tmp_path):

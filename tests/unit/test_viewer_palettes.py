@@ -53,7 +53,17 @@ def test_grz_and_building_palettes() -> None:
 
     assert list(P.GRZ) == GRZ_CLASSES and NO_VALUE_COLOUR == P.GRZ_NO_VALUE
     qml = (STYLES_DIR / "parcels.qml").read_text(encoding="utf-8")
-    assert _qml_colours(qml) == [c for _u, c, _l in P.GRZ]
+    want = [e.rgba for e in P.LAND_USE] + [c for _u, c, _l in P.GRZ] + [P.GRZ_NO_VALUE]
+    assert _qml_colours(qml) == want
+    # the 3D Tiles style of the parcels: land-use classes first, then GRZ classes, same colours
+    conds = P.parcels_style()["color"]["conditions"]
+    assert [c for _f, c in conds] == [
+        f"color('{P.hex_colour(c)}', 0.6)" for c in want[:2] + want[-1:] + want[2:-1]
+    ]
+    pal = json.loads(json.dumps(P.viewer_palettes()))["grz"]
+    assert pal["land_use"] == [
+        {"value": e.value, "label": e.label, "color": P.hex_colour(e.rgba)} for e in P.LAND_USE
+    ]
     assert [tuple(c) for c in grz_colours([0.1, 0.5, 0.95])] == [P.GRZ[0][1], P.GRZ[2][1], P.GRZ[4][1]]
     assert {str(e.value): P.hex_colour(e.rgba).upper() for e in P.BUILDING_FUNCTION} == BUILDING_COLOURS
     conds = buildings_style()["color"]["conditions"]

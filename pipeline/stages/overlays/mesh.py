@@ -149,3 +149,30 @@ def prisms(polys: np.ndarray, base: np.ndarray, top: np.ndarray) -> MeshParts:
     feature = pown[np.concatenate([roof_owner, np.repeat(own, 6)])]
     tri = np.arange(len(xyz), dtype=np.uint32).reshape(-1, 3)
     return MeshParts(xyz, normals, tri, feature)
+
+
+@dataclass
+class Outlines:
+    """Line segments: vertices (N,3) x, y, h; segments (K,2) vertex index pairs; feature (N,) row index."""
+
+    xyz: np.ndarray
+    segments: np.ndarray
+    feature: np.ndarray
+
+
+def draped_outlines(polys: np.ndarray, height_at, offset: float, step: float = 10.0) -> Outlines:
+    """The polygons' rings as line segments following the terrain: densified to at most `step` metres
+    (the draped mesh's grid cell), each vertex at `height_at(x, y) + offset`."""
+    polys = np.asarray(polys, dtype=object)
+    empty = Outlines(np.zeros((0, 3)), np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+    if not len(polys):
+        return empty
+    rings = shapely.segmentize(shapely.boundary(polys), step)
+    lines, owner = shapely.get_parts(rings, return_index=True)
+    coords, cidx = shapely.get_coordinates(lines, return_index=True)
+    if not len(coords):
+        return empty
+    i = np.flatnonzero(cidx[:-1] == cidx[1:])
+    h = np.asarray(height_at(coords[:, 0], coords[:, 1]), dtype=np.float64) + offset
+    h = np.where(np.isfinite(h), h, np.nanmedian(h) if np.isfinite(h).any() else 0.0)
+    return Outlines(np.column_stack([coords, h]), np.column_stack([i, i + 1]), owner[cidx])

@@ -479,31 +479,43 @@
     };
     return { style, legend };
   }
-  /** Parcels by GRZ class (palettes.json `grz`: upper bounds, labels, colours; the colours the parcels tiles
-   * bake), translucent so the terrain and buildings show through; the legend lists the classes drawn. */
+  /** Parcels by land-use class where they have one (palettes.json `grz.land_use`: streets, paths and
+   * squares in the traffic colour, water), the others by GRZ class (`grz`: upper bounds, labels, colours; the
+   * colours the parcels tiles bake), translucent so the terrain and buildings show through; the legend lists
+   * the classes drawn. The parcel edges are lines in the tiles, drawn as they are. */
   function grzStyle(layer, prop) {
     const pal = PAL.grz || { classes: [], no_value: "#aaaaaa" };
     const classes = pal.classes || [];
+    const landUse = pal.land_use || [];
+    const luProp = pick([pal.land_use_property || "land_use"], layer.featureProps);
     const seen = new Set();
     const classOf = (v) => {
       const x = v === undefined || v === null || v === "" ? NaN : Number(v);
-      if (!Number.isFinite(x)) return -1;
+      if (!Number.isFinite(x) || x === -9999) return -1; // -9999: the tiles' no-data value
       const k = classes.findIndex((c) => c.upper === null || x < c.upper);
       return k < 0 ? classes.length - 1 : k;
+    };
+    const useOf = (f) => {
+      if (luProp === undefined) return -1;
+      const v = f.getProperty(luProp);
+      return landUse.findIndex((c) => c.value === v);
     };
     const style = new Cesium.Cesium3DTileStyle();
     style.color = {
       evaluateColor(feature, result) {
-        const k = classOf(feature.getProperty(prop));
-        if (!seen.has(k)) { seen.add(k); scheduleLegend(layer); }
-        const c = Cesium.Color.fromCssColorString(k < 0 ? pal.no_value : classes[k].color, result);
+        const u = useOf(feature);
+        const key = u >= 0 ? `lu:${u}` : classOf(feature.getProperty(prop));
+        if (!seen.has(key)) { seen.add(key); scheduleLegend(layer); }
+        const css = u >= 0 ? landUse[u].color : key < 0 ? pal.no_value : classes[key].color;
+        const c = Cesium.Color.fromCssColorString(css, result);
         c.alpha = GRZ_ALPHA;
         return c;
       },
     };
     const legend = {
-      type: "palette", title: `GRZ (${prop})`, property: prop,
+      type: "palette", title: `land use, else GRZ (${prop})`, property: prop,
       items: () => [
+        ...landUse.map((c, u) => [`lu:${u}`, c.label, c.color]).filter(([k]) => seen.has(k)),
         ...classes.map((c, k) => [String(k), c.label, c.color]).filter(([k]) => seen.has(Number(k))),
         ...(seen.has(-1) ? [["", "no value", pal.no_value]] : []),
       ],
@@ -542,7 +554,7 @@
   }
 
   const PRESET_LABELS = {
-    grz: "by GRZ class", function: "by function", roof_type: "by roof type", source: "by model source",
+    grz: "by land use, else GRZ class", function: "by function", roof_type: "by roof type", source: "by model source",
     surfaces: "surfaces (roof / wall / ground)",
   };
 
