@@ -48,6 +48,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ahocorasick
+
 from pipeline.errors import NoSpaceError
 from pipeline.fsutil import DELETING_PREFIX, exchange, make_world_readable, remove_owned
 from pipeline.release.manifest import MANIFEST
@@ -267,6 +269,20 @@ _FILE_NAME = _WORD | frozenset(b".-")  # a token preceded by one of these is par
 _PATH_SPLIT = re.compile(r"[/\\?#]")
 
 
+def _automaton(keys: list[tuple[bytes, int]]) -> Any:
+    """An Aho-Corasick automaton over byte strings (as latin-1 text) whose value for a byte string is the
+    list of the `keys` indices it stands for; None when there are no keys."""
+    if not keys:
+        return None
+    automaton = ahocorasick.Automaton()
+    for b, k in keys:
+        word = b.decode("latin-1")
+        ks = automaton.get(word, None)
+        automaton.add_word(word, [k] if ks is None else [*ks, k])
+    automaton.make_automaton()
+    return automaton
+
+
 class LeakMatcher:
     """Finds references to internal data (see the module documentation for what counts as one).
 
@@ -276,34 +292,40 @@ class LeakMatcher:
     def __init__(self, tokens: Iterable[str], name_tokens: Iterable[str] = ()) -> None:
         self.tokens = sorted({t for t in tokens if t})
         self.names = sorted({n for n in name_tokens if n})
-        self._btokens = [
-            (t, t.encode(), _FILE_NAME if ("/" in t or "." in t) else _WORD) for t in self.tokens
-        ]
-        self._bnames = [(n, n.encode(), _WORD) for n in self.names]
-        longest = max((len(b) for _t, b, _l in self._btokens + self._bnames), default=0)
+        btokens = [(t, t.encode(), _FILE_NAME if ("/" in t or "." in t) else _WORD) for t in self.tokens]
+        bnames = [(n, n.encode(), _WORD) for n in self.names]
+        # (label, length, left neighbours that join it to another word or file name, is a folder token)
+        self._check = [(t, len(b), left, b.endswith(b"/")) for t, b, left in btokens + bnames]
+        longest = max((length for _t, length, _l, _f in self._check), default=0)
         self._overlap = longest + 1
-
-    @staticmethod
-    def _hit(data: bytes, token: bytes, left: frozenset[int], at_start: bool, at_end: bool) -> bool:
-        """Does `token` occur in `data` standing on its own? `at_start`/`at_end`: `data` begins/ends the
-        text (otherwise a match touching that edge is undecided here and decided in the next block)."""
-        folder = token.endswith(b"/")
-        i = data.find(token)
-        while i >= 0:
-            j = i + len(token)
-            left_ok = data[i - 1] not in left if i > 0 else at_start
-            if j < len(data):
-                right_ok = folder or data[j] not in _WORD
-            else:
-                right_ok = at_end
-            if left_ok and right_ok:
-                return True
-            i = data.find(token, i + 1)
-        return False
+        # one Aho-Corasick automaton per search kind (tokens only; tokens and names) finds every
+        # occurrence of every token in one pass over the bytes (cost ~ bytes + matches, not tokens x bytes)
+        self._automata = {
+            False: _automaton([(b, k) for k, (_t, b, _l) in enumerate(btokens)]),
+            True: _automaton([(b, k) for k, (_t, b, _l) in enumerate(btokens + bnames)]),
+        }
 
     def _search(self, data: bytes, names: bool, at_start: bool = True, at_end: bool = True) -> list[str]:
-        check = self._btokens + (self._bnames if names else [])
-        return [t for t, b, left in check if self._hit(data, b, left, at_start, at_end)]
+        """Tokens (with `names`: layer names too) occurring in `data` standing on their own, in the order
+        tokens then names. `at_start`/`at_end`: `data` begins/ends the text (otherwise a match touching
+        that edge is undecided here and decided in the next block)."""
+        automaton = self._automata[names]
+        if automaton is None:
+            return []
+        n = len(data)
+        found: set[int] = set()
+        # latin-1 maps every byte to the code point of the same value: positions in the text are byte offsets
+        for end, keys in automaton.iter(data.decode("latin-1")):
+            for k in keys:
+                if k in found:
+                    continue
+                _t, length, left, folder = self._check[k]
+                i, j = end + 1 - length, end + 1
+                left_ok = data[i - 1] not in left if i > 0 else at_start
+                right_ok = (folder or data[j] not in _WORD) if j < n else at_end
+                if left_ok and right_ok:
+                    found.add(k)
+        return [self._check[k][0] for k in sorted(found)]
 
     def in_text(self, text: str, *, names: bool) -> list[str]:
         """Tokens (and with `names`, internal layer names as whole words) referenced in `text`."""
