@@ -159,7 +159,7 @@ def public_plan(release: Path) -> dict[str, Any]:
         internal_files |= {f for f in [lay.get("style"), *lay.get("files", [])] if f}
     for f in list(internal_files):
         d = _top_dir(f)
-        if d and d not in public_dirs:
+        if d and d not in public_dirs and d not in internal_dirs:  # each folder listed once
             internal_dirs.add(d)
             internal_files |= _files_under(release, d)
 
