@@ -291,6 +291,11 @@ class BuildingsLayer(LayerBase):
         return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
 
 
+# the land-use classes a parcel can take (`layers.overlays.land_use_classes` keys); each has its colour in
+# pipeline.styles.palettes.LAND_USE (a test keeps the two equal: config sits below styles in the layers)
+LAND_USE_CLASSES: tuple[str, ...] = ("traffic", "water")
+
+
 class OverlayLayer(LayerBase):
     ndvi_threshold: float = 0.3
     tree_min_height_m: float = 2.5
@@ -318,9 +323,7 @@ class OverlayLayer(LayerBase):
     @field_validator("land_use_classes")
     @classmethod
     def _land_use_classes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        from pipeline.styles.palettes import LAND_USE
-
-        known = [str(e.value) for e in LAND_USE]
+        known = list(LAND_USE_CLASSES)
         bad = sorted(set(v) - set(known))
         if bad:
             raise ValueError(f"unknown land-use classes {bad} (classes of the palette: {known})")

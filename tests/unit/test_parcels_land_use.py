@@ -97,6 +97,13 @@ def test_land_use_is_read_from_the_alkis_geopackage(tmp_path: Path) -> None:
     assert land_use_areas([gpkg], "nas", None, "nutzart", None, "EPSG:25832") is None
 
 
+def test_config_land_use_classes_are_the_palette_classes() -> None:
+    from pipeline.config.model import LAND_USE_CLASSES
+    from pipeline.styles.palettes import LAND_USE
+
+    assert list(LAND_USE_CLASSES) == [str(e.value) for e in LAND_USE]
+
+
 def test_unknown_land_use_class_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="unknown land-use classes"):
         OverlayLayer(land_use_classes={"roads": ["Straßenverkehr"]})
