@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,11 @@ from typing import Any, Literal
 from pipeline.buildlog import BuildLog
 from pipeline.config.model import TwinConfig
 from pipeline.crs import ProjectFrame
+
+# the stages open in the calling thread (`BuildContext.stage`): a stage opened again inside itself is
+# timed once, by the outer one (the build wraps every layer unit in a stage of its name, and some layer
+# modules open the same stage themselves: timed twice, the unit's seconds were counted double)
+_OPEN_STAGES: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("twin_open_stages", default=())
 
 LayerKind = Literal[
     "pointcloud", "buildings", "terrain", "imagery", "overlay", "change", "panoramas", "viewer", "report"
@@ -96,12 +102,20 @@ class BuildContext:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage `name` (added to `timings`, logged); the same stage opened again inside
+        itself is not timed (nor logged) a second time."""
+        open_stages = _OPEN_STAGES.get()
+        if name in open_stages:
+            yield
+            return
+        token = _OPEN_STAGES.set((*open_stages, name))
         t0 = time.perf_counter()
         self.log.event("stage_start", stage=name)
         self.log.stage_start(name)
         try:
             yield
         finally:
+            _OPEN_STAGES.reset(token)
             dt = time.perf_counter() - t0
             self.timings[name] = round(self.timings.get(name, 0.0) + dt, 3)
             self.log.event("stage_end", stage=name, seconds=round(dt, 3))

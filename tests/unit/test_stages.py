@@ -219,3 +219,30 @@ def test_stop_signal_stops_serial_and_executor_work():
     assert seen == [0, 1]  # nothing ran after the stop
     # outside the scope the signal has no effect
     assert map_ordered(None, step, [(7,)], name="free") == [7]
+
+
+def test_a_stage_opened_inside_itself_is_timed_once(tmp_path, monkeypatch):
+    """The build wraps each layer unit in a stage of its name and a layer module may open the same stage:
+    its seconds are counted once (they were counted twice), other nested stages still are."""
+    import json
+
+    import pipeline.model
+    from pipeline.buildlog import BuildLog
+    from pipeline.config.model import TwinConfig
+    from pipeline.model import BuildContext
+
+    clock = iter([0.0, 2.0, 3.0, 10.0])  # outer "a" starts, "b" starts, "b" ends, outer "a" ends
+    monkeypatch.setattr(pipeline.model.time, "perf_counter", lambda: next(clock))
+    cfg = TwinConfig.model_validate(
+        {"name": "t", "crs": {"horizontal": "EPSG:25832", "vertical": "EPSG:7837"}}
+    )
+    log = BuildLog(tmp_path / "build.log.jsonl", quiet=True)
+    ctx = BuildContext(cfg=cfg, build_id="t", release_dir=tmp_path, frame=None, inputs=[], log=log)  # type: ignore[arg-type]
+    with ctx.stage("a"):
+        with ctx.stage("a"):
+            pass
+        with ctx.stage("b"):
+            pass
+    assert ctx.timings == {"a": 10.0, "b": 1.0}
+    events = [json.loads(line) for line in (tmp_path / "build.log.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in events if e.get("event") == "stage_start"] == ["a", "b"]
