@@ -139,3 +139,24 @@ def test_dask_workers_keep_glibc_adaptive_malloc(monkeypatch) -> None:
         omp = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
     assert list(trim.values()) == [None]
     assert list(omp.values()) == ["1"]
+
+
+def test_bin_size_small_for_one_process_balanced_for_several():
+    """One process alone takes the smallest bins (its peak: numba + plan + one bin); several workers get
+    at least ~4 bins each, up to what their share of the memory budget holds; an explicit size wins."""
+    from pipeline.orchestrate.points_plan import (
+        BYTES_PER_BIN_POINT,
+        MIN_BIN_POINTS,
+        WORKER_BASE_BYTES,
+        PointTilingOptions,
+        max_bin_points,
+    )
+
+    opts = PointTilingOptions(memory=1536 * 2**20)
+    assert max_bin_points(opts, 1, 10_650_000) == MIN_BIN_POINTS
+    assert max_bin_points(opts, 1, 100_000_000) == MIN_BIN_POINTS
+    assert max_bin_points(opts, 2, 10_650_000) == 10_650_000 // 8
+    by_budget = int((1536 * 2**20 / 2 - WORKER_BASE_BYTES) / BYTES_PER_BIN_POINT)
+    assert max_bin_points(opts, 2, 100_000_000) == by_budget < 100_000_000 // 8
+    assert max_bin_points(opts, 2, 1_000_000) == MIN_BIN_POINTS
+    assert max_bin_points(PointTilingOptions(max_bin_points=25_000), 1, 10_650_000) == 25_000
