@@ -20,8 +20,10 @@ point of the file, compression one node at a time.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +36,8 @@ from pipeline.orchestrate.executor import Executor, Progress, map_ordered
 from pipeline.stages.points.copc_records import (
     CopcOptions,
     CopcRecords,
+    copc_schema,
     las_header_fields,
-    layout_schema,
     marker_path,
     placement,
     records_path,
@@ -80,30 +82,13 @@ class CopcSummary:
 
 def copc_names(infos: list[PointFileInfo]) -> list[str]:
     """`<input name without .las/.laz/.copc/.e57>.copc.laz`, numbered when two inputs share a name."""
-    stems = []
-    for i in infos:
-        name = i.path.name
-        for ext in (".copc.laz", ".laz", ".las", ".e57"):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        stems.append(name)
-    seen: dict[str, int] = {}
+    stems = [re.sub(r"(\.copc\.laz|\.laz|\.las|\.e57)$", "", i.path.name, flags=re.IGNORECASE) for i in infos]
+    seen: Counter[str] = Counter()
     out = []
     for s in stems:
-        k = seen.get(s, 0)
-        seen[s] = k + 1
-        out.append(f"{s}.copc.laz" if stems.count(s) == 1 else f"{s}-{k + 1}.copc.laz")
+        seen[s] += 1
+        out.append(f"{s}.copc.laz" if stems.count(s) == 1 else f"{s}-{seen[s]}.copc.laz")
     return out
-
-
-def _copc_scheme(scheme: str, classes, names: list[str]) -> str:
-    """The class scheme of the style (`auto`: inferred as the tiles' is, from the codes and file names)."""
-    if scheme != "auto":
-        return scheme
-    from pipeline.stages.points.classes import infer_class_scheme
-
-    return infer_class_scheme([int(c) for c in classes], list(names))[0]
 
 
 @dataclass(frozen=True)
@@ -132,7 +117,7 @@ def write_file_copc(
     run's executor as well). The records file is removed afterwards."""
     info = fj.info
     pl = placement(fj, side.target_wkt, crs_cfg, side.override)
-    layer_schema = layout_schema(layout)
+    layer_schema = copc_schema(layout.attributes)
     schema = layer_schema
     if schema.has_rgb and not info.has_rgb and not fj.orthophoto:  # no colour (or zero everywhere)
         schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
@@ -145,16 +130,7 @@ def write_file_copc(
             blk = recs[s : s + BLOCK]
             checksum += copc_checksum(blk["X"], blk["Y"], blk["Z"], blk["classification"])
             classes += np.bincount(blk["classification"], minlength=256)
-        hdr = las_header_fields(str(info.path), info.kind)
-        header = HeaderInfo(
-            scales=pl.scales,
-            offsets=pl.offsets,
-            wkt=pl.wkt,
-            file_source_id=hdr["file_source_id"],
-            global_encoding_gps=hdr["gps"],
-            creation_day=hdr["day"],
-            creation_year=hdr["year"],
-        )
+        header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, **las_header_fields(str(info.path), info.kind))
         kw = {} if max_node_points is None else {"max_node_points": max_node_points}
         res = write_copc(Path(dest), recs, header, schema, has_gps=layout.has_gps, threads=threads, **kw)
     finally:
@@ -189,8 +165,8 @@ def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor,
 def _datetime(hdr: dict[str, int]) -> str:
     import datetime as dt
 
-    if hdr["year"] > 0 and 1 <= hdr["day"] <= 366:
-        d = dt.date(hdr["year"], 1, 1) + dt.timedelta(days=hdr["day"] - 1)
+    if hdr["creation_year"] > 0 and 1 <= hdr["creation_day"] <= 366:
+        d = dt.date(hdr["creation_year"], 1, 1) + dt.timedelta(days=hdr["creation_day"] - 1)
         return f"{d.isoformat()}T00:00:00Z"
     return "1970-01-01T00:00:00Z"  # unknown (the header has no creation date)
 
@@ -250,8 +226,13 @@ def write_layer_copc(
             )
         )
         summary.files.append(f"{COPC_DIR}/{name}")
-    # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml)
-    qml = pointcloud_qml(_copc_scheme(class_scheme, summary.classes, names), sorted(summary.classes))
+    # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml); the class
+    # scheme `auto` is inferred as the tiles' is, from the codes and file names
+    if class_scheme == "auto":
+        from pipeline.stages.points.classes import infer_class_scheme
+
+        class_scheme = infer_class_scheme(sorted(summary.classes), names)[0]
+    qml = pointcloud_qml(class_scheme, sorted(summary.classes))
     for name in names:
         (final_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
         summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")

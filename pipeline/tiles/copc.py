@@ -11,37 +11,30 @@ Layout of a file written here (byte-identical for identical input):
     [8 B offset of the chunk table][node chunks, breadth first: level, then x, y, z][LAZ chunk table]
     EVLR copc/1000    the hierarchy: one page, one 32 B entry per node (key, offset, size, point count)
 
-Octree: the root cube is centred on the points' bounds, its half size half their largest extent. A node
-holds one point per cell of a 128^3 grid over the node (the point whose position hash is smallest among
-the points not taken by a coarser node), so the spacing at the root is cube size / 128 and halves at
-every level (COPC `spacing`); a node whose remaining points are at most `max_node_points` keeps all of
-them (a leaf). Every point is stored exactly once. The selection is numpy only (one stable sort per
-level), no Python loop per point; chunks are compressed with lazrs' sequential encoder.
+Octree (`copc_octree`, which says how points are chosen per node): the root cube is centred on the
+points' bounds, its half size half their largest extent, so the COPC `spacing` at the root is cube size /
+128. Chunks are compressed by lazrs' parallel encoder and written in node order.
 
 Knows nothing about the pipeline: it takes LAS records (`record_dtype`), scales, offsets and a WKT.
 
 Threads, not the executor seam (`orchestrate.executor.map_ordered`): `write_copc` is itself one task of a
 run (one per input file, mapped on the run's executor by `orchestrate.points_copc`), and a task cannot
-hand work to the executor it runs on (a `LocalPool` worker has no handle on the pool; a Dask task would
-have to secede from its worker). With fewer files than workers the idle ones become `threads` compressing
-`threads` nodes at a time in this process (lazrs releases the GIL; the nodes' records are the only memory
-held, and the chunks are written in node order: the same bytes for any number of threads). Measured: a
-100,000-record node compresses in 28 ms CPU; moving it to another process would add a 2.8 ms pickle on
-each side plus the pipe copies, for no gain over a thread. `tiles/` also sits below `orchestrate/` in the
-import layers (docs/architecture.md).
+hand work to the executor it runs on. With fewer files than workers the idle ones become `threads`: lazrs
+compresses `threads` nodes at a time in this process (their records are the only memory held; the same
+bytes for any number of threads). Measured: a 100,000-record node compresses in 28 ms CPU; another
+process would add a 2.8 ms pickle on each side plus the pipe copies, for no gain over a thread.
 """
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 from pipeline.tiles.copc_octree import GRID_BITS, MAX_NODE_POINTS, build_octree, fine_positions, morton_codes
 
@@ -50,23 +43,6 @@ VLR_HEADER = 54
 EVLR_HEADER = 60
 COPC_INFO_SIZE = 160
 BLOCK = 1 << 20  # records per block in the statistics passes (bounded memory)
-
-# LAS 1.4 point data record formats 6 (base), 7 (+ RGB), 8 (+ RGB + NIR)
-_BASE = [
-    ("X", "<i4"),
-    ("Y", "<i4"),
-    ("Z", "<i4"),
-    ("intensity", "<u2"),
-    ("bit_fields", "u1"),  # return number (bits 0-3), number of returns (bits 4-7)
-    ("classification_flags", "u1"),  # class flags, scanner channel, scan direction, edge of flight line
-    ("classification", "u1"),
-    ("user_data", "u1"),
-    ("scan_angle", "<i2"),
-    ("point_source_id", "<u2"),
-    ("gps_time", "<f8"),
-]
-_RGB = [("red", "<u2"), ("green", "<u2"), ("blue", "<u2")]
-_NIR = [("nir", "<u2")]
 
 
 @dataclass(frozen=True)
@@ -81,20 +57,15 @@ class CopcSchema:
     def point_format(self) -> int:
         return 8 if self.has_nir else 7 if self.has_rgb else 6
 
-    @property
-    def dtype(self) -> np.dtype:
-        return record_dtype(self)
-
 
 def record_dtype(schema: CopcSchema) -> np.dtype:
-    """Structured dtype of one LAS 1.4 record of the schema's point format, extra bytes included."""
-    fields = list(_BASE)
-    if schema.has_rgb or schema.has_nir:  # format 8 has RGB too
-        fields += _RGB
-    if schema.has_nir:
-        fields += _NIR
-    fields += [(name, "<f4") for name in schema.extra_dims]
-    return np.dtype(fields)
+    """Structured dtype of one LAS 1.4 record of the schema's point format (laspy's field names: X, Y, Z,
+    intensity, bit_fields, classification_flags, ..., gps_time, red, green, blue, nir), extra bytes
+    included."""
+    import laspy
+
+    fields = laspy.PointFormat(schema.point_format).dtype().descr
+    return np.dtype(fields + [(name, "<f4") for name in schema.extra_dims])
 
 
 @dataclass
@@ -106,7 +77,6 @@ class CopcResult:
     bytes: int
     mins: tuple[float, float, float]
     maxs: tuple[float, float, float]
-    spacing: float
     point_format: int
     levels: dict[int, int] = field(default_factory=dict)  # points per octree level
 
@@ -114,32 +84,25 @@ class CopcResult:
 # ---- byte layout --------------------------------------------------------------------------------------
 
 
-def _text(s: str, n: int) -> bytes:
-    b = s.encode("ascii", "replace")[:n]
-    return b + b"\0" * (n - len(b))
-
-
 def _vlr(user_id: str, record_id: int, description: str, data: bytes, extended: bool = False) -> bytes:
     """A VLR (record length uint16) or, `extended`, an EVLR (uint64)."""
     if not extended and len(data) > 0xFFFF:
         raise ValueError(f"VLR {user_id}/{record_id} too long ({len(data)} bytes)")
-    length = struct.pack("<HQ" if extended else "<HH", record_id, len(data))
-    return struct.pack("<H", 0) + _text(user_id, 16) + length + _text(description, 32) + data
+    length = "Q" if extended else "H"
+    head = struct.pack(f"<H16sH{length}32s", 0, user_id.encode(), record_id, len(data), description.encode())
+    return head + data
 
 
 def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
-    """Float32 extra dimensions, each declaring the no-data value the decoder maps no-data to
-    (`pipeline.point_attributes.EXTRA_NO_DATA`; options bit 0)."""
+    """Float32 extra dimensions (data type 9), each declaring (options bit 0) the no-data value the decoder
+    maps no-data to (`pipeline.point_attributes.EXTRA_NO_DATA`; a double for floats); min, max, scale and
+    offset unused (options bits 1-4 clear); the description is the name."""
     from pipeline.point_attributes import EXTRA_NO_DATA
 
     out = b""
     for name in names:
-        d = struct.pack("<2xBB", 9, 1) + _text(name, 32) + b"\0" * 4  # 9 = float, options: no_data
-        d += struct.pack("<d", EXTRA_NO_DATA) + b"\0" * 16  # no_data (first element; a double for floats)
-        d += b"\0" * (24 * 4)  # min, max, scale, offset (unused: options bits 1-4 clear)
-        d += _text(name, 32)  # description
-        assert len(d) == 192
-        out += d
+        text = name.encode("ascii", "replace")
+        out += struct.pack("<2xBB32s4xd16x96x32s", 9, 1, text, EXTRA_NO_DATA, text)
     return out
 
 
@@ -159,8 +122,14 @@ class HeaderInfo:
     global_encoding_gps: int = 0  # bit 0 of the input's global encoding (adjusted standard GPS time)
     creation_day: int = 0
     creation_year: int = 0
-    system_identifier: str = "RuhrTwin"
-    software: str = "RuhrTwin COPC writer"
+
+
+# LAS 1.4 header: signature, file source id, global encoding, GUID, version, system id, software, creation
+# day/year, header size, offset to points, VLR count, point format (bit 7: compressed), record length,
+# legacy counts (0 for formats 6-10), scales, offsets, max/min x y z, waveform start, first EVLR, EVLR
+# count, point count, points by return 1-15
+_HEADER = struct.Struct("<4sHH16sBB32s32sHHHIIBH6I3d3d6dQQIQ15Q")
+assert _HEADER.size == HEADER_SIZE
 
 
 def _header(
@@ -170,23 +139,17 @@ def _header(
     offset_to_points: int,
     n_vlrs: int,
     count: int,
-    by_return: np.ndarray,
+    by_return,
     mins,
     maxs,
     evlr_start: int,
 ) -> bytes:
-    b = b"LASF" + struct.pack("<HH", h.file_source_id, (h.global_encoding_gps & 1) | 0x10)
-    b += b"\0" * 16  # GUID
-    b += struct.pack("<BB", 1, 4) + _text(h.system_identifier, 32) + _text(h.software, 32)
-    b += struct.pack("<HHHII", h.creation_day, h.creation_year, HEADER_SIZE, offset_to_points, n_vlrs)
-    b += struct.pack("<BH", pf | 0x80, rec_size)
-    b += struct.pack("<I5I", 0, 0, 0, 0, 0, 0)  # legacy counts: 0 for formats 6-10
-    b += struct.pack("<3d", *h.scales) + struct.pack("<3d", *h.offsets)
-    b += struct.pack("<6d", maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2])
-    b += struct.pack("<QQI", 0, evlr_start, 1)
-    b += struct.pack("<Q", count) + struct.pack("<15Q", *(int(v) for v in by_return))
-    assert len(b) == HEADER_SIZE
-    return b
+    ident = (b"LASF", h.file_source_id, (h.global_encoding_gps & 1) | 0x10, b"", 1, 4)
+    names = (b"RuhrTwin", b"RuhrTwin COPC writer", h.creation_day, h.creation_year)
+    layout = (HEADER_SIZE, offset_to_points, n_vlrs, pf | 0x80, rec_size, 0, 0, 0, 0, 0, 0)
+    box = (maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2])
+    counts = (0, evlr_start, 1, count, *(int(v) for v in by_return))
+    return _HEADER.pack(*ident, *names, *layout, *h.scales, *h.offsets, *box, *counts)
 
 
 # ---- writer -------------------------------------------------------------------------------------------
@@ -277,63 +240,38 @@ def write_copc(
     offset_to_points = HEADER_SIZE + VLR_HEADER + COPC_INFO_SIZE + len(vlrs_after_info)
 
     tmp = path.with_name(path.name + ".part")
-    entries = []
-    chunk_table = []
-    levels: dict[int, int] = {}
-    try:
-        with tmp.open("wb") as f:
-            f.write(b"\0" * offset_to_points)  # header + VLRs, written at the end
-            f.write(b"\0" * 8)  # offset of the chunk table
-            pos = offset_to_points + 8
+    gathered = 0
+
+    def node_points(i: int) -> memoryview:
+        nonlocal gathered
+        s, c = int(tree.starts[i]), int(tree.counts[i])
+        pts = records[tree.index[s : s + c]]
+        gathered += c
+        if gathered > BLOCK:
+            _drop_pages(records)
             gathered = 0
+        return (repack_fields(pts[list(dtype.names or ())]) if repack else pts).data.cast("B")
 
-            def node_points(i: int) -> np.ndarray:
-                nonlocal gathered
-                s, c = int(tree.starts[i]), int(tree.counts[i])
-                pts = records[tree.index[s : s + c]]
-                gathered += c
-                if gathered > BLOCK:
-                    _drop_pages(records)
-                    gathered = 0
-                if repack:
-                    sel = np.empty(c, dtype)
-                    for name in dtype.names or ():
-                        sel[name] = pts[name]
-                    pts = sel
-                return pts
-
-            def compress(pts: np.ndarray) -> bytes:
-                stream = bytes(lazrs.compress_points(laz_vlr, pts.data.cast("B"), False))
-                (table_at,) = struct.unpack_from("<q", stream)
-                return stream[8:table_at]
-
-            # nodes are gathered here and compressed `threads` at a time (lazrs releases the GIL); the
-            # chunks are written in node order, so the bytes do not depend on the number of threads
+    m = len(tree.keys)
+    try:
+        with tmp.open("w+b") as f:
+            f.write(b"\0" * offset_to_points)  # header + VLRs, written at the end
+            # one LAZ chunk per node, `threads` nodes compressed at a time (lazrs' parallel encoder; the
+            # chunks are written in node order, so the bytes do not depend on the number of threads)
+            laz = lazrs.ParLasZipCompressor(f, laz_vlr)
+            laz.reserve_offset_to_chunk_table()
             step = max(threads, 1)
-            pool = ThreadPoolExecutor(threads) if threads > 1 else None
-            try:
-                for b0 in range(0, len(tree.keys), step):
-                    batch = range(b0, min(b0 + step, len(tree.keys)))
-                    pts_list = [node_points(i) for i in batch]
-                    chunks = list(pool.map(compress, pts_list)) if pool else [compress(p) for p in pts_list]
-                    del pts_list
-                    for i, chunk in zip(batch, chunks, strict=True):
-                        c = int(tree.counts[i])
-                        f.write(chunk)
-                        key = tuple(int(v) for v in tree.keys[i])
-                        entries.append(struct.pack("<4iQii", *key, pos, len(chunk), c))
-                        chunk_table.append((c, len(chunk)))
-                        levels[key[0]] = levels.get(key[0], 0) + c
-                        pos += len(chunk)
-            finally:
-                if pool is not None:
-                    pool.shutdown()
-            table_offset = pos
-            buf = io.BytesIO()
-            lazrs.write_chunk_table(buf, chunk_table, laz_vlr)
-            f.write(buf.getvalue())
-            evlr_start = table_offset + len(buf.getvalue())
-            hier = b"".join(entries)
+            for b0 in range(0, m, step):
+                laz.compress_chunks([node_points(i) for i in range(b0, min(b0 + step, m))])
+            laz.done()  # the chunk table, and its offset before the first chunk
+            evlr_start = f.tell()
+            f.seek(offset_to_points)
+            sizes = np.array(lazrs.read_chunk_table(f, laz_vlr), np.int64).reshape(-1, 2)[:, 1]
+            entries = np.zeros(m, [("key", "<i4", 4), ("offset", "<u8"), ("size", "<i4"), ("count", "<i4")])
+            entries["key"], entries["size"], entries["count"] = tree.keys, sizes, tree.counts
+            entries["offset"] = offset_to_points + 8 + np.cumsum(sizes) - sizes
+            hier = entries.tobytes()
+            f.seek(evlr_start)
             f.write(_vlr("copc", 1000, "EPT hierarchy", hier, extended=True))
             size = f.tell()
             f.seek(0)
@@ -347,20 +285,20 @@ def write_copc(
             )
             f.write(_vlr("copc", 1, "copc info", info))
             f.write(vlrs_after_info)
-            f.write(struct.pack("<q", table_offset))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    per_level = np.bincount(tree.keys[:, 0], weights=tree.counts)
+    levels = {int(lv): int(per_level[lv]) for lv in np.flatnonzero(per_level)}
     return CopcResult(
         path=str(path),
         points=n,
         nodes=len(tree.keys),
-        depth=max(levels) if levels else 0,
+        depth=max(levels),
         bytes=size,
         mins=(float(mins[0]), float(mins[1]), float(mins[2])),
         maxs=(float(maxs[0]), float(maxs[1]), float(maxs[2])),
-        spacing=spacing,
         point_format=pf,
-        levels=dict(sorted(levels.items())),
+        levels=levels,
     )

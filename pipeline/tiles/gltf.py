@@ -161,16 +161,20 @@ class GltfBuilder:
     def to_glb(self) -> bytes:
         if self._bin:
             self.json["buffers"] = [{"byteLength": len(_pad4(self._bin))}]
-        js = _pad4(json.dumps(self.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), b" ")
-        if (20 + len(js)) % 8:  # the BIN chunk data starts 8-byte aligned (EXT_structural_metadata)
-            js += b"    "
-        bin_chunk = _pad4(self._bin)
-        total = 12 + 8 + len(js) + (8 + len(bin_chunk) if self._bin else 0)
-        out = bytearray(struct.pack("<4sII", b"glTF", 2, total))
-        out += struct.pack("<I4s", len(js), b"JSON") + js
-        if self._bin:
-            out += struct.pack("<I4s", len(bin_chunk), b"BIN\x00") + bin_chunk
-        return bytes(out)
+        return b"".join(glb_parts(self.json, self._bin))
+
+
+def glb_parts(js: dict[str, Any], binary: Any, *, ensure_ascii: bool = False) -> list[Any]:
+    """A GLB as pieces (join them, or write one after the other): the header and the JSON chunk, padded with
+    spaces so that the BIN chunk's data starts 8-byte aligned (EXT_structural_metadata), then the BIN chunk
+    (`binary`: any bytes-like object, not copied; padded to 4 bytes; no chunk when empty)."""
+    jb = json.dumps(js, separators=(",", ":"), ensure_ascii=ensure_ascii).encode("utf-8")
+    jb += b" " * ((4 - len(jb)) % 8)  # 12 + 8 + len(jb) + 8 is a multiple of 8
+    n = memoryview(binary).nbytes
+    pad = -n % 4
+    head = struct.pack("<4sII", b"glTF", 2, 20 + len(jb) + (8 + n + pad if n else 0))
+    head += struct.pack("<I4s", len(jb), b"JSON") + jb
+    return [head + struct.pack("<I4s", n + pad, b"BIN\x00"), binary, b"\x00" * pad] if n else [head]
 
 
 # ---- EXT_structural_metadata helpers -------------------------------------------------------------
@@ -319,16 +323,7 @@ def meshopt_glb(b: GltfBuilder) -> bytes:
         {"byteLength": len(out)},
         {"byteLength": len(raw), "extensions": {"EXT_meshopt_compression": {"fallback": True}}},
     ]
-    js = json.dumps(b.json, separators=(",", ":")).encode("utf-8")
-    js += b" " * ((8 - (20 + len(js)) % 8) % 8)  # BIN chunk (and its data) start 8-byte aligned
-    total = 12 + 8 + len(js) + 8 + len(out)
-    return (
-        struct.pack("<4sII", b"glTF", 2, total)
-        + struct.pack("<I4s", len(js), b"JSON")
-        + js
-        + struct.pack("<I4s", len(out), b"BIN\x00")
-        + bytes(out)
-    )
+    return b"".join(glb_parts(b.json, out, ensure_ascii=True))
 
 
 def decode_meshopt_views(js: dict[str, Any], binary: bytes) -> tuple[dict[str, Any], bytes]:

@@ -17,24 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.tiles.b3dm import HEADER, _json_padded
 from pipeline.tiles.points_glb import PointSchema, QuantizedTile
 
-_COMPONENT = {
-    np.dtype(np.int8): "BYTE",
-    np.dtype(np.int16): "SHORT",
-    np.dtype(np.int32): "INT",
-    np.dtype(np.uint8): "UNSIGNED_BYTE",
-    np.dtype(np.uint16): "UNSIGNED_SHORT",
-    np.dtype(np.uint32): "UNSIGNED_INT",
-    np.dtype(np.float32): "FLOAT",
-    np.dtype(np.float64): "DOUBLE",
-}
-
-
-def _json_chunk(obj: dict[str, Any], align_start: int) -> bytes:
-    raw = json.dumps(obj, separators=(",", ":")).encode("utf-8")
-    pad = (8 - (align_start + len(raw)) % 8) % 8
-    return raw + b" " * pad
+_COMPONENT = dict(
+    zip(
+        (np.dtype(c) for c in ("i1", "i2", "i4", "u1", "u2", "u4", "f4", "f8")),
+        ("BYTE", "SHORT", "INT", "UNSIGNED_BYTE", "UNSIGNED_SHORT", "UNSIGNED_INT", "FLOAT", "DOUBLE"),
+        strict=True,
+    )
+)
 
 
 def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
@@ -74,23 +66,21 @@ def encode_pnts(qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSc
         name: {"byteOffset": off, "componentType": _COMPONENT[np.asarray(c).dtype], "type": "SCALAR"}
         for (name, c), off in zip(cols, bt_off, strict=True)
     }
-    header_len = 28
-    ft_json = _json_chunk(ft, header_len)
-    bt_json = _json_chunk(bt, header_len + len(ft_json) + len(ft_bin))
-    total = header_len + len(ft_json) + len(ft_bin) + len(bt_json) + len(bt_bin)
+    ft_json = _json_padded(ft, HEADER)
+    bt_json = _json_padded(bt, HEADER + len(ft_json) + len(ft_bin))
+    total = HEADER + len(ft_json) + len(ft_bin) + len(bt_json) + len(bt_bin)
     header = struct.pack("<4sIIIIII", b"pnts", 1, total, len(ft_json), len(ft_bin), len(bt_json), len(bt_bin))
     return header + ft_json + ft_bin + bt_json + bt_bin
 
 
 def decode_pnts_positions_mm(data: bytes) -> np.ndarray:
     """Millimetre positions of a pnts written by `encode_pnts` (validation / invariants)."""
-    magic, _v, _total, ftj, ftb, _btj, _btb = struct.unpack_from("<4sIIIIII", data, 0)
+    magic, _v, _total, ftj = struct.unpack_from("<4sIII", data, 0)
     if magic != b"pnts":
         raise ValueError("not a pnts tile")
-    ft = json.loads(data[28 : 28 + ftj])
+    ft = json.loads(data[HEADER : HEADER + ftj])
     n = ft["POINTS_LENGTH"]
-    off = 28 + ftj + ft["POSITION"]["byteOffset"]
+    off = HEADER + ftj + ft["POSITION"]["byteOffset"]
     rel = np.frombuffer(data, dtype=np.float32, count=3 * n, offset=off).reshape(n, 3).astype(np.float64)
     lo = np.round(np.array(ft["RTC_CENTER"]) * 1000.0).astype(np.int64)
-    del ftb
     return lo + np.round(rel * 1000.0).astype(np.int64)

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,19 +31,17 @@ from pipeline.tiles.gltf import (
     UNSIGNED_SHORT,
     GltfBuilder,
     add_property_attribute,
+    glb_parts,
     set_metadata_schema,
 )
-from pipeline.tiles.gltf import decode_meshopt_views as decode_meshopt_views  # re-exported
 
 CLASS_ID = "point"
 
 
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
 # 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
-SRGB8_TO_LINEAR8 = np.round(_srgb_to_linear(np.arange(256) / 255.0) * 255.0).astype(np.uint8)
+_SRGB = np.arange(256) / 255.0
+_LINEAR = np.where(_SRGB <= 0.04045, _SRGB / 12.92, ((_SRGB + 0.055) / 1.055) ** 2.4)
+SRGB8_TO_LINEAR8 = np.round(_LINEAR * 255.0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -142,11 +139,6 @@ def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
     return tuple(out), (off + 3) // 4 * 4
 
 
-def _property_order(schema: PointSchema) -> list[str]:
-    """Metadata properties in the order the property attribute lists them (the vertex order)."""
-    return [a.name for a in vertex_order(schema.attributes) if a.metadata]
-
-
 def pack_vertices(
     qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
 ) -> tuple[np.ndarray, float]:
@@ -213,19 +205,9 @@ def write_glb_from_vertices(
     path, packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False
 ) -> None:
     """`glb_from_vertices` written to `path` without assembling the file in memory."""
-    import os
-
-    parts = _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        total = sum(memoryview(p).nbytes for p in parts)
-        done = os.writev(fd, parts)
-        if done != total:  # short write (rare): finish with plain writes
-            data = b"".join(bytes(p) for p in parts)[done:]
-            while data:
-                data = data[os.write(fd, data) :]
-    finally:
-        os.close(fd)
+    with open(path, "wb") as f:
+        for part in _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt):
+            f.write(part)
 
 
 def _glb_json(n: int, schema: PointSchema, lo, step, qmin, qmax, gps_base) -> dict[str, Any]:
@@ -252,9 +234,9 @@ def _glb_json(n: int, schema: PointSchema, lo, step, qmin, qmax, gps_base) -> di
             acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
             acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
         accs.append(acc)
-    attr_of = {a.prop: a.attr for a in layout if a.prop}
     set_metadata_schema(b, schema.metadata_schema())
-    pa_index = add_property_attribute(b, CLASS_ID, {p: attr_of[p] for p in _property_order(schema)})
+    # the metadata properties in vertex order
+    pa_index = add_property_attribute(b, CLASS_ID, {a.prop: a.attr for a in layout if a.prop})
     if schema.has_gps:
         pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
         pas["properties"]["gps_time"]["offset"] = gps_base
@@ -284,8 +266,6 @@ def _glb_pieces(packed: np.ndarray, schema, lo, step, qmin, qmax, gps_base, mesh
     rows as the BIN chunk (not copied) and its padding. With `meshopt` (and points), the rows are encoded by
     meshopt's vertex codec (bitstream version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies):
     buffer 0 (the BIN chunk) holds the stream, the view refers to the data-less fallback buffer 1."""
-    import struct
-
     n, stride = packed.shape
     js = _glb_json(n, schema, lo, step, qmin, qmax, gps_base)
     payload = np.ascontiguousarray(packed)
@@ -297,20 +277,9 @@ def _glb_pieces(packed: np.ndarray, schema, lo, step, qmin, qmax, gps_base, mesh
         )
         js["extensionsUsed"].append("EXT_meshopt_compression")
         js["extensionsRequired"].append("EXT_meshopt_compression")
-    blen = payload.nbytes
-    padded = blen + (-blen % 4)
-    js["buffers"] = [{"byteLength": padded}]
+    js["buffers"] = [{"byteLength": payload.nbytes + (-payload.nbytes % 4)}]
     if meshopt and n:
         js["buffers"].append(
             {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}}
         )
-    jb = json.dumps(js, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    jb += b" " * (-len(jb) % 4)
-    if (20 + len(jb)) % 8:  # BIN chunk data 8-byte aligned (EXT_structural_metadata), as GltfBuilder.to_glb
-        jb += b"    "
-    head = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(jb) + 8 + padded)
-    head += struct.pack("<I4s", len(jb), b"JSON") + jb + struct.pack("<I4s", padded, b"BIN\x00")
-    parts: list[Any] = [head, payload.reshape(-1).data]
-    if padded > blen:
-        parts.append(b"\x00" * (padded - blen))
-    return parts
+    return glb_parts(js, payload.reshape(-1).data)

@@ -44,7 +44,7 @@ def read_point_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
 
     js, binary = read_glb(data)
     if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
-        from pipeline.tiles.points_glb import decode_meshopt_views
+        from pipeline.tiles.gltf import decode_meshopt_views
 
         js, binary = decode_meshopt_views(js, binary)
     return js, binary
@@ -64,11 +64,8 @@ def tile_positions_mm(path: Path) -> np.ndarray:
     q = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.int64)
     node = js["nodes"][0]
     t = np.round(np.asarray(node["translation"]) * 1000.0).astype(np.int64)
-    s = round(node["scale"][0] * 1000.0)
-    gx = t[0] + q[:, 0] * s
-    gy = t[1] + q[:, 1] * s
-    gz = t[2] + q[:, 2] * s
-    return np.stack([gx, -gz, gy], axis=1)
+    g = t + q * round(node["scale"][0] * 1000.0)  # glTF y-up (x, z, -y) back to ENU
+    return np.stack([g[:, 0], -g[:, 2], g[:, 1]], axis=1)
 
 
 def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
@@ -98,11 +95,7 @@ def tiles_sum(files: list[Path]) -> tuple[int, int]:
 def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
     """The 64-bit hash of each point's millimetre position (splitmix64 over x, y, z): what the tiler's
     kernel (`stages.points.kernels.point_hash`, tested equal) computes for sampling and checksums."""
-
-    def mix(z):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    from pipeline.tiles.copc_octree import _mix64 as mix
 
     u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
     with np.errstate(over="ignore"):

@@ -666,8 +666,7 @@ def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]
     from pipeline.orchestrate.points_plan import PointTilingOptions
     from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
-    from pipeline.tiles.gltf import read_glb
-    from pipeline.tiles.points_glb import decode_meshopt_views
+    from pipeline.tiles.gltf import decode_meshopt_views, read_glb
     from pipeline.tiles.points_reader import tile_positions_mm
     from pipeline.viewer.classes import class_stats
 

@@ -63,7 +63,7 @@ def _column(out: Path, attr: str) -> np.ndarray:
     for p in _glbs(out):
         js, binary = read_glb(p.read_bytes())
         if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
-            from pipeline.tiles.points_glb import decode_meshopt_views
+            from pipeline.tiles.gltf import decode_meshopt_views
 
             js, binary = decode_meshopt_views(js, binary)
         prim = js["meshes"][0]["primitives"][0]

@@ -536,7 +536,7 @@ def test_orthophoto_colours_and_nir(tmp_path):
     out = tmp_path / "col"
     tile_pointcloud([p], out, PointTilingOptions(**OPTS, orthophoto=str(tif)))
     glb = sorted((out / "content").rglob("*.glb"))[0]
-    from pipeline.tiles.points_glb import decode_meshopt_views
+    from pipeline.tiles.gltf import decode_meshopt_views
 
     js, binary = decode_meshopt_views(*read_glb(glb.read_bytes()))  # the default tiles are compressed
     from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8

@@ -76,8 +76,7 @@ def tiled_points(out: Path) -> np.ndarray:
 
 def tiled_intensity(out: Path) -> np.ndarray:
     """The `_INTENSITY` attribute of every point, in the order of `tiled_points`."""
-    from pipeline.tiles.gltf import read_glb
-    from pipeline.tiles.points_glb import decode_meshopt_views
+    from pipeline.tiles.gltf import decode_meshopt_views, read_glb
 
     vals = []
     for p in content_files(out / "tileset.json"):

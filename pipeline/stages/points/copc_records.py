@@ -85,13 +85,6 @@ def _scan_angle(rec: np.ndarray, col: Any) -> None:
     rec["scan_angle"] = np.round(np.asarray(col, np.float64) / 0.006).astype(np.int16)
 
 
-def _plain(field: str) -> Callable[[np.ndarray, Any], None]:
-    def put(rec: np.ndarray, col: Any) -> None:
-        rec[field] = col
-
-    return put
-
-
 # attributes of the table whose column is not a plain copy into the LAS 1.4 record field of its name
 # (point formats 6-8); every other attribute is copied into the field of its name (intensity,
 # classification, point source id, GPS time, NIR, user data, ...)
@@ -102,11 +95,6 @@ LAS_FIELDS: dict[str, Callable[[np.ndarray, Any], None]] = {
     "scan_angle": _scan_angle,
 }
 LAS_RECORD_FIELDS = frozenset(record_dtype(CopcSchema(has_rgb=True, has_nir=True)).names or ())
-
-
-def _put(name: str) -> Callable[[np.ndarray, Any], None]:
-    """How an attribute's column goes into the COPC record."""
-    return LAS_FIELDS.get(name) or _plain(name)
 
 
 def copc_schema(attrs: tuple[PointAttribute, ...]) -> CopcSchema:
@@ -121,10 +109,6 @@ def copc_schema(attrs: tuple[PointAttribute, ...]) -> CopcSchema:
         raise TwinError(f"point attribute(s) {unmapped} have no COPC field (stages/points/copc_records.py)")
     extra = tuple(a.name[2:] for a in attrs if a.when == "extra")  # extra_attribute: x_<name>
     return CopcSchema(has_rgb="rgb" in names or "nir" in names, has_nir="nir" in names, extra_dims=extra)
-
-
-def layout_schema(layout: RecordLayout) -> CopcSchema:
-    return copc_schema(layout.attributes)
 
 
 # ---- positions ---------------------------------------------------------------------------------------------
@@ -214,8 +198,7 @@ def unit_records(
     tiles' attribute columns (`cols`: attribute name -> column; a column the file lacks stays 0)."""
     from pipeline.sources.pointcloud.las import materialize
 
-    schema = layout_schema(layout)
-    rec = np.zeros(len(ints[0]), record_dtype(schema))
+    rec = np.zeros(len(ints[0]), record_dtype(copc_schema(layout.attributes)))
     rec["X"], rec["Y"], rec["Z"] = _positions(ints, info, pl)
     for a in layout.attributes:
         col = cols.get(a.name)
@@ -224,8 +207,10 @@ def unit_records(
         col = materialize(col)  # lazy bit-field / 16-bit colour columns of the spill packer
         if a.when == "extra":
             rec[a.name[2:]] = col
+        elif a.name in LAS_FIELDS:
+            LAS_FIELDS[a.name](rec, col)
         else:
-            _put(a.name)(rec, col)
+            rec[a.name] = col
     return rec
 
 
@@ -252,11 +237,11 @@ def write_unit(
 
 @functools.lru_cache(maxsize=64)
 def las_header_fields(path: str, kind: str) -> dict[str, int]:
-    """File source id, GPS time bit, creation day/year of a LAS/LAZ input (0 for E57)."""
+    """`HeaderInfo` fields of a LAS/LAZ input: file source id, GPS time bit, creation day/year (0 for E57)."""
     if kind == "e57":
-        return {"file_source_id": 0, "gps": 0, "day": 0, "year": 0}
+        return {"file_source_id": 0, "global_encoding_gps": 0, "creation_day": 0, "creation_year": 0}
     with open(path, "rb") as f:
         head = f.read(94)
     src, enc = struct.unpack_from("<HH", head, 4)
     day, year = struct.unpack_from("<HH", head, 90)
-    return {"file_source_id": src, "gps": enc & 1, "day": day, "year": year}
+    return {"file_source_id": src, "global_encoding_gps": enc & 1, "creation_day": day, "creation_year": year}
