@@ -18,11 +18,13 @@ Work in independent tasks on the build's executor (`orchestrate.executor`), memo
 `runtime.memory` whatever the region's size:
 1. one task per point file (`spill_points`): the file in chunks (`reader.iter_points`), only the points
    within `max_half_width_m` (+ `segment_m`) of an axis and in a `CELL_M` cell some segment reaches, each
-   chunk written to a spill file sorted by cell (with the point's place in the input: file, index);
+   chunk written to a spill file sorted (stably) by cell;
 2. one task per tile of cells (`measure_tile`): the segments whose middle lies in the tile, from the spilled
-   points of the cells their rectangles reach, put back in input order. A segment sees exactly the points,
-   in the same order, as from one read of everything, so the result does not depend on the tiling; the
-   tile size is the largest whose every task's points fit the worker's budget (exact counts from step 1).
+   points of the cells their rectangles reach, cell by cell in the order of the spill files. The cells of
+   the measurement's point grid (`stages.street_space.POINT_CELL_M`) nest in the `CELL_M` cells (both
+   counted from `grid_origin`), so a segment sees the points of every point cell it reaches in their input
+   order, exactly as from one read of everything: the result does not depend on the tiling; the tile size
+   is the largest whose every task's points fit the worker's budget (exact counts from step 1).
 """
 
 from __future__ import annotations
@@ -42,14 +44,18 @@ from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import ConfigError, InputError
 from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, Progress, build_executor, dask_workers, map_ordered
+from pipeline.stages._street_space_kernels import cell_columns
 from pipeline.stages.street_space import (
+    POINT_CELL_M,
     RESULT_COLUMNS,
     Segments,
     StreetSpaceParams,
     centrelines,
     cut_axes,
+    grid_origin,
     judge,
     measure_street_space,
+    reach_boxes,
     status,
 )
 
@@ -137,25 +143,23 @@ def street_areas(
     return lu[keep & ~lu.geometry.is_empty.to_numpy()].reset_index(drop=True)
 
 
-# the spill grid's cell (the unit of reading back) and the bytes a tile task holds per point: the spilled
-# record (17), the scaled coordinates and place (24 + 8), the gathered columns (25 + 8), the measurement's
-# point grid (16) and its selections
-CELL_M = 50.0
-TILE_BYTES_PER_POINT = 160
+# the spill grid's cell (the unit of reading back: CELL_POINT_CELLS point cells of the measurement) and
+# the bytes a tile task holds per point: the spilled record (13), the scaled coordinates and class (25),
+# the measurement's point grid (8 + 2 x 8 while it is built) and its flags, with room for the pieces
+CELL_POINT_CELLS = 20
+CELL_M = POINT_CELL_M * CELL_POINT_CELLS
+TILE_BYTES_PER_POINT = 128
 # a spilled return: the file's raw integer coordinates (x = X * scale + offset, as the reader computes
-# them: the same float64s come back), its class and its index in the spill file's chunk (17 bytes)
-SPILL_DTYPE = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1"), ("o", "<u4")])
-_INDEX_BITS = 40  # a point's place in the input: file number << 40 | index in the file
+# them: the same float64s come back) and its class (13 bytes)
+SPILL_DTYPE = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1")])
 
 
 @dataclass(frozen=True)
 class SpillRun:
-    """One spill file (one chunk of one point file): its path, the first point's place in the input
-    (file number << 40 | index), the file's scales and offsets, the cells it holds and the record offset
-    where each cell starts (with the end appended)."""
+    """One spill file (one chunk of one point file): its path, the file's scales and offsets, the cells it
+    holds and the record offset where each cell starts (with the end appended)."""
 
     path: str
-    base: int
     scales: tuple[float, float, float]
     offsets: tuple[float, float, float]
     cells: np.ndarray
@@ -164,41 +168,36 @@ class SpillRun:
 
 @dataclass(frozen=True)
 class CellGrid:
-    """Square cells of `cell` m from (x0, y0), nx x ny of them; cell id = row * nx + column."""
+    """Square cells of CELL_POINT_CELLS x CELL_POINT_CELLS point cells (POINT_CELL_M) from (x0, y0), nx x
+    ny of them; cell id = row * nx + column. A point's cell is that of its point cell (never computed
+    apart: a point cell lies in exactly one cell)."""
 
     x0: float
     y0: float
-    cell: float
     nx: int
     ny: int
+    cell: float = CELL_M
 
     @classmethod
-    def around(cls, boxes: np.ndarray, cell: float) -> CellGrid:
-        x0 = float(np.floor(boxes[:, 0].min() / cell) * cell)
-        y0 = float(np.floor(boxes[:, 1].min() / cell) * cell)
-        nx = int((boxes[:, 2].max() - x0) // cell) + 1
-        ny = int((boxes[:, 3].max() - y0) // cell) + 1
-        return cls(x0, y0, cell, nx, ny)
+    def around(cls, boxes: np.ndarray, origin: tuple[float, float]) -> CellGrid:
+        x0, y0 = origin
+        grid = cls(x0, y0, 1, 1)
+        c, r = grid.col_row(boxes[:, 2], boxes[:, 3])
+        return cls(x0, y0, int(c.max()) + 1, int(r.max()) + 1)
 
     def col_row(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.floor((x - self.x0) / self.cell).astype(np.int64), np.floor(
-            (y - self.y0) / self.cell
-        ).astype(np.int64)
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        return (
+            cell_columns(x, self.x0, POINT_CELL_M) // CELL_POINT_CELLS,
+            cell_columns(y, self.y0, POINT_CELL_M) // CELL_POINT_CELLS,
+        )
 
     def cell_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Cell id of each point, -1 outside the grid."""
         c, r = self.col_row(x, y)
         inside = (c >= 0) & (c < self.nx) & (r >= 0) & (r < self.ny)
         return np.where(inside, r * self.nx + c, -1)
-
-
-def reach_boxes(seg: Segments, half_width: float, pad: float = 1.0) -> np.ndarray:
-    """(n, 4) bounding boxes of the segments' measuring rectangles (0..length along, +-half_width
-    across), padded by `pad` m: every point a segment measures lies inside its box."""
-    L = seg.length
-    xs = np.stack([seg.x0 + a * L * seg.ux - b * half_width * seg.uy for a in (0, 1) for b in (-1, 1)])
-    ys = np.stack([seg.y0 + a * L * seg.uy + b * half_width * seg.ux for a in (0, 1) for b in (-1, 1)])
-    return np.column_stack([xs.min(0) - pad, ys.min(0) - pad, xs.max(0) + pad, ys.max(0) + pad])
 
 
 def _box_cells(grid: CellGrid, box: np.ndarray) -> tuple[int, int, int, int]:
@@ -240,10 +239,8 @@ def spill_points(
     wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
     wanted[cells] = True
     runs: list[SpillRun] = []
-    start = 0
     fields = ("x", "y", "X", "Y", "Z", "classification")
     for k, pts in enumerate(iter_points(info, fields, chunk_points)):
-        n = len(pts["x"])
         cell = grid.cell_of(pts["x"], pts["y"])
         keep = np.flatnonzero(cell >= 0)
         keep = keep[wanted[cell[keep]]]
@@ -253,15 +250,12 @@ def spill_points(
             rec = np.empty(len(order), dtype=SPILL_DTYPE)
             rec["X"], rec["Y"], rec["Z"] = pts["X"][order], pts["Y"][order], pts["Z"][order]
             rec["c"] = pts["classification"][order]
-            rec["o"] = order
             sc = cell[order]
             first = np.flatnonzero(np.concatenate([[True], sc[1:] != sc[:-1]]))
             out = str(Path(spill_dir) / f"{file_no:06d}_{k:06d}.npy")
             np.save(out, rec)
-            base = (file_no << _INDEX_BITS) + start
-            runs.append(SpillRun(out, base, info.scales, info.offsets, sc[first], np.append(first, len(sc))))
+            runs.append(SpillRun(out, info.scales, info.offsets, sc[first], np.append(first, len(sc))))
             del rec
-        start += n
     return runs
 
 
@@ -274,11 +268,15 @@ def spilled_points(
 
 
 def measure_tile(
-    pieces: list[tuple[SpillRun, list[tuple[int, int]]]], seg: Segments, p: StreetSpaceParams
+    pieces: list[tuple[SpillRun, list[tuple[int, int]]]],
+    seg: Segments,
+    p: StreetSpaceParams,
+    origin: tuple[float, float],
 ) -> dict[str, np.ndarray]:
-    """Task: the measurements of `seg` from the spilled records `pieces` ((spill file, record ranges)),
-    the points put back in input order first (the order a single read of all files gives)."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "y", "z", "c", "i")}
+    """Task: the measurements of `seg` from the spilled records `pieces` ((spill file, record ranges), in
+    the order of the spill files: the points of every cell in input order) on the region's point grid
+    from `origin`."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "y", "z", "c")}
     for run, ranges in pieces:
         rec = np.load(run.path, mmap_mode="r")
         part = np.concatenate([np.array(rec[a:b]) for a, b in ranges])
@@ -286,18 +284,14 @@ def measure_tile(
         for k, v in zip("xyz", spilled_points(part, run.scales, run.offsets), strict=True):
             cols[k].append(v)
         cols["c"].append(part["c"].copy())  # a copy: a field view would keep the records alive
-        cols["i"].append(np.int64(run.base) + part["o"].astype(np.int64))
         del part
-    if cols["i"]:
-        # input order (the places are unique; the cells' runs are each in order, which a stable sort uses)
-        order = np.argsort(np.concatenate(cols.pop("i")), kind="stable")
+    if cols["c"]:
         # one column at a time, its pieces freed as it is gathered
-        x, y, z, c = (np.concatenate(cols.pop(k))[order] for k in ("x", "y", "z", "c"))
-        del order
+        x, y, z, c = (np.concatenate(cols.pop(k)) for k in ("x", "y", "z", "c"))
     else:
         x = y = z = np.zeros(0)
         c = np.zeros(0, dtype=np.uint8)
-    return measure_street_space(seg, x, y, z, c, p)
+    return measure_street_space(seg, x, y, z, c, p, origin=origin)
 
 
 def tile_plan(
@@ -361,7 +355,8 @@ def measure_from_files(
         [shapely.buffer(shapely.LineString(a), p.max_half_width_m + p.segment_m) for a in axes]
     )
     boxes = reach_boxes(seg, p.max_half_width_m)
-    grid = CellGrid.around(boxes, CELL_M)
+    origin = grid_origin(seg, p)
+    grid = CellGrid.around(boxes, origin)
     cells = needed_cells(grid, boxes)
     work_dir.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".street_space-spill-", dir=work_dir))
@@ -393,7 +388,7 @@ def measure_from_files(
                 sel = np.flatnonzero(want[run.cells])
                 if len(sel):
                     pieces.append((run, [(int(run.starts[j]), int(run.starts[j + 1])) for j in sel]))
-            items.append((pieces, seg.take(idx), p))
+            items.append((pieces, seg.take(idx), p, origin))
         results = map_ordered(
             executor if len(items) > 1 else None,
             measure_tile,

@@ -24,6 +24,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 import shapely
 
+from pipeline.stages import _street_space_kernels as K
+
+# the measurement's point grid (m) and the snap of its origin (a multiple of it: the orchestration's
+# partitioning cells are multiples of the point cells, counted from the same origin)
+POINT_CELL_M = 2.5
+GRID_SNAP_M = 50.0
+
 
 @dataclass(frozen=True)
 class StreetSpaceParams:
@@ -284,7 +291,8 @@ def measure_segment(
     length: float,
     p: StreetSpaceParams,
 ) -> dict[str, float]:
-    """Measurements of one segment from its points in the segment frame (s along, d across, + left)."""
+    """Measurements of one segment from its points in the segment frame (s along, d across, + left): the
+    pure-numpy reference of `measure_street_space`'s kernels (`_street_space_kernels`)."""
     res = dict.fromkeys(RESULT_COLUMNS, float("nan"))
     H = p.max_half_width_m
     nb = round(2 * H / p.bin_m)
@@ -302,7 +310,58 @@ def measure_segment(
     m = _bin_medians(gb, z[ground] - along * s[ground], nb, p.min_bin_points)
     after = _window_median(m, w, after=True, coverage=p.window_coverage)
     before = _window_median(m, w, after=False, coverage=p.window_coverage)
-    up = after - before  # rise towards +d at every bin edge
+    kerb, outer = _kerbs(m, after - before, d[building], p)
+    _widths(res, kerb, outer)
+    kl, kr = kerb.get("left"), kerb.get("right")
+    # clearance above the carriageway
+    c_hi = kl if kl is not None else p.fallback_half_width_m
+    c_lo = kr if kr is not None else -p.fallback_half_width_m
+    on_cw = ground & (d > c_lo) & (d < c_hi)
+    if on_cw.sum() >= 3:
+        A = np.column_stack([np.ones(on_cw.sum()), s[on_cw], d[on_cw]])
+        coef, *_ = np.linalg.lstsq(A, z[on_cw], rcond=None)
+        # the kerb line is known to a bin: returns up to `clearance_margin_m` beyond it count as above
+        # the carriageway's edge (a crown's lowest part over the road is usually right there)
+        over = other & (d > c_lo - p.clearance_margin_m) & (d < c_hi + p.clearance_margin_m)
+        h = z[over] - (coef[0] + coef[1] * s[over] + coef[2] * d[over])
+        h = h[h >= p.min_overhead_m]
+        res["overhead_points"] = float(len(h))
+        if len(h):
+            res["min_clearance_m"] = float(h.min())
+    # free sidewalk width
+    nslice = max(1, int(np.ceil(length / p.slice_m - 1e-9)))
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        if side not in kerb or side not in outer:
+            continue
+        a, b = sign * kerb[side], outer[side]
+        dd = d * sign
+        walk = ground & (dd > a) & (dd < b)
+        if walk.sum() < 3:
+            continue
+        A = np.column_stack([np.ones(walk.sum()), s[walk], dd[walk]])
+        coef, *_ = np.linalg.lstsq(A, z[walk], rcond=None)
+        cand = other | building
+        cand &= (dd > a) & (dd < b) & (s >= 0) & (s <= length)
+        h = z[cand] - (coef[0] + coef[1] * s[cand] + coef[2] * dd[cand])
+        obst = (h >= p.obstacle_min_m) & (h <= p.obstacle_max_m)
+        nbin = max(1, round((b - a) / p.bin_m))
+        occ = np.zeros((nslice, nbin), dtype=bool)
+        si = np.clip((s[cand][obst] / p.slice_m).astype(np.int64), 0, nslice - 1)
+        bi = np.clip(((dd[cand][obst] - a) / p.bin_m).astype(np.int64), 0, nbin - 1)
+        occ[si, bi] = True
+        free = _longest_free(occ).min() * p.bin_m
+        res[f"free_sidewalk_{side}_m"] = float(min(free, b - a))
+    return res
+
+
+def _kerbs(
+    m: np.ndarray, up: np.ndarray, building_d: np.ndarray, p: StreetSpaceParams
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(kerb offset per side, signed offset where the sidewalk ends per side) from the ground profile
+    `m` (median per bin), the rise `up` at every bin edge (towards +d) and the building points' d."""
+    H = p.max_half_width_m
+    nb = len(m)
+    w = max(1, round(p.kerb_window_m / p.bin_m))
     edges = -H + np.arange(nb + 1) * p.bin_m
     centre = nb // 2
 
@@ -372,12 +431,17 @@ def measure_segment(
             stop = float(sign * edges[beyond[e]])
         if gap_start.any():
             stop = float(np.nanmin([stop, sign * edges[beyond[np.argmax(gap_start)]]]))
-        bd = d[building] * sign
+        bd = building_d * sign
         facade = bd[bd > sign * kerb[side]]
         if len(facade):
             stop = float(np.nanmin([stop, facade.min()]))
         if np.isfinite(stop):
             outer[side] = stop
+    return kerb, outer
+
+
+def _widths(res: dict[str, float], kerb: dict[str, float], outer: dict[str, float]) -> None:
+    """Kerb offsets, carriageway and sidewalk widths into `res`."""
     kl, kr = kerb.get("left"), kerb.get("right")
     res["kerb_left_m"] = kl if kl is not None else float("nan")
     res["kerb_right_m"] = kr if kr is not None else float("nan")
@@ -386,45 +450,6 @@ def measure_segment(
     for side in ("left", "right"):
         if side in kerb and side in outer:
             res[f"sidewalk_{side}_width_m"] = outer[side] - (1.0 if side == "left" else -1.0) * kerb[side]
-    # clearance above the carriageway
-    c_hi = kl if kl is not None else p.fallback_half_width_m
-    c_lo = kr if kr is not None else -p.fallback_half_width_m
-    on_cw = ground & (d > c_lo) & (d < c_hi)
-    if on_cw.sum() >= 3:
-        A = np.column_stack([np.ones(on_cw.sum()), s[on_cw], d[on_cw]])
-        coef, *_ = np.linalg.lstsq(A, z[on_cw], rcond=None)
-        # the kerb line is known to a bin: returns up to `clearance_margin_m` beyond it count as above
-        # the carriageway's edge (a crown's lowest part over the road is usually right there)
-        over = other & (d > c_lo - p.clearance_margin_m) & (d < c_hi + p.clearance_margin_m)
-        h = z[over] - (coef[0] + coef[1] * s[over] + coef[2] * d[over])
-        h = h[h >= p.min_overhead_m]
-        res["overhead_points"] = float(len(h))
-        if len(h):
-            res["min_clearance_m"] = float(h.min())
-    # free sidewalk width
-    nslice = max(1, int(np.ceil(length / p.slice_m - 1e-9)))
-    for side, sign in (("left", 1.0), ("right", -1.0)):
-        if side not in kerb or side not in outer:
-            continue
-        a, b = sign * kerb[side], outer[side]
-        dd = d * sign
-        walk = ground & (dd > a) & (dd < b)
-        if walk.sum() < 3:
-            continue
-        A = np.column_stack([np.ones(walk.sum()), s[walk], dd[walk]])
-        coef, *_ = np.linalg.lstsq(A, z[walk], rcond=None)
-        cand = other | building
-        cand &= (dd > a) & (dd < b) & (s >= 0) & (s <= length)
-        h = z[cand] - (coef[0] + coef[1] * s[cand] + coef[2] * dd[cand])
-        obst = (h >= p.obstacle_min_m) & (h <= p.obstacle_max_m)
-        nbin = max(1, round((b - a) / p.bin_m))
-        occ = np.zeros((nslice, nbin), dtype=bool)
-        si = np.clip((s[cand][obst] / p.slice_m).astype(np.int64), 0, nslice - 1)
-        bi = np.clip(((dd[cand][obst] - a) / p.bin_m).astype(np.int64), 0, nbin - 1)
-        occ[si, bi] = True
-        free = _longest_free(occ).min() * p.bin_m
-        res[f"free_sidewalk_{side}_m"] = float(min(free, b - a))
-    return res
 
 
 class _PointGrid:
@@ -455,7 +480,7 @@ class _PointGrid:
         return np.sort(np.concatenate(parts))
 
 
-def measure_street_space(
+def measure_street_space_reference(
     seg: Segments,
     x: np.ndarray,
     y: np.ndarray,
@@ -463,7 +488,8 @@ def measure_street_space(
     cls: np.ndarray,
     p: StreetSpaceParams,
 ) -> dict[str, np.ndarray]:
-    """Measurements of every segment (columns of RESULT_COLUMNS, NaN = not measured)."""
+    """`measure_street_space` in pure numpy, one segment after the other (`measure_segment`): the
+    reference the tests compare the kernels with (equal to floating-point rounding of the plane fits)."""
     out = {k: np.full(len(seg), np.nan) for k in RESULT_COLUMNS}
     if not len(seg) or not len(x):
         return out
@@ -488,6 +514,176 @@ def measure_street_space(
         keep = (s >= 0) & (s < L) & (np.abs(d) < p.max_half_width_m)
         sel = near[keep]
         r = measure_segment(s[keep], d[keep], z[sel], cls[sel], L, p)
+        for k, v in r.items():
+            out[k][i] = v
+    return out
+
+
+def reach_boxes(seg: Segments, half_width: float, pad: float = 1.0) -> np.ndarray:
+    """(n, 4) bounding boxes of the segments' measuring rectangles (0..length along, +-half_width
+    across), padded by `pad` m: every point a segment measures lies inside its box."""
+    L = seg.length
+    xs = np.stack([seg.x0 + a * L * seg.ux - b * half_width * seg.uy for a in (0, 1) for b in (-1, 1)])
+    ys = np.stack([seg.y0 + a * L * seg.uy + b * half_width * seg.ux for a in (0, 1) for b in (-1, 1)])
+    return np.column_stack([xs.min(0) - pad, ys.min(0) - pad, xs.max(0) + pad, ys.max(0) + pad])
+
+
+def grid_origin(seg: Segments, p: StreetSpaceParams) -> tuple[float, float]:
+    """South-west corner of the point grid of a region's segments: their reach (`reach_boxes`) snapped
+    down to GRID_SNAP_M. Every cell of the measurement (POINT_CELL_M) and of the orchestration's
+    partitioning (a multiple of it) is counted from here, with `_street_space_kernels.cell_columns`."""
+    boxes = reach_boxes(seg, p.max_half_width_m)
+    return (
+        float(np.floor(boxes[:, 0].min() / GRID_SNAP_M) * GRID_SNAP_M),
+        float(np.floor(boxes[:, 1].min() / GRID_SNAP_M) * GRID_SNAP_M),
+    )
+
+
+def class_flags(cls: np.ndarray, p: StreetSpaceParams) -> np.ndarray:
+    """GROUND / BUILDING / IGNORED flags (`_street_space_kernels`) of every point's class."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for flag, classes in (
+        (K.GROUND, p.ground_classes),
+        (K.BUILDING, p.building_classes),
+        (K.IGNORED, p.ignored_classes),
+    ):
+        for c in classes:
+            if 0 <= c < 256:
+                lut[c] |= flag
+    return lut[np.asarray(cls, dtype=np.uint8)]
+
+
+def _lstsq_plane(s: np.ndarray, d: np.ndarray, z: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """numpy's least-squares plane (c0, c1, c2) through the points where `use` (degenerate fits)."""
+    A = np.column_stack([np.ones(int(use.sum())), s[use], d[use]])
+    return np.linalg.lstsq(A, z[use], rcond=None)[0]
+
+
+def _measure_segment_fast(
+    s: np.ndarray, d: np.ndarray, z: np.ndarray, flags: np.ndarray, length: float, p: StreetSpaceParams
+) -> dict[str, float]:
+    """`measure_segment` with the kernels: the points' class `flags` instead of their classes."""
+    res = dict.fromkeys(RESULT_COLUMNS, float("nan"))
+    H = p.max_half_width_m
+    nb = round(2 * H / p.bin_m)
+    w = max(1, round(p.kerb_window_m / p.bin_m))
+    ground = (flags & K.GROUND) != 0
+    res["ground_points"] = float(ground.sum())
+    along = 0.0
+    if res["ground_points"] >= 3:
+        _c0, along, _c2, _n, ok = K.plane_fit(s, d, z, ground)
+        if not ok:
+            along = float(_lstsq_plane(s, d, z, ground)[1])
+    m = K.ground_profile(s, d, z, flags, along, H, p.bin_m, nb, p.min_bin_points)
+    valid = max(1.0, p.window_coverage * w)
+    up = K.window_median(m, w, True, valid) - K.window_median(m, w, False, valid)
+    kerb, outer = _kerbs(m, up, d[(flags & K.BUILDING) != 0], p)
+    _widths(res, kerb, outer)
+    kl, kr = kerb.get("left"), kerb.get("right")
+    c_hi = kl if kl is not None else p.fallback_half_width_m
+    c_lo = kr if kr is not None else -p.fallback_half_width_m
+    margin = p.clearance_margin_m
+    low, count, n, ok = K.clearance(s, d, z, flags, c_lo, c_hi, margin, p.min_overhead_m)
+    if n >= 3:
+        if not ok:
+            coef = _lstsq_plane(s, d, z, ground & (d > c_lo) & (d < c_hi))
+            low, count = K.overhead(s, d, z, flags, c_lo, c_hi, margin, p.min_overhead_m, *coef)
+        res["overhead_points"] = count
+        if count:
+            res["min_clearance_m"] = low
+    nslice = max(1, int(np.ceil(length / p.slice_m - 1e-9)))
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        if side not in kerb or side not in outer:
+            continue
+        a, b = sign * kerb[side], outer[side]
+        dd = d * sign
+        c0, c1, c2, n, ok = K.sidewalk_plane(s, dd, z, flags, a, b)
+        if n < 3:
+            continue
+        if not ok:
+            c0, c1, c2 = _lstsq_plane(s, dd, z, ground & (dd > a) & (dd < b))
+        nbin = max(1, round((b - a) / p.bin_m))
+        free = (
+            K.free_sidewalk(
+                s,
+                dd,
+                z,
+                flags,
+                a,
+                b,
+                length,
+                c0,
+                c1,
+                c2,
+                p.obstacle_min_m,
+                p.obstacle_max_m,
+                p.slice_m,
+                nslice,
+                p.bin_m,
+                nbin,
+            )
+            * p.bin_m
+        )
+        res[f"free_sidewalk_{side}_m"] = float(min(free, b - a))
+    return res
+
+
+def measure_street_space(
+    seg: Segments,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    cls: np.ndarray,
+    p: StreetSpaceParams,
+    origin: tuple[float, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Measurements of every segment (columns of RESULT_COLUMNS, NaN = not measured; a segment without
+    points in its rectangle has 0 ground points and nothing else).
+
+    The points are binned once into the POINT_CELL_M grid from `origin` (default: `grid_origin` of
+    `seg`); each segment takes the points of the cells its rectangle reaches, cell by cell in row-major
+    order and in input order within a cell. Pass the region's `origin` when measuring part of it: as long
+    as the points of every cell a segment reaches come in their input order, the result does not depend
+    on which other points or segments are given."""
+    out = {k: np.full(len(seg), np.nan) for k in RESULT_COLUMNS}
+    if not len(seg):
+        return out
+    H = p.max_half_width_m
+    gx0, gy0 = origin if origin is not None else grid_origin(seg, p)
+    col = K.cell_columns(np.asarray(x, dtype=np.float64), gx0, POINT_CELL_M)
+    row = K.cell_columns(np.asarray(y, dtype=np.float64), gy0, POINT_CELL_M)
+    cx0 = int(col.min()) if len(col) else 0
+    cy0 = int(row.min()) if len(row) else 0
+    nx = int(col.max()) - cx0 + 1 if len(col) else 1
+    ny = int(row.max()) - cy0 + 1 if len(row) else 1
+    col -= cx0
+    row -= cy0
+    order, starts = K.bin_points(col, row, nx, ny)
+    del col, row
+    flags = class_flags(cls, p)
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    for i in range(len(seg)):
+        L = float(seg.length[i])
+        idx, s, d = K.gather_segment(
+            order,
+            starts,
+            gx0,
+            gy0,
+            POINT_CELL_M,
+            cx0,
+            cy0,
+            nx,
+            ny,
+            xs,
+            ys,
+            float(seg.x0[i]),
+            float(seg.y0[i]),
+            float(seg.ux[i]),
+            float(seg.uy[i]),
+            L,
+            H,
+        )
+        r = _measure_segment_fast(s, d, np.asarray(z, dtype=np.float64)[idx], flags[idx], L, p)
         for k, v in r.items():
             out[k][i] = v
     return out

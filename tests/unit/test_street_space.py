@@ -28,14 +28,19 @@ from pipeline.orchestrate.street_space import (
     street_areas,
     track_axes,
 )
+from pipeline.stages import _street_space_kernels as K
 from pipeline.stages.street_space import (
     StreetSpaceParams,
+    _bin_medians,
     _longest_free,
     _PointGrid,
+    _window_median,
     centrelines,
+    class_flags,
     cut_axes,
     judge,
     measure_street_space,
+    measure_street_space_reference,
 )
 
 KERB = 0.12
@@ -217,6 +222,80 @@ def test_longest_free_and_cut_axes():
     np.testing.assert_allclose(seg.y0, [0.0, 0.0, 10.0])
 
 
+def test_kernels_equal_the_numpy_reference():
+    """The numba kernels give the numpy reference's values: medians bit for bit, plane fits to rounding."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        m = rng.normal(0, 0.1, 200)
+        m[rng.random(200) < rng.uniform(0, 0.9)] = np.nan
+        w = int(rng.integers(1, 9))
+        cov = float(rng.uniform(0.2, 1.0))
+        for after in (True, False):
+            np.testing.assert_array_equal(
+                K.window_median(m, w, after, max(1.0, cov * w)), _window_median(m, w, after, cov)
+            )
+    n = 5000
+    s, d = rng.uniform(0, 10, n), rng.uniform(-20, 20, n)
+    z = 50 + 0.03 * s - 0.01 * d + rng.normal(0, 0.02, n)
+    cls = rng.choice(np.array([1, 2, 6, 7], dtype=np.uint8), n)
+    p = StreetSpaceParams(bin_m=0.5)  # 80 bins: a few points each
+    flags = class_flags(cls, p)
+    ground = cls == 2
+    assert ((flags & K.GROUND) != 0).tolist() == ground.tolist()
+    assert ((flags & K.BUILDING) != 0).tolist() == (cls == 6).tolist()
+    assert (flags == 0).tolist() == (cls == 1).tolist()
+    c0, c1, c2, count, ok = K.plane_fit(s, d, z, ground)
+    A = np.column_stack([np.ones(ground.sum()), s[ground], d[ground]])
+    np.testing.assert_allclose([c0, c1, c2], np.linalg.lstsq(A, z[ground], rcond=None)[0], atol=1e-10)
+    assert ok and count == ground.sum()
+    # collinear ground (one lateral offset) is no plane: the caller falls back to lstsq
+    assert not K.plane_fit(s, np.full(n, 1.5), z, ground)[4]
+    nb = round(2 * p.max_half_width_m / p.bin_m)
+    gb = np.clip(((d[ground] + 20) / p.bin_m).astype(np.int64), 0, nb - 1)
+    for min_count in (1, 3, 40):
+        np.testing.assert_array_equal(
+            K.ground_profile(s, d, z, flags, c1, 20.0, p.bin_m, nb, min_count),
+            _bin_medians(gb, z[ground] - c1 * s[ground], nb, min_count),
+        )
+    # the free run across a sidewalk: the kernel's occupancy against _longest_free of the same bins
+    a, b, nslice, nbin = 2.0, 6.0, 10, 80
+    free = K.free_sidewalk(s, d, z, flags, a, b, 10.0, c0, c1, c2, 0.01, 2.5, 1.0, nslice, 0.05, nbin)
+    cand = ((flags == 0) | ((flags & K.BUILDING) != 0)) & (d > a) & (d < b)
+    h = z[cand] - (c0 + c1 * s[cand] + c2 * d[cand])
+    ob = (h >= 0.01) & (h <= 2.5)
+    occ = np.zeros((nslice, nbin), dtype=bool)
+    occ[
+        np.clip((s[cand][ob] / 1.0).astype(int), 0, nslice - 1),
+        np.clip(((d[cand][ob] - a) / 0.05).astype(int), 0, nbin - 1),
+    ] = True
+    assert free == _longest_free(occ).min() and 0 < free < nbin
+
+
+def test_point_bins_and_segment_gather():
+    """`bin_points` keeps the input order within a cell; `gather_segment` finds exactly the points of the
+    rectangle, cell by cell (row-major) and in input order within a cell."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(100, 160, 30000), rng.uniform(200, 240, 30000)
+    col, row = K.cell_columns(x, 100.0, 2.5), K.cell_columns(y, 200.0, 2.5)
+    nx, ny = int(col.max()) + 1, int(row.max()) + 1
+    order, starts = K.bin_points(col, row, nx, ny)
+    key = row * nx + col
+    np.testing.assert_array_equal(order, np.argsort(key, kind="stable"))
+    for ang in (0.0, 0.7, 2.9, -1.3):
+        ux, uy = np.cos(ang), np.sin(ang)
+        idx, s, d = K.gather_segment(
+            order, starts, 100.0, 200.0, 2.5, 0, 0, nx, ny, x, y, 130.0, 220.0, ux, uy, 10.0, 8.0
+        )
+        dx, dy = x - 130.0, y - 220.0
+        s_all, d_all = dx * ux + dy * uy, -dx * uy + dy * ux
+        inside = (s_all >= 0) & (s_all < 10.0) & (np.abs(d_all) < 8.0)
+        expect = np.flatnonzero(inside)
+        expect = expect[np.lexsort((expect, key[expect]))]
+        np.testing.assert_array_equal(idx, expect)
+        np.testing.assert_array_equal(s, s_all[expect])
+        np.testing.assert_array_equal(d, d_all[expect])
+
+
 # ---- the demo district against its truth ---------------------------------------------------------
 
 
@@ -376,6 +455,25 @@ def test_partitioned_equals_one_piece(demo_street, source, tmp_path):
                 np.testing.assert_array_equal(res[k], whole[k], err_msg=k)
     assert len(tiles_seen) >= 2 and max(tiles_seen) >= 9  # really partitioned, in different ways
     assert list(tmp_path.iterdir()) == []  # the spill files are gone
+
+
+@pytest.mark.parametrize("source", ["tracks", "cadastre"])
+def test_kernels_equal_the_reference_on_the_demo(demo_street, source):
+    """Every segment of the demo measured by the kernels and by the pure-numpy reference: the same kerbs,
+    widths and counts, clearances equal to the rounding of the plane fits (normal equations vs lstsq)."""
+    from pipeline.sources.pointcloud.reader import read_points
+
+    p = StreetSpaceParams()
+    axes = _demo_axes(demo_street, source)
+    seg = cut_axes(axes, p.segment_m)
+    parts = [read_points(f) for f in sorted((demo_street / "mobile").glob("*.laz"))]
+    x, y, z, c = (np.concatenate([q[k] for q in parts]) for k in ("x", "y", "z", "classification"))
+    fast = measure_street_space(seg, x, y, z, c, p)
+    ref = measure_street_space_reference(seg, x, y, z, c, p)
+    assert np.isfinite(fast["carriageway_width_m"]).sum() > 0.8 * len(seg)
+    for k in ref:
+        np.testing.assert_array_equal(np.isnan(fast[k]), np.isnan(ref[k]), err_msg=k)
+        np.testing.assert_allclose(fast[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
 
 
 def test_build_layer_writes_styled_internal_gpkg(demo_street, tmp_path):
