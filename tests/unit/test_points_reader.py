@@ -80,7 +80,7 @@ def test_a_missing_field_is_refused(files):
 
 
 def test_a_missing_backend_library_is_an_input_error(files, monkeypatch):
-    monkeypatch.setattr(reader.LazrsBackend, "is_available", lambda self: False)
+    monkeypatch.setattr(reader.PointBackend, "is_available", lambda self: self.module != "lazrs")
     with pytest.raises(InputError, match="needs the Python package 'lazrs'"):
         reader.decode_unit(reader.read_header(files["laz1"]), reader.WorkUnit(0, 0, 1))
 
@@ -212,3 +212,26 @@ def test_terrain_refuses_a_file_without_crs_like_the_tiler(files, tmp_path):
         rasterise_point_files([p], grid, stat="max", crs_cfg=cfg)
     acc = rasterise_point_files([p], grid, stat="max", crs_cfg=cfg, crs_override="EPSG:25832+7837")
     assert acc.count.sum() == 500
+
+
+@pytest.mark.parametrize(("defect", "says"), [("data type", "data type 99"), ("length", "182 bytes")])
+def test_a_malformed_extra_bytes_vlr_is_named(tmp_path, defect, says):
+    import struct
+
+    import laspy
+
+    h = laspy.LasHeader(point_format=6, version="1.4")
+    h.add_extra_dim(laspy.ExtraBytesParams(name="label", type=np.uint8))
+    las = laspy.LasData(h)
+    las.x = las.y = las.z = np.arange(10.0)
+    p = tmp_path / "labels.las"
+    las.write(str(p))
+    data = bytearray(p.read_bytes())
+    if defect == "data type":
+        data[data.find(b"label") - 2] = 99  # the descriptor's data type: 99 is not a LAS type
+    else:  # a VLR of 182 bytes: not a whole number of 192-byte descriptors
+        i = data.find(b"LASF_Spec".ljust(16, b"\0") + struct.pack("<HH", 4, 192))
+        data[i + 18 : i + 20] = struct.pack("<H", 182)
+    p.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=f"labels.las .*Extra Bytes.*malformed Extra Bytes VLR.*{says}"):
+        reader.read_header(p)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 
 from pyproj import CRS
 
-from pipeline.crs import check_area_of_use, has_vertical, linear_unit_factor, parse_crs, resolve_source_crs
+from pipeline.crs import (
+    check_area_of_use,
+    has_vertical,
+    horizontal_of,
+    linear_unit_factor,
+    parse_crs,
+    resolve_source_crs,
+)
 from pipeline.errors import CrsError
 from pipeline.sources.pointcloud.header import PointFileInfo
 
@@ -37,14 +44,6 @@ class FileCrs:
     crs: CRS  # 3D-capable CRS handed to PROJ
     z_factor: float  # multiply the file's Z by this before PROJ
     note: str = ""
-
-
-def _horizontal(crs: CRS) -> CRS:
-    if crs.sub_crs_list:
-        for s in crs.sub_crs_list:
-            if not s.is_vertical:
-                return s
-    return crs
 
 
 def _vertical_unit(crs: CRS) -> float:
@@ -116,7 +115,7 @@ def resolve_file_crs(
         )
     given = parse_crs(override, path=path) if override else file_crs
     assert given is not None
-    horiz = _horizontal(given)
+    horiz = horizontal_of(given)
     hfac = linear_unit_factor(horiz)
     if z_unit is not None and z_unit not in Z_UNITS:
         raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)

@@ -8,11 +8,10 @@ values. The result (`PointFileInfo`) is small and picklable; the decode tasks re
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ POINTS_PER_UNIT = 500_000
 _RGB_FORMATS = {2, 3, 5, 7, 8, 10}
 _GPS_FORMATS = {1, 3, 4, 5, 6, 7, 8, 9, 10}
 _NIR_FORMATS = {8, 10}
+_EXTRA_BYTES = "VLR LASF_Spec/4 (Extra Bytes)"
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class PointFileInfo:
     extra_dims: tuple[str, ...] = ()
     # (name, raw value) of the extra dimensions whose Extra Bytes record declares a no-data value
     extra_nodata: tuple[tuple[str, float], ...] = ()
+    # (name, scale, offset) of the extra dimensions their Extra Bytes record scales (first element)
+    extra_scales: tuple[tuple[str, float, float], ...] = ()
     version: str = ""
     point_format: int = -1
     point_size: int = 0
@@ -75,11 +77,6 @@ class WorkUnit:
     chunks: tuple[tuple[int, int], ...] = ()
     scan: int = -1  # E57 scan index
     unit_index: int = 0  # global, deterministic order of units
-    tags: dict = field(default_factory=dict, compare=False)
-
-
-def _finite(vals) -> bool:
-    return all(math.isfinite(float(v)) for v in vals)
 
 
 def scan_file(path: Path) -> PointFileInfo:
@@ -115,6 +112,10 @@ def _extra_nodata(h) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+def _xyz(v) -> tuple[float, float, float]:
+    return float(v[0]), float(v[1]), float(v[2])
+
+
 def _scan_las(path: Path, size: int) -> PointFileInfo:
     import laspy
 
@@ -122,25 +123,36 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         magic = f.read(4)
     if magic != b"LASF":
         raise InputError("not a LAS/LAZ file (no LASF signature)", path=path)
-    _check_extra_bytes(path)
     try:
         with laspy.open(path) as reader:
             h = reader.header
-            laz_vlr = None
-            for v in h.vlrs:
-                if v.user_id == "laszip encoded":
-                    laz_vlr = v.record_data
+    except laspy.errors.UnknownExtraType as e:
+        raise InputError(
+            f"malformed Extra Bytes VLR: a descriptor has data type {e}, LAS defines 0-30; the dimension "
+            "cannot be read (re-export the file, or repair the VLR)",
+            path=path,
+            record=_EXTRA_BYTES,
+        ) from e
     except Exception as e:  # laspy raises a variety of errors on broken headers
         raise InputError(f"cannot read LAS header: {e}", path=path) from e
+    laz_vlr = None
+    for v in h.vlrs:
+        if v.user_id == "laszip encoded":
+            laz_vlr = v.record_data
+        elif (v.user_id, v.record_id) == ("LASF_Spec", 4) and not hasattr(v, "extra_bytes_structs"):
+            # laspy keeps an Extra Bytes VLR it cannot parse as raw bytes and drops the dimensions
+            raise InputError(
+                f"malformed Extra Bytes VLR: {len(v.record_data)} bytes is not a whole number of 192-byte "
+                "descriptors; the extra dimensions cannot be read (re-export the file, or repair the VLR)",
+                path=path,
+                record=_EXTRA_BYTES,
+            )
     count = int(h.point_count)
     if count == 0:
         raise InputError("file holds no points", path=path)
     pf = h.point_format
-    scales = tuple(float(s) for s in h.scales)
-    offsets = tuple(float(o) for o in h.offsets)
-    mins = tuple(float(v) for v in h.mins)
-    maxs = tuple(float(v) for v in h.maxs)
-    if not (_finite(scales) and _finite(offsets) and _finite(mins) and _finite(maxs)):
+    scales, offsets, mins, maxs = (_xyz(v) for v in (h.scales, h.offsets, h.mins, h.maxs))
+    if not all(math.isfinite(v) for v in (*scales, *offsets, *mins, *maxs)):
         raise InputError("header scale/offset/bounds contain NaN or infinity", path=path)
     if any(s == 0 for s in scales):
         raise InputError("header scale factor is 0", path=path)
@@ -153,27 +165,8 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
             crs_wkt = crs.to_wkt()
     except Exception as e:
         crs_error = str(e) or type(e).__name__
-    extra = tuple(pf.extra_dimension_names)
-    common = dict(
-        extra_nodata=_extra_nodata(h),
-        path=path,
-        count=count,
-        mins=mins,
-        maxs=maxs,
-        crs_wkt=crs_wkt,
-        has_rgb=pf.id in _RGB_FORMATS,
-        has_gps=pf.id in _GPS_FORMATS,
-        has_nir=pf.id in _NIR_FORMATS,
-        extra_dims=extra,
-        version=str(h.version),
-        point_format=int(pf.id),
-        point_size=int(pf.size),
-        record_dtype=pf.dtype(),
-        scales=scales,
-        offsets=offsets,
-        offset_to_points=int(h.offset_to_point_data),
-        crs_error=crs_error,
-    )
+    table: tuple[tuple[int, int], ...] = ()
+    first = 0
     if laz_vlr is None:
         need = h.offset_to_point_data + count * pf.size
         if size < need:
@@ -190,28 +183,37 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
                 "`lasinfo -repair`, or re-export the file)",
                 path=path,
             )
-        return PointFileInfo(kind="las", **common)
-    table, first = _read_chunk_table(
-        path, size, int(h.offset_to_point_data), laz_vlr, count, int(pf.size), int(pf.id)
-    )
+    else:
+        table, first = _read_chunk_table(
+            path, size, int(h.offset_to_point_data), laz_vlr, count, int(pf.size), int(pf.id)
+        )
     return PointFileInfo(
-        kind="laz", laszip_vlr=laz_vlr, chunk_table=table, first_chunk_offset=first, **common
+        path=path,
+        kind="las" if laz_vlr is None else "laz",
+        count=count,
+        mins=mins,
+        maxs=maxs,
+        crs_wkt=crs_wkt,
+        has_rgb=pf.id in _RGB_FORMATS,
+        has_gps=pf.id in _GPS_FORMATS,
+        has_nir=pf.id in _NIR_FORMATS,
+        extra_dims=tuple(pf.extra_dimension_names),
+        extra_nodata=_extra_nodata(h),
+        extra_scales=tuple(
+            (d.name, float(d.scales[0]), float(d.offsets[0])) for d in pf.extra_dimensions if d.is_scaled
+        ),
+        version=str(h.version),
+        point_format=int(pf.id),
+        point_size=int(pf.size),
+        scales=scales,
+        offsets=offsets,
+        offset_to_points=int(h.offset_to_point_data),
+        laszip_vlr=laz_vlr,
+        chunk_table=table,
+        first_chunk_offset=first,
+        crs_error=crs_error,
+        record_dtype=pf.dtype(),
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _point_format_of(path: Path, size: int, mtime_ns: int):
-    import laspy
-
-    with laspy.open(path) as r:
-        return r.header.point_format
-
-
-def las_point_format(info: PointFileInfo):
-    """The file's laspy point format (with its Extra Bytes dimensions: decoders unpack extra dimensions
-    with it), read once per file and process."""
-    st = info.path.stat()
-    return _point_format_of(info.path, st.st_size, st.st_mtime_ns)
 
 
 def _point_data_end(h, size: int) -> int:
@@ -223,57 +225,6 @@ def _point_data_end(h, size: int) -> int:
         if h.offset_to_point_data < v < end:
             end = v
     return end
-
-
-def _extra_bytes_vlr(path: Path) -> bytes | None:
-    """The raw payload of the file's Extra Bytes VLR (LASF_Spec 4), read without laspy (which fails on a
-    malformed one with a bare KeyError); None when there is none or the VLR list cannot be walked."""
-    with path.open("rb") as f:
-        head = f.read(104)
-        if len(head) < 104:
-            return None
-        (header_size,) = struct.unpack_from("<H", head, 94)
-        (data_offset, n_vlrs) = struct.unpack_from("<II", head, 96)
-        pos = header_size
-        for _ in range(min(n_vlrs, 10_000)):
-            f.seek(pos)
-            vh = f.read(54)
-            if len(vh) < 54:
-                return None
-            user = vh[2:18].split(b"\0", 1)[0]
-            (record_id, length) = struct.unpack_from("<HH", vh, 18)
-            if user == b"LASF_Spec" and record_id == 4:
-                return f.read(length)
-            pos += 54 + length
-            if pos > data_offset:
-                return None
-    return None
-
-
-def _check_extra_bytes(path: Path) -> None:
-    """An Extra Bytes VLR that cannot describe the extra dimensions is an error naming the file and the
-    VLR problem (before laspy, which either fails with a bare number or drops the dimensions)."""
-    raw = _extra_bytes_vlr(path)
-    if raw is None:
-        return
-    where = "VLR LASF_Spec/4 (Extra Bytes)"
-    if len(raw) % 192:
-        raise InputError(
-            f"malformed Extra Bytes VLR: {len(raw)} bytes is not a whole number of 192-byte descriptors; "
-            "the extra dimensions cannot be read (re-export the file, or repair the VLR)",
-            path=path,
-            record=where,
-        )
-    for k in range(len(raw) // 192):
-        dtype = raw[k * 192 + 2]
-        name = raw[k * 192 + 4 : k * 192 + 36].split(b"\0", 1)[0].decode("ascii", "replace")
-        if dtype > 30:
-            raise InputError(
-                f"malformed Extra Bytes VLR: descriptor {k} ({name!r}) has data type {dtype}, LAS defines "
-                "0-30; the dimension cannot be read (re-export the file, or repair the VLR)",
-                path=path,
-                record=where,
-            )
 
 
 def _read_chunk_table(
@@ -367,43 +318,59 @@ def _unit_count(points: int, points_per_unit: int, most: int) -> int:
     return max(1, min(n, most))
 
 
+def _units(info: PointFileInfo, file_index: int, cuts: list[int]) -> list[WorkUnit]:
+    """The units between consecutive `cuts`: point indices for LAS, chunk indices for LAZ; E57: one unit
+    per scan (row ranges would need pye57 support for partial reads)."""
+    if info.kind == "e57":
+        starts = [0, *itertools.accumulate(info.scans)]
+        return [WorkUnit(file_index, starts[i], n, scan=i) for i, n in enumerate(info.scans) if n]
+    if info.kind == "las":
+        size, first = info.point_size, info.offset_to_points
+        return [
+            WorkUnit(file_index, a, b - a, first + a * size, (b - a) * size)
+            for a, b in itertools.pairwise(cuts)
+            if b > a
+        ]
+    table = info.chunk_table
+    points = [0, *itertools.accumulate(n for n, _b in table)]
+    byte = list(itertools.accumulate((b for _n, b in table), initial=info.first_chunk_offset))
+    return [
+        WorkUnit(file_index, points[a], points[b] - points[a], byte[a], byte[b] - byte[a], tuple(table[a:b]))
+        for a, b in itertools.pairwise(cuts)
+        if b > a
+    ]
+
+
 def plan_units(infos: list[PointFileInfo], points_per_unit: int = POINTS_PER_UNIT) -> list[WorkUnit]:
     """Split every file into decode units of about `points_per_unit` points (whole chunks for LAZ)."""
     units: list[WorkUnit] = []
     for fi, info in enumerate(infos):
+        cuts: list[int] = []
         if info.kind == "laz":
             # as many units as `points_per_unit` asks for, with the chunks shared out evenly: equal units
             # keep the workers finishing together (a short last unit would idle one of them at the end)
-            if not info.chunk_table:
-                continue
-            counts = np.array([n for n, _b in info.chunk_table], dtype=np.int64)
-            cum = np.concatenate([[0], np.cumsum(counts)])
-            n_units = _unit_count(int(cum[-1]), points_per_unit, len(counts))
+            cum = np.concatenate([[0], np.cumsum([n for n, _b in info.chunk_table], dtype=np.int64)])
+            last = len(info.chunk_table)
+            n_units = _unit_count(int(cum[-1]), points_per_unit, last)
             targets = np.arange(1, n_units) * (int(cum[-1]) / n_units)
-            cuts = np.unique(np.clip(np.searchsorted(cum, targets), 1, len(counts)))
-            bounds = [0, *(int(c) for c in cuts if c < len(counts)), len(counts)]
-            start, byte = 0, info.first_chunk_offset
-            for a, b in itertools.pairwise(bounds):
-                chunks = tuple(info.chunk_table[a:b])
-                pts = sum(n for n, _b in chunks)
-                nbytes = sum(b_ for _n, b_ in chunks)
-                units.append(WorkUnit(fi, start, pts, byte, nbytes, chunks))
-                start += pts
-                byte += nbytes
+            inner = np.unique(np.clip(np.searchsorted(cum, targets), 1, last))
+            cuts = [0, *(int(c) for c in inner if c < last), last]
         elif info.kind == "las":
             n_units = _unit_count(info.count, points_per_unit, info.count)
-            edges = [info.count * k // n_units for k in range(n_units + 1)]
-            for s, e in itertools.pairwise(edges):
-                if e > s:
-                    first_byte = info.offset_to_points + s * info.point_size
-                    units.append(WorkUnit(fi, s, e - s, first_byte, (e - s) * info.point_size))
-        else:  # e57: one unit per scan (row ranges would need pye57 support for partial reads)
-            start = 0
-            for si, n in enumerate(info.scans):
-                if n:
-                    units.append(WorkUnit(fi, start, n, scan=si))
-                start += n
-    return [
-        WorkUnit(u.file_index, u.start, u.count, u.byte_start, u.byte_len, u.chunks, u.scan, i)
-        for i, u in enumerate(units)
-    ]
+            cuts = [info.count * k // n_units for k in range(n_units + 1)]
+        units += _units(info, fi, cuts)
+    return [replace(u, unit_index=i) for i, u in enumerate(units)]
+
+
+def chunk_units(info: PointFileInfo, max_points: int) -> list[WorkUnit]:
+    """Consecutive units covering the file in order, each at most `max_points` points where the format
+    allows (whole LAZ chunks: at least one; E57: one scan)."""
+    if info.kind == "las":
+        return _units(info, 0, [*range(0, info.count, max_points), info.count])
+    cuts, held = [0], 0
+    for i, (n, _b) in enumerate(info.chunk_table):
+        if held and held + n > max_points:
+            cuts.append(i)
+            held = 0
+        held += n
+    return _units(info, 0, [*cuts, len(info.chunk_table)])

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, las_point_format
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 
 
 class BitField(NamedTuple):
@@ -85,7 +85,8 @@ def decode_raw(
     """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
     bytes; e.g. a reused scratch buffer) when given, else into a new array. `layers`: in LAZ formats
     6-10, decompress only XY/returns, Z and these lazrs layers (the other fields hold garbage)."""
-    dtype = info.record_dtype if info.record_dtype is not None else las_point_format(info).dtype()
+    dtype = info.record_dtype
+    assert dtype is not None, "LAS/LAZ infos carry their record dtype"
     nbytes = unit.count * dtype.itemsize
     if out is not None and out.nbytes < nbytes:
         raise ValueError("decode buffer too small")
@@ -104,7 +105,9 @@ def decode_raw(
 
     # A self-contained LAZ "stream" of this unit: [offset of chunk table][chunks][chunk table], read into a
     # reused buffer (no copies of the compressed bytes) and decompressed sequentially.
-    table = _chunk_table_bytes(unit.chunks, info)
+    buf = io.BytesIO()  # the unit's chunk table, encoded as LASzip stores it
+    lazrs.write_chunk_table(buf, list(unit.chunks), lazrs.LazVlr(info.laszip_vlr))
+    table = buf.getvalue()
     n = 8 + unit.byte_len + len(table)
     stream = arena.scratch("dec.laz", n, np.uint8)
     stream[:8] = np.frombuffer(struct.pack("<q", 8 + unit.byte_len), np.uint8)
@@ -129,15 +132,6 @@ def decode_raw(
             f"corrupt LAZ data in points {unit.start}..{unit.start + unit.count - 1}: {e}", path=info.path
         ) from e
     return dest.view(dtype)
-
-
-def _chunk_table_bytes(chunks: tuple[tuple[int, int], ...], info: PointFileInfo) -> bytes:
-    """Encode a chunk table the way LASzip stores it (version 0, count, then arithmetic-coded entries)."""
-    import lazrs
-
-    buf = io.BytesIO()
-    lazrs.write_chunk_table(buf, list(chunks), lazrs.LazVlr(info.laszip_vlr))
-    return buf.getvalue()
 
 
 def decode_unit(
@@ -183,21 +177,18 @@ def decode_unit(
     if info.has_nir:
         cols["nir"] = raw["nir"]
     if extra_dims:
-        import laspy
-
         from pipeline.point_attributes import EXTRA_NO_DATA
 
-        rec = laspy.PackedPointRecord(raw, las_point_format(info))
-        nodata = dict(info.extra_nodata)
+        nodata, scaled = dict(info.extra_nodata), {n: (s, o) for n, s, o in info.extra_scales}
         for name in extra_dims:
             if name in info.extra_dims:
-                v64 = np.asarray(rec[name], dtype=np.float64)
-                if v64.ndim > 1:  # an array dimension: its first element
-                    v64 = v64[:, 0]
+                r = np.asarray(raw[name])
+                r = r[:, 0] if r.ndim > 1 else r  # an array dimension: its first element
+                v64 = r.astype(np.float64)
+                if name in scaled:  # as laspy scales it: value * scale + offset
+                    v64 = v64 * scaled[name][0] + scaled[name][1]
                 bad = ~np.isfinite(v64) | (np.abs(v64) > np.finfo(np.float32).max)
                 if name in nodata:  # the file's no-data value (raw, before scale/offset)
-                    r = np.asarray(raw[name])
-                    bad |= (r[:, 0] if r.ndim > 1 else r) == nodata[name]
-                vals = np.where(bad, EXTRA_NO_DATA, v64).astype(np.float32)
-                cols["x_" + name] = vals
+                    bad |= r == nodata[name]
+                cols["x_" + name] = np.where(bad, EXTRA_NO_DATA, v64).astype(np.float32)
     return cols

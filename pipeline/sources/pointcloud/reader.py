@@ -10,8 +10,8 @@ and surface rasters, street space, input verification):
   the tiler's path (raw integer X/Y/Z, views of the raw records).
 - `iter_points(info, fields, chunk_points)`: bounded-memory iteration over a whole file in chunks of
   exactly `chunk_points` points (the last one shorter), with x/y/z scaled to the file's CRS units
-  (`X * scale + offset`, as laspy computes them). Memory: one chunk plus at most one LAZ chunk, whatever
-  the file size. `read_points` is the explicit "whole file in RAM" call (tests, small files).
+  (`X * scale + offset`, as laspy computes them). Memory: under four chunks (a LAZ chunk or E57 scan
+  larger than a chunk counts whole), whatever the file size. `read_points` is the explicit "whole file in RAM" call (tests, small files).
 - `chunk_points_for(budget)`: the chunk size a task with a memory budget reads with.
 
 Backends (in the style of laspy's `LazBackend`): `lazrs` decodes LAS (plain reads) and LAZ/COPC (lazrs'
@@ -22,15 +22,17 @@ pye57 reads scans whole). A backend whose library is missing says so when a file
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Iterator, Sequence
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.point_attributes import ATTRIBUTES
-from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, scan_file
+from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, chunk_units, scan_file
 
 # the largest chunk `chunk_points_for` hands out (also the chunk size when no budget is given)
 MAX_CHUNK_POINTS = 2_000_000
@@ -49,87 +51,38 @@ _LAYER_OF = {a.name: a.las_layer for a in ATTRIBUTES if a.las_layer} | dict.from
 _ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_returns"})
 
 
-class PointBackend:
-    """Decodes the points of one kind of file (the header scan is shared: `header.scan_file`)."""
+def _decode_las(info, unit, extra_dims=(), out=None, lazy=False, layers=None):
+    from pipeline.sources.pointcloud.las import decode_unit
 
-    name = ""
-    kinds: tuple[str, ...] = ()  # `PointFileInfo.kind` values this backend decodes
-    module = ""  # the Python module it needs
+    return decode_unit(info, unit, extra_dims, out, lazy=lazy, layers=layers)
+
+
+def _decode_e57(info, unit, extra_dims=(), out=None, lazy=False, layers=None):
+    from pipeline.sources.pointcloud.e57 import decode_e57_unit
+
+    return decode_e57_unit(info, unit)
+
+
+@dataclass(frozen=True)
+class PointBackend:
+    """Decodes the points of one kind of file (the header scan is shared: `header.scan_file`; the split
+    into units too: `header.chunk_units`)."""
+
+    name: str
+    kinds: tuple[str, ...]  # `PointFileInfo.kind` values this backend decodes
+    module: str  # the Python module it needs
+    # (info, unit, extra_dims, out, lazy, layers) -> the unit's columns (`las.decode_unit`'s names);
+    # `layers`: LAZ layers needed (None: all)
+    decode: Callable[..., dict[str, Any]]
 
     def is_available(self) -> bool:
-        import importlib.util
-
         return importlib.util.find_spec(self.module) is not None
 
-    def decode(
-        self,
-        info: PointFileInfo,
-        unit: WorkUnit,
-        extra_dims: tuple[str, ...] = (),
-        out: np.ndarray | None = None,
-        lazy: bool = False,
-        layers: tuple[str, ...] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """The unit's columns (`las.decode_unit`'s names); `layers`: LAZ layers needed (None: all)."""
-        raise NotImplementedError
 
-    def chunk_units(self, info: PointFileInfo, max_points: int) -> list[WorkUnit]:
-        """Consecutive units covering the file in order, each at most `max_points` points where the
-        format allows (whole LAZ chunks: at least one; E57: one scan)."""
-        raise NotImplementedError
-
-
-class LazrsBackend(PointBackend):
-    """LAS (plain reads) and LAZ / COPC (lazrs, sequential decoder)."""
-
-    name = "lazrs"
-    kinds = ("las", "laz")
-    module = "lazrs"
-
-    def decode(self, info, unit, extra_dims=(), out=None, lazy=False, layers=None):
-        from pipeline.sources.pointcloud.las import decode_unit as las_decode_unit
-
-        return las_decode_unit(info, unit, extra_dims, out, lazy=lazy, layers=layers)
-
-    def chunk_units(self, info: PointFileInfo, max_points: int) -> list[WorkUnit]:
-        units: list[WorkUnit] = []
-        if info.kind == "las":
-            for s in range(0, info.count, max_points):
-                n = min(max_points, info.count - s)
-                b = info.offset_to_points + s * info.point_size
-                units.append(WorkUnit(0, s, n, b, n * info.point_size))
-            return units
-        start, byte = 0, info.first_chunk_offset
-        group: list[tuple[int, int]] = []
-        for chunk in [*info.chunk_table, None]:
-            pts = sum(n for n, _b in group)
-            if group and (chunk is None or pts + chunk[0] > max_points):
-                nbytes = sum(b for _n, b in group)
-                units.append(WorkUnit(0, start, pts, byte, nbytes, tuple(group)))
-                start, byte, group = start + pts, byte + nbytes, []
-            if chunk is not None:
-                group.append(chunk)
-        return units
-
-
-class Pye57Backend(PointBackend):
-    """E57 scans (pye57; one scan per unit)."""
-
-    name = "pye57"
-    kinds = ("e57",)
-    module = "pye57"
-
-    def decode(self, info, unit, extra_dims=(), out=None, lazy=False, layers=None):
-        from pipeline.sources.pointcloud.e57 import decode_e57_unit
-
-        return decode_e57_unit(info, unit)
-
-    def chunk_units(self, info: PointFileInfo, max_points: int) -> list[WorkUnit]:
-        starts = [0, *itertools.accumulate(info.scans)]
-        return [WorkUnit(0, starts[i], n, scan=i) for i, n in enumerate(info.scans) if n]
-
-
-BACKENDS: tuple[PointBackend, ...] = (LazrsBackend(), Pye57Backend())
+BACKENDS = (
+    PointBackend("lazrs", ("las", "laz"), "lazrs", _decode_las),  # LAS plain reads, LAZ / COPC sequential
+    PointBackend("pye57", ("e57",), "pye57", _decode_e57),  # E57 scans, one scan per unit
+)
 
 
 def backend_for(info: PointFileInfo) -> PointBackend:
@@ -207,24 +160,27 @@ def iter_points(
         raise ValueError("chunk_points must be at least 1")
     backend = backend_for(info)
     layers = _layers(fields)
-    pending: list[dict[str, np.ndarray]] = []
+    pending: list[dict[str, np.ndarray]] = []  # decoded, not yet handed out: less than a chunk
     held = 0
-    for unit in backend.chunk_units(info, chunk_points):
+    for unit in chunk_units(info, chunk_points):
         cols = backend.decode(info, unit, layers=layers)
         n = len(cols["X"])
         if n != unit.count:
             raise InputError(
                 f"expected {unit.count} points from points {unit.start}.., decoded {n}", path=info.path
             )
-        part = _columns(info, cols, fields)
+        pending.append(_columns(info, cols, fields))
         del cols
-        pending.append(part)
         held += n
-        while held >= chunk_points:
-            chunk, pending, held = _split(pending, chunk_points, held)
-            yield chunk
+        if held >= chunk_points:
+            both = _concat(pending)
+            whole = held - held % chunk_points
+            for s in range(0, whole, chunk_points):
+                yield {f: v[s : s + chunk_points] for f, v in both.items()}
+            pending = [{f: v[whole:].copy() for f, v in both.items()}] if whole < held else []
+            held -= whole
     if held:
-        yield _split(pending, held, held)[0]
+        yield _concat(pending)
 
 
 def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
@@ -240,28 +196,8 @@ def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def _split(
-    parts: list[dict[str, np.ndarray]], n: int, held: int
-) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
-    """The first `n` points of the pending parts, and what is left."""
-    if len(parts) == 1 and len(next(iter(parts[0].values()), ())) == n:
-        return parts[0], [], held - n
-    head: list[dict[str, np.ndarray]] = []
-    rest: list[dict[str, np.ndarray]] = []
-    need = n
-    for p in parts:
-        m = len(next(iter(p.values())))
-        if need >= m:
-            head.append(p)
-            need -= m
-        elif need > 0:
-            head.append({k: v[:need] for k, v in p.items()})
-            rest.append({k: v[need:] for k, v in p.items()})
-            need = 0
-        else:
-            rest.append(p)
-    chunk = head[0] if len(head) == 1 else {k: np.concatenate([h[k] for h in head]) for k in head[0]}
-    return chunk, rest, held - n
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return parts[0] if len(parts) == 1 else {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
 
 
 def read_points(
@@ -269,6 +205,4 @@ def read_points(
 ) -> dict[str, np.ndarray]:
     """Every point of the file at once (memory: the whole file; `iter_points` is the bounded way)."""
     parts = list(iter_points(info, fields, MAX_CHUNK_POINTS))
-    if not parts:
-        return {f: np.zeros(0) for f in fields}
-    return parts[0] if len(parts) == 1 else {f: np.concatenate([p[f] for p in parts]) for f in fields}
+    return _concat(parts) if parts else {f: np.zeros(0) for f in fields}
