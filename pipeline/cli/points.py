@@ -256,10 +256,10 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
             with dask_client(
                 RuntimeConfig(memory=per_worker), workers=jobs, scheduler=args.scheduler
             ) as client:
-                from pipeline.orchestrate.executor import dask_executor, dask_workers
+                from pipeline.orchestrate.executor import build_executor, dask_workers
 
                 summary = tile_pointcloud(
-                    args.inputs, args.out, opts, dask_executor(client), progress, workers=dask_workers(client)
+                    args.inputs, args.out, opts, build_executor(client), progress, workers=dask_workers(client)
                 )
     copc = summary.copc
     if args.json:

@@ -2,7 +2,7 @@
 
 - standalone `twin points --jobs N`: `points_pool.LocalPool` (a process pool forked from a preloaded fork
   server);
-- a Dask cluster (`twin build`, `twin points --scheduler`): `dask_executor(client)`, i.e.
+- a Dask cluster (`twin build`, `twin points --scheduler`): `build_executor(client)`, i.e.
   `client.get_executor(pure=True)`: Dask derives each task's key from the function and its arguments
   (`dask.base.tokenize`), so the same work always has the same key (no object ids, no random keys);
 - `None`: every call runs here, in order.
@@ -32,7 +32,6 @@ __all__ = [
     "StopSignal",
     "build_executor",
     "call",
-    "dask_executor",
     "dask_workers",
     "map_ordered",
     "stopped_by",
@@ -110,19 +109,14 @@ def _result(fut: concurrent.futures.Future) -> Any:
         raise
 
 
-def dask_executor(client: Any) -> concurrent.futures.Executor:
-    """A Dask client's standard executor with content-derived task keys."""
-    return client.get_executor(pure=True)
-
-
 def build_executor(client: Any) -> concurrent.futures.Executor | None:
-    """The executor of a build: its Dask cluster's (`dask_executor`), None without one (serial)."""
-    return None if client is None else dask_executor(client)
+    """A Dask client's standard executor with content-derived task keys; None without a client (serial)."""
+    return None if client is None else client.get_executor(pure=True)
 
 
 def dask_workers(client: Any) -> int:
-    """The number of workers of a Dask cluster (at least 1)."""
-    return max(1, len(client.scheduler_info()["workers"]))
+    """The number of workers of a Dask cluster (at least 1); 1 without a client."""
+    return 1 if client is None else max(1, len(client.scheduler_info()["workers"]))
 
 
 def map_ordered(
@@ -223,15 +217,4 @@ class LazyItems(Sequence[tuple[Any, ...]]):
 
 def call(executor: concurrent.futures.Executor | None, fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) on the executor (a worker: it has the kernels loaded), else here."""
-    _check_stop()
-    if executor is None:
-        return fn(*args)
-    fut = executor.submit(fn, *args)
-    signal = _SIGNAL.get()
-    if signal is None:
-        return fut.result()
-    signal.track([fut])
-    try:
-        return _result(fut)
-    finally:
-        signal.untrack([fut])
+    return map_ordered(executor, fn, [args], name=getattr(fn, "__name__", "call"))[0]

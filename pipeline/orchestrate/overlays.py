@@ -25,7 +25,7 @@ import shapely
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.orchestrate.executor import Executor, dask_executor, map_ordered
+from pipeline.orchestrate.executor import Executor, build_executor, map_ordered
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands
@@ -223,7 +223,7 @@ def parcel_land_use_for(ctx: BuildContext, parcels: np.ndarray, warnings: list[s
 
 def executor(ctx: BuildContext) -> Executor | None:
     """The build's executor (the Dask client's), None without one: tasks run here, in order."""
-    return dask_executor(ctx.client) if ctx.client is not None else None
+    return build_executor(ctx.client)
 
 
 def task_window(ctx: BuildContext) -> int | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config.sizes import parse_size
-from pipeline.orchestrate.executor import dask_executor, dask_workers
+from pipeline.orchestrate.executor import build_executor, dask_workers
 
 if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
     from pipeline.config.model import PointsLayer, RasterSource
@@ -21,18 +21,6 @@ from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import release_worker_buffers, tile_pointcloud
 
 # ---- pipeline layer --------------------------------------------------------------------------------------
-
-
-def _cache_options(ctx: BuildContext, files: list[InputFile], with_ortho: bool) -> dict[str, Any]:
-    """Incremental builds: the content cache and the input hashes that key decode units and bins."""
-    from pipeline.orchestrate.cache import build_cache
-
-    ortho = ctx.inputs_for("orthophoto") if with_ortho else []
-    return {
-        "cache": build_cache(ctx),  # the build's cache (`--force`: entries of earlier builds are misses)
-        "input_sha256": tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
-        "ortho_sha256": tuple(sorted(f.sha256 for f in ortho)),
-    }
 
 
 def build_pointcloud_layer(
@@ -50,6 +38,7 @@ def build_pointcloud_layer(
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
     with `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
     from pipeline.model import LayerResult
+    from pipeline.orchestrate.cache import build_cache
 
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None
@@ -64,7 +53,7 @@ def build_pointcloud_layer(
             ortho_path = tuple(matches)
         bands = tuple(sorted(orthophoto.bands.items()))
     # runtime.memory is per worker; the tiler's budget is the total over all workers
-    workers = dask_workers(ctx.client) if ctx.client is not None else 1
+    workers = dask_workers(ctx.client)
     total_memory = parse_size(ctx.cfg.runtime.memory) * workers
     opts = PointTilingOptions(
         crs=crs_override,
@@ -83,16 +72,19 @@ def build_pointcloud_layer(
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
         copc=copc,
-        **_cache_options(ctx, files, orthophoto is not None and layer.colour_from_orthophoto),
+        # incremental builds: the build's content cache (`--force`: entries of earlier builds are misses)
+        # and the input hashes that key decode units and bins
+        cache=build_cache(ctx),
+        input_sha256=tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
+        ortho_sha256=tuple(sorted(f.sha256 for f in ctx.inputs_for("orthophoto"))) if ortho_path else (),
     )
-    executor = dask_executor(ctx.client) if ctx.client is not None else None
     with ctx.stage(f"points:{name}"):
         try:
             summary = tile_pointcloud(
                 [f.path for f in files],
                 ctx.release_dir / out_subdir,
                 opts,
-                executor,
+                build_executor(ctx.client),
                 ctx.progress,
                 workers=workers,
             )

@@ -276,10 +276,10 @@ def test_byte_identical_one_vs_two_workers(laz, tiled, tmp_path):
     from pipeline.runtime import dask_client
 
     out = tmp_path / "two"
-    from pipeline.orchestrate.executor import dask_executor
+    from pipeline.orchestrate.executor import build_executor
 
     with dask_client(RuntimeConfig(memory="1GB"), workers=2) as client:
-        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), dask_executor(client), workers=2)
+        s = tile_pointcloud([laz], out, PointTilingOptions(**OPTS), build_executor(client), workers=2)
     assert s.points_out == N
     assert _tree_hash(out) == _tree_hash(tiled)
 
@@ -319,7 +319,7 @@ def test_local_pool_closes_cleanly_and_aborts_at_once():
         "fut = pool.submit(time.sleep, 30)\n"
         "time.sleep(1.0)\n"
         "t0 = time.perf_counter()\n"
-        "pool.close(abort=True)\n"
+        "pool.shutdown(wait=False)\n"
         "print(round(time.perf_counter() - t0, 3))\n"
     )
     repo = Path(__file__).resolve().parents[2]

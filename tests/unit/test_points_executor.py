@@ -88,7 +88,7 @@ print(" ".join(tokenize(decode_to_spill, {}, plan.file_jobs[u.file_index], u, jo
 
 
 def test_dask_task_keys_come_from_the_work(tmp_path):
-    """With `dask_executor` (pure=True) Dask names a task by tokenize(fn, kwargs, *args): for the decode
+    """With `build_executor` (pure=True) Dask names a task by tokenize(fn, kwargs, *args): for the decode
     tasks that token is the same in every process (no object ids, no random fallback) and differs between
     units."""
     from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
@@ -110,15 +110,16 @@ def test_dask_task_keys_come_from_the_work(tmp_path):
     assert first == second and len(first) == 2 and first[0] != first[1]
 
 
-def test_dask_executor_is_pure():
-    """The executor handed to the tiler for a Dask cluster asks for content-derived keys."""
-    from pipeline.orchestrate.executor import dask_executor
+def test_build_executor_is_pure():
+    """The executor handed to the tiler for a Dask cluster asks for content-derived keys; none without."""
+    from pipeline.orchestrate.executor import build_executor
 
     class FakeClient:
         def get_executor(self, **kw):
             return kw
 
-    assert dask_executor(FakeClient()) == {"pure": True}
+    assert build_executor(FakeClient()) == {"pure": True}
+    assert build_executor(None) is None
 
 
 def test_dask_workers_keep_glibc_adaptive_malloc(monkeypatch) -> None:

@@ -519,11 +519,11 @@ def test_one_dask_worker_with_cache_and_a_header_that_lies(tmp_path):
     ref = tile_pointcloud(files, tmp_path / "ref", opts(None))
     assert ref.points_out == 39_000 and any("outside the header bounds" in n for n in ref.notes)
     cache = Cache(tmp_path / "cache")
-    from pipeline.orchestrate.executor import dask_executor
+    from pipeline.orchestrate.executor import build_executor
 
     with dask_client(RuntimeConfig(memory="1GB"), workers=1) as client:
-        one = tile_pointcloud(files, tmp_path / "one", opts(cache), dask_executor(client))
-        again = tile_pointcloud(files, tmp_path / "again", opts(cache), dask_executor(client))
+        one = tile_pointcloud(files, tmp_path / "one", opts(cache), build_executor(client))
+        again = tile_pointcloud(files, tmp_path / "again", opts(cache), build_executor(client))
     assert one.points_out == again.points_out == 39_000
     assert one.checksum == again.checksum == ref.checksum
     for out in ("one", "again"):
