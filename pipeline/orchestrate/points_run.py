@@ -1,9 +1,9 @@
 """Point-cloud tiling, running: a plan (pipeline.orchestrate.points_plan) tiled on an executor.
 
 Decode units to spill files (parallel) -> plan bins (keys only) -> bins to tiles (parallel) -> tiles above
-the bins -> tileset.json -> atomic rename into place. The decode units and bins run as `Tasks`; with a
-content cache (`opts.cache`, incremental builds) as `points_cache.CachedTasks`, one wrapper around them;
-with `opts.copc` the decode also writes the COPC records (pipeline.orchestrate.points_copc).
+the bins -> tileset.json -> atomic rename into place. The decode units and bins run as the tasks of
+pipeline.orchestrate.points_cache, through the content cache when the run has one (`opts.cache`,
+incremental builds); with `opts.copc` the decode also writes the COPC records (pipeline.orchestrate.points_copc).
 
 Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
 The tasks run on one `concurrent.futures.Executor` (pipeline.orchestrate.executor: the local process pool,
@@ -12,6 +12,7 @@ a Dask cluster's executor) or in this process; the output is byte-identical on a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -26,6 +27,7 @@ import numpy as np
 
 from pipeline.errors import InputError, NoSpaceError
 from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
+from pipeline.orchestrate.points_cache import bin_key, decode_key, decode_unit, tile_bin
 from pipeline.orchestrate.points_inputs import check_replaceable, make_staging, publish
 from pipeline.orchestrate.points_plan import (
     Plan,
@@ -35,17 +37,14 @@ from pipeline.orchestrate.points_plan import (
     plan_tiling,
     replan_if_needed,
 )
-from pipeline.sources.pointcloud.header import WorkUnit, plan_units
+from pipeline.sources.pointcloud.header import plan_units
 from pipeline.stages.points.classes import enum_schema
-from pipeline.stages.points.decode import DecodeJob, FileJob, decode_to_spill
-from pipeline.stages.points.spill import SpillPart
+from pipeline.stages.points.decode import DecodeJob
 from pipeline.stages.points.tiling import (
     BinResult,
-    BinSpec,
     TileJob,
     TileRecord,
     plan_bins,
-    process_bin,
     process_upper,
     warm_upper_kernels,
 )
@@ -84,26 +83,15 @@ class TilingSummary:
         return self.points_in / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "points_in": self.points_in,
-            "points_out": self.points_out,
-            "tiles": self.tiles,
-            "depth": self.depth,
-            "seconds": round(self.seconds, 3),
-            "points_per_second": round(self.points_per_second),
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "files": self.files,
-            "bins": self.bins,
-            "checksum": f"{self.checksum:016x}",
-            "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "points_header": self.points_header,
-            "not_tiled": self.not_tiled,
-            "class_scheme": self.class_scheme,
-            "class_scheme_reason": self.class_scheme_reason,
-            "extra_dimensions": self.extra_dimensions,
-            "extra_dimensions_dropped": self.extra_dimensions_dropped,
-            "notes": self.notes,
-        } | ({"copc": self.copc.to_json()} if self.copc is not None else {})
+        skip = ("out_dir", "tileset", "copc")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out.update(
+            seconds=round(self.seconds, 3),
+            points_per_second=round(self.points_per_second),
+            checksum=f"{self.checksum:016x}",
+            phases={k: round(v, 3) for k, v in self.phases.items()},
+        )
+        return out | ({"copc": self.copc.to_json()} if self.copc is not None else {})
 
 
 # ---- memory monitor ---------------------------------------------------------------------------------
@@ -185,38 +173,6 @@ def release_worker_buffers() -> bool:
     return True
 
 
-class Tasks:
-    """The decode units and the bins of a run as tasks on an executor (`None`: in this process). The
-    incremental build's variant is one wrapper around these: pipeline.orchestrate.points_cache.CachedTasks."""
-
-    def decode(
-        self, executor: Executor | None, jobs: list[tuple[FileJob, WorkUnit, DecodeJob]], progress
-    ) -> list[SpillPart]:
-        return map_ordered(executor, decode_to_spill, jobs, name="decode", progress=progress)
-
-    def tile(
-        self, executor: Executor | None, bins: list[BinSpec], tjob: TileJob, work: str, progress
-    ) -> list[BinResult]:
-        # a spill file is deleted as soon as the last bin reading it is done: its pages are freed while
-        # the other bins run (spatially sorted inputs free most of them early), not all at the end
-        refs: dict[str, int] = {}
-        for bn in bins:
-            for path, _a, _b in bn.ranges:
-                refs[path] = refs.get(path, 0) + 1
-
-        def release_spill(k: int) -> None:
-            for path, _a, _b in bins[k].ranges:
-                refs[path] -= 1
-                if refs[path] == 0:
-                    with contextlib.suppress(OSError):
-                        os.remove(path)
-
-        items = [(bn, tjob, work) for bn in bins]
-        return map_ordered(
-            executor, process_bin, items, name="tile", progress=progress, on_done=release_spill
-        )
-
-
 def _run_tiling(
     plan: Plan,
     staging: Path,
@@ -266,14 +222,10 @@ def _run_tiling(
         # workers, those steps run on a worker (this process never loads numba: no CPU taken from them)
         threading.Thread(target=warm_upper_kernels, daemon=True).start()
 
-    if opts.cache is None:
-        tasks = Tasks()
-    else:  # incremental builds: the same tasks through the content cache
-        from pipeline.orchestrate.points_cache import CachedTasks
-
-        tasks = CachedTasks(opts.cache, dict(opts.input_sha256), opts.ortho_sha256)
-    decode_jobs = [(plan.file_jobs[u.file_index], u, djob) for u in units]
-    parts = tasks.decode(executor, decode_jobs, progress)
+    # incremental builds (`opts.cache`): the same tasks through the content cache
+    jobs = [(plan.file_jobs[u.file_index], u, djob) for u in units]
+    decode_items = [(*j, opts.cache, decode_key(opts, *j)) for j in jobs]
+    parts = map_ordered(executor, decode_unit, decode_items, name="decode", progress=progress)
     summary.phases["decode"] = time.perf_counter() - t0
     if replan:
         replan_if_needed(plan, units, parts)
@@ -305,7 +257,23 @@ def _run_tiling(
     )
     # biggest bins first: better packing of the workers
     order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
-    res_sorted = tasks.tile(executor, [bins[i] for i in order], tjob, str(work), progress)
+    unit_keys = {p.rec_path: it[4] for p, it in zip(parts, decode_items, strict=True)}
+    tile_items = [
+        (bins[i], tjob, str(work), opts.cache, bin_key(opts, bins[i], tjob, unit_keys)) for i in order
+    ]
+    # without a cache, a spill file is deleted as soon as the last bin reading it is done: its pages are
+    # freed while the other bins run (spatially sorted inputs free most of them early), not all at the end
+    refs = collections.Counter(path for bn in bins for path, _a, _b in bn.ranges)
+
+    def release_spill(k: int) -> None:
+        for path, _a, _b in bins[order[k]].ranges:
+            refs[path] -= 1
+            if refs[path] == 0:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+    done = release_spill if opts.cache is None else None
+    res_sorted = map_ordered(executor, tile_bin, tile_items, name="tile", progress=progress, on_done=done)
     by_bin = dict(zip(order, res_sorted, strict=True))
     results: list[BinResult] = [by_bin[k] for k in range(len(bins))]
     summary.phases["tile"] = time.perf_counter() - t1
@@ -432,7 +400,7 @@ def tile_pointcloud(
     """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
 
     The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
-    `dask_executor`, or None: in this process); `workers` (the executor's number of processes; default
+    `build_executor`, or None: in this process); `workers` (the executor's number of processes; default
     `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
     if workers is None:
         workers = (opts.jobs or 1) if executor is not None else 1
