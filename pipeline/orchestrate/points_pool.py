@@ -17,7 +17,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from pipeline.fsutil import pid_alive
@@ -35,24 +35,6 @@ def _exit_with_main(main_pid: int, stop: Any, poll: float = 0.5) -> None:
     os._exit(1)
 
 
-def _init_worker(main_pid: int = 0, stop: Any = None) -> None:
-    if main_pid:  # the process that runs the pool (the fork server is only the OS parent)
-        threading.Thread(target=_exit_with_main, args=(main_pid, stop), daemon=True).start()
-    # with the fork server, all of this is already in memory (inherited): these calls return at once
-    import pipeline.orchestrate.points_worker  # noqa: F401
-
-
-def _ready() -> bool:
-    """A worker is up (debugging aid: a line `pid ready <time> 0.000` in $TWIN_POINTS_TRACE)."""
-    trace = os.environ.get("TWIN_POINTS_TRACE")
-    if trace:
-        import time
-
-        with open(trace, "a") as f:
-            f.write(f"{os.getpid()} ready {time.perf_counter():.3f} 0.000\n")
-    return True
-
-
 # glibc malloc settings of the workers (mallopt): buffers up to 32 MB come from the heap and up to 32 MB
 # of freed heap is kept for the next task instead of being returned to the kernel (fresh pages cost a page
 # fault each: about 2.6 ms per MB on the benchmark VM), also from one phase to the next (trimming it at
@@ -62,40 +44,50 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 WORKER_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
 
 
-def _malloc_tune(settings: dict[int, int]) -> None:
+def _init_worker(main_pid: int, stop: Any) -> None:
+    """A worker's start: it ends with the run (`_exit_with_main`; `main_pid` is the process that runs the
+    pool, the fork server is only the OS parent) and tunes its malloc (WORKER_MALLOC)."""
     import ctypes
 
+    threading.Thread(target=_exit_with_main, args=(main_pid, stop), daemon=True).start()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         libc = ctypes.CDLL("libc.so.6")
-        for param, value in settings.items():
+        for param, value in WORKER_MALLOC.items():
             libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+    # with the fork server, all of this is already in memory (inherited): the import returns at once
+    import pipeline.orchestrate.points_worker  # noqa: F401
 
 
-_TUNED: list[bool] = []
+def trace(line: str) -> None:
+    """Debugging aid: with $TWIN_POINTS_TRACE=FILE, `<pid> <line>` is appended to FILE."""
+    path = os.environ.get("TWIN_POINTS_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()} {line}\n")
+
+
+def _ready() -> bool:
+    """A worker is up (trace: `pid ready <time> 0.000`)."""
+    import time
+
+    trace(f"ready {time.perf_counter():.3f} 0.000")
+    return True
 
 
 def phase_call(phase: str, fn, *args, **kwargs):
-    """fn(*args) in a worker (malloc tuned by the first task, see WORKER_MALLOC); with $TWIN_POINTS_TRACE
-    a line per task: pid, phase, start, seconds, CPU seconds, page faults."""
-    if not _TUNED:
-        _malloc_tune(WORKER_MALLOC)
-        _TUNED.append(True)
-    trace = os.environ.get("TWIN_POINTS_TRACE")  # debugging aid: one line per task (pid, phase, start, s)
-    if not trace:
+    """fn(*args) in a worker; traced (`trace`): pid, phase, start, seconds, CPU seconds, page faults."""
+    if not os.environ.get("TWIN_POINTS_TRACE"):
         return fn(*args, **kwargs)
     import resource
     import time
 
-    t0 = time.perf_counter()
-    c0 = time.process_time()
+    t0, c0 = time.perf_counter(), time.process_time()
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out = fn(*args, **kwargs)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    with open(trace, "a") as f:
-        f.write(
-            f"{os.getpid()} {phase} {t0:.3f} {time.perf_counter() - t0:.3f} cpu {time.process_time() - c0:.3f}"
-            f" faults {faults}\n"
-        )
+    trace(
+        f"{phase} {t0:.3f} {time.perf_counter() - t0:.3f} cpu {time.process_time() - c0:.3f} faults {faults}"
+    )
     return out
 
 
@@ -116,43 +108,36 @@ def _context():
     return ctx
 
 
-class LocalPool(Executor):
-    """Local worker processes (forked from a preloaded fork server) as a `concurrent.futures.Executor`;
-    every task is traced like the others (`phase_call`, $TWIN_POINTS_TRACE)."""
+class LocalPool(ProcessPoolExecutor):
+    """Local worker processes (forked from a preloaded fork server); every task is traced (`phase_call`).
+    `shutdown(wait=False)` (and leaving the `with` block on an error) stops the workers at once, abandoning
+    running tasks (a run that failed or was interrupted: nothing they would still write is wanted)."""
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
         ctx = _context()
         self._stop = ctx.Event()  # set: the workers end at once (see _exit_with_main)
-        self._ex = ProcessPoolExecutor(
+        super().__init__(
             self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), self._stop)
         )
         # processes start on demand: ask for all of them now, from a thread (starting the fork server
         # blocks until it has loaded everything), so they warm up while the caller imports and plans
-        self._warm: list[Future] = []
         self._starter = threading.Thread(target=self._start, daemon=True)
         self._starter.start()
 
     def _start(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the pool was closed before it started
-            self._warm = [self._ex.submit(_ready) for _ in range(self.workers)]
+        with contextlib.suppress(RuntimeError):  # the pool was shut down before it started
+            for _ in range(self.workers):
+                super().submit(_ready)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        return self._ex.submit(phase_call, getattr(fn, "__name__", "task"), fn, *args, **kwargs)
+        return super().submit(phase_call, getattr(fn, "__name__", "task"), fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self.close(abort=not wait)
-
-    def close(self, abort: bool = False) -> None:
-        """Stop the workers: after their work (`abort=False`), or at once, abandoning running tasks (a run
-        that failed or was interrupted: nothing they would still write is wanted)."""
         self._starter.join()
-        if abort:
+        if not wait:
             self._stop.set()
-        self._ex.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> LocalPool:
-        return self
+        super().shutdown(wait=True, cancel_futures=True)
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.close(abort=exc_type is not None)
+        self.shutdown(wait=exc_type is None)

@@ -25,6 +25,6 @@ from pipeline.stages.points.kernels import warm_all  # noqa: E402
 
 warm_all()
 
-if os.environ.get("TWIN_POINTS_TRACE"):  # debugging aid (see points_pool.phase_call)
-    with open(os.environ["TWIN_POINTS_TRACE"], "a") as _f:
-        _f.write(f"{os.getpid()} preload {_T0:.3f} {time.perf_counter() - _T0:.3f}\n")
+from pipeline.orchestrate.points_pool import trace  # noqa: E402
+
+trace(f"preload {_T0:.3f} {time.perf_counter() - _T0:.3f}")
