@@ -258,9 +258,8 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
             ) as client:
                 from pipeline.orchestrate.executor import build_executor, dask_workers
 
-                summary = tile_pointcloud(
-                    args.inputs, args.out, opts, build_executor(client), progress, workers=dask_workers(client)
-                )
+                ex, workers = build_executor(client), dask_workers(client)
+                summary = tile_pointcloud(args.inputs, args.out, opts, ex, progress, workers=workers)
     copc = summary.copc
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))

@@ -52,7 +52,7 @@ def identical_files(paths: list[Path]) -> dict[str, dict]:
     """Files with identical content: {"of": {copy: original}, "copies": {original: [copies]}} (the first
     path in sorted order is the original). Only files of equal size are hashed (sha256), so distinct
     deliveries cost one stat each."""
-    import hashlib
+    from pipeline.release.manifest import sha256_file
 
     by_size: dict[int, list[Path]] = {}
     for p in paths:
@@ -65,11 +65,7 @@ def identical_files(paths: list[Path]) -> dict[str, dict]:
             continue
         first_by_hash: dict[str, Path] = {}
         for p in group:
-            h = hashlib.sha256()
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            orig = first_by_hash.setdefault(h.hexdigest(), p)
+            orig = first_by_hash.setdefault(sha256_file(p), p)
             if orig != p:
                 of[p] = orig
                 copies.setdefault(orig, []).append(p)

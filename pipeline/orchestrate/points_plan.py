@@ -130,19 +130,24 @@ def _file_extent(
     return enu.min(axis=0), enu.max(axis=0)
 
 
-def _bounds_key(
-    tag: str, info: PointFileInfo, wkt: str, z_factor: float, frame: ProjectFrame, cfg: CrsConfig
-) -> list[Any]:
-    """What a file's extent and lattice depend on: header bounds, CRS, z factor, frame, CRS settings."""
-    return [
-        tag,
-        [float(v) for v in info.mins],
-        [float(v) for v in info.maxs],
-        wkt,
-        z_factor,
-        frame.to_json(),
-        cfg,
-    ]
+def _memo(
+    cache: Any,
+    tag: str,
+    info: PointFileInfo,
+    wkt: str,
+    z_factor: float,
+    frame: ProjectFrame,
+    cfg: CrsConfig,
+    fn: Any,
+    *args: Any,
+) -> Any:
+    """`fn(*args)`, memoised in the build cache (when given) by what a file's extent and lattice depend on:
+    header bounds, CRS, z factor, frame, CRS settings (incremental builds then need no PROJ transformer in
+    this process: creating one with a geoid grid takes ~1 s)."""
+    if cache is None:
+        return fn(*args)
+    bounds = [[float(v) for v in info.mins], [float(v) for v in info.maxs]]
+    return cache.call([tag, *bounds, wkt, z_factor, frame.to_json(), cfg], fn, *args)
 
 
 def _enu_extent(
@@ -153,19 +158,13 @@ def _enu_extent(
     cache: Any,
     aois: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs' extent in the frame; per file memoised in the build cache (when given) by header bounds
-    + CRS + frame (incremental builds then need no PROJ transformer in this process: creating one with a
-    geoid grid takes ~1 s)."""
+    """The inputs' extent in the frame (per file memoised: `_memo`)."""
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for info, fc in zip(infos, fcs, strict=True):
         wkt = fc.crs.to_wkt()
         args = (info, fc, frame, cfg, aois.get(wkt))
-        if cache is None:
-            flo, fhi = _file_extent(*args)
-        else:
-            key = _bounds_key("points-extent-v1", info, wkt, fc.z_factor, frame, cfg)
-            flo, fhi = cache.call(key, _file_extent, *args)
+        flo, fhi = _memo(cache, "points-extent-v1", info, wkt, fc.z_factor, frame, cfg, _file_extent, *args)
         _check_position_range(info, flo, fhi, frame)
         lo = np.minimum(lo, flo)
         hi = np.maximum(hi, fhi)
@@ -193,16 +192,6 @@ def _check_position_range(info: PointFileInfo, lo: np.ndarray, hi: np.ndarray, f
 
 def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
     return with_lattice(fj, frame, cfg).lattice
-
-
-def _with_lattice_cached(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig, cache: Any) -> FileJob:
-    """`with_lattice`, memoised in the build cache by header bounds + CRS + frame: an incremental build
-    creates no PROJ transformer (about a second with a geoid grid) for files whose bounds are unchanged."""
-    if cache is None:
-        return with_lattice(fj, frame, cfg)
-    key = _bounds_key("points-lattice-v1", fj.info, fj.crs_wkt, fj.z_factor, frame, cfg)
-    lat = cache.call(key, _lattice_of, fj, frame, cfg)
-    return fj if lat is None else dataclasses.replace(fj, lattice=lat)
 
 
 @dataclass
@@ -280,22 +269,15 @@ def plan_tiling(
         extra_dims=extra,
         optional=optional,
     )
-    file_jobs = [
-        _with_lattice_cached(
-            FileJob(
-                info,
-                fc.crs.to_wkt(),
-                fc.z_factor,
-                opts.orthophoto if (use_ortho and need) else None,
-                tuple(opts.ortho_bands),
-                aoi=aois.get(fc.crs.to_wkt()),
-            ),
-            frame,
-            cfg,
-            opts.cache,
+    file_jobs = []
+    for info, fc, need in zip(infos, fcs, needs_ortho, strict=True):
+        wkt = fc.crs.to_wkt()
+        ortho = opts.orthophoto if (use_ortho and need) else None
+        fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois.get(wkt))
+        lattice = _memo(
+            opts.cache, "points-lattice-v1", info, wkt, fc.z_factor, frame, cfg, _lattice_of, fj, frame, cfg
         )
-        for info, fc, need in zip(infos, fcs, needs_ortho, strict=True)
-    ]
+        file_jobs.append(fj if lattice is None else dataclasses.replace(fj, lattice=lattice))
     return Plan(infos, file_jobs, frame, cfg, layout, cube, notes, skipped)
 
 
