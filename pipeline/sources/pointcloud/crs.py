@@ -17,6 +17,7 @@ Rules (documented in docs/pointcloud.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,17 +59,11 @@ LOCAL_NAME = "twin local ENU frame at anchor"
 
 def parse_anchor(text: str) -> tuple[float, float, float]:
     """`LON,LAT,H` (degrees WGS84, metres above the ellipsoid) -> floats; CrsError when malformed."""
-    import math
-
     try:
         lon, lat, h = (float(v) for v in text.split(","))
     except ValueError:
         raise CrsError(f"anchor {text!r} is not LON,LAT,H (e.g. 7.2160,51.4818,95.0)") from None
-    if (
-        not (math.isfinite(lon) and math.isfinite(lat) and math.isfinite(h))
-        or abs(lat) > 90
-        or abs(lon) > 180
-    ):
+    if not all(math.isfinite(v) for v in (lon, lat, h)) or abs(lat) > 90 or abs(lon) > 180:
         raise CrsError(f"anchor {text!r}: longitude must lie in -180..180 and latitude in -90..90")
     return lon, lat, h
 
@@ -107,14 +102,12 @@ def resolve_file_crs(
             f"the file's CRS record cannot be read ({info.crs_error}); set the CRS with --crs / `crs:`",
             path=path,
         )
-    file_crs = parse_crs(info.crs_wkt, path=path) if info.crs_wkt else None
-    if file_crs is None and not override:
+    if not (override or info.crs_wkt):
         raise CrsError(
             "file has no CRS (no WKT / GeoTIFF keys); set it with --crs or the source's `crs:` in the config",
             path=path,
         )
-    given = parse_crs(override, path=path) if override else file_crs
-    assert given is not None
+    given = parse_crs(override or info.crs_wkt or "", path=path)  # the file's WKT was written by PROJ
     horiz = horizontal_of(given)
     hfac = linear_unit_factor(horiz)
     if z_unit is not None and z_unit not in Z_UNITS:
@@ -167,8 +160,6 @@ def _check_label(info: PointFileInfo, crs: CRS) -> None:
     """A file labelled geographic or geocentric whose coordinates cannot be degrees / geocentric metres
     (projected-looking eastings and northings, heights near the ground) is mislabelled: say so, and that
     --crs is the fix (reprojecting such a file would wreck it)."""
-    import math
-
     lo, hi = info.mins, info.maxs
     looks = f"x {lo[0]:.2f}..{hi[0]:.2f}, y {lo[1]:.2f}..{hi[1]:.2f}, z {lo[2]:.2f}..{hi[2]:.2f}"
     if crs.is_geocentric:

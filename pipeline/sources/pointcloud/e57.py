@@ -121,7 +121,6 @@ def scan_e57(path: Path) -> PointFileInfo:
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     has_rgb = True
-    has_int = False
     for i in range(e57.scan_count):
         xyz, attrs = _scan_xyz(e57, i, path)  # E57 bounds in headers are optional: compute them
         counts.append(len(xyz))
@@ -129,7 +128,6 @@ def scan_e57(path: Path) -> PointFileInfo:
             lo = np.minimum(lo, xyz.min(axis=0))
             hi = np.maximum(hi, xyz.max(axis=0))
         has_rgb = has_rgb and "red" in attrs
-        has_int = has_int or "intensity" in attrs
     if sum(counts) == 0:
         raise InputError("E57 file holds no points", path=path)
     return PointFileInfo(

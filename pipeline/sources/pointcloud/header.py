@@ -184,9 +184,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
                 path=path,
             )
     else:
-        table, first = _read_chunk_table(
-            path, size, int(h.offset_to_point_data), laz_vlr, count, int(pf.size), int(pf.id)
-        )
+        table, first = _read_chunk_table(path, size, h, laz_vlr)
     return PointFileInfo(
         path=path,
         kind="las" if laz_vlr is None else "laz",
@@ -227,17 +225,12 @@ def _point_data_end(h, size: int) -> int:
     return end
 
 
-def _read_chunk_table(
-    path: Path,
-    size: int,
-    start: int,
-    vlr: bytes,
-    count: int,
-    point_size: int = 0,
-    point_format: int = -1,
-) -> tuple[tuple[tuple[int, int], ...], int]:
+def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[tuple[int, int], ...], int]:
+    """The LAZ chunk table as (points, bytes) per chunk, and where the first chunk starts; refuses a table
+    that does not fit the file or the header's point count."""
     import lazrs
 
+    start, count, pf = int(h.offset_to_point_data), int(h.point_count), h.point_format
     try:
         lv = lazrs.LazVlr(vlr)
     except Exception as e:
@@ -263,8 +256,8 @@ def _read_chunk_table(
             ) from e
     if table is None:
         raise InputError("LAZ file has no chunk table (not supported; re-compress with laszip)", path=path)
-    fixed = lv.chunk_size()
-    if not lv.uses_variable_size_chunks() and fixed > 0 and len(table) != -(-count // fixed):
+    fixed, variable = int(lv.chunk_size()), lv.uses_variable_size_chunks()
+    if not variable and fixed > 0 and len(table) != -(-count // fixed):
         lo, hi = (len(table) - 1) * fixed + 1, len(table) * fixed
         raise InputError(
             f"the header announces {count} points, but the LAZ chunk table lists {len(table)} chunks of "
@@ -272,17 +265,12 @@ def _read_chunk_table(
             "dropped or invented)",
             path=path,
         )
-    out: list[tuple[int, int]] = []
-    remaining = count
-    for n, nbytes in table:
-        n = int(n)
-        if not lv.uses_variable_size_chunks():
-            n = min(int(fixed), remaining)
-        out.append((n, int(nbytes)))
-        remaining -= n
-    total_pts = sum(n for n, _ in out)
-    total_bytes = sum(b for _, b in out)
-    first = start + 8
+    # fixed-size chunks: the table holds no counts, every chunk but the last is full
+    out = [
+        (int(n) if variable else min(fixed, max(count - k * fixed, 0)), int(nbytes))
+        for k, (n, nbytes) in enumerate(table)
+    ]
+    total_pts, total_bytes, first = sum(n for n, _ in out), sum(b for _, b in out), start + 8
     if total_pts != count:
         raise InputError(
             f"corrupt LAZ: chunk table holds {total_pts} points, the header announces {count}", path=path
@@ -291,12 +279,12 @@ def _read_chunk_table(
         raise InputError(
             f"LAZ file is truncated: chunks need {first + total_bytes} bytes, the file has {size}", path=path
         )
-    if point_format >= 6 and point_size > 0 and out and not lv.uses_variable_size_chunks():
+    if pf.id >= 6 and out and not variable:
         # layered chunks (LAS 1.4 formats 6-10) store their point count after the first (raw) point: the
         # last chunk's tells whether the header's count ends where the data does
         last_n, last_b = out[-1]
         with path.open("rb") as f:
-            f.seek(first + total_bytes - last_b + point_size)
+            f.seek(first + total_bytes - last_b + pf.size)
             raw = f.read(4)
         if len(raw) == 4:
             (stored,) = struct.unpack("<I", raw)

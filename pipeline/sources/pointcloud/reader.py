@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.point_attributes import ATTRIBUTES
+from pipeline.sources.pointcloud import e57, las
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit, chunk_units, scan_file
 
 # the largest chunk `chunk_points_for` hands out (also the chunk size when no budget is given)
@@ -51,18 +52,6 @@ _LAYER_OF = {a.name: a.las_layer for a in ATTRIBUTES if a.las_layer} | dict.from
 _ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_returns"})
 
 
-def _decode_las(info, unit, extra_dims=(), out=None, lazy=False, layers=None):
-    from pipeline.sources.pointcloud.las import decode_unit
-
-    return decode_unit(info, unit, extra_dims, out, lazy=lazy, layers=layers)
-
-
-def _decode_e57(info, unit, extra_dims=(), out=None, lazy=False, layers=None):
-    from pipeline.sources.pointcloud.e57 import decode_e57_unit
-
-    return decode_e57_unit(info, unit)
-
-
 @dataclass(frozen=True)
 class PointBackend:
     """Decodes the points of one kind of file (the header scan is shared: `header.scan_file`; the split
@@ -80,8 +69,8 @@ class PointBackend:
 
 
 BACKENDS = (
-    PointBackend("lazrs", ("las", "laz"), "lazrs", _decode_las),  # LAS plain reads, LAZ / COPC sequential
-    PointBackend("pye57", ("e57",), "pye57", _decode_e57),  # E57 scans, one scan per unit
+    PointBackend("lazrs", ("las", "laz"), "lazrs", las.decode_unit),  # LAS plain reads, LAZ / COPC sequential
+    PointBackend("pye57", ("e57",), "pye57", lambda info, unit, *_, **_k: e57.decode_e57_unit(info, unit)),
 )
 
 
