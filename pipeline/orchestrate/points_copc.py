@@ -43,8 +43,7 @@ from pipeline.stages.points.copc_records import (
     records_path,
 )
 from pipeline.styles.pointcloud_qml import pointcloud_qml
-from pipeline.tiles.copc import BLOCK, CopcResult, CopcSchema, HeaderInfo, record_dtype, write_copc
-from pipeline.tiles.copc_check import copc_checksum
+from pipeline.tiles.copc import CopcResult, HeaderInfo, record_dtype, write_copc
 from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ class CopcSummary:
     points: int = 0
     nodes: int = 0
     bytes: int = 0
-    checksum: str = ""  # see copc_checksum
+    checksum: str = ""  # see tiles.copc_check.copc_checksum
     crs: str = ""  # name of the CRS of the files
     transformed: int = 0  # files whose positions were transformed into the target CRS
     classes: dict[int, int] = field(default_factory=dict)  # class code -> points
@@ -96,11 +95,8 @@ class FileCopc:
     """What one input file's COPC task returns (small, picklable)."""
 
     result: CopcResult
-    schema: CopcSchema  # the file's (no colour when its colour is zero everywhere and there is no orthophoto)
-    checksum: int  # copc_checksum of its points
-    wkt: str  # CRS of its positions
+    item: VpcItem  # its item of the .vpc (CRS, schema: no colour when the file has none and no orthophoto)
     transformed: bool  # positions transformed into the target CRS (else the input's integers)
-    classes: dict[int, int]  # class code -> points
 
 
 def write_file_copc(
@@ -123,21 +119,19 @@ def write_file_copc(
         schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
     path = records_path(side.dir, file_index)
     recs = np.memmap(path, dtype=record_dtype(layer_schema), mode="r", shape=(info.count,))
+    hdr = las_header_fields(str(info.path), info.kind)
     try:
-        checksum = 0
-        classes = np.zeros(256, np.int64)
-        for s in range(0, len(recs), BLOCK):
-            blk = recs[s : s + BLOCK]
-            checksum += copc_checksum(blk["X"], blk["Y"], blk["Z"], blk["classification"])
-            classes += np.bincount(blk["classification"], minlength=256)
-        header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, **las_header_fields(str(info.path), info.kind))
+        header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, **hdr)
         kw = {} if max_node_points is None else {"max_node_points": max_node_points}
         res = write_copc(Path(dest), recs, header, schema, has_gps=layout.has_gps, threads=threads, **kw)
     finally:
         del recs
         path.unlink(missing_ok=True)
-    present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
-    return FileCopc(res, schema, checksum % (1 << 64), pl.wkt, pl.transformer is not None, present)
+    href = f"./{COPC_DIR}/{Path(dest).name}"
+    item = VpcItem(
+        href, res.points, res.mins, res.maxs, pl.wkt, pdal_schema(schema, layout.has_gps), _datetime(hdr)
+    )
+    return FileCopc(res, item, pl.transformer is not None)
 
 
 def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor, progress) -> None:
@@ -192,60 +186,43 @@ def write_layer_copc(
     t0 = time.perf_counter()
     side: CopcRecords = djob.copc
     _decode_missing(plan, djob, units, executor, progress)
-    layout = plan.layout
     names = copc_names(plan.infos)
     final_dir = Path(out_dir) / COPC_DIR
     final_dir.mkdir()
-    summary = CopcSummary()
-    items: list[VpcItem] = []
-    checksum = 0
-    crs_names = set()
     jobs = [
-        (fj, i, side, str(final_dir / name), layout, plan.crs_cfg, copt.max_node_points, threads)
+        (fj, i, side, str(final_dir / name), plan.layout, plan.crs_cfg, copt.max_node_points, threads)
         for i, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True))
     ]
     done = map_ordered(executor, write_file_copc, jobs, name="copc", progress=progress)
-    for fj, name, fr in zip(plan.file_jobs, names, done, strict=True):
-        checksum += fr.checksum
-        for c, cnt in fr.classes.items():
-            summary.classes[c] = summary.classes.get(c, 0) + cnt
-        summary.points += fr.result.points
-        summary.nodes += fr.result.nodes
-        summary.bytes += fr.result.bytes
-        summary.transformed += fr.transformed
-        crs_names.add(CRS.from_wkt(fr.wkt).name)
-        items.append(
-            VpcItem(
-                href=f"./{COPC_DIR}/{name}",
-                count=fr.result.points,
-                mins=fr.result.mins,
-                maxs=fr.result.maxs,
-                wkt2=fr.wkt,
-                schema=pdal_schema(fr.schema, layout.has_gps),
-                datetime=_datetime(las_header_fields(str(fj.info.path), fj.info.kind)),
-            )
-        )
-        summary.files.append(f"{COPC_DIR}/{name}")
+    classes: Counter[int] = Counter()
+    for fr in done:
+        classes.update(fr.result.classes)
     # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml); the class
     # scheme `auto` is inferred as the tiles' is, from the codes and file names
     if class_scheme == "auto":
         from pipeline.stages.points.classes import infer_class_scheme
 
-        class_scheme = infer_class_scheme(sorted(summary.classes), names)[0]
-    qml = pointcloud_qml(class_scheme, sorted(summary.classes))
-    for name in names:
-        (final_dir / (name[: -len(".laz")] + ".qml")).write_text(qml, encoding="utf-8")
-        summary.files.append(f"{COPC_DIR}/{name[: -len('.laz')]}.qml")
-    write_vpc(Path(out_dir) / f"{copt.vpc_name}.vpc", items)
-    (Path(out_dir) / f"{copt.vpc_name}.qml").write_text(qml, encoding="utf-8")
-    summary.style = f"{copt.vpc_name}.qml"
-    if len(crs_names) > 1:
-        summary.notes.append(f"the COPC files are in {len(crs_names)} CRSs: {sorted(crs_names)}")
-    summary.vpc = f"{copt.vpc_name}.vpc"
-    summary.checksum = f"{checksum % (1 << 64):016x}"
-    summary.crs = " / ".join(sorted(crs_names))
-    summary.seconds = time.perf_counter() - t0
-    return summary
+        class_scheme = infer_class_scheme(sorted(classes), names)[0]
+    qml = pointcloud_qml(class_scheme, sorted(classes))
+    styles = [f"{COPC_DIR}/{name[: -len('.laz')]}.qml" for name in names]
+    for style in [*styles, f"{copt.vpc_name}.qml"]:
+        (Path(out_dir) / style).write_text(qml, encoding="utf-8")
+    write_vpc(Path(out_dir) / f"{copt.vpc_name}.vpc", [fr.item for fr in done])
+    crs_names = sorted({CRS.from_wkt(fr.item.wkt2).name for fr in done})
+    return CopcSummary(
+        files=[f"{COPC_DIR}/{name}" for name in names] + styles,
+        vpc=f"{copt.vpc_name}.vpc",
+        points=sum(fr.result.points for fr in done),
+        nodes=sum(fr.result.nodes for fr in done),
+        bytes=sum(fr.result.bytes for fr in done),
+        checksum=f"{sum(fr.result.checksum for fr in done) % (1 << 64):016x}",
+        crs=" / ".join(crs_names),
+        transformed=sum(fr.transformed for fr in done),
+        classes=dict(classes),
+        style=f"{copt.vpc_name}.qml",
+        seconds=time.perf_counter() - t0,
+        notes=[f"the COPC files are in {len(crs_names)} CRSs: {crs_names}"] if len(crs_names) > 1 else [],
+    )
 
 
 def copc_side(copt: CopcOptions | None, work: Path, crs_override: str | None) -> CopcRecords | None:

@@ -79,6 +79,8 @@ class CopcResult:
     maxs: tuple[float, float, float]
     point_format: int
     levels: dict[int, int] = field(default_factory=dict)  # points per octree level
+    checksum: int = 0  # `copc_check.copc_checksum` of the points
+    classes: dict[int, int] = field(default_factory=dict)  # class code -> points
 
 
 # ---- byte layout --------------------------------------------------------------------------------------
@@ -104,11 +106,6 @@ def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
         text = name.encode("ascii", "replace")
         out += struct.pack("<2xBB32s4xd16x96x32s", 9, 1, text, EXTRA_NO_DATA, text)
     return out
-
-
-def _copc_info(center, halfsize, spacing, hier_offset, hier_size, gps_min, gps_max) -> bytes:
-    d = struct.pack("<5d2Q2d", *center, halfsize, spacing, hier_offset, hier_size, gps_min, gps_max)
-    return d + b"\0" * (8 * 11)
 
 
 @dataclass(frozen=True)
@@ -164,10 +161,15 @@ def _drop_pages(records: np.ndarray) -> None:
 
 
 def _stats(records: np.ndarray, has_gps: bool):
-    """Raw integer min/max per axis, points by return (1..15), GPS time range: in blocks."""
+    """Raw integer min/max per axis, points by return (1..15), GPS time range, checksum, points per class:
+    in blocks."""
+    from pipeline.tiles.copc_check import copc_checksum
+
     lo = np.full(3, np.iinfo(np.int64).max, np.int64)
     hi = np.full(3, np.iinfo(np.int64).min, np.int64)
     by_return = np.zeros(16, np.int64)
+    classes = np.zeros(256, np.int64)
+    checksum = 0
     gmin, gmax = np.inf, -np.inf
     for s in range(0, len(records), BLOCK):
         blk = records[s : s + BLOCK]
@@ -176,13 +178,16 @@ def _stats(records: np.ndarray, has_gps: bool):
             lo[a] = min(lo[a], int(col.min()))
             hi[a] = max(hi[a], int(col.max()))
         by_return += np.bincount(blk["bit_fields"] & 0x0F, minlength=16)
+        classes += np.bincount(blk["classification"], minlength=256)
+        checksum += copc_checksum(blk["X"], blk["Y"], blk["Z"], blk["classification"])
         if has_gps:
             g = blk["gps_time"]
             gmin, gmax = min(gmin, float(g.min())), max(gmax, float(g.max()))
         _drop_pages(records)
     if not has_gps:
         gmin = gmax = 0.0
-    return lo, hi, by_return[1:], gmin, gmax
+    present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
+    return lo, hi, by_return[1:], gmin, gmax, checksum % (1 << 64), present
 
 
 def write_copc(
@@ -209,7 +214,7 @@ def write_copc(
     n = len(records)
     if n == 0:
         raise ValueError("a COPC file needs at least one point")
-    lo, hi, by_return, gps_min, gps_max = _stats(records, has_gps)
+    lo, hi, by_return, gps_min, gps_max, checksum, classes = _stats(records, has_gps)
     sc, of = np.asarray(header.scales), np.asarray(header.offsets)
     mins = lo * sc + of
     maxs = hi * sc + of
@@ -280,10 +285,9 @@ def write_copc(
                     header, pf, dtype.itemsize, offset_to_points, n_vlrs, n, by_return, mins, maxs, evlr_start
                 )
             )
-            info = _copc_info(
-                center, halfsize, spacing, evlr_start + EVLR_HEADER, len(hier), gps_min, gps_max
-            )
-            f.write(_vlr("copc", 1, "copc info", info))
+            # COPC info: centre, half size, spacing, hierarchy root page, GPS time range, 11 reserved
+            info = (*center, halfsize, spacing, evlr_start + EVLR_HEADER, len(hier), gps_min, gps_max)
+            f.write(_vlr("copc", 1, "copc info", struct.pack("<5d2Q2d88x", *info)))
             f.write(vlrs_after_info)
         os.replace(tmp, path)
     except BaseException:
@@ -301,4 +305,6 @@ def write_copc(
         maxs=(float(maxs[0]), float(maxs[1]), float(maxs[2])),
         point_format=pf,
         levels=levels,
+        checksum=checksum,
+        classes=classes,
     )

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,8 +80,8 @@ class QuantizedTile:
     lo: np.ndarray  # (3,) int64 mm, minimum corner of the quantization grid
     step: int  # mm, power of two
     q: np.ndarray  # (N,3) uint16
-    qmax: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
-    qmin: np.ndarray | None = None  # known minimum of q (None: computed from q)
+    qmin: np.ndarray  # (3,) int64, the minimum of q per axis
+    qmax: np.ndarray  # (3,) int64, the maximum
 
     @property
     def positions_mm(self) -> np.ndarray:
@@ -89,18 +89,7 @@ class QuantizedTile:
 
     @property
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
-        qmin = self.qmin if self.qmin is not None else self.q.min(axis=0).astype(np.int64)
-        return self.lo + qmin * self.step, self.lo + self.qmax * self.step
-
-
-def quantized_tile(lo, step, q, qmin, qmax) -> QuantizedTile:
-    return QuantizedTile(
-        lo=np.asarray(lo, np.int64),
-        step=int(step),
-        q=q,
-        qmax=np.asarray(qmax, np.int64),
-        qmin=np.asarray(qmin, np.int64),
-    )
+        return self.lo + self.qmin * self.step, self.lo + self.qmax * self.step
 
 
 def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
@@ -110,7 +99,7 @@ def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
     while ext // step > 65535:
         step *= 2
     q = ((xyz_mm.astype(np.int64) - lo) // step).astype(np.uint16)
-    return QuantizedTile(lo=lo, step=step, q=q, qmax=q.max(axis=0).astype(np.int64))
+    return QuantizedTile(lo, step, q, q.min(axis=0).astype(np.int64), q.max(axis=0).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -189,8 +178,7 @@ def encode_glb(
     with colour and GPS time; EXT_meshopt_compression removes most of the padding).
     """
     packed, base = pack_vertices(qt, attrs, schema)
-    qmin = qt.q.min(axis=0) if len(qt.q) else np.zeros(3, np.int64)
-    return glb_from_vertices(packed, schema, qt.lo, qt.step, qmin, qt.qmax, base, meshopt=meshopt)
+    return glb_from_vertices(packed, schema, qt.lo, qt.step, qt.qmin, qt.qmax, base, meshopt=meshopt)
 
 
 def glb_from_vertices(

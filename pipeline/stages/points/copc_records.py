@@ -220,15 +220,11 @@ def write_unit(
     """Write a decoded unit's COPC records at its place in the file's records file, then its marker."""
     pl = placement(fj, side.target_wkt, crs_cfg, side.override)
     rec = unit_records(layout, ints, cols, fj.info, pl)
-    path = records_path(side.dir, unit.file_index)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        buf = rec.data.cast("B")
-        off, done = unit.start * rec.dtype.itemsize, 0
-        while done < len(buf):
-            done += os.pwrite(fd, buf[done:], off + done)
-    finally:
-        os.close(fd)
+    # created by whichever unit comes first, never truncated: the units write their own ranges
+    fd = os.open(records_path(side.dir, unit.file_index), os.O_WRONLY | os.O_CREAT, 0o644)
+    with open(fd, "wb") as f:
+        f.seek(unit.start * rec.dtype.itemsize)
+        f.write(rec.data)
     marker_path(side.dir, unit.file_index, unit.start).write_text(str(unit.count))
 
 

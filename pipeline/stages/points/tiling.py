@@ -207,13 +207,13 @@ def _place_tile(
 def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
     """3D Tiles 1.0 profile: pnts + batch table per tile (`rec` in output order)."""
     from pipeline.tiles.pnts import encode_pnts
-    from pipeline.tiles.points_glb import quantized_tile
+    from pipeline.tiles.points_glb import QuantizedTile
 
     q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
     names = [n for n in rec.dtype.names or () if n not in ("x", "y", "z")]
     out = []
     for t, (depth, s, e) in enumerate(groups):
-        qt = quantized_tile(lo[t], step[t], q[s:e], qmin[t], qmax[t])
+        qt = QuantizedTile(lo[t], int(step[t]), q[s:e], qmin[t], qmax[t])
         sl = rec[s:e]
         data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)
         tlo, thi = qt.bounds_mm
