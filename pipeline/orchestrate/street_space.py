@@ -16,9 +16,10 @@ is read into that CRS. The measurement is `pipeline.stages.street_space`; the la
 
 Work in independent tasks on the build's executor (`orchestrate.executor`), memory bounded by
 `runtime.memory` whatever the region's size:
-1. one task per point file (`spill_points`): the file in chunks (`reader.iter_points`), only the points
-   within `max_half_width_m` (+ `segment_m`) of an axis and in a `CELL_M` cell some segment reaches, each
-   chunk written to a spill file sorted (stably) by cell;
+1. one task per point file, or per READ_TASK_POINTS of a larger one (`spill_points`): its points in chunks
+   (`reader.iter_points`), only those within `max_half_width_m` (+ `segment_m`) of an axis (tested one by
+   one only in the point cells the corridor's outline crosses: `corridor_cells`) and in a `CELL_M` cell
+   some segment reaches, each chunk written to a spill file sorted (stably) by cell;
 2. one task per tile of cells (`measure_tile`): the segments whose middle lies in the tile, from the spilled
    points of the cells their rectangles reach, cell by cell in the order of the spill files. The cells of
    the measurement's point grid (`stages.street_space.POINT_CELL_M`) nest in the `CELL_M` cells (both
@@ -149,6 +150,8 @@ def street_areas(
 CELL_POINT_CELLS = 20
 CELL_M = POINT_CELL_M * CELL_POINT_CELLS
 TILE_BYTES_PER_POINT = 128
+# the most points one read task decodes (a file of more is read by several tasks, on every worker)
+READ_TASK_POINTS = 8_000_000
 # a spilled return: the file's raw integer coordinates (x = X * scale + offset, as the reader computes
 # them: the same float64s come back) and its class (13 bytes)
 SPILL_DTYPE = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1")])
@@ -221,38 +224,83 @@ def needed_cells(grid: CellGrid, boxes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(need.ravel())
 
 
+# a point cell against the corridor: wholly outside, wholly inside, or touched by its outline (its points
+# are tested one by one)
+OUTSIDE, INSIDE, OUTLINE = 0, 1, 2
+
+
+def corridor_cells(grid: CellGrid, corridor: shapely.Geometry) -> np.ndarray:
+    """(rows, columns) of the grid's point cells (POINT_CELL_M): OUTSIDE, INSIDE or OUTLINE of `corridor`.
+    A cell whose box (grown by 1 mm, more than any rounding of a point's cell) the outline does not touch
+    lies wholly on one side of it: its centre says which."""
+    ncol, nrow = grid.nx * CELL_POINT_CELLS, grid.ny * CELL_POINT_CELLS
+    xs = grid.x0 + np.arange(ncol) * POINT_CELL_M
+    ys = grid.y0 + np.arange(nrow) * POINT_CELL_M
+    cx, cy = np.meshgrid(xs, ys)
+    out = np.where(
+        shapely.contains_xy(corridor, cx + POINT_CELL_M / 2, cy + POINT_CELL_M / 2), INSIDE, OUTSIDE
+    ).astype(np.uint8)
+    pad = 1e-3
+    boxes = shapely.box(
+        cx.ravel() - pad, cy.ravel() - pad, cx.ravel() + POINT_CELL_M + pad, cy.ravel() + POINT_CELL_M + pad
+    )
+    # the outline as its straight pieces (a query per piece touches only the cells near it)
+    rings = shapely.get_parts(shapely.get_rings(shapely.get_parts(corridor)))
+    ends = [np.stack([c[:-1], c[1:]], axis=1) for c in map(shapely.get_coordinates, rings)]
+    if ends:
+        pieces = shapely.linestrings(np.concatenate(ends))
+        _piece, cell = shapely.STRtree(boxes).query(pieces, predicate="intersects")
+        out.ravel()[np.unique(cell)] = OUTLINE
+    return out
+
+
 def spill_points(
     path: Path,
     file_no: int,
+    points: tuple[int, int],
     grid: CellGrid,
     cells: np.ndarray,
     corridor: shapely.Geometry,
+    corridor_class: np.ndarray,
     spill_dir: str,
     chunk_points: int,
 ) -> list[SpillRun]:
-    """Task: the file's points inside `corridor` and in `cells`, chunk by chunk, each chunk written to
-    `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Memory: one chunk."""
+    """Task: the file's points `points` (start, stop: the reader's units that start in it) inside
+    `corridor` (`corridor_class`: its point cells, `corridor_cells`) and in `cells`, chunk by chunk, each
+    chunk written to `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Memory: one chunk."""
     from pipeline.sources.pointcloud.reader import iter_points, read_header
+    from pipeline.stages._street_space_kernels import bin_points
 
     info = read_header(path)
     shapely.prepare(corridor)
     wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
     wanted[cells] = True
+    nrow, ncol = corridor_class.shape
     runs: list[SpillRun] = []
     fields = ("x", "y", "X", "Y", "Z", "classification")
-    for k, pts in enumerate(iter_points(info, fields, chunk_points)):
-        cell = grid.cell_of(pts["x"], pts["y"])
-        keep = np.flatnonzero(cell >= 0)
-        keep = keep[wanted[cell[keep]]]
-        keep = keep[shapely.contains_xy(corridor, pts["x"][keep], pts["y"][keep])]
+    for k, pts in enumerate(iter_points(info, fields, chunk_points, points=points)):
+        col = cell_columns(pts["x"], grid.x0, POINT_CELL_M)
+        row = cell_columns(pts["y"], grid.y0, POINT_CELL_M)
+        keep = np.flatnonzero((col >= 0) & (col < ncol) & (row >= 0) & (row < nrow))
+        col, row = col[keep], row[keep]
+        cell = (row // CELL_POINT_CELLS) * grid.nx + col // CELL_POINT_CELLS
+        side = corridor_class[row, col]
+        del col, row
+        near = wanted[cell] & (side != OUTSIDE)
+        keep, cell, side = keep[near], cell[near], side[near]
+        test = np.flatnonzero(side == OUTLINE)
+        inside = side == INSIDE
+        inside[test] = shapely.contains_xy(corridor, pts["x"][keep[test]], pts["y"][keep[test]])
+        keep, cell = keep[inside], cell[inside]
         if len(keep):
-            order = keep[np.argsort(cell[keep], kind="stable")]
+            by_cell, _starts = bin_points(cell % grid.nx, cell // grid.nx, grid.nx, grid.ny)
+            order = keep[by_cell]
             rec = np.empty(len(order), dtype=SPILL_DTYPE)
             rec["X"], rec["Y"], rec["Z"] = pts["X"][order], pts["Y"][order], pts["Z"][order]
             rec["c"] = pts["classification"][order]
-            sc = cell[order]
+            sc = cell[by_cell]
             first = np.flatnonzero(np.concatenate([[True], sc[1:] != sc[:-1]]))
-            out = str(Path(spill_dir) / f"{file_no:06d}_{k:06d}.npy")
+            out = str(Path(spill_dir) / f"{file_no:06d}_{points[0]:012d}_{k:06d}.npy")
             np.save(out, rec)
             runs.append(SpillRun(out, info.scales, info.offsets, sc[first], np.append(first, len(sc))))
             del rec
@@ -346,7 +394,7 @@ def measure_from_files(
     import shutil
     import tempfile
 
-    from pipeline.sources.pointcloud.reader import chunk_points_for
+    from pipeline.sources.pointcloud.reader import chunk_points_for, read_header
 
     out = {k: np.full(len(seg), np.nan) for k in RESULT_COLUMNS}
     if not len(seg) or not point_files:
@@ -358,15 +406,21 @@ def measure_from_files(
     origin = grid_origin(seg, p)
     grid = CellGrid.around(boxes, origin)
     cells = needed_cells(grid, boxes)
+    corridor_class = corridor_cells(grid, corridor)
+    reads = []  # (file, file number, point range): a file of many points is read by several tasks
+    for i, f in enumerate(point_files):
+        count = read_header(f).count
+        for start in range(0, max(count, 1), READ_TASK_POINTS):
+            reads.append((f, i, (start, min(count, start + READ_TASK_POINTS))))
     work_dir.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".street_space-spill-", dir=work_dir))
     try:
         runs = map_ordered(
-            executor if len(point_files) > 1 else None,
+            executor if len(reads) > 1 else None,
             spill_points,
             [
-                (f, i, grid, cells, corridor, str(spill), chunk_points_for(budget))
-                for i, f in enumerate(point_files)
+                (f, i, points, grid, cells, corridor, corridor_class, str(spill), chunk_points_for(budget))
+                for f, i, points in reads
             ],
             name="street-space-read",
             progress=progress,

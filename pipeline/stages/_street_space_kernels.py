@@ -193,10 +193,45 @@ def ground_profile(
     for k in range(nbins):
         c = count[k + 1] - count[k]
         if c >= min_count and c > 0:
-            v = vals[count[k] : count[k + 1]]
-            _sort_small(v)
-            out[k] = (v[(c - 1) // 2] + v[c // 2]) / 2
+            out[k] = _median_inplace(vals[count[k] : count[k + 1]])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _median_inplace(v: np.ndarray) -> float:
+    """Median of `v` (no NaN; reordered): the middle value, or the mean of the two middle values, as
+    numpy's median computes it ((lo + hi) / 2). Quickselect: linear in the count."""
+    c = len(v)
+    if c <= 16:
+        _sort_small(v)
+        return (v[(c - 1) // 2] + v[c // 2]) / 2
+    h = c // 2
+    lo, hi = 0, c - 1
+    while lo < hi:  # Hoare's selection of the h-th smallest into v[h]
+        mid = (lo + hi) // 2
+        pivot = max(min(v[lo], v[mid]), min(max(v[lo], v[mid]), v[hi]))  # median of three
+        i, j = lo, hi
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                v[i], v[j] = v[j], v[i]
+                i += 1
+                j -= 1
+        if h <= j:
+            hi = j
+        elif h >= i:
+            lo = i
+        else:
+            break
+    if c % 2:
+        return (v[h] + v[h]) / 2
+    below = v[0]
+    for k in range(1, h):
+        below = max(below, v[k])
+    return (below + v[h]) / 2
 
 
 @njit(cache=True, nogil=True)

@@ -4,6 +4,7 @@ header cache behave."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,21 @@ def test_chunks_of_n_points_equal_the_whole_file_and_laspy(files, kind, n):
         want = np.asarray(getattr(las, f))
         assert got.dtype == want.dtype or (f in ("x", "y", "z") and got.dtype == np.float64)
         assert np.array_equal(got, want), f
+
+
+@pytest.mark.parametrize("kind", ["las3", "laz1"])
+def test_point_ranges_split_the_file_into_its_units(files, kind):
+    """`points=(start, stop)` reads the units that start in the range: ranges cut anywhere give every
+    point exactly once, in order (the street space's read tasks split one file this way)."""
+    path = files[kind]
+    whole = np.concatenate([c["X"] for c in reader.iter_points(path, ("X",), 4_000)])
+    for cuts in ([0, 23_456], [0, 1, 9_000, 23_456], [0, 5_000, 5_001, 17_000, 30_000]):
+        parts = [
+            np.concatenate([c["X"] for c in reader.iter_points(path, ("X",), 4_000, points=(a, b))] or [[]])
+            for a, b in itertools.pairwise(cuts)
+        ]
+        assert np.array_equal(np.concatenate(parts).astype(whole.dtype), whole)
+        assert sum(len(q) > 0 for q in parts) >= 2 or len(cuts) == 2
 
 
 @pytest.mark.parametrize(

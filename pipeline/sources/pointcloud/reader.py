@@ -140,9 +140,12 @@ def iter_points(
     info: PointFileInfo | str | Path,
     fields: Sequence[str] = ("x", "y", "z", "classification"),
     chunk_points: int = MAX_CHUNK_POINTS,
+    points: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The file's points in order, `chunk_points` at a time (the last chunk shorter), as `fields`
-    columns: x/y/z scaled (float64), X/Y/Z raw, or LAS field names (`decode_unit`'s)."""
+    columns: x/y/z scaled (float64), X/Y/Z raw, or LAS field names (`decode_unit`'s). `points` (start,
+    stop): only the units (`header.chunk_units(info, chunk_points)`) whose first point lies in start..stop-1, so
+    that ranges splitting a file give each point once."""
     if not isinstance(info, PointFileInfo):
         info = read_header(info)
     if chunk_points < 1:
@@ -152,6 +155,8 @@ def iter_points(
     pending: list[dict[str, np.ndarray]] = []  # decoded, not yet handed out: less than a chunk
     held = 0
     for unit in chunk_units(info, chunk_points):
+        if points is not None and not points[0] <= unit.start < points[1]:
+            continue
         cols = backend.decode(info, unit, layers=layers)
         n = len(cols["X"])
         if n != unit.count:
