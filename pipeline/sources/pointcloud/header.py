@@ -22,9 +22,6 @@ from pipeline.errors import InputError
 # (and therefore the output bytes) never depends on the number of workers
 POINTS_PER_UNIT = 500_000
 
-_RGB_FORMATS = {2, 3, 5, 7, 8, 10}
-_GPS_FORMATS = {1, 3, 4, 5, 6, 7, 8, 9, 10}
-_NIR_FORMATS = {8, 10}
 _EXTRA_BYTES = "VLR LASF_Spec/4 (Extra Bytes)"
 
 
@@ -165,6 +162,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
             crs_wkt = crs.to_wkt()
     except Exception as e:
         crs_error = str(e) or type(e).__name__
+    standard = set(pf.standard_dimension_names)
     table: tuple[tuple[int, int], ...] = ()
     first = 0
     if laz_vlr is None:
@@ -192,9 +190,9 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         mins=mins,
         maxs=maxs,
         crs_wkt=crs_wkt,
-        has_rgb=pf.id in _RGB_FORMATS,
-        has_gps=pf.id in _GPS_FORMATS,
-        has_nir=pf.id in _NIR_FORMATS,
+        has_rgb="red" in standard,
+        has_gps="gps_time" in standard,
+        has_nir="nir" in standard,
         extra_dims=tuple(pf.extra_dimension_names),
         extra_nodata=_extra_nodata(h),
         extra_scales=tuple(

@@ -87,57 +87,38 @@ def write_las(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".laz":
-        import io
-
         # laspy's single-threaded lazrs backend (never the rayon-parallel one) writes chunks of 50,000
-        # points; another chunk size re-encodes them
-        buf = io.BytesIO()
-        las.write(buf, do_compress=True, laz_backend=laspy.LazBackend.Lazrs)
-        data = buf.getvalue()
-        path.write_bytes(data if chunk_size == 50_000 else _rechunk(data, chunk_size))
+        # points; another chunk size takes LASzip variable-size chunks
+        las.write(path, do_compress=True, laz_backend=_lazrs_chunked(chunk_size))
     else:
         las.write(path)
     return path
 
 
-def _rechunk(data: bytes, chunk_size: int) -> bytes:
-    """Re-encode a LAZ with chunks of `chunk_size` points (LASzip variable-size chunks: lazrs' writer offers
-    no other fixed size than 50,000)."""
-    import io
-
+def _lazrs_chunked(chunk_size: int):
+    """laspy's single-threaded lazrs backend, writing chunks of `chunk_size` points (variable-size chunks
+    unless 50,000: lazrs' writer offers no other fixed size)."""
     import laspy
     import lazrs
     from laspy._compression import lazrsbackend
 
-    class _Chunked(lazrsbackend.LazrsPointWriter):
-        def __init__(self, dest, point_format, parallel: bool) -> None:
+    if chunk_size == 50_000:
+        return laspy.LazBackend.Lazrs
+
+    class Writer(lazrsbackend.LazrsPointWriter):
+        def __init__(self, dest, point_format) -> None:
             super().__init__(dest, point_format, parallel=False)
             self.vlr = lazrs.LazVlr.new_for_compression(point_format.id, point_format.num_extra_bytes, True)
 
-        started = False
-
         def write_points(self, points) -> None:
-            if self.started:  # a chunk ends where the next begins (no empty chunk at the end)
-                assert self.compressor is not None
-                self.compressor.finish_current_chunk()
-            self.started = True
-            super().write_points(points)
+            for s in range(0, len(points), chunk_size):
+                if s:  # a chunk ends where the next begins (no empty chunk at the end)
+                    assert self.compressor is not None
+                    self.compressor.finish_current_chunk()
+                super().write_points(points[s : s + chunk_size])
 
-    las = laspy.read(io.BytesIO(data), laz_backend=laspy.LazBackend.Lazrs)
-    out = io.BytesIO()
-    plain = lazrsbackend.LazrsPointWriter
-    lazrsbackend.LazrsPointWriter = _Chunked
-    try:
-        with laspy.open(
-            out,
-            mode="w",
-            header=las.header,
-            do_compress=True,
-            laz_backend=laspy.LazBackend.Lazrs,
-            closefd=False,
-        ) as w:
-            for s in range(0, len(las.points), chunk_size):
-                w.write_points(las.points[s : s + chunk_size])
-    finally:
-        lazrsbackend.LazrsPointWriter = plain
-    return out.getvalue()
+    class Backend(lazrsbackend.LazrsBackend):
+        def create_writer(self, dest, header):
+            return Writer(dest, header.point_format)
+
+    return Backend(parallel=False)
