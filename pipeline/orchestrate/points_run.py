@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,40 +98,36 @@ class TilingSummary:
 # ---- memory monitor ---------------------------------------------------------------------------------
 
 
-class PeakRss:
-    """Samples the RSS of this process and all its children (LocalCluster workers) in a thread."""
+@contextlib.contextmanager
+def peak_rss(interval: float = 0.1) -> Iterator[Callable[[], int]]:
+    """Inside: the RSS of this process and all its children (the workers) sampled in a thread; yields a
+    function that returns the peak."""
+    import psutil
 
-    def __init__(self, interval: float = 0.1):
-        self.peak = 0
-        self.interval = interval
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+    peak = 0
+    stop = threading.Event()
 
-    def sample(self) -> int:
-        import psutil
-
-        me = psutil.Process()
-        total = 0
+    def sample() -> None:
+        nonlocal peak
+        me, total = psutil.Process(), 0
         for p in [me, *me.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 total += p.memory_info().rss
-        self.peak = max(self.peak, total)
-        return total
+        peak = max(peak, total)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
+    def run() -> None:
+        while not stop.wait(interval):
+            sample()
 
-    def __enter__(self) -> PeakRss:
-        self.sample()
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-        self.sample()
+    sample()
+    sampler = threading.Thread(target=run, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: peak
+    finally:
+        stop.set()
+        sampler.join()
+        sample()
 
 
 # ---- execution ----------------------------------------------------------------------------------------
@@ -188,7 +185,7 @@ def _run_tiling(
 
     summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
     t0 = time.perf_counter()
-    work = staging / (".work" if attempt == 0 else f".work{attempt}")
+    work = staging / f".work{attempt}"
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
     from pipeline.orchestrate.points_copc import copc_side
@@ -321,22 +318,6 @@ def _run_tiling(
     return summary
 
 
-def _write_invariants(staging: Path, summary: TilingSummary, plan: Plan) -> None:
-    from pipeline.tiles.tileset import write_json
-
-    write_json(
-        staging / "pointcloud.json",
-        {
-            "points": summary.points_out,
-            "checksum": f"{summary.checksum:016x}",
-            "tiles": summary.tiles,
-            "depth": summary.depth,
-            "frame": plan.frame.to_json(),
-            "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
-        },
-    )
-
-
 def _run_attempts(
     inputs: list[Path],
     plan: Plan,
@@ -369,7 +350,7 @@ def _run_attempts(
                 raise
             plan.skipped[str(bad[0].path)] = e.message.replace(f"{bad[0].path}: ", "", 1)
             infos = [i for i in plan.infos if i.path != bad[0].path]
-        shutil.rmtree(staging / (".work" if attempt == 0 else f".work{attempt}"), ignore_errors=True)
+        shutil.rmtree(staging / f".work{attempt}", ignore_errors=True)
         attempt += 1
         plan = plan_tiling(inputs, run_opts, infos=infos, skipped=plan.skipped)
 
@@ -402,11 +383,13 @@ def tile_pointcloud(
     The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
     `build_executor`, or None: in this process); `workers` (the executor's number of processes; default
     `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
+    from pipeline.tiles.tileset import write_json
+
     if workers is None:
         workers = (opts.jobs or 1) if executor is not None else 1
     out_dir = Path(out_dir).resolve()
     t0 = time.perf_counter()
-    with PeakRss() as mon:
+    with peak_rss() as peak:
         staging = None
         try:
             check_replaceable(out_dir, opts.overwrite)
@@ -415,7 +398,17 @@ def tile_pointcloud(
             plan = plan_tiling(inputs, opts)
             staging = make_staging(out_dir)
             summary, plan = _run_attempts(inputs, plan, staging, opts, executor, workers, progress)
-            _write_invariants(staging, summary, plan)
+            write_json(
+                staging / "pointcloud.json",
+                {
+                    "points": summary.points_out,
+                    "checksum": f"{summary.checksum:016x}",
+                    "tiles": summary.tiles,
+                    "depth": summary.depth,
+                    "frame": plan.frame.to_json(),
+                    "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
+                },
+            )
             publish(staging, out_dir, opts.overwrite)
         except BaseException as e:
             if staging is not None:
@@ -432,6 +425,6 @@ def tile_pointcloud(
             if executor is None:
                 release_worker_buffers()
     summary.seconds = time.perf_counter() - t0
-    summary.peak_rss_bytes = mon.peak
+    summary.peak_rss_bytes = peak()
     summary.out_dir = str(out_dir)
     return summary
