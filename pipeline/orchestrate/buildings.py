@@ -23,8 +23,9 @@ import hashlib
 import io
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -60,6 +61,9 @@ from pipeline.stages.buildings.heights import (
 )
 from pipeline.stages.buildings.tiling import QuadNode, build_quadtree, tileset_tree
 from pipeline.tiles.tileset import asset, box_from_bounds, schema_errors, write_atomic, write_json
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate.cache import CachedCall
 
 OUT = "buildings"
 
@@ -208,13 +212,23 @@ def _point_files(ctx: BuildContext, epoch: Any) -> list[PointFile]:
 # ------------------------------------------------------------------------------------------ heights
 
 
-def epoch_stats(
-    ctx: BuildContext,
-    files: list[PointFile],
-    zones: FootprintZones,
-    params: HeightParams,
-) -> pd.DataFrame:
-    """Point statistics of every footprint for one epoch (one task per point-cloud tile)."""
+@dataclass
+class EpochPlan:
+    """The height tasks of one epoch: one cached call per point-cloud tile (`tile_stats`) with the
+    footprints it touches (`jobs`: their indices), and how many tiles touch each footprint."""
+
+    zones: FootprintZones
+    params: HeightParams
+    jobs: list[tuple[np.ndarray, tuple[Any, ...]]]
+    calls: list[CachedCall]
+    ntouch: np.ndarray
+
+
+def epoch_plan(
+    ctx: BuildContext, files: list[PointFile], zones: FootprintZones, params: HeightParams
+) -> EpochPlan:
+    """The tasks of one epoch's point statistics (one per point-cloud tile; `epoch_stats` assembles
+    their results)."""
     n = len(zones.roof_area)
     ring_bbox = zones.ring.bbox
     fb = np.array([f[1] for f in files], dtype=np.float64).reshape(-1, 4)
@@ -227,7 +241,7 @@ def epoch_stats(
         qi, fi = qi[order], fi[order]
     ntouch = np.bincount(qi, minlength=n)
     bounds = np.searchsorted(fi, np.arange(len(files) + 1))
-    from pipeline.orchestrate.cache import input_sha256, run_cached
+    from pipeline.orchestrate.cache import input_sha256
 
     jobs: list[tuple[np.ndarray, tuple[Any, ...]]] = []
     for k, (path, _b, zf, to_working) in enumerate(files):
@@ -242,18 +256,22 @@ def epoch_stats(
     from pipeline.sources.pointcloud.reader import chunk_points_for
 
     chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
-    results = run_cached(
-        ctx,
-        [
-            (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, chunk)
-            for _idx, args in jobs
-        ],
-        "tile-stats",
-    )
+    calls: list[CachedCall] = [
+        (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, chunk)
+        for _idx, args in jobs
+    ]
+    return EpochPlan(zones, params, jobs, calls, ntouch)
+
+
+def epoch_stats(plan: EpochPlan, results: list[Any]) -> pd.DataFrame:
+    """Point statistics of every footprint for one epoch from the results of its `plan.calls`:
+    footprints on tile edges get the samples of every tile they touch merged here."""
+    zones, params, ntouch = plan.zones, plan.params, plan.ntouch
+    n = len(zones.roof_area)
     cols: dict[str, np.ndarray] = {}
     part_ids: list[np.ndarray] = []
     parts: list[Samples] = []
-    for (idx, args), (stats, rest) in zip(jobs, results, strict=True):
+    for (idx, args), (stats, rest) in zip(plan.jobs, results, strict=True):
         complete = args[2]
         done = idx[complete]
         for key, v in stats.items():
@@ -280,16 +298,14 @@ def epoch_stats(
     return pd.DataFrame(cols)
 
 
-def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(mean NDVI, DGM low percentile) per footprint where the rasters are configured."""
+def raster_calls(ctx: BuildContext, footprints: np.ndarray) -> dict[str, CachedCall]:
+    """The cached calls of the per-footprint raster statistics where the rasters are configured: "ndvi"
+    (mean NDVI) and "dgm" (DGM low percentile)."""
     from pipeline.stages.buildings.rasters import mean_ndvi, terrain_low
 
     cfg = ctx.cfg
-    ndvi = dgm = None
+    out: dict[str, CachedCall] = {}
     # incremental: keyed by the rasters' content and the footprints (not recomputed for a new point tile)
-    from pipeline.orchestrate.cache import build_cache
-
-    cache = build_cache(ctx)
     fkey = hashlib.sha256(b"".join(shapely.to_wkb(np.asarray(footprints, dtype=object)).tolist())).hexdigest()
     if cfg.sources.orthophoto is not None:
         from pipeline.sources.rasters import orthophoto_bands
@@ -307,9 +323,7 @@ def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray
                 cfg.sources.orthophoto,
                 cfg.crs,
             ]
-            ndvi = cache.call(
-                key,
-                mean_ndvi,
+            ndvi_args = (
                 footprints,
                 paths,
                 bands["red"],
@@ -318,16 +332,16 @@ def raster_inputs(ctx: BuildContext, footprints: np.ndarray) -> tuple[np.ndarray
                 cfg.crs.horizontal,
                 cfg.sources.orthophoto.crs,
             )
+            out["ndvi"] = (key, mean_ndvi, ndvi_args, {})
     if cfg.sources.dgm is not None:
         paths = [i.path for i in ctx.inputs_for("dgm")]
         if paths:
             sha = sorted(i.sha256 for i in ctx.inputs_for("dgm"))
             pct = cfg.layers.buildings.ground_percentile
             key = ["buildings-dgm-low-v1", sha, fkey, pct, cfg.sources.dgm, cfg.crs]
-            dgm = cache.call(
-                key, terrain_low, footprints, paths, pct, 1.0, cfg.crs.horizontal, cfg.sources.dgm.crs
-            )
-    return ndvi, dgm
+            dgm_args = (footprints, paths, pct, 1.0, cfg.crs.horizontal, cfg.sources.dgm.crs)
+            out["dgm"] = (key, terrain_low, dgm_args, {})
+    return out
 
 
 def building_table(
@@ -755,6 +769,7 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
     schemes = {ep.epoch: class_scheme(ctx, ep.epoch) for ep in epochs}  # `auto`: inferred from the files
     newest_params = height_params(layer, schemes[newest.epoch][0] if newest else "adv", scale)
     zones_cache: dict[tuple, FootprintZones] = {}
+    plans: dict[str, EpochPlan] = {}
     for ep in epochs:
         if ep is not newest and not layer.per_epoch_stats:
             continue
@@ -762,12 +777,33 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
         zkey = (params.shrink_m, params.ground_ring_m)
         if zkey not in zones_cache:
             zones_cache[zkey] = footprint_zones(geoms, params)
-        with ctx.stage(f"buildings:heights:{ep.epoch}"):
-            st = epoch_stats(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
+        plans[ep.epoch] = epoch_plan(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
+    rcalls = raster_calls(ctx, geoms)
+    prefetch: list[CachedCall] = []
+    if layer.lod == 2 and newest is not None:  # the LoD2 roof points need no heights: gathered meanwhile
+        from pipeline.orchestrate.buildings_lod2 import lod2_units, roof_point_prefetch
+
+        units = geoms
+        if parts_gdf is not None and len(parts_gdf):
+            units = lod2_units(ctx, geoms, parts_gdf)[0].geoms
+        prefetch = roof_point_prefetch(ctx, units, newest, newest_params)
+    # every epoch's tile tasks, the raster statistics and the LoD2 roof points at once: the workers read
+    # the epochs' tiles side by side (one tile per epoch would otherwise keep one worker busy at a time)
+    from pipeline.orchestrate.cache import run_cached
+
+    with ctx.stage("buildings:heights"):
+        calls = [c for p in plans.values() for c in p.calls] + list(rcalls.values())
+        results = run_cached(ctx, prefetch + calls, "tile-stats")[len(prefetch) :]
+    pos = 0
+    for epoch, plan in plans.items():
+        st = epoch_stats(plan, results[pos : pos + len(plan.calls)])
+        pos += len(plan.calls)
         if layer.per_epoch_stats:
-            per_epoch[ep.epoch] = st
-        if ep is newest:
+            per_epoch[epoch] = st
+        if newest is not None and epoch == newest.epoch:
             newest_stats = st
+    rasters = dict(zip(rcalls, results[pos:], strict=True))
+    ndvi, dgm = rasters.get("ndvi"), rasters.get("dgm")
     if newest_stats is None:
         zones = footprint_zones(geoms, newest_params)
         n = len(geoms)
@@ -779,8 +815,6 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
             )
         )
 
-    with ctx.stage("buildings:rasters"):
-        ndvi, dgm = raster_inputs(ctx, geoms)
     final = finalize_heights(
         newest_stats,
         fp["anzahlgs"].to_numpy(dtype=np.float64),

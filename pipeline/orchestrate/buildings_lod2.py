@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -27,10 +27,14 @@ from pipeline.stages.buildings.reconstruct import (
     NdviFilter,
     ReconstructParams,
     lod2_roofs,
+    tile_roof_points,
     tile_roofs,
 )
 from pipeline.stages.buildings.roofs import RoofParams
 from pipeline.stages.buildings.solids import MIN_WALL_M
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate.cache import CachedCall
 
 
 @dataclass
@@ -63,7 +67,7 @@ def reconstruct_params(layer: Any, ndvi: NdviFilter | None = None) -> Reconstruc
     )
 
 
-def ndvi_filter(ctx: BuildContext) -> tuple[NdviFilter | None, list[str]]:
+def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | None, list[str]]:
     """The vegetation filter of the roof points when `lod2_ndvi_filter` is on and the orthophoto has a
     near-infrared band (else None, with the reason as a warning when an orthophoto is configured), and
     the orthophoto's sha256s for the task keys."""
@@ -84,7 +88,10 @@ def ndvi_filter(ctx: BuildContext) -> tuple[NdviFilter | None, list[str]]:
         with rasterio.open(i.path) as ds:
             count = max(count, ds.count)
     if count < bands["nir"]:
-        ctx.warn("buildings: the orthophoto has no near-infrared band: LoD2 roof points not filtered by NDVI")
+        if not quiet:
+            ctx.warn(
+                "buildings: the orthophoto has no near-infrared band: LoD2 roof points not filtered by NDVI"
+            )
         return None, []
     f = NdviFilter(
         paths=tuple(str(i.path) for i in inputs),
@@ -114,6 +121,107 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
     return out
 
 
+@dataclass
+class RoofPointJobs:
+    """The LoD2 tasks of one epoch's point-cloud tiles: per tile the footprints it touches (`idx`), their
+    WKB and which of them it covers alone (`complete`), and the cached call gathering their roof points
+    (`reconstruct.tile_roof_points`); how many tiles touch each footprint."""
+
+    jobs: list[tuple[np.ndarray, list[bytes], np.ndarray]]
+    points: list[CachedCall]
+    ntouch: np.ndarray
+
+
+def roof_point_jobs(
+    ctx: BuildContext,
+    geoms: np.ndarray,
+    epoch: Any,
+    height_params: Any,
+    params: ReconstructParams,
+    ndvi_sha: list[str],
+) -> RoofPointJobs:
+    from pipeline.orchestrate.buildings import _point_files
+    from pipeline.orchestrate.cache import input_sha256
+
+    n = len(geoms)
+    files = _point_files(ctx, epoch) if epoch is not None else []
+    jobs: list[tuple[np.ndarray, list[bytes], np.ndarray]] = []
+    calls: list[CachedCall] = []
+    ntouch = np.zeros(n, dtype=np.int64)
+    if not (n and files):
+        return RoofPointJobs(jobs, calls, ntouch)
+    fb = np.array([f[1] for f in files], dtype=np.float64).reshape(-1, 4)
+    tree = shapely.STRtree(shapely.box(fb[:, 0], fb[:, 1], fb[:, 2], fb[:, 3]))
+    qi, fi = tree.query(np.asarray(geoms, dtype=object), predicate="intersects")
+    order = np.lexsort((qi, fi))
+    qi, fi = qi[order], fi[order]
+    ntouch = np.bincount(qi, minlength=n)
+    bounds = np.searchsorted(fi, np.arange(len(files) + 1))
+    wkb = shapely.to_wkb(np.asarray(geoms, dtype=object))
+    # each tile read in chunks sized by the worker's memory budget (the roofs do not depend on it)
+    from pipeline.config.sizes import parse_size
+    from pipeline.sources.pointcloud.reader import chunk_points_for
+
+    chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
+    for k, (path, _b, zf, to_working) in enumerate(files):
+        idx = qi[bounds[k] : bounds[k + 1]]
+        if idx.size == 0:
+            continue
+        w = [bytes(b) for b in wkb[idx]]
+        args = (path, w, height_params, params, zf, to_working)
+        jobs.append((idx, w, ntouch[idx] == 1))
+        calls.append(
+            (
+                ["buildings-lod2-points-v1", input_sha256(ctx, path), ndvi_sha, *args[1:]],
+                tile_roof_points,
+                args,
+                chunk,
+            )
+        )
+    return RoofPointJobs(jobs, calls, ntouch)
+
+
+def _left_in_cache(cache: Any, key: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Task: `fn(*args, **kwargs)` into the build cache under `key`; returns nothing (it stays on disk)."""
+    cache.call_key(key, fn, *args, **kwargs)
+
+
+def _fit_tile(
+    cache: Any,
+    points_key: str,
+    points_call: CachedCall,
+    wkb: list[bytes],
+    complete: np.ndarray,
+    params: ReconstructParams,
+    base: np.ndarray,
+) -> Any:
+    """Task: one tile's roofs (`reconstruct.tile_roofs`) from its roof points in the build cache
+    (gathered again if they are not there)."""
+    _kp, fn, args, kwargs = points_call
+    points = cache.call_key(points_key, fn, *args, **kwargs)
+    return tile_roofs(points, wkb, complete, params, base)
+
+
+def roof_point_prefetch(
+    ctx: BuildContext, geoms: np.ndarray, epoch: Any, height_params: Any
+) -> list[CachedCall]:
+    """Cached calls that leave the roof points of `geoms` (the footprints `reconstruct_lod2` will fit) of
+    every tile of `epoch` in the build cache: they need no heights, so they run beside the height tasks
+    and `reconstruct_lod2` then only fits."""
+    from pipeline.orchestrate.cache import build_cache
+
+    ndvi, ndvi_sha = ndvi_filter(ctx, quiet=True)
+    rp = roof_point_jobs(
+        ctx, geoms, epoch, height_params, reconstruct_params(ctx.cfg.layers.buildings, ndvi), ndvi_sha
+    )
+    cache = build_cache(ctx)
+    out: list[CachedCall] = []
+    for call in rp.points:
+        key = cache.key(call[0])
+        out.append((["buildings-lod2-points-ready-v1", key], _left_in_cache, (cache, key, *call[1:]), {}))
+    return out
+
+
 def reconstruct_lod2(
     ctx: BuildContext,
     geoms: np.ndarray,
@@ -124,8 +232,7 @@ def reconstruct_lod2(
     oids: np.ndarray | None = None,
 ) -> Lod2Result:
     """`spill`: a folder of this build for the packed roofs and solids (`BlobStore` files)."""
-    from pipeline.orchestrate.buildings import _point_files
-    from pipeline.orchestrate.cache import input_sha256, run_cached
+    from pipeline.orchestrate.cache import build_cache, run_cached
 
     layer = ctx.cfg.layers.buildings
     ndvi, ndvi_sha = ndvi_filter(ctx)
@@ -138,69 +245,44 @@ def reconstruct_lod2(
     solids = BlobStore(folder / "solids.bin", n)
     low = np.full(n, np.nan)
     base = np.asarray(base, dtype=np.float64)
-    files = _point_files(ctx, epoch) if epoch is not None else []
-    if n and files:
-        fb = np.array([f[1] for f in files], dtype=np.float64).reshape(-1, 4)
-        tree = shapely.STRtree(shapely.box(fb[:, 0], fb[:, 1], fb[:, 2], fb[:, 3]))
-        qi, fi = tree.query(np.asarray(geoms, dtype=object), predicate="intersects")
-        order = np.lexsort((qi, fi))
-        qi, fi = qi[order], fi[order]
-        ntouch = np.bincount(qi, minlength=n)
-        bounds = np.searchsorted(fi, np.arange(len(files) + 1))
-        wkb = shapely.to_wkb(np.asarray(geoms, dtype=object))
-        jobs = []
-        for k, (path, _b, zf, to_working) in enumerate(files):
-            idx = qi[bounds[k] : bounds[k + 1]]
-            if idx.size == 0:
-                continue
-            args = (
-                path,
-                [bytes(w) for w in wkb[idx]],
-                ntouch[idx] == 1,
-                height_params,
-                params,
-                zf,
-                to_working,
-            )
-            jobs.append((idx, args))
-        # each tile read in chunks sized by the worker's memory budget (the roofs do not depend on it)
-        from pipeline.config.sizes import parse_size
-        from pipeline.sources.pointcloud.reader import chunk_points_for
-
-        chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
+    rp = roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_sha)
+    ntouch = rp.ntouch
+    if rp.jobs:
+        jobs = rp.jobs
         # the edge footprints' points by task (concatenated in task order, whatever order they arrive in)
         edge_ids: dict[int, np.ndarray] = {}
         edge_xyz: dict[int, np.ndarray] = {}
 
         def take(j: int, result: Any) -> None:  # one tile's roofs, as it arrives: the packed ones spilled
-            idx, args = jobs[j]
+            idx, _wkb, complete = jobs[j]
             c, blobs, lo, (rptr, rxyz), veg, sol = result
             np.add.at(vegetation, idx, veg)
-            done = idx[args[2]]
+            done = idx[complete]
             for key, v in c.items():
                 cols[key][done] = v
             for i, b, sb in zip(done.tolist(), blobs, sol, strict=True):
                 parts[i] = b
                 solids[i] = sb
             low[done] = lo
-            rest = idx[~args[2]]
+            rest = idx[~complete]
             edge_ids[j] = np.repeat(rest, np.diff(rptr))
             edge_xyz[j] = rxyz
 
-        run_cached(
-            ctx,
-            [
+        # one task per tile: its roof points from the build cache (`roof_point_prefetch`), then the fit
+        cache = build_cache(ctx)
+        calls: list[CachedCall] = []
+        for (idx, wkb, complete), pcall in zip(jobs, rp.points, strict=True):
+            pkey = cache.key(pcall[0])
+            b = base[idx]
+            calls.append(
                 (
-                    ["buildings-lod2-tile-v2", input_sha256(ctx, a[0]), ndvi_sha, *a[1:], base[idx]],
-                    tile_roofs,
-                    a,
-                    {**chunk, "base": base[idx]},
+                    ["buildings-lod2-tile-v3", pkey, complete, params, b],
+                    _fit_tile,
+                    (cache, pkey, pcall, wkb, complete, params, b),
+                    {},
                 )
-                for idx, a in jobs
-            ],
-            "lod2-tiles",
-            on_result=take,
-        )
+            )
+        run_cached(ctx, calls, "lod2-tiles", on_result=take)
         multi = np.flatnonzero(ntouch > 1)
         if multi.size:  # footprints on tile edges: their points from every tile, fitted here
             owner = np.concatenate([edge_ids[j] for j in sorted(edge_ids)] or [np.zeros(0, dtype=np.int64)])
@@ -314,6 +396,25 @@ def add_roof_columns(bt: Any, lod2: Lod2Result) -> Any:
     return out
 
 
+def lod2_units(
+    ctx: BuildContext, geoms: np.ndarray, parts: Any
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The units `reconstruct_lod2_parts` fits first: every Bauteil with a roof of its own clipped to its
+    host building, and the rest of each footprint (`parts.split_units`). Returns (units, host building
+    per Bauteil (-1: none or no roof of its own), Bauteil geometries, Bauteile with a roof of their own,
+    the Bauteile in no footprint)."""
+    from pipeline.stages.buildings.parts import assign_parts, roof_parts, split_units
+
+    geoms = np.asarray(geoms, dtype=object)
+    pgeoms = np.asarray(parts.geometry.values, dtype=object)
+    keys = parts["gfkzshh"].to_numpy() if "gfkzshh" in parts else np.full(len(parts), "", dtype=object)
+    with_roof = roof_parts(keys, ctx.cfg.layers.buildings.lod2_part_bauarten)
+    host = assign_parts(geoms, pgeoms)
+    outside = np.flatnonzero(host < 0)
+    host[~with_roof] = -1  # a Bauteil without a roof of its own stays under its building's roof
+    return split_units(geoms, pgeoms, host), host, pgeoms, with_roof, outside
+
+
 def reconstruct_lod2_parts(
     ctx: BuildContext,
     geoms: np.ndarray,
@@ -335,14 +436,7 @@ def reconstruct_lod2_parts(
     the unit's roof columns, unit footprint)."""
     import geopandas as gpd
 
-    from pipeline.stages.buildings.parts import (
-        Units,
-        assign_parts,
-        join_parts,
-        roof_parts,
-        split_units,
-        units_to_join,
-    )
+    from pipeline.stages.buildings.parts import Units, join_parts, split_units, units_to_join
     from pipeline.stages.buildings.solids import (
         SolidError,
         build_solid,
@@ -356,14 +450,9 @@ def reconstruct_lod2_parts(
     )
 
     geoms = np.asarray(geoms, dtype=object)
-    pgeoms = np.asarray(parts.geometry.values, dtype=object)
-    keys = parts["gfkzshh"].to_numpy() if "gfkzshh" in parts else np.full(len(parts), "", dtype=object)
-    with_roof = roof_parts(keys, ctx.cfg.layers.buildings.lod2_part_bauarten)
-    host = assign_parts(geoms, pgeoms)
-    for j in np.flatnonzero(host < 0).tolist():
+    units, host, pgeoms, with_roof, outside = lod2_units(ctx, geoms, parts)
+    for j in outside.tolist():
         ctx.warn(f"buildings: Bauteil {parts['oid'].iloc[j]} lies in no building footprint: left out")
-    host[~with_roof] = -1  # a Bauteil without a roof of its own stays under its building's roof
-    units = split_units(geoms, pgeoms, host)
     res = reconstruct_lod2(ctx, units.geoms, epoch, height_params, base[units.building], spill)
     # a unit with too few (or no) roof points joins its neighbours (a part the rest of the footprint,
     # the rest a part): those buildings are split again and refitted

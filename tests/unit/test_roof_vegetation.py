@@ -1,7 +1,7 @@
 """Vegetation among the LoD2 roof points (issue 15 item 1): a dense tree crown overhanging a gable roof
 whose pulses return once (so the single-return rule cannot see it, and the survey has no building
 class: AdV 20) is dropped by the orthophoto's NDVI before the fit; a green roof keeps its points.
-Whole task path: LAZ tile + RGBI GeoTIFF -> `reconstruct.tile_roofs`."""
+Whole task path: LAZ tile + RGBI GeoTIFF -> `reconstruct.tile_roof_points` -> `reconstruct.tile_roofs`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from rasterio.transform import from_origin
 
 from pipeline.stages.buildings.heights import HeightParams
 from pipeline.stages.buildings.rasters import ndvi_at_points
-from pipeline.stages.buildings.reconstruct import NdviFilter, ReconstructParams, drop_vegetation, tile_roofs
+from pipeline.stages.buildings.reconstruct import (
+    NdviFilter,
+    ReconstructParams,
+    drop_vegetation,
+    tile_roof_points,
+    tile_roofs,
+)
 from tests.unit.test_roofs import X0, Y0, roof_points, sample
 
 CRS = "EPSG:25832"
@@ -83,8 +89,9 @@ def test_crown_over_roof_dropped_by_ndvi(tmp_path: Path):
     )
     filt = NdviFilter(paths=(tif,), threshold=0.3, green_roof_share=0.6, work_crs=CRS)
     complete = np.ones(2, dtype=bool)
-    plain = tile_roofs(laz, wkb, complete, hp, ReconstructParams())
-    ndvi = tile_roofs(laz, wkb, complete, hp, ReconstructParams(ndvi=filt))
+    plain_p, ndvi_p = ReconstructParams(), ReconstructParams(ndvi=filt)
+    plain = tile_roofs(tile_roof_points(laz, wkb, hp, plain_p), wkb, complete, plain_p)
+    ndvi = tile_roofs(tile_roof_points(laz, wkb, hp, ndvi_p), wkb, complete, ndvi_p)
     # with the filter: every crown point over the house dropped, the gable fitted tightly
     assert ndvi[4][0] >= 0.95 * crown_pts.sum() and ndvi[0]["roof_n_vegetation"][0] == ndvi[4][0]
     assert ndvi[0]["roof_type"][0] == "gable" and ndvi[0]["roof_rmse"][0] < 0.06

@@ -77,14 +77,23 @@ def _tile_zonal(
     return burn[sel].astype(np.int64) - 1, vals[sel].astype(np.float64), hit
 
 
+def _same_horizontal(work_crs: str, tile_crs: str) -> bool:
+    from pyproj import CRS
+
+    from pipeline.crs import horizontal_of
+
+    src, dst = horizontal_of(CRS.from_user_input(work_crs)), horizontal_of(CRS.from_user_input(tile_crs))
+    return bool(src.equals(dst) or src.to_2d().equals(dst.to_2d()))
+
+
 def _to_raster_crs(geoms: np.ndarray, work_crs: str, tile_crs: str, path: Path) -> np.ndarray:
     from pyproj import CRS, Transformer
 
     from pipeline.crs import horizontal_of
 
-    src, dst = horizontal_of(CRS.from_user_input(work_crs)), horizontal_of(CRS.from_user_input(tile_crs))
-    if src.equals(dst) or src.to_2d().equals(dst.to_2d()):
+    if _same_horizontal(work_crs, tile_crs):
         return geoms
+    src, dst = horizontal_of(CRS.from_user_input(work_crs)), horizontal_of(CRS.from_user_input(tile_crs))
     t = Transformer.from_crs(src, dst, always_xy=True)
     out = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
     if not np.isfinite(shapely.bounds(out)).all():
@@ -168,7 +177,7 @@ def ndvi_at_points(
         with ds:
             tile_crs = raster_crs or (ds.crs.to_wkt() if ds.crs is not None else None)
             px, py = x[todo], y[todo]
-            if work_crs is not None and tile_crs is not None:
+            if work_crs is not None and tile_crs is not None and not _same_horizontal(work_crs, tile_crs):
                 # shapely's stubs type points() of arrays as Point | array
                 pts = _to_raster_crs(shapely.points(px, py), work_crs, tile_crs, Path(p))  # type: ignore[arg-type]
                 px, py = shapely.get_x(pts), shapely.get_y(pts)

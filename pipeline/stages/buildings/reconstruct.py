@@ -5,7 +5,8 @@ one row of roof attributes per footprint (pure functions, no Dask).
 points (non-ground first/only returns inside the footprint shrunk by `shrink_m`), with the same
 point-in-polygon kernel as the LoD1 heights (`_kernels.collect_in_polygons`, here over point indices);
 `reconstruct_roofs(x, y, z, ptr, geoms, params)` fits every footprint and returns `RoofTable`.
-`tile_roofs(path, wkb, ...)` does both for one point-cloud tile (the orchestrator's task).
+`tile_roof_points(path, wkb, ...)` gathers one point-cloud tile's roof points, `tile_roofs` fits them
+(the orchestrator's tasks).
 """
 
 from __future__ import annotations
@@ -304,29 +305,18 @@ def gather_roof_points(
     return pos[:, 0].copy(), pos[:, 1].copy(), pos[:, 2].copy(), ptr, idx
 
 
-def tile_roofs(
+def tile_roof_points(
     path: str,
     wkb: list[bytes],
-    complete: np.ndarray,
     height_params: Any,
     params: ReconstructParams,
     z_factor: float = 1.0,
     to_working: Any = None,
     chunk_points: int | None = None,
-    base: np.ndarray | None = None,
-) -> tuple[
-    dict[str, np.ndarray],
-    list[bytes],
-    np.ndarray,
-    tuple[np.ndarray, np.ndarray],
-    np.ndarray,
-    list[bytes],
-]:
-    """One point-cloud tile: LoD2 roofs of the footprints it covers alone (`complete`; see
-    `lod2_roofs`), for the others their roof points (CSR ptr, (n, 3) xyz) to merge with the
-    neighbouring tiles' points, per footprint the points dropped as vegetation (`params.ndvi`), and
-    the blobs for the tile writers (`lod2_roofs`; `base`: the footprints' final base heights). The
-    tile is read in chunks of `chunk_points` points."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The roof points of every footprint of one point-cloud tile (`gather_roof_points`) without the
+    vegetation points (`params.ndvi`): (x, y, z, ptr, idx, points dropped per footprint). Needs no
+    base height: it can run before the heights are known (`tile_roofs` fits them)."""
     geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
     x, y, z, ptr, idx = gather_roof_points(
         path, geoms, height_params, params, z_factor, to_working, chunk_points
@@ -340,6 +330,29 @@ def tile_roofs(
             x[idx], y[idx], [Path(p) for p in f.paths], f.red_band, f.nir_band, f.work_crs, f.raster_crs
         )
         ptr, idx, dropped = drop_vegetation(ptr, idx, nd, f.threshold, f.green_roof_share)
+    return x, y, z, ptr, idx, dropped
+
+
+def tile_roofs(
+    points: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    wkb: list[bytes],
+    complete: np.ndarray,
+    params: ReconstructParams,
+    base: np.ndarray | None = None,
+) -> tuple[
+    dict[str, np.ndarray],
+    list[bytes],
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray],
+    np.ndarray,
+    list[bytes],
+]:
+    """One point-cloud tile from its roof points (`tile_roof_points`): LoD2 roofs of the footprints it
+    covers alone (`complete`; see `lod2_roofs`), for the others their roof points (CSR ptr, (n, 3) xyz)
+    to merge with the neighbouring tiles' points, per footprint the points dropped as vegetation, and
+    the blobs for the tile writers (`lod2_roofs`; `base`: the footprints' final base heights)."""
+    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
+    x, y, z, ptr, idx, dropped = points
     done = np.flatnonzero(complete)
     rest = np.flatnonzero(~np.asarray(complete, dtype=bool))
     dptr, didx = _csr_take(ptr, idx, done)
