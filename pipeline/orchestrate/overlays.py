@@ -306,6 +306,24 @@ def _computed(cache, key: str, fn, args: tuple, kwargs: dict) -> None:
     cache.call_key(key, fn, *args, **kwargs)
 
 
+def fill_cache(ctx: BuildContext, calls: list[CachedCall], name: str) -> list[str]:
+    """The cache keys of `calls`; the calls whose result is not in the build cache yet run as tasks on the
+    build's executor (all at once; here without one), leaving their results in the cache."""
+    from pipeline.orchestrate.cache import build_cache
+    from pipeline.orchestrate.executor import build_executor
+
+    cache = build_cache(ctx)
+    keys = [cache.key(kp) for kp, _fn, _a, _kw in calls]
+    misses: list[int] = []
+    for i, key in enumerate(keys):
+        if key not in keys[:i] and cache.get(key) is None:  # each key once
+            misses.append(i)
+    ex = build_executor(ctx.client) if len(misses) > 1 else None
+    items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
+    map_ordered(ex, _computed, items, name=name)
+    return keys
+
+
 def epoch_raster_windows(ctx: BuildContext, epoch_index: int, name: str) -> tuple[Grid, Iterator[tuple]]:
     """One raster of `_point_targets` of one aerial epoch as per-file windows: (its grid, an iterator of
     (row0, col0, value, count), one per point file, in input order).
@@ -316,16 +334,11 @@ def epoch_raster_windows(ctx: BuildContext, epoch_index: int, name: str) -> tupl
     tasks leave their windows in the cache and the iterator loads one file's at a time: memory here is
     one file's windows, not the region's."""
     from pipeline.orchestrate.cache import build_cache
-    from pipeline.orchestrate.executor import build_executor
 
     named, calls = _epoch_calls(ctx, epoch_index)
     k = [n for n, _g in named].index(name)
     cache = build_cache(ctx)
-    keys = [cache.key(kp) for kp, _fn, _a, _kw in calls]
-    misses = [i for i, key in enumerate(keys) if cache.get(key) is None]
-    ex = build_executor(ctx.client) if len(misses) > 1 else None
-    items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
-    map_ordered(ex, _computed, items, name=f"point-rasters-{ctx.cfg.sources.aerial[epoch_index].epoch}")
+    keys = fill_cache(ctx, calls, f"point-rasters-{ctx.cfg.sources.aerial[epoch_index].epoch}")
 
     def windows() -> Iterator[tuple]:
         for key, (_kp, fn, args, kw) in zip(keys, calls, strict=True):
@@ -372,24 +385,43 @@ def point_density(ctx: BuildContext) -> tuple[Grid, list[tuple[int, int, np.ndar
     return grid, [(r0, c0, c) for r0, c0, _v, c in windows]
 
 
-def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
+def ndvi_calls(ctx: BuildContext, grid: Grid) -> list[CachedCall] | None:
+    """One cached call per orthophoto tile computing its NDVI window on `grid` (`_ndvi_window`), None
+    without an orthophoto or without a near-infrared band (`ndvi_grid` says which)."""
     cfg = ctx.cfg
     if not cfg.sources.orthophoto:
         return None
     infos = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
     bands = orthophoto_bands(cfg.sources.orthophoto.bands)
     if max(i.count for i in infos) < bands["nir"]:
+        return None
+    from pipeline.orchestrate.cache import input_sha256
+
+    # incremental: keyed by the tile's content, the bands and the grid
+    key = ["overlays-ndvi-window-v1", cfg.sources.orthophoto, _grid_key(grid), cfg.crs]
+    pair = [bands["red"], bands["nir"]]
+    return [([*key, input_sha256(ctx, info.path)], _ndvi_window, (info, grid, pair), {}) for info in infos]
+
+
+def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
+    cfg = ctx.cfg
+    if not cfg.sources.orthophoto:
+        return None
+    calls = ndvi_calls(ctx, grid)
+    if calls is None:
         ctx.warn("orthophoto has no near-infrared band: no NDVI (green shares and vegetation masks skipped)")
         return None
     from pipeline.orchestrate.cache import build_cache
 
+    cache = build_cache(ctx)
+
     def compute() -> np.ndarray:
-        # one task per orthophoto tile (memory: the tile's cells) returning its NDVI window, mosaicked
-        # here like read_grid does (first tile in path order wins where tiles overlap; a cell is a
-        # tile's where both bands have data): here one float32 and one flag per cell
-        items = [(info, grid, [bands["red"], bands["nir"]]) for info in infos]
-        parts = map_ordered(executor(ctx), _ndvi_window, items, name="ndvi tiles", progress=ctx.progress)
-        return mosaic_first((grid.height, grid.width), parts)
+        # one task per orthophoto tile (memory: the tile's cells) leaving its NDVI window in the cache,
+        # mosaicked here one window at a time like read_grid does (first tile in path order wins where
+        # tiles overlap; a cell is a tile's where both bands have data): one float32 and one flag per cell
+        keys = fill_cache(ctx, calls, "ndvi tiles")
+        windows = (cache.call_key(k, fn, *a, **kw) for k, (_kp, fn, a, kw) in zip(keys, calls, strict=True))
+        return mosaic_first((grid.height, grid.width), windows)
 
     # incremental: keyed by the orthophoto files' content, the bands and the grid
     key = [
@@ -399,7 +431,7 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
         _grid_key(grid),
         cfg.crs,
     ]
-    return build_cache(ctx).call(key, compute)
+    return cache.call(key, compute)
 
 
 def mosaic_first(shape: tuple[int, int], parts: Iterable[tuple]) -> np.ndarray:
@@ -924,6 +956,30 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
 # ---- entry ----------------------------------------------------------------------------------------
 
 
+def prefetch_inputs(ctx: BuildContext, parcels: bool, change: bool) -> None:
+    """The point-file rasters of every epoch and the NDVI windows of every grid the parcel overlay and
+    the change detection read, computed into the build cache as one batch of tasks: the workers decode
+    the epochs' point files and warp the orthophoto side by side instead of one layer's inputs after the
+    other's (a 1 km delivery is one file per epoch: one task at a time otherwise)."""
+    cfg = ctx.cfg
+    n = len(cfg.sources.aerial)
+    epochs: list[int] = []
+    grids: list[float] = []
+    if parcels:
+        epochs.append(n - 1)
+        grids.append(cfg.layers.overlays.raster_res_m)
+    if change and n >= 2:
+        epochs += [n - 2, n - 1]
+        grids.append(cfg.layers.change.raster_res_m)
+    calls: list[CachedCall] = []
+    for e in sorted(set(epochs)):
+        calls += _epoch_calls(ctx, e)[1]
+    bounds = district_bounds(ctx)
+    for res in sorted(set(grids)):
+        calls += ndvi_calls(ctx, Grid.from_bounds(bounds, res, cfg.crs.horizontal)) or []
+    fill_cache(ctx, calls, "overlay inputs")
+
+
 def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:
     cfg: TwinConfig = ctx.cfg
     results: list[LayerResult] = []
@@ -937,6 +993,8 @@ def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list
     if not cfg.sources.aerial:
         ctx.warn("overlays: no aerial point cloud configured; parcel overlay and change detection skipped")
         return results
+    with ctx.stage("overlays.inputs"):
+        prefetch_inputs(ctx, want_parcels, want_change)
     if want_parcels:
         t0 = time.perf_counter()
         with ctx.stage("overlays.parcels"):
