@@ -109,42 +109,6 @@ _OPTIN_OF_FIELD = {f: a.name for a in ATTRIBUTES if a.when == "optin" for f in a
 EXTRA_NO_DATA = -3.4028234663852886e38
 
 
-# the standard fields of LAS 1.4 point records (laspy's names); none of them is an Extra Bytes dimension
-STANDARD_LAS_FIELDS = frozenset(
-    [
-        "x",
-        "y",
-        "z",
-        "intensity",
-        "return_number",
-        "number_of_returns",
-        "synthetic",
-        "key_point",
-        "withheld",
-        "overlap",
-        "scanner_channel",
-        "scan_direction_flag",
-        "edge_of_flight_line",
-        "classification",
-        "classification_flags",
-        "user_data",
-        "scan_angle_rank",
-        "scan_angle",
-        "point_source_id",
-        "gps_time",
-        "red",
-        "green",
-        "blue",
-        "nir",
-        "wavepacket_index",
-        "wavepacket_offset",
-        "wavepacket_size",
-        "return_point_wave_location",
-        "x_t",
-        "y_t",
-        "z_t",
-    ]
-)
 # standard fields the tiles carry whenever an input has them (positions, the `always` / rgb / gps / nir rows)
 _CARRIED = frozenset({"x", "y", "z", "red", "green", "blue"}) | {
     a.name for a in ATTRIBUTES if a.when != "optin"
@@ -156,10 +120,17 @@ def extra_dimensions_only(names: list[str]) -> list[str]:
 
     A standard LAS field the tiles carry anyway (intensity, classification, ...) is dropped silently; one
     they carry only when asked for (scan_angle) or never is a ValueError that says what to do instead."""
+    import laspy
+
+    # the standard fields of LAS 1.4 point records (laspy's names); none of them is an Extra Bytes dimension
+    standard = {
+        d.lower() for f in laspy.supported_point_formats() for d in laspy.PointFormat(f).dimension_names
+    }
+    standard.add("classification_flags")
     out: list[str] = []
     for n in names:
         low = n.lower()
-        if low not in STANDARD_LAS_FIELDS:
+        if low not in standard:
             out.append(n)
         elif low in _OPTIN_OF_FIELD:
             raise ValueError(
@@ -217,26 +188,15 @@ def vertex_order(attrs: tuple[PointAttribute, ...]) -> tuple[PointAttribute, ...
     return (*first, *rest)
 
 
-_METADATA_TYPE = {
-    "u1": "UINT8",
-    "u2": "UINT16",
-    "i1": "INT8",
-    "i2": "INT16",
-    "f4": "FLOAT32",
-    "f8": "FLOAT64",
-}
-
-
 def metadata_properties(attrs: tuple[PointAttribute, ...], class_description: str) -> dict[str, Any]:
     """The properties of the metadata class `point` (table order)."""
     props: dict[str, Any] = {}
     for a in attrs:
         if not a.metadata:
             continue
-        p: dict[str, Any] = {
-            "type": "SCALAR",
-            "componentType": _METADATA_TYPE[a.vertex_dtype.str.lstrip("<|>=")],
-        }
+        dt = a.vertex_dtype
+        kind = {"u": "UINT", "i": "INT", "f": "FLOAT"}[dt.kind]
+        p: dict[str, Any] = {"type": "SCALAR", "componentType": f"{kind}{8 * dt.itemsize}"}
         desc = class_description if a.name == "classification" else a.description
         if desc is not None:
             p["description"] = desc

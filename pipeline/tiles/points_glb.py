@@ -128,6 +128,20 @@ def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
     return tuple(out), (off + 3) // 4 * 4
 
 
+def vertex_dtype(schema: PointSchema) -> np.dtype:
+    """The vertex layout as a structured dtype (fields named by their glTF attribute)."""
+    layout, stride = vertex_layout(schema)
+    formats = [(np.dtype(a.ctype), (a.width,)) if a.width > 1 else np.dtype(a.ctype) for a in layout]
+    return np.dtype(
+        {
+            "names": [a.attr for a in layout],
+            "formats": formats,
+            "offsets": [a.offset for a in layout],
+            "itemsize": stride,
+        }
+    )
+
+
 def pack_vertices(
     qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
 ) -> tuple[np.ndarray, float]:
@@ -135,17 +149,7 @@ def pack_vertices(
     tiler uses the fused kernel `pipeline.stages.points.kernels.tile_vertices`, tested equal)."""
     layout, stride = vertex_layout(schema)
     n = len(qt.q)
-    dt = np.dtype(
-        {
-            "names": [a.attr for a in layout],
-            "formats": [
-                (np.dtype(a.ctype), (a.width,)) if a.width > 1 else np.dtype(a.ctype) for a in layout
-            ],
-            "offsets": [a.offset for a in layout],
-            "itemsize": stride,
-        }
-    )
-    packed = np.zeros(n, dtype=dt)
+    packed = np.zeros(n, dtype=vertex_dtype(schema))
     base = 0.0
     for a in layout:
         if a.attr == "POSITION":  # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)

@@ -68,8 +68,8 @@ def _reference_mm(laz: Path, frame) -> np.ndarray:
     """Input positions via the numpy reference of the lattice path (source -> ENU mm)."""
     from pipeline.orchestrate.points_plan import plan_tiling
     from pipeline.sources.pointcloud.header import plan_units
-    from pipeline.stages.points.kernels import lattice_to_enu_mm_reference
     from pipeline.stages.points.lattice import lattice_for
+    from tests._points_reference import lattice_to_enu_mm_reference
 
     plan = plan_tiling([laz], PointTilingOptions(**OPTS, frame=frame))
     info, fj = plan.infos[0], plan.file_jobs[0]

@@ -1,7 +1,7 @@
 """Fused point-tiler kernels against plain-numpy references.
 
-- `pack_typed` (any number of 1-, 2-, 4- and 8-byte columns, also on raw LAS records) vs the column gather;
-- `tile_vertices` vs `quantize` + `pack_vertices` and `quantize_tiles`; the GLB bytes of the fused vertices
+- `pack_records` (any number of 1-, 2-, 4- and 8-byte columns, also on raw LAS records) vs the column gather;
+- `tiling.tile_vertices` vs `quantize` + `pack_vertices` and `tile_grid`; the GLB bytes of the vertices
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
 - `spill_lower_bound` / `SpillSearch.node_range` on a spill file (records + sparse index, several index
   steps) vs `np.searchsorted` on the Morton keys;
@@ -26,7 +26,7 @@ from pipeline.sources.pointcloud.las import decode_unit
 from pipeline.stages.points import kernels as K
 from pipeline.stages.points import spill, tiling
 from pipeline.stages.points.classes import enum_schema
-from pipeline.stages.points.colour import srgb8_shift, to_srgb8
+from pipeline.stages.points.colour import srgb8_shift
 from pipeline.stages.points.spill import (
     CubeSpec,
     RecordLayout,
@@ -35,15 +35,16 @@ from pipeline.stages.points.spill import (
     read_ranges,
 )
 from pipeline.tiles.points_glb import (
-    SRGB8_TO_LINEAR8,
     PointSchema,
     encode_glb,
     glb_from_vertices,
     pack_vertices,
     quantize,
+    vertex_dtype,
     write_glb_from_vertices,
 )
 from pipeline.tiles.points_reader import point_hash_numpy, tile_checksum
+from tests import _points_reference as R
 
 FAST = settings(max_examples=50, deadline=None, database=None)
 SMALL = settings(max_examples=25, deadline=None, database=None)
@@ -107,13 +108,13 @@ LAYOUTS = [
 SPANS = [0, 7, 65_535, 65_536, 131_071, 400_000, 5_000_000]
 
 
-# ---- 1. pack_typed ----------------------------------------------------------------------------------
+# ---- 1. pack_records ----------------------------------------------------------------------------------
 
 
 @st.composite
 def _typed_case(draw):
-    """Records of random columns: any number of each size (more than the fused pass's slots too), some
-    strided views of a wider array, some signed or float, with or without colour."""
+    """Records of random columns: any number of each size, some strided views of a wider array, some signed
+    or float, with or without colour."""
     n = draw(st.integers(0, 40))
     kinds = draw(
         st.lists(st.sampled_from(["u1", "i1", "<u2", "<i2", "<u4", "<f4", "<f8", "<u8"]), max_size=9)
@@ -125,10 +126,10 @@ def _typed_case(draw):
 
 @FAST
 @given(_typed_case())
-def test_pack_typed_matches_column_gather_for_any_columns(case):
+def test_pack_records_matches_column_gather_for_any_columns(case):
     n, kinds, strided, rgb, order, seed = case
     rng = np.random.default_rng(seed)
-    fields = [("x", "<i4", (3,))] + [(f"c{i}", k) for i, k in enumerate(kinds)]
+    fields = [("x", "<i4"), ("y", "<i4"), ("z", "<i4")] + [(f"c{i}", k) for i, k in enumerate(kinds)]
     fields += [("rgb", "u1", (3,))] if rgb else []
     dt = np.dtype(fields)
     cols: dict[str, np.ndarray] = {}
@@ -140,29 +141,27 @@ def test_pack_typed_matches_column_gather_for_any_columns(case):
     if rgb:
         cols["rgb"] = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
-    out = np.frombuffer(rng.bytes(n * dt.itemsize), np.uint8).reshape(n, dt.itemsize).copy()
+    out = np.frombuffer(rng.bytes(n * dt.itemsize), dt).copy()
     order = np.asarray(order, np.int64)
-    K.pack_typed(order, xyz, dt.fields["x"][1], [(c, dt.fields[k][1]) for k, c in cols.items()], out)
-    ref = K.gather_records_reference(dt, order, {"x": xyz, **cols}).view(np.uint8).reshape(n, dt.itemsize)
-    assert np.array_equal(out, ref)  # every byte is named here: the record is the gather exactly
+    K.pack_records(order, xyz, cols, out)
+    assert out.tobytes() == R.gather_reference(dt, order, xyz, cols).tobytes()  # every byte is named here
 
 
-def test_pack_typed_leaves_unnamed_bytes_and_refuses_unknown_columns():
-    dt = np.dtype([("x", "<i4", (3,)), ("a", "<f4"), ("gap", "u1", (2,)), ("b", "<u2")])
+def test_pack_records_leaves_unnamed_bytes_and_refuses_unknown_columns():
+    dt = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("a", "<f4"), ("gap", "u1", (2,)), ("b", "<u2")])
     rng = np.random.default_rng(5)
     xyz = rng.integers(0, 100, (20, 3)).astype(np.int32)
     a, b = rng.random(20).astype(np.float32), rng.integers(0, 9, 20).astype(np.uint16)
-    out = np.full((20, dt.itemsize), 7, np.uint8)
+    got = np.full((20, dt.itemsize), 7, np.uint8).view(dt).reshape(20)
     order = rng.permutation(20)
-    K.pack_typed(order, xyz, 0, [(a, 12), (b, 18)], out)
-    got = out.view(dt).reshape(20)
+    K.pack_records(order, xyz, {"a": a, "b": b}, got)
     assert np.array_equal(got["a"], a[order]) and np.array_equal(got["b"], b[order])
     assert (got["gap"] == 7).all()
-    with pytest.raises(ValueError, match="no packing"):
-        K.pack_typed(order, xyz, 0, [(np.zeros((20, 2), np.float32), 12)], out)
+    with pytest.raises(ValueError, match="pack_records"):
+        K.pack_records(order, xyz, {"a": np.zeros((20, 2), np.float32)}, got)
 
 
-# ---- 2. pack_typed on raw LAS records ----------------------------------------------------------------
+# ---- 2. pack_records on raw LAS records ----------------------------------------------------------------
 
 LAS_CASES = [
     (3, RecordLayout(True, True, False, ("height", "amp"))),
@@ -208,6 +207,12 @@ def _decode_like_las(raw: np.ndarray, pf: laspy.PointFormat, extra_dims) -> dict
     return d
 
 
+def to_srgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """LAS 16-bit colours -> (N,3) 8-bit sRGB, decided per work unit by `srgb8_shift`."""
+    rgb = np.stack([red, green, blue], axis=1)
+    return (rgb >> srgb8_shift(int(rgb.max()) if rgb.size else 0)).astype(np.uint8)
+
+
 def _cols_like_decode(d: dict[str, np.ndarray], layout: RecordLayout) -> dict[str, np.ndarray]:
     """The attribute columns `decode._decode` builds from the decoded fields."""
     cols = {name: d[name] for name in BASE_COLS}
@@ -229,14 +234,12 @@ def _check_pack(layout: RecordLayout, cols: dict[str, np.ndarray], seed: int):
     dt = layout.dtype
     xyz = rng.integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
     order = rng.permutation(n).astype(np.int64)
-    ref = K.gather_records_reference(dt, order, {"x": xyz, **cols})
+    ref = R.gather_reference(dt, order, xyz, cols)
     # the decode path's packer (4-byte extra dimensions included) gives the column gather's bytes
-    fields = dt.fields
-    out = np.zeros((n, dt.itemsize), np.uint8)
-    K.pack_typed(order, xyz, fields["x"][1], [(col, fields[name][1]) for name, col in cols.items()], out)
-    assert out.tobytes() == ref.tobytes()
+    got = np.zeros(n, dt)
+    K.pack_records(order, xyz, cols, got)
+    assert got.tobytes() == ref.tobytes()
     # and the fields no column fills are zero
-    got = out.view(dt).reshape(n)
     for name in dt.names:
         if name not in cols and name not in ("x", "y", "z"):
             assert not np.any(got[name]), name
@@ -297,23 +300,20 @@ def test_pack_decode_unit_output(tmp_path, fmt, layout):
     dt = layout.dtype
     xyz = np.random.default_rng(fmt).integers(-(2**31), 2**31, (n, 3), dtype=np.int64).astype(np.int32)
     order = np.random.default_rng(fmt + 1).permutation(n).astype(np.int64)
-    ref = K.gather_records_reference(dt, order, {"x": xyz, **plain})
-    out = np.zeros((n, dt.itemsize), np.uint8)
-    typed = [(col, dt.fields[name][1]) for name, col in cols.items()]
-    K.pack_typed(order, xyz, dt.fields["x"][1], typed, out)
-    assert out.tobytes() == ref.tobytes()
+    out = np.zeros(n, dt)
+    K.pack_records(order, xyz, cols, out)
+    assert out.tobytes() == R.gather_reference(dt, order, xyz, plain).tobytes()
     counts = K.byte_histogram(lazy["classification"])
     assert np.array_equal(counts, np.bincount(plain["classification"], minlength=256))
 
 
-# ---- 3. tile_vertices vs quantize + pack_vertices + quantize_tiles -------------------------------------
+# ---- 3. tile_vertices vs quantize + pack_vertices, tile_grid -------------------------------------
 
 
 def _fused(rec: np.ndarray, layout: RecordLayout, perm, starts, ends):
-    copies, rgb, gps_dst, stride = tiling._vertex_plan(_tile_job(layout, CubeSpec((0, 0, 0), 31)), rec.dtype)
-    vbuf = np.zeros((int(ends[-1]), stride), np.uint8)
-    res = K.tile_vertices(rec, perm, starts, ends, copies, rgb, SRGB8_TO_LINEAR8, gps_dst, stride, vbuf)
-    return vbuf, res
+    schema = _schema(layout)
+    vbuf = np.full((int(ends[-1]), vertex_dtype(schema).itemsize), 0xEE, np.uint8)  # padding is zeroed
+    return vbuf, tiling.tile_vertices(schema, rec, perm, starts, ends, vbuf)
 
 
 @FAST
@@ -328,18 +328,18 @@ def test_tile_vertices_match_numpy_path(layout, n, n_tiles, spans, seed):
     rng = np.random.default_rng(seed)
     rec = _random_records(rng, layout, n, spans)
     perm, starts, ends = _tiles(rng, n, n_tiles)
-    vbuf, (lo, step, qmin, qmax, gbase, checksum) = _fused(rec, layout, perm, starts, ends)
+    vbuf, (lo, step, qmax, gbase, checksum) = _fused(rec, layout, perm, starts, ends)
     schema = _schema(layout)
-    recp = rec[perm]
-    q2, lo2, step2, qmin2, qmax2, cs2 = K.quantize_tiles(recp["x"], recp["y"], recp["z"], starts, ends)
-    for arr_fused, arr_tiles in ((lo, lo2), (step, step2), (qmin, qmin2), (qmax, qmax2), (checksum, cs2)):
+    q2 = np.empty((len(perm), 3), np.uint16)  # the pnts path: z-up, into a plain array
+    lo2, step2, qmax2, _g2, cs2 = K.tile_grid(rec, perm, starts, ends, q2)
+    for arr_fused, arr_tiles in ((lo, lo2), (step, step2), (qmax, qmax2), (checksum, cs2)):
         assert np.array_equal(arr_fused, arr_tiles)
     for t, (s, e) in enumerate(zip(starts, ends, strict=True)):
         qt, attrs, xyz = _tile_reference(rec, perm[s:e])
         packed, base = pack_vertices(qt, attrs, schema)
         assert vbuf[s:e].tobytes() == packed.tobytes(), f"tile {t}"
         assert np.array_equal(lo[t], qt.lo) and step[t] == qt.step
-        assert np.array_equal(qmax[t], qt.qmax) and np.array_equal(qmin[t], qt.q.min(axis=0))
+        assert np.array_equal(qmax[t], qt.qmax) and not qt.q.min(axis=0).any()
         assert gbase[t] == base
         assert np.array_equal(q2[s:e], qt.q)
         assert int(checksum[t]) == tile_checksum(qt.positions_mm)
@@ -368,13 +368,13 @@ def _glb_case(layout: RecordLayout, seed: int):
 @pytest.mark.parametrize("layout", LAYOUTS[2:5])
 def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
     rec, perm, starts, ends = _glb_case(layout, seed=int(meshopt) + 3 * LAYOUTS.index(layout))
-    vbuf, (lo, step, qmin, qmax, gbase, _cs) = _fused(rec, layout, perm, starts, ends)
+    vbuf, (lo, step, qmax, gbase, _cs) = _fused(rec, layout, perm, starts, ends)
     assert sorted(step.tolist()) == [1, 1, 2, 64]
     schema = _schema(layout)
     for t, (s, e) in enumerate(zip(starts, ends, strict=True)):
         qt, attrs, _xyz = _tile_reference(rec, perm[s:e])
         ref = encode_glb(qt, attrs, schema, meshopt=meshopt)
-        args = (schema, lo[t], int(step[t]), qmin[t], qmax[t], float(gbase[t]))
+        args = (schema, lo[t], int(step[t]), np.zeros(3, np.int64), qmax[t], float(gbase[t]))
         assert glb_from_vertices(vbuf[s:e], *args, meshopt=meshopt) == ref, f"tile {t}"
         path = tmp_path / f"t{t}.glb"
         path.write_bytes(b"x" * (len(ref) + 100))  # an existing longer file is truncated
@@ -420,8 +420,8 @@ def test_keys_and_hashes_into_buffers_match_references(n, shift, seed):
     hashes = np.full(n, 7, np.uint64)
     k, h = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, shift, keys=keys, hashes=hashes)
     assert k is keys and h is hashes
-    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, shift))
-    assert np.array_equal(keys, K.morton_keys(np.ascontiguousarray(xyz), org, shift))
+    assert np.array_equal(keys, R.morton_keys_reference(xyz, org, shift))
+    assert np.array_equal(keys, R.morton_keys(np.ascontiguousarray(xyz), org, shift))
     assert np.array_equal(hashes, point_hash_numpy(xyz))
 
 
@@ -445,8 +445,8 @@ def test_node_range_matches_searchsorted_on_keys(n, span, clustered, step, seed)
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
     cube = cube_for(xyz.min(axis=0), xyz.max(axis=0)) if n else CubeSpec((0, 0, 0), 10)
     org = np.asarray(cube.origin, np.int64)
-    keys = K.morton_keys(np.ascontiguousarray(xyz), org, cube.R - cube.S)
-    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, cube.R - cube.S))
+    keys = R.morton_keys(np.ascontiguousarray(xyz), org, cube.R - cube.S)
+    assert np.array_equal(keys, R.morton_keys_reference(xyz, org, cube.R - cube.S))
     order = np.argsort(keys, kind="stable")
     rec, keys = rec[order], keys[order]
     S = cube.S
@@ -622,11 +622,11 @@ def test_select_levels_matches_reference_random(b, g, max_points, n, seed):
     D = 9
     c = rng.integers(0, 2 ** (D - b), size=(n, 3))
     c[: n // 3] = c[0]  # duplicates: ties broken by position
-    keys = np.sort(K.morton_keys(c.astype(np.int32), np.zeros(3, np.int64), 0))
+    keys = np.sort(R.morton_keys(c.astype(np.int32), np.zeros(3, np.int64), 0))
     hashes = rng.integers(0, 50, n).astype(np.uint64)  # many equal hashes
     tmax = D - g
     fast = K.select_levels(keys, hashes, D, b, g, tmax, max_points)
-    assert np.array_equal(fast, K.select_levels_reference(keys, hashes, D, b, g, tmax, max_points))
+    assert np.array_equal(fast, R.select_levels_reference(keys, hashes, D, b, g, tmax, max_points))
 
 
 @pytest.mark.parametrize("fmt", [1, 3, 6, 7, 8])

@@ -12,23 +12,24 @@ from pipeline.stages.points import kernels as K
 from pipeline.stages.points.reproject import build_lattice, ecef_transformer, exact_enu
 from pipeline.stages.points.spill import RecordLayout, cube_for
 from pipeline.tiles.points_reader import point_hash_numpy
+from tests import _points_reference as R
 
 
 def test_morton_matches_reference():
     rng = np.random.default_rng(1)
     xyz = rng.integers(0, 2**21, size=(5000, 3)).astype(np.int32)
     org = np.zeros(3, np.int64)
-    assert np.array_equal(K.morton_keys(xyz, org, 0), K.morton_keys_reference(xyz, org, 0))
-    assert np.array_equal(K.morton_keys(xyz, org, 5), K.morton_keys_reference(xyz, org, 5))
+    assert np.array_equal(R.morton_keys(xyz, org, 0), R.morton_keys_reference(xyz, org, 0))
+    assert np.array_equal(R.morton_keys(xyz, org, 5), R.morton_keys_reference(xyz, org, 5))
     # z-order: the top 3 bits are the octant
-    k = K.morton_keys(np.array([[2**20, 0, 0], [0, 2**20, 0], [0, 0, 2**20]], np.int32), org, 0)
+    k = R.morton_keys(np.array([[2**20, 0, 0], [0, 2**20, 0], [0, 0, 2**20]], np.int32), org, 0)
     assert list(k >> np.uint64(60)) == [1, 2, 4]
 
 
 def test_hash_matches_reference_and_spreads():
     rng = np.random.default_rng(2)
     xyz = rng.integers(-(2**30), 2**30, size=(10000, 3)).astype(np.int32)
-    h = K.point_hash(xyz)
+    h = R.point_hash(xyz)
     assert np.array_equal(h, point_hash_numpy(xyz))
     assert len(np.unique(h)) == len(h)
 
@@ -43,9 +44,9 @@ def test_select_levels_matches_reference(b, g, max_points):
     c[: n // 2, 1] = c[: n // 2, 1] % 3
     c[:10] = c[0]  # duplicates
     xyz = c.astype(np.int32)
-    keys = np.sort(K.morton_keys(xyz, np.zeros(3, np.int64), 0))
+    keys = np.sort(R.morton_keys(xyz, np.zeros(3, np.int64), 0))
     # decode positions of sorted keys: hash of key is enough as a priority here
-    hashes = K.point_hash(
+    hashes = R.point_hash(
         np.stack(
             [keys.astype(np.int64) & 0xFFFF, keys.astype(np.int64) >> 16, 0 * keys.astype(np.int64)], 1
         ).astype(np.int32)
@@ -53,7 +54,7 @@ def test_select_levels_matches_reference(b, g, max_points):
     hashes[:10] = hashes[0]
     tmax = D - g
     fast = K.select_levels(keys, hashes, D, b, g, tmax, max_points)
-    ref = K.select_levels_reference(keys, hashes, D, b, g, tmax, max_points)
+    ref = R.select_levels_reference(keys, hashes, D, b, g, tmax, max_points)
     assert np.array_equal(fast, ref)
     assert (fast >= 0).all()
     # nested: the min-hash point of the whole node is at the coarsest level
@@ -71,15 +72,20 @@ def test_take_rows_matches_numpy():
     assert K.take_rows(rec, perm).tobytes() == rec[perm].tobytes()
 
 
-def test_quantize_tiles_exact_mm_for_small_tiles():
+def test_tile_grid_exact_mm_for_small_tiles():
     rng = np.random.default_rng(4)
-    x = rng.integers(-30000, 30000, 2000).astype(np.int32)
-    y = rng.integers(0, 50000, 2000).astype(np.int32)
-    z = rng.integers(100, 200000, 2000).astype(np.int32)  # 200 m: step 4 mm
-    q, lo, step, _qmin, _qmax, cs = K.quantize_tiles(x, y, z, np.array([0, 1000]), np.array([1000, 2000]))
+    rec = np.zeros(2000, RecordLayout(False, False, False).dtype)
+    rec["x"] = rng.integers(-30000, 30000, 2000)
+    rec["y"] = rng.integers(0, 50000, 2000)
+    rec["z"] = rng.integers(100, 200000, 2000)  # 200 m: step 4 mm
+    q = np.empty((2000, 3), np.uint16)
+    lo, step, _qmax, _g, cs = K.tile_grid(
+        rec, np.arange(2000), np.array([0, 1000]), np.array([1000, 2000]), q
+    )
     assert list(step) == [4, 4]
     deq = lo[0] + q[:1000].astype(np.int64) * step[0]
-    assert np.all(np.abs(deq - np.stack([x, y, z], 1)[:1000]) < step[0])
+    xyz = np.stack([rec["x"], rec["y"], rec["z"]], 1)[:1000]
+    assert np.all((deq <= xyz) & (xyz - deq < step[0]))
     from pipeline.tiles.points_reader import tile_checksum
 
     assert int(cs[0]) == tile_checksum(deq)
@@ -107,9 +113,9 @@ def test_lattice_within_a_millimetre_of_proj():
     ix = rng.integers(0, 1_000_000, n).astype(np.int32)
     iy = rng.integers(0, 1_000_000, n).astype(np.int32)
     iz = rng.integers(30_000, 180_000, n).astype(np.int32)
-    mm, bad = K.lattice_to_enu_mm(ix, iy, iz, scale, offset, 1.0, lat)
+    mm, bad = R.lattice_to_enu_mm(ix, iy, iz, scale, offset, 1.0, lat)
     assert bad == 0
-    assert np.array_equal(mm, K.lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, 1.0, lat))
+    assert np.array_equal(mm, R.lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, 1.0, lat))
     exact = exact_enu(t, frame, ix * 0.001 + offset[0], iy * 0.001 + offset[1], iz * 0.001)
     err = np.abs(mm - exact * 1000.0)
     assert err.max() < 1.0, err.max()  # includes the 0.5 mm rounding to integer millimetres
@@ -122,7 +128,7 @@ def test_lattice_within_a_millimetre_of_proj():
         xs[:, 0], xs[:, 1], xs[:, 2], scale, offset, 1.0, lat, org, shift
     )
     assert bad2 == 0 and np.array_equal(mm2, mm[::2])
-    assert np.array_equal(keys, K.morton_keys_reference(mm[::2], org, shift))
+    assert np.array_equal(keys, R.morton_keys_reference(mm[::2], org, shift))
     assert np.array_equal(rmin, xs.min(axis=0)) and np.array_equal(rmax, xs.max(axis=0))
     assert np.array_equal(lo, mm[::2].min(axis=0)) and np.array_equal(hi, mm[::2].max(axis=0))
     iz_bad = iz[::2].copy()
@@ -145,8 +151,8 @@ def test_sort_order_equals_stable_argsort(bits):
 
 
 @pytest.mark.parametrize("complete", [True, False])
-def test_pack_typed_matches_column_gather(complete):
-    """The decode path's one-pass record packer equals the column-by-column gather (zero where no column
+def test_pack_records_matches_column_gather(complete):
+    """The decode path's record packer equals the column-by-column gather (zero where no column
     fills a field, e.g. NIR here)."""
     rng = np.random.default_rng(3)
     n = 5000
@@ -168,10 +174,9 @@ def test_pack_typed_matches_column_gather(complete):
     order = rng.permutation(n)
     dt = layout.dtype
     xyz = cols.pop("x")
-    got = np.zeros((n, dt.itemsize), np.uint8)
-    K.pack_typed(order, xyz, dt.fields["x"][1], [(c, dt.fields[k][1]) for k, c in cols.items()], got)
-    ref = K.gather_records_reference(dt, order, {"x": xyz, **cols})
-    assert got.tobytes() == ref.tobytes()
+    got = np.zeros(n, dt)
+    K.pack_records(order, xyz, cols, got)
+    assert got.tobytes() == R.gather_reference(dt, order, xyz, cols).tobytes()
 
 
 def test_keys_and_hashes_match_separate_kernels():
@@ -182,5 +187,5 @@ def test_keys_and_hashes_match_separate_kernels():
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
     org = np.array([-(2**20), -(2**20), -(2**20)], np.int64)
     keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, 1)
-    assert np.array_equal(keys, K.morton_keys_reference(xyz, org, 1))
+    assert np.array_equal(keys, R.morton_keys_reference(xyz, org, 1))
     assert np.array_equal(hashes, point_hash_numpy(xyz))

@@ -14,7 +14,7 @@ from pipeline.stages.points import decode
 
 class _ChainingKernels:
     @staticmethod
-    def pack_typed(order, xyz, offset, typed, dst):
+    def pack_records(order, xyz, cols, dst):
         def inner(view):
             raise ValueError(f"inner failure on {len(view)} rows")
 
@@ -24,13 +24,13 @@ class _ChainingKernels:
             raise RuntimeError("packing failed") from e
 
     @staticmethod
-    def pack_typed_plain(order, xyz, offset, typed, dst):
+    def pack_records_plain(order, xyz, cols, dst):
         raise ValueError("plain failure")
 
 
-@pytest.mark.parametrize("kernel", ["pack_typed", "pack_typed_plain"])
+@pytest.mark.parametrize("kernel", ["pack_records", "pack_records_plain"])
 def test_packing_failure_with_chained_exceptions_surfaces_as_itself(tmp_path, monkeypatch, kernel):
-    kernels = type("K", (), {"pack_typed": staticmethod(getattr(_ChainingKernels, kernel))})()
+    kernels = type("K", (), {"pack_records": staticmethod(getattr(_ChainingKernels, kernel))})()
     monkeypatch.setattr(decode, "K", kernels)
     dtype = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4")])
     n = 10
@@ -43,7 +43,7 @@ def test_packing_failure_with_chained_exceptions_surfaces_as_itself(tmp_path, mo
     ):
         decode._pack_spill(mm, n, dtype, np.arange(n), np.zeros((n, 3)), {})
     assert not isinstance(info.value, BufferError)
-    if kernel == "pack_typed":
+    if kernel == "pack_records":
         assert str(info.value) == "packing failed" and isinstance(info.value.__cause__, ValueError)
         assert info.value.__cause__.__traceback__ is not None  # the traceback is kept, only locals go
     else:

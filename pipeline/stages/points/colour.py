@@ -15,12 +15,6 @@ def srgb8_shift(max_value: int) -> int:
     return 8 if max_value > 255 else 0
 
 
-def to_srgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
-    """LAS 16-bit colours -> (N,3) 8-bit sRGB, decided per work unit by `srgb8_shift`."""
-    rgb = np.stack([red, green, blue], axis=1)
-    return (rgb >> srgb8_shift(int(rgb.max()) if rgb.size else 0)).astype(np.uint8)
-
-
 def sample_orthophoto(
     path: Path | str | tuple[str, ...] | list[str],
     x: np.ndarray,

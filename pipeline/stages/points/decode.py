@@ -18,9 +18,9 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.frame import ProjectFrame
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
-from pipeline.sources.pointcloud.las import Column, materialize
+from pipeline.sources.pointcloud.las import Column, Rgb16, materialize
 from pipeline.stages.points.classes import check_classes
-from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift, to_srgb8
+from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
@@ -141,35 +141,21 @@ class _Decoded:
     ints: tuple[np.ndarray, ...] = ()  # the decoded integer X, Y, Z (the file's scale and offset)
 
 
-def _raw_buffer(info: PointFileInfo, unit: WorkUnit) -> np.ndarray:
-    """The reused buffer a unit's raw LAS records are decoded into."""
-    from pipeline import arena
-
-    return arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
-
-
-def _decode(
-    fj: FileJob,
-    unit: WorkUnit,
-    job: DecodeJob,
-    key_origin,
-    key_shift: int,
-    scratch: bool = False,
-) -> _Decoded:
+def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int) -> _Decoded:
     """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
-    With `scratch`, the arrays live in this process's reused buffers (valid until the next decode)."""
+    The arrays live in this process's reused buffers (valid until the next decode)."""
     from pipeline import arena
     from pipeline.sources.pointcloud.reader import decode_unit
 
     info = fj.info
     out = xyz_buf = keys_buf = None
-    if scratch and info.kind != "e57":
-        out = _raw_buffer(info, unit)
+    if info.kind != "e57":
+        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
         xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
         keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    # LAS: views of the raw records (key "_raw", decoded into `out`); with `scratch`, bit-field columns are
-    # computed later by the spill packer
-    d = decode_unit(info, unit, job.layout.extra_dims, out, lazy=scratch)
+    # LAS: views of the raw records (key "_raw", decoded into `out`); bit-field columns are computed by the
+    # spill packer
+    d = decode_unit(info, unit, job.layout.extra_dims, out, lazy=True)
     ix, iy, iz = materialize(d["X"]), materialize(d["Y"]), materialize(d["Z"])  # never lazy: no copies
     raw = materialize(d["_raw"]) if "_raw" in d else None
     n = len(ix)
@@ -214,15 +200,10 @@ def _decode(
                     cols[a.name] = a.from_las(raw, info.point_format)
             elif a.name in d:
                 cols[a.name] = d[a.name]
-        elif info.has_rgb and scratch:  # converted by the spill packer (same rule as to_srgb8)
-            from pipeline.sources.pointcloud.las import Rgb16
-
+        elif info.has_rgb:  # 8-bit sRGB, converted by the spill packer
             red, green, blue = materialize(d["red"]), materialize(d["green"]), materialize(d["blue"])
             rgb_max = int(K.rgb_max(red, green, blue))
-            shift = srgb8_shift(rgb_max)
-            cols["rgb"] = Rgb16(red, green, blue, shift)
-        elif info.has_rgb:
-            cols["rgb"] = to_srgb8(materialize(d["red"]), materialize(d["green"]), materialize(d["blue"]))
+            cols["rgb"] = Rgb16(red, green, blue, srgb8_shift(rgb_max))
         elif fj.orthophoto:
             xs = ix * info.scales[0] + info.offsets[0]
             ys = iy * info.scales[1] + info.offsets[1]
@@ -245,7 +226,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     cube = job.cube
     org = np.asarray(cube.origin, np.int64)
     try:
-        r = _decode(fj, unit, job, org, cube.R - cube.S, scratch=True)
+        r = _decode(fj, unit, job, org, cube.R - cube.S)
     except OutsideHeaderBounds as e:  # the planner widens the file's bounds to these and runs again
         return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=e.raw)
     xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
@@ -304,28 +285,18 @@ def _allocate(fd: int, nbytes: int) -> None:
         os.ftruncate(fd, nbytes)
 
 
-def _as_field(col, field: np.dtype):
-    """A plain column in its record field's type (computed columns of another type: converted)."""
-    if isinstance(col, np.ndarray) and col.ndim == 1 and field.shape == () and col.dtype != field:
-        return col.astype(field)
-    return col
-
-
 def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols) -> None:
     """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
     so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
     `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
-    dst = np.frombuffer(mm, dtype=np.uint8).reshape(n, dtype.itemsize)
+    rec = np.frombuffer(mm, dtype=dtype, count=n)
     try:
-        fields = dtype.fields
-        assert fields is not None
-        typed = [(_as_field(col, fields[name][0]), fields[name][1]) for name, col in cols.items()]
-        K.pack_typed(order, xyz, fields["x"][1], typed, dst)
+        K.pack_records(order, xyz, cols, rec)
     except BaseException as e:
-        del dst
+        del rec
         _drop_frame_locals(e)
         raise
-    del dst
+    del rec
 
 
 def _drop_frame_locals(exc: BaseException) -> None:

@@ -121,29 +121,6 @@ def _tile_uri(depth: int, ix: int, iy: int, iz: int, fmt: str) -> str:
     return f"content/{depth}/{ix}_{iy}_{iz}.{ext}"
 
 
-def _vertex_plan(job: TileJob, dtype: np.dtype):
-    """How `K.tile_vertices` fills the vertex layout of the tiles from the record fields."""
-    from pipeline.tiles.points_glb import vertex_layout
-
-    layout, stride = vertex_layout(job.schema)
-    fields = dtype.fields
-    assert fields is not None
-    copies, rgb, gps_dst = [], None, -1
-    for a in layout:
-        if a.attr == "POSITION":
-            continue
-        if a.attr == "COLOR_0":
-            rgb = (fields["rgb"][1], a.offset)
-        elif a.attr == "_GPS_TIME":
-            gps_dst = a.offset
-        else:
-            fdt, off = fields[a.field][0], fields[a.field][1]
-            if fdt != np.dtype(a.ctype):
-                raise TypeError(f"record field {a.field} is {fdt}, the vertex attribute {a.ctype}")
-            copies.append((off, a.offset, fdt.itemsize))
-    return np.array(copies, np.int64).reshape(-1, 3), rgb, gps_dst, stride
-
-
 VERTEX_BATCH = 131_072  # points per tile_vertices call (at most one tile more; ~4 MB of vertices)
 
 
@@ -153,7 +130,7 @@ def write_tiles(
     """Encode and write tiles. The points of the tiles are rec[perm] (rec itself when perm is None), and
     groups are (depth, start, end) slices of that order."""
     from pipeline import arena
-    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, write_glb_from_vertices
+    from pipeline.tiles.points_glb import vertex_dtype, write_glb_from_vertices
 
     if not groups:
         return []
@@ -163,7 +140,7 @@ def write_tiles(
         return _write_pnts_tiles(job, rec if perm is None else K.take_rows(rec, perm), groups, starts, ends)
     if perm is None:
         perm = np.arange(len(rec), dtype=np.int64)
-    copies, rgb, gps_dst, stride = _vertex_plan(job, rec.dtype)
+    stride = vertex_dtype(job.schema).itemsize
     out = []
     # tiles in batches of about VERTEX_BATCH points: the vertex buffer (a few MB) is still in the CPU cache
     # when the files are written, and stays small (one buffer for the whole bin was ~30 MB per worker)
@@ -173,15 +150,14 @@ def write_tiles(
         while t1 < len(groups) and ends[t1] - starts[t0] <= VERTEX_BATCH:
             t1 += 1
         s0, e1 = int(starts[t0]), int(ends[t1 - 1])
-        vbuf = arena.scratch("bin.vertices", (e1 - s0, stride), np.uint8)  # every byte is written
-        lo, step, qmin, qmax, gbase, checksum = K.tile_vertices(
-            rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, copies, rgb, SRGB8_TO_LINEAR8, gps_dst,
-            stride, vbuf,
-        )  # fmt: skip
+        vbuf = arena.scratch("bin.vertices", (e1 - s0, stride), np.uint8)
+        lo, step, qmax, gbase, checksum = tile_vertices(
+            job.schema, rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, vbuf
+        )
         for i, (depth, s, e) in enumerate(groups[t0:t1]):
-            rec_t, path = _place_tile(job, depth, lo[i], e - s, lo[i] + qmin[i] * step[i], lo[i] + qmax[i] * step[i], checksum[i])  # fmt: skip
+            rec_t, path = _place_tile(job, depth, e - s, lo[i], lo[i] + qmax[i] * step[i], checksum[i])
             write_glb_from_vertices(
-                path, vbuf[s - s0 : e - s0], job.schema, lo[i], int(step[i]), qmin[i], qmax[i],
+                path, vbuf[s - s0 : e - s0], job.schema, lo[i], int(step[i]), (0, 0, 0), qmax[i],
                 float(gbase[i]), meshopt=job.meshopt,
             )  # fmt: skip
             out.append(rec_t)
@@ -189,13 +165,28 @@ def write_tiles(
     return out
 
 
-def _place_tile(
-    job: TileJob, depth: int, inside_mm, count: int, lo_mm, hi_mm, checksum
-) -> tuple[TileRecord, Path]:
-    """The record of a tile (index from any point inside it) and its content path (directory created)."""
+def tile_vertices(schema: PointSchema, rec: np.ndarray, perm, starts, ends, vbuf: np.ndarray):
+    """The interleaved glTF vertices (`points_glb.vertex_layout`) of the tiles rec[perm[starts[t]:ends[t]]]
+    into `vbuf` (N, stride) uint8 (padding 0): positions and GPS times by `K.tile_grid`, then one typed
+    gather per attribute (colours through the sRGB -> linear table). Returns per tile lo, step, qmax, GPS
+    base time and checksum (`K.tile_grid`)."""
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype, vertex_layout
+
+    vbuf.fill(0)
+    vert = vbuf.view(vertex_dtype(schema))[:, 0]
+    gout = vert["_GPS_TIME"] if schema.has_gps else None
+    res = K.tile_grid(rec, perm, starts, ends, vert["POSITION"], yup=True, gout=gout)
+    for a in vertex_layout(schema)[0][1:]:
+        if a.attr != "_GPS_TIME":
+            K.gather(rec[a.field], perm, vert[a.attr], SRGB8_TO_LINEAR8 if a.attr == "COLOR_0" else None)
+    return res
+
+
+def _place_tile(job: TileJob, depth: int, count: int, lo_mm, hi_mm, checksum) -> tuple[TileRecord, Path]:
+    """The record of a tile (index from its lowest corner) and its content path (directory created)."""
     sh = job.cube.R - depth
     org = np.asarray(job.cube.origin, np.int64)
-    ix, iy, iz = (int(v) for v in ((np.asarray(inside_mm, np.int64) - org) >> sh))
+    ix, iy, iz = (int(v) for v in ((np.asarray(lo_mm, np.int64) - org) >> sh))
     uri = _tile_uri(depth, ix, iy, iz, job.fmt)
     path = Path(job.out_dir) / uri
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,15 +200,15 @@ def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> li
     from pipeline.tiles.pnts import encode_pnts
     from pipeline.tiles.points_glb import QuantizedTile
 
-    q, lo, step, qmin, qmax, checksum = K.quantize_tiles(rec["x"], rec["y"], rec["z"], starts, ends)
+    q = np.empty((len(rec), 3), np.uint16)
+    lo, step, qmax, _gbase, checksum = K.tile_grid(rec, np.arange(len(rec)), starts, ends, q)
     names = [n for n in rec.dtype.names or () if n not in ("x", "y", "z")]
     out = []
     for t, (depth, s, e) in enumerate(groups):
-        qt = QuantizedTile(lo[t], int(step[t]), q[s:e], qmin[t], qmax[t])
+        qt = QuantizedTile(lo[t], int(step[t]), q[s:e], np.zeros(3, np.int64), qmax[t])
         sl = rec[s:e]
         data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)
-        tlo, thi = qt.bounds_mm
-        rec_t, path = _place_tile(job, depth, lo[t], e - s, tlo, thi, checksum[t])
+        rec_t, path = _place_tile(job, depth, e - s, lo[t], lo[t] + qmax[t] * step[t], checksum[t])
         with open(path, "wb") as f:
             f.write(data)
         out.append(rec_t)

@@ -103,15 +103,6 @@ def _lattice_keys_kernel(
     return bad
 
 
-def lattice_to_enu_mm(ix, iy, iz, scale, offset, zf, lattice) -> tuple[np.ndarray, int]:
-    """(N,3) int32 ENU millimetres and the number of points outside the lattice (= outside header bounds):
-    `lattice_to_enu_keys` without the keys."""
-    xyz, _keys, bad, *_ext = lattice_to_enu_keys(
-        ix, iy, iz, scale, offset, zf, lattice, np.zeros(3, np.int64), 0
-    )
-    return xyz, bad
-
-
 def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift, out=None, keys=None):
     """ENU millimetres from the lattice + `morton_keys` of them, in one pass, with the unit's extents.
 
@@ -143,31 +134,3 @@ def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_s
     e = ext.reshape(4, 3)
     inside = n == 0 or (np.all(e[2] >= origin) and np.all(e[3] - origin < (1 << (21 + key_shift))))
     return out, (keys if inside else None), int(bad), e[0], e[1], e[2], e[3]
-
-
-def lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, zf, lattice) -> np.ndarray:
-    """Numpy version of `lattice_to_enu_mm` (tests)."""
-    s = np.stack(
-        [
-            ix * scale[0] + offset[0],
-            iy * scale[1] + offset[1],
-            (iz * scale[2] + offset[2]) * zf,
-        ],
-        axis=1,
-    )
-    f = (s - lattice.lo) / lattice.step
-    shape = np.array(lattice.values.shape[:3])
-    c = np.clip(np.floor(f).astype(np.int64), 0, shape - 2)
-    t = f - c
-    v = lattice.values
-    acc = np.zeros((len(ix), 3))
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                w = (
-                    (t[:, 0] if dx else 1 - t[:, 0])
-                    * (t[:, 1] if dy else 1 - t[:, 1])
-                    * (t[:, 2] if dz else 1 - t[:, 2])
-                )
-                acc += w[:, None] * v[c[:, 0] + dx, c[:, 1] + dy, c[:, 2] + dz]
-    return np.floor(acc * 1000.0 + 0.5).astype(np.int32)

@@ -34,51 +34,11 @@ def _part1by2(v):
     return _SPREAD11[v & U64(0x7FF)] | (_SPREAD11[v >> U64(11)] << U64(33))
 
 
-@nb.njit(cache=True, nogil=True)
-def _morton_kernel(xyz, origin, shift, out):
-    for i in range(xyz.shape[0]):
-        x = U64((np.int64(xyz[i, 0]) - origin[0]) >> shift)
-        y = U64((np.int64(xyz[i, 1]) - origin[1]) >> shift)
-        z = U64((np.int64(xyz[i, 2]) - origin[2]) >> shift)
-        out[i] = _part1by2(x) | (_part1by2(y) << U64(1)) | (_part1by2(z) << U64(2))
-
-
-def morton_keys(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
-    """Morton keys of `(xyz - origin) >> shift` (each coordinate must fit in 21 bits after the shift)."""
-    out = np.empty(len(xyz_mm), dtype=np.uint64)
-    _morton_kernel(xyz_mm, np.asarray(origin_mm, np.int64), np.int64(shift), out)
-    return out
-
-
-def morton_keys_reference(xyz_mm: np.ndarray, origin_mm: np.ndarray, shift: int) -> np.ndarray:
-    c = ((xyz_mm.astype(np.int64) - np.asarray(origin_mm, np.int64)) >> shift).astype(np.uint64)
-    key = np.zeros(len(c), dtype=np.uint64)
-    for bit in range(21):
-        for axis in range(3):
-            key |= ((c[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
-    return key
-
-
 @nb.njit(cache=True, inline="always")
 def _mix64(z):
     z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
     return z ^ (z >> U64(31))
-
-
-@nb.njit(cache=True, nogil=True)
-def _hash_kernel(xyz, out):
-    for i in range(xyz.shape[0]):
-        h = _mix64(U64(np.uint32(xyz[i, 0])) + U64(0x9E3779B97F4A7C15))
-        h = _mix64(h ^ U64(np.uint32(xyz[i, 1])))
-        h = _mix64(h ^ U64(np.uint32(xyz[i, 2])))
-        out[i] = h
-
-
-def point_hash(xyz_mm: np.ndarray) -> np.ndarray:
-    out = np.empty(len(xyz_mm), dtype=np.uint64)
-    _hash_kernel(xyz_mm, out)
-    return out
 
 
 @nb.njit(cache=True, nogil=True)

@@ -129,43 +129,6 @@ def select_levels(
     return level
 
 
-def select_levels_reference(
-    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int
-) -> np.ndarray:
-    """Plain numpy/python version of `select_levels` (tests; small inputs)."""
-    n = len(keys)
-    level = np.full(n, -1, dtype=np.int8)
-
-    def claim(idx: np.ndarray, t: int) -> None:
-        if len(idx) == 0:
-            return
-        cells = keys[idx] >> np.uint64(3 * (D - (t + g)))
-        order = np.lexsort((idx, hashes[idx], cells))  # by cell, then hash, then position in sort
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = cells[order][1:] != cells[order][:-1]
-        winners = idx[order[first]]
-        free = winners[level[winners] < 0]
-        level[free] = t
-
-    for t in range(max(0, b - g), b):
-        claim(np.arange(n), t)
-
-    def visit(idx: np.ndarray, t: int) -> None:
-        rem = idx[level[idx] < 0]
-        if len(rem) == 0:
-            return
-        if len(rem) <= max_points or t >= tmax:
-            level[rem] = t
-            return
-        claim(idx, t)
-        child = keys[idx] >> np.uint64(3 * (D - (t + 1)))
-        for c in np.unique(child):
-            visit(idx[child == c], t + 1)
-
-    visit(np.arange(n), b)
-    return level
-
-
 @nb.njit(cache=True, nogil=True)
 def _level_order(level, out):
     counts = np.zeros(129, np.int64)
