@@ -109,3 +109,9 @@ def gather_reference(dtype: np.dtype, order, xyz: np.ndarray, columns: dict[str,
     for name, col in columns.items():
         out[name] = np.asarray(col)[order]
     return out
+
+
+def exact_enu(transformer, frame, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Per-point PROJ reference of the lattice (metres)."""
+    ex, ey, ez = transformer.transform(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
+    return frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))

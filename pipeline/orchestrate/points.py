@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` n
     from pipeline.model import BuildContext, InputFile, LayerResult
 
 from pipeline.orchestrate.points_plan import PointTilingOptions
-from pipeline.orchestrate.points_run import release_worker_buffers, tile_pointcloud
+from pipeline.orchestrate.points_run import tile_pointcloud
 
 # ---- pipeline layer --------------------------------------------------------------------------------------
 
@@ -79,19 +78,14 @@ def build_pointcloud_layer(
         ortho_sha256=tuple(sorted(f.sha256 for f in ctx.inputs_for("orthophoto"))) if ortho_path else (),
     )
     with ctx.stage(f"points:{name}"):
-        try:
-            summary = tile_pointcloud(
-                [f.path for f in files],
-                ctx.release_dir / out_subdir,
-                opts,
-                build_executor(ctx.client),
-                ctx.progress,
-                workers=workers,
-            )
-        finally:
-            if ctx.client is not None:  # the cluster's workers go on with other stages
-                with contextlib.suppress(Exception):
-                    ctx.client.run(release_worker_buffers)
+        summary = tile_pointcloud(
+            [f.path for f in files],
+            ctx.release_dir / out_subdir,
+            opts,
+            build_executor(ctx.client),
+            ctx.progress,
+            workers=workers,
+        )
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
     from pipeline.orchestrate.points_copc import add_layer_copc

@@ -161,15 +161,6 @@ def _resolve_class_scheme(
     return scheme
 
 
-def release_worker_buffers() -> bool:
-    """Give back the point stages' reusable buffers (run on the long-lived workers of a Dask cluster when a
-    point layer is done: the next stages run on the same workers; in-process runs call it directly)."""
-    from pipeline import arena
-
-    arena.release()
-    return True
-
-
 def _run_tiling(
     plan: Plan,
     staging: Path,
@@ -421,9 +412,6 @@ def tile_pointcloud(
                     path=out_dir,
                 ) from e
             raise
-        finally:
-            if executor is None:
-                release_worker_buffers()
     summary.seconds = time.perf_counter() - t0
     summary.peak_rss_bytes = peak()
     summary.out_dir = str(out_dir)

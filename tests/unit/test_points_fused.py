@@ -5,7 +5,7 @@
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
 - `spill_lower_bound` / `SpillSearch.node_range` on a spill file (records + sparse index, several index
   steps) vs `np.searchsorted` on the Morton keys;
-- the scratch arena and `read_ranges(out=...)`.
+- `read_ranges(out=...)`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import arena
 from pipeline.sources.pointcloud.header import WorkUnit, scan_file
 from pipeline.sources.pointcloud.las import decode_unit
 from pipeline.stages.points import kernels as K
@@ -406,20 +405,17 @@ def test_write_tiles_files_equal_encode_glb(tmp_path, meshopt):
         assert tr.checksum == tile_checksum(qt.positions_mm)
 
 
-# ---- keys_and_hashes on strided record fields, into given buffers --------------------------------------
+# ---- keys_and_hashes on strided record fields --------------------------------------
 
 
 @FAST
 @given(n=st.integers(0, 200), shift=st.integers(0, 10), seed=st.integers(0, 2**32 - 1))
-def test_keys_and_hashes_into_buffers_match_references(n, shift, seed):
+def test_keys_and_hashes_match_references(n, shift, seed):
     rng = np.random.default_rng(seed)
     rec = _random_records(rng, RecordLayout(True, True, False), n, (2**21 - 1001,) * 3)
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
     org = xyz.min(axis=0).astype(np.int64) - rng.integers(0, 1000, 3) if n else np.zeros(3, np.int64)
-    keys = np.full(n, 7, np.uint64)
-    hashes = np.full(n, 7, np.uint64)
-    k, h = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, shift, keys=keys, hashes=hashes)
-    assert k is keys and h is hashes
+    keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, shift)
     assert np.array_equal(keys, R.morton_keys_reference(xyz, org, shift))
     assert np.array_equal(keys, R.morton_keys(np.ascontiguousarray(xyz), org, shift))
     assert np.array_equal(hashes, point_hash_numpy(xyz))
@@ -488,83 +484,7 @@ def test_spill_search_refuses_a_short_index(tmp_path):
         SpillSearch(str(path), layout.dtype, 600, CubeSpec((0, 0, 0), 10))
 
 
-# ---- 5. arena ---------------------------------------------------------------------------------------------
-
-ARENA_DTYPES = [np.uint8, np.int32, np.float64, np.uint64, RecordLayout(True, True, False).dtype]
-
-
-@SMALL
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 3000), st.integers(1, 3), st.sampled_from(range(len(ARENA_DTYPES)))),
-        min_size=1,
-        max_size=8,
-    )
-)
-def test_arena_scratch_reuses_or_grows(requests):
-    name = "tfused.scratch"
-    arena.release()
-    other = arena.scratch("tfused.other", 1000, np.uint8)  # a live neighbour that must never be overlapped
-    other[:] = 0x5A
-    try:
-        for count, cols, di in requests:
-            dt = np.dtype(ARENA_DTYPES[di])
-            shape = (count, cols) if cols > 1 else count
-            old = arena._arena().slots.get(name)
-            a = arena.scratch(name, shape, dt)
-            assert a.shape == ((count, cols) if cols > 1 else (count,)) and a.dtype == dt
-            assert a.flags.c_contiguous and a.flags.writeable
-            slot = arena._arena().slots[name]
-            assert slot[2] >= a.nbytes
-            if old is not None and old[2] >= a.nbytes:  # fits: same memory
-                assert slot == old
-            elif old is not None:
-                assert slot != old
-            a.view(np.uint8)[...] = 0xAB  # the whole request is usable
-            assert np.all(other == 0x5A)
-    finally:
-        arena.release()
-
-
-def test_arena_retire_then_reuse_the_same_memory():
-    arena.release()
-    a = arena.scratch("tfused.a", (100, 3), np.int32)
-    a[:] = 7
-    b = arena.scratch("tfused.a", 50, np.float64)  # 400 of 1200 bytes: the same memory
-    assert b.ctypes.data == a.ctypes.data
-    c = arena.scratch("tfused.a", 1000, np.int64)  # larger: new space, the old array stays intact
-    assert not np.shares_memory(a, c) and np.all(a == 7)
-    d = arena.scratch("tfused.b", 10, np.uint8)
-    x = arena.scratch("tfusedx.c", 10, np.uint8)
-    held = arena.held_bytes()
-    arena.retire("tfused.")
-    assert "tfused.a" not in arena._arena().slots and "tfused.b" not in arena._arena().slots
-    assert "tfusedx.c" in arena._arena().slots
-    assert arena.held_bytes() == held  # retired: kept for reuse, not freed
-    e = arena.scratch("tfused.e", 10, np.int64)  # a name is still live: no reuse of its neighbours' space
-    assert not np.shares_memory(e, x)
-    arena.retire("tfused")  # nothing left: everything is free again, carved from the start
-    f = arena.scratch("bin.first", 4000, np.uint8)
-    assert f.ctypes.data == a.ctypes.data and arena.held_bytes() == held
-    del c, d
-    arena.release()
-    assert arena.held_bytes() == 0 and not arena._arena().slots
-
-
-def test_arena_stage_switch_reuses_touched_memory():
-    """decode buffers retired, bin buffers of a similar total come from the same memory (no new chunk)."""
-    arena.release()
-    for name, size in (("dec.raw", 18_000_000), ("dec.xyz", 6_000_000), ("dec.keys", 4_000_000)):
-        arena.scratch(name, size, np.uint8)[:] = 1
-    held = arena.held_bytes()
-    arena.retire("dec.")
-    for name, size in (("bin.rec", 12_000_000), ("bin.keys", 6_000_000), ("bin.vertices", 9_000_000)):
-        arena.scratch(name, size, np.uint8)[:] = 2
-    assert arena.held_bytes() == held
-    arena.release()
-
-
-# ---- 6. read_ranges(out=...) -----------------------------------------------------------------------------
+# ---- 5. read_ranges(out=...) -----------------------------------------------------------------------------
 
 
 def test_read_ranges_into_given_array(tmp_path):
@@ -582,9 +502,6 @@ def test_read_ranges_into_given_array(tmp_path):
     got = read_ranges(ranges, dt, out=out)
     assert got is out and out.tobytes() == expected.tobytes()
     assert read_ranges(ranges, dt).tobytes() == expected.tobytes()
-    scratch = arena.scratch("tfused.rec", len(expected), dt)  # as process_bin reads a bin
-    assert read_ranges(ranges, dt, out=scratch).tobytes() == expected.tobytes()
-    arena.release("tfused.")
     for bad in (np.empty(len(expected) - 1, dt), np.empty(len(expected) + 1, dt)):
         with pytest.raises(ValueError):
             read_ranges(ranges, dt, out=bad)
@@ -688,30 +605,3 @@ def test_meshopt_encode_is_version_0_and_lossless():
         assert got[0] == 0xA0  # version 0
         dec = np.asarray(mo.decode_vertex_buffer(n, stride, got)).view(np.uint8).reshape(n, stride)
         assert np.array_equal(dec, rows)
-
-
-def test_arena_buffers_are_per_thread() -> None:
-    """Two tasks running at once in threads of one worker (a Dask worker with several threads) never get
-    the same buffer; release() frees every thread's memory."""
-    import threading
-
-    from pipeline import arena
-
-    barrier = threading.Barrier(2)
-    seen: dict[int, np.ndarray] = {}
-
-    def task(k: int) -> None:
-        buf = arena.scratch("tthread.buf", 1000, np.int64)
-        buf[:] = k
-        barrier.wait()  # both threads hold their buffer now
-        barrier.wait()
-        seen[k] = buf.copy()
-
-    threads = [threading.Thread(target=task, args=(k,)) for k in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert (seen[1] == 1).all() and (seen[2] == 2).all()
-    arena.release()
-    assert arena.held_bytes() == 0

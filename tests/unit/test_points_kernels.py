@@ -7,9 +7,9 @@ import pytest
 from pyproj import CRS
 
 from pipeline.config.model import CrsConfig
-from pipeline.crs import project_frame
+from pipeline.crs import ECEF, make_transformer, project_frame
 from pipeline.stages.points import kernels as K
-from pipeline.stages.points.reproject import build_lattice, ecef_transformer, exact_enu
+from pipeline.stages.points.reproject import build_lattice
 from pipeline.stages.points.spill import RecordLayout, cube_for
 from pipeline.tiles.points_reader import point_hash_numpy
 from tests import _points_reference as R
@@ -104,7 +104,7 @@ def test_lattice_within_a_millimetre_of_proj():
     cfg = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
     crs = CRS.from_user_input("EPSG:25832+7837")
     frame = project_frame(cfg, (362_500.0, 5_702_500.0, 0.0))
-    t = ecef_transformer(crs, cfg)
+    t = make_transformer(crs, ECEF, cfg)
     mins, maxs = (362_000.0, 5_702_000.0, 30.0), (363_000.0, 5_703_000.0, 180.0)
     lat = build_lattice(t, frame, crs, mins, maxs, 1.0)
     rng = np.random.default_rng(5)
@@ -116,7 +116,7 @@ def test_lattice_within_a_millimetre_of_proj():
     mm, bad = R.lattice_to_enu_mm(ix, iy, iz, scale, offset, 1.0, lat)
     assert bad == 0
     assert np.array_equal(mm, R.lattice_to_enu_mm_reference(ix, iy, iz, scale, offset, 1.0, lat))
-    exact = exact_enu(t, frame, ix * 0.001 + offset[0], iy * 0.001 + offset[1], iz * 0.001)
+    exact = R.exact_enu(t, frame, ix * 0.001 + offset[0], iy * 0.001 + offset[1], iz * 0.001)
     err = np.abs(mm - exact * 1000.0)
     assert err.max() < 1.0, err.max()  # includes the 0.5 mm rounding to integer millimetres
     # the fused decode kernel: same millimetres, plus extents, out-of-lattice count and Morton keys

@@ -101,15 +101,13 @@ def decode_raw(
         return arr
     import lazrs
 
-    from pipeline import arena
-
-    # A self-contained LAZ "stream" of this unit: [offset of chunk table][chunks][chunk table], read into a
-    # reused buffer (no copies of the compressed bytes) and decompressed sequentially.
+    # A self-contained LAZ "stream" of this unit: [offset of chunk table][chunks][chunk table], read into one
+    # buffer (no copies of the compressed bytes) and decompressed sequentially.
     buf = io.BytesIO()  # the unit's chunk table, encoded as LASzip stores it
     lazrs.write_chunk_table(buf, list(unit.chunks), lazrs.LazVlr(info.laszip_vlr))
     table = buf.getvalue()
     n = 8 + unit.byte_len + len(table)
-    stream = arena.scratch("dec.laz", n, np.uint8)
+    stream = np.empty(n, np.uint8)
     stream[:8] = np.frombuffer(struct.pack("<q", 8 + unit.byte_len), np.uint8)
     with info.path.open("rb", buffering=0) as f:
         f.seek(unit.byte_start)

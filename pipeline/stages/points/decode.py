@@ -121,41 +121,20 @@ def _outside_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> st
     return None
 
 
-class OutsideHeaderBounds(Exception):
-    """A unit's points lie outside its file's header bounds (raised only when the job reports them)."""
+def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
+    """Stage 1 for one unit: decode, check and reproject it (keys, extents and checks from one fused kernel
+    pass), sort it and write its spill file; returns the spill part (path + counts + bounds), never the
+    points."""
+    import mmap
 
-    def __init__(self, raw_min, raw_max):
-        super().__init__("points outside the header bounds")
-        self.raw = tuple(int(v) for v in raw_min) + tuple(int(v) for v in raw_max)
-
-
-@dataclass
-class _Decoded:
-    xyz: np.ndarray  # (N,3) int32 ENU mm
-    cols: dict[str, Column]  # attribute columns (record field names)
-    keys: np.ndarray | None  # Morton keys at the requested shift (None: a point lies outside the cube)
-    lo: np.ndarray  # (3,) int64 ENU mm extent
-    hi: np.ndarray
-    codes: tuple[int, ...]  # class codes present
-    rgb_max: int = -1  # largest raw colour channel value (-1: no RGB read)
-    ints: tuple[np.ndarray, ...] = ()  # the decoded integer X, Y, Z (the file's scale and offset)
-
-
-def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: int) -> _Decoded:
-    """Decode, check and reproject a unit; the keys, extents and checks come from one fused kernel pass.
-    The arrays live in this process's reused buffers (valid until the next decode)."""
-    from pipeline import arena
     from pipeline.sources.pointcloud.reader import decode_unit
 
-    info = fj.info
-    out = xyz_buf = keys_buf = None
-    if info.kind != "e57":
-        out = arena.scratch("dec.raw", unit.count * max(info.point_size, 1), np.uint8)
-        xyz_buf = arena.scratch("dec.xyz", (unit.count, 3), np.int32)
-        keys_buf = arena.scratch("dec.keys", unit.count, np.uint64)
-    # LAS: views of the raw records (key "_raw", decoded into `out`); bit-field columns are computed by the
-    # spill packer
-    d = decode_unit(info, unit, job.layout.extra_dims, out, lazy=True)
+    assert job.cube is not None
+    cube, info = job.cube, fj.info
+    org = np.asarray(cube.origin, np.int64)
+    record = f"points {unit.start}..{unit.start + unit.count - 1}"
+    # LAS: views of the raw records (key "_raw"); bit-field columns are computed by the spill packer
+    d = decode_unit(info, unit, job.layout.extra_dims, lazy=True)
     ix, iy, iz = materialize(d["X"]), materialize(d["Y"]), materialize(d["Z"])  # never lazy: no copies
     raw = materialize(d["_raw"]) if "_raw" in d else None
     n = len(ix)
@@ -167,32 +146,26 @@ def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: 
             fj.crs_wkt, job.crs_config(), job.frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi
         )
     xyz, keys, bad, raw_min, raw_max, lo, hi = K.lattice_to_enu_keys(
-        ix,
-        iy,
-        iz,
-        info.scales,
-        info.offsets,
-        fj.z_factor,
-        lat,
-        key_origin,
-        key_shift,
-        out=xyz_buf,
-        keys=keys_buf,
+        ix, iy, iz, info.scales, info.offsets, fj.z_factor, lat, org, cube.R - cube.S
     )
     outside = _outside_bounds(info, raw_min, raw_max, unit)
-    if job.outside_bounds == "report" and (bad or outside):
-        raise OutsideHeaderBounds(raw_min, raw_max)
-    record = f"points {unit.start}..{unit.start + unit.count - 1}"
+    if job.outside_bounds == "report" and (bad or outside):  # the planner widens the file's bounds, reruns
+        raw_ext = tuple(int(v) for v in (*raw_min, *raw_max))
+        return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=raw_ext)
     if outside:
         raise InputError(outside, path=info.path, record=record)
     codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
     check_classes(codes, job.class_scheme, job.keep_unknown, path=info.path, record=record)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
+    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or keys is None):
+        raise InputError(
+            "points fall outside the planned extent (header bounds too small?)", path=info.path, record=record
+        )
     # the columns of the record layout's attributes (pipeline.point_attributes); a file without one leaves
     # it 0 in the spill record
     cols: dict[str, Column] = {}
-    rgb_max = -1
+    rgb_max = -1  # largest raw colour channel value (-1: no RGB read)
     for a in job.layout.attributes:
         if a.name != "rgb":
             if a.from_las is not None:
@@ -211,36 +184,8 @@ def _decode(fj: FileJob, unit: WorkUnit, job: DecodeJob, key_origin, key_shift: 
             cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
-    ints = (ix, iy, iz)
-    return _Decoded(xyz, cols, keys, lo, hi, tuple(int(c) for c in codes), rgb_max, ints)
-
-
-def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
-    """Stage 1 for one unit: returns the spill part (path + counts + bounds), never the points."""
-    import mmap
-
-    from pipeline import arena
-
-    assert job.cube is not None
-    arena.retire("bin.")  # this worker has moved on from binning: decode buffers reuse that memory
-    cube = job.cube
-    org = np.asarray(cube.origin, np.int64)
-    try:
-        r = _decode(fj, unit, job, org, cube.R - cube.S)
-    except OutsideHeaderBounds as e:  # the planner widens the file's bounds to these and runs again
-        return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=e.raw)
-    xyz, cols, lo, hi = r.xyz, r.cols, r.lo, r.hi
-    n = len(xyz)
-    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or r.keys is None):
-        raise InputError(
-            "points fall outside the planned extent (header bounds too small?)",
-            path=fj.info.path,
-            record=f"points {unit.start}..{unit.start + unit.count - 1}",
-        )
-    keys = r.keys if r.keys is not None else np.empty(0, np.uint64)
-    order = K.sort_order(  # stable: ties keep file order
-        keys, 3 * cube.S, alloc=lambda name, shape, dt: arena.scratch("dec." + name, shape, dt)
-    )
+    keys = keys if keys is not None else np.empty(0, np.uint64)
+    order = K.sort_order(keys, 3 * cube.S)  # stable: ties keep file order
     # the records are built in sorted order straight into the spill file's pages: measured faster than
     # packing them in a reused buffer and write()-ing it (24 vs 20 ms per unit alone, but the whole run was
     # 0.3 s slower: ext4 page-cache writes then slowed both phases)
@@ -260,15 +205,10 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     if job.copc is not None:  # the same decoded columns as the COPC records (file order)
         from pipeline.stages.points.copc_records import write_unit
 
-        write_unit(job.copc, fj, unit, job.layout, job.crs_config(), r.ints, cols)
+        write_unit(job.copc, fj, unit, job.layout, job.crs_config(), (ix, iy, iz), cols)
+    lo_t, hi_t = (int(lo[0]), int(lo[1]), int(lo[2])), (int(hi[0]), int(hi[1]), int(hi[2]))
     return SpillPart(
-        unit.unit_index,
-        n,
-        str(rec_path),
-        (int(lo[0]), int(lo[1]), int(lo[2])),
-        (int(hi[0]), int(hi[1]), int(hi[2])),
-        r.codes,
-        rgb_max=r.rgb_max,
+        unit.unit_index, n, str(rec_path), lo_t, hi_t, tuple(int(c) for c in codes), rgb_max=rgb_max
     )
 
 

@@ -3,23 +3,19 @@
 PROJ is evaluated exactly on lattice nodes (default every 50 m horizontally, nodes anchored to a global grid
 in the source CRS so every work unit of a file uses identical node values); the numba kernel interpolates
 between them. The map source -> ECEF is exactly linear in the height, and over 50 m the curvature terms stay
-far below a millimetre (tested against per-point pyproj in tests/test_points_reproject.py).
+far below a millimetre (tested against per-point pyproj in tests/unit/test_points_kernels.py).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pyproj import CRS, Transformer
 
-from pipeline.crs import ECEF, ProjectFrame, make_transformer
+from pipeline.crs import ProjectFrame
 from pipeline.errors import CrsError
 from pipeline.frame import Lattice
-
-if TYPE_CHECKING:
-    from pipeline.config.model import CrsConfig
 
 LATTICE_SPACING_M = 50.0
 MAX_LATTICE_NODES = 2_000_000
@@ -77,15 +73,3 @@ def build_lattice(
         step=np.array([s, s, zs], dtype=np.float64),
         values=np.ascontiguousarray(enu.reshape(nx, ny, nz, 3)),
     )
-
-
-def ecef_transformer(crs: CRS, cfg: CrsConfig, path=None) -> Transformer:
-    return make_transformer(crs, ECEF, cfg, path=path)
-
-
-def exact_enu(
-    transformer: Transformer, frame: ProjectFrame, x: np.ndarray, y: np.ndarray, z: np.ndarray
-) -> np.ndarray:
-    """Per-point PROJ reference (metres)."""
-    ex, ey, ez = transformer.transform(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
-    return frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))

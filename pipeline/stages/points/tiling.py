@@ -129,7 +129,6 @@ def write_tiles(
 ) -> list[TileRecord]:
     """Encode and write tiles. The points of the tiles are rec[perm] (rec itself when perm is None), and
     groups are (depth, start, end) slices of that order."""
-    from pipeline import arena
     from pipeline.tiles.points_glb import vertex_dtype, write_glb_from_vertices
 
     if not groups:
@@ -150,7 +149,7 @@ def write_tiles(
         while t1 < len(groups) and ends[t1] - starts[t0] <= VERTEX_BATCH:
             t1 += 1
         s0, e1 = int(starts[t0]), int(ends[t1 - 1])
-        vbuf = arena.scratch("bin.vertices", (e1 - s0, stride), np.uint8)
+        vbuf = np.empty((e1 - s0, stride), np.uint8)
         lo, step, qmax, gbase, checksum = tile_vertices(
             job.schema, rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, vbuf
         )
@@ -228,58 +227,44 @@ def _group_slices(level: np.ndarray, keys: np.ndarray, D: int) -> list[tuple[int
     return [(int(lv[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
+def _upper_dtype(dtype: np.dtype) -> np.dtype:
+    """A row of an upper file: a point's record, its key, hash and level."""
+    return np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
+
+
 def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
-    from pipeline import arena
-
-    arena.retire("dec.")  # this worker has finished decoding: binning buffers reuse that memory
     cube = job.cube
     dtype = job.layout.dtype
-    rec = read_ranges(spec.ranges, dtype, out=arena.scratch("bin.rec", spec.count, dtype))
+    rec = read_ranges(spec.ranges, dtype)
     n = len(rec)
     org = np.asarray(cube.origin, np.int64)
     # keys and hashes straight from the record fields (one pass, no position copies)
-    keys, hashes = K.keys_and_hashes(
-        rec["x"], rec["y"], rec["z"], org, cube.key_shift,
-        keys=arena.scratch("bin.keys", n, np.uint64), hashes=arena.scratch("bin.hashes", n, np.uint64),
-    )  # fmt: skip
+    keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, cube.key_shift)
     D, b = cube.D, spec.depth
     # keys of one bin share their top 3*b bits: sort the relative part
     rel_bits = 3 * (D - b)
     if rel_bits < 64:
         np.bitwise_and(keys, np.uint64((1 << rel_bits) - 1), out=keys)
-    # every per-point array of the bin comes from the worker's reused buffers (fresh memory costs a page
-    # fault per 4 KB on a VM: the first bin of a worker used to spend +0.15 s on them); arrays whose
-    # lifetimes do not overlap share one: the sort's packed words -> the sorted keys, the unsorted keys ->
-    # the tile-ordered keys, the unsorted hashes -> the level order
-    share = {"keys_o": "sort.packed", "keys_l": "keys", "by_level": "hashes"}
-
-    def alloc(name: str, shape, dtype) -> np.ndarray:
-        return arena.scratch("bin." + share.get(name, name), shape, dtype)
-
-    order = K.sort_order(keys, rel_bits, alloc=alloc)
-    keys = np.take(keys, order, out=alloc("keys_o", n, np.uint64), mode="clip")  # clip: unbuffered
-    hashes = np.take(hashes, order, out=alloc("hashes_o", n, np.uint64), mode="clip")
-    level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points, alloc=alloc)
+    order = K.sort_order(keys, rel_bits)
+    keys, hashes = keys[order], hashes[order]
+    level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
     res = BinResult(spec.depth, spec.prefix, points=n)
     # one permutation: by level (stable: keeps key order), tiles become contiguous slices
-    by_level = K.level_order(level, alloc=alloc)
+    by_level = K.level_order(level)
     n_upper = int(np.count_nonzero(level < b))
     imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
     imin_pos = int(np.flatnonzero(by_level[:n_upper] == imin)[0]) if level[imin] < b else -1
     hashes_s = hashes[by_level[:n_upper]]
     # the keys were made relative to the bin: the bin's prefix is restored for the tiles and upper file
     prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
-    perm, keys, level_s, tile_starts = K.apply_level_order(
-        order, by_level, keys, level, prefix, D, n_upper, alloc=alloc
-    )
+    perm, keys, level_s, tile_starts = K.apply_level_order(order, by_level, keys, level, prefix, D, n_upper)
     del order, hashes, by_level
     bounds = [*tile_starts.tolist(), n]
     groups = [(int(level_s[a]), a - n_upper, e - n_upper) for a, e in itertools.pairwise(bounds)]
     res.tiles = write_tiles(job, rec, groups, perm[n_upper:])
     if n_upper:
-        up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
-        up = np.empty(n_upper, dtype=up_dtype)
+        up = np.empty(n_upper, dtype=_upper_dtype(dtype))
         up["rec"] = K.take_rows(rec, perm[:n_upper])
         up["key"] = keys[:n_upper]
         up["hash"] = hashes_s
@@ -303,23 +288,16 @@ def warm_upper_kernels() -> None:
 
 def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     """Stage 4: the tiles above the bins (small: a few thousand points per bin)."""
-    from pipeline import arena
-
     cube = job.cube
     D = cube.D
     g = GRID_BITS
     dtype = job.layout.dtype
-    up_dtype = np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
     mins = []  # (bin depth, key, hash, global index)
     with_upper = [r for r in sorted(results, key=lambda r: (r.depth, r.prefix)) if r.upper_path]
     if not with_upper:
         return []
-    # all upper files read straight into one array, in the memory the bins of this worker used (the bins
-    # are done: their buffers are retired; fresh arrays here raised a worker's peak by ~110 MB at 100 M)
-    arena.retire("bin.")
-    n_up = sum(r.upper_count for r in with_upper)
     ranges = tuple((r.upper_path, 0, r.upper_count) for r in with_upper if r.upper_path)
-    up = read_ranges(ranges, up_dtype, out=arena.scratch("up.rows", n_up, up_dtype))
+    up = read_ranges(ranges, _upper_dtype(dtype))
     offset = 0
     for r in with_upper:
         if r.min_index >= 0 and r.depth - g > 0:
@@ -347,7 +325,4 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
                     level[gi] = t
     order = np.lexsort((up["key"], level))
     groups = _group_slices(level[order], up["key"][order], D)
-    # the records lead each row: their bytes, made contiguous (file order; the tiles take them in `order`)
-    recs = arena.scratch("up.rec", n_up, dtype)
-    recs.view(np.uint8).reshape(n_up, -1)[:] = up.view(np.uint8).reshape(n_up, -1)[:, : dtype.itemsize]
-    return write_tiles(job, recs, groups, order)
+    return write_tiles(job, up["rec"], groups, order)

@@ -103,15 +103,14 @@ def _lattice_keys_kernel(
     return bad
 
 
-def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift, out=None, keys=None):
-    """ENU millimetres from the lattice + `morton_keys` of them, in one pass, with the unit's extents.
+def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift):
+    """ENU millimetres from the lattice + their Morton keys, in one pass, with the unit's extents.
 
     Returns (xyz int32 (N,3), keys uint64 (N,) (None if a point lies outside the cube), bad,
-    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62).
-    `out` / `keys` may be given (e.g. scratch buffers) to be written instead of new arrays."""
+    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62)."""
     n = len(ix)
-    out = np.empty((n, 3), dtype=np.int32) if out is None else out
-    keys = np.empty(n, dtype=np.uint64) if keys is None else keys
+    out = np.empty((n, 3), dtype=np.int32)
+    keys = np.empty(n, dtype=np.uint64)
     ext = np.empty(12, dtype=np.int64)
     origin = np.asarray(origin_mm, np.int64)
     bad = _lattice_keys_kernel(

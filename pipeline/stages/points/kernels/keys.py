@@ -9,11 +9,6 @@ import numpy as np
 U64 = np.uint64
 
 
-def _new(_name: str, shape, dtype) -> np.ndarray:
-    """The default `alloc` of the wrappers that take one: a fresh array (stages pass reused buffers)."""
-    return np.empty(shape, dtype=dtype)
-
-
 # ---- Morton keys and hashes ---------------------------------------------------------------------------
 
 
@@ -55,12 +50,13 @@ def _keys_hashes_kernel(x, y, z, origin, shift, keys, hashes):
         hashes[i] = _mix64(h ^ U64(np.uint32(np.int32(c))))
 
 
-def keys_and_hashes(x, y, z, origin_mm, shift: int, keys=None, hashes=None) -> tuple[np.ndarray, np.ndarray]:
-    """`morton_keys` and `point_hash` of int32 coordinate columns (may be strided record fields), one pass
-    (into `keys` / `hashes` when given)."""
+def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Morton keys of `(xyz - origin) >> shift` (each coordinate must fit in 21 bits after the shift) and the
+    64-bit hash of each millimetre position, of int32 coordinate columns (strided record fields allowed),
+    in one pass."""
     n = len(x)
-    keys = np.empty(n, dtype=np.uint64) if keys is None else keys
-    hashes = np.empty(n, dtype=np.uint64) if hashes is None else hashes
+    keys = np.empty(n, dtype=np.uint64)
+    hashes = np.empty(n, dtype=np.uint64)
     if n:
         _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
     return keys, hashes
@@ -111,22 +107,21 @@ def _fix_runs(trunc, keys, order):
         i = j
 
 
-def sort_order(keys: np.ndarray, valid_bits: int = 64, alloc=_new) -> np.ndarray:
+def sort_order(keys: np.ndarray, valid_bits: int = 64) -> np.ndarray:
     """Stable argsort of uint64 keys using only `np.sort` on packed (key, index) words.
 
     Keys are packed with their index; if key bits + index bits exceed 64 the lowest key bits are dropped
     for the packed sort and the (short) runs of equal truncated keys are finished by insertion sort. Equal
-    to `np.argsort(keys, kind="stable")` (tested). `alloc(name, shape, dtype)` provides the arrays (e.g.
-    reused scratch buffers; the result is "order")."""
+    to `np.argsort(keys, kind="stable")` (tested)."""
     n = len(keys)
     if n == 0:
         return np.empty(0, np.int64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     drop = max(valid_bits + idx_bits - 64, 0)
-    packed = alloc("sort.packed", n, np.uint64)
+    packed = np.empty(n, np.uint64)
     _pack_index(keys, U64(drop), U64(idx_bits), packed)
     packed.sort()
-    order = alloc("order", n, np.int64)
+    order = np.empty(n, np.int64)
     _unpack_index(packed, U64(idx_bits), order)
     if drop:  # the packed words are not needed any more: their key part in place
         _fix_runs(np.right_shift(packed, np.uint64(idx_bits), out=packed), keys, order)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from pipeline.stages.points.kernels.keys import _new
-
 U64 = np.uint64
 
 
@@ -112,7 +110,7 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
 
 
 def select_levels(
-    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int, alloc=_new
+    keys: np.ndarray, hashes: np.ndarray, D: int, b: int, g: int, tmax: int, max_points: int
 ) -> np.ndarray:
     """Tile depth of every point of one bin (keys sorted ascending, depth-D Morton keys).
 
@@ -122,8 +120,7 @@ def select_levels(
     """
     if g < 1:
         raise ValueError("select_levels: the sampling grid needs at least 1 bit (g >= 1)")
-    level = alloc("level", len(keys), np.int8)
-    level.fill(-1)
+    level = np.full(len(keys), -1, np.int8)
     if len(keys):
         _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
     return level
@@ -164,14 +161,14 @@ def _apply_level_order(order, by_level, keys, level, prefix, D, start, perm, key
     return m
 
 
-def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int, alloc=_new):
+def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int):
     """perm = order[by_level], keys[by_level] | prefix, level[by_level] in one pass, and the first index
     of every tile (run of equal level and tile id at that level) from `start` on."""
     n = len(by_level)
-    perm = alloc("perm", n, np.int64)
-    keys_l = alloc("keys_l", n, np.uint64)
-    level_l = alloc("level_l", n, np.int8)
-    starts = alloc("starts", max(n - start, 0) + 1, np.int64)
+    perm = np.empty(n, np.int64)
+    keys_l = np.empty(n, np.uint64)
+    level_l = np.empty(n, np.int8)
+    starts = np.empty(max(n - start, 0) + 1, np.int64)
     m = (
         _apply_level_order(
             order,
@@ -192,9 +189,9 @@ def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: 
     return perm, keys_l, level_l, starts[:m]
 
 
-def level_order(level: np.ndarray, alloc=_new) -> np.ndarray:
+def level_order(level: np.ndarray) -> np.ndarray:
     """`np.argsort(level, kind="stable")` for int8 levels 0..127 (a counting sort: one pass + one scatter)."""
-    out = alloc("by_level", len(level), np.int64)
+    out = np.empty(len(level), np.int64)
     if len(level):
         if int(level.min()) < 0:
             raise ValueError("level_order: negative level")
