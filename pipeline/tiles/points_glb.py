@@ -146,7 +146,7 @@ def pack_vertices(
     qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
 ) -> tuple[np.ndarray, float]:
     """The interleaved vertex bytes (n, stride) of one tile and its GPS base time (numpy version; the
-    tiler uses the fused kernel `pipeline.stages.points.kernels.tile_vertices`, tested equal)."""
+    tiler uses `pipeline.stages.points.tiling.tile_vertices`, tested equal)."""
     layout, stride = vertex_layout(schema)
     n = len(qt.q)
     packed = np.zeros(n, dtype=vertex_dtype(schema))

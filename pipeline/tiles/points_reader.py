@@ -94,7 +94,7 @@ def tiles_sum(files: list[Path]) -> tuple[int, int]:
 
 def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
     """The 64-bit hash of each point's millimetre position (splitmix64 over x, y, z): what the tiler's
-    kernel (`stages.points.kernels.point_hash`, tested equal) computes for sampling and checksums."""
+    kernel (`stages.points.kernels.keys_and_hashes`, tested equal) computes for sampling and checksums."""
     from pipeline.tiles.copc_octree import _mix64 as mix
 
     u = xyz_mm.astype(np.int32).view(np.uint32).astype(np.uint64)
