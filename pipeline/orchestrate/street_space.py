@@ -179,7 +179,6 @@ class CellGrid:
     y0: float
     nx: int
     ny: int
-    cell: float = CELL_M
 
     @classmethod
     def around(cls, boxes: np.ndarray, origin: tuple[float, float]) -> CellGrid:
@@ -195,12 +194,6 @@ class CellGrid:
             cell_columns(x, self.x0, POINT_CELL_M) // CELL_POINT_CELLS,
             cell_columns(y, self.y0, POINT_CELL_M) // CELL_POINT_CELLS,
         )
-
-    def cell_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Cell id of each point, -1 outside the grid."""
-        c, r = self.col_row(x, y)
-        inside = (c >= 0) & (c < self.nx) & (r >= 0) & (r < self.ny)
-        return np.where(inside, r * self.nx + c, -1)
 
 
 def _box_cells(grid: CellGrid, box: np.ndarray) -> tuple[int, int, int, int]:

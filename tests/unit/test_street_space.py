@@ -296,6 +296,29 @@ def test_point_bins_and_segment_gather():
         np.testing.assert_array_equal(d, d_all[expect])
 
 
+def test_corridor_cells_decide_like_the_point_test():
+    """A point cell classed wholly inside (outside) the corridor holds only points inside (outside) it,
+    however close to the cell's edges; only outline cells need the point test."""
+    from pipeline.orchestrate.street_space import INSIDE, OUTLINE, OUTSIDE, CellGrid, corridor_cells
+    from pipeline.stages._street_space_kernels import cell_columns
+
+    axes = [np.array([[1000.0, 1000.0], [1180.0, 1090.0]]), np.array([[1050.0, 1200.0], [1060.0, 1010.0]])]
+    corridor = shapely.union_all([shapely.buffer(shapely.LineString(a), 30.0) for a in axes])
+    grid = CellGrid(950.0, 950.0, 6, 6)
+    cls = corridor_cells(grid, corridor)
+    assert {INSIDE, OUTSIDE, OUTLINE} == set(np.unique(cls).tolist())
+    rng = np.random.default_rng(7)
+    # random points, and points on and a hair beside the cell edges
+    x = np.concatenate([rng.uniform(950, 1250, 200_000), 950 + 2.5 * rng.integers(0, 120, 50_000) + 1e-9])
+    y = np.concatenate([rng.uniform(950, 1250, 200_000), 950 + 2.5 * rng.integers(0, 120, 50_000) - 1e-9])
+    col, row = cell_columns(x, grid.x0, 2.5), cell_columns(y, grid.y0, 2.5)
+    ok = (col >= 0) & (col < cls.shape[1]) & (row >= 0) & (row < cls.shape[0])
+    side = cls[row[ok], col[ok]]
+    inside = shapely.contains_xy(corridor, x[ok], y[ok])
+    assert inside[side == INSIDE].all() and not inside[side == OUTSIDE].any()
+    assert (side == OUTLINE).mean() < 0.2
+
+
 # ---- the demo district against its truth ---------------------------------------------------------
 
 
