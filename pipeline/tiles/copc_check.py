@@ -35,6 +35,12 @@ class CopcReadError(Exception):
     """A COPC file or its .vpc cannot be read as the layer says (the message names the file and node)."""
 
 
+def _is_decoder_panic(e: BaseException) -> bool:
+    """lazrs (Rust, through pyo3) turns a panic on corrupt bytes into `pyo3_runtime.PanicException`, a
+    BaseException that `except Exception` lets through; it is a finding about the file like any other."""
+    return type(e).__name__ == "PanicException"
+
+
 def read_copc_nodes(path: Path) -> dict[str, Any]:
     """Every node of a COPC file, one at a time through laspy's COPC reader: points, checksum, nodes,
     header box and CRS. Raises CopcReadError naming the node that fails."""
@@ -56,7 +62,9 @@ def read_copc_nodes(path: Path) -> dict[str, Any]:
             name = f"node {k.level}-{k.x}-{k.y}-{k.z}"
             try:
                 pts = r._fetch_and_decompress_points_of_nodes([node])
-            except Exception as e:
+            except BaseException as e:
+                if not (isinstance(e, Exception) or _is_decoder_panic(e)):
+                    raise
                 raise CopcReadError(f"{path.name}: {name} cannot be read ({type(e).__name__}: {e})") from e
             if len(pts) != node.point_count:
                 raise CopcReadError(

@@ -854,3 +854,32 @@ def test_e57_scans_give_copc_with_every_point(realdata, tmp_path):
     assert copc_invariants(tmp_path / "e" / "e.vpc") == {"points": 30571, "checksum": s.checksum, "files": 1}
     out = laspy.read(tmp_path / "e" / "copc" / "bunnyDouble.copc.laz")
     assert out.header.parse_crs().to_epsg() == 32632
+
+
+def test_a_decoder_panic_is_a_finding_naming_the_node(two_tiles, tmp_path, monkeypatch):
+    """lazrs panics (pyo3's PanicException, a BaseException) on some corrupt bytes: the check names the
+    file and node instead of letting the panic kill the validation worker; Ctrl-C still goes through."""
+    import laspy
+
+    from pipeline.tiles.copc_check import CopcReadError, read_copc_nodes
+
+    _layer_copc(two_tiles, tmp_path / "pts", vpc_name="pts", target_crs=None)
+    f = tmp_path / "pts" / "copc" / "tile_b.copc.laz"
+    assert read_copc_nodes(f)["points"] > 0
+
+    class PanicException(BaseException):  # the name pyo3 gives it; the class lives in pyo3_runtime
+        pass
+
+    def panics(self, nodes):
+        raise PanicException("range end index 9 out of range")
+
+    monkeypatch.setattr(laspy.CopcReader, "_fetch_and_decompress_points_of_nodes", panics)
+    with pytest.raises(CopcReadError, match=r"tile_b.copc.laz: node 0-0-0-0 cannot be read \(PanicException"):
+        read_copc_nodes(f)
+
+    def interrupted(self, nodes):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(laspy.CopcReader, "_fetch_and_decompress_points_of_nodes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        read_copc_nodes(f)
