@@ -300,14 +300,6 @@ def spill_points(
     return runs
 
 
-def spilled_points(
-    rec: np.ndarray, scales: tuple[float, ...], offsets: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x, y, z (float64) of spilled records: `X * scale + offset`, the reader's own arithmetic."""
-    x, y, z = (rec[f] * np.float64(scales[axis]) + np.float64(offsets[axis]) for axis, f in enumerate("XYZ"))
-    return x, y, z
-
-
 def measure_tile(
     pieces: list[tuple[SpillRun, list[tuple[int, int]]]],
     seg: Segments,
@@ -317,21 +309,23 @@ def measure_tile(
     """Task: the measurements of `seg` from the spilled records `pieces` ((spill file, record ranges), in
     the order of the spill files: the points of every cell in input order) on the region's point grid
     from `origin`."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "y", "z", "c")}
+    total = sum(b - a for _run, ranges in pieces for a, b in ranges)
+    x, y, z = (np.empty(total) for _ in range(3))
+    c = np.empty(total, dtype=np.uint8)
+    at = 0
     for run, ranges in pieces:
         rec = np.load(run.path, mmap_mode="r")
-        part = np.concatenate([np.array(rec[a:b]) for a, b in ranges])
+        for a, b in ranges:
+            part = rec[a:b]
+            n = b - a
+            # `X * scale + offset` (float64), the reader's own arithmetic, straight into the columns
+            for axis, (f, col) in enumerate(zip("XYZ", (x, y, z), strict=True)):
+                out = col[at : at + n]
+                np.multiply(part[f], np.float64(run.scales[axis]), out=out)
+                out += np.float64(run.offsets[axis])
+            c[at : at + n] = part["c"]
+            at += n
         del rec
-        for k, v in zip("xyz", spilled_points(part, run.scales, run.offsets), strict=True):
-            cols[k].append(v)
-        cols["c"].append(part["c"].copy())  # a copy: a field view would keep the records alive
-        del part
-    if cols["c"]:
-        # one column at a time, its pieces freed as it is gathered
-        x, y, z, c = (np.concatenate(cols.pop(k)) for k in ("x", "y", "z", "c"))
-    else:
-        x = y = z = np.zeros(0)
-        c = np.zeros(0, dtype=np.uint8)
     return measure_street_space(seg, x, y, z, c, p, origin=origin)
 
 
