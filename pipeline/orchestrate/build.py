@@ -326,8 +326,8 @@ def _layer_jobs(ctx: BuildContext) -> list[tuple[Stage, LayerJob]]:
                 )
             return new
 
-        # not beside the aerial points: a point layer frees the workers' point buffers when it ends
-        # (`points.release_worker_buffers`), which must not happen under the other one's tasks
+        # not beside the aerial points: each point layer sizes its bins for the whole memory budget of
+        # the workers (orchestrate/points_plan.py), so two at once could need twice the budget
         after = tuple(n for n in ("aerial_points",) if n in names)
         jobs.append((Stage("mobile_points", after, POINT_WRITES["mobile_points"]), mobile_points))
         names.append("mobile_points")
