@@ -126,19 +126,23 @@ def test_outlined_overlay_tile_is_valid_gltf(tmp_path: Path) -> None:
     )
     np.testing.assert_allclose(out.xyz[:, 2], 0.01 * out.xyz[:, 0] + 0.35)
     assert set(out.feature.tolist()) == {0, 1}
-    glb = feature_mesh_glb(
-        mesh.xyz,
-        mesh.normals,
-        mesh.triangles,
-        mesh.feature,
-        np.full((len(mesh.xyz), 4), 200, np.uint8),
-        class_id="parcel",
-        columns={"grz": np.array([0.1, 0.5])},
-        unlit=True,
-        outline_enu=out.xyz,
-        outline_segments=out.segments,
-        outline_srgb=PARCEL_OUTLINE,
-    )
+
+    def write() -> bytes:
+        return feature_mesh_glb(
+            mesh.xyz,
+            mesh.normals,
+            mesh.triangles,
+            mesh.feature,
+            np.full((len(mesh.xyz), 4), 200, np.uint8),
+            class_id="parcel",
+            columns={"grz": np.array([0.1, 0.5])},
+            unlit=True,
+            outline_enu=out.xyz,
+            outline_segments=out.segments,
+            outline_srgb=PARCEL_OUTLINE,
+        )
+
+    glb = write()
     js, _ = read_glb(glb)
     prims = js["meshes"][0]["primitives"]
     assert [p["mode"] for p in prims] == [4, 1]
@@ -146,19 +150,7 @@ def test_outlined_overlay_tile_is_valid_gltf(tmp_path: Path) -> None:
     path = tmp_path / "t.glb"
     path.write_bytes(glb)
     # deterministic
-    assert glb == feature_mesh_glb(
-        mesh.xyz,
-        mesh.normals,
-        mesh.triangles,
-        mesh.feature,
-        np.full((len(mesh.xyz), 4), 200, np.uint8),
-        class_id="parcel",
-        columns={"grz": np.array([0.1, 0.5])},
-        unlit=True,
-        outline_enu=out.xyz,
-        outline_segments=out.segments,
-        outline_srgb=PARCEL_OUTLINE,
-    )
+    assert glb == write()
     if not validator_available():
         pytest.skip("gltf-validator not installed (node_modules)")
     (report,) = validate_glb_files([path])
