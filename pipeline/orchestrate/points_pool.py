@@ -120,23 +120,42 @@ class LocalPool(ProcessPoolExecutor):
         super().__init__(
             self.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), self._stop)
         )
-        # processes start on demand: ask for all of them now, from a thread (starting the fork server
-        # blocks until it has loaded everything), so they warm up while the caller imports and plans
+        # processes start on demand: ask for all of them now, from a thread (starting the first one blocks,
+        # holding the executor's lock, until the fork server has loaded the kernels: about 0.5 s from
+        # numba's cache, up to a minute when a cold cache compiles them), so they warm up while the caller
+        # imports and plans
+        self._lock = threading.Lock()
+        self._started = self._abandoned = False
         self._starter = threading.Thread(target=self._start, daemon=True)
         self._starter.start()
 
     def _start(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the pool was shut down before it started
+        # RuntimeError: shut down before it started; EOFError/OSError: the fork server died (a signal to
+        # the process group): the run's own submits report what went wrong
+        with contextlib.suppress(RuntimeError, EOFError, OSError):
             for _ in range(self.workers):
                 super().submit(_ready)
+        with self._lock:
+            self._started = True
+            abandoned = self._abandoned
+        if abandoned:  # aborted while the fork server loaded the kernels (see `shutdown`)
+            super().shutdown(wait=False, cancel_futures=True)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return super().submit(phase_call, getattr(fn, "__name__", "task"), fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._starter.join()
         if not wait:
-            self._stop.set()
+            self._stop.set()  # workers, also those forked from now on, end at once
+            with self._lock:
+                # the fork server is still loading (compiling) the kernels: no task has run, and waiting
+                # for it would hold up a Ctrl-C or an error for as long as the compilation takes; the
+                # starter shuts the executor down once the fork server answers, and the fork server ends
+                # by itself when this process is gone (`points_worker`)
+                self._abandoned = not self._started
+                if self._abandoned:
+                    return
+        self._starter.join()
         super().shutdown(wait=True, cancel_futures=True)
 
     def __exit__(self, exc_type, *exc) -> None:

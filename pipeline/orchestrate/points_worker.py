@@ -7,14 +7,33 @@ ships record dtypes, lattices and the CRS settings as plain data; a worker impor
 in the rare case it must build a lattice itself). Workers are then
 forked from that process: they start with all of it in memory instead of importing it each (about 0.5 s of
 CPU per worker saved at the start of every run).
+
+With a cold numba cache the kernels are compiled here (half a minute or more on a loaded machine). The run
+may end meanwhile (Ctrl-C, SIGTERM, an error) and would not wait for this: a watchdog thread ends the
+process as soon as its parent (the run) is gone, and Ctrl-C to the process group is ignored here, as the
+fork server does once it serves (the run handles it and stops the workers).
 """
 
 import os
+import signal
+import threading
 import time
 
 _T0 = time.perf_counter()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+
+def _end_with_parent(parent: int, loaded: threading.Event) -> None:
+    while not loaded.wait(0.1):
+        if os.getppid() != parent:  # the run is gone (reparented)
+            os._exit(1)
+
+
+_loaded = threading.Event()
+_watchdog = threading.Thread(target=_end_with_parent, args=(os.getppid(), _loaded), daemon=True)
+_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+_watchdog.start()
 
 import lazrs  # noqa: E402,F401
 
@@ -24,6 +43,11 @@ import pipeline.stages.points.tiling  # noqa: E402,F401
 from pipeline.stages.points.kernels import warm_all  # noqa: E402
 
 warm_all()
+
+# no thread runs when the fork server forks the workers; they get the usual Ctrl-C handling back
+_loaded.set()
+_watchdog.join()
+signal.signal(signal.SIGINT, _sigint)
 
 from pipeline.orchestrate.points_pool import trace  # noqa: E402
 

@@ -251,6 +251,10 @@ def big_laz(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_workers_and_removes_staging(tmp_path, big_laz, sig):
+    """A signal while the workers run (the kernels in numba's cache: a cold cache is the next test)."""
+    from pipeline.stages.points.kernels import warm_all
+
+    warm_all()
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(
@@ -277,6 +281,44 @@ def test_signal_stops_workers_and_removes_staging(tmp_path, big_laz, sig):
         assert p.returncode == 130 and b"interrupted" in stderr, stderr.decode()
     assert b"Traceback" not in stderr
     time.sleep(0.2)
+    assert _alive(kids) == []
+    assert no_staging(tmp_path) and not out.exists(), sorted(q.name for q in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_a_cold_numba_cache_compiles_stops_at_once(tmp_path, sig):
+    """With a cold numba cache the fork server compiles the kernels (tens of seconds) while the run plans
+    and stages: a signal then ends the run at once, removing the staging and the fork server, instead of
+    waiting for the compilation to finish (the kernels' trace line `preload` is never written)."""
+    f = write_las(tmp_path / "a.laz", cloud(20_000, 372000, 5707000), crs="EPSG:25832+7837")
+    out, trace = tmp_path / "out", tmp_path / "trace"
+    (tmp_path / "numba").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+           "TWIN_POINTS_TRACE": str(trace)}  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "points", str(f), "--out", str(out), "--jobs", "2",
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(".tmp-" in q.name for q in tmp_path.iterdir()):
+        time.sleep(0.05)
+    kids = _descendants(p.pid)  # the fork server (compiling) and multiprocessing's resource tracker
+    if trace.exists() and "preload" in trace.read_text():
+        p.kill()
+        p.communicate()
+        pytest.skip("the kernels compiled before the run staged its output: nothing to interrupt")
+    p.send_signal(sig)
+    t0 = time.time()
+    _stdout, stderr = p.communicate(timeout=600)  # returns once the fork server has closed the pipes too
+    seconds = time.time() - t0
+    assert p.returncode == (143 if sig == signal.SIGTERM else 130), stderr.decode()
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert not (trace.exists() and "preload" in trace.read_text()), "waited for the compilation"
+    assert seconds < 30
+    deadline = time.time() + 5
+    while _alive(kids) and time.time() < deadline:
+        time.sleep(0.05)
     assert _alive(kids) == []
     assert no_staging(tmp_path) and not out.exists(), sorted(q.name for q in tmp_path.iterdir())
 
