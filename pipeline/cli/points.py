@@ -156,7 +156,17 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT), handled as Python does, but a subclass: a plain KeyboardInterrupt that passes
+    through code compiled from a string (a dataclass being created while a module imports) makes CPython
+    end the process by SIGINT after exit 130 was chosen; exit 130 either way."""
+
+
 def _terminate(signum, frame) -> None:
+    import signal
+
+    if signum == signal.SIGINT:
+        raise Interrupted()
     raise Terminated("terminated by SIGTERM")
 
 
@@ -167,14 +177,17 @@ def run(args: argparse.Namespace) -> int:
 
     if threading.current_thread() is not threading.main_thread():
         return _run_with_pool(args)  # (signals reach the main thread only)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not when started ignoring it)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _terminate)
     try:
         return _run_with_pool(args)
     except Terminated:
         print("twin: terminated (SIGTERM); workers stopped, temporary folder removed", file=sys.stderr)
         return Terminated.exit_code
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _run_with_pool(args: argparse.Namespace) -> int:
