@@ -96,7 +96,7 @@ def test_a_missing_field_is_refused(files):
 
 
 def test_a_missing_backend_library_is_an_input_error(files, monkeypatch):
-    monkeypatch.setattr(reader.PointBackend, "is_available", lambda self: self.module != "lazrs")
+    monkeypatch.setattr(reader.PointBackend, "is_available", lambda self: self.name != "lazrs")
     with pytest.raises(InputError, match="needs the Python package 'lazrs'"):
         reader.decode_unit(reader.read_header(files["laz1"]), reader.WorkUnit(0, 0, 1))
 

@@ -124,9 +124,8 @@ def scan_e57(path: Path) -> PointFileInfo:
     for i in range(e57.scan_count):
         xyz, attrs = _scan_xyz(e57, i, path)  # E57 bounds in headers are optional: compute them
         counts.append(len(xyz))
-        if len(xyz):
-            lo = np.minimum(lo, xyz.min(axis=0))
-            hi = np.maximum(hi, xyz.max(axis=0))
+        lo = np.minimum(lo, xyz.min(axis=0, initial=np.inf))
+        hi = np.maximum(hi, xyz.max(axis=0, initial=-np.inf))
         has_rgb = has_rgb and "red" in attrs
     if sum(counts) == 0:
         raise InputError("E57 file holds no points", path=path)
@@ -141,12 +140,13 @@ def scan_e57(path: Path) -> PointFileInfo:
         has_gps=False,
         has_nir=False,
         scales=(E57_SCALE, E57_SCALE, E57_SCALE),
-        offsets=(0.0, 0.0, 0.0),
         scans=tuple(counts),
     )
 
 
-def decode_e57_unit(info: PointFileInfo, unit: WorkUnit) -> dict[str, np.ndarray]:
+def decode_e57_unit(info: PointFileInfo, unit: WorkUnit, *_fields, **_options) -> dict[str, np.ndarray]:
+    """The points of one scan (`unit.scan`) as `las.decode_unit` names them (E57 has all fields in every
+    layer: the LAS options `extra_dims`, `lazy` and `layers` change nothing)."""
     e57 = _open(info.path)
     xyz, attrs = _scan_xyz(e57, unit.scan, info.path)
     n = len(xyz)
@@ -164,6 +164,5 @@ def decode_e57_unit(info: PointFileInfo, unit: WorkUnit) -> dict[str, np.ndarray
         "point_source_id": np.full(n, unit.scan, np.uint16),
     }
     if info.has_rgb:
-        for c in ("red", "green", "blue"):
-            out[c] = attrs[c]
+        out |= {c: attrs[c] for c in ("red", "green", "blue")}
     return out

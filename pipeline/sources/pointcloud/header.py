@@ -43,16 +43,14 @@ class PointFileInfo:
     extra_nodata: tuple[tuple[str, float], ...] = ()
     # (name, scale, offset) of the extra dimensions their Extra Bytes record scales (first element)
     extra_scales: tuple[tuple[str, float, float], ...] = ()
-    version: str = ""
     point_format: int = -1
     point_size: int = 0
     scales: tuple[float, float, float] = (1.0, 1.0, 1.0)
     offsets: tuple[float, float, float] = (0.0, 0.0, 0.0)
     offset_to_points: int = 0
     laszip_vlr: bytes | None = None
-    # LAZ: (points, bytes) per chunk and the absolute byte offset of the first chunk
+    # LAZ: (points, bytes) per chunk; the first chunk starts 8 bytes (the table's offset) after the header
     chunk_table: tuple[tuple[int, int], ...] = ()
-    first_chunk_offset: int = 0
     # E57: points per scan
     scans: tuple[int, ...] = ()
     crs_error: str | None = None  # the file's CRS record exists but cannot be read (e.g. empty WKT)
@@ -94,18 +92,15 @@ def scan_file(path: Path) -> PointFileInfo:
 
 
 def _extra_nodata(h) -> tuple[tuple[str, float], ...]:
-    """(name, raw no-data value) of the Extra Bytes records with the no-data bit set (first element of
-    array dimensions)."""
+    """(name, raw no-data value) of the Extra Bytes records with the no-data bit set (laspy: `no_data` is
+    None without it; first element of array dimensions)."""
     out = []
-    for v in h.vlrs:
-        for st in getattr(v, "extra_bytes_structs", None) or ():
-            if int(st.options) & int(st.NO_DATA_BIT_MASK):
-                try:
-                    nd = st.no_data
-                    value = float(nd[0]) if hasattr(nd, "__len__") else float(nd)
-                except Exception:  # an undefined/odd data type: no no-data value to honour
-                    continue
-                out.append((st.name.rstrip(b"\0").decode("ascii", "replace"), value))
+    for st in (st for v in h.vlrs for st in getattr(v, "extra_bytes_structs", None) or ()):
+        try:
+            if st.no_data is not None:
+                out.append((st.name.rstrip(b"\0").decode("ascii", "replace"), float(st.no_data[0])))
+        except Exception:  # an undefined/odd data type: no no-data value to honour
+            continue
     return tuple(out)
 
 
@@ -164,7 +159,6 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         crs_error = str(e) or type(e).__name__
     standard = set(pf.standard_dimension_names)
     table: tuple[tuple[int, int], ...] = ()
-    first = 0
     if laz_vlr is None:
         need = h.offset_to_point_data + count * pf.size
         if size < need:
@@ -172,7 +166,9 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
                 f"file is truncated: {size} bytes, the header announces {count} points needing {need}",
                 path=path,
             )
-        end = _point_data_end(h, size)
+        # the point records end at the first EVLR (LAS 1.4) or waveform packet (1.3), else at the end
+        starts = (h.start_of_first_evlr, h.start_of_waveform_data_packet_record)
+        end = min([size, *(int(v) for v in starts if v > h.offset_to_point_data)])
         if end - need >= pf.size:
             raise InputError(
                 f"the header announces {count} points, but the point data holds {(end - need) // pf.size} "
@@ -182,7 +178,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
                 path=path,
             )
     else:
-        table, first = _read_chunk_table(path, size, h, laz_vlr)
+        table = _read_chunk_table(path, size, h, laz_vlr)
     return PointFileInfo(
         path=path,
         kind="las" if laz_vlr is None else "laz",
@@ -198,7 +194,6 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         extra_scales=tuple(
             (d.name, float(d.scales[0]), float(d.offsets[0])) for d in pf.extra_dimensions if d.is_scaled
         ),
-        version=str(h.version),
         point_format=int(pf.id),
         point_size=int(pf.size),
         scales=scales,
@@ -206,26 +201,14 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         offset_to_points=int(h.offset_to_point_data),
         laszip_vlr=laz_vlr,
         chunk_table=table,
-        first_chunk_offset=first,
         crs_error=crs_error,
         record_dtype=pf.dtype(),
     )
 
 
-def _point_data_end(h, size: int) -> int:
-    """Where the point records end: the first EVLR (LAS 1.4) or waveform packet (1.3) if any, else the end
-    of the file."""
-    end = size
-    for attr in ("start_of_first_evlr", "start_of_waveform_data_packet_record"):
-        v = int(getattr(h, attr, 0) or 0)
-        if h.offset_to_point_data < v < end:
-            end = v
-    return end
-
-
-def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[tuple[int, int], ...], int]:
-    """The LAZ chunk table as (points, bytes) per chunk, and where the first chunk starts; refuses a table
-    that does not fit the file or the header's point count."""
+def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[int, int], ...]:
+    """The LAZ chunk table as (points, bytes) per chunk; refuses a table that does not fit the file or the
+    header's point count."""
     import lazrs
 
     start, count, pf = int(h.offset_to_point_data), int(h.point_count), h.point_format
@@ -277,7 +260,7 @@ def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[tuple
         raise InputError(
             f"LAZ file is truncated: chunks need {first + total_bytes} bytes, the file has {size}", path=path
         )
-    if pf.id >= 6 and out and not variable:
+    if pf.id >= 6 and not variable:
         # layered chunks (LAS 1.4 formats 6-10) store their point count after the first (raw) point: the
         # last chunk's tells whether the header's count ends where the data does
         last_n, last_b = out[-1]
@@ -292,7 +275,7 @@ def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[tuple
                     f"(its last chunk has {stored} points, not {last_n}): a wrong point count in the header",
                     path=path,
                 )
-    return tuple(out), first
+    return tuple(out)
 
 
 def _unit_count(points: int, points_per_unit: int, most: int) -> int:
@@ -319,7 +302,7 @@ def _units(info: PointFileInfo, file_index: int, cuts: list[int]) -> list[WorkUn
         ]
     table = info.chunk_table
     points = [0, *itertools.accumulate(n for n, _b in table)]
-    byte = list(itertools.accumulate((b for _n, b in table), initial=info.first_chunk_offset))
+    byte = list(itertools.accumulate((b for _n, b in table), initial=info.offset_to_points + 8))
     return [
         WorkUnit(file_index, points[a], points[b] - points[a], byte[a], byte[b] - byte[a], tuple(table[a:b]))
         for a, b in itertools.pairwise(cuts)
@@ -337,8 +320,8 @@ def plan_units(infos: list[PointFileInfo], points_per_unit: int = POINTS_PER_UNI
             # keep the workers finishing together (a short last unit would idle one of them at the end)
             cum = np.concatenate([[0], np.cumsum([n for n, _b in info.chunk_table], dtype=np.int64)])
             last = len(info.chunk_table)
-            n_units = _unit_count(int(cum[-1]), points_per_unit, last)
-            targets = np.arange(1, n_units) * (int(cum[-1]) / n_units)
+            n_units = _unit_count(info.count, points_per_unit, last)  # the table holds `count` points
+            targets = np.arange(1, n_units) * (info.count / n_units)
             inner = np.unique(np.clip(np.searchsorted(cum, targets), 1, last))
             cuts = [0, *(int(c) for c in inner if c < last), last]
         elif info.kind == "las":

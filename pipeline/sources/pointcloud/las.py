@@ -1,8 +1,8 @@
 """Decode one work unit of a LAS/LAZ/COPC file: read its byte range, decompress its chunks, unpack fields.
 
 LAZ chunks are decompressed by lazrs' sequential decoder from an in-memory copy of the unit's byte range
-(one chunk table, one read into a reused buffer): never the rayon-parallel backend, so a process that
-forks afterwards is safe, and one Dask worker uses exactly one core.
+(one chunk table, one read): never the rayon-parallel backend, so a process that forks afterwards is safe,
+and one Dask worker uses exactly one core.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.point_attributes import ATTRIBUTES, EXTRA_NO_DATA
 from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 
 
@@ -58,41 +59,19 @@ def materialize(col: Column) -> np.ndarray:
     return col.values() if isinstance(col, (BitField, Rgb16)) else col
 
 
-def _selection(info: PointFileInfo, extra_dims: tuple[str, ...], layers: tuple[str, ...] | None = None):
-    """Fields lazrs must decompress (layered point formats 6-10 can skip the others): XY, returns and Z,
-    then `layers` (lazrs layer names) or, when None, every layer an attribute of the table is read from."""
-    import lazrs
-
-    from pipeline.point_attributes import ATTRIBUTES
-
-    sel = lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL | lazrs.SELECTIVE_DECOMPRESS_Z
-    if layers is None:
-        layers = tuple(a.las_layer for a in ATTRIBUTES if a.las_layer)
-    for layer in layers:
-        sel |= getattr(lazrs, f"SELECTIVE_DECOMPRESS_{layer}")
-    if extra_dims:
-        sel |= lazrs.SELECTIVE_DECOMPRESS_ALL_EXTRA_BYTES
-    return lazrs.DecompressionSelection(sel)
-
-
 def decode_raw(
     info: PointFileInfo,
     unit: WorkUnit,
     extra_dims: tuple[str, ...] = (),
-    out: np.ndarray | None = None,
     layers: tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """Raw point records (laspy dtype) of a unit; decoded into `out` (uint8, at least count * record size
-    bytes; e.g. a reused scratch buffer) when given, else into a new array. `layers`: in LAZ formats
-    6-10, decompress only XY/returns, Z and these lazrs layers (the other fields hold garbage)."""
+    """Raw point records (laspy dtype) of a unit, in a new array. `layers`: in LAZ formats 6-10,
+    decompress only XY/returns, Z and these lazrs layers (the other fields hold garbage)."""
     dtype = info.record_dtype
     assert dtype is not None, "LAS/LAZ infos carry their record dtype"
-    nbytes = unit.count * dtype.itemsize
-    if out is not None and out.nbytes < nbytes:
-        raise ValueError("decode buffer too small")
     if info.kind == "las":
         # read straight into a writable array (the kernels then see the same array types as for LAZ)
-        arr = np.empty(unit.count, dtype=dtype) if out is None else out[:nbytes].view(dtype)
+        arr = np.empty(unit.count, dtype=dtype)
         with info.path.open("rb") as f:
             f.seek(unit.byte_start)
             got = f.readinto(arr.view(np.uint8).data)
@@ -115,14 +94,20 @@ def decode_raw(
     if got != unit.byte_len:
         raise InputError("LAZ file is truncated (chunk bytes end early)", path=info.path)
     stream[8 + unit.byte_len :] = np.frombuffer(table, np.uint8)
-    dest = np.empty(nbytes, dtype=np.uint8) if out is None else out[:nbytes]
+    dest = np.empty(unit.count * dtype.itemsize, dtype=np.uint8)
     try:
         if info.point_format >= 6 and ((info.extra_dims and not extra_dims) or layers is not None):
-            # layered formats: layers nobody asked for are not even decompressed
-            dec = lazrs.LasZipDecompressor(
-                io.BytesIO(stream.data), info.laszip_vlr, _selection(info, extra_dims, layers)
+            # layered formats: layers nobody asked for are not even decompressed: XY, returns and Z, then
+            # `layers` (None: every layer an attribute of the table is read from), the extra bytes if asked
+            sel = lazrs.SELECTIVE_DECOMPRESS_XY_RETURNS_CHANNEL | lazrs.SELECTIVE_DECOMPRESS_Z
+            for layer in layers if layers is not None else (a.las_layer for a in ATTRIBUTES if a.las_layer):
+                sel |= getattr(lazrs, f"SELECTIVE_DECOMPRESS_{layer}")
+            if extra_dims:
+                sel |= lazrs.SELECTIVE_DECOMPRESS_ALL_EXTRA_BYTES
+            selection = lazrs.DecompressionSelection(sel)
+            lazrs.LasZipDecompressor(io.BytesIO(stream.data), info.laszip_vlr, selection).decompress_many(
+                dest
             )
-            dec.decompress_many(dest)
         else:  # every field (skipping the few unused ones of formats 6-10 measured no faster)
             lazrs.decompress_points(stream.data, info.laszip_vlr, dest, False)
     except Exception as e:
@@ -136,15 +121,14 @@ def decode_unit(
     info: PointFileInfo,
     unit: WorkUnit,
     extra_dims: tuple[str, ...] = (),
-    out: np.ndarray | None = None,
     lazy: bool = False,
     layers: tuple[str, ...] | None = None,
 ) -> dict[str, Column]:
     """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
-    views of the raw records (`"_raw"`: the record array itself, decoded into `out` when given). With
-    `lazy`, return numbers and pre-1.4 classes are `BitField`s (see `materialize`). `layers`: see
-    `decode_raw` (fields outside them are garbage in formats 6-10)."""
-    raw = decode_raw(info, unit, extra_dims, out, layers)
+    views of the raw records (`"_raw"`: the record array itself). With `lazy`, return numbers and pre-1.4
+    classes are `BitField`s (see `materialize`). `layers`: see `decode_raw` (fields outside them are
+    garbage in formats 6-10)."""
+    raw = decode_raw(info, unit, extra_dims, layers)
     bits = raw["bit_fields"]
     ret: np.ndarray | BitField
     nret: np.ndarray | BitField
@@ -167,16 +151,9 @@ def decode_unit(
         "number_of_returns": nret,
         "point_source_id": raw["point_source_id"],
     }
-    if info.has_gps:
-        cols["gps_time"] = raw["gps_time"]
-    if info.has_rgb:
-        for c in ("red", "green", "blue"):
-            cols[c] = raw[c]
-    if info.has_nir:
-        cols["nir"] = raw["nir"]
+    # the optional standard fields the point format has (`has_gps`, `has_rgb`, `has_nir`)
+    cols |= {f: raw[f] for f in ("gps_time", "red", "green", "blue", "nir") if f in (raw.dtype.names or ())}
     if extra_dims:
-        from pipeline.point_attributes import EXTRA_NO_DATA
-
         nodata, scaled = dict(info.extra_nodata), {n: (s, o) for n, s, o in info.extra_scales}
         for name in extra_dims:
             if name in info.extra_dims:

@@ -54,38 +54,32 @@ _ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_r
 
 @dataclass(frozen=True)
 class PointBackend:
-    """Decodes the points of one kind of file (the header scan is shared: `header.scan_file`; the split
+    """Decodes the points of some kinds of file (the header scan is shared: `header.scan_file`; the split
     into units too: `header.chunk_units`)."""
 
-    name: str
-    kinds: tuple[str, ...]  # `PointFileInfo.kind` values this backend decodes
-    module: str  # the Python module it needs
-    # (info, unit, extra_dims, out, lazy, layers) -> the unit's columns (`las.decode_unit`'s names);
+    name: str  # also the Python module it needs
+    # (info, unit, extra_dims, lazy, layers) -> the unit's columns (`las.decode_unit`'s names);
     # `layers`: LAZ layers needed (None: all)
     decode: Callable[..., dict[str, Any]]
 
     def is_available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        return importlib.util.find_spec(self.name) is not None
 
 
-BACKENDS = (
-    PointBackend("lazrs", ("las", "laz"), "lazrs", las.decode_unit),  # LAS plain reads, LAZ / COPC sequential
-    PointBackend("pye57", ("e57",), "pye57", lambda info, unit, *_, **_k: e57.decode_e57_unit(info, unit)),
-)
+_LAZRS = PointBackend("lazrs", las.decode_unit)  # LAS plain reads, LAZ / COPC sequential
+# the backend of each `PointFileInfo.kind` (`scan_file` makes no other kinds)
+BACKENDS = {"las": _LAZRS, "laz": _LAZRS, "e57": PointBackend("pye57", e57.decode_e57_unit)}
 
 
 def backend_for(info: PointFileInfo) -> PointBackend:
     """The backend that decodes `info`'s kind of file (InputError when its library is missing)."""
-    for b in BACKENDS:
-        if info.kind in b.kinds:
-            if not b.is_available():
-                raise InputError(
-                    f"reading {info.kind.upper()} files needs the Python package {b.module!r} "
-                    f"(pip install {b.module})",
-                    path=info.path,
-                )
-            return b
-    raise InputError(f"no point reader for files of kind {info.kind!r}", path=info.path)
+    b = BACKENDS[info.kind]
+    if not b.is_available():
+        raise InputError(
+            f"reading {info.kind.upper()} files needs the Python package {b.name!r} (pip install {b.name})",
+            path=info.path,
+        )
+    return b
 
 
 @functools.lru_cache(maxsize=256)
@@ -104,14 +98,10 @@ def read_header(path: str | Path) -> PointFileInfo:
 
 
 def decode_unit(
-    info: PointFileInfo,
-    unit: WorkUnit,
-    extra_dims: tuple[str, ...] = (),
-    out: np.ndarray | None = None,
-    lazy: bool = False,
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), lazy: bool = False
 ) -> dict[str, np.ndarray]:
     """The points of one work unit: raw integer X/Y/Z and the LAS fields (see `las.decode_unit`)."""
-    return backend_for(info).decode(info, unit, extra_dims, out, lazy)
+    return backend_for(info).decode(info, unit, extra_dims, lazy)
 
 
 def chunk_points_for(budget_bytes: int) -> int:
@@ -127,8 +117,7 @@ def _columns(
     for f in fields:
         if f in COORDINATES:
             axis = COORDINATES.index(f)
-            raw = cols[f.upper()]
-            out[f] = (raw * np.float64(info.scales[axis])) + np.float64(info.offsets[axis])
+            out[f] = cols[f.upper()] * np.float64(info.scales[axis]) + np.float64(info.offsets[axis])
         elif f in cols and not f.startswith("_"):
             out[f] = np.array(cols[f])  # a copy: the raw records are not kept alive
         else:
@@ -178,16 +167,9 @@ def iter_points(
 
 
 def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
-    """The LAZ layers `fields` need (None: a field of unknown layer, decompress everything)."""
-    out: list[str] = []
-    for f in fields:
-        if f in _ALWAYS:
-            continue
-        if f not in _LAYER_OF:
-            return None
-        if _LAYER_OF[f] not in out:
-            out.append(_LAYER_OF[f])
-    return tuple(out)
+    """The LAZ layers `fields` need, in order (None: a field of unknown layer, decompress everything)."""
+    rest = [f for f in fields if f not in _ALWAYS]
+    return tuple(dict.fromkeys(_LAYER_OF[f] for f in rest)) if _LAYER_OF.keys() >= set(rest) else None
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -197,6 +179,6 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def read_points(
     info: PointFileInfo | str | Path, fields: Sequence[str] = ("x", "y", "z", "classification")
 ) -> dict[str, np.ndarray]:
-    """Every point of the file at once (memory: the whole file; `iter_points` is the bounded way)."""
-    parts = list(iter_points(info, fields, MAX_CHUNK_POINTS))
-    return _concat(parts) if parts else {f: np.zeros(0) for f in fields}
+    """Every point of the file at once (memory: the whole file; `iter_points` is the bounded way; a file
+    holds at least one point: `scan_file` refuses empty ones)."""
+    return _concat(list(iter_points(info, fields, MAX_CHUNK_POINTS)))
