@@ -3,7 +3,8 @@
 A node holds one point per cell of a 128^3 grid over the node (the point whose position hash is smallest
 among the points not taken by a coarser node), so the spacing at the root is cube size / 128 and halves at
 every level; a node whose remaining points are at most `max_node_points` keeps all of them (a leaf). Every
-point is stored exactly once. numpy only (one stable sort per level), no Python loop per point.
+point is stored exactly once. numpy sorts, then one pass per level (numba kernels:
+`pipeline.tiles._copc_octree_kernels`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.tiles._copc_octree_kernels import count_runs, pack_keys, sorted_points, take_level
 
 GRID_BITS = 7  # 128^3 sampling grid per node
 MAX_DEPTH = 14  # node key (3 * level bits) + cell (21 bits) fit one int64 sort key
@@ -81,12 +84,6 @@ def _compact3(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and lengths of the runs of equal values in a sorted array."""
-    starts = np.concatenate([[0], np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1])
-    return starts, np.diff(np.concatenate([starts, [len(sorted_ids)]]))
-
-
 def morton_codes(q: np.ndarray) -> np.ndarray:
     """63-bit Morton codes (x, y, z interleaved, x highest) of fine positions `q` (N, 3)."""
     return (_spread3(q[:, 0]) << np.uint64(2)) | (_spread3(q[:, 1]) << np.uint64(1)) | _spread3(q[:, 2])
@@ -97,9 +94,9 @@ def build_octree(morton: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> 
     the array is consumed: sorted in place) to one octree node.
 
     One sort by Morton code (prefix); then every node and every grid cell of any level is a run of the sorted
-    points, so each level is a few linear passes: per cell the point with the smallest hash (64 bits: a
-    hash of the position above, the record index below, so ties are impossible) among the points no
-    coarser node took."""
+    points, so each level is one linear pass (`take_level`): per cell the point with the smallest hash (64
+    bits: a hash of the position above, the record index below, so ties are impossible) among the points no
+    coarser node took; the points left move to the front, in order."""
     n = len(morton)
     if n >= 2**32:
         raise ValueError("a COPC file of this writer holds fewer than 2^32 points")
@@ -107,16 +104,13 @@ def build_octree(morton: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> 
     # faster than argsort); levels that need more Morton bits re-sort their remaining points below
     b = max(int(n - 1).bit_length(), 1)
     sorted_bits = 3 * ((64 - b) // 3)
-    packed = morton >> np.uint64(3 * FINE_BITS - sorted_bits) << np.uint64(b)
-    packed |= np.arange(n, dtype=np.uint64)
+    packed = pack_keys(morton, 3 * FINE_BITS - sorted_bits, b)
     packed.sort()
-    order = packed & np.uint64((1 << b) - 1)
-    del packed
-    m = morton[order]
-    del morton
-    h = (_mix64(m) & np.uint64(0xFFFFFFFF00000000)) | order
-    del order
-    lvl_keys, lvl_counts, lvl_index = [], [], []
+    m, h = sorted_points(morton, packed, b)
+    del packed, morton
+    index = np.empty(n, np.int64)  # the levels' taken points, one after the other
+    lvl_keys, lvl_counts = [], []
+    done = 0
     for level in range(MAX_DEPTH + 1):
         if len(m) == 0:
             break
@@ -125,19 +119,24 @@ def build_octree(morton: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> 
             m, h = m[o], h[o]
             del o
             sorted_bits = 3 * FINE_BITS
-        _, node_counts = _runs(m >> np.uint64(3 * (FINE_BITS - level)))
-        leaf = node_counts <= max_node_points if level < MAX_DEPTH else np.ones(len(node_counts), bool)
-        take = np.repeat(leaf, node_counts)
-        if not take.all():
-            cell_starts, cell_counts = _runs(m >> np.uint64(3 * (FINE_BITS - level - GRID_BITS)))
-            best = np.repeat(np.minimum.reduceat(h, cell_starts), cell_counts)
-            take |= h == best
-            del best, cell_starts, cell_counts
-        tm = m[take]
-        idx = (h[take] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        t_starts, t_counts = _runs(tm >> np.uint64(3 * (FINE_BITS - level)))
-        node_id = tm[t_starts] >> np.uint64(3 * (FINE_BITS - level))
-        del tm
+        node_shift = np.uint64(3 * (FINE_BITS - level))
+        cell_shift = np.uint64(3 * max(FINE_BITS - level - GRID_BITS, 0))
+        nodes = count_runs(m, len(m), node_shift)
+        node_id = np.empty(nodes, np.uint64)
+        counts = np.empty(nodes, np.int64)
+        taken, kept = take_level(
+            m,
+            h,
+            len(m),
+            node_shift,
+            cell_shift,
+            max_node_points,
+            level == MAX_DEPTH,
+            index[done:],
+            node_id,
+            counts,
+        )
+        done += taken
         keys = np.stack(
             [
                 np.full(len(node_id), level, np.int64),
@@ -148,14 +147,10 @@ def build_octree(morton: np.ndarray, max_node_points: int = MAX_NODE_POINTS) -> 
             axis=1,
         ).astype(np.int32)
         lvl_keys.append(keys)
-        lvl_counts.append(t_counts)
-        lvl_index.append(idx)  # grouped by node (Morton order of the nodes)
-        keep = ~take
-        m, h = m[keep], h[keep]
-        del take, keep
+        lvl_counts.append(counts)
+        m, h = m[:kept], h[:kept]
     keys = np.concatenate(lvl_keys)
     counts = np.concatenate(lvl_counts).astype(np.int64)
-    index = np.concatenate(lvl_index)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     # nodes in (level, x, y, z) order; each node's records in file order (compresses best)
     srt = np.lexsort((keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0]))
