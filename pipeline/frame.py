@@ -53,7 +53,7 @@ class ProjectFrame:
 @dataclass(frozen=True)
 class Lattice:
     """A source CRS -> project ENU mapping sampled on a regular grid (built with PROJ in
-    pipeline.stages.points.reproject, interpolated by the point kernels)."""
+    pipeline.stages.points.lattice, interpolated by the point kernels)."""
 
     lo: np.ndarray  # (3,) source coordinates of node (0,0,0); z already multiplied by z_factor
     step: np.ndarray  # (3,)

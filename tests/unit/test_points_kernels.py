@@ -9,7 +9,7 @@ from pyproj import CRS
 from pipeline.config.model import CrsConfig
 from pipeline.crs import ECEF, make_transformer, project_frame
 from pipeline.stages.points import kernels as K
-from pipeline.stages.points.reproject import build_lattice
+from pipeline.stages.points.lattice import build_lattice
 from pipeline.stages.points.spill import RecordLayout, cube_for
 from pipeline.tiles.points_reader import point_hash_numpy
 from tests import _points_reference as R
