@@ -26,9 +26,7 @@ def check_classes(
     is inferred from all the codes, see `infer_class_scheme`)."""
     if keep_unknown or len(codes) == 0 or scheme == "auto":
         return
-    table = scheme_table(scheme)
-    present = np.flatnonzero(np.bincount(codes.astype(np.int64), minlength=256))
-    unknown = [int(c) for c in present if int(c) not in table]
+    unknown = sorted({int(c) for c in codes} - scheme_table(scheme).keys())
     if unknown:
         raise InputError(
             f"unknown classification code(s) {unknown} for the {scheme.upper()} scheme; choose the right "

@@ -36,21 +36,24 @@ def sample_orthophoto(
         if not todo.any():
             break
         idx = np.flatnonzero(todo)
-        smp = _sample_one(Path(p), np.asarray(x)[idx], np.asarray(y)[idx], points_crs_wkt, bands)
-        hit = smp.pop("_inside")
-        out["rgb"][idx[hit]] = smp["rgb"][hit]
-        if "nir" in smp:
-            out.setdefault("nir", np.zeros(n, dtype=np.uint16))[idx[hit]] = smp["nir"][hit]
-        todo[idx[hit]] = False
+        inside, rgb, nir = _sample_one(Path(p), np.asarray(x)[idx], np.asarray(y)[idx], points_crs_wkt, bands)
+        hit = idx[inside]
+        out["rgb"][hit] = rgb
+        if nir is not None:
+            out.setdefault("nir", np.zeros(n, dtype=np.uint16))[hit] = nir
+        todo[hit] = False
     return out
 
 
 def _sample_one(
     path: Path, x: np.ndarray, y: np.ndarray, points_crs_wkt: str, bands: dict[str, int] | None
-) -> dict[str, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which points one raster covers, and their colours and NIR (None: no NIR band, or no point inside)."""
     import rasterio
     from pyproj import CRS, Transformer
     from rasterio.windows import Window
+
+    from pipeline.crs import horizontal_of
 
     bands = {"red": 1, "green": 2, "blue": 3, "nir": 4, **(bands or {})}
     try:
@@ -61,36 +64,19 @@ def _sample_one(
         if src.crs is None:
             raise CrsError("orthophoto has no CRS", path=path)
         rcrs = CRS.from_user_input(src.crs.to_wkt())
-        pcrs = CRS.from_wkt(points_crs_wkt)
-        horiz = pcrs.sub_crs_list[0] if pcrs.sub_crs_list else pcrs
+        horiz = horizontal_of(CRS.from_wkt(points_crs_wkt))
         if not rcrs.equals(horiz, ignore_axis_order=True):
-            t = Transformer.from_crs(horiz, rcrs, always_xy=True)
-            x, y = t.transform(x, y)
-        inv = ~src.transform
-        col, row = inv * (np.asarray(x, float), np.asarray(y, float))
-        col = np.floor(col).astype(np.int64)
-        row = np.floor(row).astype(np.int64)
-        n = len(col)
+            x, y = Transformer.from_crs(horiz, rcrs, always_xy=True).transform(x, y)
+        col, row = ~src.transform * (np.asarray(x, float), np.asarray(y, float))
+        col, row = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
         inside = (col >= 0) & (row >= 0) & (col < src.width) & (row < src.height)
-        rgb = np.zeros((n, 3), dtype=np.uint8)
-        nir = np.zeros(n, dtype=np.uint16)
-        if inside.any():
-            c0, c1 = int(col[inside].min()), int(col[inside].max()) + 1
-            r0, r1 = int(row[inside].min()), int(row[inside].max()) + 1
-            win = Window(c0, r0, c1 - c0, r1 - r0)
-            idx = [bands["red"], bands["green"], bands["blue"]]
-            has_nir = src.count >= bands["nir"]
-            if has_nir:
-                idx.append(bands["nir"])
-            data = src.read(idx, window=win)
-            rr, cc = row[inside] - r0, col[inside] - c0
-            vals = data[:, rr, cc]
-            if data.dtype != np.uint8:
-                vals8 = np.clip(vals[:3] >> 8 if data.dtype == np.uint16 else vals[:3], 0, 255)
-            else:
-                vals8 = vals[:3]
-            rgb[inside] = vals8.T.astype(np.uint8)
-            if has_nir:
-                nir[inside] = vals[3].astype(np.uint16)
-            return {"rgb": rgb, "nir": nir, "_inside": inside} if has_nir else {"rgb": rgb, "_inside": inside}
-        return {"rgb": rgb, "_inside": inside}
+        if not inside.any():
+            return inside, np.zeros((0, 3), np.uint8), None
+        col, row = col[inside], row[inside]
+        c0, r0 = int(col.min()), int(row.min())
+        has_nir = src.count >= bands["nir"]
+        idx = [bands["red"], bands["green"], bands["blue"], *([bands["nir"]] if has_nir else [])]
+        data = src.read(idx, window=Window(c0, r0, int(col.max()) + 1 - c0, int(row.max()) + 1 - r0))
+        vals = data[:, row - r0, col - c0]
+        rgb = np.clip(vals[:3] >> 8 if data.dtype == np.uint16 else vals[:3], 0, 255)  # 16-bit: top byte
+        return inside, rgb.T.astype(np.uint8), vals[3].astype(np.uint16) if has_nir else None

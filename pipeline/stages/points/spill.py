@@ -14,7 +14,6 @@ ranges and read only those bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -94,12 +93,8 @@ class RecordLayout:
         return active(self.has_rgb, self.has_gps, self.has_nir, self.optional, self.extra_dims)
 
     @property
-    def fields(self) -> list[tuple[Any, ...]]:
-        return record_fields(self.attributes)
-
-    @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.fields)
+        return np.dtype(record_fields(self.attributes))
 
 
 @dataclass(frozen=True)
