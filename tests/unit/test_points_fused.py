@@ -292,7 +292,7 @@ def test_pack_decode_unit_output(tmp_path, fmt, layout):
     assert any(isinstance(v, BitField) for v in lazy.values())
     cols = _cols_like_decode(lazy, layout)
     if "rgb" in cols:
-        shift = srgb8_shift(K.rgb_max(lazy["red"], lazy["green"], lazy["blue"]))
+        shift = srgb8_shift(max(int(lazy[c].max()) for c in ("red", "green", "blue")))
         cols["rgb"] = Rgb16(lazy["red"], lazy["green"], lazy["blue"], shift)
     plain = _cols_like_decode(d, layout)
     dt = layout.dtype
@@ -511,10 +511,33 @@ def test_read_ranges_into_given_array(tmp_path):
 
 
 @FAST
-@given(st.lists(st.integers(0, 20), max_size=300))
-def test_level_order_is_the_stable_argsort(levels):
-    lv = np.asarray(levels, dtype=np.int8)
-    assert np.array_equal(K.level_order(lv), np.argsort(lv, kind="stable"))
+@given(
+    st.lists(st.tuples(st.integers(0, 2**18), st.integers(0, 6)), min_size=1, max_size=300), st.integers(0, 4)
+)
+def test_order_by_level_is_the_stable_argsort(points, b):
+    """`order_by_level` vs np.argsort(level, stable) and the tile runs found with numpy."""
+    rng = np.random.default_rng(len(points))
+    keys = np.sort(np.array([k for k, _ in points], np.uint64))
+    level = np.array([lv for _, lv in points], np.int8)
+    hashes = rng.integers(0, 2**63, len(keys)).astype(np.uint64)
+    order = rng.permutation(len(keys))
+    D, prefix, imin = 7, 5 << 21, int(np.argmin(hashes))
+    perm, keys_l, hashes_u, level_l, starts, n_upper, imin_pos = K.order_by_level(
+        order, keys, hashes, level, prefix, D, b, imin
+    )
+    by = np.argsort(level, kind="stable")
+    assert n_upper == np.count_nonzero(level < b)
+    assert np.array_equal(perm, order[by]) and np.array_equal(level_l, level[by])
+    assert np.array_equal(keys_l, keys[by] | np.uint64(prefix))
+    assert np.array_equal(hashes_u, hashes[by[:n_upper]])
+    assert imin_pos == (int(np.flatnonzero(by == imin)[0]) if level[imin] < b else -1)
+    tile = keys_l >> (np.uint64(3) * (np.uint64(D) - level_l.astype(np.uint64)))
+    new = np.ones(len(keys), bool)
+    new[1:] = (level_l[1:] != level_l[:-1]) | (tile[1:] != tile[:-1])
+    new[:n_upper] = False
+    if n_upper < len(keys):
+        new[n_upper] = True
+    assert np.array_equal(starts, np.flatnonzero(new))
 
 
 @FAST

@@ -125,8 +125,6 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: decode, check and reproject it (keys, extents and checks from one fused kernel
     pass), sort it and write its spill file; returns the spill part (path + counts + bounds), never the
     points."""
-    import mmap
-
     from pipeline.sources.pointcloud.reader import decode_unit
 
     assert job.cube is not None
@@ -175,7 +173,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
                 cols[a.name] = d[a.name]
         elif info.has_rgb:  # 8-bit sRGB, converted by the spill packer
             red, green, blue = materialize(d["red"]), materialize(d["green"]), materialize(d["blue"])
-            rgb_max = int(K.rgb_max(red, green, blue))
+            rgb_max = max((int(c.max()) for c in (red, green, blue) if len(c)), default=0)
             cols["rgb"] = Rgb16(red, green, blue, srgb8_shift(rgb_max))
         elif fj.orthophoto:
             xs = ix * info.scales[0] + info.offsets[0]
@@ -199,8 +197,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         if n:
             index = keys[order[::INDEX_STEP]]  # the sparse index after the records (see spill.py)
             _allocate(f.fileno(), n * dtype.itemsize + index.nbytes)  # zero-filled: unfilled fields stay 0
-            with mmap.mmap(f.fileno(), n * dtype.itemsize) as mm:
-                _pack_spill(mm, n, dtype, order, xyz, cols)
+            _pack_spill(f.fileno(), n, dtype, order, xyz, cols)
             os.pwrite(f.fileno(), index.tobytes(), n * dtype.itemsize)
     if job.copc is not None:  # the same decoded columns as the COPC records (file order)
         from pipeline.stages.points.copc_records import write_unit
@@ -225,33 +222,12 @@ def _allocate(fd: int, nbytes: int) -> None:
         os.ftruncate(fd, nbytes)
 
 
-def _pack_spill(mm, n: int, dtype: np.dtype, order, xyz, cols) -> None:
-    """Write the records into the spill file's mapping. Every view of the mapping is local to this frame,
-    so none outlives it, even when packing fails (an exception then reaches the caller as itself, instead of
-    `BufferError: cannot close exported pointers exist` from closing a mapping a traceback still views)."""
-    rec = np.frombuffer(mm, dtype=dtype, count=n)
-    try:
-        K.pack_records(order, xyz, cols, rec)
-    except BaseException as e:
-        del rec
-        _drop_frame_locals(e)
-        raise
-    del rec
+def _pack_spill(fd: int, n: int, dtype: np.dtype, order, xyz, cols) -> None:
+    """Write the records into the spill file through a mapping. It is not closed by a `with`: when packing
+    fails, a traceback may still view the mapping, and closing it then would raise `BufferError: cannot
+    close exported pointers exist` instead of the error; it is closed with its last view instead."""
+    import mmap
 
-
-def _drop_frame_locals(exc: BaseException) -> None:
-    """Clear the local variables of the finished frames in the tracebacks of `exc` and of every exception
-    chained to it (`__cause__`, `__context__`): a frame below the packer may hold a view of the spill
-    mapping, and a chained exception (`raise ... from e`, an error while handling another) keeps its frames
-    alive as well as the raised one does. The tracebacks themselves (file, line, code) stay."""
-    import traceback
-
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        traceback.clear_frames(e.__traceback__)  # (executing frames are skipped: their views are deleted)
-        todo += [e.__cause__, e.__context__]
+    mm = mmap.mmap(fd, n * dtype.itemsize)
+    K.pack_records(order, xyz, cols, np.frombuffer(mm, dtype=dtype, count=n))
+    mm.close()

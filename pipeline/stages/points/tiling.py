@@ -116,19 +116,14 @@ def plan_bins(
 # ---- 3. bins -> tiles ---------------------------------------------------------------------------------
 
 
-def _tile_uri(depth: int, ix: int, iy: int, iz: int, fmt: str) -> str:
-    ext = "glb" if fmt == "1.1" else "pnts"
-    return f"content/{depth}/{ix}_{iy}_{iz}.{ext}"
-
-
 VERTEX_BATCH = 131_072  # points per tile_vertices call (at most one tile more; ~4 MB of vertices)
 
 
 def write_tiles(
-    job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]], perm: np.ndarray | None = None
+    job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]], perm: np.ndarray
 ) -> list[TileRecord]:
-    """Encode and write tiles. The points of the tiles are rec[perm] (rec itself when perm is None), and
-    groups are (depth, start, end) slices of that order."""
+    """Encode and write tiles. The points of the tiles are rec[perm], and groups are (depth, start, end)
+    slices of that order."""
     from pipeline.tiles.points_glb import vertex_dtype, write_glb_from_vertices
 
     if not groups:
@@ -136,9 +131,7 @@ def write_tiles(
     starts = np.array([g[1] for g in groups], dtype=np.int64)
     ends = np.array([g[2] for g in groups], dtype=np.int64)
     if job.fmt != "1.1":
-        return _write_pnts_tiles(job, rec if perm is None else K.take_rows(rec, perm), groups, starts, ends)
-    if perm is None:
-        perm = np.arange(len(rec), dtype=np.int64)
+        return _write_pnts_tiles(job, take_rows(rec, perm), groups, starts, ends)
     stride = vertex_dtype(job.schema).itemsize
     out = []
     # tiles in batches of about VERTEX_BATCH points: the vertex buffer (a few MB) is still in the CPU cache
@@ -154,7 +147,7 @@ def write_tiles(
             job.schema, rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, vbuf
         )
         for i, (depth, s, e) in enumerate(groups[t0:t1]):
-            rec_t, path = _place_tile(job, depth, e - s, lo[i], lo[i] + qmax[i] * step[i], checksum[i])
+            rec_t, path = _place_tile(job, depth, e - s, lo[i], step[i], qmax[i], checksum[i])
             write_glb_from_vertices(
                 path, vbuf[s - s0 : e - s0], job.schema, lo[i], int(step[i]), (0, 0, 0), qmax[i],
                 float(gbase[i]), meshopt=job.meshopt,
@@ -181,14 +174,22 @@ def tile_vertices(schema: PointSchema, rec: np.ndarray, perm, starts, ends, vbuf
     return res
 
 
-def _place_tile(job: TileJob, depth: int, count: int, lo_mm, hi_mm, checksum) -> tuple[TileRecord, Path]:
-    """The record of a tile (index from its lowest corner) and its content path (directory created)."""
+def take_rows(rec: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """rec[perm] for structured records, taken as whole rows (7x faster than numpy's structured take,
+    which copies field by field)."""
+    return np.take(rec.view(np.dtype((np.void, rec.dtype.itemsize))), perm).view(rec.dtype)
+
+
+def _place_tile(job: TileJob, depth: int, count: int, lo_mm, step, qmax, checksum) -> tuple[TileRecord, Path]:
+    """The record of a tile (index from its lowest corner; `K.tile_grid`'s bounds) and its content path
+    (directory created)."""
     sh = job.cube.R - depth
     org = np.asarray(job.cube.origin, np.int64)
     ix, iy, iz = (int(v) for v in ((np.asarray(lo_mm, np.int64) - org) >> sh))
-    uri = _tile_uri(depth, ix, iy, iz, job.fmt)
+    uri = f"content/{depth}/{ix}_{iy}_{iz}.{'glb' if job.fmt == '1.1' else 'pnts'}"
     path = Path(job.out_dir) / uri
     path.parent.mkdir(parents=True, exist_ok=True)
+    hi_mm = lo_mm + qmax * step
     lo = (int(lo_mm[0]), int(lo_mm[1]), int(lo_mm[2]))
     hi = (int(hi_mm[0]), int(hi_mm[1]), int(hi_mm[2]))
     return TileRecord(depth, ix, iy, iz, count, lo, hi, int(checksum), uri), path
@@ -207,24 +208,17 @@ def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> li
         qt = QuantizedTile(lo[t], int(step[t]), q[s:e], np.zeros(3, np.int64), qmax[t])
         sl = rec[s:e]
         data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)
-        rec_t, path = _place_tile(job, depth, e - s, lo[t], lo[t] + qmax[t] * step[t], checksum[t])
-        with open(path, "wb") as f:
-            f.write(data)
+        rec_t, path = _place_tile(job, depth, e - s, lo[t], step[t], qmax[t], checksum[t])
+        path.write_bytes(data)
         out.append(rec_t)
     return out
 
 
-def _group_slices(level: np.ndarray, keys: np.ndarray, D: int) -> list[tuple[int, int, int]]:
-    """(depth, start, end) of the tiles of points sorted by (level, key)."""
-    n = len(level)
-    if n == 0:
-        return []
-    lv = level.astype(np.int64)
-    tile = keys >> (np.uint64(3) * (np.uint64(D) - lv.astype(np.uint64)))
-    brk = np.flatnonzero((lv[1:] != lv[:-1]) | (tile[1:] != tile[:-1])) + 1
-    starts = np.concatenate([[0], brk])
-    ends = np.concatenate([brk, [n]])
-    return [(int(lv[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+def _groups(level_s: np.ndarray, starts: np.ndarray, first: int, n: int) -> list[tuple[int, int, int]]:
+    """(depth, start, end) of the tiles starting at `starts` (indices from `first` on; end: n), relative to
+    `first`."""
+    bounds = [*starts.tolist(), n]
+    return [(int(level_s[a]), a - first, e - first) for a, e in itertools.pairwise(bounds)]
 
 
 def _upper_dtype(dtype: np.dtype) -> np.dtype:
@@ -249,34 +243,30 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     order = K.sort_order(keys, rel_bits)
     keys, hashes = keys[order], hashes[order]
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
-    res = BinResult(spec.depth, spec.prefix, points=n)
-    # one permutation: by level (stable: keeps key order), tiles become contiguous slices
-    by_level = K.level_order(level)
-    n_upper = int(np.count_nonzero(level < b))
-    imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
-    imin_pos = int(np.flatnonzero(by_level[:n_upper] == imin)[0]) if level[imin] < b else -1
-    hashes_s = hashes[by_level[:n_upper]]
-    # the keys were made relative to the bin: the bin's prefix is restored for the tiles and upper file
+    # one order by level (stable: keeps key order): the tiles become contiguous slices; the keys were made
+    # relative to the bin: the bin's prefix is restored for the tiles and upper file
     prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
-    perm, keys, level_s, tile_starts = K.apply_level_order(order, by_level, keys, level, prefix, D, n_upper)
-    del order, hashes, by_level
-    bounds = [*tile_starts.tolist(), n]
-    groups = [(int(level_s[a]), a - n_upper, e - n_upper) for a, e in itertools.pairwise(bounds)]
-    res.tiles = write_tiles(job, rec, groups, perm[n_upper:])
+    imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
+    perm, keys, hashes_u, level_s, tile_starts, n_upper, imin_pos = K.order_by_level(
+        order, keys, hashes, level, prefix, D, b, imin
+    )
+    del order, hashes, level
+    res = BinResult(spec.depth, spec.prefix, points=n)
+    res.tiles = write_tiles(job, rec, _groups(level_s, tile_starts, n_upper, n), perm[n_upper:])
     if n_upper:
         up = np.empty(n_upper, dtype=_upper_dtype(dtype))
-        up["rec"] = K.take_rows(rec, perm[:n_upper])
+        up["rec"] = take_rows(rec, perm[:n_upper])
         up["key"] = keys[:n_upper]
-        up["hash"] = hashes_s
+        up["hash"] = hashes_u
         up["level"] = level_s[:n_upper]
         path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
         up.tofile(path)
         res.upper_path = str(path)
         res.upper_count = n_upper
-        if 0 <= imin_pos < n_upper:
+        if imin_pos >= 0:
             res.min_index = imin_pos
             res.min_key = int(keys[imin_pos])
-            res.min_hash = int(hashes_s[imin_pos])
+            res.min_hash = int(hashes_u[imin_pos])
     return res
 
 
@@ -288,41 +278,33 @@ def warm_upper_kernels() -> None:
 
 def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     """Stage 4: the tiles above the bins (small: a few thousand points per bin)."""
-    cube = job.cube
-    D = cube.D
-    g = GRID_BITS
-    dtype = job.layout.dtype
-    mins = []  # (bin depth, key, hash, global index)
+    D, g = job.cube.D, GRID_BITS
     with_upper = [r for r in sorted(results, key=lambda r: (r.depth, r.prefix)) if r.upper_path]
     if not with_upper:
         return []
-    ranges = tuple((r.upper_path, 0, r.upper_count) for r in with_upper if r.upper_path)
-    up = read_ranges(ranges, _upper_dtype(dtype))
-    offset = 0
-    for r in with_upper:
-        if r.min_index >= 0 and r.depth - g > 0:
-            mins.append((r.depth, r.min_key, r.min_hash, offset + r.min_index))
-        offset += r.upper_count
+    up = read_ranges(
+        tuple((r.upper_path, 0, r.upper_count) for r in with_upper if r.upper_path),
+        _upper_dtype(job.layout.dtype),
+    )
     level = up["level"].copy()
     # a bin's min-hash point may be the min of a coarser cell spanning several bins
-    if mins:
-        md = np.array([m[0] for m in mins], dtype=np.int64)
-        mk = np.array([m[1] for m in mins], dtype=np.uint64)
-        mh = np.array([m[2] for m in mins], dtype=np.uint64)
-        mi = np.array([m[3] for m in mins], dtype=np.int64)
-        for t in range(0, int(md.max()) - g):
-            c = t + g
-            members = np.flatnonzero(md > c)
-            if len(members) == 0:
-                continue
-            cell = mk[members] >> np.uint64(3 * (D - c))
-            order = np.lexsort((mk[members], mh[members], cell))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = cell[order][1:] != cell[order][:-1]
-            for w in members[order[first]]:
-                gi = mi[w]
-                if level[gi] > t:
-                    level[gi] = t
+    offsets = np.cumsum([0, *(r.upper_count for r in with_upper)])[:-1]
+    mins = [(r, int(o) + r.min_index) for r, o in zip(with_upper, offsets, strict=True) if r.min_index >= 0]
+    mins = [m for m in mins if m[0].depth > g]  # bins deeper than the grid
+    md = np.array([r.depth for r, _ in mins], np.int64)
+    mk = np.array([r.min_key for r, _ in mins], np.uint64)
+    mh = np.array([r.min_hash for r, _ in mins], np.uint64)
+    mi = np.array([i for _, i in mins], np.int64)
+    for t in range(int(md.max(initial=g)) - g):
+        members = np.flatnonzero(md > t + g)  # the bins inside one cell of depth t + g
+        cell = mk[members] >> np.uint64(3 * (D - t - g))
+        order = np.lexsort((mk[members], mh[members], cell))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = cell[order][1:] != cell[order][:-1]
+        won = mi[members[order[first]]]
+        level[won] = np.minimum(level[won], t)
     order = np.lexsort((up["key"], level))
-    groups = _group_slices(level[order], up["key"][order], D)
-    return write_tiles(job, up["rec"], groups, order)
+    perm, _keys, _hashes, level_s, starts, _n, _i = K.order_by_level(
+        order, up["key"][order], up["hash"][order], level[order], 0, D, 0, -1
+    )
+    return write_tiles(job, up["rec"], _groups(level_s, starts, 0, len(perm)), perm)

@@ -5,7 +5,8 @@ the tests compare them against). One module per concern; this package exports th
   ENU), straight from the file's integer coordinates to integer millimetres, with Morton keys.
 - `keys_and_hashes` (keys): 3D Morton (z-order) keys and the deterministic 64-bit hash of a point's
   millimetre position (the sampling priority), the sort order of keys, binary search in a spill file.
-- `select_levels` (lod): the nested min-hash level of detail of one bin (see docs/pointcloud.md).
+- `select_levels`, `order_by_level` (lod): the nested min-hash level of detail of one bin (see
+  docs/pointcloud.md) and its points in tile order.
 - `tile_grid`, `gather`, `pack_records` (records): tile quantization and checksums, typed column gathers.
 """
 
@@ -13,44 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stages.points.kernels.enu import (
-    lattice_to_enu_keys,
-)
-from pipeline.stages.points.kernels.keys import (
-    keys_and_hashes,
-    sort_order,
-    spill_lower_bound,
-)
-from pipeline.stages.points.kernels.lod import (
-    apply_level_order,
-    level_order,
-    select_levels,
-)
-from pipeline.stages.points.kernels.records import (
-    byte_histogram,
-    gather,
-    pack_records,
-    rgb_max,
-    take_rows,
-    tile_grid,
-)
-
-__all__ = [
-    "apply_level_order",
-    "byte_histogram",
-    "gather",
-    "keys_and_hashes",
-    "lattice_to_enu_keys",
-    "level_order",
-    "pack_records",
-    "rgb_max",
-    "select_levels",
-    "sort_order",
-    "spill_lower_bound",
-    "take_rows",
-    "tile_grid",
-    "warm_all",
-]
+from pipeline.stages.points.kernels.enu import lattice_to_enu_keys
+from pipeline.stages.points.kernels.keys import keys_and_hashes, sort_order, spill_lower_bound
+from pipeline.stages.points.kernels.lod import order_by_level, select_levels
+from pipeline.stages.points.kernels.records import byte_histogram, gather, pack_records, tile_grid
 
 
 def warm_all() -> None:
@@ -72,12 +39,8 @@ def warm_all() -> None:
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
-    level_order(np.zeros(4, np.int8))
-    apply_level_order(np.arange(4), np.arange(4), np.zeros(4, np.uint64), np.zeros(4, np.int8), 0, 8, 0)
-    take_rows(rec, np.arange(4))
-    r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])
-    rgb_max(r16["a"], r16["a"], r16["a"])
-    byte_histogram(r16["b"])
+    order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0, -1)
+    byte_histogram(np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])["b"])
     byte_histogram(np.zeros(4, np.uint8))
     from pipeline.point_attributes import OPTIONAL
     from pipeline.stages.points.spill import RecordLayout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from pipeline.stages.points.kernels.keys import _part1by2
+from pipeline.stages.points.kernels.keys import _morton
 
 U64 = np.uint64
 
@@ -56,15 +56,9 @@ def _lattice_keys_kernel(
         cy = min(max(int(np.floor(fy)), 0), ny - 2)
         cz = min(max(int(np.floor(fz)), 0), nz - 2)
         if cx != pcx or cy != pcy or cz != pcz:
-            for k in range(3):
-                corner[k, 0] = values[cx, cy, cz, k]
-                corner[k, 1] = values[cx + 1, cy, cz, k]
-                corner[k, 2] = values[cx, cy + 1, cz, k]
-                corner[k, 3] = values[cx + 1, cy + 1, cz, k]
-                corner[k, 4] = values[cx, cy, cz + 1, k]
-                corner[k, 5] = values[cx + 1, cy, cz + 1, k]
-                corner[k, 6] = values[cx, cy + 1, cz + 1, k]
-                corner[k, 7] = values[cx + 1, cy + 1, cz + 1, k]
+            for j in range(8):  # corner j = (cx + bit 0, cy + bit 1, cz + bit 2)
+                for k in range(3):
+                    corner[k, j] = values[cx + (j & 1), cy + ((j >> 1) & 1), cz + (j >> 2), k]
             pcx, pcy, pcz = cx, cy, cz
         tx = fx - cx
         ty = fy - cy
@@ -93,11 +87,7 @@ def _lattice_keys_kernel(
         if a < 0 or b < 0 or c < 0 or a >= lim or b >= lim or c >= lim:
             outside = True
         elif not outside:
-            keys[i] = (
-                _part1by2(U64(a >> kshift))
-                | (_part1by2(U64(b >> kshift)) << U64(1))
-                | (_part1by2(U64(c >> kshift)) << U64(2))
-            )
+            keys[i] = _morton(a >> kshift, b >> kshift, c >> kshift)
     ext[0], ext[1], ext[2], ext[3], ext[4], ext[5] = r0, r1, r2, R0, R1, R2
     ext[6], ext[7], ext[8], ext[9], ext[10], ext[11] = e0, e1, e2, E0, E1, E2
     return bad

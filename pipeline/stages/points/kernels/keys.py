@@ -36,18 +36,26 @@ def _mix64(z):
     return z ^ (z >> U64(31))
 
 
+@nb.njit(cache=True, inline="always")
+def _morton(a, b, c):
+    """The Morton key of cell coordinates a, b, c (each < 2^21)."""
+    return _part1by2(U64(a)) | (_part1by2(U64(b)) << U64(1)) | (_part1by2(U64(c)) << U64(2))
+
+
+@nb.njit(cache=True, inline="always")
+def _hash3(x, y, z):
+    """The 64-bit hash of a millimetre position (splitmix64 over its int32 coordinates)."""
+    h = _mix64(U64(np.uint32(x)) + U64(0x9E3779B97F4A7C15))
+    h = _mix64(h ^ U64(np.uint32(y)))
+    return _mix64(h ^ U64(np.uint32(z)))
+
+
 @nb.njit(cache=True, nogil=True)
 def _keys_hashes_kernel(x, y, z, origin, shift, keys, hashes):
     for i in range(x.shape[0]):
         a, b, c = np.int64(x[i]), np.int64(y[i]), np.int64(z[i])
-        keys[i] = (
-            _part1by2(U64((a - origin[0]) >> shift))
-            | (_part1by2(U64((b - origin[1]) >> shift)) << U64(1))
-            | (_part1by2(U64((c - origin[2]) >> shift)) << U64(2))
-        )
-        h = _mix64(U64(np.uint32(np.int32(a))) + U64(0x9E3779B97F4A7C15))
-        h = _mix64(h ^ U64(np.uint32(np.int32(b))))
-        hashes[i] = _mix64(h ^ U64(np.uint32(np.int32(c))))
+        keys[i] = _morton((a - origin[0]) >> shift, (b - origin[1]) >> shift, (c - origin[2]) >> shift)
+        hashes[i] = _hash3(a, b, c)
 
 
 def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,12 +74,8 @@ def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndar
 def _lower_bound(x, y, z, origin, shift, lo, hi, target):
     while lo < hi:
         mid = (lo + hi) >> 1
-        k = (
-            _part1by2(U64((np.int64(x[mid]) - origin[0]) >> shift))
-            | (_part1by2(U64((np.int64(y[mid]) - origin[1]) >> shift)) << U64(1))
-            | (_part1by2(U64((np.int64(z[mid]) - origin[2]) >> shift)) << U64(2))
-        )
-        if k < target:
+        a, b, c = np.int64(x[mid]) - origin[0], np.int64(y[mid]) - origin[1], np.int64(z[mid]) - origin[2]
+        if _morton(a >> shift, b >> shift, c >> shift) < target:
             lo = mid + 1
         else:
             hi = mid

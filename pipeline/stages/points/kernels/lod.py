@@ -127,73 +127,47 @@ def select_levels(
 
 
 @nb.njit(cache=True, nogil=True)
-def _level_order(level, out):
-    counts = np.zeros(129, np.int64)
-    for i in range(level.shape[0]):
-        counts[np.int64(level[i]) + 1] += 1
-    for v in range(1, 129):
-        counts[v] += counts[v - 1]
-    for i in range(level.shape[0]):
-        lv = np.int64(level[i])
-        out[counts[lv]] = i
-        counts[lv] += 1
-
-
-@nb.njit(cache=True, nogil=True)
-def _apply_level_order(order, by_level, keys, level, prefix, D, start, perm, keys_l, level_l, starts):
-    n = by_level.shape[0]
+def _by_level(order, keys, hashes, level, prefix, D, b, imin, perm, keys_l, hashes_l, level_l, starts):
+    n = level.shape[0]
+    first = np.zeros(129, np.int64)  # a counting sort by level (stable: keeps key order)
     for i in range(n):
-        k = by_level[i]
-        perm[i] = order[k]
-        keys_l[i] = keys[k] | prefix
-        level_l[i] = level[k]
+        first[np.int64(level[i]) + 1] += 1
+    for v in range(1, 129):
+        first[v] += first[v - 1]
+    n_upper = first[b]  # points of levels < b
+    imin_pos = -1
+    for i in range(n):
+        lv = np.int64(level[i])
+        p = first[lv]
+        first[lv] += 1
+        perm[p] = order[i]
+        keys_l[p] = keys[i] | prefix
+        level_l[p] = lv
+        if p < n_upper:
+            hashes_l[p] = hashes[i]
+            if i == imin:
+                imin_pos = p
     m = 0
-    for i in range(start, n):
-        lv = np.int64(level_l[i])
-        if i == start:
+    for i in range(n_upper, n):
+        sh = U64(3 * (D - np.int64(level_l[i])))
+        if i == n_upper or level_l[i] != level_l[i - 1] or (keys_l[i] >> sh) != (keys_l[i - 1] >> sh):
             starts[m] = i
             m += 1
-            continue
-        sh = U64(3 * (D - lv))
-        if lv != np.int64(level_l[i - 1]) or (keys_l[i] >> sh) != (keys_l[i - 1] >> sh):
-            starts[m] = i
-            m += 1
-    return m
+    return n_upper, imin_pos, m
 
 
-def apply_level_order(order, by_level, keys, level, prefix: int, D: int, start: int):
-    """perm = order[by_level], keys[by_level] | prefix, level[by_level] in one pass, and the first index
-    of every tile (run of equal level and tile id at that level) from `start` on."""
-    n = len(by_level)
-    perm = np.empty(n, np.int64)
-    keys_l = np.empty(n, np.uint64)
-    level_l = np.empty(n, np.int8)
-    starts = np.empty(max(n - start, 0) + 1, np.int64)
-    m = (
-        _apply_level_order(
-            order,
-            by_level,
-            keys,
-            level,
-            U64(prefix),
-            np.int64(D),
-            np.int64(start),
-            perm,
-            keys_l,
-            level_l,
-            starts,
-        )
-        if n
-        else 0
-    )
-    return perm, keys_l, level_l, starts[:m]
-
-
-def level_order(level: np.ndarray) -> np.ndarray:
-    """`np.argsort(level, kind="stable")` for int8 levels 0..127 (a counting sort: one pass + one scatter)."""
-    out = np.empty(len(level), np.int64)
-    if len(level):
-        if int(level.min()) < 0:
-            raise ValueError("level_order: negative level")
-        _level_order(level, out)
-    return out
+def order_by_level(order, keys, hashes, level, prefix: int, D: int, b: int, imin: int):
+    """The points of a bin (sorted by key: input point order[i] has keys[i], hashes[i], level[i]) in tile
+    order, by level (stable): their input points, keys | prefix and levels, the hashes of the first
+    n_upper (the points of levels < b, above the bin), the first index of every tile below (a run of equal
+    level and tile id at that level), n_upper, and where point `imin` went (-1: not above the bin)."""
+    n = len(level)
+    if n and int(level.min()) < 0:
+        raise ValueError("order_by_level: negative level")
+    perm, keys_l, hashes_l = np.empty(n, np.int64), np.empty(n, np.uint64), np.empty(n, np.uint64)
+    level_l, starts = np.empty(n, np.int8), np.empty(n + 1, np.int64)
+    n_upper, imin_pos, m = _by_level(
+        order, keys, hashes, level, U64(prefix), np.int64(D), np.int64(b), np.int64(imin), perm, keys_l,
+        hashes_l, level_l, starts,
+    )  # fmt: skip
+    return perm, keys_l, hashes_l[:n_upper], level_l, starts[:m], int(n_upper), int(imin_pos)

@@ -1,44 +1,14 @@
-"""Point kernels: record permutation, tile quantization and checksums, and typed column gathers (spill
-records, glTF vertices), numba."""
+"""Point kernels: tile quantization and checksums, and typed column gathers (spill records, glTF vertices),
+numba."""
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-from pipeline.stages.points.kernels.keys import _mix64
+from pipeline.stages.points.kernels.keys import _hash3
 
 U64 = np.uint64
-
-
-@nb.njit(cache=True, nogil=True)
-def _gather_rows(src, perm, out):
-    w = src.shape[1]
-    for i in range(perm.shape[0]):
-        j = perm[i]
-        for k in range(w):
-            out[i, k] = src[j, k]
-
-
-def take_rows(rec: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """rec[perm] for a contiguous structured array (about 10x faster than numpy's structured take)."""
-    rec = np.ascontiguousarray(rec)
-    out = np.empty(len(perm), dtype=rec.dtype)
-    w = rec.dtype.itemsize
-    if len(perm) and len(rec):
-        _gather_rows(
-            rec.view(np.uint8).reshape(len(rec), w),
-            np.asarray(perm, dtype=np.int64),
-            out.view(np.uint8).reshape(len(out), w),
-        )
-    return out
-
-
-@nb.njit(cache=True, inline="always")
-def _hash3(x, y, z):
-    h = _mix64(U64(np.uint32(x)) + U64(0x9E3779B97F4A7C15))
-    h = _mix64(h ^ U64(np.uint32(y)))
-    return _mix64(h ^ U64(np.uint32(z)))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -163,19 +133,6 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
             raise ValueError(f"pack_records: a column of shape {col.shape} for the field {name} {dst.dtype}")
         else:
             gather(col, order, dst)
-
-
-@nb.njit(cache=True, nogil=True)
-def _rgb_max(r, g, b):
-    m = np.int64(0)
-    for i in range(r.shape[0]):
-        m = max(m, max(np.int64(r[i]), max(np.int64(g[i]), np.int64(b[i]))))
-    return m
-
-
-def rgb_max(r, g, b) -> int:
-    """The largest value of three colour channels (strided views allowed), one pass."""
-    return int(_rgb_max(r, g, b)) if len(r) else 0
 
 
 @nb.njit(cache=True, nogil=True)
