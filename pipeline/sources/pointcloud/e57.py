@@ -109,8 +109,7 @@ def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.nda
     if {"colorRed", "colorGreen", "colorBlue"} <= fields:
         for src, dst in (("colorRed", "red"), ("colorGreen", "green"), ("colorBlue", "blue")):
             c = np.asarray(raw[src], dtype=np.float64)[keep]
-            hi = max(float(c.max()) if len(c) else 255.0, 1.0)
-            scale = 257.0 if hi <= 255 else 1.0
+            scale = 257.0 if c.max(initial=0.0) <= 255 else 1.0  # 8-bit colour to 16 bits
             attrs[dst] = np.clip(c * scale, 0, 65535).astype(np.uint16)
     return xyz, attrs
 
