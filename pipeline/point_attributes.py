@@ -180,11 +180,8 @@ def record_fields(attrs: tuple[PointAttribute, ...]) -> list[tuple[Any, ...]]:
 def vertex_order(attrs: tuple[PointAttribute, ...]) -> tuple[PointAttribute, ...]:
     """The attributes in vertex order (after POSITION): the first 2-byte one (intensity: POSITION and it
     make the first 12 bytes), then by component size, largest first (ties in table order)."""
-    rest = list(attrs)
-    first = [a for a in rest if a.vertex_dtype.itemsize * a.width == 2][:1]
-    for a in first:
-        rest.remove(a)
-    rest.sort(key=lambda a: -a.vertex_dtype.itemsize)  # stable
+    first = [a for a in attrs if a.vertex_dtype.itemsize * a.width == 2][:1]
+    rest = sorted((a for a in attrs if a not in first), key=lambda a: -a.vertex_dtype.itemsize)  # stable
     return (*first, *rest)
 
 

@@ -182,7 +182,6 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
             cols["rgb"] = smp["rgb"]
             if job.layout.has_nir and "nir" in smp and "nir" not in d:
                 cols["nir"] = smp["nir"]
-    keys = keys if keys is not None else np.empty(0, np.uint64)
     order = K.sort_order(keys, 3 * cube.S)  # stable: ties keep file order
     # the records are built in sorted order straight into the spill file's pages: measured faster than
     # packing them in a reused buffer and write()-ing it (24 vs 20 ms per unit alone, but the whole run was

@@ -112,19 +112,15 @@ class SpillPart:
     rgb_max: int = -1  # largest raw RGB channel value of the unit (-1: no RGB); 0 = zeroed colours
 
 
-def index_size(count: int) -> int:
-    """Entries of a spill file's sparse index (the keys of records 0, INDEX_STEP, 2 * INDEX_STEP, ...)."""
-    return -(-count // INDEX_STEP)
-
-
 class SpillSearch:
     """Octree node bounds in one spill file of `count` records (see the module doc): a lookup in its sparse
     index, then a binary search among the <= INDEX_STEP - 1 records it leaves, read into a reused buffer."""
 
     def __init__(self, rec_path: str, dtype: np.dtype, count: int, cube: CubeSpec):
         self.path, self.dtype, self.count, self.cube = rec_path, dtype, count, cube
-        self.keys = np.fromfile(rec_path, np.uint64, index_size(count), offset=count * dtype.itemsize)
-        if len(self.keys) != index_size(count):
+        n_index = -(-count // INDEX_STEP)  # the keys of records 0, INDEX_STEP, 2 * INDEX_STEP, ...
+        self.keys = np.fromfile(rec_path, np.uint64, n_index, offset=count * dtype.itemsize)
+        if len(self.keys) != n_index:
             raise OSError(f"spill file {rec_path} is short: its index has {len(self.keys)} keys")
         self._buf = np.empty(INDEX_STEP, dtype)
         self._org = np.asarray(cube.origin, np.int64)
