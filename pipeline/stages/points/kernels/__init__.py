@@ -12,6 +12,8 @@ the tests compare them against). One module per concern; this package exports th
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pipeline.stages.points.kernels.enu import lattice_to_enu_keys
@@ -30,7 +32,8 @@ def warm_all() -> None:
     x, y, z = rec["x"], rec["y"], rec["z"]
     lat = SimpleNamespace(lo=np.zeros(3), step=np.ones(3), values=np.zeros((2, 2, 2, 3)))
     org = np.zeros(3, np.int64)
-    xyz, _k, _b, *_ = lattice_to_enu_keys(x, y, z, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 1.0, lat, org, 0)
+    for c in ((x, y, z), (x.copy(), y.copy(), z.copy())):  # LAS record fields, E57 columns
+        xyz, _k, _b, *_ = lattice_to_enu_keys(*c, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 1.0, lat, org, 0)
     keys, hashes = keys_and_hashes(x, y, z, org, 0)
     spill_lower_bound(x, y, z, org, 0, 0, 4, 1)
     ro = rec.copy()
@@ -40,25 +43,42 @@ def warm_all() -> None:
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0, -1)
-    byte_histogram(np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])["b"])
+    r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])  # strided 16- and 8-bit LAS fields
+    byte_histogram(r16["b"])
     byte_histogram(np.zeros(4, np.uint8))
-    from pipeline.point_attributes import OPTIONAL
+    from pipeline.point_attributes import ATTRIBUTES, OPTIONAL
+    from pipeline.sources.pointcloud.las import BitField, Rgb16
     from pipeline.stages.points.spill import RecordLayout
     from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, vertex_dtype, vertex_layout
 
     for rgb in (True, False):  # the record layouts' fields (strided, packed) into spill records and vertices
         layout = RecordLayout(rgb, True, True, ("e",), OPTIONAL)
         src = np.zeros(4, layout.dtype)
-        pack_records(np.arange(4), xyz, {a.name: src[a.name] for a in layout.attributes}, src.copy())
+        # the columns as the decode passes them: strided fields of the raw records; returns (and the
+        # classes of LAS formats 0-5) as bit fields and 16-bit colour, both computed while packing;
+        # computed columns (opt-in attributes, extra dimensions) contiguous
+        cols: dict[str, Any] = {a.name: src[a.name] for a in layout.attributes}
+        pack_records(np.arange(4), xyz, cols, src.copy())
+        contiguous = {k: np.ascontiguousarray(v) for k, v in cols.items()}  # E57 columns
+        pack_records(np.arange(4), xyz, contiguous, src.copy())
+        bits = BitField(src["classification"], 0, 0x0F)
+        cols.update(classification=bits, return_number=bits, number_of_returns=bits)
+        for a in layout.attributes:
+            if a.from_las is not None or a not in ATTRIBUTES:
+                cols[a.name] = np.ascontiguousarray(src[a.name])
+        if rgb:
+            cols["rgb"] = Rgb16(r16["a"], r16["a"], r16["a"], 8)
+        pack_records(np.arange(4), xyz, cols, src.copy())
         schema = PointSchema("asprs", {}, rgb, True, True, ("e",), OPTIONAL)
         vert = np.zeros(4, vertex_dtype(schema))
-        tile_grid(src, np.arange(4), np.array([0]), np.array([4]), vert["POSITION"], True, vert["_GPS_TIME"])
+        for gps in (vert["_GPS_TIME"], None):
+            tile_grid(src, np.arange(4), np.array([0]), np.array([4]), vert["POSITION"], True, gps)
         tile_grid(src, np.arange(4), np.array([0]), np.array([4]), np.zeros((4, 3), np.uint16))
-        for a in vertex_layout(schema)[0][1:]:
-            if a.attr != "_GPS_TIME":
+        for v in vertex_layout(schema)[0][1:]:
+            if v.attr != "_GPS_TIME":
                 gather(
-                    src[a.field],
+                    src[v.field],
                     np.arange(4),
-                    vert[a.attr],
-                    SRGB8_TO_LINEAR8 if a.attr == "COLOR_0" else None,
+                    vert[v.attr],
+                    SRGB8_TO_LINEAR8 if v.attr == "COLOR_0" else None,
                 )
