@@ -3,9 +3,12 @@ against them) and thin wrappers the tests use."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pipeline.stages.points import kernels as K
+from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, glb_pieces, vertex_dtype, vertex_layout
 
 
 def morton_keys(xyz_mm: np.ndarray, origin_mm, shift: int) -> np.ndarray:
@@ -115,3 +118,65 @@ def exact_enu(transformer, frame, x: np.ndarray, y: np.ndarray, z: np.ndarray) -
     """Per-point PROJ reference of the lattice (metres)."""
     ex, ey, ez = transformer.transform(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
     return frame.ecef_to_enu(np.asarray(ex), np.asarray(ey), np.asarray(ez))
+
+
+@dataclass
+class QuantizedTile:
+    """Quantized positions of one tile (millimetres, relative to the project ENU frame)."""
+
+    lo: np.ndarray  # (3,) int64 mm, minimum corner of the quantization grid
+    step: int  # mm, power of two
+    q: np.ndarray  # (N,3) uint16
+    qmax: np.ndarray  # (3,) int64, the maximum of q per axis (the minimum is 0)
+
+    @property
+    def positions_mm(self) -> np.ndarray:
+        return self.lo + self.q.astype(np.int64) * self.step
+
+
+def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
+    """The tiler's quantization (`tiling.tile_vertices`, `kernels.tile_grid`) in numpy: the smallest power of
+    two millimetres that fits the tile's largest extent into uint16."""
+    lo = xyz_mm.min(axis=0).astype(np.int64)
+    ext = int((xyz_mm.max(axis=0).astype(np.int64) - lo).max())
+    step = 1
+    while ext // step > 65535:
+        step *= 2
+    q = ((xyz_mm.astype(np.int64) - lo) // step).astype(np.uint16)
+    return QuantizedTile(lo, step, q, q.max(axis=0).astype(np.int64))
+
+
+def pack_vertices(
+    qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
+) -> tuple[np.ndarray, float]:
+    """The interleaved vertex bytes (n, stride) of one tile and its GPS base time (numpy version of
+    `pipeline.stages.points.tiling.tile_vertices`)."""
+    layout, stride = vertex_layout(schema)
+    n = len(qt.q)
+    packed = np.zeros(n, dtype=vertex_dtype(schema))
+    base = 0.0
+    for a in layout:
+        if a.attr == "POSITION":  # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)
+            pos = np.empty((n, 3), dtype=np.uint16)
+            pos[:, 0] = qt.q[:, 0]
+            pos[:, 1] = qt.q[:, 2]
+            pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
+            packed[a.attr] = pos
+        elif a.attr == "_GPS_TIME":
+            t = np.asarray(attrs["gps_time"], dtype=np.float64)
+            base = float(t.min()) if n else 0.0
+            packed[a.attr] = (t - base).astype(np.float32)
+        elif a.attr == "COLOR_0":
+            packed[a.attr] = SRGB8_TO_LINEAR8[attrs["rgb"]]
+        else:
+            packed[a.attr] = np.asarray(attrs[a.field]).astype(a.ctype, copy=False)
+    return packed.view(np.uint8).reshape(n, stride), base
+
+
+def encode_glb(
+    qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema, *, meshopt: bool = False
+) -> bytes:
+    """One point tile as GLB bytes from its record fields `attrs` (numpy path: `pack_vertices`)."""
+    packed, base = pack_vertices(qt, attrs, schema)
+    zero = np.zeros(3, np.int64)
+    return b"".join(glb_pieces(packed, schema, qt.lo, qt.step, zero, qt.qmax, base, meshopt=meshopt))

@@ -18,53 +18,49 @@ from typing import Any
 import numpy as np
 
 from pipeline.tiles.b3dm import HEADER, _json_padded
-from pipeline.tiles.points_glb import PointSchema, QuantizedTile
+from pipeline.tiles.points_glb import PointSchema
 
-_COMPONENT = dict(
-    zip(
-        (np.dtype(c) for c in ("i1", "i2", "i4", "u1", "u2", "u4", "f4", "f8")),
-        ("BYTE", "SHORT", "INT", "UNSIGNED_BYTE", "UNSIGNED_SHORT", "UNSIGNED_INT", "FLOAT", "DOUBLE"),
-        strict=True,
-    )
-)
+
+def _component(dt: np.dtype) -> str:
+    """The batch table componentType of a numpy dtype (INT, UNSIGNED_SHORT, DOUBLE, ...)."""
+    if dt.kind == "f":
+        return {4: "FLOAT", 8: "DOUBLE"}[dt.itemsize]
+    return ("UNSIGNED_" if dt.kind == "u" else "") + {1: "BYTE", 2: "SHORT", 4: "INT"}[dt.itemsize]
 
 
 def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
-    out = bytearray()
-    offsets = []
+    """The parts one after the other, each (and the end) padded to 8 bytes, and their offsets."""
+    out, offsets = bytearray(), []
     for p in parts:
-        pad = (8 - len(out) % 8) % 8
-        out.extend(b"\x00" * pad)
+        out += bytes(-len(out) % 8)
         offsets.append(len(out))
-        out.extend(np.ascontiguousarray(p).tobytes())
-    out.extend(b"\x00" * ((8 - len(out) % 8) % 8))
-    return bytes(out), offsets
+        out += np.ascontiguousarray(p).tobytes()
+    return bytes(out + bytes(-len(out) % 8)), offsets
 
 
-def encode_pnts(qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema) -> bytes:
-    n = len(qt.q)
-    rel = (qt.q.astype(np.int64) * qt.step).astype(np.float64) / 1000.0
+def encode_pnts(lo, step: int, q: np.ndarray, attrs: dict[str, np.ndarray], schema: PointSchema) -> bytes:
+    """One pnts tile: `q` (n, 3) uint16 positions on the grid of `step` mm from `lo` (mm, the RTC centre),
+    `attrs` the record fields of its points (same order)."""
+    n = len(q)
+    rel = (q.astype(np.int64) * step).astype(np.float64) / 1000.0
     ft_parts = [rel.astype(np.float32)]
     if "rgb" in attrs:
         ft_parts.append(attrs["rgb"].astype(np.uint8))
     ft_bin, ft_off = _bin_chunk(ft_parts)
     ft: dict[str, Any] = {
         "POINTS_LENGTH": int(n),
-        "RTC_CENTER": [float(v) / 1000.0 for v in qt.lo],
+        "RTC_CENTER": [float(v) / 1000.0 for v in lo],
         "POSITION": {"byteOffset": ft_off[0]},
     }
     if "rgb" in attrs:
         ft["RGB"] = {"byteOffset": ft_off[1]}
     # the batch table: every metadata attribute of the table, in table order, as stored in the spill
-    cols: list[tuple[str, np.ndarray]] = [
-        (a.name, np.asarray(attrs[a.name]).astype(a.spill, copy=False))
-        for a in schema.attributes
-        if a.metadata
-    ]
-    bt_bin, bt_off = _bin_chunk([c for _, c in cols])
+    meta = [a for a in schema.attributes if a.metadata]
+    cols = [np.asarray(attrs[a.name]).astype(a.spill, copy=False) for a in meta]
+    bt_bin, bt_off = _bin_chunk(cols)
     bt = {
-        name: {"byteOffset": off, "componentType": _COMPONENT[np.asarray(c).dtype], "type": "SCALAR"}
-        for (name, c), off in zip(cols, bt_off, strict=True)
+        a.name: {"byteOffset": off, "componentType": _component(c.dtype), "type": "SCALAR"}
+        for a, c, off in zip(meta, cols, bt_off, strict=True)
     }
     ft_json = _json_padded(ft, HEADER)
     bt_json = _json_padded(bt, HEADER + len(ft_json) + len(ft_bin))

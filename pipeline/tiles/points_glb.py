@@ -23,19 +23,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.point_attributes import PointAttribute, active, metadata_properties, vertex_order
-from pipeline.tiles.gltf import (
-    ARRAY_BUFFER,
-    FLOAT,
-    POINTS,
-    UNSIGNED_BYTE,
-    UNSIGNED_SHORT,
-    GltfBuilder,
-    add_property_attribute,
-    glb_parts,
-    set_metadata_schema,
-)
+from pipeline.tiles.gltf import ARRAY_BUFFER, FLOAT, POINTS, UNSIGNED_BYTE, UNSIGNED_SHORT, glb_parts
 
 CLASS_ID = "point"
+MESHOPT = "EXT_meshopt_compression"
+_COMPONENT = {np.dtype("u1"): UNSIGNED_BYTE, np.dtype("<u2"): UNSIGNED_SHORT, np.dtype("<f4"): FLOAT}
 
 
 # 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
@@ -73,35 +65,6 @@ class PointSchema:
         }
 
 
-@dataclass
-class QuantizedTile:
-    """Quantized positions of one tile (millimetres, relative to the project ENU frame)."""
-
-    lo: np.ndarray  # (3,) int64 mm, minimum corner of the quantization grid
-    step: int  # mm, power of two
-    q: np.ndarray  # (N,3) uint16
-    qmin: np.ndarray  # (3,) int64, the minimum of q per axis
-    qmax: np.ndarray  # (3,) int64, the maximum
-
-    @property
-    def positions_mm(self) -> np.ndarray:
-        return self.lo + self.q.astype(np.int64) * self.step
-
-    @property
-    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.lo + self.qmin * self.step, self.lo + self.qmax * self.step
-
-
-def quantize(xyz_mm: np.ndarray) -> QuantizedTile:
-    lo = xyz_mm.min(axis=0).astype(np.int64)
-    ext = int((xyz_mm.max(axis=0).astype(np.int64) - lo).max())
-    step = 1
-    while ext // step > 65535:
-        step *= 2
-    q = ((xyz_mm.astype(np.int64) - lo) // step).astype(np.uint16)
-    return QuantizedTile(lo, step, q, q.min(axis=0).astype(np.int64), q.max(axis=0).astype(np.int64))
-
-
 @dataclass(frozen=True)
 class VertexAttr:
     """One vertex attribute of the interleaved point vertex buffer."""
@@ -131,116 +94,17 @@ def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
 def vertex_dtype(schema: PointSchema) -> np.dtype:
     """The vertex layout as a structured dtype (fields named by their glTF attribute)."""
     layout, stride = vertex_layout(schema)
-    formats = [(np.dtype(a.ctype), (a.width,)) if a.width > 1 else np.dtype(a.ctype) for a in layout]
-    return np.dtype(
-        {
-            "names": [a.attr for a in layout],
-            "formats": formats,
-            "offsets": [a.offset for a in layout],
-            "itemsize": stride,
-        }
-    )
-
-
-def pack_vertices(
-    qt: QuantizedTile, attrs: dict[str, np.ndarray], schema: PointSchema
-) -> tuple[np.ndarray, float]:
-    """The interleaved vertex bytes (n, stride) of one tile and its GPS base time (numpy version; the
-    tiler uses `pipeline.stages.points.tiling.tile_vertices`, tested equal)."""
-    layout, stride = vertex_layout(schema)
-    n = len(qt.q)
-    packed = np.zeros(n, dtype=vertex_dtype(schema))
-    base = 0.0
-    for a in layout:
-        if a.attr == "POSITION":  # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)
-            pos = np.empty((n, 3), dtype=np.uint16)
-            pos[:, 0] = qt.q[:, 0]
-            pos[:, 1] = qt.q[:, 2]
-            pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
-            packed[a.attr] = pos
-        elif a.attr == "_GPS_TIME":
-            t = np.asarray(attrs["gps_time"], dtype=np.float64)
-            base = float(t.min()) if n else 0.0
-            packed[a.attr] = (t - base).astype(np.float32)
-        elif a.attr == "COLOR_0":
-            packed[a.attr] = SRGB8_TO_LINEAR8[attrs["rgb"]]
-        else:
-            packed[a.attr] = np.asarray(attrs[a.field]).astype(a.ctype, copy=False)
-    return packed.view(np.uint8).reshape(n, stride), base
-
-
-def encode_glb(
-    qt: QuantizedTile,
-    attrs: dict[str, np.ndarray],
-    schema: PointSchema,
-    *,
-    meshopt: bool = False,
-) -> bytes:
-    """One point tile as GLB bytes. `attrs` holds the record fields of the tile's points (same order).
-
-    All vertex attributes are interleaved in one buffer view, each on a 4-byte boundary (36 bytes per point
-    with colour and GPS time; EXT_meshopt_compression removes most of the padding).
-    """
-    packed, base = pack_vertices(qt, attrs, schema)
-    return glb_from_vertices(packed, schema, qt.lo, qt.step, qt.qmin, qt.qmax, base, meshopt=meshopt)
-
-
-def glb_from_vertices(
-    packed: np.ndarray, schema: PointSchema, lo, step: int, qmin, qmax, gps_base: float, *, meshopt=False
-) -> bytes:
-    """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see
-    `vertex_layout`), its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time."""
-    return b"".join(bytes(p) for p in _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt))
+    formats = [(a.ctype, (a.width,)) if a.width > 1 else a.ctype for a in layout]
+    names, offsets = [a.attr for a in layout], [a.offset for a in layout]
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": stride})
 
 
 def write_glb_from_vertices(
     path, packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False
 ) -> None:
-    """`glb_from_vertices` written to `path` without assembling the file in memory."""
+    """`glb_pieces` written to `path` without assembling the file in memory."""
     with open(path, "wb") as f:
-        for part in _glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt):
-            f.write(part)
-
-
-def _glb_json(n: int, schema: PointSchema, lo, step, qmin, qmax, gps_base) -> dict[str, Any]:
-    """The glTF JSON of a tile of `n` points whose vertex rows are the one buffer view (at offset 0)."""
-    layout, stride = vertex_layout(schema)
-    b = GltfBuilder()
-    b.use_extension("KHR_mesh_quantization", required=True)
-    view = {"buffer": 0, "byteOffset": 0, "byteLength": n * stride, "byteStride": stride}
-    b.json["bufferViews"] = [{**view, "target": ARRAY_BUFFER}]
-    accs = b.json.setdefault("accessors", [])
-    comp = {1: UNSIGNED_BYTE, 2: UNSIGNED_SHORT}
-    for a in layout:
-        cdt = np.dtype(a.ctype)
-        acc: dict[str, Any] = {
-            "bufferView": 0,
-            "byteOffset": a.offset,
-            "componentType": FLOAT if cdt == np.float32 else comp[cdt.itemsize],
-            "count": int(n),
-            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
-        }
-        if a.normalized:
-            acc["normalized"] = True
-        if a.attr == "POSITION" and n:  # pos = (qx, qz, qmax_y - qy)
-            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
-            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
-        accs.append(acc)
-    set_metadata_schema(b, schema.metadata_schema())
-    # the metadata properties in vertex order
-    pa_index = add_property_attribute(b, CLASS_ID, {a.prop: a.attr for a in layout if a.prop})
-    if schema.has_gps:
-        pas = b.json["extensions"]["EXT_structural_metadata"]["propertyAttributes"][pa_index]
-        pas["properties"]["gps_time"]["offset"] = gps_base
-    prim: dict[str, Any] = {
-        "attributes": {a.attr: i for i, a in enumerate(layout)},
-        "mode": POINTS,
-        "extensions": {"EXT_structural_metadata": {"propertyAttributes": [pa_index]}},
-    }
-    s = step / 1000.0
-    translation = [lo[0] / 1000.0, lo[2] / 1000.0, -(lo[1] + qmax[1] * step) / 1000.0]
-    b.add_node(b.add_mesh([prim]), translation=translation, scale=[s, s, s])
-    return b.json
+        f.writelines(glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt))
 
 
 def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
@@ -253,25 +117,66 @@ def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
     return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
 
 
-def _glb_pieces(packed: np.ndarray, schema, lo, step, qmin, qmax, gps_base, meshopt: bool) -> list[Any]:
-    """The GLB as pieces (join them, or hand them to `os.writev`): header + JSON chunk, then the vertex
-    rows as the BIN chunk (not copied) and its padding. With `meshopt` (and points), the rows are encoded by
-    meshopt's vertex codec (bitstream version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies):
-    buffer 0 (the BIN chunk) holds the stream, the view refers to the data-less fallback buffer 1."""
+def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False):
+    """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see `vertex_layout`),
+    its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time, as pieces (join them, or
+    write one after the other): header + JSON chunk, then the vertex rows as the BIN chunk (not copied) and
+    its padding. With `meshopt` (and points), the rows are encoded by meshopt's vertex codec (bitstream
+    version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies): buffer 0 (the BIN chunk) holds the
+    stream, the view refers to the data-less fallback buffer 1."""
     n, stride = packed.shape
-    js = _glb_json(n, schema, lo, step, qmin, qmax, gps_base)
+    layout, _ = vertex_layout(schema)
     payload = np.ascontiguousarray(packed)
+    view = dict(buffer=0, byteOffset=0, byteLength=n * stride, byteStride=stride, target=ARRAY_BUFFER)
+    used, required = ["KHR_mesh_quantization", "EXT_structural_metadata"], ["KHR_mesh_quantization"]
+    fallback: list[dict[str, Any]] = []
     if meshopt and n:
         payload = _meshopt_encode(payload)
         ext = {"buffer": 0, "byteOffset": 0, "byteLength": len(payload), "byteStride": stride, "count": n}
-        js["bufferViews"][0].update(
-            buffer=1, extensions={"EXT_meshopt_compression": {**ext, "mode": "ATTRIBUTES"}}
-        )
-        js["extensionsUsed"].append("EXT_meshopt_compression")
-        js["extensionsRequired"].append("EXT_meshopt_compression")
-    js["buffers"] = [{"byteLength": payload.nbytes + (-payload.nbytes % 4)}]
-    if meshopt and n:
-        js["buffers"].append(
-            {"byteLength": n * stride, "extensions": {"EXT_meshopt_compression": {"fallback": True}}}
-        )
+        view.update(buffer=1, extensions={MESHOPT: {**ext, "mode": "ATTRIBUTES"}})
+        used.append(MESHOPT)
+        required.append(MESHOPT)
+        fallback = [{"byteLength": n * stride, "extensions": {MESHOPT: {"fallback": True}}}]
+    accessors = []
+    for a in layout:
+        acc: dict[str, Any] = {
+            "bufferView": 0,
+            "byteOffset": a.offset,
+            "componentType": _COMPONENT[np.dtype(a.ctype)],
+            "count": int(n),
+            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
+        }
+        if a.normalized:
+            acc["normalized"] = True
+        if a.attr == "POSITION" and n:  # pos = (qx, qz, qmax_y - qy)
+            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
+            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
+        accessors.append(acc)
+    props: dict[str, dict[str, Any]] = {a.prop: {"attribute": a.attr} for a in layout if a.prop}
+    if schema.has_gps:
+        props["gps_time"]["offset"] = gps_base
+    s = step / 1000.0
+    translation = [lo[0] / 1000.0, lo[2] / 1000.0, -(lo[1] + qmax[1] * step) / 1000.0]
+    metadata = {
+        "schema": schema.metadata_schema(),
+        "propertyAttributes": [{"class": CLASS_ID, "properties": props}],
+    }
+    prim = {
+        "attributes": {a.attr: i for i, a in enumerate(layout)},
+        "mode": POINTS,
+        "extensions": {"EXT_structural_metadata": {"propertyAttributes": [0]}},
+    }
+    js = {
+        "asset": {"version": "2.0", "generator": "RuhrTwin"},
+        "extensionsUsed": used,
+        "extensionsRequired": required,
+        "bufferViews": [view],
+        "accessors": accessors,
+        "extensions": {"EXT_structural_metadata": metadata},
+        "meshes": [{"primitives": [prim]}],
+        "nodes": [{"mesh": 0, "translation": [float(v) for v in translation], "scale": [s, s, s]}],
+        "scenes": [{"nodes": [0]}],
+        "scene": 0,
+        "buffers": [{"byteLength": payload.nbytes + (-payload.nbytes % 4)}, *fallback],
+    }
     return glb_parts(js, payload.reshape(-1).data)

@@ -33,17 +33,10 @@ from pipeline.stages.points.spill import (
     cube_for,
     read_ranges,
 )
-from pipeline.tiles.points_glb import (
-    PointSchema,
-    encode_glb,
-    glb_from_vertices,
-    pack_vertices,
-    quantize,
-    vertex_dtype,
-    write_glb_from_vertices,
-)
+from pipeline.tiles.points_glb import PointSchema, glb_pieces, vertex_dtype, write_glb_from_vertices
 from pipeline.tiles.points_reader import point_hash_numpy, tile_checksum
 from tests import _points_reference as R
+from tests._points_reference import encode_glb, pack_vertices, quantize
 
 FAST = settings(max_examples=50, deadline=None, database=None)
 SMALL = settings(max_examples=25, deadline=None, database=None)
@@ -373,7 +366,7 @@ def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
         qt, attrs, _xyz = _tile_reference(rec, perm[s:e])
         ref = encode_glb(qt, attrs, schema, meshopt=meshopt)
         args = (schema, lo[t], int(step[t]), np.zeros(3, np.int64), qmax[t], float(gbase[t]))
-        assert glb_from_vertices(vbuf[s:e], *args, meshopt=meshopt) == ref, f"tile {t}"
+        assert b"".join(glb_pieces(vbuf[s:e], *args, meshopt=meshopt)) == ref, f"tile {t}"
         path = tmp_path / f"t{t}.glb"
         path.write_bytes(b"x" * (len(ref) + 100))  # an existing longer file is truncated
         write_glb_from_vertices(path, vbuf[s:e], *args, meshopt=meshopt)
@@ -382,7 +375,7 @@ def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
     empty = np.zeros((0, vbuf.shape[1]), np.uint8)
     args = (schema, np.zeros(3, np.int64), 1, np.zeros(3, np.int64), np.zeros(3, np.int64), 0.0)
     write_glb_from_vertices(tmp_path / "empty.glb", empty, *args, meshopt=meshopt)
-    assert (tmp_path / "empty.glb").read_bytes() == glb_from_vertices(empty, *args, meshopt=meshopt)
+    assert (tmp_path / "empty.glb").read_bytes() == b"".join(glb_pieces(empty, *args, meshopt=meshopt))
 
 
 @pytest.mark.parametrize("meshopt", [False, True])

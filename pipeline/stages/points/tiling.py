@@ -198,16 +198,14 @@ def _place_tile(job: TileJob, depth: int, count: int, lo_mm, step, qmax, checksu
 def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
     """3D Tiles 1.0 profile: pnts + batch table per tile (`rec` in output order)."""
     from pipeline.tiles.pnts import encode_pnts
-    from pipeline.tiles.points_glb import QuantizedTile
 
     q = np.empty((len(rec), 3), np.uint16)
     lo, step, qmax, _gbase, checksum = K.tile_grid(rec, np.arange(len(rec)), starts, ends, q)
     names = [n for n in rec.dtype.names or () if n not in ("x", "y", "z")]
     out = []
     for t, (depth, s, e) in enumerate(groups):
-        qt = QuantizedTile(lo[t], int(step[t]), q[s:e], np.zeros(3, np.int64), qmax[t])
         sl = rec[s:e]
-        data = encode_pnts(qt, {name: sl[name] for name in names}, job.schema)
+        data = encode_pnts(lo[t], int(step[t]), q[s:e], {name: sl[name] for name in names}, job.schema)
         rec_t, path = _place_tile(job, depth, e - s, lo[t], step[t], qmax[t], checksum[t])
         path.write_bytes(data)
         out.append(rec_t)
