@@ -129,26 +129,6 @@ _HEADER = struct.Struct("<4sHH16sBB32s32sHHHIIBH6I3d3d6dQQIQ15Q")
 assert _HEADER.size == HEADER_SIZE
 
 
-def _header(
-    h: HeaderInfo,
-    pf: int,
-    rec_size: int,
-    offset_to_points: int,
-    n_vlrs: int,
-    count: int,
-    by_return,
-    mins,
-    maxs,
-    evlr_start: int,
-) -> bytes:
-    ident = (b"LASF", h.file_source_id, (h.global_encoding_gps & 1) | 0x10, b"", 1, 4)
-    names = (b"RuhrTwin", b"RuhrTwin COPC writer", h.creation_day, h.creation_year)
-    layout = (HEADER_SIZE, offset_to_points, n_vlrs, pf | 0x80, rec_size, 0, 0, 0, 0, 0, 0)
-    box = (maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2])
-    counts = (0, evlr_start, 1, count, *(int(v) for v in by_return))
-    return _HEADER.pack(*ident, *names, *layout, *h.scales, *h.offsets, *box, *counts)
-
-
 # ---- writer -------------------------------------------------------------------------------------------
 
 
@@ -280,11 +260,12 @@ def write_copc(
             f.write(_vlr("copc", 1000, "EPT hierarchy", hier, extended=True))
             size = f.tell()
             f.seek(0)
-            f.write(
-                _header(
-                    header, pf, dtype.itemsize, offset_to_points, n_vlrs, n, by_return, mins, maxs, evlr_start
-                )
-            )
+            ident = (b"LASF", header.file_source_id, (header.global_encoding_gps & 1) | 0x10, b"", 1, 4)
+            names = (b"RuhrTwin", b"RuhrTwin COPC writer", header.creation_day, header.creation_year)
+            layout = (HEADER_SIZE, offset_to_points, n_vlrs, pf | 0x80, dtype.itemsize, 0, 0, 0, 0, 0, 0)
+            box = (maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2])
+            counts = (0, evlr_start, 1, n, *(int(v) for v in by_return))
+            f.write(_HEADER.pack(*ident, *names, *layout, *header.scales, *header.offsets, *box, *counts))
             # COPC info: centre, half size, spacing, hierarchy root page, GPS time range, 11 reserved
             info = (*center, halfsize, spacing, evlr_start + EVLR_HEADER, len(hier), gps_min, gps_max)
             f.write(_vlr("copc", 1, "copc info", struct.pack("<5d2Q2d88x", *info)))

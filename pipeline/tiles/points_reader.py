@@ -3,6 +3,7 @@ tileset (point count, order-independent checksum, tile count), for glb (also mes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,6 @@ import numpy as np
 
 def content_files(tileset_path: str | Path) -> list[Path]:
     """The tile files of a point tileset (external tilesets followed), in a fixed order."""
-    import json
-
     tileset_path = Path(tileset_path)
     doc = json.loads(tileset_path.read_text())
     root = doc["root"]
@@ -40,13 +39,11 @@ def content_files(tileset_path: str | Path) -> list[Path]:
 
 def read_point_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     """The glTF JSON and binary chunk of one of our glb point tiles, meshopt views decoded."""
-    from pipeline.tiles.gltf import read_glb
+    from pipeline.tiles.gltf import decode_meshopt_views, read_glb
 
     js, binary = read_glb(data)
     if "EXT_meshopt_compression" in js.get("extensionsUsed", []):
-        from pipeline.tiles.gltf import decode_meshopt_views
-
-        js, binary = decode_meshopt_views(js, binary)
+        return decode_meshopt_views(js, binary)
     return js, binary
 
 
@@ -106,7 +103,5 @@ def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
 
 def tile_checksum(positions_mm: np.ndarray) -> int:
     """Order-independent checksum of a tile's (dequantized) millimetre positions."""
-    if len(positions_mm) == 0:
-        return 0
     h = point_hash_numpy(np.ascontiguousarray(positions_mm, dtype=np.int32).reshape(-1, 3))
     return int(h.sum(dtype=np.uint64))

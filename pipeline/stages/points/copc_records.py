@@ -130,14 +130,10 @@ _PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
 
 def placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str | None) -> Placement:
     """The file's placement (memoised per process: PROJ creates a transformer in 0.05-0.4 s)."""
-    info = fj.info
-    key: tuple[Any, ...] = (str(info.path), info.mins, info.maxs, info.scales, info.offsets, fj.crs_wkt)
-    key += (fj.z_factor,)
-    key += (target_wkt, override, crs_cfg.model_dump_json() if crs_cfg is not None else None)
-    got = _PLACEMENTS.get(key)
-    if got is None:
-        got = _PLACEMENTS[key] = _placement(fj, target_wkt, crs_cfg, override)
-    return got
+    key = (fj, target_wkt, override, crs_cfg.model_dump_json() if crs_cfg is not None else None)
+    if key not in _PLACEMENTS:
+        _PLACEMENTS[key] = _placement(fj, target_wkt, crs_cfg, override)
+    return _PLACEMENTS[key]
 
 
 def _placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str | None) -> Placement:
