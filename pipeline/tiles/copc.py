@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.recfunctions import repack_fields
 
-from pipeline.tiles.copc_octree import GRID_BITS, MAX_NODE_POINTS, build_octree, fine_positions, morton_codes
+from pipeline.tiles.copc_octree import GRID_BITS, MAX_NODE_POINTS, build_octree, morton_of
 
 HEADER_SIZE = 375
 VLR_HEADER = 54
@@ -206,10 +206,17 @@ def write_copc(
     morton = np.empty(n, np.uint64)
     for s in range(0, n, BLOCK):
         blk = records[s : s + BLOCK]
-        q = fine_positions(blk["X"], blk["Y"], blk["Z"], header.scales, header.offsets, center, halfsize)
-        morton[s : s + BLOCK] = morton_codes(q)
+        morton_of(
+            blk["X"],
+            blk["Y"],
+            blk["Z"],
+            header.scales,
+            header.offsets,
+            center,
+            halfsize,
+            morton[s : s + BLOCK],
+        )
         _drop_pages(records)
-    del q
     tree = build_octree(morton, max_node_points)
     del morton
 

@@ -1,7 +1,8 @@
 """The COPC octree (`pipeline.tiles.copc_octree.build_octree`, numba kernels in
 `pipeline.tiles._copc_octree_kernels`) against a plain numpy reference: the same nodes, the same points
 per node, the same index layout, on scattered, clustered and duplicated points (the Python point-by-point
-reference is in tests/integration/test_copc.py)."""
+reference is in tests/integration/test_copc.py); the one-pass Morton codes (`morton_of`) against
+`fine_positions` + `morton_codes`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pipeline.tiles.copc_octree import (
     _compact3,
     _mix64,
     build_octree,
+    fine_positions,
     morton_codes,
+    morton_of,
 )
 
 
@@ -86,3 +89,24 @@ def test_octree_equals_the_numpy_reference(seed, n, max_node_points):
     assert sorted(tree.index.tolist()) == list(range(n))  # every point exactly once
     if n > 1:
         assert tree.keys[:, 0].max() == MAX_DEPTH  # the repeated positions went down to the last level
+
+
+def test_one_pass_morton_codes_equal_the_numpy_reference():
+    rng = np.random.default_rng(7)
+    n = 200_000
+    # a 1 km tile at 1 cm (the demo's mobile scans), a few points beyond the cube on every side (clipped)
+    X = rng.integers(-1000, 101_000, n).astype(np.int32)
+    Y = rng.integers(-1000, 101_000, n).astype(np.int32)
+    Z = rng.integers(4_000, 9_000, n).astype(np.int32)
+    X[:3] = [0, 100_000, 37]
+    scales, offsets = (0.01, 0.01, 0.01), (362000.0, 5716000.0, 0.0)
+    center, halfsize = (362500.0, 5716500.0, 65.0), 500.0 * (1.0 + 1e-9)
+    want = morton_codes(fine_positions(X, Y, Z, scales, offsets, center, halfsize))
+    got = np.empty(n, np.uint64)
+    morton_of(X, Y, Z, scales, offsets, center, halfsize, got)
+    np.testing.assert_array_equal(got, want)
+    rec = np.zeros(n, [("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("intensity", "<u2")])  # strided columns
+    rec["X"], rec["Y"], rec["Z"] = X, Y, Z
+    got[:] = 0
+    morton_of(rec["X"], rec["Y"], rec["Z"], scales, offsets, center, halfsize, got)
+    np.testing.assert_array_equal(got, want)
