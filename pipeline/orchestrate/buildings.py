@@ -53,13 +53,14 @@ from pipeline.stages.buildings.content import write_building_tile
 from pipeline.stages.buildings.heights import (
     FootprintZones,
     HeightParams,
+    HeightSampler,
     Samples,
     footprint_zones,
     merge_samples,
     summarise,
-    tile_stats,
 )
 from pipeline.stages.buildings.tiling import QuadNode, build_quadtree, tileset_tree
+from pipeline.stages.point_products import point_product
 from pipeline.tiles.tileset import asset, box_from_bounds, schema_errors, write_atomic, write_json
 
 if TYPE_CHECKING:
@@ -257,7 +258,12 @@ def epoch_plan(
 
     chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
     calls: list[CachedCall] = [
-        (["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]], tile_stats, args, chunk)
+        (
+            ["buildings-tile-stats-v2", input_sha256(ctx, args[0]), *args[1:]],
+            point_product,
+            (args[0], HeightSampler, args[1:]),
+            chunk,
+        )
         for _idx, args in jobs
     ]
     return EpochPlan(zones, params, jobs, calls, ntouch)
@@ -781,19 +787,26 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
     rcalls = raster_calls(ctx, geoms)
     prefetch: list[CachedCall] = []
     if layer.lod == 2 and newest is not None:  # the LoD2 roof points need no heights: gathered meanwhile
-        from pipeline.orchestrate.buildings_lod2 import lod2_units, roof_point_prefetch
+        from pipeline.orchestrate.buildings_lod2 import lod2_units, roof_point_calls
 
         units = geoms
         if parts_gdf is not None and len(parts_gdf):
             units = lod2_units(ctx, geoms, parts_gdf)[0].geoms
-        prefetch = roof_point_prefetch(ctx, units, newest, newest_params)
-    # every epoch's tile tasks, the raster statistics and the LoD2 roof points at once: the workers read
+        prefetch = roof_point_calls(ctx, units, newest, newest_params)
+    # the overlays' surface and density rasters come from the same files: made in the same decodes
+    from pipeline.orchestrate.overlays import point_raster_calls
+
+    prefetch += point_raster_calls(ctx)
+    # every epoch's tile tasks, the raster statistics, the LoD2 roof points and the overlays' rasters at
+    # once, each point file decoded once for all of them (`orchestrate.point_products`): the workers read
     # the epochs' tiles side by side (one tile per epoch would otherwise keep one worker busy at a time)
     from pipeline.orchestrate.cache import run_cached
+    from pipeline.orchestrate.point_products import fill_once
 
     with ctx.stage("buildings:heights"):
         calls = [c for p in plans.values() for c in p.calls] + list(rcalls.values())
-        results = run_cached(ctx, prefetch + calls, "tile-stats")[len(prefetch) :]
+        fill_once(ctx, prefetch + calls, "tile-stats")
+        results = run_cached(ctx, calls, "tile-stats")
     pos = 0
     for epoch, plan in plans.items():
         st = epoch_stats(plan, results[pos : pos + len(plan.calls)])

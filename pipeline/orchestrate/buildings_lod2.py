@@ -27,11 +27,12 @@ from pipeline.stages.buildings.reconstruct import (
     NdviFilter,
     ReconstructParams,
     lod2_roofs,
-    tile_roof_points,
+    roof_points_of,
     tile_roofs,
 )
 from pipeline.stages.buildings.roofs import RoofParams
 from pipeline.stages.buildings.solids import MIN_WALL_M
+from pipeline.stages.point_products import point_product
 
 if TYPE_CHECKING:
     from pipeline.orchestrate.cache import CachedCall
@@ -125,7 +126,7 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
 class RoofPointJobs:
     """The LoD2 tasks of one epoch's point-cloud tiles: per tile the footprints it touches (`idx`), their
     WKB and which of them it covers alone (`complete`), and the cached call gathering their roof points
-    (`reconstruct.tile_roof_points`); how many tiles touch each footprint."""
+    (`reconstruct.RoofPointGatherer`); how many tiles touch each footprint."""
 
     jobs: list[tuple[np.ndarray, list[bytes], np.ndarray]]
     points: list[CachedCall]
@@ -173,17 +174,12 @@ def roof_point_jobs(
         calls.append(
             (
                 ["buildings-lod2-points-v1", input_sha256(ctx, path), ndvi_sha, *args[1:]],
-                tile_roof_points,
-                args,
+                point_product,
+                (path, roof_points_of, args[1:]),
                 chunk,
             )
         )
     return RoofPointJobs(jobs, calls, ntouch)
-
-
-def _left_in_cache(cache: Any, key: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-    """Task: `fn(*args, **kwargs)` into the build cache under `key`; returns nothing (it stays on disk)."""
-    cache.call_key(key, fn, *args, **kwargs)
 
 
 def _fit_tile(
@@ -202,24 +198,15 @@ def _fit_tile(
     return tile_roofs(points, wkb, complete, params, base)
 
 
-def roof_point_prefetch(
+def roof_point_calls(
     ctx: BuildContext, geoms: np.ndarray, epoch: Any, height_params: Any
 ) -> list[CachedCall]:
-    """Cached calls that leave the roof points of `geoms` (the footprints `reconstruct_lod2` will fit) of
-    every tile of `epoch` in the build cache: they need no heights, so they run beside the height tasks
-    and `reconstruct_lod2` then only fits."""
-    from pipeline.orchestrate.cache import build_cache
-
+    """The cached calls (point products) of the roof points of `geoms` (the footprints
+    `reconstruct_lod2` will fit) of every tile of `epoch`: they need no heights, so they are made beside
+    the height tasks (`orchestrate.point_products.fill_once`) and `reconstruct_lod2` then only fits."""
     ndvi, ndvi_sha = ndvi_filter(ctx, quiet=True)
-    rp = roof_point_jobs(
-        ctx, geoms, epoch, height_params, reconstruct_params(ctx.cfg.layers.buildings, ndvi), ndvi_sha
-    )
-    cache = build_cache(ctx)
-    out: list[CachedCall] = []
-    for call in rp.points:
-        key = cache.key(call[0])
-        out.append((["buildings-lod2-points-ready-v1", key], _left_in_cache, (cache, key, *call[1:]), {}))
-    return out
+    params = reconstruct_params(ctx.cfg.layers.buildings, ndvi)
+    return roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_sha).points
 
 
 def reconstruct_lod2(
@@ -268,7 +255,7 @@ def reconstruct_lod2(
             edge_ids[j] = np.repeat(rest, np.diff(rptr))
             edge_xyz[j] = rxyz
 
-        # one task per tile: its roof points from the build cache (`roof_point_prefetch`), then the fit
+        # one task per tile: its roof points from the build cache (`roof_point_calls`), then the fit
         cache = build_cache(ctx)
         calls: list[CachedCall] = []
         for (idx, wkb, complete), pcall in zip(jobs, rp.points, strict=True):

@@ -25,11 +25,13 @@ import shapely
 from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.orchestrate.executor import Executor, build_executor, map_ordered
+from pipeline.orchestrate.executor import Executor, build_executor
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
+from pipeline.orchestrate.point_products import fill_once
 from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
 from pipeline.sources.rasters import Grid, orthophoto_bands
-from pipeline.stages.terrain.rasterise import RasterTarget
+from pipeline.stages.point_products import point_product
+from pipeline.stages.terrain.rasterise import FileRasters, RasterTarget
 from pipeline.styles.gpkg import embed_styles, write_layer
 
 if TYPE_CHECKING:
@@ -265,21 +267,22 @@ def _point_targets(ctx: BuildContext, epoch_index: int) -> list[tuple[str, Raste
     return out
 
 
-def _rasterise_file_windows(path, targets, crs_cfg, crs_override):
-    """Each target's (row0, col0, value, count) cropped to the cells the file touches (one decode)."""
-    from pipeline.stages.terrain.rasterise import rasterise_point_files_multi
+class FileRasterWindows(FileRasters):
+    """`FileRasters` of one point file with each target's result as (row0, col0, value, count) cropped
+    to the cells the file touches (a point product: `pipeline.orchestrate.point_products`)."""
 
-    out = []
-    for acc in rasterise_point_files_multi([path], targets, crs_cfg=crs_cfg, crs_override=crs_override):
-        value, count = acc.value, acc.count
-        rows = np.flatnonzero(count.any(axis=1))
-        cols = np.flatnonzero(count.any(axis=0))
-        if rows.size == 0:
-            out.append((0, 0, value[:0, :0].copy(), count[:0, :0].copy()))
-            continue
-        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        out.append((r0, c0, value[r0:r1, c0:c1].copy(), count[r0:r1, c0:c1].copy()))
-    return out
+    def result(self) -> list[tuple[int, int, np.ndarray, np.ndarray]]:  # type: ignore[override]
+        out = []
+        for acc in self.accs:
+            value, count = acc.value, acc.count
+            rows = np.flatnonzero(count.any(axis=1))
+            cols = np.flatnonzero(count.any(axis=0))
+            if rows.size == 0:
+                out.append((0, 0, value[:0, :0].copy(), count[:0, :0].copy()))
+                continue
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            out.append((r0, c0, value[r0:r1, c0:c1].copy(), count[r0:r1, c0:c1].copy()))
+        return out
 
 
 def _grid_key(grid: Grid) -> list:
@@ -295,33 +298,15 @@ def _epoch_calls(ctx: BuildContext, epoch_index: int) -> tuple[list[tuple[str, G
     tkey = [[_grid_key(t.grid), t.stat, t.include_classes, list(t.exclude_classes)] for t in targets]
     key = ["overlays-point-rasters-v1", tkey, ctx.cfg.crs, ep.crs]
     calls: list[CachedCall] = [
-        ([*key, i.sha256], _rasterise_file_windows, (i.path, targets, ctx.cfg.crs, ep.crs), {})
+        (
+            [*key, i.sha256],
+            point_product,
+            (str(i.path), FileRasterWindows, (targets, ctx.cfg.crs, ep.crs)),
+            {},
+        )
         for i in ctx.inputs_for(f"aerial:{ep.epoch}")
     ]
     return [(name, t.grid) for name, t in named], calls
-
-
-def _computed(cache, key: str, fn, args: tuple, kwargs: dict) -> None:
-    """Task: `fn(*args)` into the build cache under `key`; returns nothing (the result stays on disk)."""
-    cache.call_key(key, fn, *args, **kwargs)
-
-
-def fill_cache(ctx: BuildContext, calls: list[CachedCall], name: str) -> list[str]:
-    """The cache keys of `calls`; the calls whose result is not in the build cache yet run as tasks on the
-    build's executor (all at once; here without one), leaving their results in the cache."""
-    from pipeline.orchestrate.cache import build_cache
-    from pipeline.orchestrate.executor import build_executor
-
-    cache = build_cache(ctx)
-    keys = [cache.key(kp) for kp, _fn, _a, _kw in calls]
-    misses: list[int] = []
-    for i, key in enumerate(keys):
-        if key not in keys[:i] and cache.get(key) is None:  # each key once
-            misses.append(i)
-    ex = build_executor(ctx.client) if len(misses) > 1 else None
-    items = [(cache, keys[i], calls[i][1], calls[i][2], calls[i][3]) for i in misses]
-    map_ordered(ex, _computed, items, name=name)
-    return keys
 
 
 def epoch_raster_windows(ctx: BuildContext, epoch_index: int, name: str) -> tuple[Grid, Iterator[tuple]]:
@@ -338,7 +323,7 @@ def epoch_raster_windows(ctx: BuildContext, epoch_index: int, name: str) -> tupl
     named, calls = _epoch_calls(ctx, epoch_index)
     k = [n for n, _g in named].index(name)
     cache = build_cache(ctx)
-    keys = fill_cache(ctx, calls, f"point-rasters-{ctx.cfg.sources.aerial[epoch_index].epoch}")
+    keys = fill_once(ctx, calls, f"point-rasters-{ctx.cfg.sources.aerial[epoch_index].epoch}")
 
     def windows() -> Iterator[tuple]:
         for key, (_kp, fn, args, kw) in zip(keys, calls, strict=True):
@@ -419,7 +404,7 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
         # one task per orthophoto tile (memory: the tile's cells) leaving its NDVI window in the cache,
         # mosaicked here one window at a time like read_grid does (first tile in path order wins where
         # tiles overlap; a cell is a tile's where both bands have data): one float32 and one flag per cell
-        keys = fill_cache(ctx, calls, "ndvi tiles")
+        keys = fill_once(ctx, calls, "ndvi tiles")
         windows = (cache.call_key(k, fn, *a, **kw) for k, (_kp, fn, a, kw) in zip(keys, calls, strict=True))
         return mosaic_first((grid.height, grid.width), windows)
 
@@ -956,28 +941,48 @@ def build_change(ctx: BuildContext, previous: list[LayerResult], surf: Surfaces)
 # ---- entry ----------------------------------------------------------------------------------------
 
 
+def point_raster_calls(ctx: BuildContext) -> list[CachedCall]:
+    """The point products of this layer (`_point_targets` of every epoch it reads, one per point file),
+    [] when the layer will not run: the buildings layer makes them in the decode of each file it does for
+    its own (`pipeline.orchestrate.point_products`), so this layer finds them in the build cache."""
+    cfg = ctx.cfg
+    if not cfg.sources.cadastre or not cfg.sources.aerial:
+        return []
+    calls: list[CachedCall] = []
+    for e in _epochs_read(cfg, cfg.layers.overlays.enabled, cfg.layers.change.enabled):
+        calls += _epoch_calls(ctx, e)[1]
+    return calls
+
+
+def _epochs_read(cfg: TwinConfig, parcels: bool, change: bool) -> list[int]:
+    """Indices of the aerial epochs whose surfaces the parcel overlay and the change detection read."""
+    n = len(cfg.sources.aerial)
+    epochs: list[int] = []
+    if parcels:
+        epochs.append(n - 1)
+    if change and n >= 2:
+        epochs += [n - 2, n - 1]
+    return sorted(set(epochs))
+
+
 def prefetch_inputs(ctx: BuildContext, parcels: bool, change: bool) -> None:
     """The point-file rasters of every epoch and the NDVI windows of every grid the parcel overlay and
     the change detection read, computed into the build cache as one batch of tasks: the workers decode
-    the epochs' point files and warp the orthophoto side by side instead of one layer's inputs after the
-    other's (a 1 km delivery is one file per epoch: one task at a time otherwise)."""
+    the epochs' point files (each once for all its rasters) and warp the orthophoto side by side instead
+    of one layer's inputs after the other's (a 1 km delivery is one file per epoch)."""
     cfg = ctx.cfg
-    n = len(cfg.sources.aerial)
-    epochs: list[int] = []
     grids: list[float] = []
     if parcels:
-        epochs.append(n - 1)
         grids.append(cfg.layers.overlays.raster_res_m)
-    if change and n >= 2:
-        epochs += [n - 2, n - 1]
+    if change and len(cfg.sources.aerial) >= 2:
         grids.append(cfg.layers.change.raster_res_m)
     calls: list[CachedCall] = []
-    for e in sorted(set(epochs)):
+    for e in _epochs_read(cfg, parcels, change):
         calls += _epoch_calls(ctx, e)[1]
     bounds = district_bounds(ctx)
     for res in sorted(set(grids)):
         calls += ndvi_calls(ctx, Grid.from_bounds(bounds, res, cfg.crs.horizontal)) or []
-    fill_cache(ctx, calls, "overlay inputs")
+    fill_once(ctx, calls, "overlay inputs")
 
 
 def build_overlay_layers(ctx: BuildContext, previous: list[LayerResult]) -> list[LayerResult]:

@@ -248,24 +248,39 @@ class _ZoneGather:
         return ptr, z[order]
 
 
+class SampleGather:
+    """`collect_samples_chunked` one chunk at a time: `add` the chunks of a point set in order, then
+    `samples()`."""
+
+    def __init__(self, zones: FootprintZones, params: HeightParams) -> None:
+        self.params = params
+        self.roof = _ZoneGather(zones.roof, params.grid_cell_m)
+        self.ring = _ZoneGather(zones.ring, params.grid_cell_m)
+        self.start = 0
+
+    def add(self, pts: dict[str, np.ndarray]) -> None:
+        roof_m, ground_m = select_points(pts, self.params)
+        x = np.ascontiguousarray(pts["x"], dtype=np.float64)
+        y = np.ascontiguousarray(pts["y"], dtype=np.float64)
+        z = np.ascontiguousarray(pts["z"], dtype=np.float64)
+        self.roof.add(x, y, z, roof_m, self.start)
+        self.ring.add(x, y, z, ground_m, self.start)
+        self.start += x.size
+
+    def samples(self) -> Samples:
+        return Samples(*self.roof.result(), *self.ring.result())
+
+
 def collect_samples_chunked(
     chunks: Iterable[dict[str, np.ndarray]], zones: FootprintZones, params: HeightParams
 ) -> Samples:
     """`collect_samples` of a point set given in chunks (in file order): the same samples in the same
     order as for the whole set at once (so means add up to the bit), with memory for one chunk plus the
     samples."""
-    roof = _ZoneGather(zones.roof, params.grid_cell_m)
-    ring = _ZoneGather(zones.ring, params.grid_cell_m)
-    start = 0
+    gather = SampleGather(zones, params)
     for pts in chunks:
-        roof_m, ground_m = select_points(pts, params)
-        x = np.ascontiguousarray(pts["x"], dtype=np.float64)
-        y = np.ascontiguousarray(pts["y"], dtype=np.float64)
-        z = np.ascontiguousarray(pts["z"], dtype=np.float64)
-        roof.add(x, y, z, roof_m, start)
-        ring.add(x, y, z, ground_m, start)
-        start += x.size
-    return Samples(*roof.result(), *ring.result())
+        gather.add(pts)
+    return gather.samples()
 
 
 def collect_samples_reference(
@@ -361,6 +376,25 @@ def footprint_heights(
 HEIGHT_FIELDS = ("x", "y", "z", "classification", "return_number")
 
 
+class ToWorking:
+    """Chunks of one point file into the working CRS: Z times `z_factor`, then, with `to_working` (file
+    CRS as WKT, CrsConfig), x, y, z transformed (horizontal and heights, exact PROJ operations, geoid
+    grids as configured). Rebinds the chunk's x/y/z, never changes its arrays."""
+
+    def __init__(self, path: str, z_factor: float = 1.0, to_working: Any = None) -> None:
+        self.path, self.z_factor = path, z_factor
+        self.transform = _transformer(path, *to_working) if to_working is not None else None
+
+    def __call__(self, pts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.z_factor != 1.0:
+            pts["z"] = pts["z"] * self.z_factor
+        if self.transform is not None:
+            pts["x"], pts["y"], pts["z"] = _transform_points(
+                self.path, self.transform, pts["x"], pts["y"], pts["z"]
+            )
+        return pts
+
+
 def iter_points(
     path: str,
     z_factor: float = 1.0,
@@ -369,18 +403,12 @@ def iter_points(
     chunk_points: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """`fields` of one point file in chunks of `chunk_points` points (the one point reader: memory one
-    chunk, whatever the file). `to_working`: (file CRS as WKT, CrsConfig) when the file is not in the
-    working CRS: x, y, z are transformed into it (horizontal and heights, exact PROJ operations, geoid
-    grids as configured)."""
+    chunk, whatever the file), in the working CRS (`ToWorking`)."""
     from pipeline.sources.pointcloud import reader
 
-    transform = _transformer(path, *to_working) if to_working is not None else None
+    working = ToWorking(path, z_factor, to_working)
     for pts in reader.iter_points(path, fields, chunk_points or reader.MAX_CHUNK_POINTS):
-        if z_factor != 1.0:
-            pts["z"] = pts["z"] * z_factor
-        if transform is not None:
-            pts["x"], pts["y"], pts["z"] = _transform_points(path, transform, pts["x"], pts["y"], pts["z"])
-        yield pts
+        yield working(pts)
 
 
 def read_points(path: str, z_factor: float = 1.0, to_working: Any = None) -> dict[str, np.ndarray]:
@@ -407,6 +435,38 @@ def _transform_points(path: str, t: Any, x: np.ndarray, y: np.ndarray, z: np.nda
     return x, y, z
 
 
+class HeightSampler:
+    """The height statistics of one point-cloud tile as a point product (`stages.point_products`):
+    statistics of the footprints entirely covered by this tile (`complete`) and raw samples of the
+    others (to be merged with the neighbouring tiles' samples). Memory: one chunk plus the samples;
+    the statistics do not depend on the chunk size."""
+
+    fields = HEIGHT_FIELDS
+
+    def __init__(
+        self,
+        path: str,
+        zones: FootprintZones,
+        complete: np.ndarray,
+        params: HeightParams,
+        z_factor: float = 1.0,
+        to_working: Any = None,
+    ) -> None:
+        self.zones, self.complete, self.params = zones, complete, params
+        self.working = ToWorking(path, z_factor, to_working)
+        self.gather = SampleGather(zones, params)
+
+    def add(self, pts: dict[str, np.ndarray]) -> None:
+        self.gather.add(self.working(pts))
+
+    def result(self) -> tuple[dict[str, np.ndarray], Samples]:
+        s = self.gather.samples()
+        done = np.flatnonzero(self.complete)
+        rest = np.flatnonzero(~self.complete)
+        stats = summarise(s.take(done), self.zones.roof_area[done], self.params)
+        return stats, s.take(rest)
+
+
 def tile_stats(
     path: str,
     zones: FootprintZones,
@@ -416,14 +476,7 @@ def tile_stats(
     to_working: Any = None,
     chunk_points: int | None = None,
 ) -> tuple[dict[str, np.ndarray], Samples]:
-    """One point-cloud tile: statistics of the footprints entirely covered by this tile (`complete`) and
-    raw samples of the others (to be merged with the neighbouring tiles' samples). The tile is read in
-    chunks of `chunk_points` points (memory: one chunk plus the samples); the statistics do not depend
-    on the chunk size."""
-    chunks = iter_points(path, z_factor, to_working, chunk_points=chunk_points)
-    s = collect_samples_chunked(chunks, zones, params)
-    done = np.flatnonzero(complete)
-    rest = np.flatnonzero(~complete)
-    sub = s.take(done)
-    stats = summarise(sub, zones.roof_area[done], params)
-    return stats, s.take(rest)
+    """`HeightSampler` of one point-cloud tile alone, read in chunks of `chunk_points` points."""
+    from pipeline.stages.point_products import point_product
+
+    return point_product(path, HeightSampler, (zones, complete, params, z_factor, to_working), chunk_points)

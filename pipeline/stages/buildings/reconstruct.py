@@ -273,6 +273,70 @@ def lod2_roofs(
 ROOF_FIELDS = ("x", "y", "z", "classification", "return_number", "number_of_returns")
 
 
+class RoofPointGatherer:
+    """The roof points of every footprint of one point-cloud tile as a point product
+    (`stages.point_products`), fed the tile's chunks in file order; `result()` is `tile_roof_points`'s:
+    (x, y, z, ptr, idx, points dropped per footprint), x/y/z holding only the roof points gathered
+    (memory: one chunk plus those), ptr/idx indexing them per footprint in file order within each
+    footprint (the same as for the whole file at once), without the vegetation points (`params.ndvi`).
+    Needs no base height: it can run before the heights are known (`tile_roofs` fits them)."""
+
+    fields = ROOF_FIELDS
+
+    def __init__(
+        self,
+        path: str,
+        geoms: np.ndarray,
+        height_params: Any,
+        params: ReconstructParams,
+        z_factor: float = 1.0,
+        to_working: Any = None,
+    ) -> None:
+        from pipeline.stages.buildings.heights import ToWorking
+
+        self.geoms = np.asarray(geoms, dtype=object)
+        self.height_params, self.params = height_params, params
+        self.working = ToWorking(path, z_factor, to_working)
+        self.owners: list[np.ndarray] = []
+        self.order: list[np.ndarray] = []
+        self.xyz: list[np.ndarray] = []
+        self.start = 0
+
+    def add(self, pts: dict[str, np.ndarray]) -> None:
+        pts = self.working(pts)
+        ptr, idx = collect_roof_points(
+            pts, self.geoms, self.params.shrink_m, self.height_params, self.params.single_returns
+        )
+        self.owners.append(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)))
+        self.order.append(idx + self.start)
+        self.xyz.append(np.column_stack([pts["x"][idx], pts["y"][idx], pts["z"][idx]]))
+        self.start += len(pts["x"])
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, z, ptr, idx) of the roof points gathered, vegetation included."""
+        owner = np.concatenate(self.owners) if self.owners else np.zeros(0, np.int64)
+        gidx = np.concatenate(self.order) if self.order else np.zeros(0, np.int64)
+        pos = np.concatenate(self.xyz) if self.xyz else np.zeros((0, 3))
+        sort = np.lexsort((gidx, owner))
+        pos = pos[sort]
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(self.geoms)))]).astype(np.int64)
+        idx = np.arange(len(pos), dtype=np.int64)
+        return pos[:, 0].copy(), pos[:, 1].copy(), pos[:, 2].copy(), ptr, idx
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        x, y, z, ptr, idx = self.points()
+        dropped = np.zeros(len(self.geoms), dtype=np.int64)
+        if self.params.ndvi is not None:
+            from pipeline.stages.buildings.rasters import ndvi_at_points
+
+            f = self.params.ndvi
+            nd = ndvi_at_points(
+                x[idx], y[idx], [Path(p) for p in f.paths], f.red_band, f.nir_band, f.work_crs, f.raster_crs
+            )
+            ptr, idx, dropped = drop_vegetation(ptr, idx, nd, f.threshold, f.green_roof_share)
+        return x, y, z, ptr, idx, dropped
+
+
 def gather_roof_points(
     path: str,
     geoms: np.ndarray,
@@ -282,27 +346,25 @@ def gather_roof_points(
     to_working: Any = None,
     chunk_points: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`collect_roof_points` over a point file read in chunks: (x, y, z, ptr, idx) where x/y/z hold only
-    the roof points gathered (memory: one chunk plus those) and ptr/idx index them per footprint, in
-    file order within each footprint (the same as for the whole file at once)."""
-    from pipeline.stages.buildings.heights import iter_points
+    """`RoofPointGatherer.points` of one point file read in chunks of `chunk_points` points."""
+    from pipeline.stages.point_products import feed_points
 
-    owners, order, xyz = [], [], []
-    start = 0
-    for pts in iter_points(path, z_factor, to_working, ROOF_FIELDS, chunk_points):
-        ptr, idx = collect_roof_points(pts, geoms, params.shrink_m, height_params, params.single_returns)
-        owners.append(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)))
-        order.append(idx + start)
-        xyz.append(np.column_stack([pts["x"][idx], pts["y"][idx], pts["z"][idx]]))
-        start += len(pts["x"])
-    owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
-    gidx = np.concatenate(order) if order else np.zeros(0, np.int64)
-    pos = np.concatenate(xyz) if xyz else np.zeros((0, 3))
-    sort = np.lexsort((gidx, owner))
-    pos = pos[sort]
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(geoms)))]).astype(np.int64)
-    idx = np.arange(len(pos), dtype=np.int64)
-    return pos[:, 0].copy(), pos[:, 1].copy(), pos[:, 2].copy(), ptr, idx
+    g = RoofPointGatherer(path, geoms, height_params, params, z_factor, to_working)
+    feed_points(path, [g], chunk_points)
+    return g.points()
+
+
+def roof_points_of(
+    path: str,
+    wkb: list[bytes],
+    height_params: Any,
+    params: ReconstructParams,
+    z_factor: float = 1.0,
+    to_working: Any = None,
+) -> RoofPointGatherer:
+    """The `RoofPointGatherer` of the footprints given as WKB (the task arguments)."""
+    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
+    return RoofPointGatherer(path, geoms, height_params, params, z_factor, to_working)
 
 
 def tile_roof_points(
@@ -314,23 +376,11 @@ def tile_roof_points(
     to_working: Any = None,
     chunk_points: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The roof points of every footprint of one point-cloud tile (`gather_roof_points`) without the
-    vegetation points (`params.ndvi`): (x, y, z, ptr, idx, points dropped per footprint). Needs no
-    base height: it can run before the heights are known (`tile_roofs` fits them)."""
-    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
-    x, y, z, ptr, idx = gather_roof_points(
-        path, geoms, height_params, params, z_factor, to_working, chunk_points
-    )
-    dropped = np.zeros(len(geoms), dtype=np.int64)
-    if params.ndvi is not None:
-        from pipeline.stages.buildings.rasters import ndvi_at_points
+    """`RoofPointGatherer` of one point-cloud tile alone, read in chunks of `chunk_points` points."""
+    from pipeline.stages.point_products import point_product
 
-        f = params.ndvi
-        nd = ndvi_at_points(
-            x[idx], y[idx], [Path(p) for p in f.paths], f.red_band, f.nir_band, f.work_crs, f.raster_crs
-        )
-        ptr, idx, dropped = drop_vegetation(ptr, idx, nd, f.threshold, f.green_roof_share)
-    return x, y, z, ptr, idx, dropped
+    args = (wkb, height_params, params, z_factor, to_working)
+    return point_product(path, roof_points_of, args, chunk_points)
 
 
 def tile_roofs(

@@ -196,20 +196,46 @@ def rasterise_point_files_multi(
     """`rasterise_point_files` for several grids / statistics / class filters in one decoding pass
     (decompressing the points costs far more than binning them): one accumulator per target, each equal
     to its own `rasterise_point_files` call."""
-    from pipeline.crs import make_transformer, same_crs, working_crs
-    from pipeline.sources.pointcloud.crs import resolve_file_crs
-    from pipeline.sources.pointcloud.reader import iter_points, read_header
+    from pipeline.stages.point_products import feed_points
 
     accs = [CellAccumulator.empty(t.grid, t.stat) for t in targets]
-    work = working_crs(crs_cfg)
     for f in files:
-        info = read_header(f)
-        fc = resolve_file_crs(info, crs_override, crs_cfg)
-        tr = None if same_crs(fc.crs, work) else make_transformer(fc.crs, work, crs_cfg, path=f)
-        live = [
+        feed_points(f, [FileRasters(f, targets, crs_cfg, crs_override, accs)], chunk_size)
+    return accs
+
+
+class FileRasters:
+    """The per-cell statistics of `targets` over the points of one file, as a point product
+    (`stages.point_products`): `result()` is one accumulator per target (`accs`: running ones to add
+    this file's points to). The file's CRS and Z unit are resolved like everywhere else
+    (`sources.pointcloud.crs.resolve_file_crs`: `crs_override` wins, a file without CRS is refused);
+    points are brought into the working compound CRS when the file is in another CRS. A file whose
+    extent misses every grid needs no point (`fields` is empty)."""
+
+    def __init__(
+        self,
+        path: str,
+        targets: list[RasterTarget],
+        crs_cfg,
+        crs_override: str | None = None,
+        accs: list[CellAccumulator] | None = None,
+    ) -> None:
+        from pipeline.crs import make_transformer, same_crs, working_crs
+        from pipeline.sources.pointcloud.crs import resolve_file_crs
+        from pipeline.sources.pointcloud.reader import read_header
+
+        self.targets = targets
+        self.accs = accs if accs is not None else [CellAccumulator.empty(t.grid, t.stat) for t in targets]
+        info = read_header(path)
+        self.fc = resolve_file_crs(info, crs_override, crs_cfg)
+        work = working_crs(crs_cfg)
+        self.tr = (
+            None if same_crs(self.fc.crs, work) else make_transformer(self.fc.crs, work, crs_cfg, path=path)
+        )
+        self.live = [
             k
             for k, t in enumerate(targets)
-            if tr is not None
+            if self.tr is not None
             or not (
                 info.maxs[0] < t.grid.bounds[0]
                 or info.mins[0] > t.grid.bounds[2]
@@ -217,21 +243,23 @@ def rasterise_point_files_multi(
                 or info.mins[1] > t.grid.bounds[3]
             )
         ]
-        if not live:
-            continue
-        for pts in iter_points(info, ("x", "y", "z", "classification"), chunk_size):
-            cls = pts["classification"]
-            for k in live:
-                t = targets[k]
-                keep = np.ones(len(cls), dtype=bool)
-                if t.include_classes is not None:
-                    keep &= np.isin(cls, t.include_classes)
-                if t.exclude_classes:
-                    keep &= ~np.isin(cls, t.exclude_classes)
-                x, y, z = pts["x"][keep], pts["y"][keep], pts["z"][keep]
-                if fc.z_factor != 1.0:
-                    z = z * fc.z_factor
-                if tr is not None:
-                    x, y, z = tr.transform(x, y, z)
-                accs[k].add(x, y, z)
-    return accs
+        self.fields: tuple[str, ...] = ("x", "y", "z", "classification") if self.live else ()
+
+    def add(self, pts: dict[str, np.ndarray]) -> None:
+        cls = pts["classification"]
+        for k in self.live:
+            t = self.targets[k]
+            keep = np.ones(len(cls), dtype=bool)
+            if t.include_classes is not None:
+                keep &= np.isin(cls, t.include_classes)
+            if t.exclude_classes:
+                keep &= ~np.isin(cls, t.exclude_classes)
+            x, y, z = pts["x"][keep], pts["y"][keep], pts["z"][keep]
+            if self.fc.z_factor != 1.0:
+                z = z * self.fc.z_factor
+            if self.tr is not None:
+                x, y, z = self.tr.transform(x, y, z)
+            self.accs[k].add(x, y, z)
+
+    def result(self) -> list[CellAccumulator]:
+        return self.accs
