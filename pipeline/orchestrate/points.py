@@ -46,10 +46,7 @@ def build_pointcloud_layer(
         import glob
 
         matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
-        if len(matches) == 1:
-            ortho_path = matches[0]
-        elif len(matches) > 1:
-            ortho_path = tuple(matches)
+        ortho_path = matches[0] if len(matches) == 1 else (tuple(matches) or None)
         bands = tuple(sorted(orthophoto.bands.items()))
     # runtime.memory is per worker; the tiler's budget is the total over all workers
     workers = dask_workers(ctx.client)
@@ -91,29 +88,22 @@ def build_pointcloud_layer(
     from pipeline.orchestrate.points_copc import add_layer_copc
     from pipeline.viewer.classes import class_stats
 
+    js = summary.to_json()
     result = LayerResult(
         name=name,
         kind="pointcloud",
         access=layer.access,
         tileset=f"{out_subdir}/tileset.json",
         stats={
-            "points_in": summary.points_in,
-            "points_out": summary.points_out,
-            "tiles": summary.tiles,
-            "depth": summary.depth,
-            "checksum": f"{summary.checksum:016x}",
-            "bins": summary.bins,
-            "points_per_second": round(summary.points_per_second),
-            "peak_rss_bytes": summary.peak_rss_bytes,
+            **{k: js[k] for k in ("points_in", "points_out", "tiles", "depth", "checksum", "bins")},
+            **{k: js[k] for k in ("points_per_second", "peak_rss_bytes", "points_header")},
             # header counts of all the layer's files, and why a file's points are not in the tiles
-            "points_header": summary.points_header,
             "not_tiled": [{**t, "file": _raw_relative(ctx, t["file"])} for t in summary.not_tiled],
             # the scheme and the classes present with their point counts (viewer legend, report)
             **class_stats(ctx.release_dir, f"{out_subdir}/tileset.json", summary.class_scheme),
-            "class_scheme_reason": summary.class_scheme_reason,
-            # LAS extra dimensions kept (properties `x_<name>`) and those of the inputs left out
-            "extra_dimensions": summary.extra_dimensions,
-            "extra_dimensions_dropped": summary.extra_dimensions_dropped,
+            # how the scheme was chosen; LAS extra dimensions kept (properties `x_<name>`) and those of the
+            # inputs left out
+            **{k: js[k] for k in ("class_scheme_reason", "extra_dimensions", "extra_dimensions_dropped")},
             # the display range of the viewer's intensity style (the data keep the delivered values)
             **_intensity_stats(ctx.release_dir / out_subdir),
         },

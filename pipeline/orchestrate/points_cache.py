@@ -40,33 +40,17 @@ UPPER = "upper.bin"
 
 def decode_key(opts: PointTilingOptions, fj: FileJob, unit: WorkUnit, job: DecodeJob) -> str | None:
     """A decode unit's key in `opts.cache` (None without one): what its spill output depends on (never
-    paths: the project may move)."""
+    paths: the project may move; nor the unit's numbers in the run, the outside-bounds handling or the COPC
+    side output)."""
     if opts.cache is None:
         return None
     return opts.cache.key(
         [
             "points-decode-v3",
             dict(opts.input_sha256)[str(fj.info.path)],
-            {
-                "start": unit.start,
-                "count": unit.count,
-                "byte_start": unit.byte_start,
-                "byte_len": unit.byte_len,
-                "chunks": [list(c) for c in unit.chunks],
-                "scan": unit.scan,
-            },
-            {
-                "crs_wkt": fj.crs_wkt,
-                "z_factor": fj.z_factor,
-                "ortho": list(opts.ortho_sha256) if fj.orthophoto else [],
-            },
-            [list(b) for b in fj.ortho_bands],
-            job.frame.to_json(),
-            job.crs_config().model_dump(mode="json"),
-            dataclasses.asdict(job.layout),
-            job.class_scheme,
-            job.keep_unknown,
-            dataclasses.asdict(job.cube) if job.cube is not None else None,
+            {k: v for k, v in dataclasses.asdict(unit).items() if k not in ("file_index", "unit_index")},
+            [fj.crs_wkt, fj.z_factor, list(opts.ortho_sha256) if fj.orthophoto else [], fj.ortho_bands],
+            dataclasses.replace(job, spill_dir="", outside_bounds="", copc=None),
         ]
     )
 
@@ -78,14 +62,13 @@ def decode_unit(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key: st
         return decode_to_spill(fj, unit, job)
 
     def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         part = decode_to_spill(fj, unit, dataclasses.replace(job, spill_dir=str(tmp)))
         if part.outside is not None:  # not a result to keep: the planner widens the bounds and reruns
             raise _Uncached(part)
         _dump(tmp, dataclasses.replace(part, rec_path=Path(part.rec_path).name))
 
     try:
-        entry = cache.get_or_build_key(key, build)
+        entry = cache.materialize(key, build, {})
     except _Uncached as e:
         return e.part
     part = _load(entry)
@@ -110,23 +93,12 @@ def bin_key(
     opts: PointTilingOptions, spec: BinSpec, job: TileJob, unit_keys: dict[str, str | None]
 ) -> str | None:
     """A bin's key in `opts.cache` (None without one): its octree node, the decode keys and ranges of the
-    spill parts it reads, the tile job."""
+    spill parts it reads, the tile job (but its output folder)."""
     if opts.cache is None:
         return None
+    ranges = [[unit_keys[p], a, b] for p, a, b in spec.ranges]
     return opts.cache.key(
-        [
-            "points-bin-v2",
-            spec.depth,
-            spec.prefix,
-            spec.count,
-            [[unit_keys[p], a, b] for p, a, b in spec.ranges],
-            dataclasses.asdict(job.cube),
-            dataclasses.asdict(job.layout),
-            job.fmt,
-            job.max_points,
-            dataclasses.asdict(job.schema),
-            job.meshopt,
-        ]
+        ["points-bin-v2", spec.depth, spec.prefix, spec.count, ranges, dataclasses.replace(job, out_dir="")]
     )
 
 

@@ -1,13 +1,15 @@
 """Point-cloud tiling, planning: what a run will do, from the file headers alone.
 
-Options of a run (`PointTilingOptions`), then `plan_tiling`: header scan, CRS per file, the project frame
-(standalone: the centre of the inputs), the extent in the frame, the cube, the record layout and one
-`FileJob` per file with its reprojection lattice; `replan_if_needed`: the corrections a decode found;
-`max_bin_points`: the bin size the memory budget allows. Running the plan: pipeline.orchestrate.points_run.
+Options of a run (`PointTilingOptions`), then `plan_tiling`: header scan (`scan_inputs`), CRS per file, the
+project frame (standalone: the centre of the inputs), the extent in the frame, the cube, the record layout
+and one `FileJob` per file with its reprojection lattice; `replan_if_needed`: the corrections a decode
+found; `max_bin_points`: the bin size the memory budget allows. Running the plan:
+pipeline.orchestrate.points_run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -19,10 +21,10 @@ import numpy as np
 from pipeline.config.sizes import parse_size
 from pipeline.crs import ECEF, GEOGRAPHIC_3D, ProjectFrame
 from pipeline.errors import ConfigError, InputError
-from pipeline.orchestrate.points_inputs import present_extra_dims, scan_inputs
 from pipeline.point_attributes import check_optional
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo
+from pipeline.sources.pointcloud.reader import read_header
 from pipeline.stages.points.decode import FileJob
 from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, with_lattice
 from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
@@ -75,38 +77,76 @@ class PointTilingOptions:
     copc: Any = None
 
 
+# ---- inputs -------------------------------------------------------------------------------------------
+
+
+def scan_inputs(inputs: list[Path], on_bad_file: str, skipped: dict[str, str]) -> list[PointFileInfo]:
+    """Header scan of the inputs, in the order that numbers them (file_index).
+
+    A file whose content is identical to an earlier one (same size and sha256: the same delivery under two
+    names) is scanned once; the kept file lists the others in `duplicates` (they are noted, not tiled
+    twice). With `on_bad_file="skip"` an empty or unreadable file is left out (`skipped` receives its path
+    and why); by default its error stops the run."""
+    if not inputs:
+        raise InputError("no input files")
+    paths = sorted({Path(p).resolve() for p in inputs})
+    copies = identical_files(paths)
+    is_copy = {c for cs in copies.values() for c in cs}
+    infos: list[PointFileInfo] = []
+    for p in paths:
+        if p in is_copy:
+            continue
+        try:
+            info = read_header(p)
+        except InputError as e:
+            if on_bad_file != "skip":
+                raise
+            skipped[str(p)] = e.message
+            continue
+        same = tuple(str(d) for d in copies.get(p, ()))
+        infos.append(dataclasses.replace(info, duplicates=same) if same else info)
+    if not infos:
+        raise InputError(f"no readable input files ({len(paths)} given, all skipped as bad)")
+    return infos
+
+
+def identical_files(paths: list[Path]) -> dict[Path, list[Path]]:
+    """Files with identical content: {original: [copies]} (the first of `paths`, sorted, is the original).
+    Only files of equal size are hashed (sha256), so distinct deliveries cost one stat each."""
+    from pipeline.release.manifest import sha256_file
+
+    by_size: dict[int, list[Path]] = {}
+    for p in paths:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(p.stat().st_size, []).append(p)
+    same: dict[tuple[int, str], list[Path]] = {}
+    for size, group in by_size.items():
+        for p in group if len(group) > 1 and size else ():
+            same.setdefault((size, sha256_file(p)), []).append(p)
+    return {g[0]: g[1:] for g in same.values() if len(g) > 1}
+
+
 # ---- planning -----------------------------------------------------------------------------------------
 
 
-def _crs_aois(infos: list[PointFileInfo], fcs: list[FileCrs]) -> dict[str, Any]:
-    """Per source CRS (WKT): the area of interest covering all its files (one transformer per CRS)."""
-    boxes: dict[str, list] = {}
-    for info, fc in zip(infos, fcs, strict=True):
-        boxes.setdefault(fc.crs.to_wkt(), []).append((info.mins, info.maxs))
-    return {wkt: area_of_interest(wkt, b) for wkt, b in sorted(boxes.items())}
-
-
 def _standalone_frame(
-    infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig, aois: dict[str, Any] | None = None
+    infos: list[PointFileInfo], fcs: list[FileCrs], cfg: CrsConfig, aois: dict[str, Any]
 ) -> ProjectFrame:
     """Frame origin = centre of the inputs' extent, snapped to 0.001 degree, on the ellipsoid."""
     from pipeline.crs import plain_transformer
 
-    lons, lats, weights = [], [], []
+    lons, lats = [], []
     to_geo = plain_transformer(ECEF, GEOGRAPHIC_3D)
     for info, fc in zip(infos, fcs, strict=True):
         wkt = fc.crs.to_wkt()
-        t = ecef_transformer_for(wkt, cfg, info.path, (aois or {}).get(wkt))  # reused: extent, lattice
-        cx = (info.mins[0] + info.maxs[0]) / 2
-        cy = (info.mins[1] + info.maxs[1]) / 2
-        cz = (info.mins[2] + info.maxs[2]) / 2 * fc.z_factor
-        lon, lat, _h = to_geo.transform(*t.transform(cx, cy, cz))
+        t = ecef_transformer_for(wkt, cfg, info.path, aois[wkt])  # reused: extent, lattice
+        cx, cy, cz = ((lo + hi) / 2 for lo, hi in zip(info.mins, info.maxs, strict=True))
+        lon, lat, _h = to_geo.transform(*t.transform(cx, cy, cz * fc.z_factor))
         if not (math.isfinite(lon) and math.isfinite(lat)):
             raise InputError("cannot locate the file's centre (CRS transformation failed)", path=info.path)
         lons.append(lon)
         lats.append(lat)
-        weights.append(info.count)
-    w = np.asarray(weights, dtype=np.float64)
+    w = np.asarray([i.count for i in infos], dtype=np.float64)
     lon = round(float(np.average(lons, weights=w)), 3)
     lat = round(float(np.average(lats, weights=w)), 3)
     x, y, z = plain_transformer(GEOGRAPHIC_3D, ECEF).transform(lon, lat, 0.0)
@@ -130,47 +170,6 @@ def _file_extent(
     return enu.min(axis=0), enu.max(axis=0)
 
 
-def _memo(
-    cache: Any,
-    tag: str,
-    info: PointFileInfo,
-    wkt: str,
-    z_factor: float,
-    frame: ProjectFrame,
-    cfg: CrsConfig,
-    fn: Any,
-    *args: Any,
-) -> Any:
-    """`fn(*args)`, memoised in the build cache (when given) by what a file's extent and lattice depend on:
-    header bounds, CRS, z factor, frame, CRS settings (incremental builds then need no PROJ transformer in
-    this process: creating one with a geoid grid takes ~1 s)."""
-    if cache is None:
-        return fn(*args)
-    bounds = [[float(v) for v in info.mins], [float(v) for v in info.maxs]]
-    return cache.call([tag, *bounds, wkt, z_factor, frame.to_json(), cfg], fn, *args)
-
-
-def _enu_extent(
-    infos: list[PointFileInfo],
-    fcs: list[FileCrs],
-    frame: ProjectFrame,
-    cfg: CrsConfig,
-    cache: Any,
-    aois: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs' extent in the frame (per file memoised: `_memo`)."""
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
-    for info, fc in zip(infos, fcs, strict=True):
-        wkt = fc.crs.to_wkt()
-        args = (info, fc, frame, cfg, aois.get(wkt))
-        flo, fhi = _memo(cache, "points-extent-v1", info, wkt, fc.z_factor, frame, cfg, _file_extent, *args)
-        _check_position_range(info, flo, fhi, frame)
-        lo = np.minimum(lo, flo)
-        hi = np.maximum(hi, fhi)
-    return lo, hi
-
-
 # positions are int32 millimetres relative to the frame origin: +-2,147.48 km; a margin of 1 km covers the
 # padding of the extent and a header box whose sampled extent is a little smaller than its true one
 MAX_POSITION_MM = 2**31 - 1 - 1_000_000
@@ -192,6 +191,18 @@ def _check_position_range(info: PointFileInfo, lo: np.ndarray, hi: np.ndarray, f
 
 def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
     return with_lattice(fj, frame, cfg).lattice
+
+
+def _has_nir_band(orthophoto: str | tuple[str, ...], bands: tuple[tuple[str, int], ...]) -> bool:
+    """Whether the (first) orthophoto raster has the NIR band (`bands`' "nir", else band 4)."""
+    import rasterio
+
+    first = orthophoto if isinstance(orthophoto, str) else orthophoto[0]
+    try:
+        with rasterio.open(first) as src:
+            return src.count >= dict(bands).get("nir", 4)
+    except Exception as e:
+        raise InputError(f"cannot open orthophoto: {e}", path=first) from e
 
 
 @dataclass
@@ -226,57 +237,63 @@ def plan_tiling(
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]
+    wkts = [fc.crs.to_wkt() for fc in fcs]
     notes = [f"{i.path.name}: {fc.note}" for i, fc in zip(infos, fcs, strict=True) if fc.note]
-    for i in infos:
-        for d in i.duplicates:
-            notes.append(
-                f"{Path(d).name}: identical to {i.path.name} (same sha256): tiled once, its "
-                f"{i.count:,} points not counted twice"
-            )
-    for path, why in sorted(skipped.items()):
-        notes.append(f"{Path(path).name}: skipped (--on-bad-tile skip): {why}")
-    aois = _crs_aois(infos, fcs)  # transformers with an area of interest: same values, 8x faster to create
+    notes += [
+        f"{Path(d).name}: identical to {i.path.name} (same sha256): tiled once, its {i.count:,} points not "
+        "counted twice"
+        for i in infos
+        for d in i.duplicates
+    ]
+    notes += [f"{Path(p).name}: skipped (--on-bad-tile skip): {why}" for p, why in sorted(skipped.items())]
+    # per source CRS, the area of interest of all its files: transformers with one give the same values
+    # and are 8x faster to create
+    boxes: dict[str, list] = {}
+    for info, wkt in zip(infos, wkts, strict=True):
+        boxes.setdefault(wkt, []).append((info.mins, info.maxs))
+    aois = {wkt: area_of_interest(wkt, b) for wkt, b in sorted(boxes.items())}
     frame = opts.frame or _standalone_frame(infos, fcs, cfg, aois)
-    lo, hi = _enu_extent(infos, fcs, frame, cfg, opts.cache, aois)
-    pad = 1.0
-    lo_mm = np.floor((lo - pad) * 1000).astype(np.int64)
-    hi_mm = np.ceil((hi + pad) * 1000).astype(np.int64)
-    cube = cube_for(lo_mm, hi_mm)
-    ortho_nir = False
-    if opts.orthophoto:
-        import rasterio
 
-        first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
-        try:
-            with rasterio.open(first) as src:
-                ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
-        except Exception as e:
-            raise InputError(f"cannot open orthophoto: {e}", path=first) from e
+    def memo(tag: str, info: PointFileInfo, fc: FileCrs, wkt: str, fn: Any, *args: Any) -> Any:
+        """`fn(*args)`, memoised in the build cache (when given) by what a file's extent and lattice depend
+        on: header bounds, CRS, z factor, frame, CRS settings (incremental builds then need no PROJ
+        transformer in this process: creating one with a geoid grid takes ~1 s)."""
+        if opts.cache is None:
+            return fn(*args)
+        bounds = [[float(v) for v in info.mins], [float(v) for v in info.maxs]]
+        return opts.cache.call([tag, *bounds, wkt, fc.z_factor, frame.to_json(), cfg], fn, *args)
+
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for info, fc, wkt in zip(infos, fcs, wkts, strict=True):
+        flo, fhi = memo("points-extent-v1", info, fc, wkt, _file_extent, info, fc, frame, cfg, aois[wkt])
+        _check_position_range(info, flo, fhi, frame)
+        lo, hi = np.minimum(lo, flo), np.maximum(hi, fhi)
+    pad = 1.0
+    cube = cube_for(np.floor((lo - pad) * 1000).astype(np.int64), np.ceil((hi + pad) * 1000).astype(np.int64))
+    ortho_nir = _has_nir_band(opts.orthophoto, opts.ortho_bands) if opts.orthophoto else False
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
     try:
         optional = check_optional(opts.attributes)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    extra = present_extra_dims(infos, opts.extra_dimensions)
-    missing = [d for d in (opts.extra_dimensions or ()) if d not in extra]
+    have = dict.fromkeys(d for i in infos for d in i.extra_dims)  # in the order of first appearance
+    wanted = tuple(have) if opts.extra_dimensions is None else opts.extra_dimensions
+    missing = [d for d in wanted if d not in have]
     if missing:
         notes.append(f"extra dimensions not found in any input: {missing}")
     layout = RecordLayout(
         has_rgb=any(i.has_rgb for i in infos) or use_ortho,
         has_gps=any(i.has_gps for i in infos),
         has_nir=any(i.has_nir for i in infos) or (use_ortho and ortho_nir),
-        extra_dims=extra,
+        extra_dims=tuple(d for d in wanted if d in have),
         optional=optional,
     )
     file_jobs = []
-    for info, fc, need in zip(infos, fcs, needs_ortho, strict=True):
-        wkt = fc.crs.to_wkt()
+    for info, fc, wkt, need in zip(infos, fcs, wkts, needs_ortho, strict=True):
         ortho = opts.orthophoto if (use_ortho and need) else None
-        fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois.get(wkt))
-        lattice = _memo(
-            opts.cache, "points-lattice-v1", info, wkt, fc.z_factor, frame, cfg, _lattice_of, fj, frame, cfg
-        )
+        fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois[wkt])
+        lattice = memo("points-lattice-v1", info, fc, wkt, _lattice_of, fj, frame, cfg)
         file_jobs.append(fj if lattice is None else dataclasses.replace(fj, lattice=lattice))
     return Plan(infos, file_jobs, frame, cfg, layout, cube, notes, skipped)
 
@@ -339,7 +356,6 @@ def max_bin_points(opts: PointTilingOptions, workers: int, points: int) -> int:
         return opts.max_bin_points
     if workers == 1:
         return MIN_BIN_POINTS
-    budget = parse_size(opts.memory) if isinstance(opts.memory, str) else int(opts.memory)
-    per_worker = budget / workers - WORKER_BASE_BYTES
+    per_worker = parse_size(opts.memory) / workers - WORKER_BASE_BYTES
     max_bin = max(MIN_BIN_POINTS, int(per_worker / BYTES_PER_BIN_POINT))
     return min(max_bin, max(MIN_BIN_POINTS, points // (4 * workers)))

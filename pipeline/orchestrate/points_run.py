@@ -8,6 +8,9 @@ incremental builds); with `opts.copc` the decode also writes the COPC records (p
 Only paths, offsets and small records travel between processes; every worker reads its own byte ranges.
 The tasks run on one `concurrent.futures.Executor` (pipeline.orchestrate.executor: the local process pool,
 a Dask cluster's executor) or in this process; the output is byte-identical on all of them.
+
+The run writes into a staging folder beside `--out` and publishes it in place of `--out` at the end,
+replacing only an earlier output of `twin points`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import collections
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError, NoSpaceError
+from pipeline.fsutil import UnsafeDeleteError, pid_alive, remove_owned
 from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
 from pipeline.orchestrate.points_cache import bin_key, decode_key, decode_unit, tile_bin
-from pipeline.orchestrate.points_inputs import check_replaceable, make_staging, publish
 from pipeline.orchestrate.points_plan import (
     Plan,
     PointTilingOptions,
@@ -95,9 +100,6 @@ class TilingSummary:
         return out | ({"copc": self.copc.to_json()} if self.copc is not None else {})
 
 
-# ---- memory monitor ---------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def peak_rss(interval: float = 0.1) -> Iterator[Callable[[], int]]:
     """Inside: the RSS of this process and all its children (the workers) sampled in a thread; yields a
@@ -133,32 +135,22 @@ def peak_rss(interval: float = 0.1) -> Iterator[Callable[[], int]]:
 # ---- execution ----------------------------------------------------------------------------------------
 
 
-def _resolve_class_scheme(
-    opts: PointTilingOptions, plan: Plan, codes: list[int], summary: TilingSummary
-) -> str:
-    """The class scheme of the run (`auto`: inferred from all the codes decoded and the file names, then
-    the codes checked against it, as a given scheme's are while decoding); recorded in the summary, with
-    the extra dimensions kept and left out."""
+def _resolve_class_scheme(opts: PointTilingOptions, plan: Plan, codes: list[int]) -> tuple[str, str]:
+    """The class scheme of the run and why (`auto`: inferred from all the codes decoded and the file names,
+    then the codes checked against it, as a given scheme's are while decoding)."""
     from pipeline.stages.points.classes import check_classes, infer_class_scheme
 
-    if opts.class_scheme == "auto":
-        scheme, reason = infer_class_scheme(codes, [i.path.name for i in plan.infos])
-        check_classes(
-            np.asarray(codes, dtype=np.int64),
-            scheme,
-            opts.unknown_classes == "keep",
-            path=", ".join(i.path.name for i in plan.infos[:3]) + (" ..." if len(plan.infos) > 3 else ""),
-            record=f"class scheme inferred as {scheme.upper()}: {reason}",
-        )
-        reason = f"auto: {reason}"
-    else:
-        scheme, reason = opts.class_scheme, "given"
-    summary.class_scheme, summary.class_scheme_reason = scheme, reason
-    summary.extra_dimensions = list(plan.layout.extra_dims)
-    summary.extra_dimensions_dropped = sorted(
-        {d for i in plan.infos for d in i.extra_dims} - set(plan.layout.extra_dims)
+    if opts.class_scheme != "auto":
+        return opts.class_scheme, "given"
+    scheme, reason = infer_class_scheme(codes, [i.path.name for i in plan.infos])
+    check_classes(
+        np.asarray(codes, dtype=np.int64),
+        scheme,
+        opts.unknown_classes == "keep",
+        path=", ".join(i.path.name for i in plan.infos[:3]) + (" ..." if len(plan.infos) > 3 else ""),
+        record=f"class scheme inferred as {scheme.upper()}: {reason}",
     )
-    return scheme
+    return scheme, f"auto: {reason}"
 
 
 def _run_tiling(
@@ -167,44 +159,48 @@ def _run_tiling(
     opts: PointTilingOptions,
     executor: Executor | None,
     workers: int,
-    progress,
-    replan: bool = True,
-    attempt: int = 0,
+    progress: Progress | None,
+    attempt: int,
+    replan: bool,
 ) -> TilingSummary:
+    """One attempt of the run in `staging/.work<attempt>`: the tiles, tileset and `pointcloud.json` (and
+    with `opts.copc` the COPC files) in `staging`; `replan`: raise `Replan` when the decode found headers
+    that do not describe their data."""
+    from pipeline.orchestrate.points_copc import copc_side, write_layer_copc
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
     from pipeline.tiles.points_glb import PointSchema
+    from pipeline.tiles.tileset import write_json
 
     summary = TilingSummary(files=len(plan.infos), notes=list(plan.notes))
     t0 = time.perf_counter()
     work = staging / f".work{attempt}"
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    from pipeline.orchestrate.points_copc import copc_side
-
     side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
-    summary.points_header = summary.points_in
-    for i in plan.infos:
-        for d in i.duplicates:
-            summary.points_header += i.count
-            summary.not_tiled.append(
-                {"file": d, "header_points": i.count, "reason": f"identical to {i.path} (same sha256)"}
-            )
-    for path, why in sorted(plan.skipped.items()):
-        summary.not_tiled.append({"file": path, "header_points": None, "reason": f"skipped: {why}"})
+    summary.not_tiled = [
+        {"file": d, "header_points": i.count, "reason": f"identical to {i.path} (same sha256)"}
+        for i in plan.infos
+        for d in i.duplicates
+    ] + [
+        {"file": p, "header_points": None, "reason": f"skipped: {why}"}
+        for p, why in sorted(plan.skipped.items())
+    ]
+    summary.points_header = summary.points_in + sum(i.count * len(i.duplicates) for i in plan.infos)
+    keep_unknown = opts.unknown_classes == "keep"
+    outside = "report" if opts.outside_header_bounds == "use-real" else "error"
     djob = DecodeJob(
         plan.frame,
         plan.crs_cfg,
         plan.layout,
         opts.class_scheme,
-        opts.unknown_classes == "keep",
+        keep_unknown,
         str(spill),
         plan.cube,
-        "report" if opts.outside_header_bounds == "use-real" else "error",
+        outside,
         side,
     )
-
     if executor is None:
         # in-process runs load the kernels of the bin planning and the upper tiles while decoding; with
         # workers, those steps run on a worker (this process never loads numba: no CPU taken from them)
@@ -218,30 +214,23 @@ def _run_tiling(
     if replan:
         replan_if_needed(plan, units, parts)
     codes = sorted({c for p in parts for c in p.class_codes})
-    scheme = _resolve_class_scheme(opts, plan, codes, summary)
+    scheme, reason = _resolve_class_scheme(opts, plan, codes)
+    summary.class_scheme, summary.class_scheme_reason = scheme, reason
+    summary.extra_dimensions = list(plan.layout.extra_dims)
+    summary.extra_dimensions_dropped = sorted(
+        {d for i in plan.infos for d in i.extra_dims} - set(plan.layout.extra_dims)
+    )
     t1 = time.perf_counter()
     max_bin = max_bin_points(opts, workers, summary.points_in)
     bins = call(
         executor, plan_bins, parts, plan.cube, plan.layout.dtype, max_bin, min(plan.cube.S, plan.cube.tmax)
     )
     summary.bins = len(bins)
-    schema = PointSchema(
-        class_scheme=scheme,
-        class_enum=enum_schema(scheme, codes if opts.unknown_classes == "keep" else None),
-        has_rgb=plan.layout.has_rgb,
-        has_gps=plan.layout.has_gps,
-        has_nir=plan.layout.has_nir,
-        extra_dims=plan.layout.extra_dims,
-        optional=plan.layout.optional,
-    )
+    class_enum = enum_schema(scheme, codes if keep_unknown else None)
+    schema = PointSchema(class_scheme=scheme, class_enum=class_enum, **dataclasses.asdict(plan.layout))
+    meshopt = opts.meshopt and opts.format == "1.1"
     tjob = TileJob(
-        plan.cube,
-        plan.layout,
-        str(staging),
-        opts.format,
-        opts.max_points_per_tile,
-        schema,
-        opts.meshopt and opts.format == "1.1",
+        plan.cube, plan.layout, str(staging), opts.format, opts.max_points_per_tile, schema, meshopt
     )
     # biggest bins first: better packing of the workers
     order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
@@ -252,22 +241,21 @@ def _run_tiling(
     # without a cache, a spill file is deleted as soon as the last bin reading it is done: its pages are
     # freed while the other bins run (spatially sorted inputs free most of them early), not all at the end
     refs = collections.Counter(path for bn in bins for path, _a, _b in bn.ranges)
+    results: list[Any] = [None] * len(bins)  # the BinResult of every bin, in bin order
 
-    def release_spill(k: int) -> None:
+    def tiled(k: int, res: BinResult) -> None:
+        results[order[k]] = res
+        if opts.cache is not None:  # the spill files are entries of the cache
+            return
         for path, _a, _b in bins[order[k]].ranges:
             refs[path] -= 1
             if refs[path] == 0:
                 with contextlib.suppress(OSError):
                     os.remove(path)
 
-    done = release_spill if opts.cache is None else None
-    res_sorted = map_ordered(executor, tile_bin, tile_items, name="tile", progress=progress, on_done=done)
-    by_bin = dict(zip(order, res_sorted, strict=True))
-    results: list[BinResult] = [by_bin[k] for k in range(len(bins))]
+    map_ordered(executor, tile_bin, tile_items, name="tile", progress=progress, on_result=tiled)
     summary.phases["tile"] = time.perf_counter() - t1
     if side is not None:
-        from pipeline.orchestrate.points_copc import write_layer_copc
-
         t3 = time.perf_counter()
         # threads compressing a file's nodes: here `jobs`; on workers those left idle by fewer files
         threads = max(1, opts.jobs or 1) if executor is None else max(1, workers // max(1, len(plan.infos)))
@@ -305,6 +293,17 @@ def _run_tiling(
         write_explicit(root, staging, **common)
     dropper.join()
     shutil.rmtree(work, ignore_errors=True)
+    write_json(
+        staging / OUTPUT_MARKER,
+        {
+            "points": summary.points_out,
+            "checksum": f"{summary.checksum:016x}",
+            "tiles": summary.tiles,
+            "depth": summary.depth,
+            "frame": plan.frame.to_json(),
+            "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
+        },
+    )
     summary.phases["upper+tileset"] = time.perf_counter() - t2
     return summary
 
@@ -316,23 +315,23 @@ def _run_attempts(
     opts: PointTilingOptions,
     executor: Executor | None,
     workers: int,
-    progress,
-) -> tuple[TilingSummary, Plan]:
+    progress: Progress | None,
+) -> TilingSummary:
     """`_run_tiling`, run again with corrected file descriptions when the decode found headers that do not
     describe their data (`Replan`), or without a file whose data is unreadable when bad files are skipped
     (`on_bad_file="skip"`). Valid inputs run once. Each further attempt works in a fresh `.work<n>` folder:
     tasks of an abandoned attempt that are still running can never write into it."""
-    notes: list[str] = []
-    run_opts, replan, attempt = opts, True, 0
+    notes: list[str] = []  # of the replan (a second pass must not find anything to correct)
+    run_opts, attempt = opts, 0
     while True:
         try:
-            summary = _run_tiling(plan, staging, run_opts, executor, workers, progress, replan, attempt)
+            summary = _run_tiling(plan, staging, run_opts, executor, workers, progress, attempt, not notes)
             summary.notes[:0] = notes
-            return summary, plan
-        except Replan as r:  # once more, corrected; a second pass must not find anything to correct
+            return summary
+        except Replan as r:  # once more, corrected
             notes += r.notes
             infos = r.infos
-            run_opts, replan = dataclasses.replace(opts, outside_header_bounds="error"), False
+            run_opts = dataclasses.replace(opts, outside_header_bounds="error")
         except InputError as e:
             if opts.on_bad_file != "skip" or len(plan.infos) < 2:
                 raise
@@ -374,8 +373,6 @@ def tile_pointcloud(
     The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
     `build_executor`, or None: in this process); `workers` (the executor's number of processes; default
     `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
-    from pipeline.tiles.tileset import write_json
-
     if workers is None:
         workers = (opts.jobs or 1) if executor is not None else 1
     out_dir = Path(out_dir).resolve()
@@ -388,18 +385,7 @@ def tile_pointcloud(
                 raise InputError(f"unknown output format {opts.format!r} (1.1 or 1.0)")
             plan = plan_tiling(inputs, opts)
             staging = make_staging(out_dir)
-            summary, plan = _run_attempts(inputs, plan, staging, opts, executor, workers, progress)
-            write_json(
-                staging / "pointcloud.json",
-                {
-                    "points": summary.points_out,
-                    "checksum": f"{summary.checksum:016x}",
-                    "tiles": summary.tiles,
-                    "depth": summary.depth,
-                    "frame": plan.frame.to_json(),
-                    "cube": {"origin_mm": list(plan.cube.origin), "log2_size_mm": plan.cube.R},
-                },
-            )
+            summary = _run_attempts(inputs, plan, staging, opts, executor, workers, progress)
             publish(staging, out_dir, opts.overwrite)
         except BaseException as e:
             if staging is not None:
@@ -416,3 +402,55 @@ def tile_pointcloud(
     summary.peak_rss_bytes = peak()
     summary.out_dir = str(out_dir)
     return summary
+
+
+# ---- the output folder --------------------------------------------------------------------------------
+
+
+def make_staging(out_dir: Path) -> Path:
+    """The directory a run writes into, beside `out_dir` (renamed into place when complete):
+    `.<out>.tmp-<pid>-<random>`. Staging folders of this name whose process no longer exists (runs killed
+    by SIGKILL, power loss; the pid in the name proves which run made it) are removed first; a folder whose
+    pid is alive, or any other name, is left alone."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.tmp-(\d+)-[A-Za-z0-9_]+$")
+    with contextlib.suppress(OSError):
+        for p in out_dir.parent.iterdir():
+            m = pattern.match(p.name)
+            pid = int(m[1]) if m else os.getpid()
+            if pid != os.getpid() and p.is_dir() and not p.is_symlink() and not pid_alive(pid):
+                shutil.rmtree(p, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
+
+
+# `--overwrite` replaces only an earlier output of this command: a folder holding the run summary it
+# writes (`pointcloud.json`) and a tileset. Anything else (a user's folder, a delivery) is refused.
+OUTPUT_MARKER = "pointcloud.json"
+
+
+def check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless `out_dir` is missing, empty, or (with `overwrite`) an earlier `twin points` output."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise UnsafeDeleteError("--out exists and is not a folder; nothing was written", path=out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise InputError("output directory exists and is not empty (use --overwrite)", path=out_dir)
+    if not ((out_dir / OUTPUT_MARKER).is_file() and (out_dir / "tileset.json").is_file()):
+        raise UnsafeDeleteError(
+            "--overwrite replaces only an earlier `twin points` output (pointcloud.json + tileset.json); "
+            "this folder is something else and was left untouched: choose an empty or new --out",
+            path=out_dir,
+        )
+
+
+def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    """`staging` renamed to `out_dir`, replacing (checked again: `check_replaceable`) an earlier output."""
+    check_replaceable(out_dir, overwrite)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        remove_owned(old, marker=OUTPUT_MARKER)
+    else:
+        os.replace(staging, out_dir)
