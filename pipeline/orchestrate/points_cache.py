@@ -1,21 +1,18 @@
 """Incremental point tiling: decode units and bins cached by content (see docs/operations.md).
 
 - A **decode unit** (a contiguous point range of one input file) is keyed by the file's sha256, the unit's
-  range, the file's CRS and z factor, the orthophoto hashes (colour), the project frame, the CRS section,
-  the record layout, the class handling and the octree cube. Its cache entry holds the spill files
-  (`u*.rec`) and the decode's result; an unchanged input file is never decoded again.
-- A **bin** (an octree node processed as one task) is keyed by its node id and, for every spill part it
-  reads, the part's decode key and index range, plus the tile job (cube, layout, format, tile size,
-  schema, meshopt). Its cache entry holds the bin's tiles (`content/...`), the points it promotes to the
-  tiles above the bins (`upper.bin`) and the bin's result. On a hit the tiles are hard-linked into the
-  staging folder: the same inode as in the release that built them, not rewritten.
+  range, the file's CRS, z factor and orthophoto hashes, and the decode job without its paths. Its cache
+  entry holds the spill file (`u*.rec`) and the decode's result: an unchanged input is never decoded again.
+- A **bin** (an octree node processed as one task) is keyed by its node, the decode keys and index ranges
+  of the spill parts it reads, and the tile job without its output folder. Its entry holds the bin's tiles
+  (`content/...`), the points it promotes to the tiles above the bins (`upper.bin`) and the bin's result;
+  on a hit the tiles are hard-linked into the staging folder (the inode of the release that built them).
 - Tiles above the bins and the tileset JSON are recomputed every time from the cached promoted points
-  (small); the sampling is deterministic, so unchanged ancestors come out byte-identical (and the release
-  machinery hard-links them to the previous release).
+  (small); the sampling is deterministic, so unchanged ancestors come out byte-identical.
 
-`decode_unit` and `tile_bin` are the run's tasks (pipeline.orchestrate.points_run), through the cache when
-the run has one. The `Cache` (pipeline.orchestrate.cache) adds the pipeline fingerprint to every key, so code changes invalidate
-everything. Functions here run on Dask workers; only paths and small records are returned.
+`decode_unit` and `tile_bin` are the run's tasks (pipeline.orchestrate.points_run), through the `Cache`
+(pipeline.orchestrate.cache: its keys include the pipeline fingerprint) when the run has one. They run on
+workers; only paths and small records are returned.
 """
 
 from __future__ import annotations
@@ -70,15 +67,13 @@ def decode_unit(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key: st
     try:
         entry = cache.materialize(key, build, {})
     except _Uncached as e:
-        return e.part
+        return e.args[0]
     part = _load(entry)
     return dataclasses.replace(part, unit_index=unit.unit_index, rec_path=str(entry / part.rec_path))
 
 
 class _Uncached(Exception):
-    def __init__(self, part: SpillPart):
-        super().__init__("uncached decode result")
-        self.part = part
+    """A decode result not to keep (`args[0]`: the SpillPart)."""
 
 
 def _dump(entry: Path, result: Any) -> None:

@@ -193,18 +193,6 @@ def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
     return with_lattice(fj, frame, cfg).lattice
 
 
-def _has_nir_band(orthophoto: str | tuple[str, ...], bands: tuple[tuple[str, int], ...]) -> bool:
-    """Whether the (first) orthophoto raster has the NIR band (`bands`' "nir", else band 4)."""
-    import rasterio
-
-    first = orthophoto if isinstance(orthophoto, str) else orthophoto[0]
-    try:
-        with rasterio.open(first) as src:
-            return src.count >= dict(bands).get("nir", 4)
-    except Exception as e:
-        raise InputError(f"cannot open orthophoto: {e}", path=first) from e
-
-
 @dataclass
 class Plan:
     infos: list[PointFileInfo]
@@ -270,7 +258,16 @@ def plan_tiling(
         lo, hi = np.minimum(lo, flo), np.maximum(hi, fhi)
     pad = 1.0
     cube = cube_for(np.floor((lo - pad) * 1000).astype(np.int64), np.ceil((hi + pad) * 1000).astype(np.int64))
-    ortho_nir = _has_nir_band(opts.orthophoto, opts.ortho_bands) if opts.orthophoto else False
+    ortho_nir = False
+    if opts.orthophoto:
+        import rasterio
+
+        first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
+        try:
+            with rasterio.open(first) as src:
+                ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
+        except Exception as e:
+            raise InputError(f"cannot open orthophoto: {e}", path=first) from e
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(opts.orthophoto) and any(needs_ortho)
     try:
@@ -300,12 +297,7 @@ def plan_tiling(
 
 class Replan(Exception):
     """The decode found files whose headers do not describe their data (points outside the header bounds,
-    RGB zero everywhere): plan again with corrected file descriptions."""
-
-    def __init__(self, infos: list[PointFileInfo], notes: list[str]):
-        super().__init__("replan")
-        self.infos = infos
-        self.notes = notes
+    RGB zero everywhere): plan again with corrected file descriptions (`args`: the infos, the notes)."""
 
 
 def replan_if_needed(plan: Plan, units: list, parts: list) -> None:

@@ -329,8 +329,8 @@ def _run_attempts(
             summary.notes[:0] = notes
             return summary
         except Replan as r:  # once more, corrected
-            notes += r.notes
-            infos = r.infos
+            infos, more = r.args
+            notes += more
             run_opts = dataclasses.replace(opts, outside_header_bounds="error")
         except InputError as e:
             if opts.on_bad_file != "skip" or len(plan.infos) < 2:
