@@ -166,7 +166,6 @@ def _run_tiling(
     """One attempt of the run in `staging/.work<attempt>`: the tiles, tileset and `pointcloud.json` (and
     with `opts.copc` the COPC files) in `staging`; `replan`: raise `Replan` when the decode found headers
     that do not describe their data."""
-    from pipeline.orchestrate.points_copc import copc_side, write_layer_copc
     from pipeline.tiles.implicit import build_tree, tree_depth, write_explicit, write_implicit
     from pipeline.tiles.points_glb import PointSchema
     from pipeline.tiles.tileset import write_json
@@ -176,7 +175,11 @@ def _run_tiling(
     work = staging / f".work{attempt}"
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
+    side = None  # without COPC output this process never imports the COPC writer (its numba kernels)
+    if opts.copc is not None:
+        from pipeline.orchestrate.points_copc import copc_side
+
+        side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
     summary.not_tiled = [
@@ -256,6 +259,8 @@ def _run_tiling(
     map_ordered(executor, tile_bin, tile_items, name="tile", progress=progress, on_result=tiled)
     summary.phases["tile"] = time.perf_counter() - t1
     if side is not None:
+        from pipeline.orchestrate.points_copc import write_layer_copc
+
         t3 = time.perf_counter()
         # threads compressing a file's nodes: here `jobs`; on workers those left idle by fewer files
         threads = max(1, opts.jobs or 1) if executor is None else max(1, workers // max(1, len(plan.infos)))
