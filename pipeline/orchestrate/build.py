@@ -38,7 +38,6 @@ from pipeline.orchestrate.cache import content_key, inputs_key
 from pipeline.orchestrate.class_schemes import resolve_class_schemes
 from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.orchestrate.inputs import dedupe_inputs, gate_inputs, scan_inputs, verify_inputs
-from pipeline.orchestrate.points_copc import with_copc
 from pipeline.orchestrate.reuse import INDEX_DIR, ReuseState, layer_key, reuse_or_build, reuse_stats
 from pipeline.orchestrate.stages import Stage, run_stages
 from pipeline.orchestrate.working_crs import resolve_working_crs
@@ -285,7 +284,7 @@ def _layer_jobs(ctx: BuildContext) -> list[tuple[Stage, LayerJob]]:
                         "source": latest,
                         "ortho_cfg": cfg.sources.orthophoto,
                     },
-                    lambda: with_copc(points_orch.build_pointcloud_layer)(
+                    lambda: points_orch.build_pointcloud_layer(
                         c,
                         name="aerial_points",
                         files=files,
@@ -312,7 +311,7 @@ def _layer_jobs(ctx: BuildContext) -> list[tuple[Stage, LayerJob]]:
                     c,
                     "mobile_points",
                     {"points": inputs_key(files), "source": mobile},
-                    lambda: with_copc(points_orch.build_pointcloud_layer)(
+                    lambda: points_orch.build_pointcloud_layer(
                         c,
                         name="mobile_points",
                         files=files,

@@ -32,12 +32,12 @@ def build_pointcloud_layer(
     class_scheme: str,
     orthophoto: RasterSource | None,
     out_subdir: str,
-    copc: Any = None,
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
-    with `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
+    with the layer's `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
     from pipeline.model import LayerResult
     from pipeline.orchestrate.cache import build_cache
+    from pipeline.orchestrate.points_copc import add_layer_copc, layer_copc_options
 
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None
@@ -67,7 +67,7 @@ def build_pointcloud_layer(
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
-        copc=copc,
+        copc=layer_copc_options(ctx, layer, name),
         # incremental builds: the build's content cache (`--force`: entries of earlier builds are misses)
         # and the input hashes that key decode units and bins
         cache=build_cache(ctx),
@@ -85,7 +85,6 @@ def build_pointcloud_layer(
         )
     for n in summary.notes:
         ctx.warn(f"{name}: {n}")
-    from pipeline.orchestrate.points_copc import add_layer_copc
     from pipeline.viewer.classes import class_stats
 
     js = summary.to_json()

@@ -24,7 +24,6 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,12 +263,3 @@ def add_layer_copc(
     result.files.extend(f"{out_subdir}/{f}" for f in [*summary.files, summary.vpc, summary.style])
     result.stats["copc"] = {k: v for k, v in summary.to_json().items() if k != "seconds"}
     result.warnings.extend(summary.notes)
-
-
-def with_copc(build_layer: Callable[..., LayerResult]) -> Callable[..., LayerResult]:
-    """`build_pointcloud_layer` with the layer's COPC output (the build's hook: same arguments)."""
-
-    def run(ctx: BuildContext, **kw: Any) -> LayerResult:
-        return build_layer(ctx, copc=layer_copc_options(ctx, kw["layer"], kw["name"]), **kw)
-
-    return run
