@@ -418,3 +418,21 @@ def test_build_manifest_states_scheme_and_extra_dimensions(tiny_release):
         assert st["extra_dimensions"] == [] and st["extra_dimensions_dropped"] == []
         # the intensity display range of the viewer style (the tiles keep the delivered values)
         assert 0 <= st["intensity"]["min"] < st["intensity"]["max"] <= 65535
+
+
+def test_local_frame_with_copc_records_the_local_frame_crs(tmp_path):
+    """`--crs local --copc` used to stop with an internal error (`local:...` is no PROJ string): the COPC
+    file keeps the scan's own coordinates and records the east-north-up frame about the anchor."""
+    from pipeline.sources.pointcloud.crs import local_anchor
+
+    rng = np.random.default_rng(5)
+    local = np.round(rng.uniform([-20, -10, -1], [30, 40, 12], (3000, 3)), 3)
+    src = _write_unreferenced(tmp_path / "scan.las", local)
+    code, s = run_points(str(src), "--out", str(tmp_path / "out"), "--jobs", "1", "--copc",
+                         "--crs", "local", "--anchor", "7.2160,51.4818,95")  # fmt: skip
+    assert code == 0 and s is not None and s["points_in"] == 3000
+    las = laspy.read(next((tmp_path / "out" / "copc").glob("*.copc.laz")))
+    assert len(las.points) == 3000
+    got = np.column_stack([las.x, las.y, las.z])
+    assert np.allclose(np.sort(got, axis=0), np.sort(local, axis=0), atol=0.0011)
+    assert local_anchor(las.header.parse_crs()) == (7.2160, 51.4818, 95.0)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import CrsError, TwinError
+from pipeline.sources.pointcloud.crs import LOCAL_PREFIX
 from pipeline.tiles.copc import CopcSchema, record_dtype
 
 if TYPE_CHECKING:
@@ -144,8 +145,10 @@ def _placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str 
     info = fj.info
     fc_crs = CRS.from_wkt(fj.crs_wkt)
     if target_wkt is None:  # standalone: the file's own coordinates and label (or --crs)
-        if override:
+        if override and not override.startswith(LOCAL_PREFIX):
             wkt = CRS.from_user_input(override).to_wkt()
+        elif override:  # a local frame (--crs local): its east-north-up CRS about the anchor
+            wkt = fc_crs.to_wkt()
         elif info.crs_wkt:
             wkt = CRS.from_wkt(info.crs_wkt).to_wkt()
         else:
