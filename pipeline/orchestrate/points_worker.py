@@ -14,7 +14,6 @@ process as soon as its parent (the run) is gone, and Ctrl-C to the process group
 fork server does once it serves (the run handles it and stops the workers).
 """
 
-import gc
 import os
 import signal
 import threading
@@ -44,9 +43,6 @@ import pipeline.stages.points.tiling  # noqa: E402,F401
 from pipeline.stages.points.kernels import warm_all  # noqa: E402
 
 warm_all()
-# numba's ~100,000 long-lived objects: the workers' garbage collections never walk them (a full one took
-# 40 ms and copied every page it touched into the worker: copy-on-write)
-gc.freeze()
 
 # no thread runs when the fork server forks the workers; they get the usual Ctrl-C handling back
 _loaded.set()
