@@ -148,6 +148,12 @@ def _remove(p: Path, objects: Path) -> None:
         remove_owned(p, owned_by=objects)
 
 
+def _pickle_to(tmp: Path, value: Any) -> None:
+    """A `call` result's entry file: `value` pickled."""
+    with tmp.open("wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class Cache:
     """Content-addressed store: `objects/<k[:2]>/<k>` is a file or a directory built by one builder call."""
 
@@ -263,15 +269,14 @@ class Cache:
 
     def call_key(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`call` with a key already computed by `Cache.key`."""
-
-        def build(tmp: Path) -> None:
-            res = fn(*args, **kwargs)
-            with tmp.open("wb") as f:
-                pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-        p = self.get_or_build_key(key, build)
+        p = self.get_or_build_key(key, lambda tmp: _pickle_to(tmp, fn(*args, **kwargs)))
         with p.open("rb") as f:
             return pickle.load(f)
+
+    def store_key(self, key: str, value: Any) -> Path:
+        """`value`, already computed, as the `call` result under `key` (what `call_key` and `load` read;
+        an entry already there is kept)."""
+        return self.get_or_build_key(key, lambda tmp: _pickle_to(tmp, value))
 
     def load(self, key: str) -> tuple[bool, Any]:
         """(True, result) when a `call` result is cached under `key`, else (False, None)."""

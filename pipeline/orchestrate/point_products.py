@@ -14,7 +14,6 @@ one evicted meanwhile is computed again there, alone.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,13 @@ from pipeline.orchestrate.executor import build_executor, map_ordered
 from pipeline.stages.point_products import feed_points, point_product
 
 
-def _store(cache: Cache, key: str, result: Any) -> None:
-    def build(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-    cache.get_or_build_key(key, build)
-
-
 def _file_task(
     cache: Cache, path: str, products: list[tuple[str, Any, tuple]], chunk_points: int | None
 ) -> None:
     """Task: the products `(key, make, args)` of one point file from one decode, into the cache."""
     results = feed_points(path, [make(path, *args) for _key, make, args in products], chunk_points)
     for (key, _make, _args), res in zip(products, results, strict=True):
-        _store(cache, key, res)
+        cache.store_key(key, res)
 
 
 def _call_task(cache: Cache, key: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> None:
