@@ -387,20 +387,12 @@ def test_disk_full_is_a_clear_error_and_cleans_up(tmp_path):
 def test_packing_failure_surfaces_as_itself(tmp_path, monkeypatch):
     """An error while the spill mapping is written is reported as itself, not as `BufferError: cannot close
     exported pointers exist` (the mapping is closed while a traceback still viewed it)."""
-    from pipeline.stages.points import decode
+    from pipeline.stages.points import kernels
 
     def boom(*a, **k):
         raise ValueError("packing failed")
 
-    monkeypatch.setattr(
-        decode,
-        "K",
-        type(
-            "K",
-            (),
-            {"__getattr__": lambda s, n: boom if n.startswith("pack") else getattr(decode._LazyKernels(), n)},
-        )(),
-    )
+    monkeypatch.setattr(kernels, "pack_records", boom)
     f = write_las(tmp_path / "a.las", cloud(1000, 372000, 5707000), crs="EPSG:25832+7837")
     with pytest.raises(ValueError, match="packing failed"):
         from pipeline.orchestrate.points_plan import PointTilingOptions

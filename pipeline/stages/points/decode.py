@@ -1,7 +1,8 @@
 """Point tiling, stage 1: `decode_to_spill` decodes one work unit: decode -> check classes -> colour ->
 lattice reprojection to ENU mm -> sort by Morton prefix -> spill file (and, with COPC, the unit's LAS
 records). A pure function of paths and a small job description (`FileJob`, `DecodeJob`); no Dask in here.
-Stages 2-4: pipeline.stages.points.tiling.
+Stages 2-4: pipeline.stages.points.tiling. The kernels (numba) are imported by the functions that run them:
+the main process of a run with workers plans and submits the tasks without loading numba.
 """
 
 from __future__ import annotations
@@ -21,31 +22,11 @@ from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
 from pipeline.sources.pointcloud.las import Column, Rgb16, materialize
 from pipeline.stages.points.classes import check_classes
 from pipeline.stages.points.colour import sample_orthophoto, srgb8_shift
+from pipeline.stages.points.lattice import lattice_for
+from pipeline.stages.points.spill import INDEX_STEP, CubeSpec, RecordLayout, SpillPart
 
 if TYPE_CHECKING:
     from pipeline.config.model import CrsConfig
-
-from pipeline.stages.points.lattice import lattice_for
-from pipeline.stages.points.spill import (
-    INDEX_STEP,
-    CubeSpec,
-    RecordLayout,
-    SpillPart,
-)
-
-
-class _LazyKernels:
-    """`pipeline.stages.points.kernels`, imported on first use: the main process of a standalone run scans,
-    plans and submits the decode tasks before it pays for importing numba (0.15-0.3 s on its critical path);
-    the workers load the kernels while it plans."""
-
-    def __getattr__(self, name: str):
-        from pipeline.stages.points import kernels
-
-        return getattr(kernels, name)
-
-
-K = _LazyKernels()
 
 
 @dataclass(frozen=True)
@@ -126,6 +107,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     pass), sort it and write its spill file; returns the spill part (path + counts + bounds), never the
     points."""
     from pipeline.sources.pointcloud.reader import decode_unit
+    from pipeline.stages.points import kernels as K
 
     assert job.cube is not None
     cube, info = job.cube, fj.info
@@ -227,6 +209,8 @@ def _pack_spill(fd: int, n: int, dtype: np.dtype, order, xyz, cols) -> None:
     close exported pointers exist` instead of the error; it is closed with its last view instead."""
     import mmap
 
+    from pipeline.stages.points.kernels import pack_records
+
     mm = mmap.mmap(fd, n * dtype.itemsize)
-    K.pack_records(order, xyz, cols, np.frombuffer(mm, dtype=dtype, count=n))
+    pack_records(order, xyz, cols, np.frombuffer(mm, dtype=dtype, count=n))
     mm.close()

@@ -6,6 +6,8 @@ paths + a small job description; no Dask in here.
                       that belong to tiles above the bin go to a small "upper" file.
 4. `process_upper`    resolves the levels of the bins' minimum points across bins and writes the tiles
                       above the bins.
+
+The kernels (numba) are imported by the functions that run them (see `decode`).
 """
 
 from __future__ import annotations
@@ -17,17 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.stages.points.spill import GRID_BITS, CubeSpec, RecordLayout, SpillPart, read_ranges
+
 if TYPE_CHECKING:
     from pipeline.tiles.points_glb import PointSchema
-
-from pipeline.stages.points.decode import K
-from pipeline.stages.points.spill import (
-    GRID_BITS,
-    CubeSpec,
-    RecordLayout,
-    SpillPart,
-    read_ranges,
-)
 
 
 @dataclass(frozen=True)
@@ -162,6 +157,7 @@ def tile_vertices(schema: PointSchema, rec: np.ndarray, perm, starts, ends, vbuf
     into `vbuf` (N, stride) uint8 (padding 0): positions and GPS times by `K.tile_grid`, then one typed
     gather per attribute (colours through the sRGB -> linear table). Returns per tile lo, step, qmax, GPS
     base time and checksum (`K.tile_grid`)."""
+    from pipeline.stages.points import kernels as K
     from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype, vertex_layout
 
     vbuf.fill(0)
@@ -197,6 +193,7 @@ def _place_tile(job: TileJob, depth: int, count: int, lo_mm, step, qmax, checksu
 
 def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
     """3D Tiles 1.0 profile: pnts + batch table per tile (`rec` in output order)."""
+    from pipeline.stages.points import kernels as K
     from pipeline.tiles.pnts import encode_pnts
 
     q = np.empty((len(rec), 3), np.uint16)
@@ -226,6 +223,8 @@ def _upper_dtype(dtype: np.dtype) -> np.dtype:
 
 def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     """Stage 3 for one bin: writes its tiles and the upper file; returns only small records."""
+    from pipeline.stages.points import kernels as K
+
     cube = job.cube
     dtype = job.layout.dtype
     rec = read_ranges(spec.ranges, dtype)
@@ -271,11 +270,15 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
 def warm_upper_kernels() -> None:
     """Load the numba kernels of bin planning, bins and upper tiles from their cache (about 0.2 s in a
     fresh process); in-process runs do this in a thread while the units decode."""
-    K.warm_all()
+    from pipeline.stages.points.kernels import warm_all
+
+    warm_all()
 
 
 def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     """Stage 4: the tiles above the bins (small: a few thousand points per bin)."""
+    from pipeline.stages.points import kernels as K
+
     D, g = job.cube.D, GRID_BITS
     with_upper = [r for r in sorted(results, key=lambda r: (r.depth, r.prefix)) if r.upper_path]
     if not with_upper:
