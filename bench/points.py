@@ -178,7 +178,7 @@ def run_py3dtiles_files(files: list[Path], out: Path, workers: int, srs_in: str 
 
 def district(data: Path, total_points: int, per_tile: int = 4_000_000) -> list[Path]:
     """1 km x 1 km LAZ tiles of `per_tile` points (4 pts/m2) in EPSG:25832+7837, generated once."""
-    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+    from tests._synthetic_las import synthetic_points, write_las
 
     n_tiles = -(-total_points // per_tile)
     side = int(n_tiles**0.5 + 0.999)

@@ -665,10 +665,10 @@ def _real_point_release(base: Path, fmt: str) -> tuple[Path, list[dict[str, Any]
     intensity, classification), each the highest point within 1.5 m so nothing covers it seen from above."""
     from pipeline.orchestrate.points_plan import PointTilingOptions
     from pipeline.orchestrate.points_run import tile_pointcloud
-    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
     from pipeline.tiles.gltf import decode_meshopt_views, read_glb
     from pipeline.tiles.points_reader import tile_positions_mm
     from pipeline.viewer.classes import class_stats
+    from tests._synthetic_las import synthetic_points, write_las
 
     cesium = find_cesium_build()
     if cesium is None:

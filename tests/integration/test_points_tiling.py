@@ -18,10 +18,10 @@ from pipeline.cli.main import main
 from pipeline.config.model import CrsConfig
 from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import tile_pointcloud
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.tiles.gltf import read_glb
 from pipeline.tiles.points_reader import pointcloud_invariants, tile_positions_mm
 from pipeline.tiles.tileset import box_bounds, schema_errors
+from tests._synthetic_las import synthetic_points, write_las
 
 N = 120_000
 OPTS = dict(class_scheme="adv", max_points_per_tile=4000)
@@ -249,7 +249,7 @@ def test_byte_identical_whatever_the_units(laz, tiled, tmp_path, monkeypatch):
 
 def test_units_cover_the_file_evenly(laz, tmp_path):
     from pipeline.sources.pointcloud.header import plan_units, scan_file
-    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+    from tests._synthetic_las import synthetic_points, write_las
 
     big = write_las(tmp_path / "b.laz", synthetic_points(230_000, size=60.0, seed=3), point_format=3,
                     scale=0.001, chunk_size=10_000)  # fmt: skip

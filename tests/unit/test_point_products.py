@@ -12,12 +12,12 @@ import shapely
 
 from pipeline.config.model import CrsConfig
 from pipeline.sources.pointcloud import reader
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.sources.rasters import Grid
 from pipeline.stages.buildings.heights import HeightParams, HeightSampler, footprint_zones, tile_stats
 from pipeline.stages.buildings.reconstruct import ReconstructParams, roof_points_of, tile_roof_points
 from pipeline.stages.point_products import feed_points, point_product
 from pipeline.stages.terrain.rasterise import FileRasters, RasterTarget, rasterise_point_files_multi
+from tests._synthetic_las import synthetic_points, write_las
 
 CRS = CrsConfig(horizontal="EPSG:25832", vertical="EPSG:7837")
 X0, Y0 = 362_000.0, 5_702_000.0

@@ -14,10 +14,10 @@ from pipeline.errors import ConfigError
 from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import tile_pointcloud
 from pipeline.point_attributes import ATTRIBUTES, OPTIONAL, active, record_fields
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.stages.points.classes import enum_schema
 from pipeline.tiles.gltf import decode_meshopt_views, read_glb
 from pipeline.tiles.points_glb import PointSchema, vertex_layout
+from tests._synthetic_las import synthetic_points, write_las
 
 
 def _schema(**kw) -> PointSchema:

@@ -91,7 +91,7 @@ def test_dask_task_keys_come_from_the_work(tmp_path):
     """With `build_executor` (pure=True) Dask names a task by tokenize(fn, kwargs, *args): for the decode
     tasks that token is the same in every process (no object ids, no random fallback) and differs between
     units."""
-    from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+    from tests._synthetic_las import synthetic_points, write_las
 
     src = write_las(tmp_path / "a.laz", synthetic_points(12_000, size=20.0), scale=0.001, chunk_size=5000)
 

@@ -11,8 +11,8 @@ from numba.core.dispatcher import Dispatcher
 
 from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import tile_pointcloud
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.stages.points import kernels
+from tests._synthetic_las import synthetic_points, write_las
 
 
 def _signatures() -> dict[str, int]:

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import tile_pointcloud
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
 from pipeline.viewer.classes import class_stats, layer_classes
+from tests._synthetic_las import synthetic_points, write_las
 
 
 @pytest.fixture(scope="module")

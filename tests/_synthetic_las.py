@@ -1,4 +1,4 @@
-"""Synthetic airborne-laser-scan-like LAS/LAZ files (tests, benchmarks): terrain, buildings, trees.
+"""Synthetic airborne-laser-scan-like LAS/LAZ files for tests and benchmarks: terrain, buildings, trees.
 
 Deterministic for a given seed. Coordinates in EPSG:25832 (+ DHHN2016 heights, as in NRW deliveries).
 """
