@@ -13,7 +13,7 @@ import shapely
 
 from pipeline.errors import InputError
 from pipeline.sources.pointcloud import reader
-from pipeline.sources.pointcloud.synthetic import synthetic_points, write_las
+from tests._synthetic_las import synthetic_points, write_las
 
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 FIELDS = ("x", "y", "z", "X", "classification", "return_number", "number_of_returns", "intensity")
@@ -251,3 +251,20 @@ def test_a_malformed_extra_bytes_vlr_is_named(tmp_path, defect, says):
     p.write_bytes(bytes(data))
     with pytest.raises(InputError, match=f"labels.las .*Extra Bytes.*malformed Extra Bytes VLR.*{says}"):
         reader.read_header(p)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])  # a quaternion that is not unit length rotates the same
+def test_e57_scan_pose_is_applied(tmp_path, scale):
+    """The scan's pose (rotation quaternion, then translation) places its points: 90 degrees about z
+    turns (x, y) into (-y, x)."""
+    import pye57
+
+    xyz = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.5], [3.0, -1.0, 2.0]])
+    data = {"cartesianX": xyz[:, 0], "cartesianY": xyz[:, 1], "cartesianZ": xyz[:, 2]}
+    p = tmp_path / "pose.e57"
+    c = np.cos(np.pi / 4) * scale
+    with pye57.E57(str(p), mode="w") as e:
+        e.write_scan_raw(data, rotation=np.array([c, 0.0, 0.0, c]), translation=np.array([10.0, 20.0, 30.0]))
+    got = reader.read_points(p, ("x", "y", "z"))
+    want = np.stack([-xyz[:, 1], xyz[:, 0], xyz[:, 2]], axis=1) + np.array([10.0, 20.0, 30.0])
+    assert np.allclose(np.stack([got["x"], got["y"], got["z"]], axis=1), want, atol=0.0005)

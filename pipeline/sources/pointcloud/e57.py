@@ -26,21 +26,6 @@ def _open(path: Path):
         raise InputError(f"cannot read E57 file: {e}", path=path) from e
 
 
-def _quat_matrix(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in q)
-    n = w * w + x * x + y * y + z * z
-    if n == 0:
-        return np.eye(3)
-    s = 2.0 / n
-    return np.array(
-        [
-            [1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
-            [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
-            [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)],
-        ]
-    )
-
-
 def _intensity_limits(hdr) -> tuple[float, float] | None:
     """The scan's declared intensity range (E57 `intensityLimits`), or None."""
     try:
@@ -76,6 +61,8 @@ def intensity_u16(
 
 
 def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    from pye57.utils import convert_spherical_to_cartesian
+
     hdr = e57.get_header(index)
     fields = set(hdr.point_fields)
     try:
@@ -86,16 +73,14 @@ def _scan_xyz(e57, index: int, path: Path) -> tuple[np.ndarray, dict[str, np.nda
         xyz = np.stack([raw["cartesianX"], raw["cartesianY"], raw["cartesianZ"]], axis=1).astype(np.float64)
         invalid = raw.get("cartesianInvalidState")
     elif {"sphericalRange", "sphericalAzimuth", "sphericalElevation"} <= fields:
-        r = np.asarray(raw["sphericalRange"], dtype=np.float64)
-        az = np.asarray(raw["sphericalAzimuth"], dtype=np.float64)
-        el = np.asarray(raw["sphericalElevation"], dtype=np.float64)
-        ce = np.cos(el)
-        xyz = np.stack([r * ce * np.cos(az), r * ce * np.sin(az), r * np.sin(el)], axis=1)
+        rae = [raw[f] for f in ("sphericalRange", "sphericalAzimuth", "sphericalElevation")]
+        xyz = convert_spherical_to_cartesian(np.stack(rae, axis=1).astype(np.float64))
         invalid = raw.get("sphericalInvalidState")
     else:
         raise InputError(f"scan {index} has neither cartesian nor spherical coordinates", path=path)
     keep = np.ones(len(xyz), dtype=bool) if invalid is None else (np.asarray(invalid) == 0)
-    rot = _quat_matrix(np.asarray(hdr.rotation))
+    # the pose (pye57: the unit rotation of the pose's quaternion; identity for a zero quaternion)
+    rot = hdr.rotation_matrix if np.any(hdr.rotation) else np.eye(3)
     xyz = xyz @ rot.T + np.asarray(hdr.translation, dtype=np.float64)
     xyz = xyz[keep]
     if not np.all(np.isfinite(xyz)):
