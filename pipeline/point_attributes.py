@@ -64,10 +64,6 @@ class PointAttribute:
 
         return np.dtype(self.vertex or self.spill)
 
-    @property
-    def spill_field(self) -> tuple[Any, ...]:
-        return (self.name, self.spill) if self.width == 1 else (self.name, self.spill, (self.width,))
-
 
 # the table (order matters: spill records, metadata properties and the pnts batch table follow it)
 ATTRIBUTES: tuple[PointAttribute, ...] = (
@@ -174,7 +170,8 @@ def active(
 
 def record_fields(attrs: tuple[PointAttribute, ...]) -> list[tuple[Any, ...]]:
     """The spill record: integer millimetre positions, then the attributes."""
-    return [("x", "<i4"), ("y", "<i4"), ("z", "<i4"), *(a.spill_field for a in attrs)]
+    fields = ((a.name, a.spill) if a.width == 1 else (a.name, a.spill, (a.width,)) for a in attrs)
+    return [("x", "<i4"), ("y", "<i4"), ("z", "<i4"), *fields]
 
 
 def vertex_order(attrs: tuple[PointAttribute, ...]) -> tuple[PointAttribute, ...]:

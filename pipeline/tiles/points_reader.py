@@ -103,5 +103,4 @@ def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
 
 def tile_checksum(positions_mm: np.ndarray) -> int:
     """Order-independent checksum of a tile's (dequantized) millimetre positions."""
-    h = point_hash_numpy(np.ascontiguousarray(positions_mm, dtype=np.int32).reshape(-1, 3))
-    return int(h.sum(dtype=np.uint64))
+    return int(point_hash_numpy(positions_mm).sum(dtype=np.uint64))

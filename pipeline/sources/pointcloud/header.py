@@ -235,8 +235,6 @@ def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[int, 
             raise InputError(
                 f"LAZ file is truncated or corrupt: unreadable chunk table ({e})", path=path
             ) from e
-    if table is None:
-        raise InputError("LAZ file has no chunk table (not supported; re-compress with laszip)", path=path)
     fixed, variable = int(lv.chunk_size()), lv.uses_variable_size_chunks()
     if not variable and fixed > 0 and len(table) != -(-count // fixed):
         lo, hi = (len(table) - 1) * fixed + 1, len(table) * fixed

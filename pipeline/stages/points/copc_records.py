@@ -145,14 +145,12 @@ def _placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str 
     info = fj.info
     fc_crs = CRS.from_wkt(fj.crs_wkt)
     if target_wkt is None:  # standalone: the file's own coordinates and label (or --crs)
-        if override and not override.startswith(LOCAL_PREFIX):
-            wkt = CRS.from_user_input(override).to_wkt()
-        elif override:  # a local frame (--crs local): its east-north-up CRS about the anchor
+        if not override:  # (a file without a CRS label needs --crs: `resolve_file_crs`)
+            wkt = CRS.from_wkt(info.crs_wkt or fj.crs_wkt).to_wkt()
+        elif override.startswith(LOCAL_PREFIX):  # a local frame: its east-north-up CRS about the anchor
             wkt = fc_crs.to_wkt()
-        elif info.crs_wkt:
-            wkt = CRS.from_wkt(info.crs_wkt).to_wkt()
         else:
-            wkt = fc_crs.to_wkt()
+            wkt = CRS.from_user_input(override).to_wkt()
         return Placement(info.scales, info.offsets, wkt)
     target = CRS.from_wkt(target_wkt)
     if same_crs(fc_crs, target) and abs(fj.z_factor - 1.0) < 1e-12:
