@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stages.points import decode
+from pipeline.stages.points import decode, kernels
 
 
 class _ChainingKernels:
@@ -28,8 +28,7 @@ class _ChainingKernels:
 
 @pytest.mark.parametrize("kernel", ["pack_records", "pack_records_plain"])
 def test_packing_failure_with_chained_exceptions_surfaces_as_itself(tmp_path, monkeypatch, kernel):
-    kernels = type("K", (), {"pack_records": staticmethod(getattr(_ChainingKernels, kernel))})()
-    monkeypatch.setattr(decode, "K", kernels)
+    monkeypatch.setattr(kernels, "pack_records", getattr(_ChainingKernels, kernel))
     dtype = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4")])
     n = 10
     path = tmp_path / "u.rec"
