@@ -110,29 +110,38 @@ def gather(src, order, out, lut=None) -> None:
         _gather(src.astype(out.dtype, copy=False), order, out)
 
 
+# points per block of `pack_records`: the random rows of the source a block reads (~0.5 MB) stay in the
+# CPU cache from one field to the next (one pass per field over a ~500 k point unit: twice the CPU)
+GATHER_BLOCK = 4096
+
+
 def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
     """rec[i] = the record of input point order[i]: positions (N, 3) int32 into x, y, z and each column
     into its field: a plain column (converted to the field's type), a `BitField` of the raw records, `Rgb16`
     channels or (N, 3) uint8 colours. Fields no column names are left as they are. One typed gather per
-    field (measured as fast as one fused pass over fixed slots of 1-, 2- and 8-byte fields)."""
+    field, block by block (GATHER_BLOCK)."""
     from pipeline.sources.pointcloud.las import BitField, Rgb16
 
     if len(xyz) != len(rec):
         raise ValueError("pack_records: positions and records of different lengths")
     order = np.asarray(order, np.int64)
-    for k, f in enumerate("xyz"):
-        gather(xyz[:, k], order, rec[f])
-    for name, col in cols.items():
-        dst = rec[name]
-        if isinstance(col, BitField):
-            _gather_bits(col.src.view(np.uint8), order, np.uint8(col.shift), np.uint8(col.mask), dst)
-        elif isinstance(col, Rgb16):
-            for k, ch in enumerate((col.red, col.green, col.blue)):
-                _gather_bits(ch, order, ch.dtype.type(col.shift), ch.dtype.type(0xFF), dst[:, k])
-        elif col.shape[1:] != dst.shape[1:]:
-            raise ValueError(f"pack_records: a column of shape {col.shape} for the field {name} {dst.dtype}")
-        else:
-            gather(col, order, dst)
+    for s in range(0, len(order), GATHER_BLOCK):
+        o, r = order[s : s + GATHER_BLOCK], rec[s : s + GATHER_BLOCK]
+        for k, f in enumerate("xyz"):
+            gather(xyz[:, k], o, r[f])
+        for name, col in cols.items():
+            dst = r[name]
+            if isinstance(col, BitField):
+                _gather_bits(col.src.view(np.uint8), o, np.uint8(col.shift), np.uint8(col.mask), dst)
+            elif isinstance(col, Rgb16):
+                for k, ch in enumerate((col.red, col.green, col.blue)):
+                    _gather_bits(ch, o, ch.dtype.type(col.shift), ch.dtype.type(0xFF), dst[:, k])
+            elif col.shape[1:] != dst.shape[1:]:
+                raise ValueError(
+                    f"pack_records: a column of shape {col.shape} for the field {name} {dst.dtype}"
+                )
+            else:
+                gather(col, o, dst)
 
 
 @nb.njit(cache=True, nogil=True)
