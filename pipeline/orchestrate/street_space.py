@@ -45,7 +45,7 @@ from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import ConfigError, InputError
 from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, Progress, build_executor, dask_workers, map_ordered
-from pipeline.stages._street_space_kernels import cell_columns
+from pipeline.stages._street_space_kernels import INSIDE, OUTLINE, OUTSIDE, cell_columns
 from pipeline.stages.street_space import (
     POINT_CELL_M,
     RESULT_COLUMNS,
@@ -217,11 +217,6 @@ def needed_cells(grid: CellGrid, boxes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(need.ravel())
 
 
-# a point cell against the corridor: wholly outside, wholly inside, or touched by its outline (its points
-# are tested one by one)
-OUTSIDE, INSIDE, OUTLINE = 0, 1, 2
-
-
 def corridor_cells(grid: CellGrid, corridor: shapely.Geometry) -> np.ndarray:
     """(rows, columns) of the grid's point cells (POINT_CELL_M): OUTSIDE, INSIDE or OUTLINE of `corridor`.
     A cell whose box (grown by 1 mm, more than any rounding of a point's cell) the outline does not touch
@@ -262,40 +257,58 @@ def spill_points(
     `corridor` (`corridor_class`: its point cells, `corridor_cells`) and in `cells`, chunk by chunk, each
     chunk written to `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Memory: one chunk."""
     from pipeline.sources.pointcloud.reader import iter_points, read_header
-    from pipeline.stages._street_space_kernels import bin_points
+    from pipeline.stages._street_space_kernels import corridor_points, pack_by_cell
 
     info = read_header(path)
     shapely.prepare(corridor)
     wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
     wanted[cells] = True
-    nrow, ncol = corridor_class.shape
+    (sx, sy, _sz), (ox, oy, _oz) = info.scales, info.offsets
     runs: list[SpillRun] = []
-    fields = ("x", "y", "X", "Y", "Z", "classification")
+    fields = ("X", "Y", "Z", "classification")
     for k, pts in enumerate(iter_points(info, fields, chunk_points, points=points)):
-        col = cell_columns(pts["x"], grid.x0, POINT_CELL_M)
-        row = cell_columns(pts["y"], grid.y0, POINT_CELL_M)
-        keep = np.flatnonzero((col >= 0) & (col < ncol) & (row >= 0) & (row < nrow))
-        col, row = col[keep], row[keep]
-        cell = (row // CELL_POINT_CELLS) * grid.nx + col // CELL_POINT_CELLS
-        side = corridor_class[row, col]
-        del col, row
-        near = wanted[cell] & (side != OUTSIDE)
-        keep, cell, side = keep[near], cell[near], side[near]
-        test = np.flatnonzero(side == OUTLINE)
-        inside = side == INSIDE
-        inside[test] = shapely.contains_xy(corridor, pts["x"][keep[test]], pts["y"][keep[test]])
-        keep, cell = keep[inside], cell[inside]
+        X, Y = pts["X"], pts["Y"]
+        keep, cell, outline = corridor_points(
+            X,
+            Y,
+            sx,
+            ox,
+            sy,
+            oy,
+            grid.x0,
+            grid.y0,
+            POINT_CELL_M,
+            CELL_POINT_CELLS,
+            grid.nx,
+            corridor_class,
+            wanted,
+        )
+        test = np.flatnonzero(outline)
+        if len(test):
+            # the reader's own coordinates of the points in the outline's cells: `X * scale + offset`
+            at = keep[test]
+            inside = np.ones(len(keep), dtype=bool)
+            inside[test] = shapely.contains_xy(
+                corridor, X[at] * np.float64(sx) + np.float64(ox), Y[at] * np.float64(sy) + np.float64(oy)
+            )
+            keep, cell = keep[inside], cell[inside]
         if len(keep):
-            by_cell, _starts = bin_points(cell % grid.nx, cell // grid.nx, grid.nx, grid.ny)
-            order = keep[by_cell]
-            rec = np.empty(len(order), dtype=SPILL_DTYPE)
-            rec["X"], rec["Y"], rec["Z"] = pts["X"][order], pts["Y"][order], pts["Z"][order]
-            rec["c"] = pts["classification"][order]
-            sc = cell[by_cell]
-            first = np.flatnonzero(np.concatenate([[True], sc[1:] != sc[:-1]]))
+            rec = np.empty(len(keep), dtype=SPILL_DTYPE)
+            count = pack_by_cell(
+                keep,
+                cell,
+                grid.nx * grid.ny,
+                X,
+                Y,
+                pts["Z"],
+                pts["classification"],
+                *(rec[f] for f in "XYZc"),
+            )
+            present = np.flatnonzero(count)
+            starts = np.concatenate([[0], np.cumsum(count[present])])
             out = str(Path(spill_dir) / f"{file_no:06d}_{points[0]:012d}_{k:06d}.npy")
             np.save(out, rec)
-            runs.append(SpillRun(out, info.scales, info.offsets, sc[first], np.append(first, len(sc))))
+            runs.append(SpillRun(out, info.scales, info.offsets, present, starts))
             del rec
     return runs
 

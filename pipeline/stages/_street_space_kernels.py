@@ -1,6 +1,8 @@
 """Kernels of the street space measurement (numba); `pipeline.stages.street_space` holds the pure-numpy
 reference (`measure_segment`) that the tests compare them with.
 
+* `corridor_points`, `pack_by_cell`: the read task's selection of a chunk's points near the street axes
+  and their records sorted (stably) by the orchestration's cells (`orchestrate.street_space.spill_points`);
 * `bin_points`: the points of a tile binned into square cells of a point grid (one counting sort, stable:
   within a cell the points keep their input order);
 * `gather_segment`: the points inside one segment's measuring rectangle, in the segment's frame (s along,
@@ -25,6 +27,9 @@ from numba import njit
 GROUND = 1
 BUILDING = 2
 IGNORED = 4
+# a point cell against the corridor of the street axes (`orchestrate.street_space.corridor_cells`): wholly
+# outside, wholly inside, or touched by its outline (its points are tested one by one)
+OUTSIDE, INSIDE, OUTLINE = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
@@ -34,6 +39,86 @@ def cell_columns(v: np.ndarray, origin: float, cell: float) -> np.ndarray:
     for i in range(len(v)):
         out[i] = int(np.floor((v[i] - origin) / cell))
     return out
+
+
+@njit(cache=True, nogil=True)
+def corridor_points(
+    X: np.ndarray,
+    Y: np.ndarray,
+    scale_x: float,
+    offset_x: float,
+    scale_y: float,
+    offset_y: float,
+    x0: float,
+    y0: float,
+    cell: float,
+    per_cell: int,
+    cells_x: int,
+    side: np.ndarray,
+    wanted: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, cells, on_outline) of the points of a chunk near the corridor, in input order: those
+    whose point cell (of `cell` m from (x0, y0), of the coordinates `X * scale + offset` as the point
+    reader computes them) lies in the grid of `side` (rows, columns: OUTSIDE, INSIDE or OUTLINE of the
+    corridor) and not OUTSIDE, within a `wanted` cell of `per_cell` x `per_cell` point cells (id
+    row * cells_x + column). `on_outline`: the point still needs the point-in-polygon test."""
+    n = len(X)
+    nrow, ncol = side.shape
+    idx = np.empty(n, dtype=np.int64)
+    cells = np.empty(n, dtype=np.int64)
+    outline = np.empty(n, dtype=np.bool_)
+    k = 0
+    for i in range(n):
+        c = int(np.floor((X[i] * scale_x + offset_x - x0) / cell))
+        if c < 0 or c >= ncol:
+            continue
+        r = int(np.floor((Y[i] * scale_y + offset_y - y0) / cell))
+        if r < 0 or r >= nrow:
+            continue
+        s = side[r, c]
+        if s == OUTSIDE:
+            continue
+        g = (r // per_cell) * cells_x + c // per_cell
+        if not wanted[g]:
+            continue
+        idx[k] = i
+        cells[k] = g
+        outline[k] = s == OUTLINE
+        k += 1
+    return idx[:k], cells[:k], outline[:k]
+
+
+@njit(cache=True, nogil=True)
+def pack_by_cell(
+    idx: np.ndarray,
+    cells: np.ndarray,
+    ncells: int,
+    X: np.ndarray,
+    Y: np.ndarray,
+    Z: np.ndarray,
+    cls: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_z: np.ndarray,
+    out_c: np.ndarray,
+) -> np.ndarray:
+    """The points `idx` (cell ids `cells`, 0..ncells-1) written to the `out_*` columns sorted (stably) by
+    cell; returns the points per cell."""
+    count = np.zeros(ncells, dtype=np.int64)
+    for j in range(len(idx)):
+        count[cells[j]] += 1
+    fill = np.zeros(ncells, dtype=np.int64)
+    for g in range(1, ncells):
+        fill[g] = fill[g - 1] + count[g - 1]
+    for j in range(len(idx)):
+        i = idx[j]
+        at = fill[cells[j]]
+        fill[cells[j]] = at + 1
+        out_x[at] = X[i]
+        out_y[at] = Y[i]
+        out_z[at] = Z[i]
+        out_c[at] = cls[i]
+    return count
 
 
 @njit(cache=True, nogil=True)

@@ -319,6 +319,51 @@ def test_corridor_cells_decide_like_the_point_test():
     assert (side == OUTLINE).mean() < 0.2
 
 
+def test_corridor_points_and_pack_by_cell_equal_numpy():
+    """The read task's kernels: the points of a chunk near the corridor (their point cell from the
+    reader's `X * scale + offset`, not OUTSIDE, in a wanted cell) and their records sorted stably by cell,
+    as numpy computes them from the float coordinates."""
+    from pipeline.orchestrate.street_space import CELL_POINT_CELLS, INSIDE, OUTLINE, CellGrid, corridor_cells
+
+    axes = [np.array([[1000.0, 1000.0], [1180.0, 1090.0]]), np.array([[1050.0, 1200.0], [1060.0, 1010.0]])]
+    corridor = shapely.union_all([shapely.buffer(shapely.LineString(a), 30.0) for a in axes])
+    grid = CellGrid(950.0, 950.0, 6, 6)
+    side = corridor_cells(grid, corridor)
+    wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
+    wanted[[0, 3, 7, 8, 9, 14, 20, 21, 28, 35]] = True
+    rng = np.random.default_rng(11)
+    n = 300_000
+    scale, offset = (0.01, 0.001), (900.0, 940.0)
+    # raw integers of points around (and beyond) the grid, some exactly on cell edges
+    X = rng.integers(0, 40_000, n).astype(np.int32)
+    Y = rng.integers(0, 35_000, n).astype(np.int32)
+    X[:5000] = ((950.0 + 2.5 * rng.integers(0, 120, 5000) - offset[0]) / scale[0]).round().astype(np.int32)
+    Z = rng.integers(-1000, 100_000, n).astype(np.int32)
+    c = rng.integers(0, 20, n).astype(np.uint8)
+    x, y = X * np.float64(scale[0]) + np.float64(offset[0]), Y * np.float64(scale[1]) + np.float64(offset[1])
+    col, row = K.cell_columns(x, grid.x0, 2.5), K.cell_columns(y, grid.y0, 2.5)
+    ok = (col >= 0) & (col < side.shape[1]) & (row >= 0) & (row < side.shape[0])
+    expect = np.flatnonzero(ok)
+    cell = (row[expect] // CELL_POINT_CELLS) * grid.nx + col[expect] // CELL_POINT_CELLS
+    s = side[row[expect], col[expect]]
+    near = (s != 0) & wanted[cell]
+    expect, cell, s = expect[near], cell[near], s[near]
+    idx, cells, outline = K.corridor_points(
+        X, Y, *[v for pair in zip(scale, offset, strict=True) for v in pair],
+        grid.x0, grid.y0, 2.5, CELL_POINT_CELLS, grid.nx, side, wanted,
+    )  # fmt: skip
+    np.testing.assert_array_equal(idx, expect)
+    np.testing.assert_array_equal(cells, cell)
+    np.testing.assert_array_equal(outline, s == OUTLINE)
+    assert len(idx) > 1000 and outline.any() and (s == INSIDE).any()
+    rec = np.empty(len(idx), dtype=[("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1")])
+    count = K.pack_by_cell(idx, cells, grid.nx * grid.ny, X, Y, Z, c, *(rec[f] for f in "XYZc"))
+    np.testing.assert_array_equal(count, np.bincount(cells, minlength=grid.nx * grid.ny))
+    order = idx[np.argsort(cells, kind="stable")]
+    for f, v in zip("XYZc", (X, Y, Z, c), strict=True):
+        np.testing.assert_array_equal(rec[f], v[order])
+
+
 # ---- the demo district against its truth ---------------------------------------------------------
 
 
