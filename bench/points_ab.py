@@ -8,8 +8,12 @@ Runs old and new alternately (`--rounds` each) on Autzen and on the synthetic di
 Per run: wall seconds, user + sys CPU of the whole process tree (this process is a child subreaper, so the
 fork server and the workers it forks are waited for and counted), and per process (main, fork server,
 workers) the peak RSS (`VmHWM`), plus the peak of the summed RSS and of the summed PSS over the tree,
-sampled every 20 ms (PSS every 60 ms). Writes the JSON; prints one line per run. The machine may be
-shared: compare CPU seconds, not wall seconds.
+sampled every 20 ms (PSS every 60 ms), and the size of the output written (files, MB). Writes the JSON;
+prints one line per run. The machine may be shared: compare CPU seconds, not wall seconds.
+
+Compare the same work: when the medians of the two trees' output sizes differ by more than 1 %, the runs
+did not write the same tiles (e.g. 5e55cde's default is plain GLB, today's is meshopt-compressed: give the
+old tree `--old-args=--meshopt` or the new one `--new-args=--no-meshopt`) and a warning says so.
 """
 
 from __future__ import annotations
@@ -113,7 +117,8 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict:
                 s = _status(p)
                 if s is None:
                     continue
-                rec = procs.setdefault(p, {"pid": p, "ppid": s.get("PPid", 0), "cmd": s["cmd"], "hwm": 0})
+                rec = procs.setdefault(p, {"pid": p, "ppid": s.get("PPid", 0), "hwm": 0})
+                rec["cmd"] = s["cmd"]  # the latest: between its fork and exec a process shows its parent's
                 rec["hwm"] = max(rec["hwm"], s.get("VmHWM", 0))
                 rec["cpu"] = s["cpu"]
                 rss += s.get("VmRSS", 0)
@@ -156,10 +161,32 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict:
     }
 
 
+def output_size(path: Path) -> tuple[int, int]:
+    """(files, bytes) of everything under `path` (0, 0 when it does not exist)."""
+    files = size = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            files += 1
+            size += os.path.getsize(os.path.join(root, name))
+    return files, size
+
+
+def same_work(medians: dict[str, dict], tolerance: float = 0.01) -> str | None:
+    """A warning when the trees' median output sizes differ by more than `tolerance` (None: same work)."""
+    old, new = medians["old"]["out_mb"], medians["new"]["out_mb"]
+    if abs(new - old) <= tolerance * max(old, new):
+        return None
+    return (
+        f"old and new wrote different outputs ({old} vs {new} MB): not the same work, the CPU and memory "
+        "figures do not compare (e.g. meshopt: --old-args=--meshopt or --new-args=--no-meshopt)"
+    )
+
+
 def _summary(runs: list[dict]) -> dict:
     """Medians over the runs; per role the peak RSS of its largest process (workers: largest and smallest)."""
     out: dict = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "tree_rss_peak_mb")}
     out["tree_pss_peak_mb"] = statistics.median(r["tree_pss_peak_mb"] for r in runs)
+    out["out_mb"] = statistics.median(r["out_mb"] for r in runs)
     for role in ("main", "forkserver", "worker"):
         peaks = [
             sorted((p["peak_rss_mb"] for p in r["processes"] if p["role"] == role), reverse=True)
@@ -237,21 +264,24 @@ def main(argv: list[str] | None = None) -> int:
                 log = args.work / f"{name}_{which}.log"
                 r = measure(cmd, env, log)
                 r["load_start"] = load
+                r["out_files"], size = output_size(out)
+                r["out_mb"] = round(size / 2**20, 1)
                 shutil.rmtree(out, ignore_errors=True)
                 if r["returncode"] != 0:
                     raise RuntimeError(f"{which} failed on {name}: {' '.join(cmd)} (see {log})")
                 runs[which].append(r)
                 print(
                     f"{name} {which} round {i + 1}: wall {r['wall_s']} s, cpu {r['cpu_s']} s, tree RSS "
-                    f"{r['tree_rss_peak_mb']} MB, PSS {r['tree_pss_peak_mb']} MB, load {load}; "
+                    f"{r['tree_rss_peak_mb']} MB, PSS {r['tree_pss_peak_mb']} MB, load {load}, "
+                    f"out {r['out_files']} files {r['out_mb']} MB; "
                     + ", ".join(f"{p['role']} {p['peak_rss_mb']}" for p in r["processes"]),
                     flush=True,
                 )
-        res["data"][name] = {
-            "files": len(files),
-            "runs": runs,
-            "median": {k: _summary(v) for k, v in runs.items()},
-        }
+        medians = {k: _summary(v) for k, v in runs.items()}
+        warning = same_work(medians)
+        if warning:
+            print(f"{name}: WARNING: {warning}", file=sys.stderr, flush=True)
+        res["data"][name] = {"files": len(files), "runs": runs, "median": medians, "warning": warning}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     return 0
