@@ -126,18 +126,9 @@ class Placement:
     z_factor: float = 1.0
 
 
-_PLACEMENTS: dict[tuple[Any, ...], Placement] = {}
-
-
+@functools.cache
 def placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str | None) -> Placement:
     """The file's placement (memoised per process: PROJ creates a transformer in 0.05-0.4 s)."""
-    key = (fj, target_wkt, override, crs_cfg.model_dump_json() if crs_cfg is not None else None)
-    if key not in _PLACEMENTS:
-        _PLACEMENTS[key] = _placement(fj, target_wkt, crs_cfg, override)
-    return _PLACEMENTS[key]
-
-
-def _placement(fj: FileJob, target_wkt: str | None, crs_cfg: Any, override: str | None) -> Placement:
     from pyproj import CRS
 
     from pipeline.crs import make_transformer, same_crs
