@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -52,9 +53,6 @@ class StopSignal:
         self._stopped = False
         self._futures: set[concurrent.futures.Future] = set()
 
-    def is_set(self) -> bool:
-        return self._stopped
-
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
@@ -66,14 +64,12 @@ class StopSignal:
         if self._stopped:
             raise StageStopped("stopped: another stage of the build failed")
 
-    def track(self, futures: Iterable[concurrent.futures.Future]) -> None:
-        futures = list(futures)
+    def track(self, fut: concurrent.futures.Future) -> None:
         with self._lock:
             if not self._stopped:
-                self._futures.update(futures)
+                self._futures.add(fut)
                 return
-        for f in futures:
-            f.cancel()
+        fut.cancel()
         self.check()
 
     def untrack(self, futures: Iterable[concurrent.futures.Future]) -> None:
@@ -126,12 +122,11 @@ def map_ordered(
     *,
     name: str,
     progress: Progress | None = None,
-    on_done: Callable[[int], None] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
     window: int | None = None,
 ) -> list[Any]:
     """[fn(*args) for args in items], on `executor` (in this process when None). `progress(name, done,
-    total)` as tasks finish; `on_done(i)` after task i has finished (in the calling thread).
+    total)` as tasks finish.
 
     Bounded memory: `on_result(i, result)` takes each result as it arrives (in the calling thread) and
     the result is not kept (the list returned holds None); with `window` at most that many tasks are
@@ -147,8 +142,6 @@ def map_ordered(
             on_result(i, r)
         else:
             results[i] = r
-        if on_done:
-            on_done(i)
         if progress:
             progress(name, done, total)
 
@@ -158,37 +151,23 @@ def map_ordered(
             finish(i, fn(*items[i]), i + 1)
         return results
     futures: dict[concurrent.futures.Future, int] = {}
+    finished: queue.SimpleQueue[concurrent.futures.Future] = queue.SimpleQueue()  # in the order they end
     signal = _SIGNAL.get()  # a stage's stop signal: it cancels the tasks submitted here
-
-    def submit(i: int) -> None:
-        _check_stop()
-        fut = executor.submit(fn, *items[i])
-        futures[fut] = i
-        if signal is not None:
-            signal.track([fut])
-
-    def pop(fut: concurrent.futures.Future) -> int:
-        if signal is not None:
-            signal.untrack([fut])
-        return futures.pop(fut)
-
+    submitted = 0
     try:
-        if window is None:  # everything submitted at once; as_completed: O(tasks), not O(tasks^2)
-            for i in range(total):
-                submit(i)
-            for done, fut in enumerate(concurrent.futures.as_completed(list(futures)), start=1):
-                finish(pop(fut), _result(fut), done)
-            return results
-        submitted = done = 0
-        while submitted < total or futures:
-            while submitted < total and len(futures) < max(1, window):
-                submit(submitted)
+        for done in range(1, total + 1):
+            while submitted < total and len(futures) < (window or total):
+                _check_stop()
+                fut = executor.submit(fn, *items[submitted])
+                futures[fut] = submitted
                 submitted += 1
-            ready, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
-            for fut in sorted(ready, key=futures.__getitem__):
-                i = pop(fut)
-                done += 1
-                finish(i, _result(fut), done)
+                if signal is not None:
+                    signal.track(fut)
+                fut.add_done_callback(finished.put)
+            fut = finished.get()
+            if signal is not None:
+                signal.untrack([fut])
+            finish(futures.pop(fut), _result(fut), done)
     except BaseException:
         for f in futures:
             f.cancel()

@@ -23,16 +23,10 @@ def _square(x: int) -> int:
 
 def _run(executor):
     seen: list[tuple[str, int, int]] = []
-    done: list[int] = []
     out = map_ordered(
-        executor,
-        _square,
-        [(i,) for i in range(40)],
-        name="sq",
-        progress=lambda *a: seen.append(a),
-        on_done=done.append,
+        executor, _square, [(i,) for i in range(40)], name="sq", progress=lambda *a: seen.append(a)
     )
-    return out, seen, done
+    return out, seen
 
 
 @pytest.mark.parametrize("kind", ["inline", "threads", "local-pool"])
@@ -40,18 +34,17 @@ def test_map_ordered_results_in_order_with_progress(kind):
     from pipeline.orchestrate.points_pool import LocalPool
 
     if kind == "inline":
-        out, seen, done = _run(None)
+        out, seen = _run(None)
     elif kind == "threads":
         with ThreadPoolExecutor(4) as ex:
-            out, seen, done = _run(ex)
+            out, seen = _run(ex)
     else:
         with LocalPool(2) as pool:
-            out, seen, done = _run(pool)
+            out, seen = _run(pool)
             assert call(pool, _square, 7) == 49
     assert out == [i * i for i in range(40)]
     assert seen[0] == ("sq", 0, 40) and seen[-1] == ("sq", 40, 40)
     assert [s[1] for s in seen] == list(range(41))
-    assert sorted(done) == list(range(40))
     assert call(None, _square, 3) == 9
 
 
