@@ -4,7 +4,7 @@ and laspy's COPC reader reads every node.
 
     .venv/bin/python -m bench.copc [--out DIR] [--laz FILE] [--repeat N]
 
-Steps (one run, one process, `jobs=1`): tile Autzen without COPC and with COPC (`PointTilingOptions.copc`:
+Steps (one run, in one process): tile Autzen without COPC and with COPC (`PointTilingOptions.copc`:
 the same decode pass writes the COPC records), alternating `--repeat` times; wall and CPU seconds
 (`time.process_time`: this process and its threads) of each; then read every node of the COPC file back
 (`pipeline.tiles.copc_check.copc_invariants`), tile the COPC file again with the same frame and compare
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     load = os.getloadavg()[0]
-    opts = PointTilingOptions(assume_ellipsoidal=True, jobs=1)
+    opts = PointTilingOptions(assume_ellipsoidal=True)
     frame = plan_tiling([args.laz], opts).frame
-    plain = PointTilingOptions(assume_ellipsoidal=True, jobs=1, frame=frame)
+    plain = PointTilingOptions(assume_ellipsoidal=True, frame=frame)
     with_copc = dataclasses.replace(plain, copc=CopcOptions(vpc_name="autzen"))
     runs: dict[str, list[dict]] = {"tiles": [], "tiles+copc": []}
     for k in range(args.repeat):

@@ -240,7 +240,6 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     opts = PointTilingOptions(
         crs=_crs_option(args.crs, getattr(args, "anchor", None)),
         format=args.format,
-        jobs=args.jobs,
         memory=args.memory,
         meshopt=args.meshopt,
         implicit=args.implicit,

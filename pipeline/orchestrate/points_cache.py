@@ -2,7 +2,8 @@
 
 - A **decode unit** (a contiguous point range of one input file) is keyed by the file's sha256, the unit's
   range, the file's CRS, z factor and orthophoto hashes, and the decode job without its paths. Its cache
-  entry holds the spill file (`u*.rec`) and the decode's result: an unchanged input is never decoded again.
+  entry holds the spill file (`u*.rec`) and the decode's result: an unchanged input is decoded again only
+  for the layer's COPC records (the cache keeps no COPC output).
 - A **bin** (an octree node processed as one task) is keyed by its node, the decode keys and index ranges
   of the spill parts it reads, and the tile job without its output folder. Its entry holds the bin's tiles
   (`content/...`), the points it promotes to the tiles above the bins (`upper.bin`) and the bin's result;
@@ -54,7 +55,8 @@ def decode_key(opts: PointTilingOptions, fj: FileJob, unit: WorkUnit, job: Decod
 
 def decode_unit(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key: str | None) -> SpillPart:
     """`decode_to_spill`; with a content `cache`, through it under `key` (`decode_key`): the spill file
-    lives in the cache entry."""
+    lives in the cache entry. A hit writes no COPC records (`job.copc`): for them the unit is decoded again
+    and that spill file dropped."""
     if cache is None:
         return decode_to_spill(fj, unit, job)
 
@@ -68,6 +70,14 @@ def decode_unit(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key: st
         entry = cache.materialize(key, build, {})
     except _Uncached as e:
         return e.args[0]
+    if job.copc is not None:
+        from pipeline.stages.points.copc_records import marker_path
+
+        if not marker_path(job.copc.dir, unit.file_index, unit.start).is_file():
+            again = decode_to_spill(fj, unit, job)
+            if again.outside is not None:  # as on a miss: the planner widens the bounds and reruns
+                return again
+            os.remove(again.rec_path)
     part = _load(entry)
     return dataclasses.replace(part, unit_index=unit.unit_index, rec_path=str(entry / part.rec_path))
 

@@ -5,8 +5,8 @@ One COPC file per input file (`copc/<input name>.copc.laz`) and `<vpc_name>.vpc`
 output folder. The decode tasks of the run write the COPC records beside the tiles' spill files
 (`pipeline.stages.points.copc_records`: the same decoded columns, attribute schema derived from the tiles'
 attribute table), so every input is decoded once; after the tiles, one task per input file builds its octree
-and compresses it (`pipeline.tiles.copc`). A decode unit whose spill file came from the content cache wrote
-no records: it is decoded again here (the tiler's own decode task).
+and compresses it (`pipeline.tiles.copc`). A decode unit whose spill file comes from the content cache is
+decoded again for its records (`points_cache.decode_unit`).
 
 - positions: the build's working CRS (a file already in it keeps its integer coordinates, scale and offset
   exactly; any other is transformed by PROJ to 1 mm); standalone (`twin points --copc`) each file keeps its
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from pipeline.config.model import PointsLayer
     from pipeline.model import BuildContext, LayerResult
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
-    from pipeline.stages.points.decode import DecodeJob, FileJob
+    from pipeline.stages.points.decode import FileJob
     from pipeline.stages.points.spill import RecordLayout
 
 COPC_DIR = "copc"
@@ -133,28 +132,6 @@ def write_file_copc(
     return FileCopc(res, item, pl.transformer is not None)
 
 
-def _decode_missing(plan: Any, djob: DecodeJob, units: list[WorkUnit], executor, progress) -> None:
-    """Decode the units that wrote no COPC records (their spill file came from the content cache) with
-    the tiler's own decode task, into a throw-away spill folder."""
-    from pipeline.stages.points.decode import decode_to_spill
-
-    side = djob.copc
-    missing = [u for u in units if not marker_path(side.dir, u.file_index, u.start).is_file()]
-    if not missing:
-        return
-    spill = Path(side.dir).with_name("copc-spill")
-    spill.mkdir(exist_ok=True)
-    job = dataclasses.replace(djob, spill_dir=str(spill))
-    items = [(plan.file_jobs[u.file_index], u, job) for u in missing]
-    try:
-        map_ordered(executor, decode_to_spill, items, name="copc decode", progress=progress)
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
-    still = [u for u in missing if not marker_path(side.dir, u.file_index, u.start).is_file()]
-    if still:
-        raise ValidationError(f"COPC records missing for {len(still)} decode unit(s) (internal error)")
-
-
 def _datetime(hdr: dict[str, int]) -> str:
     import datetime as dt
 
@@ -166,7 +143,7 @@ def _datetime(hdr: dict[str, int]) -> str:
 
 def write_layer_copc(
     plan: Any,
-    djob: DecodeJob,
+    side: CopcRecords,
     units: list[WorkUnit],
     out_dir: Path,
     copt: CopcOptions,
@@ -175,16 +152,17 @@ def write_layer_copc(
     progress: Progress | None = None,
     threads: int = 1,
 ) -> CopcSummary:
-    """After the tiles of a run (`plan`, its decode job `djob` with `copc` records and its `units`): write
+    """After the tiles of a run (`plan`, the COPC records `side` its decode `units` wrote): write
     `out_dir/copc/*.copc.laz` (one per input file), their QGIS style and `out_dir/<vpc_name>.vpc`.
 
-    `executor`: one task per input file (None: here, `threads` compressing each file's nodes). The output
-    does not depend on it."""
+    `executor`: one task per input file (None: here), `threads` compressing each file's nodes. The output
+    does not depend on either."""
     from pyproj import CRS
 
     t0 = time.perf_counter()
-    side: CopcRecords = djob.copc
-    _decode_missing(plan, djob, units, executor, progress)
+    missing = [u for u in units if not marker_path(side.dir, u.file_index, u.start).is_file()]
+    if missing:
+        raise ValidationError(f"COPC records missing for {len(missing)} decode unit(s) (internal error)")
     names = copc_names(plan.infos)
     final_dir = Path(out_dir) / COPC_DIR
     final_dir.mkdir()
@@ -196,12 +174,8 @@ def write_layer_copc(
     classes: Counter[int] = Counter()
     for fr in done:
         classes.update(fr.result.classes)
-    # the layer's style, applied by QGIS when it opens the .vpc or a .copc.laz (same name, .qml); the class
-    # scheme `auto` is inferred as the tiles' is, from the codes and file names
-    if class_scheme == "auto":
-        from pipeline.stages.points.classes import infer_class_scheme
-
-        class_scheme = infer_class_scheme(sorted(classes), names)[0]
+    # the layer's style (the tiles' class scheme), applied by QGIS when it opens the .vpc or a .copc.laz
+    # (same name, .qml)
     qml = pointcloud_qml(class_scheme, sorted(classes))
     styles = [f"{COPC_DIR}/{name[: -len('.laz')]}.qml" for name in names]
     for style in [*styles, f"{copt.vpc_name}.qml"]:
@@ -224,22 +198,13 @@ def write_layer_copc(
     )
 
 
-def copc_side(copt: CopcOptions | None, work: Path, crs_override: str | None) -> CopcRecords | None:
-    """Where the decode tasks of a run (work folder `work`) write the COPC records (None: no COPC)."""
-    if copt is None:
-        return None
-    d = work / "copc"
-    d.mkdir(parents=True, exist_ok=True)
-    return CopcRecords(str(d), copt.target_crs, crs_override)
-
-
 # ---- pipeline layer --------------------------------------------------------------------------------------
 
 
 def layer_copc_options(ctx: BuildContext, layer: PointsLayer, name: str) -> CopcOptions | None:
     """The COPC output of a point layer of the build (None when the layer's `copc` is off): positions in
     the working CRS, the .vpc named after the layer."""
-    if not getattr(layer, "copc", False):
+    if not layer.copc:
         return None
     from pipeline.crs import working_crs
 
@@ -255,8 +220,8 @@ def add_layer_copc(
         return
     for n in summary.notes:
         ctx.warn(f"{result.name}: {n}")
-    tiled = result.stats.get("points_out")
-    if tiled is not None and tiled != summary.points:
+    tiled = result.stats["points_out"]
+    if tiled != summary.points:
         raise ValidationError(
             f"{result.name}: the COPC files hold {summary.points} points, the tiles {tiled} (internal error)"
         )

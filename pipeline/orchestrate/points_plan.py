@@ -42,7 +42,6 @@ MIN_BIN_POINTS = 500_000  # keeps tiles above the bins internal (see docs/pointc
 class PointTilingOptions:
     crs: str | None = None
     format: str = "1.1"  # "1.1" glb | "1.0" pnts
-    jobs: int | None = None
     memory: str | int = "1.5GB"  # budget of the point bins over all workers (process overhead comes on top)
     meshopt: bool = True  # EXT_meshopt_compression (1.1; ignored for 1.0/pnts)
     implicit: bool = False

@@ -176,10 +176,11 @@ def _run_tiling(
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
     side = None  # without COPC output this process never imports the COPC writer (its numba kernels)
-    if opts.copc is not None:
-        from pipeline.orchestrate.points_copc import copc_side
+    if opts.copc is not None:  # the decode tasks write the COPC records too
+        from pipeline.stages.points.copc_records import CopcRecords
 
-        side = copc_side(opts.copc, work, opts.crs)  # the decode tasks write the COPC records too
+        side = CopcRecords(str(work / "copc"), opts.copc.target_crs, opts.crs)
+        Path(side.dir).mkdir()
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
     summary.not_tiled = [
@@ -262,10 +263,10 @@ def _run_tiling(
         from pipeline.orchestrate.points_copc import write_layer_copc
 
         t3 = time.perf_counter()
-        # threads compressing a file's nodes: here `jobs`; on workers those left idle by fewer files
-        threads = max(1, opts.jobs or 1) if executor is None else max(1, workers // max(1, len(plan.infos)))
+        # threads compressing a file's nodes: the workers left idle by fewer files
+        threads = max(1, workers // len(plan.infos))
         summary.copc = write_layer_copc(
-            plan, djob, units, staging, opts.copc, scheme, executor, progress, threads
+            plan, side, units, staging, opts.copc, scheme, executor, progress, threads
         )
         summary.phases["copc"] = time.perf_counter() - t3
     t2 = time.perf_counter()
@@ -371,15 +372,13 @@ def tile_pointcloud(
     executor: Executor | None = None,
     progress: Progress | None = None,
     *,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> TilingSummary:
     """Tile point-cloud files into a 3D Tiles tileset in `out_dir` (written atomically: nothing on error).
 
     The tasks run on `executor` (`pipeline.orchestrate.executor`: a `LocalPool`, a Dask client's
-    `build_executor`, or None: in this process); `workers` (the executor's number of processes; default
-    `opts.jobs`, else 1) sizes the bins to the memory budget. The output never depends on either."""
-    if workers is None:
-        workers = (opts.jobs or 1) if executor is not None else 1
+    `build_executor`, or None: in this process); `workers` (the executor's number of processes) sizes the
+    bins to the memory budget. The output never depends on either."""
     out_dir = Path(out_dir).resolve()
     t0 = time.perf_counter()
     with peak_rss() as peak:

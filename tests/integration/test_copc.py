@@ -29,7 +29,7 @@ from pipeline.tiles.copc import CopcSchema, HeaderInfo, record_dtype, write_copc
 from pipeline.tiles.copc_octree import FINE_BITS, GRID_BITS, MAX_DEPTH, _mix64, build_octree, morton_codes
 
 
-def _layer_copc(inputs, out, opts=None, *, vpc_name, target_crs, executor=None, workers=None):
+def _layer_copc(inputs, out, opts=None, *, vpc_name, target_crs, executor=None, workers=1):
     """Tile `inputs` into `out` with COPC output (one pass); the run's COPC summary."""
     import dataclasses
 
@@ -289,7 +289,7 @@ def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
     from pipeline.orchestrate.points_run import tile_pointcloud
     from pipeline.tiles.copc_check import copc_checksum, copc_invariants
 
-    opts = PointTilingOptions(jobs=1)
+    opts = PointTilingOptions()
     s = _layer_copc(two_tiles, tmp_path / "layer", opts, vpc_name="layer", target_crs=None)
     assert s.files == [
         "copc/tile_a.copc.laz",
@@ -312,9 +312,9 @@ def test_layer_copc_holds_the_inputs_and_tiles_like_them(two_tiles, tmp_path):
     }
     # tiled by the project's tiler, the COPC files give the 3D Tiles layer of the inputs (same frame)
     frame = plan_tiling(two_tiles, opts).frame
-    from_inputs = tile_pointcloud(two_tiles, tmp_path / "t_in", PointTilingOptions(jobs=1, frame=frame))
+    from_inputs = tile_pointcloud(two_tiles, tmp_path / "t_in", PointTilingOptions(frame=frame))
     copc = sorted((tmp_path / "layer" / "copc").glob("*.copc.laz"))
-    from_copc = tile_pointcloud(copc, tmp_path / "t_copc", PointTilingOptions(jobs=1, frame=frame))
+    from_copc = tile_pointcloud(copc, tmp_path / "t_copc", PointTilingOptions(frame=frame))
     assert from_copc.points_out == from_inputs.points_out == 120_000
     assert from_copc.checksum == from_inputs.checksum
     # the .vpc: one STAC item per file, counts, native boxes, the CRS as WKT2
@@ -631,36 +631,30 @@ def test_real_nrw_tile_keeps_its_coordinates_in_the_working_crs(realdata, tmp_pa
 
 
 def test_units_from_the_content_cache_are_decoded_again_for_copc(two_tiles, tmp_path, monkeypatch):
-    """A decode unit whose spill file comes from the content cache wrote no COPC records: the run decodes
-    it again (the tiler's own decode task) and the COPC files are the same bytes as a run without hits."""
+    """A decode unit whose spill file comes from the content cache wrote no COPC records: its decode task
+    decodes it again for them, and the COPC files are the same bytes as a run without hits."""
     import hashlib
 
     from pipeline.orchestrate import points_cache
     from pipeline.orchestrate.cache import Cache
     from pipeline.orchestrate.points_plan import PointTilingOptions
-    from pipeline.stages.points import decode
 
     shas = tuple(sorted((str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()) for p in two_tiles))
     opts = PointTilingOptions(cache=Cache(tmp_path / "cache"), input_sha256=shas)
-    calls = {"cached": 0, "all": 0}
-    real_cached, real_all = points_cache.decode_to_spill, decode.decode_to_spill
+    calls = {"miss": 0, "hit": 0}
+    real = points_cache.decode_to_spill
 
-    def count_cached(*a, **k):
-        calls["cached"] += 1
-        return real_cached(*a, **k)
+    def counted(fj, unit, job):  # a miss decodes into its cache entry, a hit's decode into the run's spill
+        calls["miss" if Path(job.spill_dir).is_relative_to(tmp_path / "cache") else "hit"] += 1
+        return real(fj, unit, job)
 
-    def count_all(*a, **k):
-        calls["all"] += 1
-        return real_all(*a, **k)
-
-    monkeypatch.setattr(points_cache, "decode_to_spill", count_cached)
-    monkeypatch.setattr(decode, "decode_to_spill", count_all)
+    monkeypatch.setattr(points_cache, "decode_to_spill", counted)
     a = _layer_copc(two_tiles, tmp_path / "a", opts, vpc_name="l", target_crs=None)
     first = dict(calls)
-    assert first["cached"] >= 2 and first["all"] == 0  # every unit decoded once, by the tiler (cache misses)
-    calls.update(cached=0, all=0)
+    assert first["miss"] >= 2 and first["hit"] == 0  # every unit decoded once, into the cache
+    calls.update(miss=0, hit=0)
     b = _layer_copc(two_tiles, tmp_path / "b", opts, vpc_name="l", target_crs=None)
-    assert calls == {"cached": 0, "all": first["cached"]}  # all hits: decoded for the COPC records only
+    assert calls == {"miss": 0, "hit": first["miss"]}  # all hits: decoded again for the COPC records only
     assert a.checksum == b.checksum and a.points == b.points == 120_000
     for name in ("copc/tile_a.copc.laz", "copc/tile_b.copc.laz", "l.vpc"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
