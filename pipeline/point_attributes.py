@@ -4,7 +4,7 @@
 - the decode picks (`stages.points.decode`): an attribute's column is the decoded field of its `name`
   (LAS fields as `sources.pointcloud.las.decode_unit` names them), or `from_las(raw records, point
   format)` for fields only some runs ask for; a file that lacks the field leaves it 0;
-- the glTF vertex layout (`tiles.points_glb.vertex_layout`): POSITION, the table's first 2-byte
+- the glTF vertex layout (`tiles.points_glb.vertex_dtype`): POSITION, the table's first 2-byte
   attribute (intensity), then the others by component size (largest first; ties in table order), each
   4-byte aligned;
 - the `EXT_structural_metadata` class `point` and the order of its property attribute;

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.stages.points import kernels as K
-from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, glb_pieces, vertex_dtype, vertex_layout
+from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, glb_pieces, vertex_dtype
 
 
 def morton_keys(xyz_mm: np.ndarray, origin_mm, shift: int) -> np.ndarray:
@@ -151,26 +151,25 @@ def pack_vertices(
 ) -> tuple[np.ndarray, float]:
     """The interleaved vertex bytes (n, stride) of one tile and its GPS base time (numpy version of
     `pipeline.stages.points.tiling.tile_vertices`)."""
-    layout, stride = vertex_layout(schema)
     n = len(qt.q)
-    packed = np.zeros(n, dtype=vertex_dtype(schema))
+    packed = np.zeros(n, dtype=vertex_dtype(schema.attributes))
+    # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)
+    pos = np.empty((n, 3), dtype=np.uint16)
+    pos[:, 0] = qt.q[:, 0]
+    pos[:, 1] = qt.q[:, 2]
+    pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
+    packed["POSITION"] = pos
     base = 0.0
-    for a in layout:
-        if a.attr == "POSITION":  # glTF y-up: (x, z, -y); -y stored as qmax_y - qy (unsigned)
-            pos = np.empty((n, 3), dtype=np.uint16)
-            pos[:, 0] = qt.q[:, 0]
-            pos[:, 1] = qt.q[:, 2]
-            pos[:, 2] = (qt.qmax[1] - qt.q[:, 1].astype(np.int64)).astype(np.uint16)
-            packed[a.attr] = pos
-        elif a.attr == "_GPS_TIME":
+    for a in schema.attributes:
+        if a.name == "gps_time":
             t = np.asarray(attrs["gps_time"], dtype=np.float64)
             base = float(t.min()) if n else 0.0
             packed[a.attr] = (t - base).astype(np.float32)
-        elif a.attr == "COLOR_0":
+        elif a.name == "rgb":
             packed[a.attr] = SRGB8_TO_LINEAR8[attrs["rgb"]]
         else:
-            packed[a.attr] = np.asarray(attrs[a.field]).astype(a.ctype, copy=False)
-    return packed.view(np.uint8).reshape(n, stride), base
+            packed[a.attr] = np.asarray(attrs[a.name]).astype(a.vertex_dtype, copy=False)
+    return packed.view(np.uint8).reshape(n, packed.dtype.itemsize), base
 
 
 def encode_glb(
@@ -178,5 +177,4 @@ def encode_glb(
 ) -> bytes:
     """One point tile as GLB bytes from its record fields `attrs` (numpy path: `pack_vertices`)."""
     packed, base = pack_vertices(qt, attrs, schema)
-    zero = np.zeros(3, np.int64)
-    return b"".join(glb_pieces(packed, schema, qt.lo, qt.step, zero, qt.qmax, base, meshopt=meshopt))
+    return b"".join(glb_pieces(packed, schema, qt.lo, qt.step, qt.qmax, base, meshopt=meshopt))

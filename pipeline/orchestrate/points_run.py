@@ -231,7 +231,7 @@ def _run_tiling(
     )
     summary.bins = len(bins)
     class_enum = enum_schema(scheme, codes if keep_unknown else None)
-    schema = PointSchema(class_scheme=scheme, class_enum=class_enum, **dataclasses.asdict(plan.layout))
+    schema = PointSchema(plan.layout.attributes, scheme, class_enum)
     meshopt = opts.meshopt and opts.format == "1.1"
     tjob = TileJob(
         plan.cube, plan.layout, str(staging), opts.format, opts.max_points_per_tile, schema, meshopt

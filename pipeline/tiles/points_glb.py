@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.point_attributes import PointAttribute, active, metadata_properties, vertex_order
+from pipeline.point_attributes import PointAttribute, metadata_properties, vertex_order
 from pipeline.tiles.gltf import ARRAY_BUFFER, FLOAT, POINTS, UNSIGNED_BYTE, UNSIGNED_SHORT, glb_parts
 
 CLASS_ID = "point"
@@ -38,20 +38,11 @@ SRGB8_TO_LINEAR8 = np.round(_LINEAR * 255.0).astype(np.uint8)
 
 @dataclass(frozen=True)
 class PointSchema:
-    """Which properties the tiles carry (same for every tile of a tileset)."""
+    """What every tile of a tileset carries: its attributes (`point_attributes.active`) and class scheme."""
 
+    attributes: tuple[PointAttribute, ...]
     class_scheme: str
     class_enum: dict[str, Any]
-    has_rgb: bool
-    has_gps: bool
-    has_nir: bool
-    extra_dims: tuple[str, ...] = ()
-
-    optional: tuple[str, ...] = ()  # opt-in attributes of the table (e.g. "scan_angle")
-
-    @property
-    def attributes(self) -> tuple[PointAttribute, ...]:
-        return active(self.has_rgb, self.has_gps, self.has_nir, self.optional, self.extra_dims)
 
     def metadata_schema(self) -> dict[str, Any]:
         names = ", ".join(f"{v['value']}={v['name']}" for v in self.class_enum["values"])
@@ -65,46 +56,26 @@ class PointSchema:
         }
 
 
-@dataclass(frozen=True)
-class VertexAttr:
-    """One vertex attribute of the interleaved point vertex buffer."""
-
-    attr: str  # glTF attribute name
-    prop: str | None  # metadata property it carries (None: POSITION, COLOR_0)
-    field: str  # record field it comes from ("" for POSITION)
-    ctype: str  # numpy dtype of one component
-    width: int  # components (1 or 3)
-    offset: int  # byte offset in the vertex
-    normalized: bool = False
-
-
-def vertex_layout(schema: PointSchema) -> tuple[tuple[VertexAttr, ...], int]:
-    """The interleaved vertex layout of a tileset's point tiles and its stride (bytes per point): POSITION,
-    then the attributes in `point_attributes.vertex_order`, every one starting on a 4-byte boundary, as
-    glTF requires of vertex attributes."""
-    out, off = [VertexAttr("POSITION", None, "", "<u2", 3, 0)], 6
-    for a in vertex_order(schema.attributes):
+def vertex_dtype(attrs: tuple[PointAttribute, ...]) -> np.dtype:
+    """The interleaved vertex of a tileset's point tiles, fields named by their glTF attribute: POSITION
+    (3 x uint16), then the attributes in `point_attributes.vertex_order`, every one starting on a 4-byte
+    boundary, as glTF requires of vertex attributes; the stride (itemsize) is a multiple of 4 too."""
+    names, formats, offsets, off = ["POSITION"], [np.dtype(("<u2", 3))], [0], 6
+    for a in vertex_order(attrs):
         off = (off + 3) // 4 * 4
-        prop = a.name if a.metadata else None
-        out.append(VertexAttr(a.attr, prop, a.name, a.vertex_dtype.str, a.width, off, a.normalized))
+        names.append(a.attr)
+        formats.append(np.dtype((a.vertex_dtype, a.width)) if a.width > 1 else a.vertex_dtype)
+        offsets.append(off)
         off += a.vertex_dtype.itemsize * a.width
-    return tuple(out), (off + 3) // 4 * 4
-
-
-def vertex_dtype(schema: PointSchema) -> np.dtype:
-    """The vertex layout as a structured dtype (fields named by their glTF attribute)."""
-    layout, stride = vertex_layout(schema)
-    formats = [(a.ctype, (a.width,)) if a.width > 1 else a.ctype for a in layout]
-    names, offsets = [a.attr for a in layout], [a.offset for a in layout]
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": stride})
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": (off + 3) // 4 * 4})
 
 
 def write_glb_from_vertices(
-    path, packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False
+    path, packed: np.ndarray, schema: PointSchema, lo, step, qmax, gps_base, *, meshopt=False
 ) -> None:
     """`glb_pieces` written to `path` without assembling the file in memory."""
     with open(path, "wb") as f:
-        f.writelines(glb_pieces(packed, schema, lo, step, qmin, qmax, gps_base, meshopt=meshopt))
+        f.writelines(glb_pieces(packed, schema, lo, step, qmax, gps_base, meshopt=meshopt))
 
 
 def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
@@ -117,15 +88,16 @@ def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
     return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
 
 
-def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gps_base, *, meshopt=False):
-    """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see `vertex_layout`),
-    its quantization grid (`lo` mm, `step` mm), quantized bounds and GPS base time, as pieces (join them, or
-    write one after the other): header + JSON chunk, then the vertex rows as the BIN chunk (not copied) and
-    its padding. With `meshopt` (and points), the rows are encoded by meshopt's vertex codec (bitstream
-    version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies): buffer 0 (the BIN chunk) holds the
-    stream, the view refers to the data-less fallback buffer 1."""
+def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmax, gps_base, *, meshopt=False):
+    """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see `vertex_dtype`),
+    its quantization grid (`lo` mm, `step` mm), quantized maximum (the minimum is 0) and GPS base time, as
+    pieces (join them, or write one after the other): header + JSON chunk, then the vertex rows as the BIN
+    chunk (not copied) and its padding. With `meshopt` (and points), the rows are encoded by meshopt's vertex
+    codec (bitstream version 0 and mode ATTRIBUTES, as EXT_meshopt_compression specifies): buffer 0 (the BIN
+    chunk) holds the stream, the view refers to the data-less fallback buffer 1."""
     n, stride = packed.shape
-    layout, _ = vertex_layout(schema)
+    order = vertex_order(schema.attributes)
+    fields = dict(vertex_dtype(schema.attributes).fields or {})  # glTF attribute -> (dtype, offset)
     payload = np.ascontiguousarray(packed)
     view = dict(buffer=0, byteOffset=0, byteLength=n * stride, byteStride=stride, target=ARRAY_BUFFER)
     used, required = ["KHR_mesh_quantization", "EXT_structural_metadata"], ["KHR_mesh_quantization"]
@@ -138,22 +110,23 @@ def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gp
         required.append(MESHOPT)
         fallback = [{"byteLength": n * stride, "extensions": {MESHOPT: {"fallback": True}}}]
     accessors = []
-    for a in layout:
+    for name, a in zip(fields, (None, *order), strict=True):  # POSITION, then the attributes
+        ftype, offset = fields[name][:2]
         acc: dict[str, Any] = {
             "bufferView": 0,
-            "byteOffset": a.offset,
-            "componentType": _COMPONENT[np.dtype(a.ctype)],
+            "byteOffset": offset,
+            "componentType": _COMPONENT[ftype.base],
             "count": int(n),
-            "type": {1: "SCALAR", 3: "VEC3"}[a.width],
+            "type": "VEC3" if ftype.shape else "SCALAR",
         }
-        if a.normalized:
+        if a is not None and a.normalized:
             acc["normalized"] = True
-        if a.attr == "POSITION" and n:  # pos = (qx, qz, qmax_y - qy)
-            acc["min"] = [int(qmin[0]), int(qmin[2]), 0]
-            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1] - qmin[1])]
+        if a is None and n:  # pos = (qx, qz, qmax_y - qy)
+            acc["min"] = [0, 0, 0]
+            acc["max"] = [int(qmax[0]), int(qmax[2]), int(qmax[1])]
         accessors.append(acc)
-    props: dict[str, dict[str, Any]] = {a.prop: {"attribute": a.attr} for a in layout if a.prop}
-    if schema.has_gps:
+    props: dict[str, dict[str, Any]] = {a.name: {"attribute": a.attr} for a in order if a.metadata}
+    if "gps_time" in props:
         props["gps_time"]["offset"] = gps_base
     s = step / 1000.0
     translation = [lo[0] / 1000.0, lo[2] / 1000.0, -(lo[1] + qmax[1] * step) / 1000.0]
@@ -162,7 +135,7 @@ def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmin, qmax, gp
         "propertyAttributes": [{"class": CLASS_ID, "properties": props}],
     }
     prim = {
-        "attributes": {a.attr: i for i, a in enumerate(layout)},
+        "attributes": {name: i for i, name in enumerate(fields)},
         "mode": POINTS,
         "extensions": {"EXT_structural_metadata": {"propertyAttributes": [0]}},
     }

@@ -16,20 +16,21 @@ from pipeline.orchestrate.points_run import tile_pointcloud
 from pipeline.point_attributes import ATTRIBUTES, OPTIONAL, active, record_fields
 from pipeline.stages.points.classes import enum_schema
 from pipeline.tiles.gltf import decode_meshopt_views, read_glb
-from pipeline.tiles.points_glb import PointSchema, vertex_layout
+from pipeline.tiles.points_glb import PointSchema, vertex_dtype
 from tests._synthetic_las import synthetic_points, write_las
 
 
 def _schema(**kw) -> PointSchema:
     base = dict(has_rgb=True, has_gps=True, has_nir=False)
     base.update(kw)
-    return PointSchema("asprs", enum_schema("asprs"), **base)
+    return PointSchema(active(**base), "asprs", enum_schema("asprs"))
 
 
 def test_default_vertex_layout_is_the_published_one():
     """The layout the table derives for colour + GPS time (docs/pointcloud.md: 36 bytes per point)."""
-    layout, stride = vertex_layout(_schema(extra_dims=("height",)))
-    got = [(a.attr, a.offset, np.dtype(a.ctype).str, a.width) for a in layout]
+    dt = vertex_dtype(_schema(extra_dims=("height",)).attributes)
+    fields = [(name, *dt.fields[name][:2]) for name in dt.names]
+    got = [(name, off, t.base.str, t.shape[0] if t.shape else 1) for name, t, off in fields]
     assert got == [
         ("POSITION", 0, "<u2", 3),
         ("_INTENSITY", 8, "<u2", 1),
@@ -41,8 +42,8 @@ def test_default_vertex_layout_is_the_published_one():
         ("_RETURN_NUMBER", 32, "|u1", 1),
         ("_NUMBER_OF_RETURNS", 36, "|u1", 1),
     ]
-    assert stride == 40
-    assert vertex_layout(_schema())[1] == 36
+    assert dt.itemsize == 40
+    assert vertex_dtype(_schema().attributes).itemsize == 36
 
 
 def test_metadata_properties_follow_the_table():

@@ -45,9 +45,7 @@ BASE_COLS = ("intensity", "point_source_id", "classification", "return_number", 
 
 
 def _schema(layout: RecordLayout) -> PointSchema:
-    return PointSchema(
-        "asprs", enum_schema("asprs"), layout.has_rgb, layout.has_gps, layout.has_nir, layout.extra_dims
-    )
+    return PointSchema(layout.attributes, "asprs", enum_schema("asprs"))
 
 
 def _random_records(rng: np.random.Generator, layout: RecordLayout, n: int, spans) -> np.ndarray:
@@ -303,7 +301,9 @@ def test_pack_decode_unit_output(tmp_path, fmt, layout):
 
 def _fused(rec: np.ndarray, layout: RecordLayout, perm, starts, ends):
     schema = _schema(layout)
-    vbuf = np.full((int(ends[-1]), vertex_dtype(schema).itemsize), 0xEE, np.uint8)  # padding is zeroed
+    vbuf = np.full(
+        (int(ends[-1]), vertex_dtype(schema.attributes).itemsize), 0xEE, np.uint8
+    )  # padding is zeroed
     return vbuf, tiling.tile_vertices(schema, rec, perm, starts, ends, vbuf)
 
 
@@ -365,7 +365,7 @@ def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
     for t, (s, e) in enumerate(zip(starts, ends, strict=True)):
         qt, attrs, _xyz = _tile_reference(rec, perm[s:e])
         ref = encode_glb(qt, attrs, schema, meshopt=meshopt)
-        args = (schema, lo[t], int(step[t]), np.zeros(3, np.int64), qmax[t], float(gbase[t]))
+        args = (schema, lo[t], int(step[t]), qmax[t], float(gbase[t]))
         assert b"".join(glb_pieces(vbuf[s:e], *args, meshopt=meshopt)) == ref, f"tile {t}"
         path = tmp_path / f"t{t}.glb"
         path.write_bytes(b"x" * (len(ref) + 100))  # an existing longer file is truncated
@@ -373,7 +373,7 @@ def test_glb_from_fused_vertices_equals_encode_glb(tmp_path, layout, meshopt):
         assert path.read_bytes() == ref, f"tile {t}"
     # no points: the file holds the same bytes as the in-memory GLB
     empty = np.zeros((0, vbuf.shape[1]), np.uint8)
-    args = (schema, np.zeros(3, np.int64), 1, np.zeros(3, np.int64), np.zeros(3, np.int64), 0.0)
+    args = (schema, np.zeros(3, np.int64), 1, np.zeros(3, np.int64), 0.0)
     write_glb_from_vertices(tmp_path / "empty.glb", empty, *args, meshopt=meshopt)
     assert (tmp_path / "empty.glb").read_bytes() == b"".join(glb_pieces(empty, *args, meshopt=meshopt))
 

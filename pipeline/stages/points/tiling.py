@@ -127,7 +127,7 @@ def write_tiles(
     ends = np.array([g[2] for g in groups], dtype=np.int64)
     if job.fmt != "1.1":
         return _write_pnts_tiles(job, take_rows(rec, perm), groups, starts, ends)
-    stride = vertex_dtype(job.schema).itemsize
+    stride = vertex_dtype(job.schema.attributes).itemsize
     out = []
     # tiles in batches of about VERTEX_BATCH points: the vertex buffer (a few MB) is still in the CPU cache
     # when the files are written, and stays small (one buffer for the whole bin was ~30 MB per worker)
@@ -143,30 +143,28 @@ def write_tiles(
         )
         for i, (depth, s, e) in enumerate(groups[t0:t1]):
             rec_t, path = _place_tile(job, depth, e - s, lo[i], step[i], qmax[i], checksum[i])
-            write_glb_from_vertices(
-                path, vbuf[s - s0 : e - s0], job.schema, lo[i], int(step[i]), (0, 0, 0), qmax[i],
-                float(gbase[i]), meshopt=job.meshopt,
-            )  # fmt: skip
+            verts, args = vbuf[s - s0 : e - s0], (lo[i], int(step[i]), qmax[i], float(gbase[i]))
+            write_glb_from_vertices(path, verts, job.schema, *args, meshopt=job.meshopt)
             out.append(rec_t)
         t0 = t1
     return out
 
 
 def tile_vertices(schema: PointSchema, rec: np.ndarray, perm, starts, ends, vbuf: np.ndarray):
-    """The interleaved glTF vertices (`points_glb.vertex_layout`) of the tiles rec[perm[starts[t]:ends[t]]]
+    """The interleaved glTF vertices (`points_glb.vertex_dtype`) of the tiles rec[perm[starts[t]:ends[t]]]
     into `vbuf` (N, stride) uint8 (padding 0): positions and GPS times by `K.tile_grid`, then one typed
     gather per attribute (colours through the sRGB -> linear table). Returns per tile lo, step, qmax, GPS
     base time and checksum (`K.tile_grid`)."""
     from pipeline.stages.points import kernels as K
-    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype, vertex_layout
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype
 
     vbuf.fill(0)
-    vert = vbuf.view(vertex_dtype(schema))[:, 0]
-    gout = vert["_GPS_TIME"] if schema.has_gps else None
+    vert = vbuf.view(vertex_dtype(schema.attributes))[:, 0]
+    gout = vert["_GPS_TIME"] if any(a.name == "gps_time" for a in schema.attributes) else None
     res = K.tile_grid(rec, perm, starts, ends, vert["POSITION"], yup=True, gout=gout)
-    for a in vertex_layout(schema)[0][1:]:
-        if a.attr != "_GPS_TIME":
-            K.gather(rec[a.field], perm, vert[a.attr], SRGB8_TO_LINEAR8 if a.attr == "COLOR_0" else None)
+    for a in schema.attributes:
+        if a.name != "gps_time":
+            K.gather(rec[a.name], perm, vert[a.attr], SRGB8_TO_LINEAR8 if a.name == "rgb" else None)
     return res
 
 

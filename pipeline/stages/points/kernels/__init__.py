@@ -49,7 +49,7 @@ def warm_all() -> None:
     from pipeline.point_attributes import ATTRIBUTES, OPTIONAL
     from pipeline.sources.pointcloud.las import BitField, Rgb16
     from pipeline.stages.points.spill import RecordLayout
-    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, vertex_dtype, vertex_layout
+    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype
 
     for rgb in (True, False):  # the record layouts' fields (strided, packed) into spill records and vertices
         layout = RecordLayout(rgb, True, True, ("e",), OPTIONAL)
@@ -69,16 +69,10 @@ def warm_all() -> None:
         if rgb:
             cols["rgb"] = Rgb16(r16["a"], r16["a"], r16["a"], 8)
         pack_records(np.arange(4), xyz, cols, src.copy())
-        schema = PointSchema("asprs", {}, rgb, True, True, ("e",), OPTIONAL)
-        vert = np.zeros(4, vertex_dtype(schema))
+        vert = np.zeros(4, vertex_dtype(layout.attributes))
         for gps in (vert["_GPS_TIME"], None):
             tile_grid(src, np.arange(4), np.array([0]), np.array([4]), vert["POSITION"], True, gps)
         tile_grid(src, np.arange(4), np.array([0]), np.array([4]), np.zeros((4, 3), np.uint16))
-        for v in vertex_layout(schema)[0][1:]:
-            if v.attr != "_GPS_TIME":
-                gather(
-                    src[v.field],
-                    np.arange(4),
-                    vert[v.attr],
-                    SRGB8_TO_LINEAR8 if v.attr == "COLOR_0" else None,
-                )
+        for a in layout.attributes:
+            if a.name != "gps_time":
+                gather(src[a.name], np.arange(4), vert[a.attr], SRGB8_TO_LINEAR8 if a.name == "rgb" else None)
