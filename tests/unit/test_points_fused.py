@@ -5,7 +5,7 @@
   vs `encode_glb` (also written to files, also with meshopt, also through `tiling.write_tiles`);
 - `spill_lower_bound` / `SpillSearch.node_range` on a spill file (records + sparse index, several index
   steps) vs `np.searchsorted` on the Morton keys;
-- `read_ranges(out=...)`.
+- `read_ranges`.
 """
 
 from __future__ import annotations
@@ -476,10 +476,10 @@ def test_spill_search_refuses_a_short_index(tmp_path):
         SpillSearch(str(path), layout.dtype, 600, CubeSpec((0, 0, 0), 10))
 
 
-# ---- 5. read_ranges(out=...) -----------------------------------------------------------------------------
+# ---- 5. read_ranges -------------------------------------------------------------------------------------
 
 
-def test_read_ranges_into_given_array(tmp_path):
+def test_read_ranges(tmp_path):
     layout = RecordLayout(True, True, False, ("h",))
     dt = layout.dtype
     rng = np.random.default_rng(6)
@@ -490,15 +490,7 @@ def test_read_ranges_into_given_array(tmp_path):
     r2.tofile(p2)
     ranges = ((p1, 2, 7), (p2, 0, 9), (p1, 4, 4), (p1, 19, 20))
     expected = np.concatenate([r1[2:7], r2[0:9], r1[19:20]])
-    out = np.frombuffer(rng.bytes(len(expected) * dt.itemsize), dtype=dt).copy()
-    got = read_ranges(ranges, dt, out=out)
-    assert got is out and out.tobytes() == expected.tobytes()
     assert read_ranges(ranges, dt).tobytes() == expected.tobytes()
-    for bad in (np.empty(len(expected) - 1, dt), np.empty(len(expected) + 1, dt)):
-        with pytest.raises(ValueError):
-            read_ranges(ranges, dt, out=bad)
-    with pytest.raises(ValueError):  # right length, wrong record type
-        read_ranges(ranges, dt, out=np.empty(len(expected), RecordLayout(True, True, False).dtype))
     with pytest.raises(OSError, match="short"):
         read_ranges(((p2, 5, 12),), dt)
 

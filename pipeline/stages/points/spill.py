@@ -114,7 +114,7 @@ class SpillPart:
 
 class SpillSearch:
     """Octree node bounds in one spill file of `count` records (see the module doc): a lookup in its sparse
-    index, then a binary search among the <= INDEX_STEP - 1 records it leaves, read into a reused buffer."""
+    index, then a binary search among the <= INDEX_STEP - 1 records it leaves, read into a small array."""
 
     def __init__(self, rec_path: str, dtype: np.dtype, count: int, cube: CubeSpec):
         self.path, self.dtype, self.count, self.cube = rec_path, dtype, count, cube
@@ -122,7 +122,6 @@ class SpillSearch:
         self.keys = np.fromfile(rec_path, np.uint64, n_index, offset=count * dtype.itemsize)
         if len(self.keys) != n_index:
             raise OSError(f"spill file {rec_path} is short: its index has {len(self.keys)} keys")
-        self._buf = np.empty(INDEX_STEP, dtype)
         self._org = np.asarray(cube.origin, np.int64)
 
     def lower_bound(self, first: int, last: int, target: int) -> int:
@@ -135,7 +134,7 @@ class SpillSearch:
         lo, hi = max(blk_lo, first), min(blk_hi, last)
         if lo >= hi:
             return min(max(blk_lo, first), last)
-        rec = read_ranges(((self.path, lo, hi),), self.dtype, out=self._buf[: hi - lo])
+        rec = read_ranges(((self.path, lo, hi),), self.dtype)
         shift = self.cube.R - self.cube.S
         return lo + spill_lower_bound(rec["x"], rec["y"], rec["z"], self._org, shift, 0, hi - lo, target)
 
@@ -150,16 +149,9 @@ class SpillSearch:
         return a, b
 
 
-def read_ranges(
-    ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype, out: np.ndarray | None = None
-) -> np.ndarray:
-    """The records of several (rec_path, first, last) ranges, read straight into one array (no concat);
-    into `out` (e.g. a scratch buffer of exactly that many records) when given."""
-    total = sum(max(b - a, 0) for _p, a, b in ranges)
-    if out is None:
-        out = np.empty(total, dtype=dtype)
-    elif len(out) != total or out.dtype != dtype:
-        raise ValueError("read_ranges: output array does not match the ranges")
+def read_ranges(ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype) -> np.ndarray:
+    """The records of several (rec_path, first, last) ranges, read straight into one array (no concat)."""
+    out = np.empty(sum(max(b - a, 0) for _p, a, b in ranges), dtype=dtype)
     buf = out.view(np.uint8)
     off = 0
     for path, a, b in ranges:
