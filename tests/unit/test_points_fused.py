@@ -506,16 +506,15 @@ def test_order_by_level_is_the_stable_argsort(points, b):
     level = np.array([lv for _, lv in points], np.int8)
     hashes = rng.integers(0, 2**63, len(keys)).astype(np.uint64)
     order = rng.permutation(len(keys))
-    D, prefix, imin = 7, 5 << 21, int(np.argmin(hashes))
-    perm, keys_l, hashes_u, level_l, starts, n_upper, imin_pos = K.order_by_level(
-        order, keys, hashes, level, prefix, D, b, imin
+    D, prefix = 7, 5 << 21
+    perm, keys_l, hashes_u, level_l, starts, n_upper = K.order_by_level(
+        order, keys, hashes, level, prefix, D, b
     )
     by = np.argsort(level, kind="stable")
     assert n_upper == np.count_nonzero(level < b)
     assert np.array_equal(perm, order[by]) and np.array_equal(level_l, level[by])
     assert np.array_equal(keys_l, keys[by] | np.uint64(prefix))
     assert np.array_equal(hashes_u, hashes[by[:n_upper]])
-    assert imin_pos == (int(np.flatnonzero(by == imin)[0]) if level[imin] < b else -1)
     tile = keys_l >> (np.uint64(3) * (np.uint64(D) - level_l.astype(np.uint64)))
     new = np.ones(len(keys), bool)
     new[1:] = (level_l[1:] != level_l[:-1]) | (tile[1:] != tile[:-1])

@@ -56,9 +56,6 @@ class BinResult:
     tiles: list[TileRecord] = field(default_factory=list)
     upper_path: str | None = None
     upper_count: int = 0
-    min_index: int = -1  # index of the bin's min-hash point in the upper file (-1: none/unneeded)
-    min_key: int = 0
-    min_hash: int = 0
     points: int = 0
 
 
@@ -241,9 +238,8 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     # one order by level (stable: keeps key order): the tiles become contiguous slices; the keys were made
     # relative to the bin: the bin's prefix is restored for the tiles and upper file
     prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
-    imin = int(np.argmin(hashes))  # first minimum = lowest key among equal hashes
-    perm, keys, hashes_u, level_s, tile_starts, n_upper, imin_pos = K.order_by_level(
-        order, keys, hashes, level, prefix, D, b, imin
+    perm, keys, hashes_u, level_s, tile_starts, n_upper = K.order_by_level(
+        order, keys, hashes, level, prefix, D, b
     )
     del order, hashes, level
     res = BinResult(spec.depth, spec.prefix, points=n)
@@ -258,10 +254,6 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
         up.tofile(path)
         res.upper_path = str(path)
         res.upper_count = n_upper
-        if imin_pos >= 0:
-            res.min_index = imin_pos
-            res.min_key = int(keys[imin_pos])
-            res.min_hash = int(hashes_u[imin_pos])
     return res
 
 
@@ -286,14 +278,15 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
         _upper_dtype(job.layout.dtype),
     )
     level = up["level"].copy()
-    # a bin's min-hash point may be the min of a coarser cell spanning several bins
-    offsets = np.cumsum([0, *(r.upper_count for r in with_upper)])[:-1]
-    mins = [(r, int(o) + r.min_index) for r, o in zip(with_upper, offsets, strict=True) if r.min_index >= 0]
-    mins = [m for m in mins if m[0].depth > g]  # bins deeper than the grid
-    md = np.array([r.depth for r, _ in mins], np.int64)
-    mk = np.array([r.min_key for r, _ in mins], np.uint64)
-    mh = np.array([r.min_hash for r, _ in mins], np.uint64)
-    mi = np.array([i for _, i in mins], np.int64)
+    # a bin's min-hash point (lowest key among equal hashes) may be the min of a coarser cell spanning
+    # several bins. A bin deeper than the grid is one cell of level depth - g, won by that point: it is the
+    # first of the bin's upper rows by (hash, key)
+    counts = np.array([r.upper_count for r in with_upper])
+    by_hash = np.lexsort((up["key"], up["hash"], np.repeat(np.arange(len(counts)), counts)))
+    md = np.array([r.depth for r in with_upper], np.int64)
+    mi = by_hash[np.cumsum(counts) - counts][md > g]  # bins deeper than the grid
+    md = md[md > g]
+    mk, mh = up["key"][mi], up["hash"][mi]
     for t in range(int(md.max(initial=g)) - g):
         members = np.flatnonzero(md > t + g)  # the bins inside one cell of depth t + g
         cell = mk[members] >> np.uint64(3 * (D - t - g))
@@ -303,7 +296,7 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
         won = mi[members[order[first]]]
         level[won] = np.minimum(level[won], t)
     order = np.lexsort((up["key"], level))
-    perm, _keys, _hashes, level_s, starts, _n, _i = K.order_by_level(
-        order, up["key"][order], up["hash"][order], level[order], 0, D, 0, -1
+    perm, _keys, _hashes, level_s, starts, _n = K.order_by_level(
+        order, up["key"][order], up["hash"][order], level[order], 0, D, 0
     )
     return write_tiles(job, up["rec"], _groups(level_s, starts, 0, len(perm)), perm)

@@ -42,7 +42,7 @@ def warm_all() -> None:
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
     sort_order(keys, 2)
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
-    order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0, -1)
+    order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0)
     r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])  # strided 16- and 8-bit LAS fields
     byte_histogram(r16["b"])
     byte_histogram(np.zeros(4, np.uint8))

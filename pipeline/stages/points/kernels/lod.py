@@ -127,7 +127,7 @@ def select_levels(
 
 
 @nb.njit(cache=True, nogil=True)
-def _by_level(order, keys, hashes, level, prefix, D, b, imin, perm, keys_l, hashes_l, level_l, starts):
+def _by_level(order, keys, hashes, level, prefix, D, b, perm, keys_l, hashes_l, level_l, starts):
     n = level.shape[0]
     first = np.zeros(129, np.int64)  # a counting sort by level (stable: keeps key order)
     for i in range(n):
@@ -135,7 +135,6 @@ def _by_level(order, keys, hashes, level, prefix, D, b, imin, perm, keys_l, hash
     for v in range(1, 129):
         first[v] += first[v - 1]
     n_upper = first[b]  # points of levels < b
-    imin_pos = -1
     for i in range(n):
         lv = np.int64(level[i])
         p = first[lv]
@@ -145,29 +144,27 @@ def _by_level(order, keys, hashes, level, prefix, D, b, imin, perm, keys_l, hash
         level_l[p] = lv
         if p < n_upper:
             hashes_l[p] = hashes[i]
-            if i == imin:
-                imin_pos = p
     m = 0
     for i in range(n_upper, n):
         sh = U64(3 * (D - np.int64(level_l[i])))
         if i == n_upper or level_l[i] != level_l[i - 1] or (keys_l[i] >> sh) != (keys_l[i - 1] >> sh):
             starts[m] = i
             m += 1
-    return n_upper, imin_pos, m
+    return n_upper, m
 
 
-def order_by_level(order, keys, hashes, level, prefix: int, D: int, b: int, imin: int):
+def order_by_level(order, keys, hashes, level, prefix: int, D: int, b: int):
     """The points of a bin (sorted by key: input point order[i] has keys[i], hashes[i], level[i]) in tile
     order, by level (stable): their input points, keys | prefix and levels, the hashes of the first
     n_upper (the points of levels < b, above the bin), the first index of every tile below (a run of equal
-    level and tile id at that level), n_upper, and where point `imin` went (-1: not above the bin)."""
+    level and tile id at that level) and n_upper."""
     n = len(level)
     if n and int(level.min()) < 0:
         raise ValueError("order_by_level: negative level")
     perm, keys_l, hashes_l = np.empty(n, np.int64), np.empty(n, np.uint64), np.empty(n, np.uint64)
     level_l, starts = np.empty(n, np.int8), np.empty(n + 1, np.int64)
-    n_upper, imin_pos, m = _by_level(
-        order, keys, hashes, level, U64(prefix), np.int64(D), np.int64(b), np.int64(imin), perm, keys_l,
-        hashes_l, level_l, starts,
+    n_upper, m = _by_level(
+        order, keys, hashes, level, U64(prefix), np.int64(D), np.int64(b), perm, keys_l, hashes_l, level_l,
+        starts,
     )  # fmt: skip
-    return perm, keys_l, hashes_l[:n_upper], level_l, starts[:m], int(n_upper), int(imin_pos)
+    return perm, keys_l, hashes_l[:n_upper], level_l, starts[:m], int(n_upper)
