@@ -9,7 +9,7 @@ from pyproj import CRS
 from pipeline.config.model import CrsConfig
 from pipeline.crs import ECEF, make_transformer, project_frame
 from pipeline.stages.points import kernels as K
-from pipeline.stages.points.lattice import build_lattice
+from pipeline.stages.points.lattice import lattice_for
 from pipeline.stages.points.spill import RecordLayout, cube_for
 from pipeline.stages.points.tiling import take_rows
 from pipeline.tiles.points_reader import point_hash_numpy
@@ -107,7 +107,7 @@ def test_lattice_within_a_millimetre_of_proj():
     frame = project_frame(cfg, (362_500.0, 5_702_500.0, 0.0))
     t = make_transformer(crs, ECEF, cfg)
     mins, maxs = (362_000.0, 5_702_000.0, 30.0), (363_000.0, 5_703_000.0, 180.0)
-    lat = build_lattice(t, frame, crs, mins, maxs, 1.0)
+    lat = lattice_for(crs.to_wkt(), cfg, frame, mins, maxs, 1.0, "test")
     rng = np.random.default_rng(5)
     n = 20000
     scale, offset = (0.001, 0.001, 0.001), (362_000.0, 5_702_000.0, 0.0)

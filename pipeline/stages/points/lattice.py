@@ -24,8 +24,6 @@ from pipeline.errors import CrsError, TwinError
 from pipeline.frame import Lattice, ProjectFrame
 
 if TYPE_CHECKING:
-    from pyproj import CRS, Transformer
-
     from pipeline.config.model import CrsConfig
     from pipeline.stages.points.decode import FileJob
 
@@ -51,24 +49,6 @@ def _transformer(crs_wkt: str, crs_cfg: CrsConfig, aoi: tuple[float, float, floa
     return make_transformer(crs, ECEF, crs_cfg, area_of_interest=aoi)
 
 
-@functools.lru_cache(maxsize=32)
-def lattice_for(
-    crs_wkt: str,
-    crs_cfg: CrsConfig,
-    frame: ProjectFrame,
-    mins,
-    maxs,
-    z_factor: float,
-    path: str,
-    aoi: tuple[float, float, float, float] | None = None,
-):
-    from pyproj import CRS
-
-    return build_lattice(
-        _transformer(crs_wkt, crs_cfg, aoi), frame, CRS.from_wkt(crs_wkt), mins, maxs, z_factor, path=path
-    )
-
-
 AOI_PAD_DEG = 0.05  # margin around the files' geographic bounds (lattice nodes reach beyond them)
 
 
@@ -77,8 +57,6 @@ def area_of_interest(
 ) -> tuple[float, float, float, float] | None:
     """(west, south, east, north) degrees around the (mins, maxs) boxes given in the CRS, padded; None when
     it cannot be determined (then PROJ searches all candidate operations, as before)."""
-    import math
-
     from pyproj import CRS, Transformer
     from pyproj.exceptions import ProjError
 
@@ -121,21 +99,26 @@ def with_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> FileJo
     return dataclasses.replace(fj, lattice=lat)
 
 
-def build_lattice(
-    transformer: Transformer,
+@functools.lru_cache(maxsize=32)
+def lattice_for(
+    crs_wkt: str,
+    crs_cfg: CrsConfig,
     frame: ProjectFrame,
-    crs: CRS,
     mins: tuple[float, float, float],
     maxs: tuple[float, float, float],
     z_factor: float,
-    spacing_m: float = LATTICE_SPACING_M,
-    *,
-    path=None,
+    path: str,
+    aoi: tuple[float, float, float, float] | None = None,
 ) -> Lattice:
-    """Exact ENU values on a lattice covering the box [mins, maxs] (source units; Z before z_factor)."""
+    """Exact ENU values on a lattice covering the box [mins, maxs] (source units; Z before z_factor); cached
+    per process, `path` names the file in errors."""
+    from pyproj import CRS
+
     from pipeline.crs import linear_unit_factor
 
-    s = spacing_m / (111_000.0 if crs.is_geographic else linear_unit_factor(crs))
+    transformer = _transformer(crs_wkt, crs_cfg, aoi)
+    crs = CRS.from_wkt(crs_wkt)
+    s = LATTICE_SPACING_M / (111_000.0 if crs.is_geographic else linear_unit_factor(crs))
     while True:  # the spacing doubles until the lattice has at most MAX_LATTICE_NODES nodes
         x0, x1 = math.floor(mins[0] / s) * s, math.ceil(maxs[0] / s) * s
         y0, y1 = math.floor(mins[1] / s) * s, math.ceil(maxs[1] / s) * s

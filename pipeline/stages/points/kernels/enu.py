@@ -8,8 +8,6 @@ import numpy as np
 
 from pipeline.stages.points.kernels.keys import _morton
 
-U64 = np.uint64
-
 
 @nb.njit(cache=True, nogil=True)
 def _lattice_keys_kernel(

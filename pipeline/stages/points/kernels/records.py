@@ -155,12 +155,9 @@ def byte_histogram(col) -> np.ndarray:
     from pipeline.sources.pointcloud.las import BitField
 
     out = np.zeros(256, np.int64)
-    if isinstance(col, BitField):
-        src, shift, mask = col.src.view(np.uint8), col.shift, col.mask
-    elif np.asarray(col).dtype == np.uint8:
-        src, shift, mask = np.asarray(col), 0, 0xFF
-    else:  # other integer types (E57 readers): plain counting
-        return np.bincount(np.asarray(col, dtype=np.int64), minlength=256)
+    src, shift, mask = (
+        (col.src.view(np.uint8), col.shift, col.mask) if isinstance(col, BitField) else (col, 0, 0xFF)
+    )
     if len(src):
         _byte_histogram(src, np.uint8(shift), np.uint8(mask), out)
     return out
