@@ -53,7 +53,7 @@ class DecodeJob:
     class_scheme: str
     keep_unknown: bool
     spill_dir: str
-    cube: CubeSpec | None = None  # None while scanning bounds
+    cube: CubeSpec
     # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
     # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
     outside_bounds: str = "error"
@@ -109,7 +109,6 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     from pipeline.sources.pointcloud.reader import decode_unit
     from pipeline.stages.points import kernels as K
 
-    assert job.cube is not None
     cube, info = job.cube, fj.info
     org = np.asarray(cube.origin, np.int64)
     record = f"points {unit.start}..{unit.start + unit.count - 1}"
