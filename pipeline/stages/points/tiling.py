@@ -13,7 +13,7 @@ The kernels (numba) are imported by the functions that run them (see `decode`).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,14 +49,13 @@ class TileRecord:
     uri: str  # relative to out_dir
 
 
-@dataclass
+@dataclass(frozen=True)
 class BinResult:
     depth: int
     prefix: int
-    tiles: list[TileRecord] = field(default_factory=list)
-    upper_path: str | None = None
+    tiles: list[TileRecord]
+    upper_path: str | None = None  # the points of the tiles above the bin (see `process_upper`)
     upper_count: int = 0
-    points: int = 0
 
 
 # ---- 2. bins ----------------------------------------------------------------------------------------
@@ -242,19 +241,17 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
         order, keys, hashes, level, prefix, D, b
     )
     del order, hashes, level
-    res = BinResult(spec.depth, spec.prefix, points=n)
-    res.tiles = write_tiles(job, rec, _groups(level_s, tile_starts, n_upper, n), perm[n_upper:])
-    if n_upper:
-        up = np.empty(n_upper, dtype=_upper_dtype(dtype))
-        up["rec"] = take_rows(rec, perm[:n_upper])
-        up["key"] = keys[:n_upper]
-        up["hash"] = hashes_u
-        up["level"] = level_s[:n_upper]
-        path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
-        up.tofile(path)
-        res.upper_path = str(path)
-        res.upper_count = n_upper
-    return res
+    tiles = write_tiles(job, rec, _groups(level_s, tile_starts, n_upper, n), perm[n_upper:])
+    if not n_upper:
+        return BinResult(spec.depth, spec.prefix, tiles)
+    up = np.empty(n_upper, dtype=_upper_dtype(dtype))
+    up["rec"] = take_rows(rec, perm[:n_upper])
+    up["key"] = keys[:n_upper]
+    up["hash"] = hashes_u
+    up["level"] = level_s[:n_upper]
+    path = Path(work_dir) / f"upper_{spec.depth}_{spec.prefix}.bin"
+    up.tofile(path)
+    return BinResult(spec.depth, spec.prefix, tiles, str(path), n_upper)
 
 
 def warm_upper_kernels() -> None:
