@@ -196,7 +196,7 @@ def _run_tiling(
     outside = "report" if opts.outside_header_bounds == "use-real" else "error"
     djob = DecodeJob(
         plan.frame,
-        plan.crs_cfg,
+        plan.crs_cfg.model_dump_json(),
         plan.layout,
         opts.class_scheme,
         keep_unknown,

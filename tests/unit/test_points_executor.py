@@ -74,7 +74,7 @@ from pipeline.orchestrate.points_plan import PointTilingOptions, plan_tiling
 from pipeline.sources.pointcloud.header import plan_units
 from pipeline.stages.points.decode import DecodeJob, decode_to_spill
 plan = plan_tiling([Path(sys.argv[1])], PointTilingOptions(class_scheme="adv"))
-job = DecodeJob(plan.frame, plan.crs_cfg, plan.layout, "adv", False, "/nonexistent/spill", plan.cube, "report")
+job = DecodeJob(plan.frame, plan.crs_cfg.model_dump_json(), plan.layout, "adv", False, "/nonexistent/spill", plan.cube, "report")
 units = plan_units(plan.infos, points_per_unit=5000)
 print(" ".join(tokenize(decode_to_spill, {}, plan.file_jobs[u.file_index], u, job) for u in units[:2]))
 """

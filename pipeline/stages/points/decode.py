@@ -7,7 +7,6 @@ the main process of a run with workers plans and submits the tasks without loadi
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -48,7 +47,9 @@ class FileJob:
 @dataclass(frozen=True)
 class DecodeJob:
     frame: ProjectFrame
-    crs_cfg: CrsConfig | str  # a CrsConfig; its JSON after pickling (see __reduce__)
+    # the CRS settings as CrsConfig JSON: a worker parses it (imports pydantic) only when it must build a
+    # lattice itself (the planner normally did) or write COPC records
+    crs_cfg: str
     layout: RecordLayout
     class_scheme: str
     keep_unknown: bool
@@ -60,20 +61,8 @@ class DecodeJob:
     # also write the units' COPC records (stages.points.copc_records.CopcRecords; None: no COPC output)
     copc: Any = None
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # the config travels as JSON: a worker only parses it (imports pydantic) when it must build a
-        # lattice itself, which the planner normally did already
-        cfg = self.crs_cfg if isinstance(self.crs_cfg, str) else self.crs_cfg.model_dump_json()
-        values = [cfg if f.name == "crs_cfg" else getattr(self, f.name) for f in dataclasses.fields(self)]
-        return DecodeJob, tuple(values)
-
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        # a Dask task key derives from the job's content: the CRS settings as their JSON (a config object's
-        # pickled state may carry caches that differ between processes)
-        return self.__reduce__()[1]
-
     def crs_config(self) -> CrsConfig:
-        return _crs_config(self.crs_cfg) if isinstance(self.crs_cfg, str) else self.crs_cfg
+        return _crs_config(self.crs_cfg)
 
 
 @functools.lru_cache(maxsize=8)
