@@ -233,9 +233,7 @@ def _run_tiling(
     class_enum = enum_schema(scheme, codes if keep_unknown else None)
     schema = PointSchema(plan.layout.attributes, scheme, class_enum)
     meshopt = opts.meshopt and opts.format == "1.1"
-    tjob = TileJob(
-        plan.cube, plan.layout, str(staging), opts.format, opts.max_points_per_tile, schema, meshopt
-    )
+    tjob = TileJob(plan.cube, str(staging), opts.format, opts.max_points_per_tile, schema, meshopt)
     # biggest bins first: better packing of the workers
     order = sorted(range(len(bins)), key=lambda i: (-bins[i].count, i))
     unit_keys = {p.rec_path: it[4] for p, it in zip(parts, decode_items, strict=True)}

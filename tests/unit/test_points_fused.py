@@ -64,7 +64,7 @@ def _random_records(rng: np.random.Generator, layout: RecordLayout, n: int, span
 
 
 def _tile_job(layout: RecordLayout, cube: CubeSpec, out_dir: str = "", meshopt: bool = False):
-    return tiling.TileJob(cube, layout, out_dir, "1.1", 10**6, _schema(layout), meshopt)
+    return tiling.TileJob(cube, out_dir, "1.1", 10**6, _schema(layout), meshopt)
 
 
 def _tiles(rng: np.random.Generator, n: int, n_tiles: int):

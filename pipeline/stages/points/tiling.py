@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.stages.points.spill import GRID_BITS, CubeSpec, RecordLayout, SpillPart, read_ranges
+from pipeline.point_attributes import record_fields
+from pipeline.stages.points.spill import GRID_BITS, CubeSpec, SpillPart, read_ranges
 
 if TYPE_CHECKING:
     from pipeline.tiles.points_glb import PointSchema
@@ -28,11 +29,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TileJob:
     cube: CubeSpec
-    layout: RecordLayout
     out_dir: str  # staging directory (content goes to out_dir/content/...)
     fmt: str  # "1.1" (glb) | "1.0" (pnts)
     max_points: int
-    schema: PointSchema
+    schema: PointSchema  # the attributes of the spill records and tiles
     meshopt: bool = False
 
 
@@ -83,22 +83,12 @@ def plan_bins(
         if total == 0:
             return
         if total <= max_bin_points or depth >= max_depth:
-            out.append(
-                BinSpec(
-                    depth,
-                    prefix,
-                    total,
-                    tuple((s.path, a, b) for s, (a, b) in zip(search, bounds, strict=True) if b > a),
-                )
-            )
+            ranges = tuple((s.path, a, b) for s, (a, b) in zip(search, bounds, strict=True) if b > a)
+            out.append(BinSpec(depth, prefix, total, ranges))
             return
-        for c in range(8):
-            child = (prefix << 3) | c
-            visit(
-                depth + 1,
-                child,
-                [s.node_range(depth + 1, child, a, b) for s, (a, b) in zip(search, bounds, strict=True)],
-            )
+        for child in range(prefix << 3, (prefix << 3) + 8):
+            sub = [s.node_range(depth + 1, child, a, b) for s, (a, b) in zip(search, bounds, strict=True)]
+            visit(depth + 1, child, sub)
 
     visit(0, 0, [(0, s.count) for s in search])
     return out
@@ -220,7 +210,7 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     from pipeline.stages.points import kernels as K
 
     cube = job.cube
-    dtype = job.layout.dtype
+    dtype = np.dtype(record_fields(job.schema.attributes))
     rec = read_ranges(spec.ranges, dtype)
     n = len(rec)
     org = np.asarray(cube.origin, np.int64)
@@ -272,7 +262,7 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
         return []
     up = read_ranges(
         tuple((r.upper_path, 0, r.upper_count) for r in with_upper if r.upper_path),
-        _upper_dtype(job.layout.dtype),
+        _upper_dtype(np.dtype(record_fields(job.schema.attributes))),
     )
     level = up["level"].copy()
     # a bin's min-hash point (lowest key among equal hashes) may be the min of a coarser cell spanning
