@@ -26,7 +26,7 @@ from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo
 from pipeline.sources.pointcloud.reader import read_header
 from pipeline.stages.points.decode import FileJob
-from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, with_lattice
+from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, shipped_lattice
 from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
 
 if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
@@ -188,10 +188,6 @@ def _check_position_range(info: PointFileInfo, lo: np.ndarray, hi: np.ndarray, f
         )
 
 
-def _lattice_of(fj: FileJob, frame: ProjectFrame, cfg: CrsConfig) -> Any:
-    return with_lattice(fj, frame, cfg).lattice
-
-
 @dataclass
 class Plan:
     infos: list[PointFileInfo]
@@ -289,7 +285,7 @@ def plan_tiling(
     for info, fc, wkt, need in zip(infos, fcs, wkts, needs_ortho, strict=True):
         ortho = opts.orthophoto if (use_ortho and need) else None
         fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois[wkt])
-        lattice = memo("points-lattice-v1", info, fc, wkt, _lattice_of, fj, frame, cfg)
+        lattice = memo("points-lattice-v1", info, fc, wkt, shipped_lattice, fj, frame, cfg)
         file_jobs.append(fj if lattice is None else dataclasses.replace(fj, lattice=lattice))
     return Plan(infos, file_jobs, frame, cfg, layout, cube, notes, skipped)
 

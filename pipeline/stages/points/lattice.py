@@ -6,14 +6,13 @@ in the source CRS so every work unit of a file uses identical node values); the 
 between them. The map source -> ECEF is exactly linear in the height, and over 50 m the curvature terms stay
 far below a millimetre (tested against per-point pyproj in tests/unit/test_points_kernels.py).
 
-The planner builds each file's lattice once (`with_lattice`) and ships it with the file job unless it is
+The planner builds each file's lattice once (`shipped_lattice`) and ships it with the file job unless it is
 large; a decode task that gets none builds it here (`lattice_for`). The transformers are cached per process;
 pyproj is imported on first use: point workers start without PROJ.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import TYPE_CHECKING
@@ -90,13 +89,11 @@ def ecef_transformer_for(crs_wkt: str, crs_cfg: CrsConfig, path=None, aoi=None):
         raise
 
 
-def with_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> FileJob:
-    """The file job carrying its lattice (built here once, not in every worker), unless it is large."""
+def shipped_lattice(fj: FileJob, frame: ProjectFrame, crs_cfg: CrsConfig) -> Lattice | None:
+    """The lattice the planner ships with a file job (built here once, not in every worker); None if large."""
     info = fj.info
     lat = lattice_for(fj.crs_wkt, crs_cfg, frame, info.mins, info.maxs, fj.z_factor, str(info.path), fj.aoi)
-    if lat.values.nbytes > MAX_SHIPPED_LATTICE_BYTES:
-        return fj
-    return dataclasses.replace(fj, lattice=lat)
+    return None if lat.values.nbytes > MAX_SHIPPED_LATTICE_BYTES else lat
 
 
 @functools.lru_cache(maxsize=32)
