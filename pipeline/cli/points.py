@@ -289,11 +289,12 @@ def _run(args: argparse.Namespace, jobs: int, pool) -> int:
     )
     for n in summary.notes:
         out.print(f"[yellow]note:[/] {n}")
-    out.print(f"tileset: {Path(summary.out_dir) / summary.tileset}")
+    out_dir = Path(args.out).resolve()
+    out.print(f"tileset: {out_dir / 'tileset.json'}")
     if copc is not None:
         out.print(
             f"COPC: {len(copc.files)} file(s), {copc.points:,} points, {copc.bytes / 2**20:.1f} MiB in "
-            f"{copc.seconds:.1f} s; virtual point cloud {Path(summary.out_dir) / copc.vpc}"
+            f"{copc.seconds:.1f} s; virtual point cloud {out_dir / copc.vpc}"
         )
     return 0
 

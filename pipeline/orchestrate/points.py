@@ -15,6 +15,7 @@ from pipeline.orchestrate.executor import build_executor, dask_workers
 if TYPE_CHECKING:  # the pipeline layer's types (imported there: `twin points` needs no config model)
     from pipeline.config.model import PointsLayer, RasterSource
     from pipeline.model import BuildContext, InputFile, LayerResult
+    from pipeline.stages.points.copc_records import CopcOptions
 
 from pipeline.orchestrate.points_plan import PointTilingOptions
 from pipeline.orchestrate.points_run import tile_pointcloud
@@ -34,10 +35,9 @@ def build_pointcloud_layer(
     out_subdir: str,
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
-    with the layer's `copc` (`points_copc.layer_copc_options`) its COPC files and .vpc from the same pass."""
+    with the layer's `copc` (`_copc_options`) its COPC files and .vpc from the same pass."""
     from pipeline.model import LayerResult
     from pipeline.orchestrate.cache import build_cache
-    from pipeline.orchestrate.points_copc import add_layer_copc, layer_copc_options
 
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None
@@ -67,7 +67,7 @@ def build_pointcloud_layer(
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
-        copc=layer_copc_options(ctx, layer, name),
+        copc=_copc_options(ctx, layer, name),
         # incremental builds: the build's content cache (`--force`: entries of earlier builds are misses)
         # and the input hashes that key decode units and bins
         cache=build_cache(ctx),
@@ -109,8 +109,22 @@ def build_pointcloud_layer(
         warnings=list(summary.notes),
         seconds=time.perf_counter() - t0,
     )
-    add_layer_copc(ctx, result, summary.copc, out_subdir)
+    copc = summary.copc
+    if copc is not None:  # its files, .vpc and style, and `stats.copc` (points, checksum, files, ...)
+        result.files.extend(f"{out_subdir}/{f}" for f in [*copc.files, copc.vpc, copc.style])
+        result.stats["copc"] = {k: v for k, v in copc.to_json().items() if k != "seconds"}
     return result
+
+
+def _copc_options(ctx: BuildContext, layer: PointsLayer, name: str) -> CopcOptions | None:
+    """The layer's COPC output (None when its `copc` is off): positions in the working CRS, the .vpc named
+    after the layer."""
+    if not layer.copc:
+        return None
+    from pipeline.crs import working_crs
+    from pipeline.stages.points.copc_records import CopcOptions
+
+    return CopcOptions(vpc_name=name, target_crs=working_crs(ctx.cfg.crs).to_wkt())
 
 
 def _intensity_stats(layer_dir: Path) -> dict[str, Any]:

@@ -45,8 +45,6 @@ from pipeline.tiles.copc import CopcResult, HeaderInfo, record_dtype, write_copc
 from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
 if TYPE_CHECKING:
-    from pipeline.config.model import PointsLayer
-    from pipeline.model import BuildContext, LayerResult
     from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
     from pipeline.stages.points.decode import FileJob
     from pipeline.stages.points.spill import RecordLayout
@@ -196,35 +194,3 @@ def write_layer_copc(
         seconds=time.perf_counter() - t0,
         notes=[f"the COPC files are in {len(crs_names)} CRSs: {crs_names}"] if len(crs_names) > 1 else [],
     )
-
-
-# ---- pipeline layer --------------------------------------------------------------------------------------
-
-
-def layer_copc_options(ctx: BuildContext, layer: PointsLayer, name: str) -> CopcOptions | None:
-    """The COPC output of a point layer of the build (None when the layer's `copc` is off): positions in
-    the working CRS, the .vpc named after the layer."""
-    if not layer.copc:
-        return None
-    from pipeline.crs import working_crs
-
-    return CopcOptions(vpc_name=name, target_crs=working_crs(ctx.cfg.crs).to_wkt())
-
-
-def add_layer_copc(
-    ctx: BuildContext, result: LayerResult, summary: CopcSummary | None, out_subdir: str
-) -> None:
-    """List the layer's COPC files, .vpc and style in its files, with `stats.copc` (points, checksum,
-    files, ...); the COPC point count must equal the tiles'."""
-    if summary is None:
-        return
-    for n in summary.notes:
-        ctx.warn(f"{result.name}: {n}")
-    tiled = result.stats["points_out"]
-    if tiled != summary.points:
-        raise ValidationError(
-            f"{result.name}: the COPC files hold {summary.points} points, the tiles {tiled} (internal error)"
-        )
-    result.files.extend(f"{out_subdir}/{f}" for f in [*summary.files, summary.vpc, summary.style])
-    result.stats["copc"] = {k: v for k, v in summary.to_json().items() if k != "seconds"}
-    result.warnings.extend(summary.notes)

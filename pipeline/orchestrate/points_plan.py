@@ -211,12 +211,10 @@ def plan_tiling(
     skipped = dict(skipped or {})
     if infos is None:
         infos = scan_inputs(inputs, opts.on_bad_file, skipped)
-    if opts.crs_cfg is None:  # standalone runs have no project config: no vertical CRS of the project
-        from pipeline.config.model import CrsConfig
+    from pipeline.config.model import CrsConfig
 
-        cfg = CrsConfig(vertical=None, assume_ellipsoidal_heights=opts.assume_ellipsoidal)
-    else:
-        cfg = opts.crs_cfg
+    # standalone runs have no project config: no vertical CRS of the project
+    cfg = opts.crs_cfg or CrsConfig(vertical=None)
     if opts.assume_ellipsoidal and not cfg.assume_ellipsoidal_heights:
         cfg = cfg.model_copy(update={"assume_ellipsoidal_heights": True})
     fcs = [resolve_file_crs(i, opts.crs, cfg, opts.z_unit) for i in infos]

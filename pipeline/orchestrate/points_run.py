@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError, NoSpaceError
+from pipeline.errors import InputError, NoSpaceError, ValidationError
 from pipeline.fsutil import UnsafeDeleteError, pid_alive, remove_owned
 from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
 from pipeline.orchestrate.points_cache import bin_key, decode_key, decode_unit, tile_bin
@@ -67,8 +67,6 @@ class TilingSummary:
     files: int = 0
     bins: int = 0
     checksum: int = 0
-    out_dir: str = ""
-    tileset: str = "tileset.json"
     notes: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     # point accounting: the header counts of every file given, and why a file's points were not tiled
@@ -89,8 +87,7 @@ class TilingSummary:
         return self.points_in / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        skip = ("out_dir", "tileset", "copc")
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "copc"}
         out.update(
             seconds=round(self.seconds, 3),
             points_per_second=round(self.points_per_second),
@@ -260,13 +257,15 @@ def _run_tiling(
     if side is not None:
         from pipeline.orchestrate.points_copc import write_layer_copc
 
-        t3 = time.perf_counter()
         # threads compressing a file's nodes: the workers left idle by fewer files
         threads = max(1, workers // len(plan.infos))
         summary.copc = write_layer_copc(
             plan, side, units, staging, opts.copc, scheme, executor, progress, threads
         )
-        summary.phases["copc"] = time.perf_counter() - t3
+        summary.phases["copc"] = summary.copc.seconds
+        summary.notes += summary.copc.notes
+        if summary.copc.points != summary.points_in:
+            raise ValidationError(f"the COPC files hold {summary.copc.points} of {summary.points_in} points")
     t2 = time.perf_counter()
     # the spill files are done with: free their pages while the upper tiles and the tileset are written
     dropper = threading.Thread(target=shutil.rmtree, args=(spill,), kwargs={"ignore_errors": True})
@@ -402,7 +401,6 @@ def tile_pointcloud(
             raise
     summary.seconds = time.perf_counter() - t0
     summary.peak_rss_bytes = peak()
-    summary.out_dir = str(out_dir)
     return summary
 
 
