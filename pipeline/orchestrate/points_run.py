@@ -445,9 +445,10 @@ def check_replaceable(out_dir: Path, overwrite: bool) -> None:
 
 
 def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """`staging` renamed to `out_dir`, replacing (checked again: `check_replaceable`) an earlier output."""
+    """`staging` renamed to `out_dir`, replacing (checked again: `check_replaceable`) an empty folder or an
+    earlier output."""
     check_replaceable(out_dir, overwrite)
-    if out_dir.exists():
+    if out_dir.exists() and any(out_dir.iterdir()):
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
         os.replace(staging, out_dir)

@@ -50,3 +50,11 @@ def test_overwrite_replaces_an_earlier_output(las: Path, tmp_path: Path) -> None
     assert code == 0 and second is not None
     assert _tree(out) == reference  # the stale file went with the old output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.las", "tiles"]  # no .old-* or .tmp-* left
+
+
+def test_an_empty_out_folder_is_replaced(las: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiles"
+    out.mkdir()
+    code, summary = run_points(str(las), "--out", str(out), "--crs", "EPSG:25832+7837")
+    assert code == 0 and summary is not None and (out / "tileset.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.las", "tiles"]  # no .old-* left
