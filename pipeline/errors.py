@@ -78,3 +78,18 @@ class NoSpaceError(TwinError):
     hit; the command removed its temporary output and published nothing."""
 
     exit_code = EXIT_NO_SPACE
+
+
+def no_space_cause(e: BaseException) -> OSError | None:
+    """The OSError in `e`'s chain of causes and contexts that says the disk is full (also when it happened
+    in a worker: see NoSpaceError), or None."""
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None

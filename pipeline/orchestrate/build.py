@@ -565,15 +565,9 @@ class _HeldSignals:
 def _no_space(e: BaseException, out_dir: Path, record: dict[str, Any]) -> BaseException:
     """A build that failed because the disk is full becomes a NoSpaceError, and its staging folder is
     removed (keeping it for a resume would keep the disk full)."""
-    import errno
+    from pipeline.errors import NoSpaceError, no_space_cause
 
-    from pipeline.errors import NoSpaceError
-
-    seen: BaseException | None = e
-    while seen is not None and not (
-        isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    ):
-        seen = seen.__cause__ or seen.__context__
+    seen = no_space_cause(e)
     if seen is None and not isinstance(e, NoSpaceError):
         return e
     if record.get("build_id"):
@@ -584,7 +578,7 @@ def _no_space(e: BaseException, out_dir: Path, record: dict[str, Any]) -> BaseEx
         record.pop("staging_log", None)
     if isinstance(e, NoSpaceError):
         return e
-    assert isinstance(seen, OSError)
+    assert seen is not None
     return NoSpaceError(
         f"the disk is full ({seen.strerror}); the unfinished release was removed, nothing was published. "
         "Free space (`twin gc`), then rebuild",

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError, NoSpaceError, ValidationError
+from pipeline.errors import InputError, NoSpaceError, ValidationError, no_space_cause
 from pipeline.fsutil import UnsafeDeleteError, pid_alive, remove_owned
 from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
 from pipeline.orchestrate.points_cache import bin_key, decode_key, decode_unit, tile_bin
@@ -348,20 +348,6 @@ def _run_attempts(
         plan = plan_tiling(inputs, run_opts, infos=infos, skipped=plan.skipped)
 
 
-def _no_space(e: BaseException) -> bool:
-    """Disk full, quota exceeded or a file-size limit (also when it happened in a worker)."""
-    import errno
-
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
 def tile_pointcloud(
     inputs: list[Path],
     out_dir: Path,
@@ -391,7 +377,7 @@ def tile_pointcloud(
         except BaseException as e:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
-            if _no_space(e):
+            if no_space_cause(e) is not None:
                 raise NoSpaceError(
                     f"no space left while tiling ({e}); the temporary folder was removed and nothing was "
                     "published: free space (the run needs about the input's decoded size plus the tiles) "
