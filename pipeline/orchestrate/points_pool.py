@@ -35,25 +35,10 @@ def _exit_with_main(main_pid: int, stop: Any, poll: float = 0.5) -> None:
     os._exit(1)
 
 
-# glibc malloc settings of the workers (mallopt): buffers up to 32 MB come from the heap and up to 32 MB
-# of freed heap is kept for the next task instead of being returned to the kernel (fresh pages cost a page
-# fault each: about 2.6 ms per MB on the benchmark VM), also from one phase to the next (trimming it at
-# the switch made every worker's first bin fault it back: +0.1 s). Keeping 512 MB of decode heap raised
-# the 100 M point peak from 1.88 to 2.00 GiB, so the kept heap stays bounded (32 MB per worker).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-WORKER_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 32 * 2**20}
-
-
 def _init_worker(main_pid: int, stop: Any) -> None:
     """A worker's start: it ends with the run (`_exit_with_main`; `main_pid` is the process that runs the
-    pool, the fork server is only the OS parent) and tunes its malloc (WORKER_MALLOC)."""
-    import ctypes
-
+    pool, the fork server is only the OS parent)."""
     threading.Thread(target=_exit_with_main, args=(main_pid, stop), daemon=True).start()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-        libc = ctypes.CDLL("libc.so.6")
-        for param, value in WORKER_MALLOC.items():
-            libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
     # with the fork server, all of this is already in memory (inherited): the import returns at once
     import pipeline.orchestrate.points_worker  # noqa: F401
 
