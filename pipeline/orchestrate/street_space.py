@@ -19,7 +19,9 @@ Work in independent tasks on the build's executor (`orchestrate.executor`), memo
 1. one task per point file, or per READ_TASK_POINTS of a larger one (`spill_points`): its points in chunks
    (`reader.iter_points`), only those within `max_half_width_m` (+ `segment_m`) of an axis (tested one by
    one only in the point cells the corridor's outline crosses: `corridor_cells`) and in a `CELL_M` cell
-   some segment reaches, each chunk written to a spill file sorted (stably) by cell;
+   some segment reaches, each chunk written to a spill file sorted (stably) by cell. A task gets the
+   corridor of its file's header bounds only (`corridor_window`); the tasks of a file whose points lie
+   beyond them run again with the whole grid;
 2. one task per tile of cells (`measure_tile`): the segments whose middle lies in the tile, from the spilled
    points of the cells their rectangles reach, cell by cell in the order of the spill files. The cells of
    the measurement's point grid (`stages.street_space.POINT_CELL_M`) nest in the `CELL_M` cells (both
@@ -30,6 +32,7 @@ Work in independent tasks on the build's executor (`orchestrate.executor`), memo
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +47,14 @@ from pipeline.config.sizes import parse_size
 from pipeline.crs import horizontal_of, parse_crs, working_crs
 from pipeline.errors import ConfigError, InputError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.orchestrate.executor import Executor, Progress, build_executor, dask_workers, map_ordered
+from pipeline.orchestrate.executor import (
+    Executor,
+    LazyItems,
+    Progress,
+    build_executor,
+    dask_workers,
+    map_ordered,
+)
 from pipeline.stages._street_space_kernels import INSIDE, OUTLINE, OUTSIDE, cell_columns
 from pipeline.stages.street_space import (
     POINT_CELL_M,
@@ -217,13 +227,16 @@ def needed_cells(grid: CellGrid, boxes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(need.ravel())
 
 
-def corridor_cells(grid: CellGrid, corridor: shapely.Geometry) -> np.ndarray:
-    """(rows, columns) of the grid's point cells (POINT_CELL_M): OUTSIDE, INSIDE or OUTLINE of `corridor`.
-    A cell whose box (grown by 1 mm, more than any rounding of a point's cell) the outline does not touch
-    lies wholly on one side of it: its centre says which."""
-    ncol, nrow = grid.nx * CELL_POINT_CELLS, grid.ny * CELL_POINT_CELLS
-    xs = grid.x0 + np.arange(ncol) * POINT_CELL_M
-    ys = grid.y0 + np.arange(nrow) * POINT_CELL_M
+def corridor_cells(
+    grid: CellGrid, corridor: shapely.Geometry, window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """(rows, columns) of the grid's point cells (POINT_CELL_M) in `window` (first column, first row,
+    columns, rows; None: the whole grid): OUTSIDE, INSIDE or OUTLINE of `corridor`. A cell whose box
+    (grown by 1 mm, more than any rounding of a point's cell) the outline does not touch lies wholly on
+    one side of it: its centre says which."""
+    c0, r0, ncol, nrow = window or (0, 0, grid.nx * CELL_POINT_CELLS, grid.ny * CELL_POINT_CELLS)
+    xs = grid.x0 + (c0 + np.arange(ncol)) * POINT_CELL_M
+    ys = grid.y0 + (r0 + np.arange(nrow)) * POINT_CELL_M
     cx, cy = np.meshgrid(xs, ys)
     out = np.where(
         shapely.contains_xy(corridor, cx + POINT_CELL_M / 2, cy + POINT_CELL_M / 2), INSIDE, OUTSIDE
@@ -233,13 +246,55 @@ def corridor_cells(grid: CellGrid, corridor: shapely.Geometry) -> np.ndarray:
         cx.ravel() - pad, cy.ravel() - pad, cx.ravel() + POINT_CELL_M + pad, cy.ravel() + POINT_CELL_M + pad
     )
     # the outline as its straight pieces (a query per piece touches only the cells near it)
-    rings = shapely.get_parts(shapely.get_rings(shapely.get_parts(corridor)))
+    parts = shapely.get_parts(corridor)
+    rings = shapely.get_parts(shapely.get_rings(parts[shapely.get_type_id(parts) == 3]))
     ends = [np.stack([c[:-1], c[1:]], axis=1) for c in map(shapely.get_coordinates, rings)]
-    if ends:
+    if ends and len(boxes):
         pieces = shapely.linestrings(np.concatenate(ends))
         _piece, cell = shapely.STRtree(boxes).query(pieces, predicate="intersects")
         out.ravel()[np.unique(cell)] = OUTLINE
     return out
+
+
+@dataclass(frozen=True)
+class CorridorWindow:
+    """What a read task needs of the corridor: its point cells' classes (`corridor_cells`) from column
+    `col0`, row `row0` on, and the corridor clipped to one cell beyond them (the exact test of the
+    returns in OUTLINE cells). A file's window covers its header bounds; a read task's memory does not
+    grow with the region."""
+
+    col0: int
+    row0: int
+    side: np.ndarray
+    corridor: shapely.Geometry
+
+
+def corridor_window(
+    grid: CellGrid,
+    corridor: shapely.Geometry,
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> CorridorWindow:
+    """The corridor's window over the point cells that `bounds` (mins, maxs of a file's header) reach, one
+    cell more on every side, within the grid (None: the whole grid, the corridor as it is)."""
+    ncol, nrow = grid.nx * CELL_POINT_CELLS, grid.ny * CELL_POINT_CELLS
+    if bounds is None:
+        return CorridorWindow(0, 0, corridor_cells(grid, corridor), corridor)
+    (xmin, ymin, *_), (xmax, ymax, *_) = bounds
+    c0, r0 = (
+        max(0, int(np.floor((v - o) / POINT_CELL_M)) - 1) for v, o in ((xmin, grid.x0), (ymin, grid.y0))
+    )
+    c1 = min(ncol - 1, int(np.floor((xmax - grid.x0) / POINT_CELL_M)) + 1)
+    r1 = min(nrow - 1, int(np.floor((ymax - grid.y0) / POINT_CELL_M)) + 1)
+    if c0 > c1 or r0 > r1:  # the file lies beside the region: its window is empty
+        return CorridorWindow(0, 0, np.zeros((0, 0), dtype=np.uint8), shapely.Polygon())
+    clip = shapely.box(
+        grid.x0 + (c0 - 1) * POINT_CELL_M,
+        grid.y0 + (r0 - 1) * POINT_CELL_M,
+        grid.x0 + (c1 + 2) * POINT_CELL_M,
+        grid.y0 + (r1 + 2) * POINT_CELL_M,
+    )
+    near = shapely.intersection(corridor, clip)
+    return CorridorWindow(c0, r0, corridor_cells(grid, near, (c0, r0, c1 - c0 + 1, r1 - r0 + 1)), near)
 
 
 def spill_points(
@@ -248,41 +303,35 @@ def spill_points(
     points: tuple[int, int],
     grid: CellGrid,
     cells: np.ndarray,
-    corridor: shapely.Geometry,
-    corridor_class: np.ndarray,
+    window: CorridorWindow,
     spill_dir: str,
     chunk_points: int,
-) -> list[SpillRun]:
-    """Task: the file's points `points` (start, stop: the reader's units that start in it) inside
-    `corridor` (`corridor_class`: its point cells, `corridor_cells`) and in `cells`, chunk by chunk, each
-    chunk written to `spill_dir` as SPILL_DTYPE records sorted (stably) by cell. Memory: one chunk."""
+) -> tuple[list[SpillRun], int]:
+    """Task: the file's points `points` (start, stop: the reader's units that start in it) inside the
+    corridor (`window`) and in `cells`, chunk by chunk, each chunk written to `spill_dir` as SPILL_DTYPE
+    records sorted (stably) by cell. Returns the spill runs and the number of points of `cells` that lie
+    beyond the window (then the runs miss them: the caller reads the range again with the whole grid).
+    Memory: one chunk."""
     from pipeline.sources.pointcloud.reader import iter_points, read_header
     from pipeline.stages._street_space_kernels import corridor_points, pack_by_cell
 
     info = read_header(path)
+    corridor = window.corridor
     shapely.prepare(corridor)
     wanted = np.zeros(grid.nx * grid.ny, dtype=bool)
     wanted[cells] = True
+    ncol, nrow = grid.nx * CELL_POINT_CELLS, grid.ny * CELL_POINT_CELLS
     (sx, sy, _sz), (ox, oy, _oz) = info.scales, info.offsets
     runs: list[SpillRun] = []
+    strays = 0
     fields = ("X", "Y", "Z", "classification")
     for k, pts in enumerate(iter_points(info, fields, chunk_points, points=points)):
         X, Y = pts["X"], pts["Y"]
-        keep, cell, outline = corridor_points(
-            X,
-            Y,
-            sx,
-            ox,
-            sy,
-            oy,
-            grid.x0,
-            grid.y0,
-            POINT_CELL_M,
-            CELL_POINT_CELLS,
-            grid.nx,
-            corridor_class,
-            wanted,
-        )
+        keep, cell, outline, beyond = corridor_points(
+            X, Y, sx, ox, sy, oy, grid.x0, grid.y0, POINT_CELL_M, ncol, nrow, CELL_POINT_CELLS, wanted,
+            window.col0, window.row0, window.side,
+        )  # fmt: skip
+        strays += beyond
         test = np.flatnonzero(outline)
         if len(test):
             # the reader's own coordinates of the points in the outline's cells: `X * scale + offset`
@@ -295,22 +344,15 @@ def spill_points(
         if len(keep):
             rec = np.empty(len(keep), dtype=SPILL_DTYPE)
             count = pack_by_cell(
-                keep,
-                cell,
-                grid.nx * grid.ny,
-                X,
-                Y,
-                pts["Z"],
-                pts["classification"],
-                *(rec[f] for f in "XYZc"),
-            )
+                keep, cell, grid.nx * grid.ny, X, Y, pts["Z"], pts["classification"], *(rec[f] for f in "XYZc")
+            )  # fmt: skip
             present = np.flatnonzero(count)
             starts = np.concatenate([[0], np.cumsum(count[present])])
             out = str(Path(spill_dir) / f"{file_no:06d}_{points[0]:012d}_{k:06d}.npy")
             np.save(out, rec)
             runs.append(SpillRun(out, info.scales, info.offsets, present, starts))
             del rec
-    return runs
+    return runs, strays
 
 
 def measure_tile(
@@ -406,26 +448,52 @@ def measure_from_files(
     origin = grid_origin(seg, p)
     grid = CellGrid.around(boxes, origin)
     cells = needed_cells(grid, boxes)
-    corridor_class = corridor_cells(grid, corridor)
-    reads = []  # (file, file number, point range): a file of many points is read by several tasks
+    # (file, file number, point range, header bounds): a file of many points is read by several tasks
+    reads = []
     for i, f in enumerate(point_files):
-        count = read_header(f).count
-        for start in range(0, max(count, 1), READ_TASK_POINTS):
-            reads.append((f, i, (start, min(count, start + READ_TASK_POINTS))))
+        info = read_header(f)
+        for start in range(0, max(info.count, 1), READ_TASK_POINTS):
+            reads.append((f, i, (start, min(info.count, start + READ_TASK_POINTS)), (info.mins, info.maxs)))
+
     work_dir.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".street_space-spill-", dir=work_dir))
+    chunk = chunk_points_for(budget)
+
+    @functools.lru_cache(maxsize=1)  # the read tasks of a file are submitted one after the other
+    def window_of(file_no: int, bounds: Any) -> CorridorWindow:
+        return corridor_window(grid, corridor, bounds)
+
+    def read(j: int, window: CorridorWindow | None = None) -> tuple[Any, ...]:
+        f, i, points, bounds = reads[j]
+        return (f, i, points, grid, cells, window or window_of(i, bounds), str(spill), chunk)
+
     try:
-        runs = map_ordered(
+        # arguments made as the tasks are submitted, a few at a time: the windows of a few files in memory
+        results = map_ordered(
             executor if len(reads) > 1 else None,
             spill_points,
-            [
-                (f, i, points, grid, cells, corridor, corridor_class, str(spill), chunk_points_for(budget))
-                for f, i, points in reads
-            ],
+            LazyItems(len(reads), read),
             name="street-space-read",
             progress=progress,
+            window=2 * workers,
         )
-        flat = [r for file_runs in runs for r in file_runs]
+        # a file whose points lie beyond its header's bounds: those read tasks again, with the whole grid
+        again = [j for j, (_runs, strays) in enumerate(results) if strays]
+        if again:
+            whole = corridor_window(grid, corridor)
+            for j in again:
+                for run in results[j][0]:
+                    Path(run.path).unlink()
+            redone = map_ordered(
+                executor if len(again) > 1 else None,
+                spill_points,
+                [read(j, whole) for j in again],
+                name="street-space-read",
+                progress=progress,
+            )
+            for j, res in zip(again, redone, strict=True):
+                results[j] = res
+        flat = [r for file_runs, _strays in results for r in file_runs]
         counts = np.zeros(grid.nx * grid.ny, dtype=np.int64)
         for run in flat:
             counts[run.cells] += np.diff(run.starts)

@@ -52,22 +52,28 @@ def corridor_points(
     x0: float,
     y0: float,
     cell: float,
+    ncol: int,
+    nrow: int,
     per_cell: int,
-    cells_x: int,
-    side: np.ndarray,
     wanted: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indices, cells, on_outline) of the points of a chunk near the corridor, in input order: those
+    col0: int,
+    row0: int,
+    side: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(indices, cells, on_outline, strays) of a chunk's points near the corridor, in input order: those
     whose point cell (of `cell` m from (x0, y0), of the coordinates `X * scale + offset` as the point
-    reader computes them) lies in the grid of `side` (rows, columns: OUTSIDE, INSIDE or OUTLINE of the
-    corridor) and not OUTSIDE, within a `wanted` cell of `per_cell` x `per_cell` point cells (id
-    row * cells_x + column). `on_outline`: the point still needs the point-in-polygon test."""
+    reader computes them) lies in the grid of ncol x nrow point cells, in a `wanted` cell of `per_cell` x
+    `per_cell` point cells (id row * (ncol // per_cell) + column) and not OUTSIDE the corridor by `side`,
+    the classes of the point cells from (col0, row0) on (a window of the grid: a point of a wanted cell
+    beyond it is not decided, only counted: `strays`). `on_outline`: it still needs the point test."""
     n = len(X)
-    nrow, ncol = side.shape
+    srow, scol = side.shape
+    cells_x = ncol // per_cell
     idx = np.empty(n, dtype=np.int64)
     cells = np.empty(n, dtype=np.int64)
     outline = np.empty(n, dtype=np.bool_)
     k = 0
+    strays = 0
     for i in range(n):
         c = int(np.floor((X[i] * scale_x + offset_x - x0) / cell))
         if c < 0 or c >= ncol:
@@ -75,17 +81,20 @@ def corridor_points(
         r = int(np.floor((Y[i] * scale_y + offset_y - y0) / cell))
         if r < 0 or r >= nrow:
             continue
-        s = side[r, c]
-        if s == OUTSIDE:
-            continue
         g = (r // per_cell) * cells_x + c // per_cell
         if not wanted[g]:
+            continue
+        if c < col0 or c >= col0 + scol or r < row0 or r >= row0 + srow:
+            strays += 1
+            continue
+        s = side[r - row0, c - col0]
+        if s == OUTSIDE:
             continue
         idx[k] = i
         cells[k] = g
         outline[k] = s == OUTLINE
         k += 1
-    return idx[:k], cells[:k], outline[:k]
+    return idx[:k], cells[:k], outline[:k], strays
 
 
 @njit(cache=True, nogil=True)

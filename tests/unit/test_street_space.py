@@ -12,6 +12,7 @@ import sqlite3
 from types import SimpleNamespace
 
 import geopandas as gpd
+import laspy
 import numpy as np
 import pandas as pd
 import pytest
@@ -333,7 +334,7 @@ def test_corridor_points_and_pack_by_cell_equal_numpy():
     wanted[[0, 3, 7, 8, 9, 14, 20, 21, 28, 35]] = True
     rng = np.random.default_rng(11)
     n = 300_000
-    scale, offset = (0.01, 0.001), (900.0, 940.0)
+    scale, offset = (0.01, 0.01), (900.0, 940.001)
     # raw integers of points around (and beyond) the grid, some exactly on cell edges
     X = rng.integers(0, 40_000, n).astype(np.int32)
     Y = rng.integers(0, 35_000, n).astype(np.int32)
@@ -348,20 +349,61 @@ def test_corridor_points_and_pack_by_cell_equal_numpy():
     s = side[row[expect], col[expect]]
     near = (s != 0) & wanted[cell]
     expect, cell, s = expect[near], cell[near], s[near]
-    idx, cells, outline = K.corridor_points(
-        X, Y, *[v for pair in zip(scale, offset, strict=True) for v in pair],
-        grid.x0, grid.y0, 2.5, CELL_POINT_CELLS, grid.nx, side, wanted,
-    )  # fmt: skip
+    nrow, ncol = side.shape
+    so = [v for pair in zip(scale, offset, strict=True) for v in pair]
+    args = (*so, grid.x0, grid.y0, 2.5, ncol, nrow, CELL_POINT_CELLS, wanted)
+    idx, cells, outline, strays = K.corridor_points(X, Y, *args, 0, 0, side)
     np.testing.assert_array_equal(idx, expect)
     np.testing.assert_array_equal(cells, cell)
     np.testing.assert_array_equal(outline, s == OUTLINE)
-    assert len(idx) > 1000 and outline.any() and (s == INSIDE).any()
+    assert len(idx) > 1000 and outline.any() and (s == INSIDE).any() and strays == 0
+    # a window of the classes: the points beyond it are counted, not decided; those within it as before
+    mc, mr = int(np.median(col[expect])), int(np.median(row[expect]))  # a window about the kept points
+    c0, r0, c1, r1 = max(mc - 6, 0), max(mr - 9, 0), min(mc + 5, ncol), min(mr + 4, nrow)
+    in_window = (col[expect] >= c0) & (col[expect] < c1) & (row[expect] >= r0) & (row[expect] < r1)
+    idx_w, cells_w, outline_w, strays = K.corridor_points(X, Y, *args, c0, r0, side[r0:r1, c0:c1])
+    np.testing.assert_array_equal(idx_w, expect[in_window])
+    np.testing.assert_array_equal(cells_w, cell[in_window])
+    np.testing.assert_array_equal(outline_w, (s == OUTLINE)[in_window])
+    wanted_pt = ok.copy()
+    wanted_pt[ok] = wanted[(row[ok] // CELL_POINT_CELLS) * grid.nx + col[ok] // CELL_POINT_CELLS]
+    beyond = ~((col >= c0) & (col < c1) & (row >= r0) & (row < r1))
+    assert strays == int((wanted_pt & beyond).sum()) > 0 and 0 < len(idx_w) < len(idx)
     rec = np.empty(len(idx), dtype=[("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("c", "u1")])
     count = K.pack_by_cell(idx, cells, grid.nx * grid.ny, X, Y, Z, c, *(rec[f] for f in "XYZc"))
     np.testing.assert_array_equal(count, np.bincount(cells, minlength=grid.nx * grid.ny))
     order = idx[np.argsort(cells, kind="stable")]
     for f, v in zip("XYZc", (X, Y, Z, c), strict=True):
         np.testing.assert_array_equal(rec[f], v[order])
+
+
+def test_corridor_window_is_the_whole_grids_part():
+    """A file's window of the corridor (its header bounds, one cell more) classes its point cells as the
+    whole grid does, and its clipped corridor decides every point in them as the whole corridor."""
+    from pipeline.orchestrate.street_space import CellGrid, corridor_cells, corridor_window
+
+    axes = [np.array([[1000.0, 1000.0], [1180.0, 1090.0]]), np.array([[1050.0, 1200.0], [1060.0, 1010.0]])]
+    corridor = shapely.union_all([shapely.buffer(shapely.LineString(a), 30.0) for a in axes])
+    grid = CellGrid(950.0, 950.0, 6, 6)
+    whole = corridor_cells(grid, corridor)
+    assert corridor_window(grid, corridor).side.shape == whole.shape == (120, 120)
+    rng = np.random.default_rng(5)
+    for mins, maxs in (
+        ((1003.7, 1041.2, 0.0), (1099.99, 1160.0, 9.0)),
+        ((900.0, 900.0, 0), (1400.0, 980.0, 0)),
+    ):
+        w = corridor_window(grid, corridor, (mins, maxs))
+        rows, cols = w.side.shape
+        c0, r0 = int((mins[0] - 950.0) // 2.5) - 1, int((mins[1] - 950.0) // 2.5) - 1
+        assert (w.col0, w.row0) == (max(c0, 0), max(r0, 0)) and rows * cols < whole.size
+        np.testing.assert_array_equal(w.side, whole[w.row0 : w.row0 + rows, w.col0 : w.col0 + cols])
+        x = rng.uniform(950.0 + 2.5 * w.col0, 950.0 + 2.5 * (w.col0 + cols), 100_000)
+        y = rng.uniform(950.0 + 2.5 * w.row0, 950.0 + 2.5 * (w.row0 + rows), 100_000)
+        inside = shapely.contains_xy(corridor, x, y)
+        assert inside.any() and not inside.all()
+        np.testing.assert_array_equal(shapely.contains_xy(w.corridor, x, y), inside)
+    beside = corridor_window(grid, corridor, ((2000.0, 2000.0, 0.0), (2100.0, 2100.0, 0.0)))
+    assert beside.side.shape == (0, 0)
 
 
 # ---- the demo district against its truth ---------------------------------------------------------
@@ -527,6 +569,45 @@ def test_partitioned_equals_one_piece(demo_street, source, tmp_path, monkeypatch
                 np.testing.assert_array_equal(res[k], whole[k], err_msg=k)
     assert len(tiles_seen) >= 2 and max(tiles_seen) >= 9  # really partitioned, in different ways
     assert list(tmp_path.iterdir()) == []  # the spill files are gone
+
+
+def test_points_beyond_the_header_bounds_are_read_again(demo_street, tmp_path):
+    """A file whose header bounds are too small (its read tasks get the corridor of the header's extent
+    only) is read again with the whole grid: the same measurements as from the honest files."""
+    import shutil
+
+    raw = demo_street
+    p = StreetSpaceParams()
+    axes = _demo_axes(raw, "tracks")
+    seg = cut_axes(axes, p.segment_m)
+    files = sorted((raw / "mobile").glob("*.laz"))
+    honest, _n, _t = measure_from_files(seg, axes, files, p, work_dir=tmp_path / "a", budget=2**31)
+    liars = []
+    for f in files:
+        liars.append(tmp_path / f.name)
+        shutil.copy2(f, liars[-1])
+    with laspy.open(liars[0]) as r:
+        mins, maxs = r.header.mins, r.header.maxs
+    # the header says the file ends 40 m short of its east edge (and 30 m of its north edge)
+    _patch_header_bounds(liars[0], xmax=float(maxs[0]) - 40.0, ymax=float(maxs[1]) - 30.0)
+    with laspy.open(liars[0]) as r:
+        assert r.header.maxs[0] == maxs[0] - 40.0 and r.header.mins[0] == mins[0]
+    got, npoints, _t = measure_from_files(seg, axes, liars, p, work_dir=tmp_path / "b", budget=2**31)
+    assert npoints > 0
+    for k in honest:
+        np.testing.assert_array_equal(got[k], honest[k], err_msg=k)
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def _patch_header_bounds(path, xmax: float, ymax: float) -> None:
+    """Overwrite a LAS header's max x (offset 179) and max y (195)."""
+    import struct
+
+    with open(path, "r+b") as f:
+        f.seek(179)
+        f.write(struct.pack("<d", xmax))
+        f.seek(195)
+        f.write(struct.pack("<d", ymax))
 
 
 @pytest.mark.parametrize("source", ["tracks", "cadastre"])
