@@ -129,28 +129,20 @@ def decode_unit(
     classes are `BitField`s (see `materialize`). `layers`: see `decode_raw` (fields outside them are
     garbage in formats 6-10)."""
     raw = decode_raw(info, unit, extra_dims, layers)
-    bits = raw["bit_fields"]
-    ret: np.ndarray | BitField
-    nret: np.ndarray | BitField
-    cls: np.ndarray | BitField
-    if info.point_format >= 6:
-        ret, nret, cls = BitField(bits, 0, 0x0F), BitField(bits, 4, 0x0F), raw["classification"]
-    else:
-        ret, nret = BitField(bits, 0, 0x07), BitField(bits, 3, 0x07)
-        cls = BitField(raw["raw_classification"], 0, 0x1F)
-    if not lazy:
-        ret, nret, cls = materialize(ret), materialize(nret), materialize(cls)
+    bits, v14 = raw["bit_fields"], info.point_format >= 6  # formats 6-10: 4-bit returns, a class byte
     cols: dict[str, Column] = {
         "_raw": raw,
         "X": raw["X"],
         "Y": raw["Y"],
         "Z": raw["Z"],
         "intensity": raw["intensity"],
-        "classification": cls,
-        "return_number": ret,
-        "number_of_returns": nret,
+        "classification": raw["classification"] if v14 else BitField(raw["raw_classification"], 0, 0x1F),
+        "return_number": BitField(bits, 0, 0x0F) if v14 else BitField(bits, 0, 0x07),
+        "number_of_returns": BitField(bits, 4, 0x0F) if v14 else BitField(bits, 3, 0x07),
         "point_source_id": raw["point_source_id"],
     }
+    if not lazy:
+        cols = {k: materialize(v) for k, v in cols.items()}
     # the optional standard fields the point format has (`has_gps`, `has_rgb`, `has_nir`)
     cols |= {f: raw[f] for f in ("gps_time", "red", "green", "blue", "nir") if f in (raw.dtype.names or ())}
     if extra_dims:
