@@ -90,6 +90,15 @@ def test_e57_through_the_same_reader():
     assert got == info.count
 
 
+def test_an_e57_scan_that_changed_since_its_header_scan_is_refused():
+    files = sorted((REALDATA / "e57").glob("*.e57"))
+    if not files:
+        pytest.skip("../shared/realdata absent")
+    info = reader.read_header(files[0])
+    with pytest.raises(InputError, match=f"expected {info.scans[0] + 1} points from scan 0, decoded"):
+        reader.decode_unit(info, reader.WorkUnit(0, 0, info.scans[0] + 1, scan=0))
+
+
 def test_a_missing_field_is_refused(files):
     with pytest.raises(InputError, match="no point field 'nir'"):  # LAS point format 3 has no NIR
         next(reader.iter_points(files["las3"], ("x", "nir"), 1000))

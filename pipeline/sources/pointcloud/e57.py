@@ -134,6 +134,8 @@ def decode_e57_unit(info: PointFileInfo, unit: WorkUnit, *_fields, **_options) -
     e57 = _open(info.path)
     xyz, attrs = _scan_xyz(e57, unit.scan, info.path)
     n = len(xyz)
+    if n != unit.count:  # the file changed after its header scan
+        raise InputError(f"expected {unit.count} points from scan {unit.scan}, decoded {n}", path=info.path)
     q = np.floor(xyz / E57_SCALE + 0.5)
     if np.abs(q).max(initial=0) >= 2**31:
         raise InputError("E57 coordinates exceed the millimetre integer range (±2147 km)", path=info.path)

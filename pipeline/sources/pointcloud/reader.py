@@ -58,8 +58,8 @@ class PointBackend:
     into units too: `header.chunk_units`)."""
 
     name: str  # also the Python module it needs
-    # (info, unit, extra_dims, lazy, layers) -> the unit's columns (`las.decode_unit`'s names);
-    # `layers`: LAZ layers needed (None: all)
+    # (info, unit, extra_dims, lazy, layers) -> the unit's columns (`las.decode_unit`'s names), exactly
+    # `unit.count` points (else InputError); `layers`: LAZ layers needed (None: all)
     decode: Callable[..., dict[str, Any]]
 
     def is_available(self) -> bool:
@@ -146,15 +146,8 @@ def iter_points(
     for unit in chunk_units(info, chunk_points):
         if points is not None and not points[0] <= unit.start < points[1]:
             continue
-        cols = backend.decode(info, unit, layers=layers)
-        n = len(cols["X"])
-        if n != unit.count:
-            raise InputError(
-                f"expected {unit.count} points from points {unit.start}.., decoded {n}", path=info.path
-            )
-        pending.append(_columns(info, cols, fields))
-        del cols
-        held += n
+        pending.append(_columns(info, backend.decode(info, unit, layers=layers), fields))
+        held += unit.count
         if held >= chunk_points:
             both = _concat(pending)
             whole = held - held % chunk_points
