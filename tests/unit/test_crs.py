@@ -325,3 +325,16 @@ def test_ellipsoidal_points_in_a_normal_height_project_go_through_the_geoid():
     t = make_transformer(src, work, cfg)
     x, y, h = t.transform(362000.0, 5716000.0, 105.0725)
     assert (x, y) == pytest.approx((362000.0, 5716000.0), abs=1e-6) and h == pytest.approx(60.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("crs", ["local:7.2160,51.4818,95.0", "EPSG:25832"])
+def test_point_file_with_an_unknown_z_unit_is_a_crs_error(crs):
+    """Also in a local frame (it used to look the unit up before checking it: a KeyError)."""
+    from pipeline.sources.pointcloud.crs import resolve_file_crs
+    from pipeline.sources.pointcloud.header import PointFileInfo
+
+    info = PointFileInfo(
+        Path("scan.e57"), "e57", 1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, False, False, False
+    )
+    with pytest.raises(CrsError, match="unknown Z unit 'yd'"):
+        resolve_file_crs(info, crs, CrsConfig(), "yd")

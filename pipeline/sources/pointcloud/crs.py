@@ -90,6 +90,8 @@ def resolve_file_crs(
     info: PointFileInfo, override: str | None, cfg: CrsConfig, z_unit: str | None = None
 ) -> FileCrs:
     path = info.path
+    if z_unit is not None and z_unit not in Z_UNITS:
+        raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)
     if override is not None and override.startswith(LOCAL_PREFIX):
         anchor = parse_anchor(override[len(LOCAL_PREFIX) :])
         zf = Z_UNITS[z_unit] if z_unit else 1.0
@@ -110,8 +112,6 @@ def resolve_file_crs(
     given = parse_crs(override or info.crs_wkt or "", path=path)  # the file's WKT was written by PROJ
     horiz = horizontal_of(given)
     hfac = linear_unit_factor(horiz)
-    if z_unit is not None and z_unit not in Z_UNITS:
-        raise CrsError(f"unknown Z unit {z_unit!r} (use one of {sorted(Z_UNITS)})", path=path)
     if not override:
         _check_label(info, given)
     if given.is_geocentric:
