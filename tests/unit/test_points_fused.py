@@ -385,10 +385,11 @@ def test_write_tiles_files_equal_encode_glb(tmp_path, meshopt):
     xyz_all = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
     cube = cube_for(xyz_all.min(axis=0), xyz_all.max(axis=0))
     job = _tile_job(layout, cube, str(tmp_path), meshopt)
-    groups = [(t, int(s), int(e)) for t, (s, e) in enumerate(zip(starts, ends, strict=True))]
-    tiles = tiling.write_tiles(job, rec, groups, perm)
+    level = np.repeat(np.arange(len(starts)), ends - starts)  # tile t at depth t
+    tiles = tiling.write_tiles(job, rec, perm, level, starts)
     assert [tr.count for tr in tiles] == (ends - starts).tolist()
-    for tr, (_d, s, e) in zip(tiles, groups, strict=True):
+    assert [tr.depth for tr in tiles] == list(range(len(starts)))
+    for tr, s, e in zip(tiles, starts, ends, strict=True):
         qt, attrs, xyz = _tile_reference(rec, perm[s:e])
         data = (tmp_path / tr.uri).read_bytes()
         assert data == encode_glb(qt, attrs, job.schema, meshopt=meshopt)

@@ -12,7 +12,6 @@ The kernels (numba) are imported by the functions that run them (see `decode`).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,16 +100,16 @@ VERTEX_BATCH = 131_072  # points per tile_vertices call (at most one tile more; 
 
 
 def write_tiles(
-    job: TileJob, rec: np.ndarray, groups: list[tuple[int, int, int]], perm: np.ndarray
+    job: TileJob, rec: np.ndarray, perm: np.ndarray, level: np.ndarray, starts: np.ndarray
 ) -> list[TileRecord]:
-    """Encode and write tiles. The points of the tiles are rec[perm], and groups are (depth, start, end)
-    slices of that order."""
+    """Encode and write tiles: the points rec[perm] at their tile depths `level`, a tile from each of
+    `starts` to the next (the last to the end)."""
     from pipeline.tiles.points_glb import vertex_dtype, write_glb_from_vertices
 
-    if not groups:
+    if not len(starts):
         return []
-    starts = np.array([g[1] for g in groups], dtype=np.int64)
-    ends = np.array([g[2] for g in groups], dtype=np.int64)
+    ends = np.append(starts[1:], len(perm))
+    groups = [(int(level[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
     if job.fmt != "1.1":
         return _write_pnts_tiles(job, take_rows(rec, perm), groups, starts, ends)
     stride = vertex_dtype(job.schema.attributes).itemsize
@@ -193,13 +192,6 @@ def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> li
     return out
 
 
-def _groups(level_s: np.ndarray, starts: np.ndarray, first: int, n: int) -> list[tuple[int, int, int]]:
-    """(depth, start, end) of the tiles starting at `starts` (indices from `first` on; end: n), relative to
-    `first`."""
-    bounds = [*starts.tolist(), n]
-    return [(int(level_s[a]), a - first, e - first) for a, e in itertools.pairwise(bounds)]
-
-
 def _upper_dtype(dtype: np.dtype) -> np.dtype:
     """A row of an upper file: a point's record, its key, hash and level."""
     return np.dtype([("rec", dtype), ("key", "<u8"), ("hash", "<u8"), ("level", "i1")])
@@ -212,7 +204,6 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     cube = job.cube
     dtype = np.dtype(record_fields(job.schema.attributes))
     rec = read_ranges(spec.ranges, dtype)
-    n = len(rec)
     org = np.asarray(cube.origin, np.int64)
     # keys and hashes straight from the record fields (one pass, no position copies)
     keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, cube.key_shift)
@@ -231,7 +222,7 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
         order, keys, hashes, level, prefix, D, b
     )
     del order, hashes, level
-    tiles = write_tiles(job, rec, _groups(level_s, tile_starts, n_upper, n), perm[n_upper:])
+    tiles = write_tiles(job, rec, perm[n_upper:], level_s[n_upper:], tile_starts - n_upper)
     if not n_upper:
         return BinResult(spec.depth, spec.prefix, tiles)
     up = np.empty(n_upper, dtype=_upper_dtype(dtype))
@@ -286,4 +277,4 @@ def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     perm, _keys, _hashes, level_s, starts, _n = K.order_by_level(
         order, up["key"][order], up["hash"][order], level[order], 0, D, 0
     )
-    return write_tiles(job, up["rec"], _groups(level_s, starts, 0, len(perm)), perm)
+    return write_tiles(job, up["rec"], perm, level_s, starts)
