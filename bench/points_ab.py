@@ -117,8 +117,9 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict:
                 s = _status(p)
                 if s is None:
                     continue
-                rec = procs.setdefault(p, {"pid": p, "ppid": s.get("PPid", 0), "hwm": 0})
-                rec["cmd"] = s["cmd"]  # the latest: between its fork and exec a process shows its parent's
+                rec = procs.setdefault(p, {"pid": p, "ppid": s.get("PPid", 0), "cmd": "", "hwm": 0})
+                if s["cmd"]:  # the latest: between fork and exec a process shows its parent's (exited: none)
+                    rec["cmd"] = s["cmd"]
                 rec["hwm"] = max(rec["hwm"], s.get("VmHWM", 0))
                 rec["cpu"] = s["cpu"]
                 rss += s.get("VmRSS", 0)
