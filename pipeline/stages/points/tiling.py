@@ -14,15 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.point_attributes import record_fields
-from pipeline.stages.points.spill import GRID_BITS, CubeSpec, SpillPart, read_ranges
-
-if TYPE_CHECKING:
-    from pipeline.tiles.points_glb import PointSchema
+from pipeline.stages.points.spill import GRID_BITS, CubeSpec, SpillPart, SpillSearch, read_ranges
+from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, vertex_dtype, write_glb_from_vertices
 
 
 @dataclass(frozen=True)
@@ -72,8 +69,6 @@ def plan_bins(
     parts: list[SpillPart], cube: CubeSpec, dtype: np.dtype, max_bin_points: int, max_depth: int
 ) -> list[BinSpec]:
     """Split the octree top-down until every node holds at most `max_bin_points` (or depth limit)."""
-    from pipeline.stages.points.spill import SpillSearch
-
     search = [SpillSearch(p.rec_path, dtype, p.count, cube) for p in parts if p.count]
     out: list[BinSpec] = []
 
@@ -104,8 +99,6 @@ def write_tiles(
 ) -> list[TileRecord]:
     """Encode and write tiles: the points rec[perm] at their tile depths `level`, a tile from each of
     `starts` to the next (the last to the end)."""
-    from pipeline.tiles.points_glb import vertex_dtype, write_glb_from_vertices
-
     if not len(starts):
         return []
     ends = np.append(starts[1:], len(perm))
@@ -141,7 +134,6 @@ def tile_vertices(schema: PointSchema, rec: np.ndarray, perm, starts, ends, vbuf
     gather per attribute (colours through the sRGB -> linear table). Returns per tile lo, step, qmax, GPS
     base time and checksum (`K.tile_grid`)."""
     from pipeline.stages.points import kernels as K
-    from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype
 
     vbuf.fill(0)
     vert = vbuf.view(vertex_dtype(schema.attributes))[:, 0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from pipeline.sources.pointcloud.las import BitField, Rgb16
 from pipeline.stages.points.kernels.keys import _hash3
 
 U64 = np.uint64
@@ -120,8 +121,6 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
     into its field: a plain column (converted to the field's type), a `BitField` of the raw records, `Rgb16`
     channels or (N, 3) uint8 colours. Fields no column names are left as they are. One typed gather per
     field, block by block (GATHER_BLOCK)."""
-    from pipeline.sources.pointcloud.las import BitField, Rgb16
-
     if len(xyz) != len(rec):
         raise ValueError("pack_records: positions and records of different lengths")
     order = np.asarray(order, np.int64)
@@ -152,8 +151,6 @@ def _byte_histogram(src, shift, mask, out):
 
 def byte_histogram(col) -> np.ndarray:
     """Counts of the 256 values of a uint8 column or `BitField` (class codes present in a unit)."""
-    from pipeline.sources.pointcloud.las import BitField
-
     out = np.zeros(256, np.int64)
     src, shift, mask = (
         (col.src.view(np.uint8), col.shift, col.mask) if isinstance(col, BitField) else (col, 0, 0xFF)
