@@ -70,14 +70,6 @@ def vertex_dtype(attrs: tuple[PointAttribute, ...]) -> np.dtype:
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": (off + 3) // 4 * 4})
 
 
-def write_glb_from_vertices(
-    path, packed: np.ndarray, schema: PointSchema, lo, step, qmax, gps_base, *, meshopt=False
-) -> None:
-    """`glb_pieces` written to `path` without assembling the file in memory."""
-    with open(path, "wb") as f:
-        f.writelines(glb_pieces(packed, schema, lo, step, qmax, gps_base, meshopt=meshopt))
-
-
 def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
     """meshopt vertex codec of the (n, stride) uint8 rows, bitstream version 0 (the one
     EXT_meshopt_compression specifies, whatever the package's default)."""

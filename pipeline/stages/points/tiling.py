@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.point_attributes import record_fields
 from pipeline.stages.points.spill import GRID_BITS, CubeSpec, SpillPart, SpillSearch, read_ranges
-from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, vertex_dtype, write_glb_from_vertices
+from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, glb_pieces, vertex_dtype
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def write_tiles(
         for i, (depth, s, e) in enumerate(groups[t0:t1]):
             rec_t, path = _place_tile(job, depth, e - s, lo[i], step[i], qmax[i], checksum[i])
             verts, args = vbuf[s - s0 : e - s0], (lo[i], int(step[i]), qmax[i], float(gbase[i]))
-            write_glb_from_vertices(path, verts, job.schema, *args, meshopt=job.meshopt)
+            with open(path, "wb") as f:  # the GLB's pieces, never assembled in memory
+                f.writelines(glb_pieces(verts, job.schema, *args, meshopt=job.meshopt))
             out.append(rec_t)
         t0 = t1
     return out
