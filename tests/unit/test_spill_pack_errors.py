@@ -41,3 +41,25 @@ def test_packing_failure_with_chained_exceptions_surfaces_as_itself(tmp_path, mo
         assert info.value.__cause__.__traceback__ is not None  # the traceback is kept, only locals go
     else:
         assert str(info.value) == "plain failure"
+
+
+def test_a_view_held_after_packing_does_not_fail_the_unit(tmp_path, monkeypatch):
+    """Dask's worker profiler samples the workers' frames: one may still hold the packing frame, and with it
+    a view of the mapping, when packing returns (CI saw `BufferError` from the mapping's close then)."""
+    held = []
+    real = kernels.pack_records
+
+    def pack_and_keep_a_view(order, xyz, cols, dst):
+        real(order, xyz, cols, dst)
+        held.append(dst[:1])  # what a sampled frame's locals keep alive
+
+    monkeypatch.setattr(kernels, "pack_records", pack_and_keep_a_view)
+    dtype = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4")])
+    n = 10
+    xyz = np.arange(3 * n, dtype=np.int32).reshape(n, 3)
+    path = tmp_path / "u.rec"
+    path.write_bytes(bytes(n * dtype.itemsize))
+    with open(path, "r+b") as f:
+        decode._pack_spill(f.fileno(), n, dtype, np.arange(n)[::-1], xyz, {})
+    rec = np.fromfile(path, dtype=dtype)
+    assert held and rec["x"].tolist() == xyz[::-1, 0].tolist() and rec["z"].tolist() == xyz[::-1, 2].tolist()

@@ -192,13 +192,13 @@ def _allocate(fd: int, nbytes: int) -> None:
 
 
 def _pack_spill(fd: int, n: int, dtype: np.dtype, order, xyz, cols) -> None:
-    """Write the records into the spill file through a mapping. It is not closed by a `with`: when packing
-    fails, a traceback may still view the mapping, and closing it then would raise `BufferError: cannot
-    close exported pointers exist` instead of the error; it is closed with its last view instead."""
+    """Write the records into the spill file through a shared mapping. It is never closed explicitly but
+    unmapped with its last view: a view may outlive the packing, in a traceback when packing fails or in a
+    frame a sampling profiler (Dask's worker profiler) still holds, and closing it then raises `BufferError:
+    cannot close exported pointers exist` instead of the result. Nothing waits for the unmapping: the
+    written pages are in the page cache, and readers of the file see them at once."""
     import mmap
 
     from pipeline.stages.points.kernels import pack_records
 
-    mm = mmap.mmap(fd, n * dtype.itemsize)
-    pack_records(order, xyz, cols, np.frombuffer(mm, dtype=dtype, count=n))
-    mm.close()
+    pack_records(order, xyz, cols, np.frombuffer(mmap.mmap(fd, n * dtype.itemsize), dtype=dtype, count=n))
