@@ -124,6 +124,15 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
     if len(xyz) != len(rec):
         raise ValueError("pack_records: positions and records of different lengths")
     order = np.asarray(order, np.int64)
+    cols = dict(cols)
+    for name, col in cols.items():  # plain columns checked and converted once, not per block
+        if not isinstance(col, (BitField, Rgb16)):
+            dst = rec[name]
+            if col.shape[1:] != dst.shape[1:]:
+                raise ValueError(
+                    f"pack_records: a column of shape {col.shape} for the field {name} {dst.dtype}"
+                )
+            cols[name] = col.astype(dst.dtype, copy=False)
     for s in range(0, len(order), GATHER_BLOCK):
         o, r = order[s : s + GATHER_BLOCK], rec[s : s + GATHER_BLOCK]
         for k, f in enumerate("xyz"):
@@ -135,10 +144,6 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
             elif isinstance(col, Rgb16):
                 for k, ch in enumerate((col.red, col.green, col.blue)):
                     _gather_bits(ch, o, ch.dtype.type(col.shift), ch.dtype.type(0xFF), dst[:, k])
-            elif col.shape[1:] != dst.shape[1:]:
-                raise ValueError(
-                    f"pack_records: a column of shape {col.shape} for the field {name} {dst.dtype}"
-                )
             else:
                 gather(col, o, dst)
 
