@@ -155,6 +155,26 @@ def downsample_quad(quad: np.ndarray, out: np.ndarray) -> bool:
     return anything
 
 
+@njit(cache=True, nogil=True)
+def halve_nodata0(src: np.ndarray, out: np.ndarray) -> None:
+    """(bands, 2h, 2w) uint8 -> (bands, h, w): per band the mean of each 2 x 2 block over its non-zero
+    pixels (0 = nodata), half-up integer rounding, 0 where all four are 0. GDAL's `average` overview of
+    an exact halving with nodata 0 gives the same values (checked in the tests against GDAL's COG)."""
+    nb, h, w = out.shape
+    for b in range(nb):
+        for r in range(h):
+            for c in range(w):
+                s = 0
+                n = 0
+                for dr in range(2):
+                    for dc in range(2):
+                        v = int(src[b, 2 * r + dr, 2 * c + dc])
+                        if v != 0:
+                            s += v
+                            n += 1
+                out[b, r, c] = (s + n // 2) // n if n > 0 else 0
+
+
 def box_average_reference(
     src: np.ndarray, ex: np.ndarray, ey: np.ndarray, geo: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

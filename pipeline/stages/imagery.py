@@ -172,7 +172,9 @@ def _on_grid(info: RasterInfo, grid: Grid, bands: int) -> tuple[int, int] | None
     return round(col), round(row)
 
 
-def write_cog(infos: Sequence[RasterInfo], grid: Grid, path: Path, block: int = 2048) -> None:
+def write_cog(
+    infos: Sequence[RasterInfo], grid: Grid, path: Path, block: int = 2048, own_overviews: bool = True
+) -> None:
     """Mosaic all bands of the tiles onto `grid` as a Cloud Optimized GeoTIFF (uint8, DEFLATE with
     horizontal predictor, internal overviews, nodata 0: valid zeros become 1).
 
@@ -225,12 +227,127 @@ def write_cog(infos: Sequence[RasterInfo], grid: Grid, path: Path, block: int = 
                         r = read_grid(infos, sub, resampling=Resampling.nearest)
                         data = np.where(r.valid[None], np.maximum(to_uint8(r.data, scale), 1), 0)
                         ds.write(data.astype(np.uint8), window=Window(c0, r0, w, h))
-        with rasterio.open(src_tmp) as src:
-            rio_copy(src, str(tmp), driver="COG", blocksize=256, overview_resampling="average", **COG_OPTIONS)
+        sizes = cog_overview_sizes(grid.width, grid.height)
+        if own_overviews and _own_overviews_apply(grid.width, grid.height, sizes):
+            vrt = _overview_vrt(src_tmp, sizes, bands, block)
+            with rasterio.open(vrt) as src:
+                rio_copy(
+                    src, str(tmp), driver="COG", blocksize=256, overviews="FORCE_USE_EXISTING", **COG_OPTIONS
+                )
+        else:
+            with rasterio.open(src_tmp) as src:
+                rio_copy(
+                    src, str(tmp), driver="COG", blocksize=256, overview_resampling="average", **COG_OPTIONS
+                )
         tmp.replace(path)
     finally:
-        src_tmp.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+        for p in [src_tmp, tmp, _vrt_path(src_tmp)] + [_level_path(src_tmp, k) for k in range(1, 64)]:
+            p.unlink(missing_ok=True)
+
+
+COG_BLOCK = 256
+MAX_ODD_LEVEL_PX = 4096 * 4096  # an odd-sized level is halved by GDAL in one read: at most this many pixels
+
+
+def cog_overview_sizes(width: int, height: int, block: int = COG_BLOCK) -> list[tuple[int, int]]:
+    """(width, height) of the overviews GDAL's COG driver makes: halved (rounded down) until both sides fit
+    in one block."""
+    out = []
+    w, h = width, height
+    while w > block or h > block:
+        w, h = w // 2, h // 2
+        out.append((w, h))
+    return out
+
+
+def _own_overviews_apply(width: int, height: int, sizes: list[tuple[int, int]]) -> bool:
+    """Whether `_overview_vrt` can make the overviews: no empty level, and every level that is not an exact
+    halving of the one below (odd sides) small enough to be read at once."""
+    prev = (width, height)
+    for w, h in sizes:
+        if w < 1 or h < 1:
+            return False
+        if (2 * w, 2 * h) != prev and prev[0] * prev[1] > MAX_ODD_LEVEL_PX:
+            return False
+        prev = (w, h)
+    return True
+
+
+def _level_path(src_tmp: Path, k: int) -> Path:
+    return src_tmp.with_name(f"{src_tmp.name}.ovr{k}.tif")
+
+
+def _vrt_path(src_tmp: Path) -> Path:
+    return src_tmp.with_name(f"{src_tmp.name}.vrt")
+
+
+def _overview_vrt(src_tmp: Path, sizes: list[tuple[int, int]], bands: int, rows: int) -> Path:
+    """The overviews of the uncompressed GeoTIFF `src_tmp` (nodata 0) as GDAL's COG driver computes them
+    (`average`, each level from the one below), as uncompressed files beside it, and a VRT of `src_tmp`
+    that lists them as its overviews (for the COG driver's `OVERVIEWS=FORCE_USE_EXISTING`).
+
+    An exact halving (even sides) is the numba kernel `halve_nodata0`, `rows` source rows at a time (the
+    same values as GDAL's average: tests); a level below odd sides is GDAL's own average read of the whole
+    level below (non-integer ratio). Both are far cheaper than the driver's own overview pass, which
+    writes the levels compressed to a temporary file and compresses them again."""
+    import re
+    from xml.sax.saxutils import escape
+
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window
+
+    from pipeline.stages._imagery_kernels import halve_nodata0
+
+    rows -= rows % 2
+    files: list[Path] = []
+    prev = src_tmp
+    for k, (w, h) in enumerate(sizes, start=1):
+        f = _level_path(src_tmp, k)
+        with rasterio.open(prev) as src:
+            profile = {
+                "driver": "GTiff",
+                "width": w,
+                "height": h,
+                "count": bands,
+                "dtype": "uint8",
+                "nodata": 0,
+                "tiled": True,
+                "blockxsize": COG_BLOCK,
+                "blockysize": COG_BLOCK,
+                "crs": src.crs,
+                "transform": src.transform * Affine.scale(src.width / w, src.height / h),
+            }
+        with rasterio.open(prev) as src, rasterio.open(f, "w", **profile) as dst:
+            if (src.width, src.height) == (2 * w, 2 * h):
+                for r0 in range(0, src.height, rows):
+                    n = min(rows, src.height - r0)
+                    data = src.read(window=Window(0, r0, src.width, n))
+                    out = np.empty((bands, n // 2, w), dtype=np.uint8)
+                    halve_nodata0(data, out)
+                    dst.write(out, window=Window(0, r0 // 2, w, n // 2))
+            else:
+                dst.write(src.read(out_shape=(bands, h, w), resampling=Resampling.average))
+        files.append(f)
+        prev = f
+    vrt = _vrt_path(src_tmp)
+    with rasterio.open(src_tmp) as src:
+        rio_copy(src, str(vrt), driver="VRT")
+    text = vrt.read_text()
+    parts = re.split(r"(</VRTRasterBand>)", text)
+    out_parts = []
+    band = 0
+    for part in parts:
+        if part == "</VRTRasterBand>":
+            band += 1
+            for f in files:
+                out_parts.append(
+                    f'  <Overview><SourceFilename relativeToVRT="0">{escape(str(f))}</SourceFilename>'
+                    f"<SourceBand>{band}</SourceBand></Overview>\n  "
+                )
+        out_parts.append(part)
+    vrt.write_text("".join(out_parts))
+    return vrt
 
 
 def _copy_tile(info: RasterInfo, off: tuple[int, int], grid: Grid, ds: Any, rows: int) -> None:

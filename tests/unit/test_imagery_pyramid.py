@@ -299,3 +299,55 @@ def test_cog_tiles_mosaic_equals_the_delivery(tmp_path):
     for cog in (ctx.release_dir / "imagery" / "cog").glob("*.tif"):
         with rasterio.open(cog) as ds:
             assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2]
+
+
+@pytest.mark.parametrize(
+    ("size_m", "res", "x_off", "y_off"),
+    [
+        (100.0, 0.25, 0.0, 0.0),  # 400 px: one exact halving
+        (330.0, 0.25, 0.0, 0.0),  # 1320 px: 660, 330, 165 (odd), 82 (GDAL's non-integer ratio)
+        (257.0, 0.5, 37.3, -21.9),  # 514 px, shifted grid: warped path, nodata along two edges
+    ],
+)
+def test_cog_own_overviews_equal_gdal_overviews(tmp_path, size_m, res, x_off, y_off):
+    """`write_cog`'s own overviews (numba halving + GDAL for odd levels) give the bytes of GDAL's COG driver
+    computing them itself, with valid zeros, nodata (cells outside the tile) and odd level sizes."""
+    from affine import Affine
+
+    from pipeline.orchestrate.terrain import ortho_infos
+    from pipeline.sources.rasters import Grid
+    from pipeline.stages.imagery import cog_overview_sizes, write_cog
+
+    n = int(size_m / res)
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, (4, n, n), dtype=np.uint8)
+    data[:, :40, :40] = 0  # valid zeros (become 1)
+    (tmp_path / "dop").mkdir()
+    src = tmp_path / "dop" / "t.tif"
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=n,
+        height=n,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:25832",
+        transform=from_origin(X0, Y0 + size_m, res, res),
+    ) as ds:
+        ds.write(data)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(CONFIG.format(cache="cache").replace("dop/*.tif", str(src)))
+    from pipeline.config import load_config
+
+    infos = ortho_infos(load_config(cfg_path), [src])
+    grid = Grid(Affine(res, 0, X0 + x_off, 0, -res, Y0 + size_m + y_off), n, n, "EPSG:25832")
+    write_cog(infos, grid, tmp_path / "own.tif")
+    write_cog(infos, grid, tmp_path / "gdal.tif", own_overviews=False)
+    own, ref = (tmp_path / "own.tif").read_bytes(), (tmp_path / "gdal.tif").read_bytes()
+    assert own == ref
+    with rasterio.open(tmp_path / "own.tif") as ds:
+        assert [(ds.width // f, ds.height // f) for f in ds.overviews(1)] == cog_overview_sizes(n, n)
+        if x_off:
+            assert (ds.read(1) == 0).any()  # the shifted grid has nodata cells
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "dop", "gdal.tif", "own.tif"]
