@@ -16,13 +16,22 @@ from numba import njit
 def summed_area(band: np.ndarray) -> np.ndarray:
     """(H, W) -> (H+1, W+1) int64 table: entry [j, i] = sum of band[:j, :i] (exact)."""
     h, w = band.shape
-    sat = np.zeros((h + 1, w + 1), dtype=np.int64)
+    sat = np.empty((h + 1, w + 1), dtype=np.int64)
+    summed_area_into(band, sat)
+    return sat
+
+
+@njit(cache=True, nogil=True)
+def summed_area_into(band: np.ndarray, sat: np.ndarray) -> None:
+    """`summed_area` of `band` written into `sat` ((H+1, W+1) int64, any prior content)."""
+    h, w = band.shape
+    sat[0, :] = 0
     for j in range(h):
+        sat[j + 1, 0] = 0
         row = 0
         for i in range(w):
             row += band[j, i]
             sat[j + 1, i + 1] = sat[j, i + 1] + row
-    return sat
 
 
 @njit(cache=True, nogil=True)
@@ -120,6 +129,45 @@ def box_average_band(
             total = _sat_at(sat, x1, y1) - _sat_at(sat, x0, y1) - _sat_at(sat, x1, y0) + _sat_at(sat, x0, y0)
             v = np.floor(total / ((x1 - x0) * (y1 - y0)) + 0.5)
             out[r, c, band] = np.uint8(min(max(v, 0.0), 255.0))
+
+
+def summed_area_bands(src: np.ndarray) -> np.ndarray:
+    """(B, H, W) -> (B, H+1, W+1) int64: `summed_area` of every band (filled in place, band by band)."""
+    nb, h, w = src.shape
+    sat = np.empty((nb, h + 1, w + 1), dtype=np.int64)
+    for b in range(nb):
+        summed_area_into(src[b], sat[b])
+    return sat
+
+
+@njit(cache=True, nogil=True)
+def box_average_bands(
+    sats: np.ndarray, ex: np.ndarray, ey: np.ndarray, geo: np.ndarray, filled: np.ndarray, out: np.ndarray
+) -> None:
+    """`covered` + `box_average_band` for every band of `sats` ((B, H+1, W+1) summed-area tables) in one
+    pass: each target pixel not yet `filled` whose footprint box overlaps the source window gets the
+    area-weighted mean of every band (`out[r, c, b]`, the same arithmetic as `box_average_band`) and is
+    marked filled. The footprint box is computed once per pixel instead of once per band and test."""
+    h, w = filled.shape
+    nb = sats.shape[0]
+    hs = sats.shape[1] - 1
+    ws = sats.shape[2] - 1
+    for r in range(h):
+        for c in range(w):
+            if filled[r, c]:
+                continue
+            x0, x1, y0, y1 = _box(ex, ey, r, c, geo, hs, ws)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            area = (x1 - x0) * (y1 - y0)
+            for b in range(nb):
+                sat = sats[b]
+                total = (
+                    _sat_at(sat, x1, y1) - _sat_at(sat, x0, y1) - _sat_at(sat, x1, y0) + _sat_at(sat, x0, y0)
+                )
+                v = np.floor(total / area + 0.5)
+                out[r, c, b] = np.uint8(min(max(v, 0.0), 255.0))
+            filled[r, c] = True
 
 
 @njit(cache=True, nogil=True)

@@ -481,7 +481,7 @@ def _warp_rgba_u8(
     from rasterio.windows import Window
 
     from pipeline.errors import InputError
-    from pipeline.stages._imagery_kernels import box_average_band, covered, summed_area
+    from pipeline.stages._imagery_kernels import box_average_bands, summed_area_bands
 
     h, w = grid.height, grid.width
     out = np.zeros((h, w, 4), dtype=np.uint8)
@@ -512,14 +512,7 @@ def _warp_rgba_u8(
         except RasterioError as e:
             raise InputError(f"cannot read raster: {e}", path=info.path) from e
         geo = np.array([st.c + c0 * st.a, st.a, st.f + r0 * st.e, st.e], dtype=np.float64)
-        cov = np.zeros((h, w), dtype=bool)
-        covered(ex, ey, geo, src.shape[1], src.shape[2], cov)
-        take = cov & ~filled
-        if not take.any():
-            continue
-        for b in range(3):
-            box_average_band(summed_area(src[b]), ex, ey, geo, take, out, b)
-        filled |= take
+        box_average_bands(summed_area_bands(src), ex, ey, geo, filled, out)
     out[..., 3] = np.where(filled, 255, 0)
     return out
 

@@ -127,9 +127,11 @@ def test_png_writer_roundtrips_rgb_and_rgba():
 def test_summed_area_and_box_average_equal_reference():
     from pipeline.stages._imagery_kernels import (
         box_average_band,
+        box_average_bands,
         box_average_reference,
         covered,
         summed_area,
+        summed_area_bands,
         summed_area_reference,
     )
 
@@ -150,6 +152,17 @@ def test_summed_area_and_box_average_equal_reference():
         box_average_band(summed_area(src[b]), ex, ey, geo, cov, out, b)
     ref, ref_cov = box_average_reference(src, ex, ey, geo)
     assert np.array_equal(cov, ref_cov) and 0 < cov.sum() < h * w
+    # the fused kernel (all bands, coverage in the same pass) gives the same bytes, and leaves pixels that
+    # are already filled (by a tile earlier in the mosaic) as they are
+    sats = summed_area_bands(src)
+    assert np.array_equal(sats[1], summed_area(src[1]))
+    fused = np.zeros((h, w, 4), dtype=np.uint8)
+    filled = np.zeros((h, w), dtype=bool)
+    filled[:4] = True
+    fused[:4] = 77
+    box_average_bands(sats, ex, ey, geo, filled, fused)
+    assert np.array_equal(filled, cov | (np.arange(h)[:, None] < 4))
+    assert np.array_equal(fused[4:], out[4:]) and (fused[:4] == 77).all()
     d = np.abs(out[..., :3].astype(int) - ref)[cov]
     assert d.max() <= 1 and (d > 0).mean() < 0.01  # float rounding at exact .5 only
 
