@@ -180,7 +180,10 @@ def write_cog(
 
     Through an uncompressed temporary tiled GeoTIFF beside `path`, `block` rows (or a block) at a time, so
     memory stays at one block. Tiles that sit on the grid as they are (the usual DOP delivery) are copied
-    window by window; otherwise every block is warped from the tiles (`read_grid`, nearest)."""
+    window by window; otherwise every block is warped from the tiles (`read_grid`, nearest).
+
+    `own_overviews`: the overviews come from `_overview_vrt` (the same bytes, a fraction of the CPU);
+    False lets the COG driver compute them (the reference the tests compare with)."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window
