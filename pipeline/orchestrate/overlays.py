@@ -370,9 +370,27 @@ def point_density(ctx: BuildContext) -> tuple[Grid, list[tuple[int, int, np.ndar
     return grid, [(r0, c0, c) for r0, c0, _v, c in windows]
 
 
-def ndvi_calls(ctx: BuildContext, grid: Grid) -> list[CachedCall] | None:
-    """One cached call per orthophoto tile computing its NDVI window on `grid` (`_ndvi_window`), None
-    without an orthophoto or without a near-infrared band (`ndvi_grid` says which)."""
+def ndvi_grids(ctx: BuildContext) -> list[Grid]:
+    """The analysis grids this build reads the NDVI on (`analysis_grid` of the parcel overlay, the change
+    detection and the solar layer), finest first: each orthophoto tile is decoded once for all of them."""
+    cfg = ctx.cfg
+    res: list[float] = []
+    if cfg.layers.overlays.enabled:
+        res.append(cfg.layers.overlays.raster_res_m)
+    if cfg.layers.change.enabled and len(cfg.sources.aerial) >= 2:
+        res.append(cfg.layers.change.raster_res_m)
+    if cfg.layers.solar.enabled:
+        res.append(cfg.layers.solar.raster_res_m)
+    if not res:
+        return []
+    bounds = district_bounds(ctx)
+    return [Grid.from_bounds(bounds, r, cfg.crs.horizontal) for r in sorted(set(res))]
+
+
+def ndvi_calls(ctx: BuildContext, grids: list[Grid]) -> list[CachedCall] | None:
+    """One cached call per orthophoto tile computing its NDVI windows on every grid of `grids` from one
+    read of the tile (`_ndvi_windows`), None without an orthophoto or without a near-infrared band
+    (`ndvi_grid` says which)."""
     cfg = ctx.cfg
     if not cfg.sources.orthophoto:
         return None
@@ -382,17 +400,24 @@ def ndvi_calls(ctx: BuildContext, grid: Grid) -> list[CachedCall] | None:
         return None
     from pipeline.orchestrate.cache import input_sha256
 
-    # incremental: keyed by the tile's content, the bands and the grid
-    key = ["overlays-ndvi-window-v1", cfg.sources.orthophoto, _grid_key(grid), cfg.crs]
+    # incremental: keyed by the tile's content, the bands and the grids
+    key = ["overlays-ndvi-windows-v2", cfg.sources.orthophoto, [_grid_key(g) for g in grids], cfg.crs]
     pair = [bands["red"], bands["nir"]]
-    return [([*key, input_sha256(ctx, info.path)], _ndvi_window, (info, grid, pair), {}) for info in infos]
+    return [
+        ([*key, input_sha256(ctx, info.path)], _ndvi_windows, (info, list(grids), pair), {}) for info in infos
+    ]
 
 
 def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     cfg = ctx.cfg
     if not cfg.sources.orthophoto:
         return None
-    calls = ndvi_calls(ctx, grid)
+    grids = ndvi_grids(ctx)
+    keys = [_grid_key(g) for g in grids]
+    if _grid_key(grid) not in keys:
+        grids, keys = [grid], [_grid_key(grid)]
+    k = keys.index(_grid_key(grid))
+    calls = ndvi_calls(ctx, grids)
     if calls is None:
         ctx.warn("orthophoto has no near-infrared band: no NDVI (green shares and vegetation masks skipped)")
         return None
@@ -401,11 +426,13 @@ def ndvi_grid(ctx: BuildContext, grid: Grid) -> np.ndarray | None:
     cache = build_cache(ctx)
 
     def compute() -> np.ndarray:
-        # one task per orthophoto tile (memory: the tile's cells) leaving its NDVI window in the cache,
+        # one task per orthophoto tile (memory: the tile's cells) leaving its NDVI windows in the cache,
         # mosaicked here one window at a time like read_grid does (first tile in path order wins where
         # tiles overlap; a cell is a tile's where both bands have data): one float32 and one flag per cell
         keys = fill_once(ctx, calls, "ndvi tiles")
-        windows = (cache.call_key(k, fn, *a, **kw) for k, (_kp, fn, a, kw) in zip(keys, calls, strict=True))
+        windows = (
+            cache.call_key(key, fn, *a, **kw)[k] for key, (_kp, fn, a, kw) in zip(keys, calls, strict=True)
+        )
         return mosaic_first((grid.height, grid.width), windows)
 
     # incremental: keyed by the orthophoto files' content, the bands and the grid
@@ -433,15 +460,8 @@ def mosaic_first(shape: tuple[int, int], parts: Iterable[tuple]) -> np.ndarray:
     return out
 
 
-def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray]:
-    """Red and NIR of one orthophoto tile averaged onto the analysis grid (a task), cropped to the cells
-    it fills: (row0, col0, (2, rows, cols)). Memory: the tile's cells and a strip of its pixels, whatever
-    the region's size (`pipeline.sources.rasters.read_tile_cells`)."""
-    from rasterio.enums import Resampling
-
-    from pipeline.sources.rasters import read_tile_cells
-
-    r0, c0, data = read_tile_cells(info, grid, bands=bands, resampling=Resampling.average)
+def _crop_cells(r0: int, c0: int, data: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(row0, col0, (bands, rows, cols)) cropped to the cells where every band has data."""
     ok = np.all(np.isfinite(data), axis=0)
     rows = np.flatnonzero(ok.any(axis=1))
     cols = np.flatnonzero(ok.any(axis=0))
@@ -451,14 +471,157 @@ def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.nd
     return r0 + a0, c0 + b0, data[:, a0:a1, b0:b1].copy()
 
 
+def _red_nir_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray]:
+    """Red and NIR of one orthophoto tile averaged onto the analysis grid (a task), cropped to the cells
+    it fills: (row0, col0, (2, rows, cols)). Memory: the tile's cells and a strip of its pixels, whatever
+    the region's size (`pipeline.sources.rasters.read_tile_cells`)."""
+    from rasterio.enums import Resampling
+
+    from pipeline.sources.rasters import read_tile_cells
+
+    r0, c0, data = read_tile_cells(info, grid, bands=bands, resampling=Resampling.average)
+    return _crop_cells(r0, c0, data)
+
+
+def _ndvi_of(window: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray, np.ndarray]:
+    from pipeline.stages.overlays.ndvi import ndvi
+
+    r0, c0, data = window
+    return r0, c0, ndvi(data[0], data[1]), np.all(np.isfinite(data), axis=0)
+
+
 def _ndvi_window(info, grid: Grid, bands: list[int]) -> tuple[int, int, np.ndarray, np.ndarray]:
     """NDVI of one orthophoto tile on the analysis grid (a task): (row0, col0, NDVI float32, cells where
     both bands have data), cropped like `_red_nir_window`. The NDVI of a cell depends on that cell's red
     and NIR only, so the mosaic of these windows equals the NDVI of the mosaicked bands."""
-    from pipeline.stages.overlays.ndvi import ndvi
+    return _ndvi_of(_red_nir_window(info, grid, bands))
 
-    r0, c0, data = _red_nir_window(info, grid, bands)
-    return r0, c0, ndvi(data[0], data[1]), np.all(np.isfinite(data), axis=0)
+
+def _ndvi_windows(
+    info, grids: list[Grid], bands: list[int], max_source_pixels: int = 2**23
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """`_ndvi_window` of one orthophoto tile on each of `grids` (a task). The grids whose cells are whole
+    blocks of the tile's pixels (`aligned_blocks`) take the exact area average of those pixels from one
+    read of the tile in strips of rows (what GDAL's average warp computes there, without warping: the
+    cost is decoding the tile once); any other grid is warped as `_ndvi_window` does."""
+    blocks = aligned_blocks(info, grids)
+    fast = [i for i, b in enumerate(blocks) if b is not None]
+    out: list[tuple[int, int, np.ndarray, np.ndarray] | None] = [None] * len(grids)
+    if fast:
+        sums = block_averages(info, [blocks[i] for i in fast], bands, max_source_pixels)  # type: ignore[misc]
+        for i, w in zip(fast, sums, strict=True):
+            out[i] = _ndvi_of(_crop_cells(*w))
+    for i, g in enumerate(grids):
+        if out[i] is None:
+            out[i] = _ndvi_window(info, g, bands)
+    return [w for w in out if w is not None]
+
+
+@dataclass(frozen=True)
+class CellBlocks:
+    """Cells [r0:r1, c0:c1] of a grid, each the k x k tile pixels starting at pixel (prow0 + k * (r - r0),
+    pcol0 + k * (c - c0)) of the tile."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    k: int
+    prow0: int
+    pcol0: int
+
+
+def aligned_blocks(info, grids: list[Grid]) -> list[CellBlocks | None]:
+    """For each grid, the cells the tile touches as whole blocks of its pixels, or None when they are not:
+    the tile is in the grid's CRS and needs no warp, has integer pixels (no nodata value: every pixel
+    counts), square pixels with the cell an integer number k of them, and the tile's edges on cell edges
+    (every touched cell lies wholly in the tile)."""
+    from pipeline.crs import parse_crs
+    from pipeline.sources.rasters import _horizontal_epsg, tile_cells
+
+    out: list[CellBlocks | None] = []
+    px, py = abs(info.res[0]), abs(info.res[1])
+    left, _bottom, _right, top = info.bounds
+    ok_tile = (
+        not info.reproject
+        and info.nodata is None
+        and np.dtype(info.dtype).kind in "ui"
+        and np.dtype(info.dtype).itemsize <= 2
+        and abs(px - py) <= 1e-9 * px
+    )
+    for g in grids:
+        t = g.transform
+        res = g.res
+        k = round(res / px) if ok_tile else 0
+        cells = tile_cells(info, g) if ok_tile else None
+        if (
+            cells is None
+            or k < 1
+            or abs(k * px - res) > 1e-9 * res
+            or abs(t.e + res) > 1e-9 * res
+            or info.horizontal_epsg != _horizontal_epsg(parse_crs(g.crs))
+        ):
+            out.append(None)
+            continue
+        r0, r1, c0, c1 = cells
+        # pixel offsets of the first touched cell in the tile: integers, and the tile's edges on cell edges
+        pcol = (t.c + c0 * res - left) / px
+        prow = (top - (t.f - r0 * res)) / px
+        wpx = (info.bounds[2] - left) / px
+        hpx = (top - info.bounds[1]) / px
+        vals = [pcol, prow, wpx, hpx, (left - t.c) / res, (t.f - top) / res]
+        if any(abs(v - round(v)) > 1e-6 for v in vals) or round(wpx) % k or round(hpx) % k:
+            out.append(None)
+            continue
+        out.append(CellBlocks(r0, r1, c0, c1, k, round(prow), round(pcol)))
+    return out
+
+
+def block_averages(
+    info, blocks: list[CellBlocks], bands: list[int], max_source_pixels: int = 2**23
+) -> list[tuple[int, int, np.ndarray]]:
+    """(row0, col0, (bands, rows, cols) float32) per `CellBlocks`: each cell the mean of its k x k pixels
+    (integer sums, float64 division, float32: the area average exactly), from one read of the tile in
+    strips of rows holding at most about `max_source_pixels` pixels per band."""
+    import math
+
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    # the pixel rows and columns the grids need; each grid's cells start on a multiple of its k from the
+    # tile's first pixel (the tile's edges are cell edges), so strips starting on multiples of the least
+    # common multiple of the k hold whole cells of every grid
+    step = math.lcm(*(b.k for b in blocks))
+    lo = min(b.prow0 for b in blocks) // step * step
+    hi = max(b.prow0 + b.k * (b.r1 - b.r0) for b in blocks)
+    col_lo = min(b.pcol0 for b in blocks)
+    col_hi = max(b.pcol0 + b.k * (b.c1 - b.c0) for b in blocks)
+    rows = max(step, (max_source_pixels // max(col_hi - col_lo, 1)) // step * step)
+    sums = [np.zeros((len(bands), b.r1 - b.r0, b.c1 - b.c0), dtype=np.uint64) for b in blocks]
+    try:
+        with rasterio.open(info.path) as ds:
+            for s0 in range(lo, hi, rows):
+                s1 = min(s0 + rows, hi)
+                data = ds.read(bands, window=Window(col_lo, s0, col_hi - col_lo, s1 - s0), masked=False)
+                for b, acc in zip(blocks, sums, strict=True):
+                    a0 = max(s0, b.prow0)
+                    a1 = min(s1, b.prow0 + b.k * (b.r1 - b.r0))
+                    if a1 <= a0:
+                        continue
+                    k = b.k
+                    c0 = b.pcol0 - col_lo
+                    part = data[:, a0 - s0 : a1 - s0, c0 : c0 + k * (b.c1 - b.c0)]
+                    n, h, w = part.shape
+                    cell_sums = part.reshape(n, h // k, k, w // k, k).sum(axis=(2, 4), dtype=np.uint64)
+                    r = (a0 - b.prow0) // k
+                    acc[:, r : r + h // k] += cell_sums
+    except RasterioError as e:
+        raise InputError(f"cannot read raster: {e}", path=info.path) from e
+    return [
+        (b.r0, b.c0, (acc.astype(np.float64) / float(b.k * b.k)).astype(np.float32))
+        for b, acc in zip(blocks, sums, strict=True)
+    ]
 
 
 @dataclass
@@ -979,9 +1142,8 @@ def prefetch_inputs(ctx: BuildContext, parcels: bool, change: bool) -> None:
     calls: list[CachedCall] = []
     for e in _epochs_read(cfg, parcels, change):
         calls += _epoch_calls(ctx, e)[1]
-    bounds = district_bounds(ctx)
-    for res in sorted(set(grids)):
-        calls += ndvi_calls(ctx, Grid.from_bounds(bounds, res, cfg.crs.horizontal)) or []
+    if grids:  # every grid the build reads the NDVI on, from one read of each orthophoto tile
+        calls += ndvi_calls(ctx, ndvi_grids(ctx)) or []
     fill_once(ctx, calls, "overlay inputs")
 
 

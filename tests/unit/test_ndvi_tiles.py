@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from pyproj import Transformer
 from rasterio.enums import Resampling
 
-from pipeline.sources.rasters import Grid, read_tile_cells, scan_rasters
+from pipeline.sources.rasters import Grid, read_tile_cells, scan_rasters, tile_cells
 
 CRS = "EPSG:25832"
 X0, Y0 = 362000.0, 5716000.0
@@ -99,3 +100,87 @@ def test_mosaic_of_tiles_equals_one_piece(tiles):
     np.testing.assert_array_equal(inner, want)
     assert np.isnan(mosaic[:, :2]).all() and np.isnan(mosaic[:, :, :2]).all()
     assert np.isfinite(inner).sum() == 2 * 3 * (N // 5) ** 2  # three tiles, the fourth quarter empty
+
+
+def _same_window(a: tuple, b: tuple) -> None:
+    assert a[:2] == b[:2]
+    for x, y in zip(a[2:], b[2:], strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()  # bit for bit, NaN included
+
+
+@pytest.mark.parametrize("strip_pixels", [2**30, 3000, 1])
+def test_one_read_for_all_grids_equals_the_warp_per_grid(tiles, strip_pixels):
+    """`_ndvi_windows` (one read of the tile for every grid, exact block averages where the cells are
+    whole blocks of pixels) gives, bit for bit, the windows of `_ndvi_window` (GDAL's average warp, one
+    grid at a time) on aligned grids of several cell sizes, a grid inside the tile, and grids the fast
+    path must leave to the warp (cells of 3 pixels that do not tile the tile, cell edges between pixels)."""
+    from pipeline.orchestrate.overlays import _ndvi_window, _ndvi_windows, aligned_blocks
+
+    files, infos = tiles
+    info = infos[files[(1, 0)][0].name]
+    region = (X0 - 1, Y0 - 1, X0 + 41, Y0 + 41)
+    grids = [
+        Grid.from_bounds(region, 0.5, CRS),
+        Grid.from_bounds(region, 1.0, CRS),
+        Grid.from_bounds(region, 2.0, CRS),
+        Grid.from_bounds((X0 + 23.0, Y0 + 3.0, X0 + 31.0, Y0 + 17.0), 0.5, CRS),  # inside the tile
+        Grid.from_bounds(region, 0.3, CRS),
+        Grid.from_bounds((X0 - 1.05, Y0 - 1.05, X0 + 41, Y0 + 41), 0.5, CRS, snap=False),
+    ]
+    fast = [b is not None for b in aligned_blocks(info, grids)]
+    assert fast == [True, True, True, True, False, False]
+    got = _ndvi_windows(info, grids, [1, 4], max_source_pixels=strip_pixels)
+    for g, w in zip(grids, got, strict=True):
+        _same_window(w, _ndvi_window(info, g, [1, 4]))
+    assert got[0][2].shape == (N // 5, N // 5) and np.isfinite(got[0][2]).any()
+
+
+def test_block_averages_are_the_exact_area_average(tiles):
+    """The fast path's values: each cell the mean of its k x k pixels (numpy reference), for k = 5 and 10
+    read in one pass with strips of a few rows."""
+    from pipeline.orchestrate.overlays import aligned_blocks, block_averages
+
+    files, infos = tiles
+    path, data = files[(0, 1)]
+    info = infos[path.name]
+    grids = [Grid.from_bounds((X0, Y0, X0 + 40, Y0 + 40), r, CRS) for r in (0.5, 1.0)]
+    blocks = aligned_blocks(info, grids)
+    out = block_averages(info, blocks, [1, 4], max_source_pixels=700)
+    for (r0, c0, got), k, g in zip(out, (5, 10), grids, strict=True):
+        assert (r0, c0) == (0, 0)
+        np.testing.assert_array_equal(got, _block_mean(data[[0, 3]], k))
+        assert got.shape == (2, N // k, N // k) and g.res == k * PX
+
+
+def test_fast_path_refuses_tiles_it_cannot_average_exactly(tmp_path):
+    """A tile with a nodata value (its pixels do not all count), float pixels, or in another CRS goes to
+    the warp: `aligned_blocks` says None for every grid."""
+    from pipeline.orchestrate.overlays import aligned_blocks
+
+    grid = Grid.from_bounds((X0, Y0, X0 + 20, Y0 + 20), 0.5, CRS)
+    rng = np.random.default_rng(5)
+    cases = {
+        "nodata": ("uint8", 0, CRS),
+        "float": ("float32", None, CRS),
+        "crs": ("uint8", None, "EPSG:25833"),
+    }
+    for name, (dtype, nodata, crs) in cases.items():
+        p = tmp_path / f"{name}.tif"
+        x0, y0 = (X0, Y0) if crs == CRS else Transformer.from_crs(CRS, crs, always_xy=True).transform(X0, Y0)
+        with rasterio.open(
+            p,
+            "w",
+            driver="GTiff",
+            width=N,
+            height=N,
+            count=4,
+            dtype=dtype,
+            crs=crs,
+            nodata=nodata,
+            transform=Affine(PX, 0, x0, 0, -PX, y0 + N * PX),
+        ) as ds:
+            ds.write(rng.integers(1, 256, (4, N, N)).astype(dtype))
+        [info] = scan_rasters([p], working_crs=CRS, min_bands=3)
+        assert tile_cells(info, grid) is not None  # the tile does cover cells of the grid
+        assert aligned_blocks(info, [grid]) == [None], name
