@@ -231,11 +231,14 @@ def write_copc(
 
     tmp = path.with_name(path.name + ".part")
     gathered = 0
+    # the records as opaque items of their size: numpy gathers those 6-7x faster than structured records
+    # (a field-by-field copy; 47 M mobile records: 5.9 s of the file's 31 s CPU)
+    items = records.view(np.dtype((np.void, records.dtype.itemsize)))
 
     def node_points(i: int) -> memoryview:
         nonlocal gathered
         s, c = int(tree.starts[i]), int(tree.counts[i])
-        pts = records[tree.index[s : s + c]]
+        pts = items[tree.index[s : s + c]].view(records.dtype)
         gathered += c
         if gathered > BLOCK:
             _drop_pages(records)
