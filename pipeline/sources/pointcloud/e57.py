@@ -130,7 +130,7 @@ def scan_e57(path: Path) -> PointFileInfo:
 
 def decode_e57_unit(info: PointFileInfo, unit: WorkUnit, *_fields, **_options) -> dict[str, np.ndarray]:
     """The points of one scan (`unit.scan`) as `las.decode_unit` names them (E57 has all fields in every
-    layer: the LAS options `extra_dims`, `lazy` and `layers` change nothing)."""
+    layer: the LAS options `extra_dims` and `layers` change nothing)."""
     e57 = _open(info.path)
     xyz, attrs = _scan_xyz(e57, unit.scan, info.path)
     n = len(xyz)

@@ -50,7 +50,7 @@ class Rgb16(NamedTuple):
         return (rgb >> self.shift).astype(np.uint8)
 
 
-# a decoded column: an array, or (`decode_unit(lazy=True)`) one the spill packer computes as it writes
+# a decoded column: an array, or one the spill packer computes as it writes (`materialize` computes it)
 Column = np.ndarray | BitField | Rgb16
 
 
@@ -121,13 +121,12 @@ def decode_unit(
     info: PointFileInfo,
     unit: WorkUnit,
     extra_dims: tuple[str, ...] = (),
-    lazy: bool = False,
     layers: tuple[str, ...] | None = None,
 ) -> dict[str, Column]:
     """Fields of a unit: raw integer X/Y/Z plus attributes (LAS semantics), as views/arrays. Most are
-    views of the raw records (`"_raw"`: the record array itself). With `lazy`, return numbers and pre-1.4
-    classes are `BitField`s (see `materialize`). `layers`: see `decode_raw` (fields outside them are
-    garbage in formats 6-10)."""
+    views of the raw records (`"_raw"`: the record array itself); return numbers and pre-1.4 classes are
+    `BitField`s, computed only by whoever needs them (`materialize`, the spill packer). `layers`: see
+    `decode_raw` (fields outside them are garbage in formats 6-10)."""
     raw = decode_raw(info, unit, extra_dims, layers)
     bits, v14 = raw["bit_fields"], info.point_format >= 6  # formats 6-10: 4-bit returns, a class byte
     cols: dict[str, Column] = {
@@ -141,8 +140,6 @@ def decode_unit(
         "number_of_returns": BitField(bits, 4, 0x0F) if v14 else BitField(bits, 3, 0x07),
         "point_source_id": raw["point_source_id"],
     }
-    if not lazy:
-        cols = {k: materialize(v) for k, v in cols.items()}
     # the optional standard fields the point format has (`has_gps`, `has_rgb`, `has_nir`)
     cols |= {f: raw[f] for f in ("gps_time", "red", "green", "blue", "nir") if f in (raw.dtype.names or ())}
     if extra_dims:

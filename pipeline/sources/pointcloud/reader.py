@@ -58,8 +58,8 @@ class PointBackend:
     into units too: `header.chunk_units`)."""
 
     name: str  # also the Python module it needs
-    # (info, unit, extra_dims, lazy, layers) -> the unit's columns (`las.decode_unit`'s names), exactly
-    # `unit.count` points (else InputError); `layers`: LAZ layers needed (None: all)
+    # (info, unit, extra_dims, layers) -> the unit's columns (`las.decode_unit`'s names, bit fields not yet
+    # computed), exactly `unit.count` points (else InputError); `layers`: LAZ layers needed (None: all)
     decode: Callable[..., dict[str, Any]]
 
     def is_available(self) -> bool:
@@ -98,10 +98,10 @@ def read_header(path: str | Path) -> PointFileInfo:
 
 
 def decode_unit(
-    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = (), lazy: bool = False
-) -> dict[str, np.ndarray]:
+    info: PointFileInfo, unit: WorkUnit, extra_dims: tuple[str, ...] = ()
+) -> dict[str, las.Column]:
     """The points of one work unit: raw integer X/Y/Z and the LAS fields (see `las.decode_unit`)."""
-    return backend_for(info).decode(info, unit, extra_dims, lazy)
+    return backend_for(info).decode(info, unit, extra_dims)
 
 
 def chunk_points_for(budget_bytes: int) -> int:
@@ -110,16 +110,14 @@ def chunk_points_for(budget_bytes: int) -> int:
     return int(min(MAX_CHUNK_POINTS, max(1 << 16, budget_bytes // (_BUDGET_SHARE * _BYTES_PER_POINT))))
 
 
-def _columns(
-    info: PointFileInfo, cols: dict[str, np.ndarray], fields: Sequence[str]
-) -> dict[str, np.ndarray]:
+def _columns(info: PointFileInfo, cols: dict[str, Any], fields: Sequence[str]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for f in fields:
         if f in COORDINATES:
             axis = COORDINATES.index(f)
             out[f] = cols[f.upper()] * np.float64(info.scales[axis]) + np.float64(info.offsets[axis])
         elif f in cols and not f.startswith("_"):
-            out[f] = np.array(cols[f])  # a copy: the raw records are not kept alive
+            out[f] = np.array(las.materialize(cols[f]))  # a copy: the raw records are not kept alive
         else:
             raise InputError(f"the file has no point field {f!r}", path=info.path)
     return out
