@@ -93,7 +93,7 @@ def _outside_bounds(info: PointFileInfo, raw_min, raw_max, unit: WorkUnit) -> st
 
 def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     """Stage 1 for one unit: decode, check and reproject it (keys, extents and checks from one fused kernel
-    pass), sort it and write its spill file; returns the spill part (path + counts + bounds), never the
+    pass), sort it and write its spill file; returns the spill part (path, count, class codes), never the
     points."""
     from pipeline.sources.pointcloud.reader import decode_unit
     from pipeline.stages.points import kernels as K
@@ -118,7 +118,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     outside = _outside_bounds(info, raw_min, raw_max, unit)
     if job.outside_bounds == "report" and (bad or outside):  # the planner widens the file's bounds, reruns
         raw_ext = tuple(int(v) for v in (*raw_min, *raw_max))
-        return SpillPart(unit.unit_index, 0, "", (0, 0, 0), (0, 0, 0), (), outside=raw_ext)
+        return SpillPart(unit.unit_index, 0, "", (), outside=raw_ext)
     if outside:
         raise InputError(outside, path=info.path, record=record)
     codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
@@ -171,10 +171,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         from pipeline.stages.points.copc_records import write_unit
 
         write_unit(job.copc, fj, unit, job.layout, job.crs_config(), (ix, iy, iz), cols)
-    lo_t, hi_t = (int(lo[0]), int(lo[1]), int(lo[2])), (int(hi[0]), int(hi[1]), int(hi[2]))
-    return SpillPart(
-        unit.unit_index, n, str(rec_path), lo_t, hi_t, tuple(int(c) for c in codes), rgb_max=rgb_max
-    )
+    return SpillPart(unit.unit_index, n, str(rec_path), tuple(int(c) for c in codes), rgb_max=rgb_max)
 
 
 def _allocate(fd: int, nbytes: int) -> None:

@@ -102,8 +102,6 @@ class SpillPart:
     unit_index: int
     count: int
     rec_path: str
-    lo_mm: tuple[int, int, int]
-    hi_mm: tuple[int, int, int]
     class_codes: tuple[int, ...] = ()
     # set instead of a spill file when the unit's points lie outside its file's header bounds and the job
     # asks for the real bounds: the unit's raw integer (min x, y, z, max x, y, z); the planner widens the

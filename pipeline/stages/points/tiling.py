@@ -228,14 +228,6 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     return BinResult(spec.depth, spec.prefix, tiles, str(path), n_upper)
 
 
-def warm_upper_kernels() -> None:
-    """Load the numba kernels of bin planning, bins and upper tiles from their cache (about 0.2 s in a
-    fresh process); in-process runs do this in a thread while the units decode."""
-    from pipeline.stages.points.kernels import warm_all
-
-    warm_all()
-
-
 def process_upper(results: list[BinResult], job: TileJob) -> list[TileRecord]:
     """Stage 4: the tiles above the bins (small: a few thousand points per bin)."""
     from pipeline.stages.points import kernels as K
