@@ -35,7 +35,6 @@ from pipeline.stages.points.copc_records import (
     CopcOptions,
     CopcRecords,
     copc_schema,
-    las_header_fields,
     marker_path,
     placement,
     records_path,
@@ -115,9 +114,8 @@ def write_file_copc(
         schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
     path = records_path(side.dir, file_index)
     recs = np.memmap(path, dtype=record_dtype(layer_schema), mode="r", shape=(info.count,))
-    hdr = las_header_fields(str(info.path), info.kind)
+    header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, *info.las_header)
     try:
-        header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, **hdr)
         kw = {} if max_node_points is None else {"max_node_points": max_node_points}
         res = write_copc(Path(dest), recs, header, schema, has_gps=layout.has_gps, threads=threads, **kw)
     finally:
@@ -125,16 +123,16 @@ def write_file_copc(
         path.unlink(missing_ok=True)
     href = f"./{COPC_DIR}/{Path(dest).name}"
     item = VpcItem(
-        href, res.points, res.mins, res.maxs, pl.wkt, pdal_schema(schema, layout.has_gps), _datetime(hdr)
+        href, res.points, res.mins, res.maxs, pl.wkt, pdal_schema(schema, layout.has_gps), _datetime(header)
     )
     return FileCopc(res, item, pl.transformer is not None)
 
 
-def _datetime(hdr: dict[str, int]) -> str:
+def _datetime(h: HeaderInfo) -> str:
     import datetime as dt
 
-    if hdr["creation_year"] > 0 and 1 <= hdr["creation_day"] <= 366:
-        d = dt.date(hdr["creation_year"], 1, 1) + dt.timedelta(days=hdr["creation_day"] - 1)
+    if h.creation_year > 0 and 1 <= h.creation_day <= 366:
+        d = dt.date(h.creation_year, 1, 1) + dt.timedelta(days=h.creation_day - 1)
         return f"{d.isoformat()}T00:00:00Z"
     return "1970-01-01T00:00:00Z"  # unknown (the header has no creation date)
 

@@ -54,6 +54,9 @@ class PointFileInfo:
     # E57: points per scan
     scans: tuple[int, ...] = ()
     crs_error: str | None = None  # the file's CRS record exists but cannot be read (e.g. empty WKT)
+    # LAS header fields a COPC of the file keeps: file source id, GPS time bit (bit 0 of the global
+    # encoding), creation day and year (E57: 0)
+    las_header: tuple[int, int, int, int] = (0, 0, 0, 0)
     # numpy dtype of one raw point record (with extra bytes): decoders need no laspy to read points
     record_dtype: np.dtype | None = field(default=None, compare=False)
     # other input files with identical content (same sha256), left out of the run in favour of this one
@@ -112,8 +115,8 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
     import laspy
 
     with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"LASF":
+        head = f.read(94)  # up to the creation year
+    if head[:4] != b"LASF":
         raise InputError("not a LAS/LAZ file (no LASF signature)", path=path)
     try:
         with laspy.open(path) as reader:
@@ -202,6 +205,7 @@ def _scan_las(path: Path, size: int) -> PointFileInfo:
         laszip_vlr=laz_vlr,
         chunk_table=table,
         crs_error=crs_error,
+        las_header=(struct.unpack_from("<H", head, 4)[0], head[6] & 1, *struct.unpack_from("<HH", head, 90)),
         record_dtype=pf.dtype(),
     )
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,18 +213,3 @@ def write_unit(
         f.seek(unit.start * rec.dtype.itemsize)
         f.write(rec.data)
     marker_path(side.dir, unit.file_index, unit.start).write_text(str(unit.count))
-
-
-# ---- header fields ---------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=64)
-def las_header_fields(path: str, kind: str) -> dict[str, int]:
-    """`HeaderInfo` fields of a LAS/LAZ input: file source id, GPS time bit, creation day/year (0 for E57)."""
-    if kind == "e57":
-        return {"file_source_id": 0, "global_encoding_gps": 0, "creation_day": 0, "creation_year": 0}
-    with open(path, "rb") as f:
-        head = f.read(94)
-    src, enc = struct.unpack_from("<HH", head, 4)
-    day, year = struct.unpack_from("<HH", head, 90)
-    return {"file_source_id": src, "global_encoding_gps": enc & 1, "creation_day": day, "creation_year": year}
