@@ -125,7 +125,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     check_classes(codes, job.class_scheme, job.keep_unknown, path=info.path, record=record)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
-    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R)) or keys is None):
+    if n and (np.any(lo < org) or np.any(hi >= org + (1 << cube.R))):
         raise InputError(
             "points fall outside the planned extent (header bounds too small?)", path=info.path, record=record
         )

@@ -16,8 +16,8 @@ def _lattice_keys_kernel(
     """Trilinear interpolation of the lattice straight from the file's integer coordinates to integer ENU
     millimetres (out), fused with the checks and keys of a decode unit: the number of points outside the
     lattice (returned), the raw integer min/max (ext[0:3], ext[3:6]), the ENU min/max (ext[6:9], ext[9:12])
-    and Morton keys of (xyz - origin) >> kshift (only written when every point lies in the cube
-    [origin, origin + 2^21 << kshift))."""
+    and Morton keys of (xyz - origin) >> kshift (meaningful for points in the cube [origin, origin + 2^21 <<
+    kshift): the caller checks the ENU extent)."""
     bad = 0
     n = ix.shape[0]
     big = np.int64(1) << 62
@@ -25,8 +25,6 @@ def _lattice_keys_kernel(
     R0, R1, R2 = -big, -big, -big
     e0, e1, e2 = big, big, big
     E0, E1, E2 = -big, -big, -big
-    lim = np.int64(1) << (np.int64(21) + kshift)
-    outside = False
     nx, ny, nz = values.shape[0], values.shape[1], values.shape[2]
     # the 8 corner values of the current lattice cell (points in file order stay in one 50 m cell for
     # long runs): reloaded only when the cell changes
@@ -79,13 +77,7 @@ def _lattice_keys_kernel(
         E0 = max(E0, a)
         E1 = max(E1, b)
         E2 = max(E2, c)
-        a -= origin[0]
-        b -= origin[1]
-        c -= origin[2]
-        if a < 0 or b < 0 or c < 0 or a >= lim or b >= lim or c >= lim:
-            outside = True
-        elif not outside:
-            keys[i] = _morton(a >> kshift, b >> kshift, c >> kshift)
+        keys[i] = _morton((a - origin[0]) >> kshift, (b - origin[1]) >> kshift, (c - origin[2]) >> kshift)
     ext[0], ext[1], ext[2], ext[3], ext[4], ext[5] = r0, r1, r2, R0, R1, R2
     ext[6], ext[7], ext[8], ext[9], ext[10], ext[11] = e0, e1, e2, E0, E1, E2
     return bad
@@ -94,8 +86,9 @@ def _lattice_keys_kernel(
 def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_shift):
     """ENU millimetres from the lattice + their Morton keys, in one pass, with the unit's extents.
 
-    Returns (xyz int32 (N,3), keys uint64 (N,) (None if a point lies outside the cube), bad,
-    raw_min (3,), raw_max (3,), enu_min (3,), enu_max (3,)); the extents are int64 (empty input: +-2^62)."""
+    Returns (xyz int32 (N,3), keys uint64 (N,) (meaningful only when enu_min and enu_max lie in the cube
+    [origin_mm, origin_mm + 2^21 << key_shift)), bad, raw_min (3,), raw_max (3,), enu_min (3,), enu_max
+    (3,)); the extents are int64 (empty input: +-2^62)."""
     n = len(ix)
     out = np.empty((n, 3), dtype=np.int32)
     keys = np.empty(n, dtype=np.uint64)
@@ -119,5 +112,4 @@ def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_s
         ext,
     )
     e = ext.reshape(4, 3)
-    inside = n == 0 or (np.all(e[2] >= origin) and np.all(e[3] - origin < (1 << (21 + key_shift))))
-    return out, (keys if inside else None), int(bad), e[0], e[1], e[2], e[3]
+    return out, keys, int(bad), e[0], e[1], e[2], e[3]
