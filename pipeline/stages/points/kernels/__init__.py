@@ -35,12 +35,8 @@ def warm_all() -> None:
     for c in ((x, y, z), (x.copy(), y.copy(), z.copy())):  # LAS record fields, E57 columns
         xyz, _k, _b, *_ = lattice_to_enu_keys(*c, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 1.0, lat, org, 0)
     keys, hashes = keys_and_hashes(x, y, z, org, 0)
-    spill_lower_bound(x, y, z, org, 0, 0, 4, 1)
-    ro = rec.copy()
-    ro.setflags(write=False)  # spill files are memory-mapped read-only
-    spill_lower_bound(ro["x"], ro["y"], ro["z"], org, 0, 0, 4, 1)
-    sort_order(keys, 64)  # with dropped bits: the run fix-up kernel
-    sort_order(keys, 2)
+    spill_lower_bound(x, y, z, org, 0, 0, 4, 1)  # records read from a spill file (writable)
+    sort_order(keys, 64)  # with dropped bits: the run fix-up kernel too
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0)
     r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])  # strided 16- and 8-bit LAS fields
