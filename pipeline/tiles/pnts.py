@@ -38,25 +38,26 @@ def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
     return bytes(out + bytes(-len(out) % 8)), offsets
 
 
-def encode_pnts(lo, step: int, q: np.ndarray, attrs: dict[str, np.ndarray], schema: PointSchema) -> bytes:
+def encode_pnts(lo, step: int, q: np.ndarray, rows: np.ndarray, schema: PointSchema) -> bytes:
     """One pnts tile: `q` (n, 3) uint16 positions on the grid of `step` mm from `lo` (mm, the RTC centre),
-    `attrs` the record fields of its points (same order)."""
+    `rows` the records of its points (same order; fields of `schema`'s attributes)."""
     n = len(q)
+    rgb = "rgb" in (rows.dtype.names or ())
     rel = (q.astype(np.int64) * step).astype(np.float64) / 1000.0
     ft_parts = [rel.astype(np.float32)]
-    if "rgb" in attrs:
-        ft_parts.append(attrs["rgb"].astype(np.uint8))
+    if rgb:
+        ft_parts.append(rows["rgb"].astype(np.uint8))
     ft_bin, ft_off = _bin_chunk(ft_parts)
     ft: dict[str, Any] = {
         "POINTS_LENGTH": int(n),
         "RTC_CENTER": [float(v) / 1000.0 for v in lo],
         "POSITION": {"byteOffset": ft_off[0]},
     }
-    if "rgb" in attrs:
+    if rgb:
         ft["RGB"] = {"byteOffset": ft_off[1]}
     # the batch table: every metadata attribute of the table, in table order, as stored in the spill
     meta = [a for a in schema.attributes if a.metadata]
-    cols = [np.asarray(attrs[a.name]).astype(a.spill, copy=False) for a in meta]
+    cols = [np.asarray(rows[a.name]).astype(a.spill, copy=False) for a in meta]
     bt_bin, bt_off = _bin_chunk(cols)
     bt = {
         a.name: {"byteOffset": off, "componentType": _component(c.dtype), "type": "SCALAR"}

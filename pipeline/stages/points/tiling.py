@@ -98,32 +98,38 @@ def write_tiles(
     job: TileJob, rec: np.ndarray, perm: np.ndarray, level: np.ndarray, starts: np.ndarray
 ) -> list[TileRecord]:
     """Encode and write tiles: the points rec[perm] at their tile depths `level`, a tile from each of
-    `starts` to the next (the last to the end)."""
-    if not len(starts):
-        return []
+    `starts` to the next (the last to the end); glb (1.1) or pnts with a batch table (1.0)."""
+    from pipeline.stages.points import kernels as K
+    from pipeline.tiles.pnts import encode_pnts
+
     ends = np.append(starts[1:], len(perm))
-    groups = [(int(level[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
-    if job.fmt != "1.1":
-        return _write_pnts_tiles(job, take_rows(rec, perm), groups, starts, ends)
     stride = vertex_dtype(job.schema.attributes).itemsize
     out = []
     # tiles in batches of about VERTEX_BATCH points: the vertex buffer (a few MB) is still in the CPU cache
     # when the files are written, and stays small (one buffer for the whole bin was ~30 MB per worker)
     t0 = 0
-    while t0 < len(groups):
+    while t0 < len(starts):
         t1 = t0 + 1
-        while t1 < len(groups) and ends[t1] - starts[t0] <= VERTEX_BATCH:
+        while t1 < len(starts) and ends[t1] - starts[t0] <= VERTEX_BATCH:
             t1 += 1
         s0, e1 = int(starts[t0]), int(ends[t1 - 1])
-        vbuf = np.empty((e1 - s0, stride), np.uint8)
-        lo, step, qmax, gbase, checksum = tile_vertices(
-            job.schema, rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0, vbuf
-        )
-        for i, (depth, s, e) in enumerate(groups[t0:t1]):
-            rec_t, path = _place_tile(job, depth, e - s, lo[i], step[i], qmax[i], checksum[i])
-            verts, args = vbuf[s - s0 : e - s0], (lo[i], int(step[i]), qmax[i], float(gbase[i]))
-            with open(path, "wb") as f:  # the GLB's pieces, never assembled in memory
-                f.writelines(glb_pieces(verts, job.schema, *args, meshopt=job.meshopt))
+        batch = (rec, perm[s0:e1], starts[t0:t1] - s0, ends[t0:t1] - s0)
+        if job.fmt == "1.1":
+            vbuf = np.empty((e1 - s0, stride), np.uint8)
+            lo, step, qmax, gbase, checksum = tile_vertices(job.schema, *batch, vbuf)
+        else:  # pnts: positions on the tile's grid (z up) and the records in tile order
+            q = np.empty((e1 - s0, 3), np.uint16)
+            lo, step, qmax, gbase, checksum = K.tile_grid(*batch, q)
+            rows = take_rows(rec, perm[s0:e1])
+        for i in range(t1 - t0):
+            s, e = int(starts[t0 + i]) - s0, int(ends[t0 + i]) - s0
+            rec_t, path = _place_tile(job, int(level[s0 + s]), e - s, lo[i], step[i], qmax[i], checksum[i])
+            if job.fmt == "1.1":
+                args = (lo[i], int(step[i]), qmax[i], float(gbase[i]))
+                with open(path, "wb") as f:  # the GLB's pieces, never assembled in memory
+                    f.writelines(glb_pieces(vbuf[s:e], job.schema, *args, meshopt=job.meshopt))
+            else:
+                path.write_bytes(encode_pnts(lo[i], int(step[i]), q[s:e], rows[s:e], job.schema))
             out.append(rec_t)
         t0 = t1
     return out
@@ -165,24 +171,6 @@ def _place_tile(job: TileJob, depth: int, count: int, lo_mm, step, qmax, checksu
     lo = (int(lo_mm[0]), int(lo_mm[1]), int(lo_mm[2]))
     hi = (int(hi_mm[0]), int(hi_mm[1]), int(hi_mm[2]))
     return TileRecord(depth, ix, iy, iz, count, lo, hi, int(checksum), uri), path
-
-
-def _write_pnts_tiles(job: TileJob, rec: np.ndarray, groups, starts, ends) -> list[TileRecord]:
-    """3D Tiles 1.0 profile: pnts + batch table per tile (`rec` in output order)."""
-    from pipeline.stages.points import kernels as K
-    from pipeline.tiles.pnts import encode_pnts
-
-    q = np.empty((len(rec), 3), np.uint16)
-    lo, step, qmax, _gbase, checksum = K.tile_grid(rec, np.arange(len(rec)), starts, ends, q)
-    names = [n for n in rec.dtype.names or () if n not in ("x", "y", "z")]
-    out = []
-    for t, (depth, s, e) in enumerate(groups):
-        sl = rec[s:e]
-        data = encode_pnts(lo[t], int(step[t]), q[s:e], {name: sl[name] for name in names}, job.schema)
-        rec_t, path = _place_tile(job, depth, e - s, lo[t], step[t], qmax[t], checksum[t])
-        path.write_bytes(data)
-        out.append(rec_t)
-    return out
 
 
 def _upper_dtype(dtype: np.dtype) -> np.dtype:
