@@ -72,11 +72,9 @@ def record_dtype(schema: CopcSchema) -> np.dtype:
 class CopcResult:
     points: int
     nodes: int
-    depth: int  # deepest level with points
     bytes: int
     mins: tuple[float, float, float]
     maxs: tuple[float, float, float]
-    levels: dict[int, int] = field(default_factory=dict)  # points per octree level
     checksum: int = 0  # `copc_check.copc_checksum` of the points
     classes: dict[int, int] = field(default_factory=dict)  # class code -> points
 
@@ -282,16 +280,12 @@ def write_copc(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    per_level = np.bincount(tree.keys[:, 0], weights=tree.counts)
-    levels = {int(lv): int(per_level[lv]) for lv in np.flatnonzero(per_level)}
     return CopcResult(
         points=n,
         nodes=len(tree.keys),
-        depth=max(levels),
         bytes=size,
         mins=(float(mins[0]), float(mins[1]), float(mins[2])),
         maxs=(float(maxs[0]), float(maxs[1]), float(maxs[2])),
-        levels=levels,
         checksum=checksum,
         classes=classes,
     )

@@ -93,7 +93,7 @@ def test_every_node_reads_back_and_holds_the_input(tmp_path):
     schema = CopcSchema(has_rgb=True)
     rec = _records(250_000, schema)
     res = write_copc(tmp_path / "a.copc.laz", rec, _header(), schema, max_node_points=20_000)
-    assert res.points == len(rec) and res.nodes > 8 and res.depth >= 2
+    assert res.points == len(rec) and res.nodes > 8
     with laspy.CopcReader.open(tmp_path / "a.copc.laz") as r:
         assert r.header.point_format.id == 7 and r.header.point_count == len(rec)
         assert r.header.parse_crs().name == "ETRS89 / UTM zone 32N + DHHN2016 height"
@@ -103,8 +103,8 @@ def test_every_node_reads_back_and_holds_the_input(tmp_path):
             _key(pts.X, pts.Y, pts.Z, pts.classification),
             _key(rec["X"], rec["Y"], rec["Z"], rec["classification"]),
         )
-        per_level = {lv: len(r.query(level=lv)) for lv in range(res.depth + 1)}
-        assert per_level == res.levels and sum(per_level.values()) == len(rec)
+        per_level = [len(r.query(level=lv)) for lv in range(15)]  # copc_octree.MAX_DEPTH = 14
+        assert all(per_level[:3]) and sum(per_level) == len(rec)  # three levels at least, every point once
         info = r.copc_info  # spacing at the root: cube / 128 (halving per level); the cube holds all
         assert info.spacing == pytest.approx(2 * info.halfsize / 128)
         assert info.halfsize >= (r.header.maxs - r.header.mins).max() / 2
