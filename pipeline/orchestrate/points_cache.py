@@ -79,7 +79,7 @@ def decode_unit(fj: FileJob, unit: WorkUnit, job: DecodeJob, cache: Any, key: st
                 return again
             os.remove(again.rec_path)
     part = _load(entry)
-    return dataclasses.replace(part, unit_index=unit.unit_index, rec_path=str(entry / part.rec_path))
+    return dataclasses.replace(part, rec_path=str(entry / part.rec_path))
 
 
 class _Uncached(Exception):

@@ -118,10 +118,10 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
     outside = _outside_bounds(info, raw_min, raw_max, unit)
     if job.outside_bounds == "report" and (bad or outside):  # the planner widens the file's bounds, reruns
         raw_ext = tuple(int(v) for v in (*raw_min, *raw_max))
-        return SpillPart(unit.unit_index, 0, "", (), outside=raw_ext)
+        return SpillPart(0, "", (), outside=raw_ext)
     if outside:
         raise InputError(outside, path=info.path, record=record)
-    codes = np.flatnonzero(K.byte_histogram(d["classification"])) if n else np.empty(0, np.int64)
+    codes = np.flatnonzero(np.bincount(materialize(d["classification"]), minlength=256))
     check_classes(codes, job.class_scheme, job.keep_unknown, path=info.path, record=record)
     if bad:
         raise InputError(f"{bad} points lie outside the header bounds", path=info.path)
@@ -171,7 +171,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         from pipeline.stages.points.copc_records import write_unit
 
         write_unit(job.copc, fj, unit, job.layout, job.crs_config(), (ix, iy, iz), cols)
-    return SpillPart(unit.unit_index, n, str(rec_path), tuple(int(c) for c in codes), rgb_max=rgb_max)
+    return SpillPart(n, str(rec_path), tuple(int(c) for c in codes), rgb_max=rgb_max)
 
 
 def _allocate(fd: int, nbytes: int) -> None:

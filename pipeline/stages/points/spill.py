@@ -99,7 +99,6 @@ class RecordLayout:
 
 @dataclass(frozen=True)
 class SpillPart:
-    unit_index: int
     count: int
     rec_path: str
     class_codes: tuple[int, ...] = ()

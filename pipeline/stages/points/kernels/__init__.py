@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.stages.points.kernels.enu import lattice_to_enu_keys
 from pipeline.stages.points.kernels.keys import keys_and_hashes, sort_order, spill_lower_bound
 from pipeline.stages.points.kernels.lod import order_by_level, select_levels
-from pipeline.stages.points.kernels.records import byte_histogram, gather, pack_records, tile_grid
+from pipeline.stages.points.kernels.records import gather, pack_records, tile_grid
 
 
 def warm_all() -> None:
@@ -39,9 +39,7 @@ def warm_all() -> None:
     sort_order(keys, 64)  # with dropped bits: the run fix-up kernel too
     select_levels(np.sort(keys), hashes, 8, 0, 2, 6, 10)
     order_by_level(np.arange(4), keys, hashes, np.zeros(4, np.int8), 0, 8, 0)
-    r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])  # strided 16- and 8-bit LAS fields
-    byte_histogram(r16["b"])
-    byte_histogram(np.zeros(4, np.uint8))
+    r16 = np.zeros(4, dtype=[("a", "<u2"), ("b", "u1")])  # strided 16-bit LAS colour fields
     from pipeline.point_attributes import ATTRIBUTES, OPTIONAL
     from pipeline.sources.pointcloud.las import BitField, Rgb16
     from pipeline.stages.points.spill import RecordLayout

@@ -146,20 +146,3 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
                     _gather_bits(ch, o, ch.dtype.type(col.shift), ch.dtype.type(0xFF), dst[:, k])
             else:
                 gather(col, o, dst)
-
-
-@nb.njit(cache=True, nogil=True)
-def _byte_histogram(src, shift, mask, out):
-    for i in range(src.shape[0]):
-        out[(src[i] >> shift) & mask] += 1
-
-
-def byte_histogram(col) -> np.ndarray:
-    """Counts of the 256 values of a uint8 column or `BitField` (class codes present in a unit)."""
-    out = np.zeros(256, np.int64)
-    src, shift, mask = (
-        (col.src.view(np.uint8), col.shift, col.mask) if isinstance(col, BitField) else (col, 0, 0xFF)
-    )
-    if len(src):
-        _byte_histogram(src, np.uint8(shift), np.uint8(mask), out)
-    return out
