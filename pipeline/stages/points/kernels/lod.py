@@ -154,13 +154,11 @@ def _by_level(order, keys, hashes, level, prefix, D, b, perm, keys_l, hashes_l, 
 
 
 def order_by_level(order, keys, hashes, level, prefix: int, D: int, b: int):
-    """The points of a bin (sorted by key: input point order[i] has keys[i], hashes[i], level[i]) in tile
-    order, by level (stable): their input points, keys | prefix and levels, the hashes of the first
-    n_upper (the points of levels < b, above the bin), the first index of every tile below (a run of equal
-    level and tile id at that level) and n_upper."""
+    """The points of a bin (sorted by key: input point order[i] has keys[i], hashes[i], level[i] >= 0, as
+    `select_levels` gives them) in tile order, by level (stable): their input points, keys | prefix and
+    levels, the hashes of the first n_upper (the points of levels < b, above the bin), the first index of
+    every tile below (a run of equal level and tile id at that level) and n_upper."""
     n = len(level)
-    if n and int(level.min()) < 0:
-        raise ValueError("order_by_level: negative level")
     perm, keys_l, hashes_l = np.empty(n, np.int64), np.empty(n, np.uint64), np.empty(n, np.uint64)
     level_l, starts = np.empty(n, np.int8), np.empty(n + 1, np.int64)
     n_upper, m = _by_level(
