@@ -33,7 +33,6 @@ from pipeline.errors import ValidationError
 from pipeline.orchestrate.executor import Executor, Progress, map_ordered
 from pipeline.stages.points.copc_records import (
     CopcOptions,
-    CopcRecords,
     copc_schema,
     marker_path,
     placement,
@@ -97,26 +96,24 @@ class FileCopc:
 def write_file_copc(
     fj: FileJob,
     file_index: int,
-    side: CopcRecords,
+    side: CopcOptions,
     dest: str,
     layout: RecordLayout,
     crs_cfg: Any,
-    max_node_points: int | None = None,
     threads: int = 1,
 ) -> FileCopc:
     """One input file's COPC file from the records its decode tasks wrote (a task: runs on a worker of the
     run's executor as well). The records file is removed afterwards."""
     info = fj.info
-    pl = placement(fj, side.target_wkt, crs_cfg, side.override)
-    layer_schema = copc_schema(layout.attributes)
-    schema = layer_schema
+    pl = placement(fj, side.target_crs, crs_cfg, side.override)
+    schema = layer_schema = copc_schema(layout.attributes)
     if schema.has_rgb and not info.has_rgb and not fj.orthophoto:  # no colour (or zero everywhere)
         schema = dataclasses.replace(layer_schema, has_rgb=False, has_nir=False)
     path = records_path(side.dir, file_index)
     recs = np.memmap(path, dtype=record_dtype(layer_schema), mode="r", shape=(info.count,))
     header = HeaderInfo(pl.scales, pl.offsets, pl.wkt, *info.las_header)
     try:
-        kw = {} if max_node_points is None else {"max_node_points": max_node_points}
+        kw = {} if side.max_node_points is None else {"max_node_points": side.max_node_points}
         res = write_copc(Path(dest), recs, header, schema, has_gps=layout.has_gps, threads=threads, **kw)
     finally:
         del recs
@@ -139,10 +136,9 @@ def _datetime(h: HeaderInfo) -> str:
 
 def write_layer_copc(
     plan: Any,
-    side: CopcRecords,
+    side: CopcOptions,
     units: list[WorkUnit],
     out_dir: Path,
-    copt: CopcOptions,
     class_scheme: str,
     executor: Executor | None = None,
     progress: Progress | None = None,
@@ -163,7 +159,7 @@ def write_layer_copc(
     final_dir = Path(out_dir) / COPC_DIR
     final_dir.mkdir()
     jobs = [
-        (fj, i, side, str(final_dir / name), plan.layout, plan.crs_cfg, copt.max_node_points, threads)
+        (fj, i, side, str(final_dir / name), plan.layout, plan.crs_cfg, threads)
         for i, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True))
     ]
     done = map_ordered(executor, write_file_copc, jobs, name="copc", progress=progress)
@@ -174,13 +170,13 @@ def write_layer_copc(
     # (same name, .qml)
     qml = pointcloud_qml(class_scheme, sorted(classes))
     styles = [f"{COPC_DIR}/{name[: -len('.laz')]}.qml" for name in names]
-    for style in [*styles, f"{copt.vpc_name}.qml"]:
+    for style in [*styles, f"{side.vpc_name}.qml"]:
         (Path(out_dir) / style).write_text(qml, encoding="utf-8")
-    write_vpc(Path(out_dir) / f"{copt.vpc_name}.vpc", [fr.item for fr in done])
+    write_vpc(Path(out_dir) / f"{side.vpc_name}.vpc", [fr.item for fr in done])
     crs_names = sorted({CRS.from_wkt(fr.item.wkt2).name for fr in done})
     return CopcSummary(
         files=[f"{COPC_DIR}/{name}" for name in names] + styles,
-        vpc=f"{copt.vpc_name}.vpc",
+        vpc=f"{side.vpc_name}.vpc",
         points=sum(fr.result.points for fr in done),
         nodes=sum(fr.result.nodes for fr in done),
         bytes=sum(fr.result.bytes for fr in done),
@@ -188,7 +184,7 @@ def write_layer_copc(
         crs=" / ".join(crs_names),
         transformed=sum(fr.transformed for fr in done),
         classes=dict(classes),
-        style=f"{copt.vpc_name}.qml",
+        style=f"{side.vpc_name}.qml",
         seconds=time.perf_counter() - t0,
         notes=[f"the COPC files are in {len(crs_names)} CRSs: {crs_names}"] if len(crs_names) > 1 else [],
     )

@@ -182,9 +182,7 @@ def _run_tiling(
     spill.mkdir(parents=True, exist_ok=True)
     side = None  # without COPC output this process never imports the COPC writer (its numba kernels)
     if opts.copc is not None:  # the decode tasks write the COPC records too
-        from pipeline.stages.points.copc_records import CopcRecords
-
-        side = CopcRecords(str(work / "copc"), opts.copc.target_crs, opts.crs)
+        side = dataclasses.replace(opts.copc, dir=str(work / "copc"), override=opts.crs)
         Path(side.dir).mkdir()
     units = plan_units(plan.infos)
     summary.points_in = sum(i.count for i in plan.infos)
@@ -270,9 +268,7 @@ def _run_tiling(
 
         # threads compressing a file's nodes: the workers left idle by fewer files
         threads = max(1, workers // len(plan.infos))
-        summary.copc = write_layer_copc(
-            plan, side, units, staging, opts.copc, scheme, executor, progress, threads
-        )
+        summary.copc = write_layer_copc(plan, side, units, staging, scheme, executor, progress, threads)
         summary.phases["copc"] = summary.copc.seconds
         summary.notes += summary.copc.notes
     t2 = time.perf_counter()

@@ -44,20 +44,14 @@ TRANSFORMED_SCALE = 0.001  # 1 mm (in the target CRS's unit) for transformed pos
 @dataclass(frozen=True)
 class CopcOptions:
     """A point run's COPC output (`PointTilingOptions.copc`): `copc/<input>.copc.laz` per input file and
-    `<vpc_name>.vpc` over them, in the run's output folder."""
+    `<vpc_name>.vpc` over them, in the run's output folder. The run completes it (`dir`, `override`) for its
+    decode tasks, which write the COPC records."""
 
     vpc_name: str
     target_crs: str | None = None  # CRS of the positions (WKT; the build's working CRS); None: each file's
     max_node_points: int | None = None  # None: the writer's default (tests use small nodes)
-
-
-@dataclass(frozen=True)
-class CopcRecords:
-    """Where a run's decode tasks put the COPC records, and the CRS of their positions."""
-
-    dir: str
-    target_wkt: str | None = None  # None: each file's own coordinates and CRS
-    override: str | None = None  # standalone: the CRS label of files without one (`--crs`)
+    dir: str = ""  # set by the run: where its decode tasks put the records
+    override: str | None = None  # set by the run: standalone, the CRS label of files without one (`--crs`)
 
 
 def records_path(dir_: str | Path, file_index: int) -> Path:
@@ -202,10 +196,10 @@ def unit_records(
 
 
 def write_unit(
-    side: CopcRecords, fj: FileJob, unit: WorkUnit, layout: RecordLayout, crs_cfg: Any, ints, cols
+    side: CopcOptions, fj: FileJob, unit: WorkUnit, layout: RecordLayout, crs_cfg: Any, ints, cols
 ) -> None:
     """Write a decoded unit's COPC records at its place in the file's records file, then its marker."""
-    pl = placement(fj, side.target_wkt, crs_cfg, side.override)
+    pl = placement(fj, side.target_crs, crs_cfg, side.override)
     rec = unit_records(layout, ints, cols, fj.info, pl)
     # created by whichever unit comes first, never truncated: the units write their own ranges
     fd = os.open(records_path(side.dir, unit.file_index), os.O_WRONLY | os.O_CREAT, 0o644)

@@ -58,7 +58,7 @@ class DecodeJob:
     # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
     # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
     outside_bounds: str = "error"
-    # also write the units' COPC records (stages.points.copc_records.CopcRecords; None: no COPC output)
+    # also write the units' COPC records (stages.points.copc_records.CopcOptions; None: no COPC output)
     copc: Any = None
 
     def crs_config(self) -> CrsConfig:
