@@ -148,12 +148,10 @@ class SpillSearch:
 
 def read_ranges(ranges: tuple[tuple[str, int, int], ...], dtype: np.dtype) -> np.ndarray:
     """The records of several (rec_path, first, last) ranges, read straight into one array (no concat)."""
-    out = np.empty(sum(max(b - a, 0) for _p, a, b in ranges), dtype=dtype)
+    out = np.empty(sum(b - a for _p, a, b in ranges), dtype=dtype)
     buf = out.view(np.uint8)
     off = 0
     for path, a, b in ranges:
-        if b <= a:
-            continue
         nbytes = (b - a) * dtype.itemsize
         with open(path, "rb") as f:
             f.seek(a * dtype.itemsize)
