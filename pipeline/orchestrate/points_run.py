@@ -196,7 +196,6 @@ def _run_tiling(
     ]
     summary.points_header = summary.points_in + sum(i.count * len(i.duplicates) for i in plan.infos)
     keep_unknown = opts.unknown_classes == "keep"
-    outside = "report" if opts.outside_header_bounds == "use-real" else "error"
     djob = DecodeJob(
         plan.frame,
         plan.crs_cfg.model_dump_json(),
@@ -205,7 +204,7 @@ def _run_tiling(
         keep_unknown,
         str(spill),
         plan.cube,
-        outside,
+        opts.outside_header_bounds,
         side,
     )
     if executor is None:

@@ -55,8 +55,9 @@ class DecodeJob:
     keep_unknown: bool
     spill_dir: str
     cube: CubeSpec
-    # points outside their file's header bounds: "error" (refuse the file) or "report" (the unit returns
-    # its real extent instead of a spill file; the planner widens the file's bounds and runs again)
+    # points outside their file's header bounds (`PointTilingOptions.outside_header_bounds`): "error"
+    # (refuse the file) or "use-real" (the unit returns its real extent instead of a spill file; the planner
+    # widens the file's bounds and runs again)
     outside_bounds: str = "error"
     # also write the units' COPC records (stages.points.copc_records.CopcOptions; None: no COPC output)
     copc: Any = None
@@ -116,7 +117,7 @@ def decode_to_spill(fj: FileJob, unit: WorkUnit, job: DecodeJob) -> SpillPart:
         ix, iy, iz, info.scales, info.offsets, fj.z_factor, lat, org, cube.R - cube.S
     )
     outside = _outside_bounds(info, raw_min, raw_max, unit)
-    if job.outside_bounds == "report" and (bad or outside):  # the planner widens the file's bounds, reruns
+    if job.outside_bounds == "use-real" and (bad or outside):  # the planner widens the file's bounds, reruns
         raw_ext = tuple(int(v) for v in (*raw_min, *raw_max))
         return SpillPart(0, "", (), outside=raw_ext)
     if outside:
