@@ -189,16 +189,15 @@ def process_bin(spec: BinSpec, job: TileJob, work_dir: str) -> BinResult:
     # keys and hashes straight from the record fields (one pass, no position copies)
     keys, hashes = K.keys_and_hashes(rec["x"], rec["y"], rec["z"], org, cube.key_shift)
     D, b = cube.D, spec.depth
-    # keys of one bin share their top 3*b bits: sort the relative part
+    # keys of one bin share their top 3*b bits: sort the relative part (at most 63 bits: D <= MAX_KEY_DEPTH)
     rel_bits = 3 * (D - b)
-    if rel_bits < 64:
-        np.bitwise_and(keys, np.uint64((1 << rel_bits) - 1), out=keys)
+    np.bitwise_and(keys, np.uint64((1 << rel_bits) - 1), out=keys)
     order = K.sort_order(keys, rel_bits)
     keys, hashes = keys[order], hashes[order]
     level = K.select_levels(keys, hashes, D, b, GRID_BITS, cube.tmax, job.max_points)
     # one order by level (stable: keeps key order): the tiles become contiguous slices; the keys were made
     # relative to the bin: the bin's prefix is restored for the tiles and upper file
-    prefix = spec.prefix << rel_bits if rel_bits < 64 else 0
+    prefix = spec.prefix << rel_bits
     perm, keys, hashes_u, level_s, tile_starts, n_upper = K.order_by_level(
         order, keys, hashes, level, prefix, D, b
     )
