@@ -35,7 +35,7 @@ def build_pointcloud_layer(
     out_subdir: str,
 ) -> LayerResult:
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
-    with the layer's `copc` (`_copc_options`) its COPC files and .vpc from the same pass."""
+    with the layer's `copc` its COPC files and .vpc from the same pass."""
     from pipeline.model import LayerResult
     from pipeline.orchestrate.cache import build_cache
 
@@ -48,6 +48,12 @@ def build_pointcloud_layer(
         matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
         ortho_path = matches[0] if len(matches) == 1 else (tuple(matches) or None)
         bands = tuple(sorted(orthophoto.bands.items()))
+    copc_out: CopcOptions | None = None  # the COPC output: in the working CRS, the .vpc named after the layer
+    if layer.copc:
+        from pipeline.crs import working_crs
+        from pipeline.stages.points.copc_records import CopcOptions
+
+        copc_out = CopcOptions(vpc_name=name, target_crs=working_crs(ctx.cfg.crs).to_wkt())
     # runtime.memory is per worker; the tiler's budget is the total over all workers
     workers = dask_workers(ctx.client)
     total_memory = parse_size(ctx.cfg.runtime.memory) * workers
@@ -67,7 +73,7 @@ def build_pointcloud_layer(
         tileset_version=ctx.build_id,
         crs_cfg=ctx.cfg.crs,
         frame=ctx.frame,
-        copc=_copc_options(ctx, layer, name),
+        copc=copc_out,
         # incremental builds: the build's content cache (`--force`: entries of earlier builds are misses)
         # and the input hashes that key decode units and bins
         cache=build_cache(ctx),
@@ -114,17 +120,6 @@ def build_pointcloud_layer(
         result.files.extend(f"{out_subdir}/{f}" for f in [*copc.files, copc.vpc, copc.style])
         result.stats["copc"] = {k: v for k, v in copc.to_json().items() if k != "seconds"}
     return result
-
-
-def _copc_options(ctx: BuildContext, layer: PointsLayer, name: str) -> CopcOptions | None:
-    """The layer's COPC output (None when its `copc` is off): positions in the working CRS, the .vpc named
-    after the layer."""
-    if not layer.copc:
-        return None
-    from pipeline.crs import working_crs
-    from pipeline.stages.points.copc_records import CopcOptions
-
-    return CopcOptions(vpc_name=name, target_crs=working_crs(ctx.cfg.crs).to_wkt())
 
 
 def _intensity_stats(layer_dir: Path) -> dict[str, Any]:
