@@ -5,6 +5,7 @@ header cache behave."""
 from __future__ import annotations
 
 import itertools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,29 @@ def test_e57_scan_pose_is_applied(tmp_path, scale):
     got = reader.read_points(p, ("x", "y", "z"))
     want = np.stack([-xyz[:, 1], xyz[:, 0], xyz[:, 2]], axis=1) + np.array([10.0, 20.0, 30.0])
     assert np.allclose(np.stack([got["x"], got["y"], got["z"]], axis=1), want, atol=0.0005)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("offset", "value", "says"),
+    [
+        (100, struct.pack("<I", 0xFFFF_FFF0), "VLRs announced"),  # a garbage VLR count
+        (24, bytes([7, 9]), "unsupported LAS version 7.9"),
+        (96, struct.pack("<I", 10**9), "point data at byte 1000000000"),
+        (94, struct.pack("<H", 100), "header size 100"),
+    ],
+)
+def test_a_damaged_public_header_is_refused_before_laspy_reads_it(tmp_path, offset, value, says):
+    """A header whose numbers cannot describe the file fails at once with the file named (laspy itself
+    loops over a garbage VLR count for minutes at growing memory)."""
+    pts = synthetic_points(100, size=10.0, seed=1)
+    p = write_las(tmp_path / "damaged.las", pts, point_format=3)
+    data = bytearray(p.read_bytes())
+    data[offset : offset + len(value)] = value
+    p.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=f"damaged.las.*{says}"):
+        reader.read_header(p)
+    # random bytes after the signature: refused too, never a hang
+    p.write_bytes(b"LASF" + np.random.default_rng(0).bytes(1020))
+    with pytest.raises(InputError, match=r"damaged\.las"):
+        reader.read_header(p)

@@ -111,13 +111,46 @@ def _xyz(v) -> tuple[float, float, float]:
     return float(v[0]), float(v[1]), float(v[2])
 
 
+def _check_header_layout(path: Path, head: bytes, size: int) -> None:
+    """The header's own numbers checked against the file's size before laspy reads it: a damaged header
+    (a garbage VLR count, say) would otherwise have laspy loop over billions of records at growing
+    memory instead of failing. The VLRs (54-byte record headers each) lie between the public header
+    block and the point data; the extended VLRs (60 bytes each) inside the file."""
+    if len(head) < 227:
+        raise InputError(f"truncated LAS header: {size} bytes, LAS needs at least 227", path=path)
+    major, minor = head[24], head[25]
+    header_size, offset, n_vlrs = struct.unpack_from("<HII", head, 94)
+    if (major, minor) not in {(1, m) for m in range(5)}:
+        raise InputError(f"unsupported LAS version {major}.{minor} (1.0-1.4): damaged header?", path=path)
+    if not 227 <= header_size <= offset <= size:
+        raise InputError(
+            f"damaged LAS header: header size {header_size}, point data at byte {offset}, file size {size}",
+            path=path,
+        )
+    if n_vlrs * 54 > offset - header_size:
+        raise InputError(
+            f"damaged LAS header: {n_vlrs} VLRs announced, but only {offset - header_size} bytes lie "
+            "between the header and the point data (54 bytes per VLR at least)",
+            path=path,
+        )
+    if minor >= 4 and header_size >= 375 and len(head) >= 247:
+        evlr_start, n_evlrs = struct.unpack_from("<QI", head, 235)
+        if n_evlrs and evlr_start + n_evlrs * 60 > size:
+            raise InputError(
+                f"damaged LAS header: {n_evlrs} extended VLRs from byte {evlr_start} do not fit in the "
+                f"file ({size} bytes)",
+                path=path,
+            )
+
+
 def _scan_las(path: Path, size: int) -> PointFileInfo:
     import laspy
 
     with path.open("rb") as f:
-        head = f.read(94)  # up to the creation year
+        head = f.read(375)  # the public header block (LAS 1.4: 375 bytes)
     if head[:4] != b"LASF":
         raise InputError("not a LAS/LAZ file (no LASF signature)", path=path)
+    _check_header_layout(path, head, size)
     try:
         with laspy.open(path) as reader:
             h = reader.header
