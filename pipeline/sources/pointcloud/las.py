@@ -26,9 +26,6 @@ class BitField(NamedTuple):
     shift: int
     mask: int
 
-    def __len__(self) -> int:
-        return len(self.src)
-
     def values(self) -> np.ndarray:
         return ((self.src >> np.uint8(self.shift)) & np.uint8(self.mask)).astype(np.uint8)
 
@@ -41,9 +38,6 @@ class Rgb16(NamedTuple):
     green: np.ndarray
     blue: np.ndarray
     shift: int
-
-    def __len__(self) -> int:
-        return len(self.red)
 
     def values(self) -> np.ndarray:
         rgb = np.stack([self.red, self.green, self.blue], axis=1)
