@@ -72,9 +72,7 @@ def encode_pnts(lo, step: int, q: np.ndarray, rows: np.ndarray, schema: PointSch
 
 def decode_pnts_positions_mm(data: bytes) -> np.ndarray:
     """Millimetre positions of a pnts written by `encode_pnts` (validation / invariants)."""
-    magic, _v, _total, ftj = struct.unpack_from("<4sIII", data, 0)
-    if magic != b"pnts":
-        raise ValueError("not a pnts tile")
+    (ftj,) = struct.unpack_from("<I", data, 12)
     ft = json.loads(data[HEADER : HEADER + ftj])
     n = ft["POINTS_LENGTH"]
     off = HEADER + ftj + ft["POSITION"]["byteOffset"]
