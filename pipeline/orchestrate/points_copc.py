@@ -29,12 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import ValidationError
 from pipeline.orchestrate.executor import Executor, Progress, map_ordered
 from pipeline.stages.points.copc_records import (
     CopcOptions,
     copc_schema,
-    marker_path,
     placement,
     records_path,
 )
@@ -43,7 +41,7 @@ from pipeline.tiles.copc import CopcResult, HeaderInfo, record_dtype, write_copc
 from pipeline.tiles.vpc import VpcItem, pdal_schema, write_vpc
 
 if TYPE_CHECKING:
-    from pipeline.sources.pointcloud.header import PointFileInfo, WorkUnit
+    from pipeline.sources.pointcloud.header import PointFileInfo
     from pipeline.stages.points.decode import FileJob
     from pipeline.stages.points.spill import RecordLayout
 
@@ -137,14 +135,13 @@ def _datetime(h: HeaderInfo) -> str:
 def write_layer_copc(
     plan: Any,
     side: CopcOptions,
-    units: list[WorkUnit],
     out_dir: Path,
     class_scheme: str,
     executor: Executor | None = None,
     progress: Progress | None = None,
     threads: int = 1,
 ) -> CopcSummary:
-    """After the tiles of a run (`plan`, the COPC records `side` its decode `units` wrote): write
+    """After the tiles of a run (`plan`, the COPC records its decode tasks wrote into `side.dir`): write
     `out_dir/copc/*.copc.laz` (one per input file), their QGIS style and `out_dir/<vpc_name>.vpc`.
 
     `executor`: one task per input file (None: here), `threads` compressing each file's nodes. The output
@@ -152,9 +149,6 @@ def write_layer_copc(
     from pyproj import CRS
 
     t0 = time.perf_counter()
-    missing = [u for u in units if not marker_path(side.dir, u.file_index, u.start).is_file()]
-    if missing:
-        raise ValidationError(f"COPC records missing for {len(missing)} decode unit(s) (internal error)")
     names = copc_names(plan.infos)
     final_dir = Path(out_dir) / COPC_DIR
     final_dir.mkdir()

@@ -267,7 +267,7 @@ def _run_tiling(
 
         # threads compressing a file's nodes: the workers left idle by fewer files
         threads = max(1, workers // len(plan.infos))
-        summary.copc = write_layer_copc(plan, side, units, staging, scheme, executor, progress, threads)
+        summary.copc = write_layer_copc(plan, side, staging, scheme, executor, progress, threads)
         summary.phases["copc"] = summary.copc.seconds
         summary.notes += summary.copc.notes
     t2 = time.perf_counter()
