@@ -78,12 +78,8 @@ def phase_call(phase: str, fn, *args, **kwargs):
 
 def _context():
     """Workers are forked from a fork server that has imported the stages and loaded the kernels
-    (`points_worker`): never from this process (lazrs/numba/threads here are not fork-safe). Where there
-    is no fork server (not POSIX), plain spawned workers import everything themselves."""
-    try:
-        ctx = mp.get_context("forkserver")
-    except ValueError:
-        return mp.get_context("spawn")
+    (`points_worker`): never from this process (lazrs/numba/threads here are not fork-safe)."""
+    ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["pipeline.orchestrate.points_worker"])
     # launch the fork server now (a fork + exec, no waiting): left to the pool's starter thread, it would
     # be launched only after ~0.2 s of that thread competing for the GIL with this process's imports
