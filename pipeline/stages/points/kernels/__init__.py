@@ -45,28 +45,26 @@ def warm_all() -> None:
     from pipeline.stages.points.spill import RecordLayout
     from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, vertex_dtype
 
-    for rgb in (True, False):  # the record layouts' fields (strided, packed) into spill records and vertices
-        layout = RecordLayout(rgb, True, True, ("e",), OPTIONAL)
-        src = np.zeros(4, layout.dtype)
-        # the columns as the decode passes them: strided fields of the raw records; returns (and the
-        # classes of LAS formats 0-5) as bit fields and 16-bit colour, both computed while packing;
-        # computed columns (opt-in attributes, extra dimensions) contiguous
-        cols: dict[str, Any] = {a.name: src[a.name] for a in layout.attributes}
-        pack_records(np.arange(4), xyz, cols, src.copy())
-        contiguous = {k: np.ascontiguousarray(v) for k, v in cols.items()}  # E57 columns
-        pack_records(np.arange(4), xyz, contiguous, src.copy())
-        bits = BitField(src["classification"], 0, 0x0F)
-        cols.update(classification=bits, return_number=bits, number_of_returns=bits)
-        for a in layout.attributes:
-            if a.from_las is not None or a not in ATTRIBUTES:
-                cols[a.name] = np.ascontiguousarray(src[a.name])
-        if rgb:
-            cols["rgb"] = Rgb16(r16["a"], r16["a"], r16["a"], 8)
-        pack_records(np.arange(4), xyz, cols, src.copy())
-        vert = np.zeros(4, vertex_dtype(layout.attributes))
-        for gps in (vert["_GPS_TIME"], None):
-            tile_grid(src, np.arange(4), np.array([0]), np.array([4]), vert["POSITION"], True, gps)
-        tile_grid(src, np.arange(4), np.array([0]), np.array([4]), np.zeros((4, 3), np.uint16))
-        for a in layout.attributes:
-            if a.name != "gps_time":
-                gather(src[a.name], np.arange(4), vert[a.attr], SRGB8_TO_LINEAR8 if a.name == "rgb" else None)
+    layout = RecordLayout(True, True, True, ("e",), OPTIONAL)  # every field (a subset loads nothing new)
+    src = np.zeros(4, layout.dtype)
+    # the columns as the decode passes them: strided fields of the raw records; returns (and the
+    # classes of LAS formats 0-5) as bit fields and 16-bit colour, both computed while packing;
+    # computed columns (opt-in attributes, extra dimensions) contiguous
+    cols: dict[str, Any] = {a.name: src[a.name] for a in layout.attributes}
+    pack_records(np.arange(4), xyz, cols, src.copy())
+    contiguous = {k: np.ascontiguousarray(v) for k, v in cols.items()}  # E57 columns
+    pack_records(np.arange(4), xyz, contiguous, src.copy())
+    bits = BitField(src["classification"], 0, 0x0F)
+    cols.update(classification=bits, return_number=bits, number_of_returns=bits)
+    for a in layout.attributes:
+        if a.from_las is not None or a not in ATTRIBUTES:
+            cols[a.name] = np.ascontiguousarray(src[a.name])
+    cols["rgb"] = Rgb16(r16["a"], r16["a"], r16["a"], 8)
+    pack_records(np.arange(4), xyz, cols, src.copy())
+    vert = np.zeros(4, vertex_dtype(layout.attributes))
+    for gps in (vert["_GPS_TIME"], None):
+        tile_grid(src, np.arange(4), np.array([0]), np.array([4]), vert["POSITION"], True, gps)
+    tile_grid(src, np.arange(4), np.array([0]), np.array([4]), np.zeros((4, 3), np.uint16))
+    for a in layout.attributes:
+        if a.name != "gps_time":
+            gather(src[a.name], np.arange(4), vert[a.attr], SRGB8_TO_LINEAR8 if a.name == "rgb" else None)
