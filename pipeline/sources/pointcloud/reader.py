@@ -45,11 +45,10 @@ _BUDGET_SHARE = 8
 # columns `iter_points` can give: scaled coordinates, the raw integers, and the LAS fields as
 # `decode_unit` names them (a field the file lacks is refused, never filled)
 COORDINATES = ("x", "y", "z")
-# the lazrs layer (LAZ formats 6-10) of each field beyond XY, returns and Z (always decompressed)
+# the lazrs layer (LAZ formats 6-10) of each field beyond the coordinates (XY and Z: always decompressed)
 _LAYER_OF = {a.name: a.las_layer for a in ATTRIBUTES if a.las_layer} | dict.fromkeys(
     ("red", "green", "blue"), "RGB"
 )
-_ALWAYS = frozenset({"x", "y", "z", "X", "Y", "Z", "return_number", "number_of_returns"})
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def iter_points(
 
 def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
     """The LAZ layers `fields` need, in order (None: a field of unknown layer, decompress everything)."""
-    rest = [f for f in fields if f not in _ALWAYS]
+    rest = [f for f in fields if f.lower() not in COORDINATES]
     return tuple(dict.fromkeys(_LAYER_OF[f] for f in rest)) if _LAYER_OF.keys() >= set(rest) else None
 
 
