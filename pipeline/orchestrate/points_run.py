@@ -207,13 +207,6 @@ def _run_tiling(
         opts.outside_header_bounds,
         side,
     )
-    if executor is None:
-        # in-process runs load the kernels of the bin planning and the upper tiles from numba's cache (about
-        # 0.2 s) while decoding (whose first unit imports them anyway); with workers, those steps run on a
-        # worker (this process never loads numba: no CPU taken from them)
-        from pipeline.stages.points.kernels import warm_all
-
-        threading.Thread(target=warm_all, daemon=True).start()
 
     # incremental builds (`opts.cache`): the same tasks through the content cache
     jobs = [(plan.file_jobs[u.file_index], u, djob) for u in units]
