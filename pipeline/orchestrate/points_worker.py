@@ -16,8 +16,10 @@ fork server does once it serves (the run handles it and stops the workers).
 
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 
 _T0 = time.perf_counter()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -43,6 +45,18 @@ import pipeline.stages.points.tiling  # noqa: E402,F401
 from pipeline.stages.points.kernels import warm_all  # noqa: E402
 
 warm_all()
+
+
+def _quiet_after_the_run(tp, value, tb, _print=sys.excepthook) -> None:
+    """A worker forked after its run has failed or been signalled (while this server still loaded the
+    kernels) finds the run's semaphores removed with it: it ends without printing that FileNotFoundError
+    into the run's stderr. (The workers inherit this hook; any other error is printed.)"""
+    frames = traceback.extract_tb(tb)
+    if not (issubclass(tp, FileNotFoundError) and frames and frames[-1].filename.endswith("synchronize.py")):
+        _print(tp, value, tb)
+
+
+sys.excepthook = _quiet_after_the_run
 
 # no thread runs when the fork server forks the workers; they get the usual Ctrl-C handling back
 _loaded.set()
