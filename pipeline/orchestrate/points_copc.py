@@ -4,7 +4,7 @@ point clouds), written by the tiling run itself (`PointTilingOptions.copc`).
 One COPC file per input file (`copc/<input name>.copc.laz`) and `<vpc_name>.vpc` over them, in the run's
 output folder. The decode tasks of the run write the COPC records beside the tiles' spill files
 (`pipeline.stages.points.copc_records`: the same decoded columns, attribute schema derived from the tiles'
-attribute table), so every input is decoded once; after the tiles, one task per input file builds its octree
+attribute table), so every input is decoded once; after the decode, one task per input file builds its octree
 and compresses it (`pipeline.tiles.copc`). A decode unit whose spill file comes from the content cache is
 decoded again for its records (`points_cache.decode_unit`).
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.orchestrate.executor import Executor, Progress, map_ordered
 from pipeline.stages.points.copc_records import (
     CopcOptions,
     copc_schema,
@@ -132,31 +130,26 @@ def _datetime(h: HeaderInfo) -> str:
     return "1970-01-01T00:00:00Z"  # unknown (the header has no creation date)
 
 
-def write_layer_copc(
-    plan: Any,
-    side: CopcOptions,
-    out_dir: Path,
-    class_scheme: str,
-    executor: Executor | None = None,
-    progress: Progress | None = None,
-    threads: int = 1,
-) -> CopcSummary:
-    """After the tiles of a run (`plan`, the COPC records its decode tasks wrote into `side.dir`): write
-    `out_dir/copc/*.copc.laz` (one per input file), their QGIS style and `out_dir/<vpc_name>.vpc`.
-
-    `executor`: one task per input file (None: here), `threads` compressing each file's nodes. The output
-    does not depend on either."""
-    from pyproj import CRS
-
-    t0 = time.perf_counter()
-    names = copc_names(plan.infos)
+def copc_tasks(plan: Any, side: CopcOptions, out_dir: Path, threads: int = 1) -> list[tuple[Any, ...]]:
+    """After the decode of a run (`plan`, the COPC records its decode tasks wrote into `side.dir`): the
+    `write_file_copc` argument tuples, one per input file, each writing `out_dir/copc/<name>`. `threads`:
+    nodes each task compresses at once. The output does not depend on the threads or where tasks run."""
     final_dir = Path(out_dir) / COPC_DIR
     final_dir.mkdir()
-    jobs = [
+    return [
         (fj, i, side, str(final_dir / name), plan.layout, plan.crs_cfg, threads)
-        for i, (fj, name) in enumerate(zip(plan.file_jobs, names, strict=True))
+        for i, (fj, name) in enumerate(zip(plan.file_jobs, copc_names(plan.infos), strict=True))
     ]
-    done = map_ordered(executor, write_file_copc, jobs, name="copc", progress=progress)
+
+
+def layer_copc(
+    plan: Any, side: CopcOptions, done: list[FileCopc], out_dir: Path, class_scheme: str, seconds: float
+) -> CopcSummary:
+    """The layer's COPC summary from its files' `write_file_copc` results (in `copc_tasks` order), with
+    their QGIS style and `out_dir/<vpc_name>.vpc` written."""
+    from pyproj import CRS
+
+    names = copc_names(plan.infos)
     classes: Counter[int] = Counter()
     for fr in done:
         classes.update(fr.result.classes)
@@ -179,6 +172,6 @@ def write_layer_copc(
         transformed=sum(fr.transformed for fr in done),
         classes=dict(classes),
         style=f"{side.vpc_name}.qml",
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         notes=[f"the COPC files are in {len(crs_names)} CRSs: {crs_names}"] if len(crs_names) > 1 else [],
     )

@@ -158,6 +158,11 @@ def _resolve_class_scheme(opts: PointTilingOptions, plan: Plan, codes: list[int]
     return scheme, f"auto: {reason}"
 
 
+def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    """One task of a map over tasks of several kinds (`(fn, *args)` items)."""
+    return fn(*args)
+
+
 def _run_tiling(
     plan: Plan,
     staging: Path,
@@ -253,15 +258,28 @@ def _run_tiling(
                 with contextlib.suppress(OSError):
                     os.remove(path)
 
-    map_ordered(executor, tile_bin, tile_items, name="tile", progress=progress, on_result=tiled)
-    summary.phases["tile"] = time.perf_counter() - t1
+    copc: list[tuple[Any, ...]] = []
     if side is not None:
-        from pipeline.orchestrate.points_copc import write_layer_copc
+        from pipeline.orchestrate.points_copc import copc_tasks, layer_copc, write_file_copc
 
         # threads compressing a file's nodes: the workers left idle by fewer files
         threads = max(1, workers // len(plan.infos))
-        summary.copc = write_layer_copc(plan, side, staging, scheme, executor, progress, threads)
-        summary.phases["copc"] = summary.copc.seconds
+        copc = [(write_file_copc, *args) for args in copc_tasks(plan, side, staging, threads)]
+    # the COPC files need only the decoded records: their tasks (one per input file, the longest of the
+    # run) go to the workers first, beside the bins, so a large file's COPC task never runs alone at the end
+    files: list[Any] = [None] * len(copc)
+
+    def finished(k: int, res: Any) -> None:
+        if k < len(copc):
+            files[k] = res
+        else:
+            tiled(k - len(copc), res)
+
+    tasks = copc + [(tile_bin, *it) for it in tile_items]
+    map_ordered(executor, _run, tasks, name="tile", progress=progress, on_result=finished)
+    summary.phases["tile"] = time.perf_counter() - t1  # with the COPC files
+    if side is not None:
+        summary.copc = layer_copc(plan, side, files, staging, scheme, summary.phases["tile"])
         summary.notes += summary.copc.notes
     t2 = time.perf_counter()
     # the spill files are done with: free their pages while the upper tiles and the tileset are written
