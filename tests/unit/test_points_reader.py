@@ -304,3 +304,25 @@ def test_a_damaged_public_header_is_refused_before_laspy_reads_it(tmp_path, offs
     p.write_bytes(b"LASF" + np.random.default_rng(0).bytes(1020))
     with pytest.raises(InputError, match=r"damaged\.las"):
         reader.read_header(p)
+
+
+@pytest.mark.parametrize("kind", ["laz1", "laz7"])
+def test_a_laz_written_to_a_pipe_reads_like_the_same_file_seekable(files, kind, tmp_path):
+    """LASzip's writers that cannot seek back (to a pipe) leave the chunk table offset at -1 and store it in
+    the file's last 8 bytes; laspy reads such a file, so must we (the same points). With a trailing offset
+    that does not point at a chunk table it is refused as corrupt, naming the file."""
+    import laspy
+
+    data = bytearray(files[kind].read_bytes())
+    start = laspy.open(files[kind]).header.offset_to_point_data
+    (offset,) = struct.unpack_from("<q", data, start)
+    struct.pack_into("<q", data, start, -1)
+    piped = tmp_path / "piped.laz"
+    piped.write_bytes(bytes(data) + struct.pack("<q", offset))
+    got = np.concatenate([c["X"] for c in reader.iter_points(piped, ("X", "intensity"), 7_777)])
+    want = np.concatenate([c["X"] for c in reader.iter_points(files[kind], ("X", "intensity"), 7_777)])
+    assert np.array_equal(got, want) and np.array_equal(got, laspy.read(piped).X)
+    bad = tmp_path / "bad.laz"
+    bad.write_bytes(bytes(data) + struct.pack("<q", 10**12))
+    with pytest.raises(InputError, match=r"bad\.laz.*chunk table offset 1000000000000"):
+        reader.read_header(bad)

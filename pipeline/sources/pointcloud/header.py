@@ -259,6 +259,9 @@ def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[int, 
         if len(raw) < 8:
             raise InputError("LAZ file is truncated before its point data", path=path)
         (table_offset,) = struct.unpack("<q", raw)
+        if table_offset == -1 and size >= start + 16:  # LASzip's convention when the writer could not
+            f.seek(size - 8)  # seek back (written to a pipe): the offset is in the last 8 bytes of the file
+            (table_offset,) = struct.unpack("<q", f.read(8))
         if table_offset <= start or table_offset + 8 > size:
             raise InputError(
                 f"LAZ file is truncated or corrupt: chunk table offset {table_offset} is outside the file "
