@@ -268,18 +268,27 @@ def _run_tiling(
     # the COPC files need only the decoded records: their tasks (one per input file, the longest of the
     # run) go to the workers first, beside the bins, so a large file's COPC task never runs alone at the end
     files: list[Any] = [None] * len(copc)
+    totals, done = {"copc": len(copc), "tile": len(tile_items)}, {"copc": 0, "tile": 0}
 
-    def finished(k: int, res: Any) -> None:
-        if k < len(copc):
+    def finished(k: int, res: Any) -> None:  # each phase's progress and seconds as if run on its own
+        phase = "copc" if k < len(copc) else "tile"
+        if phase == "copc":
             files[k] = res
         else:
             tiled(k - len(copc), res)
+        done[phase] += 1
+        if progress:
+            progress(phase, done[phase], totals[phase])
+        summary.phases[phase] = time.perf_counter() - t1
 
+    if progress:
+        for phase in (p for p in totals if totals[p]):
+            progress(phase, 0, totals[phase])
     tasks = copc + [(tile_bin, *it) for it in tile_items]
-    map_ordered(executor, _run, tasks, name="tile", progress=progress, on_result=finished)
-    summary.phases["tile"] = time.perf_counter() - t1  # with the COPC files
+    map_ordered(executor, _run, tasks, name="tile", on_result=finished)
+    summary.phases.setdefault("tile", time.perf_counter() - t1)
     if side is not None:
-        summary.copc = layer_copc(plan, side, files, staging, scheme, summary.phases["tile"])
+        summary.copc = layer_copc(plan, side, files, staging, scheme, summary.phases.get("copc", 0.0))
         summary.notes += summary.copc.notes
     t2 = time.perf_counter()
     # the spill files are done with: free their pages while the upper tiles and the tileset are written
