@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import shapely
 import shapely.affinity
-from shapely.geometry import Polygon
+import shapely.errors
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.sources.demo.city import City, Structure
@@ -95,12 +96,26 @@ def _rings(geom: BaseGeometry) -> list[np.ndarray]:
 _GRID = 1e-6  # snap grid (m) of the set operations: robust against near-coincident wedge edges
 
 
+def _area(g: BaseGeometry) -> BaseGeometry:
+    """The polygonal part of a geometry (snapping to the grid can leave a sliver line or point beside it)."""
+    if g.is_empty or isinstance(g, Polygon | MultiPolygon):
+        return g
+    return MultiPolygon(_polys(g))
+
+
+def _overlay(op, a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
+    try:
+        return op(a, b, grid_size=_GRID)
+    except shapely.errors.GEOSException:  # "mixed-dimension" input: a sliver left by an earlier step
+        return op(_area(a), _area(b), grid_size=_GRID)
+
+
 def _isect(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
-    return shapely.intersection(a, b, grid_size=_GRID)
+    return _overlay(shapely.intersection, a, b)
 
 
 def _diff(a: BaseGeometry, b: BaseGeometry) -> BaseGeometry:
-    return shapely.difference(a, b, grid_size=_GRID)
+    return _overlay(shapely.difference, a, b)
 
 
 def _hip_planes(geom: BaseGeometry, roof: Roof) -> list[tuple[Polygon, tuple[float, float, float]]]:
