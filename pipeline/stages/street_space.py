@@ -140,6 +140,9 @@ def centrelines(
                         dropped = True
                         continue
                 keep.append(ln)
+            if not keep:  # every branch ran into a corner (a square, a plaza): the area has no axis
+                lines = []
+                break
             lines = list(shapely.get_parts(shapely.line_merge(shapely.multilinestrings(keep))))
             if not dropped:
                 break

@@ -754,3 +754,14 @@ def test_config_thresholds():
         TwinConfig.model_validate(
             {"name": "t", "paths": {"raw": "r", "out": "o"}, "layers": {"street_space": {"axes": "osm"}}}
         )
+
+
+def test_an_area_whose_axis_is_all_spurs_has_no_centreline():
+    """A square street parcel (a plaza): every branch of its medial axis runs into a corner and is pruned.
+    That left nothing to merge and the build failed with an internal error (the 4 km² demo's cadastre has
+    such a parcel); now the area gives no centreline and the others keep theirs."""
+    from pipeline.stages.street_space import centrelines
+
+    assert centrelines(shapely.box(0, 0, 10, 10)) == []
+    lines = centrelines(shapely.union_all([shapely.box(0, 0, 10, 10), shapely.box(20, 0, 120, 10)]))
+    assert len(lines) == 1 and lines[0][:, 1].min() == lines[0][:, 1].max() == 5.0
