@@ -226,17 +226,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for km2 in args.sizes:
         root = work / f"{km2:g}km2"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        print(f"regional: generating {km2:g} km² ...", flush=True)
-        cfg, gen_s = _generate(root, km2, args.tile_m, args.density, args.dop_res)
+        gen_s: float | None = None
+        if args.reuse and (root / "configs" / "bench.yaml").is_file():  # a --keep run's district
+            cfg = root / "configs" / "bench.yaml"
+            for d in root.glob("data/*"):
+                if d.name != "raw":
+                    shutil.rmtree(d)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            print(f"regional: generating {km2:g} km² ...", flush=True)
+            cfg, gen_s = _generate(root, km2, args.tile_m, args.density, args.dop_res)
         raw_bytes = _tree_bytes(root / "data" / "raw")
         print(f"regional: building {km2:g} km² ...", flush=True)
         full = _build(cfg, args.workers)
         rel = _release(root)
         timings = _manifest(rel).get("timings", {})
         rec: dict[str, Any] = {
-            "generate_s": round(gen_s, 1),
+            "generate_s": round(gen_s, 1) if gen_s is not None else "reused",
             **full,
             "s_per_km2": round(full["wall_s"] / km2, 2),
             "cpu_s_per_km2": round(full["cpu_s"] / km2, 2),
@@ -313,6 +320,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--scheduler", default=None, help="also build on this Dask scheduler (tcp://HOST:PORT)")
     ap.add_argument("--work", default=str(REPO / "data" / "bench" / "regional"), help="scratch folder")
     ap.add_argument("--keep", action="store_true", help="keep each district's data and release")
+    ap.add_argument(
+        "--reuse", action="store_true", help="build the districts a --keep run left in --work (same options)"
+    )
     return ap.parse_args(argv)
 
 
