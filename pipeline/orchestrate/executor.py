@@ -35,6 +35,7 @@ __all__ = [
     "call",
     "dask_workers",
     "map_ordered",
+    "run_task",
     "stopped_by",
 ]
 
@@ -192,6 +193,11 @@ class LazyItems(Sequence[tuple[Any, ...]]):
         if not 0 <= i < self._n:
             raise IndexError(i)
         return self._make(i)
+
+
+def run_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`: the function of a `map_ordered` over tasks of several kinds (items `(fn, *args)`)."""
+    return fn(*args)
 
 
 def call(executor: concurrent.futures.Executor | None, fn: Callable[..., Any], *args: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.model import BuildContext
 from pipeline.orchestrate.cache import Cache, CachedCall, build_cache
-from pipeline.orchestrate.executor import build_executor, map_ordered
+from pipeline.orchestrate.executor import build_executor, map_ordered, run_task
 from pipeline.stages.point_products import feed_points, point_product
 
 
@@ -35,10 +35,6 @@ def _file_task(
 def _call_task(cache: Cache, key: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     """Task: one other call into the cache (nothing returned: the result stays on disk)."""
     cache.call_key(key, fn, *args, **kwargs)
-
-
-def _run(task: Any, *args: Any) -> None:
-    task(*args)
 
 
 def fill_once(ctx: BuildContext, calls: list[CachedCall], name: str) -> list[str]:
@@ -66,5 +62,5 @@ def fill_once(ctx: BuildContext, calls: list[CachedCall], name: str) -> list[str
     files = sorted(by_file, key=lambda p: (-Path(p).stat().st_size, p))
     items = [(_file_task, cache, p, by_file[p], chunks.get(p)) for p in files] + others
     executor = build_executor(ctx.client) if len(items) > 1 else None
-    map_ordered(executor, _run, items, name=name)
+    map_ordered(executor, run_task, items, name=name)
     return keys

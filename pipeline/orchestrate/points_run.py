@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.errors import InputError, NoSpaceError, no_space_cause
 from pipeline.fsutil import UnsafeDeleteError, pid_alive, remove_owned
-from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered
+from pipeline.orchestrate.executor import Executor, Progress, call, map_ordered, run_task
 from pipeline.orchestrate.points_cache import bin_key, decode_key, decode_unit, tile_bin
 from pipeline.orchestrate.points_plan import (
     Plan,
@@ -158,11 +158,6 @@ def _resolve_class_scheme(opts: PointTilingOptions, plan: Plan, codes: list[int]
     return scheme, f"auto: {reason}"
 
 
-def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    """One task of a map over tasks of several kinds (`(fn, *args)` items)."""
-    return fn(*args)
-
-
 def _run_tiling(
     plan: Plan,
     staging: Path,
@@ -285,7 +280,7 @@ def _run_tiling(
         for phase in (p for p in totals if totals[p]):
             progress(phase, 0, totals[phase])
     tasks = copc + [(tile_bin, *it) for it in tile_items]
-    map_ordered(executor, _run, tasks, name="tile", on_result=finished)
+    map_ordered(executor, run_task, tasks, name="tile", on_result=finished)
     summary.phases.setdefault("tile", time.perf_counter() - t1)
     if side is not None:
         summary.copc = layer_copc(plan, side, files, staging, scheme, summary.phases.get("copc", 0.0))
