@@ -18,11 +18,13 @@ Optional parts (each costs at least one more build of the district):
   bar (<= 20 %). Then a clean build of the changed inputs into a fresh out/ and cache/ is compared file by
   file with the incremental release (manifest, report and the build's own bookkeeping excluded).
 - `--scaling SIZE`: clean builds of the SIZE km² district with 1 and with 2 local workers (bar: >= 1.7x).
+- `--scheduler tcp://HOST:PORT`: also a clean build of every size on that existing Dask cluster.
 
 The first clean build of a size serves as the incremental runs' base and as the scaling run with the same
 number of workers (`--workers`), so no identical build is run twice; the scaling run after the incremental
-ones builds their changed inputs (the same volume).
-- `--scheduler tcp://HOST:PORT`: also a clean build of every size on that existing Dask cluster.
+ones builds their changed inputs (the same volume). `--keep` leaves each district in `--work`; `--reuse`
+builds such a district again without generating it (with the options it was generated with; after
+`--incremental` its inputs carry the changed tiles).
 
 Writes bench/results/regional.json (one record per run, the bars evaluated). No timing assertions in tests.
 
