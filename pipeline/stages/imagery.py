@@ -321,16 +321,16 @@ def _overview_vrt(src_tmp: Path, sizes: list[tuple[int, int]], bands: int, rows:
                 "crs": src.crs,
                 "transform": src.transform * Affine.scale(src.width / w, src.height / h),
             }
-        with rasterio.open(prev) as src, rasterio.open(f, "w", **profile) as dst:
-            if (src.width, src.height) == (2 * w, 2 * h):
-                for r0 in range(0, src.height, rows):
-                    n = min(rows, src.height - r0)
-                    data = src.read(window=Window(0, r0, src.width, n))
-                    out = np.empty((bands, n // 2, w), dtype=np.uint8)
-                    halve_nodata0(data, out)
-                    dst.write(out, window=Window(0, r0 // 2, w, n // 2))
-            else:
-                dst.write(src.read(out_shape=(bands, h, w), resampling=Resampling.average))
+            with rasterio.open(f, "w", **profile) as dst:
+                if (src.width, src.height) == (2 * w, 2 * h):
+                    for r0 in range(0, src.height, rows):
+                        n = min(rows, src.height - r0)
+                        data = src.read(window=Window(0, r0, src.width, n))
+                        out = np.empty((bands, n // 2, w), dtype=np.uint8)
+                        halve_nodata0(data, out)
+                        dst.write(out, window=Window(0, r0 // 2, w, n // 2))
+                else:
+                    dst.write(src.read(out_shape=(bands, h, w), resampling=Resampling.average))
         files.append(f)
         prev = f
     vrt = _vrt_path(src_tmp)
