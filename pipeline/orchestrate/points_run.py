@@ -274,12 +274,14 @@ def _run_tiling(
         done[phase] += 1
         if progress:
             progress(phase, done[phase], totals[phase])
-        summary.phases[phase] = time.perf_counter() - t1
+        # the tiles as before (with the bin planning), the COPC files from when their tasks were submitted
+        summary.phases[phase] = time.perf_counter() - (t1 if phase == "tile" else t_map)
 
     if progress:
         for phase in (p for p in totals if totals[p]):
             progress(phase, 0, totals[phase])
     tasks = copc + [(tile_bin, *it) for it in tile_items]
+    t_map = time.perf_counter()
     map_ordered(executor, run_task, tasks, name="tile", on_result=finished)
     summary.phases.setdefault("tile", time.perf_counter() - t1)
     if side is not None:
