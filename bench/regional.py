@@ -18,11 +18,16 @@ Optional parts (each costs at least one more build of the district):
   bar (<= 20 %). Then a clean build of the changed inputs into a fresh out/ and cache/ is compared file by
   file with the incremental release (manifest, report and the build's own bookkeeping excluded).
 - `--scaling SIZE`: clean builds of the SIZE km² district with 1 and with 2 local workers (bar: >= 1.7x).
-- `--scheduler tcp://HOST:PORT`: also a clean build of every size on that existing Dask cluster.
+- `--scheduler tcp://HOST:PORT`: also a clean build of every size on that existing Dask cluster;
+  `--scheduler local`: on a cluster this bench starts by hand for that build, the way one is started on a
+  real cluster (`dask scheduler` and `dask worker --nworkers W --nthreads 1`, both with `--preload
+  pipeline.cluster_preload`, on 127.0.0.1; W = `--workers` or one per CPU) and stops after it; its
+  CPU and peak RSS are counted with the build's (an existing cluster's are not).
 
 The first clean build of a size serves as the incremental runs' base and as the scaling run with the same
-number of workers (`--workers`), so no identical build is run twice; the scaling run after the incremental
-ones builds their changed inputs (the same volume). `--keep` leaves each district in `--work`; `--reuse`
+number of workers (`--workers`), so no identical build is run twice; the other scaling build and the
+external one run right after it (into an out/ and cache/ of their own), before the incremental runs
+change the inputs. `--keep` leaves each district in `--work`; `--reuse`
 builds such a district again without generating it (with the options it was generated with; after
 `--incremental` its inputs carry the changed tiles).
 
@@ -38,6 +43,7 @@ The machine's load is recorded with the figures: on a shared machine, compare th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -45,6 +51,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,32 +91,111 @@ def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _build(cfg: Path, workers: int | None, scheduler: str | None = None) -> dict[str, Any]:
-    """One `twin build` in a child process; wall, CPU and the peak RSS of the largest process it reaped."""
-    cmd = [str(Path(sys.executable).with_name("twin")), "build", str(cfg), "--quiet"]
-    if scheduler:
-        cmd += ["--scheduler", scheduler]
-    elif workers:
-        cmd += ["--jobs", str(workers)]
+def _timer() -> str:
     # GNU time measures from a small process of its own: a child forked from this (large) bench process
     # would report this process's memory high-water mark as its own (Linux keeps it across exec)
     timer = shutil.which("time") or "/usr/bin/time"
     if not Path(timer).is_file():
         raise SystemExit("bench.regional needs GNU time (Debian package `time`) to measure peak RSS")
+    return timer
+
+
+def _rusage(stderr: str) -> tuple[float, float]:
+    """(user + sys seconds, peak RSS MB) from GNU time's TWIN-RUSAGE line."""
+    line = next(ln for ln in reversed(stderr.splitlines()) if ln.startswith("TWIN-RUSAGE "))
+    user, sys_, max_kb = (float(v) for v in line.split()[1:])
+    return user + sys_, max_kb / 1024.0
+
+
+def _build(cfg: Path, workers: int | None, scheduler: str | None = None) -> dict[str, Any]:
+    """One `twin build` in a child process; wall, CPU and the peak RSS of the largest process it reaped.
+    `scheduler="local"`: on a cluster started here for it (`_own_cluster`), whose processes are counted."""
+    if scheduler == "local":
+        with _own_cluster(cfg.parent, workers) as (address, usage):
+            r = _build(cfg, None, address)
+        cpu, rss = zip(*usage, strict=True)
+        return r | {
+            "cpu_s": round(r["cpu_s"] + sum(cpu), 2),
+            "peak_rss_mb": round(max(r["peak_rss_mb"], *rss), 1),
+        }
+    cmd = [str(Path(sys.executable).with_name("twin")), "build", str(cfg), "--quiet"]
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    elif workers:
+        cmd += ["--jobs", str(workers)]
     t0 = time.perf_counter()
-    proc = subprocess.run([timer, "-f", "TWIN-RUSAGE %U %S %M", *cmd], capture_output=True, text=True)
+    proc = subprocess.run([_timer(), "-f", "TWIN-RUSAGE %U %S %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(
             f"twin build {cfg} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         )
-    line = next(ln for ln in reversed(proc.stderr.splitlines()) if ln.startswith("TWIN-RUSAGE "))
-    user, sys_, max_kb = (float(v) for v in line.split()[1:])
-    return {
-        "wall_s": round(wall, 2),
-        "cpu_s": round(user + sys_, 2),
-        "peak_rss_mb": round(max_kb / 1024.0, 1),
-    }
+    cpu, rss = _rusage(proc.stderr)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss, 1)}
+
+
+@contextlib.contextmanager
+def _own_cluster(
+    work: Path, workers: int | None, preload: bool = True
+) -> Iterator[tuple[str, list[tuple[float, float]]]]:
+    """`dask scheduler` + `dask worker --nworkers W --nthreads 1` on 127.0.0.1, both with the preload
+    `pipeline.cluster_preload`, each under GNU time; yields (address, usage) and fills `usage` with
+    (CPU s, peak RSS MB) of the scheduler and the workers once they are stopped (SIGTERM). `preload=False`:
+    Dask's default settings (for comparison)."""
+    import psutil
+
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    sched_file = work / "bench-scheduler.json"
+    sched_file.unlink(missing_ok=True)
+    n = workers or len(os.sched_getaffinity(0))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    timed = [_timer(), "-f", "TWIN-RUSAGE %U %S %M", dask_cli]
+    logs = [work / "bench-scheduler.log", work / "bench-workers.log"]  # Dask's logs, then GNU time's line
+
+    def start(args: list[str], log: Path) -> subprocess.Popen:
+        with log.open("w") as f:
+            return subprocess.Popen([*timed, *args], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=f)
+
+    sched_args = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)]
+    pre = ["pipeline.cluster_preload"] if preload else []
+    procs = [start(["scheduler", *sched_args, *(f"--preload={m}" for m in pre)], logs[0])]
+    usage: list[tuple[float, float]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise SystemExit("bench: dask scheduler did not start")
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        worker_args = ["--nworkers", str(n), "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+        procs.append(
+            start(["worker", address, *worker_args, *(f"--preload-nanny={m}" for m in pre)], logs[1])
+        )
+        from distributed import Client
+
+        with Client(address, timeout="60s") as c:
+            c.wait_for_workers(n, timeout=120)
+        yield address, usage
+    finally:
+        for p in reversed(procs):  # the dask process under each GNU time, workers first
+            for child in psutil.Process(p.pid).children():
+                child.terminate()
+        for p, log in zip(procs, logs, strict=False):
+            p.wait(timeout=60)
+            with contextlib.suppress(StopIteration):
+                usage.append(_rusage(log.read_text()))
+
+
+def _build_elsewhere(
+    root: Path, cfg: Path, label: str, workers: int | None, scheduler: str | None = None
+) -> dict[str, Any]:
+    """A clean build into an out/ and cache/ of its own (removed after it): the district's own stay for
+    the incremental runs."""
+    out, cache = root / "data" / f"out-{label}", root / "data" / f"cache-{label}"
+    r = _build(_with_paths(cfg, out, cache), workers, scheduler)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return r
 
 
 def _release(root: Path) -> Path:
@@ -254,35 +340,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw_mb_per_km2": round(raw_bytes / km2 / 1e6, 1),
             "release_mb_per_km2": round(_tree_bytes(rel) / km2 / 1e6, 1),
         }
+        if args.scaling is not None and math.isclose(km2, args.scaling):
+            from pipeline.runtime import default_workers
+
+            one: dict[str, Any] = {}
+            for w in (1, 2):
+                if w == (args.workers or default_workers()):  # the clean build above was this one
+                    one[str(w)] = {**full, "same_as": "the clean build"}
+                else:
+                    one[str(w)] = _build_elsewhere(root, cfg, f"{w}w", w)
+            one["speedup_2_vs_1"] = round(one["1"]["wall_s"] / one["2"]["wall_s"], 2)
+            one["meets_bar"] = one["speedup_2_vs_1"] >= BAR_TWO_WORKERS
+            rec["scaling"] = one
         if args.scheduler:
-            shutil.rmtree(root / "data" / "out", ignore_errors=True)
-            shutil.rmtree(root / "data" / "cache", ignore_errors=True)
-            rec["external_scheduler"] = _build(cfg, None, scheduler=args.scheduler)
+            rec["external_scheduler"] = _build_elsewhere(root, cfg, "external", args.workers, args.scheduler)
             rec["external_scheduler"]["speedup"] = round(
                 full["wall_s"] / rec["external_scheduler"]["wall_s"], 2
             )
         if args.incremental is not None and math.isclose(km2, args.incremental):
-            # the base is a clean build with the run's workers: the first one when nothing rebuilt since
-            base = full
-            if args.scheduler:
-                shutil.rmtree(root / "data" / "out", ignore_errors=True)
-                shutil.rmtree(root / "data" / "cache", ignore_errors=True)
-                base = _build(cfg, args.workers)
-            rec["incremental"] = _incremental(root, cfg, base, args.workers)
-        if args.scaling is not None and math.isclose(km2, args.scaling):
-            one: dict[str, Any] = {}
-            for w in (1, 2):
-                if w == args.workers:  # the clean build above was this one
-                    one[str(w)] = {**full, "same_as": "the clean build"}
-                    continue
-                shutil.rmtree(root / "data" / "out", ignore_errors=True)
-                shutil.rmtree(root / "data" / "cache", ignore_errors=True)
-                one[str(w)] = _build(cfg, w)
-                if rec.get("incremental"):
-                    one[str(w)]["inputs"] = "after the incremental runs' changes (the same volume)"
-            one["speedup_2_vs_1"] = round(one["1"]["wall_s"] / one["2"]["wall_s"], 2)
-            one["meets_bar"] = one["speedup_2_vs_1"] >= BAR_TWO_WORKERS
-            rec["scaling"] = one
+            rec["incremental"] = _incremental(root, cfg, full, args.workers)
         result["sizes"][f"{km2:g}"] = rec
         print(json.dumps({k: v for k, v in rec.items() if "stage" not in k}, indent=1), flush=True)
         if not args.keep:
@@ -319,7 +395,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--incremental", type=float, default=None, metavar="KM2", help="incremental runs at this size"
     )
     ap.add_argument("--scaling", type=float, default=None, metavar="KM2", help="1 vs 2 workers at this size")
-    ap.add_argument("--scheduler", default=None, help="also build on this Dask scheduler (tcp://HOST:PORT)")
+    ap.add_argument(
+        "--scheduler",
+        default=None,
+        help="also build on this Dask scheduler (tcp://HOST:PORT), or `local`: on one started here for it",
+    )
     ap.add_argument("--work", default=str(REPO / "data" / "bench" / "regional"), help="scratch folder")
     ap.add_argument("--keep", action="store_true", help="keep each district's data and release")
     ap.add_argument(

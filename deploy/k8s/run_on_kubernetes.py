@@ -16,7 +16,8 @@ spec = make_cluster_spec(
     image="registry.example.org/ruhrtwin:latest",
     n_workers=8,
     resources={"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}},
-    worker_command="dask worker --nthreads 1",
+    # the settings of `twin build`'s local cluster (docs/operations.md "Distributed builds")
+    worker_command="dask worker --nthreads 1 --preload-nanny pipeline.cluster_preload",
 )
 for c in spec["spec"]["worker"]["spec"]["containers"] + spec["spec"]["scheduler"]["spec"]["containers"]:
     c["volumeMounts"] = [{"name": "twin", "mountPath": "/srv/ruhrtwin"}]

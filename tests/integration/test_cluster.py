@@ -33,8 +33,9 @@ DASK = Path(sys.executable).parent / "dask"
 
 
 @contextlib.contextmanager
-def external_cluster(tmp: Path, n_workers: int = 2):
-    """`dask scheduler` + `n_workers` x `dask worker --nworkers 1 --nthreads 1`; yields the address."""
+def external_cluster(tmp: Path, n_workers: int = 2, preload: bool = False):
+    """`dask scheduler` + `n_workers` x `dask worker --nworkers 1 --nthreads 1`; yields the address.
+    `preload`: started with `pipeline.cluster_preload` (the settings of the local cluster)."""
     if not DASK.exists():
         pytest.skip(f"dask CLI not found next to {sys.executable}")
     sched_file = tmp / "scheduler.json"
@@ -52,6 +53,7 @@ def external_cluster(tmp: Path, n_workers: int = 2):
                 "--no-dashboard",
                 "--scheduler-file",
                 str(sched_file),
+                *(["--preload", "pipeline.cluster_preload"] if preload else []),
             ],
             **common,
         )
@@ -79,6 +81,7 @@ def external_cluster(tmp: Path, n_workers: int = 2):
                         "127.0.0.1",
                         "--memory-limit",
                         "2GB",
+                        *(["--preload-nanny", "pipeline.cluster_preload"] if preload else []),
                     ],
                     **common,
                 )
@@ -135,15 +138,44 @@ def test_external_scheduler_equals_local_build(tmp_path, monkeypatch):
     assert a == b
 
 
+def _settings() -> tuple[str | None, bool, str]:
+    import dask
+
+    return (
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        dask.config.get("distributed.worker.profile.enabled"),
+        dask.config.get("distributed.admin.tick.interval"),
+    )
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_cluster_preload_gives_the_local_clusters_settings(tmp_path, preload):
+    """Workers and scheduler started with `pipeline.cluster_preload` run with the settings of `twin build`'s
+    local cluster (docs/operations.md): no MALLOC_TRIM_THRESHOLD_ in the workers, no profiler, a 200 ms
+    tick; without it, Dask's defaults."""
+    from distributed import Client
+
+    with external_cluster(tmp_path, preload=preload) as address, Client(address, timeout="30s") as c:
+        workers = set(c.run(_settings).values())
+        scheduler = c.run_on_scheduler(_settings)
+    if preload:
+        assert workers == {(None, False, "200ms")}
+        assert scheduler[1:] == (False, "200ms")
+    else:
+        assert workers == {("65536", True, "20ms")}
+        assert scheduler[2] == "20ms"
+
+
 def test_external_scheduler_tiny_district_equals_local(tiny_project, tiny_release, tmp_path):
-    """The real layers of the tiny district, built on `dask scheduler` + 2 `dask worker`s, equal the local build."""
+    """The real layers of the tiny district, built on `dask scheduler` + 2 `dask worker`s (started with
+    `pipeline.cluster_preload`), equal the local build."""
     from pipeline.orchestrate.build import run_build
     from tests.conftest import load_tiny_config
 
     remote = tmp_path / "remote"
     shutil.copytree(tiny_project / "configs", remote / "configs")
     shutil.copytree(tiny_project / "data" / "raw", remote / "data" / "raw")  # no cache: a full build
-    with external_cluster(tmp_path) as address:
+    with external_cluster(tmp_path, preload=True) as address:
         r_remote = run_build(load_tiny_config(remote), scheduler=address, log=BuildLog(quiet=True))
     assert r_remote.build_id == tiny_release.name
     a, b = tree(tiny_release), tree(r_remote.release_dir)

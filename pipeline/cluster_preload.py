@@ -1,0 +1,16 @@
+"""The settings of `twin build`'s local Dask cluster for a cluster started by hand, as a Dask preload:
+
+    dask scheduler --preload pipeline.cluster_preload
+    dask worker tcp://HOST:8786 --nthreads 1 --preload-nanny pipeline.cluster_preload
+
+A nanny passes its settings on to the worker processes it starts (and, with this preload, starts them
+without `MALLOC_TRIM_THRESHOLD_`). The settings: `pipeline.runtime.cluster_settings`; why they matter:
+docs/operations.md ("Distributed builds")."""
+
+from __future__ import annotations
+
+import dask
+
+from pipeline.runtime import cluster_settings
+
+dask.config.set(cluster_settings())
