@@ -204,14 +204,21 @@ def _run_with_pool(args: argparse.Namespace) -> int:
 
         jobs = default_workers()
     pool = None
-    with contextlib.ExitStack() as stack:
-        if jobs > 1 and not args.scheduler:
-            # local workers start first (forked from a server that loads the kernels) and warm up while
-            # this process imports and plans
-            from pipeline.orchestrate.points_pool import LocalPool
+    try:
+        with contextlib.ExitStack() as stack:
+            if jobs > 1 and not args.scheduler:
+                # local workers start first (forked from a server that loads the kernels) and warm up while
+                # this process imports and plans
+                from pipeline.orchestrate.points_pool import LocalPool
 
-            pool = stack.enter_context(LocalPool(jobs))
-        code = _run(args, jobs, pool)
+                pool = stack.enter_context(LocalPool(jobs))
+            code = _run(args, jobs, pool)
+    except BaseException:
+        if pool is not None:  # its workers have stopped: what one wrote into the staging folder goes too
+            from pipeline.orchestrate.points_run import remove_own_staging
+
+            remove_own_staging(Path(args.out))
+        raise
     # at interpreter exit, the final garbage collections need not walk the long-lived objects of
     # numba/pydantic/pyproj (exit 0.25 -> 0.1 s); atexit runs before them, and in-process callers
     # (tests) are unaffected until they exit

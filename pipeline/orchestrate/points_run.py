@@ -420,14 +420,25 @@ def make_staging(out_dir: Path) -> Path:
     by SIGKILL, power loss; the pid in the name proves which run made it) are removed first; a folder whose
     pid is alive, or any other name, is left alone."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_staging(out_dir, lambda pid: pid != os.getpid() and not pid_alive(pid))
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
+
+
+def remove_own_staging(out_dir: Path) -> None:
+    """This process's staging folders of `out_dir`, removed once its workers have stopped: a run that
+    fails (or is stopped) removes its staging folder at once, but a worker still writing into it can
+    leave a part behind."""
+    _remove_staging(Path(out_dir).resolve(), lambda pid: pid == os.getpid())
+
+
+def _remove_staging(out_dir: Path, whose: Callable[[int], bool]) -> None:
+    """The staging folders of `out_dir` (`make_staging`'s names) whose pid `whose` accepts."""
     pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.tmp-(\d+)-[A-Za-z0-9_]+$")
     with contextlib.suppress(OSError):
         for p in out_dir.parent.iterdir():
             m = pattern.match(p.name)
-            pid = int(m[1]) if m else os.getpid()
-            if pid != os.getpid() and p.is_dir() and not p.is_symlink() and not pid_alive(pid):
+            if m and whose(int(m[1])) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
 
 
 # `--overwrite` replaces only an earlier output of this command: a folder holding the run summary it
