@@ -33,13 +33,14 @@ DASK = Path(sys.executable).parent / "dask"
 
 
 @contextlib.contextmanager
-def external_cluster(tmp: Path, n_workers: int = 2, preload: bool = False):
+def external_cluster(tmp: Path, n_workers: int = 2, preload: bool = False, env: dict[str, str] | None = None):
     """`dask scheduler` + `n_workers` x `dask worker --nworkers 1 --nthreads 1`; yields the address.
-    `preload`: started with `pipeline.cluster_preload` (the settings of the local cluster)."""
+    `preload`: started with `pipeline.cluster_preload` (the settings of the local cluster); `env`: more
+    environment variables for the processes."""
     if not DASK.exists():
         pytest.skip(f"dask CLI not found next to {sys.executable}")
     sched_file = tmp / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # workers import tests._release_fakes too
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}  # workers import tests._release_fakes too
     common = {"cwd": tmp, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [
         subprocess.Popen(
@@ -151,11 +152,15 @@ def _settings() -> tuple[str | None, bool, str]:
 @pytest.mark.parametrize("preload", [False, True])
 def test_cluster_preload_gives_the_local_clusters_settings(tmp_path, preload):
     """Workers and scheduler started with `pipeline.cluster_preload` run with the settings of `twin build`'s
-    local cluster (docs/operations.md): no MALLOC_TRIM_THRESHOLD_ in the workers, no profiler, a 200 ms
-    tick; without it, Dask's defaults."""
+    local cluster (docs/operations.md): no MALLOC_TRIM_THRESHOLD_ in the workers (also when the
+    environment they are started from sets it), no profiler, a 200 ms tick; without it, Dask's defaults."""
     from distributed import Client
 
-    with external_cluster(tmp_path, preload=preload) as address, Client(address, timeout="30s") as c:
+    malloc = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    with (
+        external_cluster(tmp_path, preload=preload, env=malloc) as address,
+        Client(address, timeout="30s") as c,
+    ):
         workers = set(c.run(_settings).values())
         scheduler = c.run_on_scheduler(_settings)
     if preload:
