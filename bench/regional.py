@@ -102,7 +102,9 @@ def _timer() -> str:
 
 def _rusage(stderr: str) -> tuple[float, float]:
     """(user + sys seconds, peak RSS MB) from GNU time's TWIN-RUSAGE line."""
-    line = next(ln for ln in reversed(stderr.splitlines()) if ln.startswith("TWIN-RUSAGE "))
+    line = next((ln for ln in reversed(stderr.splitlines()) if ln.startswith("TWIN-RUSAGE ")), None)
+    if line is None:
+        raise SystemExit(f"bench: no GNU time figures in the process's output:\n{stderr[-2000:]}")
     user, sys_, max_kb = (float(v) for v in line.split()[1:])
     return user + sys_, max_kb / 1024.0
 
@@ -147,7 +149,9 @@ def _own_cluster(
     dask_cli = str(Path(sys.executable).with_name("dask"))
     sched_file = work / "bench-scheduler.json"
     sched_file.unlink(missing_ok=True)
-    n = workers or len(os.sched_getaffinity(0))
+    from pipeline.runtime import default_workers
+
+    n = workers or default_workers()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     timed = [_timer(), "-f", "TWIN-RUSAGE %U %S %M", dask_cli]
     logs = [work / "bench-scheduler.log", work / "bench-workers.log"]  # Dask's logs, then GNU time's line
@@ -178,12 +182,12 @@ def _own_cluster(
         yield address, usage
     finally:
         for p in reversed(procs):  # the dask process under each GNU time, workers first
-            for child in psutil.Process(p.pid).children():
-                child.terminate()
+            with contextlib.suppress(psutil.NoSuchProcess):  # (a scheduler that did not start has ended)
+                for child in psutil.Process(p.pid).children():
+                    child.terminate()
         for p, log in zip(procs, logs, strict=False):
             p.wait(timeout=60)
-            with contextlib.suppress(StopIteration):
-                usage.append(_rusage(log.read_text()))
+            usage.append(_rusage(log.read_text()))
 
 
 def _build_elsewhere(
