@@ -122,24 +122,11 @@ def sort_order(keys: np.ndarray, valid_bits: int = 64) -> np.ndarray:
         return np.empty(0, np.int64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     drop = max(valid_bits + idx_bits - 64, 0)
-    packed = np.empty(n, np.uint64)
-    _pack_index(keys, U64(drop), U64(idx_bits), packed)
+    packed = keys >> U64(drop)
+    packed <<= U64(idx_bits)
+    packed |= np.arange(n, dtype=np.uint64)
     packed.sort()
-    order = np.empty(n, np.int64)
-    _unpack_index(packed, U64(idx_bits), order)
+    order = packed.view(np.int64) & ((1 << idx_bits) - 1)
     if drop:  # the packed words are not needed any more: their key part in place
         _fix_runs(np.right_shift(packed, np.uint64(idx_bits), out=packed), keys, order)
     return order
-
-
-@nb.njit(cache=True, nogil=True)
-def _pack_index(keys, drop, idx_bits, out):
-    for i in range(keys.shape[0]):
-        out[i] = ((keys[i] >> drop) << idx_bits) | U64(i)
-
-
-@nb.njit(cache=True, nogil=True)
-def _unpack_index(packed, idx_bits, out):
-    mask = (U64(1) << idx_bits) - U64(1)
-    for i in range(packed.shape[0]):
-        out[i] = np.int64(packed[i] & mask)
