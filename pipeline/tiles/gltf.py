@@ -273,6 +273,16 @@ def accessor_array(js: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
     return arr[:, 0] if width == 1 else arr
 
 
+def meshopt_vertices(rows: np.ndarray) -> np.ndarray:
+    """meshopt vertex codec of the (n, stride) uint8 rows, bitstream version 0 (the one
+    EXT_meshopt_compression specifies, whatever the package's default)."""
+    import meshoptimizer as mo
+
+    mo.encode_vertex_version(0)
+    n, stride = rows.shape
+    return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
+
+
 def meshopt_glb(b: GltfBuilder) -> bytes:
     """GLB with EXT_meshopt_compression of the geometry's buffer views: vertex views (target ARRAY_BUFFER)
     by meshopt's vertex codec (mode ATTRIBUTES, bitstream version 0), index views (ELEMENT_ARRAY_BUFFER,
@@ -282,7 +292,6 @@ def meshopt_glb(b: GltfBuilder) -> bytes:
     (`fallback: true`), as the extension prescribes."""
     import meshoptimizer as mo
 
-    mo.encode_vertex_version(0)
     mo.encode_index_version(1)
     raw = bytes(b._bin)
     views = b.json["bufferViews"]
@@ -309,7 +318,7 @@ def meshopt_glb(b: GltfBuilder) -> bytes:
         else:
             stride = v.get("byteStride", element[i])
             count = v["byteLength"] // stride
-            enc = bytes(mo.encode_vertex_buffer(arr.reshape(count, stride), count, stride))
+            enc = meshopt_vertices(arr.reshape(count, stride)).tobytes()
             ext = {"byteStride": stride, "count": count, "mode": "ATTRIBUTES"}
         out.extend(b"\x00" * ((4 - len(out) % 4) % 4))
         v["buffer"] = 1

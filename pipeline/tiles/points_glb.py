@@ -70,16 +70,6 @@ def vertex_dtype(attrs: tuple[PointAttribute, ...]) -> np.dtype:
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": (off + 3) // 4 * 4})
 
 
-def _meshopt_encode(rows: np.ndarray) -> np.ndarray:
-    """meshopt vertex codec of the (n, stride) uint8 rows, bitstream version 0 (the one
-    EXT_meshopt_compression specifies, whatever the package's default)."""
-    import meshoptimizer as mo
-
-    mo.encode_vertex_version(0)
-    n, stride = rows.shape
-    return np.frombuffer(mo.encode_vertex_buffer(rows, n, stride), np.uint8)
-
-
 def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmax, gps_base, *, meshopt=False):
     """The GLB of one tile from its interleaved vertex bytes `packed` (n, stride) uint8 (see `vertex_dtype`),
     its quantization grid (`lo` mm, `step` mm), quantized maximum (the minimum is 0) and GPS base time, as
@@ -95,7 +85,9 @@ def glb_pieces(packed: np.ndarray, schema: PointSchema, lo, step, qmax, gps_base
     used, required = ["KHR_mesh_quantization", "EXT_structural_metadata"], ["KHR_mesh_quantization"]
     fallback: list[dict[str, Any]] = []
     if meshopt and n:
-        payload = _meshopt_encode(payload)
+        from pipeline.tiles.gltf import meshopt_vertices
+
+        payload = meshopt_vertices(payload)
         ext = {"buffer": 0, "byteOffset": 0, "byteLength": len(payload), "byteStride": stride, "count": n}
         view.update(buffer=1, extensions={MESHOPT: {**ext, "mode": "ATTRIBUTES"}})
         used.append(MESHOPT)

@@ -594,7 +594,7 @@ def test_meshopt_encode_is_version_0_and_lossless():
     whatever the package's default) and decodes back to the rows, for tiles of any size."""
     import meshoptimizer as mo
 
-    from pipeline.tiles.points_glb import _meshopt_encode
+    from pipeline.tiles.gltf import meshopt_vertices
 
     rng = np.random.default_rng(7)
     mo.encode_vertex_version(1)  # another default must not leak into the tiles
@@ -602,7 +602,7 @@ def test_meshopt_encode_is_version_0_and_lossless():
         rows = rng.integers(0, 256, (n, stride), dtype=np.uint8)
         rows[:, 6:8] = 0  # padding columns, as in the vertex layout
         rows[:, :2] = np.sort(rows[:, :2], axis=0)
-        got = bytes(_meshopt_encode(rows))
+        got = bytes(meshopt_vertices(rows))
         assert got[0] == 0xA0  # version 0
         dec = np.asarray(mo.decode_vertex_buffer(n, stride, got)).view(np.uint8).reshape(n, stride)
         assert np.array_equal(dec, rows)
