@@ -98,14 +98,6 @@ def _check_stop() -> None:
         sig.check()
 
 
-def _result(fut: concurrent.futures.Future) -> Any:
-    try:
-        return fut.result()
-    except concurrent.futures.CancelledError:
-        _check_stop()  # cancelled by the stop signal: StageStopped
-        raise
-
-
 def build_executor(client: Any) -> concurrent.futures.Executor | None:
     """A Dask client's standard executor with content-derived task keys; None without a client (serial)."""
     return None if client is None else client.get_executor(pure=True)
@@ -168,7 +160,12 @@ def map_ordered(
             fut = finished.get()
             if signal is not None:
                 signal.untrack([fut])
-            finish(futures.pop(fut), _result(fut), done)
+            try:
+                result = fut.result()
+            except concurrent.futures.CancelledError:
+                _check_stop()  # cancelled by the stop signal: StageStopped
+                raise
+            finish(futures.pop(fut), result, done)
     except BaseException:
         for f in futures:
             f.cancel()
