@@ -65,11 +65,8 @@ def decode_raw(
     assert dtype is not None, "LAS/LAZ infos carry their record dtype"
     if info.kind == "las":
         # read straight into a writable array (the kernels then see the same array types as for LAZ)
-        arr = np.empty(unit.count, dtype=dtype)
-        with info.path.open("rb") as f:
-            f.seek(unit.byte_start)
-            got = f.readinto(arr.view(np.uint8).data)
-        if got != unit.byte_len:
+        arr = np.fromfile(info.path, dtype, unit.count, offset=unit.byte_start)
+        if len(arr) != unit.count:
             raise InputError("file is truncated (point records end early)", path=info.path)
         return arr
     import lazrs
