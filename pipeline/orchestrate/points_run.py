@@ -47,7 +47,6 @@ from pipeline.sources.pointcloud.header import plan_units
 from pipeline.stages.points.classes import enum_schema
 from pipeline.stages.points.decode import DecodeJob
 from pipeline.stages.points.tiling import (
-    BinResult,
     TileJob,
     TileRecord,
     plan_bins,
@@ -243,16 +242,6 @@ def _run_tiling(
     refs = collections.Counter(path for bn in bins for path, _a, _b in bn.ranges)
     results: list[Any] = [None] * len(bins)  # the BinResult of every bin, in bin order
 
-    def tiled(k: int, res: BinResult) -> None:
-        results[order[k]] = res
-        if opts.cache is not None:  # the spill files are entries of the cache
-            return
-        for path, _a, _b in bins[order[k]].ranges:
-            refs[path] -= 1
-            if refs[path] == 0:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
-
     copc: list[tuple[Any, ...]] = []
     if side is not None:
         from pipeline.orchestrate.points_copc import copc_tasks, layer_copc, write_file_copc
@@ -270,7 +259,13 @@ def _run_tiling(
         if phase == "copc":
             files[k] = res
         else:
-            tiled(k - len(copc), res)
+            i = order[k - len(copc)]
+            results[i] = res
+            for path, _a, _b in bins[i].ranges if opts.cache is None else ():  # else: entries of the cache
+                refs[path] -= 1
+                if refs[path] == 0:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
         done[phase] += 1
         if progress:
             progress(phase, done[phase], totals[phase])
