@@ -49,7 +49,6 @@ def run(
     import shapely
 
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
-    from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
     from pipeline.stages.buildings.reconstruct import (
         ROOF_FIELDS,
@@ -58,6 +57,7 @@ def run(
         reconstruct_roofs,
     )
     from pipeline.stages.buildings.roofs import RoofParams
+    from tests._points_reference import read_points
 
     _city, ei, st, geoms = _demo_buildings(raw, epoch)
     laz = sorted((raw / "aerial" / epoch).glob("*.la[sz]"))
@@ -159,7 +159,6 @@ def run_parts(
 
     from pipeline.config.model import BuildingsLayer
     from pipeline.sources.demo.roofs import boundary_edges, roof_height
-    from pipeline.sources.pointcloud.reader import read_points
     from pipeline.stages.buildings.heights import HeightParams
     from pipeline.stages.buildings.parts import (
         assign_parts,
@@ -181,6 +180,7 @@ def run_parts(
         merge_partitions,
         roof_partition,
     )
+    from tests._points_reference import read_points
 
     city, ei, st, geoms = _demo_buildings(raw, epoch)
     bauteile = [p for p in city.parts if p.kind == "bauteil" and p.present[ei]]

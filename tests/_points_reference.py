@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.sources.pointcloud import reader
 from pipeline.stages.points import kernels as K
 from pipeline.tiles.points_glb import SRGB8_TO_LINEAR8, PointSchema, glb_pieces, vertex_dtype
 
@@ -178,3 +179,9 @@ def encode_glb(
     """One point tile as GLB bytes from its record fields `attrs` (numpy path: `pack_vertices`)."""
     packed, base = pack_vertices(qt, attrs, schema)
     return b"".join(glb_pieces(packed, schema, qt.lo, qt.step, qt.qmax, base, meshopt=meshopt))
+
+
+def read_points(path, fields=("x", "y", "z", "classification")) -> dict[str, np.ndarray]:
+    """Every point of a file at once (`reader.iter_points` concatenated; the pipeline reads in chunks)."""
+    chunks = list(reader.iter_points(path, fields))
+    return {f: np.concatenate([c[f] for c in chunks]) for f in fields}

@@ -14,6 +14,7 @@ import shapely
 
 from pipeline.errors import InputError
 from pipeline.sources.pointcloud import reader
+from tests._points_reference import read_points
 from tests._synthetic_las import synthetic_points, write_las
 
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
@@ -172,7 +173,7 @@ def test_chunked_samples_come_in_the_whole_file_order(files, n):
 
     params = HeightParams(roof_classes=(20,), ground_classes=(2,))
     zones = footprint_zones(_footprints(), params)
-    whole = reader.read_points(files["laz1"], HEIGHT_FIELDS)
+    whole = read_points(files["laz1"], HEIGHT_FIELDS)
     want = collect_samples(whole, zones, params)
     got = collect_samples_chunked(reader.iter_points(files["laz1"], HEIGHT_FIELDS, n), zones, params)
     assert len(want.roof_z) > 1000 and len(want.ground_z) > 1000
@@ -275,7 +276,7 @@ def test_e57_scan_pose_is_applied(tmp_path, scale):
     c = np.cos(np.pi / 4) * scale
     with pye57.E57(str(p), mode="w") as e:
         e.write_scan_raw(data, rotation=np.array([c, 0.0, 0.0, c]), translation=np.array([10.0, 20.0, 30.0]))
-    got = reader.read_points(p, ("x", "y", "z"))
+    got = read_points(p, ("x", "y", "z"))
     want = np.stack([-xyz[:, 1], xyz[:, 0], xyz[:, 2]], axis=1) + np.array([10.0, 20.0, 30.0])
     assert np.allclose(np.stack([got["x"], got["y"], got["z"]], axis=1), want, atol=0.0005)
 

@@ -540,7 +540,7 @@ def test_partitioned_equals_one_piece(demo_street, source, tmp_path, monkeypatch
     one measurement of all segments give, whatever the tiling (budget), the read tasks per file and the
     executor."""
     import pipeline.orchestrate.street_space as orchestrate
-    from pipeline.sources.pointcloud.reader import read_points
+    from tests._points_reference import read_points
 
     raw = demo_street
     p = StreetSpaceParams()
@@ -614,7 +614,7 @@ def _patch_header_bounds(path, xmax: float, ymax: float) -> None:
 def test_kernels_equal_the_reference_on_the_demo(demo_street, source):
     """Every segment of the demo measured by the kernels and by the pure-numpy reference: the same kerbs,
     widths and counts, clearances equal to the rounding of the plane fits (normal equations vs lstsq)."""
-    from pipeline.sources.pointcloud.reader import read_points
+    from tests._points_reference import read_points
 
     p = StreetSpaceParams()
     axes = _demo_axes(demo_street, source)

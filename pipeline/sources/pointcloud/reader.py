@@ -11,7 +11,7 @@ and surface rasters, street space, input verification):
 - `iter_points(info, fields, chunk_points)`: bounded-memory iteration over a whole file in chunks of
   exactly `chunk_points` points (the last one shorter), with x/y/z scaled to the file's CRS units
   (`X * scale + offset`, as laspy computes them). Memory: under four chunks (a LAZ chunk or E57 scan
-  larger than a chunk counts whole), whatever the file size. `read_points` is the explicit "whole file in RAM" call (tests, small files).
+  larger than a chunk counts whole), whatever the file size.
 - `chunk_points_for(budget)`: the chunk size a task with a memory budget reads with.
 
 Backends (in the style of laspy's `LazBackend`): `lazrs` decodes LAS (plain reads) and LAZ/COPC (lazrs'
@@ -164,11 +164,3 @@ def _layers(fields: Sequence[str]) -> tuple[str, ...] | None:
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return parts[0] if len(parts) == 1 else {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
-
-
-def read_points(
-    info: PointFileInfo | str | Path, fields: Sequence[str] = ("x", "y", "z", "classification")
-) -> dict[str, np.ndarray]:
-    """Every point of the file at once (memory: the whole file; `iter_points` is the bounded way; a file
-    holds at least one point: `scan_file` refuses empty ones)."""
-    return _concat(list(iter_points(info, fields, MAX_CHUNK_POINTS)))
