@@ -23,6 +23,7 @@ import hashlib
 import io
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,49 +305,96 @@ def epoch_stats(plan: EpochPlan, results: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def raster_calls(ctx: BuildContext, footprints: np.ndarray) -> dict[str, CachedCall]:
-    """The cached calls of the per-footprint raster statistics where the rasters are configured: "ndvi"
-    (mean NDVI) and "dgm" (DGM low percentile)."""
-    from pipeline.stages.buildings.rasters import mean_ndvi, terrain_low
+@dataclass
+class RasterStats:
+    """One per-footprint raster statistic: a cached call per raster tile (a changed tile recomputes only
+    the part of the footprints it touches) and how the tiles' results are joined, in tile order."""
+
+    calls: list[CachedCall]
+    join: Callable[[list[Any]], np.ndarray]
+
+
+def _footprints_by_tile(
+    infos: list[Any], geoms: np.ndarray, crs: str
+) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+    """Each raster tile with the footprints whose extent touches it (all of them for a tile in another
+    CRS: never one missed) and the WKB of those footprints (for the tile's key)."""
+    from pipeline.sources.rasters import in_crs
+
+    tree = shapely.STRtree(geoms)  # queried by extent: a superset of what the tile's pixels cover
+    wkb = shapely.to_wkb(geoms)
+    out = []
+    for info in infos:
+        sub = np.sort(tree.query(shapely.box(*info.bounds))) if in_crs(info, crs) else np.arange(len(geoms))
+        out.append((info, sub, wkb[sub]))
+    return out
+
+
+def _wkb_key(wkb: np.ndarray) -> str:
+    return hashlib.sha256(b"".join(wkb.tolist())).hexdigest()
+
+
+def raster_stats(ctx: BuildContext, footprints: np.ndarray) -> dict[str, RasterStats]:
+    """The per-footprint raster statistics where the rasters are configured: "ndvi" (mean NDVI of the
+    orthophoto) and "dgm" (a low percentile of the DGM), one cached task per raster tile."""
+    from pipeline.orchestrate.cache import input_sha256
+    from pipeline.sources.rasters import scan_rasters
+    from pipeline.stages.buildings.rasters import low_of_parts, mean_of_sums, ndvi_sums, terrain_part
 
     cfg = ctx.cfg
-    out: dict[str, CachedCall] = {}
-    # incremental: keyed by the rasters' content and the footprints (not recomputed for a new point tile)
-    fkey = hashlib.sha256(b"".join(shapely.to_wkb(np.asarray(footprints, dtype=object)).tolist())).hexdigest()
-    if cfg.sources.orthophoto is not None:
+    crs = cfg.crs.horizontal
+    geoms = np.asarray(footprints, dtype=object)
+    n = len(geoms)
+    out: dict[str, RasterStats] = {}
+    ortho = cfg.sources.orthophoto
+    paths = [i.path for i in ctx.inputs_for("orthophoto")]
+    if ortho is not None and paths:
         from pipeline.sources.rasters import orthophoto_bands
 
-        bands = orthophoto_bands(cfg.sources.orthophoto.bands)
-        paths = [i.path for i in ctx.inputs_for("orthophoto")]
-        if paths:
-            sha = sorted(i.sha256 for i in ctx.inputs_for("orthophoto"))
+        bands = orthophoto_bands(ortho.bands)
+        tiles = _footprints_by_tile(scan_rasters(paths, working_crs=crs, crs_override=ortho.crs), geoms, crs)
+        calls: list[CachedCall] = []
+        for info, sub, wkb in tiles:
             key = [
-                "buildings-ndvi-v1",
-                sha,
-                fkey,
-                bands["red"],
-                bands["nir"],
-                cfg.sources.orthophoto,
+                "buildings-ndvi-tile-v1",
+                input_sha256(ctx, info.path),
+                _wkb_key(wkb),
+                bands,
+                ortho,
                 cfg.crs,
             ]
-            ndvi_args = (
-                footprints,
-                paths,
-                bands["red"],
-                bands["nir"],
-                1.0,
-                cfg.crs.horizontal,
-                cfg.sources.orthophoto.crs,
-            )
-            out["ndvi"] = (key, mean_ndvi, ndvi_args, {})
-    if cfg.sources.dgm is not None:
-        paths = [i.path for i in ctx.inputs_for("dgm")]
-        if paths:
-            sha = sorted(i.sha256 for i in ctx.inputs_for("dgm"))
-            pct = cfg.layers.buildings.ground_percentile
-            key = ["buildings-dgm-low-v1", sha, fkey, pct, cfg.sources.dgm, cfg.crs]
-            dgm_args = (footprints, paths, pct, 1.0, cfg.crs.horizontal, cfg.sources.dgm.crs)
-            out["dgm"] = (key, terrain_low, dgm_args, {})
+            args = (geoms[sub], info.path, bands["red"], bands["nir"], 1.0, crs, ortho.crs)
+            calls.append((key, ndvi_sums, args, {}))
+
+        def join_ndvi(parts: list[Any], tiles: list[Any] = tiles) -> np.ndarray:
+            return mean_of_sums(n, [(t[1][i], s, c) for t, (i, s, c) in zip(tiles, parts, strict=True)])
+
+        out["ndvi"] = RasterStats(calls, join_ndvi)
+    dgm = cfg.sources.dgm
+    paths = [i.path for i in ctx.inputs_for("dgm")]
+    if dgm is not None and paths:
+        pct = cfg.layers.buildings.ground_percentile
+        tiles = _footprints_by_tile(scan_rasters(paths, working_crs=crs, crs_override=dgm.crs), geoms, crs)
+        ntouch = np.bincount(np.concatenate([t[1] for t in tiles]), minlength=n)
+        calls = []
+        for info, sub, wkb in tiles:
+            complete = ntouch[sub] == 1  # no other tile can cover it: its percentile is made in the task
+            key = [
+                "buildings-dgm-tile-v1",
+                input_sha256(ctx, info.path),
+                _wkb_key(wkb),
+                complete,
+                pct,
+                dgm,
+                cfg.crs,
+            ]
+            calls.append((key, terrain_part, (geoms[sub], info.path, complete, pct, 1.0, crs, dgm.crs), {}))
+
+        def join_dgm(parts: list[Any], tiles: list[Any] = tiles) -> np.ndarray:
+            mapped = [(t[1][d], lo, t[1][i], v) for t, (d, lo, i, v) in zip(tiles, parts, strict=True)]
+            return low_of_parts(n, mapped, pct)
+
+        out["dgm"] = RasterStats(calls, join_dgm)
     return out
 
 
@@ -784,7 +832,7 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
         if zkey not in zones_cache:
             zones_cache[zkey] = footprint_zones(geoms, params)
         plans[ep.epoch] = epoch_plan(ctx, _point_files(ctx, ep), zones_cache[zkey], params)
-    rcalls = raster_calls(ctx, geoms)
+    rstats = raster_stats(ctx, geoms)
     prefetch: list[CachedCall] = []
     if layer.lod == 2 and newest is not None:  # the LoD2 roof points need no heights: gathered meanwhile
         from pipeline.orchestrate.buildings_lod2 import lod2_units, roof_point_calls
@@ -804,7 +852,7 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
     from pipeline.orchestrate.point_products import fill_once
 
     with ctx.stage("buildings:heights"):
-        calls = [c for p in plans.values() for c in p.calls] + list(rcalls.values())
+        calls = [c for p in plans.values() for c in p.calls] + [c for r in rstats.values() for c in r.calls]
         fill_once(ctx, prefetch + calls, "tile-stats")
         results = run_cached(ctx, calls, "tile-stats")
     pos = 0
@@ -815,7 +863,10 @@ def _build_buildings(ctx: BuildContext, spill: Path) -> LayerResult:
             per_epoch[epoch] = st
         if newest is not None and epoch == newest.epoch:
             newest_stats = st
-    rasters = dict(zip(rcalls, results[pos:], strict=True))
+    rasters: dict[str, np.ndarray] = {}
+    for name, r in rstats.items():
+        rasters[name] = r.join(results[pos : pos + len(r.calls)])
+        pos += len(r.calls)
     ndvi, dgm = rasters.get("ndvi"), rasters.get("dgm")
     if newest_stats is None:
         zones = footprint_zones(geoms, newest_params)

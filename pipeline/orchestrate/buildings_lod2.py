@@ -12,6 +12,7 @@ base keeps its LoD1 box (`roof_below_base`).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,10 @@ def reconstruct_params(layer: Any, ndvi: NdviFilter | None = None) -> Reconstruc
     )
 
 
-def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | None, list[str]]:
+def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | None, list[tuple[Any, str]]]:
     """The vegetation filter of the roof points when `lod2_ndvi_filter` is on and the orthophoto has a
     near-infrared band (else None, with the reason as a warning when an orthophoto is configured), and
-    the orthophoto's sha256s for the task keys."""
+    the orthophoto's tiles with their sha256s (a task's key names the tiles its points can lie on)."""
     cfg = ctx.cfg
     layer = cfg.layers.buildings
     if not layer.lod2_ndvi_filter or cfg.sources.orthophoto is None:
@@ -79,16 +80,13 @@ def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | No
     inputs = ctx.inputs_for("orthophoto")
     if not inputs:
         return None, []
-    import rasterio
-
-    from pipeline.sources.rasters import orthophoto_bands
+    from pipeline.sources.rasters import orthophoto_bands, scan_rasters
 
     bands = orthophoto_bands(cfg.sources.orthophoto.bands)
-    count = 0
-    for i in inputs:
-        with rasterio.open(i.path) as ds:
-            count = max(count, ds.count)
-    if count < bands["nir"]:
+    infos = scan_rasters(
+        [i.path for i in inputs], working_crs=cfg.crs.horizontal, crs_override=cfg.sources.orthophoto.crs
+    )
+    if max(i.count for i in infos) < bands["nir"]:
         if not quiet:
             ctx.warn(
                 "buildings: the orthophoto has no near-infrared band: LoD2 roof points not filtered by NDVI"
@@ -103,7 +101,8 @@ def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | No
         work_crs=cfg.crs.horizontal,
         raster_crs=cfg.sources.orthophoto.crs,
     )
-    return f, sorted(i.sha256 for i in inputs)
+    sha = {i.path: i.sha256 for i in inputs}
+    return f, [(info, sha[info.path]) for info in infos]
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
@@ -139,7 +138,7 @@ def roof_point_jobs(
     epoch: Any,
     height_params: Any,
     params: ReconstructParams,
-    ndvi_sha: list[str],
+    ndvi_tiles: list[tuple[Any, str]],
 ) -> RoofPointJobs:
     from pipeline.orchestrate.buildings import _point_files
     from pipeline.orchestrate.cache import input_sha256
@@ -164,16 +163,29 @@ def roof_point_jobs(
     from pipeline.sources.pointcloud.reader import chunk_points_for
 
     chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
-    for k, (path, _b, zf, to_working) in enumerate(files):
+    from pipeline.sources.rasters import covering
+
+    ndvi_sha = {info.path: sha for info, sha in ndvi_tiles}
+    for k, (path, box, zf, to_working) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
             continue
         w = [bytes(b) for b in wkb[idx]]
-        args = (path, w, height_params, params, zf, to_working)
+        file_params = params
+        touch = covering([t[0] for t in ndvi_tiles], box, ctx.cfg.crs.horizontal)
+        if params.ndvi is not None:  # only the orthophoto tiles its points can lie in: named in the key
+            ndvi = dataclasses.replace(params.ndvi, paths=tuple(str(i.path) for i in touch))
+            file_params = dataclasses.replace(params, ndvi=ndvi)
+        args = (path, w, height_params, file_params, zf, to_working)
         jobs.append((idx, w, ntouch[idx] == 1))
         calls.append(
             (
-                ["buildings-lod2-points-v1", input_sha256(ctx, path), ndvi_sha, *args[1:]],
+                [
+                    "buildings-lod2-points-v2",
+                    input_sha256(ctx, path),
+                    [ndvi_sha[i.path] for i in touch],
+                    *args[1:],
+                ],
                 point_product,
                 (path, roof_points_of, args[1:]),
                 chunk,
@@ -204,9 +216,9 @@ def roof_point_calls(
     """The cached calls (point products) of the roof points of `geoms` (the footprints
     `reconstruct_lod2` will fit) of every tile of `epoch`: they need no heights, so they are made beside
     the height tasks (`orchestrate.point_products.fill_once`) and `reconstruct_lod2` then only fits."""
-    ndvi, ndvi_sha = ndvi_filter(ctx, quiet=True)
+    ndvi, ndvi_tiles = ndvi_filter(ctx, quiet=True)
     params = reconstruct_params(ctx.cfg.layers.buildings, ndvi)
-    return roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_sha).points
+    return roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_tiles).points
 
 
 def reconstruct_lod2(
@@ -222,7 +234,7 @@ def reconstruct_lod2(
     from pipeline.orchestrate.cache import build_cache, run_cached
 
     layer = ctx.cfg.layers.buildings
-    ndvi, ndvi_sha = ndvi_filter(ctx)
+    ndvi, ndvi_tiles = ndvi_filter(ctx)
     params = reconstruct_params(layer, ndvi)
     n = len(geoms)
     vegetation = np.zeros(n, dtype=np.int64)
@@ -232,7 +244,7 @@ def reconstruct_lod2(
     solids = BlobStore(folder / "solids.bin", n)
     low = np.full(n, np.nan)
     base = np.asarray(base, dtype=np.float64)
-    rp = roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_sha)
+    rp = roof_point_jobs(ctx, geoms, epoch, height_params, params, ndvi_tiles)
     ntouch = rp.ntouch
     if rp.jobs:
         jobs = rp.jobs

@@ -37,7 +37,7 @@ def build_pointcloud_layer(
     """Tile one point layer of the build into ctx.release_dir / out_subdir (tileset.json at its root);
     with the layer's `copc` its COPC files and .vpc from the same pass."""
     from pipeline.model import LayerResult
-    from pipeline.orchestrate.cache import build_cache
+    from pipeline.orchestrate.cache import build_cache, input_sha256
 
     t0 = time.perf_counter()
     ortho_path: str | tuple[str, ...] | None = None
@@ -78,7 +78,10 @@ def build_pointcloud_layer(
         # and the input hashes that key decode units and bins
         cache=build_cache(ctx),
         input_sha256=tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
-        ortho_sha256=tuple(sorted(f.sha256 for f in ctx.inputs_for("orthophoto"))) if ortho_path else (),
+        ortho_sha256=tuple(
+            (p, input_sha256(ctx, p))
+            for p in ([ortho_path] if isinstance(ortho_path, str) else ortho_path or ())
+        ),
     )
     with ctx.stage(f"points:{name}"):
         summary = tile_pointcloud(

@@ -44,10 +44,15 @@ def decode_key(opts: PointTilingOptions, fj: FileJob, unit: WorkUnit, job: Decod
         return None
     return opts.cache.key(
         [
-            "points-decode-v3",
+            "points-decode-v4",
             dict(opts.input_sha256)[str(fj.info.path)],
             {k: v for k, v in dataclasses.asdict(unit).items() if k not in ("file_index", "unit_index")},
-            [fj.crs_wkt, fj.z_factor, list(opts.ortho_sha256) if fj.orthophoto else [], fj.ortho_bands],
+            [
+                fj.crs_wkt,
+                fj.z_factor,
+                [dict(opts.ortho_sha256)[p] for p in fj.orthophoto or ()],
+                fj.ortho_bands,
+            ],
             dataclasses.replace(job, spill_dir="", outside_bounds="", copc=None),
         ]
     )

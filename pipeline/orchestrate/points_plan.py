@@ -25,6 +25,7 @@ from pipeline.point_attributes import check_optional
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo
 from pipeline.sources.pointcloud.reader import read_header
+from pipeline.sources.rasters import covering, scan_rasters
 from pipeline.stages.points.decode import FileJob
 from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, shipped_lattice
 from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
@@ -71,7 +72,7 @@ class PointTilingOptions:
     # incremental builds (pipeline): content-addressed cache of decode units and bins (None: no caching)
     cache: Any = None  # pipeline.orchestrate.cache.Cache
     input_sha256: tuple[tuple[str, str], ...] = ()  # (resolved path, sha256) of every input file
-    ortho_sha256: tuple[str, ...] = ()  # sha256 of the orthophoto files used for colour
+    ortho_sha256: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the orthophoto tiles (colour)
     # also write COPC files + a .vpc from the same decode (stages.points.copc_records.CopcOptions)
     copc: Any = None
 
@@ -280,8 +281,13 @@ def plan_tiling(
         optional=optional,
     )
     file_jobs = []
+    ortho_all = (opts.orthophoto,) if isinstance(opts.orthophoto, str) else tuple(opts.orthophoto or ())
+    tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0]) if use_ortho else []
     for info, fc, wkt, need in zip(infos, fcs, wkts, needs_ortho, strict=True):
-        ortho = opts.orthophoto if (use_ortho and need) else None
+        ortho = None
+        if use_ortho and need:  # the tiles its points can lie in (a file outside all: black, from the first)
+            box = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
+            ortho = tuple(str(t.path) for t in covering(tiles, box, wkt)) or ortho_all[:1]
         fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois[wkt])
         lattice = memo("points-lattice-v1", info, fc, wkt, shipped_lattice, fj, frame, cfg)
         file_jobs.append(fj if lattice is None else dataclasses.replace(fj, lattice=lattice))

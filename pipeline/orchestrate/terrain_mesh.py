@@ -27,7 +27,7 @@ from affine import Affine
 
 from pipeline.errors import InputError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.sources.rasters import Bounds, Grid, RasterInfo, native_resolution
+from pipeline.sources.rasters import Grid, RasterInfo, native_resolution, overlapping
 
 
 @dataclass
@@ -40,23 +40,6 @@ class TerrainCounts:
     tiles: int = 0
     tiles_built: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
-
-
-def _overlapping(infos: list[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
-    """The tiles `read_grid` would read for `bounds` (tiles in another horizontal CRS: all of them)."""
-    from pipeline.crs import parse_crs
-    from pipeline.sources.rasters import _horizontal_epsg
-
-    want = _horizontal_epsg(parse_crs(crs))
-    out = []
-    for i in infos:
-        tb = i.bounds
-        if i.horizontal_epsg == want and (
-            tb[0] >= bounds[2] or tb[2] <= bounds[0] or tb[1] >= bounds[3] or tb[3] <= bounds[1]
-        ):
-            continue
-        out.append(i)
-    return out
 
 
 def _dgm_chunk(infos: list[RasterInfo], layout: Any, cx: int, cy: int, crs: str) -> Any:
@@ -173,7 +156,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         }
         for cx, cy in chunk_ids:
             b = layout.chunk_bounds(cx, cy)
-            touched = _overlapping(ortho, b, crs)
+            touched = overlapping(ortho, b, crs)
             if not touched:
                 continue
             key = [
@@ -197,7 +180,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     mcalls: list[CachedCall] = []
     if cfg.sources.dgm:
         for cx, cy in chunk_ids:
-            touched = _overlapping(infos, layout.window_bounds(cx, cy), crs)
+            touched = overlapping(infos, layout.window_bounds(cx, cy), crs)
             if not touched:
                 continue
             key = [

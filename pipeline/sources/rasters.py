@@ -237,6 +237,37 @@ def scan_rasters(
     return out
 
 
+def overlapping(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
+    """The tiles whose extent overlaps `bounds` (in `crs`), in delivery order; tiles in another horizontal
+    CRS: all of them (never missed)."""
+    out = []
+    for i in infos:
+        tb = i.bounds
+        apart = tb[0] >= bounds[2] or tb[2] <= bounds[0] or tb[1] >= bounds[3] or tb[3] <= bounds[1]
+        if not apart or not in_crs(i, crs):
+            out.append(i)
+    return out
+
+
+def covering(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
+    """The tiles that can hold a point inside `bounds` (closed, in `crs`) by GDAL's pixel convention (a
+    tile holds west <= x < east, south < y <= north: a point on the line between two tiles belongs to one),
+    in delivery order; tiles in another horizontal CRS: all of them. What a sampler of points inside
+    `bounds` needs, and so all that a cache key of its result must name."""
+    out = []
+    for i in infos:
+        tb = i.bounds
+        apart = tb[0] > bounds[2] or tb[2] <= bounds[0] or tb[1] >= bounds[3] or tb[3] < bounds[1]
+        if not apart or not in_crs(i, crs):
+            out.append(i)
+    return out
+
+
+def in_crs(info: RasterInfo, crs: str) -> bool:
+    """Whether the tile's horizontal CRS is that of `crs` (its bounds compare with `crs` coordinates)."""
+    return info.horizontal_epsg == _horizontal_epsg(parse_crs(crs))
+
+
 def _close(res: tuple[float, float], target: float) -> bool:
     return abs(res[0] - target) <= 1e-6 * max(target, 1) and abs(res[1] - target) <= 1e-6 * max(target, 1)
 

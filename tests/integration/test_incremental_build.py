@@ -96,3 +96,48 @@ def test_incremental_equals_clean_build_and_reuses_tiles(tiny_project, tmp_path,
     # every tile with unchanged bytes is a hard link (reused or deduplicated), none was stored twice
     unchanged = [k for k in content if k not in changed_bytes]
     assert all(os.stat(fb[k]).st_ino == os.stat(fa[k]).st_ino for k in unchanged)
+
+
+@pytest.mark.slow  # long end-to-end run: `make test-all` (CI), not `make test`
+def test_orthophoto_tile_change_redoes_only_its_tiles(tiny_project, tmp_path, monkeypatch):
+    """One changed orthophoto tile: the point colours, roof-point NDVI filter and footprint NDVI of the
+    other tiles are reused (their keys name only the orthophoto tiles they lie on), and the release equals
+    a clean build of the changed delivery byte for byte."""
+    from bench.incremental import change_raster_tile
+
+    monkeypatch.setenv("TWIN_FINGERPRINT", "test-incremental-orthophoto")
+    overrides = {**OVERRIDES, "layers.aerial_points.colour_from_orthophoto": True}
+
+    def build(project: Path):
+        from pipeline.buildlog import BuildLog
+        from pipeline.orchestrate.build import run_build
+
+        return run_build(load_tiny_config(project, overrides), workers=2, log=BuildLog(quiet=True))
+
+    proj = _copy(tiny_project, tmp_path / "inc")
+    r_a = build(proj)
+    dop = sorted((proj / "data" / "raw" / "dop").glob("*.tif"))
+    assert len(dop) == 4
+    changed = dop[0]
+    change_raster_tile(changed, delta=60)
+    objects = proj / "data" / "cache" / "objects"
+    before = {p.name for p in objects.glob("*/*")}
+    r_b = build(proj)
+    new_entries = [p for p in objects.glob("*/*") if p.name not in before]
+    assert not r_b.up_to_date
+    # decoded again: the changed tile's point file and the one north of it (points on the line between
+    # them lie in the changed tile), not all four (with every orthophoto hash in every key: 4 and 17 of 61)
+    spills = [p for p in new_entries if p.is_dir() and any(f.suffix == ".rec" for f in p.iterdir())]
+    assert len(spills) == 2, len(spills)
+    assert 0 < len(new_entries) < len(before) / 4, (len(new_entries), len(before))
+
+    clean = _copy(tiny_project, tmp_path / "clean")
+    shutil.copy2(changed, clean / "data" / "raw" / "dop" / changed.name)
+    r_c = build(clean)
+    fb, fc = _files(r_b.release_dir), _files(r_c.release_dir)
+    assert fb.keys() == fc.keys() and len(fb) > 50
+    assert [k for k in fb if fb[k].read_bytes() != fc[k].read_bytes()] == []
+    fa = _files(r_a.release_dir)
+    assert [k for k in fb if k in fa and fb[k].read_bytes() != fa[k].read_bytes()], (
+        "the change changed nothing"
+    )

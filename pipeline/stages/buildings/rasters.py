@@ -3,7 +3,9 @@ the DGM terrain height under the footprint (base-height fallback); NDVI under si
 (`ndvi_at_points`: vegetation among the LoD2 roof points).
 
 Each raster tile is read once (decimated to `resolution_m`), the footprints touching it are burnt in with
-their index, and values are accumulated per footprint with bincount: no per-pixel Python.
+their index, and values are accumulated per footprint with bincount: no per-pixel Python. The build runs
+one task per raster tile (`ndvi_sums`, `terrain_part`) and joins the parts (`mean_of_sums`,
+`low_of_parts`): a changed tile recomputes only its part, and no task reads more than one tile.
 """
 
 from __future__ import annotations
@@ -118,6 +120,45 @@ def _height(data):
     return data[0].filled(np.nan).astype(np.float64), ok & np.isfinite(data[0].filled(np.nan))
 
 
+def ndvi_sums(
+    geoms: np.ndarray,
+    path: Path,
+    red_band: int = 1,
+    nir_band: int = 4,
+    resolution_m: float = 1.0,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One orthophoto tile's part of `mean_ndvi`: (indices of the footprints it covers, their NDVI sums,
+    their pixel counts). A task of its own per tile: a changed tile recomputes only its part."""
+    geoms = np.asarray(geoms, dtype=object)
+    idx, v, _ = _tile_zonal(
+        Path(path),
+        geoms,
+        (red_band, nir_band),
+        resolution_m,
+        _ndvi((red_band, nir_band)),
+        work_crs,
+        raster_crs,
+    )
+    s = np.bincount(idx, weights=v, minlength=len(geoms))
+    c = np.bincount(idx, minlength=len(geoms))
+    hit = np.flatnonzero(c)
+    return hit, s[hit], c[hit].astype(np.float64)
+
+
+def mean_of_sums(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Mean NDVI of `n` footprints from the tiles' `ndvi_sums` (footprint indices mapped to the `n`),
+    added up in tile order; NaN where no tile covers a footprint."""
+    s = np.zeros(n)
+    c = np.zeros(n)
+    for idx, ps, pc in parts:
+        s[idx] += ps
+        c[idx] += pc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
 def mean_ndvi(
     geoms: np.ndarray,
     paths: list[Path],
@@ -128,23 +169,8 @@ def mean_ndvi(
     raster_crs: str | None = None,
 ) -> np.ndarray:
     """Mean NDVI over each footprint (NaN where no orthophoto pixel covers it)."""
-    geoms = np.asarray(geoms, dtype=object)
-    s = np.zeros(len(geoms))
-    c = np.zeros(len(geoms))
-    for p in paths:
-        idx, v, _ = _tile_zonal(
-            Path(p),
-            geoms,
-            (red_band, nir_band),
-            resolution_m,
-            _ndvi((red_band, nir_band)),
-            work_crs,
-            raster_crs,
-        )
-        s += np.bincount(idx, weights=v, minlength=len(geoms))
-        c += np.bincount(idx, minlength=len(geoms))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+    args = (red_band, nir_band, resolution_m, work_crs, raster_crs)
+    return mean_of_sums(len(geoms), [ndvi_sums(geoms, Path(p), *args) for p in paths])
 
 
 def ndvi_at_points(
@@ -209,6 +235,54 @@ def ndvi_at_points(
     return out
 
 
+def terrain_part(
+    geoms: np.ndarray,
+    path: Path,
+    complete: np.ndarray,
+    percentile: float = 10.0,
+    resolution_m: float = 1.0,
+    work_crs: str | None = None,
+    raster_crs: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One DGM tile's part of `terrain_low`: the low percentile of the footprints no other tile can
+    cover (`complete`: reduced here, so a region's cells never meet in one process), and the cells of
+    the others: (footprint indices, their lows, footprint indices, heights) for `low_of_parts`."""
+    from pipeline.stages.buildings._kernels import grouped_percentiles
+
+    geoms = np.asarray(geoms, dtype=object)
+    idx, v, _ = _tile_zonal(Path(path), geoms, (1,), resolution_m, _height, work_crs, raster_crs)
+    whole = np.asarray(complete, dtype=bool)[idx]
+    n = len(geoms)
+    low = np.full(n, np.nan)
+    owner, vals = idx[whole], v[whole]
+    order = np.argsort(owner, kind="stable")
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64)
+    if owner.size:
+        low = grouped_percentiles(ptr, vals[order], np.array([percentile], dtype=np.float64))[:, 0]
+    done = np.flatnonzero(np.asarray(complete, dtype=bool) & np.isfinite(low))
+    return done, low[done], idx[~whole], v[~whole]
+
+
+def low_of_parts(
+    n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], percentile: float = 10.0
+) -> np.ndarray:
+    """`terrain_low` of `n` footprints from the tiles' `terrain_part`s (indices mapped to the `n`): the
+    cells of footprints on several tiles joined in tile order."""
+    from pipeline.stages.buildings._kernels import grouped_percentiles
+
+    low = np.full(n, np.nan)
+    for done, done_low, _i, _v in parts:
+        low[done] = done_low
+    owner = np.concatenate([p[2] for p in parts] or [np.zeros(0, np.int64)]).astype(np.int64)
+    v = np.concatenate([p[3] for p in parts] or [np.zeros(0)])
+    if owner.size:
+        order = np.argsort(owner, kind="stable")
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64)
+        edge = np.unique(owner)
+        low[edge] = grouped_percentiles(ptr, v[order], np.array([percentile], dtype=np.float64))[edge, 0]
+    return low
+
+
 def terrain_low(
     geoms: np.ndarray,
     paths: list[Path],
@@ -218,18 +292,6 @@ def terrain_low(
     raster_crs: str | None = None,
 ) -> np.ndarray:
     """A low percentile of the DGM cells touching each footprint (NaN where no DGM covers it)."""
-    from pipeline.stages.buildings._kernels import grouped_percentiles
-
-    geoms = np.asarray(geoms, dtype=object)
-    ids, vals = [], []
-    for p in paths:
-        idx, v, _ = _tile_zonal(Path(p), geoms, (1,), resolution_m, _height, work_crs, raster_crs)
-        ids.append(idx)
-        vals.append(v)
-    if not ids:
-        return np.full(len(geoms), np.nan)
-    owner = np.concatenate(ids)
-    v = np.concatenate(vals)
-    order = np.argsort(owner, kind="stable")
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(geoms)))]).astype(np.int64)
-    return grouped_percentiles(ptr, v[order], np.array([percentile], dtype=np.float64))[:, 0]
+    none = np.zeros(len(geoms), dtype=bool)  # not known which tiles a footprint is on: joined here
+    args = (percentile, resolution_m, work_crs, raster_crs)
+    return low_of_parts(len(geoms), [terrain_part(geoms, Path(p), none, *args) for p in paths], percentile)
