@@ -40,13 +40,13 @@ def build_pointcloud_layer(
     from pipeline.orchestrate.cache import build_cache, input_sha256
 
     t0 = time.perf_counter()
-    ortho_path: str | tuple[str, ...] | None = None
+    ortho_path: tuple[str, ...] = ()
     bands: tuple[tuple[str, int], ...] = ()
     if orthophoto is not None and layer.colour_from_orthophoto:
         import glob
 
         matches = sorted(glob.glob(str(ctx.cfg.raw_dir / orthophoto.path)))
-        ortho_path = matches[0] if len(matches) == 1 else (tuple(matches) or None)
+        ortho_path = tuple(matches)
         bands = tuple(sorted(orthophoto.bands.items()))
     copc_out: CopcOptions | None = None  # the COPC output: in the working CRS, the .vpc named after the layer
     if layer.copc:
@@ -78,10 +78,7 @@ def build_pointcloud_layer(
         # and the input hashes that key decode units and bins
         cache=build_cache(ctx),
         input_sha256=tuple(sorted((str(f.path.resolve()), f.sha256) for f in files)),
-        ortho_sha256=tuple(
-            (p, input_sha256(ctx, p))
-            for p in ([ortho_path] if isinstance(ortho_path, str) else ortho_path or ())
-        ),
+        ortho_sha256=tuple((p, input_sha256(ctx, p)) for p in ortho_path),
     )
     with ctx.stage(f"points:{name}"):
         summary = tile_pointcloud(
