@@ -451,7 +451,12 @@ def _check_buildings(
         parts = geoms[sel]
         if scope is not None:
             parts = shapely.intersection(parts, scope)
-        outside = shapely.difference(parts, grown)
+        # the overlay only for the parts the grown area does not cover (a prepared `covers` is cheap, the
+        # overlay with a plan-wide area is not: 10.5 of 15.5 s on 4 km²); a covered part leaves nothing
+        shapely.prepare(grown)
+        outside = np.full(len(parts), shapely.Polygon(), dtype=object)
+        out = ~shapely.covers(grown, parts)
+        outside[out] = shapely.difference(parts[out], grown)
         area = shapely.area(outside)
         outside_m2[sel] = area
         for i, o, ar in zip(sel, outside, area, strict=True):
