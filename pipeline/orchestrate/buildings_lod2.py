@@ -69,10 +69,10 @@ def reconstruct_params(layer: Any, ndvi: NdviFilter | None = None) -> Reconstruc
     )
 
 
-def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | None, list[tuple[Any, str]]]:
+def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | None, list[Any]]:
     """The vegetation filter of the roof points when `lod2_ndvi_filter` is on and the orthophoto has a
     near-infrared band (else None, with the reason as a warning when an orthophoto is configured), and
-    the orthophoto's tiles with their sha256s (a task's key names the tiles its points can lie on)."""
+    the orthophoto's tiles (`RasterInfo`: a task's key names the tiles its points can lie in)."""
     cfg = ctx.cfg
     layer = cfg.layers.buildings
     if not layer.lod2_ndvi_filter or cfg.sources.orthophoto is None:
@@ -101,8 +101,7 @@ def ndvi_filter(ctx: BuildContext, quiet: bool = False) -> tuple[NdviFilter | No
         work_crs=cfg.crs.horizontal,
         raster_crs=cfg.sources.orthophoto.crs,
     )
-    sha = {i.path: i.sha256 for i in inputs}
-    return f, [(info, sha[info.path]) for info in infos]
+    return f, infos
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
@@ -138,7 +137,7 @@ def roof_point_jobs(
     epoch: Any,
     height_params: Any,
     params: ReconstructParams,
-    ndvi_tiles: list[tuple[Any, str]],
+    ndvi_tiles: list[Any],
 ) -> RoofPointJobs:
     from pipeline.orchestrate.buildings import _point_files
     from pipeline.orchestrate.cache import input_sha256
@@ -165,14 +164,13 @@ def roof_point_jobs(
     chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
     from pipeline.sources.rasters import covering
 
-    ndvi_sha = {info.path: sha for info, sha in ndvi_tiles}
     for k, (path, box, zf, to_working) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
             continue
         w = [bytes(b) for b in wkb[idx]]
         file_params = params
-        touch = covering([t[0] for t in ndvi_tiles], box, ctx.cfg.crs.horizontal)
+        touch = covering(ndvi_tiles, box, ctx.cfg.crs.horizontal)
         if params.ndvi is not None:  # only the orthophoto tiles its points can lie in: named in the key
             ndvi = dataclasses.replace(params.ndvi, paths=tuple(str(i.path) for i in touch))
             file_params = dataclasses.replace(params, ndvi=ndvi)
@@ -183,7 +181,7 @@ def roof_point_jobs(
                 [
                     "buildings-lod2-points-v2",
                     input_sha256(ctx, path),
-                    [ndvi_sha[i.path] for i in touch],
+                    [input_sha256(ctx, i.path) for i in touch],
                     *args[1:],
                 ],
                 point_product,

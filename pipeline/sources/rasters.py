@@ -13,7 +13,7 @@ unless the source configures `crs:`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -240,13 +240,8 @@ def scan_rasters(
 def overlapping(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
     """The tiles whose extent overlaps `bounds` (in `crs`), in delivery order; tiles in another horizontal
     CRS: all of them (never missed)."""
-    out = []
-    for i in infos:
-        tb = i.bounds
-        apart = tb[0] >= bounds[2] or tb[2] <= bounds[0] or tb[1] >= bounds[3] or tb[3] <= bounds[1]
-        if not apart or not in_crs(i, crs):
-            out.append(i)
-    return out
+    b = bounds
+    return _near(infos, crs, lambda t: t[0] >= b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] <= b[1])
 
 
 def covering(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
@@ -254,13 +249,15 @@ def covering(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[Rast
     tile holds west <= x < east, south < y <= north: a point on the line between two tiles belongs to one),
     in delivery order; tiles in another horizontal CRS: all of them. What a sampler of points inside
     `bounds` needs, and so all that a cache key of its result must name."""
-    out = []
-    for i in infos:
-        tb = i.bounds
-        apart = tb[0] > bounds[2] or tb[2] <= bounds[0] or tb[1] >= bounds[3] or tb[3] < bounds[1]
-        if not apart or not in_crs(i, crs):
-            out.append(i)
-    return out
+    b = bounds
+    return _near(infos, crs, lambda t: t[0] > b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] < b[1])
+
+
+def _near(infos: Sequence[RasterInfo], crs: str, apart: Callable[[Bounds], bool]) -> list[RasterInfo]:
+    """The tiles whose bounds are not `apart`, and every tile in another horizontal CRS than `crs` (its
+    bounds do not compare); `crs` is parsed once, not per tile."""
+    want = _horizontal_epsg(parse_crs(crs))
+    return [i for i in infos if not apart(i.bounds) or i.horizontal_epsg != want]
 
 
 def in_crs(info: RasterInfo, crs: str) -> bool:
