@@ -186,7 +186,8 @@ def scan_rasters(
                     crs = parse_crs(crs_override, path=f)
                 elif ds.crs is None:
                     raise CrsError(
-                        "raster has no CRS (no GeoTIFF keys / .prj); set the source's `crs:` in the config",
+                        "raster has no CRS (no GeoTIFF keys / .prj); give the file one, or in `twin build` "
+                        "set the source's `crs:` in the config",
                         path=f,
                     )
                 else:

@@ -479,6 +479,29 @@ def test_missing_crs(tmp_path, capsys):
     assert "no CRS" in _bad(p, tmp_path, capsys)
 
 
+def test_orthophoto_without_crs(tmp_path, capsys):
+    """An orthophoto without a CRS is refused before anything is written: exit code of a CRS error, the
+    raster named, no output and no staging folder (its tiles are chosen per point file by their bounds)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from pipeline.errors import EXIT_CRS
+
+    p = write_las(tmp_path / "pf1.las", synthetic_points(2000, size=20.0), point_format=1)
+    tif = tmp_path / "nocrs_dop.tif"
+    with rasterio.open(
+        tif, "w", driver="GTiff", width=8, height=8, count=4, dtype="uint8", transform=from_origin(0, 8, 1, 1)
+    ) as dst:
+        dst.write(np.zeros((4, 8, 8), dtype=np.uint8))
+    out = tmp_path / "never"
+    code, err = _run_cli(
+        [str(p), "--out", str(out), "--class-scheme", "adv", "--orthophoto", str(tif)], capsys
+    )
+    assert code == EXIT_CRS, err
+    assert "nocrs_dop.tif" in err and "no CRS" in err, err
+    assert not out.exists() and not any(q.name.startswith(".never") for q in tmp_path.iterdir())
+
+
 def test_mislabelled_crs(tmp_path, capsys):
     p = write_las(tmp_path / "wgs84.las", synthetic_points(2000, size=20.0), point_format=1, crs="EPSG:4326")
     # metres under a geographic label: the diagnosis names the fix (issue 13), not a reprojection
