@@ -28,12 +28,12 @@ def _component(dt: np.dtype) -> str:
     return ("UNSIGNED_" if dt.kind == "u" else "") + {1: "BYTE", 2: "SHORT", 4: "INT"}[dt.itemsize]
 
 
-def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
-    """The parts one after the other, each (and the end) padded to 8 bytes, and their offsets."""
-    out, offsets = bytearray(), []
-    for p in parts:
+def _bin_chunk(parts: dict[str, np.ndarray]) -> tuple[bytes, dict[str, int]]:
+    """The parts one after the other, each (and the end) padded to 8 bytes, and their offsets by name."""
+    out, offsets = bytearray(), {}
+    for name, p in parts.items():
         out += bytes(-len(out) % 8)
-        offsets.append(len(out))
+        offsets[name] = len(out)
         out += np.ascontiguousarray(p).tobytes()
     return bytes(out + bytes(-len(out) % 8)), offsets
 
@@ -41,27 +41,24 @@ def _bin_chunk(parts: list[np.ndarray]) -> tuple[bytes, list[int]]:
 def encode_pnts(lo, step: int, q: np.ndarray, rows: np.ndarray, schema: PointSchema) -> bytes:
     """One pnts tile: `q` (n, 3) uint16 positions on the grid of `step` mm from `lo` (mm, the RTC centre),
     `rows` the records of its points (same order; fields of `schema`'s attributes)."""
-    n = len(q)
-    rgb = "rgb" in (rows.dtype.names or ())
     rel = (q.astype(np.int64) * step).astype(np.float64) / 1000.0
-    ft_parts = [rel.astype(np.float32)]
-    if rgb:
-        ft_parts.append(rows["rgb"].astype(np.uint8))
+    ft_parts = {"POSITION": rel.astype(np.float32)}
+    if "rgb" in (rows.dtype.names or ()):
+        ft_parts["RGB"] = rows["rgb"].astype(np.uint8)
     ft_bin, ft_off = _bin_chunk(ft_parts)
     ft: dict[str, Any] = {
-        "POINTS_LENGTH": int(n),
+        "POINTS_LENGTH": len(q),
         "RTC_CENTER": [float(v) / 1000.0 for v in lo],
-        "POSITION": {"byteOffset": ft_off[0]},
+        **{name: {"byteOffset": off} for name, off in ft_off.items()},
     }
-    if rgb:
-        ft["RGB"] = {"byteOffset": ft_off[1]}
     # the batch table: every metadata attribute of the table, in table order, as stored in the spill
-    meta = [a for a in schema.attributes if a.metadata]
-    cols = [np.asarray(rows[a.name]).astype(a.spill, copy=False) for a in meta]
+    cols = {
+        a.name: np.asarray(rows[a.name]).astype(a.spill, copy=False) for a in schema.attributes if a.metadata
+    }
     bt_bin, bt_off = _bin_chunk(cols)
     bt = {
-        a.name: {"byteOffset": off, "componentType": _component(c.dtype), "type": "SCALAR"}
-        for a, c, off in zip(meta, cols, bt_off, strict=True)
+        name: {"byteOffset": off, "componentType": _component(cols[name].dtype), "type": "SCALAR"}
+        for name, off in bt_off.items()
     }
     ft_json = _json_padded(ft, HEADER)
     bt_json = _json_padded(bt, HEADER + len(ft_json) + len(ft_bin))
