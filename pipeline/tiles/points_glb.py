@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.point_attributes import PointAttribute, metadata_properties, vertex_order
-from pipeline.tiles.gltf import ARRAY_BUFFER, FLOAT, POINTS, UNSIGNED_BYTE, UNSIGNED_SHORT, glb_parts
+from pipeline.tiles.gltf import _COMPONENT, ARRAY_BUFFER, POINTS, glb_parts
 
 CLASS_ID = "point"
 MESHOPT = "EXT_meshopt_compression"
-_COMPONENT = {np.dtype("u1"): UNSIGNED_BYTE, np.dtype("<u2"): UNSIGNED_SHORT, np.dtype("<f4"): FLOAT}
 
 
 # 8-bit sRGB -> 8-bit linear (glTF COLOR_0 is linear; pnts RGB stays sRGB)
