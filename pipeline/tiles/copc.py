@@ -97,11 +97,8 @@ def _extra_bytes_vlr(names: tuple[str, ...]) -> bytes:
     offset unused (options bits 1-4 clear); the description is the name."""
     from pipeline.point_attributes import EXTRA_NO_DATA
 
-    out = b""
-    for name in names:
-        text = name.encode("ascii", "replace")
-        out += struct.pack("<2xBB32s4xd16x96x32s", 9, 1, text, EXTRA_NO_DATA, text)
-    return out
+    texts = [name.encode("ascii", "replace") for name in names]
+    return b"".join(struct.pack("<2xBB32s4xd16x96x32s", 9, 1, t, EXTRA_NO_DATA, t) for t in texts)
 
 
 @dataclass(frozen=True)
@@ -221,10 +218,9 @@ def write_copc(
     laz_vlr = lazrs.LazVlr.new_for_compression(pf, n_extra, True)
     vlrs_after_info = _vlr("LASF_Projection", 2112, "OGC WKT", header.wkt.encode("utf-8") + b"\0")
     vlrs_after_info += _vlr("laszip encoded", 22204, "lazrs", bytes(laz_vlr.record_data()))
-    n_vlrs = 3
+    n_vlrs = 3 + bool(schema.extra_dims)
     if schema.extra_dims:
         vlrs_after_info += _vlr("LASF_Spec", 4, "extra bytes", _extra_bytes_vlr(schema.extra_dims))
-        n_vlrs += 1
     offset_to_points = HEADER_SIZE + VLR_HEADER + COPC_INFO_SIZE + len(vlrs_after_info)
 
     tmp = path.with_name(path.name + ".part")
@@ -282,7 +278,7 @@ def write_copc(
         raise
     return CopcResult(
         points=n,
-        nodes=len(tree.keys),
+        nodes=m,
         bytes=size,
         mins=(float(mins[0]), float(mins[1]), float(mins[2])),
         maxs=(float(maxs[0]), float(maxs[1]), float(maxs[2])),
