@@ -8,7 +8,6 @@ and one Dask worker uses exactly one core.
 from __future__ import annotations
 
 import io
-import struct
 from typing import NamedTuple
 
 import numpy as np
@@ -76,9 +75,8 @@ def decode_raw(
     buf = io.BytesIO()  # the unit's chunk table, encoded as LASzip stores it
     lazrs.write_chunk_table(buf, list(unit.chunks), lazrs.LazVlr(info.laszip_vlr))
     table = buf.getvalue()
-    n = 8 + unit.byte_len + len(table)
-    stream = np.empty(n, np.uint8)
-    stream[:8] = np.frombuffer(struct.pack("<q", 8 + unit.byte_len), np.uint8)
+    stream = np.empty(8 + unit.byte_len + len(table), np.uint8)
+    stream[:8].view("<i8")[0] = 8 + unit.byte_len
     with info.path.open("rb", buffering=0) as f:
         f.seek(unit.byte_start)
         got = f.readinto(stream.data[8 : 8 + unit.byte_len])
@@ -133,17 +131,16 @@ def decode_unit(
     }
     # the optional standard fields the point format has (`has_gps`, `has_rgb`, `has_nir`)
     cols |= {f: raw[f] for f in ("gps_time", "red", "green", "blue", "nir") if f in (raw.dtype.names or ())}
-    if extra_dims:
-        nodata, scaled = dict(info.extra_nodata), {n: (s, o) for n, s, o in info.extra_scales}
-        for name in extra_dims:
-            if name in info.extra_dims:
-                r = np.asarray(raw[name])
-                r = r[:, 0] if r.ndim > 1 else r  # an array dimension: its first element
-                v64 = r.astype(np.float64)
-                if name in scaled:  # as laspy scales it: value * scale + offset
-                    v64 = v64 * scaled[name][0] + scaled[name][1]
-                bad = ~np.isfinite(v64) | (np.abs(v64) > np.finfo(np.float32).max)
-                if name in nodata:  # the file's no-data value (raw, before scale/offset)
-                    bad |= r == nodata[name]
-                cols["x_" + name] = np.where(bad, EXTRA_NO_DATA, v64).astype(np.float32)
+    nodata, scaled = dict(info.extra_nodata), {n: (s, o) for n, s, o in info.extra_scales}
+    for name in extra_dims:
+        if name in info.extra_dims:
+            r = np.asarray(raw[name])
+            r = r[:, 0] if r.ndim > 1 else r  # an array dimension: its first element
+            v64 = r.astype(np.float64)
+            if name in scaled:  # as laspy scales it: value * scale + offset
+                v64 = v64 * scaled[name][0] + scaled[name][1]
+            bad = ~np.isfinite(v64) | (np.abs(v64) > np.finfo(np.float32).max)
+            if name in nodata:  # the file's no-data value (raw, before scale/offset)
+                bad |= r == nodata[name]
+            cols["x_" + name] = np.where(bad, EXTRA_NO_DATA, v64).astype(np.float32)
     return cols
