@@ -302,17 +302,14 @@ def _read_chunk_table(path: Path, size: int, h, vlr: bytes) -> tuple[tuple[int, 
         # layered chunks (LAS 1.4 formats 6-10) store their point count after the first (raw) point: the
         # last chunk's tells whether the header's count ends where the data does
         last_n, last_b = out[-1]
-        with path.open("rb") as f:
-            f.seek(first + total_bytes - last_b + pf.size)
-            raw = f.read(4)
-        if len(raw) == 4:
-            (stored,) = struct.unpack("<I", raw)
-            if 0 < stored <= fixed and stored != last_n:
-                raise InputError(
-                    f"the header announces {count} points, but the LAZ data holds {count - last_n + stored} "
-                    f"(its last chunk has {stored} points, not {last_n}): a wrong point count in the header",
-                    path=path,
-                )
+        word = np.fromfile(path, "<u4", 1, offset=first + total_bytes - last_b + pf.size)
+        stored = int(word[0]) if len(word) else 0  # none: the file ends inside the chunk's first point
+        if 0 < stored <= fixed and stored != last_n:
+            raise InputError(
+                f"the header announces {count} points, but the LAZ data holds {count - last_n + stored} "
+                f"(its last chunk has {stored} points, not {last_n}): a wrong point count in the header",
+                path=path,
+            )
     return tuple(out)
 
 
