@@ -13,21 +13,19 @@ import numpy as np
 def content_files(tileset_path: str | Path) -> list[Path]:
     """The tile files of a point tileset (external tilesets followed), in a fixed order."""
     tileset_path = Path(tileset_path)
-    doc = json.loads(tileset_path.read_text())
-    root = doc["root"]
+    root = json.loads(tileset_path.read_text())["root"]
     base = tileset_path.parent
-    out: list[Path] = []
     if "implicitTiling" in root:
         ext = root["content"]["uri"].rsplit(".", 1)[-1]
         return sorted((base / "content").rglob(f"*.{ext}"))
+    out: list[Path] = []
 
     def walk(t: dict, base: Path) -> None:
         c = t.get("content")
         if c:
             p = base / c["uri"]
             if p.suffix == ".json":
-                sub = json.loads(p.read_text())
-                walk(sub["root"], p.parent)
+                walk(json.loads(p.read_text())["root"], p.parent)
             else:
                 out.append(p.resolve())
         for ch in t.get("children", []):
