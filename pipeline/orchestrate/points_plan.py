@@ -252,18 +252,11 @@ def plan_tiling(
         lo, hi = np.minimum(lo, flo), np.maximum(hi, fhi)
     pad = 1.0
     cube = cube_for(np.floor((lo - pad) * 1000).astype(np.int64), np.ceil((hi + pad) * 1000).astype(np.int64))
-    ortho_nir = False
-    if opts.orthophoto:
-        import rasterio
-
-        first = opts.orthophoto if isinstance(opts.orthophoto, str) else opts.orthophoto[0]
-        try:
-            with rasterio.open(first) as src:
-                ortho_nir = src.count >= dict(opts.ortho_bands).get("nir", 4)
-        except Exception as e:
-            raise InputError(f"cannot open orthophoto: {e}", path=first) from e
+    ortho_all = (opts.orthophoto,) if isinstance(opts.orthophoto, str) else tuple(opts.orthophoto or ())
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
-    use_ortho = bool(opts.orthophoto) and any(needs_ortho)
+    use_ortho = bool(ortho_all) and any(needs_ortho)
+    tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0]) if use_ortho else []
+    ortho_nir = bool(tiles) and all(t.count >= dict(opts.ortho_bands).get("nir", 4) for t in tiles)
     try:
         optional = check_optional(opts.attributes)
     except ValueError as e:
@@ -281,8 +274,6 @@ def plan_tiling(
         optional=optional,
     )
     file_jobs = []
-    ortho_all = (opts.orthophoto,) if isinstance(opts.orthophoto, str) else tuple(opts.orthophoto or ())
-    tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0]) if use_ortho else []
     for info, fc, wkt, need in zip(infos, fcs, wkts, needs_ortho, strict=True):
         ortho = None
         if use_ortho and need:  # the tiles its points can lie in (a file outside all: black, from the first)
