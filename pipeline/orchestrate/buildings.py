@@ -37,7 +37,7 @@ from pipeline.config.model import BuildingsLayer, TwinConfig
 from pipeline.errors import ConfigError, CrsError
 from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.blobs import BlobRef, BlobStore
-from pipeline.orchestrate.executor import LazyItems, build_executor, dask_workers, map_ordered
+from pipeline.orchestrate.executor import build_executor, dask_workers, map_ordered
 from pipeline.sources.cadastre import (
     FootprintFilter,
     FootprintTable,
@@ -692,7 +692,8 @@ def write_tiles(
         return (cache, keys[k], str(out_dir / rel(leaves[k])), pickle.dumps(tile_args(k, blobs), protocol=5))
 
     window = 4 * dask_workers(ctx.client) if ctx.client is not None else None
-    done = map_ordered(executor, tile, LazyItems(len(misses), item), name="buildings-tiles", window=window)
+    items = (item(i) for i in range(len(misses)))
+    done = map_ordered(executor, tile, items, name="buildings-tiles", total=len(misses), window=window)
     for i, r in zip(misses, done, strict=True):
         results[i] = r
     tris = 0

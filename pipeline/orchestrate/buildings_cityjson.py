@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 
 from pipeline.orchestrate.blobs import BlobRef, BlobStore
-from pipeline.orchestrate.executor import LazyItems, build_executor, dask_workers, map_ordered
+from pipeline.orchestrate.executor import build_executor, dask_workers, map_ordered
 from pipeline.tiles.cityjson import CityObjectSpec, SolidGeometry, cityjsonseq, feature, header
 
 SUBDIR = "cityjson"
@@ -338,7 +338,12 @@ def write_cityjson(
 
     window = 4 * dask_workers(ctx.client) if ctx.client is not None else None
     done = map_ordered(
-        executor, cityjson_tile_cached, LazyItems(len(misses), item), name="cityjson", window=window
+        executor,
+        cityjson_tile_cached,
+        (item(i) for i in range(len(misses))),
+        name="cityjson",
+        total=len(misses),
+        window=window,
     )
     for i, r in zip(misses, done, strict=True):
         results[i] = r

@@ -22,13 +22,12 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
 __all__ = [
     "Executor",
-    "LazyItems",
     "StageStopped",
     "StopSignal",
     "build_executor",
@@ -111,9 +110,10 @@ def dask_workers(client: Any) -> int:
 def map_ordered(
     executor: concurrent.futures.Executor | None,
     fn: Callable[..., Any],
-    items: Sequence[tuple[Any, ...]],
+    items: Iterable[tuple[Any, ...]],
     *,
     name: str,
+    total: int | None = None,
     progress: Progress | None = None,
     on_result: Callable[[int, Any], None] | None = None,
     window: int | None = None,
@@ -123,9 +123,12 @@ def map_ordered(
 
     Bounded memory: `on_result(i, result)` takes each result as it arrives (in the calling thread) and
     the result is not kept (the list returned holds None); with `window` at most that many tasks are
-    submitted at a time and `items[i]` is read only when task i is submitted, so a lazy sequence
-    (`LazyItems`) builds each task's arguments just in time instead of all of them up front."""
-    total = len(items)
+    submitted at a time and `items` is advanced only when a task is submitted, so a generator (with its
+    length as `total`) builds each task's arguments just in time instead of all of them up front."""
+    if total is None:
+        items = list(items)
+        total = len(items)
+    it = iter(items)
     if progress:
         progress(name, 0, total)
     results: list[Any] = [None] * total
@@ -139,9 +142,9 @@ def map_ordered(
             progress(name, done, total)
 
     if executor is None:
-        for i in range(total):
+        for i, args in enumerate(it):
             _check_stop()
-            finish(i, fn(*items[i]), i + 1)
+            finish(i, fn(*args), i + 1)
         return results
     futures: dict[concurrent.futures.Future, int] = {}
     finished: queue.SimpleQueue[concurrent.futures.Future] = queue.SimpleQueue()  # in the order they end
@@ -151,7 +154,7 @@ def map_ordered(
         for done in range(1, total + 1):
             while submitted < total and len(futures) < (window or total):
                 _check_stop()
-                fut = executor.submit(fn, *items[submitted])
+                fut = executor.submit(fn, *next(it))
                 futures[fut] = submitted
                 submitted += 1
                 if signal is not None:
@@ -174,22 +177,6 @@ def map_ordered(
         if signal is not None:
             signal.untrack(futures)
     return results
-
-
-class LazyItems(Sequence[tuple[Any, ...]]):
-    """`n` task argument tuples made by `make(i)` when `map_ordered` submits task i (with `window`)."""
-
-    def __init__(self, n: int, make: Callable[[int], tuple[Any, ...]]):
-        self._n = n
-        self._make = make
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: int) -> tuple[Any, ...]:  # type: ignore[override]
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        return self._make(i)
 
 
 def run_task(fn: Callable[..., Any], *args: Any) -> Any:

@@ -212,7 +212,7 @@ def parcel_rows(
 ) -> gpd.GeoDataFrame | None:
     """Every parcel's overlay row, from one task per tile, in region order (None: no parcels). With
     `window`, at most that many tiles' tasks (and raster windows) are in flight at a time."""
-    from pipeline.orchestrate.executor import LazyItems, map_ordered
+    from pipeline.orchestrate.executor import map_ordered
 
     whole = None if source.indexed else source.read()  # one streaming read, partitioned below
     env = source.envelopes() if whole is None else shapely.bounds(whole.geometry.to_numpy())
@@ -243,8 +243,9 @@ def parcel_rows(
     parts = map_ordered(
         executor,
         parcel_tile,
-        LazyItems(len(tiles), item),
+        (item(i) for i in range(len(tiles))),
         name="parcel tiles",
+        total=len(tiles),
         progress=progress,
         window=window,
     )
@@ -287,7 +288,7 @@ def building_rows(
 ) -> pd.DataFrame:
     """building_change(buildings, ...) assembled from one task per tile (index aligned with `buildings`).
     With `window`, at most that many tiles' tasks (and raster windows) are in flight at a time."""
-    from pipeline.orchestrate.executor import LazyItems, map_ordered
+    from pipeline.orchestrate.executor import map_ordered
     from pipeline.stages.change import building_change
 
     b = buildings.reset_index(drop=True)
@@ -319,8 +320,9 @@ def building_rows(
     parts = map_ordered(
         executor,
         change_tile,
-        LazyItems(len(tiles), item),
+        (item(i) for i in range(len(tiles))),
         name="change tiles",
+        total=len(tiles),
         progress=progress,
         window=window,
     )

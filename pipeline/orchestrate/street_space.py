@@ -49,7 +49,6 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import (
     Executor,
-    LazyItems,
     Progress,
     build_executor,
     dask_workers,
@@ -472,8 +471,9 @@ def measure_from_files(
         results = map_ordered(
             executor if len(reads) > 1 else None,
             spill_points,
-            LazyItems(len(reads), read),
+            (read(j) for j in range(len(reads))),
             name="street-space-read",
+            total=len(reads),
             progress=progress,
             window=2 * workers,
         )

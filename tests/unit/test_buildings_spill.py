@@ -15,7 +15,7 @@ import pytest
 import shapely
 
 from pipeline.orchestrate.blobs import BlobRef, BlobStore
-from pipeline.orchestrate.executor import LazyItems, map_ordered
+from pipeline.orchestrate.executor import map_ordered
 
 
 def _sha(p: Path) -> str:
@@ -69,18 +69,16 @@ def test_map_ordered_window_reads_items_when_submitted(workers):
             in_flight["now"] -= 1
         got[i] = r
 
-    items = LazyItems(30, make)
+    items = (make(i) for i in range(30))
     if workers is None:
-        out = map_ordered(None, _sq, items, name="sq", on_result=take, window=4)
+        out = map_ordered(None, _sq, items, name="sq", total=30, on_result=take, window=4)
     else:
         with ThreadPoolExecutor(workers) as ex:
-            out = map_ordered(ex, _sq, items, name="sq", on_result=take, window=4)
+            out = map_ordered(ex, _sq, items, name="sq", total=30, on_result=take, window=4)
     assert out == [None] * 30  # handed over, not kept
     assert got == {i: i * i for i in range(30)}
     assert sorted(made) == list(range(30))  # each item made once
     assert in_flight["max"] <= 4  # never more than the window made and not yet taken
-    with pytest.raises(IndexError):
-        items[30]
 
 
 def _faces_frame() -> gpd.GeoDataFrame:
