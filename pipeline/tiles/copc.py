@@ -143,7 +143,7 @@ def _stats(records: np.ndarray, has_gps: bool):
     by_return = np.zeros(16, np.int64)
     classes = np.zeros(256, np.int64)
     checksum = 0
-    gmin, gmax = np.inf, -np.inf
+    gmin, gmax = (np.inf, -np.inf) if has_gps else (0.0, 0.0)
     for s in range(0, len(records), BLOCK):
         blk = records[s : s + BLOCK]
         for a, f in enumerate(("X", "Y", "Z")):
@@ -157,8 +157,6 @@ def _stats(records: np.ndarray, has_gps: bool):
             g = blk["gps_time"]
             gmin, gmax = min(gmin, float(g.min())), max(gmax, float(g.max()))
         _drop_pages(records)
-    if not has_gps:
-        gmin = gmax = 0.0
     present = {int(c): int(classes[c]) for c in np.flatnonzero(classes)}
     return lo, hi, by_return[1:], gmin, gmax, checksum % (1 << 64), present
 
