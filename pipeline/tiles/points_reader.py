@@ -78,13 +78,8 @@ def pointcloud_invariants(tileset_path: str | Path) -> dict[str, Any]:
 def tiles_sum(files: list[Path]) -> tuple[int, int]:
     """(points, checksum mod 2^64) of some tiles of a point tileset: the sums of several chunks of a
     tileset's files add up to its `pointcloud_invariants`."""
-    total = 0
-    checksum = 0
-    for p in files:
-        pos = tile_positions_mm(p)
-        total += len(pos)
-        checksum = (checksum + tile_checksum(pos)) % (1 << 64)
-    return total, checksum
+    sums = [(len(pos), tile_checksum(pos)) for pos in map(tile_positions_mm, files)]
+    return sum(n for n, _ in sums), sum(c for _, c in sums) % (1 << 64)
 
 
 def point_hash_numpy(xyz_mm: np.ndarray) -> np.ndarray:
