@@ -65,8 +65,7 @@ def keys_and_hashes(x, y, z, origin_mm, shift: int) -> tuple[np.ndarray, np.ndar
     n = len(x)
     keys = np.empty(n, dtype=np.uint64)
     hashes = np.empty(n, dtype=np.uint64)
-    if n:
-        _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
+    _keys_hashes_kernel(x, y, z, np.asarray(origin_mm, np.int64), np.int64(shift), keys, hashes)
     return keys, hashes
 
 
@@ -118,8 +117,6 @@ def sort_order(keys: np.ndarray, valid_bits: int = 64) -> np.ndarray:
     for the packed sort and the (short) runs of equal truncated keys are finished by insertion sort. Equal
     to `np.argsort(keys, kind="stable")` (tested)."""
     n = len(keys)
-    if n == 0:
-        return np.empty(0, np.int64)
     idx_bits = max(int(n - 1).bit_length(), 1)
     drop = max(valid_bits + idx_bits - 64, 0)
     packed = keys >> U64(drop)

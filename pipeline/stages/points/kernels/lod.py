@@ -121,8 +121,7 @@ def select_levels(
     if g < 1:
         raise ValueError("select_levels: the sampling grid needs at least 1 bit (g >= 1)")
     level = np.full(len(keys), -1, np.int8)
-    if len(keys):
-        _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
+    _select_kernel(keys, hashes, D, b, g, tmax, max_points, level)
     return level
 
 

@@ -71,13 +71,12 @@ def tile_grid(rec, perm, starts, ends, q, yup: bool = False, gout=None):
     qmax = np.empty((n_t, 3), dtype=np.int64)
     gbase = np.zeros(n_t, dtype=np.float64)
     checksum = np.empty(n_t, dtype=np.uint64)
-    if n_t:
-        gps = rec["gps_time"] if gout is not None else np.zeros(0)
-        _tile_grid(
-            rec["x"], rec["y"], rec["z"], np.asarray(perm, np.int64), np.asarray(starts, np.int64),
-            np.asarray(ends, np.int64), gps, yup, q, np.zeros(0, np.float32) if gout is None else gout, lo, step,
-            qmax, gbase, checksum,
-        )  # fmt: skip
+    gps = rec["gps_time"] if gout is not None else np.zeros(0)
+    _tile_grid(
+        rec["x"], rec["y"], rec["z"], np.asarray(perm, np.int64), np.asarray(starts, np.int64),
+        np.asarray(ends, np.int64), gps, yup, q, np.zeros(0, np.float32) if gout is None else gout, lo, step,
+        qmax, gbase, checksum,
+    )  # fmt: skip
     return lo, step, qmax, gbase, checksum
 
 
