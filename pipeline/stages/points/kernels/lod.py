@@ -12,9 +12,7 @@ U64 = np.uint64
 @nb.njit(cache=True, nogil=True)
 def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
     n = keys.shape[0]
-    t0 = b - g
-    if t0 < 0:
-        t0 = 0
+    t0 = max(b - g, 0)
     # tiles above the bin (depth < b): their cells at depth t + g >= b lie inside the bin. One pass for
     # all of these levels: the cells are nested, so a point that wins a coarse cell also wins every finer
     # cell containing it; giving each winner the coarsest level it wins equals claiming level by level
@@ -43,26 +41,19 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
     # tiles inside the bin, top-down with an explicit stack of (range, level, free points in it). One
     # pass per node claims its cells and splits it into children, counting their free points on the way
     # (cells at depth t + g >= t + 1 never straddle two children)
-    cap = 8 * (tmax - b + 2) + 16
-    s_lo = np.empty(cap, np.int64)
-    s_hi = np.empty(cap, np.int64)
-    s_t = np.empty(cap, np.int64)
-    s_free = np.empty(cap, np.int64)
-    remaining = 0
+    stack = np.empty((8 * (tmax - b + 2) + 16, 4), np.int64)
+    free = 0
     for i in range(n):
         if level[i] < 0:
-            remaining += 1
-    s_lo[0] = 0
-    s_hi[0] = n
-    s_t[0] = b
-    s_free[0] = remaining
+            free += 1
+    stack[0] = (0, n, b, free)
     sp = 1
     while sp > 0:
         sp -= 1
-        lo = s_lo[sp]
-        hi = s_hi[sp]
-        t = s_t[sp]
-        remaining = s_free[sp]
+        lo = stack[sp, 0]
+        hi = stack[sp, 1]
+        t = stack[sp, 2]
+        remaining = stack[sp, 3]
         if remaining == 0:
             continue
         if remaining <= max_points or t >= tmax:
@@ -89,10 +80,7 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
                 j += 1
             ck = keys[i] >> chshift
             if ck != child_key:
-                s_lo[sp] = child_lo
-                s_hi[sp] = i
-                s_t[sp] = t + 1
-                s_free[sp] = child_free
+                stack[sp] = (child_lo, i, t + 1, child_free)
                 sp += 1
                 child_lo = i
                 child_key = ck
@@ -102,10 +90,7 @@ def _select_kernel(keys, hashes, D, b, g, tmax, max_points, level):
                 free -= 1
             child_free += free
             i = j
-        s_lo[sp] = child_lo
-        s_hi[sp] = hi
-        s_t[sp] = t + 1
-        s_free[sp] = child_free
+        stack[sp] = (child_lo, hi, t + 1, child_free)
         sp += 1
 
 
