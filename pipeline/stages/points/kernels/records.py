@@ -123,7 +123,7 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
     if len(xyz) != len(rec):
         raise ValueError("pack_records: positions and records of different lengths")
     order = np.asarray(order, np.int64)
-    cols = dict(cols)
+    cols = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], **cols}
     for name, col in cols.items():  # plain columns checked and converted once, not per block
         if not isinstance(col, (BitField, Rgb16)):
             dst = rec[name]
@@ -134,8 +134,6 @@ def pack_records(order, xyz, cols: dict, rec: np.ndarray) -> None:
             cols[name] = col.astype(dst.dtype, copy=False)
     for s in range(0, len(order), GATHER_BLOCK):
         o, r = order[s : s + GATHER_BLOCK], rec[s : s + GATHER_BLOCK]
-        for k, f in enumerate("xyz"):
-            gather(xyz[:, k], o, r[f])
         for name, col in cols.items():
             dst = r[name]
             if isinstance(col, BitField):
