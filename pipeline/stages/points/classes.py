@@ -79,12 +79,8 @@ def infer_class_scheme(codes: list[int] | set[int], names: list[str]) -> tuple[s
     if adv_codes:
         return "adv", f"codes {adv_codes} exist only in the AdV scheme"
     if asprs_codes:
-        if adv_names:
-            return "asprs", (
-                f"codes {asprs_codes} exist only in the ASPRS scheme (although {adv_names[0]} is named like an "
-                "AdV delivery)"
-            )
-        return "asprs", f"codes {asprs_codes} exist only in the ASPRS scheme"
+        although = f" (although {adv_names[0]} is named like an AdV delivery)" if adv_names else ""
+        return "asprs", f"codes {asprs_codes} exist only in the ASPRS scheme{although}"
     if adv_names:
         return "adv", f"file name {adv_names[0]} follows NRW/AdV naming; codes {sorted(present)} fit both"
     return (
