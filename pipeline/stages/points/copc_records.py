@@ -71,8 +71,7 @@ def _rgb(rec: np.ndarray, col: Any) -> None:
 
 
 def _returns(rec: np.ndarray, col: Any, shift: int) -> None:
-    v = np.minimum(np.asarray(col, np.uint8), 15) << np.uint8(shift)
-    rec["bit_fields"] |= v
+    rec["bit_fields"] |= np.minimum(np.asarray(col, np.uint8), 15) << np.uint8(shift)
 
 
 def _scan_angle(rec: np.ndarray, col: Any) -> None:

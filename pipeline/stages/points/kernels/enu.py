@@ -111,5 +111,4 @@ def lattice_to_enu_keys(ix, iy, iz, scale, offset, zf, lattice, origin_mm, key_s
         keys,
         ext,
     )
-    e = ext.reshape(4, 3)
-    return out, keys, int(bad), e[0], e[1], e[2], e[3]
+    return out, keys, int(bad), *ext.reshape(4, 3)
