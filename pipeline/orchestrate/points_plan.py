@@ -25,7 +25,6 @@ from pipeline.point_attributes import check_optional
 from pipeline.sources.pointcloud.crs import FileCrs, resolve_file_crs
 from pipeline.sources.pointcloud.header import PointFileInfo
 from pipeline.sources.pointcloud.reader import read_header
-from pipeline.sources.rasters import covering, scan_rasters
 from pipeline.stages.points.decode import FileJob
 from pipeline.stages.points.lattice import area_of_interest, ecef_transformer_for, shipped_lattice
 from pipeline.stages.points.spill import CubeSpec, RecordLayout, cube_for
@@ -255,7 +254,11 @@ def plan_tiling(
     ortho_all = (opts.orthophoto,) if isinstance(opts.orthophoto, str) else tuple(opts.orthophoto or ())
     needs_ortho = [not i.has_rgb and i.kind != "e57" for i in infos]
     use_ortho = bool(ortho_all) and any(needs_ortho)
-    tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0]) if use_ortho else []
+    tiles: list = []
+    if use_ortho:  # rasterio (GDAL) is loaded only by a run that colours points from an orthophoto
+        from pipeline.sources.rasters import covering, scan_rasters
+
+        tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0])
     ortho_nir = bool(tiles) and all(t.count >= dict(opts.ortho_bands).get("nir", 4) for t in tiles)
     try:
         optional = check_optional(opts.attributes)
