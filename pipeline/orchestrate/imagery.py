@@ -109,6 +109,48 @@ def finest_tile_sources(
     return out
 
 
+def reaches(
+    box: tuple[float, float, float, float], window: tuple[int, int, int, int], zmax: int, margin: float
+) -> bool:
+    """Whether a source's web-mercator `box`, grown by `margin`, may reach the tiles (x0, y0) ..
+    (x0+nx-1, y0+ny-1) of zoom `zmax` in `window` (x0, y0, nx, ny)."""
+    from pipeline.stages.imagery import ORIGIN
+
+    size = 2 * ORIGIN / 2**zmax
+    x0, y0, nx, ny = window
+    return (
+        box[0] < -ORIGIN + (x0 + nx) * size + margin
+        and box[2] > -ORIGIN + x0 * size - margin
+        and box[1] < ORIGIN - y0 * size + margin
+        and box[3] > ORIGIN - (y0 + ny) * size - margin
+    )
+
+
+def block_sources(
+    boxes: Sequence[tuple[float, float, float, float]],
+    windows: dict[tuple[int, int], tuple[int, int, int, int]],
+    zmax: int,
+    margin_m: float,
+) -> dict[tuple[int, int], list[int]]:
+    """Indices (mosaic order) of the sources that `reaches` each warp block's window of `zmax` tiles.
+
+    Only the sources listed for a tile of the window (`finest_tile_sources` with a margin one tile wider)
+    are tested: a region's plan tests each block against a few sources, not against every source of the
+    delivery (123,000 blocks x 4,422 DOP tiles for the Ruhr at zoom 18)."""
+    from pipeline.stages.imagery import ORIGIN
+
+    size = 2 * ORIGIN / 2**zmax
+    tiles = {
+        (x0 + dx, y0 + dy) for x0, y0, nx, ny in windows.values() for dx in range(nx) for dy in range(ny)
+    }
+    near = finest_tile_sources(boxes, zmax, tiles, margin_m + size)
+    out: dict[tuple[int, int], list[int]] = {}
+    for b, (x0, y0, nx, ny) in windows.items():
+        cand = sorted({k for dx in range(nx) for dy in range(ny) for k in near.get((x0 + dx, y0 + dy), ())})
+        out[b] = [k for k in cand if reaches(boxes[k], (x0, y0, nx, ny), zmax, margin_m)]
+    return out
+
+
 # ---- worker task ------------------------------------------------------------------------------------
 
 
@@ -272,17 +314,7 @@ def build_xyz_pyramid(
 
     # ---- passes: finest zoom + SUBTREE_LEVELS above it, then the next SUBTREE_LEVELS, ...
     warp_blocks = sorted({(x - x % w, y - y % w) for z, x, y in stale if z == zmax})
-    leaf_size = 2 * ORIGIN / 2**zmax
-
-    def near(k: int, x0: int, y0: int, nx: int, ny: int) -> bool:
-        """Source `k` may reach the tiles (x0, y0) .. (x0+nx-1, y0+ny-1) of the finest zoom."""
-        bx = boxes[k]
-        return (
-            bx[0] < -ORIGIN + (x0 + nx) * leaf_size + margin
-            and bx[2] > -ORIGIN + x0 * leaf_size - margin
-            and bx[1] < ORIGIN - y0 * leaf_size + margin
-            and bx[3] > ORIGIN - (y0 + ny) * leaf_size - margin
-        )
+    src_of_block = block_sources(boxes, {b: windows[b] for b in warp_blocks}, zmax, margin)
 
     built: set[Tile] = set()
     warped = 0
@@ -296,12 +328,13 @@ def build_xyz_pyramid(
             if root_z <= st[0] <= lo:
                 d = st[0] - root_z
                 groups[(st[1] >> d, st[2] >> d)].append(st)
+        blocks_of: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         if pass_no == 0:  # subtrees with a block to warp but no stale tile of their own cannot occur
-            for b in warp_blocks:
-                d = zmax - root_z
+            d = zmax - root_z
+            for b in warp_blocks:  # sorted: each subtree's blocks in the order of `warp_blocks`
                 groups.setdefault((b[0] >> d, b[1] >> d), [])
+                blocks_of[(b[0] >> d, b[1] >> d)].append(b)
         calls: list[tuple[tuple, dict]] = []
-        span = 2 ** (leaf_z - root_z)
         for (rx, ry), group in sorted(groups.items()):
             spec: dict[str, Any] = {
                 "release_dir": str(ctx.release_dir),
@@ -312,10 +345,9 @@ def build_xyz_pyramid(
                 "warp_blocks": [],
             }
             if pass_no == 0:
-                x0, y0 = rx * span, ry * span
-                mine = [b for b in warp_blocks if x0 <= b[0] < x0 + span and y0 <= b[1] < y0 + span]
+                mine = blocks_of.get((rx, ry), [])
                 # sources of each block (mosaic order kept): a block opens only the tiles it needs
-                block_src = {b: [k for k in range(len(infos)) if near(k, *windows[b])] for b in mine}
+                block_src = {b: src_of_block[b] for b in mine}
                 used = sorted({k for ks in block_src.values() for k in ks})
                 pos = {k: n for n, k in enumerate(used)}
                 use = [infos[k] for k in used]
