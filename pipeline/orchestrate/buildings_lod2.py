@@ -162,15 +162,16 @@ def roof_point_jobs(
     from pipeline.sources.pointcloud.reader import chunk_points_for
 
     chunk = {"chunk_points": chunk_points_for(parse_size(ctx.cfg.runtime.memory))}
-    from pipeline.sources.rasters import covering
+    from pipeline.sources.rasters import TileIndex
 
+    ndvi_index = TileIndex(ndvi_tiles, ctx.cfg.crs.horizontal)
     for k, (path, box, zf, to_working) in enumerate(files):
         idx = qi[bounds[k] : bounds[k + 1]]
         if idx.size == 0:
             continue
         w = [bytes(b) for b in wkb[idx]]
         file_params = params
-        touch = covering(ndvi_tiles, box, ctx.cfg.crs.horizontal)
+        touch = ndvi_index.covering(box)
         if params.ndvi is not None:  # only the orthophoto tiles its points can lie in: named in the key
             ndvi = dataclasses.replace(params.ndvi, paths=tuple(str(i.path) for i in touch))
             file_params = dataclasses.replace(params, ndvi=ndvi)

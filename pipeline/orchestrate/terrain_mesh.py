@@ -27,7 +27,7 @@ from affine import Affine
 
 from pipeline.errors import InputError
 from pipeline.model import BuildContext, LayerResult
-from pipeline.sources.rasters import Grid, RasterInfo, native_resolution, overlapping
+from pipeline.sources.rasters import Grid, RasterInfo, TileIndex, native_resolution
 
 
 @dataclass
@@ -154,9 +154,10 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
             "quality": lay.texture_quality,
             "subsampling": lay.texture_subsampling,
         }
+        ortho_index = TileIndex(ortho, crs)
         for cx, cy in chunk_ids:
             b = layout.chunk_bounds(cx, cy)
-            touched = overlapping(ortho, b, crs)
+            touched = ortho_index.overlapping(b)
             if not touched:
                 continue
             key = [
@@ -179,8 +180,9 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
         warnings.append("no orthophoto configured: terrain is untextured")
     mcalls: list[CachedCall] = []
     if cfg.sources.dgm:
+        dgm_index = TileIndex(infos, crs)
         for cx, cy in chunk_ids:
-            touched = overlapping(infos, layout.window_bounds(cx, cy), crs)
+            touched = dgm_index.overlapping(layout.window_bounds(cx, cy))
             if not touched:
                 continue
             key = [

@@ -244,8 +244,7 @@ def scan_rasters(
 def overlapping(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
     """The tiles whose extent overlaps `bounds` (in `crs`), in delivery order; tiles in another horizontal
     CRS: all of them (never missed)."""
-    b = bounds
-    return _near(infos, crs, lambda t: t[0] >= b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] <= b[1])
+    return _near(infos, crs, bounds, _apart_overlapping)
 
 
 def covering(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[RasterInfo]:
@@ -253,15 +252,75 @@ def covering(infos: Sequence[RasterInfo], bounds: Bounds, crs: str) -> list[Rast
     tile holds west <= x < east, south < y <= north: a point on the line between two tiles belongs to one),
     in delivery order; tiles in another horizontal CRS: all of them. What a sampler of points inside
     `bounds` needs, and so all that a cache key of its result must name."""
-    b = bounds
-    return _near(infos, crs, lambda t: t[0] > b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] < b[1])
+    return _near(infos, crs, bounds, _apart_covering)
 
 
-def _near(infos: Sequence[RasterInfo], crs: str, apart: Callable[[Bounds], bool]) -> list[RasterInfo]:
-    """The tiles whose bounds are not `apart`, and every tile in another horizontal CRS than `crs` (its
-    bounds do not compare); `crs` is parsed once, not per tile."""
+def _apart_overlapping(t: Bounds, b: Bounds) -> bool:
+    return t[0] >= b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] <= b[1]
+
+
+def _apart_covering(t: Bounds, b: Bounds) -> bool:
+    return t[0] > b[2] or t[2] <= b[0] or t[1] >= b[3] or t[3] < b[1]
+
+
+def _near(
+    infos: Sequence[RasterInfo], crs: str, bounds: Bounds, apart: Callable[[Bounds, Bounds], bool]
+) -> list[RasterInfo]:
+    """The tiles whose bounds are not `apart` from `bounds`, and every tile in another horizontal CRS than
+    `crs` (its bounds do not compare); `crs` is parsed once, not per tile."""
     want = _horizontal_epsg(parse_crs(crs))
-    return [i for i in infos if not apart(i.bounds) or i.horizontal_epsg != want]
+    return [i for i in infos if not apart(i.bounds, bounds) or i.horizontal_epsg != want]
+
+
+class TileIndex:
+    """`overlapping` and `covering` for many boxes over one delivery: the tiles in `crs` bucketed on a grid
+    of cells as wide as the widest tile, so a box tests the tiles of the cells it touches only (and every
+    tile in another horizontal CRS), not the whole delivery. Same tiles in the same (delivery) order as
+    the functions; what the terrain needs for the 65,536 chunks of a Ruhr-sized region."""
+
+    def __init__(self, infos: Sequence[RasterInfo], crs: str) -> None:
+        self.infos = list(infos)
+        want = _horizontal_epsg(parse_crs(crs))
+        self.other = [n for n, i in enumerate(self.infos) if i.horizontal_epsg != want]
+        same = [n for n, i in enumerate(self.infos) if i.horizontal_epsg == want]
+        widths = [max(b[2] - b[0], b[3] - b[1]) for b in (self.infos[n].bounds for n in same)]
+        self.cell = max([w for w in widths if math.isfinite(w) and w > 0], default=1.0)
+        self.cells: dict[tuple[int, int], list[int]] = {}
+        self.loose: list[int] = []  # tiles with bounds that do not bucket (not finite): tested always
+        for n in same:
+            span = self._span(self.infos[n].bounds)
+            if span is None:
+                self.loose.append(n)
+                continue
+            for cx in range(span[0], span[2] + 1):
+                for cy in range(span[1], span[3] + 1):
+                    self.cells.setdefault((cx, cy), []).append(n)
+
+    def _span(self, b: Bounds) -> tuple[int, int, int, int] | None:
+        if not all(math.isfinite(v) for v in b):
+            return None
+        c = self.cell
+        return math.floor(b[0] / c), math.floor(b[1] / c), math.floor(b[2] / c), math.floor(b[3] / c)
+
+    def overlapping(self, bounds: Bounds) -> list[RasterInfo]:
+        return self._near(bounds, _apart_overlapping)
+
+    def covering(self, bounds: Bounds) -> list[RasterInfo]:
+        return self._near(bounds, _apart_covering)
+
+    def _near(self, bounds: Bounds, apart: Callable[[Bounds, Bounds], bool]) -> list[RasterInfo]:
+        # a tile within `bounds` or on its edge shares a cell with it: cells of both by floor(x / cell)
+        span = self._span(bounds)
+        ncells = 0 if span is None else (span[2] - span[0] + 1) * (span[3] - span[1] + 1)
+        if span is None or span[2] < span[0] or span[3] < span[1] or ncells > len(self.cells):
+            cand = set(range(len(self.infos))) - set(self.other)
+        else:
+            cand = set(self.loose)
+            for cx in range(span[0], span[2] + 1):
+                for cy in range(span[1], span[3] + 1):
+                    cand.update(self.cells.get((cx, cy), ()))
+        hit = [n for n in cand if not apart(self.infos[n].bounds, bounds)]
+        return [self.infos[n] for n in sorted(hit + self.other)]
 
 
 def in_crs(info: RasterInfo, crs: str) -> bool:

@@ -65,3 +65,69 @@ def test_tiles_in_another_crs_are_always_selected():
     )
     sel = overlapping([*infos, other], (360_100.0, 5_700_100.0, 360_200.0, 5_700_200.0), "EPSG:25832")
     assert [i.path.name for i in sel] == ["dgm1_32_360_5700.tif", "utm33.tif"]
+
+
+def _mixed_delivery() -> list[RasterInfo]:
+    """1-km tiles, a 500 m tile overlapping them, a tile in another CRS in the middle of the order."""
+    infos = _delivery(6, CRS.from_user_input("EPSG:25832"))
+    half = RasterInfo(
+        Path("half.tif"),
+        CRS.from_user_input("EPSG:25832"),
+        (361_250.0, 5_701_250.0, 361_750.0, 5_701_750.0),
+        (0.5, 0.5),
+        1,
+        "float32",
+        None,
+    )
+    other = RasterInfo(
+        Path("utm33.tif"),
+        CRS.from_user_input("EPSG:25833"),
+        (0.0, 0.0, 1.0, 1.0),
+        (1.0, 1.0),
+        1,
+        "float32",
+        None,
+    )
+    return [*infos[:7], other, *infos[7:], half]
+
+
+def test_tile_index_selects_as_the_functions():
+    infos = _mixed_delivery()
+    index = rasters.TileIndex(infos, "EPSG:25832")
+    boxes = [
+        (360_000.0, 5_700_000.0, 361_000.0, 5_701_000.0),  # on tile edges: closed vs open sides differ
+        (361_000.0, 5_701_000.0, 361_000.0, 5_701_000.0),  # a point on a tile corner
+        (361_250.0, 5_701_750.0, 362_000.0, 5_702_000.0),
+        (350_000.0, 5_690_000.0, 380_000.0, 5_710_000.0),  # larger than the delivery
+        (370_000.0, 5_710_000.0, 371_000.0, 5_711_000.0),  # outside
+        (361_600.0, 5_701_600.0, 361_400.0, 5_701_400.0),  # inverted
+    ]
+    boxes += [
+        (360_000.0 + 137.5 * k, 5_700_000.0 + 91.0 * k, 360_300.0 + 137.5 * k, 5_700_700.0 + 91.0 * k)
+        for k in range(50)
+    ]
+    for b in boxes:
+        assert index.overlapping(b) == overlapping(infos, b, "EPSG:25832"), b
+        assert index.covering(b) == covering(infos, b, "EPSG:25832"), b
+
+
+def test_tile_index_tests_only_nearby_tiles(monkeypatch):
+    """The terrain selects the tiles of every chunk of the region (65,536 chunks x 2 deliveries for a
+    Ruhr-sized square): each selection must test the tiles near the chunk, not the whole delivery."""
+    calls = {"n": 0}
+    real = rasters._apart_overlapping
+
+    def counting(t, b):
+        calls["n"] += 1
+        return real(t, b)
+
+    monkeypatch.setattr(rasters, "_apart_overlapping", counting)
+    infos = _delivery(20, CRS.from_user_input("EPSG:25832"))  # 400 tiles
+    index = rasters.TileIndex(infos, "EPSG:25832")
+    n = 0
+    for x in range(360_000, 380_000, 512):
+        for y in range(5_700_000, 5_720_000, 512):
+            assert len(index.overlapping((x, y, x + 512.0, y + 512.0))) in (1, 2, 4)
+            n += 1
+    # before: 400 tiles per chunk (608,400 tests for 1,521 chunks); now at most 9 cells' tiles per chunk
+    assert calls["n"] <= 9 * n, (calls["n"], n)
