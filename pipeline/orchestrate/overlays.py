@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -727,6 +727,16 @@ def _feature_tile_cached(ctx: BuildContext, path: Path, args: tuple, kw: dict) -
     cache.materialize(key, build, {"tile.glb": path})
 
 
+def _groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(key, positions of `keys` holding it, ascending) for every distinct key, ascending: one stable sort
+    of `keys`, not one comparison of the whole array per key."""
+    if len(keys) == 0:
+        return []
+    order = np.argsort(keys, kind="stable")
+    uniq, start = np.unique(keys[order], return_index=True)
+    return list(zip(uniq, np.split(order, start[1:]), strict=True))
+
+
 def write_feature_tiles(
     ctx: BuildContext,
     out_dir: Path,
@@ -774,21 +784,20 @@ def write_feature_tiles(
     tiles = []
     files = []
     tri_key = vkey[mesh.triangles[:, 0]]
-    for k in np.unique(tri_key):
-        tris = mesh.triangles[tri_key == k]
+    # each tile's triangles (and segments) by one sort, and its vertex and feature rows by searchsorted:
+    # no scan of the region's triangles, vertices or features per tile (71,000 tiles for the Ruhr)
+    seg_of = dict(_groups(seg_key)) if outlines is not None and len(outlines.segments) else {}
+    for k, pos in _groups(tri_key):
+        tris = mesh.triangles[pos]
         used = np.unique(tris)
-        remap = np.full(len(mesh.xyz), -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
         feats = np.unique(mesh.feature[used])
-        frow = np.full(int(mesh.feature.max()) + 1, -1, dtype=np.int64)
-        frow[feats] = np.arange(len(feats))
         sub = table.iloc[feats].reset_index(drop=True)
         cols, props = _metadata_columns(sub, columns)
         args = (
             enu[used],
             mesh.normals[used],
-            remap[tris],
-            frow[mesh.feature[used]],
+            np.searchsorted(used, tris),
+            np.searchsorted(feats, mesh.feature[used]),
             colours[mesh.feature[used]],
         )
         kw: dict = {
@@ -799,7 +808,7 @@ def write_feature_tiles(
             "double_sided": unlit,
         }
         if outlines is not None and len(outlines.segments):
-            segs = outlines.segments[seg_key == k]
+            segs = outlines.segments[seg_of.get(k, np.zeros(0, dtype=np.int64))]
             lused, linv = np.unique(segs, return_inverse=True)
             kw["outline_enu"] = line_enu[lused]
             kw["outline_segments"] = linv.reshape(-1, 2)
