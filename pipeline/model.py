@@ -92,6 +92,9 @@ class BuildContext:
     # the build's content cache (`orchestrate.cache.build_cache`; typed Any: the model sits below orchestrate)
     _twin_cache: Any = field(default=None, init=False, repr=False, compare=False)
     _twin_sha_by_path: dict[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
+    # memoised by pipeline.orchestrate.terrain.delivery_infos: role -> header scan of a raster delivery
+    # (shared by the stages' shallow copies of the context: each delivery's headers are read once a build)
+    _twin_raster_infos: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def inputs_for(self, role_prefix: str) -> list[InputFile]:
         return [i for i in self.inputs if i.role == role_prefix or i.role.startswith(role_prefix + ":")]

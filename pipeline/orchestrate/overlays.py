@@ -28,7 +28,7 @@ from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, build_executor
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.point_products import fill_once
-from pipeline.orchestrate.terrain import ground_model, las_bounds, ortho_infos
+from pipeline.orchestrate.terrain import delivery_infos, ground_model, las_bounds
 from pipeline.sources.rasters import Grid, orthophoto_bands
 from pipeline.stages.point_products import point_product
 from pipeline.stages.terrain.rasterise import FileRasters, RasterTarget
@@ -55,10 +55,10 @@ def district_bounds(ctx: BuildContext) -> tuple[float, float, float, float]:
         if files:
             return las_bounds(files, cfg.crs, cfg.sources.aerial[-1].crs)
     if cfg.sources.dgm:
-        from pipeline.orchestrate.terrain import dgm_infos
+        from pipeline.orchestrate.terrain import delivery_infos
         from pipeline.sources.rasters import delivery_bounds
 
-        return delivery_bounds(dgm_infos(cfg, [i.path for i in ctx.inputs_for("dgm")]), cfg.crs.horizontal)
+        return delivery_bounds(delivery_infos(ctx, "dgm"), cfg.crs.horizontal)
     raise InputError("overlays need an aerial point cloud or a DGM to define the district")
 
 
@@ -394,7 +394,7 @@ def ndvi_calls(ctx: BuildContext, grids: list[Grid]) -> list[CachedCall] | None:
     cfg = ctx.cfg
     if not cfg.sources.orthophoto:
         return None
-    infos = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+    infos = delivery_infos(ctx, "orthophoto")
     bands = orthophoto_bands(cfg.sources.orthophoto.bands)
     if max(i.count for i in infos) < bands["nir"]:
         return None

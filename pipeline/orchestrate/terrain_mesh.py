@@ -83,11 +83,10 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     from pipeline.orchestrate.reuse import record_outputs, reuse_files
     from pipeline.orchestrate.terrain import (
         _ground_resolution,
+        delivery_infos,
         dgm_height_crs,
-        dgm_infos,
         ground_model,
         las_bounds,
-        ortho_infos,
         run_tasks,
     )
     from pipeline.sources.rasters import delivery_bounds, orthophoto_bands
@@ -112,7 +111,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     counts = TerrainCounts()
     infos: list[RasterInfo] = []
     if cfg.sources.dgm:
-        infos = dgm_infos(cfg, [i.path for i in ctx.inputs_for("dgm")])
+        infos = delivery_infos(ctx, "dgm")
         bounds = delivery_bounds(infos, crs)
         res = lay.resolution_m or native_resolution(infos)
         height_crs, source = dgm_height_crs(cfg, infos), "dgm"
@@ -140,7 +139,7 @@ def build_terrain_mesh(ctx: BuildContext) -> tuple[LayerResult, TerrainCounts]:
     tcalls: list[CachedCall] = []
     tids: list[tuple[int, int]] = []
     if lay.texture_from_orthophoto and cfg.sources.orthophoto:
-        ortho = ortho_infos(cfg, [i.path for i in ctx.inputs_for("orthophoto")])
+        ortho = delivery_infos(ctx, "orthophoto")
         bands = orthophoto_bands(cfg.sources.orthophoto.bands)
         rgb = [bands["red"], bands["green"], bands["blue"]]
         scale = ortho_scale(ortho)
