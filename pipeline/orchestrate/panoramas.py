@@ -166,12 +166,22 @@ def assign_tracks(table: PanoramaTable, gap_seconds: float) -> list[str]:
     return [f"{stem}:{r + 1}" for r in run]
 
 
+def track_groups(track_ids: list[str]) -> dict[str, np.ndarray]:
+    """The record indices of each track (ascending), tracks sorted by id: one sort of all records, not a
+    comparison of every record per track (5,000 tracks x 4 M panoramas took minutes that way)."""
+    if not len(track_ids):
+        return {}
+    ids = np.asarray(track_ids, dtype=str)
+    names, inverse = np.unique(ids, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    ends = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
+    return dict(zip(names.tolist(), np.split(order, ends), strict=True))
+
+
 def track_sequence(table: PanoramaTable) -> np.ndarray:
     """0-based position of every record along its track, by time (file order breaks ties)."""
-    tracks = np.asarray(table.track_id, dtype=object)
     seq = np.zeros(len(table), dtype=np.int64)
-    for t in dict.fromkeys(table.track_id or []):
-        idx = np.flatnonzero(tracks == t)
+    for idx in track_groups(table.track_id or []).values():
         seq[idx[np.argsort(table.time[idx], kind="stable")]] = np.arange(len(idx))
     return seq
 

@@ -102,13 +102,11 @@ def params_of(lay: StreetSpaceLayer) -> StreetSpaceParams:
 
 def track_axes(files: list[Path], gap_seconds: float) -> list[np.ndarray]:
     """Polylines (n, 2) of the recording tracks, each in time order, sorted by track id."""
-    from pipeline.orchestrate.panoramas import concat_tables, read_panorama_csv
+    from pipeline.orchestrate.panoramas import concat_tables, read_panorama_csv, track_groups
 
     table = concat_tables([read_panorama_csv(f) for f in files], gap_seconds)
-    ids = np.array(table.track_id or [], dtype=object)
     axes = []
-    for tid in sorted(set(ids.tolist())):
-        sel = np.flatnonzero(ids == tid)
+    for sel in track_groups(table.track_id or []).values():
         sel = sel[np.argsort(table.time[sel], kind="stable")]
         xy = np.column_stack([table.x[sel], table.y[sel]])
         keep = np.concatenate([[True], np.hypot(*np.diff(xy, axis=0).T) > 1e-6])
