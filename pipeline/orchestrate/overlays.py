@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -26,6 +26,7 @@ from pipeline.config.model import TwinConfig
 from pipeline.errors import InputError
 from pipeline.model import BuildContext, LayerResult
 from pipeline.orchestrate.executor import Executor, build_executor
+from pipeline.orchestrate.grouping import group_positions
 from pipeline.orchestrate.overlays_tiles import ParcelSource, building_rows, parcel_rows
 from pipeline.orchestrate.point_products import fill_once
 from pipeline.orchestrate.terrain import delivery_infos, ground_model, las_bounds
@@ -727,16 +728,6 @@ def _feature_tile_cached(ctx: BuildContext, path: Path, args: tuple, kw: dict) -
     cache.materialize(key, build, {"tile.glb": path})
 
 
-def _groups(keys: np.ndarray) -> list[tuple[Any, np.ndarray]]:
-    """(key, positions of `keys` holding it, ascending) for every distinct key, ascending: one stable sort
-    of `keys`, not one comparison of the whole array per key."""
-    if len(keys) == 0:
-        return []
-    order = np.argsort(keys, kind="stable")
-    uniq, start = np.unique(keys[order], return_index=True)
-    return list(zip(uniq, np.split(order, start[1:]), strict=True))
-
-
 def write_feature_tiles(
     ctx: BuildContext,
     out_dir: Path,
@@ -786,8 +777,8 @@ def write_feature_tiles(
     tri_key = vkey[mesh.triangles[:, 0]]
     # each tile's triangles (and segments) by one sort, and its vertex and feature rows by searchsorted:
     # no scan of the region's triangles, vertices or features per tile (71,000 tiles for the Ruhr)
-    seg_of = dict(_groups(seg_key)) if outlines is not None and len(outlines.segments) else {}
-    for k, pos in _groups(tri_key):
+    seg_of = dict(group_positions(seg_key)) if outlines is not None and len(outlines.segments) else {}
+    for k, pos in group_positions(tri_key):
         tris = mesh.triangles[pos]
         used = np.unique(tris)
         feats = np.unique(mesh.feature[used])

@@ -31,6 +31,7 @@ import pandas as pd
 import shapely
 from affine import Affine
 
+from pipeline.orchestrate.grouping import group_positions
 from pipeline.sources.rasters import Grid
 
 Bounds = tuple[float, float, float, float]
@@ -303,8 +304,7 @@ def building_rows(
     # the footprints each tile owns (ascending), and those its task gets (owned + neighbours in its window)
     _tiles, inverse = np.unique(keys, axis=0, return_inverse=True)  # the order of `tiles_of`
     inverse = inverse.reshape(-1)
-    by_tile = np.argsort(inverse, kind="stable")
-    owned = np.split(by_tile, np.flatnonzero(np.diff(inverse[by_tile])) + 1)
+    owned = [pos for _k, pos in group_positions(inverse)]
     sels = []
     for own in owned:
         (_o, _n), _t, extent = crop(grid, [None, None], _union_bounds(env[own]))
