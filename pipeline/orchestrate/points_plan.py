@@ -256,7 +256,7 @@ def plan_tiling(
     use_ortho = bool(ortho_all) and any(needs_ortho)
     tiles: list = []
     if use_ortho:  # rasterio (GDAL) is loaded only by a run that colours points from an orthophoto
-        from pipeline.sources.rasters import covering, scan_rasters
+        from pipeline.sources.rasters import TileIndex, scan_rasters
 
         tiles = scan_rasters([Path(p) for p in ortho_all], working_crs=wkts[0])
     ortho_nir = bool(tiles) and all(t.count >= dict(opts.ortho_bands).get("nir", 4) for t in tiles)
@@ -277,11 +277,14 @@ def plan_tiling(
         optional=optional,
     )
     file_jobs = []
+    indexes: dict[str, Any] = {}  # the orthophoto tiles indexed once per source CRS, not scanned per file
     for info, fc, wkt, need in zip(infos, fcs, wkts, needs_ortho, strict=True):
         ortho = None
         if use_ortho and need:  # the tiles its points can lie in (a file outside all: black, from the first)
             box = (info.mins[0], info.mins[1], info.maxs[0], info.maxs[1])
-            ortho = tuple(str(t.path) for t in covering(tiles, box, wkt)) or ortho_all[:1]
+            if wkt not in indexes:
+                indexes[wkt] = TileIndex(tiles, wkt)
+            ortho = tuple(str(t.path) for t in indexes[wkt].covering(box)) or ortho_all[:1]
         fj = FileJob(info, wkt, fc.z_factor, ortho, tuple(opts.ortho_bands), aoi=aois[wkt])
         lattice = memo("points-lattice-v1", info, fc, wkt, shipped_lattice, fj, frame, cfg)
         file_jobs.append(fj if lattice is None else dataclasses.replace(fj, lattice=lattice))
