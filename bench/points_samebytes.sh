@@ -2,11 +2,15 @@
 # Same bytes of `twin points` between two code trees (issue 14, docs/pointcloud.md step 15):
 #   bench/points_samebytes.sh <tree> <outdir>   -> <outdir>/summary.txt: sha256 of every output file, exit
 # code and first error line of 56 runs on ../shared/realdata; `diff` the summaries of two trees.
+# Environment: PYTHON (default: this repository's .venv/bin/python: a worktree without a venv needs it),
+# REALDATA (default: ../shared/realdata beside this repository).
 set -u
 TREE=$(realpath "$1"); OUT=$2
 if [ -e "$OUT" ]; then echo "$OUT exists: give a new folder" >&2; exit 2; fi
-mkdir -p "$OUT"
 REPO=$(cd "$(dirname "$0")/.." && pwd); R=${REALDATA:-$REPO/../shared/realdata}; PY=${PYTHON:-$REPO/.venv/bin/python}
+if [ ! -x "$PY" ]; then echo "no Python at $PY: set PYTHON=/path/to/.venv/bin/python" >&2; exit 2; fi
+if [ ! -d "$R" ]; then echo "no real data at $R: set REALDATA=/path/to/shared/realdata" >&2; exit 2; fi
+mkdir -p "$OUT"
 run() { # name args...
   local name=$1; shift
   local d="$OUT/$name"
